@@ -1,0 +1,885 @@
+// Template machinery behind sync/stream.h. Internal: include sync/stream.h instead.
+//
+// Design. A stream owns a fixed-capacity table of slots (allocated in chunks of 64 on first use).
+// Starting an input takes a slot, stores the input in it and submits a 16-byte task {core, slot}
+// to the executor (stored inline by absl::AnyInvocable: no allocation of ours per task). The task
+// stores the outcome in the slot and calls Complete(), which, under the stream's one mutex, links
+// the slot into the ready list (completion order) or marks it done (input order: slot = index mod
+// max_in_flight), then tops the window up: it pulls further inputs into free slots and submits
+// them after unlocking. The consumer takes every ready slot in one batch under the lock, yields
+// them without locking, and releases the whole batch (and tops up) the next time it locks. So per
+// item there is one lock on the completing thread and an amortized fraction of one on the
+// consumer's; the consumer blocks on an absl::Condition only when nothing is ready, and is woken
+// by the unlock that makes something ready.
+//
+// Slot ownership (why slots carry no ABSL_GUARDED_BY): a slot is free or ready (guarded by mu_),
+// or starting (owned by the thread that took it under mu_ until it submits it), or running (owned
+// by its task, handed over by Executor::Submit), or in the consumer's batch (owned by the
+// consumer, handed over under mu_). Each hand-over happens under mu_ or through Submit, which
+// orders the accesses.
+//
+// Inline executors: a task that runs inside Submit() would recurse (complete -> top up ->
+// submit -> run...). A thread-local frame turns that into a loop: while a thread is submitting for
+// a stream, further submissions for the same stream on that thread are appended to the frame's
+// list instead.
+
+#ifndef CONCURRY_SYNC_INTERNAL_STREAM_IMPL_H_
+#define CONCURRY_SYNC_INTERNAL_STREAM_IMPL_H_
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "futures/clock.h"
+#include "futures/errors.h"
+#include "futures/executor.h"
+#include "futures/future.h"
+#include "sync/outcome.h"
+#include "sync/progress.h"
+
+namespace concurry {
+namespace sync_internal {
+
+template <typename T>
+inline constexpr bool kIsOptional = false;
+template <typename T>
+inline constexpr bool kIsOptional<std::optional<T>> = true;
+
+// A callable taking no arguments and returning std::optional<In>.
+template <typename S>
+concept StreamPullSource = std::invocable<std::decay_t<S>&> &&
+                           kIsOptional<std::invoke_result_t<std::decay_t<S>&>>;
+
+template <typename S>
+using PullValueT = typename std::invoke_result_t<std::decay_t<S>&>::value_type;
+
+// How a stream calls `F` on an input: with or without a StreamContext, and what it returns.
+template <typename F, typename In>
+struct StreamCall {
+  static constexpr bool kWithContext = std::is_invocable_v<F&, In&&, StreamContext<In>&>;
+  static_assert(kWithContext || std::is_invocable_v<F&, In&&>,
+                "a stream function must be callable as fn(In&&) or "
+                "fn(In&&, concurry::StreamContext<In>&)");
+  using Raw = typename std::conditional_t<kWithContext,
+                                          std::invoke_result<F&, In&&, StreamContext<In>&>,
+                                          std::invoke_result<F&, In&&>>::type;
+  using Result = UnwrapT<Raw>;
+};
+
+// Pulls the elements of a range one by one: the element after the one returned last is only
+// computed (the iterator incremented) when asked for, so a generator runs no further than needed.
+// An rvalue range is owned (on the heap, so its iterators stay valid when this moves); an owned
+// container's elements are moved out.
+template <typename Range>
+class RangeSource {
+  static constexpr bool kOwned = !std::is_lvalue_reference_v<Range>;
+  using Stored = std::remove_reference_t<Range>;
+  using Value = std::ranges::range_value_t<Range>;
+  static constexpr bool kMoveElements = kOwned && !std::ranges::view<std::remove_cv_t<Stored>>;
+
+ public:
+  explicit RangeSource(Range&& range) {
+    if constexpr (kOwned) {
+      owned_ = std::make_unique<Stored>(std::move(range));
+      range_ = owned_.get();
+    } else {
+      range_ = &range;
+    }
+  }
+
+  std::optional<Value> operator()() {
+    if (!it_.has_value()) {
+      it_.emplace(std::ranges::begin(*range_));
+      end_.emplace(std::ranges::end(*range_));
+    } else {
+      ++*it_;
+    }
+    if (*it_ == *end_) return std::nullopt;
+    if constexpr (kMoveElements) {
+      return Value(std::ranges::iter_move(*it_));
+    } else {
+      return Value(**it_);
+    }
+  }
+
+ private:
+  std::unique_ptr<Stored> owned_;
+  Stored* range_ = nullptr;
+  std::optional<std::ranges::iterator_t<Stored>> it_;
+  std::optional<std::ranges::sentinel_t<Stored>> end_;
+};
+
+inline constexpr uint32_t kNoSlot = 0xffffffffu;
+
+// A thread's ongoing SubmitAll for one stream (see "Inline executors" above).
+struct StreamSubmitFrame {
+  const void* core;
+  uint32_t head;
+  uint32_t tail;
+  StreamSubmitFrame* prev;
+};
+inline thread_local StreamSubmitFrame* tls_stream_submit_frame = nullptr;
+
+// Validates options; throws InvalidOptionError (stream.cc).
+void ValidateStreamOptions(const StreamOptions& options);
+// The error of a dropped task (stream.cc).
+std::exception_ptr StreamDroppedTaskError();
+std::exception_ptr StreamCancelledError();
+std::exception_ptr StreamTimeoutError(absl::Duration timeout, int64_t yielded);
+
+template <typename In, typename R>
+class StreamCore;
+
+// The executor task of one slot: 16 bytes, so absl::AnyInvocable stores it inline. Destroying it
+// without running it (the executor dropped it) completes the slot with StoppedError.
+template <typename In, typename R>
+class StreamTask {
+ public:
+  StreamTask(StreamCore<In, R>* core, uint32_t slot) noexcept : core_(core), slot_(slot) {}
+  StreamTask(StreamTask&& other) noexcept
+      : core_(std::exchange(other.core_, nullptr)), slot_(other.slot_) {}
+  StreamTask(const StreamTask&) = delete;
+  StreamTask& operator=(const StreamTask&) = delete;
+  StreamTask& operator=(StreamTask&&) = delete;
+  ~StreamTask() {
+    if (core_ != nullptr) core_->Drop(slot_);
+  }
+
+  void operator()() { std::exchange(core_, nullptr)->Run(slot_); }
+
+ private:
+  StreamCore<In, R>* core_;
+  uint32_t slot_;
+};
+
+// The state of one stream, shared by the consumer and the tasks. See the file comment. The
+// consumer-side members (batch, progress) are confined to the consuming thread. Thread-safe as
+// documented on ResultStream.
+template <typename In, typename R>
+class StreamCore : public StreamInputSink<In> {
+ public:
+  using Item = StreamItem<R>;
+
+  StreamCore(Executor& executor, absl::AnyInvocable<std::optional<In>()> source,
+             StreamOptions options, int64_t known_total)
+      : executor_(executor),
+        clock_(options.clock != nullptr ? *options.clock : Clock::Real()),
+        max_in_flight_(options.max_in_flight),
+        ordered_(options.order == Order::kInput),
+        stop_on_error_(options.on_error == ErrorPolicy::kStopOnError),
+        capacity_(ordered_ ? static_cast<uint32_t>(max_in_flight_)
+                           : 2 * static_cast<uint32_t>(max_in_flight_)),
+        timeout_(options.timeout),
+        progress_options_(std::move(options.progress)),
+        known_total_(known_total),
+        chunks_((capacity_ + kChunkSize - 1) / kChunkSize),
+        source_(std::move(source)) {}
+
+  virtual ~StreamCore() = default;
+
+  StreamCore(const StreamCore&) = delete;
+  StreamCore& operator=(const StreamCore&) = delete;
+
+  // ResultStream::Next.
+  Item* Next() ABSL_LOCKS_EXCLUDED(mu_);
+  // ResultStream::Start.
+  void Start() ABSL_LOCKS_EXCLUDED(mu_);
+  // ResultStream::Add and StreamContext::Enqueue.
+  bool Add(In input) override ABSL_LOCKS_EXCLUDED(mu_);
+  // ResultStream::Cancel.
+  void Cancel() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Runs the task of `slot` (StreamTask): skips it when stopping, else Invoke().
+  void Run(uint32_t slot) ABSL_LOCKS_EXCLUDED(mu_);
+  // Completes `slot` with StoppedError (skips it when stopping): the executor dropped its task.
+  void Drop(uint32_t slot) ABSL_LOCKS_EXCLUDED(mu_);
+
+ protected:
+  struct Slot {
+    int64_t index = 0;
+    std::optional<In> input;
+    std::optional<Item> item;  // Empty after Run when the task was skipped.
+    uint32_t next = kNoSlot;   // Link in the free, ready, batch or submit list.
+    bool done = false;         // Input order: the task finished (item set, or skipped).
+  };
+
+  // Calls the user function on the input of `slot` (running), stores the outcome in its item and
+  // calls Complete(slot), now or, for a returned future, when it completes.
+  virtual void Invoke(uint32_t slot) = 0;
+
+  // Records the completion of `slot` and tops the window up. The caller must not touch the core
+  // after this returns (the consumer may have destroyed it).
+  void Complete(uint32_t slot) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Stops, then waits until no task is in flight. Idempotent; the first thing a destructor does.
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
+
+  Slot& slot(uint32_t s) { return chunks_[s >> kChunkBits][s & (kChunkSize - 1)]; }
+
+ private:
+  static constexpr uint32_t kChunkBits = 6;
+  static constexpr uint32_t kChunkSize = 1u << kChunkBits;
+  // Bounds of the consumer's adaptive spin before blocking (see Refill), in pause instructions
+  // (about 10 to 40 ns each): the limit doubles after a spin that found a batch and halves after
+  // one that had to block, so an oversubscribed machine, where the producer is not running, soon
+  // stops paying for it.
+  static constexpr int kMinSpin = 8;
+  static constexpr int kMaxSpin = 256;
+
+  // Why the stream stopped before its end.
+  enum class StopKind { kNone, kTaskError, kCancelled, kTimeout, kSourceError };
+
+  // Slots to submit once mu_ is released, linked through Slot::next.
+  struct SubmitList {
+    uint32_t head = kNoSlot;
+    uint32_t tail = kNoSlot;
+  };
+
+  bool CanStartLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // Acquire: pairs with the consumer's release in LeaveCurrent(), so the slot it freed (its
+    // result destroyed) is reused only after that.
+    if (ordered_) return next_index_ - released_.load(std::memory_order_acquire) < max_in_flight_;
+    return in_flight_ < max_in_flight_ && outstanding_ < capacity_;
+  }
+  bool HasReadyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ordered_) {
+      const int64_t head = released_.load(std::memory_order_acquire);
+      return head < next_index_ && slot(SlotOfIndex(head)).done;
+    }
+    return ready_head_ != kNoSlot;
+  }
+  // An error the consumer throws at its next step, not at an item's position.
+  bool FatalLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stop_kind_ != StopKind::kNone && stop_kind_ != StopKind::kTaskError;
+  }
+  bool ConsumerMayProceedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return FatalLocked() || HasReadyLocked() || in_flight_ == 0;
+  }
+  bool NothingInFlightLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ == 0; }
+  uint32_t SlotOfIndex(int64_t index) const {
+    return static_cast<uint32_t>(index % max_in_flight_);
+  }
+
+  void EnsureChunkLocked(uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto& chunk = chunks_[s >> kChunkBits];
+    if (chunk == nullptr) chunk = std::make_unique<Slot[]>(kChunkSize);
+  }
+  uint32_t AcquireSlotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreeSlotLocked(uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    slot(s).next = free_head_;
+    free_head_ = s;
+    --outstanding_;
+  }
+  // Pulls inputs (queued follow-ups first) into free slots while the window has room.
+  void TopUpLocked(SubmitList* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stops pulling and drops queued follow-ups; tasks that have not started will skip.
+  void StopLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // Release: pairs with the acquire load in Run(); a task that misses the flag merely runs.
+    stopping_.store(true, std::memory_order_release);
+    queued_.clear();
+  }
+  void SetStopLocked(StopKind kind, std::exception_ptr error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (stop_kind_ == StopKind::kNone) {
+      stop_kind_ = kind;
+      error_ = std::move(error);
+    }
+    StopLocked();
+  }
+  // Submits `list` (outside mu_). May destroy nothing; touches the core only for slots not yet
+  // submitted.
+  void SubmitAll(SubmitList list) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Consumer side.
+  bool NextInBatch(uint32_t* s);
+  void LeaveCurrent();
+  void ReleaseBatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool TakeBatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Returns true with a new batch, false at the end; throws when the stream failed.
+  bool Refill() ABSL_LOCKS_EXCLUDED(mu_);
+  [[noreturn]] void FailAfterDrain(std::exception_ptr error) ABSL_LOCKS_EXCLUDED(mu_);
+  // Spins for at most spin_limit_ pause instructions while completions_ == `completions` and not
+  // stopping.
+  void SpinWhile(uint64_t completions) {
+    for (int i = 0; i < spin_limit_; ++i) {
+      if (completions_.load(std::memory_order_relaxed) != completions ||
+          stopping_.load(std::memory_order_relaxed)) {
+        return;
+      }
+      CpuRelax();
+    }
+  }
+  static void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+
+  Executor& executor_;
+  Clock& clock_;
+  const int max_in_flight_;
+  const bool ordered_;
+  const bool stop_on_error_;
+  const uint32_t capacity_;
+  const absl::Duration timeout_;
+  const ProgressOptions progress_options_;
+  const int64_t known_total_;
+  // Written under mu_ (EnsureChunkLocked) before the slot is handed to anyone; see file comment.
+  std::vector<std::unique_ptr<Slot[]>> chunks_;
+
+  // Read without mu_ by tasks about to run; written under mu_.
+  std::atomic<bool> stopping_{false};
+  // Completed tasks, bumped under mu_ by Complete(); read without mu_ by the consumer's brief spin
+  // before it blocks (a hint only: every decision is re-checked under mu_).
+  std::atomic<uint64_t> completions_{0};
+
+  absl::Mutex mu_;
+  absl::AnyInvocable<std::optional<In>()> source_ ABSL_GUARDED_BY(mu_);
+  bool source_exhausted_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<In> queued_ ABSL_GUARDED_BY(mu_);
+  int64_t added_ ABSL_GUARDED_BY(mu_) = 0;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  int64_t next_index_ ABSL_GUARDED_BY(mu_) = 0;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // Completion order: slots in use (in flight, ready or in the consumer's batch).
+  uint32_t outstanding_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t allocated_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t free_head_ ABSL_GUARDED_BY(mu_) = kNoSlot;
+  uint32_t ready_head_ ABSL_GUARDED_BY(mu_) = kNoSlot;
+  uint32_t ready_tail_ ABSL_GUARDED_BY(mu_) = kNoSlot;
+  // Input order: indices below this were yielded and their slots may be reused. Written by the
+  // consumer alone, item by item and without mu_, so completing tasks can top up without waiting
+  // for the consumer's next lock; read under mu_.
+  std::atomic<int64_t> released_{0};
+  StopKind stop_kind_ ABSL_GUARDED_BY(mu_) = StopKind::kNone;
+  std::exception_ptr error_ ABSL_GUARDED_BY(mu_);
+
+  // Consumer thread only.
+  bool consumer_started_ = false;
+  bool finished_ = false;            // Next() returned the end or threw.
+  std::exception_ptr final_error_;   // What Next() threw.
+  bool has_current_ = false;         // The last Next() returned slot current_.
+  uint32_t current_ = kNoSlot;
+  uint32_t batch_cur_ = kNoSlot;     // Completion order: next slot of the batch.
+  uint32_t batch_first_ = kNoSlot;
+  uint32_t batch_last_ = kNoSlot;
+  uint32_t batch_count_ = 0;
+  int64_t batch_next_ = 0;           // Input order: next index of the batch.
+  int64_t batch_end_ = 0;
+  int64_t yielded_ = 0;
+  int spin_limit_ = 64;
+  int64_t reported_total_ = ProgressReporter::kUnknownTotal;
+  std::unique_ptr<ProgressReporter> progress_;
+};
+
+template <typename In, typename R>
+uint32_t StreamCore<In, R>::AcquireSlotLocked() {
+  uint32_t s;
+  if (ordered_) {
+    s = SlotOfIndex(next_index_);
+  } else if (free_head_ != kNoSlot) {
+    s = free_head_;
+    free_head_ = slot(s).next;
+  } else {
+    s = allocated_++;
+  }
+  EnsureChunkLocked(s);
+  ++outstanding_;
+  return s;
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::TopUpLocked(SubmitList* out) {
+  if (!started_ || stopping_.load(std::memory_order_relaxed)) return;
+  while (CanStartLocked()) {
+    std::optional<In> input;
+    if (!queued_.empty()) {
+      input.emplace(std::move(queued_.front()));
+      queued_.pop_front();
+    } else if (!source_exhausted_) {
+      try {
+        input = source_();
+      } catch (...) {
+        SetStopLocked(StopKind::kSourceError, std::current_exception());
+        return;
+      }
+      if (!input.has_value()) {
+        source_exhausted_ = true;
+        source_ = nullptr;  // Frees an owned range early.
+        return;
+      }
+    } else {
+      return;
+    }
+    const uint32_t s = AcquireSlotLocked();
+    Slot& entry = slot(s);
+    entry.index = next_index_++;
+    entry.input = std::move(input);
+    entry.done = false;
+    entry.next = kNoSlot;
+    ++in_flight_;
+    if (out->tail == kNoSlot) {
+      out->head = s;
+    } else {
+      slot(out->tail).next = s;
+    }
+    out->tail = s;
+  }
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::SubmitAll(SubmitList list) {
+  if (list.head == kNoSlot) return;
+  StreamSubmitFrame* top = tls_stream_submit_frame;
+  if (top != nullptr && top->core == this) {
+    // A task of this stream ran inline inside Submit(): let the outer loop submit these.
+    if (top->tail == kNoSlot) {
+      top->head = list.head;
+    } else {
+      slot(top->tail).next = list.head;
+    }
+    top->tail = list.tail;
+    return;
+  }
+  StreamSubmitFrame frame{this, list.head, list.tail, top};
+  tls_stream_submit_frame = &frame;
+  Executor& executor = executor_;
+  while (frame.head != kNoSlot) {
+    const uint32_t s = frame.head;
+    // Read the link before submitting: once submitted, the slot belongs to its task.
+    if (s == frame.tail) {
+      frame.head = frame.tail = kNoSlot;
+    } else {
+      frame.head = slot(s).next;
+    }
+    try {
+      executor.Submit(StreamTask<In, R>(this, s));
+    } catch (...) {
+      // The rejected task was destroyed, which completed its slot with StoppedError (Drop).
+    }
+  }
+  tls_stream_submit_frame = frame.prev;
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::Run(uint32_t s) {
+  // Acquire: pairs with the release store in StopLocked().
+  if (stopping_.load(std::memory_order_acquire)) {
+    slot(s).input.reset();
+    Complete(s);  // Skipped: no item.
+    return;
+  }
+  Invoke(s);
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::Drop(uint32_t s) {
+  Slot& entry = slot(s);
+  entry.input.reset();
+  if (!stopping_.load(std::memory_order_acquire)) {
+    entry.item.emplace(entry.index, Outcome<R>(StreamDroppedTaskError()));
+  }
+  Complete(s);
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::Complete(uint32_t s) {
+  SubmitList to_submit;
+  {
+    absl::MutexLock lock(&mu_);
+    --in_flight_;
+    Slot& entry = slot(s);
+    const bool skipped = !entry.item.has_value();
+    if (!skipped && stop_on_error_ && !entry.item->outcome.ok()) {
+      SetStopLocked(StopKind::kTaskError, entry.item->outcome.error());
+    }
+    if (ordered_) {
+      entry.done = true;
+    } else if (skipped) {
+      FreeSlotLocked(s);
+    } else {
+      entry.next = kNoSlot;
+      if (ready_tail_ == kNoSlot) {
+        ready_head_ = s;
+      } else {
+        slot(ready_tail_).next = s;
+      }
+      ready_tail_ = s;
+    }
+    TopUpLocked(&to_submit);
+    // Relaxed: a hint for the spinning consumer, which re-checks under mu_.
+    completions_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // With nothing to submit, the core may already be gone (the consumer saw the last completion
+  // and destroyed the stream): do not even call a member function.
+  if (to_submit.head == kNoSlot) return;
+  SubmitAll(to_submit);
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::StartLocked() {
+  if (started_) return;
+  started_ = true;
+  deadline_ = timeout_ == absl::InfiniteDuration() ? absl::InfiniteFuture()
+                                                   : clock_.Now() + timeout_;
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::Start() {
+  SubmitList to_submit;
+  {
+    absl::MutexLock lock(&mu_);
+    StartLocked();
+    TopUpLocked(&to_submit);
+  }
+  SubmitAll(to_submit);
+}
+
+template <typename In, typename R>
+bool StreamCore<In, R>::Add(In input) {
+  SubmitList to_submit;
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_ || stopping_.load(std::memory_order_relaxed)) return false;
+    queued_.push_back(std::move(input));
+    ++added_;
+    TopUpLocked(&to_submit);
+  }
+  SubmitAll(to_submit);
+  return true;
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::Cancel() {
+  absl::MutexLock lock(&mu_);
+  if (ended_) return;
+  SetStopLocked(StopKind::kCancelled, StreamCancelledError());
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    StopLocked();
+    clock_.AwaitWithDeadline(&mu_, absl::Condition(this, &StreamCore::NothingInFlightLocked),
+                             absl::InfiniteFuture());
+  }
+  if (progress_ != nullptr && !finished_) progress_->Stop();
+  progress_.reset();
+}
+
+template <typename In, typename R>
+bool StreamCore<In, R>::NextInBatch(uint32_t* s) {
+  if (ordered_) {
+    if (batch_next_ >= batch_end_) return false;
+    *s = SlotOfIndex(batch_next_);
+    return true;
+  }
+  if (batch_cur_ == kNoSlot) return false;
+  *s = batch_cur_;
+  return true;
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::LeaveCurrent() {
+  has_current_ = false;
+  Slot& entry = slot(current_);
+  entry.item.reset();  // Frees the result now.
+  if (ordered_) {
+    ++batch_next_;
+    // Release: the slot may be reused (see CanStartLocked); completion order releases whole
+    // batches under mu_ instead.
+    released_.store(batch_next_, std::memory_order_release);
+  } else {
+    batch_cur_ = current_ == batch_last_ ? kNoSlot : entry.next;
+  }
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::ReleaseBatchLocked() {
+  if (ordered_) return;  // Released item by item in LeaveCurrent().
+  if (batch_count_ == 0) return;
+  slot(batch_last_).next = free_head_;
+  free_head_ = batch_first_;
+  outstanding_ -= batch_count_;
+  batch_count_ = 0;
+  batch_first_ = batch_last_ = batch_cur_ = kNoSlot;
+}
+
+template <typename In, typename R>
+bool StreamCore<In, R>::TakeBatchLocked() {
+  if (ordered_) {
+    const int64_t begin = released_.load(std::memory_order_relaxed);  // Written by this thread.
+    int64_t end = begin;
+    while (end < next_index_ && slot(SlotOfIndex(end)).done) ++end;
+    batch_next_ = begin;
+    batch_end_ = end;
+    return end > begin;
+  }
+  if (ready_head_ == kNoSlot) return false;
+  batch_first_ = batch_cur_ = ready_head_;
+  batch_last_ = ready_tail_;
+  batch_count_ = 0;
+  for (uint32_t s = ready_head_;; s = slot(s).next) {
+    ++batch_count_;
+    if (s == ready_tail_) break;
+  }
+  ready_head_ = ready_tail_ = kNoSlot;
+  return true;
+}
+
+template <typename In, typename R>
+bool StreamCore<In, R>::Refill() {
+  enum class Step { kBatch, kEnd, kFail, kAgain, kSpin };
+  bool spun = false;
+  for (;;) {
+    SubmitList to_submit;
+    Step step;
+    uint64_t completions = 0;
+    int64_t total = ProgressReporter::kUnknownTotal;
+    {
+      absl::MutexLock lock(&mu_);
+      ReleaseBatchLocked();
+      for (;;) {
+        TopUpLocked(&to_submit);
+        if (FatalLocked()) {
+          step = Step::kFail;
+          break;
+        }
+        if (TakeBatchLocked()) {
+          if (spun) spin_limit_ = std::min(kMaxSpin, 2 * spin_limit_);
+          step = Step::kBatch;
+          break;
+        }
+        if (in_flight_ == 0) {  // Nothing running, ready or startable.
+          ended_ = true;
+          step = Step::kEnd;
+          break;
+        }
+        if (to_submit.head != kNoSlot) {  // Submit them before blocking.
+          step = Step::kAgain;
+          break;
+        }
+        if (!spun) {
+          // Fast tasks complete within microseconds: spinning briefly, once per refill, instead
+          // of blocking saves the completing thread a futex wake and both threads a context
+          // switch per batch. Slow tasks cost the consumer one short spin per batch.
+          spun = true;
+          completions = completions_.load(std::memory_order_relaxed);
+          step = Step::kSpin;
+          break;
+        }
+        spin_limit_ = std::max(kMinSpin, spin_limit_ / 2);
+        if (!clock_.AwaitWithDeadline(
+                &mu_, absl::Condition(this, &StreamCore::ConsumerMayProceedLocked), deadline_)) {
+          // The timeout overrides a pending task error the consumer has not reached yet.
+          if (!FatalLocked()) {
+            stop_kind_ = StopKind::kTimeout;
+            error_ = StreamTimeoutError(timeout_, yielded_);
+          }
+          StopLocked();
+        }
+      }
+      if (known_total_ >= 0) total = known_total_ + added_;
+    }
+    SubmitAll(to_submit);
+    if (progress_ != nullptr && total != reported_total_) {
+      reported_total_ = total;
+      progress_->SetTotal(total);
+    }
+    switch (step) {
+      case Step::kBatch:
+        return true;
+      case Step::kEnd:
+        finished_ = true;
+        if (progress_ != nullptr) progress_->Success();
+        return false;
+      case Step::kFail:
+        FailAfterDrain(nullptr);
+      case Step::kSpin:
+        SpinWhile(completions);
+        break;
+      case Step::kAgain:
+        break;
+    }
+  }
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::FailAfterDrain(std::exception_ptr error) {
+  StopKind kind;
+  {
+    absl::MutexLock lock(&mu_);
+    if (error != nullptr) SetStopLocked(StopKind::kTaskError, error);
+    StopLocked();
+    if (error == nullptr) error = error_;
+    kind = stop_kind_;
+    // On the clock (no deadline: the tasks reference the stream), so a FakeClock test can see it.
+    clock_.AwaitWithDeadline(&mu_, absl::Condition(this, &StreamCore::NothingInFlightLocked),
+                             absl::InfiniteFuture());
+  }
+  finished_ = true;
+  final_error_ = error;
+  if (progress_ != nullptr) {
+    if (kind == StopKind::kCancelled) {
+      progress_->Stop("Cancelled");
+    } else if (kind == StopKind::kTimeout) {
+      progress_->Stop("Timeout");
+    } else {
+      progress_->Failure();
+    }
+  }
+  std::rethrow_exception(error);
+}
+
+template <typename In, typename R>
+StreamItem<R>* StreamCore<In, R>::Next() {
+  if (finished_) {
+    if (final_error_ != nullptr) std::rethrow_exception(final_error_);
+    return nullptr;
+  }
+  if (!consumer_started_) {
+    consumer_started_ = true;
+    progress_ = std::make_unique<ProgressReporter>(progress_options_, known_total_, "Streaming",
+                                                   clock_);
+    reported_total_ = known_total_;
+    if (!progress_->active()) progress_.reset();
+    Start();
+  }
+  if (has_current_) LeaveCurrent();
+  for (;;) {
+    uint32_t s;
+    if (NextInBatch(&s)) {
+      Slot& entry = slot(s);
+      if (!entry.item.has_value()) FailAfterDrain(nullptr);  // Skipped after a stop.
+      if (stop_on_error_ && !entry.item->outcome.ok()) FailAfterDrain(entry.item->outcome.error());
+      has_current_ = true;
+      current_ = s;
+      ++yielded_;
+      if (progress_ != nullptr) progress_->Advance();
+      return &*entry.item;
+    }
+    if (!Refill()) return nullptr;
+  }
+}
+
+// The core with the user function.
+template <typename In, typename R, typename F>
+class StreamCoreImpl final : public StreamCore<In, R> {
+  using Call = StreamCall<F, In>;
+  using Raw = std::decay_t<typename Call::Raw>;
+
+ public:
+  template <typename G>
+  StreamCoreImpl(Executor& executor, absl::AnyInvocable<std::optional<In>()> source, G&& fn,
+                 StreamOptions options, int64_t known_total)
+      : StreamCore<In, R>(executor, std::move(source), std::move(options), known_total),
+        fn_(std::forward<G>(fn)) {}
+
+  // Tasks reference fn_: drain them before it is destroyed.
+  ~StreamCoreImpl() override { this->Shutdown(); }
+
+ protected:
+  void Invoke(uint32_t s) override {
+    auto& entry = this->slot(s);
+    const int64_t index = entry.index;
+    In input = std::move(*entry.input);
+    entry.input.reset();
+    if constexpr (futures_internal::kIsFuture<Raw>) {
+      Raw inner;
+      try {
+        inner = CallFn(std::move(input), index);
+        if (!inner.valid()) {
+          throw InvalidOptionError("Stream: the function returned an invalid Future");
+        }
+      } catch (...) {
+        entry.item.emplace(index, Outcome<R>(std::current_exception()));
+        this->Complete(s);
+        return;
+      }
+      inner.AddDoneCallback([this, s](const Raw& done) {
+        auto& completed = this->slot(s);
+        try {
+          completed.item.emplace(completed.index, OutcomeOf(done));
+        } catch (...) {
+          completed.item.emplace(completed.index, Outcome<R>(std::current_exception()));
+        }
+        this->Complete(s);
+      });
+    } else {
+      try {
+        if constexpr (std::is_void_v<Raw>) {
+          CallFn(std::move(input), index);
+          entry.item.emplace(index, Outcome<R>(std::in_place));
+        } else if constexpr (std::is_same_v<Raw, absl::Status>) {
+          absl::Status status = CallFn(std::move(input), index);
+          if (status.ok()) {
+            entry.item.emplace(index, Outcome<R>(std::in_place));
+          } else {
+            entry.item.emplace(index, Outcome<R>(ExceptionFromStatus(std::move(status))));
+          }
+        } else if constexpr (futures_internal::kIsStatusOr<Raw>) {
+          Raw result = CallFn(std::move(input), index);
+          if (result.ok()) {
+            entry.item.emplace(index, Outcome<R>(std::in_place, *std::move(result)));
+          } else {
+            entry.item.emplace(index, Outcome<R>(ExceptionFromStatus(std::move(result).status())));
+          }
+        } else {
+          entry.item.emplace(index, Outcome<R>(std::in_place, CallFn(std::move(input), index)));
+        }
+      } catch (...) {
+        entry.item.emplace(index, Outcome<R>(std::current_exception()));
+      }
+      this->Complete(s);
+    }
+  }
+
+ private:
+  decltype(auto) CallFn(In&& input, int64_t index) {
+    if constexpr (Call::kWithContext) {
+      StreamContext<In> context(this, index);
+      return std::invoke(fn_, std::move(input), context);
+    } else {
+      return std::invoke(fn_, std::move(input));
+    }
+  }
+
+  F fn_;
+};
+
+template <typename In, typename R, typename F, typename Source>
+ResultStream<In, R> MakeStream(Executor& executor, Source source, F&& fn, StreamOptions options,
+                               int64_t total) {
+  ValidateStreamOptions(options);
+  std::unique_ptr<StreamCore<In, R>> core =
+      std::make_unique<StreamCoreImpl<In, R, std::decay_t<F>>>(
+          executor, absl::AnyInvocable<std::optional<In>()>(std::move(source)),
+          std::forward<F>(fn), std::move(options), total);
+  return ResultStream<In, R>(std::move(core));
+}
+
+}  // namespace sync_internal
+}  // namespace concurry
+
+#endif  // CONCURRY_SYNC_INTERNAL_STREAM_IMPL_H_

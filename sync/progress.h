@@ -1,0 +1,143 @@
+// Progress reporting for wait, gather and streams: a terminal bar on stderr (concurry's
+// progress=True) and/or a user callback (concurry's callable progress).
+//
+//   concurry::ProgressReporter progress(options.progress, /*total=*/futures.size(), "Gathering");
+//   for (...) progress.Advance();             // once per completed item (or Advance(n))
+//   progress.Success();                       // or Failure("..."), Stop("Timeout")
+//   // stderr: "[Done] Gathering: 100%|####################| 100/100 [00:02<00:00, 50.00 it/s]"
+//
+// Components that take progress options hold a `ProgressOptions progress;` member in their own
+// options struct and create one ProgressReporter per call. A reporter with neither a bar nor a
+// callback is a no-op whose Advance costs one branch.
+
+#ifndef CONCURRY_SYNC_PROGRESS_H_
+#define CONCURRY_SYNC_PROGRESS_H_
+
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "futures/clock.h"
+
+namespace concurry {
+
+// How an operation reports progress. Plain options: fill with designated initializers,
+// `{.enabled = true, .description = "Downloading"}`. The default reports nothing.
+struct ProgressOptions {
+  // Draws a progress bar (concurry's progress=True). The bar is drawn only when `stream` is a
+  // terminal (isatty), unless `force` is set.
+  bool enabled = false;
+  // The bar's label. Empty means the operation's default ("Waiting", "Gathering", "Streaming").
+  std::string description;
+  // Minimum number of completed items between two redraws (and two callback calls).
+  // 0 means max(1, total / 100) for the bar (1 when the total is unknown) and 1 for the
+  // callback. Negative values are rejected with InvalidOptionError.
+  int64_t miniters = 0;
+  // Draws even when `stream` is not a terminal (logs, tests).
+  bool force = false;
+  // Called with (completed, total, elapsed) after every `miniters` completed items and once more
+  // at the end if items were not yet reported (concurry's callable progress). `total` is -1 when
+  // unknown. Used whether or not `enabled` is set. Calls are serialized and `completed` never
+  // decreases; the callback must not call back into the reporter. An exception it throws propagates
+  // from the reporter method that called it (the destructor prints it to stderr instead).
+  std::function<void(int64_t completed, int64_t total, absl::Duration elapsed)> callback;
+  // Where the bar is drawn. Null means stderr.
+  FILE* stream = nullptr;
+};
+
+// Tracks the completed items of one operation and reports them as configured by ProgressOptions.
+//
+// The bar line is "<description>: <pct>%|<bar>| <n>/<total> [<elapsed><<eta>, <rate> it/s]"
+// (without percent, bar and ETA when the total is unknown: "<description>: <n> [<elapsed>,
+// <rate> it/s]"), rewritten in place with '\r'. It is redrawn when at least `miniters` items
+// completed since the last draw and at least kRedrawInterval passed on the clock, so at most about
+// ten times a second. Success(), Failure() and Stop() draw the final line, prefixed with the
+// state ("[Done] ", "[Failed] ", "[Stopped] " or the given message), and end it with a newline;
+// the first of them wins and later calls, and later Advance calls, are ignored. The destructor
+// finishes an unfinished reporter the same way without a state prefix.
+//
+// Thread-safe: any thread may call any method; bar output and callback calls are serialized.
+class ProgressReporter {
+ public:
+  // Pass as `total` when the number of items is not known in advance (streams).
+  static constexpr int64_t kUnknownTotal = -1;
+  // The minimum clock time between two redraws of the bar (the final line is always drawn).
+  static constexpr absl::Duration kRedrawInterval = absl::Milliseconds(100);
+  // The width of the bar between the '|' characters, in characters.
+  static constexpr int kBarWidth = 20;
+
+  // Starts reporting an operation over `total` items (or kUnknownTotal) and draws the initial
+  // line when drawing. `default_description` is used when `options.description` is empty.
+  // `clock` times the rate, ETA and redraw throttling, and must outlive the reporter. Throws
+  // InvalidOptionError for negative `options.miniters` or a `total` below kUnknownTotal.
+  ProgressReporter(const ProgressOptions& options, int64_t total,
+                   absl::string_view default_description, Clock& clock = Clock::Real());
+  ~ProgressReporter();
+
+  ProgressReporter(const ProgressReporter&) = delete;
+  ProgressReporter& operator=(const ProgressReporter&) = delete;
+
+  // Returns whether this reporter draws a bar or calls a callback. When false every method is a
+  // cheap no-op, so callers need not check.
+  bool active() const { return drawing_ || has_callback_; }
+  // Returns whether this reporter draws a bar (enabled, and a terminal or forced).
+  bool drawing() const { return drawing_; }
+
+  // Records `n` more completed items and redraws / calls back when due.
+  void Advance(int64_t n = 1) ABSL_LOCKS_EXCLUDED(mu_) {
+    if (active()) AdvanceSlow(n);
+  }
+  // Sets the total, for example once a stream's input is exhausted (kUnknownTotal to unset).
+  void SetTotal(int64_t total) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Finishes successfully: draws the final line prefixed with "[<message>] ".
+  void Success(absl::string_view message = "Done") ABSL_LOCKS_EXCLUDED(mu_);
+  // Finishes with an error (concurry's failure()), prefixed with "[<message>] ".
+  void Failure(absl::string_view message = "Failed") ABSL_LOCKS_EXCLUDED(mu_);
+  // Finishes early, for example on a timeout: Stop("Timeout"), prefixed with "[<message>] ".
+  void Stop(absl::string_view message = "Stopped") ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Returns the number of items recorded so far.
+  int64_t completed() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Returns the bar line for the given state, without '\r', padding or newline. Exposed for tests.
+  static std::string FormatLine(absl::string_view description, int64_t completed, int64_t total,
+                                absl::Duration elapsed);
+
+ private:
+  void AdvanceSlow(int64_t n) ABSL_LOCKS_EXCLUDED(mu_);
+  void Finish(absl::string_view prefix) ABSL_LOCKS_EXCLUDED(mu_);
+  // Writes the current line over the previous one; `final` appends a newline.
+  void DrawLocked(absl::Time now, absl::string_view prefix, bool final)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CallBackLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  Clock& clock_;
+  const bool drawing_;
+  const bool has_callback_;
+  const std::string description_;
+  FILE* const stream_;
+  const int64_t option_miniters_;
+  const std::function<void(int64_t, int64_t, absl::Duration)> callback_;
+  const absl::Time start_;
+
+  mutable absl::Mutex mu_;
+  int64_t total_ ABSL_GUARDED_BY(mu_);
+  int64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
+  // Redraw threshold for the bar: max(1, total / 100) unless set by the options.
+  int64_t bar_miniters_ ABSL_GUARDED_BY(mu_);
+  int64_t drawn_completed_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time drawn_time_ ABSL_GUARDED_BY(mu_);
+  size_t drawn_length_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t reported_completed_ ABSL_GUARDED_BY(mu_) = 0;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace concurry
+
+#endif  // CONCURRY_SYNC_PROGRESS_H_

@@ -1,0 +1,274 @@
+#include "sync/progress.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "testing/fake_clock.h"
+
+namespace concurry {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+// A FILE* writing into memory (open_memstream), readable at any time.
+class MemStream {
+ public:
+  MemStream() : file_(open_memstream(&buffer_, &size_)) {}
+  ~MemStream() {
+    std::fclose(file_);
+    std::free(buffer_);
+  }
+  FILE* file() { return file_; }
+  std::string Contents() {
+    std::fflush(file_);
+    return std::string(buffer_, size_);
+  }
+
+ private:
+  char* buffer_ = nullptr;
+  size_t size_ = 0;
+  FILE* file_;
+};
+
+using Call = std::tuple<int64_t, int64_t, absl::Duration>;
+
+TEST(ProgressFormatTest, FormatsKnownTotalWithPercentBarRateAndEta) {
+  EXPECT_EQ(ProgressReporter::FormatLine("Gathering", 42, 100, absl::Milliseconds(1200)),
+            "Gathering:  42%|########            | 42/100 [00:01<00:01, 35.00 it/s]");
+  EXPECT_EQ(ProgressReporter::FormatLine("Waiting", 100, 100, absl::Seconds(4)),
+            "Waiting: 100%|####################| 100/100 [00:04<00:00, 25.00 it/s]");
+}
+
+TEST(ProgressFormatTest, FormatsUnknownRateAndEtaAtTimeZero) {
+  EXPECT_EQ(ProgressReporter::FormatLine("Waiting", 0, 10, absl::ZeroDuration()),
+            "Waiting:   0%|                    | 0/10 [00:00<?, ? it/s]");
+}
+
+TEST(ProgressFormatTest, FormatsUnknownTotalWithoutBar) {
+  EXPECT_EQ(ProgressReporter::FormatLine("Streaming", 42, ProgressReporter::kUnknownTotal,
+                                         absl::Seconds(2)),
+            "Streaming: 42 [00:02, 21.00 it/s]");
+}
+
+TEST(ProgressFormatTest, FormatsHoursAndEmptyTotal) {
+  EXPECT_EQ(ProgressReporter::FormatLine("W", 1, 2, absl::Seconds(3725)),
+            "W:  50%|##########          | 1/2 [1:02:05<1:02:05, 0.00 it/s]");
+  EXPECT_EQ(ProgressReporter::FormatLine("W", 0, 0, absl::Seconds(1)),
+            "W: 100%|####################| 0/0 [00:01<00:00, 0.00 it/s]");
+}
+
+TEST(ProgressReporterTest, DisabledReporterIsInactiveAndWritesNothing) {
+  MemStream out;
+  testing::FakeClock clock;
+  {
+    ProgressReporter progress({.stream = out.file()}, 10, "Waiting", clock);
+    EXPECT_FALSE(progress.active());
+    progress.Advance(3);
+    progress.Success();
+  }
+  EXPECT_THAT(out.Contents(), IsEmpty());
+}
+
+TEST(ProgressReporterTest, DoesNotDrawOnNonTerminalUnlessForced) {
+  MemStream out;
+  testing::FakeClock clock;
+  {
+    ProgressReporter progress({.enabled = true, .stream = out.file()}, 10, "Waiting", clock);
+    EXPECT_FALSE(progress.drawing());
+    EXPECT_FALSE(progress.active());
+    progress.Advance(10);
+    progress.Success();
+  }
+  EXPECT_THAT(out.Contents(), IsEmpty());
+}
+
+TEST(ProgressReporterTest, DrawsInitialLineAndFinalStateLine) {
+  MemStream out;
+  testing::FakeClock clock;
+  ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()}, 4, "Gathering",
+                            clock);
+  EXPECT_TRUE(progress.drawing());
+  const std::string initial = "Gathering:   0%|                    | 0/4 [00:00<?, ? it/s]";
+  EXPECT_EQ(out.Contents(), "\r" + initial);
+  clock.Advance(absl::Seconds(2));
+  progress.Advance(4);  // Due by count and time: redrawn.
+  const std::string full = "Gathering: 100%|####################| 4/4 [00:02<00:00, 2.00 it/s]";
+  EXPECT_EQ(out.Contents(), "\r" + initial + "\r" + full);
+  progress.Success();
+  EXPECT_EQ(out.Contents(), "\r" + initial + "\r" + full + "\r[Done] " + full + "\n");
+  progress.Failure();  // The first final state wins.
+  progress.Advance();
+  EXPECT_EQ(progress.completed(), 4);
+  EXPECT_EQ(out.Contents(), "\r" + initial + "\r" + full + "\r[Done] " + full + "\n");
+}
+
+TEST(ProgressReporterTest, RedrawsAtMostEveryMinitersItemsAndEveryRedrawInterval) {
+  MemStream out;
+  testing::FakeClock clock;
+  // total 1000 → miniters = 10.
+  ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()}, 1000, "T",
+                            clock);
+  std::string expected = "\r" + ProgressReporter::FormatLine("T", 0, 1000, absl::ZeroDuration());
+  ASSERT_EQ(out.Contents(), expected);
+
+  progress.Advance(5);
+  progress.Advance(5);  // 10 items, but no time has passed.
+  EXPECT_EQ(out.Contents(), expected);
+
+  clock.Advance(absl::Milliseconds(99));
+  progress.Advance(1);  // 11 items, 99 ms: still too early.
+  EXPECT_EQ(out.Contents(), expected);
+
+  clock.Advance(absl::Milliseconds(1));
+  progress.Advance(0);  // 11 items, 100 ms: due.
+  const std::string line11 = ProgressReporter::FormatLine("T", 11, 1000, absl::Milliseconds(100));
+  expected += "\r" + line11;
+  EXPECT_EQ(out.Contents(), expected);
+
+  clock.Advance(absl::Seconds(1));
+  progress.Advance(9);  // 9 items since the last draw: below miniters.
+  EXPECT_EQ(out.Contents(), expected);
+  progress.Advance(1);
+  const std::string line = ProgressReporter::FormatLine("T", 21, 1000, absl::Milliseconds(1100));
+  // "19.09 it/s" is one character shorter than "110.00 it/s": padded with one space.
+  ASSERT_EQ(line.size() + 1, line11.size());
+  expected += "\r" + line + " ";
+  EXPECT_EQ(out.Contents(), expected);
+
+  progress.Stop("Timeout");
+  expected += "\r[Timeout] " + line + "\n";
+  EXPECT_EQ(out.Contents(), expected);
+}
+
+TEST(ProgressReporterTest, PadsShorterLinesAndFinishesOnDestruction) {
+  MemStream out;
+  testing::FakeClock clock;
+  const std::string long_line =
+      ProgressReporter::FormatLine("S", 0, ProgressReporter::kUnknownTotal, absl::ZeroDuration());
+  {
+    ProgressReporter progress({.enabled = true, .miniters = 1, .force = true, .stream = out.file()},
+                              ProgressReporter::kUnknownTotal, "S", clock);
+    clock.Advance(absl::Seconds(1));
+    progress.Advance();
+  }
+  const std::string short_line =
+      ProgressReporter::FormatLine("S", 1, ProgressReporter::kUnknownTotal, absl::Seconds(1));
+  ASSERT_EQ(long_line, "S: 0 [00:00, ? it/s]");
+  ASSERT_EQ(short_line, "S: 1 [00:01, 1.00 it/s]");
+  EXPECT_EQ(out.Contents(), "\r" + long_line + "\r" + short_line + "\r" + short_line + "\n");
+}
+
+TEST(ProgressReporterTest, PadsOverTheRestOfALongerLine) {
+  MemStream out;
+  testing::FakeClock clock;
+  ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()}, 10, "S", clock);
+  progress.Failure("A much longer failure message");
+  const std::string first = ProgressReporter::FormatLine("S", 0, 10, absl::ZeroDuration());
+  const std::string last = "[A much longer failure message] " + first;
+  EXPECT_EQ(out.Contents(), "\r" + first + "\r" + last + "\n");
+}
+
+TEST(ProgressReporterTest, UsesOptionDescriptionOverDefault) {
+  MemStream out;
+  testing::FakeClock clock;
+  ProgressReporter progress(
+      {.enabled = true, .description = "Downloading", .force = true, .stream = out.file()}, 1,
+      "Waiting", clock);
+  EXPECT_EQ(out.Contents(),
+            "\r" + ProgressReporter::FormatLine("Downloading", 0, 1, absl::ZeroDuration()));
+}
+
+TEST(ProgressReporterTest, SetTotalChangesTheLineAndDefaultMiniters) {
+  MemStream out;
+  testing::FakeClock clock;
+  ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()},
+                            ProgressReporter::kUnknownTotal, "S", clock);
+  progress.SetTotal(400);  // miniters becomes 4.
+  clock.Advance(absl::Seconds(1));
+  progress.Advance(3);
+  const std::string before = out.Contents();
+  progress.Advance(1);
+  EXPECT_EQ(out.Contents(),
+            before + "\r" + ProgressReporter::FormatLine("S", 4, 400, absl::Seconds(1)));
+}
+
+TEST(ProgressReporterTest, CallbackRunsOnEveryAdvanceByDefault) {
+  testing::FakeClock clock;
+  std::vector<Call> calls;
+  ProgressReporter progress(
+      {.callback = [&](int64_t n, int64_t total,
+                       absl::Duration elapsed) { calls.emplace_back(n, total, elapsed); }},
+      3, "Waiting", clock);
+  EXPECT_TRUE(progress.active());
+  EXPECT_FALSE(progress.drawing());
+  progress.Advance();
+  clock.Advance(absl::Seconds(1));
+  progress.Advance(2);
+  progress.Success();  // Nothing left to report.
+  EXPECT_THAT(calls, ElementsAre(Call{1, 3, absl::ZeroDuration()}, Call{3, 3, absl::Seconds(1)}));
+}
+
+TEST(ProgressReporterTest, CallbackIsBatchedByMinitersAndFlushedAtTheEnd) {
+  testing::FakeClock clock;
+  std::vector<Call> calls;
+  ProgressReporter progress(
+      {.miniters = 3,
+       .callback = [&](int64_t n, int64_t total,
+                       absl::Duration elapsed) { calls.emplace_back(n, total, elapsed); }},
+      ProgressReporter::kUnknownTotal, "Streaming", clock);
+  for (int i = 0; i < 7; ++i) progress.Advance();
+  clock.Advance(absl::Seconds(2));
+  progress.Stop();
+  EXPECT_THAT(calls, ElementsAre(Call{3, -1, absl::ZeroDuration()}, Call{6, -1, absl::ZeroDuration()},
+                                 Call{7, -1, absl::Seconds(2)}));
+}
+
+TEST(ProgressReporterTest, RejectsNegativeMinitersAndTotals) {
+  EXPECT_THROW(ProgressReporter({.miniters = -1}, 10, "W"), InvalidOptionError);
+  EXPECT_THROW(ProgressReporter({}, -2, "W"), InvalidOptionError);
+  ProgressReporter progress({.callback = [](int64_t, int64_t, absl::Duration) {}}, 10, "W");
+  EXPECT_THROW(progress.Advance(-1), InvalidOptionError);
+  EXPECT_THROW(progress.SetTotal(-5), InvalidOptionError);
+}
+
+TEST(ProgressReporterTest, CountsAdvancesFromManyThreads) {
+  MemStream out;
+  int64_t last = 0;
+  bool monotonic = true;
+  {
+    ProgressReporter progress(
+        {.enabled = true,
+         .force = true,
+         .callback =
+             [&](int64_t n, int64_t, absl::Duration) {
+               monotonic = monotonic && n >= last;
+               last = n;
+             },
+         .stream = out.file()},
+        4000, "W");
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&] {
+        for (int i = 0; i < 1000; ++i) progress.Advance();
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    EXPECT_EQ(progress.completed(), 4000);
+    progress.Success();
+  }
+  EXPECT_EQ(last, 4000);
+  EXPECT_TRUE(monotonic);
+  EXPECT_NE(out.Contents().find("[Done] W: 100%"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace concurry

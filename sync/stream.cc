@@ -1,0 +1,89 @@
+#include "sync/stream.h"
+
+#include <cstdint>
+#include <exception>
+#include <string>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "futures/errors.h"
+
+namespace concurry {
+
+bool AbslParseFlag(absl::string_view text, Order* order, std::string* error) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  if (lower == "completion" || lower == "completed") {
+    *order = Order::kCompletion;
+    return true;
+  }
+  if (lower == "input" || lower == "ordered") {
+    *order = Order::kInput;
+    return true;
+  }
+  *error = absl::StrCat("unknown stream order '", text,
+                        "'; allowed: completion (completed), input (ordered)");
+  return false;
+}
+
+std::string AbslUnparseFlag(Order order) {
+  return order == Order::kInput ? "input" : "completion";
+}
+
+bool AbslParseFlag(absl::string_view text, ErrorPolicy* policy, std::string* error) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  if (lower == "stop_on_error" || lower == "stop") {
+    *policy = ErrorPolicy::kStopOnError;
+    return true;
+  }
+  if (lower == "collect") {
+    *policy = ErrorPolicy::kCollect;
+    return true;
+  }
+  *error = absl::StrCat("unknown stream error policy '", text,
+                        "'; allowed: stop_on_error (stop), collect");
+  return false;
+}
+
+std::string AbslUnparseFlag(ErrorPolicy policy) {
+  return policy == ErrorPolicy::kCollect ? "collect" : "stop_on_error";
+}
+
+namespace sync_internal {
+
+// Slot numbers are uint32_t and completion order uses 2 * max_in_flight of them.
+constexpr int kMaxInFlight = 1 << 30;
+
+void ValidateStreamOptions(const StreamOptions& options) {
+  if (options.max_in_flight < 1 || options.max_in_flight > kMaxInFlight) {
+    throw InvalidOptionError(absl::StrCat("StreamOptions::max_in_flight must be in [1, ",
+                                          kMaxInFlight, "], got ", options.max_in_flight));
+  }
+  if (options.timeout < absl::ZeroDuration()) {
+    throw InvalidOptionError(absl::StrCat("StreamOptions::timeout must be >= 0, got ",
+                                          absl::FormatDuration(options.timeout)));
+  }
+  if (options.progress.miniters < 0) {
+    throw InvalidOptionError(absl::StrCat(
+        "StreamOptions::progress.miniters must be >= 0 (0 = automatic), got ",
+        options.progress.miniters));
+  }
+}
+
+std::exception_ptr StreamDroppedTaskError() {
+  return std::make_exception_ptr(StoppedError(
+      "Stream: the executor dropped the task without running it (it was shut down or destroyed)"));
+}
+
+std::exception_ptr StreamCancelledError() {
+  return std::make_exception_ptr(CancelledError("Stream: the stream was cancelled"));
+}
+
+std::exception_ptr StreamTimeoutError(absl::Duration timeout, int64_t yielded) {
+  return std::make_exception_ptr(TimeoutError(absl::StrCat(
+      "Stream timed out after ", absl::FormatDuration(timeout), "; yielded ", yielded, " results")));
+}
+
+}  // namespace sync_internal
+}  // namespace concurry

@@ -1,0 +1,288 @@
+// Stream: runs a function over a lazy input sequence on an Executor with a bounded number of tasks
+// in flight, topping up as each one completes, and yields the results as they complete (or in
+// input order). The seed pattern "keep the pool topped up, handle follow-up work" from
+// concurrent.futures, without materializing the input.
+//
+//   concurry::TbbExecutor pool(8);
+//   for (auto& item : concurry::Stream(pool, urls, Fetch, {.max_in_flight = 16})) {
+//     Save(urls_by_index[item.index], item.value());  // rethrows nothing: errors stop the stream
+//   }
+//   // Paginated scan: each page may enqueue the next one.
+//   auto pages = concurry::Stream(pool, std::vector<Token>{first},
+//       [](Token t, concurry::StreamContext<Token>& ctx) {
+//         Page p = Scan(t);
+//         if (p.next) ctx.Enqueue(*p.next);
+//         return p.rows;
+//       });
+//
+// Inputs: any input range (containers, views, generators; an lvalue is referenced, an rvalue is
+// moved into the stream), an iterator pair, or a pull source (a callable returning
+// std::optional<In>, nullopt meaning "no more"). The source is pulled only when a slot frees up.
+
+#ifndef CONCURRY_SYNC_STREAM_H_
+#define CONCURRY_SYNC_STREAM_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "futures/clock.h"
+#include "futures/executor.h"
+#include "futures/future.h"
+#include "sync/outcome.h"
+#include "sync/progress.h"
+
+namespace concurry {
+
+// The order in which a Stream yields results. Parses from "completion" / "input" (also
+// "completed" / "ordered").
+enum class Order {
+  // As tasks complete: the fastest result first.
+  kCompletion,
+  // In input (start) order. A slow input holds back later ones: input i + max_in_flight does not
+  // start before result i was yielded, so memory stays bounded.
+  kInput,
+};
+
+// What a Stream does when a task fails. Parses from "stop_on_error" / "stop" and "collect".
+enum class ErrorPolicy {
+  // At the first error, stop pulling inputs, drop queued follow-ups and tasks that have not
+  // started, wait for the running ones, and rethrow the original exception from the iterator
+  // when it reaches the failed item. Results yielded before stay valid.
+  kStopOnError,
+  // Yield errors as items (item.ok() == false) and keep going.
+  kCollect,
+};
+
+// Flag support (absl::ParseFlag / absl::UnparseFlag) for Order and ErrorPolicy.
+bool AbslParseFlag(absl::string_view text, Order* order, std::string* error);
+std::string AbslUnparseFlag(Order order);
+bool AbslParseFlag(absl::string_view text, ErrorPolicy* policy, std::string* error);
+std::string AbslUnparseFlag(ErrorPolicy policy);
+
+// Options of Stream. Plain struct: `{.max_in_flight = 16, .order = Order::kInput}`.
+struct StreamOptions {
+  // Tasks submitted and not finished at any time, >= 1. In completion order at most
+  // 2 * max_in_flight inputs and results are held at once (running or waiting to be consumed);
+  // in input order at most max_in_flight.
+  int max_in_flight = 64;
+  Order order = Order::kCompletion;
+  ErrorPolicy on_error = ErrorPolicy::kStopOnError;
+  // For the whole stream, from the first begin() / Next() / Start(). When it passes while the
+  // consumer waits, the stream stops as on Cancel() and the iterator throws TimeoutError. >= 0.
+  absl::Duration timeout = absl::InfiniteDuration();
+  // Times the timeout and the progress report; null means Clock::Real(). Must outlive the stream.
+  Clock* clock = nullptr;
+  // Progress over the yielded results; the default description is "Streaming". The total is known
+  // for sized ranges (plus any follow-ups), unknown otherwise.
+  ProgressOptions progress;
+};
+
+// One result of a Stream: the input's index and its outcome.
+template <typename R>
+struct StreamItem {
+  // The position of the input in start order: inputs are numbered 0, 1, 2... in the order the
+  // stream starts them (queued follow-ups first, then the source). Without follow-ups this is the
+  // position in the input sequence.
+  int64_t index;
+  // The value, or the exception (with its original type) under ErrorPolicy::kCollect.
+  Outcome<R> outcome;
+
+  // Returns whether the task succeeded (always true under kStopOnError).
+  bool ok() const noexcept { return outcome.ok(); }
+  // Returns the value; rethrows the task's exception when !ok().
+  decltype(auto) value() & { return outcome.value(); }
+  decltype(auto) value() const& { return outcome.value(); }
+  decltype(auto) value() && { return std::move(outcome).value(); }
+};
+
+template <typename In, typename R>
+class ResultStream;
+
+namespace sync_internal {
+template <typename In, typename R, typename F>
+class StreamCoreImpl;
+
+// Receives follow-up inputs: the stream's core.
+template <typename In>
+class StreamInputSink {
+ public:
+  virtual bool Add(In input) = 0;
+
+ protected:
+  ~StreamInputSink() = default;
+};
+}  // namespace sync_internal
+
+// Passed to a stream function that takes it as its second parameter,
+// `R fn(In input, StreamContext<In>& context)`, to add follow-up inputs (the next page of a
+// paginated scan). Valid only during that call. Thread-safe.
+template <typename In>
+class StreamContext {
+ public:
+  StreamContext(const StreamContext&) = delete;
+  StreamContext& operator=(const StreamContext&) = delete;
+
+  // Returns the index of the input being processed.
+  int64_t index() const { return index_; }
+  // Adds `input` to the stream; it starts before any further source input, as soon as a slot is
+  // free. Returns false, dropping `input`, when the stream is stopping (error, cancel, timeout,
+  // destruction).
+  bool Enqueue(In input) { return sink_->Add(std::move(input)); }
+
+ private:
+  template <typename, typename, typename>
+  friend class sync_internal::StreamCoreImpl;
+  StreamContext(sync_internal::StreamInputSink<In>* sink, int64_t index)
+      : sink_(sink), index_(index) {}
+
+  sync_internal::StreamInputSink<In>* sink_;
+  int64_t index_;
+};
+
+}  // namespace concurry
+
+#include "sync/internal/stream_impl.h"  // IWYU pragma: export
+
+namespace concurry {
+
+// The results of a bounded stream, consumed with a range-for (or Next()). Created by Stream().
+//
+// Nothing starts until the first begin(), Next() or Start(). Then up to `max_in_flight` inputs are
+// pulled and submitted; each completing task tops the window up (from the completing thread), and
+// the consumer takes completed results in batches. The stream ends when the source is exhausted,
+// no follow-up is queued and nothing is in flight. Destroying it early (a `break`) stops pulling
+// inputs, drops tasks that have not started and waits for the running ones, which reference it;
+// the executor must outlive it. `fn` is called concurrently from the executor's threads; the
+// source is pulled under the stream's lock (one pull at a time) from the consumer's thread or a
+// completing task's thread.
+//
+// Thread-safe for Add(), Cancel() and Start() from any thread (including from tasks); iteration
+// (begin(), Next(), the iterators) and destruction must be confined to one thread at a time.
+template <typename In, typename R>
+class ResultStream {
+ public:
+  using Item = StreamItem<R>;
+
+  // An input iterator over the items; ++ blocks until the next result (or the end).
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using iterator_concept = std::input_iterator_tag;
+    using value_type = Item;
+    using difference_type = std::ptrdiff_t;
+    using reference = Item&;
+    using pointer = Item*;
+
+    iterator() = default;
+    Item& operator*() const { return *item_; }
+    Item* operator->() const { return item_; }
+    iterator& operator++() {
+      item_ = core_->Next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) {
+      return it.item_ == nullptr;
+    }
+
+   private:
+    friend class ResultStream;
+    iterator(sync_internal::StreamCore<In, R>* core, Item* item) : core_(core), item_(item) {}
+
+    sync_internal::StreamCore<In, R>* core_ = nullptr;
+    Item* item_ = nullptr;
+  };
+
+  ResultStream(ResultStream&&) noexcept = default;
+  ResultStream& operator=(ResultStream&&) noexcept = default;
+  ~ResultStream() = default;  // The core's destructor stops and drains the stream.
+
+  // Starts the stream if needed and blocks for the first item. Call once, like any input range.
+  iterator begin() { return iterator(core_.get(), core_->Next()); }
+  std::default_sentinel_t end() const { return std::default_sentinel; }
+
+  // Blocks until the next item and returns it, or returns null at the end. The item stays valid
+  // until the next call. Rethrows a task's error (kStopOnError), CancelledError after Cancel(),
+  // TimeoutError after the timeout, or the source's exception, each after the running tasks
+  // finished; later calls rethrow it again.
+  Item* Next() { return core_->Next(); }
+
+  // Starts pulling inputs and submitting tasks now, without waiting for a result. Idempotent.
+  void Start() { core_->Start(); }
+
+  // Adds a follow-up input (like StreamContext::Enqueue), for instance from the loop body after
+  // inspecting a result. Returns false, dropping `input`, once the stream is stopping or has
+  // ended.
+  bool Add(In input) { return core_->Add(std::move(input)); }
+
+  // Stops the stream from any thread: no more inputs start; the consumer's next step throws
+  // CancelledError once the running tasks finished. No-op once the stream stopped or ended.
+  void Cancel() { core_->Cancel(); }
+
+ private:
+  template <typename In2, typename R2, typename F, typename Source>
+  friend ResultStream<In2, R2> sync_internal::MakeStream(Executor&, Source, F&&, StreamOptions,
+                                                          int64_t);
+  explicit ResultStream(std::unique_ptr<sync_internal::StreamCore<In, R>> core)
+      : core_(std::move(core)) {}
+
+  std::unique_ptr<sync_internal::StreamCore<In, R>> core_;
+};
+
+// The result type of a stream function `fn` over inputs of type In: the return type of
+// fn(In&&) or fn(In&&, StreamContext<In>&), flattened like Async (Future<U>, absl::StatusOr<U>
+// give U; absl::Status gives void).
+template <typename F, typename In>
+using StreamResultT = typename sync_internal::StreamCall<std::decay_t<F>, In>::Result;
+
+// Stream (every overload): returns a lazily started ResultStream applying `fn` to each input on
+// `executor`, with at most `options.max_in_flight` tasks in flight. Throws InvalidOptionError for
+// max_in_flight < 1 or a negative timeout.
+//
+// Over an input range; an lvalue range must outlive the stream, an rvalue one is moved into it.
+template <std::ranges::input_range Range, typename F>
+  requires(!sync_internal::StreamPullSource<Range>)
+ResultStream<std::ranges::range_value_t<Range>, StreamResultT<F, std::ranges::range_value_t<Range>>>
+Stream(Executor& executor, Range&& inputs, F&& fn, StreamOptions options = {}) {
+  using In = std::ranges::range_value_t<Range>;
+  int64_t total = ProgressReporter::kUnknownTotal;
+  if constexpr (std::ranges::sized_range<Range>) {
+    total = static_cast<int64_t>(std::ranges::size(inputs));
+  }
+  return sync_internal::MakeStream<In, StreamResultT<F, In>>(
+      executor, sync_internal::RangeSource<Range>(std::forward<Range>(inputs)),
+      std::forward<F>(fn), std::move(options), total);
+}
+
+// Over an iterator pair [first, last), which must stay valid while the stream runs.
+template <std::input_iterator It, std::sentinel_for<It> Sentinel, typename F>
+ResultStream<std::iter_value_t<It>, StreamResultT<F, std::iter_value_t<It>>> Stream(
+    Executor& executor, It first, Sentinel last, F&& fn, StreamOptions options = {}) {
+  return Stream(executor, std::ranges::subrange<It, Sentinel>(std::move(first), std::move(last)),
+                std::forward<F>(fn), std::move(options));
+}
+
+// Over a pull source: `source()` returns the next input, or std::nullopt when there is no more
+// (it is not called again after that).
+template <sync_internal::StreamPullSource Source, typename F>
+ResultStream<sync_internal::PullValueT<Source>,
+             StreamResultT<F, sync_internal::PullValueT<Source>>>
+Stream(Executor& executor, Source&& source, F&& fn, StreamOptions options = {}) {
+  using In = sync_internal::PullValueT<Source>;
+  return sync_internal::MakeStream<In, StreamResultT<F, In>>(
+      executor, std::forward<Source>(source), std::forward<F>(fn), std::move(options),
+      ProgressReporter::kUnknownTotal);
+}
+
+}  // namespace concurry
+
+#endif  // CONCURRY_SYNC_STREAM_H_

@@ -1,0 +1,680 @@
+#include "sync/stream.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <ranges>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "futures/executor.h"
+#include "futures/future.h"
+#include "futures/tbb_executor.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "testing/fake_clock.h"
+#include "testing/manual_executor.h"
+
+namespace concurry {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+using ::testing::UnorderedElementsAreArray;
+
+std::vector<int> Iota(int n) {
+  std::vector<int> v(n);
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+// A pull source over 0 .. n-1 that counts its calls (including the final nullopt).
+struct CountingSource {
+  int n;
+  std::shared_ptr<std::atomic<int>> pulls = std::make_shared<std::atomic<int>>(0);
+  std::shared_ptr<int> next = std::make_shared<int>(0);
+
+  std::optional<int> operator()() const {
+    pulls->fetch_add(1);
+    if (*next >= n) return std::nullopt;
+    return (*next)++;
+  }
+};
+
+// Futures the test completes by hand: fn(input) returns bank.Make(input).
+class PromiseBank {
+ public:
+  Future<int> Make(int input) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    ++calls_;
+    return promises_[input].GetFuture();
+  }
+  // Completes the future of `input` with `value` (outside the lock: callbacks run inline).
+  void Complete(int input, int value) ABSL_LOCKS_EXCLUDED(mu_) {
+    Promise<int> promise;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = promises_.find(input);
+      ASSERT_NE(it, promises_.end()) << "input " << input << " was not started";
+      promise = std::move(it->second);
+      promises_.erase(it);
+    }
+    promise.SetValue(value);
+  }
+  // Fails the future of `input` with `error`.
+  void Fail(int input, std::exception_ptr error) ABSL_LOCKS_EXCLUDED(mu_) {
+    Promise<int> promise;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = promises_.find(input);
+      ASSERT_NE(it, promises_.end()) << "input " << input << " was not started";
+      promise = std::move(it->second);
+      promises_.erase(it);
+    }
+    promise.SetError(std::move(error));
+  }
+  void CompleteAll(int value) ABSL_LOCKS_EXCLUDED(mu_) {
+    std::map<int, Promise<int>> promises;
+    {
+      absl::MutexLock lock(&mu_);
+      promises.swap(promises_);
+    }
+    for (auto& [input, promise] : promises) promise.SetValue(value);
+  }
+  void WaitForCalls(int n) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    wanted_ = n;
+    mu_.Await(absl::Condition(this, &PromiseBank::EnoughCallsLocked));
+  }
+  int calls() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    return calls_;
+  }
+
+ private:
+  bool EnoughCallsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return calls_ >= wanted_; }
+
+  absl::Mutex mu_;
+  std::map<int, Promise<int>> promises_ ABSL_GUARDED_BY(mu_);
+  int calls_ ABSL_GUARDED_BY(mu_) = 0;
+  int wanted_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Collects items on a consumer thread.
+template <typename Stream>
+class Consumer {
+ public:
+  explicit Consumer(Stream& stream)
+      : thread_([this, &stream] {
+          try {
+            for (auto& item : stream) {
+              absl::MutexLock lock(&mu_);
+              items_.emplace_back(item.index, item.value());
+            }
+          } catch (...) {
+            error_ = std::current_exception();
+          }
+        }) {}
+  // Joins and returns (index, value) pairs in yield order.
+  std::vector<std::pair<int64_t, int>> Join() {
+    thread_.join();
+    absl::MutexLock lock(&mu_);
+    return items_;
+  }
+  std::exception_ptr error() const { return error_; }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::pair<int64_t, int>> items_ ABSL_GUARDED_BY(mu_);
+  std::exception_ptr error_;
+  std::thread thread_;
+};
+
+TEST(StreamTest, RejectsInvalidOptions) {
+  std::vector<int> inputs = Iota(3);
+  auto fn = [](int x) { return x; };
+  try {
+    Stream(InlineExecutor(), inputs, fn, {.max_in_flight = 0});
+    FAIL() << "max_in_flight = 0 was accepted";
+  } catch (const InvalidOptionError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("max_in_flight must be in [1, "));
+    EXPECT_THAT(e.what(), HasSubstr("got 0"));
+  }
+  EXPECT_THROW(Stream(InlineExecutor(), inputs, fn, {.max_in_flight = -4}), InvalidOptionError);
+  EXPECT_THROW(Stream(InlineExecutor(), inputs, fn, {.timeout = absl::Seconds(-1)}),
+               InvalidOptionError);
+}
+
+TEST(StreamTest, YieldsEveryResultOnInlineExecutor) {
+  std::vector<int> inputs = Iota(100);
+  std::vector<int64_t> indices;
+  std::vector<int> values;
+  for (auto& item : Stream(InlineExecutor(), inputs, [](int x) { return 2 * x; })) {
+    indices.push_back(item.index);
+    values.push_back(item.value());
+  }
+  std::vector<int> expected_values;
+  std::vector<int64_t> expected_indices;
+  for (int i = 0; i < 100; ++i) {
+    expected_values.push_back(2 * i);
+    expected_indices.push_back(i);
+  }
+  // Inline tasks complete in start order.
+  EXPECT_EQ(indices, expected_indices);
+  EXPECT_EQ(values, expected_values);
+}
+
+TEST(StreamTest, EmptyInputEndsAtOnce) {
+  std::vector<int> inputs;
+  auto stream = Stream(InlineExecutor(), inputs, [](int x) { return x; });
+  EXPECT_EQ(stream.Next(), nullptr);
+  EXPECT_EQ(stream.Next(), nullptr);
+  EXPECT_FALSE(stream.Add(1));  // Ended: follow-ups are refused.
+}
+
+TEST(StreamTest, KeepsExactlyMaxInFlightSubmittedAndTopsUpOnEachCompletion) {
+  testing::ManualExecutor executor;
+  CountingSource source{.n = 10};
+  int max_outstanding = 0;
+  int ran = 0;
+  auto stream = Stream(
+      executor, source,
+      [&](int x) {
+        // Submitted and not finished: the queued tasks plus this one.
+        max_outstanding = std::max(max_outstanding, static_cast<int>(executor.pending()) + 1);
+        ++ran;
+        return x * 10;
+      },
+      {.max_in_flight = 3});
+  EXPECT_EQ(*source.pulls, 0) << "nothing starts before the first begin/Next/Start";
+  stream.Start();
+  EXPECT_EQ(executor.pending(), 3u);
+  EXPECT_EQ(*source.pulls, 3);
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(executor.RunOne());
+    EXPECT_EQ(executor.pending(), 3u) << "each completion tops up by one";
+    EXPECT_EQ(*source.pulls, 3 + i);
+  }
+  // 3 running + 3 unconsumed results = 2 * max_in_flight: no more top-ups until consumed.
+  ASSERT_TRUE(executor.RunOne());
+  EXPECT_EQ(executor.pending(), 2u);
+  EXPECT_EQ(*source.pulls, 6);
+
+  Consumer consumer(stream);
+  while (ran < 10) {
+    executor.BlockUntilPending(1);
+    ASSERT_TRUE(executor.RunOne());
+  }
+  auto items = consumer.Join();
+  ASSERT_EQ(consumer.error(), nullptr);
+  EXPECT_EQ(max_outstanding, 3);
+  EXPECT_EQ(*source.pulls, 11);  // 10 inputs and the final nullopt.
+  std::vector<std::pair<int64_t, int>> expected;
+  for (int i = 0; i < 10; ++i) expected.emplace_back(i, i * 10);
+  EXPECT_THAT(items, UnorderedElementsAreArray(expected));
+}
+
+TEST(StreamTest, PullsARangeLazily) {
+  testing::ManualExecutor executor;
+  int computed = 0;
+  auto inputs = std::views::iota(0, 1000) | std::views::transform([&](int i) {
+                  ++computed;
+                  return i;
+                });
+  auto stream = Stream(executor, inputs, [](int x) { return x; }, {.max_in_flight = 4});
+  stream.Start();
+  EXPECT_EQ(computed, 4);
+  EXPECT_EQ(executor.pending(), 4u);
+  ASSERT_TRUE(executor.RunOne());
+  EXPECT_EQ(computed, 5);
+  auto* item = stream.Next();
+  ASSERT_NE(item, nullptr);
+  EXPECT_EQ(item->index, 0);
+  EXPECT_EQ(computed, 5);
+  executor.RunAll();  // Tops up to 8 outstanding (4 running + 4 unconsumed) as they complete.
+  EXPECT_LE(computed, 13);
+}
+
+TEST(StreamTest, InputOrderYieldsByIndexAndBoundsTheWindow) {
+  PromiseBank bank;
+  auto stream = Stream(
+      InlineExecutor(), Iota(6), [&](int x) { return bank.Make(x); },
+      {.max_in_flight = 3, .order = Order::kInput});
+  stream.Start();
+  EXPECT_EQ(bank.calls(), 3);
+  bank.Complete(2, 20);
+  bank.Complete(1, 10);
+  EXPECT_EQ(bank.calls(), 3) << "input 3 must not start before result 0 was yielded";
+  bank.Complete(0, 0);
+  EXPECT_EQ(bank.calls(), 3);
+  std::vector<std::pair<int64_t, int>> items;
+  for (int i = 0; i < 3; ++i) {
+    auto* item = stream.Next();  // Ready: does not block.
+    ASSERT_NE(item, nullptr);
+    items.emplace_back(item->index, item->value());
+  }
+  EXPECT_THAT(items, ElementsAre(std::pair<int64_t, int>{0, 0}, std::pair<int64_t, int>{1, 10},
+                                 std::pair<int64_t, int>{2, 20}));
+  Consumer consumer(stream);
+  bank.WaitForCalls(6);  // Yielding 0..2 freed the window for 3..5.
+  bank.Complete(5, 50);
+  bank.Complete(3, 30);
+  bank.Complete(4, 40);
+  EXPECT_THAT(consumer.Join(),
+              ElementsAre(std::pair<int64_t, int>{3, 30}, std::pair<int64_t, int>{4, 40},
+                          std::pair<int64_t, int>{5, 50}));
+}
+
+TEST(StreamTest, CompletionOrderYieldsFastestFirst) {
+  PromiseBank bank;
+  auto stream =
+      Stream(InlineExecutor(), Iota(3), [&](int x) { return bank.Make(x); }, {.max_in_flight = 3});
+  stream.Start();
+  bank.Complete(2, 20);
+  bank.Complete(0, 0);
+  bank.Complete(1, 10);
+  std::vector<int64_t> order;
+  for (auto& item : stream) order.push_back(item.index);
+  EXPECT_THAT(order, ElementsAre(2, 0, 1));
+}
+
+struct Page {
+  std::string table;
+  int number;
+};
+
+TEST(StreamTest, FollowUpTasksFromTheFunctionRunAPaginatedScan) {
+  const std::map<std::string, int> pages = {{"a", 3}, {"b", 1}, {"c", 5}};
+  TbbExecutor executor(2);
+  std::vector<Page> first;
+  for (const auto& [table, count] : pages) first.push_back({table, 0});
+  std::multiset<std::string> rows;
+  for (auto& item : Stream(
+           executor, first,
+           [&](Page page, StreamContext<Page>& context) {
+             if (page.number + 1 < pages.at(page.table)) {
+               EXPECT_TRUE(context.Enqueue({page.table, page.number + 1}));
+             }
+             return absl::StrCat(page.table, page.number);
+           },
+           {.max_in_flight = 2})) {
+    rows.insert(item.value());
+  }
+  EXPECT_THAT(rows, UnorderedElementsAreArray(
+                        {"a0", "a1", "a2", "b0", "c0", "c1", "c2", "c3", "c4"}));
+}
+
+TEST(StreamTest, FollowUpTasksFromTheConsumer) {
+  TbbExecutor executor(2);
+  std::vector<int> first = {0, 100};
+  auto stream = Stream(executor, first, [](int token) {
+    // Returns (row, next token or -1).
+    return std::pair<int, int>(token, token % 100 < 4 ? token + 1 : -1);
+  });
+  std::vector<int> rows;
+  for (auto& item : stream) {
+    auto [row, next] = item.value();
+    rows.push_back(row);
+    if (next >= 0) {
+      EXPECT_TRUE(stream.Add(next));
+    }
+  }
+  EXPECT_THAT(rows, UnorderedElementsAreArray({0, 1, 2, 3, 4, 100, 101, 102, 103, 104}));
+}
+
+TEST(StreamTest, StopOnErrorSkipsUnstartedWorkAndRethrowsTheOriginalType) {
+  testing::ManualExecutor executor;
+  CountingSource source{.n = 10};
+  std::vector<int> called;
+  auto stream = Stream(
+      executor, source,
+      [&](int x) {
+        called.push_back(x);
+        if (x == 1) throw std::out_of_range("page 1 is gone");
+        return x;
+      },
+      {.max_in_flight = 2});
+  stream.Start();
+  ASSERT_TRUE(executor.RunOne());  // 0 succeeds; 2 starts.
+  ASSERT_TRUE(executor.RunOne());  // 1 fails: nothing more is pulled.
+  EXPECT_EQ(*source.pulls, 3);
+  EXPECT_EQ(executor.pending(), 1u);
+  ASSERT_TRUE(executor.RunOne());  // 2 was queued, not started: skipped.
+  EXPECT_THAT(called, ElementsAre(0, 1));
+  auto* item = stream.Next();
+  ASSERT_NE(item, nullptr);
+  EXPECT_EQ(item->value(), 0);
+  try {
+    stream.Next();
+    FAIL() << "the error was not rethrown";
+  } catch (const std::out_of_range& e) {
+    EXPECT_STREQ(e.what(), "page 1 is gone");
+  }
+  EXPECT_THROW(stream.Next(), std::out_of_range);  // Sticky.
+  EXPECT_FALSE(stream.Add(7));
+  EXPECT_EQ(*source.pulls, 3);
+  EXPECT_EQ(executor.pending(), 0u);
+}
+
+TEST(StreamTest, StopOnErrorWaitsForRunningTasksBeforeRethrowing) {
+  PromiseBank bank;
+  auto stream = Stream(InlineExecutor(), Iota(100), [&](int x) { return bank.Make(x); },
+                       {.max_in_flight = 4});
+  Consumer consumer(stream);
+  bank.WaitForCalls(4);
+  bank.Fail(2, std::make_exception_ptr(std::invalid_argument("bad input 2")));
+  bank.CompleteAll(7);  // The consumer can only rethrow once 0, 1 and 3 finished.
+  consumer.Join();
+  ASSERT_NE(consumer.error(), nullptr);
+  EXPECT_THROW(std::rethrow_exception(consumer.error()), std::invalid_argument);
+  EXPECT_EQ(bank.calls(), 4);
+}
+
+TEST(StreamTest, CollectYieldsErrorsAsItems) {
+  std::vector<int> inputs = Iota(10);
+  int errors = 0;
+  int sum = 0;
+  for (auto& item : Stream(
+           InlineExecutor(), inputs,
+           [](int x) {
+             if (x % 2 == 1) throw std::runtime_error(absl::StrCat("odd ", x));
+             return x;
+           },
+           {.on_error = ErrorPolicy::kCollect})) {
+    if (item.ok()) {
+      sum += item.value();
+    } else {
+      ++errors;
+      EXPECT_THROW(item.value(), std::runtime_error);
+      EXPECT_EQ(item.outcome.status().code(), absl::StatusCode::kUnknown);
+    }
+  }
+  EXPECT_EQ(errors, 5);
+  EXPECT_EQ(sum, 0 + 2 + 4 + 6 + 8);
+}
+
+TEST(StreamTest, FlattensStatusOrAndStatusResults) {
+  std::vector<int> inputs = Iota(4);
+  std::vector<absl::Status> statuses;
+  for (auto& item : Stream(
+           InlineExecutor(), inputs,
+           [](int x) -> absl::StatusOr<std::string> {
+             if (x == 2) return absl::NotFoundError("no 2");
+             return absl::StrCat(x);
+           },
+           {.on_error = ErrorPolicy::kCollect})) {
+    statuses.push_back(item.outcome.status());
+    if (item.ok()) {
+      EXPECT_EQ(item.value(), absl::StrCat(item.index));
+    }
+  }
+  EXPECT_THAT(statuses, ElementsAre(absl::OkStatus(), absl::OkStatus(), absl::NotFoundError("no 2"),
+                                    absl::OkStatus()));
+
+  int count = 0;
+  for (auto& item : Stream(InlineExecutor(), inputs, [](int) { return absl::OkStatus(); })) {
+    static_assert(std::is_same_v<std::decay_t<decltype(item)>, StreamItem<void>>);
+    item.value();
+    ++count;
+  }
+  EXPECT_EQ(count, 4);
+}
+
+TEST(StreamTest, AcceptsIteratorPairsPullSourcesAndMoveOnlyInputs) {
+  std::vector<int> inputs = Iota(5);
+  int sum = 0;
+  for (auto& item : Stream(InlineExecutor(), inputs.begin() + 1, inputs.end(),
+                           [](int x) { return x; })) {
+    sum += item.value();
+  }
+  EXPECT_EQ(sum, 1 + 2 + 3 + 4);
+
+  int next = 0;
+  std::function<std::optional<int>()> source = [&]() -> std::optional<int> {
+    if (next == 3) return std::nullopt;
+    return next++;
+  };
+  sum = 0;
+  for (auto& item : Stream(InlineExecutor(), source, [](int x) { return x * 100; })) {
+    sum += item.value();
+  }
+  EXPECT_EQ(sum, 300);
+
+  std::vector<std::unique_ptr<int>> owned;
+  for (int i = 0; i < 4; ++i) owned.push_back(std::make_unique<int>(i));
+  sum = 0;
+  for (auto& item : Stream(InlineExecutor(), std::move(owned),
+                           [](std::unique_ptr<int> p) { return std::move(p); })) {
+    sum += *item.value();
+  }
+  EXPECT_EQ(sum, 6);
+}
+
+TEST(StreamTest, EarlyBreakStopsPullingAndWaitsForRunningTasks) {
+  TbbExecutor executor(2);
+  CountingSource source{.n = 1000000};
+  std::atomic<int> running{0};
+  std::atomic<int> finished{0};
+  {
+    auto stream = Stream(
+        executor, source,
+        [&](int x) {
+          running.fetch_add(1);
+          auto value = std::make_unique<int>(x);  // Leaks would show under ASan.
+          finished.fetch_add(1);
+          running.fetch_sub(1);
+          return value;
+        },
+        {.max_in_flight = 8});
+    int seen = 0;
+    for (auto& item : stream) {
+      EXPECT_NE(item.value(), nullptr);
+      if (++seen == 20) break;
+    }
+  }
+  EXPECT_EQ(running.load(), 0) << "the destructor returned with tasks still running";
+  EXPECT_LE(*source.pulls, 20 + 2 * 8 + 1);
+}
+
+TEST(StreamTest, ManyItemsOnTbbExecutor) {
+  TbbExecutor executor(2);
+  constexpr int kN = 200000;
+  std::vector<char> seen(kN, 0);
+  int64_t sum = 0;
+  for (auto& item : Stream(executor, std::views::iota(0, kN),
+                           [](int x) { return static_cast<int64_t>(x) * 3; })) {
+    ASSERT_EQ(seen[item.index], 0);
+    seen[item.index] = 1;
+    sum += item.value();
+  }
+  EXPECT_EQ(sum, 3 * (static_cast<int64_t>(kN) * (kN - 1) / 2));
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), kN);
+}
+
+TEST(StreamTest, ManyItemsInlineDoNotRecurse) {
+  int64_t sum = 0;
+  for (auto& item : Stream(InlineExecutor(), std::views::iota(0, 300000), [](int x) { return x; },
+                           {.max_in_flight = 16})) {
+    sum += item.value();
+  }
+  EXPECT_EQ(sum, static_cast<int64_t>(300000) * 299999 / 2);
+}
+
+TEST(StreamTest, InputOrderOnTbbExecutor) {
+  TbbExecutor executor(2);
+  int64_t expected = 0;
+  for (auto& item : Stream(executor, std::views::iota(0, 50000), [](int x) { return x; },
+                           {.max_in_flight = 7, .order = Order::kInput})) {
+    ASSERT_EQ(item.index, expected);
+    ASSERT_EQ(item.value(), expected);
+    ++expected;
+  }
+  EXPECT_EQ(expected, 50000);
+}
+
+TEST(StreamTest, CancelFromAnotherThreadThrowsCancelledErrorAfterRunningTasksFinish) {
+  PromiseBank bank;
+  auto stream = Stream(InlineExecutor(), Iota(100), [&](int x) { return bank.Make(x); },
+                       {.max_in_flight = 4});
+  Consumer consumer(stream);
+  bank.WaitForCalls(4);
+  stream.Cancel();
+  bank.CompleteAll(1);
+  consumer.Join();
+  ASSERT_NE(consumer.error(), nullptr);
+  EXPECT_THROW(std::rethrow_exception(consumer.error()), CancelledError);
+  EXPECT_EQ(bank.calls(), 4);
+}
+
+TEST(StreamTest, TimeoutOnFakeClock) {
+  testing::FakeClock clock;
+  PromiseBank bank;
+  auto stream = Stream(InlineExecutor(), Iota(10), [&](int x) { return bank.Make(x); },
+                       {.max_in_flight = 2, .timeout = absl::Seconds(5), .clock = &clock});
+  Consumer consumer(stream);
+  clock.BlockUntilWaiters(1);  // The consumer waits for a result.
+  clock.Advance(absl::Seconds(4));
+  bank.Complete(0, 0);  // Yielded; 2 starts.
+  bank.WaitForCalls(3);
+  clock.BlockUntilWaiters(1);  // It waits again, with the same deadline.
+  clock.Advance(absl::Seconds(1));
+  clock.BlockUntilWaiters(1);  // Timed out: it waits for the running tasks 1 and 2.
+  EXPECT_EQ(bank.calls(), 3);
+  bank.CompleteAll(1);  // They finish; then TimeoutError.
+  auto items = consumer.Join();
+  EXPECT_THAT(items, ElementsAre(std::pair<int64_t, int>{0, 0}));
+  ASSERT_NE(consumer.error(), nullptr);
+  try {
+    std::rethrow_exception(consumer.error());
+  } catch (const TimeoutError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("Stream timed out after 5s; yielded 1 results"));
+  }
+}
+
+TEST(StreamTest, ExecutorThatRejectsTasksFailsTheItems) {
+  TbbExecutor executor(1);
+  executor.Shutdown();
+  std::vector<int> inputs = Iota(3);
+  int errors = 0;
+  for (auto& item : Stream(executor, inputs, [](int x) { return x; },
+                           {.on_error = ErrorPolicy::kCollect})) {
+    EXPECT_THROW(item.value(), StoppedError);
+    ++errors;
+  }
+  EXPECT_EQ(errors, 3);
+  auto stream = Stream(executor, inputs, [](int x) { return x; });
+  EXPECT_THROW(stream.Next(), StoppedError);
+}
+
+TEST(StreamTest, SourceErrorStopsTheStream) {
+  int next = 0;
+  auto source = [&]() -> std::optional<int> {
+    if (next == 3) throw std::length_error("source broke");
+    return next++;
+  };
+  int seen = 0;
+  try {
+    for (auto& item : Stream(InlineExecutor(), source, [](int x) { return x; },
+                             {.max_in_flight = 1})) {
+      item.value();
+      ++seen;
+    }
+    FAIL() << "the source error was not rethrown";
+  } catch (const std::length_error& e) {
+    EXPECT_STREQ(e.what(), "source broke");
+  }
+  EXPECT_LE(seen, 3);
+}
+
+TEST(StreamTest, ReportsProgressToTheCallback) {
+  testing::FakeClock clock;
+  std::vector<std::tuple<int64_t, int64_t, absl::Duration>> calls;
+  std::vector<int> inputs = Iota(4);
+  auto stream = Stream(InlineExecutor(), inputs, [](int x) { return x; },
+                       {.clock = &clock,
+                        .progress = {.callback = [&](int64_t n, int64_t total,
+                                                     absl::Duration elapsed) {
+                          calls.emplace_back(n, total, elapsed);
+                        }}});
+  int count = 0;
+  for (auto& item : stream) {
+    item.value();
+    if (++count == 2) {
+      clock.Advance(absl::Seconds(1));
+      EXPECT_TRUE(stream.Add(10));  // A follow-up grows the total.
+    }
+  }
+  ASSERT_EQ(calls.size(), 5u);
+  EXPECT_EQ(calls[0], std::make_tuple(int64_t{1}, int64_t{4}, absl::ZeroDuration()));
+  EXPECT_EQ(calls[1], std::make_tuple(int64_t{2}, int64_t{4}, absl::ZeroDuration()));
+  EXPECT_EQ(std::get<0>(calls[4]), 5);
+  EXPECT_EQ(std::get<1>(calls[4]), 5);
+  EXPECT_EQ(std::get<2>(calls[4]), absl::Seconds(1));
+}
+
+TEST(StreamTest, DrawsAProgressBar) {
+  char* buffer = nullptr;
+  size_t size = 0;
+  FILE* out = open_memstream(&buffer, &size);
+  testing::FakeClock clock;
+  {
+    std::vector<int> inputs = Iota(3);
+    for (auto& item : Stream(InlineExecutor(), inputs, [](int x) { return x; },
+                             {.clock = &clock,
+                              .progress = {.enabled = true, .force = true, .stream = out}})) {
+      item.value();
+    }
+  }
+  std::fflush(out);
+  const std::string text(buffer, size);
+  std::fclose(out);
+  std::free(buffer);
+  EXPECT_THAT(text, HasSubstr("Streaming:   0%|"));
+  EXPECT_THAT(text, HasSubstr("[Done] Streaming: 100%|####################| 3/3"));
+}
+
+TEST(StreamTest, ParsesFlags) {
+  Order order;
+  ErrorPolicy policy;
+  std::string error;
+  EXPECT_TRUE(AbslParseFlag("Input", &order, &error));
+  EXPECT_EQ(order, Order::kInput);
+  EXPECT_TRUE(AbslParseFlag("completion", &order, &error));
+  EXPECT_EQ(order, Order::kCompletion);
+  EXPECT_FALSE(AbslParseFlag("random", &order, &error));
+  EXPECT_THAT(error, HasSubstr("allowed: completion"));
+  EXPECT_TRUE(AbslParseFlag("collect", &policy, &error));
+  EXPECT_EQ(policy, ErrorPolicy::kCollect);
+  EXPECT_TRUE(AbslParseFlag("stop", &policy, &error));
+  EXPECT_EQ(policy, ErrorPolicy::kStopOnError);
+  EXPECT_EQ(AbslUnparseFlag(Order::kInput), "input");
+  EXPECT_EQ(AbslUnparseFlag(ErrorPolicy::kCollect), "collect");
+}
+
+TEST(StreamTest, IsAnInputRange) {
+  using S = ResultStream<int, int>;
+  static_assert(std::input_iterator<S::iterator>);
+  static_assert(std::ranges::input_range<S>);
+}
+
+}  // namespace
+}  // namespace concurry

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds and runs examples/consumer: a separate Bazel workspace that depends on
+# concurry through local_repository + concurry_deps(), as another project would.
+#   tools/build_consumer.sh [bazel build options, e.g. --config=ci]
+# BAZEL_STARTUP_OPTS (optional) is passed to every bazel call, as in .ci/run.
+# That workspace has its own Bazel server; it is shut down on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../examples/consumer"
+# Same startup options for every call (else the server restarts);
+# --max_idle_secs: the server also exits by itself if this script is killed.
+BZ=(bazel ${BAZEL_STARTUP_OPTS:-} --max_idle_secs=300)
+trap '"${BZ[@]}" shutdown' EXIT
+
+"${BZ[@]}" build "$@" //...
+"${BZ[@]}" run "$@" //:main
