@@ -107,8 +107,8 @@ void BM_StreamTrivialTasksInline(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   int64_t sum = 0;
   for (auto _ : state) {
-    for (auto& item : Stream(InlineExecutor(), std::views::iota(0, n),
-                             [](int x) { return x + 1; }, {.max_in_flight = kMaxInFlight})) {
+    for (auto& item : Stream(InlineExecutor(), std::views::iota(0, n), [](int x) { return x + 1; },
+                             {.max_in_flight = kMaxInFlight})) {
       sum += item.value();
     }
   }
@@ -193,14 +193,14 @@ void BM_GatherReadyFutures(benchmark::State& state) {
   benchmark::DoNotOptimize(sum);
   state.SetItemsProcessed(state.iterations() * n);
   state.counters["per_future"] =
-      benchmark::Counter(static_cast<double>(n),
-                         benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+      benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate |
+                                                     benchmark::Counter::kInvert);
 }
 BENCHMARK(BM_GatherReadyFutures)->Arg(1000000)->Unit(benchmark::kMillisecond);
 
 double CpuMs(const rusage& usage) {
-  return usage.ru_utime.tv_sec * 1e3 + usage.ru_utime.tv_usec / 1e3 +
-         usage.ru_stime.tv_sec * 1e3 + usage.ru_stime.tv_usec / 1e3;
+  return usage.ru_utime.tv_sec * 1e3 + usage.ru_utime.tv_usec / 1e3 + usage.ru_stime.tv_sec * 1e3 +
+         usage.ru_stime.tv_usec / 1e3;
 }
 
 // A thread blocked for 1 s in Wait on a future that never completes: CPU of the waiting thread
@@ -208,13 +208,15 @@ double CpuMs(const rusage& usage) {
 void BM_WaitBlockedCpu(benchmark::State& state) {
   Promise<int> promise;
   const Future<int> future = promise.GetFuture();
+  WaitOptions options;
+  options.timeout = absl::Seconds(1);
   double thread_ms = 0;
   double process_ms = 0;
   for (auto _ : state) {
     rusage thread_before, thread_after, process_before, process_after;
     getrusage(RUSAGE_THREAD, &thread_before);
     getrusage(RUSAGE_SELF, &process_before);
-    const WaitResult result = Wait({future}, {.timeout = absl::Seconds(1)});
+    const WaitResult result = Wait({future}, options);
     getrusage(RUSAGE_THREAD, &thread_after);
     getrusage(RUSAGE_SELF, &process_after);
     benchmark::DoNotOptimize(result.timed_out);

@@ -83,7 +83,8 @@ using UnwrapT = typename futures_internal::Unwrap<std::decay_t<R>>::type;
 // A handle to a result that is, or will be, a value of type T, an error, or cancelled.
 //
 // Copies share one result. `Result()` on an lvalue returns a reference valid while any copy lives;
-// on an rvalue it moves the value out when this handle is the only one (copies it otherwise).
+// on an rvalue it moves the value out when this handle is the only one (copies it otherwise; a
+// move-only value is always moved out, so other copies then see a moved-from value).
 // A default-constructed or moved-from Future is invalid: every operation on it except valid()
 // throws InvalidOptionError.
 //
@@ -132,7 +133,7 @@ class Future {
     }
   }
   T Result(absl::Duration timeout = absl::InfiniteDuration(), Clock& clock = Clock::Real()) && {
-    auto* state = WaitOrThrow("Result", timeout, clock);
+    [[maybe_unused]] auto* state = WaitOrThrow("Result", timeout, clock);
     if constexpr (std::is_void_v<T>) {
       state_ = {};
       return;
@@ -288,7 +289,11 @@ class Promise {
     return SetError(ExceptionFromStatus(std::move(status)));
   }
 
-  // Returns whether the consumer cancelled the future (the cancellation token).
+  // Completes the future as cancelled (CancelledError for its consumers), as when work is dropped
+  // before it ran. Returns whether this call completed the future.
+  bool Cancel() { return CheckedRaw("Cancel")->Cancel(); }
+
+  // Returns whether the future was cancelled (the cancellation token the producer polls).
   bool IsCancelled() const {
     return CheckedRaw("IsCancelled")->phase() == futures_internal::Phase::kCancelled;
   }

@@ -747,6 +747,8 @@ TEST_P(FutureConformanceTest, ThenSkipsFnOnErrorAndCancellation) {
   EXPECT_EQ(CustomErrorCode([&] { failed.Result(); }), 7);
   EXPECT_THROW(after_cancel.Result(), CancelledError);
   EXPECT_EQ(after_cancel.Status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(after_cancel.Cancelled());
+  EXPECT_FALSE(failed.Cancelled());
   EXPECT_EQ(calls.load(), 0);
 }
 
@@ -1289,6 +1291,26 @@ TEST_F(FutureTimeoutTest, CancelWakesAWaiter) {
   f.Cancel();
   waiter.join();
   EXPECT_EQ(status.code(), absl::StatusCode::kCancelled);
+}
+
+TEST(PromiseTest, ProducerCancelCompletesTheFutureAsCancelled) {
+  Promise<int> p;
+  Future<int> f = p.GetFuture();
+  int cancel_callbacks = 0;
+  p.OnCancel([&] { ++cancel_callbacks; });
+  EXPECT_TRUE(p.Cancel());
+  EXPECT_TRUE(f.Cancelled());
+  EXPECT_THROW(f.Result(), CancelledError);
+  EXPECT_EQ(cancel_callbacks, 1);
+  EXPECT_FALSE(p.Cancel());
+  EXPECT_FALSE(p.SetValue(1));
+}
+
+TEST(FutureTest, FlattenedCancelledFutureCancelsTheOuterFuture) {
+  Promise<int> inner;
+  Future<int> outer = MakeReadyFuture(1).Then([&](int) { return inner.GetFuture(); });
+  inner.GetFuture().Cancel();
+  EXPECT_TRUE(outer.Cancelled());
 }
 
 }  // namespace

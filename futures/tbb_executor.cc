@@ -1,21 +1,32 @@
 #include "futures/tbb_executor.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "futures/errors.h"
+#include "oneapi/tbb/global_control.h"
 #include "oneapi/tbb/task_arena.h"
 #include "oneapi/tbb/task_group.h"
 
 namespace concurry {
 namespace {
 
+// The executor whose task the calling thread is running, if any (lets Shutdown refuse to wait for
+// itself).
+thread_local const void* running_executor = nullptr;
+
 // oneTBB stores task functors as const; the task runs exactly once, so calling the mutable
 // AnyInvocable through a const wrapper is sound.
 struct ConstCallable {
+  const void* owner;
   mutable Executor::Task task;
-  void operator()() const { task(); }
+  void operator()() const {
+    const void* outer = std::exchange(running_executor, owner);
+    task();
+    running_executor = outer;
+  }
 };
 
 }  // namespace
@@ -26,8 +37,17 @@ struct TbbExecutor::Impl {
   // reserved slot, only max_concurrency - 1 workers would run tasks until Shutdown, and
   // TbbExecutor(1) would run two tasks at once during Shutdown.)
   explicit Impl(int max_concurrency)
-      : arena(max_concurrency > 0 ? max_concurrency : tbb::task_arena::automatic,
-              /*reserved_for_masters=*/0) {}
+      : arena(ArenaConcurrency(max_concurrency), /*reserved_for_masters=*/0) {}
+
+  // oneTBB runs arena tasks on its worker threads only, and has max_allowed_parallelism - 1 of
+  // them (by default one fewer than the machine's cores). Asking for more makes oneTBB print a
+  // warning and ignore the excess, so the arena asks for what can run.
+  static int ArenaConcurrency(int requested) {
+    const int workers = std::max<int>(1, static_cast<int>(tbb::global_control::active_value(
+                                             tbb::global_control::max_allowed_parallelism)) -
+                                             1);
+    return requested > 0 ? std::min(requested, workers) : workers;
+  }
 
   tbb::task_arena arena;
   tbb::task_group group;
@@ -45,10 +65,15 @@ TbbExecutor::~TbbExecutor() { Shutdown(); }
 void TbbExecutor::Submit(Task task) {
   absl::ReaderMutexLock lock(&impl_->mu);
   if (impl_->stopped) throw StoppedError("TbbExecutor::Submit: the executor was shut down");
-  impl_->arena.enqueue(impl_->group.defer(ConstCallable{std::move(task)}));
+  impl_->arena.enqueue(impl_->group.defer(ConstCallable{impl_.get(), std::move(task)}));
 }
 
 void TbbExecutor::Shutdown() {
+  if (running_executor == impl_.get()) {
+    throw InvalidOptionError(
+        "TbbExecutor::Shutdown called from one of the executor's own tasks: it would wait for "
+        "itself forever; shut down from outside the executor");
+  }
   {
     absl::MutexLock lock(&impl_->mu);
     impl_->stopped = true;

@@ -20,7 +20,10 @@ namespace concurry {
 // Thread-safe.
 class TbbExecutor final : public Executor {
  public:
-  // `max_concurrency` <= 0 means the machine's hardware concurrency.
+  // Runs at most `max_concurrency` tasks at once, and at most as many as oneTBB has worker
+  // threads: max_allowed_parallelism - 1, which is one fewer than the machine's cores unless the
+  // application raises it with a tbb::global_control created before the executor. <= 0 means all
+  // of oneTBB's workers. max_concurrency() reports the effective value.
   explicit TbbExecutor(int max_concurrency = 0);
   ~TbbExecutor() override;
 
@@ -29,7 +32,8 @@ class TbbExecutor final : public Executor {
 
   void Submit(Task task) override;
 
-  // Stops accepting tasks and waits for every submitted task to finish. Idempotent.
+  // Stops accepting tasks and waits for every submitted task to finish. Idempotent. Called from
+  // one of this executor's own tasks it throws InvalidOptionError instead of waiting for itself.
   void Shutdown();
 
   // Returns the number of threads the arena runs tasks on.

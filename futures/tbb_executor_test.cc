@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <string>
 #include <thread>
 
 #include "absl/synchronization/blocking_counter.h"
@@ -64,14 +65,18 @@ TEST(TbbExecutorTest, RunsTasksOffTheSubmittingThread) {
   EXPECT_NE(ran_on, std::this_thread::get_id());
 }
 
-TEST(TbbExecutorTest, MaxConcurrencyIsTheRequestedValue) {
+TEST(TbbExecutorTest, MaxConcurrencyIsTheRequestedValueWithinOneTbbsWorkers) {
+  tbb::global_control workers(tbb::global_control::max_allowed_parallelism, 4);  // 3 workers.
   EXPECT_EQ(TbbExecutor(1).max_concurrency(), 1);
   EXPECT_EQ(TbbExecutor(2).max_concurrency(), 2);
   EXPECT_EQ(TbbExecutor(3).max_concurrency(), 3);
+  EXPECT_EQ(TbbExecutor(5).max_concurrency(), 3);
 }
 
-TEST(TbbExecutorTest, NonPositiveMaxConcurrencyMeansTheMachineDefault) {
-  const int expected = tbb::info::default_concurrency();
+TEST(TbbExecutorTest, NonPositiveMaxConcurrencyMeansAllOfOneTbbsWorkers) {
+  const int expected = std::max(1, static_cast<int>(tbb::global_control::active_value(
+                                       tbb::global_control::max_allowed_parallelism)) -
+                                       1);
   EXPECT_EQ(TbbExecutor(0).max_concurrency(), expected);
   EXPECT_EQ(TbbExecutor(-1).max_concurrency(), expected);
   EXPECT_EQ(TbbExecutor().max_concurrency(), expected);
@@ -189,6 +194,20 @@ TEST(TbbExecutorTest, ShutdownIsIdempotent) {
   executor.Shutdown();
   EXPECT_THROW(executor.Submit([] {}), StoppedError);
 }  // The destructor shuts down once more.
+
+TEST(TbbExecutorTest, ShutdownFromOwnTaskIsRejectedInsteadOfDeadlocking) {
+  TbbExecutor executor(2);
+  Future<bool> rejected = Async(executor, [&] {
+    try {
+      executor.Shutdown();
+    } catch (const InvalidOptionError& e) {
+      return std::string(e.what()).find("own tasks") != std::string::npos;
+    }
+    return false;
+  });
+  EXPECT_TRUE(rejected.Result());
+  executor.Submit([] {});  // Still running: the refused Shutdown changed nothing.
+}
 
 TEST(TbbExecutorTest, DestructorWaitsForTasks) {
   constexpr int kTasks = 100;

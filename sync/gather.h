@@ -34,7 +34,7 @@ struct GatherOptions {
   // Times the timeout and the progress report; null means Clock::Real(). Must outlive the call.
   Clock* clock = nullptr;
   // Progress bar and/or callback over the futures; the default description is "Gathering".
-  ProgressOptions progress;
+  ProgressOptions progress = {};
 };
 
 namespace sync_internal {

@@ -52,12 +52,12 @@ ProgressReporter::ProgressReporter(const ProgressOptions& options, int64_t total
       bar_miniters_(options.miniters > 0 ? options.miniters : DefaultBarMiniters(total)),
       drawn_time_(start_) {
   if (options.miniters < 0) {
-    throw InvalidOptionError(absl::StrCat("ProgressOptions::miniters must be >= 0 (0 = automatic), got ",
-                                          options.miniters));
+    throw InvalidOptionError(absl::StrCat(
+        "ProgressOptions::miniters must be >= 0 (0 = automatic), got ", options.miniters));
   }
   if (total < kUnknownTotal) {
-    throw InvalidOptionError(absl::StrCat(
-        "ProgressReporter: total must be >= 0 or kUnknownTotal (-1), got ", total));
+    throw InvalidOptionError(
+        absl::StrCat("ProgressReporter: total must be >= 0 or kUnknownTotal (-1), got ", total));
   }
   if (drawing_) {
     absl::MutexLock lock(&mu_);
@@ -109,9 +109,7 @@ void ProgressReporter::Failure(absl::string_view message) {
   Finish(absl::StrCat("[", message, "] "));
 }
 
-void ProgressReporter::Stop(absl::string_view message) {
-  Finish(absl::StrCat("[", message, "] "));
-}
+void ProgressReporter::Stop(absl::string_view message) { Finish(absl::StrCat("[", message, "] ")); }
 
 int64_t ProgressReporter::completed() const {
   absl::MutexLock lock(&mu_);
@@ -134,8 +132,8 @@ std::string ProgressReporter::FormatLine(absl::string_view description, int64_t 
   const double rate = seconds > 0 ? static_cast<double>(completed) / seconds : 0;
   const std::string rate_text = seconds > 0 ? absl::StrFormat("%.2f", rate) : "?";
   if (total < 0) {
-    return absl::StrFormat("%s: %d [%s, %s it/s]", description, completed,
-                           FormatInterval(elapsed), rate_text);
+    return absl::StrFormat("%s: %d [%s, %s it/s]", description, completed, FormatInterval(elapsed),
+                           rate_text);
   }
   const int64_t shown = std::min(completed, total);
   const int percent = total > 0 ? static_cast<int>(shown * 100 / total) : 100;

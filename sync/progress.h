@@ -33,7 +33,7 @@ struct ProgressOptions {
   // terminal (isatty), unless `force` is set.
   bool enabled = false;
   // The bar's label. Empty means the operation's default ("Waiting", "Gathering", "Streaming").
-  std::string description;
+  std::string description = {};
   // Minimum number of completed items between two redraws (and two callback calls).
   // 0 means max(1, total / 100) for the bar (1 when the total is unknown) and 1 for the
   // callback. Negative values are rejected with InvalidOptionError.
@@ -45,7 +45,7 @@ struct ProgressOptions {
   // unknown. Used whether or not `enabled` is set. Calls are serialized and `completed` never
   // decreases; the callback must not call back into the reporter. An exception it throws propagates
   // from the reporter method that called it (the destructor prints it to stderr instead).
-  std::function<void(int64_t completed, int64_t total, absl::Duration elapsed)> callback;
+  std::function<void(int64_t completed, int64_t total, absl::Duration elapsed)> callback = {};
   // Where the bar is drawn. Null means stderr.
   FILE* stream = nullptr;
 };

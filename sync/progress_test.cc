@@ -228,8 +228,8 @@ TEST(ProgressReporterTest, CallbackIsBatchedByMinitersAndFlushedAtTheEnd) {
   for (int i = 0; i < 7; ++i) progress.Advance();
   clock.Advance(absl::Seconds(2));
   progress.Stop();
-  EXPECT_THAT(calls, ElementsAre(Call{3, -1, absl::ZeroDuration()}, Call{6, -1, absl::ZeroDuration()},
-                                 Call{7, -1, absl::Seconds(2)}));
+  EXPECT_THAT(calls, ElementsAre(Call{3, -1, absl::ZeroDuration()},
+                                 Call{6, -1, absl::ZeroDuration()}, Call{7, -1, absl::Seconds(2)}));
 }
 
 TEST(ProgressReporterTest, RejectsNegativeMinitersAndTotals) {
@@ -245,16 +245,15 @@ TEST(ProgressReporterTest, CountsAdvancesFromManyThreads) {
   int64_t last = 0;
   bool monotonic = true;
   {
-    ProgressReporter progress(
-        {.enabled = true,
-         .force = true,
-         .callback =
-             [&](int64_t n, int64_t, absl::Duration) {
-               monotonic = monotonic && n >= last;
-               last = n;
-             },
-         .stream = out.file()},
-        4000, "W");
+    ProgressReporter progress({.enabled = true,
+                               .force = true,
+                               .callback =
+                                   [&](int64_t n, int64_t, absl::Duration) {
+                                     monotonic = monotonic && n >= last;
+                                     last = n;
+                                   },
+                               .stream = out.file()},
+                              4000, "W");
     std::vector<std::thread> threads;
     for (int t = 0; t < 4; ++t) {
       threads.emplace_back([&] {

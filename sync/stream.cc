@@ -27,9 +27,7 @@ bool AbslParseFlag(absl::string_view text, Order* order, std::string* error) {
   return false;
 }
 
-std::string AbslUnparseFlag(Order order) {
-  return order == Order::kInput ? "input" : "completion";
-}
+std::string AbslUnparseFlag(Order order) { return order == Order::kInput ? "input" : "completion"; }
 
 bool AbslParseFlag(absl::string_view text, ErrorPolicy* policy, std::string* error) {
   const std::string lower = absl::AsciiStrToLower(text);
@@ -52,8 +50,9 @@ std::string AbslUnparseFlag(ErrorPolicy policy) {
 
 namespace sync_internal {
 
-// Slot numbers are uint32_t and completion order uses 2 * max_in_flight of them.
-constexpr int kMaxInFlight = 1 << 30;
+// The slot table's index (chunk pointers for 2 * max_in_flight slots) is allocated up front:
+// 1 << 20 keeps it at 256 KiB at most.
+constexpr int kMaxInFlight = 1 << 20;
 
 void ValidateStreamOptions(const StreamOptions& options) {
   if (options.max_in_flight < 1 || options.max_in_flight > kMaxInFlight) {
@@ -65,9 +64,9 @@ void ValidateStreamOptions(const StreamOptions& options) {
                                           absl::FormatDuration(options.timeout)));
   }
   if (options.progress.miniters < 0) {
-    throw InvalidOptionError(absl::StrCat(
-        "StreamOptions::progress.miniters must be >= 0 (0 = automatic), got ",
-        options.progress.miniters));
+    throw InvalidOptionError(
+        absl::StrCat("StreamOptions::progress.miniters must be >= 0 (0 = automatic), got ",
+                     options.progress.miniters));
   }
 }
 
@@ -81,8 +80,9 @@ std::exception_ptr StreamCancelledError() {
 }
 
 std::exception_ptr StreamTimeoutError(absl::Duration timeout, int64_t yielded) {
-  return std::make_exception_ptr(TimeoutError(absl::StrCat(
-      "Stream timed out after ", absl::FormatDuration(timeout), "; yielded ", yielded, " results")));
+  return std::make_exception_ptr(
+      TimeoutError(absl::StrCat("Stream timed out after ", absl::FormatDuration(timeout),
+                                "; yielded ", yielded, " results")));
 }
 
 }  // namespace sync_internal

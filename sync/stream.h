@@ -1,23 +1,23 @@
-// Stream: runs a function over a lazy input sequence on an Executor with a bounded number of tasks
-// in flight, topping up as each one completes, and yields the results as they complete (or in
-// input order). The seed pattern "keep the pool topped up, handle follow-up work" from
-// concurrent.futures, without materializing the input.
+// Stream: runs a function over a lazy input sequence on an Executor with at most max_in_flight
+// tasks in flight, topping up as each one completes, and yields the results as they complete (or
+// in input order) to a range-for. The concurrent.futures pattern "keep the pool topped up, and
+// schedule follow-up work", without materializing the input; memory does not grow with its length.
 //
 //   concurry::TbbExecutor pool(8);
 //   for (auto& item : concurry::Stream(pool, urls, Fetch, {.max_in_flight = 16})) {
-//     Save(urls_by_index[item.index], item.value());  // rethrows nothing: errors stop the stream
+//     Save(item.index, item.value());  // The first failed Fetch is rethrown from the loop.
 //   }
-//   // Paginated scan: each page may enqueue the next one.
-//   auto pages = concurry::Stream(pool, std::vector<Token>{first},
-//       [](Token t, concurry::StreamContext<Token>& ctx) {
-//         Page p = Scan(t);
-//         if (p.next) ctx.Enqueue(*p.next);
-//         return p.rows;
-//       });
+//   // A paginated scan: fetching a page may enqueue the next one.
+//   for (auto& page : concurry::Stream(pool, first_tokens,
+//                                      [](Token t, concurry::StreamContext<Token>& context) {
+//                                        Page p = Scan(t);
+//                                        if (p.next) context.Enqueue(*p.next);
+//                                        return p.rows;
+//                                      })) { ... }
 //
 // Inputs: any input range (containers, views, generators; an lvalue is referenced, an rvalue is
 // moved into the stream), an iterator pair, or a pull source (a callable returning
-// std::optional<In>, nullopt meaning "no more"). The source is pulled only when a slot frees up.
+// std::optional<In>, nullopt meaning "no more"). The source is pulled only as slots free up.
 
 #ifndef CONCURRY_SYNC_STREAM_H_
 #define CONCURRY_SYNC_STREAM_H_
@@ -70,7 +70,7 @@ std::string AbslUnparseFlag(ErrorPolicy policy);
 
 // Options of Stream. Plain struct: `{.max_in_flight = 16, .order = Order::kInput}`.
 struct StreamOptions {
-  // Tasks submitted and not finished at any time, >= 1. In completion order at most
+  // Tasks submitted and not finished at any time, in [1, 1048576]. In completion order at most
   // 2 * max_in_flight inputs and results are held at once (running or waiting to be consumed);
   // in input order at most max_in_flight.
   int max_in_flight = 64;
@@ -83,7 +83,7 @@ struct StreamOptions {
   Clock* clock = nullptr;
   // Progress over the yielded results; the default description is "Streaming". The total is known
   // for sized ranges (plus any follow-ups), unknown otherwise.
-  ProgressOptions progress;
+  ProgressOptions progress = {};
 };
 
 // One result of a Stream: the input's index and its outcome.
@@ -162,8 +162,8 @@ namespace concurry {
 // no follow-up is queued and nothing is in flight. Destroying it early (a `break`) stops pulling
 // inputs, drops tasks that have not started and waits for the running ones, which reference it;
 // the executor must outlive it. `fn` is called concurrently from the executor's threads; the
-// source is pulled under the stream's lock (one pull at a time) from the consumer's thread or a
-// completing task's thread.
+// source is pulled under the stream's lock (one pull at a time, so it need not be thread-safe,
+// but it must not call into the stream) from the consumer's thread or a completing task's thread.
 //
 // Thread-safe for Add(), Cancel() and Start() from any thread (including from tasks); iteration
 // (begin(), Next(), the iterators) and destruction must be confined to one thread at a time.
@@ -202,6 +202,8 @@ class ResultStream {
     Item* item_ = nullptr;
   };
 
+  // A moved-from stream may only be destroyed or assigned to. Assigning over a stream, like
+  // destroying it, stops it and waits for its running tasks.
   ResultStream(ResultStream&&) noexcept = default;
   ResultStream& operator=(ResultStream&&) noexcept = default;
   ~ResultStream() = default;  // The core's destructor stops and drains the stream.
@@ -211,9 +213,10 @@ class ResultStream {
   std::default_sentinel_t end() const { return std::default_sentinel; }
 
   // Blocks until the next item and returns it, or returns null at the end. The item stays valid
-  // until the next call. Rethrows a task's error (kStopOnError), CancelledError after Cancel(),
-  // TimeoutError after the timeout, or the source's exception, each after the running tasks
-  // finished; later calls rethrow it again.
+  // until the next call. Throws, each time after the running tasks finished, and again on later
+  // calls: a task's error when reaching its item (kStopOnError); and, at the next call,
+  // CancelledError after Cancel(), TimeoutError after the timeout, the source's exception, or
+  // StoppedError when the executor rejected or dropped a task (it was shut down).
   Item* Next() { return core_->Next(); }
 
   // Starts pulling inputs and submitting tasks now, without waiting for a result. Idempotent.
@@ -231,7 +234,7 @@ class ResultStream {
  private:
   template <typename In2, typename R2, typename F, typename Source>
   friend ResultStream<In2, R2> sync_internal::MakeStream(Executor&, Source, F&&, StreamOptions,
-                                                          int64_t);
+                                                         int64_t);
   explicit ResultStream(std::unique_ptr<sync_internal::StreamCore<In, R>> core)
       : core_(std::move(core)) {}
 
@@ -249,8 +252,7 @@ using StreamResultT = typename sync_internal::StreamCall<std::decay_t<F>, In>::R
 // max_in_flight < 1 or a negative timeout.
 //
 // Over an input range; an lvalue range must outlive the stream, an rvalue one is moved into it.
-template <std::ranges::input_range Range, typename F>
-  requires(!sync_internal::StreamPullSource<Range>)
+template <sync_internal::StreamInputRange Range, typename F>
 ResultStream<std::ranges::range_value_t<Range>, StreamResultT<F, std::ranges::range_value_t<Range>>>
 Stream(Executor& executor, Range&& inputs, F&& fn, StreamOptions options = {}) {
   using In = std::ranges::range_value_t<Range>;
@@ -259,8 +261,8 @@ Stream(Executor& executor, Range&& inputs, F&& fn, StreamOptions options = {}) {
     total = static_cast<int64_t>(std::ranges::size(inputs));
   }
   return sync_internal::MakeStream<In, StreamResultT<F, In>>(
-      executor, sync_internal::RangeSource<Range>(std::forward<Range>(inputs)),
-      std::forward<F>(fn), std::move(options), total);
+      executor, sync_internal::RangeSource<Range>(std::forward<Range>(inputs)), std::forward<F>(fn),
+      std::move(options), total);
 }
 
 // Over an iterator pair [first, last), which must stay valid while the stream runs.
@@ -274,8 +276,7 @@ ResultStream<std::iter_value_t<It>, StreamResultT<F, std::iter_value_t<It>>> Str
 // Over a pull source: `source()` returns the next input, or std::nullopt when there is no more
 // (it is not called again after that).
 template <sync_internal::StreamPullSource Source, typename F>
-ResultStream<sync_internal::PullValueT<Source>,
-             StreamResultT<F, sync_internal::PullValueT<Source>>>
+ResultStream<sync_internal::PullValueT<Source>, StreamResultT<F, sync_internal::PullValueT<Source>>>
 Stream(Executor& executor, Source&& source, F&& fn, StreamOptions options = {}) {
   using In = sync_internal::PullValueT<Source>;
   return sync_internal::MakeStream<In, StreamResultT<F, In>>(

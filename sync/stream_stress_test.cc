@@ -33,10 +33,10 @@ TEST(StreamStressTest, RandomScenariosYieldEveryResultExactlyOnce) {
     const int fail_at = random() % 3 == 0 ? std::uniform_int_distribution<int>(0, n)(random) : -1;
     const bool collect = random() % 2 == 0;
     const int break_at = random() % 4 == 0 ? std::uniform_int_distribution<int>(0, n)(random) : -1;
-    SCOPED_TRACE(::testing::Message() << "round " << round << " n=" << n << " window="
-                                    << max_in_flight << " ordered=" << (order == Order::kInput)
-                                    << " follow_ups=" << follow_ups << " fail_at=" << fail_at
-                                    << " collect=" << collect << " break_at=" << break_at);
+    SCOPED_TRACE(::testing::Message()
+                 << "round " << round << " n=" << n << " window=" << max_in_flight
+                 << " ordered=" << (order == Order::kInput) << " follow_ups=" << follow_ups
+                 << " fail_at=" << fail_at << " collect=" << collect << " break_at=" << break_at);
     // Inputs >= 1000000 are follow-ups of input - 1000000.
     auto fn = [follow_ups, fail_at](int x, StreamContext<int>& context) {
       if (x == fail_at) throw std::domain_error("planned");
@@ -51,8 +51,8 @@ TEST(StreamStressTest, RandomScenariosYieldEveryResultExactlyOnce) {
       for (auto& item :
            Stream(executor, std::views::iota(0, n), fn,
                   {.max_in_flight = max_in_flight,
-                   .order = order,
-                   .on_error = collect ? ErrorPolicy::kCollect : ErrorPolicy::kStopOnError})) {
+                  .order = order,
+                  .on_error = collect ? ErrorPolicy::kCollect : ErrorPolicy::kStopOnError})) {
         if (order == Order::kInput) {
           ASSERT_EQ(item.index, last_index + 1);
         }

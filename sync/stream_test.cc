@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <coroutine>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -22,7 +23,6 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
 #include "futures/executor.h"
@@ -196,15 +196,15 @@ TEST(StreamTest, KeepsExactlyMaxInFlightSubmittedAndTopsUpOnEachCompletion) {
   CountingSource source{.n = 10};
   int max_outstanding = 0;
   int ran = 0;
-  auto stream = Stream(
-      executor, source,
-      [&](int x) {
-        // Submitted and not finished: the queued tasks plus this one.
-        max_outstanding = std::max(max_outstanding, static_cast<int>(executor.pending()) + 1);
-        ++ran;
-        return x * 10;
-      },
-      {.max_in_flight = 3});
+  auto stream = Stream(executor, source,
+                       [&](int x) {
+                         // Submitted and not finished: the queued tasks plus this one.
+                         max_outstanding =
+                             std::max(max_outstanding, static_cast<int>(executor.pending()) + 1);
+                         ++ran;
+                         return x * 10;
+                       },
+                       {.max_in_flight = 3});
   EXPECT_EQ(*source.pulls, 0) << "nothing starts before the first begin/Next/Start";
   stream.Start();
   EXPECT_EQ(executor.pending(), 3u);
@@ -254,11 +254,88 @@ TEST(StreamTest, PullsARangeLazily) {
   EXPECT_LE(computed, 13);
 }
 
+// A minimal single-pass coroutine generator with a move-only iterator.
+template <typename T>
+class Generator {
+ public:
+  struct promise_type {
+    T value;
+    Generator get_return_object() { return Generator(Handle::from_promise(*this)); }
+    std::suspend_always initial_suspend() noexcept { return {}; }
+    std::suspend_always final_suspend() noexcept { return {}; }
+    std::suspend_always yield_value(T v) {
+      value = std::move(v);
+      return {};
+    }
+    void return_void() {}
+    void unhandled_exception() { throw; }
+  };
+  using Handle = std::coroutine_handle<promise_type>;
+
+  class iterator {
+   public:
+    using value_type = T;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    explicit iterator(Handle handle) : handle_(handle) {}
+    iterator(iterator&&) = default;
+    iterator& operator=(iterator&&) = default;
+    const T& operator*() const { return handle_.promise().value; }
+    iterator& operator++() {
+      handle_.resume();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(std::default_sentinel_t) const { return !handle_ || handle_.done(); }
+
+   private:
+    Handle handle_;
+  };
+
+  explicit Generator(Handle handle) : handle_(handle) {}
+  Generator(Generator&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+  ~Generator() {
+    if (handle_) handle_.destroy();
+  }
+  iterator begin() {
+    handle_.resume();
+    return iterator(handle_);
+  }
+  std::default_sentinel_t end() { return {}; }
+
+ private:
+  Handle handle_;
+};
+
+Generator<int> Numbers(int n, int* produced) {
+  for (int i = 0; i < n; ++i) {
+    ++*produced;
+    co_yield i;
+  }
+}
+
+TEST(StreamTest, PullsAGeneratorLazily) {
+  static_assert(std::ranges::input_range<Generator<int>>);
+  testing::ManualExecutor executor;
+  int produced = 0;
+  auto stream =
+      Stream(executor, Numbers(1000, &produced), [](int x) { return x * 2; }, {.max_in_flight = 4});
+  EXPECT_EQ(produced, 0);
+  stream.Start();
+  EXPECT_EQ(produced, 4);
+  ASSERT_TRUE(executor.RunOne());
+  EXPECT_EQ(produced, 5);
+  auto* item = stream.Next();
+  ASSERT_NE(item, nullptr);
+  EXPECT_EQ(item->value(), 0);
+  EXPECT_EQ(produced, 5);
+  executor.RunAll();  // Leaves nothing in flight for the destructor.
+}
+
 TEST(StreamTest, InputOrderYieldsByIndexAndBoundsTheWindow) {
   PromiseBank bank;
-  auto stream = Stream(
-      InlineExecutor(), Iota(6), [&](int x) { return bank.Make(x); },
-      {.max_in_flight = 3, .order = Order::kInput});
+  auto stream = Stream(InlineExecutor(), Iota(6), [&](int x) { return bank.Make(x); },
+                       {.max_in_flight = 3, .order = Order::kInput});
   stream.Start();
   EXPECT_EQ(bank.calls(), 3);
   bank.Complete(2, 20);
@@ -308,19 +385,18 @@ TEST(StreamTest, FollowUpTasksFromTheFunctionRunAPaginatedScan) {
   std::vector<Page> first;
   for (const auto& [table, count] : pages) first.push_back({table, 0});
   std::multiset<std::string> rows;
-  for (auto& item : Stream(
-           executor, first,
-           [&](Page page, StreamContext<Page>& context) {
-             if (page.number + 1 < pages.at(page.table)) {
-               EXPECT_TRUE(context.Enqueue({page.table, page.number + 1}));
-             }
-             return absl::StrCat(page.table, page.number);
-           },
-           {.max_in_flight = 2})) {
+  for (auto& item : Stream(executor, first,
+                           [&](Page page, StreamContext<Page>&context) {
+                             if (page.number + 1 < pages.at(page.table)) {
+                               EXPECT_TRUE(context.Enqueue({page.table, page.number + 1}));
+                             }
+                             return absl::StrCat(page.table, page.number);
+                           },
+                           {.max_in_flight = 2})) {
     rows.insert(item.value());
   }
-  EXPECT_THAT(rows, UnorderedElementsAreArray(
-                        {"a0", "a1", "a2", "b0", "c0", "c1", "c2", "c3", "c4"}));
+  EXPECT_THAT(rows,
+              UnorderedElementsAreArray({"a0", "a1", "a2", "b0", "c0", "c1", "c2", "c3", "c4"}));
 }
 
 TEST(StreamTest, FollowUpTasksFromTheConsumer) {
@@ -345,14 +421,13 @@ TEST(StreamTest, StopOnErrorSkipsUnstartedWorkAndRethrowsTheOriginalType) {
   testing::ManualExecutor executor;
   CountingSource source{.n = 10};
   std::vector<int> called;
-  auto stream = Stream(
-      executor, source,
-      [&](int x) {
-        called.push_back(x);
-        if (x == 1) throw std::out_of_range("page 1 is gone");
-        return x;
-      },
-      {.max_in_flight = 2});
+  auto stream = Stream(executor, source,
+                       [&](int x) {
+                         called.push_back(x);
+                         if (x == 1) throw std::out_of_range("page 1 is gone");
+                         return x;
+                       },
+                       {.max_in_flight = 2});
   stream.Start();
   ASSERT_TRUE(executor.RunOne());  // 0 succeeds; 2 starts.
   ASSERT_TRUE(executor.RunOne());  // 1 fails: nothing more is pulled.
@@ -393,13 +468,12 @@ TEST(StreamTest, CollectYieldsErrorsAsItems) {
   std::vector<int> inputs = Iota(10);
   int errors = 0;
   int sum = 0;
-  for (auto& item : Stream(
-           InlineExecutor(), inputs,
-           [](int x) {
-             if (x % 2 == 1) throw std::runtime_error(absl::StrCat("odd ", x));
-             return x;
-           },
-           {.on_error = ErrorPolicy::kCollect})) {
+  for (auto& item : Stream(InlineExecutor(), inputs,
+                           [](int x) {
+                             if (x % 2 == 1) throw std::runtime_error(absl::StrCat("odd ", x));
+                             return x;
+                           },
+                           {.on_error = ErrorPolicy::kCollect})) {
     if (item.ok()) {
       sum += item.value();
     } else {
@@ -415,13 +489,12 @@ TEST(StreamTest, CollectYieldsErrorsAsItems) {
 TEST(StreamTest, FlattensStatusOrAndStatusResults) {
   std::vector<int> inputs = Iota(4);
   std::vector<absl::Status> statuses;
-  for (auto& item : Stream(
-           InlineExecutor(), inputs,
-           [](int x) -> absl::StatusOr<std::string> {
-             if (x == 2) return absl::NotFoundError("no 2");
-             return absl::StrCat(x);
-           },
-           {.on_error = ErrorPolicy::kCollect})) {
+  for (auto& item : Stream(InlineExecutor(), inputs,
+                           [](int x) -> absl::StatusOr<std::string> {
+                             if (x == 2) return absl::NotFoundError("no 2");
+                             return absl::StrCat(x);
+                           },
+                           {.on_error = ErrorPolicy::kCollect})) {
     statuses.push_back(item.outcome.status());
     if (item.ok()) {
       EXPECT_EQ(item.value(), absl::StrCat(item.index));
@@ -442,8 +515,8 @@ TEST(StreamTest, FlattensStatusOrAndStatusResults) {
 TEST(StreamTest, AcceptsIteratorPairsPullSourcesAndMoveOnlyInputs) {
   std::vector<int> inputs = Iota(5);
   int sum = 0;
-  for (auto& item : Stream(InlineExecutor(), inputs.begin() + 1, inputs.end(),
-                           [](int x) { return x; })) {
+  for (auto& item :
+       Stream(InlineExecutor(), inputs.begin() + 1, inputs.end(), [](int x) { return x; })) {
     sum += item.value();
   }
   EXPECT_EQ(sum, 1 + 2 + 3 + 4);
@@ -462,8 +535,8 @@ TEST(StreamTest, AcceptsIteratorPairsPullSourcesAndMoveOnlyInputs) {
   std::vector<std::unique_ptr<int>> owned;
   for (int i = 0; i < 4; ++i) owned.push_back(std::make_unique<int>(i));
   sum = 0;
-  for (auto& item : Stream(InlineExecutor(), std::move(owned),
-                           [](std::unique_ptr<int> p) { return std::move(p); })) {
+  for (auto& item :
+       Stream(InlineExecutor(), std::move(owned), [](std::unique_ptr<int> p) { return p; })) {
     sum += *item.value();
   }
   EXPECT_EQ(sum, 6);
@@ -475,16 +548,15 @@ TEST(StreamTest, EarlyBreakStopsPullingAndWaitsForRunningTasks) {
   std::atomic<int> running{0};
   std::atomic<int> finished{0};
   {
-    auto stream = Stream(
-        executor, source,
-        [&](int x) {
-          running.fetch_add(1);
-          auto value = std::make_unique<int>(x);  // Leaks would show under ASan.
-          finished.fetch_add(1);
-          running.fetch_sub(1);
-          return value;
-        },
-        {.max_in_flight = 8});
+    auto stream = Stream(executor, source,
+                         [&](int x) {
+                           running.fetch_add(1);
+                           auto value = std::make_unique<int>(x);  // Leaks would show under ASan.
+                           finished.fetch_add(1);
+                           running.fetch_sub(1);
+                           return value;
+                         },
+                         {.max_in_flight = 8});
     int seen = 0;
     for (auto& item : stream) {
       EXPECT_NE(item.value(), nullptr);
@@ -570,19 +642,26 @@ TEST(StreamTest, TimeoutOnFakeClock) {
   }
 }
 
-TEST(StreamTest, ExecutorThatRejectsTasksFailsTheItems) {
+TEST(StreamTest, ExecutorThatRejectsTasksStopsTheStream) {
   TbbExecutor executor(1);
   executor.Shutdown();
-  std::vector<int> inputs = Iota(3);
-  int errors = 0;
-  for (auto& item : Stream(executor, inputs, [](int x) { return x; },
-                           {.on_error = ErrorPolicy::kCollect})) {
-    EXPECT_THROW(item.value(), StoppedError);
-    ++errors;
-  }
-  EXPECT_EQ(errors, 3);
-  auto stream = Stream(executor, inputs, [](int x) { return x; });
+  CountingSource source{.n = 100};
+  auto stream = Stream(executor, source, [](int x) { return x; },
+                       {.max_in_flight = 4, .on_error = ErrorPolicy::kCollect});
   EXPECT_THROW(stream.Next(), StoppedError);
+  EXPECT_THROW(stream.Next(), StoppedError);
+  EXPECT_LE(*source.pulls, 4);
+}
+
+TEST(StreamTest, ExecutorThatDropsTasksStopsTheStream) {
+  CountingSource source{.n = 100};
+  std::optional<testing::ManualExecutor> executor(std::in_place);
+  auto stream = Stream(*executor, source, [](int x) { return x; }, {.max_in_flight = 3});
+  stream.Start();
+  ASSERT_TRUE(executor->RunOne());  // 0 completes; 3 starts.
+  executor.reset();                 // Destroys the queued tasks of 1, 2 and 3 without running them.
+  EXPECT_THROW(stream.Next(), StoppedError);  // At once, like a cancellation.
+  EXPECT_EQ(*source.pulls, 4);
 }
 
 TEST(StreamTest, SourceErrorStopsTheStream) {
@@ -593,8 +672,8 @@ TEST(StreamTest, SourceErrorStopsTheStream) {
   };
   int seen = 0;
   try {
-    for (auto& item : Stream(InlineExecutor(), source, [](int x) { return x; },
-                             {.max_in_flight = 1})) {
+    for (auto& item :
+         Stream(InlineExecutor(), source, [](int x) { return x; }, {.max_in_flight = 1})) {
       item.value();
       ++seen;
     }
@@ -609,12 +688,12 @@ TEST(StreamTest, ReportsProgressToTheCallback) {
   testing::FakeClock clock;
   std::vector<std::tuple<int64_t, int64_t, absl::Duration>> calls;
   std::vector<int> inputs = Iota(4);
-  auto stream = Stream(InlineExecutor(), inputs, [](int x) { return x; },
-                       {.clock = &clock,
-                        .progress = {.callback = [&](int64_t n, int64_t total,
-                                                     absl::Duration elapsed) {
-                          calls.emplace_back(n, total, elapsed);
-                        }}});
+  auto stream =
+      Stream(InlineExecutor(), inputs, [](int x) { return x; },
+             {.clock = &clock,
+              .progress = {.callback = [&](int64_t n, int64_t total, absl::Duration elapsed) {
+                calls.emplace_back(n, total, elapsed);
+              }}});
   int count = 0;
   for (auto& item : stream) {
     item.value();
@@ -638,9 +717,9 @@ TEST(StreamTest, DrawsAProgressBar) {
   testing::FakeClock clock;
   {
     std::vector<int> inputs = Iota(3);
-    for (auto& item : Stream(InlineExecutor(), inputs, [](int x) { return x; },
-                             {.clock = &clock,
-                              .progress = {.enabled = true, .force = true, .stream = out}})) {
+    for (auto& item :
+         Stream(InlineExecutor(), inputs, [](int x) { return x; },
+                {.clock = &clock, .progress = {.enabled = true, .force = true, .stream = out}})) {
       item.value();
     }
   }

@@ -51,7 +51,7 @@ struct WaitOptions {
   // Times the timeout and the progress report; null means Clock::Real(). Must outlive the call.
   Clock* clock = nullptr;
   // Progress bar and/or callback over the futures; the default description is "Waiting".
-  ProgressOptions progress;
+  ProgressOptions progress = {};
 };
 
 // What Wait found, by position in the input sequence.

@@ -24,6 +24,10 @@ Future<T> FutureFromState(FutureRef<T> state) {
 // Completes `promise` from the outcome of `source` (value, error or cancellation).
 template <typename U>
 void Forward(Future<U>& source, Promise<U>& promise) noexcept {
+  if (source.Cancelled()) {
+    promise.Cancel();
+    return;
+  }
   try {
     if constexpr (std::is_void_v<U>) {
       std::move(source).Result();
@@ -125,7 +129,9 @@ namespace futures_internal {
 // `promise`. With kMove the value is moved out when no consumer handle remains (or T is move-only).
 template <bool kMove, typename T, typename U, typename F>
 void InvokeWithValue(State<T>& state, Promise<U>& promise, F& fn) noexcept {
-  if (state.phase() != Phase::kValue) {
+  if (state.phase() == Phase::kCancelled) {
+    promise.Cancel();
+  } else if (state.phase() != Phase::kValue) {
     promise.SetError(state.error());
   } else if constexpr (std::is_void_v<T>) {
     CompleteWithInvoke(promise, fn);

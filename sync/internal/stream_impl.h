@@ -1,22 +1,30 @@
 // Template machinery behind sync/stream.h. Internal: include sync/stream.h instead.
 //
-// Design. A stream owns a fixed-capacity table of slots (allocated in chunks of 64 on first use).
-// Starting an input takes a slot, stores the input in it and submits a 16-byte task {core, slot}
-// to the executor (stored inline by absl::AnyInvocable: no allocation of ours per task). The task
-// stores the outcome in the slot and calls Complete(), which, under the stream's one mutex, links
-// the slot into the ready list (completion order) or marks it done (input order: slot = index mod
-// max_in_flight), then tops the window up: it pulls further inputs into free slots and submits
-// them after unlocking. The consumer takes every ready slot in one batch under the lock, yields
-// them without locking, and releases the whole batch (and tops up) the next time it locks. So per
-// item there is one lock on the completing thread and an amortized fraction of one on the
-// consumer's; the consumer blocks on an absl::Condition only when nothing is ready, and is woken
-// by the unlock that makes something ready.
+// Design. A stream owns a fixed-capacity table of slots (allocated in chunks of 64 on first use):
+// 2 * max_in_flight in completion order, max_in_flight in input order (slot = index mod
+// max_in_flight). Starting an input takes a slot, stores the input in it and submits a 16-byte
+// task {core, slot} to the executor (stored inline by absl::AnyInvocable: no allocation of ours
+// per task). The task stores the outcome in the slot and calls Complete(), which, under the
+// stream's one mutex, links the slot into the ready list (completion order) or marks it done
+// (input order), then tops the window up: it pulls further inputs into free slots and submits
+// them after unlocking. The consumer takes every ready slot in one batch under the lock and
+// yields them without locking; completion order returns the batch's slots to the free list at the
+// next lock, input order releases each slot as soon as its item is left (an atomic index), so
+// completing tasks can reuse it at once. Per item that is one lock on the completing thread and
+// an amortized fraction of one on the consumer's. Top-ups happen on the completing threads; the
+// consumer only tops up when at most half the window is in flight (see Refill). When nothing is
+// ready the consumer spins briefly (adaptively, see Refill) and then blocks on an absl::Condition,
+// woken by the unlock that makes something ready (or stops the stream).
+//
+// Lifetime: tasks reference the core, so the core is destroyed only after in_flight_ dropped to
+// zero (Shutdown); a completing thread touches nothing of the core after its last unlock unless
+// it still has slots to submit (which keep in_flight_ above zero).
 //
 // Slot ownership (why slots carry no ABSL_GUARDED_BY): a slot is free or ready (guarded by mu_),
 // or starting (owned by the thread that took it under mu_ until it submits it), or running (owned
 // by its task, handed over by Executor::Submit), or in the consumer's batch (owned by the
-// consumer, handed over under mu_). Each hand-over happens under mu_ or through Submit, which
-// orders the accesses.
+// consumer, handed over under mu_; in input order handed back through released_). Each hand-over
+// happens under mu_, through Submit, or through released_'s release/acquire pair.
 //
 // Inline executors: a task that runs inside Submit() would recurse (complete -> top up ->
 // submit -> run...). A thread-local frame turns that into a loop: while a thread is submitting for
@@ -36,6 +44,7 @@
 #include <optional>
 #include <ranges>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -61,10 +70,19 @@ inline constexpr bool kIsOptional = false;
 template <typename T>
 inline constexpr bool kIsOptional<std::optional<T>> = true;
 
+template <typename S, typename = void>
+inline constexpr bool kIsPullSource = false;
+template <typename S>
+inline constexpr bool kIsPullSource<S, std::void_t<std::invoke_result_t<std::decay_t<S>&>>> =
+    kIsOptional<std::invoke_result_t<std::decay_t<S>&>>;
+
 // A callable taking no arguments and returning std::optional<In>.
 template <typename S>
-concept StreamPullSource = std::invocable<std::decay_t<S>&> &&
-                           kIsOptional<std::invoke_result_t<std::decay_t<S>&>>;
+concept StreamPullSource = kIsPullSource<S>;
+
+// An input range that is not also a pull source.
+template <typename R>
+concept StreamInputRange = std::ranges::input_range<R> && !kIsPullSource<R>;
 
 template <typename S>
 using PullValueT = typename std::invoke_result_t<std::decay_t<S>&>::value_type;
@@ -76,9 +94,9 @@ struct StreamCall {
   static_assert(kWithContext || std::is_invocable_v<F&, In&&>,
                 "a stream function must be callable as fn(In&&) or "
                 "fn(In&&, concurry::StreamContext<In>&)");
-  using Raw = typename std::conditional_t<kWithContext,
-                                          std::invoke_result<F&, In&&, StreamContext<In>&>,
-                                          std::invoke_result<F&, In&&>>::type;
+  using Raw =
+      typename std::conditional_t<kWithContext, std::invoke_result<F&, In&&, StreamContext<In>&>,
+                                  std::invoke_result<F&, In&&>>::type;
   using Result = UnwrapT<Raw>;
 };
 
@@ -136,9 +154,10 @@ struct StreamSubmitFrame {
 };
 inline thread_local StreamSubmitFrame* tls_stream_submit_frame = nullptr;
 
-// Validates options; throws InvalidOptionError (stream.cc).
+// Non-template helpers (stream.cc). Throws InvalidOptionError for bad options.
 void ValidateStreamOptions(const StreamOptions& options);
-// The error of a dropped task (stream.cc).
+// The errors a stream stops with: the executor rejected or dropped a task (StoppedError),
+// Cancel() (CancelledError), the timeout (TimeoutError).
 std::exception_ptr StreamDroppedTaskError();
 std::exception_ptr StreamCancelledError();
 std::exception_ptr StreamTimeoutError(absl::Duration timeout, int64_t yielded);
@@ -147,7 +166,7 @@ template <typename In, typename R>
 class StreamCore;
 
 // The executor task of one slot: 16 bytes, so absl::AnyInvocable stores it inline. Destroying it
-// without running it (the executor dropped it) completes the slot with StoppedError.
+// without running it (the executor rejected or dropped it) stops the stream with StoppedError.
 template <typename In, typename R>
 class StreamTask {
  public:
@@ -169,8 +188,16 @@ class StreamTask {
 };
 
 // The state of one stream, shared by the consumer and the tasks. See the file comment. The
-// consumer-side members (batch, progress) are confined to the consuming thread. Thread-safe as
-// documented on ResultStream.
+// consumer-side members (batch, progress) are confined to the consuming thread.
+//
+// Memory ordering: three atomics are read without mu_. `stopping_` (release store under mu_,
+// acquire load by a task about to run): a task that misses it merely runs. `completions_`
+// (relaxed): only ends the consumer's spin early; what it then does is decided under mu_.
+// `released_` (input order; release store by the consumer after destroying the item it leaves,
+// acquire load under mu_ before a slot is reused): orders the consumer's last access to a slot
+// before the next input's writes to it.
+//
+// Thread-safe as documented on ResultStream.
 template <typename In, typename R>
 class StreamCore : public StreamInputSink<In> {
  public:
@@ -207,7 +234,8 @@ class StreamCore : public StreamInputSink<In> {
 
   // Runs the task of `slot` (StreamTask): skips it when stopping, else Invoke().
   void Run(uint32_t slot) ABSL_LOCKS_EXCLUDED(mu_);
-  // Completes `slot` with StoppedError (skips it when stopping): the executor dropped its task.
+  // Skips `slot` and stops the stream with StoppedError: the executor rejected or dropped its
+  // task, so it is shut down and later tasks would fail alike.
   void Drop(uint32_t slot) ABSL_LOCKS_EXCLUDED(mu_);
 
  protected:
@@ -223,9 +251,10 @@ class StreamCore : public StreamInputSink<In> {
   // calls Complete(slot), now or, for a returned future, when it completes.
   virtual void Invoke(uint32_t slot) = 0;
 
-  // Records the completion of `slot` and tops the window up. The caller must not touch the core
-  // after this returns (the consumer may have destroyed it).
-  void Complete(uint32_t slot) ABSL_LOCKS_EXCLUDED(mu_);
+  // Records the completion of `slot` and tops the window up; a non-null `fatal` stops the stream
+  // with that error. The caller must not touch the core after this returns (the consumer may
+  // have destroyed it).
+  void Complete(uint32_t slot, std::exception_ptr fatal = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Stops, then waits until no task is in flight. Idempotent; the first thing a destructor does.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
@@ -241,9 +270,10 @@ class StreamCore : public StreamInputSink<In> {
   // stops paying for it.
   static constexpr int kMinSpin = 8;
   static constexpr int kMaxSpin = 256;
+  static constexpr int kYieldEvery = 8;
 
   // Why the stream stopped before its end.
-  enum class StopKind { kNone, kTaskError, kCancelled, kTimeout, kSourceError };
+  enum class StopKind { kNone, kTaskError, kCancelled, kTimeout, kSourceError, kExecutorError };
 
   // Slots to submit once mu_ is released, linked through Slot::next.
   struct SubmitList {
@@ -302,8 +332,8 @@ class StreamCore : public StreamInputSink<In> {
     }
     StopLocked();
   }
-  // Submits `list` (outside mu_). May destroy nothing; touches the core only for slots not yet
-  // submitted.
+  // Submits the slots of `list` to the executor, outside mu_. Reads the core only for slots not
+  // yet submitted (which keep it alive); see "Inline executors" in the file comment.
   void SubmitAll(SubmitList list) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Consumer side.
@@ -315,14 +345,16 @@ class StreamCore : public StreamInputSink<In> {
   bool Refill() ABSL_LOCKS_EXCLUDED(mu_);
   [[noreturn]] void FailAfterDrain(std::exception_ptr error) ABSL_LOCKS_EXCLUDED(mu_);
   // Spins for at most spin_limit_ pause instructions while completions_ == `completions` and not
-  // stopping.
+  // stopping, yielding the CPU every kYieldEvery of them: when the producing thread shares this
+  // core (an oversubscribed machine), it gets to run instead of waiting for our time slice to end.
   void SpinWhile(uint64_t completions) {
-    for (int i = 0; i < spin_limit_; ++i) {
+    for (int i = 1; i <= spin_limit_; ++i) {
       if (completions_.load(std::memory_order_relaxed) != completions ||
           stopping_.load(std::memory_order_relaxed)) {
         return;
       }
       CpuRelax();
+      if (i % kYieldEvery == 0) std::this_thread::yield();
     }
   }
   static void CpuRelax() {
@@ -376,15 +408,15 @@ class StreamCore : public StreamInputSink<In> {
 
   // Consumer thread only.
   bool consumer_started_ = false;
-  bool finished_ = false;            // Next() returned the end or threw.
-  std::exception_ptr final_error_;   // What Next() threw.
-  bool has_current_ = false;         // The last Next() returned slot current_.
+  bool finished_ = false;           // Next() returned the end or threw.
+  std::exception_ptr final_error_;  // What Next() threw.
+  bool has_current_ = false;        // The last Next() returned slot current_.
   uint32_t current_ = kNoSlot;
-  uint32_t batch_cur_ = kNoSlot;     // Completion order: next slot of the batch.
+  uint32_t batch_cur_ = kNoSlot;  // Completion order: next slot of the batch.
   uint32_t batch_first_ = kNoSlot;
   uint32_t batch_last_ = kNoSlot;
   uint32_t batch_count_ = 0;
-  int64_t batch_next_ = 0;           // Input order: next index of the batch.
+  int64_t batch_next_ = 0;  // Input order: next index of the batch.
   int64_t batch_end_ = 0;
   int64_t yielded_ = 0;
   int spin_limit_ = 64;
@@ -475,7 +507,7 @@ void StreamCore<In, R>::SubmitAll(SubmitList list) {
     try {
       executor.Submit(StreamTask<In, R>(this, s));
     } catch (...) {
-      // The rejected task was destroyed, which completed its slot with StoppedError (Drop).
+      // The rejected task was destroyed, which stopped the stream (Drop).
     }
   }
   tls_stream_submit_frame = frame.prev;
@@ -494,20 +526,17 @@ void StreamCore<In, R>::Run(uint32_t s) {
 
 template <typename In, typename R>
 void StreamCore<In, R>::Drop(uint32_t s) {
-  Slot& entry = slot(s);
-  entry.input.reset();
-  if (!stopping_.load(std::memory_order_acquire)) {
-    entry.item.emplace(entry.index, Outcome<R>(StreamDroppedTaskError()));
-  }
-  Complete(s);
+  slot(s).input.reset();
+  Complete(s, StreamDroppedTaskError());
 }
 
 template <typename In, typename R>
-void StreamCore<In, R>::Complete(uint32_t s) {
+void StreamCore<In, R>::Complete(uint32_t s, std::exception_ptr fatal) {
   SubmitList to_submit;
   {
     absl::MutexLock lock(&mu_);
     --in_flight_;
+    if (fatal != nullptr) SetStopLocked(StopKind::kExecutorError, std::move(fatal));
     Slot& entry = slot(s);
     const bool skipped = !entry.item.has_value();
     if (!skipped && stop_on_error_ && !entry.item->outcome.ok()) {
@@ -540,8 +569,8 @@ template <typename In, typename R>
 void StreamCore<In, R>::StartLocked() {
   if (started_) return;
   started_ = true;
-  deadline_ = timeout_ == absl::InfiniteDuration() ? absl::InfiniteFuture()
-                                                   : clock_.Now() + timeout_;
+  deadline_ =
+      timeout_ == absl::InfiniteDuration() ? absl::InfiniteFuture() : clock_.Now() + timeout_;
 }
 
 template <typename In, typename R>
@@ -661,7 +690,11 @@ bool StreamCore<In, R>::Refill() {
       absl::MutexLock lock(&mu_);
       ReleaseBatchLocked();
       for (;;) {
-        TopUpLocked(&to_submit);
+        // While more than half the window is in flight, leave the top-up to the completing
+        // threads (each completion tops up every free slot): submitting from the executor's own
+        // threads is cheaper, and the consumer stays free to yield. Below half, or with nothing
+        // in flight, top up here so a few slow tasks cannot starve the window.
+        if (2 * in_flight_ <= max_in_flight_) TopUpLocked(&to_submit);
         if (FatalLocked()) {
           step = Step::kFail;
           break;
@@ -760,8 +793,8 @@ StreamItem<R>* StreamCore<In, R>::Next() {
   }
   if (!consumer_started_) {
     consumer_started_ = true;
-    progress_ = std::make_unique<ProgressReporter>(progress_options_, known_total_, "Streaming",
-                                                   clock_);
+    progress_ =
+        std::make_unique<ProgressReporter>(progress_options_, known_total_, "Streaming", clock_);
     reported_total_ = known_total_;
     if (!progress_->active()) progress_.reset();
     Start();
@@ -874,8 +907,8 @@ ResultStream<In, R> MakeStream(Executor& executor, Source source, F&& fn, Stream
   ValidateStreamOptions(options);
   std::unique_ptr<StreamCore<In, R>> core =
       std::make_unique<StreamCoreImpl<In, R, std::decay_t<F>>>(
-          executor, absl::AnyInvocable<std::optional<In>()>(std::move(source)),
-          std::forward<F>(fn), std::move(options), total);
+          executor, absl::AnyInvocable<std::optional<In>()>(std::move(source)), std::forward<F>(fn),
+          std::move(options), total);
   return ResultStream<In, R>(std::move(core));
 }
 
