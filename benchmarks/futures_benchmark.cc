@@ -18,6 +18,7 @@
 
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
+#include "benchmarks/measure.h"
 #include "futures/executor.h"
 #include "futures/future.h"
 #include "futures/tbb_executor.h"
@@ -228,13 +229,6 @@ BENCHMARK(BM_StdAsyncGet)->UseRealTime();
 
 // ---- CPU used by a thread blocked on a future -------------------------------------------------
 
-int64_t ThreadCpuMicros() {
-  rusage usage{};
-  getrusage(RUSAGE_THREAD, &usage);
-  return (int64_t{usage.ru_utime.tv_sec} + usage.ru_stime.tv_sec) * 1'000'000 +
-         usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
-}
-
 // Blocks this thread in Future::Wait for state.range(0) ms of real time on a future that never
 // completes; reports the CPU time this thread used meanwhile as `cpu_us` (per iteration).
 void BM_WaitCpuWhileBlocked(benchmark::State& state) {
@@ -243,9 +237,9 @@ void BM_WaitCpuWhileBlocked(benchmark::State& state) {
   Future<int> future = never.GetFuture();
   int64_t cpu_us = 0;
   for (auto _ : state) {
-    const int64_t before = ThreadCpuMicros();
+    const int64_t before = bench::CpuMicros(RUSAGE_THREAD);
     benchmark::DoNotOptimize(future.Wait(blocked));
-    cpu_us += ThreadCpuMicros() - before;
+    cpu_us += bench::CpuMicros(RUSAGE_THREAD) - before;
   }
   state.counters["cpu_us"] =
       benchmark::Counter(static_cast<double>(cpu_us), benchmark::Counter::kAvgIterations);
@@ -263,9 +257,9 @@ void BM_StdWaitCpuWhileBlocked(benchmark::State& state) {
   std::future<int> future = never.get_future();
   int64_t cpu_us = 0;
   for (auto _ : state) {
-    const int64_t before = ThreadCpuMicros();
+    const int64_t before = bench::CpuMicros(RUSAGE_THREAD);
     benchmark::DoNotOptimize(future.wait_for(blocked));
-    cpu_us += ThreadCpuMicros() - before;
+    cpu_us += bench::CpuMicros(RUSAGE_THREAD) - before;
   }
   state.counters["cpu_us"] =
       benchmark::Counter(static_cast<double>(cpu_us), benchmark::Counter::kAvgIterations);

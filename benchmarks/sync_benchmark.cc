@@ -4,20 +4,15 @@
 //
 //   bazel run --config=opt //benchmarks:sync_benchmark -- --benchmark_min_time=0.5
 //
-// Peak-memory counter (rss_growth_kb): before the timed loop, VmHWM is reset to the current RSS
-// by writing "5" to /proc/self/clear_refs (Linux >= 4.0), and VmRSS is read; after the loop,
-// rss_growth_kb = VmHWM - that VmRSS, i.e. the peak extra resident memory of this run alone, even
-// though peak RSS is otherwise monotonic per process. -1 when /proc does not allow it. Compare the
-// 10^5 and 10^6 rows: a stream's memory must not depend on the input length.
+// Peak-memory counter (rss_growth_kb): the peak extra resident memory of one run (see
+// benchmarks/measure.h). Compare the 10^5 and 10^6 rows: a stream's memory must not depend on the
+// input length.
 
 #include <sys/resource.h>
-#include <sys/time.h>
 
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
 #include <ranges>
 #include <semaphore>
 #include <string>
@@ -26,6 +21,7 @@
 #include "absl/time/time.h"
 #include "asio.hpp"
 #include "benchmark/benchmark.h"
+#include "benchmarks/measure.h"
 #include "futures/executor.h"
 #include "futures/future.h"
 #include "futures/tbb_executor.h"
@@ -41,38 +37,7 @@ namespace {
 constexpr int kMaxInFlight = 64;
 constexpr int kThreads = 2;
 
-// Returns the value in kB of `key` ("VmHWM:") in /proc/self/status, or -1.
-int64_t ReadStatusKb(const char* key) {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(std::strlen(key)));
-  }
-  return -1;
-}
-
-// Measures the peak RSS growth of one benchmark run; see the file comment.
-class PeakRssGrowth {
- public:
-  PeakRssGrowth() {
-    FILE* clear_refs = std::fopen("/proc/self/clear_refs", "w");
-    if (clear_refs != nullptr) {
-      ok_ = std::fputs("5", clear_refs) >= 0;
-      ok_ = (std::fclose(clear_refs) == 0) && ok_;
-    }
-    baseline_kb_ = ReadStatusKb("VmRSS:");
-  }
-  // Returns VmHWM now minus VmRSS at construction, in kB, or -1.
-  double GrowthKb() const {
-    const int64_t peak = ReadStatusKb("VmHWM:");
-    if (!ok_ || peak < 0 || baseline_kb_ < 0) return -1;
-    return static_cast<double>(peak - baseline_kb_);
-  }
-
- private:
-  bool ok_ = false;
-  int64_t baseline_kb_ = -1;
-};
+using bench::PeakRssGrowth;
 
 // Stream over n lazily generated inputs, trivial task (x + 1), max_in_flight = 64, TbbExecutor(2),
 // consumed by the benchmark thread.
@@ -198,11 +163,6 @@ void BM_GatherReadyFutures(benchmark::State& state) {
 }
 BENCHMARK(BM_GatherReadyFutures)->Arg(1000000)->Unit(benchmark::kMillisecond);
 
-double CpuMs(const rusage& usage) {
-  return usage.ru_utime.tv_sec * 1e3 + usage.ru_utime.tv_usec / 1e3 + usage.ru_stime.tv_sec * 1e3 +
-         usage.ru_stime.tv_usec / 1e3;
-}
-
 // A thread blocked for 1 s in Wait on a future that never completes: CPU of the waiting thread
 // (thread_cpu_ms, target <= 1 ms) and of the whole process (process_cpu_ms), per wait.
 void BM_WaitBlockedCpu(benchmark::State& state) {
@@ -213,15 +173,12 @@ void BM_WaitBlockedCpu(benchmark::State& state) {
   double thread_ms = 0;
   double process_ms = 0;
   for (auto _ : state) {
-    rusage thread_before, thread_after, process_before, process_after;
-    getrusage(RUSAGE_THREAD, &thread_before);
-    getrusage(RUSAGE_SELF, &process_before);
+    const int64_t thread_before = bench::CpuMicros(RUSAGE_THREAD);
+    const int64_t process_before = bench::CpuMicros(RUSAGE_SELF);
     const WaitResult result = Wait({future}, options);
-    getrusage(RUSAGE_THREAD, &thread_after);
-    getrusage(RUSAGE_SELF, &process_after);
     benchmark::DoNotOptimize(result.timed_out);
-    thread_ms += CpuMs(thread_after) - CpuMs(thread_before);
-    process_ms += CpuMs(process_after) - CpuMs(process_before);
+    thread_ms += (bench::CpuMicros(RUSAGE_THREAD) - thread_before) / 1e3;
+    process_ms += (bench::CpuMicros(RUSAGE_SELF) - process_before) / 1e3;
   }
   state.counters["thread_cpu_ms"] = thread_ms / static_cast<double>(state.iterations());
   state.counters["process_cpu_ms"] = process_ms / static_cast<double>(state.iterations());

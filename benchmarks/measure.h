@@ -1,0 +1,38 @@
+// Measurements the benchmark binaries share: CPU time of a thread or the process (getrusage) and
+// the peak resident-memory growth of one benchmark run.
+//
+//   const int64_t before = concurry::bench::CpuMicros(RUSAGE_THREAD);
+//   future.Wait(absl::Seconds(1));
+//   state.counters["cpu_us"] = concurry::bench::CpuMicros(RUSAGE_THREAD) - before;
+
+#ifndef CONCURRY_BENCHMARKS_MEASURE_H_
+#define CONCURRY_BENCHMARKS_MEASURE_H_
+
+#include <sys/resource.h>
+
+#include <cstdint>
+
+namespace concurry::bench {
+
+// Returns user + system CPU time in microseconds of `who`: RUSAGE_THREAD (the calling thread) or
+// RUSAGE_SELF (the whole process).
+int64_t CpuMicros(int who);
+
+// Peak RSS growth of one run. The constructor resets the kernel's peak (VmHWM) to the current RSS
+// by writing "5" to /proc/self/clear_refs (Linux >= 4.0) and reads VmRSS; GrowthKb() is VmHWM
+// minus that, i.e. the peak extra resident memory since construction, although VmHWM is
+// otherwise monotonic per process. Not thread-safe; one instance at a time.
+class PeakRssGrowth {
+ public:
+  PeakRssGrowth();
+  // Returns the growth in kB, or -1 when /proc does not allow the measurement.
+  double GrowthKb() const;
+
+ private:
+  bool ok_ = false;
+  int64_t baseline_kb_ = -1;
+};
+
+}  // namespace concurry::bench
+
+#endif  // CONCURRY_BENCHMARKS_MEASURE_H_
