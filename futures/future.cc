@@ -21,7 +21,7 @@ std::exception_ptr AnyFuture::Error(absl::Duration timeout, Clock& clock) const 
 
 absl::Status AnyFuture::Status(absl::Duration timeout, Clock& clock) const noexcept {
   try {
-    return StatusFromException(Error(timeout, clock));
+    return futures_internal::WaitStatus(Checked("Status"), "AnyFuture::Status", timeout, clock);
   } catch (...) {
     return StatusFromException(std::current_exception());
   }

@@ -160,22 +160,25 @@ class Future {
   absl::Status Status(absl::Duration timeout = absl::InfiniteDuration(),
                       Clock& clock = Clock::Real()) const noexcept {
     try {
-      return StatusFromException(Error(timeout, clock));
+      return futures_internal::WaitStatus(Checked("Status"), "Future::Status", timeout, clock);
     } catch (...) {
       return StatusFromException(std::current_exception());
     }
   }
-  // No-throw view of the value; see Status(). Copies the value (moves it out on an rvalue).
+  // View of the value as absl::StatusOr; see Status(). Copies the value (moves it out on an
+  // rvalue); no-throw unless copying (moving) T may throw.
   template <typename U = T, typename = std::enable_if_t<!std::is_void_v<U>>>
-  absl::StatusOr<U> StatusOr(absl::Duration timeout = absl::InfiniteDuration(),
-                             Clock& clock = Clock::Real()) const& noexcept {
+  absl::StatusOr<U> StatusOr(
+      absl::Duration timeout = absl::InfiniteDuration(),
+      Clock& clock = Clock::Real()) const& noexcept(std::is_nothrow_copy_constructible_v<U>) {
     absl::Status status = Status(timeout, clock);
     if (!status.ok()) return status;
     return state_->value();
   }
   template <typename U = T, typename = std::enable_if_t<!std::is_void_v<U>>>
-  absl::StatusOr<U> StatusOr(absl::Duration timeout = absl::InfiniteDuration(),
-                             Clock& clock = Clock::Real()) && noexcept {
+  absl::StatusOr<U> StatusOr(
+      absl::Duration timeout = absl::InfiniteDuration(),
+      Clock& clock = Clock::Real()) && noexcept(std::is_nothrow_move_constructible_v<U>) {
     absl::Status status = Status(timeout, clock);
     if (!status.ok()) return status;
     return std::move(*this).Result();

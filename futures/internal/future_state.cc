@@ -199,9 +199,24 @@ absl::Time DeadlineAfter(Clock& clock, absl::Duration timeout, const char* opera
   return clock.Now() + timeout;
 }
 
+namespace {
+std::string TimeoutMessage(const char* operation, absl::Duration timeout) {
+  return absl::StrCat(operation, " timed out after ", absl::FormatDuration(timeout),
+                      " (the future is still pending)");
+}
+}  // namespace
+
 void ThrowTimeout(const char* operation, absl::Duration timeout) {
-  throw TimeoutError(absl::StrCat(operation, " timed out after ", absl::FormatDuration(timeout),
-                                  " (the future is still pending)"));
+  throw TimeoutError(TimeoutMessage(operation, timeout));
+}
+
+absl::Status WaitStatus(StateBase* state, const char* operation, absl::Duration timeout,
+                        Clock& clock) {
+  CheckTimeout(timeout, operation);
+  if (!state->done() && !state->WaitUntil(clock, DeadlineAfter(clock, timeout, operation))) {
+    return absl::DeadlineExceededError(TimeoutMessage(operation, timeout));
+  }
+  return StatusFromException(state->error());
 }
 
 }  // namespace futures_internal

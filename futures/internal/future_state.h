@@ -12,6 +12,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "futures/clock.h"
 
@@ -276,6 +277,11 @@ inline void CheckTimeout(absl::Duration timeout, const char* operation) {
 
 // Throws TimeoutError for a wait that ran out of time.
 [[noreturn]] void ThrowTimeout(const char* operation, absl::Duration timeout);
+
+// Waits for `state` up to `timeout` and returns its status: OK, the error's status, or
+// kDeadlineExceeded naming `operation`. Throws InvalidOptionError for a negative timeout.
+absl::Status WaitStatus(StateBase* state, const char* operation, absl::Duration timeout,
+                        Clock& clock);
 
 }  // namespace futures_internal
 }  // namespace concurry
