@@ -178,7 +178,9 @@ class Future {
   template <typename U = T, typename = std::enable_if_t<!std::is_void_v<U>>>
   absl::StatusOr<U> StatusOr(
       absl::Duration timeout = absl::InfiniteDuration(),
-      Clock& clock = Clock::Real()) && noexcept(std::is_nothrow_move_constructible_v<U>) {
+      Clock& clock = Clock::Real()) && noexcept(std::is_nothrow_move_constructible_v<U> &&
+                                                (!std::is_copy_constructible_v<U> ||
+                                                 std::is_nothrow_copy_constructible_v<U>)) {
     absl::Status status = Status(timeout, clock);
     if (!status.ok()) return status;
     return std::move(*this).Result();
