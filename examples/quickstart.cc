@@ -40,8 +40,8 @@ int main() {
 
   // 3. Wait with a timeout returns what is done instead of throwing.
   concurry::Promise<int> never;
-  concurry::WaitResult waited = concurry::Wait(
-      {futures[0], never.GetFuture()}, {.timeout = absl::Milliseconds(20)});
+  concurry::WaitResult waited =
+      concurry::Wait({futures[0], never.GetFuture()}, {.timeout = absl::Milliseconds(20)});
   std::printf("Wait: %zu done, %zu not done, timed out: %s\n", waited.done.size(),
               waited.not_done.size(), waited.timed_out ? "yes" : "no");
   never.SetValue(0);
@@ -64,8 +64,8 @@ int main() {
     return next++;
   };
   long long sum = 0;
-  for (auto& item : concurry::Stream(pool, source, [](int x) { return 2 * x; },
-                                     {.max_in_flight = 4})) {
+  for (auto& item :
+       concurry::Stream(pool, source, [](int x) { return 2 * x; }, {.max_in_flight = 4})) {
     sum += item.value();
   }
   std::printf("streamed 1000 inputs, sum of doubles: %lld\n", sum);
