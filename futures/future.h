@@ -66,6 +66,8 @@ inline constexpr bool kIsStatusOr<absl::StatusOr<U>> = true;
 
 template <typename T>
 Future<T> FutureFromState(FutureRef<T> state);
+template <typename T>
+FutureRef<T> ReleaseState(Future<T>&& future);
 
 // Invokes `fn(args...)` and completes `promise` with the outcome: a returned Future<U> is
 // flattened, a returned absl::Status / absl::StatusOr<U> becomes a value or a StatusError, and a
@@ -83,8 +85,10 @@ using UnwrapT = typename futures_internal::Unwrap<std::decay_t<R>>::type;
 // A handle to a result that is, or will be, a value of type T, an error, or cancelled.
 //
 // Copies share one result. `Result()` on an lvalue returns a reference valid while any copy lives;
-// on an rvalue it moves the value out when this handle is the only one (copies it otherwise; a
-// move-only value is always moved out, so other copies then see a moved-from value).
+// on an rvalue it moves the value out when no other handle or pending Then/AddDoneCallback could
+// still read it, and copies it otherwise. A move-only value is always moved out: other copies
+// then throw InvalidOptionError instead of reading it (reading it concurrently with the move is a
+// data race, as with any object).
 // A default-constructed or moved-from Future is invalid: every operation on it except valid()
 // throws InvalidOptionError.
 //
@@ -109,7 +113,8 @@ class Future {
     return Checked("Cancelled")->phase() == futures_internal::Phase::kCancelled;
   }
   // Cancels a pending future: waiters see CancelledError and the producer's cancellation token
-  // fires. Returns false, changing nothing, when the future is already done.
+  // fires. Returns false, changing nothing, when the future is already done or its producer is
+  // completing it at this moment.
   bool Cancel() const { return Checked("Cancel")->Cancel(); }
 
   // Blocks until done or `timeout` passes on `clock`. Returns Done(). Negative timeouts throw
@@ -129,6 +134,7 @@ class Future {
     if constexpr (std::is_void_v<T>) {
       return;
     } else {
+      if (state->value_taken()) futures_internal::ThrowValueTaken("Future::Result");
       return static_cast<const T&>(state->value());
     }
   }
@@ -138,11 +144,8 @@ class Future {
       state_ = {};
       return;
     } else {
-      futures_internal::FutureRef<T> held = std::move(state_);
-      if constexpr (std::is_copy_constructible_v<T>) {
-        if (held->consumers() != 1) return T(held->value());
-      }
-      return T(std::move(held->value()));
+      const futures_internal::FutureRef<T> held = std::move(state_);
+      return futures_internal::TakeOrCopy(*held, "Future::Result");
     }
   }
 
@@ -226,6 +229,8 @@ class Future {
   friend class AnyFuture;
   template <typename U>
   friend Future<U> futures_internal::FutureFromState(futures_internal::FutureRef<U>);
+  template <typename U>
+  friend futures_internal::FutureRef<U> futures_internal::ReleaseState(Future<U>&&);
 
   explicit Future(futures_internal::FutureRef<T> state) : state_(std::move(state)) {}
 

@@ -1313,5 +1313,87 @@ TEST(FutureTest, FlattenedCancelledFutureCancelsTheOuterFuture) {
   EXPECT_TRUE(outer.Cancelled());
 }
 
+// ---- Moving the value out: only when no other reader exists ---------------------------------
+
+TEST(FutureValueSharingTest, TwoRvalueThensOnCopiesBothSeeTheValue) {
+  Promise<std::string> p;
+  Future<std::string> f = p.GetFuture();
+  Future<std::string> f2 = f;
+  Future<size_t> a = std::move(f).Then([](std::string s) { return s.size(); });
+  Future<size_t> b = std::move(f2).Then([](std::string s) { return s.size(); });
+  p.SetValue(std::string(100, 'x'));
+  EXPECT_EQ(a.Result(), 100u);
+  EXPECT_EQ(b.Result(), 100u);
+}
+
+TEST(FutureValueSharingTest, PendingLvalueThenOnAnExecutorKeepsTheValueFromRvalueResult) {
+  testing::ManualExecutor executor;
+  Promise<std::string> p;
+  Future<std::string> f = p.GetFuture();
+  Future<size_t> g = f.Then(executor, [](const std::string& s) { return s.size(); });
+  p.SetValue(std::string(100, 'x'));
+  const std::string v = std::move(f).Result();  // The queued continuation still needs the value.
+  executor.RunAll();
+  EXPECT_EQ(v.size(), 100u);
+  EXPECT_EQ(g.Result(), 100u);
+}
+
+TEST(FutureValueSharingTest, RvalueResultOfTheOnlyHandleMovesTheValueOut) {
+  Promise<std::vector<int>> p;
+  Future<std::vector<int>> f = p.GetFuture();
+  p.SetValue(std::vector<int>(1000, 1));
+  const int* data = f.Result().data();
+  std::vector<int> v = std::move(f).Result();
+  EXPECT_EQ(v.data(), data);  // Moved, not copied.
+}
+
+TEST(FutureValueSharingTest, HandleMadeAfterTheValueWasTakenRefusesToReadIt) {
+  Promise<std::string> p;
+  Future<std::string> f = p.GetFuture();
+  p.SetValue("value");
+  EXPECT_EQ(std::move(f).Result(), "value");
+  Future<std::string> late = p.GetFuture();
+  EXPECT_TRUE(late.Done());
+  try {
+    late.Result();
+    FAIL() << "reading a taken value must throw";
+  } catch (const InvalidOptionError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("already moved out"));
+  }
+}
+
+TEST(FutureValueSharingTest, MoveOnlyValueTakenOnceOtherCopiesThrow) {
+  Promise<std::unique_ptr<int>> p;
+  Future<std::unique_ptr<int>> f = p.GetFuture();
+  Future<std::unique_ptr<int>> copy = f;
+  p.SetValue(std::make_unique<int>(4));
+  EXPECT_EQ(*std::move(f).Result(), 4);
+  EXPECT_THROW(copy.Result(), InvalidOptionError);
+  EXPECT_EQ(copy.Status().code(), absl::StatusCode::kOk);  // The outcome itself was a value.
+}
+
+struct ThrowingCopy {
+  ThrowingCopy() = default;
+  ThrowingCopy(ThrowingCopy&&) = default;
+  ThrowingCopy(const ThrowingCopy&) { throw std::runtime_error("copy failed"); }
+};
+
+TEST(FutureValueSharingTest, ThrowingCopyInAnRvalueThenFailsTheFutureInsteadOfTerminating) {
+  Promise<ThrowingCopy> p;
+  Future<ThrowingCopy> f = p.GetFuture();
+  Future<ThrowingCopy> other = f;  // Forces a copy for the continuation.
+  Future<int> g = std::move(f).Then([](ThrowingCopy) { return 1; });
+  p.SetValue(ThrowingCopy());
+  EXPECT_THROW(g.Result(), std::runtime_error);
+}
+
+TEST(FutureValueSharingTest, FlattenedInnerFutureValueIsMovedThrough) {
+  Promise<std::unique_ptr<int>> inner;
+  Future<std::unique_ptr<int>> outer =
+      MakeReadyFuture(1).Then([&](int) { return inner.GetFuture(); });
+  inner.SetValue(std::make_unique<int>(9));
+  EXPECT_EQ(*std::move(outer).Result(), 9);
+}
+
 }  // namespace
 }  // namespace concurry

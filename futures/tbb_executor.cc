@@ -1,6 +1,9 @@
 #include "futures/tbb_executor.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -18,14 +21,24 @@ namespace {
 thread_local const void* running_executor = nullptr;
 
 // oneTBB stores task functors as const; the task runs exactly once, so calling the mutable
-// AnyInvocable through a const wrapper is sound.
+// AnyInvocable through a const wrapper is sound. A task must not throw (Async never lets user
+// code's exceptions out); one that does would cancel the task group and with it every task
+// queued behind it, so the error is printed and contained instead.
 struct ConstCallable {
   const void* owner;
   mutable Executor::Task task;
   void operator()() const {
-    const void* outer = std::exchange(running_executor, owner);
-    task();
-    running_executor = outer;
+    struct Restore {
+      const void* outer;
+      ~Restore() { running_executor = outer; }
+    } restore{std::exchange(running_executor, owner)};
+    try {
+      task();
+    } catch (...) {
+      const std::exception_ptr error = std::current_exception();
+      std::fprintf(stderr, "concurry: a TbbExecutor task threw and was ignored: %s: %s\n",
+                   ExceptionTypeName(error).c_str(), ExceptionMessage(error).c_str());
+    }
   }
 };
 
@@ -60,7 +73,14 @@ TbbExecutor::TbbExecutor(int max_concurrency) : impl_(std::make_unique<Impl>(max
   impl_->arena.initialize();
 }
 
-TbbExecutor::~TbbExecutor() { Shutdown(); }
+TbbExecutor::~TbbExecutor() {
+  if (running_executor == impl_.get()) {
+    // Destroying the executor from one of its own tasks cannot wait for that task.
+    std::fprintf(stderr, "concurry: TbbExecutor destroyed from one of its own tasks\n");
+    std::abort();
+  }
+  Shutdown();
+}
 
 void TbbExecutor::Submit(Task task) {
   absl::ReaderMutexLock lock(&impl_->mu);

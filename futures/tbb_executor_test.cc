@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -207,6 +208,15 @@ TEST(TbbExecutorTest, ShutdownFromOwnTaskIsRejectedInsteadOfDeadlocking) {
   });
   EXPECT_TRUE(rejected.Result());
   executor.Submit([] {});  // Still running: the refused Shutdown changed nothing.
+}
+
+TEST(TbbExecutorTest, AThrowingTaskDoesNotDropTheTasksAfterIt) {
+  TbbExecutor executor(1);
+  std::atomic<int> ran{0};
+  executor.Submit([] { throw std::runtime_error("task error"); });
+  for (int i = 0; i < 10; ++i) executor.Submit([&] { ran.fetch_add(1); });
+  executor.Shutdown();
+  EXPECT_EQ(ran.load(), 10);
 }
 
 TEST(TbbExecutorTest, DestructorWaitsForTasks) {

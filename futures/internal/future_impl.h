@@ -21,19 +21,24 @@ Future<T> FutureFromState(FutureRef<T> state) {
   return Future<T>(std::move(state));
 }
 
-// Completes `promise` from the outcome of `source` (value, error or cancellation).
+template <typename T>
+FutureRef<T> ReleaseState(Future<T>&& future) {
+  return std::move(future.state_);
+}
+
+// Completes `promise` from the final state `source` (value, error or cancellation). The caller
+// holds one consumer reference to `source`.
 template <typename U>
-void Forward(Future<U>& source, Promise<U>& promise) noexcept {
-  if (source.Cancelled()) {
-    promise.Cancel();
-    return;
-  }
+void Forward(State<U>& source, Promise<U>& promise) noexcept {
   try {
-    if constexpr (std::is_void_v<U>) {
-      std::move(source).Result();
+    if (source.phase() == Phase::kCancelled) {
+      promise.Cancel();
+    } else if (source.phase() != Phase::kValue) {
+      promise.SetError(source.error());
+    } else if constexpr (std::is_void_v<U>) {
       promise.SetValue();
     } else {
-      promise.SetValue(std::move(source).Result());
+      promise.SetValue(TakeOrCopy(source, "Future::Then"));
     }
   } catch (...) {
     promise.SetError(std::current_exception());
@@ -52,10 +57,18 @@ void CompleteWithInvoke(Promise<U>& promise, F&& fn, Args&&... args) noexcept {
       if (!inner.valid()) {
         throw InvalidOptionError("a continuation returned an invalid (default-constructed) Future");
       }
-      inner.AddDoneCallback([p = std::move(promise)](const std::decay_t<R>& done) mutable {
-        std::decay_t<R> copy = done;
-        Forward(copy, p);
-      });
+      // The callback owns the inner future's only handle, so a value can be moved through.
+      auto node = std::make_unique<CallbackNode>();
+      FutureRef<U> held = ReleaseState(std::move(inner));
+      State<U>* state = held.get();
+      node->fn = [p = std::move(promise), held = std::move(held)](StateBase&) mutable {
+        Forward(*held, p);
+      };
+      if (state->AddCallback(node.get())) {
+        node.release();
+      } else {
+        state->RunCallbackNow(node.release());
+      }
     } else if constexpr (std::is_same_v<std::decay_t<R>, absl::Status>) {
       absl::Status status = std::invoke(std::forward<F>(fn), std::forward<Args>(args)...);
       promise.SetError(std::move(status));  // OK completes a Promise<void>.
@@ -70,7 +83,8 @@ void CompleteWithInvoke(Promise<U>& promise, F&& fn, Args&&... args) noexcept {
       promise.SetValue(std::invoke(std::forward<F>(fn), std::forward<Args>(args)...));
     }
   } catch (...) {
-    promise.SetError(std::current_exception());
+    // The promise may have been moved into a callback already (which then reports for it).
+    if (promise.valid()) promise.SetError(std::current_exception());
   }
 }
 
@@ -106,19 +120,20 @@ template <typename T>
 template <typename F>
 void Future<T>::AddDoneCallback(F&& callback) const {
   auto* state = Checked("AddDoneCallback");
-  auto call = [cb = std::forward<F>(callback)](futures_internal::StateBase& base) mutable {
-    if constexpr (std::is_invocable_v<decltype(cb)&, const Future<T>&>) {
-      const Future<T> self(
-          futures_internal::FutureRef<T>::Share(static_cast<futures_internal::State<T>*>(&base)));
-      cb(self);
-    } else {
-      static_assert(std::is_invocable_v<decltype(cb)&>,
-                    "AddDoneCallback takes a callable with signature void(const Future<T>&) or "
-                    "void()");
-      cb();
-    }
-  };
-  auto* node = new futures_internal::CallbackNode{std::move(call)};
+  using Callback = std::decay_t<F>;
+  futures_internal::CallbackNode* node;
+  if constexpr (std::is_invocable_v<Callback&, const Future<T>&>) {
+    // The callback may read the value: it is a consumer from now on (see StateBase).
+    node = new futures_internal::CallbackNode{
+        [cb = Callback(std::forward<F>(callback)),
+         self = Future<T>(state_)](futures_internal::StateBase&) mutable { cb(self); }};
+  } else {
+    static_assert(std::is_invocable_v<Callback&>,
+                  "AddDoneCallback takes a callable with signature void(const Future<T>&) or "
+                  "void()");
+    node = new futures_internal::CallbackNode{
+        [cb = Callback(std::forward<F>(callback))](futures_internal::StateBase&) mutable { cb(); }};
+  }
   // Already done: run it now, with the same error handling as on completion.
   if (!state->AddCallback(node)) state->RunCallbackNow(node);
 }
@@ -126,22 +141,26 @@ void Future<T>::AddDoneCallback(F&& callback) const {
 namespace futures_internal {
 
 // Calls `fn` with the value of the final state `state` (or with nothing for T = void) and completes
-// `promise`. With kMove the value is moved out when no consumer handle remains (or T is move-only).
+// `promise`; the caller holds one consumer reference. With kMove the value is taken (moved out)
+// when no other consumer exists, else copied; without, `fn` gets a const reference.
 template <bool kMove, typename T, typename U, typename F>
 void InvokeWithValue(State<T>& state, Promise<U>& promise, F& fn) noexcept {
-  if (state.phase() == Phase::kCancelled) {
-    promise.Cancel();
-  } else if (state.phase() != Phase::kValue) {
-    promise.SetError(state.error());
-  } else if constexpr (std::is_void_v<T>) {
-    CompleteWithInvoke(promise, fn);
-  } else if constexpr (!kMove) {
-    CompleteWithInvoke(promise, fn, static_cast<const T&>(state.value()));
-  } else if (!std::is_copy_constructible_v<T> || state.consumers() == 0) {
-    CompleteWithInvoke(promise, fn, std::move(state.value()));
-  } else if constexpr (std::is_copy_constructible_v<T>) {
-    T copy = state.value();
-    CompleteWithInvoke(promise, fn, std::move(copy));
+  try {
+    if (state.phase() == Phase::kCancelled) {
+      promise.Cancel();
+    } else if (state.phase() != Phase::kValue) {
+      promise.SetError(state.error());
+    } else if constexpr (std::is_void_v<T>) {
+      CompleteWithInvoke(promise, fn);
+    } else if constexpr (kMove) {
+      T value = TakeOrCopy(state, "Future::Then");
+      CompleteWithInvoke(promise, fn, std::move(value));
+    } else {
+      if (state.value_taken()) ThrowValueTaken("Future::Then");
+      CompleteWithInvoke(promise, fn, static_cast<const T&>(state.value()));
+    }
+  } catch (...) {  // Taking or copying the value failed.
+    promise.SetError(std::current_exception());
   }
 }
 
@@ -166,15 +185,14 @@ auto Future<T>::ThenImpl(futures_internal::FutureRef<T> source, Executor* execut
   Promise<U> promise;
   Future<U> result = promise.GetFuture();
   futures_internal::State<T>* state = source.get();
-  auto continuation = [fn = Fn(std::forward<F>(fn)), p = std::move(promise),
-                       executor](futures_internal::StateBase& base) mutable {
-    auto& done = static_cast<futures_internal::State<T>&>(base);
+  // The continuation owns `source`, a consumer reference: for an rvalue Then the caller's only
+  // handle, so the value can be moved into `fn`.
+  auto continuation = [fn = Fn(std::forward<F>(fn)), p = std::move(promise), executor,
+                       held = std::move(source)](futures_internal::StateBase&) mutable {
     if (executor == nullptr) {
-      futures_internal::InvokeWithValue<kMove>(done, p, fn);
+      futures_internal::InvokeWithValue<kMove>(*held, p, fn);
       return;
     }
-    // Keeps the state alive for the task without counting as a consumer.
-    auto held = futures_internal::StateRef<futures_internal::State<T>>::Share(&done);
     auto shared = std::make_shared<Promise<U>>(std::move(p));
     try {
       executor->Submit([fn = std::move(fn), shared, held = std::move(held)]() mutable {
@@ -185,11 +203,7 @@ auto Future<T>::ThenImpl(futures_internal::FutureRef<T> source, Executor* execut
     }
   };
   auto* node = new futures_internal::CallbackNode{std::move(continuation)};
-  if (!state->AddCallback(node)) {
-    auto keep = futures_internal::StateRef<futures_internal::State<T>>::Share(state);
-    if constexpr (kMove) source = {};  // Lets the continuation move the value out.
-    state->RunCallbackNow(node);
-  }
+  if (!state->AddCallback(node)) state->RunCallbackNow(node);
   return result;
 }
 

@@ -99,8 +99,9 @@ bool StateBase::WaitUntil(Clock& clock, absl::Time deadline) {
 
 bool StateBase::BeginCompletion() noexcept {
   Phase expected = Phase::kPending;
-  // Acquire: a winner must see a cancel callback list published before; relaxed on failure.
-  return phase_.compare_exchange_strong(expected, Phase::kCompleting, std::memory_order_acquire,
+  // Relaxed: this only elects the one writer of the result. What it writes is published by the
+  // release store of the final phase in FinishCompletion; the callback lists are under lock_.
+  return phase_.compare_exchange_strong(expected, Phase::kCompleting, std::memory_order_relaxed,
                                         std::memory_order_relaxed);
 }
 
@@ -205,6 +206,13 @@ std::string TimeoutMessage(const char* operation, absl::Duration timeout) {
                       " (the future is still pending)");
 }
 }  // namespace
+
+void ThrowValueTaken(const char* operation) {
+  throw InvalidOptionError(absl::StrCat(
+      operation,
+      ": the value was already moved out by an rvalue Result() or Then() on another handle of "
+      "this future; keep one handle, or call Result() on an lvalue to share the value"));
+}
 
 void ThrowTimeout(const char* operation, absl::Duration timeout) {
   throw TimeoutError(TimeoutMessage(operation, timeout));

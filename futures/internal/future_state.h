@@ -4,6 +4,7 @@
 #define CONCURRY_FUTURES_INTERNAL_FUTURE_STATE_H_
 
 #include <atomic>
+#include <climits>
 #include <cstdint>
 #include <exception>
 #include <optional>
@@ -87,8 +88,12 @@ class StateBase {
   void Unref() noexcept {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
-  // Consumer handles (Future<T>) are counted apart from the producer's and AnyFuture's
-  // references, so a consumer can tell whether any other handle could still read the value.
+  // Consumers are the references that may read the value: Future<T> handles, and Then /
+  // AddDoneCallback registrations until they have run. They are counted apart from the producer's
+  // and AnyFuture's references, so the value can be taken (moved out) exactly when the taker is
+  // the only consumer. Taking adds kTaken, which keeps the count negative from then on: a handle
+  // made later (Promise::GetFuture) sees value_taken() and must not read.
+  static constexpr int32_t kTaken = INT32_MIN / 2;
   void RefConsumer() noexcept {
     consumers_.fetch_add(1, std::memory_order_relaxed);
     Ref();
@@ -97,7 +102,25 @@ class StateBase {
     consumers_.fetch_sub(1, std::memory_order_release);
     Unref();
   }
-  int consumers() const noexcept { return consumers_.load(std::memory_order_acquire); }
+  // Claims the value for a caller that holds one consumer reference: succeeds only when it is the
+  // only one. Acquire pairs with the release in UnrefConsumer: reads by consumers that have gone
+  // happen before the move.
+  bool TryTakeValue() noexcept {
+    int32_t only_me = 1;
+    return consumers_.compare_exchange_strong(only_me, 1 + kTaken, std::memory_order_acq_rel,
+                                              std::memory_order_acquire);
+  }
+  // Claims the value even when other consumers exist (a move-only value has no other way out).
+  // Returns false when it was taken already.
+  bool ForceTakeValue() noexcept {
+    int32_t count = consumers_.load(std::memory_order_acquire);
+    do {
+      if (count < 0) return false;
+    } while (!consumers_.compare_exchange_weak(count, count + kTaken, std::memory_order_acq_rel,
+                                               std::memory_order_acquire));
+    return true;
+  }
+  bool value_taken() const noexcept { return consumers_.load(std::memory_order_acquire) < 0; }
 
   Phase phase() const noexcept { return phase_.load(std::memory_order_acquire); }
   bool done() const noexcept { return phase() >= Phase::kValue; }
@@ -273,6 +296,24 @@ absl::Time DeadlineAfter(Clock& clock, absl::Duration timeout, const char* opera
 [[noreturn]] void ThrowNegativeTimeout(const char* operation, absl::Duration timeout);
 inline void CheckTimeout(absl::Duration timeout, const char* operation) {
   if (timeout < absl::ZeroDuration()) ThrowNegativeTimeout(operation, timeout);
+}
+
+// Throws InvalidOptionError: the value was moved out through another handle.
+[[noreturn]] void ThrowValueTaken(const char* operation);
+
+// Returns the value of `state` (phase kValue) for a caller holding one consumer reference: moved
+// out when the caller is the only consumer (or T is move-only), copied otherwise. Throws
+// InvalidOptionError when another handle took the value already.
+template <typename T>
+T TakeOrCopy(State<T>& state, const char* operation) {
+  if constexpr (std::is_copy_constructible_v<T>) {
+    if (state.TryTakeValue()) return std::move(state.value());
+    if (state.value_taken()) ThrowValueTaken(operation);
+    return state.value();
+  } else {
+    if (!state.ForceTakeValue()) ThrowValueTaken(operation);
+    return std::move(state.value());
+  }
 }
 
 // Throws TimeoutError for a wait that ran out of time.
