@@ -17,7 +17,8 @@
 //
 // Inputs: any input range (containers, views, generators; an lvalue is referenced, an rvalue is
 // moved into the stream), an iterator pair, or a pull source (a callable returning
-// std::optional<In>, nullopt meaning "no more"). The source is pulled only as slots free up.
+// std::optional<In>, nullopt meaning "no more"). The source is pulled only as slots free up, under
+// the stream's lock: it must not call into the stream.
 
 #ifndef CONCURRY_SYNC_STREAM_H_
 #define CONCURRY_SYNC_STREAM_H_
@@ -55,8 +56,9 @@ enum class Order {
 // What a Stream does when a task fails. Parses from "stop_on_error" / "stop" and "collect".
 enum class ErrorPolicy {
   // At the first error, stop pulling inputs, drop queued follow-ups and tasks that have not
-  // started, wait for the running ones, and rethrow the original exception from the iterator
-  // when it reaches the failed item. Results yielded before stay valid.
+  // started, cancel pending futures returned by the function, wait for the running tasks, and
+  // rethrow the original exception from the iterator when it reaches the failed item (or an
+  // input that was dropped or cancelled). Results yielded before stay valid.
   kStopOnError,
   // Yield errors as items (item.ok() == false) and keep going.
   kCollect,
@@ -77,7 +79,8 @@ struct StreamOptions {
   Order order = Order::kCompletion;
   ErrorPolicy on_error = ErrorPolicy::kStopOnError;
   // For the whole stream, from the first begin() / Next() / Start(). When it passes while the
-  // consumer waits, the stream stops as on Cancel() and the iterator throws TimeoutError. >= 0.
+  // consumer waits, the stream stops as on Cancel() and the iterator throws TimeoutError, after
+  // the tasks still running `fn` returned (see ResultStream). >= 0.
   absl::Duration timeout = absl::InfiniteDuration();
   // Times the timeout and the progress report; null means Clock::Real(). Must outlive the stream.
   Clock* clock = nullptr;
@@ -159,11 +162,27 @@ namespace concurry {
 // Nothing starts until the first begin(), Next() or Start(). Then up to `max_in_flight` inputs are
 // pulled and submitted; each completing task tops the window up (from the completing thread), and
 // the consumer takes completed results in batches. The stream ends when the source is exhausted,
-// no follow-up is queued and nothing is in flight. Destroying it early (a `break`) stops pulling
-// inputs, drops tasks that have not started and waits for the running ones, which reference it;
-// the executor must outlive it. `fn` is called concurrently from the executor's threads; the
-// source is pulled under the stream's lock (one pull at a time, so it need not be thread-safe,
-// but it must not call into the stream) from the consumer's thread or a completing task's thread.
+// no follow-up is queued and nothing is in flight. `fn` is called concurrently from the
+// executor's threads.
+//
+// In flight: a task is in flight from its submission until `fn` returns or, when `fn` returns a
+// Future<U>, until that future completes.
+//
+// Stopping. Destroying the stream early (a `break`), Cancel(), the first error under
+// kStopOnError, a timeout, or an executor that rejects or drops a task stop the stream: it stops
+// pulling inputs, drops queued follow-ups and tasks that have not started, and cancels the pending
+// futures returned by `fn` (they complete as cancelled and free their slots; one still running
+// `fn` is cancelled when it returns). Destruction, and the consumer after a stop, then wait for
+// the tasks still running `fn`, which reference the stream: a task that never returns blocks
+// them forever. The same holds for a task that cannot run: consuming (or destroying) a stream
+// from a task of a one-thread executor, or on a ManualExecutor that nobody drains, waits for
+// itself. The executor must outlive the stream.
+//
+// The stream's lock. The source is pulled under the stream's lock, from the consumer's thread or
+// a completing task's thread: one pull at a time, so it need not be thread-safe, but it must not
+// call into the stream (that deadlocks). Besides the pull and moving inputs, no user code runs
+// under the lock: inputs, the source and the results are destroyed, and futures cancelled,
+// outside it, so their destructors and callbacks may call Add() or Cancel().
 //
 // Thread-safe for Add(), Cancel() and Start() from any thread (including from tasks); iteration
 // (begin(), Next(), the iterators) and destruction must be confined to one thread at a time.
@@ -215,8 +234,10 @@ class ResultStream {
   // Blocks until the next item and returns it, or returns null at the end. The item stays valid
   // until the next call. Throws, each time after the running tasks finished, and again on later
   // calls: a task's error when reaching its item (kStopOnError); and, at the next call,
-  // CancelledError after Cancel(), TimeoutError after the timeout, the source's exception, or
-  // StoppedError when the executor rejected or dropped a task (it was shut down).
+  // CancelledError after Cancel(), TimeoutError after the timeout, the source's exception,
+  // StoppedError when the executor rejected or dropped a task (it was shut down), or what
+  // prevented starting, running or completing a task other than `fn` (std::bad_alloc, a throwing
+  // move of an input).
   Item* Next() { return core_->Next(); }
 
   // Starts pulling inputs and submitting tasks now, without waiting for a result. Idempotent.
@@ -227,7 +248,8 @@ class ResultStream {
   // ended.
   bool Add(In input) { return core_->Add(std::move(input)); }
 
-  // Stops the stream from any thread: no more inputs start; the consumer's next step throws
+  // Stops the stream from any thread (see "Stopping" above): no more inputs start, pending
+  // futures returned by `fn` are cancelled (from this call), and the consumer's next step throws
   // CancelledError once the running tasks finished. No-op once the stream stopped or ended.
   void Cancel() { core_->Cancel(); }
 
@@ -274,7 +296,8 @@ ResultStream<std::iter_value_t<It>, StreamResultT<F, std::iter_value_t<It>>> Str
 }
 
 // Over a pull source: `source()` returns the next input, or std::nullopt when there is no more
-// (it is not called again after that).
+// (it is not called again after that). It is called under the stream's lock and must not call
+// into the stream; it is destroyed outside the lock once exhausted or stopped.
 template <sync_internal::StreamPullSource Source, typename F>
 ResultStream<sync_internal::PullValueT<Source>, StreamResultT<F, sync_internal::PullValueT<Source>>>
 Stream(Executor& executor, Source&& source, F&& fn, StreamOptions options = {}) {

@@ -3,14 +3,19 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <optional>
 #include <random>
 #include <ranges>
 #include <set>
 #include <stdexcept>
+#include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "futures/errors.h"
 #include "futures/future.h"
@@ -144,6 +149,116 @@ TEST(StreamStressTest, CancelAndAddRaceTheConsumerAndTheTasks) {
        }});
   EXPECT_GT(completed_runs, 0);
   EXPECT_GT(cancelled_runs, 0);
+}
+
+// The promises behind the futures a stream function returned, for a completing thread.
+class PromiseQueue {
+ public:
+  void Push(int input, Promise<int> promise) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    queue_.emplace_back(input, std::move(promise));
+  }
+  // Blocks for the next promise; nullopt once Finish() was called.
+  std::optional<std::pair<int, Promise<int>>> Pop() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(this, &PromiseQueue::ReadyLocked));
+    if (finished_) return std::nullopt;
+    std::pair<int, Promise<int>> next = std::move(queue_.front());
+    queue_.pop_front();
+    return next;
+  }
+  // Makes Pop() return nullopt and returns the promises it did not return.
+  std::vector<Promise<int>> Finish() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    finished_ = true;
+    std::vector<Promise<int>> rest;
+    for (auto& [input, promise] : queue_) rest.push_back(std::move(promise));
+    queue_.clear();
+    return rest;
+  }
+
+ private:
+  bool ReadyLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return finished_ || !queue_.empty();
+  }
+
+  absl::Mutex mu_;
+  std::deque<std::pair<int, Promise<int>>> queue_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+TEST(StreamStressTest, StopsCancelPendingFuturesWhileOthersCompleteConcurrently) {
+  TbbExecutor executor(3);
+  std::mt19937 random(4242);
+  enum Mode { kToTheEnd, kBreak, kCancel, kError };
+  for (int round = 0; round < 200; ++round) {
+    const int n = std::uniform_int_distribution<int>(1, 120)(random);
+    const int max_in_flight = std::uniform_int_distribution<int>(1, 12)(random);
+    const Order order = random() % 2 == 0 ? Order::kCompletion : Order::kInput;
+    const Mode mode = static_cast<Mode>(random() % 4);
+    // Inputs below `trigger` complete; the trigger's promise breaks out, cancels or fails the
+    // stream; the promises of later inputs are never completed: the stop must cancel them.
+    const int trigger =
+        mode == kToTheEnd ? n : std::uniform_int_distribution<int>(0, n - 1)(random);
+    SCOPED_TRACE(::testing::Message()
+                 << "round " << round << " n=" << n << " window=" << max_in_flight << " ordered="
+                 << (order == Order::kInput) << " mode=" << mode << " trigger=" << trigger);
+    PromiseQueue queue;
+    absl::Notification cancel_returned;
+    std::optional<ResultStream<int, int>> stream;
+    stream.emplace(Stream(executor, std::views::iota(0, n),
+                          [&queue](int x) {
+                            Promise<int> promise;
+                            Future<int> future = promise.GetFuture();
+                            queue.Push(x, std::move(promise));
+                            return future;
+                          },
+                          {.max_in_flight = max_in_flight, .order = order}));
+    std::vector<Promise<int>> held;
+    std::thread completer([&] {
+      while (auto next = queue.Pop()) {
+        auto& [x, promise] = *next;
+        if (x < trigger || (x == trigger && mode == kBreak)) {
+          promise.SetValue(x);
+        } else if (x == trigger && mode == kError) {
+          promise.SetError(std::make_exception_ptr(std::domain_error("planned")));
+        } else {
+          if (x == trigger && mode == kCancel) {
+            stream->Cancel();
+            cancel_returned.Notify();
+          }
+          held.push_back(std::move(promise));
+        }
+      }
+    });
+    std::set<int> seen;
+    bool cancelled = false;
+    bool failed = false;
+    try {
+      for (auto& item : *stream) {
+        seen.insert(item.value());
+        if (mode == kBreak && item.value() == trigger) break;
+      }
+    } catch (const CancelledError&) {
+      cancelled = true;
+    } catch (const std::domain_error&) {
+      failed = true;
+    }
+    if (mode == kCancel) cancel_returned.WaitForNotification();
+    stream.reset();  // After a break, cancels the pending futures.
+    std::vector<Promise<int>> rest = queue.Finish();
+    completer.join();
+    EXPECT_EQ(cancelled, mode == kCancel);
+    EXPECT_EQ(failed, mode == kError);
+    if (mode == kToTheEnd) {
+      EXPECT_EQ(static_cast<int>(seen.size()), n);
+    }
+    if (mode == kBreak) {
+      EXPECT_EQ(seen.count(trigger), 1u);
+    }
+    for (auto& promise : held) EXPECT_TRUE(promise.IsCancelled());
+    for (auto& promise : rest) EXPECT_TRUE(promise.IsCancelled());
+  }
 }
 
 }  // namespace

@@ -109,6 +109,13 @@ class PromiseBank {
     absl::MutexLock lock(&mu_);
     return calls_;
   }
+  // Returns how many of the futures not completed by hand were cancelled.
+  int cancelled() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    int n = 0;
+    for (const auto& [input, promise] : promises_) n += promise.IsCancelled() ? 1 : 0;
+    return n;
+  }
 
  private:
   bool EnoughCallsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return calls_ >= wanted_; }
@@ -450,18 +457,23 @@ TEST(StreamTest, StopOnErrorSkipsUnstartedWorkAndRethrowsTheOriginalType) {
   EXPECT_EQ(executor.pending(), 0u);
 }
 
-TEST(StreamTest, StopOnErrorWaitsForRunningTasksBeforeRethrowing) {
-  PromiseBank bank;
-  auto stream = Stream(InlineExecutor(), Iota(100), [&](int x) { return bank.Make(x); },
-                       {.max_in_flight = 4});
-  Consumer consumer(stream);
-  bank.WaitForCalls(4);
-  bank.Fail(2, std::make_exception_ptr(std::invalid_argument("bad input 2")));
-  bank.CompleteAll(7);  // The consumer can only rethrow once 0, 1 and 3 finished.
-  consumer.Join();
-  ASSERT_NE(consumer.error(), nullptr);
-  EXPECT_THROW(std::rethrow_exception(consumer.error()), std::invalid_argument);
-  EXPECT_EQ(bank.calls(), 4);
+TEST(StreamTest, StopOnErrorCancelsPendingFuturesAndRethrowsTheOriginalError) {
+  for (const Order order : {Order::kCompletion, Order::kInput}) {
+    SCOPED_TRACE(AbslUnparseFlag(order));
+    PromiseBank bank;
+    auto stream = Stream(InlineExecutor(), Iota(100), [&](int x) { return bank.Make(x); },
+                         {.max_in_flight = 4, .order = order});
+    Consumer consumer(stream);
+    bank.WaitForCalls(4);
+    // Cancels the futures of 0, 1 and 3, which are never completed otherwise. In input order the
+    // consumer reaches 0 first, yet rethrows the original error, not a CancelledError.
+    bank.Fail(2, std::make_exception_ptr(std::invalid_argument("bad input 2")));
+    consumer.Join();
+    ASSERT_NE(consumer.error(), nullptr);
+    EXPECT_THROW(std::rethrow_exception(consumer.error()), std::invalid_argument);
+    EXPECT_EQ(bank.calls(), 4);
+    EXPECT_EQ(bank.cancelled(), 3);
+  }
 }
 
 TEST(StreamTest, CollectYieldsErrorsAsItems) {
@@ -603,18 +615,48 @@ TEST(StreamTest, InputOrderOnTbbExecutor) {
   EXPECT_EQ(expected, 50000);
 }
 
-TEST(StreamTest, CancelFromAnotherThreadThrowsCancelledErrorAfterRunningTasksFinish) {
+TEST(StreamTest, CancelFromAnotherThreadCancelsPendingFuturesAndThrowsCancelledError) {
   PromiseBank bank;
   auto stream = Stream(InlineExecutor(), Iota(100), [&](int x) { return bank.Make(x); },
                        {.max_in_flight = 4});
   Consumer consumer(stream);
   bank.WaitForCalls(4);
-  stream.Cancel();
-  bank.CompleteAll(1);
+  stream.Cancel();  // The futures of 0..3 are never completed otherwise.
   consumer.Join();
   ASSERT_NE(consumer.error(), nullptr);
   EXPECT_THROW(std::rethrow_exception(consumer.error()), CancelledError);
   EXPECT_EQ(bank.calls(), 4);
+  EXPECT_EQ(bank.cancelled(), 4);
+}
+
+TEST(StreamTest, BreakingOutCancelsPendingFutures) {
+  PromiseBank bank;
+  {
+    auto stream = Stream(InlineExecutor(), Iota(100), [&](int x) { return bank.Make(x); },
+                         {.max_in_flight = 4});
+    stream.Start();
+    bank.Complete(0, 0);  // 4 starts.
+    for (auto& item : stream) {
+      EXPECT_EQ(item.index, 0);
+      break;  // The destructor cancels the futures of 1..4, never completed otherwise.
+    }
+  }
+  EXPECT_EQ(bank.calls(), 5);
+  EXPECT_EQ(bank.cancelled(), 4);
+}
+
+TEST(StreamTest, AFutureReturnedAfterTheStreamStoppedIsCancelled) {
+  PromiseBank bank;
+  std::optional<ResultStream<int, int>> stream;
+  stream.emplace(Stream(InlineExecutor(), Iota(10),
+                        [&](int x) {
+                          stream->Cancel();
+                          return bank.Make(x);
+                        },
+                        {.max_in_flight = 1}));
+  EXPECT_THROW(stream->Next(), CancelledError);
+  EXPECT_EQ(bank.calls(), 1);
+  EXPECT_EQ(bank.cancelled(), 1);
 }
 
 TEST(StreamTest, TimeoutOnFakeClock) {
@@ -627,12 +669,11 @@ TEST(StreamTest, TimeoutOnFakeClock) {
   clock.Advance(absl::Seconds(4));
   bank.Complete(0, 0);  // Yielded; 2 starts.
   bank.WaitForCalls(3);
-  clock.BlockUntilWaiters(1);  // It waits again, with the same deadline.
-  clock.Advance(absl::Seconds(1));
-  clock.BlockUntilWaiters(1);  // Timed out: it waits for the running tasks 1 and 2.
-  EXPECT_EQ(bank.calls(), 3);
-  bank.CompleteAll(1);  // They finish; then TimeoutError.
+  clock.BlockUntilWaiters(1);       // It waits again, with the same deadline.
+  clock.Advance(absl::Seconds(1));  // Times out: cancels the futures of 1 and 2, then throws.
   auto items = consumer.Join();
+  EXPECT_EQ(bank.calls(), 3);
+  EXPECT_EQ(bank.cancelled(), 2);
   EXPECT_THAT(items, ElementsAre(std::pair<int64_t, int>{0, 0}));
   ASSERT_NE(consumer.error(), nullptr);
   try {
@@ -682,6 +723,120 @@ TEST(StreamTest, SourceErrorStopsTheStream) {
     EXPECT_STREQ(e.what(), "source broke");
   }
   EXPECT_LE(seen, 3);
+}
+
+TEST(StreamTest, DropsQueuedFollowUpsOutsideTheLock) {
+  testing::ManualExecutor executor;
+  std::optional<ResultStream<Promise<int>, int>> stream;
+  stream.emplace(Stream(
+      executor,
+      [n = 0]() mutable -> std::optional<Promise<int>> {
+        if (n == 2) return std::nullopt;
+        ++n;
+        return Promise<int>();
+      },
+      [](Promise<int> promise) {
+        promise.SetValue(1);
+        return 1;
+      },
+      {.max_in_flight = 1}));
+  stream->Start();
+  Promise<int> follow_up;
+  bool reentered = false;
+  // Runs when the stream drops the follow-up (its promise breaks), and calls back into the stream.
+  follow_up.GetFuture().AddDoneCallback([&] {
+    EXPECT_FALSE(stream->Add(Promise<int>()));
+    stream->Cancel();
+    reentered = true;
+  });
+  EXPECT_TRUE(stream->Add(std::move(follow_up)));  // The window is full: queued.
+  stream->Cancel();
+  EXPECT_TRUE(reentered);
+  executor.RunAll();  // The task that had not started skips.
+  EXPECT_THROW(stream->Next(), CancelledError);
+}
+
+// A range of 0 .. n-1 that calls `on_destroy` when destroyed (not when moved from).
+class CallbackRange {
+ public:
+  CallbackRange(int n, std::function<void()> on_destroy)
+      : n_(n), on_destroy_(std::move(on_destroy)) {}
+  CallbackRange(CallbackRange&& other) noexcept
+      : n_(other.n_), on_destroy_(std::exchange(other.on_destroy_, nullptr)) {}
+  CallbackRange& operator=(CallbackRange&&) = delete;
+  ~CallbackRange() {
+    if (on_destroy_) on_destroy_();
+  }
+
+  auto begin() const { return std::views::iota(0, n_).begin(); }
+  auto end() const { return std::views::iota(0, n_).end(); }
+
+ private:
+  int n_;
+  std::function<void()> on_destroy_;
+};
+
+TEST(StreamTest, DestroysASpentSourceOutsideTheLock) {
+  testing::ManualExecutor executor;
+  std::optional<ResultStream<int, int>> stream;
+  bool added = false;
+  stream.emplace(Stream(executor, CallbackRange(1, [&] { added = stream->Add(100); }),
+                        [](int x) { return x; }, {.max_in_flight = 1}));
+  stream->Start();
+  // 0 completes and finds the source exhausted: the task destroys the owned range, whose
+  // destructor adds a follow-up, which starts at once.
+  ASSERT_TRUE(executor.RunOne());
+  EXPECT_TRUE(added);
+  EXPECT_EQ(executor.pending(), 1u);
+  executor.RunAll();
+  std::vector<int> values;
+  for (auto& item : *stream) values.push_back(item.value());
+  EXPECT_THAT(values, ElementsAre(0, 100));
+}
+
+// Set while FlaggingInlineExecutor runs a task on this thread.
+thread_local bool t_in_task = false;
+
+// Runs each task at once on the submitting thread, like InlineExecutor(), with t_in_task set.
+class FlaggingInlineExecutor final : public Executor {
+ public:
+  void Submit(Task task) override {
+    const bool outer = std::exchange(t_in_task, true);
+    std::move(task)();
+    t_in_task = outer;
+  }
+};
+
+// An input whose move constructor throws for value 1 inside a task.
+struct FragileInput {
+  explicit FragileInput(int v) : value(v) {}
+  FragileInput(FragileInput&& other) : value(other.value) {
+    if (t_in_task && value == 1) throw std::length_error("cannot move input 1");
+  }
+  FragileInput& operator=(FragileInput&&) = default;
+
+  int value;
+};
+
+TEST(StreamTest, AFailureOutsideTheFunctionStopsTheStreamAndStillCompletesTheTask) {
+  FlaggingInlineExecutor executor;
+  std::vector<int> values;
+  auto stream = Stream(
+      executor,
+      [n = 0]() mutable -> std::optional<FragileInput> {
+        if (n == 3) return std::nullopt;
+        return FragileInput(n++);
+      },
+      [](FragileInput input) { return input.value; }, {.max_in_flight = 4});
+  // All three inputs start (outside any task); the task of 1 fails to move its input out.
+  try {
+    for (auto& item : stream) values.push_back(item.value());
+    FAIL() << "the error was not rethrown";
+  } catch (const std::length_error& e) {
+    EXPECT_STREQ(e.what(), "cannot move input 1");
+  }
+  EXPECT_THROW(stream.Next(), std::length_error);
+  EXPECT_THAT(values, ::testing::IsEmpty());  // A fatal error is thrown before ready results.
 }
 
 TEST(StreamTest, ReportsProgressToTheCallback) {

@@ -18,7 +18,25 @@
 //
 // Lifetime: tasks reference the core, so the core is destroyed only after in_flight_ dropped to
 // zero (Shutdown); a completing thread touches nothing of the core after its last unlock unless
-// it still has slots to submit (which keep in_flight_ above zero).
+// it still has slots to submit or a Disposal to destroy (both keep in_flight_ above zero).
+//
+// User code and the lock: no future cancellation (which runs done-callbacks) and no destructor of
+// a user object, other than of a moved-from input, runs under mu_. Whatever a stop or the end of
+// the source removes (queued follow-ups, the source, which may own a range) is moved into a
+// Disposal under mu_ and destroyed after unlocking, and the futures returned by the function
+// that are still pending are cancelled then (see CancelInnerFutures). The user code that does run
+// under mu_: the source's call, by design (it needs no locking of its own; it must not call into
+// the stream), moving inputs into their slots, and destroying a pulled input whose move threw.
+//
+// Futures returned by the function: a task is in flight until its future completes. While
+// pending, the future is also held in its slot (Slot::inner, under mu_), so that a stop cancels
+// it; a future that completes as cancelled while the stream stops counts as skipped, so the
+// consumer reports the stop's error, not that cancellation.
+//
+// Exceptions: a task never throws (Executor's contract). What the function throws is its item's
+// error; anything else that fails while running or completing a task (std::bad_alloc, a throwing
+// move of In) stops the stream with that error (StopKind::kFatal), and the task still completes
+// exactly once, so in_flight_ stays exact.
 //
 // Slot ownership (why slots carry no ABSL_GUARDED_BY): a slot is free or ready (guarded by mu_),
 // or starting (owned by the thread that took it under mu_ until it submits it), or running (owned
@@ -37,9 +55,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <exception>
 #include <functional>
+#include <list>
 #include <memory>
 #include <optional>
 #include <ranges>
@@ -190,12 +208,15 @@ class StreamTask {
 // The state of one stream, shared by the consumer and the tasks. See the file comment. The
 // consumer-side members (batch, progress) are confined to the consuming thread.
 //
-// Memory ordering: three atomics are read without mu_. `stopping_` (release store under mu_,
-// acquire load by a task about to run): a task that misses it merely runs. `completions_`
-// (relaxed): only ends the consumer's spin early; what it then does is decided under mu_.
-// `released_` (input order; release store by the consumer after destroying the item it leaves,
-// acquire load under mu_ before a slot is reused): orders the consumer's last access to a slot
-// before the next input's writes to it.
+// Memory ordering: three atomics are read without mu_. `stopping_` (written under mu_, relaxed:
+// every reader that acts on it beyond a hint reads it under mu_): a task about to run skips when
+// it sees it and merely runs when it misses it, the consumer's spin stops early, and a future
+// cancelled by CancelInnerFutures() is read after the stop happened-before it (the cancelling
+// thread stopped the stream or locked mu_ after the stop). `completions_` (relaxed): only ends the
+// consumer's spin early; what it then does is decided under mu_. `released_` (input order;
+// release store by the consumer after destroying the item it leaves, acquire load under mu_
+// before a slot is reused): orders the consumer's last access to a slot before the next input's
+// writes to it.
 //
 // Thread-safe as documented on ResultStream.
 template <typename In, typename R>
@@ -232,29 +253,51 @@ class StreamCore : public StreamInputSink<In> {
   // ResultStream::Cancel.
   void Cancel() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Runs the task of `slot` (StreamTask): skips it when stopping, else Invoke().
-  void Run(uint32_t slot) ABSL_LOCKS_EXCLUDED(mu_);
+  // Runs the task of `slot` (StreamTask): skips it when stopping, else Invoke(). Never throws.
+  void Run(uint32_t slot) noexcept ABSL_LOCKS_EXCLUDED(mu_);
   // Skips `slot` and stops the stream with StoppedError: the executor rejected or dropped its
   // task, so it is shut down and later tasks would fail alike.
-  void Drop(uint32_t slot) ABSL_LOCKS_EXCLUDED(mu_);
+  void Drop(uint32_t slot) noexcept ABSL_LOCKS_EXCLUDED(mu_);
 
  protected:
   struct Slot {
     int64_t index = 0;
     std::optional<In> input;
     std::optional<Item> item;  // Empty after Run when the task was skipped.
-    uint32_t next = kNoSlot;   // Link in the free, ready, batch or submit list.
-    bool done = false;         // Input order: the task finished (item set, or skipped).
+    // The future returned by the function while it is pending and the stream may still cancel
+    // it. Guarded by mu_ (unlike the rest of the slot, see the file comment).
+    AnyFuture inner;
+    uint32_t next = kNoSlot;  // Link in the free, ready, batch or submit list.
+    bool done = false;        // Input order: the task finished (item set, or skipped).
   };
 
   // Calls the user function on the input of `slot` (running), stores the outcome in its item and
-  // calls Complete(slot), now or, for a returned future, when it completes.
-  virtual void Invoke(uint32_t slot) = 0;
+  // calls Complete(slot) exactly once, now or, for a returned future, when it completes. Never
+  // throws: a failure outside the function completes the slot with a fatal error.
+  virtual void Invoke(uint32_t slot) noexcept = 0;
 
   // Records the completion of `slot` and tops the window up; a non-null `fatal` stops the stream
   // with that error. The caller must not touch the core after this returns (the consumer may
   // have destroyed it).
-  void Complete(uint32_t slot, std::exception_ptr fatal = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
+  void Complete(uint32_t slot, std::exception_ptr fatal = nullptr) noexcept
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Records `inner`, the pending future returned for running `slot`, so that a stop cancels it.
+  // Returns false when the stream is already stopping: the caller cancels it then.
+  bool TrackInner(uint32_t slot, AnyFuture inner) noexcept ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Cancels `future` if pending. Its done-callbacks run all the same when creating the
+  // CancelledError runs out of memory (it then fails with std::bad_alloc).
+  static void CancelQuietly(const AnyFuture& future) noexcept {
+    try {
+      future.Cancel();
+    } catch (...) {
+    }
+  }
+
+  // Returns whether the stream is stopping, without locking: exact for a thread that the stop
+  // happened-before (see "Memory ordering"), a hint otherwise.
+  bool StoppingHint() const noexcept { return stopping_.load(std::memory_order_relaxed); }
 
   // Stops, then waits until no task is in flight. Idempotent; the first thing a destructor does.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
@@ -273,12 +316,33 @@ class StreamCore : public StreamInputSink<In> {
   static constexpr int kYieldEvery = 8;
 
   // Why the stream stopped before its end.
-  enum class StopKind { kNone, kTaskError, kCancelled, kTimeout, kSourceError, kExecutorError };
+  enum class StopKind {
+    kNone,
+    kTaskError,
+    kCancelled,
+    kTimeout,
+    kSourceError,
+    // The executor rejected or dropped a task, or a task could not be run or completed
+    // (std::bad_alloc, a throwing move of In).
+    kFatal,
+  };
 
   // Slots to submit once mu_ is released, linked through Slot::next.
   struct SubmitList {
     uint32_t head = kNoSlot;
     uint32_t tail = kNoSlot;
+  };
+
+  // What a stop or the end of the source takes out of the stream under mu_, for Dispose() after
+  // unlocking: destroying inputs and the source, and cancelling futures, runs user code, which
+  // may call back into the stream. Every completion makes one, so creating and destroying an
+  // empty one is cheap: no allocation, no indirect call.
+  struct Disposal {
+    std::list<In> queued;
+    std::optional<absl::AnyInvocable<std::optional<In>()>> source;
+    bool cancel_inner = false;  // Futures returned by the function are pending: cancel them.
+
+    bool empty() const { return queued.empty() && !source.has_value() && !cancel_inner; }
   };
 
   bool CanStartLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -306,35 +370,58 @@ class StreamCore : public StreamInputSink<In> {
     return static_cast<uint32_t>(index % max_in_flight_);
   }
 
+  // Allocates the chunk of slot `s` if needed. May throw std::bad_alloc.
   void EnsureChunkLocked(uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto& chunk = chunks_[s >> kChunkBits];
     if (chunk == nullptr) chunk = std::make_unique<Slot[]>(kChunkSize);
   }
+  // Takes the slot for the next input. May throw std::bad_alloc, changing nothing.
   uint32_t AcquireSlotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Undoes AcquireSlotLocked() for a slot that was not started.
+  void UnacquireSlotLocked(uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ordered_) {
+      --outstanding_;
+    } else {
+      FreeSlotLocked(s);
+    }
+  }
   void FreeSlotLocked(uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     slot(s).next = free_head_;
     free_head_ = s;
     --outstanding_;
   }
-  // Pulls inputs (queued follow-ups first) into free slots while the window has room.
-  void TopUpLocked(SubmitList* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Pulls inputs (queued follow-ups first) into free slots while the window has room. Never
+  // throws: a failing source, or a failure to start an input, stops the stream. Moves a spent
+  // source into `disposal`.
+  void TopUpLocked(SubmitList* out, Disposal* disposal) noexcept ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Stops pulling and drops queued follow-ups; tasks that have not started will skip.
-  void StopLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    // Release: pairs with the acquire load in Run(); a task that misses the flag merely runs.
-    stopping_.store(true, std::memory_order_release);
-    queued_.clear();
+  // Stops pulling; moves queued follow-ups and the source into `disposal` and flags pending
+  // futures for cancellation there. Tasks that have not started will skip.
+  void StopLocked(Disposal* disposal) noexcept ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // Relaxed: see "Memory ordering".
+    stopping_.store(true, std::memory_order_relaxed);
+    disposal->queued.splice(disposal->queued.end(), queued_);
+    if (source_ != nullptr) disposal->source.emplace(std::exchange(source_, nullptr));
+    if (pending_inner_ > 0) disposal->cancel_inner = true;
   }
-  void SetStopLocked(StopKind kind, std::exception_ptr error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  void SetStopLocked(StopKind kind, std::exception_ptr error, Disposal* disposal) noexcept
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (stop_kind_ == StopKind::kNone) {
       stop_kind_ = kind;
       error_ = std::move(error);
     }
-    StopLocked();
+    StopLocked(disposal);
   }
+  // Destroys what `disposal` holds and cancels the pending futures it flags, outside mu_. The
+  // caller keeps the core alive (it is the consumer, a user holding the stream, or a task that
+  // is still counted in flight).
+  void Dispose(Disposal& disposal) noexcept ABSL_LOCKS_EXCLUDED(mu_);
+  // Cancels the pending futures returned by the function, one at a time outside mu_ (their
+  // done-callbacks complete their slots). Only called once stopping: no future is added then.
+  void CancelInnerFutures() noexcept ABSL_LOCKS_EXCLUDED(mu_);
   // Submits the slots of `list` to the executor, outside mu_. Reads the core only for slots not
   // yet submitted (which keep it alive); see "Inline executors" in the file comment.
-  void SubmitAll(SubmitList list) ABSL_LOCKS_EXCLUDED(mu_);
+  void SubmitAll(SubmitList list) noexcept ABSL_LOCKS_EXCLUDED(mu_);
 
   // Consumer side.
   bool NextInBatch(uint32_t* s);
@@ -377,16 +464,19 @@ class StreamCore : public StreamInputSink<In> {
   // Written under mu_ (EnsureChunkLocked) before the slot is handed to anyone; see file comment.
   std::vector<std::unique_ptr<Slot[]>> chunks_;
 
-  // Read without mu_ by tasks about to run; written under mu_.
+  // Read without mu_ as a hint (see "Memory ordering"); written under mu_.
   std::atomic<bool> stopping_{false};
   // Completed tasks, bumped under mu_ by Complete(); read without mu_ by the consumer's brief spin
   // before it blocks (a hint only: every decision is re-checked under mu_).
   std::atomic<uint64_t> completions_{0};
 
   absl::Mutex mu_;
+  // Null once exhausted or stopping (moved into a Disposal).
   absl::AnyInvocable<std::optional<In>()> source_ ABSL_GUARDED_BY(mu_);
   bool source_exhausted_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<In> queued_ ABSL_GUARDED_BY(mu_);
+  // A list, so that a stop hands it over without allocating, and Add() allocates its node
+  // outside mu_.
+  std::list<In> queued_ ABSL_GUARDED_BY(mu_);
   int64_t added_ ABSL_GUARDED_BY(mu_) = 0;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
@@ -399,6 +489,10 @@ class StreamCore : public StreamInputSink<In> {
   uint32_t free_head_ ABSL_GUARDED_BY(mu_) = kNoSlot;
   uint32_t ready_head_ ABSL_GUARDED_BY(mu_) = kNoSlot;
   uint32_t ready_tail_ ABSL_GUARDED_BY(mu_) = kNoSlot;
+  // Slots whose Slot::inner holds a pending future, and where CancelInnerFutures() resumes its
+  // scan (every such slot is at or after it once stopping).
+  int pending_inner_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t cancel_cursor_ ABSL_GUARDED_BY(mu_) = 0;
   // Input order: indices below this were yielded and their slots may be reused. Written by the
   // consumer alone, item by item and without mu_, so completing tasks can top up without waiting
   // for the consumer's next lock; read under mu_.
@@ -429,44 +523,56 @@ uint32_t StreamCore<In, R>::AcquireSlotLocked() {
   uint32_t s;
   if (ordered_) {
     s = SlotOfIndex(next_index_);
-  } else if (free_head_ != kNoSlot) {
-    s = free_head_;
-    free_head_ = slot(s).next;
   } else {
-    s = allocated_++;
+    s = free_head_ != kNoSlot ? free_head_ : allocated_;
   }
-  EnsureChunkLocked(s);
+  EnsureChunkLocked(s);  // The only step that may throw: before any change.
+  if (!ordered_) {
+    if (s == free_head_) {
+      free_head_ = slot(s).next;
+    } else {
+      ++allocated_;
+    }
+  }
   ++outstanding_;
   return s;
 }
 
 template <typename In, typename R>
-void StreamCore<In, R>::TopUpLocked(SubmitList* out) {
+void StreamCore<In, R>::TopUpLocked(SubmitList* out, Disposal* disposal) noexcept {
   if (!started_ || stopping_.load(std::memory_order_relaxed)) return;
   while (CanStartLocked()) {
-    std::optional<In> input;
-    if (!queued_.empty()) {
-      input.emplace(std::move(queued_.front()));
-      queued_.pop_front();
-    } else if (!source_exhausted_) {
+    std::optional<In> pulled;  // Empty when a queued follow-up starts.
+    if (queued_.empty()) {
+      if (source_exhausted_) return;
       try {
-        input = source_();
+        pulled = source_();
       } catch (...) {
-        SetStopLocked(StopKind::kSourceError, std::current_exception());
+        SetStopLocked(StopKind::kSourceError, std::current_exception(), disposal);
         return;
       }
-      if (!input.has_value()) {
+      if (!pulled.has_value()) {
         source_exhausted_ = true;
-        source_ = nullptr;  // Frees an owned range early.
+        // Destroyed after unlocking: it may own a range whose elements' destructors run user code.
+        disposal->source.emplace(std::exchange(source_, nullptr));
         return;
       }
-    } else {
+    }
+    uint32_t s = kNoSlot;
+    try {
+      s = AcquireSlotLocked();
+      slot(s).input.emplace(std::move(pulled.has_value() ? *pulled : queued_.front()));
+    } catch (...) {
+      // Out of memory, or In's move threw: stop. A follow-up stays queued for the disposal; a
+      // pulled input is destroyed here (under mu_, the one exception: moving it out may throw
+      // again).
+      if (s != kNoSlot) UnacquireSlotLocked(s);
+      SetStopLocked(StopKind::kFatal, std::current_exception(), disposal);
       return;
     }
-    const uint32_t s = AcquireSlotLocked();
+    if (!pulled.has_value()) queued_.pop_front();  // Destroys a moved-from In.
     Slot& entry = slot(s);
     entry.index = next_index_++;
-    entry.input = std::move(input);
     entry.done = false;
     entry.next = kNoSlot;
     ++in_flight_;
@@ -480,7 +586,7 @@ void StreamCore<In, R>::TopUpLocked(SubmitList* out) {
 }
 
 template <typename In, typename R>
-void StreamCore<In, R>::SubmitAll(SubmitList list) {
+void StreamCore<In, R>::SubmitAll(SubmitList list) noexcept {
   if (list.head == kNoSlot) return;
   StreamSubmitFrame* top = tls_stream_submit_frame;
   if (top != nullptr && top->core == this) {
@@ -507,16 +613,18 @@ void StreamCore<In, R>::SubmitAll(SubmitList list) {
     try {
       executor.Submit(StreamTask<In, R>(this, s));
     } catch (...) {
-      // The rejected task was destroyed, which stopped the stream (Drop).
+      // The task was either run (tasks never throw, so the executor failed after running it:
+      // the slot completed) or destroyed unrun, which stopped the stream (Drop).
     }
   }
   tls_stream_submit_frame = frame.prev;
 }
 
 template <typename In, typename R>
-void StreamCore<In, R>::Run(uint32_t s) {
-  // Acquire: pairs with the release store in StopLocked().
-  if (stopping_.load(std::memory_order_acquire)) {
+void StreamCore<In, R>::Run(uint32_t s) noexcept {
+  // Relaxed: a hint (see "Memory ordering"). A task that misses the stop merely runs; one that
+  // sees it skips. Nothing written before the stop is read here.
+  if (stopping_.load(std::memory_order_relaxed)) {
     slot(s).input.reset();
     Complete(s);  // Skipped: no item.
     return;
@@ -525,22 +633,37 @@ void StreamCore<In, R>::Run(uint32_t s) {
 }
 
 template <typename In, typename R>
-void StreamCore<In, R>::Drop(uint32_t s) {
+void StreamCore<In, R>::Drop(uint32_t s) noexcept {
   slot(s).input.reset();
   Complete(s, StreamDroppedTaskError());
 }
 
 template <typename In, typename R>
-void StreamCore<In, R>::Complete(uint32_t s, std::exception_ptr fatal) {
+bool StreamCore<In, R>::TrackInner(uint32_t s, AnyFuture inner) noexcept {
+  absl::MutexLock lock(&mu_);
+  if (stopping_.load(std::memory_order_relaxed)) return false;
+  slot(s).inner = std::move(inner);
+  ++pending_inner_;
+  return true;
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::Complete(uint32_t s, std::exception_ptr fatal) noexcept {
   SubmitList to_submit;
+  Disposal disposal;
+  AnyFuture inner;  // The slot's future, released after unlocking.
   {
     absl::MutexLock lock(&mu_);
     --in_flight_;
-    if (fatal != nullptr) SetStopLocked(StopKind::kExecutorError, std::move(fatal));
+    if (fatal != nullptr) SetStopLocked(StopKind::kFatal, std::move(fatal), &disposal);
     Slot& entry = slot(s);
+    if (entry.inner.valid()) {
+      inner = std::move(entry.inner);
+      --pending_inner_;
+    }
     const bool skipped = !entry.item.has_value();
     if (!skipped && stop_on_error_ && !entry.item->outcome.ok()) {
-      SetStopLocked(StopKind::kTaskError, entry.item->outcome.error());
+      SetStopLocked(StopKind::kTaskError, entry.item->outcome.error(), &disposal);
     }
     if (ordered_) {
       entry.done = true;
@@ -555,14 +678,63 @@ void StreamCore<In, R>::Complete(uint32_t s, std::exception_ptr fatal) {
       }
       ready_tail_ = s;
     }
-    TopUpLocked(&to_submit);
+    TopUpLocked(&to_submit, &disposal);
     // Relaxed: a hint for the spinning consumer, which re-checks under mu_.
     completions_.fetch_add(1, std::memory_order_relaxed);
+    // Rare (a stop, or the end of the source): the disposal runs user code after unlocking; stay
+    // counted in flight until it is done, so the consumer cannot destroy the core under it.
+    if (!disposal.empty()) ++in_flight_;
   }
-  // With nothing to submit, the core may already be gone (the consumer saw the last completion
-  // and destroyed the stream): do not even call a member function.
-  if (to_submit.head == kNoSlot) return;
+  if (disposal.empty()) {
+    // With nothing to submit, the core may already be gone (the consumer saw the last completion
+    // and destroyed the stream): do not even call a member function.
+    if (to_submit.head != kNoSlot) SubmitAll(to_submit);
+    return;
+  }
   SubmitAll(to_submit);
+  for (;;) {
+    Dispose(disposal);
+    to_submit = SubmitList();
+    bool release;
+    {
+      absl::MutexLock lock(&mu_);
+      --in_flight_;
+      // A destructor may have added a follow-up that did not fit while this task was counted.
+      TopUpLocked(&to_submit, &disposal);
+      release = disposal.empty();  // Not empty only if starting an input failed (a stop).
+      if (!release) ++in_flight_;
+    }
+    if (!release) {
+      SubmitAll(to_submit);
+      continue;
+    }
+    if (to_submit.head != kNoSlot) SubmitAll(to_submit);  // As above: the core may be gone.
+    return;
+  }
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::Dispose(Disposal& disposal) noexcept {
+  disposal.queued.clear();
+  disposal.source.reset();
+  if (std::exchange(disposal.cancel_inner, false)) CancelInnerFutures();
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::CancelInnerFutures() noexcept {
+  for (;;) {
+    AnyFuture inner;
+    {
+      absl::MutexLock lock(&mu_);
+      if (pending_inner_ == 0) return;
+      uint32_t& c = cancel_cursor_;
+      while (c < capacity_ && (chunks_[c >> kChunkBits] == nullptr || !slot(c).inner.valid())) ++c;
+      if (c == capacity_) return;  // Not reached: pending_inner_ counts slots at or after c.
+      inner = std::move(slot(c).inner);
+      --pending_inner_;
+    }
+    CancelQuietly(inner);  // Runs the slot's done-callback, which completes it, unless done.
+  }
 }
 
 template <typename In, typename R>
@@ -576,40 +748,56 @@ void StreamCore<In, R>::StartLocked() {
 template <typename In, typename R>
 void StreamCore<In, R>::Start() {
   SubmitList to_submit;
+  Disposal disposal;
   {
     absl::MutexLock lock(&mu_);
     StartLocked();
-    TopUpLocked(&to_submit);
+    TopUpLocked(&to_submit, &disposal);
   }
   SubmitAll(to_submit);
+  Dispose(disposal);
 }
 
 template <typename In, typename R>
 bool StreamCore<In, R>::Add(In input) {
+  // Allocated outside mu_; destroyed after unlocking when the stream refuses it.
+  std::list<In> node;
+  node.push_back(std::move(input));
   SubmitList to_submit;
+  Disposal disposal;
   {
     absl::MutexLock lock(&mu_);
     if (ended_ || stopping_.load(std::memory_order_relaxed)) return false;
-    queued_.push_back(std::move(input));
+    queued_.splice(queued_.end(), node);
     ++added_;
-    TopUpLocked(&to_submit);
+    TopUpLocked(&to_submit, &disposal);
   }
   SubmitAll(to_submit);
+  Dispose(disposal);
   return true;
 }
 
 template <typename In, typename R>
 void StreamCore<In, R>::Cancel() {
-  absl::MutexLock lock(&mu_);
-  if (ended_) return;
-  SetStopLocked(StopKind::kCancelled, StreamCancelledError());
+  Disposal disposal;
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_) return;
+    SetStopLocked(StopKind::kCancelled, StreamCancelledError(), &disposal);
+  }
+  Dispose(disposal);
 }
 
 template <typename In, typename R>
 void StreamCore<In, R>::Shutdown() {
+  Disposal disposal;
   {
     absl::MutexLock lock(&mu_);
-    StopLocked();
+    StopLocked(&disposal);
+  }
+  Dispose(disposal);
+  {
+    absl::MutexLock lock(&mu_);
     clock_.AwaitWithDeadline(&mu_, absl::Condition(this, &StreamCore::NothingInFlightLocked),
                              absl::InfiniteFuture());
   }
@@ -680,27 +868,32 @@ bool StreamCore<In, R>::TakeBatchLocked() {
 template <typename In, typename R>
 bool StreamCore<In, R>::Refill() {
   enum class Step { kBatch, kEnd, kFail, kAgain, kSpin };
-  bool spun = false;
+  bool spun = false;       // This refill spun (at most once).
+  bool just_spun = false;  // The spin ended right before this pass.
   for (;;) {
     SubmitList to_submit;
+    Disposal disposal;
     Step step;
     uint64_t completions = 0;
     int64_t total = ProgressReporter::kUnknownTotal;
     {
       absl::MutexLock lock(&mu_);
+      const bool after_spin = std::exchange(just_spun, false);
+      bool blocked = false;
       ReleaseBatchLocked();
       for (;;) {
         // While more than half the window is in flight, leave the top-up to the completing
         // threads (each completion tops up every free slot): submitting from the executor's own
         // threads is cheaper, and the consumer stays free to yield. Below half, or with nothing
         // in flight, top up here so a few slow tasks cannot starve the window.
-        if (2 * in_flight_ <= max_in_flight_) TopUpLocked(&to_submit);
+        if (2 * in_flight_ <= max_in_flight_) TopUpLocked(&to_submit, &disposal);
         if (FatalLocked()) {
           step = Step::kFail;
           break;
         }
         if (TakeBatchLocked()) {
-          if (spun) spin_limit_ = std::min(kMaxSpin, 2 * spin_limit_);
+          // The spin paid off: it found a batch without blocking. Let the next one spin longer.
+          if (after_spin && !blocked) spin_limit_ = std::min(kMaxSpin, 2 * spin_limit_);
           step = Step::kBatch;
           break;
         }
@@ -722,7 +915,9 @@ bool StreamCore<In, R>::Refill() {
           step = Step::kSpin;
           break;
         }
+        // The spin did not pay off: spin less next time.
         spin_limit_ = std::max(kMinSpin, spin_limit_ / 2);
+        blocked = true;
         if (!clock_.AwaitWithDeadline(
                 &mu_, absl::Condition(this, &StreamCore::ConsumerMayProceedLocked), deadline_)) {
           // The timeout overrides a pending task error the consumer has not reached yet.
@@ -730,12 +925,13 @@ bool StreamCore<In, R>::Refill() {
             stop_kind_ = StopKind::kTimeout;
             error_ = StreamTimeoutError(timeout_, yielded_);
           }
-          StopLocked();
+          StopLocked(&disposal);
         }
       }
       if (known_total_ >= 0) total = known_total_ + added_;
     }
     SubmitAll(to_submit);
+    Dispose(disposal);  // Cancels pending futures after a timeout, before FailAfterDrain waits.
     if (progress_ != nullptr && total != reported_total_) {
       reported_total_ = total;
       progress_->SetTotal(total);
@@ -751,6 +947,7 @@ bool StreamCore<In, R>::Refill() {
         FailAfterDrain(nullptr);
       case Step::kSpin:
         SpinWhile(completions);
+        just_spun = true;
         break;
       case Step::kAgain:
         break;
@@ -761,12 +958,17 @@ bool StreamCore<In, R>::Refill() {
 template <typename In, typename R>
 void StreamCore<In, R>::FailAfterDrain(std::exception_ptr error) {
   StopKind kind;
+  Disposal disposal;
   {
     absl::MutexLock lock(&mu_);
-    if (error != nullptr) SetStopLocked(StopKind::kTaskError, error);
-    StopLocked();
+    if (error != nullptr) SetStopLocked(StopKind::kTaskError, error, &disposal);
+    StopLocked(&disposal);
     if (error == nullptr) error = error_;
     kind = stop_kind_;
+  }
+  Dispose(disposal);
+  {
+    absl::MutexLock lock(&mu_);
     // On the clock (no deadline: the tasks reference the stream), so a FakeClock test can see it.
     clock_.AwaitWithDeadline(&mu_, absl::Condition(this, &StreamCore::NothingInFlightLocked),
                              absl::InfiniteFuture());
@@ -833,15 +1035,23 @@ class StreamCoreImpl final : public StreamCore<In, R> {
   ~StreamCoreImpl() override { this->Shutdown(); }
 
  protected:
-  void Invoke(uint32_t s) override {
+  void Invoke(uint32_t s) noexcept override {
     auto& entry = this->slot(s);
     const int64_t index = entry.index;
-    In input = std::move(*entry.input);
+    std::optional<In> input;
+    try {
+      input.emplace(std::move(*entry.input));
+    } catch (...) {
+      // In's move threw: not the function's error but the stream's.
+      entry.input.reset();
+      this->Complete(s, std::current_exception());
+      return;
+    }
     entry.input.reset();
     if constexpr (futures_internal::kIsFuture<Raw>) {
       Raw inner;
       try {
-        inner = CallFn(std::move(input), index);
+        inner = CallFn(std::move(*input), index);
         if (!inner.valid()) {
           throw InvalidOptionError("Stream: the function returned an invalid Future");
         }
@@ -850,36 +1060,50 @@ class StreamCoreImpl final : public StreamCore<In, R> {
         this->Complete(s);
         return;
       }
-      inner.AddDoneCallback([this, s](const Raw& done) {
-        auto& completed = this->slot(s);
-        try {
-          completed.item.emplace(completed.index, OutcomeOf(done));
-        } catch (...) {
-          completed.item.emplace(completed.index, Outcome<R>(std::current_exception()));
-        }
-        this->Complete(s);
-      });
+      // Tracked before the callback is added: until the callback runs, the slot is ours. When
+      // the stream is already stopping, cancelled at once (the callback then skips the slot).
+      if (!this->TrackInner(s, inner)) this->CancelQuietly(inner);
+      try {
+        inner.AddDoneCallback([this, s](const Raw& done) {
+          auto& completed = this->slot(s);
+          try {
+            // Cancelled by a stop (see CancelInnerFutures): skipped like a task that did not
+            // start, so the consumer reports the stop's error, not this cancellation. The stop
+            // happened-before the cancellation, so the hint is exact here.
+            if (!done.Cancelled() || !this->StoppingHint()) {
+              completed.item.emplace(completed.index, OutcomeOf(done));
+            }
+          } catch (...) {
+            completed.item.emplace(completed.index, Outcome<R>(std::current_exception()));
+          }
+          this->Complete(s);
+        });
+      } catch (...) {
+        // Out of memory: no callback was added, so nothing else will complete the slot.
+        this->CancelQuietly(inner);
+        this->Complete(s, std::current_exception());
+      }
     } else {
       try {
         if constexpr (std::is_void_v<Raw>) {
-          CallFn(std::move(input), index);
+          CallFn(std::move(*input), index);
           entry.item.emplace(index, Outcome<R>(std::in_place));
         } else if constexpr (std::is_same_v<Raw, absl::Status>) {
-          absl::Status status = CallFn(std::move(input), index);
+          absl::Status status = CallFn(std::move(*input), index);
           if (status.ok()) {
             entry.item.emplace(index, Outcome<R>(std::in_place));
           } else {
             entry.item.emplace(index, Outcome<R>(ExceptionFromStatus(std::move(status))));
           }
         } else if constexpr (futures_internal::kIsStatusOr<Raw>) {
-          Raw result = CallFn(std::move(input), index);
+          Raw result = CallFn(std::move(*input), index);
           if (result.ok()) {
             entry.item.emplace(index, Outcome<R>(std::in_place, *std::move(result)));
           } else {
             entry.item.emplace(index, Outcome<R>(ExceptionFromStatus(std::move(result).status())));
           }
         } else {
-          entry.item.emplace(index, Outcome<R>(std::in_place, CallFn(std::move(input), index)));
+          entry.item.emplace(index, Outcome<R>(std::in_place, CallFn(std::move(*input), index)));
         }
       } catch (...) {
         entry.item.emplace(index, Outcome<R>(std::current_exception()));
