@@ -74,9 +74,10 @@ fetch_debian_source abseil libabsl-dev third_party/abseil-cpp \
 fetch_debian_source onetbb libtbb-dev third_party/onetbb-src
 
 # 3. Machine-local bazelrc (absolute paths only: %workspace% is not expanded inside
-#    --override_repository values). Rewritten only when it changes.
+#    --override_repository or --test_env values). Rewritten only when it changes.
 local_rc="build:tsan --override_repository=com_google_absl=$PWD/third_party/abseil-cpp
-build:tsan --override_repository=onetbb=$PWD/third_party/onetbb-src"
+build:tsan --override_repository=onetbb=$PWD/third_party/onetbb-src
+build:tsan --test_env=TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tools/tsan_suppressions.txt"
 if [[ "$(cat .bazelrc.local 2>/dev/null)" != "$local_rc" ]]; then
   printf '%s\n' "$local_rc" > .bazelrc.local
   echo "setup.sh: wrote .bazelrc.local"
