@@ -27,22 +27,21 @@ absl::Status AnyFuture::Status(absl::Duration timeout, Clock& clock) const noexc
   }
 }
 
+namespace {
+futures_internal::CallbackNode* NewCallbackNode(absl::AnyInvocable<void()> callback) {
+  return new futures_internal::CallbackNode{
+      [cb = std::move(callback)](futures_internal::StateBase&) mutable { cb(); }};
+}
+}  // namespace
+
 void AnyFuture::AddDoneCallback(absl::AnyInvocable<void()> callback) const {
-  futures_internal::StateBase* state = Checked("AddDoneCallback");
-  auto node = std::make_unique<futures_internal::CallbackNode>();
-  node->fn = [cb = std::move(callback)](futures_internal::StateBase&) mutable { cb(); };
-  if (state->AddCallback(node.get())) {
-    node.release();  // Owned by the state now.
-  } else {
-    state->RunCallbackNow(node.release());
-  }
+  Checked("AddDoneCallback")->AddOrRunCallback(NewCallbackNode(std::move(callback)));
 }
 
 AnyFuture::CallbackHandle AnyFuture::AddCallbackIfPending(
     absl::AnyInvocable<void()> callback) const {
   futures_internal::StateBase* state = Checked("AddCallbackIfPending");
-  auto node = std::make_unique<futures_internal::CallbackNode>();
-  node->fn = [cb = std::move(callback)](futures_internal::StateBase&) mutable { cb(); };
+  std::unique_ptr<futures_internal::CallbackNode> node(NewCallbackNode(std::move(callback)));
   if (!state->AddCallback(node.get())) return nullptr;
   return node.release();
 }

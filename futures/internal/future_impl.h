@@ -26,19 +26,24 @@ FutureRef<T> ReleaseState(Future<T>&& future) {
   return std::move(future.state_);
 }
 
-// Completes `promise` from the final state `source` (value, error or cancellation). The caller
-// holds one consumer reference to `source`.
-template <typename U>
-void Forward(State<U>& source, Promise<U>& promise) noexcept {
+// Completes `promise` from a final state that is not a value (error or cancellation), or else
+// calls `on_value` with the value (nothing for T = void): taken when kMove and no other consumer
+// exists (else copied), a const reference otherwise. The caller holds one consumer reference.
+// Failing to take or copy the value fails `promise`.
+template <bool kMove, typename T, typename U, typename OnValue>
+void WithValue(State<T>& state, Promise<U>& promise, OnValue&& on_value) noexcept {
   try {
-    if (source.phase() == Phase::kCancelled) {
+    if (state.phase() == Phase::kCancelled) {
       promise.Cancel();
-    } else if (source.phase() != Phase::kValue) {
-      promise.SetError(source.error());
-    } else if constexpr (std::is_void_v<U>) {
-      promise.SetValue();
+    } else if (state.phase() != Phase::kValue) {
+      promise.SetError(state.error());
+    } else if constexpr (std::is_void_v<T>) {
+      on_value();
+    } else if constexpr (kMove) {
+      on_value(TakeOrCopy(state, "Future::Then"));
     } else {
-      promise.SetValue(TakeOrCopy(source, "Future::Then"));
+      if (state.value_taken()) ThrowValueTaken("Future::Then");
+      on_value(static_cast<const T&>(state.value()));
     }
   } catch (...) {
     promise.SetError(std::current_exception());
@@ -58,17 +63,14 @@ void CompleteWithInvoke(Promise<U>& promise, F&& fn, Args&&... args) noexcept {
         throw InvalidOptionError("a continuation returned an invalid (default-constructed) Future");
       }
       // The callback owns the inner future's only handle, so a value can be moved through.
-      auto node = std::make_unique<CallbackNode>();
       FutureRef<U> held = ReleaseState(std::move(inner));
       State<U>* state = held.get();
-      node->fn = [p = std::move(promise), held = std::move(held)](StateBase&) mutable {
-        Forward(*held, p);
-      };
-      if (state->AddCallback(node.get())) {
-        node.release();
-      } else {
-        state->RunCallbackNow(node.release());
-      }
+      state->AddOrRunCallback(
+          new CallbackNode{[p = std::move(promise), held = std::move(held)](StateBase&) mutable {
+            WithValue</*kMove=*/true>(*held, p, [&p](auto&&... value) {
+              p.SetValue(std::forward<decltype(value)>(value)...);
+            });
+          }});
     } else if constexpr (std::is_same_v<std::decay_t<R>, absl::Status>) {
       absl::Status status = std::invoke(std::forward<F>(fn), std::forward<Args>(args)...);
       promise.SetError(std::move(status));  // OK completes a Promise<void>.
@@ -134,34 +136,18 @@ void Future<T>::AddDoneCallback(F&& callback) const {
     node = new futures_internal::CallbackNode{
         [cb = Callback(std::forward<F>(callback))](futures_internal::StateBase&) mutable { cb(); }};
   }
-  // Already done: run it now, with the same error handling as on completion.
-  if (!state->AddCallback(node)) state->RunCallbackNow(node);
+  state->AddOrRunCallback(node);
 }
 
 namespace futures_internal {
 
-// Calls `fn` with the value of the final state `state` (or with nothing for T = void) and completes
-// `promise`; the caller holds one consumer reference. With kMove the value is taken (moved out)
-// when no other consumer exists, else copied; without, `fn` gets a const reference.
+// Calls `fn` with the value of the final state `state` (see WithValue) and completes `promise`
+// with its outcome.
 template <bool kMove, typename T, typename U, typename F>
 void InvokeWithValue(State<T>& state, Promise<U>& promise, F& fn) noexcept {
-  try {
-    if (state.phase() == Phase::kCancelled) {
-      promise.Cancel();
-    } else if (state.phase() != Phase::kValue) {
-      promise.SetError(state.error());
-    } else if constexpr (std::is_void_v<T>) {
-      CompleteWithInvoke(promise, fn);
-    } else if constexpr (kMove) {
-      T value = TakeOrCopy(state, "Future::Then");
-      CompleteWithInvoke(promise, fn, std::move(value));
-    } else {
-      if (state.value_taken()) ThrowValueTaken("Future::Then");
-      CompleteWithInvoke(promise, fn, static_cast<const T&>(state.value()));
-    }
-  } catch (...) {  // Taking or copying the value failed.
-    promise.SetError(std::current_exception());
-  }
+  WithValue<kMove>(state, promise, [&](auto&&... value) {
+    CompleteWithInvoke(promise, fn, std::forward<decltype(value)>(value)...);
+  });
 }
 
 template <typename T, typename Fn, bool kMove>
@@ -202,8 +188,7 @@ auto Future<T>::ThenImpl(futures_internal::FutureRef<T> source, Executor* execut
       shared->SetError(std::current_exception());
     }
   };
-  auto* node = new futures_internal::CallbackNode{std::move(continuation)};
-  if (!state->AddCallback(node)) state->RunCallbackNow(node);
+  state->AddOrRunCallback(new futures_internal::CallbackNode{std::move(continuation)});
   return result;
 }
 

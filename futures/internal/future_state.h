@@ -144,6 +144,11 @@ class StateBase {
   // when the state is already final (the caller then runs the callback itself).
   bool AddCallback(CallbackNode* node) ABSL_LOCKS_EXCLUDED(lock_);
 
+  // Takes `node`: registers it (see AddCallback), or runs it now if the state is already final.
+  void AddOrRunCallback(CallbackNode* node) ABSL_LOCKS_EXCLUDED(lock_) {
+    if (!AddCallback(node)) RunCallbackNow(node);
+  }
+
   // Runs `node` now (for a state that is already final) as a completion would: an exception it
   // throws is printed and ignored. Deletes the node.
   void RunCallbackNow(CallbackNode* node);
