@@ -121,6 +121,11 @@ def concurry_deps():
         required = ["/usr/include/asio.hpp"],
     )
     _system(
+        name = "caf",
+        packages = ["libcaf-dev"],
+        required = ["/usr/include/caf/all.hpp"],
+    )
+    _system(
         name = "com_google_protobuf",
         packages = ["libprotobuf-dev", "protobuf-compiler"],
         required = ["/usr/include/google/protobuf/message.h", "/usr/bin/protoc"],

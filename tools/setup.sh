@@ -16,7 +16,7 @@ PACKAGES=(
   g++ libasan8 libtsan2 libubsan1 pkg-config python3 dpkg-dev clang-format
   # Libraries, exposed under their upstream Bazel names by //:deps.bzl.
   libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev libtbb-dev
-  libgoogle-glog-dev libgflags-dev libcereal-dev libasio-dev
+  libgoogle-glog-dev libgflags-dev libcereal-dev libasio-dev libcaf-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
 )
 installed="$(dpkg-query -W -f='${Package}\t${Status}\n' "${PACKAGES[@]}" 2>/dev/null |

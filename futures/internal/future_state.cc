@@ -78,6 +78,9 @@ struct Waiter {
 
 bool StateBase::WaitUntil(Clock& clock, absl::Time deadline) {
   if (done()) return true;
+  // A deadline already passed (a zero-timeout poll) needs no waiter, and skipping it saves an
+  // absl::Mutex, which is costly with deadlock detection on.
+  if (deadline <= clock.Now()) return done();
   auto waiter = std::make_shared<Waiter>();
   auto* node = new CallbackNode{[waiter](StateBase&) {
     absl::MutexLock lock(&waiter->mu);

@@ -1,0 +1,370 @@
+#include "workers/internal/actor.h"
+
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <thread>
+#include <utility>
+
+#include "absl/synchronization/mutex.h"
+#include "futures/errors.h"
+#include "futures/tbb_executor.h"
+#include "oneapi/tbb/global_control.h"
+#include "oneapi/tbb/scalable_allocator.h"
+
+namespace concurry::workers_internal {
+namespace {
+
+// The actor whose drain the calling thread is running, if any.
+thread_local const ActorCore* current_actor = nullptr;
+
+// Calls run per tbb drain before the actor yields its thread to other actors.
+constexpr int64_t kExecutorBudget = 256;
+constexpr int64_t kNoBudget = INT64_MAX;
+
+// How long an idle dedicated thread spins on its mailbox before it sleeps. Pipelined callers
+// refill the mailbox within a few microseconds; sleeping and waking costs more than this.
+constexpr int kIdleSpins = 2000;
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
+
+void* CallNode::operator new(size_t size) {
+  if (void* p = scalable_malloc(size)) return p;
+  throw std::bad_alloc();
+}
+
+void CallNode::operator delete(void* p) noexcept { scalable_free(p); }
+
+// --- SubmissionGate ------------------------------------------------------------------------------
+
+bool SubmissionGate::Admit(CallNode* node) {
+  absl::MutexLock lock(&mu_);
+  if (policy_ == QueueFullPolicy::kBlock && current_actor == nullptr) {
+    auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return closed_ || forwarded_ < capacity_;
+    };
+    mu_.Await(absl::Condition(&room));
+  }
+  if (closed_) throw StoppedError("Worker: the worker was stopped");
+  if (forwarded_ < capacity_ && deferred_.empty()) {
+    ++forwarded_;
+    node->gated_ = true;
+    return true;
+  }
+  node->gated_ = true;
+  deferred_.push_back(node);
+  return false;
+}
+
+CallNode* SubmissionGate::Release() {
+  absl::MutexLock lock(&mu_);
+  --forwarded_;
+  if (closed_ || deferred_.empty()) return nullptr;
+  CallNode* next = deferred_.front();
+  deferred_.pop_front();
+  ++forwarded_;
+  return next;
+}
+
+std::deque<CallNode*> SubmissionGate::Close() {
+  absl::MutexLock lock(&mu_);
+  closed_ = true;
+  return std::exchange(deferred_, {});
+}
+
+// --- ActorCore -----------------------------------------------------------------------------------
+
+class ActorCore::StopNode final : public CallNode {
+ public:
+  explicit StopNode(ActorCore* core) : core_(core) {}
+  void Run(void*) noexcept override { core_->Close(); }
+  void Cancel() noexcept override { core_->Close(); }
+
+ private:
+  ActorCore* core_;
+};
+
+ActorCore::ActorCore(const ResolvedWorkerOptions& options)
+    : options_(options),
+      gate_(options.max_queued_tasks == kUnbounded
+                ? nullptr
+                : std::make_unique<SubmissionGate>(options.max_queued_tasks, options.queue_full)),
+      stopped_future_(stopped_.GetFuture()) {}
+
+ActorCore::~ActorCore() {
+  // Only reachable once no drain holds a reference. A mailbox that never closed (the actor was
+  // never started, or was dropped without Stop) may still hold calls.
+  CallNode* chain;
+  {
+    futures_internal::SpinLockHolder hold(&lock_);
+    mailbox_closed_ = true;
+    chain = TakeAllLocked();
+  }
+  CancelChain(chain);
+  if (object_ != nullptr && destroy_ != nullptr) destroy_(object_);
+}
+
+void ActorCore::Start(CallNode* construct) {
+  OnStart();
+  if (!Push(construct)) Finish(construct, /*run=*/false);
+}
+
+bool ActorCore::InActorContext() const { return current_actor == this; }
+
+CallNode* ActorCore::TakeAllLocked() {
+  CallNode* chain = first_;
+  first_ = last_ = nullptr;
+  return chain;
+}
+
+bool ActorCore::Push(CallNode* node) {
+  node->next_ = nullptr;
+  bool schedule;
+  {
+    futures_internal::SpinLockHolder hold(&lock_);
+    if (mailbox_closed_) return false;
+    if (last_ == nullptr) {
+      first_ = node;
+    } else {
+      last_->next_ = node;
+    }
+    last_ = node;
+    schedule = !scheduled_;
+    scheduled_ = true;
+  }
+  if (schedule) Schedule();
+  return true;
+}
+
+bool ActorCore::Post(CallNode* node) {
+  if (stop_requested()) return false;
+  if (gate_ != nullptr) {
+    try {
+      if (!gate_->Admit(node)) return true;  // Deferred; forwarded by a later Release.
+    } catch (const StoppedError&) {
+      return false;
+    }
+  }
+  if (Push(node)) return true;
+  if (node->gated_) {
+    // The mailbox closed after the slot was taken: give the slot back (the gate is closed too,
+    // so nothing is forwarded).
+    node->gated_ = false;
+    gate_->Release();
+  }
+  return false;
+}
+
+void ActorCore::Finish(CallNode* node, bool run) noexcept {
+  const bool gated = node->gated_;
+  if (run) {
+    node->Run(object_);
+  } else {
+    node->Cancel();
+  }
+  delete node;
+  if (gated) {
+    if (CallNode* next = gate_->Release()) {
+      if (!Push(next)) Finish(next, /*run=*/false);
+    }
+  }
+}
+
+void ActorCore::CancelChain(CallNode* chain) noexcept {
+  while (chain != nullptr) {
+    CallNode* next = chain->next_;
+    Finish(chain, /*run=*/false);
+    chain = next;
+  }
+}
+
+bool ActorCore::Drain(int64_t budget) {
+  struct Context {
+    const ActorCore* outer;
+    ~Context() { current_actor = outer; }
+  } context{std::exchange(current_actor, this)};
+  // Keeps the actor alive through the drain even if the last handle goes away meanwhile.
+  const std::shared_ptr<ActorCore> self = shared_from_this();
+  for (int64_t ran = 0;; ++ran) {
+    CallNode* node;
+    {
+      futures_internal::SpinLockHolder hold(&lock_);
+      node = first_;
+      if (node == nullptr) {
+        scheduled_ = false;
+        return !mailbox_closed_;
+      }
+      if (ran < budget) {
+        first_ = node->next_;
+        if (first_ == nullptr) last_ = nullptr;
+      }
+    }
+    if (ran >= budget) {
+      Schedule();  // Let other actors run; scheduled_ stays true, so no push schedules.
+      return true;
+    }
+    // After Stop, calls popped here are cancelled; the StopNode's Cancel closes the actor.
+    Finish(node, /*run=*/!stop_requested());
+    if (closed_) return false;
+  }
+}
+
+void ActorCore::Close() noexcept {
+  closed_ = true;
+  if (gate_ != nullptr)
+    gate_->Close();  // Normally already closed by Stop; a failed construction gets here first.
+  CallNode* chain;
+  {
+    futures_internal::SpinLockHolder hold(&lock_);
+    mailbox_closed_ = true;
+    chain = TakeAllLocked();
+  }
+  CancelChain(chain);
+  if (object_ != nullptr && destroy_ != nullptr) {
+    void* object = std::exchange(object_, nullptr);
+    destroy_(object);  // A throwing destructor terminates, as it would anywhere else.
+  }
+  stopped_.SetValue();
+}
+
+void ActorCore::Abandon() noexcept {
+  stop_requested_.store(true, std::memory_order_release);
+  stop_posted_.store(true, std::memory_order_release);
+  if (gate_ != nullptr) {
+    for (CallNode* node : gate_->Close()) Finish(node, /*run=*/false);
+  }
+  struct Context {
+    const ActorCore* outer;
+    ~Context() { current_actor = outer; }
+  } context{std::exchange(current_actor, this)};
+  Close();
+}
+
+uint64_t ActorCore::AddStopHook(AnyFuture call) {
+  {
+    futures_internal::SpinLockHolder hold(&lock_);
+    if (!hooks_closed_) {
+      const uint64_t id = next_hook_++;
+      hooks_.emplace(id, std::move(call));
+      return id;
+    }
+  }
+  call.Cancel();
+  return 0;
+}
+
+void ActorCore::RemoveStopHook(uint64_t id) {
+  if (id == 0) return;
+  absl::flat_hash_map<uint64_t, AnyFuture>::node_type removed;  // Destroyed after unlocking.
+  futures_internal::SpinLockHolder hold(&lock_);
+  removed = hooks_.extract(id);
+}
+
+bool ActorCore::Stop(absl::Duration timeout) {
+  if (!stop_posted_.exchange(true, std::memory_order_acq_rel)) {
+    stop_requested_.store(true, std::memory_order_release);
+    absl::flat_hash_map<uint64_t, AnyFuture> waiting;
+    {
+      futures_internal::SpinLockHolder hold(&lock_);
+      hooks_closed_ = true;
+      waiting.swap(hooks_);
+    }
+    for (auto& [id, call] : waiting) call.Cancel();
+    if (gate_ != nullptr) {
+      for (CallNode* node : gate_->Close()) Finish(node, /*run=*/false);
+    }
+    // Take the queued calls and leave only the StopNode, which runs after the running call.
+    auto* stop = new StopNode(this);
+    CallNode* queued = nullptr;
+    bool schedule = false;
+    bool pushed = false;
+    {
+      futures_internal::SpinLockHolder hold(&lock_);
+      if (!mailbox_closed_) {
+        queued = TakeAllLocked();
+        first_ = last_ = stop;
+        schedule = !scheduled_;
+        scheduled_ = true;
+        pushed = true;
+      }
+    }
+    if (!pushed) delete stop;  // Already closed (construction failed).
+    CancelChain(queued);
+    if (schedule) Schedule();
+  }
+  if (InActorContext()) return stopped_future_.Done();
+  return stopped_future_.Wait(timeout);
+}
+
+// --- Modes ---------------------------------------------------------------------------------------
+
+void InlineActor::Schedule() { Drain(kNoBudget); }
+
+void ThreadActor::OnStart() {
+  thread_ = std::thread(
+      [self = std::static_pointer_cast<ThreadActor>(shared_from_this())] { self->Loop(); });
+}
+
+void ThreadActor::Loop() {
+  do {
+    // Acquire pairs with Schedule's release (lock_ orders the mailbox itself).
+    for (int i = 0; i < kIdleSpins && !work_.load(std::memory_order_acquire); ++i) CpuRelax();
+    while (!work_.exchange(false, std::memory_order_acquire)) {
+      work_.wait(false, std::memory_order_acquire);
+    }
+  } while (Drain(kNoBudget));
+}
+
+void ThreadActor::Schedule() {
+  work_.store(true, std::memory_order_release);
+  work_.notify_one();
+}
+
+ThreadActor::~ThreadActor() {
+  // The thread holds a reference until Loop returns, so this runs either on that thread (which
+  // then cannot join itself) or after it has left Loop.
+  if (thread_.joinable()) {
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();
+    } else {
+      thread_.join();
+    }
+  }
+}
+
+ExecutorActor::ExecutorActor(const ResolvedWorkerOptions& options)
+    : ActorCore(options),
+      executor_(options.executor != nullptr ? options.executor : &SharedTbbExecutor()) {}
+
+void ExecutorActor::Schedule() {
+  try {
+    executor_->Submit([self = std::static_pointer_cast<ExecutorActor>(shared_from_this())] {
+      self->Drain(kExecutorBudget);
+    });
+  } catch (...) {
+    // The executor refuses work (shut down): no drain will ever run, so end the actor here.
+    Abandon();
+  }
+}
+
+Executor& SharedTbbExecutor() {
+  // oneTBB gives an arena max_allowed_parallelism - 1 worker threads, which leaves one core idle
+  // when the application's threads only wait on futures (the usual case for actors). The shared
+  // arena raises the limit to one worker per core for the life of the process; a smaller
+  // tbb::global_control set by the application still wins (oneTBB applies the minimum).
+  static tbb::global_control control(tbb::global_control::max_allowed_parallelism,
+                                     std::max(2u, std::thread::hardware_concurrency() + 1));
+  // Never destroyed: tbb-mode workers may outlive static destruction.
+  static auto* const executor = new TbbExecutor();
+  return *executor;
+}
+
+}  // namespace concurry::workers_internal

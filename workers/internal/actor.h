@@ -1,0 +1,217 @@
+// The engine behind sync, thread, tbb and loopback workers: a mailbox of calls run one at a time,
+// in FIFO order, on an object that lives inside the actor. How the mailbox gets a thread is the
+// only difference between the modes (ActorCore::Schedule).
+//
+// Mailbox: an intrusive FIFO under a spin lock (critical sections are a few pointer updates; see
+// futures_internal::SpinLock for why not absl::Mutex), plus `scheduled_`, true while a drain is
+// scheduled or running. A push that finds it false schedules a drain; the drain pops one call at
+// a time and clears it when it finds the mailbox empty. Popping one at a time lets Stop take the
+// calls still queued, and cancel them at once, while a call runs.
+
+#ifndef CONCURRY_WORKERS_INTERNAL_ACTOR_H_
+#define CONCURRY_WORKERS_INTERNAL_ACTOR_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "futures/executor.h"
+#include "futures/future.h"
+#include "workers/options.h"
+
+namespace concurry::workers_internal {
+
+// One queued message. Exactly one of Run and Cancel is called, once, and then the node is deleted
+// by the actor.
+class SubmissionGate;
+
+class CallNode {
+ public:
+  virtual ~CallNode() = default;
+
+  // Nodes are made by callers and freed by the actor's thread. oneTBB's scalable allocator keeps
+  // per-thread pools that take such cross-thread frees without contending with the allocating
+  // thread (glibc's arenas serialise them).
+  static void* operator new(size_t size);
+  static void operator delete(void* p) noexcept;
+  // Runs the call on the actor's object (null before the object exists or if construction
+  // failed). Must not throw.
+  virtual void Run(void* object) noexcept = 0;
+  // Completes the call as cancelled without running it. Must not throw.
+  virtual void Cancel() noexcept = 0;
+
+ private:
+  friend class ActorCore;
+  friend class SubmissionGate;
+  CallNode* next_ = nullptr;
+  bool gated_ = false;
+};
+
+// The calls a handle has submitted beyond `max_queued_tasks`, and the count of forwarded ones.
+class SubmissionGate {
+ public:
+  SubmissionGate(int64_t capacity, QueueFullPolicy policy) : capacity_(capacity), policy_(policy) {}
+
+  // Takes a slot for `node`. Returns true if the caller should forward it now; false if the gate
+  // kept it to forward later (kDefer). kBlock waits for a slot; throws StoppedError if the gate
+  // closes while waiting (the node is then the caller's to cancel).
+  bool Admit(CallNode* node) ABSL_LOCKS_EXCLUDED(mu_);
+  // A forwarded call finished: frees its slot and returns the next deferred node to forward, or
+  // null.
+  CallNode* Release() ABSL_LOCKS_EXCLUDED(mu_);
+  // Closes the gate: returns the deferred nodes (for the caller to cancel) and wakes blocked
+  // callers.
+  std::deque<CallNode*> Close() ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  const int64_t capacity_;
+  const QueueFullPolicy policy_;
+  absl::Mutex mu_;
+  int64_t forwarded_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<CallNode*> deferred_ ABSL_GUARDED_BY(mu_);
+};
+
+// The mode-independent actor. Owned through shared_ptr by the handles and by scheduled drains.
+class ActorCore : public std::enable_shared_from_this<ActorCore> {
+ public:
+  explicit ActorCore(const ResolvedWorkerOptions& options);
+  virtual ~ActorCore();
+
+  ActorCore(const ActorCore&) = delete;
+  ActorCore& operator=(const ActorCore&) = delete;
+
+  // Starts the actor with `construct` as its first message (it calls SetObject on success).
+  void Start(CallNode* construct);
+
+  // Submits a call, through the submission gate when bounded. Returns false, leaving `node` to the
+  // caller (who fails its future with StoppedError and deletes it), once Stop was called.
+  bool Post(CallNode* node);
+
+  // Stops accepting calls, cancels the queued and deferred ones at once, lets the running call
+  // finish and then destroys the object in the actor's context. Waits up to `timeout` for all of
+  // that and returns whether it completed. Idempotent; from inside one of the actor's own calls it
+  // does not wait (returns false unless already complete).
+  bool Stop(absl::Duration timeout);
+
+  bool stop_requested() const { return stop_requested_.load(std::memory_order_acquire); }
+  // Completes when the actor has fully stopped (object destroyed).
+  Future<void> stopped_future() const { return stopped_future_; }
+  const ResolvedWorkerOptions& options() const { return options_; }
+
+  // Called by the construction message, in the actor's context.
+  void SetObject(void* object, void (*destroy)(void*)) {
+    object_ = object;
+    destroy_ = destroy;
+  }
+
+  // Registers a call that waits for its input futures: Stop cancels `call`. Returns an id for
+  // RemoveStopHook; if Stop already ran, cancels `call` at once and returns 0.
+  uint64_t AddStopHook(AnyFuture call) ABSL_LOCKS_EXCLUDED(lock_);
+  void RemoveStopHook(uint64_t id) ABSL_LOCKS_EXCLUDED(lock_);
+
+  // Whether the calling thread is running one of this actor's calls right now.
+  bool InActorContext() const;
+
+ protected:
+  // Called by Start before the first message is pushed.
+  virtual void OnStart() {}
+  // Arranges for Drain() to run (the mailbox went from idle to non-empty).
+  virtual void Schedule() = 0;
+  // Runs queued calls until the mailbox is empty or closed, or until `budget` calls ran (then it
+  // reschedules itself). Returns false once the actor is closed.
+  bool Drain(int64_t budget) ABSL_LOCKS_EXCLUDED(lock_);
+  // Closes the mailbox from outside the actor's context when it can never drain again (the
+  // executor rejected the drain): cancels every queued call and destroys the object.
+  void Abandon() noexcept;
+
+ private:
+  class StopNode;
+  friend class StopNode;
+
+  bool Push(CallNode* node) ABSL_LOCKS_EXCLUDED(lock_);
+  // Takes every queued node out of the mailbox (FIFO chain).
+  CallNode* TakeAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Runs in the actor's context (from StopNode, or Abandon when no drain can run).
+  void Close() noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // Cancels and deletes the nodes of a FIFO chain.
+  void CancelChain(CallNode* chain) noexcept;
+  // Cancels or runs one node, deletes it and frees its gate slot.
+  void Finish(CallNode* node, bool run) noexcept;
+
+  const ResolvedWorkerOptions options_;
+  futures_internal::SpinLock lock_;
+  CallNode* first_ ABSL_GUARDED_BY(lock_) = nullptr;
+  CallNode* last_ ABSL_GUARDED_BY(lock_) = nullptr;
+  bool scheduled_ ABSL_GUARDED_BY(lock_) = false;
+  bool mailbox_closed_ ABSL_GUARDED_BY(lock_) = false;
+  // Set by Stop: drains cancel what they pop instead of running it.
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> stop_posted_{false};
+  // Used only in the actor's context; drains are ordered by lock_.
+  void* object_ = nullptr;
+  void (*destroy_)(void*) = nullptr;
+  bool closed_ = false;
+  // Only for bounded workers: an absl::Mutex per worker is costly with Debian's deadlock
+  // detection (every live mutex is a node in a global graph), and 10^5 tbb workers are normal.
+  const std::unique_ptr<SubmissionGate> gate_;
+  Promise<void> stopped_;
+  Future<void> stopped_future_;
+  bool hooks_closed_ ABSL_GUARDED_BY(lock_) = false;
+  uint64_t next_hook_ ABSL_GUARDED_BY(lock_) = 1;
+  absl::flat_hash_map<uint64_t, AnyFuture> hooks_ ABSL_GUARDED_BY(lock_);
+};
+
+// Drains on a dedicated thread that sleeps when the mailbox is empty.
+class ThreadActor final : public ActorCore {
+ public:
+  using ActorCore::ActorCore;
+  ~ThreadActor() override;
+
+ protected:
+  void OnStart() override;
+  void Schedule() override;
+
+ private:
+  void Loop();
+  // A binary semaphore: set by Schedule, taken by the thread before each drain. The thread spins
+  // on it briefly, then sleeps on it (futex).
+  std::atomic<bool> work_{false};
+  std::thread thread_;
+};
+
+// Drains in the thread that pushes to an idle mailbox (sync mode): a lone caller's call is done
+// when Call returns; a call made while another thread drains runs on that thread, after the calls
+// before it.
+class InlineActor final : public ActorCore {
+ public:
+  using ActorCore::ActorCore;
+
+ protected:
+  void Schedule() override;
+};
+
+// Drains as tasks on an executor (the shared oneTBB arena unless options.executor is set).
+class ExecutorActor final : public ActorCore {
+ public:
+  explicit ExecutorActor(const ResolvedWorkerOptions& options);
+
+ protected:
+  void Schedule() override;
+
+ private:
+  Executor* executor_;
+};
+
+// The process-wide oneTBB arena that tbb-mode workers run on.
+Executor& SharedTbbExecutor();
+
+}  // namespace concurry::workers_internal
+
+#endif  // CONCURRY_WORKERS_INTERNAL_ACTOR_H_

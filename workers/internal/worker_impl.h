@@ -1,0 +1,297 @@
+// Template machinery behind Worker<T>: call nodes, creation, dispatch with future unwrapping.
+
+#ifndef CONCURRY_WORKERS_INTERNAL_WORKER_IMPL_H_
+#define CONCURRY_WORKERS_INTERNAL_WORKER_IMPL_H_
+
+#include <atomic>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "futures/errors.h"
+#include "futures/future.h"
+#include "workers/internal/actor.h"
+#include "workers/internal/unwrap.h"
+#include "workers/options.h"
+#include "workers/registration.h"
+
+namespace concurry::workers_internal {
+
+// The class a member-function pointer belongs to.
+template <typename M>
+struct MemberOf {};
+template <typename F, typename C>
+struct MemberOf<F C::*> {
+  using Class = C;
+};
+
+// A call: `invoke(object)` runs it; its result completes `promise` (Future, Status and StatusOr
+// results are flattened).
+template <typename T, typename R, typename Invoke>
+class InvokeNode final : public CallNode {
+ public:
+  InvokeNode(Promise<R> promise, Invoke invoke)
+      : promise_(std::move(promise)), invoke_(std::move(invoke)) {}
+
+  void Run(void* object) noexcept override {
+    if (promise_.IsCancelled()) return;  // The caller cancelled it while it was queued.
+    futures_internal::CompleteWithInvoke(promise_, invoke_, *static_cast<T*>(object));
+  }
+  void Cancel() noexcept override { promise_.Cancel(); }
+  void Fail(std::exception_ptr error) noexcept { promise_.SetError(std::move(error)); }
+
+ private:
+  Promise<R> promise_;
+  Invoke invoke_;
+};
+
+// The first message of every actor: builds the object in the actor's context.
+template <typename T, typename Make>
+class ConstructNode final : public CallNode {
+ public:
+  ConstructNode(ActorCore* core, Promise<void> done, Make make)
+      : core_(core), done_(std::move(done)), make_(std::move(make)) {}
+
+  void Run(void*) noexcept override {
+    try {
+      T* object = make_();
+      core_->SetObject(object, [](void* p) { delete static_cast<T*>(p); });
+    } catch (...) {
+      // Nothing may keep running: close the actor before the creator sees the error.
+      core_->Stop(absl::ZeroDuration());
+      done_.SetError(std::current_exception());
+      return;
+    }
+    done_.SetValue();
+  }
+  void Cancel() noexcept override { done_.Cancel(); }
+
+ private:
+  ActorCore* core_;
+  Promise<void> done_;
+  Make make_;
+};
+
+std::shared_ptr<ActorCore> MakeActor(const ResolvedWorkerOptions& options);
+
+// What every copy of one handle shares; the last copy stops the worker.
+struct HandleState {
+  explicit HandleState(std::shared_ptr<ActorCore> c) : core(std::move(c)) {}
+  ~HandleState();
+  HandleState(const HandleState&) = delete;
+  HandleState& operator=(const HandleState&) = delete;
+
+  std::shared_ptr<ActorCore> core;
+};
+
+// Posts `node`, failing its future with StoppedError if the worker was stopped.
+template <typename Node>
+void PostOrFail(ActorCore& core, Node* node) {
+  if (!core.Post(node)) {
+    node->Fail(std::make_exception_ptr(StoppedError("Worker: the worker is stopped")));
+    delete node;
+  }
+}
+
+// An invoker with its arguments: `(T&) -> result`.
+template <typename T, typename Inv, typename... B>
+struct BoundCall {
+  Inv invoker;
+  std::tuple<B...> args;
+  decltype(auto) operator()(T& object) {
+    return std::apply(
+        [&](B&... b) -> decltype(auto) { return std::invoke(invoker, object, std::move(b)...); },
+        args);
+  }
+};
+
+// Calls waiting for futures among their arguments: dispatched when the last one is done.
+template <typename T, typename R, typename Invoker, typename... A>
+class PendingCall {
+ public:
+  PendingCall(std::shared_ptr<ActorCore> core, Promise<R> promise, Invoker invoker,
+              std::tuple<A...> args)
+      : core_(std::move(core)),
+        promise_(std::move(promise)),
+        invoker_(std::move(invoker)),
+        args_(std::move(args)) {}
+
+  static void Start(const std::shared_ptr<PendingCall>& self, std::vector<AnyFuture> inputs) {
+    self->inputs_ = std::move(inputs);
+    self->remaining_.store(static_cast<int>(self->inputs_.size()) + 1, std::memory_order_relaxed);
+    self->stop_hook_ = self->core_->AddStopHook(self->promise_.GetFuture());
+    for (const AnyFuture& input : self->inputs_) {
+      input.AddDoneCallback([self] { self->InputDone(); });
+    }
+    self->InputDone();  // The +1 above: no dispatch before every callback is registered.
+  }
+
+ private:
+  void InputDone() {
+    // acq_rel: the last decrement sees every input's completion.
+    if (remaining_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    core_->RemoveStopHook(stop_hook_);
+    if (promise_.IsCancelled()) return;
+    for (const AnyFuture& input : inputs_) {
+      if (std::exception_ptr error = input.Error()) {
+        promise_.SetError(std::move(error));  // The input's own error, original type.
+        return;
+      }
+    }
+    inputs_.clear();
+    try {
+      auto unwrapped = std::apply(
+          [](auto&&... a) { return std::tuple<UnwrappedT<A>...>(TakeUnwrapped(std::move(a))...); },
+          std::move(args_));
+      using Bound = BoundCall<T, Invoker, UnwrappedT<A>...>;
+      auto* node = new InvokeNode<T, R, Bound>(std::move(promise_),
+                                               Bound{std::move(invoker_), std::move(unwrapped)});
+      PostOrFail(*core_, node);
+    } catch (...) {
+      promise_.SetError(std::current_exception());
+    }
+  }
+
+ private:
+  std::shared_ptr<ActorCore> core_;
+  Promise<R> promise_;
+  Invoker invoker_;
+  std::tuple<A...> args_;
+  std::vector<AnyFuture> inputs_;
+  std::atomic<int> remaining_{0};
+  uint64_t stop_hook_ = 0;
+};
+
+// Runs `invoker(object, args...)` on the worker; the result type is R.
+template <typename T, typename R, typename Invoker, typename... A>
+void Dispatch(const std::shared_ptr<ActorCore>& core, Promise<R> promise, Invoker invoker,
+              std::tuple<A...> args) {
+  using Bound = BoundCall<T, Invoker, A...>;
+  auto* node =
+      new InvokeNode<T, R, Bound>(std::move(promise), Bound{std::move(invoker), std::move(args)});
+  PostOrFail(*core, node);
+}
+
+// The result type of `invoker(T&, A...)` with futures unwrapped or not.
+template <typename T, typename Invoker, bool kUnwrap, typename... A>
+struct CallResult {
+  using type = void;
+};
+template <typename T, typename Invoker, typename... A>
+struct CallResult<T, Invoker, true, A...> {
+  using type = UnwrapT<std::invoke_result_t<Invoker&, T&, UnwrappedT<A>&&...>>;
+};
+template <typename T, typename Invoker, typename... A>
+struct CallResult<T, Invoker, false, A...> {
+  using type = UnwrapT<std::invoke_result_t<Invoker&, T&, A&&...>>;
+};
+
+// Whether `invoker(T&, args...)` compiles with the arguments as given or with futures unwrapped.
+template <typename T, typename Invoker, typename... A>
+inline constexpr bool kCallable =
+    std::is_invocable_v<Invoker&, T&, std::decay_t<A>&&...> ||
+    (kHasFutures<std::decay_t<A>...> &&
+     std::is_invocable_v<Invoker&, T&, UnwrappedT<std::decay_t<A>>&&...>);
+
+// Invokes a member function on the object.
+template <typename M>
+struct MethodInvoker {
+  M method;
+  template <typename T, typename... A>
+  requires std::is_invocable_v<M, T&, A&&...>
+  decltype(auto) operator()(T& object, A&&... a) const {
+    return std::invoke(method, object, std::forward<A>(a)...);
+  }
+};
+
+// Whether some method registered for T has type M (then its parameters and result are
+// serializable, so a loopback call with an M can be encoded).
+template <typename T, typename M>
+constexpr bool HasEntryOfType() {
+  if constexpr (!kIsRegisteredWorker<T>) {
+    return false;
+  } else {
+    return std::apply(
+        [](const auto&... entry) {
+          return (std::is_same_v<std::decay_t<decltype(entry.method)>, M> || ...);
+        },
+        WorkerRegistration<T>::kMethods);
+  }
+}
+
+// Loopback mode: encodes the call to bytes, runs it through the registered name on the object and
+// decodes the reply bytes, as a worker in another process would.
+template <typename T, typename M>
+struct LoopbackInvoker {
+  M method;
+  absl::string_view name;
+  template <typename... A>
+  requires std::is_invocable_v<M, T&, A&&...> Future<MethodReplyT<M>>
+  operator()(T& object, A&&... a) const {
+    if constexpr (HasEntryOfType<T, M>()) {
+      const std::string request = EncodeCall<T>(method, std::forward<A>(a)...);
+      return InvokeFromBytes(object, name, request).Then([](const std::string& reply) {
+        return DecodeReply<MethodReplyT<M>>(reply);
+      });
+    } else {
+      // MethodName found the method, so this cannot happen; kept for the compiler.
+      throw InvalidOptionError("loopback worker: the method is not registered");
+    }
+  }
+};
+
+// Submits a call of `invoker` with `args` (decayed copies) to the worker behind `core`.
+template <typename T, typename Invoker, typename... A>
+auto SubmitCall(const std::shared_ptr<ActorCore>& core, Invoker invoker, A&&... args) {
+  constexpr bool kHas = kHasFutures<std::decay_t<A>...>;
+  constexpr bool kRawOk = std::is_invocable_v<Invoker&, T&, std::decay_t<A>&&...>;
+  constexpr bool kUnwrappedOk =
+      kHas && std::is_invocable_v<Invoker&, T&, UnwrappedT<std::decay_t<A>>&&...>;
+  static_assert(kRawOk || kUnwrappedOk,
+                "Worker call: the method (or function) cannot be called with these argument "
+                "types (Future arguments are replaced by their values unless unwrap_futures is "
+                "false)");
+  using R = typename CallResult<T, Invoker, kUnwrappedOk, std::decay_t<A>...>::type;
+  if constexpr (kRawOk && kUnwrappedOk) {
+    static_assert(
+        std::is_same_v<R, typename CallResult<T, Invoker, false, std::decay_t<A>...>::type>,
+        "Worker call: the result type depends on whether futures are unwrapped");
+  }
+  Promise<R> promise;
+  Future<R> result = promise.GetFuture();
+  std::tuple<std::decay_t<A>...> tuple(std::forward<A>(args)...);
+  if constexpr (!kHas) {
+    Dispatch<T, R>(core, std::move(promise), std::move(invoker), std::move(tuple));
+  } else {
+    if (core->options().unwrap_futures) {
+      if constexpr (kUnwrappedOk) {
+        std::vector<AnyFuture> inputs;
+        std::apply([&](const auto&... a) { (CollectFutures(a, inputs), ...); }, tuple);
+        auto pending = std::make_shared<PendingCall<T, R, Invoker, std::decay_t<A>...>>(
+            core, std::move(promise), std::move(invoker), std::move(tuple));
+        PendingCall<T, R, Invoker, std::decay_t<A>...>::Start(pending, std::move(inputs));
+      } else {
+        promise.SetError(std::make_exception_ptr(InvalidOptionError(
+            "Worker call: unwrap_futures is true, but the method takes the Future arguments "
+            "themselves; create the worker with unwrap_futures = false")));
+      }
+    } else {
+      if constexpr (kRawOk) {
+        Dispatch<T, R>(core, std::move(promise), std::move(invoker), std::move(tuple));
+      } else {
+        promise.SetError(std::make_exception_ptr(InvalidOptionError(
+            "Worker call: unwrap_futures is false, so Future arguments are passed as they are, "
+            "but the method takes their values; leave unwrap_futures on")));
+      }
+    }
+  }
+  return result;
+}
+
+}  // namespace concurry::workers_internal
+
+#endif  // CONCURRY_WORKERS_INTERNAL_WORKER_IMPL_H_

@@ -1,0 +1,219 @@
+#include "workers/options.h"
+
+#include <array>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "futures/errors.h"
+
+namespace concurry {
+namespace {
+
+constexpr int kNumModes = static_cast<int>(Mode::kRemote) + 1;
+
+bool KnownMode(Mode mode) {
+  const int i = static_cast<int>(mode);
+  return i >= 0 && i < kNumModes;
+}
+
+bool AvailableMode(Mode mode) {
+  return mode == Mode::kSync || mode == Mode::kThread || mode == Mode::kTbb ||
+         mode == Mode::kLoopback;
+}
+
+std::string ModeName(Mode mode) {
+  return KnownMode(mode) ? AbslUnparseFlag(mode) : absl::StrCat(static_cast<int>(mode));
+}
+
+void ValidateDefaults(Mode mode, const WorkerDefaults& d, absl::string_view where) {
+  if (d.max_queued_tasks < 1) {
+    throw InvalidOptionError(absl::StrCat(where, ": max_queued_tasks for mode ", ModeName(mode),
+                                          " is ", d.max_queued_tasks,
+                                          "; allowed: >= 1, or kUnbounded for no cap"));
+  }
+  if (d.queue_full != QueueFullPolicy::kDefer && d.queue_full != QueueFullPolicy::kBlock) {
+    throw InvalidOptionError(absl::StrCat(where, ": unknown queue_full value ",
+                                          static_cast<int>(d.queue_full),
+                                          "; allowed: kDefer, kBlock"));
+  }
+  if (d.stop_timeout < absl::ZeroDuration()) {
+    throw InvalidOptionError(absl::StrCat(where, ": stop_timeout is ",
+                                          absl::FormatDuration(d.stop_timeout),
+                                          "; allowed: >= 0 (InfiniteDuration waits forever)"));
+  }
+  if (d.max_workers != 1) {
+    throw InvalidOptionError(absl::StrCat(
+        where, ": max_workers for mode ", ModeName(mode), " is ", d.max_workers,
+        mode == Mode::kSync ? "; sync mode runs in the caller's thread and allows only 1"
+                            : "; a Worker is one worker and allows only 1 (worker pools are not "
+                              "in this build)"));
+  }
+}
+
+class DefaultsTable {
+ public:
+  WorkerDefaults Get(Mode mode) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    return table_[static_cast<int>(mode)];
+  }
+  WorkerDefaults Set(Mode mode, const WorkerDefaults& value) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    WorkerDefaults previous = table_[static_cast<int>(mode)];
+    table_[static_cast<int>(mode)] = value;
+    return previous;
+  }
+  // Applies `change` to a copy of the current defaults, validates it and installs it; returns
+  // the previous value. Holding the lock across the read-modify-write keeps concurrent scopes on
+  // different modes (or the same mode) from losing each other's changes.
+  WorkerDefaults Change(Mode mode, absl::FunctionRef<void(WorkerDefaults&)> change)
+      ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    WorkerDefaults& slot = table_[static_cast<int>(mode)];
+    WorkerDefaults next = slot;
+    change(next);
+    ValidateDefaults(mode, next, "ScopedWorkerDefaults");
+    WorkerDefaults previous = slot;
+    slot = next;
+    return previous;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::array<WorkerDefaults, kNumModes> table_ ABSL_GUARDED_BY(mu_){};
+};
+
+DefaultsTable& Table() {
+  static DefaultsTable* const table = new DefaultsTable();
+  return *table;
+}
+
+}  // namespace
+
+bool AbslParseFlag(absl::string_view text, Mode* mode, std::string* error) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  if (lower == "sync" || lower == "synchronous") {
+    *mode = Mode::kSync;
+  } else if (lower == "thread" || lower == "threads") {
+    *mode = Mode::kThread;
+  } else if (lower == "tbb") {
+    *mode = Mode::kTbb;
+  } else if (lower == "loopback") {
+    *mode = Mode::kLoopback;
+  } else if (lower == "process" || lower == "processes" || lower == "proc" || lower == "procs") {
+    *mode = Mode::kProcess;
+  } else if (lower == "coroutine" || lower == "asyncio" || lower == "async" ||
+             lower == "asynchronous") {
+    *mode = Mode::kCoroutine;
+  } else if (lower == "remote" || lower == "ray") {
+    *mode = Mode::kRemote;
+  } else {
+    *error = absl::StrCat("unknown mode \"", text,
+                          "\"; expected sync, thread (threads), tbb, loopback, process (proc), "
+                          "coroutine (asyncio) or remote (ray)");
+    return false;
+  }
+  return true;
+}
+
+std::string AbslUnparseFlag(Mode mode) {
+  switch (mode) {
+    case Mode::kSync:
+      return "sync";
+    case Mode::kThread:
+      return "thread";
+    case Mode::kTbb:
+      return "tbb";
+    case Mode::kLoopback:
+      return "loopback";
+    case Mode::kProcess:
+      return "process";
+    case Mode::kCoroutine:
+      return "coroutine";
+    case Mode::kRemote:
+      return "remote";
+  }
+  return absl::StrCat(static_cast<int>(mode));
+}
+
+bool AbslParseFlag(absl::string_view text, QueueFullPolicy* policy, std::string* error) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  if (lower == "defer" || lower == "park") {
+    *policy = QueueFullPolicy::kDefer;
+  } else if (lower == "block") {
+    *policy = QueueFullPolicy::kBlock;
+  } else {
+    *error =
+        absl::StrCat("unknown queue_full policy \"", text, "\"; expected defer (park) or block");
+    return false;
+  }
+  return true;
+}
+
+std::string AbslUnparseFlag(QueueFullPolicy policy) {
+  switch (policy) {
+    case QueueFullPolicy::kDefer:
+      return "defer";
+    case QueueFullPolicy::kBlock:
+      return "block";
+  }
+  return absl::StrCat(static_cast<int>(policy));
+}
+
+WorkerDefaults GetWorkerDefaults(Mode mode) {
+  if (!KnownMode(mode)) {
+    throw InvalidOptionError(
+        absl::StrCat("GetWorkerDefaults: unknown mode ", static_cast<int>(mode)));
+  }
+  return Table().Get(mode);
+}
+
+ScopedWorkerDefaults::ScopedWorkerDefaults(Mode mode,
+                                           absl::FunctionRef<void(WorkerDefaults&)> change)
+    : mode_(mode) {
+  if (!KnownMode(mode)) {
+    throw InvalidOptionError(
+        absl::StrCat("ScopedWorkerDefaults: unknown mode ", static_cast<int>(mode)));
+  }
+  previous_ = Table().Change(mode, change);
+}
+
+ScopedWorkerDefaults::~ScopedWorkerDefaults() { Table().Set(mode_, previous_); }
+
+ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
+  const Mode mode = options.mode;
+  if (!KnownMode(mode)) {
+    throw InvalidOptionError(absl::StrCat("worker options: unknown mode ", static_cast<int>(mode),
+                                          "; allowed: kSync, kThread, kTbb, kLoopback"));
+  }
+  if (!AvailableMode(mode)) {
+    throw InvalidOptionError(absl::StrCat("worker options: mode ", ModeName(mode),
+                                          " is not available in this build; available: sync, "
+                                          "thread, tbb, loopback"));
+  }
+  WorkerDefaults d = Table().Get(mode);
+  if (options.blocking) d.blocking = *options.blocking;
+  if (options.max_queued_tasks) d.max_queued_tasks = *options.max_queued_tasks;
+  if (options.queue_full) d.queue_full = *options.queue_full;
+  if (options.unwrap_futures) d.unwrap_futures = *options.unwrap_futures;
+  if (options.stop_timeout) d.stop_timeout = *options.stop_timeout;
+  if (options.max_workers) d.max_workers = *options.max_workers;
+  ValidateDefaults(mode, d, "worker options");
+  if (options.executor != nullptr && mode != Mode::kTbb) {
+    throw InvalidOptionError(absl::StrCat("worker options: executor is set for mode ",
+                                          ModeName(mode), "; only tbb mode runs on an executor"));
+  }
+  ResolvedWorkerOptions r;
+  r.mode = mode;
+  r.blocking = d.blocking;
+  r.max_queued_tasks = d.max_queued_tasks;
+  r.queue_full = d.queue_full;
+  r.unwrap_futures = d.unwrap_futures;
+  r.stop_timeout = d.stop_timeout;
+  r.executor = options.executor;
+  return r;
+}
+
+}  // namespace concurry

@@ -1,0 +1,144 @@
+// Worker options: the execution mode and the per-worker settings of concurry's `options()`, the
+// process-wide defaults per mode, and a scoped override of those defaults (concurry's
+// `global_config` and `temp_config`).
+//
+//   auto w = Worker<Counter>::Create({.mode = Mode::kTbb, .max_queued_tasks = 100}, 0);
+//   {
+//     ScopedWorkerDefaults scope(Mode::kThread, [](WorkerDefaults& d) { d.unwrap_futures = false;
+//     }); auto t = Worker<Counter>::Create({.mode = Mode::kThread}, 0);  // unwrap_futures == false
+//   }  // the previous defaults are back
+//
+// Resolution order for every field: the explicit option > the innermost scoped override > the
+// built-in defaults of the mode.
+
+#ifndef CONCURRY_WORKERS_OPTIONS_H_
+#define CONCURRY_WORKERS_OPTIONS_H_
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+
+#include "absl/functional/function_ref.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "futures/executor.h"
+
+namespace concurry {
+
+// Where a worker's methods run. Parses from concurry's strings and aliases, case-insensitively:
+// "sync" / "synchronous", "thread" / "threads", "tbb", "loopback", "process" / "processes" /
+// "proc" / "procs", "coroutine" / "asyncio" / "async", "remote" / "ray".
+enum class Mode {
+  // Inline in the caller's thread at call time; the returned future is already done.
+  kSync,
+  // One dedicated thread per worker; calls run one at a time in FIFO order.
+  kThread,
+  // A lightweight actor on a shared oneTBB arena: one call at a time per worker (FIFO), different
+  // workers in parallel. Costs a few hundred bytes per idle worker.
+  kTbb,
+  // Like kThread, but every call, argument, result and error is encoded to bytes and decoded again,
+  // as process and remote modes will do. Needs CONCURRY_REGISTER_WORKER; use it to check that a
+  // worker is ready to leave the process.
+  kLoopback,
+  // Not available in this build: creation fails with InvalidOptionError.
+  kProcess,
+  // Not available in this build: creation fails with InvalidOptionError.
+  kCoroutine,
+  // Not available in this build: creation fails with InvalidOptionError.
+  kRemote,
+};
+
+bool AbslParseFlag(absl::string_view text, Mode* mode, std::string* error);
+std::string AbslUnparseFlag(Mode mode);
+
+// What a call does when `max_queued_tasks` calls are already forwarded to the worker.
+// Parses from "defer" / "park" and "block".
+enum class QueueFullPolicy {
+  // concurry's behaviour: the call returns its future at once and waits, on the caller's side, in
+  // a FIFO until a forwarded call finishes.
+  kDefer,
+  // Strict bound: the call blocks the calling thread until there is room (or the worker stops).
+  kBlock,
+};
+
+bool AbslParseFlag(absl::string_view text, QueueFullPolicy* policy, std::string* error);
+std::string AbslUnparseFlag(QueueFullPolicy policy);
+
+// `max_queued_tasks` value meaning "no cap".
+inline constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max();
+
+// Options of one worker. Plain struct filled with designated initializers; a field left empty
+// takes the default of the mode (see WorkerDefaults).
+struct WorkerOptions {
+  Mode mode = Mode::kThread;
+  // Calls return values instead of futures. The handle type decides this, so that it stays
+  // type-checked: BlockingWorker<T> sets it; Worker<T> rejects `true`.
+  std::optional<bool> blocking = std::nullopt;
+  // Cap on calls forwarded to the worker and not yet finished: >= 1, or kUnbounded. Calls beyond
+  // it wait as `queue_full` says. Ignored in kSync mode (a call there finishes before it returns).
+  std::optional<int64_t> max_queued_tasks = std::nullopt;
+  std::optional<QueueFullPolicy> queue_full = std::nullopt;
+  // Replace Future arguments (also inside vectors, maps, tuples, pairs, optionals) by their values
+  // before the method runs; the call is dispatched when they are ready.
+  std::optional<bool> unwrap_futures = std::nullopt;
+  // How long Stop() without an argument, and the last handle's destructor, wait for a running call.
+  std::optional<absl::Duration> stop_timeout = std::nullopt;
+  // Number of workers. A Worker is one worker, so only 1 is accepted until worker pools land.
+  std::optional<int> max_workers = std::nullopt;
+  // kTbb only: the executor that runs this worker's calls instead of the shared oneTBB arena (for
+  // example a ManualExecutor in tests). Must outlive the worker.
+  Executor* executor = nullptr;
+};
+
+// Defaults of one mode.
+struct WorkerDefaults {
+  bool blocking = false;
+  int64_t max_queued_tasks = kUnbounded;
+  QueueFullPolicy queue_full = QueueFullPolicy::kDefer;
+  bool unwrap_futures = true;
+  absl::Duration stop_timeout = absl::Seconds(30);
+  int max_workers = 1;
+};
+
+// Returns the current defaults of `mode`: the innermost scoped override, else the built-in ones.
+// Thread-safe.
+WorkerDefaults GetWorkerDefaults(Mode mode);
+
+// Changes the defaults of one mode for its lifetime, then restores the previous ones. The change
+// is process-wide (workers are created from any thread), validated like WorkerOptions
+// (InvalidOptionError), and nests: destroy scopes in reverse order of creation, as C++ scopes do.
+// Not copyable or movable.
+class ScopedWorkerDefaults {
+ public:
+  ScopedWorkerDefaults(Mode mode, absl::FunctionRef<void(WorkerDefaults&)> change);
+  ~ScopedWorkerDefaults();
+
+  ScopedWorkerDefaults(const ScopedWorkerDefaults&) = delete;
+  ScopedWorkerDefaults& operator=(const ScopedWorkerDefaults&) = delete;
+
+ private:
+  Mode mode_;
+  WorkerDefaults previous_;
+};
+
+// Options after resolution and validation.
+struct ResolvedWorkerOptions {
+  Mode mode = Mode::kThread;
+  bool blocking = false;
+  int64_t max_queued_tasks = kUnbounded;
+  QueueFullPolicy queue_full = QueueFullPolicy::kDefer;
+  bool unwrap_futures = true;
+  absl::Duration stop_timeout = absl::Seconds(30);
+  Executor* executor = nullptr;
+};
+
+// Fills the empty fields of `options` from the defaults of its mode and validates the result.
+// Throws InvalidOptionError, naming the field, the value and what is allowed, for: a mode not
+// available in this build, max_workers != 1, max_queued_tasks < 1, a negative stop_timeout, an
+// executor outside kTbb mode, an unknown enum value.
+ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options);
+
+}  // namespace concurry
+
+#endif  // CONCURRY_WORKERS_OPTIONS_H_

@@ -1,0 +1,128 @@
+#include "workers/options.h"
+
+#include <string>
+
+#include "futures/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace concurry {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string ErrorOf(const WorkerOptions& options) {
+  try {
+    ResolveWorkerOptions(options);
+  } catch (const InvalidOptionError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(ModeFlagTest, ParsesConcurryNamesAndAliases) {
+  const std::pair<const char*, Mode> cases[] = {
+      {"sync", Mode::kSync},           {"Synchronous", Mode::kSync},  {"thread", Mode::kThread},
+      {"THREADS", Mode::kThread},      {"tbb", Mode::kTbb},           {"loopback", Mode::kLoopback},
+      {"process", Mode::kProcess},     {"procs", Mode::kProcess},     {"proc", Mode::kProcess},
+      {"processes", Mode::kProcess},   {"asyncio", Mode::kCoroutine}, {"async", Mode::kCoroutine},
+      {"coroutine", Mode::kCoroutine}, {"ray", Mode::kRemote},        {"remote", Mode::kRemote},
+  };
+  for (const auto& [text, expected] : cases) {
+    Mode mode = Mode::kSync;
+    std::string error;
+    EXPECT_TRUE(AbslParseFlag(text, &mode, &error)) << text;
+    EXPECT_EQ(mode, expected) << text;
+  }
+  Mode mode;
+  std::string error;
+  EXPECT_FALSE(AbslParseFlag("threadz", &mode, &error));
+  EXPECT_THAT(error, HasSubstr("unknown mode \"threadz\""));
+  EXPECT_THAT(error, HasSubstr("thread (threads)"));
+}
+
+TEST(ModeFlagTest, UnparseRoundTrips) {
+  for (Mode m : {Mode::kSync, Mode::kThread, Mode::kTbb, Mode::kLoopback, Mode::kProcess,
+                 Mode::kCoroutine, Mode::kRemote}) {
+    Mode parsed;
+    std::string error;
+    ASSERT_TRUE(AbslParseFlag(AbslUnparseFlag(m), &parsed, &error));
+    EXPECT_EQ(parsed, m);
+  }
+}
+
+TEST(QueueFullPolicyFlagTest, Parses) {
+  QueueFullPolicy p;
+  std::string error;
+  EXPECT_TRUE(AbslParseFlag("block", &p, &error));
+  EXPECT_EQ(p, QueueFullPolicy::kBlock);
+  EXPECT_TRUE(AbslParseFlag("park", &p, &error));
+  EXPECT_EQ(p, QueueFullPolicy::kDefer);
+  EXPECT_FALSE(AbslParseFlag("drop", &p, &error));
+  EXPECT_THAT(error, HasSubstr("defer (park) or block"));
+}
+
+TEST(ResolveWorkerOptionsTest, FillsModeDefaults) {
+  const ResolvedWorkerOptions r = ResolveWorkerOptions({.mode = Mode::kTbb});
+  EXPECT_EQ(r.mode, Mode::kTbb);
+  EXPECT_FALSE(r.blocking);
+  EXPECT_EQ(r.max_queued_tasks, kUnbounded);
+  EXPECT_EQ(r.queue_full, QueueFullPolicy::kDefer);
+  EXPECT_TRUE(r.unwrap_futures);
+  EXPECT_EQ(r.stop_timeout, absl::Seconds(30));
+}
+
+TEST(ResolveWorkerOptionsTest, RejectsInvalidCombinations) {
+  EXPECT_THAT(ErrorOf({.mode = Mode::kCoroutine}), HasSubstr("mode coroutine is not available"));
+  EXPECT_THAT(ErrorOf({.mode = Mode::kRemote}),
+              HasSubstr("available: sync, thread, tbb, loopback"));
+  EXPECT_THAT(ErrorOf({.mode = static_cast<Mode>(42)}), HasSubstr("unknown mode 42"));
+  EXPECT_THAT(ErrorOf({.mode = Mode::kSync, .max_workers = 4}),
+              HasSubstr("max_workers for mode sync is 4; sync mode runs in the caller's thread"));
+  EXPECT_THAT(ErrorOf({.mode = Mode::kThread, .max_workers = 0}), HasSubstr("allows only 1"));
+  EXPECT_THAT(ErrorOf({.mode = Mode::kThread, .max_queued_tasks = -5}),
+              HasSubstr("max_queued_tasks for mode thread is -5; allowed: >= 1, or kUnbounded"));
+  EXPECT_THAT(ErrorOf({.mode = Mode::kThread, .stop_timeout = absl::Seconds(-1)}),
+              HasSubstr("stop_timeout is -1s"));
+  EXPECT_THAT(ErrorOf({.mode = Mode::kThread, .queue_full = static_cast<QueueFullPolicy>(9)}),
+              HasSubstr("unknown queue_full value 9"));
+  EXPECT_THAT(ErrorOf({.mode = Mode::kThread, .executor = reinterpret_cast<Executor*>(8)}),
+              HasSubstr("only tbb mode runs on an executor"));
+}
+
+TEST(ScopedWorkerDefaultsTest, OverridesNestAndRestore) {
+  EXPECT_TRUE(GetWorkerDefaults(Mode::kThread).unwrap_futures);
+  {
+    ScopedWorkerDefaults outer(Mode::kThread, [](WorkerDefaults& d) {
+      d.unwrap_futures = false;
+      d.max_queued_tasks = 10;
+    });
+    EXPECT_FALSE(ResolveWorkerOptions({.mode = Mode::kThread}).unwrap_futures);
+    EXPECT_TRUE(ResolveWorkerOptions({.mode = Mode::kTbb}).unwrap_futures);  // Other modes kept.
+    {
+      ScopedWorkerDefaults inner(Mode::kThread, [](WorkerDefaults& d) { d.max_queued_tasks = 3; });
+      const ResolvedWorkerOptions r = ResolveWorkerOptions({.mode = Mode::kThread});
+      EXPECT_EQ(r.max_queued_tasks, 3);
+      EXPECT_FALSE(r.unwrap_futures);  // Inherited from the outer scope.
+      // Explicit options beat every scope.
+      EXPECT_TRUE(
+          ResolveWorkerOptions({.mode = Mode::kThread, .unwrap_futures = true}).unwrap_futures);
+    }
+    EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kThread}).max_queued_tasks, 10);
+  }
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kThread}).max_queued_tasks, kUnbounded);
+  EXPECT_TRUE(GetWorkerDefaults(Mode::kThread).unwrap_futures);
+}
+
+TEST(ScopedWorkerDefaultsTest, RejectsInvalidDefaultsAndLeavesThemUnchanged) {
+  try {
+    ScopedWorkerDefaults bad(Mode::kTbb, [](WorkerDefaults& d) { d.max_queued_tasks = 0; });
+    FAIL() << "no error";
+  } catch (const InvalidOptionError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("ScopedWorkerDefaults: max_queued_tasks for mode tbb is 0"));
+  }
+  EXPECT_EQ(GetWorkerDefaults(Mode::kTbb).max_queued_tasks, kUnbounded);
+}
+
+}  // namespace
+}  // namespace concurry

@@ -1,0 +1,242 @@
+#include "workers/task_worker.h"
+
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "futures/errors.h"
+
+namespace concurry {
+namespace {
+
+// Stream's bound on max_in_flight (sync/stream.cc), checked here with the Map's own message.
+constexpr int kMaxMapInFlight = 1 << 20;
+
+// An Executor task posted to the worker's queue.
+class ExecutorTaskNode final : public workers_internal::CallNode {
+ public:
+  explicit ExecutorTaskNode(Executor::Task task) : task_(std::move(task)) {}
+
+  void Run(void*) noexcept override {
+    try {
+      task_();
+    } catch (...) {
+      // The Executor contract forbids throwing tasks; report instead of terminating.
+      const std::exception_ptr error = std::current_exception();
+      std::fprintf(stderr, "concurry: TaskWorker: an executor task threw %s: %s\n",
+                   ExceptionTypeName(error).c_str(), ExceptionMessage(error).c_str());
+    }
+  }
+  // Dropped (the worker stopped): destroyed without running, as the Executor contract allows.
+  void Cancel() noexcept override { Executor::Task dropped = std::move(task_); }
+
+ private:
+  Executor::Task task_;
+};
+
+}  // namespace
+
+TaskWorker TaskWorker::Create(WorkerOptions options) {
+  if (options.mode == Mode::kLoopback) {
+    throw InvalidOptionError(
+        "TaskWorker::Create: mode loopback encodes every call to bytes, which needs a worker class "
+        "registered with CONCURRY_REGISTER_WORKER; arbitrary callables cannot be encoded. Allowed "
+        "modes: sync, thread, tbb");
+  }
+  const ResolvedWorkerOptions resolved = ResolveWorkerOptions(options);
+  if (resolved.blocking) {
+    throw InvalidOptionError(
+        "TaskWorker::Create: blocking is true (set in the options or by ScopedWorkerDefaults), "
+        "but TaskWorker returns futures; leave blocking unset or false and call Result() on "
+        "them");
+  }
+  options.blocking = false;
+  TaskWorker worker;
+  worker.worker_ = Worker<workers_internal::TaskHost>::Create(std::move(options));
+  return worker;
+}
+
+const std::shared_ptr<workers_internal::ActorCore>& TaskWorker::Core(const char* api) const {
+  if (!worker_.valid()) {
+    throw InvalidOptionError(
+        absl::StrCat(api, ": the TaskWorker handle is empty (default-constructed or moved from)"));
+  }
+  return worker_.state_->core;
+}
+
+void TaskWorker::Submit(Task task) {
+  const auto& core = Core("TaskWorker::Submit");
+  if (!task) throw InvalidOptionError("TaskWorker::Submit: the Executor::Task is empty");
+  auto node = std::make_unique<ExecutorTaskNode>(std::move(task));
+  if (!core->Post(node.get())) {
+    throw StoppedError("TaskWorker::Submit: the worker is stopped");
+  }
+  node.release();  // The worker owns it now.
+}
+
+bool TaskWorker::Stop(absl::Duration timeout) const {
+  const auto& core = Core("TaskWorker::Stop");
+  if (timeout < absl::ZeroDuration()) {
+    throw InvalidOptionError(absl::StrCat("TaskWorker::Stop: the timeout is ",
+                                          absl::FormatDuration(timeout), "; allowed: >= 0"));
+  }
+  return core->Stop(timeout);
+}
+
+bool TaskWorker::Stop() const {
+  const auto& core = Core("TaskWorker::Stop");
+  return core->Stop(core->options().stop_timeout);
+}
+
+bool TaskWorker::stopped() const { return Core("TaskWorker::stopped")->stop_requested(); }
+
+Future<void> TaskWorker::StoppedFuture() const {
+  return Core("TaskWorker::StoppedFuture")->stopped_future();
+}
+
+const ResolvedWorkerOptions& TaskWorker::options() const {
+  return Core("TaskWorker::options")->options();
+}
+
+StreamOptions TaskWorker::ToStreamOptions(MapOptions options, const char* api) {
+  if (options.max_in_flight < 1 || options.max_in_flight > kMaxMapInFlight) {
+    throw InvalidOptionError(absl::StrCat(api, ": MapOptions::max_in_flight is ",
+                                          options.max_in_flight, "; allowed: 1 to ",
+                                          kMaxMapInFlight));
+  }
+  if (options.timeout < absl::ZeroDuration()) {
+    throw InvalidOptionError(
+        absl::StrCat(api, ": MapOptions::timeout is ", absl::FormatDuration(options.timeout),
+                     "; allowed: >= 0 (a limit per item), or absl::InfiniteDuration() for none"));
+  }
+  if (options.on_error != ErrorPolicy::kStopOnError && options.on_error != ErrorPolicy::kCollect) {
+    throw InvalidOptionError(absl::StrCat(api, ": MapOptions::on_error is ",
+                                          static_cast<int>(options.on_error),
+                                          "; allowed: ErrorPolicy::kStopOnError, kCollect"));
+  }
+  if (options.progress.miniters < 0) {
+    throw InvalidOptionError(absl::StrCat(api, ": MapOptions::progress.miniters is ",
+                                          options.progress.miniters,
+                                          "; allowed: >= 0 (0 = automatic)"));
+  }
+  StreamOptions stream{
+      .max_in_flight = options.max_in_flight,
+      .order = Order::kInput,
+      .on_error = options.on_error,
+      .timeout = absl::InfiniteDuration(),  // The timeout is per item: MapFn's.
+      .clock = options.clock,
+      .progress = std::move(options.progress),
+  };
+  if (stream.progress.description.empty()) stream.progress.description = "Mapping";
+  return stream;
+}
+
+TaskWorker MakeExecutor(WorkerOptions options) { return TaskWorker::Create(std::move(options)); }
+
+namespace workers_internal {
+
+bool MapGuard::Enter() {
+  absl::MutexLock lock(&mu_);
+  if (closed_) return false;
+  ++running_;
+  return true;
+}
+
+void MapGuard::Exit() {
+  absl::MutexLock lock(&mu_);
+  --running_;
+}
+
+void MapGuard::CloseAndWait() {
+  absl::MutexLock lock(&mu_);
+  closed_ = true;
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; };
+  mu_.Await(absl::Condition(&idle));
+}
+
+void ThrowMapClosed() {
+  throw CancelledError("TaskWorker::Map: the map was destroyed before this item started");
+}
+
+std::exception_ptr MapItemTimeoutError(int64_t index, absl::Duration timeout) {
+  return std::make_exception_ptr(TimeoutError(absl::StrCat(
+      "TaskWorker::Map: item ", index, " did not complete within ", absl::FormatDuration(timeout),
+      " of being dispatched to the worker (MapOptions::timeout is per item)")));
+}
+
+ItemTimer::Key ItemTimer::Add(absl::Time deadline, std::shared_ptr<TimedItem> item) {
+  absl::MutexLock lock(&mu_);
+  const Key key{deadline, next_id_++};
+  if (shutdown_) return key;
+  if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
+  entries_.emplace(std::make_pair(key.deadline, key.id), std::move(item));
+  return key;
+}
+
+void ItemTimer::Remove(const Key& key) {
+  std::shared_ptr<TimedItem> removed;  // Released after unlocking.
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(std::make_pair(key.deadline, key.id));
+  if (it == entries_.end()) return;
+  removed = std::move(it->second);
+  entries_.erase(it);
+}
+
+void ItemTimer::Shutdown() {
+  Entries dropped;  // Released after unlocking.
+  {
+    absl::MutexLock lock(&mu_);
+    shutdown_ = true;
+    dropped.swap(entries_);
+  }
+  // No Add starts the thread once shutdown_ is set, so thread_ is stable here.
+  if (thread_.joinable()) {
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();  // The last reference was dropped on the timer's own thread.
+    } else {
+      thread_.join();
+    }
+  }
+}
+
+void ItemTimer::Loop() {
+  for (;;) {
+    std::vector<std::shared_ptr<TimedItem>> due;
+    {
+      absl::MutexLock lock(&mu_);
+      for (;;) {
+        if (shutdown_) return;
+        if (entries_.empty()) {
+          // Nothing to time: wait on the mutex, not on the clock.
+          mu_.Await(absl::Condition(this, &ItemTimer::HasWorkLocked));
+          continue;
+        }
+        waiting_until_ = entries_.begin()->first.first;
+        if (!clock_.AwaitWithDeadline(
+                &mu_, absl::Condition(this, &ItemTimer::EarlierOrShutdownLocked), waiting_until_)) {
+          break;  // The earliest deadline passed.
+        }
+      }
+      waiting_until_ = absl::InfiniteFuture();
+      const absl::Time now = clock_.Now();
+      while (!entries_.empty() && entries_.begin()->first.first <= now) {
+        due.push_back(std::move(entries_.begin()->second));
+        entries_.erase(entries_.begin());
+      }
+    }
+    // Outside the lock: expiring completes futures, which runs the stream's callbacks, which may
+    // dispatch further items (Add).
+    for (const auto& item : due) item->Expire();
+  }
+}
+
+}  // namespace workers_internal
+}  // namespace concurry

@@ -1,0 +1,238 @@
+// TaskWorker: a worker for arbitrary callables (concurry's TaskWorker and Executor), also usable as
+// a concurry::Executor; Task: a function bound to its own worker (concurry's @task). Calls run one
+// at a time in FIFO order in the worker's mode, return futures at once, and take the same
+// arguments as Worker<T> calls (futures among them are replaced by their values).
+//
+//   concurry::TaskWorker w = concurry::TaskWorker::Create({.mode = concurry::Mode::kThread});
+//   concurry::Future<int> f = w.Submit([](int a, int b) { return a + b; }, 1, 2);
+//   for (auto& item : w.Map({.max_in_flight = 8}, Fetch, urls)) Save(item.value());
+//   auto square = concurry::MakeTask([](int x) { return x * x; });
+//   int nine = square(3).Result();
+//   concurry::Async(w, [] { return 42; });  // TaskWorker is an Executor
+
+#ifndef CONCURRY_WORKERS_TASK_WORKER_H_
+#define CONCURRY_WORKERS_TASK_WORKER_H_
+
+#include <memory>
+#include <ranges>
+#include <type_traits>
+#include <utility>
+
+#include "absl/time/time.h"
+#include "futures/clock.h"
+#include "futures/executor.h"
+#include "futures/future.h"
+#include "sync/progress.h"
+#include "sync/stream.h"
+#include "workers/internal/task_worker_impl.h"
+#include "workers/internal/worker_impl.h"
+#include "workers/options.h"
+#include "workers/worker.h"
+
+namespace concurry {
+
+// Options of TaskWorker::Map and Task::Map. Plain struct: `{.max_in_flight = 8}`.
+struct MapOptions {
+  // Items dispatched to the worker and not finished at any time, in [1, 1048576]. Inputs are
+  // pulled only as items finish and are yielded, so an infinite input works.
+  int max_in_flight = 64;
+  // Per item, >= 0: an item not finished before `dispatch + timeout` on `clock` fails with
+  // TimeoutError, which the loop sees at once; the call is first dropped from the worker's queue
+  // if it has not started (a running call runs on, its result ignored). Dispatch is when the map
+  // submits the item to the worker. In kSync mode the item runs in the dispatching thread, so
+  // its TimeoutError is seen when it returns.
+  absl::Duration timeout = absl::InfiniteDuration();
+  // kStopOnError: the first failed item ends the map (the loop rethrows its exception, with its
+  // original type, when it reaches it) and the queued items are dropped. kCollect: failed items
+  // are yielded (item.ok() == false) and the map goes on.
+  ErrorPolicy on_error = ErrorPolicy::kStopOnError;
+  // Progress over the yielded items; the default description is "Mapping".
+  ProgressOptions progress = {};
+  // Times the per-item timeout and the progress report; null means Clock::Real(). Must outlive
+  // the map.
+  Clock* clock = nullptr;
+};
+
+template <typename F>
+class Task;
+
+// A handle to one worker that runs arbitrary callables, one at a time in FIFO order, in the mode
+// of its WorkerOptions (kSync, kThread or kTbb; kLoopback is rejected: it needs a registered
+// worker class).
+//
+// Submit(fn, args...) returns Future<R>, R being fn's result with Future<U>, absl::Status and
+// absl::StatusOr<U> flattened (U, void, U). Arguments are decay-copied; Future arguments (also
+// inside vectors, maps, tuples, pairs and optionals) are replaced by their values before fn runs,
+// without blocking the caller, exactly as for Worker<T>::Call. fn's exception reaches the future
+// with its original type. A non-callable fn, or arguments fn does not accept, do not compile.
+// Calls honour the worker's max_queued_tasks (concurry's TaskWorker bypassed it).
+//
+// As an Executor. `Submit(Executor::Task)` (the virtual, reached through an `Executor&`, e.g. by
+// Async(executor, fn) or Future::Then(executor, fn)) posts the task to the same queue and throws
+// StoppedError once the worker is stopped. Overloads: on a TaskWorker, `w.Submit(lambda)` is the
+// template and returns a future (`w.Submit([] {})` is a Future<void>); only an argument that is
+// already an Executor::Task selects the virtual (which returns void) on a non-const TaskWorker.
+//
+// Map(fn, inputs...) applies fn to the elements of one or more input ranges (several inputs are
+// zipped, the shortest wins) on the worker and returns a ResultStream (sync/stream.h) whose
+// range-for yields StreamItem<R> in input order: item.index, item.value(). See MapOptions. Inputs
+// are pulled lazily, at most max_in_flight items are in flight, an lvalue input must outlive the
+// stream (an rvalue one is moved into it). Leaving the loop early (or destroying the stream) drops
+// the queued items and waits for the one running fn, so fn may capture locals by reference. Do
+// not iterate a Map from inside one of the same worker's calls: the items queue behind it.
+//
+// Lifecycle as Worker<T>: Stop(timeout) rejects later calls (StoppedError), cancels queued calls,
+// lets the running call finish and waits up to `timeout` for it; copies share the worker and the
+// last copy stops it.
+//
+// Thread-safe: any number of threads may submit, map, copy and stop one worker.
+class TaskWorker : public Executor {
+ public:
+  // An empty handle; every operation on it throws InvalidOptionError.
+  TaskWorker() = default;
+
+  // Starts a worker. Throws InvalidOptionError for kLoopback mode, blocking = true, and the
+  // options ResolveWorkerOptions rejects.
+  static TaskWorker Create(WorkerOptions options = {});
+
+  // Runs `fn(args...)` on the worker. See the class comment.
+  template <typename F, typename... A>
+  requires workers_internal::TaskCallable<F, A...>
+  auto Submit(F&& fn, A&&... args) const {
+    return workers_internal::SubmitCall<workers_internal::TaskHost>(
+        Core("TaskWorker::Submit"),
+        workers_internal::FnInvoker<std::decay_t<F>>{std::forward<F>(fn)},
+        std::forward<A>(args)...);
+  }
+  // The same on a non-const handle (so that a lambda does not convert to Executor::Task).
+  template <typename F, typename... A>
+  requires workers_internal::TaskCallable<F, A...>
+  auto Submit(F&& fn, A&&... args) {
+    return std::as_const(*this).Submit(std::forward<F>(fn), std::forward<A>(args)...);
+  }
+  // Executor: runs `task` on the worker. Throws StoppedError once the worker is stopped (a task
+  // still queued when it stops is destroyed without running), InvalidOptionError for an empty
+  // task. A task that throws has its exception printed to stderr (tasks must not throw).
+  void Submit(Task task) override;
+
+  // Applies `fn` to the inputs on the worker; see the class comment and MapOptions. Throws
+  // InvalidOptionError for bad options.
+  template <typename F, typename... Inputs>
+  requires std::is_constructible_v<std::decay_t<F>, F> &&
+      workers_internal::MapCallable<std::decay_t<F>, Inputs...>
+  auto Map(F&& fn, Inputs&&... inputs) const {
+    return Map(MapOptions{}, std::forward<F>(fn), std::forward<Inputs>(inputs)...);
+  }
+  template <typename F, typename... Inputs>
+  requires std::is_constructible_v<std::decay_t<F>, F> &&
+      workers_internal::MapCallable<std::decay_t<F>, Inputs...>
+  auto Map(MapOptions options, F&& fn, Inputs&&... inputs) const {
+    return MapShared(std::make_shared<std::decay_t<F>>(std::forward<F>(fn)), std::move(options),
+                     "TaskWorker::Map", std::forward<Inputs>(inputs)...);
+  }
+
+  // Stops the worker (see the class comment); waits up to `timeout`, by default the worker's
+  // stop_timeout, and returns whether it finished. Throws InvalidOptionError for a negative
+  // timeout.
+  bool Stop(absl::Duration timeout) const;
+  bool Stop() const;
+  // Returns whether Stop was called.
+  bool stopped() const;
+  // Completes when the worker has fully stopped.
+  Future<void> StoppedFuture() const;
+  // Returns the options after defaults were applied.
+  const ResolvedWorkerOptions& options() const;
+  bool valid() const noexcept { return worker_.valid(); }
+
+ private:
+  template <typename>
+  friend class ::concurry::Task;
+
+  const std::shared_ptr<workers_internal::ActorCore>& Core(const char* api) const;
+  // Validates `options` (InvalidOptionError naming `api`) and converts them.
+  static StreamOptions ToStreamOptions(MapOptions options, const char* api);
+
+  template <typename F, typename... Inputs>
+  auto MapShared(std::shared_ptr<F> fn, MapOptions options, const char* api,
+                 Inputs&&... inputs) const {
+    const auto& core = Core(api);
+    const absl::Duration timeout = options.timeout;
+    StreamOptions stream_options = ToStreamOptions(std::move(options), api);
+    return workers_internal::MapOn(core, std::move(fn), std::move(stream_options), timeout,
+                                   std::forward<Inputs>(inputs)...);
+  }
+
+  Worker<workers_internal::TaskHost> worker_;
+};
+
+// A function bound to a TaskWorker (concurry's @task): `task(args...)` and `task.Submit(args...)`
+// submit the bound function, `task.Map(inputs...)` maps it. The bound function is always the
+// function: a callable argument is passed to it as data. Made by MakeTask, or from an existing
+// worker (several tasks may share one). Copies share the function and the worker, which calls
+// the function one call at a time (so a mutable function object needs no lock of its own).
+//
+// Thread-safe: any number of threads may call, map, copy and stop one task.
+template <typename F>
+class Task {
+  static_assert(std::is_same_v<F, std::decay_t<F>>, "Task<F>: F must be a decayed type");
+
+ public:
+  // Binds `fn` to `worker`. Throws InvalidOptionError for an empty worker.
+  Task(F fn, TaskWorker worker)
+      : fn_(std::make_shared<F>(std::move(fn))), worker_(std::move(worker)) {
+    worker_.Core("Task");
+  }
+
+  // Submits the bound function with `args` (see TaskWorker::Submit).
+  template <typename... A>
+  requires workers_internal::kCallable<workers_internal::TaskHost,
+                                       workers_internal::SharedFnInvoker<F>, A...>
+  auto operator()(A&&... args) const { return Submit(std::forward<A>(args)...); }
+  template <typename... A>
+  requires workers_internal::kCallable<workers_internal::TaskHost,
+                                       workers_internal::SharedFnInvoker<F>, A...>
+  auto Submit(A&&... args) const {
+    return workers_internal::SubmitCall<workers_internal::TaskHost>(
+        worker_.Core("Task::Submit"), workers_internal::SharedFnInvoker<F>{fn_},
+        std::forward<A>(args)...);
+  }
+
+  // Maps the bound function over the inputs (see TaskWorker::Map).
+  template <typename... Inputs>
+  requires workers_internal::MapCallable<F, Inputs...>
+  auto Map(Inputs&&... inputs) const {
+    return worker_.MapShared(fn_, MapOptions{}, "Task::Map", std::forward<Inputs>(inputs)...);
+  }
+  template <typename... Inputs>
+  requires workers_internal::MapCallable<F, Inputs...>
+  auto Map(MapOptions options, Inputs&&... inputs) const {
+    return worker_.MapShared(fn_, std::move(options), "Task::Map", std::forward<Inputs>(inputs)...);
+  }
+
+  // Stops the worker (see TaskWorker::Stop).
+  bool Stop(absl::Duration timeout) const { return worker_.Stop(timeout); }
+  bool Stop() const { return worker_.Stop(); }
+  bool stopped() const { return worker_.stopped(); }
+
+  // Returns the worker the function runs on.
+  const TaskWorker& worker() const { return worker_; }
+
+ private:
+  std::shared_ptr<F> fn_;
+  TaskWorker worker_;
+};
+
+// Returns `fn` bound to a new TaskWorker created with `options` (concurry's @task).
+template <typename F>
+requires std::is_constructible_v<std::decay_t<F>, F> Task<std::decay_t<F>> MakeTask(
+    F&& fn, WorkerOptions options = {}) {
+  return Task<std::decay_t<F>>(std::forward<F>(fn), TaskWorker::Create(std::move(options)));
+}
+
+// Returns a new TaskWorker (concurry's Executor(mode=...)): submit, map and stop, and a
+// concurry::Executor for Async and Then. Same as TaskWorker::Create.
+TaskWorker MakeExecutor(WorkerOptions options = {});
+
+}  // namespace concurry
+
+#endif  // CONCURRY_WORKERS_TASK_WORKER_H_

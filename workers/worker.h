@@ -1,0 +1,263 @@
+// Worker<T>: any C++ class as a stateful worker (an actor). Its constructor and methods run in the
+// worker's own context, one call at a time in FIFO order; calls return futures at once. The mode
+// (WorkerOptions::mode) picks the context and is the only thing to change to move a worker.
+//
+//   class Counter {
+//    public:
+//     explicit Counter(int start) : n_(start) {}
+//     int Add(int k) { return n_ += k; }
+//    private:
+//     int n_;
+//   };
+//   auto w = concurry::Worker<Counter>::Create({.mode = concurry::Mode::kThread}, 10);
+//   concurry::Future<int> f = w.Call(&Counter::Add, 5);
+//   int n = f.Result();                                   // 15
+//   w.Call(&Counter::Add, w.Call(&Counter::Add, 1));      // dataflow: runs when the input is ready
+//   w.Stop();                                             // or let the last handle go
+//
+// BlockingWorker<T> is the same worker with calls that return values (concurry's blocking=True).
+
+#ifndef CONCURRY_WORKERS_WORKER_H_
+#define CONCURRY_WORKERS_WORKER_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "futures/future.h"
+#include "workers/internal/worker_impl.h"
+#include "workers/options.h"
+#include "workers/registration.h"
+
+namespace concurry {
+
+template <typename T>
+class BlockingWorker;
+class TaskWorker;
+
+// A handle to one worker running a T.
+//
+// Creation: Create(options, args...) builds the T from `args` (decayed copies) inside the worker
+// and returns once it exists; if the constructor throws, Create throws that exception (original
+// type) and nothing keeps running. CreateAsync returns a future of the handle instead.
+//
+// Calls: Call(&T::Method, args...) returns Future<R>, where R is the method's result with
+// Future<U>, absl::Status and absl::StatusOr<U> flattened (U, void, U). Const and non-const
+// methods, methods of T's bases, overloads (select one with static_cast), void results,
+// move-only arguments and results all work; argument types are checked at compile time.
+// Arguments are copied or moved into the call. A Future argument, also inside std::vector,
+// std::map / absl::flat_hash_map values, std::tuple, std::pair and std::optional, is replaced by
+// its value before the method runs: the call is dispatched when the inputs are done, without
+// blocking the caller; if one failed, the call fails with that input's exception and the method
+// does not run (unwrap_futures = false passes futures through). A method's exception reaches the
+// future with its original type.
+//
+// Lifecycle: Stop(timeout) stops accepting calls (later calls fail with StoppedError), cancels the
+// calls still queued or deferred (their futures report cancelled), lets the running call finish,
+// then destroys the T in the worker's context. It waits up to `timeout` for that and returns
+// whether it finished; a call still running past the timeout finishes in the background. Stop is
+// idempotent; from inside one of the worker's own calls it does not wait.
+//
+// Copies of a handle share the worker; the last copy's destructor calls Stop(stop_timeout).
+// Thread-safe: any number of threads may call, copy and stop one worker.
+template <typename T>
+class Worker {
+ public:
+  // An empty handle; every operation on it throws InvalidOptionError.
+  Worker() = default;
+
+  template <typename... Args>
+  static Worker Create(WorkerOptions options, Args&&... args) {
+    return CreateAsync(std::move(options), std::forward<Args>(args)...).Result();
+  }
+
+  template <typename... Args>
+  static Future<Worker> CreateAsync(WorkerOptions options, Args&&... args) {
+    const ResolvedWorkerOptions resolved = ResolveWorkerOptions(options);
+    if (resolved.blocking) {
+      throw InvalidOptionError(
+          "Worker<T>::Create: blocking is true, but Worker<T>::Call returns futures; create a "
+          "BlockingWorker<T> (or call .Blocking() on the handle) for calls that return values");
+    }
+    return CreateResolved(resolved, std::forward<Args>(args)...);
+  }
+
+  // Calls `method` on the worker's T with `args`. See the class comment.
+  // Does not compile (and is not callable in a requires-expression) if the method does not
+  // accept the arguments.
+  template <typename M, typename... Args>
+  requires std::is_member_function_pointer_v<M> &&
+      workers_internal::kCallable<T, workers_internal::MethodInvoker<M>, Args...>
+  auto Call(M method, Args&&... args) const {
+    using Class = typename workers_internal::MemberOf<M>::Class;
+    static_assert(std::is_base_of_v<Class, T>,
+                  "Worker<T>::Call: the method belongs to a class that is not T or a base of T");
+    const auto& core = Checked("Call");
+    if constexpr (kIsRegisteredWorker<T>) {
+      if (core->options().mode == Mode::kLoopback) {
+        const std::optional<absl::string_view> name = workers_internal::MethodName<T>(method);
+        if (!name.has_value()) {
+          using R = decltype(workers_internal::SubmitCall<T>(
+              core, workers_internal::MethodInvoker<M>{method}, std::forward<Args>(args)...));
+          return R(MakeFailedFuture<typename R::value_type>(InvalidOptionError(
+              std::string("Worker::Call: the method is not registered for ") +
+              std::string(workers_internal::WorkerName<T>()) +
+              ", so a loopback (or process or remote) worker cannot call it; add it to "
+              "CONCURRY_REGISTER_WORKER")));
+        }
+        return workers_internal::SubmitCall<T>(
+            core, workers_internal::LoopbackInvoker<T, M>{method, *name},
+            std::forward<Args>(args)...);
+      }
+    }
+    return workers_internal::SubmitCall<T>(core, workers_internal::MethodInvoker<M>{method},
+                                           std::forward<Args>(args)...);
+  }
+
+  // Stops the worker (see the class comment); waits up to `timeout`, by default the worker's
+  // stop_timeout. Throws InvalidOptionError for a negative timeout.
+  bool Stop(absl::Duration timeout) const {
+    if (timeout < absl::ZeroDuration()) {
+      throw InvalidOptionError("Worker::Stop: the timeout is negative; allowed: >= 0");
+    }
+    return Checked("Stop")->Stop(timeout);
+  }
+  bool Stop() const {
+    const auto& core = Checked("Stop");
+    return core->Stop(core->options().stop_timeout);
+  }
+
+  // Whether Stop was called (the worker may still be finishing a call).
+  bool stopped() const { return Checked("stopped")->stop_requested(); }
+  // Completes when the worker has fully stopped and its T is destroyed.
+  Future<void> StoppedFuture() const { return Checked("StoppedFuture")->stopped_future(); }
+  // The options after defaults were applied.
+  const ResolvedWorkerOptions& options() const { return Checked("options")->options(); }
+  bool valid() const noexcept { return static_cast<bool>(state_); }
+
+  // The same worker, with calls that return values.
+  BlockingWorker<T> Blocking() const;
+
+ private:
+  friend class BlockingWorker<T>;
+  friend class TaskWorker;
+
+  explicit Worker(std::shared_ptr<workers_internal::HandleState> state)
+      : state_(std::move(state)) {}
+
+  template <typename... Args>
+  static Future<Worker> CreateResolved(const ResolvedWorkerOptions& resolved, Args&&... args) {
+    static_assert(std::is_constructible_v<T, std::decay_t<Args>&&...>,
+                  "Worker<T>::Create: T cannot be constructed from these argument types");
+    if (resolved.mode == Mode::kLoopback && !kIsRegisteredWorker<T>) {
+      throw InvalidOptionError(
+          "Worker<T>::Create: loopback mode sends calls as bytes by name, which needs the class "
+          "registered with CONCURRY_REGISTER_WORKER (in-process modes need no registration)");
+    }
+    std::shared_ptr<workers_internal::ActorCore> core = workers_internal::MakeActor(resolved);
+    Promise<void> constructed;
+    Future<void> done = constructed.GetFuture();
+    bool started = false;
+    if constexpr (kIsRegisteredWorker<T>) {
+      if (resolved.mode == Mode::kLoopback) {
+        if constexpr (!std::is_invocable_v<
+                          std::add_pointer_t<typename WorkerRegistration<T>::Constructor>,
+                          Args...>) {
+          throw InvalidOptionError(
+              "Worker<T>::Create: in loopback mode the constructor arguments must match the "
+              "constructor signature registered with CONCURRY_REGISTER_WORKER");
+        } else {
+          // Encoded here, on the calling side; decoded and built in the worker.
+          auto make = [bytes =
+                           workers_internal::EncodeConstructor<T>(std::forward<Args>(args)...)] {
+            return workers_internal::ConstructFromBytes<T>(bytes).release();
+          };
+          core->Start(new workers_internal::ConstructNode<T, decltype(make)>(
+              core.get(), std::move(constructed), std::move(make)));
+          started = true;
+        }
+      }
+    }
+    if (!started) {
+      auto make = [args =
+                       std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable {
+        return std::apply([](auto&... a) { return new T(std::move(a)...); }, args);
+      };
+      core->Start(new workers_internal::ConstructNode<T, decltype(make)>(
+          core.get(), std::move(constructed), std::move(make)));
+    }
+    auto state = std::make_shared<workers_internal::HandleState>(std::move(core));
+    return std::move(done).Then(
+        [state = std::move(state)]() mutable { return Worker(std::move(state)); });
+  }
+
+  const std::shared_ptr<workers_internal::ActorCore>& Checked(const char* operation) const {
+    if (!state_) {
+      throw InvalidOptionError(std::string("Worker::") + operation +
+                               ": the handle is empty (default-constructed or moved from)");
+    }
+    return state_->core;
+  }
+
+  std::shared_ptr<workers_internal::HandleState> state_;
+};
+
+// A worker whose calls block and return the method's result (or throw its exception):
+// concurry's blocking=True, kept type-safe by being its own handle type. Shares the worker with
+// the Worker<T> it came from. Thread-safe.
+template <typename T>
+class BlockingWorker {
+ public:
+  BlockingWorker() = default;
+
+  // Like Worker<T>::Create; `options.blocking` must be unset or true.
+  template <typename... Args>
+  static BlockingWorker Create(WorkerOptions options, Args&&... args) {
+    if (options.blocking.has_value() && !*options.blocking) {
+      throw InvalidOptionError(
+          "BlockingWorker<T>::Create: blocking is false; use Worker<T> for calls that return "
+          "futures");
+    }
+    options.blocking = true;
+    const ResolvedWorkerOptions resolved = ResolveWorkerOptions(options);
+    return BlockingWorker(
+        Worker<T>::CreateResolved(resolved, std::forward<Args>(args)...).Result());
+  }
+
+  // Calls `method` and waits for its result.
+  template <typename M, typename... Args>
+  requires std::is_member_function_pointer_v<M> &&
+      workers_internal::kCallable<T, workers_internal::MethodInvoker<M>, Args...>
+  auto Call(M method, Args&&... args) const {
+    return worker_.Call(method, std::forward<Args>(args)...).Result();
+  }
+
+  bool Stop(absl::Duration timeout) const { return worker_.Stop(timeout); }
+  bool Stop() const { return worker_.Stop(); }
+  bool stopped() const { return worker_.stopped(); }
+  const ResolvedWorkerOptions& options() const { return worker_.options(); }
+  bool valid() const noexcept { return worker_.valid(); }
+
+  // The same worker, with calls that return futures.
+  const Worker<T>& Async() const { return worker_; }
+
+ private:
+  friend class Worker<T>;
+  explicit BlockingWorker(Worker<T> worker) : worker_(std::move(worker)) {}
+
+  Worker<T> worker_;
+};
+
+template <typename T>
+BlockingWorker<T> Worker<T>::Blocking() const {
+  Checked("Blocking");
+  return BlockingWorker<T>(*this);
+}
+
+}  // namespace concurry
+
+#endif  // CONCURRY_WORKERS_WORKER_H_

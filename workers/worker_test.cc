@@ -1,0 +1,543 @@
+// The worker conformance suite: one contract, instantiated for every mode this build has.
+
+#include "workers/worker.h"
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "futures/errors.h"
+#include "futures/future.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "testing/manual_executor.h"
+#include "workers/exception_registry.h"
+#include "workers/options.h"
+#include "workers/registration.h"
+
+namespace concurry::worker_test {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// Gates a test can hold a worker's call on, addressed by id so that the id crosses any boundary.
+class Gates {
+ public:
+  static Gates& Get() {
+    static Gates* gates = new Gates();
+    return *gates;
+  }
+  int Make() {
+    absl::MutexLock lock(&mu_);
+    const int id = next_++;
+    entered_[id] = std::make_unique<absl::Notification>();
+    release_[id] = std::make_unique<absl::Notification>();
+    return id;
+  }
+  // Called by the worker: announces entry and waits for Release.
+  void Hold(int id) {
+    absl::Notification *entered, *release;
+    {
+      absl::MutexLock lock(&mu_);
+      entered = entered_.at(id).get();
+      release = release_.at(id).get();
+    }
+    entered->Notify();
+    release->WaitForNotification();
+  }
+  void WaitEntered(int id) { Lookup(entered_, id)->WaitForNotification(); }
+  void Release(int id) { Lookup(release_, id)->Notify(); }
+
+ private:
+  absl::Notification* Lookup(std::map<int, std::unique_ptr<absl::Notification>>& m, int id) {
+    absl::MutexLock lock(&mu_);
+    return m.at(id).get();
+  }
+  absl::Mutex mu_;
+  int next_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<int, std::unique_ptr<absl::Notification>> entered_ ABSL_GUARDED_BY(mu_);
+  std::map<int, std::unique_ptr<absl::Notification>> release_ ABSL_GUARDED_BY(mu_);
+};
+
+struct CustomError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::atomic<int> live_counters{0};
+
+class Counter {
+ public:
+  explicit Counter(int start = 0) : n_(start) {
+    if (start < 0) throw std::invalid_argument("negative start " + std::to_string(start));
+    ++live_counters;
+  }
+  ~Counter() { --live_counters; }
+
+  int Add(int k) { return n_ += k; }
+  int Get() const { return n_; }
+  void Reset() { n_ = 0; }
+  // Overloads: callers pick one with static_cast.
+  int Scale(int k) { return n_ *= k; }
+  std::string Scale(const std::string& s) { return s + std::to_string(n_); }
+  int Throw(int kind) {
+    if (kind == 0) throw std::out_of_range("index 7 out of range");
+    throw CustomError("custom failure");
+  }
+  absl::Status Check(int k) const {
+    if (k > n_) return absl::FailedPreconditionError("k exceeds n");
+    return absl::OkStatus();
+  }
+  absl::StatusOr<int> Half() const {
+    if (n_ % 2 != 0) return absl::InvalidArgumentError("odd");
+    return n_ / 2;
+  }
+  Future<int> Later(int k) { return MakeReadyFuture(n_ + k); }
+  std::unique_ptr<int> Box(std::unique_ptr<int> p) {
+    *p += n_;
+    return p;
+  }
+  int Hold(int gate) {
+    Gates::Get().Hold(gate);
+    return ++n_;
+  }
+  // Records the call order.
+  std::vector<int> Record(int i) {
+    log_.push_back(i);
+    return log_;
+  }
+  int SumVector(std::vector<int> v) {
+    int s = 0;
+    for (int x : v) s += x;
+    return n_ += s;
+  }
+  int SumMap(std::map<std::string, int> m) {
+    int s = 0;
+    for (const auto& [k, v] : m) s += v;
+    return n_ += s;
+  }
+  int SumHashMap(absl::flat_hash_map<std::string, int> m) {
+    int s = 0;
+    for (const auto& [k, v] : m) s += v;
+    return n_ += s;
+  }
+  std::string Describe(std::tuple<int, std::string> t, std::pair<int, int> p,
+                       std::optional<int> o) {
+    return std::get<1>(t) + ":" +
+           std::to_string(std::get<0>(t) + p.first + p.second + o.value_or(0));
+  }
+  bool IsDone(Future<int> f) { return f.Done(); }
+
+ private:
+  int n_;
+  std::vector<int> log_;
+};
+
+}  // namespace concurry::worker_test
+
+// Loopback mode sends everything as bytes: the class, its methods and its exception are registered.
+CONCURRY_REGISTER_WORKER(
+    concurry::worker_test::Counter, (int), Add, Get, Reset,
+    CONCURRY_METHOD(ScaleInt, static_cast<int (concurry::worker_test::Counter::*)(int)>(
+                                  &concurry::worker_test::Counter::Scale)),
+    CONCURRY_METHOD(
+        ScaleText, static_cast<std::string (concurry::worker_test::Counter::*)(const std::string&)>(
+                       &concurry::worker_test::Counter::Scale)),
+    Throw, Check, Half, Later, Box, Hold, Record, SumVector, SumMap, SumHashMap, Describe);
+CONCURRY_REGISTER_EXCEPTION(concurry::worker_test::CustomError);
+
+namespace concurry::worker_test {
+
+// A method cannot be called with arguments it does not take (checked by the compiler).
+template <typename W, typename M, typename... A>
+concept CanCall = requires(const W& w, M m, A... a) {
+  w.Call(m, a...);
+};
+static_assert(CanCall<Worker<Counter>, decltype(&Counter::Add), int>);
+static_assert(CanCall<Worker<Counter>, decltype(&Counter::Add), Future<int>>);
+static_assert(!CanCall<Worker<Counter>, decltype(&Counter::Add), std::string>);
+static_assert(!CanCall<Worker<Counter>, decltype(&Counter::Add)>);
+static_assert(!CanCall<Worker<Counter>, decltype(&Counter::Add), int, int>);
+static_assert(!CanCall<Worker<Counter>, int Counter::*, int>);
+
+class WorkerConformanceTest : public ::testing::TestWithParam<Mode> {
+ protected:
+  WorkerOptions Options() const { return {.mode = GetParam()}; }
+  Worker<Counter> Make(int start = 0) { return Worker<Counter>::Create(Options(), start); }
+};
+
+TEST_P(WorkerConformanceTest, StatePersistsAcrossCalls) {
+  auto w = Make(10);
+  EXPECT_EQ(w.Call(&Counter::Add, 5).Result(), 15);
+  EXPECT_EQ(w.Call(&Counter::Add, 1).Result(), 16);
+  EXPECT_EQ(w.Call(&Counter::Get).Result(), 16);
+}
+
+TEST_P(WorkerConformanceTest, TwoWorkersNeverShareState) {
+  auto a = Make(1);
+  auto b = Make(100);
+  a.Call(&Counter::Add, 1);
+  b.Call(&Counter::Add, 1);
+  EXPECT_EQ(a.Call(&Counter::Get).Result(), 2);
+  EXPECT_EQ(b.Call(&Counter::Get).Result(), 101);
+}
+
+TEST_P(WorkerConformanceTest, CallsRunInFifoOrder) {
+  auto w = Make();
+  std::vector<Future<std::vector<int>>> fs;
+  for (int i = 0; i < 200; ++i) fs.push_back(w.Call(&Counter::Record, i));
+  std::vector<int> expected;
+  for (int i = 0; i < 200; ++i) expected.push_back(i);
+  EXPECT_EQ(fs.back().Result(), expected);
+}
+
+TEST_P(WorkerConformanceTest, MethodKinds) {
+  auto w = Make(4);
+  w.Call(&Counter::Reset).Result();  // void
+  EXPECT_EQ(w.Call(&Counter::Add, 4).Result(), 4);
+  EXPECT_EQ(w.Call(&Counter::Get).Result(), 4);  // const
+  EXPECT_EQ(w.Call(static_cast<int (Counter::*)(int)>(&Counter::Scale), 3).Result(), 12);
+  EXPECT_EQ(w.Call(static_cast<std::string (Counter::*)(const std::string&)>(&Counter::Scale),
+                   std::string("n="))
+                .Result(),
+            "n=12");
+  EXPECT_EQ(w.Call(&Counter::Later, 1).Result(), 13);  // Future<int> flattened
+  EXPECT_EQ(w.Call(&Counter::Half).Result(), 6);       // StatusOr<int> flattened
+  EXPECT_TRUE(w.Call(&Counter::Check, 1).Status().ok());
+  EXPECT_EQ(w.Call(&Counter::Check, 100).Status().code(), absl::StatusCode::kFailedPrecondition);
+  std::unique_ptr<int> boxed = w.Call(&Counter::Box, std::make_unique<int>(1)).Result();
+  EXPECT_EQ(*boxed, 13);  // move-only argument and result
+}
+
+TEST_P(WorkerConformanceTest, ExceptionsKeepTypeAndMessage) {
+  auto w = Make();
+  try {
+    w.Call(&Counter::Throw, 0).Result();
+    FAIL() << "no exception";
+  } catch (const std::out_of_range& e) {
+    EXPECT_STREQ(e.what(), "index 7 out of range");
+  }
+  try {
+    w.Call(&Counter::Throw, 1).Result();
+    FAIL() << "no exception";
+  } catch (const CustomError& e) {
+    EXPECT_STREQ(e.what(), "custom failure");
+  }
+  EXPECT_EQ(w.Call(&Counter::Add, 1).Result(), 1);  // The worker keeps working.
+}
+
+TEST_P(WorkerConformanceTest, ConstructorErrorReachesCreateAndNothingRuns) {
+  const int before = live_counters.load();
+  try {
+    Worker<Counter>::Create(Options(), -3);
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "negative start -3");
+  }
+  EXPECT_EQ(live_counters.load(), before);
+  Future<Worker<Counter>> f = Worker<Counter>::CreateAsync(Options(), -1);
+  EXPECT_THROW(f.Result(), std::invalid_argument);
+}
+
+TEST_P(WorkerConformanceTest, StopCancelsQueuedLetsRunningFinishAndRejectsLaterCalls) {
+  auto w = Make();
+  const int gate = Gates::Get().Make();
+  Future<int> running;
+  // In sync mode the call runs in the calling thread, so make it from another thread.
+  std::thread caller([&] { running = w.Call(&Counter::Hold, gate); });
+  Gates::Get().WaitEntered(gate);
+  Future<int> queued = w.Call(&Counter::Add, 10);
+  EXPECT_FALSE(queued.Done());
+  std::thread stopper([&] { EXPECT_TRUE(w.Stop(absl::Seconds(60))); });
+  // Stop cancels the queued call before it waits for the running one.
+  queued.Wait();
+  EXPECT_TRUE(queued.Cancelled());
+  EXPECT_TRUE(w.stopped());
+  Gates::Get().Release(gate);
+  stopper.join();
+  caller.join();
+  EXPECT_EQ(running.Result(), 1);  // The running call finished.
+  EXPECT_THROW(w.Call(&Counter::Add, 1).Result(), StoppedError);
+  EXPECT_TRUE(w.Stop());  // Idempotent.
+  EXPECT_TRUE(w.StoppedFuture().Done());
+}
+
+TEST_P(WorkerConformanceTest, StopTimesOutWhileACallRuns) {
+  auto w = Make();
+  const int gate = Gates::Get().Make();
+  std::thread caller([&] { w.Call(&Counter::Hold, gate); });
+  Gates::Get().WaitEntered(gate);
+  EXPECT_FALSE(w.Stop(absl::ZeroDuration()));
+  EXPECT_FALSE(w.StoppedFuture().Done());
+  Gates::Get().Release(gate);
+  caller.join();
+  EXPECT_TRUE(w.Stop(absl::Seconds(60)));
+}
+
+TEST_P(WorkerConformanceTest, LastHandleStops) {
+  const int before = live_counters.load();
+  Future<void> stopped;
+  {
+    auto w = Make();
+    auto copy = w;
+    stopped = copy.StoppedFuture();
+    EXPECT_EQ(live_counters.load(), before + 1);
+  }
+  EXPECT_TRUE(stopped.Done());
+  EXPECT_EQ(live_counters.load(), before);
+}
+
+TEST_P(WorkerConformanceTest, UnwrapsNestedFutures) {
+  auto w = Make();
+  Promise<int> p;
+  Future<int> late = p.GetFuture();
+  Future<int> sum = w.Call(&Counter::Add, late);
+  EXPECT_FALSE(sum.Done());  // The caller did not block; the call waits for its input.
+  p.SetValue(5);
+  EXPECT_EQ(sum.Result(), 5);
+  EXPECT_EQ(w.Call(&Counter::SumVector,
+                   std::vector<Future<int>>{MakeReadyFuture(1), w.Call(&Counter::Get)})
+                .Result(),
+            11);
+  std::map<std::string, Future<int>> m{{"a", MakeReadyFuture(1)}, {"b", MakeReadyFuture(2)}};
+  EXPECT_EQ(w.Call(&Counter::SumMap, m).Result(), 14);
+  absl::flat_hash_map<std::string, Future<int>> h{{"x", MakeReadyFuture(6)}};
+  EXPECT_EQ(w.Call(&Counter::SumHashMap, h).Result(), 20);
+  EXPECT_EQ(
+      w.Call(&Counter::Describe, std::make_tuple(MakeReadyFuture(1), std::string("t")),
+             std::make_pair(MakeReadyFuture(2), 3), std::optional<Future<int>>(MakeReadyFuture(4)))
+          .Result(),
+      "t:10");
+}
+
+TEST_P(WorkerConformanceTest, FailedInputFailsTheCallWithoutRunningIt) {
+  auto w = Make(1);
+  Future<int> bad = MakeFailedFuture<int>(std::out_of_range("upstream"));
+  Future<int> r = w.Call(&Counter::Add, std::vector<Future<int>>{bad}.front());
+  try {
+    r.Result();
+    FAIL() << "no exception";
+  } catch (const std::out_of_range& e) {
+    EXPECT_STREQ(e.what(), "upstream");
+  }
+  EXPECT_THROW(
+      w.Call(&Counter::SumVector, std::vector<Future<int>>{MakeReadyFuture(1), bad}).Result(),
+      std::out_of_range);
+  EXPECT_EQ(w.Call(&Counter::Get).Result(), 1);  // Neither call ran.
+}
+
+TEST_P(WorkerConformanceTest, StopCancelsCallsWaitingForInputs) {
+  auto w = Make();
+  Promise<int> never;
+  Future<int> r = w.Call(&Counter::Add, never.GetFuture());
+  EXPECT_TRUE(w.Stop());
+  EXPECT_TRUE(r.Cancelled());
+  never.SetValue(1);
+  EXPECT_TRUE(r.Cancelled());
+}
+
+TEST_P(WorkerConformanceTest, BlockingWorkerReturnsValues) {
+  auto b = BlockingWorker<Counter>::Create(Options(), 2);
+  EXPECT_EQ(b.Call(&Counter::Add, 3), 5);
+  EXPECT_THROW(b.Call(&Counter::Throw, 0), std::out_of_range);
+  EXPECT_EQ(b.Async().Call(&Counter::Get).Result(), 5);
+  EXPECT_EQ(Make(7).Blocking().Call(&Counter::Get), 7);
+}
+
+TEST_P(WorkerConformanceTest, DeferredCallsWaitOnTheCallerSideInOrder) {
+  if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
+  auto w = Worker<Counter>::Create(
+      {.mode = GetParam(), .max_queued_tasks = 2, .queue_full = QueueFullPolicy::kDefer}, 0);
+  const int gate = Gates::Get().Make();
+  Future<int> first = w.Call(&Counter::Hold, gate);
+  Gates::Get().WaitEntered(gate);
+  std::vector<Future<std::vector<int>>> rest;
+  for (int i = 0; i < 5; ++i) rest.push_back(w.Call(&Counter::Record, i));  // Returns at once.
+  Gates::Get().Release(gate);
+  EXPECT_EQ(first.Result(), 1);
+  EXPECT_THAT(rest.back().Result(), ElementsAre(0, 1, 2, 3, 4));
+}
+
+TEST_P(WorkerConformanceTest, StopCancelsDeferredCalls) {
+  if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
+  auto w = Worker<Counter>::Create({.mode = GetParam(), .max_queued_tasks = 1}, 0);
+  const int gate = Gates::Get().Make();
+  Future<int> first = w.Call(&Counter::Hold, gate);
+  Gates::Get().WaitEntered(gate);
+  Future<int> deferred = w.Call(&Counter::Add, 1);
+  std::thread stopper([&] { w.Stop(absl::Seconds(60)); });
+  deferred.Wait();
+  EXPECT_TRUE(deferred.Cancelled());
+  Gates::Get().Release(gate);
+  stopper.join();
+  EXPECT_EQ(first.Result(), 1);
+}
+
+TEST_P(WorkerConformanceTest, BlockPolicyBlocksTheCallerUntilThereIsRoom) {
+  if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
+  auto w = Worker<Counter>::Create(
+      {.mode = GetParam(), .max_queued_tasks = 1, .queue_full = QueueFullPolicy::kBlock}, 0);
+  const int gate = Gates::Get().Make();
+  Future<int> first = w.Call(&Counter::Hold, gate);
+  Gates::Get().WaitEntered(gate);
+  std::atomic<bool> returned{false};
+  Future<int> second;
+  std::thread caller([&] {
+    second = w.Call(&Counter::Add, 10);
+    returned = true;
+  });
+  // The slot is held by `first` until the gate opens, so the second call cannot have returned.
+  EXPECT_FALSE(returned.load());
+  Gates::Get().Release(gate);
+  caller.join();
+  EXPECT_TRUE(returned.load());
+  EXPECT_EQ(second.Result(), 11);
+}
+
+TEST_P(WorkerConformanceTest, StopWakesABlockedCaller) {
+  if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
+  auto w = Worker<Counter>::Create(
+      {.mode = GetParam(), .max_queued_tasks = 1, .queue_full = QueueFullPolicy::kBlock}, 0);
+  const int gate = Gates::Get().Make();
+  Future<int> first = w.Call(&Counter::Hold, gate);
+  Gates::Get().WaitEntered(gate);
+  Future<int> second;
+  std::thread caller([&] { second = w.Call(&Counter::Add, 10); });
+  std::thread stopper([&] { w.Stop(absl::Seconds(60)); });
+  caller.join();  // Woken by Stop.
+  EXPECT_THROW(second.Result(), StoppedError);
+  Gates::Get().Release(gate);
+  stopper.join();
+}
+
+TEST_P(WorkerConformanceTest, UnwrapOptOutPassesFutures) {
+  auto w = Worker<Counter>::Create({.mode = GetParam(), .unwrap_futures = false}, 0);
+  Promise<int> p;
+  if (GetParam() == Mode::kLoopback) {
+    // A future cannot cross a byte boundary; IsDone is not registered, and the error says so.
+    try {
+      w.Call(&Counter::IsDone, p.GetFuture()).Result();
+      FAIL() << "no exception";
+    } catch (const InvalidOptionError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("not registered for concurry::worker_test::Counter"));
+    }
+    return;
+  }
+  EXPECT_FALSE(w.Call(&Counter::IsDone, p.GetFuture()).Result());
+  // A method that takes values cannot take futures when unwrapping is off.
+  EXPECT_THROW(w.Call(&Counter::Add, MakeReadyFuture(1)).Result(), InvalidOptionError);
+}
+
+TEST_P(WorkerConformanceTest, CallerCancelsAQueuedCall) {
+  if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
+  auto w = Make();
+  const int gate = Gates::Get().Make();
+  Future<int> first = w.Call(&Counter::Hold, gate);
+  Gates::Get().WaitEntered(gate);
+  Future<int> second = w.Call(&Counter::Add, 100);
+  EXPECT_TRUE(second.Cancel());
+  Gates::Get().Release(gate);
+  EXPECT_EQ(w.Call(&Counter::Get).Result(), 1);  // The cancelled call never ran.
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, WorkerConformanceTest,
+                         ::testing::Values(Mode::kSync, Mode::kThread, Mode::kTbb, Mode::kLoopback),
+                         [](const ::testing::TestParamInfo<Mode>& info) {
+                           return AbslUnparseFlag(info.param);
+                         });
+
+TEST(WorkerTest, SyncModeReturnsDoneFutures) {
+  auto w = Worker<Counter>::Create({.mode = Mode::kSync}, 1);
+  Future<int> f = w.Call(&Counter::Add, 1);
+  EXPECT_TRUE(f.Done());
+  EXPECT_EQ(f.Result(), 2);
+}
+
+TEST(WorkerTest, TbbWorkerRunsOnTheGivenExecutor) {
+  testing::ManualExecutor executor;
+  auto created = Worker<Counter>::CreateAsync({.mode = Mode::kTbb, .executor = &executor}, 3);
+  EXPECT_FALSE(created.Done());
+  EXPECT_EQ(executor.RunAll(), 1);
+  auto w = created.Result();
+  Future<int> f = w.Call(&Counter::Add, 1);
+  Future<int> g = w.Call(&Counter::Add, 1);
+  EXPECT_FALSE(f.Done());
+  EXPECT_EQ(executor.RunAll(), 1);  // One drain runs both calls.
+  EXPECT_EQ(g.Result(), 5);
+  w.Stop(absl::ZeroDuration());
+  executor.RunAll();
+  EXPECT_TRUE(w.StoppedFuture().Done());
+}
+
+TEST(WorkerTest, ManyTbbWorkersAreCreatedUsedAndStopped) {
+  constexpr int kWorkers = 100000;
+  const int before = live_counters.load();
+  std::vector<Future<Worker<Counter>>> created;
+  created.reserve(kWorkers);
+  for (int i = 0; i < kWorkers; ++i) {
+    created.push_back(Worker<Counter>::CreateAsync({.mode = Mode::kTbb}, i));
+  }
+  std::vector<Worker<Counter>> workers;
+  workers.reserve(kWorkers);
+  for (auto& f : created) workers.push_back(std::move(f).Result());
+  std::vector<Future<int>> results;
+  results.reserve(kWorkers);
+  for (auto& w : workers) results.push_back(w.Call(&Counter::Add, 1));
+  for (int i = 0; i < kWorkers; ++i) ASSERT_EQ(results[i].Result(), i + 1);
+  EXPECT_EQ(live_counters.load(), before + kWorkers);
+  for (auto& w : workers) w.Stop(absl::ZeroDuration());
+  for (auto& w : workers) w.StoppedFuture().Wait();
+  EXPECT_EQ(live_counters.load(), before);
+}
+
+TEST(WorkerTest, RejectsBadOptionsWithClearMessages) {
+  auto message = [](auto fn) {
+    try {
+      fn();
+    } catch (const InvalidOptionError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_THAT(message([] { Worker<Counter>::Create({.mode = Mode::kProcess}, 0); }),
+              HasSubstr("not available in this build"));
+  EXPECT_THAT(message([] { Worker<Counter>::Create({.mode = Mode::kSync, .max_workers = 2}, 0); }),
+              HasSubstr("allows only 1"));
+  EXPECT_THAT(
+      message([] { Worker<Counter>::Create({.mode = Mode::kThread, .max_queued_tasks = 0}, 0); }),
+      HasSubstr(">= 1"));
+  EXPECT_THAT(
+      message([] { Worker<Counter>::Create({.mode = Mode::kThread, .blocking = true}, 0); }),
+      HasSubstr("BlockingWorker"));
+  EXPECT_THAT(message([] { Worker<Counter>().Call(&Counter::Get); }), HasSubstr("empty"));
+  EXPECT_THAT(
+      message([] { Worker<Counter>::Create({.mode = Mode::kSync}, 0).Stop(absl::Seconds(-1)); }),
+      HasSubstr("negative"));
+}
+
+TEST(WorkerTest, ScopedDefaultsApplyAndRestore) {
+  {
+    ScopedWorkerDefaults scope(Mode::kThread, [](WorkerDefaults& d) { d.max_queued_tasks = 7; });
+    EXPECT_EQ(Worker<Counter>::Create({.mode = Mode::kThread}, 0).options().max_queued_tasks, 7);
+    // The explicit option wins over the scope.
+    EXPECT_EQ(Worker<Counter>::Create({.mode = Mode::kThread, .max_queued_tasks = 3}, 0)
+                  .options()
+                  .max_queued_tasks,
+              3);
+  }
+  EXPECT_EQ(Worker<Counter>::Create({.mode = Mode::kThread}, 0).options().max_queued_tasks,
+            kUnbounded);
+}
+
+}  // namespace concurry::worker_test
