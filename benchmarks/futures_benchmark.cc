@@ -146,14 +146,9 @@ void RunWakeLatency(benchmark::State& state) {
   waiter.join();
 
   if (samples.empty()) return;
-  std::sort(samples.begin(), samples.end());
-  auto percentile_us = [&](double p) {
-    const size_t index = std::min(samples.size() - 1, static_cast<size_t>(p * samples.size()));
-    return static_cast<double>(samples[index]) / 1000.0;
-  };
-  state.counters["p50_us"] = percentile_us(0.50);
-  state.counters["p90_us"] = percentile_us(0.90);
-  state.counters["p99_us"] = percentile_us(0.99);
+  state.counters["p50_us"] = bench::PercentileMicros(samples, 0.50);
+  state.counters["p90_us"] = bench::PercentileMicros(samples, 0.90);
+  state.counters["p99_us"] = bench::PercentileMicros(samples, 0.99);
   state.SetItemsProcessed(state.iterations());
 }
 

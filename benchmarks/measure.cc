@@ -1,11 +1,20 @@
 #include "benchmarks/measure.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <vector>
 
 namespace concurry::bench {
+
+double PercentileMicros(std::vector<int64_t>& samples_ns, double p) {
+  if (samples_ns.empty()) return 0;
+  std::sort(samples_ns.begin(), samples_ns.end());
+  const size_t index = std::min(samples_ns.size() - 1, static_cast<size_t>(p * samples_ns.size()));
+  return static_cast<double>(samples_ns[index]) / 1000.0;
+}
 namespace {
 
 // Returns the value in kB of `key` ("VmHWM:") in /proc/self/status, or -1.

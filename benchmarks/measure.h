@@ -11,12 +11,17 @@
 #include <sys/resource.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace concurry::bench {
 
 // Returns user + system CPU time in microseconds of `who`: RUSAGE_THREAD (the calling thread) or
 // RUSAGE_SELF (the whole process).
 int64_t CpuMicros(int who);
+
+// Returns the p-quantile (p in [0, 1]) of latency samples in nanoseconds, in microseconds. Sorts
+// `samples_ns` in place; 0 for no samples.
+double PercentileMicros(std::vector<int64_t>& samples_ns, double p);
 
 // Peak RSS growth of one run. The constructor resets the kernel's peak (VmHWM) to the current RSS
 // by writing "5" to /proc/self/clear_refs (Linux >= 4.0) and reads VmRSS; GrowthKb() is VmHWM

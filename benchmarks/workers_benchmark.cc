@@ -86,13 +86,8 @@ void RunRoundTrips(benchmark::State& state, F&& round_trip) {
   }
   state.SetItemsProcessed(state.iterations());
   if (samples.empty()) return;
-  std::sort(samples.begin(), samples.end());
-  auto percentile_us = [&](double p) {
-    const size_t index = std::min(samples.size() - 1, static_cast<size_t>(p * samples.size()));
-    return static_cast<double>(samples[index]) / 1000.0;
-  };
-  state.counters["p50_us"] = percentile_us(0.50);
-  state.counters["p99_us"] = percentile_us(0.99);
+  state.counters["p50_us"] = bench::PercentileMicros(samples, 0.50);
+  state.counters["p99_us"] = bench::PercentileMicros(samples, 0.99);
 }
 
 // ---- Peer: a bare thread with a std::mutex + std::condition_variable handoff both ways --------

@@ -1,7 +1,9 @@
 #include "workers/options.h"
 
-#include <array>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
@@ -53,36 +55,75 @@ void ValidateDefaults(Mode mode, const WorkerDefaults& d, absl::string_view wher
   }
 }
 
+// The fields one ScopedWorkerDefaults changed.
+struct Delta {
+  std::optional<bool> blocking;
+  std::optional<int64_t> max_queued_tasks;
+  std::optional<QueueFullPolicy> queue_full;
+  std::optional<bool> unwrap_futures;
+  std::optional<absl::Duration> stop_timeout;
+  std::optional<int> max_workers;
+};
+
+Delta Diff(const WorkerDefaults& before, const WorkerDefaults& after) {
+  Delta d;
+  if (after.blocking != before.blocking) d.blocking = after.blocking;
+  if (after.max_queued_tasks != before.max_queued_tasks)
+    d.max_queued_tasks = after.max_queued_tasks;
+  if (after.queue_full != before.queue_full) d.queue_full = after.queue_full;
+  if (after.unwrap_futures != before.unwrap_futures) d.unwrap_futures = after.unwrap_futures;
+  if (after.stop_timeout != before.stop_timeout) d.stop_timeout = after.stop_timeout;
+  if (after.max_workers != before.max_workers) d.max_workers = after.max_workers;
+  return d;
+}
+
+void Apply(const Delta& d, WorkerDefaults& out) {
+  if (d.blocking) out.blocking = *d.blocking;
+  if (d.max_queued_tasks) out.max_queued_tasks = *d.max_queued_tasks;
+  if (d.queue_full) out.queue_full = *d.queue_full;
+  if (d.unwrap_futures) out.unwrap_futures = *d.unwrap_futures;
+  if (d.stop_timeout) out.stop_timeout = *d.stop_timeout;
+  if (d.max_workers) out.max_workers = *d.max_workers;
+}
+
+// The built-in defaults plus the live scopes' changes, applied in creation order. Removing a
+// scope recomputes from the layers that remain, so scopes may end in any order (on different
+// threads, say) without leaving their changes behind.
 class DefaultsTable {
  public:
   WorkerDefaults Get(Mode mode) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    return table_[static_cast<int>(mode)];
+    WorkerDefaults d;
+    for (const Layer& layer : layers_) {
+      if (layer.mode == mode) Apply(layer.delta, d);
+    }
+    return d;
   }
-  WorkerDefaults Set(Mode mode, const WorkerDefaults& value) ABSL_LOCKS_EXCLUDED(mu_) {
+  uint64_t Push(Mode mode, Delta delta) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    WorkerDefaults previous = table_[static_cast<int>(mode)];
-    table_[static_cast<int>(mode)] = value;
-    return previous;
+    const uint64_t id = next_id_++;
+    layers_.push_back({id, mode, std::move(delta)});
+    return id;
   }
-  // Applies `change` to a copy of the current defaults, validates it and installs it; returns
-  // the previous value. Holding the lock across the read-modify-write keeps concurrent scopes on
-  // different modes (or the same mode) from losing each other's changes.
-  WorkerDefaults Change(Mode mode, absl::FunctionRef<void(WorkerDefaults&)> change)
-      ABSL_LOCKS_EXCLUDED(mu_) {
+  void Remove(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    WorkerDefaults& slot = table_[static_cast<int>(mode)];
-    WorkerDefaults next = slot;
-    change(next);
-    ValidateDefaults(mode, next, "ScopedWorkerDefaults");
-    WorkerDefaults previous = slot;
-    slot = next;
-    return previous;
+    for (auto it = layers_.begin(); it != layers_.end(); ++it) {
+      if (it->id == id) {
+        layers_.erase(it);
+        return;
+      }
+    }
   }
 
  private:
+  struct Layer {
+    uint64_t id;
+    Mode mode;
+    Delta delta;
+  };
   absl::Mutex mu_;
-  std::array<WorkerDefaults, kNumModes> table_ ABSL_GUARDED_BY(mu_){};
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::vector<Layer> layers_ ABSL_GUARDED_BY(mu_);
 };
 
 DefaultsTable& Table() {
@@ -171,16 +212,20 @@ WorkerDefaults GetWorkerDefaults(Mode mode) {
 }
 
 ScopedWorkerDefaults::ScopedWorkerDefaults(Mode mode,
-                                           absl::FunctionRef<void(WorkerDefaults&)> change)
-    : mode_(mode) {
+                                           absl::FunctionRef<void(WorkerDefaults&)> change) {
   if (!KnownMode(mode)) {
     throw InvalidOptionError(
         absl::StrCat("ScopedWorkerDefaults: unknown mode ", static_cast<int>(mode)));
   }
-  previous_ = Table().Change(mode, change);
+  // `change` runs without any lock held, so it may call GetWorkerDefaults.
+  const WorkerDefaults before = Table().Get(mode);
+  WorkerDefaults after = before;
+  change(after);
+  ValidateDefaults(mode, after, "ScopedWorkerDefaults");
+  id_ = Table().Push(mode, Diff(before, after));
 }
 
-ScopedWorkerDefaults::~ScopedWorkerDefaults() { Table().Set(mode_, previous_); }
+ScopedWorkerDefaults::~ScopedWorkerDefaults() { Table().Remove(id_); }
 
 ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   const Mode mode = options.mode;

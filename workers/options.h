@@ -105,10 +105,12 @@ struct WorkerDefaults {
 // Thread-safe.
 WorkerDefaults GetWorkerDefaults(Mode mode);
 
-// Changes the defaults of one mode for its lifetime, then restores the previous ones. The change
-// is process-wide (workers are created from any thread), validated like WorkerOptions
-// (InvalidOptionError), and nests: destroy scopes in reverse order of creation, as C++ scopes do.
-// Not copyable or movable.
+// Changes the defaults of one mode for its lifetime. The change is process-wide (workers are
+// created from any thread) and validated like WorkerOptions (InvalidOptionError). `change` gets
+// the current defaults; the fields it changes are what the scope overrides, on top of the scopes
+// created before it. Scopes nest and may end in any order: the defaults are always the built-in
+// ones plus the changes of the scopes still alive, in creation order. (A field set to the value
+// it already had is not an override.) Thread-safe; not copyable or movable.
 class ScopedWorkerDefaults {
  public:
   ScopedWorkerDefaults(Mode mode, absl::FunctionRef<void(WorkerDefaults&)> change);
@@ -118,8 +120,7 @@ class ScopedWorkerDefaults {
   ScopedWorkerDefaults& operator=(const ScopedWorkerDefaults&) = delete;
 
  private:
-  Mode mode_;
-  WorkerDefaults previous_;
+  uint64_t id_ = 0;
 };
 
 // Options after resolution and validation.

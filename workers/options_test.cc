@@ -1,5 +1,6 @@
 #include "workers/options.h"
 
+#include <memory>
 #include <string>
 
 #include "futures/errors.h"
@@ -112,6 +113,25 @@ TEST(ScopedWorkerDefaultsTest, OverridesNestAndRestore) {
   }
   EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kThread}).max_queued_tasks, kUnbounded);
   EXPECT_TRUE(GetWorkerDefaults(Mode::kThread).unwrap_futures);
+}
+
+TEST(ScopedWorkerDefaultsTest, ScopesMayEndOutOfOrder) {
+  auto a = std::make_unique<ScopedWorkerDefaults>(
+      Mode::kThread, [](WorkerDefaults& d) { d.max_queued_tasks = 5; });
+  auto b = std::make_unique<ScopedWorkerDefaults>(
+      Mode::kThread, [](WorkerDefaults& d) { d.stop_timeout = absl::Seconds(1); });
+  a.reset();  // Ends first, as when scopes live on two threads.
+  EXPECT_EQ(GetWorkerDefaults(Mode::kThread).max_queued_tasks, kUnbounded);
+  EXPECT_EQ(GetWorkerDefaults(Mode::kThread).stop_timeout, absl::Seconds(1));
+  b.reset();
+  EXPECT_EQ(GetWorkerDefaults(Mode::kThread).stop_timeout, absl::Seconds(30));
+}
+
+TEST(ScopedWorkerDefaultsTest, ChangeMayReadTheDefaults) {
+  ScopedWorkerDefaults scope(Mode::kTbb, [](WorkerDefaults& d) {
+    d.max_queued_tasks = GetWorkerDefaults(Mode::kThread).max_queued_tasks == kUnbounded ? 8 : 9;
+  });
+  EXPECT_EQ(GetWorkerDefaults(Mode::kTbb).max_queued_tasks, 8);
 }
 
 TEST(ScopedWorkerDefaultsTest, RejectsInvalidDefaultsAndLeavesThemUnchanged) {

@@ -24,7 +24,11 @@ std::shared_ptr<ActorCore> MakeActor(const ResolvedWorkerOptions& options) {
 
 HandleState::~HandleState() {
   try {
-    core->Stop(core->options().stop_timeout);
+    // Dropped inside a worker's call (say, a worker owning another worker): do not wait there.
+    // Waiting would hold that worker's thread, which in tbb mode may be the oneTBB thread the
+    // stopping worker needs. It still stops; StoppedFuture() says when.
+    core->Stop(ActorCore::InAnyActorContext() ? absl::ZeroDuration()
+                                              : core->options().stop_timeout);
   } catch (...) {
     // Stop only throws for bad arguments, which the resolved options rule out.
   }

@@ -43,7 +43,9 @@ class TaskWorker;
 //
 // Creation: Create(options, args...) builds the T from `args` (decayed copies) inside the worker
 // and returns once it exists; if the constructor throws, Create throws that exception (original
-// type) and nothing keeps running. CreateAsync returns a future of the handle instead.
+// type) and nothing keeps running. CreateAsync returns a future of the handle instead; it
+// completes in the worker's context, so a continuation attached to it with Then runs there and
+// must not wait for the worker's own calls.
 //
 // Calls: Call(&T::Method, args...) returns Future<R>, where R is the method's result with
 // Future<U>, absl::Status and absl::StatusOr<U> flattened (U, void, U). Const and non-const
@@ -62,7 +64,12 @@ class TaskWorker;
 // whether it finished; a call still running past the timeout finishes in the background. Stop is
 // idempotent; from inside one of the worker's own calls it does not wait.
 //
-// Copies of a handle share the worker; the last copy's destructor calls Stop(stop_timeout).
+// Bounded submission (max_queued_tasks, queue_full): see WorkerOptions. Calls made from inside a
+// worker's context, and calls dispatched when their input futures complete, are deferred rather
+// than blocked, so the kBlock bound is strict for calls from other threads only.
+//
+// Copies of a handle share the worker; the last copy's destructor calls Stop(stop_timeout), or
+// Stop(0) when it runs inside a worker's call (the worker still stops, in the background).
 // Thread-safe: any number of threads may call, copy and stop one worker.
 template <typename T>
 class Worker {

@@ -138,6 +138,7 @@ class Counter {
            std::to_string(std::get<0>(t) + p.first + p.second + o.value_or(0));
   }
   bool IsDone(Future<int> f) { return f.Done(); }
+  int AddShared(std::shared_ptr<int> p, int k) { return n_ += *p + k; }
 
  private:
   int n_;
@@ -478,6 +479,83 @@ TEST(WorkerTest, TbbWorkerRunsOnTheGivenExecutor) {
   w.Stop(absl::ZeroDuration());
   executor.RunAll();
   EXPECT_TRUE(w.StoppedFuture().Done());
+}
+
+class Parent {
+ public:
+  explicit Parent(Worker<Counter> child) : child_(std::move(child)) {}
+
+ private:
+  Worker<Counter> child_;
+};
+
+TEST(WorkerTest, AWorkerDroppedInsideAnotherWorkerStopsWithoutWaiting) {
+  // Both run on one manual executor: if the child's implicit Stop waited (for an infinite
+  // stop_timeout) inside the parent's drain, the child could never drain and this would hang.
+  testing::ManualExecutor executor;
+  auto child_created = Worker<Counter>::CreateAsync(
+      {.mode = Mode::kTbb, .stop_timeout = absl::InfiniteDuration(), .executor = &executor}, 0);
+  executor.RunAll();
+  Future<void> child_stopped = child_created.Result().StoppedFuture();
+  auto parent_created = Worker<Parent>::CreateAsync({.mode = Mode::kTbb, .executor = &executor},
+                                                    std::move(child_created).Result());
+  executor.RunAll();
+  Worker<Parent> parent = parent_created.Result();
+  parent_created = {};  // The parent's object now holds the child's only handle.
+  EXPECT_FALSE(parent.Stop(absl::ZeroDuration()));
+  executor.RunAll();  // The parent's StopNode destroys the child's last handle, then the child.
+  EXPECT_TRUE(parent.StoppedFuture().Done());
+  EXPECT_TRUE(child_stopped.Done());
+}
+
+TEST(WorkerTest, StopInsideACancellationCallbackDoesNotWaitForItself) {
+  auto w =
+      Worker<Counter>::Create({.mode = Mode::kThread, .stop_timeout = absl::InfiniteDuration()}, 0);
+  Promise<int> never;
+  Future<int> call = w.Call(&Counter::Add, never.GetFuture());
+  bool nested = false;
+  call.AddDoneCallback([w, &nested] { nested = w.Stop(); });
+  EXPECT_TRUE(w.Stop());
+  EXPECT_TRUE(nested);
+  EXPECT_TRUE(call.Cancelled());
+}
+
+TEST(WorkerTest, StopCancelsChainsOfCallsWaitingForInputs) {
+  for (int i = 0; i < 50; ++i) {
+    auto w = Worker<Counter>::Create({.mode = Mode::kThread}, 0);
+    Promise<int> never;
+    Future<int> first = w.Call(&Counter::Add, never.GetFuture());
+    Future<int> second = w.Call(&Counter::Add, first);
+    Future<int> third = w.Call(&Counter::Add, second);
+    w.Stop();
+    EXPECT_TRUE(first.Cancelled());
+    EXPECT_TRUE(second.Cancelled());
+    EXPECT_TRUE(third.Cancelled());
+  }
+}
+
+TEST(WorkerTest, ACancelledCallLetsGoOfItsArgumentsAtOnce) {
+  auto w = Worker<Counter>::Create({.mode = Mode::kThread}, 0);
+  Promise<int> never;
+  auto arg = std::make_shared<int>(1);
+  std::weak_ptr<int> watch = arg;
+  Future<int> call = w.Call(&Counter::AddShared, std::move(arg), never.GetFuture());
+  EXPECT_FALSE(watch.expired());
+  EXPECT_TRUE(call.Cancel());
+  EXPECT_TRUE(watch.expired());  // Not kept until `never` completes.
+  auto arg2 = std::make_shared<int>(2);
+  watch = arg2;
+  Future<int> call2 = w.Call(&Counter::AddShared, std::move(arg2), never.GetFuture());
+  w.Stop();
+  EXPECT_TRUE(call2.Cancelled());
+  EXPECT_TRUE(watch.expired());
+  never.SetValue(1);
+}
+
+TEST(WorkerTest, SyncWorkersIgnoreTheQueueCap) {
+  auto w = Worker<Counter>::Create(
+      {.mode = Mode::kSync, .max_queued_tasks = 1, .queue_full = QueueFullPolicy::kBlock}, 0);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(w.Call(&Counter::Add, 1).Result(), i + 1);
 }
 
 TEST(WorkerTest, ManyTbbWorkersAreCreatedUsedAndStopped) {

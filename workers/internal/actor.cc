@@ -36,48 +36,67 @@ inline void CpuRelax() {
 
 }  // namespace
 
+// Sanitizers need to see every allocation (ASan to catch use-after-free, TSan to see memory
+// reused between threads), so sanitized builds use the ordinary allocator.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+void* CallNode::operator new(size_t size) { return ::operator new(size); }
+void CallNode::operator delete(void* p) noexcept { ::operator delete(p); }
+#else
 void* CallNode::operator new(size_t size) {
   if (void* p = scalable_malloc(size)) return p;
   throw std::bad_alloc();
 }
-
 void CallNode::operator delete(void* p) noexcept { scalable_free(p); }
+#endif
 
 // --- SubmissionGate ------------------------------------------------------------------------------
 
-bool SubmissionGate::Admit(CallNode* node) {
+SubmissionGate::Admission SubmissionGate::Admit(CallNode* node, bool may_block) {
   absl::MutexLock lock(&mu_);
-  if (policy_ == QueueFullPolicy::kBlock && current_actor == nullptr) {
-    auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return closed_ || forwarded_ < capacity_;
-    };
-    mu_.Await(absl::Condition(&room));
-  }
-  if (closed_) throw StoppedError("Worker: the worker was stopped");
-  if (forwarded_ < capacity_ && deferred_.empty()) {
+  if (closed_) return Admission::kClosed;
+  if (forwarded_ < capacity_ && waiting_.empty()) {
     ++forwarded_;
     node->gated_ = true;
-    return true;
+    return Admission::kForward;
   }
+  if (policy_ != QueueFullPolicy::kBlock || !may_block || current_actor != nullptr) {
+    node->gated_ = true;
+    waiting_.push_back({node, nullptr});
+    return Admission::kDeferred;
+  }
+  bool admitted = false;
+  waiting_.push_back({node, &admitted});
+  auto done = [this, &admitted]()
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return admitted || closed_; };
+  mu_.Await(absl::Condition(&done));
+  if (!admitted) return Admission::kClosed;  // Close removed the entry.
   node->gated_ = true;
-  deferred_.push_back(node);
-  return false;
+  return Admission::kForward;
 }
 
 CallNode* SubmissionGate::Release() {
   absl::MutexLock lock(&mu_);
   --forwarded_;
-  if (closed_ || deferred_.empty()) return nullptr;
-  CallNode* next = deferred_.front();
-  deferred_.pop_front();
+  if (closed_ || waiting_.empty()) return nullptr;
+  const Entry next = waiting_.front();
+  waiting_.pop_front();
   ++forwarded_;
-  return next;
+  if (next.admitted != nullptr) {
+    *next.admitted = true;  // The blocked caller wakes and forwards its own call.
+    return nullptr;
+  }
+  return next.node;
 }
 
 std::deque<CallNode*> SubmissionGate::Close() {
   absl::MutexLock lock(&mu_);
   closed_ = true;
-  return std::exchange(deferred_, {});
+  std::deque<CallNode*> deferred;
+  for (const Entry& entry : waiting_) {
+    if (entry.admitted == nullptr) deferred.push_back(entry.node);
+  }
+  waiting_.clear();
+  return deferred;
 }
 
 // --- ActorCore -----------------------------------------------------------------------------------
@@ -92,9 +111,13 @@ class ActorCore::StopNode final : public CallNode {
   ActorCore* core_;
 };
 
+bool ActorCore::InAnyActorContext() { return current_actor != nullptr; }
+
 ActorCore::ActorCore(const ResolvedWorkerOptions& options)
     : options_(options),
-      gate_(options.max_queued_tasks == kUnbounded
+      stop_node_(new StopNode(this)),
+      // A sync worker's calls finish before Call returns: nothing to bound.
+      gate_(options.max_queued_tasks == kUnbounded || options.mode == Mode::kSync
                 ? nullptr
                 : std::make_unique<SubmissionGate>(options.max_queued_tasks, options.queue_full)),
       stopped_future_(stopped_.GetFuture()) {}
@@ -109,11 +132,17 @@ ActorCore::~ActorCore() {
     chain = TakeAllLocked();
   }
   CancelChain(chain);
+  delete stop_node_;  // Null once Stop queued it.
   if (object_ != nullptr && destroy_ != nullptr) destroy_(object_);
 }
 
 void ActorCore::Start(CallNode* construct) {
-  OnStart();
+  try {
+    OnStart();
+  } catch (...) {
+    Finish(construct, /*run=*/false);
+    throw;
+  }
   if (!Push(construct)) Finish(construct, /*run=*/false);
 }
 
@@ -144,13 +173,17 @@ bool ActorCore::Push(CallNode* node) {
   return true;
 }
 
-bool ActorCore::Post(CallNode* node) {
+bool ActorCore::Post(CallNode* node, bool may_block) {
   if (stop_requested()) return false;
   if (gate_ != nullptr) {
-    try {
-      if (!gate_->Admit(node)) return true;  // Deferred; forwarded by a later Release.
-    } catch (const StoppedError&) {
-      return false;
+    switch (gate_->Admit(node, may_block)) {
+      case SubmissionGate::Admission::kForward:
+        break;
+      case SubmissionGate::Admission::kDeferred:
+        return true;  // Forwarded by a later Release.
+      case SubmissionGate::Admission::kClosed:
+        node->gated_ = false;
+        return false;
     }
   }
   if (Push(node)) return true;
@@ -158,7 +191,8 @@ bool ActorCore::Post(CallNode* node) {
     // The mailbox closed after the slot was taken: give the slot back (the gate is closed too,
     // so nothing is forwarded).
     node->gated_ = false;
-    gate_->Release();
+    CallNode* next = gate_->Release();  // The gate is closed too: always null.
+    if (next != nullptr) Finish(next, /*run=*/false);
   }
   return false;
 }
@@ -187,6 +221,12 @@ void ActorCore::CancelChain(CallNode* chain) noexcept {
 }
 
 bool ActorCore::Drain(int64_t budget) {
+  if (current_actor == this) {
+    // Scheduled from this drain through an executor that ran the task inline: let the outer
+    // drain continue rather than recursing (which would grow the stack per budget).
+    redrain_ = true;
+    return true;
+  }
   struct Context {
     const ActorCore* outer;
     ~Context() { current_actor = outer; }
@@ -209,7 +249,10 @@ bool ActorCore::Drain(int64_t budget) {
     }
     if (ran >= budget) {
       Schedule();  // Let other actors run; scheduled_ stays true, so no push schedules.
-      return true;
+      if (!redrain_) return true;
+      redrain_ = false;  // The executor ran the drain inline: carry on here.
+      ran = -1;
+      continue;
     }
     // After Stop, calls popped here are cancelled; the StopNode's Cancel closes the actor.
     Finish(node, /*run=*/!stop_requested());
@@ -271,34 +314,29 @@ void ActorCore::RemoveStopHook(uint64_t id) {
 bool ActorCore::Stop(absl::Duration timeout) {
   if (!stop_posted_.exchange(true, std::memory_order_acq_rel)) {
     stop_requested_.store(true, std::memory_order_release);
+    std::deque<CallNode*> deferred;
+    if (gate_ != nullptr) deferred = gate_->Close();
     absl::flat_hash_map<uint64_t, AnyFuture> waiting;
+    CallNode* queued = nullptr;
+    bool schedule = false;
     {
       futures_internal::SpinLockHolder hold(&lock_);
       hooks_closed_ = true;
       waiting.swap(hooks_);
-    }
-    for (auto& [id, call] : waiting) call.Cancel();
-    if (gate_ != nullptr) {
-      for (CallNode* node : gate_->Close()) Finish(node, /*run=*/false);
-    }
-    // Take the queued calls and leave only the StopNode, which runs after the running call.
-    auto* stop = new StopNode(this);
-    CallNode* queued = nullptr;
-    bool schedule = false;
-    bool pushed = false;
-    {
-      futures_internal::SpinLockHolder hold(&lock_);
       if (!mailbox_closed_) {
+        // Take the queued calls and leave only the StopNode, which runs after the running call.
         queued = TakeAllLocked();
-        first_ = last_ = stop;
+        first_ = last_ = std::exchange(stop_node_, nullptr);
         schedule = !scheduled_;
         scheduled_ = true;
-        pushed = true;
       }
     }
-    if (!pushed) delete stop;  // Already closed (construction failed).
-    CancelChain(queued);
     if (schedule) Schedule();
+    // Cancelling runs user callbacks; the StopNode is queued first, so a Stop nested in one of
+    // them can complete.
+    for (auto& [id, call] : waiting) call.Cancel();
+    for (CallNode* node : deferred) Finish(node, /*run=*/false);
+    CancelChain(queued);
   }
   if (InActorContext()) return stopped_future_.Done();
   return stopped_future_.Wait(timeout);

@@ -53,29 +53,42 @@ class CallNode {
   bool gated_ = false;
 };
 
-// The calls a handle has submitted beyond `max_queued_tasks`, and the count of forwarded ones.
+// The calls a worker has accepted beyond `max_queued_tasks`, and the count of forwarded ones.
+// Deferred calls and blocked callers wait in one FIFO, so each freed slot goes to the oldest
+// (a worker that keeps calling itself cannot starve a blocked caller).
 class SubmissionGate {
  public:
+  enum class Admission {
+    kForward,   // The caller pushes the node to the mailbox now.
+    kDeferred,  // The gate keeps the node; a later Release hands it out.
+    kClosed,    // The worker stopped; the node is still the caller's.
+  };
+
   SubmissionGate(int64_t capacity, QueueFullPolicy policy) : capacity_(capacity), policy_(policy) {}
 
-  // Takes a slot for `node`. Returns true if the caller should forward it now; false if the gate
-  // kept it to forward later (kDefer). kBlock waits for a slot; throws StoppedError if the gate
-  // closes while waiting (the node is then the caller's to cancel).
-  bool Admit(CallNode* node) ABSL_LOCKS_EXCLUDED(mu_);
+  // Takes a slot for `node`, or queues it. Under kBlock, and when `may_block`, waits for a slot
+  // instead of deferring; calls made from inside any worker's context never wait (a worker
+  // thread or a oneTBB thread blocked on a full worker could be the one that must drain it).
+  Admission Admit(CallNode* node, bool may_block) ABSL_LOCKS_EXCLUDED(mu_);
   // A forwarded call finished: frees its slot and returns the next deferred node to forward, or
-  // null.
+  // null (none, or the slot went to a blocked caller, who forwards its own call).
   CallNode* Release() ABSL_LOCKS_EXCLUDED(mu_);
   // Closes the gate: returns the deferred nodes (for the caller to cancel) and wakes blocked
-  // callers.
-  std::deque<CallNode*> Close() ABSL_LOCKS_EXCLUDED(mu_);
+  // callers (whose Admit returns kClosed).
+  [[nodiscard]] std::deque<CallNode*> Close() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  struct Entry {
+    CallNode* node;
+    bool* admitted;  // Non-null for a blocked caller: set when Release gives it the slot.
+  };
+
   const int64_t capacity_;
   const QueueFullPolicy policy_;
   absl::Mutex mu_;
   int64_t forwarded_ ABSL_GUARDED_BY(mu_) = 0;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<CallNode*> deferred_ ABSL_GUARDED_BY(mu_);
+  std::deque<Entry> waiting_ ABSL_GUARDED_BY(mu_);
 };
 
 // The mode-independent actor. Owned through shared_ptr by the handles and by scheduled drains.
@@ -90,9 +103,10 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // Starts the actor with `construct` as its first message (it calls SetObject on success).
   void Start(CallNode* construct);
 
-  // Submits a call, through the submission gate when bounded. Returns false, leaving `node` to the
-  // caller (who fails its future with StoppedError and deletes it), once Stop was called.
-  bool Post(CallNode* node);
+  // Submits a call, through the submission gate when bounded (`may_block`: see
+  // SubmissionGate::Admit). Returns false, leaving `node` to the caller (who fails its future with
+  // StoppedError and deletes it), once Stop was called.
+  bool Post(CallNode* node, bool may_block = true);
 
   // Stops accepting calls, cancels the queued and deferred ones at once, lets the running call
   // finish and then destroys the object in the actor's context. Waits up to `timeout` for all of
@@ -118,6 +132,8 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
 
   // Whether the calling thread is running one of this actor's calls right now.
   bool InActorContext() const;
+  // Whether the calling thread is running a call of any actor.
+  static bool InAnyActorContext();
 
  protected:
   // Called by Start before the first message is pushed.
@@ -158,6 +174,11 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   void* object_ = nullptr;
   void (*destroy_)(void*) = nullptr;
   bool closed_ = false;
+  // Set by a Drain that found itself nested in this actor's own drain on the same thread (an
+  // executor that runs tasks inline): the outer drain carries on instead of recursing.
+  bool redrain_ = false;
+  // Allocated up front so that Stop cannot fail half-way.
+  CallNode* stop_node_;
   // Only for bounded workers: an absl::Mutex per worker is costly with Debian's deadlock
   // detection (every live mutex is a node in a global graph), and 10^5 tbb workers are normal.
   const std::unique_ptr<SubmissionGate> gate_;

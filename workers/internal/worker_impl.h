@@ -68,7 +68,10 @@ class ConstructNode final : public CallNode {
     }
     done_.SetValue();
   }
-  void Cancel() noexcept override { done_.Cancel(); }
+  void Cancel() noexcept override {
+    done_.SetError(std::make_exception_ptr(
+        StoppedError("Worker: the worker stopped before its object was constructed")));
+  }
 
  private:
   ActorCore* core_;
@@ -90,8 +93,8 @@ struct HandleState {
 
 // Posts `node`, failing its future with StoppedError if the worker was stopped.
 template <typename Node>
-void PostOrFail(ActorCore& core, Node* node) {
-  if (!core.Post(node)) {
+void PostOrFail(ActorCore& core, Node* node, bool may_block = true) {
+  if (!core.Post(node, may_block)) {
     node->Fail(std::make_exception_ptr(StoppedError("Worker: the worker is stopped")));
     delete node;
   }
@@ -124,9 +127,17 @@ class PendingCall {
     self->inputs_ = std::move(inputs);
     self->remaining_.store(static_cast<int>(self->inputs_.size()) + 1, std::memory_order_relaxed);
     self->stop_hook_ = self->core_->AddStopHook(self->promise_.GetFuture());
+    self->handles_.reserve(self->inputs_.size());
     for (const AnyFuture& input : self->inputs_) {
-      input.AddDoneCallback([self] { self->InputDone(); });
+      AnyFuture::CallbackHandle handle = input.AddCallbackIfPending([self] { self->InputDone(); });
+      self->handles_.push_back(handle);
+      if (handle == nullptr) self->InputDone();  // Already done: count it here.
     }
+    // A cancelled call (by its caller, or by Stop) lets go of its inputs' callbacks and its
+    // arguments at once, instead of when the inputs complete, which may be never.
+    self->promise_.OnCancel([weak = std::weak_ptr<PendingCall>(self)] {
+      if (auto pending = weak.lock()) pending->Abandon();
+    });
     self->InputDone();  // The +1 above: no dispatch before every callback is registered.
   }
 
@@ -134,9 +145,18 @@ class PendingCall {
   void InputDone() {
     // acq_rel: the last decrement sees every input's completion.
     if (remaining_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    if (finished_.exchange(true, std::memory_order_acq_rel)) return;  // Abandoned.
     core_->RemoveStopHook(stop_hook_);
     if (promise_.IsCancelled()) return;
+    if (core_->stop_requested()) {
+      promise_.Cancel();  // Stop cancels calls still waiting for inputs (a race with the hook).
+      return;
+    }
     for (const AnyFuture& input : inputs_) {
+      if (input.Cancelled()) {
+        promise_.Cancel();  // As Then does: a cancelled input cancels what depends on it.
+        return;
+      }
       if (std::exception_ptr error = input.Error()) {
         promise_.SetError(std::move(error));  // The input's own error, original type.
         return;
@@ -150,19 +170,34 @@ class PendingCall {
       using Bound = BoundCall<T, Invoker, UnwrappedT<A>...>;
       auto* node = new InvokeNode<T, R, Bound>(std::move(promise_),
                                                Bound{std::move(invoker_), std::move(unwrapped)});
-      PostOrFail(*core_, node);
+      // Never blocks: this runs in whichever thread completed the last input.
+      PostOrFail(*core_, node, /*may_block=*/false);
     } catch (...) {
       promise_.SetError(std::current_exception());
     }
   }
 
- private:
+  // The call was cancelled before its inputs were all done.
+  void Abandon() {
+    // acq_rel: whoever wins owns inputs_, handles_ and args_ from here on.
+    if (finished_.exchange(true, std::memory_order_acq_rel)) return;
+    for (size_t i = 0; i < handles_.size(); ++i) {
+      if (handles_[i] != nullptr) inputs_[i].RemoveCallback(handles_[i]);
+    }
+    core_->RemoveStopHook(stop_hook_);
+    inputs_.clear();
+    args_ = {};
+  }
+
   std::shared_ptr<ActorCore> core_;
   Promise<R> promise_;
   Invoker invoker_;
   std::tuple<A...> args_;
   std::vector<AnyFuture> inputs_;
+  std::vector<AnyFuture::CallbackHandle> handles_;
   std::atomic<int> remaining_{0};
+  // Claimed once, by the last input's InputDone or by Abandon.
+  std::atomic<bool> finished_{false};
   uint64_t stop_hook_ = 0;
 };
 
