@@ -208,6 +208,9 @@ void ItemTimer::Shutdown() {
 }
 
 void ItemTimer::Loop() {
+  // Expiring an item can refill the map's window, which submits to the worker: that must not
+  // block this thread under QueueFullPolicy::kBlock, or later deadlines would be missed.
+  const NonBlockingScope never_block;
   for (;;) {
     std::vector<std::shared_ptr<TimedItem>> due;
     {

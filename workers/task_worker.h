@@ -112,7 +112,8 @@ class TaskWorker : public Executor {
   }
   // Executor: runs `task` on the worker. Throws StoppedError once the worker is stopped (a task
   // still queued when it stops is destroyed without running), InvalidOptionError for an empty
-  // task. A task that throws has its exception printed to stderr (tasks must not throw).
+  // task. A task that throws has its exception printed to stderr (tasks must not throw). Like any
+  // call it counts against max_queued_tasks, so under QueueFullPolicy::kBlock it may block.
   void Submit(Task task) override;
 
   // Applies `fn` to the inputs on the worker; see the class comment and MapOptions. Throws

@@ -55,7 +55,8 @@ class TaskWorker;
 // std::map / absl::flat_hash_map values, std::tuple, std::pair and std::optional, is replaced by
 // its value before the method runs: the call is dispatched when the inputs are done, without
 // blocking the caller; if one failed, the call fails with that input's exception and the method
-// does not run (unwrap_futures = false passes futures through). A method's exception reaches the
+// does not run; if one was cancelled, the call is cancelled (unwrap_futures = false passes futures
+// through). A method's exception reaches the
 // future with its original type.
 //
 // Lifecycle: Stop(timeout) stops accepting calls (later calls fail with StoppedError), cancels the

@@ -19,6 +19,8 @@ namespace {
 
 // The actor whose drain the calling thread is running, if any.
 thread_local const ActorCore* current_actor = nullptr;
+// Whether a NonBlockingScope is alive on this thread.
+thread_local bool never_block = false;
 
 // Calls run per tbb drain before the actor yields its thread to other actors.
 constexpr int64_t kExecutorBudget = 256;
@@ -49,6 +51,9 @@ void* CallNode::operator new(size_t size) {
 void CallNode::operator delete(void* p) noexcept { scalable_free(p); }
 #endif
 
+NonBlockingScope::NonBlockingScope() : outer_(std::exchange(never_block, true)) {}
+NonBlockingScope::~NonBlockingScope() { never_block = outer_; }
+
 // --- SubmissionGate ------------------------------------------------------------------------------
 
 SubmissionGate::Admission SubmissionGate::Admit(CallNode* node, bool may_block) {
@@ -59,7 +64,7 @@ SubmissionGate::Admission SubmissionGate::Admit(CallNode* node, bool may_block) 
     node->gated_ = true;
     return Admission::kForward;
   }
-  if (policy_ != QueueFullPolicy::kBlock || !may_block || current_actor != nullptr) {
+  if (policy_ != QueueFullPolicy::kBlock || !may_block || current_actor != nullptr || never_block) {
     node->gated_ = true;
     waiting_.push_back({node, nullptr});
     return Admission::kDeferred;
