@@ -3,7 +3,6 @@
 #include <cstdio>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
@@ -37,16 +36,6 @@ void RunGuarded(F& fn, const char* what) {
 }
 
 }  // namespace
-
-void SpinLock::Backoff() {
-  for (int i = 0; i < 64; ++i) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-    if (!locked_.load(std::memory_order_relaxed)) return;
-  }
-  std::this_thread::yield();
-}
 
 StateBase::~StateBase() {
   // The last owner has exclusive access: no lock needed. Nodes of a never-completed state (its

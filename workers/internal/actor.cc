@@ -132,7 +132,7 @@ ActorCore::~ActorCore() {
   // never started, or was dropped without Stop) may still hold calls.
   CallNode* chain;
   {
-    futures_internal::SpinLockHolder hold(&lock_);
+    internal::SpinLockHolder hold(&lock_);
     mailbox_closed_ = true;
     chain = TakeAllLocked();
   }
@@ -163,7 +163,7 @@ bool ActorCore::Push(CallNode* node) {
   node->next_ = nullptr;
   bool schedule;
   {
-    futures_internal::SpinLockHolder hold(&lock_);
+    internal::SpinLockHolder hold(&lock_);
     if (mailbox_closed_) return false;
     if (last_ == nullptr) {
       first_ = node;
@@ -241,7 +241,7 @@ bool ActorCore::Drain(int64_t budget) {
   for (int64_t ran = 0;; ++ran) {
     CallNode* node;
     {
-      futures_internal::SpinLockHolder hold(&lock_);
+      internal::SpinLockHolder hold(&lock_);
       node = first_;
       if (node == nullptr) {
         scheduled_ = false;
@@ -271,7 +271,7 @@ void ActorCore::Close() noexcept {
     gate_->Close();  // Normally already closed by Stop; a failed construction gets here first.
   CallNode* chain;
   {
-    futures_internal::SpinLockHolder hold(&lock_);
+    internal::SpinLockHolder hold(&lock_);
     mailbox_closed_ = true;
     chain = TakeAllLocked();
   }
@@ -298,7 +298,7 @@ void ActorCore::Abandon() noexcept {
 
 uint64_t ActorCore::AddStopHook(AnyFuture call) {
   {
-    futures_internal::SpinLockHolder hold(&lock_);
+    internal::SpinLockHolder hold(&lock_);
     if (!hooks_closed_) {
       const uint64_t id = next_hook_++;
       hooks_.emplace(id, std::move(call));
@@ -312,7 +312,7 @@ uint64_t ActorCore::AddStopHook(AnyFuture call) {
 void ActorCore::RemoveStopHook(uint64_t id) {
   if (id == 0) return;
   absl::flat_hash_map<uint64_t, AnyFuture>::node_type removed;  // Destroyed after unlocking.
-  futures_internal::SpinLockHolder hold(&lock_);
+  internal::SpinLockHolder hold(&lock_);
   removed = hooks_.extract(id);
 }
 
@@ -325,7 +325,7 @@ bool ActorCore::Stop(absl::Duration timeout) {
     CallNode* queued = nullptr;
     bool schedule = false;
     {
-      futures_internal::SpinLockHolder hold(&lock_);
+      internal::SpinLockHolder hold(&lock_);
       hooks_closed_ = true;
       waiting.swap(hooks_);
       if (!mailbox_closed_) {

@@ -3,7 +3,7 @@
 // only difference between the modes (ActorCore::Schedule).
 //
 // Mailbox: an intrusive FIFO under a spin lock (critical sections are a few pointer updates; see
-// futures_internal::SpinLock for why not absl::Mutex), plus `scheduled_`, true while a drain is
+// internal::SpinLock for why not absl::Mutex), plus `scheduled_`, true while a drain is
 // scheduled or running. A push that finds it false schedules a drain; the drain pops one call at
 // a time and clears it when it finds the mailbox empty. Popping one at a time lets Stop take the
 // calls still queued, and cancel them at once, while a call runs.
@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "futures/executor.h"
 #include "futures/future.h"
+#include "futures/internal/spin_lock.h"
 #include "workers/options.h"
 
 namespace concurry::workers_internal {
@@ -176,7 +177,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   void Finish(CallNode* node, bool run) noexcept;
 
   const ResolvedWorkerOptions options_;
-  futures_internal::SpinLock lock_;
+  internal::SpinLock lock_;
   CallNode* first_ ABSL_GUARDED_BY(lock_) = nullptr;
   CallNode* last_ ABSL_GUARDED_BY(lock_) = nullptr;
   bool scheduled_ ABSL_GUARDED_BY(lock_) = false;
