@@ -17,6 +17,8 @@
 #include "futures/executor.h"            // IWYU pragma: export
 #include "futures/future.h"              // IWYU pragma: export
 #include "futures/tbb_executor.h"        // IWYU pragma: export
+#include "limits/rate_limiter.h"         // IWYU pragma: export
+#include "limits/rate_window.h"          // IWYU pragma: export
 #include "sync/as_completed.h"           // IWYU pragma: export
 #include "sync/gather.h"                 // IWYU pragma: export
 #include "sync/outcome.h"                // IWYU pragma: export

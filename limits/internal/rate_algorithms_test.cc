@@ -1,0 +1,201 @@
+#include "limits/internal/rate_algorithms.h"
+
+#include <cstdint>
+
+#include "gtest/gtest.h"
+
+namespace concurry {
+namespace limits_internal {
+namespace {
+
+constexpr int64_t kSecond = 1'000'000'000;
+constexpr int64_t kMs = 1'000'000;
+
+// One step of a table: at `now`, TryAcquire(`amount`) must return `admitted`, and afterwards
+// WaitNs(now, `amount`) (the same amount again) must be `wait`.
+struct Step {
+  int64_t now;
+  double amount;
+  bool admitted;
+  int64_t wait;
+};
+
+TEST(GcraCostTest, RoundsDownAndClamps) {
+  EXPECT_EQ(GcraCost(1, 10, kSecond), 100 * kMs);
+  EXPECT_EQ(GcraCost(10, 10, kSecond), kSecond);
+  EXPECT_EQ(GcraCost(1, 3, kSecond), 333'333'333);  // 3 of them fit in the 1 s tolerance.
+  EXPECT_EQ(GcraCost(0.0001, 0.0001, 86400 * kSecond), 86400 * kSecond);
+  EXPECT_EQ(GcraCost(1e-300, 1e-300, kSecond), kSecond);
+  EXPECT_EQ(GcraCost(1, 1e12, kSecond), 1);         // Below 1 ns: at least 1.
+  EXPECT_EQ(GcraCost(1e300, 1, kSecond), kSecond);  // Refund of more than the capacity.
+  EXPECT_LE(GcraCost(0.3, 0.1 + 0.2, kSecond), kSecond);
+}
+
+void RunGcraTable(double capacity, int64_t window_ns, const std::vector<Step>& steps) {
+  AtomicGcra gcra(window_ns);
+  for (const Step& step : steps) {
+    const int64_t cost = GcraCost(step.amount, capacity, window_ns);
+    EXPECT_EQ(gcra.TryAcquire(step.now, cost), step.admitted) << "now=" << step.now;
+    EXPECT_EQ(GcraWaitNs(gcra.tat(), step.now, cost, window_ns), step.wait) << "now=" << step.now;
+  }
+}
+
+TEST(AtomicGcraTest, BurstOfCapacityThenOnePerEmissionInterval) {
+  // 10 per second: T = 100 ms, starts full.
+  RunGcraTable(10, kSecond,
+               {
+                   {0, 5, true, 0},
+                   {0, 5, true, 500 * kMs},  // Empty now: 5 more in 5 T.
+                   {0, 1, false, 100 * kMs},
+                   {100 * kMs - 1, 1, false, 1},
+                   {100 * kMs, 1, true, 100 * kMs},
+                   {250 * kMs, 1, true, 50 * kMs},  // 0.5 unit refilled, then taken.
+                   {300 * kMs, 1, true, 100 * kMs},
+                   {5 * kSecond, 10, true, kSecond},  // Refilled to capacity, not beyond.
+                   {5 * kSecond, 1, false, 100 * kMs},
+               });
+}
+
+TEST(AtomicGcraTest, FractionalAmountsAndCapacity) {
+  RunGcraTable(0.0001, 86400 * kSecond,
+               {
+                   {0, 0.0001, true, 86400 * kSecond},
+                   {0, 0.00005, false, 43200 * kSecond},
+                   {43200 * kSecond, 0.00005, true, 43200 * kSecond},
+               });
+  RunGcraTable(2.5, kSecond,
+               {
+                   {0, 1.5, true, 200 * kMs},
+                   {0, 1.0, true, 400 * kMs},
+                   {200 * kMs, 0.5, true, 200 * kMs},
+               });
+  RunGcraTable(0.1 + 0.2, kSecond, {{0, 0.3, true, 999'999'998}});
+}
+
+TEST(AtomicGcraTest, RefundGivesTokensBackUpToCapacity) {
+  AtomicGcra gcra(kSecond);
+  const int64_t unit = GcraCost(1, 10, kSecond);
+  ASSERT_TRUE(gcra.TryAcquire(0, 10 * unit));
+  EXPECT_FALSE(gcra.CanAcquire(0, unit));
+  gcra.Refund(0, 3 * unit);
+  EXPECT_DOUBLE_EQ(GcraAvailable(gcra.tat(), 0, 10, kSecond), 3);
+  EXPECT_TRUE(gcra.TryAcquire(0, 3 * unit));
+  EXPECT_FALSE(gcra.CanAcquire(0, unit));
+  gcra.Refund(0, kSecond);  // More than was taken: full, not more.
+  gcra.Refund(0, kSecond);
+  EXPECT_DOUBLE_EQ(GcraAvailable(gcra.tat(), 0, 10, kSecond), 10);
+  EXPECT_TRUE(gcra.TryAcquire(0, 10 * unit));
+  EXPECT_FALSE(gcra.CanAcquire(0, unit));
+}
+
+TEST(AtomicGcraTest, AvailableTracksRefill) {
+  AtomicGcra gcra(kSecond);
+  EXPECT_DOUBLE_EQ(GcraAvailable(gcra.tat(), 0, 10, kSecond), 10);
+  ASSERT_TRUE(gcra.TryAcquire(0, kSecond));
+  EXPECT_DOUBLE_EQ(GcraAvailable(gcra.tat(), 0, 10, kSecond), 0);
+  EXPECT_DOUBLE_EQ(GcraAvailable(gcra.tat(), 250 * kMs, 10, kSecond), 2.5);
+  EXPECT_DOUBLE_EQ(GcraAvailable(gcra.tat(), 2 * kSecond, 10, kSecond), 10);
+}
+
+void RunLockedTable(LockedRateAlgorithm& algorithm, const std::vector<Step>& steps) {
+  for (const Step& step : steps) {
+    EXPECT_EQ(algorithm.TryAcquire(step.now, step.amount), step.admitted) << "now=" << step.now;
+    EXPECT_EQ(algorithm.WaitNs(step.now, step.amount), step.wait) << "now=" << step.now;
+  }
+}
+
+TEST(LeakyBucketTest, FillsToCapacityAndLeaksOnePerInterval) {
+  // 5 per second: one token leaks every 200 ms.
+  LeakyBucket bucket(5, kSecond);
+  RunLockedTable(bucket, {
+                             {0, 3, true, 200 * kMs},
+                             {0, 2, true, 400 * kMs},
+                             {0, 1, false, 200 * kMs},
+                             {200 * kMs - 1, 1, false, 1},
+                             {200 * kMs, 1, true, 200 * kMs},
+                             {1000 * kMs, 4, true, 800 * kMs},  // 4 leaked by then.
+                             {10 * kSecond, 5, true, kSecond},  // Emptied, then filled.
+                         });
+}
+
+TEST(LeakyBucketTest, FrequentChecksDoNotStarveTheLeak) {
+  // 10 per second (T = 100 ms), checked every 10 ms: concurry truncates 10 ms * 10/s = 0.1 to 0
+  // and restarts its leak clock each time, so it never leaks (reference §11.14). Here the fraction
+  // is kept and one token leaks every 100 ms.
+  LeakyBucket bucket(10, kSecond);
+  ASSERT_TRUE(bucket.TryAcquire(0, 10));
+  int admitted = 0;
+  for (int64_t now = 10 * kMs; now <= kSecond; now += 10 * kMs) {
+    EXPECT_EQ(bucket.InUse(now), 10 - now / (100 * kMs) + admitted) << now;
+    if (bucket.TryAcquire(now, 1)) ++admitted;
+  }
+  EXPECT_EQ(admitted, 10);
+}
+
+TEST(LeakyBucketTest, FractionalRateKeepsExactSchedule) {
+  // 3 per second: leaks at ceil(k / 3 s).
+  LeakyBucket bucket(3, kSecond);
+  ASSERT_TRUE(bucket.TryAcquire(0, 3));
+  EXPECT_EQ(bucket.WaitNs(0, 1), 333'333'334);
+  EXPECT_FALSE(bucket.TryAcquire(333'333'333, 1));
+  EXPECT_TRUE(bucket.TryAcquire(333'333'334, 1));
+  EXPECT_EQ(bucket.WaitNs(333'333'334, 1), 666'666'667 - 333'333'334);
+  EXPECT_TRUE(bucket.TryAcquire(666'666'667, 1));
+}
+
+TEST(SlidingWindowTest, EntriesExpireOneWindowAfterTheirTime) {
+  // 3 per second.
+  SlidingWindow window(3, kSecond);
+  RunLockedTable(window, {
+                             {0, 1, true, 0},
+                             {400 * kMs, 2, true, kSecond},  // Both entries must expire.
+                             {400 * kMs, 1, false, 600 * kMs},
+                             {kSecond - 1, 1, false, 1},
+                             {kSecond, 1, true, 400 * kMs},  // Entry at 0 expired at exactly W.
+                             {kSecond, 2, false, 400 * kMs},
+                             {1400 * kMs, 2, true, kSecond},
+                         });
+  EXPECT_EQ(window.InUse(1400 * kMs), 3);
+  EXPECT_EQ(window.InUse(2400 * kMs), 0);
+}
+
+TEST(SlidingWindowTest, NeverMoreThanCapacityInAnyWindow) {
+  SlidingWindow window(4, kSecond);
+  int admitted_in_window[3] = {0, 0, 0};
+  for (int64_t now = 0; now < 3 * kSecond; now += 50 * kMs) {
+    if (window.TryAcquire(now, 1)) ++admitted_in_window[now / kSecond];
+    EXPECT_LE(window.InUse(now), 4);
+  }
+  EXPECT_EQ(admitted_in_window[0], 4);
+  EXPECT_EQ(admitted_in_window[1], 4);
+  EXPECT_EQ(admitted_in_window[2], 4);
+}
+
+TEST(FixedWindowTest, WindowsAreAlignedToTheClock) {
+  FixedWindow window(2, kSecond);
+  EXPECT_EQ(window.WindowIndex(0), 0);
+  EXPECT_EQ(window.WindowIndex(kSecond - 1), 0);
+  EXPECT_EQ(window.WindowIndex(kSecond), 1);
+  EXPECT_EQ(window.WindowIndex(-1), -1);
+  RunLockedTable(window, {
+                             {300 * kMs, 2, true, 700 * kMs},  // Resets at 1 s, not at 1.3 s.
+                             {999 * kMs, 1, false, kMs},
+                             {kSecond, 1, true, 0},
+                             {1500 * kMs, 1, true, 500 * kMs},
+                             {1500 * kMs, 1, false, 500 * kMs},
+                             {5 * kSecond + 1, 2, true, kSecond - 1},
+                         });
+}
+
+TEST(FixedWindowTest, AdmitsTwiceTheCapacityAroundABoundary) {
+  FixedWindow window(5, kSecond);
+  EXPECT_TRUE(window.TryAcquire(kSecond - 1, 5));
+  EXPECT_FALSE(window.TryAcquire(kSecond - 1, 1));
+  EXPECT_TRUE(window.TryAcquire(kSecond, 5));  // 10 in 1 ns: the documented fixed-window trade-off.
+  EXPECT_FALSE(window.TryAcquire(kSecond, 1));
+  EXPECT_EQ(window.InUse(kSecond), 5);
+}
+
+}  // namespace
+}  // namespace limits_internal
+}  // namespace concurry

@@ -1,0 +1,137 @@
+// RateLimiter: one rate limit (capacity per window) run by one of concurry's five algorithms —
+// TokenBucket, LeakyBucket, SlidingWindow (default), FixedWindow, GCRA — on an injected Clock.
+// TokenBucket and GCRA are lock-free (one compare-exchange per admitted request).
+//
+//   concurry::RateLimiter limiter({.algorithm = concurry::RateLimitAlgorithm::kGcra,
+//                                  .capacity = 100, .window = absl::Seconds(1)});
+//   if (!limiter.TryAcquire(1)) {
+//     absl::Duration retry_after = limiter.TimeUntilAvailable(1);
+//   }
+//   bool admitted = limiter.Acquire(5, /*timeout=*/absl::Milliseconds(200));
+
+#ifndef CONCURRY_LIMITS_RATE_LIMITER_H_
+#define CONCURRY_LIMITS_RATE_LIMITER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "futures/clock.h"
+#include "futures/internal/spin_lock.h"
+#include "limits/internal/rate_algorithms.h"
+#include "limits/rate_window.h"
+
+namespace concurry {
+
+// What a RateLimiter enforces: `capacity` units per `window`.
+struct RateLimiterOptions {
+  RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm;
+  // Units per window: > 0; +infinity means unlimited. TokenBucket and GCRA accept fractions
+  // (0.0001, 1e-300); the others compare whole requests against it.
+  double capacity = 0;
+  // Positive and finite; see ParseRateWindow() for concurry's names.
+  absl::Duration window = absl::Seconds(1);
+};
+
+// A snapshot of a RateLimiter (concurry's get_stats()).
+struct RateLimiterStats {
+  RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm;
+  double capacity = 0;
+  absl::Duration window;
+  // capacity / window in units per second.
+  double max_rate = 0;
+  // Units counted against the capacity now: tokens missing from the bucket (TokenBucket, GCRA),
+  // queue size (LeakyBucket), units admitted in the current window (window algorithms).
+  double in_use = 0;
+  // capacity - in_use.
+  double available = 0;
+  // in_use / capacity, in [0, 1] (0 when the capacity is infinite).
+  double utilization = 0;
+};
+
+// A rate limiter with concurry's semantics (reference §5.3) and two of its bugs fixed: LeakyBucket
+// keeps the fractional leak between checks (no starvation under frequent checks), and FixedWindow
+// windows are aligned to the clock (window i covers [i*W, (i+1)*W) since the Unix epoch).
+//
+// TokenBucket and GCRA share one lock-free implementation (a bucket's "time at which it is full
+// again" is GCRA's theoretical arrival time) and differ only in name; both start full, accept
+// fractional amounts and support Refund(). The other algorithms take a short spin lock and accept
+// whole amounts only.
+//
+// Every method that takes an amount throws InvalidOptionError if it is not positive and finite,
+// if it is fractional and the algorithm is not TokenBucket or GCRA, or if it exceeds the capacity
+// (such a request could never be admitted). Acquire() blocks on the clock until the exact time
+// the request can be admitted or the timeout expires; a Refund() wakes blocked acquirers. Do not
+// destroy a limiter while a thread is blocked in Acquire(). Thread-safe.
+class RateLimiter {
+ public:
+  // Throws InvalidOptionError if `options.capacity` is not > 0 or `options.window` is not
+  // positive and finite. `clock` must outlive the limiter.
+  explicit RateLimiter(const RateLimiterOptions& options, Clock& clock = Clock::Real());
+  ~RateLimiter();
+
+  RateLimiter(const RateLimiter&) = delete;
+  RateLimiter& operator=(const RateLimiter&) = delete;
+
+  // Takes `amount` units if available now and returns true; otherwise returns false, taking
+  // nothing. Never blocks.
+  bool TryAcquire(double amount = 1);
+
+  // Returns whether TryAcquire(`amount`) would succeed now, taking nothing.
+  bool CanAcquire(double amount = 1) const;
+
+  // Takes `amount` units, blocking until they are available. Returns true once taken, or false
+  // when `timeout` (on the limiter's clock) expires first.
+  bool Acquire(double amount = 1, absl::Duration timeout = absl::InfiniteDuration())
+      ABSL_LOCKS_EXCLUDED(wait_mu_);
+
+  // Returns whether Refund() is supported: true for TokenBucket and GCRA.
+  bool SupportsRefund() const;
+
+  // Gives back `amount` unused units (never above the capacity) and wakes blocked acquirers.
+  // Throws InvalidOptionError if the algorithm does not support refunds or `amount` is not
+  // positive and finite.
+  void Refund(double amount) ABSL_LOCKS_EXCLUDED(wait_mu_);
+
+  // Returns how long from now until TryAcquire(`amount`) could succeed if nothing else is taken
+  // (a retry-after); zero if it would succeed now.
+  absl::Duration TimeUntilAvailable(double amount = 1) const;
+
+  // Returns a snapshot of the limiter's state.
+  RateLimiterStats Stats() const;
+
+  // Returns the options the limiter was built with.
+  const RateLimiterOptions& options() const { return options_; }
+
+ private:
+  bool IsLockFree() const { return gcra_ != nullptr; }
+  // Throws InvalidOptionError unless `amount` is valid for this limiter.
+  void CheckAmount(double amount, const char* method) const;
+  bool TryAcquireAt(int64_t now, double amount);
+  int64_t WaitNsAt(int64_t now, double amount) const;
+
+  const RateLimiterOptions options_;
+  Clock& clock_;
+  const int64_t window_ns_;
+  const bool unlimited_;      // capacity == +infinity.
+  const bool whole_amounts_;  // Fractional amounts are rejected.
+
+  // TokenBucket and GCRA: lock-free state. Null for the other algorithms.
+  std::unique_ptr<limits_internal::AtomicGcra> gcra_;
+  // LeakyBucket, SlidingWindow and FixedWindow. Null for TokenBucket and GCRA.
+  mutable internal::SpinLock lock_;
+  std::unique_ptr<limits_internal::LockedRateAlgorithm> locked_ ABSL_PT_GUARDED_BY(lock_);
+
+  // Slow path of Acquire(): blocked acquirers wait on the clock with `wait_mu_`; Refund() bumps
+  // `generation_` when `waiters_` (seq_cst, see AtomicGcra) is non-zero.
+  absl::Mutex wait_mu_;
+  uint64_t generation_ ABSL_GUARDED_BY(wait_mu_) = 0;
+  std::atomic<int> waiters_{0};
+};
+
+}  // namespace concurry
+
+#endif  // CONCURRY_LIMITS_RATE_LIMITER_H_

@@ -1,0 +1,60 @@
+// Rate-limit windows and algorithm names as concurry spells them: ParseRateWindow() turns "minute",
+// "per_hr", "Weekly" or a number of seconds ("0.5") into an absl::Duration, and RateLimitAlgorithm
+// parses from "token", "gcra", "sliding_window" and the other aliases via AbslParseFlag().
+//
+//   absl::StatusOr<absl::Duration> window = concurry::ParseRateWindow("per_minute");  // 60 s
+//   concurry::RateLimitAlgorithm algorithm;
+//   std::string error;
+//   bool ok = AbslParseFlag("leaky", &algorithm, &error);  // RateLimitAlgorithm::kLeakyBucket
+
+#ifndef CONCURRY_LIMITS_RATE_WINDOW_H_
+#define CONCURRY_LIMITS_RATE_WINDOW_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace concurry {
+
+// Returns the window named by `text`: a positive, finite number of seconds ("60", "0.5") or one of
+// concurry's RateWindow names and aliases, case-insensitive: second(s)/sec(s)/per_second(s)/
+// per_sec(s)/secondly = 1 s; minute(s)/min(s)/per_minute(s)/per_min(s)/minutely = 60 s;
+// hour(s)/hr(s)/per_hour(s)/per_hr(s)/hourly = 1 h; day(s)/per_day(s)/daily = 24 h;
+// week(s)/wk(s)/per_week(s)/per_wk(s)/weekly = 7 days. There is no month (as in concurry).
+// Returns InvalidArgument naming the accepted spellings otherwise.
+absl::StatusOr<absl::Duration> ParseRateWindow(absl::string_view text);
+
+// Returns OK if `window` is usable as a rate-limit window (positive and finite, at least 1 ns),
+// InvalidArgument saying what was wrong otherwise.
+absl::Status ValidateRateWindow(absl::Duration window);
+
+// The five rate-limiting algorithms of concurry (reference §5.3). kSlidingWindow is the default.
+enum class RateLimitAlgorithm {
+  kTokenBucket,
+  kLeakyBucket,
+  kSlidingWindow,
+  kFixedWindow,
+  kGcra,
+};
+
+inline constexpr RateLimitAlgorithm kDefaultRateLimitAlgorithm = RateLimitAlgorithm::kSlidingWindow;
+
+// Returns the canonical snake_case name: "token_bucket", "leaky_bucket", "sliding_window",
+// "fixed_window" or "gcra" (the `algorithm` field of concurry's statistics).
+absl::string_view RateLimitAlgorithmName(RateLimitAlgorithm algorithm);
+
+// Parses concurry's names and aliases, case-insensitive: "token"/"token_bucket"/"TokenBucket",
+// "leaky"/"leaky_bucket", "sliding"/"sliding_window", "fixed"/"fixed_window", "gcra"/
+// "generic cell rate"/"generic cell rate algorithm". On failure sets `*error` to a message listing
+// the accepted names and returns false.
+bool AbslParseFlag(absl::string_view text, RateLimitAlgorithm* algorithm, std::string* error);
+
+// Returns the canonical name (RateLimitAlgorithmName()), which AbslParseFlag() accepts.
+std::string AbslUnparseFlag(RateLimitAlgorithm algorithm);
+
+}  // namespace concurry
+
+#endif  // CONCURRY_LIMITS_RATE_WINDOW_H_
