@@ -123,6 +123,19 @@ class ScopedWorkerDefaults {
   uint64_t id_ = 0;
 };
 
+// A snapshot of one worker's queues, for monitoring. The numbers may change as soon as they are
+// read.
+struct WorkerStats {
+  // Calls forwarded to the worker and not started yet (the internal stop message counts as one
+  // while a stop is pending).
+  int64_t queued = 0;
+  // Calls kept on the callers' side by max_queued_tasks (QueueFullPolicy::kDefer, or calls that
+  // may not block).
+  int64_t deferred = 0;
+  // Threads blocked in a call by QueueFullPolicy::kBlock.
+  int64_t blocked_callers = 0;
+};
+
 // Options after resolution and validation.
 struct ResolvedWorkerOptions {
   Mode mode = Mode::kThread;

@@ -98,6 +98,8 @@ bool TaskWorker::Stop() const {
 
 bool TaskWorker::stopped() const { return Core("TaskWorker::stopped")->stop_requested(); }
 
+WorkerStats TaskWorker::Stats() const { return Core("TaskWorker::Stats")->Stats(); }
+
 Future<void> TaskWorker::StoppedFuture() const {
   return Core("TaskWorker::StoppedFuture")->stopped_future();
 }

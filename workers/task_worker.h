@@ -139,6 +139,8 @@ class TaskWorker : public Executor {
   bool Stop() const;
   // Returns whether Stop was called.
   bool stopped() const;
+  // Returns a snapshot of the worker's queues.
+  WorkerStats Stats() const;
   // Completes when the worker has fully stopped.
   Future<void> StoppedFuture() const;
   // Returns the options after defaults were applied.

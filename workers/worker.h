@@ -141,6 +141,8 @@ class Worker {
 
   // Whether Stop was called (the worker may still be finishing a call).
   bool stopped() const { return Checked("stopped")->stop_requested(); }
+  // Returns a snapshot of the worker's queues.
+  WorkerStats Stats() const { return Checked("Stats")->Stats(); }
   // Completes when the worker has fully stopped and its T is destroyed.
   Future<void> StoppedFuture() const { return Checked("StoppedFuture")->stopped_future(); }
   // The options after defaults were applied.

@@ -406,6 +406,30 @@ TEST_P(WorkerConformanceTest, BlockPolicyBlocksTheCallerUntilThereIsRoom) {
   EXPECT_EQ(second.Result(), 11);
 }
 
+TEST_P(WorkerConformanceTest, AFreedSlotGoesToTheOldestWaiter) {
+  if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
+  auto w = Worker<Counter>::Create(
+      {.mode = GetParam(), .max_queued_tasks = 1, .queue_full = QueueFullPolicy::kBlock}, 0);
+  const int gate = Gates::Get().Make();
+  Future<int> first = w.Call(&Counter::Hold, gate);
+  Gates::Get().WaitEntered(gate);
+  EXPECT_EQ(w.Stats().queued, 0);
+  Future<std::vector<int>> blocked_call;
+  std::thread caller([&] { blocked_call = w.Call(&Counter::Record, 1); });
+  // Wait (yielding) until the caller is parked in the gate; Stats() reads the gate's queue.
+  while (w.Stats().blocked_callers != 1) std::this_thread::yield();
+  // A call dispatched when its input completes never blocks: it is deferred behind the caller.
+  Promise<int> input;
+  Future<std::vector<int>> deferred_call = w.Call(&Counter::Record, input.GetFuture());
+  input.SetValue(2);
+  EXPECT_EQ(w.Stats().deferred, 1);
+  Gates::Get().Release(gate);
+  caller.join();
+  EXPECT_THAT(deferred_call.Result(), ElementsAre(1, 2));  // The blocked caller went first.
+  const WorkerStats idle = w.Stats();
+  EXPECT_EQ(idle.queued + idle.deferred + idle.blocked_callers, 0);
+}
+
 TEST_P(WorkerConformanceTest, StopWakesABlockedCaller) {
   if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
   auto w = Worker<Counter>::Create(

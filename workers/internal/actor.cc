@@ -93,6 +93,15 @@ CallNode* SubmissionGate::Release() {
   return next.node;
 }
 
+SubmissionGate::Counts SubmissionGate::GetCounts() {
+  absl::MutexLock lock(&mu_);
+  Counts counts;
+  for (const Entry& entry : waiting_) {
+    ++(entry.admitted == nullptr ? counts.deferred : counts.blocked);
+  }
+  return counts;
+}
+
 std::deque<CallNode*> SubmissionGate::Close() {
   absl::MutexLock lock(&mu_);
   closed_ = true;
@@ -117,6 +126,20 @@ class ActorCore::StopNode final : public CallNode {
 };
 
 bool ActorCore::InAnyActorContext() { return current_actor != nullptr; }
+
+WorkerStats ActorCore::Stats() {
+  WorkerStats stats;
+  {
+    internal::SpinLockHolder hold(&lock_);
+    stats.queued = queued_;
+  }
+  if (gate_ != nullptr) {
+    const SubmissionGate::Counts counts = gate_->GetCounts();
+    stats.deferred = counts.deferred;
+    stats.blocked_callers = counts.blocked;
+  }
+  return stats;
+}
 
 ActorCore::ActorCore(const ResolvedWorkerOptions& options)
     : options_(options),
@@ -156,6 +179,7 @@ bool ActorCore::InActorContext() const { return current_actor == this; }
 CallNode* ActorCore::TakeAllLocked() {
   CallNode* chain = first_;
   first_ = last_ = nullptr;
+  queued_ = 0;
   return chain;
 }
 
@@ -171,6 +195,7 @@ bool ActorCore::Push(CallNode* node) {
       last_->next_ = node;
     }
     last_ = node;
+    ++queued_;
     schedule = !scheduled_;
     scheduled_ = true;
   }
@@ -249,6 +274,7 @@ bool ActorCore::Drain(int64_t budget) {
       }
       if (ran < budget) {
         first_ = node->next_;
+        --queued_;
         if (first_ == nullptr) last_ = nullptr;
       }
     }
@@ -332,6 +358,7 @@ bool ActorCore::Stop(absl::Duration timeout) {
         // Take the queued calls and leave only the StopNode, which runs after the running call.
         queued = TakeAllLocked();
         first_ = last_ = std::exchange(stop_node_, nullptr);
+        queued_ = 1;
         schedule = !scheduled_;
         scheduled_ = true;
       }

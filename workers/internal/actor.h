@@ -74,6 +74,11 @@ class SubmissionGate {
   // A forwarded call finished: frees its slot and returns the next deferred node to forward, or
   // null (none, or the slot went to a blocked caller, who forwards its own call).
   CallNode* Release() ABSL_LOCKS_EXCLUDED(mu_);
+  struct Counts {
+    int64_t deferred = 0;
+    int64_t blocked = 0;
+  };
+  Counts GetCounts() ABSL_LOCKS_EXCLUDED(mu_);
   // Closes the gate: returns the deferred nodes (for the caller to cancel) and wakes blocked
   // callers (whose Admit returns kClosed).
   [[nodiscard]] std::deque<CallNode*> Close() ABSL_LOCKS_EXCLUDED(mu_);
@@ -145,6 +150,9 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   uint64_t AddStopHook(AnyFuture call) ABSL_LOCKS_EXCLUDED(lock_);
   void RemoveStopHook(uint64_t id) ABSL_LOCKS_EXCLUDED(lock_);
 
+  // A snapshot of the queues (see WorkerStats).
+  WorkerStats Stats() ABSL_LOCKS_EXCLUDED(lock_);
+
   // Whether the calling thread is running one of this actor's calls right now.
   bool InActorContext() const;
   // Whether the calling thread is running a call of any actor.
@@ -181,6 +189,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   CallNode* first_ ABSL_GUARDED_BY(lock_) = nullptr;
   CallNode* last_ ABSL_GUARDED_BY(lock_) = nullptr;
   bool scheduled_ ABSL_GUARDED_BY(lock_) = false;
+  int64_t queued_ ABSL_GUARDED_BY(lock_) = 0;  // Nodes in the mailbox.
   bool mailbox_closed_ ABSL_GUARDED_BY(lock_) = false;
   // Set by Stop: drains cancel what they pop instead of running it.
   std::atomic<bool> stop_requested_{false};
