@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <thread>
 #include <utility>
 
 #include "futures/errors.h"
@@ -63,10 +64,11 @@ struct TbbExecutor::Impl {
 
   tbb::task_arena arena;
   tbb::task_group group;
-  // Submit calls in progress, and whether Shutdown began. A plain mutex would do, but Debian's
+  // Submit calls in progress, and whether Shutdown began. A mutex would do, but Debian's
   // absl::Mutex (deadlock detection on) costs more than the enqueue itself on this hot path.
   // Memory ordering: both are seq_cst, so a Submit either sees `stopped` and backs out, or its
-  // increment is seen by Shutdown, which then waits for the matching decrement.
+  // increment is seen by Shutdown, which then waits for the matching decrement. A Submit's
+  // decrement is its last access to Impl, so Shutdown (and the destructor) may proceed after it.
   std::atomic<int> submitting{0};
   std::atomic<bool> stopped{false};
 };
@@ -87,14 +89,11 @@ TbbExecutor::~TbbExecutor() {
 void TbbExecutor::Submit(Task task) {
   Impl& impl = *impl_;
   struct Leave {
-    Impl& impl;
-    ~Leave() {
-      // The last Submit out after Shutdown began wakes it.
-      if (impl.submitting.fetch_sub(1) == 1 && impl.stopped.load()) impl.submitting.notify_all();
-    }
+    std::atomic<int>& submitting;
+    ~Leave() { submitting.fetch_sub(1); }  // The last access to Impl (see Impl).
   };
   impl.submitting.fetch_add(1);
-  Leave leave{impl};
+  Leave leave{impl.submitting};
   if (impl.stopped.load()) throw StoppedError("TbbExecutor::Submit: the executor was shut down");
   impl.arena.enqueue(impl.group.defer(ConstCallable{&impl, std::move(task)}));
 }
@@ -106,10 +105,10 @@ void TbbExecutor::Shutdown() {
         "itself forever; shut down from outside the executor");
   }
   impl_->stopped.store(true);
-  // Wait for Submit calls that got in before `stopped` was set; no later one can add a task.
-  for (int n = impl_->submitting.load(); n != 0; n = impl_->submitting.load()) {
-    impl_->submitting.wait(n);
-  }
+  // Wait for Submit calls that got in before `stopped` was set; no later one can add a task. They
+  // are between an increment and a decrement around one non-blocking enqueue, so this wait is a
+  // few hundred nanoseconds; a wake-up would have to touch Impl after the decrement.
+  while (impl_->submitting.load() != 0) std::this_thread::yield();
   // Wait for the tasks already enqueued (and what they spawn). The wait happens outside the
   // arena so this thread never takes a slot (see Impl).
   impl_->group.wait();

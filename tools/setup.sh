@@ -71,7 +71,8 @@ fetch_debian_source() {  # <source pkg> <installed binary pkg> <dest dir> [patch
 }
 fetch_debian_source abseil libabsl-dev third_party/abseil-cpp \
   third_party/patches/abseil-tsan-mutex-post.patch
-fetch_debian_source onetbb libtbb-dev third_party/onetbb-src
+fetch_debian_source onetbb libtbb-dev third_party/onetbb-src \
+  third_party/patches/onetbb-tsan-malloc.patch
 
 # 3. Machine-local bazelrc (absolute paths only: %workspace% is not expanded inside
 #    --override_repository or --test_env values). Rewritten only when it changes.

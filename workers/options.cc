@@ -92,17 +92,28 @@ void Apply(const Delta& d, WorkerDefaults& out) {
 class DefaultsTable {
  public:
   WorkerDefaults Get(Mode mode) ABSL_LOCKS_EXCLUDED(mu_) {
+    // A `change` of Add runs with mu_ held by this thread and may read the defaults.
+    if (in_change_) return ComputeHeld(mode);
     absl::MutexLock lock(&mu_);
-    WorkerDefaults d;
-    for (const Layer& layer : layers_) {
-      if (layer.mode == mode) Apply(layer.delta, d);
-    }
-    return d;
+    return ComputeLocked(mode);
   }
-  uint64_t Push(Mode mode, Delta delta) ABSL_LOCKS_EXCLUDED(mu_) {
+  // Runs `change` on the current defaults of `mode` and adds a layer with the fields it changed,
+  // all under one lock so that no scope can end in between. Returns the layer's id.
+  uint64_t Add(Mode mode, absl::FunctionRef<void(WorkerDefaults&)> change)
+      ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
+    const WorkerDefaults before = ComputeLocked(mode);
+    WorkerDefaults after = before;
+    {
+      struct InChange {
+        InChange() { in_change_ = true; }
+        ~InChange() { in_change_ = false; }
+      } in_change;
+      change(after);
+    }
+    ValidateDefaults(mode, after, "ScopedWorkerDefaults");
     const uint64_t id = next_id_++;
-    layers_.push_back({id, mode, std::move(delta)});
+    layers_.push_back({id, mode, Diff(before, after)});
     return id;
   }
   void Remove(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_) {
@@ -121,10 +132,28 @@ class DefaultsTable {
     Mode mode;
     Delta delta;
   };
+
+  WorkerDefaults ComputeLocked(Mode mode) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    WorkerDefaults d;
+    for (const Layer& layer : layers_) {
+      if (layer.mode == mode) Apply(layer.delta, d);
+    }
+    return d;
+  }
+  // Only while this thread holds mu_ inside Add (the analysis cannot see that).
+  WorkerDefaults ComputeHeld(Mode mode) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return ComputeLocked(mode);
+  }
+
+  // Whether this thread is running a `change` inside Add (and so holds mu_).
+  static thread_local bool in_change_;
+
   absl::Mutex mu_;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<Layer> layers_ ABSL_GUARDED_BY(mu_);
 };
+
+thread_local bool DefaultsTable::in_change_ = false;
 
 DefaultsTable& Table() {
   static DefaultsTable* const table = new DefaultsTable();
@@ -217,12 +246,7 @@ ScopedWorkerDefaults::ScopedWorkerDefaults(Mode mode,
     throw InvalidOptionError(
         absl::StrCat("ScopedWorkerDefaults: unknown mode ", static_cast<int>(mode)));
   }
-  // `change` runs without any lock held, so it may call GetWorkerDefaults.
-  const WorkerDefaults before = Table().Get(mode);
-  WorkerDefaults after = before;
-  change(after);
-  ValidateDefaults(mode, after, "ScopedWorkerDefaults");
-  id_ = Table().Push(mode, Diff(before, after));
+  id_ = Table().Add(mode, change);
 }
 
 ScopedWorkerDefaults::~ScopedWorkerDefaults() { Table().Remove(id_); }

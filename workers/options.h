@@ -110,7 +110,9 @@ WorkerDefaults GetWorkerDefaults(Mode mode);
 // the current defaults; the fields it changes are what the scope overrides, on top of the scopes
 // created before it. Scopes nest and may end in any order: the defaults are always the built-in
 // ones plus the changes of the scopes still alive, in creation order. (A field set to the value
-// it already had is not an override.) Thread-safe; not copyable or movable.
+// it already had is not an override.) `change` runs under the table's lock: it may read the
+// defaults (GetWorkerDefaults, creating workers) but must not create or end scopes or wait for
+// other threads that do. Thread-safe; not copyable or movable.
 class ScopedWorkerDefaults {
  public:
   ScopedWorkerDefaults(Mode mode, absl::FunctionRef<void(WorkerDefaults&)> change);

@@ -63,7 +63,8 @@ class TaskWorker;
 // calls still queued or deferred (their futures report cancelled), lets the running call finish,
 // then destroys the T in the worker's context. It waits up to `timeout` for that and returns
 // whether it finished; a call still running past the timeout finishes in the background. Stop is
-// idempotent; from inside one of the worker's own calls it does not wait.
+// idempotent; from inside one of the worker's own calls, or from a callback of a call its Stop is
+// cancelling, it does not wait. Once StoppedFuture() is done, every accepted call is done.
 //
 // Bounded submission (max_queued_tasks, queue_full): see WorkerOptions. Calls made from inside a
 // worker's context, and calls dispatched when their input futures complete, are deferred rather

@@ -17,8 +17,13 @@
 namespace concurry::workers_internal {
 namespace {
 
-// The actor whose drain the calling thread is running, if any.
+// The actor whose drain the calling thread is running, if any, and that drain's flag for a
+// nested drain request (see ActorCore::Drain).
 thread_local const ActorCore* current_actor = nullptr;
+thread_local bool* current_redrain = nullptr;
+// The actor whose Stop is cancelling calls on this thread, if any: a Stop nested in one of those
+// cancellation callbacks must not wait for the pass it is part of.
+thread_local const ActorCore* stopping_actor = nullptr;
 // Whether a NonBlockingScope is alive on this thread.
 thread_local bool never_block = false;
 
@@ -107,7 +112,9 @@ std::deque<CallNode*> SubmissionGate::Close() {
   closed_ = true;
   std::deque<CallNode*> deferred;
   for (const Entry& entry : waiting_) {
-    if (entry.admitted == nullptr) deferred.push_back(entry.node);
+    if (entry.admitted != nullptr) continue;  // A blocked caller: its Admit returns kClosed.
+    entry.node->gated_ = false;               // It never held a slot.
+    deferred.push_back(entry.node);
   }
   waiting_.clear();
   return deferred;
@@ -251,16 +258,22 @@ void ActorCore::CancelChain(CallNode* chain) noexcept {
 }
 
 bool ActorCore::Drain(int64_t budget) {
-  if (current_actor == this) {
+  if (current_actor == this && current_redrain != nullptr) {
     // Scheduled from this drain through an executor that ran the task inline: let the outer
-    // drain continue rather than recursing (which would grow the stack per budget).
-    redrain_ = true;
+    // drain, on this thread, continue rather than recursing (which would grow the stack per
+    // budget).
+    *current_redrain = true;
     return true;
   }
+  bool redrain = false;
   struct Context {
     const ActorCore* outer;
-    ~Context() { current_actor = outer; }
-  } context{std::exchange(current_actor, this)};
+    bool* outer_redrain;
+    ~Context() {
+      current_actor = outer;
+      current_redrain = outer_redrain;
+    }
+  } context{std::exchange(current_actor, this), std::exchange(current_redrain, &redrain)};
   // Keeps the actor alive through the drain even if the last handle goes away meanwhile.
   const std::shared_ptr<ActorCore> self = shared_from_this();
   for (int64_t ran = 0;; ++ran) {
@@ -280,8 +293,8 @@ bool ActorCore::Drain(int64_t budget) {
     }
     if (ran >= budget) {
       Schedule();  // Let other actors run; scheduled_ stays true, so no push schedules.
-      if (!redrain_) return true;
-      redrain_ = false;  // The executor ran the drain inline: carry on here.
+      if (!redrain) return true;
+      redrain = false;  // The executor ran the drain inline: carry on here.
       ran = -1;
       continue;
     }
@@ -292,9 +305,12 @@ bool ActorCore::Drain(int64_t budget) {
 }
 
 void ActorCore::Close() noexcept {
+  if (closed_) return;  // Abandon's Close cancels the StopNode, whose Cancel closes again.
   closed_ = true;
-  if (gate_ != nullptr)
-    gate_->Close();  // Normally already closed by Stop; a failed construction gets here first.
+  // Normally already closed by Stop or Abandon; this covers any call deferred since.
+  std::deque<CallNode*> deferred;
+  if (gate_ != nullptr) deferred = gate_->Close();
+  for (CallNode* node : deferred) Finish(node, /*run=*/false);
   CallNode* chain;
   {
     internal::SpinLockHolder hold(&lock_);
@@ -306,20 +322,42 @@ void ActorCore::Close() noexcept {
     void* object = std::exchange(object_, nullptr);
     destroy_(object);  // A throwing destructor terminates, as it would anywhere else.
   }
-  stopped_.SetValue();
+  FinishStopStep();
+}
+
+void ActorCore::FinishStopStep() noexcept {
+  // acq_rel: the second step sees everything the first did before the future completes.
+  if (stop_steps_.fetch_sub(1, std::memory_order_acq_rel) == 1) stopped_.SetValue();
 }
 
 void ActorCore::Abandon() noexcept {
   stop_requested_.store(true, std::memory_order_release);
-  stop_posted_.store(true, std::memory_order_release);
-  if (gate_ != nullptr) {
-    for (CallNode* node : gate_->Close()) Finish(node, /*run=*/false);
+  // Inside Stop (its Schedule failed), Stop finishes its own step of the stop latch.
+  const bool own_step = !stop_posted_.exchange(true, std::memory_order_acq_rel);
+  {
+    struct Context {
+      const ActorCore* outer;
+      ~Context() { current_actor = outer; }
+    } context{std::exchange(current_actor, this)};
+    Close();
   }
-  struct Context {
-    const ActorCore* outer;
-    ~Context() { current_actor = outer; }
-  } context{std::exchange(current_actor, this)};
-  Close();
+  if (own_step) {
+    CancelWaiting();
+    FinishStopStep();
+  }
+}
+
+void ActorCore::CancelWaiting() noexcept {
+  std::deque<CallNode*> deferred;
+  if (gate_ != nullptr) deferred = gate_->Close();
+  absl::flat_hash_map<uint64_t, AnyFuture> waiting;
+  {
+    internal::SpinLockHolder hold(&lock_);
+    hooks_closed_ = true;
+    waiting.swap(hooks_);
+  }
+  for (auto& [id, call] : waiting) call.Cancel();
+  for (CallNode* node : deferred) Finish(node, /*run=*/false);
 }
 
 uint64_t ActorCore::AddStopHook(AnyFuture call) {
@@ -343,6 +381,8 @@ void ActorCore::RemoveStopHook(uint64_t id) {
 }
 
 bool ActorCore::Stop(absl::Duration timeout) {
+  // A cancellation callback below may drop the last handle; keep this actor alive meanwhile.
+  const std::shared_ptr<ActorCore> self = shared_from_this();
   if (!stop_posted_.exchange(true, std::memory_order_acq_rel)) {
     stop_requested_.store(true, std::memory_order_release);
     std::deque<CallNode*> deferred;
@@ -365,12 +405,20 @@ bool ActorCore::Stop(absl::Duration timeout) {
     }
     if (schedule) Schedule();
     // Cancelling runs user callbacks; the StopNode is queued first, so a Stop nested in one of
-    // them can complete.
-    for (auto& [id, call] : waiting) call.Cancel();
-    for (CallNode* node : deferred) Finish(node, /*run=*/false);
-    CancelChain(queued);
+    // them can complete. The stopped future completes only after both this pass and the
+    // StopNode's Close (stop_steps_), so whoever sees it done sees every call done.
+    {
+      struct Stopping {
+        const ActorCore* outer;
+        ~Stopping() { stopping_actor = outer; }
+      } stopping{std::exchange(stopping_actor, this)};
+      for (auto& [id, call] : waiting) call.Cancel();
+      for (CallNode* node : deferred) Finish(node, /*run=*/false);
+      CancelChain(queued);
+    }
+    FinishStopStep();
   }
-  if (InActorContext()) return stopped_future_.Done();
+  if (InActorContext() || stopping_actor == this) return stopped_future_.Done();
   return stopped_future_.Wait(timeout);
 }
 

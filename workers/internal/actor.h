@@ -181,6 +181,11 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   void Close() noexcept ABSL_LOCKS_EXCLUDED(lock_);
   // Cancels and deletes the nodes of a FIFO chain.
   void CancelChain(CallNode* chain) noexcept;
+  // One of the two steps of stopping (Close, and the cancellation pass of Stop or Abandon); the
+  // second completes stopped_.
+  void FinishStopStep() noexcept;
+  // Abandon's cancellation pass: the deferred calls and those waiting for inputs.
+  void CancelWaiting() noexcept;
   // Cancels or runs one node, deletes it and frees its gate slot.
   void Finish(CallNode* node, bool run) noexcept;
 
@@ -194,13 +199,11 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // Set by Stop: drains cancel what they pop instead of running it.
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> stop_posted_{false};
+  std::atomic<int> stop_steps_{2};
   // Used only in the actor's context; drains are ordered by lock_.
   void* object_ = nullptr;
   void (*destroy_)(void*) = nullptr;
   bool closed_ = false;
-  // Set by a Drain that found itself nested in this actor's own drain on the same thread (an
-  // executor that runs tasks inline): the outer drain carries on instead of recursing.
-  bool redrain_ = false;
   // Allocated up front so that Stop cannot fail half-way.
   CallNode* stop_node_;
   // Only for bounded workers: an absl::Mutex per worker is costly with Debian's deadlock
