@@ -59,17 +59,20 @@ StatusError::StatusError(absl::Status status)
     : Error(NonOkOrUnknown(status).code(), std::string(NonOkOrUnknown(status).message())),
       status_(NonOkOrUnknown(std::move(status))) {}
 
+std::string TypeName(const std::type_info& type) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> name(
+      abi::__cxa_demangle(type.name(), nullptr, nullptr, &status), std::free);
+  return status == 0 && name != nullptr ? std::string(name.get()) : std::string(type.name());
+}
+
 std::string ExceptionTypeName(const std::exception_ptr& error) {
   if (!error) return "unknown";
   try {
     std::rethrow_exception(error);
   } catch (...) {
     const std::type_info* type = abi::__cxa_current_exception_type();
-    if (type == nullptr) return "unknown";
-    int status = 0;
-    std::unique_ptr<char, void (*)(void*)> name(
-        abi::__cxa_demangle(type->name(), nullptr, nullptr, &status), std::free);
-    return status == 0 && name != nullptr ? std::string(name.get()) : std::string(type->name());
+    return type == nullptr ? "unknown" : TypeName(*type);
   }
 }
 

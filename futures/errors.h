@@ -18,6 +18,7 @@
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <typeinfo>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -122,6 +123,10 @@ absl::Status StatusFromException(const std::exception_ptr& error);
 
 // Returns an exception that carries `status` unchanged (a StatusError). `status` must not be OK.
 std::exception_ptr ExceptionFromStatus(absl::Status status);
+
+// Returns the demangled name of `type` ("std::vector<int, std::allocator<int> >"), or the mangled
+// name when demangling fails.
+std::string TypeName(const std::type_info& type);
 
 // Returns the demangled dynamic type name of the exception in `error` ("std::runtime_error"), or
 // "unknown" when it cannot be determined.

@@ -30,6 +30,11 @@ class Executor {
 // Returns an executor that runs each task immediately on the submitting thread. Thread-safe.
 Executor& InlineExecutor();
 
+// Runs `task` for an executor (named `executor` in the report). A task must not throw; one that
+// does is contained: its exception is printed to stderr instead of escaping into the executor
+// (where it could cancel other tasks or terminate the process).
+void RunExecutorTask(Executor::Task& task, const char* executor) noexcept;
+
 }  // namespace concurry
 
 #endif  // CONCURRY_FUTURES_EXECUTOR_H_

@@ -32,13 +32,7 @@ struct ConstCallable {
       const void* outer;
       ~Restore() { running_executor = outer; }
     } restore{std::exchange(running_executor, owner)};
-    try {
-      task();
-    } catch (...) {
-      const std::exception_ptr error = std::current_exception();
-      std::fprintf(stderr, "concurry: a TbbExecutor task threw and was ignored: %s: %s\n",
-                   ExceptionTypeName(error).c_str(), ExceptionMessage(error).c_str());
-    }
+    RunExecutorTask(task, "TbbExecutor");
   }
 };
 

@@ -50,14 +50,12 @@ std::string AbslUnparseFlag(ErrorPolicy policy) {
 
 namespace sync_internal {
 
-// The slot table's index (chunk pointers for 2 * max_in_flight slots) is allocated up front:
-// 1 << 20 keeps it at 256 KiB at most.
-constexpr int kMaxInFlight = 1 << 20;
-
+// kMaxStreamInFlight: the slot table's index (chunk pointers for 2 * max_in_flight slots) is
+// allocated up front, and 1 << 20 keeps it at 256 KiB at most.
 void ValidateStreamOptions(const StreamOptions& options) {
-  if (options.max_in_flight < 1 || options.max_in_flight > kMaxInFlight) {
+  if (options.max_in_flight < 1 || options.max_in_flight > kMaxStreamInFlight) {
     throw InvalidOptionError(absl::StrCat("StreamOptions::max_in_flight must be in [1, ",
-                                          kMaxInFlight, "], got ", options.max_in_flight));
+                                          kMaxStreamInFlight, "], got ", options.max_in_flight));
   }
   if (options.timeout < absl::ZeroDuration()) {
     throw InvalidOptionError(absl::StrCat("StreamOptions::timeout must be >= 0, got ",

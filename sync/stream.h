@@ -70,11 +70,14 @@ std::string AbslUnparseFlag(Order order);
 bool AbslParseFlag(absl::string_view text, ErrorPolicy* policy, std::string* error);
 std::string AbslUnparseFlag(ErrorPolicy policy);
 
+// The largest max_in_flight a stream accepts (it bounds the memory of the in-flight window).
+inline constexpr int kMaxStreamInFlight = 1 << 20;
+
 // Options of Stream. Plain struct: `{.max_in_flight = 16, .order = Order::kInput}`.
 struct StreamOptions {
-  // Tasks submitted and not finished at any time, in [1, 1048576]. In completion order at most
-  // 2 * max_in_flight inputs and results are held at once (running or waiting to be consumed);
-  // in input order at most max_in_flight.
+  // Tasks submitted and not finished at any time, in [1, kMaxStreamInFlight]. In completion order
+  // at most 2 * max_in_flight inputs and results are held at once (running or waiting to be
+  // consumed); in input order at most max_in_flight.
   int max_in_flight = 64;
   Order order = Order::kCompletion;
   ErrorPolicy on_error = ErrorPolicy::kStopOnError;

@@ -60,12 +60,12 @@ class ExceptionRegistry {
 
   template <typename E>
   void RegisterWithMessage() {
-    Register(typeid(E), workers_internal::DemangledTypeName(typeid(E)),
+    Register(typeid(E), TypeName(typeid(E)),
              [](const ErrorRecord& record) { return std::make_exception_ptr(E(record.message)); });
   }
   template <typename E>
   void RegisterWithoutMessage() {
-    Register(typeid(E), workers_internal::DemangledTypeName(typeid(E)),
+    Register(typeid(E), TypeName(typeid(E)),
              [](const ErrorRecord&) { return std::make_exception_ptr(E()); });
   }
 
@@ -97,16 +97,14 @@ class ExceptionRegistry {
     RegisterWithMessage<CapacityError>();
     RegisterWithMessage<RetryValidationError>();
     RegisterWithoutMessage<BrokenPromiseError>();
-    Register(typeid(StatusError), workers_internal::DemangledTypeName(typeid(StatusError)),
-             [](const ErrorRecord& record) {
-               return std::make_exception_ptr(
-                   StatusError(absl::Status(ValidCode(record.status_code), record.message)));
-             });
+    Register(typeid(StatusError), TypeName(typeid(StatusError)), [](const ErrorRecord& record) {
+      return std::make_exception_ptr(
+          StatusError(absl::Status(ValidCode(record.status_code), record.message)));
+    });
     // A plain concurry::Error (no subclass) keeps its code too.
-    Register(typeid(Error), workers_internal::DemangledTypeName(typeid(Error)),
-             [](const ErrorRecord& record) {
-               return std::make_exception_ptr(Error(ValidCode(record.status_code), record.message));
-             });
+    Register(typeid(Error), TypeName(typeid(Error)), [](const ErrorRecord& record) {
+      return std::make_exception_ptr(Error(ValidCode(record.status_code), record.message));
+    });
   }
 
   // Returns `code` as a status code; codes absl does not define become kUnknown.

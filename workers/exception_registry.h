@@ -23,7 +23,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "workers/internal/type_name.h"
+#include "futures/errors.h"
 
 namespace concurry {
 
@@ -93,8 +93,7 @@ void RegisterException(ExceptionFactory factory) {
                 "RegisterException<E>: E must be a class derived from std::exception");
   static_assert(!std::is_abstract_v<E> && std::is_copy_constructible_v<E>,
                 "RegisterException<E>: E must be a concrete, copyable exception type");
-  workers_internal::RegisterExceptionFactory(
-      typeid(E), workers_internal::DemangledTypeName(typeid(E)), std::move(factory));
+  workers_internal::RegisterExceptionFactory(typeid(E), TypeName(typeid(E)), std::move(factory));
 }
 
 template <typename E>

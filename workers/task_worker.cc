@@ -1,7 +1,6 @@
 #include "workers/task_worker.h"
 
 #include <cstdint>
-#include <cstdio>
 #include <exception>
 #include <memory>
 #include <string>
@@ -17,24 +16,12 @@
 namespace concurry {
 namespace {
 
-// Stream's bound on max_in_flight (sync/stream.cc), checked here with the Map's own message.
-constexpr int kMaxMapInFlight = 1 << 20;
-
 // An Executor task posted to the worker's queue.
 class ExecutorTaskNode final : public workers_internal::CallNode {
  public:
   explicit ExecutorTaskNode(Executor::Task task) : task_(std::move(task)) {}
 
-  void Run(void*) noexcept override {
-    try {
-      task_();
-    } catch (...) {
-      // The Executor contract forbids throwing tasks; report instead of terminating.
-      const std::exception_ptr error = std::current_exception();
-      std::fprintf(stderr, "concurry: TaskWorker: an executor task threw %s: %s\n",
-                   ExceptionTypeName(error).c_str(), ExceptionMessage(error).c_str());
-    }
-  }
+  void Run(void*) noexcept override { RunExecutorTask(task_, "TaskWorker"); }
   // Dropped (the worker stopped): destroyed without running, as the Executor contract allows.
   void Cancel() noexcept override { Executor::Task dropped = std::move(task_); }
 
@@ -109,10 +96,10 @@ const ResolvedWorkerOptions& TaskWorker::options() const {
 }
 
 StreamOptions TaskWorker::ToStreamOptions(MapOptions options, const char* api) {
-  if (options.max_in_flight < 1 || options.max_in_flight > kMaxMapInFlight) {
+  if (options.max_in_flight < 1 || options.max_in_flight > kMaxStreamInFlight) {
     throw InvalidOptionError(absl::StrCat(api, ": MapOptions::max_in_flight is ",
                                           options.max_in_flight, "; allowed: 1 to ",
-                                          kMaxMapInFlight));
+                                          kMaxStreamInFlight));
   }
   if (options.timeout < absl::ZeroDuration()) {
     throw InvalidOptionError(

@@ -176,6 +176,16 @@ class WorkerConformanceTest : public ::testing::TestWithParam<Mode> {
  protected:
   WorkerOptions Options() const { return {.mode = GetParam()}; }
   Worker<Counter> Make(int start = 0) { return Worker<Counter>::Create(Options(), start); }
+  Worker<Counter> MakeBounded(int64_t cap, QueueFullPolicy policy) {
+    return Worker<Counter>::Create(
+        {.mode = GetParam(), .max_queued_tasks = cap, .queue_full = policy}, 0);
+  }
+  // Starts a call that holds the worker until Gates::Get().Release(gate); returns once it runs.
+  static Future<int> Occupy(const Worker<Counter>& w, int gate) {
+    Future<int> call = w.Call(&Counter::Hold, gate);
+    Gates::Get().WaitEntered(gate);
+    return call;
+  }
 };
 
 TEST_P(WorkerConformanceTest, StatePersistsAcrossCalls) {
@@ -375,11 +385,9 @@ TEST_P(WorkerConformanceTest, BlockingWorkerReturnsValues) {
 
 TEST_P(WorkerConformanceTest, DeferredCallsWaitOnTheCallerSideInOrder) {
   if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
-  auto w = Worker<Counter>::Create(
-      {.mode = GetParam(), .max_queued_tasks = 2, .queue_full = QueueFullPolicy::kDefer}, 0);
+  auto w = MakeBounded(2, QueueFullPolicy::kDefer);
   const int gate = Gates::Get().Make();
-  Future<int> first = w.Call(&Counter::Hold, gate);
-  Gates::Get().WaitEntered(gate);
+  Future<int> first = Occupy(w, gate);
   std::vector<Future<std::vector<int>>> rest;
   for (int i = 0; i < 5; ++i) rest.push_back(w.Call(&Counter::Record, i));  // Returns at once.
   Gates::Get().Release(gate);
@@ -389,10 +397,9 @@ TEST_P(WorkerConformanceTest, DeferredCallsWaitOnTheCallerSideInOrder) {
 
 TEST_P(WorkerConformanceTest, StopCancelsDeferredCalls) {
   if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
-  auto w = Worker<Counter>::Create({.mode = GetParam(), .max_queued_tasks = 1}, 0);
+  auto w = MakeBounded(1, QueueFullPolicy::kDefer);
   const int gate = Gates::Get().Make();
-  Future<int> first = w.Call(&Counter::Hold, gate);
-  Gates::Get().WaitEntered(gate);
+  Future<int> first = Occupy(w, gate);
   Future<int> deferred = w.Call(&Counter::Add, 1);
   std::thread stopper([&] { w.Stop(absl::Seconds(60)); });
   deferred.Wait();
@@ -404,11 +411,9 @@ TEST_P(WorkerConformanceTest, StopCancelsDeferredCalls) {
 
 TEST_P(WorkerConformanceTest, BlockPolicyBlocksTheCallerUntilThereIsRoom) {
   if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
-  auto w = Worker<Counter>::Create(
-      {.mode = GetParam(), .max_queued_tasks = 1, .queue_full = QueueFullPolicy::kBlock}, 0);
+  auto w = MakeBounded(1, QueueFullPolicy::kBlock);
   const int gate = Gates::Get().Make();
-  Future<int> first = w.Call(&Counter::Hold, gate);
-  Gates::Get().WaitEntered(gate);
+  Future<int> first = Occupy(w, gate);
   std::atomic<bool> returned{false};
   Future<int> second;
   std::thread caller([&] {
@@ -425,11 +430,9 @@ TEST_P(WorkerConformanceTest, BlockPolicyBlocksTheCallerUntilThereIsRoom) {
 
 TEST_P(WorkerConformanceTest, AFreedSlotGoesToTheOldestWaiter) {
   if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
-  auto w = Worker<Counter>::Create(
-      {.mode = GetParam(), .max_queued_tasks = 1, .queue_full = QueueFullPolicy::kBlock}, 0);
+  auto w = MakeBounded(1, QueueFullPolicy::kBlock);
   const int gate = Gates::Get().Make();
-  Future<int> first = w.Call(&Counter::Hold, gate);
-  Gates::Get().WaitEntered(gate);
+  Future<int> first = Occupy(w, gate);
   EXPECT_EQ(w.Stats().queued, 0);
   Future<std::vector<int>> blocked_call;
   std::thread caller([&] { blocked_call = w.Call(&Counter::Record, 1); });
@@ -449,11 +452,9 @@ TEST_P(WorkerConformanceTest, AFreedSlotGoesToTheOldestWaiter) {
 
 TEST_P(WorkerConformanceTest, StopWakesABlockedCaller) {
   if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
-  auto w = Worker<Counter>::Create(
-      {.mode = GetParam(), .max_queued_tasks = 1, .queue_full = QueueFullPolicy::kBlock}, 0);
+  auto w = MakeBounded(1, QueueFullPolicy::kBlock);
   const int gate = Gates::Get().Make();
-  Future<int> first = w.Call(&Counter::Hold, gate);
-  Gates::Get().WaitEntered(gate);
+  Future<int> first = Occupy(w, gate);
   Future<int> second;
   std::thread caller([&] { second = w.Call(&Counter::Add, 10); });
   std::thread stopper([&] { w.Stop(absl::Seconds(60)); });
@@ -485,8 +486,7 @@ TEST_P(WorkerConformanceTest, CallerCancelsAQueuedCall) {
   if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
   auto w = Make();
   const int gate = Gates::Get().Make();
-  Future<int> first = w.Call(&Counter::Hold, gate);
-  Gates::Get().WaitEntered(gate);
+  Future<int> first = Occupy(w, gate);
   Future<int> second = w.Call(&Counter::Add, 100);
   EXPECT_TRUE(second.Cancel());
   Gates::Get().Release(gate);

@@ -16,6 +16,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -23,10 +24,18 @@
 #include "absl/strings/string_view.h"
 #include "cereal/cereal.hpp"
 #include "cereal/details/traits.hpp"
-#include "workers/internal/type_name.h"
+#include "futures/errors.h"
 
 namespace concurry {
 namespace workers_internal {
+
+// Returns the demangled names of Ts joined with ", " (for error messages).
+template <typename... Ts>
+std::string TypeNames() {
+  std::string names;
+  ((names += (names.empty() ? "" : ", ") + TypeName(typeid(Ts))), ...);
+  return names;
+}
 
 // Throws StatusError(DataLossError("<operation>: <detail>")).
 [[noreturn]] void ThrowDecodeError(absl::string_view operation, absl::string_view detail);

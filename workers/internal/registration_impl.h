@@ -21,7 +21,6 @@
 #include "futures/future.h"
 #include "workers/codec.h"
 #include "workers/exception_registry.h"
-#include "workers/internal/type_name.h"
 #include "workers/registration.h"
 
 namespace concurry {
