@@ -17,6 +17,9 @@
 #include "futures/executor.h"            // IWYU pragma: export
 #include "futures/future.h"              // IWYU pragma: export
 #include "futures/tbb_executor.h"        // IWYU pragma: export
+#include "limits/limit.h"                // IWYU pragma: export
+#include "limits/limit_pool.h"           // IWYU pragma: export
+#include "limits/limit_set.h"            // IWYU pragma: export
 #include "limits/rate_limiter.h"         // IWYU pragma: export
 #include "limits/rate_window.h"          // IWYU pragma: export
 #include "sync/as_completed.h"           // IWYU pragma: export

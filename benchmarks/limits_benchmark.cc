@@ -3,20 +3,42 @@
 //   2 threads contended:     the same limiter shared by two threads
 //   peer:                    a classic std::mutex-protected token bucket (double tokens + refill)
 //   floor:                   absl::Now() alone (every TryAcquire reads the clock once)
+//   LimitSet of 3 limits:    GCRA RateLimit + GCRA CallLimit + ResourceLimit, Acquire + Update +
+//                            release, uncontended and 2 threads contended, vs the same three
+//                            checks hand-rolled under one std::mutex (peer)
+//   LimitSet kProcesses:     the same set in shared memory, one process, and with a fork()ed
+//                            child hammering it while the parent measures (child_items_per_second)
+//   accuracy:                4 threads TryAcquire() a 1000/s limit for 5 s; counters admitted,
+//                            ideal (what the algorithm allows, below) and error_percent
 //   (BM_WarmUp runs first only to absorb CPU frequency ramp-up; ignore it)
 //
 //   bazel run --config=opt //benchmarks:limits_benchmark -- --benchmark_min_time=0.3
 
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
+#include "limits/limit.h"
+#include "limits/limit_set.h"
 #include "limits/rate_limiter.h"
 #include "limits/rate_window.h"
 
@@ -144,6 +166,265 @@ void BM_PeerMutexTokenBucketContended(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_PeerMutexTokenBucketContended)->Threads(2)->UseRealTime();
+
+// ---- LimitSet: three limits acquired together ---------------------------------------------------
+
+// A GCRA RateLimit and a GCRA CallLimit far above what the loop asks for (1e9 per second: one
+// token per ns) and a ResourceLimit with room for every thread.
+LimitSet MakeThreeLimits(LimitSharing sharing) {
+  LimitSetOptions options;
+  options.sharing = sharing;
+  return LimitSet::Create({RateLimit("tokens", 1e9, absl::Seconds(1), RateLimitAlgorithm::kGcra),
+                           CallLimit(1e9, absl::Seconds(1), RateLimitAlgorithm::kGcra),
+                           ResourceLimit("connections", 1'000'000)},
+                          options);
+}
+
+// One acquisition of 10 tokens, 1 call and 1 connection; 5 tokens reported used (5 refunded at
+// release).
+void AcquireUpdateRelease(const LimitSet& set) {
+  LimitAcquisition acquired = set.Acquire({{"tokens", 10}});
+  acquired.Update({{"tokens", 5}});
+  acquired.Release();
+}
+
+void BM_LimitSetThreeLimits(benchmark::State& state) {
+  LimitSet set = MakeThreeLimits(LimitSharing::kThreads);
+  for (auto _ : state) {
+    AcquireUpdateRelease(set);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_LimitSetThreeLimits);
+
+// Built by thread 0 before the loop; the benchmark's start barrier publishes it.
+std::optional<LimitSet> shared_set;
+
+void BM_LimitSetThreeLimitsContended(benchmark::State& state) {
+  if (state.thread_index() == 0) shared_set = MakeThreeLimits(LimitSharing::kThreads);
+  for (auto _ : state) {
+    AcquireUpdateRelease(*shared_set);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_LimitSetThreeLimitsContended)->Threads(2)->UseRealTime();
+
+// Peer: the same three checks (two GCRA TATs and a counter) hand-rolled under one std::mutex.
+// Acquire checks and takes all three, Release refunds the unused tokens and returns the
+// connection: two lock round trips per acquisition, as for LimitSet.
+class MutexThreeLimits {
+ public:
+  MutexThreeLimits() : start_(absl::Now()) {}
+
+  bool Acquire(int64_t tokens) {
+    const int64_t now = NowNs();
+    std::lock_guard<std::mutex> lock(mu_);
+    const int64_t token_tat = std::max(token_tat_, now) + tokens * kCostNs;
+    const int64_t call_tat = std::max(call_tat_, now) + kCostNs;
+    if (token_tat - now > kWindowNs || call_tat - now > kWindowNs ||
+        connections_ + 1 > kConnections) {
+      return false;
+    }
+    token_tat_ = token_tat;
+    call_tat_ = call_tat;
+    ++connections_;
+    return true;
+  }
+
+  void Release(int64_t unused_tokens) {
+    const int64_t now = NowNs();
+    std::lock_guard<std::mutex> lock(mu_);
+    token_tat_ = std::max(now, token_tat_ - unused_tokens * kCostNs);
+    --connections_;
+  }
+
+ private:
+  static constexpr int64_t kWindowNs = 1'000'000'000;
+  static constexpr int64_t kCostNs = 1;  // 1e9 per second.
+  static constexpr int64_t kConnections = 1'000'000;
+
+  int64_t NowNs() const { return absl::ToInt64Nanoseconds(absl::Now() - start_); }
+
+  const absl::Time start_;
+  std::mutex mu_;
+  int64_t token_tat_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t call_tat_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t connections_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+void BM_PeerMutexThreeLimits(benchmark::State& state) {
+  MutexThreeLimits limits;
+  int64_t rejected = 0;
+  for (auto _ : state) {
+    if (limits.Acquire(10)) {
+      limits.Release(5);
+    } else {
+      ++rejected;
+    }
+  }
+  if (rejected > 0) state.SkipWithError("the peer rejected a request");
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_PeerMutexThreeLimits);
+
+std::unique_ptr<MutexThreeLimits> shared_mutex_limits;
+
+void BM_PeerMutexThreeLimitsContended(benchmark::State& state) {
+  if (state.thread_index() == 0) shared_mutex_limits = std::make_unique<MutexThreeLimits>();
+  for (auto _ : state) {
+    if (shared_mutex_limits->Acquire(10)) shared_mutex_limits->Release(5);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_PeerMutexThreeLimitsContended)->Threads(2)->UseRealTime();
+
+// ---- LimitSet shared by processes (LimitSharing::kProcesses) ------------------------------------
+
+void BM_LimitSetProcessesThreeLimits(benchmark::State& state) {
+  LimitSet set = MakeThreeLimits(LimitSharing::kProcesses);
+  for (auto _ : state) {
+    AcquireUpdateRelease(set);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_LimitSetProcessesThreeLimits);
+
+// The parent measures while a fork()ed child runs the same loop on the same set; the child is
+// killed and reaped after the loop. child_items_per_second: the child's acquisitions meanwhile.
+void BM_LimitSetProcessesThreeLimitsTwoProcesses(benchmark::State& state) {
+  LimitSet set = MakeThreeLimits(LimitSharing::kProcesses);
+  void* page = mmap(nullptr, sizeof(std::atomic<int64_t>), PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  int ready[2];
+  if (page == MAP_FAILED || pipe(ready) != 0) {
+    state.SkipWithError("mmap or pipe failed");
+    return;
+  }
+  auto* child_count = new (page) std::atomic<int64_t>(0);
+  const pid_t parent = getpid();
+  const pid_t child = fork();
+  if (child == 0) {
+    // Only the set, a pipe and _exit(): no threads, no benchmark state.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    close(ready[0]);
+    AcquireUpdateRelease(set);
+    const char byte = 1;
+    if (write(ready[1], &byte, 1) != 1) _exit(1);
+    for (;;) {
+      AcquireUpdateRelease(set);
+      child_count->fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  close(ready[1]);
+  char byte = 0;
+  const bool started = child > 0 && read(ready[0], &byte, 1) == 1;
+  close(ready[0]);
+  int64_t counted = 0;
+  if (started) {
+    const int64_t before = child_count->load(std::memory_order_relaxed);
+    for (auto _ : state) {
+      AcquireUpdateRelease(set);
+    }
+    counted = child_count->load(std::memory_order_relaxed) - before;
+  }
+  if (child > 0) {
+    kill(child, SIGKILL);
+    int status;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  munmap(page, sizeof(std::atomic<int64_t>));
+  if (!started) {
+    state.SkipWithError("the child did not start");
+    return;
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.counters["child_items_per_second"] =
+      benchmark::Counter(static_cast<double>(counted), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_LimitSetProcessesThreeLimitsTwoProcesses)->UseRealTime();
+
+// ---- Accuracy: admitted vs ideal under a hammering ----------------------------------------------
+//
+// 4 threads TryAcquire() 1 unit of a 1000-per-second limit (C = 1000, W = 1 s) through a LimitSet
+// (Update() with 1 each time) for 5 s of real time. L is the time from the first admission to the
+// end of the run (the last TryAcquire starts before it). The ideal is the most the algorithm
+// allows over L:
+//   GCRA, TokenBucket: they start full, so C at once plus the refill: C + C / W * L.
+//   SlidingWindow:     C per window, and a unit comes back exactly W after it was taken: a burst
+//                      of C at the first admission and again every W, i.e. C * ceil(L / W).
+// error_percent = (admitted - ideal) / ideal * 100; negative means under-admission. `late` counts
+// admissions whose TryAcquire() returned after the end (a thread descheduled between its end
+// check and the call): they may fall just past the span the ideal covers, e.g. the first units of
+// the next sliding-window burst, so admitted may exceed the ideal by up to `late`.
+
+constexpr RateLimitAlgorithm kAccuracyAlgorithms[] = {RateLimitAlgorithm::kGcra,
+                                                      RateLimitAlgorithm::kSlidingWindow,
+                                                      RateLimitAlgorithm::kTokenBucket};
+
+void BM_LimitSetAccuracy(benchmark::State& state) {
+  constexpr double kCapacity = 1000;
+  constexpr absl::Duration kWindow = absl::Seconds(1);
+  constexpr absl::Duration kRun = absl::Seconds(5);
+  constexpr int kThreads = 4;
+  const RateLimitAlgorithm algorithm = kAccuracyAlgorithms[state.range(0)];
+  int64_t admitted_total = 0;
+  int64_t late_total = 0;
+  double ideal = 0;
+  for (auto _ : state) {
+    LimitSet set = LimitSet::Create({RateLimit("requests", kCapacity, kWindow, algorithm)});
+    std::atomic<int64_t> admitted{0};
+    std::atomic<int64_t> late{0};
+    std::atomic<int64_t> first_ns{INT64_MAX};
+    const absl::Time end = absl::Now() + kRun;
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      threads.emplace_back([&] {
+        int64_t mine = 0;
+        int64_t mine_late = 0;
+        for (absl::Time before; (before = absl::Now()) < end;) {
+          if (std::optional<LimitAcquisition> taken = set.TryAcquire({{"requests", 1}})) {
+            taken->Update({{"requests", 1}});
+            if (mine++ == 0) {
+              // The clock read before the call: at or before the limiter's own.
+              const int64_t now = absl::ToUnixNanos(before);
+              int64_t first = first_ns.load(std::memory_order_relaxed);
+              while (now < first &&
+                     !first_ns.compare_exchange_weak(first, now, std::memory_order_relaxed)) {
+              }
+            }
+            if (absl::Now() >= end) ++mine_late;
+          }
+        }
+        late.fetch_add(mine_late, std::memory_order_relaxed);
+        admitted.fetch_add(mine, std::memory_order_relaxed);
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+    admitted_total = admitted.load(std::memory_order_relaxed);
+    late_total = late.load(std::memory_order_relaxed);
+    const int64_t first = first_ns.load(std::memory_order_relaxed);
+    if (first == INT64_MAX) {
+      state.SkipWithError("nothing was admitted");
+      return;
+    }
+    const double span = absl::ToDoubleSeconds(end - absl::FromUnixNanos(first));
+    const double windows = span / absl::ToDoubleSeconds(kWindow);
+    ideal = algorithm == RateLimitAlgorithm::kSlidingWindow ? kCapacity * std::ceil(windows)
+                                                            : kCapacity + kCapacity * windows;
+  }
+  state.counters["admitted"] = static_cast<double>(admitted_total);
+  state.counters["ideal"] = ideal;
+  state.counters["late"] = static_cast<double>(late_total);
+  state.counters["error_percent"] = (static_cast<double>(admitted_total) - ideal) / ideal * 100;
+  SetLabel(state, algorithm);
+}
+BENCHMARK(BM_LimitSetAccuracy)
+    ->DenseRange(0, 2)
+    ->Iterations(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kSecond);
 
 // The floor: one clock read, which every TryAcquire pays.
 void BM_AbslNow(benchmark::State& state) {

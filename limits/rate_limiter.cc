@@ -35,41 +35,9 @@ const RateLimiterOptions& Validated(const RateLimiterOptions& options) {
   return options;
 }
 
-bool IsGcraLike(RateLimitAlgorithm algorithm) {
-  return algorithm == RateLimitAlgorithm::kTokenBucket || algorithm == RateLimitAlgorithm::kGcra;
-}
-
-std::unique_ptr<limits_internal::LockedRateAlgorithm> MakeLocked(const RateLimiterOptions& options,
-                                                                 int64_t window_ns) {
-  switch (options.algorithm) {
-    case RateLimitAlgorithm::kLeakyBucket:
-      return std::make_unique<limits_internal::LeakyBucket>(options.capacity, window_ns);
-    case RateLimitAlgorithm::kSlidingWindow:
-      return std::make_unique<limits_internal::SlidingWindow>(options.capacity, window_ns);
-    case RateLimitAlgorithm::kFixedWindow:
-      return std::make_unique<limits_internal::FixedWindow>(options.capacity, window_ns);
-    case RateLimitAlgorithm::kTokenBucket:
-    case RateLimitAlgorithm::kGcra:
-      break;
-  }
-  return nullptr;
-}
-
 ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_NORETURN void ThrowBadAmount(
-    const RateLimiterOptions& options, double amount, const char* method) {
-  const absl::string_view name = RateLimitAlgorithmName(options.algorithm);
-  if (!(amount > 0) || !std::isfinite(amount)) {
-    throw InvalidOptionError(absl::StrCat("RateLimiter::", method,
-                                          ": amount must be positive and finite, got ", amount));
-  }
-  if (amount > options.capacity) {
-    throw InvalidOptionError(absl::StrCat("RateLimiter::", method, ": requested amount (", amount,
-                                          ") exceeds capacity (", options.capacity, ") of this ",
-                                          name, " limiter; this request can never be fulfilled"));
-  }
-  throw InvalidOptionError(absl::StrCat("RateLimiter::", method, ": ", name,
-                                        " accepts only whole amounts, got ", amount,
-                                        "; use TokenBucket or GCRA for fractional amounts"));
+    const limits_internal::RateState& state, double amount, const char* method) {
+  throw InvalidOptionError(absl::StrCat("RateLimiter::", method, ": ", state.AmountError(amount)));
 }
 
 }  // namespace
@@ -77,45 +45,25 @@ ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_NORETURN void ThrowBadAmount(
 RateLimiter::RateLimiter(const RateLimiterOptions& options, Clock& clock)
     : options_(Validated(options)),
       clock_(clock),
-      window_ns_(absl::ToInt64Nanoseconds(options.window)),
-      unlimited_(std::isinf(options.capacity)),
-      whole_amounts_(!IsGcraLike(options.algorithm)) {
-  if (IsGcraLike(options.algorithm)) {
-    gcra_ = std::make_unique<limits_internal::AtomicGcra>(window_ns_);
-  } else {
-    SpinLockHolder holder(&lock_);
-    locked_ = MakeLocked(options, window_ns_);
-  }
-}
+      state_(options.algorithm, options.capacity, absl::ToInt64Nanoseconds(options.window)) {}
 
 RateLimiter::~RateLimiter() = default;
 
 void RateLimiter::CheckAmount(double amount, const char* method) const {
   // One branch on the hot path; the message is built out of line.
-  if (ABSL_PREDICT_FALSE(!(amount > 0) || !std::isfinite(amount) || amount > options_.capacity ||
-                         (whole_amounts_ && amount != std::floor(amount)))) {
-    ThrowBadAmount(options_, amount, method);
-  }
+  if (ABSL_PREDICT_FALSE(!state_->ValidAmount(amount))) ThrowBadAmount(*state_, amount, method);
 }
 
 bool RateLimiter::TryAcquireAt(int64_t now, double amount) {
-  if (unlimited_) return true;
-  if (gcra_ != nullptr) {
-    return gcra_->TryAcquire(now, limits_internal::GcraCost(amount, options_.capacity, window_ns_));
-  }
+  if (state_->lock_free()) return state_->TryAcquire(now, amount);
   SpinLockHolder holder(&lock_);
-  return locked_->TryAcquire(now, amount);
+  return state_->TryAcquire(now, amount);
 }
 
 int64_t RateLimiter::WaitNsAt(int64_t now, double amount) const {
-  if (unlimited_) return 0;
-  if (gcra_ != nullptr) {
-    return limits_internal::GcraWaitNs(
-        gcra_->tat(), now, limits_internal::GcraCost(amount, options_.capacity, window_ns_),
-        window_ns_);
-  }
+  if (state_->lock_free()) return state_->WaitNs(now, amount);
   SpinLockHolder holder(&lock_);
-  return locked_->WaitNs(now, amount);
+  return state_->WaitNs(now, amount);
 }
 
 bool RateLimiter::TryAcquire(double amount) {
@@ -163,7 +111,7 @@ bool RateLimiter::Acquire(double amount, absl::Duration timeout) {
   return admitted;
 }
 
-bool RateLimiter::SupportsRefund() const { return IsLockFree(); }
+bool RateLimiter::SupportsRefund() const { return state_->supports_refund(); }
 
 void RateLimiter::Refund(double amount) {
   if (!SupportsRefund()) {
@@ -175,9 +123,7 @@ void RateLimiter::Refund(double amount) {
     throw InvalidOptionError(
         absl::StrCat("RateLimiter::Refund: amount must be positive and finite, got ", amount));
   }
-  if (unlimited_) return;
-  gcra_->Refund(ToNanos(clock_.Now()),
-                limits_internal::GcraCost(amount, options_.capacity, window_ns_));
+  state_->Refund(ToNanos(clock_.Now()), amount);
   if (waiters_.load(std::memory_order_seq_cst) > 0) {
     absl::MutexLock lock(&wait_mu_);
     ++generation_;
@@ -190,20 +136,15 @@ RateLimiterStats RateLimiter::Stats() const {
   stats.capacity = options_.capacity;
   stats.window = options_.window;
   stats.max_rate = options_.capacity / absl::ToDoubleSeconds(options_.window);
-  if (unlimited_) {
-    stats.available = options_.capacity;
-    return stats;
-  }
   const int64_t now = ToNanos(clock_.Now());
-  if (gcra_ != nullptr) {
-    stats.available =
-        limits_internal::GcraAvailable(gcra_->tat(), now, options_.capacity, window_ns_);
-    stats.in_use = options_.capacity - stats.available;
+  if (state_->lock_free()) {
+    stats.in_use = state_->InUse(now);
   } else {
     SpinLockHolder holder(&lock_);
-    stats.in_use = locked_->InUse(now);
-    stats.available = options_.capacity - stats.in_use;
+    stats.in_use = state_->InUse(now);
   }
+  stats.available = options_.capacity - stats.in_use;
+  if (std::isinf(options_.capacity)) return stats;
   stats.utilization = stats.in_use / options_.capacity;
   return stats;
 }

@@ -14,7 +14,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <memory>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -107,7 +106,6 @@ class RateLimiter {
   const RateLimiterOptions& options() const { return options_; }
 
  private:
-  bool IsLockFree() const { return gcra_ != nullptr; }
   // Throws InvalidOptionError unless `amount` is valid for this limiter.
   void CheckAmount(double amount, const char* method) const;
   bool TryAcquireAt(int64_t now, double amount);
@@ -115,15 +113,9 @@ class RateLimiter {
 
   const RateLimiterOptions options_;
   Clock& clock_;
-  const int64_t window_ns_;
-  const bool unlimited_;      // capacity == +infinity.
-  const bool whole_amounts_;  // Fractional amounts are rejected.
-
-  // TokenBucket and GCRA: lock-free state. Null for the other algorithms.
-  std::unique_ptr<limits_internal::AtomicGcra> gcra_;
-  // LeakyBucket, SlidingWindow and FixedWindow. Null for TokenBucket and GCRA.
+  // The algorithm's state. TokenBucket and GCRA are lock-free; `lock_` serializes the others.
+  const limits_internal::OwnedRateState state_;
   mutable internal::SpinLock lock_;
-  std::unique_ptr<limits_internal::LockedRateAlgorithm> locked_ ABSL_PT_GUARDED_BY(lock_);
 
   // Slow path of Acquire(): blocked acquirers wait on the clock with `wait_mu_`; Refund() bumps
   // `generation_` when `waiters_` (seq_cst, see AtomicGcra) is non-zero.

@@ -282,7 +282,32 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   r.unwrap_futures = d.unwrap_futures;
   r.stop_timeout = d.stop_timeout;
   r.executor = options.executor;
+  r.limits = options.limits.Resolve(mode);
   return r;
+}
+
+LimitPool WorkerLimits::Resolve(Mode mode) const {
+  const bool other_process = mode == Mode::kProcess || mode == Mode::kRemote;
+  const auto check = [&](const LimitSet& set) {
+    if (other_process && !set.no_op() && set.sharing() == LimitSharing::kThreads) {
+      throw InvalidOptionError(absl::StrCat(
+          "worker options: limits: a LimitSet shared by threads (LimitSharing::kThreads) is not "
+          "compatible with worker mode ",
+          ModeName(mode), "; create it with LimitSharing::kProcesses"));
+    }
+  };
+  if (pool_.has_value()) {
+    for (const LimitSet& set : pool_->sets()) check(set);
+    return *pool_;
+  }
+  if (!sets_.empty()) {
+    for (const LimitSet& set : sets_) check(set);
+    return LimitPool::Create(sets_);
+  }
+  if (limits_.empty()) return LimitPool();
+  // Private to this worker. For a worker in another process it would be created there; the
+  // modes that run elsewhere are not available yet.
+  return LimitPool::Create({LimitSet::Create(limits_)});
 }
 
 }  // namespace concurry

@@ -15,14 +15,20 @@
 #define CONCURRY_WORKERS_OPTIONS_H_
 
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "futures/executor.h"
+#include "limits/limit.h"
+#include "limits/limit_pool.h"
+#include "limits/limit_set.h"
 
 namespace concurry {
 
@@ -68,6 +74,36 @@ std::string AbslUnparseFlag(QueueFullPolicy policy);
 // `max_queued_tasks` value meaning "no cap".
 inline constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max();
 
+// The `limits` of a worker, in any of concurry's forms (reference §5.6):
+// - nothing, or an empty list: no limits (a no-op set, so code that acquires still runs);
+// - a list of Limits: a LimitSet private to this worker, created with it;
+// - a LimitSet: shared with every worker (and anything else) given the same set;
+// - a list of LimitSets: a round-robin LimitPool over them;
+// - a LimitPool: used as is.
+// Inside the worker's methods, CurrentWorkerLimits() returns them as a LimitPool.
+// (A pool of workers, later, turns a list of Limits into one LimitSet and gives each worker
+// LimitPool::WithWorkerIndex(i) over it, so its workers share the budget and start on different
+// sets.)
+class WorkerLimits {
+ public:
+  WorkerLimits() = default;
+  WorkerLimits(std::initializer_list<Limit> limits) : limits_(limits) {}   // NOLINT: implicit.
+  WorkerLimits(std::vector<Limit> limits) : limits_(std::move(limits)) {}  // NOLINT
+  WorkerLimits(LimitSet set) : sets_{std::move(set)} {}                    // NOLINT
+  WorkerLimits(std::vector<LimitSet> sets) : sets_(std::move(sets)) {}     // NOLINT
+  WorkerLimits(LimitPool pool) : pool_(std::move(pool)) {}                 // NOLINT
+
+  // Returns the pool a worker in `mode` uses: a new private set for a list of Limits. Throws
+  // InvalidOptionError for a set that cannot serve `mode` (a kThreads set cannot be shared with a
+  // worker in another process: kProcess and kRemote need a process-shared or remote set).
+  LimitPool Resolve(Mode mode) const;
+
+ private:
+  std::vector<Limit> limits_;
+  std::vector<LimitSet> sets_;
+  std::optional<LimitPool> pool_;
+};
+
 // Options of one worker. Plain struct filled with designated initializers; a field left empty
 // takes the default of the mode (see WorkerDefaults).
 struct WorkerOptions {
@@ -89,6 +125,8 @@ struct WorkerOptions {
   // kTbb only: the executor that runs this worker's calls instead of the shared oneTBB arena (for
   // example a ManualExecutor in tests). Must outlive the worker.
   Executor* executor = nullptr;
+  // Limits the worker's methods acquire through CurrentWorkerLimits(); none by default.
+  WorkerLimits limits;
 };
 
 // Defaults of one mode.
@@ -147,12 +185,13 @@ struct ResolvedWorkerOptions {
   bool unwrap_futures = true;
   absl::Duration stop_timeout = absl::Seconds(30);
   Executor* executor = nullptr;
+  LimitPool limits;
 };
 
 // Fills the empty fields of `options` from the defaults of its mode and validates the result.
 // Throws InvalidOptionError, naming the field, the value and what is allowed, for: a mode not
 // available in this build, max_workers != 1, max_queued_tasks < 1, a negative stop_timeout, an
-// executor outside kTbb mode, an unknown enum value.
+// executor outside kTbb mode, an unknown enum value, limits that cannot serve the mode.
 ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options);
 
 }  // namespace concurry

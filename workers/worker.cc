@@ -35,3 +35,17 @@ HandleState::~HandleState() {
 }
 
 }  // namespace concurry::workers_internal
+
+namespace concurry {
+
+const LimitPool& CurrentWorkerLimits() {
+  const LimitPool* limits = workers_internal::ActorCore::CurrentLimits();
+  if (limits == nullptr) {
+    throw InvalidOptionError(
+        "CurrentWorkerLimits() was called outside a worker: it is available in a worker's "
+        "constructor, methods and TaskWorker tasks");
+  }
+  return *limits;
+}
+
+}  // namespace concurry

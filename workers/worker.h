@@ -39,6 +39,22 @@ template <typename T>
 class BlockingWorker;
 class TaskWorker;
 
+// Inside a worker's constructor, methods and TaskWorker tasks: the worker's limits
+// (WorkerOptions::limits) as a LimitPool, a no-op one for a worker without limits. No base class
+// or extra parameter is needed:
+//
+//   int Client::Ask(std::string prompt) {
+//     concurry::LimitAcquisition acquired =
+//         concurry::CurrentWorkerLimits().Acquire({{"tokens", 500}});
+//     int used = model_.Ask(prompt);
+//     acquired.Update({{"tokens", used}});
+//     return used;
+//   }  // Released at scope exit, also when the method throws.
+//
+// Throws InvalidOptionError when called outside a worker's call. The reference is valid until
+// the current call returns.
+const LimitPool& CurrentWorkerLimits();
+
 // A handle to one worker running a T.
 //
 // Creation: Create(options, args...) builds the T from `args` (decayed copies) inside the worker

@@ -1,6 +1,9 @@
 #include "limits/internal/rate_algorithms.h"
 
 #include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -97,7 +100,8 @@ TEST(AtomicGcraTest, AvailableTracksRefill) {
   EXPECT_DOUBLE_EQ(GcraAvailable(gcra.tat(), 2 * kSecond, 10, kSecond), 10);
 }
 
-void RunLockedTable(LockedRateAlgorithm& algorithm, const std::vector<Step>& steps) {
+template <typename Algorithm>
+void RunLockedTable(Algorithm& algorithm, const std::vector<Step>& steps) {
   for (const Step& step : steps) {
     EXPECT_EQ(algorithm.TryAcquire(step.now, step.amount), step.admitted) << "now=" << step.now;
     EXPECT_EQ(algorithm.WaitNs(step.now, step.amount), step.wait) << "now=" << step.now;
@@ -145,26 +149,26 @@ TEST(LeakyBucketTest, FractionalRateKeepsExactSchedule) {
 
 TEST(SlidingWindowTest, EntriesExpireOneWindowAfterTheirTime) {
   // 3 per second.
-  SlidingWindow window(3, kSecond);
-  RunLockedTable(window, {
-                             {0, 1, true, 0},
-                             {400 * kMs, 2, true, kSecond},  // Both entries must expire.
-                             {400 * kMs, 1, false, 600 * kMs},
-                             {kSecond - 1, 1, false, 1},
-                             {kSecond, 1, true, 400 * kMs},  // Entry at 0 expired at exactly W.
-                             {kSecond, 2, false, 400 * kMs},
-                             {1400 * kMs, 2, true, kSecond},
-                         });
-  EXPECT_EQ(window.InUse(1400 * kMs), 3);
-  EXPECT_EQ(window.InUse(2400 * kMs), 0);
+  OwnedRateState window(RateLimitAlgorithm::kSlidingWindow, 3, kSecond);
+  RunLockedTable(*window, {
+                              {0, 1, true, 0},
+                              {400 * kMs, 2, true, kSecond},  // Both entries must expire.
+                              {400 * kMs, 1, false, 600 * kMs},
+                              {kSecond - 1, 1, false, 1},
+                              {kSecond, 1, true, 400 * kMs},  // Entry at 0 expired at exactly W.
+                              {kSecond, 2, false, 400 * kMs},
+                              {1400 * kMs, 2, true, kSecond},
+                          });
+  EXPECT_EQ(window->InUse(1400 * kMs), 3);
+  EXPECT_EQ(window->InUse(2400 * kMs), 0);
 }
 
 TEST(SlidingWindowTest, NeverMoreThanCapacityInAnyWindow) {
-  SlidingWindow window(4, kSecond);
+  OwnedRateState window(RateLimitAlgorithm::kSlidingWindow, 4, kSecond);
   int admitted_in_window[3] = {0, 0, 0};
   for (int64_t now = 0; now < 3 * kSecond; now += 50 * kMs) {
-    if (window.TryAcquire(now, 1)) ++admitted_in_window[now / kSecond];
-    EXPECT_LE(window.InUse(now), 4);
+    if (window->TryAcquire(now, 1)) ++admitted_in_window[now / kSecond];
+    EXPECT_LE(window->InUse(now), 4);
   }
   EXPECT_EQ(admitted_in_window[0], 4);
   EXPECT_EQ(admitted_in_window[1], 4);
@@ -194,6 +198,77 @@ TEST(FixedWindowTest, AdmitsTwiceTheCapacityAroundABoundary) {
   EXPECT_TRUE(window.TryAcquire(kSecond, 5));  // 10 in 1 ns: the documented fixed-window trade-off.
   EXPECT_FALSE(window.TryAcquire(kSecond, 1));
   EXPECT_EQ(window.InUse(kSecond), 5);
+}
+
+TEST(SlidingWindowTest, LargeCapacitiesShareEntriesAndNeverExpireEarly) {
+  // 10 000 per second in a ring of kMaxSlots = 4096 entries: requests less than
+  // ceil(1 s / 4096) = 244 141 ns after the newest entry join it.
+  constexpr int64_t kMerge = (kSecond + SlidingWindow::kMaxSlots - 1) / SlidingWindow::kMaxSlots;
+  ASSERT_EQ(SlidingWindow::SlotsFor(10'000), SlidingWindow::kMaxSlots);
+  ASSERT_EQ(SlidingWindow::SlotsFor(3.5), 4);
+  OwnedRateState window(RateLimitAlgorithm::kSlidingWindow, 10'000, kSecond);
+  // One request every 1 us for 10 ms: all 10 000 fit, in about 41 entries.
+  for (int64_t i = 0; i < 10'000; ++i) ASSERT_TRUE(window->TryAcquire(i * 1000, 1)) << i;
+  EXPECT_FALSE(window->TryAcquire(10 * kMs, 1));
+  // The first entry (times 0 .. kMerge - 1 us) is stamped with its last request's time, so it
+  // expires one window after that, not after time 0.
+  const int64_t first_stamp = (kMerge - 1) / 1000 * 1000;
+  EXPECT_FALSE(window->TryAcquire(kSecond + first_stamp - 1, 1));
+  EXPECT_TRUE(window->TryAcquire(kSecond + first_stamp, 1));
+  // Spread over the whole window, the ring fills but never overflows: still exactly 10 000.
+  OwnedRateState spread(RateLimitAlgorithm::kSlidingWindow, 10'000, kSecond);
+  int admitted = 0;
+  for (int64_t now = 0; now < kSecond; now += 50'000) admitted += spread->TryAcquire(now, 1);
+  for (int64_t now = 0; now < kSecond; now += 1000) admitted += spread->TryAcquire(now, 1);
+  EXPECT_EQ(admitted, 10'000);
+}
+
+TEST(RateStateTest, ChargeRecordsUsageBeyondTheCapacity) {
+  OwnedRateState fixed(RateLimitAlgorithm::kFixedWindow, 5, kSecond);
+  ASSERT_TRUE(fixed->TryAcquire(0, 5));
+  fixed->Charge(0, 3);
+  EXPECT_EQ(fixed->InUse(0), 8);
+  EXPECT_EQ(fixed->WaitNs(0, 1), kSecond);
+  EXPECT_EQ(fixed->InUse(kSecond), 0);
+
+  OwnedRateState sliding(RateLimitAlgorithm::kSlidingWindow, 5, kSecond);
+  ASSERT_TRUE(sliding->TryAcquire(0, 5));
+  sliding->Charge(100 * kMs, 2);
+  EXPECT_EQ(sliding->InUse(100 * kMs), 7);
+  EXPECT_EQ(sliding->WaitNs(100 * kMs, 1), 900 * kMs);  // The entry at 0 (5) must expire.
+  EXPECT_EQ(sliding->WaitNs(kSecond, 4), 100 * kMs);    // Then 2 in use: 4 more need the 2 gone.
+
+  OwnedRateState gcra(RateLimitAlgorithm::kGcra, 10, kSecond);
+  ASSERT_TRUE(gcra->TryAcquire(0, 10));
+  gcra->Charge(0, 5);                        // 5 tokens of debt beyond the empty bucket.
+  EXPECT_EQ(gcra->WaitNs(0, 1), 600 * kMs);  // 6 tokens missing, 100 ms each.
+
+  OwnedRateState leaky(RateLimitAlgorithm::kLeakyBucket, 5, kSecond);
+  ASSERT_TRUE(leaky->TryAcquire(0, 5));
+  leaky->Charge(0, 1);
+  EXPECT_EQ(leaky->InUse(0), 6);
+  EXPECT_EQ(leaky->WaitNs(0, 1), 400 * kMs);  // Two tokens must leak, 200 ms each.
+}
+
+TEST(RateStateTest, ValidatesAmountsPerAlgorithm) {
+  OwnedRateState gcra(RateLimitAlgorithm::kGcra, 0.5, kSecond);
+  EXPECT_TRUE(gcra->ValidAmount(0.25));
+  EXPECT_FALSE(gcra->ValidAmount(0.75));
+  EXPECT_NE(gcra->AmountError(0.75).find("exceeds capacity (0.5)"), std::string::npos);
+  OwnedRateState sliding(RateLimitAlgorithm::kSlidingWindow, 10, kSecond);
+  EXPECT_TRUE(sliding->ValidAmount(3));
+  EXPECT_FALSE(sliding->ValidAmount(2.5));
+  EXPECT_NE(sliding->AmountError(2.5).find("sliding_window accepts only whole amounts"),
+            std::string::npos);
+  for (double bad : {0.0, -1.0, std::numeric_limits<double>::quiet_NaN(),
+                     std::numeric_limits<double>::infinity()}) {
+    EXPECT_FALSE(gcra->ValidAmount(bad)) << bad;
+    EXPECT_NE(gcra->AmountError(bad).find("positive and finite"), std::string::npos) << bad;
+  }
+  OwnedRateState unlimited(RateLimitAlgorithm::kSlidingWindow,
+                           std::numeric_limits<double>::infinity(), kSecond);
+  EXPECT_TRUE(unlimited->TryAcquire(0, 1e15));
+  EXPECT_EQ(unlimited->WaitNs(0, 1e15), 0);
 }
 
 }  // namespace

@@ -134,6 +134,10 @@ class ActorCore::StopNode final : public CallNode {
 
 bool ActorCore::InAnyActorContext() { return current_actor != nullptr; }
 
+const LimitPool* ActorCore::CurrentLimits() {
+  return current_actor == nullptr ? nullptr : &current_actor->options_.limits;
+}
+
 WorkerStats ActorCore::Stats() {
   WorkerStats stats;
   {

@@ -157,6 +157,8 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   bool InActorContext() const;
   // Whether the calling thread is running a call of any actor.
   static bool InAnyActorContext();
+  // The limits of the actor whose call the calling thread runs, or null outside any actor.
+  static const LimitPool* CurrentLimits();
 
  protected:
   // Called by Start before the first message is pushed.

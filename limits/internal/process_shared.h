@@ -1,0 +1,57 @@
+// The operating-system pieces of a process-shared LimitSet: shared anonymous memory inherited by
+// fork()ed children, a robust process-shared mutex (its next owner learns when a holder died),
+// futex waits on a word in shared memory, and process identity and liveness checks.
+
+#ifndef CONCURRY_LIMITS_INTERNAL_PROCESS_SHARED_H_
+#define CONCURRY_LIMITS_INTERNAL_PROCESS_SHARED_H_
+
+#include <pthread.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/time/time.h"
+
+namespace concurry {
+namespace limits_internal {
+
+// Maps `bytes` of zeroed memory shared with processes fork()ed later. Returns null on failure.
+void* MapShared(size_t bytes);
+void UnmapShared(void* memory, size_t bytes);
+
+// A mutex in shared memory, usable from every process that maps it. Robust: if a holder dies,
+// the next Lock() succeeds and returns true so the caller can repair what the dead holder left.
+class ABSL_LOCKABLE RobustMutex {
+ public:
+  // Initializes the mutex in place (in shared memory, before any fork).
+  void Init();
+  // Returns true if the previous holder died while holding it.
+  bool Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION();
+  void Unlock() ABSL_UNLOCK_FUNCTION();
+
+ private:
+  pthread_mutex_t mutex_;
+};
+
+// Blocks while `*word` == `expected`, until FutexWakeAll(word) or `timeout` (real time) passes.
+// May return spuriously.
+void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, absl::Duration timeout);
+// Wakes every process and thread blocked in FutexWait() on `word`.
+void FutexWakeAll(std::atomic<uint32_t>* word);
+
+// This process's id and this thread's id, cached (and refreshed in a fork()ed child).
+pid_t CurrentPid();
+pid_t CurrentTid();
+// A number that changes when a process id is reused: the process's start time in clock ticks
+// since boot (/proc/<pid>/stat), or 0 if it cannot be read.
+uint64_t ProcessStartTime(pid_t pid);
+// Whether process `pid`, started at `start_time` (from ProcessStartTime()), still runs.
+bool ProcessAlive(pid_t pid, uint64_t start_time);
+
+}  // namespace limits_internal
+}  // namespace concurry
+
+#endif  // CONCURRY_LIMITS_INTERNAL_PROCESS_SHARED_H_

@@ -1,0 +1,1073 @@
+#include "limits/limit_set.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <new>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/optimization.h"
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "futures/clock.h"
+#include "futures/errors.h"
+#include "futures/future.h"
+#include "futures/internal/spin_lock.h"
+#include "limits/internal/process_shared.h"
+#include "limits/internal/rate_algorithms.h"
+
+namespace concurry {
+
+LimitUsageError::LimitUsageError(const std::string& message)
+    : Error(absl::StatusCode::kFailedPrecondition, message) {}
+
+namespace limits_internal {
+namespace {
+
+constexpr int64_t kNoTime = std::numeric_limits<int64_t>::max();
+
+size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+// The state every process (or thread) of a set shares, at the start of its memory block.
+struct Header {
+  RobustMutex mutex;                    // kProcesses.
+  std::atomic<uint32_t> generation{0};  // Bumped (and futex-woken) when waiters should re-check.
+  int32_t waiters = 0;                  // Acquirers blocked now.
+  int32_t queued = 0;                   // FIFO tickets in the queue.
+  uint64_t next_ticket = 1;
+  int64_t holding = 0;
+  int64_t last_recovery_ns = 0;
+  int64_t acquisitions = 0;  // Under the lock (the hot path's counter), unlike the rare ones below.
+  std::atomic<int64_t> timeouts{0};
+  std::atomic<int64_t> missing_updates{0};
+  std::atomic<int64_t> overuse_reports{0};
+  std::atomic<int64_t> recovered{0};
+};
+
+// A thread that holds (or held) acquisitions. Followed by one double per resource limit: the
+// units it holds.
+struct Holder {
+  pid_t pid = 0;  // 0: never used.
+  pid_t tid = 0;
+  uint64_t start_time = 0;  // Of process `pid`, to tell a reused id.
+  int64_t acquisitions = 0;
+  int32_t waiting = 0;  // Its part of Header::waiters, taken back if the process dies.
+};
+
+// A waiting acquirer's place in the FIFO queue.
+struct Ticket {
+  uint64_t number = 0;
+  pid_t pid = 0;
+  uint64_t start_time = 0;
+};
+
+void WriteWarning(absl::string_view message) {
+  std::fprintf(stderr, "concurry: warning: %.*s\n", static_cast<int>(message.size()),
+               message.data());
+}
+
+std::atomic<uint64_t> next_set_id{1};
+
+struct HolderCache {
+  uint64_t set_id = 0;
+  int32_t slot = -1;
+};
+thread_local HolderCache holder_cache;
+
+}  // namespace
+
+// The shared implementation behind LimitSet handles and acquisitions.
+class SetImpl : public std::enable_shared_from_this<SetImpl> {
+ public:
+  using Item = LimitAcquisition::Item;
+  using Items = absl::InlinedVector<Item, 4>;
+
+  SetImpl(std::vector<Limit> limits, LimitSetOptions options);
+  ~SetImpl();
+
+  SetImpl(const SetImpl&) = delete;
+  SetImpl& operator=(const SetImpl&) = delete;
+
+  bool no_op() const { return limits_.empty(); }
+  const std::vector<Limit>& limits() const { return limits_; }
+  const LimitSetOptions& options() const { return options_; }
+
+  // Validates `request` and returns the items to take, in limit order.
+  Items Prepare(absl::Span<const LimitAmount> request) const;
+
+  // Takes `items` and returns the acquisition. `deadline` InfinitePast() means "try once".
+  // Returns an empty acquisition (not held()) on timeout (counted), on try failure, when
+  // `*interrupt` becomes true, or when the clock reaches `return_by` (not counted: the caller wants
+  // to look at something else). `fifo_exempt_when_holding`: a thread holding an acquisition may
+  // pass the queue.
+  LimitAcquisition Take(const Items& items, absl::Time deadline, const std::atomic<bool>* interrupt,
+                        bool fifo_exempt_when_holding,
+                        absl::Time return_by = absl::InfiniteFuture());
+
+  // Applies `usage` to `acquisition` (validated first).
+  void Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage);
+  // Gives back what `acquisition` holds.
+  void Release(LimitAcquisition& acquisition);
+
+  void Warn(absl::string_view message) const {
+    if (options_.on_warning) {
+      options_.on_warning(message);
+    } else {
+      WriteWarning(message);
+    }
+  }
+
+  // Wakes every blocked acquirer so it re-checks (capacity came back, the queue head changed,
+  // an interrupt was raised).
+  void Notify();
+
+  LimitSetStats Stats();
+
+  Future<LimitAcquisition> AcquireAsync(Items items, absl::Time deadline);
+
+  Clock& clock() const { return clock_; }
+  void CountMissingUpdate() { header_->missing_updates.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  // The helper thread of AcquireAsync() and its queue; shared with the thread so that it outlives
+  // the set when the set is destroyed on that thread.
+  struct AsyncRequest {
+    Items items;
+    absl::Time deadline;
+    Promise<LimitAcquisition> promise;
+    std::shared_ptr<std::atomic<bool>> cancelled;
+  };
+  struct AsyncQueue {
+    absl::Mutex mu;
+    std::deque<AsyncRequest> requests ABSL_GUARDED_BY(mu);
+    bool shutdown ABSL_GUARDED_BY(mu) = false;
+    // Raised to make the helper's blocked acquisition return: a new request (whose deadline may
+    // come first) or a cancellation.
+    std::atomic<bool> interrupt{false};
+    std::thread thread;
+    pid_t pid = 0;  // Process that started `thread`.
+  };
+  static void RunAsync(std::weak_ptr<SetImpl> weak, std::shared_ptr<AsyncQueue> queue);
+
+  // The set's lock: a spin lock in-process, the robust mutex in shared memory.
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION(lock_) ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  void Unlock() ABSL_UNLOCK_FUNCTION(lock_) ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  class ABSL_SCOPED_LOCKABLE Locked {
+   public:
+    explicit Locked(SetImpl* set) ABSL_EXCLUSIVE_LOCK_FUNCTION(set->lock_) : set_(set) {
+      set_->Lock();
+    }
+    ~Locked() ABSL_UNLOCK_FUNCTION() { set_->Unlock(); }
+
+   private:
+    SetImpl* set_;
+  };
+
+  int64_t NowNs() const { return absl::ToUnixNanos(clock_.Now()); }
+  Holder& holder(int32_t slot) const {
+    return *reinterpret_cast<Holder*>(holders_ + static_cast<size_t>(slot) * holder_stride_);
+  }
+  double* held(int32_t slot) const { return reinterpret_cast<double*>(&holder(slot) + 1); }
+
+  // Returns this thread's holder slot, claiming one; -1 if all are in use.
+  int32_t HolderSlotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Takes `items` now and returns 0, or returns the ns until they could all be taken (kNoTime
+  // when some resource is short: only a release helps). `*resource_short` tells which.
+  int64_t TryTakeLocked(int64_t now, const Items& items, int32_t slot, bool* resource_short)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  uint64_t AddTicketLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  void RemoveTicketLocked(uint64_t ticket) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  uint64_t HeadTicketLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // kProcesses: gives back what dead processes held and drops their tickets. Returns whether
+  // anything changed.
+  bool RecoverDeadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Blocks until the generation moves past `generation`, `*interrupt`, or `wake`.
+  void Wait(uint32_t generation, absl::Time wake, const std::atomic<bool>* interrupt);
+
+  const std::vector<Limit> limits_;
+  const LimitSetOptions options_;
+  Clock& clock_;
+  const bool shared_;
+  const uint64_t id_;
+  std::vector<int32_t> resource_index_;  // Per limit: index among the resource limits, or -1.
+  int32_t num_resources_ = 0;
+
+  // The memory block: header, rate states, resource counts, holders, tickets.
+  void* block_ = nullptr;
+  size_t block_bytes_ = 0;
+  pid_t creator_pid_ = 0;
+  // Atomics are read without the lock; the other fields are guarded by it.
+  Header* header_ = nullptr;
+  std::vector<RateState*> rates_ ABSL_PT_GUARDED_BY(lock_);  // Per limit; null for resources.
+  double* in_use_ ABSL_PT_GUARDED_BY(lock_) = nullptr;       // Per limit: resource units held.
+  char* holders_ ABSL_PT_GUARDED_BY(lock_) = nullptr;
+  size_t holder_stride_ = 0;
+  Ticket* tickets_ ABSL_PT_GUARDED_BY(lock_) = nullptr;
+
+  // kThreads: the lock, and the mutex blocked acquirers wait with on the clock.
+  internal::SpinLock spin_;
+  // Names the set's lock for the annotations: Lock() takes `spin_` or the header's mutex.
+  class ABSL_LOCKABLE LockName {};
+  LockName lock_;
+  absl::Mutex wait_mu_;
+
+  absl::Mutex async_mu_;
+  std::shared_ptr<AsyncQueue> async_ ABSL_GUARDED_BY(async_mu_);
+};
+
+SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options)
+    : limits_(std::move(limits)),
+      options_(std::move(options)),
+      clock_(options_.clock != nullptr ? *options_.clock : Clock::Real()),
+      shared_(options_.sharing == LimitSharing::kProcesses),
+      id_(next_set_id.fetch_add(1, std::memory_order_relaxed)) {
+  if (options_.max_holders < 1) {
+    throw InvalidOptionError(
+        absl::StrCat("LimitSet max_holders must be >= 1, got ", options_.max_holders));
+  }
+  if (shared_ && options_.clock != nullptr && options_.clock != &Clock::Real()) {
+    throw InvalidOptionError(
+        "LimitSet with LimitSharing::kProcesses uses the real clock (time must be the same in "
+        "every process); leave LimitSetOptions::clock null");
+  }
+  if (options_.lease_check_interval <= absl::ZeroDuration()) {
+    throw InvalidOptionError("LimitSet lease_check_interval must be positive");
+  }
+  absl::flat_hash_set<absl::string_view> keys;
+  for (const Limit& limit : limits_) {
+    if (!keys.insert(limit.key()).second) {
+      throw InvalidOptionError(absl::StrCat("Duplicate limit key: '", limit.key(), "'"));
+    }
+  }
+  // Layout.
+  size_t offset = RoundUp(sizeof(Header), 8);
+  std::vector<size_t> rate_offsets(limits_.size(), 0);
+  for (size_t i = 0; i < limits_.size(); ++i) {
+    const Limit& limit = limits_[i];
+    if (limit.kind() == LimitKind::kResource) {
+      resource_index_.push_back(num_resources_++);
+      continue;
+    }
+    resource_index_.push_back(-1);
+    rate_offsets[i] = offset;
+    offset += RoundUp(RateState::BytesFor(limit.algorithm(), limit.capacity()), 8);
+  }
+  const size_t in_use_offset = offset;
+  offset += limits_.size() * sizeof(double);
+  const size_t holders_offset = RoundUp(offset, 8);
+  holder_stride_ = RoundUp(sizeof(Holder) + num_resources_ * sizeof(double), 8);
+  const size_t holder_count = no_op() ? 0 : static_cast<size_t>(options_.max_holders);
+  offset = holders_offset + holder_count * holder_stride_;
+  const size_t tickets_offset = RoundUp(offset, 8);
+  block_bytes_ = tickets_offset + holder_count * sizeof(Ticket);
+
+  if (shared_) {
+    block_ = MapShared(block_bytes_);
+    if (block_ == nullptr) {
+      throw CapacityError(absl::StrCat("LimitSet: could not map ", block_bytes_,
+                                       " bytes of shared memory: ", std::strerror(errno)));
+    }
+    creator_pid_ = CurrentPid();
+  } else {
+    block_ = ::operator new(block_bytes_, std::align_val_t(64));
+    std::memset(block_, 0, block_bytes_);
+  }
+  char* base = static_cast<char*>(block_);
+  header_ = new (base) Header();
+  if (shared_) header_->mutex.Init();
+  rates_.assign(limits_.size(), nullptr);
+  for (size_t i = 0; i < limits_.size(); ++i) {
+    if (limits_[i].kind() == LimitKind::kResource) continue;
+    rates_[i] =
+        RateState::Create(base + rate_offsets[i], limits_[i].algorithm(), limits_[i].capacity(),
+                          absl::ToInt64Nanoseconds(limits_[i].window()));
+  }
+  in_use_ = reinterpret_cast<double*>(base + in_use_offset);
+  holders_ = base + holders_offset;
+  for (size_t i = 0; i < holder_count; ++i) new (holders_ + i * holder_stride_) Holder();
+  tickets_ = reinterpret_cast<Ticket*>(base + tickets_offset);
+}
+
+SetImpl::~SetImpl() {
+  std::shared_ptr<AsyncQueue> queue;
+  {
+    absl::MutexLock lock(&async_mu_);
+    queue = std::move(async_);
+  }
+  if (queue != nullptr) {
+    if (queue->pid != CurrentPid()) {
+      // A fork()ed child: the helper thread lives only in the parent. Leave its object alone.
+      static_cast<void>(new std::shared_ptr<AsyncQueue>(std::move(queue)));
+    } else {
+      {
+        absl::MutexLock lock(&queue->mu);
+        queue->shutdown = true;
+      }
+      if (queue->thread.get_id() == std::this_thread::get_id()) {
+        queue->thread.detach();  // The helper dropped the last reference; it exits on its own.
+      } else {
+        queue->thread.join();
+      }
+    }
+  }
+  if (shared_) {
+    UnmapShared(block_, block_bytes_);
+  } else {
+    ::operator delete(block_, std::align_val_t(64));
+  }
+}
+
+void SetImpl::Lock() {
+  if (!shared_) {
+    spin_.Lock();
+    return;
+  }
+  if (header_->mutex.Lock()) {
+    // A process died inside the lock: its half-done change is at most one acquisition's counts.
+    // Take back what dead processes held right away.
+    RecoverDeadLocked();
+  }
+}
+
+void SetImpl::Unlock() {
+  if (!shared_) {
+    spin_.Unlock();
+  } else {
+    header_->mutex.Unlock();
+  }
+}
+
+void SetImpl::Notify() {
+  if (shared_) {
+    header_->generation.fetch_add(1, std::memory_order_seq_cst);
+    FutexWakeAll(&header_->generation);
+    return;
+  }
+  absl::MutexLock lock(&wait_mu_);
+  header_->generation.fetch_add(1, std::memory_order_seq_cst);
+}
+
+void SetImpl::Wait(uint32_t generation, absl::Time wake, const std::atomic<bool>* interrupt) {
+  if (shared_) {
+    const absl::Duration timeout =
+        wake == absl::InfiniteFuture() ? absl::InfiniteDuration() : wake - absl::Now();
+    if (interrupt != nullptr && interrupt->load(std::memory_order_acquire)) return;
+    FutexWait(&header_->generation, generation, timeout);
+    return;
+  }
+  absl::MutexLock lock(&wait_mu_);
+  const auto changed = [this, generation, interrupt]() {
+    return header_->generation.load(std::memory_order_seq_cst) != generation ||
+           (interrupt != nullptr && interrupt->load(std::memory_order_acquire));
+  };
+  clock_.AwaitWithDeadline(&wait_mu_, absl::Condition(&changed), wake);
+}
+
+SetImpl::Items SetImpl::Prepare(absl::Span<const LimitAmount> request) const {
+  const auto check_finite = [](const LimitAmount& entry) {
+    if (!(entry.amount >= 0) || !std::isfinite(entry.amount)) {
+      throw InvalidOptionError(
+          absl::StrCat("LimitSet::Acquire: amount for '", entry.key,
+                       "' must be >= 0 and finite (0 leaves the limit out), got ", entry.amount));
+    }
+  };
+  Items items;
+  if (no_op()) {
+    for (const LimitAmount& entry : request) check_finite(entry);
+    return items;
+  }
+  // Per limit, the amount the request names, or -1. Items are then built in limit order.
+  absl::InlinedVector<double, 8> named(limits_.size(), -1);
+  for (const LimitAmount& entry : request) {
+    size_t index = 0;
+    while (index < limits_.size() && limits_[index].key() != entry.key) ++index;
+    if (index == limits_.size()) {
+      std::vector<absl::string_view> keys;
+      for (const Limit& limit : limits_) keys.push_back(limit.key());
+      throw InvalidOptionError(absl::StrCat("LimitSet::Acquire: unknown limit key '", entry.key,
+                                            "'; the set has: ", absl::StrJoin(keys, ", ")));
+    }
+    if (named[index] >= 0) {
+      throw InvalidOptionError(
+          absl::StrCat("LimitSet::Acquire: key '", entry.key, "' appears twice in the request"));
+    }
+    check_finite(entry);
+    const Limit& limit = limits_[index];
+    const double amount = entry.amount;
+    named[index] = amount;
+    if (amount == 0) continue;  // Named to leave it out, e.g. a held connection when nesting.
+    if (amount > limit.capacity()) {
+      throw InvalidOptionError(absl::StrCat("Requested amount (", amount, ") exceeds capacity (",
+                                            limit.capacity(), ") for limit '", entry.key,
+                                            "'. This request can never be fulfilled."));
+    }
+    const bool whole = limit.kind() == LimitKind::kResource || !rates_[index]->supports_refund();
+    if (whole && amount != std::floor(amount)) {
+      throw InvalidOptionError(absl::StrCat(
+          "LimitSet::Acquire: limit '", entry.key, "' (",
+          limit.kind() == LimitKind::kResource ? "a ResourceLimit"
+                                               : RateLimitAlgorithmName(limit.algorithm()),
+          ") counts whole units, got ", amount,
+          limit.kind() == LimitKind::kResource ? "" : "; use TokenBucket or GCRA for fractions"));
+    }
+  }
+  for (size_t i = 0; i < limits_.size(); ++i) {
+    double requested = 1;
+    if (named[i] > 0) {
+      requested = named[i];
+    } else if (named[i] == 0) {
+      continue;
+    } else if (limits_[i].kind() == LimitKind::kRate) {
+      if (request.empty()) {
+        throw InvalidOptionError(
+            absl::StrCat("Must specify requested amount for RateLimit '", limits_[i].key(),
+                         "'. RateLimits require explicit token amounts: Acquire({{\"",
+                         limits_[i].key(), "\", n}})"));
+      }
+      continue;  // Not named: not taken.
+    }
+    // Filled in place: a copy of a stack temporary made this loop slow (a partial store
+    // forwarded to a wide load).
+    Item& item = items.emplace_back();
+    item.index = static_cast<int32_t>(i);
+    item.requested = requested;
+    item.implicit = named[i] < 0;
+  }
+  return items;
+}
+
+int32_t SetImpl::HolderSlotLocked() {
+  const pid_t pid = CurrentPid();
+  const pid_t tid = CurrentTid();
+  const int32_t count = options_.max_holders;
+  if (holder_cache.set_id == id_ && holder_cache.slot >= 0 && holder_cache.slot < count) {
+    const Holder& cached = holder(holder_cache.slot);
+    if (cached.tid == tid && cached.pid == pid) return holder_cache.slot;
+  }
+  int32_t unused = -1;
+  int32_t idle = -1;
+  for (int32_t slot = 0; slot < count; ++slot) {
+    const Holder& candidate = holder(slot);
+    if (candidate.tid == tid && candidate.pid == pid) {
+      holder_cache = {id_, slot};
+      return slot;
+    }
+    if (candidate.pid == 0) {
+      if (unused < 0) unused = slot;
+    } else if (candidate.acquisitions == 0 && candidate.waiting == 0 && idle < 0) {
+      idle = slot;
+    }
+  }
+  const int32_t slot = unused >= 0 ? unused : idle;
+  if (slot < 0) return -1;
+  Holder& claimed = holder(slot);
+  claimed.pid = pid;
+  claimed.tid = tid;
+  claimed.start_time = shared_ ? ProcessStartTime(pid) : 0;
+  claimed.acquisitions = 0;
+  std::fill(held(slot), held(slot) + num_resources_, 0.0);
+  holder_cache = {id_, slot};
+  return slot;
+}
+
+int64_t SetImpl::TryTakeLocked(int64_t now, const Items& items, int32_t slot,
+                               bool* resource_short) {
+  int64_t wait = 0;
+  *resource_short = false;
+  for (const Item& item : items) {
+    if (rates_[item.index] == nullptr) {
+      if (in_use_[item.index] + item.requested > limits_[item.index].capacity()) {
+        *resource_short = true;
+        wait = kNoTime;
+      }
+    } else {
+      wait = std::max(wait, rates_[item.index]->WaitNs(now, item.requested));
+    }
+  }
+  if (wait > 0) return wait;
+  double* holding = held(slot);
+  for (const Item& item : items) {
+    if (rates_[item.index] == nullptr) {
+      in_use_[item.index] += item.requested;
+      holding[resource_index_[item.index]] += item.requested;
+    } else {
+      // Cannot fail: checked above under the same lock, at the same `now`.
+      rates_[item.index]->TryAcquire(now, item.requested);
+    }
+  }
+  ++holder(slot).acquisitions;
+  ++header_->holding;
+  return 0;
+}
+
+uint64_t SetImpl::AddTicketLocked() {
+  if (header_->queued >= options_.max_holders) return 0;  // Full: wait outside the queue.
+  const uint64_t number = header_->next_ticket++;
+  tickets_[header_->queued++] = Ticket{number, CurrentPid(), 0};
+  return number;
+}
+
+void SetImpl::RemoveTicketLocked(uint64_t ticket) {
+  for (int32_t i = 0; i < header_->queued; ++i) {
+    if (tickets_[i].number == ticket) {
+      tickets_[i] = tickets_[--header_->queued];
+      return;
+    }
+  }
+}
+
+uint64_t SetImpl::HeadTicketLocked() const {
+  uint64_t head = 0;
+  for (int32_t i = 0; i < header_->queued; ++i) {
+    if (head == 0 || tickets_[i].number < head) head = tickets_[i].number;
+  }
+  return head;
+}
+
+bool SetImpl::RecoverDeadLocked() {
+  if (!shared_) return false;
+  header_->last_recovery_ns = absl::ToUnixNanos(absl::Now());
+  const pid_t self = CurrentPid();
+  bool changed = false;
+  for (int32_t slot = 0; slot < options_.max_holders; ++slot) {
+    Holder& dead = holder(slot);
+    if (dead.pid == 0 || dead.pid == self) continue;
+    if (ProcessAlive(dead.pid, dead.start_time)) continue;
+    double* holding = held(slot);
+    for (size_t i = 0; i < limits_.size(); ++i) {
+      if (resource_index_[i] < 0) continue;
+      in_use_[i] = std::max(0.0, in_use_[i] - holding[resource_index_[i]]);
+    }
+    if (dead.acquisitions > 0) header_->recovered.fetch_add(1, std::memory_order_relaxed);
+    header_->holding -= dead.acquisitions;
+    header_->waiters -= dead.waiting;
+    dead = Holder();
+    std::fill(holding, holding + num_resources_, 0.0);
+    changed = true;
+  }
+  for (int32_t i = 0; i < header_->queued;) {
+    if (tickets_[i].pid != self && !ProcessAlive(tickets_[i].pid, 0)) {
+      tickets_[i] = tickets_[--header_->queued];
+      changed = true;
+    } else {
+      ++i;
+    }
+  }
+  return changed;
+}
+
+LimitAcquisition SetImpl::Take(const Items& items, absl::Time deadline,
+                               const std::atomic<bool>* interrupt, bool fifo_exempt_when_holding,
+                               absl::Time return_by) {
+  LimitAcquisition result;  // The only object returned, so it is built in place.
+  if (no_op()) {
+    result.set_ = shared_from_this();
+    return result;
+  }
+  const bool fifo = options_.fairness == LimitFairness::kFifo;
+  const absl::Duration lease = options_.lease_check_interval;
+  uint64_t ticket = 0;
+  bool notify = false;
+  int32_t slot = -1;
+  Lock();
+  for (;;) {
+    slot = HolderSlotLocked();
+    if (slot < 0 && shared_ && RecoverDeadLocked()) {
+      slot = HolderSlotLocked();  // A dead process's slot was freed.
+    }
+    if (slot < 0) {
+      const bool next_goes = ticket != 0 && header_->waiters > 0;
+      if (ticket != 0) RemoveTicketLocked(ticket);
+      Unlock();
+      if (next_goes) Notify();  // This may have been the head of the queue.
+      throw CapacityError(
+          absl::StrCat("LimitSet: more than max_holders (", options_.max_holders,
+                       ") threads hold acquisitions at once; raise LimitSetOptions::max_holders"));
+    }
+    const absl::Time now_time = clock_.Now();
+    const int64_t now = absl::ToUnixNanos(now_time);
+    const bool exempt = !fifo || (fifo_exempt_when_holding && holder(slot).acquisitions > 0);
+    if (shared_ && !exempt && header_->queued > 0 &&
+        (ticket == 0 || ticket != HeadTicketLocked()) &&
+        now - header_->last_recovery_ns >= absl::ToInt64Nanoseconds(lease)) {
+      RecoverDeadLocked();  // A dead process may hold a place ahead in the queue.
+    }
+    // A withdrawn request (a cancelled AcquireAsync()) must not take anything, even if what it
+    // asked for came back at the moment it was cancelled.
+    const bool interrupted = interrupt != nullptr && interrupt->load(std::memory_order_acquire);
+    const bool may_try =
+        !interrupted &&
+        (exempt || (ticket == 0 ? header_->queued == 0 : ticket == HeadTicketLocked()));
+    int64_t wait = kNoTime;
+    bool resource_short = false;
+    if (may_try) {
+      wait = TryTakeLocked(now, items, slot, &resource_short);
+      if (wait > 0 && resource_short && shared_ &&
+          now - header_->last_recovery_ns >= absl::ToInt64Nanoseconds(lease) &&
+          RecoverDeadLocked()) {
+        wait = TryTakeLocked(now, items, slot, &resource_short);
+      }
+      if (wait == 0) {
+        if (ticket != 0) {
+          RemoveTicketLocked(ticket);
+          notify = header_->waiters > 0;  // The next in line goes.
+        }
+        ++header_->acquisitions;
+        result.set_ = shared_from_this();
+        result.items_ = items;
+        result.holder_ = slot;
+        break;
+      }
+    }
+    if (deadline == absl::InfinitePast() || now_time >= deadline || interrupted ||
+        now_time >= return_by) {
+      if (ticket != 0) {
+        RemoveTicketLocked(ticket);
+        notify = header_->waiters > 0;
+      }
+      if (deadline != absl::InfinitePast() && now_time >= deadline && !interrupted) {
+        header_->timeouts.fetch_add(1, std::memory_order_relaxed);
+      }
+      break;
+    }
+    if (ticket == 0 && fifo && !exempt) ticket = AddTicketLocked();
+    absl::Time wake = std::min(deadline, return_by);
+    if (wait != kNoTime) wake = std::min(wake, now_time + absl::Nanoseconds(wait));
+    if (shared_) wake = std::min(wake, now_time + lease);  // Look for dead holders and tickets.
+    ++header_->waiters;
+    ++holder(slot).waiting;
+    const uint32_t generation = header_->generation.load(std::memory_order_seq_cst);
+    Unlock();
+    Wait(generation, wake, interrupt);
+    Lock();
+    --header_->waiters;
+    --holder(slot).waiting;
+    if (shared_ && absl::ToUnixNanos(absl::Now()) - header_->last_recovery_ns >=
+                       absl::ToInt64Nanoseconds(lease)) {
+      RecoverDeadLocked();
+    }
+  }
+  Unlock();
+  if (notify) Notify();
+  return result;
+}
+
+void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage) {
+  if (no_op()) {
+    for (const LimitAmount& entry : usage) {
+      if (!(entry.amount >= 0) || !std::isfinite(entry.amount)) {
+        throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: usage of '", entry.key,
+                                              "' must be >= 0 and finite, got ", entry.amount));
+      }
+    }
+    return;
+  }
+  // Validate everything first: nothing is recorded if anything is wrong.
+  absl::InlinedVector<Item*, 4> targets;
+  for (const LimitAmount& entry : usage) {
+    Item* target = nullptr;
+    for (Item& item : acquisition.items_) {
+      if (limits_[item.index].key() == entry.key) target = &item;
+    }
+    if (target == nullptr) {
+      throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: '", entry.key,
+                                            "' is not part of this acquisition"));
+    }
+    if (std::find(targets.begin(), targets.end(), target) != targets.end()) {
+      throw InvalidOptionError(
+          absl::StrCat("LimitAcquisition::Update: key '", entry.key, "' appears twice"));
+    }
+    const Limit& limit = limits_[target->index];
+    if (!(entry.amount >= 0) || !std::isfinite(entry.amount)) {
+      throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: usage of '", entry.key,
+                                            "' must be >= 0 and finite, got ", entry.amount));
+    }
+    if (limit.kind() == LimitKind::kCall && target->implicit && entry.amount != 1) {
+      throw InvalidOptionError(absl::StrCat(
+          "LimitAcquisition::Update: CallLimit usage must be 1 for an implicit acquisition "
+          "(taken without naming 'call_count'), got ",
+          entry.amount));
+    }
+    if (limit.kind() != LimitKind::kResource && !rates_[target->index]->supports_refund() &&
+        entry.amount != std::floor(entry.amount)) {
+      throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: '", entry.key, "' (",
+                                            RateLimitAlgorithmName(limit.algorithm()),
+                                            ") counts whole units, got ", entry.amount));
+    }
+    targets.push_back(target);
+  }
+  std::string overuse;
+  bool charge = false;
+  for (size_t i = 0; i < usage.size(); ++i) {
+    Item& item = *targets[i];
+    item.updated = true;
+    item.used = usage[i].amount;
+    // Reported (and charged) once per new excess: repeating a report charges nothing more.
+    if (item.used - item.requested > item.charged_extra &&
+        limits_[item.index].kind() != LimitKind::kResource) {
+      absl::StrAppend(&overuse, overuse.empty() ? "" : "; ", "'", usage[i].key, "' used ",
+                      item.used, " of ", item.requested, " requested");
+      charge = true;
+    }
+  }
+  if (!charge) return;
+  {
+    Locked locked(this);
+    const int64_t now = NowNs();
+    for (Item* item : targets) {
+      const double extra = std::max(0.0, item->used - item->requested) - item->charged_extra;
+      if (extra > 0 && rates_[item->index] != nullptr) {
+        rates_[item->index]->Charge(now, extra);
+        item->charged_extra += extra;
+      }
+    }
+  }
+  header_->overuse_reports.fetch_add(1, std::memory_order_relaxed);
+  Warn(absl::StrCat("LimitAcquisition::Update: usage above the request, charged in full: ",
+                    overuse));
+}
+
+void SetImpl::Release(LimitAcquisition& acquisition) {
+  if (no_op()) return;
+  bool notify = false;
+  // The clock is read (outside the lock) only when something is refunded.
+  bool refunds = false;
+  for (const Item& item : acquisition.items_) {
+    refunds = refunds || (item.updated && item.used < item.requested);
+  }
+  const int64_t now = refunds ? NowNs() : 0;
+  {
+    Locked locked(this);
+    double* holding = held(acquisition.holder_);
+    for (const Item& item : acquisition.items_) {
+      RateState* rate = rates_[item.index];
+      if (rate == nullptr) {
+        in_use_[item.index] = std::max(0.0, in_use_[item.index] - item.requested);
+        holding[resource_index_[item.index]] -= item.requested;
+        notify = true;
+      } else if (item.updated && item.used < item.requested && rate->supports_refund()) {
+        rate->Refund(now, item.requested - item.used);
+        notify = true;
+      }
+    }
+    Holder& owner = holder(acquisition.holder_);
+    if (owner.acquisitions > 0) --owner.acquisitions;
+    --header_->holding;
+    notify = notify && header_->waiters > 0;
+  }
+  if (notify) Notify();
+}
+
+LimitSetStats SetImpl::Stats() {
+  LimitSetStats stats;
+  Locked locked(this);
+  const int64_t now = NowNs();
+  if (shared_ && absl::ToUnixNanos(absl::Now()) - header_->last_recovery_ns >=
+                     absl::ToInt64Nanoseconds(options_.lease_check_interval)) {
+    RecoverDeadLocked();  // Report neither holders nor waiters that are dead.
+  }
+  for (size_t i = 0; i < limits_.size(); ++i) {
+    const Limit& limit = limits_[i];
+    LimitStats entry;
+    entry.key = limit.key();
+    entry.kind = limit.kind();
+    entry.capacity = limit.capacity();
+    entry.window = limit.window();
+    entry.algorithm = limit.algorithm();
+    entry.in_use = rates_[i] == nullptr ? in_use_[i] : rates_[i]->InUse(now);
+    entry.available = std::max(0.0, entry.capacity - entry.in_use);
+    entry.utilization = std::isinf(entry.capacity) ? 0 : entry.in_use / entry.capacity;
+    stats.limits.push_back(std::move(entry));
+  }
+  if (no_op()) return stats;
+  stats.acquisitions = header_->acquisitions;
+  stats.timeouts = header_->timeouts.load(std::memory_order_relaxed);
+  stats.waiting = header_->waiters;
+  stats.holding = header_->holding;
+  stats.missing_updates = header_->missing_updates.load(std::memory_order_relaxed);
+  stats.overuse_reports = header_->overuse_reports.load(std::memory_order_relaxed);
+  stats.recovered_holders = header_->recovered.load(std::memory_order_relaxed);
+  return stats;
+}
+
+Future<LimitAcquisition> SetImpl::AcquireAsync(Items items, absl::Time deadline) {
+  // Served at once when possible (and when nobody queues ahead).
+  if (LimitAcquisition now = Take(items, absl::InfinitePast(), nullptr, false); now.held()) {
+    return MakeReadyFuture(std::move(now));
+  }
+  AsyncRequest request;
+  request.items = std::move(items);
+  request.deadline = deadline;
+  request.cancelled = std::make_shared<std::atomic<bool>>(false);
+  Future<LimitAcquisition> future = request.promise.GetFuture();
+  std::shared_ptr<AsyncQueue> queue;
+  {
+    absl::MutexLock lock(&async_mu_);
+    if (async_ == nullptr || async_->pid != CurrentPid()) {
+      if (async_ != nullptr) {
+        // Inherited through fork(): the thread is the parent's. Leave it alone.
+        static_cast<void>(new std::shared_ptr<AsyncQueue>(std::move(async_)));
+      }
+      async_ = std::make_shared<AsyncQueue>();
+      async_->pid = CurrentPid();
+      async_->thread = std::thread(&SetImpl::RunAsync, weak_from_this(), async_);
+    }
+    queue = async_;
+  }
+  // Cancelling raises the helper's interrupt too, so that it stops waiting for this request if
+  // it is serving it.
+  request.promise.OnCancel([weak = weak_from_this(), weak_queue = std::weak_ptr<AsyncQueue>(queue),
+                            cancelled = request.cancelled] {
+    cancelled->store(true, std::memory_order_release);
+    if (std::shared_ptr<AsyncQueue> queue = weak_queue.lock()) {
+      queue->interrupt.store(true, std::memory_order_release);
+    }
+    if (std::shared_ptr<SetImpl> set = weak.lock()) set->Notify();
+  });
+  {
+    absl::MutexLock lock(&queue->mu);
+    queue->requests.push_back(std::move(request));
+    // The helper may be waiting for an earlier request: make it look at this one's deadline.
+    queue->interrupt.store(true, std::memory_order_release);
+  }
+  Notify();
+  return future;
+}
+
+void SetImpl::RunAsync(std::weak_ptr<SetImpl> weak, std::shared_ptr<AsyncQueue> queue) {
+  for (;;) {
+    AsyncRequest request;
+    {
+      absl::MutexLock lock(&queue->mu);
+      const auto ready = [&queue]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue->mu) {
+        return queue->shutdown || !queue->requests.empty();
+      };
+      queue->mu.Await(absl::Condition(&ready));
+      if (queue->requests.empty()) return;  // Shut down with nothing left.
+      request = std::move(queue->requests.front());
+      queue->requests.pop_front();
+    }
+    if (request.cancelled->load(std::memory_order_acquire)) continue;
+    std::shared_ptr<SetImpl> set = weak.lock();
+    if (set == nullptr) {
+      request.promise.SetError(
+          std::make_exception_ptr(StoppedError("LimitSet::AcquireAsync: the set was destroyed")));
+      continue;
+    }
+    // Serves `request`. While it waits, the requests queued behind it may time out: wake up at
+    // the earliest of their deadlines (and when a new one arrives or this one is cancelled: the
+    // interrupt), fail the expired ones, and go on waiting.
+    for (bool served = false; !served;) {
+      absl::Time others = absl::InfiniteFuture();
+      std::vector<AsyncRequest> expired;
+      {
+        absl::MutexLock lock(&queue->mu);
+        queue->interrupt.store(false, std::memory_order_release);
+        const absl::Time now = set->clock().Now();
+        for (auto it = queue->requests.begin(); it != queue->requests.end();) {
+          if (it->deadline <= now) {
+            expired.push_back(std::move(*it));
+            it = queue->requests.erase(it);
+          } else {
+            others = std::min(others, it->deadline);
+            ++it;
+          }
+        }
+      }
+      for (AsyncRequest& late : expired) {
+        if (late.cancelled->load(std::memory_order_acquire)) continue;
+        set->header_->timeouts.fetch_add(1, std::memory_order_relaxed);
+        late.promise.SetError(std::make_exception_ptr(
+            TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time")));
+      }
+      served = true;
+      try {
+        // Never reaches its own deadline (so counts no timeout): it returns by `return_by`.
+        LimitAcquisition acquired =
+            set->Take(request.items, absl::InfiniteFuture(), &queue->interrupt,
+                      /*fifo_exempt_when_holding=*/false, std::min(request.deadline, others));
+        if (acquired.held()) {
+          request.promise.SetValue(std::move(acquired));
+        } else if (request.cancelled->load(std::memory_order_acquire)) {
+          // Withdrawn; the future is already cancelled.
+        } else if (set->clock().Now() >= request.deadline) {
+          set->header_->timeouts.fetch_add(1, std::memory_order_relaxed);
+          request.promise.SetError(std::make_exception_ptr(
+              TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time")));
+        } else {
+          served = false;  // Woken for the queue; keep waiting.
+        }
+      } catch (...) {
+        request.promise.SetError(std::current_exception());
+      }
+    }
+    // May destroy the set (and detach this thread); `queue` stays valid.
+    set.reset();
+  }
+}
+
+}  // namespace limits_internal
+
+// ---- LimitAcquisition ----
+
+LimitAcquisition::LimitAcquisition(LimitAcquisition&& other) noexcept
+    : set_(std::move(other.set_)), items_(std::move(other.items_)), holder_(other.holder_) {
+  other.set_ = nullptr;
+  other.items_.clear();
+}
+
+LimitAcquisition& LimitAcquisition::operator=(LimitAcquisition&& other) noexcept {
+  if (this != &other) {
+    ReleaseAndListMissing(/*warn=*/true);
+    set_ = std::move(other.set_);
+    items_ = std::move(other.items_);
+    holder_ = other.holder_;
+    other.set_ = nullptr;
+    other.items_.clear();
+  }
+  return *this;
+}
+
+LimitAcquisition::~LimitAcquisition() { ReleaseAndListMissing(/*warn=*/true); }
+
+double LimitAcquisition::requested(absl::string_view key) const {
+  if (set_ == nullptr) return 0;
+  for (const Item& item : items_) {
+    if (set_->limits()[item.index].key() == key) return item.requested;
+  }
+  return 0;
+}
+
+std::vector<LimitAmount> LimitAcquisition::amounts() const {
+  std::vector<LimitAmount> result;
+  if (set_ == nullptr) return result;
+  for (const Item& item : items_) {
+    result.push_back({set_->limits()[item.index].key(), item.requested});
+  }
+  return result;
+}
+
+const LimitConfig& LimitAcquisition::config() const {
+  static const LimitConfig* const kEmpty = new LimitConfig();
+  return set_ == nullptr ? *kEmpty : set_->options().config;
+}
+
+void LimitAcquisition::Update(absl::Span<const LimitAmount> usage) {
+  if (set_ == nullptr) {
+    throw InvalidOptionError("LimitAcquisition::Update: the acquisition was already released");
+  }
+  set_->Update(*this, usage);
+}
+
+std::string LimitAcquisition::ReleaseAndListMissing(bool warn) {
+  if (set_ == nullptr) return "";
+  std::shared_ptr<limits_internal::SetImpl> set = std::move(set_);
+  set_ = nullptr;
+  std::vector<absl::string_view> missing;
+  for (const Item& item : items_) {
+    const Limit& limit = set->limits()[item.index];
+    const bool needs_update = limit.kind() == LimitKind::kRate ||
+                              (limit.kind() == LimitKind::kCall && item.requested > 1);
+    if (needs_update && !item.updated) missing.push_back(limit.key());
+  }
+  set->Release(*this);
+  items_.clear();
+  if (missing.empty()) return "";
+  set->CountMissingUpdate();
+  std::string message = absl::StrCat(
+      "Not all limits in the LimitSet were updated. Missing: [", absl::StrJoin(missing, ", "),
+      "]. The acquisition was released and the requested amounts charged in full; call "
+      "Update() with the usage before release");
+  if (warn) set->Warn(message);
+  return message;
+}
+
+void LimitAcquisition::Release() {
+  std::string missing = ReleaseAndListMissing(/*warn=*/false);
+  if (!missing.empty()) throw LimitUsageError(missing);
+}
+
+// ---- LimitSet ----
+
+LimitSet LimitSet::Create(std::vector<Limit> limits, LimitSetOptions options) {
+  return LimitSet(
+      std::make_shared<limits_internal::SetImpl>(std::move(limits), std::move(options)));
+}
+
+LimitSet LimitSet::NoOp() {
+  static const LimitSet* const kNoOp = new LimitSet(Create({}));
+  return *kNoOp;
+}
+
+LimitSet::LimitSet() : LimitSet(NoOp()) {}
+
+LimitAcquisition LimitSet::Acquire(absl::Span<const LimitAmount> request,
+                                   absl::Duration timeout) const {
+  const limits_internal::SetImpl::Items items = impl_->Prepare(request);
+  // A timeout <= 0 tries once and counts a timeout (InfinitePast() would be Take()'s "try once"
+  // without counting one). No clock read for the usual infinite timeout.
+  const absl::Time deadline =
+      timeout == absl::InfiniteDuration()
+          ? absl::InfiniteFuture()
+          : std::max(impl_->clock().Now() + timeout, absl::UnixEpoch() - absl::Hours(1'000'000));
+  LimitAcquisition acquired =
+      impl_->Take(items, deadline, nullptr, /*fifo_exempt_when_holding=*/true);
+  if (!acquired.held()) {
+    throw TimeoutError(absl::StrCat("LimitSet::Acquire: failed to acquire all limits within ",
+                                    absl::FormatDuration(timeout)));
+  }
+  return acquired;
+}
+
+std::optional<LimitAcquisition> LimitSet::TryAcquire(absl::Span<const LimitAmount> request) const {
+  LimitAcquisition acquired = impl_->Take(impl_->Prepare(request), absl::InfinitePast(), nullptr,
+                                          /*fifo_exempt_when_holding=*/true);
+  if (!acquired.held()) return std::nullopt;
+  return acquired;
+}
+
+Future<LimitAcquisition> LimitSet::AcquireAsync(std::vector<LimitAmount> request,
+                                                absl::Duration timeout) const {
+  limits_internal::SetImpl::Items items = impl_->Prepare(request);
+  return impl_->AcquireAsync(std::move(items), impl_->clock().Now() + timeout);
+}
+
+const Limit* LimitSet::Find(absl::string_view key) const {
+  for (const Limit& limit : impl_->limits()) {
+    if (limit.key() == key) return &limit;
+  }
+  return nullptr;
+}
+
+const Limit& LimitSet::operator[](absl::string_view key) const {
+  if (const Limit* limit = Find(key)) return *limit;
+  std::vector<absl::string_view> keys;
+  for (const Limit& limit : impl_->limits()) keys.push_back(limit.key());
+  throw InvalidOptionError(
+      absl::StrCat("LimitSet has no limit '", key, "'; it has: [", absl::StrJoin(keys, ", "), "]"));
+}
+
+const std::vector<Limit>& LimitSet::limits() const { return impl_->limits(); }
+bool LimitSet::no_op() const { return impl_->no_op(); }
+LimitSharing LimitSet::sharing() const { return impl_->options().sharing; }
+LimitFairness LimitSet::fairness() const { return impl_->options().fairness; }
+const LimitConfig& LimitSet::config() const { return impl_->options().config; }
+LimitSetStats LimitSet::Stats() const { return impl_->Stats(); }
+
+}  // namespace concurry

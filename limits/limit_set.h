@@ -1,0 +1,250 @@
+// LimitSet: several limits acquired together, all or nothing, by many threads or by forked
+// processes. An acquisition is an RAII object: report the usage of rate limits with Update(), and
+// its destruction (or Release()) gives back what was held and refunds unused tokens.
+//
+//   concurry::LimitSet limits = concurry::LimitSet::Create({
+//       concurry::RateLimit("tokens", 10'000, "minute", concurry::RateLimitAlgorithm::kGcra),
+//       concurry::CallLimit(100, "second"),
+//       concurry::ResourceLimit("connections", 4),
+//   });
+//   {
+//     concurry::LimitAcquisition acquired = limits.Acquire({{"tokens", 500}});  // + 1 call, 1 conn
+//     int used = CallModel(...);
+//     acquired.Update({{"tokens", used}});
+//   }  // Connection back, 500 - used tokens refunded.
+//
+// Differences from concurry (reference §5.4-5.5, §11.2, §11.5, §11.16), on purpose:
+// - Waiting is event-driven (woken when capacity comes back, or at the exact time a rate limit
+//   can admit the request), not a 10 ms sleep loop; waiters are served first come, first served
+//   by default (LimitFairness), so a large request is not starved by a stream of small ones.
+// - A rate limit left without Update() is still released (charged in full) and reported;
+//   concurry keeps it held and masks the body's exception. Over-use is charged.
+// - A failed TryAcquire() returns no acquisition, so nothing can be released twice.
+// - Unknown keys in a request or update are errors (concurry warns and ignores them), except on
+//   the no-op set, which accepts anything so that the same code runs with and without limits.
+// - A process-shared set runs the same algorithms as an in-process one (concurry falls back to a
+//   sliding-window sum) at in-process cost, and recovers what a killed process held.
+
+#ifndef CONCURRY_LIMITS_LIMIT_SET_H_
+#define CONCURRY_LIMITS_LIMIT_SET_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "futures/clock.h"
+#include "futures/errors.h"
+#include "futures/future.h"
+#include "limits/limit.h"
+
+namespace concurry {
+
+class LimitSet;
+
+namespace limits_internal {
+class SetImpl;
+}  // namespace limits_internal
+
+// A key and an amount: one entry of a request (Acquire) or of a usage report (Update).
+struct LimitAmount {
+  absl::string_view key;
+  double amount = 0;
+};
+
+// Metadata attached to a LimitSet and visible on each of its acquisitions, e.g. the account or
+// region a LimitPool picked: {"account": "a-17", "region": "eu"}.
+using LimitConfig = std::map<std::string, std::string, std::less<>>;
+
+// Who goes first when acquirers wait.
+enum class LimitFairness {
+  // Default. Acquirers that had to wait are served in arrival order: while one waits, later
+  // acquirers (and TryAcquire()) queue behind it even if what they ask for is available. A thread
+  // that already holds an acquisition of the set is exempt, so nested acquisitions cannot deadlock
+  // behind a waiter that needs what they hold. (Acquisitions from AcquireAsync() belong to the
+  // set's helper thread, so they do not make the thread that uses them exempt.)
+  kFifo,
+  // Whoever finds the capacity takes it (concurry's behaviour): more throughput under contention,
+  // but a large request can starve behind a stream of small ones.
+  kBarging,
+};
+
+// Where the set's state lives.
+enum class LimitSharing {
+  // Default. Shared by the threads (workers, pools) of this process.
+  kThreads,
+  // In shared memory, shared with processes fork()ed after Create(): every process runs the same
+  // algorithms on the same state, at in-process cost. Uses the real clock. A process that dies
+  // holding resource units gives them back within `lease_check_interval` while another process
+  // waits for them, or at the next acquisition that finds them short.
+  kProcesses,
+};
+
+struct LimitSetOptions {
+  LimitFairness fairness = LimitFairness::kFifo;
+  LimitSharing sharing = LimitSharing::kThreads;
+  // Copied into the set; every acquisition exposes it (LimitAcquisition::config()).
+  LimitConfig config;
+  // Time source for the rate algorithms and waits; null means Clock::Real(). Must outlive the
+  // set. kProcesses sets accept only the real clock (time must be the same in every process).
+  Clock* clock = nullptr;
+  // How many threads (over all processes) may hold acquisitions of the set at once: >= 1.
+  // Acquiring beyond it fails with CapacityError.
+  int max_holders = 1024;
+  // kProcesses: how often a blocked acquirer checks for dead processes holding resource units.
+  absl::Duration lease_check_interval = absl::Milliseconds(100);
+  // Receives warnings (over-use reported by Update(), a rate limit released without Update());
+  // null writes them to stderr. Called without locks held, from the thread that caused them.
+  std::function<void(absl::string_view)> on_warning;
+};
+
+// One limit's state in a LimitSet::Stats() snapshot.
+struct LimitStats {
+  std::string key;
+  LimitKind kind = LimitKind::kRate;
+  double capacity = 0;
+  absl::Duration window;
+  RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm;
+  // Units counted against the capacity now (held resource units; for rate limits as in
+  // RateLimiterStats) and capacity - in_use; utilization = in_use / capacity.
+  double in_use = 0;
+  double available = 0;
+  double utilization = 0;
+};
+
+struct LimitSetStats {
+  std::vector<LimitStats> limits;  // In the order given to Create().
+  int64_t acquisitions = 0;        // Successful acquisitions so far.
+  int64_t timeouts = 0;            // Acquire() calls that timed out.
+  int64_t waiting = 0;             // Acquirers blocked now.
+  int64_t holding = 0;             // Acquisitions alive now.
+  int64_t missing_updates = 0;     // Releases of a rate limit that was never updated.
+  int64_t overuse_reports = 0;     // Updates that reported more than was requested.
+  int64_t recovered_holders = 0;   // Dead processes whose resource units were taken back.
+};
+
+// The result of acquiring from a LimitSet: holds the units until destroyed or released. Move-only.
+// Not thread-safe (one owner at a time), but it may move between threads.
+class LimitAcquisition {
+ public:
+  // An empty acquisition (holds nothing).
+  LimitAcquisition() = default;
+  LimitAcquisition(LimitAcquisition&& other) noexcept;
+  LimitAcquisition& operator=(LimitAcquisition&& other) noexcept;
+  // Releases (see Release()), reporting a missing Update() as a warning instead of throwing.
+  ~LimitAcquisition();
+
+  // Whether the acquisition still holds its units (not released, not moved from).
+  bool held() const { return set_ != nullptr; }
+  // The amount taken for `key`, 0 if the acquisition does not include it.
+  double requested(absl::string_view key) const;
+  // The keys and amounts taken, in the set's order.
+  std::vector<LimitAmount> amounts() const;
+  // The set's metadata. Empty for an empty acquisition.
+  const LimitConfig& config() const;
+
+  // Records what was actually used of each listed limit. Each key must be part of the
+  // acquisition and each amount >= 0 (whole for limits whose algorithm counts whole units);
+  // InvalidOptionError otherwise, and nothing is recorded. Using more than requested is charged
+  // (the extra is taken even beyond the capacity) and reported as a warning. An implicit use of a
+  // CallLimit must be updated with exactly 1. May be called more than once; the last report wins,
+  // but charged extra is never given back. Throws InvalidOptionError after release.
+  void Update(absl::Span<const LimitAmount> usage);
+
+  // Gives back resource units and refunds requested - used for updated TokenBucket and GCRA
+  // limits, waking waiters. A RateLimit (or a CallLimit taken with more than 1) without Update()
+  // is charged in full; after releasing everything, Release() then throws LimitUsageError naming
+  // those keys. Idempotent: releasing again does nothing.
+  void Release();
+
+ private:
+  friend class limits_internal::SetImpl;
+  struct Item {
+    int32_t index = 0;  // Limit index in the set.
+    bool implicit = false;
+    bool updated = false;
+    double requested = 0;
+    double used = 0;
+    double charged_extra = 0;
+  };
+  // Releases; returns the message naming the limits that missed an Update() ("" if none) and,
+  // if `warn`, also reports it through the set's warning sink.
+  std::string ReleaseAndListMissing(bool warn);
+
+  std::shared_ptr<limits_internal::SetImpl> set_;
+  absl::InlinedVector<Item, 4> items_;
+  int32_t holder_ = -1;  // Holder slot in the set, -1 for the no-op set.
+};
+
+// Thrown by LimitAcquisition::Release() when a rate limit was released without Update().
+// kFailedPrecondition.
+class LimitUsageError : public Error {
+ public:
+  explicit LimitUsageError(const std::string& message);
+};
+
+// A set of limits acquired atomically. A copyable handle: copies share one set (so passing a
+// LimitSet to several workers shares it); it lives while a handle or an acquisition does.
+// Thread-safe.
+class LimitSet {
+ public:
+  // Builds a set. Keys must be unique (InvalidOptionError "Duplicate limit key: 'k'"). No limits
+  // gives a no-op set. InvalidOptionError also for bad options (clock with kProcesses,
+  // max_holders < 1). kProcesses maps the state into shared memory (CapacityError if that fails).
+  static LimitSet Create(std::vector<Limit> limits, LimitSetOptions options = {});
+  // A set with no limits: every acquisition succeeds at once and Update() accepts any key.
+  static LimitSet NoOp();
+  // The no-op set.
+  LimitSet();
+
+  // Takes every requested amount at once, waiting up to `timeout` (on the set's clock) until all
+  // are available together; throws TimeoutError when it expires first. The request names keys
+  // and amounts; every CallLimit and ResourceLimit not named is taken with 1; a RateLimit must be
+  // named (an empty request on a set with one is an error). Amount 0 leaves a limit out: a
+  // nested acquisition that already holds the connection asks {{"tokens", n}, {"connections",
+  // 0}}. InvalidOptionError, at once, for an unknown or repeated key, a negative or non-finite
+  // amount, a fractional amount for a limit that counts whole units, or an amount above a
+  // limit's capacity ("can never be fulfilled").
+  LimitAcquisition Acquire(absl::Span<const LimitAmount> request = {},
+                           absl::Duration timeout = absl::InfiniteDuration()) const;
+  // As Acquire() but never waits: the acquisition, or nullopt if some amount is not available
+  // now (or, with kFifo, if others are waiting).
+  std::optional<LimitAcquisition> TryAcquire(absl::Span<const LimitAmount> request = {}) const;
+  // As Acquire() but returns at once: the future completes with the acquisition (or
+  // TimeoutError) and may be awaited from a coroutine. Waiting requests are served in order by
+  // one helper thread per set, started on first use; cancelling the future withdraws the request.
+  Future<LimitAcquisition> AcquireAsync(std::vector<LimitAmount> request = {},
+                                        absl::Duration timeout = absl::InfiniteDuration()) const;
+
+  // The limit with `key`, or null.
+  const Limit* Find(absl::string_view key) const;
+  // The limit with `key`; throws InvalidOptionError naming the known keys if there is none.
+  const Limit& operator[](absl::string_view key) const;
+  // The limits, in the order given to Create().
+  const std::vector<Limit>& limits() const;
+  bool no_op() const;
+  LimitSharing sharing() const;
+  LimitFairness fairness() const;
+  const LimitConfig& config() const;
+
+  LimitSetStats Stats() const;
+
+  // Handles compare equal when they share one set.
+  friend bool operator==(const LimitSet& a, const LimitSet& b) { return a.impl_ == b.impl_; }
+  friend bool operator!=(const LimitSet& a, const LimitSet& b) { return a.impl_ != b.impl_; }
+
+ private:
+  explicit LimitSet(std::shared_ptr<limits_internal::SetImpl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<limits_internal::SetImpl> impl_;
+};
+
+}  // namespace concurry
+
+#endif  // CONCURRY_LIMITS_LIMIT_SET_H_
