@@ -9,6 +9,7 @@
 #include <deque>
 #include <exception>
 #include <limits>
+#include <list>
 #include <memory>
 #include <new>
 #include <optional>
@@ -67,6 +68,9 @@ struct Holder {
   pid_t tid = 0;
   uint64_t start_time = 0;  // Of process `pid`, to tell a reused id.
   int64_t acquisitions = 0;
+  // Of `acquisitions`, those made by this thread with Acquire()/TryAcquire(): while it has any,
+  // it skips the FIFO queue (see LimitFairness::kFifo).
+  int64_t exempting = 0;
   int32_t waiting = 0;  // Its part of Header::waiters, taken back if the process dies.
 };
 
@@ -108,17 +112,21 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   const std::vector<Limit>& limits() const { return limits_; }
   const LimitSetOptions& options() const { return options_; }
 
-  // Validates `request` and returns the items to take, in limit order.
-  Items Prepare(absl::Span<const LimitAmount> request) const;
+  // A validated request: the items to take, in limit order.
+  struct Request {
+    Items items;
+    // The request named a limit with amount 0, i.e. it nests inside an acquisition that holds
+    // that limit: it skips the FIFO queue, whose head may be waiting for what it holds.
+    bool nested = false;
+  };
+  // Validates `request`.
+  Request Prepare(absl::Span<const LimitAmount> request) const;
 
-  // Takes `items` and returns the acquisition. `deadline` InfinitePast() means "try once".
-  // Returns an empty acquisition (not held()) on timeout (counted), on try failure, when
-  // `*interrupt` becomes true, or when the clock reaches `return_by` (not counted: the caller wants
-  // to look at something else). `fifo_exempt_when_holding`: a thread holding an acquisition may
-  // pass the queue.
-  LimitAcquisition Take(const Items& items, absl::Time deadline, const std::atomic<bool>* interrupt,
-                        bool fifo_exempt_when_holding,
-                        absl::Time return_by = absl::InfiniteFuture());
+  // Takes the request's items and returns the acquisition, waiting until `deadline` on the
+  // clock; InfinitePast() means "try once" (no timeout counted). Returns an empty acquisition
+  // (not held()) if it could not. `exempt_when_holding`: a thread holding an acquisition of the
+  // set made with Acquire()/TryAcquire() skips the FIFO queue.
+  LimitAcquisition Take(const Request& request, absl::Time deadline, bool exempt_when_holding);
 
   // Applies `usage` to `acquisition` (validated first).
   void Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage);
@@ -139,7 +147,7 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
 
   LimitSetStats Stats();
 
-  Future<LimitAcquisition> AcquireAsync(Items items, absl::Time deadline);
+  Future<LimitAcquisition> AcquireAsync(Request request, absl::Time deadline);
 
   Clock& clock() const { return clock_; }
   void CountMissingUpdate() { header_->missing_updates.fetch_add(1, std::memory_order_relaxed); }
@@ -148,22 +156,31 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   // The helper thread of AcquireAsync() and its queue; shared with the thread so that it outlives
   // the set when the set is destroyed on that thread.
   struct AsyncRequest {
-    Items items;
+    Request request;
     absl::Time deadline;
     Promise<LimitAcquisition> promise;
     std::shared_ptr<std::atomic<bool>> cancelled;
+    uint64_t ticket = 0;  // Its place in the FIFO queue, kept until it is served or leaves.
   };
   struct AsyncQueue {
     absl::Mutex mu;
-    std::deque<AsyncRequest> requests ABSL_GUARDED_BY(mu);
+    std::deque<AsyncRequest> incoming ABSL_GUARDED_BY(mu);
     bool shutdown ABSL_GUARDED_BY(mu) = false;
-    // Raised to make the helper's blocked acquisition return: a new request (whose deadline may
-    // come first) or a cancellation.
+    // Raised (followed by Notify()) by a new request or a cancellation, so that a waiting helper
+    // looks at its requests again.
     std::atomic<bool> interrupt{false};
     std::thread thread;
     pid_t pid = 0;  // Process that started `thread`.
+    // Used by the helper thread only: the requests it waits for, and whether it is counted in
+    // Header::waiters (it is, once, while it has any).
+    std::list<AsyncRequest> pending;
+    bool registered = false;
+    int32_t slot = -1;
   };
   static void RunAsync(std::weak_ptr<SetImpl> weak, std::shared_ptr<AsyncQueue> queue);
+  // One round of the helper: tries every pending request in order (each keeps its FIFO ticket),
+  // completes the served, expired and withdrawn ones, then waits until something changes.
+  void ServeAsync(AsyncQueue& queue);
 
   // The set's lock: a spin lock in-process, the robust mutex in shared memory.
   void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION(lock_) ABSL_NO_THREAD_SAFETY_ANALYSIS;
@@ -187,6 +204,15 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
 
   // Returns this thread's holder slot, claiming one; -1 if all are in use.
   int32_t HolderSlotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // One attempt for holder `slot`, in FIFO order through `*ticket` (0: not queued; `exempt`
+  // skips the queue): takes `items` and returns 0, or returns the ns until a retry could succeed
+  // (kNoTime when only a release or a new queue head helps). With `enqueue`, a request that could
+  // not go takes a ticket. Sets `*notify` when waiters should look again.
+  int64_t AttemptLocked(int64_t now, const Items& items, int32_t slot, bool exempt,
+                        uint64_t* ticket, bool enqueue, bool* notify)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Gives up `*ticket` (if any), setting `*notify` if others wait.
+  void LeaveQueueLocked(uint64_t* ticket, bool* notify) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // Takes `items` now and returns 0, or returns the ns until they could all be taken (kNoTime
   // when some resource is short: only a release helps). `*resource_short` tells which.
   int64_t TryTakeLocked(int64_t now, const Items& items, int32_t slot, bool* resource_short)
@@ -195,8 +221,12 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   void RemoveTicketLocked(uint64_t ticket) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   uint64_t HeadTicketLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // kProcesses: gives back what dead processes held and drops their tickets. Returns whether
-  // anything changed.
-  bool RecoverDeadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // anything changed. `stamp`: this counts as the periodic check (see lease_check_interval).
+  bool RecoverDeadLocked(bool stamp = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // kProcesses, after a process died inside the lock: recomputes the totals (resource units in
+  // use, acquisitions held, waiters) from the holder slots, which a half-done change cannot
+  // have made inconsistent with themselves.
+  void RebuildTotalsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // Blocks until the generation moves past `generation`, `*interrupt`, or `wake`.
   void Wait(uint32_t generation, absl::Time wake, const std::atomic<bool>* interrupt);
 
@@ -339,9 +369,11 @@ void SetImpl::Lock() {
     return;
   }
   if (header_->mutex.Lock()) {
-    // A process died inside the lock: its half-done change is at most one acquisition's counts.
-    // Take back what dead processes held right away.
-    RecoverDeadLocked();
+    // A process died inside the lock. Take back what dead processes held (the dying one may not
+    // look dead yet: then the next periodic check does it, so this one is not stamped), and
+    // recompute the totals its half-done change may have left wrong.
+    RecoverDeadLocked(/*stamp=*/false);
+    RebuildTotalsLocked();
   }
 }
 
@@ -379,7 +411,7 @@ void SetImpl::Wait(uint32_t generation, absl::Time wake, const std::atomic<bool>
   clock_.AwaitWithDeadline(&wait_mu_, absl::Condition(&changed), wake);
 }
 
-SetImpl::Items SetImpl::Prepare(absl::Span<const LimitAmount> request) const {
+SetImpl::Request SetImpl::Prepare(absl::Span<const LimitAmount> request) const {
   const auto check_finite = [](const LimitAmount& entry) {
     if (!(entry.amount >= 0) || !std::isfinite(entry.amount)) {
       throw InvalidOptionError(
@@ -387,10 +419,11 @@ SetImpl::Items SetImpl::Prepare(absl::Span<const LimitAmount> request) const {
                        "' must be >= 0 and finite (0 leaves the limit out), got ", entry.amount));
     }
   };
-  Items items;
+  Request result;
+  Items& items = result.items;
   if (no_op()) {
     for (const LimitAmount& entry : request) check_finite(entry);
-    return items;
+    return result;
   }
   // Per limit, the amount the request names, or -1. Items are then built in limit order.
   absl::InlinedVector<double, 8> named(limits_.size(), -1);
@@ -411,7 +444,10 @@ SetImpl::Items SetImpl::Prepare(absl::Span<const LimitAmount> request) const {
     const Limit& limit = limits_[index];
     const double amount = entry.amount;
     named[index] = amount;
-    if (amount == 0) continue;  // Named to leave it out, e.g. a held connection when nesting.
+    if (amount == 0) {
+      result.nested = true;  // Named to leave it out: a held connection when nesting.
+      continue;
+    }
     if (amount > limit.capacity()) {
       throw InvalidOptionError(absl::StrCat("Requested amount (", amount, ") exceeds capacity (",
                                             limit.capacity(), ") for limit '", entry.key,
@@ -449,7 +485,7 @@ SetImpl::Items SetImpl::Prepare(absl::Span<const LimitAmount> request) const {
     item.requested = requested;
     item.implicit = named[i] < 0;
   }
-  return items;
+  return result;
 }
 
 int32_t SetImpl::HolderSlotLocked() {
@@ -519,7 +555,8 @@ int64_t SetImpl::TryTakeLocked(int64_t now, const Items& items, int32_t slot,
 uint64_t SetImpl::AddTicketLocked() {
   if (header_->queued >= options_.max_holders) return 0;  // Full: wait outside the queue.
   const uint64_t number = header_->next_ticket++;
-  tickets_[header_->queued++] = Ticket{number, CurrentPid(), 0};
+  tickets_[header_->queued++] =
+      Ticket{number, CurrentPid(), shared_ ? CurrentProcessStartTime() : 0};
   return number;
 }
 
@@ -540,9 +577,9 @@ uint64_t SetImpl::HeadTicketLocked() const {
   return head;
 }
 
-bool SetImpl::RecoverDeadLocked() {
+bool SetImpl::RecoverDeadLocked(bool stamp) {
   if (!shared_) return false;
-  header_->last_recovery_ns = absl::ToUnixNanos(absl::Now());
+  if (stamp) header_->last_recovery_ns = absl::ToUnixNanos(absl::Now());
   const pid_t self = CurrentPid();
   bool changed = false;
   for (int32_t slot = 0; slot < options_.max_holders; ++slot) {
@@ -562,7 +599,7 @@ bool SetImpl::RecoverDeadLocked() {
     changed = true;
   }
   for (int32_t i = 0; i < header_->queued;) {
-    if (tickets_[i].pid != self && !ProcessAlive(tickets_[i].pid, 0)) {
+    if (tickets_[i].pid != self && !ProcessAlive(tickets_[i].pid, tickets_[i].start_time)) {
       tickets_[i] = tickets_[--header_->queued];
       changed = true;
     } else {
@@ -572,96 +609,143 @@ bool SetImpl::RecoverDeadLocked() {
   return changed;
 }
 
-LimitAcquisition SetImpl::Take(const Items& items, absl::Time deadline,
-                               const std::atomic<bool>* interrupt, bool fifo_exempt_when_holding,
-                               absl::Time return_by) {
+void SetImpl::RebuildTotalsLocked() {
+  std::fill(in_use_, in_use_ + limits_.size(), 0.0);
+  header_->holding = 0;
+  header_->waiters = 0;
+  for (int32_t slot = 0; slot < options_.max_holders; ++slot) {
+    const Holder& owner = holder(slot);
+    if (owner.pid == 0) continue;
+    const double* holding = held(slot);
+    for (size_t i = 0; i < limits_.size(); ++i) {
+      if (resource_index_[i] >= 0) in_use_[i] += holding[resource_index_[i]];
+    }
+    header_->holding += owner.acquisitions;
+    header_->waiters += owner.waiting;
+  }
+}
+
+void SetImpl::LeaveQueueLocked(uint64_t* ticket, bool* notify) {
+  if (*ticket == 0) return;
+  RemoveTicketLocked(*ticket);
+  *ticket = 0;
+  *notify = *notify || header_->waiters > 0;  // It may have been the head: the next one goes.
+}
+
+int64_t SetImpl::AttemptLocked(int64_t now, const Items& items, int32_t slot, bool exempt,
+                               uint64_t* ticket, bool enqueue, bool* notify) {
+  const bool fifo = options_.fairness == LimitFairness::kFifo;
+  const int64_t lease_ns = absl::ToInt64Nanoseconds(options_.lease_check_interval);
+  const bool recovery_due = shared_ && now - header_->last_recovery_ns >= lease_ns;
+  if (recovery_due && !exempt && header_->queued > 0 &&
+      (*ticket == 0 || *ticket != HeadTicketLocked()) && RecoverDeadLocked()) {
+    *notify = *notify || header_->waiters > 0;  // A dead process may have held a place ahead.
+  }
+  const bool may_try =
+      exempt || (*ticket == 0 ? header_->queued == 0 : *ticket == HeadTicketLocked());
+  int64_t wait = kNoTime;
+  if (may_try) {
+    bool resource_short = false;
+    wait = TryTakeLocked(now, items, slot, &resource_short);
+    if (wait > 0 && resource_short && shared_ && now - header_->last_recovery_ns >= lease_ns &&
+        RecoverDeadLocked()) {
+      *notify = *notify || header_->waiters > 0;
+      wait = TryTakeLocked(now, items, slot, &resource_short);
+    }
+    if (wait == 0) {
+      LeaveQueueLocked(ticket, notify);
+      ++header_->acquisitions;
+      return 0;
+    }
+  }
+  if (enqueue && fifo && !exempt && *ticket == 0) *ticket = AddTicketLocked();
+  return wait;
+}
+
+LimitAcquisition SetImpl::Take(const Request& request, absl::Time deadline,
+                               bool exempt_when_holding) {
   LimitAcquisition result;  // The only object returned, so it is built in place.
   if (no_op()) {
     result.set_ = shared_from_this();
     return result;
   }
+  result.items_ = request.items;  // Before locking: it may allocate.
   const bool fifo = options_.fairness == LimitFairness::kFifo;
   const absl::Duration lease = options_.lease_check_interval;
   uint64_t ticket = 0;
   bool notify = false;
+  bool locked = false;
+  bool registered = false;  // Counted in Header::waiters and the slot's `waiting`.
   int32_t slot = -1;
-  Lock();
-  for (;;) {
-    slot = HolderSlotLocked();
-    if (slot < 0 && shared_ && RecoverDeadLocked()) {
-      slot = HolderSlotLocked();  // A dead process's slot was freed.
-    }
-    if (slot < 0) {
-      const bool next_goes = ticket != 0 && header_->waiters > 0;
-      if (ticket != 0) RemoveTicketLocked(ticket);
-      Unlock();
-      if (next_goes) Notify();  // This may have been the head of the queue.
-      throw CapacityError(
-          absl::StrCat("LimitSet: more than max_holders (", options_.max_holders,
-                       ") threads hold acquisitions at once; raise LimitSetOptions::max_holders"));
-    }
-    const absl::Time now_time = clock_.Now();
-    const int64_t now = absl::ToUnixNanos(now_time);
-    const bool exempt = !fifo || (fifo_exempt_when_holding && holder(slot).acquisitions > 0);
-    if (shared_ && !exempt && header_->queued > 0 &&
-        (ticket == 0 || ticket != HeadTicketLocked()) &&
-        now - header_->last_recovery_ns >= absl::ToInt64Nanoseconds(lease)) {
-      RecoverDeadLocked();  // A dead process may hold a place ahead in the queue.
-    }
-    // A withdrawn request (a cancelled AcquireAsync()) must not take anything, even if what it
-    // asked for came back at the moment it was cancelled.
-    const bool interrupted = interrupt != nullptr && interrupt->load(std::memory_order_acquire);
-    const bool may_try =
-        !interrupted &&
-        (exempt || (ticket == 0 ? header_->queued == 0 : ticket == HeadTicketLocked()));
-    int64_t wait = kNoTime;
-    bool resource_short = false;
-    if (may_try) {
-      wait = TryTakeLocked(now, items, slot, &resource_short);
-      if (wait > 0 && resource_short && shared_ &&
-          now - header_->last_recovery_ns >= absl::ToInt64Nanoseconds(lease) &&
-          RecoverDeadLocked()) {
-        wait = TryTakeLocked(now, items, slot, &resource_short);
+  try {
+    Lock();
+    locked = true;
+    for (;;) {
+      slot = HolderSlotLocked();
+      if (slot < 0 && shared_ && RecoverDeadLocked()) slot = HolderSlotLocked();
+      if (slot < 0) {
+        throw CapacityError(absl::StrCat(
+            "LimitSet: more than max_holders (", options_.max_holders,
+            ") threads hold acquisitions at once; raise LimitSetOptions::max_holders"));
       }
+      const absl::Time now_time = clock_.Now();
+      const bool exempt =
+          !fifo || request.nested || (exempt_when_holding && holder(slot).exempting > 0);
+      const bool may_wait = deadline != absl::InfinitePast() && now_time < deadline;
+      const int64_t wait = AttemptLocked(absl::ToUnixNanos(now_time), request.items, slot, exempt,
+                                         &ticket, may_wait, &notify);
       if (wait == 0) {
-        if (ticket != 0) {
-          RemoveTicketLocked(ticket);
-          notify = header_->waiters > 0;  // The next in line goes.
-        }
-        ++header_->acquisitions;
         result.set_ = shared_from_this();
-        result.items_ = items;
         result.holder_ = slot;
+        result.exempting_ = exempt_when_holding;
+        if (exempt_when_holding) ++holder(slot).exempting;
         break;
       }
-    }
-    if (deadline == absl::InfinitePast() || now_time >= deadline || interrupted ||
-        now_time >= return_by) {
-      if (ticket != 0) {
-        RemoveTicketLocked(ticket);
-        notify = header_->waiters > 0;
+      if (!may_wait) {
+        LeaveQueueLocked(&ticket, &notify);
+        if (deadline != absl::InfinitePast()) {
+          header_->timeouts.fetch_add(1, std::memory_order_relaxed);
+        }
+        result.items_.clear();
+        break;
       }
-      if (deadline != absl::InfinitePast() && now_time >= deadline && !interrupted) {
-        header_->timeouts.fetch_add(1, std::memory_order_relaxed);
+      absl::Time wake = deadline;
+      if (wait != kNoTime) wake = std::min(wake, now_time + absl::Nanoseconds(wait));
+      if (shared_) wake = std::min(wake, now_time + lease);  // Look for dead holders and tickets.
+      ++header_->waiters;
+      ++holder(slot).waiting;
+      registered = true;
+      const uint32_t generation = header_->generation.load(std::memory_order_seq_cst);
+      Unlock();
+      locked = false;
+      if (notify) {
+        notify = false;
+        Notify();
       }
-      break;
+      Wait(generation, wake, nullptr);
+      Lock();
+      locked = true;
+      --header_->waiters;
+      --holder(slot).waiting;
+      registered = false;
+      if (shared_ &&
+          absl::ToUnixNanos(absl::Now()) - header_->last_recovery_ns >=
+              absl::ToInt64Nanoseconds(lease) &&
+          RecoverDeadLocked()) {
+        notify = notify || header_->waiters > 0;
+      }
     }
-    if (ticket == 0 && fifo && !exempt) ticket = AddTicketLocked();
-    absl::Time wake = std::min(deadline, return_by);
-    if (wait != kNoTime) wake = std::min(wake, now_time + absl::Nanoseconds(wait));
-    if (shared_) wake = std::min(wake, now_time + lease);  // Look for dead holders and tickets.
-    ++header_->waiters;
-    ++holder(slot).waiting;
-    const uint32_t generation = header_->generation.load(std::memory_order_seq_cst);
+  } catch (...) {
+    // Leave no trace: not counted as waiting, no place in the queue, the lock released.
+    if (!locked) Lock();
+    if (registered) {
+      --header_->waiters;
+      --holder(slot).waiting;
+    }
+    LeaveQueueLocked(&ticket, &notify);
     Unlock();
-    Wait(generation, wake, interrupt);
-    Lock();
-    --header_->waiters;
-    --holder(slot).waiting;
-    if (shared_ && absl::ToUnixNanos(absl::Now()) - header_->last_recovery_ns >=
-                       absl::ToInt64Nanoseconds(lease)) {
-      RecoverDeadLocked();
-    }
+    Notify();
+    throw;
   }
   Unlock();
   if (notify) Notify();
@@ -754,6 +838,9 @@ void SetImpl::Release(LimitAcquisition& acquisition) {
   const int64_t now = refunds ? NowNs() : 0;
   {
     Locked locked(this);
+    Holder& owner = holder(acquisition.holder_);
+    // A fork()ed child destroying its copy of the parent's acquisition: the parent releases it.
+    if (shared_ && owner.pid != CurrentPid()) return;
     double* holding = held(acquisition.holder_);
     for (const Item& item : acquisition.items_) {
       RateState* rate = rates_[item.index];
@@ -766,8 +853,8 @@ void SetImpl::Release(LimitAcquisition& acquisition) {
         notify = true;
       }
     }
-    Holder& owner = holder(acquisition.holder_);
     if (owner.acquisitions > 0) --owner.acquisitions;
+    if (acquisition.exempting_ && owner.exempting > 0) --owner.exempting;
     --header_->holding;
     notify = notify && header_->waiters > 0;
   }
@@ -806,34 +893,36 @@ LimitSetStats SetImpl::Stats() {
   return stats;
 }
 
-Future<LimitAcquisition> SetImpl::AcquireAsync(Items items, absl::Time deadline) {
-  // Served at once when possible (and when nobody queues ahead).
-  if (LimitAcquisition now = Take(items, absl::InfinitePast(), nullptr, false); now.held()) {
+Future<LimitAcquisition> SetImpl::AcquireAsync(Request request, absl::Time deadline) {
+  // Served at once when possible (and when nobody queues ahead). The acquisition does not make
+  // the calling thread skip the queue later: it may be used anywhere.
+  if (LimitAcquisition now = Take(request, absl::InfinitePast(), /*exempt_when_holding=*/false);
+      now.held()) {
     return MakeReadyFuture(std::move(now));
   }
-  AsyncRequest request;
-  request.items = std::move(items);
-  request.deadline = deadline;
-  request.cancelled = std::make_shared<std::atomic<bool>>(false);
-  Future<LimitAcquisition> future = request.promise.GetFuture();
+  AsyncRequest pending;
+  pending.request = std::move(request);
+  pending.deadline = deadline;
+  pending.cancelled = std::make_shared<std::atomic<bool>>(false);
+  Future<LimitAcquisition> future = pending.promise.GetFuture();
   std::shared_ptr<AsyncQueue> queue;
   {
     absl::MutexLock lock(&async_mu_);
     if (async_ == nullptr || async_->pid != CurrentPid()) {
+      // Built and started before it replaces `async_`, so a failed start leaves nothing behind.
+      auto fresh = std::make_shared<AsyncQueue>();
+      fresh->pid = CurrentPid();
+      fresh->thread = std::thread(&SetImpl::RunAsync, weak_from_this(), fresh);
       if (async_ != nullptr) {
-        // Inherited through fork(): the thread is the parent's. Leave it alone.
+        // Inherited through fork(): the thread is the parent's. Leave its object alone.
         static_cast<void>(new std::shared_ptr<AsyncQueue>(std::move(async_)));
       }
-      async_ = std::make_shared<AsyncQueue>();
-      async_->pid = CurrentPid();
-      async_->thread = std::thread(&SetImpl::RunAsync, weak_from_this(), async_);
+      async_ = std::move(fresh);
     }
     queue = async_;
   }
-  // Cancelling raises the helper's interrupt too, so that it stops waiting for this request if
-  // it is serving it.
-  request.promise.OnCancel([weak = weak_from_this(), weak_queue = std::weak_ptr<AsyncQueue>(queue),
-                            cancelled = request.cancelled] {
+  pending.promise.OnCancel([weak = weak_from_this(), weak_queue = std::weak_ptr<AsyncQueue>(queue),
+                            cancelled = pending.cancelled] {
     cancelled->store(true, std::memory_order_release);
     if (std::shared_ptr<AsyncQueue> queue = weak_queue.lock()) {
       queue->interrupt.store(true, std::memory_order_release);
@@ -842,8 +931,7 @@ Future<LimitAcquisition> SetImpl::AcquireAsync(Items items, absl::Time deadline)
   });
   {
     absl::MutexLock lock(&queue->mu);
-    queue->requests.push_back(std::move(request));
-    // The helper may be waiting for an earlier request: make it look at this one's deadline.
+    queue->incoming.push_back(std::move(pending));
     queue->interrupt.store(true, std::memory_order_release);
   }
   Notify();
@@ -852,74 +940,125 @@ Future<LimitAcquisition> SetImpl::AcquireAsync(Items items, absl::Time deadline)
 
 void SetImpl::RunAsync(std::weak_ptr<SetImpl> weak, std::shared_ptr<AsyncQueue> queue) {
   for (;;) {
-    AsyncRequest request;
+    // Cleared before looking: a request or cancellation after this raises it again.
+    queue->interrupt.store(false, std::memory_order_seq_cst);
     {
       absl::MutexLock lock(&queue->mu);
-      const auto ready = [&queue]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue->mu) {
-        return queue->shutdown || !queue->requests.empty();
-      };
-      queue->mu.Await(absl::Condition(&ready));
-      if (queue->requests.empty()) return;  // Shut down with nothing left.
-      request = std::move(queue->requests.front());
-      queue->requests.pop_front();
+      if (queue->pending.empty()) {
+        const auto ready = [&queue]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue->mu) {
+          return queue->shutdown || !queue->incoming.empty();
+        };
+        queue->mu.Await(absl::Condition(&ready));
+        if (queue->incoming.empty()) return;  // Shut down with nothing left.
+      }
+      while (!queue->incoming.empty()) {
+        queue->pending.push_back(std::move(queue->incoming.front()));
+        queue->incoming.pop_front();
+      }
     }
-    if (request.cancelled->load(std::memory_order_acquire)) continue;
+    // Held while requests wait: a pending AcquireAsync() keeps the set alive.
     std::shared_ptr<SetImpl> set = weak.lock();
     if (set == nullptr) {
-      request.promise.SetError(
-          std::make_exception_ptr(StoppedError("LimitSet::AcquireAsync: the set was destroyed")));
+      for (AsyncRequest& request : queue->pending) {
+        request.promise.SetError(
+            std::make_exception_ptr(StoppedError("LimitSet::AcquireAsync: the set was destroyed")));
+      }
+      queue->pending.clear();
       continue;
     }
-    // Serves `request`. While it waits, the requests queued behind it may time out: wake up at
-    // the earliest of their deadlines (and when a new one arrives or this one is cancelled: the
-    // interrupt), fail the expired ones, and go on waiting.
-    for (bool served = false; !served;) {
-      absl::Time others = absl::InfiniteFuture();
-      std::vector<AsyncRequest> expired;
-      {
-        absl::MutexLock lock(&queue->mu);
-        queue->interrupt.store(false, std::memory_order_release);
-        const absl::Time now = set->clock().Now();
-        for (auto it = queue->requests.begin(); it != queue->requests.end();) {
-          if (it->deadline <= now) {
-            expired.push_back(std::move(*it));
-            it = queue->requests.erase(it);
-          } else {
-            others = std::min(others, it->deadline);
-            ++it;
-          }
-        }
-      }
-      for (AsyncRequest& late : expired) {
-        if (late.cancelled->load(std::memory_order_acquire)) continue;
-        set->header_->timeouts.fetch_add(1, std::memory_order_relaxed);
-        late.promise.SetError(std::make_exception_ptr(
-            TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time")));
-      }
-      served = true;
-      try {
-        // Never reaches its own deadline (so counts no timeout): it returns by `return_by`.
-        LimitAcquisition acquired =
-            set->Take(request.items, absl::InfiniteFuture(), &queue->interrupt,
-                      /*fifo_exempt_when_holding=*/false, std::min(request.deadline, others));
-        if (acquired.held()) {
-          request.promise.SetValue(std::move(acquired));
-        } else if (request.cancelled->load(std::memory_order_acquire)) {
-          // Withdrawn; the future is already cancelled.
-        } else if (set->clock().Now() >= request.deadline) {
-          set->header_->timeouts.fetch_add(1, std::memory_order_relaxed);
-          request.promise.SetError(std::make_exception_ptr(
-              TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time")));
-        } else {
-          served = false;  // Woken for the queue; keep waiting.
-        }
-      } catch (...) {
-        request.promise.SetError(std::current_exception());
-      }
-    }
+    set->ServeAsync(*queue);
     // May destroy the set (and detach this thread); `queue` stays valid.
     set.reset();
   }
+}
+
+void SetImpl::ServeAsync(AsyncQueue& queue) {
+  struct Completion {
+    Promise<LimitAcquisition> promise;
+    LimitAcquisition acquisition;  // Held, or empty with `error` set.
+    std::exception_ptr error;
+  };
+  std::vector<Completion> done;
+  bool notify = false;
+  absl::Time wake = absl::InfiniteFuture();
+  uint32_t generation = 0;
+  {
+    Locked locked(this);
+    generation = header_->generation.load(std::memory_order_seq_cst);
+    const absl::Time now_time = clock_.Now();
+    const int64_t now = absl::ToUnixNanos(now_time);
+    int32_t& slot = queue.slot;
+    if (slot < 0 || holder(slot).tid != CurrentTid()) slot = HolderSlotLocked();
+    if (slot < 0 && shared_ && RecoverDeadLocked()) slot = HolderSlotLocked();
+    const bool fifo = options_.fairness == LimitFairness::kFifo;
+    for (auto it = queue.pending.begin(); it != queue.pending.end();) {
+      AsyncRequest& request = *it;
+      std::exception_ptr error;
+      if (request.cancelled->load(std::memory_order_acquire)) {
+        LeaveQueueLocked(&request.ticket, &notify);  // Withdrawn: its future is cancelled.
+      } else if (slot < 0) {
+        LeaveQueueLocked(&request.ticket, &notify);
+        error = std::make_exception_ptr(CapacityError(absl::StrCat(
+            "LimitSet: more than max_holders (", options_.max_holders,
+            ") threads hold acquisitions at once; raise LimitSetOptions::max_holders")));
+      } else if (now_time >= request.deadline) {
+        LeaveQueueLocked(&request.ticket, &notify);
+        header_->timeouts.fetch_add(1, std::memory_order_relaxed);
+        error = std::make_exception_ptr(
+            TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time"));
+      } else {
+        const int64_t wait =
+            AttemptLocked(now, request.request.items, slot, !fifo || request.request.nested,
+                          &request.ticket, /*enqueue=*/true, &notify);
+        if (wait != 0) {
+          wake = std::min(wake, request.deadline);
+          if (wait != kNoTime) wake = std::min(wake, now_time + absl::Nanoseconds(wait));
+          ++it;
+          continue;
+        }
+        Completion& completion = done.emplace_back();
+        completion.acquisition.set_ = shared_from_this();
+        completion.acquisition.items_ = std::move(request.request.items);
+        completion.acquisition.holder_ = slot;
+        completion.promise = std::move(request.promise);
+        it = queue.pending.erase(it);
+        continue;
+      }
+      if (error != nullptr) {
+        Completion& completion = done.emplace_back();
+        completion.promise = std::move(request.promise);
+        completion.error = error;
+      }
+      it = queue.pending.erase(it);
+    }
+    // Counted once in the waiters while requests wait, so releases notify.
+    if (!queue.pending.empty() && !queue.registered && slot >= 0) {
+      ++header_->waiters;
+      ++holder(slot).waiting;
+      queue.registered = true;
+    } else if (queue.pending.empty() && queue.registered) {
+      --header_->waiters;
+      if (slot >= 0) --holder(slot).waiting;
+      queue.registered = false;
+    }
+    if (shared_ && !queue.pending.empty())
+      wake = std::min(wake, now_time + options_.lease_check_interval);
+  }
+  if (notify) Notify();
+  // Completed outside the lock: continuations run here, on the helper thread.
+  for (Completion& completion : done) {
+    if (completion.error != nullptr) {
+      completion.promise.SetError(completion.error);
+    } else if (!completion.promise.SetValue(std::move(completion.acquisition))) {
+      // Cancelled at the last moment: give everything back unused.
+      for (LimitAcquisition::Item& item : completion.acquisition.items_) {
+        item.updated = true;
+        item.used = 0;
+      }
+      completion.acquisition.ReleaseAndListMissing(/*warn=*/false);
+    }
+  }
+  if (!queue.pending.empty()) Wait(generation, wake, &queue.interrupt);
 }
 
 }  // namespace limits_internal
@@ -927,7 +1066,10 @@ void SetImpl::RunAsync(std::weak_ptr<SetImpl> weak, std::shared_ptr<AsyncQueue> 
 // ---- LimitAcquisition ----
 
 LimitAcquisition::LimitAcquisition(LimitAcquisition&& other) noexcept
-    : set_(std::move(other.set_)), items_(std::move(other.items_)), holder_(other.holder_) {
+    : set_(std::move(other.set_)),
+      items_(std::move(other.items_)),
+      holder_(other.holder_),
+      exempting_(other.exempting_) {
   other.set_ = nullptr;
   other.items_.clear();
 }
@@ -938,6 +1080,7 @@ LimitAcquisition& LimitAcquisition::operator=(LimitAcquisition&& other) noexcept
     set_ = std::move(other.set_);
     items_ = std::move(other.items_);
     holder_ = other.holder_;
+    exempting_ = other.exempting_;
     other.set_ = nullptr;
     other.items_.clear();
   }
@@ -994,7 +1137,13 @@ std::string LimitAcquisition::ReleaseAndListMissing(bool warn) {
       "Not all limits in the LimitSet were updated. Missing: [", absl::StrJoin(missing, ", "),
       "]. The acquisition was released and the requested amounts charged in full; call "
       "Update() with the usage before release");
-  if (warn) set->Warn(message);
+  if (warn) {
+    try {
+      set->Warn(message);
+    } catch (...) {
+      // A warning sink that throws cannot make a destructor throw; the count above remains.
+    }
+  }
   return message;
 }
 
@@ -1019,15 +1168,14 @@ LimitSet::LimitSet() : LimitSet(NoOp()) {}
 
 LimitAcquisition LimitSet::Acquire(absl::Span<const LimitAmount> request,
                                    absl::Duration timeout) const {
-  const limits_internal::SetImpl::Items items = impl_->Prepare(request);
+  const limits_internal::SetImpl::Request prepared = impl_->Prepare(request);
   // A timeout <= 0 tries once and counts a timeout (InfinitePast() would be Take()'s "try once"
   // without counting one). No clock read for the usual infinite timeout.
   const absl::Time deadline =
       timeout == absl::InfiniteDuration()
           ? absl::InfiniteFuture()
           : std::max(impl_->clock().Now() + timeout, absl::UnixEpoch() - absl::Hours(1'000'000));
-  LimitAcquisition acquired =
-      impl_->Take(items, deadline, nullptr, /*fifo_exempt_when_holding=*/true);
+  LimitAcquisition acquired = impl_->Take(prepared, deadline, /*exempt_when_holding=*/true);
   if (!acquired.held()) {
     throw TimeoutError(absl::StrCat("LimitSet::Acquire: failed to acquire all limits within ",
                                     absl::FormatDuration(timeout)));
@@ -1036,16 +1184,16 @@ LimitAcquisition LimitSet::Acquire(absl::Span<const LimitAmount> request,
 }
 
 std::optional<LimitAcquisition> LimitSet::TryAcquire(absl::Span<const LimitAmount> request) const {
-  LimitAcquisition acquired = impl_->Take(impl_->Prepare(request), absl::InfinitePast(), nullptr,
-                                          /*fifo_exempt_when_holding=*/true);
+  LimitAcquisition acquired =
+      impl_->Take(impl_->Prepare(request), absl::InfinitePast(), /*exempt_when_holding=*/true);
   if (!acquired.held()) return std::nullopt;
   return acquired;
 }
 
 Future<LimitAcquisition> LimitSet::AcquireAsync(std::vector<LimitAmount> request,
                                                 absl::Duration timeout) const {
-  limits_internal::SetImpl::Items items = impl_->Prepare(request);
-  return impl_->AcquireAsync(std::move(items), impl_->clock().Now() + timeout);
+  limits_internal::SetImpl::Request prepared = impl_->Prepare(request);
+  return impl_->AcquireAsync(std::move(prepared), impl_->clock().Now() + timeout);
 }
 
 const Limit* LimitSet::Find(absl::string_view key) const {

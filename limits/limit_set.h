@@ -34,6 +34,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "absl/container/inlined_vector.h"
@@ -53,10 +54,17 @@ namespace limits_internal {
 class SetImpl;
 }  // namespace limits_internal
 
-// A key and an amount: one entry of a request (Acquire) or of a usage report (Update).
+// A key and an amount: one entry of a request (Acquire) or of a usage report (Update). Any number
+// type converts, so `{"tokens", used}` works with an int `used` (no narrowing error).
 struct LimitAmount {
+  template <
+      typename Number,
+      std::enable_if_t<std::is_arithmetic_v<Number> && !std::is_same_v<Number, bool>, int> = 0>
+  constexpr LimitAmount(absl::string_view key, Number amount)  // NOLINT: braced lists.
+      : key(key), amount(static_cast<double>(amount)) {}
+
   absl::string_view key;
-  double amount = 0;
+  double amount;
 };
 
 // Metadata attached to a LimitSet and visible on each of its acquisitions, e.g. the account or
@@ -67,9 +75,10 @@ using LimitConfig = std::map<std::string, std::string, std::less<>>;
 enum class LimitFairness {
   // Default. Acquirers that had to wait are served in arrival order: while one waits, later
   // acquirers (and TryAcquire()) queue behind it even if what they ask for is available. A thread
-  // that already holds an acquisition of the set is exempt, so nested acquisitions cannot deadlock
-  // behind a waiter that needs what they hold. (Acquisitions from AcquireAsync() belong to the
-  // set's helper thread, so they do not make the thread that uses them exempt.)
+  // that already holds an acquisition of the set made with Acquire() or TryAcquire() is exempt,
+  // and so is a request that names a limit with amount 0 (it nests inside an acquisition holding
+  // that limit), so nested acquisitions cannot deadlock behind a waiter that needs what they
+  // hold. AcquireAsync() requests keep their place in the queue while they wait.
   kFifo,
   // Whoever finds the capacity takes it (concurry's behaviour): more throughput under contention,
   // but a large request can starve behind a stream of small ones.
@@ -180,7 +189,8 @@ class LimitAcquisition {
 
   std::shared_ptr<limits_internal::SetImpl> set_;
   absl::InlinedVector<Item, 4> items_;
-  int32_t holder_ = -1;  // Holder slot in the set, -1 for the no-op set.
+  int32_t holder_ = -1;     // Holder slot in the set, -1 for the no-op set.
+  bool exempting_ = false;  // Lets its thread skip the FIFO queue (Acquire()/TryAcquire()).
 };
 
 // Thrown by LimitAcquisition::Release() when a rate limit was released without Update().
@@ -218,8 +228,11 @@ class LimitSet {
   // now (or, with kFifo, if others are waiting).
   std::optional<LimitAcquisition> TryAcquire(absl::Span<const LimitAmount> request = {}) const;
   // As Acquire() but returns at once: the future completes with the acquisition (or
-  // TimeoutError) and may be awaited from a coroutine. Waiting requests are served in order by
-  // one helper thread per set, started on first use; cancelling the future withdraws the request.
+  // TimeoutError) and may be awaited from a coroutine. Requests that must wait are watched by one
+  // helper thread per set, started on first use, which tries all of them (in queue order)
+  // whenever capacity may have come back; their futures complete on that thread, so continuations
+  // that block should move to an executor (Then(executor, ...)). Cancelling the future withdraws
+  // the request. A waiting request keeps the set alive.
   Future<LimitAcquisition> AcquireAsync(std::vector<LimitAmount> request = {},
                                         absl::Duration timeout = absl::InfiniteDuration()) const;
 

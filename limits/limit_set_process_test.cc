@@ -247,6 +247,28 @@ LimitSetOptions Shared(absl::Duration lease_check_interval = absl::Milliseconds(
 
 double InUse(const LimitSet& set, int index) { return set.Stats().limits[index].in_use; }
 
+// A child inherits copies of the parent's acquisitions; destroying them (as a child that returns
+// normally does) must not release the parent's units a second time.
+TEST(LimitSetProcessTest, AChildDestroyingItsCopyOfTheParentsAcquisitionReleasesNothing) {
+  LimitSet set = LimitSet::Create({ResourceLimit("slots", 2)}, Shared());
+  std::optional<LimitAcquisition> parents = set.Acquire({}, kDeadline);
+  Children children;
+  const pid_t child = children.Fork([&] {
+    parents.reset();  // The child's copy.
+    const LimitSetStats stats = set.Stats();
+    return stats.limits[0].in_use == 1 && stats.holding == 1 ? kChildOk : 1;
+  });
+  ASSERT_GT(child, 0);
+  EXPECT_EQ(children.ExpectExitOk(child), "");
+  LimitSetStats stats = set.Stats();
+  EXPECT_EQ(stats.limits[0].in_use, 1);
+  EXPECT_EQ(stats.holding, 1);
+  parents.reset();
+  stats = set.Stats();
+  EXPECT_EQ(stats.limits[0].in_use, 0);
+  EXPECT_EQ(stats.holding, 0);
+}
+
 TEST(LimitSetProcessTest, ResourceUnitsHeldByChildrenAreUnavailableToEveryone) {
   LimitSet set = LimitSet::Create({ResourceLimit("slots", 2)}, Shared());
   Children children;

@@ -997,6 +997,57 @@ TEST_F(LimitSetTest, AcquireAsyncTimesOut) {
   EXPECT_EQ(InUse(set, "conn"), 1);
 }
 
+TEST_F(LimitSetTest, NestedAsyncRequestsPassAWaitingAsyncRequest) {
+  const LimitSet set =
+      Make({RateLimit("tok", 100, "second", RateLimitAlgorithm::kGcra), ResourceLimit("conn", 1)});
+  LimitAcquisition session = set.AcquireAsync({{"tok", 1}}).Result();  // Ready: the connection.
+  session.Update({{"tok", 1}});
+  Future<LimitAcquisition> other = set.AcquireAsync({{"tok", 1}});  // Waits for the connection.
+  clock_.BlockUntilWaiters(1);
+  // Nested (names the held connection with 0): served although `other` waits ahead of it. With
+  // one request served at a time, or without the exemption, this would wait for `other`, which
+  // waits for the session's connection: a deadlock.
+  LimitAcquisition inner = set.AcquireAsync({{"tok", 10}, {"conn", 0}}).Result(kGuard);
+  EXPECT_EQ(inner.requested("conn"), 0);
+  EXPECT_FALSE(other.Done());
+  inner.Update({{"tok", 10}});
+  inner.Release();
+  session.Release();
+  LimitAcquisition later = std::move(other).Result(kGuard);
+  later.Update({{"tok", 1}});
+}
+
+TEST_F(LimitSetTest, AWaitingAsyncRequestKeepsItsPlaceInTheQueue) {
+  const LimitSet set = Make({ResourceLimit("r", 3)});
+  LimitAcquisition two = set.Acquire({{"r", 2}});
+  Future<LimitAcquisition> big = set.AcquireAsync({{"r", 3}});
+  clock_.BlockUntilWaiters(1);
+  EXPECT_FALSE(TryAcquireElsewhere(set, {{"r", 1}}));  // One unit is free, but `big` is first.
+  // A new request wakes the helper; `big` keeps its place ahead of later acquirers.
+  Future<LimitAcquisition> small = set.AcquireAsync({{"r", 1}});
+  EXPECT_FALSE(TryAcquireElsewhere(set, {{"r", 1}}));
+  EXPECT_FALSE(small.Done());
+  two.Release();
+  LimitAcquisition got = std::move(big).Result(kGuard);
+  EXPECT_EQ(got.requested("r"), 3);
+  EXPECT_FALSE(small.Done());
+  got.Release();
+  EXPECT_TRUE(std::move(small).Result(kGuard).held());
+}
+
+TEST_F(LimitSetTest, AnAsyncAcquisitionDoesNotLetItsThreadSkipTheQueue) {
+  const LimitSet set = Make({ResourceLimit("r", 2)});
+  LimitAcquisition mine = set.AcquireAsync().Result();  // Ready at once, on this thread.
+  Acquirer waiter(set, {{"r", 2}});
+  clock_.BlockUntilWaiters(1);
+  // One unit is free, and this thread holds an acquisition, but one made for async use: it
+  // queues like anyone else (a sync acquisition would let it pass, see the nested tests).
+  EXPECT_FALSE(set.TryAcquire({{"r", 1}}).has_value());
+  mine.Release();
+  ASSERT_TRUE(waiter.WaitDone());
+  EXPECT_TRUE(waiter.acquired());
+}
+
 TEST_F(LimitSetTest, CancellingAcquireAsyncWithdrawsTheRequest) {
   const LimitSet set = Make({ResourceLimit("conn", 2)});
   LimitAcquisition held = set.Acquire({{"conn", 2}});

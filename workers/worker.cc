@@ -38,7 +38,7 @@ HandleState::~HandleState() {
 
 namespace concurry {
 
-const LimitPool& CurrentWorkerLimits() {
+LimitPool CurrentWorkerLimits() {
   const LimitPool* limits = workers_internal::ActorCore::CurrentLimits();
   if (limits == nullptr) {
     throw InvalidOptionError(

@@ -51,9 +51,9 @@ class TaskWorker;
 //     return used;
 //   }  // Released at scope exit, also when the method throws.
 //
-// Throws InvalidOptionError when called outside a worker's call. The reference is valid until
-// the current call returns.
-const LimitPool& CurrentWorkerLimits();
+// Throws InvalidOptionError when called outside a worker's call. The pool is a cheap handle that
+// stays valid after the call (for a coroutine that keeps it across a suspension).
+LimitPool CurrentWorkerLimits();
 
 // A handle to one worker running a T.
 //

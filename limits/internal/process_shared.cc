@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
-#include <string>
 
 #include "absl/time/time.h"
 
@@ -93,41 +92,72 @@ pid_t CurrentTid() {
   return cached_tid;
 }
 
-uint64_t ProcessStartTime(pid_t pid) {
-  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
-  FILE* file = std::fopen(path.c_str(), "r");
-  if (file == nullptr) return 0;
-  char buffer[1024];
-  const size_t size = std::fread(buffer, 1, sizeof(buffer) - 1, file);
-  std::fclose(file);
-  buffer[size] = '\0';
-  // Field 2 (the command) is in parentheses and may contain spaces: count fields after the last
-  // ')'. The start time is field 22, the 20th after it.
-  const char* cursor = std::strrchr(buffer, ')');
-  if (cursor == nullptr) return 0;
-  for (int field = 2; field < 22 && cursor != nullptr; ++field) {
-    cursor = std::strchr(cursor + 1, ' ');
+namespace {
+
+// Reads /proc/<pid>/stat into `buffer`. Returns false, with `*missing` set when the process does
+// not exist, or false alone on any other failure.
+bool ReadStat(pid_t pid, char* buffer, size_t size, bool* missing) {
+  *missing = false;
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+  FILE* file = std::fopen(path, "r");
+  if (file == nullptr) {
+    *missing = errno == ENOENT || errno == ESRCH;
+    return false;
   }
-  if (cursor == nullptr) return 0;
-  return std::strtoull(cursor + 1, nullptr, 10);
+  const size_t read = std::fread(buffer, 1, size - 1, file);
+  std::fclose(file);
+  buffer[read] = '\0';
+  return read > 0;
+}
+
+// The fields after the command, which is in parentheses and may contain spaces: state first.
+const char* AfterCommand(const char* stat) {
+  const char* paren = std::strrchr(stat, ')');
+  return paren == nullptr || paren[1] == '\0' ? nullptr : paren + 2;
+}
+
+// The start time (field 22) from a stat line, or 0.
+uint64_t StartTimeOf(const char* stat) {
+  const char* cursor = AfterCommand(stat);  // Field 3.
+  for (int field = 3; field < 22 && cursor != nullptr; ++field) {
+    cursor = std::strchr(cursor, ' ');
+    if (cursor != nullptr) ++cursor;
+  }
+  return cursor == nullptr ? 0 : std::strtoull(cursor, nullptr, 10);
+}
+
+std::atomic<uint64_t> cached_start_time{0};
+
+}  // namespace
+
+uint64_t ProcessStartTime(pid_t pid) {
+  char buffer[1024];
+  bool missing = false;
+  if (!ReadStat(pid, buffer, sizeof(buffer), &missing)) return 0;
+  return StartTimeOf(buffer);
+}
+
+uint64_t CurrentProcessStartTime() {
+  // Keyed by the pid it was read for, so a fork()ed child reads its own.
+  static std::atomic<pid_t> cached_for{0};
+  const pid_t pid = CurrentPid();
+  if (cached_for.load(std::memory_order_acquire) != pid) {
+    cached_start_time.store(ProcessStartTime(pid), std::memory_order_relaxed);
+    cached_for.store(pid, std::memory_order_release);
+  }
+  return cached_start_time.load(std::memory_order_relaxed);
 }
 
 bool ProcessAlive(pid_t pid, uint64_t start_time) {
   if (kill(pid, 0) != 0 && errno == ESRCH) return false;
-  // The id may have been reused by a new process, or belong to an unreaped zombie.
-  const uint64_t now_start = ProcessStartTime(pid);
-  if (now_start == 0) return false;
-  if (start_time != 0 && now_start != start_time) return false;
-  // A zombie (state Z) holds nothing any more.
-  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
-  FILE* file = std::fopen(path.c_str(), "r");
-  if (file == nullptr) return false;
-  char buffer[512];
-  const size_t size = std::fread(buffer, 1, sizeof(buffer) - 1, file);
-  std::fclose(file);
-  buffer[size] = '\0';
-  const char* paren = std::strrchr(buffer, ')');
-  return paren == nullptr || paren[1] == '\0' || paren[2] != 'Z';
+  char buffer[1024];
+  bool missing = false;
+  if (!ReadStat(pid, buffer, sizeof(buffer), &missing)) return !missing;
+  const char* fields = AfterCommand(buffer);
+  if (fields != nullptr && fields[0] == 'Z') return false;  // A zombie holds nothing any more.
+  const uint64_t now_start = StartTimeOf(buffer);
+  return start_time == 0 || now_start == 0 || now_start == start_time;
 }
 
 }  // namespace limits_internal

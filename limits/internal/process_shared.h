@@ -45,10 +45,15 @@ void FutexWakeAll(std::atomic<uint32_t>* word);
 // This process's id and this thread's id, cached (and refreshed in a fork()ed child).
 pid_t CurrentPid();
 pid_t CurrentTid();
+// ProcessStartTime(CurrentPid()), cached (and refreshed in a fork()ed child).
+uint64_t CurrentProcessStartTime();
 // A number that changes when a process id is reused: the process's start time in clock ticks
 // since boot (/proc/<pid>/stat), or 0 if it cannot be read.
 uint64_t ProcessStartTime(pid_t pid);
-// Whether process `pid`, started at `start_time` (from ProcessStartTime()), still runs.
+// Whether process `pid`, started at `start_time` (from ProcessStartTime(); 0 if unknown), still
+// runs. Dead only when the system says so (no such process, or /proc shows it as a zombie or as
+// a newer process with the same id); any other failure to look counts as alive, so a live
+// holder is never robbed. Allocates nothing.
 bool ProcessAlive(pid_t pid, uint64_t start_time);
 
 }  // namespace limits_internal
