@@ -17,11 +17,14 @@
 #include "futures/executor.h"            // IWYU pragma: export
 #include "futures/future.h"              // IWYU pragma: export
 #include "futures/tbb_executor.h"        // IWYU pragma: export
+#include "futures/timer.h"               // IWYU pragma: export
 #include "limits/limit.h"                // IWYU pragma: export
 #include "limits/limit_pool.h"           // IWYU pragma: export
 #include "limits/limit_set.h"            // IWYU pragma: export
 #include "limits/rate_limiter.h"         // IWYU pragma: export
 #include "limits/rate_window.h"          // IWYU pragma: export
+#include "retry/policy.h"                // IWYU pragma: export
+#include "retry/retry.h"                 // IWYU pragma: export
 #include "sync/as_completed.h"           // IWYU pragma: export
 #include "sync/gather.h"                 // IWYU pragma: export
 #include "sync/outcome.h"                // IWYU pragma: export

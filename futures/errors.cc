@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace concurry {
 
@@ -41,6 +42,46 @@ CapacityError::CapacityError(const std::string& message)
 
 RetryValidationError::RetryValidationError(const std::string& message)
     : Error(absl::StatusCode::kAborted, message) {}
+
+namespace {
+std::string RetryValidationMessage(int attempts, const std::vector<std::string>& results,
+                                   const std::vector<std::string>& validation_errors,
+                                   const std::string& method_name) {
+  std::string message = "Validation failed";
+  if (!method_name.empty()) absl::StrAppend(&message, " for method '", method_name, "'");
+  absl::StrAppend(&message, " after ", attempts, attempts == 1 ? " attempt." : " attempts.",
+                  "\nValidation errors: [", absl::StrJoin(validation_errors, "; "), "]",
+                  "\nResults from all attempts:");
+  for (size_t i = 0; i < results.size(); ++i) {
+    absl::StrAppend(&message, "\nAttempt ", i + 1, ":\n", results[i]);
+  }
+  return message;
+}
+}  // namespace
+
+RetryValidationError::RetryValidationError(int attempts, std::vector<std::string> results,
+                                           std::vector<std::string> validation_errors,
+                                           std::string method_name)
+    : Error(absl::StatusCode::kAborted,
+            RetryValidationMessage(attempts, results, validation_errors, method_name)),
+      details_(std::make_shared<const Details>(Details{
+          attempts, std::move(results), std::move(validation_errors), std::move(method_name)})) {}
+
+const RetryValidationError::Details& RetryValidationError::NoDetails() {
+  static const Details* const kNone = new Details();
+  return *kNone;
+}
+
+int RetryValidationError::attempts() const noexcept { return details_ ? details_->attempts : 0; }
+const std::vector<std::string>& RetryValidationError::results() const noexcept {
+  return (details_ ? *details_ : NoDetails()).results;
+}
+const std::vector<std::string>& RetryValidationError::validation_errors() const noexcept {
+  return (details_ ? *details_ : NoDetails()).validation_errors;
+}
+const std::string& RetryValidationError::method_name() const noexcept {
+  return (details_ ? *details_ : NoDetails()).method_name;
+}
 
 BrokenPromiseError::BrokenPromiseError()
     : Error(absl::StatusCode::kInternal,

@@ -16,9 +16,11 @@
 #define CONCURRY_FUTURES_ERRORS_H_
 
 #include <exception>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <typeinfo>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -90,10 +92,38 @@ class CapacityError : public Error {
   explicit CapacityError(const std::string& message);
 };
 
-// Every retry attempt returned an output that failed validation. kAborted.
+// Every retry attempt returned an output that failed validation (retry/retry.h). kAborted.
+// Carries the number of attempts, every attempt's result rendered as a string and each validation
+// failure message; an error rebuilt from a message alone (across processes) has 0 attempts and
+// empty lists. Copies share the details. Thread-safe (immutable).
 class RetryValidationError : public Error {
  public:
   explicit RetryValidationError(const std::string& message);
+  // Builds the error with concurry's message: "Validation failed for method '<m>' after <n>
+  // attempts." (without the method part when `method_name` is empty), the validation errors and
+  // the result of every attempt.
+  RetryValidationError(int attempts, std::vector<std::string> results,
+                       std::vector<std::string> validation_errors, std::string method_name = "");
+
+  // Returns the number of attempts made (0 when built from a message alone).
+  int attempts() const noexcept;
+  // Returns each attempt's result rendered as a string, attempt 1 first.
+  const std::vector<std::string>& results() const noexcept;
+  // Returns each validation failure message ("attempt 2: validator 'json' returned false").
+  const std::vector<std::string>& validation_errors() const noexcept;
+  // Returns the name of the retried method, or "" when unknown.
+  const std::string& method_name() const noexcept;
+
+ private:
+  struct Details {
+    int attempts = 0;
+    std::vector<std::string> results;
+    std::vector<std::string> validation_errors;
+    std::string method_name;
+  };
+  static const Details& NoDetails();
+
+  std::shared_ptr<const Details> details_;
 };
 
 // The promise was destroyed without a value or an error. kInternal.

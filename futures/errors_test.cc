@@ -4,6 +4,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/cord.h"
@@ -52,6 +53,29 @@ TEST(ErrorsTest, LibraryErrorsDeriveFromErrorAndRuntimeError) {
   EXPECT_STREQ(as_runtime.what(), "late");
   EXPECT_THROW(throw StoppedError("x"), Error);
   EXPECT_THROW(throw BrokenPromiseError(), std::runtime_error);
+}
+
+TEST(ErrorsTest, RetryValidationErrorCarriesAttemptsResultsAndMessages) {
+  const RetryValidationError e(2, {"a", "b"}, {"attempt 1: x", "attempt 2: y"}, "parse");
+  EXPECT_EQ(e.attempts(), 2);
+  EXPECT_EQ(e.results(), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(e.validation_errors(), (std::vector<std::string>{"attempt 1: x", "attempt 2: y"}));
+  EXPECT_EQ(e.method_name(), "parse");
+  EXPECT_EQ(std::string(e.what()),
+            "Validation failed for method 'parse' after 2 attempts.\n"
+            "Validation errors: [attempt 1: x; attempt 2: y]\n"
+            "Results from all attempts:\nAttempt 1:\na\nAttempt 2:\nb");
+  const RetryValidationError copy = e;  // Copies share the details.
+  EXPECT_EQ(&copy.results(), &e.results());
+  EXPECT_THAT(RetryValidationError(1, {"r"}, {"m"}).what(),
+              HasSubstr("Validation failed after 1 attempt.\n"));
+  // Built from a message alone (as rebuilt across processes): no details.
+  const RetryValidationError plain("remote says no");
+  EXPECT_EQ(plain.attempts(), 0);
+  EXPECT_TRUE(plain.results().empty());
+  EXPECT_TRUE(plain.validation_errors().empty());
+  EXPECT_EQ(plain.method_name(), "");
+  EXPECT_STREQ(plain.what(), "remote says no");
 }
 
 TEST(ErrorsTest, ToStatusCarriesCodeAndMessage) {

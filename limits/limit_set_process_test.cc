@@ -370,7 +370,9 @@ TEST_P(ProcessRateTest, ChildrenTogetherGetExactlyTheCapacity) {
   EXPECT_EQ(stats.holding, 0);
   EXPECT_EQ(stats.missing_updates, 0);
   // The parent shares the exhausted state.
-  if (refilled == 0) EXPECT_FALSE(set.TryAcquire({{"tokens", 1}}).has_value());
+  if (refilled == 0) {
+    EXPECT_FALSE(set.TryAcquire({{"tokens", 1}}).has_value());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Algorithms, ProcessRateTest,

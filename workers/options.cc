@@ -283,7 +283,22 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   r.stop_timeout = d.stop_timeout;
   r.executor = options.executor;
   r.limits = options.limits.Resolve(mode);
+  for (const RetryPolicy* policy : options.retry.policies()) {
+    try {
+      ValidateRetryPolicy(*policy);
+    } catch (const InvalidOptionError& error) {
+      throw InvalidOptionError(absl::StrCat("worker options: retry: ", error.what()));
+    }
+  }
+  r.retry = options.retry;
   return r;
+}
+
+std::vector<const RetryPolicy*> WorkerRetry::policies() const {
+  std::vector<const RetryPolicy*> all;
+  if (default_ != nullptr) all.push_back(default_.get());
+  for (const Entry& entry : entries_) all.push_back(entry.policy.get());
+  return all;
 }
 
 LimitPool WorkerLimits::Resolve(Mode mode) const {

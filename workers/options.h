@@ -14,21 +14,28 @@
 #ifndef CONCURRY_WORKERS_OPTIONS_H_
 #define CONCURRY_WORKERS_OPTIONS_H_
 
+#include <array>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "futures/errors.h"
 #include "futures/executor.h"
 #include "limits/limit.h"
 #include "limits/limit_pool.h"
 #include "limits/limit_set.h"
+#include "retry/policy.h"
 
 namespace concurry {
 
@@ -104,6 +111,88 @@ class WorkerLimits {
   std::optional<LimitPool> pool_;
 };
 
+// The retry policies of a worker's calls (retry/policy.h): one for every method and TaskWorker
+// task, and per-method ones. Retries run inside the worker, between the call's dispatch and its
+// result: the call counts once for max_queued_tasks, every attempt runs on that worker, and the
+// worker is busy during the back-off waits (as in concurry). A method that calls another method
+// of its own class directly is not retried again (C++ calls bypass the worker).
+//
+//   .retry = concurry::WorkerRetry({.num_retries = 2})
+//                .For<Client>(&Client::Ask, {.num_retries = 5, .wait = absl::Seconds(1)})
+//
+// Attempts get copies of the call's arguments; a call whose arguments cannot be copied (a
+// std::unique_ptr) runs once, unretried. A method returning a Future is retried only when it
+// throws before returning it.
+class WorkerRetry {
+ public:
+  // No retries.
+  WorkerRetry() = default;
+  // `policy` for every method and task.
+  WorkerRetry(RetryPolicy policy)  // NOLINT: implicit, for `.retry = RetryPolicy{...}`.
+      : default_(std::make_shared<const RetryPolicy>(std::move(policy))) {}
+
+  // `policy` for `method` of workers of class T (instead of the policy for every method). A method
+  // that is not T's or a base's does not compile; a worker of another class rejects the entry.
+  template <typename T, typename M>
+  requires std::is_member_function_pointer_v<M> WorkerRetry& For(M method, RetryPolicy policy) {
+    static_assert(std::is_base_of_v<typename MethodClass<M>::type, T>,
+                  "WorkerRetry::For<T>: the method is not a method of T or of a base of T");
+    if (worker_class_ != nullptr && *worker_class_ != typeid(T)) {
+      throw InvalidOptionError(
+          "WorkerRetry::For: every per-method entry must be for the same worker class");
+    }
+    worker_class_ = &typeid(T);
+    entries_.push_back(
+        Entry{&typeid(M), KeyOf(method), std::make_shared<const RetryPolicy>(std::move(policy))});
+    return *this;
+  }
+
+  // The policy for calls of `method` (null: not retried).
+  template <typename M>
+  const RetryPolicy* Find(const M& method) const {
+    if (!entries_.empty()) {
+      const Key key = KeyOf(method);
+      for (const Entry& entry : entries_) {
+        if (*entry.method_type == typeid(M) && entry.key == key) return entry.policy.get();
+      }
+    }
+    return default_.get();
+  }
+  // The policy for every method and task (null: none).
+  const RetryPolicy* default_policy() const { return default_.get(); }
+  // The worker class the per-method entries are for (null: none).
+  const std::type_info* worker_class() const { return worker_class_; }
+  bool empty() const { return default_ == nullptr && entries_.empty(); }
+  // Every policy, for validation.
+  std::vector<const RetryPolicy*> policies() const;
+
+ private:
+  template <typename M>
+  struct MethodClass {};
+  template <typename F, typename C>
+  struct MethodClass<F C::*> {
+    using type = C;
+  };
+  // A member-function pointer's bytes (the Itanium ABI uses 16).
+  using Key = std::array<unsigned char, 2 * sizeof(void*)>;
+  template <typename M>
+  static Key KeyOf(const M& method) {
+    static_assert(sizeof(M) <= sizeof(Key), "unexpected member-function pointer size");
+    Key key{};
+    std::memcpy(key.data(), &method, sizeof(M));
+    return key;
+  }
+  struct Entry {
+    const std::type_info* method_type;
+    Key key;
+    std::shared_ptr<const RetryPolicy> policy;
+  };
+
+  std::shared_ptr<const RetryPolicy> default_;
+  std::vector<Entry> entries_;
+  const std::type_info* worker_class_ = nullptr;
+};
+
 // Options of one worker. Plain struct filled with designated initializers; a field left empty
 // takes the default of the mode (see WorkerDefaults).
 struct WorkerOptions {
@@ -127,6 +216,8 @@ struct WorkerOptions {
   Executor* executor = nullptr;
   // Limits the worker's methods acquire through CurrentWorkerLimits(); none by default.
   WorkerLimits limits;
+  // Retries of the worker's calls; none by default.
+  WorkerRetry retry;
 };
 
 // Defaults of one mode.
@@ -186,12 +277,14 @@ struct ResolvedWorkerOptions {
   absl::Duration stop_timeout = absl::Seconds(30);
   Executor* executor = nullptr;
   LimitPool limits;
+  WorkerRetry retry;
 };
 
 // Fills the empty fields of `options` from the defaults of its mode and validates the result.
 // Throws InvalidOptionError, naming the field, the value and what is allowed, for: a mode not
 // available in this build, max_workers != 1, max_queued_tasks < 1, a negative stop_timeout, an
-// executor outside kTbb mode, an unknown enum value, limits that cannot serve the mode.
+// executor outside kTbb mode, an unknown enum value, limits that cannot serve the mode, an invalid
+// retry policy.
 ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options);
 
 }  // namespace concurry

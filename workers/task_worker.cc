@@ -4,9 +4,7 @@
 #include <exception>
 #include <memory>
 #include <string>
-#include <thread>
 #include <utility>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -44,6 +42,11 @@ TaskWorker TaskWorker::Create(WorkerOptions options) {
         "TaskWorker::Create: blocking is true (set in the options or by ScopedWorkerDefaults), "
         "but TaskWorker returns futures; leave blocking unset or false and call Result() on "
         "them");
+  }
+  if (resolved.retry.worker_class() != nullptr) {
+    throw InvalidOptionError(
+        "TaskWorker::Create: per-method retry entries (WorkerRetry::For) are for worker classes; a "
+        "TaskWorker's tasks use the policy for every call: .retry = RetryPolicy{...}");
   }
   options.blocking = false;
   TaskWorker worker;
@@ -159,75 +162,6 @@ std::exception_ptr MapItemTimeoutError(int64_t index, absl::Duration timeout) {
   return std::make_exception_ptr(TimeoutError(absl::StrCat(
       "TaskWorker::Map: item ", index, " did not complete within ", absl::FormatDuration(timeout),
       " of being dispatched to the worker (MapOptions::timeout is per item)")));
-}
-
-ItemTimer::Key ItemTimer::Add(absl::Time deadline, std::shared_ptr<TimedItem> item) {
-  absl::MutexLock lock(&mu_);
-  const Key key{deadline, next_id_++};
-  if (shutdown_) return key;
-  if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
-  entries_.emplace(std::make_pair(key.deadline, key.id), std::move(item));
-  return key;
-}
-
-void ItemTimer::Remove(const Key& key) {
-  std::shared_ptr<TimedItem> removed;  // Released after unlocking.
-  absl::MutexLock lock(&mu_);
-  auto it = entries_.find(std::make_pair(key.deadline, key.id));
-  if (it == entries_.end()) return;
-  removed = std::move(it->second);
-  entries_.erase(it);
-}
-
-void ItemTimer::Shutdown() {
-  Entries dropped;  // Released after unlocking.
-  {
-    absl::MutexLock lock(&mu_);
-    shutdown_ = true;
-    dropped.swap(entries_);
-  }
-  // No Add starts the thread once shutdown_ is set, so thread_ is stable here.
-  if (thread_.joinable()) {
-    if (thread_.get_id() == std::this_thread::get_id()) {
-      thread_.detach();  // The last reference was dropped on the timer's own thread.
-    } else {
-      thread_.join();
-    }
-  }
-}
-
-void ItemTimer::Loop() {
-  // Expiring an item can refill the map's window, which submits to the worker: that must not
-  // block this thread under QueueFullPolicy::kBlock, or later deadlines would be missed.
-  const NonBlockingScope never_block;
-  for (;;) {
-    std::vector<std::shared_ptr<TimedItem>> due;
-    {
-      absl::MutexLock lock(&mu_);
-      for (;;) {
-        if (shutdown_) return;
-        if (entries_.empty()) {
-          // Nothing to time: wait on the mutex, not on the clock.
-          mu_.Await(absl::Condition(this, &ItemTimer::HasWorkLocked));
-          continue;
-        }
-        waiting_until_ = entries_.begin()->first.first;
-        if (!clock_.AwaitWithDeadline(
-                &mu_, absl::Condition(this, &ItemTimer::EarlierOrShutdownLocked), waiting_until_)) {
-          break;  // The earliest deadline passed.
-        }
-      }
-      waiting_until_ = absl::InfiniteFuture();
-      const absl::Time now = clock_.Now();
-      while (!entries_.empty() && entries_.begin()->first.first <= now) {
-        due.push_back(std::move(entries_.begin()->second));
-        entries_.erase(entries_.begin());
-      }
-    }
-    // Outside the lock: expiring completes futures, which runs the stream's callbacks, which may
-    // dispatch further items (Add).
-    for (const auto& item : due) item->Expire();
-  }
 }
 
 }  // namespace workers_internal

@@ -24,6 +24,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 
 #include "absl/time/time.h"
@@ -184,6 +185,11 @@ class Worker {
       throw InvalidOptionError(
           "Worker<T>::Create: loopback mode sends calls as bytes by name, which needs the class "
           "registered with CONCURRY_REGISTER_WORKER (in-process modes need no registration)");
+    }
+    if (resolved.retry.worker_class() != nullptr && *resolved.retry.worker_class() != typeid(T)) {
+      throw InvalidOptionError(
+          "Worker<T>::Create: the per-method retry entries (WorkerRetry::For) are for class " +
+          TypeName(*resolved.retry.worker_class()) + ", not " + TypeName(typeid(T)));
     }
     std::shared_ptr<workers_internal::ActorCore> core = workers_internal::MakeActor(resolved);
     Promise<void> constructed;

@@ -14,12 +14,12 @@
 // queued on the worker (a queued call whose future is cancelled does not run).
 //
 // Per-item timeout. With a finite timeout MapFn returns its own future instead (TimedCall): it
-// registers the item with an ItemTimer at dispatch time (before submitting, so a sync worker that
+// registers the item with a Timer at dispatch time (before submitting, so a sync worker that
 // runs the call inline is covered too), forwards the call's outcome when it completes, and the
 // timer, at `dispatch + timeout`, cancels the call (dropped if still queued; a running call runs
 // on, its result ignored) and then fails the item with TimeoutError. The outcome depends on the
 // clock alone: a call that completes when Now() >= the deadline fails too, whether or not the
-// timer's thread got there first (exact on a FakeClock). One ItemTimer thread per Map waits on the
+// timer's thread got there first (exact on a FakeClock). One Timer thread per Map waits on the
 // Map's Clock for the earliest deadline: it sleeps on the mutex while no item is pending, is woken
 // by a new earlier deadline or by Shutdown(), never polls.
 //
@@ -53,6 +53,7 @@
 #include "futures/errors.h"
 #include "futures/executor.h"
 #include "futures/future.h"
+#include "futures/timer.h"
 #include "sync/stream.h"
 #include "workers/internal/actor.h"
 #include "workers/internal/worker_impl.h"
@@ -132,61 +133,6 @@ template <typename F, typename... Inputs>
 concept MapCallable = (sizeof...(Inputs) >= 1) && (std::ranges::input_range<Inputs> && ...) &&
                       kCallable<TaskHost, MapInvoker<F>, std::ranges::range_value_t<Inputs>...>;
 
-// An item whose deadline an ItemTimer watches.
-class TimedItem {
- public:
-  virtual ~TimedItem() = default;
-  // The deadline passed. Called once, on the timer's thread, without locks held.
-  virtual void Expire() noexcept = 0;
-};
-
-// Expires items at their deadlines on one thread of its own, started with the first item. See
-// the file comment. Thread-safe.
-class ItemTimer {
- public:
-  // Identifies a registered item.
-  struct Key {
-    absl::Time deadline;
-    uint64_t id;
-  };
-
-  explicit ItemTimer(Clock& clock) : clock_(clock) {}
-  ~ItemTimer() { Shutdown(); }
-
-  ItemTimer(const ItemTimer&) = delete;
-  ItemTimer& operator=(const ItemTimer&) = delete;
-
-  // Registers `item` to expire at `deadline` (finite) on the clock. May throw std::system_error
-  // when the thread cannot start.
-  Key Add(absl::Time deadline, std::shared_ptr<TimedItem> item) ABSL_LOCKS_EXCLUDED(mu_);
-  // Unregisters an item; no-op if it expired or was removed.
-  void Remove(const Key& key) ABSL_LOCKS_EXCLUDED(mu_);
-  // Stops the thread and drops the registered items (they never expire). Idempotent; items added
-  // afterwards are ignored.
-  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
-
- private:
-  using Entries = std::map<std::pair<absl::Time, uint64_t>, std::shared_ptr<TimedItem>>;
-
-  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
-  bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return shutdown_ || !entries_.empty();
-  }
-  // Wakes the thread waiting for `waiting_until_` when an earlier deadline arrives.
-  bool EarlierOrShutdownLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return shutdown_ || (!entries_.empty() && entries_.begin()->first.first < waiting_until_);
-  }
-
-  Clock& clock_;
-  absl::Mutex mu_;
-  Entries entries_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time waiting_until_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
-  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
-  // Started under mu_ by the first Add (never once shutdown_ is set); joined by Shutdown.
-  std::thread thread_;
-};
-
 // The TimeoutError of Map item `index` after `timeout`.
 std::exception_ptr MapItemTimeoutError(int64_t index, absl::Duration timeout);
 
@@ -203,7 +149,7 @@ inline void CancelQuietly(const AnyFuture& future) noexcept {
 // completes at or after the deadline on the clock counts as timed out even if the timer's thread
 // has not expired the item yet, so the outcome depends on the clock alone. Thread-safe.
 template <typename R>
-class TimedCall final : public TimedItem {
+class TimedCall final {
  public:
   TimedCall(int64_t index, absl::Duration timeout, absl::Time deadline, Clock& clock)
       : index_(index), timeout_(timeout), deadline_(deadline), clock_(clock) {}
@@ -212,7 +158,7 @@ class TimedCall final : public TimedItem {
 
   // The deadline passed: cancels the call (dropped if still queued), then fails the item. In that
   // order, so that once the TimeoutError can be seen the call can no longer start.
-  void Expire() noexcept override {
+  void Expire() noexcept {
     CancelQuietly(Close(/*expired=*/true));  // Its Forward, if it runs now, fails the item too.
     FailWithTimeout();
   }
@@ -318,7 +264,7 @@ class MapFn {
         invoker_{std::move(fn), std::make_shared<MapGuard>()},
         timeout_(timeout),
         clock_(clock != nullptr ? clock : &Clock::Real()) {
-    if (timeout != absl::InfiniteDuration()) timer_ = std::make_shared<ItemTimer>(*clock_);
+    if (timeout != absl::InfiniteDuration()) timer_ = std::make_shared<Timer>(*clock_);
   }
   MapFn(MapFn&&) noexcept = default;
   MapFn& operator=(MapFn&&) = delete;
@@ -332,18 +278,23 @@ class MapFn {
     const absl::Time deadline = clock_->Now() + timeout_;
     auto item = std::make_shared<TimedCall<R>>(context.index(), timeout_, deadline, *clock_);
     CallFuture out = item->promise().GetFuture();
-    const ItemTimer::Key key = timer_->Add(deadline, item);
+    // Expiring an item can refill the map's window, which submits to the worker: that must not
+    // block the timer's thread under QueueFullPolicy::kBlock, or later deadlines would be missed.
+    const Timer::Id key = timer_->Schedule(deadline, [item] {
+      const NonBlockingScope never_block;
+      item->Expire();
+    });
     // The promise holds this callback, which holds the item, until the promise completes (it
     // always does: the call's future always completes, and Forward completes the item).
     item->promise().OnCancel([item, timer = timer_, key] {
       item->OnCancelled();
-      timer->Remove(key);
+      timer->Cancel(key);
     });
     CallFuture call;
     try {
       call = Call(std::move(input));
     } catch (...) {
-      timer_->Remove(key);
+      timer_->Cancel(key);
       item->Fail(std::current_exception());
       return out;
     }
@@ -351,7 +302,7 @@ class MapFn {
     AnyFuture any = call;
     // `call` moves into the callback: its only consumer handle, so the value moves through.
     any.AddDoneCallback([item, timer = timer_, key, call = std::move(call)]() mutable {
-      timer->Remove(key);
+      timer->Cancel(key);
       item->Forward(std::move(call));
     });
     return out;
@@ -374,7 +325,7 @@ class MapFn {
   MapInvoker<F> invoker_;
   absl::Duration timeout_;
   Clock* clock_;
-  std::shared_ptr<ItemTimer> timer_;
+  std::shared_ptr<Timer> timer_;
 };
 
 // Several input ranges walked in lock step, ending with the shortest. Its elements are tuples of

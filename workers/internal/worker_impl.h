@@ -7,13 +7,19 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "futures/errors.h"
 #include "futures/future.h"
+#include "retry/policy.h"
+#include "retry/retry.h"
 #include "workers/internal/actor.h"
 #include "workers/internal/unwrap.h"
 #include "workers/options.h"
@@ -29,24 +35,94 @@ struct MemberOf<F C::*> {
   using Class = C;
 };
 
+// The demangled name of T, for retry contexts.
+template <typename T>
+absl::string_view WorkerTypeName() {
+  static const std::string* const name = new std::string(TypeName(typeid(T)));
+  return *name;
+}
+
 // A call: `invoke(object)` runs it; its result completes `promise` (Future, Status and StatusOr
-// results are flattened).
+// results are flattened). With a retry policy, attempts run `invoke.Again(object)` (copies of the
+// arguments) until the policy stops them.
 template <typename T, typename R, typename Invoke>
 class InvokeNode final : public CallNode {
  public:
   InvokeNode(Promise<R> promise, Invoke invoke)
       : promise_(std::move(promise)), invoke_(std::move(invoke)) {}
 
+  // Retries the call under `policy` (null: no retry; it must outlive the node, as the worker's
+  // options do). `method_name` names the method in retry contexts ("" if unknown).
+  void SetRetry(const RetryPolicy* policy, absl::string_view method_name) {
+    retry_ = policy;
+    method_name_ = method_name;
+  }
+
   void Run(void* object) noexcept override {
     if (promise_.IsCancelled()) return;  // The caller cancelled it while it was queued.
-    futures_internal::CompleteWithInvoke(promise_, invoke_, *static_cast<T*>(object));
+    T& target = *static_cast<T*>(object);
+    if constexpr (Invoke::kRepeatable) {
+      if (retry_ != nullptr) {
+        RunWithRetry(target);
+        return;
+      }
+    }
+    futures_internal::CompleteWithInvoke(promise_, invoke_, target);
   }
   void Cancel() noexcept override { promise_.Cancel(); }
   void Fail(std::exception_ptr error) noexcept { promise_.SetError(std::move(error)); }
 
  private:
+  // Thrown (not a std::exception, so never retried) when an attempt returned a Future that is
+  // not done yet: the call then completes with that future, unretried.
+  struct PendingResult {};
+
+  void RunWithRetry(T& target) noexcept {
+    RetryOptions options;
+    options.call.worker_type_name = WorkerTypeName<T>();
+    options.call.method_name = method_name_;
+    using Attempt = decltype(invoke_.Again(target));
+    if constexpr (!futures_internal::kIsFuture<std::decay_t<Attempt>>) {
+      futures_internal::CompleteWithInvoke(
+          promise_,
+          [&](T& o) { return Retry([this, &o] { return invoke_.Again(o); }, *retry_, options); },
+          target);
+    } else {
+      // A Future result (a method returning one, or a loopback call's reply): a done one is
+      // retried on its value or error; a pending one ends the retries.
+      std::optional<std::decay_t<Attempt>> pending;
+      const auto attempt = [&] {
+        std::decay_t<Attempt> future = invoke_.Again(target);
+        if (!future.Done()) {
+          pending.emplace(std::move(future));
+          throw PendingResult{};
+        }
+        return std::move(future).Result();
+      };
+      // Retry() runs outside CompleteWithInvoke(), which would turn PendingResult into an error.
+      using Value = decltype(attempt());
+      try {
+        if constexpr (std::is_void_v<Value>) {
+          Retry(attempt, *retry_, options);
+          promise_.SetValue();
+        } else {
+          Value value = Retry(attempt, *retry_, options);
+          futures_internal::CompleteWithInvoke(
+              promise_, [&](T&) { return std::move(value); }, target);
+        }
+      } catch (const PendingResult&) {
+        futures_internal::CompleteWithInvoke(
+            promise_, [&](T&) { return std::move(*pending); }, target);
+      } catch (...) {
+        promise_.SetError(std::current_exception());
+      }
+    }
+  }
+
   Promise<R> promise_;
   Invoke invoke_;
+  const RetryPolicy* retry_ = nullptr;
+  absl::string_view method_name_;
 };
 
 // The first message of every actor: builds the object in the actor's context.
@@ -103,6 +179,9 @@ void PostOrFail(ActorCore& core, Node* node, bool may_block = true) {
 // An invoker with its arguments: `(T&) -> result`.
 template <typename T, typename Inv, typename... B>
 struct BoundCall {
+  // Whether the call can run more than once (for retries): its arguments can be copied.
+  static constexpr bool kRepeatable = (std::is_copy_constructible_v<B> && ...);
+
   Inv invoker;
   std::tuple<B...> args;
   decltype(auto) operator()(T& object) {
@@ -110,7 +189,21 @@ struct BoundCall {
         [&](B&... b) -> decltype(auto) { return std::invoke(invoker, object, std::move(b)...); },
         args);
   }
+  // One attempt of a call that may run again: with copies of the arguments.
+  decltype(auto) Again(T& object) requires kRepeatable {
+    return std::apply(
+        [&](const B&... b) -> decltype(auto) { return std::invoke(invoker, object, B(b)...); },
+        args);
+  }
 };
+
+// The retry policy and method name for calls through `invoker` (see the overloads for methods
+// below): tasks use the worker's policy for every call.
+template <typename T, typename Invoker>
+std::pair<const RetryPolicy*, absl::string_view> RetryFor(const WorkerRetry& retry,
+                                                          const Invoker&) {
+  return {retry.default_policy(), ""};
+}
 
 // Calls waiting for futures among their arguments: dispatched when the last one is done.
 template <typename T, typename R, typename Invoker, typename... A>
@@ -168,8 +261,10 @@ class PendingCall {
           [](auto&&... a) { return std::tuple<UnwrappedT<A>...>(TakeUnwrapped(std::move(a))...); },
           std::move(args_));
       using Bound = BoundCall<T, Invoker, UnwrappedT<A>...>;
+      const auto [policy, name] = RetryFor<T>(core_->options().retry, invoker_);
       auto* node = new InvokeNode<T, R, Bound>(std::move(promise_),
                                                Bound{std::move(invoker_), std::move(unwrapped)});
+      node->SetRetry(policy, name);
       // Never blocks: this runs in whichever thread completed the last input.
       PostOrFail(*core_, node, /*may_block=*/false);
     } catch (...) {
@@ -206,8 +301,10 @@ template <typename T, typename R, typename Invoker, typename... A>
 void Dispatch(const std::shared_ptr<ActorCore>& core, Promise<R> promise, Invoker invoker,
               std::tuple<A...> args) {
   using Bound = BoundCall<T, Invoker, A...>;
+  const auto [policy, name] = RetryFor<T>(core->options().retry, invoker);
   auto* node =
       new InvokeNode<T, R, Bound>(std::move(promise), Bound{std::move(invoker), std::move(args)});
+  node->SetRetry(policy, name);
   PostOrFail(*core, node);
 }
 
@@ -278,6 +375,24 @@ struct LoopbackInvoker {
     }
   }
 };
+
+// The policy of a method call: its own entry, else the worker's policy for every method.
+template <typename T, typename M>
+std::pair<const RetryPolicy*, absl::string_view> RetryFor(const WorkerRetry& retry,
+                                                          const MethodInvoker<M>& invoker) {
+  absl::string_view name;
+  if constexpr (kIsRegisteredWorker<T>) {
+    if (retry.default_policy() != nullptr || retry.worker_class() != nullptr) {
+      name = MethodName<T>(invoker.method).value_or("");
+    }
+  }
+  return {retry.Find(invoker.method), name};
+}
+template <typename T, typename M>
+std::pair<const RetryPolicy*, absl::string_view> RetryFor(const WorkerRetry& retry,
+                                                          const LoopbackInvoker<T, M>& invoker) {
+  return {retry.Find(invoker.method), invoker.name};
+}
 
 // Submits a call of `invoker` with `args` (decayed copies) to the worker behind `core`.
 template <typename T, typename Invoker, typename... A>

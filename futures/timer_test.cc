@@ -1,0 +1,207 @@
+#include "futures/timer.h"
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "futures/clock.h"
+#include "futures/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "testing/fake_clock.h"
+
+namespace concurry {
+namespace {
+
+using ::testing::ElementsAre;
+
+// Records (label, time) of each callback; WaitFor(n) blocks until n have run.
+class Log {
+ public:
+  explicit Log(Clock& clock) : clock_(clock) {}
+  Timer::Callback Record(std::string label) {
+    return [this, label = std::move(label)] {
+      const absl::Time now = clock_.Now();
+      absl::MutexLock lock(&mu_);
+      entries_.push_back(label + "@" + absl::FormatDuration(now - start_));
+    };
+  }
+  void WaitFor(size_t n) {
+    absl::MutexLock lock(&mu_);
+    struct Arg {
+      Log* log;
+      size_t n;
+    } arg{this, n};
+    mu_.Await(absl::Condition(
+        +[](Arg* a) ABSL_NO_THREAD_SAFETY_ANALYSIS { return a->log->entries_.size() >= a->n; },
+        &arg));
+  }
+  std::vector<std::string> entries() {
+    absl::MutexLock lock(&mu_);
+    return entries_;
+  }
+
+ private:
+  Clock& clock_;
+  const absl::Time start_ = testing::FakeClock::DefaultStartTime();
+  absl::Mutex mu_;
+  std::vector<std::string> entries_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST(TimerTest, RunsCallbacksAtTheirDeadlinesInDeadlineThenSchedulingOrder) {
+  testing::FakeClock clock;
+  Timer timer(clock);
+  Log log(clock);
+  const absl::Time t0 = clock.Now();
+  timer.Schedule(t0 + absl::Seconds(30), log.Record("c"));
+  timer.Schedule(t0 + absl::Seconds(10), log.Record("a"));
+  timer.Schedule(t0 + absl::Seconds(20), log.Record("b"));
+  timer.Schedule(t0 + absl::Seconds(10), log.Record("a2"));
+  EXPECT_EQ(timer.pending(), 4u);
+  clock.BlockUntilWaiters(1);  // The timer's thread waits for t0 + 10 s.
+  clock.Advance(absl::Seconds(9));
+  EXPECT_EQ(timer.pending(), 4u);
+  clock.Advance(absl::Seconds(1));
+  log.WaitFor(2);
+  clock.Advance(absl::Seconds(15));
+  log.WaitFor(3);
+  clock.Advance(absl::Seconds(5));
+  log.WaitFor(4);
+  EXPECT_THAT(log.entries(), ElementsAre("a@10s", "a2@10s", "b@25s", "c@30s"));
+  EXPECT_EQ(timer.pending(), 0u);
+}
+
+TEST(TimerTest, AnEarlierDeadlineWakesTheWaitingThread) {
+  testing::FakeClock clock;
+  Timer timer(clock);
+  Log log(clock);
+  timer.ScheduleAfter(absl::Seconds(100), log.Record("late"));
+  clock.BlockUntilWaiters(1);
+  timer.ScheduleAfter(absl::Seconds(10), log.Record("early"));
+  clock.Advance(absl::Seconds(10));
+  log.WaitFor(1);
+  EXPECT_THAT(log.entries(), ElementsAre("early@10s"));
+  EXPECT_EQ(timer.pending(), 1u);
+}
+
+TEST(TimerTest, PastDeadlinesRunAtOnce) {
+  testing::FakeClock clock;
+  Timer timer(clock);
+  Log log(clock);
+  timer.Schedule(clock.Now() - absl::Seconds(1), log.Record("past"));
+  timer.ScheduleAfter(-absl::Seconds(5), log.Record("negative"));
+  log.WaitFor(2);
+  EXPECT_THAT(log.entries(), ElementsAre("past@0", "negative@0"));
+}
+
+TEST(TimerTest, CancelRemovesAPendingCallback) {
+  testing::FakeClock clock;
+  Timer timer(clock);
+  Log log(clock);
+  auto token = std::make_shared<int>(0);
+  const Timer::Id id = timer.ScheduleAfter(
+      absl::Seconds(5), [token, record = log.Record("cancelled")]() mutable { record(); });
+  timer.ScheduleAfter(absl::Seconds(6), log.Record("sentinel"));
+  EXPECT_TRUE(timer.Cancel(id));
+  EXPECT_EQ(token.use_count(), 1);  // The callback was destroyed.
+  EXPECT_FALSE(timer.Cancel(id));
+  EXPECT_FALSE(timer.Cancel(Timer::Id()));
+  clock.Advance(absl::Seconds(6));
+  log.WaitFor(1);
+  EXPECT_THAT(log.entries(), ElementsAre("sentinel@6s"));
+}
+
+TEST(TimerTest, CancelAfterTheCallbackRanReturnsFalse) {
+  testing::FakeClock clock;
+  Timer timer(clock);
+  Log log(clock);
+  const Timer::Id id = timer.ScheduleAfter(absl::Seconds(1), log.Record("ran"));
+  clock.Advance(absl::Seconds(1));
+  log.WaitFor(1);
+  EXPECT_FALSE(timer.Cancel(id));
+}
+
+TEST(TimerTest, CallbacksMayScheduleAndCancel) {
+  testing::FakeClock clock;
+  Timer timer(clock);
+  Log log(clock);
+  absl::Notification first_ran;
+  const Timer::Id doomed = timer.ScheduleAfter(absl::Seconds(3), log.Record("doomed"));
+  timer.ScheduleAfter(absl::Seconds(1), [&] {
+    timer.Cancel(doomed);
+    timer.ScheduleAfter(absl::Seconds(1), log.Record("chained"));
+    first_ran.Notify();
+  });
+  clock.Advance(absl::Seconds(1));
+  first_ran.WaitForNotification();
+  clock.BlockUntilWaiters(1);  // The thread waits for the chained callback, at 2 s.
+  clock.Advance(absl::Seconds(1));
+  log.WaitFor(1);
+  EXPECT_THAT(log.entries(), ElementsAre("chained@2s"));
+  EXPECT_EQ(timer.pending(), 0u);
+}
+
+TEST(TimerTest, AThrowingCallbackIsContained) {
+  testing::FakeClock clock;
+  Timer timer(clock);
+  Log log(clock);
+  timer.ScheduleAfter(absl::ZeroDuration(), [] { throw std::runtime_error("callback bug"); });
+  timer.ScheduleAfter(absl::ZeroDuration(), log.Record("after"));
+  log.WaitFor(1);
+  EXPECT_THAT(log.entries(), ElementsAre("after@0"));
+}
+
+TEST(TimerTest, ShutdownDropsPendingCallbacksAndRejectsNewOnes) {
+  testing::FakeClock clock;
+  Timer timer(clock);
+  auto token = std::make_shared<int>(0);
+  timer.ScheduleAfter(absl::Seconds(1), [token] { FAIL() << "ran after shutdown"; });
+  clock.BlockUntilWaiters(1);
+  timer.Shutdown();
+  EXPECT_EQ(token.use_count(), 1);
+  EXPECT_EQ(timer.pending(), 0u);
+  EXPECT_THROW(timer.ScheduleAfter(absl::Seconds(1), [] {}), StoppedError);
+  timer.Shutdown();  // Idempotent.
+  clock.Advance(absl::Seconds(2));
+}
+
+TEST(TimerTest, RejectsAnEmptyCallback) {
+  Timer timer;
+  EXPECT_THROW(timer.ScheduleAfter(absl::Seconds(1), Timer::Callback()), InvalidOptionError);
+}
+
+TEST(TimerTest, MayBeDestroyedFromItsOwnCallback) {
+  testing::FakeClock clock;
+  auto* timer = new Timer(clock);
+  absl::Notification done;
+  timer->ScheduleAfter(absl::ZeroDuration(), [&] {
+    delete timer;
+    done.Notify();
+  });
+  done.WaitForNotification();
+}
+
+TEST(TimerTest, DestructionWithoutAnyScheduleStartsNoThread) {
+  testing::FakeClock clock;
+  Timer timer(clock);
+  EXPECT_EQ(&timer.clock(), &clock);
+}
+
+TEST(TimerTest, DefaultTimerRunsOnTheRealClock) {
+  Timer& timer = Timer::Default();
+  EXPECT_EQ(&timer, &Timer::Default());
+  EXPECT_EQ(&timer.clock(), &Clock::Real());
+  absl::Notification ran;
+  const absl::Time start = absl::Now();
+  timer.ScheduleAfter(absl::Milliseconds(5), [&] { ran.Notify(); });
+  ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(5));
+}
+
+}  // namespace
+}  // namespace concurry

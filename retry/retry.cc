@@ -1,0 +1,169 @@
+#include "retry/retry.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <optional>
+#include <string>
+
+#include "absl/random/bit_gen_ref.h"
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "futures/timer.h"
+#include "retry/policy.h"
+
+namespace concurry {
+namespace retry_internal {
+namespace {
+
+absl::BitGenRef ThreadBitGen() {
+  thread_local absl::InsecureBitGen bitgen;
+  return absl::BitGenRef(bitgen);
+}
+
+std::string Describe(const std::exception_ptr& error) {
+  return absl::StrCat(ExceptionTypeName(error), ": ", ExceptionMessage(error));
+}
+
+std::string ValidatorLabel(const RetryValidator& validator, size_t index) {
+  if (validator.name.empty()) return absl::StrCat("#", index + 1);
+  return absl::StrCat("'", validator.name, "'");
+}
+
+}  // namespace
+
+bool Driver::NeedsStartTime() const {
+  if (policy_.deadline != absl::InfiniteDuration() || validating() || policy_.delay_hook) {
+    return true;
+  }
+  return std::any_of(policy_.retry_on.begin(), policy_.retry_on.end(),
+                     [](const RetryFilter& filter) { return filter.is_predicate(); });
+}
+
+void Driver::StartClock() {
+  start_ = clock().Now();
+  started_ = true;
+}
+
+RetryContext Driver::Context() {
+  return RetryContext{
+      .method_name = options_.call.method_name,
+      .worker_type_name = options_.call.worker_type_name,
+      .attempt = attempt_,
+      .elapsed = started_ ? clock().Now() - start_ : absl::ZeroDuration(),
+      .arguments_renderer = options_.call.arguments ? &options_.call.arguments : nullptr,
+  };
+}
+
+void Driver::Report(const std::string& message) const {
+  if (options_.report) {
+    try {
+      options_.report(message);
+      return;
+    } catch (...) {
+      // Falls through to stderr: a report must not change the retry's outcome.
+    }
+  }
+  std::fprintf(stderr, "concurry retry: %s\n", message.c_str());
+}
+
+std::optional<absl::Duration> Driver::OnError(const std::exception_ptr& error) {
+  const RetryContext context = Context();
+  if (validating()) results_.push_back(absl::StrCat("threw ", Describe(error)));
+  bool retry = false;
+  for (size_t i = 0; i < policy_.retry_on.size() && !retry; ++i) {
+    try {
+      retry = policy_.retry_on[i].Matches(error, context);
+    } catch (...) {
+      // A filter that throws does not match (as in concurry); other filters still may.
+      Report(absl::StrCat("retry_on[", i, "] (", policy_.retry_on[i].Describe(), ") threw ",
+                          Describe(std::current_exception()), " on attempt ", attempt_,
+                          " while checking ", Describe(error),
+                          "; counted as not matching (no retry unless another filter matches)"));
+    }
+  }
+  if (!retry) return std::nullopt;
+  return NextWait(RetryFailure{.error = error}, context);
+}
+
+std::optional<absl::Duration> Driver::OnStatus(const absl::Status& status) {
+  const RetryContext context = Context();
+  if (validating()) results_.push_back(absl::StrCat("returned ", status.ToString()));
+  if (std::find(policy_.retry_on_codes.begin(), policy_.retry_on_codes.end(), status.code()) ==
+      policy_.retry_on_codes.end()) {
+    return std::nullopt;
+  }
+  return NextWait(RetryFailure{.status = status}, context);
+}
+
+bool Driver::Validate(const RetryResult& result) {
+  const RetryContext context = Context();
+  bool ok = true;
+  for (size_t i = 0; i < policy_.retry_until.size(); ++i) {
+    const RetryValidator& validator = policy_.retry_until[i];
+    try {
+      if (std::optional<std::string> failure = validator.check(result, context)) {
+        ok = false;
+        messages_.push_back(absl::StrCat("attempt ", attempt_, ": validator ",
+                                         ValidatorLabel(validator, i), " ", *failure));
+      }
+    } catch (...) {
+      ok = false;
+      messages_.push_back(absl::StrCat("attempt ", attempt_, ": validator ",
+                                       ValidatorLabel(validator, i), " raised ",
+                                       Describe(std::current_exception())));
+    }
+  }
+  return ok;
+}
+
+std::optional<absl::Duration> Driver::OnInvalid(const RetryResult& result) {
+  results_.push_back(result.ToString());
+  return NextWait(RetryFailure{.invalid = true, .result = result}, Context());
+}
+
+absl::Status Driver::ValidationStatus() const {
+  return absl::AbortedError(
+      RetryValidationError(attempt_, results_, messages_, std::string(method_name())).what());
+}
+
+std::optional<absl::Duration> Driver::NextWait(const RetryFailure& failure,
+                                               const RetryContext& context) {
+  if (attempt_ > policy_.num_retries) return std::nullopt;
+  std::optional<absl::Duration> wait;
+  if (policy_.delay_hook) {
+    try {
+      wait = policy_.delay_hook(failure, context);
+    } catch (...) {
+      Report(absl::StrCat("delay_hook threw ", Describe(std::current_exception()), " on attempt ",
+                          attempt_, "; using the policy's back-off"));
+      wait.reset();
+    }
+    if (wait) wait = std::clamp(*wait, absl::ZeroDuration(), policy_.max_wait);
+  }
+  if (!wait) {
+    wait = BackoffWait(policy_, attempt_, options_.bitgen ? *options_.bitgen : ThreadBitGen());
+  }
+  if (policy_.deadline != absl::InfiniteDuration() &&
+      clock().Now() + *wait > start_ + policy_.deadline) {
+    return std::nullopt;
+  }
+  return wait;
+}
+
+void PrepareAsyncOptions(RetryOptions& options) {
+  if (options.timer == nullptr) options.timer = &Timer::Default();
+  Clock& timer_clock = options.timer->clock();
+  if (options.clock != nullptr && options.clock != &timer_clock) {
+    throw InvalidOptionError(
+        "RetryAsync: options.clock differs from the timer's clock; set options.timer to a Timer "
+        "built on that clock (the timer's clock is used for waits and the deadline)");
+  }
+  options.clock = &timer_clock;
+}
+
+}  // namespace retry_internal
+}  // namespace concurry
