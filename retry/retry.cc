@@ -70,7 +70,23 @@ void Driver::Report(const std::string& message) const {
   std::fprintf(stderr, "concurry retry: %s\n", message.c_str());
 }
 
+bool Driver::Stopped() const { return options_.stop && options_.stop(); }
+
+namespace {
+bool IsCancellation(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const CancelledError&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+}  // namespace
+
 std::optional<absl::Duration> Driver::OnError(const std::exception_ptr& error) {
+  // Never retried: a stop request, or a cancellation (retrying cannot undo it).
+  if (Stopped() || IsCancellation(error)) return std::nullopt;
   const RetryContext context = Context();
   if (validating()) results_.push_back(absl::StrCat("threw ", Describe(error)));
   bool retry = false;
@@ -90,6 +106,7 @@ std::optional<absl::Duration> Driver::OnError(const std::exception_ptr& error) {
 }
 
 std::optional<absl::Duration> Driver::OnStatus(const absl::Status& status) {
+  if (Stopped()) return std::nullopt;
   const RetryContext context = Context();
   if (validating()) results_.push_back(absl::StrCat("returned ", status.ToString()));
   if (std::find(policy_.retry_on_codes.begin(), policy_.retry_on_codes.end(), status.code()) ==
@@ -122,6 +139,7 @@ bool Driver::Validate(const RetryResult& result) {
 
 std::optional<absl::Duration> Driver::OnInvalid(const RetryResult& result) {
   results_.push_back(result.ToString());
+  if (Stopped()) return std::nullopt;
   return NextWait(RetryFailure{.invalid = true, .result = result}, Context());
 }
 

@@ -62,6 +62,10 @@ struct RetryOptions {
   std::function<void(absl::string_view)> report{};
   // RetryAsync(): the timer for back-off waits; null: Timer::Default() (real clock).
   Timer* timer = nullptr;
+  // Asked after each failed attempt, before any filter: true ends the retry at once with that
+  // attempt's outcome (the error rethrown as is), e.g. when the caller cancelled. Null: never.
+  // (A wait already started is not interrupted.)
+  std::function<bool()> stop{};
 };
 
 // The RetryValidationError of a retry whose callable returns values of type T: also keeps every

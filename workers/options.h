@@ -14,9 +14,7 @@
 #ifndef CONCURRY_WORKERS_OPTIONS_H_
 #define CONCURRY_WORKERS_OPTIONS_H_
 
-#include <array>
 #include <cstdint>
-#include <cstring>
 #include <initializer_list>
 #include <limits>
 #include <memory>
@@ -142,18 +140,17 @@ class WorkerRetry {
           "WorkerRetry::For: every per-method entry must be for the same worker class");
     }
     worker_class_ = &typeid(T);
-    entries_.push_back(
-        Entry{&typeid(M), KeyOf(method), std::make_shared<const RetryPolicy>(std::move(policy))});
+    entries_.push_back(Entry{&typeid(M), std::make_shared<const M>(method),
+                             std::make_shared<const RetryPolicy>(std::move(policy))});
     return *this;
   }
 
   // The policy for calls of `method` (null: not retried).
   template <typename M>
   const RetryPolicy* Find(const M& method) const {
-    if (!entries_.empty()) {
-      const Key key = KeyOf(method);
-      for (const Entry& entry : entries_) {
-        if (*entry.method_type == typeid(M) && entry.key == key) return entry.policy.get();
+    for (const Entry& entry : entries_) {
+      if (*entry.method_type == typeid(M) && *static_cast<const M*>(entry.method.get()) == method) {
+        return entry.policy.get();
       }
     }
     return default_.get();
@@ -173,18 +170,9 @@ class WorkerRetry {
   struct MethodClass<F C::*> {
     using type = C;
   };
-  // A member-function pointer's bytes (the Itanium ABI uses 16).
-  using Key = std::array<unsigned char, 2 * sizeof(void*)>;
-  template <typename M>
-  static Key KeyOf(const M& method) {
-    static_assert(sizeof(M) <= sizeof(Key), "unexpected member-function pointer size");
-    Key key{};
-    std::memcpy(key.data(), &method, sizeof(M));
-    return key;
-  }
   struct Entry {
     const std::type_info* method_type;
-    Key key;
+    std::shared_ptr<const void> method;  // An M, compared with == (never by its bytes).
     std::shared_ptr<const RetryPolicy> policy;
   };
 

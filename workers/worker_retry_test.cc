@@ -1,18 +1,23 @@
 // Retries of worker calls (WorkerOptions::retry): inside the worker, per method, counted once,
 // limits released between attempts, no retries multiplied by nested calls. Every available mode.
 
+#include <map>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
+#include "futures/future.h"
 #include "gtest/gtest.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
 #include "retry/policy.h"
+#include "retry/retry.h"
 #include "workers/options.h"
 #include "workers/registration.h"
 #include "workers/task_worker.h"
@@ -60,6 +65,29 @@ class Flaky {
     }
     return FailTimes("hold", failures);
   }
+  // Takes arguments that cannot be copied: runs once, unretried.
+  int Consume(std::vector<std::unique_ptr<int>> values) {
+    log->Add("consume");
+    throw std::runtime_error("consume failed with " + std::to_string(values.size()));
+  }
+  // Throws CancelledError, which is never retried.
+  int Cancelled() {
+    log->Add("cancelled");
+    throw CancelledError("gave up");
+  }
+  // Tells the test it runs, waits until the test cancelled the call, then fails.
+  int FailAfterCancel(std::shared_ptr<absl::Notification> running,
+                      std::shared_ptr<absl::Notification> cancelled) {
+    log->Add("attempt");
+    running->Notify();
+    cancelled->WaitForNotification();
+    throw std::runtime_error("failed after the cancel");
+  }
+  // Returns a future the test completes later.
+  Future<int> Later(std::shared_ptr<Promise<int>> promise) {
+    log->Add("later");
+    return promise->GetFuture();
+  }
   // Returns `value` (validators decide whether it is good).
   int Echo(int value) {
     log->Add("echo" + std::to_string(value));
@@ -74,7 +102,7 @@ class Flaky {
 }  // namespace concurry
 
 CONCURRY_REGISTER_WORKER(concurry::worker_retry_test::Flaky, (), FailTimes, Other, Outer,
-                         HoldAndFail, Echo);
+                         HoldAndFail, Cancelled, Echo);
 
 namespace concurry {
 namespace worker_retry_test {
@@ -144,6 +172,45 @@ TEST_P(WorkerRetryTest, LimitsHeldByAFailedAttemptAreReleasedBeforeTheNext) {
   auto worker = BlockingWorker<Flaky>::Create(options);
   EXPECT_EQ(worker.Call(&Flaky::HoldAndFail, 2), 3);
   EXPECT_EQ(log_.Get(), (std::vector<std::string>{"hold1", "hold2", "hold3"}));
+}
+
+TEST_P(WorkerRetryTest, CallsThatCannotBeCopiedOrWereCancelledRunOnce) {
+  auto worker = BlockingWorker<Flaky>::Create(Options(Immediate(3)));
+  std::vector<std::unique_ptr<int>> values;
+  values.push_back(std::make_unique<int>(1));
+  EXPECT_THROW(worker.Call(&Flaky::Consume, std::move(values)), std::runtime_error);
+  EXPECT_THROW(worker.Call(&Flaky::Cancelled), CancelledError);
+  // (Loopback rejects Consume before it runs: its argument cannot be encoded.)
+  EXPECT_EQ(log_.Get(), GetParam() == Mode::kLoopback
+                            ? std::vector<std::string>{"cancelled"}
+                            : (std::vector<std::string>{"consume", "cancelled"}));
+}
+
+TEST_P(WorkerRetryTest, ACancelledCallIsNotRetried) {
+  if (GetParam() == Mode::kSync || GetParam() == Mode::kLoopback) {
+    GTEST_SKIP() << "the call runs inside Call() (sync) or needs encodable arguments (loopback)";
+  }
+  auto worker = Worker<Flaky>::Create(Options(Immediate(5)));
+  auto running = std::make_shared<absl::Notification>();
+  auto cancelled = std::make_shared<absl::Notification>();
+  Future<int> call = worker.Call(&Flaky::FailAfterCancel, running, cancelled);
+  running->WaitForNotification();
+  call.Cancel();
+  cancelled->Notify();
+  worker.Stop();
+  EXPECT_EQ(log_.Get(), std::vector<std::string>{"attempt"});
+}
+
+TEST_P(WorkerRetryTest, APendingFutureResultEndsTheRetriesEvenForCatchAllFilters) {
+  if (GetParam() == Mode::kLoopback) GTEST_SKIP() << "a Promise argument cannot be encoded";
+  RetryPolicy policy = Immediate(3);
+  policy.retry_on = {[](const std::exception_ptr&, const RetryContext&) { return true; }};
+  auto worker = Worker<Flaky>::Create(Options(policy));
+  auto promise = std::make_shared<Promise<int>>();
+  Future<int> call = worker.Call(&Flaky::Later, promise);
+  promise->SetValue(7);
+  EXPECT_EQ(call.Result(absl::Seconds(30)), 7);
+  EXPECT_EQ(log_.Get(), std::vector<std::string>{"later"});
 }
 
 TEST_P(WorkerRetryTest, ValidatorsWorkWithZeroRetries) {

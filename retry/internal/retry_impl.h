@@ -114,7 +114,8 @@ class Driver {
   int attempt() const { return attempt_; }
 
   // The attempt threw `error`. Returns the wait before the next attempt, or nullopt when the
-  // error is not retried or attempts ran out (the caller then delivers `error`).
+  // error is not retried (a CancelledError never is), RetryOptions::stop says so, or attempts ran
+  // out (the caller then delivers `error`).
   std::optional<absl::Duration> OnError(const std::exception_ptr& error);
   // The attempt returned the non-OK `status`; as OnError.
   std::optional<absl::Duration> OnStatus(const absl::Status& status);
@@ -147,6 +148,8 @@ class Driver {
   Clock& clock() const { return options_.clock != nullptr ? *options_.clock : Clock::Real(); }
 
  private:
+  // RetryOptions::stop says to end the retry now.
+  bool Stopped() const;
   bool NeedsStartTime() const;
   void StartClock();
   absl::string_view method_name() const { return options_.call.method_name; }

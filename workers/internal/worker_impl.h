@@ -35,12 +35,30 @@ struct MemberOf<F C::*> {
   using Class = C;
 };
 
-// The demangled name of T, for retry contexts.
+struct TaskHost;
+
+// The demangled name of T, for retry contexts ("TaskWorker" for tasks).
 template <typename T>
 absl::string_view WorkerTypeName() {
-  static const std::string* const name = new std::string(TypeName(typeid(T)));
-  return *name;
+  if constexpr (std::is_same_v<T, TaskHost>) {
+    return "TaskWorker";
+  } else {
+    static const std::string* const name = new std::string(TypeName(typeid(T)));
+    return *name;
+  }
 }
+
+// Whether a copy of X really compiles, also for containers whose copy constructor is declared
+// but not usable (std::vector<std::unique_ptr<int>>): such calls are not retried.
+template <typename X, typename = void>
+struct DeepCopyable : std::is_copy_constructible<X> {};
+template <typename X>
+struct DeepCopyable<X, std::void_t<typename X::value_type, typename X::iterator>>
+    : std::bool_constant<std::is_copy_constructible_v<X> &&
+                         DeepCopyable<std::remove_const_t<typename X::value_type>>::value> {};
+template <typename A, typename B>
+struct DeepCopyable<std::pair<A, B>>
+    : std::bool_constant<DeepCopyable<std::remove_const_t<A>>::value && DeepCopyable<B>::value> {};
 
 // A call: `invoke(object)` runs it; its result completes `promise` (Future, Status and StatusOr
 // results are flattened). With a retry policy, attempts run `invoke.Again(object)` (copies of the
@@ -83,6 +101,8 @@ class InvokeNode final : public CallNode {
     options.call.method_name = method_name_;
     using Attempt = decltype(invoke_.Again(target));
     if constexpr (!futures_internal::kIsFuture<std::decay_t<Attempt>>) {
+      // No further attempt once the caller cancelled (a Map item timed out, a Map was destroyed).
+      options.stop = [this] { return promise_.IsCancelled(); };
       futures_internal::CompleteWithInvoke(
           promise_,
           [&](T& o) { return Retry([this, &o] { return invoke_.Again(o); }, *retry_, options); },
@@ -91,6 +111,8 @@ class InvokeNode final : public CallNode {
       // A Future result (a method returning one, or a loopback call's reply): a done one is
       // retried on its value or error; a pending one ends the retries.
       std::optional<std::decay_t<Attempt>> pending;
+      // A pending result ends the retries before any filter sees the internal PendingResult.
+      options.stop = [this, &pending] { return pending.has_value() || promise_.IsCancelled(); };
       const auto attempt = [&] {
         std::decay_t<Attempt> future = invoke_.Again(target);
         if (!future.Done()) {
@@ -180,7 +202,7 @@ void PostOrFail(ActorCore& core, Node* node, bool may_block = true) {
 template <typename T, typename Inv, typename... B>
 struct BoundCall {
   // Whether the call can run more than once (for retries): its arguments can be copied.
-  static constexpr bool kRepeatable = (std::is_copy_constructible_v<B> && ...);
+  static constexpr bool kRepeatable = (DeepCopyable<B>::value && ...);
 
   Inv invoker;
   std::tuple<B...> args;
