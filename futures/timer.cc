@@ -1,5 +1,8 @@
 #include "futures/timer.h"
 
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <exception>
@@ -34,6 +37,8 @@ struct Timer::Shared {
   bool shutdown ABSL_GUARDED_BY(mu) = false;
   // Started by the first Schedule (never once `shutdown` is set); taken by Shutdown.
   std::thread thread ABSL_GUARDED_BY(mu);
+  // The process that started `thread`: a fork()ed child inherits the object but not the thread.
+  pid_t thread_pid ABSL_GUARDED_BY(mu) = 0;
 };
 
 Timer::Timer(Clock& clock) : clock_(clock), shared_(std::make_shared<Shared>(clock)) {}
@@ -42,12 +47,21 @@ Timer::~Timer() { Shutdown(); }
 
 Timer::Id Timer::Schedule(absl::Time deadline, Callback callback) {
   if (!callback) throw InvalidOptionError("Timer::Schedule: the callback is empty");
+  std::map<std::pair<absl::Time, uint64_t>, Callback> dropped;  // Destroyed after unlocking.
   absl::MutexLock lock(&shared_->mu);
   if (shared_->shutdown) {
     throw StoppedError("Timer::Schedule: the timer has been shut down");
   }
+  const pid_t pid = getpid();
+  if (shared_->thread.joinable() && shared_->thread_pid != pid) {
+    // A fork()ed child: the parent's thread does not exist here (joining it would hang), and the
+    // parent's pending callbacks are the parent's to run. Start afresh.
+    static_cast<void>(new std::thread(std::move(shared_->thread)));  // Never joined nor destroyed.
+    dropped.swap(shared_->entries);
+  }
   if (!shared_->thread.joinable()) {
     shared_->thread = std::thread([shared = shared_] { Loop(shared); });
+    shared_->thread_pid = pid;
   }
   const Id id{deadline, shared_->next_sequence++};
   shared_->entries.emplace(std::make_pair(id.deadline, id.sequence), std::move(callback));
@@ -71,13 +85,20 @@ bool Timer::Cancel(const Id& id) {
 void Timer::Shutdown() {
   std::map<std::pair<absl::Time, uint64_t>, Callback> dropped;  // Destroyed after unlocking.
   std::thread thread;
+  bool inherited = false;
   {
     absl::MutexLock lock(&shared_->mu);
     shared_->shutdown = true;
     dropped.swap(shared_->entries);
     thread = std::move(shared_->thread);
+    inherited = thread.joinable() && shared_->thread_pid != getpid();
   }
   if (!thread.joinable()) return;
+  if (inherited) {
+    // A fork()ed child: the thread is the parent's and does not exist here.
+    static_cast<void>(new std::thread(std::move(thread)));  // Never joined nor destroyed.
+    return;
+  }
   if (thread.get_id() == std::this_thread::get_id()) {
     thread.detach();  // Called from a callback: the loop ends by itself; it owns `shared_` too.
   } else {

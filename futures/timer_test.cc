@@ -1,5 +1,8 @@
 #include "futures/timer.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -190,6 +193,44 @@ TEST(TimerTest, DestructionWithoutAnyScheduleStartsNoThread) {
   testing::FakeClock clock;
   Timer timer(clock);
   EXPECT_EQ(&timer.clock(), &clock);
+}
+
+// A fork()ed child inherits the timer's object but not its thread: the child's first Schedule
+// starts a thread of its own (the parent's pending callbacks stay the parent's), and shutting an
+// inherited timer down does not wait for the parent's thread.
+TEST(TimerTest, WorksInAForkedChild) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "the sanitizer runtimes do not support starting threads in the child of a "
+                  "multi-threaded process (the parent has the timer's thread)";
+#endif
+  Timer timer;
+  absl::Notification ran;
+  timer.Schedule(absl::InfinitePast(), [&] { ran.Notify(); });
+  ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  int parent_calls = 0;
+  timer.ScheduleAfter(absl::Hours(1), [&] { ++parent_calls; });  // Pending at the fork.
+  const pid_t child = fork();
+  if (child == 0) {
+    absl::Notification child_ran;
+    timer.Schedule(absl::InfinitePast(), [&] { child_ran.Notify(); });
+    const bool ok = child_ran.WaitForNotificationWithTimeout(absl::Seconds(30)) &&
+                    timer.pending() == 0;  // The parent's pending callback was dropped here.
+    _exit(ok ? 0 : 1);
+  }
+  ASSERT_GT(child, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  const pid_t stopper = fork();
+  if (stopper == 0) {
+    timer.Shutdown();  // Returns at once: it must not join the parent's thread.
+    _exit(timer.pending() == 0 ? 0 : 1);
+  }
+  ASSERT_GT(stopper, 0);
+  ASSERT_EQ(waitpid(stopper, &status, 0), stopper);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(timer.pending(), 1u);  // The parent's callback is still the parent's.
+  EXPECT_EQ(parent_calls, 0);
 }
 
 TEST(TimerTest, DefaultTimerRunsOnTheRealClock) {

@@ -678,6 +678,9 @@ LimitAcquisition SetImpl::Take(const Request& request, absl::Time deadline,
   bool registered = false;  // Counted in Header::waiters and the slot's `waiting`.
   int32_t slot = -1;
   try {
+    // The clock is read before taking the lock (a little early is harmless: it can only delay a
+    // refill), which keeps the critical section short under contention.
+    absl::Time now_time = clock_.Now();
     Lock();
     locked = true;
     for (;;) {
@@ -688,7 +691,6 @@ LimitAcquisition SetImpl::Take(const Request& request, absl::Time deadline,
             "LimitSet: more than max_holders (", options_.max_holders,
             ") threads hold acquisitions at once; raise LimitSetOptions::max_holders"));
       }
-      const absl::Time now_time = clock_.Now();
       const bool exempt =
           !fifo || request.nested || (exempt_when_holding && holder(slot).exempting > 0);
       const bool may_wait = deadline != absl::InfinitePast() && now_time < deadline;
@@ -723,6 +725,7 @@ LimitAcquisition SetImpl::Take(const Request& request, absl::Time deadline,
         Notify();
       }
       Wait(generation, wake, nullptr);
+      now_time = clock_.Now();
       Lock();
       locked = true;
       --header_->waiters;
