@@ -2,10 +2,18 @@
 
 #include <cstdio>
 #include <exception>
+#include <utility>
 
 #include "futures/errors.h"
 
 namespace concurry {
+namespace {
+thread_local bool non_blocking = false;
+}  // namespace
+
+NonBlockingScope::NonBlockingScope() : outer_(std::exchange(non_blocking, true)) {}
+NonBlockingScope::~NonBlockingScope() { non_blocking = outer_; }
+bool NonBlockingScope::Active() { return non_blocking; }
 
 void RunExecutorTask(Executor::Task& task, const char* executor) noexcept {
   try {

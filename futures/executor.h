@@ -30,6 +30,24 @@ class Executor {
 // Returns an executor that runs each task immediately on the submitting thread. Thread-safe.
 Executor& InlineExecutor();
 
+// Marks the calling thread, while alive, as one that must not block when it submits work: a
+// timer or event thread whose stall would delay everything else it serves. Bounded executors
+// honour it by queueing (or failing) instead of waiting for room: concurry's workers defer such
+// calls under QueueFullPolicy::kBlock. Timer callbacks run inside one. Scopes nest. Not copyable.
+class NonBlockingScope {
+ public:
+  NonBlockingScope();
+  ~NonBlockingScope();
+  NonBlockingScope(const NonBlockingScope&) = delete;
+  NonBlockingScope& operator=(const NonBlockingScope&) = delete;
+
+  // Whether a scope is alive on the calling thread.
+  static bool Active();
+
+ private:
+  bool outer_;
+};
+
 // Runs `task` for an executor (named `executor` in the report). A task must not throw; one that
 // does is contained: its exception is printed to stderr instead of escaping into the executor
 // (where it could cancel other tasks or terminate the process).

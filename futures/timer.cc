@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
+#include "futures/executor.h"
 
 namespace concurry {
 
@@ -141,8 +142,10 @@ void Timer::Loop(const std::shared_ptr<Shared>& shared) {
       due = std::move(s.entries.begin()->second);
       s.entries.erase(s.entries.begin());
     }
-    // Outside the lock: the callback may schedule or cancel, or shut the timer down.
+    // Outside the lock: the callback may schedule or cancel, or shut the timer down. It must not
+    // block on a full executor either (later deadlines would be missed).
     try {
+      const NonBlockingScope non_blocking;
       due();
     } catch (...) {
       const std::exception_ptr error = std::current_exception();

@@ -8,7 +8,9 @@
 //   concurry::testing::FakeClock clock;  // tests: exact times
 //   concurry::Timer fake_timer(clock);
 //
-// Callbacks should be short (submit the real work to an executor): they run one at a time.
+// Callbacks should be short (submit the real work to an executor): they run one at a time, inside
+// a NonBlockingScope (futures/executor.h), so a bounded executor queues their submissions instead
+// of blocking the timer.
 
 #ifndef CONCURRY_FUTURES_TIMER_H_
 #define CONCURRY_FUTURES_TIMER_H_

@@ -1,6 +1,7 @@
 // Retries of worker calls (WorkerOptions::retry): inside the worker, per method, counted once,
 // limits released between attempts, no retries multiplied by nested calls. Every available mode.
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <optional>
@@ -13,11 +14,13 @@
 #include "absl/time/time.h"
 #include "futures/errors.h"
 #include "futures/future.h"
+#include "futures/timer.h"
 #include "gtest/gtest.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
 #include "retry/policy.h"
 #include "retry/retry.h"
+#include "testing/fake_clock.h"
 #include "workers/options.h"
 #include "workers/registration.h"
 #include "workers/task_worker.h"
@@ -270,6 +273,41 @@ TEST(WorkerRetryOptionsTest, TaskWorkerSubmitUsesThePolicyForEveryCall) {
                          })
                          .Result(absl::Seconds(30));
   EXPECT_EQ(result, 3);
+}
+
+// RetryAsync submits its next attempt from the timer's thread. On a full worker whose queue
+// blocks callers, that submission is deferred (Timer callbacks run in a NonBlockingScope): the
+// timer keeps serving its other callbacks.
+TEST(WorkerRetryOptionsTest, RetryAsyncOnAFullBlockingWorkerDoesNotStallTheTimer) {
+  testing::FakeClock clock;
+  Timer timer(clock);
+  TaskWorker worker = TaskWorker::Create(
+      {.mode = Mode::kThread, .max_queued_tasks = 1, .queue_full = QueueFullPolicy::kBlock});
+  auto attempts = std::make_shared<std::atomic<int>>(0);
+  Future<int> retried = RetryAsync(
+      worker,
+      [attempts] {
+        if (attempts->fetch_add(1) == 0) throw std::runtime_error("first attempt fails");
+        return 5;
+      },
+      RetryPolicy{.num_retries = 1, .wait = absl::Seconds(1), .jitter = 0}, {.timer = &timer});
+  clock.BlockUntilWaiters(1);  // Attempt 1 failed; the timer waits for the back-off.
+  absl::Notification running;
+  absl::Notification release;
+  Future<void> busy = worker.Submit([&] {
+    running.Notify();
+    release.WaitForNotification();
+  });
+  running.WaitForNotification();    // The worker's only slot is taken.
+  clock.Advance(absl::Seconds(1));  // The timer submits attempt 2 to the full worker.
+  absl::Notification timer_alive;
+  timer.Schedule(clock.Now(), [&] { timer_alive.Notify(); });
+  EXPECT_TRUE(timer_alive.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_FALSE(retried.Done());
+  release.Notify();
+  EXPECT_EQ(retried.Result(absl::Seconds(30)), 5);
+  EXPECT_EQ(attempts->load(), 2);
+  busy.Result(absl::Seconds(30));
 }
 
 TEST(WorkerRetryOptionsTest, CallsWithMoveOnlyArgumentsRunOnce) {

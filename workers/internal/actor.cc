@@ -24,8 +24,6 @@ thread_local bool* current_redrain = nullptr;
 // The actor whose Stop is cancelling calls on this thread, if any: a Stop nested in one of those
 // cancellation callbacks must not wait for the pass it is part of.
 thread_local const ActorCore* stopping_actor = nullptr;
-// Whether a NonBlockingScope is alive on this thread.
-thread_local bool never_block = false;
 
 // Calls run per tbb drain before the actor yields its thread to other actors.
 constexpr int64_t kExecutorBudget = 256;
@@ -56,9 +54,6 @@ void* CallNode::operator new(size_t size) {
 void CallNode::operator delete(void* p) noexcept { scalable_free(p); }
 #endif
 
-NonBlockingScope::NonBlockingScope() : outer_(std::exchange(never_block, true)) {}
-NonBlockingScope::~NonBlockingScope() { never_block = outer_; }
-
 // --- SubmissionGate ------------------------------------------------------------------------------
 
 SubmissionGate::Admission SubmissionGate::Admit(CallNode* node, bool may_block) {
@@ -69,7 +64,8 @@ SubmissionGate::Admission SubmissionGate::Admit(CallNode* node, bool may_block) 
     node->gated_ = true;
     return Admission::kForward;
   }
-  if (policy_ != QueueFullPolicy::kBlock || !may_block || current_actor != nullptr || never_block) {
+  if (policy_ != QueueFullPolicy::kBlock || !may_block || current_actor != nullptr ||
+      NonBlockingScope::Active()) {
     node->gated_ = true;
     waiting_.push_back({node, nullptr});
     return Admission::kDeferred;

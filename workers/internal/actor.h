@@ -97,20 +97,6 @@ class SubmissionGate {
   std::deque<Entry> waiting_ ABSL_GUARDED_BY(mu_);
 };
 
-// While alive, calls made from this thread to bounded workers are deferred instead of blocking
-// under QueueFullPolicy::kBlock (for library threads that must not stall, such as a map's timer
-// thread). Not copyable.
-class NonBlockingScope {
- public:
-  NonBlockingScope();
-  ~NonBlockingScope();
-  NonBlockingScope(const NonBlockingScope&) = delete;
-  NonBlockingScope& operator=(const NonBlockingScope&) = delete;
-
- private:
-  bool outer_;
-};
-
 // The mode-independent actor. Owned through shared_ptr by the handles and by scheduled drains.
 class ActorCore : public std::enable_shared_from_this<ActorCore> {
  public:

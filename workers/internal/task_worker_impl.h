@@ -278,12 +278,9 @@ class MapFn {
     const absl::Time deadline = clock_->Now() + timeout_;
     auto item = std::make_shared<TimedCall<R>>(context.index(), timeout_, deadline, *clock_);
     CallFuture out = item->promise().GetFuture();
-    // Expiring an item can refill the map's window, which submits to the worker: that must not
-    // block the timer's thread under QueueFullPolicy::kBlock, or later deadlines would be missed.
-    const Timer::Id key = timer_->Schedule(deadline, [item] {
-      const NonBlockingScope never_block;
-      item->Expire();
-    });
+    // Expiring an item can refill the map's window, which submits to the worker; Timer callbacks
+    // run in a NonBlockingScope, so that never blocks the timer's thread under kBlock.
+    const Timer::Id key = timer_->Schedule(deadline, [item] { item->Expire(); });
     // The promise holds this callback, which holds the item, until the promise completes (it
     // always does: the call's future always completes, and Forward completes the item).
     item->promise().OnCancel([item, timer = timer_, key] {
