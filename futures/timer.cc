@@ -1,7 +1,6 @@
 #include "futures/timer.h"
 
 #include <sys/types.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -16,6 +15,7 @@
 #include "absl/time/time.h"
 #include "futures/errors.h"
 #include "futures/executor.h"
+#include "futures/internal/process_id.h"
 
 namespace concurry {
 
@@ -53,7 +53,7 @@ Timer::Id Timer::Schedule(absl::Time deadline, Callback callback) {
   if (shared_->shutdown) {
     throw StoppedError("Timer::Schedule: the timer has been shut down");
   }
-  const pid_t pid = getpid();
+  const pid_t pid = internal::CurrentPid();
   if (shared_->thread.joinable() && shared_->thread_pid != pid) {
     // A fork()ed child: the parent's thread does not exist here (joining it would hang), and the
     // parent's pending callbacks are the parent's to run. Start afresh.
@@ -92,7 +92,7 @@ void Timer::Shutdown() {
     shared_->shutdown = true;
     dropped.swap(shared_->entries);
     thread = std::move(shared_->thread);
-    inherited = thread.joinable() && shared_->thread_pid != getpid();
+    inherited = thread.joinable() && shared_->thread_pid != internal::CurrentPid();
   }
   if (!thread.joinable()) return;
   if (inherited) {

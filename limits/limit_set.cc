@@ -45,7 +45,8 @@ constexpr int64_t kNoTime = std::numeric_limits<int64_t>::max();
 
 size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
-// The state every process (or thread) of a set shares, at the start of its memory block.
+// The state every process (or thread) of a set shares, at the start of its memory block. The
+// atomics are read without the set's lock; every other field is guarded by it (SetImpl::lock_).
 struct Header {
   RobustMutex mutex;                    // kProcesses.
   std::atomic<uint32_t> generation{0};  // Bumped (and futex-woken) when waiters should re-check.
@@ -62,7 +63,7 @@ struct Header {
 };
 
 // A thread that holds (or held) acquisitions. Followed by one double per resource limit: the
-// units it holds.
+// units it holds. Guarded by the set's lock.
 struct Holder {
   pid_t pid = 0;  // 0: never used.
   pid_t tid = 0;
@@ -74,7 +75,7 @@ struct Holder {
   int32_t waiting = 0;  // Its part of Header::waiters, taken back if the process dies.
 };
 
-// A waiting acquirer's place in the FIFO queue.
+// A waiting acquirer's place in the FIFO queue. Guarded by the set's lock.
 struct Ticket {
   uint64_t number = 0;
   pid_t pid = 0;
@@ -241,7 +242,6 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   // The memory block: header, rate states, resource counts, holders, tickets.
   void* block_ = nullptr;
   size_t block_bytes_ = 0;
-  pid_t creator_pid_ = 0;
   // Atomics are read without the lock; the other fields are guarded by it.
   Header* header_ = nullptr;
   std::vector<RateState*> rates_ ABSL_PT_GUARDED_BY(lock_);  // Per limit; null for resources.
@@ -313,7 +313,6 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options)
       throw CapacityError(absl::StrCat("LimitSet: could not map ", block_bytes_,
                                        " bytes of shared memory: ", std::strerror(errno)));
     }
-    creator_pid_ = CurrentPid();
   } else {
     block_ = ::operator new(block_bytes_, std::align_val_t(64));
     std::memset(block_, 0, block_bytes_);
@@ -453,7 +452,7 @@ SetImpl::Request SetImpl::Prepare(absl::Span<const LimitAmount> request) const {
                                             limit.capacity(), ") for limit '", entry.key,
                                             "'. This request can never be fulfilled."));
     }
-    const bool whole = limit.kind() == LimitKind::kResource || !rates_[index]->supports_refund();
+    const bool whole = limit.kind() == LimitKind::kResource || rates_[index]->whole_amounts();
     if (whole && amount != std::floor(amount)) {
       throw InvalidOptionError(absl::StrCat(
           "LimitSet::Acquire: limit '", entry.key, "' (",
@@ -515,7 +514,7 @@ int32_t SetImpl::HolderSlotLocked() {
   Holder& claimed = holder(slot);
   claimed.pid = pid;
   claimed.tid = tid;
-  claimed.start_time = shared_ ? ProcessStartTime(pid) : 0;
+  claimed.start_time = shared_ ? CurrentProcessStartTime() : 0;
   claimed.acquisitions = 0;
   std::fill(held(slot), held(slot) + num_resources_, 0.0);
   holder_cache = {id_, slot};
@@ -586,18 +585,13 @@ bool SetImpl::RecoverDeadLocked(bool stamp) {
     Holder& dead = holder(slot);
     if (dead.pid == 0 || dead.pid == self) continue;
     if (ProcessAlive(dead.pid, dead.start_time)) continue;
-    double* holding = held(slot);
-    for (size_t i = 0; i < limits_.size(); ++i) {
-      if (resource_index_[i] < 0) continue;
-      in_use_[i] = std::max(0.0, in_use_[i] - holding[resource_index_[i]]);
-    }
     if (dead.acquisitions > 0) header_->recovered.fetch_add(1, std::memory_order_relaxed);
-    header_->holding -= dead.acquisitions;
-    header_->waiters -= dead.waiting;
     dead = Holder();
-    std::fill(holding, holding + num_resources_, 0.0);
+    std::fill(held(slot), held(slot) + num_resources_, 0.0);
     changed = true;
   }
+  // The totals are the sums of the live slots: a dead slot's share leaves with it.
+  if (changed) RebuildTotalsLocked();
   for (int32_t i = 0; i < header_->queued;) {
     if (tickets_[i].pid != self && !ProcessAlive(tickets_[i].pid, tickets_[i].start_time)) {
       tickets_[i] = tickets_[--header_->queued];
@@ -791,7 +785,7 @@ void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount
           "(taken without naming 'call_count'), got ",
           entry.amount));
     }
-    if (limit.kind() != LimitKind::kResource && !rates_[target->index]->supports_refund() &&
+    if (limit.kind() != LimitKind::kResource && rates_[target->index]->whole_amounts() &&
         entry.amount != std::floor(entry.amount)) {
       throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: '", entry.key, "' (",
                                             RateLimitAlgorithmName(limit.algorithm()),

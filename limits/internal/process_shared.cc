@@ -11,28 +11,11 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
-#include <mutex>
 
 #include "absl/time/time.h"
 
 namespace concurry {
 namespace limits_internal {
-namespace {
-
-std::atomic<pid_t> cached_pid{0};
-thread_local pid_t cached_tid = 0;
-
-void ResetIdsInChild() {
-  cached_pid.store(0, std::memory_order_relaxed);
-  cached_tid = 0;  // The forking thread; other threads do not exist in the child.
-}
-
-void RegisterForkHandler() {
-  static std::once_flag once;
-  std::call_once(once, [] { pthread_atfork(nullptr, nullptr, &ResetIdsInChild); });
-}
-
-}  // namespace
 
 void* MapShared(size_t bytes) {
   void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -81,24 +64,6 @@ void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, absl::Duration ti
 
 void FutexWakeAll(std::atomic<uint32_t>* word) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
-}
-
-pid_t CurrentPid() {
-  pid_t pid = cached_pid.load(std::memory_order_relaxed);
-  if (pid == 0) {
-    RegisterForkHandler();
-    pid = getpid();
-    cached_pid.store(pid, std::memory_order_relaxed);
-  }
-  return pid;
-}
-
-pid_t CurrentTid() {
-  if (cached_tid == 0) {
-    RegisterForkHandler();
-    cached_tid = static_cast<pid_t>(syscall(SYS_gettid));
-  }
-  return cached_tid;
 }
 
 namespace {

@@ -14,6 +14,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/time/time.h"
+#include "futures/internal/process_id.h"
 
 namespace concurry {
 namespace limits_internal {
@@ -42,9 +43,8 @@ void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, absl::Duration ti
 // Wakes every process and thread blocked in FutexWait() on `word`.
 void FutexWakeAll(std::atomic<uint32_t>* word);
 
-// This process's id and this thread's id, cached (and refreshed in a fork()ed child).
-pid_t CurrentPid();
-pid_t CurrentTid();
+using ::concurry::internal::CurrentPid;
+using ::concurry::internal::CurrentTid;
 // ProcessStartTime(CurrentPid()), cached (and refreshed in a fork()ed child).
 uint64_t CurrentProcessStartTime();
 // A number that changes when a process id is reused: the process's start time in clock ticks

@@ -246,12 +246,14 @@ class RateState {
   bool lock_free() const { return lock_free_; }
   // Refund() is meaningful: TokenBucket and GCRA.
   bool supports_refund() const { return lock_free_; }
+  // Amounts must be whole numbers: every algorithm but TokenBucket and GCRA.
+  bool whole_amounts() const { return !lock_free_; }
 
   // Returns whether `amount` is one this limit can ever admit: positive, finite, at most the
   // capacity, and whole unless the algorithm is TokenBucket or GCRA. One branch when valid.
   bool ValidAmount(double amount) const {
     return amount > 0 && amount <= capacity_ && amount < kInfinity &&
-           (lock_free_ || amount == static_cast<double>(static_cast<int64_t>(amount)));
+           (!whole_amounts() || amount == static_cast<double>(static_cast<int64_t>(amount)));
   }
   // Returns what is wrong with an amount for which ValidAmount() is false, for an error message.
   std::string AmountError(double amount) const;

@@ -168,6 +168,39 @@ class Driver {
   std::vector<std::string> messages_;
 };
 
+// What to do with an attempt that returned (did not throw).
+enum class AttemptVerdict {
+  kDeliver,  // Hand the result to the caller: accepted, or a status that is not retried.
+  kRetry,    // Wait and try again (a rejected value went to `rejected`).
+  kInvalid,  // Validation failed on the last attempt.
+};
+
+// Judges an attempt of a void callable; sets `wait` for kRetry.
+inline AttemptVerdict JudgeVoid(Driver& driver, std::optional<absl::Duration>& wait) {
+  if (!driver.validating() || driver.Validate(RetryResult())) return AttemptVerdict::kDeliver;
+  wait = driver.OnInvalid(RetryResult());
+  return wait ? AttemptVerdict::kRetry : AttemptVerdict::kInvalid;
+}
+
+// Judges an attempt that returned `result` (R may be a reference); sets `wait` for kRetry and
+// moves a value rejected by the validators into `rejected` (a reference result is copied).
+template <typename R, typename V>
+AttemptVerdict JudgeResult(Driver& driver, Rejected<V>& rejected, R& result,
+                           std::optional<absl::Duration>& wait) {
+  if constexpr (kIsStatusLike<R>) {
+    if (!result.ok()) {
+      wait = driver.OnStatus(StatusOf(result));
+      return wait ? AttemptVerdict::kRetry : AttemptVerdict::kDeliver;
+    }
+  }
+  if (!driver.validating()) return AttemptVerdict::kDeliver;
+  const RetryResult view = ViewOf(result);
+  if (driver.Validate(view)) return AttemptVerdict::kDeliver;
+  wait = driver.OnInvalid(view);
+  rejected.Add(static_cast<R&&>(result));
+  return wait ? AttemptVerdict::kRetry : AttemptVerdict::kInvalid;
+}
+
 // One RetryAsync: owns the callable, the policy and options, and completes the promise.
 // Thread-safe: attempts run one at a time (each is submitted after the previous one ended);
 // cancellation may come from any thread.
@@ -211,41 +244,21 @@ class AsyncRetry : public std::enable_shared_from_this<AsyncRetry<Fn, R>> {
     if (promise_.IsCancelled()) return;
     driver_.BeginAttempt();
     std::optional<absl::Duration> wait;
-    bool exhausted = false;
-    // The final result to deliver (unused for void).
-    std::optional<std::conditional_t<std::is_void_v<R>, char, R>> done;
+    AttemptVerdict verdict = AttemptVerdict::kRetry;
     try {
       if constexpr (std::is_void_v<R>) {
         fn_();
-        if (!driver_.validating() || driver_.Validate(RetryResult())) {
+        verdict = JudgeVoid(driver_, wait);
+        if (verdict == AttemptVerdict::kDeliver) {
           promise_.SetValue();
           return;
         }
-        wait = driver_.OnInvalid(RetryResult());
-        exhausted = !wait.has_value();
       } else {
         R result = fn_();
-        bool failed = false;
-        if constexpr (kIsStatusLike<R>) {
-          if (!result.ok()) {
-            failed = true;
-            wait = driver_.OnStatus(StatusOf(result));
-            if (!wait) done.emplace(std::move(result));
-          }
-        }
-        if (failed) {
-          // Handled above.
-        } else if (!driver_.validating()) {
-          done.emplace(std::move(result));
-        } else {
-          const RetryResult view = ViewOf(result);
-          if (driver_.Validate(view)) {
-            done.emplace(std::move(result));
-          } else {
-            wait = driver_.OnInvalid(view);
-            exhausted = !wait.has_value();
-            rejected_.Add(std::move(result));
-          }
+        verdict = JudgeResult(driver_, rejected_, result, wait);
+        if (verdict == AttemptVerdict::kDeliver) {
+          Deliver(std::move(result));
+          return;
         }
       }
     } catch (...) {
@@ -256,13 +269,7 @@ class AsyncRetry : public std::enable_shared_from_this<AsyncRetry<Fn, R>> {
         return;
       }
     }
-    if constexpr (!std::is_void_v<R>) {
-      if (done.has_value()) {
-        Deliver(std::move(*done));
-        return;
-      }
-    }
-    if (exhausted) {
+    if (verdict == AttemptVerdict::kInvalid) {
       promise_.SetError(driver_.ValidationError(std::move(rejected_)));
       return;
     }
@@ -349,24 +356,13 @@ std::invoke_result_t<F&> Retry(F&& fn, const RetryPolicy& policy, const RetryOpt
     try {
       if constexpr (std::is_void_v<R>) {
         fn();
-        if (!driver.validating() || driver.Validate(RetryResult())) return;
-        wait = driver.OnInvalid(RetryResult());
+        if (retry_internal::JudgeVoid(driver, wait) == retry_internal::AttemptVerdict::kDeliver)
+          return;
       } else {
         R result = fn();
-        bool failed = false;
-        if constexpr (retry_internal::kIsStatusLike<R>) {
-          if (!result.ok()) {
-            failed = true;
-            wait = driver.OnStatus(retry_internal::StatusOf(result));
-            if (!wait) return result;
-          }
-        }
-        if (!failed) {
-          if (!driver.validating()) return result;
-          const RetryResult view = retry_internal::ViewOf(result);
-          if (driver.Validate(view)) return result;
-          wait = driver.OnInvalid(view);
-          rejected.Add(std::forward<R>(result));
+        if (retry_internal::JudgeResult(driver, rejected, result, wait) ==
+            retry_internal::AttemptVerdict::kDeliver) {
+          return result;
         }
       }
     } catch (...) {
