@@ -12,6 +12,11 @@
 //   create:      n kTbb workers created (Create, or CreateAsync + Gather), each called once and
 //                stopped (counters: seconds per phase, bytes_per_worker from the peak RSS growth)
 //                vs n CAF actors
+//   blocking:    a kTbb worker's round trip while k other kTbb workers wait inside their calls
+//                (k = 0, 8, 64: the executor adds a thread per waiting call); a kTbb call that
+//                waits for another kTbb worker's call (nested round trip: the added thread's cost)
+//                vs the same in kThread mode and vs oneTBB's resumable tasks (tbb::task::suspend /
+//                resume, the alternative to adding threads)
 //
 //   bazel run --config=opt //benchmarks:workers_benchmark -- --benchmark_min_time=0.5
 //
@@ -48,6 +53,8 @@
 #include "benchmarks/measure.h"
 #include "caf/all.hpp"
 #include "futures/future.h"
+#include "oneapi/tbb/task.h"
+#include "oneapi/tbb/task_arena.h"
 #include "oneapi/tbb/task_group.h"
 #include "sync/gather.h"
 #include "workers/options.h"
@@ -714,6 +721,73 @@ BENCHMARK(BM_Create_CafActors)
     ->Iterations(1)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+
+// ============================== 5. Blocking inside tbb-mode calls ================================
+
+// Holds a call until the benchmark ends: a library wait, so the executor adds a thread for it.
+class Waiter {
+ public:
+  void WaitFor(std::shared_ptr<Promise<void>> release) { release->GetFuture().Wait(); }
+  void Noop() { EmptyCall(); }
+  // Calls `other` and waits for it inside this call.
+  void CallAndWait(const Worker<Waiter>& other) { other.Call(&Waiter::Noop).Result(); }
+};
+
+// An idle kTbb worker's round trip while state.range(0) other kTbb workers wait in their calls.
+void BM_Blocking_IdleTbbWorkerRoundTripBesideWaitingWorkers(benchmark::State& state) {
+  auto release = std::make_shared<Promise<void>>();
+  std::vector<Worker<Waiter>> waiting;
+  std::vector<Future<void>> held;
+  for (int64_t i = 0; i < state.range(0); ++i) {
+    waiting.push_back(Worker<Waiter>::Create({.mode = Mode::kTbb}));
+    held.push_back(waiting.back().Call(&Waiter::WaitFor, release));
+  }
+  auto idle = Worker<Waiter>::Create({.mode = Mode::kTbb});
+  RunRoundTrips(state, [&] { idle.Call(&Waiter::Noop).Result(); });
+  release->SetValue();
+  Gather(held);
+}
+BENCHMARK(BM_Blocking_IdleTbbWorkerRoundTripBesideWaitingWorkers)
+    ->Arg(0)
+    ->Arg(8)
+    ->Arg(64)
+    ->UseRealTime();
+
+// Round trip of a call whose method calls another worker and waits for it, both in `mode`.
+void RunNestedWait(benchmark::State& state, Mode mode) {
+  auto outer = Worker<Waiter>::Create({.mode = mode});
+  auto inner = Worker<Waiter>::Create({.mode = mode});
+  RunRoundTrips(state, [&] { outer.Call(&Waiter::CallAndWait, inner).Result(); });
+}
+void BM_NestedWait_ConcurryTbbWorkers(benchmark::State& state) { RunNestedWait(state, Mode::kTbb); }
+BENCHMARK(BM_NestedWait_ConcurryTbbWorkers)->UseRealTime();
+void BM_NestedWait_ConcurryThreadWorkers(benchmark::State& state) {
+  RunNestedWait(state, Mode::kThread);
+}
+BENCHMARK(BM_NestedWait_ConcurryThreadWorkers)->UseRealTime();
+
+// The alternative to adding threads: a oneTBB task waits for another task by suspending itself
+// (tbb::task::suspend); the other task resumes it. Same shape: the caller waits for an outer task,
+// the outer task for an inner one, on an arena of one thread per core.
+void BM_NestedWait_TbbSuspendResume(benchmark::State& state) {
+  // Default arena: oneTBB's worker threads (the waiting caller does not join it).
+  tbb::task_arena arena;
+  RunRoundTrips(state, [&] {
+    auto done = std::make_shared<Promise<void>>();
+    Future<void> finished = done->GetFuture();
+    arena.enqueue([&arena, done] {
+      tbb::task::suspend([&arena](tbb::task::suspend_point outer) {
+        arena.enqueue([outer] {
+          EmptyCall();
+          tbb::task::resume(outer);
+        });
+      });
+      done->SetValue();
+    });
+    finished.Wait();
+  });
+}
+BENCHMARK(BM_NestedWait_TbbSuspendResume)->UseRealTime();
 
 }  // namespace
 }  // namespace concurry

@@ -23,12 +23,14 @@ class Clock {
   // Returns the current time.
   virtual absl::Time Now() const = 0;
 
-  // With `*mu` held, blocks until `cond` holds or Now() >= `deadline`, releasing `*mu` while
-  // blocked, and returns with `*mu` held. Returns whether `cond` holds on return. Whatever makes
-  // `cond` true must change it while holding `*mu` (as absl::Mutex::Await requires), which is
-  // how stop and cancel requests wake the waiter.
-  virtual bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond, absl::Time deadline)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) = 0;
+  // With `*mu` held (exclusively), blocks until `cond` holds or Now() >= `deadline`, releasing
+  // `*mu` while blocked, and returns with `*mu` held. Returns whether `cond` holds on return.
+  // Whatever makes `cond` true must change it while holding `*mu` (as absl::Mutex::Await
+  // requires), which is how stop and cancel requests wake the waiter. Inside a TbbExecutor task,
+  // a wait that lasts longer than kBlockingGrace becomes a BlockingRegion (executor.h): the
+  // executor adds a thread meanwhile, and `*mu` is released for a moment before that.
+  bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond, absl::Time deadline)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 
   // Blocks the calling thread until Now() >= `deadline`.
   void SleepUntil(absl::Time deadline);
@@ -37,6 +39,16 @@ class Clock {
 
   // Returns the process-wide wall clock (absl::Now(), absl::Mutex deadlines).
   static Clock& Real();
+
+  // How long a wait inside a compensating executor's task lasts before the executor is told
+  // (real time): shorter waits, the common case, cost no added thread.
+  static constexpr absl::Duration kBlockingGrace = absl::Microseconds(50);
+
+ protected:
+  // The wait itself, as AwaitWithDeadline describes it (implementations need not report
+  // blocking).
+  virtual bool DoAwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
+                                   absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) = 0;
 };
 
 }  // namespace concurry

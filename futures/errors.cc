@@ -40,6 +40,9 @@ InvalidOptionError::InvalidOptionError(const std::string& message)
 CapacityError::CapacityError(const std::string& message)
     : Error(absl::StatusCode::kResourceExhausted, message) {}
 
+DeadlockError::DeadlockError(const std::string& message)
+    : Error(absl::StatusCode::kFailedPrecondition, message) {}
+
 RetryValidationError::RetryValidationError(const std::string& message)
     : Error(absl::StatusCode::kAborted, message) {}
 

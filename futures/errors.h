@@ -92,6 +92,13 @@ class CapacityError : public Error {
   explicit CapacityError(const std::string& message);
 };
 
+// A wait that could never end was refused: a worker's call waiting for the result of another call
+// to the same worker, which is queued behind the waiting one. kFailedPrecondition.
+class DeadlockError : public Error {
+ public:
+  explicit DeadlockError(const std::string& message);
+};
+
 // Every retry attempt returned an output that failed validation (retry/retry.h). kAborted.
 // Carries the number of attempts, every attempt's result rendered as a string and each validation
 // failure message; an error rebuilt from a message alone (across processes) has 0 attempts and

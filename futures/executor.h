@@ -14,6 +14,9 @@
 #include "absl/functional/any_invocable.h"
 
 namespace concurry {
+namespace futures_internal {
+class BlockingObserver;
+}  // namespace futures_internal
 
 // Runs submitted tasks. Implementations are thread-safe.
 class Executor {
@@ -46,6 +49,37 @@ class NonBlockingScope {
 
  private:
   bool outer_;
+};
+
+// Marks the calling thread, while alive, as blocked on something other than the CPU: a socket, a
+// sleep, a lock held by another task. When the thread runs a task of an executor with a fixed
+// number of threads that compensates (TbbExecutor, and so tbb-mode workers), the executor adds a
+// thread for the region's lifetime, so its other tasks keep running; N tasks blocked at once
+// never starve the rest. Elsewhere it does nothing and costs a thread-local read.
+//
+//   std::string Fetcher::Get(const std::string& url) {
+//     concurry::BlockingRegion blocking;  // a tbb-mode worker's oneTBB thread is not lost
+//     return http_.Get(url);
+//   }
+//
+// Every wait the library performs becomes such a region once it has lasted Clock::kBlockingGrace
+// (50 us; shorter waits, such as a call to another worker, add no thread): Future::Result / Wait,
+// Wait, Gather, AsCompleted, LimitSet and RateLimiter acquisition, retry back-off, synchronous
+// worker creation and Stop. A region declared in user code counts at once. Regions nest (only the
+// outermost counts). Not copyable; confine to one scope.
+class BlockingRegion {
+ public:
+  BlockingRegion() noexcept;
+  ~BlockingRegion();
+  BlockingRegion(const BlockingRegion&) = delete;
+  BlockingRegion& operator=(const BlockingRegion&) = delete;
+
+  // Whether a region begun now on the calling thread would make an executor add a thread (the
+  // thread runs a task of a compensating executor and is not in a region yet).
+  static bool WouldCompensate() noexcept;
+
+ private:
+  futures_internal::BlockingObserver* observer_;
 };
 
 // Runs `task` for an executor (named `executor` in the report). A task must not throw; one that

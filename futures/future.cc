@@ -9,8 +9,8 @@ bool AnyFuture::Wait(absl::Duration timeout, Clock& clock) const {
   futures_internal::StateBase* state = Checked("Wait");
   futures_internal::CheckTimeout(timeout, "AnyFuture::Wait");
   if (state->done()) return true;
-  return state->WaitUntil(clock,
-                          futures_internal::DeadlineAfter(clock, timeout, "AnyFuture::Wait"));
+  return state->WaitUntil(clock, futures_internal::DeadlineAfter(clock, timeout, "AnyFuture::Wait"),
+                          "AnyFuture::Wait");
 }
 
 std::exception_ptr AnyFuture::Error(absl::Duration timeout, Clock& clock) const {
@@ -49,6 +49,10 @@ AnyFuture::CallbackHandle AnyFuture::AddCallbackIfPending(
 bool AnyFuture::RemoveCallback(CallbackHandle handle) const {
   if (handle == nullptr) return false;
   return Checked("RemoveCallback")->RemoveCallback(handle);
+}
+
+bool AnyFuture::WaitWouldSelfDeadlock() const {
+  return Checked("WaitWouldSelfDeadlock")->WaitWouldSelfDeadlock();
 }
 
 namespace {

@@ -68,6 +68,10 @@ template <typename T>
 Future<T> FutureFromState(FutureRef<T> state);
 template <typename T>
 FutureRef<T> ReleaseState(Future<T>&& future);
+// Records the serial context (a worker) that completes `promise` (StateBase::set_producer). Call
+// before the future is handed out.
+template <typename T>
+void SetProducer(Promise<T>& promise, const void* producer);
 
 // Invokes `fn(args...)` and completes `promise` with the outcome: a returned Future<U> is
 // flattened, a returned absl::Status / absl::StatusOr<U> becomes a value or a StatusError, and a
@@ -118,12 +122,14 @@ class Future {
   bool Cancel() const { return Checked("Cancel")->Cancel(); }
 
   // Blocks until done or `timeout` passes on `clock`. Returns Done(). Negative timeouts throw
-  // InvalidOptionError.
+  // InvalidOptionError. The wait is a BlockingRegion (executor.h). Inside a worker's call, waiting
+  // for a pending call queued behind it in the same worker throws DeadlockError at once.
   bool Wait(absl::Duration timeout = absl::InfiniteDuration(), Clock& clock = Clock::Real()) const {
     auto* state = Checked("Wait");
     futures_internal::CheckTimeout(timeout, "Future::Wait");
     if (state->done()) return true;
-    return state->WaitUntil(clock, futures_internal::DeadlineAfter(clock, timeout, "Future::Wait"));
+    return state->WaitUntil(clock, futures_internal::DeadlineAfter(clock, timeout, "Future::Wait"),
+                            "Future::Wait");
   }
 
   // Waits (see Wait) and returns the value; rethrows the producer's exception with its original
@@ -243,8 +249,9 @@ class Future {
                                           Clock& clock) const {
     auto* state = Checked(operation);
     futures_internal::CheckTimeout(timeout, "Future::Result");
-    if (!state->done() && !state->WaitUntil(clock, futures_internal::DeadlineAfter(
-                                                       clock, timeout, "Future::Result"))) {
+    if (!state->done() &&
+        !state->WaitUntil(clock, futures_internal::DeadlineAfter(clock, timeout, "Future::Result"),
+                          "Future::Result")) {
       futures_internal::ThrowTimeout("Future::Result", timeout);
     }
     if (state->phase() != futures_internal::Phase::kValue) std::rethrow_exception(state->error());
@@ -314,6 +321,9 @@ class Promise {
   bool valid() const noexcept { return static_cast<bool>(state_); }
 
  private:
+  template <typename U>
+  friend void futures_internal::SetProducer(Promise<U>&, const void*);
+
   futures_internal::FutureRef<T> Checked(const char* op) const {
     return futures_internal::FutureRef<T>::Share(CheckedRaw(op));
   }
@@ -364,6 +374,9 @@ class AnyFuture {
   using CallbackHandle = futures_internal::CallbackNode*;
   CallbackHandle AddCallbackIfPending(absl::AnyInvocable<void()> callback) const;
   bool RemoveCallback(CallbackHandle handle) const;
+  // Low-level (sync/): whether the future is pending and is the result of a call queued in the
+  // worker whose call the calling thread runs, so that waiting for it here could never end.
+  bool WaitWouldSelfDeadlock() const;
 
   friend bool operator==(const AnyFuture& a, const AnyFuture& b) {
     return a.state_.get() == b.state_.get();
@@ -419,6 +432,13 @@ auto Async(Executor& executor, F&& fn, Args&&... args)
     -> Future<UnwrapT<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>>>;
 
 }  // namespace concurry
+
+namespace concurry::futures_internal {
+template <typename T>
+void SetProducer(Promise<T>& promise, const void* producer) {
+  promise.CheckedRaw("SetProducer")->set_producer(producer);
+}
+}  // namespace concurry::futures_internal
 
 #include "futures/internal/future_impl.h"  // IWYU pragma: export
 

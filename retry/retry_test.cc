@@ -35,8 +35,8 @@ class SteppingClock final : public Clock {
     ++reads_;
     return now_;
   }
-  bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond, absl::Time deadline) override
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  bool DoAwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
+                           absl::Time deadline) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (cond.Eval()) return true;
     absl::MutexLock lock(&mu_);
     if (deadline > now_) {

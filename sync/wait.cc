@@ -89,7 +89,7 @@ WaitResult Wait(std::span<const AnyFuture> futures, const WaitOptions& options) 
   if (met) {
     progress.Advance(static_cast<int64_t>(snapshot.completed.size()));
   } else {
-    sync_internal::Watch watch(futures);
+    sync_internal::Watch watch(futures, kOperation);
     snapshot = {};  // The watch records every completion, including the ones scanned above.
     for (bool reached = true; reached && !met;) {
       const size_t before = snapshot.completed.size();

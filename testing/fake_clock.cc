@@ -35,8 +35,8 @@ absl::Time FakeClock::Now() const {
   return now_;
 }
 
-bool FakeClock::AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
-                                  absl::Time deadline) {
+bool FakeClock::DoAwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
+                                    absl::Time deadline) {
   while (true) {
     if (cond.Eval()) return true;
 

@@ -46,11 +46,9 @@ class FakeClock final : public Clock {
   // Returns the current fake time.
   absl::Time Now() const override ABSL_LOCKS_EXCLUDED(mu_);
 
-  // With `*mu` held, blocks until `cond` holds or this clock reaches `deadline` (see Clock).
-  // Returns true at once if `cond` holds, false at once if Now() >= `deadline`. May release and
-  // reacquire `*mu` before returning even when it does not block.
-  bool AwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond, absl::Time deadline) override
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) ABSL_LOCKS_EXCLUDED(mu_);
+  // AwaitWithDeadline (see Clock) blocks until `cond` holds or this clock reaches `deadline`.
+  // It returns true at once if `cond` holds, false at once if Now() >= `deadline`, and may
+  // release and reacquire `*mu` before returning even when it does not block.
 
   // Moves time forward by `duration` and wakes every waiter whose deadline has been reached,
   // earliest deadline first. Returns once each of them has been notified (they may still be
@@ -67,6 +65,11 @@ class FakeClock final : public Clock {
 
   // Blocks until NumWaiters() >= `n`.
   void BlockUntilWaiters(int n) ABSL_LOCKS_EXCLUDED(mu_);
+
+ protected:
+  bool DoAwaitWithDeadline(absl::Mutex* mu, const absl::Condition& cond,
+                           absl::Time deadline) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   // One blocked call of AwaitWithDeadline(); owned by `waiters_`.

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "futures/clock.h"
 #include "futures/errors.h"
 
 namespace concurry {
@@ -151,7 +152,8 @@ void MapGuard::CloseAndWait() {
   absl::MutexLock lock(&mu_);
   closed_ = true;
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; };
-  mu_.Await(absl::Condition(&idle));
+  // Through the clock: a BlockingRegion, so a TbbExecutor task waiting here gets a thread added.
+  Clock::Real().AwaitWithDeadline(&mu_, absl::Condition(&idle), absl::InfiniteFuture());
 }
 
 void ThrowMapClosed() {

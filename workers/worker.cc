@@ -23,6 +23,7 @@ std::shared_ptr<ActorCore> MakeActor(const ResolvedWorkerOptions& options) {
 }
 
 HandleState::~HandleState() {
+  if (!owning) return;
   try {
     // Dropped inside a worker's call (say, a worker owning another worker): do not wait there.
     // Waiting would hold that worker's thread, which in tbb mode may be the oneTBB thread the
@@ -37,6 +38,29 @@ HandleState::~HandleState() {
 }  // namespace concurry::workers_internal
 
 namespace concurry {
+
+namespace workers_internal {
+
+ActorCore& CurrentActorOrThrow(const char* operation) {
+  ActorCore* core = ActorCore::Current();
+  if (core == nullptr) {
+    throw InvalidOptionError(std::string(operation) +
+                             " was called outside a worker: it is available in a worker's "
+                             "constructor and methods");
+  }
+  return *core;
+}
+
+void ThrowWrongWorkerType(const char* operation, const std::type_info* actual,
+                          const std::type_info& requested) {
+  throw InvalidOptionError(std::string(operation) + ": the calling worker runs " +
+                           (actual == nullptr || *actual == typeid(TaskHost)
+                                ? std::string("tasks (a TaskWorker)")
+                                : "a " + TypeName(*actual)) +
+                           ", not a " + TypeName(requested));
+}
+
+}  // namespace workers_internal
 
 LimitPool CurrentWorkerLimits() {
   const LimitPool* limits = workers_internal::ActorCore::CurrentLimits();

@@ -56,6 +56,27 @@ class TaskWorker;
 // stays valid after the call (for a coroutine that keeps it across a suspension).
 LimitPool CurrentWorkerLimits();
 
+template <typename T>
+class Worker;
+
+// Inside a Worker<T>'s constructor and methods: a handle to that worker that does not keep it
+// running. Use it for a worker that calls itself later or hands itself to others (a callback, a
+// registry): a worker that stored a handle from Create (an owning one) inside its own T would keep
+// itself alive, and never stop once every outside handle is gone. Calls through this handle work
+// like any other; once the worker stops they fail with StoppedError. Do not wait for the result of
+// such a call inside the worker: it is queued behind the running call (Result() throws
+// DeadlockError).
+//
+//   void Crawler::Visit(std::string url) {
+//     for (std::string& link : Fetch(url)) {
+//       concurry::CurrentWorker<Crawler>().Call(&Crawler::Visit, std::move(link));
+//     }
+//   }
+//
+// Throws InvalidOptionError outside a worker's call, or when the worker does not run a T.
+template <typename T>
+Worker<T> CurrentWorker();
+
 // A handle to one worker running a T.
 //
 // Creation: Create(options, args...) builds the T from `args` (decayed copies) inside the worker
@@ -177,6 +198,9 @@ class Worker {
   explicit Worker(std::shared_ptr<workers_internal::HandleState> state)
       : state_(std::move(state)) {}
 
+  template <typename U>
+  friend Worker<U> CurrentWorker();
+
   template <typename... Args>
   static Future<Worker> CreateResolved(const ResolvedWorkerOptions& resolved, Args&&... args) {
     static_assert(std::is_constructible_v<T, std::decay_t<Args>&&...>,
@@ -192,6 +216,7 @@ class Worker {
           TypeName(*resolved.retry.worker_class()) + ", not " + TypeName(typeid(T)));
     }
     std::shared_ptr<workers_internal::ActorCore> core = workers_internal::MakeActor(resolved);
+    core->set_object_type(typeid(T));
     Promise<void> constructed;
     Future<void> done = constructed.GetFuture();
     bool started = false;
@@ -289,6 +314,24 @@ template <typename T>
 BlockingWorker<T> Worker<T>::Blocking() const {
   Checked("Blocking");
   return BlockingWorker<T>(*this);
+}
+
+namespace workers_internal {
+// The actor whose call the calling thread runs; throws InvalidOptionError naming `operation`
+// outside one.
+ActorCore& CurrentActorOrThrow(const char* operation);
+[[noreturn]] void ThrowWrongWorkerType(const char* operation, const std::type_info* actual,
+                                       const std::type_info& requested);
+}  // namespace workers_internal
+
+template <typename T>
+Worker<T> CurrentWorker() {
+  workers_internal::ActorCore& core = workers_internal::CurrentActorOrThrow("CurrentWorker<T>()");
+  if (core.object_type() == nullptr || *core.object_type() != typeid(T)) {
+    workers_internal::ThrowWrongWorkerType("CurrentWorker<T>()", core.object_type(), typeid(T));
+  }
+  return Worker<T>(
+      std::make_shared<workers_internal::HandleState>(core.shared_from_this(), /*owns=*/false));
 }
 
 }  // namespace concurry

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "futures/errors.h"
+#include "futures/internal/task_context.h"
 
 namespace concurry {
 namespace futures_internal {
@@ -65,11 +66,25 @@ struct Waiter {
 };
 }  // namespace
 
-bool StateBase::WaitUntil(Clock& clock, absl::Time deadline) {
+bool StateBase::WaitWouldSelfDeadlock() const noexcept {
+  return producer_ != nullptr && producer_ == CurrentSerialContext() && !done();
+}
+
+void ThrowSelfDeadlock(const char* operation) {
+  throw DeadlockError(absl::StrCat(
+      operation,
+      ": a worker's call is waiting for the result of another call to the same worker, which is "
+      "queued behind the waiting call and cannot start before it returns: the wait would never "
+      "end. Return the future instead (a method may return Future<T>), chain work with Then, or "
+      "call the method directly on the object"));
+}
+
+bool StateBase::WaitUntil(Clock& clock, absl::Time deadline, const char* operation) {
   if (done()) return true;
   // A deadline already passed (a zero-timeout poll) needs no waiter, and skipping it saves an
   // absl::Mutex, which is costly with deadlock detection on.
   if (deadline <= clock.Now()) return done();
+  if (WaitWouldSelfDeadlock()) ThrowSelfDeadlock(operation);
   auto waiter = std::make_shared<Waiter>();
   auto* node = new CallbackNode{[waiter](StateBase&) {
     absl::MutexLock lock(&waiter->mu);
@@ -213,8 +228,13 @@ void ThrowTimeout(const char* operation, absl::Duration timeout) {
 absl::Status WaitStatus(StateBase* state, const char* operation, absl::Duration timeout,
                         Clock& clock) {
   CheckTimeout(timeout, operation);
-  if (!state->done() && !state->WaitUntil(clock, DeadlineAfter(clock, timeout, operation))) {
-    return absl::DeadlineExceededError(TimeoutMessage(operation, timeout));
+  try {
+    if (!state->done() &&
+        !state->WaitUntil(clock, DeadlineAfter(clock, timeout, operation), operation)) {
+      return absl::DeadlineExceededError(TimeoutMessage(operation, timeout));
+    }
+  } catch (const DeadlockError& e) {
+    return e.ToStatus();
   }
   return StatusFromException(state->error());
 }

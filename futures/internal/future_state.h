@@ -103,7 +103,16 @@ class StateBase {
 
   // Blocks until done or `deadline` on `clock`. Returns done(). A blocked waiter parks on a mutex
   // of its own that a done-callback signals, so completing a future nobody waits on costs nothing.
-  bool WaitUntil(Clock& clock, absl::Time deadline);
+  // Throws DeadlockError, naming `operation`, instead of blocking in the serial context that must
+  // produce this state (see set_producer).
+  bool WaitUntil(Clock& clock, absl::Time deadline, const char* operation);
+
+  // Records the serial context (futures_internal::CurrentSerialContext(): a worker) that completes
+  // this state by running a call queued in it. Waiting for the state inside that same context
+  // would never end, so WaitUntil refuses it. Set once, before the future is handed out.
+  void set_producer(const void* producer) noexcept { producer_ = producer; }
+  // Whether the calling thread runs the serial context that must produce this pending state.
+  bool WaitWouldSelfDeadlock() const noexcept;
 
   // Completes with `error` unless already completed. Returns whether this call completed it.
   bool SetError(std::exception_ptr error);
@@ -175,8 +184,9 @@ class StateBase {
   std::atomic<int32_t> refs_{1};
   std::atomic<int32_t> consumers_{0};
   std::atomic<Phase> phase_{Phase::kPending};
+  SpinLock lock_;  // Beside phase_: the two fill one word's padding.
   std::atomic<uint64_t> id_{0};
-  SpinLock lock_;
+  const void* producer_ = nullptr;  // Written before the state is shared; read-only after.
   CallbackNode* callbacks_head_ ABSL_GUARDED_BY(lock_) = nullptr;
   CallbackNode* callbacks_tail_ ABSL_GUARDED_BY(lock_) = nullptr;
   CancelNode* cancel_callbacks_ ABSL_GUARDED_BY(lock_) = nullptr;
@@ -274,6 +284,10 @@ absl::Time DeadlineAfter(Clock& clock, absl::Duration timeout, const char* opera
 inline void CheckTimeout(absl::Duration timeout, const char* operation) {
   if (timeout < absl::ZeroDuration()) ThrowNegativeTimeout(operation, timeout);
 }
+
+// Throws DeadlockError naming `operation`: a wait for a state that the waiting serial context must
+// produce.
+[[noreturn]] void ThrowSelfDeadlock(const char* operation);
 
 // Throws InvalidOptionError: the value was moved out through another handle.
 [[noreturn]] void ThrowValueTaken(const char* operation);

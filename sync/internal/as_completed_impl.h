@@ -38,7 +38,7 @@ class AsCompletedState {
         clock_(clock),
         timeout_(timeout),
         deadline_(DeadlineAfter(clock, timeout)),
-        watch_(any_) {}
+        watch_(any_, "AsCompleted") {}
 
   size_t size() const { return futures_.size(); }
   bool finished() const { return started_ && !current_.has_value(); }

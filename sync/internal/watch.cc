@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "futures/errors.h"
+#include "futures/internal/task_context.h"
 
 namespace concurry {
 namespace sync_internal {
@@ -43,8 +44,11 @@ struct Watch::Shared {
   size_t failures ABSL_GUARDED_BY(mu) = 0;
 };
 
-Watch::Watch(std::span<const AnyFuture> futures)
-    : futures_(futures), shared_(std::make_shared<Shared>()), handles_(futures.size(), nullptr) {
+Watch::Watch(std::span<const AnyFuture> futures, const char* operation)
+    : futures_(futures),
+      operation_(operation),
+      shared_(std::make_shared<Shared>()),
+      handles_(futures.size(), nullptr) {
   try {
     for (size_t i = 0; i < futures_.size(); ++i) {
       const AnyFuture& future = futures_[i];
@@ -80,12 +84,33 @@ bool Watch::Await(size_t count, bool or_failure, Clock& clock, absl::Time deadli
   const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(shared.mu) {
     return shared.completed.size() >= count || (or_failure && shared.failures > 0);
   };
+  if (!ready()) CheckReachable(count, or_failure, shared.completed.size());
   const bool met = clock.AwaitWithDeadline(&shared.mu, absl::Condition(&ready), deadline);
   snapshot->completed.insert(snapshot->completed.end(),
                              shared.completed.begin() + snapshot->completed.size(),
                              shared.completed.end());
   snapshot->failures = shared.failures;
   return met;
+}
+
+void Watch::CheckReachable(size_t count, bool or_failure, size_t completed) {
+  const void* context = futures_internal::CurrentSerialContext();
+  if (context == nullptr) return;
+  if (context != own_context_) {
+    own_context_ = context;
+    own_.clear();
+    for (size_t i = 0; i < futures_.size(); ++i) {
+      if (futures_[i].WaitWouldSelfDeadlock()) own_.push_back(i);
+    }
+  }
+  if (own_.empty()) return;
+  // Read after `completed`: an own future done since then is counted in neither, which can only
+  // make the wait look reachable.
+  size_t own_pending = 0;
+  for (size_t i : own_) own_pending += futures_[i].WaitWouldSelfDeadlock() ? 1 : 0;
+  const size_t others_pending = futures_.size() - completed - own_pending;
+  if (completed + others_pending >= count || (or_failure && others_pending > 0)) return;
+  futures_internal::ThrowSelfDeadlock(operation_);
 }
 
 }  // namespace sync_internal

@@ -47,8 +47,9 @@ struct Snapshot {
 // Not thread-safe; confine to one thread (the callbacks may run on any thread).
 class Watch {
  public:
-  // `futures` must all be valid and must outlive the Watch.
-  explicit Watch(std::span<const AnyFuture> futures);
+  // `futures` must all be valid and must outlive the Watch. `operation` names the caller in
+  // errors.
+  Watch(std::span<const AnyFuture> futures, const char* operation);
   ~Watch();
 
   Watch(const Watch&) = delete;
@@ -57,17 +58,28 @@ class Watch {
   // Blocks until at least `count` futures are done, or one failed when `or_failure` is set, or
   // `clock` reaches `deadline`. Returns whether the condition holds. Appends to
   // `snapshot->completed` the completions it does not hold yet and updates its failure count
-  // (pass the same snapshot to every call).
+  // (pass the same snapshot to every call). Throws DeadlockError instead of blocking when only
+  // futures that the calling thread's own worker must produce could meet the condition.
   bool Await(size_t count, bool or_failure, Clock& clock, absl::Time deadline, Snapshot* snapshot);
 
  private:
   struct Shared;
 
+  // Throws DeadlockError when `count` completions (or, with `or_failure`, a failure) can only come
+  // from futures that the worker whose call the calling thread runs must produce. `completed` is
+  // how many are done.
+  void CheckReachable(size_t count, bool or_failure, size_t completed);
+
   // Removes every callback that has not run.
   void RemoveCallbacks() noexcept;
 
   const std::span<const AnyFuture> futures_;
+  const char* const operation_;
   const std::shared_ptr<Shared> shared_;
+  // The futures that were pending results of calls to the worker `own_context_` (the serial
+  // context of the last Await that ran inside one), found once per context.
+  const void* own_context_ = nullptr;
+  std::vector<size_t> own_;
   // Per future: its callback's handle, or null when it was done before registration.
   std::vector<AnyFuture::CallbackHandle> handles_;
 };

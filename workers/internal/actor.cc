@@ -9,17 +9,22 @@
 #include <utility>
 
 #include "absl/synchronization/mutex.h"
+#include "futures/clock.h"
 #include "futures/errors.h"
+#include "futures/internal/task_context.h"
 #include "futures/tbb_executor.h"
-#include "oneapi/tbb/global_control.h"
 #include "oneapi/tbb/scalable_allocator.h"
 
 namespace concurry::workers_internal {
 namespace {
 
-// The actor whose drain the calling thread is running, if any, and that drain's flag for a
-// nested drain request (see ActorCore::Drain).
-thread_local const ActorCore* current_actor = nullptr;
+// The actor whose drain the calling thread is running, if any: the thread's serial context (only
+// actors set one).
+const ActorCore* CurrentActor() {
+  return static_cast<const ActorCore*>(futures_internal::CurrentSerialContext());
+}
+// The flag of the drain the calling thread is running, for a nested drain request (see
+// ActorCore::Drain).
 thread_local bool* current_redrain = nullptr;
 // The actor whose Stop is cancelling calls on this thread, if any: a Stop nested in one of those
 // cancellation callbacks must not wait for the pass it is part of.
@@ -64,7 +69,7 @@ SubmissionGate::Admission SubmissionGate::Admit(CallNode* node, bool may_block) 
     node->gated_ = true;
     return Admission::kForward;
   }
-  if (policy_ != QueueFullPolicy::kBlock || !may_block || current_actor != nullptr ||
+  if (policy_ != QueueFullPolicy::kBlock || !may_block || CurrentActor() != nullptr ||
       NonBlockingScope::Active()) {
     node->gated_ = true;
     waiting_.push_back({node, nullptr});
@@ -74,7 +79,9 @@ SubmissionGate::Admission SubmissionGate::Admit(CallNode* node, bool may_block) 
   waiting_.push_back({node, &admitted});
   auto done = [this, &admitted]()
                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return admitted || closed_; };
-  mu_.Await(absl::Condition(&done));
+  // A BlockingRegion (through the clock): a caller running in a TbbExecutor task gets a thread
+  // added meanwhile.
+  Clock::Real().AwaitWithDeadline(&mu_, absl::Condition(&done), absl::InfiniteFuture());
   if (!admitted) return Admission::kClosed;  // Close removed the entry.
   node->gated_ = true;
   return Admission::kForward;
@@ -128,10 +135,13 @@ class ActorCore::StopNode final : public CallNode {
   ActorCore* core_;
 };
 
-bool ActorCore::InAnyActorContext() { return current_actor != nullptr; }
+bool ActorCore::InAnyActorContext() { return CurrentActor() != nullptr; }
+
+ActorCore* ActorCore::Current() { return const_cast<ActorCore*>(CurrentActor()); }
 
 const LimitPool* ActorCore::CurrentLimits() {
-  return current_actor == nullptr ? nullptr : &current_actor->options_.limits;
+  const ActorCore* actor = CurrentActor();
+  return actor == nullptr ? nullptr : &actor->options_.limits;
 }
 
 WorkerStats ActorCore::Stats() {
@@ -181,7 +191,7 @@ void ActorCore::Start(CallNode* construct) {
   if (!Push(construct)) Finish(construct, /*run=*/false);
 }
 
-bool ActorCore::InActorContext() const { return current_actor == this; }
+bool ActorCore::InActorContext() const { return CurrentActor() == this; }
 
 CallNode* ActorCore::TakeAllLocked() {
   CallNode* chain = first_;
@@ -258,7 +268,7 @@ void ActorCore::CancelChain(CallNode* chain) noexcept {
 }
 
 bool ActorCore::Drain(int64_t budget) {
-  if (current_actor == this && current_redrain != nullptr) {
+  if (CurrentActor() == this && current_redrain != nullptr) {
     // Scheduled from this drain through an executor that ran the task inline: let the outer
     // drain, on this thread, continue rather than recursing (which would grow the stack per
     // budget).
@@ -266,14 +276,11 @@ bool ActorCore::Drain(int64_t budget) {
     return true;
   }
   bool redrain = false;
-  struct Context {
-    const ActorCore* outer;
-    bool* outer_redrain;
-    ~Context() {
-      current_actor = outer;
-      current_redrain = outer_redrain;
-    }
-  } context{std::exchange(current_actor, this), std::exchange(current_redrain, &redrain)};
+  const futures_internal::ScopedSerialContext context(this);
+  struct Redrain {
+    bool* outer;
+    ~Redrain() { current_redrain = outer; }
+  } restore{std::exchange(current_redrain, &redrain)};
   // Keeps the actor alive through the drain even if the last handle goes away meanwhile.
   const std::shared_ptr<ActorCore> self = shared_from_this();
   for (int64_t ran = 0;; ++ran) {
@@ -335,10 +342,7 @@ void ActorCore::Abandon() noexcept {
   // Inside Stop (its Schedule failed), Stop finishes its own step of the stop latch.
   const bool own_step = !stop_posted_.exchange(true, std::memory_order_acq_rel);
   {
-    struct Context {
-      const ActorCore* outer;
-      ~Context() { current_actor = outer; }
-    } context{std::exchange(current_actor, this)};
+    const futures_internal::ScopedSerialContext context(this);
     Close();
   }
   if (own_step) {
@@ -474,12 +478,7 @@ void ExecutorActor::Schedule() {
 }
 
 Executor& SharedTbbExecutor() {
-  // oneTBB gives an arena max_allowed_parallelism - 1 worker threads, which leaves one core idle
-  // when the application's threads only wait on futures (the usual case for actors). The shared
-  // arena raises the limit to one worker per core for the life of the process; a smaller
-  // tbb::global_control set by the application still wins (oneTBB applies the minimum).
-  static tbb::global_control control(tbb::global_control::max_allowed_parallelism,
-                                     std::max(2u, std::thread::hardware_concurrency() + 1));
+  // One thread per hardware thread, plus one added for each call that blocks (BlockingRegion).
   // Never destroyed: tbb-mode workers may outlive static destruction.
   static auto* const executor = new TbbExecutor();
   return *executor;

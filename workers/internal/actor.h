@@ -16,6 +16,7 @@
 #include <deque>
 #include <memory>
 #include <thread>
+#include <typeinfo>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -143,6 +144,11 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   bool InActorContext() const;
   // Whether the calling thread is running a call of any actor.
   static bool InAnyActorContext();
+  // The actor whose call the calling thread runs, or null.
+  static ActorCore* Current();
+  // The type of the actor's object (set by the creator before Start), or null.
+  const std::type_info* object_type() const { return object_type_; }
+  void set_object_type(const std::type_info& type) { object_type_ = &type; }
   // The limits of the actor whose call the calling thread runs, or null outside any actor.
   static const LimitPool* CurrentLimits();
 
@@ -178,6 +184,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   void Finish(CallNode* node, bool run) noexcept;
 
   const ResolvedWorkerOptions options_;
+  const std::type_info* object_type_ = nullptr;
   internal::SpinLock lock_;
   CallNode* first_ ABSL_GUARDED_BY(lock_) = nullptr;
   CallNode* last_ ABSL_GUARDED_BY(lock_) = nullptr;
@@ -245,7 +252,7 @@ class ExecutorActor final : public ActorCore {
   Executor* executor_;
 };
 
-// The process-wide oneTBB arena that tbb-mode workers run on.
+// The process-wide TbbExecutor that tbb-mode workers run on.
 Executor& SharedTbbExecutor();
 
 }  // namespace concurry::workers_internal

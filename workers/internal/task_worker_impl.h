@@ -60,9 +60,6 @@
 
 namespace concurry::workers_internal {
 
-// The object of a TaskWorker's actor. Tasks ignore it.
-struct TaskHost {};
-
 // Calls a function it owns (one TaskWorker::Submit).
 template <typename F>
 struct FnInvoker {

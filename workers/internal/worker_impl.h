@@ -35,7 +35,8 @@ struct MemberOf<F C::*> {
   using Class = C;
 };
 
-struct TaskHost;
+// The object of a TaskWorker's actor. Tasks ignore it.
+struct TaskHost {};
 
 // The demangled name of T, for retry contexts ("TaskWorker" for tasks).
 template <typename T>
@@ -179,14 +180,17 @@ class ConstructNode final : public CallNode {
 
 std::shared_ptr<ActorCore> MakeActor(const ResolvedWorkerOptions& options);
 
-// What every copy of one handle shares; the last copy stops the worker.
+// What every copy of one handle shares; the last copy of an owning handle stops the worker.
 struct HandleState {
-  explicit HandleState(std::shared_ptr<ActorCore> c) : core(std::move(c)) {}
+  explicit HandleState(std::shared_ptr<ActorCore> c, bool owns = true)
+      : core(std::move(c)), owning(owns) {}
   ~HandleState();
   HandleState(const HandleState&) = delete;
   HandleState& operator=(const HandleState&) = delete;
 
   std::shared_ptr<ActorCore> core;
+  // False for a worker's handle to itself (CurrentWorker): it does not keep the worker running.
+  const bool owning;
 };
 
 // Posts `node`, failing its future with StoppedError if the worker was stopped.
@@ -434,6 +438,8 @@ auto SubmitCall(const std::shared_ptr<ActorCore>& core, Invoker invoker, A&&... 
         "Worker call: the result type depends on whether futures are unwrapped");
   }
   Promise<R> promise;
+  // Waiting for it inside this worker's own calls would never end: such waits throw.
+  futures_internal::SetProducer(promise, core.get());
   Future<R> result = promise.GetFuture();
   std::tuple<std::decay_t<A>...> tuple(std::forward<A>(args)...);
   if constexpr (!kHas) {
