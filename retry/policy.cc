@@ -1,9 +1,8 @@
 #include "retry/policy.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
-#include <cstdint>
-#include <limits>
 #include <string>
 
 #include "absl/random/distributions.h"
@@ -33,26 +32,30 @@ constexpr NamedAlgorithm kAlgorithms[] = {
 
 std::string Field(absl::string_view field) { return absl::StrCat("RetryPolicy.", field); }
 
-// The algorithm's multiple of the base wait for failed attempt n >= 1, or -1 when it does not
-// fit in int64 (the wait is then infinite).
-int64_t Multiple(BackoffAlgorithm algorithm, int n) {
+// Returns `base` (> 0) times the algorithm's multiple for failed attempt n >= 1, exactly when
+// absl::Duration can hold it, else InfiniteDuration(). absl::Duration arithmetic saturates (no
+// overflow), and the loops stop once the wait is infinite: from the smallest positive duration
+// that takes fewer than 100 doublings or 150 Fibonacci steps, whatever n is.
+absl::Duration Scaled(BackoffAlgorithm algorithm, absl::Duration base, int n) {
   switch (algorithm) {
     case BackoffAlgorithm::kLinear:
-      return n;
-    case BackoffAlgorithm::kExponential:
-      return n - 1 >= 62 ? -1 : int64_t{1} << (n - 1);
+      return base * n;
+    case BackoffAlgorithm::kExponential: {
+      absl::Duration wait = base;
+      for (int i = 1; i < n && wait != absl::InfiniteDuration(); ++i) wait *= 2;
+      return wait;
+    }
     case BackoffAlgorithm::kFibonacci: {
-      if (n > 92) return -1;  // fib(93) > INT64_MAX.
-      int64_t a = 1, b = 1;   // fib(1), fib(2)
-      for (int i = 3; i <= n; ++i) {
-        const int64_t next = a + b;
+      absl::Duration a = base, b = base;  // fib(1), fib(2) times base.
+      for (int i = 3; i <= n && b != absl::InfiniteDuration(); ++i) {
+        const absl::Duration next = a + b;
         a = b;
         b = next;
       }
       return n == 1 ? a : b;
     }
   }
-  return 1;
+  return base;  // Not reached: the algorithm is validated.
 }
 
 }  // namespace
@@ -84,7 +87,10 @@ bool AbslParseFlag(absl::string_view text, BackoffAlgorithm* algorithm, std::str
 }
 
 std::string AbslUnparseFlag(BackoffAlgorithm algorithm) {
-  return std::string(BackoffAlgorithmName(algorithm));
+  const absl::string_view name = BackoffAlgorithmName(algorithm);
+  // An out-of-range value is shown as its number, as for the other enums (which AbslParseFlag
+  // then rejects), never as a name.
+  return name == "unknown" ? absl::StrCat(static_cast<int>(algorithm)) : std::string(name);
 }
 
 std::string RetryFilter::Describe() const {
@@ -92,10 +98,31 @@ std::string RetryFilter::Describe() const {
   return "predicate";
 }
 
-void ValidateRetryPolicy(const RetryPolicy& policy) {
-  if (policy.num_retries < 0) {
-    throw InvalidOptionError(
-        absl::StrCat(Field("num_retries"), " must be >= 0, got ", policy.num_retries));
+namespace {
+
+// Renders a double for messages, exactly (the shortest text that reads back as `value`, so
+// 1.0000000000000002 is not shown as 1); NaN is named as such.
+std::string DoubleText(double value) {
+  if (std::isnan(value)) return "NaN";
+  char buffer[32];
+  const std::to_chars_result result = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  return std::string(buffer, result.ptr);
+}
+
+constexpr absl::string_view kAllowedCodes =
+    "allowed: the error codes 1 (kCancelled) to 16 (kUnauthenticated)";
+
+// The fields BackoffWait() reads.
+void ValidateBackoff(const RetryPolicy& policy) {
+  switch (policy.algorithm) {
+    case BackoffAlgorithm::kExponential:
+    case BackoffAlgorithm::kLinear:
+    case BackoffAlgorithm::kFibonacci:
+      break;
+    default:
+      throw InvalidOptionError(absl::StrCat(Field("algorithm"), ": unknown value ",
+                                            static_cast<int>(policy.algorithm),
+                                            "; allowed: kExponential, kLinear, kFibonacci"));
   }
   if (policy.wait < absl::ZeroDuration() || policy.wait == absl::InfiniteDuration()) {
     throw InvalidOptionError(absl::StrCat(Field("wait"), " must be >= 0 and finite, got ",
@@ -103,12 +130,22 @@ void ValidateRetryPolicy(const RetryPolicy& policy) {
   }
   if (!(policy.jitter >= 0.0 && policy.jitter <= 1.0)) {  // Also rejects NaN.
     throw InvalidOptionError(
-        absl::StrCat(Field("jitter"), " must be in [0, 1], got ", policy.jitter));
+        absl::StrCat(Field("jitter"), " must be in [0, 1], got ", DoubleText(policy.jitter)));
   }
   if (policy.max_wait < absl::ZeroDuration()) {
     throw InvalidOptionError(absl::StrCat(Field("max_wait"), " must be >= 0 (or infinite), got ",
                                           absl::FormatDuration(policy.max_wait)));
   }
+}
+
+}  // namespace
+
+void ValidateRetryPolicy(const RetryPolicy& policy) {
+  if (policy.num_retries < 0 || policy.num_retries > kMaxNumRetries) {
+    throw InvalidOptionError(absl::StrCat(Field("num_retries"), " must be in [0, ", kMaxNumRetries,
+                                          "], got ", policy.num_retries));
+  }
+  ValidateBackoff(policy);
   if (policy.deadline <= absl::ZeroDuration()) {
     throw InvalidOptionError(absl::StrCat(Field("deadline"), " must be > 0 (or infinite), got ",
                                           absl::FormatDuration(policy.deadline)));
@@ -121,9 +158,15 @@ void ValidateRetryPolicy(const RetryPolicy& policy) {
     }
   }
   for (size_t i = 0; i < policy.retry_on_codes.size(); ++i) {
-    if (policy.retry_on_codes[i] == absl::StatusCode::kOk) {
+    const int code = static_cast<int>(policy.retry_on_codes[i]);
+    if (code == 0) {
       throw InvalidOptionError(absl::StrCat(Field("retry_on_codes"), "[", i,
-                                            "] is kOk; only error codes can be retried"));
+                                            "]: kOk (0) is not an error and cannot be retried; ",
+                                            kAllowedCodes));
+    }
+    if (code < 1 || code > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
+      throw InvalidOptionError(absl::StrCat(Field("retry_on_codes"), "[", i, "]: unknown value ",
+                                            code, "; ", kAllowedCodes));
     }
   }
   for (size_t i = 0; i < policy.retry_until.size(); ++i) {
@@ -140,12 +183,12 @@ absl::Duration BackoffWait(const RetryPolicy& policy, int failed_attempt, absl::
     throw InvalidOptionError(
         absl::StrCat("BackoffWait: failed_attempt must be >= 1, got ", failed_attempt));
   }
+  ValidateBackoff(policy);
   absl::Duration wait = absl::ZeroDuration();
-  if (policy.wait > absl::ZeroDuration()) {
-    const int64_t multiple = Multiple(policy.algorithm, failed_attempt);
-    wait = multiple < 0 ? absl::InfiniteDuration() : policy.wait * multiple;  // Saturates.
-  }
+  if (policy.wait > absl::ZeroDuration())
+    wait = Scaled(policy.algorithm, policy.wait, failed_attempt);
   if (policy.jitter > 0 && wait > absl::ZeroDuration() && wait != absl::InfiniteDuration()) {
+    // In [0, 1] since jitter is: the jittered wait stays in [0, wait].
     const double factor =
         absl::Uniform<double>(absl::IntervalClosedClosed, bitgen, 1.0 - policy.jitter, 1.0);
     wait = wait * factor;

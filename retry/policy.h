@@ -14,6 +14,7 @@
 
 #include <exception>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -35,14 +36,16 @@ enum class BackoffAlgorithm {
   kFibonacci,    // base · fib(n):  1, 1, 2, 3, 5 …
 };
 
-// Returns the canonical name: "exponential", "linear" or "fibonacci".
+// Returns the canonical name: "exponential", "linear" or "fibonacci" ("unknown" for a value that
+// is none of the enumerators).
 absl::string_view BackoffAlgorithmName(BackoffAlgorithm algorithm);
 
 // Parses concurry's names, case-insensitive: "exponential" (also "exp", "expo"), "linear"
 // ("lin"), "fibonacci" ("fib"). On failure sets `*error` to a message listing the accepted names
 // and returns false.
 bool AbslParseFlag(absl::string_view text, BackoffAlgorithm* algorithm, std::string* error);
-// Returns the canonical name (BackoffAlgorithmName()), which AbslParseFlag() accepts.
+// Returns the canonical name (BackoffAlgorithmName()), which AbslParseFlag() accepts; the number
+// for a value that is none of the enumerators.
 std::string AbslUnparseFlag(BackoffAlgorithm algorithm);
 
 // What a filter, validator or delay hook knows about the call being retried (concurry's `ctx`).
@@ -191,14 +194,22 @@ struct RetryFailure {
 };
 
 // Asks for a specific delay before the next attempt (a server's Retry-After), or nullopt for the
-// policy's back-off. A returned delay gets no jitter; it is clamped to [0, max_wait].
+// policy's back-off. A returned delay gets no jitter; it is clamped to [0, max_wait] (so
+// -InfiniteDuration() is 0); an InfiniteDuration() that no max_wait caps ends the retry.
 using RetryDelayHook =
     std::function<std::optional<absl::Duration>(const RetryFailure&, const RetryContext&)>;
+
+// The largest RetryPolicy::num_retries: attempts are numbered with an int (RetryContext::attempt),
+// and the last one is num_retries + 1.
+inline constexpr int kMaxNumRetries = std::numeric_limits<int>::max() - 1;
 
 // How a call is retried. Plain options; check with ValidateRetryPolicy() (Retry() does).
 //
 // Waiting: after failed attempt n (1-based), when n <= num_retries, the next attempt starts after
-// BackoffWait(policy, n) — or the delay hook's answer — unless `deadline` forbids it.
+// BackoffWait(policy, n) — or the delay hook's answer — unless `deadline` forbids it. A wait that
+// is infinite (a back-off that saturated, or a hook's InfiniteDuration(), with no max_wait) is
+// never slept: the retry ends at once with that attempt's outcome, as when the deadline forbids
+// the wait.
 //
 // Deadline: `deadline` is a budget measured on the retry's clock from the start of the first
 // attempt (t0). After a failed attempt ending at t with a wait w, attempt n+1 is started only if
@@ -213,13 +224,14 @@ using RetryDelayHook =
 // validator rejects it (all must pass). Anything not retried ends the retry at once with the
 // original outcome.
 struct RetryPolicy {
-  // Retries after the first attempt: total attempts = num_retries + 1. >= 0.
+  // Retries after the first attempt: total attempts = num_retries + 1. In [0, kMaxNumRetries].
   int num_retries = 0;
+  // One of the enumerators (another value, such as static_cast<BackoffAlgorithm>(7), is rejected).
   BackoffAlgorithm algorithm = BackoffAlgorithm::kExponential;
   // The base wait (the first wait before jitter). >= 0 and finite.
   absl::Duration wait = absl::Seconds(1);
-  // In [0, 1]: each wait w becomes uniform in [w·(1−jitter), w]. 1 is concurry's "full jitter"
-  // (uniform in [0, w]); 0 waits exactly w.
+  // In [0, 1] (NaN is rejected): each wait w becomes uniform in [w·(1−jitter), w]. 1 is
+  // concurry's "full jitter" (uniform in [0, w]); 0 waits exactly w.
   double jitter = 0.3;
   // Cap on a single wait (applied after jitter, and to hook delays). >= 0; infinite = no cap.
   absl::Duration max_wait = absl::InfiniteDuration();
@@ -227,7 +239,9 @@ struct RetryPolicy {
   absl::Duration deadline = absl::InfiniteDuration();
   // Exceptions to retry (any filter matches).
   std::vector<RetryFilter> retry_on = {RetryOn<std::exception>()};
-  // absl::Status codes to retry, for callables returning absl::Status or absl::StatusOr.
+  // absl::Status codes to retry, for callables returning absl::Status or absl::StatusOr: error
+  // codes 1 (kCancelled) to 16 (kUnauthenticated). kOk (not an error) and values that are not
+  // absl::StatusCode enumerators are rejected.
   std::vector<absl::StatusCode> retry_on_codes = {absl::StatusCode::kUnavailable};
   // Validators of the result (concurry's retry_until); all must pass. Applied even when
   // num_retries == 0 (validation only).
@@ -236,13 +250,17 @@ struct RetryPolicy {
   RetryDelayHook delay_hook{};
 };
 
-// Throws InvalidOptionError naming the first invalid field, its value and what is allowed.
+// Throws InvalidOptionError naming the first invalid field, its value and what is allowed
+// ("RetryPolicy.jitter must be in [0, 1], got NaN"; "RetryPolicy.algorithm: unknown value 7;
+// allowed: kExponential, kLinear, kFibonacci").
 void ValidateRetryPolicy(const RetryPolicy& policy);
 
 // Returns the wait after failed attempt `failed_attempt` (1-based, >= 1): the algorithm's
 // multiple of `policy.wait` (exponential 1,2,4,8…; linear 1,2,3,4…; fibonacci 1,1,2,3,5…;
 // saturating at InfiniteDuration()), then jitter (uniform in [w·(1−jitter), w], drawn from
-// `bitgen` only when jitter > 0), then the `max_wait` cap. Pure: no clock.
+// `bitgen` only when jitter > 0), then the `max_wait` cap; so the result is in [0, max_wait].
+// Pure: no clock. Checks what it reads: throws InvalidOptionError, with ValidateRetryPolicy()'s
+// message, for an invalid algorithm, wait, jitter or max_wait, and for failed_attempt < 1.
 absl::Duration BackoffWait(const RetryPolicy& policy, int failed_attempt, absl::BitGenRef bitgen);
 
 }  // namespace concurry

@@ -1,5 +1,6 @@
 #include "retry/policy.h"
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -85,6 +86,12 @@ TEST(BackoffAlgorithmTest, UnparseRoundTrips) {
     EXPECT_EQ(parsed, a);
   }
   EXPECT_EQ(AbslUnparseFlag(BackoffAlgorithm::kFibonacci), "fibonacci");
+  // Out of range: the number, which does not parse back.
+  EXPECT_EQ(AbslUnparseFlag(static_cast<BackoffAlgorithm>(9)), "9");
+  EXPECT_EQ(BackoffAlgorithmName(static_cast<BackoffAlgorithm>(9)), "unknown");
+  BackoffAlgorithm parsed;
+  std::string error;
+  EXPECT_FALSE(AbslParseFlag("9", &parsed, &error));
 }
 
 TEST(RetryPolicyTest, DefaultsMatchConcurry) {
@@ -192,6 +199,95 @@ TEST(BackoffWaitTest, HugeAttemptNumbersSaturateAndAreCapped) {
 TEST(BackoffWaitTest, RejectsAttemptBelowOne) {
   CountingGen gen;
   EXPECT_THROW(BackoffWait(RetryPolicy{}, 0, gen), InvalidOptionError);
+  EXPECT_THROW(BackoffWait(RetryPolicy{}, std::numeric_limits<int>::min(), gen),
+               InvalidOptionError);
+}
+
+// The message of the InvalidOptionError that `f` throws, or "no error".
+template <typename F>
+std::string ErrorOf(F f) {
+  try {
+    f();
+  } catch (const InvalidOptionError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+TEST(BackoffWaitTest, ValidatesThePolicyItReads) {
+  // Unchecked, jitter 2 drew factors in [-1, 1]: negative waits.
+  CountingGen gen;
+  const auto wait_of = [&](const RetryPolicy& policy) {
+    return ErrorOf([&] { BackoffWait(policy, 1, gen); });
+  };
+  EXPECT_EQ(wait_of(RetryPolicy{.jitter = 2}), "RetryPolicy.jitter must be in [0, 1], got 2");
+  EXPECT_EQ(wait_of(RetryPolicy{.jitter = -0.5}), "RetryPolicy.jitter must be in [0, 1], got -0.5");
+  EXPECT_EQ(wait_of(RetryPolicy{.jitter = kNaN}), "RetryPolicy.jitter must be in [0, 1], got NaN");
+  EXPECT_EQ(wait_of(RetryPolicy{.jitter = -kNaN}), "RetryPolicy.jitter must be in [0, 1], got NaN");
+  EXPECT_EQ(wait_of(RetryPolicy{.jitter = kInf}), "RetryPolicy.jitter must be in [0, 1], got inf");
+  EXPECT_EQ(wait_of(RetryPolicy{.algorithm = static_cast<BackoffAlgorithm>(7)}),
+            "RetryPolicy.algorithm: unknown value 7; allowed: kExponential, kLinear, kFibonacci");
+  EXPECT_EQ(wait_of(RetryPolicy{.wait = -absl::Milliseconds(1)}),
+            "RetryPolicy.wait must be >= 0 and finite, got -1ms");
+  EXPECT_EQ(wait_of(RetryPolicy{.wait = absl::InfiniteDuration()}),
+            "RetryPolicy.wait must be >= 0 and finite, got inf");
+  EXPECT_EQ(wait_of(RetryPolicy{.max_wait = -absl::InfiniteDuration()}),
+            "RetryPolicy.max_wait must be >= 0 (or infinite), got -inf");
+  EXPECT_EQ(gen.calls, 0);
+  // What it does not read is left to ValidateRetryPolicy().
+  EXPECT_EQ(BackoffWait(RetryPolicy{.num_retries = -1, .jitter = 0}, 1, gen), absl::Seconds(1));
+}
+
+TEST(BackoffWaitTest, JitteredWaitsNeverLeaveZeroToMaxWait) {
+  std::mt19937_64 gen(99);
+  for (double jitter : {0.0, std::numeric_limits<double>::denorm_min(), 0.5, 1.0}) {
+    const RetryPolicy policy{.wait = absl::Nanoseconds(1), .jitter = jitter};
+    for (int attempt : {1, 2, 64, 100}) {
+      for (int i = 0; i < 100; ++i) {
+        const absl::Duration w = BackoffWait(policy, attempt, gen);
+        ASSERT_GE(w, absl::ZeroDuration()) << jitter << " " << attempt;
+      }
+    }
+  }
+}
+
+TEST(BackoffWaitTest, SaturatesExactlyAtTheLimitsOfAbslDuration) {
+  CountingGen gen;
+  RetryPolicy policy{.wait = absl::Nanoseconds(1), .jitter = 0};
+  // Exponential: 2^62 ns and 2^63 ns fit in absl::Duration (its range is about +-2^63 s).
+  EXPECT_EQ(BackoffWait(policy, 63, gen), absl::Nanoseconds(int64_t{1} << 62));
+  EXPECT_EQ(BackoffWait(policy, 64, gen), absl::Nanoseconds(int64_t{1} << 62) * 2);
+  policy.wait = absl::Seconds(int64_t{1} << 61);
+  EXPECT_EQ(BackoffWait(policy, 2, gen), absl::Seconds(int64_t{1} << 62));
+  EXPECT_EQ(BackoffWait(policy, 3, gen), absl::InfiniteDuration());  // 2^63 s does not fit.
+  EXPECT_EQ(BackoffWait(policy, std::numeric_limits<int>::max(), gen), absl::InfiniteDuration());
+  // Fibonacci: fib(92) is the largest that fits in int64; the Duration goes further.
+  policy = RetryPolicy{
+      .algorithm = BackoffAlgorithm::kFibonacci, .wait = absl::Nanoseconds(1), .jitter = 0};
+  EXPECT_EQ(BackoffWait(policy, 92, gen), absl::Nanoseconds(int64_t{7540113804746346429}));
+  EXPECT_LT(BackoffWait(policy, 93, gen), absl::InfiniteDuration());
+  EXPECT_EQ(BackoffWait(policy, std::numeric_limits<int>::max(), gen), absl::InfiniteDuration());
+  // Linear: the largest multiple, and the largest finite base.
+  policy =
+      RetryPolicy{.algorithm = BackoffAlgorithm::kLinear, .wait = absl::Seconds(1), .jitter = 0};
+  EXPECT_EQ(BackoffWait(policy, std::numeric_limits<int>::max(), gen),
+            absl::Seconds(std::numeric_limits<int>::max()));
+  policy.wait = absl::Seconds(std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(BackoffWait(policy, 1, gen), absl::Seconds(std::numeric_limits<int64_t>::max()));
+  EXPECT_EQ(BackoffWait(policy, 2, gen), absl::InfiniteDuration());
+  // Full jitter on the largest finite wait stays finite and in range; the cap applies last.
+  policy.jitter = 1;
+  const absl::Duration jittered = BackoffWait(policy, 1, gen);
+  EXPECT_GE(jittered, absl::ZeroDuration());
+  EXPECT_LE(jittered, absl::Seconds(std::numeric_limits<int64_t>::max()));
+  policy.max_wait = absl::Hours(1);
+  EXPECT_EQ(BackoffWait(policy, 2, gen), absl::Hours(1));
+  EXPECT_EQ(BackoffWait(policy, std::numeric_limits<int>::max(), gen), absl::Hours(1));
+  policy.max_wait = absl::ZeroDuration();
+  EXPECT_EQ(BackoffWait(policy, 2, gen), absl::ZeroDuration());
 }
 
 TEST(ValidateRetryPolicyTest, NamesTheFieldAndTheValue) {
@@ -200,7 +296,8 @@ TEST(ValidateRetryPolicyTest, NamesTheFieldAndTheValue) {
     const char* expected;
   };
   std::vector<Case> cases;
-  cases.push_back({RetryPolicy{.num_retries = -1}, "RetryPolicy.num_retries must be >= 0, got -1"});
+  cases.push_back({RetryPolicy{.num_retries = -1},
+                   "RetryPolicy.num_retries must be in [0, 2147483646], got -1"});
   cases.push_back({RetryPolicy{.wait = absl::Seconds(-1)}, "RetryPolicy.wait must be >= 0"});
   cases.push_back({RetryPolicy{.wait = absl::InfiniteDuration()}, "RetryPolicy.wait"});
   cases.push_back({RetryPolicy{.jitter = 1.5}, "RetryPolicy.jitter must be in [0, 1], got 1.5"});
@@ -212,7 +309,7 @@ TEST(ValidateRetryPolicyTest, NamesTheFieldAndTheValue) {
       {RetryPolicy{.deadline = absl::ZeroDuration()}, "RetryPolicy.deadline must be > 0"});
   cases.push_back({RetryPolicy{.retry_on = {RetryFilter::Predicate()}}, "RetryPolicy.retry_on[0]"});
   cases.push_back({RetryPolicy{.retry_on_codes = {absl::StatusCode::kOk}},
-                   "RetryPolicy.retry_on_codes[0] is kOk"});
+                   "RetryPolicy.retry_on_codes[0]: kOk (0) is not an error"});
   cases.push_back({RetryPolicy{.retry_until = {RetryValidator{.name = "json"}}},
                    "RetryPolicy.retry_until[0] ('json')"});
   for (const Case& c : cases) {
@@ -224,6 +321,66 @@ TEST(ValidateRetryPolicyTest, NamesTheFieldAndTheValue) {
     }
   }
   EXPECT_NO_THROW(ValidateRetryPolicy(RetryPolicy{.wait = absl::ZeroDuration(), .jitter = 1}));
+}
+
+std::string PolicyError(const RetryPolicy& policy) {
+  return ErrorOf([&] { ValidateRetryPolicy(policy); });
+}
+
+TEST(ValidateRetryPolicyTest, RejectsOutOfRangeEnumValuesLikeTheOtherOptions) {
+  EXPECT_EQ(PolicyError(RetryPolicy{.algorithm = static_cast<BackoffAlgorithm>(3)}),
+            "RetryPolicy.algorithm: unknown value 3; allowed: kExponential, kLinear, kFibonacci");
+  EXPECT_EQ(PolicyError(RetryPolicy{.algorithm = static_cast<BackoffAlgorithm>(-1)}),
+            "RetryPolicy.algorithm: unknown value -1; allowed: kExponential, kLinear, kFibonacci");
+  EXPECT_EQ(PolicyError(RetryPolicy{.retry_on_codes = {absl::StatusCode::kUnavailable,
+                                                       static_cast<absl::StatusCode>(99)}}),
+            "RetryPolicy.retry_on_codes[1]: unknown value 99; allowed: the error codes 1 "
+            "(kCancelled) to 16 (kUnauthenticated)");
+  EXPECT_EQ(PolicyError(RetryPolicy{.retry_on_codes = {static_cast<absl::StatusCode>(-2)}}),
+            "RetryPolicy.retry_on_codes[0]: unknown value -2; allowed: the error codes 1 "
+            "(kCancelled) to 16 (kUnauthenticated)");
+  EXPECT_EQ(PolicyError(RetryPolicy{.retry_on_codes = {static_cast<absl::StatusCode>(17)}}),
+            "RetryPolicy.retry_on_codes[0]: unknown value 17; allowed: the error codes 1 "
+            "(kCancelled) to 16 (kUnauthenticated)");
+  // Abseil's reserved "do not use" enumerator is not a code either.
+  EXPECT_THAT(
+      PolicyError(RetryPolicy{
+          .retry_on_codes =
+              {absl::StatusCode::kDoNotUseReservedForFutureExpansionUseDefaultInSwitchInstead_}}),
+      HasSubstr("unknown value 20"));
+  EXPECT_EQ(PolicyError(RetryPolicy{.retry_on_codes = {absl::StatusCode::kOk}}),
+            "RetryPolicy.retry_on_codes[0]: kOk (0) is not an error and cannot be retried; "
+            "allowed: the error codes 1 (kCancelled) to 16 (kUnauthenticated)");
+  EXPECT_EQ(PolicyError(RetryPolicy{.retry_on_codes = {absl::StatusCode::kCancelled,
+                                                       absl::StatusCode::kUnauthenticated}}),
+            "no error");
+}
+
+TEST(ValidateRetryPolicyTest, NumericFieldsAtTheirExtremes) {
+  EXPECT_EQ(PolicyError(RetryPolicy{.num_retries = std::numeric_limits<int>::max()}),
+            "RetryPolicy.num_retries must be in [0, 2147483646], got 2147483647");
+  EXPECT_EQ(PolicyError(RetryPolicy{.num_retries = std::numeric_limits<int>::min()}),
+            "RetryPolicy.num_retries must be in [0, 2147483646], got -2147483648");
+  EXPECT_EQ(PolicyError(RetryPolicy{.num_retries = kMaxNumRetries}), "no error");
+  EXPECT_EQ(PolicyError(RetryPolicy{.jitter = kNaN}),
+            "RetryPolicy.jitter must be in [0, 1], got NaN");
+  EXPECT_EQ(PolicyError(RetryPolicy{.jitter = -kInf}),
+            "RetryPolicy.jitter must be in [0, 1], got -inf");
+  EXPECT_EQ(PolicyError(RetryPolicy{.jitter = std::nextafter(1.0, 2.0)}),
+            "RetryPolicy.jitter must be in [0, 1], got 1.0000000000000002");
+  EXPECT_EQ(PolicyError(RetryPolicy{.jitter = -0.0}), "no error");
+  // absl::Duration has no NaN: absl::Seconds(NaN) is +inf and absl::Seconds(-NaN) is -inf.
+  EXPECT_EQ(PolicyError(RetryPolicy{.wait = absl::Seconds(kNaN)}),
+            "RetryPolicy.wait must be >= 0 and finite, got inf");
+  EXPECT_EQ(PolicyError(RetryPolicy{.wait = absl::Seconds(-kNaN)}),
+            "RetryPolicy.wait must be >= 0 and finite, got -inf");
+  EXPECT_EQ(PolicyError(RetryPolicy{.wait = absl::Seconds(std::numeric_limits<int64_t>::max())}),
+            "no error");
+  EXPECT_EQ(PolicyError(RetryPolicy{.max_wait = absl::Seconds(-kNaN)}),
+            "RetryPolicy.max_wait must be >= 0 (or infinite), got -inf");
+  EXPECT_EQ(PolicyError(RetryPolicy{.deadline = -absl::InfiniteDuration()}),
+            "RetryPolicy.deadline must be > 0 (or infinite), got -inf");
+  EXPECT_EQ(PolicyError(RetryPolicy{.deadline = absl::Nanoseconds(1)}), "no error");
 }
 
 struct BaseError : std::runtime_error {

@@ -165,9 +165,17 @@ std::optional<absl::Duration> Driver::NextWait(const RetryFailure& failure,
   if (!wait) {
     wait = BackoffWait(policy_, attempt_, options_.bitgen ? *options_.bitgen : ThreadBitGen());
   }
-  if (policy_.deadline != absl::InfiniteDuration() &&
-      clock().Now() + *wait > start_ + policy_.deadline) {
-    return std::nullopt;
+  // A wait that never ends is not slept (nor scheduled on a timer, where the retry's future would
+  // stay pending for ever): the retry ends now, as when the deadline forbids the wait. That
+  // includes a finite wait whose end is past what absl::Time represents (absl::Time +
+  // absl::Duration saturates at InfiniteFuture()).
+  if (*wait == absl::InfiniteDuration()) return std::nullopt;
+  const bool has_deadline = policy_.deadline != absl::InfiniteDuration();
+  if (*wait > absl::ZeroDuration() || has_deadline) {
+    const absl::Time wake = clock().Now() + *wait;
+    if (wake == absl::InfiniteFuture()) return std::nullopt;
+    // start_ + deadline saturates too: a deadline beyond InfiniteFuture() never ends a retry.
+    if (has_deadline && wake > start_ + policy_.deadline) return std::nullopt;
   }
   return wait;
 }

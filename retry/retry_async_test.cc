@@ -1,4 +1,7 @@
+#include <cstdint>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -221,6 +224,53 @@ class RejectingExecutor final : public Executor {
  public:
   void Submit(Task) override { throw StoppedError("executor stopped"); }
 };
+
+TEST_F(RetryAsyncTest, AWaitThatWouldNeverEndFailsTheFutureInsteadOfLeavingItPending) {
+  // A Retry-After of InfiniteDuration() with no max_wait, and a finite wait whose end saturates at
+  // absl::InfiniteFuture(): a timer entry that never fires would leave the future pending for
+  // ever. The retry ends with the attempt's error instead.
+  for (const absl::Duration delay :
+       {absl::InfiniteDuration(), absl::Seconds(std::numeric_limits<int64_t>::max())}) {
+    SCOPED_TRACE(absl::FormatDuration(delay));
+    int calls = 0;
+    Future<int> future = RetryAsync(
+        executor_,
+        [&]() -> int {
+          ++calls;
+          throw std::runtime_error("busy");
+        },
+        RetryPolicy{.num_retries = 3,
+                    .delay_hook = [delay](const RetryFailure&, const RetryContext&)
+                        -> std::optional<absl::Duration> { return delay; }},
+        Options());
+    ASSERT_TRUE(executor_.RunOne());
+    EXPECT_EQ(timer_.pending(), 0u);
+    ASSERT_TRUE(future.Done());
+    EXPECT_THROW(future.Result(), std::runtime_error);
+    EXPECT_EQ(calls, 1);
+  }
+}
+
+TEST_F(RetryAsyncTest, HugeFiniteWaitsAreScheduledExactly) {
+  // 2^61 s fits: the timer gets a finite deadline that far away (and the wait can be cancelled).
+  int calls = 0;
+  Future<int> future = RetryAsync(
+      executor_,
+      [&]() -> int {
+        ++calls;
+        throw std::runtime_error("down");
+      },
+      RetryPolicy{.num_retries = 1, .wait = absl::Seconds(int64_t{1} << 61), .jitter = 0},
+      Options());
+  ASSERT_TRUE(executor_.RunOne());
+  EXPECT_EQ(timer_.pending(), 1u);
+  clock_.Advance(absl::Hours(24 * 365 * 1000));
+  EXPECT_EQ(executor_.pending(), 0u);
+  clock_.SetTime(start_ + absl::Seconds(int64_t{1} << 61));
+  RunNext(executor_);
+  EXPECT_EQ(calls, 2);
+  EXPECT_THROW(future.Result(), std::runtime_error);
+}
 
 TEST_F(RetryAsyncTest, AnExecutorThatRejectsFailsTheFuture) {
   RejectingExecutor executor;

@@ -1,6 +1,8 @@
 #include "retry/retry.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <random>
@@ -629,7 +631,115 @@ TEST_F(RetryTest, InvalidPolicyIsRejectedBeforeTheFirstCall) {
   int calls = 0;
   EXPECT_THROW(Retry([&] { return ++calls; }, RetryPolicy{.jitter = 2}, Options()),
                InvalidOptionError);
+  for (const RetryPolicy& policy :
+       {RetryPolicy{.num_retries = std::numeric_limits<int>::max()},
+        RetryPolicy{.algorithm = static_cast<BackoffAlgorithm>(5)},
+        RetryPolicy{.jitter = std::numeric_limits<double>::quiet_NaN()},
+        RetryPolicy{.retry_on_codes = {static_cast<absl::StatusCode>(99)}}}) {
+    EXPECT_THROW(Retry([&] { return ++calls; }, policy, Options()), InvalidOptionError);
+  }
   EXPECT_EQ(calls, 0);
+}
+
+// Returns a delay hook answering `delay` for every failure.
+RetryDelayHook AlwaysDelay(absl::Duration delay) {
+  return [delay](const RetryFailure&, const RetryContext&) -> std::optional<absl::Duration> {
+    return delay;
+  };
+}
+
+TEST_F(RetryTest, AnInfiniteHookDelayEndsTheRetryInsteadOfSleepingForever) {
+  int calls = 0;
+  const auto down = [&]() -> int {
+    ++calls;
+    throw std::runtime_error("down");
+  };
+  EXPECT_THROW(
+      Retry(down,
+            RetryPolicy{.num_retries = 3, .delay_hook = AlwaysDelay(absl::InfiniteDuration())},
+            Options()),
+      std::runtime_error);
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(clock_.sleeps().empty());
+  // With a cap it is the cap; a negative infinity is 0.
+  calls = 0;
+  EXPECT_THROW(Retry(down,
+                     RetryPolicy{.num_retries = 2,
+                                 .max_wait = absl::Seconds(5),
+                                 .delay_hook = AlwaysDelay(absl::InfiniteDuration())},
+                     Options()),
+               std::runtime_error);
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(clock_.sleeps(), Seconds({5, 5}));
+  calls = 0;
+  EXPECT_THROW(
+      Retry(down,
+            RetryPolicy{.num_retries = 2, .delay_hook = AlwaysDelay(-absl::InfiniteDuration())},
+            Options()),
+      std::runtime_error);
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(clock_.sleeps(), Seconds({5, 5}));  // No further sleep.
+}
+
+TEST_F(RetryTest, AWaitWhoseEndAbslTimeCannotRepresentEndsTheRetry) {
+  // The largest finite duration: Now() + it saturates at absl::InfiniteFuture().
+  int calls = 0;
+  EXPECT_THROW(Retry(
+                   [&]() -> int {
+                     ++calls;
+                     throw std::runtime_error("down");
+                   },
+                   RetryPolicy{.num_retries = 3,
+                               .delay_hook =
+                                   AlwaysDelay(absl::Seconds(std::numeric_limits<int64_t>::max()))},
+                   Options()),
+               std::runtime_error);
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(clock_.sleeps().empty());
+}
+
+TEST_F(RetryTest, ABackoffThatSaturatesEndsTheRetry) {
+  // Exponential from 2^61 s: 2^61 s, 2^62 s, then 2^63 s does not fit in absl::Duration.
+  int calls = 0;
+  EXPECT_THROW(
+      Retry(
+          [&]() -> int {
+            ++calls;
+            throw std::runtime_error("down");
+          },
+          RetryPolicy{.num_retries = 10, .wait = absl::Seconds(int64_t{1} << 61), .jitter = 0},
+          Options()),
+      std::runtime_error);
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(clock_.sleeps(), (std::vector<absl::Duration>{absl::Seconds(int64_t{1} << 61),
+                                                          absl::Seconds(int64_t{1} << 62)}));
+}
+
+TEST_F(RetryTest, ADeadlineBeyondInfiniteFutureNeverEndsTheRetry) {
+  // t0 + deadline saturates at absl::InfiniteFuture(): no overflow, and every wait fits.
+  int calls = 0;
+  const RetryPolicy policy{.num_retries = 3,
+                           .wait = absl::Seconds(1),
+                           .jitter = 0,
+                           .deadline = absl::Seconds(std::numeric_limits<int64_t>::max())};
+  EXPECT_EQ(Retry(
+                [&] {
+                  if (++calls < 4) throw std::runtime_error("flaky");
+                  return calls;
+                },
+                policy, Options()),
+            4);
+  EXPECT_EQ(clock_.sleeps(), Seconds({1, 2, 4}));
+  // The smallest deadline: only the first attempt (any wait ends past it).
+  calls = 0;
+  EXPECT_THROW(Retry(
+                   [&]() -> int {
+                     ++calls;
+                     throw std::runtime_error("down");
+                   },
+                   RetryPolicy{.num_retries = 3, .deadline = absl::Nanoseconds(1)}, Options()),
+               std::runtime_error);
+  EXPECT_EQ(calls, 1);
 }
 
 TEST_F(RetryTest, ReferenceResultsAreReturnedAsReferences) {

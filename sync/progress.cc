@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <string>
 
+#include "absl/numeric/int128.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "futures/errors.h"
@@ -23,6 +25,13 @@ std::string FormatInterval(absl::Duration d) {
   seconds %= 60;
   if (hours > 0) return absl::StrFormat("%d:%02d:%02d", hours, minutes, seconds);
   return absl::StrFormat("%02d:%02d", minutes, seconds);
+}
+
+// Returns shown * scale / total, rounded down, for 0 <= shown <= total and total > 0, without
+// overflowing int64 (totals up to INT64_MAX are allowed).
+int ScaledShare(int64_t shown, int64_t total, int scale) {
+  return static_cast<int>(absl::uint128(static_cast<uint64_t>(shown)) *
+                          static_cast<uint64_t>(scale) / static_cast<uint64_t>(total));
 }
 
 int64_t DefaultBarMiniters(int64_t total) {
@@ -81,7 +90,10 @@ void ProgressReporter::AdvanceSlow(int64_t n) {
   }
   absl::MutexLock lock(&mu_);
   if (finished_) return;
-  completed_ += n;
+  // Saturates: a count past INT64_MAX stays there instead of overflowing.
+  completed_ = n > std::numeric_limits<int64_t>::max() - completed_
+                   ? std::numeric_limits<int64_t>::max()
+                   : completed_ + n;
   const bool callback_due =
       has_callback_ && completed_ - reported_completed_ >= std::max<int64_t>(1, option_miniters_);
   const bool draw_due = drawing_ && completed_ - drawn_completed_ >= bar_miniters_;
@@ -136,8 +148,8 @@ std::string ProgressReporter::FormatLine(absl::string_view description, int64_t 
                            rate_text);
   }
   const int64_t shown = std::min(completed, total);
-  const int percent = total > 0 ? static_cast<int>(shown * 100 / total) : 100;
-  const int filled = total > 0 ? static_cast<int>(shown * kBarWidth / total) : kBarWidth;
+  const int percent = total > 0 ? ScaledShare(shown, total, 100) : 100;
+  const int filled = total > 0 ? ScaledShare(shown, total, kBarWidth) : kBarWidth;
   std::string bar(filled, '#');
   bar.resize(kBarWidth, ' ');
   std::string eta = "?";

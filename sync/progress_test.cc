@@ -1,7 +1,9 @@
 #include "sync/progress.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -64,6 +66,32 @@ TEST(ProgressFormatTest, FormatsHoursAndEmptyTotal) {
             "W:  50%|##########          | 1/2 [1:02:05<1:02:05, 0.00 it/s]");
   EXPECT_EQ(ProgressReporter::FormatLine("W", 0, 0, absl::Seconds(1)),
             "W: 100%|####################| 0/0 [00:01<00:00, 0.00 it/s]");
+}
+
+TEST(ProgressFormatTest, HugeTotalsDoNotOverflow) {
+  // shown * 100 and shown * kBarWidth overflowed int64 for totals above INT64_MAX / 100.
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  EXPECT_THAT(ProgressReporter::FormatLine("W", kMax - 1, kMax, absl::ZeroDuration()),
+              ::testing::StartsWith("W:  99%|################### | 9223372036854775806/"
+                                    "9223372036854775807 [00:00<?, ? it/s]"));
+  EXPECT_THAT(ProgressReporter::FormatLine("W", kMax / 2, kMax, absl::ZeroDuration()),
+              ::testing::StartsWith("W:  49%|#########           |"));
+  EXPECT_THAT(ProgressReporter::FormatLine("W", kMax, kMax, absl::InfiniteDuration()),
+              ::testing::StartsWith("W: 100%|####################|"));
+}
+
+TEST(ProgressReporterTest, TheCountSaturatesInsteadOfOverflowing) {
+  testing::FakeClock clock;
+  std::vector<int64_t> seen;
+  ProgressReporter progress(
+      {.callback = [&](int64_t completed, int64_t, absl::Duration) { seen.push_back(completed); }},
+      ProgressReporter::kUnknownTotal, "T", clock);
+  progress.Advance(std::numeric_limits<int64_t>::max() - 1);
+  progress.Advance(5);
+  progress.Advance(std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(progress.completed(), std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(seen, (std::vector<int64_t>{std::numeric_limits<int64_t>::max() - 1,
+                                        std::numeric_limits<int64_t>::max()}));
 }
 
 TEST(ProgressReporterTest, DisabledReporterIsInactiveAndWritesNothing) {

@@ -27,7 +27,15 @@ bool AbslParseFlag(absl::string_view text, Order* order, std::string* error) {
   return false;
 }
 
-std::string AbslUnparseFlag(Order order) { return order == Order::kInput ? "input" : "completion"; }
+std::string AbslUnparseFlag(Order order) {
+  switch (order) {
+    case Order::kCompletion:
+      return "completion";
+    case Order::kInput:
+      return "input";
+  }
+  return absl::StrCat(static_cast<int>(order));  // Not a value: shown as it is, never renamed.
+}
 
 bool AbslParseFlag(absl::string_view text, ErrorPolicy* policy, std::string* error) {
   const std::string lower = absl::AsciiStrToLower(text);
@@ -45,7 +53,13 @@ bool AbslParseFlag(absl::string_view text, ErrorPolicy* policy, std::string* err
 }
 
 std::string AbslUnparseFlag(ErrorPolicy policy) {
-  return policy == ErrorPolicy::kCollect ? "collect" : "stop_on_error";
+  switch (policy) {
+    case ErrorPolicy::kStopOnError:
+      return "stop_on_error";
+    case ErrorPolicy::kCollect:
+      return "collect";
+  }
+  return absl::StrCat(static_cast<int>(policy));  // Not a value: shown as it is, never renamed.
 }
 
 namespace sync_internal {
@@ -56,6 +70,16 @@ void ValidateStreamOptions(const StreamOptions& options) {
   if (options.max_in_flight < 1 || options.max_in_flight > kMaxStreamInFlight) {
     throw InvalidOptionError(absl::StrCat("StreamOptions::max_in_flight must be in [1, ",
                                           kMaxStreamInFlight, "], got ", options.max_in_flight));
+  }
+  if (options.order != Order::kCompletion && options.order != Order::kInput) {
+    throw InvalidOptionError(absl::StrCat("StreamOptions::order: unknown value ",
+                                          static_cast<int>(options.order),
+                                          "; allowed: kCompletion, kInput"));
+  }
+  if (options.on_error != ErrorPolicy::kStopOnError && options.on_error != ErrorPolicy::kCollect) {
+    throw InvalidOptionError(absl::StrCat("StreamOptions::on_error: unknown value ",
+                                          static_cast<int>(options.on_error),
+                                          "; allowed: kStopOnError, kCollect"));
   }
   if (options.timeout < absl::ZeroDuration()) {
     throw InvalidOptionError(absl::StrCat("StreamOptions::timeout must be >= 0, got ",

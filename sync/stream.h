@@ -274,7 +274,8 @@ using StreamResultT = typename sync_internal::StreamCall<std::decay_t<F>, In>::R
 
 // Stream (every overload): returns a lazily started ResultStream applying `fn` to each input on
 // `executor`, with at most `options.max_in_flight` tasks in flight. Throws InvalidOptionError for
-// max_in_flight < 1 or a negative timeout.
+// max_in_flight outside [1, kMaxStreamInFlight], a negative timeout, or an `order` or `on_error`
+// that is not one of the enumerators ("StreamOptions::order: unknown value 5; allowed: ...").
 //
 // Over an input range; an lvalue range must outlive the stream, an rvalue one is moved into it.
 template <sync_internal::StreamInputRange Range, typename F>

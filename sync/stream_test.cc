@@ -171,6 +171,35 @@ TEST(StreamTest, RejectsInvalidOptions) {
                InvalidOptionError);
 }
 
+TEST(StreamTest, RejectsUnknownOrderAndErrorPolicyValues) {
+  std::vector<int> inputs = Iota(3);
+  int calls = 0;
+  auto fn = [&](int x) {
+    ++calls;
+    return x;
+  };
+  const auto error_of = [&](StreamOptions options) -> std::string {
+    try {
+      Stream(InlineExecutor(), inputs, fn, std::move(options));
+    } catch (const InvalidOptionError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_EQ(error_of({.order = static_cast<Order>(5)}),
+            "StreamOptions::order: unknown value 5; allowed: kCompletion, kInput");
+  EXPECT_EQ(error_of({.order = static_cast<Order>(-1)}),
+            "StreamOptions::order: unknown value -1; allowed: kCompletion, kInput");
+  EXPECT_EQ(error_of({.on_error = static_cast<ErrorPolicy>(2)}),
+            "StreamOptions::on_error: unknown value 2; allowed: kStopOnError, kCollect");
+  // Rejected when the stream is created, before anything runs; the pull-source overload too.
+  EXPECT_THROW(Stream(InlineExecutor(), []() -> std::optional<int> { return std::nullopt; }, fn,
+                      {.on_error = static_cast<ErrorPolicy>(7)}),
+               InvalidOptionError);
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(error_of({.order = Order::kInput, .on_error = ErrorPolicy::kCollect}), "no error");
+}
+
 TEST(StreamTest, YieldsEveryResultOnInlineExecutor) {
   std::vector<int> inputs = Iota(100);
   std::vector<int64_t> indices;
@@ -902,6 +931,11 @@ TEST(StreamTest, ParsesFlags) {
   EXPECT_EQ(policy, ErrorPolicy::kStopOnError);
   EXPECT_EQ(AbslUnparseFlag(Order::kInput), "input");
   EXPECT_EQ(AbslUnparseFlag(ErrorPolicy::kCollect), "collect");
+  EXPECT_EQ(AbslUnparseFlag(Order::kCompletion), "completion");
+  EXPECT_EQ(AbslUnparseFlag(ErrorPolicy::kStopOnError), "stop_on_error");
+  // Out-of-range values are shown as numbers (as for Mode and ReturnWhen), not as a valid name.
+  EXPECT_EQ(AbslUnparseFlag(static_cast<Order>(5)), "5");
+  EXPECT_EQ(AbslUnparseFlag(static_cast<ErrorPolicy>(-1)), "-1");
 }
 
 TEST(StreamTest, IsAnInputRange) {

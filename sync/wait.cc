@@ -61,9 +61,10 @@ WaitResult Wait(std::span<const AnyFuture> futures, const WaitOptions& options) 
   const ReturnWhen when = options.return_when;
   if (when != ReturnWhen::kAllCompleted && when != ReturnWhen::kFirstCompleted &&
       when != ReturnWhen::kFirstException) {
-    throw InvalidOptionError(absl::StrCat(
-        kOperation, ": return_when must be kAllCompleted, kFirstCompleted or kFirstException, got ",
-        static_cast<int>(when)));
+    throw InvalidOptionError(absl::StrCat(kOperation, ": return_when: unknown value ",
+                                          static_cast<int>(when),
+                                          "; allowed: kAllCompleted, kFirstCompleted, "
+                                          "kFirstException"));
   }
   for (size_t i = 0; i < futures.size(); ++i) {
     if (!futures[i].valid())

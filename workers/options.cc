@@ -15,6 +15,8 @@ namespace concurry {
 namespace {
 
 constexpr int kNumModes = static_cast<int>(Mode::kRemote) + 1;
+constexpr absl::string_view kAllModes =
+    "kSync, kThread, kTbb, kLoopback, kProcess, kCoroutine, kRemote";
 
 bool KnownMode(Mode mode) {
   const int i = static_cast<int>(mode);
@@ -30,16 +32,32 @@ std::string ModeName(Mode mode) {
   return KnownMode(mode) ? AbslUnparseFlag(mode) : absl::StrCat(static_cast<int>(mode));
 }
 
-void ValidateDefaults(Mode mode, const WorkerDefaults& d, absl::string_view where) {
+// Where a resolved field came from, for messages about combinations: "" when the caller set it
+// explicitly, else a note naming the defaults it was taken from.
+struct Sources {
+  absl::string_view max_queued_tasks;
+  absl::string_view queue_full;
+};
+
+void ValidateDefaults(Mode mode, const WorkerDefaults& d, absl::string_view where,
+                      const Sources& sources = {}) {
   if (d.max_queued_tasks < 1) {
     throw InvalidOptionError(absl::StrCat(where, ": max_queued_tasks for mode ", ModeName(mode),
                                           " is ", d.max_queued_tasks,
                                           "; allowed: >= 1, or kUnbounded for no cap"));
   }
   if (d.queue_full != QueueFullPolicy::kDefer && d.queue_full != QueueFullPolicy::kBlock) {
-    throw InvalidOptionError(absl::StrCat(where, ": unknown queue_full value ",
+    throw InvalidOptionError(absl::StrCat(where, ": queue_full: unknown value ",
                                           static_cast<int>(d.queue_full),
                                           "; allowed: kDefer, kBlock"));
+  }
+  if (d.queue_full == QueueFullPolicy::kBlock && d.max_queued_tasks == kUnbounded) {
+    // kBlock bounds the queue by blocking callers; without a cap nothing would ever block, which
+    // is kDefer in disguise and almost certainly a forgotten max_queued_tasks.
+    throw InvalidOptionError(absl::StrCat(
+        where, ": queue_full is kBlock", sources.queue_full, " for mode ", ModeName(mode),
+        " but max_queued_tasks is kUnbounded", sources.max_queued_tasks,
+        "; kBlock needs max_queued_tasks: set it to the cap (>= 1), or use kDefer"));
   }
   if (d.stop_timeout < absl::ZeroDuration()) {
     throw InvalidOptionError(absl::StrCat(where, ": stop_timeout is ",
@@ -234,8 +252,8 @@ std::string AbslUnparseFlag(QueueFullPolicy policy) {
 
 WorkerDefaults GetWorkerDefaults(Mode mode) {
   if (!KnownMode(mode)) {
-    throw InvalidOptionError(
-        absl::StrCat("GetWorkerDefaults: unknown mode ", static_cast<int>(mode)));
+    throw InvalidOptionError(absl::StrCat("GetWorkerDefaults: mode: unknown value ",
+                                          static_cast<int>(mode), "; allowed: ", kAllModes));
   }
   return Table().Get(mode);
 }
@@ -243,8 +261,8 @@ WorkerDefaults GetWorkerDefaults(Mode mode) {
 ScopedWorkerDefaults::ScopedWorkerDefaults(Mode mode,
                                            absl::FunctionRef<void(WorkerDefaults&)> change) {
   if (!KnownMode(mode)) {
-    throw InvalidOptionError(
-        absl::StrCat("ScopedWorkerDefaults: unknown mode ", static_cast<int>(mode)));
+    throw InvalidOptionError(absl::StrCat("ScopedWorkerDefaults: mode: unknown value ",
+                                          static_cast<int>(mode), "; allowed: ", kAllModes));
   }
   id_ = Table().Add(mode, change);
 }
@@ -254,7 +272,8 @@ ScopedWorkerDefaults::~ScopedWorkerDefaults() { Table().Remove(id_); }
 ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   const Mode mode = options.mode;
   if (!KnownMode(mode)) {
-    throw InvalidOptionError(absl::StrCat("worker options: unknown mode ", static_cast<int>(mode),
+    throw InvalidOptionError(absl::StrCat("worker options: mode: unknown value ",
+                                          static_cast<int>(mode),
                                           "; allowed: kSync, kThread, kTbb, kLoopback"));
   }
   if (!AvailableMode(mode)) {
@@ -269,7 +288,10 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   if (options.unwrap_futures) d.unwrap_futures = *options.unwrap_futures;
   if (options.stop_timeout) d.stop_timeout = *options.stop_timeout;
   if (options.max_workers) d.max_workers = *options.max_workers;
-  ValidateDefaults(mode, d, "worker options");
+  constexpr absl::string_view kFromDefaults = " (from the mode's defaults)";
+  ValidateDefaults(mode, d, "worker options",
+                   {.max_queued_tasks = options.max_queued_tasks ? "" : kFromDefaults,
+                    .queue_full = options.queue_full ? "" : kFromDefaults});
   if (options.executor != nullptr && mode != Mode::kTbb) {
     throw InvalidOptionError(absl::StrCat("worker options: executor is set for mode ",
                                           ModeName(mode), "; only tbb mode runs on an executor"));

@@ -70,6 +70,7 @@ enum class QueueFullPolicy {
   // a FIFO until a forwarded call finishes.
   kDefer,
   // Strict bound: the call blocks the calling thread until there is room (or the worker stops).
+  // Needs a cap: kBlock with max_queued_tasks == kUnbounded is rejected (InvalidOptionError).
   kBlock,
 };
 
@@ -189,13 +190,17 @@ struct WorkerOptions {
   // type-checked: BlockingWorker<T> sets it; Worker<T> rejects `true`.
   std::optional<bool> blocking = std::nullopt;
   // Cap on calls forwarded to the worker and not yet finished: >= 1, or kUnbounded. Calls beyond
-  // it wait as `queue_full` says. Ignored in kSync mode (a call there finishes before it returns).
+  // it wait as `queue_full` says (QueueFullPolicy::kBlock needs a cap). Ignored in kSync mode (a
+  // call there finishes before it returns).
   std::optional<int64_t> max_queued_tasks = std::nullopt;
   std::optional<QueueFullPolicy> queue_full = std::nullopt;
   // Replace Future arguments (also inside vectors, maps, tuples, pairs, optionals) by their values
   // before the method runs; the call is dispatched when they are ready.
   std::optional<bool> unwrap_futures = std::nullopt;
-  // How long Stop() without an argument, and the last handle's destructor, wait for a running call.
+  // How long Stop() without an argument, and the last handle's destructor, wait for a running call:
+  // >= 0; absl::InfiniteDuration() waits forever. (Abseil turns absl::Seconds(NaN) into
+  // InfiniteDuration() and absl::Seconds(-NaN) into -InfiniteDuration(), which is rejected: check
+  // a computed double for NaN before converting it.)
   std::optional<absl::Duration> stop_timeout = std::nullopt;
   // Number of workers. A Worker is one worker, so only 1 is accepted until worker pools land.
   std::optional<int> max_workers = std::nullopt;
@@ -225,8 +230,11 @@ WorkerDefaults GetWorkerDefaults(Mode mode);
 // Changes the defaults of one mode for its lifetime. The change is process-wide (workers are
 // created from any thread) and validated like WorkerOptions (InvalidOptionError). `change` gets
 // the current defaults; the fields it changes are what the scope overrides, on top of the scopes
-// created before it. Scopes nest and may end in any order: the defaults are always the built-in
-// ones plus the changes of the scopes still alive, in creation order. (A field set to the value
+// created before it; the resulting defaults must be valid on their own (so kBlock needs a
+// max_queued_tasks cap in the same defaults). Scopes nest and may end in any order: the defaults
+// are always the built-in ones plus the changes of the scopes still alive, in creation order (when
+// an ending scope leaves an invalid combination behind, such as kBlock from an inner scope without
+// the cap of an outer one, ResolveWorkerOptions rejects it). (A field set to the value
 // it already had is not an override.) `change` runs under the table's lock: it may read the
 // defaults (GetWorkerDefaults, creating workers) but must not create or end scopes or wait for
 // other threads that do. Thread-safe; not copyable or movable.
@@ -270,9 +278,10 @@ struct ResolvedWorkerOptions {
 
 // Fills the empty fields of `options` from the defaults of its mode and validates the result.
 // Throws InvalidOptionError, naming the field, the value and what is allowed, for: a mode not
-// available in this build, max_workers != 1, max_queued_tasks < 1, a negative stop_timeout, an
-// executor outside kTbb mode, an unknown enum value, limits that cannot serve the mode, an invalid
-// retry policy.
+// available in this build, max_workers != 1, max_queued_tasks < 1, QueueFullPolicy::kBlock with
+// max_queued_tasks == kUnbounded (also when either comes from the defaults), a negative
+// stop_timeout, an executor outside kTbb mode, an unknown enum value ("mode: unknown value 42;
+// allowed: ..."), limits that cannot serve the mode, an invalid retry policy.
 ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options);
 
 }  // namespace concurry

@@ -1,5 +1,7 @@
 #include "workers/options.h"
 
+#include <cmath>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -77,7 +79,8 @@ TEST(ResolveWorkerOptionsTest, RejectsInvalidCombinations) {
   EXPECT_THAT(ErrorOf({.mode = Mode::kCoroutine}), HasSubstr("mode coroutine is not available"));
   EXPECT_THAT(ErrorOf({.mode = Mode::kRemote}),
               HasSubstr("available: sync, thread, tbb, loopback"));
-  EXPECT_THAT(ErrorOf({.mode = static_cast<Mode>(42)}), HasSubstr("unknown mode 42"));
+  EXPECT_EQ(ErrorOf({.mode = static_cast<Mode>(42)}),
+            "worker options: mode: unknown value 42; allowed: kSync, kThread, kTbb, kLoopback");
   EXPECT_THAT(ErrorOf({.mode = Mode::kSync, .max_workers = 4}),
               HasSubstr("max_workers for mode sync is 4; sync mode runs in the caller's thread"));
   EXPECT_THAT(ErrorOf({.mode = Mode::kThread, .max_workers = 0}), HasSubstr("allows only 1"));
@@ -85,10 +88,133 @@ TEST(ResolveWorkerOptionsTest, RejectsInvalidCombinations) {
               HasSubstr("max_queued_tasks for mode thread is -5; allowed: >= 1, or kUnbounded"));
   EXPECT_THAT(ErrorOf({.mode = Mode::kThread, .stop_timeout = absl::Seconds(-1)}),
               HasSubstr("stop_timeout is -1s"));
-  EXPECT_THAT(ErrorOf({.mode = Mode::kThread, .queue_full = static_cast<QueueFullPolicy>(9)}),
-              HasSubstr("unknown queue_full value 9"));
+  EXPECT_EQ(ErrorOf({.mode = Mode::kThread,
+                     .max_queued_tasks = 4,
+                     .queue_full = static_cast<QueueFullPolicy>(9)}),
+            "worker options: queue_full: unknown value 9; allowed: kDefer, kBlock");
+  EXPECT_EQ(ErrorOf({.mode = Mode::kThread, .queue_full = static_cast<QueueFullPolicy>(-1)}),
+            "worker options: queue_full: unknown value -1; allowed: kDefer, kBlock");
   EXPECT_THAT(ErrorOf({.mode = Mode::kThread, .executor = reinterpret_cast<Executor*>(8)}),
               HasSubstr("only tbb mode runs on an executor"));
+}
+
+TEST(ResolveWorkerOptionsTest, RejectsUnknownModesInTheDefaultsFunctionsToo) {
+  try {
+    GetWorkerDefaults(static_cast<Mode>(7));
+    FAIL() << "no error";
+  } catch (const InvalidOptionError& e) {
+    EXPECT_STREQ(e.what(),
+                 "GetWorkerDefaults: mode: unknown value 7; allowed: kSync, kThread, kTbb, "
+                 "kLoopback, kProcess, kCoroutine, kRemote");
+  }
+  try {
+    ScopedWorkerDefaults scope(static_cast<Mode>(-3), [](WorkerDefaults&) {});
+    FAIL() << "no error";
+  } catch (const InvalidOptionError& e) {
+    EXPECT_THAT(e.what(),
+                HasSubstr("ScopedWorkerDefaults: mode: unknown value -3; allowed: kSync"));
+  }
+}
+
+TEST(ResolveWorkerOptionsTest, BlockNeedsAQueueCap) {
+  EXPECT_EQ(ErrorOf({.mode = Mode::kThread, .queue_full = QueueFullPolicy::kBlock}),
+            "worker options: queue_full is kBlock for mode thread but max_queued_tasks is "
+            "kUnbounded (from the mode's defaults); kBlock needs max_queued_tasks: set it to the "
+            "cap (>= 1), or use kDefer");
+  EXPECT_EQ(ErrorOf({.mode = Mode::kTbb,
+                     .max_queued_tasks = kUnbounded,
+                     .queue_full = QueueFullPolicy::kBlock}),
+            "worker options: queue_full is kBlock for mode tbb but max_queued_tasks is "
+            "kUnbounded; kBlock needs max_queued_tasks: set it to the cap (>= 1), or use kDefer");
+  EXPECT_THAT(ErrorOf({.mode = Mode::kSync, .queue_full = QueueFullPolicy::kBlock}),
+              HasSubstr("kBlock needs max_queued_tasks"));
+  const ResolvedWorkerOptions r = ResolveWorkerOptions(
+      {.mode = Mode::kThread, .max_queued_tasks = 1, .queue_full = QueueFullPolicy::kBlock});
+  EXPECT_EQ(r.max_queued_tasks, 1);
+  EXPECT_EQ(r.queue_full, QueueFullPolicy::kBlock);
+  // The largest finite cap is accepted; only kUnbounded (no cap) is not.
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kThread,
+                                  .max_queued_tasks = kUnbounded - 1,
+                                  .queue_full = QueueFullPolicy::kBlock})
+                .max_queued_tasks,
+            kUnbounded - 1);
+}
+
+TEST(ScopedWorkerDefaultsTest, BlockWithoutACapIsRejectedInScopesAndWhereverItIsCombined) {
+  // A scope whose defaults would be kBlock without a cap.
+  try {
+    ScopedWorkerDefaults bad(Mode::kThread,
+                             [](WorkerDefaults& d) { d.queue_full = QueueFullPolicy::kBlock; });
+    FAIL() << "no error";
+  } catch (const InvalidOptionError& e) {
+    EXPECT_STREQ(e.what(),
+                 "ScopedWorkerDefaults: queue_full is kBlock for mode thread but max_queued_tasks "
+                 "is kUnbounded; kBlock needs max_queued_tasks: set it to the cap (>= 1), or use "
+                 "kDefer");
+  }
+  EXPECT_EQ(GetWorkerDefaults(Mode::kThread).queue_full, QueueFullPolicy::kDefer);
+  {
+    // kBlock with a cap in the same scope is fine; explicit options may not remove the cap.
+    ScopedWorkerDefaults capped(Mode::kThread, [](WorkerDefaults& d) {
+      d.queue_full = QueueFullPolicy::kBlock;
+      d.max_queued_tasks = 8;
+    });
+    EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kThread}).queue_full, QueueFullPolicy::kBlock);
+    EXPECT_EQ(ErrorOf({.mode = Mode::kThread, .max_queued_tasks = kUnbounded}),
+              "worker options: queue_full is kBlock (from the mode's defaults) for mode thread but "
+              "max_queued_tasks is kUnbounded; kBlock needs max_queued_tasks: set it to the cap "
+              "(>= 1), or use kDefer");
+    EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kThread,
+                                    .max_queued_tasks = kUnbounded,
+                                    .queue_full = QueueFullPolicy::kDefer})
+                  .queue_full,
+              QueueFullPolicy::kDefer);
+    // A nested scope may not remove the cap either.
+    EXPECT_THROW(ScopedWorkerDefaults uncapped(
+                     Mode::kThread, [](WorkerDefaults& d) { d.max_queued_tasks = kUnbounded; }),
+                 InvalidOptionError);
+  }
+  // Scopes ending out of order: the cap's scope ends first and leaves kBlock without a cap.
+  auto cap = std::make_unique<ScopedWorkerDefaults>(
+      Mode::kThread, [](WorkerDefaults& d) { d.max_queued_tasks = 4; });
+  auto block = std::make_unique<ScopedWorkerDefaults>(
+      Mode::kThread, [](WorkerDefaults& d) { d.queue_full = QueueFullPolicy::kBlock; });
+  cap.reset();
+  EXPECT_EQ(ErrorOf({.mode = Mode::kThread}),
+            "worker options: queue_full is kBlock (from the mode's defaults) for mode thread but "
+            "max_queued_tasks is kUnbounded (from the mode's defaults); kBlock needs "
+            "max_queued_tasks: set it to the cap (>= 1), or use kDefer");
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kThread, .max_queued_tasks = 2}).max_queued_tasks,
+            2);
+  block.reset();
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kThread}).queue_full, QueueFullPolicy::kDefer);
+}
+
+TEST(ResolveWorkerOptionsTest, StopTimeoutAtTheExtremes) {
+  // absl::Duration has no NaN: absl::Seconds(NaN) is +infinity (wait forever, allowed) and
+  // absl::Seconds(-NaN) is -infinity (rejected as negative).
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kThread, .stop_timeout = absl::InfiniteDuration()})
+                .stop_timeout,
+            absl::InfiniteDuration());
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kThread, .stop_timeout = absl::ZeroDuration()})
+                .stop_timeout,
+            absl::ZeroDuration());
+  EXPECT_EQ(ErrorOf({.mode = Mode::kThread, .stop_timeout = -absl::InfiniteDuration()}),
+            "worker options: stop_timeout is -inf; allowed: >= 0 (InfiniteDuration waits "
+            "forever)");
+  EXPECT_EQ(ErrorOf({.mode = Mode::kThread,
+                     .stop_timeout = absl::Seconds(-std::numeric_limits<double>::quiet_NaN())}),
+            "worker options: stop_timeout is -inf; allowed: >= 0 (InfiniteDuration waits "
+            "forever)");
+  // Nor does a duration flag: absl::ParseDuration (behind AbslParseFlag) rejects "nan".
+  absl::Duration parsed;
+  EXPECT_FALSE(absl::ParseDuration("nan", &parsed));
+  EXPECT_FALSE(absl::ParseDuration("nans", &parsed));
+  EXPECT_TRUE(absl::ParseDuration("inf", &parsed));
+  EXPECT_EQ(parsed, absl::InfiniteDuration());
+  EXPECT_EQ(ErrorOf({.mode = Mode::kThread, .stop_timeout = -absl::Nanoseconds(1)}),
+            "worker options: stop_timeout is -1ns; allowed: >= 0 (InfiniteDuration waits "
+            "forever)");
 }
 
 TEST(ScopedWorkerDefaultsTest, OverridesNestAndRestore) {

@@ -154,7 +154,8 @@ class Driver {
   void StartClock();
   absl::string_view method_name() const { return options_.call.method_name; }
   RetryContext Context();
-  // The wait before attempt_ + 1 after `failure`, or nullopt (out of attempts or deadline).
+  // The wait before attempt_ + 1 after `failure`, or nullopt (out of attempts, past the deadline,
+  // or an infinite wait).
   std::optional<absl::Duration> NextWait(const RetryFailure& failure, const RetryContext& context);
   void Report(const std::string& message) const;
 
