@@ -19,7 +19,7 @@
 
 namespace concurry {
 
-struct Timer::Shared {
+struct Timer::Shared : std::enable_shared_from_this<Shared> {
   explicit Shared(Clock& clock) : clock(clock) {}
 
   bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
@@ -31,6 +31,8 @@ struct Timer::Shared {
   }
 
   Clock& clock;
+  // The process this state belongs to.
+  const pid_t pid = internal::CurrentPid();
   mutable absl::Mutex mu;
   std::map<std::pair<absl::Time, uint64_t>, Callback> entries ABSL_GUARDED_BY(mu);
   uint64_t next_sequence ABSL_GUARDED_BY(mu) = 1;
@@ -38,34 +40,44 @@ struct Timer::Shared {
   bool shutdown ABSL_GUARDED_BY(mu) = false;
   // Started by the first Schedule (never once `shutdown` is set); taken by Shutdown.
   std::thread thread ABSL_GUARDED_BY(mu);
-  // The process that started `thread`: a fork()ed child inherits the object but not the thread.
-  pid_t thread_pid ABSL_GUARDED_BY(mu) = 0;
 };
 
-Timer::Timer(Clock& clock) : clock_(clock), shared_(std::make_shared<Shared>(clock)) {}
+Timer::Timer(Clock& clock) : clock_(clock), owned_(std::make_shared<Shared>(clock)) {
+  shared_.store(owned_.get(), std::memory_order_release);
+}
 
 Timer::~Timer() { Shutdown(); }
 
+Timer::Shared& Timer::Here() const {
+  Shared* shared = shared_.load(std::memory_order_acquire);
+  if (shared->pid == internal::CurrentPid()) return *shared;
+  // A fork()ed child. Its first thread here installs a state of its own. The parent's state is
+  // neither locked nor destroyed: its mutex may record the parent's timer thread as a waiter
+  // (waking that thread, which does not exist here, would leave the mutex to it for ever) or
+  // even as its holder, and its std::thread must not be joined or destroyed.
+  absl::MutexLock lock(&fork_mu_);
+  shared = shared_.load(std::memory_order_acquire);
+  if (shared->pid != internal::CurrentPid()) {
+    static_cast<void>(new std::shared_ptr<Shared>(std::move(owned_)));  // Leaked on purpose.
+    owned_ = std::make_shared<Shared>(clock_);
+    shared = owned_.get();
+    shared_.store(shared, std::memory_order_release);
+  }
+  return *shared;
+}
+
 Timer::Id Timer::Schedule(absl::Time deadline, Callback callback) {
   if (!callback) throw InvalidOptionError("Timer::Schedule: the callback is empty");
-  std::map<std::pair<absl::Time, uint64_t>, Callback> dropped;  // Destroyed after unlocking.
-  absl::MutexLock lock(&shared_->mu);
-  if (shared_->shutdown) {
+  Shared& s = Here();
+  absl::MutexLock lock(&s.mu);
+  if (s.shutdown) {
     throw StoppedError("Timer::Schedule: the timer has been shut down");
   }
-  const pid_t pid = internal::CurrentPid();
-  if (shared_->thread.joinable() && shared_->thread_pid != pid) {
-    // A fork()ed child: the parent's thread does not exist here (joining it would hang), and the
-    // parent's pending callbacks are the parent's to run. Start afresh.
-    static_cast<void>(new std::thread(std::move(shared_->thread)));  // Never joined nor destroyed.
-    dropped.swap(shared_->entries);
+  if (!s.thread.joinable()) {
+    s.thread = std::thread([shared = s.shared_from_this()] { Loop(shared); });
   }
-  if (!shared_->thread.joinable()) {
-    shared_->thread = std::thread([shared = shared_] { Loop(shared); });
-    shared_->thread_pid = pid;
-  }
-  const Id id{deadline, shared_->next_sequence++};
-  shared_->entries.emplace(std::make_pair(id.deadline, id.sequence), std::move(callback));
+  const Id id{deadline, s.next_sequence++};
+  s.entries.emplace(std::make_pair(id.deadline, id.sequence), std::move(callback));
   return id;
 }
 
@@ -75,41 +87,37 @@ Timer::Id Timer::ScheduleAfter(absl::Duration delay, Callback callback) {
 
 bool Timer::Cancel(const Id& id) {
   Callback removed;  // Destroyed after unlocking.
-  absl::MutexLock lock(&shared_->mu);
-  auto it = shared_->entries.find(std::make_pair(id.deadline, id.sequence));
-  if (it == shared_->entries.end()) return false;
+  Shared& s = Here();
+  absl::MutexLock lock(&s.mu);
+  auto it = s.entries.find(std::make_pair(id.deadline, id.sequence));
+  if (it == s.entries.end()) return false;
   removed = std::move(it->second);
-  shared_->entries.erase(it);
+  s.entries.erase(it);
   return true;
 }
 
 void Timer::Shutdown() {
   std::map<std::pair<absl::Time, uint64_t>, Callback> dropped;  // Destroyed after unlocking.
   std::thread thread;
-  bool inherited = false;
+  Shared& s = Here();
   {
-    absl::MutexLock lock(&shared_->mu);
-    shared_->shutdown = true;
-    dropped.swap(shared_->entries);
-    thread = std::move(shared_->thread);
-    inherited = thread.joinable() && shared_->thread_pid != internal::CurrentPid();
+    absl::MutexLock lock(&s.mu);
+    s.shutdown = true;
+    dropped.swap(s.entries);
+    thread = std::move(s.thread);
   }
   if (!thread.joinable()) return;
-  if (inherited) {
-    // A fork()ed child: the thread is the parent's and does not exist here.
-    static_cast<void>(new std::thread(std::move(thread)));  // Never joined nor destroyed.
-    return;
-  }
   if (thread.get_id() == std::this_thread::get_id()) {
-    thread.detach();  // Called from a callback: the loop ends by itself; it owns `shared_` too.
+    thread.detach();  // Called from a callback: the loop ends by itself; it owns the state too.
   } else {
     thread.join();
   }
 }
 
 size_t Timer::pending() const {
-  absl::MutexLock lock(&shared_->mu);
-  return shared_->entries.size();
+  Shared& s = Here();
+  absl::MutexLock lock(&s.mu);
+  return s.entries.size();
 }
 
 Timer& Timer::Default() {

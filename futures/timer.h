@@ -15,11 +15,14 @@
 #ifndef CONCURRY_FUTURES_TIMER_H_
 #define CONCURRY_FUTURES_TIMER_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "futures/clock.h"
 
@@ -32,7 +35,9 @@ namespace concurry {
 // A callback that throws has its error printed to stderr and ignored. Shutdown() (also run by
 // the destructor) destroys pending callbacks without running them, waits for a running one and
 // joins the thread; called from a callback it returns without waiting (the thread then ends by
-// itself). The clock must outlive the timer. Thread-safe.
+// itself). In a fork()ed child the timer starts empty (the parent's pending callbacks stay the
+// parent's) and gets a thread of its own on the first Schedule(). The clock must outlive the
+// timer. Thread-safe.
 class Timer {
  public:
   using Callback = absl::AnyInvocable<void()>;
@@ -53,10 +58,15 @@ class Timer {
   Clock& clock() const { return clock_; }
 
   // Runs `callback` once on the timer's thread when clock().Now() >= `deadline` (soon, if it
-  // already is). Throws InvalidOptionError for an empty callback, StoppedError after Shutdown()
-  // (the callback is then destroyed), and std::system_error if the thread cannot start.
+  // already is). Every absl::Time is accepted: absl::InfinitePast() runs at once, and
+  // absl::InfiniteFuture() never runs (the callback stays pending until Cancel() or Shutdown()).
+  // Throws InvalidOptionError for an empty callback, StoppedError after Shutdown() (the callback
+  // is then destroyed), and std::system_error if the thread cannot start.
   Id Schedule(absl::Time deadline, Callback callback);
-  // Schedule(clock().Now() + delay, callback); a negative delay counts as zero.
+  // Schedule(clock().Now() + delay, callback); a negative delay (down to -InfiniteDuration())
+  // counts as zero. The sum saturates (absl::Time arithmetic does not overflow):
+  // InfiniteDuration(), or a finite delay whose end absl::Time cannot represent, gives
+  // InfiniteFuture().
   Id ScheduleAfter(absl::Duration delay, Callback callback);
 
   // Removes a pending callback and destroys it (outside the lock). Returns true if it was pending
@@ -76,13 +86,27 @@ class Timer {
 
  private:
   // Everything the thread touches, shared with it so that the timer may be destroyed from one of
-  // its own callbacks.
+  // its own callbacks. Belongs to the process that created it.
   struct Shared;
+
+  // Returns this process's state: in a fork()ed child, a fresh one on first use. The parent's
+  // state is left alone there (its mutex may hold the parent's waiting thread, which does not
+  // exist in the child, and its callbacks are the parent's).
+  Shared& Here() const ABSL_LOCKS_EXCLUDED(fork_mu_);
 
   static void Loop(const std::shared_ptr<Shared>& shared);
 
   Clock& clock_;
-  const std::shared_ptr<Shared> shared_;
+  // The state of the process using the timer; never null. Memory ordering: release when a
+  // fork()ed child installs its own state, acquire when reading it, so the state is seen
+  // constructed.
+  mutable std::atomic<Shared*> shared_;
+  // Taken only in a fork()ed child, to replace the state (never in the process that created it,
+  // so a child never inherits it locked).
+  mutable absl::Mutex fork_mu_;
+  // Owns *shared_ (the thread shares it). Written only under fork_mu_ in a child, where the
+  // parent's state is leaked rather than destroyed.
+  mutable std::shared_ptr<Shared> owned_;
 };
 
 }  // namespace concurry

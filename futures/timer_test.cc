@@ -3,6 +3,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -102,6 +105,73 @@ TEST(TimerTest, PastDeadlinesRunAtOnce) {
   EXPECT_THAT(log.entries(), ElementsAre("past@0", "negative@0"));
 }
 
+TEST(TimerTest, ExtremePastDeadlinesAndNegativeDelaysRunAtOnce) {
+  testing::FakeClock clock;
+  Timer timer(clock);
+  Log log(clock);
+  // Holds the timer's thread until every entry is in, so that they run in deadline order.
+  absl::Notification scheduled;
+  timer.Schedule(absl::InfinitePast(), [&] { scheduled.WaitForNotification(); });
+  timer.Schedule(absl::InfinitePast(), log.Record("infinite-past"));
+  timer.ScheduleAfter(-absl::InfiniteDuration(), log.Record("minus-infinity"));
+  timer.ScheduleAfter(absl::Seconds(std::numeric_limits<int64_t>::min()), log.Record("min"));
+  timer.Schedule(absl::FromUnixSeconds(std::numeric_limits<int64_t>::min()), log.Record("first"));
+  scheduled.Notify();
+  log.WaitFor(4);
+  // The two past deadlines first, then the two "now" ones in scheduling order.
+  EXPECT_THAT(log.entries(),
+              ElementsAre("infinite-past@0", "first@0", "minus-infinity@0", "min@0"));
+}
+
+TEST(TimerTest, DeadlinesAtTheEndOfTimeStayPendingAndCanBeCancelled) {
+  testing::FakeClock clock;
+  Timer timer(clock);
+  Log log(clock);
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  // The last finite absl::Time, and three ways to say "never": they saturate, never overflow.
+  const absl::Time last = absl::FromUnixSeconds(kMax);
+  ASSERT_LT(last, absl::InfiniteFuture());
+  const Timer::Id never = timer.Schedule(absl::InfiniteFuture(), log.Record("never"));
+  const Timer::Id infinite = timer.ScheduleAfter(absl::InfiniteDuration(), log.Record("infinite"));
+  const Timer::Id huge = timer.ScheduleAfter(absl::Seconds(kMax), log.Record("huge"));
+  EXPECT_EQ(infinite.deadline, absl::InfiniteFuture());
+  EXPECT_EQ(huge.deadline, absl::InfiniteFuture());
+  timer.Schedule(last, log.Record("last"));
+  timer.ScheduleAfter(absl::Seconds(1), log.Record("soon"));
+  clock.Advance(absl::Seconds(1));
+  log.WaitFor(1);
+  clock.SetTime(last - absl::Nanoseconds(1));
+  clock.BlockUntilWaiters(1);  // Still waiting for `last`.
+  EXPECT_EQ(timer.pending(), 4u);
+  clock.SetTime(last);
+  log.WaitFor(2);
+  const std::string last_entry =
+      "last@" + absl::FormatDuration(last - testing::FakeClock::DefaultStartTime());
+  EXPECT_THAT(log.entries(), ElementsAre("soon@1s", last_entry));
+  EXPECT_EQ(timer.pending(), 3u);
+  EXPECT_TRUE(timer.Cancel(never));
+  EXPECT_TRUE(timer.Cancel(infinite));
+  EXPECT_TRUE(timer.Cancel(huge));
+  EXPECT_EQ(timer.pending(), 0u);
+}
+
+TEST(TimerTest, FarDeadlinesOnTheRealClockNeitherFireNorBlockShutdown) {
+  Timer timer;
+  std::atomic<int> far_runs{0};
+  timer.Schedule(absl::InfiniteFuture(), [&] { ++far_runs; });
+  timer.Schedule(absl::FromUnixSeconds(std::numeric_limits<int64_t>::max()), [&] { ++far_runs; });
+  timer.ScheduleAfter(absl::Hours(24 * 365 * 1000), [&] { ++far_runs; });
+  // The thread now waits on absl::Mutex with a deadline beyond what the kernel's timespec holds;
+  // an earlier entry still wakes it.
+  absl::Notification near;
+  timer.ScheduleAfter(absl::ZeroDuration(), [&] { near.Notify(); });
+  ASSERT_TRUE(near.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(timer.pending(), 3u);
+  timer.Shutdown();  // Wakes the far wait and joins.
+  EXPECT_EQ(timer.pending(), 0u);
+  EXPECT_EQ(far_runs.load(), 0);
+}
+
 TEST(TimerTest, CancelRemovesAPendingCallback) {
   testing::FakeClock clock;
   Timer timer(clock);
@@ -197,7 +267,11 @@ TEST(TimerTest, DestructionWithoutAnyScheduleStartsNoThread) {
 
 // A fork()ed child inherits the timer's object but not its thread: the child's first Schedule
 // starts a thread of its own (the parent's pending callbacks stay the parent's), and shutting an
-// inherited timer down does not wait for the parent's thread.
+// inherited timer down does not wait for the parent's thread. The child must not use the parent's
+// mutex, which records the parent's timer thread as a waiter: the child's own timer thread used to
+// block in it for ever, unwoken (in about one run in four of this test under
+// `--runs_per_test=8`). Several forks, each just after a Schedule() that woke the parent's thread,
+// widen the window.
 TEST(TimerTest, WorksInAForkedChild) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "the sanitizer runtimes do not support starting threads in the child of a "
@@ -208,19 +282,24 @@ TEST(TimerTest, WorksInAForkedChild) {
   timer.Schedule(absl::InfinitePast(), [&] { ran.Notify(); });
   ASSERT_TRUE(ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
   int parent_calls = 0;
-  timer.ScheduleAfter(absl::Hours(1), [&] { ++parent_calls; });  // Pending at the fork.
-  const pid_t child = fork();
-  if (child == 0) {
-    absl::Notification child_ran;
-    timer.Schedule(absl::InfinitePast(), [&] { child_ran.Notify(); });
-    const bool ok = child_ran.WaitForNotificationWithTimeout(absl::Seconds(30)) &&
-                    timer.pending() == 0;  // The parent's pending callback was dropped here.
-    _exit(ok ? 0 : 1);
-  }
-  ASSERT_GT(child, 0);
   int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  constexpr int kForks = 10;
+  for (int i = 0; i < kForks; ++i) {
+    // Earlier than every pending entry: wakes the parent's thread, which is then re-waiting when
+    // fork() runs, or about to.
+    timer.ScheduleAfter(absl::Hours(100 - i), [&] { ++parent_calls; });
+    const pid_t child = fork();
+    if (child == 0) {
+      absl::Notification child_ran;
+      timer.Schedule(absl::InfinitePast(), [&] { child_ran.Notify(); });
+      const bool ok = child_ran.WaitForNotificationWithTimeout(absl::Seconds(10)) &&
+                      timer.pending() == 0;  // The parent's pending callbacks are not here.
+      _exit(ok ? 0 : 1);
+    }
+    ASSERT_GT(child, 0);
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "fork " << i << ": " << status;
+  }
   const pid_t stopper = fork();
   if (stopper == 0) {
     timer.Shutdown();  // Returns at once: it must not join the parent's thread.
@@ -229,7 +308,7 @@ TEST(TimerTest, WorksInAForkedChild) {
   ASSERT_GT(stopper, 0);
   ASSERT_EQ(waitpid(stopper, &status, 0), stopper);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  EXPECT_EQ(timer.pending(), 1u);  // The parent's callback is still the parent's.
+  EXPECT_EQ(timer.pending(), static_cast<size_t>(kForks));  // Still the parent's.
   EXPECT_EQ(parent_calls, 0);
 }
 
