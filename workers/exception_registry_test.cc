@@ -6,6 +6,7 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <source_location>
 #include <stdexcept>
 #include <string>
 #include <typeinfo>
@@ -60,10 +61,44 @@ CONCURRY_REGISTER_EXCEPTION(app::QuotaError);
 CONCURRY_REGISTER_EXCEPTION(app::LegacyError);
 
 namespace concurry {
+namespace {
+
+// Types with the same demangled names as types of exception_registry_test_helper.cc.
+struct StartupTwinError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct RenamedTwinError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+// Registered at startup under the name of a built-in type.
+struct ImpostorError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace
+}  // namespace concurry
+
+// Both files register a StartupTwinError with the macro: the program must still start.
+static constexpr int kStartupTwinLine = __LINE__ + 1;
+CONCURRY_REGISTER_EXCEPTION(concurry::StartupTwinError);
+// The helper's RenamedTwinError is registered as "helper.RenamedTwinError": no clash.
+CONCURRY_REGISTER_EXCEPTION(concurry::RenamedTwinError);
+static constexpr int kImpostorLine = __LINE__ + 1;
+CONCURRY_REGISTER_EXCEPTION_AS(concurry::ImpostorError, "std::out_of_range");
+
+namespace concurry {
 
 // Defined in exception_registry_test_helper.cc: registers a type that has the same demangled name
-// as `(anonymous namespace)::SameNameError` below but is a different type.
+// as `(anonymous namespace)::SameNameError` below but is a different type, at the line
+// OtherSameNameErrorLine() of that file.
 void RegisterOtherSameNameError();
+int OtherSameNameErrorLine();
+// The helper's StartupTwinError (registered with the macro at HelperStartupTwinLine()) and
+// RenamedTwinError.
+std::exception_ptr MakeHelperStartupTwin(const std::string& message);
+std::exception_ptr MakeHelperRenamedTwin(const std::string& message);
+bool IsHelperRenamedTwin(const std::exception_ptr& error);
+int HelperStartupTwinLine();
 
 namespace {
 
@@ -82,6 +117,17 @@ std::exception_ptr CrossProcess(const std::exception_ptr& error) {
 template <typename E>
 std::exception_ptr CrossProcess(const E& error) {
   return CrossProcess(std::make_exception_ptr(error));
+}
+
+// Returns the message of the InvalidOptionError that `f` throws, or "no error".
+template <typename F>
+std::string ErrorOf(F f) {
+  try {
+    f();
+  } catch (const InvalidOptionError& e) {
+    return e.what();
+  }
+  return "no error";
 }
 
 // Returns the demangled dynamic type of the exception in `error`.
@@ -266,19 +312,161 @@ TEST(ExceptionRegistryTest, RegisteringTheSameTypeTwiceIsANoOp) {
   ExpectRebuiltWithMessage<app::QuotaError>("app::QuotaError");
 }
 
-TEST(ExceptionRegistryTest, RegisteringADifferentTypeUnderATakenNameFails) {
-  RegisterException<SameNameError>();
+std::string Site(const char* file, int line) { return absl::StrCat(file, ":", line); }
+std::string TestSite(int line) { return Site("workers/exception_registry_test.cc", line); }
+std::string HelperSite(int line) { return Site("workers/exception_registry_test_helper.cc", line); }
+
+TEST(ExceptionRegistryTest, RegisteringADifferentTypeUnderATakenNameFailsNamingBothSites) {
+  const std::source_location here = std::source_location::current();
+  RegisterException<SameNameError>(here);
   EXPECT_EQ(TypeOf(CrossProcess(SameNameError("x"))),
             "concurry::(anonymous namespace)::SameNameError");
   try {
     RegisterOtherSameNameError();
     ADD_FAILURE() << "expected InvalidOptionError";
   } catch (const InvalidOptionError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("concurry::(anonymous namespace)::SameNameError"));
-    EXPECT_THAT(e.what(), HasSubstr("another type with the same name is already registered"));
+    EXPECT_EQ(
+        std::string(e.what()),
+        absl::StrCat(
+            "RegisterException<concurry::(anonymous namespace)::SameNameError> at ",
+            HelperSite(OtherSameNameErrorLine()),
+            ": the exception name 'concurry::(anonymous namespace)::SameNameError' is claimed by "
+            "two different types: concurry::(anonymous namespace)::SameNameError at ",
+            TestSite(here.line()), " and concurry::(anonymous namespace)::SameNameError at ",
+            HelperSite(OtherSameNameErrorLine()),
+            ". Types are matched by this name across processes, and types in anonymous "
+            "namespaces of different .cc files, or with the same qualified name in different "
+            "libraries, have the same demangled name. Register one of them under a distinct name "
+            "with CONCURRY_REGISTER_EXCEPTION_AS(Type, \"unique.name\") (or "
+            "RegisterExceptionAs<Type>(\"unique.name\")), the same in every process"));
   }
   // The first registration stays.
   ExpectRebuiltWithMessage<SameNameError>("concurry::(anonymous namespace)::SameNameError");
+}
+
+TEST(ExceptionRegistryTest, TwoMacroRegistrationsUnderOneNameKeepTheProcessAliveAndAreReported) {
+  // Reaching this test means static initialization did not terminate the program.
+  const std::string name = "concurry::(anonymous namespace)::StartupTwinError";
+  const absl::Status check = CheckExceptionRegistry();
+  EXPECT_EQ(check.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(check.message(), HasSubstr(absl::StrCat("the exception name '", name,
+                                                      "' is claimed by two different types")));
+  EXPECT_THAT(check.message(), HasSubstr(TestSite(kStartupTwinLine)));
+  EXPECT_THAT(check.message(), HasSubstr(HelperSite(HelperStartupTwinLine())));
+  EXPECT_THAT(check.message(), HasSubstr("CONCURRY_REGISTER_EXCEPTION_AS(Type, \"unique.name\")"));
+  EXPECT_THAT(check.message(),
+              HasSubstr("until then, exceptions of that name arrive as RemoteError"));
+  // Neither type is rebuilt (which one registered first depends on the link order); the receiver
+  // is told why.
+  EXPECT_FALSE(IsExceptionRegistered(name));
+  for (const std::exception_ptr& sent :
+       {std::make_exception_ptr(StartupTwinError("quota")), MakeHelperStartupTwin("quota")}) {
+    EXPECT_EQ(RecordFromException(sent).type_name, name);
+    try {
+      std::rethrow_exception(CrossProcess(sent));
+    } catch (const RemoteError& e) {
+      EXPECT_EQ(e.type_name(), name);
+      EXPECT_THAT(e.what(), HasSubstr(absl::StrCat(name,
+                                                   ": quota (concurry: not rebuilt as a registered "
+                                                   "type: the exception name '")));
+      EXPECT_THAT(e.what(), HasSubstr(TestSite(kStartupTwinLine)));
+      EXPECT_THAT(e.what(), HasSubstr(HelperSite(HelperStartupTwinLine())));
+    } catch (...) {
+      ADD_FAILURE() << "rebuilt as " << TypeOf(std::current_exception());
+    }
+  }
+  // Registering one of them again changes nothing.
+  EXPECT_NO_THROW(RegisterException<StartupTwinError>());
+  EXPECT_FALSE(IsExceptionRegistered(name));
+}
+
+TEST(ExceptionRegistryTest, AStartupRegistrationUnderABuiltInNameIsReportedAndIgnored) {
+  const absl::Status check = CheckExceptionRegistry();
+  EXPECT_THAT(check.message(),
+              HasSubstr(absl::StrCat(
+                  "CONCURRY_REGISTER_EXCEPTION_AS(concurry::(anonymous namespace)::ImpostorError) "
+                  "at ",
+                  TestSite(kImpostorLine),
+                  ": the exception name 'std::out_of_range' is claimed by two different types: "
+                  "std::out_of_range at concurry (built in) and")));
+  EXPECT_THAT(check.message(),
+              HasSubstr("The name belongs to a type concurry registers itself: register "
+                        "concurry::(anonymous namespace)::ImpostorError under another name with "
+                        "CONCURRY_REGISTER_EXCEPTION_AS(Type, \"unique.name\")"));
+  EXPECT_THAT(check.message(), HasSubstr("; it was not registered"));
+  ExpectRebuiltWithMessage<std::out_of_range>("std::out_of_range");
+  EXPECT_EQ(RecordFromException(std::make_exception_ptr(ImpostorError("i"))).type_name,
+            "concurry::(anonymous namespace)::ImpostorError");
+}
+
+TEST(ExceptionRegistryTest, TheAsMacroGivesClashingTypesDistinctNames) {
+  EXPECT_EQ(RecordFromException(MakeHelperRenamedTwin("h")).type_name, "helper.RenamedTwinError");
+  EXPECT_TRUE(IsExceptionRegistered("helper.RenamedTwinError"));
+  const std::exception_ptr helper = CrossProcess(MakeHelperRenamedTwin("from helper"));
+  EXPECT_TRUE(IsHelperRenamedTwin(helper));
+  EXPECT_EQ(ExceptionMessage(helper), "from helper");
+  // This file's type keeps its demangled name and is rebuilt as itself.
+  ExpectRebuiltWithMessage<RenamedTwinError>("concurry::(anonymous namespace)::RenamedTwinError");
+  EXPECT_FALSE(IsHelperRenamedTwin(CrossProcess(RenamedTwinError("here"))));
+}
+
+struct AliasError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct DerivedAliasError : AliasError {
+  using AliasError::AliasError;
+};
+struct OtherAliasError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+TEST(ExceptionRegistryTest, RegisterExceptionAsSendsAndRebuildsUnderTheGivenName) {
+  const std::source_location here = std::source_location::current();
+  RegisterExceptionAs<AliasError>("app.Alias", here);
+  EXPECT_EQ(RecordFromException(std::make_exception_ptr(AliasError("a"))).type_name, "app.Alias");
+  ExpectRebuiltWithMessage<AliasError>("concurry::(anonymous namespace)::AliasError");
+  EXPECT_THROW(
+      std::rethrow_exception(ExceptionFromRecord({.type_name = "app.Alias", .message = "m"})),
+      AliasError);
+  // Only the exact type has that name; the demangled name is not registered.
+  EXPECT_EQ(RecordFromException(std::make_exception_ptr(DerivedAliasError("d"))).type_name,
+            "concurry::(anonymous namespace)::DerivedAliasError");
+  EXPECT_FALSE(IsExceptionRegistered("concurry::(anonymous namespace)::AliasError"));
+  // Again under the same name: nothing happens. Under another name, or another type under this
+  // name: rejected, naming both sites.
+  EXPECT_NO_THROW(RegisterExceptionAs<AliasError>("app.Alias"));
+  try {
+    RegisterException<AliasError>();
+    ADD_FAILURE() << "no error";
+  } catch (const InvalidOptionError& e) {
+    EXPECT_THAT(e.what(),
+                HasSubstr("concurry::(anonymous namespace)::AliasError is already registered "
+                          "under the name 'app.Alias' (concurry::(anonymous namespace)::AliasError "
+                          "at " +
+                          TestSite(here.line()) + "), so it cannot also be "));
+    EXPECT_THAT(e.what(), HasSubstr("a type has one name on the wire"));
+  }
+  try {
+    RegisterExceptionAs<OtherAliasError>("app.Alias");
+    ADD_FAILURE() << "no error";
+  } catch (const InvalidOptionError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("RegisterExceptionAs<concurry::(anonymous "
+                                    "namespace)::OtherAliasError>(\"app.Alias\") at "));
+    EXPECT_THAT(e.what(), HasSubstr("the exception name 'app.Alias' is claimed by two different "
+                                    "types: concurry::(anonymous namespace)::AliasError at " +
+                                    TestSite(here.line())));
+  }
+  EXPECT_THAT(ErrorOf([] { RegisterExceptionAs<OtherAliasError>(""); }),
+              HasSubstr("the name is empty"));
+  EXPECT_THAT(ErrorOf([] { RegisterExceptionAs<OtherAliasError>("std::logic_error"); }),
+              HasSubstr("std::logic_error at concurry (built in) and "
+                        "concurry::(anonymous namespace)::OtherAliasError at "));
+  ExpectRebuiltWithMessage<std::logic_error>("std::logic_error");
+  // With a factory.
+  RegisterExceptionAs<OtherAliasError>("app.OtherAlias", [](const ErrorRecord& record) {
+    return std::make_exception_ptr(OtherAliasError("rebuilt: " + record.message));
+  });
+  EXPECT_EQ(ExceptionMessage(CrossProcess(OtherAliasError("o"))), "rebuilt: o");
 }
 
 TEST(ExceptionRegistryTest, RejectsANullExceptionAndAnEmptyFactory) {
