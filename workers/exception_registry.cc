@@ -201,6 +201,7 @@ class ExceptionRegistry {
     RegisterWithMessage<CrashedError>();
     RegisterWithMessage<InvalidOptionError>();
     RegisterWithMessage<CapacityError>();
+    RegisterWithMessage<DeadlockError>();
     RegisterWithMessage<RetryValidationError>();
     RegisterWithoutMessage<BrokenPromiseError>();
     RegisterBuiltin<StatusError>([](const ErrorRecord& record) {

@@ -178,10 +178,13 @@ TEST(ExceptionRegistryTest, RebuildsConcurryErrorsWithTheirMessageAndCode) {
   ExpectRebuiltWithMessage<CrashedError>("concurry::CrashedError");
   ExpectRebuiltWithMessage<InvalidOptionError>("concurry::InvalidOptionError");
   ExpectRebuiltWithMessage<CapacityError>("concurry::CapacityError");
+  ExpectRebuiltWithMessage<DeadlockError>("concurry::DeadlockError");
   ExpectRebuiltWithMessage<RetryValidationError>("concurry::RetryValidationError");
   EXPECT_EQ(StatusFromException(CrossProcess(TimeoutError("t"))), absl::DeadlineExceededError("t"));
   EXPECT_EQ(StatusFromException(CrossProcess(CapacityError("full"))),
             absl::ResourceExhaustedError("full"));
+  EXPECT_EQ(StatusFromException(CrossProcess(DeadlockError("own call"))),
+            absl::FailedPreconditionError("own call"));
 
   std::exception_ptr broken = CrossProcess(BrokenPromiseError());
   EXPECT_EQ(TypeOf(broken), "concurry::BrokenPromiseError");

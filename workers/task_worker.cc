@@ -111,9 +111,9 @@ StreamOptions TaskWorker::ToStreamOptions(MapOptions options, const char* api) {
                      "; allowed: >= 0 (a limit per item), or absl::InfiniteDuration() for none"));
   }
   if (options.on_error != ErrorPolicy::kStopOnError && options.on_error != ErrorPolicy::kCollect) {
-    throw InvalidOptionError(absl::StrCat(api, ": MapOptions::on_error is ",
+    throw InvalidOptionError(absl::StrCat(api, ": MapOptions::on_error: unknown value ",
                                           static_cast<int>(options.on_error),
-                                          "; allowed: ErrorPolicy::kStopOnError, kCollect"));
+                                          "; allowed: kStopOnError, kCollect"));
   }
   if (options.progress.miniters < 0) {
     throw InvalidOptionError(absl::StrCat(api, ": MapOptions::progress.miniters is ",
