@@ -141,11 +141,14 @@ INSTANTIATE_TEST_SUITE_P(Actors, TbbDeadlockPatternTest, ::testing::Values(2, 8,
                            return std::to_string(info.param) + "Actors";
                          });
 
-// Eight tbb workers blocked in their limits; an unrelated tbb worker's call still runs.
-TEST(TbbBlockingTest, WorkersBlockedInLimitsDoNotDelayAnIdleWorker) {
+// Eight tbb workers blocked in their limits (in-process waits, or futex waits of a set shared
+// with other processes); an unrelated tbb worker's call still runs.
+class TbbLimitsBlockingTest : public ::testing::TestWithParam<LimitSharing> {};
+
+TEST_P(TbbLimitsBlockingTest, WorkersBlockedInLimitsDoNotDelayAnIdleWorker) {
   testing::Watchdog watchdog(absl::Seconds(60), "tbb workers blocked in CurrentWorkerLimits");
   constexpr int kBlocked = 8;
-  LimitSet limits = LimitSet::Create({ResourceLimit("connections", 1)});
+  LimitSet limits = LimitSet::Create({ResourceLimit("connections", 1)}, {.sharing = GetParam()});
   LimitAcquisition taken = limits.Acquire({{"connections", 1}});  // The only unit.
   auto arrivals = std::make_shared<Arrivals>(kBlocked);
   std::vector<Worker<Caller>> blocked;
@@ -166,6 +169,12 @@ TEST(TbbBlockingTest, WorkersBlockedInLimitsDoNotDelayAnIdleWorker) {
   const std::vector<int> values = Gather(results);
   for (int i = 0; i < kBlocked; ++i) EXPECT_EQ(values[i], i);
 }
+
+INSTANTIATE_TEST_SUITE_P(Sharing, TbbLimitsBlockingTest,
+                         ::testing::Values(LimitSharing::kThreads, LimitSharing::kProcesses),
+                         [](const ::testing::TestParamInfo<LimitSharing>& info) {
+                           return info.param == LimitSharing::kThreads ? "Threads" : "Processes";
+                         });
 
 // Eight tbb workers sleeping in retry back-off; an unrelated tbb worker's call still runs.
 TEST(TbbBlockingTest, WorkersSleepingInRetryBackoffDoNotDelayAnIdleWorker) {

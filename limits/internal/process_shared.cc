@@ -13,6 +13,8 @@
 #include <cstring>
 
 #include "absl/time/time.h"
+#include "futures/clock.h"
+#include "futures/executor.h"
 
 namespace concurry {
 namespace limits_internal {
@@ -53,13 +55,32 @@ bool RobustMutex::Lock() {
 
 void RobustMutex::Unlock() { pthread_mutex_unlock(&mutex_); }
 
-void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, absl::Duration timeout) {
-  if (timeout <= absl::ZeroDuration()) return;
+namespace {
+
+// One FUTEX_WAIT. Returns whether it ended by timing out (not by a wake-up, a changed word or a
+// signal).
+bool FutexWaitOnce(std::atomic<uint32_t>* word, uint32_t expected, absl::Duration timeout) {
   timespec relative = absl::ToTimespec(timeout);
   timespec* relative_or_null = timeout == absl::InfiniteDuration() ? nullptr : &relative;
   // Not FUTEX_PRIVATE_FLAG: waiters and wakers are in different processes.
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, relative_or_null,
-          nullptr, 0);
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected,
+                 relative_or_null, nullptr, 0) != 0 &&
+         errno == ETIMEDOUT;
+}
+
+}  // namespace
+
+void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, absl::Duration timeout) {
+  if (timeout <= absl::ZeroDuration()) return;
+  if (timeout > Clock::kBlockingGrace && BlockingRegion::WouldCompensate()) {
+    // Inside a compensating executor's task (a tbb-mode worker): as Clock::AwaitWithDeadline
+    // does, a short wait first, then a BlockingRegion so that the executor adds a thread.
+    if (!FutexWaitOnce(word, expected, Clock::kBlockingGrace)) return;
+    BlockingRegion blocking;
+    FutexWaitOnce(word, expected, timeout - Clock::kBlockingGrace);
+    return;
+  }
+  FutexWaitOnce(word, expected, timeout);
 }
 
 void FutexWakeAll(std::atomic<uint32_t>* word) {
