@@ -1,6 +1,7 @@
 #include "limits/rate_window.h"
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -55,13 +56,16 @@ constexpr NamedAlgorithm kAlgorithms[] = {
     {"generic cell rate algorithm", RateLimitAlgorithm::kGcra},
 };
 
+// kMaxRateWindow in seconds (absl::ToInt64Seconds() is not constexpr).
+constexpr int64_t kMaxWindowSeconds = int64_t{100} * 365 * 24 * 60 * 60;
+
 }  // namespace
 
 absl::Status ValidateRateWindow(absl::Duration window) {
-  if (window == absl::InfiniteDuration() || window < absl::Nanoseconds(1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rate-limit window must be positive and finite (at least 1ns), got ",
-                     absl::FormatDuration(window)));
+  if (window < absl::Nanoseconds(1) || window > kMaxRateWindow) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "window must be positive and finite, from 1ns to ", absl::FormatDuration(kMaxRateWindow),
+        " (100 years), got ", absl::FormatDuration(window)));
   }
   return absl::OkStatus();
 }
@@ -73,12 +77,15 @@ absl::StatusOr<absl::Duration> ParseRateWindow(absl::string_view text) {
   }
   double seconds = 0;
   if (absl::SimpleAtod(lower, &seconds)) {
-    if (!std::isfinite(seconds) || seconds <= 0) {
+    // Checked as a number first: absl::Seconds() of a huge or NaN value would not say why.
+    const absl::Duration window =
+        seconds > 0 && seconds <= kMaxWindowSeconds ? absl::Seconds(seconds) : absl::ZeroDuration();
+    if (window < absl::Nanoseconds(1)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "rate-limit window must be a positive, finite number of seconds, got '", text, "'"));
+          "rate-limit window must be a positive, finite number of seconds, from 1e-09 (1ns) to ",
+          kMaxWindowSeconds, " (100 years), got '", text, "'",
+          std::isnan(seconds) ? " (not a number)" : ""));
     }
-    absl::Duration window = absl::Seconds(seconds);
-    if (absl::Status status = ValidateRateWindow(window); !status.ok()) return status;
     return window;
   }
   return absl::InvalidArgumentError(absl::StrCat(

@@ -1,6 +1,7 @@
-// Rate-limit windows and algorithm names as concurry spells them: ParseRateWindow() turns "minute",
-// "per_hr", "Weekly" or a number of seconds ("0.5") into an absl::Duration, and RateLimitAlgorithm
-// parses from "token", "gcra", "sliding_window" and the other aliases via AbslParseFlag().
+// Rate-limit windows and algorithm names as concurry spells them, and the ranges limits accept:
+// ParseRateWindow() turns "minute", "per_hr", "Weekly" or a number of seconds ("0.5") into an
+// absl::Duration, and RateLimitAlgorithm parses from "token", "gcra", "sliding_window" and the
+// other aliases via AbslParseFlag().
 //
 //   absl::StatusOr<absl::Duration> window = concurry::ParseRateWindow("per_minute");  // 60 s
 //   concurry::RateLimitAlgorithm algorithm;
@@ -10,6 +11,7 @@
 #ifndef CONCURRY_LIMITS_RATE_WINDOW_H_
 #define CONCURRY_LIMITS_RATE_WINDOW_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -19,16 +21,28 @@
 
 namespace concurry {
 
+// The longest rate-limit window: 100 years of 365 days. Longer windows are rejected: they would
+// bring the algorithms' nanosecond arithmetic near the end of the int64 range, and no rate needs
+// them.
+inline constexpr absl::Duration kMaxRateWindow = absl::Hours(100 * 365 * 24);
+
+// The largest whole number of units a limit that counts whole units can hold or be asked for
+// (the capacity and amounts of a ResourceLimit, and of a rate limit run by LeakyBucket,
+// SlidingWindow or FixedWindow): 2^53 - 1, the largest integer n such that a double tells n from
+// n + 1. Larger capacities and amounts are rejected, since they would be counted inexactly.
+inline constexpr int64_t kMaxWholeUnits = (int64_t{1} << 53) - 1;
+
 // Returns the window named by `text`: a positive, finite number of seconds ("60", "0.5") or one of
 // concurry's RateWindow names and aliases, case-insensitive: second(s)/sec(s)/per_second(s)/
 // per_sec(s)/secondly = 1 s; minute(s)/min(s)/per_minute(s)/per_min(s)/minutely = 60 s;
 // hour(s)/hr(s)/per_hour(s)/per_hr(s)/hourly = 1 h; day(s)/per_day(s)/daily = 24 h;
 // week(s)/wk(s)/per_week(s)/per_wk(s)/weekly = 7 days. There is no month (as in concurry).
-// Returns InvalidArgument naming the accepted spellings otherwise.
+// A number must be from 1e-9 (1 ns) to 3153600000 (kMaxRateWindow); NaN is rejected. Returns
+// InvalidArgument naming the accepted spellings and range otherwise.
 absl::StatusOr<absl::Duration> ParseRateWindow(absl::string_view text);
 
-// Returns OK if `window` is usable as a rate-limit window (positive and finite, at least 1 ns),
-// InvalidArgument saying what was wrong otherwise.
+// Returns OK if `window` is usable as a rate-limit window (from 1 ns to kMaxRateWindow),
+// InvalidArgument naming the value and the allowed range otherwise.
 absl::Status ValidateRateWindow(absl::Duration window);
 
 // The five rate-limiting algorithms of concurry (reference §5.3). kSlidingWindow is the default.

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -88,12 +89,47 @@ TEST(ParseRateWindowTest, RejectsNonPositiveAndNonFiniteSeconds) {
   }
 }
 
-TEST(ValidateRateWindowTest, AcceptsPositiveFiniteOnly) {
+TEST(ParseRateWindowTest, TakesSecondsUpToTheLongestWindowAndSaysSo) {
+  absl::StatusOr<absl::Duration> longest = ParseRateWindow("3153600000");
+  ASSERT_TRUE(longest.ok()) << longest.status();
+  EXPECT_EQ(*longest, kMaxRateWindow);
+  EXPECT_EQ(*ParseRateWindow("1e-9"), absl::Nanoseconds(1));
+  for (const char* text : {"1e10", "3153600001", "1e300", "1e-10"}) {
+    absl::StatusOr<absl::Duration> window = ParseRateWindow(text);
+    ASSERT_FALSE(window.ok()) << text;
+    EXPECT_EQ(window.status().message(),
+              absl::StrCat("rate-limit window must be a positive, finite number of seconds, from "
+                           "1e-09 (1ns) to 3153600000 (100 years), got '",
+                           text, "'"));
+  }
+}
+
+TEST(ParseRateWindowTest, SaysANaNIsNotANumber) {
+  for (const char* text : {"nan", "NaN", " -nan "}) {
+    absl::StatusOr<absl::Duration> window = ParseRateWindow(text);
+    ASSERT_FALSE(window.ok()) << text;
+    EXPECT_THAT(window.status().message(), HasSubstr("(not a number)")) << text;
+    EXPECT_THAT(window.status().message(), HasSubstr(absl::StrCat("got '", text, "'"))) << text;
+  }
+  absl::StatusOr<absl::Duration> with_unit = ParseRateWindow("NaN seconds");
+  ASSERT_FALSE(with_unit.ok());
+  EXPECT_THAT(with_unit.status().message(), HasSubstr("unknown rate-limit window 'NaN seconds'"));
+}
+
+TEST(ValidateRateWindowTest, AcceptsFromOneNanosecondToTheLongestWindow) {
   EXPECT_TRUE(ValidateRateWindow(absl::Nanoseconds(1)).ok());
   EXPECT_TRUE(ValidateRateWindow(absl::Hours(168)).ok());
+  EXPECT_TRUE(ValidateRateWindow(kMaxRateWindow).ok());
+  EXPECT_EQ(kMaxRateWindow, absl::Hours(100 * 365 * 24));
   EXPECT_FALSE(ValidateRateWindow(absl::ZeroDuration()).ok());
   EXPECT_FALSE(ValidateRateWindow(-absl::Seconds(1)).ok());
   EXPECT_FALSE(ValidateRateWindow(absl::InfiniteDuration()).ok());
+  const absl::Status too_long = ValidateRateWindow(absl::Hours(1e7));
+  EXPECT_EQ(too_long.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(too_long.message(),
+            "window must be positive and finite, from 1ns to 876000h (100 years), got 10000000h");
+  EXPECT_EQ(ValidateRateWindow(absl::Nanoseconds(0.5)).message(),
+            "window must be positive and finite, from 1ns to 876000h (100 years), got 0.5ns");
 }
 
 TEST(RateLimitAlgorithmTest, ParsesConcurryNamesAndAliases) {

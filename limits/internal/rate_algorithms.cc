@@ -1,15 +1,83 @@
 #include "limits/internal/rate_algorithms.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <new>
 #include <string>
 
+#include "absl/numeric/int128.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "limits/rate_window.h"
 
 namespace concurry {
 namespace limits_internal {
+
+// ---- Parameters and numbers ----
+
+bool CountsWholeUnits(RateLimitAlgorithm algorithm) {
+  return algorithm != RateLimitAlgorithm::kTokenBucket && algorithm != RateLimitAlgorithm::kGcra;
+}
+
+absl::Status ValidateRateParams(RateLimitAlgorithm algorithm, double capacity,
+                                absl::Duration window) {
+  switch (algorithm) {
+    case RateLimitAlgorithm::kTokenBucket:
+    case RateLimitAlgorithm::kLeakyBucket:
+    case RateLimitAlgorithm::kSlidingWindow:
+    case RateLimitAlgorithm::kFixedWindow:
+    case RateLimitAlgorithm::kGcra:
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("algorithm: unknown value ", static_cast<int>(algorithm),
+                       "; allowed: kTokenBucket, kLeakyBucket, kSlidingWindow, kFixedWindow, "
+                       "kGcra"));
+  }
+  if (!CountsWholeUnits(algorithm)) {
+    if (!(capacity > 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("capacity must be > 0 (fractions allowed), or +infinity for unlimited, got ",
+                       FormatNumber(capacity)));
+    }
+  } else if (!(capacity >= 1 && capacity <= kMaxWhole) &&
+             capacity != std::numeric_limits<double>::infinity()) {
+    std::string why;
+    if (capacity > 0 && capacity < 1) {
+      why = absl::StrCat("; ", RateLimitAlgorithmName(algorithm),
+                         " counts whole units, so it could never admit anything (TokenBucket and "
+                         "GCRA accept fractional capacities)");
+    } else if (capacity > 1) {
+      why =
+          absl::StrCat("; ", RateLimitAlgorithmName(algorithm),
+                       " counts whole units, which a double cannot count exactly beyond 2^53 - 1");
+    }
+    return absl::InvalidArgumentError(absl::StrCat("capacity must be from 1 to ", kMaxWholeUnits,
+                                                   " (2^53 - 1), or +infinity for unlimited, got ",
+                                                   FormatNumber(capacity), why));
+  }
+  if (absl::Status status = ValidateRateWindow(window); !status.ok()) return status;
+  return absl::OkStatus();
+}
+
+std::string FormatNumber(double value) {
+  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+  if (std::isnan(value)) return "nan";
+  const double magnitude = std::fabs(value);
+  // Plain std::to_chars() picks whichever notation is shorter, which writes 0.0001 as "1e-04" and
+  // 1000000 as "1e+06".
+  const std::chars_format format = magnitude == 0 || (magnitude >= 1e-4 && magnitude < 1e16)
+                                       ? std::chars_format::fixed
+                                       : std::chars_format::scientific;
+  char buffer[64];
+  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value, format);
+  return std::string(buffer, result.ptr);
+}
+
+// ---- GCRA ----
 
 int64_t GcraCost(double amount, double capacity, int64_t window_ns) {
   const double cost = std::floor(amount / capacity * static_cast<double>(window_ns));
@@ -20,54 +88,110 @@ int64_t GcraCost(double amount, double capacity, int64_t window_ns) {
 
 double GcraAvailable(int64_t tat, int64_t now, double capacity, int64_t window_ns) {
   if (tat <= now) return capacity;
-  const double used = static_cast<double>(tat - now) / static_cast<double>(window_ns);
+  const double used = static_cast<double>(SaturatingSub(tat, now)) / static_cast<double>(window_ns);
   return std::max(0.0, capacity * (1 - used));
 }
 
+// ---- Locked algorithms ----
+
+namespace {
+
+// How far `used` + `amount` goes beyond `capacity` (> 0: the request does not fit). Written so that
+// it is exact for whole numbers up to kMaxWholeUnits: used - capacity is, and so is adding an
+// amount to it, whereas used + amount may exceed 2^53 and round.
+double Excess(double used, double amount, double capacity) { return (used - capacity) + amount; }
+
+}  // namespace
+
 // ---- LeakyBucket ----
 
+LeakyBucket::LeakyBucket(double capacity, int64_t window_ns)
+    : capacity_(capacity), window_ns_(window_ns) {
+  // capacity = mantissa * 2^exponent, mantissa in [0.5, 1): M = mantissa * 2^53, s = 53 - exponent
+  // (0 <= s <= 52 for 1 <= capacity < 2^53), then reduced.
+  int exponent = 0;
+  const double mantissa = std::frexp(capacity, &exponent);
+  capacity_numerator_ = static_cast<uint64_t>(std::ldexp(mantissa, 53));
+  capacity_shift_ = 53 - exponent;
+  while (capacity_shift_ > 0 && capacity_numerator_ % 2 == 0) {
+    capacity_numerator_ /= 2;
+    --capacity_shift_;
+  }
+}
+
+absl::uint128 LeakyBucket::LeaksBy(uint64_t elapsed) const {
+  // floor(floor(e * M / 2^s) / W) = floor(e * M / (2^s * W)); e * M < 2^64 * 2^53.
+  return ((absl::uint128(elapsed) * capacity_numerator_) >> capacity_shift_) /
+         static_cast<uint64_t>(window_ns_);
+}
+
+uint64_t LeakyBucket::LeakTime(absl::uint128 tokens) const {
+  constexpr uint64_t kNever = std::numeric_limits<uint64_t>::max();
+  if (tokens > LeaksBy(kNever)) return kNever;
+  // LeaksBy(e) >= k  <=>  e * M >= k * W * 2^s, so e = ceil(k * W * 2^s / M); and
+  // k * W * 2^s <= LeaksBy(2^64) * W * 2^s <= 2^64 * M < 2^117.
+  const absl::uint128 scaled = (tokens * static_cast<uint64_t>(window_ns_)) << capacity_shift_;
+  return absl::Uint128Low64((scaled + (capacity_numerator_ - 1)) / capacity_numerator_);
+}
+
+void LeakyBucket::Empty(int64_t now) {
+  level_ = 0;
+  origin_ = now;
+  set_leaked(0);
+}
+
 void LeakyBucket::Leak(int64_t now) {
-  if (level_ <= 0) {
-    level_ = 0;
-    last_leak_ = now;
-    return;
+  if (level_ <= 0) return Empty(now);
+  if (now <= origin_) return;  // A clock set back leaks nothing.
+  // now > origin_: the difference fits in 64 unsigned bits, whatever the two readings.
+  const uint64_t elapsed = static_cast<uint64_t>(now) - static_cast<uint64_t>(origin_);
+  uint64_t product;
+  if (leaked_high_ == 0 && !__builtin_mul_overflow(elapsed, capacity_numerator_, &product) &&
+      product < (uint64_t{1} << 53)) {
+    // The usual case, in 64 bits: e * M < 2^53, so every count is below 2^53 and LeaksBy() is
+    // one double division, exact after truncation (a / W just below an integer k rounds up to k
+    // only if a >= k * W > 2^53; a W beyond 2^53 exceeds a). Much faster than 128 bits.
+    const uint64_t total = static_cast<uint64_t>(static_cast<double>(product >> capacity_shift_) /
+                                                 static_cast<double>(window_ns_));
+    if (total <= leaked_low_) return;
+    return Drain(now, static_cast<double>(total - leaked_low_), total);
   }
-  if (now <= last_leak_) return;
-  const double elapsed = static_cast<double>(now - last_leak_);
-  const double leaked = std::floor(elapsed * capacity_ / static_cast<double>(window_ns_));
-  if (leaked <= 0) return;
-  if (leaked >= level_) {
-    level_ = 0;
-    last_leak_ = now;
-    return;
-  }
-  level_ -= leaked;
-  // Advance by the time the whole tokens took, not to `now`: the fraction carries over.
-  last_leak_ += static_cast<int64_t>(leaked * static_cast<double>(window_ns_) / capacity_);
+  const absl::uint128 total = LeaksBy(elapsed);
+  if (total <= leaked()) return;
+  Drain(now, static_cast<double>(total - leaked()), total);
+}
+
+void LeakyBucket::Drain(int64_t now, double fresh, absl::uint128 total) {
+  if (fresh >= level_) return Empty(now);
+  level_ -= fresh;
+  set_leaked(total);
 }
 
 bool LeakyBucket::TryAcquire(int64_t now, double amount) {
   Leak(now);
-  if (level_ + amount > capacity_) return false;
+  if (Excess(level_, amount, capacity_) > 0) return false;
   level_ += amount;
   return true;
 }
 
 void LeakyBucket::Charge(int64_t now, double amount) {
   Leak(now);
-  level_ += amount;
+  level_ = std::min(level_ + amount, kMaxWhole);
 }
 
 int64_t LeakyBucket::WaitNs(int64_t now, double amount) {
   Leak(now);
-  const double excess = level_ + amount - capacity_;
+  const double excess = Excess(level_, amount, capacity_);
   if (excess <= 0) return 0;
-  // Whole tokens must leak; the k-th leaks at last_leak_ + ceil(k * T).
-  const double tokens = std::ceil(excess);
-  const int64_t at =
-      last_leak_ +
-      static_cast<int64_t>(std::ceil(tokens * static_cast<double>(window_ns_) / capacity_));
-  return std::max<int64_t>(at - now, 1);
+  // Not empty (level_ > capacity_ - amount >= 0): whole tokens must leak, the k-th at
+  // origin_ + LeakTime(k), saturated (a level raised by Charge() may take centuries to drain).
+  // excess <= level_ <= kMaxWhole, so the count fits.
+  const uint64_t after = LeakTime(leaked() + absl::uint128(std::ceil(excess)));
+  const uint64_t room = static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) -
+                        static_cast<uint64_t>(origin_);  // Exact modulo 2^64: origin_ <= max.
+  const int64_t at = after > room ? std::numeric_limits<int64_t>::max()
+                                  : static_cast<int64_t>(static_cast<uint64_t>(origin_) + after);
+  return std::max<int64_t>(SaturatingSub(at, now), 1);
 }
 
 double LeakyBucket::InUse(int64_t now) {
@@ -93,7 +217,8 @@ SlidingWindow::SlidingWindow(double capacity, int64_t window_ns, Entry* ring)
       ring_offset_(reinterpret_cast<char*>(ring) - reinterpret_cast<char*>(this)) {}
 
 void SlidingWindow::Expire(int64_t now) {
-  while (size_ > 0 && at(0).time <= now - window_ns_) {
+  // time <= now - W, without computing now - W (which does not exist for the earliest clocks).
+  while (size_ > 0 && SaturatingSub(now, at(0).time) >= window_ns_) {
     count_ -= at(0).amount;
     head_ = (head_ + 1) % slots_;
     --size_;
@@ -121,23 +246,26 @@ void SlidingWindow::Record(int64_t now, double amount) {
 
 bool SlidingWindow::TryAcquire(int64_t now, double amount) {
   Expire(now);
-  if (count_ + amount > capacity_) return false;
+  if (Excess(count_, amount, capacity_) > 0) return false;
   Record(now, amount);
   return true;
 }
 
 void SlidingWindow::Charge(int64_t now, double amount) {
   Expire(now);
-  Record(now, amount);
+  amount = std::min(amount, kMaxWhole - count_);
+  if (amount > 0) Record(now, amount);
 }
 
 int64_t SlidingWindow::WaitNs(int64_t now, double amount) {
   Expire(now);
-  double excess = count_ + amount - capacity_;
+  double excess = Excess(count_, amount, capacity_);
   if (excess <= 0) return 0;
   for (int64_t i = 0; i < size_; ++i) {
     excess -= at(i).amount;
-    if (excess <= 0) return std::max<int64_t>(at(i).time + window_ns_ - now, 1);
+    if (excess <= 0) {
+      return std::max<int64_t>(SaturatingAdd(SaturatingSub(at(i).time, now), window_ns_), 1);
+    }
   }
   return window_ns_;  // Unreachable for amount <= capacity.
 }
@@ -165,20 +293,27 @@ void FixedWindow::Roll(int64_t now) {
 
 bool FixedWindow::TryAcquire(int64_t now, double amount) {
   Roll(now);
-  if (count_ + amount > capacity_) return false;
+  if (Excess(count_, amount, capacity_) > 0) return false;
   count_ += amount;
   return true;
 }
 
 void FixedWindow::Charge(int64_t now, double amount) {
   Roll(now);
-  count_ += amount;
+  count_ = std::min(count_ + amount, kMaxWhole);
 }
 
 int64_t FixedWindow::WaitNs(int64_t now, double amount) {
   Roll(now);
-  if (count_ + amount <= capacity_) return 0;
-  return (index_ + 1) * window_ns_ - now;
+  if (Excess(count_, amount, capacity_) <= 0) return 0;
+  // The current window's end, (index_ + 1) * W, exists when now <= INT64_MAX - W (its start may
+  // not, before 1677); saturated all the same, and at least 1 ns away (a clock set back keeps the
+  // later window).
+  int64_t end;
+  if (__builtin_mul_overflow(SaturatingAdd(index_, 1), window_ns_, &end)) {
+    end = std::numeric_limits<int64_t>::max();
+  }
+  return std::max<int64_t>(SaturatingSub(end, now), 1);
 }
 
 double FixedWindow::InUse(int64_t now) {
@@ -191,10 +326,6 @@ double FixedWindow::InUse(int64_t now) {
 namespace {
 
 constexpr size_t RoundUp8(size_t n) { return (n + 7) / 8 * 8; }
-
-bool IsGcraLike(RateLimitAlgorithm algorithm) {
-  return algorithm == RateLimitAlgorithm::kTokenBucket || algorithm == RateLimitAlgorithm::kGcra;
-}
 
 size_t BodyBytes(RateLimitAlgorithm algorithm, double capacity) {
   switch (algorithm) {
@@ -224,7 +355,8 @@ RateState::RateState(RateLimitAlgorithm algorithm, double capacity, int64_t wind
     : algorithm_(algorithm),
       capacity_(capacity),
       window_ns_(window_ns),
-      lock_free_(IsGcraLike(algorithm)),
+      max_now_(std::numeric_limits<int64_t>::max() - window_ns),
+      lock_free_(!CountsWholeUnits(algorithm)),
       unlimited_(std::isinf(capacity)) {}
 
 RateState* RateState::Create(void* memory, RateLimitAlgorithm algorithm, double capacity,
@@ -255,18 +387,24 @@ RateState* RateState::Create(void* memory, RateLimitAlgorithm algorithm, double 
 std::string RateState::AmountError(double amount) const {
   const absl::string_view name = RateLimitAlgorithmName(algorithm_);
   if (!(amount > 0) || !std::isfinite(amount)) {
-    return absl::StrCat("amount must be positive and finite, got ", amount);
+    return absl::StrCat("amount must be positive and finite, got ", FormatNumber(amount));
   }
   if (amount > capacity_) {
-    return absl::StrCat("requested amount (", amount, ") exceeds capacity (", capacity_,
-                        ") of this ", name, " limit; this request can never be fulfilled");
+    return absl::StrCat("requested amount (", FormatNumber(amount), ") exceeds capacity (",
+                        FormatNumber(capacity_), ") of this ", name,
+                        " limit; this request can never be fulfilled");
   }
-  return absl::StrCat(name, " accepts only whole amounts, got ", amount,
+  if (amount > kMaxWhole) {
+    return absl::StrCat(name, " counts whole units, from 1 to ", kMaxWholeUnits,
+                        " (2^53 - 1) at a time, got ", FormatNumber(amount));
+  }
+  return absl::StrCat(name, " accepts only whole amounts, got ", FormatNumber(amount),
                       "; use TokenBucket or GCRA for fractional amounts");
 }
 
 bool RateState::TryAcquire(int64_t now, double amount) {
   if (unlimited_) return true;
+  now = Clamp(now);
   switch (algorithm_) {
     case RateLimitAlgorithm::kTokenBucket:
     case RateLimitAlgorithm::kGcra:
@@ -283,6 +421,7 @@ bool RateState::TryAcquire(int64_t now, double amount) {
 
 int64_t RateState::WaitNs(int64_t now, double amount) {
   if (unlimited_) return 0;
+  now = Clamp(now);
   switch (algorithm_) {
     case RateLimitAlgorithm::kTokenBucket:
     case RateLimitAlgorithm::kGcra:
@@ -299,6 +438,7 @@ int64_t RateState::WaitNs(int64_t now, double amount) {
 
 double RateState::InUse(int64_t now) {
   if (unlimited_) return 0;
+  now = Clamp(now);
   switch (algorithm_) {
     case RateLimitAlgorithm::kTokenBucket:
     case RateLimitAlgorithm::kGcra:
@@ -315,20 +455,20 @@ double RateState::InUse(int64_t now) {
 
 void RateState::Refund(int64_t now, double amount) {
   if (unlimited_ || !lock_free_) return;
+  now = Clamp(now);
   gcra().Refund(now, Cost(amount));
 }
 
 void RateState::Charge(int64_t now, double amount) {
   if (unlimited_) return;
+  now = Clamp(now);
   switch (algorithm_) {
     case RateLimitAlgorithm::kTokenBucket:
     case RateLimitAlgorithm::kGcra:
-      // Not GcraCost(): an over-use may exceed the capacity, and the cost must not be clamped.
-      gcra().Charge(
-          now,
-          std::max<int64_t>(1, static_cast<int64_t>(std::min(
-                                   amount / capacity_ * static_cast<double>(window_ns_),
-                                   static_cast<double>(std::numeric_limits<int64_t>::max() / 4)))));
+      // Not GcraCost(): an over-use may exceed the capacity, and the cost must not be clamped
+      // to the window (only saturated).
+      gcra().Charge(now, std::max<int64_t>(1, SaturatingNanos(amount / capacity_ *
+                                                              static_cast<double>(window_ns_))));
       return;
     case RateLimitAlgorithm::kLeakyBucket:
       leaky().Charge(now, amount);

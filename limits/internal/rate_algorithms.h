@@ -1,7 +1,8 @@
 // The arithmetic of the five rate-limiting algorithms behind concurry::RateLimiter, with time as
 // an argument (nanoseconds since the Unix epoch) so tests are tables of (now, request, outcome).
-// Amounts are doubles already validated by RateLimiter (positive, finite, at most the capacity,
-// whole numbers for LeakyBucket and the window algorithms); capacities are positive and finite.
+// Parameters are validated once, by ValidateRateParams(); amounts are validated by the callers
+// (positive, finite, at most the capacity, whole numbers for LeakyBucket and the window
+// algorithms). The nanosecond arithmetic never overflows: see "Overflow" below.
 //
 //   limits_internal::AtomicGcra gcra(/*window_ns=*/1'000'000'000);
 //   int64_t cost = GcraCost(/*amount=*/1, /*capacity=*/10, /*window_ns=*/1'000'000'000);
@@ -19,10 +20,67 @@
 #include <memory>
 #include <string>
 
+#include "absl/numeric/int128.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "limits/rate_window.h"
 
 namespace concurry {
 namespace limits_internal {
+
+// ---- Parameters, numbers and overflow --------------------------------------------------------
+//
+// Overflow: windows are at most kMaxRateWindow (about 2^61.5 ns) and whole-unit capacities at
+// most kMaxWholeUnits, both checked at construction by ValidateRateParams(). Clock readings may be
+// anything absl::ToUnixNanos() returns (it saturates at the int64 range, years 1677 and 2262):
+// RateState clamps `now` to at most INT64_MAX - window_ns, so that "now + window" always exists
+// (time stands still for the limit after that point, ~2162 at the latest), and every other sum
+// or difference of times that state or a backwards clock could push out of range saturates
+// (SaturatingAdd() and friends) in the direction that admits less, never more.
+
+// kMaxWholeUnits as a double (exact). The locked algorithms also count at most this many units
+// in use: Charge() saturates there, so that every count stays exact.
+inline constexpr double kMaxWhole = static_cast<double>(kMaxWholeUnits);
+
+// Returns whether `algorithm` counts whole units (LeakyBucket, SlidingWindow, FixedWindow), as
+// opposed to TokenBucket and GCRA, which accept fractional capacities and amounts.
+bool CountsWholeUnits(RateLimitAlgorithm algorithm);
+
+// Returns OK if `algorithm` is a known value, `capacity` is > 0 (+infinity means unlimited; for
+// the algorithms that count whole units, from 1 to kMaxWholeUnits) and `window` is from 1 ns to
+// kMaxRateWindow. Otherwise InvalidArgument whose message starts with the argument's name and
+// gives the value and the allowed range ("capacity must be ..., got 0.5 ..."), for the caller to
+// prefix with its own name.
+absl::Status ValidateRateParams(RateLimitAlgorithm algorithm, double capacity,
+                                absl::Duration window);
+
+// The shortest decimal form that reads back as `value`, in positional notation for magnitudes in
+// [1e-4, 1e16) and in scientific notation outside it, as Python's repr() writes floats ("300",
+// "0.0001", "9007199254740991", "1e-05", "1e+16", "inf", "nan"). For messages and signatures.
+std::string FormatNumber(double value);
+
+// `a + b` and `a - b`, saturated to the int64 range instead of overflowing.
+inline int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t sum;
+  if (__builtin_add_overflow(a, b, &sum)) {
+    return b > 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+  }
+  return sum;
+}
+inline int64_t SaturatingSub(int64_t a, int64_t b) {
+  int64_t difference;
+  if (__builtin_sub_overflow(a, b, &difference)) {
+    return b < 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+  }
+  return difference;
+}
+// `ns` rounded toward zero, saturated to the int64 range (NaN gives the maximum). A plain cast of
+// a double outside the range is undefined behaviour.
+inline int64_t SaturatingNanos(double ns) {
+  if (!(ns < 9223372036854775808.0)) return std::numeric_limits<int64_t>::max();  // 2^63, NaN.
+  if (ns < -9223372036854775808.0) return std::numeric_limits<int64_t>::min();
+  return static_cast<int64_t>(ns);
+}
 
 // ---- GCRA and TokenBucket (one algorithm) ------------------------------------------------------
 //
@@ -32,10 +90,15 @@ namespace limits_internal {
 // again"): available tokens = C * (1 - max(0, TAT - now) / W). A request costing n * T is admitted
 // iff max(TAT, now) + n * T - now <= W (tau = C * T = W), and then TAT = max(TAT, now) + n * T.
 // A refund of n sets TAT = max(now, TAT - n * T), i.e. tokens = min(C, tokens + n).
+//
+// Overflow: the test max(TAT, now) + cost - now <= W is computed as
+// SaturatingSub(max(TAT, now), now) <= W - cost (0 <= W - cost since cost <= W), so a TAT far
+// from `now` (after a large Charge(), or a clock set back by centuries) rejects instead of
+// wrapping around; an admitted request sets TAT <= now + W, which exists because `now` is at
+// most INT64_MAX - W (RateState clamps it). Charge() and Refund() saturate.
 
-// The TAT of a limiter no request has touched: far enough in the past to mean "full" for any
-// clock reading in [1824, 2116].
-inline constexpr int64_t kGcraInitialTat = std::numeric_limits<int64_t>::min() / 4;
+// The TAT of a limiter no request has touched: "full" at any clock reading.
+inline constexpr int64_t kGcraInitialTat = std::numeric_limits<int64_t>::min();
 
 // Returns the cost in ns of `amount` tokens: floor(amount / capacity * window_ns), clamped to
 // [1, window_ns]. Rounding down guarantees a full burst of `capacity` fits in the tolerance (the
@@ -43,9 +106,10 @@ inline constexpr int64_t kGcraInitialTat = std::numeric_limits<int64_t>::min() /
 // number of requests at 1e9 per second.
 int64_t GcraCost(double amount, double capacity, int64_t window_ns);
 
-// Returns the ns to wait from `now` until a request of `cost` would be admitted (0 if now).
+// Returns the ns to wait from `now` until a request of `cost` (at most `window_ns`) would be
+// admitted (0 if now).
 inline int64_t GcraWaitNs(int64_t tat, int64_t now, int64_t cost, int64_t window_ns) {
-  const int64_t wait = (tat > now ? tat : now) + cost - now - window_ns;
+  const int64_t wait = SaturatingSub(tat > now ? tat : now, now) - (window_ns - cost);
   return wait > 0 ? wait : 0;
 }
 
@@ -66,13 +130,16 @@ class AtomicGcra {
  public:
   explicit AtomicGcra(int64_t window_ns) : window_ns_(window_ns) {}
 
-  // Admits a request of `cost` at `now` and returns true, or returns false without change.
+  // Admits a request of `cost` (in [1, window_ns]) at `now` (at most INT64_MAX - window_ns) and
+  // returns true, or returns false without change.
   bool TryAcquire(int64_t now, int64_t cost) {
+    const int64_t slack = window_ns_ - cost;  // Tolerance left for the time already owed.
     int64_t tat = tat_.load(std::memory_order_seq_cst);
     for (;;) {
-      const int64_t next = (tat > now ? tat : now) + cost;
-      if (next - now > window_ns_) return false;
-      if (tat_.compare_exchange_weak(tat, next, std::memory_order_seq_cst)) return true;
+      const int64_t base = tat > now ? tat : now;
+      if (SaturatingSub(base, now) > slack) return false;
+      // base + cost <= now + window_ns: no overflow.
+      if (tat_.compare_exchange_weak(tat, base + cost, std::memory_order_seq_cst)) return true;
     }
   }
 
@@ -81,20 +148,24 @@ class AtomicGcra {
     return GcraWaitNs(tat(), now, cost, window_ns_) == 0;
   }
 
-  // Returns `cost` worth of tokens at `now` (never above the capacity).
+  // Returns `cost` (>= 1) worth of tokens at `now` (never above the capacity).
   void Refund(int64_t now, int64_t cost) {
     int64_t tat = tat_.load(std::memory_order_seq_cst);
     for (;;) {
-      const int64_t next = tat - cost > now ? tat - cost : now;
-      if (next >= tat) return;  // Already full.
-      if (tat_.compare_exchange_weak(tat, next, std::memory_order_seq_cst)) return;
+      if (tat <= now) return;  // Already full.
+      const int64_t refunded = SaturatingSub(tat, cost);
+      if (tat_.compare_exchange_weak(tat, refunded > now ? refunded : now,
+                                     std::memory_order_seq_cst)) {
+        return;
+      }
     }
   }
 
-  // Takes `cost` at `now` even beyond the tolerance (usage reported after the fact).
+  // Takes `cost` (>= 1) at `now` even beyond the tolerance (usage reported after the fact). The
+  // TAT saturates at INT64_MAX: a debt beyond year 2262 blocks the limiter for good.
   void Charge(int64_t now, int64_t cost) {
     int64_t tat = tat_.load(std::memory_order_seq_cst);
-    while (!tat_.compare_exchange_weak(tat, (tat > now ? tat : now) + cost,
+    while (!tat_.compare_exchange_weak(tat, SaturatingAdd(tat > now ? tat : now, cost),
                                        std::memory_order_seq_cst)) {
     }
   }
@@ -114,16 +185,25 @@ class AtomicGcra {
 // shared by several processes (see RateState). The caller serializes calls. Calls may advance
 // the algorithm's own bookkeeping (leaks, expiries, window roll-over) even when they do not
 // consume. Charge() records usage unconditionally (an over-use reported after the fact), so the
-// amount in use may exceed the capacity until time brings it back.
+// amount in use may exceed the capacity until time brings it back; it saturates at
+// kMaxWholeUnits, which keeps every count exact in a double (and is at least the capacity). `now`
+// is at most INT64_MAX - window_ns (RateState clamps it); time differences saturate, so a clock
+// that jumps by centuries in either direction delays admissions but never wraps around. WaitNs() is
+// 0 exactly when TryAcquire() at the same `now` would admit, and at least 1 otherwise.
 
 // LeakyBucket(capacity C per window W): a bucket of at most C tokens that leaks one token every
 // T = W / C. A request of n is admitted iff level + n <= C. Unlike concurry, which truncates the
 // leaked count and restarts its leak clock at every check (so checks more frequent than T never
-// leak: reference §11.14), the leak clock advances only by the whole tokens leaked, keeping the
-// fraction; it restarts when the bucket empties (an empty bucket banks no credit). Not thread-safe.
+// leak: reference §11.14), the k-th token leaks at exactly ceil(k * T) after the bucket last
+// became non-empty (its origin), however often it is checked; the clock restarts when the bucket
+// empties (an empty bucket banks no credit). Counting from the origin keeps the fraction of a
+// token between checks without rounding it at each one, so several checks in one nanosecond leak
+// no more than one check does (which matters once more than one token leaks per nanosecond).
+// The schedule is exact integer arithmetic for any capacity (a double C >= 1 is M / 2^s for
+// integers M < 2^53, s <= 52) and any time since the origin (< 2^64 ns). Not thread-safe.
 class LeakyBucket {
  public:
-  LeakyBucket(double capacity, int64_t window_ns) : capacity_(capacity), window_ns_(window_ns) {}
+  LeakyBucket(double capacity, int64_t window_ns);
 
   bool TryAcquire(int64_t now, double amount);
   void Charge(int64_t now, double amount);
@@ -133,11 +213,34 @@ class LeakyBucket {
  private:
   // Removes the whole tokens leaked by `now`.
   void Leak(int64_t now);
+  // Returns the whole tokens leaked `elapsed` ns after the origin: floor(elapsed * C / W).
+  absl::uint128 LeaksBy(uint64_t elapsed) const;
+  // Returns the least elapsed time after the origin by which `tokens` have leaked, i.e. the least
+  // e with LeaksBy(e) >= tokens; UINT64_MAX if there is none below it.
+  uint64_t LeakTime(absl::uint128 tokens) const;
+  // Empties the bucket at `now`.
+  void Empty(int64_t now);
+  // Takes `fresh` leaked tokens off the level at `now`, `total` having leaked since the origin.
+  void Drain(int64_t now, double fresh, absl::uint128 total);
+  // The tokens leaked since the origin, kept as two words: absl::uint128 wants 16-byte alignment,
+  // which the memory RateState lays this object in does not promise.
+  absl::uint128 leaked() const { return absl::MakeUint128(leaked_high_, leaked_low_); }
+  void set_leaked(absl::uint128 leaked) {
+    leaked_high_ = absl::Uint128High64(leaked);
+    leaked_low_ = absl::Uint128Low64(leaked);
+  }
 
   double capacity_;
   int64_t window_ns_;
+  // capacity_ = capacity_numerator_ / 2^capacity_shift_, exactly.
+  uint64_t capacity_numerator_;
+  int capacity_shift_;
   double level_ = 0;
-  int64_t last_leak_ = 0;  // Meaningful only while level_ > 0.
+  // Meaningful only while level_ > 0: when the bucket last became non-empty, and how many tokens
+  // have leaked since (already taken off level_).
+  int64_t origin_ = 0;
+  uint64_t leaked_high_ = 0;
+  uint64_t leaked_low_ = 0;
 };
 
 // SlidingWindow(capacity K per window W), concurry's default: a log of admitted requests; entries
@@ -229,9 +332,12 @@ class FixedWindow {
 // TokenBucket and GCRA are lock-free: TryAcquire(), WaitNs(), InUse(), Refund() and Charge() may
 // be called concurrently. For the other algorithms the caller serializes every call. An infinite
 // capacity admits everything and keeps no state.
+//
+// Every method that takes `now` first clamps it to at most INT64_MAX - window_ns (see "Overflow"
+// above); any int64 reading is accepted.
 class RateState {
  public:
-  // `capacity` > 0 (possibly +infinity), `window_ns` > 0; RateLimiter validates them.
+  // Parameters accepted by ValidateRateParams(); the callers (Limit, RateLimiter) check them.
   static size_t BytesFor(RateLimitAlgorithm algorithm, double capacity);
   // Builds the state in `memory`, which must hold BytesFor() bytes aligned to 8.
   static RateState* Create(void* memory, RateLimitAlgorithm algorithm, double capacity,
@@ -250,10 +356,12 @@ class RateState {
   bool whole_amounts() const { return !lock_free_; }
 
   // Returns whether `amount` is one this limit can ever admit: positive, finite, at most the
-  // capacity, and whole unless the algorithm is TokenBucket or GCRA. One branch when valid.
+  // capacity, and, unless the algorithm is TokenBucket or GCRA, whole and at most kMaxWholeUnits
+  // (which only an infinite capacity allows beyond). Cheap when valid.
   bool ValidAmount(double amount) const {
     return amount > 0 && amount <= capacity_ && amount < kInfinity &&
-           (!whole_amounts() || amount == static_cast<double>(static_cast<int64_t>(amount)));
+           (!whole_amounts() ||
+            (amount <= kMaxWhole && amount == static_cast<double>(static_cast<int64_t>(amount))));
   }
   // Returns what is wrong with an amount for which ValidAmount() is false, for an error message.
   std::string AmountError(double amount) const;
@@ -273,6 +381,8 @@ class RateState {
  private:
   static constexpr double kInfinity = std::numeric_limits<double>::infinity();
   RateState(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns);
+  // `now`, at most INT64_MAX - window_ns.
+  int64_t Clamp(int64_t now) const { return now < max_now_ ? now : max_now_; }
   void* body() { return reinterpret_cast<char*>(this) + kBodyOffset; }
   AtomicGcra& gcra() { return *static_cast<AtomicGcra*>(body()); }
   LeakyBucket& leaky() { return *static_cast<LeakyBucket*>(body()); }
@@ -285,6 +395,7 @@ class RateState {
   RateLimitAlgorithm algorithm_;
   double capacity_;
   int64_t window_ns_;
+  int64_t max_now_;  // INT64_MAX - window_ns_.
   bool lock_free_;
   bool unlimited_;
 };

@@ -5,7 +5,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "limits/rate_window.h"
 
 namespace concurry {
 namespace limits_internal {
@@ -13,6 +17,10 @@ namespace {
 
 constexpr int64_t kSecond = 1'000'000'000;
 constexpr int64_t kMs = 1'000'000;
+constexpr int64_t kMaxNs = std::numeric_limits<int64_t>::max();
+constexpr int64_t kMinNs = std::numeric_limits<int64_t>::min();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // One step of a table: at `now`, TryAcquire(`amount`) must return `admitted`, and afterwards
 // WaitNs(now, `amount`) (the same amount again) must be `wait`.
@@ -269,6 +277,211 @@ TEST(RateStateTest, ValidatesAmountsPerAlgorithm) {
                            std::numeric_limits<double>::infinity(), kSecond);
   EXPECT_TRUE(unlimited->TryAcquire(0, 1e15));
   EXPECT_EQ(unlimited->WaitNs(0, 1e15), 0);
+}
+
+// ---- Parameters ----
+
+TEST(ValidateRateParamsTest, NamesTheArgumentTheValueAndTheRange) {
+  const absl::Duration second = absl::Seconds(1);
+  EXPECT_TRUE(ValidateRateParams(RateLimitAlgorithm::kGcra, 1e-300, second).ok());
+  EXPECT_TRUE(ValidateRateParams(RateLimitAlgorithm::kGcra, 1e300, kMaxRateWindow).ok());
+  EXPECT_TRUE(ValidateRateParams(RateLimitAlgorithm::kSlidingWindow, kInf, second).ok());
+  EXPECT_TRUE(
+      ValidateRateParams(RateLimitAlgorithm::kFixedWindow, 9007199254740991.0, absl::Nanoseconds(1))
+          .ok());
+  EXPECT_EQ(ValidateRateParams(static_cast<RateLimitAlgorithm>(9), 1, second).message(),
+            "algorithm: unknown value 9; allowed: kTokenBucket, kLeakyBucket, kSlidingWindow, "
+            "kFixedWindow, kGcra");
+  EXPECT_EQ(ValidateRateParams(RateLimitAlgorithm::kTokenBucket, -0.0, second).message(),
+            "capacity must be > 0 (fractions allowed), or +infinity for unlimited, got -0");
+  EXPECT_EQ(ValidateRateParams(RateLimitAlgorithm::kLeakyBucket, kNaN, second).message(),
+            "capacity must be from 1 to 9007199254740991 (2^53 - 1), or +infinity for "
+            "unlimited, got nan");
+  EXPECT_EQ(ValidateRateParams(RateLimitAlgorithm::kGcra, 1, absl::Hours(1e7)).message(),
+            "window must be positive and finite, from 1ns to 876000h (100 years), got 10000000h");
+  EXPECT_EQ(ValidateRateParams(RateLimitAlgorithm::kGcra, 1, absl::Hours(1e7)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(FormatNumberTest, WritesTheShortestExactForm) {
+  EXPECT_EQ(FormatNumber(9007199254740991.0), "9007199254740991");
+  EXPECT_EQ(FormatNumber(0.0001), "0.0001");
+  EXPECT_EQ(FormatNumber(1e16), "1e+16");
+  EXPECT_EQ(FormatNumber(1e-300), "1e-300");
+  EXPECT_EQ(FormatNumber(kNaN), "nan");
+  EXPECT_EQ(FormatNumber(-kInf), "-inf");
+}
+
+TEST(SaturatingTest, AddsSubtractsAndConvertsWithoutOverflow) {
+  EXPECT_EQ(SaturatingAdd(kMaxNs, 1), kMaxNs);
+  EXPECT_EQ(SaturatingAdd(kMinNs, -1), kMinNs);
+  EXPECT_EQ(SaturatingAdd(5, -7), -2);
+  EXPECT_EQ(SaturatingSub(kMaxNs, -1), kMaxNs);
+  EXPECT_EQ(SaturatingSub(kMinNs, 1), kMinNs);
+  EXPECT_EQ(SaturatingSub(kMaxNs, kMinNs), kMaxNs);
+  EXPECT_EQ(SaturatingSub(-3, 4), -7);
+  EXPECT_EQ(SaturatingNanos(1e300), kMaxNs);
+  EXPECT_EQ(SaturatingNanos(9223372036854775808.0), kMaxNs);  // 2^63: a plain cast is UB.
+  EXPECT_EQ(SaturatingNanos(-1e300), kMinNs);
+  EXPECT_EQ(SaturatingNanos(kNaN), kMaxNs);
+  EXPECT_EQ(SaturatingNanos(-2.9), -2);
+}
+
+// ---- Extremes: the longest window, the ends of the int64 clock, huge over-use ----
+
+constexpr RateLimitAlgorithm kAllAlgorithms[] = {
+    RateLimitAlgorithm::kTokenBucket, RateLimitAlgorithm::kLeakyBucket,
+    RateLimitAlgorithm::kSlidingWindow, RateLimitAlgorithm::kFixedWindow,
+    RateLimitAlgorithm::kGcra};
+
+TEST(RateStateTest, CapacityOneAtTheLongestWindowAdmitsOncePerWindowAtAnyTime) {
+  const int64_t window = absl::ToInt64Nanoseconds(kMaxRateWindow);
+  for (const RateLimitAlgorithm algorithm : kAllAlgorithms) {
+    for (const int64_t start : {kMinNs, kMinNs + 1, int64_t{-1}, int64_t{0},
+                                int64_t{1'700'000'000'000'000'000}, kMaxNs - 2 * window}) {
+      SCOPED_TRACE(absl::StrCat(RateLimitAlgorithmName(algorithm), " from ", start));
+      OwnedRateState state(algorithm, 1, window);
+      ASSERT_TRUE(state->TryAcquire(start, 1));
+      EXPECT_FALSE(state->TryAcquire(start, 1));
+      // Fixed windows end on multiples of the window since the epoch; the others a window after
+      // the admission.
+      const FixedWindow aligned(1, window);
+      const int64_t wait = algorithm == RateLimitAlgorithm::kFixedWindow
+                               ? (aligned.WindowIndex(start) + 1) * window - start
+                               : window;
+      EXPECT_EQ(state->WaitNs(start, 1), wait);
+      EXPECT_FALSE(state->TryAcquire(start + wait - 1, 1));
+      EXPECT_TRUE(state->TryAcquire(start + wait, 1));
+      EXPECT_FALSE(state->TryAcquire(start + wait, 1));
+    }
+  }
+}
+
+TEST(RateStateTest, TimeStandsStillAWindowBeforeTheEndOfTheClock) {
+  // Clock readings past INT64_MAX - window (absl saturates at year 2262) count as that instant,
+  // so "now + window" always exists: the limit keeps admitting exactly its capacity there.
+  const int64_t window = kSecond;
+  for (const RateLimitAlgorithm algorithm : kAllAlgorithms) {
+    SCOPED_TRACE(RateLimitAlgorithmName(algorithm));
+    OwnedRateState state(algorithm, 2, window);
+    EXPECT_TRUE(state->TryAcquire(kMaxNs, 1));
+    EXPECT_TRUE(state->TryAcquire(kMaxNs - 5, 1));  // Also past the last instant: the same one.
+    EXPECT_FALSE(state->TryAcquire(kMaxNs, 1));
+    EXPECT_FALSE(state->TryAcquire(kMaxNs - window + 1, 1));
+    EXPECT_GT(state->WaitNs(kMaxNs, 1), 0);
+    EXPECT_EQ(state->InUse(kMaxNs), 2);
+  }
+  OwnedRateState gcra(RateLimitAlgorithm::kGcra, 2, window);
+  ASSERT_TRUE(gcra->TryAcquire(kMaxNs, 2));
+  EXPECT_EQ(gcra->WaitNs(kMaxNs, 1), window / 2);
+  EXPECT_EQ(gcra->WaitNs(kMaxNs - window - window / 4, 1), window / 2 + window / 4);
+}
+
+TEST(RateStateTest, HugeOverUseSaturatesInsteadOfOverflowing) {
+  OwnedRateState gcra(RateLimitAlgorithm::kGcra, 1, kSecond);
+  gcra->Charge(0, 1e300);  // Centuries of debt, twice: the TAT saturates at INT64_MAX.
+  gcra->Charge(0, 1e300);
+  EXPECT_FALSE(gcra->TryAcquire(0, 1));
+  EXPECT_EQ(gcra->WaitNs(0, 1), kMaxNs);
+  EXPECT_EQ(gcra->InUse(0), 1);
+  gcra->Refund(0, 1);
+  EXPECT_EQ(gcra->WaitNs(0, 1), kMaxNs - kSecond);
+
+  OwnedRateState tiny(RateLimitAlgorithm::kTokenBucket, 1e-300, kSecond);
+  tiny->Charge(0, 1e10);  // amount / capacity overflows a double: saturated too.
+  EXPECT_EQ(tiny->WaitNs(0, 1e-300), kMaxNs);
+
+  // The locked algorithms count at most kMaxWholeUnits in use, which keeps counts exact.
+  for (const RateLimitAlgorithm algorithm :
+       {RateLimitAlgorithm::kLeakyBucket, RateLimitAlgorithm::kSlidingWindow,
+        RateLimitAlgorithm::kFixedWindow}) {
+    SCOPED_TRACE(RateLimitAlgorithmName(algorithm));
+    OwnedRateState state(algorithm, 5, kSecond);
+    state->Charge(0, 9007199254740991.0);
+    state->Charge(0, 9007199254740991.0);
+    EXPECT_EQ(state->InUse(0), 9007199254740991.0);
+    EXPECT_FALSE(state->TryAcquire(0, 1));
+    EXPECT_GE(state->WaitNs(0, 1), 1);
+  }
+  // A LeakyBucket drains 2^53 units at 5 per second in 57 million years: saturated.
+  OwnedRateState leaky(RateLimitAlgorithm::kLeakyBucket, 5, kSecond);
+  leaky->Charge(0, 9007199254740991.0);
+  EXPECT_EQ(leaky->WaitNs(0, 1), kMaxNs);
+  // A SlidingWindow or FixedWindow forgets it a window later.
+  OwnedRateState sliding(RateLimitAlgorithm::kSlidingWindow, 5, kSecond);
+  sliding->Charge(0, 9007199254740991.0);
+  EXPECT_EQ(sliding->WaitNs(0, 5), kSecond);
+  EXPECT_TRUE(sliding->TryAcquire(kSecond, 5));
+}
+
+TEST(RateStateTest, WholeAmountsAboveTwoTo53AreInvalidEvenWithInfiniteCapacity) {
+  OwnedRateState unlimited(RateLimitAlgorithm::kSlidingWindow, kInf, kSecond);
+  EXPECT_TRUE(unlimited->ValidAmount(9007199254740991.0));
+  EXPECT_FALSE(unlimited->ValidAmount(9007199254740992.0));
+  EXPECT_FALSE(unlimited->ValidAmount(1e300));  // Used to be cast to int64: undefined.
+  EXPECT_EQ(unlimited->AmountError(1e300),
+            "sliding_window counts whole units, from 1 to 9007199254740991 (2^53 - 1) at a "
+            "time, got 1e+300");
+  OwnedRateState gcra(RateLimitAlgorithm::kGcra, kInf, kSecond);
+  EXPECT_TRUE(gcra->ValidAmount(1e300));
+}
+
+TEST(LeakyBucketTest, ManyTokensPerNanosecondLeakOnceHoweverOftenChecked) {
+  // 2.5 tokens per ns. Each check used to round the leak clock down and leak the same
+  // nanosecond's tokens again: 50 checks at t = 1 admitted 50 units instead of 2.
+  LeakyBucket bucket(2'500'000'000, kSecond);
+  ASSERT_TRUE(bucket.TryAcquire(0, 2'500'000'000));
+  int admitted = 0;
+  for (int i = 0; i < 50; ++i) admitted += bucket.TryAcquire(1, 1);
+  EXPECT_EQ(admitted, 2);  // floor(1 ns * 2.5 / ns).
+  for (int i = 0; i < 50; ++i) admitted += bucket.TryAcquire(2, 1);
+  EXPECT_EQ(admitted, 5);  // floor(2 * 2.5): the half token of the first nanosecond is kept.
+  EXPECT_EQ(bucket.WaitNs(2, 1), 1);
+  EXPECT_EQ(bucket.WaitNs(2, 3), 2);  // Token 8 leaks at ceil(8 / 2.5) = 4.
+}
+
+TEST(LeakyBucketTest, ScheduleIsExactAtTheLongestWindow) {
+  // W / 7 is not an integer and W is beyond 2^53 ns, where doubles round: the k-th token leaks
+  // at exactly ceil(k * W / 7).
+  const int64_t window = absl::ToInt64Nanoseconds(kMaxRateWindow);
+  ASSERT_EQ(window, 3'153'600'000'000'000'000);
+  LeakyBucket bucket(7, window);
+  ASSERT_TRUE(bucket.TryAcquire(0, 7));
+  EXPECT_EQ(bucket.WaitNs(0, 1), 450'514'285'714'285'715);
+  EXPECT_EQ(bucket.WaitNs(0, 3), 1'351'542'857'142'857'143);
+  EXPECT_FALSE(bucket.TryAcquire(450'514'285'714'285'714, 1));
+  EXPECT_TRUE(bucket.TryAcquire(450'514'285'714'285'715, 1));
+  // Capacity 1 at the longest window: once per window, to the nanosecond.
+  LeakyBucket one(1, window - 1);
+  ASSERT_TRUE(one.TryAcquire(kMinNs, 1));
+  EXPECT_FALSE(one.TryAcquire(kMinNs + window - 2, 1));
+  EXPECT_TRUE(one.TryAcquire(kMinNs + window - 1, 1));
+  // A fractional capacity is exact too: 2.5 per W - 1 ns, the first token at ceil((W - 1) / 2.5).
+  LeakyBucket fractional(2.5, window - 1);
+  ASSERT_TRUE(fractional.TryAcquire(0, 2));
+  EXPECT_EQ(fractional.WaitNs(0, 1), 1'261'440'000'000'000'000);
+  EXPECT_FALSE(fractional.TryAcquire(1'261'439'999'999'999'999, 1));
+  EXPECT_TRUE(fractional.TryAcquire(1'261'440'000'000'000'000, 1));
+}
+
+TEST(FixedWindowTest, WindowsAtTheEarliestClockReadingsEndExactly) {
+  // floor(INT64_MIN / 3) * 3 is below INT64_MIN; the window's end, (index + 1) * 3, is not.
+  FixedWindow window(1, 3);
+  EXPECT_EQ(window.WindowIndex(kMinNs), -3'074'457'345'618'258'603);
+  ASSERT_TRUE(window.TryAcquire(kMinNs, 1));
+  EXPECT_EQ(window.WaitNs(kMinNs, 1), 2);  // Ends at -9223372036854775806.
+  EXPECT_TRUE(window.TryAcquire(kMinNs + 2, 1));
+}
+
+TEST(SlidingWindowTest, EntriesExpireExactlyAtTheEarliestClockReadings) {
+  OwnedRateState window(RateLimitAlgorithm::kSlidingWindow, 1, kSecond);
+  ASSERT_TRUE(window->TryAcquire(kMinNs, 1));
+  EXPECT_EQ(window->WaitNs(kMinNs, 1), kSecond);
+  EXPECT_FALSE(window->TryAcquire(kMinNs + kSecond - 1, 1));
+  EXPECT_TRUE(window->TryAcquire(kMinNs + kSecond, 1));
+  // A clock set back by centuries delays expiry instead of wrapping around.
+  EXPECT_FALSE(window->TryAcquire(kMinNs, 1));
+  EXPECT_EQ(window->WaitNs(kMinNs, 1), 2 * kSecond);
 }
 
 }  // namespace
