@@ -1,7 +1,7 @@
 #include "limits/limit.h"
 
-#include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -10,26 +10,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
+#include "limits/internal/rate_algorithms.h"
 #include "limits/rate_window.h"
 
 namespace concurry {
 namespace {
 
-// The shortest decimal form that reads back as `value`, in positional notation for magnitudes in
-// [1e-4, 1e16) and in scientific notation outside it, as Python's repr() writes floats (so
-// "300", "0.0001", "1000000", "1e-05", "1e-300", "inf"). Plain std::to_chars() picks whichever
-// notation is shorter, which writes 0.0001 as "1e-04" and 1000000 as "1e+06".
-std::string ShortestNumber(double value) {
-  if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
-  if (std::isnan(value)) return "nan";
-  const double magnitude = std::fabs(value);
-  const std::chars_format format = magnitude == 0 || (magnitude >= 1e-4 && magnitude < 1e16)
-                                       ? std::chars_format::fixed
-                                       : std::chars_format::scientific;
-  char buffer[64];
-  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value, format);
-  return std::string(buffer, result.ptr);
-}
+using limits_internal::FormatNumber;
 
 absl::Duration ParsedWindow(absl::string_view what, absl::string_view window) {
   absl::StatusOr<absl::Duration> parsed = ParseRateWindow(window);
@@ -44,6 +31,37 @@ std::string CheckedRateKey(std::string key) {
         "RateLimit key 'call_count' is reserved for CallLimit; use CallLimit(capacity, window)");
   }
   return key;
+}
+
+void CheckResourceKey(const std::string& key) {
+  if (key.empty()) throw InvalidOptionError("ResourceLimit key must not be empty");
+}
+
+[[noreturn]] void ThrowResourceCapacity(const std::string& key, absl::string_view value) {
+  throw InvalidOptionError(absl::StrCat("ResourceLimit '", key,
+                                        "': capacity must be a whole number from 1 to ",
+                                        kMaxWholeUnits, " (2^53 - 1), got ", value));
+}
+
+// A CallLimit below one call per window: every call takes 1, so it could never admit one (or,
+// with TokenBucket and GCRA, would admit one per window, more than asked). Names the equivalent.
+[[noreturn]] void ThrowFractionalCalls(double capacity, absl::Duration window) {
+  const absl::Duration per_call = window / capacity;
+  std::string instead;
+  if (ValidateRateWindow(per_call).ok()) {
+    const std::string seconds = FormatNumber(absl::ToDoubleSeconds(per_call));
+    instead = absl::StrCat("; for one call per ", absl::FormatDuration(per_call),
+                           ", write CallLimit(1, absl::Seconds(", seconds, ")) or CallLimit(1, \"",
+                           seconds, "\")");
+  } else {
+    instead = absl::StrCat("; one call per window / capacity would need a window of ",
+                           absl::FormatDuration(per_call), ", beyond the allowed 1ns to ",
+                           absl::FormatDuration(kMaxRateWindow));
+  }
+  throw InvalidOptionError(
+      absl::StrCat("CallLimit 'call_count': capacity must be >= 1 (each call "
+                   "takes 1), or +infinity for unlimited, got ",
+                   FormatNumber(capacity), instead));
 }
 
 }  // namespace
@@ -67,48 +85,53 @@ Limit::Limit(LimitKind kind, std::string key, double capacity, absl::Duration wi
       capacity_(capacity),
       window_(window),
       algorithm_(algorithm) {
-  const absl::string_view type = kind == LimitKind::kRate   ? "RateLimit"
-                                 : kind == LimitKind::kCall ? "CallLimit"
-                                                            : "ResourceLimit";
-  if (kind == LimitKind::kResource) {
-    if (key_.empty()) throw InvalidOptionError("ResourceLimit key must not be empty");
-    if (capacity < 1) {
-      throw InvalidOptionError(
-          absl::StrCat("ResourceLimit capacity must be >= 1, got: ", ShortestNumber(capacity)));
-    }
-    return;
+  switch (kind) {
+    case LimitKind::kRate:
+    case LimitKind::kCall:
+      break;
+    case LimitKind::kResource:
+      // ResourceLimit checks its integer capacity exactly before converting it; this catches
+      // only a subclass passing a bad double.
+      CheckResourceKey(key_);
+      if (!(capacity >= 1 && capacity <= limits_internal::kMaxWhole) ||
+          capacity != std::floor(capacity)) {
+        ThrowResourceCapacity(key_, FormatNumber(capacity));
+      }
+      return;
+    default:
+      throw InvalidOptionError(absl::StrCat("Limit '", key_, "': kind: unknown value ",
+                                            static_cast<int>(kind),
+                                            "; allowed: kRate, kCall, kResource"));
   }
-  if (!(capacity > 0)) {
-    throw InvalidOptionError(absl::StrCat(type, " '", key_,
-                                          "': capacity must be > 0 (+infinity means unlimited), "
-                                          "got ",
-                                          ShortestNumber(capacity)));
+  if (kind == LimitKind::kCall && capacity > 0 && capacity < 1) {
+    ThrowFractionalCalls(capacity, window);
   }
-  if (absl::Status status = ValidateRateWindow(window); !status.ok()) {
-    throw InvalidOptionError(absl::StrCat(type, " '", key_, "': ", status.message()));
+  if (absl::Status status = limits_internal::ValidateRateParams(algorithm, capacity, window);
+      !status.ok()) {
+    throw InvalidOptionError(absl::StrCat(kind == LimitKind::kRate ? "RateLimit" : "CallLimit",
+                                          " '", key_, "': ", status.message()));
   }
 }
 
 std::string Limit::ParamsSignature() const {
-  if (kind_ == LimitKind::kResource) return absl::StrCat("c", ShortestNumber(capacity_), "r");
-  return absl::StrCat("c", ShortestNumber(capacity_), "w",
-                      ShortestNumber(absl::ToDoubleSeconds(window_)),
+  if (kind_ == LimitKind::kResource) return absl::StrCat("c", FormatNumber(capacity_), "r");
+  return absl::StrCat("c", FormatNumber(capacity_), "w",
+                      FormatNumber(absl::ToDoubleSeconds(window_)),
                       RateLimitAlgorithmName(algorithm_).substr(0, 3));
 }
 
 std::string Limit::DebugString() const {
   switch (kind_) {
     case LimitKind::kRate:
-      return absl::StrCat("RateLimit(key=", key_, ", capacity=", ShortestNumber(capacity_),
+      return absl::StrCat("RateLimit(key=", key_, ", capacity=", FormatNumber(capacity_),
                           ", window=", absl::FormatDuration(window_),
                           ", algorithm=", RateLimitAlgorithmName(algorithm_), ")");
     case LimitKind::kCall:
-      return absl::StrCat("CallLimit(capacity=", ShortestNumber(capacity_),
+      return absl::StrCat("CallLimit(capacity=", FormatNumber(capacity_),
                           ", window=", absl::FormatDuration(window_),
                           ", algorithm=", RateLimitAlgorithmName(algorithm_), ")");
     case LimitKind::kResource:
-      return absl::StrCat("ResourceLimit(key=", key_, ", capacity=", ShortestNumber(capacity_),
-                          ")");
+      return absl::StrCat("ResourceLimit(key=", key_, ", capacity=", FormatNumber(capacity_), ")");
   }
   return "Limit()";
 }
@@ -126,10 +149,19 @@ CallLimit::CallLimit(double capacity, absl::Duration window, RateLimitAlgorithm 
     : Limit(LimitKind::kCall, std::string(kCallLimitKey), capacity, window, algorithm) {}
 
 CallLimit::CallLimit(double capacity, absl::string_view window, RateLimitAlgorithm algorithm)
-    : CallLimit(capacity, ParsedWindow("CallLimit", window), algorithm) {}
+    : CallLimit(capacity, ParsedWindow("CallLimit 'call_count'", window), algorithm) {}
 
-ResourceLimit::ResourceLimit(std::string key, Capacity capacity)
-    : Limit(LimitKind::kResource, std::move(key), static_cast<double>(capacity.value),
+ResourceLimit::Validated ResourceLimit::Validate(std::string key, bool negative,
+                                                 uint64_t magnitude) {
+  CheckResourceKey(key);
+  if (negative || magnitude < 1 || magnitude > static_cast<uint64_t>(kMaxWholeUnits)) {
+    ThrowResourceCapacity(key, absl::StrCat(negative ? "-" : "", magnitude));
+  }
+  return Validated{std::move(key), static_cast<double>(magnitude)};
+}
+
+ResourceLimit::ResourceLimit(Validated validated)
+    : Limit(LimitKind::kResource, std::move(validated.key), validated.capacity,
             absl::ZeroDuration(), kDefaultRateLimitAlgorithm) {}
 
 }  // namespace concurry

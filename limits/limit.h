@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -42,6 +43,7 @@ class Limit {
   LimitKind kind() const { return kind_; }
   const std::string& key() const { return key_; }
   // Units per window (rate and call limits; may be +infinity) or units held at once (resource).
+  // Whole-unit capacities are at most kMaxWholeUnits, so the double holds them exactly.
   double capacity() const { return capacity_; }
   // Rate and call limits only; zero for a ResourceLimit.
   absl::Duration window() const { return window_; }
@@ -58,6 +60,7 @@ class Limit {
   std::string DebugString() const;
 
  protected:
+  // Validates everything (InvalidOptionError, also for an unknown `kind` or `algorithm`).
   Limit(LimitKind kind, std::string key, double capacity, absl::Duration window,
         RateLimitAlgorithm algorithm);
 
@@ -71,10 +74,12 @@ class Limit {
 
 // `capacity` units per `window`, by `algorithm`. Acquiring it needs an explicit amount, and the
 // usage must be reported with LimitAcquisition::Update() before release (unused units are
-// refunded where the algorithm can). Throws InvalidOptionError unless `key` is non-empty and not
-// "call_count", `capacity` is > 0 (+infinity means unlimited; fractions are fine, but only
-// TokenBucket and GCRA admit fractional amounts), and `window` is positive and finite; the string
-// form takes concurry's names ("minute", "per_hour", "Weekly"; see ParseRateWindow()) or seconds.
+// refunded where the algorithm can). Throws InvalidOptionError, naming the argument, the value and
+// the allowed range, unless `key` is non-empty and not "call_count", `algorithm` is a known value,
+// `capacity` is > 0 (+infinity means unlimited; TokenBucket and GCRA accept fractions, the other
+// algorithms count whole units and take 1 to kMaxWholeUnits), and `window` is from 1 ns to
+// kMaxRateWindow (100 years); the string form takes concurry's names ("minute", "per_hour",
+// "Weekly"; see ParseRateWindow()) or seconds.
 class RateLimit : public Limit {
  public:
   RateLimit(std::string key, double capacity, absl::Duration window,
@@ -85,7 +90,9 @@ class RateLimit : public Limit {
 
 // At most `capacity` calls per `window`, key "call_count". A LimitSet takes it with amount 1 on
 // every acquisition that does not name it; such an implicit use needs no Update(). An explicit
-// amount above 1 must be updated like a RateLimit. Validation as for RateLimit.
+// amount above 1 must be updated like a RateLimit. Validation as for RateLimit, and `capacity`
+// must be >= 1, since every call takes 1: write one call per two seconds as
+// CallLimit(1, absl::Seconds(2)) or CallLimit(1, "2"), not CallLimit(0.5, "second").
 class CallLimit : public Limit {
  public:
   CallLimit(double capacity, absl::Duration window,
@@ -96,24 +103,37 @@ class CallLimit : public Limit {
 
 // At most `capacity` units held at once (a counting semaphore, e.g. connections). A LimitSet
 // takes it with amount 1 unless given, and gives the units back when the acquisition is released;
-// no Update() is needed. `capacity` is a whole number >= 1 (a fractional one does not compile;
-// InvalidOptionError otherwise), `key` non-empty.
+// no Update() is needed. `capacity` is a whole number of any integer type (a fractional one does
+// not compile) from 1 to kMaxWholeUnits (2^53 - 1, so that a double counts the units exactly),
+// and `key` is non-empty; InvalidOptionError naming the value as given otherwise.
 class ResourceLimit : public Limit {
  public:
   template <typename Int>
-  ResourceLimit(std::string key, Int capacity) : ResourceLimit(std::move(key), Checked(capacity)) {}
+  ResourceLimit(std::string key, Int capacity)
+      : ResourceLimit(Validate(std::move(key), capacity)) {}
 
  private:
-  struct Capacity {
-    int64_t value;
+  struct Validated {
+    std::string key;
+    double capacity;
   };
   template <typename Int>
-  static Capacity Checked(Int capacity) {
+  static Validated Validate(std::string key, Int capacity) {
     static_assert(std::is_integral_v<Int> && !std::is_same_v<Int, bool>,
                   "ResourceLimit capacity is a whole number of units");
-    return Capacity{static_cast<int64_t>(capacity)};
+    static_assert(sizeof(Int) <= sizeof(uint64_t), "ResourceLimit capacity: at most 64 bits");
+    if constexpr (std::is_signed_v<Int>) {
+      if (capacity < 0) {
+        return Validate(std::move(key), /*negative=*/true,
+                        uint64_t{0} - static_cast<uint64_t>(static_cast<int64_t>(capacity)));
+      }
+    }
+    return Validate(std::move(key), /*negative=*/false, static_cast<uint64_t>(capacity));
   }
-  ResourceLimit(std::string key, Capacity capacity);
+  // Checks a capacity given as its sign and magnitude, so that every integer type is judged and
+  // printed exactly.
+  static Validated Validate(std::string key, bool negative, uint64_t magnitude);
+  explicit ResourceLimit(Validated validated);
 };
 
 }  // namespace concurry

@@ -56,15 +56,17 @@ struct LimitPoolStats {
 // a pool over the same sets with a position of its own. Thread-safe.
 class LimitPool {
  public:
-  // Throws InvalidOptionError for no sets ("LimitPool requires at least one LimitSet") or a
-  // negative worker_index.
+  // Throws InvalidOptionError for no sets ("LimitPool requires at least one LimitSet"), sets whose
+  // keys differ (or whose limits of one key differ in kind: the message names them; capacities
+  // and algorithms may differ), an unknown balancing value or a negative worker_index. The no-op
+  // set has no keys, so it pools only with no-op sets.
   static LimitPool Create(std::vector<LimitSet> sets, LimitPoolOptions options = {});
   // A pool of one no-op set: what a worker without limits sees.
   LimitPool();
 
   // Picks a set and acquires from it (see LimitSet::Acquire); the acquisition's config() is that
   // set's. A request the picked set cannot satisfy in time throws TimeoutError; the pool does not
-  // try another set.
+  // try another set. A negative timeout throws InvalidOptionError before any pick.
   LimitAcquisition Acquire(absl::Span<const LimitAmount> request = {},
                            absl::Duration timeout = absl::InfiniteDuration()) const;
   std::optional<LimitAcquisition> TryAcquire(absl::Span<const LimitAmount> request = {}) const;

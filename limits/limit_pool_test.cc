@@ -6,12 +6,16 @@
 
 #include "absl/time/time.h"
 #include "futures/errors.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
 
 namespace concurry {
 namespace {
+
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
 
 LimitSet AccountSet(const std::string& account, int64_t connections = 1) {
   LimitSetOptions options;
@@ -34,6 +38,70 @@ TEST(LimitPoolTest, RejectsAnEmptyPoolAndNegativeIndexes) {
   }
   EXPECT_THROW(LimitPool::Create({AccountSet("a")}, {.worker_index = -1}), InvalidOptionError);
   EXPECT_THROW(LimitPool::Create({AccountSet("a")}).WithWorkerIndex(-2), InvalidOptionError);
+}
+
+TEST(LimitPoolTest, RejectsSetsWithDifferentKeysNamingThem) {
+  // Such a pool used to be accepted, and then every other Acquire() failed.
+  const LimitSet tokens = LimitSet::Create(
+      {RateLimit("tokens", 100, "minute", RateLimitAlgorithm::kGcra), CallLimit(10, "second")});
+  const LimitSet connections =
+      LimitSet::Create({RateLimit("tokens", 500, "minute"), ResourceLimit("connections", 2)});
+  EXPECT_THAT(
+      [&] {
+        LimitPool::Create({tokens, tokens, connections});
+      },
+      ThrowsMessage<InvalidOptionError>(
+          "LimitPool: every LimitSet must have the same limit keys, of the same kinds (a "
+          "request must suit whichever set is picked); set 0 has [call_count, tokens], "
+          "set 2 has [connections, tokens]; set 2 lacks [call_count]; set 2 has "
+          "[connections] which set 0 lacks"));
+  // The no-op set has no keys.
+  EXPECT_THAT(
+      [&] {
+        LimitPool::Create({LimitSet::NoOp(), tokens});
+      },
+      ThrowsMessage<InvalidOptionError>(HasSubstr("set 0 has [], set 1 has [call_count, "
+                                                  "tokens]; set 1 has [call_count, "
+                                                  "tokens] which set 0 lacks")));
+  // Capacities and algorithms may differ (accounts of different tiers); order does not matter.
+  const LimitSet bigger = LimitSet::Create(
+      {CallLimit(50, "second"), RateLimit("tokens", 9000, "minute", RateLimitAlgorithm::kGcra)});
+  EXPECT_EQ(LimitPool::Create({tokens, bigger}).size(), 2u);
+  EXPECT_TRUE(LimitPool::Create({LimitSet::NoOp(), LimitSet::Create({})}).no_op());
+}
+
+TEST(LimitPoolTest, RejectsSetsWhoseLimitsDifferInKind) {
+  const LimitSet rate = LimitSet::Create({RateLimit("gpu", 4, "second")});
+  const LimitSet resource = LimitSet::Create({ResourceLimit("gpu", 4)});
+  EXPECT_THAT(
+      [&] {
+        LimitPool::Create({rate, resource});
+      },
+      ThrowsMessage<InvalidOptionError>(
+          HasSubstr("set 0 has [gpu], set 1 has [gpu]; 'gpu' is a rate limit in set 0 "
+                    "but a resource limit in set 1")));
+}
+
+TEST(LimitPoolTest, RejectsAnUnknownBalancing) {
+  EXPECT_THAT(
+      [] {
+        LimitPool::Create({AccountSet("a")}, {.balancing = static_cast<LimitPoolBalancing>(7)});
+      },
+      ThrowsMessage<InvalidOptionError>(
+          "LimitPoolOptions::balancing: unknown value 7; allowed: kRoundRobin, kRandom"));
+  EXPECT_EQ(LimitPoolBalancingName(static_cast<LimitPoolBalancing>(7)), "unknown");
+}
+
+TEST(LimitPoolTest, RejectsANegativeTimeoutBeforePicking) {
+  const LimitPool pool = LimitPool::Create({AccountSet("a"), AccountSet("b")});
+  EXPECT_THAT([&] { pool.Acquire({}, -absl::Seconds(1)); },
+              ThrowsMessage<InvalidOptionError>(
+                  "LimitPool::Acquire: timeout must be >= 0 (or infinite), got -1s"));
+  EXPECT_THAT([&] { pool.AcquireAsync({}, -absl::Milliseconds(5)); },
+              ThrowsMessage<InvalidOptionError>(
+                  "LimitPool::AcquireAsync: timeout must be >= 0 (or infinite), got -5ms"));
+  EXPECT_EQ(pool.Stats().picks, (std::vector<int64_t>{0, 0}));  // No pick was spent.
+  EXPECT_EQ(pool.Acquire({}, absl::ZeroDuration()).config().at("account"), "a");
 }
 
 TEST(LimitPoolTest, RoundRobinStartsAtTheWorkerIndexAndCarriesTheSetsConfig) {

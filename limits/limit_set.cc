@@ -29,9 +29,11 @@
 #include "futures/clock.h"
 #include "futures/errors.h"
 #include "futures/future.h"
+#include "futures/internal/future_state.h"
 #include "futures/internal/spin_lock.h"
 #include "limits/internal/process_shared.h"
 #include "limits/internal/rate_algorithms.h"
+#include "limits/rate_window.h"
 
 namespace concurry {
 
@@ -122,6 +124,10 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   };
   // Validates `request`.
   Request Prepare(absl::Span<const LimitAmount> request) const;
+  // Throws InvalidOptionError unless `amount` (> 0, finite) fits limit `index`: at most its
+  // capacity, and whole (at most kMaxWholeUnits) for a limit that counts whole units. `implicit`:
+  // the 1 taken for an unnamed CallLimit or ResourceLimit.
+  void CheckAmount(size_t index, double amount, bool implicit) const;
 
   // Takes the request's items and returns the acquisition, waiting until `deadline` on the
   // clock; InfinitePast() means "try once" (no timeout counted). Returns an empty acquisition
@@ -267,6 +273,16 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options)
       clock_(options_.clock != nullptr ? *options_.clock : Clock::Real()),
       shared_(options_.sharing == LimitSharing::kProcesses),
       id_(next_set_id.fetch_add(1, std::memory_order_relaxed)) {
+  if (options_.fairness != LimitFairness::kFifo && options_.fairness != LimitFairness::kBarging) {
+    throw InvalidOptionError(absl::StrCat("LimitSetOptions::fairness: unknown value ",
+                                          static_cast<int>(options_.fairness),
+                                          "; allowed: kFifo, kBarging"));
+  }
+  if (options_.sharing != LimitSharing::kThreads && options_.sharing != LimitSharing::kProcesses) {
+    throw InvalidOptionError(absl::StrCat("LimitSetOptions::sharing: unknown value ",
+                                          static_cast<int>(options_.sharing),
+                                          "; allowed: kThreads, kProcesses"));
+  }
   if (options_.max_holders < 1) {
     throw InvalidOptionError(
         absl::StrCat("LimitSet max_holders must be >= 1, got ", options_.max_holders));
@@ -410,12 +426,36 @@ void SetImpl::Wait(uint32_t generation, absl::Time wake, const std::atomic<bool>
   clock_.AwaitWithDeadline(&wait_mu_, absl::Condition(&changed), wake);
 }
 
+void SetImpl::CheckAmount(size_t index, double amount, bool implicit) const {
+  const Limit& limit = limits_[index];
+  if (amount > limit.capacity()) {
+    throw InvalidOptionError(
+        absl::StrCat("Requested amount (", FormatNumber(amount), ") exceeds capacity (",
+                     FormatNumber(limit.capacity()), ") for limit '", limit.key(), "'",
+                     implicit ? " (taken with 1 because the request does not name it)" : "",
+                     ". This request can never be fulfilled."));
+  }
+  if (implicit) return;  // 1 is whole.
+  const bool resource = limit.kind() == LimitKind::kResource;
+  if (!resource && !rates_[index]->whole_amounts()) return;
+  const bool fraction = amount != std::floor(amount);
+  if (fraction || amount > kMaxWhole) {
+    throw InvalidOptionError(absl::StrCat(
+        "LimitSet::Acquire: limit '", limit.key(), "' (",
+        resource ? "a ResourceLimit" : RateLimitAlgorithmName(limit.algorithm()),
+        ") counts whole units", fraction ? "" : absl::StrCat(", at most ", kMaxWholeUnits),
+        ", got ", FormatNumber(amount),
+        resource || !fraction ? "" : "; use TokenBucket or GCRA for fractions"));
+  }
+}
+
 SetImpl::Request SetImpl::Prepare(absl::Span<const LimitAmount> request) const {
   const auto check_finite = [](const LimitAmount& entry) {
     if (!(entry.amount >= 0) || !std::isfinite(entry.amount)) {
-      throw InvalidOptionError(
-          absl::StrCat("LimitSet::Acquire: amount for '", entry.key,
-                       "' must be >= 0 and finite (0 leaves the limit out), got ", entry.amount));
+      throw InvalidOptionError(absl::StrCat("LimitSet::Acquire: amount for '", entry.key,
+                                            "' must be >= 0 and finite (0 leaves the limit out), "
+                                            "got ",
+                                            FormatNumber(entry.amount)));
     }
   };
   Request result;
@@ -440,27 +480,12 @@ SetImpl::Request SetImpl::Prepare(absl::Span<const LimitAmount> request) const {
           absl::StrCat("LimitSet::Acquire: key '", entry.key, "' appears twice in the request"));
     }
     check_finite(entry);
-    const Limit& limit = limits_[index];
-    const double amount = entry.amount;
-    named[index] = amount;
-    if (amount == 0) {
+    named[index] = entry.amount;
+    if (entry.amount == 0) {
       result.nested = true;  // Named to leave it out: a held connection when nesting.
       continue;
     }
-    if (amount > limit.capacity()) {
-      throw InvalidOptionError(absl::StrCat("Requested amount (", amount, ") exceeds capacity (",
-                                            limit.capacity(), ") for limit '", entry.key,
-                                            "'. This request can never be fulfilled."));
-    }
-    const bool whole = limit.kind() == LimitKind::kResource || rates_[index]->whole_amounts();
-    if (whole && amount != std::floor(amount)) {
-      throw InvalidOptionError(absl::StrCat(
-          "LimitSet::Acquire: limit '", entry.key, "' (",
-          limit.kind() == LimitKind::kResource ? "a ResourceLimit"
-                                               : RateLimitAlgorithmName(limit.algorithm()),
-          ") counts whole units, got ", amount,
-          limit.kind() == LimitKind::kResource ? "" : "; use TokenBucket or GCRA for fractions"));
-    }
+    CheckAmount(index, entry.amount, /*implicit=*/false);
   }
   for (size_t i = 0; i < limits_.size(); ++i) {
     double requested = 1;
@@ -476,6 +501,10 @@ SetImpl::Request SetImpl::Prepare(absl::Span<const LimitAmount> request) const {
                          limits_[i].key(), "\", n}})"));
       }
       continue;  // Not named: not taken.
+    } else {
+      // The implicit 1 of a CallLimit or ResourceLimit passes the same check as a named amount
+      // (Limit's constructors already make it fit; nothing may wait for the impossible).
+      CheckAmount(i, requested, /*implicit=*/true);
     }
     // Filled in place: a copy of a stack temporary made this loop slow (a partial store
     // forwarded to a wide load).
@@ -754,7 +783,8 @@ void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount
     for (const LimitAmount& entry : usage) {
       if (!(entry.amount >= 0) || !std::isfinite(entry.amount)) {
         throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: usage of '", entry.key,
-                                              "' must be >= 0 and finite, got ", entry.amount));
+                                              "' must be >= 0 and finite, got ",
+                                              FormatNumber(entry.amount)));
       }
     }
     return;
@@ -777,19 +807,23 @@ void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount
     const Limit& limit = limits_[target->index];
     if (!(entry.amount >= 0) || !std::isfinite(entry.amount)) {
       throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: usage of '", entry.key,
-                                            "' must be >= 0 and finite, got ", entry.amount));
+                                            "' must be >= 0 and finite, got ",
+                                            FormatNumber(entry.amount)));
     }
     if (limit.kind() == LimitKind::kCall && target->implicit && entry.amount != 1) {
       throw InvalidOptionError(absl::StrCat(
           "LimitAcquisition::Update: CallLimit usage must be 1 for an implicit acquisition "
           "(taken without naming 'call_count'), got ",
-          entry.amount));
+          FormatNumber(entry.amount)));
     }
+    const bool fraction = entry.amount != std::floor(entry.amount);
     if (limit.kind() != LimitKind::kResource && rates_[target->index]->whole_amounts() &&
-        entry.amount != std::floor(entry.amount)) {
-      throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: '", entry.key, "' (",
-                                            RateLimitAlgorithmName(limit.algorithm()),
-                                            ") counts whole units, got ", entry.amount));
+        (fraction || entry.amount > kMaxWhole)) {
+      throw InvalidOptionError(
+          absl::StrCat("LimitAcquisition::Update: '", entry.key, "' (",
+                       RateLimitAlgorithmName(limit.algorithm()), ") counts whole units",
+                       fraction ? "" : absl::StrCat(", at most ", kMaxWholeUnits), ", got ",
+                       FormatNumber(entry.amount)));
     }
     targets.push_back(target);
   }
@@ -803,7 +837,7 @@ void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount
     if (item.used - item.requested > item.charged_extra &&
         limits_[item.index].kind() != LimitKind::kResource) {
       absl::StrAppend(&overuse, overuse.empty() ? "" : "; ", "'", usage[i].key, "' used ",
-                      item.used, " of ", item.requested, " requested");
+                      FormatNumber(item.used), " of ", FormatNumber(item.requested), " requested");
       charge = true;
     }
   }
@@ -1165,13 +1199,12 @@ LimitSet::LimitSet() : LimitSet(NoOp()) {}
 
 LimitAcquisition LimitSet::Acquire(absl::Span<const LimitAmount> request,
                                    absl::Duration timeout) const {
+  futures_internal::CheckTimeout(timeout, "LimitSet::Acquire");
   const limits_internal::SetImpl::Request prepared = impl_->Prepare(request);
-  // A timeout <= 0 tries once and counts a timeout (InfinitePast() would be Take()'s "try once"
-  // without counting one). No clock read for the usual infinite timeout.
+  // A zero timeout tries once and, failing, counts a timeout. No clock read for the usual
+  // infinite timeout.
   const absl::Time deadline =
-      timeout == absl::InfiniteDuration()
-          ? absl::InfiniteFuture()
-          : std::max(impl_->clock().Now() + timeout, absl::UnixEpoch() - absl::Hours(1'000'000));
+      timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : impl_->clock().Now() + timeout;
   LimitAcquisition acquired = impl_->Take(prepared, deadline, /*exempt_when_holding=*/true);
   if (!acquired.held()) {
     throw TimeoutError(absl::StrCat("LimitSet::Acquire: failed to acquire all limits within ",
@@ -1189,6 +1222,7 @@ std::optional<LimitAcquisition> LimitSet::TryAcquire(absl::Span<const LimitAmoun
 
 Future<LimitAcquisition> LimitSet::AcquireAsync(std::vector<LimitAmount> request,
                                                 absl::Duration timeout) const {
+  futures_internal::CheckTimeout(timeout, "LimitSet::AcquireAsync");
   limits_internal::SetImpl::Request prepared = impl_->Prepare(request);
   return impl_->AcquireAsync(std::move(prepared), impl_->clock().Now() + timeout);
 }

@@ -21,7 +21,9 @@
 //   concurry keeps it held and masks the body's exception. Over-use is charged.
 // - A failed TryAcquire() returns no acquisition, so nothing can be released twice.
 // - Unknown keys in a request or update are errors (concurry warns and ignores them), except on
-//   the no-op set, which accepts anything so that the same code runs with and without limits.
+//   the no-op set, which accepts any key so that the same code runs with and without limits.
+//   Amounts are checked everywhere, the no-op set included: negative, infinite and NaN amounts
+//   are errors.
 // - A process-shared set runs the same algorithms as an in-process one (concurry falls back to a
 //   sliding-window sum) at in-process cost, and recovers what a killed process held.
 
@@ -160,11 +162,12 @@ class LimitAcquisition {
   const LimitConfig& config() const;
 
   // Records what was actually used of each listed limit. Each key must be part of the
-  // acquisition and each amount >= 0 (whole for limits whose algorithm counts whole units);
-  // InvalidOptionError otherwise, and nothing is recorded. Using more than requested is charged
-  // (the extra is taken even beyond the capacity) and reported as a warning. An implicit use of a
-  // CallLimit must be updated with exactly 1. May be called more than once; the last report wins,
-  // but charged extra is never given back. Throws InvalidOptionError after release.
+  // acquisition and each amount >= 0 and finite (whole, at most kMaxWholeUnits, for limits whose
+  // algorithm counts whole units); InvalidOptionError otherwise, and nothing is recorded. Using
+  // more than requested is charged (the extra is taken even beyond the capacity) and reported as a
+  // warning. An implicit use of a CallLimit must be updated with exactly 1. May be called more than
+  // once; the last report wins, but charged extra is never given back. Throws InvalidOptionError
+  // after release.
   void Update(absl::Span<const LimitAmount> usage);
 
   // Gives back resource units and refunds requested - used for updated TokenBucket and GCRA
@@ -206,29 +209,34 @@ class LimitUsageError : public Error {
 class LimitSet {
  public:
   // Builds a set. Keys must be unique (InvalidOptionError "Duplicate limit key: 'k'"). No limits
-  // gives a no-op set. InvalidOptionError also for bad options (clock with kProcesses,
-  // max_holders < 1). kProcesses maps the state into shared memory (CapacityError if that fails).
+  // gives a no-op set. InvalidOptionError also for bad options (an unknown fairness or sharing
+  // value, a clock with kProcesses, max_holders < 1). kProcesses maps the state into shared memory
+  // (CapacityError if that fails).
   static LimitSet Create(std::vector<Limit> limits, LimitSetOptions options = {});
-  // A set with no limits: every acquisition succeeds at once and Update() accepts any key.
+  // A set with no limits: every acquisition succeeds at once and Update() accepts any key. Amounts
+  // are still checked: >= 0 and finite (InvalidOptionError for negative, infinite or NaN ones).
   static LimitSet NoOp();
   // The no-op set.
   LimitSet();
 
-  // Takes every requested amount at once, waiting up to `timeout` (on the set's clock) until all
-  // are available together; throws TimeoutError when it expires first. The request names keys
+  // Takes every requested amount at once, waiting up to `timeout` (on the set's clock; zero tries
+  // once) until all are available together; throws TimeoutError when it expires first, and
+  // InvalidOptionError at once for a negative timeout. The request names keys
   // and amounts; every CallLimit and ResourceLimit not named is taken with 1; a RateLimit must be
   // named (an empty request on a set with one is an error). Amount 0 leaves a limit out: a
   // nested acquisition that already holds the connection asks {{"tokens", n}, {"connections",
   // 0}}. InvalidOptionError, at once, for an unknown or repeated key, a negative or non-finite
-  // amount, a fractional amount for a limit that counts whole units, or an amount above a
-  // limit's capacity ("can never be fulfilled").
+  // (NaN) amount, a fractional amount (or one above kMaxWholeUnits) for a limit that counts whole
+  // units, or an amount above a limit's capacity ("can never be fulfilled"); the 1 taken for an
+  // unnamed CallLimit or ResourceLimit is checked the same way.
   LimitAcquisition Acquire(absl::Span<const LimitAmount> request = {},
                            absl::Duration timeout = absl::InfiniteDuration()) const;
   // As Acquire() but never waits: the acquisition, or nullopt if some amount is not available
   // now (or, with kFifo, if others are waiting).
   std::optional<LimitAcquisition> TryAcquire(absl::Span<const LimitAmount> request = {}) const;
   // As Acquire() but returns at once: the future completes with the acquisition (or
-  // TimeoutError) and may be awaited from a coroutine. Requests that must wait are watched by one
+  // TimeoutError) and may be awaited from a coroutine. Bad requests and negative timeouts throw
+  // InvalidOptionError at once. Requests that must wait are watched by one
   // helper thread per set, started on first use, which tries all of them (in queue order)
   // whenever capacity may have come back; their futures complete on that thread, so continuations
   // that block should move to an executor (Then(executor, ...)). Cancelling the future withdraws

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -20,6 +21,7 @@
 #include "futures/future.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "limits/internal/rate_algorithms.h"
 #include "limits/limit.h"
 #include "limits/rate_window.h"
 #include "testing/fake_clock.h"
@@ -172,6 +174,18 @@ TEST_F(LimitSetTest, RejectsBadOptions) {
   EXPECT_THAT(
       [&] { Make({ResourceLimit("k", 1)}, {.lease_check_interval = absl::ZeroDuration()}); },
       ThrowsMessage<InvalidOptionError>(HasSubstr("lease_check_interval must be positive")));
+}
+
+TEST_F(LimitSetTest, RejectsUnknownFairnessAndSharingValues) {
+  EXPECT_THAT([&] { Make({ResourceLimit("k", 1)}, {.fairness = static_cast<LimitFairness>(7)}); },
+              ThrowsMessage<InvalidOptionError>(
+                  "LimitSetOptions::fairness: unknown value 7; allowed: kFifo, kBarging"));
+  EXPECT_THAT([&] { Make({ResourceLimit("k", 1)}, {.sharing = static_cast<LimitSharing>(-1)}); },
+              ThrowsMessage<InvalidOptionError>(
+                  "LimitSetOptions::sharing: unknown value -1; allowed: kThreads, kProcesses"));
+  // Checked for the no-op set as well.
+  EXPECT_THAT([&] { Make({}, {.fairness = static_cast<LimitFairness>(2)}); },
+              ThrowsMessage<InvalidOptionError>(HasSubstr("fairness: unknown value 2")));
 }
 
 TEST_F(LimitSetTest, ExposesLimitsAndOptions) {
@@ -333,6 +347,55 @@ TEST_F(LimitSetTest, RejectsAmountsThatAreNegativeOrNotFinite) {
   // An infinite capacity admits any finite amount.
   LimitAcquisition acquired = set.Acquire({{"a", 1e12}});
   acquired.Update({{"a", 1e12}});
+}
+
+TEST_F(LimitSetTest, WholeUnitAmountsStopAt2To53Minus1) {
+  // With an infinite capacity nothing else bounds them; beyond 2^53 - 1 a double cannot count.
+  const LimitSet set = Make({RateLimit("window", kInf, "second"),
+                             RateLimit("gcra", kInf, "second", RateLimitAlgorithm::kGcra)});
+  EXPECT_THAT(
+      [&] {
+        set.Acquire({{"window", 1e16}});
+      },
+      ThrowsMessage<InvalidOptionError>(
+          "LimitSet::Acquire: limit 'window' (sliding_window) counts whole units, at most "
+          "9007199254740991, got 1e+16"));
+  LimitAcquisition acquired = set.Acquire({{"window", 9007199254740991.0}, {"gcra", 1e300}});
+  EXPECT_THAT(
+      [&] {
+        acquired.Update({{"window", 9007199254740992.0}});
+      },
+      ThrowsMessage<InvalidOptionError>(
+          "LimitAcquisition::Update: 'window' (sliding_window) counts whole units, at most "
+          "9007199254740991, got 9007199254740992"));
+  acquired.Update({{"window", 9007199254740991.0}, {"gcra", 1e300}});
+}
+
+TEST_F(LimitSetTest, ImplicitCallLimitOfOnePerTwoSecondsWaitsExactlyTwoSeconds) {
+  // Every CallLimit and ResourceLimit holds at least one unit (their constructors reject less),
+  // so the implicit 1 always fits and nothing waits for the impossible: one call per two seconds
+  // is CallLimit(1, 2 s), and its implicit acquisitions wait exactly two seconds, whatever the
+  // algorithm.
+  EXPECT_THROW(CallLimit(0.5, "second"), InvalidOptionError);
+  for (const RateLimitAlgorithm algorithm :
+       {RateLimitAlgorithm::kTokenBucket, RateLimitAlgorithm::kLeakyBucket,
+        RateLimitAlgorithm::kSlidingWindow, RateLimitAlgorithm::kFixedWindow,
+        RateLimitAlgorithm::kGcra}) {
+    SCOPED_TRACE(RateLimitAlgorithmName(algorithm));
+    const LimitSet set = Make({CallLimit(1, absl::Seconds(2), algorithm)});
+    set.Acquire();
+    EXPECT_FALSE(TryAcquireElsewhere(set, {}));
+    // The fake clock starts on an even second, so a fixed window also ends 2 s from now.
+    Acquirer waiter(set, {});
+    clock_.BlockUntilWaiters(1);
+    clock_.Advance(absl::Seconds(2) - absl::Nanoseconds(1));
+    EXPECT_FALSE(waiter.done());
+    clock_.Advance(absl::Nanoseconds(1));
+    ASSERT_TRUE(waiter.WaitDone());
+    EXPECT_TRUE(waiter.acquired());
+    waiter.Finish();
+    clock_.Advance(absl::Seconds(2));
+  }
 }
 
 TEST_F(LimitSetTest, AmountZeroLeavesALimitOutSoNestedAcquisitionsKeepOneConnection) {
@@ -522,18 +585,37 @@ TEST_F(LimitSetTest, TimeoutTakesNothing) {
   EXPECT_EQ(set.Stats().timeouts, 1);
 }
 
-TEST_F(LimitSetTest, ZeroOrNegativeTimeoutTriesOnce) {
+TEST_F(LimitSetTest, ZeroTimeoutTriesOnce) {
   const LimitSet set = Make({ResourceLimit("conn", 1)});
   {
     LimitAcquisition first = set.Acquire({}, absl::ZeroDuration());
     EXPECT_THAT([&] { set.Acquire({}, absl::ZeroDuration()); },
                 ThrowsMessage<TimeoutError>(HasSubstr("within 0")));
-    EXPECT_THROW(set.Acquire({}, -absl::Seconds(1)), TimeoutError);
-    EXPECT_THROW(set.Acquire({}, -absl::InfiniteDuration()), TimeoutError);
-    EXPECT_EQ(set.Stats().timeouts, 3);
+    EXPECT_EQ(set.Stats().timeouts, 1);
   }
-  EXPECT_NO_THROW(set.Acquire({}, -absl::Seconds(1)));
+  EXPECT_NO_THROW(set.Acquire({}, absl::ZeroDuration()));
   EXPECT_EQ(clock_.NumWaiters(), 0);
+}
+
+TEST_F(LimitSetTest, RejectsANegativeTimeout) {
+  // It used to be taken as 0; everywhere else in the library a negative timeout is an error.
+  const LimitSet set = Make({ResourceLimit("conn", 1)});
+  EXPECT_THAT([&] { set.Acquire({}, -absl::Seconds(1)); },
+              ThrowsMessage<InvalidOptionError>(
+                  "LimitSet::Acquire: timeout must be >= 0 (or infinite), got -1s"));
+  EXPECT_THAT([&] { set.Acquire({}, -absl::InfiniteDuration()); },
+              ThrowsMessage<InvalidOptionError>(
+                  "LimitSet::Acquire: timeout must be >= 0 (or infinite), got -inf"));
+  EXPECT_THAT([&] { set.AcquireAsync({}, -absl::Nanoseconds(1)); },
+              ThrowsMessage<InvalidOptionError>(
+                  "LimitSet::AcquireAsync: timeout must be >= 0 (or infinite), got -1ns"));
+  const LimitSetStats stats = set.Stats();
+  EXPECT_EQ(stats.timeouts, 0);
+  EXPECT_EQ(stats.acquisitions, 0);
+  EXPECT_EQ(stats.limits[0].in_use, 0);
+  // The no-op set too.
+  EXPECT_THAT([] { LimitSet::NoOp().Acquire({}, -absl::Seconds(2)); },
+              ThrowsMessage<InvalidOptionError>(HasSubstr("got -2s")));
 }
 
 // ---- Waking up ----
@@ -1128,6 +1210,31 @@ TEST(LimitSetNoOpTest, AcceptsEverything) {
     LimitAcquisition another = set.Acquire();
     EXPECT_THROW(another.Update({{"x", -1}}), InvalidOptionError);
   }
+}
+
+TEST(LimitSetNoOpTest, AcceptsAnyKeyButRejectsNaNAndOtherBadAmounts) {
+  // As on every set (docs/limits.md says so): any key, but amounts >= 0 and finite.
+  const LimitSet set = LimitSet::NoOp();
+  for (const double amount : {kNaN, -kNaN, kInf, -kInf, -1.0}) {
+    SCOPED_TRACE(amount);
+    EXPECT_THAT(
+        [&] {
+          set.Acquire({{"anything", amount}});
+        },
+        ThrowsMessage<InvalidOptionError>(
+            absl::StrCat("LimitSet::Acquire: amount for 'anything' must be >= 0 and finite (0 "
+                         "leaves the limit out), got ",
+                         limits_internal::FormatNumber(amount))));
+    EXPECT_THROW(set.TryAcquire({{"x", amount}}), InvalidOptionError);
+    EXPECT_THROW(set.AcquireAsync({{"x", amount}}), InvalidOptionError);
+    LimitAcquisition acquired = set.Acquire();
+    EXPECT_THAT(
+        [&] {
+          acquired.Update({{"x", amount}});
+        },
+        ThrowsMessage<InvalidOptionError>(HasSubstr("usage of 'x' must be >= 0 and finite")));
+  }
+  EXPECT_TRUE(set.Acquire({{"anything", 1e300}, {"else", 0}}).held());
 }
 
 TEST(LimitSetNoOpTest, DefaultIsTheSharedNoOpSet) {

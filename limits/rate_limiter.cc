@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "futures/clock.h"
 #include "futures/errors.h"
+#include "futures/internal/future_state.h"
 #include "futures/internal/spin_lock.h"
 #include "limits/internal/rate_algorithms.h"
 #include "limits/rate_window.h"
@@ -25,12 +26,10 @@ using internal::SpinLockHolder;
 int64_t ToNanos(absl::Time time) { return absl::ToUnixNanos(time); }
 
 const RateLimiterOptions& Validated(const RateLimiterOptions& options) {
-  if (!(options.capacity > 0)) {
-    throw InvalidOptionError(absl::StrCat(
-        "RateLimiter capacity must be > 0 (+infinity means unlimited), got ", options.capacity));
-  }
-  if (absl::Status status = ValidateRateWindow(options.window); !status.ok()) {
-    throw InvalidOptionError(absl::StrCat("RateLimiter ", status.message()));
+  if (absl::Status status =
+          limits_internal::ValidateRateParams(options.algorithm, options.capacity, options.window);
+      !status.ok()) {
+    throw InvalidOptionError(absl::StrCat("RateLimiterOptions::", status.message()));
   }
   return options;
 }
@@ -83,6 +82,7 @@ absl::Duration RateLimiter::TimeUntilAvailable(double amount) const {
 
 bool RateLimiter::Acquire(double amount, absl::Duration timeout) {
   CheckAmount(amount, "Acquire");
+  futures_internal::CheckTimeout(timeout, "RateLimiter::Acquire");
   absl::Time now = clock_.Now();
   if (TryAcquireAt(ToNanos(now), amount)) return true;
   const absl::Time deadline = now + timeout;  // Saturates to InfiniteFuture().
@@ -121,7 +121,8 @@ void RateLimiter::Refund(double amount) {
   }
   if (!(amount > 0) || !std::isfinite(amount)) {
     throw InvalidOptionError(
-        absl::StrCat("RateLimiter::Refund: amount must be positive and finite, got ", amount));
+        absl::StrCat("RateLimiter::Refund: amount must be positive and finite, got ",
+                     limits_internal::FormatNumber(amount)));
   }
   state_->Refund(ToNanos(clock_.Now()), amount);
   if (waiters_.load(std::memory_order_seq_cst) > 0) {

@@ -29,9 +29,9 @@ namespace concurry {
 struct RateLimiterOptions {
   RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm;
   // Units per window: > 0; +infinity means unlimited. TokenBucket and GCRA accept fractions
-  // (0.0001, 1e-300); the others compare whole requests against it.
+  // (0.0001, 1e-300); the others count whole units: from 1 to kMaxWholeUnits (2^53 - 1).
   double capacity = 0;
-  // Positive and finite; see ParseRateWindow() for concurry's names.
+  // From 1 ns to kMaxRateWindow (100 years); see ParseRateWindow() for concurry's names.
   absl::Duration window = absl::Seconds(1);
 };
 
@@ -61,14 +61,16 @@ struct RateLimiterStats {
 // whole amounts only.
 //
 // Every method that takes an amount throws InvalidOptionError if it is not positive and finite,
-// if it is fractional and the algorithm is not TokenBucket or GCRA, or if it exceeds the capacity
-// (such a request could never be admitted). Acquire() blocks on the clock until the exact time
-// the request can be admitted or the timeout expires; a Refund() wakes blocked acquirers. Do not
-// destroy a limiter while a thread is blocked in Acquire(). Thread-safe.
+// if it is fractional (or above kMaxWholeUnits) and the algorithm is not TokenBucket or GCRA, or if
+// it exceeds the capacity (such a request could never be admitted). Acquire() blocks on the clock
+// until the exact time the request can be admitted or the timeout expires; a Refund() wakes blocked
+// acquirers. Do not destroy a limiter while a thread is blocked in Acquire(). Thread-safe.
 class RateLimiter {
  public:
-  // Throws InvalidOptionError if `options.capacity` is not > 0 or `options.window` is not
-  // positive and finite. `clock` must outlive the limiter.
+  // Throws InvalidOptionError, naming the option, the value and the allowed range, unless
+  // `options.algorithm` is a known value, `options.capacity` is > 0 (from 1 to kMaxWholeUnits for
+  // the algorithms that count whole units; +infinity means unlimited) and `options.window` is
+  // from 1 ns to kMaxRateWindow. `clock` must outlive the limiter.
   explicit RateLimiter(const RateLimiterOptions& options, Clock& clock = Clock::Real());
   ~RateLimiter();
 
@@ -83,7 +85,8 @@ class RateLimiter {
   bool CanAcquire(double amount = 1) const;
 
   // Takes `amount` units, blocking until they are available. Returns true once taken, or false
-  // when `timeout` (on the limiter's clock) expires first.
+  // when `timeout` (on the limiter's clock) expires first. Throws InvalidOptionError for a
+  // negative timeout (zero tries once).
   bool Acquire(double amount = 1, absl::Duration timeout = absl::InfiniteDuration())
       ABSL_LOCKS_EXCLUDED(wait_mu_);
 

@@ -260,13 +260,102 @@ TEST(RateLimiterTest, LeakyBucketLeaksUnderFrequentChecks) {
 TEST(RateLimiterTest, RejectsBadOptionsWithClearMessages) {
   FakeClock clock;
   for (double capacity : {0.0, -1.0, std::nan(""), -std::numeric_limits<double>::infinity()}) {
-    EXPECT_THAT([&] { RateLimiter limiter({.capacity = capacity}, clock); },
-                ThrowsMessage<InvalidOptionError>(HasSubstr("RateLimiter capacity must be > 0")));
+    EXPECT_THAT(
+        [&] {
+          RateLimiter limiter({.algorithm = RateLimitAlgorithm::kGcra, .capacity = capacity},
+                              clock);
+        },
+        ThrowsMessage<InvalidOptionError>(HasSubstr(
+            "RateLimiterOptions::capacity must be > 0 (fractions allowed), or +infinity for "
+            "unlimited, got ")));
   }
   for (absl::Duration window :
        {absl::ZeroDuration(), -absl::Seconds(1), absl::InfiniteDuration()}) {
     EXPECT_THAT([&] { RateLimiter limiter({.capacity = 1, .window = window}, clock); },
-                ThrowsMessage<InvalidOptionError>(HasSubstr("window must be positive and finite")));
+                ThrowsMessage<InvalidOptionError>(
+                    HasSubstr("RateLimiterOptions::window must be positive and finite")));
+  }
+  EXPECT_THAT(
+      [&] { RateLimiter limiter({.capacity = 1, .window = absl::Hours(1e7)}, clock); },
+      ThrowsMessage<InvalidOptionError>(
+          "RateLimiterOptions::window must be positive and finite, from 1ns to 876000h (100 "
+          "years), got 10000000h"));
+  EXPECT_THAT(
+      [&] {
+        RateLimiter limiter({.capacity = 0.5}, clock);  // SlidingWindow: whole units.
+      },
+      ThrowsMessage<InvalidOptionError>(HasSubstr(
+          "RateLimiterOptions::capacity must be from 1 to 9007199254740991 (2^53 - 1), or "
+          "+infinity for unlimited, got 0.5; sliding_window counts whole units")));
+  EXPECT_THAT(
+      [&] {
+        RateLimiter limiter({.algorithm = RateLimitAlgorithm::kFixedWindow, .capacity = 1e16},
+                            clock);
+      },
+      ThrowsMessage<InvalidOptionError>(HasSubstr("got 1e+16; fixed_window counts whole units")));
+  EXPECT_THAT(
+      [&] {
+        RateLimiter limiter({.algorithm = static_cast<RateLimitAlgorithm>(7), .capacity = 1},
+                            clock);
+      },
+      ThrowsMessage<InvalidOptionError>(
+          "RateLimiterOptions::algorithm: unknown value 7; allowed: kTokenBucket, kLeakyBucket, "
+          "kSlidingWindow, kFixedWindow, kGcra"));
+}
+
+TEST(RateLimiterTest, RejectsANegativeTimeout) {
+  FakeClock clock;
+  RateLimiter limiter(TenPerSecond(RateLimitAlgorithm::kGcra), clock);
+  EXPECT_THAT([&] { limiter.Acquire(1, -absl::Seconds(1)); },
+              ThrowsMessage<InvalidOptionError>(
+                  "RateLimiter::Acquire: timeout must be >= 0 (or infinite), got -1s"));
+  EXPECT_THAT([&] { limiter.Acquire(1, -absl::InfiniteDuration()); },
+              ThrowsMessage<InvalidOptionError>(HasSubstr("got -inf")));
+  EXPECT_DOUBLE_EQ(limiter.Stats().in_use, 0);  // Nothing taken.
+  EXPECT_TRUE(limiter.Acquire(1, absl::ZeroDuration()));
+}
+
+TEST_P(RateLimiterAlgorithmTest, TheLongestWindowWaitsExactly) {
+  RateLimiter limiter({.algorithm = GetParam(), .capacity = 1, .window = kMaxRateWindow}, clock_);
+  ASSERT_TRUE(limiter.TryAcquire(1));
+  EXPECT_FALSE(limiter.TryAcquire(1));
+  // The fake clock starts one hour after the epoch: a fixed window ends 100 years after the
+  // epoch.
+  const absl::Duration wait = GetParam() == RateLimitAlgorithm::kFixedWindow
+                                  ? kMaxRateWindow - absl::Hours(1)
+                                  : kMaxRateWindow;
+  EXPECT_EQ(limiter.TimeUntilAvailable(1), wait);
+  std::atomic<bool> done{false};
+  std::thread acquirer([&] {
+    EXPECT_TRUE(limiter.Acquire(1));
+    done = true;
+  });
+  clock_.BlockUntilWaiters(1);
+  clock_.Advance(wait - absl::Nanoseconds(1));
+  EXPECT_EQ(clock_.NumWaiters(), 1);
+  EXPECT_FALSE(done);
+  clock_.Advance(absl::Nanoseconds(1));
+  acquirer.join();
+  EXPECT_TRUE(done);
+}
+
+TEST_P(RateLimiterAlgorithmTest, AdmitsExactlyTheCapacityAtTheEndsOfTheClock) {
+  // absl::ToUnixNanos() saturates at years 1677 and 2262; a fake clock can go there.
+  for (const absl::Time start :
+       {absl::InfinitePast(), absl::UnixEpoch() - absl::Hours(24 * 365 * 300),
+        absl::FromUnixNanos(std::numeric_limits<int64_t>::max()) - absl::Seconds(1),
+        absl::UnixEpoch() + absl::Hours(24 * 365 * 300), absl::InfiniteFuture()}) {
+    SCOPED_TRACE(absl::FormatTime(start));
+    FakeClock clock(start);
+    RateLimiter limiter({.algorithm = GetParam(), .capacity = 1, .window = absl::Seconds(1)},
+                        clock);
+    EXPECT_TRUE(limiter.TryAcquire(1));
+    EXPECT_FALSE(limiter.TryAcquire(1));
+    EXPECT_FALSE(limiter.Acquire(1, absl::ZeroDuration()));
+    const absl::Duration wait = limiter.TimeUntilAvailable(1);
+    EXPECT_GT(wait, absl::ZeroDuration());
+    EXPECT_LE(wait, absl::Seconds(1));
+    EXPECT_DOUBLE_EQ(limiter.Stats().in_use, 1);
   }
 }
 
