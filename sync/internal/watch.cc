@@ -19,14 +19,6 @@ void ThrowInvalidFuture(const char* operation, const std::string& name) {
                                         "futures obtained from a Promise, Async or a worker"));
 }
 
-void CheckTimeout(const char* operation, absl::Duration timeout) {
-  if (timeout < absl::ZeroDuration()) {
-    throw InvalidOptionError(
-        absl::StrCat(operation, ": timeout must be >= 0 or absl::InfiniteDuration(), got ",
-                     absl::FormatDuration(timeout)));
-  }
-}
-
 absl::Time DeadlineAfter(Clock& clock, absl::Duration timeout) {
   if (timeout == absl::InfiniteDuration()) return absl::InfiniteFuture();
   return clock.Now() + timeout;

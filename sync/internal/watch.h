@@ -24,7 +24,9 @@ std::string NameIndex(size_t index);
 [[noreturn]] void ThrowInvalidFuture(const char* operation, const std::string& name);
 
 // Throws InvalidOptionError naming `operation` unless `timeout` >= 0 (infinite is allowed).
-void CheckTimeout(const char* operation, absl::Duration timeout);
+inline void CheckTimeout(const char* operation, absl::Duration timeout) {
+  futures_internal::CheckTimeout(timeout, operation);
+}
 
 // Returns `*clock`, or Clock::Real() for null.
 inline Clock& ClockOrReal(Clock* clock) { return clock != nullptr ? *clock : Clock::Real(); }
