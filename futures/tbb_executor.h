@@ -32,7 +32,10 @@ struct TbbExecutorOptions {
   // Threads the executor may add while tasks are blocked (one per task in a BlockingRegion), so
   // that max_concurrency tasks keep running: 0 (never add one) to TbbExecutor::kMaxSpareThreads.
   // Tasks that block beyond it wait without a replacement (counted in Stats().uncompensated).
-  int max_spare_threads = 256;
+  // Each possible thread is an arena slot, and oneTBB's idle threads spin longer before sleeping
+  // in an arena with more slots: 256 cost ~15% in a bursty benchmark on 2 cores, 64 nothing
+  // measurable (workers_benchmark, Spread64).
+  int max_spare_threads = 64;
   // How long an added thread that is no longer needed waits to be needed again before it exits:
   // > 0 (absl::InfiniteDuration() keeps them until the executor shuts down).
   absl::Duration spare_keep_alive = absl::Seconds(60);

@@ -68,9 +68,11 @@ class Callee {
 
 class Caller {
  public:
-  // Waits for another tbb worker's call inside this tbb worker's call.
+  // Once every caller is in this method (all of them blocked at once, each holding a oneTBB
+  // thread), waits for another tbb worker's call.
   int AskAndWait(Worker<Callee> callee, int x, std::shared_ptr<Arrivals> arrivals) {
     arrivals->Arrive();
+    arrivals->all().Wait();
     return callee.Call(&Callee::Get, x).Result();
   }
   // Creates a tbb worker synchronously, then waits for its call.
@@ -111,8 +113,7 @@ TEST_P(TbbDeadlockPatternTest, WorkersWaitingForOtherWorkersCallsAllComplete) {
   std::vector<Worker<Callee>> callees;
   for (int i = 0; i < n; ++i) {
     callers.push_back(Worker<Caller>::Create({.mode = Mode::kTbb}));
-    // Every callee waits until every caller is blocked waiting: 2n calls blocked at once.
-    callees.push_back(Worker<Callee>::Create({.mode = Mode::kTbb}, arrivals->all()));
+    callees.push_back(Worker<Callee>::Create({.mode = Mode::kTbb}, MakeReadyFuture()));
   }
   std::vector<Future<int>> answers;
   for (int i = 0; i < n; ++i) {
