@@ -12,4 +12,17 @@ BZ=(bazel ${BAZEL_STARTUP_OPTS:-} --max_idle_secs=300)
 trap '"${BZ[@]}" shutdown' EXIT
 
 "${BZ[@]}" build "$@" //...
+"${BZ[@]}" test "$@" //...
 "${BZ[@]}" run "$@" //:main
+"${BZ[@]}" run "$@" //:thread_worker
+
+# A binary that depends on the worker core and one backend pulls in only that backend: no oneTBB
+# (//workers/tbb) and no gRPC (the remote backend, later).
+heavy="$("${BZ[@]}" query --curses=no --color=no 'deps(//:thread_worker)' |
+  grep -E '^@(onetbb|com_github_grpc_grpc|com_google_protobuf)//' || true)"
+if [[ -n "$heavy" ]]; then
+  echo "//:thread_worker depends on the core and the thread backend only, yet pulls in:" >&2
+  echo "$heavy" >&2
+  exit 1
+fi
+echo "deps(//:thread_worker): no @onetbb, no gRPC, no protobuf"

@@ -23,11 +23,6 @@ bool KnownMode(Mode mode) {
   return i >= 0 && i < kNumModes;
 }
 
-bool AvailableMode(Mode mode) {
-  return mode == Mode::kSync || mode == Mode::kThread || mode == Mode::kTbb ||
-         mode == Mode::kLoopback;
-}
-
 std::string ModeName(Mode mode) {
   return KnownMode(mode) ? AbslUnparseFlag(mode) : absl::StrCat(static_cast<int>(mode));
 }
@@ -275,11 +270,6 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
     throw InvalidOptionError(absl::StrCat("worker options: mode: unknown value ",
                                           static_cast<int>(mode),
                                           "; allowed: kSync, kThread, kTbb, kLoopback"));
-  }
-  if (!AvailableMode(mode)) {
-    throw InvalidOptionError(absl::StrCat("worker options: mode ", ModeName(mode),
-                                          " is not available in this build; available: sync, "
-                                          "thread, tbb, loopback"));
   }
   WorkerDefaults d = Table().Get(mode);
   if (options.blocking) d.blocking = *options.blocking;

@@ -52,11 +52,11 @@ enum class Mode {
   // as process and remote modes will do. Needs CONCURRY_REGISTER_WORKER; use it to check that a
   // worker is ready to leave the process.
   kLoopback,
-  // Not available in this build: creation fails with InvalidOptionError.
+  // Not available in this version: creation fails with InvalidOptionError.
   kProcess,
-  // Not available in this build: creation fails with InvalidOptionError.
+  // Not available in this version: creation fails with InvalidOptionError.
   kCoroutine,
-  // Not available in this build: creation fails with InvalidOptionError.
+  // Not available in this version: creation fails with InvalidOptionError.
   kRemote,
 };
 
@@ -277,11 +277,12 @@ struct ResolvedWorkerOptions {
 };
 
 // Fills the empty fields of `options` from the defaults of its mode and validates the result.
-// Throws InvalidOptionError, naming the field, the value and what is allowed, for: a mode not
-// available in this build, max_workers != 1, max_queued_tasks < 1, QueueFullPolicy::kBlock with
+// Throws InvalidOptionError, naming the field, the value and what is allowed, for:
+// max_workers != 1, max_queued_tasks < 1, QueueFullPolicy::kBlock with
 // max_queued_tasks == kUnbounded (also when either comes from the defaults), a negative
 // stop_timeout, an executor outside kTbb mode, an unknown enum value ("mode: unknown value 42;
-// allowed: ..."), limits that cannot serve the mode, an invalid retry policy.
+// allowed: ..."), limits that cannot serve the mode, an invalid retry policy. (Whether the mode's
+// backend is linked is checked when the worker is created: WorkerBackendFor in workers/backend.h.)
 ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options);
 
 }  // namespace concurry

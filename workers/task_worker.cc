@@ -5,12 +5,15 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "futures/clock.h"
 #include "futures/errors.h"
+#include "workers/backend.h"
 
 namespace concurry {
 namespace {
@@ -31,13 +34,18 @@ class ExecutorTaskNode final : public workers_internal::CallNode {
 }  // namespace
 
 TaskWorker TaskWorker::Create(WorkerOptions options) {
-  if (options.mode == Mode::kLoopback) {
-    throw InvalidOptionError(
-        "TaskWorker::Create: mode loopback encodes every call to bytes, which needs a worker class "
-        "registered with CONCURRY_REGISTER_WORKER; arbitrary callables cannot be encoded. Allowed "
-        "modes: sync, thread, tbb");
-  }
   const ResolvedWorkerOptions resolved = ResolveWorkerOptions(options);
+  if (WorkerBackendFor(resolved.mode).encodes_calls()) {
+    std::vector<std::string> allowed;  // The linked modes that run callables as they are.
+    for (Mode mode : LinkedWorkerModes()) {
+      if (!FindWorkerBackend(mode)->encodes_calls()) allowed.push_back(AbslUnparseFlag(mode));
+    }
+    throw InvalidOptionError(absl::StrCat(
+        "TaskWorker::Create: mode ", AbslUnparseFlag(resolved.mode),
+        " encodes every call to bytes, which needs a worker class registered with "
+        "CONCURRY_REGISTER_WORKER; arbitrary callables cannot be encoded. Allowed modes: ",
+        absl::StrJoin(allowed, ", ")));
+  }
   if (resolved.blocking) {
     throw InvalidOptionError(
         "TaskWorker::Create: blocking is true (set in the options or by ScopedWorkerDefaults), "

@@ -27,6 +27,7 @@
 #include "sync/progress.h"
 #include "sync/stream.h"
 #include "testing/fake_clock.h"
+#include "workers/backend.h"
 #include "workers/options.h"
 
 namespace concurry {
@@ -666,8 +667,21 @@ TEST_P(TaskWorkerTest, MakeExecutorReturnsATaskWorker) {
   EXPECT_TRUE(executor.Stop());
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, TaskWorkerTest,
-                         ::testing::Values(Mode::kSync, Mode::kThread, Mode::kTbb),
+// Every linked backend that runs callables in the process (loopback encodes calls, which
+// arbitrary callables cannot survive).
+std::vector<Mode> InProcessModes() {
+  std::vector<Mode> modes;
+  for (Mode mode : LinkedWorkerModes()) {
+    if (!FindWorkerBackend(mode)->encodes_calls()) modes.push_back(mode);
+  }
+  return modes;
+}
+
+TEST(TaskWorkerModesTest, RunsOnEveryInProcessBackend) {
+  EXPECT_THAT(InProcessModes(), ElementsAre(Mode::kSync, Mode::kThread, Mode::kTbb));
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, TaskWorkerTest, ::testing::ValuesIn(InProcessModes()),
                          [](const ::testing::TestParamInfo<Mode>& info) {
                            return AbslUnparseFlag(info.param);
                          });

@@ -6,22 +6,6 @@
 
 namespace concurry::workers_internal {
 
-std::shared_ptr<ActorCore> MakeActor(const ResolvedWorkerOptions& options) {
-  switch (options.mode) {
-    case Mode::kSync:
-      return std::make_shared<InlineActor>(options);
-    case Mode::kTbb:
-      return std::make_shared<ExecutorActor>(options);
-    case Mode::kThread:
-    case Mode::kLoopback:
-      return std::make_shared<ThreadActor>(options);
-    default:
-      // ResolveWorkerOptions rejects the modes this build does not have.
-      throw InvalidOptionError("Worker: mode " + AbslUnparseFlag(options.mode) +
-                               " is not available in this build");
-  }
-}
-
 HandleState::~HandleState() {
   if (!owning) return;
   try {

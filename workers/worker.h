@@ -30,6 +30,7 @@
 #include "absl/time/time.h"
 #include "futures/errors.h"
 #include "futures/future.h"
+#include "workers/backend.h"
 #include "workers/internal/worker_impl.h"
 #include "workers/options.h"
 #include "workers/registration.h"
@@ -145,16 +146,17 @@ class Worker {
                   "Worker<T>::Call: the method belongs to a class that is not T or a base of T");
     const auto& core = Checked("Call");
     if constexpr (kIsRegisteredWorker<T>) {
-      if (core->options().mode == Mode::kLoopback) {
+      if (core->encodes_calls()) {
         const std::optional<absl::string_view> name = workers_internal::MethodName<T>(method);
         if (!name.has_value()) {
           using R = decltype(workers_internal::SubmitCall<T>(
               core, workers_internal::MethodInvoker<M>{method}, std::forward<Args>(args)...));
-          return R(MakeFailedFuture<typename R::value_type>(InvalidOptionError(
-              std::string("Worker::Call: the method is not registered for ") +
-              std::string(workers_internal::WorkerName<T>()) +
-              ", so a loopback (or process or remote) worker cannot call it; add it to "
-              "CONCURRY_REGISTER_WORKER")));
+          return R(MakeFailedFuture<typename R::value_type>(
+              InvalidOptionError(std::string("Worker::Call: the method is not registered for ") +
+                                 std::string(workers_internal::WorkerName<T>()) +
+                                 ", so a worker whose calls cross a byte boundary (mode " +
+                                 AbslUnparseFlag(core->options().mode) +
+                                 ") cannot call it; add it to CONCURRY_REGISTER_WORKER")));
         }
         return workers_internal::SubmitCall<T>(
             core, workers_internal::LoopbackInvoker<T, M>{method, *name},
@@ -205,29 +207,34 @@ class Worker {
   static Future<Worker> CreateResolved(const ResolvedWorkerOptions& resolved, Args&&... args) {
     static_assert(std::is_constructible_v<T, std::decay_t<Args>&&...>,
                   "Worker<T>::Create: T cannot be constructed from these argument types");
-    if (resolved.mode == Mode::kLoopback && !kIsRegisteredWorker<T>) {
+    // Throws, naming the Bazel target to add, when the mode's backend is not linked.
+    const WorkerBackend& backend = WorkerBackendFor(resolved.mode);
+    backend.Validate(resolved);
+    if (backend.encodes_calls() && !kIsRegisteredWorker<T>) {
       throw InvalidOptionError(
-          "Worker<T>::Create: loopback mode sends calls as bytes by name, which needs the class "
-          "registered with CONCURRY_REGISTER_WORKER (in-process modes need no registration)");
+          "Worker<T>::Create: mode " + AbslUnparseFlag(resolved.mode) +
+          " sends calls as bytes by name, which needs the class registered with "
+          "CONCURRY_REGISTER_WORKER (in-process modes need no registration)");
     }
     if (resolved.retry.worker_class() != nullptr && *resolved.retry.worker_class() != typeid(T)) {
       throw InvalidOptionError(
           "Worker<T>::Create: the per-method retry entries (WorkerRetry::For) are for class " +
           TypeName(*resolved.retry.worker_class()) + ", not " + TypeName(typeid(T)));
     }
-    std::shared_ptr<workers_internal::ActorCore> core = workers_internal::MakeActor(resolved);
+    std::shared_ptr<workers_internal::ActorCore> core = backend.MakeActor(resolved);
     core->set_object_type(typeid(T));
     Promise<void> constructed;
     Future<void> done = constructed.GetFuture();
     bool started = false;
     if constexpr (kIsRegisteredWorker<T>) {
-      if (resolved.mode == Mode::kLoopback) {
+      if (backend.encodes_calls()) {
         if constexpr (!std::is_invocable_v<
                           std::add_pointer_t<typename WorkerRegistration<T>::Constructor>,
                           Args...>) {
           throw InvalidOptionError(
-              "Worker<T>::Create: in loopback mode the constructor arguments must match the "
-              "constructor signature registered with CONCURRY_REGISTER_WORKER");
+              "Worker<T>::Create: in mode " + AbslUnparseFlag(resolved.mode) +
+              " the constructor arguments must match the constructor signature registered with "
+              "CONCURRY_REGISTER_WORKER");
         } else {
           // Encoded here, on the calling side; decoded and built in the worker.
           auto make = [bytes =

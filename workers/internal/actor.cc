@@ -1,10 +1,13 @@
 #include "workers/internal/actor.h"
 
+#include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
 #include <exception>
 #include <memory>
+#include <new>
 #include <thread>
 #include <utility>
 
@@ -12,8 +15,6 @@
 #include "futures/clock.h"
 #include "futures/errors.h"
 #include "futures/internal/task_context.h"
-#include "futures/tbb_executor.h"
-#include "oneapi/tbb/scalable_allocator.h"
 
 namespace concurry::workers_internal {
 namespace {
@@ -30,34 +31,37 @@ thread_local bool* current_redrain = nullptr;
 // cancellation callbacks must not wait for the pass it is part of.
 thread_local const ActorCore* stopping_actor = nullptr;
 
-// Calls run per tbb drain before the actor yields its thread to other actors.
-constexpr int64_t kExecutorBudget = 256;
-constexpr int64_t kNoBudget = INT64_MAX;
-
-// How long an idle dedicated thread spins on its mailbox before it sleeps. Pipelined callers
-// refill the mailbox within a few microseconds; sleeping and waking costs more than this.
-constexpr int kIdleSpins = 2000;
-
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
+// A node is preceded by a header holding the allocator it came from, so that installing an
+// allocator while nodes are alive is safe. 16 bytes keep the node max_align_t-aligned.
+constexpr CallNodeAllocator kDefaultAllocator = {
+    .allocate = [](size_t size) -> void* { return ::operator new(size, std::nothrow); },
+    .free = [](void* p) { ::operator delete(p); },
+};
+constexpr size_t kNodeHeader = 16;
+static_assert(kNodeHeader >= sizeof(const CallNodeAllocator*) &&
+              kNodeHeader % alignof(std::max_align_t) == 0);
+constinit std::atomic<const CallNodeAllocator*> node_allocator{&kDefaultAllocator};
 
 }  // namespace
 
-// Sanitizers need to see every allocation (ASan to catch use-after-free, TSan to see memory
-// reused between threads), so sanitized builds use the ordinary allocator.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-void* CallNode::operator new(size_t size) { return ::operator new(size); }
-void CallNode::operator delete(void* p) noexcept { ::operator delete(p); }
-#else
-void* CallNode::operator new(size_t size) {
-  if (void* p = scalable_malloc(size)) return p;
-  throw std::bad_alloc();
+void SetCallNodeAllocator(const CallNodeAllocator* allocator) {
+  node_allocator.store(allocator != nullptr ? allocator : &kDefaultAllocator,
+                       std::memory_order_release);
 }
-void CallNode::operator delete(void* p) noexcept { scalable_free(p); }
-#endif
+
+void* CallNode::operator new(size_t size) {
+  const CallNodeAllocator* allocator = node_allocator.load(std::memory_order_acquire);
+  void* block = allocator->allocate(size + kNodeHeader);
+  if (block == nullptr) throw std::bad_alloc();
+  *static_cast<const CallNodeAllocator**>(block) = allocator;
+  return static_cast<char*>(block) + kNodeHeader;
+}
+
+void CallNode::operator delete(void* p) noexcept {
+  if (p == nullptr) return;
+  void* block = static_cast<char*>(p) - kNodeHeader;
+  (*static_cast<const CallNodeAllocator**>(block))->free(block);
+}
 
 // --- SubmissionGate ------------------------------------------------------------------------------
 
@@ -158,11 +162,13 @@ WorkerStats ActorCore::Stats() {
   return stats;
 }
 
-ActorCore::ActorCore(const ResolvedWorkerOptions& options)
+ActorCore::ActorCore(const ResolvedWorkerOptions& options, const WorkerBackend& backend)
     : options_(options),
+      backend_(backend),
+      encodes_calls_(backend.encodes_calls()),
       stop_node_(new StopNode(this)),
       // A sync worker's calls finish before Call returns: nothing to bound.
-      gate_(options.max_queued_tasks == kUnbounded || options.mode == Mode::kSync
+      gate_(options.max_queued_tasks == kUnbounded || backend.runs_calls_inline()
                 ? nullptr
                 : std::make_unique<SubmissionGate>(options.max_queued_tasks, options.queue_full)),
       stopped_future_(stopped_.GetFuture()) {}
@@ -424,64 +430,6 @@ bool ActorCore::Stop(absl::Duration timeout) {
   }
   if (InActorContext() || stopping_actor == this) return stopped_future_.Done();
   return stopped_future_.Wait(timeout);
-}
-
-// --- Modes ---------------------------------------------------------------------------------------
-
-void InlineActor::Schedule() { Drain(kNoBudget); }
-
-void ThreadActor::OnStart() {
-  thread_ = std::thread(
-      [self = std::static_pointer_cast<ThreadActor>(shared_from_this())] { self->Loop(); });
-}
-
-void ThreadActor::Loop() {
-  do {
-    // Acquire pairs with Schedule's release (lock_ orders the mailbox itself).
-    for (int i = 0; i < kIdleSpins && !work_.load(std::memory_order_acquire); ++i) CpuRelax();
-    while (!work_.exchange(false, std::memory_order_acquire)) {
-      work_.wait(false, std::memory_order_acquire);
-    }
-  } while (Drain(kNoBudget));
-}
-
-void ThreadActor::Schedule() {
-  work_.store(true, std::memory_order_release);
-  work_.notify_one();
-}
-
-ThreadActor::~ThreadActor() {
-  // The thread holds a reference until Loop returns, so this runs either on that thread (which
-  // then cannot join itself) or after it has left Loop.
-  if (thread_.joinable()) {
-    if (thread_.get_id() == std::this_thread::get_id()) {
-      thread_.detach();
-    } else {
-      thread_.join();
-    }
-  }
-}
-
-ExecutorActor::ExecutorActor(const ResolvedWorkerOptions& options)
-    : ActorCore(options),
-      executor_(options.executor != nullptr ? options.executor : &SharedTbbExecutor()) {}
-
-void ExecutorActor::Schedule() {
-  try {
-    executor_->Submit([self = std::static_pointer_cast<ExecutorActor>(shared_from_this())] {
-      self->Drain(kExecutorBudget);
-    });
-  } catch (...) {
-    // The executor refuses work (shut down): no drain will ever run, so end the actor here.
-    Abandon();
-  }
-}
-
-Executor& SharedTbbExecutor() {
-  // One thread per hardware thread, plus one added for each call that blocks (BlockingRegion).
-  // Never destroyed: tbb-mode workers may outlive static destruction.
-  static auto* const executor = new TbbExecutor();
-  return *executor;
 }
 
 }  // namespace concurry::workers_internal

@@ -1,6 +1,7 @@
-// The engine behind sync, thread, tbb and loopback workers: a mailbox of calls run one at a time,
-// in FIFO order, on an object that lives inside the actor. How the mailbox gets a thread is the
-// only difference between the modes (ActorCore::Schedule).
+// The engine behind every worker: a mailbox of calls run one at a time, in FIFO order, on an
+// object that lives inside the actor. How the mailbox gets a thread is the only difference between
+// the modes: each backend (workers/backend.h) derives its actor from ActorCore and implements
+// Schedule.
 //
 // Mailbox: an intrusive FIFO under a spin lock (critical sections are a few pointer updates; see
 // internal::SpinLock for why not absl::Mutex), plus `scheduled_`, true while a drain is
@@ -15,7 +16,6 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <thread>
 #include <typeinfo>
 
 #include "absl/base/thread_annotations.h"
@@ -25,6 +25,7 @@
 #include "futures/executor.h"
 #include "futures/future.h"
 #include "futures/internal/spin_lock.h"
+#include "workers/backend.h"
 #include "workers/options.h"
 
 namespace concurry::workers_internal {
@@ -33,15 +34,25 @@ namespace concurry::workers_internal {
 // by the actor.
 class SubmissionGate;
 
+// Where call nodes get their memory: the C++ allocator unless a backend installs another one with
+// SetCallNodeAllocator (//workers/tbb installs oneTBB's scalable allocator, whose per-thread pools
+// take the frees of nodes made by callers on the actor's thread cheaply).
+struct CallNodeAllocator {
+  void* (*allocate)(size_t size);  // Returns null when out of memory.
+  void (*free)(void* p);
+};
+// Nodes allocated from now on come from `allocator` (static storage duration); nodes allocated
+// before are still returned to the allocator they came from. Thread-safe.
+void SetCallNodeAllocator(const CallNodeAllocator* allocator);
+
 class CallNode {
  public:
   virtual ~CallNode() = default;
 
-  // Nodes are made by callers and freed by the actor's thread. oneTBB's scalable allocator keeps
-  // per-thread pools that take such cross-thread frees without contending with the allocating
-  // thread (glibc's arenas serialise them).
+  // Through the current CallNodeAllocator; every node remembers its own.
   static void* operator new(size_t size);
   static void operator delete(void* p) noexcept;
+
   // Runs the call on the actor's object (null before the object exists or if construction
   // failed). Must not throw.
   virtual void Run(void* object) noexcept = 0;
@@ -99,9 +110,11 @@ class SubmissionGate {
 };
 
 // The mode-independent actor. Owned through shared_ptr by the handles and by scheduled drains.
+// A backend derives from it and implements OnStart and Schedule; workers/backend.h states the
+// whole contract.
 class ActorCore : public std::enable_shared_from_this<ActorCore> {
  public:
-  explicit ActorCore(const ResolvedWorkerOptions& options);
+  ActorCore(const ResolvedWorkerOptions& options, const WorkerBackend& backend);
   virtual ~ActorCore();
 
   ActorCore(const ActorCore&) = delete;
@@ -125,6 +138,9 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // Completes when the actor has fully stopped (object destroyed).
   Future<void> stopped_future() const { return stopped_future_; }
   const ResolvedWorkerOptions& options() const { return options_; }
+  const WorkerBackend& backend() const { return backend_; }
+  // backend().encodes_calls(), read on every call.
+  bool encodes_calls() const { return encodes_calls_; }
 
   // Called by the construction message, in the actor's context.
   void SetObject(void* object, void (*destroy)(void*)) {
@@ -153,6 +169,9 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   static const LimitPool* CurrentLimits();
 
  protected:
+  // Drain's budget for a drain that may run until the mailbox is empty.
+  static constexpr int64_t kNoBudget = INT64_MAX;
+
   // Called by Start before the first message is pushed.
   virtual void OnStart() {}
   // Arranges for Drain() to run (the mailbox went from idle to non-empty).
@@ -184,6 +203,8 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   void Finish(CallNode* node, bool run) noexcept;
 
   const ResolvedWorkerOptions options_;
+  const WorkerBackend& backend_;
+  const bool encodes_calls_;
   const std::type_info* object_type_ = nullptr;
   internal::SpinLock lock_;
   CallNode* first_ ABSL_GUARDED_BY(lock_) = nullptr;
@@ -210,50 +231,6 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   uint64_t next_hook_ ABSL_GUARDED_BY(lock_) = 1;
   absl::flat_hash_map<uint64_t, AnyFuture> hooks_ ABSL_GUARDED_BY(lock_);
 };
-
-// Drains on a dedicated thread that sleeps when the mailbox is empty.
-class ThreadActor final : public ActorCore {
- public:
-  using ActorCore::ActorCore;
-  ~ThreadActor() override;
-
- protected:
-  void OnStart() override;
-  void Schedule() override;
-
- private:
-  void Loop();
-  // A binary semaphore: set by Schedule, taken by the thread before each drain. The thread spins
-  // on it briefly, then sleeps on it (futex).
-  std::atomic<bool> work_{false};
-  std::thread thread_;
-};
-
-// Drains in the thread that pushes to an idle mailbox (sync mode): a lone caller's call is done
-// when Call returns; a call made while another thread drains runs on that thread, after the calls
-// before it.
-class InlineActor final : public ActorCore {
- public:
-  using ActorCore::ActorCore;
-
- protected:
-  void Schedule() override;
-};
-
-// Drains as tasks on an executor (the shared oneTBB arena unless options.executor is set).
-class ExecutorActor final : public ActorCore {
- public:
-  explicit ExecutorActor(const ResolvedWorkerOptions& options);
-
- protected:
-  void Schedule() override;
-
- private:
-  Executor* executor_;
-};
-
-// The process-wide TbbExecutor that tbb-mode workers run on.
-Executor& SharedTbbExecutor();
 
 }  // namespace concurry::workers_internal
 

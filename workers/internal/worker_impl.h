@@ -178,8 +178,6 @@ class ConstructNode final : public CallNode {
   Make make_;
 };
 
-std::shared_ptr<ActorCore> MakeActor(const ResolvedWorkerOptions& options);
-
 // What every copy of one handle shares; the last copy of an owning handle stops the worker.
 struct HandleState {
   explicit HandleState(std::shared_ptr<ActorCore> c, bool owns = true)

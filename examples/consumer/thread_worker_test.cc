@@ -1,0 +1,56 @@
+// Built from only @concurry//workers:core and @concurry//workers/thread (see BUILD.bazel).
+
+#include <string>
+
+#include "futures/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "workers/task_worker.h"
+#include "workers/worker.h"
+
+namespace {
+
+using ::concurry::InvalidOptionError;
+using ::concurry::Mode;
+using ::concurry::Worker;
+using ::testing::ElementsAre;
+
+class Tally {
+ public:
+  int Add(int k) { return total_ += k; }
+
+ private:
+  int total_ = 0;
+};
+
+template <typename F>
+std::string InvalidOptionMessage(F f) {
+  try {
+    f();
+  } catch (const InvalidOptionError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(ThreadOnlyTest, ThreadWorkersWork) {
+  EXPECT_THAT(concurry::LinkedWorkerModes(), ElementsAre(Mode::kThread));
+  auto tally = Worker<Tally>::Create({.mode = Mode::kThread});
+  tally.Call(&Tally::Add, 2);
+  EXPECT_EQ(tally.Call(&Tally::Add, 40).Result(), 42);
+  auto tasks = concurry::TaskWorker::Create({.mode = Mode::kThread});
+  EXPECT_EQ(tasks.Submit([] { return 7; }).Result(), 7);
+}
+
+TEST(ThreadOnlyTest, AModeThatIsNotLinkedFailsAtCreateNamingTheTarget) {
+  EXPECT_EQ(InvalidOptionMessage([] { Worker<Tally>::Create({.mode = Mode::kTbb}); }),
+            "worker options: Mode::kTbb needs @concurry//workers/tbb in deps: its backend is not "
+            "linked into this binary (linked: thread); @concurry//workers and "
+            "@concurry//:concurry link every backend");
+  EXPECT_THAT(InvalidOptionMessage([] { Worker<Tally>::Create({.mode = Mode::kSync}); }),
+              ::testing::HasSubstr("Mode::kSync needs @concurry//workers/inline in deps"));
+  EXPECT_THAT(InvalidOptionMessage([] { concurry::TaskWorker::Create({.mode = Mode::kTbb}); }),
+              ::testing::HasSubstr("Mode::kTbb needs @concurry//workers/tbb in deps"));
+}
+
+}  // namespace

@@ -1,0 +1,105 @@
+// The execution backend interface: how a worker's calls get a thread.
+//
+// The worker core (Worker<T>, BlockingWorker<T>, TaskWorker, options, unwrapping, retries, limits,
+// the mailbox and Stop) is the same for every mode. A backend supplies the one thing that differs:
+// who runs the mailbox's drains. Each backend is its own Bazel target and makes its mode available
+// by being linked into the binary:
+//
+//   mode          target                       costs
+//   Mode::kSync      @concurry//workers/inline     nothing: calls run in the caller's thread
+//   Mode::kThread    @concurry//workers/thread     one OS thread per worker
+//   Mode::kTbb       @concurry//workers/tbb        oneTBB; one shared arena and its threads
+//   Mode::kLoopback  @concurry//workers/loopback   one OS thread per worker, plus encoding
+//
+// `@concurry//workers` and `@concurry//:concurry` link all of them. Creating a worker in a mode
+// whose backend is not linked throws InvalidOptionError naming the target to add.
+//
+// Writing a backend:
+// 1. Derive the actor from workers_internal::ActorCore (workers/internal/actor.h) and implement
+//    its contract:
+//    - OnStart(): acquire what the actor runs on (a thread, a connection); may throw, which fails
+//      Create with that error. Called once, before the first call is queued.
+//    - Schedule(): the mailbox went from idle to non-empty; arrange for Drain(budget) to run once,
+//      soon, on the actor's execution context. Must not block or throw. Drain runs calls one at
+//      a time in FIFO order and returns false once the actor has closed (stop it then).
+//    - Stop with a timeout, stats and cancellation are the core's: a backend does nothing for
+//      them, as long as every scheduled Drain eventually runs.
+//    - Death: when the backend can never run another drain (its executor refused the drain, its
+//      process died), it calls Abandon(), which cancels every queued call and completes
+//      StoppedFuture(). Never leave calls queued with nothing to drain them.
+//    - Blocking: code that waits for a long time inside a drain should be inside a
+//      concurry::BlockingRegion (futures/executor.h), so that an executor can lend the thread's
+//      slot to others; the library's own waits already are.
+// 2. Implement WorkerBackend below (mode, traits, MakeActor) and register one instance with
+//    CONCURRY_REGISTER_WORKER_BACKEND in a .cc file of a cc_library with alwayslink = True (else
+//    a static link drops the unreferenced registration). The core needs no change.
+
+#ifndef CONCURRY_WORKERS_BACKEND_H_
+#define CONCURRY_WORKERS_BACKEND_H_
+
+#include <memory>
+#include <vector>
+
+#include "workers/options.h"
+
+namespace concurry {
+
+namespace workers_internal {
+class ActorCore;
+}  // namespace workers_internal
+
+// One execution backend. Instances are registered once and live for the whole program; every
+// method may be called from any thread.
+class WorkerBackend {
+ public:
+  virtual ~WorkerBackend() = default;
+
+  // The mode this backend implements. At most one backend per mode is registered.
+  virtual Mode mode() const = 0;
+  // Calls run in the calling thread and finish before Call returns: max_queued_tasks does not
+  // apply (kSync).
+  virtual bool runs_calls_inline() const { return false; }
+  // Calls, arguments, results and errors cross a byte boundary, so the worker class must be
+  // registered with CONCURRY_REGISTER_WORKER and calls go by registered name (kLoopback; process
+  // and remote later).
+  virtual bool encodes_calls() const { return false; }
+
+  // Checks what only this backend knows about `options`; throws InvalidOptionError. The core has
+  // already validated the options themselves.
+  virtual void Validate(const ResolvedWorkerOptions& /*options*/) const {}
+  // Returns a new actor that is not started yet. May throw (for example when a resource cannot
+  // be had); the error reaches the creator.
+  virtual std::shared_ptr<workers_internal::ActorCore> MakeActor(
+      const ResolvedWorkerOptions& options) const = 0;
+};
+
+// Makes `backend` the one for its mode. `backend` must outlive every worker (a static object).
+// Returns true; a second backend for the same mode is reported on stderr at start-up and ignored
+// (the first one stays), so that a link mistake never terminates a program before main.
+bool RegisterWorkerBackend(const WorkerBackend& backend);
+
+// The backend linked for `mode`, or null.
+const WorkerBackend* FindWorkerBackend(Mode mode);
+
+// The backend for `mode`; throws InvalidOptionError naming the Bazel target to add when it is not
+// linked ("Mode::kTbb needs @concurry//workers/tbb in deps ...").
+const WorkerBackend& WorkerBackendFor(Mode mode);
+
+// The modes whose backends this binary links, in enum order.
+std::vector<Mode> LinkedWorkerModes();
+
+}  // namespace concurry
+
+// Registers a static instance of `Backend` (a WorkerBackend with a default constructor) at
+// start-up. Use once per backend, in a .cc file of an alwayslink cc_library.
+#define CONCURRY_REGISTER_WORKER_BACKEND(Backend) \
+  CONCURRY_REGISTER_WORKER_BACKEND_IMPL(Backend, __COUNTER__)
+#define CONCURRY_REGISTER_WORKER_BACKEND_IMPL(Backend, n) \
+  CONCURRY_REGISTER_WORKER_BACKEND_IMPL2(Backend, n)
+#define CONCURRY_REGISTER_WORKER_BACKEND_IMPL2(Backend, n)                                   \
+  namespace {                                                                                \
+  [[maybe_unused]] const bool concurry_worker_backend_registered_##n =                       \
+      ::concurry::RegisterWorkerBackend(*new Backend()); /* never destroyed: see Register */ \
+  }
+
+#endif  // CONCURRY_WORKERS_BACKEND_H_

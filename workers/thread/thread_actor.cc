@@ -1,0 +1,54 @@
+#include "workers/thread/thread_actor.h"
+
+#include <atomic>
+#include <memory>
+#include <thread>
+
+namespace concurry::workers_internal {
+namespace {
+
+// How long an idle dedicated thread spins on its mailbox before it sleeps. Pipelined callers
+// refill the mailbox within a few microseconds; sleeping and waking costs more than this.
+constexpr int kIdleSpins = 2000;
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
+
+void ThreadActor::OnStart() {
+  thread_ = std::thread(
+      [self = std::static_pointer_cast<ThreadActor>(shared_from_this())] { self->Loop(); });
+}
+
+void ThreadActor::Loop() {
+  do {
+    // Acquire pairs with Schedule's release (the actor's lock orders the mailbox itself).
+    for (int i = 0; i < kIdleSpins && !work_.load(std::memory_order_acquire); ++i) CpuRelax();
+    while (!work_.exchange(false, std::memory_order_acquire)) {
+      work_.wait(false, std::memory_order_acquire);
+    }
+  } while (Drain(kNoBudget));
+}
+
+void ThreadActor::Schedule() {
+  work_.store(true, std::memory_order_release);
+  work_.notify_one();
+}
+
+ThreadActor::~ThreadActor() {
+  // The thread holds a reference until Loop returns, so this runs either on that thread (which
+  // then cannot join itself) or after it has left Loop.
+  if (thread_.joinable()) {
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();
+    } else {
+      thread_.join();
+    }
+  }
+}
+
+}  // namespace concurry::workers_internal

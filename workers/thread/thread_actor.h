@@ -1,0 +1,34 @@
+// ThreadActor: an actor that drains its mailbox on a dedicated OS thread (Mode::kThread, and the
+// local end of Mode::kLoopback).
+
+#ifndef CONCURRY_WORKERS_THREAD_THREAD_ACTOR_H_
+#define CONCURRY_WORKERS_THREAD_THREAD_ACTOR_H_
+
+#include <atomic>
+#include <thread>
+
+#include "workers/internal/actor.h"
+
+namespace concurry::workers_internal {
+
+// Drains on a dedicated thread that sleeps when the mailbox is empty.
+class ThreadActor final : public ActorCore {
+ public:
+  using ActorCore::ActorCore;
+  ~ThreadActor() override;
+
+ protected:
+  void OnStart() override;
+  void Schedule() override;
+
+ private:
+  void Loop();
+  // A binary semaphore: set by Schedule, taken by the thread before each drain. The thread spins
+  // on it briefly, then sleeps on it (futex).
+  std::atomic<bool> work_{false};
+  std::thread thread_;
+};
+
+}  // namespace concurry::workers_internal
+
+#endif  // CONCURRY_WORKERS_THREAD_THREAD_ACTOR_H_
