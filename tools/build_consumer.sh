@@ -18,8 +18,8 @@ trap '"${BZ[@]}" shutdown' EXIT
 
 # A binary that depends on the worker core and one backend pulls in only that backend: no oneTBB
 # (//workers/tbb) and no gRPC (the remote backend, later).
-heavy="$("${BZ[@]}" query --curses=no --color=no 'deps(//:thread_worker)' |
-  grep -E '^@(onetbb|com_github_grpc_grpc|com_google_protobuf)//' || true)"
+deps="$("${BZ[@]}" query --curses=no --color=no 'deps(//:thread_worker)')"  # set -e: fails here
+heavy="$(grep -E '^@(onetbb|com_github_grpc_grpc|com_google_protobuf)//' <<<"$deps" || true)"
 if [[ -n "$heavy" ]]; then
   echo "//:thread_worker depends on the core and the thread backend only, yet pulls in:" >&2
   echo "$heavy" >&2

@@ -78,7 +78,8 @@ const WorkerBackend& WorkerBackendFor(Mode mode) {
   if (!KnownMode(mode)) {
     // ResolveWorkerOptions rejects these first; kept for direct callers.
     throw InvalidOptionError(
-        absl::StrCat("worker options: mode: unknown value ", static_cast<int>(mode)));
+        absl::StrCat("worker options: mode: unknown value ", static_cast<int>(mode),
+                     "; allowed: kSync, kThread, kTbb, kLoopback, kProcess, kCoroutine, kRemote"));
   }
   const BackendPackage& package = kPackages[static_cast<int>(mode)];
   const std::string target = absl::StrCat("@concurry//workers/", package.package);

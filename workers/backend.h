@@ -5,7 +5,7 @@
 // who runs the mailbox's drains. Each backend is its own Bazel target and makes its mode available
 // by being linked into the binary:
 //
-//   mode          target                       costs
+//   mode             target                        costs
 //   Mode::kSync      @concurry//workers/inline     nothing: calls run in the caller's thread
 //   Mode::kThread    @concurry//workers/thread     one OS thread per worker
 //   Mode::kTbb       @concurry//workers/tbb        oneTBB; one shared arena and its threads
@@ -20,7 +20,8 @@
 //    - OnStart(): acquire what the actor runs on (a thread, a connection); may throw, which fails
 //      Create with that error. Called once, before the first call is queued.
 //    - Schedule(): the mailbox went from idle to non-empty; arrange for Drain(budget) to run once,
-//      soon, on the actor's execution context. Must not block or throw. Drain runs calls one at
+//      soon, on the actor's execution context. Must not throw, and must not wait for another
+//      thread (it may drain inline, as the sync backend does). Drain runs calls one at
 //      a time in FIFO order and returns false once the actor has closed (stop it then).
 //    - Stop with a timeout, stats and cancellation are the core's: a backend does nothing for
 //      them, as long as every scheduled Drain eventually runs.
@@ -56,8 +57,8 @@ class WorkerBackend {
 
   // The mode this backend implements. At most one backend per mode is registered.
   virtual Mode mode() const = 0;
-  // Calls run in the calling thread and finish before Call returns: max_queued_tasks does not
-  // apply (kSync).
+  // Every call finishes before Call returns (it runs in the calling thread, or in the thread
+  // already draining the worker): max_queued_tasks does not apply (kSync).
   virtual bool runs_calls_inline() const { return false; }
   // Calls, arguments, results and errors cross a byte boundary, so the worker class must be
   // registered with CONCURRY_REGISTER_WORKER and calls go by registered name (kLoopback; process
@@ -90,16 +91,30 @@ std::vector<Mode> LinkedWorkerModes();
 
 }  // namespace concurry
 
-// Registers a static instance of `Backend` (a WorkerBackend with a default constructor) at
-// start-up. Use once per backend, in a .cc file of an alwayslink cc_library.
+namespace concurry::workers_internal {
+// Registers `backend` (never destroyed) on construction and keeps it reachable.
+struct WorkerBackendRegistrar {
+  explicit WorkerBackendRegistrar(const WorkerBackend* b) : backend(b) {
+    RegisterWorkerBackend(*backend);
+  }
+  const WorkerBackend* const backend;
+};
+}  // namespace concurry::workers_internal
+
+// Registers an instance of `Backend` (a WorkerBackend with a default constructor) at start-up. Use
+// once per backend, in a .cc file of an alwayslink cc_library. The registration runs before any
+// ordinary static initializer of the program (init_priority 101, the earliest a program may use),
+// so a worker created by a namespace-scope initializer finds its backend whatever the link order.
+// (Hence `Backend`'s constructor must not use namespace-scope objects that need dynamic
+// initialization: they may not exist yet.)
 #define CONCURRY_REGISTER_WORKER_BACKEND(Backend) \
   CONCURRY_REGISTER_WORKER_BACKEND_IMPL(Backend, __COUNTER__)
 #define CONCURRY_REGISTER_WORKER_BACKEND_IMPL(Backend, n) \
   CONCURRY_REGISTER_WORKER_BACKEND_IMPL2(Backend, n)
-#define CONCURRY_REGISTER_WORKER_BACKEND_IMPL2(Backend, n)                                   \
-  namespace {                                                                                \
-  [[maybe_unused]] const bool concurry_worker_backend_registered_##n =                       \
-      ::concurry::RegisterWorkerBackend(*new Backend()); /* never destroyed: see Register */ \
+#define CONCURRY_REGISTER_WORKER_BACKEND_IMPL2(Backend, n)                                       \
+  namespace {                                                                                    \
+  __attribute__((init_priority(101))) const ::concurry::workers_internal::WorkerBackendRegistrar \
+      concurry_worker_backend_registrar_##n(new Backend());                                      \
   }
 
 #endif  // CONCURRY_WORKERS_BACKEND_H_

@@ -64,7 +64,7 @@ void ValidateDefaults(Mode mode, const WorkerDefaults& d, absl::string_view wher
         where, ": max_workers for mode ", ModeName(mode), " is ", d.max_workers,
         mode == Mode::kSync ? "; sync mode runs in the caller's thread and allows only 1"
                             : "; a Worker is one worker and allows only 1 (worker pools are not "
-                              "in this build)"));
+                              "in this version)"));
   }
 }
 
@@ -268,8 +268,7 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   const Mode mode = options.mode;
   if (!KnownMode(mode)) {
     throw InvalidOptionError(absl::StrCat("worker options: mode: unknown value ",
-                                          static_cast<int>(mode),
-                                          "; allowed: kSync, kThread, kTbb, kLoopback"));
+                                          static_cast<int>(mode), "; allowed: ", kAllModes));
   }
   WorkerDefaults d = Table().Get(mode);
   if (options.blocking) d.blocking = *options.blocking;

@@ -80,7 +80,8 @@ TEST(ResolveWorkerOptionsTest, RejectsInvalidCombinations) {
   // the options of every known mode resolve.
   EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kCoroutine}).mode, Mode::kCoroutine);
   EXPECT_EQ(ErrorOf({.mode = static_cast<Mode>(42)}),
-            "worker options: mode: unknown value 42; allowed: kSync, kThread, kTbb, kLoopback");
+            "worker options: mode: unknown value 42; allowed: kSync, kThread, kTbb, kLoopback, "
+            "kProcess, kCoroutine, kRemote");
   EXPECT_THAT(ErrorOf({.mode = Mode::kSync, .max_workers = 4}),
               HasSubstr("max_workers for mode sync is 4; sync mode runs in the caller's thread"));
   EXPECT_THAT(ErrorOf({.mode = Mode::kThread, .max_workers = 0}), HasSubstr("allows only 1"));

@@ -35,17 +35,6 @@ class ExecutorTaskNode final : public workers_internal::CallNode {
 
 TaskWorker TaskWorker::Create(WorkerOptions options) {
   const ResolvedWorkerOptions resolved = ResolveWorkerOptions(options);
-  if (WorkerBackendFor(resolved.mode).encodes_calls()) {
-    std::vector<std::string> allowed;  // The linked modes that run callables as they are.
-    for (Mode mode : LinkedWorkerModes()) {
-      if (!FindWorkerBackend(mode)->encodes_calls()) allowed.push_back(AbslUnparseFlag(mode));
-    }
-    throw InvalidOptionError(absl::StrCat(
-        "TaskWorker::Create: mode ", AbslUnparseFlag(resolved.mode),
-        " encodes every call to bytes, which needs a worker class registered with "
-        "CONCURRY_REGISTER_WORKER; arbitrary callables cannot be encoded. Allowed modes: ",
-        absl::StrJoin(allowed, ", ")));
-  }
   if (resolved.blocking) {
     throw InvalidOptionError(
         "TaskWorker::Create: blocking is true (set in the options or by ScopedWorkerDefaults), "
@@ -56,6 +45,18 @@ TaskWorker TaskWorker::Create(WorkerOptions options) {
     throw InvalidOptionError(
         "TaskWorker::Create: per-method retry entries (WorkerRetry::For) are for worker classes; a "
         "TaskWorker's tasks use the policy for every call: .retry = RetryPolicy{...}");
+  }
+  if (WorkerBackendFor(resolved.mode).encodes_calls()) {
+    std::vector<std::string> allowed;  // The linked modes that run callables as they are.
+    for (Mode mode : LinkedWorkerModes()) {
+      if (!FindWorkerBackend(mode)->encodes_calls()) allowed.push_back(AbslUnparseFlag(mode));
+    }
+    throw InvalidOptionError(absl::StrCat(
+        "TaskWorker::Create: mode ", AbslUnparseFlag(resolved.mode),
+        " encodes every call to bytes, which needs a worker class registered with "
+        "CONCURRY_REGISTER_WORKER; arbitrary callables cannot be encoded. Allowed modes: ",
+        allowed.empty() ? "none is linked; add @concurry//workers/thread to deps"
+                        : absl::StrJoin(allowed, ", ")));
   }
   options.blocking = false;
   TaskWorker worker;

@@ -207,6 +207,11 @@ class Worker {
   static Future<Worker> CreateResolved(const ResolvedWorkerOptions& resolved, Args&&... args) {
     static_assert(std::is_constructible_v<T, std::decay_t<Args>&&...>,
                   "Worker<T>::Create: T cannot be constructed from these argument types");
+    if (resolved.retry.worker_class() != nullptr && *resolved.retry.worker_class() != typeid(T)) {
+      throw InvalidOptionError(
+          "Worker<T>::Create: the per-method retry entries (WorkerRetry::For) are for class " +
+          TypeName(*resolved.retry.worker_class()) + ", not " + TypeName(typeid(T)));
+    }
     // Throws, naming the Bazel target to add, when the mode's backend is not linked.
     const WorkerBackend& backend = WorkerBackendFor(resolved.mode);
     backend.Validate(resolved);
@@ -215,11 +220,6 @@ class Worker {
           "Worker<T>::Create: mode " + AbslUnparseFlag(resolved.mode) +
           " sends calls as bytes by name, which needs the class registered with "
           "CONCURRY_REGISTER_WORKER (in-process modes need no registration)");
-    }
-    if (resolved.retry.worker_class() != nullptr && *resolved.retry.worker_class() != typeid(T)) {
-      throw InvalidOptionError(
-          "Worker<T>::Create: the per-method retry entries (WorkerRetry::For) are for class " +
-          TypeName(*resolved.retry.worker_class()) + ", not " + TypeName(typeid(T)));
     }
     std::shared_ptr<workers_internal::ActorCore> core = backend.MakeActor(resolved);
     core->set_object_type(typeid(T));

@@ -3,6 +3,7 @@
 #include "workers/worker.h"
 
 #include <atomic>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -72,6 +73,15 @@ class Gates {
   std::map<int, std::unique_ptr<absl::Notification>> release_ ABSL_GUARDED_BY(mu_);
 };
 
+// An over-aligned argument: a call node that stores it must be allocated with its alignment.
+struct alignas(64) Wide {
+  int64_t v = 0;
+  template <typename Archive>
+  void serialize(Archive& archive) {
+    archive(v);
+  }
+};
+
 struct CustomError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -133,6 +143,11 @@ class Counter {
     for (const auto& [k, v] : m) s += v;
     return n_ += s;
   }
+  // -1 when the argument the call node holds is not aligned as its type requires.
+  int AddWide(const Wide& w) {
+    if (reinterpret_cast<uintptr_t>(&w) % alignof(Wide) != 0) return -1;
+    return n_ += static_cast<int>(w.v);
+  }
   std::string Describe(std::tuple<int, std::string> t, std::pair<int, int> p,
                        std::optional<int> o) {
     return std::get<1>(t) + ":" +
@@ -156,7 +171,7 @@ CONCURRY_REGISTER_WORKER(
     CONCURRY_METHOD(
         ScaleText, static_cast<std::string (concurry::worker_test::Counter::*)(const std::string&)>(
                        &concurry::worker_test::Counter::Scale)),
-    Throw, Check, Half, Later, Box, Hold, Record, SumVector, SumMap, SumHashMap, Describe);
+    Throw, Check, Half, Later, Box, Hold, Record, SumVector, SumMap, SumHashMap, Describe, AddWide);
 CONCURRY_REGISTER_EXCEPTION(concurry::worker_test::CustomError);
 
 namespace concurry::worker_test {
@@ -194,6 +209,12 @@ TEST_P(WorkerConformanceTest, StatePersistsAcrossCalls) {
   EXPECT_EQ(w.Call(&Counter::Add, 5).Result(), 15);
   EXPECT_EQ(w.Call(&Counter::Add, 1).Result(), 16);
   EXPECT_EQ(w.Call(&Counter::Get).Result(), 16);
+}
+
+TEST_P(WorkerConformanceTest, OverAlignedArgumentsKeepTheirAlignment) {
+  auto w = Make(1);
+  for (int i = 0; i < 20; ++i) w.Call(&Counter::AddWide, Wide{.v = 1});
+  EXPECT_EQ(w.Call(&Counter::AddWide, Wide{.v = 1}).Result(), 22);
 }
 
 TEST_P(WorkerConformanceTest, TwoWorkersNeverShareState) {

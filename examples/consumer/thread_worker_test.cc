@@ -1,5 +1,7 @@
 // Built from only @concurry//workers:core and @concurry//workers/thread (see BUILD.bazel).
 
+#include <cstdio>
+#include <exception>
 #include <string>
 
 #include "futures/errors.h"
@@ -32,6 +34,20 @@ std::string InvalidOptionMessage(F f) {
   }
   return "no error";
 }
+
+// A worker made by a namespace-scope initializer, before main. This test is linked statically, as
+// binaries are, so this file's initializers run before those of the libraries linked after it:
+// the backend must have registered earlier than any ordinary initializer.
+const int kMadeBeforeMain = [] {
+  try {
+    return Worker<Tally>::Create({.mode = Mode::kThread}).Call(&Tally::Add, 5).Result();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "creating a worker before main: %s\n", e.what());
+    return -1;
+  }
+}();
+
+TEST(ThreadOnlyTest, AWorkerCreatedBeforeMainFindsItsBackend) { EXPECT_EQ(kMadeBeforeMain, 5); }
 
 TEST(ThreadOnlyTest, ThreadWorkersWork) {
   EXPECT_THAT(concurry::LinkedWorkerModes(), ElementsAre(Mode::kThread));

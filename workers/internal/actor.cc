@@ -63,6 +63,14 @@ void CallNode::operator delete(void* p) noexcept {
   (*static_cast<const CallNodeAllocator**>(block))->free(block);
 }
 
+void* CallNode::operator new(size_t size, std::align_val_t alignment) {
+  return ::operator new(size, alignment);
+}
+
+void CallNode::operator delete(void* p, std::align_val_t alignment) noexcept {
+  ::operator delete(p, alignment);
+}
+
 // --- SubmissionGate ------------------------------------------------------------------------------
 
 SubmissionGate::Admission SubmissionGate::Admit(CallNode* node, bool may_block) {

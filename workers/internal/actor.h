@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <new>
 #include <typeinfo>
 
 #include "absl/base/thread_annotations.h"
@@ -38,7 +39,9 @@ class SubmissionGate;
 // SetCallNodeAllocator (//workers/tbb installs oneTBB's scalable allocator, whose per-thread pools
 // take the frees of nodes made by callers on the actor's thread cheaply).
 struct CallNodeAllocator {
-  void* (*allocate)(size_t size);  // Returns null when out of memory.
+  // Returns null when out of memory; the block must be aligned for std::max_align_t (nodes of
+  // over-aligned types bypass the allocator).
+  void* (*allocate)(size_t size);
   void (*free)(void* p);
 };
 // Nodes allocated from now on come from `allocator` (static storage duration); nodes allocated
@@ -52,6 +55,9 @@ class CallNode {
   // Through the current CallNodeAllocator; every node remembers its own.
   static void* operator new(size_t size);
   static void operator delete(void* p) noexcept;
+  // A node holding an over-aligned argument (alignas(64)): the C++ aligned allocator.
+  static void* operator new(size_t size, std::align_val_t alignment);
+  static void operator delete(void* p, std::align_val_t alignment) noexcept;
 
   // Runs the call on the actor's object (null before the object exists or if construction
   // failed). Must not throw.
