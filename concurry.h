@@ -23,6 +23,7 @@
 #include "limits/limit_set.h"            // IWYU pragma: export
 #include "limits/rate_limiter.h"         // IWYU pragma: export
 #include "limits/rate_window.h"          // IWYU pragma: export
+#include "pools/load_balancer.h"         // IWYU pragma: export
 #include "retry/policy.h"                // IWYU pragma: export
 #include "retry/retry.h"                 // IWYU pragma: export
 #include "sync/as_completed.h"           // IWYU pragma: export

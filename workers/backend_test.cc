@@ -11,6 +11,7 @@
 #include "futures/errors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "testing/error_message.h"
 #include "workers/internal/actor.h"
 #include "workers/options.h"
 #include "workers/task_worker.h"
@@ -19,6 +20,7 @@
 namespace concurry {
 namespace {
 
+using ::concurry::testing::InvalidOptionMessage;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -65,16 +67,6 @@ CONCURRY_REGISTER_WORKER_BACKEND(::concurry::CountingBackend)
 
 namespace concurry {
 namespace {
-
-template <typename F>
-std::string InvalidOptionMessage(F f) {
-  try {
-    f();
-  } catch (const InvalidOptionError& e) {
-    return e.what();
-  }
-  return "no error";
-}
 
 TEST(WorkerBackendTest, OnlyTheLinkedBackendsAreRegistered) {
   EXPECT_THAT(LinkedWorkerModes(), ElementsAre(Mode::kThread, Mode::kCoroutine));

@@ -26,6 +26,7 @@
 #include "gtest/gtest.h"
 #include "sync/progress.h"
 #include "sync/stream.h"
+#include "testing/error_message.h"
 #include "testing/fake_clock.h"
 #include "workers/backend.h"
 #include "workers/options.h"
@@ -33,6 +34,7 @@
 namespace concurry {
 namespace {
 
+using ::concurry::testing::InvalidOptionMessage;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -101,16 +103,6 @@ struct CustomError : std::runtime_error {
 };
 
 // Returns the message of the InvalidOptionError that `fn` throws, or "no error".
-template <typename F>
-std::string InvalidOptionMessage(F fn) {
-  try {
-    fn();
-  } catch (const InvalidOptionError& e) {
-    return e.what();
-  }
-  return "no error";
-}
-
 void RaiseMax(std::atomic<int>& max, int value) {
   int seen = max.load();
   while (seen < value && !max.compare_exchange_weak(seen, value)) {
