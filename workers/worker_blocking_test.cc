@@ -7,6 +7,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -286,6 +287,24 @@ class SelfCaller {
   }
   // Not waiting is fine: the call runs after this one.
   Future<int> ReturnOwnCall() { return CurrentWorker<SelfCaller>().Call(&SelfCaller::Value); }
+  // A zero-timeout poll over an own queued call never blocks, so it is no deadlock.
+  bool PollOwnCall() {
+    std::vector<AnyFuture> own = {CurrentWorker<SelfCaller>().Call(&SelfCaller::Value)};
+    return Wait(own, {.timeout = absl::ZeroDuration()}).done.empty();
+  }
+  // Keeps an own call whose method returns `later`, a future someone else completes. Once that
+  // call has run, waiting for its result waits for `later`, not for this worker's queue.
+  void KeepOwnCallOf(Future<int> later) {
+    kept_ = CurrentWorker<SelfCaller>().Call(&SelfCaller::Forward, std::move(later));
+  }
+  Future<int> Forward(Future<int> later) { return later; }
+  int WaitForKept(absl::Notification* waiting) {
+    waiting->Notify();
+    return kept_.Result();
+  }
+
+ private:
+  Future<int> kept_;
 };
 
 class SelfWaitTest : public ::testing::TestWithParam<Mode> {};
@@ -312,6 +331,36 @@ TEST_P(SelfWaitTest, WaitingForOwnCallFailsAtOnceWithDeadlockError) {
   // The worker is not wedged: it still answers, and a returned own call completes.
   EXPECT_EQ(w.Call(&SelfCaller::Value).Result(), 5);
   EXPECT_EQ(w.Call(&SelfCaller::ReturnOwnCall).Result(), 5);
+}
+
+TEST_P(SelfWaitTest, PollingAnOwnQueuedCallIsAllowed) {
+  testing::Watchdog watchdog(absl::Seconds(60), "polling an own call");
+  auto w = Worker<SelfCaller>::Create({.mode = GetParam()});
+  EXPECT_TRUE(w.Call(&SelfCaller::PollOwnCall).Result());
+}
+
+TEST_P(SelfWaitTest, WaitingForAnOwnCallThatAlreadyRanIsAllowed) {
+  // The call ran and returned a Future that another thread completes: its result no longer
+  // depends on this worker's queue (before the fix: DeadlockError).
+  testing::Watchdog watchdog(absl::Seconds(60), "waiting for an own call that already ran");
+  auto w = Worker<SelfCaller>::Create({.mode = GetParam(), .unwrap_futures = false});
+  Promise<int> later;
+  w.Call(&SelfCaller::KeepOwnCallOf, later.GetFuture()).Result();
+  w.Call(&SelfCaller::Value).Result();  // Queued after Forward: Forward has run.
+  absl::Notification waiting;
+  std::thread completer([&] {
+    waiting.WaitForNotification();
+    absl::SleepFor(absl::Milliseconds(20));  // Let the wait start; the result is the same if not.
+    later.SetValue(7);
+  });
+  // In sync mode this runs here and returns once the completer has set the value.
+  Future<int> kept = w.Call(&SelfCaller::WaitForKept, &waiting);
+  try {
+    EXPECT_EQ(kept.Result(), 7);
+  } catch (const DeadlockError& e) {
+    ADD_FAILURE() << e.what();
+  }
+  completer.join();
 }
 
 TEST_P(SelfWaitTest, WaitingForTheFirstOfOwnAndAnotherWorkersCallIsAllowed) {

@@ -67,7 +67,8 @@ struct Waiter {
 }  // namespace
 
 bool StateBase::WaitWouldSelfDeadlock() const noexcept {
-  return producer_ != nullptr && producer_ == CurrentSerialContext() && !done();
+  const void* producer = producer_.load(std::memory_order_relaxed);
+  return producer != nullptr && producer == CurrentSerialContext() && !done();
 }
 
 void ThrowSelfDeadlock(const char* operation) {

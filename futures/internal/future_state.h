@@ -109,8 +109,12 @@ class StateBase {
 
   // Records the serial context (futures_internal::CurrentSerialContext(): a worker) that completes
   // this state by running a call queued in it. Waiting for the state inside that same context
-  // would never end, so WaitUntil refuses it. Set once, before the future is handed out.
-  void set_producer(const void* producer) noexcept { producer_ = producer; }
+  // would never end, so WaitUntil refuses it. Set before the future is handed out, and cleared
+  // (null) when the call starts running: from then on the state no longer waits behind that
+  // context's queue (a call returning a Future stays pending on whoever completes that one).
+  void set_producer(const void* producer) noexcept {
+    producer_.store(producer, std::memory_order_relaxed);
+  }
   // Whether the calling thread runs the serial context that must produce this pending state.
   bool WaitWouldSelfDeadlock() const noexcept;
 
@@ -186,7 +190,9 @@ class StateBase {
   std::atomic<Phase> phase_{Phase::kPending};
   SpinLock lock_;  // Beside phase_: the two fill one word's padding.
   std::atomic<uint64_t> id_{0};
-  const void* producer_ = nullptr;  // Written before the state is shared; read-only after.
+  // Relaxed: only a thread running the producing context can match it, and that context's own
+  // clearing (when the call starts) is ordered before its later calls by the worker's mailbox.
+  std::atomic<const void*> producer_{nullptr};
   CallbackNode* callbacks_head_ ABSL_GUARDED_BY(lock_) = nullptr;
   CallbackNode* callbacks_tail_ ABSL_GUARDED_BY(lock_) = nullptr;
   CancelNode* cancel_callbacks_ ABSL_GUARDED_BY(lock_) = nullptr;

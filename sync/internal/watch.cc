@@ -76,7 +76,10 @@ bool Watch::Await(size_t count, bool or_failure, Clock& clock, absl::Time deadli
   const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(shared.mu) {
     return shared.completed.size() >= count || (or_failure && shared.failures > 0);
   };
-  if (!ready()) CheckReachable(count, or_failure, shared.completed.size());
+  // A poll (a deadline already passed) never blocks, so it cannot deadlock either.
+  if (!ready() && deadline > clock.Now()) {
+    CheckReachable(count, or_failure, shared.completed.size());
+  }
   const bool met = clock.AwaitWithDeadline(&shared.mu, absl::Condition(&ready), deadline);
   snapshot->completed.insert(snapshot->completed.end(),
                              shared.completed.begin() + snapshot->completed.size(),

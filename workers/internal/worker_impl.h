@@ -79,6 +79,9 @@ class InvokeNode final : public CallNode {
 
   void Run(void* object) noexcept override {
     if (promise_.IsCancelled()) return;  // The caller cancelled it while it was queued.
+    // Running now: a later call of this worker that waits for the result waits for whatever the
+    // method's returned Future depends on, not for this worker's queue.
+    futures_internal::SetProducer(promise_, nullptr);
     T& target = *static_cast<T*>(object);
     if constexpr (Invoke::kRepeatable) {
       if (retry_ != nullptr) {
