@@ -16,17 +16,17 @@ namespace {
 
 constexpr int kWorkers = 4;
 
+// One balancer per algorithm, shared by the benchmark's threads; never destroyed.
 concurry::LoadBalancer* Shared(concurry::LoadBalancing balancing) {
-  // One balancer per algorithm, shared by the benchmark's threads; never destroyed.
-  static std::unique_ptr<concurry::LoadBalancer> balancers[4];
-  static std::once_flag once;
-  std::call_once(once, [] {
+  static auto* const balancers = [] {
+    auto* all = new std::vector<std::unique_ptr<concurry::LoadBalancer>>();
     for (int i = 0; i < 4; ++i) {
-      balancers[i] = concurry::MakeLoadBalancer(static_cast<concurry::LoadBalancing>(i), kWorkers,
-                                                {.seed = 7});
+      all->push_back(concurry::MakeLoadBalancer(static_cast<concurry::LoadBalancing>(i), kWorkers,
+                                                {.seed = 7}));
     }
-  });
-  return balancers[static_cast<int>(balancing)].get();
+    return all;
+  }();
+  return (*balancers)[static_cast<int>(balancing)].get();
 }
 
 void BM_Pick(benchmark::State& state, concurry::LoadBalancing balancing) {

@@ -73,79 +73,54 @@ class Random final : public LoadBalancer {
   std::atomic<uint64_t> next_{0};
 };
 
-// The worker with the smallest count (ties: the lowest index), then that count + 1.
-int PickLeast(std::vector<std::atomic<int64_t>>& counts) {
-  int best = 0;
-  int64_t least = counts[0].load(std::memory_order_relaxed);
-  for (int i = 1; i < static_cast<int>(counts.size()) && least > 0; ++i) {
-    const int64_t c = counts[i].load(std::memory_order_relaxed);
-    if (c < least) {
-      least = c;
-      best = i;
-    }
-  }
-  counts[best].fetch_add(1, std::memory_order_relaxed);
-  return best;
-}
-
-std::vector<int64_t> Snapshot(const std::vector<std::atomic<int64_t>>& counts, int64_t* sum) {
-  std::vector<int64_t> values;
-  values.reserve(counts.size());
-  *sum = 0;
-  for (const auto& c : counts) {
-    values.push_back(c.load(std::memory_order_relaxed));
-    *sum += values.back();
-  }
-  return values;
-}
-
-class LeastActiveLoad final : public LoadBalancer {
+// LeastActiveLoad and LeastTotalLoad: the worker with the smallest count, ties to the lowest
+// index. The count is calls in flight (a completion takes one off, never below 0) or calls ever
+// started (completions change nothing).
+class LeastLoad final : public LoadBalancer {
  public:
-  explicit LeastActiveLoad(int n) : active_(n) {}
+  LeastLoad(int n, bool in_flight) : counts_(n), in_flight_(in_flight) {}
 
   int Pick() override {
     dispatched_.fetch_add(1, std::memory_order_relaxed);
-    return PickLeast(active_);
+    int best = 0;
+    int64_t least = counts_[0].load(std::memory_order_relaxed);
+    for (int i = 1; i < num_workers() && least > 0; ++i) {
+      const int64_t c = counts_[i].load(std::memory_order_relaxed);
+      if (c < least) {
+        least = c;
+        best = i;
+      }
+    }
+    counts_[best].fetch_add(1, std::memory_order_relaxed);
+    return best;
   }
   void RecordComplete(int index) override {
-    CheckIndex("LeastActiveLoad", index, num_workers());
-    std::atomic<int64_t>& count = active_[index];
+    CheckIndex(name(), index, num_workers());
+    if (!in_flight_) return;
+    std::atomic<int64_t>& count = counts_[index];
     int64_t c = count.load(std::memory_order_relaxed);
     while (c > 0 && !count.compare_exchange_weak(c, c - 1, std::memory_order_relaxed)) {
     }
   }
   LoadBalancerStats Stats() const override {
-    LoadBalancerStats stats{.algorithm = "LeastActiveLoad",
+    LoadBalancerStats stats{.algorithm = name(),
                             .total_dispatched = dispatched_.load(std::memory_order_relaxed)};
-    stats.active_calls = Snapshot(active_, &stats.total_active);
+    std::vector<int64_t>& values = in_flight_ ? stats.active_calls : stats.total_calls;
+    int64_t& sum = in_flight_ ? stats.total_active : stats.sum_total_calls;
+    for (const auto& c : counts_) {
+      values.push_back(c.load(std::memory_order_relaxed));
+      sum += values.back();
+    }
     return stats;
   }
-  int num_workers() const override { return static_cast<int>(active_.size()); }
+  int num_workers() const override { return static_cast<int>(counts_.size()); }
 
  private:
-  std::vector<std::atomic<int64_t>> active_;
-  std::atomic<int64_t> dispatched_{0};
-};
+  const char* name() const { return in_flight_ ? "LeastActiveLoad" : "LeastTotalLoad"; }
 
-class LeastTotalLoad final : public LoadBalancer {
- public:
-  explicit LeastTotalLoad(int n) : total_(n) {}
-
-  int Pick() override {
-    dispatched_.fetch_add(1, std::memory_order_relaxed);
-    return PickLeast(total_);
-  }
-  void RecordComplete(int index) override { CheckIndex("LeastTotalLoad", index, num_workers()); }
-  LoadBalancerStats Stats() const override {
-    LoadBalancerStats stats{.algorithm = "LeastTotalLoad",
-                            .total_dispatched = dispatched_.load(std::memory_order_relaxed)};
-    stats.total_calls = Snapshot(total_, &stats.sum_total_calls);
-    return stats;
-  }
-  int num_workers() const override { return static_cast<int>(total_.size()); }
-
- private:
-  std::vector<std::atomic<int64_t>> total_;
+  // Relaxed: each count is exact on its own; a pick reads a snapshot (see the header).
+  std::vector<std::atomic<int64_t>> counts_;
+  const bool in_flight_;
   std::atomic<int64_t> dispatched_{0};
 };
 
@@ -198,9 +173,9 @@ std::unique_ptr<LoadBalancer> MakeLoadBalancer(LoadBalancing balancing, int num_
     case LoadBalancing::kRoundRobin:
       return std::make_unique<RoundRobin>(num_workers, options.offset);
     case LoadBalancing::kLeastActiveLoad:
-      return std::make_unique<LeastActiveLoad>(num_workers);
+      return std::make_unique<LeastLoad>(num_workers, /*in_flight=*/true);
     case LoadBalancing::kLeastTotalLoad:
-      return std::make_unique<LeastTotalLoad>(num_workers);
+      return std::make_unique<LeastLoad>(num_workers, /*in_flight=*/false);
     case LoadBalancing::kRandom:
       return std::make_unique<Random>(num_workers, options.seed);
   }

@@ -13,7 +13,8 @@
 namespace concurry {
 namespace {
 
-constexpr int kNumModes = static_cast<int>(Mode::kRemote) + 1;
+using workers_internal::KnownMode;
+using workers_internal::kNumModes;
 
 // One slot per mode. Constant-initialized, so registrations from static initializers in any order
 // (and lookups from them) are safe.
@@ -29,11 +30,6 @@ constexpr BackendPackage kPackages[kNumModes] = {
     {"inline", true},   {"thread", true},     {"tbb", true},     {"loopback", true},
     {"process", false}, {"coroutine", false}, {"remote", false},
 };
-
-bool KnownMode(Mode mode) {
-  const int i = static_cast<int>(mode);
-  return i >= 0 && i < kNumModes;
-}
 
 // "Mode::kTbb".
 std::string EnumName(Mode mode) {
@@ -77,9 +73,9 @@ const WorkerBackend& WorkerBackendFor(Mode mode) {
   if (const WorkerBackend* backend = FindWorkerBackend(mode)) return *backend;
   if (!KnownMode(mode)) {
     // ResolveWorkerOptions rejects these first; kept for direct callers.
-    throw InvalidOptionError(
-        absl::StrCat("worker options: mode: unknown value ", static_cast<int>(mode),
-                     "; allowed: kSync, kThread, kTbb, kLoopback, kProcess, kCoroutine, kRemote"));
+    throw InvalidOptionError(absl::StrCat("worker options: mode: unknown value ",
+                                          static_cast<int>(mode),
+                                          "; allowed: ", workers_internal::kAllModeNames));
   }
   const BackendPackage& package = kPackages[static_cast<int>(mode)];
   const std::string target = absl::StrCat("@concurry//workers/", package.package);

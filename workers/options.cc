@@ -14,14 +14,8 @@
 namespace concurry {
 namespace {
 
-constexpr int kNumModes = static_cast<int>(Mode::kRemote) + 1;
-constexpr absl::string_view kAllModes =
-    "kSync, kThread, kTbb, kLoopback, kProcess, kCoroutine, kRemote";
-
-bool KnownMode(Mode mode) {
-  const int i = static_cast<int>(mode);
-  return i >= 0 && i < kNumModes;
-}
+using workers_internal::KnownMode;
+constexpr absl::string_view kAllModes = workers_internal::kAllModeNames;
 
 std::string ModeName(Mode mode) {
   return KnownMode(mode) ? AbslUnparseFlag(mode) : absl::StrCat(static_cast<int>(mode));

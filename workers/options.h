@@ -60,6 +60,16 @@ enum class Mode {
   kRemote,
 };
 
+namespace workers_internal {
+// The number of Mode values, whether `mode` is one of them, and their names for messages.
+inline constexpr int kNumModes = static_cast<int>(Mode::kRemote) + 1;
+inline constexpr bool KnownMode(Mode mode) {
+  return static_cast<int>(mode) >= 0 && static_cast<int>(mode) < kNumModes;
+}
+inline constexpr absl::string_view kAllModeNames =
+    "kSync, kThread, kTbb, kLoopback, kProcess, kCoroutine, kRemote";
+}  // namespace workers_internal
+
 bool AbslParseFlag(absl::string_view text, Mode* mode, std::string* error);
 std::string AbslUnparseFlag(Mode mode);
 

@@ -172,7 +172,6 @@ WorkerStats ActorCore::Stats() {
 
 ActorCore::ActorCore(const ResolvedWorkerOptions& options, const WorkerBackend& backend)
     : options_(options),
-      backend_(backend),
       encodes_calls_(backend.encodes_calls()),
       stop_node_(new StopNode(this)),
       // A sync worker's calls finish before Call returns: nothing to bound.

@@ -144,8 +144,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // Completes when the actor has fully stopped (object destroyed).
   Future<void> stopped_future() const { return stopped_future_; }
   const ResolvedWorkerOptions& options() const { return options_; }
-  const WorkerBackend& backend() const { return backend_; }
-  // backend().encodes_calls(), read on every call.
+  // The backend's encodes_calls(), read on every call.
   bool encodes_calls() const { return encodes_calls_; }
 
   // Called by the construction message, in the actor's context.
@@ -209,7 +208,6 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   void Finish(CallNode* node, bool run) noexcept;
 
   const ResolvedWorkerOptions options_;
-  const WorkerBackend& backend_;
   const bool encodes_calls_;
   const std::type_info* object_type_ = nullptr;
   internal::SpinLock lock_;

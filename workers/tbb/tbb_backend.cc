@@ -52,19 +52,20 @@ class ExecutorActor final : public ActorCore {
 // takes such cross-thread frees without contending with the allocating thread; pipelined calls to
 // one tbb worker run ~20 % faster with it than with glibc's malloc (workers_benchmark). Sanitized
 // builds keep the C++ allocator, so that the sanitizers see every allocation.
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 constexpr CallNodeAllocator kScalableAllocator = {
     .allocate = [](size_t size) { return scalable_malloc(size); },
     .free = [](void* p) { scalable_free(p); },
 };
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kUseScalableAllocator = false;
+#else
+constexpr bool kUseScalableAllocator = true;
 #endif
 
 class TbbBackend final : public WorkerBackend {
  public:
   TbbBackend() {
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-    SetCallNodeAllocator(&kScalableAllocator);
-#endif
+    if constexpr (kUseScalableAllocator) SetCallNodeAllocator(&kScalableAllocator);
   }
 
   Mode mode() const override { return Mode::kTbb; }
