@@ -41,7 +41,8 @@ class RoundRobin final : public LoadBalancer {
  private:
   const int n_;
   const int64_t offset_;
-  std::atomic<uint64_t> next_{0};
+  // Written by every pick: on a cache line of its own, away from what RecordComplete reads.
+  alignas(64) std::atomic<uint64_t> next_{0};
 };
 
 // The k-th pick is a hash of (seed, k): one atomic increment per pick, no shared generator state,
@@ -70,7 +71,8 @@ class Random final : public LoadBalancer {
  private:
   const int n_;
   const uint64_t seed_;
-  std::atomic<uint64_t> next_{0};
+  // Written by every pick: on a cache line of its own, away from what RecordComplete reads.
+  alignas(64) std::atomic<uint64_t> next_{0};
 };
 
 // LeastActiveLoad and LeastTotalLoad: the worker with the smallest count, ties to the lowest
@@ -121,7 +123,7 @@ class LeastLoad final : public LoadBalancer {
   // Relaxed: each count is exact on its own; a pick reads a snapshot (see the header).
   std::vector<std::atomic<int64_t>> counts_;
   const bool in_flight_;
-  std::atomic<int64_t> dispatched_{0};
+  alignas(64) std::atomic<int64_t> dispatched_{0};
 };
 
 }  // namespace

@@ -36,7 +36,8 @@ enum class LoadBalancing {
   kLeastActiveLoad,
   // The worker with the fewest calls ever started; ties go to the lowest index.
   kLeastTotalLoad,
-  // A uniformly random worker. Default for on-demand pools.
+  // A uniformly random worker. (concurry's default for on-demand pools; here on-demand pools
+  // hand calls to the next free worker instead, see docs/pools.md.)
   kRandom,
 };
 

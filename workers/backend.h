@@ -27,7 +27,9 @@
 //      them, as long as every scheduled Drain eventually runs.
 //    - Death: when the backend can never run another drain (its executor refused the drain, its
 //      process died), it calls Abandon(), which cancels every queued call and completes
-//      StoppedFuture(). Never leave calls queued with nothing to drain them.
+//      StoppedFuture(); Abandon(error) fails them with `error` instead (a CrashedError for a
+//      dead process). A pool replaces such a worker (docs/pools.md). Never leave calls queued
+//      with nothing to drain them.
 //    - Blocking: code that waits for a long time inside a drain should be inside a
 //      concurry::BlockingRegion (futures/executor.h), so that an executor can lend the thread's
 //      slot to others; the library's own waits already are.

@@ -53,12 +53,10 @@ void ValidateDefaults(Mode mode, const WorkerDefaults& d, absl::string_view wher
                                           absl::FormatDuration(d.stop_timeout),
                                           "; allowed: >= 0 (InfiniteDuration waits forever)"));
   }
-  if (d.max_workers != 1) {
+  if (d.max_workers < 1 || d.max_workers > kMaxPoolWorkers) {
     throw InvalidOptionError(absl::StrCat(
-        where, ": max_workers for mode ", ModeName(mode), " is ", d.max_workers,
-        mode == Mode::kSync ? "; sync mode runs in the caller's thread and allows only 1"
-                            : "; a Worker is one worker and allows only 1 (worker pools are not "
-                              "in this version)"));
+        where, ": max_workers for mode ", ModeName(mode), " is ", d.max_workers, "; allowed: 1 to ",
+        kMaxPoolWorkers, " (more than 1 makes a pool; 0 is allowed only with on_demand)"));
   }
 }
 
@@ -270,7 +268,53 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   if (options.queue_full) d.queue_full = *options.queue_full;
   if (options.unwrap_futures) d.unwrap_futures = *options.unwrap_futures;
   if (options.stop_timeout) d.stop_timeout = *options.stop_timeout;
+  const bool on_demand = options.on_demand.value_or(false);
   if (options.max_workers) d.max_workers = *options.max_workers;
+  if (on_demand && (!options.max_workers || *options.max_workers == 0)) {
+    d.max_workers = kDefaultOnDemandWorkers;
+  }
+  if (options.on_demand_keepalive && !on_demand) {
+    throw InvalidOptionError(
+        "worker options: on_demand_keepalive is set but on_demand is not; it is how long an idle "
+        "on-demand worker waits for the next call");
+  }
+  if (options.on_demand_keepalive && *options.on_demand_keepalive < absl::ZeroDuration()) {
+    throw InvalidOptionError(absl::StrCat("worker options: on_demand_keepalive is ",
+                                          absl::FormatDuration(*options.on_demand_keepalive),
+                                          "; allowed: >= 0"));
+  }
+  if (options.make_balancer && options.load_balancing) {
+    throw InvalidOptionError(
+        "worker options: both load_balancing and make_balancer are set; set one (make_balancer "
+        "supplies a balancer of your own instead of a built-in algorithm)");
+  }
+  if (options.make_balancer && (on_demand || d.max_workers <= 1)) {
+    throw InvalidOptionError(absl::StrCat(
+        "worker options: make_balancer is set on ",
+        on_demand ? "an on-demand pool, which gives every call an idle worker or a new one"
+                  : "one worker (max_workers is 1)",
+        "; a balancer chooses among the workers of a pool with max_workers > 1"));
+  }
+  if (options.load_balancing && !on_demand && d.max_workers <= 1) {
+    throw InvalidOptionError(absl::StrCat(
+        "worker options: load_balancing is set but max_workers is ", d.max_workers,
+        ", which makes one worker; it chooses among the workers of a pool (max_workers > 1)"));
+  }
+  if (options.load_balancing) {
+    const LoadBalancing b = *options.load_balancing;
+    if (b != LoadBalancing::kRoundRobin && b != LoadBalancing::kLeastActiveLoad &&
+        b != LoadBalancing::kLeastTotalLoad && b != LoadBalancing::kRandom) {
+      throw InvalidOptionError(
+          absl::StrCat("worker options: load_balancing: unknown value ", static_cast<int>(b),
+                       "; allowed: kRoundRobin, kLeastActiveLoad, kLeastTotalLoad, kRandom"));
+    }
+    if (on_demand) {
+      throw InvalidOptionError(
+          "worker options: load_balancing is set on an on-demand pool, which gives every call "
+          "an idle worker or a new one from one shared queue; load balancing applies to pools "
+          "with a fixed set of workers (max_workers > 1 without on_demand)");
+    }
+  }
   constexpr absl::string_view kFromDefaults = " (from the mode's defaults)";
   ValidateDefaults(mode, d, "worker options",
                    {.max_queued_tasks = options.max_queued_tasks ? "" : kFromDefaults,
@@ -286,6 +330,12 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   r.queue_full = d.queue_full;
   r.unwrap_futures = d.unwrap_futures;
   r.stop_timeout = d.stop_timeout;
+  r.max_workers = d.max_workers;
+  r.on_demand = on_demand;
+  r.on_demand_keepalive = options.on_demand_keepalive.value_or(absl::ZeroDuration());
+  r.load_balancing = options.load_balancing;
+  r.make_balancer = options.make_balancer;
+  r.clock = options.clock;
   r.executor = options.executor;
   r.limits = options.limits.Resolve(mode);
   for (const RetryPolicy* policy : options.retry.policies()) {

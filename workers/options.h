@@ -15,6 +15,7 @@
 #define CONCURRY_WORKERS_OPTIONS_H_
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <limits>
 #include <memory>
@@ -28,11 +29,13 @@
 #include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "futures/clock.h"
 #include "futures/errors.h"
 #include "futures/executor.h"
 #include "limits/limit.h"
 #include "limits/limit_pool.h"
 #include "limits/limit_set.h"
+#include "pools/load_balancer.h"
 #include "retry/policy.h"
 
 namespace concurry {
@@ -90,6 +93,11 @@ std::string AbslUnparseFlag(QueueFullPolicy policy);
 // `max_queued_tasks` value meaning "no cap".
 inline constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max();
 
+// The largest `max_workers`.
+inline constexpr int kMaxPoolWorkers = 65536;
+// The cap of an on-demand pool whose max_workers is unset or 0.
+inline constexpr int kDefaultOnDemandWorkers = 32;
+
 // The `limits` of a worker, in any of concurry's forms (reference §5.6):
 // - nothing, or an empty list: no limits (a no-op set, so code that acquires still runs);
 // - a list of Limits: a LimitSet private to this worker, created with it;
@@ -97,9 +105,9 @@ inline constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max();
 // - a list of LimitSets: a round-robin LimitPool over them;
 // - a LimitPool: used as is.
 // Inside the worker's methods, CurrentWorkerLimits() returns them as a LimitPool.
-// (A pool of workers, later, turns a list of Limits into one LimitSet and gives each worker
-// LimitPool::WithWorkerIndex(i) over it, so its workers share the budget and start on different
-// sets.)
+// A pool of workers (max_workers > 1) resolves its limits once, so a list of Limits becomes one
+// LimitSet shared by all its workers, and gives worker i LimitPool::WithWorkerIndex(i) over the
+// sets, so that its workers start on different sets (docs/pools.md).
 class WorkerLimits {
  public:
   WorkerLimits() = default;
@@ -212,8 +220,30 @@ struct WorkerOptions {
   // InfiniteDuration() and absl::Seconds(-NaN) into -InfiniteDuration(), which is rejected: check
   // a computed double for NaN before converting it.)
   std::optional<absl::Duration> stop_timeout = std::nullopt;
-  // Number of workers. A Worker is one worker, so only 1 is accepted until worker pools land.
+  // Number of workers: 1 (the default) is one worker; more makes a pool of that many workers
+  // behind the one handle (docs/pools.md), in [1, kMaxPoolWorkers]. With on_demand, the cap on
+  // workers alive at once; 0 or unset there means kDefaultOnDemandWorkers.
   std::optional<int> max_workers = std::nullopt;
+  // A pool whose workers are created for calls and stopped when idle (after
+  // on_demand_keepalive), at most max_workers at a time; calls beyond that wait in the pool's
+  // queue and go to the next worker that frees up.
+  std::optional<bool> on_demand = std::nullopt;
+  // Pools only: how long an on-demand worker with nothing to do stays alive for the next call
+  // (>= 0; 0 stops it as soon as its call finishes, as concurry does).
+  std::optional<absl::Duration> on_demand_keepalive = std::nullopt;
+  // Pools only: which worker takes each call (pools/load_balancer.h). Unset: kRoundRobin for a
+  // pool of Worker<T>; a TaskWorker pool then hands each task to the next free worker from one
+  // shared queue instead (work-conserving), and an on-demand pool always does. Setting it on a
+  // TaskWorker pool binds each task to a worker at submission, as concurry does.
+  std::optional<LoadBalancing> load_balancing = std::nullopt;
+  // Pools only, instead of load_balancing: makes the pool's balancer, a LoadBalancer of your own
+  // (pools/load_balancer.h), given the number of workers. Called once per pool; the balancer must
+  // report that num_workers() and pick indexes in [0, num_workers). Same rules as load_balancing
+  // (a TaskWorker pool given one binds tasks to workers at submission).
+  std::function<std::unique_ptr<LoadBalancer>(int num_workers)> make_balancer = nullptr;
+  // On-demand pools: the clock that times on_demand_keepalive (a FakeClock in tests); null means
+  // Clock::Real(). Must outlive the pool.
+  Clock* clock = nullptr;
   // kTbb only: the executor that runs this worker's calls instead of the shared oneTBB arena (for
   // example a ManualExecutor in tests). Must outlive the worker.
   Executor* executor = nullptr;
@@ -281,18 +311,30 @@ struct ResolvedWorkerOptions {
   QueueFullPolicy queue_full = QueueFullPolicy::kDefer;
   bool unwrap_futures = true;
   absl::Duration stop_timeout = absl::Seconds(30);
+  // 1 for one worker; the pool's size, or the on-demand cap (0 resolved to
+  // kDefaultOnDemandWorkers).
+  int max_workers = 1;
+  bool on_demand = false;
+  absl::Duration on_demand_keepalive = absl::ZeroDuration();
+  std::optional<LoadBalancing> load_balancing;
+  std::function<std::unique_ptr<LoadBalancer>(int num_workers)> make_balancer;
+  Clock* clock = nullptr;
   Executor* executor = nullptr;
   LimitPool limits;
   WorkerRetry retry;
+
+  // Whether these options make a pool.
+  bool pooled() const { return on_demand || max_workers > 1; }
 };
 
 // Fills the empty fields of `options` from the defaults of its mode and validates the result.
 // Throws InvalidOptionError, naming the field, the value and what is allowed, for:
-// max_workers != 1, max_queued_tasks < 1, QueueFullPolicy::kBlock with
-// max_queued_tasks == kUnbounded (also when either comes from the defaults), a negative
-// stop_timeout, an executor outside kTbb mode, an unknown enum value ("mode: unknown value 42;
-// allowed: ..."), limits that cannot serve the mode, an invalid retry policy. (Whether the mode's
-// backend is linked is checked when the worker is created: WorkerBackendFor in workers/backend.h.)
+// max_workers outside [1, kMaxPoolWorkers] (0 is allowed with on_demand), max_queued_tasks < 1,
+// QueueFullPolicy::kBlock with max_queued_tasks == kUnbounded (also when either comes from the
+// defaults), a negative stop_timeout, an executor outside kTbb mode, an unknown enum value ("mode:
+// unknown value 42; allowed: ..."), limits that cannot serve the mode, an invalid retry policy.
+// (Whether the mode's backend is linked is checked when the worker is created: WorkerBackendFor in
+// workers/backend.h.)
 ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options);
 
 }  // namespace concurry

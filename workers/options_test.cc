@@ -75,6 +75,31 @@ TEST(ResolveWorkerOptionsTest, FillsModeDefaults) {
   EXPECT_EQ(r.stop_timeout, absl::Seconds(30));
 }
 
+TEST(ResolveWorkerOptionsTest, ResolvesPoolOptions) {
+  ResolvedWorkerOptions r = ResolveWorkerOptions({.mode = Mode::kThread});
+  EXPECT_EQ(r.max_workers, 1);
+  EXPECT_FALSE(r.pooled());
+  r = ResolveWorkerOptions({.mode = Mode::kThread, .max_workers = 4});
+  EXPECT_TRUE(r.pooled());
+  EXPECT_FALSE(r.on_demand);
+  EXPECT_FALSE(r.load_balancing.has_value());
+  // On demand, max_workers is a cap; unset or 0 means the documented default.
+  r = ResolveWorkerOptions({.mode = Mode::kTbb, .on_demand = true});
+  EXPECT_EQ(r.max_workers, kDefaultOnDemandWorkers);
+  EXPECT_EQ(r.on_demand_keepalive, absl::ZeroDuration());
+  r = ResolveWorkerOptions({.mode = Mode::kTbb, .max_workers = 0, .on_demand = true});
+  EXPECT_EQ(r.max_workers, kDefaultOnDemandWorkers);
+  r = ResolveWorkerOptions({.mode = Mode::kTbb,
+                            .max_workers = 3,
+                            .on_demand = true,
+                            .on_demand_keepalive = absl::Seconds(2)});
+  EXPECT_EQ(r.max_workers, 3);
+  EXPECT_EQ(r.on_demand_keepalive, absl::Seconds(2));
+  r = ResolveWorkerOptions(
+      {.mode = Mode::kThread, .max_workers = 2, .load_balancing = LoadBalancing::kRandom});
+  EXPECT_EQ(r.load_balancing, LoadBalancing::kRandom);
+}
+
 TEST(ResolveWorkerOptionsTest, RejectsInvalidCombinations) {
   // Whether a mode's backend is linked is checked at Create (workers/backend_test.cc), not here:
   // the options of every known mode resolve.
@@ -82,9 +107,13 @@ TEST(ResolveWorkerOptionsTest, RejectsInvalidCombinations) {
   EXPECT_EQ(ErrorOf({.mode = static_cast<Mode>(42)}),
             "worker options: mode: unknown value 42; allowed: kSync, kThread, kTbb, kLoopback, "
             "kProcess, kCoroutine, kRemote");
-  EXPECT_THAT(ErrorOf({.mode = Mode::kSync, .max_workers = 4}),
-              HasSubstr("max_workers for mode sync is 4; sync mode runs in the caller's thread"));
-  EXPECT_THAT(ErrorOf({.mode = Mode::kThread, .max_workers = 0}), HasSubstr("allows only 1"));
+  // (Whether the mode can pool at all is the backend's to say, at creation: pool_test.)
+  EXPECT_THAT(
+      ErrorOf({.mode = Mode::kThread, .max_workers = 0}),
+      HasSubstr("max_workers for mode thread is 0; allowed: 1 to 65536 (more than 1 makes a "
+                "pool; 0 is allowed only with on_demand)"));
+  EXPECT_THAT(ErrorOf({.mode = Mode::kTbb, .max_workers = kMaxPoolWorkers + 1}),
+              HasSubstr("is 65537; allowed: 1 to 65536"));
   EXPECT_THAT(ErrorOf({.mode = Mode::kThread, .max_queued_tasks = -5}),
               HasSubstr("max_queued_tasks for mode thread is -5; allowed: >= 1, or kUnbounded"));
   EXPECT_THAT(ErrorOf({.mode = Mode::kThread, .stop_timeout = absl::Seconds(-1)}),

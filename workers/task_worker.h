@@ -58,7 +58,10 @@ class Task;
 
 // A handle to one worker that runs arbitrary callables, one at a time in FIFO order, in the mode
 // of its WorkerOptions (kSync, kThread or kTbb; kLoopback is rejected: it needs a registered
-// worker class).
+// worker class). With max_workers > 1 or on_demand it is a pool of such workers (docs/pools.md):
+// tasks then run up to max_workers at a time, each handed to the next free worker from one FIFO
+// queue (or bound to a worker at submission when load_balancing is set); Map spreads its items
+// over the workers.
 //
 // Submit(fn, args...) returns Future<R>, R being fn's result with Future<U>, absl::Status and
 // absl::StatusOr<U> flattened (U, void, U). Arguments are decay-copied; Future arguments (also
@@ -146,6 +149,10 @@ class TaskWorker : public Executor {
   // Returns the options after defaults were applied.
   const ResolvedWorkerOptions& options() const;
   bool valid() const noexcept { return worker_.valid(); }
+  // Pools (max_workers > 1 or on_demand): see Worker<T>.
+  bool is_pool() const { return worker_.is_pool(); }
+  PoolStats GetPoolStats() const { return worker_.GetPoolStats(); }
+  PoolWorkerStats GetWorkerStats(int index) const { return worker_.GetWorkerStats(index); }
 
  private:
   template <typename>

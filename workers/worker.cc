@@ -25,6 +25,17 @@ namespace concurry {
 
 namespace workers_internal {
 
+PoolCore& PoolOf(const std::shared_ptr<ActorCore>& core, const char* operation) {
+  PoolCore* pool = AsPool(core);
+  if (pool == nullptr) {
+    throw InvalidOptionError(
+        std::string(operation) +
+        ": this handle is one worker, not a pool (create it with "
+        "max_workers > 1 or on_demand for a pool); use Stats() for its queues");
+  }
+  return *pool;
+}
+
 ActorCore& CurrentActorOrThrow(const char* operation) {
   ActorCore* core = ActorCore::Current();
   if (core == nullptr) {

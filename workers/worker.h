@@ -30,12 +30,23 @@
 #include "absl/time/time.h"
 #include "futures/errors.h"
 #include "futures/future.h"
+#include "pools/internal/pool_core.h"
+#include "pools/pool_stats.h"
 #include "workers/backend.h"
 #include "workers/internal/worker_impl.h"
 #include "workers/options.h"
 #include "workers/registration.h"
 
 namespace concurry {
+
+namespace workers_internal {
+// The pool behind a handle's core, or null for a single worker.
+inline PoolCore* AsPool(const std::shared_ptr<ActorCore>& core) {
+  return dynamic_cast<PoolCore*>(core.get());
+}
+// The pool behind `core`; throws InvalidOptionError naming `operation` for a single worker.
+PoolCore& PoolOf(const std::shared_ptr<ActorCore>& core, const char* operation);
+}  // namespace workers_internal
 
 template <typename T>
 class BlockingWorker;
@@ -184,8 +195,21 @@ class Worker {
   bool stopped() const { return Checked("stopped")->stop_requested(); }
   // Returns a snapshot of the worker's queues.
   WorkerStats Stats() const { return Checked("Stats")->Stats(); }
-  // Completes when the worker has fully stopped and its T is destroyed.
+  // Completes when the worker has fully stopped and its T is destroyed (for a pool: every
+  // worker's).
   Future<void> StoppedFuture() const { return Checked("StoppedFuture")->stopped_future(); }
+  // Whether this handle is a pool (max_workers > 1 or on_demand).
+  bool is_pool() const { return workers_internal::AsPool(Checked("is_pool")) != nullptr; }
+  // A pool's statistics (pools/pool_stats.h); InvalidOptionError for a single worker.
+  PoolStats GetPoolStats() const {
+    return workers_internal::PoolOf(Checked("GetPoolStats"), "Worker::GetPoolStats").GetPoolStats();
+  }
+  // Worker `index` of a pool, in [0, max_workers); InvalidOptionError outside, or for a single
+  // worker.
+  PoolWorkerStats GetWorkerStats(int index) const {
+    return workers_internal::PoolOf(Checked("GetWorkerStats"), "Worker::GetWorkerStats")
+        .GetWorkerStats(index);
+  }
   // The options after defaults were applied.
   const ResolvedWorkerOptions& options() const { return Checked("options")->options(); }
   bool valid() const noexcept { return static_cast<bool>(state_); }
@@ -221,18 +245,58 @@ class Worker {
           " sends calls as bytes by name, which needs the class registered with "
           "CONCURRY_REGISTER_WORKER (in-process modes need no registration)");
     }
-    std::shared_ptr<workers_internal::ActorCore> core = backend.MakeActor(resolved);
+    if (!resolved.pooled()) {
+      workers_internal::StartedWorker worker =
+          StartOne(resolved, backend, nullptr, 0, std::forward<Args>(args)...);
+      auto state = std::make_shared<workers_internal::HandleState>(std::move(worker.actor));
+      return std::move(worker.constructed).Then([state = std::move(state)]() mutable {
+        return Worker(std::move(state));
+      });
+    }
+    if constexpr (!(std::is_copy_constructible_v<std::decay_t<Args>> && ...)) {
+      throw InvalidOptionError(
+          "Worker<T>::Create: a pool builds one T per worker from copies of the constructor "
+          "arguments, and one of them cannot be copied (a std::unique_ptr?); pass something "
+          "copyable, such as a std::shared_ptr or a factory");
+    } else {
+      const WorkerBackend* backend_ptr = &backend;
+      auto factory = [backend_ptr,
+                      args = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)](
+                         int index, const ResolvedWorkerOptions& options,
+                         workers_internal::PoolHook* pool) {
+        return std::apply(
+            [&](const auto&... a) { return StartOne(options, *backend_ptr, pool, index, a...); },
+            args);
+      };
+      std::shared_ptr<workers_internal::PoolCore> pool =
+          workers_internal::MakePool(resolved, backend, std::move(factory),
+                                     /*stateless=*/std::is_same_v<T, workers_internal::TaskHost>);
+      Future<void> ready = pool->StartWorkers();
+      auto state = std::make_shared<workers_internal::HandleState>(std::move(pool));
+      return std::move(ready).Then(
+          [state = std::move(state)]() mutable { return Worker(std::move(state)); });
+    }
+  }
+
+  // Makes one worker's actor for `options` (joined to `pool` as worker `index` when in a pool)
+  // and starts building its T from `args`.
+  template <typename... Args>
+  static workers_internal::StartedWorker StartOne(const ResolvedWorkerOptions& options,
+                                                  const WorkerBackend& backend,
+                                                  workers_internal::PoolHook* pool, int index,
+                                                  Args&&... args) {
+    std::shared_ptr<workers_internal::ActorCore> core = backend.MakeActor(options);
     core->set_object_type(typeid(T));
+    if (pool != nullptr) core->JoinPool(pool, index);
     Promise<void> constructed;
     Future<void> done = constructed.GetFuture();
-    bool started = false;
     if constexpr (kIsRegisteredWorker<T>) {
       if (backend.encodes_calls()) {
         if constexpr (!std::is_invocable_v<
                           std::add_pointer_t<typename WorkerRegistration<T>::Constructor>,
                           Args...>) {
           throw InvalidOptionError(
-              "Worker<T>::Create: in mode " + AbslUnparseFlag(resolved.mode) +
+              "Worker<T>::Create: in mode " + AbslUnparseFlag(options.mode) +
               " the constructor arguments must match the constructor signature registered with "
               "CONCURRY_REGISTER_WORKER");
         } else {
@@ -243,21 +307,16 @@ class Worker {
           };
           core->Start(new workers_internal::ConstructNode<T, decltype(make)>(
               core.get(), std::move(constructed), std::move(make)));
-          started = true;
+          return {std::move(core), std::move(done)};
         }
       }
     }
-    if (!started) {
-      auto make = [args =
-                       std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable {
-        return std::apply([](auto&... a) { return new T(std::move(a)...); }, args);
-      };
-      core->Start(new workers_internal::ConstructNode<T, decltype(make)>(
-          core.get(), std::move(constructed), std::move(make)));
-    }
-    auto state = std::make_shared<workers_internal::HandleState>(std::move(core));
-    return std::move(done).Then(
-        [state = std::move(state)]() mutable { return Worker(std::move(state)); });
+    auto make = [args = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable {
+      return std::apply([](auto&... a) { return new T(std::move(a)...); }, args);
+    };
+    core->Start(new workers_internal::ConstructNode<T, decltype(make)>(
+        core.get(), std::move(constructed), std::move(make)));
+    return {std::move(core), std::move(done)};
   }
 
   const std::shared_ptr<workers_internal::ActorCore>& Checked(const char* operation) const {
@@ -306,6 +365,9 @@ class BlockingWorker {
   bool stopped() const { return worker_.stopped(); }
   const ResolvedWorkerOptions& options() const { return worker_.options(); }
   bool valid() const noexcept { return worker_.valid(); }
+  bool is_pool() const { return worker_.is_pool(); }
+  PoolStats GetPoolStats() const { return worker_.GetPoolStats(); }
+  PoolWorkerStats GetWorkerStats(int index) const { return worker_.GetWorkerStats(index); }
 
   // The same worker, with calls that return futures.
   const Worker<T>& Async() const { return worker_; }

@@ -663,7 +663,7 @@ TEST(WorkerTest, RejectsBadOptionsWithClearMessages) {
   EXPECT_THAT(message([] { Worker<Counter>::Create({.mode = Mode::kProcess}, 0); }),
               HasSubstr("Mode::kProcess is not available in this version of concurry"));
   EXPECT_THAT(message([] { Worker<Counter>::Create({.mode = Mode::kSync, .max_workers = 2}, 0); }),
-              HasSubstr("allows only 1"));
+              HasSubstr("cannot form a pool"));
   EXPECT_THAT(
       message([] { Worker<Counter>::Create({.mode = Mode::kThread, .max_queued_tasks = 0}, 0); }),
       HasSubstr(">= 1"));

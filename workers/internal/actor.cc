@@ -151,6 +151,8 @@ bool ActorCore::InAnyActorContext() { return CurrentActor() != nullptr; }
 
 ActorCore* ActorCore::Current() { return const_cast<ActorCore*>(CurrentActor()); }
 
+const ActorCore* ActorCore::Stopping() { return stopping_actor; }
+
 const LimitPool* ActorCore::CurrentLimits() {
   const ActorCore* actor = CurrentActor();
   return actor == nullptr ? nullptr : &actor->options_.limits;
@@ -259,15 +261,30 @@ bool ActorCore::Post(CallNode* node, bool may_block) {
 
 void ActorCore::Finish(CallNode* node, bool run) noexcept {
   const bool gated = node->gated_;
+  const bool routed = node->routed_;
   if (run) {
     node->Run(object_);
   } else {
-    node->Cancel();
+    std::exception_ptr error;
+    {
+      internal::SpinLockHolder hold(&lock_);
+      error = abort_error_;
+    }
+    if (error != nullptr) {
+      node->Fail(std::move(error));
+    } else {
+      node->Cancel();
+    }
   }
   delete node;
   if (gated) {
     if (CallNode* next = gate_->Release()) {
       if (!Push(next)) Finish(next, /*run=*/false);
+    }
+  }
+  if (routed) {
+    if (CallNode* next = pool_->CallFinished(pool_index_, this)) {
+      if (!Push(next)) pool_->Reroute(pool_index_, next);
     }
   }
 }
@@ -350,7 +367,11 @@ void ActorCore::FinishStopStep() noexcept {
   if (stop_steps_.fetch_sub(1, std::memory_order_acq_rel) == 1) stopped_.SetValue();
 }
 
-void ActorCore::Abandon() noexcept {
+void ActorCore::Abandon(std::exception_ptr error) noexcept {
+  if (error != nullptr) {
+    internal::SpinLockHolder hold(&lock_);
+    if (abort_error_ == nullptr) abort_error_ = std::move(error);
+  }
   stop_requested_.store(true, std::memory_order_release);
   // Inside Stop (its Schedule failed), Stop finishes its own step of the stop latch.
   const bool own_step = !stop_posted_.exchange(true, std::memory_order_acq_rel);
@@ -395,6 +416,14 @@ void ActorCore::RemoveStopHook(uint64_t id) {
   absl::flat_hash_map<uint64_t, AnyFuture>::node_type removed;  // Destroyed after unlocking.
   internal::SpinLockHolder hold(&lock_);
   removed = hooks_.extract(id);
+}
+
+void ActorCore::StopWithError(std::exception_ptr error) {
+  {
+    internal::SpinLockHolder hold(&lock_);
+    if (abort_error_ == nullptr) abort_error_ = std::move(error);
+  }
+  ActorCore::Stop(absl::ZeroDuration());
 }
 
 bool ActorCore::Stop(absl::Duration timeout) {

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <new>
 #include <typeinfo>
@@ -64,12 +65,36 @@ class CallNode {
   virtual void Run(void* object) noexcept = 0;
   // Completes the call as cancelled without running it. Must not throw.
   virtual void Cancel() noexcept = 0;
+  // Completes the call with `error` without running it (its worker crashed, or its constructor
+  // failed). Calls without a future to fail are cancelled instead.
+  virtual void Fail(std::exception_ptr /*error*/) noexcept { Cancel(); }
+  // The call now waits in the mailbox of the actor `worker` (a pool routed it there): waiting for
+  // it inside that actor's own calls is a deadlock until it starts. Calls without a future ignore
+  // it.
+  virtual void SetProducer(const void* /*worker*/) noexcept {}
 
  private:
   friend class ActorCore;
   friend class SubmissionGate;
   CallNode* next_ = nullptr;
   bool gated_ = false;
+  // Routed by a pool (ActorCore::PostRouted): the pool hears when it finishes.
+  bool routed_ = false;
+};
+
+// The pool side of a pooled actor (pools/internal/pool_core.h).
+class PoolHook {
+ public:
+  // A call the pool routed to `worker`, its worker `index`, finished: it ran, was cancelled or
+  // failed. Runs in whichever thread finished it, often the worker's own. Returns the next call
+  // for that worker (already counted and marked as routed), which the actor queues, or null.
+  virtual CallNode* CallFinished(int index, ActorCore* worker) noexcept = 0;
+  // The call CallFinished returned could not be queued (the worker closed meanwhile): the pool
+  // takes it back and routes it again.
+  virtual void Reroute(int index, CallNode* node) noexcept = 0;
+
+ protected:
+  ~PoolHook() = default;
 };
 
 // The calls a worker has accepted beyond `max_queued_tasks`, and the count of forwarded ones.
@@ -131,18 +156,41 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
 
   // Submits a call, through the submission gate when bounded (`may_block`: see
   // SubmissionGate::Admit). Returns false, leaving `node` to the caller (who fails its future with
-  // StoppedError and deletes it), once Stop was called.
-  bool Post(CallNode* node, bool may_block = true);
+  // StoppedError and deletes it), once Stop was called. A pool (the only override) routes the
+  // call to one of its workers instead.
+  virtual bool Post(CallNode* node, bool may_block = true);
+
+  // Makes this actor worker `index` of `pool`, before Start: calls posted with PostRouted report
+  // to the pool when they finish.
+  void JoinPool(PoolHook* pool, int index) {
+    pool_ = pool;
+    pool_index_ = index;
+  }
+  PoolHook* pool() const { return pool_; }
+  // Posts a call the pool routed here: as Post, and the pool hears when it finishes.
+  bool PostRouted(CallNode* node, bool may_block) {
+    node->routed_ = true;
+    if (ActorCore::Post(node, may_block)) return true;
+    node->routed_ = false;
+    return false;
+  }
+  // Marks a call the pool hands out from CallFinished, or takes the mark back (Reroute).
+  static void MarkRouted(CallNode* node, bool routed = true) { node->routed_ = routed; }
+  // The actor whose Stop is cancelling calls on this thread (running their callbacks), or null.
+  static const ActorCore* Stopping();
 
   // Stops accepting calls, cancels the queued and deferred ones at once, lets the running call
   // finish and then destroys the object in the actor's context. Waits up to `timeout` for all of
   // that and returns whether it completed. Idempotent; from inside one of the actor's own calls it
   // does not wait (returns false unless already complete).
-  bool Stop(absl::Duration timeout);
+  virtual bool Stop(absl::Duration timeout);
+  // Stop(0), with the calls still queued failed with `error` instead of cancelled (the
+  // constructor threw `error`).
+  void StopWithError(std::exception_ptr error);
 
   bool stop_requested() const { return stop_requested_.load(std::memory_order_acquire); }
   // Completes when the actor has fully stopped (object destroyed).
-  Future<void> stopped_future() const { return stopped_future_; }
+  virtual Future<void> stopped_future() const { return stopped_future_; }
   const ResolvedWorkerOptions& options() const { return options_; }
   // The backend's encodes_calls(), read on every call.
   bool encodes_calls() const { return encodes_calls_; }
@@ -159,7 +207,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   void RemoveStopHook(uint64_t id) ABSL_LOCKS_EXCLUDED(lock_);
 
   // A snapshot of the queues (see WorkerStats).
-  WorkerStats Stats() ABSL_LOCKS_EXCLUDED(lock_);
+  virtual WorkerStats Stats() ABSL_LOCKS_EXCLUDED(lock_);
 
   // Whether the calling thread is running one of this actor's calls right now.
   bool InActorContext() const;
@@ -185,8 +233,9 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // reschedules itself). Returns false once the actor is closed.
   bool Drain(int64_t budget) ABSL_LOCKS_EXCLUDED(lock_);
   // Closes the mailbox from outside the actor's context when it can never drain again (the
-  // executor rejected the drain): cancels every queued call and destroys the object.
-  void Abandon() noexcept;
+  // executor rejected the drain, or the process running it died): cancels every queued call, or
+  // fails it with `error` when one is given (a CrashedError), and destroys the object.
+  void Abandon(std::exception_ptr error = nullptr) noexcept ABSL_LOCKS_EXCLUDED(lock_);
 
  private:
   class StopNode;
@@ -209,6 +258,11 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
 
   const ResolvedWorkerOptions options_;
   const bool encodes_calls_;
+  // Set once by JoinPool, before Start.
+  PoolHook* pool_ = nullptr;
+  int pool_index_ = 0;
+  // Set by Abandon(error) or StopWithError: queued calls fail with it instead of being cancelled.
+  std::exception_ptr abort_error_ ABSL_GUARDED_BY(lock_);
   const std::type_info* object_type_ = nullptr;
   internal::SpinLock lock_;
   CallNode* first_ ABSL_GUARDED_BY(lock_) = nullptr;

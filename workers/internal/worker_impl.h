@@ -92,7 +92,10 @@ class InvokeNode final : public CallNode {
     futures_internal::CompleteWithInvoke(promise_, invoke_, target);
   }
   void Cancel() noexcept override { promise_.Cancel(); }
-  void Fail(std::exception_ptr error) noexcept { promise_.SetError(std::move(error)); }
+  void Fail(std::exception_ptr error) noexcept override { promise_.SetError(std::move(error)); }
+  void SetProducer(const void* worker) noexcept override {
+    futures_internal::SetProducer(promise_, worker);
+  }
 
  private:
   // Thrown (not a std::exception, so never retried) when an attempt returned a Future that is
@@ -163,8 +166,9 @@ class ConstructNode final : public CallNode {
       T* object = make_();
       core_->SetObject(object, [](void* p) { delete static_cast<T*>(p); });
     } catch (...) {
-      // Nothing may keep running: close the actor before the creator sees the error.
-      core_->Stop(absl::ZeroDuration());
+      // Nothing may keep running: close the actor before the creator sees the error. Calls
+      // already queued behind the construction (a pool's first call) fail with it too.
+      core_->StopWithError(std::current_exception());
       done_.SetError(std::current_exception());
       return;
     }

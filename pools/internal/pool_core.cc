@@ -1,0 +1,763 @@
+#include "pools/internal/pool_core.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "futures/clock.h"
+#include "futures/errors.h"
+#include "futures/executor.h"
+
+namespace concurry::workers_internal {
+namespace {
+
+// The options of worker `index` of a pool with `pool` options: one worker, its LimitPool offset
+// by its index (the pool's sets are shared by every worker). Shared-queue workers hold one routed
+// call at a time, so the pool, not a gate per worker, bounds submission.
+ResolvedWorkerOptions WorkerOptionsFor(const ResolvedWorkerOptions& pool, int index, bool shared) {
+  ResolvedWorkerOptions options = pool;
+  options.max_workers = 1;
+  options.on_demand = false;
+  options.on_demand_keepalive = absl::ZeroDuration();
+  options.load_balancing.reset();
+  options.limits = pool.limits.WithWorkerIndex(index);
+  if (shared) {
+    options.max_queued_tasks = kUnbounded;
+    options.queue_full = QueueFullPolicy::kDefer;
+  }
+  return options;
+}
+
+std::string Describe(const std::exception_ptr& error) {
+  if (error == nullptr) return "";
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an exception not derived from std::exception";
+  }
+}
+
+int64_t BlockCapacity(const ResolvedWorkerOptions& options) {
+  if (options.queue_full != QueueFullPolicy::kBlock || options.max_queued_tasks == kUnbounded) {
+    return kUnbounded;
+  }
+  const int64_t n = options.max_workers;
+  return options.max_queued_tasks > kUnbounded / n ? kUnbounded : options.max_queued_tasks * n;
+}
+
+// The balancer of a balanced pool: the user's, checked, or a built-in one.
+std::unique_ptr<LoadBalancer> MakeBalancer(const ResolvedWorkerOptions& options) {
+  if (!options.make_balancer) {
+    return MakeLoadBalancer(options.load_balancing.value_or(LoadBalancing::kRoundRobin),
+                            options.max_workers);
+  }
+  std::unique_ptr<LoadBalancer> balancer = options.make_balancer(options.max_workers);
+  if (balancer == nullptr) {
+    throw InvalidOptionError("worker options: make_balancer returned no balancer");
+  }
+  if (balancer->num_workers() != options.max_workers) {
+    throw InvalidOptionError(absl::StrCat("worker options: make_balancer made a balancer over ",
+                                          balancer->num_workers(), " workers for a pool of ",
+                                          options.max_workers));
+  }
+  return balancer;
+}
+
+// A user balancer's pick, checked: an index outside the pool is a bug in the balancer, reported
+// to the caller rather than read out of bounds.
+int CheckedPick(LoadBalancer& balancer, int size) {
+  const int index = balancer.Pick();
+  if (index < 0 || index >= size) {
+    throw InvalidOptionError(absl::StrCat("worker pool: the load balancer picked worker ", index,
+                                          "; allowed: 0 to ", size - 1));
+  }
+  return index;
+}
+
+}  // namespace
+
+PoolCore::PoolCore(const ResolvedWorkerOptions& options, const WorkerBackend& backend,
+                   WorkerFactory factory, bool stateless)
+    : ActorCore(options, backend),
+      factory_(std::move(factory)),
+      size_(options.max_workers),
+      on_demand_(options.on_demand),
+      shared_(options.on_demand ||
+              (stateless && !options.load_balancing.has_value() && !options.make_balancer)),
+      keepalive_(options.on_demand_keepalive),
+      block_capacity_(BlockCapacity(options)),
+      balancer_(shared_ ? nullptr : MakeBalancer(options)),
+      slots_(new Slot[static_cast<size_t>(size_)]),
+      done_future_(done_.GetFuture()) {}
+
+PoolCore::~PoolCore() {
+  std::unique_ptr<Timer> timer;
+  std::deque<CallNode*> waiting;
+  {
+    absl::MutexLock lock(&mu_);
+    timer = std::move(timer_);
+    waiting.swap(waiting_);
+  }
+  timer.reset();  // Waits for a running expiry, which only touches live members.
+  for (CallNode* node : waiting) {
+    node->Cancel();
+    delete node;
+  }
+}
+
+std::shared_ptr<PoolCore> MakePool(const ResolvedWorkerOptions& options,
+                                   const WorkerBackend& backend, WorkerFactory factory,
+                                   bool stateless) {
+  if (backend.runs_calls_inline()) {
+    throw InvalidOptionError(absl::StrCat(
+        "worker options: mode ", AbslUnparseFlag(options.mode),
+        " runs every call in the caller's thread, so it cannot form a pool (max_workers is ",
+        options.max_workers, options.on_demand ? ", on_demand is true" : "",
+        "); use max_workers = 1, or a mode with threads of its own such as kThread or kTbb"));
+  }
+  return std::make_shared<PoolCore>(options, backend, std::move(factory), stateless);
+}
+
+namespace {
+// The pool whose Stop is cancelling calls and stopping workers on this thread: a Stop nested in
+// one of those callbacks must not wait for the stop it is part of.
+thread_local const PoolCore* stopping_pool = nullptr;
+
+std::exception_ptr StoppedPoolError() {
+  return std::make_exception_ptr(StoppedError("worker pool: the pool is stopped"));
+}
+}  // namespace
+
+Future<void> PoolCore::StartWorkers() {
+  if (on_demand_) return MakeReadyFuture();
+  std::vector<Future<void>> constructed;
+  constructed.reserve(static_cast<size_t>(size_));
+  for (int i = 0; i < size_; ++i) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++live_;
+    }
+    std::exception_ptr error;
+    if (!Launch(i, nullptr, &error)) {
+      Stop(absl::ZeroDuration());
+      return MakeFailedFuture<void>(error != nullptr ? error : StoppedPoolError());
+    }
+    absl::MutexLock lock(&mu_);
+    constructed.push_back(slots_[i].constructed);
+  }
+  // Completes when every worker is constructed, with the lowest-indexed constructor error if any.
+  struct Join {
+    std::vector<Future<void>> constructed;
+    std::atomic<int> remaining;
+    Promise<void> done;
+    std::shared_ptr<PoolCore> pool;
+  };
+  auto join = std::make_shared<Join>();
+  join->constructed = std::move(constructed);
+  join->remaining.store(size_, std::memory_order_relaxed);
+  join->pool = std::static_pointer_cast<PoolCore>(shared_from_this());
+  Future<void> all = join->done.GetFuture();
+  for (const Future<void>& one : join->constructed) {
+    one.AddDoneCallback([join] {
+      if (join->remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+      for (const Future<void>& f : join->constructed) {
+        if (std::exception_ptr error = f.Error()) {
+          join->pool->Stop(absl::ZeroDuration());
+          join->done.SetError(std::move(error));
+          return;
+        }
+      }
+      join->done.SetValue();
+    });
+  }
+  return all;
+}
+
+bool PoolCore::Launch(int index, CallNode* first, std::exception_ptr* error) {
+  StartedWorker worker;
+  try {
+    worker = factory_(index, WorkerOptionsFor(options(), index, shared_), this);
+  } catch (...) {
+    *error = std::current_exception();
+    {
+      absl::MutexLock lock(&mu_);
+      --live_;
+      Slot& slot = slots_[index];
+      SetStateLocked(index, on_demand_ ? SlotState::kEmpty : SlotState::kDead);
+      if (!on_demand_) slot.error = Describe(*error);
+    }
+    FailWaitingIfNoWorker();
+    MaybeFinishStop();
+    return false;
+  }
+  ActorCore* const actor = worker.actor.get();
+  bool stopping;
+  {
+    absl::MutexLock lock(&mu_);
+    Slot& slot = slots_[index];
+    slot.owner = worker.actor;
+    slot.constructed = worker.constructed;
+    slot.actor.store(actor, std::memory_order_release);
+    stopping = stopping_.load(std::memory_order_acquire);
+    if (!stopping) {
+      // A shared-queue worker takes calls once its object exists (Started); one made for a call
+      // has it queued behind the construction.
+      SetStateLocked(index, shared_ && first == nullptr ? SlotState::kStarting : SlotState::kBusy);
+    }
+  }
+  // Watches for its end (at once if it already stopped). The callback keeps the pool alive while
+  // the worker lives: the worker reports to it.
+  const auto self = std::static_pointer_cast<PoolCore>(shared_from_this());
+  AnyFuture(actor->stopped_future()).AddDoneCallback([self, index, actor] {
+    self->WorkerStopped(index, actor);
+  });
+  if (stopping) {
+    actor->Stop(absl::ZeroDuration());
+    *error = nullptr;
+    return false;
+  }
+  if (first == nullptr) {
+    if (shared_) {
+      worker.constructed.AddDoneCallback([self, index, actor, constructed = worker.constructed] {
+        self->Started(index, actor, constructed);
+      });
+    }
+    return true;
+  }
+  // `worker.actor` keeps it alive here, whatever happens to the slot meanwhile.
+  if (Hand(index, actor, first, /*may_block=*/false)) return true;
+  // It stopped already: its constructor failed at once. The call fails with that error.
+  std::exception_ptr why = worker.constructed.Done() ? worker.constructed.Error() : nullptr;
+  first->Fail(why != nullptr ? why : StoppedPoolError());
+  delete first;
+  return true;
+}
+
+void PoolCore::LaunchFor(int index, CallNode* first) {
+  std::exception_ptr error;
+  if (Launch(index, first, &error)) return;
+  first->Fail(error != nullptr ? error : StoppedPoolError());
+  delete first;
+  if (error != nullptr) LaunchForWaiting();  // The slot is free again.
+}
+
+void PoolCore::LaunchForWaiting() {
+  while (true) {
+    int index;
+    CallNode* first;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!on_demand_ || stopping_.load(std::memory_order_acquire) || waiting_.empty() ||
+          live_ >= size_) {
+        return;
+      }
+      index = ReserveEmptyLocked();
+      first = waiting_.front();
+      waiting_.pop_front();
+    }
+    std::exception_ptr error;
+    if (!Launch(index, first, &error)) {
+      first->Fail(error != nullptr ? error : StoppedPoolError());
+      delete first;
+    }
+  }
+}
+
+void PoolCore::FailWaitingIfNoWorker() {
+  std::deque<CallNode*> orphans;
+  {
+    absl::MutexLock lock(&mu_);
+    if (on_demand_ || stopping_.load(std::memory_order_acquire) || live_ > 0) return;
+    orphans.swap(waiting_);
+  }
+  if (orphans.empty()) return;
+  const std::exception_ptr error = NoLiveWorkerError();
+  for (CallNode* node : orphans) {
+    node->Fail(error);
+    delete node;
+  }
+}
+
+void PoolCore::Started(int index, ActorCore* worker, const Future<void>& constructed) {
+  if (constructed.Error() != nullptr) return;  // Its stop follows: WorkerStopped takes over.
+  CallNode* next = nullptr;
+  bool retire = false;
+  std::shared_ptr<ActorCore> owner;
+  {
+    absl::MutexLock lock(&mu_);
+    Slot& slot = slots_[index];
+    if (stopping_.load(std::memory_order_acquire) || slot.owner.get() != worker ||
+        slot.state != SlotState::kStarting) {
+      return;
+    }
+    owner = slot.owner;
+    next = NextForLocked(index, &retire);
+  }
+  if (retire) owner->Stop(absl::ZeroDuration());
+  if (next != nullptr && !Hand(index, owner.get(), next, /*may_block=*/false)) {
+    // It stopped meanwhile: another worker takes the call.
+    if (!PostShared(next, /*may_block=*/false)) {
+      next->Fail(StoppedPoolError());
+      delete next;
+    }
+  }
+}
+
+bool PoolCore::Hand(int index, ActorCore* worker, CallNode* node, bool may_block) {
+  Slot& slot = slots_[index];
+  slot.active.fetch_add(1, std::memory_order_relaxed);
+  slot.total.fetch_add(1, std::memory_order_relaxed);
+  if (shared_) dispatched_.fetch_add(1, std::memory_order_relaxed);
+  node->SetProducer(worker);
+  if (worker->PostRouted(node, may_block)) return true;
+  node->SetProducer(this);
+  slot.active.fetch_sub(1, std::memory_order_relaxed);
+  slot.total.fetch_sub(1, std::memory_order_relaxed);
+  if (shared_) dispatched_.fetch_sub(1, std::memory_order_relaxed);
+  return false;
+}
+
+bool PoolCore::Post(CallNode* node, bool may_block) {
+  return shared_ ? PostShared(node, may_block) : PostBalanced(node, may_block);
+}
+
+bool PoolCore::PostBalanced(CallNode* node, bool may_block) {
+  // A pick may land on a worker that is dying and not replaced yet, or on a dead slot: try the
+  // balancer a bounded number of times, then any live worker.
+  for (int attempt = 0; attempt <= size_; ++attempt) {
+    if (stopping_.load(std::memory_order_acquire)) return false;
+    int index;
+    try {
+      index = CheckedPick(*balancer_, size_);
+    } catch (...) {
+      node->Fail(std::current_exception());  // A user balancer failed: so does the call.
+      delete node;
+      return true;
+    }
+    ActorCore* const worker = slots_[index].actor.load(std::memory_order_acquire);
+    if (worker != nullptr && Hand(index, worker, node, may_block)) return true;
+    bool dead;
+    {
+      absl::MutexLock lock(&mu_);
+      dead = slots_[index].state == SlotState::kDead;
+    }
+    // A dead slot keeps the pick counted, so that load-based balancers stop choosing it.
+    if (!dead) RecordComplete(index);
+  }
+  for (int index = 0; index < size_; ++index) {
+    ActorCore* const worker = slots_[index].actor.load(std::memory_order_acquire);
+    if (worker != nullptr && !worker->stop_requested() && Hand(index, worker, node, may_block)) {
+      return true;  // Its completion reaches the balancer too; counts there floor at zero.
+    }
+  }
+  if (stopping_.load(std::memory_order_acquire)) return false;
+  node->Fail(NoLiveWorkerError());
+  delete node;
+  return true;
+}
+
+bool PoolCore::PostShared(CallNode* node, bool may_block) {
+  while (true) {
+    int index = -1;
+    std::shared_ptr<ActorCore> worker;
+    bool launch = false;
+    bool no_worker = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (block_capacity_ != kUnbounded && may_block && !InAnyActorContext() &&
+          !NonBlockingScope::Active()) {
+        auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return stopping_.load(std::memory_order_acquire) ||
+                 busy_ + static_cast<int64_t>(waiting_.size()) < block_capacity_;
+        };
+        if (!room()) {
+          ++blocked_;
+          // A BlockingRegion (through the clock): a caller on a TbbExecutor thread gets a thread
+          // added meanwhile.
+          Clock::Real().AwaitWithDeadline(&mu_, absl::Condition(&room), absl::InfiniteFuture());
+          --blocked_;
+        }
+      }
+      if (stopping_.load(std::memory_order_acquire)) return false;
+      if (!idle_.empty()) {
+        index = idle_.back();
+        worker = slots_[index].owner;
+        SetStateLocked(index, SlotState::kBusy);
+      } else if (on_demand_ && live_ < size_) {
+        index = ReserveEmptyLocked();
+        launch = true;
+      } else if (!on_demand_ && live_ == 0) {
+        no_worker = true;
+      } else {
+        waiting_.push_back(node);
+        return true;
+      }
+    }
+    if (no_worker) {
+      node->Fail(NoLiveWorkerError());
+      delete node;
+      return true;
+    }
+    if (launch) {
+      LaunchFor(index, node);
+      return true;
+    }
+    if (Hand(index, worker.get(), node, /*may_block=*/false)) return true;
+    // That idle worker stopped just now (its WorkerStopped frees the slot): route again.
+    may_block = false;
+  }
+}
+
+void PoolCore::SetStateLocked(int index, SlotState state) {
+  Slot& slot = slots_[index];
+  if (slot.state == SlotState::kBusy) --busy_;
+  if (slot.state == SlotState::kIdle) {
+    RemoveIdleLocked(index);
+    if (slot.keepalive.sequence != 0) {
+      if (timer_ != nullptr) timer_->Cancel(slot.keepalive);
+      slot.keepalive = {};
+    }
+  }
+  slot.state = state;
+  if (state == SlotState::kBusy) ++busy_;
+  if (state == SlotState::kIdle) idle_.push_back(index);
+}
+
+void PoolCore::RemoveIdleLocked(int index) {
+  // Usually the top of the stack (taken for a call); an expiry removes an older one.
+  const auto it = std::find(idle_.rbegin(), idle_.rend(), index);
+  if (it != idle_.rend()) idle_.erase(std::next(it).base());
+}
+
+int PoolCore::ReserveEmptyLocked() {
+  for (int i = 0; i < size_; ++i) {
+    if (slots_[i].state == SlotState::kEmpty) {
+      ++live_;
+      ++slots_[i].restarts;
+      SetStateLocked(i, SlotState::kBusy);
+      return i;
+    }
+  }
+  return -1;  // Unreachable while live_ < size_: every live worker holds a slot.
+}
+
+CallNode* PoolCore::NextForLocked(int index, bool* retire) {
+  if (!waiting_.empty()) {
+    CallNode* node = waiting_.front();
+    waiting_.pop_front();
+    SetStateLocked(index, SlotState::kBusy);
+    return node;
+  }
+  if (on_demand_ && keepalive_ == absl::ZeroDuration()) {
+    SetStateLocked(index, SlotState::kRetiring);
+    *retire = true;
+    return nullptr;
+  }
+  SetStateLocked(index, SlotState::kIdle);
+  if (on_demand_ && keepalive_ != absl::InfiniteDuration()) {
+    Slot& slot = slots_[index];
+    const uint64_t epoch = ++slot.idle_epoch;
+    Clock& clock = options().clock != nullptr ? *options().clock : Clock::Real();
+    try {
+      if (timer_ == nullptr) timer_ = std::make_unique<Timer>(clock);
+      // The timer lives in this pool and is shut down before the pool's members go.
+      slot.keepalive = timer_->Schedule(clock.Now() + keepalive_,
+                                        [this, index, epoch] { Expire(index, epoch); });
+    } catch (...) {
+      // No timer (out of threads or memory): retire it now rather than keep it for ever.
+      SetStateLocked(index, SlotState::kRetiring);
+      *retire = true;
+    }
+  }
+  return nullptr;
+}
+
+CallNode* PoolCore::CallFinished(int index, ActorCore* worker) noexcept {
+  Slot& slot = slots_[index];
+  slot.active.fetch_sub(1, std::memory_order_relaxed);
+  if (!shared_) {
+    RecordComplete(index);
+    return nullptr;
+  }
+  CallNode* next = nullptr;
+  bool retire = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_.load(std::memory_order_acquire) || slot.owner.get() != worker ||
+        worker->stop_requested() || slot.state != SlotState::kBusy) {
+      return nullptr;
+    }
+    next = NextForLocked(index, &retire);
+    if (next != nullptr) {
+      slot.active.fetch_add(1, std::memory_order_relaxed);
+      slot.total.fetch_add(1, std::memory_order_relaxed);
+      dispatched_.fetch_add(1, std::memory_order_relaxed);
+      MarkRouted(next);
+      next->SetProducer(worker);
+    }
+  }
+  if (retire) {
+    try {
+      worker->Stop(absl::ZeroDuration());  // In its own context: does not wait.
+    } catch (...) {
+      // Stop(0) cannot fail for a live actor.
+    }
+  }
+  return next;
+}
+
+void PoolCore::Reroute(int index, CallNode* node) noexcept {
+  Slot& slot = slots_[index];
+  slot.active.fetch_sub(1, std::memory_order_relaxed);
+  slot.total.fetch_sub(1, std::memory_order_relaxed);
+  dispatched_.fetch_sub(1, std::memory_order_relaxed);
+  MarkRouted(node, false);
+  node->SetProducer(this);
+  bool posted = false;
+  try {
+    posted = PostShared(node, /*may_block=*/false);
+  } catch (...) {
+    // Out of memory queueing it: fail it below.
+  }
+  if (!posted) {
+    node->Fail(StoppedPoolError());
+    delete node;
+  }
+}
+
+void PoolCore::RecordComplete(int index) noexcept {
+  try {
+    balancer_->RecordComplete(index);
+  } catch (const std::exception& e) {
+    // Only a user balancer can throw here, and the call is over: report it.
+    std::fprintf(stderr,
+                 "concurry: worker pool: the load balancer's RecordComplete(%d) threw: %s\n", index,
+                 e.what());
+  } catch (...) {
+    std::fprintf(stderr, "concurry: worker pool: the load balancer's RecordComplete(%d) threw\n",
+                 index);
+  }
+}
+
+void PoolCore::Expire(int index, uint64_t epoch) {
+  std::shared_ptr<ActorCore> actor;
+  {
+    absl::MutexLock lock(&mu_);
+    Slot& slot = slots_[index];
+    if (stopping_.load(std::memory_order_acquire) || slot.state != SlotState::kIdle ||
+        slot.idle_epoch != epoch) {
+      return;  // Used since, or the pool is stopping.
+    }
+    slot.keepalive = {};  // Running now: nothing to cancel.
+    SetStateLocked(index, SlotState::kRetiring);
+    actor = slot.owner;
+  }
+  if (actor != nullptr) actor->Stop(absl::ZeroDuration());
+}
+
+void PoolCore::WorkerStopped(int index, const ActorCore* actor) {
+  std::shared_ptr<ActorCore> old;  // Released outside the lock.
+  bool replace = false;
+  {
+    absl::MutexLock lock(&mu_);
+    --live_;
+    Slot& slot = slots_[index];
+    if (slot.owner.get() == actor) {
+      const bool constructed = slot.constructed.valid() && slot.constructed.Done() &&
+                               slot.constructed.Error() == nullptr;
+      const std::string error =
+          constructed ? ""
+                      : Describe(slot.constructed.valid() ? slot.constructed.Error() : nullptr);
+      old = std::move(slot.owner);
+      slot.actor.store(nullptr, std::memory_order_release);
+      if (!shared_) retired_.push_back(old);  // A caller may still post to it (Slot::actor).
+      SetStateLocked(index, SlotState::kEmpty);
+      if (stopping_.load(std::memory_order_acquire) || on_demand_) {
+        // Nothing to replace: the pool stops, or an on-demand slot is free for the next call.
+      } else if (!constructed) {
+        slot.state = SlotState::kDead;
+        slot.error = error;
+      } else {
+        // Died while the pool serves: a new worker takes the slot.
+        ++replaced_;
+        ++slot.restarts;
+        ++live_;
+        replace = true;
+      }
+    }
+  }
+  if (replace) {
+    std::exception_ptr error;
+    Launch(index, nullptr, &error);  // A failure leaves the slot dead (Launch says so).
+  }
+  LaunchForWaiting();
+  FailWaitingIfNoWorker();
+  MaybeFinishStop();
+}
+
+void PoolCore::MaybeFinishStop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_.load(std::memory_order_acquire) || live_ > 0 || stop_done_) return;
+    stop_done_ = true;
+  }
+  done_.SetValue();
+}
+
+bool PoolCore::Stop(absl::Duration timeout) {
+  if (timeout < absl::ZeroDuration()) {
+    throw InvalidOptionError("worker pool: Stop: the timeout is negative; allowed: >= 0");
+  }
+  // Keeps the pool alive through a cancellation callback that drops the last handle.
+  const std::shared_ptr<ActorCore> self = shared_from_this();
+  if (!stopping_.exchange(true, std::memory_order_acq_rel)) {
+    struct Scope {
+      const PoolCore* outer;
+      ~Scope() { stopping_pool = outer; }
+    } scope{std::exchange(stopping_pool, this)};
+    // The pool's own stop: calls still waiting for their input futures are cancelled.
+    ActorCore::Stop(absl::ZeroDuration());
+    std::deque<CallNode*> waiting;
+    std::vector<std::shared_ptr<ActorCore>> workers;
+    std::unique_ptr<Timer> timer;
+    {
+      absl::MutexLock lock(&mu_);
+      waiting.swap(waiting_);
+      for (int i = 0; i < size_; ++i) {
+        if (slots_[i].owner != nullptr) workers.push_back(slots_[i].owner);
+        slots_[i].keepalive = {};
+      }
+      timer = std::move(timer_);
+    }
+    timer.reset();  // No keepalive expiry from here on.
+    for (CallNode* node : waiting) {
+      node->Cancel();
+      delete node;
+    }
+    // All at once: each posts its stop message and returns; the wait below has one deadline.
+    for (const std::shared_ptr<ActorCore>& worker : workers) worker->Stop(absl::ZeroDuration());
+    MaybeFinishStop();
+  }
+  if (MustNotWaitForStop()) return done_future_.Done();
+  return done_future_.Wait(timeout);
+}
+
+bool PoolCore::MustNotWaitForStop() const {
+  if (stopping_pool == this) return true;
+  const ActorCore* current = ActorCore::Current();
+  if (current != nullptr && current->pool() == this) return true;
+  const ActorCore* stopping = ActorCore::Stopping();
+  return stopping != nullptr && (stopping == this || stopping->pool() == this);
+}
+
+WorkerStats PoolCore::Stats() {
+  std::vector<std::shared_ptr<ActorCore>> workers;
+  WorkerStats total;
+  {
+    absl::MutexLock lock(&mu_);
+    for (int i = 0; i < size_; ++i) {
+      if (slots_[i].owner != nullptr) workers.push_back(slots_[i].owner);
+    }
+    total.deferred = static_cast<int64_t>(waiting_.size());
+    total.blocked_callers = blocked_;
+  }
+  for (const std::shared_ptr<ActorCore>& worker : workers) {
+    const WorkerStats one = worker->Stats();
+    total.queued += one.queued;
+    total.deferred += one.deferred;
+    total.blocked_callers += one.blocked_callers;
+  }
+  return total;
+}
+
+PoolStats PoolCore::GetPoolStats() {
+  PoolStats stats;
+  stats.max_workers = size_;
+  stats.on_demand = on_demand_;
+  stats.on_demand_keepalive = keepalive_;
+  stats.stopped = stop_requested();
+  stats.max_queued_tasks = options().max_queued_tasks;
+  stats.queue_full = options().queue_full;
+  LoadBalancerStats& lb = stats.load_balancer;
+  if (balancer_ != nullptr) {
+    lb = balancer_->Stats();
+  } else {
+    lb.algorithm = "SharedQueue";
+    lb.total_dispatched = dispatched_.load(std::memory_order_relaxed);
+  }
+  const bool fill_active = lb.active_calls.empty();
+  const bool fill_total = lb.total_calls.empty();
+  for (int i = 0; i < size_; ++i) {
+    if (fill_active) {
+      lb.active_calls.push_back(slots_[i].active.load(std::memory_order_relaxed));
+      lb.total_active += lb.active_calls.back();
+    }
+    if (fill_total) {
+      lb.total_calls.push_back(slots_[i].total.load(std::memory_order_relaxed));
+      lb.sum_total_calls += lb.total_calls.back();
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  for (int i = 0; i < size_; ++i) {
+    if (slots_[i].owner != nullptr && !slots_[i].owner->stop_requested()) ++stats.total_workers;
+  }
+  stats.on_demand_active = on_demand_ ? live_ : 0;
+  stats.queued_in_pool = static_cast<int64_t>(waiting_.size());
+  stats.replaced_workers = replaced_;
+  return stats;
+}
+
+PoolWorkerStats PoolCore::GetWorkerStats(int index) {
+  if (index < 0 || index >= size_) {
+    throw InvalidOptionError(absl::StrCat("worker pool: GetWorkerStats: worker index ", index,
+                                          " is out of range; allowed: 0 to ", size_ - 1,
+                                          " (max_workers is ", size_, ")"));
+  }
+  PoolWorkerStats stats;
+  stats.index = index;
+  Slot& slot = slots_[index];
+  stats.active_calls = slot.active.load(std::memory_order_relaxed);
+  stats.total_calls = slot.total.load(std::memory_order_relaxed);
+  std::shared_ptr<ActorCore> worker;
+  {
+    absl::MutexLock lock(&mu_);
+    worker = slot.owner;
+    stats.restarts = slot.restarts;
+    stats.error = slot.error;
+  }
+  if (worker != nullptr) {
+    stats.alive = !worker->stop_requested();
+    stats.queues = worker->Stats();
+  }
+  return stats;
+}
+
+std::exception_ptr PoolCore::NoLiveWorkerError() {
+  std::string errors;
+  {
+    absl::MutexLock lock(&mu_);
+    for (int i = 0; i < size_; ++i) {
+      if (!slots_[i].error.empty()) {
+        absl::StrAppend(&errors, errors.empty() ? "" : "; ", "worker ", i, ": ", slots_[i].error);
+      }
+    }
+  }
+  return std::make_exception_ptr(CrashedError(absl::StrCat(
+      "worker pool: no live worker to take the call (workers die when they stop by themselves or "
+      "crash; a replacement whose constructor fails is not retried)",
+      errors.empty() ? "" : ": ", errors)));
+}
+
+}  // namespace concurry::workers_internal
