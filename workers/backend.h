@@ -43,6 +43,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "workers/options.h"
 
 namespace concurry {
@@ -66,6 +67,11 @@ class WorkerBackend {
   // registered with CONCURRY_REGISTER_WORKER and calls go by registered name (kLoopback; process
   // and remote later).
   virtual bool encodes_calls() const { return false; }
+  // How long a drain that found the mailbox empty keeps watching it before the actor goes idle,
+  // for actors whose calls arrive back to back (a pool's workers, a pipelining caller). Worth it
+  // when scheduling a drain costs more than that (a oneTBB task plus a wake-up); 0 (the default)
+  // goes idle at once. The time is spent spinning on the drain's thread.
+  virtual absl::Duration drain_linger() const { return absl::ZeroDuration(); }
 
   // Checks what only this backend knows about `options`; throws InvalidOptionError. The core has
   // already validated the options themselves.

@@ -21,6 +21,14 @@
 
 namespace concurry::internal {
 
+// Tells the CPU the thread is spinning (x86 `pause`: about 20 ns here): cheaper for the sibling
+// hyper-thread and for the memory bus than a bare loop.
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 // A non-recursive test-and-test-and-set lock that yields the CPU after a short spin, so that a
 // preempted holder on a small machine does not make waiters burn their time slice. Hold it only
 // for short sections that never block or call user code. Thread-safe.
@@ -46,9 +54,7 @@ class ABSL_LOCKABLE SpinLock {
   // slower worker calls on 2 cores).
   void Backoff() {
     for (int i = 0; i < kSpinsBeforeYield; ++i) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
+      CpuRelax();
       if (!locked_.load(std::memory_order_relaxed)) return;
     }
     std::this_thread::yield();

@@ -106,7 +106,7 @@ PoolCore::~PoolCore() {
   std::unique_ptr<Timer> timer;
   std::deque<CallNode*> waiting;
   {
-    absl::MutexLock lock(&mu_);
+    internal::SpinLockHolder lock(&mu_);
     timer = std::move(timer_);
     waiting.swap(waiting_);
   }
@@ -146,7 +146,7 @@ Future<void> PoolCore::StartWorkers() {
   constructed.reserve(static_cast<size_t>(size_));
   for (int i = 0; i < size_; ++i) {
     {
-      absl::MutexLock lock(&mu_);
+      internal::SpinLockHolder lock(&mu_);
       ++live_;
     }
     std::exception_ptr error;
@@ -154,7 +154,7 @@ Future<void> PoolCore::StartWorkers() {
       Stop(absl::ZeroDuration());
       return MakeFailedFuture<void>(error != nullptr ? error : StoppedPoolError());
     }
-    absl::MutexLock lock(&mu_);
+    internal::SpinLockHolder lock(&mu_);
     constructed.push_back(slots_[i].constructed);
   }
   // Completes when every worker is constructed, with the lowest-indexed constructor error if any.
@@ -192,20 +192,21 @@ bool PoolCore::Launch(int index, CallNode* first, std::exception_ptr* error) {
   } catch (...) {
     *error = std::current_exception();
     {
-      absl::MutexLock lock(&mu_);
+      internal::SpinLockHolder lock(&mu_);
       --live_;
       Slot& slot = slots_[index];
       SetStateLocked(index, on_demand_ ? SlotState::kEmpty : SlotState::kDead);
       if (!on_demand_) slot.error = Describe(*error);
     }
     FailWaitingIfNoWorker();
+    WakeBlocked();
     MaybeFinishStop();
     return false;
   }
   ActorCore* const actor = worker.actor.get();
   bool stopping;
   {
-    absl::MutexLock lock(&mu_);
+    internal::SpinLockHolder lock(&mu_);
     Slot& slot = slots_[index];
     slot.owner = worker.actor;
     slot.constructed = worker.constructed;
@@ -258,7 +259,7 @@ void PoolCore::LaunchForWaiting() {
     int index;
     CallNode* first;
     {
-      absl::MutexLock lock(&mu_);
+      internal::SpinLockHolder lock(&mu_);
       if (!on_demand_ || stopping_.load(std::memory_order_acquire) || waiting_.empty() ||
           live_ >= size_) {
         return;
@@ -278,7 +279,7 @@ void PoolCore::LaunchForWaiting() {
 void PoolCore::FailWaitingIfNoWorker() {
   std::deque<CallNode*> orphans;
   {
-    absl::MutexLock lock(&mu_);
+    internal::SpinLockHolder lock(&mu_);
     if (on_demand_ || stopping_.load(std::memory_order_acquire) || live_ > 0) return;
     orphans.swap(waiting_);
   }
@@ -296,7 +297,7 @@ void PoolCore::Started(int index, ActorCore* worker, const Future<void>& constru
   bool retire = false;
   std::shared_ptr<ActorCore> owner;
   {
-    absl::MutexLock lock(&mu_);
+    internal::SpinLockHolder lock(&mu_);
     Slot& slot = slots_[index];
     if (stopping_.load(std::memory_order_acquire) || slot.owner.get() != worker ||
         slot.state != SlotState::kStarting) {
@@ -317,14 +318,12 @@ void PoolCore::Started(int index, ActorCore* worker, const Future<void>& constru
 
 bool PoolCore::Hand(int index, ActorCore* worker, CallNode* node, bool may_block) {
   Slot& slot = slots_[index];
-  slot.active.fetch_add(1, std::memory_order_relaxed);
-  slot.total.fetch_add(1, std::memory_order_relaxed);
+  slot.started.fetch_add(1, std::memory_order_relaxed);
   if (shared_) dispatched_.fetch_add(1, std::memory_order_relaxed);
   node->SetProducer(worker);
   if (worker->PostRouted(node, may_block)) return true;
   node->SetProducer(this);
-  slot.active.fetch_sub(1, std::memory_order_relaxed);
-  slot.total.fetch_sub(1, std::memory_order_relaxed);
+  slot.started.fetch_sub(1, std::memory_order_relaxed);
   if (shared_) dispatched_.fetch_sub(1, std::memory_order_relaxed);
   return false;
 }
@@ -350,7 +349,7 @@ bool PoolCore::PostBalanced(CallNode* node, bool may_block) {
     if (worker != nullptr && Hand(index, worker, node, may_block)) return true;
     bool dead;
     {
-      absl::MutexLock lock(&mu_);
+      internal::SpinLockHolder lock(&mu_);
       dead = slots_[index].state == SlotState::kDead;
     }
     // A dead slot keeps the pick counted, so that load-based balancers stop choosing it.
@@ -369,29 +368,38 @@ bool PoolCore::PostBalanced(CallNode* node, bool may_block) {
 }
 
 bool PoolCore::PostShared(CallNode* node, bool may_block) {
+  // Under kBlock, a caller that may block waits for room (the pool holds block_capacity_ calls),
+  // registered in blocked_ and holding block_mu_ across its last check, so that a release
+  // (WakeBlocked) between the check and the wait cannot be missed.
+  const bool bounded = block_capacity_ != kUnbounded && may_block && !InAnyActorContext() &&
+                       !NonBlockingScope::Active();
+  std::optional<absl::MutexLock> block_lock;
+  if (bounded) {
+    block_lock.emplace(&block_mu_);
+    blocked_.fetch_add(1, std::memory_order_seq_cst);
+  }
+  // Done waiting: the rest (posting, which may run calls inline) happens without block_mu_.
+  const auto stop_waiting = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (!block_lock.has_value()) return;
+    blocked_.fetch_sub(1, std::memory_order_seq_cst);
+    block_lock.reset();
+  };
   while (true) {
     int index = -1;
     std::shared_ptr<ActorCore> worker;
     bool launch = false;
     bool no_worker = false;
+    bool wait = false;
     {
-      absl::MutexLock lock(&mu_);
-      if (block_capacity_ != kUnbounded && may_block && !InAnyActorContext() &&
-          !NonBlockingScope::Active()) {
-        auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-          return stopping_.load(std::memory_order_acquire) ||
-                 busy_ + static_cast<int64_t>(waiting_.size()) < block_capacity_;
-        };
-        if (!room()) {
-          ++blocked_;
-          // A BlockingRegion (through the clock): a caller on a TbbExecutor thread gets a thread
-          // added meanwhile.
-          Clock::Real().AwaitWithDeadline(&mu_, absl::Condition(&room), absl::InfiniteFuture());
-          --blocked_;
-        }
+      internal::SpinLockHolder lock(&mu_);
+      if (stopping_.load(std::memory_order_acquire)) {
+        stop_waiting();
+        return false;
       }
-      if (stopping_.load(std::memory_order_acquire)) return false;
-      if (!idle_.empty()) {
+      if (block_lock.has_value() &&
+          busy_ + static_cast<int64_t>(waiting_.size()) >= block_capacity_) {
+        wait = true;
+      } else if (!idle_.empty()) {
         index = idle_.back();
         worker = slots_[index].owner;
         SetStateLocked(index, SlotState::kBusy);
@@ -402,8 +410,20 @@ bool PoolCore::PostShared(CallNode* node, bool may_block) {
         no_worker = true;
       } else {
         waiting_.push_back(node);
+        stop_waiting();
         return true;
       }
+    }
+    if (!wait) stop_waiting();
+    if (wait) {
+      const uint64_t epoch = room_epoch_;
+      auto changed = [this, epoch]()
+                         ABSL_EXCLUSIVE_LOCKS_REQUIRED(block_mu_) { return room_epoch_ != epoch; };
+      // A BlockingRegion (through the clock): a caller on a TbbExecutor thread gets a thread
+      // added meanwhile.
+      Clock::Real().AwaitWithDeadline(&block_mu_, absl::Condition(&changed),
+                                      absl::InfiniteFuture());
+      continue;
     }
     if (no_worker) {
       node->Fail(NoLiveWorkerError());
@@ -416,8 +436,13 @@ bool PoolCore::PostShared(CallNode* node, bool may_block) {
     }
     if (Hand(index, worker.get(), node, /*may_block=*/false)) return true;
     // That idle worker stopped just now (its WorkerStopped frees the slot): route again.
-    may_block = false;
   }
+}
+
+void PoolCore::WakeBlocked() {
+  if (blocked_.load(std::memory_order_seq_cst) == 0) return;
+  absl::MutexLock lock(&block_mu_);
+  ++room_epoch_;
 }
 
 void PoolCore::SetStateLocked(int index, SlotState state) {
@@ -486,7 +511,7 @@ CallNode* PoolCore::NextForLocked(int index, bool* retire) {
 
 CallNode* PoolCore::CallFinished(int index, ActorCore* worker) noexcept {
   Slot& slot = slots_[index];
-  slot.active.fetch_sub(1, std::memory_order_relaxed);
+  slot.finished.fetch_add(1, std::memory_order_relaxed);
   if (!shared_) {
     RecordComplete(index);
     return nullptr;
@@ -494,20 +519,20 @@ CallNode* PoolCore::CallFinished(int index, ActorCore* worker) noexcept {
   CallNode* next = nullptr;
   bool retire = false;
   {
-    absl::MutexLock lock(&mu_);
+    internal::SpinLockHolder lock(&mu_);
     if (stopping_.load(std::memory_order_acquire) || slot.owner.get() != worker ||
         worker->stop_requested() || slot.state != SlotState::kBusy) {
       return nullptr;
     }
     next = NextForLocked(index, &retire);
     if (next != nullptr) {
-      slot.active.fetch_add(1, std::memory_order_relaxed);
-      slot.total.fetch_add(1, std::memory_order_relaxed);
+      slot.started.fetch_add(1, std::memory_order_relaxed);
       dispatched_.fetch_add(1, std::memory_order_relaxed);
       MarkRouted(next);
       next->SetProducer(worker);
     }
   }
+  WakeBlocked();  // A waiting call left the queue, or the worker is free.
   if (retire) {
     try {
       worker->Stop(absl::ZeroDuration());  // In its own context: does not wait.
@@ -520,8 +545,7 @@ CallNode* PoolCore::CallFinished(int index, ActorCore* worker) noexcept {
 
 void PoolCore::Reroute(int index, CallNode* node) noexcept {
   Slot& slot = slots_[index];
-  slot.active.fetch_sub(1, std::memory_order_relaxed);
-  slot.total.fetch_sub(1, std::memory_order_relaxed);
+  slot.started.fetch_sub(1, std::memory_order_relaxed);
   dispatched_.fetch_sub(1, std::memory_order_relaxed);
   MarkRouted(node, false);
   node->SetProducer(this);
@@ -554,7 +578,7 @@ void PoolCore::RecordComplete(int index) noexcept {
 void PoolCore::Expire(int index, uint64_t epoch) {
   std::shared_ptr<ActorCore> actor;
   {
-    absl::MutexLock lock(&mu_);
+    internal::SpinLockHolder lock(&mu_);
     Slot& slot = slots_[index];
     if (stopping_.load(std::memory_order_acquire) || slot.state != SlotState::kIdle ||
         slot.idle_epoch != epoch) {
@@ -571,7 +595,7 @@ void PoolCore::WorkerStopped(int index, const ActorCore* actor) {
   std::shared_ptr<ActorCore> old;  // Released outside the lock.
   bool replace = false;
   {
-    absl::MutexLock lock(&mu_);
+    internal::SpinLockHolder lock(&mu_);
     --live_;
     Slot& slot = slots_[index];
     if (slot.owner.get() == actor) {
@@ -604,12 +628,13 @@ void PoolCore::WorkerStopped(int index, const ActorCore* actor) {
   }
   LaunchForWaiting();
   FailWaitingIfNoWorker();
+  WakeBlocked();
   MaybeFinishStop();
 }
 
 void PoolCore::MaybeFinishStop() {
   {
-    absl::MutexLock lock(&mu_);
+    internal::SpinLockHolder lock(&mu_);
     if (!stopping_.load(std::memory_order_acquire) || live_ > 0 || stop_done_) return;
     stop_done_ = true;
   }
@@ -633,7 +658,7 @@ bool PoolCore::Stop(absl::Duration timeout) {
     std::vector<std::shared_ptr<ActorCore>> workers;
     std::unique_ptr<Timer> timer;
     {
-      absl::MutexLock lock(&mu_);
+      internal::SpinLockHolder lock(&mu_);
       waiting.swap(waiting_);
       for (int i = 0; i < size_; ++i) {
         if (slots_[i].owner != nullptr) workers.push_back(slots_[i].owner);
@@ -642,6 +667,7 @@ bool PoolCore::Stop(absl::Duration timeout) {
       timer = std::move(timer_);
     }
     timer.reset();  // No keepalive expiry from here on.
+    WakeBlocked();  // Blocked callers see the stop.
     for (CallNode* node : waiting) {
       node->Cancel();
       delete node;
@@ -666,12 +692,12 @@ WorkerStats PoolCore::Stats() {
   std::vector<std::shared_ptr<ActorCore>> workers;
   WorkerStats total;
   {
-    absl::MutexLock lock(&mu_);
+    internal::SpinLockHolder lock(&mu_);
     for (int i = 0; i < size_; ++i) {
       if (slots_[i].owner != nullptr) workers.push_back(slots_[i].owner);
     }
     total.deferred = static_cast<int64_t>(waiting_.size());
-    total.blocked_callers = blocked_;
+    total.blocked_callers = blocked_.load(std::memory_order_relaxed);
   }
   for (const std::shared_ptr<ActorCore>& worker : workers) {
     const WorkerStats one = worker->Stats();
@@ -701,15 +727,15 @@ PoolStats PoolCore::GetPoolStats() {
   const bool fill_total = lb.total_calls.empty();
   for (int i = 0; i < size_; ++i) {
     if (fill_active) {
-      lb.active_calls.push_back(slots_[i].active.load(std::memory_order_relaxed));
+      lb.active_calls.push_back(slots_[i].Active());
       lb.total_active += lb.active_calls.back();
     }
     if (fill_total) {
-      lb.total_calls.push_back(slots_[i].total.load(std::memory_order_relaxed));
+      lb.total_calls.push_back(slots_[i].started.load(std::memory_order_relaxed));
       lb.sum_total_calls += lb.total_calls.back();
     }
   }
-  absl::MutexLock lock(&mu_);
+  internal::SpinLockHolder lock(&mu_);
   for (int i = 0; i < size_; ++i) {
     if (slots_[i].owner != nullptr && !slots_[i].owner->stop_requested()) ++stats.total_workers;
   }
@@ -728,11 +754,11 @@ PoolWorkerStats PoolCore::GetWorkerStats(int index) {
   PoolWorkerStats stats;
   stats.index = index;
   Slot& slot = slots_[index];
-  stats.active_calls = slot.active.load(std::memory_order_relaxed);
-  stats.total_calls = slot.total.load(std::memory_order_relaxed);
+  stats.active_calls = slot.Active();
+  stats.total_calls = slot.started.load(std::memory_order_relaxed);
   std::shared_ptr<ActorCore> worker;
   {
-    absl::MutexLock lock(&mu_);
+    internal::SpinLockHolder lock(&mu_);
     worker = slot.owner;
     stats.restarts = slot.restarts;
     stats.error = slot.error;
@@ -747,7 +773,7 @@ PoolWorkerStats PoolCore::GetWorkerStats(int index) {
 std::exception_ptr PoolCore::NoLiveWorkerError() {
   std::string errors;
   {
-    absl::MutexLock lock(&mu_);
+    internal::SpinLockHolder lock(&mu_);
     for (int i = 0; i < size_; ++i) {
       if (!slots_[i].error.empty()) {
         absl::StrAppend(&errors, errors.empty() ? "" : "; ", "worker ", i, ": ", slots_[i].error);

@@ -35,6 +35,7 @@
 #ifndef CONCURRY_POOLS_INTERNAL_POOL_CORE_H_
 #define CONCURRY_POOLS_INTERNAL_POOL_CORE_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -48,6 +49,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "futures/future.h"
+#include "futures/internal/spin_lock.h"
 #include "futures/timer.h"
 #include "pools/load_balancer.h"
 #include "pools/pool_stats.h"
@@ -114,8 +116,15 @@ class PoolCore final : public ActorCore, public PoolHook {
     // pool never frees a worker it published here before the pool itself goes (retired_), so a
     // caller that read it may still post to it (and be refused once it stopped).
     std::atomic<ActorCore*> actor{nullptr};
-    std::atomic<int64_t> active{0};
-    std::atomic<int64_t> total{0};
+    // Calls given to the slot, and those finished: written by the callers and by the worker, so
+    // each on a cache line of its own (one shared counter would bounce between them every call).
+    alignas(64) std::atomic<int64_t> started{0};
+    alignas(64) std::atomic<int64_t> finished{0};
+    // Calls in flight (read `finished` first, so that a snapshot never goes below zero).
+    int64_t Active() const {
+      const int64_t done = finished.load(std::memory_order_acquire);
+      return std::max<int64_t>(0, started.load(std::memory_order_acquire) - done);
+    }
     // Owns `actor`. Under mu_ from here on.
     std::shared_ptr<ActorCore> owner;
     Future<void> constructed;
@@ -141,6 +150,9 @@ class PoolCore final : public ActorCore, public PoolHook {
   // On demand: starts workers for waiting calls while slots are free (after a worker stopped or a
   // launch failed). One at a time, so that repeated failures never recurse.
   void LaunchForWaiting() ABSL_LOCKS_EXCLUDED(mu_);
+  // Wakes the kBlock callers after room was made (a call finished or left the queue, a worker
+  // stopped, the pool stopped). Call without holding mu_.
+  void WakeBlocked() ABSL_LOCKS_EXCLUDED(mu_, block_mu_);
   // A fixed pool with no worker left fails the calls waiting for one.
   void FailWaitingIfNoWorker() ABSL_LOCKS_EXCLUDED(mu_);
   // Shared queue: a new worker's constructor finished.
@@ -182,12 +194,20 @@ class PoolCore final : public ActorCore, public PoolHook {
   // line of its own: written on every call.
   alignas(64) std::atomic<int64_t> dispatched_{0};
 
-  absl::Mutex mu_;
+  // The shared queue and the slots' states. A spin lock: every call of a shared-queue pool takes
+  // it twice (submission, completion) for a few pointer moves, where an absl::Mutex (with the
+  // deadlock detection of Debian's Abseil) cost half the pool's throughput. Never held while
+  // calling user code or waiting.
+  internal::SpinLock mu_;
   std::deque<CallNode*> waiting_ ABSL_GUARDED_BY(mu_);
   std::vector<int> idle_ ABSL_GUARDED_BY(mu_);  // A stack: the most recently idle on top.
   int live_ ABSL_GUARDED_BY(mu_) = 0;           // Workers made and not yet stopped.
   int busy_ ABSL_GUARDED_BY(mu_) = 0;           // Slots in kBusy (shared queue).
-  int64_t blocked_ ABSL_GUARDED_BY(mu_) = 0;    // Callers waiting for room (kBlock).
+  // kBlock on a shared queue: callers waiting for room, and the count of releases they wait for
+  // (WakeBlocked). Lock order: block_mu_, then mu_.
+  std::atomic<int64_t> blocked_{0};
+  absl::Mutex block_mu_;
+  uint64_t room_epoch_ ABSL_GUARDED_BY(block_mu_) = 0;
   // Balanced pools: dead workers a caller may still be posting to (see Slot::actor).
   std::vector<std::shared_ptr<ActorCore>> retired_ ABSL_GUARDED_BY(mu_);
   int64_t replaced_ ABSL_GUARDED_BY(mu_) = 0;

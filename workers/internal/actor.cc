@@ -1,6 +1,7 @@
 #include "workers/internal/actor.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -30,6 +31,12 @@ thread_local bool* current_redrain = nullptr;
 // The actor whose Stop is cancelling calls on this thread, if any: a Stop nested in one of those
 // cancellation callbacks must not wait for the pass it is part of.
 thread_local const ActorCore* stopping_actor = nullptr;
+
+int64_t NowNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // A node is preceded by a header holding the allocator it came from, so that installing an
 // allocator while nodes are alive is safe. 16 bytes keep the node max_align_t-aligned.
@@ -162,7 +169,7 @@ WorkerStats ActorCore::Stats() {
   WorkerStats stats;
   {
     internal::SpinLockHolder hold(&lock_);
-    stats.queued = queued_;
+    stats.queued = queued_.load(std::memory_order_relaxed);
   }
   if (gate_ != nullptr) {
     const SubmissionGate::Counts counts = gate_->GetCounts();
@@ -175,6 +182,9 @@ WorkerStats ActorCore::Stats() {
 ActorCore::ActorCore(const ResolvedWorkerOptions& options, const WorkerBackend& backend)
     : options_(options),
       encodes_calls_(backend.encodes_calls()),
+      // An inline drain runs in the caller's thread: waiting there would only delay the caller.
+      linger_nanos_(backend.runs_calls_inline() ? 0
+                                                : absl::ToInt64Nanoseconds(backend.drain_linger())),
       stop_node_(new StopNode(this)),
       // A sync worker's calls finish before Call returns: nothing to bound.
       gate_(options.max_queued_tasks == kUnbounded || backend.runs_calls_inline()
@@ -211,7 +221,7 @@ bool ActorCore::InActorContext() const { return CurrentActor() == this; }
 CallNode* ActorCore::TakeAllLocked() {
   CallNode* chain = first_;
   first_ = last_ = nullptr;
-  queued_ = 0;
+  queued_.store(0, std::memory_order_relaxed);
   return chain;
 }
 
@@ -227,9 +237,14 @@ bool ActorCore::Push(CallNode* node) {
       last_->next_ = node;
     }
     last_ = node;
-    ++queued_;
+    queued_.store(queued_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     schedule = !scheduled_;
     scheduled_ = true;
+    if (schedule && linger_nanos_ > 0) {
+      // Woken again soon after its last drain went idle: calls arrive back to back, so the next
+      // drain waits a little for more before going idle (see Drain).
+      hot_ = idle_since_ != 0 && NowNanos() - idle_since_ < 2 * linger_nanos_;
+    }
   }
   if (schedule) Schedule();
   return true;
@@ -313,20 +328,41 @@ bool ActorCore::Drain(int64_t budget) {
   } restore{std::exchange(current_redrain, &redrain)};
   // Keeps the actor alive through the drain even if the last handle goes away meanwhile.
   const std::shared_ptr<ActorCore> self = shared_from_this();
+  int64_t linger_until = 0;  // While lingering: when to stop.
   for (int64_t ran = 0;; ++ran) {
     CallNode* node;
+    bool linger = false;
     {
       internal::SpinLockHolder hold(&lock_);
       node = first_;
       if (node == nullptr) {
-        scheduled_ = false;
-        return !mailbox_closed_;
-      }
-      if (ran < budget) {
+        // A hot actor (see Push) that ran calls waits up to linger_nanos_ for the next one
+        // instead of going idle at once, when its backend says rescheduling costs more than that
+        // (a oneTBB task and often a wake-up): a pool's workers, each getting every n-th call,
+        // would otherwise go idle and be scheduled again on every call.
+        const int64_t now = linger_nanos_ > 0 ? NowNanos() : 0;
+        if (hot_ && ran > 0 && !mailbox_closed_ && (linger_until == 0 || now < linger_until)) {
+          if (linger_until == 0) linger_until = now + linger_nanos_;
+          linger = true;
+        } else {
+          scheduled_ = false;
+          if (linger_nanos_ > 0) idle_since_ = now;
+          return !mailbox_closed_;
+        }
+      } else if (ran < budget) {
+        linger_until = 0;
         first_ = node->next_;
-        --queued_;
+        queued_.store(queued_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
         if (first_ == nullptr) last_ = nullptr;
       }
+    }
+    if (linger) {
+      // Watches the count without the lock, so that the callers' pushes do not contend with it.
+      for (int i = 0; i < 16 && queued_.load(std::memory_order_relaxed) == 0; ++i) {
+        internal::CpuRelax();
+      }
+      --ran;
+      continue;
     }
     if (ran >= budget) {
       Schedule();  // Let other actors run; scheduled_ stays true, so no push schedules.
@@ -444,7 +480,7 @@ bool ActorCore::Stop(absl::Duration timeout) {
         // Take the queued calls and leave only the StopNode, which runs after the running call.
         queued = TakeAllLocked();
         first_ = last_ = std::exchange(stop_node_, nullptr);
-        queued_ = 1;
+        queued_.store(1, std::memory_order_relaxed);
         schedule = !scheduled_;
         scheduled_ = true;
       }

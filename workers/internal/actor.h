@@ -258,6 +258,13 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
 
   const ResolvedWorkerOptions options_;
   const bool encodes_calls_;
+  // How long a hot actor's drain waits for the next call before going idle (the backend's
+  // drain_linger(); 0: never). See Drain.
+  const int64_t linger_nanos_;
+  // Steady-clock nanoseconds when the last drain went idle (0: never), and whether the actor was
+  // scheduled again within a few microseconds of that: calls arrive back to back.
+  int64_t idle_since_ ABSL_GUARDED_BY(lock_) = 0;
+  bool hot_ ABSL_GUARDED_BY(lock_) = false;
   // Set once by JoinPool, before Start.
   PoolHook* pool_ = nullptr;
   int pool_index_ = 0;
@@ -268,7 +275,9 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   CallNode* first_ ABSL_GUARDED_BY(lock_) = nullptr;
   CallNode* last_ ABSL_GUARDED_BY(lock_) = nullptr;
   bool scheduled_ ABSL_GUARDED_BY(lock_) = false;
-  int64_t queued_ ABSL_GUARDED_BY(lock_) = 0;  // Nodes in the mailbox.
+  // Nodes in the mailbox. Written under lock_; atomic so that a lingering drain can watch it
+  // without taking the lock.
+  std::atomic<int64_t> queued_{0};
   bool mailbox_closed_ ABSL_GUARDED_BY(lock_) = false;
   // Set by Stop: drains cancel what they pop instead of running it.
   std::atomic<bool> stop_requested_{false};
