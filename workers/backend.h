@@ -70,8 +70,11 @@ class WorkerBackend {
   // How long a drain that found the mailbox empty keeps watching it before the actor goes idle,
   // for actors whose calls arrive back to back (a pool's workers, a pipelining caller). Worth it
   // when scheduling a drain costs more than that (a oneTBB task plus a wake-up); 0 (the default)
-  // goes idle at once. The time is spent spinning on the drain's thread.
-  virtual absl::Duration drain_linger() const { return absl::ZeroDuration(); }
+  // goes idle at once. The time is spent spinning on the drain's thread. A drain nested in
+  // another actor's call never lingers.
+  virtual absl::Duration drain_linger(const ResolvedWorkerOptions& /*options*/) const {
+    return absl::ZeroDuration();
+  }
 
   // Checks what only this backend knows about `options`; throws InvalidOptionError. The core has
   // already validated the options themselves.

@@ -38,17 +38,6 @@ ResolvedWorkerOptions WorkerOptionsFor(const ResolvedWorkerOptions& pool, int in
   return options;
 }
 
-std::string Describe(const std::exception_ptr& error) {
-  if (error == nullptr) return "";
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "an exception not derived from std::exception";
-  }
-}
-
 int64_t BlockCapacity(const ResolvedWorkerOptions& options) {
   if (options.queue_full != QueueFullPolicy::kBlock || options.max_queued_tasks == kUnbounded) {
     return kUnbounded;
@@ -100,17 +89,20 @@ PoolCore::PoolCore(const ResolvedWorkerOptions& options, const WorkerBackend& ba
       block_capacity_(BlockCapacity(options)),
       balancer_(shared_ ? nullptr : MakeBalancer(options)),
       slots_(new Slot[static_cast<size_t>(size_)]),
+      timer_(
+          on_demand_ && keepalive_ > absl::ZeroDuration() && keepalive_ != absl::InfiniteDuration()
+              ? std::make_unique<Timer>(options.clock != nullptr ? *options.clock : Clock::Real())
+              : nullptr),
       done_future_(done_.GetFuture()) {}
 
 PoolCore::~PoolCore() {
-  std::unique_ptr<Timer> timer;
+  // First: waits for a running expiry, which uses the members destroyed before the timer.
+  if (timer_ != nullptr) timer_->Shutdown();
   std::deque<CallNode*> waiting;
   {
     internal::SpinLockHolder lock(&mu_);
-    timer = std::move(timer_);
     waiting.swap(waiting_);
   }
-  timer.reset();  // Waits for a running expiry, which only touches live members.
   for (CallNode* node : waiting) {
     node->Cancel();
     delete node;
@@ -134,6 +126,8 @@ namespace {
 // The pool whose Stop is cancelling calls and stopping workers on this thread: a Stop nested in
 // one of those callbacks must not wait for the stop it is part of.
 thread_local const PoolCore* stopping_pool = nullptr;
+// The pool whose LaunchForWaiting loop runs on this thread.
+thread_local const PoolCore* launching_for_waiting = nullptr;
 
 std::exception_ptr StoppedPoolError() {
   return std::make_exception_ptr(StoppedError("worker pool: the pool is stopped"));
@@ -191,12 +185,12 @@ bool PoolCore::Launch(int index, CallNode* first, std::exception_ptr* error) {
     worker = factory_(index, WorkerOptionsFor(options(), index, shared_), this);
   } catch (...) {
     *error = std::current_exception();
+    std::string message = on_demand_ ? "" : ExceptionMessage(*error);  // Not under the spin lock.
     {
       internal::SpinLockHolder lock(&mu_);
       --live_;
-      Slot& slot = slots_[index];
       SetStateLocked(index, on_demand_ ? SlotState::kEmpty : SlotState::kDead);
-      if (!on_demand_) slot.error = Describe(*error);
+      slots_[index].error = std::move(message);
     }
     FailWaitingIfNoWorker();
     WakeBlocked();
@@ -255,6 +249,13 @@ void PoolCore::LaunchFor(int index, CallNode* first) {
 }
 
 void PoolCore::LaunchForWaiting() {
+  // A launch whose worker stops at once (its constructor threw, run inline) reports the stop on
+  // this thread, which calls this again: the outer loop carries on instead of recursing.
+  if (launching_for_waiting == this) return;
+  struct Scope {
+    const PoolCore* outer;
+    ~Scope() { launching_for_waiting = outer; }
+  } scope{std::exchange(launching_for_waiting, this)};
   while (true) {
     int index;
     CallNode* first;
@@ -295,6 +296,7 @@ void PoolCore::Started(int index, ActorCore* worker, const Future<void>& constru
   if (constructed.Error() != nullptr) return;  // Its stop follows: WorkerStopped takes over.
   CallNode* next = nullptr;
   bool retire = false;
+  uint64_t keepalive_epoch = 0;
   std::shared_ptr<ActorCore> owner;
   {
     internal::SpinLockHolder lock(&mu_);
@@ -304,8 +306,9 @@ void PoolCore::Started(int index, ActorCore* worker, const Future<void>& constru
       return;
     }
     owner = slot.owner;
-    next = NextForLocked(index, &retire);
+    next = NextForLocked(index, &retire, &keepalive_epoch);
   }
+  if (keepalive_epoch != 0) ScheduleKeepalive(index, keepalive_epoch);
   if (retire) owner->Stop(absl::ZeroDuration());
   if (next != nullptr && !Hand(index, owner.get(), next, /*may_block=*/false)) {
     // It stopped meanwhile: another worker takes the call.
@@ -368,37 +371,21 @@ bool PoolCore::PostBalanced(CallNode* node, bool may_block) {
 }
 
 bool PoolCore::PostShared(CallNode* node, bool may_block) {
-  // Under kBlock, a caller that may block waits for room (the pool holds block_capacity_ calls),
-  // registered in blocked_ and holding block_mu_ across its last check, so that a release
-  // (WakeBlocked) between the check and the wait cannot be missed.
+  // Under kBlock, a caller that may block and finds the pool full (it holds block_capacity_
+  // calls) waits for room: registered in blocked_ and holding block_mu_ across its last check,
+  // so that a release (WakeBlocked) between that check and the wait cannot be missed.
   const bool bounded = block_capacity_ != kUnbounded && may_block && !InAnyActorContext() &&
                        !NonBlockingScope::Active();
-  std::optional<absl::MutexLock> block_lock;
-  if (bounded) {
-    block_lock.emplace(&block_mu_);
-    blocked_.fetch_add(1, std::memory_order_seq_cst);
-  }
-  // Done waiting: the rest (posting, which may run calls inline) happens without block_mu_.
-  const auto stop_waiting = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    if (!block_lock.has_value()) return;
-    blocked_.fetch_sub(1, std::memory_order_seq_cst);
-    block_lock.reset();
-  };
   while (true) {
     int index = -1;
     std::shared_ptr<ActorCore> worker;
     bool launch = false;
     bool no_worker = false;
-    bool wait = false;
     {
       internal::SpinLockHolder lock(&mu_);
-      if (stopping_.load(std::memory_order_acquire)) {
-        stop_waiting();
-        return false;
-      }
-      if (block_lock.has_value() &&
-          busy_ + static_cast<int64_t>(waiting_.size()) >= block_capacity_) {
-        wait = true;
+      if (stopping_.load(std::memory_order_acquire)) return false;
+      if (bounded && !HasRoomLocked()) {
+        // Full: wait below, then decide again.
       } else if (!idle_.empty()) {
         index = idle_.back();
         worker = slots_[index].owner;
@@ -410,20 +397,8 @@ bool PoolCore::PostShared(CallNode* node, bool may_block) {
         no_worker = true;
       } else {
         waiting_.push_back(node);
-        stop_waiting();
         return true;
       }
-    }
-    if (!wait) stop_waiting();
-    if (wait) {
-      const uint64_t epoch = room_epoch_;
-      auto changed = [this, epoch]()
-                         ABSL_EXCLUSIVE_LOCKS_REQUIRED(block_mu_) { return room_epoch_ != epoch; };
-      // A BlockingRegion (through the clock): a caller on a TbbExecutor thread gets a thread
-      // added meanwhile.
-      Clock::Real().AwaitWithDeadline(&block_mu_, absl::Condition(&changed),
-                                      absl::InfiniteFuture());
-      continue;
     }
     if (no_worker) {
       node->Fail(NoLiveWorkerError());
@@ -434,8 +409,38 @@ bool PoolCore::PostShared(CallNode* node, bool may_block) {
       LaunchFor(index, node);
       return true;
     }
+    if (index < 0) {
+      WaitForRoom();
+      continue;
+    }
     if (Hand(index, worker.get(), node, /*may_block=*/false)) return true;
     // That idle worker stopped just now (its WorkerStopped frees the slot): route again.
+  }
+}
+
+bool PoolCore::HasRoomLocked() const {
+  return stopping_.load(std::memory_order_acquire) ||
+         busy_ + static_cast<int64_t>(waiting_.size()) < block_capacity_;
+}
+
+void PoolCore::WaitForRoom() {
+  absl::MutexLock block_lock(&block_mu_);
+  blocked_.fetch_add(1, std::memory_order_seq_cst);
+  struct Unregister {
+    std::atomic<int64_t>* blocked;
+    ~Unregister() { blocked->fetch_sub(1, std::memory_order_seq_cst); }
+  } unregister{&blocked_};
+  while (true) {
+    {
+      internal::SpinLockHolder lock(&mu_);
+      if (HasRoomLocked()) return;
+    }
+    const uint64_t epoch = room_epoch_;
+    auto changed = [this, epoch]()
+                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(block_mu_) { return room_epoch_ != epoch; };
+    // A BlockingRegion (through the clock): a caller on a TbbExecutor thread gets a thread added
+    // meanwhile.
+    Clock::Real().AwaitWithDeadline(&block_mu_, absl::Condition(&changed), absl::InfiniteFuture());
   }
 }
 
@@ -451,7 +456,7 @@ void PoolCore::SetStateLocked(int index, SlotState state) {
   if (slot.state == SlotState::kIdle) {
     RemoveIdleLocked(index);
     if (slot.keepalive.sequence != 0) {
-      if (timer_ != nullptr) timer_->Cancel(slot.keepalive);
+      timer_->Cancel(slot.keepalive);  // Short; destroys the callback outside its own lock.
       slot.keepalive = {};
     }
   }
@@ -478,7 +483,7 @@ int PoolCore::ReserveEmptyLocked() {
   return -1;  // Unreachable while live_ < size_: every live worker holds a slot.
 }
 
-CallNode* PoolCore::NextForLocked(int index, bool* retire) {
+CallNode* PoolCore::NextForLocked(int index, bool* retire, uint64_t* keepalive_epoch) {
   if (!waiting_.empty()) {
     CallNode* node = waiting_.front();
     waiting_.pop_front();
@@ -491,22 +496,33 @@ CallNode* PoolCore::NextForLocked(int index, bool* retire) {
     return nullptr;
   }
   SetStateLocked(index, SlotState::kIdle);
-  if (on_demand_ && keepalive_ != absl::InfiniteDuration()) {
+  if (timer_ != nullptr) *keepalive_epoch = ++slots_[index].idle_epoch;
+  return nullptr;
+}
+
+void PoolCore::ScheduleKeepalive(int index, uint64_t epoch) {
+  // Outside mu_: the first Schedule starts the timer's thread, and the clock is the user's.
+  Timer::Id id;
+  bool scheduled = false;
+  try {
+    id = timer_->Schedule(timer_->clock().Now() + keepalive_,
+                          [this, index, epoch] { Expire(index, epoch); });
+    scheduled = true;
+  } catch (...) {
+    // No timer (stopped, or out of threads): the worker is retired now instead.
+  }
+  bool keep = false;
+  {
+    internal::SpinLockHolder lock(&mu_);
     Slot& slot = slots_[index];
-    const uint64_t epoch = ++slot.idle_epoch;
-    Clock& clock = options().clock != nullptr ? *options().clock : Clock::Real();
-    try {
-      if (timer_ == nullptr) timer_ = std::make_unique<Timer>(clock);
-      // The timer lives in this pool and is shut down before the pool's members go.
-      slot.keepalive = timer_->Schedule(clock.Now() + keepalive_,
-                                        [this, index, epoch] { Expire(index, epoch); });
-    } catch (...) {
-      // No timer (out of threads or memory): retire it now rather than keep it for ever.
-      SetStateLocked(index, SlotState::kRetiring);
-      *retire = true;
+    if (scheduled && slot.state == SlotState::kIdle && slot.idle_epoch == epoch) {
+      slot.keepalive = id;
+      keep = true;
     }
   }
-  return nullptr;
+  if (keep) return;
+  if (scheduled) timer_->Cancel(id);  // Used again meanwhile: that expiry is moot.
+  if (!scheduled) Expire(index, epoch);
 }
 
 CallNode* PoolCore::CallFinished(int index, ActorCore* worker) noexcept {
@@ -518,13 +534,14 @@ CallNode* PoolCore::CallFinished(int index, ActorCore* worker) noexcept {
   }
   CallNode* next = nullptr;
   bool retire = false;
+  uint64_t keepalive_epoch = 0;
   {
     internal::SpinLockHolder lock(&mu_);
     if (stopping_.load(std::memory_order_acquire) || slot.owner.get() != worker ||
         worker->stop_requested() || slot.state != SlotState::kBusy) {
       return nullptr;
     }
-    next = NextForLocked(index, &retire);
+    next = NextForLocked(index, &retire, &keepalive_epoch);
     if (next != nullptr) {
       slot.started.fetch_add(1, std::memory_order_relaxed);
       dispatched_.fetch_add(1, std::memory_order_relaxed);
@@ -533,6 +550,7 @@ CallNode* PoolCore::CallFinished(int index, ActorCore* worker) noexcept {
     }
   }
   WakeBlocked();  // A waiting call left the queue, or the worker is free.
+  if (keepalive_epoch != 0) ScheduleKeepalive(index, keepalive_epoch);
   if (retire) {
     try {
       worker->Stop(absl::ZeroDuration());  // In its own context: does not wait.
@@ -593,6 +611,7 @@ void PoolCore::Expire(int index, uint64_t epoch) {
 
 void PoolCore::WorkerStopped(int index, const ActorCore* actor) {
   std::shared_ptr<ActorCore> old;  // Released outside the lock.
+  Future<void> failed_construction;
   bool replace = false;
   {
     internal::SpinLockHolder lock(&mu_);
@@ -601,9 +620,6 @@ void PoolCore::WorkerStopped(int index, const ActorCore* actor) {
     if (slot.owner.get() == actor) {
       const bool constructed = slot.constructed.valid() && slot.constructed.Done() &&
                                slot.constructed.Error() == nullptr;
-      const std::string error =
-          constructed ? ""
-                      : Describe(slot.constructed.valid() ? slot.constructed.Error() : nullptr);
       old = std::move(slot.owner);
       slot.actor.store(nullptr, std::memory_order_release);
       if (!shared_) retired_.push_back(old);  // A caller may still post to it (Slot::actor).
@@ -612,7 +628,7 @@ void PoolCore::WorkerStopped(int index, const ActorCore* actor) {
         // Nothing to replace: the pool stops, or an on-demand slot is free for the next call.
       } else if (!constructed) {
         slot.state = SlotState::kDead;
-        slot.error = error;
+        failed_construction = slot.constructed;
       } else {
         // Died while the pool serves: a new worker takes the slot.
         ++replaced_;
@@ -622,13 +638,19 @@ void PoolCore::WorkerStopped(int index, const ActorCore* actor) {
       }
     }
   }
+  WakeBlocked();  // Its slot no longer counts as busy.
+  if (failed_construction.valid()) {
+    // Described outside the spin lock (rethrows the error, runs its what()).
+    std::string message = ExceptionMessage(failed_construction.Error());
+    internal::SpinLockHolder lock(&mu_);
+    slots_[index].error = std::move(message);
+  }
   if (replace) {
     std::exception_ptr error;
     Launch(index, nullptr, &error);  // A failure leaves the slot dead (Launch says so).
   }
   LaunchForWaiting();
   FailWaitingIfNoWorker();
-  WakeBlocked();
   MaybeFinishStop();
 }
 
@@ -656,7 +678,6 @@ bool PoolCore::Stop(absl::Duration timeout) {
     ActorCore::Stop(absl::ZeroDuration());
     std::deque<CallNode*> waiting;
     std::vector<std::shared_ptr<ActorCore>> workers;
-    std::unique_ptr<Timer> timer;
     {
       internal::SpinLockHolder lock(&mu_);
       waiting.swap(waiting_);
@@ -664,9 +685,9 @@ bool PoolCore::Stop(absl::Duration timeout) {
         if (slots_[i].owner != nullptr) workers.push_back(slots_[i].owner);
         slots_[i].keepalive = {};
       }
-      timer = std::move(timer_);
     }
-    timer.reset();  // No keepalive expiry from here on.
+    // No keepalive expiry from here on (an expiry running now finds the pool stopping).
+    if (timer_ != nullptr) timer_->Shutdown();
     WakeBlocked();  // Blocked callers see the stop.
     for (CallNode* node : waiting) {
       node->Cancel();

@@ -150,6 +150,10 @@ class PoolCore final : public ActorCore, public PoolHook {
   // On demand: starts workers for waiting calls while slots are free (after a worker stopped or a
   // launch failed). One at a time, so that repeated failures never recurse.
   void LaunchForWaiting() ABSL_LOCKS_EXCLUDED(mu_);
+  // kBlock: whether the pool holds fewer than block_capacity_ calls (or is stopping).
+  bool HasRoomLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // kBlock: waits until HasRoomLocked() may have changed to true.
+  void WaitForRoom() ABSL_LOCKS_EXCLUDED(mu_, block_mu_);
   // Wakes the kBlock callers after room was made (a call finished or left the queue, a worker
   // stopped, the pool stopped). Call without holding mu_.
   void WakeBlocked() ABSL_LOCKS_EXCLUDED(mu_, block_mu_);
@@ -162,7 +166,12 @@ class PoolCore final : public ActorCore, public PoolHook {
   void WorkerStopped(int index, const ActorCore* actor) ABSL_LOCKS_EXCLUDED(mu_);
   // Shared queue: slot `index` has no call; gives it the oldest waiting one (returned, not yet
   // counted) or marks it idle / retiring. Sets `*retire` when the caller must stop the worker.
-  CallNode* NextForLocked(int index, bool* retire) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets `*keepalive_epoch` when the caller must start the slot's keepalive (ScheduleKeepalive,
+  // after unlocking).
+  CallNode* NextForLocked(int index, bool* retire, uint64_t* keepalive_epoch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts the keepalive of idle slot `index`, made idle at `epoch`. Without mu_.
+  void ScheduleKeepalive(int index, uint64_t epoch) ABSL_LOCKS_EXCLUDED(mu_);
   // Moves slot `index` to `state`, keeping busy_, idle_ and the keepalive timer in step.
   void SetStateLocked(int index, SlotState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveIdleLocked(int index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -189,6 +198,9 @@ class PoolCore final : public ActorCore, public PoolHook {
   const int64_t block_capacity_;
   const std::unique_ptr<LoadBalancer> balancer_;  // Balanced routing only.
   const std::unique_ptr<Slot[]> slots_;
+  // On-demand pools with a finite keepalive: the expiries. Shut down by Stop and, first thing,
+  // by the destructor (an expiry uses the other members).
+  const std::unique_ptr<Timer> timer_;
   std::atomic<bool> stopping_{false};
   // Shared queue: calls handed to workers (a balanced pool's balancer counts its own). On a cache
   // line of its own: written on every call.
@@ -212,7 +224,6 @@ class PoolCore final : public ActorCore, public PoolHook {
   std::vector<std::shared_ptr<ActorCore>> retired_ ABSL_GUARDED_BY(mu_);
   int64_t replaced_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_done_ ABSL_GUARDED_BY(mu_) = false;
-  std::unique_ptr<Timer> timer_ ABSL_GUARDED_BY(mu_);  // Keepalive expiries, made on first use.
 
   Promise<void> done_;
   Future<void> done_future_;

@@ -183,8 +183,9 @@ ActorCore::ActorCore(const ResolvedWorkerOptions& options, const WorkerBackend& 
     : options_(options),
       encodes_calls_(backend.encodes_calls()),
       // An inline drain runs in the caller's thread: waiting there would only delay the caller.
-      linger_nanos_(backend.runs_calls_inline() ? 0
-                                                : absl::ToInt64Nanoseconds(backend.drain_linger())),
+      linger_nanos_(backend.runs_calls_inline()
+                        ? 0
+                        : absl::ToInt64Nanoseconds(backend.drain_linger(options))),
       stop_node_(new StopNode(this)),
       // A sync worker's calls finish before Call returns: nothing to bound.
       gate_(options.max_queued_tasks == kUnbounded || backend.runs_calls_inline()
@@ -321,6 +322,8 @@ bool ActorCore::Drain(int64_t budget) {
     return true;
   }
   bool redrain = false;
+  // Nested in another actor's call (an executor ran this drain inline): never linger there.
+  const bool may_linger = linger_nanos_ > 0 && CurrentActor() == nullptr;
   const futures_internal::ScopedSerialContext context(this);
   struct Redrain {
     bool* outer;
@@ -341,7 +344,8 @@ bool ActorCore::Drain(int64_t budget) {
         // (a oneTBB task and often a wake-up): a pool's workers, each getting every n-th call,
         // would otherwise go idle and be scheduled again on every call.
         const int64_t now = linger_nanos_ > 0 ? NowNanos() : 0;
-        if (hot_ && ran > 0 && !mailbox_closed_ && (linger_until == 0 || now < linger_until)) {
+        if (may_linger && hot_ && ran > 0 && !mailbox_closed_ &&
+            (linger_until == 0 || now < linger_until)) {
           if (linger_until == 0) linger_until = now + linger_nanos_;
           linger = true;
         } else {

@@ -71,7 +71,11 @@ class TbbBackend final : public WorkerBackend {
   Mode mode() const override { return Mode::kTbb; }
   // Rescheduling is a oneTBB task and often a wake-up: a 2-worker tbb pool fed by one caller
   // makes 1.5x the calls per second with a 2 us linger (pools_benchmark).
-  absl::Duration drain_linger() const override { return absl::Microseconds(2); }
+  // Only on the shared arena: a drain on an executor of the user's (an inline or manual one)
+  // may run on the very thread that would push the next call.
+  absl::Duration drain_linger(const ResolvedWorkerOptions& options) const override {
+    return options.executor == nullptr ? absl::Microseconds(2) : absl::ZeroDuration();
+  }
   std::shared_ptr<ActorCore> MakeActor(const ResolvedWorkerOptions& options) const override {
     return std::make_shared<ExecutorActor>(options, *this);
   }
