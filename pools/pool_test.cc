@@ -605,6 +605,36 @@ TEST(PoolSubmissionTest, KBlockBoundsASharedQueuePool) {
   EXPECT_EQ(a.Result() + b.Result(), 2);
 }
 
+TEST(PoolSubmissionTest, ABalancedPoolBoundsEachWorkerAsOneWorkerWould) {
+  Watchdog watchdog(absl::Seconds(60), "bounded balanced pool");
+  auto pool = Worker<Counter>::Create({.mode = Mode::kThread,
+                                       .max_queued_tasks = 1,
+                                       .queue_full = QueueFullPolicy::kBlock,
+                                       .max_workers = 2});
+  absl::Notification started0, started1;
+  Promise<void> release;
+  Future<void> released = release.GetFuture();
+  // Round robin: one running call per worker fills both workers' single slot.
+  Future<int> a = pool.Call(&Counter::Slow, &started0, &released);
+  Future<int> b = pool.Call(&Counter::Slow, &started1, &released);
+  started0.WaitForNotification();
+  started1.WaitForNotification();
+  // The next call goes to worker 0, whose slot is taken: the caller blocks there.
+  std::atomic<bool> returned{false};
+  std::thread caller([&] {
+    Future<int> c = pool.Call(&Counter::Count);
+    returned = true;
+    EXPECT_EQ(c.Result(), 1);
+  });
+  ASSERT_TRUE(Eventually([&] { return pool.Stats().blocked_callers == 1; }));
+  EXPECT_EQ(pool.GetWorkerStats(0).queues.blocked_callers, 1);
+  EXPECT_FALSE(returned.load());
+  release.SetValue();
+  caller.join();
+  EXPECT_TRUE(returned.load());
+  EXPECT_EQ(a.Result() + b.Result(), -2);
+}
+
 TEST_P(PoolTest, StopCancelsQueuedCallsStopsWorkersAtOnceAndIsIdempotent) {
   Watchdog watchdog(absl::Seconds(60), "pool stop");
   auto pool = Worker<Counter>::Create({.mode = GetParam(), .max_workers = 4});
