@@ -129,6 +129,20 @@ thread_local const PoolCore* stopping_pool = nullptr;
 // The pool whose LaunchForWaiting loop runs on this thread.
 thread_local const PoolCore* launching_for_waiting = nullptr;
 
+// Sets one of those thread-locals for a scope and restores the outer value after it.
+class ScopedPool {
+ public:
+  ScopedPool(const PoolCore*& slot, const PoolCore* pool)
+      : slot_(slot), outer_(std::exchange(slot, pool)) {}
+  ~ScopedPool() { slot_ = outer_; }
+  ScopedPool(const ScopedPool&) = delete;
+  ScopedPool& operator=(const ScopedPool&) = delete;
+
+ private:
+  const PoolCore*& slot_;
+  const PoolCore* const outer_;
+};
+
 std::exception_ptr StoppedPoolError() {
   return std::make_exception_ptr(StoppedError("worker pool: the pool is stopped"));
 }
@@ -252,10 +266,7 @@ void PoolCore::LaunchForWaiting() {
   // A launch whose worker stops at once (its constructor threw, run inline) reports the stop on
   // this thread, which calls this again: the outer loop carries on instead of recursing.
   if (launching_for_waiting == this) return;
-  struct Scope {
-    const PoolCore* outer;
-    ~Scope() { launching_for_waiting = outer; }
-  } scope{std::exchange(launching_for_waiting, this)};
+  const ScopedPool scope(launching_for_waiting, this);
   while (true) {
     int index;
     CallNode* first;
@@ -322,12 +333,10 @@ void PoolCore::Started(int index, ActorCore* worker, const Future<void>& constru
 bool PoolCore::Hand(int index, ActorCore* worker, CallNode* node, bool may_block) {
   Slot& slot = slots_[index];
   slot.started.fetch_add(1, std::memory_order_relaxed);
-  if (shared_) dispatched_.fetch_add(1, std::memory_order_relaxed);
   node->SetProducer(worker);
   if (worker->PostRouted(node, may_block)) return true;
   node->SetProducer(this);
   slot.started.fetch_sub(1, std::memory_order_relaxed);
-  if (shared_) dispatched_.fetch_sub(1, std::memory_order_relaxed);
   return false;
 }
 
@@ -544,7 +553,6 @@ CallNode* PoolCore::CallFinished(int index, ActorCore* worker) noexcept {
     next = NextForLocked(index, &retire, &keepalive_epoch);
     if (next != nullptr) {
       slot.started.fetch_add(1, std::memory_order_relaxed);
-      dispatched_.fetch_add(1, std::memory_order_relaxed);
       MarkRouted(next);
       next->SetProducer(worker);
     }
@@ -564,7 +572,6 @@ CallNode* PoolCore::CallFinished(int index, ActorCore* worker) noexcept {
 void PoolCore::Reroute(int index, CallNode* node) noexcept {
   Slot& slot = slots_[index];
   slot.started.fetch_sub(1, std::memory_order_relaxed);
-  dispatched_.fetch_sub(1, std::memory_order_relaxed);
   MarkRouted(node, false);
   node->SetProducer(this);
   bool posted = false;
@@ -670,10 +677,7 @@ bool PoolCore::Stop(absl::Duration timeout) {
   // Keeps the pool alive through a cancellation callback that drops the last handle.
   const std::shared_ptr<ActorCore> self = shared_from_this();
   if (!stopping_.exchange(true, std::memory_order_acq_rel)) {
-    struct Scope {
-      const PoolCore* outer;
-      ~Scope() { stopping_pool = outer; }
-    } scope{std::exchange(stopping_pool, this)};
+    const ScopedPool scope(stopping_pool, this);
     // The pool's own stop: calls still waiting for their input futures are cancelled.
     ActorCore::Stop(absl::ZeroDuration());
     std::deque<CallNode*> waiting;
@@ -741,8 +745,7 @@ PoolStats PoolCore::GetPoolStats() {
   if (balancer_ != nullptr) {
     lb = balancer_->Stats();
   } else {
-    lb.algorithm = "SharedQueue";
-    lb.total_dispatched = dispatched_.load(std::memory_order_relaxed);
+    lb.algorithm = "SharedQueue";  // total_dispatched: the sum of the slots' calls, below.
   }
   const bool fill_active = lb.active_calls.empty();
   const bool fill_total = lb.total_calls.empty();
@@ -756,6 +759,7 @@ PoolStats PoolCore::GetPoolStats() {
       lb.sum_total_calls += lb.total_calls.back();
     }
   }
+  if (balancer_ == nullptr) lb.total_dispatched = lb.sum_total_calls;
   internal::SpinLockHolder lock(&mu_);
   for (int i = 0; i < size_; ++i) {
     if (slots_[i].owner != nullptr && !slots_[i].owner->stop_requested()) ++stats.total_workers;

@@ -202,9 +202,6 @@ class PoolCore final : public ActorCore, public PoolHook {
   // by the destructor (an expiry uses the other members).
   const std::unique_ptr<Timer> timer_;
   std::atomic<bool> stopping_{false};
-  // Shared queue: calls handed to workers (a balanced pool's balancer counts its own). On a cache
-  // line of its own: written on every call.
-  alignas(64) std::atomic<int64_t> dispatched_{0};
 
   // The shared queue and the slots' states. A spin lock: every call of a shared-queue pool takes
   // it twice (submission, completion) for a few pointer moves, where an absl::Mutex (with the

@@ -407,11 +407,14 @@ void ActorCore::FinishStopStep() noexcept {
   if (stop_steps_.fetch_sub(1, std::memory_order_acq_rel) == 1) stopped_.SetValue();
 }
 
+void ActorCore::SetAbortError(std::exception_ptr error) noexcept {
+  if (error == nullptr) return;
+  internal::SpinLockHolder hold(&lock_);
+  if (abort_error_ == nullptr) abort_error_ = std::move(error);  // The first error stays.
+}
+
 void ActorCore::Abandon(std::exception_ptr error) noexcept {
-  if (error != nullptr) {
-    internal::SpinLockHolder hold(&lock_);
-    if (abort_error_ == nullptr) abort_error_ = std::move(error);
-  }
+  SetAbortError(std::move(error));
   stop_requested_.store(true, std::memory_order_release);
   // Inside Stop (its Schedule failed), Stop finishes its own step of the stop latch.
   const bool own_step = !stop_posted_.exchange(true, std::memory_order_acq_rel);
@@ -459,10 +462,7 @@ void ActorCore::RemoveStopHook(uint64_t id) {
 }
 
 void ActorCore::StopWithError(std::exception_ptr error) {
-  {
-    internal::SpinLockHolder hold(&lock_);
-    if (abort_error_ == nullptr) abort_error_ = std::move(error);
-  }
+  SetAbortError(std::move(error));
   ActorCore::Stop(absl::ZeroDuration());
 }
 

@@ -242,6 +242,9 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   friend class StopNode;
 
   bool Push(CallNode* node) ABSL_LOCKS_EXCLUDED(lock_);
+  // Queued calls fail with `error` from now on instead of being cancelled (Abandon,
+  // StopWithError); null changes nothing.
+  void SetAbortError(std::exception_ptr error) noexcept ABSL_LOCKS_EXCLUDED(lock_);
   // Takes every queued node out of the mailbox (FIFO chain).
   CallNode* TakeAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // Runs in the actor's context (from StopNode, or Abandon when no drain can run).
