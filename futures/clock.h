@@ -1,5 +1,5 @@
 // A clock seam: every time-dependent component takes a `Clock&` so tests can drive time with
-// `concurry::testing::FakeClock` (in //testing) and assert exact timings.
+// `concurry::testkit::FakeClock` (in //testing) and assert exact timings.
 //
 //   concurry::Clock& clock = concurry::Clock::Real();
 //   absl::MutexLock lock(&mu);

@@ -5,7 +5,7 @@
 //   concurry::TbbExecutor pool(/*max_concurrency=*/2);  // tbb_executor.h
 //   concurry::Future<int> g = concurry::Async(pool, [] { return 1; });
 //
-// The interface is deliberately one method so test doubles (testing::ManualExecutor) and the worker
+// The interface is deliberately one method so test doubles (testkit::ManualExecutor) and the worker
 // backends can implement it.
 
 #ifndef CONCURRY_FUTURES_EXECUTOR_H_
@@ -28,6 +28,12 @@ class Executor {
   // Schedules `task` to run once. Implementations that have shut down throw StoppedError.
   // A task must not throw; Async() wraps user code so that it never does.
   virtual void Submit(Task task) = 0;
+
+  // How many submitted tasks can run at the same time: the executor's threads (or workers). 0
+  // means the executor cannot say (InlineExecutor runs each task on its submitter's thread; a
+  // test executor runs them when the test says). Bounded loops (Stream, Map) compare it with
+  // their max_in_flight to report the concurrency they really get.
+  virtual int max_concurrency() const { return 0; }
 };
 
 // Returns an executor that runs each task immediately on the submitting thread. Thread-safe.

@@ -18,7 +18,7 @@
 namespace concurry {
 namespace {
 
-using testing::TestConcurrent;
+using testkit::TestConcurrent;
 
 // Iterations of each race below; about 1 s each, also under TSan.
 constexpr int kRaceIterations = 20'000;
@@ -180,7 +180,7 @@ TEST(FutureStressTest, EveryWaiterWakesWhenTheFutureCompletes) {
 }
 
 TEST(FutureStressTest, TimedWaitsOnAFakeClockNeverMissCompletionOrDeadline) {
-  std::unique_ptr<testing::FakeClock> clock;
+  std::unique_ptr<testkit::FakeClock> clock;
   std::unique_ptr<Promise<int>> promise;
   Future<int> future;
   std::atomic<bool> waited_consistently{false};
@@ -191,7 +191,7 @@ TEST(FutureStressTest, TimedWaitsOnAFakeClockNeverMissCompletionOrDeadline) {
       /*before=*/
       [&] {
         future = Future<int>();
-        clock = std::make_unique<testing::FakeClock>();
+        clock = std::make_unique<testkit::FakeClock>();
         promise = std::make_unique<Promise<int>>();
         future = promise->GetFuture();
         waited_consistently = false;

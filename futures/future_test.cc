@@ -1,6 +1,6 @@
 // Conformance suite for the Future<T> / Promise<T> / AnyFuture contract, instantiated for every
 // executor backend (inline, oneTBB, manual), plus backend-independent tests (ready and failed
-// futures, ids) and exact timeout tests on testing::FakeClock.
+// futures, ids) and exact timeout tests on testkit::FakeClock.
 
 #include "futures/future.h"
 
@@ -167,7 +167,7 @@ class FutureConformanceTest : public ::testing::TestWithParam<Backend> {
   }
 
  private:
-  testing::ManualExecutor manual_;
+  testkit::ManualExecutor manual_;
   std::unique_ptr<TbbExecutor> tbb_;
 };
 
@@ -770,7 +770,7 @@ TEST_P(FutureConformanceTest, ThenOnTheBackendExecutor) {
 }
 
 TEST_P(FutureConformanceTest, ThenOnAManualExecutorRunsOnlyWhenItRunsTasks) {
-  testing::ManualExecutor hop;
+  testkit::ManualExecutor hop;
   std::atomic<bool> ran{false};
   Future<int> source = Start([] { return 4; });
   Future<int> g = source.Then(hop, [&ran](int x) {
@@ -1145,7 +1145,7 @@ TEST(FutureIdTest, IdsAreUniqueAcrossManyFutures) {
 TEST(AsyncTest, TaskDroppedWithoutRunningBreaksTheFuture) {
   Future<int> f;
   {
-    testing::ManualExecutor executor;
+    testkit::ManualExecutor executor;
     f = Async(executor, [] { return 1; });
     EXPECT_FALSE(f.Done());
   }
@@ -1179,7 +1179,7 @@ TEST(ThenTest, OnAnExecutorThatRejectsTheTaskFailsTheFuture) {
 
 class FutureTimeoutTest : public ::testing::Test {
  protected:
-  testing::FakeClock clock_;
+  testkit::FakeClock clock_;
 };
 
 TEST_F(FutureTimeoutTest, ResultTimesOutExactlyAtTheDeadline) {
@@ -1327,7 +1327,7 @@ TEST(FutureValueSharingTest, TwoRvalueThensOnCopiesBothSeeTheValue) {
 }
 
 TEST(FutureValueSharingTest, PendingLvalueThenOnAnExecutorKeepsTheValueFromRvalueResult) {
-  testing::ManualExecutor executor;
+  testkit::ManualExecutor executor;
   Promise<std::string> p;
   Future<std::string> f = p.GetFuture();
   Future<size_t> g = f.Then(executor, [](const std::string& s) { return s.size(); });

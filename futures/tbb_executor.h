@@ -92,7 +92,7 @@ class TbbExecutor final : public Executor {
   void Shutdown();
 
   // Returns the number of tasks that run at once.
-  int max_concurrency() const;
+  int max_concurrency() const override;
 
   // Returns a snapshot of the executor's threads.
   TbbExecutorStats Stats() const;

@@ -194,7 +194,7 @@ TEST(TbbExecutorTest, ShutdownWaitsForTasksSubmittedByTasks) {
 }
 
 TEST(TbbExecutorTest, RunsMaxConcurrencyTasksAtOnce) {
-  testing::Watchdog watchdog(absl::Seconds(30), "max_concurrency tasks meeting at once");
+  testkit::Watchdog watchdog(absl::Seconds(30), "max_concurrency tasks meeting at once");
   for (const int n : {1, 2, 4}) {
     TbbExecutor executor(n);
     std::atomic<int> started{0};
@@ -283,7 +283,7 @@ TEST(TbbExecutorTest, AcceptsSubmissionsFromManyThreads) {
   constexpr int kThreads = 4;
   constexpr int kPerThread = 250;
   std::atomic<int> ran{0};
-  testing::TestConcurrent(kThreads, /*iterations=*/4, [&](int) {
+  testkit::TestConcurrent(kThreads, /*iterations=*/4, [&](int) {
     for (int i = 0; i < kPerThread; ++i) {
       executor.Submit([&ran] { ran.fetch_add(1, std::memory_order_relaxed); });
     }
@@ -303,7 +303,7 @@ void AwaitStats(const TbbExecutor& executor, Pred holds) {
 }
 
 TEST(TbbExecutorTest, TasksBlockedInARegionGetThreadsAddedSoOthersStillRun) {
-  testing::Watchdog watchdog(absl::Seconds(30), "a task running beside 8 blocked ones");
+  testkit::Watchdog watchdog(absl::Seconds(30), "a task running beside 8 blocked ones");
   TbbExecutor executor(2);
   constexpr int kBlocked = 8;
   absl::Notification release;
@@ -333,7 +333,7 @@ TEST(TbbExecutorTest, TasksBlockedInARegionGetThreadsAddedSoOthersStillRun) {
 }
 
 TEST(TbbExecutorTest, LibraryWaitsInsideTasksAreBlockingRegions) {
-  testing::Watchdog watchdog(absl::Seconds(30), "one-thread executor whose task waits on another");
+  testkit::Watchdog watchdog(absl::Seconds(30), "one-thread executor whose task waits on another");
   // One thread: a task waiting for a task of the same executor needs a thread added.
   TbbExecutor executor(1);
   Future<int> outer = Async(executor, [&executor] {
@@ -372,7 +372,7 @@ TEST(TbbExecutorTest, RegionsOutsideTasksAndNestedRegionsCountOnce) {
 }
 
 TEST(TbbExecutorTest, BlockedTasksBeyondMaxSpareThreadsAreCountedAndStillFinish) {
-  testing::Watchdog watchdog(absl::Seconds(30), "tasks blocked beyond max_spare_threads");
+  testkit::Watchdog watchdog(absl::Seconds(30), "tasks blocked beyond max_spare_threads");
   TbbExecutor executor(TbbExecutorOptions{.max_concurrency = 1, .max_spare_threads = 1});
   absl::Notification release;
   absl::BlockingCounter blocked(2);
@@ -394,8 +394,8 @@ TEST(TbbExecutorTest, BlockedTasksBeyondMaxSpareThreadsAreCountedAndStillFinish)
 }
 
 TEST(TbbExecutorTest, IdleSpareThreadsAreReusedAndExitAfterTheKeepAlive) {
-  testing::Watchdog watchdog(absl::Seconds(30), "spare threads exiting after the keep-alive");
-  testing::FakeClock clock;
+  testkit::Watchdog watchdog(absl::Seconds(30), "spare threads exiting after the keep-alive");
+  testkit::FakeClock clock;
   TbbExecutor executor(TbbExecutorOptions{
       .max_concurrency = 1, .spare_keep_alive = absl::Seconds(10), .clock = &clock});
   const auto block_three = [&] {
@@ -462,7 +462,7 @@ TEST(TbbExecutorTest, ABlockedTaskStaysOnItsThread) {
 // --- Destruction from inside -----------------------------------------------------------------
 
 TEST(TbbExecutorTest, DestroyingTheExecutorFromItsOwnTaskFinishesInTheBackground) {
-  testing::Watchdog watchdog(absl::Seconds(30), "an executor destroyed from its own task");
+  testkit::Watchdog watchdog(absl::Seconds(30), "an executor destroyed from its own task");
   // One thread: the tasks submitted after the destroying one are still queued when it runs.
   auto* executor = new TbbExecutor(1);
   absl::Notification go;
@@ -487,7 +487,7 @@ TEST(TbbExecutorTest, DestroyingTheExecutorFromItsOwnTaskFinishesInTheBackground
 }
 
 TEST(TbbExecutorTest, ATaskOfADestroyedExecutorCanStillUseOtherExecutors) {
-  testing::Watchdog watchdog(absl::Seconds(30), "a task outliving its executor");
+  testkit::Watchdog watchdog(absl::Seconds(30), "a task outliving its executor");
   TbbExecutor other(1);
   auto* executor = new TbbExecutor(1);
   Future<int> after = Async(*executor, [&other, executor] {
@@ -498,7 +498,7 @@ TEST(TbbExecutorTest, ATaskOfADestroyedExecutorCanStillUseOtherExecutors) {
 }
 
 TEST(TbbExecutorTest, ShutdownInsideAnotherExecutorsTaskGetsThatExecutorAThread) {
-  testing::Watchdog watchdog(absl::Seconds(30), "a shutdown waiting inside another executor");
+  testkit::Watchdog watchdog(absl::Seconds(30), "a shutdown waiting inside another executor");
   TbbExecutor outer(1);
   auto inner = std::make_unique<TbbExecutor>(1);
   absl::Notification release;

@@ -5,7 +5,7 @@
 //   concurry::Timer::Id id = timer.ScheduleAfter(absl::Milliseconds(50), [] { Poke(); });
 //   timer.Cancel(id);  // true: Poke() will not run
 //
-//   concurry::testing::FakeClock clock;  // tests: exact times
+//   concurry::testkit::FakeClock clock;  // tests: exact times
 //   concurry::Timer fake_timer(clock);
 //
 // Callbacks should be short (submit the real work to an executor): they run one at a time, inside

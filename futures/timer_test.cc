@@ -54,13 +54,13 @@ class Log {
 
  private:
   Clock& clock_;
-  const absl::Time start_ = testing::FakeClock::DefaultStartTime();
+  const absl::Time start_ = testkit::FakeClock::DefaultStartTime();
   absl::Mutex mu_;
   std::vector<std::string> entries_ ABSL_GUARDED_BY(mu_);
 };
 
 TEST(TimerTest, RunsCallbacksAtTheirDeadlinesInDeadlineThenSchedulingOrder) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   Timer timer(clock);
   Log log(clock);
   const absl::Time t0 = clock.Now();
@@ -83,7 +83,7 @@ TEST(TimerTest, RunsCallbacksAtTheirDeadlinesInDeadlineThenSchedulingOrder) {
 }
 
 TEST(TimerTest, AnEarlierDeadlineWakesTheWaitingThread) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   Timer timer(clock);
   Log log(clock);
   timer.ScheduleAfter(absl::Seconds(100), log.Record("late"));
@@ -96,7 +96,7 @@ TEST(TimerTest, AnEarlierDeadlineWakesTheWaitingThread) {
 }
 
 TEST(TimerTest, PastDeadlinesRunAtOnce) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   Timer timer(clock);
   Log log(clock);
   timer.Schedule(clock.Now() - absl::Seconds(1), log.Record("past"));
@@ -106,7 +106,7 @@ TEST(TimerTest, PastDeadlinesRunAtOnce) {
 }
 
 TEST(TimerTest, ExtremePastDeadlinesAndNegativeDelaysRunAtOnce) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   Timer timer(clock);
   Log log(clock);
   // Holds the timer's thread until every entry is in, so that they run in deadline order.
@@ -124,7 +124,7 @@ TEST(TimerTest, ExtremePastDeadlinesAndNegativeDelaysRunAtOnce) {
 }
 
 TEST(TimerTest, DeadlinesAtTheEndOfTimeStayPendingAndCanBeCancelled) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   Timer timer(clock);
   Log log(clock);
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
@@ -146,7 +146,7 @@ TEST(TimerTest, DeadlinesAtTheEndOfTimeStayPendingAndCanBeCancelled) {
   clock.SetTime(last);
   log.WaitFor(2);
   const std::string last_entry =
-      "last@" + absl::FormatDuration(last - testing::FakeClock::DefaultStartTime());
+      "last@" + absl::FormatDuration(last - testkit::FakeClock::DefaultStartTime());
   EXPECT_THAT(log.entries(), ElementsAre("soon@1s", last_entry));
   EXPECT_EQ(timer.pending(), 3u);
   EXPECT_TRUE(timer.Cancel(never));
@@ -173,7 +173,7 @@ TEST(TimerTest, FarDeadlinesOnTheRealClockNeitherFireNorBlockShutdown) {
 }
 
 TEST(TimerTest, CancelRemovesAPendingCallback) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   Timer timer(clock);
   Log log(clock);
   auto token = std::make_shared<int>(0);
@@ -190,7 +190,7 @@ TEST(TimerTest, CancelRemovesAPendingCallback) {
 }
 
 TEST(TimerTest, CancelAfterTheCallbackRanReturnsFalse) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   Timer timer(clock);
   Log log(clock);
   const Timer::Id id = timer.ScheduleAfter(absl::Seconds(1), log.Record("ran"));
@@ -200,7 +200,7 @@ TEST(TimerTest, CancelAfterTheCallbackRanReturnsFalse) {
 }
 
 TEST(TimerTest, CallbacksMayScheduleAndCancel) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   Timer timer(clock);
   Log log(clock);
   absl::Notification first_ran;
@@ -220,7 +220,7 @@ TEST(TimerTest, CallbacksMayScheduleAndCancel) {
 }
 
 TEST(TimerTest, AThrowingCallbackIsContained) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   Timer timer(clock);
   Log log(clock);
   timer.ScheduleAfter(absl::ZeroDuration(), [] { throw std::runtime_error("callback bug"); });
@@ -230,7 +230,7 @@ TEST(TimerTest, AThrowingCallbackIsContained) {
 }
 
 TEST(TimerTest, ShutdownDropsPendingCallbacksAndRejectsNewOnes) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   Timer timer(clock);
   auto token = std::make_shared<int>(0);
   timer.ScheduleAfter(absl::Seconds(1), [token] { FAIL() << "ran after shutdown"; });
@@ -249,7 +249,7 @@ TEST(TimerTest, RejectsAnEmptyCallback) {
 }
 
 TEST(TimerTest, MayBeDestroyedFromItsOwnCallback) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   auto* timer = new Timer(clock);
   absl::Notification done;
   timer->ScheduleAfter(absl::ZeroDuration(), [&] {
@@ -260,7 +260,7 @@ TEST(TimerTest, MayBeDestroyedFromItsOwnCallback) {
 }
 
 TEST(TimerTest, DestructionWithoutAnyScheduleStartsNoThread) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   Timer timer(clock);
   EXPECT_EQ(&timer.clock(), &clock);
 }

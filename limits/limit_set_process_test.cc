@@ -711,7 +711,7 @@ TEST(LimitSetProcessTest, ProcessDyingWhileQueuedDoesNotBlockTheQueue) {
 }
 
 TEST(LimitSetProcessTest, ProcessesRejectAFakeClock) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   LimitSetOptions options;
   options.sharing = LimitSharing::kProcesses;
   options.clock = &clock;

@@ -29,7 +29,7 @@
 namespace concurry {
 namespace {
 
-using ::concurry::testing::FakeClock;
+using ::concurry::testkit::FakeClock;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;

@@ -18,7 +18,7 @@
 namespace concurry {
 namespace {
 
-using ::concurry::testing::FakeClock;
+using ::concurry::testkit::FakeClock;
 using ::testing::HasSubstr;
 using ::testing::ThrowsMessage;
 

@@ -15,7 +15,7 @@
 namespace concurry {
 namespace {
 
-using ::concurry::testing::InvalidOptionMessage;
+using ::concurry::testkit::InvalidOptionMessage;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 

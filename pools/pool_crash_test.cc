@@ -26,7 +26,7 @@
 namespace concurry {
 namespace {
 
-using ::concurry::testing::ManualExecutor;
+using ::concurry::testkit::ManualExecutor;
 using ::testing::HasSubstr;
 
 ManualExecutor& Drains() {

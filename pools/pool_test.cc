@@ -41,10 +41,10 @@
 namespace concurry {
 namespace {
 
-using ::concurry::testing::FakeClock;
-using ::concurry::testing::InvalidOptionMessage;
-using ::concurry::testing::ManualExecutor;
-using ::concurry::testing::Watchdog;
+using ::concurry::testkit::FakeClock;
+using ::concurry::testkit::InvalidOptionMessage;
+using ::concurry::testkit::ManualExecutor;
+using ::concurry::testkit::Watchdog;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 

@@ -26,7 +26,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 // Runs the next attempt once the timer's thread has submitted it.
-void RunNext(testing::ManualExecutor& executor) {
+void RunNext(testkit::ManualExecutor& executor) {
   executor.BlockUntilPending(1);
   ASSERT_TRUE(executor.RunOne());
 }
@@ -36,10 +36,10 @@ class RetryAsyncTest : public ::testing::Test {
   RetryOptions Options() { return RetryOptions{.timer = &timer_}; }
   absl::Duration SinceStart() const { return clock_.Now() - start_; }
 
-  testing::FakeClock clock_;
+  testkit::FakeClock clock_;
   const absl::Time start_ = clock_.Now();
   Timer timer_{clock_};
-  testing::ManualExecutor executor_;
+  testkit::ManualExecutor executor_;
 };
 
 TEST_F(RetryAsyncTest, WaitsOnTheTimerWithExactTimes) {
@@ -206,7 +206,7 @@ TEST_F(RetryAsyncTest, RejectsAnInvalidPolicyOrAForeignClock) {
   EXPECT_THROW(RetryAsync(
                    executor_, [] { return 1; }, RetryPolicy{.num_retries = -1}, Options()),
                InvalidOptionError);
-  testing::FakeClock other;
+  testkit::FakeClock other;
   RetryOptions options = Options();
   options.clock = &other;
   EXPECT_THROW(RetryAsync(

@@ -50,7 +50,7 @@ TEST(AsCompletedTest, YieldsInCompletionOrder) {
 }
 
 TEST(AsCompletedTest, FollowsTheOrderInWhichAnExecutorRunsTasks) {
-  testing::ManualExecutor executor;
+  testkit::ManualExecutor executor;
   Future<int> first = Async(executor, [] { return 1; });
   Future<int> second = Async(executor, [] { return 2; });
   Future<int> third = Async(executor, [] { return 3; });
@@ -144,7 +144,7 @@ TEST(AsCompletedTest, FlatHashMapYieldsKeys) {
 }
 
 TEST(AsCompletedTest, TimeoutBoundsTheWholeIterationOnTheInjectedClock) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<Promise<int>> promises(3);
   auto range =
       AsCompleted(FuturesOf(promises), {.timeout = absl::Milliseconds(10), .clock = &clock});
@@ -169,7 +169,7 @@ TEST(AsCompletedTest, TimeoutBoundsTheWholeIterationOnTheInjectedClock) {
 }
 
 TEST(AsCompletedTest, YieldsWhatCompletedBeforeReportingTheTimeout) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<Promise<int>> promises(2);
   auto range = AsCompleted(FuturesOf(promises), {.timeout = absl::ZeroDuration(), .clock = &clock});
   promises[1].SetValue(1);

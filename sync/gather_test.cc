@@ -148,7 +148,7 @@ TEST(GatherTest, TupleRethrowsTheFirstFailureInInputOrder) {
 }
 
 TEST(GatherTest, TimesOutOnTheInjectedClockNamingHowManyCompleted) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   Promise<int> pending1;
   Promise<int> pending2;
   std::vector<Future<int>> futures = {MakeReadyFuture(1), pending1.GetFuture(),

@@ -81,7 +81,7 @@ TEST(ProgressFormatTest, HugeTotalsDoNotOverflow) {
 }
 
 TEST(ProgressReporterTest, TheCountSaturatesInsteadOfOverflowing) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<int64_t> seen;
   ProgressReporter progress(
       {.callback = [&](int64_t completed, int64_t, absl::Duration) { seen.push_back(completed); }},
@@ -96,7 +96,7 @@ TEST(ProgressReporterTest, TheCountSaturatesInsteadOfOverflowing) {
 
 TEST(ProgressReporterTest, DisabledReporterIsInactiveAndWritesNothing) {
   MemStream out;
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   {
     ProgressReporter progress({.stream = out.file()}, 10, "Waiting", clock);
     EXPECT_FALSE(progress.active());
@@ -108,7 +108,7 @@ TEST(ProgressReporterTest, DisabledReporterIsInactiveAndWritesNothing) {
 
 TEST(ProgressReporterTest, DoesNotDrawOnNonTerminalUnlessForced) {
   MemStream out;
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   {
     ProgressReporter progress({.enabled = true, .stream = out.file()}, 10, "Waiting", clock);
     EXPECT_FALSE(progress.drawing());
@@ -121,7 +121,7 @@ TEST(ProgressReporterTest, DoesNotDrawOnNonTerminalUnlessForced) {
 
 TEST(ProgressReporterTest, DrawsInitialLineAndFinalStateLine) {
   MemStream out;
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()}, 4, "Gathering",
                             clock);
   EXPECT_TRUE(progress.drawing());
@@ -141,7 +141,7 @@ TEST(ProgressReporterTest, DrawsInitialLineAndFinalStateLine) {
 
 TEST(ProgressReporterTest, RedrawsAtMostEveryMinitersItemsAndEveryRedrawInterval) {
   MemStream out;
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   // total 1000 → miniters = 10.
   ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()}, 1000, "T",
                             clock);
@@ -179,7 +179,7 @@ TEST(ProgressReporterTest, RedrawsAtMostEveryMinitersItemsAndEveryRedrawInterval
 
 TEST(ProgressReporterTest, PadsShorterLinesAndFinishesOnDestruction) {
   MemStream out;
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   const std::string long_line =
       ProgressReporter::FormatLine("S", 0, ProgressReporter::kUnknownTotal, absl::ZeroDuration());
   {
@@ -197,7 +197,7 @@ TEST(ProgressReporterTest, PadsShorterLinesAndFinishesOnDestruction) {
 
 TEST(ProgressReporterTest, PadsOverTheRestOfALongerLine) {
   MemStream out;
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()}, 10, "S", clock);
   progress.Failure("A much longer failure message");
   const std::string first = ProgressReporter::FormatLine("S", 0, 10, absl::ZeroDuration());
@@ -207,7 +207,7 @@ TEST(ProgressReporterTest, PadsOverTheRestOfALongerLine) {
 
 TEST(ProgressReporterTest, UsesOptionDescriptionOverDefault) {
   MemStream out;
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   ProgressReporter progress(
       {.enabled = true, .description = "Downloading", .force = true, .stream = out.file()}, 1,
       "Waiting", clock);
@@ -217,7 +217,7 @@ TEST(ProgressReporterTest, UsesOptionDescriptionOverDefault) {
 
 TEST(ProgressReporterTest, SetTotalChangesTheLineAndDefaultMiniters) {
   MemStream out;
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()},
                             ProgressReporter::kUnknownTotal, "S", clock);
   progress.SetTotal(400);  // miniters becomes 4.
@@ -230,7 +230,7 @@ TEST(ProgressReporterTest, SetTotalChangesTheLineAndDefaultMiniters) {
 }
 
 TEST(ProgressReporterTest, CallbackRunsOnEveryAdvanceByDefault) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<Call> calls;
   ProgressReporter progress(
       {.callback = [&](int64_t n, int64_t total,
@@ -246,7 +246,7 @@ TEST(ProgressReporterTest, CallbackRunsOnEveryAdvanceByDefault) {
 }
 
 TEST(ProgressReporterTest, CallbackIsBatchedByMinitersAndFlushedAtTheEnd) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<Call> calls;
   ProgressReporter progress(
       {.miniters = 3,

@@ -101,7 +101,7 @@ TEST(StreamStressTest, CancelAndAddRaceTheConsumerAndTheTasks) {
   std::atomic<bool> other_error{false};
   int completed_runs = 0;
   int cancelled_runs = 0;
-  testing::TestConcurrent(
+  testkit::TestConcurrent(
       /*iterations=*/300,
       /*before=*/
       [&] {

@@ -228,7 +228,7 @@ TEST(StreamTest, EmptyInputEndsAtOnce) {
 }
 
 TEST(StreamTest, KeepsExactlyMaxInFlightSubmittedAndTopsUpOnEachCompletion) {
-  testing::ManualExecutor executor;
+  testkit::ManualExecutor executor;
   CountingSource source{.n = 10};
   int max_outstanding = 0;
   int ran = 0;
@@ -270,7 +270,7 @@ TEST(StreamTest, KeepsExactlyMaxInFlightSubmittedAndTopsUpOnEachCompletion) {
 }
 
 TEST(StreamTest, PullsARangeLazily) {
-  testing::ManualExecutor executor;
+  testkit::ManualExecutor executor;
   int computed = 0;
   auto inputs = std::views::iota(0, 1000) | std::views::transform([&](int i) {
                   ++computed;
@@ -352,7 +352,7 @@ Generator<int> Numbers(int n, int* produced) {
 
 TEST(StreamTest, PullsAGeneratorLazily) {
   static_assert(std::ranges::input_range<Generator<int>>);
-  testing::ManualExecutor executor;
+  testkit::ManualExecutor executor;
   int produced = 0;
   auto stream =
       Stream(executor, Numbers(1000, &produced), [](int x) { return x * 2; }, {.max_in_flight = 4});
@@ -454,7 +454,7 @@ TEST(StreamTest, FollowUpTasksFromTheConsumer) {
 }
 
 TEST(StreamTest, StopOnErrorSkipsUnstartedWorkAndRethrowsTheOriginalType) {
-  testing::ManualExecutor executor;
+  testkit::ManualExecutor executor;
   CountingSource source{.n = 10};
   std::vector<int> called;
   auto stream = Stream(executor, source,
@@ -689,7 +689,7 @@ TEST(StreamTest, AFutureReturnedAfterTheStreamStoppedIsCancelled) {
 }
 
 TEST(StreamTest, TimeoutOnFakeClock) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   PromiseBank bank;
   auto stream = Stream(InlineExecutor(), Iota(10), [&](int x) { return bank.Make(x); },
                        {.max_in_flight = 2, .timeout = absl::Seconds(5), .clock = &clock});
@@ -725,7 +725,7 @@ TEST(StreamTest, ExecutorThatRejectsTasksStopsTheStream) {
 
 TEST(StreamTest, ExecutorThatDropsTasksStopsTheStream) {
   CountingSource source{.n = 100};
-  std::optional<testing::ManualExecutor> executor(std::in_place);
+  std::optional<testkit::ManualExecutor> executor(std::in_place);
   auto stream = Stream(*executor, source, [](int x) { return x; }, {.max_in_flight = 3});
   stream.Start();
   ASSERT_TRUE(executor->RunOne());  // 0 completes; 3 starts.
@@ -755,7 +755,7 @@ TEST(StreamTest, SourceErrorStopsTheStream) {
 }
 
 TEST(StreamTest, DropsQueuedFollowUpsOutsideTheLock) {
-  testing::ManualExecutor executor;
+  testkit::ManualExecutor executor;
   std::optional<ResultStream<Promise<int>, int>> stream;
   stream.emplace(Stream(
       executor,
@@ -806,7 +806,7 @@ class CallbackRange {
 };
 
 TEST(StreamTest, DestroysASpentSourceOutsideTheLock) {
-  testing::ManualExecutor executor;
+  testkit::ManualExecutor executor;
   std::optional<ResultStream<int, int>> stream;
   bool added = false;
   stream.emplace(Stream(executor, CallbackRange(1, [&] { added = stream->Add(100); }),
@@ -869,7 +869,7 @@ TEST(StreamTest, AFailureOutsideTheFunctionStopsTheStreamAndStillCompletesTheTas
 }
 
 TEST(StreamTest, ReportsProgressToTheCallback) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<std::tuple<int64_t, int64_t, absl::Duration>> calls;
   std::vector<int> inputs = Iota(4);
   auto stream =
@@ -898,7 +898,7 @@ TEST(StreamTest, DrawsAProgressBar) {
   char* buffer = nullptr;
   size_t size = 0;
   FILE* out = open_memstream(&buffer, &size);
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   {
     std::vector<int> inputs = Iota(3);
     for (auto& item :

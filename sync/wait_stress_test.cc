@@ -26,7 +26,7 @@ TEST(WaitStressTest, AllCompletedNeverMissesAWakeUpFromTwoThreads) {
   std::optional<Promise<int>> b;
   std::vector<Future<int>> futures;
   WaitResult result;
-  testing::TestConcurrent(
+  testkit::TestConcurrent(
       kIterations,
       /*before=*/
       [&] {
@@ -47,7 +47,7 @@ TEST(WaitStressTest, FirstExceptionNeverMissesAWakeUpFromTwoThreads) {
   std::optional<Promise<int>> b;
   std::vector<Future<int>> futures;
   WaitResult result;
-  testing::TestConcurrent(
+  testkit::TestConcurrent(
       kIterations,
       [&] {
         a.emplace();
@@ -68,7 +68,7 @@ TEST(WaitStressTest, GatherAndAsCompletedSeeEveryCompletionFromTwoThreads) {
   std::vector<Future<int>> futures;
   std::vector<int> gathered;
   std::vector<size_t> yielded;
-  testing::TestConcurrent(
+  testkit::TestConcurrent(
       kIterations,
       [&] {
         a.emplace();

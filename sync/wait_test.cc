@@ -138,7 +138,7 @@ TEST(WaitTest, EmptyInputReturnsAtOnce) {
 }
 
 TEST(WaitTest, AllCompletedReturnsWhenEveryFutureIsDone) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<Promise<int>> promises(3);
   AsyncWait wait(FuturesOf(promises), {.clock = &clock});
   clock.BlockUntilWaiters(1);
@@ -152,7 +152,7 @@ TEST(WaitTest, AllCompletedReturnsWhenEveryFutureIsDone) {
 }
 
 TEST(WaitTest, AllCompletedDoesNotReturnBeforeTheLastCompletion) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<Promise<int>> promises(2);
   AsyncWait wait(FuturesOf(promises), {.timeout = absl::Milliseconds(10), .clock = &clock});
   clock.BlockUntilWaiters(1);
@@ -165,7 +165,7 @@ TEST(WaitTest, AllCompletedDoesNotReturnBeforeTheLastCompletion) {
 }
 
 TEST(WaitTest, FirstCompletedReturnsAtTheFirstCompletion) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<Promise<int>> promises(3);
   AsyncWait wait(FuturesOf(promises),
                  {.return_when = ReturnWhen::kFirstCompleted, .clock = &clock});
@@ -186,7 +186,7 @@ TEST(WaitTest, FirstCompletedWithADoneFutureDoesNotBlock) {
 }
 
 TEST(WaitTest, FirstExceptionReturnsAtTheFirstFailure) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<Promise<int>> promises(3);
   AsyncWait wait(FuturesOf(promises),
                  {.return_when = ReturnWhen::kFirstException, .clock = &clock});
@@ -200,7 +200,7 @@ TEST(WaitTest, FirstExceptionReturnsAtTheFirstFailure) {
 }
 
 TEST(WaitTest, FirstExceptionCountsCancellationAsFailure) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<Promise<int>> promises(2);
   std::vector<Future<int>> futures = FuturesOf(promises);
   AsyncWait wait(futures, {.return_when = ReturnWhen::kFirstException, .clock = &clock});
@@ -213,7 +213,7 @@ TEST(WaitTest, FirstExceptionCountsCancellationAsFailure) {
 
 // concurry's wait(FIRST_EXCEPTION) hangs until its timeout when nothing fails (its bug 10).
 TEST(WaitTest, FirstExceptionReturnsWhenAllSucceed) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<Promise<int>> promises(2);
   AsyncWait wait(FuturesOf(promises),
                  {.return_when = ReturnWhen::kFirstException, .clock = &clock});
@@ -230,7 +230,7 @@ TEST(WaitTest, FirstExceptionReturnsWhenAllSucceed) {
 }
 
 TEST(WaitTest, TimesOutExactlyAtTheTimeoutOnTheInjectedClock) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<Promise<int>> promises(2);
   AsyncWait wait(FuturesOf(promises), {.timeout = absl::Milliseconds(10), .clock = &clock});
   clock.BlockUntilWaiters(1);
@@ -365,7 +365,7 @@ TEST(WaitTest, RejectsAnInvalidFutureInAMapByKey) {
 }
 
 TEST(WaitTest, ReportsProgressToTheCallback) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   std::vector<Promise<int>> promises(3);
   std::vector<int64_t> reported;  // Written by the waiting thread only; read after Get().
   ProgressOptions progress{.callback = [&](int64_t completed, int64_t total, absl::Duration) {

@@ -1,7 +1,7 @@
 // InvalidOptionMessage(f): the message of the InvalidOptionError that f() throws, or "no error",
 // for tests that compare the exact wording of an error.
 //
-//   EXPECT_EQ(concurry::testing::InvalidOptionMessage([] { MakeLoadBalancer(kRandom, 0); }),
+//   EXPECT_EQ(concurry::testkit::InvalidOptionMessage([] { MakeLoadBalancer(kRandom, 0); }),
 //             "MakeLoadBalancer: num_workers is 0; num_workers must be positive (>= 1)");
 
 #ifndef CONCURRY_TESTING_ERROR_MESSAGE_H_
@@ -11,7 +11,7 @@
 
 #include "futures/errors.h"
 
-namespace concurry::testing {
+namespace concurry::testkit {
 
 // Other exceptions propagate, so the test fails on them.
 template <typename F>
@@ -24,6 +24,6 @@ std::string InvalidOptionMessage(F&& f) {
   return "no error";
 }
 
-}  // namespace concurry::testing
+}  // namespace concurry::testkit
 
 #endif  // CONCURRY_TESTING_ERROR_MESSAGE_H_

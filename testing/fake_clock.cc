@@ -9,7 +9,7 @@
 #include "futures/errors.h"
 
 namespace concurry {
-namespace testing {
+namespace testkit {
 
 // Locking protocol. `mu_` is a leaf lock: nothing else is locked while it is held. A waiter
 // registers itself while holding its own mutex `*mu` (order: `*mu` then `mu_`). Advance() picks
@@ -144,5 +144,5 @@ void FakeClock::BlockUntilWaiters(int n) {
   mu_.Await(absl::Condition(&enough));
 }
 
-}  // namespace testing
+}  // namespace testkit
 }  // namespace concurry

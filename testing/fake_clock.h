@@ -1,7 +1,7 @@
 // FakeClock: a concurry::Clock whose time moves only when a test says so, so time-dependent code
 // (timeouts, rate limits, backoff, reaping) can be tested with exact numbers and no flakiness.
 //
-//   concurry::testing::FakeClock clock;
+//   concurry::testkit::FakeClock clock;
 //   std::thread t([&] { clock.SleepFor(absl::Milliseconds(10)); });
 //   clock.BlockUntilWaiters(1);            // `t` is now blocked on the clock
 //   clock.Advance(absl::Milliseconds(9));  // not yet: clock.NumWaiters() == 1
@@ -20,7 +20,7 @@
 #include "futures/clock.h"
 
 namespace concurry {
-namespace testing {
+namespace testkit {
 
 // A manually driven clock. Now() returns the start time until Advance() or SetTime() moves it;
 // time never goes backwards. A thread blocked in AwaitWithDeadline() (or SleepUntil() and
@@ -100,7 +100,7 @@ class FakeClock final : public Clock {
   int num_pending_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-}  // namespace testing
+}  // namespace testkit
 }  // namespace concurry
 
 #endif  // CONCURRY_TESTING_FAKE_CLOCK_H_

@@ -13,7 +13,7 @@
 #include "testing/test_concurrent.h"
 
 namespace concurry {
-namespace testing {
+namespace testkit {
 namespace {
 
 constexpr bool kNever = false;
@@ -371,5 +371,5 @@ TEST(FakeClockTest, ConcurrentWaitersAndAdvanceRaceSafely) {
 }
 
 }  // namespace
-}  // namespace testing
+}  // namespace testkit
 }  // namespace concurry

@@ -5,7 +5,7 @@
 #include "futures/errors.h"
 
 namespace concurry {
-namespace testing {
+namespace testkit {
 
 ManualExecutor::~ManualExecutor() {
   // Destroy the queued tasks outside the lock: a task's destructor may call Submit(), so repeat
@@ -55,5 +55,5 @@ void ManualExecutor::BlockUntilPending(size_t n) {
   mu_.Await(absl::Condition(&enough));
 }
 
-}  // namespace testing
+}  // namespace testkit
 }  // namespace concurry

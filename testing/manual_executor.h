@@ -1,7 +1,7 @@
 // ManualExecutor: a concurry::Executor that only queues tasks; the test decides when, and on which
 // thread, they run. Code that schedules continuations can then be stepped deterministically.
 //
-//   concurry::testing::ManualExecutor executor;
+//   concurry::testkit::ManualExecutor executor;
 //   executor.Submit([&] { ran = true; });
 //   EXPECT_EQ(executor.pending(), 1);
 //   EXPECT_TRUE(executor.RunOne());  // runs the task here, now
@@ -18,7 +18,7 @@
 #include "futures/executor.h"
 
 namespace concurry {
-namespace testing {
+namespace testkit {
 
 // An executor whose Submit() appends to a FIFO queue; RunOne() and RunAll() run queued tasks on
 // the calling thread, outside the executor's lock, so tasks may submit more tasks. Tasks still
@@ -55,7 +55,7 @@ class ManualExecutor final : public Executor {
   std::deque<Task> queue_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace testing
+}  // namespace testkit
 }  // namespace concurry
 
 #endif  // CONCURRY_TESTING_MANUAL_EXECUTOR_H_

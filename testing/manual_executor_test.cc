@@ -14,7 +14,7 @@
 #include "testing/test_concurrent.h"
 
 namespace concurry {
-namespace testing {
+namespace testkit {
 namespace {
 
 TEST(ManualExecutorTest, RunOneReturnsFalseWhenNothingIsQueued) {
@@ -201,5 +201,5 @@ TEST(ManualExecutorTest, ConcurrentRunnersRunEachTaskExactlyOnce) {
 }
 
 }  // namespace
-}  // namespace testing
+}  // namespace testkit
 }  // namespace concurry

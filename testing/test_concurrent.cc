@@ -14,7 +14,7 @@
 #include "futures/errors.h"
 
 namespace concurry {
-namespace testing {
+namespace testkit {
 namespace {
 
 // A fixed set of threads that run `body(i)` once per Iterate(). The destructor stops and joins
@@ -138,5 +138,5 @@ void TestConcurrent(int iterations, absl::FunctionRef<void()> before,
       [bodies](int thread_index) { bodies[thread_index](); }, after);
 }
 
-}  // namespace testing
+}  // namespace testkit
 }  // namespace concurry

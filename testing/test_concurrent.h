@@ -3,7 +3,7 @@
 // interleave differently on each iteration. Run such tests under --config=tsan.
 //
 //   std::unique_ptr<Queue> queue;
-//   concurry::testing::TestConcurrent(
+//   concurry::testkit::TestConcurrent(
 //       /*iterations=*/1000,
 //       /*before=*/[&] { queue = std::make_unique<Queue>(); },
 //       /*after=*/[&] { EXPECT_EQ(queue->size(), 1); },
@@ -16,7 +16,7 @@
 #include "absl/types/span.h"
 
 namespace concurry {
-namespace testing {
+namespace testkit {
 
 // Runs `iterations` iterations of: `before()` on the calling thread; then `body(i)` on each of
 // `num_threads` threads (i = 0 .. num_threads - 1) at once; then, once every body has returned,
@@ -43,7 +43,7 @@ void TestConcurrent(int iterations, absl::FunctionRef<void()> before,
                     absl::FunctionRef<void()> after,
                     absl::Span<const absl::FunctionRef<void()>> bodies);
 
-}  // namespace testing
+}  // namespace testkit
 }  // namespace concurry
 
 #endif  // CONCURRY_TESTING_TEST_CONCURRENT_H_

@@ -10,7 +10,7 @@
 #include "gtest/gtest.h"
 
 namespace concurry {
-namespace testing {
+namespace testkit {
 namespace {
 
 TEST(TestConcurrentTest, RunsEveryThreadIndexOncePerIteration) {
@@ -142,5 +142,5 @@ TEST(TestConcurrentTest, RejectsInvalidArguments) {
 }
 
 }  // namespace
-}  // namespace testing
+}  // namespace testkit
 }  // namespace concurry

@@ -5,7 +5,7 @@
 #include <utility>
 
 namespace concurry {
-namespace testing {
+namespace testkit {
 
 Watchdog::Watchdog(absl::Duration limit, std::string what)
     : thread_([this, limit, what = std::move(what)] {
@@ -21,5 +21,5 @@ Watchdog::~Watchdog() {
   thread_.join();
 }
 
-}  // namespace testing
+}  // namespace testkit
 }  // namespace concurry

@@ -4,7 +4,7 @@
 // dump under the sanitizers).
 //
 //   TEST(WorkerTest, TwoBlockingActorsDoNotDeadlock) {
-//     concurry::testing::Watchdog watchdog(absl::Seconds(30), "two blocking tbb workers");
+//     concurry::testkit::Watchdog watchdog(absl::Seconds(30), "two blocking tbb workers");
 //     ... code that would hang on a deadlock ...
 //   }  // Finished in time: the watchdog stands down.
 
@@ -18,7 +18,7 @@
 #include "absl/time/time.h"
 
 namespace concurry {
-namespace testing {
+namespace testkit {
 
 // Aborts the process, naming `what`, unless destroyed within `limit` of construction (real time).
 // Not copyable or movable.
@@ -35,7 +35,7 @@ class Watchdog {
   std::thread thread_;
 };
 
-}  // namespace testing
+}  // namespace testkit
 }  // namespace concurry
 
 #endif  // CONCURRY_TESTING_WATCHDOG_H_

@@ -5,7 +5,7 @@
 #include "gtest/gtest.h"
 
 namespace concurry {
-namespace testing {
+namespace testkit {
 namespace {
 
 TEST(WatchdogTest, StandsDownWhenDestroyedInTime) {
@@ -26,5 +26,5 @@ TEST(WatchdogDeathTest, AbortsNamingWhatHungWhenTheLimitPasses) {
 }
 
 }  // namespace
-}  // namespace testing
+}  // namespace testkit
 }  // namespace concurry

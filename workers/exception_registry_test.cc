@@ -497,7 +497,7 @@ struct RacingErrorB : std::runtime_error {
 };
 
 TEST(ExceptionRegistryTest, RegistrationAndLookupAreThreadSafe) {
-  testing::TestConcurrent(/*num_threads=*/4, /*iterations=*/200, [](int thread) {
+  testkit::TestConcurrent(/*num_threads=*/4, /*iterations=*/200, [](int thread) {
     if (thread == 0) RegisterException<RacingErrorA>();
     if (thread == 1) RegisterException<RacingErrorB>();
     std::exception_ptr rebuilt = CrossProcess(std::out_of_range("r"));

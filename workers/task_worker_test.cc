@@ -34,7 +34,7 @@
 namespace concurry {
 namespace {
 
-using ::concurry::testing::InvalidOptionMessage;
+using ::concurry::testkit::InvalidOptionMessage;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -459,7 +459,7 @@ TEST_P(TaskWorkerTest, MapItemTimesOutExactlyAtItsDeadline) {
   // is not TSan-instrumented, so an exception freed on another thread after this one read it is
   // reported as a race (see tools/tsan_suppressions.txt).
   std::vector<std::exception_ptr> errors;
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   TaskWorker w = Make();
   Gate gate;
   const absl::Duration timeout = absl::Milliseconds(10);
@@ -515,7 +515,7 @@ TEST_P(TaskWorkerTest, MapTimeoutDropsItemsStillQueued) {
   // is not TSan-instrumented, so an exception freed on another thread after this one read it is
   // reported as a race (see tools/tsan_suppressions.txt).
   std::vector<std::exception_ptr> errors;
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   TaskWorker w = Make();
   Gate gate;
   std::atomic<int> runs{0};

@@ -87,7 +87,7 @@ class Caller {
     return x;
   }
   // Fails once, then sleeps a retry back-off of one hour on `clock` before succeeding.
-  int RetryAfterBackoff(int x, testing::FakeClock* clock, std::shared_ptr<Arrivals> arrivals) {
+  int RetryAfterBackoff(int x, testkit::FakeClock* clock, std::shared_ptr<Arrivals> arrivals) {
     int attempts = 0;
     return Retry(
         [&] {
@@ -107,7 +107,7 @@ class TbbDeadlockPatternTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(TbbDeadlockPatternTest, WorkersWaitingForOtherWorkersCallsAllComplete) {
   const int n = GetParam();
-  testing::Watchdog watchdog(absl::Seconds(120), "tbb workers waiting for each other");
+  testkit::Watchdog watchdog(absl::Seconds(120), "tbb workers waiting for each other");
   auto arrivals = std::make_shared<Arrivals>(n);
   std::vector<Worker<Caller>> callers;
   std::vector<Worker<Callee>> callees;
@@ -125,7 +125,7 @@ TEST_P(TbbDeadlockPatternTest, WorkersWaitingForOtherWorkersCallsAllComplete) {
 
 TEST_P(TbbDeadlockPatternTest, WorkersCreatingWorkersAndWaitingAllComplete) {
   const int n = GetParam();
-  testing::Watchdog watchdog(absl::Seconds(120), "tbb workers creating tbb workers");
+  testkit::Watchdog watchdog(absl::Seconds(120), "tbb workers creating tbb workers");
   std::vector<Worker<Caller>> callers;
   for (int i = 0; i < n; ++i) callers.push_back(Worker<Caller>::Create({.mode = Mode::kTbb}));
   std::vector<Future<int>> answers;
@@ -147,7 +147,7 @@ INSTANTIATE_TEST_SUITE_P(Actors, TbbDeadlockPatternTest, ::testing::Values(2, 8,
 class TbbLimitsBlockingTest : public ::testing::TestWithParam<LimitSharing> {};
 
 TEST_P(TbbLimitsBlockingTest, WorkersBlockedInLimitsDoNotDelayAnIdleWorker) {
-  testing::Watchdog watchdog(absl::Seconds(60), "tbb workers blocked in CurrentWorkerLimits");
+  testkit::Watchdog watchdog(absl::Seconds(60), "tbb workers blocked in CurrentWorkerLimits");
   constexpr int kBlocked = 8;
   LimitSet limits = LimitSet::Create({ResourceLimit("connections", 1)}, {.sharing = GetParam()});
   LimitAcquisition taken = limits.Acquire({{"connections", 1}});  // The only unit.
@@ -179,9 +179,9 @@ INSTANTIATE_TEST_SUITE_P(Sharing, TbbLimitsBlockingTest,
 
 // Eight tbb workers sleeping in retry back-off; an unrelated tbb worker's call still runs.
 TEST(TbbBlockingTest, WorkersSleepingInRetryBackoffDoNotDelayAnIdleWorker) {
-  testing::Watchdog watchdog(absl::Seconds(60), "tbb workers sleeping in retry back-off");
+  testkit::Watchdog watchdog(absl::Seconds(60), "tbb workers sleeping in retry back-off");
   constexpr int kBlocked = 8;
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   auto arrivals = std::make_shared<Arrivals>(kBlocked);
   std::vector<Worker<Caller>> sleepers;
   std::vector<Future<int>> results;
@@ -210,7 +210,7 @@ class Sleeper {
 };
 
 TEST(TbbBlockingTest, ABlockingRegionInUserCodeKeepsOtherWorkersRunning) {
-  testing::Watchdog watchdog(absl::Seconds(60), "tbb workers in user blocking regions");
+  testkit::Watchdog watchdog(absl::Seconds(60), "tbb workers in user blocking regions");
   constexpr int kBlocked = 8;
   auto release = std::make_shared<absl::Notification>();
   auto arrivals = std::make_shared<Arrivals>(kBlocked);
@@ -228,7 +228,7 @@ TEST(TbbBlockingTest, ABlockingRegionInUserCodeKeepsOtherWorkersRunning) {
 }
 
 TEST(TbbBlockingTest, StoppingAnotherTbbWorkerInsideATbbCallWaitsWithoutStarving) {
-  testing::Watchdog watchdog(absl::Seconds(60), "a tbb call stopping other tbb workers");
+  testkit::Watchdog watchdog(absl::Seconds(60), "a tbb call stopping other tbb workers");
   struct Stopper {
     bool StopAll(std::vector<Worker<Callee>> others) {
       bool all = true;
@@ -309,7 +309,7 @@ class SelfCaller {
 class SelfWaitTest : public ::testing::TestWithParam<Mode> {};
 
 TEST_P(SelfWaitTest, WaitingForOwnCallFailsAtOnceWithDeadlockError) {
-  testing::Watchdog watchdog(absl::Seconds(60), "a worker waiting for its own call");
+  testkit::Watchdog watchdog(absl::Seconds(60), "a worker waiting for its own call");
   auto w = Worker<SelfCaller>::Create({.mode = GetParam()});
   try {
     w.Call(&SelfCaller::WaitForOwnCall).Result();
@@ -333,7 +333,7 @@ TEST_P(SelfWaitTest, WaitingForOwnCallFailsAtOnceWithDeadlockError) {
 }
 
 TEST_P(SelfWaitTest, PollingAnOwnQueuedCallIsAllowed) {
-  testing::Watchdog watchdog(absl::Seconds(60), "polling an own call");
+  testkit::Watchdog watchdog(absl::Seconds(60), "polling an own call");
   auto w = Worker<SelfCaller>::Create({.mode = GetParam()});
   EXPECT_TRUE(w.Call(&SelfCaller::PollOwnCall).Result());
 }
@@ -341,7 +341,7 @@ TEST_P(SelfWaitTest, PollingAnOwnQueuedCallIsAllowed) {
 TEST_P(SelfWaitTest, WaitingForAnOwnCallThatAlreadyRanIsAllowed) {
   // The call ran and returned a Future that the test completes: its result no longer depends on
   // this worker's queue (before the fix: DeadlockError).
-  testing::Watchdog watchdog(absl::Seconds(60), "waiting for an own call that already ran");
+  testkit::Watchdog watchdog(absl::Seconds(60), "waiting for an own call that already ran");
   auto w = Worker<SelfCaller>::Create({.mode = GetParam(), .unwrap_futures = false});
   Promise<int> later;
   w.Call(&SelfCaller::KeepOwnCallOf, later.GetFuture()).Result();
@@ -356,7 +356,7 @@ TEST_P(SelfWaitTest, WaitingForAnOwnCallThatAlreadyRanIsAllowed) {
 }
 
 TEST_P(SelfWaitTest, WaitingForTheFirstOfOwnAndAnotherWorkersCallIsAllowed) {
-  testing::Watchdog watchdog(absl::Seconds(60), "first of own and other call");
+  testkit::Watchdog watchdog(absl::Seconds(60), "first of own and other call");
   auto w = Worker<SelfCaller>::Create({.mode = GetParam(), .unwrap_futures = false});
   auto other = Worker<SelfCaller>::Create({.mode = Mode::kThread});
   EXPECT_EQ(w.Call(&SelfCaller::FirstOfOwnAndOther, other.Call(&SelfCaller::Value)).Result(), 1u);
@@ -395,7 +395,7 @@ class SelfHolder {
 };
 
 TEST(CurrentWorkerTest, AWorkerHoldingItsOwnHandleStillStopsWhenOutsideHandlesAreGone) {
-  testing::Watchdog watchdog(absl::Seconds(60), "a worker holding CurrentWorker");
+  testkit::Watchdog watchdog(absl::Seconds(60), "a worker holding CurrentWorker");
   for (const Mode mode : {Mode::kSync, Mode::kThread, Mode::kTbb}) {
     Future<void> stopped;
     {

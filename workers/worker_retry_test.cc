@@ -279,7 +279,7 @@ TEST(WorkerRetryOptionsTest, TaskWorkerSubmitUsesThePolicyForEveryCall) {
 // blocks callers, that submission is deferred (Timer callbacks run in a NonBlockingScope): the
 // timer keeps serving its other callbacks.
 TEST(WorkerRetryOptionsTest, RetryAsyncOnAFullBlockingWorkerDoesNotStallTheTimer) {
-  testing::FakeClock clock;
+  testkit::FakeClock clock;
   Timer timer(clock);
   TaskWorker worker = TaskWorker::Create(
       {.mode = Mode::kThread, .max_queued_tasks = 1, .queue_full = QueueFullPolicy::kBlock});

@@ -535,7 +535,7 @@ TEST(WorkerTest, SyncModeReturnsDoneFutures) {
 }
 
 TEST(WorkerTest, TbbWorkerRunsOnTheGivenExecutor) {
-  testing::ManualExecutor executor;
+  testkit::ManualExecutor executor;
   auto created = Worker<Counter>::CreateAsync({.mode = Mode::kTbb, .executor = &executor}, 3);
   EXPECT_FALSE(created.Done());
   EXPECT_EQ(executor.RunAll(), 1);
@@ -561,7 +561,7 @@ class Parent {
 TEST(WorkerTest, AWorkerDroppedInsideAnotherWorkerStopsWithoutWaiting) {
   // Both run on one manual executor: if the child's implicit Stop waited (for an infinite
   // stop_timeout) inside the parent's drain, the child could never drain and this would hang.
-  testing::ManualExecutor executor;
+  testkit::ManualExecutor executor;
   auto child_created = Worker<Counter>::CreateAsync(
       {.mode = Mode::kTbb, .stop_timeout = absl::InfiniteDuration(), .executor = &executor}, 0);
   executor.RunAll();
