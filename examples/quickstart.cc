@@ -1,5 +1,6 @@
-// Quick start: futures on a oneTBB executor, waited on with Wait, Gather and AsCompleted, and a
-// bounded stream over a lazy input. Run: bazel run //examples:quickstart
+// Quick start: CPU work on a oneTBB executor (futures, Then, Gather), and a bounded stream with a
+// live progress bar that keeps going past a failed item and feeds a stateful worker.
+// Run: bazel run //examples:quickstart  (the bar is drawn when stderr is a terminal)
 #include <cstdio>
 #include <optional>
 #include <stdexcept>
@@ -16,14 +17,30 @@ int Square(int x) {
   return x * x;
 }
 
+// A worker: its methods run one at a time, in call order, on its own thread; no lock needed.
+class Tally {
+ public:
+  void Add(int x) {
+    sum_ += x;
+    ++count_;
+  }
+  std::string Summary() const { return absl::StrCat(count_, " values, sum ", sum_); }
+
+ private:
+  long long sum_ = 0;
+  int count_ = 0;
+};
+
 }  // namespace
 
 int main() {
-  concurry::TbbExecutor pool(/*max_concurrency=*/2);
+  // CPU work: one thread per core, scheduled by oneTBB. (Blocking I/O belongs on an executor of
+  // OS threads sized for it; see the README's first program.)
+  concurry::TbbExecutor cpu;
 
   // 1. Submit work, get futures; a continuation runs when the value is ready.
   std::vector<concurry::Future<int>> futures;
-  for (int i = 0; i < 5; ++i) futures.push_back(concurry::Async(pool, Square, i));
+  for (int i = 0; i < 5; ++i) futures.push_back(concurry::Async(cpu, Square, i));
   concurry::Future<std::string> text =
       futures[3].Then([](int nine) { return absl::StrCat("3 squared is ", nine); });
   std::printf("%s\n", text.Result().c_str());
@@ -33,41 +50,35 @@ int main() {
   std::printf("squares: %d %d %d %d %d\n", squares[0], squares[1], squares[2], squares[3],
               squares[4]);
   try {
-    concurry::Gather(std::vector{concurry::Async(pool, Square, 7)});
+    concurry::Gather(std::vector{concurry::Async(cpu, Square, 7)});
   } catch (const std::runtime_error& e) {
     std::printf("Gather rethrew: %s\n", e.what());
   }
 
-  // 3. Wait with a timeout returns what is done instead of throwing.
-  concurry::Promise<int> never;
-  concurry::WaitResult waited =
-      concurry::Wait({futures[0], never.GetFuture()}, {.timeout = absl::Milliseconds(20)});
-  std::printf("Wait: %zu done, %zu not done, timed out: %s\n", waited.done.size(),
-              waited.not_done.size(), waited.timed_out ? "yes" : "no");
-  never.SetValue(0);
-
-  // 4. AsCompleted: (index, outcome) in completion order; errors arrive as values.
-  std::vector<concurry::Future<int>> more;
-  for (int i = 5; i < 9; ++i) more.push_back(concurry::Async(pool, Square, i));
-  for (auto& [index, outcome] : concurry::AsCompleted(std::move(more))) {
-    if (outcome.ok()) {
-      std::printf("input %zu -> %d\n", index + 5, outcome.value());
-    } else {
-      std::printf("input %zu failed: %s\n", index + 5, outcome.status().ToString().c_str());
-    }
-  }
-
-  // 5. Stream over a lazy input with at most 4 tasks in flight; the input is never materialized.
+  // 3. A stream over a lazy input (never materialized) with at most 8 tasks in flight and a
+  // progress bar; kCollect yields a failure as an item instead of stopping. Each value goes to
+  // the worker.
+  auto tally = concurry::Worker<Tally>::Create({.mode = concurry::Mode::kThread});
   int next = 0;
   auto source = [&next]() -> std::optional<int> {
     if (next == 1000) return std::nullopt;
     return next++;
   };
-  long long sum = 0;
-  for (auto& item :
-       concurry::Stream(pool, source, [](int x) { return 2 * x; }, {.max_in_flight = 4})) {
-    sum += item.value();
+  const concurry::StreamOptions options = {
+      .max_in_flight = 8,
+      .on_error = concurry::ErrorPolicy::kCollect,
+      .progress = {.enabled = true, .description = "Squaring"},
+  };
+  for (auto& item : concurry::Stream(cpu, source, Square, options)) {
+    if (item.ok()) {
+      tally.Call(&Tally::Add, item.value());
+    } else {
+      // MERGE: error_message
+      std::printf("input %d failed: %s\n", static_cast<int>(item.index),
+                  concurry::ExceptionMessage(item.outcome.error()).c_str());
+    }
   }
-  std::printf("streamed 1000 inputs, sum of doubles: %lld\n", sum);
+  // Calls to one worker run in order: Summary() sees every Add() above.
+  std::printf("tally: %s\n", tally.Call(&Tally::Summary).Result().c_str());
   return 0;
 }
