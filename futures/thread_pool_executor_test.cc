@@ -270,8 +270,13 @@ TEST(ThreadPoolExecutorTest, ShutdownWithWaitRunsPendingTasks) {
   Watchdog watchdog(absl::Seconds(30));
   ThreadPoolExecutor pool(1);
   absl::Notification gate;
+  StartCounter counter;
   std::atomic<int> ran{0};
-  pool.Submit([&] { gate.WaitForNotification(); });
+  pool.Submit([&] {
+    counter.Started();
+    gate.WaitForNotification();
+  });
+  counter.AwaitStarted(1);
   std::vector<Future<void>> futures;
   for (int i = 0; i < 5; ++i) {
     futures.push_back(Async(pool, [&] { ran.fetch_add(1, std::memory_order_relaxed); }));
