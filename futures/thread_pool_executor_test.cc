@@ -429,10 +429,8 @@ TEST(ThreadPoolExecutorTest, BoundedQueueDoesNotCountTasksThatAThreadWillTake) {
 TEST(ThreadPoolExecutorTest, BoundedQueueBlocksTheSubmitterUntilThereIsRoom) {
   Watchdog watchdog(absl::Seconds(30));
   FakeClock clock;  // Shows the blocked submitter as a waiter; time never moves.
-  ThreadPoolExecutor pool({.max_workers = 1,
-                           .keep_alive = absl::InfiniteDuration(),
-                           .max_queued = 1,
-                           .clock = &clock});
+  ThreadPoolExecutor pool(
+      {.max_workers = 1, .keep_alive = absl::InfiniteDuration(), .max_queued = 1, .clock = &clock});
   absl::Notification gate;
   StartCounter counter;
   pool.Submit([&] {
@@ -456,10 +454,8 @@ TEST(ThreadPoolExecutorTest, BoundedQueueBlocksTheSubmitterUntilThereIsRoom) {
 TEST(ThreadPoolExecutorTest, ShutdownWakesABlockedSubmitter) {
   Watchdog watchdog(absl::Seconds(30));
   FakeClock clock;
-  ThreadPoolExecutor pool({.max_workers = 1,
-                           .keep_alive = absl::InfiniteDuration(),
-                           .max_queued = 1,
-                           .clock = &clock});
+  ThreadPoolExecutor pool(
+      {.max_workers = 1, .keep_alive = absl::InfiniteDuration(), .max_queued = 1, .clock = &clock});
   absl::Notification gate;
   StartCounter counter;
   pool.Submit([&] {
