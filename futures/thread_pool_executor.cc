@@ -290,6 +290,7 @@ ThreadPoolExecutor::~ThreadPoolExecutor() {
 }
 
 void ThreadPoolExecutor::Submit(Task task) {
+  if (!task) throw InvalidOptionError("ThreadPoolExecutor::Submit: the task is empty");
   Impl& impl = *impl_;
   Impl::Joiner joiner;
   {

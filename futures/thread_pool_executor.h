@@ -81,8 +81,9 @@ class ThreadPoolExecutor final : public Executor {
 
   // Queues `task`, starting a thread if none is idle and fewer than max_workers are alive. Throws
   // StoppedError after Shutdown or once broken (see above), CapacityError when the queue is full
-  // under kReject, and std::system_error when no thread exists and the system refuses one. Under
-  // kBlock with the queue full, waits for room (woken by shutdown).
+  // under kReject, std::system_error when no thread exists and the system refuses one, and
+  // InvalidOptionError for an empty task. Under kBlock with the queue full, waits for room (woken
+  // by shutdown).
   void Submit(Task task) override;
 
   // Returns max_workers.

@@ -335,6 +335,12 @@ TEST(ThreadPoolExecutorTest, SubmitAfterShutdownThrowsStoppedError) {
   EXPECT_THROW(Async(pool, [] { return 1; }).Result(), StoppedError);
 }
 
+TEST(ThreadPoolExecutorTest, RejectsAnEmptyTask) {
+  ThreadPoolExecutor pool(1);
+  EXPECT_THROW(pool.Submit(Executor::Task()), InvalidOptionError);
+  EXPECT_EQ(pool.Stats().threads, 0);
+}
+
 TEST(ThreadPoolExecutorTest, ConcurrentShutdownsAreSafe) {
   Watchdog watchdog(absl::Seconds(30));
   ThreadPoolExecutor pool(4);
@@ -371,15 +377,18 @@ TEST(ThreadPoolExecutorTest, ShutdownFromOwnTaskDoesNotDeadlock) {
 TEST(ThreadPoolExecutorTest, DestroyedFromOwnTaskFinishesQueuedTasksInTheBackground) {
   Watchdog watchdog(absl::Seconds(30), "destroying the pool from its task");
   auto pool = std::make_unique<ThreadPoolExecutor>(1);
+  absl::Notification go;
   absl::Notification destroyed;
   Future<void> destroyer = Async(*pool, [&] {
-    pool.reset();  // The destructor does not wait for this thread.
+    go.WaitForNotification();  // Until `queued` is submitted: `pool` is read until then.
+    pool.reset();              // The destructor does not wait for this thread.
     destroyed.Notify();
   });
   Future<int> queued = Async(*pool, [&] {
     destroyed.WaitForNotification();
     return 9;
   });
+  go.Notify();
   EXPECT_TRUE(destroyer.Status().ok());
   EXPECT_EQ(queued.Result(), 9);  // Ran after the executor object was gone.
   EXPECT_EQ(pool, nullptr);
