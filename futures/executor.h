@@ -2,9 +2,11 @@
 // a Future.
 //
 //   concurry::Future<int> f = concurry::Async(concurry::InlineExecutor(), [] { return 6 * 7; });
-//   concurry::TbbExecutor pool(/*max_concurrency=*/2);  // tbb_executor.h
+//   concurry::TbbExecutor pool(/*max_concurrency=*/2);  // tbb_executor.h: CPU work
 //   concurry::Future<int> g = concurry::Async(pool, [] { return 1; });
+//   concurry::ThreadPoolExecutor io(16);  // thread_pool_executor.h: blocking I/O
 //
+// Which one for what: docs/executors.md.
 // The interface is deliberately one method so test doubles (testkit::ManualExecutor) and the worker
 // backends can implement it.
 

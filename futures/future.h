@@ -391,7 +391,8 @@ class AnyFuture {
   futures_internal::StateRef<futures_internal::StateBase> state_;
 };
 
-// Returns a future that already holds `value`.
+// Returns a future that already holds `value`. A Future argument is held as a value too
+// (MakeReadyFuture(f) is a Future<Future<U>>); WrapFuture(f) returns f itself.
 template <typename T>
 Future<std::decay_t<T>> MakeReadyFuture(T&& value) {
   using V = std::decay_t<T>;
@@ -402,6 +403,20 @@ Future<std::decay_t<T>> MakeReadyFuture(T&& value) {
 inline Future<void> MakeReadyFuture() {
   return futures_internal::FutureFromState(
       futures_internal::FutureRef<void>(new futures_internal::State<void>(std::in_place)));
+}
+// Returns `value` as a future, like concurry's wrap_future (idempotent): a Future<U> (lvalue or
+// rvalue) is returned as itself, sharing its state (an invalid handle stays invalid); any other
+// value becomes a ready Future<std::decay_t<T>> (MakeReadyFuture).
+//
+//   concurry::Future<int> a = concurry::WrapFuture(42);  // ready
+//   concurry::Future<int> b = concurry::WrapFuture(a);   // b == a
+template <typename T>
+auto WrapFuture(T&& value) {
+  if constexpr (futures_internal::kIsFuture<std::decay_t<T>>) {
+    return std::decay_t<T>(std::forward<T>(value));
+  } else {
+    return MakeReadyFuture(std::forward<T>(value));
+  }
 }
 // Returns a future that already failed with `error` (null is rejected with InvalidOptionError).
 template <typename T>

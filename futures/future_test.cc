@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -1057,6 +1058,34 @@ TEST(MakeReadyFutureTest, HoldsTheValue) {
   Future<void> v = MakeReadyFuture();
   EXPECT_TRUE(v.Done());
   EXPECT_TRUE(v.Status().ok());
+}
+
+TEST(WrapFutureTest, ReturnsAFutureAsItselfAndWrapsAnyOtherValue) {
+  Promise<int> promise;
+  const Future<int> pending = promise.GetFuture();
+  Future<int> same = WrapFuture(pending);  // lvalue: shares the state, not Future<Future<int>>
+  static_assert(std::is_same_v<decltype(WrapFuture(pending)), Future<int>>);
+  EXPECT_TRUE(same == pending);
+  EXPECT_FALSE(same.Done());
+  Future<int> copy = pending;
+  Future<int> moved = WrapFuture(std::move(copy));  // rvalue: the same state again
+  EXPECT_TRUE(moved == pending);
+  promise.SetValue(7);
+  EXPECT_EQ(same.Result(), 7);
+
+  Future<int> ready = WrapFuture(42);
+  EXPECT_TRUE(ready.Done());
+  EXPECT_EQ(ready.Result(), 42);
+  const std::string text = "text";
+  static_assert(std::is_same_v<decltype(WrapFuture(text)), Future<std::string>>);
+  EXPECT_EQ(WrapFuture(text).Result(), "text");
+  EXPECT_EQ(*WrapFuture(std::make_unique<int>(5)).Result(), 5);
+  // Idempotent: wrapping twice is wrapping once.
+  Future<int> twice = WrapFuture(WrapFuture(3));
+  EXPECT_EQ(twice.Result(), 3);
+  // MakeReadyFuture, by contrast, holds the future as a value.
+  static_assert(std::is_same_v<decltype(MakeReadyFuture(pending)), Future<Future<int>>>);
+  EXPECT_FALSE(WrapFuture(Future<int>()).valid());
 }
 
 TEST(MakeFailedFutureTest, FromAnExceptionPtrKeepsTheType) {

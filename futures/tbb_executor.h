@@ -5,9 +5,12 @@
 //   concurry::Future<int> f = concurry::Async(pool, [] { return 6 * 7; });
 //   int v = f.Result();  // 42
 //
-// For blocking I/O, prefer an executor of OS threads sized for the I/O; a task here that blocks
-// on something the library does not know about says so with a BlockingRegion (executor.h).
-// Separate from //futures:future so code that does not need oneTBB does not link it.
+// It is THE executor for CPU work (one thread per core, nested tbb::parallel_for). For blocking
+// I/O (sockets, HTTP, database clients), use ThreadPoolExecutor (thread_pool_executor.h), whose
+// OS threads are sized for the I/O: here max_concurrency tasks run at once, so on a 2-core machine
+// a Stream with max_in_flight = 16 over blocking calls runs about 2 of them at a time. A task here
+// that blocks on something the library does not know about says so with a BlockingRegion
+// (executor.h). Separate from //futures:future so code that does not need oneTBB does not link it.
 
 #ifndef CONCURRY_FUTURES_TBB_EXECUTOR_H_
 #define CONCURRY_FUTURES_TBB_EXECUTOR_H_
