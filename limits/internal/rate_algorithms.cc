@@ -115,8 +115,11 @@ absl::Status ValidateBurst(RateLimitAlgorithm algorithm, double capacity, absl::
 
 int64_t GcraToleranceNs(double capacity, int64_t window_ns, double burst) {
   if (burst == kDefaultBurst || burst == capacity) return window_ns;
-  const int64_t tolerance =
-      SaturatingNanos(std::floor(burst / capacity * static_cast<double>(window_ns)));
+  // burst emission intervals, each rounded down to whole ns as GcraCost() rounds the cost of one
+  // unit: a burst of single units then fits exactly, and the unit after it waits exactly one
+  // rounded interval (45 per second, burst 5: the sixth waits 22222222 ns).
+  const double interval = std::max(1.0, std::floor(static_cast<double>(window_ns) / capacity));
+  const int64_t tolerance = SaturatingNanos(std::floor(burst * interval));
   return tolerance < 1 ? 1 : tolerance;
 }
 

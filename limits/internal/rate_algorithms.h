@@ -33,7 +33,8 @@ namespace limits_internal {
 // Overflow: windows are at most kMaxRateWindow (about 2^61.5 ns) and whole-unit capacities at
 // most kMaxWholeUnits, both checked at construction by ValidateRateParams(). Clock readings may be
 // anything absl::ToUnixNanos() returns (it saturates at the int64 range, years 1677 and 2262):
-// RateState clamps `now` to at most INT64_MAX - window_ns, so that "now + window" always exists
+// RateState clamps `now` to at most INT64_MAX - window_ns (or - tau, the GCRA tolerance, when an
+// explicit burst makes it longer; see "Burst"), so that "now + window" always exists
 // (time stands still for the limit after that point, ~2162 at the latest), and every other sum
 // or difference of times that state or a backwards clock could push out of range saturates
 // (SaturatingAdd() and friends) in the direction that admits less, never more.
@@ -73,7 +74,9 @@ absl::Status ValidateBurst(RateLimitAlgorithm algorithm, double capacity, absl::
                            double burst);
 
 // Returns the GCRA tolerance in ns for `burst` (validated): window_ns when it equals the
-// capacity, else floor(burst / capacity * window_ns), at least 1.
+// capacity (or is kDefaultBurst), else floor(burst * T) with T = max(1, floor(window_ns /
+// capacity)) the emission interval rounded down as GcraCost() rounds it (at most burst /
+// capacity * window_ns), at least 1.
 int64_t GcraToleranceNs(double capacity, int64_t window_ns, double burst);
 
 // The shortest decimal form that reads back as `value`, in positional notation for magnitudes in
@@ -123,9 +126,11 @@ inline int64_t SaturatingNanos(double ns) {
 inline constexpr int64_t kGcraInitialTat = std::numeric_limits<int64_t>::min();
 
 // Burst: with an explicit burst B (RateLimitOptions::burst), the emission interval stays
-// T = W / C but the tolerance becomes tau = B * T (GcraToleranceNs()): at most B tokens at once,
-// refilled at C per W. Every formula above holds with W replaced by tau and C by B; the default
-// B = C gives tau = W exactly. `tolerance_ns` below is tau (W by default).
+// T = W / C but the tolerance becomes tau = B * T (GcraToleranceNs(), with T rounded down to
+// whole ns): at most B tokens at once, refilled at C per W. Every formula above holds with W
+// replaced by tau and C by B; the default B = C gives tau = W exactly. `tolerance_ns` below is
+// tau (W by default). Overflow: tau <= kMaxRateWindow (ValidateBurst()), and RateState clamps
+// `now` to INT64_MAX - max(W, tau).
 
 // Returns the cost in ns of `amount` tokens: floor(amount / capacity * window_ns), clamped to
 // [1, tolerance_ns] (tolerance_ns defaults to window_ns). Rounding down guarantees a full burst
