@@ -209,6 +209,9 @@ TEST(BurstTest, RejectsBadBurstsWithTheValueAndTheRange) {
       [] { RateLimit("k", 1, "day", RateLimitAlgorithm::kTokenBucket, {.burst = 1e6}); },
       ThrowsMessage<InvalidOptionError>(AllOf(HasSubstr("burst 1000000 is too large for 1 per 24h"),
                                               HasSubstr("beyond the allowed 876000h"))));
+  EXPECT_THAT(
+      [] { RateLimit("k", 1, "day", RateLimitAlgorithm::kLeakyBucket, {.burst = 1e6}); },
+      ThrowsMessage<InvalidOptionError>(HasSubstr("burst 1000000 is too large for 1 per 24h")));
   const auto leaky = [](double burst) {
     RateLimit("k", 45, "second", RateLimitAlgorithm::kLeakyBucket, {.burst = burst});
   };

@@ -48,7 +48,7 @@ struct RateLimitOptions {
   //   allowed), finite, may exceed the capacity as long as tau <= kMaxRateWindow. 45 per second
   //   with burst 5 admits 5 at once, then one every 1/45 s.
   // - kLeakyBucket: the bucket's depth (it still leaks capacity per window); a whole number from
-  //   1 to kMaxWholeUnits.
+  //   1 to kMaxWholeUnits, with a drain time burst * window / capacity <= kMaxRateWindow.
   // - kSlidingWindow, kFixedWindow: must be unset or equal to the capacity (a window admits its
   //   whole capacity at once by definition); InvalidOptionError otherwise, naming the
   //   alternatives.

@@ -77,11 +77,10 @@ absl::Status ValidateBurst(RateLimitAlgorithm algorithm, double capacity, absl::
       return absl::InvalidArgumentError(
           absl::StrCat("burst must be unset or equal to the capacity (", FormatNumber(capacity),
                        ") for ", RateLimitAlgorithmName(algorithm),
-                       ", which admits its whole capacity at once by "
-                       "definition, got ",
-                       given, "; to admit at most ", given,
-                       " at once, use kGcra, "
-                       "kTokenBucket or kLeakyBucket with this burst, or capacity ",
+                       ", which admits its whole capacity at once by definition, got ", given,
+                       "; to admit at most ", given,
+                       " at once, use kGcra, kTokenBucket or kLeakyBucket with this burst, or "
+                       "capacity ",
                        given, " per ", absl::FormatDuration(window * (burst / capacity)),
                        " (the same average rate)"));
     case RateLimitAlgorithm::kLeakyBucket:
@@ -90,25 +89,27 @@ absl::Status ValidateBurst(RateLimitAlgorithm algorithm, double capacity, absl::
             absl::StrCat("burst must be a whole number from 1 to ", kMaxWholeUnits,
                          " (2^53 - 1) for leaky_bucket (the bucket's depth), got ", given));
       }
-      return absl::OkStatus();
+      break;
     case RateLimitAlgorithm::kTokenBucket:
     case RateLimitAlgorithm::kGcra:
+      if (!(burst >= 1) || std::isinf(burst)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "burst must be >= 1 and finite (or equal to the capacity, the default) for ",
+            RateLimitAlgorithmName(algorithm), ", got ", given));
+      }
       break;
   }
-  if (!(burst >= 1) || std::isinf(burst)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("burst must be >= 1 and finite (or equal to the capacity, the default) for ",
-                     RateLimitAlgorithmName(algorithm), ", got ", given));
-  }
-  // The tolerance burst * window / capacity must stay within kMaxRateWindow, so that now + tau
-  // exists for every clock reading the algorithms accept.
+  // The time a full burst takes to refill (GCRA's tolerance) or a full leaky bucket to drain,
+  // burst * window / capacity, must stay within kMaxRateWindow, so that now + tau exists for every
+  // clock reading the algorithms accept and every wait fits in int64 nanoseconds.
   const double tolerance = burst / capacity * static_cast<double>(absl::ToInt64Nanoseconds(window));
   if (!(tolerance <= static_cast<double>(absl::ToInt64Nanoseconds(kMaxRateWindow)))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "burst ", given, " is too large for ", FormatNumber(capacity), " per ",
-        absl::FormatDuration(window), ": refilling it (burst / capacity * window) would take ",
-        FormatNumber(tolerance / 1e9), "s, beyond the allowed ",
-        absl::FormatDuration(kMaxRateWindow)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("burst ", given, " is too large for ", FormatNumber(capacity), " per ",
+                     absl::FormatDuration(window),
+                     ": refilling or draining it (burst / capacity * window) would take ",
+                     FormatNumber(tolerance / 1e9), "s, beyond the allowed ",
+                     absl::FormatDuration(kMaxRateWindow)));
   }
   return absl::OkStatus();
 }

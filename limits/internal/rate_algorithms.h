@@ -65,8 +65,9 @@ inline double EffectiveBurst(double capacity, double burst) {
 
 // Returns OK if `burst` (the most units admitted at once, as given by the user: kDefaultBurst is
 // not special here) suits parameters that passed ValidateRateParams(). TokenBucket and GCRA: >= 1
-// (fractions allowed) or equal to the capacity, finite, with a tolerance burst / capacity * window
-// of at most kMaxRateWindow. LeakyBucket: a whole number from 1 to kMaxWholeUnits. SlidingWindow
+// (fractions allowed) or equal to the capacity, finite. LeakyBucket: a whole number from 1 to
+// kMaxWholeUnits. Both: burst / capacity * window (the refill or drain time of a full burst) at
+// most kMaxRateWindow. SlidingWindow
 // and FixedWindow: only the capacity (a window admits its whole capacity at once by definition). An
 // infinite capacity takes no burst. Otherwise InvalidArgument starting with "burst", giving the
 // value, the allowed range and, for the window algorithms, what to use instead.
