@@ -1301,7 +1301,11 @@ const LimitStats* LimitSetStats::Find(absl::string_view key) const {
   return nullptr;
 }
 
-const LimitStats& LimitSetStats::at(absl::string_view key) const {
+LimitStats LimitSetStats::at(absl::string_view key) && {
+  return std::move(const_cast<LimitStats&>(static_cast<const LimitSetStats&>(*this).at(key)));
+}
+
+const LimitStats& LimitSetStats::at(absl::string_view key) const& {
   if (const LimitStats* entry = Find(key)) return *entry;
   std::vector<absl::string_view> keys;
   for (const LimitStats& entry : limits) keys.push_back(entry.key);

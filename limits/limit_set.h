@@ -139,11 +139,13 @@ struct LimitStats {
 };
 
 struct LimitSetStats {
-  // The entry of the limit with `key`, or null.
+  // The entry of the limit with `key`, or null. The pointer lives as long as this object.
   const LimitStats* Find(absl::string_view key) const;
   // The entry of the limit with `key`; throws InvalidOptionError naming `key` and the keys
-  // present if there is none.
-  const LimitStats& at(absl::string_view key) const;
+  // present if there is none. On a temporary (`set.Stats().at("tokens")`) it returns a copy, so
+  // `const LimitStats& s = set.Stats().at("tokens");` does not dangle.
+  const LimitStats& at(absl::string_view key) const&;
+  LimitStats at(absl::string_view key) &&;
 
   std::vector<LimitStats> limits;  // In the order given to Create().
   int64_t acquisitions = 0;        // Successful acquisitions so far.
@@ -218,7 +220,8 @@ class LimitAcquisition {
   // Gives back resource units and refunds requested - used for updated TokenBucket and GCRA
   // limits, waking waiters. A RateLimit (or a CallLimit taken with more than 1) without Update()
   // is charged in full; after releasing everything, Release() then throws LimitUsageError naming
-  // those keys. Idempotent: releasing again does nothing.
+  // those keys. Idempotent: releasing again does nothing. charges() then reports the final
+  // figures.
   void Release();
 
  private:
@@ -275,7 +278,8 @@ class LimitSet {
   // nested acquisition that already holds the connection asks {{"tokens", n}, {"connections",
   // 0}}. InvalidOptionError, at once, for an unknown or repeated key, a negative or non-finite
   // (NaN) amount, a fractional amount (or one above kMaxWholeUnits) for a limit that counts whole
-  // units, or an amount above a limit's capacity ("can never be fulfilled"); the 1 taken for an
+  // units, or an amount above a limit's capacity, or its burst when set ("can never be
+  // fulfilled"); the 1 taken for an
   // unnamed CallLimit or ResourceLimit is checked the same way.
   LimitAcquisition Acquire(absl::Span<const LimitAmount> request = {},
                            absl::Duration timeout = absl::InfiniteDuration()) const;

@@ -174,6 +174,9 @@ TEST_F(ChargesTest, StatsFindAndAtLookUpByKey) {
   EXPECT_EQ(stats.Find("tokens")->capacity, 100);
   EXPECT_EQ(&stats.at("conn"), stats.Find("conn"));
   EXPECT_EQ(stats.Find("nope"), nullptr);
+  // On a temporary, at() returns a copy: the reference below does not dangle (ASan checks).
+  const LimitStats& copied = set_.Stats().at("tokens");
+  EXPECT_EQ(copied.capacity, 100);
   EXPECT_THAT([&] { stats.at("nope"); },
               ThrowsMessage<InvalidOptionError>(
                   "LimitSetStats::at: no limit with key 'nope'; the set has: tokens, fixed, "

@@ -3,7 +3,7 @@
 // TokenBucket and GCRA are lock-free (one compare-exchange per admitted request).
 //
 //   concurry::RateLimiter limiter({.algorithm = concurry::RateLimitAlgorithm::kGcra,
-//                                  .capacity = 100, .window = absl::Seconds(1)});
+//                                  .capacity = 100, .window = absl::Seconds(1), .burst = 10});
 //   if (!limiter.TryAcquire(1)) {
 //     absl::Duration retry_after = limiter.TimeUntilAvailable(1);
 //   }

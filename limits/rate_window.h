@@ -1,7 +1,8 @@
 // Rate-limit windows and algorithm names as concurry spells them, and the ranges limits accept:
 // ParseRateWindow() turns "minute", "per_hr", "Weekly" or a number of seconds ("0.5") into an
 // absl::Duration, and RateLimitAlgorithm parses from "token", "gcra", "sliding_window" and the
-// other aliases via AbslParseFlag().
+// other aliases via AbslParseFlag(). RateAlgorithmStats is the algorithm-specific part of a rate
+// limit's statistics (RateLimiter::Stats(), LimitSet::Stats()).
 //
 //   absl::StatusOr<absl::Duration> window = concurry::ParseRateWindow("per_minute");  // 60 s
 //   concurry::RateLimitAlgorithm algorithm;

@@ -379,8 +379,9 @@ class FixedWindow {
 // be called concurrently. For the other algorithms the caller serializes every call. An infinite
 // capacity admits everything and keeps no state.
 //
-// Every method that takes `now` first clamps it to at most INT64_MAX - window_ns (see "Overflow"
-// above); any int64 reading is accepted.
+// Every method that takes `now` first clamps it to at most INT64_MAX - max(window_ns,
+// tolerance_ns) (see "Overflow" above); any int64 reading is accepted. An explicit burst sets the
+// GCRA tolerance or the LeakyBucket depth (see "Burst"); the window algorithms take none.
 class RateState {
  public:
   // Parameters accepted by ValidateRateParams() and ValidateBurst(); the callers (Limit,
