@@ -377,6 +377,11 @@ TEST(RateArithmeticFuzzTest, ClockJumpsBackAndForthKeepWaitsConsistent) {
       ASSERT_EQ(state->TryAcquire(now, amount), wait == 0) << "at " << now;
       const double in_use = state->InUse(now);
       ASSERT_TRUE(in_use >= 0) << in_use;
+      double snapshot_in_use = -1;
+      const RateAlgorithmStats snapshot = state->Snapshot(now, &snapshot_in_use);
+      ASSERT_EQ(snapshot_in_use, in_use);
+      ASSERT_EQ(snapshot.burst, state->burst());
+      ASSERT_TRUE(snapshot.tokens >= 0 && snapshot.level >= 0 && snapshot.window_count >= 0);
       if (fuzz.Chance(0.2)) state->Charge(now, fuzz.Amount(*state));
       if (state->supports_refund() && fuzz.Chance(0.2)) state->Refund(now, fuzz.Amount(*state));
     }
