@@ -79,12 +79,13 @@ absl::string_view LimitKindName(LimitKind kind) {
 }
 
 Limit::Limit(LimitKind kind, std::string key, double capacity, absl::Duration window,
-             RateLimitAlgorithm algorithm)
+             RateLimitAlgorithm algorithm, const RateLimitOptions& options)
     : kind_(kind),
       key_(std::move(key)),
       capacity_(capacity),
       window_(window),
-      algorithm_(algorithm) {
+      algorithm_(algorithm),
+      burst_(options.burst.value_or(capacity)) {
   switch (kind) {
     case LimitKind::kRate:
     case LimitKind::kCall:
@@ -111,13 +112,22 @@ Limit::Limit(LimitKind kind, std::string key, double capacity, absl::Duration wi
     throw InvalidOptionError(absl::StrCat(kind == LimitKind::kRate ? "RateLimit" : "CallLimit",
                                           " '", key_, "': ", status.message()));
   }
+  if (options.burst.has_value()) {
+    if (absl::Status status =
+            limits_internal::ValidateBurst(algorithm, capacity, window, *options.burst);
+        !status.ok()) {
+      throw InvalidOptionError(absl::StrCat(kind == LimitKind::kRate ? "RateLimit" : "CallLimit",
+                                            " '", key_, "': ", status.message()));
+    }
+  }
 }
 
 std::string Limit::ParamsSignature() const {
   if (kind_ == LimitKind::kResource) return absl::StrCat("c", FormatNumber(capacity_), "r");
   return absl::StrCat("c", FormatNumber(capacity_), "w",
                       FormatNumber(absl::ToDoubleSeconds(window_)),
-                      RateLimitAlgorithmName(algorithm_).substr(0, 3));
+                      RateLimitAlgorithmName(algorithm_).substr(0, 3),
+                      explicit_burst() ? absl::StrCat("b", FormatNumber(burst_)) : std::string());
 }
 
 std::string Limit::DebugString() const {
@@ -125,31 +135,38 @@ std::string Limit::DebugString() const {
     case LimitKind::kRate:
       return absl::StrCat("RateLimit(key=", key_, ", capacity=", FormatNumber(capacity_),
                           ", window=", absl::FormatDuration(window_),
-                          ", algorithm=", RateLimitAlgorithmName(algorithm_), ")");
+                          ", algorithm=", RateLimitAlgorithmName(algorithm_), BurstSuffix(), ")");
     case LimitKind::kCall:
       return absl::StrCat("CallLimit(capacity=", FormatNumber(capacity_),
                           ", window=", absl::FormatDuration(window_),
-                          ", algorithm=", RateLimitAlgorithmName(algorithm_), ")");
+                          ", algorithm=", RateLimitAlgorithmName(algorithm_), BurstSuffix(), ")");
     case LimitKind::kResource:
       return absl::StrCat("ResourceLimit(key=", key_, ", capacity=", FormatNumber(capacity_), ")");
   }
   return "Limit()";
 }
 
+std::string Limit::BurstSuffix() const {
+  return explicit_burst() ? absl::StrCat(", burst=", FormatNumber(burst_)) : std::string();
+}
+
 RateLimit::RateLimit(std::string key, double capacity, absl::Duration window,
-                     RateLimitAlgorithm algorithm)
-    : Limit(LimitKind::kRate, CheckedRateKey(std::move(key)), capacity, window, algorithm) {}
+                     RateLimitAlgorithm algorithm, const RateLimitOptions& options)
+    : Limit(LimitKind::kRate, CheckedRateKey(std::move(key)), capacity, window, algorithm,
+            options) {}
 
 RateLimit::RateLimit(std::string key, double capacity, absl::string_view window,
-                     RateLimitAlgorithm algorithm)
+                     RateLimitAlgorithm algorithm, const RateLimitOptions& options)
     : RateLimit(key, capacity, ParsedWindow(absl::StrCat("RateLimit '", key, "'"), window),
-                algorithm) {}
+                algorithm, options) {}
 
-CallLimit::CallLimit(double capacity, absl::Duration window, RateLimitAlgorithm algorithm)
-    : Limit(LimitKind::kCall, std::string(kCallLimitKey), capacity, window, algorithm) {}
+CallLimit::CallLimit(double capacity, absl::Duration window, RateLimitAlgorithm algorithm,
+                     const RateLimitOptions& options)
+    : Limit(LimitKind::kCall, std::string(kCallLimitKey), capacity, window, algorithm, options) {}
 
-CallLimit::CallLimit(double capacity, absl::string_view window, RateLimitAlgorithm algorithm)
-    : CallLimit(capacity, ParsedWindow("CallLimit 'call_count'", window), algorithm) {}
+CallLimit::CallLimit(double capacity, absl::string_view window, RateLimitAlgorithm algorithm,
+                     const RateLimitOptions& options)
+    : CallLimit(capacity, ParsedWindow("CallLimit 'call_count'", window), algorithm, options) {}
 
 ResourceLimit::Validated ResourceLimit::Validate(std::string key, bool negative,
                                                  uint64_t magnitude) {

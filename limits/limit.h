@@ -5,7 +5,7 @@
 //
 //   std::vector<concurry::Limit> limits = {
 //       concurry::RateLimit("tokens", 10'000, "minute", concurry::RateLimitAlgorithm::kGcra),
-//       concurry::CallLimit(100, absl::Seconds(1)),
+//       concurry::CallLimit(45, "second", concurry::RateLimitAlgorithm::kGcra, {.burst = 5}),
 //       concurry::ResourceLimit("connections", 4),
 //   };
 //   limits[0].ParamsSignature();  // "c10000w60gcr"
@@ -14,6 +14,7 @@
 #define CONCURRY_LIMITS_LIMIT_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -36,6 +37,25 @@ absl::string_view LimitKindName(LimitKind kind);
 // The key of every CallLimit.
 inline constexpr absl::string_view kCallLimitKey = "call_count";
 
+// Options of a RateLimit or CallLimit, the trailing constructor argument.
+struct RateLimitOptions {
+  // The most units admitted at once (the bucket size), while the long-run rate stays capacity per
+  // window. Unset (the default) means the capacity: a full window's worth at once, as before this
+  // option existed and as in concurry. A rate limit without it admits `capacity` at t = 0, which
+  // a server limiting the same rate with a smaller burst rejects (see docs/limits.md, "Matching
+  // a server's limiter").
+  // - kGcra, kTokenBucket: GCRA tolerance tau = burst * window / capacity; burst >= 1 (fractions
+  //   allowed), finite, may exceed the capacity as long as tau <= kMaxRateWindow. 45 per second
+  //   with burst 5 admits 5 at once, then one every 1/45 s.
+  // - kLeakyBucket: the bucket's depth (it still leaks capacity per window); a whole number from
+  //   1 to kMaxWholeUnits, with a drain time burst * window / capacity <= kMaxRateWindow.
+  // - kSlidingWindow, kFixedWindow: must be unset or equal to the capacity (a window admits its
+  //   whole capacity at once by definition); InvalidOptionError otherwise, naming the
+  //   alternatives.
+  // - An unlimited (+infinity) capacity takes no burst.
+  std::optional<double> burst;
+};
+
 // One limit. Construct it as a RateLimit, CallLimit or ResourceLimit (they add nothing but their
 // constructors, so a std::vector<Limit> holds any mix). Copyable; immutable.
 class Limit {
@@ -49,10 +69,16 @@ class Limit {
   absl::Duration window() const { return window_; }
   // Rate and call limits only.
   RateLimitAlgorithm algorithm() const { return algorithm_; }
+  // Rate and call limits: the most units admitted at once, RateLimitOptions::burst or, when unset,
+  // the capacity. A ResourceLimit: its capacity. Amounts above it are rejected.
+  double burst() const { return burst_; }
+  // Whether RateLimitOptions::burst was given (with a value other than the capacity).
+  bool explicit_burst() const { return burst_ != capacity_; }
 
   // A stable string naming the parameters (not the key), equal for equal limits across processes
   // and runs: "c{capacity}w{window seconds}{first 3 letters of the algorithm}" for rate and call
-  // limits as in concurry ("c300w60gcr", "c0.0001w86400tok", "cinfw1sli"), "c{capacity}r" for a
+  // limits as in concurry ("c300w60gcr", "c0.0001w86400tok", "cinfw1sli"), followed by
+  // "b{burst}" when the burst differs from the capacity ("c45w1gcrb5"), "c{capacity}r" for a
   // ResourceLimit. Numbers are written in their shortest exact form (300.0 gives "300").
   std::string ParamsSignature() const;
 
@@ -62,7 +88,7 @@ class Limit {
  protected:
   // Validates everything (InvalidOptionError, also for an unknown `kind` or `algorithm`).
   Limit(LimitKind kind, std::string key, double capacity, absl::Duration window,
-        RateLimitAlgorithm algorithm);
+        RateLimitAlgorithm algorithm, const RateLimitOptions& options = {});
 
  private:
   LimitKind kind_;
@@ -70,6 +96,10 @@ class Limit {
   double capacity_;
   absl::Duration window_;
   RateLimitAlgorithm algorithm_;
+  double burst_;
+
+  // ", burst=5" when the burst differs from the capacity, else "".
+  std::string BurstSuffix() const;
 };
 
 // `capacity` units per `window`, by `algorithm`. Acquiring it needs an explicit amount, and the
@@ -79,26 +109,48 @@ class Limit {
 // `capacity` is > 0 (+infinity means unlimited; TokenBucket and GCRA accept fractions, the other
 // algorithms count whole units and take 1 to kMaxWholeUnits), and `window` is from 1 ns to
 // kMaxRateWindow (100 years); the string form takes concurry's names ("minute", "per_hour",
-// "Weekly"; see ParseRateWindow()) or seconds.
+// "Weekly"; see ParseRateWindow()) or seconds. `options.burst`: see RateLimitOptions (its errors
+// name the burst and the allowed values).
+//
+//   RateLimit("calls", 45, "second", RateLimitAlgorithm::kGcra, {.burst = 5})
 class RateLimit : public Limit {
  public:
   RateLimit(std::string key, double capacity, absl::Duration window,
-            RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm);
+            RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm,
+            const RateLimitOptions& options = {});
   RateLimit(std::string key, double capacity, absl::string_view window,
-            RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm);
+            RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm,
+            const RateLimitOptions& options = {});
+  RateLimit(std::string key, double capacity, absl::Duration window,
+            const RateLimitOptions& options)
+      : RateLimit(std::move(key), capacity, window, kDefaultRateLimitAlgorithm, options) {}
+  RateLimit(std::string key, double capacity, absl::string_view window,
+            const RateLimitOptions& options)
+      : RateLimit(std::move(key), capacity, window, kDefaultRateLimitAlgorithm, options) {}
 };
 
 // At most `capacity` calls per `window`, key "call_count". A LimitSet takes it with amount 1 on
-// every acquisition that does not name it; such an implicit use needs no Update(). An explicit
-// amount above 1 must be updated like a RateLimit. Validation as for RateLimit, and `capacity`
-// must be >= 1, since every call takes 1: write one call per two seconds as
-// CallLimit(1, absl::Seconds(2)) or CallLimit(1, "2"), not CallLimit(0.5, "second").
+// every acquisition that does not name it; such an implicit use needs no Update(), and neither
+// does an explicit request of 1 ({{"call_count", 1}}): both count exactly one call, and Update()
+// accepts only 1 for them (as in concurry). An explicit amount above 1 must be updated like a
+// RateLimit. Validation as for RateLimit, and `capacity` must be >= 1, since every call takes
+// 1: write one call per two seconds as CallLimit(1, absl::Seconds(2)) or CallLimit(1, "2"), not
+// CallLimit(0.5, "second"). The burst options come last, after the algorithm, which may be left
+// out (the default, SlidingWindow, accepts only a burst equal to the capacity):
+//
+//   CallLimit(45, "second", RateLimitAlgorithm::kGcra, {.burst = 5})
 class CallLimit : public Limit {
  public:
   CallLimit(double capacity, absl::Duration window,
-            RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm);
+            RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm,
+            const RateLimitOptions& options = {});
   CallLimit(double capacity, absl::string_view window,
-            RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm);
+            RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm,
+            const RateLimitOptions& options = {});
+  CallLimit(double capacity, absl::Duration window, const RateLimitOptions& options)
+      : CallLimit(capacity, window, kDefaultRateLimitAlgorithm, options) {}
+  CallLimit(double capacity, absl::string_view window, const RateLimitOptions& options)
+      : CallLimit(capacity, window, kDefaultRateLimitAlgorithm, options) {}
 };
 
 // At most `capacity` units held at once (a counting semaphore, e.g. connections). A LimitSet

@@ -341,7 +341,7 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options)
     if (limits_[i].kind() == LimitKind::kResource) continue;
     rates_[i] =
         RateState::Create(base + rate_offsets[i], limits_[i].algorithm(), limits_[i].capacity(),
-                          absl::ToInt64Nanoseconds(limits_[i].window()));
+                          absl::ToInt64Nanoseconds(limits_[i].window()), limits_[i].burst());
   }
   in_use_ = reinterpret_cast<double*>(base + in_use_offset);
   holders_ = base + holders_offset;
@@ -428,12 +428,15 @@ void SetImpl::Wait(uint32_t generation, absl::Time wake, const std::atomic<bool>
 
 void SetImpl::CheckAmount(size_t index, double amount, bool implicit) const {
   const Limit& limit = limits_[index];
-  if (amount > limit.capacity()) {
-    throw InvalidOptionError(
-        absl::StrCat("Requested amount (", FormatNumber(amount), ") exceeds capacity (",
-                     FormatNumber(limit.capacity()), ") for limit '", limit.key(), "'",
-                     implicit ? " (taken with 1 because the request does not name it)" : "",
-                     ". This request can never be fulfilled."));
+  if (amount > limit.burst()) {
+    throw InvalidOptionError(absl::StrCat(
+        "Requested amount (", FormatNumber(amount), ") exceeds ",
+        limit.explicit_burst() ? absl::StrCat("the burst (", FormatNumber(limit.burst()),
+                                              ", capacity ", FormatNumber(limit.capacity()), ")")
+                               : absl::StrCat("capacity (", FormatNumber(limit.capacity()), ")"),
+        " for limit '", limit.key(), "'",
+        implicit ? " (taken with 1 because the request does not name it)" : "",
+        ". This request can never be fulfilled."));
   }
   if (implicit) return;  // 1 is whole.
   const bool resource = limit.kind() == LimitKind::kResource;
@@ -810,11 +813,13 @@ void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount
                                             "' must be >= 0 and finite, got ",
                                             FormatNumber(entry.amount)));
     }
-    if (limit.kind() == LimitKind::kCall && target->implicit && entry.amount != 1) {
+    if (limit.kind() == LimitKind::kCall && target->requested == 1 && entry.amount != 1) {
       throw InvalidOptionError(absl::StrCat(
-          "LimitAcquisition::Update: CallLimit usage must be 1 for an implicit acquisition "
-          "(taken without naming 'call_count'), got ",
-          FormatNumber(entry.amount)));
+          "LimitAcquisition::Update: CallLimit usage must be 1 for a call request of 1 (",
+          target->implicit ? "an implicit acquisition, taken without naming 'call_count'"
+                           : "{\"call_count\", 1}, which counts one call like the implicit one",
+          "), got ", FormatNumber(entry.amount),
+          "; to report a number of calls, request it: {\"call_count\", n}"));
     }
     const bool fraction = entry.amount != std::floor(entry.amount);
     if (limit.kind() != LimitKind::kResource && rates_[target->index]->whole_amounts() &&
@@ -873,14 +878,16 @@ void SetImpl::Release(LimitAcquisition& acquisition) {
     // A fork()ed child destroying its copy of the parent's acquisition: the parent releases it.
     if (shared_ && owner.pid != CurrentPid()) return;
     double* holding = held(acquisition.holder_);
-    for (const Item& item : acquisition.items_) {
+    for (Item& item : acquisition.items_) {
       RateState* rate = rates_[item.index];
       if (rate == nullptr) {
         in_use_[item.index] = std::max(0.0, in_use_[item.index] - item.requested);
         holding[resource_index_[item.index]] -= item.requested;
+        item.refunded = item.requested;
         notify = true;
       } else if (item.updated && item.used < item.requested && rate->supports_refund()) {
         rate->Refund(now, item.requested - item.used);
+        item.refunded = item.requested - item.used;
         notify = true;
       }
     }
@@ -908,9 +915,14 @@ LimitSetStats SetImpl::Stats() {
     entry.capacity = limit.capacity();
     entry.window = limit.window();
     entry.algorithm = limit.algorithm();
-    entry.in_use = rates_[i] == nullptr ? in_use_[i] : rates_[i]->InUse(now);
-    entry.available = std::max(0.0, entry.capacity - entry.in_use);
-    entry.utilization = std::isinf(entry.capacity) ? 0 : entry.in_use / entry.capacity;
+    entry.burst = limit.burst();
+    if (rates_[i] == nullptr) {
+      entry.in_use = in_use_[i];
+    } else {
+      entry.rate = rates_[i]->Snapshot(now, &entry.in_use);
+    }
+    entry.available = std::max(0.0, entry.burst - entry.in_use);
+    entry.utilization = std::isinf(entry.burst) ? 0 : entry.in_use / entry.burst;
     stats.limits.push_back(std::move(entry));
   }
   if (no_op()) return stats;
@@ -1098,6 +1110,7 @@ void SetImpl::ServeAsync(AsyncQueue& queue) {
 
 LimitAcquisition::LimitAcquisition(LimitAcquisition&& other) noexcept
     : set_(std::move(other.set_)),
+      released_from_(std::move(other.released_from_)),
       items_(std::move(other.items_)),
       holder_(other.holder_),
       exempting_(other.exempting_) {
@@ -1109,6 +1122,7 @@ LimitAcquisition& LimitAcquisition::operator=(LimitAcquisition&& other) noexcept
   if (this != &other) {
     ReleaseAndListMissing(/*warn=*/true);
     set_ = std::move(other.set_);
+    released_from_ = std::move(other.released_from_);
     items_ = std::move(other.items_);
     holder_ = other.holder_;
     exempting_ = other.exempting_;
@@ -1137,6 +1151,37 @@ std::vector<LimitAmount> LimitAcquisition::amounts() const {
   return result;
 }
 
+std::vector<LimitCharge> LimitAcquisition::charges() const {
+  std::vector<LimitCharge> result;
+  const limits_internal::SetImpl* set = set_ != nullptr ? set_.get() : released_from_.get();
+  if (set == nullptr) return result;
+  const bool released = set_ == nullptr;
+  result.reserve(items_.size());
+  for (const Item& item : items_) {
+    const Limit& limit = set->limits()[item.index];
+    LimitCharge& charge = result.emplace_back();
+    charge.key = limit.key();
+    charge.kind = limit.kind();
+    charge.requested = item.requested;
+    charge.updated = item.updated;
+    charge.used = item.updated ? item.used : item.requested;
+    charge.refunded = item.refunded;
+    if (limit.kind() == LimitKind::kResource) {
+      charge.charged = released ? 0 : item.requested;
+    } else {
+      charge.charged = item.requested + item.charged_extra - item.refunded;
+    }
+  }
+  return result;
+}
+
+std::optional<LimitCharge> LimitAcquisition::charge(absl::string_view key) const {
+  for (LimitCharge& entry : charges()) {
+    if (entry.key == key) return std::move(entry);
+  }
+  return std::nullopt;
+}
+
 const LimitConfig& LimitAcquisition::config() const {
   static const LimitConfig* const kEmpty = new LimitConfig();
   return set_ == nullptr ? *kEmpty : set_->options().config;
@@ -1161,7 +1206,7 @@ std::string LimitAcquisition::ReleaseAndListMissing(bool warn) {
     if (needs_update && !item.updated) missing.push_back(limit.key());
   }
   set->Release(*this);
-  items_.clear();
+  released_from_ = set;
   if (missing.empty()) return "";
   set->CountMissingUpdate();
   std::string message = absl::StrCat(
@@ -1248,5 +1293,26 @@ LimitSharing LimitSet::sharing() const { return impl_->options().sharing; }
 LimitFairness LimitSet::fairness() const { return impl_->options().fairness; }
 const LimitConfig& LimitSet::config() const { return impl_->options().config; }
 LimitSetStats LimitSet::Stats() const { return impl_->Stats(); }
+
+const LimitStats* LimitSetStats::Find(absl::string_view key) const {
+  for (const LimitStats& entry : limits) {
+    if (entry.key == key) return &entry;
+  }
+  return nullptr;
+}
+
+LimitStats LimitSetStats::at(absl::string_view key) && {
+  return std::move(const_cast<LimitStats&>(static_cast<const LimitSetStats&>(*this).at(key)));
+}
+
+const LimitStats& LimitSetStats::at(absl::string_view key) const& {
+  if (const LimitStats* entry = Find(key)) return *entry;
+  std::vector<absl::string_view> keys;
+  for (const LimitStats& entry : limits) keys.push_back(entry.key);
+  throw InvalidOptionError(
+      absl::StrCat("LimitSetStats::at: no limit with key '", key, "'; ",
+                   keys.empty() ? std::string("the set has no limits")
+                                : absl::StrCat("the set has: ", absl::StrJoin(keys, ", "))));
+}
 
 }  // namespace concurry

@@ -123,14 +123,30 @@ struct LimitStats {
   double capacity = 0;
   absl::Duration window;
   RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm;
-  // Units counted against the capacity now (held resource units; for rate limits as in
-  // RateLimiterStats) and capacity - in_use; utilization = in_use / capacity.
+  // The most units admitted at once: Limit::burst() (the capacity unless set; a ResourceLimit's
+  // capacity).
+  double burst = 0;
+  // Units counted against the burst now (held resource units; for rate limits as in
+  // RateLimiterStats: tokens missing from the bucket, the leaky bucket's level, units admitted
+  // in the window) and burst - in_use; utilization = in_use / burst (0 when unlimited). With the
+  // default burst, the burst is the capacity.
   double in_use = 0;
   double available = 0;
   double utilization = 0;
+  // Rate and call limits: the algorithm's own state (GCRA's TAT and tolerance, a bucket's tokens
+  // or level, a window's start and count); defaults for a ResourceLimit.
+  RateAlgorithmStats rate;
 };
 
 struct LimitSetStats {
+  // The entry of the limit with `key`, or null. The pointer lives as long as this object.
+  const LimitStats* Find(absl::string_view key) const;
+  // The entry of the limit with `key`; throws InvalidOptionError naming `key` and the keys
+  // present if there is none. On a temporary (`set.Stats().at("tokens")`) it returns a copy, so
+  // `const LimitStats& s = set.Stats().at("tokens");` does not dangle.
+  const LimitStats& at(absl::string_view key) const&;
+  LimitStats at(absl::string_view key) &&;
+
   std::vector<LimitStats> limits;  // In the order given to Create().
   int64_t acquisitions = 0;        // Successful acquisitions so far.
   int64_t timeouts = 0;            // Acquire() calls that timed out.
@@ -139,6 +155,28 @@ struct LimitSetStats {
   int64_t missing_updates = 0;     // Releases of a rate limit that was never updated.
   int64_t overuse_reports = 0;     // Updates that reported more than was requested.
   int64_t recovered_holders = 0;   // Dead processes whose resource units were taken back.
+};
+
+// What an acquisition took, used and was charged for one limit (LimitAcquisition::charges()).
+struct LimitCharge {
+  std::string key;
+  LimitKind kind = LimitKind::kRate;
+  // The amount taken at acquisition (1 for a CallLimit or ResourceLimit the request did not name).
+  double requested = 0;
+  // Whether Update() reported a usage for this limit.
+  bool updated = false;
+  // The usage reported by the last Update(), or, without one, the default: the requested amount
+  // (what is charged for a rate limit left without Update(), and what a call request of 1 or a
+  // ResourceLimit always counts).
+  double used = 0;
+  // Rate and call limits: the units counted against the limit for this acquisition, i.e.
+  // requested + the over-use charged by Update() - refunded. ResourceLimit: the units held,
+  // requested until release and 0 after.
+  double charged = 0;
+  // Given back at release: requested - used for an updated TokenBucket or GCRA limit used below
+  // its request (the other algorithms cannot refund, so they keep the whole request charged),
+  // and a ResourceLimit's units. 0 while held.
+  double refunded = 0;
 };
 
 // The result of acquiring from a LimitSet: holds the units until destroyed or released. Move-only.
@@ -160,20 +198,30 @@ class LimitAcquisition {
   std::vector<LimitAmount> amounts() const;
   // The set's metadata. Empty for an empty acquisition.
   const LimitConfig& config() const;
+  // Per limit taken, in the set's order: requested, used and charged amounts (LimitCharge). Also
+  // after release (then with the final charges and refunds); empty for an empty or moved-from
+  // acquisition. A released acquisition keeps its set's definitions alive until destroyed.
+  std::vector<LimitCharge> charges() const;
+  // The entry of charges() for `key`, or nullopt if the acquisition did not take that limit.
+  std::optional<LimitCharge> charge(absl::string_view key) const;
+  // Whether Release() (or the destructor's release) has run; false for an empty acquisition.
+  bool released() const { return released_from_ != nullptr; }
 
   // Records what was actually used of each listed limit. Each key must be part of the
   // acquisition and each amount >= 0 and finite (whole, at most kMaxWholeUnits, for limits whose
   // algorithm counts whole units); InvalidOptionError otherwise, and nothing is recorded. Using
   // more than requested is charged (the extra is taken even beyond the capacity) and reported as a
-  // warning. An implicit use of a CallLimit must be updated with exactly 1. May be called more than
-  // once; the last report wins, but charged extra is never given back. Throws InvalidOptionError
-  // after release.
+  // warning. A CallLimit taken with 1, implicitly or as {"call_count", 1}, counts exactly one call
+  // and may only be updated with 1 (InvalidOptionError otherwise, as in concurry). May be called
+  // more than once; the last report wins, but charged extra is never given back. Throws
+  // InvalidOptionError after release.
   void Update(absl::Span<const LimitAmount> usage);
 
   // Gives back resource units and refunds requested - used for updated TokenBucket and GCRA
   // limits, waking waiters. A RateLimit (or a CallLimit taken with more than 1) without Update()
   // is charged in full; after releasing everything, Release() then throws LimitUsageError naming
-  // those keys. Idempotent: releasing again does nothing.
+  // those keys. Idempotent: releasing again does nothing. charges() then reports the final
+  // figures.
   void Release();
 
  private:
@@ -185,12 +233,15 @@ class LimitAcquisition {
     double requested = 0;
     double used = 0;
     double charged_extra = 0;
+    double refunded = 0;  // Set by the release.
   };
   // Releases; returns the message naming the limits that missed an Update() ("" if none) and,
   // if `warn`, also reports it through the set's warning sink.
   std::string ReleaseAndListMissing(bool warn);
 
   std::shared_ptr<limits_internal::SetImpl> set_;
+  // After release: the set (for its keys), with items_ kept for charges().
+  std::shared_ptr<limits_internal::SetImpl> released_from_;
   absl::InlinedVector<Item, 4> items_;
   int32_t holder_ = -1;     // Holder slot in the set, -1 for the no-op set.
   bool exempting_ = false;  // Lets its thread skip the FIFO queue (Acquire()/TryAcquire()).
@@ -227,7 +278,8 @@ class LimitSet {
   // nested acquisition that already holds the connection asks {{"tokens", n}, {"connections",
   // 0}}. InvalidOptionError, at once, for an unknown or repeated key, a negative or non-finite
   // (NaN) amount, a fractional amount (or one above kMaxWholeUnits) for a limit that counts whole
-  // units, or an amount above a limit's capacity ("can never be fulfilled"); the 1 taken for an
+  // units, or an amount above a limit's capacity, or its burst when set ("can never be
+  // fulfilled"); the 1 taken for an
   // unnamed CallLimit or ResourceLimit is checked the same way.
   LimitAcquisition Acquire(absl::Span<const LimitAmount> request = {},
                            absl::Duration timeout = absl::InfiniteDuration()) const;

@@ -375,6 +375,44 @@ TEST_P(ProcessRateTest, ChildrenTogetherGetExactlyTheCapacity) {
   }
 }
 
+// An explicit burst is part of the shared state: four children racing for one token per hour
+// with a burst of 5 get exactly 5 together, and the parent sees the bucket empty.
+TEST_P(ProcessRateTest, ChildrenTogetherGetExactlyTheBurst) {
+  const RateLimitAlgorithm algorithm = GetParam();
+  if (algorithm == RateLimitAlgorithm::kSlidingWindow) GTEST_SKIP() << "takes no burst";
+  constexpr int kChildren = 4;
+  LimitSet set =
+      LimitSet::Create({RateLimit("tokens", 1, absl::Hours(1), algorithm, {.burst = 5})}, Shared());
+  SharedCounters admitted;
+  ASSERT_TRUE(admitted.ok());
+  Pipe go;
+  ASSERT_TRUE(go.ok());
+  Children children;
+  std::vector<pid_t> pids;
+  for (int i = 0; i < kChildren; ++i) {
+    pids.push_back(children.Fork([&, i] {
+      if (!go.AwaitForever()) return 1;
+      for (int attempt = 0; attempt < 10; ++attempt) {
+        if (std::optional<LimitAcquisition> taken = set.TryAcquire({{"tokens", 1}})) {
+          taken->Update({{"tokens", 1}});
+          admitted[i].fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      return kChildOk;
+    }));
+    ASSERT_GT(pids.back(), 0);
+  }
+  for (int i = 0; i < kChildren; ++i) ASSERT_TRUE(go.Signal());
+  for (pid_t pid : pids) EXPECT_EQ(children.ExpectExitOk(pid), "");
+  int64_t total = 0;
+  for (int i = 0; i < kChildren; ++i) total += admitted[i].load(std::memory_order_relaxed);
+  EXPECT_EQ(total, 5);
+  EXPECT_FALSE(set.TryAcquire({{"tokens", 1}}).has_value());
+  const LimitStats& stats = set.Stats().at("tokens");
+  EXPECT_EQ(stats.burst, 5);
+  EXPECT_NEAR(stats.in_use, 5, 1e-3);
+}
+
 INSTANTIATE_TEST_SUITE_P(Algorithms, ProcessRateTest,
                          ::testing::Values(RateLimitAlgorithm::kSlidingWindow,
                                            RateLimitAlgorithm::kGcra,

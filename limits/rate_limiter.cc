@@ -31,6 +31,13 @@ const RateLimiterOptions& Validated(const RateLimiterOptions& options) {
       !status.ok()) {
     throw InvalidOptionError(absl::StrCat("RateLimiterOptions::", status.message()));
   }
+  if (options.burst.has_value()) {
+    if (absl::Status status = limits_internal::ValidateBurst(options.algorithm, options.capacity,
+                                                             options.window, *options.burst);
+        !status.ok()) {
+      throw InvalidOptionError(absl::StrCat("RateLimiterOptions::", status.message()));
+    }
+  }
   return options;
 }
 
@@ -44,7 +51,8 @@ ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_NORETURN void ThrowBadAmount(
 RateLimiter::RateLimiter(const RateLimiterOptions& options, Clock& clock)
     : options_(Validated(options)),
       clock_(clock),
-      state_(options.algorithm, options.capacity, absl::ToInt64Nanoseconds(options.window)) {}
+      state_(options.algorithm, options.capacity, absl::ToInt64Nanoseconds(options.window),
+             options.burst.value_or(limits_internal::kDefaultBurst)) {}
 
 RateLimiter::~RateLimiter() = default;
 
@@ -137,16 +145,17 @@ RateLimiterStats RateLimiter::Stats() const {
   stats.capacity = options_.capacity;
   stats.window = options_.window;
   stats.max_rate = options_.capacity / absl::ToDoubleSeconds(options_.window);
+  stats.burst = state_->burst();
   const int64_t now = ToNanos(clock_.Now());
   if (state_->lock_free()) {
-    stats.in_use = state_->InUse(now);
+    stats.state = state_->Snapshot(now, &stats.in_use);
   } else {
     SpinLockHolder holder(&lock_);
-    stats.in_use = state_->InUse(now);
+    stats.state = state_->Snapshot(now, &stats.in_use);
   }
-  stats.available = options_.capacity - stats.in_use;
+  stats.available = stats.burst - stats.in_use;
   if (std::isinf(options_.capacity)) return stats;
-  stats.utilization = stats.in_use / options_.capacity;
+  stats.utilization = stats.in_use / stats.burst;
   return stats;
 }
 

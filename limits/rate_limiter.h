@@ -3,7 +3,7 @@
 // TokenBucket and GCRA are lock-free (one compare-exchange per admitted request).
 //
 //   concurry::RateLimiter limiter({.algorithm = concurry::RateLimitAlgorithm::kGcra,
-//                                  .capacity = 100, .window = absl::Seconds(1)});
+//                                  .capacity = 100, .window = absl::Seconds(1), .burst = 10});
 //   if (!limiter.TryAcquire(1)) {
 //     absl::Duration retry_after = limiter.TimeUntilAvailable(1);
 //   }
@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -33,6 +34,10 @@ struct RateLimiterOptions {
   double capacity = 0;
   // From 1 ns to kMaxRateWindow (100 years); see ParseRateWindow() for concurry's names.
   absl::Duration window = absl::Seconds(1);
+  // The most units admitted at once; unset means the capacity. Same meaning and checks as
+  // RateLimitOptions::burst (limits/limit.h): GCRA and TokenBucket tolerance, LeakyBucket depth,
+  // not accepted (unless equal to the capacity) by the window algorithms.
+  std::optional<double> burst;
 };
 
 // A snapshot of a RateLimiter (concurry's get_stats()).
@@ -42,13 +47,18 @@ struct RateLimiterStats {
   absl::Duration window;
   // capacity / window in units per second.
   double max_rate = 0;
-  // Units counted against the capacity now: tokens missing from the bucket (TokenBucket, GCRA),
+  // The most units admitted at once (the options' burst, else the capacity).
+  double burst = 0;
+  // Units counted against the burst now: tokens missing from the bucket (TokenBucket, GCRA),
   // queue size (LeakyBucket), units admitted in the current window (window algorithms).
   double in_use = 0;
-  // capacity - in_use.
+  // burst - in_use.
   double available = 0;
-  // in_use / capacity, in [0, 1] (0 when the capacity is infinite).
+  // in_use / burst, in [0, 1] (0 when the capacity is infinite).
   double utilization = 0;
+  // The algorithm's own state (GCRA's TAT and tolerance, a bucket's tokens or level, a window's
+  // start and count).
+  RateAlgorithmStats state;
 };
 
 // A rate limiter with concurry's semantics (reference §5.3) and two of its bugs fixed: LeakyBucket
@@ -62,15 +72,17 @@ struct RateLimiterStats {
 //
 // Every method that takes an amount throws InvalidOptionError if it is not positive and finite,
 // if it is fractional (or above kMaxWholeUnits) and the algorithm is not TokenBucket or GCRA, or if
-// it exceeds the capacity (such a request could never be admitted). Acquire() blocks on the clock
-// until the exact time the request can be admitted or the timeout expires; a Refund() wakes blocked
-// acquirers. Do not destroy a limiter while a thread is blocked in Acquire(). Thread-safe.
+// it exceeds the burst (the capacity by default; such a request could never be admitted). Acquire()
+// blocks on the clock until the exact time the request can be admitted or the timeout expires; a
+// Refund() wakes blocked acquirers. Do not destroy a limiter while a thread is blocked in
+// Acquire(). Thread-safe.
 class RateLimiter {
  public:
   // Throws InvalidOptionError, naming the option, the value and the allowed range, unless
   // `options.algorithm` is a known value, `options.capacity` is > 0 (from 1 to kMaxWholeUnits for
   // the algorithms that count whole units; +infinity means unlimited) and `options.window` is
-  // from 1 ns to kMaxRateWindow. `clock` must outlive the limiter.
+  // from 1 ns to kMaxRateWindow, and `options.burst` is unset or valid (RateLimitOptions::burst).
+  // `clock` must outlive the limiter.
   explicit RateLimiter(const RateLimiterOptions& options, Clock& clock = Clock::Real());
   ~RateLimiter();
 

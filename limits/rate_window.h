@@ -1,7 +1,8 @@
 // Rate-limit windows and algorithm names as concurry spells them, and the ranges limits accept:
 // ParseRateWindow() turns "minute", "per_hr", "Weekly" or a number of seconds ("0.5") into an
 // absl::Duration, and RateLimitAlgorithm parses from "token", "gcra", "sliding_window" and the
-// other aliases via AbslParseFlag().
+// other aliases via AbslParseFlag(). RateAlgorithmStats is the algorithm-specific part of a rate
+// limit's statistics (RateLimiter::Stats(), LimitSet::Stats()).
 //
 //   absl::StatusOr<absl::Duration> window = concurry::ParseRateWindow("per_minute");  // 60 s
 //   concurry::RateLimitAlgorithm algorithm;
@@ -55,6 +56,35 @@ enum class RateLimitAlgorithm {
 };
 
 inline constexpr RateLimitAlgorithm kDefaultRateLimitAlgorithm = RateLimitAlgorithm::kSlidingWindow;
+
+// The algorithm-specific state of one rate limit, in RateLimiterStats::state and
+// LimitStats::rate. Fields that do not apply to the algorithm keep their defaults.
+struct RateAlgorithmStats {
+  // The most units admitted at once (the bucket size): the limit's burst (its capacity unless
+  // set; RateLimitOptions::burst).
+  double burst = 0;
+  // capacity / window, in units per second: the refill rate (TokenBucket, GCRA), the leak rate
+  // (LeakyBucket), the average rate (window algorithms). +infinity when unlimited.
+  double max_rate = 0;
+  // window / capacity: the time one unit takes to refill or leak (TokenBucket, GCRA, LeakyBucket);
+  // zero for the window algorithms and when unlimited.
+  absl::Duration emission_interval;
+  // TokenBucket, GCRA: burst * emission_interval, the refill time of an empty bucket (GCRA's
+  // tau), rounded down to whole nanoseconds.
+  absl::Duration tolerance;
+  // TokenBucket, GCRA: the theoretical arrival time (TAT), at and after which the bucket is full;
+  // InfinitePast() until the first admission.
+  absl::Time theoretical_arrival = absl::InfinitePast();
+  // TokenBucket, GCRA: tokens in the bucket now (burst - in_use).
+  double tokens = 0;
+  // LeakyBucket: tokens in the bucket now (the queue size; in_use).
+  double level = 0;
+  // FixedWindow: the start of the current window (aligned to the clock); SlidingWindow: now -
+  // window, the start of the window that counts. InfinitePast() for the other algorithms.
+  absl::Time window_start = absl::InfinitePast();
+  // FixedWindow, SlidingWindow: units admitted in the window (in_use).
+  double window_count = 0;
+};
 
 // Returns the canonical snake_case name: "token_bucket", "leaky_bucket", "sliding_window",
 // "fixed_window" or "gcra" (the `algorithm` field of concurry's statistics).

@@ -63,6 +63,67 @@ absl::Status ValidateRateParams(RateLimitAlgorithm algorithm, double capacity,
   return absl::OkStatus();
 }
 
+absl::Status ValidateBurst(RateLimitAlgorithm algorithm, double capacity, absl::Duration window,
+                           double burst) {
+  if (burst == capacity) return absl::OkStatus();
+  const std::string given = FormatNumber(burst);
+  if (std::isinf(capacity)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "burst must be left unset for an unlimited (+infinity) capacity, got ", given));
+  }
+  switch (algorithm) {
+    case RateLimitAlgorithm::kSlidingWindow:
+    case RateLimitAlgorithm::kFixedWindow:
+      return absl::InvalidArgumentError(
+          absl::StrCat("burst must be unset or equal to the capacity (", FormatNumber(capacity),
+                       ") for ", RateLimitAlgorithmName(algorithm),
+                       ", which admits its whole capacity at once by definition, got ", given,
+                       "; to admit at most ", given,
+                       " at once, use kGcra, kTokenBucket or kLeakyBucket with this burst, or "
+                       "capacity ",
+                       given, " per ", absl::FormatDuration(window * (burst / capacity)),
+                       " (the same average rate)"));
+    case RateLimitAlgorithm::kLeakyBucket:
+      if (!(burst >= 1 && burst <= kMaxWhole) || burst != std::floor(burst)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("burst must be a whole number from 1 to ", kMaxWholeUnits,
+                         " (2^53 - 1) for leaky_bucket (the bucket's depth), got ", given));
+      }
+      break;
+    case RateLimitAlgorithm::kTokenBucket:
+    case RateLimitAlgorithm::kGcra:
+      if (!(burst >= 1) || std::isinf(burst)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "burst must be >= 1 and finite (or equal to the capacity, the default) for ",
+            RateLimitAlgorithmName(algorithm), ", got ", given));
+      }
+      break;
+  }
+  // The time a full burst takes to refill (GCRA's tolerance) or a full leaky bucket to drain,
+  // burst * window / capacity, must stay within kMaxRateWindow, so that now + tau exists for every
+  // clock reading the algorithms accept and every wait fits in int64 nanoseconds.
+  const double tolerance = burst / capacity * static_cast<double>(absl::ToInt64Nanoseconds(window));
+  if (!(tolerance <= static_cast<double>(absl::ToInt64Nanoseconds(kMaxRateWindow)))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("burst ", given, " is too large for ", FormatNumber(capacity), " per ",
+                     absl::FormatDuration(window),
+                     ": refilling or draining it (burst / capacity * window) would take ",
+                     FormatNumber(tolerance / 1e9), "s, beyond the allowed ",
+                     absl::FormatDuration(kMaxRateWindow)));
+  }
+  return absl::OkStatus();
+}
+
+int64_t GcraToleranceNs(double capacity, int64_t window_ns, double burst) {
+  if (burst == kDefaultBurst || burst == capacity) return window_ns;
+  // burst emission intervals, each rounded down to whole ns as GcraCost() rounds the cost of one
+  // unit: a burst of single units then fits exactly, and the unit after it waits exactly one
+  // rounded interval (45 per second, burst 5: the sixth waits 22222222 ns).
+  const double interval = std::max(1.0, std::floor(static_cast<double>(window_ns) / capacity));
+  const int64_t tolerance = SaturatingNanos(std::floor(burst * interval));
+  return tolerance < 1 ? 1 : tolerance;
+}
+
 std::string FormatNumber(double value) {
   if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
   if (std::isnan(value)) return "nan";
@@ -79,17 +140,18 @@ std::string FormatNumber(double value) {
 
 // ---- GCRA ----
 
-int64_t GcraCost(double amount, double capacity, int64_t window_ns) {
+int64_t GcraCost(double amount, double capacity, int64_t window_ns, int64_t tolerance_ns) {
   const double cost = std::floor(amount / capacity * static_cast<double>(window_ns));
-  if (!(cost < static_cast<double>(window_ns))) return window_ns;  // Also catches overflow.
+  if (!(cost < static_cast<double>(tolerance_ns))) return tolerance_ns;  // Also catches overflow.
   if (cost < 1) return 1;
   return static_cast<int64_t>(cost);
 }
 
-double GcraAvailable(int64_t tat, int64_t now, double capacity, int64_t window_ns) {
-  if (tat <= now) return capacity;
-  const double used = static_cast<double>(SaturatingSub(tat, now)) / static_cast<double>(window_ns);
-  return std::max(0.0, capacity * (1 - used));
+double GcraAvailable(int64_t tat, int64_t now, double burst, int64_t tolerance_ns) {
+  if (tat <= now) return burst;
+  const double used =
+      static_cast<double>(SaturatingSub(tat, now)) / static_cast<double>(tolerance_ns);
+  return std::max(0.0, burst * (1 - used));
 }
 
 // ---- Locked algorithms ----
@@ -105,8 +167,8 @@ double Excess(double used, double amount, double capacity) { return (used - capa
 
 // ---- LeakyBucket ----
 
-LeakyBucket::LeakyBucket(double capacity, int64_t window_ns)
-    : capacity_(capacity), window_ns_(window_ns) {
+LeakyBucket::LeakyBucket(double capacity, int64_t window_ns, double depth)
+    : capacity_(capacity), window_ns_(window_ns), depth_(depth) {
   // capacity = mantissa * 2^exponent, mantissa in [0.5, 1): M = mantissa * 2^53, s = 53 - exponent
   // (0 <= s <= 52 for 1 <= capacity < 2^53), then reduced.
   int exponent = 0;
@@ -169,7 +231,7 @@ void LeakyBucket::Drain(int64_t now, double fresh, absl::uint128 total) {
 
 bool LeakyBucket::TryAcquire(int64_t now, double amount) {
   Leak(now);
-  if (Excess(level_, amount, capacity_) > 0) return false;
+  if (Excess(level_, amount, depth_) > 0) return false;
   level_ += amount;
   return true;
 }
@@ -181,9 +243,9 @@ void LeakyBucket::Charge(int64_t now, double amount) {
 
 int64_t LeakyBucket::WaitNs(int64_t now, double amount) {
   Leak(now);
-  const double excess = Excess(level_, amount, capacity_);
+  const double excess = Excess(level_, amount, depth_);
   if (excess <= 0) return 0;
-  // Not empty (level_ > capacity_ - amount >= 0): whole tokens must leak, the k-th at
+  // Not empty (level_ > depth_ - amount >= 0): whole tokens must leak, the k-th at
   // origin_ + LeakTime(k), saturated (a level raised by Charge() may take centuries to drain).
   // excess <= level_ <= kMaxWhole, so the count fits.
   const uint64_t after = LeakTime(leaked() + absl::uint128(std::ceil(excess)));
@@ -283,6 +345,14 @@ int64_t FixedWindow::WindowIndex(int64_t now) const {
   return index;
 }
 
+int64_t FixedWindow::WindowStart(int64_t now) const {
+  int64_t start;
+  if (__builtin_mul_overflow(WindowIndex(now), window_ns_, &start)) {
+    start = std::numeric_limits<int64_t>::min();
+  }
+  return start;
+}
+
 void FixedWindow::Roll(int64_t now) {
   const int64_t index = WindowIndex(now);
   if (index > index_) {
@@ -351,26 +421,28 @@ size_t RateState::BytesFor(RateLimitAlgorithm algorithm, double capacity) {
   return kBodyOffset + (std::isinf(capacity) ? 0 : BodyBytes(algorithm, capacity));
 }
 
-RateState::RateState(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns)
+RateState::RateState(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns, double burst)
     : algorithm_(algorithm),
       capacity_(capacity),
       window_ns_(window_ns),
-      max_now_(std::numeric_limits<int64_t>::max() - window_ns),
+      burst_(EffectiveBurst(capacity, burst)),
+      tolerance_ns_(CountsWholeUnits(algorithm) ? 0 : GcraToleranceNs(capacity, window_ns, burst)),
+      max_now_(std::numeric_limits<int64_t>::max() - std::max(window_ns, tolerance_ns_)),
       lock_free_(!CountsWholeUnits(algorithm)),
       unlimited_(std::isinf(capacity)) {}
 
 RateState* RateState::Create(void* memory, RateLimitAlgorithm algorithm, double capacity,
-                             int64_t window_ns) {
-  auto* state = new (memory) RateState(algorithm, capacity, window_ns);
+                             int64_t window_ns, double burst) {
+  auto* state = new (memory) RateState(algorithm, capacity, window_ns, burst);
   if (state->unlimited_) return state;
   void* body = state->body();
   switch (algorithm) {
     case RateLimitAlgorithm::kTokenBucket:
     case RateLimitAlgorithm::kGcra:
-      new (body) AtomicGcra(window_ns);
+      new (body) AtomicGcra(state->tolerance_ns_);
       break;
     case RateLimitAlgorithm::kLeakyBucket:
-      new (body) LeakyBucket(capacity, window_ns);
+      new (body) LeakyBucket(capacity, window_ns, state->burst_);
       break;
     case RateLimitAlgorithm::kSlidingWindow:
       new (body) SlidingWindow(capacity, window_ns,
@@ -389,7 +461,12 @@ std::string RateState::AmountError(double amount) const {
   if (!(amount > 0) || !std::isfinite(amount)) {
     return absl::StrCat("amount must be positive and finite, got ", FormatNumber(amount));
   }
-  if (amount > capacity_) {
+  if (amount > burst_) {
+    if (burst_ != capacity_) {
+      return absl::StrCat("requested amount (", FormatNumber(amount), ") exceeds the burst (",
+                          FormatNumber(burst_), ") of this ", name, " limit (capacity ",
+                          FormatNumber(capacity_), "); this request can never be fulfilled");
+    }
     return absl::StrCat("requested amount (", FormatNumber(amount), ") exceeds capacity (",
                         FormatNumber(capacity_), ") of this ", name,
                         " limit; this request can never be fulfilled");
@@ -425,7 +502,7 @@ int64_t RateState::WaitNs(int64_t now, double amount) {
   switch (algorithm_) {
     case RateLimitAlgorithm::kTokenBucket:
     case RateLimitAlgorithm::kGcra:
-      return GcraWaitNs(gcra().tat(), now, Cost(amount), window_ns_);
+      return GcraWaitNs(gcra().tat(), now, Cost(amount), tolerance_ns_);
     case RateLimitAlgorithm::kLeakyBucket:
       return leaky().WaitNs(now, amount);
     case RateLimitAlgorithm::kSlidingWindow:
@@ -442,7 +519,7 @@ double RateState::InUse(int64_t now) {
   switch (algorithm_) {
     case RateLimitAlgorithm::kTokenBucket:
     case RateLimitAlgorithm::kGcra:
-      return capacity_ - GcraAvailable(gcra().tat(), now, capacity_, window_ns_);
+      return burst_ - GcraAvailable(gcra().tat(), now, burst_, tolerance_ns_);
     case RateLimitAlgorithm::kLeakyBucket:
       return leaky().InUse(now);
     case RateLimitAlgorithm::kSlidingWindow:
@@ -480,6 +557,40 @@ void RateState::Charge(int64_t now, double amount) {
       fixed().Charge(now, amount);
       return;
   }
+}
+
+RateAlgorithmStats RateState::Snapshot(int64_t now, double* in_use) {
+  RateAlgorithmStats stats;
+  stats.burst = burst_;
+  const double window_seconds = static_cast<double>(window_ns_) / 1e9;
+  stats.max_rate = capacity_ / window_seconds;
+  *in_use = InUse(now);
+  if (unlimited_) return stats;
+  now = Clamp(now);
+  switch (algorithm_) {
+    case RateLimitAlgorithm::kTokenBucket:
+    case RateLimitAlgorithm::kGcra: {
+      stats.emission_interval = absl::Nanoseconds(static_cast<double>(window_ns_) / capacity_);
+      stats.tolerance = absl::Nanoseconds(tolerance_ns_);
+      const int64_t tat = gcra().tat();
+      if (tat != kGcraInitialTat) stats.theoretical_arrival = absl::FromUnixNanos(tat);
+      stats.tokens = burst_ - *in_use;
+      break;
+    }
+    case RateLimitAlgorithm::kLeakyBucket:
+      stats.emission_interval = absl::Nanoseconds(static_cast<double>(window_ns_) / capacity_);
+      stats.level = *in_use;
+      break;
+    case RateLimitAlgorithm::kSlidingWindow:
+      stats.window_start = absl::FromUnixNanos(now) - absl::Nanoseconds(window_ns_);
+      stats.window_count = *in_use;
+      break;
+    case RateLimitAlgorithm::kFixedWindow:
+      stats.window_start = absl::FromUnixNanos(fixed().WindowStart(now));
+      stats.window_count = *in_use;
+      break;
+  }
+  return stats;
 }
 
 }  // namespace limits_internal

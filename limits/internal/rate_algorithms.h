@@ -33,7 +33,8 @@ namespace limits_internal {
 // Overflow: windows are at most kMaxRateWindow (about 2^61.5 ns) and whole-unit capacities at
 // most kMaxWholeUnits, both checked at construction by ValidateRateParams(). Clock readings may be
 // anything absl::ToUnixNanos() returns (it saturates at the int64 range, years 1677 and 2262):
-// RateState clamps `now` to at most INT64_MAX - window_ns, so that "now + window" always exists
+// RateState clamps `now` to at most INT64_MAX - window_ns (or - tau, the GCRA tolerance, when an
+// explicit burst makes it longer; see "Burst"), so that "now + window" always exists
 // (time stands still for the limit after that point, ~2162 at the latest), and every other sum
 // or difference of times that state or a backwards clock could push out of range saturates
 // (SaturatingAdd() and friends) in the direction that admits less, never more.
@@ -53,6 +54,31 @@ bool CountsWholeUnits(RateLimitAlgorithm algorithm);
 // prefix with its own name.
 absl::Status ValidateRateParams(RateLimitAlgorithm algorithm, double capacity,
                                 absl::Duration window);
+
+// The burst used when none is given: the capacity (a full window's worth at once).
+inline constexpr double kDefaultBurst = 0;
+
+// Returns the burst a limit runs with: `burst`, or `capacity` when `burst` is kDefaultBurst.
+inline double EffectiveBurst(double capacity, double burst) {
+  return burst == kDefaultBurst ? capacity : burst;
+}
+
+// Returns OK if `burst` (the most units admitted at once, as given by the user: kDefaultBurst is
+// not special here) suits parameters that passed ValidateRateParams(). TokenBucket and GCRA: >= 1
+// (fractions allowed) or equal to the capacity, finite. LeakyBucket: a whole number from 1 to
+// kMaxWholeUnits. Both: burst / capacity * window (the refill or drain time of a full burst) at
+// most kMaxRateWindow. SlidingWindow
+// and FixedWindow: only the capacity (a window admits its whole capacity at once by definition). An
+// infinite capacity takes no burst. Otherwise InvalidArgument starting with "burst", giving the
+// value, the allowed range and, for the window algorithms, what to use instead.
+absl::Status ValidateBurst(RateLimitAlgorithm algorithm, double capacity, absl::Duration window,
+                           double burst);
+
+// Returns the GCRA tolerance in ns for `burst` (validated): window_ns when it equals the
+// capacity (or is kDefaultBurst), else floor(burst * T) with T = max(1, floor(window_ns /
+// capacity)) the emission interval rounded down as GcraCost() rounds it (at most burst /
+// capacity * window_ns), at least 1.
+int64_t GcraToleranceNs(double capacity, int64_t window_ns, double burst);
 
 // The shortest decimal form that reads back as `value`, in positional notation for magnitudes in
 // [1e-4, 1e16) and in scientific notation outside it, as Python's repr() writes floats ("300",
@@ -100,21 +126,31 @@ inline int64_t SaturatingNanos(double ns) {
 // The TAT of a limiter no request has touched: "full" at any clock reading.
 inline constexpr int64_t kGcraInitialTat = std::numeric_limits<int64_t>::min();
 
-// Returns the cost in ns of `amount` tokens: floor(amount / capacity * window_ns), clamped to
-// [1, window_ns]. Rounding down guarantees a full burst of `capacity` fits in the tolerance (the
-// rate may exceed the nominal one by less than 1 ns per request); the minimum of 1 ns caps the
-// number of requests at 1e9 per second.
-int64_t GcraCost(double amount, double capacity, int64_t window_ns);
+// Burst: with an explicit burst B (RateLimitOptions::burst), the emission interval stays
+// T = W / C but the tolerance becomes tau = B * T (GcraToleranceNs(), with T rounded down to
+// whole ns): at most B tokens at once, refilled at C per W. Every formula above holds with W
+// replaced by tau and C by B; the default B = C gives tau = W exactly. `tolerance_ns` below is
+// tau (W by default). Overflow: tau <= kMaxRateWindow (ValidateBurst()), and RateState clamps
+// `now` to INT64_MAX - max(W, tau).
 
-// Returns the ns to wait from `now` until a request of `cost` (at most `window_ns`) would be
+// Returns the cost in ns of `amount` tokens: floor(amount / capacity * window_ns), clamped to
+// [1, tolerance_ns] (tolerance_ns defaults to window_ns). Rounding down guarantees a full burst
+// fits in the tolerance (the rate may exceed the nominal one by less than 1 ns per request); the
+// minimum of 1 ns caps the number of requests at 1e9 per second.
+int64_t GcraCost(double amount, double capacity, int64_t window_ns, int64_t tolerance_ns);
+inline int64_t GcraCost(double amount, double capacity, int64_t window_ns) {
+  return GcraCost(amount, capacity, window_ns, window_ns);
+}
+
+// Returns the ns to wait from `now` until a request of `cost` (at most `tolerance_ns`) would be
 // admitted (0 if now).
-inline int64_t GcraWaitNs(int64_t tat, int64_t now, int64_t cost, int64_t window_ns) {
-  const int64_t wait = SaturatingSub(tat > now ? tat : now, now) - (window_ns - cost);
+inline int64_t GcraWaitNs(int64_t tat, int64_t now, int64_t cost, int64_t tolerance_ns) {
+  const int64_t wait = SaturatingSub(tat > now ? tat : now, now) - (tolerance_ns - cost);
   return wait > 0 ? wait : 0;
 }
 
-// Returns the tokens available at `now` out of `capacity`.
-double GcraAvailable(int64_t tat, int64_t now, double capacity, int64_t window_ns);
+// Returns the tokens available at `now` out of `burst` (the capacity by default).
+double GcraAvailable(int64_t tat, int64_t now, double burst, int64_t tolerance_ns);
 
 // The lock-free GCRA/TokenBucket state: one std::atomic<int64_t> holding the TAT in ns.
 // TryAcquire() is one load and, when admitted, one compare-exchange (retried only when another
@@ -128,24 +164,25 @@ double GcraAvailable(int64_t tat, int64_t now, double capacity, int64_t window_n
 // compare-exchange is `lock cmpxchg` either way, so this costs nothing on the hot path.
 class AtomicGcra {
  public:
-  explicit AtomicGcra(int64_t window_ns) : window_ns_(window_ns) {}
+  // `tolerance_ns`: tau, the window by default (see "Burst").
+  explicit AtomicGcra(int64_t tolerance_ns) : tolerance_ns_(tolerance_ns) {}
 
-  // Admits a request of `cost` (in [1, window_ns]) at `now` (at most INT64_MAX - window_ns) and
-  // returns true, or returns false without change.
+  // Admits a request of `cost` (in [1, tolerance_ns]) at `now` (at most INT64_MAX -
+  // tolerance_ns) and returns true, or returns false without change.
   bool TryAcquire(int64_t now, int64_t cost) {
-    const int64_t slack = window_ns_ - cost;  // Tolerance left for the time already owed.
+    const int64_t slack = tolerance_ns_ - cost;  // Tolerance left for the time already owed.
     int64_t tat = tat_.load(std::memory_order_seq_cst);
     for (;;) {
       const int64_t base = tat > now ? tat : now;
       if (SaturatingSub(base, now) > slack) return false;
-      // base + cost <= now + window_ns: no overflow.
+      // base + cost <= now + tolerance_ns: no overflow.
       if (tat_.compare_exchange_weak(tat, base + cost, std::memory_order_seq_cst)) return true;
     }
   }
 
   // Returns whether a request of `cost` would be admitted at `now`.
   bool CanAcquire(int64_t now, int64_t cost) const {
-    return GcraWaitNs(tat(), now, cost, window_ns_) == 0;
+    return GcraWaitNs(tat(), now, cost, tolerance_ns_) == 0;
   }
 
   // Returns `cost` (>= 1) worth of tokens at `now` (never above the capacity).
@@ -172,10 +209,10 @@ class AtomicGcra {
 
   // Returns the theoretical arrival time.
   int64_t tat() const { return tat_.load(std::memory_order_seq_cst); }
-  int64_t window_ns() const { return window_ns_; }
+  int64_t tolerance_ns() const { return tolerance_ns_; }
 
  private:
-  const int64_t window_ns_;
+  const int64_t tolerance_ns_;
   std::atomic<int64_t> tat_{kGcraInitialTat};
 };
 
@@ -201,9 +238,14 @@ class AtomicGcra {
 // no more than one check does (which matters once more than one token leaks per nanosecond).
 // The schedule is exact integer arithmetic for any capacity (a double C >= 1 is M / 2^s for
 // integers M < 2^53, s <= 52) and any time since the origin (< 2^64 ns). Not thread-safe.
+//
+// Burst: with an explicit burst B the bucket holds at most B tokens (admitted iff level + n <= B)
+// and still leaks one token every T = W / C; by default B = C.
 class LeakyBucket {
  public:
-  LeakyBucket(double capacity, int64_t window_ns);
+  // `depth`: the burst B (the capacity by default).
+  LeakyBucket(double capacity, int64_t window_ns, double depth);
+  LeakyBucket(double capacity, int64_t window_ns) : LeakyBucket(capacity, window_ns, capacity) {}
 
   bool TryAcquire(int64_t now, double amount);
   void Charge(int64_t now, double amount);
@@ -232,6 +274,7 @@ class LeakyBucket {
 
   double capacity_;
   int64_t window_ns_;
+  double depth_;
   // capacity_ = capacity_numerator_ / 2^capacity_shift_, exactly.
   uint64_t capacity_numerator_;
   int capacity_shift_;
@@ -311,6 +354,9 @@ class FixedWindow {
 
   // Returns the index of the window containing `now`: floor(now / window_ns).
   int64_t WindowIndex(int64_t now) const;
+  // Returns the start of the window containing `now` in ns since the epoch, saturated (the first
+  // window before 1677 starts before the int64 range).
+  int64_t WindowStart(int64_t now) const;
 
  private:
   // Starts a new window if `now` is past the current one.
@@ -333,15 +379,18 @@ class FixedWindow {
 // be called concurrently. For the other algorithms the caller serializes every call. An infinite
 // capacity admits everything and keeps no state.
 //
-// Every method that takes `now` first clamps it to at most INT64_MAX - window_ns (see "Overflow"
-// above); any int64 reading is accepted.
+// Every method that takes `now` first clamps it to at most INT64_MAX - max(window_ns,
+// tolerance_ns) (see "Overflow" above); any int64 reading is accepted. An explicit burst sets the
+// GCRA tolerance or the LeakyBucket depth (see "Burst"); the window algorithms take none.
 class RateState {
  public:
-  // Parameters accepted by ValidateRateParams(); the callers (Limit, RateLimiter) check them.
+  // Parameters accepted by ValidateRateParams() and ValidateBurst(); the callers (Limit,
+  // RateLimiter) check them.
   static size_t BytesFor(RateLimitAlgorithm algorithm, double capacity);
-  // Builds the state in `memory`, which must hold BytesFor() bytes aligned to 8.
+  // Builds the state in `memory`, which must hold BytesFor() bytes aligned to 8. `burst`:
+  // kDefaultBurst for the capacity.
   static RateState* Create(void* memory, RateLimitAlgorithm algorithm, double capacity,
-                           int64_t window_ns);
+                           int64_t window_ns, double burst = kDefaultBurst);
 
   RateState(const RateState&) = delete;
   RateState& operator=(const RateState&) = delete;
@@ -349,6 +398,10 @@ class RateState {
   RateLimitAlgorithm algorithm() const { return algorithm_; }
   double capacity() const { return capacity_; }
   int64_t window_ns() const { return window_ns_; }
+  // The most units admitted at once: the burst, the capacity by default.
+  double burst() const { return burst_; }
+  // GCRA's tau (TokenBucket, GCRA): window_ns by default; 0 for the other algorithms.
+  int64_t tolerance_ns() const { return tolerance_ns_; }
   bool lock_free() const { return lock_free_; }
   // Refund() is meaningful: TokenBucket and GCRA.
   bool supports_refund() const { return lock_free_; }
@@ -356,10 +409,10 @@ class RateState {
   bool whole_amounts() const { return !lock_free_; }
 
   // Returns whether `amount` is one this limit can ever admit: positive, finite, at most the
-  // capacity, and, unless the algorithm is TokenBucket or GCRA, whole and at most kMaxWholeUnits
-  // (which only an infinite capacity allows beyond). Cheap when valid.
+  // burst (the capacity by default), and, unless the algorithm is TokenBucket or GCRA, whole and
+  // at most kMaxWholeUnits (which only an infinite capacity allows beyond). Cheap when valid.
   bool ValidAmount(double amount) const {
-    return amount > 0 && amount <= capacity_ && amount < kInfinity &&
+    return amount > 0 && amount <= burst_ && amount < kInfinity &&
            (!whole_amounts() ||
             (amount <= kMaxWhole && amount == static_cast<double>(static_cast<int64_t>(amount))));
   }
@@ -377,25 +430,32 @@ class RateState {
   void Refund(int64_t now, double amount);
   // Records `amount` as used at `now` whether or not it fits (usage reported beyond a request).
   void Charge(int64_t now, double amount);
+  // Returns the algorithm's state at `now` (in_use as InUse()). Locked algorithms: as the other
+  // calls, the caller serializes.
+  RateAlgorithmStats Snapshot(int64_t now, double* in_use);
 
  private:
   static constexpr double kInfinity = std::numeric_limits<double>::infinity();
-  RateState(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns);
-  // `now`, at most INT64_MAX - window_ns.
+  RateState(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns, double burst);
+  // `now`, at most INT64_MAX - max(window_ns, tolerance_ns).
   int64_t Clamp(int64_t now) const { return now < max_now_ ? now : max_now_; }
   void* body() { return reinterpret_cast<char*>(this) + kBodyOffset; }
   AtomicGcra& gcra() { return *static_cast<AtomicGcra*>(body()); }
   LeakyBucket& leaky() { return *static_cast<LeakyBucket*>(body()); }
   SlidingWindow& sliding() { return *static_cast<SlidingWindow*>(body()); }
   FixedWindow& fixed() { return *static_cast<FixedWindow*>(body()); }
-  int64_t Cost(double amount) const { return GcraCost(amount, capacity_, window_ns_); }
+  int64_t Cost(double amount) const {
+    return GcraCost(amount, capacity_, window_ns_, tolerance_ns_);
+  }
 
   static const size_t kBodyOffset;
 
   RateLimitAlgorithm algorithm_;
   double capacity_;
   int64_t window_ns_;
-  int64_t max_now_;  // INT64_MAX - window_ns_.
+  double burst_;
+  int64_t tolerance_ns_;
+  int64_t max_now_;  // INT64_MAX - max(window_ns_, tolerance_ns_).
   bool lock_free_;
   bool unlimited_;
 };
@@ -403,9 +463,10 @@ class RateState {
 // A RateState on the heap.
 class OwnedRateState {
  public:
-  OwnedRateState(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns)
+  OwnedRateState(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns,
+                 double burst = kDefaultBurst)
       : memory_(new uint64_t[(RateState::BytesFor(algorithm, capacity) + 7) / 8]),
-        state_(RateState::Create(memory_.get(), algorithm, capacity, window_ns)) {}
+        state_(RateState::Create(memory_.get(), algorithm, capacity, window_ns, burst)) {}
 
   RateState& operator*() const { return *state_; }
   RateState* operator->() const { return state_; }

@@ -1,13 +1,15 @@
 // A seeded fuzz test of the rate-limit arithmetic: every algorithm, driven through random and
 // boundary capacities (from the smallest subnormal to the largest allowed, and infinity), windows
-// (1 ns to kMaxRateWindow), amounts, refunds, over-use charges and clock readings (absl's
+// (1 ns to kMaxRateWindow), explicit bursts (1, fractions, below and far above the capacity, up
+// to the largest tolerance allowed), amounts, refunds, over-use charges and clock readings (absl's
 // saturated extremes included). Run under --config=ubsan it proves the nanosecond arithmetic free
 // of overflow and of out-of-range double-to-int64 conversions; in every build it checks
 // invariants that hold for any input:
 // - WaitNs() is never negative, and is 0 exactly when TryAcquire() at the same time admits;
 // - a request admitted after waiting exactly WaitNs() (nothing else happening) succeeds;
 // - over any stretch of time, admissions never exceed capacity + refill (+ refunds);
-// - a capacity-1 limit never admits twice in one window;
+// - a capacity-1 limit never admits twice in one window, and a burst-1 limit never twice in one
+//   (rounded) emission interval;
 // - InUse() is never negative or NaN.
 // The seeds are fixed, so a failure reproduces; its trace names the trial. A few seconds under
 // ubsan.
@@ -87,6 +89,26 @@ class Fuzzer {
     return Chance(0.2) && whole < 0x1p50 ? whole + 0.5 : whole;
   }
 
+  // A burst for the limit: kDefaultBurst half the time, else one ValidateBurst() accepts.
+  double Burst(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns) {
+    if (Chance(0.5) || std::isinf(capacity) || algorithm == RateLimitAlgorithm::kSlidingWindow ||
+        algorithm == RateLimitAlgorithm::kFixedWindow) {
+      return kDefaultBurst;
+    }
+    // The largest burst whose tolerance fits: kMaxRateWindow / window * capacity.
+    const double top = static_cast<double>(MaxWindowNs()) / static_cast<double>(window_ns) *
+                       capacity * (1 - 1e-12);
+    double burst = OneOf<double>(
+        {1, 1.5, 2, 5, capacity / 2, capacity * 2, capacity * 1e6, top, std::exp2(Real(0, 60))});
+    if (algorithm == RateLimitAlgorithm::kLeakyBucket) {
+      burst = std::floor(std::min(burst, kMaxWhole));
+    }
+    if (!ValidateBurst(algorithm, capacity, absl::Nanoseconds(window_ns), burst).ok()) {
+      return kDefaultBurst;
+    }
+    return burst;
+  }
+
   int64_t Window() {
     if (Chance(0.5)) {
       return OneOf<int64_t>(
@@ -132,7 +154,7 @@ class Fuzzer {
 
   // An amount valid for the limit (see RateState::ValidAmount()).
   double Amount(const RateState& state) {
-    const double capacity = state.capacity();
+    const double capacity = state.burst();  // The most one request may ask for.
     if (!state.whole_amounts()) {
       if (std::isinf(capacity)) return OneOf<double>({1e-300, 0.5, 1, 1e300});
       if (Chance(0.3)) return capacity;
@@ -156,8 +178,8 @@ struct Event {
 
 // The most a limit may admit in a stretch of `ns` nanoseconds holding `events` admissions (for
 // the GCRA rounding: each cost is rounded down by less than 1 ns).
-double MaxAdmitted(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns, uint64_t ns,
-                   int events) {
+double MaxAdmitted(RateLimitAlgorithm algorithm, double capacity, double burst, int64_t window_ns,
+                   uint64_t ns, int events) {
   // Whole windows counted exactly: beyond 2^53 ns, a double would round them.
   const double whole_windows = static_cast<double>(ns / static_cast<uint64_t>(window_ns));
   const double windows = static_cast<double>(ns) / static_cast<double>(window_ns);
@@ -167,9 +189,13 @@ double MaxAdmitted(RateLimitAlgorithm algorithm, double capacity, int64_t window
     case RateLimitAlgorithm::kFixedWindow:
       return capacity * (whole_windows + 2);
     case RateLimitAlgorithm::kLeakyBucket:
-      return capacity + capacity * windows + 2;
+      return burst + capacity * windows + 2;
     default:
-      return capacity + capacity * windows + capacity * events / static_cast<double>(window_ns);
+      // Each cost is rounded down by less than 1 ns, and clamped to the tolerance, which an
+      // explicit burst rounds down by less than `burst` ns.
+      return burst + capacity * windows +
+             capacity * events * (burst == capacity ? 1 : 1 + burst) /
+                 static_cast<double>(window_ns);
   }
 }
 
@@ -180,19 +206,22 @@ void RunTrial(Fuzzer& fuzz, int trial, int* admissions) {
       std::vector<RateLimitAlgorithm>(std::begin(kAlgorithms), std::end(kAlgorithms)));
   const double capacity = fuzz.Capacity(algorithm);
   const int64_t window_ns = fuzz.Window();
+  const double burst = fuzz.Burst(algorithm, capacity, window_ns);
   const bool charges = fuzz.Chance(0.2);
   EXPECT_TRUE(ValidateRateParams(algorithm, capacity, absl::Nanoseconds(window_ns)).ok());
-  OwnedRateState state(algorithm, capacity, window_ns);
+  OwnedRateState state(algorithm, capacity, window_ns, burst);
+  const int64_t horizon = std::max(window_ns, state->tolerance_ns());
   int64_t now = fuzz.Start(window_ns);
   SCOPED_TRACE(absl::StrCat("trial ", trial, ": ", RateLimitAlgorithmName(algorithm), " capacity ",
-                            FormatNumber(capacity), " window ", window_ns, "ns start ", now));
+                            FormatNumber(capacity), " burst ", FormatNumber(state->burst()),
+                            " window ", window_ns, "ns start ", now));
   std::vector<Event> events;
   for (int op = 0; op < 40; ++op) {
     now = SaturatingAdd(now, fuzz.Step(capacity, window_ns));
     const double in_use = state->InUse(now);
     EXPECT_TRUE(in_use >= 0) << "InUse " << in_use << " at " << now;
     if (state->supports_refund() && fuzz.Chance(0.15)) {
-      const double refund = fuzz.Chance(0.2) ? capacity * 1e6 : fuzz.Amount(*state);
+      const double refund = fuzz.Chance(0.2) ? state->burst() * 1e6 : fuzz.Amount(*state);
       if (std::isfinite(refund) && refund > 0) {
         state->Refund(now, refund);
         events.push_back({now, -refund});
@@ -219,7 +248,7 @@ void RunTrial(Fuzzer& fuzz, int trial, int* admissions) {
         EXPECT_GT(state->WaitNs(now + wait - 1, amount), 0) << "early, at " << now;
       }
       now += wait;
-      if (now <= kMaxTime - window_ns) {
+      if (now <= kMaxTime - horizon) {
         ASSERT_TRUE(state->TryAcquire(now, amount))
             << "not admitted after waiting " << wait << "ns, at " << now;
         events.push_back({now, amount});
@@ -240,7 +269,8 @@ void RunTrial(Fuzzer& fuzz, int trial, int* admissions) {
       ++count;
       // now >= it->time: the unsigned difference is exact even across the whole int64 range.
       const uint64_t ns = static_cast<uint64_t>(now) - static_cast<uint64_t>(it->time);
-      const double bound = MaxAdmitted(algorithm, capacity, window_ns, ns, count) + refunded_sum;
+      const double bound =
+          MaxAdmitted(algorithm, capacity, state->burst(), window_ns, ns, count) + refunded_sum;
       ASSERT_LE(admitted_sum, bound * (1 + 1e-9) + 1e-300)
           << "over " << ns << "ns ending at " << now << ", " << count << " events";
     }
@@ -290,13 +320,52 @@ TEST(RateArithmeticFuzzTest, CapacityOneNeverAdmitsTwiceInOneWindow) {
   EXPECT_GT(admissions, 5000);
 }
 
+TEST(RateArithmeticFuzzTest, BurstOneNeverAdmitsTwiceInOneInterval) {
+  Fuzzer fuzz(Seed(31));
+  int admissions = 0;
+  constexpr RateLimitAlgorithm kBuckets[] = {RateLimitAlgorithm::kTokenBucket,
+                                             RateLimitAlgorithm::kLeakyBucket,
+                                             RateLimitAlgorithm::kGcra};
+  for (int trial = 0; trial < 5000; ++trial) {
+    const RateLimitAlgorithm algorithm = kBuckets[trial % 3];
+    double capacity = fuzz.Capacity(algorithm);
+    if (!(capacity >= 1) || std::isinf(capacity)) capacity = 1;
+    const int64_t window_ns = fuzz.Window();
+    if (!ValidateBurst(algorithm, capacity, absl::Nanoseconds(window_ns), 1).ok()) continue;
+    OwnedRateState state(algorithm, capacity, window_ns, /*burst=*/1);
+    // The emission interval, rounded down (GCRA rounds each cost down).
+    const int64_t interval = SaturatingNanos(std::floor(static_cast<double>(window_ns) / capacity));
+    int64_t now = fuzz.Start(window_ns);
+    SCOPED_TRACE(absl::StrCat("trial ", trial, ": ", RateLimitAlgorithmName(algorithm),
+                              " capacity ", FormatNumber(capacity), " window ", window_ns,
+                              "ns start ", now));
+    bool any = false;
+    int64_t last = 0;
+    for (int op = 0; op < 30; ++op) {
+      now = SaturatingAdd(now, fuzz.Step(capacity, window_ns));
+      ASSERT_FALSE(state->ValidAmount(2)) << "a request above the burst";
+      if (!state->TryAcquire(now, 1)) continue;
+      ++admissions;
+      if (any) {
+        // Within the rounding of the double quotient (the limit computes it the same way).
+        ASSERT_GE(SaturatingSub(now, last), interval - interval / (int64_t{1} << 50) - 1)
+            << "admitted at " << last << " and " << now;
+      }
+      any = true;
+      last = now;
+    }
+  }
+  EXPECT_GT(admissions, 5000);
+}
+
 TEST(RateArithmeticFuzzTest, ClockJumpsBackAndForthKeepWaitsConsistent) {
   Fuzzer fuzz(Seed(99));
   for (int trial = 0; trial < 5000; ++trial) {
     const RateLimitAlgorithm algorithm = kAlgorithms[trial % 5];
     const double capacity = fuzz.Capacity(algorithm);
     const int64_t window_ns = fuzz.Window();
-    OwnedRateState state(algorithm, capacity, window_ns);
+    OwnedRateState state(algorithm, capacity, window_ns,
+                         fuzz.Burst(algorithm, capacity, window_ns));
     SCOPED_TRACE(absl::StrCat("trial ", trial, ": ", RateLimitAlgorithmName(algorithm),
                               " capacity ", FormatNumber(capacity), " window ", window_ns));
     for (int op = 0; op < 20; ++op) {
@@ -308,6 +377,11 @@ TEST(RateArithmeticFuzzTest, ClockJumpsBackAndForthKeepWaitsConsistent) {
       ASSERT_EQ(state->TryAcquire(now, amount), wait == 0) << "at " << now;
       const double in_use = state->InUse(now);
       ASSERT_TRUE(in_use >= 0) << in_use;
+      double snapshot_in_use = -1;
+      const RateAlgorithmStats snapshot = state->Snapshot(now, &snapshot_in_use);
+      ASSERT_EQ(snapshot_in_use, in_use);
+      ASSERT_EQ(snapshot.burst, state->burst());
+      ASSERT_TRUE(snapshot.tokens >= 0 && snapshot.level >= 0 && snapshot.window_count >= 0);
       if (fuzz.Chance(0.2)) state->Charge(now, fuzz.Amount(*state));
       if (state->supports_refund() && fuzz.Chance(0.2)) state->Refund(now, fuzz.Amount(*state));
     }
