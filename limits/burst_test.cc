@@ -183,7 +183,13 @@ TEST(BurstTest, WindowAlgorithmsRejectABurstNamingTheAlternatives) {
                   HasSubstr("got 5"), HasSubstr("use kGcra, kTokenBucket or kLeakyBucket"),
                   HasSubstr("or capacity 5 per 111.111111ms"))));
   }
-  EXPECT_THAT([] { CallLimit(45, "second", {.burst = 5}); },
+  // Without an algorithm, a burst selects GCRA (the window algorithms have none).
+  EXPECT_EQ(CallLimit(45, "second", {.burst = 5}).algorithm(), RateLimitAlgorithm::kGcra);
+  EXPECT_EQ(CallLimit(45, "second", {.burst = 5}).burst(), 5);
+  EXPECT_EQ(RateLimit("k", 45, absl::Seconds(1), {.burst = 5}).algorithm(),
+            RateLimitAlgorithm::kGcra);
+  EXPECT_EQ(CallLimit(45, "second", {.burst = 45}).algorithm(), kDefaultRateLimitAlgorithm);
+  EXPECT_THAT([] { CallLimit(45, "second", RateLimitAlgorithm::kSlidingWindow, {.burst = 5}); },
               ThrowsMessage<InvalidOptionError>(
                   HasSubstr("CallLimit 'call_count': burst must be unset or equal")));
   EXPECT_THAT(

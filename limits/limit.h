@@ -53,8 +53,19 @@ struct RateLimitOptions {
   //   whole capacity at once by definition); InvalidOptionError otherwise, naming the
   //   alternatives.
   // - An unlimited (+infinity) capacity takes no burst.
+  // A RateLimit or CallLimit given a burst other than its capacity and no algorithm uses kGcra:
+  // `CallLimit(45, "second", {.burst = 5})` is `CallLimit(45, "second", kGcra, {.burst = 5})`.
   std::optional<double> burst;
 };
+
+// The algorithm of a RateLimit or CallLimit constructed without one: kGcra when `options` give a
+// burst other than `capacity` (the window algorithms have no burst of their own), else
+// kDefaultRateLimitAlgorithm.
+inline RateLimitAlgorithm DefaultRateLimitAlgorithm(double capacity,
+                                                    const RateLimitOptions& options) {
+  return options.burst.has_value() && *options.burst != capacity ? RateLimitAlgorithm::kGcra
+                                                                 : kDefaultRateLimitAlgorithm;
+}
 
 // One limit. Construct it as a RateLimit, CallLimit or ResourceLimit (they add nothing but their
 // constructors, so a std::vector<Limit> holds any mix). Copyable; immutable.
@@ -123,10 +134,12 @@ class RateLimit : public Limit {
             const RateLimitOptions& options = {});
   RateLimit(std::string key, double capacity, absl::Duration window,
             const RateLimitOptions& options)
-      : RateLimit(std::move(key), capacity, window, kDefaultRateLimitAlgorithm, options) {}
+      : RateLimit(std::move(key), capacity, window, DefaultRateLimitAlgorithm(capacity, options),
+                  options) {}
   RateLimit(std::string key, double capacity, absl::string_view window,
             const RateLimitOptions& options)
-      : RateLimit(std::move(key), capacity, window, kDefaultRateLimitAlgorithm, options) {}
+      : RateLimit(std::move(key), capacity, window, DefaultRateLimitAlgorithm(capacity, options),
+                  options) {}
 };
 
 // At most `capacity` calls per `window`, key "call_count". A LimitSet takes it with amount 1 on
@@ -136,9 +149,9 @@ class RateLimit : public Limit {
 // RateLimit. Validation as for RateLimit, and `capacity` must be >= 1, since every call takes
 // 1: write one call per two seconds as CallLimit(1, absl::Seconds(2)) or CallLimit(1, "2"), not
 // CallLimit(0.5, "second"). The burst options come last, after the algorithm, which may be left
-// out (the default, SlidingWindow, accepts only a burst equal to the capacity):
+// out (with a burst it is then kGcra; see RateLimitOptions::burst):
 //
-//   CallLimit(45, "second", RateLimitAlgorithm::kGcra, {.burst = 5})
+//   CallLimit(45, "second", {.burst = 5})  // GCRA: 5 at once, then one every 1/45 s
 class CallLimit : public Limit {
  public:
   CallLimit(double capacity, absl::Duration window,
@@ -148,9 +161,9 @@ class CallLimit : public Limit {
             RateLimitAlgorithm algorithm = kDefaultRateLimitAlgorithm,
             const RateLimitOptions& options = {});
   CallLimit(double capacity, absl::Duration window, const RateLimitOptions& options)
-      : CallLimit(capacity, window, kDefaultRateLimitAlgorithm, options) {}
+      : CallLimit(capacity, window, DefaultRateLimitAlgorithm(capacity, options), options) {}
   CallLimit(double capacity, absl::string_view window, const RateLimitOptions& options)
-      : CallLimit(capacity, window, kDefaultRateLimitAlgorithm, options) {}
+      : CallLimit(capacity, window, DefaultRateLimitAlgorithm(capacity, options), options) {}
 };
 
 // At most `capacity` units held at once (a counting semaphore, e.g. connections). A LimitSet
