@@ -32,6 +32,7 @@
 #include "sync/progress.h"               // IWYU pragma: export
 #include "sync/stream.h"                 // IWYU pragma: export
 #include "sync/wait.h"                   // IWYU pragma: export
+#include "sync/with_progress.h"          // IWYU pragma: export
 #include "workers/codec.h"               // IWYU pragma: export
 #include "workers/exception_registry.h"  // IWYU pragma: export
 #include "workers/options.h"             // IWYU pragma: export

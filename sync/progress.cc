@@ -49,11 +49,11 @@ ProgressReporter::ProgressReporter(const ProgressOptions& options, int64_t total
                                    absl::string_view default_description, Clock& clock,
                                    bool total_final)
     : clock_(clock),
-      drawing_(options.enabled &&
-               (options.force || IsTerminal(options.stream != nullptr ? options.stream : stderr))),
-      in_place_(options.style == ProgressOptions::Style::kInPlace ||
-                (options.style == ProgressOptions::Style::kAuto &&
-                 IsTerminal(options.stream != nullptr ? options.stream : stderr))),
+      drawing_(options.enabled),
+      in_place_(
+          options.style == ProgressOptions::Style::kInPlace ||
+          (options.style == ProgressOptions::Style::kAuto &&
+           (options.force || IsTerminal(options.stream != nullptr ? options.stream : stderr)))),
       has_callback_(static_cast<bool>(options.callback)),
       description_(options.description.empty() ? std::string(default_description)
                                                : options.description),

@@ -35,7 +35,7 @@ namespace concurry {
 struct ProgressOptions {
   // How the bar is drawn (see `style`).
   enum class Style {
-    // In place on a terminal, as lines elsewhere.
+    // In place on a terminal (or with `force`), as lines elsewhere.
     kAuto,
     // Rewritten in place with '\r' every kRedrawInterval at most (a live bar).
     kInPlace,
@@ -43,8 +43,8 @@ struct ProgressOptions {
     kLines,
   };
 
-  // Draws a progress bar (concurry's progress=True). The bar is drawn only when `stream` is a
-  // terminal (isatty), unless `force` is set.
+  // Draws a progress bar (concurry's progress=True): a live bar redrawn in place when `stream`
+  // is a terminal (isatty), periodic lines otherwise (logs, pipes, CI); see `style`.
   bool enabled = false;
   // The bar's label. Empty means the operation's default ("Waiting", "Gathering", "Streaming").
   std::string description = {};
@@ -52,8 +52,8 @@ struct ProgressOptions {
   // 0 means max(1, total / 100) for the bar (1 when the total is unknown) and 1 for the
   // callback. Negative values are rejected with InvalidOptionError.
   int64_t miniters = 0;
-  // Draws even when `stream` is not a terminal (logs, tests); with Style::kAuto it then writes
-  // periodic lines instead of a bar redrawn in place.
+  // With Style::kAuto, redraws in place even when `stream` is not a terminal (a test capturing
+  // the live bar), as Style::kInPlace does.
   bool force = false;
   // Called with (completed, total, elapsed) after every `miniters` completed items and once more
   // at the end if items, or the final total, were not yet reported (concurry's callable
@@ -64,7 +64,8 @@ struct ProgressOptions {
   std::function<void(int64_t completed, int64_t total, absl::Duration elapsed)> callback = {};
   // Where the bar is drawn. Null means stderr.
   FILE* stream = nullptr;
-  // In place ('\r') or as lines; kAuto chooses in place exactly when `stream` is a terminal.
+  // In place ('\r') or as lines; kAuto chooses in place when `stream` is a terminal or `force`
+  // is set.
   Style style = Style::kAuto;
 };
 
@@ -78,8 +79,8 @@ struct ProgressOptions {
 // Drawing. In place (Style::kInPlace, or kAuto on a terminal: a live bar) the line is rewritten
 // with '\r' when at least `miniters` items completed since the last draw and at least
 // kRedrawInterval passed on the clock, so at most about ten times a second. As lines (kLines, or
-// kAuto with `force` on a file or pipe) each draw is a line of its own ending in '\n', at most
-// every kLineInterval. Success(), Failure() and Stop() draw the final line, prefixed with the
+// kAuto on a file or pipe) each draw is a line of its own ending in '\n', at most every
+// kLineInterval. Success(), Failure() and Stop() draw the final line, prefixed with the
 // state ("[Done] ", "[Failed] ", "[Stopped] " or the given message), and end it with a newline;
 // the first of them wins and later calls, and later Advance calls, are ignored. The destructor
 // finishes an unfinished reporter the same way without a state prefix.
@@ -112,7 +113,7 @@ class ProgressReporter {
   // Returns whether this reporter draws a bar or calls a callback. When false every method is a
   // cheap no-op, so callers need not check.
   bool active() const { return drawing_ || has_callback_; }
-  // Returns whether this reporter draws a bar (enabled, and a terminal or forced).
+  // Returns whether this reporter draws a bar (options.enabled).
   bool drawing() const { return drawing_; }
   // Returns whether the bar is rewritten in place (else it is written as lines).
   bool in_place() const { return in_place_; }

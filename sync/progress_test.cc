@@ -113,25 +113,11 @@ TEST(ProgressReporterTest, DisabledReporterIsInactiveAndWritesNothing) {
   EXPECT_THAT(out.Contents(), IsEmpty());
 }
 
-TEST(ProgressReporterTest, DoesNotDrawOnNonTerminalUnlessForced) {
-  MemStream out;
-  testkit::FakeClock clock;
-  {
-    ProgressReporter progress({.enabled = true, .stream = out.file()}, 10, "Waiting", clock);
-    EXPECT_FALSE(progress.drawing());
-    EXPECT_FALSE(progress.active());
-    progress.Advance(10);
-    progress.Success();
-  }
-  EXPECT_THAT(out.Contents(), IsEmpty());
-}
-
 TEST(ProgressReporterTest, DrawsInitialLineAndFinalStateLine) {
   MemStream out;
   testkit::FakeClock clock;
-  ProgressReporter progress(
-      {.enabled = true, .force = true, .stream = out.file(), .style = kInPlace}, 4, "Gathering",
-      clock);
+  ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()}, 4, "Gathering",
+                            clock);
   EXPECT_TRUE(progress.drawing());
   const std::string initial = "Gathering:   0%|                    | 0/4 [00:00<?, ? it/s]";
   EXPECT_EQ(out.Contents(), "\r" + initial);
@@ -151,8 +137,8 @@ TEST(ProgressReporterTest, RedrawsAtMostEveryMinitersItemsAndEveryRedrawInterval
   MemStream out;
   testkit::FakeClock clock;
   // total 1000 → miniters = 10.
-  ProgressReporter progress(
-      {.enabled = true, .force = true, .stream = out.file(), .style = kInPlace}, 1000, "T", clock);
+  ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()}, 1000, "T",
+                            clock);
   std::string expected = "\r" + ProgressReporter::FormatLine("T", 0, 1000, absl::ZeroDuration());
   ASSERT_EQ(out.Contents(), expected);
 
@@ -191,9 +177,8 @@ TEST(ProgressReporterTest, PadsShorterLinesAndFinishesOnDestruction) {
   const std::string long_line =
       ProgressReporter::FormatLine("S", 0, ProgressReporter::kUnknownTotal, absl::ZeroDuration());
   {
-    ProgressReporter progress(
-        {.enabled = true, .miniters = 1, .force = true, .stream = out.file(), .style = kInPlace},
-        ProgressReporter::kUnknownTotal, "S", clock);
+    ProgressReporter progress({.enabled = true, .miniters = 1, .force = true, .stream = out.file()},
+                              ProgressReporter::kUnknownTotal, "S", clock);
     clock.Advance(absl::Seconds(1));
     progress.Advance();
   }
@@ -207,8 +192,7 @@ TEST(ProgressReporterTest, PadsShorterLinesAndFinishesOnDestruction) {
 TEST(ProgressReporterTest, PadsOverTheRestOfALongerLine) {
   MemStream out;
   testkit::FakeClock clock;
-  ProgressReporter progress(
-      {.enabled = true, .force = true, .stream = out.file(), .style = kInPlace}, 10, "S", clock);
+  ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()}, 10, "S", clock);
   progress.Failure("A much longer failure message");
   const std::string first = ProgressReporter::FormatLine("S", 0, 10, absl::ZeroDuration());
   const std::string last = "[A much longer failure message] " + first;
@@ -231,9 +215,8 @@ TEST(ProgressReporterTest, UsesOptionDescriptionOverDefault) {
 TEST(ProgressReporterTest, SetTotalChangesTheLineAndDefaultMiniters) {
   MemStream out;
   testkit::FakeClock clock;
-  ProgressReporter progress(
-      {.enabled = true, .force = true, .stream = out.file(), .style = kInPlace},
-      ProgressReporter::kUnknownTotal, "S", clock);
+  ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()},
+                            ProgressReporter::kUnknownTotal, "S", clock);
   progress.SetTotal(400);  // miniters becomes 4.
   clock.Advance(absl::Seconds(1));
   progress.Advance(3);
@@ -336,12 +319,12 @@ TEST(ProgressReporterTest, WritesPeriodicLinesWhenNotInPlace) {
   EXPECT_EQ(out.Contents(), expected);
 }
 
-TEST(ProgressReporterTest, AutoStyleWritesLinesToAForcedNonTerminal) {
+// A file or pipe (logs, CI) gets periodic lines rather than '\r' redraws.
+TEST(ProgressReporterTest, AutoStyleWritesLinesToANonTerminal) {
   MemStream out;
   testkit::FakeClock clock;
   {
-    ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()}, 2, "S",
-                              clock);
+    ProgressReporter progress({.enabled = true, .stream = out.file()}, 2, "S", clock);
     EXPECT_TRUE(progress.drawing());
     EXPECT_FALSE(progress.in_place());
     progress.Advance(2);
@@ -349,6 +332,16 @@ TEST(ProgressReporterTest, AutoStyleWritesLinesToAForcedNonTerminal) {
   EXPECT_EQ(out.Contents(),
             "S:   0%|                    | 0/2 [00:00<?, ? it/s]\n"
             "S: 100%|####################| 2/2 [00:00<00:00, ? it/s]\n");
+}
+
+TEST(ProgressReporterTest, ForceRedrawsInPlaceOnANonTerminal) {
+  MemStream out;
+  testkit::FakeClock clock;
+  ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()}, 2, "S", clock);
+  EXPECT_TRUE(progress.in_place());
+  ProgressReporter lines({.enabled = true, .force = true, .stream = out.file(), .style = kLines}, 2,
+                         "S", clock);
+  EXPECT_FALSE(lines.in_place());  // An explicit style wins.
 }
 
 TEST(ProgressReporterTest, AutoStyleRedrawsInPlaceOnATerminal) {

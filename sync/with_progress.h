@@ -36,10 +36,11 @@ namespace concurry {
 struct WithProgressOptions {
   // The bar's label.
   std::string description = "Processing";
-  // Draws the bar (on a terminal, or anywhere with `force`). False: only the callback, if any.
+  // Draws the bar. False: only the callback, if any.
   bool enabled = true;
-  // As ProgressOptions: redraw threshold (0: automatic, >= 0), drawing on a non-terminal, the
-  // callback (completed, total, elapsed), the output stream (null: stderr) and the style.
+  // As ProgressOptions: redraw threshold (0: automatic, >= 0), in place on a non-terminal, the
+  // callback (completed, total, elapsed), the output stream (null: stderr) and the style (a live
+  // bar on a terminal, periodic lines elsewhere).
   int64_t miniters = 0;
   bool force = false;
   std::function<void(int64_t completed, int64_t total, absl::Duration elapsed)> callback = {};
