@@ -3,7 +3,7 @@
 // in input order) to a range-for. The concurrent.futures pattern "keep the pool topped up, and
 // schedule follow-up work", without materializing the input; memory does not grow with its length.
 //
-//   concurry::TbbExecutor pool(8);
+//   concurry::ThreadPoolExecutor pool(16);  // Blocking I/O: one thread per call in flight.
 //   for (auto& item : concurry::Stream(pool, urls, Fetch, {.max_in_flight = 16})) {
 //     Save(item.index, item.value());  // The first failed Fetch is rethrown from the loop.
 //   }
@@ -14,6 +14,9 @@
 //                                        if (p.next) context.Enqueue(*p.next);
 //                                        return p.rows;
 //                                      })) { ... }
+//   // All results at once (input order with Order::kInput):
+//   std::vector<Row> rows = concurry::Stream(pool, ids, Load, {.order = concurry::Order::kInput})
+//                               .Collect();
 //
 // Inputs: any input range (containers, views, generators; an lvalue is referenced, an rvalue is
 // moved into the stream), an iterator pair, or a pull source (a callable returning
@@ -62,7 +65,8 @@ enum class ErrorPolicy {
   // rethrow the original exception from the iterator when it reaches the failed item (or an
   // input that was dropped or cancelled). Results yielded before stay valid.
   kStopOnError,
-  // Yield errors as items (item.ok() == false) and keep going.
+  // Yield errors as items (item.ok() == false; item.error_message() is the exception's what())
+  // and keep going.
   kCollect,
 };
 
@@ -98,7 +102,8 @@ struct StreamOptions {
   ProgressOptions progress = {};
   // Receives the warning a stream gives when max_in_flight exceeds what its executor runs at once
   // (see ResultStream::effective_concurrency()), once per stream. Null: the warning goes to
-  // stderr as "concurry: warning: ...", once per process for each distinct message.
+  // stderr as "concurry: warning: ...", once per process for each distinct message. An exception
+  // it throws propagates from Stream().
   std::function<void(absl::string_view message)> on_warning = {};
 };
 
