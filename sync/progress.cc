@@ -50,10 +50,12 @@ ProgressReporter::ProgressReporter(const ProgressOptions& options, int64_t total
                                    bool total_final)
     : clock_(clock),
       drawing_(options.enabled),
+      // isatty() only for a bar: a reporter that draws nothing costs no system call.
       in_place_(
-          options.style == ProgressOptions::Style::kInPlace ||
-          (options.style == ProgressOptions::Style::kAuto &&
-           (options.force || IsTerminal(options.stream != nullptr ? options.stream : stderr)))),
+          options.enabled &&
+          (options.style == ProgressOptions::Style::kInPlace ||
+           (options.style == ProgressOptions::Style::kAuto &&
+            (options.force || IsTerminal(options.stream != nullptr ? options.stream : stderr))))),
       has_callback_(static_cast<bool>(options.callback)),
       description_(options.description.empty() ? std::string(default_description)
                                                : options.description),

@@ -115,7 +115,7 @@ class ProgressReporter {
   bool active() const { return drawing_ || has_callback_; }
   // Returns whether this reporter draws a bar (options.enabled).
   bool drawing() const { return drawing_; }
-  // Returns whether the bar is rewritten in place (else it is written as lines).
+  // Returns whether the bar is rewritten in place (false: written as lines, or not drawn).
   bool in_place() const { return in_place_; }
 
   // Records `n` more completed items and redraws / calls back when due.
