@@ -110,6 +110,17 @@ template <sync_internal::FutureMap M>
 AsCompletedRange<typename M::key_type, sync_internal::MapValueT<M>> AsCompleted(
     M futures, const AsCompletedOptions& options = {});
 
+// Anything else (a vector of plain values: nothing to wait for) fails to compile with this one
+// message. (The deduced return type makes the assertion fire at the call.)
+template <typename Input>
+requires(!sync_internal::FutureInput<std::remove_cvref_t<Input>>) auto AsCompleted(
+    Input&&, const AsCompletedOptions& = {}) {
+  static_assert(sync_internal::kNotFutures<Input>,
+                "concurry::AsCompleted: expects futures (a std::vector<Future<T>> or a map of Key "
+                "-> Future<T>); this argument holds no futures");
+  return AsCompleted(std::vector<Future<int>>());
+}
+
 }  // namespace concurry
 
 #include "sync/internal/as_completed_impl.h"  // IWYU pragma: export

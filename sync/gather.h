@@ -83,6 +83,28 @@ std::tuple<Outcome<Ts>...> GatherSettled(std::tuple<Future<Ts>...> futures,
 template <typename... Ts>
 std::tuple<Outcome<Ts>...> GatherSettled(Future<Ts>... futures);
 
+// Gather and GatherSettled of anything else (a vector of plain values: nothing to wait for) fail
+// to compile with this one message. (The deduced return type makes the assertion fire at the
+// call, before any error in code using the result.)
+template <typename Input>
+requires(!sync_internal::FutureInput<std::remove_cvref_t<Input>>) auto Gather(
+    Input&&, const GatherOptions& = {}) {
+  static_assert(sync_internal::kNotFutures<Input>,
+                "concurry::Gather: expects futures (a std::vector<Future<T>>, a map of Key -> "
+                "Future<T>, a std::tuple<Future<Ts>...>, or Future<Ts>... as arguments); this "
+                "argument holds no futures");
+  return std::vector<int>();
+}
+template <typename Input>
+requires(!sync_internal::FutureInput<std::remove_cvref_t<Input>>) auto GatherSettled(
+    Input&&, const GatherOptions& = {}) {
+  static_assert(sync_internal::kNotFutures<Input>,
+                "concurry::GatherSettled: expects futures (a std::vector<Future<T>>, a map of Key "
+                "-> Future<T>, a std::tuple<Future<Ts>...>, or Future<Ts>... as arguments); this "
+                "argument holds no futures");
+  return std::vector<Outcome<int>>();
+}
+
 }  // namespace concurry
 
 #include "sync/internal/gather_impl.h"  // IWYU pragma: export

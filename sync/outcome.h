@@ -5,12 +5,14 @@
 //   concurry::Outcome<int> outcome = concurry::OutcomeOf(std::move(future));  // waits
 //   if (outcome.ok()) Use(outcome.value());
 //   else LOG(WARNING) << outcome.status();  // no-throw view: kCancelled, kDeadlineExceeded...
+//   std::string why = outcome.error_message();  // what(): "7 is unlucky" ("" when ok)
 //   int v = outcome.value();                // rethrows the original exception when !ok()
 
 #ifndef CONCURRY_SYNC_OUTCOME_H_
 #define CONCURRY_SYNC_OUTCOME_H_
 
 #include <exception>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -49,6 +51,11 @@ class Outcome {
 
   // Returns the no-throw view: OkStatus() or StatusFromException(error()).
   absl::Status status() const { return StatusFromException(error()); }
+
+  // Returns the held exception's message, what() ("7 is unlucky", without the type or status
+  // code that status() adds), or "" when ok(). For an exception not derived from std::exception:
+  // "(exception not derived from std::exception)".
+  std::string error_message() const { return ok() ? std::string() : ExceptionMessage(error()); }
 
  private:
   using Stored = std::conditional_t<std::is_void_v<T>, std::monostate, T>;

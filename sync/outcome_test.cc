@@ -75,6 +75,16 @@ TEST(OutcomeOfTest, WaitsForTheFuture) {
   producer.join();
 }
 
+TEST(OutcomeTest, ErrorMessageIsTheExceptionsWhatWithoutStatusFormatting) {
+  Outcome<int> failed(std::make_exception_ptr(std::runtime_error("7 is unlucky")));
+  EXPECT_EQ(failed.error_message(), "7 is unlucky");
+  EXPECT_NE(failed.status().ToString(), "7 is unlucky");  // status() adds code and type.
+  EXPECT_EQ(Outcome<int>(std::in_place, 7).error_message(), "");
+  EXPECT_EQ(Outcome<void>(std::in_place).error_message(), "");
+  EXPECT_EQ(Outcome<void>(std::make_exception_ptr(42)).error_message(),
+            "(exception not derived from std::exception)");
+}
+
 TEST(OutcomeOfTest, MovesTheValueOutOfTheOnlyHandle) {
   Promise<std::unique_ptr<int>> promise;
   Future<std::unique_ptr<int>> future = promise.GetFuture();

@@ -46,10 +46,16 @@ bool IsTerminal(FILE* stream) {
 }  // namespace
 
 ProgressReporter::ProgressReporter(const ProgressOptions& options, int64_t total,
-                                   absl::string_view default_description, Clock& clock)
+                                   absl::string_view default_description, Clock& clock,
+                                   bool total_final)
     : clock_(clock),
-      drawing_(options.enabled &&
-               (options.force || IsTerminal(options.stream != nullptr ? options.stream : stderr))),
+      drawing_(options.enabled),
+      // isatty() only for a bar: a reporter that draws nothing costs no system call.
+      in_place_(
+          options.enabled &&
+          (options.style == ProgressOptions::Style::kInPlace ||
+           (options.style == ProgressOptions::Style::kAuto &&
+            (options.force || IsTerminal(options.stream != nullptr ? options.stream : stderr))))),
       has_callback_(static_cast<bool>(options.callback)),
       description_(options.description.empty() ? std::string(default_description)
                                                : options.description),
@@ -58,8 +64,10 @@ ProgressReporter::ProgressReporter(const ProgressOptions& options, int64_t total
       callback_(options.callback),
       start_(clock.Now()),
       total_(total),
+      total_final_(total_final),
       bar_miniters_(options.miniters > 0 ? options.miniters : DefaultBarMiniters(total)),
-      drawn_time_(start_) {
+      drawn_time_(start_),
+      reported_total_(total_final ? total : kUnknownTotal) {
   if (options.miniters < 0) {
     throw InvalidOptionError(absl::StrCat(
         "ProgressOptions::miniters must be >= 0 (0 = automatic), got ", options.miniters));
@@ -67,6 +75,13 @@ ProgressReporter::ProgressReporter(const ProgressOptions& options, int64_t total
   if (total < kUnknownTotal) {
     throw InvalidOptionError(
         absl::StrCat("ProgressReporter: total must be >= 0 or kUnknownTotal (-1), got ", total));
+  }
+  if (options.style != ProgressOptions::Style::kAuto &&
+      options.style != ProgressOptions::Style::kInPlace &&
+      options.style != ProgressOptions::Style::kLines) {
+    throw InvalidOptionError(absl::StrCat("ProgressOptions::style: unknown value ",
+                                          static_cast<int>(options.style),
+                                          "; allowed: kAuto, kInPlace, kLines"));
   }
   if (drawing_) {
     absl::MutexLock lock(&mu_);
@@ -99,17 +114,20 @@ void ProgressReporter::AdvanceSlow(int64_t n) {
   const bool draw_due = drawing_ && completed_ - drawn_completed_ >= bar_miniters_;
   if (!callback_due && !draw_due) return;
   const absl::Time now = clock_.Now();
-  if (draw_due && now - drawn_time_ >= kRedrawInterval) DrawLocked(now, "", /*final=*/false);
+  if (draw_due && now - drawn_time_ >= (in_place_ ? kRedrawInterval : kLineInterval)) {
+    DrawLocked(now, "", /*final=*/false);
+  }
   if (callback_due) CallBackLocked(now);
 }
 
-void ProgressReporter::SetTotal(int64_t total) {
+void ProgressReporter::SetTotal(int64_t total, bool final) {
   if (total < kUnknownTotal) {
     throw InvalidOptionError(absl::StrCat(
         "ProgressReporter::SetTotal: total must be >= 0 or kUnknownTotal (-1), got ", total));
   }
   absl::MutexLock lock(&mu_);
   total_ = total;
+  total_final_ = final;
   if (option_miniters_ == 0) bar_miniters_ = DefaultBarMiniters(total);
 }
 
@@ -135,17 +153,26 @@ void ProgressReporter::Finish(absl::string_view prefix) {
   finished_ = true;
   const absl::Time now = clock_.Now();
   if (drawing_) DrawLocked(now, prefix, /*final=*/true);
-  if (has_callback_ && completed_ != reported_completed_) CallBackLocked(now);
+  // Also when only the total changed (it became final), so the callback sees the final total.
+  if (has_callback_ &&
+      (completed_ != reported_completed_ || CallbackTotalLocked() != reported_total_)) {
+    CallBackLocked(now);
+  }
 }
 
 std::string ProgressReporter::FormatLine(absl::string_view description, int64_t completed,
-                                         int64_t total, absl::Duration elapsed) {
+                                         int64_t total, absl::Duration elapsed, bool total_final) {
   const double seconds = absl::ToDoubleSeconds(elapsed);
   const double rate = seconds > 0 ? static_cast<double>(completed) / seconds : 0;
   const std::string rate_text = seconds > 0 ? absl::StrFormat("%.2f", rate) : "?";
   if (total < 0) {
     return absl::StrFormat("%s: %d [%s, %s it/s]", description, completed, FormatInterval(elapsed),
                            rate_text);
+  }
+  if (!total_final) {
+    // A lower bound (more work may be discovered): a percentage or ETA would be false.
+    return absl::StrFormat("%s: %d done / %d+ known so far [%s, %s it/s]", description, completed,
+                           std::max(completed, total), FormatInterval(elapsed), rate_text);
   }
   const int64_t shown = std::min(completed, total);
   const int percent = total > 0 ? ScaledShare(shown, total, 100) : 100;
@@ -163,8 +190,15 @@ std::string ProgressReporter::FormatLine(absl::string_view description, int64_t 
 }
 
 void ProgressReporter::DrawLocked(absl::Time now, absl::string_view prefix, bool final) {
-  std::string line =
-      absl::StrCat(prefix, FormatLine(description_, completed_, total_, now - start_));
+  std::string line = absl::StrCat(
+      prefix, FormatLine(description_, completed_, total_, now - start_, total_final_));
+  if (!in_place_) {
+    absl::FPrintF(stream_, "%s\n", line);
+    std::fflush(stream_);
+    drawn_completed_ = completed_;
+    drawn_time_ = now;
+    return;
+  }
   const size_t length = line.size();
   // Blank out what is left of a longer previous line.
   if (length < drawn_length_) line.append(drawn_length_ - length, ' ');
@@ -177,7 +211,8 @@ void ProgressReporter::DrawLocked(absl::Time now, absl::string_view prefix, bool
 
 void ProgressReporter::CallBackLocked(absl::Time now) {
   reported_completed_ = completed_;
-  callback_(completed_, total_, now - start_);
+  reported_total_ = CallbackTotalLocked();
+  callback_(completed_, reported_total_, now - start_);
 }
 
 }  // namespace concurry

@@ -1,5 +1,9 @@
 #include "sync/progress.h"
 
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -42,6 +46,9 @@ class MemStream {
 };
 
 using Call = std::tuple<int64_t, int64_t, absl::Duration>;
+
+constexpr ProgressOptions::Style kInPlace = ProgressOptions::Style::kInPlace;
+constexpr ProgressOptions::Style kLines = ProgressOptions::Style::kLines;
 
 TEST(ProgressFormatTest, FormatsKnownTotalWithPercentBarRateAndEta) {
   EXPECT_EQ(ProgressReporter::FormatLine("Gathering", 42, 100, absl::Milliseconds(1200)),
@@ -101,19 +108,6 @@ TEST(ProgressReporterTest, DisabledReporterIsInactiveAndWritesNothing) {
     ProgressReporter progress({.stream = out.file()}, 10, "Waiting", clock);
     EXPECT_FALSE(progress.active());
     progress.Advance(3);
-    progress.Success();
-  }
-  EXPECT_THAT(out.Contents(), IsEmpty());
-}
-
-TEST(ProgressReporterTest, DoesNotDrawOnNonTerminalUnlessForced) {
-  MemStream out;
-  testkit::FakeClock clock;
-  {
-    ProgressReporter progress({.enabled = true, .stream = out.file()}, 10, "Waiting", clock);
-    EXPECT_FALSE(progress.drawing());
-    EXPECT_FALSE(progress.active());
-    progress.Advance(10);
     progress.Success();
   }
   EXPECT_THAT(out.Contents(), IsEmpty());
@@ -208,9 +202,12 @@ TEST(ProgressReporterTest, PadsOverTheRestOfALongerLine) {
 TEST(ProgressReporterTest, UsesOptionDescriptionOverDefault) {
   MemStream out;
   testkit::FakeClock clock;
-  ProgressReporter progress(
-      {.enabled = true, .description = "Downloading", .force = true, .stream = out.file()}, 1,
-      "Waiting", clock);
+  ProgressReporter progress({.enabled = true,
+                             .description = "Downloading",
+                             .force = true,
+                             .stream = out.file(),
+                             .style = kInPlace},
+                            1, "Waiting", clock);
   EXPECT_EQ(out.Contents(),
             "\r" + ProgressReporter::FormatLine("Downloading", 0, 1, absl::ZeroDuration()));
 }
@@ -227,6 +224,153 @@ TEST(ProgressReporterTest, SetTotalChangesTheLineAndDefaultMiniters) {
   progress.Advance(1);
   EXPECT_EQ(out.Contents(),
             before + "\r" + ProgressReporter::FormatLine("S", 4, 400, absl::Seconds(1)));
+}
+
+TEST(ProgressFormatTest, FormatsALowerBoundWithoutPercentOrEta) {
+  EXPECT_EQ(ProgressReporter::FormatLine("Walking", 1234, 1300, absl::Seconds(22),
+                                         /*total_final=*/false),
+            "Walking: 1234 done / 1300+ known so far [00:22, 56.09 it/s]");
+  // Never below what is done.
+  EXPECT_EQ(ProgressReporter::FormatLine("W", 7, 5, absl::Seconds(1), /*total_final=*/false),
+            "W: 7 done / 7+ known so far [00:01, 7.00 it/s]");
+  EXPECT_EQ(ProgressReporter::FormatLine("W", 0, 0, absl::ZeroDuration(), /*total_final=*/false),
+            "W: 0 done / 0+ known so far [00:00, ? it/s]");
+}
+
+// A walk that discovers its pages as it goes: the bar shows counts and rate while the total may
+// still grow, and the percentage and ETA only once it is final.
+TEST(ProgressReporterTest, AGrowingTotalShowsNoPercentOrEtaUntilFinal) {
+  MemStream out;
+  testkit::FakeClock clock;
+  std::vector<Call> calls;
+  ProgressReporter progress(
+      {.enabled = true,
+       .miniters = 1,
+       .force = true,
+       .callback = [&](int64_t n, int64_t total,
+                       absl::Duration elapsed) { calls.emplace_back(n, total, elapsed); },
+       .stream = out.file(),
+       .style = kInPlace},
+      /*total=*/1, "Walking", clock, /*total_final=*/false);
+  std::string expected = "\rWalking: 0 done / 1+ known so far [00:00, ? it/s]";
+  ASSERT_EQ(out.Contents(), expected);
+  clock.Advance(absl::Seconds(1));
+  progress.SetTotal(3, /*final=*/false);
+  progress.Advance();
+  expected += "\rWalking: 1 done / 3+ known so far [00:01, 1.00 it/s]";
+  EXPECT_EQ(out.Contents(), expected);
+  clock.Advance(absl::Seconds(1));
+  progress.SetTotal(4, /*final=*/false);
+  progress.Advance();
+  expected += "\rWalking: 2 done / 4+ known so far [00:02, 1.00 it/s]";
+  EXPECT_EQ(out.Contents(), expected);
+  clock.Advance(absl::Seconds(2));
+  progress.SetTotal(5);  // Nothing more can be discovered.
+  progress.Advance();
+  // "3/5 [00:04<00:02, 0.75 it/s]" is shorter than the previous line: padded.
+  const std::string final_line = "Walking:  60%|############        | 3/5 [00:04<00:02, 0.75 it/s]";
+  expected += "\r" + final_line;
+  EXPECT_EQ(out.Contents(), expected);
+  clock.Advance(absl::Seconds(1));
+  progress.Advance(2);
+  progress.Success();
+  expected += "\rWalking: 100%|####################| 5/5 [00:05<00:00, 1.00 it/s]" +
+              std::string(
+                  "\r[Done] Walking: 100%|####################| 5/5 [00:05<00:00, 1.00 "
+                  "it/s]\n");
+  EXPECT_EQ(out.Contents(), expected);
+  // The callback never sees a lower bound as a total.
+  EXPECT_THAT(calls, ElementsAre(Call{1, -1, absl::Seconds(1)}, Call{2, -1, absl::Seconds(2)},
+                                 Call{3, 5, absl::Seconds(4)}, Call{5, 5, absl::Seconds(5)}));
+}
+
+TEST(ProgressReporterTest, TheCallbackSeesTheTotalOnceItBecomesFinal) {
+  testkit::FakeClock clock;
+  std::vector<Call> calls;
+  ProgressReporter progress(
+      {.callback = [&](int64_t n, int64_t total,
+                       absl::Duration elapsed) { calls.emplace_back(n, total, elapsed); }},
+      2, "Walking", clock, /*total_final=*/false);
+  progress.Advance(2);
+  progress.SetTotal(2);  // Final, with nothing left to count.
+  progress.Success();
+  EXPECT_THAT(calls,
+              ElementsAre(Call{2, -1, absl::ZeroDuration()}, Call{2, 2, absl::ZeroDuration()}));
+}
+
+TEST(ProgressReporterTest, WritesPeriodicLinesWhenNotInPlace) {
+  MemStream out;
+  testkit::FakeClock clock;
+  ProgressReporter progress(
+      {.enabled = true, .miniters = 1, .force = true, .stream = out.file(), .style = kLines}, 10,
+      "Saving", clock);
+  EXPECT_FALSE(progress.in_place());
+  std::string expected = "Saving:   0%|                    | 0/10 [00:00<?, ? it/s]\n";
+  ASSERT_EQ(out.Contents(), expected);
+  clock.Advance(absl::Milliseconds(500));
+  progress.Advance();  // Due by count, but lines come at most every kLineInterval.
+  EXPECT_EQ(out.Contents(), expected);
+  clock.Advance(absl::Milliseconds(500));
+  progress.Advance();
+  expected += "Saving:  20%|####                | 2/10 [00:01<00:04, 2.00 it/s]\n";
+  EXPECT_EQ(out.Contents(), expected);
+  progress.Stop();
+  expected += "[Stopped] Saving:  20%|####                | 2/10 [00:01<00:04, 2.00 it/s]\n";
+  EXPECT_EQ(out.Contents(), expected);
+}
+
+// A file or pipe (logs, CI) gets periodic lines rather than '\r' redraws.
+TEST(ProgressReporterTest, AutoStyleWritesLinesToANonTerminal) {
+  MemStream out;
+  testkit::FakeClock clock;
+  {
+    ProgressReporter progress({.enabled = true, .stream = out.file()}, 2, "S", clock);
+    EXPECT_TRUE(progress.drawing());
+    EXPECT_FALSE(progress.in_place());
+    progress.Advance(2);
+  }
+  EXPECT_EQ(out.Contents(),
+            "S:   0%|                    | 0/2 [00:00<?, ? it/s]\n"
+            "S: 100%|####################| 2/2 [00:00<00:00, ? it/s]\n");
+}
+
+TEST(ProgressReporterTest, ForceRedrawsInPlaceOnANonTerminal) {
+  MemStream out;
+  testkit::FakeClock clock;
+  ProgressReporter progress({.enabled = true, .force = true, .stream = out.file()}, 2, "S", clock);
+  EXPECT_TRUE(progress.in_place());
+  ProgressReporter lines({.enabled = true, .force = true, .stream = out.file(), .style = kLines}, 2,
+                         "S", clock);
+  EXPECT_FALSE(lines.in_place());  // An explicit style wins.
+}
+
+TEST(ProgressReporterTest, AutoStyleRedrawsInPlaceOnATerminal) {
+  // A pseudo-terminal stands in for an interactive stderr.
+  const int master = posix_openpt(O_RDWR | O_NOCTTY);
+  ASSERT_GE(master, 0);
+  ASSERT_EQ(grantpt(master), 0);
+  ASSERT_EQ(unlockpt(master), 0);
+  FILE* terminal = std::fopen(ptsname(master), "w");
+  ASSERT_NE(terminal, nullptr);
+  testkit::FakeClock clock;
+  {
+    ProgressReporter progress({.enabled = true, .stream = terminal}, 2, "S", clock);
+    EXPECT_TRUE(progress.drawing());
+    EXPECT_TRUE(progress.in_place());
+  }
+  std::fclose(terminal);
+  close(master);
+}
+
+TEST(ProgressReporterTest, RejectsAnUnknownStyle) {
+  try {
+    ProgressReporter progress({.style = static_cast<ProgressOptions::Style>(7)}, 1, "S");
+    FAIL() << "no error";
+  } catch (const InvalidOptionError& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr(
+                              "ProgressOptions::style: unknown value 7; allowed: kAuto, kInPlace, "
+                              "kLines"));
+  }
 }
 
 TEST(ProgressReporterTest, CallbackRunsOnEveryAdvanceByDefault) {
@@ -280,7 +424,8 @@ TEST(ProgressReporterTest, CountsAdvancesFromManyThreads) {
                                      monotonic = monotonic && n >= last;
                                      last = n;
                                    },
-                               .stream = out.file()},
+                               .stream = out.file(),
+                               .style = kInPlace},
                               4000, "W");
     std::vector<std::thread> threads;
     for (int t = 0; t < 4; ++t) {

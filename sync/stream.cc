@@ -1,14 +1,21 @@
 #include "sync/stream.h"
 
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <string>
+#include <typeinfo>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
+#include "futures/executor.h"
 
 namespace concurry {
 
@@ -90,6 +97,67 @@ void ValidateStreamOptions(const StreamOptions& options) {
         absl::StrCat("StreamOptions::progress.miniters must be >= 0 (0 = automatic), got ",
                      options.progress.miniters));
   }
+}
+
+StreamRunner ExecutorRunner(const Executor& executor) {
+  StreamRunner runner;
+  runner.max_concurrency = executor.max_concurrency();
+  const std::string type = TypeName(typeid(executor));
+  // TbbExecutor's threads are meant to stay busy with CPU work (oneTBB adds spare threads only
+  // for declared BlockingRegions), which is what a stream of blocking calls usually is not.
+  runner.description =
+      absl::StrCat("the executor (", type,
+                   absl::StrContains(type, "TbbExecutor") ? ", sized for CPU work" : "", ")");
+  return runner;
+}
+
+std::string OverConcurrencyMessage(int max_in_flight, const StreamRunner& runner) {
+  if (runner.max_concurrency <= 0 || max_in_flight <= runner.max_concurrency) return "";
+  const std::string advice =
+      runner.advice.empty()
+          ? absl::StrCat(
+                "for blocking I/O use a ThreadPoolExecutor (futures/thread_pool_executor.h) "
+                "with max_workers >= ",
+                max_in_flight)
+          : runner.advice;
+  return absl::StrCat(runner.api, ": max_in_flight = ", max_in_flight, " but ", runner.description,
+                      " runs at most ", runner.max_concurrency, " task",
+                      runner.max_concurrency == 1 ? "" : "s", " at once; ", advice);
+}
+
+namespace {
+
+// The distinct warnings already written to stderr. Bounded: past kMaxRemembered distinct ones,
+// further warnings are written without being remembered (so they may repeat).
+class WarnedMessages {
+ public:
+  static constexpr size_t kMaxRemembered = 1024;
+
+  // Returns true the first time `message` is seen.
+  bool FirstTime(const std::string& message) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    if (seen_.contains(message)) return false;
+    if (seen_.size() < kMaxRemembered) seen_.insert(message);
+    return true;
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_set<std::string> seen_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+void WarnIfOverConcurrency(const StreamOptions& options, const StreamRunner& runner) {
+  const std::string message = OverConcurrencyMessage(options.max_in_flight, runner);
+  if (message.empty()) return;
+  if (options.on_warning) {
+    options.on_warning(message);
+    return;
+  }
+  static WarnedMessages* const warned = new WarnedMessages();  // Never destroyed: no exit race.
+  if (!warned->FirstTime(message)) return;
+  std::fprintf(stderr, "concurry: warning: %s\n", message.c_str());
 }
 
 std::exception_ptr StreamDroppedTaskError() {

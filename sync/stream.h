@@ -3,7 +3,7 @@
 // in input order) to a range-for. The concurrent.futures pattern "keep the pool topped up, and
 // schedule follow-up work", without materializing the input; memory does not grow with its length.
 //
-//   concurry::TbbExecutor pool(8);
+//   concurry::ThreadPoolExecutor pool(16);  // Blocking I/O: one thread per call in flight.
 //   for (auto& item : concurry::Stream(pool, urls, Fetch, {.max_in_flight = 16})) {
 //     Save(item.index, item.value());  // The first failed Fetch is rethrown from the loop.
 //   }
@@ -14,6 +14,9 @@
 //                                        if (p.next) context.Enqueue(*p.next);
 //                                        return p.rows;
 //                                      })) { ... }
+//   // All results at once (input order with Order::kInput):
+//   std::vector<Row> rows = concurry::Stream(pool, ids, Load, {.order = concurry::Order::kInput})
+//                               .Collect();
 //
 // Inputs: any input range (containers, views, generators; an lvalue is referenced, an rvalue is
 // moved into the stream), an iterator pair, or a pull source (a callable returning
@@ -25,6 +28,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -32,6 +36,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -60,7 +65,8 @@ enum class ErrorPolicy {
   // rethrow the original exception from the iterator when it reaches the failed item (or an
   // input that was dropped or cancelled). Results yielded before stay valid.
   kStopOnError,
-  // Yield errors as items (item.ok() == false) and keep going.
+  // Yield errors as items (item.ok() == false; item.error_message() is the exception's what())
+  // and keep going.
   kCollect,
 };
 
@@ -88,8 +94,17 @@ struct StreamOptions {
   // Times the timeout and the progress report; null means Clock::Real(). Must outlive the stream.
   Clock* clock = nullptr;
   // Progress over the yielded results; the default description is "Streaming". The total is known
-  // for sized ranges (plus any follow-ups), unknown otherwise.
+  // for sized ranges, and for any input once the source is exhausted, plus the follow-ups added
+  // so far. While more follow-ups may come (the function takes a StreamContext and the source is
+  // not exhausted or tasks are still queued or running, or ResultStream::Add was called and the
+  // stream has not ended), the total is a lower bound: the bar shows "n done / m+ known so far"
+  // and the rate, without a percentage or ETA, and the callback sees -1.
   ProgressOptions progress = {};
+  // Receives the warning a stream gives when max_in_flight exceeds what its executor runs at once
+  // (see ResultStream::effective_concurrency()), once per stream. Null: the warning goes to
+  // stderr as "concurry: warning: ...", once per process for each distinct message. An exception
+  // it throws propagates from Stream().
+  std::function<void(absl::string_view message)> on_warning = {};
 };
 
 // One result of a Stream: the input's index and its outcome.
@@ -104,6 +119,8 @@ struct StreamItem {
 
   // Returns whether the task succeeded (always true under kStopOnError).
   bool ok() const noexcept { return outcome.ok(); }
+  // Returns the failed task's exception message (what(), as Outcome::error_message()), or "".
+  std::string error_message() const { return outcome.error_message(); }
   // Returns the value; rethrows the task's exception when !ok().
   decltype(auto) value() & { return outcome.value(); }
   decltype(auto) value() const& { return outcome.value(); }
@@ -248,8 +265,46 @@ class ResultStream {
 
   // Adds a follow-up input (like StreamContext::Enqueue), for instance from the loop body after
   // inspecting a result. Returns false, dropping `input`, once the stream is stopping or has
-  // ended.
-  bool Add(In input) { return core_->Add(std::move(input)); }
+  // ended. After a call the progress total stays a lower bound until the stream ends (more may
+  // be added at any time).
+  bool Add(In input) { return core_->AddFromOutside(std::move(input)); }
+
+  // Consumes the rest of the stream and returns the values in the order it yields them: input
+  // order under Order::kInput, completion order otherwise (item indices give the input order).
+  // Throws what Next() throws: under kStopOnError the first failed task's exception, after the
+  // running tasks finished. Under kCollect a failed item has no value: Collect() rethrows its
+  // exception on reaching it, leaving the rest in the stream (destroying it stops it); use
+  // CollectOutcomes() to keep failures. Not for R = void (use CollectOutcomes()).
+  std::vector<R> Collect() requires(!std::is_void_v<R>) {
+    std::vector<R> values;
+    while (Item* item = Next()) values.push_back(std::move(*item).value());
+    return values;
+  }
+
+  // Consumes the rest of the stream and returns every item's outcome, in the order it yields
+  // them (as Collect()). Under kCollect failures are outcomes with !ok(); under kStopOnError the
+  // first failure is thrown as by Next(), and the outcomes collected so far are lost.
+  std::vector<Outcome<R>> CollectOutcomes() {
+    std::vector<Outcome<R>> outcomes;
+    while (Item* item = Next()) outcomes.push_back(std::move(item->outcome));
+    return outcomes;
+  }
+
+  // Returns the requested StreamOptions::max_in_flight.
+  int max_in_flight() const { return core_->max_in_flight(); }
+  // Returns how many tasks the stream's executor runs at once (Executor::max_concurrency()), or
+  // 0 when unknown: an executor that cannot say (InlineExecutor), or a function returning
+  // futures (a task then stays in flight after the executor ran it, so the executor's threads do
+  // not bound the tasks in flight).
+  int max_concurrency() const { return core_->runner_concurrency(); }
+  // Returns how many tasks can really be in flight at once: min(max_in_flight(),
+  // max_concurrency()), or max_in_flight() when the concurrency is unknown. When it is below
+  // max_in_flight() the stream warned at creation (StreamOptions::on_warning or stderr): a
+  // blocking-I/O stream with max_in_flight = 16 on a 2-thread TbbExecutor runs 2 at a time.
+  int effective_concurrency() const {
+    const int concurrency = max_concurrency();
+    return concurrency > 0 && concurrency < max_in_flight() ? concurrency : max_in_flight();
+  }
 
   // Stops the stream from any thread (see "Stopping" above): no more inputs start, pending
   // futures returned by `fn` are cancelled (from this call), and the consumer's next step throws
@@ -259,7 +314,8 @@ class ResultStream {
  private:
   template <typename In2, typename R2, typename F, typename Source>
   friend ResultStream<In2, R2> sync_internal::MakeStream(Executor&, Source, F&&, StreamOptions,
-                                                         int64_t);
+                                                         int64_t,
+                                                         const sync_internal::StreamRunner&);
   explicit ResultStream(std::unique_ptr<sync_internal::StreamCore<In, R>> core)
       : core_(std::move(core)) {}
 
@@ -272,23 +328,50 @@ class ResultStream {
 template <typename F, typename In>
 using StreamResultT = typename sync_internal::StreamCall<std::decay_t<F>, In>::Result;
 
+namespace sync_internal {
+
+// Stream over an input range whose tasks' concurrency is `runner` rather than the executor's:
+// for callers whose function hands each input to something else that bounds the concurrency
+// (workers' Map runs the stream on InlineExecutor() with a function posting to a worker, and
+// passes the worker's concurrency). Otherwise exactly Stream(executor, inputs, fn, options),
+// including the warning when options.max_in_flight > runner.max_concurrency > 0.
+template <StreamInputRange Range, typename F>
+ResultStream<std::ranges::range_value_t<Range>, StreamResultT<F, std::ranges::range_value_t<Range>>>
+StreamOn(Executor& executor, Range&& inputs, F&& fn, StreamOptions options,
+         const StreamRunner& runner) {
+  using In = std::ranges::range_value_t<Range>;
+  int64_t total = ProgressReporter::kUnknownTotal;
+  if constexpr (std::ranges::sized_range<Range>) {
+    total = static_cast<int64_t>(std::ranges::size(inputs));
+  }
+  return MakeStream<In, StreamResultT<F, In>>(
+      executor, RangeSource<Range>(std::forward<Range>(inputs)), std::forward<F>(fn),
+      std::move(options), total, runner);
+}
+
+}  // namespace sync_internal
+
 // Stream (every overload): returns a lazily started ResultStream applying `fn` to each input on
 // `executor`, with at most `options.max_in_flight` tasks in flight. Throws InvalidOptionError for
 // max_in_flight outside [1, kMaxStreamInFlight], a negative timeout, or an `order` or `on_error`
 // that is not one of the enumerators ("StreamOptions::order: unknown value 5; allowed: ...").
+//
+// Effective concurrency: when max_in_flight exceeds executor.max_concurrency() (and `fn` does
+// not return futures), only max_concurrency() tasks run at once, and the stream says so once,
+// at creation, through StreamOptions::on_warning or on stderr:
+//   concurry: warning: concurry::Stream: max_in_flight = 16 but the executor
+//   (concurry::TbbExecutor, sized for CPU work) runs at most 2 tasks at once; for blocking I/O
+//   use a ThreadPoolExecutor (futures/thread_pool_executor.h) with max_workers >= 16
+// (one line). See ResultStream::effective_concurrency().
 //
 // Over an input range; an lvalue range must outlive the stream, an rvalue one is moved into it.
 template <sync_internal::StreamInputRange Range, typename F>
 ResultStream<std::ranges::range_value_t<Range>, StreamResultT<F, std::ranges::range_value_t<Range>>>
 Stream(Executor& executor, Range&& inputs, F&& fn, StreamOptions options = {}) {
   using In = std::ranges::range_value_t<Range>;
-  int64_t total = ProgressReporter::kUnknownTotal;
-  if constexpr (std::ranges::sized_range<Range>) {
-    total = static_cast<int64_t>(std::ranges::size(inputs));
-  }
-  return sync_internal::MakeStream<In, StreamResultT<F, In>>(
-      executor, sync_internal::RangeSource<Range>(std::forward<Range>(inputs)), std::forward<F>(fn),
-      std::move(options), total);
+  const sync_internal::StreamRunner runner = sync_internal::DefaultStreamRunner<F, In>(executor);
+  return sync_internal::StreamOn(executor, std::forward<Range>(inputs), std::forward<F>(fn),
+                                 std::move(options), runner);
 }
 
 // Over an iterator pair [first, last), which must stay valid while the stream runs.
@@ -308,7 +391,7 @@ Stream(Executor& executor, Source&& source, F&& fn, StreamOptions options = {}) 
   using In = sync_internal::PullValueT<Source>;
   return sync_internal::MakeStream<In, StreamResultT<F, In>>(
       executor, std::forward<Source>(source), std::forward<F>(fn), std::move(options),
-      ProgressReporter::kUnknownTotal);
+      ProgressReporter::kUnknownTotal, sync_internal::DefaultStreamRunner<F, In>(executor));
 }
 
 }  // namespace concurry

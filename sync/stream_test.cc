@@ -4,6 +4,8 @@
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <memory>
@@ -886,12 +888,13 @@ TEST(StreamTest, ReportsProgressToTheCallback) {
       EXPECT_TRUE(stream.Add(10));  // A follow-up grows the total.
     }
   }
-  ASSERT_EQ(calls.size(), 5u);
-  EXPECT_EQ(calls[0], std::make_tuple(int64_t{1}, int64_t{4}, absl::ZeroDuration()));
-  EXPECT_EQ(calls[1], std::make_tuple(int64_t{2}, int64_t{4}, absl::ZeroDuration()));
-  EXPECT_EQ(std::get<0>(calls[4]), 5);
-  EXPECT_EQ(std::get<1>(calls[4]), 5);
-  EXPECT_EQ(std::get<2>(calls[4]), absl::Seconds(1));
+  // After the loop body's Add(), more could be added at any time until the end: the callback
+  // sees -1 (no final total) until the stream ended, and then the final total once more. The
+  // total is refreshed per batch of results: 3 and 4 were ready with 2, before the Add().
+  using Call = std::tuple<int64_t, int64_t, absl::Duration>;
+  EXPECT_THAT(calls, ElementsAre(Call{1, 4, absl::ZeroDuration()}, Call{2, 4, absl::ZeroDuration()},
+                                 Call{3, 4, absl::Seconds(1)}, Call{4, 4, absl::Seconds(1)},
+                                 Call{5, -1, absl::Seconds(1)}, Call{5, 5, absl::Seconds(1)}));
 }
 
 TEST(StreamTest, DrawsAProgressBar) {
@@ -913,6 +916,284 @@ TEST(StreamTest, DrawsAProgressBar) {
   std::free(buffer);
   EXPECT_THAT(text, HasSubstr("Streaming:   0%|"));
   EXPECT_THAT(text, HasSubstr("[Done] Streaming: 100%|####################| 3/3"));
+}
+
+// Contents of a FILE* in memory (open_memstream).
+class MemStream {
+ public:
+  MemStream() : file_(open_memstream(&buffer_, &size_)) {}
+  ~MemStream() {
+    std::fclose(file_);
+    std::free(buffer_);
+  }
+  FILE* file() { return file_; }
+  std::string Contents() {
+    std::fflush(file_);
+    return std::string(buffer_, size_);
+  }
+
+ private:
+  char* buffer_ = nullptr;
+  size_t size_ = 0;
+  FILE* file_;
+};
+
+// A paginated walk: each page but the last discovers the next one. While it may, the total is a
+// lower bound ("known so far", no percentage or ETA); once the source is exhausted and nothing is
+// left to run, the bar is a normal one.
+TEST(StreamTest, ProgressOfDiscoveredWorkShowsNoPercentUntilTheTotalIsFinal) {
+  testkit::ManualExecutor executor;
+  testkit::FakeClock clock;
+  MemStream out;
+  std::vector<int> first_pages = {0};
+  {
+    auto stream = Stream(executor, first_pages,
+                         [](int page, StreamContext<int>& context) {
+                           if (page < 3) context.Enqueue(page + 1);
+                           return page;
+                         },
+                         {.max_in_flight = 1,
+                          .clock = &clock,
+                          .progress = {.enabled = true,
+                                       .description = "Walking",
+                                       .miniters = 1,
+                                       .force = true,
+                                       .stream = out.file(),
+                                       .style = ProgressOptions::Style::kLines}});
+    stream.Start();
+    std::vector<int> pages;
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_TRUE(executor.RunOne());  // Runs page i, which enqueues page i + 1 (but the last).
+      if (i > 0) clock.Advance(absl::Seconds(1));
+      StreamItem<int>* item = stream.Next();
+      ASSERT_NE(item, nullptr);
+      pages.push_back(item->value());
+    }
+    EXPECT_EQ(stream.Next(), nullptr);
+    EXPECT_THAT(pages, ElementsAre(0, 1, 2, 3));
+  }
+  EXPECT_EQ(out.Contents(),
+            "Walking: 0 done / 2+ known so far [00:00, ? it/s]\n"
+            "Walking: 2 done / 3+ known so far [00:01, 2.00 it/s]\n"
+            "Walking: 3 done / 4+ known so far [00:02, 1.50 it/s]\n"
+            "Walking: 100%|####################| 4/4 [00:03<00:00, 1.33 it/s]\n"
+            "[Done] Walking: 100%|####################| 4/4 [00:03<00:00, 1.33 it/s]\n");
+}
+
+TEST(StreamTest, ProgressTotalOfAFunctionWithoutFollowUpsIsFinalFromTheStart) {
+  testkit::FakeClock clock;
+  std::vector<std::tuple<int64_t, int64_t>> calls;
+  std::vector<int> inputs = Iota(3);
+  for (auto& item : Stream(InlineExecutor(), inputs, [](int x) { return x; },
+                           {.clock = &clock,
+                           .progress = {.callback = [&](int64_t n, int64_t total, absl::Duration) {
+                             calls.emplace_back(n, total);
+                           }}})) {
+    item.value();
+  }
+  using Call = std::tuple<int64_t, int64_t>;
+  EXPECT_THAT(calls, ElementsAre(Call{1, 3}, Call{2, 3}, Call{3, 3}));
+}
+
+// Runs tasks inline and says it runs `n` at once.
+class FixedConcurrencyExecutor final : public Executor {
+ public:
+  explicit FixedConcurrencyExecutor(int n) : n_(n) {}
+  void Submit(Task task) override { std::move(task)(); }
+  int max_concurrency() const override { return n_; }
+
+ private:
+  int n_;
+};
+
+TEST(StreamTest, WarnsOnceWhenMaxInFlightExceedsTheExecutorsConcurrency) {
+  FixedConcurrencyExecutor executor(2);
+  std::vector<std::string> warnings;
+  std::vector<int> inputs = Iota(5);
+  auto stream = Stream(executor, inputs, [](int x) { return x; },
+                       {.max_in_flight = 16, .on_warning = [&](absl::string_view message) {
+                          warnings.emplace_back(message);
+                        }});
+  EXPECT_THAT(warnings,
+              ElementsAre("concurry::Stream: max_in_flight = 16 but the executor "
+                          "(concurry::(anonymous namespace)::FixedConcurrencyExecutor) runs at "
+                          "most 2 tasks at once; for blocking I/O use a ThreadPoolExecutor "
+                          "(futures/thread_pool_executor.h) with max_workers >= 16"));
+  EXPECT_EQ(stream.max_in_flight(), 16);
+  EXPECT_EQ(stream.max_concurrency(), 2);
+  EXPECT_EQ(stream.effective_concurrency(), 2);
+  EXPECT_THAT(stream.Collect(), ElementsAre(0, 1, 2, 3, 4));
+  EXPECT_EQ(warnings.size(), 1u);  // Once, at creation: not per task.
+}
+
+TEST(StreamTest, NamesTbbExecutorAsSizedForCpuWork) {
+  TbbExecutor executor(2);
+  std::vector<std::string> warnings;
+  std::vector<int> inputs = Iota(3);
+  auto stream = Stream(executor, inputs, [](int x) { return x; },
+                       {.max_in_flight = 8, .on_warning = [&](absl::string_view message) {
+                          warnings.emplace_back(message);
+                        }});
+  EXPECT_THAT(warnings, ElementsAre(HasSubstr("max_in_flight = 8 but the executor "
+                                              "(concurry::TbbExecutor, sized for CPU work) runs "
+                                              "at most 2 tasks at once")));
+  EXPECT_EQ(stream.effective_concurrency(), 2);
+}
+
+TEST(StreamTest, DoesNotWarnWithinTheConcurrencyOrWhenItIsUnknown) {
+  std::vector<std::string> warnings;
+  auto sink = [&](absl::string_view message) { warnings.emplace_back(message); };
+  std::vector<int> inputs = Iota(3);
+  FixedConcurrencyExecutor two(2);
+  auto within =
+      Stream(two, inputs, [](int x) { return x; }, {.max_in_flight = 2, .on_warning = sink});
+  EXPECT_EQ(within.max_concurrency(), 2);
+  EXPECT_EQ(within.effective_concurrency(), 2);
+  FixedConcurrencyExecutor unknown(0);
+  auto unknown_stream =
+      Stream(unknown, inputs, [](int x) { return x; }, {.max_in_flight = 16, .on_warning = sink});
+  EXPECT_EQ(unknown_stream.max_concurrency(), 0);
+  EXPECT_EQ(unknown_stream.effective_concurrency(), 16);
+  auto inline_stream = Stream(InlineExecutor(), inputs, [](int x) { return x; },
+                              {.max_in_flight = 16, .on_warning = sink});
+  EXPECT_EQ(inline_stream.effective_concurrency(), 16);
+  // A function returning futures: a task stays in flight after the executor ran it, so the
+  // executor's threads do not bound the tasks in flight.
+  auto futures = Stream(two, inputs, [](int x) { return MakeReadyFuture(x); },
+                        {.max_in_flight = 16, .on_warning = sink});
+  EXPECT_EQ(futures.max_concurrency(), 0);
+  EXPECT_EQ(futures.effective_concurrency(), 16);
+  EXPECT_THAT(warnings, ::testing::IsEmpty());
+}
+
+TEST(StreamTest, WarnsOnStderrOncePerDistinctMessage) {
+  FixedConcurrencyExecutor executor(3);
+  std::vector<int> inputs = Iota(2);
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 3; ++i) {  // The same call site three times: one line.
+    auto stream = Stream(executor, inputs, [](int x) { return x; }, {.max_in_flight = 37});
+  }
+  auto other = Stream(executor, inputs, [](int x) { return x; }, {.max_in_flight = 38});
+  const std::string text = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(text,
+            "concurry: warning: concurry::Stream: max_in_flight = 37 but the executor "
+            "(concurry::(anonymous namespace)::FixedConcurrencyExecutor) runs at most 3 tasks at "
+            "once; for blocking I/O use a ThreadPoolExecutor (futures/thread_pool_executor.h) "
+            "with max_workers >= 37\n"
+            "concurry: warning: concurry::Stream: max_in_flight = 38 but the executor "
+            "(concurry::(anonymous namespace)::FixedConcurrencyExecutor) runs at most 3 tasks at "
+            "once; for blocking I/O use a ThreadPoolExecutor (futures/thread_pool_executor.h) "
+            "with max_workers >= 38\n");
+}
+
+TEST(StreamTest, StreamOnTakesTheRunnersConcurrencyFromTheCaller) {
+  std::vector<std::string> warnings;
+  std::vector<int> inputs = Iota(4);
+  auto stream = sync_internal::StreamOn(
+      InlineExecutor(), inputs, [](int x) { return MakeReadyFuture(x * 2); },
+      {.max_in_flight = 8,
+       .on_warning = [&](absl::string_view message) { warnings.emplace_back(message); }},
+      {.max_concurrency = 1,
+       .description = "the worker (thread mode)",
+       .advice = "start it with more workers",
+       .api = "concurry::Map"});
+  EXPECT_THAT(warnings, ElementsAre("concurry::Map: max_in_flight = 8 but the worker (thread "
+                                    "mode) runs at most 1 task at once; start it with more "
+                                    "workers"));
+  EXPECT_EQ(stream.max_concurrency(), 1);
+  EXPECT_EQ(stream.effective_concurrency(), 1);
+  EXPECT_THAT(stream.Collect(), ElementsAre(0, 2, 4, 6));
+}
+
+TEST(StreamTest, CollectReturnsTheValuesInInputOrderUnderOrderInput) {
+  PromiseBank bank;
+  std::vector<int> inputs = Iota(3);
+  auto stream = Stream(InlineExecutor(), inputs, [&](int x) { return bank.Make(x); },
+                       {.max_in_flight = 3, .order = Order::kInput});
+  stream.Start();
+  bank.Complete(2, 20);  // Completes last to first.
+  bank.Complete(1, 10);
+  bank.Complete(0, 0);
+  EXPECT_THAT(stream.Collect(), ElementsAre(0, 10, 20));
+}
+
+TEST(StreamTest, CollectReturnsTheValuesInCompletionOrderByDefault) {
+  PromiseBank bank;
+  std::vector<int> inputs = Iota(3);
+  auto stream =
+      Stream(InlineExecutor(), inputs, [&](int x) { return bank.Make(x); }, {.max_in_flight = 3});
+  stream.Start();
+  bank.Complete(2, 20);
+  bank.Complete(0, 0);
+  bank.Complete(1, 10);
+  EXPECT_THAT(stream.Collect(), ElementsAre(20, 0, 10));
+}
+
+TEST(StreamTest, CollectRethrowsTheFirstFailure) {
+  std::vector<int> inputs = Iota(10);
+  auto fn = [](int x) {
+    if (x == 7) throw std::runtime_error("7 is unlucky");
+    return x;
+  };
+  auto stopping = Stream(InlineExecutor(), inputs, fn, {.max_in_flight = 1});
+  EXPECT_THROW(
+      {
+        try {
+          stopping.Collect();
+        } catch (const std::runtime_error& e) {
+          EXPECT_STREQ(e.what(), "7 is unlucky");
+          throw;
+        }
+      },
+      std::runtime_error);
+  // Under kCollect too: a failed item has no value. The rest stays in the stream.
+  auto collecting =
+      Stream(InlineExecutor(), inputs, fn, {.max_in_flight = 1, .on_error = ErrorPolicy::kCollect});
+  EXPECT_THROW(collecting.Collect(), std::runtime_error);
+  EXPECT_THAT(collecting.Collect(), ElementsAre(8, 9));
+}
+
+TEST(StreamTest, CollectOutcomesKeepsFailuresWithTheirMessages) {
+  std::vector<int> inputs = Iota(10);
+  auto outcomes =
+      Stream(InlineExecutor(), inputs,
+             [](int x) {
+               if (x == 7) throw std::runtime_error("7 is unlucky");
+               return x;
+             },
+             {.max_in_flight = 2, .order = Order::kInput, .on_error = ErrorPolicy::kCollect})
+          .CollectOutcomes();
+  ASSERT_EQ(outcomes.size(), 10u);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(outcomes[i].ok(), i != 7) << i;
+    if (i != 7) {
+      EXPECT_EQ(outcomes[i].value(), i);
+    }
+  }
+  EXPECT_EQ(outcomes[7].error_message(), "7 is unlucky");
+  EXPECT_EQ(outcomes[6].error_message(), "");
+  // A void stream has outcomes too.
+  auto voids = Stream(InlineExecutor(), inputs, [](int) {}).CollectOutcomes();
+  EXPECT_EQ(voids.size(), 10u);
+}
+
+TEST(StreamTest, AFailedItemGivesItsExceptionMessage) {
+  std::vector<int> inputs = Iota(8);
+  std::vector<std::string> messages;
+  for (auto& item : Stream(InlineExecutor(), inputs,
+                           [](int x) {
+                             if (x == 7) throw std::runtime_error("7 is unlucky");
+                             return x;
+                           },
+                           {.order = Order::kInput, .on_error = ErrorPolicy::kCollect})) {
+    if (item.ok()) {
+      EXPECT_EQ(item.error_message(), "");
+    } else {
+      messages.push_back(absl::StrCat(item.index, ": ", item.error_message()));
+    }
+  }
+  // Not the status formatting ("UNKNOWN: std::runtime_error: 7 is unlucky").
+  EXPECT_THAT(messages, ElementsAre("7: 7 is unlucky"));
 }
 
 TEST(StreamTest, ParsesFlags) {

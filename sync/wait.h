@@ -108,6 +108,17 @@ WaitResultKeyed<typename M::key_type> Wait(const M& futures, const WaitOptions& 
   return result;
 }
 
+// Anything else (a vector of plain values: nothing to wait for) fails to compile with this one
+// message. (The deduced return type makes the assertion fire at the call.)
+template <typename Input>
+requires(!sync_internal::FutureInput<std::remove_cvref_t<Input>>) auto Wait(
+    Input&&, const WaitOptions& = {}) {
+  static_assert(sync_internal::kNotFutures<Input>,
+                "concurry::Wait: expects futures (a std::vector<Future<T>>, a map of Key -> "
+                "Future<T>, a span or braced list of AnyFuture); this argument holds no futures");
+  return WaitResult();
+}
+
 }  // namespace concurry
 
 #endif  // CONCURRY_SYNC_WAIT_H_

@@ -1,6 +1,7 @@
-// Gather of a vector of plain values (not futures).
-// EXPECT-ERROR: .
-// MAX-ERRORS: 100
+// Gather of a vector of plain values (not futures): one static_assert naming what it expects,
+// not a list of candidate overloads.
+// EXPECT-ERROR: static assertion failed: concurry::Gather: expects futures
+// MAX-ERRORS: 1
 #include <vector>
 
 #include "sync/gather.h"
@@ -8,6 +9,7 @@
 void Use() {
 #ifdef CONCURRY_MISUSE
   std::vector<int> values = {1, 2, 3};
-  concurry::Gather(values);
+  std::vector<int> gathered = concurry::Gather(values);
+  (void)gathered;
 #endif
 }

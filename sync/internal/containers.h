@@ -7,8 +7,10 @@
 #include <cstddef>
 #include <memory>
 #include <ostream>
+#include <span>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -37,6 +39,27 @@ concept FutureMap = requires {
 
 template <FutureMap M>
 using MapValueT = typename M::mapped_type::value_type;
+
+template <typename X>
+inline constexpr bool kIsFutureVector = false;
+template <typename T>
+inline constexpr bool kIsFutureVector<std::vector<Future<T>>> = true;
+template <typename X>
+inline constexpr bool kIsFutureTuple = false;
+template <typename... Ts>
+inline constexpr bool kIsFutureTuple<std::tuple<Future<Ts>...>> = true;
+
+// The input forms of Wait, Gather, GatherSettled and AsCompleted (each takes some of them): a
+// future, a vector, map or tuple of futures, or a sequence of AnyFuture. Anything else given to
+// them (a vector of plain values) picks their diagnostic overload, which fails to compile with one
+// message instead of a list of candidates.
+template <typename X>
+concept FutureInput = kIsFuture<X> || kIsFutureVector<X> || kIsFutureTuple<X> || FutureMap<X> ||
+    std::is_convertible_v<X, std::span<const AnyFuture>>;
+
+// False, but only once `X` is known: for a static_assert in a diagnostic overload.
+template <typename X>
+inline constexpr bool kNotFutures = false;
 
 // Returns how an error message names the future under `key`, the `position`-th in iteration
 // order: key "a" (strings), key 7 (numbers), key <operator<< output>, else key #position.

@@ -174,6 +174,30 @@ inline thread_local StreamSubmitFrame* tls_stream_submit_frame = nullptr;
 
 // Non-template helpers (stream.cc). Throws InvalidOptionError for bad options.
 void ValidateStreamOptions(const StreamOptions& options);
+
+// What runs a stream's tasks, as far as its concurrency goes: a stream compares it with
+// max_in_flight (ResultStream::effective_concurrency() and a warning, see StreamOn).
+struct StreamRunner {
+  // How many tasks it runs at once; 0 when unknown (no check, no warning).
+  int max_concurrency = 0;
+  // Names it in the warning: "the executor (concurry::TbbExecutor, sized for CPU work)".
+  std::string description = {};
+  // What to do about it, ending the warning. Empty: use an executor with more threads.
+  std::string advice = {};
+  // The API named at the start of the warning.
+  std::string api = "concurry::Stream";
+};
+
+// The runner of a stream whose tasks run on `executor`: its max_concurrency() and type name.
+StreamRunner ExecutorRunner(const Executor& executor);
+
+// The warning for `max_in_flight` above what `runner` runs at once, or "" when there is none
+// (max_in_flight <= runner.max_concurrency, or the concurrency is unknown).
+std::string OverConcurrencyMessage(int max_in_flight, const StreamRunner& runner);
+
+// Reports OverConcurrencyMessage(), if any: to options.on_warning (each time), or else to stderr
+// as "concurry: warning: <message>", once per process for each distinct message.
+void WarnIfOverConcurrency(const StreamOptions& options, const StreamRunner& runner);
 // The errors a stream stops with: the executor rejected or dropped a task (StoppedError),
 // Cancel() (CancelledError), the timeout (TimeoutError).
 std::exception_ptr StreamDroppedTaskError();
@@ -225,10 +249,13 @@ class StreamCore : public StreamInputSink<In> {
   using Item = StreamItem<R>;
 
   StreamCore(Executor& executor, absl::AnyInvocable<std::optional<In>()> source,
-             StreamOptions options, int64_t known_total)
+             StreamOptions options, int64_t known_total, bool may_add_follow_ups,
+             int runner_concurrency)
       : executor_(executor),
         clock_(options.clock != nullptr ? *options.clock : Clock::Real()),
         max_in_flight_(options.max_in_flight),
+        runner_concurrency_(runner_concurrency),
+        may_add_follow_ups_(may_add_follow_ups),
         ordered_(options.order == Order::kInput),
         stop_on_error_(options.on_error == ErrorPolicy::kStopOnError),
         capacity_(ordered_ ? static_cast<uint32_t>(max_in_flight_)
@@ -248,8 +275,15 @@ class StreamCore : public StreamInputSink<In> {
   Item* Next() ABSL_LOCKS_EXCLUDED(mu_);
   // ResultStream::Start.
   void Start() ABSL_LOCKS_EXCLUDED(mu_);
-  // ResultStream::Add and StreamContext::Enqueue.
-  bool Add(In input) override ABSL_LOCKS_EXCLUDED(mu_);
+  // StreamContext::Enqueue.
+  bool Add(In input) override ABSL_LOCKS_EXCLUDED(mu_) { return AddInput(std::move(input), false); }
+  // ResultStream::Add: from outside the tasks, so more may come at any time until the end.
+  bool AddFromOutside(In input) ABSL_LOCKS_EXCLUDED(mu_) {
+    return AddInput(std::move(input), true);
+  }
+  // ResultStream::max_in_flight, max_concurrency.
+  int max_in_flight() const { return max_in_flight_; }
+  int runner_concurrency() const { return runner_concurrency_; }
   // ResultStream::Cancel.
   void Cancel() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -395,6 +429,23 @@ class StreamCore : public StreamInputSink<In> {
   // source into `disposal`.
   void TopUpLocked(SubmitList* out, Disposal* disposal) noexcept ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool AddInput(In input, bool from_outside) ABSL_LOCKS_EXCLUDED(mu_);
+  // The progress total: the inputs known so far, or kUnknownTotal while the source is unsized
+  // and not exhausted. Sets `*final` to whether no more inputs can be discovered: no follow-up
+  // can come from a task (the function takes no StreamContext, or nothing is left to run) nor
+  // from ResultStream::Add (never called), or the stream ended.
+  int64_t ProgressTotalLocked(bool* final) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    int64_t total = ProgressReporter::kUnknownTotal;
+    if (ended_ || source_exhausted_) {
+      total = next_index_ + static_cast<int64_t>(queued_.size());
+    } else if (known_total_ >= 0) {
+      total = known_total_ + added_;
+    }
+    *final = ended_ ||
+             (!added_from_outside_ &&
+              (!may_add_follow_ups_ || (source_exhausted_ && queued_.empty() && in_flight_ == 0)));
+    return total;
+  }
   // Stops pulling; moves queued follow-ups and the source into `disposal` and flags pending
   // futures for cancellation there. Tasks that have not started will skip.
   void StopLocked(Disposal* disposal) noexcept ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -455,6 +506,10 @@ class StreamCore : public StreamInputSink<In> {
   Executor& executor_;
   Clock& clock_;
   const int max_in_flight_;
+  // What the runner can run at once (0: unknown); see StreamRunner.
+  const int runner_concurrency_;
+  // The function takes a StreamContext: a running task may add inputs.
+  const bool may_add_follow_ups_;
   const bool ordered_;
   const bool stop_on_error_;
   const uint32_t capacity_;
@@ -478,6 +533,7 @@ class StreamCore : public StreamInputSink<In> {
   // outside mu_.
   std::list<In> queued_ ABSL_GUARDED_BY(mu_);
   int64_t added_ ABSL_GUARDED_BY(mu_) = 0;
+  bool added_from_outside_ ABSL_GUARDED_BY(mu_) = false;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
@@ -515,6 +571,7 @@ class StreamCore : public StreamInputSink<In> {
   int64_t yielded_ = 0;
   int spin_limit_ = 64;
   int64_t reported_total_ = ProgressReporter::kUnknownTotal;
+  bool reported_total_final_ = true;
   std::unique_ptr<ProgressReporter> progress_;
 };
 
@@ -759,7 +816,7 @@ void StreamCore<In, R>::Start() {
 }
 
 template <typename In, typename R>
-bool StreamCore<In, R>::Add(In input) {
+bool StreamCore<In, R>::AddInput(In input, bool from_outside) {
   // Allocated outside mu_; destroyed after unlocking when the stream refuses it.
   std::list<In> node;
   node.push_back(std::move(input));
@@ -770,6 +827,7 @@ bool StreamCore<In, R>::Add(In input) {
     if (ended_ || stopping_.load(std::memory_order_relaxed)) return false;
     queued_.splice(queued_.end(), node);
     ++added_;
+    if (from_outside) added_from_outside_ = true;
     TopUpLocked(&to_submit, &disposal);
   }
   SubmitAll(to_submit);
@@ -876,6 +934,7 @@ bool StreamCore<In, R>::Refill() {
     Step step;
     uint64_t completions = 0;
     int64_t total = ProgressReporter::kUnknownTotal;
+    bool total_final = true;
     {
       absl::MutexLock lock(&mu_);
       const bool after_spin = std::exchange(just_spun, false);
@@ -928,13 +987,15 @@ bool StreamCore<In, R>::Refill() {
           StopLocked(&disposal);
         }
       }
-      if (known_total_ >= 0) total = known_total_ + added_;
+      if (progress_ != nullptr) total = ProgressTotalLocked(&total_final);
     }
     SubmitAll(to_submit);
     Dispose(disposal);  // Cancels pending futures after a timeout, before FailAfterDrain waits.
-    if (progress_ != nullptr && total != reported_total_) {
+    if (progress_ != nullptr &&
+        (total != reported_total_ || total_final != reported_total_final_)) {
       reported_total_ = total;
-      progress_->SetTotal(total);
+      reported_total_final_ = total_final;
+      progress_->SetTotal(total, total_final);
     }
     switch (step) {
       case Step::kBatch:
@@ -995,9 +1056,12 @@ StreamItem<R>* StreamCore<In, R>::Next() {
   }
   if (!consumer_started_) {
     consumer_started_ = true;
-    progress_ =
-        std::make_unique<ProgressReporter>(progress_options_, known_total_, "Streaming", clock_);
-    reported_total_ = known_total_;
+    {
+      absl::MutexLock lock(&mu_);
+      reported_total_ = ProgressTotalLocked(&reported_total_final_);
+    }
+    progress_ = std::make_unique<ProgressReporter>(progress_options_, reported_total_, "Streaming",
+                                                   clock_, reported_total_final_);
     if (!progress_->active()) progress_.reset();
     Start();
   }
@@ -1027,8 +1091,9 @@ class StreamCoreImpl final : public StreamCore<In, R> {
  public:
   template <typename G>
   StreamCoreImpl(Executor& executor, absl::AnyInvocable<std::optional<In>()> source, G&& fn,
-                 StreamOptions options, int64_t known_total)
-      : StreamCore<In, R>(executor, std::move(source), std::move(options), known_total),
+                 StreamOptions options, int64_t known_total, int runner_concurrency)
+      : StreamCore<In, R>(executor, std::move(source), std::move(options), known_total,
+                          Call::kWithContext, runner_concurrency),
         fn_(std::forward<G>(fn)) {}
 
   // Tasks reference fn_: drain them before it is destroyed.
@@ -1125,14 +1190,32 @@ class StreamCoreImpl final : public StreamCore<In, R> {
   F fn_;
 };
 
+// Whether a stream function returns a Future: then a task stays in flight after the executor
+// ran it, so the executor's concurrency does not bound the tasks in flight.
+template <typename F, typename In>
+inline constexpr bool kStreamFnReturnsFuture =
+    futures_internal::kIsFuture<std::decay_t<typename StreamCall<std::decay_t<F>, In>::Raw>>;
+
+// The runner of Stream(executor, ...): the executor, unless `fn` returns futures (then unknown).
+template <typename F, typename In>
+StreamRunner DefaultStreamRunner(const Executor& executor) {
+  if constexpr (kStreamFnReturnsFuture<F, In>) {
+    return StreamRunner{};
+  } else {
+    return ExecutorRunner(executor);
+  }
+}
+
 template <typename In, typename R, typename F, typename Source>
 ResultStream<In, R> MakeStream(Executor& executor, Source source, F&& fn, StreamOptions options,
-                               int64_t total) {
+                               int64_t total, const StreamRunner& runner) {
   ValidateStreamOptions(options);
+  WarnIfOverConcurrency(options, runner);
+  const int runner_concurrency = std::max(0, runner.max_concurrency);
   std::unique_ptr<StreamCore<In, R>> core =
       std::make_unique<StreamCoreImpl<In, R, std::decay_t<F>>>(
           executor, absl::AnyInvocable<std::optional<In>()>(std::move(source)), std::forward<F>(fn),
-          std::move(options), total);
+          std::move(options), total, runner_concurrency);
   return ResultStream<In, R>(std::move(core));
 }
 
