@@ -13,6 +13,7 @@
 #ifndef CONCURRY_RETRY_POLICY_H_
 #define CONCURRY_RETRY_POLICY_H_
 
+#include <cstddef>
 #include <exception>
 #include <functional>
 #include <limits>
@@ -209,8 +210,50 @@ struct RetryFailure {
 // policy's back-off alone. The delay is then combined with the back-off as ServerDelayWait() says
 // (jittered upward, RetryPolicy::delay_hook_mode, the max_wait cap); a negative delay counts as 0;
 // an InfiniteDuration() that no max_wait caps ends the retry.
-using RetryDelayHook =
-    std::function<std::optional<absl::Duration>(const RetryFailure&, const RetryContext&)>;
+//
+// Built from a callable `std::optional<absl::Duration>(const RetryFailure&, const RetryContext&)`
+// or `std::optional<absl::Duration>(const RetryFailure&)` (implicitly, for `.delay_hook =
+// lambda`); another signature fails to compile with a message naming these. Empty (default, or
+// from nullptr or an empty std::function): no hook. Thread-safe to call if the callable is.
+class RetryDelayHook {
+ public:
+  using Function =
+      std::function<std::optional<absl::Duration>(const RetryFailure&, const RetryContext&)>;
+
+  RetryDelayHook() = default;
+  RetryDelayHook(std::nullptr_t) {}  // NOLINT(google-explicit-constructor)
+  template <typename F,
+            typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, RetryDelayHook> &&
+                                        !std::is_same_v<std::decay_t<F>, std::nullptr_t>>>
+  RetryDelayHook(F hook) {  // NOLINT(google-explicit-constructor): `.delay_hook = lambda`.
+    constexpr bool kWithContext = std::is_invocable_r_v<std::optional<absl::Duration>, F&,
+                                                        const RetryFailure&, const RetryContext&>;
+    constexpr bool kFailureOnly =
+        std::is_invocable_r_v<std::optional<absl::Duration>, F&, const RetryFailure&>;
+    static_assert(kWithContext || kFailureOnly,
+                  "concurry::RetryDelayHook: a delay_hook must be callable as "
+                  "std::optional<absl::Duration>(const concurry::RetryFailure&, const "
+                  "concurry::RetryContext&) or std::optional<absl::Duration>(const "
+                  "concurry::RetryFailure&)");
+    if constexpr (kWithContext) {
+      function_ = std::move(hook);
+    } else if constexpr (kFailureOnly) {
+      function_ = [hook = std::move(hook)](const RetryFailure& failure, const RetryContext&) mutable
+          -> std::optional<absl::Duration> { return hook(failure); };
+    }
+  }
+
+  // Calls the hook. Precondition: not empty.
+  std::optional<absl::Duration> operator()(const RetryFailure& failure,
+                                           const RetryContext& context) const {
+    return function_(failure, context);
+  }
+  // Returns whether a hook is set.
+  explicit operator bool() const { return static_cast<bool>(function_); }
+
+ private:
+  Function function_;
+};
 
 // The server delay the retry reads when RetryPolicy::delay_hook is unset: RetryAfterOf(error) for
 // an attempt that threw (a RetryAfterError, or a concurry::Error / absl::Status carrying the

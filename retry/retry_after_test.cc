@@ -253,6 +253,32 @@ TEST(DecorrelatedBackoffTest, StaysWithinBaseAndThreeTimesThePreviousAndTheCap) 
   EXPECT_EQ(BackoffAlgorithmName(BackoffAlgorithm::kDecorrelated), "decorrelated");
 }
 
+// --- RetryDelayHook's accepted forms ---
+
+TEST(RetryDelayHookTest, TakesTheFailureWithOrWithoutTheContext) {
+  const RetryFailure failure{.status = absl::UnavailableError("u")};
+  const RetryContext context{.attempt = 3};
+  const RetryDelayHook with_context = [](const RetryFailure&,
+                                         const RetryContext& c) -> std::optional<absl::Duration> {
+    return absl::Seconds(c.attempt);
+  };
+  const RetryDelayHook failure_only = [](const RetryFailure& f) -> std::optional<absl::Duration> {
+    if (f.status.ok()) return std::nullopt;
+    return absl::Seconds(10);
+  };
+  const RetryDelayHook plain_duration = [](const RetryFailure&) { return absl::Seconds(2); };
+  ASSERT_TRUE(with_context && failure_only && plain_duration);
+  EXPECT_EQ(with_context(failure, context), absl::Seconds(3));
+  EXPECT_EQ(failure_only(failure, context), absl::Seconds(10));
+  EXPECT_EQ(failure_only(RetryFailure{.invalid = true}, context), std::nullopt);
+  EXPECT_EQ(plain_duration(failure, context), absl::Seconds(2));
+  // Empty: no hook (the retry then reads the standard hints).
+  EXPECT_FALSE(RetryDelayHook());
+  EXPECT_FALSE(RetryDelayHook(nullptr));
+  EXPECT_FALSE(RetryDelayHook(RetryDelayHook::Function()));
+  EXPECT_FALSE(RetryPolicy().delay_hook);
+}
+
 // --- The retry loop honouring hints (RetryAsync on a FakeClock) ---
 
 // Runs the next attempt once the timer's thread has submitted it.
