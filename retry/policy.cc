@@ -100,6 +100,39 @@ std::string AbslUnparseFlag(BackoffAlgorithm algorithm) {
   return name == "unknown" ? absl::StrCat(static_cast<int>(algorithm)) : std::string(name);
 }
 
+absl::string_view HookDelayModeName(HookDelayMode mode) {
+  switch (mode) {
+    case HookDelayMode::kMax:
+      return "max";
+    case HookDelayMode::kHookOnly:
+      return "hook_only";
+    case HookDelayMode::kSum:
+      return "sum";
+  }
+  return "unknown";
+}
+
+bool AbslParseFlag(absl::string_view text, HookDelayMode* mode, std::string* error) {
+  const std::string lower = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
+  if (lower == "max") {
+    *mode = HookDelayMode::kMax;
+  } else if (lower == "hook_only" || lower == "hook") {
+    *mode = HookDelayMode::kHookOnly;
+  } else if (lower == "sum") {
+    *mode = HookDelayMode::kSum;
+  } else {
+    *error = absl::StrCat("unknown delay hook mode '", text,
+                          "'; expected one of max, hook_only (hook), sum (case-insensitive)");
+    return false;
+  }
+  return true;
+}
+
+std::string AbslUnparseFlag(HookDelayMode mode) {
+  const absl::string_view name = HookDelayModeName(mode);
+  return name == "unknown" ? absl::StrCat(static_cast<int>(mode)) : std::string(name);
+}
+
 std::string RetryFilter::Describe() const {
   if (type_ != nullptr) return absl::StrCat("type ", TypeName(*type_));
   return "predicate";

@@ -269,6 +269,16 @@ enum class HookDelayMode {
   kSum,       // Server delay + back-off: the back-off's growth on top of what the server asked.
 };
 
+// Returns the canonical name: "max", "hook_only" or "sum" ("unknown" for a value that is none of
+// the enumerators).
+absl::string_view HookDelayModeName(HookDelayMode mode);
+// Parses the names, case-insensitive: "max", "hook_only" (also "hook"), "sum". On failure sets
+// `*error` to a message listing the accepted names and returns false.
+bool AbslParseFlag(absl::string_view text, HookDelayMode* mode, std::string* error);
+// Returns the canonical name, which AbslParseFlag() accepts; the number for a value that is none
+// of the enumerators.
+std::string AbslUnparseFlag(HookDelayMode mode);
+
 // The largest RetryPolicy::num_retries: attempts are numbered with an int (RetryContext::attempt),
 // and the last one is num_retries + 1.
 inline constexpr int kMaxNumRetries = std::numeric_limits<int>::max() - 1;

@@ -174,6 +174,27 @@ TEST(ServerDelayWaitTest, CombinesWithTheBackoffAsTheModeSays) {
   EXPECT_EQ(RetryPolicy().delay_hook_jitter, 0.2);
 }
 
+TEST(HookDelayModeTest, ParsesAndUnparsesItsNames) {
+  for (const HookDelayMode mode :
+       {HookDelayMode::kMax, HookDelayMode::kHookOnly, HookDelayMode::kSum}) {
+    HookDelayMode parsed = HookDelayMode::kSum;
+    std::string error;
+    ASSERT_TRUE(AbslParseFlag(AbslUnparseFlag(mode), &parsed, &error)) << error;
+    EXPECT_EQ(parsed, mode);
+  }
+  HookDelayMode parsed = HookDelayMode::kMax;
+  std::string error;
+  EXPECT_TRUE(AbslParseFlag(" Hook ", &parsed, &error));
+  EXPECT_EQ(parsed, HookDelayMode::kHookOnly);
+  EXPECT_FALSE(AbslParseFlag("min", &parsed, &error));
+  EXPECT_EQ(error,
+            "unknown delay hook mode 'min'; expected one of max, hook_only (hook), sum "
+            "(case-insensitive)");
+  EXPECT_EQ(parsed, HookDelayMode::kHookOnly);
+  EXPECT_EQ(AbslUnparseFlag(static_cast<HookDelayMode>(8)), "8");
+  EXPECT_EQ(HookDelayModeName(static_cast<HookDelayMode>(8)), "unknown");
+}
+
 TEST(ServerDelayWaitTest, TheCapAppliesLast) {
   std::mt19937_64 bitgen(9);
   const RetryPolicy policy{.max_wait = absl::Seconds(30), .delay_hook_mode = HookDelayMode::kSum};
