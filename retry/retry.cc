@@ -163,6 +163,8 @@ std::optional<absl::Duration> Driver::NextWait(const RetryFailure& failure,
   } else {
     server_delay = ServerRetryAfter(failure);
   }
+  // Draws, in this order: the back-off's (unless kHookOnly with a server delay), then the server
+  // delay's jitter.
   const absl::BitGenRef bitgen = options_.bitgen ? *options_.bitgen : ThreadBitGen();
   std::optional<absl::Duration> wait;
   absl::Duration backoff = absl::ZeroDuration();
