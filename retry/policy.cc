@@ -28,6 +28,8 @@ constexpr NamedAlgorithm kAlgorithms[] = {
     {"lin", BackoffAlgorithm::kLinear},
     {"fibonacci", BackoffAlgorithm::kFibonacci},
     {"fib", BackoffAlgorithm::kFibonacci},
+    {"decorrelated", BackoffAlgorithm::kDecorrelated},
+    {"decorr", BackoffAlgorithm::kDecorrelated},
 };
 
 std::string Field(absl::string_view field) { return absl::StrCat("RetryPolicy.", field); }
@@ -54,6 +56,8 @@ absl::Duration Scaled(BackoffAlgorithm algorithm, absl::Duration base, int n) {
       }
       return n == 1 ? a : b;
     }
+    case BackoffAlgorithm::kDecorrelated:
+      break;  // Drawn by BackoffWait() from the previous wait.
   }
   return base;  // Not reached: the algorithm is validated.
 }
@@ -68,6 +72,8 @@ absl::string_view BackoffAlgorithmName(BackoffAlgorithm algorithm) {
       return "linear";
     case BackoffAlgorithm::kFibonacci:
       return "fibonacci";
+    case BackoffAlgorithm::kDecorrelated:
+      return "decorrelated";
   }
   return "unknown";
 }
@@ -80,9 +86,10 @@ bool AbslParseFlag(absl::string_view text, BackoffAlgorithm* algorithm, std::str
       return true;
     }
   }
-  *error = absl::StrCat("unknown retry algorithm '", text,
-                        "'; expected one of exponential (exp, expo), linear (lin), fibonacci (fib) "
-                        "(case-insensitive)");
+  *error =
+      absl::StrCat("unknown retry algorithm '", text,
+                   "'; expected one of exponential (exp, expo), linear (lin), fibonacci (fib), "
+                   "decorrelated (decorr) (case-insensitive)");
   return false;
 }
 
@@ -91,6 +98,39 @@ std::string AbslUnparseFlag(BackoffAlgorithm algorithm) {
   // An out-of-range value is shown as its number, as for the other enums (which AbslParseFlag
   // then rejects), never as a name.
   return name == "unknown" ? absl::StrCat(static_cast<int>(algorithm)) : std::string(name);
+}
+
+absl::string_view HookDelayModeName(HookDelayMode mode) {
+  switch (mode) {
+    case HookDelayMode::kMax:
+      return "max";
+    case HookDelayMode::kHookOnly:
+      return "hook_only";
+    case HookDelayMode::kSum:
+      return "sum";
+  }
+  return "unknown";
+}
+
+bool AbslParseFlag(absl::string_view text, HookDelayMode* mode, std::string* error) {
+  const std::string lower = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
+  if (lower == "max") {
+    *mode = HookDelayMode::kMax;
+  } else if (lower == "hook_only" || lower == "hook") {
+    *mode = HookDelayMode::kHookOnly;
+  } else if (lower == "sum") {
+    *mode = HookDelayMode::kSum;
+  } else {
+    *error = absl::StrCat("unknown delay hook mode '", text,
+                          "'; expected one of max, hook_only (hook), sum (case-insensitive)");
+    return false;
+  }
+  return true;
+}
+
+std::string AbslUnparseFlag(HookDelayMode mode) {
+  const absl::string_view name = HookDelayModeName(mode);
+  return name == "unknown" ? absl::StrCat(static_cast<int>(mode)) : std::string(name);
 }
 
 std::string RetryFilter::Describe() const {
@@ -118,11 +158,12 @@ void ValidateBackoff(const RetryPolicy& policy) {
     case BackoffAlgorithm::kExponential:
     case BackoffAlgorithm::kLinear:
     case BackoffAlgorithm::kFibonacci:
+    case BackoffAlgorithm::kDecorrelated:
       break;
     default:
-      throw InvalidOptionError(absl::StrCat(Field("algorithm"), ": unknown value ",
-                                            static_cast<int>(policy.algorithm),
-                                            "; allowed: kExponential, kLinear, kFibonacci"));
+      throw InvalidOptionError(
+          absl::StrCat(Field("algorithm"), ": unknown value ", static_cast<int>(policy.algorithm),
+                       "; allowed: kExponential, kLinear, kFibonacci, kDecorrelated"));
   }
   if (policy.wait < absl::ZeroDuration() || policy.wait == absl::InfiniteDuration()) {
     throw InvalidOptionError(absl::StrCat(Field("wait"), " must be >= 0 and finite, got ",
@@ -138,6 +179,29 @@ void ValidateBackoff(const RetryPolicy& policy) {
   }
 }
 
+// The fields ServerDelayWait() reads, but max_wait.
+void ValidateServerDelay(const RetryPolicy& policy) {
+  switch (policy.delay_hook_mode) {
+    case HookDelayMode::kMax:
+    case HookDelayMode::kHookOnly:
+    case HookDelayMode::kSum:
+      break;
+    default:
+      throw InvalidOptionError(absl::StrCat(Field("delay_hook_mode"), ": unknown value ",
+                                            static_cast<int>(policy.delay_hook_mode),
+                                            "; allowed: kMax, kHookOnly, kSum"));
+  }
+  if (!(policy.delay_hook_jitter >= 0.0 && std::isfinite(policy.delay_hook_jitter))) {
+    throw InvalidOptionError(absl::StrCat(Field("delay_hook_jitter"),
+                                          " must be >= 0 and finite, got ",
+                                          DoubleText(policy.delay_hook_jitter)));
+  }
+}
+
+// A draw in [0, 1) from the top 53 bits of one output of `bitgen`: the same for a given generator
+// state on every platform and Abseil version (the documented formula).
+double UnitDraw(absl::BitGenRef bitgen) { return static_cast<double>(bitgen() >> 11) * 0x1.0p-53; }
+
 }  // namespace
 
 void ValidateRetryPolicy(const RetryPolicy& policy) {
@@ -146,6 +210,7 @@ void ValidateRetryPolicy(const RetryPolicy& policy) {
                                           "], got ", policy.num_retries));
   }
   ValidateBackoff(policy);
+  ValidateServerDelay(policy);
   if (policy.deadline <= absl::ZeroDuration()) {
     throw InvalidOptionError(absl::StrCat(Field("deadline"), " must be > 0 (or infinite), got ",
                                           absl::FormatDuration(policy.deadline)));
@@ -178,12 +243,23 @@ void ValidateRetryPolicy(const RetryPolicy& policy) {
   }
 }
 
-absl::Duration BackoffWait(const RetryPolicy& policy, int failed_attempt, absl::BitGenRef bitgen) {
+absl::Duration BackoffWait(const RetryPolicy& policy, int failed_attempt, absl::BitGenRef bitgen,
+                           absl::Duration previous_wait) {
   if (failed_attempt < 1) {
     throw InvalidOptionError(
         absl::StrCat("BackoffWait: failed_attempt must be >= 1, got ", failed_attempt));
   }
   ValidateBackoff(policy);
+  if (policy.algorithm == BackoffAlgorithm::kDecorrelated) {
+    if (policy.wait == absl::ZeroDuration()) return absl::ZeroDuration();
+    const absl::Duration low = policy.wait;
+    // 3 · previous saturates at InfiniteDuration(), and so does the draw then (the retry ends,
+    // as when another algorithm saturates) unless max_wait caps it.
+    const absl::Duration high = 3 * std::max(previous_wait, low);
+    const double u = UnitDraw(bitgen);
+    const absl::Duration wait = high == absl::InfiniteDuration() ? high : low + (high - low) * u;
+    return std::min(wait, policy.max_wait);
+  }
   absl::Duration wait = absl::ZeroDuration();
   if (policy.wait > absl::ZeroDuration())
     wait = Scaled(policy.algorithm, policy.wait, failed_attempt);
@@ -194,6 +270,42 @@ absl::Duration BackoffWait(const RetryPolicy& policy, int failed_attempt, absl::
     wait = wait * factor;
   }
   return std::min(wait, policy.max_wait);
+}
+
+}  // namespace concurry
+
+namespace concurry {
+
+absl::Duration ServerDelayWait(const RetryPolicy& policy, absl::Duration server_delay,
+                               absl::Duration backoff, absl::BitGenRef bitgen) {
+  ValidateServerDelay(policy);
+  if (policy.max_wait < absl::ZeroDuration()) {
+    throw InvalidOptionError(absl::StrCat(Field("max_wait"), " must be >= 0 (or infinite), got ",
+                                          absl::FormatDuration(policy.max_wait)));
+  }
+  absl::Duration wait = std::max(server_delay, absl::ZeroDuration());
+  if (policy.delay_hook_jitter > 0 && wait > absl::ZeroDuration() &&
+      wait != absl::InfiniteDuration()) {
+    // Upward only: never earlier than the server asked.
+    wait += wait * (policy.delay_hook_jitter * UnitDraw(bitgen));
+  }
+  switch (policy.delay_hook_mode) {
+    case HookDelayMode::kMax:
+      wait = std::max(wait, backoff);
+      break;
+    case HookDelayMode::kSum:
+      wait += std::max(backoff, absl::ZeroDuration());
+      break;
+    case HookDelayMode::kHookOnly:
+      break;
+  }
+  return std::min(wait, policy.max_wait);
+}
+
+std::optional<absl::Duration> ServerRetryAfter(const RetryFailure& failure) {
+  if (failure.error) return RetryAfterOf(failure.error);
+  if (!failure.status.ok()) return GetRetryAfter(failure.status);
+  return std::nullopt;
 }
 
 }  // namespace concurry

@@ -1,7 +1,8 @@
 // RetryPolicy: how a call is retried (concurry's RetryConfig) — how many times, how long to wait
-// between attempts (BackoffWait: exponential / linear / fibonacci, jitter, cap), the overall
-// deadline, which errors are retried (exception types, predicates, absl::Status codes) and which
-// results must be retried (validators). A plain struct; Retry() (retry/retry.h) runs it.
+// between attempts (BackoffWait: exponential / linear / fibonacci / decorrelated, jitter, cap),
+// how a server's delay hint (Retry-After, retry/retry_after.h) is honoured, the overall deadline,
+// which errors are retried (exception types, predicates, absl::Status codes) and which results
+// must be retried (validators). A plain struct; Retry() (retry/retry.h) runs it.
 //
 //   concurry::RetryPolicy policy{.num_retries = 3,
 //                                .wait = absl::Milliseconds(100),
@@ -12,6 +13,7 @@
 #ifndef CONCURRY_RETRY_POLICY_H_
 #define CONCURRY_RETRY_POLICY_H_
 
+#include <cstddef>
 #include <exception>
 #include <functional>
 #include <limits>
@@ -26,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "retry/retry_after.h"  // IWYU pragma: export
 
 namespace concurry {
 
@@ -34,15 +37,19 @@ enum class BackoffAlgorithm {
   kExponential,  // base · 2^(n−1): 1, 2, 4, 8 …  (default)
   kLinear,       // base · n:       1, 2, 3, 4 …
   kFibonacci,    // base · fib(n):  1, 1, 2, 3, 5 …
+  // AWS's "decorrelated jitter": uniform in [base, 3 · previous wait) (the first previous wait is
+  // base), then the cap; RetryPolicy::jitter is not used. Spreads retries more than full jitter
+  // while keeping the waits of one caller growing, so fewer calls need many attempts.
+  kDecorrelated,
 };
 
-// Returns the canonical name: "exponential", "linear" or "fibonacci" ("unknown" for a value that
-// is none of the enumerators).
+// Returns the canonical name: "exponential", "linear", "fibonacci" or "decorrelated" ("unknown"
+// for a value that is none of the enumerators).
 absl::string_view BackoffAlgorithmName(BackoffAlgorithm algorithm);
 
 // Parses concurry's names, case-insensitive: "exponential" (also "exp", "expo"), "linear"
-// ("lin"), "fibonacci" ("fib"). On failure sets `*error` to a message listing the accepted names
-// and returns false.
+// ("lin"), "fibonacci" ("fib"), and "decorrelated" ("decorr"). On failure sets `*error` to a
+// message listing the accepted names and returns false.
 bool AbslParseFlag(absl::string_view text, BackoffAlgorithm* algorithm, std::string* error);
 // Returns the canonical name (BackoffAlgorithmName()), which AbslParseFlag() accepts; the number
 // for a value that is none of the enumerators.
@@ -76,12 +83,18 @@ class RetryFilter {
  public:
   using Predicate = std::function<bool(const std::exception_ptr&, const RetryContext&)>;
 
-  template <typename F,
-            typename = std::enable_if_t<
-                std::is_invocable_r_v<bool, F&, const std::exception_ptr&, const RetryContext&> &&
-                !std::is_same_v<std::decay_t<F>, RetryFilter>>>
-  RetryFilter(F predicate)  // NOLINT(google-explicit-constructor): `.retry_on = {lambda}`.
-      : predicate_(std::move(predicate)) {}
+  // Accepts any argument so that a callable of the wrong signature fails with one message naming
+  // the accepted forms, not a list of failed conversions.
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, RetryFilter>>>
+  RetryFilter(F predicate) {  // NOLINT(google-explicit-constructor): `.retry_on = {lambda}`.
+    constexpr bool kIsPredicate =
+        std::is_invocable_r_v<bool, F&, const std::exception_ptr&, const RetryContext&>;
+    static_assert(kIsPredicate,
+                  "concurry::RetryFilter: a retry_on entry must be concurry::RetryOn<E>() or a "
+                  "predicate callable as bool(const std::exception_ptr&, const "
+                  "concurry::RetryContext&)");
+    if constexpr (kIsPredicate) predicate_ = std::move(predicate);
+  }
 
   // Returns a filter matching exceptions of type E or derived from it.
   template <typename E>
@@ -194,10 +207,77 @@ struct RetryFailure {
 };
 
 // Asks for a specific delay before the next attempt (a server's Retry-After), or nullopt for the
-// policy's back-off. A returned delay gets no jitter; it is clamped to [0, max_wait] (so
-// -InfiniteDuration() is 0); an InfiniteDuration() that no max_wait caps ends the retry.
-using RetryDelayHook =
-    std::function<std::optional<absl::Duration>(const RetryFailure&, const RetryContext&)>;
+// policy's back-off alone. The delay is then combined with the back-off as ServerDelayWait() says
+// (jittered upward, RetryPolicy::delay_hook_mode, the max_wait cap); a negative delay counts as 0;
+// an InfiniteDuration() that no max_wait caps ends the retry.
+//
+// Built from a callable `std::optional<absl::Duration>(const RetryFailure&, const RetryContext&)`
+// or `std::optional<absl::Duration>(const RetryFailure&)` (implicitly, for `.delay_hook =
+// lambda`); another signature fails to compile with a message naming these. Empty (default, or
+// from nullptr or an empty std::function): no hook. Thread-safe to call if the callable is.
+class RetryDelayHook {
+ public:
+  using Function =
+      std::function<std::optional<absl::Duration>(const RetryFailure&, const RetryContext&)>;
+
+  RetryDelayHook() = default;
+  RetryDelayHook(std::nullptr_t) {}  // NOLINT(google-explicit-constructor)
+  template <typename F,
+            typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, RetryDelayHook> &&
+                                        !std::is_same_v<std::decay_t<F>, std::nullptr_t>>>
+  RetryDelayHook(F hook) {  // NOLINT(google-explicit-constructor): `.delay_hook = lambda`.
+    constexpr bool kWithContext = std::is_invocable_r_v<std::optional<absl::Duration>, F&,
+                                                        const RetryFailure&, const RetryContext&>;
+    constexpr bool kFailureOnly =
+        std::is_invocable_r_v<std::optional<absl::Duration>, F&, const RetryFailure&>;
+    static_assert(kWithContext || kFailureOnly,
+                  "concurry::RetryDelayHook: a delay_hook must be callable as "
+                  "std::optional<absl::Duration>(const concurry::RetryFailure&, const "
+                  "concurry::RetryContext&) or std::optional<absl::Duration>(const "
+                  "concurry::RetryFailure&)");
+    if constexpr (kWithContext) {
+      function_ = std::move(hook);
+    } else if constexpr (kFailureOnly) {
+      function_ = [hook = std::move(hook)](const RetryFailure& failure, const RetryContext&) mutable
+          -> std::optional<absl::Duration> { return hook(failure); };
+    }
+  }
+
+  // Calls the hook. Precondition: not empty.
+  std::optional<absl::Duration> operator()(const RetryFailure& failure,
+                                           const RetryContext& context) const {
+    return function_(failure, context);
+  }
+  // Returns whether a hook is set.
+  explicit operator bool() const { return static_cast<bool>(function_); }
+
+ private:
+  Function function_;
+};
+
+// The server delay the retry reads when RetryPolicy::delay_hook is unset: RetryAfterOf(error) for
+// an attempt that threw (a RetryAfterError, or a concurry::Error / absl::Status carrying the
+// kRetryAfterPayloadUrl payload), GetRetryAfter(status) for one that returned a non-OK status,
+// nullopt for a rejected result. A hook of your own replaces it; call this from it to keep
+// honouring the standard hints.
+std::optional<absl::Duration> ServerRetryAfter(const RetryFailure& failure);
+
+// How a server's delay (the delay hook's answer) combines with the policy's back-off.
+enum class HookDelayMode {
+  kMax,       // max(server delay, back-off): never earlier than either (default).
+  kHookOnly,  // The server delay alone; the back-off is not computed.
+  kSum,       // Server delay + back-off: the back-off's growth on top of what the server asked.
+};
+
+// Returns the canonical name: "max", "hook_only" or "sum" ("unknown" for a value that is none of
+// the enumerators).
+absl::string_view HookDelayModeName(HookDelayMode mode);
+// Parses the names, case-insensitive: "max", "hook_only" (also "hook"), "sum". On failure sets
+// `*error` to a message listing the accepted names and returns false.
+bool AbslParseFlag(absl::string_view text, HookDelayMode* mode, std::string* error);
+// Returns the canonical name, which AbslParseFlag() accepts; the number for a value that is none
+// of the enumerators.
+std::string AbslUnparseFlag(HookDelayMode mode);
 
 // The largest RetryPolicy::num_retries: attempts are numbered with an int (RetryContext::attempt),
 // and the last one is num_retries + 1.
@@ -206,7 +286,9 @@ inline constexpr int kMaxNumRetries = std::numeric_limits<int>::max() - 1;
 // How a call is retried. Plain options; check with ValidateRetryPolicy() (Retry() does).
 //
 // Waiting: after failed attempt n (1-based), when n <= num_retries, the next attempt starts after
-// BackoffWait(policy, n) — or the delay hook's answer — unless `deadline` forbids it. A wait that
+// BackoffWait(policy, n) — or, when the server asked for a delay (the delay hook's answer; by
+// default a RetryAfterError or a Retry-After status payload, see ServerRetryAfter()),
+// ServerDelayWait() of that delay and the back-off — unless `deadline` forbids it. A wait that
 // is infinite (a back-off that saturated, or a hook's InfiniteDuration(), with no max_wait) is
 // never slept: the retry ends at once with that attempt's outcome, as when the deadline forbids
 // the wait.
@@ -226,14 +308,16 @@ inline constexpr int kMaxNumRetries = std::numeric_limits<int>::max() - 1;
 struct RetryPolicy {
   // Retries after the first attempt: total attempts = num_retries + 1. In [0, kMaxNumRetries].
   int num_retries = 0;
-  // One of the enumerators (another value, such as static_cast<BackoffAlgorithm>(7), is rejected).
+  // One of the enumerators (another value, such as static_cast<BackoffAlgorithm>(9), is rejected).
   BackoffAlgorithm algorithm = BackoffAlgorithm::kExponential;
   // The base wait (the first wait before jitter). >= 0 and finite.
   absl::Duration wait = absl::Seconds(1);
   // In [0, 1] (NaN is rejected): each wait w becomes uniform in [w·(1−jitter), w]. 1 is
   // concurry's "full jitter" (uniform in [0, w]); 0 waits exactly w.
   double jitter = 0.3;
-  // Cap on a single wait (applied after jitter, and to hook delays). >= 0; infinite = no cap.
+  // Cap on a single wait (applied after jitter, and to server delays: a server asking for 1 h
+  // with max_wait 30 s gets its next attempt after 30 s, earlier than it asked; leave max_wait
+  // infinite and set `deadline` to give up instead). >= 0; infinite = no cap.
   absl::Duration max_wait = absl::InfiniteDuration();
   // Budget across all attempts and waits (see above). > 0; infinite = none.
   absl::Duration deadline = absl::InfiniteDuration();
@@ -246,22 +330,46 @@ struct RetryPolicy {
   // Validators of the result (concurry's retry_until); all must pass. Applied even when
   // num_retries == 0 (validation only).
   std::vector<RetryValidator> retry_until{};
-  // Optional: a specific delay requested by an error or result (Retry-After).
+  // A specific delay requested by an error or result (Retry-After). Unset: ServerRetryAfter().
   RetryDelayHook delay_hook{};
+  // How a server delay combines with the back-off. One of the enumerators.
+  HookDelayMode delay_hook_mode = HookDelayMode::kMax;
+  // Upward jitter of a server delay d: uniform in [d, d·(1 + delay_hook_jitter)), never less than
+  // the server asked, so callers told the same delay do not all come back at once. >= 0 and
+  // finite (NaN is rejected); 0 waits exactly d.
+  double delay_hook_jitter = 0.2;
 };
 
 // Throws InvalidOptionError naming the first invalid field, its value and what is allowed
-// ("RetryPolicy.jitter must be in [0, 1], got NaN"; "RetryPolicy.algorithm: unknown value 7;
-// allowed: kExponential, kLinear, kFibonacci").
+// ("RetryPolicy.jitter must be in [0, 1], got NaN"; "RetryPolicy.algorithm: unknown value 9;
+// allowed: kExponential, kLinear, kFibonacci, kDecorrelated").
 void ValidateRetryPolicy(const RetryPolicy& policy);
 
 // Returns the wait after failed attempt `failed_attempt` (1-based, >= 1): the algorithm's
 // multiple of `policy.wait` (exponential 1,2,4,8…; linear 1,2,3,4…; fibonacci 1,1,2,3,5…;
 // saturating at InfiniteDuration()), then jitter (uniform in [w·(1−jitter), w], drawn from
 // `bitgen` only when jitter > 0), then the `max_wait` cap; so the result is in [0, max_wait].
+// kDecorrelated instead draws u from `bitgen` (u = (bitgen() >> 11) · 2^-53, in [0, 1)) and
+// returns min(max_wait, base + (3·p − base)·u), where p is `previous_wait` (this function's result
+// for the previous failed attempt of the same retry) or base when smaller (the default 0: the
+// first wait); the other algorithms ignore `previous_wait`.
 // Pure: no clock. Checks what it reads: throws InvalidOptionError, with ValidateRetryPolicy()'s
 // message, for an invalid algorithm, wait, jitter or max_wait, and for failed_attempt < 1.
-absl::Duration BackoffWait(const RetryPolicy& policy, int failed_attempt, absl::BitGenRef bitgen);
+absl::Duration BackoffWait(const RetryPolicy& policy, int failed_attempt, absl::BitGenRef bitgen,
+                           absl::Duration previous_wait = absl::ZeroDuration());
+
+// Returns the wait before the next attempt when the server asked for `server_delay` and the
+// policy's back-off is `backoff` (BackoffWait(); not read for kHookOnly):
+//   1. d = max(server_delay, 0), jittered upward: d·(1 + delay_hook_jitter·u), u drawn from
+//      `bitgen` as for kDecorrelated, only when delay_hook_jitter > 0 and d is finite and > 0;
+//   2. combined by delay_hook_mode: d (kHookOnly), max(d, backoff) (kMax), d + backoff (kSum);
+//   3. capped at max_wait.
+// So the result is never below min(server_delay, max_wait). An infinite result (an infinite
+// server delay, no cap) makes the retry end at once. Pure: no clock. Throws InvalidOptionError,
+// with ValidateRetryPolicy()'s message, for an invalid delay_hook_mode, delay_hook_jitter or
+// max_wait.
+absl::Duration ServerDelayWait(const RetryPolicy& policy, absl::Duration server_delay,
+                               absl::Duration backoff, absl::BitGenRef bitgen);
 
 }  // namespace concurry
 

@@ -58,8 +58,9 @@ TEST(BackoffAlgorithmTest, ParsesConcurryNamesAndAliasesCaseInsensitively) {
         Case{"EXP", BackoffAlgorithm::kExponential}, Case{"expo", BackoffAlgorithm::kExponential},
         Case{"linear", BackoffAlgorithm::kLinear}, Case{" Linear ", BackoffAlgorithm::kLinear},
         Case{"lin", BackoffAlgorithm::kLinear}, Case{"fibonacci", BackoffAlgorithm::kFibonacci},
-        Case{"Fibonacci", BackoffAlgorithm::kFibonacci},
-        Case{"fib", BackoffAlgorithm::kFibonacci}}) {
+        Case{"Fibonacci", BackoffAlgorithm::kFibonacci}, Case{"fib", BackoffAlgorithm::kFibonacci},
+        Case{"decorrelated", BackoffAlgorithm::kDecorrelated},
+        Case{"Decorr", BackoffAlgorithm::kDecorrelated}}) {
     BackoffAlgorithm algorithm = BackoffAlgorithm::kLinear;
     std::string error;
     EXPECT_TRUE(AbslParseFlag(c.text, &algorithm, &error)) << c.text;
@@ -78,8 +79,8 @@ TEST(BackoffAlgorithmTest, RejectsUnknownNamesListingTheAccepted) {
 }
 
 TEST(BackoffAlgorithmTest, UnparseRoundTrips) {
-  for (BackoffAlgorithm a :
-       {BackoffAlgorithm::kExponential, BackoffAlgorithm::kLinear, BackoffAlgorithm::kFibonacci}) {
+  for (BackoffAlgorithm a : {BackoffAlgorithm::kExponential, BackoffAlgorithm::kLinear,
+                             BackoffAlgorithm::kFibonacci, BackoffAlgorithm::kDecorrelated}) {
     BackoffAlgorithm parsed;
     std::string error;
     ASSERT_TRUE(AbslParseFlag(AbslUnparseFlag(a), &parsed, &error));
@@ -229,7 +230,8 @@ TEST(BackoffWaitTest, ValidatesThePolicyItReads) {
   EXPECT_EQ(wait_of(RetryPolicy{.jitter = -kNaN}), "RetryPolicy.jitter must be in [0, 1], got NaN");
   EXPECT_EQ(wait_of(RetryPolicy{.jitter = kInf}), "RetryPolicy.jitter must be in [0, 1], got inf");
   EXPECT_EQ(wait_of(RetryPolicy{.algorithm = static_cast<BackoffAlgorithm>(7)}),
-            "RetryPolicy.algorithm: unknown value 7; allowed: kExponential, kLinear, kFibonacci");
+            "RetryPolicy.algorithm: unknown value 7; allowed: kExponential, kLinear, kFibonacci, "
+            "kDecorrelated");
   EXPECT_EQ(wait_of(RetryPolicy{.wait = -absl::Milliseconds(1)}),
             "RetryPolicy.wait must be >= 0 and finite, got -1ms");
   EXPECT_EQ(wait_of(RetryPolicy{.wait = absl::InfiniteDuration()}),
@@ -328,10 +330,12 @@ std::string PolicyError(const RetryPolicy& policy) {
 }
 
 TEST(ValidateRetryPolicyTest, RejectsOutOfRangeEnumValuesLikeTheOtherOptions) {
-  EXPECT_EQ(PolicyError(RetryPolicy{.algorithm = static_cast<BackoffAlgorithm>(3)}),
-            "RetryPolicy.algorithm: unknown value 3; allowed: kExponential, kLinear, kFibonacci");
+  EXPECT_EQ(PolicyError(RetryPolicy{.algorithm = static_cast<BackoffAlgorithm>(4)}),
+            "RetryPolicy.algorithm: unknown value 4; allowed: kExponential, kLinear, kFibonacci, "
+            "kDecorrelated");
   EXPECT_EQ(PolicyError(RetryPolicy{.algorithm = static_cast<BackoffAlgorithm>(-1)}),
-            "RetryPolicy.algorithm: unknown value -1; allowed: kExponential, kLinear, kFibonacci");
+            "RetryPolicy.algorithm: unknown value -1; allowed: kExponential, kLinear, kFibonacci, "
+            "kDecorrelated");
   EXPECT_EQ(PolicyError(RetryPolicy{.retry_on_codes = {absl::StatusCode::kUnavailable,
                                                        static_cast<absl::StatusCode>(99)}}),
             "RetryPolicy.retry_on_codes[1]: unknown value 99; allowed: the error codes 1 "

@@ -151,19 +151,31 @@ absl::Status Driver::ValidationStatus() const {
 std::optional<absl::Duration> Driver::NextWait(const RetryFailure& failure,
                                                const RetryContext& context) {
   if (attempt_ > policy_.num_retries) return std::nullopt;
-  std::optional<absl::Duration> wait;
+  std::optional<absl::Duration> server_delay;
   if (policy_.delay_hook) {
     try {
-      wait = policy_.delay_hook(failure, context);
+      server_delay = policy_.delay_hook(failure, context);
     } catch (...) {
       Report(absl::StrCat("delay_hook threw ", Describe(std::current_exception()), " on attempt ",
                           attempt_, "; using the policy's back-off"));
-      wait.reset();
+      server_delay.reset();
     }
-    if (wait) wait = std::clamp(*wait, absl::ZeroDuration(), policy_.max_wait);
+  } else {
+    server_delay = ServerRetryAfter(failure);
   }
-  if (!wait) {
-    wait = BackoffWait(policy_, attempt_, options_.bitgen ? *options_.bitgen : ThreadBitGen());
+  // Draws, in this order: the back-off's (unless kHookOnly with a server delay), then the server
+  // delay's jitter.
+  const absl::BitGenRef bitgen = options_.bitgen ? *options_.bitgen : ThreadBitGen();
+  std::optional<absl::Duration> wait;
+  absl::Duration backoff = absl::ZeroDuration();
+  if (!server_delay || policy_.delay_hook_mode != HookDelayMode::kHookOnly) {
+    backoff = BackoffWait(policy_, attempt_, bitgen, previous_backoff_);
+    previous_backoff_ = backoff;
+  }
+  if (server_delay) {
+    wait = ServerDelayWait(policy_, *server_delay, backoff, bitgen);
+  } else {
+    wait = backoff;
   }
   // A wait that never ends is not slept (nor scheduled on a timer, where the retry's future would
   // stay pending for ever): the retry ends now, as when the deadline forbids the wait. That

@@ -9,7 +9,9 @@
 //   later.Cancel();  // no further attempt starts
 //
 // The original error reaches the caller unwrapped; results rejected by every attempt end in a
-// RetryValidationError (futures/errors.h) with the attempts' results and messages.
+// RetryValidationError (futures/errors.h) with the attempts' results and messages. A server's
+// delay hint (a thrown RetryAfterError, or a status carrying a Retry-After payload:
+// retry/retry_after.h) is honoured, jittered upward and capped as RetryPolicy says.
 
 #ifndef CONCURRY_RETRY_RETRY_H_
 #define CONCURRY_RETRY_RETRY_H_
@@ -52,8 +54,9 @@ struct RetryOptions {
   // The clock for waits, elapsed time and the deadline; null: Clock::Real(). RetryAsync() uses the
   // timer's clock; a different non-null `clock` is rejected there.
   Clock* clock = nullptr;
-  // The random source of jitter; unset: a generator private to the calling thread. Used by one
-  // attempt at a time, never concurrently by one retry.
+  // The random source of the back-off's jitter (BackoffWait(), also kDecorrelated) and of a server
+  // delay's (ServerDelayWait()); seed one for reproducible waits. Unset: a generator private to
+  // the calling thread. Used by one attempt at a time, never concurrently by one retry.
   std::optional<absl::BitGenRef> bitgen{};
   RetryCallInfo call{};
   // Receives a line for each problem that is not the call's own error: a retry_on predicate that

@@ -82,10 +82,6 @@ struct DerivedError : BaseError {
   using BaseError::BaseError;
 };
 // Carries a server's Retry-After hint.
-struct RetryAfterError : std::runtime_error {
-  RetryAfterError(absl::Duration after) : std::runtime_error("busy"), after(after) {}
-  absl::Duration after;
-};
 
 class RetryTest : public ::testing::Test {
  protected:
@@ -562,18 +558,22 @@ TEST_F(RetryTest, DelayHookRequestsASpecificDelayBoundedByTheCap) {
                              try {
                                if (failure.error) std::rethrow_exception(failure.error);
                              } catch (const RetryAfterError& e) {
-                               return e.after;
+                               return e.delay();
                              } catch (...) {
                              }
                              return std::nullopt;
-                           }};
+                           },
+                           .delay_hook_mode = HookDelayMode::kHookOnly,  // Without the back-off,
+                           .delay_hook_jitter = 0};                      // and exact.
   int calls = 0;
   EXPECT_EQ(Retry(
                 [&] {
                   ++calls;
-                  if (calls == 1) throw RetryAfterError(absl::Seconds(7));
-                  if (calls == 2) throw RetryAfterError(absl::Minutes(5));   // Capped to 10 s.
-                  if (calls == 3) throw RetryAfterError(-absl::Seconds(1));  // Clamped to 0.
+                  if (calls == 1) throw RetryAfterError(absl::Seconds(7), "busy");
+                  if (calls == 2)
+                    throw RetryAfterError(absl::Minutes(5), "busy");  // Capped to 10 s.
+                  if (calls == 3)
+                    throw RetryAfterError(-absl::Seconds(1), "busy");  // Clamped to 0.
                   return calls;
                 },
                 policy, Options()),
@@ -593,7 +593,8 @@ TEST_F(RetryTest, DelayHookSeesStatusesAndRejectedResults) {
         if (!failure.status.ok()) seen.push_back(failure.status.ToString());
         if (failure.invalid) seen.push_back(absl::StrCat("invalid ", failure.result.ToString()));
         return absl::Seconds(context.attempt * 10);
-      }};
+      },
+      .delay_hook_jitter = 0};  // max(10 s, back-off 1 s), max(20 s, 2 s).
   int calls = 0;
   const absl::StatusOr<int> result = Retry(
       [&]() -> absl::StatusOr<int> {
@@ -672,11 +673,12 @@ TEST_F(RetryTest, AnInfiniteHookDelayEndsTheRetryInsteadOfSleepingForever) {
   EXPECT_EQ(calls, 3);
   EXPECT_EQ(clock_.sleeps(), Seconds({5, 5}));
   calls = 0;
-  EXPECT_THROW(
-      Retry(down,
-            RetryPolicy{.num_retries = 2, .delay_hook = AlwaysDelay(-absl::InfiniteDuration())},
-            Options()),
-      std::runtime_error);
+  EXPECT_THROW(Retry(down,
+                     RetryPolicy{.num_retries = 2,
+                                 .delay_hook = AlwaysDelay(-absl::InfiniteDuration()),
+                                 .delay_hook_mode = HookDelayMode::kHookOnly},
+                     Options()),
+               std::runtime_error);
   EXPECT_EQ(calls, 3);
   EXPECT_EQ(clock_.sleeps(), Seconds({5, 5}));  // No further sleep.
 }

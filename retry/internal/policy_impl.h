@@ -41,8 +41,11 @@ std::optional<std::string> Verdict(V&& verdict) {
     return absl::StrCat("failed: ", *message);
   } else {
     static_assert(std::is_convertible_v<D, bool>,
-                  "a validator returns bool, absl::Status or std::optional<std::string>");
-    if (static_cast<bool>(verdict)) return std::nullopt;
+                  "concurry::Validate<T>: a validator must return bool, absl::Status or "
+                  "std::optional<std::string>");
+    if constexpr (std::is_convertible_v<D, bool>) {
+      if (static_cast<bool>(verdict)) return std::nullopt;
+    }
     return std::string("returned false");
   }
 }
@@ -68,9 +71,12 @@ std::string RetryResult::Render(const T& value) {
 
 template <typename T, typename F>
 RetryValidator Validate(std::string name, F fn) {
-  static_assert(std::is_invocable_v<const F&, const T&, const RetryContext&> ||
-                    std::is_invocable_v<const F&, const T&>,
-                "a validator takes (const T&) or (const T&, const RetryContext&)");
+  constexpr bool kWithContext = std::is_invocable_v<const F&, const T&, const RetryContext&>;
+  constexpr bool kValueOnly = std::is_invocable_v<const F&, const T&>;
+  static_assert(kWithContext || kValueOnly,
+                "concurry::Validate<T>: a validator must be callable as (const T&) or (const T&, "
+                "const concurry::RetryContext&), returning bool, absl::Status or "
+                "std::optional<std::string>");
   return RetryValidator{
       .name = std::move(name),
       .check = [fn = std::move(fn)](const RetryResult& result,
@@ -80,10 +86,12 @@ RetryValidator Validate(std::string name, F fn) {
           return absl::StrCat("expects ", TypeName(typeid(T)), " but the result is ",
                               TypeName(result.type()));
         }
-        if constexpr (std::is_invocable_v<const F&, const T&, const RetryContext&>) {
+        if constexpr (kWithContext) {
           return retry_internal::Verdict(fn(*value, context));
-        } else {
+        } else if constexpr (kValueOnly) {
           return retry_internal::Verdict(fn(*value));
+        } else {
+          return std::nullopt;  // Not reached: the static_assert above fails.
         }
       }};
 }

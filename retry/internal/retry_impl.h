@@ -162,6 +162,8 @@ class Driver {
   const RetryPolicy& policy_;
   const RetryOptions& options_;
   int attempt_ = 0;
+  // The last BackoffWait() result, for BackoffAlgorithm::kDecorrelated.
+  absl::Duration previous_backoff_ = absl::ZeroDuration();
   bool started_ = false;
   absl::Time start_;
   // Only while validating: each attempt's outcome rendered, and the validation messages.
