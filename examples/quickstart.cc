@@ -73,9 +73,8 @@ int main() {
     if (item.ok()) {
       tally.Call(&Tally::Add, item.value());
     } else {
-      // MERGE: error_message
       std::printf("input %d failed: %s\n", static_cast<int>(item.index),
-                  concurry::ExceptionMessage(item.outcome.error()).c_str());
+                  item.error_message().c_str());
     }
   }
   // Calls to one worker run in order: Summary() sees every Add() above.
