@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <deque>
 #include <exception>
@@ -22,20 +23,20 @@
 
 namespace concurry {
 
-// Threads. Each thread is a Worker in `workers`, holding a shared_ptr to the Impl so the Impl
+// Threads. Each thread is a std::thread in `workers`, holding a shared_ptr to the Impl so the Impl
 // outlives the executor when the executor is destroyed from one of its own tasks. A thread that
-// exits moves its std::thread to `exited`, to be joined by the next Submit or Shutdown (a thread
-// cannot join itself); after a non-waiting destruction every std::thread is detached instead.
+// exits moves its std::thread to `exited` and joins the ones already there (threads that exited
+// before it: never itself), so at most a few exited threads wait to be joined; Shutdown(wait)
+// joins the rest. Submit never joins: joining waits for the thread's thread_local destructors,
+// which may be slow or may themselves call Submit (from the very thread being joined). After a
+// non-waiting destruction every std::thread is detached instead. `joining` counts the handles
+// taken out of `exited` and not yet joined, so Shutdown(wait) returns only once all are joined.
 //
 // Counting: `takers` are the alive threads not running a task (idle or starting): each will take
 // a queued task without another thread being started. So `queue.size() - takers` tasks wait for
 // a thread, and Submit starts a thread when that would be positive and fewer than max_workers
 // threads are alive.
 struct ThreadPoolExecutor::Impl {
-  struct Worker {
-    std::thread thread;
-  };
-
   explicit Impl(ThreadPoolExecutorOptions opts)
       : options(std::move(opts)),
         clock(options.clock != nullptr ? *options.clock : Clock::Real()) {}
@@ -55,7 +56,8 @@ struct ThreadPoolExecutor::Impl {
   }
 
   // The thread's loop. `self` stays valid until the thread moves itself to `exited`.
-  void Run(std::list<Worker>::iterator self, std::shared_ptr<Impl> keep, int index);
+  void Run(std::list<std::thread>::iterator self, std::shared_ptr<Impl> keep, int index)
+      ABSL_LOCKS_EXCLUDED(mu);
 
   // Names the calling thread "<thread_name>-<index>", cut to 15 characters.
   void NameThread(int index) const {
@@ -68,36 +70,20 @@ struct ThreadPoolExecutor::Impl {
     pthread_setname_np(pthread_self(), name.c_str());
   }
 
-  // Starts a thread (counted as a taker). Throws std::system_error when the system refuses one.
-  void StartThreadLocked(const std::shared_ptr<Impl>& self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    auto it = workers.emplace(workers.end());
-    const int index = static_cast<int>(++threads_started);
-    try {
-      it->thread = std::thread(
-          [this, it, keep = self, index]() mutable { Run(it, std::move(keep), index); });
-    } catch (...) {
-      workers.erase(it);
-      --threads_started;
-      throw;
-    }
-    ++threads;
-    ++takers;
-    peak_threads = std::max(peak_threads, threads);
-  }
+  // Starts a thread (counted as a taker). Throws what std::thread or the allocation throws
+  // (std::system_error, std::bad_alloc), or what the test hook throws; then nothing changed.
+  void StartThreadLocked(const std::shared_ptr<Impl>& self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 
-  // Joins the std::threads it holds when destroyed (also when unwinding); declare it before the
-  // lock, so it joins after unlocking.
-  struct Joiner {
-    std::vector<std::thread> threads;
-    ~Joiner() {
-      for (std::thread& thread : threads) thread.join();
-    }
-  };
+  // Joins `handles` (taken from `exited`, counted in `joining`) with `mu` released, then uncounts
+  // them. The calling thread's own handle is detached instead (a thread cannot join itself).
+  void JoinExitedUnlocked(std::vector<std::thread> handles) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 
-  // Moves the std::threads that have exited to `joiner`, to join outside the lock.
-  void TakeExitedLocked(Joiner& joiner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    for (std::thread& thread : exited) joiner.threads.push_back(std::move(thread));
-    exited.clear();
+  // Moves `exited` out, counting the handles in `joining`.
+  std::vector<std::thread> TakeExitedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::vector<std::thread> handles;
+    handles.swap(exited);
+    joining += static_cast<int>(handles.size());
+    return handles;
   }
 
   // Moves the queued tasks out (they are destroyed outside the lock: destroying an Async task
@@ -123,8 +109,11 @@ struct ThreadPoolExecutor::Impl {
 
   mutable absl::Mutex mu;
   std::deque<Executor::Task> queue ABSL_GUARDED_BY(mu);
-  std::list<Worker> workers ABSL_GUARDED_BY(mu);
+  // One per thread alive. Its elements are guarded too: a thread reads its own element through an
+  // iterator (which the analysis does not follow), under `mu` only.
+  std::list<std::thread> workers ABSL_GUARDED_BY(mu);
   std::vector<std::thread> exited ABSL_GUARDED_BY(mu);
+  int joining ABSL_GUARDED_BY(mu) = 0;
   int threads ABSL_GUARDED_BY(mu) = 0;
   int takers ABSL_GUARDED_BY(mu) = 0;
   int peak_threads ABSL_GUARDED_BY(mu) = 0;
@@ -150,10 +139,52 @@ thread_local const void* current_pool = nullptr;
 
 int64_t ToInt64(size_t n) { return static_cast<int64_t>(n); }
 
+// See futures_internal::SetThreadPoolStartHookForTesting.
+std::atomic<void (*)()> thread_start_hook{nullptr};
+
 }  // namespace
 
-void ThreadPoolExecutor::Impl::Run(std::list<Worker>::iterator self, std::shared_ptr<Impl> keep,
-                                   int index) {
+namespace futures_internal {
+void SetThreadPoolStartHookForTesting(void (*hook)()) {
+  thread_start_hook.store(hook, std::memory_order_release);
+}
+}  // namespace futures_internal
+
+void ThreadPoolExecutor::Impl::StartThreadLocked(const std::shared_ptr<Impl>& self) {
+  if (void (*hook)() = thread_start_hook.load(std::memory_order_acquire); hook != nullptr) hook();
+  const int index = static_cast<int>(threads_started + 1);
+  auto it = workers.emplace(workers.end());
+  try {
+    *it =
+        std::thread([this, it, keep = self, index]() mutable { Run(it, std::move(keep), index); });
+  } catch (...) {
+    workers.erase(it);
+    throw;
+  }
+  ++threads_started;
+  ++threads;
+  ++takers;
+  peak_threads = std::max(peak_threads, threads);
+}
+
+void ThreadPoolExecutor::Impl::JoinExitedUnlocked(std::vector<std::thread> handles) {
+  if (handles.empty()) return;
+  mu.Unlock();
+  for (std::thread& handle : handles) {
+    if (!handle.joinable()) continue;
+    // A thread_local destructor of an exited thread that shuts down or destroys the executor.
+    if (handle.get_id() == std::this_thread::get_id()) {
+      handle.detach();
+    } else {
+      handle.join();
+    }
+  }
+  mu.Lock();
+  joining -= static_cast<int>(handles.size());
+}
+
+void ThreadPoolExecutor::Impl::Run(std::list<std::thread>::iterator self,
+                                   std::shared_ptr<Impl> keep, int index) {
   current_pool = this;
   // A thread of a compensating executor's task never hands its observer to ours.
   futures_internal::ScopedBlockingObserver no_observer(nullptr);
@@ -178,48 +209,52 @@ void ThreadPoolExecutor::Impl::Run(std::list<Worker>::iterator self, std::shared
     }
   }
   to_drop.clear();  // Outside the lock.
-  {
-    absl::MutexLock lock(&mu);
-    if (ok) {
-      const auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-        return !queue.empty() || shut_down || broken;
-      };
-      for (;;) {
-        // Idle (a taker) here.
-        const absl::Time deadline = options.keep_alive == absl::InfiniteDuration()
-                                        ? absl::InfiniteFuture()
-                                        : clock.Now() + options.keep_alive;
-        clock.AwaitWithDeadline(&mu, absl::Condition(&has_work), deadline);
-        if (!queue.empty() && !broken) {
-          Executor::Task task = std::move(queue.front());
-          queue.pop_front();
-          --takers;
-          mu.Unlock();
-          RunExecutorTask(task, "ThreadPoolExecutor");
-          task = nullptr;  // Destroyed outside the lock.
-          mu.Lock();
-          ++takers;
-          ++completed;
-          continue;
-        }
-        if (clock.Now() >= deadline) {
-          ++threads_retired;  // Idle for keep_alive (even if a shutdown came at that moment).
-        } else if (!shut_down && !broken) {
-          continue;  // Woken with nothing to do (cannot happen).
-        }
-        break;
+  mu.Lock();
+  if (ok) {
+    const auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      return !queue.empty() || shut_down || broken;
+    };
+    for (;;) {
+      // Idle (a taker) here.
+      const absl::Time deadline = options.keep_alive == absl::InfiniteDuration()
+                                      ? absl::InfiniteFuture()
+                                      : clock.Now() + options.keep_alive;
+      clock.AwaitWithDeadline(&mu, absl::Condition(&has_work), deadline);
+      if (!queue.empty() && !broken) {
+        Executor::Task task = std::move(queue.front());
+        queue.pop_front();
+        --takers;
+        mu.Unlock();
+        RunExecutorTask(task, "ThreadPoolExecutor");
+        task = nullptr;  // Destroyed outside the lock.
+        mu.Lock();
+        ++takers;
+        ++completed;
+        continue;
       }
+      if (clock.Now() >= deadline) {
+        ++threads_retired;  // Idle for keep_alive (even if a shutdown came at that moment).
+      } else if (!shut_down && !broken) {
+        continue;  // Woken with nothing to do (cannot happen).
+      }
+      break;
     }
-    --takers;
-    --threads;
-    if (detached) {
-      if (self->thread.joinable()) self->thread.detach();
-    } else {
-      exited.push_back(std::move(self->thread));
-    }
-    workers.erase(self);
   }
-  current_pool = nullptr;
+  --takers;
+  --threads;
+  // The threads that exited before this one; this one is joined by the next (or by Shutdown).
+  std::vector<std::thread> earlier = TakeExitedLocked();
+  if (detached) {
+    if (self->joinable()) self->detach();
+  } else {
+    exited.push_back(std::move(*self));
+  }
+  workers.erase(self);
+  JoinExitedUnlocked(std::move(earlier));
+  mu.Unlock();
+  // current_pool stays set: this thread's thread_local destructors, which run after Run returns,
+  // count as the executor's own code (Shutdown and the destructor do not wait for this thread,
+  // and Submit does not block on a full queue).
   // `keep` is released last: it may destroy the Impl (after a non-waiting destruction), once the
   // lock above is released.
 }
@@ -279,7 +314,7 @@ ThreadPoolExecutor::~ThreadPoolExecutor() {
   {
     absl::MutexLock lock(&impl_->mu);
     impl_->detached = true;
-    for (Impl::Worker& worker : impl_->workers) to_detach.push_back(std::move(worker.thread));
+    for (std::thread& thread : impl_->workers) to_detach.push_back(std::move(thread));
     for (std::thread& thread : impl_->exited) to_detach.push_back(std::move(thread));
     impl_->exited.clear();
   }
@@ -292,47 +327,39 @@ ThreadPoolExecutor::~ThreadPoolExecutor() {
 void ThreadPoolExecutor::Submit(Task task) {
   if (!task) throw InvalidOptionError("ThreadPoolExecutor::Submit: the task is empty");
   Impl& impl = *impl_;
-  Impl::Joiner joiner;
-  {
-    absl::MutexLock lock(&impl.mu);
-    impl.TakeExitedLocked(joiner);
-    if (impl.shut_down || impl.broken) throw StoppedError(impl.StoppedMessage("Submit"));
-    if (!impl.HasRoomLocked()) {
-      if (impl.options.queue_full == ThreadPoolQueueFull::kReject) {
-        ++impl.rejected;
-        throw CapacityError(absl::StrCat(
-            "ThreadPoolExecutor::Submit: the queue is full (max_queued = ", impl.options.max_queued,
-            " tasks waiting, ", impl.threads, " threads busy) and queue_full is kReject"));
-      }
-      if (current_pool == &impl || NonBlockingScope::Active()) {
-        ++impl.overflowed;
-      } else {
-        ++impl.blocked_submits;
-        const auto can_go = [&impl]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl.mu) {
-          return impl.HasRoomLocked() || impl.shut_down || impl.broken;
-        };
-        // No deadline; on the executor's clock so a test can see the submitter blocked
-        // (FakeClock::NumWaiters). A BlockingRegion for a submitter in a TbbExecutor task.
-        impl.clock.AwaitWithDeadline(&impl.mu, absl::Condition(&can_go), absl::InfiniteFuture());
-        if (impl.shut_down || impl.broken) throw StoppedError(impl.StoppedMessage("Submit"));
-      }
+  absl::MutexLock lock(&impl.mu);
+  if (impl.shut_down || impl.broken) throw StoppedError(impl.StoppedMessage("Submit"));
+  if (!impl.HasRoomLocked()) {
+    if (impl.options.queue_full == ThreadPoolQueueFull::kReject) {
+      ++impl.rejected;
+      throw CapacityError(absl::StrCat(
+          "ThreadPoolExecutor::Submit: the queue is full (max_queued = ", impl.options.max_queued,
+          " tasks waiting, ", impl.threads, " threads busy) and queue_full is kReject"));
     }
-    impl.queue.push_back(std::move(task));
-    if (ToInt64(impl.queue.size()) > impl.takers && impl.threads < impl.options.max_workers) {
-      try {
-        impl.StartThreadLocked(impl_);
-      } catch (const std::system_error& e) {
-        if (impl.threads == 0) {
-          // Nobody would ever run it.
-          task = std::move(impl.queue.back());
-          impl.queue.pop_back();
-          throw;
-        }
-        std::fprintf(stderr,
-                     "concurry: ThreadPoolExecutor could not start a thread (%s); the task waits "
-                     "for one of its %d threads\n",
-                     e.what(), impl.threads);
-      }
+    if (current_pool == &impl || NonBlockingScope::Active()) {
+      ++impl.overflowed;
+    } else {
+      ++impl.blocked_submits;
+      const auto can_go = [&impl]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl.mu) {
+        return impl.HasRoomLocked() || impl.shut_down || impl.broken;
+      };
+      // No deadline; on the executor's clock so a test can see the submitter blocked
+      // (FakeClock::NumWaiters). A BlockingRegion for a submitter in a TbbExecutor task.
+      impl.clock.AwaitWithDeadline(&impl.mu, absl::Condition(&can_go), absl::InfiniteFuture());
+      if (impl.shut_down || impl.broken) throw StoppedError(impl.StoppedMessage("Submit"));
+    }
+  }
+  impl.queue.push_back(std::move(task));
+  if (ToInt64(impl.queue.size()) > impl.takers && impl.threads < impl.options.max_workers) {
+    try {
+      impl.StartThreadLocked(impl_);
+    } catch (...) {
+      // No idle or starting thread will take the task, and the busy ones might be waiting for it
+      // (a pool task that fans out and waits): leaving it queued could hang. Take it back; the
+      // caller sees the error (Async: a failed future). `task` is destroyed after the lock.
+      task = std::move(impl.queue.back());
+      impl.queue.pop_back();
+      throw;
     }
   }
 }
@@ -349,14 +376,16 @@ void ThreadPoolExecutor::Shutdown(bool wait, bool cancel_pending) {
   }
   to_drop.clear();
   if (!wait || current_pool == &impl) return;
-  Impl::Joiner joiner;
-  {
-    absl::MutexLock lock(&impl.mu);
-    const auto all_exited = [&impl]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl.mu) {
-      return impl.threads == 0;
-    };
-    Clock::Real().AwaitWithDeadline(&impl.mu, absl::Condition(&all_exited), absl::InfiniteFuture());
-    impl.TakeExitedLocked(joiner);
+  absl::MutexLock lock(&impl.mu);
+  // Every thread has exited Run and no exiting thread (nor another Shutdown) is still joining;
+  // then join those left in `exited`. The threads are gone once this returns.
+  const auto settled = [&impl]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl.mu) {
+    return impl.threads == 0 && (impl.joining == 0 || !impl.exited.empty());
+  };
+  for (;;) {
+    Clock::Real().AwaitWithDeadline(&impl.mu, absl::Condition(&settled), absl::InfiniteFuture());
+    if (impl.exited.empty()) break;
+    impl.JoinExitedUnlocked(impl.TakeExitedLocked());
   }
 }
 

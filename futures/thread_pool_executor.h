@@ -54,12 +54,22 @@ struct ThreadPoolExecutorStats;
 // executor (whose wait could deadlock the pool on itself) and a thread inside a NonBlockingScope
 // queue past the bound instead (Stats().overflowed counts them).
 //
+// Thread start failure: when a task needs a new thread and the system refuses one (std::thread
+// throws std::system_error, or an allocation std::bad_alloc), Submit takes the task back and
+// rethrows (an Async future holds the error): the task is never left queued for busy threads that
+// might be waiting for it.
+//
+// Joining: an exiting thread joins the threads that exited before it, and Shutdown(wait) joins
+// the rest; Submit never joins (it never waits for another thread's thread_local destructors).
+//
 // Shutdown(wait) stops accepting tasks (Submit throws StoppedError) and, with `wait`, returns once
-// every thread has exited, after running the queued tasks (or dropping them with cancel_pending).
-// Called from one of the executor's own tasks, it never waits (for itself or for the tasks, which
-// might wait for the caller): the executor stops accepting and its threads finish in the
-// background. The destructor is Shutdown(/*wait=*/true); destroying the executor from one of its
-// own tasks is allowed and does not wait either (the threads keep what they need alive).
+// every thread has exited and been joined (its thread_local destructors have run), after running
+// the queued tasks (or dropping them with cancel_pending).
+// Called from one of the executor's own tasks (or threads: a thread_local destructor), it never
+// waits (for itself or for the tasks, which might wait for the caller): the executor stops
+// accepting and its threads finish in the background. The destructor is Shutdown(/*wait=*/true);
+// destroying the executor from one of its own tasks is allowed and does not wait either (the
+// threads keep what they need alive, except the clock: see ThreadPoolExecutorOptions::clock).
 //
 // Thread-safe.
 class ThreadPoolExecutor final : public Executor {
@@ -81,9 +91,9 @@ class ThreadPoolExecutor final : public Executor {
 
   // Queues `task`, starting a thread if none is idle and fewer than max_workers are alive. Throws
   // StoppedError after Shutdown or once broken (see above), CapacityError when the queue is full
-  // under kReject, std::system_error when no thread exists and the system refuses one, and
-  // InvalidOptionError for an empty task. Under kBlock with the queue full, waits for room (woken
-  // by shutdown).
+  // under kReject, std::system_error (or std::bad_alloc) when the task needs a new thread and
+  // none can be started (the task is then not queued), and InvalidOptionError for an empty task.
+  // Under kBlock with the queue full, waits for room (woken by shutdown and by breaking).
   void Submit(Task task) override;
 
   // Returns max_workers.
@@ -91,7 +101,8 @@ class ThreadPoolExecutor final : public Executor {
 
   // Stops accepting tasks. With `cancel_pending`, drops the queued tasks (their Async futures fail
   // with BrokenPromiseError); otherwise the threads run them first. With `wait`, returns once
-  // every thread has exited, except when called from one of this executor's tasks (never waits).
+  // every thread has exited and been joined, except when called from one of this executor's
+  // tasks or threads, including a thread_local destructor on one (never waits).
   // Idempotent; concurrent calls are safe (a later call may still cancel pending tasks or wait).
   void Shutdown(bool wait = true, bool cancel_pending = false);
 
@@ -131,7 +142,9 @@ struct ThreadPoolExecutorOptions {
   // The threads' names (pthread, as top and gdb show them): this prefix, then "-<n>", cut to 15
   // characters. Empty: threads keep the process's name.
   std::string thread_name = "concurry-io";
-  // The clock for keep_alive; null: Clock::Real(). Must outlive the executor.
+  // The clock for keep_alive; null: Clock::Real(). Must outlive the executor's threads: the
+  // executor itself, and when it is destroyed (or shut down) from one of its own tasks, which
+  // does not wait, the threads that keep running after it (until its queued tasks are done).
   Clock* clock = nullptr;
 };
 
@@ -168,6 +181,13 @@ struct ThreadPoolExecutorStats {
 
 bool AbslParseFlag(absl::string_view text, ThreadPoolQueueFull* policy, std::string* error);
 std::string AbslUnparseFlag(ThreadPoolQueueFull policy);
+
+namespace futures_internal {
+// FOR TESTS ONLY. Every ThreadPoolExecutor calls `hook` (when not null) just before starting a
+// thread; if it throws, that start fails with its exception, as if std::thread had thrown.
+// Process-wide; set it back to nullptr when done.
+void SetThreadPoolStartHookForTesting(void (*hook)());
+}  // namespace futures_internal
 
 }  // namespace concurry
 

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -394,6 +396,160 @@ TEST(ThreadPoolExecutorTest, DestroyedFromOwnTaskFinishesQueuedTasksInTheBackgro
   EXPECT_EQ(pool, nullptr);
 }
 
+// Makes every thread start of every ThreadPoolExecutor fail with `hook`'s exception while alive.
+class FailThreadStarts {
+ public:
+  explicit FailThreadStarts(void (*hook)()) {
+    futures_internal::SetThreadPoolStartHookForTesting(hook);
+  }
+  ~FailThreadStarts() { futures_internal::SetThreadPoolStartHookForTesting(nullptr); }
+  FailThreadStarts(const FailThreadStarts&) = delete;
+  FailThreadStarts& operator=(const FailThreadStarts&) = delete;
+};
+
+[[noreturn]] void ThrowNoThread() {
+  throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                          "test: no thread");
+}
+[[noreturn]] void ThrowBadAlloc() { throw std::bad_alloc(); }
+
+TEST(ThreadPoolExecutorTest, ThreadStartFailureWithNoThreadFailsTheSubmit) {
+  Watchdog watchdog(absl::Seconds(30));
+  ThreadPoolExecutor pool(2);
+  {
+    FailThreadStarts fail(&ThrowNoThread);
+    EXPECT_THROW(pool.Submit([] {}), std::system_error);
+    Future<int> f = Async(pool, [] { return 1; });
+    EXPECT_THROW(f.Result(), std::system_error);
+    const ThreadPoolExecutorStats stats = pool.Stats();
+    EXPECT_EQ(stats.queued, 0);  // Taken back, not left for a thread that will never come.
+    EXPECT_EQ(stats.threads, 0);
+    EXPECT_EQ(stats.threads_started, 0);
+  }
+  EXPECT_EQ(Async(pool, [] { return 2; }).Result(), 2);  // Recovers once threads start again.
+  EXPECT_EQ(pool.Stats().threads_started, 1);
+}
+
+TEST(ThreadPoolExecutorTest, BadAllocWhileStartingAThreadFailsTheSubmit) {
+  Watchdog watchdog(absl::Seconds(30));
+  ThreadPoolExecutor pool(2);
+  {
+    FailThreadStarts fail(&ThrowBadAlloc);
+    EXPECT_THROW(pool.Submit([] {}), std::bad_alloc);
+    EXPECT_THROW(Async(pool, [] {}).Result(), std::bad_alloc);
+    EXPECT_EQ(pool.Stats().queued, 0);
+  }
+  EXPECT_EQ(Async(pool, [] { return 3; }).Result(), 3);
+}
+
+TEST(ThreadPoolExecutorTest, ThreadStartFailureWhileThreadsAreBusyNeverHangs) {
+  Watchdog watchdog(absl::Seconds(30), "a pool task waiting for a child whose thread failed");
+  ThreadPoolExecutor pool(4);
+  absl::Notification starts_fail;
+  StartCounter counter;
+  // A pool task fans out to the pool and waits: its child needs a second thread, which fails. Left
+  // queued, the child would wait for the only (busy) thread forever.
+  Future<void> parent = Async(pool, [&] {
+    counter.Started();
+    starts_fail.WaitForNotification();
+    Future<int> child = Async(pool, [] { return 1; });
+    EXPECT_THROW(child.Result(), std::system_error);
+  });
+  counter.AwaitStarted(1);
+  {
+    FailThreadStarts fail(&ThrowNoThread);
+    starts_fail.Notify();
+    EXPECT_TRUE(parent.Status().ok());
+  }
+  pool.Shutdown();
+  const ThreadPoolExecutorStats stats = pool.Stats();
+  EXPECT_EQ(stats.threads_started, 1);
+  EXPECT_EQ(stats.completed, 1);
+  EXPECT_EQ(stats.queued, 0);
+}
+
+TEST(ThreadPoolExecutorTest, ThreadStartFailureWithAnIdleThreadStillRunsTheTask) {
+  Watchdog watchdog(absl::Seconds(30));
+  FakeClock clock;
+  ThreadPoolExecutor pool({.max_workers = 4, .clock = &clock});
+  Async(pool, [] {}).Result();
+  clock.BlockUntilWaiters(1);  // The thread is idle: the next task needs no new thread.
+  FailThreadStarts fail(&ThrowNoThread);
+  EXPECT_EQ(Async(pool, [] { return 4; }).Result(), 4);
+  EXPECT_EQ(pool.Stats().threads_started, 1);
+}
+
+// A thread_local whose destructor (run as a pool thread exits) submits to the pool that ran it.
+struct SubmitsOnThreadExit {
+  ThreadPoolExecutor* pool = nullptr;
+  absl::Notification* submitted_task_ran = nullptr;
+  std::atomic<int>* submitted = nullptr;
+  std::atomic<int>* stopped = nullptr;
+  ~SubmitsOnThreadExit() {
+    if (pool == nullptr) return;
+    try {
+      pool->Submit([ran = submitted_task_ran] {
+        if (ran != nullptr) ran->Notify();
+      });
+      submitted->fetch_add(1);
+    } catch (const StoppedError&) {
+      stopped->fetch_add(1);
+    }
+  }
+};
+thread_local SubmitsOnThreadExit submits_on_thread_exit;
+
+TEST(ThreadPoolExecutorTest, ThreadLocalDestructorSubmittingAfterShutdownGetsStoppedError) {
+  Watchdog watchdog(absl::Seconds(30), "a thread_local destructor submitting to its pool");
+  std::atomic<int> submitted{0};
+  std::atomic<int> stopped{0};
+  ThreadPoolExecutor pool(1);
+  Async(pool, [&] {
+    submits_on_thread_exit.pool = &pool;
+    submits_on_thread_exit.submitted = &submitted;
+    submits_on_thread_exit.stopped = &stopped;
+  }).Result();
+  // Two concurrent waiting Shutdowns: each returns only once the thread was joined, i.e. after
+  // its thread_local destructors ran.
+  std::atomic<int> seen_done{0};
+  std::thread other([&] {
+    pool.Shutdown();
+    seen_done.fetch_add(stopped.load());
+  });
+  pool.Shutdown();
+  seen_done.fetch_add(stopped.load());
+  other.join();
+  EXPECT_EQ(stopped.load(), 1);
+  EXPECT_EQ(submitted.load(), 0);
+  EXPECT_EQ(seen_done.load(), 2);
+  EXPECT_EQ(pool.Stats().threads, 0);
+}
+
+TEST(ThreadPoolExecutorTest, ThreadLocalDestructorOfARetiredThreadCanSubmit) {
+  Watchdog watchdog(absl::Seconds(30), "a retired thread's thread_local destructor submitting");
+  FakeClock clock;
+  std::atomic<int> submitted{0};
+  std::atomic<int> stopped{0};
+  absl::Notification ran;
+  ThreadPoolExecutor pool({.max_workers = 1, .keep_alive = absl::Seconds(1), .clock = &clock});
+  Async(pool, [&] {
+    submits_on_thread_exit.pool = &pool;
+    submits_on_thread_exit.submitted_task_ran = &ran;
+    submits_on_thread_exit.submitted = &submitted;
+    submits_on_thread_exit.stopped = &stopped;
+  }).Result();
+  clock.BlockUntilWaiters(1);
+  clock.Advance(absl::Seconds(1));  // The thread retires; its destructor submits (never joins).
+  ran.WaitForNotification();        // On a new thread.
+  pool.Shutdown();
+  EXPECT_EQ(submitted.load(), 1);
+  EXPECT_EQ(stopped.load(), 0);
+  const ThreadPoolExecutorStats stats = pool.Stats();
+  EXPECT_EQ(stats.threads_started, 2);
+  EXPECT_EQ(stats.threads_retired, 1);
+  EXPECT_EQ(stats.completed, 2);
+}
+
 TEST(ThreadPoolExecutorTest, BoundedQueueRejectsWhenFullUnderReject) {
   Watchdog watchdog(absl::Seconds(30));
   ThreadPoolExecutor pool(
@@ -482,6 +638,40 @@ TEST(ThreadPoolExecutorTest, ShutdownWakesABlockedSubmitter) {
   gate.Notify();
   pool.Shutdown();
   EXPECT_EQ(pool.Stats().completed, 2);
+}
+
+TEST(ThreadPoolExecutorTest, BreakingWakesABlockedSubmitter) {
+  Watchdog watchdog(absl::Seconds(30), "a kBlock submitter while the initializer fails");
+  FakeClock clock;
+  absl::Notification fail;
+  ThreadPoolExecutor pool({.max_workers = 1,
+                           .initializer =
+                               [&] {
+                                 fail.WaitForNotification();
+                                 throw std::runtime_error("late failure");
+                               },
+                           .max_queued = 1,
+                           .clock = &clock});
+  Future<void> first = Async(pool, [] {});   // Starts the thread (in its initializer).
+  Future<void> second = Async(pool, [] {});  // Waits beyond it: the queue is full.
+  Future<void> blocked;
+  std::thread submitter([&] { blocked = Async(pool, [] {}); });
+  clock.BlockUntilWaiters(1);  // The submitter (the thread is in its initializer, not the clock).
+  fail.Notify();
+  submitter.join();
+  try {
+    blocked.Result();
+    ADD_FAILURE() << "the blocked submit succeeded on a broken executor";
+  } catch (const StoppedError& e) {
+    EXPECT_TRUE(absl::StrContains(e.what(), "late failure")) << e.what();
+  }
+  EXPECT_THROW(first.Result(), BrokenPromiseError);
+  EXPECT_THROW(second.Result(), BrokenPromiseError);
+  pool.Shutdown();
+  const ThreadPoolExecutorStats stats = pool.Stats();
+  EXPECT_TRUE(stats.broken);
+  EXPECT_EQ(stats.blocked_submits, 1);
+  EXPECT_EQ(stats.dropped, 2);
 }
 
 TEST(ThreadPoolExecutorTest, PoolTaskSubmittingToAFullQueueOverflowsInsteadOfDeadlocking) {
