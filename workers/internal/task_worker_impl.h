@@ -69,8 +69,8 @@ struct FnInvoker {
   decltype(auto) operator()(TaskHost&, A&&... a) { return std::invoke(fn, std::forward<A>(a)...); }
 };
 
-// Calls a function shared by many calls (a Task's bound function). The worker runs its calls one
-// at a time, so the function is never called concurrently by one worker.
+// Calls a function shared by many calls (a Task's bound function). One worker runs its calls one
+// at a time, so it never calls the function concurrently; a pool's workers do (see Task).
 template <typename F>
 struct SharedFnInvoker {
   std::shared_ptr<F> fn;
