@@ -38,6 +38,10 @@ struct PoolStats {
   int total_workers = 0;
   // The pool's size, or an on-demand pool's cap.
   int max_workers = 0;
+  // How many calls can run at once: max_workers, or fewer when the workers run on a
+  // WorkerOptions::executor (tbb mode) whose max_concurrency() is smaller: then at most that many
+  // of the pool's calls run at a time, whatever max_workers says.
+  int effective_concurrency = 0;
   bool on_demand = false;
   // On-demand pools: workers alive now, busy or waiting for a call within their keepalive.
   int on_demand_active = 0;

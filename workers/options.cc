@@ -337,7 +337,7 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   r.make_balancer = options.make_balancer;
   r.clock = options.clock;
   r.executor = options.executor;
-  r.limits = options.limits.Resolve(mode);
+  r.limits = options.limits.Resolve(mode, options.clock);
   for (const RetryPolicy* policy : options.retry.policies()) {
     try {
       ValidateRetryPolicy(*policy);
@@ -356,7 +356,7 @@ std::vector<const RetryPolicy*> WorkerRetry::policies() const {
   return all;
 }
 
-LimitPool WorkerLimits::Resolve(Mode mode) const {
+LimitPool WorkerLimits::Resolve(Mode mode, Clock* clock) const {
   const bool other_process = mode == Mode::kProcess || mode == Mode::kRemote;
   const auto check = [&](const LimitSet& set) {
     if (other_process && !set.no_op() && set.sharing() == LimitSharing::kThreads) {
@@ -377,7 +377,7 @@ LimitPool WorkerLimits::Resolve(Mode mode) const {
   if (limits_.empty()) return LimitPool();
   // Private to this worker. For a worker in another process it would be created there; the
   // modes that run elsewhere are not available yet.
-  return LimitPool::Create({LimitSet::Create(limits_)});
+  return LimitPool::Create({LimitSet::Create(limits_, {.clock = clock})});
 }
 
 }  // namespace concurry

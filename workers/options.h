@@ -100,7 +100,8 @@ inline constexpr int kDefaultOnDemandWorkers = 32;
 
 // The `limits` of a worker, in any of concurry's forms (reference §5.6):
 // - nothing, or an empty list: no limits (a no-op set, so code that acquires still runs);
-// - a list of Limits: a LimitSet private to this worker, created with it;
+// - a list of Limits: a LimitSet private to this worker, created with it on the worker's
+//   WorkerOptions::clock (so a FakeClock drives its rate limits in tests);
 // - a LimitSet: shared with every worker (and anything else) given the same set;
 // - a list of LimitSets: a round-robin LimitPool over them;
 // - a LimitPool: used as is.
@@ -117,10 +118,11 @@ class WorkerLimits {
   WorkerLimits(std::vector<LimitSet> sets) : sets_(std::move(sets)) {}     // NOLINT
   WorkerLimits(LimitPool pool) : pool_(std::move(pool)) {}                 // NOLINT
 
-  // Returns the pool a worker in `mode` uses: a new private set for a list of Limits. Throws
-  // InvalidOptionError for a set that cannot serve `mode` (a kThreads set cannot be shared with a
-  // worker in another process: kProcess and kRemote need a process-shared or remote set).
-  LimitPool Resolve(Mode mode) const;
+  // Returns the pool a worker in `mode` uses: a new private set on `clock` (null: Clock::Real())
+  // for a list of Limits. Throws InvalidOptionError for a set that cannot serve `mode` (a kThreads
+  // set cannot be shared with a worker in another process: kProcess and kRemote need a
+  // process-shared or remote set). Sets given ready-made keep their own clocks.
+  LimitPool Resolve(Mode mode, Clock* clock = nullptr) const;
 
  private:
   std::vector<Limit> limits_;
@@ -241,8 +243,9 @@ struct WorkerOptions {
   // report that num_workers() and pick indexes in [0, num_workers). Same rules as load_balancing
   // (a TaskWorker pool given one binds tasks to workers at submission).
   std::function<std::unique_ptr<LoadBalancer>(int num_workers)> make_balancer = nullptr;
-  // On-demand pools: the clock that times on_demand_keepalive (a FakeClock in tests); null means
-  // Clock::Real(). Must outlive the pool.
+  // The worker's clock (a FakeClock in tests); null means Clock::Real(). Must outlive the worker.
+  // It times an on-demand pool's on_demand_keepalive, and the rate limits of `limits` given as a
+  // list of Limits (the LimitSet the worker builds uses it; a ready LimitSet keeps its own).
   Clock* clock = nullptr;
   // kTbb only: the executor that runs this worker's calls instead of the shared oneTBB arena (for
   // example a ManualExecutor in tests). Must outlive the worker.

@@ -1,5 +1,6 @@
 #include "workers/task_worker.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -59,6 +60,16 @@ TaskWorker TaskWorker::Create(WorkerOptions options) {
                         : absl::StrJoin(allowed, ", ")));
   }
   options.blocking = false;
+  // An executor that runs several tasks at once makes the worker a pool up to its concurrency,
+  // unless the options say how many workers (max_workers = 1 keeps one serial worker).
+  if (options.executor != nullptr && !options.max_workers.has_value() &&
+      !options.on_demand.has_value() && !resolved.pooled()) {
+    const int executor_concurrency = options.executor->max_concurrency();
+    if (executor_concurrency > 1) {
+      options.on_demand = true;
+      options.max_workers = std::min(executor_concurrency, kMaxPoolWorkers);
+    }
+  }
   TaskWorker worker;
   worker.worker_ = Worker<workers_internal::TaskHost>::Create(std::move(options));
   return worker;
@@ -94,6 +105,10 @@ bool TaskWorker::Stop(absl::Duration timeout) const {
 bool TaskWorker::Stop() const {
   const auto& core = Core("TaskWorker::Stop");
   return core->Stop(core->options().stop_timeout);
+}
+
+int TaskWorker::max_concurrency() const {
+  return worker_.valid() ? worker_.state_->core->max_concurrency() : 0;
 }
 
 bool TaskWorker::stopped() const { return Core("TaskWorker::stopped")->stop_requested(); }

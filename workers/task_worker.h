@@ -1,11 +1,14 @@
 // TaskWorker: a worker for arbitrary callables (concurry's TaskWorker and Executor), also usable as
-// a concurry::Executor; Task: a function bound to its own worker (concurry's @task). Calls run one
-// at a time in FIFO order in the worker's mode, return futures at once, and take the same
-// arguments as Worker<T> calls (futures among them are replaced by their values).
+// a concurry::Executor; Task: a function bound to its own worker (concurry's @task). Calls return
+// futures at once and take the same arguments as Worker<T> calls (futures among them are replaced
+// by their values). One worker runs its calls one at a time in FIFO order; concurrency comes from
+// a pool (max_workers, on_demand) or from an executor that runs several tasks at once.
 //
 //   concurry::TaskWorker w = concurry::TaskWorker::Create({.mode = concurry::Mode::kThread});
 //   concurry::Future<int> f = w.Submit([](int a, int b) { return a + b; }, 1, 2);
-//   for (auto& item : w.Map({.max_in_flight = 8}, Fetch, urls)) Save(item.value());
+//   // 8 fetches at once: a pool of 8 workers (one worker would run them one by one).
+//   auto io = concurry::TaskWorker::Create({.mode = concurry::Mode::kThread, .max_workers = 8});
+//   for (auto& item : io.Map({.max_in_flight = 8}, Fetch, urls)) Save(item.value());
 //   auto square = concurry::MakeTask([](int x) { return x * x; });
 //   int nine = square(3).Result();
 //   concurry::Async(w, [] { return 42; });  // TaskWorker is an Executor
@@ -15,6 +18,7 @@
 
 #include <memory>
 #include <ranges>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -34,7 +38,9 @@ namespace concurry {
 // Options of TaskWorker::Map and Task::Map. Plain struct: `{.max_in_flight = 8}`.
 struct MapOptions {
   // Items dispatched to the worker and not finished at any time, in [1, 1048576]. Inputs are
-  // pulled only as items finish and are yielded, so an infinite input works.
+  // pulled only as items finish and are yielded, so an infinite input works. It bounds the items
+  // in flight, not the calls running: those are at most the worker's max_concurrency() (1 for
+  // one worker, which queues the others; a pool's size; see TaskWorker).
   int max_in_flight = 64;
   // Per item, >= 0: an item not finished before `dispatch + timeout` on `clock` fails with
   // TimeoutError, which the loop sees at once; the call is first dropped from the worker's queue
@@ -63,11 +69,23 @@ class Task;
 // queue (or bound to a worker at submission when load_balancing is set); Map spreads its items
 // over the workers.
 //
+// Where concurrency comes from. One worker runs one call at a time, so a Map over one worker runs
+// its items one by one whatever max_in_flight says. To run N at once, make a pool
+// (.max_workers = N, or .on_demand = true), or give a kTbb worker an executor that runs several
+// tasks at once: `Create({.mode = Mode::kTbb, .executor = &io})`, where io.max_concurrency() > 1,
+// and neither max_workers nor on_demand is set (explicitly or by ScopedWorkerDefaults), makes
+// an on-demand pool of up to io.max_concurrency() workers (capped at kMaxPoolWorkers) on io:
+// Submit and Map then run up to that many calls at once, taken from one FIFO queue.
+// `.max_workers = 1` keeps one serial worker on io. (Worker<T> keeps its one stateful worker with
+// an executor.) max_concurrency() says how many calls can run at once.
+//
 // Submit(fn, args...) returns Future<R>, R being fn's result with Future<U>, absl::Status and
 // absl::StatusOr<U> flattened (U, void, U). Arguments are decay-copied; Future arguments (also
 // inside vectors, maps, tuples, pairs and optionals) are replaced by their values before fn runs,
 // without blocking the caller, exactly as for Worker<T>::Call. fn's exception reaches the future
-// with its original type. A non-callable fn, or arguments fn does not accept, do not compile.
+// with its original type. A non-callable fn, or arguments fn does not accept, do not compile: an
+// overload made for them fails with one static_assert saying which (in a requires-expression or
+// decltype such a call has type workers_internal::CallRejected; Map and Task do the same).
 // Calls honour the worker's max_queued_tasks (concurry's TaskWorker bypassed it).
 //
 // As an Executor. `Submit(Executor::Task)` (the virtual, reached through an `Executor&`, e.g. by
@@ -113,6 +131,11 @@ class TaskWorker : public Executor {
   auto Submit(F&& fn, A&&... args) {
     return std::as_const(*this).Submit(std::forward<F>(fn), std::forward<A>(args)...);
   }
+  // Misuse (fn not callable with args): fails to compile with a message.
+  template <typename F, typename... A>
+  requires(!workers_internal::TaskCallable<F, A...>) workers_internal::CallRejected
+      Submit(F&& /*fn*/, A&&... /*args*/)
+  const { return workers_internal::RejectSubmit<F, A...>(); }
   // Executor: runs `task` on the worker. Throws StoppedError once the worker is stopped (a task
   // still queued when it stops is destroyed without running), InvalidOptionError for an empty
   // task. A task that throws has its exception printed to stderr (tasks must not throw). Like any
@@ -134,6 +157,19 @@ class TaskWorker : public Executor {
     return MapShared(std::make_shared<std::decay_t<F>>(std::forward<F>(fn)), std::move(options),
                      "TaskWorker::Map", std::forward<Inputs>(inputs)...);
   }
+  // Misuse (a non-callable fn, no input, a non-range input, elements fn does not take): fails to
+  // compile with a message.
+  template <typename F, typename... Inputs>
+  requires(!std::is_same_v<std::remove_cvref_t<F>, MapOptions> &&
+           !(std::is_constructible_v<std::decay_t<F>, F> &&
+             workers_internal::MapCallable<std::decay_t<F>, Inputs...>))
+      workers_internal::CallRejected Map(F&& /*fn*/, Inputs&&... /*inputs*/)
+  const { return workers_internal::RejectMap<F, Inputs...>(); }
+  template <typename F, typename... Inputs>
+  requires(!(std::is_constructible_v<std::decay_t<F>, F> &&
+             workers_internal::MapCallable<std::decay_t<F>, Inputs...>))
+      workers_internal::CallRejected Map(MapOptions /*options*/, F&& /*fn*/, Inputs&&... /*inputs*/)
+  const { return workers_internal::RejectMap<F, Inputs...>(); }
 
   // Stops the worker (see the class comment); waits up to `timeout`, by default the worker's
   // stop_timeout, and returns whether it finished. Throws InvalidOptionError for a negative
@@ -148,6 +184,10 @@ class TaskWorker : public Executor {
   Future<void> StoppedFuture() const;
   // Returns the options after defaults were applied.
   const ResolvedWorkerOptions& options() const;
+  // Executor: how many calls can run at once. 1 for one worker; for a pool its max_workers (or
+  // on-demand cap), min'd with the executor's max_concurrency() when the workers run on a
+  // WorkerOptions::executor that knows it. 0 for an empty handle.
+  int max_concurrency() const override;
   bool valid() const noexcept { return worker_.valid(); }
   // Pools (max_workers > 1 or on_demand): see Worker<T>.
   bool is_pool() const { return worker_.is_pool(); }
@@ -178,13 +218,19 @@ class TaskWorker : public Executor {
 // A function bound to a TaskWorker (concurry's @task): `task(args...)` and `task.Submit(args...)`
 // submit the bound function, `task.Map(inputs...)` maps it. The bound function is always the
 // function: a callable argument is passed to it as data. Made by MakeTask, or from an existing
-// worker (several tasks may share one). Copies share the function and the worker, which calls
-// the function one call at a time (so a mutable function object needs no lock of its own).
+// worker (several tasks may share one). Copies share the function and the worker. One worker
+// calls the function one call at a time (so a mutable function object needs no lock of its own);
+// a pool's workers, or a worker on an executor that runs several tasks at once (see TaskWorker),
+// call it concurrently, up to worker().max_concurrency() calls at once: its state then needs a
+// lock of its own. Arguments the function does not take do not compile (one static_assert).
 //
 // Thread-safe: any number of threads may call, map, copy and stop one task.
 template <typename F>
 class Task {
   static_assert(std::is_same_v<F, std::decay_t<F>>, "Task<F>: F must be a decayed type");
+  static_assert(workers_internal::kLooksCallable<F>,
+                "Task / MakeTask: the function must be callable (a function, a lambda or a "
+                "function object)");
 
  public:
   // Binds `fn` to `worker`. Throws InvalidOptionError for an empty worker.
@@ -206,6 +252,19 @@ class Task {
         worker_.Core("Task::Submit"), workers_internal::SharedFnInvoker<F>{fn_},
         std::forward<A>(args)...);
   }
+  // Misuse (arguments the function does not take): fails to compile with a message.
+  template <typename... A>
+  requires(!workers_internal::kCallable<workers_internal::TaskHost,
+                                        workers_internal::SharedFnInvoker<F>, A...>)
+      workers_internal::CallRejected
+      operator()(A&&... /*args*/) const {
+    return workers_internal::RejectTaskCall<F, A...>();
+  }
+  template <typename... A>
+  requires(!workers_internal::kCallable<workers_internal::TaskHost,
+                                        workers_internal::SharedFnInvoker<F>, A...>)
+      workers_internal::CallRejected Submit(A&&... /*args*/)
+  const { return workers_internal::RejectTaskCall<F, A...>(); }
 
   // Maps the bound function over the inputs (see TaskWorker::Map).
   template <typename... Inputs>
@@ -218,6 +277,19 @@ class Task {
   auto Map(MapOptions options, Inputs&&... inputs) const {
     return worker_.MapShared(fn_, std::move(options), "Task::Map", std::forward<Inputs>(inputs)...);
   }
+  // Misuse (no input, a non-range input, elements the function does not take): fails to compile
+  // with a message.
+  template <typename... Inputs>
+  requires(
+      !workers_internal::MapCallable<F, Inputs...> &&
+      (sizeof...(Inputs) == 0 ||
+       !std::is_same_v<std::remove_cvref_t<std::tuple_element_t<0, std::tuple<Inputs..., int>>>,
+                       MapOptions>)) workers_internal::CallRejected Map(Inputs&&... /*inputs*/)
+  const { return workers_internal::RejectTaskMap<F, Inputs...>(); }
+  template <typename... Inputs>
+  requires(!workers_internal::MapCallable<F, Inputs...>) workers_internal::CallRejected
+      Map(MapOptions /*options*/, Inputs&&... /*inputs*/)
+  const { return workers_internal::RejectTaskMap<F, Inputs...>(); }
 
   // Stops the worker (see TaskWorker::Stop).
   bool Stop(absl::Duration timeout) const { return worker_.Stop(timeout); }

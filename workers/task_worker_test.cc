@@ -40,9 +40,13 @@ using ::testing::HasSubstr;
 
 // --- Compile-time contract ----------------------------------------------------------------------
 
+// A misuse selects the overload that fails with a message (workers_internal::CallRejected).
+template <typename R>
+concept Accepted = !std::is_same_v<R, workers_internal::CallRejected>;
+
 template <typename W, typename... A>
 concept CanSubmit = requires(W w, A... a) {
-  w.Submit(a...);
+  { w.Submit(a...) } -> Accepted;
 };
 
 int Twice(int x) { return 2 * x; }
@@ -73,7 +77,7 @@ static_assert(std::is_same_v<decltype(std::declval<TaskWorker&>().Submit([] {
 
 template <typename W, typename... A>
 concept CanMap = requires(W w, A... a) {
-  w.Map(a...);
+  { w.Map(a...) } -> Accepted;
 };
 static_assert(CanMap<const TaskWorker&, int (*)(int), std::vector<int>>);
 static_assert(CanMap<const TaskWorker&, MapOptions, int (*)(int), std::vector<int>>);

@@ -146,15 +146,13 @@ class Worker {
   }
 
   // Calls `method` on the worker's T with `args`. See the class comment.
-  // Does not compile (and is not callable in a requires-expression) if the method does not
-  // accept the arguments.
+  // A method of another class, or arguments the method does not accept, do not compile: the
+  // overload below fails with one static_assert saying which. (In a requires-expression or
+  // decltype such a call has type workers_internal::CallRejected.)
   template <typename M, typename... Args>
   requires std::is_member_function_pointer_v<M> &&
       workers_internal::kCallable<T, workers_internal::MethodInvoker<M>, Args...>
   auto Call(M method, Args&&... args) const {
-    using Class = typename workers_internal::MemberOf<M>::Class;
-    static_assert(std::is_base_of_v<Class, T>,
-                  "Worker<T>::Call: the method belongs to a class that is not T or a base of T");
     const auto& core = Checked("Call");
     if constexpr (kIsRegisteredWorker<T>) {
       if (core->encodes_calls()) {
@@ -177,6 +175,12 @@ class Worker {
     return workers_internal::SubmitCall<T>(core, workers_internal::MethodInvoker<M>{method},
                                            std::forward<Args>(args)...);
   }
+  // Misuse: fails to compile with a message (see above).
+  template <typename M, typename... Args>
+  requires(!(std::is_member_function_pointer_v<M> &&
+             workers_internal::kCallable<T, workers_internal::MethodInvoker<M>, Args...>))
+      workers_internal::CallRejected Call(M /*method*/, Args&&... /*args*/)
+  const { return workers_internal::RejectMethodCall<T, M, Args...>(); }
 
   // Stops the worker (see the class comment); waits up to `timeout`, by default the worker's
   // stop_timeout. Throws InvalidOptionError for a negative timeout.
@@ -359,6 +363,12 @@ class BlockingWorker {
   auto Call(M method, Args&&... args) const {
     return worker_.Call(method, std::forward<Args>(args)...).Result();
   }
+  // Misuse: fails to compile with a message (see Worker<T>::Call).
+  template <typename M, typename... Args>
+  requires(!(std::is_member_function_pointer_v<M> &&
+             workers_internal::kCallable<T, workers_internal::MethodInvoker<M>, Args...>))
+      workers_internal::CallRejected Call(M /*method*/, Args&&... /*args*/)
+  const { return workers_internal::RejectMethodCall<T, M, Args...>(); }
 
   bool Stop(absl::Duration timeout) const { return worker_.Stop(timeout); }
   bool Stop() const { return worker_.Stop(); }

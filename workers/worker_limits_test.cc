@@ -12,6 +12,7 @@
 #include "limits/limit.h"
 #include "limits/limit_pool.h"
 #include "limits/limit_set.h"
+#include "testing/fake_clock.h"
 #include "workers/options.h"
 #include "workers/registration.h"
 #include "workers/task_worker.h"
@@ -128,6 +129,23 @@ TEST_P(WorkerLimitsTest, ListsOfSetsBecomeARoundRobinPool) {
       BlockingWorker<Client>::Create(Options(LimitPool::Create(sets, {.worker_index = 1})));
   EXPECT_EQ(offset.Call(&Client::Account), "b");
   EXPECT_EQ(offset.Call(&Client::LimitSetsAtConstruction), 2);
+}
+
+TEST_P(WorkerLimitsTest, AListOfLimitsRunsOnTheWorkersClock) {
+  testkit::FakeClock clock;
+  WorkerOptions options = Options(std::vector<Limit>{
+      RateLimit("tokens", 1000, absl::Minutes(1), RateLimitAlgorithm::kTokenBucket)});
+  options.clock = &clock;
+  auto worker = BlockingWorker<Client>::Create(options);
+  EXPECT_TRUE(worker.Call(&Client::TrySpend, 1000));
+  EXPECT_FALSE(worker.Call(&Client::TrySpend, 1)) << "the budget is spent";
+  clock.Advance(absl::Seconds(30));  // Refills half of it, on the fake clock only.
+  EXPECT_FALSE(worker.Call(&Client::TrySpend, 501));
+  EXPECT_TRUE(worker.Call(&Client::TrySpend, 500));
+  EXPECT_FALSE(worker.Call(&Client::TrySpend, 1));
+  clock.Advance(absl::Minutes(5));  // Full again, and no more than full.
+  EXPECT_TRUE(worker.Call(&Client::TrySpend, 1000));
+  EXPECT_FALSE(worker.Call(&Client::TrySpend, 1));
 }
 
 TEST_P(WorkerLimitsTest, NoLimitsGiveANoOpPool) {

@@ -177,9 +177,12 @@ CONCURRY_REGISTER_EXCEPTION(concurry::worker_test::CustomError);
 namespace concurry::worker_test {
 
 // A method cannot be called with arguments it does not take (checked by the compiler).
+// (A misuse selects the overload that fails with a message: workers_internal::CallRejected.)
+template <typename R>
+concept Accepted = !std::is_same_v<R, workers_internal::CallRejected>;
 template <typename W, typename M, typename... A>
 concept CanCall = requires(const W& w, M m, A... a) {
-  w.Call(m, a...);
+  { w.Call(m, a...) } -> Accepted;
 };
 static_assert(CanCall<Worker<Counter>, decltype(&Counter::Add), int>);
 static_assert(CanCall<Worker<Counter>, decltype(&Counter::Add), Future<int>>);

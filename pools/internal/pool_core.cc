@@ -733,9 +733,16 @@ WorkerStats PoolCore::Stats() {
   return total;
 }
 
+int PoolCore::max_concurrency() const {
+  const Executor* executor = options().executor;
+  const int executor_concurrency = executor != nullptr ? executor->max_concurrency() : 0;
+  return executor_concurrency > 0 ? std::min(size_, executor_concurrency) : size_;
+}
+
 PoolStats PoolCore::GetPoolStats() {
   PoolStats stats;
   stats.max_workers = size_;
+  stats.effective_concurrency = max_concurrency();
   stats.on_demand = on_demand_;
   stats.on_demand_keepalive = keepalive_;
   stats.stopped = stop_requested();

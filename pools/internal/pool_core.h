@@ -89,6 +89,9 @@ class PoolCore final : public ActorCore, public PoolHook {
   // The sum over the workers; calls waiting in the shared queue count as deferred.
   WorkerStats Stats() override;
   Future<void> stopped_future() const override { return done_future_; }
+  // max_workers (the fixed size or the on-demand cap), min'd with the executor's
+  // max_concurrency() when the workers run on an executor that reports one.
+  int max_concurrency() const override;
 
   PoolStats GetPoolStats() ABSL_LOCKS_EXCLUDED(mu_);
   // Throws InvalidOptionError for an index outside [0, max_workers).

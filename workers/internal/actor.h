@@ -209,6 +209,12 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // A snapshot of the queues (see WorkerStats).
   virtual WorkerStats Stats() ABSL_LOCKS_EXCLUDED(lock_);
 
+  // How many of the calls posted here can run at the same time: 1 for one worker (its calls run
+  // one at a time); a pool overrides it with its size, min'd with its executor's
+  // max_concurrency() when the workers run on a WorkerOptions::executor that knows it. Callers
+  // that bound their own concurrency (TaskWorker::Map, a Stream over a worker) read it here.
+  virtual int max_concurrency() const { return 1; }
+
   // Whether the calling thread is running one of this actor's calls right now.
   bool InActorContext() const;
   // Whether the calling thread is running a call of any actor.

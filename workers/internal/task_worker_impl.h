@@ -69,8 +69,8 @@ struct FnInvoker {
   decltype(auto) operator()(TaskHost&, A&&... a) { return std::invoke(fn, std::forward<A>(a)...); }
 };
 
-// Calls a function shared by many calls (a Task's bound function). The worker runs its calls one
-// at a time, so the function is never called concurrently by one worker.
+// Calls a function shared by many calls (a Task's bound function). One worker runs its calls one
+// at a time, so it never calls the function concurrently; a pool's workers do (see Task).
 template <typename F>
 struct SharedFnInvoker {
   std::shared_ptr<F> fn;
@@ -129,6 +129,70 @@ struct MapInvoker {
 template <typename F, typename... Inputs>
 concept MapCallable = (sizeof...(Inputs) >= 1) && (std::ranges::input_range<Inputs> && ...) &&
                       kCallable<TaskHost, MapInvoker<F>, std::ranges::range_value_t<Inputs>...>;
+
+// The misuses behind a rejected TaskWorker::Submit, Task call, TaskWorker::Map and Task::Map, each
+// as one error (see CallRejected in worker_impl.h). Each static_assert fires only when the ones
+// before it hold, so exactly one does.
+template <typename F, typename... A>
+CallRejected RejectSubmit() {
+  constexpr bool kFunction = kLooksCallable<F>;
+  constexpr bool kStorable = std::is_constructible_v<std::decay_t<F>, F>;
+  static_assert(kFunction,
+                "TaskWorker::Submit: the first argument must be callable (a function, a lambda or "
+                "a function object); the remaining arguments are passed to it");
+  static_assert(!kFunction || kStorable,
+                "TaskWorker::Submit: the function is copied or moved into the worker, and this one "
+                "can be neither (pass a move-only function as an rvalue: std::move(fn))");
+  static_assert(!kFunction || !kStorable,
+                "TaskWorker::Submit: the function cannot be called with the remaining arguments "
+                "(check their number and types; Future arguments are replaced by their values)");
+  return {};
+}
+
+template <typename F, typename... A>
+CallRejected RejectTaskCall() {
+  static_assert(sizeof(F) == 0,
+                "Task: the bound function cannot be called with these arguments (check their "
+                "number and types; Future arguments are replaced by their values)");
+  return {};
+}
+
+template <typename F, typename... Inputs>
+CallRejected RejectMap() {
+  constexpr bool kFunction = kLooksCallable<F>;
+  constexpr bool kStorable = std::is_constructible_v<std::decay_t<F>, F>;
+  constexpr bool kHasInputs = sizeof...(Inputs) >= 1;
+  constexpr bool kRanges = (std::ranges::input_range<Inputs> && ...);
+  static_assert(kFunction,
+                "TaskWorker::Map: the first argument (after the MapOptions, if any) must be "
+                "callable (a function, a lambda or a function object), then come the input ranges");
+  static_assert(!kFunction || kStorable,
+                "TaskWorker::Map: the function is copied or moved into the map, and this one can "
+                "be neither (pass a move-only function as an rvalue: std::move(fn))");
+  static_assert(!kFunction || !kStorable || kHasInputs,
+                "TaskWorker::Map: give one or more input ranges after the function");
+  static_assert(!kFunction || !kStorable || !kHasInputs || kRanges,
+                "TaskWorker::Map: every argument after the function must be an input range (a "
+                "container or a view), one per parameter of the function");
+  static_assert(!kFunction || !kStorable || !kHasInputs || !kRanges,
+                "TaskWorker::Map: the function cannot be called with one element of each input "
+                "(check the element types; Future elements are replaced by their values)");
+  return {};
+}
+
+template <typename F, typename... Inputs>
+CallRejected RejectTaskMap() {
+  constexpr bool kHasInputs = sizeof...(Inputs) >= 1;
+  constexpr bool kRanges = (std::ranges::input_range<Inputs> && ...);
+  static_assert(kHasInputs, "Task::Map: give one or more input ranges");
+  static_assert(!kHasInputs || kRanges,
+                "Task::Map: every argument (after the MapOptions, if any) must be an input range "
+                "(a container or a view), one per parameter of the bound function");
+  static_assert(!kHasInputs || !kRanges,
+                "Task::Map: the bound function cannot be called with one element of each input "
+                "(check the element types; Future elements are replaced by their values)");
+  return {};
+}
 
 // The TimeoutError of Map item `index` after `timeout`.
 std::exception_ptr MapItemTimeoutError(int64_t index, absl::Duration timeout);
@@ -410,6 +474,10 @@ template <typename F, typename... Inputs>
 auto MapOn(std::shared_ptr<ActorCore> core, std::shared_ptr<F> fn, StreamOptions options,
            absl::Duration timeout, Inputs&&... inputs) {
   Clock* clock = options.clock;
+  // How many of the worker's calls can run at once (1 for one worker, a pool's size, min'd with
+  // its executor's concurrency): what the map really gets of max_in_flight. The one place to pass
+  // it on to the stream.
+  [[maybe_unused]] const int runner_concurrency = core->max_concurrency();
   if constexpr (sizeof...(Inputs) == 1) {
     using In = std::ranges::range_value_t<std::tuple_element_t<0, std::tuple<Inputs...>>>;
     return Stream(InlineExecutor(), std::forward<Inputs>(inputs)...,

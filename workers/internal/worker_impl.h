@@ -360,6 +360,46 @@ inline constexpr bool kCallable =
     (kHasFutures<std::decay_t<A>...> &&
      std::is_invocable_v<Invoker&, T&, UnwrappedT<std::decay_t<A>>&&...>);
 
+// Misuse diagnostics. A call the constraints reject does not fall through to the compiler's
+// list of candidates: a second overload, constrained to exactly the rejected cases, takes it and
+// fails with one static_assert that says what is wrong. That overload returns CallRejected
+// (declared, never defined as a value anyone gets): its body is instantiated only when the call
+// is really made, so a requires-expression or decltype sees a well-formed call of type
+// CallRejected and generic code can test for that.
+struct CallRejected {};
+
+// Whether F can be a function at all: a function (pointer or reference), a member pointer, or a
+// class (which may have an operator()). Excludes numbers, enums, object pointers.
+template <typename F>
+inline constexpr bool kLooksCallable =
+    std::is_function_v<std::remove_pointer_t<std::remove_reference_t<F>>> ||
+    std::is_member_pointer_v<std::decay_t<F>> || std::is_class_v<std::remove_cvref_t<F>> ||
+    std::is_union_v<std::remove_cvref_t<F>>;
+
+// Whether M is a pointer to a method of T or of a base of T.
+template <typename M, typename T>
+constexpr bool IsMethodOf() {
+  if constexpr (std::is_member_function_pointer_v<M>) {
+    return std::is_base_of_v<typename MemberOf<M>::Class, T>;
+  } else {
+    return false;
+  }
+}
+
+// The misuse behind a rejected Worker<T>::Call (or BlockingWorker<T>::Call), as one error.
+template <typename T, typename M, typename... Args>
+CallRejected RejectMethodCall() {
+  static_assert(std::is_member_function_pointer_v<M>,
+                "Worker<T>::Call: the first argument must be a pointer to a method of T, such as "
+                "&T::Method (a free function or lambda goes to a TaskWorker)");
+  static_assert(!std::is_member_function_pointer_v<M> || IsMethodOf<M, T>(),
+                "Worker<T>::Call: the method belongs to a class that is not T or a base of T");
+  static_assert(!IsMethodOf<M, T>(),
+                "Worker<T>::Call: the method cannot be called with these arguments (check their "
+                "number and types; Future arguments are replaced by their values)");
+  return {};
+}
+
 // Invokes a member function on the object.
 template <typename M>
 struct MethodInvoker {
