@@ -149,6 +149,7 @@ class WarnedMessages {
 }  // namespace
 
 void WarnIfOverConcurrency(const StreamOptions& options, const StreamRunner& runner) {
+  if (!runner.warn) return;
   const std::string message = OverConcurrencyMessage(options.max_in_flight, runner);
   if (message.empty()) return;
   if (options.on_warning) {

@@ -334,7 +334,8 @@ namespace sync_internal {
 // for callers whose function hands each input to something else that bounds the concurrency
 // (workers' Map runs the stream on InlineExecutor() with a function posting to a worker, and
 // passes the worker's concurrency). Otherwise exactly Stream(executor, inputs, fn, options),
-// including the warning when options.max_in_flight > runner.max_concurrency > 0.
+// including the warning when options.max_in_flight > runner.max_concurrency > 0 (unless
+// runner.warn is false).
 template <StreamInputRange Range, typename F>
 ResultStream<std::ranges::range_value_t<Range>, StreamResultT<F, std::ranges::range_value_t<Range>>>
 StreamOn(Executor& executor, Range&& inputs, F&& fn, StreamOptions options,

@@ -40,7 +40,8 @@ struct MapOptions {
   // Items dispatched to the worker and not finished at any time, in [1, 1048576]. Inputs are
   // pulled only as items finish and are yielded, so an infinite input works. It bounds the items
   // in flight, not the calls running: those are at most the worker's max_concurrency() (1 for
-  // one worker, which queues the others; a pool's size; see TaskWorker).
+  // one worker, which queues the others; a pool's size; see TaskWorker). The returned stream's
+  // effective_concurrency() is the smaller of the two.
   int max_in_flight = 64;
   // Per item, >= 0: an item not finished before `dispatch + timeout` on `clock` fails with
   // TimeoutError, which the loop sees at once; the call is first dropped from the worker's queue

@@ -46,13 +46,17 @@ TEST(TaskWorkerConcurrencyTest, AnExecutorWorkerMapsUpToTheExecutorsConcurrency)
   });
   int sum = 0;
   int count = 0;
-  for (auto& item : worker.Map(
-           {.max_in_flight = 8},
-           [&probe](int x) {
-             probe.Run();
-             return x;
-           },
-           Range(16))) {
+  auto results = worker.Map(
+      {.max_in_flight = 8},
+      [&probe](int x) {
+        probe.Run();
+        return x;
+      },
+      Range(16));
+  EXPECT_EQ(results.max_in_flight(), 8);
+  EXPECT_EQ(results.max_concurrency(), 8);
+  EXPECT_EQ(results.effective_concurrency(), 8);
+  for (auto& item : results) {
     sum += item.value();
     ++count;
   }
@@ -91,13 +95,19 @@ TEST(TaskWorkerConcurrencyTest, MaxWorkersOneKeepsOneSerialWorkerOnTheExecutor) 
   ConcurrencyProbe probe;
   probe.Release();  // Calls pass straight through; the probe still records how many overlap.
   int count = 0;
-  for (auto& item : worker.Map(
-           {.max_in_flight = 8},
-           [&probe](int x) {
-             probe.Run();
-             return x;
-           },
-           Range(16))) {
+  auto results = worker.Map(
+      {.max_in_flight = 8},
+      [&probe](int x) {
+        probe.Run();
+        return x;
+      },
+      Range(16));
+  // The map reports what it really gets of max_in_flight (and does not warn: queueing ahead of
+  // a worker is normal).
+  EXPECT_EQ(results.max_in_flight(), 8);
+  EXPECT_EQ(results.max_concurrency(), 1);
+  EXPECT_EQ(results.effective_concurrency(), 1);
+  for (auto& item : results) {
     EXPECT_EQ(item.value(), count);
     ++count;
   }

@@ -186,6 +186,9 @@ struct StreamRunner {
   std::string advice = {};
   // The API named at the start of the warning.
   std::string api = "concurry::Stream";
+  // Whether to warn at all; false: only ResultStream::effective_concurrency() tells (workers'
+  // Map, where queueing items ahead of a worker is a normal way to keep it busy).
+  bool warn = true;
 };
 
 // The runner of a stream whose tasks run on `executor`: its max_concurrency() and type name.

@@ -475,21 +475,27 @@ auto MapOn(std::shared_ptr<ActorCore> core, std::shared_ptr<F> fn, StreamOptions
            absl::Duration timeout, Inputs&&... inputs) {
   Clock* clock = options.clock;
   // How many of the worker's calls can run at once (1 for one worker, a pool's size, min'd with
-  // its executor's concurrency): what the map really gets of max_in_flight. The one place to pass
-  // it on to the stream.
-  [[maybe_unused]] const int runner_concurrency = core->max_concurrency();
+  // its executor's concurrency): what the map really gets of max_in_flight, reported by the
+  // stream's effective_concurrency(). No warning: queueing items ahead of a worker is a normal
+  // way to keep it busy.
+  const sync_internal::StreamRunner runner = {.max_concurrency = core->max_concurrency(),
+                                              .description = "the worker",
+                                              .api = "concurry::Map",
+                                              .warn = false};
   if constexpr (sizeof...(Inputs) == 1) {
     using In = std::ranges::range_value_t<std::tuple_element_t<0, std::tuple<Inputs...>>>;
-    return Stream(InlineExecutor(), std::forward<Inputs>(inputs)...,
-                  MapFn<F, In, false>(std::move(core), std::move(fn), timeout, clock),
-                  std::move(options));
+    return sync_internal::StreamOn(
+        InlineExecutor(), std::forward<Inputs>(inputs)...,
+        MapFn<F, In, false>(std::move(core), std::move(fn), timeout, clock), std::move(options),
+        runner);
   } else {
     using Zip = ZipRange<Inputs...>;
     static_assert(std::ranges::input_range<Zip>);
     using In = typename Zip::value_type;
-    return Stream(InlineExecutor(), Zip(std::forward<Inputs>(inputs)...),
-                  MapFn<F, In, true>(std::move(core), std::move(fn), timeout, clock),
-                  std::move(options));
+    return sync_internal::StreamOn(
+        InlineExecutor(), Zip(std::forward<Inputs>(inputs)...),
+        MapFn<F, In, true>(std::move(core), std::move(fn), timeout, clock), std::move(options),
+        runner);
   }
 }
 
