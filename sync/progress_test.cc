@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/fake_clock.h"
+#include "testing/mem_stream.h"
 
 namespace concurry {
 namespace {
@@ -25,25 +26,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 
-// A FILE* writing into memory (open_memstream), readable at any time.
-class MemStream {
- public:
-  MemStream() : file_(open_memstream(&buffer_, &size_)) {}
-  ~MemStream() {
-    std::fclose(file_);
-    std::free(buffer_);
-  }
-  FILE* file() { return file_; }
-  std::string Contents() {
-    std::fflush(file_);
-    return std::string(buffer_, size_);
-  }
-
- private:
-  char* buffer_ = nullptr;
-  size_t size_ = 0;
-  FILE* file_;
-};
+using testkit::MemStream;
 
 using Call = std::tuple<int64_t, int64_t, absl::Duration>;
 

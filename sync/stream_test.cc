@@ -34,6 +34,7 @@
 #include "gtest/gtest.h"
 #include "testing/fake_clock.h"
 #include "testing/manual_executor.h"
+#include "testing/mem_stream.h"
 
 namespace concurry {
 namespace {
@@ -918,25 +919,7 @@ TEST(StreamTest, DrawsAProgressBar) {
   EXPECT_THAT(text, HasSubstr("[Done] Streaming: 100%|####################| 3/3"));
 }
 
-// Contents of a FILE* in memory (open_memstream).
-class MemStream {
- public:
-  MemStream() : file_(open_memstream(&buffer_, &size_)) {}
-  ~MemStream() {
-    std::fclose(file_);
-    std::free(buffer_);
-  }
-  FILE* file() { return file_; }
-  std::string Contents() {
-    std::fflush(file_);
-    return std::string(buffer_, size_);
-  }
-
- private:
-  char* buffer_ = nullptr;
-  size_t size_ = 0;
-  FILE* file_;
-};
+using testkit::MemStream;
 
 // A paginated walk: each page but the last discovers the next one. While it may, the total is a
 // lower bound ("known so far", no percentage or ETA); once the source is exhausted and nothing is
