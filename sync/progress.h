@@ -58,7 +58,9 @@ struct ProgressOptions {
   // Called with (completed, total, elapsed) after every `miniters` completed items and once more
   // at the end if items, or the final total, were not yet reported (concurry's callable
   // progress). `total` is -1 while unknown or not final (a lower bound is never passed as a
-  // total). Used whether or not `enabled` is set. Calls are serialized and `completed` never
+  // total); a total that was final can become a lower bound again only through
+  // ResultStream::Add, which adds work the stream could not foresee. Used whether or not `enabled`
+  // is set. Calls are serialized and `completed` never
   // decreases; the callback must not call back into the reporter. An exception it throws propagates
   // from the reporter method that called it (the destructor prints it to stderr instead).
   std::function<void(int64_t completed, int64_t total, absl::Duration elapsed)> callback = {};

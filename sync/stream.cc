@@ -97,6 +97,14 @@ void ValidateStreamOptions(const StreamOptions& options) {
         absl::StrCat("StreamOptions::progress.miniters must be >= 0 (0 = automatic), got ",
                      options.progress.miniters));
   }
+  // Checked here too, so that a bad style fails Stream() itself, not the first Next().
+  if (options.progress.style != ProgressOptions::Style::kAuto &&
+      options.progress.style != ProgressOptions::Style::kInPlace &&
+      options.progress.style != ProgressOptions::Style::kLines) {
+    throw InvalidOptionError(absl::StrCat("StreamOptions::progress.style: unknown value ",
+                                          static_cast<int>(options.progress.style),
+                                          "; allowed: kAuto, kInPlace, kLines"));
+  }
 }
 
 StreamRunner ExecutorRunner(const Executor& executor) {

@@ -98,7 +98,9 @@ struct StreamOptions {
   // so far. While more follow-ups may come (the function takes a StreamContext and the source is
   // not exhausted or tasks are still queued or running, or ResultStream::Add was called and the
   // stream has not ended), the total is a lower bound: the bar shows "n done / m+ known so far"
-  // and the rate, without a percentage or ETA, and the callback sees -1.
+  // and the rate, without a percentage or ETA, and the callback sees -1. A stream of a sized range
+  // whose function takes no StreamContext reports its total as final until the loop first calls
+  // ResultStream::Add (which it cannot foresee); from then on the total is a lower bound again.
   ProgressOptions progress = {};
   // Receives the warning a stream gives when max_in_flight exceeds what its executor runs at once
   // (see ResultStream::effective_concurrency()), once per stream. Null: the warning goes to

@@ -195,6 +195,10 @@ TEST(StreamTest, RejectsUnknownOrderAndErrorPolicyValues) {
             "StreamOptions::order: unknown value -1; allowed: kCompletion, kInput");
   EXPECT_EQ(error_of({.on_error = static_cast<ErrorPolicy>(2)}),
             "StreamOptions::on_error: unknown value 2; allowed: kStopOnError, kCollect");
+  // A bad progress style fails Stream() itself, not the first Next() (where a caught error would
+  // leave a stream that looks finished with no items).
+  EXPECT_EQ(error_of({.progress = {.style = static_cast<ProgressOptions::Style>(9)}}),
+            "StreamOptions::progress.style: unknown value 9; allowed: kAuto, kInPlace, kLines");
   // Rejected when the stream is created, before anything runs; the pull-source overload too.
   EXPECT_THROW(Stream(InlineExecutor(), []() -> std::optional<int> { return std::nullopt; }, fn,
                       {.on_error = static_cast<ErrorPolicy>(7)}),

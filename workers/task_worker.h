@@ -74,11 +74,12 @@ class Task;
 // its items one by one whatever max_in_flight says. To run N at once, make a pool
 // (.max_workers = N, or .on_demand = true), or give a kTbb worker an executor that runs several
 // tasks at once: `Create({.mode = Mode::kTbb, .executor = &io})`, where io.max_concurrency() > 1,
-// and neither max_workers nor on_demand is set (explicitly or by ScopedWorkerDefaults), makes
-// an on-demand pool of up to io.max_concurrency() workers (capped at kMaxPoolWorkers) on io:
-// Submit and Map then run up to that many calls at once, taken from one FIFO queue.
-// `.max_workers = 1` keeps one serial worker on io. (Worker<T> keeps its one stateful worker with
-// an executor.) max_concurrency() says how many calls can run at once.
+// and neither max_workers nor on_demand is set in the options (nor a pool by ScopedWorkerDefaults:
+// a scoped max_workers above 1), makes an on-demand pool of up to io.max_concurrency() workers
+// (capped at kMaxPoolWorkers) on io: Submit and Map then run up to that many calls at once, taken
+// from one FIFO queue. `.max_workers = 1` in the options keeps one serial worker on io (a scoped
+// default of 1 cannot be told from the built-in one, so it does not). (Worker<T> keeps its one
+// stateful worker with an executor.) max_concurrency() says how many calls can run at once.
 //
 // Submit(fn, args...) returns Future<R>, R being fn's result with Future<U>, absl::Status and
 // absl::StatusOr<U> flattened (U, void, U). Arguments are decay-copied; Future arguments (also

@@ -7,9 +7,12 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "futures/errors.h"
 #include "futures/executor.h"
 #include "futures/future.h"
+#include "futures/thread_pool_executor.h"
 #include "gtest/gtest.h"
 #include "testing/watchdog.h"
 #include "workers/options.h"
@@ -171,6 +174,31 @@ TEST(TaskWorkerConcurrencyTest, ATaskOnAnExecutorPoolRunsItsFunctionConcurrently
   probe.WaitRunning(3);
   probe.Release();
   for (int i = 0; i < 3; ++i) EXPECT_EQ(calls[static_cast<size_t>(i)].Result(), i);
+}
+
+// An executor may destroy a worker's drain task without running it (here a ThreadPoolExecutor
+// shut down with cancel_pending while the drain waits behind a blocked task): the worker's queued
+// calls then fail at once instead of waiting for a drain that never comes.
+TEST(TaskWorkerConcurrencyTest, CallsFailWhenTheExecutorDropsTheWorkersDrain) {
+  Watchdog watchdog(absl::Seconds(60), "a worker whose drain the executor dropped");
+  ThreadPoolExecutor io(1);
+  // Created first: the worker's object is constructed on io.
+  TaskWorker worker = TaskWorker::Create({.mode = Mode::kTbb, .executor = &io});
+  EXPECT_EQ(worker.max_concurrency(), 1);
+  absl::Notification running;
+  absl::Notification release;
+  Future<void> blocker = Async(io, [&] {
+    running.Notify();
+    release.WaitForNotification();
+  });
+  running.WaitForNotification();
+  Future<int> call = worker.Submit([] { return 1; });  // Its drain queues behind the blocker.
+  io.Shutdown(/*wait=*/false, /*cancel_pending=*/true);
+  EXPECT_THROW(call.Result(), CancelledError);
+  EXPECT_THROW(worker.Submit([] { return 2; }).Result(), StoppedError);
+  release.Notify();
+  blocker.Result();
+  EXPECT_TRUE(worker.Stop(absl::Seconds(10)));
 }
 
 }  // namespace

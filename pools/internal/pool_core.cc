@@ -75,11 +75,19 @@ int CheckedPick(LoadBalancer& balancer, int size) {
   return index;
 }
 
+// What a pool of `size` workers on the options' executor runs at once.
+int PoolConcurrency(const ResolvedWorkerOptions& options, int size) {
+  const Executor* executor = options.executor;
+  const int executor_concurrency = executor != nullptr ? executor->max_concurrency() : 0;
+  return executor_concurrency > 0 ? std::min(size, executor_concurrency) : size;
+}
+
 }  // namespace
 
 PoolCore::PoolCore(const ResolvedWorkerOptions& options, const WorkerBackend& backend,
                    WorkerFactory factory, bool stateless)
     : ActorCore(options, backend),
+      max_concurrency_(PoolConcurrency(options, options.max_workers)),
       factory_(std::move(factory)),
       size_(options.max_workers),
       on_demand_(options.on_demand),
@@ -733,11 +741,7 @@ WorkerStats PoolCore::Stats() {
   return total;
 }
 
-int PoolCore::max_concurrency() const {
-  const Executor* executor = options().executor;
-  const int executor_concurrency = executor != nullptr ? executor->max_concurrency() : 0;
-  return executor_concurrency > 0 ? std::min(size_, executor_concurrency) : size_;
-}
+int PoolCore::max_concurrency() const { return max_concurrency_; }
 
 PoolStats PoolCore::GetPoolStats() {
   PoolStats stats;

@@ -192,6 +192,8 @@ class PoolCore final : public ActorCore, public PoolHook {
   // The pool cannot serve: every worker is dead.
   std::exception_ptr NoLiveWorkerError() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // max_concurrency(), fixed at construction: the executor may be gone once the pool stopped.
+  const int max_concurrency_;
   const WorkerFactory factory_;
   const int size_;  // max_workers: the fixed size, or the on-demand cap.
   const bool on_demand_;

@@ -35,16 +35,35 @@ class ExecutorActor final : public ActorCore {
  protected:
   void Schedule() override {
     try {
-      executor_->Submit([self = std::static_pointer_cast<ExecutorActor>(shared_from_this())] {
-        self->Drain(kExecutorBudget);
-      });
+      executor_->Submit(DrainTask(std::static_pointer_cast<ExecutorActor>(shared_from_this())));
     } catch (...) {
-      // The executor refuses work (shut down): no drain will ever run, so end the actor here.
-      Abandon();
+      // The executor refused the drain (shut down): the DrainTask it was given has ended the
+      // actor when the executor destroyed it.
     }
   }
 
  private:
+  // One drain of the actor, as an executor task. An executor may destroy a task without running
+  // it (ThreadPoolExecutor::Shutdown with cancel_pending, a broken pool, or a Submit that throws):
+  // then no drain will ever run, so the task ends the actor instead (its queued calls are
+  // cancelled), and no call waits for a drain that never comes.
+  class DrainTask {
+   public:
+    explicit DrainTask(std::shared_ptr<ExecutorActor> actor) : actor_(std::move(actor)) {}
+    DrainTask(DrainTask&& other) noexcept = default;  // Leaves other.actor_ null.
+    DrainTask& operator=(DrainTask&&) = delete;
+    ~DrainTask() {
+      if (actor_ != nullptr) actor_->Abandon();
+    }
+    void operator()() {
+      const std::shared_ptr<ExecutorActor> actor = std::move(actor_);
+      actor->Drain(kExecutorBudget);
+    }
+
+   private:
+    std::shared_ptr<ExecutorActor> actor_;
+  };
+
   Executor* const executor_;
 };
 
