@@ -157,7 +157,8 @@ class WarnedMessages {
 }  // namespace
 
 void WarnIfOverConcurrency(const StreamOptions& options, const StreamRunner& runner) {
-  if (!runner.warn) return;
+  // The default max_in_flight asks for no particular concurrency: only a chosen one is checked.
+  if (!runner.warn || options.max_in_flight == StreamOptions{}.max_in_flight) return;
   const std::string message = OverConcurrencyMessage(options.max_in_flight, runner);
   if (message.empty()) return;
   if (options.on_warning) {

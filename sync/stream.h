@@ -103,7 +103,9 @@ struct StreamOptions {
   // ResultStream::Add (which it cannot foresee); from then on the total is a lower bound again.
   ProgressOptions progress = {};
   // Receives the warning a stream gives when max_in_flight exceeds what its executor runs at once
-  // (see ResultStream::effective_concurrency()), once per stream. Null: the warning goes to
+  // (see ResultStream::effective_concurrency()), once per stream. The default max_in_flight (64)
+  // is not a request for concurrency (a CPU-bound stream keeps its executor busy with it), so it
+  // never warns; only a value set to something else does. Null: the warning goes to
   // stderr as "concurry: warning: ...", once per process for each distinct message. An exception
   // it throws propagates from Stream().
   std::function<void(absl::string_view message)> on_warning = {};
@@ -360,8 +362,9 @@ StreamOn(Executor& executor, Range&& inputs, F&& fn, StreamOptions options,
 // that is not one of the enumerators ("StreamOptions::order: unknown value 5; allowed: ...").
 //
 // Effective concurrency: when max_in_flight exceeds executor.max_concurrency() (and `fn` does
-// not return futures), only max_concurrency() tasks run at once, and the stream says so once,
-// at creation, through StreamOptions::on_warning or on stderr:
+// not return futures), only max_concurrency() tasks run at once, and a stream whose max_in_flight
+// was set (not the default) says so once, at creation, through StreamOptions::on_warning or on
+// stderr:
 //   concurry: warning: concurry::Stream: max_in_flight = 16 but the executor
 //   (concurry::TbbExecutor, sized for CPU work) runs at most 2 tasks at once; for blocking I/O
 //   use a ThreadPoolExecutor (futures/thread_pool_executor.h) with max_workers >= 16

@@ -1050,6 +1050,14 @@ TEST(StreamTest, DoesNotWarnWithinTheConcurrencyOrWhenItIsUnknown) {
                         {.max_in_flight = 16, .on_warning = sink});
   EXPECT_EQ(futures.max_concurrency(), 0);
   EXPECT_EQ(futures.effective_concurrency(), 16);
+  // The default max_in_flight (64) is not a request for concurrency: a CPU-bound stream on a
+  // 2-thread executor keeps it busy without a warning; the accessors still tell.
+  StreamOptions defaults;
+  defaults.on_warning = sink;
+  auto cpu = Stream(
+      two, inputs, [](int x) { return x; }, defaults);
+  EXPECT_EQ(cpu.max_in_flight(), 64);
+  EXPECT_EQ(cpu.effective_concurrency(), 2);
   EXPECT_THAT(warnings, ::testing::IsEmpty());
 }
 
