@@ -26,6 +26,7 @@
 #include "retry/retry.h"
 #include "testing/fake_clock.h"
 #include "testing/manual_executor.h"
+#include "testing/watchdog.h"
 
 namespace concurry {
 namespace {
@@ -322,6 +323,8 @@ class RetryAfterLoopTest : public ::testing::Test {
     RunNext(executor_);
   }
 
+  // RunNext() waits for the timer: an attempt that never becomes due fails the test, not hangs it.
+  testkit::Watchdog watchdog_{absl::Seconds(60), "a retry attempt that never became due"};
   std::mt19937_64 bitgen_{42};
   testkit::FakeClock clock_;
   const absl::Time start_ = clock_.Now();
