@@ -48,11 +48,17 @@ struct ThreadPoolExecutor::Impl {
     }
   }
 
+  // Threads alive: each has its element in `workers` from its start until it exits.
+  int ThreadsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return static_cast<int>(workers.size());
+  }
+
   // How many more tasks may be queued before one would wait beyond max_queued.
   bool HasRoomLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (options.max_queued == 0) return true;
-    return static_cast<int64_t>(queue.size()) <
-           static_cast<int64_t>(takers) + (options.max_workers - threads) + options.max_queued;
+    return static_cast<int64_t>(queue.size()) < static_cast<int64_t>(takers) +
+                                                    (options.max_workers - ThreadsLocked()) +
+                                                    options.max_queued;
   }
 
   // The thread's loop. `self` stays valid until the thread moves itself to `exited`.
@@ -114,7 +120,6 @@ struct ThreadPoolExecutor::Impl {
   std::list<std::thread> workers ABSL_GUARDED_BY(mu);
   std::vector<std::thread> exited ABSL_GUARDED_BY(mu);
   int joining ABSL_GUARDED_BY(mu) = 0;
-  int threads ABSL_GUARDED_BY(mu) = 0;
   int takers ABSL_GUARDED_BY(mu) = 0;
   int peak_threads ABSL_GUARDED_BY(mu) = 0;
   int64_t completed ABSL_GUARDED_BY(mu) = 0;
@@ -162,9 +167,8 @@ void ThreadPoolExecutor::Impl::StartThreadLocked(const std::shared_ptr<Impl>& se
     throw;
   }
   ++threads_started;
-  ++threads;
   ++takers;
-  peak_threads = std::max(peak_threads, threads);
+  peak_threads = std::max(peak_threads, ThreadsLocked());
 }
 
 void ThreadPoolExecutor::Impl::JoinExitedUnlocked(std::vector<std::thread> handles) {
@@ -241,7 +245,6 @@ void ThreadPoolExecutor::Impl::Run(std::list<std::thread>::iterator self,
     }
   }
   --takers;
-  --threads;
   // The threads that exited before this one; this one is joined by the next (or by Shutdown).
   std::vector<std::thread> earlier = TakeExitedLocked();
   if (detached) {
@@ -334,7 +337,7 @@ void ThreadPoolExecutor::Submit(Task task) {
       ++impl.rejected;
       throw CapacityError(absl::StrCat(
           "ThreadPoolExecutor::Submit: the queue is full (max_queued = ", impl.options.max_queued,
-          " tasks waiting, ", impl.threads, " threads busy) and queue_full is kReject"));
+          " tasks waiting, ", impl.ThreadsLocked(), " threads busy) and queue_full is kReject"));
     }
     if (current_pool == &impl || NonBlockingScope::Active()) {
       ++impl.overflowed;
@@ -350,7 +353,7 @@ void ThreadPoolExecutor::Submit(Task task) {
     }
   }
   impl.queue.push_back(std::move(task));
-  if (ToInt64(impl.queue.size()) > impl.takers && impl.threads < impl.options.max_workers) {
+  if (ToInt64(impl.queue.size()) > impl.takers && impl.ThreadsLocked() < impl.options.max_workers) {
     try {
       impl.StartThreadLocked(impl_);
     } catch (...) {
@@ -380,7 +383,7 @@ void ThreadPoolExecutor::Shutdown(bool wait, bool cancel_pending) {
   // Every thread has exited Run and no exiting thread (nor another Shutdown) is still joining;
   // then join those left in `exited`. The threads are gone once this returns.
   const auto settled = [&impl]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl.mu) {
-    return impl.threads == 0 && (impl.joining == 0 || !impl.exited.empty());
+    return impl.ThreadsLocked() == 0 && (impl.joining == 0 || !impl.exited.empty());
   };
   for (;;) {
     Clock::Real().AwaitWithDeadline(&impl.mu, absl::Condition(&settled), absl::InfiniteFuture());
@@ -394,10 +397,10 @@ ThreadPoolExecutorStats ThreadPoolExecutor::Stats() const {
   absl::MutexLock lock(&impl.mu);
   return ThreadPoolExecutorStats{
       .max_workers = impl.options.max_workers,
-      .threads = impl.threads,
+      .threads = impl.ThreadsLocked(),
       .peak_threads = impl.peak_threads,
       .idle = impl.takers,
-      .running = impl.threads - impl.takers,
+      .running = impl.ThreadsLocked() - impl.takers,
       .queued = ToInt64(impl.queue.size()),
       .completed = impl.completed,
       .threads_started = impl.threads_started,

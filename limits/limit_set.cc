@@ -1110,11 +1110,12 @@ void SetImpl::ServeAsync(AsyncQueue& queue) {
 
 LimitAcquisition::LimitAcquisition(LimitAcquisition&& other) noexcept
     : set_(std::move(other.set_)),
-      released_from_(std::move(other.released_from_)),
+      released_(other.released_),
       items_(std::move(other.items_)),
       holder_(other.holder_),
       exempting_(other.exempting_) {
   other.set_ = nullptr;
+  other.released_ = false;
   other.items_.clear();
 }
 
@@ -1122,11 +1123,12 @@ LimitAcquisition& LimitAcquisition::operator=(LimitAcquisition&& other) noexcept
   if (this != &other) {
     ReleaseAndListMissing(/*warn=*/true);
     set_ = std::move(other.set_);
-    released_from_ = std::move(other.released_from_);
+    released_ = other.released_;
     items_ = std::move(other.items_);
     holder_ = other.holder_;
     exempting_ = other.exempting_;
     other.set_ = nullptr;
+    other.released_ = false;
     other.items_.clear();
   }
   return *this;
@@ -1135,7 +1137,7 @@ LimitAcquisition& LimitAcquisition::operator=(LimitAcquisition&& other) noexcept
 LimitAcquisition::~LimitAcquisition() { ReleaseAndListMissing(/*warn=*/true); }
 
 double LimitAcquisition::requested(absl::string_view key) const {
-  if (set_ == nullptr) return 0;
+  if (!held()) return 0;
   for (const Item& item : items_) {
     if (set_->limits()[item.index].key() == key) return item.requested;
   }
@@ -1144,7 +1146,7 @@ double LimitAcquisition::requested(absl::string_view key) const {
 
 std::vector<LimitAmount> LimitAcquisition::amounts() const {
   std::vector<LimitAmount> result;
-  if (set_ == nullptr) return result;
+  if (!held()) return result;
   for (const Item& item : items_) {
     result.push_back({set_->limits()[item.index].key(), item.requested});
   }
@@ -1153,12 +1155,10 @@ std::vector<LimitAmount> LimitAcquisition::amounts() const {
 
 std::vector<LimitCharge> LimitAcquisition::charges() const {
   std::vector<LimitCharge> result;
-  const limits_internal::SetImpl* set = set_ != nullptr ? set_.get() : released_from_.get();
-  if (set == nullptr) return result;
-  const bool released = set_ == nullptr;
+  if (set_ == nullptr) return result;
   result.reserve(items_.size());
   for (const Item& item : items_) {
-    const Limit& limit = set->limits()[item.index];
+    const Limit& limit = set_->limits()[item.index];
     LimitCharge& charge = result.emplace_back();
     charge.key = limit.key();
     charge.kind = limit.kind();
@@ -1167,7 +1167,7 @@ std::vector<LimitCharge> LimitAcquisition::charges() const {
     charge.used = item.updated ? item.used : item.requested;
     charge.refunded = item.refunded;
     if (limit.kind() == LimitKind::kResource) {
-      charge.charged = released ? 0 : item.requested;
+      charge.charged = released_ ? 0 : item.requested;
     } else {
       charge.charged = item.requested + item.charged_extra - item.refunded;
     }
@@ -1184,20 +1184,20 @@ std::optional<LimitCharge> LimitAcquisition::charge(absl::string_view key) const
 
 const LimitConfig& LimitAcquisition::config() const {
   static const LimitConfig* const kEmpty = new LimitConfig();
-  return set_ == nullptr ? *kEmpty : set_->options().config;
+  return !held() ? *kEmpty : set_->options().config;
 }
 
 void LimitAcquisition::Update(absl::Span<const LimitAmount> usage) {
-  if (set_ == nullptr) {
+  if (!held()) {
     throw InvalidOptionError("LimitAcquisition::Update: the acquisition was already released");
   }
   set_->Update(*this, usage);
 }
 
 std::string LimitAcquisition::ReleaseAndListMissing(bool warn) {
-  if (set_ == nullptr) return "";
-  std::shared_ptr<limits_internal::SetImpl> set = std::move(set_);
-  set_ = nullptr;
+  if (!held()) return "";
+  released_ = true;
+  limits_internal::SetImpl* const set = set_.get();
   std::vector<absl::string_view> missing;
   for (const Item& item : items_) {
     const Limit& limit = set->limits()[item.index];
@@ -1206,7 +1206,6 @@ std::string LimitAcquisition::ReleaseAndListMissing(bool warn) {
     if (needs_update && !item.updated) missing.push_back(limit.key());
   }
   set->Release(*this);
-  released_from_ = set;
   if (missing.empty()) return "";
   set->CountMissingUpdate();
   std::string message = absl::StrCat(

@@ -191,7 +191,7 @@ class LimitAcquisition {
   ~LimitAcquisition();
 
   // Whether the acquisition still holds its units (not released, not moved from).
-  bool held() const { return set_ != nullptr; }
+  bool held() const { return set_ != nullptr && !released_; }
   // The amount taken for `key`, 0 if the acquisition does not include it.
   double requested(absl::string_view key) const;
   // The keys and amounts taken, in the set's order.
@@ -205,7 +205,7 @@ class LimitAcquisition {
   // The entry of charges() for `key`, or nullopt if the acquisition did not take that limit.
   std::optional<LimitCharge> charge(absl::string_view key) const;
   // Whether Release() (or the destructor's release) has run; false for an empty acquisition.
-  bool released() const { return released_from_ != nullptr; }
+  bool released() const { return released_; }
 
   // Records what was actually used of each listed limit. Each key must be part of the
   // acquisition and each amount >= 0 and finite (whole, at most kMaxWholeUnits, for limits whose
@@ -239,9 +239,9 @@ class LimitAcquisition {
   // if `warn`, also reports it through the set's warning sink.
   std::string ReleaseAndListMissing(bool warn);
 
+  // The set; kept after release (for the keys charges() reports, with items_).
   std::shared_ptr<limits_internal::SetImpl> set_;
-  // After release: the set (for its keys), with items_ kept for charges().
-  std::shared_ptr<limits_internal::SetImpl> released_from_;
+  bool released_ = false;
   absl::InlinedVector<Item, 4> items_;
   int32_t holder_ = -1;     // Holder slot in the set, -1 for the no-op set.
   bool exempting_ = false;  // Lets its thread skip the FIFO queue (Acquire()/TryAcquire()).

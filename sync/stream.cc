@@ -110,14 +110,23 @@ void ValidateStreamOptions(const StreamOptions& options) {
 StreamRunner ExecutorRunner(const Executor& executor) {
   StreamRunner runner;
   runner.max_concurrency = executor.max_concurrency();
-  const std::string type = TypeName(typeid(executor));
-  // TbbExecutor's threads are meant to stay busy with CPU work (oneTBB adds spare threads only
-  // for declared BlockingRegions), which is what a stream of blocking calls usually is not.
-  runner.description =
-      absl::StrCat("the executor (", type,
-                   absl::StrContains(type, "TbbExecutor") ? ", sized for CPU work" : "", ")");
+  runner.executor_type = &typeid(executor);
   return runner;
 }
+
+namespace {
+
+// StreamRunner::description, or the executor named after its type.
+std::string RunnerDescription(const StreamRunner& runner) {
+  if (!runner.description.empty() || runner.executor_type == nullptr) return runner.description;
+  const std::string type = TypeName(*runner.executor_type);
+  // TbbExecutor's threads are meant to stay busy with CPU work (oneTBB adds spare threads only
+  // for declared BlockingRegions), which is what a stream of blocking calls usually is not.
+  return absl::StrCat("the executor (", type,
+                      absl::StrContains(type, "TbbExecutor") ? ", sized for CPU work" : "", ")");
+}
+
+}  // namespace
 
 std::string OverConcurrencyMessage(int max_in_flight, const StreamRunner& runner) {
   if (runner.max_concurrency <= 0 || max_in_flight <= runner.max_concurrency) return "";
@@ -128,8 +137,8 @@ std::string OverConcurrencyMessage(int max_in_flight, const StreamRunner& runner
                 "with max_workers >= ",
                 max_in_flight)
           : runner.advice;
-  return absl::StrCat(runner.api, ": max_in_flight = ", max_in_flight, " but ", runner.description,
-                      " runs at most ", runner.max_concurrency, " task",
+  return absl::StrCat(runner.api, ": max_in_flight = ", max_in_flight, " but ",
+                      RunnerDescription(runner), " runs at most ", runner.max_concurrency, " task",
                       runner.max_concurrency == 1 ? "" : "s", " at once; ", advice);
 }
 

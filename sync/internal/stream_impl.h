@@ -64,6 +64,7 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -180,18 +181,20 @@ void ValidateStreamOptions(const StreamOptions& options);
 struct StreamRunner {
   // How many tasks it runs at once; 0 when unknown (no check, no warning).
   int max_concurrency = 0;
-  // Names it in the warning: "the executor (concurry::TbbExecutor, sized for CPU work)".
+  // Names it in the warning ("the worker"). Empty: named after `executor_type`, "the executor
+  // (concurry::TbbExecutor, sized for CPU work)", built only when there is a warning to give.
   std::string description = {};
+  const std::type_info* executor_type = nullptr;
   // What to do about it, ending the warning. Empty: use an executor with more threads.
   std::string advice = {};
   // The API named at the start of the warning.
-  std::string api = "concurry::Stream";
+  const char* api = "concurry::Stream";
   // Whether to warn at all; false: only ResultStream::effective_concurrency() tells (workers'
   // Map, where queueing items ahead of a worker is a normal way to keep it busy).
   bool warn = true;
 };
 
-// The runner of a stream whose tasks run on `executor`: its max_concurrency() and type name.
+// The runner of a stream whose tasks run on `executor`: its max_concurrency() and type.
 StreamRunner ExecutorRunner(const Executor& executor);
 
 // The warning for `max_in_flight` above what `runner` runs at once, or "" when there is none
