@@ -36,6 +36,7 @@
 #include "workers/codec.h"                 // IWYU pragma: export
 #include "workers/exception_registry.h"    // IWYU pragma: export
 #include "workers/options.h"               // IWYU pragma: export
+#include "workers/process/fork_server.h"   // IWYU pragma: export
 #include "workers/registration.h"          // IWYU pragma: export
 #include "workers/task_worker.h"           // IWYU pragma: export
 #include "workers/worker.h"                // IWYU pragma: export

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,8 +28,8 @@ struct BackendPackage {
   bool exists;
 };
 constexpr BackendPackage kPackages[kNumModes] = {
-    {"inline", true},   {"thread", true},     {"tbb", true},     {"loopback", true},
-    {"process", false}, {"coroutine", false}, {"remote", false},
+    {"inline", true},  {"thread", true},     {"tbb", true},     {"loopback", true},
+    {"process", true}, {"coroutine", false}, {"remote", false},
 };
 
 // "Mode::kTbb".
@@ -45,6 +46,12 @@ std::string LinkedList() {
 }
 
 }  // namespace
+
+std::unique_ptr<workers_internal::EncodedObject> WorkerBackend::MakeEncodedObject(
+    const workers_internal::EncodedClass& cls, std::string ctor,
+    workers_internal::ActorCore& /*actor*/) const {
+  return std::make_unique<workers_internal::LocalEncodedObject>(cls, ctor);
+}
 
 bool RegisterWorkerBackend(const WorkerBackend& backend) {
   const Mode mode = backend.mode();

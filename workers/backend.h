@@ -10,6 +10,8 @@
 //   Mode::kThread    @concurry//workers/thread     one OS thread per worker
 //   Mode::kTbb       @concurry//workers/tbb        oneTBB; one shared arena and its threads
 //   Mode::kLoopback  @concurry//workers/loopback   one OS thread per worker, plus encoding
+//   Mode::kProcess   @concurry//workers/process    a child process per worker, plus two threads
+//                                                  in the caller's process (docs/process.md)
 //
 // `@concurry//workers` and `@concurry//:concurry` link all of them. Creating a worker in a mode
 // whose backend is not linked throws InvalidOptionError naming the target to add.
@@ -33,6 +35,10 @@
 //    - Blocking: code that waits for a long time inside a drain should be inside a
 //      concurry::BlockingRegion (futures/executor.h), so that an executor can lend the thread's
 //      slot to others; the library's own waits already are.
+//    A backend whose calls cross a byte boundary (encodes_calls()) also says where the object
+//    lives: MakeEncodedObject returns the actor's EncodedObject
+//    (workers/internal/encoded_object.h), which sends each call's bytes there and completes its
+//    reply.
 // 2. Implement WorkerBackend below (mode, traits, MakeActor) and register one instance with
 //    CONCURRY_REGISTER_WORKER_BACKEND in a .cc file of a cc_library with alwayslink = True (else
 //    a static link drops the unreferenced registration). The core needs no change.
@@ -44,7 +50,9 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "workers/internal/encoded_object.h"
 #include "workers/options.h"
+#include "workers/registration.h"
 
 namespace concurry {
 
@@ -83,6 +91,15 @@ class WorkerBackend {
   // be had); the error reaches the creator.
   virtual std::shared_ptr<workers_internal::ActorCore> MakeActor(
       const ResolvedWorkerOptions& options) const = 0;
+
+  // encodes_calls() backends: builds the object of registered class `cls` from its encoded
+  // constructor arguments `ctor`, wherever this backend keeps objects, and returns the actor's
+  // handle to it. Runs in `actor`'s context (its first message), so it may block. Throws what
+  // the constructor threw (rebuilt from its record when it ran elsewhere), or why the object
+  // could not be made. The default builds it in this process (LocalEncodedObject).
+  virtual std::unique_ptr<workers_internal::EncodedObject> MakeEncodedObject(
+      const workers_internal::EncodedClass& cls, std::string ctor,
+      workers_internal::ActorCore& actor) const;
 };
 
 // Makes `backend` the one for its mode. `backend` must outlive every worker (a static object).

@@ -96,12 +96,13 @@ TEST(WorkerBackendTest, AModeWhoseBackendIsNotLinkedNamesTheTargetToAdd) {
 }
 
 TEST(WorkerBackendTest, AModeWithoutABackendInThisVersionSaysSo) {
-  EXPECT_EQ(InvalidOptionMessage([] { Worker<Counter>::Create({.mode = Mode::kProcess}); }),
-            "worker options: Mode::kProcess is not available in this version of concurry (its "
-            "backend will be @concurry//workers/process); backends linked into this binary: "
+  EXPECT_EQ(InvalidOptionMessage([] { Worker<Counter>::Create({.mode = Mode::kRemote}); }),
+            "worker options: Mode::kRemote is not available in this version of concurry (its "
+            "backend will be @concurry//workers/remote); backends linked into this binary: "
             "thread, coroutine");
-  EXPECT_THAT(InvalidOptionMessage([] { Worker<Counter>::Create({.mode = Mode::kRemote}); }),
-              HasSubstr("Mode::kRemote is not available in this version"));
+  // A mode that exists but is not linked here names its target instead.
+  EXPECT_THAT(InvalidOptionMessage([] { Worker<Counter>::Create({.mode = Mode::kProcess}); }),
+              HasSubstr("Mode::kProcess needs @concurry//workers/process in deps"));
 }
 
 TEST(WorkerBackendTest, BadOptionsAreStillReportedFirst) {

@@ -193,6 +193,29 @@ bool AbslParseFlag(absl::string_view text, Mode* mode, std::string* error) {
   return true;
 }
 
+bool AbslParseFlag(absl::string_view text, ProcessStart* start, std::string* error) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  if (lower == "forkserver" || lower == "fork_server") {
+    *start = ProcessStart::kForkServer;
+  } else if (lower == "fork") {
+    *start = ProcessStart::kFork;
+  } else {
+    *error = absl::StrCat("unknown process start \"", text, "\"; expected forkserver or fork");
+    return false;
+  }
+  return true;
+}
+
+std::string AbslUnparseFlag(ProcessStart start) {
+  switch (start) {
+    case ProcessStart::kForkServer:
+      return "forkserver";
+    case ProcessStart::kFork:
+      return "fork";
+  }
+  return absl::StrCat(static_cast<int>(start));
+}
+
 std::string AbslUnparseFlag(Mode mode) {
   switch (mode) {
     case Mode::kSync:
@@ -323,6 +346,19 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
     throw InvalidOptionError(absl::StrCat("worker options: executor is set for mode ",
                                           ModeName(mode), "; only tbb mode runs on an executor"));
   }
+  if (options.process_start.has_value()) {
+    if (mode != Mode::kProcess) {
+      throw InvalidOptionError(absl::StrCat("worker options: process_start is set for mode ",
+                                            ModeName(mode),
+                                            "; only process mode starts processes"));
+    }
+    if (*options.process_start != ProcessStart::kForkServer &&
+        *options.process_start != ProcessStart::kFork) {
+      throw InvalidOptionError(absl::StrCat("worker options: process_start: unknown value ",
+                                            static_cast<int>(*options.process_start),
+                                            "; allowed: kForkServer, kFork"));
+    }
+  }
   ResolvedWorkerOptions r;
   r.mode = mode;
   r.blocking = d.blocking;
@@ -337,6 +373,7 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   r.make_balancer = options.make_balancer;
   r.clock = options.clock;
   r.executor = options.executor;
+  r.process_start = options.process_start.value_or(ProcessStart::kForkServer);
   r.limits = options.limits.Resolve(mode, options.clock);
   for (const RetryPolicy* policy : options.retry.policies()) {
     try {

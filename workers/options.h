@@ -55,7 +55,10 @@ enum class Mode {
   // as process and remote modes will do. Needs CONCURRY_REGISTER_WORKER; use it to check that a
   // worker is ready to leave the process.
   kLoopback,
-  // Not available in this version: creation fails with InvalidOptionError.
+  // Each worker in a child process of its own, one call at a time in FIFO order; calls,
+  // results and errors cross a socket as bytes. Needs CONCURRY_REGISTER_WORKER and
+  // @concurry//workers/process; a crash of the process fails its calls with CrashedError.
+  // Workers start from a fork server by default (ProcessStart; docs/process.md).
   kProcess,
   // Not available in this version: creation fails with InvalidOptionError.
   kCoroutine,
@@ -89,6 +92,25 @@ enum class QueueFullPolicy {
 
 bool AbslParseFlag(absl::string_view text, QueueFullPolicy* policy, std::string* error);
 std::string AbslUnparseFlag(QueueFullPolicy policy);
+
+// How a Mode::kProcess worker's process starts (docs/process.md).
+enum class ProcessStart {
+  // Default. Forked by a small fork server process that the program started while it had one
+  // thread: concurry::StartForkServer() at the top of main (workers/process/fork_server.h). A
+  // program that did not call it gets one started at its first process worker if it still has
+  // one thread then; otherwise creating the worker fails with InvalidOptionError saying so.
+  kForkServer,
+  // fork() of the calling process. Starts without a fork server, and a child shares whatever
+  // process-shared memory the parent mapped before, but it inherits a copy of a program whose
+  // other threads vanish in the child: a lock one of them held (in malloc-free code, a logging
+  // library, oneTBB, a mutex of yours) stays locked there forever, so the worker's constructor
+  // or methods may deadlock. Safe when the program has one thread, or the worker's code takes
+  // no lock another thread might hold.
+  kFork,
+};
+
+bool AbslParseFlag(absl::string_view text, ProcessStart* start, std::string* error);
+std::string AbslUnparseFlag(ProcessStart start);
 
 // `max_queued_tasks` value meaning "no cap".
 inline constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max();
@@ -250,6 +272,8 @@ struct WorkerOptions {
   // kTbb only: the executor that runs this worker's calls instead of the shared oneTBB arena (for
   // example a ManualExecutor in tests). Must outlive the worker.
   Executor* executor = nullptr;
+  // kProcess only: how the worker's process starts; unset means ProcessStart::kForkServer.
+  std::optional<ProcessStart> process_start = std::nullopt;
   // Limits the worker's methods acquire through CurrentWorkerLimits(); none by default.
   WorkerLimits limits;
   // Retries of the worker's calls; none by default.
@@ -323,6 +347,7 @@ struct ResolvedWorkerOptions {
   std::function<std::unique_ptr<LoadBalancer>(int num_workers)> make_balancer;
   Clock* clock = nullptr;
   Executor* executor = nullptr;
+  ProcessStart process_start = ProcessStart::kForkServer;
   LimitPool limits;
   WorkerRetry retry;
 

@@ -110,6 +110,34 @@ std::string EncodeReply(const V& value);
 // Returns the reply for a method that failed with `error` (not null), as an ErrorRecord.
 std::string EncodeErrorReply(const std::exception_ptr& error);
 
+// A registered worker class with its type erased: what a serving side (a loopback worker, a worker
+// process) needs to build objects of it and run their calls by name. One constant instance per
+// class (EncodedClassOf<T>()).
+struct EncodedClass {
+  // WorkerRegistration<T>::kName: how a serving side in another process finds the class.
+  absl::string_view name;
+  // Returns a new object built from EncodeConstructor bytes; throws what decoding or the
+  // constructor threw.
+  void* (*construct)(absl::string_view ctor_bytes);
+  // InvokeFromBytes on the object.
+  Future<std::string> (*invoke)(void* object, absl::string_view method, absl::string_view args);
+  // Deletes the object.
+  void (*destroy)(void* object);
+};
+
+// The EncodedClass of registered worker class T.
+template <typename T>
+const EncodedClass& EncodedClassOf();
+
+// Registers `cls` by name for serving sides in other processes of this program (a worker
+// process finds its class by the name its creator sends). CONCURRY_REGISTER_WORKER calls it at
+// start-up, so every registered class is known before main. Registering the same class twice
+// (the macro in a header seen by many files) is a no-op; two different classes under one name are
+// reported on stderr and the first stays. Returns true. Thread-safe.
+bool RegisterEncodedClass(const EncodedClass& cls);
+// The class registered under `name`, or null. Thread-safe.
+const EncodedClass* FindEncodedClass(absl::string_view name);
+
 // Returns the value of a reply (nothing for R = void; R may be move-only), or throws the error it
 // carries as rebuilt by ExceptionFromRecord: a std::out_of_range as std::out_of_range with the same
 // message, an absl::Status error as the StatusError that ExceptionFromStatus gives. Undecodable
@@ -132,17 +160,24 @@ R DecodeReply(absl::string_view bytes);
 // parameter and result type must be serializable (workers/codec.h), with its serialization code
 // declared before the macro, and default-constructible; non-const lvalue reference parameters are
 // rejected, since changes to them could not travel back. Each rule is checked at compile time with
-// a static_assert that says what is wrong.
-#define CONCURRY_REGISTER_WORKER(Class, constructor_params, ...)                          \
-  template <>                                                                             \
-  struct concurry::WorkerRegistration<Class> {                                            \
-    static constexpr bool kRegistered = true;                                             \
-    using Constructor = void constructor_params;                                          \
-    static constexpr ::absl::string_view kName = #Class;                                  \
-    static constexpr auto kMethods = ::std::make_tuple(__VA_OPT__(                        \
-        CONCURRY_INTERNAL_FOR_EACH(CONCURRY_INTERNAL_METHOD_ENTRY, Class, __VA_ARGS__))); \
-  };                                                                                      \
-  static_assert(::concurry::workers_internal::CheckRegistration<Class>())
+// a static_assert that says what is wrong. The macro also registers the class by name at start-up,
+// for worker processes (Mode::kProcess) that build it from the name their creator sends.
+#define CONCURRY_REGISTER_WORKER(Class, constructor_params, ...)                            \
+  template <>                                                                               \
+  struct concurry::WorkerRegistration<Class> {                                              \
+    static constexpr bool kRegistered = true;                                               \
+    using Constructor = void constructor_params;                                            \
+    static constexpr ::absl::string_view kName = #Class;                                    \
+    static constexpr auto kMethods = ::std::make_tuple(__VA_OPT__(                          \
+        CONCURRY_INTERNAL_FOR_EACH(CONCURRY_INTERNAL_METHOD_ENTRY, Class, __VA_ARGS__)));   \
+  };                                                                                        \
+  static_assert(::concurry::workers_internal::CheckRegistration<Class>());                  \
+  namespace {                                                                               \
+  [[maybe_unused]] const bool CONCURRY_INTERNAL_CAT(concurry_encoded_class_, __COUNTER__) = \
+      ::concurry::workers_internal::RegisterEncodedClass(                                   \
+          ::concurry::workers_internal::EncodedClassOf<Class>());                           \
+  }                                                                                         \
+  static_assert(true)
 
 // An explicit method entry for CONCURRY_REGISTER_WORKER: registers the member function pointer
 // expression `...` under the wire name `name` (an identifier).

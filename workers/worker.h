@@ -168,7 +168,7 @@ class Worker {
                                  ") cannot call it; add it to CONCURRY_REGISTER_WORKER")));
         }
         return workers_internal::SubmitCall<T>(
-            core, workers_internal::LoopbackInvoker<T, M>{method, *name},
+            core, workers_internal::EncodedInvoker<T, M>{method, *name},
             std::forward<Args>(args)...);
       }
     }
@@ -304,13 +304,18 @@ class Worker {
               " the constructor arguments must match the constructor signature registered with "
               "CONCURRY_REGISTER_WORKER");
         } else {
-          // Encoded here, on the calling side; decoded and built in the worker.
-          auto make = [bytes =
-                           workers_internal::EncodeConstructor<T>(std::forward<Args>(args)...)] {
-            return workers_internal::ConstructFromBytes<T>(bytes).release();
+          // Encoded here, on the calling side; decoded and built where the backend keeps the
+          // object (this process, a child process), in the worker's context.
+          auto make = [&backend, actor = core.get(),
+                       bytes = workers_internal::EncodeConstructor<T>(
+                           std::forward<Args>(args)...)]() mutable {
+            return backend
+                .MakeEncodedObject(workers_internal::EncodedClassOf<T>(), std::move(bytes), *actor)
+                .release();
           };
-          core->Start(new workers_internal::ConstructNode<T, decltype(make)>(
-              core.get(), std::move(constructed), std::move(make)));
+          core->Start(
+              new workers_internal::ConstructNode<workers_internal::EncodedObject, decltype(make)>(
+                  core.get(), std::move(constructed), std::move(make)));
           return {std::move(core), std::move(done)};
         }
       }

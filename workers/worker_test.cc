@@ -663,8 +663,8 @@ TEST(WorkerTest, RejectsBadOptionsWithClearMessages) {
     }
     return std::string("no error");
   };
-  EXPECT_THAT(message([] { Worker<Counter>::Create({.mode = Mode::kProcess}, 0); }),
-              HasSubstr("Mode::kProcess is not available in this version of concurry"));
+  EXPECT_THAT(message([] { Worker<Counter>::Create({.mode = Mode::kRemote}, 0); }),
+              HasSubstr("Mode::kRemote is not available in this version of concurry"));
   EXPECT_THAT(message([] { Worker<Counter>::Create({.mode = Mode::kSync, .max_workers = 2}, 0); }),
               HasSubstr("cannot form a pool"));
   EXPECT_THAT(

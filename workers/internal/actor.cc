@@ -160,9 +160,19 @@ ActorCore* ActorCore::Current() { return const_cast<ActorCore*>(CurrentActor());
 
 const ActorCore* ActorCore::Stopping() { return stopping_actor; }
 
+namespace {
+// The limits of the worker a worker process serves (Mode::kProcess), or null.
+std::atomic<const LimitPool*> process_limits{nullptr};
+}  // namespace
+
 const LimitPool* ActorCore::CurrentLimits() {
   const ActorCore* actor = CurrentActor();
-  return actor == nullptr ? nullptr : &actor->options_.limits;
+  if (actor == nullptr) return process_limits.load(std::memory_order_acquire);
+  return &actor->options_.limits;
+}
+
+void ActorCore::SetProcessLimits(const LimitPool* limits) {
+  process_limits.store(limits, std::memory_order_release);
 }
 
 WorkerStats ActorCore::Stats() {

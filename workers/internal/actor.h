@@ -224,8 +224,12 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // The type of the actor's object (set by the creator before Start), or null.
   const std::type_info* object_type() const { return object_type_; }
   void set_object_type(const std::type_info& type) { object_type_ = &type; }
-  // The limits of the actor whose call the calling thread runs, or null outside any actor.
+  // The limits of the actor whose call the calling thread runs; outside any actor, those of the
+  // worker this process serves (SetProcessLimits), or null.
   static const LimitPool* CurrentLimits();
+  // In a worker process (Mode::kProcess): makes `limits` (static storage, or alive until the
+  // process exits) what CurrentLimits() returns on every thread outside an actor.
+  static void SetProcessLimits(const LimitPool* limits);
 
  protected:
   // Drain's budget for a drain that may run until the mailbox is empty.

@@ -367,6 +367,23 @@ Future<std::string> InvokeFromBytes(T& object, absl::string_view method_name,
                    "\"; registered methods: ", absl::StrJoin(MethodNames<T>(), ", "))));
 }
 
+template <typename T>
+const EncodedClass& EncodedClassOf() {
+  CheckRegistered<T>();
+  static constexpr EncodedClass kClass = {
+      .name = WorkerRegistration<T>::kName,
+      .construct = [](absl::string_view bytes) -> void* {
+        return ConstructFromBytes<T>(bytes).release();
+      },
+      .invoke = [](void* object, absl::string_view method,
+                   absl::string_view args) -> Future<std::string> {
+        return InvokeFromBytes(*static_cast<T*>(object), method, args);
+      },
+      .destroy = [](void* object) { delete static_cast<T*>(object); },
+  };
+  return kClass;
+}
+
 template <typename V>
 std::string EncodeReply(const V& value) {
   return Encode(true, value);

@@ -21,6 +21,7 @@
 #include "retry/policy.h"
 #include "retry/retry.h"
 #include "workers/internal/actor.h"
+#include "workers/internal/encoded_object.h"
 #include "workers/internal/unwrap.h"
 #include "workers/options.h"
 #include "workers/registration.h"
@@ -37,6 +38,19 @@ struct MemberOf<F C::*> {
 
 // The object of a TaskWorker's actor. Tasks ignore it.
 struct TaskHost {};
+
+// What an invoker runs on: the actor's T, unless the invoker says otherwise with a member type
+// `Target` (EncodedInvoker: the EncodedObject of a worker whose calls cross a byte boundary).
+template <typename T, typename Invoker, typename = void>
+struct TargetOfImpl {
+  using type = T;
+};
+template <typename T, typename Invoker>
+struct TargetOfImpl<T, Invoker, std::void_t<typename Invoker::Target>> {
+  using type = typename Invoker::Target;
+};
+template <typename T, typename Invoker>
+using TargetOf = typename TargetOfImpl<T, Invoker>::type;
 
 // The demangled name of T, for retry contexts ("TaskWorker" for tasks).
 template <typename T>
@@ -66,6 +80,8 @@ struct DeepCopyable<std::pair<A, B>>
 // arguments) until the policy stops them.
 template <typename T, typename R, typename Invoke>
 class InvokeNode final : public CallNode {
+  using Target = typename Invoke::Target;
+
  public:
   InvokeNode(Promise<R> promise, Invoke invoke)
       : promise_(std::move(promise)), invoke_(std::move(invoke)) {}
@@ -82,7 +98,7 @@ class InvokeNode final : public CallNode {
     // Running now: a later call of this worker that waits for the result waits for whatever the
     // method's returned Future depends on, not for this worker's queue.
     futures_internal::SetProducer(promise_, nullptr);
-    T& target = *static_cast<T*>(object);
+    Target& target = *static_cast<Target*>(object);
     if constexpr (Invoke::kRepeatable) {
       if (retry_ != nullptr) {
         RunWithRetry(target);
@@ -102,7 +118,7 @@ class InvokeNode final : public CallNode {
   // not done yet: the call then completes with that future, unretried.
   struct PendingResult {};
 
-  void RunWithRetry(T& target) noexcept {
+  void RunWithRetry(Target& target) noexcept {
     RetryOptions options;
     options.call.worker_type_name = WorkerTypeName<T>();
     options.call.method_name = method_name_;
@@ -112,19 +128,28 @@ class InvokeNode final : public CallNode {
       options.stop = [this] { return promise_.IsCancelled(); };
       futures_internal::CompleteWithInvoke(
           promise_,
-          [&](T& o) { return Retry([this, &o] { return invoke_.Again(o); }, *retry_, options); },
+          [&](Target& o) {
+            return Retry([this, &o] { return invoke_.Again(o); }, *retry_, options);
+          },
           target);
     } else {
-      // A Future result (a method returning one, or a loopback call's reply): a done one is
-      // retried on its value or error; a pending one ends the retries.
+      // A Future result (a method returning one): a done one is retried on its value or error;
+      // a pending one ends the retries. The reply of a call that crossed a byte boundary is
+      // waited for instead (the worker is busy during retries anyway), so such calls retry on
+      // the method's outcome wherever it ran.
       std::optional<std::decay_t<Attempt>> pending;
       // A pending result ends the retries before any filter sees the internal PendingResult.
       options.stop = [this, &pending] { return pending.has_value() || promise_.IsCancelled(); };
       const auto attempt = [&] {
         std::decay_t<Attempt> future = invoke_.Again(target);
         if (!future.Done()) {
-          pending.emplace(std::move(future));
-          throw PendingResult{};
+          if constexpr (std::is_same_v<Target, EncodedObject>) {
+            target.Flush();
+            future.Wait();
+          } else {
+            pending.emplace(std::move(future));
+            throw PendingResult{};
+          }
         }
         return std::move(future).Result();
       };
@@ -137,11 +162,11 @@ class InvokeNode final : public CallNode {
         } else {
           Value value = Retry(attempt, *retry_, options);
           futures_internal::CompleteWithInvoke(
-              promise_, [&](T&) { return std::move(value); }, target);
+              promise_, [&](Target&) { return std::move(value); }, target);
         }
       } catch (const PendingResult&) {
         futures_internal::CompleteWithInvoke(
-            promise_, [&](T&) { return std::move(*pending); }, target);
+            promise_, [&](Target&) { return std::move(*pending); }, target);
       } catch (...) {
         promise_.SetError(std::current_exception());
       }
@@ -210,18 +235,19 @@ void PostOrFail(ActorCore& core, Node* node, bool may_block = true) {
 // An invoker with its arguments: `(T&) -> result`.
 template <typename T, typename Inv, typename... B>
 struct BoundCall {
+  using Target = TargetOf<T, Inv>;
   // Whether the call can run more than once (for retries): its arguments can be copied.
   static constexpr bool kRepeatable = (DeepCopyable<B>::value && ...);
 
   Inv invoker;
   std::tuple<B...> args;
-  decltype(auto) operator()(T& object) {
+  decltype(auto) operator()(Target& object) {
     return std::apply(
         [&](B&... b) -> decltype(auto) { return std::invoke(invoker, object, std::move(b)...); },
         args);
   }
   // One attempt of a call that may run again: with copies of the arguments.
-  decltype(auto) Again(T& object) requires kRepeatable {
+  decltype(auto) Again(Target& object) requires kRepeatable {
     return std::apply(
         [&](const B&... b) -> decltype(auto) { return std::invoke(invoker, object, B(b)...); },
         args);
@@ -346,11 +372,11 @@ struct CallResult {
 };
 template <typename T, typename Invoker, typename... A>
 struct CallResult<T, Invoker, true, A...> {
-  using type = UnwrapT<std::invoke_result_t<Invoker&, T&, UnwrappedT<A>&&...>>;
+  using type = UnwrapT<std::invoke_result_t<Invoker&, TargetOf<T, Invoker>&, UnwrappedT<A>&&...>>;
 };
 template <typename T, typename Invoker, typename... A>
 struct CallResult<T, Invoker, false, A...> {
-  using type = UnwrapT<std::invoke_result_t<Invoker&, T&, A&&...>>;
+  using type = UnwrapT<std::invoke_result_t<Invoker&, TargetOf<T, Invoker>&, A&&...>>;
 };
 
 // Whether `invoker(T&, args...)` compiles with the arguments as given or with futures unwrapped.
@@ -426,23 +452,23 @@ constexpr bool HasEntryOfType() {
   }
 }
 
-// Loopback mode: encodes the call to bytes, runs it through the registered name on the object and
-// decodes the reply bytes, as a worker in another process would.
+// A call that crosses a byte boundary (WorkerBackend::encodes_calls()): encodes the arguments,
+// sends them under the method's registered name to the actor's EncodedObject, and decodes the
+// reply bytes when they come.
 template <typename T, typename M>
-struct LoopbackInvoker {
+struct EncodedInvoker {
+  using Target = EncodedObject;
   M method;
   absl::string_view name;
   template <typename... A>
   requires std::is_invocable_v<M, T&, A&&...> Future<MethodReplyT<M>>
-  operator()(T& object, A&&... a) const {
+  operator()(EncodedObject& object, A&&... a) const {
     if constexpr (HasEntryOfType<T, M>()) {
-      const std::string request = EncodeCall<T>(method, std::forward<A>(a)...);
-      return InvokeFromBytes(object, name, request).Then([](const std::string& reply) {
-        return DecodeReply<MethodReplyT<M>>(reply);
-      });
+      return object.Invoke(name, EncodeCall<T>(method, std::forward<A>(a)...))
+          .Then([](const std::string& reply) { return DecodeReply<MethodReplyT<M>>(reply); });
     } else {
       // MethodName found the method, so this cannot happen; kept for the compiler.
-      throw InvalidOptionError("loopback worker: the method is not registered");
+      throw InvalidOptionError("worker: the method is not registered");
     }
   }
 };
@@ -461,7 +487,7 @@ std::pair<const RetryPolicy*, absl::string_view> RetryFor(const WorkerRetry& ret
 }
 template <typename T, typename M>
 std::pair<const RetryPolicy*, absl::string_view> RetryFor(const WorkerRetry& retry,
-                                                          const LoopbackInvoker<T, M>& invoker) {
+                                                          const EncodedInvoker<T, M>& invoker) {
   return {retry.Find(invoker.method), invoker.name};
 }
 
@@ -469,9 +495,10 @@ std::pair<const RetryPolicy*, absl::string_view> RetryFor(const WorkerRetry& ret
 template <typename T, typename Invoker, typename... A>
 auto SubmitCall(const std::shared_ptr<ActorCore>& core, Invoker invoker, A&&... args) {
   constexpr bool kHas = kHasFutures<std::decay_t<A>...>;
-  constexpr bool kRawOk = std::is_invocable_v<Invoker&, T&, std::decay_t<A>&&...>;
+  using Target = TargetOf<T, Invoker>;
+  constexpr bool kRawOk = std::is_invocable_v<Invoker&, Target&, std::decay_t<A>&&...>;
   constexpr bool kUnwrappedOk =
-      kHas && std::is_invocable_v<Invoker&, T&, UnwrappedT<std::decay_t<A>>&&...>;
+      kHas && std::is_invocable_v<Invoker&, Target&, UnwrappedT<std::decay_t<A>>&&...>;
   static_assert(kRawOk || kUnwrappedOk,
                 "Worker call: the method (or function) cannot be called with these argument "
                 "types (Future arguments are replaced by their values unless unwrap_futures is "

@@ -25,13 +25,16 @@ void ThreadActor::OnStart() {
 }
 
 void ThreadActor::Loop() {
-  do {
+  for (;;) {
     // Acquire pairs with Schedule's release (the actor's lock orders the mailbox itself).
     for (int i = 0; i < kIdleSpins && !work_.load(std::memory_order_acquire); ++i) CpuRelax();
     while (!work_.exchange(false, std::memory_order_acquire)) {
       work_.wait(false, std::memory_order_acquire);
     }
-  } while (Drain(kNoBudget));
+    const bool open = Drain(kNoBudget);
+    AfterDrain();
+    if (!open) return;
+  }
 }
 
 void ThreadActor::Schedule() {

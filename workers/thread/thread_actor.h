@@ -11,8 +11,9 @@
 
 namespace concurry::workers_internal {
 
-// Drains on a dedicated thread that sleeps when the mailbox is empty.
-class ThreadActor final : public ActorCore {
+// Drains on a dedicated thread that sleeps when the mailbox is empty. A backend may derive from
+// it (Mode::kProcess does) to act after each drain.
+class ThreadActor : public ActorCore {
  public:
   using ActorCore::ActorCore;
   ~ThreadActor() override;
@@ -20,6 +21,8 @@ class ThreadActor final : public ActorCore {
  protected:
   void OnStart() override;
   void Schedule() override;
+  // Runs on the actor's thread after each drain (the mailbox was found empty, or closed).
+  virtual void AfterDrain() {}
 
  private:
   void Loop();

@@ -1,0 +1,231 @@
+#include "workers/process/internal/connection.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "futures/executor.h"
+#include "workers/codec.h"
+#include "workers/process/internal/launch.h"
+#include "workers/process/internal/limits_transfer.h"
+#include "workers/registration.h"
+
+namespace concurry::process_internal {
+namespace {
+
+// The context of the connection whose reader the calling thread is.
+thread_local const void* reader_context = nullptr;
+
+// How long a process gets between SIGTERM and SIGKILL.
+constexpr absl::Duration kTermGrace = absl::Milliseconds(100);
+// How long the reader waits for a dead process's status, for the error message.
+constexpr absl::Duration kStatusWait = absl::Milliseconds(100);
+
+}  // namespace
+
+bool OnReaderThreadOf(const void* context) {
+  return context != nullptr && reader_context == context;
+}
+
+// What the connection shares with its reader thread, which may outlive it (detached when a
+// reply's continuation on that thread never returns).
+struct ProcessConnection::Shared {
+  ~Shared() { Release(child); }
+
+  ChildProcess child;
+  std::string class_name;
+  const void* context = nullptr;
+
+  absl::Mutex mu;
+  // Replies awaited, in the order of the frames sent.
+  std::deque<Promise<std::string>> pending ABSL_GUARDED_BY(mu);
+  // Set once the stream ended: what new calls fail with.
+  std::exception_ptr dead ABSL_GUARDED_BY(mu);
+  // Set before the stop frame is sent: the end of the stream is expected from then on.
+  bool stopping ABSL_GUARDED_BY(mu) = false;
+  // Whether Stop gave up waiting and terminated the process.
+  bool terminated ABSL_GUARDED_BY(mu) = false;
+  // Told when the process dies unexpectedly; set once the object is built.
+  ConnectionOwner* owner ABSL_GUARDED_BY(mu) = nullptr;
+  bool reader_done ABSL_GUARDED_BY(mu) = false;
+};
+
+ProcessConnection::ProcessConnection(std::shared_ptr<Shared> shared)
+    : shared_(std::move(shared)), writer_(shared_->child.socket) {}
+
+std::unique_ptr<ProcessConnection> ProcessConnection::Open(
+    const workers_internal::EncodedClass& cls, std::string ctor, const LimitPool& limits,
+    ProcessStart start, ConnectionOwner* owner, const void* context) {
+  // Before anything starts: limits that cannot cross fail here.
+  const WorkerLimitsBlueprint blueprint = ExportWorkerLimits(limits);
+  auto shared = std::make_shared<Shared>();
+  shared->class_name = std::string(cls.name);
+  shared->context = context;
+  shared->child = Launch(start, cls);
+  std::unique_ptr<ProcessConnection> connection(new ProcessConnection(shared));
+  connection->reader_ = std::thread(ReadReplies, shared);
+  Future<std::string> built;
+  {
+    absl::MutexLock lock(&shared->mu);
+    Promise<std::string> promise;
+    built = promise.GetFuture();
+    shared->pending.push_back(std::move(promise));
+  }
+  // A failed send shows as the end of the stream, which fails `built`.
+  connection->writer_.SendWithFds(FrameKind::kConstruct,
+                                  Encode(std::string(cls.name), ctor, blueprint.blueprint),
+                                  blueprint.fds);
+  // The constructor's own exception, rebuilt, or CrashedError.
+  workers_internal::DecodeReply<void>(built.Result());
+  absl::MutexLock lock(&shared->mu);
+  if (shared->dead != nullptr) std::rethrow_exception(shared->dead);
+  shared->owner = owner;
+  return connection;
+}
+
+ProcessConnection::~ProcessConnection() {
+  ConnectionOwner* owner;
+  {
+    absl::MutexLock lock(&shared_->mu);
+    shared_->stopping = true;
+    owner = shared_->owner;
+  }
+  if (owner != nullptr) owner->Closed();
+  writer_.Append(FrameKind::kStop, {});
+  writer_.Flush();
+  const absl::Time deadline =
+      owner != nullptr ? owner->KillDeadline() : absl::Now() + absl::Seconds(30);
+  const auto reader_done = [this]() ABSL_SHARED_LOCKS_REQUIRED(shared_->mu) {
+    return shared_->reader_done;
+  };
+  bool done;
+  {
+    absl::MutexLock lock(&shared_->mu);
+    done = shared_->mu.AwaitWithDeadline(absl::Condition(&reader_done), deadline);
+    if (!done) shared_->terminated = true;
+  }
+  if (!done) {
+    Signal(shared_->child, SIGTERM);
+    absl::MutexLock lock(&shared_->mu);
+    done = shared_->mu.AwaitWithTimeout(absl::Condition(&reader_done), kTermGrace);
+  }
+  if (!done) {
+    Signal(shared_->child, SIGKILL);
+    absl::MutexLock lock(&shared_->mu);
+    // The kernel closes a killed process's socket at once; what can still hold the reader is a
+    // reply's continuation that does not return.
+    done = shared_->mu.AwaitWithTimeout(absl::Condition(&reader_done), absl::Seconds(10));
+  }
+  if (done) {
+    reader_.join();
+  } else {
+    reader_.detach();  // It owns `shared_` too, which reaps the process when it goes.
+  }
+}
+
+Future<std::string> ProcessConnection::Send(FrameKind kind, absl::string_view a,
+                                            absl::string_view b) {
+  Promise<std::string> promise;
+  Future<std::string> reply = promise.GetFuture();
+  {
+    absl::MutexLock lock(&shared_->mu);
+    if (shared_->dead != nullptr) return MakeFailedFuture<std::string>(shared_->dead);
+    shared_->pending.push_back(std::move(promise));
+  }
+  // A broken socket means the process is gone: the reader fails the reply.
+  writer_.Append(kind, a, b);
+  return reply;
+}
+
+Future<std::string> ProcessConnection::Invoke(absl::string_view method, std::string args) {
+  return Send(FrameKind::kCall, CallPrefix(method), args);
+}
+
+Future<std::string> ProcessConnection::SendFrameForTesting(FrameKind kind, std::string payload) {
+  Future<std::string> reply = Send(kind, payload, {});
+  Flush();
+  return reply;
+}
+
+void ProcessConnection::Flush() { writer_.Flush(); }
+
+pid_t ProcessConnection::pid() const { return shared_->child.pid; }
+
+void ProcessConnection::ReadReplies(std::shared_ptr<Shared> shared) {
+  reader_context = shared->context;
+  // Continuations of replies run here: a bounded worker they call must not block this thread,
+  // which is what completes that worker's calls.
+  const NonBlockingScope non_blocking;
+  FrameReader reader(shared->child.socket);
+  Frame frame;
+  FrameReader::Status status;
+  std::string broken;
+  for (;;) {
+    status = reader.Next(&frame);
+    if (status != FrameReader::Status::kFrame) break;
+    std::optional<Promise<std::string>> promise;
+    {
+      absl::MutexLock lock(&shared->mu);
+      if (frame.kind == FrameKind::kReply && !shared->pending.empty()) {
+        promise.emplace(std::move(shared->pending.front()));
+        shared->pending.pop_front();
+      }
+    }
+    if (!promise.has_value()) {
+      broken = absl::StrCat("sent a frame of kind ", static_cast<uint32_t>(frame.kind),
+                            " that answers no call");
+      status = FrameReader::Status::kBroken;
+      break;
+    }
+    promise->SetValue(std::move(frame.payload));
+  }
+  if (status == FrameReader::Status::kBroken && broken.empty()) broken = reader.error();
+  for (int fd : reader.TakeFds()) close(fd);
+  bool stopping, terminated;
+  {
+    absl::MutexLock lock(&shared->mu);
+    stopping = shared->stopping;
+    terminated = shared->terminated;
+  }
+  std::exception_ptr error;
+  if (stopping) {
+    error = std::make_exception_ptr(StoppedError(
+        absl::StrCat("the worker process ", shared->child.pid, " (", shared->class_name, ") ",
+                     terminated ? "was terminated by Stop after its timeout" : "stopped",
+                     " before it answered this call")));
+  } else {
+    if (!broken.empty()) Signal(shared->child, SIGKILL);  // It cannot be talked to any more.
+    error = std::make_exception_ptr(CrashedError(
+        absl::StrCat("the worker process ", shared->child.pid, " (", shared->class_name, ") ",
+                     DescribeEnd(shared->child, kStatusWait),
+                     broken.empty() ? "" : absl::StrCat(" after its socket broke: ", broken),
+                     "; the calls it had not answered failed")));
+  }
+  std::deque<Promise<std::string>> unanswered;
+  ConnectionOwner* owner;
+  {
+    absl::MutexLock lock(&shared->mu);
+    shared->dead = error;
+    unanswered.swap(shared->pending);
+    owner = shared->stopping ? nullptr : shared->owner;
+  }
+  for (Promise<std::string>& promise : unanswered) promise.SetError(error);
+  if (owner != nullptr) owner->Died(error);
+  absl::MutexLock lock(&shared->mu);
+  shared->reader_done = true;
+}
+
+}  // namespace concurry::process_internal

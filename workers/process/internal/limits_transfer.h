@@ -1,0 +1,30 @@
+// A worker's limits on their way to its process: what the parent sends with the construction
+// frame, and the LimitPool the worker process rebuilds from it (on the same shared memory).
+
+#ifndef CONCURRY_WORKERS_PROCESS_INTERNAL_LIMITS_TRANSFER_H_
+#define CONCURRY_WORKERS_PROCESS_INTERNAL_LIMITS_TRANSFER_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "limits/limit_pool.h"
+
+namespace concurry::process_internal {
+
+struct WorkerLimitsBlueprint {
+  // Empty for no limits.
+  std::string blueprint;
+  // Owned by the pool's sets; sent along the frame.
+  std::vector<int> fds;
+};
+
+// Throws InvalidOptionError for a set that cannot be shared with another process.
+WorkerLimitsBlueprint ExportWorkerLimits(const LimitPool& limits);
+// The worker process's pool; `fds` stay the caller's.
+LimitPool ImportWorkerLimits(absl::string_view blueprint, absl::Span<const int> fds);
+
+}  // namespace concurry::process_internal
+
+#endif  // CONCURRY_WORKERS_PROCESS_INTERNAL_LIMITS_TRANSFER_H_

@@ -1,0 +1,112 @@
+// The transport between a Mode::kProcess worker and its process: length-prefixed frames over a
+// Unix stream socket. Small frames are batched into one send; large payloads go straight from
+// the caller's string to the socket and from the socket into the receiver's string, without a
+// copy through a buffer. File descriptors ride along a frame as SCM_RIGHTS (the limits' shared
+// memory at construction).
+//
+// Frame: a 16-byte header (magic, kind, payload length; host byte order, since both ends are
+// one program on one host), then the payload. Both ends trust the framing, not the contents: a
+// payload that does not decode is answered with an error, and the worker keeps serving; a
+// header with the wrong magic means the stream is broken, and the connection ends.
+
+#ifndef CONCURRY_WORKERS_PROCESS_INTERNAL_WIRE_H_
+#define CONCURRY_WORKERS_PROCESS_INTERNAL_WIRE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace concurry::process_internal {
+
+enum class FrameKind : uint32_t {
+  // Parent to child, first frame: Encode(class name, constructor bytes, limits blueprint), with
+  // the limits' file descriptors attached.
+  kConstruct = 1,
+  // Parent to child: a call. Payload: the method name's length (uint32), the name, the
+  // EncodeCall bytes.
+  kCall = 2,
+  // Parent to child: destroy the object and exit once the calls before it are done.
+  kStop = 3,
+  // Child to parent: the reply (EncodeReply / EncodeErrorReply bytes) to the construction or to
+  // a call; exactly one per kConstruct or kCall frame (also for a malformed one), in order.
+  kReply = 4,
+};
+
+inline constexpr size_t kFrameHeaderBytes = 16;
+// The largest payload a frame may carry (a header claiming more is a broken stream).
+inline constexpr uint64_t kMaxFramePayload = uint64_t{1} << 40;
+
+// The start of a kCall frame's payload, before the argument bytes.
+std::string CallPrefix(absl::string_view method);
+// Splits a kCall payload into the method name and the argument bytes; false when malformed.
+bool ParseCallPayload(absl::string_view payload, absl::string_view* method,
+                      absl::string_view* args);
+
+// Writes frames to a socket; one writer at a time (not thread-safe). Never raises SIGPIPE.
+class FrameWriter {
+ public:
+  explicit FrameWriter(int fd) : fd_(fd) {}
+
+  // Queues a frame whose payload is `a` followed by `b`. A large payload is sent at once, after
+  // what is queued, straight from `a` and `b`. Returns false once the socket is broken (the peer
+  // is gone); the frame is then lost.
+  bool Append(FrameKind kind, absl::string_view a, absl::string_view b = {});
+  // Sends what is queued. Blocks while the socket is full. Returns false once broken.
+  bool Flush();
+  // Bytes queued and not sent yet.
+  size_t buffered() const { return buffer_.size(); }
+  // Sends a frame with `fds` attached (after what is queued). Returns false once broken.
+  bool SendWithFds(FrameKind kind, absl::string_view payload, absl::Span<const int> fds);
+
+ private:
+  bool SendAll(absl::Span<const absl::string_view> parts, absl::Span<const int> fds);
+
+  const int fd_;
+  std::string buffer_;
+  bool broken_ = false;
+};
+
+struct Frame {
+  FrameKind kind = FrameKind::kReply;
+  std::string payload;
+};
+
+// Reads frames from a socket; one reader at a time (not thread-safe).
+class FrameReader {
+ public:
+  enum class Status {
+    kFrame,   // *frame holds the next frame.
+    kEof,     // The peer closed the socket (or died) between frames.
+    kBroken,  // A read failed, the peer closed in the middle of a frame, or a header was bad.
+  };
+
+  explicit FrameReader(int fd) : fd_(fd) {}
+
+  // Reads the next frame, blocking as needed.
+  Status Next(Frame* frame);
+  // Whether a whole frame is buffered already (Next would not block).
+  bool HasFrame() const;
+  // File descriptors received so far with the frames (the caller owns them now).
+  std::vector<int> TakeFds();
+  // Why Next returned kBroken.
+  const std::string& error() const { return error_; }
+
+ private:
+  // Reads once into the buffer; returns the byte count (0 at end of stream, -1 on error).
+  ssize_t Fill(char* into, size_t size);
+
+  const int fd_;
+  std::string buffer_;
+  size_t start_ = 0;  // First unread byte of buffer_.
+  size_t end_ = 0;    // One past the last byte read into buffer_.
+  std::vector<int> fds_;
+  std::string error_;
+};
+
+}  // namespace concurry::process_internal
+
+#endif  // CONCURRY_WORKERS_PROCESS_INTERNAL_WIRE_H_

@@ -1,0 +1,100 @@
+// Mode::kProcess: each worker in a child process of its own. The actor runs on a thread of its
+// own in the caller's process (//workers/thread's ThreadActor), and its object is the connection
+// to the process (internal/connection.h): a drain writes the calls it pops to the socket and
+// moves on, so calls made back to back are pipelined and sent in batches, while the process runs
+// them one at a time in FIFO order and the connection's reader completes their replies.
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "workers/backend.h"
+#include "workers/internal/actor.h"
+#include "workers/internal/encoded_object.h"
+#include "workers/options.h"
+#include "workers/process/internal/connection.h"
+#include "workers/registration.h"
+#include "workers/thread/thread_actor.h"
+
+namespace concurry::process_internal {
+namespace {
+
+using workers_internal::ActorCore;
+
+class ProcessActor final : public workers_internal::ThreadActor, public ConnectionOwner {
+ public:
+  using ThreadActor::ThreadActor;
+
+  // A Stop with a timeout also bounds how long the process may take to finish: at the deadline
+  // it is terminated. Stop(0), which pools and handle destructors use to stop without waiting,
+  // leaves the process its stop_timeout.
+  bool Stop(absl::Duration timeout) override {
+    if (timeout > absl::ZeroDuration() && timeout != absl::InfiniteDuration()) {
+      const int64_t deadline = absl::ToUnixNanos(absl::Now() + timeout);
+      int64_t current = kill_deadline_ns_.load(std::memory_order_relaxed);
+      while (deadline < current && !kill_deadline_ns_.compare_exchange_weak(
+                                       current, deadline, std::memory_order_relaxed)) {
+      }
+    }
+    // On the thread that completes this worker's replies, waiting would wait for itself.
+    if (OnReaderThreadOf(this)) {
+      ActorCore::Stop(absl::ZeroDuration());
+      return stopped_future().Done();
+    }
+    return ActorCore::Stop(timeout);
+  }
+
+  absl::Time KillDeadline() const override {
+    const absl::Duration grace = options().stop_timeout;
+    const absl::Time own =
+        grace == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + grace;
+    const int64_t asked = kill_deadline_ns_.load(std::memory_order_relaxed);
+    return asked == INT64_MAX ? own : std::min(own, absl::FromUnixNanos(asked));
+  }
+
+  void Died(std::exception_ptr error) override { StopWithError(std::move(error)); }
+  void Closed() override { connection_ = nullptr; }
+
+  // On the actor's thread, once the object is built.
+  void set_connection(ProcessConnection* connection) { connection_ = connection; }
+
+ protected:
+  // The calls the drain wrote go out together.
+  void AfterDrain() override {
+    if (connection_ != nullptr) connection_->Flush();
+  }
+
+ private:
+  // Used on the actor's thread only (built, flushed and destroyed there).
+  ProcessConnection* connection_ = nullptr;
+  // The earliest deadline of a Stop with a timeout, in Unix nanoseconds (INT64_MAX: none).
+  std::atomic<int64_t> kill_deadline_ns_{INT64_MAX};
+};
+
+class ProcessBackend final : public WorkerBackend {
+ public:
+  Mode mode() const override { return Mode::kProcess; }
+  bool encodes_calls() const override { return true; }
+  std::shared_ptr<ActorCore> MakeActor(const ResolvedWorkerOptions& options) const override {
+    return std::make_shared<ProcessActor>(options, *this);
+  }
+  std::unique_ptr<workers_internal::EncodedObject> MakeEncodedObject(
+      const workers_internal::EncodedClass& cls, std::string ctor,
+      ActorCore& actor) const override {
+    auto& owner = static_cast<ProcessActor&>(actor);
+    std::unique_ptr<ProcessConnection> connection =
+        ProcessConnection::Open(cls, std::move(ctor), actor.options().limits,
+                                actor.options().process_start, &owner, &owner);
+    owner.set_connection(connection.get());
+    return connection;
+  }
+};
+
+}  // namespace
+}  // namespace concurry::process_internal
+
+CONCURRY_REGISTER_WORKER_BACKEND(::concurry::process_internal::ProcessBackend)

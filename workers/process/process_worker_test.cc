@@ -1,0 +1,93 @@
+// Mode::kProcess: what only a worker in another process has (its own address space, crashes,
+// the transport); the contract shared with every mode is in //workers:worker_test.
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "futures/future.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "workers/options.h"
+#include "workers/registration.h"
+#include "workers/worker.h"
+
+namespace app {
+
+class Echo {
+ public:
+  explicit Echo(int base) : base_(base) {}
+  int Add(int k) { return base_ += k; }
+  int Pid() { return static_cast<int>(getpid()); }
+  std::string Reflect(std::string s) { return s; }
+  void Throw(std::string message) { throw std::out_of_range(message); }
+  void Die() { raise(SIGKILL); }
+  void Sleep(int ms) { absl::SleepFor(absl::Milliseconds(ms)); }
+
+ private:
+  int base_;
+};
+
+}  // namespace app
+
+CONCURRY_REGISTER_WORKER(app::Echo, (int), Add, Pid, Reflect, Throw, Die, Sleep);
+
+namespace concurry {
+namespace {
+
+using ::testing::HasSubstr;
+
+class ProcessWorkerTest : public ::testing::TestWithParam<ProcessStart> {
+ protected:
+  WorkerOptions Options() { return {.mode = Mode::kProcess, .process_start = GetParam()}; }
+};
+
+TEST_P(ProcessWorkerTest, RunsInAnotherProcessAndKeepsState) {
+  auto w = Worker<app::Echo>::Create(Options(), 10);
+  EXPECT_NE(w.Call(&app::Echo::Pid).Result(), getpid());
+  EXPECT_EQ(w.Call(&app::Echo::Add, 5).Result(), 15);
+  EXPECT_EQ(w.Call(&app::Echo::Add, 1).Result(), 16);
+  EXPECT_EQ(w.Call(&app::Echo::Reflect, std::string("hi")).Result(), "hi");
+  EXPECT_TRUE(w.Stop(absl::Seconds(10)));
+}
+
+TEST_P(ProcessWorkerTest, RebuildsExceptions) {
+  auto w = Worker<app::Echo>::Create(Options(), 0);
+  EXPECT_THROW(w.Call(&app::Echo::Throw, std::string("boom")).Result(), std::out_of_range);
+  EXPECT_EQ(w.Call(&app::Echo::Add, 1).Result(), 1);
+}
+
+TEST_P(ProcessWorkerTest, ACrashFailsCallsWithCrashedError) {
+  auto w = Worker<app::Echo>::Create(Options(), 0);
+  Future<void> dies = w.Call(&app::Echo::Die);
+  Future<int> after = w.Call(&app::Echo::Add, 1);
+  try {
+    dies.Result();
+    FAIL() << "no error";
+  } catch (const CrashedError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("killed by signal 9"));
+  }
+  EXPECT_THROW(after.Result(), CrashedError);
+  EXPECT_TRUE(w.StoppedFuture().Wait(absl::Seconds(10)));
+}
+
+TEST_P(ProcessWorkerTest, PipelinesManyCalls) {
+  auto w = Worker<app::Echo>::Create(Options(), 0);
+  std::vector<Future<int>> results;
+  for (int i = 0; i < 10000; ++i) results.push_back(w.Call(&app::Echo::Add, 1));
+  EXPECT_EQ(results.back().Result(), 10000);
+}
+
+INSTANTIATE_TEST_SUITE_P(Starts, ProcessWorkerTest,
+                         ::testing::Values(ProcessStart::kForkServer, ProcessStart::kFork),
+                         [](const ::testing::TestParamInfo<ProcessStart>& info) {
+                           return AbslUnparseFlag(info.param);
+                         });
+
+}  // namespace
+}  // namespace concurry
