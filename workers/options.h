@@ -328,6 +328,9 @@ struct WorkerStats {
   int64_t deferred = 0;
   // Threads blocked in a call by QueueFullPolicy::kBlock.
   int64_t blocked_callers = 0;
+  // Why the worker ended by itself, "" otherwise: the CrashedError message when its process
+  // died (Mode::kProcess), or its constructor's error. Such a worker is stopped().
+  std::string error;
 };
 
 // Options after resolution and validation.

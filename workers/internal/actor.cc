@@ -177,10 +177,13 @@ void ActorCore::SetProcessLimits(const LimitPool* limits) {
 
 WorkerStats ActorCore::Stats() {
   WorkerStats stats;
+  std::exception_ptr ended_by;
   {
     internal::SpinLockHolder hold(&lock_);
     stats.queued = queued_.load(std::memory_order_relaxed);
+    ended_by = abort_error_;
   }
+  if (ended_by != nullptr) stats.error = ExceptionMessage(ended_by);
   if (gate_ != nullptr) {
     const SubmissionGate::Counts counts = gate_->GetCounts();
     stats.deferred = counts.deferred;

@@ -74,6 +74,10 @@ TEST_P(ProcessWorkerTest, ACrashFailsCallsWithCrashedError) {
   }
   EXPECT_THROW(after.Result(), CrashedError);
   EXPECT_TRUE(w.StoppedFuture().Wait(absl::Seconds(10)));
+  // The handle says the worker is dead, and why.
+  EXPECT_TRUE(w.stopped());
+  EXPECT_THAT(w.Stats().error, HasSubstr("killed by signal 9"));
+  EXPECT_THROW(w.Call(&app::Echo::Add, 1).Result(), StoppedError);
 }
 
 TEST_P(ProcessWorkerTest, PipelinesManyCalls) {

@@ -1,5 +1,6 @@
 #include "workers/process/internal/child.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -121,6 +122,8 @@ void RunWorkerChild(int socket, const EncodedClass* known, pid_t parent) {
   if (socket != kSocketFd) {
     if (dup2(socket, kSocketFd) < 0) _exit(2);
   }
+  // A program the worker runs (system(), exec) must not hold the socket open after it dies.
+  fcntl(kSocketFd, F_SETFD, FD_CLOEXEC);
   // Nothing else of the parent's stays open here: a worker holding another worker's socket
   // would hide that worker's death from the parent.
   close_range(kSocketFd + 1, ~0U, 0);

@@ -32,7 +32,7 @@ thread_local const void* reader_context = nullptr;
 // How long a process gets between SIGTERM and SIGKILL.
 constexpr absl::Duration kTermGrace = absl::Milliseconds(100);
 // How long the reader waits for a dead process's status, for the error message.
-constexpr absl::Duration kStatusWait = absl::Milliseconds(100);
+constexpr absl::Duration kStatusWait = absl::Milliseconds(50);
 
 }  // namespace
 
@@ -169,7 +169,7 @@ void ProcessConnection::ReadReplies(std::shared_ptr<Shared> shared) {
   // Continuations of replies run here: a bounded worker they call must not block this thread,
   // which is what completes that worker's calls.
   const NonBlockingScope non_blocking;
-  FrameReader reader(shared->child.socket);
+  FrameReader reader(shared->child.socket, shared->child.pidfd);
   Frame frame;
   FrameReader::Status status;
   std::string broken;

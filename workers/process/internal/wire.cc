@@ -1,6 +1,7 @@
 #include "workers/process/internal/wire.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -142,6 +143,15 @@ bool FrameWriter::SendAll(absl::Span<const absl::string_view> parts, absl::Span<
 
 ssize_t FrameReader::Fill(char* into, size_t size) {
   for (;;) {
+    if (ended_fd_ >= 0) {
+      pollfd fds[2] = {{fd_, POLLIN, 0}, {ended_fd_, POLLIN, 0}};
+      if (poll(fds, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        error_ = absl::StrCat("waiting on the worker socket failed: ", std::strerror(errno));
+        return -1;
+      }
+      if (fds[0].revents == 0 && fds[1].revents != 0) return 0;  // Ended, nothing left to read.
+    }
     iovec iov{into, size};
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
     msghdr message{};

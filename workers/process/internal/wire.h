@@ -84,7 +84,10 @@ class FrameReader {
     kBroken,  // A read failed, the peer closed in the middle of a frame, or a header was bad.
   };
 
-  explicit FrameReader(int fd) : fd_(fd) {}
+  // `ended_fd` (optional): a descriptor that becomes readable when the peer has ended (its
+  // pidfd). Then the stream ends once the socket has nothing left to read, even if another
+  // process still holds the peer's end open (a child the worker forked).
+  explicit FrameReader(int fd, int ended_fd = -1) : fd_(fd), ended_fd_(ended_fd) {}
 
   // Reads the next frame, blocking as needed.
   Status Next(Frame* frame);
@@ -100,6 +103,7 @@ class FrameReader {
   ssize_t Fill(char* into, size_t size);
 
   const int fd_;
+  const int ended_fd_;
   std::string buffer_;
   size_t start_ = 0;  // First unread byte of buffer_.
   size_t end_ = 0;    // One past the last byte read into buffer_.
