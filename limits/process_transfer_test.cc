@@ -34,6 +34,7 @@
 #include "absl/types/span.h"
 #include "futures/errors.h"
 #include "gtest/gtest.h"
+#include "limits/internal/set_access.h"
 #include "limits/limit.h"
 #include "limits/limit_pool.h"
 #include "limits/limit_set.h"
@@ -439,6 +440,27 @@ TEST(ProcessTransferTest, AnImportInTheSameProcessSharesTheState) {
   held.reset();
   EXPECT_EQ(set.Stats().at("slots").in_use, 0);
   EXPECT_EQ(set.Stats().at("tokens").in_use, 10);
+}
+
+// Durations cross exactly: a window with a quarter nanosecond, an infinite lease interval.
+TEST(ProcessTransferTest, DurationsRoundTripExactly) {
+  const absl::Duration window = absl::Milliseconds(1500) + absl::Nanoseconds(0.25);
+  LimitSetOptions options = Shared();
+  options.lease_check_interval = absl::InfiniteDuration();
+  options.max_holders = 7;
+  LimitSet set = LimitSet::Create(
+      {RateLimit("tokens", 10, window, RateLimitAlgorithm::kTokenBucket, {.burst = 2.5})}, options);
+  const ExportedLimits exported = ExportLimitPool(LimitPool::Create({set}));
+  const LimitPool imported = ImportLimitPool(exported.blueprint, exported.fds);
+  const Limit& limit = imported[0].limits().at(0);
+  EXPECT_EQ(limit.window(), window);
+  EXPECT_EQ(limit.burst(), 2.5);
+  EXPECT_TRUE(limit.explicit_burst());
+  EXPECT_EQ(limit.algorithm(), RateLimitAlgorithm::kTokenBucket);
+  const LimitSetOptions& copied = limits_internal::SetAccess::Options(imported[0]);
+  EXPECT_EQ(copied.lease_check_interval, absl::InfiniteDuration());
+  EXPECT_EQ(copied.max_holders, 7);
+  EXPECT_EQ(copied.on_warning, nullptr);  // Warnings go to stderr.
 }
 
 TEST(ProcessTransferTest, AThreadsOnlySetCannotBeExported) {

@@ -44,11 +44,17 @@ class Writer {
     U32(static_cast<uint32_t>(value.size()));
     Raw(value.data(), value.size());
   }
-  // Whole nanoseconds and the rest (absl::Duration keeps quarters of a nanosecond), so that the
-  // reader gets the exact same duration.
+  // Exactly, infinite ones included: a tag (0 finite, 1 +infinity, 2 -infinity), whole seconds
+  // and the rest in nanoseconds (absl::Duration keeps quarters of a nanosecond, which a double
+  // below 1e9 holds exactly).
   void Duration(absl::Duration value) {
+    if (value == absl::InfiniteDuration() || value == -absl::InfiniteDuration()) {
+      U8(value > absl::ZeroDuration() ? 1 : 2);
+      return;
+    }
+    U8(0);
     absl::Duration rest;
-    I64(absl::IDivDuration(value, absl::Nanoseconds(1), &rest));
+    I64(absl::IDivDuration(value, absl::Seconds(1), &rest));
     F64(absl::ToDoubleNanoseconds(rest));
   }
   std::string Take() { return std::move(out_); }
@@ -99,10 +105,14 @@ class Reader {
     return value;
   }
   absl::Duration Duration(absl::string_view what) {
-    const int64_t nanos = I64(what);
+    const uint8_t tag = U8(what);
+    if (tag == 1) return absl::InfiniteDuration();
+    if (tag == 2) return -absl::InfiniteDuration();
+    if (tag != 0) ThrowDataLoss(absl::StrCat("bad duration in ", what));
+    const int64_t seconds = I64(what);
     const double rest = F64(what);
-    if (!(rest >= 0 && rest < 1)) ThrowDataLoss(absl::StrCat("bad ", what));
-    return absl::Nanoseconds(nanos) + absl::Nanoseconds(rest);
+    if (!(rest > -1e9 && rest < 1e9)) ThrowDataLoss(absl::StrCat("bad duration in ", what));
+    return absl::Seconds(seconds) + absl::Nanoseconds(rest);
   }
   // A count of items that take at least `min_bytes` each: at most what the bytes left can hold,
   // so that garbage cannot make the reader reserve huge vectors.
