@@ -278,7 +278,13 @@ TEST(ProcessTransferTest, TheChildsReleaseWakesABlockedAcquirerInTheParent) {
     std::optional<LimitAcquisition> all = pool[0].TryAcquire({{"slots", 3}});
     if (!all.has_value()) return 1;
     if (!SendByte(socket, 'H')) return kChildFailed;
-    absl::SleepFor(absl::Milliseconds(200));  // The parent is blocked by now (most likely).
+    // Released once the parent is seen blocked. The parent's wait has no event this process can
+    // observe, so its count of waiters in the shared state is polled (with a deadline).
+    const absl::Time deadline = absl::Now() + kDeadline;
+    while (pool[0].Stats().waiting < 1) {
+      if (absl::Now() >= deadline) return 2;
+      absl::SleepFor(absl::Milliseconds(1));
+    }
     all.reset();
     return kChildOk;
   });
