@@ -1,5 +1,8 @@
 #include "limits/limit_set.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -33,6 +36,7 @@
 #include "futures/internal/spin_lock.h"
 #include "limits/internal/process_shared.h"
 #include "limits/internal/rate_algorithms.h"
+#include "limits/internal/set_access.h"
 #include "limits/rate_window.h"
 
 namespace concurry {
@@ -105,7 +109,11 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   using Item = LimitAcquisition::Item;
   using Items = absl::InlinedVector<Item, 4>;
 
-  SetImpl(std::vector<Limit> limits, LimitSetOptions options);
+  // A new set. With `attach_fd` >= 0 (a kProcesses set with limits only), a set running on the
+  // state another process created behind that memfd instead: nothing is initialized, the fd is
+  // duplicated (the caller keeps its own). InvalidOptionError when the fd's memory does not fit
+  // `limits` and `options` (its size, the rate states' parameters).
+  SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_fd = -1);
   ~SetImpl();
 
   SetImpl(const SetImpl&) = delete;
@@ -157,6 +165,13 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   Future<LimitAcquisition> AcquireAsync(Request request, absl::Time deadline);
 
   Clock& clock() const { return clock_; }
+  // kProcesses: the memfd behind the shared state (owned by the set), else -1.
+  int fd() const { return fd_; }
+  size_t block_bytes() const { return block_bytes_; }
+  // The bytes of the memory block of a set of `limits` with `max_holders`.
+  static size_t LayoutBytes(const std::vector<Limit>& limits, int max_holders) {
+    return ComputeLayout(limits, max_holders).bytes;
+  }
   void CountMissingUpdate() { header_->missing_updates.fetch_add(1, std::memory_order_relaxed); }
 
  private:
@@ -237,6 +252,23 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   // Blocks until the generation moves past `generation`, `*interrupt`, or `wake`.
   void Wait(uint32_t generation, absl::Time wake, const std::atomic<bool>* interrupt);
 
+  // Where each part of the memory block starts, from the limits and max_holders alone, so that
+  // every process that attaches computes the creator's layout.
+  struct Layout {
+    std::vector<size_t> rate_offsets;  // Per limit; 0 for resources.
+    size_t in_use_offset = 0;
+    size_t holders_offset = 0;
+    size_t holder_stride = 0;
+    size_t holder_count = 0;
+    size_t tickets_offset = 0;
+    size_t bytes = 0;
+  };
+  static Layout ComputeLayout(const std::vector<Limit>& limits, int max_holders);
+  // The attach path of the constructor: maps `fd` (duplicated) and points into it.
+  void Attach(const Layout& layout, int fd);
+  // "[key, ...]", for messages.
+  std::string LimitKeys() const;
+
   const std::vector<Limit> limits_;
   const LimitSetOptions options_;
   Clock& clock_;
@@ -248,6 +280,7 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   // The memory block: header, rate states, resource counts, holders, tickets.
   void* block_ = nullptr;
   size_t block_bytes_ = 0;
+  int fd_ = -1;  // kProcesses: the memfd behind `block_`, closed with the set.
   // Atomics are read without the lock; the other fields are guarded by it.
   Header* header_ = nullptr;
   std::vector<RateState*> rates_ ABSL_PT_GUARDED_BY(lock_);  // Per limit; null for resources.
@@ -267,7 +300,7 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   std::shared_ptr<AsyncQueue> async_ ABSL_GUARDED_BY(async_mu_);
 };
 
-SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options)
+SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_fd)
     : limits_(std::move(limits)),
       options_(std::move(options)),
       clock_(options_.clock != nullptr ? *options_.clock : Clock::Real()),
@@ -301,32 +334,23 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options)
       throw InvalidOptionError(absl::StrCat("Duplicate limit key: '", limit.key(), "'"));
     }
   }
-  // Layout.
-  size_t offset = RoundUp(sizeof(Header), 8);
-  std::vector<size_t> rate_offsets(limits_.size(), 0);
-  for (size_t i = 0; i < limits_.size(); ++i) {
-    const Limit& limit = limits_[i];
-    if (limit.kind() == LimitKind::kResource) {
-      resource_index_.push_back(num_resources_++);
-      continue;
-    }
-    resource_index_.push_back(-1);
-    rate_offsets[i] = offset;
-    offset += RoundUp(RateState::BytesFor(limit.algorithm(), limit.capacity()), 8);
+  for (const Limit& limit : limits_) {
+    resource_index_.push_back(limit.kind() == LimitKind::kResource ? num_resources_++ : -1);
   }
-  const size_t in_use_offset = offset;
-  offset += limits_.size() * sizeof(double);
-  const size_t holders_offset = RoundUp(offset, 8);
-  holder_stride_ = RoundUp(sizeof(Holder) + num_resources_ * sizeof(double), 8);
-  const size_t holder_count = no_op() ? 0 : static_cast<size_t>(options_.max_holders);
-  offset = holders_offset + holder_count * holder_stride_;
-  const size_t tickets_offset = RoundUp(offset, 8);
-  block_bytes_ = tickets_offset + holder_count * sizeof(Ticket);
+  const Layout layout = ComputeLayout(limits_, options_.max_holders);
+  holder_stride_ = layout.holder_stride;
+  block_bytes_ = layout.bytes;
 
+  if (attach_fd >= 0) {
+    Attach(layout, attach_fd);
+    return;
+  }
   if (shared_) {
-    block_ = MapShared(block_bytes_);
+    // A memfd rather than anonymous memory: besides the processes fork()ed from now on, a
+    // process the fd is handed to can map the same state (ImportLimitPool).
+    block_ = CreateShared("concurry-limit-set", block_bytes_, &fd_);
     if (block_ == nullptr) {
-      throw CapacityError(absl::StrCat("LimitSet: could not map ", block_bytes_,
+      throw CapacityError(absl::StrCat("LimitSet: could not create ", block_bytes_,
                                        " bytes of shared memory: ", std::strerror(errno)));
     }
   } else {
@@ -339,14 +363,110 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options)
   rates_.assign(limits_.size(), nullptr);
   for (size_t i = 0; i < limits_.size(); ++i) {
     if (limits_[i].kind() == LimitKind::kResource) continue;
-    rates_[i] =
-        RateState::Create(base + rate_offsets[i], limits_[i].algorithm(), limits_[i].capacity(),
-                          absl::ToInt64Nanoseconds(limits_[i].window()), limits_[i].burst());
+    rates_[i] = RateState::Create(
+        base + layout.rate_offsets[i], limits_[i].algorithm(), limits_[i].capacity(),
+        absl::ToInt64Nanoseconds(limits_[i].window()), limits_[i].burst());
   }
-  in_use_ = reinterpret_cast<double*>(base + in_use_offset);
-  holders_ = base + holders_offset;
-  for (size_t i = 0; i < holder_count; ++i) new (holders_ + i * holder_stride_) Holder();
-  tickets_ = reinterpret_cast<Ticket*>(base + tickets_offset);
+  in_use_ = reinterpret_cast<double*>(base + layout.in_use_offset);
+  holders_ = base + layout.holders_offset;
+  for (size_t i = 0; i < layout.holder_count; ++i) new (holders_ + i * holder_stride_) Holder();
+  tickets_ = reinterpret_cast<Ticket*>(base + layout.tickets_offset);
+}
+
+SetImpl::Layout SetImpl::ComputeLayout(const std::vector<Limit>& limits, int max_holders) {
+  Layout layout;
+  size_t offset = RoundUp(sizeof(Header), 8);
+  size_t num_resources = 0;
+  layout.rate_offsets.assign(limits.size(), 0);
+  for (size_t i = 0; i < limits.size(); ++i) {
+    const Limit& limit = limits[i];
+    if (limit.kind() == LimitKind::kResource) {
+      ++num_resources;
+      continue;
+    }
+    layout.rate_offsets[i] = offset;
+    offset += RoundUp(RateState::BytesFor(limit.algorithm(), limit.capacity()), 8);
+  }
+  layout.in_use_offset = offset;
+  offset += limits.size() * sizeof(double);
+  layout.holders_offset = RoundUp(offset, 8);
+  layout.holder_stride = RoundUp(sizeof(Holder) + num_resources * sizeof(double), 8);
+  layout.holder_count = limits.empty() ? 0 : static_cast<size_t>(max_holders);
+  offset = layout.holders_offset + layout.holder_count * layout.holder_stride;
+  layout.tickets_offset = RoundUp(offset, 8);
+  layout.bytes = layout.tickets_offset + layout.holder_count * sizeof(Ticket);
+  return layout;
+}
+
+void SetImpl::Attach(const Layout& layout, int fd) {
+  if (!shared_ || no_op()) {
+    throw InvalidOptionError(
+        "LimitSet: only a process-shared set with limits (LimitSharing::kProcesses) can attach "
+        "to shared state");
+  }
+  const int64_t size = SharedFdBytes(fd);
+  if (size < 0) {
+    throw InvalidOptionError(
+        absl::StrCat("LimitSet: cannot attach to fd ", fd, ": ", std::strerror(errno)));
+  }
+  if (static_cast<uint64_t>(size) != block_bytes_) {
+    throw InvalidOptionError(absl::StrCat("LimitSet: the shared state behind fd ", fd, " has ",
+                                          size, " bytes, but limits ", LimitKeys(),
+                                          " with max_holders ", options_.max_holders, " need ",
+                                          block_bytes_, "; the fd belongs to another set"));
+  }
+  // The caller keeps its fd; this set owns a duplicate for its lifetime, as a created set owns
+  // its memfd.
+  fd_ = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (fd_ < 0) {
+    throw CapacityError(
+        absl::StrCat("LimitSet: cannot duplicate fd ", fd, ": ", std::strerror(errno)));
+  }
+  block_ = MapSharedFd(fd_, block_bytes_);
+  if (block_ == nullptr) {
+    const int error = errno;
+    close(fd_);
+    fd_ = -1;
+    throw CapacityError(absl::StrCat("LimitSet: could not map ", block_bytes_,
+                                     " bytes of shared memory: ", std::strerror(error)));
+  }
+  // Pointers into the mapping only: the creator initialized everything (mutex, rate states,
+  // holders), and the state holds no absolute addresses (RateState keeps offsets), so it is
+  // valid at whatever address this process maps it.
+  char* base = static_cast<char*>(block_);
+  header_ = reinterpret_cast<Header*>(base);
+  rates_.assign(limits_.size(), nullptr);
+  for (size_t i = 0; i < limits_.size(); ++i) {
+    if (limits_[i].kind() == LimitKind::kResource) continue;
+    rates_[i] = reinterpret_cast<RateState*>(base + layout.rate_offsets[i]);
+  }
+  in_use_ = reinterpret_cast<double*>(base + layout.in_use_offset);
+  holders_ = base + layout.holders_offset;
+  tickets_ = reinterpret_cast<Ticket*>(base + layout.tickets_offset);
+  // The parameters each rate state was created with must be this set's: a same-sized block of
+  // another set would otherwise run with the wrong algorithm.
+  for (size_t i = 0; i < limits_.size(); ++i) {
+    const RateState* rate = rates_[i];
+    if (rate == nullptr) continue;
+    const Limit& limit = limits_[i];
+    if (rate->algorithm() != limit.algorithm() || rate->capacity() != limit.capacity() ||
+        rate->window_ns() != absl::ToInt64Nanoseconds(limit.window()) ||
+        rate->burst() != limit.burst()) {
+      UnmapShared(block_, block_bytes_);
+      close(fd_);
+      block_ = nullptr;
+      fd_ = -1;
+      throw InvalidOptionError(absl::StrCat("LimitSet: the shared state behind fd ", fd,
+                                            " does not hold the state of ", limit.DebugString(),
+                                            "; the fd belongs to another set"));
+    }
+  }
+}
+
+std::string SetImpl::LimitKeys() const {
+  std::vector<absl::string_view> keys;
+  for (const Limit& limit : limits_) keys.push_back(limit.key());
+  return absl::StrCat("[", absl::StrJoin(keys, ", "), "]");
 }
 
 SetImpl::~SetImpl() {
@@ -373,6 +493,7 @@ SetImpl::~SetImpl() {
   }
   if (shared_) {
     UnmapShared(block_, block_bytes_);
+    close(fd_);
   } else {
     ::operator delete(block_, std::align_val_t(64));
   }
@@ -1102,6 +1223,23 @@ void SetImpl::ServeAsync(AsyncQueue& queue) {
     }
   }
   if (!queue.pending.empty()) Wait(generation, wake, &queue.interrupt);
+}
+
+int SetAccess::SharedFd(const LimitSet& set) { return set.impl_->fd(); }
+
+size_t SetAccess::SharedBytes(const LimitSet& set) {
+  return set.impl_->options().sharing == LimitSharing::kProcesses ? set.impl_->block_bytes() : 0;
+}
+
+size_t SetAccess::SharedBytesFor(const std::vector<Limit>& limits, int max_holders) {
+  return SetImpl::LayoutBytes(limits, max_holders);
+}
+
+const LimitSetOptions& SetAccess::Options(const LimitSet& set) { return set.impl_->options(); }
+
+LimitSet SetAccess::Attach(std::vector<Limit> limits, LimitSetOptions options, int fd) {
+  if (fd < 0) throw InvalidOptionError(absl::StrCat("LimitSet: cannot attach to fd ", fd));
+  return LimitSet(std::make_shared<SetImpl>(std::move(limits), std::move(options), fd));
 }
 
 }  // namespace limits_internal

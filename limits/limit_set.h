@@ -54,6 +54,7 @@ class LimitSet;
 
 namespace limits_internal {
 class SetImpl;
+struct SetAccess;  // limits/internal/set_access.h: handing a set to another process.
 }  // namespace limits_internal
 
 // A key and an amount: one entry of a request (Acquire) or of a usage report (Update). Any number
@@ -91,8 +92,10 @@ enum class LimitFairness {
 enum class LimitSharing {
   // Default. Shared by the threads (workers, pools) of this process.
   kThreads,
-  // In shared memory, shared with processes fork()ed after Create(): every process runs the same
-  // algorithms on the same state, at in-process cost. Uses the real clock. A process that dies
+  // In shared memory, shared with processes fork()ed after Create(), and with any process of the
+  // same program it is handed to (process workers, started by a forkserver long before the set
+  // existed, receive it over a socket: docs/process.md). Every process runs the same algorithms
+  // on the same state, at in-process cost. Uses the real clock. A process that dies
   // holding resource units gives them back within `lease_check_interval` while another process
   // waits for them, or at the next acquisition that finds them short.
   kProcesses,
@@ -314,6 +317,7 @@ class LimitSet {
   friend bool operator!=(const LimitSet& a, const LimitSet& b) { return a.impl_ != b.impl_; }
 
  private:
+  friend struct limits_internal::SetAccess;
   explicit LimitSet(std::shared_ptr<limits_internal::SetImpl> impl) : impl_(std::move(impl)) {}
   std::shared_ptr<limits_internal::SetImpl> impl_;
 };

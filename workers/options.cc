@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "futures/clock.h"
 #include "futures/errors.h"
 
 namespace concurry {
@@ -412,8 +413,20 @@ LimitPool WorkerLimits::Resolve(Mode mode, Clock* clock) const {
     return LimitPool::Create(sets_);
   }
   if (limits_.empty()) return LimitPool();
-  // Private to this worker. For a worker in another process it would be created there; the
-  // modes that run elsewhere are not available yet.
+  if (other_process) {
+    // The worker (each worker of a pool) runs in a process of its own: the limits must be one
+    // state that all of them share, i.e. a process-shared set, handed to each worker process.
+    // Such a set runs on the real clock, the only time every process agrees on.
+    if (clock != nullptr && clock != &Clock::Real()) {
+      throw InvalidOptionError(absl::StrCat(
+          "worker options: limits: a worker in mode ", ModeName(mode),
+          " runs in another process, so its limits become a LimitSet shared by processes "
+          "(LimitSharing::kProcesses), which runs on the real clock; WorkerOptions::clock must "
+          "be null or Clock::Real() when limits are given as a list of Limits"));
+    }
+    return LimitPool::Create({LimitSet::Create(limits_, {.sharing = LimitSharing::kProcesses})});
+  }
+  // Private to this worker (or pool of workers).
   return LimitPool::Create({LimitSet::Create(limits_, {.clock = clock})});
 }
 

@@ -5,9 +5,15 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/str_cat.h"
+#include "futures/clock.h"
 #include "futures/errors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "limits/limit.h"
+#include "limits/limit_pool.h"
+#include "limits/limit_set.h"
+#include "testing/fake_clock.h"
 
 namespace concurry {
 namespace {
@@ -245,6 +251,73 @@ TEST(ResolveWorkerOptionsTest, StopTimeoutAtTheExtremes) {
   EXPECT_EQ(ErrorOf({.mode = Mode::kThread, .stop_timeout = -absl::Nanoseconds(1)}),
             "worker options: stop_timeout is -1ns; allowed: >= 0 (InfiniteDuration waits "
             "forever)");
+}
+
+// A list of Limits given to a worker in another process becomes one process-shared set (shared
+// by every worker process of a pool); an in-process worker keeps a private thread-shared set.
+TEST(WorkerLimitsTest, AListOfLimitsIsProcessSharedForProcessAndRemoteWorkers) {
+  const WorkerLimits limits = {ResourceLimit("slots", 3)};
+  for (Mode mode : {Mode::kProcess, Mode::kRemote}) {
+    const LimitPool pool = limits.Resolve(mode);
+    ASSERT_EQ(pool.size(), 1u);
+    EXPECT_EQ(pool[0].sharing(), LimitSharing::kProcesses) << AbslUnparseFlag(mode);
+    EXPECT_EQ(pool[0].limits().at(0).key(), "slots");
+    // The real clock, given explicitly, is accepted too.
+    EXPECT_EQ(limits.Resolve(mode, &Clock::Real())[0].sharing(), LimitSharing::kProcesses);
+  }
+  EXPECT_EQ(limits.Resolve(Mode::kThread)[0].sharing(), LimitSharing::kThreads);
+  // Through ResolveWorkerOptions as well.
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kProcess, .limits = limits}).limits[0].sharing(),
+            LimitSharing::kProcesses);
+  // No limits: the no-op pool, whatever the mode.
+  EXPECT_TRUE(WorkerLimits().Resolve(Mode::kProcess).no_op());
+}
+
+TEST(WorkerLimitsTest, AProcessWorkersListOfLimitsNeedsTheRealClock) {
+  testkit::FakeClock clock;
+  const WorkerLimits limits = {CallLimit(10, "second")};
+  for (Mode mode : {Mode::kProcess, Mode::kRemote}) {
+    try {
+      limits.Resolve(mode, &clock);
+      ADD_FAILURE() << "no error for mode " << AbslUnparseFlag(mode);
+    } catch (const InvalidOptionError& e) {
+      EXPECT_THAT(e.what(), HasSubstr(absl::StrCat("a worker in mode ", AbslUnparseFlag(mode),
+                                                   " runs in another process")));
+      EXPECT_THAT(e.what(), HasSubstr("LimitSharing::kProcesses"));
+      EXPECT_THAT(e.what(), HasSubstr("WorkerOptions::clock must be null or Clock::Real()"));
+    }
+  }
+  EXPECT_THAT(ErrorOf({.mode = Mode::kProcess, .clock = &clock, .limits = limits}),
+              HasSubstr("runs on the real clock"));
+  // In-process workers run their limits on the worker's clock.
+  EXPECT_EQ(limits.Resolve(Mode::kThread, &clock)[0].sharing(), LimitSharing::kThreads);
+  // A process worker without limits may have any clock.
+  EXPECT_TRUE(WorkerLimits().Resolve(Mode::kProcess, &clock).no_op());
+}
+
+TEST(WorkerLimitsTest, AThreadsOnlySetCannotGoToAWorkerInAnotherProcess) {
+  const LimitSet threads = LimitSet::Create({ResourceLimit("slots", 3)});
+  const LimitSet shared =
+      LimitSet::Create({ResourceLimit("slots", 3)}, {.sharing = LimitSharing::kProcesses});
+  for (Mode mode : {Mode::kProcess, Mode::kRemote}) {
+    for (const WorkerLimits& limits :
+         {WorkerLimits(threads), WorkerLimits(std::vector<LimitSet>{shared, threads}),
+          WorkerLimits(LimitPool::Create({threads}))}) {
+      try {
+        limits.Resolve(mode);
+        ADD_FAILURE() << "no error for mode " << AbslUnparseFlag(mode);
+      } catch (const InvalidOptionError& e) {
+        EXPECT_THAT(e.what(), HasSubstr("LimitSharing::kThreads"));
+        EXPECT_THAT(e.what(), HasSubstr("create it with LimitSharing::kProcesses"));
+      }
+    }
+    // A process-shared set is used as given.
+    EXPECT_EQ(WorkerLimits(shared).Resolve(mode)[0], shared);
+    // The no-op set is fine anywhere.
+    EXPECT_TRUE(WorkerLimits(LimitSet::NoOp()).Resolve(mode).no_op());
+  }
+  // In-process workers take a thread-shared set.
+  EXPECT_EQ(WorkerLimits(threads).Resolve(Mode::kThread)[0], threads);
 }
 
 TEST(ScopedWorkerDefaultsTest, OverridesNestAndRestore) {

@@ -4,6 +4,7 @@
 #include <linux/futex.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +23,39 @@ namespace limits_internal {
 void* MapShared(size_t bytes) {
   void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   return memory == MAP_FAILED ? nullptr : memory;
+}
+
+void* CreateShared(const char* name, size_t bytes, int* fd) {
+  // Through syscall(): memfd_create() needs glibc 2.27, the system call Linux 3.17.
+  const int memfd = static_cast<int>(syscall(SYS_memfd_create, name, MFD_CLOEXEC));
+  if (memfd < 0) return nullptr;
+  // A fresh memfd is empty; ftruncate() makes it `bytes` long, zero-filled.
+  if (ftruncate(memfd, static_cast<off_t>(bytes)) != 0) {
+    const int error = errno;
+    close(memfd);
+    errno = error;
+    return nullptr;
+  }
+  void* memory = MapSharedFd(memfd, bytes);
+  if (memory == nullptr) {
+    const int error = errno;
+    close(memfd);
+    errno = error;
+    return nullptr;
+  }
+  *fd = memfd;
+  return memory;
+}
+
+void* MapSharedFd(int fd, size_t bytes) {
+  void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  return memory == MAP_FAILED ? nullptr : memory;
+}
+
+int64_t SharedFdBytes(int fd) {
+  struct stat info;
+  if (fstat(fd, &info) != 0) return -1;
+  return static_cast<int64_t>(info.st_size);
 }
 
 void UnmapShared(void* memory, size_t bytes) { munmap(memory, bytes); }

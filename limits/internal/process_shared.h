@@ -1,6 +1,7 @@
-// The operating-system pieces of a process-shared LimitSet: shared anonymous memory inherited by
-// fork()ed children, a robust process-shared mutex (its next owner learns when a holder died),
-// futex waits on a word in shared memory, and process identity and liveness checks.
+// The operating-system pieces of a process-shared LimitSet: shared memory backed by a memfd
+// (inherited by fork()ed children, and mappable by any process the fd is handed to), a robust
+// process-shared mutex (its next owner learns when a holder died), futex waits on a word in shared
+// memory, and process identity and liveness checks.
 
 #ifndef CONCURRY_LIMITS_INTERNAL_PROCESS_SHARED_H_
 #define CONCURRY_LIMITS_INTERNAL_PROCESS_SHARED_H_
@@ -19,8 +20,18 @@
 namespace concurry {
 namespace limits_internal {
 
-// Maps `bytes` of zeroed memory shared with processes fork()ed later. Returns null on failure.
+// Maps `bytes` of zeroed anonymous memory shared with processes fork()ed later (only those).
+// Returns null on failure.
 void* MapShared(size_t bytes);
+// Creates a memfd of `bytes` zeroed bytes (close-on-exec, named `name` for /proc/<pid>/fd) and
+// maps it shared: processes fork()ed later share the mapping, and any process that gets the fd
+// (SCM_RIGHTS, dup) can map the same memory with MapSharedFd(). Returns the mapping and sets
+// `*fd`, or returns null (errno set, no fd left open) on failure. The caller closes `*fd`.
+void* CreateShared(const char* name, size_t bytes, int* fd);
+// Maps `bytes` of the memory behind `fd` shared. Returns null (errno set) on failure.
+void* MapSharedFd(int fd, size_t bytes);
+// The size of the file behind `fd` in bytes, or -1 (errno set) if it cannot be read.
+int64_t SharedFdBytes(int fd);
 void UnmapShared(void* memory, size_t bytes);
 
 // A mutex in shared memory, usable from every process that maps it. Robust: if a holder dies,
