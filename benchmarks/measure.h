@@ -1,5 +1,6 @@
-// Measurements the benchmark binaries share: CPU time of a thread or the process (getrusage) and
-// the peak resident-memory growth of one benchmark run.
+// Measurements the benchmark binaries share: CPU time of a thread or the process (getrusage), the
+// peak resident-memory growth of one benchmark run, and running a Python peer script from the
+// binary's runfiles.
 //
 //   const int64_t before = concurry::bench::CpuMicros(RUSAGE_THREAD);
 //   future.Wait(absl::Seconds(1));
@@ -11,6 +12,8 @@
 #include <sys/resource.h>
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <vector>
 
 namespace concurry::bench {
@@ -37,6 +40,29 @@ class PeakRssGrowth {
   bool ok_ = false;
   int64_t baseline_kb_ = -1;
 };
+
+// Returns the path of `path` (relative to the workspace root) in this binary's runfiles: under
+// $RUNFILES_DIR or $TEST_SRCDIR when set, else beside the binary (<binary>.runfiles/, the layout of
+// `bazel-bin/...` and `bazel run`), else relative to the working directory (the root of the
+// runfiles tree under `bazel run`, or the workspace root). Returns "" if none exists.
+std::string FindRunfile(const std::string& path);
+
+// What RunPythonScript printed, or why it could not run.
+struct ScriptOutput {
+  std::string error;   // non-empty: the script did not run to a successful end
+  std::string output;  // its stdout and stderr
+};
+
+// Runs `python3 <script> <args...>` (python3 from PATH; `script` relative to the workspace root,
+// found with FindRunfile) and waits for it. Arguments are quoted for the shell.
+ScriptOutput RunPythonScript(const std::string& script, const std::vector<std::string>& args);
+
+// Returns the number after `"key": ` in a one-line JSON object, or nullopt.
+std::optional<double> JsonNumber(const std::string& json, const std::string& key);
+
+// Returns the string after `"key": "` in a one-line JSON object (up to the next quote; no escapes),
+// or nullopt.
+std::optional<std::string> JsonString(const std::string& json, const std::string& key);
 
 }  // namespace concurry::bench
 

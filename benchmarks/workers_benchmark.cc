@@ -25,7 +25,6 @@
 // its pipelined figures.
 
 #include <malloc.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <chrono>
@@ -35,14 +34,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <filesystem>
 #include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -262,41 +259,6 @@ constexpr char kPythonScript[] = "benchmarks/python/threadpool_roundtrip.py";
 constexpr int kPythonRoundTrips = 10'000;
 constexpr int kPythonPipelined = 100'000;
 
-// Returns the path of `path` (relative to the workspace root) in this binary's runfiles: under
-// $RUNFILES_DIR or $TEST_SRCDIR when set, else beside the binary (<binary>.runfiles/, the layout of
-// `bazel-bin/...` and `bazel run`), else relative to the working directory (the root of the
-// runfiles tree under `bazel run`, or the workspace root). Returns "" if none exists.
-std::string FindRunfile(const std::string& path) {
-  namespace fs = std::filesystem;
-  const std::string in_workspace = "concurry/" + path;
-  std::vector<fs::path> candidates;
-  for (const char* env : {"RUNFILES_DIR", "TEST_SRCDIR"}) {
-    if (const char* dir = std::getenv(env); dir != nullptr && *dir != '\0') {
-      candidates.push_back(fs::path(dir) / in_workspace);
-    }
-  }
-  std::error_code error;
-  const fs::path binary = fs::read_symlink("/proc/self/exe", error);
-  if (!error) candidates.push_back(fs::path(binary.string() + ".runfiles") / in_workspace);
-  candidates.push_back(fs::path(path));
-  for (const fs::path& candidate : candidates) {
-    if (fs::is_regular_file(candidate, error)) return candidate.string();
-  }
-  return "";
-}
-
-// Returns the number after `"key": ` in a one-line JSON object, or nullopt.
-std::optional<double> JsonNumber(const std::string& json, const std::string& key) {
-  const std::string quoted = "\"" + key + "\":";
-  const size_t at = json.find(quoted);
-  if (at == std::string::npos) return std::nullopt;
-  const char* begin = json.c_str() + at + quoted.size();
-  char* end = nullptr;
-  const double value = std::strtod(begin, &end);
-  if (end == begin) return std::nullopt;
-  return value;
-}
-
 struct PythonFigures {
   std::string error;  // non-empty: why there are no figures
   double p50_us = 0;
@@ -309,44 +271,26 @@ struct PythonFigures {
 const PythonFigures& RunPythonPeer() {
   static const PythonFigures* const figures = [] {
     auto* result = new PythonFigures;
-    const std::string script = FindRunfile(kPythonScript);
-    if (script.empty()) {
-      result->error = std::string(kPythonScript) + " not found in the runfiles";
+    const bench::ScriptOutput run =
+        bench::RunPythonScript(kPythonScript, {"--roundtrips", std::to_string(kPythonRoundTrips),
+                                               "--pipelined", std::to_string(kPythonPipelined)});
+    if (!run.error.empty()) {
+      result->error = run.error;
       return result;
     }
-    const std::string command = "python3 '" + script + "' --roundtrips " +
-                                std::to_string(kPythonRoundTrips) + " --pipelined " +
-                                std::to_string(kPythonPipelined) + " 2>&1";
-    FILE* pipe = popen(command.c_str(), "r");
-    if (pipe == nullptr) {
-      result->error = "popen failed: " + command;
-      return result;
-    }
-    std::string output;
-    char buffer[4096];
-    size_t read;
-    while ((read = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, read);
-    const int status = pclose(pipe);
-    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      result->error = (WIFEXITED(status) && WEXITSTATUS(status) == 127)
-                          ? "python3 not found on PATH"
-                          : "`" + command + "` failed: " + output;
-      return result;
-    }
-    const std::optional<double> p50 = JsonNumber(output, "roundtrip_p50_us");
-    const std::optional<double> p99 = JsonNumber(output, "roundtrip_p99_us");
-    const std::optional<double> rate = JsonNumber(output, "pipelined_calls_per_s");
+    const std::string& output = run.output;
+    const std::optional<double> p50 = bench::JsonNumber(output, "roundtrip_p50_us");
+    const std::optional<double> p99 = bench::JsonNumber(output, "roundtrip_p99_us");
+    const std::optional<double> rate = bench::JsonNumber(output, "pipelined_calls_per_s");
     if (!p50 || !p99 || !rate || *rate <= 0) {
-      result->error = "unexpected output of " + command + ": " + output;
+      result->error = "unexpected output of " + std::string(kPythonScript) + ": " + output;
       return result;
     }
     result->p50_us = *p50;
     result->p99_us = *p99;
     result->pipelined_calls_per_s = *rate;
-    const size_t version_at = output.find("\"python\": \"");
-    if (version_at != std::string::npos) {
-      const size_t begin = version_at + std::strlen("\"python\": \"");
-      result->version = "Python " + output.substr(begin, output.find('"', begin) - begin);
+    if (const std::optional<std::string> version = bench::JsonString(output, "python")) {
+      result->version = "Python " + *version;
     }
     return result;
   }();
