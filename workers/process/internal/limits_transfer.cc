@@ -1,22 +1,16 @@
 #include "workers/process/internal/limits_transfer.h"
 
-#include "futures/errors.h"
+#include "limits/internal/process_transfer.h"
 
 namespace concurry::process_internal {
 
-// Interim: only pools without limits cross until limits/ can transfer process-shared sets.
 WorkerLimitsBlueprint ExportWorkerLimits(const LimitPool& limits) {
-  for (const LimitSet& set : limits.sets()) {
-    if (!set.no_op()) {
-      throw InvalidOptionError("process workers with limits are not supported yet");
-    }
-  }
-  return {};
+  limits_internal::ExportedLimits exported = limits_internal::ExportLimitPool(limits);
+  return {std::move(exported.blueprint), std::move(exported.fds)};
 }
 
-LimitPool ImportWorkerLimits(absl::string_view blueprint, absl::Span<const int> /*fds*/) {
-  if (!blueprint.empty()) throw InvalidOptionError("limits blueprint not supported yet");
-  return LimitPool();
+LimitPool ImportWorkerLimits(absl::string_view blueprint, absl::Span<const int> fds) {
+  return limits_internal::ImportLimitPool(blueprint, fds);
 }
 
 }  // namespace concurry::process_internal

@@ -20,9 +20,11 @@ struct WorkerLimitsBlueprint {
   std::vector<int> fds;
 };
 
-// Throws InvalidOptionError for a set that cannot be shared with another process.
+// limits_internal::ExportLimitPool for a worker. Throws InvalidOptionError for a set that cannot
+// be shared with another process (LimitSharing::kThreads).
 WorkerLimitsBlueprint ExportWorkerLimits(const LimitPool& limits);
-// The worker process's pool; `fds` stay the caller's.
+// The worker process's pool, on the same shared state; `fds` stay the caller's. Throws
+// StatusError (DataLoss) for an undecodable blueprint.
 LimitPool ImportWorkerLimits(absl::string_view blueprint, absl::Span<const int> fds);
 
 }  // namespace concurry::process_internal
