@@ -222,8 +222,10 @@ void ProcessConnection::ReadReplies(std::shared_ptr<Shared> shared) {
     unanswered.swap(shared->pending);
     owner = shared->stopping ? nullptr : shared->owner;
   }
-  for (Promise<std::string>& promise : unanswered) promise.SetError(error);
+  // The worker stops accepting calls before any caller sees a failure: a call made after seeing
+  // one never lands on the dead worker (a pool routes it to a live one).
   if (owner != nullptr) owner->Died(error);
+  for (Promise<std::string>& promise : unanswered) promise.SetError(error);
   absl::MutexLock lock(&shared->mu);
   shared->reader_done = true;
 }

@@ -31,8 +31,8 @@ class ConnectionOwner {
   // When stopping, the process may finish its calls until then; then it is terminated
   // (SIGTERM, and SIGKILL 100 ms later).
   virtual absl::Time KillDeadline() const = 0;
-  // The process ended while not stopping. Called once, from the reader thread, after every
-  // call sent to it has failed with `error`.
+  // The process ended while not stopping. Called once, from the reader thread, before the calls
+  // sent to it fail with `error`.
   virtual void Died(std::exception_ptr error) = 0;
   // The connection is being destroyed (on the thread that destroys it).
   virtual void Closed() = 0;
