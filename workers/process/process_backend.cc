@@ -4,12 +4,17 @@
 // moves on, so calls made back to back are pipelined and sent in batches, while the process runs
 // them one at a time in FIFO order and the connection's reader completes their replies.
 
+#include <signal.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <exception>
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "workers/backend.h"
@@ -24,6 +29,9 @@ namespace concurry::process_internal {
 namespace {
 
 using workers_internal::ActorCore;
+
+// How long a process gets between SIGTERM and SIGKILL when Stop's deadline passes.
+constexpr absl::Duration kTermGrace = absl::Milliseconds(100);
 
 class ProcessActor final : public workers_internal::ThreadActor, public ConnectionOwner {
  public:
@@ -45,7 +53,24 @@ class ProcessActor final : public workers_internal::ThreadActor, public Connecti
       ActorCore::Stop(absl::ZeroDuration());
       return stopped_future().Done();
     }
-    return ActorCore::Stop(timeout);
+    if (ActorCore::Stop(timeout) || timeout == absl::ZeroDuration() ||
+        timeout == absl::InfiniteDuration()) {
+      return stopped_future().Done();
+    }
+    // The deadline passed. The actor's thread terminates the process when it gets to the stop,
+    // but it may be blocked writing a call to a process that is busy and not reading: terminate
+    // it from here too.
+    ProcessConnection::Killer killer;
+    {
+      absl::MutexLock lock(&killer_mu_);
+      killer = killer_;
+    }
+    killer.Kill(SIGTERM);
+    if (!stopped_future().Wait(kTermGrace)) {
+      killer.Kill(SIGKILL);
+      stopped_future().Wait(kTermGrace);
+    }
+    return false;
   }
 
   absl::Time KillDeadline() const override {
@@ -60,7 +85,11 @@ class ProcessActor final : public workers_internal::ThreadActor, public Connecti
   void Closed() override { connection_ = nullptr; }
 
   // On the actor's thread, once the object is built.
-  void set_connection(ProcessConnection* connection) { connection_ = connection; }
+  void set_connection(ProcessConnection* connection) {
+    connection_ = connection;
+    absl::MutexLock lock(&killer_mu_);
+    killer_ = connection->killer();
+  }
 
  protected:
   // The calls the drain wrote go out together.
@@ -73,6 +102,8 @@ class ProcessActor final : public workers_internal::ThreadActor, public Connecti
   ProcessConnection* connection_ = nullptr;
   // The earliest deadline of a Stop with a timeout, in Unix nanoseconds (INT64_MAX: none).
   std::atomic<int64_t> kill_deadline_ns_{INT64_MAX};
+  absl::Mutex killer_mu_;
+  ProcessConnection::Killer killer_ ABSL_GUARDED_BY(killer_mu_);
 };
 
 class ProcessBackend final : public WorkerBackend {

@@ -33,8 +33,8 @@ struct Shared {
   std::atomic<int> finished{0};
 };
 Shared* const shared = [] {
-  void* page = mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                    -1, 0);
+  void* page =
+      mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   return new (page) Shared();
 }();
 
@@ -103,9 +103,9 @@ TEST(ProcessLimitsTest, AResourceLimitIsSharedByTheWorkersProcesses) {
 
 TEST(ProcessLimitsTest, UnitsHeldByAKilledWorkerComeBack) {
   testkit::Watchdog watchdog(absl::Seconds(60), "a killed process worker holding units");
-  LimitSet slots = LimitSet::Create({ResourceLimit("slots", 3)},
-                                    {.sharing = LimitSharing::kProcesses,
-                                     .lease_check_interval = absl::Milliseconds(20)});
+  LimitSet slots = LimitSet::Create(
+      {ResourceLimit("slots", 3)},
+      {.sharing = LimitSharing::kProcesses, .lease_check_interval = absl::Milliseconds(20)});
   auto w = Worker<app::Runner>::Create({.mode = Mode::kProcess, .limits = slots});
   EXPECT_EQ(w.Call(&app::Runner::Hold, 2).Result(), 2);
   EXPECT_FALSE(slots.TryAcquire({{"slots", 2}}).has_value());

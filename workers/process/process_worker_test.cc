@@ -87,6 +87,22 @@ TEST_P(ProcessWorkerTest, PipelinesManyCalls) {
   EXPECT_EQ(results.back().Result(), 10000);
 }
 
+TEST_P(ProcessWorkerTest, StopTerminatesABusyProcessAtItsDeadline) {
+  auto w = Worker<app::Echo>::Create(Options(), 0);
+  const pid_t pid = w.Call(&app::Echo::Pid).Result();
+  Future<void> sleeping = w.Call(&app::Echo::Sleep, 60000);
+  // 64 MB that the busy process does not read: the worker's own thread blocks writing them.
+  Future<std::string> big = w.Call(&app::Echo::Reflect, std::string(64 << 20, 'x'));
+  absl::SleepFor(absl::Milliseconds(50));
+  const absl::Time start = absl::Now();
+  EXPECT_FALSE(w.Stop(absl::Milliseconds(200)));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_TRUE(w.StoppedFuture().Wait(absl::Seconds(10)));
+  EXPECT_THROW(sleeping.Result(), StoppedError);
+  EXPECT_NE(big.Error(), nullptr);
+  EXPECT_EQ(kill(pid, 0), -1);  // Gone (and reaped: a zombie would still answer).
+}
+
 INSTANTIATE_TEST_SUITE_P(Starts, ProcessWorkerTest,
                          ::testing::Values(ProcessStart::kForkServer, ProcessStart::kFork),
                          [](const ::testing::TestParamInfo<ProcessStart>& info) {

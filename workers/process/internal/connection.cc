@@ -164,6 +164,23 @@ void ProcessConnection::Flush() { writer_.Flush(); }
 
 pid_t ProcessConnection::pid() const { return shared_->child.pid; }
 
+ProcessConnection::Killer ProcessConnection::killer() const {
+  Killer killer;
+  killer.shared_ = shared_;
+  return killer;
+}
+
+void ProcessConnection::Killer::Kill(int signal) const {
+  if (std::shared_ptr<Shared> shared = shared_.lock()) {
+    {
+      absl::MutexLock lock(&shared->mu);
+      if (shared->reader_done) return;  // Ended already (its pid may be another's by now).
+      shared->terminated = true;
+    }
+    Signal(shared->child, signal);
+  }
+}
+
 void ProcessConnection::ReadReplies(std::shared_ptr<Shared> shared) {
   reader_context = shared->context;
   // Continuations of replies run here: a bounded worker they call must not block this thread,
@@ -197,8 +214,9 @@ void ProcessConnection::ReadReplies(std::shared_ptr<Shared> shared) {
   bool stopping, terminated;
   {
     absl::MutexLock lock(&shared->mu);
-    stopping = shared->stopping;
     terminated = shared->terminated;
+    // Terminated by Stop, maybe before the actor's thread got to the stop: expected too.
+    stopping = shared->stopping || terminated;
   }
   std::exception_ptr error;
   if (stopping) {
@@ -220,7 +238,7 @@ void ProcessConnection::ReadReplies(std::shared_ptr<Shared> shared) {
     absl::MutexLock lock(&shared->mu);
     shared->dead = error;
     unanswered.swap(shared->pending);
-    owner = shared->stopping ? nullptr : shared->owner;
+    owner = stopping ? nullptr : shared->owner;
   }
   // The worker stops accepting calls before any caller sees a failure: a call made after seeing
   // one never lands on the dead worker (a pool routes it to a live one).

@@ -73,8 +73,23 @@ class ProcessConnection final : public workers_internal::EncodedObject {
 
   pid_t pid() const;
 
- private:
   struct Shared;
+
+  // Signals the process from any thread, for as long as the connection or its reader lives (a
+  // no-op after): how Stop enforces its deadline when the actor's thread is blocked writing to a
+  // process that does not read.
+  class Killer {
+   public:
+    Killer() = default;
+    void Kill(int signal) const;
+
+   private:
+    friend class ProcessConnection;
+    std::weak_ptr<Shared> shared_;
+  };
+  Killer killer() const;
+
+ private:
   explicit ProcessConnection(std::shared_ptr<Shared> shared);
   // The reader thread: completes replies in order until the stream ends, then fails the rest.
   static void ReadReplies(std::shared_ptr<Shared> shared);
