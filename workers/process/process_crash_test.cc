@@ -132,6 +132,11 @@ TEST_P(ProcessCrashTest, AbortInAMethodFailsItAndTheQueuedCalls) {
 }
 
 TEST_P(ProcessCrashTest, SegfaultInAMethodFailsItAndTheQueuedCalls) {
+#if defined(__SANITIZE_THREAD__)
+  // Seen with g++ 12's TSan: the write through null does not kill the worker process (the call
+  // returns), so there is no segfault to test.
+  GTEST_SKIP() << "under TSan a null write does not end the process";
+#endif
   Watchdog watchdog(absl::Seconds(60), "a worker process that segfaults");
   auto w = Worker<app::Fragile>::Create(Options(), 0);
   Future<void> dies = w.Call(&app::Fragile::WriteNull);
@@ -210,9 +215,12 @@ TEST_P(ProcessPoolTest, SpreadsCallsAndReplacesAKilledWorker) {
   // Kill one worker's process: the pool notices and replaces it.
   const int victim = *pids.begin();
   ASSERT_EQ(kill(victim, SIGKILL), 0);
-  // No event reports the replacement to a caller: wait for the pool's count (bounded).
+  // No event reports the replacement to a caller: wait (bounded) until the pool counts it and
+  // it is alive (built in its process; until then the pool sends calls to the other two).
   const absl::Time until = absl::Now() + absl::Seconds(30);
-  while (pool.GetPoolStats().replaced_workers < 1 && absl::Now() < until) {
+  for (PoolStats now = pool.GetPoolStats();
+       (now.replaced_workers < 1 || now.total_workers < kWorkers) && absl::Now() < until;
+       now = pool.GetPoolStats()) {
     absl::SleepFor(absl::Milliseconds(5));
   }
   const PoolStats stats = pool.GetPoolStats();
