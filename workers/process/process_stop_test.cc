@@ -7,12 +7,16 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <string>
 #include <thread>
@@ -20,6 +24,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
@@ -282,6 +287,77 @@ TEST(ProcessLeakTest, TwentyWorkersLeaveNoDescriptorProcessOrZombie) {
     for (const Future<void>& f : stopped) EXPECT_TRUE(f.Wait(absl::Seconds(30)));
     const Holdings after = CountUntil(before);
     EXPECT_EQ(after, before) << "before: " << before.ToString() << "; after: " << after.ToString();
+  }
+}
+
+// Set in a copy of this test program that makes workers, writes their pids there and aborts.
+constexpr char kCrashEnv[] = "CONCURRY_PROCESS_TEST_CRASH_PIDS";
+
+// The pids of the children of every thread of this process.
+std::vector<pid_t> OwnChildren() {
+  std::vector<pid_t> pids;
+  if (DIR* dir = opendir("/proc/self/task")) {
+    while (dirent* entry = readdir(dir)) {
+      if (entry->d_name[0] == '.') continue;
+      std::ifstream in(absl::StrCat("/proc/self/task/", entry->d_name, "/children"));
+      pid_t pid;
+      while (in >> pid) pids.push_back(pid);
+    }
+    closedir(dir);
+  }
+  return pids;
+}
+
+TEST(ProcessLeakTest, NoProcessOutlivesAProgramThatCrashes) {
+  if (const char* path = std::getenv(kCrashEnv)) {
+    // The copy: workers of both kinds, in use, then a crash of the program.
+    auto a = Worker<app::Slow>::Create({.mode = Mode::kProcess}, 0);
+    auto b = Worker<app::Slow>::Create(
+        {.mode = Mode::kProcess, .process_start = ProcessStart::kFork}, 0);
+    std::vector<pid_t> pids = OwnChildren();  // The fork server and b's process.
+    pids.push_back(a.Call(&app::Slow::Pid).Result());
+    pids.push_back(b.Call(&app::Slow::Pid).Result());
+    {
+      std::ofstream out(path);
+      for (pid_t pid : pids) out << pid << "\n";
+    }
+    std::abort();
+  }
+  Watchdog watchdog(absl::Seconds(120), "a program that crashes with process workers");
+  // Orphans of the copy become this process's children, so that it can see them end and reap
+  // them.
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  const char* dir = std::getenv("TEST_TMPDIR");
+  const std::string path = absl::StrCat(dir != nullptr ? dir : "/tmp", "/crash_pids.", getpid());
+  const std::string env = absl::StrCat(kCrashEnv, "=", path);
+  std::string filter = "--gtest_filter=ProcessLeakTest.NoProcessOutlivesAProgramThatCrashes";
+  char* argv[] = {const_cast<char*>("process_stop_test"), filter.data(), nullptr};
+  char* envp[] = {const_cast<char*>(env.c_str()), nullptr};
+  pid_t copy;
+  ASSERT_EQ(posix_spawn(&copy, "/proc/self/exe", nullptr, nullptr, argv, envp), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(copy, &status, 0), copy);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT) << "status " << status;
+  std::vector<pid_t> pids;
+  {
+    std::ifstream in(path);
+    pid_t pid;
+    while (in >> pid) pids.push_back(pid);
+  }
+  EXPECT_EQ(pids.size(), 4) << "the fork server, two worker processes, and b's pid again";
+  // Each ends (killed with its parent: PR_SET_PDEATHSIG) and is reaped here.
+  for (pid_t pid : pids) {
+    const absl::Time until = absl::Now() + absl::Seconds(10);
+    bool gone = false;
+    while (!gone && absl::Now() < until) {
+      waitpid(pid, nullptr, WNOHANG);
+      gone = kill(pid, 0) != 0 && errno == ESRCH;
+      if (!gone) absl::SleepFor(absl::Milliseconds(5));
+    }
+    EXPECT_TRUE(gone) << "process " << pid << " outlived the program that started it";
+  }
+  prctl(PR_SET_CHILD_SUBREAPER, 0);
+  while (waitpid(-1, nullptr, WNOHANG) > 0) {
   }
 }
 
