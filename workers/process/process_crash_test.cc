@@ -242,7 +242,9 @@ TEST_P(ProcessPoolTest, SpreadsCallsAndReplacesAKilledWorker) {
 
   // Later calls succeed, on three live workers, none of them the killed one.
   const std::set<int> after = Pids(pool, n);
-  if (sees_load) EXPECT_EQ(after.size(), kWorkers);
+  if (sees_load) {
+    EXPECT_EQ(after.size(), kWorkers);
+  }
   EXPECT_EQ(after.count(victim), 0);
   std::vector<Future<int>> more;
   for (int i = 0; i < 30; ++i) more.push_back(pool.Call(&app::Fragile::Pid));
