@@ -16,6 +16,7 @@
 #ifndef CONCURRY_WORKERS_TASK_WORKER_H_
 #define CONCURRY_WORKERS_TASK_WORKER_H_
 
+#include <exception>
 #include <memory>
 #include <ranges>
 #include <tuple>
@@ -31,9 +32,14 @@
 #include "workers/internal/task_worker_impl.h"
 #include "workers/internal/worker_impl.h"
 #include "workers/options.h"
+#include "workers/registration.h"
 #include "workers/worker.h"
 
 namespace concurry {
+
+namespace workers_internal {
+struct TaskWorkerAccess;
+}  // namespace workers_internal
 
 // Options of TaskWorker::Map and Task::Map. Plain struct: `{.max_in_flight = 8}`.
 struct MapOptions {
@@ -122,9 +128,16 @@ class TaskWorker : public Executor {
   template <typename F, typename... A>
   requires workers_internal::TaskCallable<F, A...>
   auto Submit(F&& fn, A&&... args) const {
+    const auto& core = Core("TaskWorker::Submit");
+    using Local = decltype(workers_internal::SubmitCall<workers_internal::TaskHost>(
+        core, workers_internal::FnInvoker<std::decay_t<F>>{std::forward<F>(fn)},
+        std::forward<A>(args)...));
+    if (core->encodes_calls()) {
+      return workers_internal::SubmitEncoded<Local, std::decay_t<F>>(core, fn, "TaskWorker::Submit",
+                                                                     std::forward<A>(args)...);
+    }
     return workers_internal::SubmitCall<workers_internal::TaskHost>(
-        Core("TaskWorker::Submit"),
-        workers_internal::FnInvoker<std::decay_t<F>>{std::forward<F>(fn)},
+        core, workers_internal::FnInvoker<std::decay_t<F>>{std::forward<F>(fn)},
         std::forward<A>(args)...);
   }
   // The same on a non-const handle (so that a lambda does not convert to Executor::Task).
@@ -199,6 +212,7 @@ class TaskWorker : public Executor {
  private:
   template <typename>
   friend class ::concurry::Task;
+  friend struct workers_internal::TaskWorkerAccess;
 
   const std::shared_ptr<workers_internal::ActorCore>& Core(const char* api) const;
   // Validates `options` (InvalidOptionError naming `api`) and converts them.
@@ -208,14 +222,61 @@ class TaskWorker : public Executor {
   auto MapShared(std::shared_ptr<F> fn, MapOptions options, const char* api,
                  Inputs&&... inputs) const {
     const auto& core = Core(api);
+    // In the modes that encode calls, the items go by the function's registered name.
+    absl::string_view encoded_name;
+    if (core->encodes_calls())
+      encoded_name = workers_internal::SendableNameOrThrow(*fn, *core, api);
     const absl::Duration timeout = options.timeout;
     StreamOptions stream_options = ToStreamOptions(std::move(options), api);
-    return workers_internal::MapOn(core, std::move(fn), std::move(stream_options), timeout,
-                                   std::forward<Inputs>(inputs)...);
+    return workers_internal::MapOn(core, std::move(fn), encoded_name, std::move(stream_options),
+                                   timeout, std::forward<Inputs>(inputs)...);
   }
 
   Worker<workers_internal::TaskHost> worker_;
 };
+
+namespace workers_internal {
+// What Stream over a TaskWorker needs of it.
+struct TaskWorkerAccess {
+  static const std::shared_ptr<ActorCore>& Core(const TaskWorker& worker, const char* api) {
+    return worker.Core(api);
+  }
+};
+}  // namespace workers_internal
+
+// Stream (sync/stream.h) over a TaskWorker, as over any Executor. In the modes that send calls as
+// bytes (kLoopback, kProcess), where a closure cannot be sent, each input goes to the worker as a
+// call of `fn` by its registered name instead, so `fn` must be a function registered with
+// CONCURRY_REGISTER_FUNCTION (passed as a pointer or by name): anything else throws
+// InvalidOptionError at once, as Map does. A function taking a StreamContext cannot be sent.
+template <sync_internal::StreamInputRange Range, typename F>
+ResultStream<std::ranges::range_value_t<Range>, StreamResultT<F, std::ranges::range_value_t<Range>>>
+Stream(TaskWorker& worker, Range&& inputs, F&& fn, StreamOptions options = {}) {
+  using In = std::ranges::range_value_t<Range>;
+  using Fn = std::decay_t<F>;
+  Executor& executor = worker;
+  const auto& core = workers_internal::TaskWorkerAccess::Core(worker, "concurry::Stream");
+  if (!core->encodes_calls()) {
+    return Stream(executor, std::forward<Range>(inputs), std::forward<F>(fn), std::move(options));
+  }
+  if constexpr (!workers_internal::kSendableFunction<Fn>) {
+    std::rethrow_exception(workers_internal::UnsendableCallableError(
+        "concurry::Stream", core->options(), workers_internal::FunctionTraits<Fn>::kIsFunction));
+  } else {
+    const absl::string_view name =
+        workers_internal::SendableNameOrThrow(Fn(fn), *core, "concurry::Stream");
+    // Each task submits its input to the worker and returns the call's future, which the stream
+    // waits for; the stream itself runs inline.
+    auto submit = [core, invoker = workers_internal::EncodedFnInvoker<Fn>{fn, name}](In input) {
+      return workers_internal::SubmitCall<workers_internal::TaskHost>(core, invoker,
+                                                                      std::move(input));
+    };
+    static_assert(std::is_same_v<StreamResultT<decltype(submit), In>, StreamResultT<F, In>>,
+                  "concurry::Stream: an encoded call's result type differs from a local call's");
+    return sync_internal::StreamOn(InlineExecutor(), std::forward<Range>(inputs), std::move(submit),
+                                   std::move(options), sync_internal::ExecutorRunner(worker));
+  }
+}
 
 // A function bound to a TaskWorker (concurry's @task): `task(args...)` and `task.Submit(args...)`
 // submit the bound function, `task.Map(inputs...)` maps it. The bound function is always the
@@ -250,9 +311,15 @@ class Task {
   requires workers_internal::kCallable<workers_internal::TaskHost,
                                        workers_internal::SharedFnInvoker<F>, A...>
   auto Submit(A&&... args) const {
+    const auto& core = worker_.Core("Task::Submit");
+    using Local = decltype(workers_internal::SubmitCall<workers_internal::TaskHost>(
+        core, workers_internal::SharedFnInvoker<F>{fn_}, std::forward<A>(args)...));
+    if (core->encodes_calls()) {
+      return workers_internal::SubmitEncoded<Local, F>(core, *fn_, "Task::Submit",
+                                                       std::forward<A>(args)...);
+    }
     return workers_internal::SubmitCall<workers_internal::TaskHost>(
-        worker_.Core("Task::Submit"), workers_internal::SharedFnInvoker<F>{fn_},
-        std::forward<A>(args)...);
+        core, workers_internal::SharedFnInvoker<F>{fn_}, std::forward<A>(args)...);
   }
   // Misuse (arguments the function does not take): fails to compile with a message.
   template <typename... A>
