@@ -66,12 +66,21 @@ const EncodedClass* FindEncodedClass(absl::string_view name) {
 
 namespace {
 
+// A registered function with its own copy of its name.
+struct FunctionEntry {
+  explicit FunctionEntry(const EncodedFunction& fn) : name(fn.name), function(fn) {
+    function.name = name;
+  }
+  const std::string name;
+  EncodedFunction function;  // Its name views `name`.
+};
+
 // Registered free functions, by name and by address. Filled at start-up; entries are never
-// removed, so their names stay valid (the views FunctionNameOf returns point into them).
+// removed or freed, so their names stay valid (the views FunctionNameOf returns point into them).
 struct FunctionTable {
   absl::Mutex mu;
-  absl::flat_hash_map<std::string, const EncodedFunction*> by_name ABSL_GUARDED_BY(mu);
-  absl::flat_hash_map<uintptr_t, const EncodedFunction*> by_address ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<std::string, const FunctionEntry*> by_name ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<uintptr_t, const FunctionEntry*> by_address ABSL_GUARDED_BY(mu);
 };
 
 FunctionTable& Functions() {
@@ -89,7 +98,7 @@ bool RegisterEncodedFunction(const EncodedFunction& fn) {
   const auto it = table.by_name.find(fn.name);
   if (it != table.by_name.end()) {
     // The same function seen from several files is a no-op.
-    if (it->second->address != fn.address && it->second->invoke != fn.invoke) {
+    if (it->second->function.address != fn.address && it->second->function.invoke != fn.invoke) {
       std::fprintf(stderr,
                    "concurry: two different functions are registered under the name \"%s\"; "
                    "TaskWorker calls by that name run the first one\n",
@@ -97,10 +106,9 @@ bool RegisterEncodedFunction(const EncodedFunction& fn) {
     }
     return true;
   }
-  // Owned copies, never freed: the name must outlive every call by it.
-  auto* name = new std::string(fn.name);
-  auto* entry = new EncodedFunction{.name = *name, .address = fn.address, .invoke = fn.invoke};
-  table.by_name.emplace(*name, entry);
+  // Never freed: the name must outlive every call by it.
+  const auto* entry = new FunctionEntry(fn);
+  table.by_name.emplace(entry->name, entry);
   table.by_address.try_emplace(AddressKey(fn.address), entry);
   return true;
 }
@@ -109,7 +117,7 @@ const EncodedFunction* FindEncodedFunction(absl::string_view name) {
   FunctionTable& table = Functions();
   absl::MutexLock lock(&table.mu);
   const auto it = table.by_name.find(name);
-  return it == table.by_name.end() ? nullptr : it->second;
+  return it == table.by_name.end() ? nullptr : &it->second->function;
 }
 
 std::optional<absl::string_view> FunctionNameOf(void (*address)()) {
