@@ -70,8 +70,8 @@ template <typename F>
 class Task;
 
 // A handle to one worker that runs arbitrary callables, one at a time in FIFO order, in the mode
-// of its WorkerOptions (kSync, kThread or kTbb; kLoopback is rejected: it needs a registered
-// worker class). With max_workers > 1 or on_demand it is a pool of such workers (docs/pools.md):
+// of its WorkerOptions (kSync, kThread or kTbb; see below for kLoopback and kProcess). With
+// max_workers > 1 or on_demand it is a pool of such workers (docs/pools.md):
 // tasks then run up to max_workers at a time, each handed to the next free worker from one FIFO
 // queue (or bound to a worker at submission when load_balancing is set); Map spreads its items
 // over the workers.
@@ -110,6 +110,16 @@ class Task;
 // the queued items and waits for the one running fn, so fn may capture locals by reference. Do
 // not iterate a Map from inside one of the same worker's calls: the items queue behind it.
 //
+// Modes that send calls as bytes (kLoopback, kProcess). A closure cannot leave the process, so
+// there the worker runs only free functions registered with CONCURRY_REGISTER_FUNCTION
+// (workers/registration.h): Submit(&app::Fn, args...), Map(&app::Fn, inputs...), a Task of
+// &app::Fn and Stream(worker, inputs, &app::Fn) send each call by the function's registered name,
+// arguments encoded as its parameter types. A lambda, function object, std::function or
+// unregistered function fails with InvalidOptionError saying so (Submit and Task calls return a
+// failed future, as Worker<T>::Call does for an unregistered method; Map and Stream throw at
+// once), and so does the Executor side (Submit(Executor::Task) throws; Async returns a failed
+// future).
+//
 // Lifecycle as Worker<T>: Stop(timeout) rejects later calls (StoppedError), cancels queued calls,
 // lets the running call finish and waits up to `timeout` for it; copies share the worker and the
 // last copy stops it.
@@ -120,8 +130,8 @@ class TaskWorker : public Executor {
   // An empty handle; every operation on it throws InvalidOptionError.
   TaskWorker() = default;
 
-  // Starts a worker. Throws InvalidOptionError for kLoopback mode, blocking = true, and the
-  // options ResolveWorkerOptions rejects.
+  // Starts a worker. Throws InvalidOptionError for blocking = true, and the options
+  // ResolveWorkerOptions rejects.
   static TaskWorker Create(WorkerOptions options = {});
 
   // Runs `fn(args...)` on the worker. See the class comment.
@@ -153,8 +163,9 @@ class TaskWorker : public Executor {
   const { return workers_internal::RejectSubmit<F, A...>(); }
   // Executor: runs `task` on the worker. Throws StoppedError once the worker is stopped (a task
   // still queued when it stops is destroyed without running), InvalidOptionError for an empty
-  // task. A task that throws has its exception printed to stderr (tasks must not throw). Like any
-  // call it counts against max_queued_tasks, so under QueueFullPolicy::kBlock it may block.
+  // task or a worker whose calls cross a byte boundary (kLoopback, kProcess). A task that throws
+  // has its exception printed to stderr (tasks must not throw). Like any call it counts against
+  // max_queued_tasks, so under QueueFullPolicy::kBlock it may block.
   void Submit(Task task) override;
 
   // Applies `fn` to the inputs on the worker; see the class comment and MapOptions. Throws

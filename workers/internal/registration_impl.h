@@ -379,37 +379,46 @@ Future<std::string> InvokeEntry(T& object, const MethodEntry<M>& entry,
 template <auto Fn>
 Future<std::string> InvokeFunctionFromBytes(absl::string_view name, absl::string_view arg_bytes) {
   using F = decltype(Fn);
-  using U = FunctionReplyT<F>;
-  using Params = typename FunctionTraits<F>::Params;
-  std::optional<typename DecayedTuple<Params>::type> args;
-  try {
-    args.emplace(DecodeAsParams(static_cast<Params*>(nullptr), arg_bytes, [name] {
-      return absl::StrCat("TaskWorker: the arguments of function ", name);
-    }));
-  } catch (...) {
-    return MakeFailedFuture<std::string>(std::current_exception());
+  if constexpr (!IsEncodableFunction<F>()) {
+    // CheckFunction has already failed the build with its message; no further errors.
+    return MakeFailedFuture<std::string>(InvalidOptionError("TaskWorker: unsendable function"));
+  } else {
+    using U = FunctionReplyT<F>;
+    using Params = typename FunctionTraits<F>::Params;
+    std::optional<typename DecayedTuple<Params>::type> args;
+    try {
+      args.emplace(DecodeAsParams(static_cast<Params*>(nullptr), arg_bytes, [name] {
+        return absl::StrCat("TaskWorker: the arguments of function ", name);
+      }));
+    } catch (...) {
+      return MakeFailedFuture<std::string>(std::current_exception());
+    }
+    Promise<U> promise;
+    Future<U> done = promise.GetFuture();
+    std::apply(
+        [&](auto&... arg) { futures_internal::CompleteWithInvoke(promise, Fn, std::move(arg)...); },
+        *args);
+    Promise<std::string> reply;
+    Future<std::string> result = reply.GetFuture();
+    done.AddDoneCallback([reply = std::move(reply)](const Future<U>& completed) mutable {
+      reply.SetValue(ReplyFromFuture(completed));
+    });
+    return result;
   }
-  Promise<U> promise;
-  Future<U> done = promise.GetFuture();
-  std::apply(
-      [&](auto&... arg) { futures_internal::CompleteWithInvoke(promise, Fn, std::move(arg)...); },
-      *args);
-  Promise<std::string> reply;
-  Future<std::string> result = reply.GetFuture();
-  done.AddDoneCallback([reply = std::move(reply)](const Future<U>& completed) mutable {
-    reply.SetValue(ReplyFromFuture(completed));
-  });
-  return result;
 }
 
 // The EncodedFunction of `Fn` under `name` (a string literal: it must live for the program).
 template <auto Fn>
 EncodedFunction EncodedFunctionOf(const char* name) {
-  return EncodedFunction{
-      .name = name,
-      .address = reinterpret_cast<void (*)()>(Fn),
-      .invoke = &InvokeFunctionFromBytes<Fn>,
-  };
+  if constexpr (!FunctionTraits<decltype(Fn)>::kIsFunction) {
+    return EncodedFunction{.name = name};  // CheckFunction has already failed the build.
+  } else {
+    return EncodedFunction{
+        .name = name,
+        .address = reinterpret_cast<void (*)()>(Fn),
+        .invoke = &InvokeFunctionFromBytes<Fn>,
+    };
+  }
 }
 
 }  // namespace workers_internal
