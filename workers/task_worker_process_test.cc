@@ -15,6 +15,7 @@
 #include "futures/future.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "retry/policy.h"
 #include "sync/stream.h"
 #include "testing/watchdog.h"
 #include "workers/options.h"
@@ -40,6 +41,14 @@ concurry::Future<int> Later(int x) { return concurry::MakeReadyFuture(x + 1); }
 int Scale(int x) { return 2 * x; }
 double Scale(double x) { return 0.5 * x; }
 int NotRegistered(int x) { return x; }
+// Fails two attempts out of three: the counter lives where the function runs (this process in
+// loopback mode, the worker's process in process mode) and is a multiple of 3 between calls that
+// are retried to success.
+int FlakyThird() {
+  static int attempts = 0;  // Calls of one worker never overlap.
+  if (++attempts % 3 != 0) throw std::runtime_error("flaky");
+  return attempts;
+}
 
 }  // namespace app
 
@@ -51,6 +60,7 @@ CONCURRY_REGISTER_FUNCTION(app::ThrowOutOfRange);
 CONCURRY_REGISTER_FUNCTION(app::CheckPositive);
 CONCURRY_REGISTER_FUNCTION(app::Half);
 CONCURRY_REGISTER_FUNCTION(app::Later);
+CONCURRY_REGISTER_FUNCTION(app::FlakyThird);
 CONCURRY_REGISTER_FUNCTION_AS(app::ScaleInt, static_cast<int (*)(int)>(&app::Scale));
 CONCURRY_REGISTER_FUNCTION_AS(app::ScaleDouble, static_cast<double (*)(double)>(&app::Scale));
 // Registered twice (as a header would be seen by several files): a no-op.
@@ -167,6 +177,17 @@ TEST_P(TaskWorkerEncodedTest, MapsAndTasks) {
   for (auto& item : square.Map(std::vector<int>{2, 3})) mapped.push_back(item.value());
   EXPECT_EQ(mapped, (std::vector<int>{4, 9}));
   EXPECT_TRUE(square.Stop(absl::Seconds(10)));
+  EXPECT_TRUE(w.Stop(absl::Seconds(10)));
+}
+
+TEST_P(TaskWorkerEncodedTest, RetriesByTheWorkersPolicy) {
+  testkit::Watchdog watchdog(absl::Seconds(60));
+  WorkerOptions options = Options();
+  options.retry = RetryPolicy{.num_retries = 2, .wait = absl::ZeroDuration(), .jitter = 0};
+  TaskWorker w = TaskWorker::Create(options);
+  const int first = w.Submit(&app::FlakyThird).Result();  // Two failures, then success.
+  EXPECT_EQ(first % 3, 0);
+  EXPECT_EQ(w.Submit(&app::FlakyThird).Result(), first + 3);
   EXPECT_TRUE(w.Stop(absl::Seconds(10)));
 }
 
