@@ -1,6 +1,7 @@
-// Worker registration: makes a class's constructor and methods addressable by name, with
-// arguments and results that cross a byte boundary, for workers running in another process or on
-// another host (in-process modes need no registration). At global scope, after the class:
+// Worker registration: makes a class's constructor and methods (and free functions, for
+// TaskWorker) addressable by name, with arguments and results that cross a byte boundary, for
+// workers running in another process or on another host (in-process modes need no registration).
+// At global scope, after the class:
 //
 //   CONCURRY_REGISTER_WORKER(
 //       Counter, (int), Add, Get,  // Counter(int); methods by name
@@ -12,6 +13,9 @@
 //   std::string args = EncodeCall<Counter>(&Counter::Add, 3);              // caller
 //   Future<std::string> reply = InvokeFromBytes(*counter, "Add", args);    // server
 //   int sum = DecodeReply<int>(reply.Result());                            // caller: 8
+//
+//   CONCURRY_REGISTER_FUNCTION(app::Fetch);  // then TaskWorker::Submit(&app::Fetch, url) in
+//                                            // Mode::kProcess sends the call as "app::Fetch"
 
 #ifndef CONCURRY_WORKERS_REGISTRATION_H_
 #define CONCURRY_WORKERS_REGISTRATION_H_
@@ -138,6 +142,58 @@ bool RegisterEncodedClass(const EncodedClass& cls);
 // The class registered under `name`, or null. Thread-safe.
 const EncodedClass* FindEncodedClass(absl::string_view name);
 
+// ---- Free functions (TaskWorker in kLoopback and kProcess modes) ----
+
+// The return type and parameter types of function pointer type F (impl header).
+template <typename F>
+struct FunctionTraits;
+
+// A free function registered with CONCURRY_REGISTER_FUNCTION, with its type erased: what a serving
+// side needs to run it by name.
+struct EncodedFunction {
+  // The wire name: the function as written in the macro (`app::Fetch`), or the explicit name.
+  absl::string_view name;
+  // The function's address, for finding its name from a pointer on the calling side.
+  void (*address)();
+  // Decodes `args` (EncodeFunctionCall bytes) as the function's parameters, calls it on the calling
+  // thread and returns a future for its reply, as InvokeFromBytes does for a method: the
+  // function's own errors are in the reply; undecodable arguments fail the future (StatusError,
+  // kDataLoss).
+  // (`name` is this entry's name, for error messages.)
+  Future<std::string> (*invoke)(absl::string_view name, absl::string_view args);
+};
+
+// Registers the function `Fn` under `name` at start-up (CONCURRY_REGISTER_FUNCTION calls it).
+// The same function under the same name again (the macro in a header seen by many files) is a
+// no-op; two different functions under one name are reported on stderr and the first stays. One
+// function under two names answers to both; its pointer finds the first. Returns true.
+// Thread-safe.
+bool RegisterEncodedFunction(const EncodedFunction& fn);
+// The function registered under `name`, or null. Thread-safe.
+const EncodedFunction* FindEncodedFunction(absl::string_view name);
+// The wire name of the function at `address` (the first one registered for it), or nullopt when
+// it is not registered. The view stays valid for the life of the program. Thread-safe.
+std::optional<absl::string_view> FunctionNameOf(void (*address)());
+// The names of every registered function, sorted (for error messages). Thread-safe.
+std::vector<std::string> RegisteredFunctionNames();
+
+// The registered class that runs registered functions: what a TaskWorker's actor holds in the
+// modes that encode calls. Registered by the library under a reserved name (kTaskHostClassName);
+// its "methods" are the registered functions, by name, and it ignores its constructor bytes.
+inline constexpr absl::string_view kTaskHostClassName = "concurry.TaskHost";
+const EncodedClass& TaskHostClass();
+
+// Returns the encoding of `args` converted to the decayed parameter types of function pointer
+// type F, as EncodeCall does for a method.
+template <typename F, typename... Args>
+std::string EncodeFunctionCall(Args&&... args);
+
+// Whether function pointer type F could be registered: its parameter and result types are
+// serializable and default-constructible, and it takes no non-const lvalue reference (impl
+// header). False for anything that is not a function pointer.
+template <typename F>
+constexpr bool IsEncodableFunction();
+
 // Returns the value of a reply (nothing for R = void; R may be move-only), or throws the error it
 // carries as rebuilt by ExceptionFromRecord: a std::out_of_range as std::out_of_range with the same
 // message, an absl::Status error as the StatusError that ExceptionFromStatus gives. Undecodable
@@ -177,6 +233,32 @@ R DecodeReply(absl::string_view bytes);
       ::concurry::workers_internal::RegisterEncodedClass(                                   \
           ::concurry::workers_internal::EncodedClassOf<Class>());                           \
   }                                                                                         \
+  static_assert(true)
+
+// Registers a free function for TaskWorker in the modes that send calls as bytes (Mode::kLoopback,
+// Mode::kProcess), where a call travels by name: `worker.Submit(&app::Fetch, url)`. Use at global
+// namespace scope, after the function's declaration, followed by `;`. Takes the function as
+// written, qualified (`app::Fetch`), which is also its wire name. Put it in a .cc file linked into
+// the program (or in the function's header): a worker process finds the function by that name in
+// its own copy of the program. The rules are those of a registered method: parameter and result
+// types serializable (workers/codec.h) and default-constructible, no non-const lvalue reference
+// parameters; results may be void, a value, absl::Status, absl::StatusOr<U> or Future<U>, flattened
+// as for any call; the function's exceptions are rebuilt on the calling side. Each rule is checked
+// by a static_assert. Lambdas and function objects cannot be registered: what they capture cannot
+// cross a process boundary.
+#define CONCURRY_REGISTER_FUNCTION(fn) CONCURRY_REGISTER_FUNCTION_AS(fn, &fn)
+
+// Registers the function pointer expression `...` under the wire name `name` (written like a
+// function name, `app::FetchText`, and turned into a string): for an overloaded function,
+// `CONCURRY_REGISTER_FUNCTION_AS(app::ScaleInt, static_cast<int (*)(int)>(&app::Scale))`, or to
+// give a function another name. Wire names must be unique in the program.
+#define CONCURRY_REGISTER_FUNCTION_AS(name, ...)                                               \
+  static_assert(::concurry::workers_internal::CheckFunction<decltype(__VA_ARGS__)>());         \
+  namespace {                                                                                  \
+  [[maybe_unused]] const bool CONCURRY_INTERNAL_CAT(concurry_encoded_function_, __COUNTER__) = \
+      ::concurry::workers_internal::RegisterEncodedFunction(                                   \
+          ::concurry::workers_internal::EncodedFunctionOf<__VA_ARGS__>(#name));                \
+  }                                                                                            \
   static_assert(true)
 
 // An explicit method entry for CONCURRY_REGISTER_WORKER: registers the member function pointer

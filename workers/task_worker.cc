@@ -47,18 +47,6 @@ TaskWorker TaskWorker::Create(WorkerOptions options) {
         "TaskWorker::Create: per-method retry entries (WorkerRetry::For) are for worker classes; a "
         "TaskWorker's tasks use the policy for every call: .retry = RetryPolicy{...}");
   }
-  if (WorkerBackendFor(resolved.mode).encodes_calls()) {
-    std::vector<std::string> allowed;  // The linked modes that run callables as they are.
-    for (Mode mode : LinkedWorkerModes()) {
-      if (!FindWorkerBackend(mode)->encodes_calls()) allowed.push_back(AbslUnparseFlag(mode));
-    }
-    throw InvalidOptionError(absl::StrCat(
-        "TaskWorker::Create: mode ", AbslUnparseFlag(resolved.mode),
-        " encodes every call to bytes, which needs a worker class registered with "
-        "CONCURRY_REGISTER_WORKER; arbitrary callables cannot be encoded. Allowed modes: ",
-        allowed.empty() ? "none is linked; add @concurry//workers/thread to deps"
-                        : absl::StrJoin(allowed, ", ")));
-  }
   options.blocking = false;
   // An executor that runs several tasks at once makes the worker a pool up to its concurrency,
   // unless the options say how many workers (max_workers = 1 keeps one serial worker).
@@ -86,6 +74,15 @@ const std::shared_ptr<workers_internal::ActorCore>& TaskWorker::Core(const char*
 void TaskWorker::Submit(Task task) {
   const auto& core = Core("TaskWorker::Submit");
   if (!task) throw InvalidOptionError("TaskWorker::Submit: the Executor::Task is empty");
+  if (core->encodes_calls()) {
+    throw InvalidOptionError(absl::StrCat(
+        "TaskWorker (as an Executor): mode ", AbslUnparseFlag(core->options().mode),
+        " sends every call as bytes, and an Executor::Task (from Async, Then, Stream or a "
+        "lambda) is a closure: lambdas and function objects cannot cross a process boundary. "
+        "Register a free function with CONCURRY_REGISTER_FUNCTION and call "
+        "worker.Submit(&fn, args...) or worker.Map(&fn, inputs), or use an in-process mode "
+        "(sync, thread, tbb) for closures"));
+  }
   auto node = std::make_unique<ExecutorTaskNode>(std::move(task));
   if (!core->Post(node.get())) {
     throw StoppedError("TaskWorker::Submit: the worker is stopped");
@@ -159,6 +156,26 @@ StreamOptions TaskWorker::ToStreamOptions(MapOptions options, const char* api) {
 TaskWorker MakeExecutor(WorkerOptions options) { return TaskWorker::Create(std::move(options)); }
 
 namespace workers_internal {
+
+std::exception_ptr UnsendableCallableError(const char* api, const ResolvedWorkerOptions& options,
+                                           bool is_function_pointer) {
+  const std::string mode = AbslUnparseFlag(options.mode);
+  if (is_function_pointer) {
+    return std::make_exception_ptr(InvalidOptionError(absl::StrCat(
+        api,
+        ": the function is not registered, so a worker whose calls cross a byte boundary "
+        "(mode ",
+        mode,
+        ") cannot send it by name; add CONCURRY_REGISTER_FUNCTION(its::Name) at "
+        "global namespace scope (CONCURRY_REGISTER_FUNCTION_AS for an overload)")));
+  }
+  return std::make_exception_ptr(InvalidOptionError(absl::StrCat(
+      api, ": mode ", mode,
+      " sends every call as bytes, and lambdas and function objects "
+      "(including std::function) cannot cross a process boundary; register a free function "
+      "with CONCURRY_REGISTER_FUNCTION and pass a pointer to it (worker.Submit(&app::Fn, "
+      "args...))")));
+}
 
 bool MapGuard::Enter() {
   absl::MutexLock lock(&mu_);

@@ -16,6 +16,7 @@
 #ifndef CONCURRY_WORKERS_TASK_WORKER_H_
 #define CONCURRY_WORKERS_TASK_WORKER_H_
 
+#include <exception>
 #include <memory>
 #include <ranges>
 #include <tuple>
@@ -31,9 +32,14 @@
 #include "workers/internal/task_worker_impl.h"
 #include "workers/internal/worker_impl.h"
 #include "workers/options.h"
+#include "workers/registration.h"
 #include "workers/worker.h"
 
 namespace concurry {
+
+namespace workers_internal {
+struct TaskWorkerAccess;
+}  // namespace workers_internal
 
 // Options of TaskWorker::Map and Task::Map. Plain struct: `{.max_in_flight = 8}`.
 struct MapOptions {
@@ -64,8 +70,8 @@ template <typename F>
 class Task;
 
 // A handle to one worker that runs arbitrary callables, one at a time in FIFO order, in the mode
-// of its WorkerOptions (kSync, kThread or kTbb; kLoopback is rejected: it needs a registered
-// worker class). With max_workers > 1 or on_demand it is a pool of such workers (docs/pools.md):
+// of its WorkerOptions (kSync, kThread or kTbb; see below for kLoopback and kProcess). With
+// max_workers > 1 or on_demand it is a pool of such workers (docs/pools.md):
 // tasks then run up to max_workers at a time, each handed to the next free worker from one FIFO
 // queue (or bound to a worker at submission when load_balancing is set); Map spreads its items
 // over the workers.
@@ -104,6 +110,16 @@ class Task;
 // the queued items and waits for the one running fn, so fn may capture locals by reference. Do
 // not iterate a Map from inside one of the same worker's calls: the items queue behind it.
 //
+// Modes that send calls as bytes (kLoopback, kProcess). A closure cannot leave the process, so
+// there the worker runs only free functions registered with CONCURRY_REGISTER_FUNCTION
+// (workers/registration.h): Submit(&app::Fn, args...), Map(&app::Fn, inputs...), a Task of
+// &app::Fn and Stream(worker, inputs, &app::Fn) send each call by the function's registered name,
+// arguments encoded as its parameter types. A lambda, function object, std::function or
+// unregistered function fails with InvalidOptionError saying so (Submit and Task calls return a
+// failed future, as Worker<T>::Call does for an unregistered method; Map and Stream throw at
+// once), and so does the Executor side (Submit(Executor::Task) throws; Async returns a failed
+// future).
+//
 // Lifecycle as Worker<T>: Stop(timeout) rejects later calls (StoppedError), cancels queued calls,
 // lets the running call finish and waits up to `timeout` for it; copies share the worker and the
 // last copy stops it.
@@ -114,17 +130,24 @@ class TaskWorker : public Executor {
   // An empty handle; every operation on it throws InvalidOptionError.
   TaskWorker() = default;
 
-  // Starts a worker. Throws InvalidOptionError for kLoopback mode, blocking = true, and the
-  // options ResolveWorkerOptions rejects.
+  // Starts a worker. Throws InvalidOptionError for blocking = true, and the options
+  // ResolveWorkerOptions rejects.
   static TaskWorker Create(WorkerOptions options = {});
 
   // Runs `fn(args...)` on the worker. See the class comment.
   template <typename F, typename... A>
   requires workers_internal::TaskCallable<F, A...>
   auto Submit(F&& fn, A&&... args) const {
+    const auto& core = Core("TaskWorker::Submit");
+    using Local = decltype(workers_internal::SubmitCall<workers_internal::TaskHost>(
+        core, workers_internal::FnInvoker<std::decay_t<F>>{std::forward<F>(fn)},
+        std::forward<A>(args)...));
+    if (core->encodes_calls()) {
+      return workers_internal::SubmitEncoded<Local, std::decay_t<F>>(core, fn, "TaskWorker::Submit",
+                                                                     std::forward<A>(args)...);
+    }
     return workers_internal::SubmitCall<workers_internal::TaskHost>(
-        Core("TaskWorker::Submit"),
-        workers_internal::FnInvoker<std::decay_t<F>>{std::forward<F>(fn)},
+        core, workers_internal::FnInvoker<std::decay_t<F>>{std::forward<F>(fn)},
         std::forward<A>(args)...);
   }
   // The same on a non-const handle (so that a lambda does not convert to Executor::Task).
@@ -140,8 +163,9 @@ class TaskWorker : public Executor {
   const { return workers_internal::RejectSubmit<F, A...>(); }
   // Executor: runs `task` on the worker. Throws StoppedError once the worker is stopped (a task
   // still queued when it stops is destroyed without running), InvalidOptionError for an empty
-  // task. A task that throws has its exception printed to stderr (tasks must not throw). Like any
-  // call it counts against max_queued_tasks, so under QueueFullPolicy::kBlock it may block.
+  // task or a worker whose calls cross a byte boundary (kLoopback, kProcess). A task that throws
+  // has its exception printed to stderr (tasks must not throw). Like any call it counts against
+  // max_queued_tasks, so under QueueFullPolicy::kBlock it may block.
   void Submit(Task task) override;
 
   // Applies `fn` to the inputs on the worker; see the class comment and MapOptions. Throws
@@ -199,6 +223,7 @@ class TaskWorker : public Executor {
  private:
   template <typename>
   friend class ::concurry::Task;
+  friend struct workers_internal::TaskWorkerAccess;
 
   const std::shared_ptr<workers_internal::ActorCore>& Core(const char* api) const;
   // Validates `options` (InvalidOptionError naming `api`) and converts them.
@@ -208,14 +233,61 @@ class TaskWorker : public Executor {
   auto MapShared(std::shared_ptr<F> fn, MapOptions options, const char* api,
                  Inputs&&... inputs) const {
     const auto& core = Core(api);
+    // In the modes that encode calls, the items go by the function's registered name.
+    absl::string_view encoded_name;
+    if (core->encodes_calls())
+      encoded_name = workers_internal::SendableNameOrThrow(*fn, *core, api);
     const absl::Duration timeout = options.timeout;
     StreamOptions stream_options = ToStreamOptions(std::move(options), api);
-    return workers_internal::MapOn(core, std::move(fn), std::move(stream_options), timeout,
-                                   std::forward<Inputs>(inputs)...);
+    return workers_internal::MapOn(core, std::move(fn), encoded_name, std::move(stream_options),
+                                   timeout, std::forward<Inputs>(inputs)...);
   }
 
   Worker<workers_internal::TaskHost> worker_;
 };
+
+namespace workers_internal {
+// What Stream over a TaskWorker needs of it.
+struct TaskWorkerAccess {
+  static const std::shared_ptr<ActorCore>& Core(const TaskWorker& worker, const char* api) {
+    return worker.Core(api);
+  }
+};
+}  // namespace workers_internal
+
+// Stream (sync/stream.h) over a TaskWorker, as over any Executor. In the modes that send calls as
+// bytes (kLoopback, kProcess), where a closure cannot be sent, each input goes to the worker as a
+// call of `fn` by its registered name instead, so `fn` must be a function registered with
+// CONCURRY_REGISTER_FUNCTION (passed as a pointer or by name): anything else throws
+// InvalidOptionError at once, as Map does. A function taking a StreamContext cannot be sent.
+template <sync_internal::StreamInputRange Range, typename F>
+ResultStream<std::ranges::range_value_t<Range>, StreamResultT<F, std::ranges::range_value_t<Range>>>
+Stream(TaskWorker& worker, Range&& inputs, F&& fn, StreamOptions options = {}) {
+  using In = std::ranges::range_value_t<Range>;
+  using Fn = std::decay_t<F>;
+  Executor& executor = worker;
+  const auto& core = workers_internal::TaskWorkerAccess::Core(worker, "concurry::Stream");
+  if (!core->encodes_calls()) {
+    return Stream(executor, std::forward<Range>(inputs), std::forward<F>(fn), std::move(options));
+  }
+  if constexpr (!workers_internal::kSendableFunction<Fn>) {
+    std::rethrow_exception(workers_internal::UnsendableCallableError(
+        "concurry::Stream", core->options(), workers_internal::FunctionTraits<Fn>::kIsFunction));
+  } else {
+    const absl::string_view name =
+        workers_internal::SendableNameOrThrow(Fn(fn), *core, "concurry::Stream");
+    // Each task submits its input to the worker and returns the call's future, which the stream
+    // waits for; the stream itself runs inline.
+    auto submit = [core, invoker = workers_internal::EncodedFnInvoker<Fn>{fn, name}](In input) {
+      return workers_internal::SubmitCall<workers_internal::TaskHost>(core, invoker,
+                                                                      std::move(input));
+    };
+    static_assert(std::is_same_v<StreamResultT<decltype(submit), In>, StreamResultT<F, In>>,
+                  "concurry::Stream: an encoded call's result type differs from a local call's");
+    return sync_internal::StreamOn(InlineExecutor(), std::forward<Range>(inputs), std::move(submit),
+                                   std::move(options), sync_internal::ExecutorRunner(worker));
+  }
+}
 
 // A function bound to a TaskWorker (concurry's @task): `task(args...)` and `task.Submit(args...)`
 // submit the bound function, `task.Map(inputs...)` maps it. The bound function is always the
@@ -250,9 +322,15 @@ class Task {
   requires workers_internal::kCallable<workers_internal::TaskHost,
                                        workers_internal::SharedFnInvoker<F>, A...>
   auto Submit(A&&... args) const {
+    const auto& core = worker_.Core("Task::Submit");
+    using Local = decltype(workers_internal::SubmitCall<workers_internal::TaskHost>(
+        core, workers_internal::SharedFnInvoker<F>{fn_}, std::forward<A>(args)...));
+    if (core->encodes_calls()) {
+      return workers_internal::SubmitEncoded<Local, F>(core, *fn_, "Task::Submit",
+                                                       std::forward<A>(args)...);
+    }
     return workers_internal::SubmitCall<workers_internal::TaskHost>(
-        worker_.Core("Task::Submit"), workers_internal::SharedFnInvoker<F>{fn_},
-        std::forward<A>(args)...);
+        core, workers_internal::SharedFnInvoker<F>{fn_}, std::forward<A>(args)...);
   }
   // Misuse (arguments the function does not take): fails to compile with a message.
   template <typename... A>

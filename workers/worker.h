@@ -243,7 +243,7 @@ class Worker {
     // Throws, naming the Bazel target to add, when the mode's backend is not linked.
     const WorkerBackend& backend = WorkerBackendFor(resolved.mode);
     backend.Validate(resolved);
-    if (backend.encodes_calls() && !kIsRegisteredWorker<T>) {
+    if (backend.encodes_calls() && !workers_internal::kHasEncodedClass<T>) {
       throw InvalidOptionError(
           "Worker<T>::Create: mode " + AbslUnparseFlag(resolved.mode) +
           " sends calls as bytes by name, which needs the class registered with "
@@ -318,6 +318,19 @@ class Worker {
                   core.get(), std::move(constructed), std::move(make)));
           return {std::move(core), std::move(done)};
         }
+      }
+    }
+    if constexpr (std::is_same_v<T, workers_internal::TaskHost>) {
+      if (backend.encodes_calls()) {
+        // A TaskWorker: the library's task host, which runs registered functions by name.
+        auto make = [&backend, actor = core.get()]() {
+          return backend.MakeEncodedObject(workers_internal::TaskHostClass(), std::string(), *actor)
+              .release();
+        };
+        core->Start(
+            new workers_internal::ConstructNode<workers_internal::EncodedObject, decltype(make)>(
+                core.get(), std::move(constructed), std::move(make)));
+        return {std::move(core), std::move(done)};
       }
     }
     auto make = [args = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable {

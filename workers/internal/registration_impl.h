@@ -81,6 +81,25 @@ constexpr MethodEntry<M> MakeMethod(const char* name, M method) {
   return MethodEntry<M>{name, method};
 }
 
+// ---- Function pointer traits -------------------------------------------------------------------
+
+template <typename F>
+struct FunctionTraits {
+  static constexpr bool kIsFunction = false;
+};
+template <typename R, typename... A>
+struct FunctionTraits<R (*)(A...)> {
+  static constexpr bool kIsFunction = true;
+  using Result = R;
+  using Params = std::tuple<A...>;
+};
+template <typename R, typename... A>
+struct FunctionTraits<R (*)(A...) noexcept> : FunctionTraits<R (*)(A...)> {};
+
+// The result type a caller receives from function pointer type F (flattened like a method's).
+template <typename F>
+using FunctionReplyT = UnwrapT<typename FunctionTraits<F>::Result>;
+
 // ---- Compile-time checks of a registration -----------------------------------------------------
 
 template <typename T>
@@ -189,6 +208,80 @@ constexpr bool CheckRegistration() {
   return true;
 }
 
+// The same rules as CheckParam / CheckResult, without failing: whether a call of F could be
+// encoded (TaskWorker decides at compile time whether to look a function up).
+template <typename P>
+constexpr bool EncodableParam() {
+  using D = std::decay_t<P>;
+  return !kIsMutableLvalueRef<P> &&
+         cereal::traits::is_output_serializable<D, WireOutputArchive>::value &&
+         cereal::traits::is_input_serializable<D, WireInputArchive>::value &&
+         std::is_default_constructible_v<D>;
+}
+
+template <typename F>
+constexpr bool IsEncodableFunction() {
+  using Traits = FunctionTraits<F>;
+  if constexpr (!Traits::kIsFunction) {
+    return false;
+  } else {
+    using R = FunctionReplyT<F>;
+    constexpr bool kResultOk =
+        std::is_void_v<R> || (cereal::traits::is_output_serializable<R, WireOutputArchive>::value &&
+                              cereal::traits::is_input_serializable<R, WireInputArchive>::value &&
+                              std::is_default_constructible_v<R>);
+    return kResultOk && []<typename... A>(std::tuple<A...>*) {
+      return (EncodableParam<A>() && ...);
+    }(static_cast<typename Traits::Params*>(nullptr));
+  }
+}
+
+// The compile-time checks of CONCURRY_REGISTER_FUNCTION, each with its own message.
+template <typename P>
+constexpr bool CheckFunctionParam() {
+  static_assert(!kIsMutableLvalueRef<P>,
+                "CONCURRY_REGISTER_FUNCTION: the function takes a non-const lvalue reference: "
+                "changes to it could not travel back across a process boundary; take it by value "
+                "or by const reference");
+  using D = std::decay_t<P>;
+  static_assert(cereal::traits::is_output_serializable<D, WireOutputArchive>::value &&
+                    cereal::traits::is_input_serializable<D, WireInputArchive>::value,
+                "CONCURRY_REGISTER_FUNCTION: a parameter type of the function is not "
+                "serializable: include its cereal/types/ header or give it a serialize() (see "
+                "workers/codec.h)");
+  static_assert(std::is_default_constructible_v<D>,
+                "CONCURRY_REGISTER_FUNCTION: a parameter type of the function is not "
+                "default-constructible, which decoding needs");
+  return true;
+}
+
+template <typename F>
+constexpr bool CheckFunction() {
+  using Traits = FunctionTraits<F>;
+  static_assert(Traits::kIsFunction,
+                "CONCURRY_REGISTER_FUNCTION: register a free function (or a static member "
+                "function), as `app::Fetch` or, for an overload, with "
+                "CONCURRY_REGISTER_FUNCTION_AS(name, static_cast<R (*)(A)>(&app::F)); lambdas "
+                "and function objects cannot be registered");
+  if constexpr (Traits::kIsFunction) {
+    []<typename... A>(std::tuple<A...>*) {
+      static_assert((CheckFunctionParam<A>() && ...));
+    }(static_cast<typename Traits::Params*>(nullptr));
+    using R = FunctionReplyT<F>;
+    if constexpr (!std::is_void_v<R>) {
+      static_assert(cereal::traits::is_output_serializable<R, WireOutputArchive>::value &&
+                        cereal::traits::is_input_serializable<R, WireInputArchive>::value,
+                    "CONCURRY_REGISTER_FUNCTION: the result type of the function is not "
+                    "serializable: include its cereal/types/ header or give it a serialize() "
+                    "(see workers/codec.h)");
+      static_assert(std::is_default_constructible_v<R>,
+                    "CONCURRY_REGISTER_FUNCTION: the result type of the function is not "
+                    "default-constructible, which decoding needs");
+    }
+  }
+  return true;
+}
+
 // ---- Encoding calls ----------------------------------------------------------------------------
 
 // Returns `arg` as a P (implicitly converted when it is not one already).
@@ -280,6 +373,52 @@ Future<std::string> InvokeEntry(T& object, const MethodEntry<M>& entry,
     reply.SetValue(ReplyFromFuture(completed));
   });
   return result;
+}
+
+// Decodes the arguments of registered function `Fn`, calls it and returns the future reply.
+template <auto Fn>
+Future<std::string> InvokeFunctionFromBytes(absl::string_view name, absl::string_view arg_bytes) {
+  using F = decltype(Fn);
+  if constexpr (!IsEncodableFunction<F>()) {
+    // CheckFunction has already failed the build with its message; no further errors.
+    return MakeFailedFuture<std::string>(InvalidOptionError("TaskWorker: unsendable function"));
+  } else {
+    using U = FunctionReplyT<F>;
+    using Params = typename FunctionTraits<F>::Params;
+    std::optional<typename DecayedTuple<Params>::type> args;
+    try {
+      args.emplace(DecodeAsParams(static_cast<Params*>(nullptr), arg_bytes, [name] {
+        return absl::StrCat("TaskWorker: the arguments of function ", name);
+      }));
+    } catch (...) {
+      return MakeFailedFuture<std::string>(std::current_exception());
+    }
+    Promise<U> promise;
+    Future<U> done = promise.GetFuture();
+    std::apply(
+        [&](auto&... arg) { futures_internal::CompleteWithInvoke(promise, Fn, std::move(arg)...); },
+        *args);
+    Promise<std::string> reply;
+    Future<std::string> result = reply.GetFuture();
+    done.AddDoneCallback([reply = std::move(reply)](const Future<U>& completed) mutable {
+      reply.SetValue(ReplyFromFuture(completed));
+    });
+    return result;
+  }
+}
+
+// The EncodedFunction of `Fn` under `name` (a string literal: it must live for the program).
+template <auto Fn>
+EncodedFunction EncodedFunctionOf(const char* name) {
+  if constexpr (!FunctionTraits<decltype(Fn)>::kIsFunction) {
+    return EncodedFunction{.name = name};  // CheckFunction has already failed the build.
+  } else {
+    return EncodedFunction{
+        .name = name,
+        .address = reinterpret_cast<void (*)()>(Fn),
+        .invoke = &InvokeFunctionFromBytes<Fn>,
+    };
+  }
 }
 
 }  // namespace workers_internal
@@ -382,6 +521,13 @@ const EncodedClass& EncodedClassOf() {
       .destroy = [](void* object) { delete static_cast<T*>(object); },
   };
   return kClass;
+}
+
+template <typename F, typename... Args>
+std::string EncodeFunctionCall(Args&&... args) {
+  static_assert(FunctionTraits<F>::kIsFunction, "EncodeFunctionCall: F must be a function pointer");
+  return EncodeAsParams(static_cast<typename FunctionTraits<F>::Params*>(nullptr),
+                        std::forward<Args>(args)...);
 }
 
 template <typename V>

@@ -40,13 +40,16 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <optional>
 #include <ranges>
+#include <string>
 #include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "futures/clock.h"
@@ -57,6 +60,8 @@
 #include "sync/stream.h"
 #include "workers/internal/actor.h"
 #include "workers/internal/worker_impl.h"
+#include "workers/options.h"
+#include "workers/registration.h"
 
 namespace concurry::workers_internal {
 
@@ -80,6 +85,67 @@ struct SharedFnInvoker {
     return std::invoke(*fn, std::forward<A>(a)...);
   }
 };
+
+// A call of a registered free function through a worker whose calls cross a byte boundary
+// (kLoopback, kProcess): encodes the arguments as F's parameter types, sends them under the
+// function's registered name to the actor's EncodedObject (the task host) and decodes the reply.
+template <typename F>
+struct EncodedFnInvoker {
+  using Target = EncodedObject;
+  F fn;
+  absl::string_view name;  // Registered: lives for the program.
+  template <typename... A>
+  requires std::is_invocable_v<F&, A&&...> Future<FunctionReplyT<F>>
+  operator()(EncodedObject& object, A&&... a) const {
+    return object.Invoke(name, EncodeFunctionCall<F>(std::forward<A>(a)...))
+        .Then([](const std::string& reply) { return DecodeReply<FunctionReplyT<F>>(reply); });
+  }
+};
+
+// Whether a TaskWorker in an encoding mode could send `F` by name: a function pointer whose
+// types cross a byte boundary (it may still turn out not to be registered).
+template <typename F>
+inline constexpr bool kSendableFunction = IsEncodableFunction<F>();
+
+// The InvalidOptionError of a callable that a worker in an encoding mode cannot send, for `api`
+// (the caller's name) on a worker with `options`: an unregistered function pointer when
+// `is_function_pointer`, else a lambda, function object or std::function.
+std::exception_ptr UnsendableCallableError(const char* api, const ResolvedWorkerOptions& options,
+                                           bool is_function_pointer);
+
+// Submits `fn(args...)` to a TaskWorker whose calls cross a byte boundary; returns the same
+// future type as an in-process submission (`Result`), failed with UnsendableCallableError when
+// `fn` is not a registered function.
+template <typename Result, typename F, typename... A>
+Result SubmitEncoded(const std::shared_ptr<ActorCore>& core, const F& fn, const char* api,
+                     A&&... args) {
+  if constexpr (kSendableFunction<F>) {
+    if (const std::optional<absl::string_view> name =
+            FunctionNameOf(reinterpret_cast<void (*)()>(fn))) {
+      auto future =
+          SubmitCall<TaskHost>(core, EncodedFnInvoker<F>{fn, *name}, std::forward<A>(args)...);
+      static_assert(std::is_same_v<decltype(future), Result>,
+                    "TaskWorker: an encoded call's result type differs from a local call's");
+      return future;
+    }
+  }
+  return Result(MakeFailedFuture<typename Result::value_type>(
+      UnsendableCallableError(api, core->options(), FunctionTraits<F>::kIsFunction)));
+}
+
+// The registered name of `fn` for a Map over a worker in an encoding mode (`core`); throws
+// UnsendableCallableError when `fn` is not a registered function.
+template <typename F>
+absl::string_view SendableNameOrThrow(const F& fn, const ActorCore& core, const char* api) {
+  if constexpr (kSendableFunction<F>) {
+    if (const std::optional<absl::string_view> name =
+            FunctionNameOf(reinterpret_cast<void (*)()>(fn))) {
+      return *name;
+    }
+  }
+  std::rethrow_exception(
+      UnsendableCallableError(api, core.options(), FunctionTraits<F>::kIsFunction));
+}
 
 // `fn` can be stored (decay-copied) and called with `args`, as they are or with futures
 // unwrapped.
@@ -319,10 +385,11 @@ class MapFn {
   using CallFuture = typename MapCallFuture<F, In, kZipped>::type;
   using R = typename CallFuture::value_type;
 
-  MapFn(std::shared_ptr<ActorCore> core, std::shared_ptr<F> fn, absl::Duration timeout,
-        Clock* clock)
+  MapFn(std::shared_ptr<ActorCore> core, std::shared_ptr<F> fn, absl::string_view encoded_name,
+        absl::Duration timeout, Clock* clock)
       : core_(std::move(core)),
         invoker_{std::move(fn), std::make_shared<MapGuard>()},
+        encoded_name_(encoded_name),
         timeout_(timeout),
         clock_(clock != nullptr ? clock : &Clock::Real()) {
     if (timeout != absl::InfiniteDuration()) timer_ = std::make_shared<Timer>(*clock_);
@@ -368,6 +435,22 @@ class MapFn {
 
  private:
   CallFuture Call(In&& input) const {
+    if constexpr (kSendableFunction<F>) {
+      if (!encoded_name_.empty()) {
+        // A worker that encodes calls: by the function's registered name (no guard needed: a
+        // function pointer refers to nothing of the caller's).
+        const EncodedFnInvoker<F> invoker{*invoker_.fn, encoded_name_};
+        if constexpr (kZipped) {
+          return std::apply(
+              [&](auto&&... e) {
+                return SubmitCall<TaskHost>(core_, invoker, std::forward<decltype(e)>(e)...);
+              },
+              std::move(input));
+        } else {
+          return SubmitCall<TaskHost>(core_, invoker, std::move(input));
+        }
+      }
+    }
     if constexpr (kZipped) {
       return std::apply(
           [this](auto&&... e) {
@@ -381,6 +464,8 @@ class MapFn {
 
   std::shared_ptr<ActorCore> core_;
   MapInvoker<F> invoker_;
+  // The function's registered name when the worker encodes calls, else empty.
+  absl::string_view encoded_name_;
   absl::Duration timeout_;
   Clock* clock_;
   std::shared_ptr<Timer> timer_;
@@ -471,8 +556,8 @@ class ZipRange {
 // Runs a Map of `fn` over `inputs` on the worker behind `core`; `options` are validated stream
 // options (Order::kInput) and `timeout` the per-item timeout.
 template <typename F, typename... Inputs>
-auto MapOn(std::shared_ptr<ActorCore> core, std::shared_ptr<F> fn, StreamOptions options,
-           absl::Duration timeout, Inputs&&... inputs) {
+auto MapOn(std::shared_ptr<ActorCore> core, std::shared_ptr<F> fn, absl::string_view encoded_name,
+           StreamOptions options, absl::Duration timeout, Inputs&&... inputs) {
   Clock* clock = options.clock;
   // How many of the worker's calls can run at once (1 for one worker, a pool's size, min'd with
   // its executor's concurrency): what the map really gets of max_in_flight, reported by the
@@ -486,16 +571,16 @@ auto MapOn(std::shared_ptr<ActorCore> core, std::shared_ptr<F> fn, StreamOptions
     using In = std::ranges::range_value_t<std::tuple_element_t<0, std::tuple<Inputs...>>>;
     return sync_internal::StreamOn(
         InlineExecutor(), std::forward<Inputs>(inputs)...,
-        MapFn<F, In, false>(std::move(core), std::move(fn), timeout, clock), std::move(options),
-        runner);
+        MapFn<F, In, false>(std::move(core), std::move(fn), encoded_name, timeout, clock),
+        std::move(options), runner);
   } else {
     using Zip = ZipRange<Inputs...>;
     static_assert(std::ranges::input_range<Zip>);
     using In = typename Zip::value_type;
     return sync_internal::StreamOn(
         InlineExecutor(), Zip(std::forward<Inputs>(inputs)...),
-        MapFn<F, In, true>(std::move(core), std::move(fn), timeout, clock), std::move(options),
-        runner);
+        MapFn<F, In, true>(std::move(core), std::move(fn), encoded_name, timeout, clock),
+        std::move(options), runner);
   }
 }
 

@@ -36,8 +36,14 @@ struct MemberOf<F C::*> {
   using Class = C;
 };
 
-// The object of a TaskWorker's actor. Tasks ignore it.
+// The object of a TaskWorker's actor. Tasks ignore it. In the modes that encode calls the actor
+// holds the library's task host class instead (TaskHostClass(), registration.h), which runs
+// registered free functions by name.
 struct TaskHost {};
+
+// Whether workers of T can run in the modes that encode calls: T is registered, or is TaskHost.
+template <typename T>
+inline constexpr bool kHasEncodedClass = kIsRegisteredWorker<T> || std::is_same_v<T, TaskHost>;
 
 // What an invoker runs on: the actor's T, unless the invoker says otherwise with a member type
 // `Target` (EncodedInvoker: the EncodedObject of a worker whose calls cross a byte boundary).
