@@ -165,14 +165,6 @@ class WorkerConformanceTest : public ::testing::TestWithParam<Mode> {
     return Worker<Counter>::Create(
         {.mode = GetParam(), .max_queued_tasks = cap, .queue_full = policy}, 0);
   }
-  // A process worker writes each call to its process as soon as its actor drains it (pipelining),
-  // so a call made while another runs is already in the process: not queued, deferred, blocked or
-  // cancellable any more. Tests that hold a call behind a running one skip that mode; what Stop
-  // and the queue cap do there is in //workers/process:process_stop_test.
-  static constexpr char kSentAhead[] =
-      "a process worker sends a call to its process at once, so it never waits behind a running "
-      "call in the worker's queue (see process_stop_test)";
-  bool SendsCallsAhead() const { return GetParam() == Mode::kProcess; }
   // Starts a call that holds the worker until Gates::Get().Release(gate); returns once it runs.
   static Future<int> Occupy(const Worker<Counter>& w, int gate) {
     Future<int> call = w.Call(&Counter::Hold, gate);
@@ -261,7 +253,6 @@ TEST_P(WorkerConformanceTest, ConstructorErrorReachesCreateAndNothingRuns) {
 }
 
 TEST_P(WorkerConformanceTest, StopCancelsQueuedLetsRunningFinishAndRejectsLaterCalls) {
-  if (SendsCallsAhead()) GTEST_SKIP() << kSentAhead;
   auto w = Make();
   const int gate = Gates::Get().Make();
   Future<int> running;
@@ -396,7 +387,6 @@ TEST_P(WorkerConformanceTest, DeferredCallsWaitOnTheCallerSideInOrder) {
 }
 
 TEST_P(WorkerConformanceTest, StopCancelsDeferredCalls) {
-  if (SendsCallsAhead()) GTEST_SKIP() << kSentAhead;
   if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
   auto w = MakeBounded(1, QueueFullPolicy::kDefer);
   const int gate = Gates::Get().Make();
@@ -411,7 +401,6 @@ TEST_P(WorkerConformanceTest, StopCancelsDeferredCalls) {
 }
 
 TEST_P(WorkerConformanceTest, BlockPolicyBlocksTheCallerUntilThereIsRoom) {
-  if (SendsCallsAhead()) GTEST_SKIP() << kSentAhead;
   if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
   auto w = MakeBounded(1, QueueFullPolicy::kBlock);
   const int gate = Gates::Get().Make();
@@ -431,7 +420,6 @@ TEST_P(WorkerConformanceTest, BlockPolicyBlocksTheCallerUntilThereIsRoom) {
 }
 
 TEST_P(WorkerConformanceTest, AFreedSlotGoesToTheOldestWaiter) {
-  if (SendsCallsAhead()) GTEST_SKIP() << kSentAhead;
   if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
   auto w = MakeBounded(1, QueueFullPolicy::kBlock);
   const int gate = Gates::Get().Make();
@@ -454,7 +442,6 @@ TEST_P(WorkerConformanceTest, AFreedSlotGoesToTheOldestWaiter) {
 }
 
 TEST_P(WorkerConformanceTest, StopWakesABlockedCaller) {
-  if (SendsCallsAhead()) GTEST_SKIP() << kSentAhead;
   if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
   auto w = MakeBounded(1, QueueFullPolicy::kBlock);
   const int gate = Gates::Get().Make();
@@ -487,7 +474,6 @@ TEST_P(WorkerConformanceTest, UnwrapOptOutPassesFutures) {
 }
 
 TEST_P(WorkerConformanceTest, CallerCancelsAQueuedCall) {
-  if (SendsCallsAhead()) GTEST_SKIP() << kSentAhead;
   if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
   auto w = Make();
   const int gate = Gates::Get().Make();

@@ -288,11 +288,21 @@ bool ActorCore::Post(CallNode* node, bool may_block) {
   return false;
 }
 
+void CallNode::FinishDeferred() noexcept {
+  // acq_rel: whoever finishes sees everything the other side did.
+  if (defer_state_.exchange(kOver, std::memory_order_acq_rel) == kReturned) {
+    runner_->Retire(this);
+  }
+}
+
 void ActorCore::Finish(CallNode* node, bool run) noexcept {
-  const bool gated = node->gated_;
-  const bool routed = node->routed_;
   if (run) {
+    node->runner_ = this;
     node->Run(object_);
+    if (node->deferred_ && node->defer_state_.exchange(
+                               CallNode::kReturned, std::memory_order_acq_rel) != CallNode::kOver) {
+      return;  // Still going on elsewhere: FinishDeferred retires it.
+    }
   } else {
     std::exception_ptr error;
     {
@@ -305,6 +315,12 @@ void ActorCore::Finish(CallNode* node, bool run) noexcept {
       node->Cancel();
     }
   }
+  Retire(node);
+}
+
+void ActorCore::Retire(CallNode* node) noexcept {
+  const bool gated = node->gated_;
+  const bool routed = node->routed_;
   delete node;
   if (gated) {
     if (CallNode* next = gate_->Release()) {

@@ -73,9 +73,25 @@ class CallNode {
   // it.
   virtual void SetProducer(const void* /*worker*/) noexcept {}
 
+ protected:
+  // For a call whose work goes on elsewhere after Run returns (a call sent to a worker process,
+  // which runs it later): Run calls DeferFinish(), and once the call is over, some thread calls
+  // FinishDeferred() exactly once (it may do so before Run returns). Until then the call counts as
+  // running: it keeps its max_queued_tasks slot, and a pool counts it among its worker's active
+  // calls. FinishDeferred() deletes the node.
+  void DeferFinish() noexcept { deferred_ = true; }
+  void FinishDeferred() noexcept;
+
  private:
   friend class ActorCore;
   friend class SubmissionGate;
+  // A deferred call's progress: whichever of Run's return (kReturned) and FinishDeferred
+  // (kOver) comes second finishes the call.
+  enum DeferState : int { kRunning = 0, kReturned = 1, kOver = 2 };
+  // The actor that ran the call (set before Run).
+  ActorCore* runner_ = nullptr;
+  bool deferred_ = false;
+  std::atomic<int> defer_state_{kRunning};
   CallNode* next_ = nullptr;
   bool gated_ = false;
   // Routed by a pool (ActorCore::PostRouted): the pool hears when it finishes.
@@ -144,6 +160,8 @@ class SubmissionGate {
 // A backend derives from it and implements OnStart and Schedule; workers/backend.h states the
 // whole contract.
 class ActorCore : public std::enable_shared_from_this<ActorCore> {
+  friend class CallNode;  // A deferred call retires itself (CallNode::FinishDeferred).
+
  public:
   ActorCore(const ResolvedWorkerOptions& options, const WorkerBackend& backend);
   virtual ~ActorCore();
@@ -266,8 +284,11 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   void FinishStopStep() noexcept;
   // Abandon's cancellation pass: the deferred calls and those waiting for inputs.
   void CancelWaiting() noexcept;
-  // Cancels or runs one node, deletes it and frees its gate slot.
+  // Cancels or runs one node, deletes it and frees its gate slot (for a deferred call, once it is
+  // over: CallNode::FinishDeferred).
   void Finish(CallNode* node, bool run) noexcept;
+  // Deletes a finished node and hands its gate slot and its pool report on.
+  void Retire(CallNode* node) noexcept;
 
   const ResolvedWorkerOptions options_;
   const bool encodes_calls_;

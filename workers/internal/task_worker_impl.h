@@ -97,8 +97,8 @@ struct EncodedFnInvoker {
   template <typename... A>
   requires std::is_invocable_v<F&, A&&...> Future<FunctionReplyT<F>>
   operator()(EncodedObject& object, A&&... a) const {
-    return object.Invoke(name, EncodeFunctionCall<F>(std::forward<A>(a)...))
-        .Then([](const std::string& reply) { return DecodeReply<FunctionReplyT<F>>(reply); });
+    return DecodeLater<FunctionReplyT<F>>(
+        object.Invoke(name, EncodeFunctionCall<F>(std::forward<A>(a)...)));
   }
 };
 

@@ -111,7 +111,11 @@ class InvokeNode final : public CallNode {
         return;
       }
     }
-    futures_internal::CompleteWithInvoke(promise_, invoke_, target);
+    if constexpr (std::is_same_v<Target, EncodedObject>) {
+      RunElsewhere(target);
+    } else {
+      futures_internal::CompleteWithInvoke(promise_, invoke_, target);
+    }
   }
   void Cancel() noexcept override { promise_.Cancel(); }
   void Fail(std::exception_ptr error) noexcept override { promise_.SetError(std::move(error)); }
@@ -123,6 +127,29 @@ class InvokeNode final : public CallNode {
   // Thrown (not a std::exception, so never retried) when an attempt returned a Future that is
   // not done yet: the call then completes with that future, unretried.
   struct PendingResult {};
+
+  // A call sent to where the object lives (a worker process): it runs there after Run returns,
+  // so it counts as running (its max_queued_tasks slot, a pool's active calls) until its reply
+  // completes it.
+  void RunElsewhere(EncodedObject& target) noexcept {
+    using Reply = std::decay_t<decltype(invoke_(target))>;
+    std::optional<Reply> reply;
+    try {
+      reply.emplace(invoke_(target));
+    } catch (...) {
+      promise_.SetError(std::current_exception());
+      return;
+    }
+    DeferFinish();
+    // The caller's Cancel() reaches the call where it waits (see DecodeLater).
+    promise_.OnCancel([pending = *reply] { pending.Cancel(); });
+    // May run at once, on this thread, when the reply is there already.
+    reply->AddDoneCallback([this, &target](const Reply& done) {
+      futures_internal::CompleteWithInvoke(
+          promise_, [&done](EncodedObject&) { return done; }, target);
+      FinishDeferred();
+    });
+  }
 
   void RunWithRetry(Target& target) noexcept {
     RetryOptions options;
@@ -458,6 +485,27 @@ constexpr bool HasEntryOfType() {
   }
 }
 
+// The decoded reply of a call sent as bytes: a future of R that completes when `reply` does.
+// Cancelling it cancels `reply`, which withdraws the call from a worker process that has not
+// started it.
+template <typename R>
+Future<R> DecodeLater(Future<std::string> reply) {
+  Promise<R> decoded;
+  Future<R> result = decoded.GetFuture();
+  decoded.OnCancel([reply] { reply.Cancel(); });
+  reply.AddDoneCallback([decoded = std::move(decoded)](const Future<std::string>& done) mutable {
+    if (done.Cancelled()) {
+      decoded.Cancel();
+    } else if (std::exception_ptr error = done.Error()) {
+      decoded.SetError(std::move(error));
+    } else {
+      futures_internal::CompleteWithInvoke(decoded,
+                                           [&done] { return DecodeReply<R>(done.Result()); });
+    }
+  });
+  return result;
+}
+
 // A call that crosses a byte boundary (WorkerBackend::encodes_calls()): encodes the arguments,
 // sends them under the method's registered name to the actor's EncodedObject, and decodes the
 // reply bytes when they come.
@@ -470,8 +518,8 @@ struct EncodedInvoker {
   requires std::is_invocable_v<M, T&, A&&...> Future<MethodReplyT<M>>
   operator()(EncodedObject& object, A&&... a) const {
     if constexpr (HasEntryOfType<T, M>()) {
-      return object.Invoke(name, EncodeCall<T>(method, std::forward<A>(a)...))
-          .Then([](const std::string& reply) { return DecodeReply<MethodReplyT<M>>(reply); });
+      return DecodeLater<MethodReplyT<M>>(
+          object.Invoke(name, EncodeCall<T>(method, std::forward<A>(a)...)));
     } else {
       // MethodName found the method, so this cannot happen; kept for the compiler.
       throw InvalidOptionError("worker: the method is not registered");

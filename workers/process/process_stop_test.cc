@@ -94,7 +94,7 @@ class ProcessStopTest : public ::testing::TestWithParam<ProcessStart> {
   WorkerOptions Options() const { return {.mode = Mode::kProcess, .process_start = GetParam()}; }
 };
 
-TEST_P(ProcessStopTest, StopLetsTheCallsSentFinishAndCancelsTheOthers) {
+TEST_P(ProcessStopTest, StopLetsTheRunningCallFinishAndCancelsTheCallsSentBehindIt) {
   Watchdog watchdog(absl::Seconds(60), "Stop with calls queued");
   auto w = Worker<app::Slow>::Create(Options(), 0);
   const int gate = SharedGates::Get().Make();
@@ -113,15 +113,37 @@ TEST_P(ProcessStopTest, StopLetsTheCallsSentFinishAndCancelsTheOthers) {
   unsent.Wait();
   EXPECT_TRUE(unsent.Cancelled());
   EXPECT_TRUE(w.stopped());
-  for (const Future<int>& f : sent) EXPECT_FALSE(f.Done());
+  // The calls sent ahead wait behind the running one, in the process: Stop cancels them at once,
+  // as in every mode, and the process answers them without running them.
+  for (const Future<int>& f : sent) {
+    f.Wait();
+    EXPECT_TRUE(f.Cancelled());
+  }
+  EXPECT_FALSE(running.Done());
   SharedGates::Get().Release(gate);
   stopper.join();
-  EXPECT_EQ(running.Result(), 1);
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(sent[i].Result(), 2 + i) << "sent calls finish, in order";
+  EXPECT_EQ(running.Result(), 1);  // The running call finished.
   EXPECT_THROW(w.Call(&app::Slow::Add, 1).Result(), StoppedError);
   EXPECT_TRUE(w.Stop());  // Idempotent.
   EXPECT_TRUE(w.Stop(absl::Seconds(1)));
   EXPECT_TRUE(w.StoppedFuture().Done());
+}
+
+TEST_P(ProcessStopTest, ACancelledCallSentAheadNeverRuns) {
+  Watchdog watchdog(absl::Seconds(60), "cancel of a call sent ahead");
+  auto w = Worker<app::Slow>::Create(Options(), 0);
+  const int gate = SharedGates::Get().Make();
+  Future<int> running = w.Call(&app::Slow::Hold, gate);
+  SharedGates::Get().WaitEntered(gate);
+  Future<int> second = w.Call(&app::Slow::Add, 100);
+  Future<int> third = w.Call(&app::Slow::Add, 10);
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (w.Stats().queued > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(w.Stats().queued, 0);  // Both were sent to the process.
+  EXPECT_TRUE(second.Cancel());
+  SharedGates::Get().Release(gate);
+  EXPECT_EQ(running.Result(), 1);
+  EXPECT_EQ(third.Result(), 11);  // The cancelled call never ran.
 }
 
 TEST_P(ProcessStopTest, StopWithATimeoutKillsAProcessThatDoesNotFinish) {

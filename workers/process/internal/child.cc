@@ -5,6 +5,9 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <cstdint>
+#include <cstring>
+#include <deque>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -12,6 +15,7 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "futures/errors.h"
@@ -80,19 +84,62 @@ int ServeWorker(int socket, const EncodedClass* known) {
     return 0;
   }
   if (!writer.Append(FrameKind::kReply, workers_internal::EncodeReply())) return 5;
-  for (;;) {
-    // Replies go out in one batch once no further call is buffered (pipelined callers).
-    if (!reader.HasFrame() && !writer.Flush()) break;
-    if (reader.Next(&frame) != FrameReader::Status::kFrame) break;  // The parent is gone.
-    if (frame.kind == FrameKind::kStop) break;
+  // Frames read and not handled yet, with each call's number; the cancelled calls' numbers.
+  struct Queued {
+    uint64_t number;
+    Frame frame;
+  };
+  std::deque<Queued> queue;
+  absl::flat_hash_set<uint64_t> cancelled;
+  uint64_t next_number = 0;
+  bool stop = false;  // A stop frame came: what is queued is cancelled.
+  bool open = true;   // The stream goes on.
+  const auto take = [&](Frame frame) {
+    if (frame.kind == FrameKind::kStop) {
+      stop = true;
+    } else if (frame.kind == FrameKind::kCancel) {
+      uint64_t number = 0;
+      if (frame.payload.size() == sizeof(number)) {
+        std::memcpy(&number, frame.payload.data(), sizeof(number));
+        cancelled.insert(number);
+      }
+    } else {
+      const uint64_t number = frame.kind == FrameKind::kCall ? next_number++ : UINT64_MAX;
+      queue.push_back({number, std::move(frame)});
+    }
+  };
+  const std::string cancelled_reply = workers_internal::EncodeErrorReply(std::make_exception_ptr(
+      CancelledError("the call was cancelled before it started in the worker process")));
+  while (open || !queue.empty()) {
+    if (queue.empty()) {
+      if (stop) break;
+      // Replies go out in one batch once no further call is waiting (pipelined callers).
+      if (!writer.Flush()) break;
+      if (reader.Next(&frame) != FrameReader::Status::kFrame) break;  // The parent is gone.
+      take(std::move(frame));
+      continue;
+    }
+    // Before each call: whatever else has arrived, so that a cancellation or a stop sent while the
+    // previous call ran applies to the calls behind it.
+    if (open) {
+      open = reader.ReadAvailable();
+      while (reader.HasFrame() && reader.Next(&frame) == FrameReader::Status::kFrame) {
+        take(std::move(frame));
+      }
+      if (!open && !stop) break;  // The parent is gone: nobody waits for these calls.
+    }
+    Queued next = std::move(queue.front());
+    queue.pop_front();
     std::string reply;
     absl::string_view method, args;
-    if (frame.kind != FrameKind::kCall) {
+    if (next.frame.kind != FrameKind::kCall) {
       reply = ErrorReply(absl::StrCat("the worker process received a frame of unknown kind ",
-                                      static_cast<uint32_t>(frame.kind)));
-    } else if (!ParseCallPayload(frame.payload, &method, &args)) {
+                                      static_cast<uint32_t>(next.frame.kind)));
+    } else if (stop || cancelled.erase(next.number) > 0) {
+      reply = cancelled_reply;
+    } else if (!ParseCallPayload(next.frame.payload, &method, &args)) {
       reply = ErrorReply(absl::StrCat("the worker process received a call frame of ",
-                                      frame.payload.size(),
+                                      next.frame.payload.size(),
                                       " bytes whose method name does not fit in it"));
     } else {
       Future<std::string> result = cls->invoke(object, method, args);

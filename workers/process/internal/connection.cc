@@ -43,13 +43,29 @@ bool OnReaderThreadOf(const void* context) {
 // What the connection shares with its reader thread, which may outlive it (detached when a
 // reply's continuation on that thread never returns).
 struct ProcessConnection::Shared {
+  explicit Shared(ChildProcess launched) : child(launched), writer(child.socket) {}
   ~Shared() { Release(child); }
+
+  // Sends a cancellation for call `number`: at once when the socket takes it without waiting,
+  // else with the worker's next write (the actor's thread may be blocked writing right now).
+  void Cancel(uint64_t number) ABSL_LOCKS_EXCLUDED(write_mu, mu);
+  // Adds the cancellations asked for meanwhile to the writer's queue.
+  void AppendCancelsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu) ABSL_LOCKS_EXCLUDED(mu);
 
   ChildProcess child;
   std::string class_name;
   const void* context = nullptr;
 
+  // Held while writing: by the actor's thread, which sends the calls, and by a thread
+  // cancelling a call (only if free at once).
+  absl::Mutex write_mu ABSL_ACQUIRED_BEFORE(mu);
+  FrameWriter writer ABSL_GUARDED_BY(write_mu);
+  // The number of the next call frame.
+  uint64_t next_call ABSL_GUARDED_BY(write_mu) = 0;
+
   absl::Mutex mu;
+  // Cancellations that could not be written when asked for.
+  std::vector<uint64_t> cancels ABSL_GUARDED_BY(mu);
   // Replies awaited, in the order of the frames sent.
   std::deque<Promise<std::string>> pending ABSL_GUARDED_BY(mu);
   // Set once the stream ended: what new calls fail with.
@@ -63,18 +79,40 @@ struct ProcessConnection::Shared {
   bool reader_done ABSL_GUARDED_BY(mu) = false;
 };
 
-ProcessConnection::ProcessConnection(std::shared_ptr<Shared> shared)
-    : shared_(std::move(shared)), writer_(shared_->child.socket) {}
+void ProcessConnection::Shared::Cancel(uint64_t number) {
+  {
+    absl::MutexLock lock(&mu);
+    if (stopping || dead != nullptr) return;  // The stop cancels it anyway.
+    cancels.push_back(number);
+  }
+  if (!write_mu.TryLock()) return;  // The writing thread sends it next.
+  AppendCancelsLocked();
+  writer.FlushNow();
+  write_mu.Unlock();
+}
+
+void ProcessConnection::Shared::AppendCancelsLocked() {
+  std::vector<uint64_t> numbers;
+  {
+    absl::MutexLock lock(&mu);
+    numbers.swap(cancels);
+  }
+  for (uint64_t number : numbers) {
+    writer.Append(FrameKind::kCancel,
+                  absl::string_view(reinterpret_cast<const char*>(&number), sizeof(number)));
+  }
+}
+
+ProcessConnection::ProcessConnection(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
 
 std::unique_ptr<ProcessConnection> ProcessConnection::Open(
     const workers_internal::EncodedClass& cls, std::string ctor, const LimitPool& limits,
     ProcessStart start, ConnectionOwner* owner, const void* context) {
   // Before anything starts: limits that cannot cross fail here.
   const WorkerLimitsBlueprint blueprint = ExportWorkerLimits(limits);
-  auto shared = std::make_shared<Shared>();
+  auto shared = std::make_shared<Shared>(Launch(start, cls));
   shared->class_name = std::string(cls.name);
   shared->context = context;
-  shared->child = Launch(start, cls);
   std::unique_ptr<ProcessConnection> connection(new ProcessConnection(shared));
   connection->reader_ = std::thread(ReadReplies, shared);
   Future<std::string> built;
@@ -84,10 +122,13 @@ std::unique_ptr<ProcessConnection> ProcessConnection::Open(
     built = promise.GetFuture();
     shared->pending.push_back(std::move(promise));
   }
-  // A failed send shows as the end of the stream, which fails `built`.
-  connection->writer_.SendWithFds(FrameKind::kConstruct,
-                                  Encode(std::string(cls.name), ctor, blueprint.blueprint),
-                                  blueprint.fds);
+  {
+    // A failed send shows as the end of the stream, which fails `built`.
+    absl::MutexLock lock(&shared->write_mu);
+    shared->writer.SendWithFds(FrameKind::kConstruct,
+                               Encode(std::string(cls.name), ctor, blueprint.blueprint),
+                               blueprint.fds);
+  }
   // The constructor's own exception, rebuilt, or CrashedError.
   workers_internal::DecodeReply<void>(built.Result());
   absl::MutexLock lock(&shared->mu);
@@ -98,14 +139,25 @@ std::unique_ptr<ProcessConnection> ProcessConnection::Open(
 
 ProcessConnection::~ProcessConnection() {
   ConnectionOwner* owner;
+  std::vector<Future<std::string>> queued;
   {
     absl::MutexLock lock(&shared_->mu);
     shared_->stopping = true;
     owner = shared_->owner;
+    // As in every mode, Stop lets the running call finish and cancels the calls queued behind
+    // it; here those were sent ahead to the process, which cancels them too when it reads the
+    // stop (their promises stay in `pending`, to be matched with the process's replies).
+    for (size_t i = 1; i < shared_->pending.size(); ++i) {
+      queued.push_back(shared_->pending[i].GetFuture());
+    }
   }
+  for (const Future<std::string>& call : queued) call.Cancel();
   if (owner != nullptr) owner->Closed();
-  writer_.Append(FrameKind::kStop, {});
-  writer_.Flush();
+  {
+    absl::MutexLock lock(&shared_->write_mu);
+    shared_->writer.Append(FrameKind::kStop, {});
+    shared_->writer.Flush();
+  }
   const absl::Time deadline =
       owner != nullptr ? owner->KillDeadline() : absl::Now() + absl::Seconds(30);
   const auto reader_done = [this]() ABSL_SHARED_LOCKS_REQUIRED(shared_->mu) {
@@ -140,13 +192,21 @@ Future<std::string> ProcessConnection::Send(FrameKind kind, absl::string_view a,
                                             absl::string_view b) {
   Promise<std::string> promise;
   Future<std::string> reply = promise.GetFuture();
+  absl::MutexLock write_lock(&shared_->write_mu);
+  if (kind == FrameKind::kCall) {
+    // Cancelling the reply withdraws the call, if the process has not started it.
+    promise.OnCancel([weak = std::weak_ptr<Shared>(shared_), number = shared_->next_call++] {
+      if (std::shared_ptr<Shared> shared = weak.lock()) shared->Cancel(number);
+    });
+  }
   {
     absl::MutexLock lock(&shared_->mu);
     if (shared_->dead != nullptr) return MakeFailedFuture<std::string>(shared_->dead);
     shared_->pending.push_back(std::move(promise));
   }
+  shared_->AppendCancelsLocked();
   // A broken socket means the process is gone: the reader fails the reply.
-  writer_.Append(kind, a, b);
+  shared_->writer.Append(kind, a, b);
   return reply;
 }
 
@@ -160,7 +220,11 @@ Future<std::string> ProcessConnection::SendFrameForTesting(FrameKind kind, std::
   return reply;
 }
 
-void ProcessConnection::Flush() { writer_.Flush(); }
+void ProcessConnection::Flush() {
+  absl::MutexLock lock(&shared_->write_mu);
+  shared_->AppendCancelsLocked();
+  shared_->writer.Flush();
+}
 
 pid_t ProcessConnection::pid() const { return shared_->child.pid; }
 

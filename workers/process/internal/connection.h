@@ -97,7 +97,6 @@ class ProcessConnection final : public workers_internal::EncodedObject {
   Future<std::string> Send(FrameKind kind, absl::string_view a, absl::string_view b);
 
   const std::shared_ptr<Shared> shared_;
-  FrameWriter writer_;
   std::thread reader_;
 };
 

@@ -94,7 +94,18 @@ bool FrameWriter::SendWithFds(FrameKind kind, absl::string_view payload,
   return SendAll(parts, fds);
 }
 
-bool FrameWriter::SendAll(absl::Span<const absl::string_view> parts, absl::Span<const int> fds) {
+bool FrameWriter::FlushNow() {
+  if (broken_) return false;
+  if (buffer_.empty()) return true;
+  const absl::string_view parts[] = {buffer_};
+  size_t sent = 0;
+  const bool ok = SendAll(parts, {}, /*wait=*/false, &sent);
+  buffer_.erase(0, sent);
+  return ok;
+}
+
+bool FrameWriter::SendAll(absl::Span<const absl::string_view> parts, absl::Span<const int> fds,
+                          bool wait, size_t* total) {
   if (fds.size() > kMaxFds) {
     broken_ = true;
     return false;
@@ -121,12 +132,14 @@ bool FrameWriter::SendAll(absl::Span<const absl::string_view> parts, absl::Span<
       cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
       std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
     }
-    const ssize_t sent = sendmsg(fd_, &message, MSG_NOSIGNAL);
+    const ssize_t sent = sendmsg(fd_, &message, MSG_NOSIGNAL | (wait ? 0 : MSG_DONTWAIT));
     if (sent < 0) {
       if (errno == EINTR) continue;
+      if (!wait && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
       broken_ = true;
       return false;
     }
+    if (total != nullptr) *total += static_cast<size_t>(sent);
     fds_pending = false;
     size_t left = static_cast<size_t>(sent);
     while (first < iov.size() && left >= iov[first].iov_len) {
@@ -141,9 +154,9 @@ bool FrameWriter::SendAll(absl::Span<const absl::string_view> parts, absl::Span<
   return true;
 }
 
-ssize_t FrameReader::Fill(char* into, size_t size) {
+ssize_t FrameReader::Fill(char* into, size_t size, bool wait) {
   for (;;) {
-    if (ended_fd_ >= 0) {
+    if (wait && ended_fd_ >= 0) {
       pollfd fds[2] = {{fd_, POLLIN, 0}, {ended_fd_, POLLIN, 0}};
       if (poll(fds, 2, -1) < 0) {
         if (errno == EINTR) continue;
@@ -159,8 +172,9 @@ ssize_t FrameReader::Fill(char* into, size_t size) {
     message.msg_iovlen = 1;
     message.msg_control = control;
     message.msg_controllen = sizeof(control);
-    const ssize_t got = recvmsg(fd_, &message, MSG_CMSG_CLOEXEC);
+    const ssize_t got = recvmsg(fd_, &message, MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT));
     if (got < 0 && errno == EINTR) continue;
+    if (got < 0 && !wait && (errno == EAGAIN || errno == EWOULDBLOCK)) return -2;
     if (got < 0) {
       error_ = absl::StrCat("reading the worker socket failed: ", std::strerror(errno));
       return -1;
@@ -185,6 +199,21 @@ bool FrameReader::HasFrame() const {
   uint64_t length = 0;
   std::memcpy(&length, buffer_.data() + start_ + 8, 8);
   return end_ - start_ - kFrameHeaderBytes >= length;
+}
+
+bool FrameReader::ReadAvailable() {
+  for (;;) {
+    if (start_ > 0) {
+      std::memmove(buffer_.data(), buffer_.data() + start_, end_ - start_);
+      end_ -= start_;
+      start_ = 0;
+    }
+    if (buffer_.size() - end_ < kReadChunk / 4) buffer_.resize(end_ + kReadChunk);
+    const ssize_t got = Fill(buffer_.data() + end_, buffer_.size() - end_, /*wait=*/false);
+    if (got == -2) return true;
+    if (got <= 0) return false;
+    end_ += static_cast<size_t>(got);
+  }
 }
 
 FrameReader::Status FrameReader::Next(Frame* frame) {

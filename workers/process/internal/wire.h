@@ -29,11 +29,17 @@ enum class FrameKind : uint32_t {
   // Parent to child: a call. Payload: the method name's length (uint32), the name, the
   // EncodeCall bytes.
   kCall = 2,
-  // Parent to child: destroy the object and exit once the calls before it are done.
+  // Parent to child: the call running now finishes; the calls queued behind it are cancelled (they
+  // are answered with CancelledError without running); then the process destroys the object and
+  // exits.
   kStop = 3,
   // Child to parent: the reply (EncodeReply / EncodeErrorReply bytes) to the construction or to
   // a call; exactly one per kConstruct or kCall frame (also for a malformed one), in order.
   kReply = 4,
+  // Parent to child: cancel call number N (uint64; calls are numbered from 0 in the order of
+  // their kCall frames) if it has not started: it is answered with CancelledError. Too late for
+  // a call that started or finished: ignored.
+  kCancel = 5,
 };
 
 inline constexpr size_t kFrameHeaderBytes = 16;
@@ -57,13 +63,19 @@ class FrameWriter {
   bool Append(FrameKind kind, absl::string_view a, absl::string_view b = {});
   // Sends what is queued. Blocks while the socket is full. Returns false once broken.
   bool Flush();
+  // Sends what the socket takes now without blocking; the rest stays queued for the next Flush.
+  // Returns false once broken.
+  bool FlushNow();
   // Bytes queued and not sent yet.
   size_t buffered() const { return buffer_.size(); }
   // Sends a frame with `fds` attached (after what is queued). Returns false once broken.
   bool SendWithFds(FrameKind kind, absl::string_view payload, absl::Span<const int> fds);
 
  private:
-  bool SendAll(absl::Span<const absl::string_view> parts, absl::Span<const int> fds);
+  // Sends every part; with `wait` false, stops at a full socket and returns the count of bytes
+  // sent in *sent. Returns false once broken.
+  bool SendAll(absl::Span<const absl::string_view> parts, absl::Span<const int> fds,
+               bool wait = true, size_t* sent = nullptr);
 
   const int fd_;
   std::string buffer_;
@@ -93,14 +105,18 @@ class FrameReader {
   Status Next(Frame* frame);
   // Whether a whole frame is buffered already (Next would not block).
   bool HasFrame() const;
+  // Reads what the socket holds now, without blocking (then HasFrame() may turn true). Returns
+  // false at the end of the stream or on an error.
+  bool ReadAvailable();
   // File descriptors received so far with the frames (the caller owns them now).
   std::vector<int> TakeFds();
   // Why Next returned kBroken.
   const std::string& error() const { return error_; }
 
  private:
-  // Reads once into the buffer; returns the byte count (0 at end of stream, -1 on error).
-  ssize_t Fill(char* into, size_t size);
+  // Reads once into the buffer; returns the byte count (0 at end of stream, -1 on error; with
+  // `wait` false, -2 when nothing is there).
+  ssize_t Fill(char* into, size_t size, bool wait = true);
 
   const int fd_;
   const int ended_fd_;
