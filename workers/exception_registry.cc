@@ -143,6 +143,10 @@ class ExceptionRegistry {
     return problems_;
   }
 
+  // Held across a fork() (LockRegistriesForFork), so that the child never inherits it locked.
+  void LockForFork() ABSL_EXCLUSIVE_LOCK_FUNCTION(mu_) { mu_.Lock(); }
+  void UnlockAfterFork() ABSL_UNLOCK_FUNCTION(mu_) { mu_.Unlock(); }
+
  private:
   struct Entry {
     Registration first;
@@ -236,6 +240,17 @@ ExceptionRegistry& Registry() {
   static ExceptionRegistry* const registry = new ExceptionRegistry();
   return *registry;
 }
+
+}  // namespace
+
+namespace workers_internal {
+void LockExceptionRegistryForFork() ABSL_NO_THREAD_SAFETY_ANALYSIS { Registry().LockForFork(); }
+void UnlockExceptionRegistryAfterFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  Registry().UnlockAfterFork();
+}
+}  // namespace workers_internal
+
+namespace {
 
 // The dynamic type of the exception in `error` (not null), or null if unknown.
 const std::type_info* DynamicType(const std::exception_ptr& error) {

@@ -109,6 +109,10 @@ bool IsExceptionRegistered(absl::string_view type_name);
 absl::Status CheckExceptionRegistry();
 
 namespace workers_internal {
+// Take and give back the registry's lock around a fork() by concurry (a process worker started
+// with ProcessStart::kFork), so that the child, whose other threads are gone, never finds it held.
+void LockExceptionRegistryForFork();
+void UnlockExceptionRegistryAfterFork();
 
 // Registers `factory` for `type` under `name`, or under its demangled name when `name` is nullopt
 // (see RegisterException); `api` names the caller in messages. Throws InvalidOptionError.

@@ -176,5 +176,17 @@ namespace {
 [[maybe_unused]] const bool task_host_registered = RegisterEncodedClass(TaskHostClass());
 }  // namespace
 
+void LockRegistriesForFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  Classes().mu.Lock();
+  Functions().mu.Lock();
+  LockExceptionRegistryForFork();
+}
+
+void UnlockRegistriesAfterFork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  UnlockExceptionRegistryAfterFork();
+  Functions().mu.Unlock();
+  Classes().mu.Unlock();
+}
+
 }  // namespace workers_internal
 }  // namespace concurry

@@ -142,6 +142,12 @@ bool RegisterEncodedClass(const EncodedClass& cls);
 // The class registered under `name`, or null. Thread-safe.
 const EncodedClass* FindEncodedClass(absl::string_view name);
 
+// Take and give back the locks of the class, function and exception registries around a fork()
+// by concurry (ProcessStart::kFork), which a worker process then uses: the child, whose other
+// threads are gone, never finds one held.
+void LockRegistriesForFork();
+void UnlockRegistriesAfterFork();
+
 // ---- Free functions (TaskWorker in kLoopback and kProcess modes) ----
 
 // The return type and parameter types of function pointer type F (impl header).

@@ -291,7 +291,8 @@ bool ActorCore::Post(CallNode* node, bool may_block) {
 void CallNode::FinishDeferred() noexcept {
   // acq_rel: whoever finishes sees everything the other side did.
   if (defer_state_.exchange(kOver, std::memory_order_acq_rel) == kReturned) {
-    runner_->Retire(this);
+    const std::shared_ptr<ActorCore> runner = std::move(runner_alive_);  // Retire deletes us.
+    runner->Retire(this);
   }
 }
 
@@ -299,9 +300,14 @@ void ActorCore::Finish(CallNode* node, bool run) noexcept {
   if (run) {
     node->runner_ = this;
     node->Run(object_);
-    if (node->deferred_ && node->defer_state_.exchange(
-                               CallNode::kReturned, std::memory_order_acq_rel) != CallNode::kOver) {
-      return;  // Still going on elsewhere: FinishDeferred retires it.
+    if (node->deferred_) {
+      // Written before the exchange below publishes it to FinishDeferred.
+      node->runner_alive_ = shared_from_this();
+      if (node->defer_state_.exchange(CallNode::kReturned, std::memory_order_acq_rel) !=
+          CallNode::kOver) {
+        return;  // Still going on elsewhere: FinishDeferred retires it.
+      }
+      node->runner_alive_.reset();
     }
   } else {
     std::exception_ptr error;

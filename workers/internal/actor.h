@@ -88,8 +88,10 @@ class CallNode {
   // A deferred call's progress: whichever of Run's return (kReturned) and FinishDeferred
   // (kOver) comes second finishes the call.
   enum DeferState : int { kRunning = 0, kReturned = 1, kOver = 2 };
-  // The actor that ran the call (set before Run).
+  // The actor that ran the call (set before Run), and for a deferred call, a reference that keeps
+  // it alive until the call retires (FinishDeferred may run on any thread, after Stop).
   ActorCore* runner_ = nullptr;
+  std::shared_ptr<ActorCore> runner_alive_;
   bool deferred_ = false;
   std::atomic<int> defer_state_{kRunning};
   CallNode* next_ = nullptr;

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -53,14 +54,16 @@ class ProcessActor final : public workers_internal::ThreadActor, public Connecti
       ActorCore::Stop(absl::ZeroDuration());
       return stopped_future().Done();
     }
+    const absl::Time deadline = absl::Now() + timeout;
     if (ActorCore::Stop(timeout) || timeout == absl::ZeroDuration() ||
-        timeout == absl::InfiniteDuration()) {
+        timeout == absl::InfiniteDuration() || absl::Now() < deadline) {
+      // Done, or a Stop that did not wait (inside this worker's own context or Stop pass).
       return stopped_future().Done();
     }
     // The deadline passed. The actor's thread terminates the process when it gets to the stop,
     // but it may be blocked writing a call to a process that is busy and not reading: terminate
     // it from here too.
-    ProcessConnection::Killer killer;
+    ProcessKiller killer;
     {
       absl::MutexLock lock(&killer_mu_);
       killer = killer_;
@@ -82,28 +85,39 @@ class ProcessActor final : public workers_internal::ThreadActor, public Connecti
   }
 
   void Died(std::exception_ptr error) override { StopWithError(std::move(error)); }
+  void Launched(ProcessKiller killer) override {
+    absl::MutexLock lock(&killer_mu_);
+    killer_ = std::move(killer);
+  }
+  std::function<void()> MakeWaker() override {
+    return [weak = std::weak_ptr<ActorCore>(shared_from_this())] {
+      if (std::shared_ptr<ActorCore> actor = weak.lock()) {
+        static_cast<ProcessActor&>(*actor).WakeThread();
+      }
+    };
+  }
   void Closed() override { connection_ = nullptr; }
 
   // On the actor's thread, once the object is built.
-  void set_connection(ProcessConnection* connection) {
-    connection_ = connection;
-    absl::MutexLock lock(&killer_mu_);
-    killer_ = connection->killer();
-  }
+  void set_connection(ProcessConnection* connection) { connection_ = connection; }
 
  protected:
-  // The calls the drain wrote go out together.
+  // The calls the drain wrote go out together (and cancellations others could not send).
   void AfterDrain() override {
     if (connection_ != nullptr) connection_->Flush();
   }
 
  private:
+  // Runs a drain on the actor's thread (an empty one, if nothing is queued), whose AfterDrain
+  // flushes. A drain the thread runs meanwhile anyway makes this one empty.
+  void WakeThread() { Schedule(); }
+
   // Used on the actor's thread only (built, flushed and destroyed there).
   ProcessConnection* connection_ = nullptr;
   // The earliest deadline of a Stop with a timeout, in Unix nanoseconds (INT64_MAX: none).
   std::atomic<int64_t> kill_deadline_ns_{INT64_MAX};
   absl::Mutex killer_mu_;
-  ProcessConnection::Killer killer_ ABSL_GUARDED_BY(killer_mu_);
+  ProcessKiller killer_ ABSL_GUARDED_BY(killer_mu_);
 };
 
 class ProcessBackend final : public WorkerBackend {

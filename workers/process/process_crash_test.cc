@@ -217,14 +217,9 @@ TEST_P(ProcessPoolTest, SpreadsCallsAndReplacesAKilledWorker) {
   WaitUntilAlive(pool, /*replaced=*/0);
   const int n = GetParam() == LoadBalancing::kRandom ? 90 : kWorkers;
   const std::set<int> pids = Pids(pool, n);
-  // kLeastActiveLoad: a call counts as active only until the actor has sent it to the process
-  // (the actor core finishes a call when its Run returns, and a process call's Run just sends
-  // it), so the balancer sees idle workers and the spread is down to timing. Reported; not
-  // asserted here.
-  const bool sees_load = GetParam() != LoadBalancing::kLeastActiveLoad;
-  if (sees_load) {
-    ASSERT_EQ(pids.size(), kWorkers) << "the calls reached every worker";
-  }
+  // Every balancer sees the held calls: a call sent to a process counts as active until its
+  // reply (so kLeastActiveLoad gives each held worker's successor the next call).
+  ASSERT_EQ(pids.size(), kWorkers) << "the calls reached every worker";
   EXPECT_EQ(pids.count(getpid()), 0);
 
   // Results are right, whichever worker answers.
@@ -242,9 +237,7 @@ TEST_P(ProcessPoolTest, SpreadsCallsAndReplacesAKilledWorker) {
 
   // Later calls succeed, on three live workers, none of them the killed one.
   const std::set<int> after = Pids(pool, n);
-  if (sees_load) {
-    EXPECT_EQ(after.size(), kWorkers);
-  }
+  EXPECT_EQ(after.size(), kWorkers);
   EXPECT_EQ(after.count(victim), 0);
   std::vector<Future<int>> more;
   for (int i = 0; i < 30; ++i) more.push_back(pool.Call(&app::Fragile::Pid));

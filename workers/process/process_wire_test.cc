@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -99,6 +100,9 @@ class TestOwner final : public ConnectionOwner {
   absl::Time KillDeadline() const override { return absl::Now() + absl::Seconds(10); }
   void Died(std::exception_ptr error) override { died_ = error; }
   void Closed() override {}
+  void Launched(process_internal::ProcessKiller) override {}
+  // The test flushes itself (SendFrameForTesting).
+  std::function<void()> MakeWaker() override { return nullptr; }
   std::exception_ptr died() const { return died_; }
 
  private:

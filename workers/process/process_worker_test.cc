@@ -87,6 +87,16 @@ TEST_P(ProcessWorkerTest, PipelinesManyCalls) {
   EXPECT_EQ(results.back().Result(), 10000);
 }
 
+TEST_P(ProcessWorkerTest, AFinishedCallsReplyDoesNotWaitForTheNextCall) {
+  auto w = Worker<app::Echo>::Create(Options(), 0);
+  Future<int> quick = w.Call(&app::Echo::Add, 1);
+  Future<void> slow = w.Call(&app::Echo::Sleep, 3000);
+  // Both were sent at once; the process answers the first before it starts the second.
+  EXPECT_TRUE(quick.Wait(absl::Seconds(2)));
+  EXPECT_FALSE(slow.Done());
+  EXPECT_EQ(quick.Result(), 1);
+}
+
 TEST_P(ProcessWorkerTest, StopTerminatesABusyProcessAtItsDeadline) {
   auto w = Worker<app::Echo>::Create(Options(), 0);
   const pid_t pid = w.Call(&app::Echo::Pid).Result();

@@ -92,6 +92,8 @@ int ServeWorker(int socket, const EncodedClass* known) {
   std::deque<Queued> queue;
   absl::flat_hash_set<uint64_t> cancelled;
   uint64_t next_number = 0;
+  // Calls below this number have been popped: a cancellation for them comes too late.
+  uint64_t popped = 0;
   bool stop = false;  // A stop frame came: what is queued is cancelled.
   bool open = true;   // The stream goes on.
   const auto take = [&](Frame frame) {
@@ -101,7 +103,7 @@ int ServeWorker(int socket, const EncodedClass* known) {
       uint64_t number = 0;
       if (frame.payload.size() == sizeof(number)) {
         std::memcpy(&number, frame.payload.data(), sizeof(number));
-        cancelled.insert(number);
+        if (number >= popped) cancelled.insert(number);
       }
     } else {
       const uint64_t number = frame.kind == FrameKind::kCall ? next_number++ : UINT64_MAX;
@@ -130,6 +132,7 @@ int ServeWorker(int socket, const EncodedClass* known) {
     }
     Queued next = std::move(queue.front());
     queue.pop_front();
+    if (next.number != UINT64_MAX) popped = next.number + 1;
     std::string reply;
     absl::string_view method, args;
     if (next.frame.kind != FrameKind::kCall) {
@@ -142,6 +145,9 @@ int ServeWorker(int socket, const EncodedClass* known) {
                                       next.frame.payload.size(),
                                       " bytes whose method name does not fit in it"));
     } else {
+      // The replies of the calls before go out before this one runs: a caller must not wait for
+      // a finished call while the next one runs, nor lose its reply if the next one crashes.
+      if (writer.buffered() > 0 && !writer.Flush()) break;
       Future<std::string> result = cls->invoke(object, method, args);
       result.Wait();
       if (std::exception_ptr error = result.Error()) {

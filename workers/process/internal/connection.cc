@@ -1,10 +1,12 @@
 #include "workers/process/internal/connection.h"
 
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -42,9 +44,9 @@ bool OnReaderThreadOf(const void* context) {
 
 // What the connection shares with its reader thread, which may outlive it (detached when a
 // reply's continuation on that thread never returns).
-struct ProcessConnection::Shared {
-  explicit Shared(ChildProcess launched) : child(launched), writer(child.socket) {}
-  ~Shared() { Release(child); }
+struct ConnectionState {
+  explicit ConnectionState(ChildProcess launched) : child(launched), writer(child.socket) {}
+  ~ConnectionState() { Release(child); }
 
   // Sends a cancellation for call `number`: at once when the socket takes it without waiting,
   // else with the worker's next write (the actor's thread may be blocked writing right now).
@@ -76,22 +78,31 @@ struct ProcessConnection::Shared {
   bool terminated ABSL_GUARDED_BY(mu) = false;
   // Told when the process dies unexpectedly; set once the object is built.
   ConnectionOwner* owner ABSL_GUARDED_BY(mu) = nullptr;
+  // Has the actor's thread flush (ConnectionOwner::MakeWaker); set with `owner`.
+  std::function<void()> wake_writer ABSL_GUARDED_BY(mu);
   bool reader_done ABSL_GUARDED_BY(mu) = false;
 };
 
-void ProcessConnection::Shared::Cancel(uint64_t number) {
+void ConnectionState::Cancel(uint64_t number) {
+  std::function<void()> wake;
   {
     absl::MutexLock lock(&mu);
     if (stopping || dead != nullptr) return;  // The stop cancels it anyway.
     cancels.push_back(number);
+    wake = wake_writer;
   }
-  if (!write_mu.TryLock()) return;  // The writing thread sends it next.
-  AppendCancelsLocked();
-  writer.FlushNow();
-  write_mu.Unlock();
+  bool sent = false;
+  if (write_mu.TryLock()) {
+    AppendCancelsLocked();
+    writer.FlushNow();
+    sent = writer.buffered() == 0;
+    write_mu.Unlock();
+  }
+  // The writer is busy, or the socket is full: the actor's thread, which may block, sends it.
+  if (!sent && wake) wake();
 }
 
-void ProcessConnection::Shared::AppendCancelsLocked() {
+void ConnectionState::AppendCancelsLocked() {
   std::vector<uint64_t> numbers;
   {
     absl::MutexLock lock(&mu);
@@ -114,14 +125,16 @@ std::unique_ptr<ProcessConnection> ProcessConnection::Open(
   shared->class_name = std::string(cls.name);
   shared->context = context;
   std::unique_ptr<ProcessConnection> connection(new ProcessConnection(shared));
-  connection->reader_ = std::thread(ReadReplies, shared);
+  owner->Launched(connection->killer());
   Future<std::string> built;
   {
+    // Before the reader starts, so that a process dying at once fails it.
     absl::MutexLock lock(&shared->mu);
     Promise<std::string> promise;
     built = promise.GetFuture();
     shared->pending.push_back(std::move(promise));
   }
+  connection->reader_ = std::thread(ReadReplies, shared);
   {
     // A failed send shows as the end of the stream, which fails `built`.
     absl::MutexLock lock(&shared->write_mu);
@@ -131,9 +144,11 @@ std::unique_ptr<ProcessConnection> ProcessConnection::Open(
   }
   // The constructor's own exception, rebuilt, or CrashedError.
   workers_internal::DecodeReply<void>(built.Result());
+  std::function<void()> wake = owner->MakeWaker();
   absl::MutexLock lock(&shared->mu);
   if (shared->dead != nullptr) std::rethrow_exception(shared->dead);
   shared->owner = owner;
+  shared->wake_writer = std::move(wake);
   return connection;
 }
 
@@ -152,14 +167,15 @@ ProcessConnection::~ProcessConnection() {
     }
   }
   for (const Future<std::string>& call : queued) call.Cancel();
+  // Taken before the stop is written, which may block.
+  const absl::Time deadline =
+      owner != nullptr ? owner->KillDeadline() : absl::Now() + absl::Seconds(30);
   if (owner != nullptr) owner->Closed();
   {
     absl::MutexLock lock(&shared_->write_mu);
     shared_->writer.Append(FrameKind::kStop, {});
     shared_->writer.Flush();
   }
-  const absl::Time deadline =
-      owner != nullptr ? owner->KillDeadline() : absl::Now() + absl::Seconds(30);
   const auto reader_done = [this]() ABSL_SHARED_LOCKS_REQUIRED(shared_->mu) {
     return shared_->reader_done;
   };
@@ -205,8 +221,9 @@ Future<std::string> ProcessConnection::Send(FrameKind kind, absl::string_view a,
     shared_->pending.push_back(std::move(promise));
   }
   shared_->AppendCancelsLocked();
-  // A broken socket means the process is gone: the reader fails the reply.
-  shared_->writer.Append(kind, a, b);
+  // A broken socket (the process is gone, or the kernel refused the write): the stream ends
+  // here, and the reader fails the reply.
+  if (!shared_->writer.Append(kind, a, b)) shutdown(shared_->child.socket, SHUT_RDWR);
   return reply;
 }
 
@@ -223,19 +240,19 @@ Future<std::string> ProcessConnection::SendFrameForTesting(FrameKind kind, std::
 void ProcessConnection::Flush() {
   absl::MutexLock lock(&shared_->write_mu);
   shared_->AppendCancelsLocked();
-  shared_->writer.Flush();
+  if (!shared_->writer.Flush()) shutdown(shared_->child.socket, SHUT_RDWR);
 }
 
 pid_t ProcessConnection::pid() const { return shared_->child.pid; }
 
-ProcessConnection::Killer ProcessConnection::killer() const {
-  Killer killer;
-  killer.shared_ = shared_;
+ProcessKiller ProcessConnection::killer() const {
+  ProcessKiller killer;
+  killer.state_ = shared_;
   return killer;
 }
 
-void ProcessConnection::Killer::Kill(int signal) const {
-  if (std::shared_ptr<Shared> shared = shared_.lock()) {
+void ProcessKiller::Kill(int signal) const {
+  if (std::shared_ptr<ConnectionState> shared = state_.lock()) {
     {
       absl::MutexLock lock(&shared->mu);
       if (shared->reader_done) return;  // Ended already (its pid may be another's by now).

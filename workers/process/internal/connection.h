@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -25,6 +26,22 @@
 
 namespace concurry::process_internal {
 
+// What a connection shares with its reader thread (connection.cc).
+struct ConnectionState;
+
+// Signals a worker process from any thread, for as long as its connection or the connection's
+// reader lives (a no-op after): how Stop enforces its deadline when the actor's thread is blocked
+// (writing to a process that does not read, or waiting for a constructor that does not return).
+class ProcessKiller {
+ public:
+  ProcessKiller() = default;
+  void Kill(int signal) const;
+
+ private:
+  friend class ProcessConnection;
+  std::weak_ptr<ConnectionState> state_;
+};
+
 // What a connection needs from the worker that owns it.
 class ConnectionOwner {
  public:
@@ -36,6 +53,11 @@ class ConnectionOwner {
   virtual void Died(std::exception_ptr error) = 0;
   // The connection is being destroyed (on the thread that destroys it).
   virtual void Closed() = 0;
+  // The process was started (before it builds the object): `killer` may signal it from now on.
+  virtual void Launched(ProcessKiller killer) = 0;
+  // Returns a function that has the actor's thread send what is queued soon (a Flush), safe to
+  // call from any thread at any time (a no-op once the worker is gone).
+  virtual std::function<void()> MakeWaker() = 0;
 
  protected:
   ~ConnectionOwner() = default;
@@ -73,23 +95,10 @@ class ProcessConnection final : public workers_internal::EncodedObject {
 
   pid_t pid() const;
 
-  struct Shared;
-
-  // Signals the process from any thread, for as long as the connection or its reader lives (a
-  // no-op after): how Stop enforces its deadline when the actor's thread is blocked writing to a
-  // process that does not read.
-  class Killer {
-   public:
-    Killer() = default;
-    void Kill(int signal) const;
-
-   private:
-    friend class ProcessConnection;
-    std::weak_ptr<Shared> shared_;
-  };
-  Killer killer() const;
+  ProcessKiller killer() const;
 
  private:
+  using Shared = ConnectionState;
   explicit ProcessConnection(std::shared_ptr<Shared> shared);
   // The reader thread: completes replies in order until the stream ends, then fails the rest.
   static void ReadReplies(std::shared_ptr<Shared> shared);

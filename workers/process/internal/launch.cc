@@ -318,12 +318,17 @@ ChildProcess Launch(ProcessStart start, const workers_internal::EncodedClass& cl
   child.socket = pair[0];
   if (start == ProcessStart::kFork) {
     const pid_t parent = getpid();
+    workers_internal::LockRegistriesForFork();
     const pid_t pid = fork();
+    const int error = errno;
+    workers_internal::UnlockRegistriesAfterFork();
     if (pid == 0) {
+      // Other threads may have held absl's deadlock-detection graph, which every absl::Mutex
+      // operation takes while detection is on: turn it off in this copy.
+      absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
       close(pair[0]);
       RunWorkerChild(pair[1], &cls, parent);
     }
-    const int error = errno;
     close(pair[1]);
     if (pid < 0) {
       close(pair[0]);
