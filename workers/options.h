@@ -123,7 +123,8 @@ inline constexpr int kDefaultOnDemandWorkers = 32;
 // The `limits` of a worker, in any of concurry's forms (reference §5.6):
 // - nothing, or an empty list: no limits (a no-op set, so code that acquires still runs);
 // - a list of Limits: a LimitSet private to this worker, created with it on the worker's
-//   WorkerOptions::clock (so a FakeClock drives its rate limits in tests);
+//   WorkerOptions::clock (so a FakeClock drives its rate limits in tests); for a process worker,
+//   a process-shared set on the real clock;
 // - a LimitSet: shared with every worker (and anything else) given the same set;
 // - a list of LimitSets: a round-robin LimitPool over them;
 // - a LimitPool: used as is.
@@ -140,10 +141,12 @@ class WorkerLimits {
   WorkerLimits(std::vector<LimitSet> sets) : sets_(std::move(sets)) {}     // NOLINT
   WorkerLimits(LimitPool pool) : pool_(std::move(pool)) {}                 // NOLINT
 
-  // Returns the pool a worker in `mode` uses: a new private set on `clock` (null: Clock::Real())
-  // for a list of Limits. Throws InvalidOptionError for a set that cannot serve `mode` (a kThreads
-  // set cannot be shared with a worker in another process: kProcess and kRemote need a
-  // process-shared or remote set). Sets given ready-made keep their own clocks.
+  // Returns the pool a worker in `mode` uses: for a list of Limits, a new private set on `clock`
+  // (null: Clock::Real()), process-shared for kProcess and kRemote (which need the real clock).
+  // Throws InvalidOptionError for a set that cannot serve `mode` (a kThreads set cannot be shared
+  // with a worker in another process: kProcess and kRemote need a process-shared or remote set),
+  // or a clock other than the real one for a process-shared set. Sets given ready-made keep their
+  // own clocks.
   LimitPool Resolve(Mode mode, Clock* clock = nullptr) const;
 
  private:
