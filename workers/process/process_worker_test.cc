@@ -103,7 +103,10 @@ TEST_P(ProcessWorkerTest, StopTerminatesABusyProcessAtItsDeadline) {
   Future<void> sleeping = w.Call(&app::Echo::Sleep, 60000);
   // 64 MB that the busy process does not read: the worker's own thread blocks writing them.
   Future<std::string> big = w.Call(&app::Echo::Reflect, std::string(64 << 20, 'x'));
-  absl::SleepFor(absl::Milliseconds(50));
+  // Until the worker's thread has taken the big call from its queue (and is writing it); the
+  // assertions below hold either way, this only makes the blocked writer the case tested.
+  const absl::Time taken_by = absl::Now() + absl::Seconds(10);
+  while (w.Stats().queued > 0 && absl::Now() < taken_by) absl::SleepFor(absl::Milliseconds(1));
   const absl::Time start = absl::Now();
   EXPECT_FALSE(w.Stop(absl::Milliseconds(200)));
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
