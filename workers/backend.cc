@@ -28,8 +28,8 @@ struct BackendPackage {
   bool exists;
 };
 constexpr BackendPackage kPackages[kNumModes] = {
-    {"inline", true},  {"thread", true},     {"tbb", true},     {"loopback", true},
-    {"process", true}, {"coroutine", false}, {"remote", false},
+    {"inline", true},  {"thread", true},     {"tbb", true},    {"loopback", true},
+    {"process", true}, {"coroutine", false}, {"remote", true},
 };
 
 // "Mode::kTbb".
@@ -92,10 +92,12 @@ const WorkerBackend& WorkerBackendFor(Mode mode) {
                      " is not available in this version of concurry (its backend will be ", target,
                      "); backends linked into this binary: ", LinkedList()));
   }
-  throw InvalidOptionError(
-      absl::StrCat("worker options: ", EnumName(mode), " needs ", target,
-                   " in deps: its backend is not linked into this binary (linked: ", LinkedList(),
-                   "); @concurry//workers and @concurry//:concurry link every backend"));
+  throw InvalidOptionError(absl::StrCat(
+      "worker options: ", EnumName(mode), " needs ", target,
+      " in deps: its backend is not linked into this binary (linked: ", LinkedList(),
+      mode == Mode::kRemote ? "); it is not part of @concurry//workers, so that programs without "
+                              "remote workers link no gRPC"
+                            : "); @concurry//workers and @concurry//:concurry link every backend"));
 }
 
 std::vector<Mode> LinkedWorkerModes() {

@@ -95,11 +95,12 @@ TEST(WorkerBackendTest, AModeWhoseBackendIsNotLinkedNamesTheTargetToAdd) {
               HasSubstr("Mode::kSync needs @concurry//workers/inline in deps"));
 }
 
-TEST(WorkerBackendTest, AModeWithoutABackendInThisVersionSaysSo) {
+TEST(WorkerBackendTest, RemoteModeNamesItsOwnTarget) {
+  // Remote mode is not part of @concurry//workers (it links gRPC): the message says so.
   EXPECT_EQ(InvalidOptionMessage([] { Worker<Counter>::Create({.mode = Mode::kRemote}); }),
-            "worker options: Mode::kRemote is not available in this version of concurry (its "
-            "backend will be @concurry//workers/remote); backends linked into this binary: "
-            "thread, coroutine");
+            "worker options: Mode::kRemote needs @concurry//workers/remote in deps: its backend is "
+            "not linked into this binary (linked: thread, coroutine); it is not part of "
+            "@concurry//workers, so that programs without remote workers link no gRPC");
   // A mode that exists but is not linked here names its target instead.
   EXPECT_THAT(InvalidOptionMessage([] { Worker<Counter>::Create({.mode = Mode::kProcess}); }),
               HasSubstr("Mode::kProcess needs @concurry//workers/process in deps"));

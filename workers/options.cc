@@ -360,6 +360,10 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
                                             "; allowed: kForkServer, kFork"));
     }
   }
+  if (options.remote.has_value() && mode != Mode::kRemote) {
+    throw InvalidOptionError(absl::StrCat("worker options: remote is set for mode ", ModeName(mode),
+                                          "; only remote mode reaches hosts"));
+  }
   ResolvedWorkerOptions r;
   r.mode = mode;
   r.blocking = d.blocking;
@@ -375,6 +379,7 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   r.clock = options.clock;
   r.executor = options.executor;
   r.process_start = options.process_start.value_or(ProcessStart::kForkServer);
+  if (options.remote.has_value()) r.remote = *options.remote;
   r.limits = options.limits.Resolve(mode, options.clock);
   for (const RetryPolicy* policy : options.retry.policies()) {
     try {

@@ -62,7 +62,10 @@ enum class Mode {
   kProcess,
   // Not available in this version: creation fails with InvalidOptionError.
   kCoroutine,
-  // Not available in this version: creation fails with InvalidOptionError.
+  // Each worker in a host process on another machine (or this one), reached over gRPC; calls,
+  // results and errors cross as bytes. Needs CONCURRY_REGISTER_WORKER, a host built with the
+  // class (concurry_worker_host), WorkerOptions::remote and @concurry//workers/remote
+  // (docs/remote.md). A host that dies fails its calls with CrashedError.
   kRemote,
 };
 
@@ -111,6 +114,30 @@ enum class ProcessStart {
 
 bool AbslParseFlag(absl::string_view text, ProcessStart* start, std::string* error);
 std::string AbslUnparseFlag(ProcessStart start);
+
+// Where and how a Mode::kRemote worker reaches its host (docs/remote.md). Every field is checked
+// when the worker is created: a missing host or token, or a TLS file that cannot be read, throws
+// InvalidOptionError saying which.
+struct RemoteOptions {
+  // The hosts, as gRPC targets: "host:port" ("127.0.0.1:7000", "[::1]:7000", "box:7000") or a
+  // target with a resolver, such as "dns:///workers.example:7000", whose addresses gRPC spreads
+  // workers over (round-robin). At least one; workers are placed on them round-robin.
+  std::vector<std::string> hosts;
+  // The hosts' shared secret (the contents of their --token_file), sent with every call as
+  // "authorization: Bearer <token>". Required: hosts refuse calls without it.
+  std::string token;
+  // PEM file of the root certificates that signed the hosts' certificates: set, the channel uses
+  // TLS; empty, plaintext (for loopback or a network you trust).
+  std::string tls_root_certs;
+  // PEM files of a client certificate and its key, for hosts that ask for one (TLS only; both or
+  // neither).
+  std::string tls_client_cert;
+  std::string tls_client_key;
+  // How long Create waits for a connection to the host before it fails (> 0).
+  absl::Duration connect_timeout = absl::Seconds(5);
+  // The largest message sent or accepted, in bytes (> 0): bounds a call's arguments and reply.
+  int max_message_bytes = 128 << 20;
+};
 
 // `max_queued_tasks` value meaning "no cap".
 inline constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max();
@@ -277,6 +304,8 @@ struct WorkerOptions {
   Executor* executor = nullptr;
   // kProcess only: how the worker's process starts; unset means ProcessStart::kForkServer.
   std::optional<ProcessStart> process_start = std::nullopt;
+  // kRemote only: the hosts and credentials (required in that mode).
+  std::optional<RemoteOptions> remote = std::nullopt;
   // Limits the worker's methods acquire through CurrentWorkerLimits(); none by default.
   WorkerLimits limits;
   // Retries of the worker's calls; none by default.
@@ -354,6 +383,8 @@ struct ResolvedWorkerOptions {
   Clock* clock = nullptr;
   Executor* executor = nullptr;
   ProcessStart process_start = ProcessStart::kForkServer;
+  // kRemote: WorkerOptions::remote (empty otherwise).
+  RemoteOptions remote;
   LimitPool limits;
   WorkerRetry retry;
 
@@ -365,10 +396,10 @@ struct ResolvedWorkerOptions {
 // Throws InvalidOptionError, naming the field, the value and what is allowed, for:
 // max_workers outside [1, kMaxPoolWorkers] (0 is allowed with on_demand), max_queued_tasks < 1,
 // QueueFullPolicy::kBlock with max_queued_tasks == kUnbounded (also when either comes from the
-// defaults), a negative stop_timeout, an executor outside kTbb mode, an unknown enum value ("mode:
-// unknown value 42; allowed: ..."), limits that cannot serve the mode, an invalid retry policy.
-// (Whether the mode's backend is linked is checked when the worker is created: WorkerBackendFor in
-// workers/backend.h.)
+// defaults), a negative stop_timeout, an executor outside kTbb mode, remote outside kRemote mode,
+// an unknown enum value ("mode: unknown value 42; allowed: ..."), limits that cannot serve the
+// mode, an invalid retry policy. (Whether the mode's backend is linked is checked when the worker
+// is created: WorkerBackendFor in workers/backend.h.)
 ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options);
 
 }  // namespace concurry

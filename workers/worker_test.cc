@@ -630,7 +630,7 @@ TEST(WorkerTest, RejectsBadOptionsWithClearMessages) {
     return std::string("no error");
   };
   EXPECT_THAT(message([] { Worker<Counter>::Create({.mode = Mode::kRemote}, 0); }),
-              HasSubstr("Mode::kRemote is not available in this version of concurry"));
+              HasSubstr("Mode::kRemote needs @concurry//workers/remote in deps"));
   EXPECT_THAT(message([] { Worker<Counter>::Create({.mode = Mode::kSync, .max_workers = 2}, 0); }),
               HasSubstr("cannot form a pool"));
   EXPECT_THAT(
