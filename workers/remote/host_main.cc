@@ -1,0 +1,113 @@
+// main() of a worker host built with concurry_worker_host (workers/remote/host.bzl): serves the
+// classes and functions registered in the binary's deps until SIGTERM or SIGINT.
+//
+//   my_host --listen=0.0.0.0:7000 --token_file=/etc/app/token --tls_cert=host.pem --tls_key=key.pem
+
+#include <signal.h>
+#include <stdio.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "workers/remote/host.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:0",
+          "address:port to listen on; port 0 picks a free one (printed, and written to "
+          "--port_file). Anything but loopback without TLS is warned about.");
+ABSL_FLAG(std::string, port_file, "",
+          "if set, the chosen port is written to this file once the host serves");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding the shared secret clients must send (RemoteOptions::token); required");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain of the host (enables TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(int, max_message_bytes, 128 << 20, "largest message sent or accepted, in bytes");
+ABSL_FLAG(int, max_workers, 1024, "workers alive at once; more Creates are refused");
+ABSL_FLAG(int, shutdown_grace_ms, 5000,
+          "on SIGTERM/SIGINT, how long open workers get to finish before they are cancelled");
+
+namespace {
+
+// The contents of `path`; exits with a message naming the flag when it cannot be read.
+std::string ReadFileOrDie(const std::string& path, const char* flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "concurry worker host: cannot read --%s=%s\n", flag, path.c_str());
+    std::exit(2);
+  }
+  std::stringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+// Writes `text` to `path` through a temporary file, so that a reader never sees half of it.
+bool WriteFileAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!(out << text)) return false;
+  }
+  return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  // SIGTERM and SIGINT are taken by sigwait below; every thread started from here inherits the
+  // mask, so none of them gets the signal instead.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  concurry::remote::HostOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  if (absl::GetFlag(FLAGS_token_file).empty()) {
+    std::fprintf(stderr,
+                 "concurry worker host: --token_file is required (a file holding the shared "
+                 "secret that clients send as RemoteOptions::token)\n");
+    return 2;
+  }
+  options.token = std::string(
+      absl::StripAsciiWhitespace(ReadFileOrDie(absl::GetFlag(FLAGS_token_file), "token_file")));
+  if (!absl::GetFlag(FLAGS_tls_cert).empty()) {
+    options.tls_cert_pem = ReadFileOrDie(absl::GetFlag(FLAGS_tls_cert), "tls_cert");
+  }
+  if (!absl::GetFlag(FLAGS_tls_key).empty()) {
+    options.tls_key_pem = ReadFileOrDie(absl::GetFlag(FLAGS_tls_key), "tls_key");
+  }
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.max_workers = absl::GetFlag(FLAGS_max_workers);
+
+  std::unique_ptr<concurry::remote::WorkerHost> host;
+  try {
+    host = concurry::remote::WorkerHost::Start(options);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "concurry worker host: %s\n", e.what());
+    return 1;
+  }
+  const std::string port_file = absl::GetFlag(FLAGS_port_file);
+  if (!port_file.empty() && !WriteFileAtomically(port_file, absl::StrCat(host->port(), "\n"))) {
+    std::fprintf(stderr, "concurry worker host: cannot write --port_file=%s\n", port_file.c_str());
+    return 1;
+  }
+  // Printed after the port file is written: a reader of either finds both.
+  std::printf("concurry worker host listening on port %d\n", host->port());
+  std::fflush(stdout);
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  host->Shutdown(absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms)));
+  return 0;
+}

@@ -1,0 +1,141 @@
+// Mode::kRemote: each worker in a host process reached over gRPC (docs/remote.md). The actor runs
+// on a thread of its own in the caller's process (//workers/thread's ThreadActor), and its object
+// is the stream to the worker's host (internal/connection.h): a drain writes the calls it pops to
+// the stream and moves on, so calls made back to back are pipelined, while the host runs them one
+// at a time in FIFO order and the connection's reader completes their replies.
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "workers/backend.h"
+#include "workers/internal/actor.h"
+#include "workers/internal/encoded_object.h"
+#include "workers/options.h"
+#include "workers/registration.h"
+#include "workers/remote/internal/connection.h"
+#include "workers/thread/thread_actor.h"
+
+namespace concurry::remote_internal {
+namespace {
+
+using workers_internal::ActorCore;
+
+class RemoteActor final : public workers_internal::ThreadActor, public RemoteOwner {
+ public:
+  using ThreadActor::ThreadActor;
+
+  bool Stop(absl::Duration timeout) override {
+    // On the thread that completes this worker's replies, waiting would wait for itself.
+    if (OnReaderThreadOf(this)) {
+      ActorCore::Stop(absl::ZeroDuration());
+      return stopped_future().Done();
+    }
+    return ActorCore::Stop(timeout);
+  }
+
+  void Died(std::exception_ptr error) override { StopWithError(std::move(error)); }
+  std::function<void()> MakeWaker() override {
+    return [weak = std::weak_ptr<ActorCore>(shared_from_this())] {
+      if (std::shared_ptr<ActorCore> actor = weak.lock()) {
+        static_cast<RemoteActor&>(*actor).Schedule();
+      }
+    };
+  }
+
+  void Closed() override { connection_ = nullptr; }
+
+  // On the actor's thread, once the object is built.
+  void set_connection(RemoteConnection* connection) { connection_ = connection; }
+
+ protected:
+  // Cancellations other threads could not write go out.
+  void AfterDrain() override {
+    if (connection_ != nullptr) connection_->Flush();
+  }
+
+ private:
+  // Used on the actor's thread only (built, flushed and destroyed there).
+  RemoteConnection* connection_ = nullptr;
+};
+
+class RemoteBackend final : public WorkerBackend {
+ public:
+  Mode mode() const override { return Mode::kRemote; }
+  bool encodes_calls() const override { return true; }
+
+  void Validate(const ResolvedWorkerOptions& options) const override {
+    const RemoteOptions& remote = options.remote;
+    if (remote.hosts.empty()) {
+      throw InvalidOptionError(
+          "worker options: Mode::kRemote needs remote.hosts: the \"host:port\" addresses (or a "
+          "gRPC target such as \"dns:///workers:7000\") of concurry worker hosts");
+    }
+    for (const std::string& host : remote.hosts) {
+      if (host.empty()) {
+        throw InvalidOptionError("worker options: remote.hosts has an empty address");
+      }
+    }
+    if (remote.token.empty()) {
+      throw InvalidOptionError(
+          "worker options: Mode::kRemote needs remote.token: hosts refuse calls without the "
+          "shared secret of their --token_file");
+    }
+    if (remote.tls_client_cert.empty() != remote.tls_client_key.empty()) {
+      throw InvalidOptionError(
+          "worker options: remote.tls_client_cert and remote.tls_client_key go together; set "
+          "both or neither");
+    }
+    if (!remote.tls_client_cert.empty() && remote.tls_root_certs.empty()) {
+      throw InvalidOptionError(
+          "worker options: remote.tls_client_cert is set without remote.tls_root_certs; a client "
+          "certificate needs TLS, which remote.tls_root_certs turns on");
+    }
+    if (remote.connect_timeout <= absl::ZeroDuration()) {
+      throw InvalidOptionError(absl::StrCat("worker options: remote.connect_timeout is ",
+                                            absl::FormatDuration(remote.connect_timeout),
+                                            "; allowed: > 0"));
+    }
+    if (remote.max_message_bytes <= 0) {
+      throw InvalidOptionError(absl::StrCat("worker options: remote.max_message_bytes is ",
+                                            remote.max_message_bytes, "; allowed: > 0"));
+    }
+    if (!options.limits.no_op()) {
+      throw InvalidOptionError(
+          "worker options: limits are not supported in Mode::kRemote yet (a limit set cannot be "
+          "shared with another host)");
+    }
+  }
+
+  std::shared_ptr<ActorCore> MakeActor(const ResolvedWorkerOptions& options) const override {
+    return std::make_shared<RemoteActor>(options, *this);
+  }
+
+  std::unique_ptr<workers_internal::EncodedObject> MakeEncodedObject(
+      const workers_internal::EncodedClass& cls, std::string ctor,
+      ActorCore& actor) const override {
+    auto& owner = static_cast<RemoteActor&>(actor);
+    const std::vector<std::string>& hosts = actor.options().remote.hosts;
+    // Round-robin placement: the workers of a pool, created one after another, take the hosts
+    // in turn.
+    const uint64_t turn = next_host_.fetch_add(1, std::memory_order_relaxed);
+    std::unique_ptr<RemoteConnection> connection = RemoteConnection::Open(
+        cls, std::move(ctor), actor.options(), hosts[turn % hosts.size()], &owner, &owner);
+    owner.set_connection(connection.get());
+    return connection;
+  }
+
+ private:
+  mutable std::atomic<uint64_t> next_host_{0};
+};
+
+}  // namespace
+}  // namespace concurry::remote_internal
+
+CONCURRY_REGISTER_WORKER_BACKEND(::concurry::remote_internal::RemoteBackend)

@@ -1,0 +1,340 @@
+// Mode::kRemote against real host processes (//workers/remote:test_host) started on 127.0.0.1 by
+// the test: calls, errors, authentication, what a host refuses, a pool across hosts, and a host
+// killed mid-call.
+
+#include <signal.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <memory>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "futures/future.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "testing/watchdog.h"
+#include "workers/codec.h"
+#include "workers/options.h"
+#include "workers/registration.h"
+#include "workers/remote/internal/auth.h"
+#include "workers/remote/remote.grpc.pb.h"
+#include "workers/remote/test_classes.h"
+#include "workers/remote/test_hosts.h"
+#include "workers/task_worker.h"
+#include "workers/worker.h"
+
+// Registered here only: the test hosts do not have it.
+namespace remote_test {
+class Stranger {
+ public:
+  int One() const { return 1; }
+};
+}  // namespace remote_test
+CONCURRY_REGISTER_WORKER(remote_test::Stranger, (), One);
+
+namespace concurry {
+namespace {
+
+using remote_test::Counter;
+using remote_testing::TestHost;
+using ::testing::HasSubstr;
+
+constexpr char kToken[] = "test-token-8c1f";
+constexpr char kHostBinary[] = "workers/remote/test_host";
+
+WorkerOptions OptionsFor(std::vector<std::string> hosts, std::string token = kToken) {
+  return {.mode = Mode::kRemote,
+          .remote = RemoteOptions{.hosts = std::move(hosts), .token = std::move(token)}};
+}
+
+// The status of the error `fn` throws (OK when it throws none).
+template <typename F>
+absl::Status StatusThrownBy(F fn) {
+  try {
+    fn();
+  } catch (...) {
+    return StatusFromException(std::current_exception());
+  }
+  return absl::OkStatus();
+}
+
+class RemoteWorkerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { host_ = new TestHost(kHostBinary, kToken); }
+  static void TearDownTestSuite() {
+    delete host_;
+    host_ = nullptr;
+  }
+  static WorkerOptions Options() { return OptionsFor({host_->address()}); }
+
+  // A raw stub to the suite's host, for what the API never sends.
+  static std::unique_ptr<remote::v1::WorkerHost::Stub> Stub() {
+    return remote::v1::WorkerHost::NewStub(
+        grpc::CreateChannel(host_->address(), grpc::InsecureChannelCredentials()));
+  }
+  static void Authorize(grpc::ClientContext& context) {
+    context.AddMetadata(remote_internal::kAuthorizationKey, remote_internal::BearerValue(kToken));
+  }
+  static remote::v1::StatsReply HostStats() {
+    grpc::ClientContext context;
+    Authorize(context);
+    remote::v1::StatsReply reply;
+    grpc::Status status = Stub()->Stats(&context, remote::v1::StatsRequest(), &reply);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return reply;
+  }
+
+  static TestHost* host_;
+};
+
+TestHost* RemoteWorkerTest::host_ = nullptr;
+
+TEST_F(RemoteWorkerTest, RunsOnTheHostAndKeepsState) {
+  auto w = Worker<Counter>::Create(Options(), 10);
+  EXPECT_EQ(w.Call(&Counter::Pid).Result(), host_->pid());
+  EXPECT_EQ(w.Call(&Counter::Add, 5).Result(), 15);
+  EXPECT_EQ(w.Call(&Counter::Add, 1).Result(), 16);
+  EXPECT_EQ(w.Call(&Counter::Reflect, std::string("hi")).Result(), "hi");
+  EXPECT_TRUE(w.Stop(absl::Seconds(10)));
+}
+
+TEST_F(RemoteWorkerTest, PipelinedCallsCompleteInOrder) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "1000 pipelined remote calls");
+  auto w = Worker<Counter>::Create(Options(), 0);
+  std::vector<Future<int>> sums;
+  for (int i = 0; i < 1000; ++i) sums.push_back(w.Call(&Counter::Add, 1));
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(sums[i].Result(), i + 1);
+}
+
+TEST_F(RemoteWorkerTest, RebuildsTypedExceptions) {
+  auto w = Worker<Counter>::Create(Options(), 0);
+  try {
+    w.Call(&Counter::Throw, std::string("out of here")).Result();
+    FAIL() << "no exception";
+  } catch (const std::out_of_range& e) {
+    EXPECT_STREQ(e.what(), "out of here");
+  }
+  // The worker goes on.
+  EXPECT_EQ(w.Call(&Counter::Add, 2).Result(), 2);
+}
+
+TEST_F(RemoteWorkerTest, TheConstructorsErrorReachesCreate) {
+  try {
+    Worker<remote_test::Picky>::Create(Options(), true);
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "Picky refuses to be built");
+  }
+  auto ok = Worker<remote_test::Picky>::Create(Options(), false);
+  EXPECT_EQ(ok.Call(&remote_test::Picky::One).Result(), 1);
+}
+
+TEST_F(RemoteWorkerTest, TaskWorkerRunsRegisteredFunctions) {
+  TaskWorker w = TaskWorker::Create(Options());
+  EXPECT_EQ(w.Submit(&remote_test::Square, 7).Result(), 49);
+}
+
+TEST_F(RemoteWorkerTest, AWrongTokenIsUnauthenticated) {
+  const absl::Status status =
+      StatusThrownBy([] { Worker<Counter>::Create(OptionsFor({host_->address()}, "guess"), 0); });
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnauthenticated) << status;
+  EXPECT_THAT(status.message(), HasSubstr("wrong token"));
+  EXPECT_THAT(status.message(), HasSubstr(host_->address()));
+}
+
+TEST_F(RemoteWorkerTest, NoTokenIsUnauthenticated) {
+  // The API never sends a call without a token...
+  EXPECT_THAT(StatusThrownBy([] {
+                Worker<Counter>::Create(OptionsFor({host_->address()}, ""), 0);
+              }).message(),
+              HasSubstr("needs remote.token"));
+  // ...and the host refuses one that comes without it.
+  grpc::ClientContext context;
+  remote::v1::StatsReply reply;
+  grpc::Status status = Stub()->Stats(&context, remote::v1::StatsRequest(), &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(status.error_message(), HasSubstr("authorization: Bearer"));
+  grpc::ClientContext stream_context;
+  auto stream = Stub()->Connect(&stream_context);
+  remote::v1::ClientFrame create;
+  create.mutable_create()->set_class_name("remote_test::Counter");
+  create.mutable_create()->set_constructor(workers_internal::EncodeConstructor<Counter>(0));
+  stream->Write(create);
+  remote::v1::HostFrame frame;
+  EXPECT_FALSE(stream->Read(&frame));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(RemoteWorkerTest, AClassTheHostDoesNotHaveIsNotFound) {
+  const absl::Status status =
+      StatusThrownBy([] { Worker<remote_test::Stranger>::Create(Options()); });
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  EXPECT_THAT(status.message(), HasSubstr("remote_test::Stranger"));
+  // The host goes on serving.
+  EXPECT_EQ(Worker<Counter>::Create(Options(), 3).Call(&Counter::Get).Result(), 3);
+}
+
+TEST_F(RemoteWorkerTest, UnknownMethodsAndGarbageGetErrorRepliesAndTheHostGoesOn) {
+  grpc::ClientContext context;
+  Authorize(context);
+  auto stream = Stub()->Connect(&context);
+  remote::v1::ClientFrame frame;
+  frame.mutable_create()->set_class_name("remote_test::Counter");
+  frame.mutable_create()->set_constructor(workers_internal::EncodeConstructor<Counter>(1));
+  ASSERT_TRUE(stream->Write(frame));
+  remote::v1::HostFrame reply;
+  ASSERT_TRUE(stream->Read(&reply));
+  ASSERT_TRUE(reply.has_created());
+  workers_internal::DecodeReply<void>(reply.created().reply());
+
+  const auto call = [&](uint64_t id, std::string method, std::string args) {
+    remote::v1::ClientFrame call;
+    call.mutable_call()->set_id(id);
+    call.mutable_call()->set_method(std::move(method));
+    call.mutable_call()->set_args(std::move(args));
+    EXPECT_TRUE(stream->Write(call));
+    remote::v1::HostFrame answer;
+    EXPECT_TRUE(stream->Read(&answer));
+    EXPECT_EQ(answer.reply().id(), id);
+    return answer.reply().reply();
+  };
+  const std::string unknown =
+      call(0, "Launch", workers_internal::EncodeCall<Counter>(&Counter::Get));
+  EXPECT_THAT(StatusThrownBy([&] { workers_internal::DecodeReply<int>(unknown); }).message(),
+              HasSubstr("Launch"));
+  const std::string garbage = call(1, "Add", std::string("\xff\x01garbage", 9));
+  EXPECT_EQ(StatusThrownBy([&] { workers_internal::DecodeReply<int>(garbage); }).code(),
+            absl::StatusCode::kDataLoss);
+  // Garbage in place of a reply's bytes on the client side is an error too, not a crash.
+  EXPECT_EQ(StatusThrownBy([] { workers_internal::DecodeReply<int>("\x01\x02\x03"); }).code(),
+            absl::StatusCode::kDataLoss);
+  const std::string added = call(2, "Add", workers_internal::EncodeCall<Counter>(&Counter::Add, 4));
+  EXPECT_EQ(workers_internal::DecodeReply<int>(added), 5);
+  stream->WritesDone();
+  EXPECT_FALSE(stream->Read(&reply));
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST_F(RemoteWorkerTest, StopEndsTheWorkerOnTheHost) {
+  const int64_t before = HostStats().workers();
+  auto w = Worker<Counter>::Create(Options(), 0);
+  EXPECT_EQ(HostStats().workers(), before + 1);
+  EXPECT_TRUE(w.Stop(absl::Seconds(10)));
+  EXPECT_EQ(HostStats().workers(), before);
+  EXPECT_THROW(w.Call(&Counter::Get).Result(), StoppedError);
+}
+
+TEST_F(RemoteWorkerTest, BadOptionsAreRejectedAtCreate) {
+  EXPECT_THAT(StatusThrownBy([] { Worker<Counter>::Create({.mode = Mode::kRemote}, 0); }).message(),
+              HasSubstr("needs remote.hosts"));
+  EXPECT_THAT(StatusThrownBy([] {
+                Worker<Counter>::Create({.mode = Mode::kThread, .remote = RemoteOptions{}}, 0);
+              }).message(),
+              HasSubstr("remote is set for mode thread"));
+  WorkerOptions options = Options();
+  options.remote->tls_client_cert = "client.pem";
+  EXPECT_THAT(StatusThrownBy([&] { Worker<Counter>::Create(options, 0); }).message(),
+              HasSubstr("tls_client_key go together"));
+  options = Options();
+  options.remote->connect_timeout = absl::ZeroDuration();
+  EXPECT_THAT(StatusThrownBy([&] { Worker<Counter>::Create(options, 0); }).message(),
+              HasSubstr("connect_timeout"));
+}
+
+TEST_F(RemoteWorkerTest, NoHostAtTheAddressFailsWithinTheConnectTimeout) {
+  testkit::Watchdog watchdog(absl::Seconds(20), "connecting to nothing");
+  WorkerOptions options = OptionsFor({"127.0.0.1:1"});
+  options.remote->connect_timeout = absl::Milliseconds(300);
+  const absl::Time start = absl::Now();
+  const absl::Status status = StatusThrownBy([&] { Worker<Counter>::Create(options, 0); });
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_THAT(status.message(), HasSubstr("127.0.0.1:1"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST(RemotePoolTest, SpreadsItsWorkersAcrossHosts) {
+  TestHost a(kHostBinary, kToken), b(kHostBinary, kToken);
+  WorkerOptions options = OptionsFor({a.address(), b.address()});
+  options.max_workers = 4;
+  auto pool = Worker<Counter>::Create(options, 0);
+  std::multiset<int> pids;
+  for (int i = 0; i < 4; ++i) pids.insert(pool.Call(&Counter::Pid).Result());
+  EXPECT_EQ(pids.count(a.pid()), 2u);
+  EXPECT_EQ(pids.count(b.pid()), 2u);
+  EXPECT_TRUE(pool.Stop(absl::Seconds(10)));
+}
+
+TEST(RemoteTlsTest, TalksTlsWithCertificatesMadeByTheTest) {
+  testkit::Watchdog watchdog(absl::Seconds(60), "TLS host");
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string dir = tmp != nullptr ? tmp : "/tmp";
+  const std::string cert = dir + "/tls_host.pem";
+  const std::string key = dir + "/tls_host.key";
+  // A self-signed certificate for 127.0.0.1, which the client trusts as its root.
+  const std::string command = absl::StrCat(
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout ",
+      key, " -out ", cert, " 2>/dev/null");
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  TestHost host(kHostBinary, kToken, {"--tls_cert=" + cert, "--tls_key=" + key});
+
+  WorkerOptions options = OptionsFor({host.address()});
+  options.remote->tls_root_certs = cert;
+  auto w = Worker<Counter>::Create(options, 1);
+  EXPECT_EQ(w.Call(&Counter::Add, 1).Result(), 2);
+  EXPECT_EQ(w.Call(&Counter::Pid).Result(), host.pid());
+
+  // A plaintext client gets nowhere with a TLS host.
+  WorkerOptions plain = OptionsFor({host.address()});
+  plain.remote->connect_timeout = absl::Milliseconds(500);
+  EXPECT_FALSE(StatusThrownBy([&] { Worker<Counter>::Create(plain, 0); }).ok());
+  // Nor does a root file that is not there.
+  options.remote->tls_root_certs = dir + "/missing.pem";
+  EXPECT_THAT(StatusThrownBy([&] { Worker<Counter>::Create(options, 0); }).message(),
+              HasSubstr("cannot read"));
+}
+
+TEST(RemoteCrashTest, AHostKilledMidCallFailsItsCallsWithinTwoSeconds) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "calls on a killed host");
+  TestHost host(kHostBinary, kToken);
+  const pid_t pid = host.pid();
+  auto w = Worker<Counter>::Create(OptionsFor({host.address()}), 0);
+  EXPECT_EQ(w.Call(&Counter::Add, 1).Result(), 1);
+  Future<void> sleeping = w.Call(&Counter::Sleep, 20'000);
+  Future<int> queued = w.Call(&Counter::Add, 1);
+  const absl::Time killed = absl::Now();
+  const int status = host.Kill(SIGKILL);
+  EXPECT_TRUE(WIFSIGNALED(status));
+  EXPECT_TRUE(sleeping.Wait(absl::Seconds(2)));
+  EXPECT_TRUE(queued.Wait(absl::Seconds(2)));
+  EXPECT_LT(absl::Now() - killed, absl::Seconds(2));
+  try {
+    sleeping.Result();
+    FAIL() << "no error";
+  } catch (const CrashedError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("remote_test::Counter"));
+    EXPECT_THAT(e.what(), HasSubstr(host.address()));
+    EXPECT_THAT(e.what(), HasSubstr("UNAVAILABLE"));
+  }
+  EXPECT_THROW(queued.Result(), CrashedError);
+  // The worker ended: later calls fail at once, and its stats say why.
+  EXPECT_THROW(w.Call(&Counter::Get).Result(), Error);
+  EXPECT_THAT(w.Stats().error, HasSubstr("remote_test::Counter"));
+  // No host process is left: it was reaped.
+  EXPECT_EQ(kill(pid, 0), -1);
+  EXPECT_EQ(errno, ESRCH);
+}
+
+}  // namespace
+}  // namespace concurry

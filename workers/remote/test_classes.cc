@@ -1,0 +1,29 @@
+#include "workers/remote/test_classes.h"
+
+#include <unistd.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
+namespace remote_test {
+
+Counter::Counter(int base) : value_(base) {}
+int Counter::Add(int k) { return value_ += k; }
+int Counter::Get() const { return value_; }
+int Counter::Pid() const { return static_cast<int>(getpid()); }
+std::string Counter::Reflect(std::string s) const { return s; }
+void Counter::Throw(std::string message) const { throw std::out_of_range(message); }
+void Counter::Sleep(int ms) const { absl::SleepFor(absl::Milliseconds(ms)); }
+
+Picky::Picky(bool fail) {
+  if (fail) throw std::invalid_argument("Picky refuses to be built");
+}
+
+int Square(int x) { return x * x; }
+
+}  // namespace remote_test
+
+CONCURRY_REGISTER_FUNCTION(remote_test::Square);

@@ -1,0 +1,42 @@
+// Worker classes and functions served by the test hosts of //workers/remote (testonly).
+
+#ifndef CONCURRY_WORKERS_REMOTE_TEST_CLASSES_H_
+#define CONCURRY_WORKERS_REMOTE_TEST_CLASSES_H_
+
+#include <string>
+
+#include "workers/registration.h"
+
+namespace remote_test {
+
+class Counter {
+ public:
+  explicit Counter(int base);
+  int Add(int k);
+  int Get() const;
+  // The process the object lives in.
+  int Pid() const;
+  std::string Reflect(std::string s) const;
+  // Throws std::out_of_range(message).
+  void Throw(std::string message) const;
+  void Sleep(int ms) const;
+
+ private:
+  int value_;
+};
+
+// Throws std::invalid_argument from the constructor when `fail`.
+class Picky {
+ public:
+  explicit Picky(bool fail);
+  int One() const { return 1; }
+};
+
+int Square(int x);
+
+}  // namespace remote_test
+
+CONCURRY_REGISTER_WORKER(remote_test::Counter, (int), Add, Get, Pid, Reflect, Throw, Sleep);
+CONCURRY_REGISTER_WORKER(remote_test::Picky, (bool), One);
+
+#endif  // CONCURRY_WORKERS_REMOTE_TEST_CLASSES_H_
