@@ -54,6 +54,10 @@ void ValidateDefaults(Mode mode, const WorkerDefaults& d, absl::string_view wher
                                           absl::FormatDuration(d.stop_timeout),
                                           "; allowed: >= 0 (InfiniteDuration waits forever)"));
   }
+  if (mode != Mode::kRemote && d.remote != RemoteOptions{}) {
+    throw InvalidOptionError(absl::StrCat(where, ": remote is set for mode ", ModeName(mode),
+                                          "; only remote mode reaches hosts"));
+  }
   if (d.max_workers < 1 || d.max_workers > kMaxPoolWorkers) {
     throw InvalidOptionError(absl::StrCat(
         where, ": max_workers for mode ", ModeName(mode), " is ", d.max_workers, "; allowed: 1 to ",
@@ -69,6 +73,7 @@ struct Delta {
   std::optional<bool> unwrap_futures;
   std::optional<absl::Duration> stop_timeout;
   std::optional<int> max_workers;
+  std::optional<RemoteOptions> remote;
 };
 
 Delta Diff(const WorkerDefaults& before, const WorkerDefaults& after) {
@@ -80,6 +85,7 @@ Delta Diff(const WorkerDefaults& before, const WorkerDefaults& after) {
   if (after.unwrap_futures != before.unwrap_futures) d.unwrap_futures = after.unwrap_futures;
   if (after.stop_timeout != before.stop_timeout) d.stop_timeout = after.stop_timeout;
   if (after.max_workers != before.max_workers) d.max_workers = after.max_workers;
+  if (after.remote != before.remote) d.remote = after.remote;
   return d;
 }
 
@@ -90,6 +96,7 @@ void Apply(const Delta& d, WorkerDefaults& out) {
   if (d.unwrap_futures) out.unwrap_futures = *d.unwrap_futures;
   if (d.stop_timeout) out.stop_timeout = *d.stop_timeout;
   if (d.max_workers) out.max_workers = *d.max_workers;
+  if (d.remote) out.remote = *d.remote;
 }
 
 // The built-in defaults plus the live scopes' changes, applied in creation order. Removing a
@@ -379,7 +386,7 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   r.clock = options.clock;
   r.executor = options.executor;
   r.process_start = options.process_start.value_or(ProcessStart::kForkServer);
-  if (options.remote.has_value()) r.remote = *options.remote;
+  r.remote = options.remote.has_value() ? *options.remote : d.remote;
   r.limits = options.limits.Resolve(mode, options.clock);
   for (const RetryPolicy* policy : options.retry.policies()) {
     try {

@@ -137,6 +137,8 @@ struct RemoteOptions {
   absl::Duration connect_timeout = absl::Seconds(5);
   // The largest message sent or accepted, in bytes (> 0): bounds a call's arguments and reply.
   int max_message_bytes = 128 << 20;
+
+  bool operator==(const RemoteOptions&) const = default;
 };
 
 // `max_queued_tasks` value meaning "no cap".
@@ -304,7 +306,8 @@ struct WorkerOptions {
   Executor* executor = nullptr;
   // kProcess only: how the worker's process starts; unset means ProcessStart::kForkServer.
   std::optional<ProcessStart> process_start = std::nullopt;
-  // kRemote only: the hosts and credentials (required in that mode).
+  // kRemote only: the hosts and credentials (required in that mode; unset takes the mode's
+  // defaults, WorkerDefaults::remote).
   std::optional<RemoteOptions> remote = std::nullopt;
   // Limits the worker's methods acquire through CurrentWorkerLimits(); none by default.
   WorkerLimits limits;
@@ -320,6 +323,8 @@ struct WorkerDefaults {
   bool unwrap_futures = true;
   absl::Duration stop_timeout = absl::Seconds(30);
   int max_workers = 1;
+  // kRemote: the hosts and credentials of workers whose WorkerOptions::remote is unset.
+  RemoteOptions remote;
 };
 
 // Returns the current defaults of `mode`: the innermost scoped override, else the built-in ones.

@@ -178,14 +178,22 @@ std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal:
 
 RemoteConnection::~RemoteConnection() {
   owner_->Closed();
+  std::vector<Future<std::string>> queued;
+  {
+    absl::MutexLock lock(&state_->mu);
+    state_->stopping = true;
+    state_->owner = nullptr;
+    state_->wake_writer = nullptr;
+    // As in every mode, Stop lets the running call finish and cancels the calls queued behind it;
+    // here those were sent ahead to the host, which cancels them too when it reads the Stop
+    // (their promises stay in `pending`, to be matched with the host's replies).
+    for (size_t i = 1; i < state_->pending.size(); ++i) {
+      queued.push_back(state_->pending[i].GetFuture());
+    }
+  }
+  for (const Future<std::string>& call : queued) call.Cancel();
   {
     absl::MutexLock write_lock(&state_->write_mu);
-    {
-      absl::MutexLock lock(&state_->mu);
-      state_->stopping = true;
-      state_->owner = nullptr;
-      state_->wake_writer = nullptr;
-    }
     if (!state_->writes_done) {
       state_->writes_done = true;
       ClientFrame stop;
