@@ -1,6 +1,7 @@
 #include "workers/remote/internal/channel.h"
 
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -14,6 +15,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "workers/remote/internal/auth.h"
 
 namespace concurry::remote_internal {
 namespace {
@@ -59,7 +61,32 @@ std::shared_ptr<grpc::Channel> MakeChannel(const RemoteOptions& options,
   return grpc::CreateCustomChannel(target, credentials, args);
 }
 
+// Adds the bearer token to a call's metadata (gRPC's call credentials plugin).
+class TokenPlugin final : public grpc::MetadataCredentialsPlugin {
+ public:
+  explicit TokenPlugin(const std::string& token) : value_(BearerValue(token)) {}
+
+  // Nothing to wait for: gRPC may run it on the calling thread.
+  bool IsBlocking() const override { return false; }
+  const char* GetType() const override { return "concurry.bearer_token"; }
+  grpc::Status GetMetadata(grpc::string_ref /*service_url*/, grpc::string_ref /*method_name*/,
+                           const grpc::AuthContext& /*channel_auth_context*/,
+                           std::multimap<grpc::string, grpc::string>* metadata) override {
+    metadata->emplace(kAuthorizationKey, value_);
+    return grpc::Status::OK;
+  }
+  grpc::string DebugString() override { return "concurry bearer token"; }
+
+ private:
+  const std::string value_;
+};
+
 }  // namespace
+
+std::shared_ptr<grpc::CallCredentials> TokenCredentials(const std::string& token) {
+  return grpc::experimental::MetadataCredentialsFromPlugin(std::make_unique<TokenPlugin>(token),
+                                                           GRPC_SECURITY_NONE);
+}
 
 std::shared_ptr<grpc::Channel> ChannelFor(const RemoteOptions& options, const std::string& target) {
   using Key = std::tuple<std::string, std::string, std::string, std::string, int>;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "grpcpp/channel.h"
+#include "grpcpp/security/credentials.h"
 #include "workers/options.h"
 
 namespace concurry::remote_internal {
@@ -19,6 +20,11 @@ namespace concurry::remote_internal {
 // to many addresses (dns:///...) spreads workers over them. Throws InvalidOptionError when a TLS
 // file cannot be read. Thread-safe.
 std::shared_ptr<grpc::Channel> ChannelFor(const RemoteOptions& options, const std::string& target);
+
+// Returns gRPC call credentials that add "authorization: Bearer <token>" to every call they are
+// set on. Their minimum security level is none, so that they apply over plaintext channels too
+// (loopback, a trusted network; TLS is the caller's choice, through RemoteOptions).
+std::shared_ptr<grpc::CallCredentials> TokenCredentials(const std::string& token);
 
 }  // namespace concurry::remote_internal
 

@@ -20,7 +20,6 @@
 #include "futures/errors.h"
 #include "futures/executor.h"
 #include "grpcpp/grpcpp.h"
-#include "workers/remote/internal/auth.h"
 #include "workers/remote/internal/channel.h"
 #include "workers/remote/remote.grpc.pb.h"
 #include "workers/remote/remote.pb.h"
@@ -136,7 +135,8 @@ std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal:
                      " (remote.connect_timeout); is a host running there?")));
   }
   state->stub = remote::v1::WorkerHost::NewStub(state->channel);
-  state->context.AddMetadata(kAuthorizationKey, BearerValue(remote.token));
+  // The token travels as gRPC call credentials.
+  state->context.set_credentials(TokenCredentials(remote.token));
   state->stream = state->stub->Connect(&state->context);
 
   ClientFrame create;
