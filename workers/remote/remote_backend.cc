@@ -121,12 +121,12 @@ class RemoteBackend final : public WorkerBackend {
       const workers_internal::EncodedClass& cls, std::string ctor,
       ActorCore& actor) const override {
     auto& owner = static_cast<RemoteActor&>(actor);
-    const std::vector<std::string>& hosts = actor.options().remote.hosts;
     // Round-robin placement: the workers of a pool, created one after another, take the hosts
-    // in turn.
+    // in turn (skipping hosts that are down).
     const uint64_t turn = next_host_.fetch_add(1, std::memory_order_relaxed);
     std::unique_ptr<RemoteConnection> connection = RemoteConnection::Open(
-        cls, std::move(ctor), actor.options(), hosts[turn % hosts.size()], &owner, &owner);
+        cls, std::move(ctor), actor.options(),
+        static_cast<size_t>(turn % actor.options().remote.hosts.size()), &owner, &owner);
     owner.set_connection(connection.get());
     return connection;
   }

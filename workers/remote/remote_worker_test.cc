@@ -334,6 +334,36 @@ TEST(RemoteStopTest, AStopPastItsTimeoutCancelsTheStream) {
   EXPECT_EQ(status.code(), absl::StatusCode::kCancelled) << status;
 }
 
+TEST(RemoteCrashTest, APoolReplacesTheWorkerOfAKilledHostOnALiveOne) {
+  testkit::Watchdog watchdog(absl::Seconds(60), "a pool losing a host");
+  TestHost a(kHostBinary, kToken), b(kHostBinary, kToken);
+  WorkerOptions options = OptionsFor({a.address(), b.address()});
+  options.max_workers = 2;
+  auto pool = Worker<Counter>::Create(options, 0);
+  std::set<int> pids;
+  for (int i = 0; i < 2; ++i) pids.insert(pool.Call(&Counter::Pid).Result());
+  EXPECT_EQ(pids, (std::set<int>{a.pid(), b.pid()}));
+  const int b_pid = b.pid();
+  a.Kill(SIGKILL);
+  // Every call resolves in bounded time: the ones that reach the dead worker fail, and once the
+  // pool has replaced it (on b, the host that is up), every call succeeds.
+  int successes = 0, failures = 0;
+  for (int i = 0; successes < 20; ++i) {
+    ASSERT_LT(i, 500) << successes << " successes, " << failures << " failures";
+    Future<int> pid = pool.Call(&Counter::Pid);
+    ASSERT_TRUE(pid.Wait(absl::Seconds(10)));
+    if (pid.Error() == nullptr) {
+      EXPECT_EQ(pid.Result(), b_pid);
+      ++successes;
+    } else {
+      EXPECT_THROW(pid.Result(), Error);
+      ++failures;
+    }
+  }
+  EXPECT_EQ(pool.GetPoolStats().replaced_workers, 1);
+  EXPECT_TRUE(pool.Stop(absl::Seconds(10)));
+}
+
 TEST(RemoteCrashTest, AHostKilledMidCallFailsItsCallsWithinTwoSeconds) {
   testkit::Watchdog watchdog(absl::Seconds(30), "calls on a killed host");
   TestHost host(kHostBinary, kToken);

@@ -14,6 +14,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -38,6 +39,17 @@ constexpr absl::Duration kCancelWait = absl::Seconds(10);
 
 absl::Status ToAbsl(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+// Waits until `channel` is connected, or `deadline` passes; with `skip_if_down`, gives up at
+// once when the channel failed to connect (the host is down or refuses connections).
+bool Connect(grpc::Channel& channel, absl::Time deadline, bool skip_if_down) {
+  for (;;) {
+    const grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
+    if (state == GRPC_CHANNEL_READY) return true;
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE && skip_if_down) return false;
+    if (!channel.WaitForStateChange(state, absl::ToChronoTime(deadline))) return false;
+  }
 }
 
 }  // namespace
@@ -120,18 +132,31 @@ RemoteConnection::RemoteConnection(std::shared_ptr<StreamState> state) : state_(
 std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal::EncodedClass& cls,
                                                          std::string ctor,
                                                          const ResolvedWorkerOptions& options,
-                                                         const std::string& target,
-                                                         RemoteOwner* owner, const void* context) {
+                                                         size_t turn, RemoteOwner* owner,
+                                                         const void* context) {
   const RemoteOptions& remote = options.remote;
   auto state = std::make_shared<StreamState>();
-  state->target = target;
   state->class_name = std::string(cls.name);
   state->context_tag = context;
-  state->channel = ChannelFor(remote, target);
-  if (!state->channel->WaitForConnected(absl::ToChronoTime(absl::Now() + remote.connect_timeout))) {
+  // The host whose turn it is, or the next one that can be reached: a host known to be down
+  // (its channel failed to connect) is skipped at once, while the last candidate gets what is
+  // left of connect_timeout.
+  const absl::Time deadline = absl::Now() + remote.connect_timeout;
+  const size_t n = remote.hosts.size();
+  for (size_t k = 0; k < n && state->channel == nullptr; ++k) {
+    const std::string& target = remote.hosts[(turn + k) % n];
+    std::shared_ptr<grpc::Channel> channel = ChannelFor(remote, target);
+    if (Connect(*channel, deadline, /*skip_if_down=*/k + 1 < n)) {
+      state->target = target;
+      state->channel = std::move(channel);
+    }
+  }
+  if (state->channel == nullptr) {
     throw StatusError(absl::UnavailableError(
-        absl::StrCat("worker options: remote: could not connect to the worker host \"", target,
-                     "\" within ", absl::FormatDuration(remote.connect_timeout),
+        absl::StrCat("worker options: remote: could not connect to ",
+                     n == 1 ? "the worker host \"" : "any of the worker hosts \"",
+                     absl::StrJoin(remote.hosts, "\", \""), "\" within ",
+                     absl::FormatDuration(remote.connect_timeout),
                      " (remote.connect_timeout); is a host running there?")));
   }
   state->stub = remote::v1::WorkerHost::NewStub(state->channel);

@@ -47,17 +47,17 @@ bool OnReaderThreadOf(const void* context);
 
 class RemoteConnection final : public workers_internal::EncodedObject {
  public:
-  // Connects to `target` (one of options.remote.hosts), sends the token, `cls` and `ctor`, and
-  // waits until the host has built the object. Throws StatusError with the gRPC status's code for
+  // Connects to host `turn` of options.remote.hosts (modulo their number), or to the next one
+  // that can be reached when that host is down, sends the token, `cls` and `ctor`, and waits
+  // until the host has built the object. Throws StatusError with the gRPC status's code for
   // what the host refused (kUnauthenticated: wrong token; kNotFound: a class the host does not
   // have; kResourceExhausted: the host is full), StatusError (kUnavailable) when no connection was
-  // made within options.remote.connect_timeout, CrashedError when the stream broke, or the
-  // constructor's exception, rebuilt. `owner` must outlive the connection.
+  // made to any host within options.remote.connect_timeout, CrashedError when the stream broke, or
+  // the constructor's exception, rebuilt. `owner` must outlive the connection.
   static std::unique_ptr<RemoteConnection> Open(const workers_internal::EncodedClass& cls,
                                                 std::string ctor,
-                                                const ResolvedWorkerOptions& options,
-                                                const std::string& target, RemoteOwner* owner,
-                                                const void* context);
+                                                const ResolvedWorkerOptions& options, size_t turn,
+                                                RemoteOwner* owner, const void* context);
 
   // Stops the remote worker: the host finishes the running call, answers the others with a
   // cancellation and destroys the object. Waits for that up to `stop_timeout` of the options,
