@@ -59,8 +59,13 @@ std::string ErrorReply(absl::Status status) {
 class Session {
  public:
   Session(const EncodedClass& cls, void* object,
-          grpc::ServerReaderWriter<HostFrame, ClientFrame>* stream, std::atomic<int64_t>* calls)
-      : cls_(cls), object_(object), stream_(stream), calls_(calls) {}
+          grpc::ServerReaderWriter<HostFrame, ClientFrame>* stream, int max_message_bytes,
+          std::atomic<int64_t>* calls)
+      : cls_(cls),
+        object_(object),
+        stream_(stream),
+        max_message_bytes_(max_message_bytes),
+        calls_(calls) {}
 
   // Reads frames until the stream ends, running calls meanwhile; then destroys the object.
   void Serve() {
@@ -133,6 +138,15 @@ class Session {
       HostFrame frame;
       frame.mutable_reply()->set_id(call.id());
       frame.mutable_reply()->set_reply(std::move(reply));
+      // A reply gRPC would refuse to send would end the stream, and the worker with it: the
+      // caller gets an error instead.
+      if (frame.ByteSizeLong() > static_cast<size_t>(max_message_bytes_)) {
+        const size_t size = frame.ByteSizeLong();
+        frame.mutable_reply()->set_reply(ErrorReply(absl::ResourceExhaustedError(
+            absl::StrCat("the reply of ", call.method(), " is ", size,
+                         " bytes, more than the worker host's --max_message_bytes (",
+                         max_message_bytes_, ")"))));
+      }
       calls_->fetch_add(1, std::memory_order_relaxed);
       // A failed write: the stream is over, and the reader sees it too.
       if (!stream_->Write(frame)) return;
@@ -142,6 +156,7 @@ class Session {
   const EncodedClass& cls_;
   void* const object_;
   grpc::ServerReaderWriter<HostFrame, ClientFrame>* const stream_;
+  const int max_message_bytes_;
   std::atomic<int64_t>* const calls_;
 
   absl::Mutex mu_;
@@ -205,7 +220,7 @@ class Service final : public v1::WorkerHost::Service {
       return grpc::Status::OK;
     }
     created_.fetch_add(1, std::memory_order_relaxed);
-    Session(*cls, object, stream, &calls_).Serve();
+    Session(*cls, object, stream, options_.max_message_bytes, &calls_).Serve();
     return grpc::Status::OK;
   }
 

@@ -283,6 +283,31 @@ TEST(RemotePoolTest, SpreadsItsWorkersAcrossHosts) {
   EXPECT_TRUE(pool.Stop(absl::Seconds(10)));
 }
 
+TEST(RemoteLimitsTest, MessagesAboveTheLimitFailAloneAndFullHostsRefuse) {
+  TestHost host(kHostBinary, kToken, {"--max_message_bytes=65536", "--max_workers=1"});
+  WorkerOptions options = OptionsFor({host.address()});
+  options.remote->max_message_bytes = 32768;
+  auto w = Worker<Counter>::Create(options, 0);
+  // Arguments above the client's limit: the call fails, the worker goes on.
+  const absl::Status big_call =
+      StatusThrownBy([&] { w.Call(&Counter::Reflect, std::string(40000, 'x')).Result(); });
+  EXPECT_EQ(big_call.code(), absl::StatusCode::kResourceExhausted) << big_call;
+  EXPECT_THAT(big_call.message(), HasSubstr("remote.max_message_bytes"));
+  EXPECT_EQ(w.Call(&Counter::Reflect, std::string(1000, 'y')).Result(), std::string(1000, 'y'));
+  // A reply above the host's limit: an error reply, and the worker goes on.
+  const absl::Status big_reply =
+      StatusThrownBy([&] { w.Call(&Counter::Repeat, std::string("z"), 100000).Result(); });
+  EXPECT_EQ(big_reply.code(), absl::StatusCode::kResourceExhausted) << big_reply;
+  EXPECT_THAT(big_reply.message(), HasSubstr("--max_message_bytes"));
+  EXPECT_EQ(w.Call(&Counter::Add, 2).Result(), 2);
+  // --max_workers=1: a second worker is refused while the first lives.
+  const absl::Status full = StatusThrownBy([&] { Worker<Counter>::Create(options, 0); });
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_THAT(full.message(), HasSubstr("--max_workers"));
+  EXPECT_TRUE(w.Stop(absl::Seconds(10)));
+  EXPECT_EQ(Worker<Counter>::Create(options, 7).Call(&Counter::Get).Result(), 7);
+}
+
 TEST(RemoteTlsTest, TalksTlsWithCertificatesMadeByTheTest) {
   testkit::Watchdog watchdog(absl::Seconds(60), "TLS host");
   const char* tmp = std::getenv("TEST_TMPDIR");

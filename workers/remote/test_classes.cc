@@ -17,6 +17,11 @@ int Counter::Pid() const { return static_cast<int>(getpid()); }
 std::string Counter::Reflect(std::string s) const { return s; }
 void Counter::Throw(std::string message) const { throw std::out_of_range(message); }
 void Counter::Sleep(int ms) const { absl::SleepFor(absl::Milliseconds(ms)); }
+std::string Counter::Repeat(std::string s, int times) const {
+  std::string out;
+  for (int i = 0; i < times; ++i) out += s;
+  return out;
+}
 
 Picky::Picky(bool fail) {
   if (fail) throw std::invalid_argument("Picky refuses to be built");

@@ -20,6 +20,8 @@ class Counter {
   // Throws std::out_of_range(message).
   void Throw(std::string message) const;
   void Sleep(int ms) const;
+  // `s` repeated `times` times.
+  std::string Repeat(std::string s, int times) const;
 
  private:
   int value_;
@@ -36,7 +38,7 @@ int Square(int x);
 
 }  // namespace remote_test
 
-CONCURRY_REGISTER_WORKER(remote_test::Counter, (int), Add, Get, Pid, Reflect, Throw, Sleep);
+CONCURRY_REGISTER_WORKER(remote_test::Counter, (int), Add, Get, Pid, Reflect, Throw, Sleep, Repeat);
 CONCURRY_REGISTER_WORKER(remote_test::Picky, (bool), One);
 
 #endif  // CONCURRY_WORKERS_REMOTE_TEST_CLASSES_H_

@@ -197,6 +197,7 @@ std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal:
   std::unique_ptr<RemoteConnection> connection(new RemoteConnection(state));
   connection->owner_ = owner;
   connection->stop_timeout_ = options.stop_timeout;
+  connection->max_message_bytes_ = remote.max_message_bytes;
   connection->reader_ = std::thread(&RemoteConnection::ReadReplies, state);
   return connection;
 }
@@ -250,10 +251,23 @@ RemoteConnection::~RemoteConnection() {
 }
 
 Future<std::string> RemoteConnection::Invoke(absl::string_view method, std::string args) {
+  ClientFrame frame;
+  frame.mutable_call()->set_method(std::string(method));
+  frame.mutable_call()->set_args(std::move(args));
+  frame.mutable_call()->set_id(UINT64_MAX);  // The largest id: the size checked is the most.
+  // gRPC would refuse to send it and end the stream, and the worker with it: this call fails
+  // alone instead.
+  if (const size_t size = frame.ByteSizeLong(); size > static_cast<size_t>(max_message_bytes_)) {
+    return MakeFailedFuture<std::string>(
+        std::make_exception_ptr(StatusError(absl::ResourceExhaustedError(absl::StrCat(
+            "the call of ", method, " on the remote ", state_->Describe(), " is ", size,
+            " bytes, more than remote.max_message_bytes (", max_message_bytes_, ")")))));
+  }
   Promise<std::string> promise;
   Future<std::string> reply = promise.GetFuture();
   absl::MutexLock write_lock(&state_->write_mu);
   const uint64_t id = state_->next_id++;
+  frame.mutable_call()->set_id(id);
   // Cancelling the reply withdraws the call, if the host has not started it.
   promise.OnCancel([weak = std::weak_ptr<StreamState>(state_), id] {
     if (std::shared_ptr<StreamState> state = weak.lock()) state->Cancel(id);
@@ -264,10 +278,6 @@ Future<std::string> RemoteConnection::Invoke(absl::string_view method, std::stri
     state_->pending.push_back(std::move(promise));
   }
   state_->WriteCancelsLocked();
-  ClientFrame frame;
-  frame.mutable_call()->set_id(id);
-  frame.mutable_call()->set_method(std::string(method));
-  frame.mutable_call()->set_args(std::move(args));
   // A failed write means the stream is over: the reader fails the reply with the reason.
   state_->stream->Write(frame);
   return reply;

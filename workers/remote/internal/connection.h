@@ -65,7 +65,8 @@ class RemoteConnection final : public workers_internal::EncodedObject {
   ~RemoteConnection() override;
 
   // See EncodedObject. Written to the stream at once; a dead stream fails the call with its
-  // CrashedError.
+  // CrashedError, and a call larger than remote.max_message_bytes fails alone with StatusError
+  // (kResourceExhausted).
   Future<std::string> Invoke(absl::string_view method, std::string args) override;
   // Sends the cancellations other threads could not write themselves.
   void Flush() override;
@@ -81,6 +82,7 @@ class RemoteConnection final : public workers_internal::EncodedObject {
   const std::shared_ptr<StreamState> state_;
   RemoteOwner* owner_ = nullptr;
   absl::Duration stop_timeout_;
+  int max_message_bytes_ = 0;
   std::thread reader_;
 };
 
