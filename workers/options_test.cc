@@ -4,6 +4,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "futures/clock.h"
@@ -318,6 +319,30 @@ TEST(WorkerLimitsTest, AThreadsOnlySetCannotGoToAWorkerInAnotherProcess) {
   }
   // In-process workers take a thread-shared set.
   EXPECT_EQ(WorkerLimits(threads).Resolve(Mode::kThread)[0], threads);
+}
+
+TEST(ResolveWorkerOptionsTest, RemoteSettingsComeFromTheOptionsOrTheModesDefaults) {
+  // Only remote mode takes them; what they must contain is checked by its backend at Create
+  // (workers/remote/remote_worker_test.cc).
+  EXPECT_EQ(ErrorOf({.mode = Mode::kThread, .remote = RemoteOptions{.hosts = {"h:1"}}}),
+            "worker options: remote is set for mode thread; only remote mode reaches hosts");
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kRemote}).remote, RemoteOptions{});
+  const RemoteOptions given{.hosts = {"a:1", "b:2"}, .token = "t"};
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kRemote, .remote = given}).remote, given);
+  {
+    ScopedWorkerDefaults scope(Mode::kRemote, [](WorkerDefaults& d) {
+      d.remote.hosts = {"c:3"};
+      d.remote.token = "s";
+    });
+    EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kRemote}).remote.hosts,
+              std::vector<std::string>{"c:3"});
+    // The options win over the defaults, as a whole.
+    EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kRemote, .remote = given}).remote, given);
+  }
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kRemote}).remote, RemoteOptions{});
+  // Other modes' defaults cannot hold remote settings.
+  EXPECT_THROW(ScopedWorkerDefaults(Mode::kThread, [](WorkerDefaults& d) { d.remote.token = "x"; }),
+               InvalidOptionError);
 }
 
 TEST(ScopedWorkerDefaultsTest, OverridesNestAndRestore) {
