@@ -288,8 +288,6 @@ void RemoteConnection::Flush() {
   state_->WriteCancelsLocked();
 }
 
-std::string RemoteConnection::peer() const { return state_->context.peer(); }
-
 void RemoteConnection::ReadReplies(std::shared_ptr<StreamState> state) {
   reader_context = state->context_tag;
   // Continuations of replies run here: a bounded worker they call must not block this thread,

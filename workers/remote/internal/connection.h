@@ -71,9 +71,6 @@ class RemoteConnection final : public workers_internal::EncodedObject {
   // Sends the cancellations other threads could not write themselves.
   void Flush() override;
 
-  // The host's address as gRPC sees it ("ipv4:127.0.0.1:7000").
-  std::string peer() const;
-
  private:
   explicit RemoteConnection(std::shared_ptr<StreamState> state);
   // The reader thread: completes replies in order until the stream ends, then fails the rest.
