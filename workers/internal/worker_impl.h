@@ -141,6 +141,10 @@ class InvokeNode final : public CallNode {
       return;
     }
     DeferFinish();
+    // A caller's thread that sent the call itself may fetch the reply itself when it waits.
+    if (std::shared_ptr<futures_internal::WaitDriver> driver = target.TakeWaitDriver()) {
+      futures_internal::OfferWaitDriver(promise_, std::move(driver));
+    }
     // The caller's Cancel() reaches the call where it waits (see DecodeLater).
     promise_.OnCancel([pending = *reply] { pending.Cancel(); });
     // May run at once, on this thread, when the reply is there already.
