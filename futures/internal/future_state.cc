@@ -87,6 +87,11 @@ std::shared_ptr<WaitDriver> TakeWaitDriver(const StateBase* state) {
   return offer.state == state ? std::move(offer.driver) : nullptr;
 }
 
+bool StateBase::HasCallbacks() {
+  SpinLockHolder hold(&lock_);
+  return callbacks_head_ != nullptr;
+}
+
 bool StateBase::WaitWouldSelfDeadlock() const noexcept {
   const void* producer = producer_.load(std::memory_order_relaxed);
   return producer != nullptr && producer == CurrentSerialContext() && !done();
@@ -108,8 +113,10 @@ bool StateBase::WaitUntil(Clock& clock, absl::Time deadline, const char* operati
   if (deadline <= clock.Now()) return done();
   if (WaitWouldSelfDeadlock()) ThrowSelfDeadlock(operation);
   if (&clock == &Clock::Real()) {
-    // This thread may be able to finish the work itself (wait_driver.h).
-    if (std::shared_ptr<WaitDriver> driver = TakeWaitDriver(this)) {
+    // This thread may be able to finish the work itself (wait_driver.h), unless callbacks wait
+    // for the result: they would then run inside this wait, on a thread that may hold what they
+    // need (a lock taken before waiting).
+    if (std::shared_ptr<WaitDriver> driver = TakeWaitDriver(this); driver && !HasCallbacks()) {
       driver->Drive(deadline);
       if (done()) return true;
     }

@@ -122,6 +122,11 @@ class InvokeNode final : public CallNode {
   void SetProducer(const void* worker) noexcept override {
     futures_internal::SetProducer(promise_, worker);
   }
+  // A call sent elsewhere (RunElsewhere) only hands its bytes on; a retried one waits for each
+  // attempt.
+  bool RunsWithoutWaiting() const noexcept override {
+    return std::is_same_v<Target, EncodedObject> && retry_ == nullptr;
+  }
 
  private:
   // Thrown (not a std::exception, so never retried) when an attempt returned a Future that is

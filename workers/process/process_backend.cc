@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "futures/executor.h"
 #include "workers/backend.h"
 #include "workers/internal/actor.h"
 #include "workers/internal/encoded_object.h"
@@ -114,8 +115,9 @@ class ProcessActor final : public workers_internal::ThreadActor, public Connecti
       inline_drain = true;
       {
         const SendNowScope send_now;
-        // One call: a call queued meanwhile behind it, or a stop, is scheduled on the thread.
-        Drain(1);
+        // One call that only sends (not a retried one, which waits for its attempts), and never
+        // a stop: the rest is scheduled on the thread.
+        DrainOneOnCaller();
       }
       inline_drain = false;
       return;
@@ -131,14 +133,15 @@ class ProcessActor final : public workers_internal::ThreadActor, public Connecti
   }
 
  private:
-  // Whether Schedule may drain on the calling thread: a thread running no worker's call and
-  // completing no process's replies (whose waits and order others depend on), not stopping (the
-  // stop's drain destroys the connection and waits for the process), and the connection built and
-  // idle. Called only by the drain's owner (Push or Stop set scheduled_), and only the owner's
-  // drain can close the connection, so `connection_` stays valid through the drain.
+  // Whether Schedule may drain on the calling thread: a thread running no worker's call,
+  // completing no process's replies (whose waits and order others depend on) and not in a
+  // NonBlockingScope (a timer thread: a write may block a moment), not stopping (the stop's drain
+  // destroys the connection and waits for the process), and the connection built and idle. Called
+  // only by the drain's owner (Push or Stop set scheduled_), and only the owner's drain can close
+  // the connection, so `connection_` stays valid through the drain.
   bool SendsInline() const {
     if (inline_drain || stop_requested() || ActorCore::Current() != nullptr ||
-        OnAnyReaderThread()) {
+        OnAnyReaderThread() || NonBlockingScope::Active()) {
       return false;
     }
     const ProcessConnection* connection = connection_.load(std::memory_order_acquire);

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -86,12 +87,11 @@ struct ConnectionState {
   // Matches a frame read with the oldest reply awaited and completes it (its continuations run
   // here). Returns false, leaving `broken` set, for a frame that answers nothing.
   bool DeliverLocked(Frame& frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu) ABSL_LOCKS_EXCLUDED(mu);
-  // On a caller's thread waiting for `reply` (a call it sent to the idle process itself): reads
-  // the socket until the reply is there, for up to kDriveWindow and never past `deadline`; gives
-  // up at once when another thread reads, other calls are outstanding, the reply is large or the
-  // stream ends (all of which the reader thread handles).
-  void DriveUntil(const Future<std::string>& reply, absl::Time deadline)
-      ABSL_LOCKS_EXCLUDED(read_mu, mu);
+  // On a caller's thread waiting for reply number `reply` (of a call it sent to the idle process
+  // itself): reads the socket until that reply is there, for up to kDriveWindow and never past
+  // `deadline`; gives up at once when another thread reads, other calls are outstanding, the
+  // reply is large or the stream ends (all of which the reader thread handles).
+  void DriveUntil(uint64_t reply, absl::Time deadline) ABSL_LOCKS_EXCLUDED(read_mu, mu);
 
   // Sends a cancellation for call `number`: at once when the socket takes it without waiting,
   // else with the worker's next write (the actor's thread may be blocked writing right now).
@@ -133,6 +133,11 @@ struct ConnectionState {
   std::deque<Promise<std::string>> pending ABSL_GUARDED_BY(mu);
   // pending.size(), written under `mu` and readable without it (ProcessConnection::Idle).
   std::atomic<size_t> awaited{0};
+  // How many replies were ever awaited (pushed to `pending`), and how many of them are over
+  // (answered, or failed when the stream ended): reply i is over once answered > i. Written
+  // under `mu`; `answered` is also read without it.
+  uint64_t promised ABSL_GUARDED_BY(mu) = 0;
+  std::atomic<uint64_t> answered{0};
   // Set once the stream ended: what new calls fail with.
   std::exception_ptr dead ABSL_GUARDED_BY(mu);
   // Set before the stop frame is sent: the end of the stream is expected from then on.
@@ -210,6 +215,7 @@ bool ConnectionState::DeliverLocked(Frame& frame) {
       promise.emplace(std::move(pending.front()));
       pending.pop_front();
       awaited.store(pending.size(), std::memory_order_relaxed);
+      answered.fetch_add(1, std::memory_order_release);
     }
   }
   if (!promise.has_value()) {
@@ -221,61 +227,60 @@ bool ConnectionState::DeliverLocked(Frame& frame) {
   return true;
 }
 
-void ConnectionState::DriveUntil(const Future<std::string>& reply, absl::Time deadline) {
+void ConnectionState::DriveUntil(uint64_t reply, absl::Time deadline) {
   // The reader thread is reading, or another caller: let it.
   if (epoll < 0 || !read_mu.TryLock()) return;
+  const auto over = [this, reply] { return answered.load(std::memory_order_acquire) > reply; };
   // Completing replies here makes this thread one that completes this worker's replies: it must
-  // not send inline nor wait for the worker to stop meanwhile.
+  // not send inline, wait for the worker to stop, nor block on a full bounded worker meanwhile
+  // (as on the reader thread).
   const void* const outer = std::exchange(reader_context, context);
-  if (awaited.load(std::memory_order_relaxed) == 1 && !reply.Done() && broken.empty()) {
-    epoll_event quiet{};
-    quiet.data.u64 = kSocketEvent;
-    const bool taken = epoll_ctl(epoll, EPOLL_CTL_MOD, child.socket, &quiet) == 0;
-    const absl::Time until = std::min(deadline, absl::Now() + kDriveWindow);
-    Frame frame;
-    for (bool ok = taken; ok;) {
-      while (reader.HasFrame() && !reply.Done()) {
-        if (reader.Next(&frame) != FrameReader::Status::kFrame || !DeliverLocked(frame)) {
-          shutdown(child.socket, SHUT_RDWR);  // The reader thread ends the stream.
-          ok = false;
-          break;
+  {
+    const NonBlockingScope non_blocking;
+    if (awaited.load(std::memory_order_relaxed) == 1 && !over() && broken.empty()) {
+      epoll_event quiet{};
+      quiet.data.u64 = kSocketEvent;
+      const bool taken = epoll_ctl(epoll, EPOLL_CTL_MOD, child.socket, &quiet) == 0;
+      const absl::Time until = std::min(deadline, absl::Now() + kDriveWindow);
+      Frame frame;
+      for (bool ok = taken; ok;) {
+        // Only the frames up to this caller's reply: what comes after is the reader thread's.
+        while (!over() && reader.HasFrame()) {
+          if (reader.Next(&frame) != FrameReader::Status::kFrame || !DeliverLocked(frame)) {
+            shutdown(child.socket, SHUT_RDWR);  // The reader thread ends the stream.
+            ok = false;
+            break;
+          }
+        }
+        if (!ok || over() || reader.BufferedFrameLength() > kDriveMaxFrame) break;
+        const absl::Duration left = until - absl::Now();
+        if (left <= absl::ZeroDuration()) break;
+        pollfd fds[2] = {{child.socket, POLLIN, 0}, {child.pidfd, POLLIN, 0}};
+        const timespec timeout = absl::ToTimespec(left);
+        const int ready = ppoll(fds, child.pidfd >= 0 ? 2 : 1, &timeout, nullptr);
+        if (ready < 0 && errno == EINTR) continue;
+        // Timed out, failed, or the process ended: the reader thread takes over.
+        if (ready <= 0 || fds[0].revents == 0) break;
+        // False at the end of the stream, which the reader thread then reads too (after the
+        // frames before it).
+        ok = reader.ReadAvailable(kDriveMaxFrame);
+      }
+      // Bytes left in the buffer (frames after this caller's, a frame still arriving, bytes that
+      // are no frame) are the reader thread's, and the socket may never wake it for them.
+      if (broken.empty() && reader.buffered_bytes() > 0) {
+        const uint64_t one = 1;
+        if (write(look, &one, sizeof(one)) < 0) shutdown(child.socket, SHUT_RDWR);
+      }
+      if (taken) {
+        epoll_event watch{};
+        watch.events = EPOLLIN;
+        watch.data.u64 = kSocketEvent;
+        // Without the socket in its set the reader thread would never read again: end the
+        // stream rather than leave calls unanswered.
+        if (epoll_ctl(epoll, EPOLL_CTL_MOD, child.socket, &watch) != 0) {
+          shutdown(child.socket, SHUT_RDWR);
         }
       }
-      if (!ok || reply.Done() || reader.BufferedFrameLength() > kDriveMaxFrame) break;
-      const absl::Duration left = until - absl::Now();
-      if (left <= absl::ZeroDuration()) break;
-      pollfd fds[2] = {{child.socket, POLLIN, 0}, {child.pidfd, POLLIN, 0}};
-      const timespec timeout = absl::ToTimespec(left);
-      const int ready = ppoll(fds, child.pidfd >= 0 ? 2 : 1, &timeout, nullptr);
-      if (ready < 0 && errno == EINTR) continue;
-      // Timed out, failed, or the process ended: the reader thread takes over.
-      if (ready <= 0 || fds[0].revents == 0) break;
-      // False at the end of the stream, which the reader thread sees too.
-      ok = reader.ReadAvailable(kDriveMaxFrame);
-      if (!ok) {
-        // Complete what came before the end; the reader thread then reads the end itself.
-        while (reader.HasFrame() && reader.Next(&frame) == FrameReader::Status::kFrame &&
-               DeliverLocked(frame)) {
-        }
-      }
-    }
-    // Replies of calls sent meanwhile that came along: nothing would wake the reader thread for
-    // them once they are out of the socket.
-    while (broken.empty() && reader.HasFrame()) {
-      if (reader.Next(&frame) != FrameReader::Status::kFrame || !DeliverLocked(frame)) {
-        shutdown(child.socket, SHUT_RDWR);
-        break;
-      }
-    }
-    if (broken.empty() && reader.buffered_bytes() > 0) {
-      const uint64_t one = 1;
-      if (write(look, &one, sizeof(one)) < 0) shutdown(child.socket, SHUT_RDWR);
-    }
-    if (taken) {
-      epoll_event watch{};
-      watch.events = EPOLLIN;
-      watch.data.u64 = kSocketEvent;
-      epoll_ctl(epoll, EPOLL_CTL_MOD, child.socket, &watch);
     }
   }
   reader_context = outer;
@@ -284,11 +289,12 @@ void ConnectionState::DriveUntil(const Future<std::string>& reply, absl::Time de
 
 namespace {
 
-// The reply of a call the caller's thread sent itself (ProcessConnection::TakeWaitDriver).
+// The reply of a call the caller's thread sent itself (ProcessConnection::TakeWaitDriver): by its
+// number, so that an offer never taken keeps neither the reply nor the connection alive.
 class ReplyDriver final : public futures_internal::WaitDriver {
  public:
-  ReplyDriver(std::weak_ptr<ConnectionState> state, Future<std::string> reply)
-      : state_(std::move(state)), reply_(std::move(reply)) {}
+  ReplyDriver(std::weak_ptr<ConnectionState> state, uint64_t reply)
+      : state_(std::move(state)), reply_(reply) {}
   void Drive(absl::Time deadline) noexcept override {
     if (std::shared_ptr<ConnectionState> state = state_.lock()) {
       state->DriveUntil(reply_, deadline);
@@ -297,7 +303,7 @@ class ReplyDriver final : public futures_internal::WaitDriver {
 
  private:
   const std::weak_ptr<ConnectionState> state_;
-  const Future<std::string> reply_;
+  const uint64_t reply_;
 };
 
 }  // namespace
@@ -322,6 +328,7 @@ std::unique_ptr<ProcessConnection> ProcessConnection::Open(
     built = promise.GetFuture();
     shared->pending.push_back(std::move(promise));
     shared->awaited.store(shared->pending.size(), std::memory_order_relaxed);
+    shared->promised = 1;
   }
   // Without epoll the reader thread blocks on the socket itself, and no caller reads its reply.
   if (!shared->WatchForReader() && shared->epoll >= 0) {
@@ -402,6 +409,8 @@ Future<std::string> ProcessConnection::Send(FrameKind kind, absl::string_view a,
                                             absl::string_view b) {
   Promise<std::string> promise;
   Future<std::string> reply = promise.GetFuture();
+  last_sent_.reset();
+  uint64_t number;  // Of the reply, among all replies awaited.
   absl::MutexLock write_lock(&shared_->write_mu);
   if (kind == FrameKind::kCall) {
     // Cancelling the reply withdraws the call, if the process has not started it.
@@ -414,11 +423,12 @@ Future<std::string> ProcessConnection::Send(FrameKind kind, absl::string_view a,
     if (shared_->dead != nullptr) return MakeFailedFuture<std::string>(shared_->dead);
     shared_->pending.push_back(std::move(promise));
     shared_->awaited.store(shared_->pending.size(), std::memory_order_relaxed);
+    number = shared_->promised++;
   }
   shared_->AppendCancelsLocked();
   // A broken socket (the process is gone, or the kernel refused the write): the stream ends
   // here, and the reader fails the reply.
-  if (send_now && kind == FrameKind::kCall) last_sent_ = reply;
+  if (send_now && kind == FrameKind::kCall) last_sent_ = number;
   if (!shared_->writer.Append(kind, a, b) || (send_now && !shared_->writer.FlushNow())) {
     shutdown(shared_->child.socket, SHUT_RDWR);
   } else if (send_now && shared_->writer.buffered() > 0) {
@@ -453,7 +463,7 @@ pid_t ProcessConnection::pid() const { return shared_->child.pid; }
 
 std::shared_ptr<futures_internal::WaitDriver> ProcessConnection::TakeWaitDriver() {
   if (!last_sent_.has_value()) return nullptr;
-  auto driver = std::make_shared<ReplyDriver>(shared_, std::move(*last_sent_));
+  auto driver = std::make_shared<ReplyDriver>(shared_, *last_sent_);
   last_sent_.reset();
   return driver;
 }
@@ -560,6 +570,7 @@ void ProcessConnection::ReadReplies(std::shared_ptr<Shared> shared) {
     shared->dead = error;
     unanswered.swap(shared->pending);
     shared->awaited.store(0, std::memory_order_relaxed);
+    shared->answered.store(shared->promised, std::memory_order_release);
     owner = stopping ? nullptr : shared->owner;
   }
   // The worker stops accepting calls before any caller sees a failure: a call made after seeing

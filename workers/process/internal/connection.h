@@ -9,6 +9,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -131,9 +132,10 @@ class ProcessConnection final : public workers_internal::EncodedObject {
 
   const std::shared_ptr<Shared> shared_;
   std::thread reader_;
-  // The reply of the last call sent inside a SendNowScope, until TakeWaitDriver. Used in the
-  // actor's context only (Invoke and TakeWaitDriver, one drain at a time).
-  std::optional<Future<std::string>> last_sent_;
+  // The number of the reply of the call just sent inside a SendNowScope, until TakeWaitDriver or
+  // the next send. Used in the actor's context only (Invoke and TakeWaitDriver, one drain at a
+  // time).
+  std::optional<uint64_t> last_sent_;
 };
 
 }  // namespace concurry::process_internal
