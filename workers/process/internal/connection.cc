@@ -52,7 +52,7 @@ constexpr absl::Duration kDriveWindow = absl::Milliseconds(1);
 // Replies larger than this are left to the reader thread, which reads them straight into their
 // string.
 constexpr uint64_t kDriveMaxFrame = 64 << 10;
-// The epoll data of the reader thread's two descriptors.
+// The epoll data of the reader thread's descriptors: the socket, the pidfd, `look`.
 constexpr uint64_t kSocketEvent = 0;
 constexpr uint64_t kEndedEvent = 1;
 constexpr uint64_t kLookEvent = 2;
