@@ -112,14 +112,12 @@ class ProcessActor final : public workers_internal::ThreadActor, public Connecti
   // anything else goes to the actor's thread, which batches.
   void Schedule() override {
     if (SendsInline()) {
-      inline_drain = true;
-      {
-        const SendNowScope send_now;
-        // One call that only sends (not a retried one, which waits for its attempts), and never
-        // a stop: the rest is scheduled on the thread.
-        DrainOneOnCaller();
-      }
-      inline_drain = false;
+      // While the scope lives, SendsInline is false: the drain's own reschedule (of what it
+      // leaves) goes to the thread.
+      const SendNowScope send_now;
+      // One call that only sends (not a retried one, which waits for its attempts), and never a
+      // stop.
+      DrainOneOnCaller();
       return;
     }
     ThreadActor::Schedule();
@@ -133,24 +131,21 @@ class ProcessActor final : public workers_internal::ThreadActor, public Connecti
   }
 
  private:
-  // Whether Schedule may drain on the calling thread: a thread running no worker's call,
+  // Whether Schedule may drain on the calling thread: a thread not draining a process worker
+  // already (a SendNowScope), running no worker's call,
   // completing no process's replies (whose waits and order others depend on) and not in a
   // NonBlockingScope (a timer thread: a write may block a moment), not stopping (the stop's drain
   // destroys the connection and waits for the process), and the connection built and idle. Called
   // only by the drain's owner (Push or Stop set scheduled_), and only the owner's drain can close
   // the connection, so `connection_` stays valid through the drain.
   bool SendsInline() const {
-    if (inline_drain || stop_requested() || ActorCore::Current() != nullptr ||
+    if (SendNowScope::Active() || stop_requested() || ActorCore::Current() != nullptr ||
         OnAnyReaderThread() || NonBlockingScope::Active()) {
       return false;
     }
     const ProcessConnection* connection = connection_.load(std::memory_order_acquire);
     return connection != nullptr && connection->Idle();
   }
-
-  // Whether this thread is draining a process actor inline (its Drain's reschedule goes to the
-  // actor's thread).
-  static thread_local bool inline_drain;
 
   // Set on the actor's thread once the object is built, cleared there when it is destroyed;
   // release/acquire so that a caller draining inline sees the connection whole.
@@ -160,8 +155,6 @@ class ProcessActor final : public workers_internal::ThreadActor, public Connecti
   absl::Mutex killer_mu_;
   ProcessKiller killer_ ABSL_GUARDED_BY(killer_mu_);
 };
-
-thread_local bool ProcessActor::inline_drain = false;
 
 class ProcessBackend final : public WorkerBackend {
  public:

@@ -18,6 +18,7 @@
 #include "futures/errors.h"
 #include "futures/future.h"
 #include "gtest/gtest.h"
+#include "testing/shared_gates.h"
 #include "testing/watchdog.h"
 #include "workers/options.h"
 #include "workers/registration.h"
@@ -30,6 +31,7 @@ class Counter {
   int Add(int k) { return total_ += k; }
   void Sleep(int ms) { absl::SleepFor(absl::Milliseconds(ms)); }
   int Pid() { return static_cast<int>(getpid()); }
+  void Hold(int gate) { concurry::testkit::SharedGates::Get().Hold(gate); }
 
  private:
   int total_ = 0;
@@ -37,7 +39,7 @@ class Counter {
 
 }  // namespace app
 
-CONCURRY_REGISTER_WORKER(app::Counter, (), Add, Sleep, Pid);
+CONCURRY_REGISTER_WORKER(app::Counter, (), Add, Sleep, Pid, Hold);
 
 namespace concurry {
 namespace {
@@ -73,12 +75,15 @@ TEST(ProcessCallerReadTest, CallbacksOfTheFutureStillRunOnTheReaderThread) {
   // The waiting thread does not read the reply of a future with callbacks: they would run inside
   // its wait instead of where they ran before.
   const std::thread::id me = std::this_thread::get_id();
+  testkit::SharedGates& gates = testkit::SharedGates::Get();
   for (int i = 1; i <= 10; ++i) {
-    // Slow enough that the callback is there before the reply (a callback added to a done
-    // future runs at once, on the thread adding it).
-    Future<void> f = w.Call(&app::Counter::Sleep, 50);
+    // The reply cannot come before the callback is there: the call holds on a gate until then
+    // (a callback added to a done future would run at once, on the thread adding it).
+    const int gate = gates.Make();
+    Future<void> f = w.Call(&app::Counter::Hold, gate);
     std::atomic<bool> on_reader{false};
     f.AddDoneCallback([&](const Future<void>&) { on_reader = std::this_thread::get_id() != me; });
+    gates.Release(gate);
     f.Result();
     EXPECT_TRUE(on_reader);
   }

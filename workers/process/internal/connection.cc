@@ -67,6 +67,7 @@ bool OnAnyReaderThread() { return reader_context != nullptr; }
 
 SendNowScope::SendNowScope() : outer_(std::exchange(send_now, true)) {}
 SendNowScope::~SendNowScope() { send_now = outer_; }
+bool SendNowScope::Active() { return send_now; }
 
 // What the connection shares with its reader thread, which may outlive it (detached when a
 // reply's continuation on that thread never returns).
@@ -131,13 +132,17 @@ struct ConnectionState {
   std::vector<uint64_t> cancels ABSL_GUARDED_BY(mu);
   // Replies awaited, in the order of the frames sent.
   std::deque<Promise<std::string>> pending ABSL_GUARDED_BY(mu);
-  // pending.size(), written under `mu` and readable without it (ProcessConnection::Idle).
-  std::atomic<size_t> awaited{0};
   // How many replies were ever awaited (pushed to `pending`), and how many of them are over
-  // (answered, or failed when the stream ended): reply i is over once answered > i. Written
-  // under `mu`; `answered` is also read without it.
-  uint64_t promised ABSL_GUARDED_BY(mu) = 0;
+  // (answered, or failed when the stream ended): reply i is over once answered > i, and
+  // promised - answered replies are outstanding. Written under `mu`, also read without it
+  // (ProcessConnection::Idle, DriveUntil): release stores, acquire loads.
+  std::atomic<uint64_t> promised{0};
   std::atomic<uint64_t> answered{0};
+  // How many replies are outstanding (a snapshot; `answered` first, so it never underflows).
+  uint64_t Outstanding() const {
+    const uint64_t over = answered.load(std::memory_order_acquire);
+    return promised.load(std::memory_order_acquire) - over;
+  }
   // Set once the stream ended: what new calls fail with.
   std::exception_ptr dead ABSL_GUARDED_BY(mu);
   // Set before the stop frame is sent: the end of the stream is expected from then on.
@@ -214,7 +219,6 @@ bool ConnectionState::DeliverLocked(Frame& frame) {
     if (frame.kind == FrameKind::kReply && !pending.empty()) {
       promise.emplace(std::move(pending.front()));
       pending.pop_front();
-      awaited.store(pending.size(), std::memory_order_relaxed);
       answered.fetch_add(1, std::memory_order_release);
     }
   }
@@ -237,7 +241,7 @@ void ConnectionState::DriveUntil(uint64_t reply, absl::Time deadline) {
   const void* const outer = std::exchange(reader_context, context);
   {
     const NonBlockingScope non_blocking;
-    if (awaited.load(std::memory_order_relaxed) == 1 && !over() && broken.empty()) {
+    if (Outstanding() == 1 && !over() && broken.empty()) {
       epoll_event quiet{};
       quiet.data.u64 = kSocketEvent;
       const bool taken = epoll_ctl(epoll, EPOLL_CTL_MOD, child.socket, &quiet) == 0;
@@ -261,9 +265,10 @@ void ConnectionState::DriveUntil(uint64_t reply, absl::Time deadline) {
         if (ready < 0 && errno == EINTR) continue;
         // Timed out, failed, or the process ended: the reader thread takes over.
         if (ready <= 0 || fds[0].revents == 0) break;
-        // False at the end of the stream, which the reader thread then reads too (after the
-        // frames before it).
-        ok = reader.ReadAvailable(kDriveMaxFrame);
+        // One read (what the socket holds, up to the buffer's room): the loop polls again if the
+        // frame is not whole. False at the end of the stream, which the reader thread then
+        // reads too (after the frames before it).
+        ok = reader.ReadAvailable(/*limit=*/1);
       }
       // Bytes left in the buffer (frames after this caller's, a frame still arriving, bytes that
       // are no frame) are the reader thread's, and the socket may never wake it for them.
@@ -327,8 +332,7 @@ std::unique_ptr<ProcessConnection> ProcessConnection::Open(
     Promise<std::string> promise;
     built = promise.GetFuture();
     shared->pending.push_back(std::move(promise));
-    shared->awaited.store(shared->pending.size(), std::memory_order_relaxed);
-    shared->promised = 1;
+    shared->promised.store(1, std::memory_order_release);
   }
   // Without epoll the reader thread blocks on the socket itself, and no caller reads its reply.
   if (!shared->WatchForReader() && shared->epoll >= 0) {
@@ -422,8 +426,7 @@ Future<std::string> ProcessConnection::Send(FrameKind kind, absl::string_view a,
     absl::MutexLock lock(&shared_->mu);
     if (shared_->dead != nullptr) return MakeFailedFuture<std::string>(shared_->dead);
     shared_->pending.push_back(std::move(promise));
-    shared_->awaited.store(shared_->pending.size(), std::memory_order_relaxed);
-    number = shared_->promised++;
+    number = shared_->promised.fetch_add(1, std::memory_order_release);
   }
   shared_->AppendCancelsLocked();
   // A broken socket (the process is gone, or the kernel refused the write): the stream ends
@@ -468,9 +471,7 @@ std::shared_ptr<futures_internal::WaitDriver> ProcessConnection::TakeWaitDriver(
   return driver;
 }
 
-bool ProcessConnection::Idle() const {
-  return shared_->awaited.load(std::memory_order_relaxed) == 0;
-}
+bool ProcessConnection::Idle() const { return shared_->Outstanding() == 0; }
 
 ProcessKiller ProcessConnection::killer() const {
   ProcessKiller killer;
@@ -569,8 +570,8 @@ void ProcessConnection::ReadReplies(std::shared_ptr<Shared> shared) {
     absl::MutexLock lock(&shared->mu);
     shared->dead = error;
     unanswered.swap(shared->pending);
-    shared->awaited.store(0, std::memory_order_relaxed);
-    shared->answered.store(shared->promised, std::memory_order_release);
+    shared->answered.store(shared->promised.load(std::memory_order_relaxed),
+                           std::memory_order_release);
     owner = stopping ? nullptr : shared->owner;
   }
   // The worker stops accepting calls before any caller sees a failure: a call made after seeing

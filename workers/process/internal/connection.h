@@ -82,6 +82,9 @@ class SendNowScope {
   SendNowScope(const SendNowScope&) = delete;
   SendNowScope& operator=(const SendNowScope&) = delete;
 
+  // Whether a scope is alive on the calling thread.
+  static bool Active();
+
  private:
   bool outer_;
 };
