@@ -17,6 +17,7 @@
 #include <coroutine>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -28,6 +29,7 @@
 #include "futures/errors.h"
 #include "futures/executor.h"
 #include "futures/internal/future_state.h"
+#include "futures/internal/wait_driver.h"
 
 namespace concurry {
 
@@ -72,6 +74,9 @@ FutureRef<T> ReleaseState(Future<T>&& future);
 // before the future is handed out.
 template <typename T>
 void SetProducer(Promise<T>& promise, const void* producer);
+// Offers `driver` (wait_driver.h) for `promise`'s future on the calling thread.
+template <typename T>
+void OfferWaitDriver(Promise<T>& promise, std::shared_ptr<WaitDriver> driver);
 
 // Invokes `fn(args...)` and completes `promise` with the outcome: a returned Future<U> is
 // flattened, a returned absl::Status / absl::StatusOr<U> becomes a value or a StatusError, and a
@@ -323,6 +328,9 @@ class Promise {
  private:
   template <typename U>
   friend void futures_internal::SetProducer(Promise<U>&, const void*);
+  template <typename U>
+  friend void futures_internal::OfferWaitDriver(Promise<U>&,
+                                                std::shared_ptr<futures_internal::WaitDriver>);
 
   futures_internal::FutureRef<T> Checked(const char* op) const {
     return futures_internal::FutureRef<T>::Share(CheckedRaw(op));
@@ -452,6 +460,10 @@ namespace concurry::futures_internal {
 template <typename T>
 void SetProducer(Promise<T>& promise, const void* producer) {
   promise.CheckedRaw("SetProducer")->set_producer(producer);
+}
+template <typename T>
+void OfferWaitDriver(Promise<T>& promise, std::shared_ptr<WaitDriver> driver) {
+  OfferWaitDriver(promise.CheckedRaw("OfferWaitDriver"), std::move(driver));
 }
 }  // namespace concurry::futures_internal
 

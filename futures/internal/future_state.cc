@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
@@ -10,6 +11,8 @@
 #include "absl/synchronization/mutex.h"
 #include "futures/errors.h"
 #include "futures/internal/task_context.h"
+#include "futures/internal/wait_driver.h"
+#include "futures/internal/wake_flag.h"
 
 namespace concurry {
 namespace futures_internal {
@@ -22,6 +25,13 @@ struct StateBase::CancelNode {
 namespace {
 
 std::atomic<uint64_t> next_id{1};
+
+// The calling thread's offer (wait_driver.h).
+struct Offer {
+  const StateBase* state = nullptr;
+  std::shared_ptr<WaitDriver> driver;
+};
+thread_local Offer offered;
 
 // Runs a user callback; a callback that throws cannot report to anyone, so the error is printed
 // rather than lost silently or allowed to terminate the completing thread.
@@ -66,6 +76,22 @@ struct Waiter {
 };
 }  // namespace
 
+void OfferWaitDriver(const StateBase* state, std::shared_ptr<WaitDriver> driver) {
+  offered.state = state;
+  offered.driver = std::move(driver);
+}
+
+std::shared_ptr<WaitDriver> TakeWaitDriver(const StateBase* state) {
+  if (offered.driver == nullptr) return nullptr;
+  Offer offer = std::exchange(offered, Offer{});
+  return offer.state == state ? std::move(offer.driver) : nullptr;
+}
+
+bool StateBase::HasCallbacks() {
+  SpinLockHolder hold(&lock_);
+  return callbacks_head_ != nullptr;
+}
+
 bool StateBase::WaitWouldSelfDeadlock() const noexcept {
   const void* producer = producer_.load(std::memory_order_relaxed);
   return producer != nullptr && producer == CurrentSerialContext() && !done();
@@ -86,6 +112,26 @@ bool StateBase::WaitUntil(Clock& clock, absl::Time deadline, const char* operati
   // absl::Mutex, which is costly with deadlock detection on.
   if (deadline <= clock.Now()) return done();
   if (WaitWouldSelfDeadlock()) ThrowSelfDeadlock(operation);
+  if (&clock == &Clock::Real()) {
+    // This thread may be able to finish the work itself (wait_driver.h), unless callbacks wait
+    // for the result: they would then run inside this wait, on a thread that may hold what they
+    // need (a lock taken before waiting).
+    if (std::shared_ptr<WaitDriver> driver = TakeWaitDriver(this); driver && !HasCallbacks()) {
+      driver->Drive(deadline);
+      if (done()) return true;
+    }
+    // The real clock's wait parks on a futex (wake_flag.h): cheaper than a mutex and condition,
+    // and the waker hands over with one system call.
+    auto flag = std::make_shared<WakeFlag>();
+    auto* node = new CallbackNode{[flag](StateBase&) { flag->Set(); }};
+    if (!AddCallback(node)) {
+      delete node;
+      return true;
+    }
+    // On timeout, a failed removal means the state turned final meanwhile (its callback owns node).
+    return flag->WaitUntil(deadline) || !RemoveCallback(node);
+  }
+  // Another clock (a FakeClock) decides itself when the deadline has come.
   auto waiter = std::make_shared<Waiter>();
   auto* node = new CallbackNode{[waiter](StateBase&) {
     absl::MutexLock lock(&waiter->mu);

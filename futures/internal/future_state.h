@@ -141,6 +141,8 @@ class StateBase {
   // Unlinks and deletes `node` if the state is not final yet. Returns false when the state already
   // completed (the callback has run or is running and the completing thread owns the node).
   bool RemoveCallback(CallbackNode* node) ABSL_LOCKS_EXCLUDED(lock_);
+  // Whether callbacks wait for the result (a snapshot).
+  bool HasCallbacks() ABSL_LOCKS_EXCLUDED(lock_);
 
   // Registers a producer-side cancel callback; runs it now when already cancelled, drops it when
   // completed otherwise.

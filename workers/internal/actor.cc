@@ -348,7 +348,7 @@ void ActorCore::CancelChain(CallNode* chain) noexcept {
   }
 }
 
-bool ActorCore::Drain(int64_t budget) {
+bool ActorCore::Drain(int64_t budget, bool on_caller) {
   if (CurrentActor() == this && current_redrain != nullptr) {
     // Scheduled from this drain through an executor that ran the task inline: let the outer
     // drain, on this thread, continue rather than recursing (which would grow the stack per
@@ -370,6 +370,7 @@ bool ActorCore::Drain(int64_t budget) {
   for (int64_t ran = 0;; ++ran) {
     CallNode* node;
     bool linger = false;
+    bool hand_off = false;  // On a caller's thread: leave the call to the actor's context.
     {
       internal::SpinLockHolder hold(&lock_);
       node = first_;
@@ -388,6 +389,10 @@ bool ActorCore::Drain(int64_t budget) {
           if (linger_nanos_ > 0) idle_since_ = now;
           return !mailbox_closed_;
         }
+      } else if (on_caller && (stop_requested() || !node->RunsWithoutWaiting())) {
+        // Checked under lock_, which Stop takes after requesting the stop to queue its StopNode:
+        // a stop (which destroys the object and waits) never runs on a caller's thread.
+        hand_off = true;
       } else if (ran < budget) {
         linger_until = 0;
         first_ = node->next_;
@@ -403,7 +408,7 @@ bool ActorCore::Drain(int64_t budget) {
       --ran;
       continue;
     }
-    if (ran >= budget) {
+    if (hand_off || ran >= budget) {
       Schedule();  // Let other actors run; scheduled_ stays true, so no push schedules.
       if (!redrain) return true;
       redrain = false;  // The executor ran the drain inline: carry on here.

@@ -72,6 +72,10 @@ class CallNode {
   // it inside that actor's own calls is a deadlock until it starts. Calls without a future ignore
   // it.
   virtual void SetProducer(const void* /*worker*/) noexcept {}
+  // Whether Run returns without waiting for anything (it only hands the call on, as a call sent
+  // to a worker process does), so that any thread may run it: a caller's thread may then drain
+  // it itself (DrainOneOnCaller).
+  virtual bool RunsWithoutWaiting() const noexcept { return false; }
 
  protected:
   // For a call whose work goes on elsewhere after Run returns (a call sent to a worker process,
@@ -261,7 +265,11 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   virtual void Schedule() = 0;
   // Runs queued calls until the mailbox is empty or closed, or until `budget` calls ran (then it
   // reschedules itself). Returns false once the actor is closed.
-  bool Drain(int64_t budget) ABSL_LOCKS_EXCLUDED(lock_);
+  bool Drain(int64_t budget) ABSL_LOCKS_EXCLUDED(lock_) { return Drain(budget, false); }
+  // From Schedule, on the thread that queued a call: runs the first queued call if it
+  // RunsWithoutWaiting() and no stop was requested, and schedules (Schedule) whatever it does not
+  // run. The caller must make that nested Schedule hand the drain to the actor's own context.
+  void DrainOneOnCaller() ABSL_LOCKS_EXCLUDED(lock_) { Drain(1, true); }
   // Closes the mailbox from outside the actor's context when it can never drain again (the
   // executor rejected the drain, or the process running it died): cancels every queued call, or
   // fails it with `error` when one is given (a CrashedError), and destroys the object.
@@ -271,6 +279,8 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   class StopNode;
   friend class StopNode;
 
+  // `on_caller`: see DrainOneOnCaller.
+  bool Drain(int64_t budget, bool on_caller) ABSL_LOCKS_EXCLUDED(lock_);
   bool Push(CallNode* node) ABSL_LOCKS_EXCLUDED(lock_);
   // Queued calls fail with `error` from now on instead of being cancelled (Abandon,
   // StopWithError); null changes nothing.

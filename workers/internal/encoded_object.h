@@ -7,6 +7,7 @@
 #ifndef CONCURRY_WORKERS_INTERNAL_ENCODED_OBJECT_H_
 #define CONCURRY_WORKERS_INTERNAL_ENCODED_OBJECT_H_
 
+#include <memory>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -28,6 +29,9 @@ class EncodedObject {
   // Sends the calls Invoke has queued, for a backend that batches them (the actor's context
   // flushes after each drain, and before waiting for a reply).
   virtual void Flush() {}
+  // Right after Invoke, on the same thread: something that thread can run, if it waits for the
+  // reply, to fetch the reply itself (futures/internal/wait_driver.h), or null.
+  virtual std::shared_ptr<futures_internal::WaitDriver> TakeWaitDriver() { return nullptr; }
 };
 
 // An object of a registered class that lives in this process: the calls still go through bytes

@@ -110,6 +110,12 @@ constexpr void CheckRegistered() {
                 "namespace scope after the class (see workers/registration.h)");
 }
 
+// Whether a value of T can cross the wire both ways (encoded and decoded).
+template <typename T>
+inline constexpr bool kIsWireSerializable =
+    (cereal::traits::is_output_serializable<T, WireOutputArchive>::value) &&
+    (cereal::traits::is_input_serializable<T, WireInputArchive>::value);
+
 template <typename P>
 inline constexpr bool kIsMutableLvalueRef =
     std::is_lvalue_reference_v<P> && !std::is_const_v<std::remove_reference_t<P>>;
@@ -121,8 +127,7 @@ constexpr bool CheckParam() {
                 "to it could not travel back across a process boundary; take it by value or by "
                 "const reference");
   using D = std::decay_t<P>;
-  static_assert(cereal::traits::is_output_serializable<D, WireOutputArchive>::value &&
-                    cereal::traits::is_input_serializable<D, WireInputArchive>::value,
+  static_assert(kIsWireSerializable<D>,
                 "a parameter type of a registered method or constructor is not serializable: "
                 "include its cereal/types/ header or give it a serialize() (see "
                 "workers/codec.h)");
@@ -135,8 +140,7 @@ constexpr bool CheckParam() {
 template <typename R>
 constexpr bool CheckResult() {
   if constexpr (!std::is_void_v<R>) {
-    static_assert(cereal::traits::is_output_serializable<R, WireOutputArchive>::value &&
-                      cereal::traits::is_input_serializable<R, WireInputArchive>::value,
+    static_assert(kIsWireSerializable<R>,
                   "the result type of a registered method is not serializable: include its "
                   "cereal/types/ header or give it a serialize() (see workers/codec.h)");
     static_assert(std::is_default_constructible_v<R>,
@@ -213,10 +217,7 @@ constexpr bool CheckRegistration() {
 template <typename P>
 constexpr bool EncodableParam() {
   using D = std::decay_t<P>;
-  return !kIsMutableLvalueRef<P> &&
-         cereal::traits::is_output_serializable<D, WireOutputArchive>::value &&
-         cereal::traits::is_input_serializable<D, WireInputArchive>::value &&
-         std::is_default_constructible_v<D>;
+  return !kIsMutableLvalueRef<P> && kIsWireSerializable<D> && std::is_default_constructible_v<D>;
 }
 
 template <typename F>
@@ -227,9 +228,7 @@ constexpr bool IsEncodableFunction() {
   } else {
     using R = FunctionReplyT<F>;
     constexpr bool kResultOk =
-        std::is_void_v<R> || (cereal::traits::is_output_serializable<R, WireOutputArchive>::value &&
-                              cereal::traits::is_input_serializable<R, WireInputArchive>::value &&
-                              std::is_default_constructible_v<R>);
+        std::is_void_v<R> || (kIsWireSerializable<R> && std::is_default_constructible_v<R>);
     return kResultOk && []<typename... A>(std::tuple<A...>*) {
       return (EncodableParam<A>() && ...);
     }(static_cast<typename Traits::Params*>(nullptr));
@@ -244,8 +243,7 @@ constexpr bool CheckFunctionParam() {
                 "changes to it could not travel back across a process boundary; take it by value "
                 "or by const reference");
   using D = std::decay_t<P>;
-  static_assert(cereal::traits::is_output_serializable<D, WireOutputArchive>::value &&
-                    cereal::traits::is_input_serializable<D, WireInputArchive>::value,
+  static_assert(kIsWireSerializable<D>,
                 "CONCURRY_REGISTER_FUNCTION: a parameter type of the function is not "
                 "serializable: include its cereal/types/ header or give it a serialize() (see "
                 "workers/codec.h)");
@@ -269,8 +267,7 @@ constexpr bool CheckFunction() {
     }(static_cast<typename Traits::Params*>(nullptr));
     using R = FunctionReplyT<F>;
     if constexpr (!std::is_void_v<R>) {
-      static_assert(cereal::traits::is_output_serializable<R, WireOutputArchive>::value &&
-                        cereal::traits::is_input_serializable<R, WireInputArchive>::value,
+      static_assert(kIsWireSerializable<R>,
                     "CONCURRY_REGISTER_FUNCTION: the result type of the function is not "
                     "serializable: include its cereal/types/ header or give it a serialize() "
                     "(see workers/codec.h)");

@@ -122,6 +122,11 @@ class InvokeNode final : public CallNode {
   void SetProducer(const void* worker) noexcept override {
     futures_internal::SetProducer(promise_, worker);
   }
+  // A call sent elsewhere (RunElsewhere) only hands its bytes on; a retried one waits for each
+  // attempt.
+  bool RunsWithoutWaiting() const noexcept override {
+    return std::is_same_v<Target, EncodedObject> && retry_ == nullptr;
+  }
 
  private:
   // Thrown (not a std::exception, so never retried) when an attempt returned a Future that is
@@ -141,6 +146,10 @@ class InvokeNode final : public CallNode {
       return;
     }
     DeferFinish();
+    // A caller's thread that sent the call itself may fetch the reply itself when it waits.
+    if (std::shared_ptr<futures_internal::WaitDriver> driver = target.TakeWaitDriver()) {
+      futures_internal::OfferWaitDriver(promise_, std::move(driver));
+    }
     // The caller's Cancel() reaches the call where it waits (see DecodeLater).
     promise_.OnCancel([pending = *reply] { pending.Cancel(); });
     // May run at once, on this thread, when the reply is there already.

@@ -27,18 +27,24 @@ void ThreadActor::OnStart() {
 void ThreadActor::Loop() {
   for (;;) {
     // Acquire pairs with Schedule's release (the actor's lock orders the mailbox itself).
-    for (int i = 0; i < kIdleSpins && !work_.load(std::memory_order_acquire); ++i) CpuRelax();
-    while (!work_.exchange(false, std::memory_order_acquire)) {
-      work_.wait(false, std::memory_order_acquire);
+    for (int i = 0; i < kIdleSpins && work_.load(std::memory_order_acquire) == 0; ++i) CpuRelax();
+    uint32_t asked;
+    while ((asked = work_.exchange(0, std::memory_order_acquire)) == 0) {
+      work_.wait(0, std::memory_order_acquire);
     }
-    const bool open = Drain(kNoBudget);
+    const bool open = (asked & kDrain) == 0 || Drain(kNoBudget);
     AfterDrain();
     if (!open) return;
   }
 }
 
 void ThreadActor::Schedule() {
-  work_.store(true, std::memory_order_release);
+  work_.fetch_or(kDrain, std::memory_order_release);
+  work_.notify_one();
+}
+
+void ThreadActor::Poke() {
+  work_.fetch_or(kPoke, std::memory_order_release);
   work_.notify_one();
 }
 

@@ -5,6 +5,7 @@
 #define CONCURRY_WORKERS_THREAD_THREAD_ACTOR_H_
 
 #include <atomic>
+#include <cstdint>
 #include <thread>
 
 #include "workers/internal/actor.h"
@@ -21,14 +22,20 @@ class ThreadActor : public ActorCore {
  protected:
   void OnStart() override;
   void Schedule() override;
-  // Runs on the actor's thread after each drain (the mailbox was found empty, or closed).
+  // Runs on the actor's thread after each drain (the mailbox was found empty, or closed), and
+  // after each Poke.
   virtual void AfterDrain() {}
+  // Has the actor's thread run AfterDrain soon, without a drain (which another thread may be
+  // running: a backend whose Schedule drains inline). Thread-safe; never waits.
+  void Poke();
 
  private:
   void Loop();
-  // A binary semaphore: set by Schedule, taken by the thread before each drain. The thread spins
-  // on it briefly, then sleeps on it (futex).
-  std::atomic<bool> work_{false};
+  // What the thread is asked to do: bits kDrain (set by Schedule) and kPoke, taken together by
+  // the thread. The thread spins on it briefly, then sleeps on it (futex).
+  static constexpr uint32_t kDrain = 1;
+  static constexpr uint32_t kPoke = 2;
+  std::atomic<uint32_t> work_{0};
   std::thread thread_;
 };
 

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -112,6 +113,9 @@ int ServeWorker(int socket, const EncodedClass* known) {
   };
   const std::string cancelled_reply = workers_internal::EncodeErrorReply(std::make_exception_ptr(
       CancelledError("the call was cancelled before it started in the worker process")));
+  // Whether the last read was a blocking one that just returned: it took all the socket held, so
+  // looking again before the call it brought would only cost a system call.
+  bool fresh = false;
   while (open || !queue.empty()) {
     if (queue.empty()) {
       if (stop) break;
@@ -119,12 +123,13 @@ int ServeWorker(int socket, const EncodedClass* known) {
       if (!writer.Flush()) break;
       if (reader.Next(&frame) != FrameReader::Status::kFrame) break;  // The parent is gone.
       take(std::move(frame));
+      fresh = true;
       continue;
     }
     // Before each call: whatever else has arrived, so that a cancellation or a stop sent while the
     // previous call ran applies to the calls behind it.
     if (open) {
-      open = reader.ReadAvailable();
+      if (!std::exchange(fresh, false)) open = reader.ReadAvailable();
       while (reader.HasFrame() && reader.Next(&frame) == FrameReader::Status::kFrame) {
         take(std::move(frame));
       }

@@ -1,13 +1,22 @@
 #include "workers/process/internal/connection.h"
 
+#include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -30,11 +39,23 @@ namespace {
 
 // The context of the connection whose reader the calling thread is.
 thread_local const void* reader_context = nullptr;
+// Whether a SendNowScope is alive on this thread.
+thread_local bool send_now = false;
 
 // How long a process gets between SIGTERM and SIGKILL.
 constexpr absl::Duration kTermGrace = absl::Milliseconds(100);
 // How long the reader waits for a dead process's status, for the error message.
 constexpr absl::Duration kStatusWait = absl::Milliseconds(50);
+// How long a waiting caller reads the socket itself before it leaves the reply to the reader
+// thread and sleeps (a cancellation or stop of its future does not interrupt that read).
+constexpr absl::Duration kDriveWindow = absl::Milliseconds(1);
+// Replies larger than this are left to the reader thread, which reads them straight into their
+// string.
+constexpr uint64_t kDriveMaxFrame = 64 << 10;
+// The epoll data of the reader thread's descriptors: the socket, the pidfd, `look`.
+constexpr uint64_t kSocketEvent = 0;
+constexpr uint64_t kEndedEvent = 1;
+constexpr uint64_t kLookEvent = 2;
 
 }  // namespace
 
@@ -42,11 +63,36 @@ bool OnReaderThreadOf(const void* context) {
   return context != nullptr && reader_context == context;
 }
 
+bool OnAnyReaderThread() { return reader_context != nullptr; }
+
+SendNowScope::SendNowScope() : outer_(std::exchange(send_now, true)) {}
+SendNowScope::~SendNowScope() { send_now = outer_; }
+bool SendNowScope::Active() { return send_now; }
+
 // What the connection shares with its reader thread, which may outlive it (detached when a
 // reply's continuation on that thread never returns).
 struct ConnectionState {
-  explicit ConnectionState(ChildProcess launched) : child(launched), writer(child.socket) {}
-  ~ConnectionState() { Release(child); }
+  explicit ConnectionState(ChildProcess launched)
+      : child(launched), writer(child.socket), reader(child.socket, child.pidfd) {}
+  ~ConnectionState() {
+    if (epoll >= 0) close(epoll);
+    if (look >= 0) close(look);
+    Release(child);
+  }
+
+  // Sets up `epoll`, which the reader thread sleeps on: the socket, the pidfd and `look`.
+  // Returns false when the system refuses.
+  bool WatchForReader();
+  // Whether the socket can be read, or the process has ended, right now.
+  bool ReadableNow() const;
+  // Matches a frame read with the oldest reply awaited and completes it (its continuations run
+  // here). Returns false, leaving `broken` set, for a frame that answers nothing.
+  bool DeliverLocked(Frame& frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu) ABSL_LOCKS_EXCLUDED(mu);
+  // On a caller's thread waiting for reply number `reply` (of a call it sent to the idle process
+  // itself): reads the socket until that reply is there, for up to kDriveWindow and never past
+  // `deadline`; gives up at once when another thread reads, other calls are outstanding, the
+  // reply is large or the stream ends (all of which the reader thread handles).
+  void DriveUntil(uint64_t reply, absl::Time deadline) ABSL_LOCKS_EXCLUDED(read_mu, mu);
 
   // Sends a cancellation for call `number`: at once when the socket takes it without waiting,
   // else with the worker's next write (the actor's thread may be blocked writing right now).
@@ -65,11 +111,38 @@ struct ConnectionState {
   // The number of the next call frame.
   uint64_t next_call ABSL_GUARDED_BY(write_mu) = 0;
 
+  // Held while reading the socket and completing replies: by the reader thread, and by a caller
+  // that reads its own reply (DriveUntil).
+  absl::Mutex read_mu ABSL_ACQUIRED_BEFORE(mu);
+  FrameReader reader ABSL_GUARDED_BY(read_mu);
+  // Why the stream is broken, when a caller reading its reply found out (the reader thread ends
+  // the stream with it).
+  std::string broken ABSL_GUARDED_BY(read_mu);
+  // Where the reader thread sleeps until the socket or the pidfd is readable (-1: not set up). A
+  // caller reading its own reply takes the socket out meanwhile, so that the reply does not wake
+  // the reader thread too.
+  int epoll = -1;
+  // An eventfd in `epoll`: a caller that read its reply and left bytes of the next frame in
+  // `reader` (the rest of it still coming, or bytes that are no frame) has the reader thread
+  // look at them, since the socket may never become readable again.
+  int look = -1;
+
   absl::Mutex mu;
   // Cancellations that could not be written when asked for.
   std::vector<uint64_t> cancels ABSL_GUARDED_BY(mu);
   // Replies awaited, in the order of the frames sent.
   std::deque<Promise<std::string>> pending ABSL_GUARDED_BY(mu);
+  // How many replies were ever awaited (pushed to `pending`), and how many of them are over
+  // (answered, or failed when the stream ended): reply i is over once answered > i, and
+  // promised - answered replies are outstanding. Written under `mu`, also read without it
+  // (ProcessConnection::Idle, DriveUntil): release stores, acquire loads.
+  std::atomic<uint64_t> promised{0};
+  std::atomic<uint64_t> answered{0};
+  // How many replies are outstanding (a snapshot; `answered` first, so it never underflows).
+  uint64_t Outstanding() const {
+    const uint64_t over = answered.load(std::memory_order_acquire);
+    return promised.load(std::memory_order_acquire) - over;
+  }
   // Set once the stream ended: what new calls fail with.
   std::exception_ptr dead ABSL_GUARDED_BY(mu);
   // Set before the stop frame is sent: the end of the stream is expected from then on.
@@ -114,6 +187,132 @@ void ConnectionState::AppendCancelsLocked() {
   }
 }
 
+bool ConnectionState::WatchForReader() {
+  epoll = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll < 0) return false;
+  look = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (look < 0) return false;
+  epoll_event look_event{};
+  look_event.events = EPOLLIN;
+  look_event.data.u64 = kLookEvent;
+  if (epoll_ctl(epoll, EPOLL_CTL_ADD, look, &look_event) != 0) return false;
+  epoll_event socket_event{};
+  socket_event.events = EPOLLIN;
+  socket_event.data.u64 = kSocketEvent;
+  if (epoll_ctl(epoll, EPOLL_CTL_ADD, child.socket, &socket_event) != 0) return false;
+  if (child.pidfd < 0) return true;
+  epoll_event ended_event{};
+  ended_event.events = EPOLLIN;
+  ended_event.data.u64 = kEndedEvent;
+  return epoll_ctl(epoll, EPOLL_CTL_ADD, child.pidfd, &ended_event) == 0;
+}
+
+bool ConnectionState::ReadableNow() const {
+  pollfd fds[2] = {{child.socket, POLLIN, 0}, {child.pidfd, POLLIN, 0}};
+  return poll(fds, child.pidfd >= 0 ? 2 : 1, 0) != 0;  // An error too: Next reports it.
+}
+
+bool ConnectionState::DeliverLocked(Frame& frame) {
+  std::optional<Promise<std::string>> promise;
+  {
+    absl::MutexLock lock(&mu);
+    if (frame.kind == FrameKind::kReply && !pending.empty()) {
+      promise.emplace(std::move(pending.front()));
+      pending.pop_front();
+      answered.fetch_add(1, std::memory_order_release);
+    }
+  }
+  if (!promise.has_value()) {
+    broken = absl::StrCat("sent a frame of kind ", static_cast<uint32_t>(frame.kind),
+                          " that answers no call");
+    return false;
+  }
+  promise->SetValue(std::move(frame.payload));
+  return true;
+}
+
+void ConnectionState::DriveUntil(uint64_t reply, absl::Time deadline) {
+  // The reader thread is reading, or another caller: let it.
+  if (epoll < 0 || !read_mu.TryLock()) return;
+  const auto over = [this, reply] { return answered.load(std::memory_order_acquire) > reply; };
+  // Completing replies here makes this thread one that completes this worker's replies: it must
+  // not send inline, wait for the worker to stop, nor block on a full bounded worker meanwhile
+  // (as on the reader thread).
+  const void* const outer = std::exchange(reader_context, context);
+  {
+    const NonBlockingScope non_blocking;
+    if (Outstanding() == 1 && !over() && broken.empty()) {
+      epoll_event quiet{};
+      quiet.data.u64 = kSocketEvent;
+      const bool taken = epoll_ctl(epoll, EPOLL_CTL_MOD, child.socket, &quiet) == 0;
+      const absl::Time until = std::min(deadline, absl::Now() + kDriveWindow);
+      Frame frame;
+      for (bool ok = taken; ok;) {
+        // Only the frames up to this caller's reply: what comes after is the reader thread's.
+        while (!over() && reader.HasFrame()) {
+          if (reader.Next(&frame) != FrameReader::Status::kFrame || !DeliverLocked(frame)) {
+            shutdown(child.socket, SHUT_RDWR);  // The reader thread ends the stream.
+            ok = false;
+            break;
+          }
+        }
+        if (!ok || over() || reader.BufferedFrameLength() > kDriveMaxFrame) break;
+        const absl::Duration left = until - absl::Now();
+        if (left <= absl::ZeroDuration()) break;
+        pollfd fds[2] = {{child.socket, POLLIN, 0}, {child.pidfd, POLLIN, 0}};
+        const timespec timeout = absl::ToTimespec(left);
+        const int ready = ppoll(fds, child.pidfd >= 0 ? 2 : 1, &timeout, nullptr);
+        if (ready < 0 && errno == EINTR) continue;
+        // Timed out, failed, or the process ended: the reader thread takes over.
+        if (ready <= 0 || fds[0].revents == 0) break;
+        // One read (what the socket holds, up to the buffer's room): the loop polls again if the
+        // frame is not whole. False at the end of the stream, which the reader thread then
+        // reads too (after the frames before it).
+        ok = reader.ReadAvailable(/*limit=*/1);
+      }
+      // Bytes left in the buffer (frames after this caller's, a frame still arriving, bytes that
+      // are no frame) are the reader thread's, and the socket may never wake it for them.
+      if (broken.empty() && reader.buffered_bytes() > 0) {
+        const uint64_t one = 1;
+        if (write(look, &one, sizeof(one)) < 0) shutdown(child.socket, SHUT_RDWR);
+      }
+      if (taken) {
+        epoll_event watch{};
+        watch.events = EPOLLIN;
+        watch.data.u64 = kSocketEvent;
+        // Without the socket in its set the reader thread would never read again: end the
+        // stream rather than leave calls unanswered.
+        if (epoll_ctl(epoll, EPOLL_CTL_MOD, child.socket, &watch) != 0) {
+          shutdown(child.socket, SHUT_RDWR);
+        }
+      }
+    }
+  }
+  reader_context = outer;
+  read_mu.Unlock();
+}
+
+namespace {
+
+// The reply of a call the caller's thread sent itself (ProcessConnection::TakeWaitDriver): by its
+// number, so that an offer never taken keeps neither the reply nor the connection alive.
+class ReplyDriver final : public futures_internal::WaitDriver {
+ public:
+  ReplyDriver(std::weak_ptr<ConnectionState> state, uint64_t reply)
+      : state_(std::move(state)), reply_(reply) {}
+  void Drive(absl::Time deadline) noexcept override {
+    if (std::shared_ptr<ConnectionState> state = state_.lock()) {
+      state->DriveUntil(reply_, deadline);
+    }
+  }
+
+ private:
+  const std::weak_ptr<ConnectionState> state_;
+  const uint64_t reply_;
+};
+
+}  // namespace
+
 ProcessConnection::ProcessConnection(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
 
 std::unique_ptr<ProcessConnection> ProcessConnection::Open(
@@ -133,6 +332,12 @@ std::unique_ptr<ProcessConnection> ProcessConnection::Open(
     Promise<std::string> promise;
     built = promise.GetFuture();
     shared->pending.push_back(std::move(promise));
+    shared->promised.store(1, std::memory_order_release);
+  }
+  // Without epoll the reader thread blocks on the socket itself, and no caller reads its reply.
+  if (!shared->WatchForReader() && shared->epoll >= 0) {
+    close(shared->epoll);
+    shared->epoll = -1;
   }
   connection->reader_ = std::thread(ReadReplies, shared);
   {
@@ -208,6 +413,8 @@ Future<std::string> ProcessConnection::Send(FrameKind kind, absl::string_view a,
                                             absl::string_view b) {
   Promise<std::string> promise;
   Future<std::string> reply = promise.GetFuture();
+  last_sent_.reset();
+  uint64_t number;  // Of the reply, among all replies awaited.
   absl::MutexLock write_lock(&shared_->write_mu);
   if (kind == FrameKind::kCall) {
     // Cancelling the reply withdraws the call, if the process has not started it.
@@ -219,11 +426,23 @@ Future<std::string> ProcessConnection::Send(FrameKind kind, absl::string_view a,
     absl::MutexLock lock(&shared_->mu);
     if (shared_->dead != nullptr) return MakeFailedFuture<std::string>(shared_->dead);
     shared_->pending.push_back(std::move(promise));
+    number = shared_->promised.fetch_add(1, std::memory_order_release);
   }
   shared_->AppendCancelsLocked();
   // A broken socket (the process is gone, or the kernel refused the write): the stream ends
   // here, and the reader fails the reply.
-  if (!shared_->writer.Append(kind, a, b)) shutdown(shared_->child.socket, SHUT_RDWR);
+  if (send_now && kind == FrameKind::kCall) last_sent_ = number;
+  if (!shared_->writer.Append(kind, a, b) || (send_now && !shared_->writer.FlushNow())) {
+    shutdown(shared_->child.socket, SHUT_RDWR);
+  } else if (send_now && shared_->writer.buffered() > 0) {
+    // The socket is full: the actor's thread, which may block, sends the rest.
+    std::function<void()> wake;
+    {
+      absl::MutexLock lock(&shared_->mu);
+      wake = shared_->wake_writer;
+    }
+    if (wake) wake();
+  }
   return reply;
 }
 
@@ -244,6 +463,15 @@ void ProcessConnection::Flush() {
 }
 
 pid_t ProcessConnection::pid() const { return shared_->child.pid; }
+
+std::shared_ptr<futures_internal::WaitDriver> ProcessConnection::TakeWaitDriver() {
+  if (!last_sent_.has_value()) return nullptr;
+  auto driver = std::make_shared<ReplyDriver>(shared_, *last_sent_);
+  last_sent_.reset();
+  return driver;
+}
+
+bool ProcessConnection::Idle() const { return shared_->Outstanding() == 0; }
 
 ProcessKiller ProcessConnection::killer() const {
   ProcessKiller killer;
@@ -267,31 +495,54 @@ void ProcessConnection::ReadReplies(std::shared_ptr<Shared> shared) {
   // Continuations of replies run here: a bounded worker they call must not block this thread,
   // which is what completes that worker's calls.
   const NonBlockingScope non_blocking;
-  FrameReader reader(shared->child.socket, shared->child.pidfd);
   Frame frame;
-  FrameReader::Status status;
+  FrameReader::Status status = FrameReader::Status::kFrame;
   std::string broken;
   for (;;) {
-    status = reader.Next(&frame);
-    if (status != FrameReader::Status::kFrame) break;
-    std::optional<Promise<std::string>> promise;
-    {
-      absl::MutexLock lock(&shared->mu);
-      if (frame.kind == FrameKind::kReply && !shared->pending.empty()) {
-        promise.emplace(std::move(shared->pending.front()));
-        shared->pending.pop_front();
+    if (shared->epoll >= 0) {
+      epoll_event events[3];
+      const int ready = epoll_wait(shared->epoll, events, 3, -1);
+      if (ready < 0) {
+        if (errno == EINTR) continue;
+        broken = absl::StrCat("waiting on the worker socket failed: ", std::strerror(errno));
+        status = FrameReader::Status::kBroken;
+        break;
+      }
+      for (int i = 0; i < ready; ++i) {
+        uint64_t count;
+        if (events[i].data.u64 == kLookEvent) (void)!read(shared->look, &count, sizeof(count));
       }
     }
-    if (!promise.has_value()) {
-      broken = absl::StrCat("sent a frame of kind ", static_cast<uint32_t>(frame.kind),
-                            " that answers no call");
+    absl::MutexLock lock(&shared->read_mu);
+    if (!shared->broken.empty()) {
+      broken = shared->broken;
       status = FrameReader::Status::kBroken;
       break;
     }
-    promise->SetValue(std::move(frame.payload));
+    // A caller reading its own reply may have taken what woke this thread: Next would then
+    // block, holding read_mu.
+    if (shared->epoll >= 0 && shared->reader.buffered_bytes() == 0 && !shared->ReadableNow()) {
+      continue;
+    }
+    // One frame (waiting for the rest of it), then those already buffered.
+    do {
+      status = shared->reader.Next(&frame);
+      if (status == FrameReader::Status::kFrame && !shared->DeliverLocked(frame)) {
+        broken = shared->broken;
+        status = FrameReader::Status::kBroken;
+      }
+    } while (status == FrameReader::Status::kFrame && shared->reader.HasFrame());
+    if (status != FrameReader::Status::kFrame) {
+      if (status == FrameReader::Status::kBroken && broken.empty()) {
+        broken = shared->reader.error();
+      }
+      break;
+    }
   }
-  if (status == FrameReader::Status::kBroken && broken.empty()) broken = reader.error();
-  for (int fd : reader.TakeFds()) close(fd);
+  {
+    absl::MutexLock lock(&shared->read_mu);
+    for (int fd : shared->reader.TakeFds()) close(fd);
+  }
   bool stopping, terminated;
   {
     absl::MutexLock lock(&shared->mu);
@@ -319,6 +570,8 @@ void ProcessConnection::ReadReplies(std::shared_ptr<Shared> shared) {
     absl::MutexLock lock(&shared->mu);
     shared->dead = error;
     unanswered.swap(shared->pending);
+    shared->answered.store(shared->promised.load(std::memory_order_relaxed),
+                           std::memory_order_release);
     owner = stopping ? nullptr : shared->owner;
   }
   // The worker stops accepting calls before any caller sees a failure: a call made after seeing

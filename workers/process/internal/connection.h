@@ -9,9 +9,11 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -66,6 +68,26 @@ class ConnectionOwner {
 // Whether the calling thread is the reader thread of a connection opened with `context`
 // (completing a reply there): such a thread must not wait for that worker to stop.
 bool OnReaderThreadOf(const void* context);
+// Whether the calling thread is the reader thread of any connection.
+bool OnAnyReaderThread();
+
+// While alive, calls the calling thread sends (ProcessConnection::Invoke) are written to the
+// socket at once, as far as it takes them without blocking; what it does not take is left to the
+// owner's waker (ConnectionOwner::MakeWaker). For a caller that sends one call to an idle process
+// itself instead of handing it to the actor's thread. Scopes nest. Not copyable.
+class SendNowScope {
+ public:
+  SendNowScope();
+  ~SendNowScope();
+  SendNowScope(const SendNowScope&) = delete;
+  SendNowScope& operator=(const SendNowScope&) = delete;
+
+  // Whether a scope is alive on the calling thread.
+  static bool Active();
+
+ private:
+  bool outer_;
+};
 
 class ProcessConnection final : public workers_internal::EncodedObject {
  public:
@@ -88,12 +110,18 @@ class ProcessConnection final : public workers_internal::EncodedObject {
   Future<std::string> Invoke(absl::string_view method, std::string args) override;
   // Sends what Invoke queued.
   void Flush() override;
+  // After an Invoke inside a SendNowScope: the calling thread, when it waits for that reply,
+  // reads it from the socket itself for a moment rather than waking the reader thread.
+  std::shared_ptr<futures_internal::WaitDriver> TakeWaitDriver() override;
 
   // Sends a frame of any kind and payload; its reply completes the future (tests: frames the
   // worker cannot parse).
   Future<std::string> SendFrameForTesting(FrameKind kind, std::string payload);
 
   pid_t pid() const;
+  // Whether every call sent has been answered (a hint: another thread may send meanwhile).
+  // Thread-safe.
+  bool Idle() const;
 
   ProcessKiller killer() const;
 
@@ -107,6 +135,10 @@ class ProcessConnection final : public workers_internal::EncodedObject {
 
   const std::shared_ptr<Shared> shared_;
   std::thread reader_;
+  // The number of the reply of the call just sent inside a SendNowScope, until TakeWaitDriver or
+  // the next send. Used in the actor's context only (Invoke and TakeWaitDriver, one drain at a
+  // time).
+  std::optional<uint64_t> last_sent_;
 };
 
 }  // namespace concurry::process_internal

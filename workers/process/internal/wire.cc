@@ -156,9 +156,12 @@ bool FrameWriter::SendAll(absl::Span<const absl::string_view> parts, absl::Span<
 
 ssize_t FrameReader::Fill(char* into, size_t size, bool wait) {
   for (;;) {
-    if (wait && ended_fd_ >= 0) {
+    // Waits in poll, not in recvmsg: a recvmsg sleeper is also woken (for nothing) each time the
+    // peer reads what this end sent, since the kernel then announces room to write to every
+    // sleeper on the socket; a poll sleeper asks for input only and sleeps on.
+    if (wait) {
       pollfd fds[2] = {{fd_, POLLIN, 0}, {ended_fd_, POLLIN, 0}};
-      if (poll(fds, 2, -1) < 0) {
+      if (poll(fds, ended_fd_ >= 0 ? 2 : 1, -1) < 0) {
         if (errno == EINTR) continue;
         error_ = absl::StrCat("waiting on the worker socket failed: ", std::strerror(errno));
         return -1;
@@ -201,8 +204,15 @@ bool FrameReader::HasFrame() const {
   return end_ - start_ - kFrameHeaderBytes >= length;
 }
 
-bool FrameReader::ReadAvailable() {
-  for (;;) {
+uint64_t FrameReader::BufferedFrameLength() const {
+  if (end_ - start_ < kFrameHeaderBytes) return 0;
+  uint64_t length = 0;
+  std::memcpy(&length, buffer_.data() + start_ + 8, 8);
+  return length;
+}
+
+bool FrameReader::ReadAvailable(size_t limit) {
+  for (size_t read = 0; read < limit;) {
     if (start_ > 0) {
       std::memmove(buffer_.data(), buffer_.data() + start_, end_ - start_);
       end_ -= start_;
@@ -213,7 +223,9 @@ bool FrameReader::ReadAvailable() {
     if (got == -2) return true;
     if (got <= 0) return false;
     end_ += static_cast<size_t>(got);
+    read += static_cast<size_t>(got);
   }
+  return true;
 }
 
 FrameReader::Status FrameReader::Next(Frame* frame) {

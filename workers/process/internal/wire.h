@@ -105,9 +105,13 @@ class FrameReader {
   Status Next(Frame* frame);
   // Whether a whole frame is buffered already (Next would not block).
   bool HasFrame() const;
-  // Reads what the socket holds now, without blocking (then HasFrame() may turn true). Returns
-  // false at the end of the stream or on an error.
-  bool ReadAvailable();
+  // The payload length of the next frame, when its header is buffered; else 0.
+  uint64_t BufferedFrameLength() const;
+  // Bytes read from the socket and not returned by Next yet.
+  size_t buffered_bytes() const { return end_ - start_; }
+  // Reads what the socket holds now, without blocking (then HasFrame() may turn true), stopping
+  // once `limit` bytes or more were read. Returns false at the end of the stream or on an error.
+  bool ReadAvailable(size_t limit = SIZE_MAX);
   // File descriptors received so far with the frames (the caller owns them now).
   std::vector<int> TakeFds();
   // Why Next returned kBroken.
