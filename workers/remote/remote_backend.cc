@@ -44,7 +44,7 @@ class RemoteActor final : public workers_internal::ThreadActor, public RemoteOwn
   std::function<void()> MakeWaker() override {
     return [weak = std::weak_ptr<ActorCore>(shared_from_this())] {
       if (std::shared_ptr<ActorCore> actor = weak.lock()) {
-        static_cast<RemoteActor&>(*actor).Schedule();
+        static_cast<RemoteActor&>(*actor).Poke();
       }
     };
   }
