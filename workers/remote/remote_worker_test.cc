@@ -347,20 +347,44 @@ TEST(RemoteStopTest, AStopPastItsTimeoutCancelsTheStream) {
   EXPECT_EQ(w.Call(&Counter::Add, 1).Result(), 1);
   Future<void> busy = w.Call(&Counter::Sleep, 5'000);
   Future<int> behind = w.Call(&Counter::Add, 1);
+  // The actor writes both to the host as it drains them; wait (bounded) until it has, so that
+  // the Stop finds `busy` running on the host rather than queued here.
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (w.Stats().queued > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(w.Stats().queued, 0);
   const absl::Time start = absl::Now();
   EXPECT_TRUE(w.Stop(absl::Seconds(5)));
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
   ASSERT_TRUE(busy.Done());
   ASSERT_TRUE(behind.Done());
-  EXPECT_THROW(busy.Result(), Error);
-  EXPECT_THROW(behind.Result(), Error);
-  const absl::Status status = StatusThrownBy([&] { busy.Result(); });
-  // The running call ends cancelled (the core's Stop cancels what it does not wait for) or
-  // stopped (StoppedError, kFailedPrecondition: the stream was cancelled first), whichever comes
-  // first.
-  EXPECT_TRUE(status.code() == absl::StatusCode::kCancelled ||
-              status.code() == absl::StatusCode::kFailedPrecondition)
-      << status;
+  // The call queued behind is cancelled, as in every mode; the running one ends when the stream
+  // is cancelled at stop_timeout.
+  EXPECT_TRUE(behind.Cancelled());
+  try {
+    busy.Result();
+    FAIL() << "no error";
+  } catch (const StoppedError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("was cancelled by Stop after its timeout"));
+  }
+}
+
+TEST(RemoteStopTest, StopsTimeoutBoundsTheWaitForTheHost) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "Stop(200ms) of a busy remote worker");
+  TestHost host(kHostBinary, kToken);
+  // stop_timeout (30 s by default) is not what bounds this Stop: its own timeout is.
+  auto w = Worker<Counter>::Create(OptionsFor({host.address()}), 0);
+  Future<void> busy = w.Call(&Counter::Sleep, 10'000);
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (w.Stats().queued > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(w.Stats().queued, 0);
+  const absl::Time start = absl::Now();
+  w.Stop(absl::Milliseconds(200));  // Returns false or true: the stream ends about then.
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_GE(took, absl::Milliseconds(150));
+  EXPECT_LT(took, absl::Seconds(1));
+  EXPECT_TRUE(w.StoppedFuture().Wait(absl::Seconds(1)));
+  ASSERT_TRUE(busy.Wait(absl::Seconds(1)));
+  EXPECT_THROW(busy.Result(), StoppedError);
 }
 
 TEST(RemoteCrashTest, APoolReplacesTheWorkerOfAKilledHostOnALiveOne) {

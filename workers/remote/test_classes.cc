@@ -27,6 +27,8 @@ Picky::Picky(bool fail) {
   if (fail) throw std::invalid_argument("Picky refuses to be built");
 }
 
+Stuck::Stuck(int ms) { absl::SleepFor(absl::Milliseconds(ms)); }
+
 int Square(int x) { return x * x; }
 
 }  // namespace remote_test

@@ -34,11 +34,19 @@ class Picky {
   int One() const { return 1; }
 };
 
+// A constructor that sleeps `ms` milliseconds on the host (one that does not return, for Stop).
+class Stuck {
+ public:
+  explicit Stuck(int ms);
+  int One() const { return 1; }
+};
+
 int Square(int x);
 
 }  // namespace remote_test
 
 CONCURRY_REGISTER_WORKER(remote_test::Counter, (int), Add, Get, Pid, Reflect, Throw, Sleep, Repeat);
 CONCURRY_REGISTER_WORKER(remote_test::Picky, (bool), One);
+CONCURRY_REGISTER_WORKER(remote_test::Stuck, (int), One);
 
 #endif  // CONCURRY_WORKERS_REMOTE_TEST_CLASSES_H_
