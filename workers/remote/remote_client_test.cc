@@ -143,9 +143,9 @@ TEST(RemoteClientStopTest, AStopPastItsTimeoutEndsAConstructorThatNeverReturns) 
   Promise<void> constructed;
   Future<void> done = constructed.GetFuture();
   auto make = [&backend, actor = core.get(),
-               bytes = workers_internal::EncodeConstructor<remote_test::Stuck>(60'000)]() mutable {
+               bytes = workers_internal::EncodeConstructor<remote_test::Slow>(60'000)]() mutable {
     return backend
-        .MakeEncodedObject(workers_internal::EncodedClassOf<remote_test::Stuck>(), std::move(bytes),
+        .MakeEncodedObject(workers_internal::EncodedClassOf<remote_test::Slow>(), std::move(bytes),
                            *actor)
         .release();
   };
@@ -166,7 +166,7 @@ TEST(RemoteClientStopTest, AStopPastItsTimeoutEndsAConstructorThatNeverReturns) 
     done.Result();
     FAIL() << "no error";
   } catch (const StoppedError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("remote_test::Stuck"));
+    EXPECT_THAT(e.what(), HasSubstr("remote_test::Slow"));
     EXPECT_THAT(e.what(), HasSubstr(host.address()));
     EXPECT_THAT(e.what(), HasSubstr("cancelled by Stop after its timeout"));
   }

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <fstream>
 #include <stdexcept>
 #include <string>
 
@@ -27,7 +28,11 @@ Picky::Picky(bool fail) {
   if (fail) throw std::invalid_argument("Picky refuses to be built");
 }
 
-Stuck::Stuck(int ms) { absl::SleepFor(absl::Milliseconds(ms)); }
+Slow::Slow(int ms) { absl::SleepFor(absl::Milliseconds(ms)); }
+void Slow::Sleep(std::string started, int ms) const {
+  std::ofstream(started).put('1');
+  absl::SleepFor(absl::Milliseconds(ms));
+}
 
 int Square(int x) { return x * x; }
 

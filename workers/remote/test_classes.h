@@ -34,11 +34,13 @@ class Picky {
   int One() const { return 1; }
 };
 
-// A constructor that sleeps `ms` milliseconds on the host (one that does not return, for Stop).
-class Stuck {
+// Sleeps `ms` milliseconds in its constructor (one that does not return, for Stop), and in Sleep
+// once it has created the file `started` (a test waits for that file to know that the call runs
+// on the host, not merely that it was sent).
+class Slow {
  public:
-  explicit Stuck(int ms);
-  int One() const { return 1; }
+  explicit Slow(int ms);
+  void Sleep(std::string started, int ms) const;
 };
 
 int Square(int x);
@@ -47,6 +49,6 @@ int Square(int x);
 
 CONCURRY_REGISTER_WORKER(remote_test::Counter, (int), Add, Get, Pid, Reflect, Throw, Sleep, Repeat);
 CONCURRY_REGISTER_WORKER(remote_test::Picky, (bool), One);
-CONCURRY_REGISTER_WORKER(remote_test::Stuck, (int), One);
+CONCURRY_REGISTER_WORKER(remote_test::Slow, (int), Sleep);
 
 #endif  // CONCURRY_WORKERS_REMOTE_TEST_CLASSES_H_
