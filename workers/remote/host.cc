@@ -1,5 +1,6 @@
 #include "workers/remote/host.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -60,11 +61,15 @@ class Session {
  public:
   Session(const EncodedClass& cls, void* object,
           grpc::ServerReaderWriter<HostFrame, ClientFrame>* stream, int max_message_bytes,
-          std::atomic<int64_t>* calls)
+          int64_t client_max_message_bytes, std::atomic<int64_t>* calls)
       : cls_(cls),
         object_(object),
         stream_(stream),
         max_message_bytes_(max_message_bytes),
+        client_max_message_bytes_(client_max_message_bytes),
+        reply_limit_(client_max_message_bytes > 0
+                         ? std::min<int64_t>(max_message_bytes, client_max_message_bytes)
+                         : max_message_bytes),
         calls_(calls) {}
 
   // Reads frames until the stream ends, running calls meanwhile; then destroys the object.
@@ -140,12 +145,16 @@ class Session {
       frame.mutable_reply()->set_reply(std::move(reply));
       // A reply gRPC would refuse to send would end the stream, and the worker with it: the
       // caller gets an error instead.
-      if (frame.ByteSizeLong() > static_cast<size_t>(max_message_bytes_)) {
+      if (frame.ByteSizeLong() > static_cast<size_t>(reply_limit_)) {
         const size_t size = frame.ByteSizeLong();
-        frame.mutable_reply()->set_reply(ErrorReply(absl::ResourceExhaustedError(
-            absl::StrCat("the reply of ", call.method(), " is ", size,
-                         " bytes, more than the worker host's --max_message_bytes (",
-                         max_message_bytes_, ")"))));
+        frame.mutable_reply()->set_reply(ErrorReply(absl::ResourceExhaustedError(absl::StrCat(
+            "the reply of ", call.method(), " is ", size, " bytes, more than the ", reply_limit_,
+            " allowed (the worker host's --max_message_bytes is ", max_message_bytes_,
+            client_max_message_bytes_ > 0
+                ? absl::StrCat(", the client's remote.max_message_bytes is ",
+                               client_max_message_bytes_)
+                : std::string(),
+            ")"))));
       }
       calls_->fetch_add(1, std::memory_order_relaxed);
       // A failed write: the stream is over, and the reader sees it too.
@@ -157,6 +166,9 @@ class Session {
   void* const object_;
   grpc::ServerReaderWriter<HostFrame, ClientFrame>* const stream_;
   const int max_message_bytes_;
+  // What the client's Create said it accepts (0: not said), and the smaller of the two limits.
+  const int64_t client_max_message_bytes_;
+  const int64_t reply_limit_;
   std::atomic<int64_t>* const calls_;
 
   absl::Mutex mu_;
@@ -208,6 +220,7 @@ class Service final : public v1::WorkerHost::Service {
     }
     void* object = nullptr;
     HostFrame created;
+    created.mutable_created()->set_max_message_bytes(options_.max_message_bytes);
     try {
       object = cls->construct(first.create().constructor());
       created.mutable_created()->set_reply(workers_internal::EncodeReply());
@@ -220,7 +233,10 @@ class Service final : public v1::WorkerHost::Service {
       return grpc::Status::OK;
     }
     created_.fetch_add(1, std::memory_order_relaxed);
-    Session(*cls, object, stream, options_.max_message_bytes, &calls_).Serve();
+    // A reply larger than what the client accepts would end the stream at the client: it is
+    // held to the smaller limit (a client that does not say is held to the host's).
+    const int64_t client_max = first.create().max_message_bytes();
+    Session(*cls, object, stream, options_.max_message_bytes, client_max, &calls_).Serve();
     return grpc::Status::OK;
   }
 

@@ -4,6 +4,7 @@
 // the stream and moves on, so calls made back to back are pipelined, while the host runs them one
 // at a time in FIFO order and the connection's reader completes their replies.
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <exception>
@@ -11,7 +12,10 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
 #include "workers/backend.h"
@@ -27,17 +31,69 @@ namespace {
 
 using workers_internal::ActorCore;
 
+// How long a Stop past its deadline waits for the worker to end once it cancelled the stream.
+constexpr absl::Duration kCancelGrace = absl::Milliseconds(100);
+
+// Thread-safety: Stop, Died, MakeWaker, Launched and StopDeadline are safe from any thread;
+// set_connection, Closed and AfterDrain run on the actor's thread.
 class RemoteActor final : public workers_internal::ThreadActor, public RemoteOwner {
  public:
   using ThreadActor::ThreadActor;
 
+  // A Stop with a timeout also bounds how long the host may take to finish: at the deadline the
+  // stream is cancelled (calls not answered fail with StoppedError). Stop(0), which pools and
+  // handle destructors use to stop without waiting, leaves the host its stop_timeout.
   bool Stop(absl::Duration timeout) override {
+    if (timeout > absl::ZeroDuration() && timeout != absl::InfiniteDuration()) {
+      const int64_t deadline = absl::ToUnixNanos(absl::Now() + timeout);
+      int64_t current = stop_deadline_ns_.load(std::memory_order_relaxed);
+      while (deadline < current && !stop_deadline_ns_.compare_exchange_weak(
+                                       current, deadline, std::memory_order_relaxed)) {
+      }
+    }
     // On the thread that completes this worker's replies, waiting would wait for itself.
     if (OnReaderThreadOf(this)) {
       ActorCore::Stop(absl::ZeroDuration());
       return stopped_future().Done();
     }
-    return ActorCore::Stop(timeout);
+    const absl::Time deadline = absl::Now() + timeout;
+    if (ActorCore::Stop(timeout) || timeout == absl::ZeroDuration() ||
+        timeout == absl::InfiniteDuration() || absl::Now() < deadline) {
+      // Done, or a Stop that did not wait (inside this worker's own context or Stop pass).
+      return stopped_future().Done();
+    }
+    // The deadline passed. The actor's thread cancels the stream when it gets to the stop, but it
+    // may be blocked meanwhile: waiting for the host to build the object, or writing a call to a
+    // host that does not read. Cancel it from here too.
+    std::function<void()> cancel;
+    {
+      absl::MutexLock lock(&cancel_mu_);
+      cancel = cancel_;
+    }
+    if (cancel) cancel();
+    stopped_future().Wait(kCancelGrace);
+    return false;
+  }
+
+  absl::Time StopDeadline() const override {
+    const absl::Duration grace = options().stop_timeout;
+    const absl::Time own =
+        grace == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + grace;
+    const int64_t asked = stop_deadline_ns_.load(std::memory_order_relaxed);
+    return asked == INT64_MAX ? own : std::min(own, absl::FromUnixNanos(asked));
+  }
+
+  void Launched(std::function<void()> cancel) override {
+    {
+      absl::MutexLock lock(&cancel_mu_);
+      cancel_ = cancel;
+    }
+    // A Stop whose deadline passed while the stream was being opened found nothing to cancel;
+    // it is cancelled here instead (a Stop that reads cancel_ after the store above cancels it
+    // itself).
+    if (stop_deadline_ns_.load(std::memory_order_relaxed) <= absl::ToUnixNanos(absl::Now())) {
+      cancel();
+    }
   }
 
   void Died(std::exception_ptr error) override { StopWithError(std::move(error)); }
@@ -63,6 +119,11 @@ class RemoteActor final : public workers_internal::ThreadActor, public RemoteOwn
  private:
   // Used on the actor's thread only (built, flushed and destroyed there).
   RemoteConnection* connection_ = nullptr;
+  // The earliest deadline a Stop asked for (Unix ns; INT64_MAX: none).
+  std::atomic<int64_t> stop_deadline_ns_{INT64_MAX};
+  absl::Mutex cancel_mu_;
+  // Cancels the stream (Launched); empty before it is open.
+  std::function<void()> cancel_ ABSL_GUARDED_BY(cancel_mu_);
 };
 
 class RemoteBackend final : public WorkerBackend {

@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
@@ -338,29 +339,71 @@ TEST(RemoteTlsTest, TalksTlsWithCertificatesMadeByTheTest) {
               HasSubstr("cannot read"));
 }
 
+// A path under the test's temporary directory that does not exist yet (for
+// remote_test::Slow::Sleep, which creates it once the call runs on the host).
+std::string StartedFile(absl::string_view name) {
+  static int count = 0;
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  return absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", name, "_", getpid(), "_", ++count);
+}
+
+// Whether the file `path` exists within `wait`.
+bool AppearsWithin(const std::string& path, absl::Duration wait) {
+  const absl::Time until = absl::Now() + wait;
+  while (access(path.c_str(), F_OK) != 0) {
+    if (absl::Now() >= until) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
 TEST(RemoteStopTest, AStopPastItsTimeoutCancelsTheStream) {
   testkit::Watchdog watchdog(absl::Seconds(30), "Stop of a busy remote worker");
   TestHost host(kHostBinary, kToken);
   WorkerOptions options = OptionsFor({host.address()});
   options.stop_timeout = absl::Milliseconds(200);
-  auto w = Worker<Counter>::Create(options, 0);
-  EXPECT_EQ(w.Call(&Counter::Add, 1).Result(), 1);
-  Future<void> busy = w.Call(&Counter::Sleep, 5'000);
-  Future<int> behind = w.Call(&Counter::Add, 1);
+  auto w = Worker<remote_test::Slow>::Create(options, 0);
+  const std::string started = StartedFile("busy");
+  Future<void> busy = w.Call(&remote_test::Slow::Sleep, started, 5'000);
+  Future<void> behind = w.Call(&remote_test::Slow::Sleep, StartedFile("behind"), 0);
+  // Stop must find `busy` running on the host (a call the host has not started when the Stop
+  // arrives is cancelled, as in every mode), and `behind` sent behind it.
+  ASSERT_TRUE(AppearsWithin(started, absl::Seconds(10)));
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (w.Stats().queued > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(w.Stats().queued, 0);
   const absl::Time start = absl::Now();
   EXPECT_TRUE(w.Stop(absl::Seconds(5)));
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
   ASSERT_TRUE(busy.Done());
   ASSERT_TRUE(behind.Done());
-  EXPECT_THROW(busy.Result(), Error);
-  EXPECT_THROW(behind.Result(), Error);
-  const absl::Status status = StatusThrownBy([&] { busy.Result(); });
-  // The running call ends cancelled (the core's Stop cancels what it does not wait for) or
-  // stopped (StoppedError, kFailedPrecondition: the stream was cancelled first), whichever comes
-  // first.
-  EXPECT_TRUE(status.code() == absl::StatusCode::kCancelled ||
-              status.code() == absl::StatusCode::kFailedPrecondition)
-      << status;
+  // The call queued behind is cancelled, as in every mode; the running one ends when the stream
+  // is cancelled at stop_timeout.
+  EXPECT_TRUE(behind.Cancelled());
+  try {
+    busy.Result();
+    FAIL() << "no error";
+  } catch (const StoppedError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("was cancelled by Stop after its timeout"));
+  }
+}
+
+TEST(RemoteStopTest, StopsTimeoutBoundsTheWaitForTheHost) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "Stop(200ms) of a busy remote worker");
+  TestHost host(kHostBinary, kToken);
+  // stop_timeout (30 s by default) is not what bounds this Stop: its own timeout is.
+  auto w = Worker<remote_test::Slow>::Create(OptionsFor({host.address()}), 0);
+  const std::string started = StartedFile("busy");
+  Future<void> busy = w.Call(&remote_test::Slow::Sleep, started, 10'000);
+  ASSERT_TRUE(AppearsWithin(started, absl::Seconds(10)));
+  const absl::Time start = absl::Now();
+  w.Stop(absl::Milliseconds(200));  // Returns false or true: the stream ends about then.
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_GE(took, absl::Milliseconds(150));
+  EXPECT_LT(took, absl::Seconds(1));
+  EXPECT_TRUE(w.StoppedFuture().Wait(absl::Seconds(1)));
+  ASSERT_TRUE(busy.Wait(absl::Seconds(1)));
+  EXPECT_THROW(busy.Result(), StoppedError);
 }
 
 TEST(RemoteCrashTest, APoolReplacesTheWorkerOfAKilledHostOnALiveOne) {

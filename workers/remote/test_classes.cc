@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <fstream>
 #include <stdexcept>
 #include <string>
 
@@ -25,6 +26,12 @@ std::string Counter::Repeat(std::string s, int times) const {
 
 Picky::Picky(bool fail) {
   if (fail) throw std::invalid_argument("Picky refuses to be built");
+}
+
+Slow::Slow(int ms) { absl::SleepFor(absl::Milliseconds(ms)); }
+void Slow::Sleep(std::string started, int ms) const {
+  std::ofstream(started).put('1');
+  absl::SleepFor(absl::Milliseconds(ms));
 }
 
 int Square(int x) { return x * x; }

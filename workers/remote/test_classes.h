@@ -34,11 +34,21 @@ class Picky {
   int One() const { return 1; }
 };
 
+// Sleeps `ms` milliseconds in its constructor (one that does not return, for Stop), and in Sleep
+// once it has created the file `started` (a test waits for that file to know that the call runs
+// on the host, not merely that it was sent).
+class Slow {
+ public:
+  explicit Slow(int ms);
+  void Sleep(std::string started, int ms) const;
+};
+
 int Square(int x);
 
 }  // namespace remote_test
 
 CONCURRY_REGISTER_WORKER(remote_test::Counter, (int), Add, Get, Pid, Reflect, Throw, Sleep, Repeat);
 CONCURRY_REGISTER_WORKER(remote_test::Picky, (bool), One);
+CONCURRY_REGISTER_WORKER(remote_test::Slow, (int), Sleep);
 
 #endif  // CONCURRY_WORKERS_REMOTE_TEST_CLASSES_H_

@@ -1,6 +1,8 @@
 #include "workers/remote/internal/connection.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -54,18 +56,58 @@ bool Connect(grpc::Channel& channel, absl::Time deadline, bool skip_if_down) {
 
 }  // namespace
 
+std::exception_ptr StreamEndedError(const std::string& worker, absl::StatusCode code,
+                                    const std::string& message, const std::string& broken) {
+  if (!broken.empty()) {
+    return std::make_exception_ptr(CrashedError(absl::StrCat(
+        "the remote ", worker, " is gone: ", broken, "; the calls it had not answered failed")));
+  }
+  const std::string text =
+      absl::StrCat("the remote ", worker, " is gone: ", absl::StatusCodeToString(code), ": ",
+                   message, "; the calls it had not answered failed");
+  switch (code) {
+    // The connection or the host failed: the worker crashed, as a process worker does.
+    case absl::StatusCode::kOk:  // The host ended the stream without being asked to.
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kDataLoss:
+      return std::make_exception_ptr(CrashedError(text));
+    // Anything else says why (RESOURCE_EXHAUSTED, UNAUTHENTICATED, PERMISSION_DENIED, CANCELLED,
+    // DEADLINE_EXCEEDED, ...): the code stays visible to the caller.
+    default:
+      return std::make_exception_ptr(StatusError(absl::Status(code, text)));
+  }
+}
+
 bool OnReaderThreadOf(const void* context) {
   return context != nullptr && reader_context == context;
 }
 
 // What the connection shares with its reader thread, which may outlive it (detached when a
 // reply's continuation on that thread never returns).
+//
+// Thread-safety: `target`, `class_name`, `context_tag`, `channel`, `stub` and `stream` are set in
+// Open before any other thread sees the state and never change. `context` is used by the actor's
+// thread and the reader, and TryCancel'led from any thread (which gRPC allows). Only the actor's
+// thread writes to the stream (Open, Invoke, Flush, the destructor), and the reader finishes it;
+// both under `write_mu`.
 struct StreamState {
-  // Sends a cancellation for call `id`: at once when no write is in progress, else with the
-  // actor's next Flush.
+  // A call sent and not answered yet.
+  struct PendingCall {
+    uint64_t id;
+    Promise<std::string> promise;
+  };
+
+  // Queues a cancellation for call `id` and wakes the actor's thread, which writes it at its next
+  // Flush. Any thread; never writes: a write may block until the host reads, and the reader
+  // blocked that way could deadlock with a host waiting for the reader to take a reply.
   void Cancel(uint64_t id) ABSL_LOCKS_EXCLUDED(write_mu, mu);
   // Writes the cancellations asked for meanwhile.
   void WriteCancelsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu) ABSL_LOCKS_EXCLUDED(mu);
+  // Cancels the stream for a Stop past its deadline (any thread): what it had not answered, and
+  // a Create in progress, fail with StoppedError.
+  void CancelForStop() ABSL_LOCKS_EXCLUDED(mu);
   // "worker app::Counter on host 127.0.0.1:7000".
   std::string Describe() const { return absl::StrCat("worker ", class_name, " on host ", target); }
 
@@ -81,16 +123,19 @@ struct StreamState {
   // while it finishes the stream.
   absl::Mutex write_mu ABSL_ACQUIRED_BEFORE(mu);
   uint64_t next_id ABSL_GUARDED_BY(write_mu) = 0;
+  // Set once nothing may be written any more: the Stop was sent, or the reader finished the
+  // stream (set before Finish, so no write follows it).
   bool writes_done ABSL_GUARDED_BY(write_mu) = false;
 
   absl::Mutex mu;
   std::vector<uint64_t> cancels ABSL_GUARDED_BY(mu);
-  // Replies awaited, in call order.
-  std::deque<Promise<std::string>> pending ABSL_GUARDED_BY(mu);
+  // Replies awaited, in call order (the host answers in that order).
+  std::deque<PendingCall> pending ABSL_GUARDED_BY(mu);
   // Set once the stream ended: what new calls fail with.
   std::exception_ptr dead ABSL_GUARDED_BY(mu);
   // Set before the Stop is sent: the end of the stream is expected from then on.
   bool stopping ABSL_GUARDED_BY(mu) = false;
+  // The stream was cancelled because a Stop's deadline passed.
   bool cancelled_by_stop ABSL_GUARDED_BY(mu) = false;
   RemoteOwner* owner ABSL_GUARDED_BY(mu) = nullptr;
   std::function<void()> wake_writer ABSL_GUARDED_BY(mu);
@@ -105,12 +150,17 @@ void StreamState::Cancel(uint64_t id) {
     cancels.push_back(id);
     wake = wake_writer;
   }
-  if (write_mu.TryLock()) {
-    WriteCancelsLocked();
-    write_mu.Unlock();
-  } else if (wake) {
-    wake();  // The actor's thread is writing: it sends the cancellation at its next Flush.
+  if (wake) wake();
+}
+
+void StreamState::CancelForStop() {
+  {
+    absl::MutexLock lock(&mu);
+    if (dead != nullptr) return;  // Over already.
+    stopping = true;
+    cancelled_by_stop = true;
   }
+  context.TryCancel();
 }
 
 void StreamState::WriteCancelsLocked() {
@@ -163,10 +213,16 @@ std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal:
   // The token travels as gRPC call credentials.
   state->context.set_credentials(TokenCredentials(remote.token));
   state->stream = state->stub->Connect(&state->context);
+  // From here a Stop past its deadline can cancel the stream, and with it a constructor that does
+  // not return or a host that does not answer.
+  owner->Launched([weak = std::weak_ptr<StreamState>(state)] {
+    if (std::shared_ptr<StreamState> state = weak.lock()) state->CancelForStop();
+  });
 
   ClientFrame create;
   create.mutable_create()->set_class_name(std::string(cls.name));
   create.mutable_create()->set_constructor(std::move(ctor));
+  create.mutable_create()->set_max_message_bytes(remote.max_message_bytes);
   HostFrame created;
   const bool answered = state->stream->Write(create) && state->stream->Read(&created);
   if (!answered || !created.has_created()) {
@@ -175,6 +231,16 @@ std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal:
     while (state->stream->Read(&created)) {
     }
     const grpc::Status status = state->stream->Finish();
+    bool cancelled_by_stop;
+    {
+      absl::MutexLock lock(&state->mu);
+      cancelled_by_stop = state->cancelled_by_stop;
+    }
+    if (cancelled_by_stop) {
+      throw StoppedError(absl::StrCat("the remote ", state->Describe(),
+                                      " was cancelled by Stop after its timeout, before its "
+                                      "constructor returned on the host"));
+    }
     const absl::Status error =
         status.ok() ? absl::DataLossError("the host ended the stream") : ToAbsl(status);
     throw StatusError(absl::Status(
@@ -196,13 +262,19 @@ std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal:
   }
   std::unique_ptr<RemoteConnection> connection(new RemoteConnection(state));
   connection->owner_ = owner;
-  connection->stop_timeout_ = options.stop_timeout;
-  connection->max_message_bytes_ = remote.max_message_bytes;
+  connection->own_max_message_bytes_ = remote.max_message_bytes;
+  connection->host_max_message_bytes_ = created.created().max_message_bytes();
+  // A host that does not say (0) is held to the client's limit only.
+  connection->max_message_bytes_ =
+      connection->host_max_message_bytes_ > 0
+          ? std::min<int64_t>(remote.max_message_bytes, connection->host_max_message_bytes_)
+          : remote.max_message_bytes;
   connection->reader_ = std::thread(&RemoteConnection::ReadReplies, state);
   return connection;
 }
 
 RemoteConnection::~RemoteConnection() {
+  const absl::Time deadline = owner_->StopDeadline();
   owner_->Closed();
   std::vector<Future<std::string>> queued;
   {
@@ -214,7 +286,7 @@ RemoteConnection::~RemoteConnection() {
     // here those were sent ahead to the host, which cancels them too when it reads the Stop
     // (their promises stay in `pending`, to be matched with the host's replies).
     for (size_t i = 1; i < state_->pending.size(); ++i) {
-      queued.push_back(state_->pending[i].GetFuture());
+      queued.push_back(state_->pending[i].promise.GetFuture());
     }
   }
   for (const Future<std::string>& call : queued) call.Cancel();
@@ -233,7 +305,7 @@ RemoteConnection::~RemoteConnection() {
   bool done;
   {
     absl::MutexLock lock(&state_->mu);
-    done = state_->mu.AwaitWithTimeout(absl::Condition(&reader_done), stop_timeout_);
+    done = state_->mu.AwaitWithDeadline(absl::Condition(&reader_done), deadline);
     if (!done) state_->cancelled_by_stop = true;
   }
   if (!done) {
@@ -255,13 +327,18 @@ Future<std::string> RemoteConnection::Invoke(absl::string_view method, std::stri
   frame.mutable_call()->set_method(std::string(method));
   frame.mutable_call()->set_args(std::move(args));
   frame.mutable_call()->set_id(UINT64_MAX);  // The largest id: the size checked is the most.
-  // gRPC would refuse to send it and end the stream, and the worker with it: this call fails
-  // alone instead.
+  // gRPC (this side's or the host's) would refuse it and end the stream, and the worker with it:
+  // this call fails alone instead.
   if (const size_t size = frame.ByteSizeLong(); size > static_cast<size_t>(max_message_bytes_)) {
     return MakeFailedFuture<std::string>(
         std::make_exception_ptr(StatusError(absl::ResourceExhaustedError(absl::StrCat(
             "the call of ", method, " on the remote ", state_->Describe(), " is ", size,
-            " bytes, more than remote.max_message_bytes (", max_message_bytes_, ")")))));
+            " bytes, more than the ", max_message_bytes_, " allowed (remote.max_message_bytes is ",
+            own_max_message_bytes_,
+            host_max_message_bytes_ > 0
+                ? absl::StrCat(", the host's --max_message_bytes is ", host_max_message_bytes_)
+                : std::string(),
+            ")")))));
   }
   Promise<std::string> promise;
   Future<std::string> reply = promise.GetFuture();
@@ -275,11 +352,13 @@ Future<std::string> RemoteConnection::Invoke(absl::string_view method, std::stri
   {
     absl::MutexLock lock(&state_->mu);
     if (state_->dead != nullptr) return MakeFailedFuture<std::string>(state_->dead);
-    state_->pending.push_back(std::move(promise));
+    state_->pending.push_back({id, std::move(promise)});
   }
   state_->WriteCancelsLocked();
-  // A failed write means the stream is over: the reader fails the reply with the reason.
-  state_->stream->Write(frame);
+  // Once the reader has finished the stream, nothing may be written (gRPC forbids a Write after
+  // Finish); the reader fails the reply queued above with the reason the stream ended. A failed
+  // write also means the stream is over, and the reader does the same.
+  if (!state_->writes_done) state_->stream->Write(frame);
   return reply;
 }
 
@@ -296,16 +375,26 @@ void RemoteConnection::ReadReplies(std::shared_ptr<StreamState> state) {
   HostFrame frame;
   std::string broken;
   while (state->stream->Read(&frame)) {
+    if (!broken.empty()) continue;  // Cancelled already: Read fails soon.
     std::optional<Promise<std::string>> promise;
     {
       absl::MutexLock lock(&state->mu);
-      if (frame.has_reply() && !state->pending.empty()) {
-        promise.emplace(std::move(state->pending.front()));
+      if (!frame.has_reply()) {
+        broken = "the host sent a message that is not a reply";
+      } else if (state->pending.empty()) {
+        broken = absl::StrCat("the host sent a reply to call ", frame.reply().id(),
+                              ", but no call was waiting for one");
+      } else if (frame.reply().id() != state->pending.front().id) {
+        // A host bug or a proxy that reorders: handing this reply to the wrong future would be
+        // silently wrong, so the stream is given up.
+        broken = absl::StrCat("the host sent a reply to call ", frame.reply().id(),
+                              " where the reply to call ", state->pending.front().id, " was due");
+      } else {
+        promise.emplace(std::move(state->pending.front().promise));
         state->pending.pop_front();
       }
     }
     if (!promise.has_value()) {
-      broken = "the host sent a message that answers no call";
       state->context.TryCancel();
       continue;  // Read fails next.
     }
@@ -313,7 +402,8 @@ void RemoteConnection::ReadReplies(std::shared_ptr<StreamState> state) {
   }
   grpc::Status status;
   {
-    // No write is in progress once this is held; none starts after `dead` is set below.
+    // No write is in progress once this is held, and none starts after: writes_done is set
+    // before Finish, and Invoke, Flush and the destructor check it under this lock.
     absl::MutexLock write_lock(&state->write_mu);
     state->writes_done = true;
     status = state->stream->Finish();
@@ -331,14 +421,10 @@ void RemoteConnection::ReadReplies(std::shared_ptr<StreamState> state) {
                      cancelled_by_stop ? " was cancelled by Stop after its timeout" : " stopped",
                      " before it answered this call")));
   } else {
-    error = std::make_exception_ptr(CrashedError(
-        absl::StrCat("the remote ", state->Describe(), " is gone: ",
-                     broken.empty() ? absl::StrCat(absl::StatusCodeToString(ToAbsl(status).code()),
-                                                   ": ", status.error_message())
-                                    : broken,
-                     "; the calls it had not answered failed")));
+    error =
+        StreamEndedError(state->Describe(), ToAbsl(status).code(), status.error_message(), broken);
   }
-  std::deque<Promise<std::string>> unanswered;
+  std::deque<StreamState::PendingCall> unanswered;
   RemoteOwner* owner;
   {
     absl::MutexLock lock(&state->mu);
@@ -349,7 +435,7 @@ void RemoteConnection::ReadReplies(std::shared_ptr<StreamState> state) {
   // The worker stops accepting calls before any caller sees a failure: a call made after seeing
   // one never lands on the dead worker (a pool routes it to a live one).
   if (owner != nullptr) owner->Died(error);
-  for (Promise<std::string>& promise : unanswered) promise.SetError(error);
+  for (StreamState::PendingCall& call : unanswered) call.promise.SetError(error);
   absl::MutexLock lock(&state->mu);
   state->reader_done = true;
 }
