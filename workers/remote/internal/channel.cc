@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "futures/errors.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -86,6 +87,15 @@ class TokenPlugin final : public grpc::MetadataCredentialsPlugin {
 std::shared_ptr<grpc::CallCredentials> TokenCredentials(const std::string& token) {
   return grpc::experimental::MetadataCredentialsFromPlugin(std::make_unique<TokenPlugin>(token),
                                                            GRPC_SECURITY_NONE);
+}
+
+bool WaitUntilConnected(grpc::Channel& channel, absl::Time deadline, bool skip_if_down) {
+  for (;;) {
+    const grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
+    if (state == GRPC_CHANNEL_READY) return true;
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE && skip_if_down) return false;
+    if (!channel.WaitForStateChange(state, absl::ToChronoTime(deadline))) return false;
+  }
 }
 
 std::shared_ptr<grpc::Channel> ChannelFor(const RemoteOptions& options, const std::string& target) {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/time/time.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/security/credentials.h"
 #include "workers/options.h"
@@ -25,6 +26,10 @@ std::shared_ptr<grpc::Channel> ChannelFor(const RemoteOptions& options, const st
 // set on. Their minimum security level is none, so that they apply over plaintext channels too
 // (loopback, a trusted network; TLS is the caller's choice, through RemoteOptions).
 std::shared_ptr<grpc::CallCredentials> TokenCredentials(const std::string& token);
+
+// Waits until `channel` is connected, or `deadline` passes; with `skip_if_down`, gives up at
+// once when the channel failed to connect (the host is down or refuses connections).
+bool WaitUntilConnected(grpc::Channel& channel, absl::Time deadline, bool skip_if_down);
 
 }  // namespace concurry::remote_internal
 

@@ -41,17 +41,6 @@ absl::Status ToAbsl(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
-// Waits until `channel` is connected, or `deadline` passes; with `skip_if_down`, gives up at
-// once when the channel failed to connect (the host is down or refuses connections).
-bool Connect(grpc::Channel& channel, absl::Time deadline, bool skip_if_down) {
-  for (;;) {
-    const grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
-    if (state == GRPC_CHANNEL_READY) return true;
-    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE && skip_if_down) return false;
-    if (!channel.WaitForStateChange(state, absl::ToChronoTime(deadline))) return false;
-  }
-}
-
 }  // namespace
 
 bool OnReaderThreadOf(const void* context) {
@@ -146,7 +135,7 @@ std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal:
   for (size_t k = 0; k < n && state->channel == nullptr; ++k) {
     const std::string& target = remote.hosts[(turn + k) % n];
     std::shared_ptr<grpc::Channel> channel = ChannelFor(remote, target);
-    if (Connect(*channel, deadline, /*skip_if_down=*/k + 1 < n)) {
+    if (WaitUntilConnected(*channel, deadline, /*skip_if_down=*/k + 1 < n)) {
       state->target = target;
       state->channel = std::move(channel);
     }
