@@ -142,9 +142,10 @@ struct RemoteOptions {
   // neither).
   std::string tls_client_cert;
   std::string tls_client_key;
-  // How long Create waits for a connection to a host before it fails (> 0). A host that is
-  // ready is taken at once; the host whose turn it is gets min(connect_timeout / hosts, 1 s) to
-  // connect before a ready one is taken instead, so one unreachable host does not use it all up.
+  // How long Create waits for a connection to a host before it fails (> 0). The host whose turn
+  // it is gets 250 ms to connect once another host is ready (min(connect_timeout / hosts, 1 s)
+  // while none is; none when it is known to be down), then a ready host is taken instead: one
+  // unreachable host does not use connect_timeout up.
   absl::Duration connect_timeout = absl::Seconds(5);
   // How long one connection attempt may take before it counts as failed (gRPC's
   // GRPC_ARG_MIN_RECONNECT_BACKOFF_MS; >= 100 ms): a host that drops packets is marked down

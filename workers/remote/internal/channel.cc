@@ -65,9 +65,11 @@ int Millis(absl::Duration d) {
   return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(d), INT32_MAX));
 }
 
-// The most the host whose turn it is may take to connect before a ready host is taken instead.
+// The most the host whose turn it is may take to connect, while no other host is ready.
 constexpr absl::Duration kTurnSlice = absl::Seconds(1);
-// How often PickHost looks at every candidate once the turn's slice is over.
+// ... and once another host is ready.
+constexpr absl::Duration kTurnGrace = absl::Milliseconds(250);
+// How often PickHost looks at the other candidates.
 constexpr absl::Duration kPollTick = absl::Milliseconds(10);
 
 std::string ReadPem(const std::string& path, const char* field) {
@@ -213,11 +215,8 @@ bool IsLoopbackTarget(absl::string_view target) {
   }
   // "dns:///host:port", "dns://authority/host:port", "ipv4:host:port", "ipv6:[host]:port".
   if (absl::ConsumePrefix(&target, "dns:")) {
-    if (absl::ConsumePrefix(&target, "//")) {
-      const size_t slash = target.find('/');
-      if (slash == absl::string_view::npos) return false;
-      target.remove_prefix(slash + 1);
-    }
+    // "dns://authority/name": the name is resolved by that DNS server, which may say anything.
+    if (absl::ConsumePrefix(&target, "//") && !absl::ConsumePrefix(&target, "/")) return false;
   } else if (!absl::ConsumePrefix(&target, "ipv4:")) {
     absl::ConsumePrefix(&target, "ipv6:");
   }
@@ -266,35 +265,30 @@ HostChoice PickHost(const RemoteOptions& options, size_t turn) {
   const auto choice = [&](size_t k) {
     return HostChoice{options.hosts[(turn + k) % n], channels[k]};
   };
-  // The first host already connected, starting at the turn's; asking for the state also starts
-  // connecting the idle ones, so they connect meanwhile.
-  const auto first_ready = [&]() -> std::optional<size_t> {
-    std::optional<size_t> ready;
-    for (size_t k = 0; k < n; ++k) {
-      if (channels[k]->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_READY && !ready) ready = k;
-    }
-    return ready;
-  };
-  if (std::optional<size_t> k = first_ready()) return choice(*k);
-  // The turn's host gets its slice: placement stays round-robin while every host connects
-  // quickly, and a host that does not is passed over soon.
+  // How long the turn's host may take to connect: its slice, or a short grace once another host
+  // is ready. Placement stays round-robin while hosts connect quickly (a pool's workers made at
+  // once start every channel connecting together), and a host that does not is passed over soon.
   const absl::Duration slice =
       std::min(options.connect_timeout / static_cast<int64_t>(n), kTurnSlice);
-  if (WaitUntilConnected(*channels[0], std::min(deadline, start + slice), /*skip_if_down=*/true)) {
-    return choice(0);
-  }
-  // Then the first host to connect, in turn order, polling every few milliseconds (gRPC waits on
-  // one channel at a time).
+  const absl::Duration grace = std::min(slice, kTurnGrace);
+  std::vector<grpc_connectivity_state> states(n);
   for (;;) {
-    if (std::optional<size_t> k = first_ready()) return choice(*k);
-    const absl::Time now = absl::Now();
-    if (now >= deadline) break;
-    for (size_t k = 0; k < n; ++k) {
-      const grpc_connectivity_state state = channels[k]->GetState(/*try_to_connect=*/true);
-      if (state == GRPC_CHANNEL_READY) break;
-      channels[k]->WaitForStateChange(
-          state, absl::ToChronoTime(std::min(deadline, absl::Now() + kPollTick)));
+    // Asking for the state also starts connecting an idle channel.
+    for (size_t k = 0; k < n; ++k) states[k] = channels[k]->GetState(/*try_to_connect=*/true);
+    if (states[0] == GRPC_CHANNEL_READY) return choice(0);
+    std::optional<size_t> ready;
+    for (size_t k = 1; k < n && !ready; ++k) {
+      if (states[k] == GRPC_CHANNEL_READY) ready = k;
     }
+    const absl::Time now = absl::Now();
+    // A turn's host known to be down (its last attempt failed) gets no patience.
+    if (ready && (states[0] == GRPC_CHANNEL_TRANSIENT_FAILURE || now - start >= grace)) {
+      return choice(*ready);
+    }
+    if (now >= deadline) break;
+    // Woken when the turn's host changes state, or at the next tick to look at the others.
+    channels[0]->WaitForStateChange(states[0],
+                                    absl::ToChronoTime(std::min(deadline, now + kPollTick)));
   }
   throw StatusError(absl::UnavailableError(
       absl::StrCat("worker options: remote: could not connect to ",

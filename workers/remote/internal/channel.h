@@ -55,12 +55,12 @@ struct HostChoice {
   std::shared_ptr<grpc::Channel> channel;
 };
 
-// Picks the host for a worker whose turn is `turn` (host turn % hosts of options.hosts): the
-// first host already connected, starting at the turn's; else, the turn's host if it connects
-// within min(connect_timeout / hosts, 1 s) (its slice); else the first host (in turn order) that
-// connects before connect_timeout passes. A host known to be down (its last connection attempt
-// failed) is passed over at once. Throws StatusError (kUnavailable) when no host connected
-// within options.connect_timeout.
+// Picks the host for a worker whose turn is `turn` (host turn % hosts of options.hosts): that
+// host if it is connected, or connects within min(connect_timeout / hosts, 1 s) while no other
+// host is ready, or within 250 ms (at most that slice) once one is; else the first ready host
+// after it in turn order. A turn's host known to be down (its last connection attempt failed) is
+// passed over as soon as another host is ready. Throws StatusError (kUnavailable) when no host
+// connected within options.connect_timeout.
 HostChoice PickHost(const RemoteOptions& options, size_t turn);
 
 }  // namespace concurry::remote_internal
