@@ -369,6 +369,20 @@ TEST_F(FailoverTest, TheTokenMayComeFromAFile) {
   EXPECT_THROW(Worker<Counter>::Create(options, 0), InvalidOptionError);
 }
 
+TEST_F(FailoverTest, AShortTokenIsWarnedAboutOnce) {
+  WorkerOptions options = OptionsFor({"127.0.0.1:1"});
+  options.remote->token = "short";
+  options.remote->connect_timeout = absl::Milliseconds(50);
+  std::string warnings[2];
+  for (std::string& warning : warnings) {
+    ::testing::internal::CaptureStderr();
+    EXPECT_THROW(Worker<Counter>::Create(options, 0), StatusError);  // No host there.
+    warning = ::testing::internal::GetCapturedStderr();
+  }
+  EXPECT_THAT(warnings[0], HasSubstr("the remote token is 5 bytes; use at least 16"));
+  EXPECT_THAT(warnings[1], ::testing::Not(HasSubstr("remote token")));
+}
+
 TEST_F(FailoverTest, BadTimingSettingsAreRefused) {
   const auto error_for = [](auto change) -> std::string {
     WorkerOptions options = OptionsFor({"127.0.0.1:1"});
