@@ -73,8 +73,32 @@ struct Delta {
   std::optional<bool> unwrap_futures;
   std::optional<absl::Duration> stop_timeout;
   std::optional<int> max_workers;
-  std::optional<RemoteOptions> remote;
+  // The remote settings before and after the change: only the fields that differ are applied,
+  // so a scope that sets remote.token alone keeps an outer scope's remote.hosts.
+  std::optional<std::pair<RemoteOptions, RemoteOptions>> remote;
 };
+
+// Writes over `out` the fields of `after` that differ from `before`.
+void ApplyRemoteChanges(const RemoteOptions& before, const RemoteOptions& after,
+                        RemoteOptions& out) {
+  const auto take = [&](auto RemoteOptions::*field) {
+    if (after.*field != before.*field) out.*field = after.*field;
+  };
+  take(&RemoteOptions::hosts);
+  take(&RemoteOptions::token);
+  take(&RemoteOptions::token_file);
+  take(&RemoteOptions::allow_insecure);
+  take(&RemoteOptions::tls_root_certs);
+  take(&RemoteOptions::tls_client_cert);
+  take(&RemoteOptions::tls_client_key);
+  take(&RemoteOptions::connect_timeout);
+  take(&RemoteOptions::connect_attempt_timeout);
+  take(&RemoteOptions::reconnect_backoff_initial);
+  take(&RemoteOptions::reconnect_backoff_max);
+  take(&RemoteOptions::keepalive_time);
+  take(&RemoteOptions::keepalive_timeout);
+  take(&RemoteOptions::max_message_bytes);
+}
 
 Delta Diff(const WorkerDefaults& before, const WorkerDefaults& after) {
   Delta d;
@@ -85,7 +109,7 @@ Delta Diff(const WorkerDefaults& before, const WorkerDefaults& after) {
   if (after.unwrap_futures != before.unwrap_futures) d.unwrap_futures = after.unwrap_futures;
   if (after.stop_timeout != before.stop_timeout) d.stop_timeout = after.stop_timeout;
   if (after.max_workers != before.max_workers) d.max_workers = after.max_workers;
-  if (after.remote != before.remote) d.remote = after.remote;
+  if (after.remote != before.remote) d.remote.emplace(before.remote, after.remote);
   return d;
 }
 
@@ -96,7 +120,7 @@ void Apply(const Delta& d, WorkerDefaults& out) {
   if (d.unwrap_futures) out.unwrap_futures = *d.unwrap_futures;
   if (d.stop_timeout) out.stop_timeout = *d.stop_timeout;
   if (d.max_workers) out.max_workers = *d.max_workers;
-  if (d.remote) out.remote = *d.remote;
+  if (d.remote) ApplyRemoteChanges(d.remote->first, d.remote->second, out.remote);
 }
 
 // The built-in defaults plus the live scopes' changes, applied in creation order. Removing a

@@ -124,8 +124,17 @@ struct RemoteOptions {
   // workers over (round-robin). At least one; workers are placed on them round-robin.
   std::vector<std::string> hosts;
   // The hosts' shared secret (the contents of their --token_file), sent with every call as
-  // "authorization: Bearer <token>". Required: hosts refuse calls without it.
+  // "authorization: Bearer <token>". Required (this or token_file): hosts refuse calls without
+  // it. A token shorter than 16 bytes is accepted with a warning (once per program).
   std::string token;
+  // A file holding the token, read when the worker is created; surrounding whitespace (the
+  // newline `base64 > token` writes) is stripped, as the host does with its --token_file. Set
+  // this or `token`, not both.
+  std::string token_file;
+  // Whether the token may travel in plaintext to a host that is not on loopback. By default a
+  // plaintext channel (tls_root_certs empty) is refused for any other address, since whoever
+  // sees the traffic could reuse the token; set this for a network you trust.
+  bool allow_insecure = false;
   // PEM file of the root certificates that signed the hosts' certificates: set, the channel uses
   // TLS; empty, plaintext (for loopback or a network you trust).
   std::string tls_root_certs;
@@ -133,8 +142,30 @@ struct RemoteOptions {
   // neither).
   std::string tls_client_cert;
   std::string tls_client_key;
-  // How long Create waits for a connection to the host before it fails (> 0).
+  // How long Create waits for a connection to a host before it fails (> 0). The host whose turn
+  // it is gets 250 ms to connect once another host is ready (min(connect_timeout / hosts, 1 s)
+  // while none is; none when it is known to be down), then a ready host is taken instead: one
+  // unreachable host does not use connect_timeout up.
   absl::Duration connect_timeout = absl::Seconds(5);
+  // How long one connection attempt may take before it counts as failed (gRPC's
+  // GRPC_ARG_MIN_RECONNECT_BACKOFF_MS; >= 100 ms): a host that drops packets is marked down
+  // after this instead of gRPC's 20 s.
+  absl::Duration connect_attempt_timeout = absl::Seconds(1);
+  // The wait before reconnecting to a host whose connection failed, growing from the first to
+  // the second (gRPC's initial and max reconnect backoff; each >= 100 ms, first <= max). A host
+  // that comes back is used again within about reconnect_backoff_max.
+  absl::Duration reconnect_backoff_initial = absl::Milliseconds(100);
+  absl::Duration reconnect_backoff_max = absl::Seconds(2);
+  // HTTP/2 keepalive while workers are open on a host: a ping after keepalive_time without
+  // traffic, and the connection (with every worker on it) counts as dead when the ping is not
+  // answered within keepalive_timeout. The defaults notice a host that vanished without closing
+  // its connections (power loss, a cable, SIGSTOP) within about 2 s. Through a proxy or load
+  // balancer that limits pings (Envoy and many ingresses answer frequent pings with GOAWAY
+  // "too_many_pings"), and on networks with long stalls, raise both (e.g. 30 s / 10 s): a dead
+  // host is then noticed later. Both > 0; hosts accept pings every 500 ms at most, so
+  // keepalive_time >= 500 ms.
+  absl::Duration keepalive_time = absl::Seconds(1);
+  absl::Duration keepalive_timeout = absl::Seconds(1);
   // The largest message sent or accepted, in bytes (> 0): bounds a call's arguments and reply.
   int max_message_bytes = 128 << 20;
 

@@ -340,6 +340,28 @@ TEST(ResolveWorkerOptionsTest, RemoteSettingsComeFromTheOptionsOrTheModesDefault
     EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kRemote, .remote = given}).remote, given);
   }
   EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kRemote}).remote, RemoteOptions{});
+  // Scopes change remote settings field by field: an inner scope that sets the token keeps the
+  // outer scope's hosts, and the outer scope's hosts come back with a newer outer layer.
+  {
+    ScopedWorkerDefaults outer(Mode::kRemote, [](WorkerDefaults& d) { d.remote.hosts = {"a:1"}; });
+    ScopedWorkerDefaults inner(Mode::kRemote, [](WorkerDefaults& d) { d.remote.token = "t2"; });
+    const RemoteOptions resolved = ResolveWorkerOptions({.mode = Mode::kRemote}).remote;
+    EXPECT_EQ(resolved.hosts, std::vector<std::string>{"a:1"});
+    EXPECT_EQ(resolved.token, "t2");
+  }
+  {
+    ScopedWorkerDefaults first(Mode::kRemote, [](WorkerDefaults& d) { d.remote.token = "t1"; });
+    auto second = std::make_unique<ScopedWorkerDefaults>(
+        Mode::kRemote, [](WorkerDefaults& d) { d.remote.hosts = {"b:2"}; });
+    auto third = std::make_unique<ScopedWorkerDefaults>(
+        Mode::kRemote, [](WorkerDefaults& d) { d.remote.keepalive_time = absl::Seconds(30); });
+    // Ending the middle scope removes only the field it set.
+    second.reset();
+    const RemoteOptions resolved = ResolveWorkerOptions({.mode = Mode::kRemote}).remote;
+    EXPECT_EQ(resolved.hosts, std::vector<std::string>{});
+    EXPECT_EQ(resolved.token, "t1");
+    EXPECT_EQ(resolved.keepalive_time, absl::Seconds(30));
+  }
   // Other modes' defaults cannot hold remote settings.
   EXPECT_THROW(ScopedWorkerDefaults(Mode::kThread, [](WorkerDefaults& d) { d.remote.token = "x"; }),
                InvalidOptionError);

@@ -191,6 +191,9 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
     pool_index_ = index;
   }
   PoolHook* pool() const { return pool_; }
+  // This actor's index in its pool (0 when not in one); a replacement takes the index of the
+  // worker it replaces.
+  int pool_index() const { return pool_index_; }
   // Posts a call the pool routed here: as Post, and the pool hears when it finishes.
   bool PostRouted(CallNode* node, bool may_block) {
     node->routed_ = true;

@@ -23,6 +23,7 @@
 #include "workers/internal/encoded_object.h"
 #include "workers/options.h"
 #include "workers/registration.h"
+#include "workers/remote/internal/channel.h"
 #include "workers/remote/internal/connection.h"
 #include "workers/thread/thread_actor.h"
 
@@ -126,6 +127,16 @@ class RemoteActor final : public workers_internal::ThreadActor, public RemoteOwn
   std::function<void()> cancel_ ABSL_GUARDED_BY(cancel_mu_);
 };
 
+// A pool's first host: its address, mixed (a pool is a heap object, so the low bits of its
+// address carry little).
+uint64_t PoolOffset(const void* pool) {
+  uint64_t x = reinterpret_cast<uintptr_t>(pool);
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return x;
+}
+
 class RemoteBackend final : public WorkerBackend {
  public:
   Mode mode() const override { return Mode::kRemote; }
@@ -143,11 +154,8 @@ class RemoteBackend final : public WorkerBackend {
         throw InvalidOptionError("worker options: remote.hosts has an empty address");
       }
     }
-    if (remote.token.empty()) {
-      throw InvalidOptionError(
-          "worker options: Mode::kRemote needs remote.token: hosts refuse calls without the "
-          "shared secret of their --token_file");
-    }
+    ResolveToken(remote);  // Throws for a missing or unreadable token.
+    CheckTokenIsSafe(remote);
     if (remote.tls_client_cert.empty() != remote.tls_client_key.empty()) {
       throw InvalidOptionError(
           "worker options: remote.tls_client_cert and remote.tls_client_key go together; set "
@@ -163,6 +171,22 @@ class RemoteBackend final : public WorkerBackend {
                                             absl::FormatDuration(remote.connect_timeout),
                                             "; allowed: > 0"));
     }
+    const auto check_duration = [](absl::Duration value, const char* field, absl::Duration min) {
+      if (value < min || value == absl::InfiniteDuration()) {
+        throw InvalidOptionError(
+            absl::StrCat("worker options: remote.", field, " is ", absl::FormatDuration(value),
+                         "; allowed: >= ", absl::FormatDuration(min), " and finite"));
+      }
+    };
+    check_duration(remote.connect_attempt_timeout, "connect_attempt_timeout",
+                   absl::Milliseconds(100));
+    check_duration(remote.reconnect_backoff_initial, "reconnect_backoff_initial",
+                   absl::Milliseconds(100));
+    check_duration(remote.reconnect_backoff_max, "reconnect_backoff_max",
+                   remote.reconnect_backoff_initial);
+    // Hosts answer pings more often than every 500 ms with GOAWAY (too_many_pings).
+    check_duration(remote.keepalive_time, "keepalive_time", absl::Milliseconds(500));
+    check_duration(remote.keepalive_timeout, "keepalive_timeout", absl::Milliseconds(1));
     if (remote.max_message_bytes <= 0) {
       throw InvalidOptionError(absl::StrCat("worker options: remote.max_message_bytes is ",
                                             remote.max_message_bytes, "; allowed: > 0"));
@@ -182,9 +206,13 @@ class RemoteBackend final : public WorkerBackend {
       const workers_internal::EncodedClass& cls, std::string ctor,
       ActorCore& actor) const override {
     auto& owner = static_cast<RemoteActor&>(actor);
-    // Round-robin placement: the workers of a pool, created one after another, take the hosts
-    // in turn (skipping hosts that are down).
-    const uint64_t turn = next_host_.fetch_add(1, std::memory_order_relaxed);
+    // Round-robin placement: worker i of a pool goes to host (offset + i) % hosts, where the
+    // offset is the pool's own (from its address), so that pools made at the same time each
+    // spread evenly and a replacement goes where the worker it replaces was (when that host is
+    // up). Standalone workers take the hosts in turn. PickHost skips hosts that are down.
+    const uint64_t turn = actor.pool() != nullptr
+                              ? PoolOffset(actor.pool()) + actor.pool_index()
+                              : next_host_.fetch_add(1, std::memory_order_relaxed);
     std::unique_ptr<RemoteConnection> connection = RemoteConnection::Open(
         cls, std::move(ctor), actor.options(),
         static_cast<size_t>(turn % actor.options().remote.hosts.size()), &owner, &owner);

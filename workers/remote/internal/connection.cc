@@ -43,17 +43,6 @@ absl::Status ToAbsl(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
-// Waits until `channel` is connected, or `deadline` passes; with `skip_if_down`, gives up at
-// once when the channel failed to connect (the host is down or refuses connections).
-bool Connect(grpc::Channel& channel, absl::Time deadline, bool skip_if_down) {
-  for (;;) {
-    const grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
-    if (state == GRPC_CHANNEL_READY) return true;
-    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE && skip_if_down) return false;
-    if (!channel.WaitForStateChange(state, absl::ToChronoTime(deadline))) return false;
-  }
-}
-
 }  // namespace
 
 std::exception_ptr StreamEndedError(const std::string& worker, absl::StatusCode code,
@@ -188,30 +177,13 @@ std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal:
   auto state = std::make_shared<StreamState>();
   state->class_name = std::string(cls.name);
   state->context_tag = context;
-  // The host whose turn it is, or the next one that can be reached: a host known to be down
-  // (its channel failed to connect) is skipped at once, while the last candidate gets what is
-  // left of connect_timeout.
-  const absl::Time deadline = absl::Now() + remote.connect_timeout;
-  const size_t n = remote.hosts.size();
-  for (size_t k = 0; k < n && state->channel == nullptr; ++k) {
-    const std::string& target = remote.hosts[(turn + k) % n];
-    std::shared_ptr<grpc::Channel> channel = ChannelFor(remote, target);
-    if (Connect(*channel, deadline, /*skip_if_down=*/k + 1 < n)) {
-      state->target = target;
-      state->channel = std::move(channel);
-    }
-  }
-  if (state->channel == nullptr) {
-    throw StatusError(absl::UnavailableError(
-        absl::StrCat("worker options: remote: could not connect to ",
-                     n == 1 ? "the worker host \"" : "any of the worker hosts \"",
-                     absl::StrJoin(remote.hosts, "\", \""), "\" within ",
-                     absl::FormatDuration(remote.connect_timeout),
-                     " (remote.connect_timeout); is a host running there?")));
-  }
+  // Placement (channel.h): the turn's host, or another that connects sooner.
+  HostChoice host = PickHost(remote, turn);
+  state->target = std::move(host.target);
+  state->channel = std::move(host.channel);
   state->stub = remote::v1::WorkerHost::NewStub(state->channel);
   // The token travels as gRPC call credentials.
-  state->context.set_credentials(TokenCredentials(remote.token));
+  state->context.set_credentials(TokenCredentials(ResolveToken(remote)));
   state->stream = state->stub->Connect(&state->context);
   // From here a Stop past its deadline can cancel the stream, and with it a constructor that does
   // not return or a host that does not answer.

@@ -1,0 +1,414 @@
+// Mode::kRemote placement and failover against real host processes (//workers/remote:test_host):
+// a host that never answers is passed over, a host restarted on its port is used again, a stopped
+// (SIGSTOPped) host is noticed by keepalive, pools spread over hosts per pool, a pool keeps
+// serving when a host dies mid-run, the token is not sent in plaintext off loopback, and dns:///
+// targets resolve.
+
+#include <dirent.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "futures/future.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "gtest/gtest.h"
+#include "testing/watchdog.h"
+#include "workers/options.h"
+#include "workers/remote/internal/channel.h"
+#include "workers/remote/remote.grpc.pb.h"
+#include "workers/remote/test_classes.h"
+#include "workers/remote/test_hosts.h"
+#include "workers/worker.h"
+
+// LeakSanitizer (--config=asan-ubsan): resolving a name (the dns:/// test) through gRPC's c-ares
+// resolver leaves one 10-byte allocation of libcares behind, which this code neither makes nor
+// can free. With the fast unwinder, which stops at uninstrumented libraries, the report's stack
+// shows only libcares.
+extern "C" const char* __lsan_default_suppressions() { return "leak:libcares.so\n"; }
+
+namespace concurry {
+namespace {
+
+using remote_test::Counter;
+using remote_testing::TestHost;
+using ::testing::HasSubstr;
+
+constexpr char kToken[] = "failover-token-5e0a7d1c";
+constexpr char kHostBinary[] = "workers/remote/test_host";
+
+WorkerOptions OptionsFor(std::vector<std::string> hosts) {
+  return {.mode = Mode::kRemote,
+          .remote = RemoteOptions{.hosts = std::move(hosts), .token = kToken}};
+}
+
+// The processes whose parent is this one (host processes not reaped yet included).
+int CountChildren() {
+  int count = 0;
+  DIR* dir = opendir("/proc");
+  if (dir == nullptr) return -1;
+  const std::string me = absl::StrCat(getpid());
+  while (dirent* entry = readdir(dir)) {
+    int pid;
+    if (!absl::SimpleAtoi(entry->d_name, &pid)) continue;
+    std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // "pid (comm) state ppid ...": the fields after the last ')'.
+    const size_t paren = line.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::vector<std::string> fields = absl::StrSplit(line.substr(paren + 2), ' ');
+    if (fields.size() > 1 && fields[1] == me) ++count;
+  }
+  closedir(dir);
+  return count;
+}
+
+// A TCP socket on 127.0.0.1 that listens and never accepts: the kernel completes the TCP
+// handshake, and then nothing ever answers, as with a host that hangs or a blackholed link.
+class SilentListener {
+ public:
+  SilentListener() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        listen(fd_, 1) != 0 || getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      std::abort();
+    }
+    port_ = ntohs(addr.sin_port);
+  }
+  ~SilentListener() { close(fd_); }
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+class FailoverTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { children_before_ = CountChildren(); }
+  // No host process outlives the tests that started it.
+  static void TearDownTestSuite() { EXPECT_EQ(CountChildren(), children_before_); }
+  static int children_before_;
+};
+
+int FailoverTest::children_before_ = 0;
+
+TEST_F(FailoverTest, AHostThatNeverAnswersIsPassedOverQuickly) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "placement past a silent host");
+  SilentListener silent;
+  TestHost live(kHostBinary, kToken);
+  WorkerOptions options = OptionsFor({silent.address(), live.address()});
+  options.remote->connect_timeout = absl::Seconds(5);
+  // Standalone workers take the hosts in turn: of two workers, one has the silent host's turn.
+  for (int i = 0; i < 2; ++i) {
+    const absl::Time start = absl::Now();
+    auto w = Worker<Counter>::Create(options, 0);
+    EXPECT_EQ(w.Call(&Counter::Pid).Result(), live.pid());
+    // The silent host gets a short grace once the live host is ready (at most its 1 s slice),
+    // not the whole connect_timeout.
+    EXPECT_LT(absl::Now() - start, absl::Seconds(1.5)) << "worker " << i;
+    EXPECT_TRUE(w.Stop(absl::Seconds(5)));
+  }
+}
+
+TEST_F(FailoverTest, OnlySilentHostsFailWithUnavailableAtTheConnectTimeout) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "placement on silent hosts");
+  SilentListener a, b;
+  WorkerOptions options = OptionsFor({a.address(), b.address()});
+  options.remote->connect_timeout = absl::Milliseconds(1500);
+  const absl::Time start = absl::Now();
+  try {
+    Worker<Counter>::Create(options, 0);
+    FAIL() << "no error";
+  } catch (const StatusError& e) {
+    EXPECT_EQ(e.status().code(), absl::StatusCode::kUnavailable) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr(a.address()));
+  }
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_GE(took, absl::Milliseconds(1400));
+  EXPECT_LT(took, absl::Seconds(3));
+}
+
+TEST_F(FailoverTest, AHostRestartedOnItsPortIsUsedAgainWithinTheReconnectBackoff) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "reconnecting to a restarted host");
+  auto host = std::make_unique<TestHost>(kHostBinary, kToken);
+  const int port = host->port();
+  WorkerOptions options = OptionsFor({host->address()});
+  // Reconnect attempts at most 300 ms apart. With gRPC's own backoff (1 s, growing 1.6 times
+  // per attempt) the channel would next try about 2 s after the restart below.
+  options.remote->reconnect_backoff_max = absl::Milliseconds(300);
+  {
+    auto w = Worker<Counter>::Create(options, 0);
+    EXPECT_EQ(w.Call(&Counter::Pid).Result(), host->pid());
+    host->Kill(SIGKILL);
+    EXPECT_THROW(w.Call(&Counter::Get).Result(), Error);
+  }
+  // Down for 3 s, so that the backoff has grown to its cap; then back on the same port.
+  absl::SleepFor(absl::Seconds(3));
+  host = std::make_unique<TestHost>(
+      kHostBinary, kToken, std::vector<std::string>{absl::StrCat("--listen=127.0.0.1:", port)});
+  ASSERT_EQ(host->port(), port);
+  const absl::Time start = absl::Now();
+  auto w = Worker<Counter>::Create(options, 0);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+  EXPECT_EQ(w.Call(&Counter::Pid).Result(), host->pid());
+  EXPECT_TRUE(w.Stop(absl::Seconds(5)));
+}
+
+TEST_F(FailoverTest, AStoppedHostFailsItsCallsWithinTheKeepaliveBound) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "calls on a SIGSTOPped host");
+  TestHost host(kHostBinary, kToken);
+  auto w = Worker<Counter>::Create(OptionsFor({host.address()}), 0);
+  EXPECT_EQ(w.Call(&Counter::Add, 1).Result(), 1);
+  Future<void> sleeping = w.Call(&Counter::Sleep, 1'000);
+  Future<int> queued = w.Call(&Counter::Add, 1);
+  // The host keeps its connection open and answers nothing, not even pings.
+  ASSERT_EQ(kill(host.pid(), SIGSTOP), 0);
+  const absl::Time stopped = absl::Now();
+  // Keepalive: a ping after 1 s, unanswered after 1 more: about 2 s, plus scheduling.
+  ASSERT_TRUE(sleeping.Wait(absl::Seconds(4)));
+  ASSERT_TRUE(queued.Wait(absl::Seconds(1)));
+  EXPECT_LT(absl::Now() - stopped, absl::Seconds(3.5));
+  EXPECT_THROW(sleeping.Result(), CrashedError);
+  EXPECT_THROW(queued.Result(), CrashedError);
+  // A host that wakes up does not bring the calls (or the worker) back.
+  ASSERT_EQ(kill(host.pid(), SIGCONT), 0);
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_THROW(w.Call(&Counter::Get).Result(), Error);
+  host.Kill(SIGKILL);
+}
+
+TEST_F(FailoverTest, TwoPoolsCreatedAtOnceEachSpreadOverTheHosts) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "two pools over three hosts");
+  TestHost a(kHostBinary, kToken), b(kHostBinary, kToken), c(kHostBinary, kToken);
+  WorkerOptions options = OptionsFor({a.address(), b.address(), c.address()});
+  options.max_workers = 3;
+  std::optional<Worker<Counter>> pools[2];
+  std::thread other([&] { pools[1].emplace(Worker<Counter>::Create(options, 0)); });
+  pools[0].emplace(Worker<Counter>::Create(options, 0));
+  other.join();
+  const std::set<int> all = {a.pid(), b.pid(), c.pid()};
+  for (auto& pool : pools) {
+    std::set<int> pids;
+    // The default balancer is round-robin: three calls reach the three workers.
+    for (int i = 0; i < 3; ++i) pids.insert(pool->Call(&Counter::Pid).Result());
+    EXPECT_EQ(pids, all);
+  }
+  for (auto& pool : pools) EXPECT_TRUE(pool->Stop(absl::Seconds(5)));
+}
+
+TEST_F(FailoverTest, APoolAcrossThreeHostsKeepsServingWhenOneIsKilledMidRun) {
+  testkit::Watchdog watchdog(absl::Seconds(40), "a 3-host pool losing a host mid-run");
+  TestHost a(kHostBinary, kToken), b(kHostBinary, kToken), c(kHostBinary, kToken);
+  WorkerOptions options = OptionsFor({a.address(), b.address(), c.address()});
+  options.max_workers = 6;
+  auto pool = Worker<Counter>::Create(options, 0);
+  std::vector<Future<int>> calls;
+  for (int i = 0; i < 6; ++i) calls.push_back(pool.Call(&Counter::Pid));
+  std::multiset<int> spread;
+  for (Future<int>& call : calls) spread.insert(call.Result());
+  EXPECT_EQ(spread.count(a.pid()), 2u);
+  EXPECT_EQ(spread.count(b.pid()), 2u);
+  EXPECT_EQ(spread.count(c.pid()), 2u);
+  // A stream of calls, some of them slow, with b killed in the middle of it.
+  calls.clear();
+  std::vector<Future<void>> slow;
+  for (int i = 0; i < 300; ++i) {
+    if (i % 50 == 0) slow.push_back(pool.Call(&Counter::Sleep, 20));
+    calls.push_back(pool.Call(&Counter::Add, 1));
+    if (i == 150) b.Kill(SIGKILL);
+  }
+  // Every future resolves, with a value or an error, in bounded time.
+  const absl::Time killed = absl::Now();
+  int failed = 0;
+  for (Future<int>& call : calls) {
+    ASSERT_TRUE(call.Wait(absl::Seconds(5)));
+    if (call.Error() != nullptr) ++failed;
+  }
+  for (Future<void>& call : slow) ASSERT_TRUE(call.Wait(absl::Seconds(5)));
+  EXPECT_LT(absl::Now() - killed, absl::Seconds(5));
+  EXPECT_LT(failed, 300);
+  // For the log: how many calls the kill reached (about 50 to 100 in local runs).
+  std::fprintf(stderr, "3-host pool: %d of 300 calls failed with the killed host\n", failed);
+  // The pool replaced b's two workers on live hosts and serves every new call there.
+  for (int i = 0; i < 60; ++i) {
+    const int pid = pool.Call(&Counter::Pid).Result();
+    EXPECT_TRUE(pid == a.pid() || pid == c.pid()) << pid;
+  }
+  EXPECT_EQ(pool.GetPoolStats().replaced_workers, 2);
+  EXPECT_EQ(pool.GetPoolStats().total_workers, 6);
+  EXPECT_TRUE(pool.Stop(absl::Seconds(10)));
+}
+
+// A gRPC server in this process whose health service says NOT_SERVING, and whose WorkerHost
+// service answers every call with UNIMPLEMENTED.
+class NotServingServer {
+ public:
+  NotServingServer() {
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    server_->GetHealthCheckService()->SetServingStatus(false);
+  }
+  ~NotServingServer() { server_->Shutdown(); }
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+ private:
+  int port_ = 0;
+  remote::v1::WorkerHost::Service service_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+TEST_F(FailoverTest, AHostThatIsNotServingIsPassedOver) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "placement past a NOT_SERVING host");
+  NotServingServer not_serving;
+  TestHost live(kHostBinary, kToken);
+  WorkerOptions options = OptionsFor({not_serving.address(), live.address()});
+  // Client-side health checking keeps the channel to the NOT_SERVING server out of READY, so
+  // the worker whose turn it is lands on the live host (without it, Create would reach the
+  // server and fail with UNIMPLEMENTED).
+  for (int i = 0; i < 2; ++i) {
+    auto w = Worker<Counter>::Create(options, 0);
+    EXPECT_EQ(w.Call(&Counter::Pid).Result(), live.pid());
+  }
+}
+
+TEST_F(FailoverTest, ATargetWithTheDnsResolverWorks) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "a dns:/// target");
+  TestHost host(kHostBinary, kToken);
+  // localhost may resolve to ::1 as well, where the host does not listen: round_robin uses the
+  // address that connects.
+  auto w = Worker<Counter>::Create(OptionsFor({absl::StrCat("dns:///localhost:", host.port())}), 0);
+  EXPECT_EQ(w.Call(&Counter::Pid).Result(), host.pid());
+  EXPECT_EQ(w.Call(&Counter::Add, 2).Result(), 2);
+}
+
+TEST_F(FailoverTest, TheTokenIsNotSentInPlaintextOffLoopback) {
+  WorkerOptions options = OptionsFor({"127.0.0.1:1", "10.255.255.1:7000"});
+  try {
+    Worker<Counter>::Create(options, 0);
+    FAIL() << "no error";
+  } catch (const InvalidOptionError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("10.255.255.1:7000"));
+    EXPECT_THAT(e.what(), HasSubstr("plaintext"));
+    EXPECT_THAT(e.what(), HasSubstr("allow_insecure"));
+  }
+  // Allowed, the worker is created, or fails for what is (or is not) at that address: no
+  // worker host there (which address answers what depends on the network the test runs in).
+  options.remote->allow_insecure = true;
+  options.remote->hosts = {"10.255.255.1:7000"};
+  options.remote->connect_timeout = absl::Milliseconds(200);
+  EXPECT_THROW(Worker<Counter>::Create(options, 0), StatusError);
+  using remote_internal::IsLoopbackTarget;
+  for (const char* target :
+       {"127.0.0.1:7000", "127.3.2.1:7000", "[::1]:7000", "localhost:7000", "LOCALHOST",
+        "dns:///localhost:7000", "ipv4:127.0.0.1:7000", "unix:/tmp/host.sock"}) {
+    EXPECT_TRUE(IsLoopbackTarget(target)) << target;
+  }
+  for (const char* target :
+       {"10.0.0.1:7000", "127.example.com:7000", "[::2]:7000", "dns:///workers.example:7000",
+        "box:7000", "dns://8.8.8.8/localhost"}) {
+    EXPECT_FALSE(IsLoopbackTarget(target)) << target;
+  }
+}
+
+TEST_F(FailoverTest, TheTokenMayComeFromAFile) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "a token from a file");
+  TestHost host(kHostBinary, kToken);
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string path = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/client_token");
+  {
+    std::ofstream out(path);
+    out << "  " << kToken << "\n";  // As `base64 > token` writes it, and then some.
+  }
+  WorkerOptions options = OptionsFor({host.address()});
+  options.remote->token.clear();
+  options.remote->token_file = path;
+  auto w = Worker<Counter>::Create(options, 0);
+  EXPECT_EQ(w.Call(&Counter::Add, 3).Result(), 3);
+  // Both, or a file that is not there or holds no token, are refused with the reason.
+  options.remote->token = kToken;
+  EXPECT_THROW(Worker<Counter>::Create(options, 0), InvalidOptionError);
+  options.remote->token.clear();
+  options.remote->token_file = path + ".missing";
+  try {
+    Worker<Counter>::Create(options, 0);
+    FAIL() << "no error";
+  } catch (const InvalidOptionError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("cannot read"));
+  }
+  {
+    std::ofstream out(path);
+    out << " \n";
+  }
+  options.remote->token_file = path;
+  EXPECT_THROW(Worker<Counter>::Create(options, 0), InvalidOptionError);
+}
+
+TEST_F(FailoverTest, AShortTokenIsWarnedAboutOnce) {
+  WorkerOptions options = OptionsFor({"127.0.0.1:1"});
+  options.remote->token = "short";
+  options.remote->connect_timeout = absl::Milliseconds(50);
+  std::string warnings[2];
+  for (std::string& warning : warnings) {
+    ::testing::internal::CaptureStderr();
+    EXPECT_THROW(Worker<Counter>::Create(options, 0), StatusError);  // No host there.
+    warning = ::testing::internal::GetCapturedStderr();
+  }
+  EXPECT_THAT(warnings[0], HasSubstr("the remote token is 5 bytes; use at least 16"));
+  EXPECT_THAT(warnings[1], ::testing::Not(HasSubstr("remote token")));
+}
+
+TEST_F(FailoverTest, BadTimingSettingsAreRefused) {
+  const auto error_for = [](auto change) -> std::string {
+    WorkerOptions options = OptionsFor({"127.0.0.1:1"});
+    change(*options.remote);
+    try {
+      Worker<Counter>::Create(options, 0);
+    } catch (const InvalidOptionError& e) {
+      return e.what();
+    } catch (...) {
+      return "another error";
+    }
+    return "no error";
+  };
+  EXPECT_THAT(error_for([](RemoteOptions& r) { r.keepalive_time = absl::Milliseconds(100); }),
+              HasSubstr("remote.keepalive_time is 100ms; allowed: >= 500ms"));
+  EXPECT_THAT(error_for([](RemoteOptions& r) { r.keepalive_timeout = absl::ZeroDuration(); }),
+              HasSubstr("remote.keepalive_timeout is 0"));
+  EXPECT_THAT(error_for([](RemoteOptions& r) { r.reconnect_backoff_max = absl::Milliseconds(50); }),
+              HasSubstr("remote.reconnect_backoff_max is 50ms"));
+  EXPECT_THAT(
+      error_for([](RemoteOptions& r) { r.connect_attempt_timeout = absl::InfiniteDuration(); }),
+      HasSubstr("remote.connect_attempt_timeout is inf"));
+}
+
+}  // namespace
+}  // namespace concurry
