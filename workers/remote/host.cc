@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -443,7 +444,10 @@ class HostImpl final : public remote::WorkerHost {
     // Bounds on what clients can make the host hold: gRPC's buffers, its threads (one per open
     // stream or unary call, a worker's runner thread is apart), and streams per connection.
     grpc::ResourceQuota quota("concurry_host");
-    quota.Resize(static_cast<size_t>(options.max_grpc_memory_bytes));
+    quota.Resize(static_cast<size_t>(
+        options.max_grpc_memory_bytes > 0
+            ? options.max_grpc_memory_bytes
+            : std::max(kDefaultGrpcMemoryBytes, 4 * int64_t{options.max_message_bytes})));
     quota.SetMaxThreads(2 * options.max_workers + kSpareThreads);
     builder.SetResourceQuota(quota);
     builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
@@ -488,6 +492,8 @@ class HostImpl final : public remote::WorkerHost {
   int64_t live_workers() const override { return service_.live(); }
 
  private:
+  // gRPC's memory when HostOptions::max_grpc_memory_bytes is 0 (and at least 4 messages).
+  static constexpr int64_t kDefaultGrpcMemoryBytes = int64_t{256} << 20;
   // Threads and streams beyond those of max_workers workers: Stats, health checks, streams that
   // are refused.
   static constexpr int kSpareThreads = 16;
@@ -537,11 +543,11 @@ std::unique_ptr<WorkerHost> WorkerHost::Start(const HostOptions& options) {
         "worker host: TLS needs both a certificate and its key (--tls_cert and --tls_key)");
   }
   if (options.max_message_bytes <= 0 || options.max_workers <= 0 ||
-      options.max_grpc_memory_bytes <= 0) {
-    throw InvalidOptionError(absl::StrCat("worker host: max_message_bytes (",
-                                          options.max_message_bytes, "), max_workers (",
-                                          options.max_workers, ") and max_grpc_memory_bytes (",
-                                          options.max_grpc_memory_bytes, ") must be > 0"));
+      options.max_grpc_memory_bytes < 0) {
+    throw InvalidOptionError(absl::StrCat(
+        "worker host: max_message_bytes (", options.max_message_bytes, ") and max_workers (",
+        options.max_workers, ") must be > 0, and max_grpc_memory_bytes (",
+        options.max_grpc_memory_bytes, ") >= 0"));
   }
   if (options.create_timeout <= absl::ZeroDuration()) {
     throw InvalidOptionError(absl::StrCat("worker host: create_timeout (",

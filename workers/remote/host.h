@@ -39,9 +39,13 @@ struct HostOptions {
   int max_message_bytes = 4 << 20;
   // Workers alive at once; a client's Create beyond it fails with RESOURCE_EXHAUSTED.
   int max_workers = 1024;
-  // Memory gRPC may use for its buffers (its ResourceQuota); under pressure it shrinks windows and
-  // refuses work. The calls queued on workers are counted apart (max_message_bytes above).
-  int64_t max_grpc_memory_bytes = int64_t{1} << 30;
+  // Memory gRPC may use for its buffers (its ResourceQuota), 0 for max(256 MiB, 4 x
+  // max_message_bytes). It is what bounds a peer without the token: gRPC 1.51 receives a whole
+  // request message (even one above max_message_bytes) before the size check and the handler's
+  // token check, so only the quota stops it; past the quota gRPC resets the largest streams
+  // (RST_STREAM ENHANCE_YOUR_CALM), which may be workers' streams too. The calls queued on
+  // workers are counted apart (max_message_bytes above).
+  int64_t max_grpc_memory_bytes = 0;
   // How long a new stream may take to send its Create; past it the host cancels the stream and
   // frees its worker slot.
   absl::Duration create_timeout = absl::Seconds(10);

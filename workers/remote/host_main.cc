@@ -41,8 +41,10 @@ ABSL_FLAG(int, max_message_bytes, 4 << 20,
           "largest message sent or accepted, in bytes; each worker may hold twice this much of "
           "queued calls");
 ABSL_FLAG(int, max_workers, 1024, "workers alive at once; more Creates are refused");
-ABSL_FLAG(int64_t, max_grpc_memory_mb, 1024,
-          "memory gRPC may use for its buffers (its resource quota), in MiB");
+ABSL_FLAG(int64_t, max_grpc_memory_mb, 0,
+          "memory gRPC may use for its buffers (its resource quota), in MiB; 0 for max(256 MiB, "
+          "4 x --max_message_bytes). It bounds what peers without the token can make the host "
+          "hold; past it gRPC resets the largest streams");
 ABSL_FLAG(int, create_timeout_ms, 10000,
           "a new worker stream must send its Create within this time, or it is cancelled");
 ABSL_FLAG(int, shutdown_grace_ms, 5000,
