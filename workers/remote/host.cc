@@ -401,12 +401,12 @@ class TokenProcessor final : public grpc::AuthMetadataProcessor {
     if (it == auth_metadata.end()) {
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                           "the worker host requires \"authorization: Bearer <token>\" metadata; "
-                          "the call had none (set RemoteOptions::token)");
+                          "the call had none (set RemoteOptions::token); refused before dispatch");
     }
     if (!remote_internal::BearerTokenMatches(
             absl::string_view(it->second.data(), it->second.size()), token_)) {
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                          "the worker host refused the call: wrong token");
+                          "the worker host refused the call: wrong token; refused before dispatch");
     }
     return grpc::Status::OK;
   }

@@ -504,6 +504,7 @@ TEST(HostTlsTest, RequiresAClientCertificateSignedByItsCa) {
   remote::v1::StatsReply reply;
   const grpc::Status status = stub->Stats(&context, remote::v1::StatsRequest(), &reply);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("before dispatch"));
   grpc::ClientContext authorized;
   Authorize(authorized);
   EXPECT_TRUE(stub->Stats(&authorized, remote::v1::StatsRequest(), &reply).ok());
