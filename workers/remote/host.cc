@@ -380,10 +380,9 @@ class Service final : public v1::WorkerHost::Service {
   bool reported_full_ ABSL_GUARDED_BY(health_mu_) = false;
 };
 
-// Checks the token before gRPC dispatches a call, on TLS hosts (gRPC runs metadata processors only
-// for secure credentials): a peer without the token cannot make the host read a request message.
-// The handlers check again, which is what protects plaintext hosts. The health service is left
-// open, as documented.
+// Checks the token on TLS hosts when a call's metadata arrives, before gRPC dispatches it to a
+// handler (gRPC runs metadata processors only for secure credentials). The handlers check again,
+// which is what protects plaintext hosts. The health service is left open, as documented.
 class TokenProcessor final : public grpc::AuthMetadataProcessor {
  public:
   explicit TokenProcessor(std::string token) : token_(std::move(token)) {}

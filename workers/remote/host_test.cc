@@ -354,9 +354,9 @@ TEST(HostSocketTest, GarbageBytesAndLargeUnauthenticatedRequestsLeaveTheHostServ
                 status.error_code() == grpc::StatusCode::INTERNAL)
         << status.error_code() << ": " << status.error_message();
   }
-  // The peak, since a buffered request would be freed by now. Without the quota the three would
-  // make it grow by 300 MiB or more; with it about 80 MiB was seen (gRPC's quota is enforced by
-  // resetting streams after the fact, not by refusing each allocation).
+  // The peak, since a buffered request would be freed by now. With a 4 GiB quota the three made
+  // it grow by about 265 MB; with 32 MiB, 50-80 MB was seen (gRPC enforces its quota by resetting
+  // streams after the fact, not by refusing each allocation).
   const int64_t peak = ResidentBytes(host.pid(), "VmHWM:");
   std::printf("host peak RSS growth under 3 x 100 MiB unauthenticated requests: %lld bytes\n",
               static_cast<long long>(peak - before));
