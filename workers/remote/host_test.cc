@@ -426,6 +426,62 @@ TEST(HostHealthTest, NotServingWhileFull) {
   EXPECT_TRUE(Eventually([&] { return HealthOf(host.address()) == 1; }, absl::Seconds(5)));
 }
 
+// Shutdown turns health to NOT_SERVING first: a probe watching the host hears it before the
+// streams are cancelled. (A host inside the test's process, through the library.)
+TEST(HostHealthTest, NotServingOnceShutdownBegins) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "health during shutdown");
+  remote::HostOptions options;
+  options.token = kToken;
+  std::unique_ptr<remote::WorkerHost> host = remote::WorkerHost::Start(options);
+  grpc::GenericStub stub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", host->port()),
+                                             grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  grpc::CompletionQueue queue;
+  // Each step waits for its own completion, so tags only need to be non-null.
+  const auto step = [&](const char* what) {
+    void* tag = nullptr;
+    bool ok = false;
+    EXPECT_TRUE(queue.Next(&tag, &ok)) << what;
+    EXPECT_TRUE(ok) << what;
+  };
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> watch =
+      stub.PrepareCall(&context, "/grpc.health.v1.Health/Watch", &queue);
+  int tag = 0;
+  watch->StartCall(&tag);
+  step("start");
+  grpc::Slice empty("");
+  grpc::ByteBuffer request(&empty, 1);
+  watch->Write(request, &tag);
+  step("write");
+  watch->WritesDone(&tag);
+  step("writes done");
+  const auto next_status = [&] {
+    grpc::ByteBuffer response;
+    watch->Read(&response, &tag);
+    step("read");
+    std::vector<grpc::Slice> slices;
+    EXPECT_TRUE(response.Dump(&slices).ok());
+    std::string bytes;
+    for (const grpc::Slice& slice : slices) {
+      bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+    return bytes.size() == 2 && bytes[0] == 0x08 ? bytes[1] : -1;
+  };
+  EXPECT_EQ(next_status(), 1);  // SERVING
+  std::thread shutdown([&] { host->Shutdown(absl::Seconds(2)); });
+  EXPECT_EQ(next_status(), 2);  // NOT_SERVING, while the grace runs
+  shutdown.join();
+  context.TryCancel();
+  grpc::Status status;
+  watch->Finish(&status, &tag);
+  void* got = nullptr;
+  bool ok = false;
+  EXPECT_TRUE(queue.Next(&got, &ok));
+  queue.Shutdown();
+  while (queue.Next(&got, &ok)) {
+  }
+}
+
 // M1: SIGTERM while a call never returns: the host exits shortly after its grace anyway.
 TEST(HostShutdownTest, SigtermExitsAfterTheGraceEvenIfACallNeverReturns) {
   testkit::Watchdog watchdog(absl::Seconds(30), "SIGTERM of a busy host");
