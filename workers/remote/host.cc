@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -64,6 +65,10 @@ std::string ErrorReply(absl::Status status) {
 // makes the client's writes wait instead of the host's memory growing.
 constexpr int64_t kQueuedBytesPerMessageLimit = 2;
 constexpr size_t kMaxQueuedCalls = 1024;
+// A Cancel may overtake its call on the wire (the client writes cancellations from other threads):
+// one for an id at most this far past the last call received is kept until that call arrives.
+// Further ones are ignored, so Cancels cannot grow the host's memory.
+constexpr uint64_t kEarlyCancelWindow = 64;
 // How often a handler waiting for room in its queue looks whether its stream was cancelled.
 constexpr absl::Duration kCancelCheckInterval = absl::Milliseconds(100);
 
@@ -117,8 +122,19 @@ class Session {
       if (frame.has_call()) {
         Queued queued;
         queued.call = std::move(*frame.mutable_call());
-        queued.bytes = static_cast<int64_t>(queued.call.ByteSizeLong());
-        queued_bytes_ += queued.bytes;
+        const uint64_t id = queued.call.id();
+        if (id >= next_call_id_) next_call_id_ = id + 1;
+        if (!early_cancels_.empty()) {
+          queued.cancelled = early_cancels_.erase(id) > 0;
+          // Ids at or below this one will not come again (a client numbers its calls in order).
+          absl::erase_if(early_cancels_, [&](uint64_t early) { return early < next_call_id_; });
+        }
+        if (queued.cancelled) {
+          queued.call.clear_args();
+        } else {
+          queued.bytes = static_cast<int64_t>(queued.call.ByteSizeLong());
+          queued_bytes_ += queued.bytes;
+        }
         queue_.push_back(std::move(queued));
       } else if (frame.has_cancel()) {
         CancelLocked(frame.cancel().id());
@@ -154,9 +170,14 @@ class Session {
     return runner_done_ || (queued_bytes_ < max_queued_bytes_ && queue_.size() < kMaxQueuedCalls);
   }
 
-  // Marks call `id` cancelled if it is queued. Ids of calls not received yet, or already started,
-  // are ignored: nothing is kept for them, so Cancels cannot grow the host's memory.
+  // Marks call `id` cancelled if it is queued, or remembers it if it is one of the next
+  // kEarlyCancelWindow ids not received yet. Others (calls already started, ids far ahead) are
+  // ignored: Cancels cannot grow the host's memory past the queue and the window.
   void CancelLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (id >= next_call_id_) {
+      if (id - next_call_id_ < kEarlyCancelWindow) early_cancels_.insert(id);
+      return;
+    }
     // Cancels usually name recent calls: search from the back.
     for (auto it = queue_.rbegin(); it != queue_.rend(); ++it) {
       if (it->kind != Queued::Kind::kCall || it->call.id() != id) continue;
@@ -242,6 +263,11 @@ class Session {
   // kMaxQueuedCalls of them (the handler stops reading at either).
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
   int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // The id after the highest call received.
+  uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 0;
+  // Cancels that came before their call: ids in [next_call_id_, next_call_id_ + window) when they
+  // came, dropped once passed, so at most kEarlyCancelWindow of them.
+  absl::flat_hash_set<uint64_t> early_cancels_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   bool gone_ ABSL_GUARDED_BY(mu_) = false;

@@ -235,9 +235,9 @@ TEST(HostMemoryTest, PipelinedLargeCallsBehindASlowOneKeepTheHostsMemoryBounded)
   EXPECT_TRUE(w.Stop(absl::Seconds(10)));
 }
 
-// A Cancel counts only for a call the host has received and not started; one for a call not
-// received yet is ignored (nothing is kept for it), and a frame of no known kind gets an error
-// reply in its place.
+// A Cancel counts for a call the host has queued, or for one of the next few ids (a Cancel may
+// overtake its call); others (far ahead, or already run) are ignored and nothing is kept for them.
+// A frame of no known kind gets an error reply in its place.
 TEST(HostCancelTest, OnlyQueuedCallsCanBeCancelled) {
   testkit::Watchdog watchdog(absl::Seconds(30), "cancels on a raw stream");
   TestHost host(kHostBinary, kToken);
@@ -265,33 +265,39 @@ TEST(HostCancelTest, OnlyQueuedCallsCanBeCancelled) {
     EXPECT_TRUE(stream->Write(cancel));
   };
   send_call(0, "Sleep", workers_internal::EncodeCall<Counter>(&Counter::Sleep, 300));
-  // Cancels of calls the host has not received: ignored, however many.
-  for (uint64_t id = 1; id < 2000; ++id) send_cancel(id);
+  // Far ahead of the calls received: ignored, however many.
+  for (uint64_t id = 100; id < 2100; ++id) send_cancel(id);
+  send_cancel(1);  // Just ahead: kept until call 1 comes, which it cancels.
   send_call(1, "Add", workers_internal::EncodeCall<Counter>(&Counter::Add, 1));
   send_call(2, "Add", workers_internal::EncodeCall<Counter>(&Counter::Add, 10));
-  send_cancel(2);                                         // Queued behind the sleep: cancelled.
+  send_call(3, "Add", workers_internal::EncodeCall<Counter>(&Counter::Add, 100));
+  send_cancel(3);                                         // Queued behind the sleep: cancelled.
   ASSERT_TRUE(stream->Write(remote::v1::ClientFrame()));  // No kind at all.
-  send_call(3, "Get", workers_internal::EncodeCall<Counter>(&Counter::Get));
+  send_call(100, "Add", workers_internal::EncodeCall<Counter>(&Counter::Add, 1000));
+  send_cancel(2);  // After later calls, but 2 still waits behind the sleep: cancelled.
 
   std::vector<remote::v1::Reply> replies;
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 0; i < 6; ++i) {
     ASSERT_TRUE(stream->Read(&reply));
     replies.push_back(reply.reply());
   }
   EXPECT_EQ(replies[0].id(), 0u);
   EXPECT_EQ(replies[1].id(), 1u);
-  EXPECT_EQ(workers_internal::DecodeReply<int>(replies[1].reply()), 2);
+  EXPECT_THROW(workers_internal::DecodeReply<int>(replies[1].reply()), CancelledError);
   EXPECT_EQ(replies[2].id(), 2u);
   EXPECT_THROW(workers_internal::DecodeReply<int>(replies[2].reply()), CancelledError);
-  EXPECT_EQ(replies[3].id(), UINT64_MAX);
+  EXPECT_EQ(replies[3].id(), 3u);
+  EXPECT_THROW(workers_internal::DecodeReply<int>(replies[3].reply()), CancelledError);
+  EXPECT_EQ(replies[4].id(), UINT64_MAX);
   try {
-    workers_internal::DecodeReply<void>(replies[3].reply());
+    workers_internal::DecodeReply<void>(replies[4].reply());
     ADD_FAILURE() << "no error for a frame of no kind";
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("neither a call"));
   }
-  EXPECT_EQ(replies[4].id(), 3u);
-  EXPECT_EQ(workers_internal::DecodeReply<int>(replies[4].reply()), 2);  // Add(10) never ran.
+  // The cancel of id 100, sent long before the call, was ignored: it ran.
+  EXPECT_EQ(replies[5].id(), 100u);
+  EXPECT_EQ(workers_internal::DecodeReply<int>(replies[5].reply()), 1001);
   stream->WritesDone();
   EXPECT_FALSE(stream->Read(&reply));
   EXPECT_TRUE(stream->Finish().ok());
