@@ -264,7 +264,7 @@ TEST(HostCancelTest, OnlyQueuedCallsCanBeCancelled) {
     cancel.mutable_cancel()->set_id(id);
     EXPECT_TRUE(stream->Write(cancel));
   };
-  send_call(0, "Sleep", workers_internal::EncodeCall<Counter>(&Counter::Sleep, 300));
+  send_call(0, "Sleep", workers_internal::EncodeCall<Counter>(&Counter::Sleep, 1000));
   // Far ahead of the calls received: ignored, however many.
   for (uint64_t id = 100; id < 2100; ++id) send_cancel(id);
   send_cancel(1);  // Just ahead: kept until call 1 comes, which it cancels.
@@ -380,7 +380,7 @@ TEST(HostSocketTest, GarbageBytesAndLargeUnauthenticatedRequestsLeaveTheHostServ
 // is free again.
 TEST(HostCreateTimeoutTest, AStreamWithoutCreateLosesItsSlot) {
   testkit::Watchdog watchdog(absl::Seconds(30), "a stream without Create");
-  TestHost host(kHostBinary, kToken, {"--create_timeout_ms=300", "--max_workers=1"});
+  TestHost host(kHostBinary, kToken, {"--create_timeout_ms=1000", "--max_workers=1"});
   grpc::ClientContext context;
   Authorize(context);
   auto stream = StubFor(host)->Connect(&context);
@@ -388,7 +388,7 @@ TEST(HostCreateTimeoutTest, AStreamWithoutCreateLosesItsSlot) {
   const absl::Time start = absl::Now();
   remote::v1::HostFrame frame;
   EXPECT_FALSE(stream->Read(&frame));
-  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(4));
   EXPECT_FALSE(stream->Finish().ok());
   EXPECT_TRUE(Eventually([&] { return StatsOf(host).workers() == 0; }, absl::Seconds(5)));
   auto w = Worker<Counter>::Create(OptionsFor(host), 7);
@@ -411,9 +411,9 @@ TEST(HostStatsTest, CountsOrphansUntilTheirCallReturns) {
   ASSERT_TRUE(stream->Read(&reply));
   frame.mutable_call()->set_id(0);
   frame.mutable_call()->set_method("Sleep");
-  frame.mutable_call()->set_args(workers_internal::EncodeCall<Counter>(&Counter::Sleep, 1000));
+  frame.mutable_call()->set_args(workers_internal::EncodeCall<Counter>(&Counter::Sleep, 1500));
   ASSERT_TRUE(stream->Write(frame));
-  absl::SleepFor(absl::Milliseconds(100));  // The call starts.
+  absl::SleepFor(absl::Milliseconds(300));  // The call starts.
   context.TryCancel();
   EXPECT_TRUE(Eventually([&] { return StatsOf(host).orphans() == 1; }, absl::Seconds(2)));
   EXPECT_EQ(StatsOf(host).workers(), 1);
