@@ -92,6 +92,7 @@ Host ForkHost() {
     close(fds[0]);
     remote::HostOptions options;
     options.token = kToken;
+    options.max_message_bytes = 128 << 20;  // The 64 MB payload (the default is 4 MiB).
     std::unique_ptr<remote::WorkerHost> workers = remote::WorkerHost::Start(options);
     EchoService echo;
     grpc::ServerBuilder builder;

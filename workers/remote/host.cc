@@ -1,5 +1,8 @@
 #include "workers/remote/host.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -19,12 +22,15 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
 #include "futures/future.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
+#include "grpcpp/security/auth_metadata_processor.h"
 #include "workers/registration.h"
 #include "workers/remote/internal/auth.h"
 #include "workers/remote/remote.grpc.pb.h"
@@ -54,43 +60,97 @@ std::string ErrorReply(absl::Status status) {
       std::make_exception_ptr(StatusError(std::move(status))));
 }
 
+// The queued calls of one worker may hold up to this many times --max_message_bytes (and at most
+// kMaxQueuedCalls calls); past it the stream's handler stops reading, so that gRPC's flow control
+// makes the client's writes wait instead of the host's memory growing.
+constexpr int64_t kQueuedBytesPerMessageLimit = 2;
+constexpr size_t kMaxQueuedCalls = 1024;
+// A Cancel may overtake its call on the wire (the client writes cancellations from other threads):
+// one for an id at most this far past the last call received is kept until that call arrives.
+// Further ones are ignored, so Cancels cannot grow the host's memory.
+constexpr uint64_t kEarlyCancelWindow = 64;
+// How often a handler waiting for room in its queue looks whether its stream was cancelled.
+constexpr absl::Duration kCancelCheckInterval = absl::Milliseconds(100);
+
+// One entry of a worker's queue: a call, or a frame the host cannot use (answered in order with
+// an error reply).
+struct Queued {
+  enum class Kind { kCall, kBadFrame };
+  Kind kind = Kind::kCall;
+  Call call;
+  // Set by a Cancel that arrived before the call started.
+  bool cancelled = false;
+  // What the entry counts against the queue's byte limit.
+  int64_t bytes = 0;
+};
+
 // The calls of one worker, and the thread that runs them one at a time, in order. The stream's
 // handler thread reads frames and queues them here; the runner thread answers them (it is the
-// only writer of the stream once the worker exists).
+// only writer of the stream once the worker exists). Used by those two threads only.
 class Session {
  public:
-  Session(const EncodedClass& cls, void* object,
+  Session(const EncodedClass& cls, void* object, grpc::ServerContext* context,
           grpc::ServerReaderWriter<HostFrame, ClientFrame>* stream, int max_message_bytes,
-          int64_t client_max_message_bytes, std::atomic<int64_t>* calls)
+          int64_t client_max_message_bytes, std::atomic<int64_t>* calls,
+          std::atomic<int64_t>* orphans)
       : cls_(cls),
         object_(object),
+        context_(context),
         stream_(stream),
         max_message_bytes_(max_message_bytes),
         client_max_message_bytes_(client_max_message_bytes),
         reply_limit_(client_max_message_bytes > 0
                          ? std::min<int64_t>(max_message_bytes, client_max_message_bytes)
                          : max_message_bytes),
-        calls_(calls) {}
+        max_queued_bytes_(kQueuedBytesPerMessageLimit * max_message_bytes),
+        calls_(calls),
+        orphans_(orphans) {}
 
   // Reads frames until the stream ends, running calls meanwhile; then destroys the object.
   void Serve() {
     std::thread runner([this] { Run(); });
     ClientFrame frame;
-    while (stream_->Read(&frame)) {
+    for (;;) {
+      {
+        // Back-pressure: no Read while the queue is full. The check for a cancelled stream lets
+        // the host notice a client that gave up while the runner is stuck in a long call.
+        absl::MutexLock lock(&mu_);
+        while (!mu_.AwaitWithTimeout(absl::Condition(this, &Session::HasRoomLocked),
+                                     kCancelCheckInterval)) {
+          if (context_->IsCancelled()) break;
+        }
+      }
+      if (!stream_->Read(&frame)) break;
       absl::MutexLock lock(&mu_);
+      // The runner has given up (its write failed): what comes now is not answered, nor kept.
+      if (runner_done_) continue;
       if (frame.has_call()) {
-        queue_.push_back(std::move(*frame.mutable_call()));
+        Queued queued;
+        queued.call = std::move(*frame.mutable_call());
+        const uint64_t id = queued.call.id();
+        if (id >= next_call_id_) next_call_id_ = id + 1;
+        if (!early_cancels_.empty()) {
+          queued.cancelled = early_cancels_.erase(id) > 0;
+          // Ids at or below this one will not come again (a client numbers its calls in order).
+          absl::erase_if(early_cancels_, [&](uint64_t early) { return early < next_call_id_; });
+        }
+        if (queued.cancelled) {
+          queued.call.clear_args();
+        } else {
+          queued.bytes = static_cast<int64_t>(queued.call.ByteSizeLong());
+          queued_bytes_ += queued.bytes;
+        }
+        queue_.push_back(std::move(queued));
       } else if (frame.has_cancel()) {
-        if (frame.cancel().id() >= next_id_) cancelled_.insert(frame.cancel().id());
+        CancelLocked(frame.cancel().id());
       } else if (frame.has_stop()) {
         stop_ = true;
       } else {
-        // A second Create, or a frame of a kind this host does not know: answered in order as an
-        // error, so that the client's replies stay aligned.
-        Call bad;
-        bad.set_id(UINT64_MAX);
-        bad.set_method("");
-        queue_.push_back(std::move(bad));
+        // A second Create, or a frame of a kind this host does not know: answered in order with
+        // an error reply. It has no id of its own; the reply carries UINT64_MAX.
+        Queued queued;
+        queued.kind = Queued::Kind::kBadFrame;
+        queue_.push_back(std::move(queued));
       }
     }
     {
@@ -99,7 +159,11 @@ class Session {
       gone_ = !stop_;
       ended_ = true;
     }
+    // Until the runner returns, this worker is one whose stream has ended but whose call still
+    // runs (Stats().orphans).
+    orphans_->fetch_add(1, std::memory_order_relaxed);
     runner.join();
+    orphans_->fetch_sub(1, std::memory_order_relaxed);
     cls_.destroy(object_);
   }
 
@@ -107,28 +171,60 @@ class Session {
   bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !queue_.empty() || ended_;
   }
+  bool HasRoomLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return runner_done_ || (queued_bytes_ < max_queued_bytes_ && queue_.size() < kMaxQueuedCalls);
+  }
+
+  // Marks call `id` cancelled if it is queued, or remembers it if it is one of the next
+  // kEarlyCancelWindow ids not received yet. Others (calls already started, ids far ahead) are
+  // ignored: Cancels cannot grow the host's memory past the queue and the window.
+  void CancelLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (id >= next_call_id_) {
+      if (id - next_call_id_ < kEarlyCancelWindow) early_cancels_.insert(id);
+      return;
+    }
+    // Cancels usually name recent calls: search from the back.
+    for (auto it = queue_.rbegin(); it != queue_.rend(); ++it) {
+      if (it->kind != Queued::Kind::kCall || it->call.id() != id) continue;
+      if (!it->cancelled) {
+        it->cancelled = true;
+        // Its arguments will never be used: free them now.
+        it->call.clear_args();
+        queued_bytes_ -= it->bytes;
+        it->bytes = 0;
+      }
+      return;
+    }
+  }
 
   void Run() {
+    RunCalls();
+    absl::MutexLock lock(&mu_);
+    runner_done_ = true;
+  }
+
+  void RunCalls() {
     const std::string cancelled_reply = workers_internal::EncodeErrorReply(std::make_exception_ptr(
         CancelledError("the call was cancelled before it started on the worker host")));
     for (;;) {
-      Call call;
-      bool cancelled;
+      Queued queued;
+      bool stopping;
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(this, &Session::HasWorkLocked));
         if (queue_.empty() || gone_) return;
-        call = std::move(queue_.front());
+        queued = std::move(queue_.front());
         queue_.pop_front();
-        if (call.id() != UINT64_MAX) next_id_ = call.id() + 1;
-        cancelled = stop_ || cancelled_.erase(call.id()) > 0;
+        queued_bytes_ -= queued.bytes;
+        stopping = stop_;
       }
+      const Call& call = queued.call;
       std::string reply;
-      if (call.id() == UINT64_MAX) {
+      if (queued.kind == Queued::Kind::kBadFrame) {
         reply = ErrorReply(absl::InvalidArgumentError(
             "the worker host received a frame that is neither a call, a cancellation nor a stop "
             "after the worker was created"));
-      } else if (cancelled) {
+      } else if (stopping || queued.cancelled) {
         reply = cancelled_reply;
       } else {
         // Unknown methods and undecodable arguments fail the future: the reply says so.
@@ -141,7 +237,7 @@ class Session {
         }
       }
       HostFrame frame;
-      frame.mutable_reply()->set_id(call.id());
+      frame.mutable_reply()->set_id(queued.kind == Queued::Kind::kCall ? call.id() : UINT64_MAX);
       frame.mutable_reply()->set_reply(std::move(reply));
       // A reply gRPC would refuse to send would end the stream, and the worker with it: the
       // caller gets an error instead.
@@ -164,27 +260,40 @@ class Session {
 
   const EncodedClass& cls_;
   void* const object_;
+  grpc::ServerContext* const context_;
   grpc::ServerReaderWriter<HostFrame, ClientFrame>* const stream_;
   const int max_message_bytes_;
   // What the client's Create said it accepts (0: not said), and the smaller of the two limits.
   const int64_t client_max_message_bytes_;
   const int64_t reply_limit_;
+  const int64_t max_queued_bytes_;
   std::atomic<int64_t>* const calls_;
+  std::atomic<int64_t>* const orphans_;
 
   absl::Mutex mu_;
-  std::deque<Call> queue_ ABSL_GUARDED_BY(mu_);
-  // Cancellations of calls not popped yet.
-  absl::flat_hash_set<uint64_t> cancelled_ ABSL_GUARDED_BY(mu_);
-  // The id after the last call popped: a cancellation below it comes too late.
-  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;
+  // Calls received and not started, in order; at most about max_queued_bytes_ and
+  // kMaxQueuedCalls of them (the handler stops reading at either).
+  std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
+  int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // The id after the highest call received.
+  uint64_t next_call_id_ ABSL_GUARDED_BY(mu_) = 0;
+  // Cancels that came before their call: ids in [next_call_id_, next_call_id_ + window) when they
+  // came, dropped once passed, so at most kEarlyCancelWindow of them.
+  absl::flat_hash_set<uint64_t> early_cancels_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   bool gone_ ABSL_GUARDED_BY(mu_) = false;
+  // The runner returned (the stream failed, or the client is gone): nothing drains the queue.
+  bool runner_done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 class Service final : public v1::WorkerHost::Service {
  public:
   explicit Service(const HostOptions& options) : options_(options) {}
+
+  // The health service to keep informed (NOT_SERVING while the host is full); set once, before
+  // the server starts.
+  void set_health(grpc::HealthCheckServiceInterface* health) { health_ = health; }
 
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<HostFrame, ClientFrame>* stream) override {
@@ -196,13 +305,34 @@ class Service final : public v1::WorkerHost::Service {
                           absl::StrCat("the worker host runs its maximum of ", options_.max_workers,
                                        " workers (--max_workers)"));
     }
+    UpdateHealth();
     struct Release {
-      std::atomic<int64_t>* live;
-      ~Release() { live->fetch_sub(1, std::memory_order_acq_rel); }
-    } release{&live_};
+      Service* service;
+      ~Release() {
+        service->live_.fetch_sub(1, std::memory_order_acq_rel);
+        service->UpdateHealth();
+      }
+    } release{this};
 
     ClientFrame first;
-    if (!stream->Read(&first)) return grpc::Status::OK;  // The client left before asking.
+    {
+      // The slot is held from here: a stream that never sends its Create is cancelled after
+      // create_timeout, so that idle streams cannot keep everyone else out.
+      absl::Notification read;
+      std::thread deadline([&] {
+        if (!read.WaitForNotificationWithTimeout(options_.create_timeout)) context->TryCancel();
+      });
+      const bool got = stream->Read(&first);
+      read.Notify();
+      deadline.join();
+      if (!got) {
+        if (!context->IsCancelled()) return grpc::Status::OK;  // The client left before asking.
+        return grpc::Status(
+            grpc::StatusCode::DEADLINE_EXCEEDED,
+            absl::StrCat("the worker host got no Create within ",
+                         absl::FormatDuration(options_.create_timeout), " (--create_timeout_ms)"));
+      }
+    }
     if (!first.has_create()) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "the first message of a worker stream must be a Create");
@@ -236,7 +366,9 @@ class Service final : public v1::WorkerHost::Service {
     // A reply larger than what the client accepts would end the stream at the client: it is
     // held to the smaller limit (a client that does not say is held to the host's).
     const int64_t client_max = first.create().max_message_bytes();
-    Session(*cls, object, stream, options_.max_message_bytes, client_max, &calls_).Serve();
+    Session(*cls, object, context, stream, options_.max_message_bytes, client_max, &calls_,
+            &orphans_)
+        .Serve();
     return grpc::Status::OK;
   }
 
@@ -247,6 +379,7 @@ class Service final : public v1::WorkerHost::Service {
     reply->set_workers_created(created_.load(std::memory_order_relaxed));
     reply->set_calls(calls_.load(std::memory_order_relaxed));
     reply->set_max_workers(options_.max_workers);
+    reply->set_orphans(orphans_.load(std::memory_order_relaxed));
     return grpc::Status::OK;
   }
 
@@ -269,11 +402,60 @@ class Service final : public v1::WorkerHost::Service {
     return grpc::Status::OK;
   }
 
+  // Health says NOT_SERVING while every worker slot is taken, so that balancers and probes
+  // send new workers elsewhere. Serialized, so that the last status set matches live_.
+  void UpdateHealth() {
+    if (health_ == nullptr) return;
+    absl::MutexLock lock(&health_mu_);
+    const bool full = live_.load(std::memory_order_acquire) >= options_.max_workers;
+    if (full == reported_full_) return;
+    reported_full_ = full;
+    health_->SetServingStatus(!full);
+  }
+
   const HostOptions options_;
+  grpc::HealthCheckServiceInterface* health_ = nullptr;
   // Streams inside Connect (workers alive or being built).
   std::atomic<int64_t> live_{0};
   std::atomic<int64_t> created_{0};
   std::atomic<int64_t> calls_{0};
+  std::atomic<int64_t> orphans_{0};
+  absl::Mutex health_mu_;
+  bool reported_full_ ABSL_GUARDED_BY(health_mu_) = false;
+};
+
+// Checks the token on TLS hosts when a call's metadata arrives, before gRPC dispatches it to a
+// handler (gRPC runs metadata processors only for secure credentials). The handlers check again,
+// which is what protects plaintext hosts. The health service is left open, as documented.
+class TokenProcessor final : public grpc::AuthMetadataProcessor {
+ public:
+  explicit TokenProcessor(std::string token) : token_(std::move(token)) {}
+
+  bool IsBlocking() const override { return false; }
+  grpc::Status Process(const InputMetadata& auth_metadata, grpc::AuthContext* /*context*/,
+                       OutputMetadata* /*consumed*/, OutputMetadata* /*response*/) override {
+    auto path = auth_metadata.find(":path");
+    if (path != auth_metadata.end() &&
+        absl::StartsWith(absl::string_view(path->second.data(), path->second.size()),
+                         "/grpc.health.v1.Health/")) {
+      return grpc::Status::OK;
+    }
+    auto it = auth_metadata.find(remote_internal::kAuthorizationKey);
+    if (it == auth_metadata.end()) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                          "the worker host requires \"authorization: Bearer <token>\" metadata; "
+                          "the call had none (set RemoteOptions::token); refused before dispatch");
+    }
+    if (!remote_internal::BearerTokenMatches(
+            absl::string_view(it->second.data(), it->second.size()), token_)) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                          "the worker host refused the call: wrong token; refused before dispatch");
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  const std::string token_;
 };
 
 class HostImpl final : public remote::WorkerHost {
@@ -284,32 +466,58 @@ class HostImpl final : public remote::WorkerHost {
   }
 
   void Build(const HostOptions& options) {
-    grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
     std::shared_ptr<grpc::ServerCredentials> credentials;
     if (options.tls_cert_pem.empty()) {
       credentials = grpc::InsecureServerCredentials();
     } else {
-      grpc::SslServerCredentialsOptions ssl;
+      grpc::SslServerCredentialsOptions ssl(
+          options.tls_client_ca_pem.empty()
+              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      ssl.pem_root_certs = options.tls_client_ca_pem;
       ssl.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
       credentials = grpc::SslServerCredentials(ssl);
+      credentials->SetAuthMetadataProcessor(std::make_shared<TokenProcessor>(options.token));
     }
     builder.AddListeningPort(options.listen, credentials, &port_);
     builder.RegisterService(&service_);
     builder.SetMaxReceiveMessageSize(options.max_message_bytes);
     builder.SetMaxSendMessageSize(options.max_message_bytes);
+    // Bounds on what clients can make the host hold: gRPC's buffers, its threads (one per open
+    // stream or unary call, a worker's runner thread is apart), and streams per connection.
+    grpc::ResourceQuota quota("concurry_host");
+    quota.Resize(static_cast<size_t>(
+        options.max_grpc_memory_bytes > 0
+            ? options.max_grpc_memory_bytes
+            : std::max(kDefaultGrpcMemoryBytes, 4 * int64_t{options.max_message_bytes})));
+    quota.SetMaxThreads(2 * options.max_workers + kSpareThreads);
+    builder.SetResourceQuota(quota);
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                               options.max_workers + kSpareStreams);
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                                kMinClientPingIntervalMs);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
-    server_ = builder.BuildAndStart();
+    {
+      // gRPC's standard health service is switched on by a process-wide flag that BuildAndStart
+      // reads: it is turned on for this build only, and put back as it was, so that other servers
+      // of the program are not changed.
+      static absl::Mutex health_flag_mu(absl::kConstInit);
+      absl::MutexLock lock(&health_flag_mu);
+      const bool was_enabled = grpc::DefaultHealthCheckServiceEnabled();
+      grpc::EnableDefaultHealthCheckService(true);
+      server_ = builder.BuildAndStart();
+      grpc::EnableDefaultHealthCheckService(was_enabled);
+    }
     if (server_ == nullptr || port_ == 0) {
       throw StatusError(absl::UnavailableError(
           absl::StrCat("the worker host could not listen on \"", options.listen,
                        "\" (address in use, or not an address of this machine)")));
     }
+    service_.set_health(server_->GetHealthCheckService());
   }
 
   int port() const override { return port_; }
@@ -318,11 +526,22 @@ class HostImpl final : public remote::WorkerHost {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return;
     shut_down_ = true;
+    // NOT_SERVING first, so that probes stop sending work while the open streams end.
+    if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+      health->Shutdown();
+    }
     server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   }
   int64_t live_workers() const override { return service_.live(); }
 
  private:
+  // gRPC's memory when HostOptions::max_grpc_memory_bytes is 0 (and at least 4 messages).
+  static constexpr int64_t kDefaultGrpcMemoryBytes = int64_t{256} << 20;
+  // Threads and streams beyond those of max_workers workers: Stats, health checks, streams that
+  // are refused.
+  static constexpr int kSpareThreads = 16;
+  static constexpr int kSpareStreams = 8;
+
   Service service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
@@ -334,11 +553,27 @@ class HostImpl final : public remote::WorkerHost {
 
 bool IsLoopbackAddress(const std::string& address) {
   absl::string_view host = address;
-  if (const size_t colon = host.rfind(':'); colon != absl::string_view::npos) {
+  // A Unix socket is not reachable from other machines.
+  if (absl::StartsWith(host, "unix:") || absl::StartsWith(host, "unix-abstract:")) return true;
+  if (absl::ConsumePrefix(&host, "[")) {
+    // "[v6]:port"
+    const size_t close = host.find(']');
+    if (close == absl::string_view::npos) return false;
+    host = host.substr(0, close);
+  } else if (const size_t colon = host.rfind(':');
+             colon != absl::string_view::npos && host.find(':') == colon) {
+    // "v4:port" or "name:port"; a bare v6 address (several colons) has no port to strip.
     host = host.substr(0, colon);
   }
-  if (absl::ConsumePrefix(&host, "[")) absl::ConsumeSuffix(&host, "]");
-  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+  if (host == "localhost") return true;
+  const std::string text(host);
+  in_addr v4;
+  if (inet_pton(AF_INET, text.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;  // 127.0.0.0/8
+  }
+  in6_addr v6;
+  if (inet_pton(AF_INET6, text.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
+  return false;
 }
 
 std::unique_ptr<WorkerHost> WorkerHost::Start(const HostOptions& options) {
@@ -350,10 +585,21 @@ std::unique_ptr<WorkerHost> WorkerHost::Start(const HostOptions& options) {
     throw InvalidOptionError(
         "worker host: TLS needs both a certificate and its key (--tls_cert and --tls_key)");
   }
-  if (options.max_message_bytes <= 0 || options.max_workers <= 0) {
-    throw InvalidOptionError(absl::StrCat("worker host: max_message_bytes (",
-                                          options.max_message_bytes, ") and max_workers (",
-                                          options.max_workers, ") must be > 0"));
+  if (options.max_message_bytes <= 0 || options.max_workers <= 0 ||
+      options.max_grpc_memory_bytes < 0) {
+    throw InvalidOptionError(absl::StrCat(
+        "worker host: max_message_bytes (", options.max_message_bytes, ") and max_workers (",
+        options.max_workers, ") must be > 0, and max_grpc_memory_bytes (",
+        options.max_grpc_memory_bytes, ") >= 0"));
+  }
+  if (options.create_timeout <= absl::ZeroDuration()) {
+    throw InvalidOptionError(absl::StrCat("worker host: create_timeout (",
+                                          absl::FormatDuration(options.create_timeout),
+                                          ") must be > 0"));
+  }
+  if (!options.tls_client_ca_pem.empty() && options.tls_cert_pem.empty()) {
+    throw InvalidOptionError(
+        "worker host: a client CA (--tls_client_ca) needs TLS (--tls_cert and --tls_key)");
   }
   if (options.tls_cert_pem.empty() && !IsLoopbackAddress(options.listen)) {
     std::fprintf(stderr,

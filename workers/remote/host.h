@@ -6,12 +6,14 @@
 //   concurry::remote::HostOptions options;
 //   options.token = "s3cret";
 //   std::unique_ptr<concurry::remote::WorkerHost> host =
-//   concurry::remote::WorkerHost::Start(options); std::printf("listening on port %d\n",
-//   host->port()); host->Wait();
+//       concurry::remote::WorkerHost::Start(options);
+//   std::printf("listening on port %d\n", host->port());
+//   host->Wait();
 
 #ifndef CONCURRY_WORKERS_REMOTE_HOST_H_
 #define CONCURRY_WORKERS_REMOTE_HOST_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -29,10 +31,24 @@ struct HostOptions {
   // loopback.
   std::string tls_cert_pem;
   std::string tls_key_pem;
-  // The largest message sent or accepted, in bytes.
-  int max_message_bytes = 128 << 20;
+  // PEM text of the CA that signs client certificates. Set (it needs TLS), the host requires every
+  // client to present a certificate signed by it, and refuses the connection otherwise.
+  std::string tls_client_ca_pem;
+  // The largest message sent or accepted, in bytes. gRPC's own default; larger messages (e.g. 64
+  // MiB arguments) are opt-in, since every worker may hold 2 x this much of queued calls.
+  int max_message_bytes = 4 << 20;
   // Workers alive at once; a client's Create beyond it fails with RESOURCE_EXHAUSTED.
   int max_workers = 1024;
+  // Memory gRPC may use for its buffers (its ResourceQuota), 0 for max(256 MiB, 4 x
+  // max_message_bytes). It is what bounds a peer without the token: gRPC 1.51 receives a whole
+  // request message (even one above max_message_bytes) before the size check and the handler's
+  // token check, so only the quota stops it; past the quota gRPC resets the largest streams
+  // (RST_STREAM ENHANCE_YOUR_CALM), which may be workers' streams too. The calls queued on
+  // workers are counted apart (max_message_bytes above).
+  int64_t max_grpc_memory_bytes = 0;
+  // How long a new stream may take to send its Create; past it the host cancels the stream and
+  // frees its worker slot.
+  absl::Duration create_timeout = absl::Seconds(10);
 };
 
 // A running host. Thread-safe.
@@ -50,14 +66,19 @@ class WorkerHost {
   virtual int port() const = 0;
   // Blocks until the host shuts down.
   virtual void Wait() = 0;
-  // Stops accepting streams, gives the open ones until `grace` to end, then cancels them (their
-  // workers are destroyed once their running call returns). Idempotent.
+  // Reports NOT_SERVING on the health service, stops accepting streams, gives the open ones until
+  // `grace` to end, then cancels them. It returns only once every worker is destroyed, which
+  // waits for each running call to return: a call that never returns blocks Shutdown (and the
+  // destructor) forever. The host binary (host_main.cc) therefore runs it on a thread and exits
+  // anyway a few seconds after `grace`. Idempotent.
   virtual void Shutdown(absl::Duration grace) = 0;
   // Workers alive now.
   virtual int64_t live_workers() const = 0;
 };
 
-// Whether `address` ("host:port") listens on loopback only (127.0.0.0/8, ::1, localhost).
+// Whether `address` ("host:port", "[v6]:port" or "unix:path") is reachable from this machine only:
+// an IPv4 address in 127.0.0.0/8, ::1, the name "localhost", or a Unix socket. Other names are not
+// resolved, so they count as public.
 bool IsLoopbackAddress(const std::string& address);
 
 }  // namespace concurry::remote

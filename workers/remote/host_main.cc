@@ -5,7 +5,9 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -13,11 +15,13 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "workers/remote/host.h"
 
@@ -30,12 +34,26 @@ ABSL_FLAG(std::string, token_file, "",
           "file holding the shared secret clients must send (RemoteOptions::token); required");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain of the host (enables TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
-ABSL_FLAG(int, max_message_bytes, 128 << 20, "largest message sent or accepted, in bytes");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM certificates of the CA that signs client certificates; set (with TLS), every client "
+          "must present a certificate it signed");
+ABSL_FLAG(int, max_message_bytes, 4 << 20,
+          "largest message sent or accepted, in bytes; each worker may hold twice this much of "
+          "queued calls");
 ABSL_FLAG(int, max_workers, 1024, "workers alive at once; more Creates are refused");
+ABSL_FLAG(int64_t, max_grpc_memory_mb, 0,
+          "memory gRPC may use for its buffers (its resource quota), in MiB; 0 for max(256 MiB, "
+          "4 x --max_message_bytes). It bounds what peers without the token can make the host "
+          "hold; past it gRPC resets the largest streams");
+ABSL_FLAG(int, create_timeout_ms, 10000,
+          "a new worker stream must send its Create within this time, or it is cancelled");
 ABSL_FLAG(int, shutdown_grace_ms, 5000,
           "on SIGTERM/SIGINT, how long open workers get to finish before they are cancelled");
 
 namespace {
+
+// How long after the shutdown grace the host waits for running calls before it exits anyway.
+constexpr absl::Duration kExitSlack = absl::Seconds(3);
 
 // The contents of `path`; exits with a message naming the flag when it cannot be read.
 std::string ReadFileOrDie(const std::string& path, const char* flag) {
@@ -88,8 +106,13 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_tls_key).empty()) {
     options.tls_key_pem = ReadFileOrDie(absl::GetFlag(FLAGS_tls_key), "tls_key");
   }
+  if (!absl::GetFlag(FLAGS_tls_client_ca).empty()) {
+    options.tls_client_ca_pem = ReadFileOrDie(absl::GetFlag(FLAGS_tls_client_ca), "tls_client_ca");
+  }
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_workers = absl::GetFlag(FLAGS_max_workers);
+  options.max_grpc_memory_bytes = absl::GetFlag(FLAGS_max_grpc_memory_mb) << 20;
+  options.create_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_create_timeout_ms));
 
   std::unique_ptr<concurry::remote::WorkerHost> host;
   try {
@@ -108,6 +131,23 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
-  host->Shutdown(absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms)));
+  // Shutdown returns only when every running call has returned; one that never does must not
+  // keep the process alive, so it runs on a thread with a bound.
+  const absl::Duration grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
+  absl::Notification shut_down;
+  std::thread shutdown([&] {
+    host->Shutdown(grace);
+    shut_down.Notify();
+  });
+  if (!shut_down.WaitForNotificationWithTimeout(grace + kExitSlack)) {
+    std::fprintf(stderr,
+                 "concurry worker host: %lld worker(s) still run a call %s after the shutdown "
+                 "grace; exiting without waiting for them\n",
+                 static_cast<long long>(host->live_workers()),
+                 absl::FormatDuration(kExitSlack).c_str());
+    std::fflush(stderr);
+    _exit(1);
+  }
+  shutdown.join();
   return 0;
 }

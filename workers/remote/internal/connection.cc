@@ -326,11 +326,13 @@ Future<std::string> RemoteConnection::Invoke(absl::string_view method, std::stri
     if (state_->dead != nullptr) return MakeFailedFuture<std::string>(state_->dead);
     state_->pending.push_back({id, std::move(promise)});
   }
-  state_->WriteCancelsLocked();
   // Once the reader has finished the stream, nothing may be written (gRPC forbids a Write after
   // Finish); the reader fails the reply queued above with the reason the stream ended. A failed
   // write also means the stream is over, and the reader does the same.
   if (!state_->writes_done) state_->stream->Write(frame);
+  // After the call: a cancellation of this very call (its future cancelled since OnCancel above)
+  // must not reach the host before the call does.
+  state_->WriteCancelsLocked();
   return reply;
 }
 
