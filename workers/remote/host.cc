@@ -291,10 +291,6 @@ class Service final : public v1::WorkerHost::Service {
  public:
   explicit Service(const HostOptions& options) : options_(options) {}
 
-  // The health service to keep informed (NOT_SERVING while the host is full); set once, before
-  // the server starts.
-  void set_health(grpc::HealthCheckServiceInterface* health) { health_ = health; }
-
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<HostFrame, ClientFrame>* stream) override {
     if (grpc::Status denied = Authenticate(*context); !denied.ok()) return denied;
@@ -305,13 +301,9 @@ class Service final : public v1::WorkerHost::Service {
                           absl::StrCat("the worker host runs its maximum of ", options_.max_workers,
                                        " workers (--max_workers)"));
     }
-    UpdateHealth();
     struct Release {
       Service* service;
-      ~Release() {
-        service->live_.fetch_sub(1, std::memory_order_acq_rel);
-        service->UpdateHealth();
-      }
+      ~Release() { service->live_.fetch_sub(1, std::memory_order_acq_rel); }
     } release{this};
 
     ClientFrame first;
@@ -402,26 +394,12 @@ class Service final : public v1::WorkerHost::Service {
     return grpc::Status::OK;
   }
 
-  // Health says NOT_SERVING while every worker slot is taken, so that balancers and probes
-  // send new workers elsewhere. Serialized, so that the last status set matches live_.
-  void UpdateHealth() {
-    if (health_ == nullptr) return;
-    absl::MutexLock lock(&health_mu_);
-    const bool full = live_.load(std::memory_order_acquire) >= options_.max_workers;
-    if (full == reported_full_) return;
-    reported_full_ = full;
-    health_->SetServingStatus(!full);
-  }
-
   const HostOptions options_;
-  grpc::HealthCheckServiceInterface* health_ = nullptr;
   // Streams inside Connect (workers alive or being built).
   std::atomic<int64_t> live_{0};
   std::atomic<int64_t> created_{0};
   std::atomic<int64_t> calls_{0};
   std::atomic<int64_t> orphans_{0};
-  absl::Mutex health_mu_;
-  bool reported_full_ ABSL_GUARDED_BY(health_mu_) = false;
 };
 
 // Checks the token on TLS hosts when a call's metadata arrives, before gRPC dispatches it to a
@@ -517,7 +495,6 @@ class HostImpl final : public remote::WorkerHost {
           absl::StrCat("the worker host could not listen on \"", options.listen,
                        "\" (address in use, or not an address of this machine)")));
     }
-    service_.set_health(server_->GetHealthCheckService());
   }
 
   int port() const override { return port_; }

@@ -421,17 +421,6 @@ TEST(HostStatsTest, CountsOrphansUntilTheirCallReturns) {
   EXPECT_EQ(StatsOf(host).orphans(), 0);
 }
 
-// Health reports NOT_SERVING while every worker slot is taken.
-TEST(HostHealthTest, NotServingWhileFull) {
-  testkit::Watchdog watchdog(absl::Seconds(30), "health of a full host");
-  TestHost host(kHostBinary, kToken, {"--max_workers=1"});
-  EXPECT_EQ(HealthOf(host.address()), 1);
-  auto w = Worker<Counter>::Create(OptionsFor(host), 0);
-  EXPECT_EQ(HealthOf(host.address()), 2);
-  EXPECT_TRUE(w.Stop(absl::Seconds(10)));
-  EXPECT_TRUE(Eventually([&] { return HealthOf(host.address()) == 1; }, absl::Seconds(5)));
-}
-
 // Shutdown turns health to NOT_SERVING first: a probe watching the host hears it before the
 // streams are cancelled. (A host inside the test's process, through the library.)
 TEST(HostHealthTest, NotServingOnceShutdownBegins) {
