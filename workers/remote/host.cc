@@ -84,9 +84,12 @@ struct Queued {
   int64_t bytes = 0;
 };
 
-// The calls of one worker, and the thread that runs them one at a time, in order. The stream's
-// handler thread reads frames and queues them here; the runner thread answers them (it is the
-// only writer of the stream once the worker exists). Used by those two threads only.
+// The calls of one worker. Two threads serve it, the stream's handler thread and one more, and
+// take turns at two roles: the reader reads the next frame, the runner runs the first queued call
+// and writes its reply. A thread that reads a call while no call runs runs it itself, and the
+// other thread takes over the reading: the call does not wait for another thread to wake up, and
+// frames (cancellations, a stop) are still read while a call runs. One reader and one runner at a
+// time: calls run one by one in FIFO order, and the stream has one reader and one writer.
 class Session {
  public:
   Session(const EncodedClass& cls, void* object, grpc::ServerContext* context,
@@ -108,71 +111,131 @@ class Session {
 
   // Reads frames until the stream ends, running calls meanwhile; then destroys the object.
   void Serve() {
-    std::thread runner([this] { Run(); });
-    ClientFrame frame;
-    for (;;) {
-      {
-        // Back-pressure: no Read while the queue is full. The check for a cancelled stream lets
-        // the host notice a client that gave up while the runner is stuck in a long call.
-        absl::MutexLock lock(&mu_);
-        while (!mu_.AwaitWithTimeout(absl::Condition(this, &Session::HasRoomLocked),
-                                     kCancelCheckInterval)) {
-          if (context_->IsCancelled()) break;
-        }
-      }
-      if (!stream_->Read(&frame)) break;
-      absl::MutexLock lock(&mu_);
-      // The runner has given up (its write failed): what comes now is not answered, nor kept.
-      if (runner_done_) continue;
-      if (frame.has_call()) {
-        Queued queued;
-        queued.call = std::move(*frame.mutable_call());
-        const uint64_t id = queued.call.id();
-        if (id >= next_call_id_) next_call_id_ = id + 1;
-        if (!early_cancels_.empty()) {
-          queued.cancelled = early_cancels_.erase(id) > 0;
-          // Ids at or below this one will not come again (a client numbers its calls in order).
-          absl::erase_if(early_cancels_, [&](uint64_t early) { return early < next_call_id_; });
-        }
-        if (queued.cancelled) {
-          queued.call.clear_args();
-        } else {
-          queued.bytes = static_cast<int64_t>(queued.call.ByteSizeLong());
-          queued_bytes_ += queued.bytes;
-        }
-        queue_.push_back(std::move(queued));
-      } else if (frame.has_cancel()) {
-        CancelLocked(frame.cancel().id());
-      } else if (frame.has_stop()) {
-        stop_ = true;
-      } else {
-        // A second Create, or a frame of a kind this host does not know: answered in order with
-        // an error reply. It has no id of its own; the reply carries UINT64_MAX.
-        Queued queued;
-        queued.kind = Queued::Kind::kBadFrame;
-        queue_.push_back(std::move(queued));
-      }
-    }
+    std::thread other([this] { Work(); });
+    Work();
+    other.join();
+    bool orphaned;
     {
       absl::MutexLock lock(&mu_);
-      // Without a Stop, the client is gone: nobody waits for the queued calls.
-      gone_ = !stop_;
-      ended_ = true;
+      orphaned = orphaned_;
     }
-    // Until the runner returns, this worker is one whose stream has ended but whose call still
-    // runs (Stats().orphans).
-    orphans_->fetch_add(1, std::memory_order_relaxed);
-    runner.join();
-    orphans_->fetch_sub(1, std::memory_order_relaxed);
+    if (orphaned) orphans_->fetch_sub(1, std::memory_order_relaxed);
     cls_.destroy(object_);
   }
 
  private:
-  bool HasWorkLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !queue_.empty() || ended_;
+  // What either thread does: take the runner's role when a call waits and none runs, else the
+  // reader's when nobody reads, the stream goes on and the queue has room; return once the
+  // stream has ended and nothing is left for this thread.
+  void Work() ABSL_LOCKS_EXCLUDED(mu_) {
+    mu_.Lock();
+    for (;;) {
+      WaitForRoleLocked();
+      if (CanRunLocked()) {
+        Queued queued = std::move(queue_.front());
+        queue_.pop_front();
+        queued_bytes_ -= queued.bytes;
+        const bool stopping = stop_;
+        running_ = true;
+        mu_.Unlock();
+        const bool written = Answer(queued, stopping);
+        mu_.Lock();
+        running_ = false;
+        // The stream is over: nothing more is answered (the reader sees the end too).
+        if (!written) runner_done_ = true;
+      } else if (CanReadLocked()) {
+        reading_ = true;
+        mu_.Unlock();
+        ClientFrame frame;
+        const bool got = stream_->Read(&frame);
+        mu_.Lock();
+        reading_ = false;
+        if (got) {
+          AcceptLocked(frame);
+        } else {
+          EndLocked();
+        }
+      } else {
+        break;  // The stream has ended; the other thread answers what is left, if anything.
+      }
+    }
+    mu_.Unlock();
+  }
+
+  bool CanRunLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !running_ && !runner_done_ && !gone_ && !queue_.empty();
+  }
+  bool CanReadLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !reading_ && !ended_ && HasRoomLocked();
+  }
+  bool HasRoleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return CanRunLocked() || CanReadLocked() || ended_;
   }
   bool HasRoomLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return runner_done_ || (queued_bytes_ < max_queued_bytes_ && queue_.size() < kMaxQueuedCalls);
+  }
+
+  void WaitForRoleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    while (!HasRoleLocked()) {
+      if (reading_) {
+        mu_.Await(absl::Condition(this, &Session::HasRoleLocked));
+        continue;
+      }
+      // Nobody reads: the queue is full behind a running call (back-pressure: gRPC's flow control
+      // makes the client's writes wait). A client that gives up cancels the stream, which only a
+      // Read would show; look for it now and then, so that its queued calls are dropped.
+      if (!mu_.AwaitWithTimeout(absl::Condition(this, &Session::HasRoleLocked),
+                                kCancelCheckInterval) &&
+          context_->IsCancelled()) {
+        EndLocked();
+      }
+    }
+  }
+
+  // Queues what the reader read.
+  void AcceptLocked(ClientFrame& frame) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // The runner has given up (its write failed): what comes now is not answered, nor kept.
+    if (runner_done_) return;
+    if (frame.has_call()) {
+      Queued queued;
+      queued.call = std::move(*frame.mutable_call());
+      const uint64_t id = queued.call.id();
+      if (id >= next_call_id_) next_call_id_ = id + 1;
+      if (!early_cancels_.empty()) {
+        queued.cancelled = early_cancels_.erase(id) > 0;
+        // Ids at or below this one will not come again (a client numbers its calls in order).
+        absl::erase_if(early_cancels_, [&](uint64_t early) { return early < next_call_id_; });
+      }
+      if (queued.cancelled) {
+        queued.call.clear_args();
+      } else {
+        queued.bytes = static_cast<int64_t>(queued.call.ByteSizeLong());
+        queued_bytes_ += queued.bytes;
+      }
+      queue_.push_back(std::move(queued));
+    } else if (frame.has_cancel()) {
+      CancelLocked(frame.cancel().id());
+    } else if (frame.has_stop()) {
+      stop_ = true;
+    } else {
+      // A second Create, or a frame of a kind this host does not know: answered in order with
+      // an error reply. It has no id of its own; the reply carries UINT64_MAX.
+      Queued queued;
+      queued.kind = Queued::Kind::kBadFrame;
+      queue_.push_back(std::move(queued));
+    }
+  }
+
+  // The stream ended (or was cancelled). Without a Stop, the client is gone: nobody waits for the
+  // queued calls. A call still running makes this worker an orphan until it returns.
+  void EndLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ended_) return;
+    ended_ = true;
+    gone_ = !stop_;
+    if (running_) {
+      orphaned_ = true;
+      orphans_->fetch_add(1, std::memory_order_relaxed);
+    }
   }
 
   // Marks call `id` cancelled if it is queued, or remembers it if it is one of the next
@@ -197,65 +260,47 @@ class Session {
     }
   }
 
-  void Run() {
-    RunCalls();
-    absl::MutexLock lock(&mu_);
-    runner_done_ = true;
-  }
-
-  void RunCalls() {
-    const std::string cancelled_reply = workers_internal::EncodeErrorReply(std::make_exception_ptr(
-        CancelledError("the call was cancelled before it started on the worker host")));
-    for (;;) {
-      Queued queued;
-      bool stopping;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(this, &Session::HasWorkLocked));
-        if (queue_.empty() || gone_) return;
-        queued = std::move(queue_.front());
-        queue_.pop_front();
-        queued_bytes_ -= queued.bytes;
-        stopping = stop_;
-      }
-      const Call& call = queued.call;
-      std::string reply;
-      if (queued.kind == Queued::Kind::kBadFrame) {
-        reply = ErrorReply(absl::InvalidArgumentError(
-            "the worker host received a frame that is neither a call, a cancellation nor a stop "
-            "after the worker was created"));
-      } else if (stopping || queued.cancelled) {
-        reply = cancelled_reply;
+  // Answers one queued entry: runs the call (or not, when it was cancelled or the worker stops)
+  // and writes the reply. False when the write failed: the stream is over.
+  bool Answer(const Queued& queued, bool stopping) ABSL_LOCKS_EXCLUDED(mu_) {
+    const Call& call = queued.call;
+    std::string reply;
+    if (queued.kind == Queued::Kind::kBadFrame) {
+      reply = ErrorReply(absl::InvalidArgumentError(
+          "the worker host received a frame that is neither a call, a cancellation nor a stop "
+          "after the worker was created"));
+    } else if (stopping || queued.cancelled) {
+      reply = workers_internal::EncodeErrorReply(std::make_exception_ptr(
+          CancelledError("the call was cancelled before it started on the worker host")));
+    } else {
+      // Unknown methods and undecodable arguments fail the future: the reply says so.
+      Future<std::string> result = cls_.invoke(object_, call.method(), call.args());
+      result.Wait();
+      if (std::exception_ptr error = result.Error()) {
+        reply = workers_internal::EncodeErrorReply(error);
       } else {
-        // Unknown methods and undecodable arguments fail the future: the reply says so.
-        Future<std::string> result = cls_.invoke(object_, call.method(), call.args());
-        result.Wait();
-        if (std::exception_ptr error = result.Error()) {
-          reply = workers_internal::EncodeErrorReply(error);
-        } else {
-          reply = std::move(result).Result();
-        }
+        reply = std::move(result).Result();
       }
-      HostFrame frame;
-      frame.mutable_reply()->set_id(queued.kind == Queued::Kind::kCall ? call.id() : UINT64_MAX);
-      frame.mutable_reply()->set_reply(std::move(reply));
-      // A reply gRPC would refuse to send would end the stream, and the worker with it: the
-      // caller gets an error instead.
-      if (frame.ByteSizeLong() > static_cast<size_t>(reply_limit_)) {
-        const size_t size = frame.ByteSizeLong();
-        frame.mutable_reply()->set_reply(ErrorReply(absl::ResourceExhaustedError(absl::StrCat(
-            "the reply of ", call.method(), " is ", size, " bytes, more than the ", reply_limit_,
-            " allowed (the worker host's --max_message_bytes is ", max_message_bytes_,
-            client_max_message_bytes_ > 0
-                ? absl::StrCat(", the client's remote.max_message_bytes is ",
-                               client_max_message_bytes_)
-                : std::string(),
-            ")"))));
-      }
-      calls_->fetch_add(1, std::memory_order_relaxed);
-      // A failed write: the stream is over, and the reader sees it too.
-      if (!stream_->Write(frame)) return;
     }
+    HostFrame frame;
+    frame.mutable_reply()->set_id(queued.kind == Queued::Kind::kCall ? call.id() : UINT64_MAX);
+    frame.mutable_reply()->set_reply(std::move(reply));
+    // A reply gRPC would refuse to send would end the stream, and the worker with it: the
+    // caller gets an error instead.
+    if (frame.ByteSizeLong() > static_cast<size_t>(reply_limit_)) {
+      const size_t size = frame.ByteSizeLong();
+      frame.mutable_reply()->set_reply(ErrorReply(absl::ResourceExhaustedError(absl::StrCat(
+          "the reply of ", call.method(), " is ", size, " bytes, more than the ", reply_limit_,
+          " allowed (the worker host's --max_message_bytes is ", max_message_bytes_,
+          client_max_message_bytes_ > 0
+              ? absl::StrCat(", the client's remote.max_message_bytes is ",
+                             client_max_message_bytes_)
+              : std::string(),
+          ")"))));
+    }
+    calls_->fetch_add(1, std::memory_order_relaxed);
+    // A failed write: the stream is over, and the reader sees it too.
+    return stream_->Write(frame);
   }
 
   const EncodedClass& cls_;
@@ -281,10 +326,17 @@ class Session {
   // came, dropped once passed, so at most kEarlyCancelWindow of them.
   absl::flat_hash_set<uint64_t> early_cancels_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // The stream has ended: nothing more is read.
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  // Ended without a Stop: the queued calls are dropped.
   bool gone_ ABSL_GUARDED_BY(mu_) = false;
-  // The runner returned (the stream failed, or the client is gone): nothing drains the queue.
+  // A reply could not be written (the stream is over): nothing more is answered.
   bool runner_done_ ABSL_GUARDED_BY(mu_) = false;
+  // A thread holds the reader's role; one holds the runner's.
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool running_ ABSL_GUARDED_BY(mu_) = false;
+  // The stream ended while a call ran: counted in orphans_ until the session ends.
+  bool orphaned_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 class Service final : public v1::WorkerHost::Service {

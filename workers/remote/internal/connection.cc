@@ -23,6 +23,7 @@
 #include "futures/errors.h"
 #include "futures/executor.h"
 #include "grpcpp/grpcpp.h"
+#include "workers/internal/actor.h"
 #include "workers/remote/internal/channel.h"
 #include "workers/remote/remote.grpc.pb.h"
 #include "workers/remote/remote.pb.h"
@@ -78,9 +79,9 @@ bool OnReaderThreadOf(const void* context) {
 //
 // Thread-safety: `target`, `class_name`, `context_tag`, `channel`, `stub` and `stream` are set in
 // Open before any other thread sees the state and never change. `context` is used by the actor's
-// thread and the reader, and TryCancel'led from any thread (which gRPC allows). Only the actor's
-// thread writes to the stream (Open, Invoke, Flush, the destructor), and the reader finishes it;
-// both under `write_mu`.
+// thread and the reader, and TryCancel'led from any thread (which gRPC allows). The actor's thread
+// writes to the stream (Open, Invoke, Flush, the destructor), a thread cancelling a call may write
+// the cancellation, and the reader finishes it; all under `write_mu`.
 struct StreamState {
   // A call sent and not answered yet.
   struct PendingCall {
@@ -88,9 +89,10 @@ struct StreamState {
     Promise<std::string> promise;
   };
 
-  // Queues a cancellation for call `id` and wakes the actor's thread, which writes it at its next
-  // Flush. Any thread; never writes: a write may block until the host reads, and the reader
-  // blocked that way could deadlock with a host waiting for the reader to take a reply.
+  // Sends a cancellation for call `id`: written at once by a plain thread, else queued for the
+  // actor's thread, which writes it at its next Flush. Any thread. A
+  // reader thread never writes: a write may block until the host reads, and the reader blocked
+  // that way could deadlock with a host waiting for the reader to take a reply.
   void Cancel(uint64_t id) ABSL_LOCKS_EXCLUDED(write_mu, mu);
   // Writes the cancellations asked for meanwhile.
   void WriteCancelsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu) ABSL_LOCKS_EXCLUDED(mu);
@@ -138,6 +140,17 @@ void StreamState::Cancel(uint64_t id) {
     if (stopping || dead != nullptr) return;  // The Stop cancels it anyway.
     cancels.push_back(id);
     wake = wake_writer;
+  }
+  // A plain thread writes the cancellation itself, waiting for a write in progress, so that it is
+  // on the wire before Cancel returns: the host then drops the call if it has not started it
+  // (a caller that cancels and then lets the running call finish relies on that). A reader thread
+  // or a timer (both in a NonBlockingScope) must not block in a write while the host pushes back,
+  // and a thread running a worker's call may be this worker's own actor, which may hold
+  // `write_mu`: those leave it to the actor's thread.
+  if (!NonBlockingScope::Active() && workers_internal::ActorCore::Current() == nullptr) {
+    absl::MutexLock write_lock(&write_mu);
+    WriteCancelsLocked();
+    return;
   }
   if (wake) wake();
 }

@@ -35,8 +35,8 @@ class RemoteOwner {
   // sent fail with `error`.
   virtual void Died(std::exception_ptr error) = 0;
   // Returns a function that has the actor's thread drain and then Flush (a Poke), safe to call
-  // from any thread at any time (a no-op once the worker is gone). Only the actor's thread writes
-  // to the stream: other threads queue what they want sent and wake it with this.
+  // from any thread at any time (a no-op once the worker is gone). Threads that may not write
+  // to the stream themselves queue what they want sent and wake the actor's thread with this.
   virtual std::function<void()> MakeWaker() = 0;
   // The stream is open and the Create about to be sent (on the actor's thread): `cancel` cancels
   // the stream from any thread, at any time, so that a Stop past its deadline can end a
