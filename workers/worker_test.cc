@@ -475,6 +475,12 @@ TEST_P(WorkerConformanceTest, UnwrapOptOutPassesFutures) {
 
 TEST_P(WorkerConformanceTest, CallerCancelsAQueuedCall) {
   if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
+  if (GetParam() == Mode::kRemote) {
+    // The cancellation travels over gRPC, whose writes complete before the bytes reach the host:
+    // released at once, the running call can finish and the host start the next before the
+    // cancellation arrives. //workers/remote:remote_client_test cancels with time to arrive.
+    GTEST_SKIP() << "a remote cancellation racing the start of the call may arrive too late";
+  }
   auto w = Make();
   const int gate = Gates::Get().Make();
   Future<int> first = Occupy(w, gate);

@@ -89,8 +89,8 @@ struct StreamState {
     Promise<std::string> promise;
   };
 
-  // Sends a cancellation for call `id`: written at once by a plain thread, else queued for the
-  // actor's thread, which writes it at its next Flush. Any thread. A
+  // Sends a cancellation for call `id`: written at once by a thread that finds the stream free,
+  // else queued for the actor's thread, which writes it at its next Flush. Any thread. A
   // reader thread never writes: a write may block until the host reads, and the reader blocked
   // that way could deadlock with a host waiting for the reader to take a reply.
   void Cancel(uint64_t id) ABSL_LOCKS_EXCLUDED(write_mu, mu);
@@ -141,15 +141,15 @@ void StreamState::Cancel(uint64_t id) {
     cancels.push_back(id);
     wake = wake_writer;
   }
-  // A plain thread writes the cancellation itself, waiting for a write in progress, so that it is
-  // on the wire before Cancel returns: the host then drops the call if it has not started it
-  // (a caller that cancels and then lets the running call finish relies on that). A reader thread
-  // or a timer (both in a NonBlockingScope) must not block in a write while the host pushes back,
-  // and a thread running a worker's call may be this worker's own actor, which may hold
-  // `write_mu`: those leave it to the actor's thread.
-  if (!NonBlockingScope::Active() && workers_internal::ActorCore::Current() == nullptr) {
-    absl::MutexLock write_lock(&write_mu);
+  // A thread that finds the stream free writes the cancellation itself, so that it is on its way
+  // before Cancel returns; a busy stream is the actor's, which writes it at its next Flush. Never
+  // waits: Cancel must not block while the host pushes back (its queue full behind a long call).
+  // A reader thread or a timer (both in a NonBlockingScope) never writes: a reader blocked in a
+  // write could deadlock with a host waiting for it to take a reply. The host drops the call if
+  // the cancellation reaches it before the call starts; one racing the start may come too late.
+  if (!NonBlockingScope::Active() && write_mu.TryLock()) {
     WriteCancelsLocked();
+    write_mu.Unlock();
     return;
   }
   if (wake) wake();
