@@ -98,6 +98,7 @@ void ApplyRemoteChanges(const RemoteOptions& before, const RemoteOptions& after,
   take(&RemoteOptions::keepalive_time);
   take(&RemoteOptions::keepalive_timeout);
   take(&RemoteOptions::max_message_bytes);
+  take(&RemoteOptions::call_timeout);
 }
 
 Delta Diff(const WorkerDefaults& before, const WorkerDefaults& after) {

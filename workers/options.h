@@ -168,6 +168,12 @@ struct RemoteOptions {
   absl::Duration keepalive_timeout = absl::Seconds(1);
   // The largest message sent or accepted, in bytes (> 0): bounds a call's arguments and reply.
   int max_message_bytes = 128 << 20;
+  // How long each call may take, from when the client sends it (> 0; InfiniteDuration(): no
+  // limit). Past it the call's future fails with TimeoutError, and a call still queued on the
+  // host is never started there (the host drops a call whose deadline passed while it waited,
+  // and the client sends a cancellation). A call already running on the host runs to its end:
+  // C++ cannot interrupt it. Result(timeout) bounds only the caller's wait, as in every mode.
+  absl::Duration call_timeout = absl::InfiniteDuration();
 
   bool operator==(const RemoteOptions&) const = default;
 };

@@ -362,6 +362,19 @@ TEST(ResolveWorkerOptionsTest, RemoteSettingsComeFromTheOptionsOrTheModesDefault
     EXPECT_EQ(resolved.token, "t1");
     EXPECT_EQ(resolved.keepalive_time, absl::Seconds(30));
   }
+  // call_timeout is one more field applied on its own.
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kRemote}).remote.call_timeout,
+            absl::InfiniteDuration());
+  {
+    ScopedWorkerDefaults outer(Mode::kRemote, [](WorkerDefaults& d) { d.remote.hosts = {"a:1"}; });
+    ScopedWorkerDefaults inner(
+        Mode::kRemote, [](WorkerDefaults& d) { d.remote.call_timeout = absl::Milliseconds(250); });
+    const RemoteOptions resolved = ResolveWorkerOptions({.mode = Mode::kRemote}).remote;
+    EXPECT_EQ(resolved.hosts, std::vector<std::string>{"a:1"});
+    EXPECT_EQ(resolved.call_timeout, absl::Milliseconds(250));
+  }
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kRemote}).remote.call_timeout,
+            absl::InfiniteDuration());
   // Other modes' defaults cannot hold remote settings.
   EXPECT_THROW(ScopedWorkerDefaults(Mode::kThread, [](WorkerDefaults& d) { d.remote.token = "x"; }),
                InvalidOptionError);

@@ -9,7 +9,9 @@
 #include <cstdio>
 #include <deque>
 #include <exception>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -72,6 +74,29 @@ constexpr uint64_t kEarlyCancelWindow = 64;
 // How often a handler waiting for room in its queue looks whether its stream was cancelled.
 constexpr absl::Duration kCancelCheckInterval = absl::Milliseconds(100);
 
+// A call's timeout_us as a duration (0: none); values past what int64 holds count as the most.
+absl::Duration CallTimeout(const Call& call) {
+  return absl::Microseconds(static_cast<int64_t>(
+      std::min<uint64_t>(call.timeout_us(), std::numeric_limits<int64_t>::max())));
+}
+
+// When a call received at `received` must have started: its timeout later (absl::Time
+// saturates), or never when it has none.
+absl::Time CallDeadline(const Call& call, absl::Time received) {
+  if (call.timeout_us() == 0) return absl::InfiniteFuture();
+  return received + CallTimeout(call);
+}
+
+// The error reply of a call that waited in the queue past its deadline (TimeoutError, as for any
+// wait that ran out), or nullopt when the call may still start.
+std::optional<std::string> ExpiredReply(const Call& call, absl::Time deadline) {
+  if (absl::Now() < deadline) return std::nullopt;
+  return workers_internal::EncodeErrorReply(std::make_exception_ptr(TimeoutError(absl::StrCat(
+      "the call of ", call.method(), " waited in the worker host's queue past its deadline (",
+      absl::FormatDuration(CallTimeout(call)),
+      " after the host received it, remote.call_timeout); it was not started"))));
+}
+
 // One entry of a worker's queue: a call, or a frame the host cannot use (answered in order with
 // an error reply).
 struct Queued {
@@ -82,6 +107,8 @@ struct Queued {
   bool cancelled = false;
   // What the entry counts against the queue's byte limit.
   int64_t bytes = 0;
+  // Past this, the call is answered with a TimeoutError instead of being started.
+  absl::Time deadline = absl::InfiniteFuture();
 };
 
 // The calls of one worker. Two threads serve it, the stream's handler thread and one more, and
@@ -199,6 +226,7 @@ class Session {
     if (frame.has_call()) {
       Queued queued;
       queued.call = std::move(*frame.mutable_call());
+      queued.deadline = CallDeadline(queued.call, absl::Now());
       const uint64_t id = queued.call.id();
       if (id >= next_call_id_) next_call_id_ = id + 1;
       if (!early_cancels_.empty()) {
@@ -272,6 +300,8 @@ class Session {
     } else if (stopping || queued.cancelled) {
       reply = workers_internal::EncodeErrorReply(std::make_exception_ptr(
           CancelledError("the call was cancelled before it started on the worker host")));
+    } else if (std::optional<std::string> expired = ExpiredReply(call, queued.deadline)) {
+      reply = std::move(*expired);
     } else {
       // Unknown methods and undecodable arguments fail the future: the reply says so.
       Future<std::string> result = cls_.invoke(object_, call.method(), call.args());

@@ -303,6 +303,64 @@ TEST(HostCancelTest, OnlyQueuedCallsCanBeCancelled) {
   EXPECT_TRUE(stream->Finish().ok());
 }
 
+// A call whose timeout_us passes while it waits in the queue is answered with a TimeoutError and
+// never runs; calls without one, and calls still in time, run.
+TEST(HostDeadlineTest, ACallPastItsDeadlineInTheQueueIsNotStarted) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "deadlines on a raw stream");
+  TestHost host(kHostBinary, kToken);
+  grpc::ClientContext context;
+  Authorize(context);
+  auto stream = StubFor(host)->Connect(&context);
+  remote::v1::ClientFrame frame;
+  frame.mutable_create()->set_class_name("remote_test::Counter");
+  frame.mutable_create()->set_constructor(workers_internal::EncodeConstructor<Counter>(1));
+  ASSERT_TRUE(stream->Write(frame));
+  remote::v1::HostFrame reply;
+  ASSERT_TRUE(stream->Read(&reply));
+  ASSERT_TRUE(reply.has_created());
+
+  const auto send_call = [&](uint64_t id, std::string method, std::string args,
+                             uint64_t timeout_us) {
+    remote::v1::ClientFrame call;
+    call.mutable_call()->set_id(id);
+    call.mutable_call()->set_method(std::move(method));
+    call.mutable_call()->set_args(std::move(args));
+    call.mutable_call()->set_timeout_us(timeout_us);
+    EXPECT_TRUE(stream->Write(call));
+  };
+  send_call(0, "Sleep", workers_internal::EncodeCall<Counter>(&Counter::Sleep, 600), 0);
+  // 100 ms: passes while the sleep runs. No cancellation is sent: the host alone drops it.
+  send_call(1, "Add", workers_internal::EncodeCall<Counter>(&Counter::Add, 10), 100'000);
+  // 30 s: still in time when the sleep ends.
+  send_call(2, "Add", workers_internal::EncodeCall<Counter>(&Counter::Add, 100), 30'000'000);
+  // The largest value: no overflow, it runs.
+  send_call(3, "Get", workers_internal::EncodeCall<Counter>(&Counter::Get), UINT64_MAX);
+
+  std::vector<remote::v1::Reply> replies;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(stream->Read(&reply));
+    replies.push_back(reply.reply());
+  }
+  EXPECT_EQ(replies[0].id(), 0u);
+  EXPECT_NO_THROW(workers_internal::DecodeReply<void>(replies[0].reply()));
+  EXPECT_EQ(replies[1].id(), 1u);
+  try {
+    workers_internal::DecodeReply<int>(replies[1].reply());
+    ADD_FAILURE() << "the call past its deadline ran";
+  } catch (const TimeoutError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("Add"));
+    EXPECT_THAT(e.what(), HasSubstr("waited in the worker host's queue past its deadline"));
+    EXPECT_THAT(e.what(), HasSubstr("100ms"));
+  }
+  EXPECT_EQ(replies[2].id(), 2u);
+  EXPECT_EQ(workers_internal::DecodeReply<int>(replies[2].reply()), 101);  // Add(10) never ran.
+  EXPECT_EQ(replies[3].id(), 3u);
+  EXPECT_EQ(workers_internal::DecodeReply<int>(replies[3].reply()), 101);
+  stream->WritesDone();
+  EXPECT_FALSE(stream->Read(&reply));
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
 // B2: garbage on the port, and large requests without the token: the host refuses them, its
 // memory stays within its gRPC quota (here 32 MiB; gRPC 1.51 receives a whole request before it
 // checks its size or the handler checks the token), and it goes on serving.

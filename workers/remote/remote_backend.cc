@@ -191,6 +191,12 @@ class RemoteBackend final : public WorkerBackend {
       throw InvalidOptionError(absl::StrCat("worker options: remote.max_message_bytes is ",
                                             remote.max_message_bytes, "; allowed: > 0"));
     }
+    if (remote.call_timeout <= absl::ZeroDuration()) {
+      throw InvalidOptionError(absl::StrCat("worker options: remote.call_timeout is ",
+                                            absl::FormatDuration(remote.call_timeout),
+                                            "; allowed: > 0 (absl::InfiniteDuration() for no "
+                                            "limit)"));
+    }
     if (!options.limits.no_op()) {
       throw InvalidOptionError(
           "worker options: limits are not supported in Mode::kRemote yet (a limit set cannot be "

@@ -1,9 +1,9 @@
 // The client's end of a Mode::kRemote worker (internal/connection.cc, remote_backend.cc): a Stop
 // past its timeout ends a constructor that never returns, message limits are the smaller of the
-// two sides' in both directions, cancellations written by the actor's thread, replies checked
-// against the call they answer, and gRPC codes kept visible when a stream ends. Against real
-// host processes (//workers/remote:test_host) and, for what a correct host never does, a
-// misbehaving host served by the test itself.
+// two sides' in both directions, cancellations written by the actor's thread, per-call deadlines
+// (remote.call_timeout), replies checked against the call they answer, and gRPC codes kept
+// visible when a stream ends. Against real host processes (//workers/remote:test_host) and, for
+// what a correct host never does, a misbehaving host served by the test itself.
 
 #include <functional>
 #include <memory>
@@ -77,6 +77,17 @@ int64_t LiveWorkers(const TestHost& host) {
   remote::v1::StatsReply reply;
   if (!stub->Stats(&context, remote::v1::StatsRequest(), &reply).ok()) return -1;
   return reply.workers();
+}
+
+// Calls `host` has answered since it started (its Stats), or -1 when it did not answer.
+int64_t CallsAnswered(const TestHost& host) {
+  auto stub = remote::v1::WorkerHost::NewStub(
+      grpc::CreateChannel(host.address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.AddMetadata(remote_internal::kAuthorizationKey, remote_internal::BearerValue(kToken));
+  remote::v1::StatsReply reply;
+  if (!stub->Stats(&context, remote::v1::StatsRequest(), &reply).ok()) return -1;
+  return reply.calls();
 }
 
 // A worker host that misbehaves, served in the test's process on 127.0.0.1: it answers a
@@ -220,6 +231,77 @@ TEST(RemoteClientCancelTest, ACallCancelledFromAnotherThreadAfterItWasSentNeverR
   EXPECT_EQ(third.Result(), 10);  // The cancelled call never ran.
   EXPECT_TRUE(second.Cancelled());
   EXPECT_TRUE(w.Stop(absl::Seconds(10)));
+}
+
+TEST(RemoteClientDeadlineTest, ASlowCallFailsAtItsDeadlineAndTheCallQueuedBehindNeverRuns) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "remote.call_timeout on a slow call");
+  TestHost host(kHostBinary, kToken);
+  WorkerOptions options = OptionsFor(host.address());
+  options.remote->call_timeout = absl::Milliseconds(200);
+  auto w = Worker<Counter>::Create(options, 0);
+  // A fast call finishes well within its timeout.
+  EXPECT_EQ(w.Call(&Counter::Add, 1).Result(), 1);
+
+  const absl::Time start = absl::Now();
+  Future<void> slow = w.Call(&Counter::Sleep, 1000);
+  Future<int> behind = w.Call(&Counter::Add, 100);
+  ASSERT_TRUE(slow.Wait(absl::Seconds(5)));
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_GE(took, absl::Milliseconds(200));
+  EXPECT_LE(took, absl::Milliseconds(1500));
+  try {
+    slow.Result();
+    FAIL() << "no error";
+  } catch (const TimeoutError& e) {
+    EXPECT_EQ(e.code(), absl::StatusCode::kDeadlineExceeded);
+    EXPECT_THAT(e.what(), HasSubstr("Sleep"));
+    EXPECT_THAT(e.what(), HasSubstr(host.address()));
+    EXPECT_THAT(e.what(), HasSubstr("200ms"));
+    EXPECT_THAT(e.what(), HasSubstr("remote.call_timeout"));
+  }
+  ASSERT_TRUE(behind.Wait(absl::Seconds(5)));
+  EXPECT_THROW(behind.Result(), TimeoutError);
+
+  // The host answers the sleep when it returns, and the call behind it without running it
+  // (cancelled, or past its deadline): three replies in all, both late ones dropped by the client.
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (CallsAnswered(host) < 3 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_EQ(CallsAnswered(host), 3);
+  // Add(100) never ran, and the replies still match their calls.
+  EXPECT_EQ(w.Call(&Counter::Get).Result(), 1);
+  EXPECT_EQ(w.Call(&Counter::Add, 5).Result(), 6);
+  EXPECT_EQ(w.Call(&Counter::Reflect, std::string("after")).Result(), "after");
+  EXPECT_EQ(w.Call(&Counter::Get).Result(), 6);
+  EXPECT_TRUE(w.Stop(absl::Seconds(10)));
+}
+
+TEST(RemoteClientDeadlineTest, ManyFastCallsWithATimeoutSucceed) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "fast calls with remote.call_timeout");
+  TestHost host(kHostBinary, kToken);
+  WorkerOptions options = OptionsFor(host.address());
+  options.remote->call_timeout = absl::Seconds(10);
+  auto w = Worker<Counter>::Create(options, 0);
+  std::vector<Future<int>> calls;
+  for (int i = 0; i < 200; ++i) calls.push_back(w.Call(&Counter::Add, 1));
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(calls[i].Result(), i + 1);
+  EXPECT_TRUE(w.Stop(absl::Seconds(10)));
+}
+
+TEST(RemoteClientDeadlineTest, BadCallTimeoutsAreRefused) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "bad remote.call_timeout values");
+  // Checked before any connection is tried: no host is needed.
+  for (absl::Duration bad :
+       {absl::ZeroDuration(), absl::Milliseconds(-1), -absl::InfiniteDuration()}) {
+    WorkerOptions options = OptionsFor("127.0.0.1:1");
+    options.remote->call_timeout = bad;
+    try {
+      Worker<Counter>::Create(options, 0);
+      ADD_FAILURE() << "accepted call_timeout " << bad;
+    } catch (const InvalidOptionError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("remote.call_timeout"));
+      EXPECT_THAT(e.what(), HasSubstr("allowed: > 0"));
+    }
+  }
 }
 
 TEST(RemoteClientProtocolTest, AReplyToTheWrongCallBreaksTheStream) {

@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "futures/errors.h"
 #include "futures/executor.h"
+#include "futures/timer.h"
 #include "grpcpp/grpcpp.h"
 #include "workers/internal/actor.h"
 #include "workers/remote/internal/channel.h"
@@ -87,6 +88,11 @@ struct StreamState {
   struct PendingCall {
     uint64_t id;
     Promise<std::string> promise;
+    // The call's remote.call_timeout entry in Timer::Default() (sequence 0: none).
+    Timer::Id timer;
+    // The call's deadline passed: `promise` failed and was moved out, and the reply that may
+    // still come for `id` is dropped. The entry stays so that replies keep matching their calls.
+    bool timed_out = false;
   };
 
   // Sends a cancellation for call `id`: written at once by a thread that finds the stream free,
@@ -94,6 +100,10 @@ struct StreamState {
   // reader thread never writes: a write may block until the host reads, and the reader blocked
   // that way could deadlock with a host waiting for the reader to take a reply.
   void Cancel(uint64_t id) ABSL_LOCKS_EXCLUDED(write_mu, mu);
+  // Fails call `id` with TimeoutError if it is still waiting for its reply, and queues its
+  // cancellation for the host. Called by the timer at the call's deadline.
+  void TimeOut(uint64_t id, const std::string& method, absl::Duration timeout)
+      ABSL_LOCKS_EXCLUDED(write_mu, mu);
   // Writes the cancellations asked for meanwhile.
   void WriteCancelsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu) ABSL_LOCKS_EXCLUDED(mu);
   // Cancels the stream for a Stop past its deadline (any thread): what it had not answered, and
@@ -153,6 +163,29 @@ void StreamState::Cancel(uint64_t id) {
     return;
   }
   if (wake) wake();
+}
+
+void StreamState::TimeOut(uint64_t id, const std::string& method, absl::Duration timeout) {
+  std::optional<Promise<std::string>> promise;
+  {
+    absl::MutexLock lock(&mu);
+    for (PendingCall& call : pending) {
+      if (call.id != id) continue;
+      if (!call.timed_out) {
+        call.timed_out = true;
+        promise.emplace(std::move(call.promise));
+      }
+      break;
+    }
+  }
+  if (!promise.has_value()) return;  // Answered, or failed with the stream, meanwhile.
+  // Queued before the caller sees the error, so that the host hears of it as early as possible.
+  Cancel(id);
+  promise->SetError(std::make_exception_ptr(TimeoutError(absl::StrCat(
+      "the call of ", method, " on the remote ", Describe(), " did not finish within ",
+      absl::FormatDuration(timeout),
+      " (remote.call_timeout); if it had not started on the host it never will, if it had it runs "
+      "to its end there"))));
 }
 
 void StreamState::CancelForStop() {
@@ -249,6 +282,7 @@ std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal:
   connection->owner_ = owner;
   connection->own_max_message_bytes_ = remote.max_message_bytes;
   connection->host_max_message_bytes_ = created.created().max_message_bytes();
+  connection->call_timeout_ = remote.call_timeout;
   // A host that does not say (0) is held to the client's limit only.
   connection->max_message_bytes_ =
       connection->host_max_message_bytes_ > 0
@@ -271,6 +305,7 @@ RemoteConnection::~RemoteConnection() {
     // here those were sent ahead to the host, which cancels them too when it reads the Stop
     // (their promises stay in `pending`, to be matched with the host's replies).
     for (size_t i = 1; i < state_->pending.size(); ++i) {
+      if (state_->pending[i].timed_out) continue;  // Failed already.
       queued.push_back(state_->pending[i].promise.GetFuture());
     }
   }
@@ -312,6 +347,13 @@ Future<std::string> RemoteConnection::Invoke(absl::string_view method, std::stri
   frame.mutable_call()->set_method(std::string(method));
   frame.mutable_call()->set_args(std::move(args));
   frame.mutable_call()->set_id(UINT64_MAX);  // The largest id: the size checked is the most.
+  const bool has_timeout = call_timeout_ != absl::InfiniteDuration();
+  if (has_timeout) {
+    // Relative to the host's receipt, so that the two clocks need not agree; at least 1 us (0
+    // means none).
+    frame.mutable_call()->set_timeout_us(
+        static_cast<uint64_t>(std::max<int64_t>(1, absl::ToInt64Microseconds(call_timeout_))));
+  }
   // gRPC (this side's or the host's) would refuse it and end the stream, and the worker with it:
   // this call fails alone instead.
   if (const size_t size = frame.ByteSizeLong(); size > static_cast<size_t>(max_message_bytes_)) {
@@ -337,7 +379,19 @@ Future<std::string> RemoteConnection::Invoke(absl::string_view method, std::stri
   {
     absl::MutexLock lock(&state_->mu);
     if (state_->dead != nullptr) return MakeFailedFuture<std::string>(state_->dead);
-    state_->pending.push_back({id, std::move(promise)});
+    StreamState::PendingCall call{id, std::move(promise)};
+    if (has_timeout) {
+      // The shared timer (no thread per call). Scheduled under `mu`, so its callback, which takes
+      // `mu`, finds the entry; the reader cancels it when the reply comes.
+      call.timer = Timer::Default().ScheduleAfter(
+          call_timeout_, [weak = std::weak_ptr<StreamState>(state_), id,
+                          method = std::string(method), timeout = call_timeout_] {
+            if (std::shared_ptr<StreamState> state = weak.lock()) {
+              state->TimeOut(id, method, timeout);
+            }
+          });
+    }
+    state_->pending.push_back(std::move(call));
   }
   // Once the reader has finished the stream, nothing may be written (gRPC forbids a Write after
   // Finish); the reader fails the reply queued above with the reason the stream ended. A failed
@@ -364,6 +418,8 @@ void RemoteConnection::ReadReplies(std::shared_ptr<StreamState> state) {
   while (state->stream->Read(&frame)) {
     if (!broken.empty()) continue;  // Cancelled already: Read fails soon.
     std::optional<Promise<std::string>> promise;
+    bool late = false;  // The reply of a call that failed at its deadline: dropped.
+    Timer::Id timer;
     {
       absl::MutexLock lock(&state->mu);
       if (!frame.has_reply()) {
@@ -376,11 +432,17 @@ void RemoteConnection::ReadReplies(std::shared_ptr<StreamState> state) {
         // silently wrong, so the stream is given up.
         broken = absl::StrCat("the host sent a reply to call ", frame.reply().id(),
                               " where the reply to call ", state->pending.front().id, " was due");
+      } else if (state->pending.front().timed_out) {
+        late = true;
+        state->pending.pop_front();
       } else {
         promise.emplace(std::move(state->pending.front().promise));
+        timer = state->pending.front().timer;
         state->pending.pop_front();
       }
     }
+    if (late) continue;
+    if (timer.sequence != 0) Timer::Default().Cancel(timer);
     if (!promise.has_value()) {
       state->context.TryCancel();
       continue;  // Read fails next.
@@ -422,7 +484,11 @@ void RemoteConnection::ReadReplies(std::shared_ptr<StreamState> state) {
   // The worker stops accepting calls before any caller sees a failure: a call made after seeing
   // one never lands on the dead worker (a pool routes it to a live one).
   if (owner != nullptr) owner->Died(error);
-  for (StreamState::PendingCall& call : unanswered) call.promise.SetError(error);
+  for (StreamState::PendingCall& call : unanswered) {
+    if (call.timed_out) continue;  // Failed at its deadline already.
+    if (call.timer.sequence != 0) Timer::Default().Cancel(call.timer);
+    call.promise.SetError(error);
+  }
   absl::MutexLock lock(&state->mu);
   state->reader_done = true;
 }

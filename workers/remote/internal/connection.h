@@ -86,7 +86,10 @@ class RemoteConnection final : public workers_internal::EncodedObject {
   ~RemoteConnection() override;
 
   // See EncodedObject. Written to the stream at once; a dead stream fails the call with the error
-  // it ended with. A call larger than the smaller of remote.max_message_bytes and the host's
+  // it ended with. With a finite remote.call_timeout, the call fails with TimeoutError that long
+  // after it was sent and a cancellation is queued for the host (a call the host has not started
+  // never starts; one it runs runs to its end, its late reply dropped). A call larger than the
+  // smaller of remote.max_message_bytes and the host's
   // --max_message_bytes fails alone with StatusError (kResourceExhausted), without being sent.
   // Actor's thread only.
   Future<std::string> Invoke(absl::string_view method, std::string args) override;
@@ -105,6 +108,8 @@ class RemoteConnection final : public workers_internal::EncodedObject {
   int64_t max_message_bytes_ = 0;
   int64_t own_max_message_bytes_ = 0;
   int64_t host_max_message_bytes_ = 0;
+  // remote.call_timeout: each call fails with TimeoutError this long after it was sent.
+  absl::Duration call_timeout_ = absl::InfiniteDuration();
   std::thread reader_;
 };
 
