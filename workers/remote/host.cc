@@ -425,6 +425,9 @@ class Service final : public v1::WorkerHost::Service {
     void* object = nullptr;
     HostFrame created;
     created.mutable_created()->set_max_message_bytes(options_.max_message_bytes);
+    created.mutable_created()->set_queue_bytes(kQueuedBytesPerMessageLimit *
+                                               options_.max_message_bytes);
+    created.mutable_created()->set_queue_calls(static_cast<int64_t>(kMaxQueuedCalls));
     try {
       object = cls->construct(first.create().constructor());
       created.mutable_created()->set_reply(workers_internal::EncodeReply());

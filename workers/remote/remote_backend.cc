@@ -13,11 +13,13 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
+#include "futures/timer.h"
 #include "workers/backend.h"
 #include "workers/internal/actor.h"
 #include "workers/internal/encoded_object.h"
@@ -41,17 +43,41 @@ class RemoteActor final : public workers_internal::ThreadActor, public RemoteOwn
  public:
   using ThreadActor::ThreadActor;
 
-  // A Stop with a timeout also bounds how long the host may take to finish: at the deadline the
-  // stream is cancelled (calls not answered fail with StoppedError). Stop(0), which pools and
-  // handle destructors use to stop without waiting, leaves the host its stop_timeout.
+  // Every Stop bounds how long the host may take to finish: by the Stop's timeout when it has
+  // one, and by stop_timeout in any case (Stop(0), which pools and handle destructors use to stop
+  // without waiting, included). At that deadline the stream is cancelled, from a timer if the
+  // actor's thread is blocked (writing to a host that does not read, or waiting for a constructor);
+  // calls not answered fail with StoppedError.
   bool Stop(absl::Duration timeout) override {
-    if (timeout > absl::ZeroDuration() && timeout != absl::InfiniteDuration()) {
-      const int64_t deadline = absl::ToUnixNanos(absl::Now() + timeout);
+    const absl::Time now = absl::Now();
+    absl::Time cancel_at = options().stop_timeout == absl::InfiniteDuration()
+                               ? absl::InfiniteFuture()
+                               : now + options().stop_timeout;
+    if (timeout > absl::ZeroDuration()) cancel_at = std::min(cancel_at, now + timeout);
+    if (cancel_at != absl::InfiniteFuture()) {
+      const int64_t deadline_ns = absl::ToUnixNanos(cancel_at);
       int64_t current = stop_deadline_ns_.load(std::memory_order_relaxed);
-      while (deadline < current && !stop_deadline_ns_.compare_exchange_weak(
-                                       current, deadline, std::memory_order_relaxed)) {
+      bool earlier = false;
+      while (deadline_ns < current) {
+        if (stop_deadline_ns_.compare_exchange_weak(current, deadline_ns,
+                                                    std::memory_order_relaxed)) {
+          earlier = true;
+          break;
+        }
       }
+      if (earlier) CancelAt(cancel_at);
     }
+    // A call waiting for room in the host's queue gives up (a Stop that comes before the stream
+    // is open is seen by Launched).
+    std::function<void()> interrupt;
+    {
+      absl::MutexLock lock(&cancel_mu_);
+      stop_asked_ = true;
+      interrupt = interrupt_;
+    }
+    if (interrupt) interrupt();
+    // A negative timeout waits no more than a zero one.
+    timeout = std::max(timeout, absl::ZeroDuration());
     // On the thread that completes this worker's replies, waiting would wait for itself.
     if (OnReaderThreadOf(this)) {
       ActorCore::Stop(absl::ZeroDuration());
@@ -84,11 +110,34 @@ class RemoteActor final : public workers_internal::ThreadActor, public RemoteOwn
     return asked == INT64_MAX ? own : std::min(own, absl::FromUnixNanos(asked));
   }
 
-  void Launched(std::function<void()> cancel) override {
+  // Cancels the stream at `deadline` unless the worker has stopped by then (a timer entry that
+  // holds the actor weakly).
+  void CancelAt(absl::Time deadline) {
+    Timer::Default().ScheduleAfter(std::max(deadline - absl::Now(), absl::ZeroDuration()),
+                                   [weak = std::weak_ptr<ActorCore>(shared_from_this())] {
+                                     std::shared_ptr<ActorCore> actor = weak.lock();
+                                     if (actor == nullptr || actor->stopped_future().Done()) return;
+                                     auto& self = static_cast<RemoteActor&>(*actor);
+                                     std::function<void()> cancel;
+                                     {
+                                       absl::MutexLock lock(&self.cancel_mu_);
+                                       cancel = self.cancel_;
+                                     }
+                                     // Not open yet: Launched cancels it when it opens, the
+                                     // deadline having passed.
+                                     if (cancel) cancel();
+                                   });
+  }
+
+  void Launched(std::function<void()> cancel, std::function<void()> interrupt) override {
+    bool stop_asked;
     {
       absl::MutexLock lock(&cancel_mu_);
       cancel_ = cancel;
+      interrupt_ = interrupt;
+      stop_asked = stop_asked_;
     }
+    if (stop_asked) interrupt();
     // A Stop whose deadline passed while the stream was being opened found nothing to cancel;
     // it is cancelled here instead (a Stop that reads cancel_ after the store above cancels it
     // itself).
@@ -125,6 +174,10 @@ class RemoteActor final : public workers_internal::ThreadActor, public RemoteOwn
   absl::Mutex cancel_mu_;
   // Cancels the stream (Launched); empty before it is open.
   std::function<void()> cancel_ ABSL_GUARDED_BY(cancel_mu_);
+  // Stops a call's wait for room in the host's queue (Launched); empty before the stream is open.
+  std::function<void()> interrupt_ ABSL_GUARDED_BY(cancel_mu_);
+  // A Stop was asked for.
+  bool stop_asked_ ABSL_GUARDED_BY(cancel_mu_) = false;
 };
 
 // A pool's first host: its address, mixed (a pool is a heap object, so the low bits of its
@@ -219,11 +272,22 @@ class RemoteBackend final : public WorkerBackend {
     const uint64_t turn = actor.pool() != nullptr
                               ? PoolOffset(actor.pool()) + actor.pool_index()
                               : next_host_.fetch_add(1, std::memory_order_relaxed);
-    std::unique_ptr<RemoteConnection> connection = RemoteConnection::Open(
-        cls, std::move(ctor), actor.options(),
-        static_cast<size_t>(turn % actor.options().remote.hosts.size()), &owner, &owner);
-    owner.set_connection(connection.get());
-    return connection;
+    // A host that runs its --max_workers already refuses with RESOURCE_EXHAUSTED: the next hosts
+    // in turn order are tried before giving up (each host once).
+    const size_t hosts = actor.options().remote.hosts.size();
+    for (size_t attempt = 0;; ++attempt) {
+      try {
+        std::unique_ptr<RemoteConnection> connection = RemoteConnection::Open(
+            cls, attempt + 1 < hosts ? ctor : std::move(ctor), actor.options(),
+            static_cast<size_t>((turn + attempt) % hosts), &owner, &owner);
+        owner.set_connection(connection.get());
+        return connection;
+      } catch (const StatusError& e) {
+        const bool full = e.status().code() == absl::StatusCode::kResourceExhausted &&
+                          absl::StrContains(e.status().message(), "--max_workers");
+        if (!full || attempt + 1 >= hosts || owner.stop_requested()) throw;
+      }
+    }
   }
 
  private:

@@ -184,6 +184,84 @@ TEST(RemoteClientStopTest, AStopPastItsTimeoutEndsAConstructorThatNeverReturns) 
   EXPECT_TRUE(core->stopped_future().Wait(absl::Seconds(1)));
 }
 
+// Stop(0), as pools and handle destructors stop, does not wait, but the host still gets only
+// stop_timeout to finish: then the stream is cancelled and the running call fails.
+TEST(RemoteClientStopTest, StopZeroStillHoldsTheHostToStopTimeout) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "Stop(0) of a remote worker in a long call");
+  TestHost host(kHostBinary, kToken);
+  WorkerOptions options = OptionsFor(host.address());
+  options.stop_timeout = absl::Milliseconds(300);
+  auto w = Worker<Counter>::Create(options, 0);
+  Future<void> running = w.Call(&Counter::Sleep, 60'000);
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  while (w.Stats().queued > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(w.Stats().queued, 0);  // Sent to the host.
+  const absl::Time start = absl::Now();
+  w.Stop(absl::ZeroDuration());
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(100));  // Did not wait.
+  ASSERT_TRUE(w.StoppedFuture().Wait(absl::Seconds(5)));
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_GE(took, absl::Milliseconds(250));
+  EXPECT_LT(took, absl::Seconds(3));
+  EXPECT_THROW(running.Result(), StoppedError);
+}
+
+// The client keeps its unanswered calls within the host's queue (Created says how much), so the
+// host always reads on: a Stop behind many large calls reaches it at once, the calls queued there
+// are cancelled instead of run, and a worker stuck in a call still stops at stop_timeout (the
+// actor's thread never blocks in a gRPC write the host does not read).
+TEST(RemoteClientStopTest, AStopIsNotHeldBehindCallsTheHostHasNoRoomFor) {
+  testkit::Watchdog watchdog(absl::Seconds(60), "Stop behind calls the host has no room for");
+  // Room for 256 KiB of queued calls: about four of the calls below.
+  TestHost host(kHostBinary, kToken, {"--max_message_bytes=131072"});
+  for (const bool stuck : {false, true}) {
+    SCOPED_TRACE(stuck ? "a call that does not return" : "a call of 300 ms");
+    WorkerOptions options = OptionsFor(host.address());
+    options.stop_timeout = absl::Milliseconds(stuck ? 300 : 30'000);
+    auto w = Worker<Counter>::Create(options, 0);
+    Future<void> running = w.Call(&Counter::Sleep, stuck ? 60'000 : 300);
+    std::vector<Future<std::string>> calls;
+    for (int i = 0; i < 400; ++i)
+      calls.push_back(w.Call(&Counter::Reflect, std::string(60'000, 'x')));
+    absl::SleepFor(absl::Milliseconds(100));  // The first calls reach the host.
+    const absl::Time start = absl::Now();
+    w.Stop(absl::ZeroDuration());
+    ASSERT_TRUE(w.StoppedFuture().Wait(absl::Seconds(10)));
+    EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+    int ran = 0;
+    for (Future<std::string>& call : calls) {
+      ASSERT_TRUE(call.Wait(absl::Seconds(1)));  // Every future resolves.
+      if (call.Error() == nullptr) ++ran;
+    }
+    EXPECT_EQ(ran, 0);  // The Stop came before any of them started.
+    if (stuck) {
+      EXPECT_THROW(running.Result(), StoppedError);
+    } else {
+      running.Result();  // The running call finishes.
+    }
+  }
+}
+
+// A host that runs its --max_workers refuses a new worker; the next host in turn takes it, and
+// only when every host is full does Create fail (at once, with the host's reason).
+TEST(RemoteClientPlacementTest, AFullHostIsPassedOver) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "placement past full hosts");
+  TestHost a(kHostBinary, kToken, {"--max_workers=1"});
+  TestHost b(kHostBinary, kToken, {"--max_workers=1"});
+  WorkerOptions options = OptionsFor(a.address());
+  options.remote->hosts.push_back(b.address());
+  auto first = Worker<Counter>::Create(options, 0);
+  auto second = Worker<Counter>::Create(options, 0);
+  EXPECT_NE(first.Call(&Counter::Pid).Result(), second.Call(&Counter::Pid).Result());
+  const absl::Time start = absl::Now();
+  const absl::Status full = StatusThrownBy([&] { Worker<Counter>::Create(options, 0); });
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_THAT(full.message(), HasSubstr("--max_workers"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  EXPECT_TRUE(first.Stop(absl::Seconds(10)));
+  EXPECT_TRUE(second.Stop(absl::Seconds(10)));
+}
+
 TEST(RemoteClientLimitsTest, ACallAboveTheHostsSmallerLimitFailsAlone) {
   testkit::Watchdog watchdog(absl::Seconds(30), "a call above the host's message limit");
   TestHost host(kHostBinary, kToken, {"--max_message_bytes=65536"});
@@ -225,7 +303,7 @@ TEST(RemoteClientCancelTest, ACallCancelledFromAnotherThreadAfterItWasSentNeverR
   const absl::Time until = absl::Now() + absl::Seconds(10);
   while (w.Stats().queued > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(1));
   ASSERT_EQ(w.Stats().queued, 0);  // All three were sent to the host.
-  // This thread only queues the cancellation; the actor's thread writes it.
+  // Written by this thread when the stream is free, else by the actor's thread.
   EXPECT_TRUE(second.Cancel());
   running.Result();
   EXPECT_EQ(third.Result(), 10);  // The cancelled call never ran.
@@ -365,12 +443,12 @@ TEST(RemoteClientProtocolTest, StreamEndsMapToCrashedOrToTheirCode) {
   EXPECT_TRUE(is_crashed(absl::StatusCode::kUnavailable));
   EXPECT_TRUE(is_crashed(absl::StatusCode::kInternal));
   EXPECT_TRUE(is_crashed(absl::StatusCode::kOk));
+  EXPECT_TRUE(is_crashed(absl::StatusCode::kCancelled));  // A host that shuts down cancels it.
   EXPECT_TRUE(is_crashed(absl::StatusCode::kPermissionDenied, "a reply to no call"));
   // Anything else keeps its code.
   for (absl::StatusCode code :
        {absl::StatusCode::kResourceExhausted, absl::StatusCode::kUnauthenticated,
-        absl::StatusCode::kPermissionDenied, absl::StatusCode::kCancelled,
-        absl::StatusCode::kDeadlineExceeded}) {
+        absl::StatusCode::kPermissionDenied, absl::StatusCode::kDeadlineExceeded}) {
     EXPECT_FALSE(is_crashed(code)) << code;
     const absl::Status status = status_of(code);
     EXPECT_EQ(status.code(), code);

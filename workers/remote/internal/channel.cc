@@ -68,7 +68,7 @@ int Millis(absl::Duration d) {
 // The most the host whose turn it is may take to connect, while no other host is ready.
 constexpr absl::Duration kTurnSlice = absl::Seconds(1);
 // ... and once another host is ready.
-constexpr absl::Duration kTurnGrace = absl::Milliseconds(250);
+constexpr absl::Duration kTurnGrace = absl::Milliseconds(500);
 // How often PickHost looks at the other candidates.
 constexpr absl::Duration kPollTick = absl::Milliseconds(10);
 

@@ -63,8 +63,11 @@ std::exception_ptr StreamEndedError(const std::string& worker, absl::StatusCode 
     case absl::StatusCode::kInternal:
     case absl::StatusCode::kUnknown:
     case absl::StatusCode::kDataLoss:
+    // Not asked for by this client (its own cancellations come with `stopping` set): the host
+    // cancelled it, as one that shuts down does.
+    case absl::StatusCode::kCancelled:
       return std::make_exception_ptr(CrashedError(text));
-    // Anything else says why (RESOURCE_EXHAUSTED, UNAUTHENTICATED, PERMISSION_DENIED, CANCELLED,
+    // Anything else says why (RESOURCE_EXHAUSTED, UNAUTHENTICATED, PERMISSION_DENIED,
     // DEADLINE_EXCEEDED, ...): the code stays visible to the caller.
     default:
       return std::make_exception_ptr(StatusError(absl::Status(code, text)));
@@ -90,6 +93,8 @@ struct StreamState {
     Promise<std::string> promise;
     // The call's remote.call_timeout entry in Timer::Default() (sequence 0: none).
     Timer::Id timer;
+    // The call's serialized size, counted in `unanswered_bytes` until its reply comes.
+    int64_t bytes = 0;
     // The call's deadline passed: `promise` failed and was moved out, and the reply that may
     // still come for `id` is dropped. The entry stays so that replies keep matching their calls.
     bool timed_out = false;
@@ -109,6 +114,18 @@ struct StreamState {
   // Cancels the stream for a Stop past its deadline (any thread): what it had not answered, and
   // a Create in progress, fail with StoppedError.
   void CancelForStop() ABSL_LOCKS_EXCLUDED(mu);
+  // A Stop was asked for (any thread): a call waiting for room in the host's queue gives up.
+  void InterruptForStop() ABSL_LOCKS_EXCLUDED(mu) {
+    absl::MutexLock lock(&mu);
+    stop_asked = true;
+  }
+  // Whether a call of `bytes` fits in what the host said it queues (a call always fits when
+  // none is unanswered).
+  bool FitsLocked(int64_t bytes) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (pending.empty()) return true;
+    return (queue_bytes <= 0 || unanswered_bytes + bytes <= queue_bytes) &&
+           (queue_calls <= 0 || static_cast<int64_t>(pending.size()) < queue_calls);
+  }
   // "worker app::Counter on host 127.0.0.1:7000".
   std::string Describe() const { return absl::StrCat("worker ", class_name, " on host ", target); }
 
@@ -132,6 +149,12 @@ struct StreamState {
   std::vector<uint64_t> cancels ABSL_GUARDED_BY(mu);
   // Replies awaited, in call order (the host answers in that order).
   std::deque<PendingCall> pending ABSL_GUARDED_BY(mu);
+  // The bytes of the calls in `pending`, and the host's queue bounds (Created; 0: not said).
+  int64_t unanswered_bytes ABSL_GUARDED_BY(mu) = 0;
+  int64_t queue_bytes ABSL_GUARDED_BY(mu) = 0;
+  int64_t queue_calls ABSL_GUARDED_BY(mu) = 0;
+  // A Stop was asked for: stop waiting for room.
+  bool stop_asked ABSL_GUARDED_BY(mu) = false;
   // Set once the stream ended: what new calls fail with.
   std::exception_ptr dead ABSL_GUARDED_BY(mu);
   // Set before the Stop is sent: the end of the stream is expected from then on.
@@ -233,9 +256,13 @@ std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal:
   state->stream = state->stub->Connect(&state->context);
   // From here a Stop past its deadline can cancel the stream, and with it a constructor that does
   // not return or a host that does not answer.
-  owner->Launched([weak = std::weak_ptr<StreamState>(state)] {
-    if (std::shared_ptr<StreamState> state = weak.lock()) state->CancelForStop();
-  });
+  owner->Launched(
+      [weak = std::weak_ptr<StreamState>(state)] {
+        if (std::shared_ptr<StreamState> state = weak.lock()) state->CancelForStop();
+      },
+      [weak = std::weak_ptr<StreamState>(state)] {
+        if (std::shared_ptr<StreamState> state = weak.lock()) state->InterruptForStop();
+      });
 
   ClientFrame create;
   create.mutable_create()->set_class_name(std::string(cls.name));
@@ -282,6 +309,11 @@ std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal:
   connection->owner_ = owner;
   connection->own_max_message_bytes_ = remote.max_message_bytes;
   connection->host_max_message_bytes_ = created.created().max_message_bytes();
+  {
+    absl::MutexLock lock(&state->mu);
+    state->queue_bytes = created.created().queue_bytes();
+    state->queue_calls = created.created().queue_calls();
+  }
   connection->call_timeout_ = remote.call_timeout;
   // A host that does not say (0) is held to the client's limit only.
   connection->max_message_bytes_ =
@@ -367,6 +399,23 @@ Future<std::string> RemoteConnection::Invoke(absl::string_view method, std::stri
                 : std::string(),
             ")")))));
   }
+  // The host's queue has room for it (Created's bounds): the host keeps reading, so a Stop or a
+  // cancellation behind it reaches the host at once. Only the actor's thread calls Invoke, so
+  // the room found stays until the call is added below.
+  const int64_t bytes = static_cast<int64_t>(frame.call().ByteSizeLong());
+  {
+    absl::MutexLock lock(&state_->mu);
+    const auto room_or_end = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(state_->mu) {
+      return state_->FitsLocked(bytes) || state_->dead != nullptr || state_->stop_asked;
+    };
+    state_->mu.Await(absl::Condition(&room_or_end));
+    if (state_->dead != nullptr) return MakeFailedFuture<std::string>(state_->dead);
+    if (!state_->FitsLocked(bytes)) {
+      return MakeFailedFuture<std::string>(std::make_exception_ptr(StoppedError(absl::StrCat(
+          "the remote ", state_->Describe(),
+          " was stopped before this call could be sent (the host's queue was full)"))));
+    }
+  }
   Promise<std::string> promise;
   Future<std::string> reply = promise.GetFuture();
   absl::MutexLock write_lock(&state_->write_mu);
@@ -380,6 +429,8 @@ Future<std::string> RemoteConnection::Invoke(absl::string_view method, std::stri
     absl::MutexLock lock(&state_->mu);
     if (state_->dead != nullptr) return MakeFailedFuture<std::string>(state_->dead);
     StreamState::PendingCall call{id, std::move(promise)};
+    call.bytes = bytes;
+    state_->unanswered_bytes += bytes;
     if (has_timeout) {
       // The shared timer (no thread per call). Scheduled under `mu`, so its callback, which takes
       // `mu`, finds the entry; the reader cancels it when the reply comes.
@@ -434,10 +485,12 @@ void RemoteConnection::ReadReplies(std::shared_ptr<StreamState> state) {
                               " where the reply to call ", state->pending.front().id, " was due");
       } else if (state->pending.front().timed_out) {
         late = true;
+        state->unanswered_bytes -= state->pending.front().bytes;
         state->pending.pop_front();
       } else {
         promise.emplace(std::move(state->pending.front().promise));
         timer = state->pending.front().timer;
+        state->unanswered_bytes -= state->pending.front().bytes;
         state->pending.pop_front();
       }
     }
@@ -479,6 +532,7 @@ void RemoteConnection::ReadReplies(std::shared_ptr<StreamState> state) {
     absl::MutexLock lock(&state->mu);
     state->dead = error;
     unanswered.swap(state->pending);
+    state->unanswered_bytes = 0;
     owner = stopping ? nullptr : state->owner;
   }
   // The worker stops accepting calls before any caller sees a failure: a call made after seeing

@@ -41,7 +41,9 @@ class RemoteOwner {
   // The stream is open and the Create about to be sent (on the actor's thread): `cancel` cancels
   // the stream from any thread, at any time, so that a Stop past its deadline can end a
   // constructor or a host that does not answer. Calls and the Create then fail with StoppedError.
-  virtual void Launched(std::function<void()> cancel) = 0;
+  // `interrupt` (any thread, any time) tells a call waiting for room in the host's queue that a
+  // Stop was asked for: it fails with StoppedError instead of waiting.
+  virtual void Launched(std::function<void()> cancel, std::function<void()> interrupt) = 0;
   // When the connection's destructor stops waiting for the host and cancels the stream: the
   // earliest deadline of the Stops asked for, or options.stop_timeout from now if sooner.
   virtual absl::Time StopDeadline() const = 0;
