@@ -99,6 +99,18 @@ int64_t ResidentBytes(pid_t pid, absl::string_view field = "VmRSS:") {
   return 0;
 }
 
+// Sends the Create of a Counter(1) on a raw stream and reads the host's Created.
+void CreateCounter(
+    grpc::ClientReaderWriter<remote::v1::ClientFrame, remote::v1::HostFrame>& stream) {
+  remote::v1::ClientFrame frame;
+  frame.mutable_create()->set_class_name("remote_test::Counter");
+  frame.mutable_create()->set_constructor(workers_internal::EncodeConstructor<Counter>(1));
+  ASSERT_TRUE(stream.Write(frame));
+  remote::v1::HostFrame created;
+  ASSERT_TRUE(stream.Read(&created));
+  ASSERT_TRUE(created.has_created());
+}
+
 std::unique_ptr<remote::v1::WorkerHost::Stub> StubFor(const TestHost& host) {
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(-1);
@@ -244,13 +256,8 @@ TEST(HostCancelTest, OnlyQueuedCallsCanBeCancelled) {
   grpc::ClientContext context;
   Authorize(context);
   auto stream = StubFor(host)->Connect(&context);
-  remote::v1::ClientFrame frame;
-  frame.mutable_create()->set_class_name("remote_test::Counter");
-  frame.mutable_create()->set_constructor(workers_internal::EncodeConstructor<Counter>(1));
-  ASSERT_TRUE(stream->Write(frame));
+  ASSERT_NO_FATAL_FAILURE(CreateCounter(*stream));
   remote::v1::HostFrame reply;
-  ASSERT_TRUE(stream->Read(&reply));
-  ASSERT_TRUE(reply.has_created());
 
   const auto send_call = [&](uint64_t id, std::string method, std::string args) {
     remote::v1::ClientFrame call;
@@ -311,13 +318,8 @@ TEST(HostDeadlineTest, ACallPastItsDeadlineInTheQueueIsNotStarted) {
   grpc::ClientContext context;
   Authorize(context);
   auto stream = StubFor(host)->Connect(&context);
-  remote::v1::ClientFrame frame;
-  frame.mutable_create()->set_class_name("remote_test::Counter");
-  frame.mutable_create()->set_constructor(workers_internal::EncodeConstructor<Counter>(1));
-  ASSERT_TRUE(stream->Write(frame));
+  ASSERT_NO_FATAL_FAILURE(CreateCounter(*stream));
   remote::v1::HostFrame reply;
-  ASSERT_TRUE(stream->Read(&reply));
-  ASSERT_TRUE(reply.has_created());
 
   const auto send_call = [&](uint64_t id, std::string method, std::string args,
                              uint64_t timeout_us) {

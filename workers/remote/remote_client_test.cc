@@ -46,6 +46,7 @@ namespace {
 using remote::v1::ClientFrame;
 using remote::v1::HostFrame;
 using remote_test::Counter;
+using remote_testing::StatusThrownBy;
 using remote_testing::TestHost;
 using ::testing::HasSubstr;
 
@@ -55,17 +56,6 @@ constexpr char kHostBinary[] = "workers/remote/test_host";
 WorkerOptions OptionsFor(std::string host) {
   return {.mode = Mode::kRemote,
           .remote = RemoteOptions{.hosts = {std::move(host)}, .token = kToken}};
-}
-
-// The status of the error `fn` throws (OK when it throws none).
-template <typename F>
-absl::Status StatusThrownBy(F fn) {
-  try {
-    fn();
-  } catch (...) {
-    return StatusFromException(std::current_exception());
-  }
-  return absl::OkStatus();
 }
 
 // Workers alive on `host` (its Stats), or -1 when it did not answer.

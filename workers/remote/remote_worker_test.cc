@@ -56,6 +56,7 @@ namespace concurry {
 namespace {
 
 using remote_test::Counter;
+using remote_testing::StatusThrownBy;
 using remote_testing::TestHost;
 using ::testing::HasSubstr;
 
@@ -65,17 +66,6 @@ constexpr char kHostBinary[] = "workers/remote/test_host";
 WorkerOptions OptionsFor(std::vector<std::string> hosts, std::string token = kToken) {
   return {.mode = Mode::kRemote,
           .remote = RemoteOptions{.hosts = std::move(hosts), .token = std::move(token)}};
-}
-
-// The status of the error `fn` throws (OK when it throws none).
-template <typename F>
-absl::Status StatusThrownBy(F fn) {
-  try {
-    fn();
-  } catch (...) {
-    return StatusFromException(std::current_exception());
-  }
-  return absl::OkStatus();
 }
 
 class RemoteWorkerTest : public ::testing::Test {

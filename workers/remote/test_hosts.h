@@ -11,8 +11,12 @@
 
 #include <sys/types.h>
 
+#include <exception>
 #include <string>
 #include <vector>
+
+#include "absl/status/status.h"
+#include "futures/errors.h"
 
 namespace concurry::remote_testing {
 
@@ -42,6 +46,17 @@ class TestHost {
   pid_t pid_ = 0;
   int port_ = 0;
 };
+
+// The status of the error `fn` throws (OK when it throws none).
+template <typename F>
+absl::Status StatusThrownBy(F fn) {
+  try {
+    fn();
+  } catch (...) {
+    return StatusFromException(std::current_exception());
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace concurry::remote_testing
 
