@@ -166,7 +166,7 @@ struct RemoteOptions {
   // keepalive_time >= 500 ms.
   absl::Duration keepalive_time = absl::Seconds(1);
   absl::Duration keepalive_timeout = absl::Seconds(1);
-  // The largest message sent or accepted, in bytes (> 0): bounds a call's arguments and reply.
+  // The largest message sent or accepted, in bytes (>= 4096): bounds a call's arguments and reply.
   int max_message_bytes = 128 << 20;
   // How long each call may take, from when the client sends it (> 0; InfiniteDuration(): no
   // limit). Past it the call's future fails with TimeoutError, and a call still queued on the

@@ -67,10 +67,15 @@ std::string ErrorReply(absl::Status status) {
 // makes the client's writes wait instead of the host's memory growing.
 constexpr int64_t kQueuedBytesPerMessageLimit = 2;
 constexpr size_t kMaxQueuedCalls = 1024;
-// A Cancel may overtake its call on the wire (the client writes cancellations from other threads):
-// one for an id at most this far past the last call received is kept until that call arrives.
+// Our client writes a call before any cancellation of it, but another client may not: a Cancel
+// for an id at most this far past the last call received is kept until that call arrives.
 // Further ones are ignored, so Cancels cannot grow the host's memory.
 constexpr uint64_t kEarlyCancelWindow = 64;
+// The range of the host's options: a message must hold an error reply, and the thread and stream
+// caps (2 x max_workers + spares) and the memory quota must not overflow.
+constexpr int kMinMessageBytes = 4096;
+constexpr int kMaxWorkersLimit = 1 << 20;
+constexpr int64_t kMaxGrpcMemoryLimit = int64_t{1} << 40;
 // How often a handler waiting for room in its queue looks whether its stream was cancelled.
 constexpr absl::Duration kCancelCheckInterval = absl::Milliseconds(100);
 
@@ -647,12 +652,22 @@ std::unique_ptr<WorkerHost> WorkerHost::Start(const HostOptions& options) {
     throw InvalidOptionError(
         "worker host: TLS needs both a certificate and its key (--tls_cert and --tls_key)");
   }
-  if (options.max_message_bytes <= 0 || options.max_workers <= 0 ||
-      options.max_grpc_memory_bytes < 0) {
-    throw InvalidOptionError(absl::StrCat(
-        "worker host: max_message_bytes (", options.max_message_bytes, ") and max_workers (",
-        options.max_workers, ") must be > 0, and max_grpc_memory_bytes (",
-        options.max_grpc_memory_bytes, ") >= 0"));
+  // Bounds that keep the arithmetic on them (thread and stream caps, queue bytes) in range, and
+  // leave room for an error reply in any message.
+  if (options.max_message_bytes < kMinMessageBytes) {
+    throw InvalidOptionError(
+        absl::StrCat("worker host: max_message_bytes (--max_message_bytes) is ",
+                     options.max_message_bytes, "; allowed: >= ", kMinMessageBytes));
+  }
+  if (options.max_workers <= 0 || options.max_workers > kMaxWorkersLimit) {
+    throw InvalidOptionError(absl::StrCat("worker host: max_workers (--max_workers) is ",
+                                          options.max_workers, "; allowed: 1 to ",
+                                          kMaxWorkersLimit));
+  }
+  if (options.max_grpc_memory_bytes < 0 || options.max_grpc_memory_bytes > kMaxGrpcMemoryLimit) {
+    throw InvalidOptionError(absl::StrCat("worker host: max_grpc_memory_bytes is ",
+                                          options.max_grpc_memory_bytes,
+                                          "; allowed: 0 (automatic) to ", kMaxGrpcMemoryLimit));
   }
   if (options.create_timeout <= absl::ZeroDuration()) {
     throw InvalidOptionError(absl::StrCat("worker host: create_timeout (",

@@ -111,7 +111,14 @@ int main(int argc, char** argv) {
   }
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_workers = absl::GetFlag(FLAGS_max_workers);
-  options.max_grpc_memory_bytes = absl::GetFlag(FLAGS_max_grpc_memory_mb) << 20;
+  // Checked before the shift, which would overflow; WorkerHost::Start checks the bytes again.
+  const int64_t memory_mb = absl::GetFlag(FLAGS_max_grpc_memory_mb);
+  if (memory_mb < 0 || memory_mb > (int64_t{1} << 20)) {
+    std::fprintf(stderr, "concurry worker host: --max_grpc_memory_mb is %lld; allowed: 0 to %lld\n",
+                 static_cast<long long>(memory_mb), static_cast<long long>(int64_t{1} << 20));
+    return 2;
+  }
+  options.max_grpc_memory_bytes = memory_mb << 20;
   options.create_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_create_timeout_ms));
 
   std::unique_ptr<concurry::remote::WorkerHost> host;

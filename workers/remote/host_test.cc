@@ -211,6 +211,24 @@ TEST(HostOptionsTest, BadOptionsAreRefused) {
   } catch (const InvalidOptionError& e) {
     EXPECT_THAT(e.what(), HasSubstr("--tls_client_ca"));
   }
+  // Numbers out of range, huge ones included (the thread cap is 2 x max_workers + spares).
+  const auto refused = [](void (*set)(remote::HostOptions&), const char* what) {
+    remote::HostOptions options;
+    options.token = kToken;
+    set(options);
+    try {
+      remote::WorkerHost::Start(options);
+      ADD_FAILURE() << "no exception for " << what;
+    } catch (const InvalidOptionError& e) {
+      EXPECT_THAT(e.what(), HasSubstr(what));
+    }
+  };
+  refused([](remote::HostOptions& o) { o.max_workers = INT32_MAX; }, "--max_workers");
+  refused([](remote::HostOptions& o) { o.max_workers = 0; }, "--max_workers");
+  refused([](remote::HostOptions& o) { o.max_message_bytes = 100; }, "--max_message_bytes");
+  refused([](remote::HostOptions& o) { o.max_grpc_memory_bytes = INT64_MAX; },
+          "max_grpc_memory_bytes");
+  refused([](remote::HostOptions& o) { o.max_grpc_memory_bytes = -1; }, "max_grpc_memory_bytes");
 }
 
 // B1: a client pipelines far more large calls than the host may queue, behind a slow call. The

@@ -44,8 +44,8 @@ class RemoteActor final : public workers_internal::ThreadActor, public RemoteOwn
   using ThreadActor::ThreadActor;
 
   // Every Stop bounds how long the host may take to finish: by the Stop's timeout when it has
-  // one, and by stop_timeout in any case (Stop(0), which pools and handle destructors use to stop
-  // without waiting, included). At that deadline the stream is cancelled, from a timer if the
+  // one, and by stop_timeout in any case (Stop(0), which pools use to stop their workers without
+  // waiting, included). At that deadline the stream is cancelled, from a timer if the
   // actor's thread is blocked (writing to a host that does not read, or waiting for a constructor);
   // calls not answered fail with StoppedError.
   bool Stop(absl::Duration timeout) override {
@@ -65,7 +65,11 @@ class RemoteActor final : public workers_internal::ThreadActor, public RemoteOwn
           break;
         }
       }
-      if (earlier) CancelAt(cancel_at);
+      // A caller that waits (a finite timeout) cancels at its own deadline and reports that it
+      // had to; the timer then only backs it up, a moment later.
+      const bool caller_waits = timeout > absl::ZeroDuration() &&
+                                timeout != absl::InfiniteDuration() && cancel_at == now + timeout;
+      if (earlier) CancelAt(caller_waits ? cancel_at + kCancelGrace : cancel_at);
     }
     // A call waiting for room in the host's queue gives up (a Stop that comes before the stream
     // is open is seen by Launched).
@@ -237,12 +241,14 @@ class RemoteBackend final : public WorkerBackend {
                    absl::Milliseconds(100));
     check_duration(remote.reconnect_backoff_max, "reconnect_backoff_max",
                    remote.reconnect_backoff_initial);
-    // Hosts answer pings more often than every 500 ms with GOAWAY (too_many_pings).
+    // The host expects pings at most every 500 ms (its GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL);
+    // closer ones would be counted as abuse by hosts and proxies that limit them.
     check_duration(remote.keepalive_time, "keepalive_time", absl::Milliseconds(500));
     check_duration(remote.keepalive_timeout, "keepalive_timeout", absl::Milliseconds(1));
-    if (remote.max_message_bytes <= 0) {
+    // Room for an error reply, which the host sends in place of a reply too large.
+    if (remote.max_message_bytes < 4096) {
       throw InvalidOptionError(absl::StrCat("worker options: remote.max_message_bytes is ",
-                                            remote.max_message_bytes, "; allowed: > 0"));
+                                            remote.max_message_bytes, "; allowed: >= 4096"));
     }
     if (remote.call_timeout <= absl::ZeroDuration()) {
       throw InvalidOptionError(absl::StrCat("worker options: remote.call_timeout is ",

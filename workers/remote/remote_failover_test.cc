@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <set>
@@ -113,6 +114,16 @@ class FailoverTest : public ::testing::Test {
   static void SetUpTestSuite() { children_before_ = CountChildren(); }
   // No host process outlives the tests that started it.
   static void TearDownTestSuite() { EXPECT_EQ(CountChildren(), children_before_); }
+
+  // A host started here may get the port of one an earlier test killed, whose channel (kept for
+  // the life of the program) is still backing off, and placement would pass it over as down. A
+  // worker made on each host alone waits until its channel is connected again.
+  static void WaitUntilConnected(std::initializer_list<const TestHost*> hosts) {
+    for (const TestHost* host : hosts) {
+      auto w = Worker<Counter>::Create(OptionsFor({host->address()}), 0);
+      EXPECT_TRUE(w.Stop(absl::Seconds(5)));
+    }
+  }
   static int children_before_;
 };
 
@@ -206,6 +217,7 @@ TEST_F(FailoverTest, AStoppedHostFailsItsCallsWithinTheKeepaliveBound) {
 TEST_F(FailoverTest, TwoPoolsCreatedAtOnceEachSpreadOverTheHosts) {
   testkit::Watchdog watchdog(absl::Seconds(30), "two pools over three hosts");
   TestHost a(kHostBinary, kToken), b(kHostBinary, kToken), c(kHostBinary, kToken);
+  WaitUntilConnected({&a, &b, &c});
   WorkerOptions options = OptionsFor({a.address(), b.address(), c.address()});
   options.max_workers = 3;
   std::optional<Worker<Counter>> pools[2];
@@ -225,6 +237,7 @@ TEST_F(FailoverTest, TwoPoolsCreatedAtOnceEachSpreadOverTheHosts) {
 TEST_F(FailoverTest, APoolAcrossThreeHostsKeepsServingWhenOneIsKilledMidRun) {
   testkit::Watchdog watchdog(absl::Seconds(40), "a 3-host pool losing a host mid-run");
   TestHost a(kHostBinary, kToken), b(kHostBinary, kToken), c(kHostBinary, kToken);
+  WaitUntilConnected({&a, &b, &c});
   WorkerOptions options = OptionsFor({a.address(), b.address(), c.address()});
   options.max_workers = 6;
   auto pool = Worker<Counter>::Create(options, 0);
