@@ -64,16 +64,10 @@ BENCHMARK(BM_StdPromiseFutureCreateSetGet);
 
 // ---- Wake-up latency: SetValue on one thread to Result() returning on another ------------------
 
-int64_t SteadyNowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 // Busy-waits for `ns` nanoseconds (lets the waiter fall asleep in the kernel before the set).
 void SpinForNs(int64_t ns) {
-  const int64_t end = SteadyNowNs() + ns;
-  while (SteadyNowNs() < end) {
+  const int64_t end = bench::SteadyNowNs() + ns;
+  while (bench::SteadyNowNs() < end) {
   }
 }
 
@@ -123,7 +117,7 @@ void RunWakeLatency(benchmark::State& state) {
       if (s == kStop) return;
       step.store(kWaiting, std::memory_order_release);
       pair.Wait();
-      woke_at_ns.store(SteadyNowNs(), std::memory_order_relaxed);
+      woke_at_ns.store(bench::SteadyNowNs(), std::memory_order_relaxed);
       step.store(kWoke, std::memory_order_release);
     }
   });
@@ -134,7 +128,7 @@ void RunWakeLatency(benchmark::State& state) {
     step.store(kReady, std::memory_order_release);
     while (step.load(std::memory_order_acquire) != kWaiting) std::this_thread::yield();
     SpinForNs(kLetWaiterSleepNs);
-    const int64_t set_at_ns = SteadyNowNs();
+    const int64_t set_at_ns = bench::SteadyNowNs();
     pair.Set();
     while (step.load(std::memory_order_acquire) != kWoke) {
     }

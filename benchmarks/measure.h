@@ -11,12 +11,22 @@
 
 #include <sys/resource.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "benchmark/benchmark.h"
+
 namespace concurry::bench {
+
+// Now on the steady clock, in nanoseconds.
+inline int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // Returns user + system CPU time in microseconds of `who`: RUSAGE_THREAD (the calling thread) or
 // RUSAGE_SELF (the whole process).
@@ -25,6 +35,23 @@ int64_t CpuMicros(int who);
 // Returns the p-quantile (p in [0, 1]) of latency samples in nanoseconds, in microseconds. Sorts
 // `samples_ns` in place; 0 for no samples.
 double PercentileMicros(std::vector<int64_t>& samples_ns, double p);
+
+// Runs `round_trip` once per iteration and reports the p50/p99 of the per-call latency as counters
+// in microseconds (the benchmark's own time is the mean).
+template <typename F>
+void RunRoundTrips(benchmark::State& state, F&& round_trip) {
+  std::vector<int64_t> samples;
+  samples.reserve(1 << 16);
+  for (auto _ : state) {
+    const int64_t start_ns = SteadyNowNs();
+    round_trip();
+    samples.push_back(SteadyNowNs() - start_ns);
+  }
+  state.SetItemsProcessed(state.iterations());
+  if (samples.empty()) return;
+  state.counters["p50_us"] = PercentileMicros(samples, 0.50);
+  state.counters["p99_us"] = PercentileMicros(samples, 0.99);
+}
 
 // Peak RSS growth of one run. The constructor resets the kernel's peak (VmHWM) to the current RSS
 // by writing "5" to /proc/self/clear_refs (Linux >= 4.0) and reads VmRSS; GrowthKb() is VmHWM

@@ -112,12 +112,6 @@ BENCHMARK(BM_Pick_MutexLeastActivePeer)->Threads(1)->Threads(2);
 constexpr int kTbbPoolWorkers = 2;
 constexpr int kThreadPoolWorkers = 4;
 
-int64_t SteadyNowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 // The tiny call of every row: adds an int to a member. Worker<Counter> pools run it on each
 // worker's own Counter; TaskWorker pools and the peers on a Counter per thread.
 class Counter {
@@ -249,8 +243,8 @@ constexpr auto kSkewedBurstInterval = std::chrono::milliseconds(1);
 
 // Busy for `ns` on the calling thread.
 void SpinFor(int64_t ns) {
-  const int64_t end = SteadyNowNs() + ns;
-  while (SteadyNowNs() < end) {
+  const int64_t end = bench::SteadyNowNs() + ns;
+  while (bench::SteadyNowNs() < end) {
   }
 }
 
@@ -291,9 +285,10 @@ void RunSkewed(benchmark::State& state, Submit&& submit) {
         std::this_thread::sleep_until(next);
         next += kSkewedBurstInterval;
       }
-      submitted[i] = SteadyNowNs();
-      done.push_back(
-          submit(slow[i] ? kSlowNs : kFastNs).Then([at = &finished[i]] { *at = SteadyNowNs(); }));
+      submitted[i] = bench::SteadyNowNs();
+      done.push_back(submit(slow[i] ? kSlowNs : kFastNs).Then([at = &finished[i]] {
+        *at = bench::SteadyNowNs();
+      }));
     }
     for (const Future<void>& future : done) future.Wait();
     done.clear();

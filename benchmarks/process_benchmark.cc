@@ -73,12 +73,6 @@ using procbench::Echo;
 
 constexpr int64_t kPayloadBytes = int64_t{64} << 20;
 
-int64_t SteadyNowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 WorkerOptions ProcessOptions(ProcessStart start) {
   return {.mode = Mode::kProcess, .process_start = start};
 }
@@ -108,9 +102,9 @@ void RunRoundTrips(benchmark::State& state, F&& round_trip) {
   samples.reserve(1 << 16);
   const int64_t switches_before = ContextSwitches();
   for (auto _ : state) {
-    const int64_t start_ns = SteadyNowNs();
+    const int64_t start_ns = bench::SteadyNowNs();
     round_trip();
-    samples.push_back(SteadyNowNs() - start_ns);
+    samples.push_back(bench::SteadyNowNs() - start_ns);
   }
   const int64_t switches = ContextSwitches() - switches_before;
   state.SetItemsProcessed(state.iterations());
@@ -336,9 +330,9 @@ void BM_ProcessPayload64MB(benchmark::State& state) {
     state.PauseTiming();
     std::string argument = payload;
     state.ResumeTiming();
-    const int64_t start_ns = SteadyNowNs();
+    const int64_t start_ns = bench::SteadyNowNs();
     const std::string back = worker.Call(&Echo::Reflect, std::move(argument)).Result();
-    timed_ns += SteadyNowNs() - start_ns;
+    timed_ns += bench::SteadyNowNs() - start_ns;
     if (back.size() != payload.size()) state.SkipWithError("the echo has the wrong size");
   }
   ReportPayloadRate(state, timed_ns);
@@ -354,13 +348,13 @@ void BM_PipePayload64MB(benchmark::State& state) {
   EchoChild child(child_buffer, kPayloadBytes);
   int64_t timed_ns = 0;
   for (auto _ : state) {
-    const int64_t start_ns = SteadyNowNs();
+    const int64_t start_ns = bench::SteadyNowNs();
     if (!WriteAll(child.fd(), out.data(), out.size()) ||
         !ReadAll(child.fd(), in.data(), in.size())) {
       state.SkipWithError("the echo child went away");
       break;
     }
-    timed_ns += SteadyNowNs() - start_ns;
+    timed_ns += bench::SteadyNowNs() - start_ns;
   }
   ReportPayloadRate(state, timed_ns);
 }
@@ -375,13 +369,13 @@ void BM_ProcessStart(benchmark::State& state) {
   const ProcessStart start = StartOf(state);
   std::vector<int64_t> create_ns, call_ns, stop_ns;
   for (auto _ : state) {
-    const int64_t t0 = SteadyNowNs();
+    const int64_t t0 = bench::SteadyNowNs();
     auto worker = Worker<Echo>::Create(ProcessOptions(start));
-    const int64_t t1 = SteadyNowNs();
+    const int64_t t1 = bench::SteadyNowNs();
     if (worker.Call(&Echo::AddOne, 1).Result() != 2) state.SkipWithError("AddOne is wrong");
-    const int64_t t2 = SteadyNowNs();
+    const int64_t t2 = bench::SteadyNowNs();
     if (!worker.Stop(absl::Seconds(10))) state.SkipWithError("Stop timed out");
-    const int64_t t3 = SteadyNowNs();
+    const int64_t t3 = bench::SteadyNowNs();
     create_ns.push_back(t1 - t0);
     call_ns.push_back(t2 - t1);
     stop_ns.push_back(t3 - t2);
@@ -425,7 +419,7 @@ void BM_ProcessCrashDetection(benchmark::State& state) {
     const pid_t pid = worker.Call(&Echo::Pid).Result();
     Future<void> sleeping = worker.Call(&Echo::Sleep, 60'000);
     absl::SleepFor(absl::Milliseconds(2));  // let the call reach the process and start
-    const int64_t start_ns = SteadyNowNs();
+    const int64_t start_ns = bench::SteadyNowNs();
     if (kill(pid, SIGKILL) != 0) {
       state.SkipWithError("kill failed");
       break;
@@ -434,7 +428,7 @@ void BM_ProcessCrashDetection(benchmark::State& state) {
       state.SkipWithError("the call did not fail within 10 s of the kill");
       break;
     }
-    const int64_t elapsed_ns = SteadyNowNs() - start_ns;
+    const int64_t elapsed_ns = bench::SteadyNowNs() - start_ns;
     try {
       std::move(sleeping).Result();
       state.SkipWithError("the call succeeded after its process was killed");

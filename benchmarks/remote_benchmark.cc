@@ -123,33 +123,12 @@ WorkerOptions RemoteOptionsFor(int hosts) {
   return options;
 }
 
-int64_t SteadyNowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-template <typename F>
-void RunRoundTrips(benchmark::State& state, F&& round_trip) {
-  std::vector<int64_t> samples;
-  samples.reserve(1 << 16);
-  for (auto _ : state) {
-    const int64_t start_ns = SteadyNowNs();
-    round_trip();
-    samples.push_back(SteadyNowNs() - start_ns);
-  }
-  state.SetItemsProcessed(state.iterations());
-  if (samples.empty()) return;
-  state.counters["p50_us"] = bench::PercentileMicros(samples, 0.50);
-  state.counters["p99_us"] = bench::PercentileMicros(samples, 0.99);
-}
-
 // ============================== 1. Round trip =================================================
 
 void BM_RemoteRoundTrip(benchmark::State& state) {
   auto worker = Worker<Echo>::Create(RemoteOptionsFor(1));
   int x = 0;
-  RunRoundTrips(state, [&] { x = worker.Call(&Echo::AddOne, x).Result(); });
+  bench::RunRoundTrips(state, [&] { x = worker.Call(&Echo::AddOne, x).Result(); });
   if (x != state.iterations()) state.SkipWithError("AddOne returned a wrong value");
 }
 BENCHMARK(BM_RemoteRoundTrip)->UseRealTime();
@@ -161,7 +140,7 @@ void BM_RawGrpcStreamEcho(benchmark::State& state) {
   auto stream = stub->Echo(&context);
   bench::Blob out, in;
   out.set_data(std::string(4, 'x'));
-  RunRoundTrips(state, [&] {
+  bench::RunRoundTrips(state, [&] {
     if (!stream->Write(out) || !stream->Read(&in)) state.SkipWithError("the echo stream broke");
   });
   stream->WritesDone();
@@ -209,9 +188,9 @@ void BM_RemotePayload64MB(benchmark::State& state) {
   int64_t timed_ns = 0;
   for (auto _ : state) {
     std::string copy = payload;
-    const int64_t start_ns = SteadyNowNs();
+    const int64_t start_ns = bench::SteadyNowNs();
     std::string back = worker.Call(&Echo::Reflect, std::move(copy)).Result();
-    timed_ns += SteadyNowNs() - start_ns;
+    timed_ns += bench::SteadyNowNs() - start_ns;
     if (back.size() != payload.size()) state.SkipWithError("Reflect returned a wrong size");
   }
   const double bytes = 2.0 * static_cast<double>(kPayloadBytes) * state.iterations();

@@ -62,12 +62,6 @@ namespace {
 
 constexpr int kSpreadWorkers = 64;
 
-int64_t SteadyNowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 // The empty call every benchmark makes.
 void EmptyCall() { benchmark::ClobberMemory(); }
 
@@ -76,23 +70,6 @@ class Counter {
  public:
   void Noop() { EmptyCall(); }
 };
-
-// Runs `round_trip` once per iteration and reports the p50/p99 of the per-call latency as counters
-// in microseconds (the benchmark's own time is the mean).
-template <typename F>
-void RunRoundTrips(benchmark::State& state, F&& round_trip) {
-  std::vector<int64_t> samples;
-  samples.reserve(1 << 16);
-  for (auto _ : state) {
-    const int64_t start_ns = SteadyNowNs();
-    round_trip();
-    samples.push_back(SteadyNowNs() - start_ns);
-  }
-  state.SetItemsProcessed(state.iterations());
-  if (samples.empty()) return;
-  state.counters["p50_us"] = bench::PercentileMicros(samples, 0.50);
-  state.counters["p99_us"] = bench::PercentileMicros(samples, 0.99);
-}
 
 // ---- Peer: a bare thread with a std::mutex + std::condition_variable handoff both ways --------
 
@@ -301,24 +278,24 @@ const PythonFigures& RunPythonPeer() {
 
 void BM_RoundTrip_MutexCondvarFloor(benchmark::State& state) {
   CondvarThread thread;
-  RunRoundTrips(state, [&] { thread.Call(EmptyCall); });
+  bench::RunRoundTrips(state, [&] { thread.Call(EmptyCall); });
 }
 BENCHMARK(BM_RoundTrip_MutexCondvarFloor)->UseRealTime();
 
 void BM_RoundTrip_StdAsync(benchmark::State& state) {
-  RunRoundTrips(state, [] { std::async(std::launch::async, EmptyCall).get(); });
+  bench::RunRoundTrips(state, [] { std::async(std::launch::async, EmptyCall).get(); });
 }
 BENCHMARK(BM_RoundTrip_StdAsync)->UseRealTime();
 
 void BM_RoundTrip_ConcurryThreadWorker(benchmark::State& state) {
   auto worker = Worker<Counter>::Create({.mode = Mode::kThread});
-  RunRoundTrips(state, [&] { worker.Call(&Counter::Noop).Result(); });
+  bench::RunRoundTrips(state, [&] { worker.Call(&Counter::Noop).Result(); });
 }
 BENCHMARK(BM_RoundTrip_ConcurryThreadWorker)->UseRealTime();
 
 void BM_RoundTrip_ConcurryTbbWorker(benchmark::State& state) {
   auto worker = Worker<Counter>::Create({.mode = Mode::kTbb});
-  RunRoundTrips(state, [&] { worker.Call(&Counter::Noop).Result(); });
+  bench::RunRoundTrips(state, [&] { worker.Call(&Counter::Noop).Result(); });
 }
 BENCHMARK(BM_RoundTrip_ConcurryTbbWorker)->UseRealTime();
 
@@ -326,7 +303,7 @@ BENCHMARK(BM_RoundTrip_ConcurryTbbWorker)->UseRealTime();
 void BM_RoundTrip_CafPingPong(benchmark::State& state) {
   CafPeer caf;
   const caf::actor actor = caf.Spawn();
-  RunRoundTrips(state, [&] { caf.Ping(actor); });
+  bench::RunRoundTrips(state, [&] { caf.Ping(actor); });
 }
 BENCHMARK(BM_RoundTrip_CafPingPong)->UseRealTime();
 
@@ -334,7 +311,7 @@ BENCHMARK(BM_RoundTrip_CafPingPong)->UseRealTime();
 void BM_RoundTrip_CafDetachedPingPong(benchmark::State& state) {
   CafPeer caf;
   const caf::actor actor = caf.Spawn<caf::detached>();
-  RunRoundTrips(state, [&] { caf.Ping(actor); });
+  bench::RunRoundTrips(state, [&] { caf.Ping(actor); });
 }
 BENCHMARK(BM_RoundTrip_CafDetachedPingPong)->UseRealTime();
 
@@ -549,18 +526,18 @@ class CreatePhases {
   // Starts the first phase of an iteration.
   void Start() {
     heap_at_start_ = HeapInUseBytes();
-    last_ns_ = SteadyNowNs();
+    last_ns_ = bench::SteadyNowNs();
   }
   // Ends the current phase and adds its duration to counter `name`.
   void End(const char* name) {
-    const int64_t now_ns = SteadyNowNs();
+    const int64_t now_ns = bench::SteadyNowNs();
     seconds_[name] += static_cast<double>(now_ns - last_ns_) * 1e-9;
     last_ns_ = now_ns;
   }
   // Samples the heap while all n workers exist (the time it takes is not counted).
   void SampleHeap() {
     heap_growth_ = std::max(heap_growth_, HeapInUseBytes() - heap_at_start_);
-    last_ns_ = SteadyNowNs();
+    last_ns_ = bench::SteadyNowNs();
   }
   // Reports the phases (mean per iteration) and the memory per worker.
   void Report(benchmark::State& state) {
@@ -687,7 +664,7 @@ void BM_Blocking_IdleTbbWorkerRoundTripBesideWaitingWorkers(benchmark::State& st
     held.push_back(waiting.back().Call(&Waiter::WaitFor, release));
   }
   auto idle = Worker<Waiter>::Create({.mode = Mode::kTbb});
-  RunRoundTrips(state, [&] { idle.Call(&Waiter::Noop).Result(); });
+  bench::RunRoundTrips(state, [&] { idle.Call(&Waiter::Noop).Result(); });
   release->SetValue();
   Gather(held);
 }
@@ -701,7 +678,7 @@ BENCHMARK(BM_Blocking_IdleTbbWorkerRoundTripBesideWaitingWorkers)
 void RunNestedWait(benchmark::State& state, Mode mode) {
   auto outer = Worker<Waiter>::Create({.mode = mode});
   auto inner = Worker<Waiter>::Create({.mode = mode});
-  RunRoundTrips(state, [&] { outer.Call(&Waiter::CallAndWait, inner).Result(); });
+  bench::RunRoundTrips(state, [&] { outer.Call(&Waiter::CallAndWait, inner).Result(); });
 }
 void BM_NestedWait_ConcurryTbbWorkers(benchmark::State& state) { RunNestedWait(state, Mode::kTbb); }
 BENCHMARK(BM_NestedWait_ConcurryTbbWorkers)->UseRealTime();
@@ -716,7 +693,7 @@ BENCHMARK(BM_NestedWait_ConcurryThreadWorkers)->UseRealTime();
 void BM_NestedWait_TbbSuspendResume(benchmark::State& state) {
   // Default arena: oneTBB's worker threads (the waiting caller does not join it).
   tbb::task_arena arena;
-  RunRoundTrips(state, [&] {
+  bench::RunRoundTrips(state, [&] {
     auto done = std::make_shared<Promise<void>>();
     Future<void> finished = done->GetFuture();
     arena.enqueue([&arena, done] {

@@ -138,15 +138,6 @@ std::shared_ptr<grpc::CallCredentials> TokenCredentials(const std::string& token
                                                            GRPC_SECURITY_NONE);
 }
 
-bool WaitUntilConnected(grpc::Channel& channel, absl::Time deadline, bool skip_if_down) {
-  for (;;) {
-    const grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
-    if (state == GRPC_CHANNEL_READY) return true;
-    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE && skip_if_down) return false;
-    if (!channel.WaitForStateChange(state, absl::ToChronoTime(deadline))) return false;
-  }
-}
-
 std::shared_ptr<grpc::Channel> ChannelFor(const RemoteOptions& options, const std::string& target) {
   using Key = std::tuple<std::string, std::string, std::string, std::string, int, int64_t, int64_t,
                          int64_t, int64_t, int64_t>;

@@ -45,10 +45,6 @@ bool IsLoopbackTarget(absl::string_view target);
 // to a host that is not on loopback and allow_insecure is not set.
 void CheckTokenIsSafe(const RemoteOptions& options);
 
-// Waits until `channel` is connected, or `deadline` passes; with `skip_if_down`, gives up at
-// once when the channel failed to connect (the host is down or refuses connections).
-bool WaitUntilConnected(grpc::Channel& channel, absl::Time deadline, bool skip_if_down);
-
 // The host a new worker goes to.
 struct HostChoice {
   std::string target;
