@@ -42,6 +42,12 @@ int64_t CpuMicros(int who) {
          usage.ru_utime.tv_usec + usage.ru_stime.tv_usec;
 }
 
+int64_t ContextSwitches() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return int64_t{usage.ru_nvcsw} + usage.ru_nivcsw;
+}
+
 PeakRssGrowth::PeakRssGrowth() {
   FILE* clear_refs = std::fopen("/proc/self/clear_refs", "w");
   if (clear_refs != nullptr) {

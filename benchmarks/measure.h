@@ -36,19 +36,29 @@ int64_t CpuMicros(int who);
 // `samples_ns` in place; 0 for no samples.
 double PercentileMicros(std::vector<int64_t>& samples_ns, double p);
 
+// Returns the context switches (voluntary and involuntary) of every thread of this process so
+// far; not those of its children.
+int64_t ContextSwitches();
+
 // Runs `round_trip` once per iteration and reports the p50/p99 of the per-call latency as counters
-// in microseconds (the benchmark's own time is the mean).
+// in microseconds (the benchmark's own time is the mean), and ctx_switches: the context switches
+// of this process's threads per call (another process's, a worker's or a peer server's, are not
+// counted). Each thread that sleeps and wakes once per call adds 1.
 template <typename F>
 void RunRoundTrips(benchmark::State& state, F&& round_trip) {
   std::vector<int64_t> samples;
   samples.reserve(1 << 16);
+  const int64_t switches_before = ContextSwitches();
   for (auto _ : state) {
     const int64_t start_ns = SteadyNowNs();
     round_trip();
     samples.push_back(SteadyNowNs() - start_ns);
   }
+  const int64_t switches = ContextSwitches() - switches_before;
   state.SetItemsProcessed(state.iterations());
   if (samples.empty()) return;
+  state.counters["ctx_switches"] =
+      static_cast<double>(switches) / static_cast<double>(state.iterations());
   state.counters["p50_us"] = PercentileMicros(samples, 0.50);
   state.counters["p99_us"] = PercentileMicros(samples, 0.99);
 }

@@ -84,37 +84,6 @@ ProcessStart StartOf(benchmark::State& state) {
   return start;
 }
 
-// Returns the context switches (voluntary and involuntary) of every thread of this process so
-// far; not those of its children.
-int64_t ContextSwitches() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return int64_t{usage.ru_nvcsw} + usage.ru_nivcsw;
-}
-
-// Runs `round_trip` once per iteration and reports the p50/p99 of the per-call latency as counters
-// in microseconds (the benchmark's own time is the mean), and ctx_switches: the context switches
-// of this process's threads per call (the other process's are not counted: about 2 per call in
-// the worker's or the echo child's). Each thread that sleeps and wakes once per call adds 1.
-template <typename F>
-void RunRoundTrips(benchmark::State& state, F&& round_trip) {
-  std::vector<int64_t> samples;
-  samples.reserve(1 << 16);
-  const int64_t switches_before = ContextSwitches();
-  for (auto _ : state) {
-    const int64_t start_ns = bench::SteadyNowNs();
-    round_trip();
-    samples.push_back(bench::SteadyNowNs() - start_ns);
-  }
-  const int64_t switches = ContextSwitches() - switches_before;
-  state.SetItemsProcessed(state.iterations());
-  if (samples.empty()) return;
-  state.counters["ctx_switches"] =
-      static_cast<double>(switches) / static_cast<double>(state.iterations());
-  state.counters["p50_us"] = bench::PercentileMicros(samples, 0.50);
-  state.counters["p99_us"] = bench::PercentileMicros(samples, 0.99);
-}
-
 // ---- Peer: two processes over a Unix stream socket (the transport's floor) --------------------
 
 // Writes all of `size` bytes; false on error or a closed peer. Async-signal-safe.
@@ -232,7 +201,7 @@ const PythonFigures& RunPythonPeer() {
 void BM_ProcessRoundTrip(benchmark::State& state) {
   auto worker = Worker<Echo>::Create(ProcessOptions(StartOf(state)));
   int x = 0;
-  RunRoundTrips(state, [&] { x = worker.Call(&Echo::AddOne, x).Result(); });
+  bench::RunRoundTrips(state, [&] { x = worker.Call(&Echo::AddOne, x).Result(); });
   if (x != state.iterations()) state.SkipWithError("AddOne returned a wrong value");
 }
 BENCHMARK(BM_ProcessRoundTrip)->ArgName("fork")->Arg(0)->Arg(1)->UseRealTime();
@@ -242,7 +211,7 @@ BENCHMARK(BM_ProcessRoundTrip)->ArgName("fork")->Arg(0)->Arg(1)->UseRealTime();
 void BM_LoopbackRoundTrip(benchmark::State& state) {
   auto worker = Worker<Echo>::Create({.mode = Mode::kLoopback});
   int x = 0;
-  RunRoundTrips(state, [&] { x = worker.Call(&Echo::AddOne, x).Result(); });
+  bench::RunRoundTrips(state, [&] { x = worker.Call(&Echo::AddOne, x).Result(); });
   if (x != state.iterations()) state.SkipWithError("AddOne returned a wrong value");
 }
 BENCHMARK(BM_LoopbackRoundTrip)->UseRealTime();
@@ -254,7 +223,7 @@ void BM_PipeRoundTrip(benchmark::State& state) {
   EchoChild child(child_buffer, 8);
   uint64_t message = 0;
   bool ok = true;
-  RunRoundTrips(state, [&] {
+  bench::RunRoundTrips(state, [&] {
     ++message;
     ok = ok && WriteAll(child.fd(), reinterpret_cast<const char*>(&message), sizeof(message)) &&
          ReadAll(child.fd(), reinterpret_cast<char*>(&message), sizeof(message));

@@ -107,22 +107,6 @@ class ProcessActor final : public workers_internal::ThreadActor, public Connecti
   }
 
  protected:
-  // The mailbox went from idle to non-empty. On a plain caller's thread, with the process idle,
-  // that thread drains the one call it queued and writes it at once (see the top of the file);
-  // anything else goes to the actor's thread, which batches.
-  void Schedule() override {
-    if (SendsInline()) {
-      // While the scope lives, SendsInline is false: the drain's own reschedule (of what it
-      // leaves) goes to the thread.
-      const SendNowScope send_now;
-      // One call that only sends (not a retried one, which waits for its attempts), and never a
-      // stop.
-      DrainOneOnCaller();
-      return;
-    }
-    ThreadActor::Schedule();
-  }
-
   // The calls the drain wrote go out together (and cancellations others could not send).
   void AfterDrain() override {
     if (ProcessConnection* connection = connection_.load(std::memory_order_acquire)) {
@@ -131,18 +115,12 @@ class ProcessActor final : public workers_internal::ThreadActor, public Connecti
   }
 
  private:
-  // Whether Schedule may drain on the calling thread: a thread not draining a process worker
-  // already (a SendNowScope), running no worker's call,
-  // completing no process's replies (whose waits and order others depend on) and not in a
-  // NonBlockingScope (a timer thread: a write may block a moment), not stopping (the stop's drain
-  // destroys the connection and waits for the process), and the connection built and idle. Called
-  // only by the drain's owner (Push or Stop set scheduled_), and only the owner's drain can close
-  // the connection, so `connection_` stays valid through the drain.
-  bool SendsInline() const {
-    if (SendNowScope::Active() || stop_requested() || ActorCore::Current() != nullptr ||
-        OnAnyReaderThread() || NonBlockingScope::Active()) {
-      return false;
-    }
+  // A thread completing a process's replies (whose waits and order others depend on) does not
+  // send; otherwise only an idle process's calls go out on the caller's thread. Only the drain's
+  // owner asks (see ThreadActor::SendsOnCaller), and only the owner's drain can close the
+  // connection, so `connection_` stays valid through the drain.
+  bool SendsOnCaller() const override {
+    if (OnAnyReaderThread()) return false;
     const ProcessConnection* connection = connection_.load(std::memory_order_acquire);
     return connection != nullptr && connection->Idle();
   }

@@ -78,6 +78,14 @@ constexpr int kMaxWorkersLimit = 1 << 20;
 constexpr int64_t kMaxGrpcMemoryLimit = int64_t{1} << 40;
 // How often a handler waiting for room in its queue looks whether its stream was cancelled.
 constexpr absl::Duration kCancelCheckInterval = absl::Milliseconds(100);
+// How long a call runs before the thread that does not run it reads the frames behind it. A short
+// call's thread reads the next frame itself: a second thread reading the stream while the first
+// writes a reply makes gRPC hand the stream's work to its executor thread, which costs wake-ups
+// on every call.
+constexpr absl::Duration kReadBehind = absl::Milliseconds(2);
+// While calls started within this, the thread that neither reads nor runs looks every kReadBehind
+// whether the running call got long; after it, it sleeps until a call starts.
+constexpr absl::Duration kActiveSpell = absl::Milliseconds(100);
 
 // A call's timeout_us as a duration (0: none); values past what int64 holds count as the most.
 absl::Duration CallTimeout(const Call& call) {
@@ -118,10 +126,12 @@ struct Queued {
 
 // The calls of one worker. Two threads serve it, the stream's handler thread and one more, and
 // take turns at two roles: the reader reads the next frame, the runner runs the first queued call
-// and writes its reply. A thread that reads a call while no call runs runs it itself, and the
-// other thread takes over the reading: the call does not wait for another thread to wake up, and
-// frames (cancellations, a stop) are still read while a call runs. One reader and one runner at a
-// time: calls run one by one in FIFO order, and the stream has one reader and one writer.
+// and writes its reply. A thread that reads a call while no call runs runs it itself, and then
+// reads the next frame: the call does not wait for another thread to wake up, and one thread uses
+// the stream at a time. Once a call has run kReadBehind, the other thread takes over the reading,
+// so that frames (cancellations, a stop, the calls behind it) are still read while it runs. One
+// reader and one runner at a time: calls run one by one in FIFO order, and the stream has one
+// reader and one writer.
 class Session {
  public:
   Session(const EncodedClass& cls, void* object, grpc::ServerContext* context,
@@ -169,6 +179,7 @@ class Session {
         queued_bytes_ -= queued.bytes;
         const bool stopping = stop_;
         running_ = true;
+        run_started_ = absl::Now();
         mu_.Unlock();
         const bool written = Answer(queued, stopping);
         mu_.Lock();
@@ -198,7 +209,8 @@ class Session {
     return !running_ && !runner_done_ && !gone_ && !queue_.empty();
   }
   bool CanReadLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !reading_ && !ended_ && HasRoomLocked();
+    return !reading_ && !ended_ && HasRoomLocked() &&
+           (!running_ || absl::Now() >= run_started_ + kReadBehind);
   }
   bool HasRoleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return CanRunLocked() || CanReadLocked() || ended_;
@@ -206,21 +218,37 @@ class Session {
   bool HasRoomLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return runner_done_ || (queued_bytes_ < max_queued_bytes_ && queue_.size() < kMaxQueuedCalls);
   }
+  // What ends a wait for a role: a role, or (for a thread sleeping through an idle spell) a call
+  // that starts, which may run long.
+  bool WakesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return HasRoleLocked() || (idle_wait_ && running_);
+  }
 
   void WaitForRoleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     while (!HasRoleLocked()) {
-      if (reading_) {
-        mu_.Await(absl::Condition(this, &Session::HasRoleLocked));
-        continue;
+      const absl::Time now = absl::Now();
+      absl::Time deadline = absl::InfiniteFuture();
+      bool check_cancel = false;
+      if (running_ && !reading_ && !ended_ && HasRoomLocked()) {
+        // Read behind the running call once it has run kReadBehind.
+        deadline = run_started_ + kReadBehind;
+      } else if (!reading_ && !ended_) {
+        // Nobody reads: the queue is full behind a running call (back-pressure: gRPC's flow
+        // control makes the client's writes wait). A client that gives up cancels the stream,
+        // which only a Read would show; look for it now and then, so that its queued calls are
+        // dropped.
+        deadline = now + kCancelCheckInterval;
+        check_cancel = true;
+      } else if (now - run_started_ < kActiveSpell) {
+        // The other thread reads and calls come often: the next one may run long.
+        deadline = now + kReadBehind;
+      } else {
+        idle_wait_ = true;  // Woken when a call starts.
       }
-      // Nobody reads: the queue is full behind a running call (back-pressure: gRPC's flow control
-      // makes the client's writes wait). A client that gives up cancels the stream, which only a
-      // Read would show; look for it now and then, so that its queued calls are dropped.
-      if (!mu_.AwaitWithTimeout(absl::Condition(this, &Session::HasRoleLocked),
-                                kCancelCheckInterval) &&
-          context_->IsCancelled()) {
-        EndLocked();
-      }
+      const bool woken =
+          mu_.AwaitWithDeadline(absl::Condition(this, &Session::WakesLocked), deadline);
+      idle_wait_ = false;
+      if (!woken && check_cancel && context_->IsCancelled()) EndLocked();
     }
   }
 
@@ -370,6 +398,10 @@ class Session {
   // A thread holds the reader's role; one holds the runner's.
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool running_ ABSL_GUARDED_BY(mu_) = false;
+  // When the running (or last) call started.
+  absl::Time run_started_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // The thread without a role sleeps until a call starts (no call started for kActiveSpell).
+  bool idle_wait_ ABSL_GUARDED_BY(mu_) = false;
   // The stream ended while a call ran: counted in orphans_ until the session ends.
   bool orphaned_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -1,8 +1,9 @@
 // Mode::kRemote: each worker in a host process reached over gRPC (docs/remote.md). The actor runs
 // on a thread of its own in the caller's process (//workers/thread's ThreadActor), and its object
-// is the stream to the worker's host (internal/connection.h): a drain writes the calls it pops to
+// is the stream to the worker's host (internal/connection.h): a drain queues the calls it pops for
 // the stream and moves on, so calls made back to back are pipelined, while the host runs them one
-// at a time in FIFO order and the connection's reader completes their replies.
+// at a time in FIFO order and the connection completes their replies. A call made while the
+// worker is idle skips the actor's thread: the caller's thread sends it and polls for its reply.
 
 #include <algorithm>
 #include <atomic>
@@ -37,8 +38,8 @@ using workers_internal::ActorCore;
 // How long a Stop past its deadline waits for the worker to end once it cancelled the stream.
 constexpr absl::Duration kCancelGrace = absl::Milliseconds(100);
 
-// Thread-safety: Stop, Died, MakeWaker, Launched and StopDeadline are safe from any thread;
-// set_connection, Closed and AfterDrain run on the actor's thread.
+// Thread-safety: Stop, Died, Launched and StopDeadline are safe from any thread; set_connection
+// and Closed run on the actor's thread.
 class RemoteActor final : public workers_internal::ThreadActor, public RemoteOwner {
  public:
   using ThreadActor::ThreadActor;
@@ -151,28 +152,28 @@ class RemoteActor final : public workers_internal::ThreadActor, public RemoteOwn
   }
 
   void Died(std::exception_ptr error) override { StopWithError(std::move(error)); }
-  std::function<void()> MakeWaker() override {
-    return [weak = std::weak_ptr<ActorCore>(shared_from_this())] {
-      if (std::shared_ptr<ActorCore> actor = weak.lock()) {
-        static_cast<RemoteActor&>(*actor).Poke();
-      }
-    };
-  }
-
-  void Closed() override { connection_ = nullptr; }
+  void Closed() override { connection_.store(nullptr, std::memory_order_relaxed); }
 
   // On the actor's thread, once the object is built.
-  void set_connection(RemoteConnection* connection) { connection_ = connection; }
+  void set_connection(RemoteConnection* connection) {
+    connection_.store(connection, std::memory_order_release);
+  }
 
  protected:
-  // Cancellations other threads could not write go out.
-  void AfterDrain() override {
-    if (connection_ != nullptr) connection_->Flush();
+  // A thread completing remote replies does not send (its continuations must not wait); otherwise
+  // only an idle worker's calls go out on the caller's thread, which then polls for the reply
+  // itself (internal/connection.h). Only the drain's owner asks (ThreadActor::SendsOnCaller), and
+  // only the owner's drain can close the connection, so `connection_` stays valid through it.
+  bool SendsOnCaller() const override {
+    if (OnAnyReaderThread()) return false;
+    const RemoteConnection* connection = connection_.load(std::memory_order_acquire);
+    return connection != nullptr && connection->Idle();
   }
 
  private:
-  // Used on the actor's thread only (built, flushed and destroyed there).
-  RemoteConnection* connection_ = nullptr;
+  // Set on the actor's thread once the object is built, cleared there when it is destroyed;
+  // release/acquire so that a caller sending inline sees the connection whole.
+  std::atomic<RemoteConnection*> connection_{nullptr};
   // The earliest deadline a Stop asked for (Unix ns; INT64_MAX: none).
   std::atomic<int64_t> stop_deadline_ns_{INT64_MAX};
   absl::Mutex cancel_mu_;

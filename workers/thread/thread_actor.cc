@@ -4,6 +4,8 @@
 #include <memory>
 #include <thread>
 
+#include "futures/executor.h"
+
 namespace concurry::workers_internal {
 namespace {
 
@@ -39,6 +41,14 @@ void ThreadActor::Loop() {
 }
 
 void ThreadActor::Schedule() {
+  if (!SendNowScope::Active() && !stop_requested() && ActorCore::Current() == nullptr &&
+      !NonBlockingScope::Active() && SendsOnCaller()) {
+    // While the scope lives, the drain's own reschedule (of what it leaves) goes to the thread.
+    const SendNowScope send_now;
+    // One call that only sends (not a retried one, which waits for its attempts), never a stop.
+    DrainOneOnCaller();
+    return;
+  }
   work_.fetch_or(kDrain, std::memory_order_release);
   work_.notify_one();
 }

@@ -33,14 +33,13 @@
 #include "workers/process/internal/launch.h"
 #include "workers/process/internal/limits_transfer.h"
 #include "workers/registration.h"
+#include "workers/thread/thread_actor.h"
 
 namespace concurry::process_internal {
 namespace {
 
 // The context of the connection whose reader the calling thread is.
 thread_local const void* reader_context = nullptr;
-// Whether a SendNowScope is alive on this thread.
-thread_local bool send_now = false;
 
 // How long a process gets between SIGTERM and SIGKILL.
 constexpr absl::Duration kTermGrace = absl::Milliseconds(100);
@@ -64,10 +63,6 @@ bool OnReaderThreadOf(const void* context) {
 }
 
 bool OnAnyReaderThread() { return reader_context != nullptr; }
-
-SendNowScope::SendNowScope() : outer_(std::exchange(send_now, true)) {}
-SendNowScope::~SendNowScope() { send_now = outer_; }
-bool SendNowScope::Active() { return send_now; }
 
 // What the connection shares with its reader thread, which may outlive it (detached when a
 // reply's continuation on that thread never returns).
@@ -431,6 +426,7 @@ Future<std::string> ProcessConnection::Send(FrameKind kind, absl::string_view a,
   shared_->AppendCancelsLocked();
   // A broken socket (the process is gone, or the kernel refused the write): the stream ends
   // here, and the reader fails the reply.
+  const bool send_now = workers_internal::SendNowScope::Active();
   if (send_now && kind == FrameKind::kCall) last_sent_ = number;
   if (!shared_->writer.Append(kind, a, b) || (send_now && !shared_->writer.FlushNow())) {
     shutdown(shared_->child.socket, SHUT_RDWR);

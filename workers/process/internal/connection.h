@@ -71,24 +71,6 @@ bool OnReaderThreadOf(const void* context);
 // Whether the calling thread is the reader thread of any connection.
 bool OnAnyReaderThread();
 
-// While alive, calls the calling thread sends (ProcessConnection::Invoke) are written to the
-// socket at once, as far as it takes them without blocking; what it does not take is left to the
-// owner's waker (ConnectionOwner::MakeWaker). For a caller that sends one call to an idle process
-// itself instead of handing it to the actor's thread. Scopes nest. Not copyable.
-class SendNowScope {
- public:
-  SendNowScope();
-  ~SendNowScope();
-  SendNowScope(const SendNowScope&) = delete;
-  SendNowScope& operator=(const SendNowScope&) = delete;
-
-  // Whether a scope is alive on the calling thread.
-  static bool Active();
-
- private:
-  bool outer_;
-};
-
 class ProcessConnection final : public workers_internal::EncodedObject {
  public:
   // Starts a worker process (`start`), sends it `cls`, `ctor` and `limits`, and waits until the

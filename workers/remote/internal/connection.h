@@ -1,9 +1,21 @@
 // The client's end of one remote worker: the actor's EncodedObject for Mode::kRemote. It holds one
-// bidirectional gRPC stream to the worker's host (workers/remote/remote.proto): calls are written
-// in order, and a reader thread completes their replies in the same order. When the stream
-// fails (the host died, the network broke), every call sent and not answered fails with
-// CrashedError naming the host and the gRPC status (StatusError with the gRPC code for codes that
-// are not a failure of the host or the network; see StreamEndedError), and the owner hears of it.
+// bidirectional gRPC stream to the worker's host (workers/remote/remote.proto), on gRPC's
+// completion-queue API: calls are written in order without waiting for the network, and their
+// replies complete in the same order. When the stream fails (the host died, the network broke),
+// every call sent and not answered fails with CrashedError naming the host and the gRPC status
+// (StatusError with the gRPC code for codes that are not a failure of the host or the network;
+// see StreamEndedError), and the owner hears of it.
+//
+// Who waits for the network: a poller thread per connection, except while a caller drives it. A
+// caller's thread that sent a call to an idle worker itself (a SendNowScope) and then waits for
+// the reply polls the stream's completion queue itself for up to kDriveWindow (a WaitDriver), so
+// the reply wakes the caller directly, as a synchronous gRPC call does. For that to work the
+// caller must be the only thread polling: gRPC (epoll1) lets one thread of the process poll at a
+// time, and a second thread touching the same HTTP/2 connection makes gRPC hand its work to an
+// executor thread, which costs wake-ups. So the poller thread steps aside while a caller drives
+// (kicked out of its poll by an alarm), and for kLinger after a caller got its reply, when the
+// next call is likely to be driven too; a call sent by the actor's thread has the poller thread
+// poll at once.
 
 #ifndef CONCURRY_WORKERS_REMOTE_INTERNAL_CONNECTION_H_
 #define CONCURRY_WORKERS_REMOTE_INTERNAL_CONNECTION_H_
@@ -12,6 +24,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -31,13 +44,9 @@ struct StreamState;
 // What a connection needs from the worker that owns it.
 class RemoteOwner {
  public:
-  // The stream failed while not stopping. Called once, from the reader thread, before the calls
-  // sent fail with `error`.
+  // The stream failed while not stopping. Called once, from a thread completing the worker's
+  // replies, before the calls sent fail with `error`.
   virtual void Died(std::exception_ptr error) = 0;
-  // Returns a function that has the actor's thread drain and then Flush (a Poke), safe to call
-  // from any thread at any time (a no-op once the worker is gone). Threads that may not write
-  // to the stream themselves queue what they want sent and wake the actor's thread with this.
-  virtual std::function<void()> MakeWaker() = 0;
   // The stream is open and the Create about to be sent (on the actor's thread): `cancel` cancels
   // the stream from any thread, at any time, so that a Stop past its deadline can end a
   // constructor or a host that does not answer. Calls and the Create then fail with StoppedError.
@@ -64,9 +73,11 @@ class RemoteOwner {
 std::exception_ptr StreamEndedError(const std::string& worker, absl::StatusCode code,
                                     const std::string& message, const std::string& broken);
 
-// Whether the calling thread is the reader thread of a connection opened with `context`: such a
-// thread must not wait for that worker to stop (it is what completes the worker's replies).
+// Whether the calling thread is completing replies of a connection opened with `context` (its
+// poller thread, or a caller driving it): such a thread must not wait for that worker to stop.
 bool OnReaderThreadOf(const void* context);
+// Whether the calling thread is completing replies of any connection.
+bool OnAnyReaderThread();
 
 class RemoteConnection final : public workers_internal::EncodedObject {
  public:
@@ -87,22 +98,24 @@ class RemoteConnection final : public workers_internal::EncodedObject {
   // cancels the stream. Calls not answered fail with StoppedError.
   ~RemoteConnection() override;
 
-  // See EncodedObject. Written to the stream at once; a dead stream fails the call with the error
-  // it ended with. With a finite remote.call_timeout, the call fails with TimeoutError that long
+  // See EncodedObject. Queued for the stream at once and never waits for the network (only for
+  // room in the host's queue, see below); a dead stream fails the call with the error it ended
+  // with. With a finite remote.call_timeout, the call fails with TimeoutError that long
   // after it was sent and a cancellation is queued for the host (a call the host has not started
   // never starts; one it runs runs to its end, its late reply dropped). A call larger than the
   // smaller of remote.max_message_bytes and the host's
   // --max_message_bytes fails alone with StatusError (kResourceExhausted), without being sent.
   // Actor's thread only.
   Future<std::string> Invoke(absl::string_view method, std::string args) override;
-  // Sends the cancellations queued by other threads (a cancelled reply's future). Actor's thread
-  // only.
-  void Flush() override;
+  // After an Invoke inside a SendNowScope: the calling thread, when it waits for that reply,
+  // polls the stream itself for a moment (see the top of the file).
+  std::shared_ptr<futures_internal::WaitDriver> TakeWaitDriver() override;
+  // Whether every call sent has been answered (a hint: another thread may send meanwhile).
+  // Thread-safe.
+  bool Idle() const;
 
  private:
   explicit RemoteConnection(std::shared_ptr<StreamState> state);
-  // The reader thread: completes replies in order until the stream ends, then fails the rest.
-  static void ReadReplies(std::shared_ptr<StreamState> state);
 
   const std::shared_ptr<StreamState> state_;
   RemoteOwner* owner_ = nullptr;
@@ -112,7 +125,11 @@ class RemoteConnection final : public workers_internal::EncodedObject {
   int64_t host_max_message_bytes_ = 0;
   // remote.call_timeout: each call fails with TimeoutError this long after it was sent.
   absl::Duration call_timeout_ = absl::InfiniteDuration();
-  std::thread reader_;
+  // The id of the call just sent inside a SendNowScope, until TakeWaitDriver or the next Invoke.
+  // Used in the actor's context only (one drain at a time).
+  std::optional<uint64_t> last_sent_;
+  // Polls the stream while no caller does (see the top of the file), and ends it.
+  std::thread poller_;
 };
 
 }  // namespace concurry::remote_internal
