@@ -5,14 +5,17 @@
 // visible when a stream ends. Against real host processes (//workers/remote:test_host) and, for
 // what a correct host never does, a misbehaving host served by the test itself.
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
@@ -298,6 +301,64 @@ TEST(RemoteClientCancelTest, ACallCancelledFromAnotherThreadAfterItWasSentNeverR
   running.Result();
   EXPECT_EQ(third.Result(), 10);  // The cancelled call never ran.
   EXPECT_TRUE(second.Cancelled());
+  EXPECT_TRUE(w.Stop(absl::Seconds(10)));
+}
+
+// A call made to an idle worker is sent by the calling thread, which then polls for its reply
+// itself (internal/connection.h). What nobody polls for must still complete: a reply the sender
+// does not wait for, one another thread waits for, one that comes after the sender's window, and
+// replies completed by callbacks.
+TEST(RemoteClientPollingTest, RepliesNobodyPollsForStillComplete) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "replies nobody polls for");
+  TestHost host(kHostBinary, kToken);
+  auto w = Worker<Counter>::Create(OptionsFor(host.address()), 0);
+  EXPECT_EQ(w.Call(&Counter::Add, 1).Result(), 1);  // Driven by this thread.
+
+  // Sent by this thread, waited for by another one (which has no driver to run).
+  Future<int> sent_here = w.Call(&Counter::Add, 2);
+  Future<int> from_other;
+  std::thread other([&] {
+    const absl::Time start = absl::Now();
+    EXPECT_EQ(sent_here.Result(absl::Seconds(5)), 3);
+    EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+  });
+  other.join();
+
+  // Sent and left alone for a while: the poller thread completes it; a callback sees it.
+  absl::Notification called;
+  Future<int> left = w.Call(&Counter::Add, 3);
+  left.AddDoneCallback([&](const Future<int>&) { called.Notify(); });
+  EXPECT_TRUE(called.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  EXPECT_EQ(left.Result(), 6);
+
+  // A reply that comes long after the caller's polling window (1 ms): the caller sleeps and the
+  // poller thread completes it.
+  w.Call(&Counter::Sleep, 50).Result();
+  EXPECT_EQ(w.Call(&Counter::Get).Result(), 6);
+
+  // Back to back, each waited for by its sender: all answered, in order.
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(w.Call(&Counter::Add, 1).Result(), 7 + i);
+  EXPECT_TRUE(w.Stop(absl::Seconds(10)));
+}
+
+// Several threads calling one worker at once: the first sends its call and polls, the others'
+// calls go through the worker's thread; every reply reaches its own caller.
+TEST(RemoteClientPollingTest, CallersOnManyThreadsEachGetTheirOwnReply) {
+  testkit::Watchdog watchdog(absl::Seconds(60), "many callers of one remote worker");
+  TestHost host(kHostBinary, kToken);
+  auto w = Worker<Counter>::Create(OptionsFor(host.address()), 0);
+  std::vector<std::thread> callers;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t) {
+    callers.emplace_back([&, t] {
+      for (int i = 0; i < 300; ++i) {
+        const std::string text = absl::StrCat("thread ", t, " call ", i);
+        if (w.Call(&Counter::Reflect, text).Result() != text) wrong.fetch_add(1);
+      }
+    });
+  }
+  for (std::thread& caller : callers) caller.join();
+  EXPECT_EQ(wrong.load(), 0);
   EXPECT_TRUE(w.Stop(absl::Seconds(10)));
 }
 
