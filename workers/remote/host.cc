@@ -48,14 +48,14 @@ using v1::StatsReply;
 using v1::StatsRequest;
 using workers_internal::EncodedClass;
 
-// How often the host pings an idle client to find out that it is gone (the client's lease): a
-// client whose machine vanished without closing its connection loses its workers within
-// kKeepaliveTime + kKeepaliveTimeout.
-constexpr int kKeepaliveTimeMs = 10'000;
-constexpr int kKeepaliveTimeoutMs = 5'000;
-// Clients ping every second (workers/remote/internal/channel.cc); pings closer than this are
-// refused as abuse.
-constexpr int kMinClientPingIntervalMs = 500;
+// The range of --client_lease_ms (HostOptions::client_lease).
+constexpr absl::Duration kMinClientLease = absl::Milliseconds(500);
+constexpr absl::Duration kMaxClientLease = absl::Hours(24);
+// gRPC counts a "strike" for a client ping closer than this to the one before. Clients ping at
+// most every 500 ms (RemoteOptions::keepalive_time), which this leaves room for; and strikes
+// never cost a connection here (GRPC_ARG_HTTP2_MAX_PING_STRIKES is 0: no limit), so that a
+// client that keeps its dead-host bound short is never answered with GOAWAY too_many_pings.
+constexpr int kMinClientPingIntervalMs = 250;
 
 std::string ErrorReply(absl::Status status) {
   return workers_internal::EncodeErrorReply(
@@ -78,6 +78,9 @@ constexpr int kMaxWorkersLimit = 1 << 20;
 constexpr int64_t kMaxGrpcMemoryLimit = int64_t{1} << 40;
 // How often a handler waiting for room in its queue looks whether its stream was cancelled.
 constexpr absl::Duration kCancelCheckInterval = absl::Milliseconds(100);
+
+// Milliseconds for a gRPC channel argument (the options' ranges keep them within an int).
+int Millis(absl::Duration d) { return static_cast<int>(absl::ToInt64Milliseconds(d)); }
 
 // A call's timeout_us as a duration (0: none); values past what int64 holds count as the most.
 absl::Duration CallTimeout(const Call& call) {
@@ -563,9 +566,17 @@ class HostImpl final : public remote::WorkerHost {
     builder.SetResourceQuota(quota);
     builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                                options.max_workers + kSpareStreams);
-    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
-    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+    // The client lease: a ping after a third of it without traffic, and the connection (every
+    // stream on it, so every worker of that client) is dropped when the ping is not answered
+    // within the rest. Connections without a stream are pinged too (few bytes, and an idle
+    // client's dead connection is closed rather than kept).
+    const absl::Duration ping_after = options.client_lease / 3;
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, Millis(ping_after));
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                               Millis(options.client_lease - ping_after));
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    // Keep pinging a client that sends nothing (gRPC would stop after 2 pings without data).
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                                kMinClientPingIntervalMs);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
@@ -673,6 +684,12 @@ std::unique_ptr<WorkerHost> WorkerHost::Start(const HostOptions& options) {
     throw InvalidOptionError(absl::StrCat("worker host: create_timeout (",
                                           absl::FormatDuration(options.create_timeout),
                                           ") must be > 0"));
+  }
+  if (options.client_lease < kMinClientLease || options.client_lease > kMaxClientLease) {
+    throw InvalidOptionError(absl::StrCat("worker host: client_lease (--client_lease_ms) is ",
+                                          absl::FormatDuration(options.client_lease),
+                                          "; allowed: ", absl::FormatDuration(kMinClientLease),
+                                          " to ", absl::FormatDuration(kMaxClientLease)));
   }
   if (!options.tls_client_ca_pem.empty() && options.tls_cert_pem.empty()) {
     throw InvalidOptionError(

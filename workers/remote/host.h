@@ -49,13 +49,21 @@ struct HostOptions {
   // How long a new stream may take to send its Create; past it the host cancels the stream and
   // frees its worker slot.
   absl::Duration create_timeout = absl::Seconds(10);
+  // How long a client may stay silent before the host counts it as gone and stops its workers:
+  // the host pings a connection after a third of it without traffic, and drops the connection
+  // when the ping is not answered within the other two thirds. So a client whose machine vanished
+  // (or that hangs, or was stopped) without closing its connection loses its workers after about
+  // the lease, at most a third more (a flow-control ping of gRPC's may restart the clock once).
+  // 500 ms to 24 h; a short lease drops clients that stall that long, through load or a slow
+  // network.
+  absl::Duration client_lease = absl::Seconds(15);
 };
 
 // A running host. Thread-safe.
 class WorkerHost {
  public:
   // Starts serving. Throws InvalidOptionError for bad options (no token, a key without a
-  // certificate, sizes <= 0) and StatusError (kUnavailable) when it cannot listen on
+  // certificate, numbers out of range) and StatusError (kUnavailable) when it cannot listen on
   // options.listen.
   static std::unique_ptr<WorkerHost> Start(const HostOptions& options);
 

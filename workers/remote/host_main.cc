@@ -47,6 +47,9 @@ ABSL_FLAG(int64_t, max_grpc_memory_mb, 0,
           "hold; past it gRPC resets the largest streams");
 ABSL_FLAG(int, create_timeout_ms, 10000,
           "a new worker stream must send its Create within this time, or it is cancelled");
+ABSL_FLAG(int64_t, client_lease_ms, 15000,
+          "a client silent this long (its connection's pings unanswered: machine gone, process "
+          "hung or stopped) counts as gone, and its workers are stopped; 500 to 86400000");
 ABSL_FLAG(int, shutdown_grace_ms, 5000,
           "on SIGTERM/SIGINT, how long open workers get to finish before they are cancelled");
 
@@ -120,6 +123,7 @@ int main(int argc, char** argv) {
   }
   options.max_grpc_memory_bytes = memory_mb << 20;
   options.create_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_create_timeout_ms));
+  options.client_lease = absl::Milliseconds(absl::GetFlag(FLAGS_client_lease_ms));
 
   std::unique_ptr<concurry::remote::WorkerHost> host;
   try {
