@@ -1,7 +1,8 @@
 // Mode::kRemote placement and failover against real host processes (//workers/remote:test_host):
 // a host that never answers is passed over, a host restarted on its port is used again, a stopped
 // (SIGSTOPped) host is noticed by keepalive, pools spread over hosts per pool, a pool keeps
-// serving when a host dies mid-run, the token is not sent in plaintext off loopback, and dns:///
+// serving when a host dies mid-run, the channel's retry policy retries what it should (against a
+// flaky server in this process), the token is not sent in plaintext off loopback, and dns:///
 // targets resolve.
 
 #include <dirent.h>
@@ -23,9 +24,11 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
@@ -332,6 +335,155 @@ TEST_F(FailoverTest, AHostThatIsNotServingIsPassedOver) {
   for (int i = 0; i < 2; ++i) {
     auto w = Worker<Counter>::Create(options, 0);
     EXPECT_EQ(w.Call(&Counter::Pid).Result(), live.pid());
+  }
+}
+
+// A WorkerHost service in this process that fails the first attempts of each RPC with a chosen
+// code before answering anything, and counts every attempt: what the client's retry policy
+// (channel.cc's service config) does is seen from the server's side.
+class FlakyServer {
+ public:
+  struct Behaviour {
+    // Attempts that fail with `code` before the host answers (a Trailers-Only response).
+    int failures = 0;
+    grpc::StatusCode code = grpc::StatusCode::UNAVAILABLE;
+    // Connect, once it answered (read the Create, wrote a frame): whether it then fails with
+    // UNAVAILABLE, as a host that dies with a worker open would.
+    bool fail_after_answer = false;
+  };
+
+  explicit FlakyServer(Behaviour behaviour) : service_(behaviour) {
+    grpc::EnableDefaultHealthCheckService(true);  // SERVING: the channel's health check passes.
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+  }
+  ~FlakyServer() { server_->Shutdown(); }
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+  int stats_attempts() const { return service_.stats_attempts.load(); }
+  int connect_attempts() const { return service_.connect_attempts.load(); }
+  // The class name of the Create the answering Connect attempt read.
+  std::string created_class() const {
+    absl::MutexLock lock(&service_.mu);
+    return service_.created_class;
+  }
+
+ private:
+  struct Service final : remote::v1::WorkerHost::Service {
+    explicit Service(Behaviour b) : behaviour(b) {}
+    grpc::Status Stats(grpc::ServerContext*, const remote::v1::StatsRequest*,
+                       remote::v1::StatsReply* reply) override {
+      if (++stats_attempts <= behaviour.failures) return {behaviour.code, "flaky Stats"};
+      reply->set_workers(7);
+      return grpc::Status::OK;
+    }
+    grpc::Status Connect(
+        grpc::ServerContext*,
+        grpc::ServerReaderWriter<remote::v1::HostFrame, remote::v1::ClientFrame>* stream) override {
+      if (++connect_attempts <= behaviour.failures) return {behaviour.code, "flaky Connect"};
+      remote::v1::ClientFrame create;
+      if (!stream->Read(&create)) return {grpc::StatusCode::INTERNAL, "no Create"};
+      {
+        absl::MutexLock lock(&mu);
+        created_class = create.create().class_name();
+      }
+      remote::v1::HostFrame created;
+      created.mutable_created()->set_max_message_bytes(4096);
+      stream->Write(created);
+      if (behaviour.fail_after_answer) return {grpc::StatusCode::UNAVAILABLE, "host gone"};
+      return grpc::Status::OK;
+    }
+
+    const Behaviour behaviour;
+    // Sequentially consistent: the test reads them after the client saw the RPC end, which the
+    // handlers' increments precede (no attempt starts after its RPC's final status).
+    std::atomic<int> stats_attempts{0};
+    std::atomic<int> connect_attempts{0};
+    mutable absl::Mutex mu;
+    std::string created_class ABSL_GUARDED_BY(mu);
+  };
+
+  Service service_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+// A stub on the channel a Mode::kRemote worker would use for `address` (its service config
+// included).
+std::unique_ptr<remote::v1::WorkerHost::Stub> ClientStubFor(const std::string& address) {
+  return remote::v1::WorkerHost::NewStub(
+      remote_internal::ChannelFor(*OptionsFor({address}).remote, address));
+}
+
+grpc::Status CallStats(const std::string& address, remote::v1::StatsReply* reply) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  return ClientStubFor(address)->Stats(&context, remote::v1::StatsRequest(), reply);
+}
+
+TEST_F(FailoverTest, StatsIsRetriedOnUnavailableUpToThreeAttempts) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "Stats retries");
+  {
+    FlakyServer server({.failures = 2});
+    remote::v1::StatsReply reply;
+    const grpc::Status status = CallStats(server.address(), &reply);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(reply.workers(), 7);
+    EXPECT_EQ(server.stats_attempts(), 3);
+  }
+  {
+    // maxAttempts 3: the third failure is the caller's.
+    FlakyServer server({.failures = 3});
+    remote::v1::StatsReply reply;
+    EXPECT_EQ(CallStats(server.address(), &reply).error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_EQ(server.stats_attempts(), 3);
+  }
+  {
+    // Only UNAVAILABLE is retried.
+    FlakyServer server({.failures = 1, .code = grpc::StatusCode::INTERNAL});
+    remote::v1::StatsReply reply;
+    EXPECT_EQ(CallStats(server.address(), &reply).error_code(), grpc::StatusCode::INTERNAL);
+    EXPECT_EQ(server.stats_attempts(), 1);
+  }
+}
+
+TEST_F(FailoverTest, AWorkerStreamIsRetriedOnlyBeforeTheHostAnswered) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "Connect retries");
+  const auto open_worker = [](const FlakyServer& server, grpc::Status* end) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    auto stream = ClientStubFor(server.address())->Connect(&context);
+    remote::v1::ClientFrame create;
+    create.mutable_create()->set_class_name("remote_test::Counter");
+    // Buffered by gRPC for the retry, which sends it again on the next attempt.
+    EXPECT_TRUE(stream->Write(create));
+    remote::v1::HostFrame frame;
+    const bool answered = stream->Read(&frame) && frame.has_created();
+    stream->WritesDone();
+    while (stream->Read(&frame)) {
+    }
+    *end = stream->Finish();
+    return answered;
+  };
+  {
+    // The first attempt fails before the host answered: the stream is opened again, the Create
+    // with it, and the worker would be made by the second attempt.
+    FlakyServer server({.failures = 1});
+    grpc::Status end;
+    EXPECT_TRUE(open_worker(server, &end));
+    EXPECT_TRUE(end.ok()) << end.error_message();
+    EXPECT_EQ(server.connect_attempts(), 2);
+    EXPECT_EQ(server.created_class(), "remote_test::Counter");
+  }
+  {
+    // Once the host answered, a failure is the caller's: a worker's state is not restored by
+    // opening its stream again.
+    FlakyServer server({.fail_after_answer = true});
+    grpc::Status end;
+    EXPECT_TRUE(open_worker(server, &end));
+    EXPECT_EQ(end.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_EQ(server.connect_attempts(), 1);
   }
 }
 
