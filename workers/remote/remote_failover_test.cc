@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -56,7 +57,10 @@ namespace {
 
 using remote_test::Counter;
 using remote_testing::TestHost;
+using ::testing::Gt;
 using ::testing::HasSubstr;
+using ::testing::Pair;
+using ::testing::UnorderedElementsAre;
 
 constexpr char kToken[] = "failover-token-5e0a7d1c";
 constexpr char kHostBinary[] = "workers/remote/test_host";
@@ -257,6 +261,55 @@ TEST_F(FailoverTest, TwoPoolsCreatedAtOnceEachSpreadOverTheHosts) {
     EXPECT_EQ(pids, all);
   }
   for (auto& pool : pools) EXPECT_TRUE(pool->Stop(absl::Seconds(5)));
+}
+
+// Every built-in balancer besides the default round-robin (tested above) works for a pool
+// across hosts. The pool has one worker per host, so the hosts' pids count the balancer's picks.
+TEST_F(FailoverTest, EveryBalancerSpreadsAPoolOverTheHosts) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "balancers over three hosts");
+  TestHost a(kHostBinary, kToken), b(kHostBinary, kToken), c(kHostBinary, kToken);
+  WaitUntilConnected({&a, &b, &c});
+  const std::set<int> all = {a.pid(), b.pid(), c.pid()};
+  const auto pool_with = [&](LoadBalancing balancing) {
+    WorkerOptions options = OptionsFor({a.address(), b.address(), c.address()});
+    options.max_workers = 3;
+    options.load_balancing = balancing;
+    return Worker<Counter>::Create(options, 0);
+  };
+  {
+    // The fewest calls ever started: calls one after another go round the hosts evenly.
+    auto pool = pool_with(LoadBalancing::kLeastTotalLoad);
+    std::map<int, int> per_host;
+    for (int i = 0; i < 9; ++i) ++per_host[pool.Call(&Counter::Pid).Result()];
+    EXPECT_THAT(per_host,
+                UnorderedElementsAre(Pair(a.pid(), 3), Pair(b.pid(), 3), Pair(c.pid(), 3)));
+    EXPECT_TRUE(pool.Stop(absl::Seconds(5)));
+  }
+  {
+    // The fewest calls in flight: three slow calls sent at once take one worker each, and the
+    // three calls sent behind them queue one on each worker too.
+    auto pool = pool_with(LoadBalancing::kLeastActiveLoad);
+    std::vector<Future<void>> slow;
+    for (int i = 0; i < 3; ++i) slow.push_back(pool.Call(&Counter::Sleep, 300));
+    std::vector<Future<int>> pids;
+    for (int i = 0; i < 3; ++i) pids.push_back(pool.Call(&Counter::Pid));
+    std::set<int> used;
+    for (Future<int>& pid : pids) used.insert(pid.Result());
+    EXPECT_EQ(used, all);
+    for (Future<void>& call : slow) call.Result();
+    EXPECT_TRUE(pool.Stop(absl::Seconds(5)));
+  }
+  {
+    // Uniformly random: 60 calls leave a given host out with probability (2/3)^60, about 2e-11.
+    auto pool = pool_with(LoadBalancing::kRandom);
+    std::map<int, int> per_host;
+    for (int i = 0; i < 60; ++i) ++per_host[pool.Call(&Counter::Pid).Result()];
+    EXPECT_THAT(per_host, UnorderedElementsAre(Pair(a.pid(), Gt(0)), Pair(b.pid(), Gt(0)),
+                                               Pair(c.pid(), Gt(0))));
+    std::fprintf(stderr, "random balancer over 3 hosts, 60 calls: %d, %d, %d\n", per_host[a.pid()],
+                 per_host[b.pid()], per_host[c.pid()]);
+    EXPECT_TRUE(pool.Stop(absl::Seconds(5)));
+  }
 }
 
 TEST_F(FailoverTest, APoolAcrossThreeHostsKeepsServingWhenOneIsKilledMidRun) {
