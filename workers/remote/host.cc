@@ -62,9 +62,10 @@ std::string ErrorReply(absl::Status status) {
       std::make_exception_ptr(StatusError(std::move(status))));
 }
 
-// The queued calls of one worker may hold up to this many times --max_message_bytes (and at most
-// kMaxQueuedCalls calls); past it the stream's handler stops reading, so that gRPC's flow control
-// makes the client's writes wait instead of the host's memory growing.
+// The queued calls of one worker may hold up to this many times --max_message_bytes, or its share
+// of --max_queued_mb if less (QueueBytesPerWorker), and at most kMaxQueuedCalls calls; past it the
+// stream's handler stops reading, so that gRPC's flow control makes the client's writes wait
+// instead of the host's memory growing.
 constexpr int64_t kQueuedBytesPerMessageLimit = 2;
 constexpr size_t kMaxQueuedCalls = 1024;
 // Our client writes a call before any cancellation of it, but another client may not: a Cancel
@@ -78,6 +79,14 @@ constexpr int kMaxWorkersLimit = 1 << 20;
 constexpr int64_t kMaxGrpcMemoryLimit = int64_t{1} << 40;
 // How often a handler waiting for room in its queue looks whether its stream was cancelled.
 constexpr absl::Duration kCancelCheckInterval = absl::Milliseconds(100);
+
+// The bytes of calls one worker may queue: twice the largest message, or the worker's share of the
+// host-wide budget when that is less (Start checks that it holds one message of the largest size).
+int64_t QueueBytesPerWorker(const HostOptions& options) {
+  const int64_t per_message = kQueuedBytesPerMessageLimit * options.max_message_bytes;
+  if (options.max_queued_bytes == 0) return per_message;
+  return std::min(per_message, options.max_queued_bytes / options.max_workers);
+}
 
 // Milliseconds for a gRPC channel argument (the options' ranges keep them within an int).
 int Millis(absl::Duration d) { return static_cast<int>(absl::ToInt64Milliseconds(d)); }
@@ -129,7 +138,7 @@ class Session {
  public:
   Session(const EncodedClass& cls, void* object, grpc::ServerContext* context,
           grpc::ServerReaderWriter<HostFrame, ClientFrame>* stream, int max_message_bytes,
-          int64_t client_max_message_bytes, std::atomic<int64_t>* calls,
+          int64_t client_max_message_bytes, int64_t max_queued_bytes, std::atomic<int64_t>* calls,
           std::atomic<int64_t>* orphans)
       : cls_(cls),
         object_(object),
@@ -140,7 +149,7 @@ class Session {
         reply_limit_(client_max_message_bytes > 0
                          ? std::min<int64_t>(max_message_bytes, client_max_message_bytes)
                          : max_message_bytes),
-        max_queued_bytes_(kQueuedBytesPerMessageLimit * max_message_bytes),
+        max_queued_bytes_(max_queued_bytes),
         calls_(calls),
         orphans_(orphans) {}
 
@@ -379,7 +388,8 @@ class Session {
 
 class Service final : public v1::WorkerHost::Service {
  public:
-  explicit Service(const HostOptions& options) : options_(options) {}
+  explicit Service(const HostOptions& options)
+      : options_(options), queue_bytes_(QueueBytesPerWorker(options)) {}
 
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<HostFrame, ClientFrame>* stream) override {
@@ -433,8 +443,7 @@ class Service final : public v1::WorkerHost::Service {
     void* object = nullptr;
     HostFrame created;
     created.mutable_created()->set_max_message_bytes(options_.max_message_bytes);
-    created.mutable_created()->set_queue_bytes(kQueuedBytesPerMessageLimit *
-                                               options_.max_message_bytes);
+    created.mutable_created()->set_queue_bytes(queue_bytes_);
     created.mutable_created()->set_queue_calls(static_cast<int64_t>(kMaxQueuedCalls));
     try {
       object = cls->construct(first.create().constructor());
@@ -451,8 +460,8 @@ class Service final : public v1::WorkerHost::Service {
     // A reply larger than what the client accepts would end the stream at the client: it is
     // held to the smaller limit (a client that does not say is held to the host's).
     const int64_t client_max = first.create().max_message_bytes();
-    Session(*cls, object, context, stream, options_.max_message_bytes, client_max, &calls_,
-            &orphans_)
+    Session(*cls, object, context, stream, options_.max_message_bytes, client_max, queue_bytes_,
+            &calls_, &orphans_)
         .Serve();
     return grpc::Status::OK;
   }
@@ -488,6 +497,8 @@ class Service final : public v1::WorkerHost::Service {
   }
 
   const HostOptions options_;
+  // What each worker may queue (QueueBytesPerWorker), announced in Created.
+  const int64_t queue_bytes_;
   // Streams inside Connect (workers alive or being built).
   std::atomic<int64_t> live_{0};
   std::atomic<int64_t> created_{0};
@@ -684,6 +695,20 @@ std::unique_ptr<WorkerHost> WorkerHost::Start(const HostOptions& options) {
     throw InvalidOptionError(absl::StrCat("worker host: create_timeout (",
                                           absl::FormatDuration(options.create_timeout),
                                           ") must be > 0"));
+  }
+  if (options.max_queued_bytes < 0 || options.max_queued_bytes > kMaxGrpcMemoryLimit) {
+    throw InvalidOptionError(absl::StrCat("worker host: max_queued_bytes (--max_queued_mb) is ",
+                                          options.max_queued_bytes, "; allowed: 0 (no host-wide ",
+                                          "bound) to ", kMaxGrpcMemoryLimit));
+  }
+  if (options.max_queued_bytes > 0 &&
+      options.max_queued_bytes / options.max_workers < options.max_message_bytes) {
+    throw InvalidOptionError(absl::StrCat(
+        "worker host: max_queued_bytes (--max_queued_mb) is ", options.max_queued_bytes,
+        ", which leaves each of max_workers (--max_workers) ", options.max_workers,
+        " workers less than one message of max_message_bytes (--max_message_bytes) ",
+        options.max_message_bytes, "; allowed: 0, or at least max_workers x max_message_bytes = ",
+        int64_t{options.max_workers} * options.max_message_bytes));
   }
   if (options.client_lease < kMinClientLease || options.client_lease > kMaxClientLease) {
     throw InvalidOptionError(absl::StrCat("worker host: client_lease (--client_lease_ms) is ",

@@ -46,6 +46,14 @@ struct HostOptions {
   // (RST_STREAM ENHANCE_YOUR_CALM), which may be workers' streams too. The calls queued on
   // workers are counted apart (max_message_bytes above).
   int64_t max_grpc_memory_bytes = 0;
+  // The calls queued on all workers together, in bytes; 0 for no host-wide bound (each worker
+  // then queues up to 2 x max_message_bytes, so up to max_workers times that in all). Set, each
+  // worker queues up to its share, min(2 x max_message_bytes, max_queued_bytes / max_workers),
+  // which must hold one message of the largest size: a budget under max_workers x
+  // max_message_bytes is refused. The share is announced to clients, which keep their unanswered
+  // calls within it; the host stops reading a worker's stream at its share, so a client that
+  // ignores it gets at most one message more queued.
+  int64_t max_queued_bytes = 0;
   // How long a new stream may take to send its Create; past it the host cancels the stream and
   // frees its worker slot.
   absl::Duration create_timeout = absl::Seconds(10);

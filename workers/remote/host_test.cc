@@ -230,6 +230,14 @@ TEST(HostOptionsTest, BadOptionsAreRefused) {
   refused([](remote::HostOptions& o) { o.max_grpc_memory_bytes = INT64_MAX; },
           "max_grpc_memory_bytes");
   refused([](remote::HostOptions& o) { o.max_grpc_memory_bytes = -1; }, "max_grpc_memory_bytes");
+  refused([](remote::HostOptions& o) { o.max_queued_bytes = -1; }, "--max_queued_mb");
+  refused(
+      [](remote::HostOptions& o) {
+        o.max_workers = 4;
+        o.max_message_bytes = 1 << 20;
+        o.max_queued_bytes = 3 << 20;  // Less than one message per worker.
+      },
+      "at least max_workers x max_message_bytes = 4194304");
   refused([](remote::HostOptions& o) { o.client_lease = absl::Milliseconds(100); },
           "--client_lease_ms");
   refused([](remote::HostOptions& o) { o.client_lease = absl::Hours(25); }, "--client_lease_ms");
@@ -477,6 +485,37 @@ TEST(HostCreateTimeoutTest, AStreamWithoutCreateLosesItsSlot) {
   EXPECT_TRUE(Eventually([&] { return StatsOf(host).workers() == 0; }, absl::Seconds(5)));
   auto w = Worker<Counter>::Create(OptionsFor(host), 7);
   EXPECT_EQ(w.Call(&Counter::Get).Result(), 7);
+}
+
+// R-M2: --max_queued_mb bounds the calls queued on all the host's workers together. Each worker
+// queues up to its share, which Created announces (the client holds further calls back) and the
+// host enforces by not reading past it; without the flag, twice the largest message.
+TEST(HostQueueBudgetTest, EachWorkerQueuesItsShareOfTheBudget) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "the queue budget");
+  const auto announced = [](const TestHost& host) -> int64_t {
+    grpc::ClientContext context;
+    Authorize(context);
+    auto stream = StubFor(host)->Connect(&context);
+    remote::v1::ClientFrame frame;
+    frame.mutable_create()->set_class_name("remote_test::Counter");
+    frame.mutable_create()->set_constructor(workers_internal::EncodeConstructor<Counter>(0));
+    remote::v1::HostFrame created;
+    if (!stream->Write(frame) || !stream->Read(&created) || !created.has_created()) return -1;
+    context.TryCancel();
+    return created.created().queue_bytes();
+  };
+  TestHost budget(kHostBinary, kToken,
+                  {"--max_workers=4", "--max_message_bytes=1048576", "--max_queued_mb=6"});
+  EXPECT_EQ(announced(budget), (int64_t{6} << 20) / 4);
+  TestHost plain(kHostBinary, kToken, {"--max_workers=4", "--max_message_bytes=1048576"});
+  EXPECT_EQ(announced(plain), int64_t{2} << 20);
+  // Calls of nearly a message each, pipelined far past the share: all complete.
+  auto w = Worker<Counter>::Create(OptionsFor(budget), 0);
+  const std::string big(900'000, 'x');
+  std::vector<Future<std::string>> echoes;
+  for (int i = 0; i < 8; ++i) echoes.push_back(w.Call(&Counter::Reflect, big));
+  for (Future<std::string>& echo : echoes) EXPECT_EQ(echo.Result().size(), big.size());
+  EXPECT_TRUE(w.Stop(absl::Seconds(5)));
 }
 
 // A client process (//workers/remote:lease_client) with one worker open on a host; it prints
