@@ -158,14 +158,17 @@ struct RemoteOptions {
   absl::Duration reconnect_backoff_max = absl::Seconds(2);
   // HTTP/2 keepalive while workers are open on a host: a ping after keepalive_time without
   // traffic, and the connection (with every worker on it) counts as dead when the ping is not
-  // answered within keepalive_timeout. The defaults notice a host that vanished without closing
-  // its connections (power loss, a cable, SIGSTOP) within about 2 s. Through a proxy or load
-  // balancer that limits pings (Envoy and many ingresses answer frequent pings with GOAWAY
-  // "too_many_pings"), and on networks with long stalls, raise both (e.g. 30 s / 10 s): a dead
-  // host is then noticed later. Both > 0; hosts accept pings every 500 ms at most, so
-  // keepalive_time >= 500 ms.
-  absl::Duration keepalive_time = absl::Seconds(1);
-  absl::Duration keepalive_timeout = absl::Seconds(1);
+  // answered within keepalive_timeout. A host that vanished without closing its connections
+  // (power loss, a cable, SIGSTOP) is noticed within max(2 x keepalive_time, 1 s) +
+  // keepalive_timeout, 1.5 s with the defaults: gRPC's client leaves at least 1 s between two of
+  // its pings, and a flow-control ping it sends just after the host stopped restarts the
+  // keepalive clock once. Through a proxy or load balancer that limits pings (Envoy and many
+  // ingresses answer frequent pings with GOAWAY "too_many_pings"), and on networks with long stalls
+  // or round trips near keepalive_timeout, raise both (e.g. 30 s / 10 s): a dead host is then
+  // noticed later. Both > 0; keepalive_time >= 500 ms (worker hosts never refuse pings that far
+  // apart).
+  absl::Duration keepalive_time = absl::Milliseconds(500);
+  absl::Duration keepalive_timeout = absl::Milliseconds(500);
   // The largest message sent or accepted, in bytes (>= 4096): bounds a call's arguments and reply.
   int max_message_bytes = 128 << 20;
   // How long each call may take, from when the client sends it (> 0; InfiniteDuration(): no

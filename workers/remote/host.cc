@@ -48,23 +48,24 @@ using v1::StatsReply;
 using v1::StatsRequest;
 using workers_internal::EncodedClass;
 
-// How often the host pings an idle client to find out that it is gone (the client's lease): a
-// client whose machine vanished without closing its connection loses its workers within
-// kKeepaliveTime + kKeepaliveTimeout.
-constexpr int kKeepaliveTimeMs = 10'000;
-constexpr int kKeepaliveTimeoutMs = 5'000;
-// Clients ping every second (workers/remote/internal/channel.cc); pings closer than this are
-// refused as abuse.
-constexpr int kMinClientPingIntervalMs = 500;
+// The range of --client_lease_ms (HostOptions::client_lease).
+constexpr absl::Duration kMinClientLease = absl::Milliseconds(500);
+constexpr absl::Duration kMaxClientLease = absl::Hours(24);
+// gRPC counts a "strike" for a client ping closer than this to the one before. Clients ping at
+// most every 500 ms (RemoteOptions::keepalive_time), which this leaves room for; and strikes
+// never cost a connection here (GRPC_ARG_HTTP2_MAX_PING_STRIKES is 0: no limit), so that a
+// client that keeps its dead-host bound short is never answered with GOAWAY too_many_pings.
+constexpr int kMinClientPingIntervalMs = 250;
 
 std::string ErrorReply(absl::Status status) {
   return workers_internal::EncodeErrorReply(
       std::make_exception_ptr(StatusError(std::move(status))));
 }
 
-// The queued calls of one worker may hold up to this many times --max_message_bytes (and at most
-// kMaxQueuedCalls calls); past it the stream's handler stops reading, so that gRPC's flow control
-// makes the client's writes wait instead of the host's memory growing.
+// The queued calls of one worker may hold up to this many times --max_message_bytes, or its share
+// of --max_queued_mb if less (QueueBytesPerWorker), and at most kMaxQueuedCalls calls; past it the
+// stream's handler stops reading, so that gRPC's flow control makes the client's writes wait
+// instead of the host's memory growing.
 constexpr int64_t kQueuedBytesPerMessageLimit = 2;
 constexpr size_t kMaxQueuedCalls = 1024;
 // Our client writes a call before any cancellation of it, but another client may not: a Cancel
@@ -86,6 +87,17 @@ constexpr absl::Duration kReadBehind = absl::Milliseconds(2);
 // While calls started within this, the thread that neither reads nor runs looks every kReadBehind
 // whether the running call got long; after it, it sleeps until a call starts.
 constexpr absl::Duration kActiveSpell = absl::Milliseconds(100);
+
+// The bytes of calls one worker may queue: twice the largest message, or the worker's share of the
+// host-wide budget when that is less (Start checks that it holds one message of the largest size).
+int64_t QueueBytesPerWorker(const HostOptions& options) {
+  const int64_t per_message = kQueuedBytesPerMessageLimit * options.max_message_bytes;
+  if (options.max_queued_bytes == 0) return per_message;
+  return std::min(per_message, options.max_queued_bytes / options.max_workers);
+}
+
+// Milliseconds for a gRPC channel argument (the options' ranges keep them within an int).
+int Millis(absl::Duration d) { return static_cast<int>(absl::ToInt64Milliseconds(d)); }
 
 // A call's timeout_us as a duration (0: none); values past what int64 holds count as the most.
 absl::Duration CallTimeout(const Call& call) {
@@ -136,7 +148,7 @@ class Session {
  public:
   Session(const EncodedClass& cls, void* object, grpc::ServerContext* context,
           grpc::ServerReaderWriter<HostFrame, ClientFrame>* stream, int max_message_bytes,
-          int64_t client_max_message_bytes, std::atomic<int64_t>* calls,
+          int64_t client_max_message_bytes, int64_t max_queued_bytes, std::atomic<int64_t>* calls,
           std::atomic<int64_t>* orphans)
       : cls_(cls),
         object_(object),
@@ -147,7 +159,7 @@ class Session {
         reply_limit_(client_max_message_bytes > 0
                          ? std::min<int64_t>(max_message_bytes, client_max_message_bytes)
                          : max_message_bytes),
-        max_queued_bytes_(kQueuedBytesPerMessageLimit * max_message_bytes),
+        max_queued_bytes_(max_queued_bytes),
         calls_(calls),
         orphans_(orphans) {}
 
@@ -408,7 +420,8 @@ class Session {
 
 class Service final : public v1::WorkerHost::Service {
  public:
-  explicit Service(const HostOptions& options) : options_(options) {}
+  explicit Service(const HostOptions& options)
+      : options_(options), queue_bytes_(QueueBytesPerWorker(options)) {}
 
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<HostFrame, ClientFrame>* stream) override {
@@ -462,8 +475,7 @@ class Service final : public v1::WorkerHost::Service {
     void* object = nullptr;
     HostFrame created;
     created.mutable_created()->set_max_message_bytes(options_.max_message_bytes);
-    created.mutable_created()->set_queue_bytes(kQueuedBytesPerMessageLimit *
-                                               options_.max_message_bytes);
+    created.mutable_created()->set_queue_bytes(queue_bytes_);
     created.mutable_created()->set_queue_calls(static_cast<int64_t>(kMaxQueuedCalls));
     try {
       object = cls->construct(first.create().constructor());
@@ -480,8 +492,8 @@ class Service final : public v1::WorkerHost::Service {
     // A reply larger than what the client accepts would end the stream at the client: it is
     // held to the smaller limit (a client that does not say is held to the host's).
     const int64_t client_max = first.create().max_message_bytes();
-    Session(*cls, object, context, stream, options_.max_message_bytes, client_max, &calls_,
-            &orphans_)
+    Session(*cls, object, context, stream, options_.max_message_bytes, client_max, queue_bytes_,
+            &calls_, &orphans_)
         .Serve();
     return grpc::Status::OK;
   }
@@ -517,6 +529,8 @@ class Service final : public v1::WorkerHost::Service {
   }
 
   const HostOptions options_;
+  // What each worker may queue (QueueBytesPerWorker), announced in Created.
+  const int64_t queue_bytes_;
   // Streams inside Connect (workers alive or being built).
   std::atomic<int64_t> live_{0};
   std::atomic<int64_t> created_{0};
@@ -595,9 +609,17 @@ class HostImpl final : public remote::WorkerHost {
     builder.SetResourceQuota(quota);
     builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                                options.max_workers + kSpareStreams);
-    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
-    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+    // The client lease: a ping after a third of it without traffic, and the connection (every
+    // stream on it, so every worker of that client) is dropped when the ping is not answered
+    // within the rest. Connections without a stream are pinged too (few bytes, and an idle
+    // client's dead connection is closed rather than kept).
+    const absl::Duration ping_after = options.client_lease / 3;
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, Millis(ping_after));
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                               Millis(options.client_lease - ping_after));
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    // Keep pinging a client that sends nothing (gRPC would stop after 2 pings without data).
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                                kMinClientPingIntervalMs);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
@@ -705,6 +727,26 @@ std::unique_ptr<WorkerHost> WorkerHost::Start(const HostOptions& options) {
     throw InvalidOptionError(absl::StrCat("worker host: create_timeout (",
                                           absl::FormatDuration(options.create_timeout),
                                           ") must be > 0"));
+  }
+  if (options.max_queued_bytes < 0 || options.max_queued_bytes > kMaxGrpcMemoryLimit) {
+    throw InvalidOptionError(absl::StrCat("worker host: max_queued_bytes (--max_queued_mb) is ",
+                                          options.max_queued_bytes, "; allowed: 0 (no host-wide ",
+                                          "bound) to ", kMaxGrpcMemoryLimit));
+  }
+  if (options.max_queued_bytes > 0 &&
+      options.max_queued_bytes / options.max_workers < options.max_message_bytes) {
+    throw InvalidOptionError(absl::StrCat(
+        "worker host: max_queued_bytes (--max_queued_mb) is ", options.max_queued_bytes,
+        ", which leaves each of max_workers (--max_workers) ", options.max_workers,
+        " workers less than one message of max_message_bytes (--max_message_bytes) ",
+        options.max_message_bytes, "; allowed: 0, or at least max_workers x max_message_bytes = ",
+        int64_t{options.max_workers} * options.max_message_bytes));
+  }
+  if (options.client_lease < kMinClientLease || options.client_lease > kMaxClientLease) {
+    throw InvalidOptionError(absl::StrCat("worker host: client_lease (--client_lease_ms) is ",
+                                          absl::FormatDuration(options.client_lease),
+                                          "; allowed: ", absl::FormatDuration(kMinClientLease),
+                                          " to ", absl::FormatDuration(kMaxClientLease)));
   }
   if (!options.tls_client_ca_pem.empty() && options.tls_cert_pem.empty()) {
     throw InvalidOptionError(

@@ -46,16 +46,32 @@ struct HostOptions {
   // (RST_STREAM ENHANCE_YOUR_CALM), which may be workers' streams too. The calls queued on
   // workers are counted apart (max_message_bytes above).
   int64_t max_grpc_memory_bytes = 0;
+  // The calls queued on all workers together, in bytes; 0 for no host-wide bound (each worker
+  // then queues up to 2 x max_message_bytes, so up to max_workers times that in all). Set, each
+  // worker queues up to its share, min(2 x max_message_bytes, max_queued_bytes / max_workers),
+  // which must hold one message of the largest size: a budget under max_workers x
+  // max_message_bytes is refused. The share is announced to clients, which keep their unanswered
+  // calls within it; the host stops reading a worker's stream at its share, so a client that
+  // ignores it gets at most one message more queued.
+  int64_t max_queued_bytes = 0;
   // How long a new stream may take to send its Create; past it the host cancels the stream and
   // frees its worker slot.
   absl::Duration create_timeout = absl::Seconds(10);
+  // How long a client may stay silent before the host counts it as gone and stops its workers:
+  // the host pings a connection after a third of it without traffic, and drops the connection
+  // when the ping is not answered within the other two thirds. So a client whose machine vanished
+  // (or that hangs, or was stopped) without closing its connection loses its workers after about
+  // the lease, at most a third more (a flow-control ping of gRPC's may restart the clock once).
+  // 500 ms to 24 h; a short lease drops clients that stall that long, through load or a slow
+  // network.
+  absl::Duration client_lease = absl::Seconds(15);
 };
 
 // A running host. Thread-safe.
 class WorkerHost {
  public:
   // Starts serving. Throws InvalidOptionError for bad options (no token, a key without a
-  // certificate, sizes <= 0) and StatusError (kUnavailable) when it cannot listen on
+  // certificate, numbers out of range) and StatusError (kUnavailable) when it cannot listen on
   // options.listen.
   static std::unique_ptr<WorkerHost> Start(const HostOptions& options);
 

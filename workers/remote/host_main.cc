@@ -45,8 +45,15 @@ ABSL_FLAG(int64_t, max_grpc_memory_mb, 0,
           "memory gRPC may use for its buffers (its resource quota), in MiB; 0 for max(256 MiB, "
           "4 x --max_message_bytes). It bounds what peers without the token can make the host "
           "hold; past it gRPC resets the largest streams");
+ABSL_FLAG(int64_t, max_queued_mb, 0,
+          "calls queued on all workers together, in MiB; 0 for no host-wide bound (each worker "
+          "queues up to 2 x --max_message_bytes). Set, each worker gets its share, which must "
+          "hold one message: at least --max_workers x --max_message_bytes");
 ABSL_FLAG(int, create_timeout_ms, 10000,
           "a new worker stream must send its Create within this time, or it is cancelled");
+ABSL_FLAG(int64_t, client_lease_ms, 15000,
+          "a client silent this long (its connection's pings unanswered: machine gone, process "
+          "hung or stopped) counts as gone, and its workers are stopped; 500 to 86400000");
 ABSL_FLAG(int, shutdown_grace_ms, 5000,
           "on SIGTERM/SIGINT, how long open workers get to finish before they are cancelled");
 
@@ -119,7 +126,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.max_grpc_memory_bytes = memory_mb << 20;
+  const int64_t queued_mb = absl::GetFlag(FLAGS_max_queued_mb);
+  if (queued_mb < 0 || queued_mb > (int64_t{1} << 20)) {
+    std::fprintf(stderr, "concurry worker host: --max_queued_mb is %lld; allowed: 0 to %lld\n",
+                 static_cast<long long>(queued_mb), static_cast<long long>(int64_t{1} << 20));
+    return 2;
+  }
+  options.max_queued_bytes = queued_mb << 20;
   options.create_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_create_timeout_ms));
+  options.client_lease = absl::Milliseconds(absl::GetFlag(FLAGS_client_lease_ms));
 
   std::unique_ptr<concurry::remote::WorkerHost> host;
   try {

@@ -1,13 +1,14 @@
 // The worker host's own defences, against real host processes (//workers/remote:test_host) on
 // 127.0.0.1: bounded memory under pipelined large calls, garbage on the socket and large
 // unauthenticated requests, the Create deadline, cancellations, health, SIGTERM with a call that
-// never returns, and client certificates.
+// never returns, client certificates, and the client lease.
 
 #include "workers/remote/host.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -229,6 +230,19 @@ TEST(HostOptionsTest, BadOptionsAreRefused) {
   refused([](remote::HostOptions& o) { o.max_grpc_memory_bytes = INT64_MAX; },
           "max_grpc_memory_bytes");
   refused([](remote::HostOptions& o) { o.max_grpc_memory_bytes = -1; }, "max_grpc_memory_bytes");
+  refused([](remote::HostOptions& o) { o.max_queued_bytes = -1; }, "--max_queued_mb");
+  refused(
+      [](remote::HostOptions& o) {
+        o.max_workers = 4;
+        o.max_message_bytes = 1 << 20;
+        o.max_queued_bytes = 3 << 20;  // Less than one message per worker.
+      },
+      "at least max_workers x max_message_bytes = 4194304");
+  refused([](remote::HostOptions& o) { o.client_lease = absl::Milliseconds(100); },
+          "--client_lease_ms");
+  refused([](remote::HostOptions& o) { o.client_lease = absl::Hours(25); }, "--client_lease_ms");
+  refused([](remote::HostOptions& o) { o.client_lease = -absl::InfiniteDuration(); },
+          "--client_lease_ms");
 }
 
 // B1: a client pipelines far more large calls than the host may queue, behind a slow call. The
@@ -471,6 +485,105 @@ TEST(HostCreateTimeoutTest, AStreamWithoutCreateLosesItsSlot) {
   EXPECT_TRUE(Eventually([&] { return StatsOf(host).workers() == 0; }, absl::Seconds(5)));
   auto w = Worker<Counter>::Create(OptionsFor(host), 7);
   EXPECT_EQ(w.Call(&Counter::Get).Result(), 7);
+}
+
+// R-M2: --max_queued_mb bounds the calls queued on all the host's workers together. Each worker
+// queues up to its share, which Created announces (the client holds further calls back) and the
+// host enforces by not reading past it; without the flag, twice the largest message.
+TEST(HostQueueBudgetTest, EachWorkerQueuesItsShareOfTheBudget) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "the queue budget");
+  const auto announced = [](const TestHost& host) -> int64_t {
+    grpc::ClientContext context;
+    Authorize(context);
+    auto stream = StubFor(host)->Connect(&context);
+    remote::v1::ClientFrame frame;
+    frame.mutable_create()->set_class_name("remote_test::Counter");
+    frame.mutable_create()->set_constructor(workers_internal::EncodeConstructor<Counter>(0));
+    remote::v1::HostFrame created;
+    if (!stream->Write(frame) || !stream->Read(&created) || !created.has_created()) return -1;
+    context.TryCancel();
+    return created.created().queue_bytes();
+  };
+  TestHost budget(kHostBinary, kToken,
+                  {"--max_workers=4", "--max_message_bytes=1048576", "--max_queued_mb=6"});
+  EXPECT_EQ(announced(budget), (int64_t{6} << 20) / 4);
+  TestHost plain(kHostBinary, kToken, {"--max_workers=4", "--max_message_bytes=1048576"});
+  EXPECT_EQ(announced(plain), int64_t{2} << 20);
+  // Calls of nearly a message each, pipelined far past the share: all complete.
+  auto w = Worker<Counter>::Create(OptionsFor(budget), 0);
+  const std::string big(900'000, 'x');
+  std::vector<Future<std::string>> echoes;
+  for (int i = 0; i < 8; ++i) echoes.push_back(w.Call(&Counter::Reflect, big));
+  for (Future<std::string>& echo : echoes) EXPECT_EQ(echo.Result().size(), big.size());
+  EXPECT_TRUE(w.Stop(absl::Seconds(5)));
+}
+
+// A client process (//workers/remote:lease_client) with one worker open on a host; it prints
+// "ready" once the worker answered. Killed (SIGKILL) and reaped by the destructor.
+class ClientProcess {
+ public:
+  ClientProcess(const std::string& binary, std::vector<std::string> args) {
+    int out[2];
+    if (pipe(out) != 0) std::abort();
+    // Built before fork: the child of a threaded program may only make async-signal-safe calls.
+    std::vector<char*> argv = {const_cast<char*>(binary.c_str())};
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    const pid_t parent = getpid();
+    pid_ = fork();
+    if (pid_ < 0) std::abort();
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // No client outlives a crashed test.
+      if (getppid() != parent) _exit(1);
+      dup2(out[1], STDOUT_FILENO);
+      close(out[0]);
+      close(out[1]);
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    char c;
+    while (read(out[0], &c, 1) == 1 && c != '\n') first_line_.push_back(c);
+    close(out[0]);
+  }
+  ~ClientProcess() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  pid_t pid() const { return pid_; }
+  const std::string& first_line() const { return first_line_; }
+
+ private:
+  pid_t pid_ = 0;
+  std::string first_line_;
+};
+
+// The client lease (--client_lease_ms): a client that stops answering without closing its
+// connection (SIGSTOP here; a hung process or a vanished machine alike) loses its workers on the
+// host after about the lease, while an idle client that answers keeps them.
+TEST(HostLeaseTest, AClientThatStopsAnsweringLosesItsWorkersAfterTheLease) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "a stopped client's lease");
+  TestHost host(kHostBinary, kToken, {"--client_lease_ms=1000"});
+  ClientProcess client("workers/remote/lease_client", {host.address(), kToken});
+  ASSERT_EQ(client.first_line(), "ready");
+  EXPECT_EQ(StatsOf(host).workers(), 1);
+  // Idle for more than the lease, but answering pings: the worker stays.
+  absl::SleepFor(absl::Milliseconds(1500));
+  EXPECT_EQ(StatsOf(host).workers(), 1);
+  ASSERT_EQ(kill(client.pid(), SIGSTOP), 0);
+  const absl::Time stopped = absl::Now();
+  ASSERT_TRUE(Eventually([&] { return StatsOf(host).workers() == 0; }, absl::Seconds(10)));
+  const absl::Duration took = absl::Now() - stopped;
+  std::fprintf(stderr, "a stopped client lost its worker %s after SIGSTOP (lease 1 s)\n",
+               absl::FormatDuration(took).c_str());
+  // The host pings after a third of the lease without traffic (333 ms; twice that at worst, when
+  // a flow-control ping just after the stop restarted gRPC's clock) and drops the connection when
+  // the ping is unanswered for the other two thirds (667 ms): between 667 ms and 1.33 s, plus the
+  // Stats polls. A ping sent just before the stop and not answered yet may shorten the first by
+  // those few milliseconds.
+  EXPECT_GE(took, absl::Milliseconds(600));
+  EXPECT_LT(took, absl::Seconds(2));
+  EXPECT_EQ(StatsOf(host).orphans(), 0);
 }
 
 // M2: a client that goes away while its call runs leaves an orphan, counted by Stats until the

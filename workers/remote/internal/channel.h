@@ -22,8 +22,8 @@ namespace concurry::remote_internal {
 // keepalive, connection-attempt timeout and reconnect backoff from `options`; a service config
 // with the round_robin balancing policy (a target resolving to many addresses, dns:///...,
 // spreads workers over them), client-side health checking (grpc.health.v1, so that a host that
-// reports NOT_SERVING is not picked) and a retry policy for UNAVAILABLE on Stats and on a
-// Connect stream the host has not answered yet. Throws InvalidOptionError when a TLS file cannot
+// reports NOT_SERVING is not picked) and a retry policy for UNAVAILABLE on Stats (not on
+// Connect: channel.cc says why). Throws InvalidOptionError when a TLS file cannot
 // be read. Thread-safe.
 std::shared_ptr<grpc::Channel> ChannelFor(const RemoteOptions& options, const std::string& target);
 
