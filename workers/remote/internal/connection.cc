@@ -558,9 +558,10 @@ void StreamState::DriveUntil(uint64_t id, absl::Time deadline) {
   {
     absl::MutexLock lock(&mu);
     driving = false;
-    // This thread got its reply: the next call is likely to be driven too. Otherwise (out of
-    // time, the stream ending) the poller thread takes over at once.
-    if (!done.empty() && !AwaitsLocked(id)) {
+    // This thread got its reply and nothing else is awaited: the next call is likely to be
+    // driven too. Otherwise (out of time, the stream ending, calls of other threads awaited,
+    // whose callers may have found this thread driving) the poller thread takes over at once.
+    if (!done.empty() && pending.empty()) {
       linger_until = absl::Now() + kLinger;
     } else {
       poll_now = true;
