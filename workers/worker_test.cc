@@ -539,6 +539,38 @@ TEST(WorkerTest, TheConformanceSuiteRunsOnEveryBackend) {
               ElementsAre(Mode::kSync, Mode::kThread, Mode::kTbb, Mode::kLoopback, Mode::kProcess));
 }
 
+// Runs a sync-mode worker's call inside its own call (the inner call sets and restores the
+// thread's cancellation signal), then works until its own call is cancelled, for at most 10 s.
+class Relay {
+ public:
+  // Returns (whether the inner call saw a cancellation, whether this call saw its own).
+  std::pair<bool, bool> InnerThenWork(int started) {
+    auto inner = Worker<Counter>::Create({.mode = Mode::kSync}, 0);
+    inner_saw_ = inner.Call(&Counter::CancelRequested).Result();
+    Gates::Get().Release(started);
+    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    while (!this_call::CancelRequested() && absl::Now() < give_up) std::this_thread::yield();
+    outer_saw_ = this_call::CancelRequested();
+    return {inner_saw_, outer_saw_};
+  }
+  std::pair<bool, bool> Seen() const { return {inner_saw_, outer_saw_}; }
+
+ private:
+  bool inner_saw_ = true;
+  bool outer_saw_ = false;
+};
+
+TEST(WorkerTest, AnInlineCallInsideACallLeavesTheOuterCallsCancellationVisible) {
+  auto w = Worker<Relay>::Create({.mode = Mode::kThread});
+  const int started = Gates::Get().Make();
+  Future<std::pair<bool, bool>> running = w.Call(&Relay::InnerThenWork, started);
+  Gates::Get().Hold(started);
+  EXPECT_TRUE(running.Cancel());
+  Future<std::pair<bool, bool>> seen = w.Call(&Relay::Seen);
+  ASSERT_TRUE(seen.Wait(absl::Seconds(5)));
+  EXPECT_EQ(seen.Result(), std::make_pair(false, true));
+}
+
 TEST(WorkerTest, SyncModeReturnsDoneFutures) {
   auto w = Worker<Counter>::Create({.mode = Mode::kSync}, 1);
   Future<int> f = w.Call(&Counter::Add, 1);

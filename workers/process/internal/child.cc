@@ -134,17 +134,15 @@ int ServeWorker(int socket, const EncodedClass* known) {
   };
   // Runs on this thread only (the signal is this thread's), between the main loop's reads. The
   // end of the stream is left for the main loop to find again (a closed socket stays readable).
+  // Running out of memory queueing what arrived ends the process (CancelRequested is noexcept),
+  // as it does in the main loop: the caller gets CrashedError, never a call silently lost.
   bool peer_ended = false;
   const auto peek = [&]() -> bool {
     if (running_cancelled || peer_ended || !open) return running_cancelled;
-    try {
-      peer_ended = !reader.ReadAvailable();
-      Frame arrived;
-      while (reader.HasFrame() && reader.Next(&arrived) == FrameReader::Status::kFrame) {
-        take(std::move(arrived));
-      }
-    } catch (...) {
-      // Out of memory queueing what arrived: the main loop meets it again after the call.
+    peer_ended = !reader.ReadAvailable();
+    Frame arrived;
+    while (reader.HasFrame() && reader.Next(&arrived) == FrameReader::Status::kFrame) {
+      take(std::move(arrived));
     }
     return running_cancelled;
   };
