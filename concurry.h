@@ -39,6 +39,7 @@
 #include "workers/process/fork_server.h"   // IWYU pragma: export
 #include "workers/registration.h"          // IWYU pragma: export
 #include "workers/task_worker.h"           // IWYU pragma: export
+#include "workers/this_call.h"             // IWYU pragma: export
 #include "workers/worker.h"                // IWYU pragma: export
 
 #endif  // CONCURRY_CONCURRY_H_

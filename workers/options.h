@@ -174,8 +174,9 @@ struct RemoteOptions {
   // How long each call may take, from when the client sends it (> 0; InfiniteDuration(): no
   // limit). Past it the call's future fails with TimeoutError, and a call still queued on the
   // host is never started there (the host drops a call whose deadline passed while it waited,
-  // and the client sends a cancellation). A call already running on the host runs to its end:
-  // C++ cannot interrupt it. Result(timeout) bounds only the caller's wait, as in every mode.
+  // and the client sends a cancellation). A call already running on the host runs on (C++ cannot
+  // interrupt it) unless its method returns early on this_call::CancelRequested(), which that
+  // cancellation turns true. Result(timeout) bounds only the caller's wait, as in every mode.
   absl::Duration call_timeout = absl::InfiniteDuration();
 
   bool operator==(const RemoteOptions&) const = default;

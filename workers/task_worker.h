@@ -51,7 +51,8 @@ struct MapOptions {
   int max_in_flight = 64;
   // Per item, >= 0: an item not finished before `dispatch + timeout` on `clock` fails with
   // TimeoutError, which the loop sees at once; the call is first dropped from the worker's queue
-  // if it has not started (a running call runs on, its result ignored). Dispatch is when the map
+  // if it has not started (a running call runs on, its result ignored, unless it returns early
+  // on this_call::CancelRequested(), workers/this_call.h). Dispatch is when the map
   // submits the item to the worker. In kSync mode the item runs in the dispatching thread, so
   // its TimeoutError is seen when it returns.
   absl::Duration timeout = absl::InfiniteDuration();

@@ -17,6 +17,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "futures/errors.h"
 #include "futures/future.h"
 #include "gmock/gmock.h"
@@ -27,6 +29,7 @@
 #include "workers/exception_registry.h"
 #include "workers/options.h"
 #include "workers/registration.h"
+#include "workers/this_call.h"
 
 namespace concurry::worker_test {
 
@@ -120,6 +123,18 @@ class Counter {
            std::to_string(std::get<0>(t) + p.first + p.second + o.value_or(0));
   }
   bool IsDone(Future<int> f) { return f.Done(); }
+  bool CancelRequested() const { return this_call::CancelRequested(); }
+  // Releases gate `started`, then works until its call is cancelled, for at most 10 s (a test
+  // that fails then does not hang). Adds 1 when it saw the cancellation, 1000 when it gave up.
+  int WorkUntilCancelled(int started) {
+    Gates::Get().Release(started);
+    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    while (!this_call::CancelRequested()) {
+      if (absl::Now() >= give_up) return n_ += 1000;
+      std::this_thread::yield();  // A slice of work.
+    }
+    return n_ += 1;
+  }
   int AddShared(std::shared_ptr<int> p, int k) { return n_ += *p + k; }
 
  private:
@@ -137,7 +152,8 @@ CONCURRY_REGISTER_WORKER(
     CONCURRY_METHOD(
         ScaleText, static_cast<std::string (concurry::worker_test::Counter::*)(const std::string&)>(
                        &concurry::worker_test::Counter::Scale)),
-    Throw, Check, Half, Later, Box, Hold, Record, SumVector, SumMap, SumHashMap, Describe, AddWide);
+    Throw, Check, Half, Later, Box, Hold, Record, SumVector, SumMap, SumHashMap, Describe, AddWide,
+    CancelRequested, WorkUntilCancelled);
 CONCURRY_REGISTER_EXCEPTION(concurry::worker_test::CustomError);
 
 namespace concurry::worker_test {
@@ -490,6 +506,27 @@ TEST_P(WorkerConformanceTest, CallerCancelsAQueuedCall) {
   EXPECT_EQ(w.Call(&Counter::Get).Result(), 1);  // The cancelled call never ran.
 }
 
+TEST_P(WorkerConformanceTest, CancelRequestedIsFalseOutsideCallsAndInCallsNotCancelled) {
+  EXPECT_FALSE(this_call::CancelRequested());
+  auto w = Make();
+  EXPECT_FALSE(w.Call(&Counter::CancelRequested).Result());
+  EXPECT_FALSE(this_call::CancelRequested());
+}
+
+TEST_P(WorkerConformanceTest, ARunningCallSeesItsCancellationAndTheWorkerGoesOn) {
+  if (GetParam() == Mode::kSync) GTEST_SKIP() << "sync calls finish before they return";
+  auto w = Make();
+  const int started = Gates::Get().Make();
+  Future<int> running = w.Call(&Counter::WorkUntilCancelled, started);
+  Gates::Get().Hold(started);  // Returns once the method has released it: it runs.
+  EXPECT_TRUE(running.Cancel());
+  // Well before the method's own 10 s limit, which would add 1000 instead.
+  Future<int> next = w.Call(&Counter::Get);
+  ASSERT_TRUE(next.Wait(absl::Seconds(5)));
+  EXPECT_EQ(next.Result(), 1);
+  EXPECT_TRUE(running.Cancelled());
+}
+
 // Every backend linked into this test (//workers links all of them; the next test checks that none
 // was dropped), so a new backend is checked by linking it here.
 INSTANTIATE_TEST_SUITE_P(Modes, WorkerConformanceTest, ::testing::ValuesIn(LinkedWorkerModes()),
@@ -500,6 +537,38 @@ INSTANTIATE_TEST_SUITE_P(Modes, WorkerConformanceTest, ::testing::ValuesIn(Linke
 TEST(WorkerTest, TheConformanceSuiteRunsOnEveryBackend) {
   EXPECT_THAT(LinkedWorkerModes(),
               ElementsAre(Mode::kSync, Mode::kThread, Mode::kTbb, Mode::kLoopback, Mode::kProcess));
+}
+
+// Runs a sync-mode worker's call inside its own call (the inner call sets and restores the
+// thread's cancellation signal), then works until its own call is cancelled, for at most 10 s.
+class Relay {
+ public:
+  // Returns (whether the inner call saw a cancellation, whether this call saw its own).
+  std::pair<bool, bool> InnerThenWork(int started) {
+    auto inner = Worker<Counter>::Create({.mode = Mode::kSync}, 0);
+    inner_saw_ = inner.Call(&Counter::CancelRequested).Result();
+    Gates::Get().Release(started);
+    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    while (!this_call::CancelRequested() && absl::Now() < give_up) std::this_thread::yield();
+    outer_saw_ = this_call::CancelRequested();
+    return {inner_saw_, outer_saw_};
+  }
+  std::pair<bool, bool> Seen() const { return {inner_saw_, outer_saw_}; }
+
+ private:
+  bool inner_saw_ = true;
+  bool outer_saw_ = false;
+};
+
+TEST(WorkerTest, AnInlineCallInsideACallLeavesTheOuterCallsCancellationVisible) {
+  auto w = Worker<Relay>::Create({.mode = Mode::kThread});
+  const int started = Gates::Get().Make();
+  Future<std::pair<bool, bool>> running = w.Call(&Relay::InnerThenWork, started);
+  Gates::Get().Hold(started);
+  EXPECT_TRUE(running.Cancel());
+  Future<std::pair<bool, bool>> seen = w.Call(&Relay::Seen);
+  ASSERT_TRUE(seen.Wait(absl::Seconds(5)));
+  EXPECT_EQ(seen.Result(), std::make_pair(false, true));
 }
 
 TEST(WorkerTest, SyncModeReturnsDoneFutures) {

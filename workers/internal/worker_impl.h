@@ -21,6 +21,7 @@
 #include "retry/policy.h"
 #include "retry/retry.h"
 #include "workers/internal/actor.h"
+#include "workers/internal/cancel_signal.h"
 #include "workers/internal/encoded_object.h"
 #include "workers/internal/unwrap.h"
 #include "workers/options.h"
@@ -83,9 +84,10 @@ struct DeepCopyable<std::pair<A, B>>
 
 // A call: `invoke(object)` runs it; its result completes `promise` (Future, Status and StatusOr
 // results are flattened). With a retry policy, attempts run `invoke.Again(object)` (copies of the
-// arguments) until the policy stops them.
+// arguments) until the policy stops them. While it runs, the method sees its caller's Cancel()
+// through this_call::CancelRequested().
 template <typename T, typename R, typename Invoke>
-class InvokeNode final : public CallNode {
+class InvokeNode final : public CallNode, private CancelSignal {
   using Target = typename Invoke::Target;
 
  public:
@@ -105,6 +107,8 @@ class InvokeNode final : public CallNode {
     // method's returned Future depends on, not for this worker's queue.
     futures_internal::SetProducer(promise_, nullptr);
     Target& target = *static_cast<Target*>(object);
+    // Also around a call sent as bytes: in Mode::kLoopback the method runs inside invoke_.
+    const ScopedCancelSignal running(this);
     if constexpr (Invoke::kRepeatable) {
       if (retry_ != nullptr) {
         RunWithRetry(target);
@@ -132,6 +136,13 @@ class InvokeNode final : public CallNode {
   // Thrown (not a std::exception, so never retried) when an attempt returned a Future that is
   // not done yet: the call then completes with that future, unretried.
   struct PendingResult {};
+
+  // Asked only by the thread in Run. The phase is an atomic (acquire) load, so a Cancel() from
+  // any thread is seen without a race. Completing moves promise_ out in some paths (into the
+  // continuation of a returned Future): then the call is over and nothing is cancelled here.
+  bool CancelRequested() const noexcept override {
+    return promise_.valid() && promise_.IsCancelled();
+  }
 
   // A call sent to where the object lives (a worker process): it runs there after Run returns,
   // so it counts as running (its max_queued_tasks slot, a pool's active calls) until its reply

@@ -33,6 +33,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/resource_quota.h"
 #include "grpcpp/security/auth_metadata_processor.h"
+#include "workers/internal/cancel_signal.h"
 #include "workers/registration.h"
 #include "workers/remote/internal/auth.h"
 #include "workers/remote/remote.grpc.pb.h"
@@ -136,6 +137,22 @@ struct Queued {
   absl::Time deadline = absl::InfiniteFuture();
 };
 
+// Whether a Cancel named the call running now: what its method sees through
+// this_call::CancelRequested(). Set by the reader, read by the runner.
+class RunningCallSignal final : public workers_internal::CancelSignal {
+ public:
+  // Release/acquire: the flag carries no other data, but the pairing keeps the reasoning simple.
+  bool CancelRequested() const noexcept override {
+    return requested_.load(std::memory_order_acquire);
+  }
+  void Request() { requested_.store(true, std::memory_order_release); }
+  // Only between calls (the runner's role is free), so no method can miss a Request for it.
+  void Reset() { requested_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> requested_{false};
+};
+
 // The calls of one worker. Two threads serve it, the stream's handler thread and one more, and
 // take turns at two roles: the reader reads the next frame, the runner runs the first queued call
 // and writes its reply. A thread that reads a call while no call runs runs it itself, and then
@@ -192,6 +209,8 @@ class Session {
         const bool stopping = stop_;
         running_ = true;
         run_started_ = absl::Now();
+        running_id_ = queued.kind == Queued::Kind::kCall ? queued.call.id() : UINT64_MAX;
+        running_signal_.Reset();
         mu_.Unlock();
         const bool written = Answer(queued, stopping);
         mu_.Lock();
@@ -311,12 +330,17 @@ class Session {
     }
   }
 
-  // Marks call `id` cancelled if it is queued, or remembers it if it is one of the next
-  // kEarlyCancelWindow ids not received yet. Others (calls already started, ids far ahead) are
-  // ignored: Cancels cannot grow the host's memory past the queue and the window.
+  // Marks call `id` cancelled if it is queued, tells the method if it is the running call, or
+  // remembers it if it is one of the next kEarlyCancelWindow ids not received yet. Others (calls
+  // already answered, ids far ahead) are ignored: Cancels cannot grow the host's memory past the
+  // queue and the window.
   void CancelLocked(uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (id >= next_call_id_) {
       if (id - next_call_id_ < kEarlyCancelWindow) early_cancels_.insert(id);
+      return;
+    }
+    if (running_ && running_id_ == id) {
+      running_signal_.Request();
       return;
     }
     // Cancels usually name recent calls: search from the back.
@@ -349,6 +373,7 @@ class Session {
       reply = std::move(*expired);
     } else {
       // Unknown methods and undecodable arguments fail the future: the reply says so.
+      const workers_internal::ScopedCancelSignal running(&running_signal_);
       Future<std::string> result = cls_.invoke(object_, call.method(), call.args());
       result.Wait();
       if (std::exception_ptr error = result.Error()) {
@@ -414,6 +439,10 @@ class Session {
   absl::Time run_started_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // The thread without a role sleeps until a call starts (no call started for kActiveSpell).
   bool idle_wait_ ABSL_GUARDED_BY(mu_) = false;
+  // The id of the call running (UINT64_MAX for a bad frame's answer), and what a Cancel of it
+  // sets. The signal is atomic: the runner reads it without mu_ while the method runs.
+  uint64_t running_id_ ABSL_GUARDED_BY(mu_) = UINT64_MAX;
+  RunningCallSignal running_signal_;
   // The stream ended while a call ran: counted in orphans_ until the session ends.
   bool orphaned_ ABSL_GUARDED_BY(mu_) = false;
 };

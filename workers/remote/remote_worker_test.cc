@@ -347,6 +347,43 @@ bool AppearsWithin(const std::string& path, absl::Duration wait) {
   return true;
 }
 
+TEST(RemoteCancelTest, ARunningCallSeesItsCancellationAndACancelledQueuedCallNeverRuns) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "cancel of a running remote call");
+  TestHost host(kHostBinary, kToken);
+  auto w = Worker<Counter>::Create(OptionsFor({host.address()}), 0);
+  const std::string started = StartedFile("working");
+  Future<void> running = w.Call(&Counter::WorkUntilCancelled, started);
+  Future<int> queued = w.Call(&Counter::Add, 100);
+  ASSERT_TRUE(AppearsWithin(started, absl::Seconds(10)));
+  // The queued call's Cancel goes first: the host has it before the running call can return.
+  EXPECT_TRUE(queued.Cancel());
+  EXPECT_TRUE(running.Cancel());
+  // The method saw the Cancel long before its own 10 s limit (which adds 1000), and the call
+  // behind it never ran (which adds 100). Its reply, when it comes, is dropped.
+  Future<int> next = w.Call(&Counter::Get);
+  ASSERT_TRUE(next.Wait(absl::Seconds(5)));
+  EXPECT_EQ(next.Result(), 1);
+  EXPECT_TRUE(running.Cancelled());
+  EXPECT_TRUE(queued.Cancelled());
+  EXPECT_EQ(w.Call(&Counter::Add, 2).Result(), 3);
+  EXPECT_TRUE(w.Stop(absl::Seconds(10)));
+}
+
+TEST(RemoteCancelTest, ACallTimeoutReachesARunningCallThatAsks) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "call_timeout of a running remote call");
+  TestHost host(kHostBinary, kToken);
+  WorkerOptions options = OptionsFor({host.address()});
+  options.remote->call_timeout = absl::Milliseconds(300);
+  auto w = Worker<Counter>::Create(options, 0);
+  Future<void> running = w.Call(&Counter::WorkUntilCancelled, StartedFile("timed"));
+  EXPECT_THROW(running.Result(), TimeoutError);
+  // The deadline's Cancel reached the method on the host, which stopped (1, not 1000).
+  Future<int> next = w.Call(&Counter::Get);
+  ASSERT_TRUE(next.Wait(absl::Seconds(5)));
+  EXPECT_EQ(next.Result(), 1);
+  EXPECT_TRUE(w.Stop(absl::Seconds(10)));
+}
+
 TEST(RemoteStopTest, AStopPastItsTimeoutCancelsTheStream) {
   testkit::Watchdog watchdog(absl::Seconds(30), "Stop of a busy remote worker");
   TestHost host(kHostBinary, kToken);

@@ -5,9 +5,11 @@
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "workers/this_call.h"
 
 namespace remote_test {
 
@@ -22,6 +24,19 @@ std::string Counter::Repeat(std::string s, int times) const {
   std::string out;
   for (int i = 0; i < times; ++i) out += s;
   return out;
+}
+
+void Counter::WorkUntilCancelled(std::string started) {
+  std::ofstream(started).put('1');
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (!concurry::this_call::CancelRequested()) {
+    if (absl::Now() >= give_up) {
+      value_ += 1000;
+      return;
+    }
+    std::this_thread::yield();  // A slice of work.
+  }
+  value_ += 1;
 }
 
 Picky::Picky(bool fail) {

@@ -22,6 +22,9 @@ class Counter {
   void Sleep(int ms) const;
   // `s` repeated `times` times.
   std::string Repeat(std::string s, int times) const;
+  // Creates the file `started`, then works until this_call::CancelRequested(), for at most 10 s.
+  // Adds 1 to the value when it saw the cancellation, 1000 when it gave up.
+  void WorkUntilCancelled(std::string started);
 
  private:
   int value_;
@@ -47,7 +50,8 @@ int Square(int x);
 
 }  // namespace remote_test
 
-CONCURRY_REGISTER_WORKER(remote_test::Counter, (int), Add, Get, Pid, Reflect, Throw, Sleep, Repeat);
+CONCURRY_REGISTER_WORKER(remote_test::Counter, (int), Add, Get, Pid, Reflect, Throw, Sleep, Repeat,
+                         WorkUntilCancelled);
 CONCURRY_REGISTER_WORKER(remote_test::Picky, (bool), One);
 CONCURRY_REGISTER_WORKER(remote_test::Slow, (int), Sleep);
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "futures/errors.h"
@@ -24,6 +25,7 @@
 #include "limits/limit_pool.h"
 #include "workers/codec.h"
 #include "workers/internal/actor.h"
+#include "workers/internal/cancel_signal.h"
 #include "workers/process/internal/launch.h"
 #include "workers/process/internal/limits_transfer.h"
 #include "workers/process/internal/wire.h"
@@ -45,6 +47,18 @@ std::string ErrorReply(absl::string_view message) {
 void CloseAll(const std::vector<int>& fds) {
   for (int fd : fds) close(fd);
 }
+
+// this_call::CancelRequested() in a worker process. Nothing reads the socket while a call runs,
+// so asking reads what has arrived, without blocking, and looks for a cancellation of the running
+// call among it: a method that never asks costs nothing.
+class PeekingCancelSignal final : public workers_internal::CancelSignal {
+ public:
+  explicit PeekingCancelSignal(absl::FunctionRef<bool()> peek) : peek_(peek) {}
+  bool CancelRequested() const noexcept override { return peek_(); }
+
+ private:
+  const absl::FunctionRef<bool()> peek_;
+};
 
 }  // namespace
 
@@ -97,6 +111,9 @@ int ServeWorker(int socket, const EncodedClass* known) {
   uint64_t popped = 0;
   bool stop = false;  // A stop frame came: what is queued is cancelled.
   bool open = true;   // The stream goes on.
+  // The number of the call running (UINT64_MAX: none), and whether a cancellation named it.
+  uint64_t running = UINT64_MAX;
+  bool running_cancelled = false;
   const auto take = [&](Frame frame) {
     if (frame.kind == FrameKind::kStop) {
       stop = true;
@@ -104,13 +121,32 @@ int ServeWorker(int socket, const EncodedClass* known) {
       uint64_t number = 0;
       if (frame.payload.size() == sizeof(number)) {
         std::memcpy(&number, frame.payload.data(), sizeof(number));
-        if (number >= popped) cancelled.insert(number);
+        if (number == running) {
+          running_cancelled = true;
+        } else if (number >= popped) {
+          cancelled.insert(number);
+        }
       }
     } else {
       const uint64_t number = frame.kind == FrameKind::kCall ? next_number++ : UINT64_MAX;
       queue.push_back({number, std::move(frame)});
     }
   };
+  // Runs on this thread only (the signal is this thread's), between the main loop's reads. The
+  // end of the stream is left for the main loop to find again (a closed socket stays readable).
+  // Running out of memory queueing what arrived ends the process (CancelRequested is noexcept),
+  // as it does in the main loop: the caller gets CrashedError, never a call silently lost.
+  bool peer_ended = false;
+  const auto peek = [&]() -> bool {
+    if (running_cancelled || peer_ended || !open) return running_cancelled;
+    peer_ended = !reader.ReadAvailable();
+    Frame arrived;
+    while (reader.HasFrame() && reader.Next(&arrived) == FrameReader::Status::kFrame) {
+      take(std::move(arrived));
+    }
+    return running_cancelled;
+  };
+  const PeekingCancelSignal running_signal(peek);
   const std::string cancelled_reply = workers_internal::EncodeErrorReply(std::make_exception_ptr(
       CancelledError("the call was cancelled before it started in the worker process")));
   // Whether the last read was a blocking one that just returned: it took all the socket held, so
@@ -153,8 +189,15 @@ int ServeWorker(int socket, const EncodedClass* known) {
       // The replies of the calls before go out before this one runs: a caller must not wait for
       // a finished call while the next one runs, nor lose its reply if the next one crashes.
       if (writer.buffered() > 0 && !writer.Flush()) break;
-      Future<std::string> result = cls->invoke(object, method, args);
-      result.Wait();
+      running = next.number;
+      running_cancelled = false;
+      Future<std::string> result;
+      {
+        const workers_internal::ScopedCancelSignal scope(&running_signal);
+        result = cls->invoke(object, method, args);
+        result.Wait();
+      }
+      running = UINT64_MAX;
       if (std::exception_ptr error = result.Error()) {
         reply = workers_internal::EncodeErrorReply(error);
       } else {
