@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
@@ -88,6 +89,12 @@ constexpr absl::Duration kReadBehind = absl::Milliseconds(2);
 // While calls started within this, the thread that neither reads nor runs looks every kReadBehind
 // whether the running call got long; after it, it sleeps until a call starts.
 constexpr absl::Duration kActiveSpell = absl::Milliseconds(100);
+
+// Now on the steady clock, for the short timings of a worker's threads: a step of the wall clock
+// must not stall them.
+absl::Duration SteadyNow() {
+  return absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
+}
 
 // The bytes of calls one worker may queue: twice the largest message, or the worker's share of the
 // host-wide budget when that is less (Start checks that it holds one message of the largest size).
@@ -208,7 +215,8 @@ class Session {
         queued_bytes_ -= queued.bytes;
         const bool stopping = stop_;
         running_ = true;
-        run_started_ = absl::Now();
+        run_started_ = SteadyNow();
+        ++starts_;
         running_id_ = queued.kind == Queued::Kind::kCall ? queued.call.id() : UINT64_MAX;
         running_signal_.Reset();
         mu_.Unlock();
@@ -229,8 +237,8 @@ class Session {
         } else {
           EndLocked();
         }
-      } else {
-        break;  // The stream has ended; the other thread answers what is left, if anything.
+      } else if (ended_) {
+        break;  // The other thread answers what is left, if anything.
       }
     }
     mu_.Unlock();
@@ -239,9 +247,12 @@ class Session {
   bool CanRunLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !running_ && !runner_done_ && !gone_ && !queue_.empty();
   }
+  // The thread that runs a call reads the next frame itself when the call is done; the other
+  // thread reads behind it only when calls wait behind it (they, not the runner, come next) or
+  // once it has run kReadBehind.
   bool CanReadLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return !reading_ && !ended_ && HasRoomLocked() &&
-           (!running_ || absl::Now() >= run_started_ + kReadBehind);
+           (!running_ || !queue_.empty() || SteadyNow() >= run_started_ + kReadBehind);
   }
   bool HasRoleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return CanRunLocked() || CanReadLocked() || ended_;
@@ -249,36 +260,39 @@ class Session {
   bool HasRoomLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return runner_done_ || (queued_bytes_ < max_queued_bytes_ && queue_.size() < kMaxQueuedCalls);
   }
-  // What ends a wait for a role: a role, or (for a thread sleeping through an idle spell) a call
-  // that starts, which may run long.
+  // What ends a wait for a role: a role, or a call that starts when the waiter asked for that.
   bool WakesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return HasRoleLocked() || (idle_wait_ && running_);
+    return HasRoleLocked() || starts_ >= wake_at_start_;
   }
 
   void WaitForRoleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     while (!HasRoleLocked()) {
-      const absl::Time now = absl::Now();
-      absl::Time deadline = absl::InfiniteFuture();
+      const absl::Duration now = SteadyNow();
+      absl::Duration timeout = absl::InfiniteDuration();
       bool check_cancel = false;
       if (running_ && !reading_ && !ended_ && HasRoomLocked()) {
-        // Read behind the running call once it has run kReadBehind.
-        deadline = run_started_ + kReadBehind;
+        // Read behind the running call once it has run kReadBehind (or at once when the queue
+        // gets a call, which CanReadLocked sees).
+        timeout = run_started_ + kReadBehind - now;
       } else if (!reading_ && !ended_) {
         // Nobody reads: the queue is full behind a running call (back-pressure: gRPC's flow
-        // control makes the client's writes wait). A client that gives up cancels the stream,
-        // which only a Read would show; look for it now and then, so that its queued calls are
-        // dropped.
-        deadline = now + kCancelCheckInterval;
+        // control makes the client's writes wait). The next call to start makes room. A client
+        // that gives up cancels the stream, which only a Read would show; look for it now and
+        // then, so that its queued calls are dropped.
+        timeout = kCancelCheckInterval;
         check_cancel = true;
+        wake_at_start_ = starts_ + 1;
       } else if (now - run_started_ < kActiveSpell) {
-        // The other thread reads and calls come often: the next one may run long.
-        deadline = now + kReadBehind;
+        // The other thread reads and calls come often: the next one may run long. Looking every
+        // kReadBehind (so reading behind starts 2 to 4 ms into a long call) costs fewer wake-ups
+        // than being woken by every call.
+        timeout = kReadBehind;
       } else {
-        idle_wait_ = true;  // Woken when a call starts.
+        wake_at_start_ = starts_ + 1;  // Idle: woken when a call starts.
       }
-      const bool woken =
-          mu_.AwaitWithDeadline(absl::Condition(this, &Session::WakesLocked), deadline);
-      idle_wait_ = false;
+      const bool woken = mu_.AwaitWithTimeout(absl::Condition(this, &Session::WakesLocked),
+                                              std::max(timeout, absl::ZeroDuration()));
+      wake_at_start_ = UINT64_MAX;
       if (!woken && check_cancel && context_->IsCancelled()) EndLocked();
     }
   }
@@ -435,10 +449,11 @@ class Session {
   // A thread holds the reader's role; one holds the runner's.
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool running_ ABSL_GUARDED_BY(mu_) = false;
-  // When the running (or last) call started.
-  absl::Time run_started_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  // The thread without a role sleeps until a call starts (no call started for kActiveSpell).
-  bool idle_wait_ ABSL_GUARDED_BY(mu_) = false;
+  // When the running (or last) call started (SteadyNow), and how many calls started so far.
+  absl::Duration run_started_ ABSL_GUARDED_BY(mu_) = -absl::InfiniteDuration();
+  uint64_t starts_ ABSL_GUARDED_BY(mu_) = 0;
+  // A thread waiting for a role is also woken once starts_ reaches this (UINT64_MAX: not).
+  uint64_t wake_at_start_ ABSL_GUARDED_BY(mu_) = UINT64_MAX;
   // The id of the call running (UINT64_MAX for a bad frame's answer), and what a Cancel of it
   // sets. The signal is atomic: the runner reads it without mu_ while the method runs.
   uint64_t running_id_ ABSL_GUARDED_BY(mu_) = UINT64_MAX;

@@ -100,16 +100,17 @@ int64_t ResidentBytes(pid_t pid, absl::string_view field = "VmRSS:") {
   return 0;
 }
 
-// Sends the Create of a Counter(1) on a raw stream and reads the host's Created.
-void CreateCounter(
-    grpc::ClientReaderWriter<remote::v1::ClientFrame, remote::v1::HostFrame>& stream) {
+// Sends the Create of a Counter(base) on a raw stream and returns the host's answer (an empty
+// frame when the stream broke first).
+remote::v1::HostFrame CreateCounter(
+    grpc::ClientReaderWriter<remote::v1::ClientFrame, remote::v1::HostFrame>& stream,
+    int base = 1) {
   remote::v1::ClientFrame frame;
   frame.mutable_create()->set_class_name("remote_test::Counter");
-  frame.mutable_create()->set_constructor(workers_internal::EncodeConstructor<Counter>(1));
-  ASSERT_TRUE(stream.Write(frame));
+  frame.mutable_create()->set_constructor(workers_internal::EncodeConstructor<Counter>(base));
   remote::v1::HostFrame created;
-  ASSERT_TRUE(stream.Read(&created));
-  ASSERT_TRUE(created.has_created());
+  if (!stream.Write(frame) || !stream.Read(&created)) return remote::v1::HostFrame();
+  return created;
 }
 
 std::unique_ptr<remote::v1::WorkerHost::Stub> StubFor(const TestHost& host) {
@@ -176,9 +177,6 @@ int HealthOf(std::shared_ptr<grpc::Channel> channel) {
   // HealthCheckResponse { ServingStatus status = 1; }: tag 0x08, then the value.
   if (bytes.size() != 2 || bytes[0] != 0x08) return bytes.empty() ? 0 : -1;
   return bytes[1];
-}
-int HealthOf(const std::string& address) {
-  return HealthOf(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
 }
 
 TEST(IsLoopbackAddressTest, ParsesTheAddress) {
@@ -288,7 +286,7 @@ TEST(HostCancelTest, OnlyQueuedCallsCanBeCancelled) {
   grpc::ClientContext context;
   Authorize(context);
   auto stream = StubFor(host)->Connect(&context);
-  ASSERT_NO_FATAL_FAILURE(CreateCounter(*stream));
+  ASSERT_TRUE(CreateCounter(*stream).has_created());
   remote::v1::HostFrame reply;
 
   const auto send_call = [&](uint64_t id, std::string method, std::string args) {
@@ -350,7 +348,7 @@ TEST(HostDeadlineTest, ACallPastItsDeadlineInTheQueueIsNotStarted) {
   grpc::ClientContext context;
   Authorize(context);
   auto stream = StubFor(host)->Connect(&context);
-  ASSERT_NO_FATAL_FAILURE(CreateCounter(*stream));
+  ASSERT_TRUE(CreateCounter(*stream).has_created());
   remote::v1::HostFrame reply;
 
   const auto send_call = [&](uint64_t id, std::string method, std::string args,
@@ -496,11 +494,8 @@ TEST(HostQueueBudgetTest, EachWorkerQueuesItsShareOfTheBudget) {
     grpc::ClientContext context;
     Authorize(context);
     auto stream = StubFor(host)->Connect(&context);
-    remote::v1::ClientFrame frame;
-    frame.mutable_create()->set_class_name("remote_test::Counter");
-    frame.mutable_create()->set_constructor(workers_internal::EncodeConstructor<Counter>(0));
-    remote::v1::HostFrame created;
-    if (!stream->Write(frame) || !stream->Read(&created) || !created.has_created()) return -1;
+    const remote::v1::HostFrame created = CreateCounter(*stream, 0);
+    if (!created.has_created()) return -1;
     context.TryCancel();
     return created.created().queue_bytes();
   };
@@ -523,28 +518,8 @@ TEST(HostQueueBudgetTest, EachWorkerQueuesItsShareOfTheBudget) {
 class ClientProcess {
  public:
   ClientProcess(const std::string& binary, std::vector<std::string> args) {
-    int out[2];
-    if (pipe(out) != 0) std::abort();
-    // Built before fork: the child of a threaded program may only make async-signal-safe calls.
-    std::vector<char*> argv = {const_cast<char*>(binary.c_str())};
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    const pid_t parent = getpid();
-    pid_ = fork();
-    if (pid_ < 0) std::abort();
-    if (pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);  // No client outlives a crashed test.
-      if (getppid() != parent) _exit(1);
-      dup2(out[1], STDOUT_FILENO);
-      close(out[0]);
-      close(out[1]);
-      execv(binary.c_str(), argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    char c;
-    while (read(out[0], &c, 1) == 1 && c != '\n') first_line_.push_back(c);
-    close(out[0]);
+    args.insert(args.begin(), binary);
+    pid_ = remote_testing::SpawnAndReadFirstLine(std::move(args), &first_line_);
   }
   ~ClientProcess() {
     kill(pid_, SIGKILL);
@@ -594,12 +569,8 @@ TEST(HostStatsTest, CountsOrphansUntilTheirCallReturns) {
   grpc::ClientContext context;
   Authorize(context);
   auto stream = StubFor(host)->Connect(&context);
+  ASSERT_TRUE(CreateCounter(*stream, 0).has_created());
   remote::v1::ClientFrame frame;
-  frame.mutable_create()->set_class_name("remote_test::Counter");
-  frame.mutable_create()->set_constructor(workers_internal::EncodeConstructor<Counter>(0));
-  ASSERT_TRUE(stream->Write(frame));
-  remote::v1::HostFrame reply;
-  ASSERT_TRUE(stream->Read(&reply));
   frame.mutable_call()->set_id(0);
   frame.mutable_call()->set_method("Sleep");
   frame.mutable_call()->set_args(workers_internal::EncodeCall<Counter>(&Counter::Sleep, 1500));

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -33,6 +34,32 @@ std::string TempDir() {
 
 }  // namespace
 
+pid_t SpawnAndReadFirstLine(std::vector<std::string> argv, std::string* first_line) {
+  int out[2];
+  if (pipe(out) != 0) Die("pipe failed");
+  // Built before fork: the child of a threaded program may only make async-signal-safe calls.
+  std::vector<char*> args;
+  for (std::string& arg : argv) args.push_back(arg.data());
+  args.push_back(nullptr);
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) Die("fork failed");
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // No child outlives a crashed test.
+    if (getppid() != parent) _exit(1);
+    dup2(out[1], STDOUT_FILENO);
+    close(out[0]);
+    close(out[1]);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(out[1]);
+  char c;
+  while (read(out[0], &c, 1) == 1 && c != '\n') first_line->push_back(c);
+  close(out[0]);
+  return pid;
+}
+
 TestHost::TestHost(const std::string& binary, const std::string& token,
                    std::vector<std::string> extra_flags) {
   static std::atomic<int> counter{0};
@@ -46,36 +73,11 @@ TestHost::TestHost(const std::string& binary, const std::string& token,
   }
   // The host prints one line when it serves (after writing its port file): reading it is how the
   // test waits for the host, without polling.
-  int out[2];
-  if (pipe(out) != 0) Die("pipe failed");
-  // Built before fork: the child of a threaded program may only make async-signal-safe calls.
-  const std::string listen = "--listen=127.0.0.1:0";
-  const std::string token_flag = "--token_file=" + token_file;
-  const std::string port_flag = "--port_file=" + port_file;
-  std::vector<char*> argv;
-  argv.push_back(const_cast<char*>(binary.c_str()));
-  for (const std::string* flag : {&listen, &token_flag, &port_flag}) {
-    argv.push_back(const_cast<char*>(flag->c_str()));
-  }
-  for (std::string& flag : extra_flags) argv.push_back(flag.data());
-  argv.push_back(nullptr);
-  const pid_t parent = getpid();
-  pid_ = fork();
-  if (pid_ < 0) Die("fork failed");
-  if (pid_ == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);  // No host outlives a crashed test.
-    if (getppid() != parent) _exit(1);
-    dup2(out[1], STDOUT_FILENO);
-    close(out[0]);
-    close(out[1]);
-    execv(binary.c_str(), argv.data());
-    _exit(127);
-  }
-  close(out[1]);
+  std::vector<std::string> argv = {binary, "--listen=127.0.0.1:0", "--token_file=" + token_file,
+                                   "--port_file=" + port_file};
+  for (std::string& flag : extra_flags) argv.push_back(std::move(flag));
   std::string line;
-  char c;
-  while (read(out[0], &c, 1) == 1 && c != '\n') line.push_back(c);
-  close(out[0]);
+  pid_ = SpawnAndReadFirstLine(std::move(argv), &line);
   std::ifstream in(port_file);
   std::string text;
   std::getline(in, text);

@@ -20,6 +20,12 @@
 
 namespace concurry::remote_testing {
 
+// Starts argv[0] (a path relative to the runfiles directory) with `argv` as a child process that
+// dies with this one, and reads the first line it prints to its standard output into
+// `first_line` (up to a newline, or all of it if it exits first). Returns its pid; the caller
+// kills and reaps it. Aborts the test program if the process cannot be made.
+pid_t SpawnAndReadFirstLine(std::vector<std::string> argv, std::string* first_line);
+
 // One host process. Not thread-safe.
 class TestHost {
  public:

@@ -333,7 +333,7 @@ void StreamState::TimeOut(uint64_t id, const std::string& method, absl::Duration
       "the call of ", method, " on the remote ", Describe(), " did not finish within ",
       absl::FormatDuration(timeout),
       " (remote.call_timeout); if it had not started on the host it never will, if it had it runs "
-      "to its end there"))));
+      "on there unless it asks this_call::CancelRequested()"))));
 }
 
 void StreamState::CancelForStop() {
@@ -483,7 +483,10 @@ void StreamState::Poll() {
       absl::MutexLock lock(&mu);
       for (;;) {
         if (!driving && finished && ops == 0) break;
-        if (!driving && (poll_now || finished || absl::Now() >= linger_until)) {
+        const absl::Time now = absl::Now();
+        // A linger never lasts longer than kLinger, even when the wall clock steps back.
+        linger_until = std::min(linger_until, now + kLinger);
+        if (!driving && (poll_now || finished || now >= linger_until)) {
           poll_now = false;
           poller_polling = true;
           break;
@@ -494,18 +497,20 @@ void StreamState::Poll() {
         const auto due = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
           return !driving && (poll_now || finished);
         };
-        mu.AwaitWithDeadline(absl::Condition(&due), driving ? absl::Now() + kLinger : linger_until);
+        mu.AwaitWithDeadline(absl::Condition(&due), driving ? now + kLinger : linger_until);
       }
       if (!poller_polling) break;  // The stream is over and every operation completed.
     }
     void* tag = nullptr;
     bool ok = false;
     const bool got = cq.Next(&tag, &ok);  // Only Shutdown, below, ends the queue.
+    if (got) Handle(tag, ok, done);
     {
+      // Only now: a driver that waits for this thread to leave then finds its reply handled,
+      // instead of polling for it in vain.
       absl::MutexLock lock(&mu);
       poller_polling = false;
     }
-    if (got) Handle(tag, ok, done);
     Deliver(done);
   }
   cq.Shutdown();
@@ -692,6 +697,13 @@ std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal:
     EndOpening(*state, false);
     throw;
   }
+  {
+    absl::MutexLock lock(&state->mu);
+    state->queue_bytes = created.created().queue_bytes();
+    state->queue_calls = created.created().queue_calls();
+    // The read that watches for replies and for the stream's end, posted below.
+    ++state->ops;
+  }
   std::unique_ptr<RemoteConnection> connection(new RemoteConnection(state));
   connection->owner_ = owner;
   connection->own_max_message_bytes_ = remote.max_message_bytes;
@@ -702,20 +714,27 @@ std::unique_ptr<RemoteConnection> RemoteConnection::Open(const workers_internal:
       connection->host_max_message_bytes_ > 0
           ? std::min<int64_t>(remote.max_message_bytes, connection->host_max_message_bytes_)
           : remote.max_message_bytes;
+  try {
+    connection->poller_ = std::thread(&StreamState::Poll, state);
+  } catch (...) {
+    // No thread to poll (the process is out of threads): the stream is ended here.
+    {
+      absl::MutexLock lock(&state->mu);
+      --state->ops;
+    }
+    EndOpening(*state, true);
+    throw;
+  }
   {
     absl::MutexLock lock(&state->mu);
     state->owner = owner;
-    state->queue_bytes = created.created().queue_bytes();
-    state->queue_calls = created.created().queue_calls();
-    // The read that watches for replies and for the stream's end, from now on.
-    ++state->ops;
   }
   state->stream->Read(&state->incoming, &state->read_tag);
-  connection->poller_ = std::thread(&StreamState::Poll, state);
   return connection;
 }
 
 RemoteConnection::~RemoteConnection() {
+  if (!poller_.joinable()) return;  // Open failed after making it, and ended the stream itself.
   const absl::Time deadline = owner_->StopDeadline();
   owner_->Closed();
   std::vector<Future<std::string>> queued;

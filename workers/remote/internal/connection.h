@@ -102,7 +102,8 @@ class RemoteConnection final : public workers_internal::EncodedObject {
   // room in the host's queue, see below); a dead stream fails the call with the error it ended
   // with. With a finite remote.call_timeout, the call fails with TimeoutError that long
   // after it was sent and a cancellation is queued for the host (a call the host has not started
-  // never starts; one it runs runs to its end, its late reply dropped). A call larger than the
+  // never starts; one it runs runs on unless its method asks this_call::CancelRequested(), its
+  // late reply dropped). A call larger than the
   // smaller of remote.max_message_bytes and the host's
   // --max_message_bytes fails alone with StatusError (kResourceExhausted), without being sent.
   // Actor's thread only.
