@@ -145,7 +145,8 @@ struct Queued {
 };
 
 // Whether a Cancel named the call running now: what its method sees through
-// this_call::CancelRequested(). Set by the reader, read by the runner.
+// this_call::CancelRequested(); also set when the client is gone. Set by the reader, read by the
+// runner.
 class RunningCallSignal final : public workers_internal::CancelSignal {
  public:
   // Release/acquire: the flag carries no other data, but the pairing keeps the reasoning simple.
@@ -341,6 +342,10 @@ class Session {
     if (running_) {
       orphaned_ = true;
       orphans_->fetch_add(1, std::memory_order_relaxed);
+      // Nobody waits for its reply any more: a method that asks this_call::CancelRequested() may
+      // stop early, so that the orphan does not outlive its client for long. (After a Stop, the
+      // running call is finished as in every mode.)
+      if (gone_) running_signal_.Request();
     }
   }
 

@@ -583,6 +583,33 @@ TEST(HostStatsTest, CountsOrphansUntilTheirCallReturns) {
   EXPECT_EQ(StatsOf(host).orphans(), 0);
 }
 
+// An orphan whose method asks this_call::CancelRequested() hears that its client is gone, and
+// stops long before its own limit (10 s).
+TEST(HostStatsTest, AnOrphanThatAsksSeesItsClientGone) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "an orphan that asks");
+  TestHost host(kHostBinary, kToken);
+  grpc::ClientContext context;
+  Authorize(context);
+  auto stream = StubFor(host)->Connect(&context);
+  ASSERT_TRUE(CreateCounter(*stream, 0).has_created());
+  const std::string started = TempDir() + "/orphan_started";
+  std::remove(started.c_str());
+  remote::v1::ClientFrame frame;
+  frame.mutable_call()->set_id(0);
+  frame.mutable_call()->set_method("WorkUntilCancelled");
+  frame.mutable_call()->set_args(
+      workers_internal::EncodeCall<Counter>(&Counter::WorkUntilCancelled, started));
+  ASSERT_TRUE(stream->Write(frame));
+  ASSERT_TRUE(Eventually([&] { return std::ifstream(started).good(); }, absl::Seconds(5)));
+  const absl::Time gone = absl::Now();
+  context.TryCancel();
+  // The host reads behind the running call after 2 to 4 ms, sees the stream end, flags the call;
+  // the method returns and the worker is destroyed.
+  EXPECT_TRUE(Eventually([&] { return StatsOf(host).workers() == 0; }, absl::Seconds(5)));
+  EXPECT_LT(absl::Now() - gone, absl::Seconds(2));
+  EXPECT_EQ(StatsOf(host).orphans(), 0);
+}
+
 // Shutdown turns health to NOT_SERVING first: a probe watching the host hears it before the
 // streams are cancelled. (A host inside the test's process, through the library.)
 TEST(HostHealthTest, NotServingOnceShutdownBegins) {
