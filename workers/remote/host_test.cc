@@ -113,6 +113,17 @@ remote::v1::HostFrame CreateCounter(
   return created;
 }
 
+// Writes call 0 of `method` with `args` (EncodeCall bytes) on a raw stream.
+bool WriteFirstCall(
+    grpc::ClientReaderWriter<remote::v1::ClientFrame, remote::v1::HostFrame>& stream,
+    const std::string& method, std::string args) {
+  remote::v1::ClientFrame frame;
+  frame.mutable_call()->set_id(0);
+  frame.mutable_call()->set_method(method);
+  frame.mutable_call()->set_args(std::move(args));
+  return stream.Write(frame);
+}
+
 std::unique_ptr<remote::v1::WorkerHost::Stub> StubFor(const TestHost& host) {
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(-1);
@@ -570,11 +581,8 @@ TEST(HostStatsTest, CountsOrphansUntilTheirCallReturns) {
   Authorize(context);
   auto stream = StubFor(host)->Connect(&context);
   ASSERT_TRUE(CreateCounter(*stream, 0).has_created());
-  remote::v1::ClientFrame frame;
-  frame.mutable_call()->set_id(0);
-  frame.mutable_call()->set_method("Sleep");
-  frame.mutable_call()->set_args(workers_internal::EncodeCall<Counter>(&Counter::Sleep, 1500));
-  ASSERT_TRUE(stream->Write(frame));
+  ASSERT_TRUE(WriteFirstCall(*stream, "Sleep",
+                             workers_internal::EncodeCall<Counter>(&Counter::Sleep, 1500)));
   absl::SleepFor(absl::Milliseconds(300));  // The call starts.
   context.TryCancel();
   EXPECT_TRUE(Eventually([&] { return StatsOf(host).orphans() == 1; }, absl::Seconds(2)));
@@ -594,12 +602,9 @@ TEST(HostStatsTest, AnOrphanThatAsksSeesItsClientGone) {
   ASSERT_TRUE(CreateCounter(*stream, 0).has_created());
   const std::string started = TempDir() + "/orphan_started";
   std::remove(started.c_str());
-  remote::v1::ClientFrame frame;
-  frame.mutable_call()->set_id(0);
-  frame.mutable_call()->set_method("WorkUntilCancelled");
-  frame.mutable_call()->set_args(
-      workers_internal::EncodeCall<Counter>(&Counter::WorkUntilCancelled, started));
-  ASSERT_TRUE(stream->Write(frame));
+  ASSERT_TRUE(
+      WriteFirstCall(*stream, "WorkUntilCancelled",
+                     workers_internal::EncodeCall<Counter>(&Counter::WorkUntilCancelled, started)));
   ASSERT_TRUE(Eventually([&] { return std::ifstream(started).good(); }, absl::Seconds(5)));
   const absl::Time gone = absl::Now();
   context.TryCancel();

@@ -209,7 +209,7 @@ TEST_F(FailoverTest, AStoppedHostFailsItsCallsWithinTheKeepaliveBound) {
   // With the default keepalive (500 ms / 500 ms) the client's ping starts at most 1 s after the
   // stop (gRPC's floor between two client pings; keepalive_time twice, when a flow-control ping
   // gRPC sent just after the stop restarted its clock), and goes unanswered 500 ms later: 1.5 s
-  // at worst, about 1.1 s as a rule. The futures then fail on the client's reader thread. The
+  // at worst, about 1.1 s as a rule. The futures then fail on the client's poller thread. The
   // 2 s this checks is the documented bound; the 0.5 s left is for a loaded machine.
   ASSERT_TRUE(sleeping.Wait(absl::Seconds(4)));
   ASSERT_TRUE(queued.Wait(absl::Seconds(1)));

@@ -817,16 +817,8 @@ Future<std::string> RemoteConnection::Invoke(absl::string_view method, std::stri
   const bool send_now = workers_internal::SendNowScope::Active();
   Promise<std::string> promise;
   Future<std::string> reply = promise.GetFuture();
-  // Cancelling the reply withdraws the call, if the host has not started it. Only the caller of
-  // Invoke can cancel it, so its cancellation is always queued after the call.
-  const uint64_t id = [&] {
-    absl::MutexLock lock(&state_->mu);
-    return state_->next_id++;
-  }();
-  promise.OnCancel([weak = std::weak_ptr<StreamState>(state_), id] {
-    if (std::shared_ptr<StreamState> state = weak.lock()) state->Cancel(id);
-  });
   StreamState::Outgoing* start = nullptr;
+  uint64_t id;
   {
     absl::MutexLock lock(&state_->mu);
     // The host's queue has room for it (Created's bounds): the host keeps reading, so a Stop or a
@@ -842,7 +834,14 @@ Future<std::string> RemoteConnection::Invoke(absl::string_view method, std::stri
           "the remote ", state_->Describe(),
           " was stopped before this call could be sent (the host's queue was full)"))));
     }
+    id = state_->next_id++;
     frame.mutable_call()->set_id(id);
+    // Cancelling the reply withdraws the call, if the host has not started it. Only the caller of
+    // Invoke can cancel it (the future is not handed out yet), so the callback does not run here,
+    // under `mu`, and the cancellation is always queued after the call.
+    promise.OnCancel([weak = std::weak_ptr<StreamState>(state_), id] {
+      if (std::shared_ptr<StreamState> state = weak.lock()) state->Cancel(id);
+    });
     StreamState::PendingCall call{id, std::move(promise)};
     call.bytes = bytes;
     state_->unanswered_bytes += bytes;

@@ -38,7 +38,7 @@
 
 namespace concurry::remote_internal {
 
-// What a connection shares with its reader thread (connection.cc).
+// What a connection shares with its poller thread and the callers that drive it (connection.cc).
 struct StreamState;
 
 // What a connection needs from the worker that owns it.
