@@ -1,6 +1,7 @@
 // Benchmarks for //futures with their peers in the same binary, so ratios come from one run:
 //   ready / create-set-get:  ours vs std::promise + std::future
-//   set-to-waiter wake-up:   ours vs std::future (p50/p90/p99 counters, manual time = mean)
+//   set-to-waiter wake-up:   ours vs std::future, std::atomic::wait and absl::Notification
+//                            (p50/p90/p99 counters, manual time = mean)
 //   Async round trip:        TbbExecutor vs raw tbb::task_group and std::async
 //   CPU of a blocked waiter: Future::Wait vs std::future::wait_for (counter cpu_us)
 //
@@ -13,9 +14,11 @@
 #include <chrono>
 #include <cstdint>
 #include <future>
+#include <optional>
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
 #include "benchmarks/measure.h"
@@ -95,6 +98,28 @@ struct StdPair {
   void Set() { promise.set_value(1); }
 };
 
+// The bare hand-off a skeptical reader writes first: one atomic word, C++20 wait/notify (a futex
+// on Linux). The floor of any one-shot wake-up on this kernel.
+struct AtomicWaitPair {
+  std::atomic<int> flag{0};
+  void Reset() { flag.store(0, std::memory_order_relaxed); }
+  void Wait() {
+    while (flag.load(std::memory_order_acquire) == 0) flag.wait(0, std::memory_order_acquire);
+  }
+  void Set() {
+    flag.store(1, std::memory_order_release);
+    flag.notify_one();
+  }
+};
+
+// Abseil's one-shot event (a mutex and a condition under the hood).
+struct AbslNotificationPair {
+  std::optional<absl::Notification> notification;
+  void Reset() { notification.emplace(); }
+  void Wait() { notification->WaitForNotification(); }
+  void Set() { notification->Notify(); }
+};
+
 // Measures, per iteration, the time from just before Set() to the waiter's return from a
 // blocking Wait() on a fresh future. Reports the mean as the (manual) time and the p50/p90/p99
 // as counters in microseconds.
@@ -151,6 +176,16 @@ BENCHMARK(BM_PromiseSetToWaiterWake)->UseManualTime()->Unit(benchmark::kMicrosec
 
 void BM_StdPromiseSetToWaiterWake(benchmark::State& state) { RunWakeLatency<StdPair>(state); }
 BENCHMARK(BM_StdPromiseSetToWaiterWake)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+void BM_AtomicWaitSetToWaiterWake(benchmark::State& state) {
+  RunWakeLatency<AtomicWaitPair>(state);
+}
+BENCHMARK(BM_AtomicWaitSetToWaiterWake)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+void BM_AbslNotificationSetToWaiterWake(benchmark::State& state) {
+  RunWakeLatency<AbslNotificationPair>(state);
+}
+BENCHMARK(BM_AbslNotificationSetToWaiterWake)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 // ---- Continuations ----------------------------------------------------------------------------
 
