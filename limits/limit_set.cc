@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/attributes.h"
 #include "absl/base/optimization.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
@@ -28,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "futures/clock.h"
 #include "futures/errors.h"
@@ -54,7 +56,10 @@ size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 // The state every process (or thread) of a set shares, at the start of its memory block. The
 // atomics are read without the set's lock; every other field is guarded by it (SetImpl::lock_).
 struct Header {
-  RobustMutex mutex;                    // kProcesses.
+  RobustMutex mutex;  // kProcesses.
+  // kThreads: the set's lock, beside the counters it guards, so that a contended acquisition
+  // moves one cache line fewer between cores.
+  internal::SpinLock spin;
   std::atomic<uint32_t> generation{0};  // Bumped (and futex-woken) when waiters should re-check.
   int32_t waiters = 0;                  // Acquirers blocked now.
   int32_t queued = 0;                   // FIFO tickets in the queue.
@@ -132,6 +137,9 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   };
   // Validates `request`.
   Request Prepare(absl::Span<const LimitAmount> request) const;
+  // Validates `request` into `*items` (empty on entry) and returns whether it is nested (see
+  // Request::nested).
+  bool PrepareInto(absl::Span<const LimitAmount> request, Items* items) const;
   // Throws InvalidOptionError unless `amount` (> 0, finite) fits limit `index`: at most its
   // capacity, and whole (at most kMaxWholeUnits) for a limit that counts whole units. `implicit`:
   // the 1 taken for an unnamed CallLimit or ResourceLimit.
@@ -142,6 +150,12 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   // (not held()) if it could not. `exempt_when_holding`: a thread holding an acquisition of the
   // set made with Acquire()/TryAcquire() skips the FIFO queue.
   LimitAcquisition Take(const Request& request, absl::Time deadline, bool exempt_when_holding);
+  // The blocking and trying entry points of LimitSet: validates `request` straight into the
+  // acquisition (no copy of the items) and takes it, waiting up to `timeout` (`try_once`: no
+  // wait). `self` is this set's handle, copied into the acquisition.
+  static LimitAcquisition Acquire(const std::shared_ptr<SetImpl>& self,
+                                  absl::Span<const LimitAmount> request, absl::Duration timeout,
+                                  bool try_once);
 
   // Applies `usage` to `acquisition` (validated first).
   void Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage);
@@ -204,9 +218,24 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   // completes the served, expired and withdrawn ones, then waits until something changes.
   void ServeAsync(AsyncQueue& queue);
 
-  // The set's lock: a spin lock in-process, the robust mutex in shared memory.
-  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION(lock_) ABSL_NO_THREAD_SAFETY_ANALYSIS;
-  void Unlock() ABSL_UNLOCK_FUNCTION(lock_) ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  // The set's lock: a spin lock in-process (inline: it is taken twice per acquisition), the
+  // robust mutex in shared memory.
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION(lock_) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (!shared_) {
+      header_->spin.Lock();
+    } else {
+      LockShared();
+    }
+  }
+  void Unlock() ABSL_UNLOCK_FUNCTION(lock_) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (!shared_) {
+      header_->spin.Unlock();
+    } else {
+      header_->mutex.Unlock();
+    }
+  }
+  // Lock() of a kProcesses set: also repairs what a process that died holding it left.
+  void LockShared() ABSL_NO_THREAD_SAFETY_ANALYSIS;
   class ABSL_SCOPED_LOCKABLE Locked {
    public:
     explicit Locked(SetImpl* set) ABSL_EXCLUSIVE_LOCK_FUNCTION(set->lock_) : set_(set) {
@@ -218,7 +247,26 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
     SetImpl* set_;
   };
 
-  int64_t NowNs() const { return absl::ToUnixNanos(clock_.Now()); }
+  // The clock, without the virtual call for the real one (the hot path reads it once or twice).
+  absl::Time Now() const { return real_clock_ ? absl::Now() : clock_.Now(); }
+  // In ns since the epoch, for the rate algorithms. The real clock's reading as it comes: no
+  // round trip through absl::Time (a division and an out-of-line conversion per read).
+  int64_t NowNs() const {
+    return real_clock_ ? absl::GetCurrentTimeNanos() : absl::ToUnixNanos(clock_.Now());
+  }
+  // Reads the clock once as both absl::Time (deadlines) and ns (the algorithms).
+  void ReadClock(absl::Time* time, int64_t* ns) const {
+    if (real_clock_) {
+      *ns = absl::GetCurrentTimeNanos();
+      *time = absl::FromUnixNanos(*ns);
+    } else {
+      *time = clock_.Now();
+      *ns = absl::ToUnixNanos(*time);
+    }
+  }
+  // Takes the request's items (already in `result`) as Take() does; clears them if it could not.
+  void TakeInto(const std::shared_ptr<SetImpl>& self, bool nested, absl::Time deadline,
+                bool exempt_when_holding, LimitAcquisition& result);
   Holder& holder(int32_t slot) const {
     return *reinterpret_cast<Holder*>(holders_ + static_cast<size_t>(slot) * holder_stride_);
   }
@@ -272,10 +320,43 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   const std::vector<Limit> limits_;
   const LimitSetOptions options_;
   Clock& clock_;
+  const bool real_clock_;  // `clock_` is Clock::Real(): Now() calls absl::Now() directly.
   const bool shared_;
+  const int64_t lease_ns_;  // options_.lease_check_interval in ns.
   const uint64_t id_;
   std::vector<int32_t> resource_index_;  // Per limit: index among the resource limits, or -1.
   int32_t num_resources_ = 0;
+
+  // Per limit, what validation and the hot path need, in one flat array (rather than a walk
+  // through Limit, RateState and resource_index_ per item): profiles showed the per-item lookups
+  // and re-validation as a large share of an uncontended acquisition.
+  struct LimitInfo {
+    absl::string_view key;  // Into limits_.
+    LimitKind kind = LimitKind::kRate;
+    bool whole = false;        // Amounts must be whole units (resources, the window algorithms).
+    bool implicit_ok = false;  // The implicit 1 passes CheckAmount().
+    double burst = 0;          // Amounts above it are rejected.
+    double capacity = 0;
+    // Into the memory block, so guarded by the set's lock like rates_: the rate state (null for
+    // a resource) and its GCRA word when it can be driven with plain stores under the lock.
+    RateState* rate = nullptr;
+    AtomicGcra* gcra = nullptr;
+  };
+  std::vector<LimitInfo> info_;
+  // GCRA costs of the whole amounts 0..kCachedCosts per limit (row `index`, 0 unused): usual
+  // requests and usages are small whole numbers, and their cost is then a load instead of a
+  // division on every acquisition and every Update().
+  static constexpr int kCachedCosts = 64;
+  std::vector<int64_t> cached_costs_;
+  // The GCRA cost of `amount` (> 0) for limit `index` (whose `gcra` is set).
+  int64_t CostOf(size_t index, double amount) const {
+    if (amount <= kCachedCosts && amount == std::floor(amount)) {
+      return cached_costs_[index * (kCachedCosts + 1) + static_cast<size_t>(amount)];
+    }
+    return info_[index].rate->Cost(amount);
+  }
+  // Fills info_ once the rate states exist.
+  void BuildInfo();
 
   // The memory block: header, rate states, resource counts, holders, tickets.
   void* block_ = nullptr;
@@ -289,11 +370,10 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   size_t holder_stride_ = 0;
   Ticket* tickets_ ABSL_PT_GUARDED_BY(lock_) = nullptr;
 
-  // kThreads: the lock, and the mutex blocked acquirers wait with on the clock.
-  internal::SpinLock spin_;
-  // Names the set's lock for the annotations: Lock() takes `spin_` or the header's mutex.
+  // Names the set's lock for the annotations: Lock() takes the header's spin lock or its mutex.
   class ABSL_LOCKABLE LockName {};
   LockName lock_;
+  // kThreads: the mutex blocked acquirers wait with on the clock.
   absl::Mutex wait_mu_;
 
   absl::Mutex async_mu_;
@@ -304,7 +384,9 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
     : limits_(std::move(limits)),
       options_(std::move(options)),
       clock_(options_.clock != nullptr ? *options_.clock : Clock::Real()),
+      real_clock_(&clock_ == &Clock::Real()),
       shared_(options_.sharing == LimitSharing::kProcesses),
+      lease_ns_(absl::ToInt64Nanoseconds(options_.lease_check_interval)),
       id_(next_set_id.fetch_add(1, std::memory_order_relaxed)) {
   if (options_.fairness != LimitFairness::kFifo && options_.fairness != LimitFairness::kBarging) {
     throw InvalidOptionError(absl::StrCat("LimitSetOptions::fairness: unknown value ",
@@ -343,6 +425,7 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
 
   if (attach_fd >= 0) {
     Attach(layout, attach_fd);
+    BuildInfo();
     return;
   }
   if (shared_) {
@@ -371,6 +454,29 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
   holders_ = base + layout.holders_offset;
   for (size_t i = 0; i < layout.holder_count; ++i) new (holders_ + i * holder_stride_) Holder();
   tickets_ = reinterpret_cast<Ticket*>(base + layout.tickets_offset);
+  BuildInfo();
+}
+
+void SetImpl::BuildInfo() {
+  info_.resize(limits_.size());
+  for (size_t i = 0; i < limits_.size(); ++i) {
+    const Limit& limit = limits_[i];
+    LimitInfo& info = info_[i];
+    info.key = limit.key();
+    info.kind = limit.kind();
+    info.burst = limit.burst();
+    info.capacity = limit.capacity();
+    info.rate = rates_[i];
+    info.gcra = info.rate != nullptr ? info.rate->exclusive_gcra() : nullptr;
+    if (info.gcra != nullptr) {
+      cached_costs_.resize(limits_.size() * (kCachedCosts + 1));
+      for (int amount = 1; amount <= kCachedCosts; ++amount) {
+        cached_costs_[i * (kCachedCosts + 1) + amount] = info.rate->Cost(amount);
+      }
+    }
+    info.whole = info.rate == nullptr || info.rate->whole_amounts();
+    info.implicit_ok = !(1 > limit.burst());
+  }
 }
 
 SetImpl::Layout SetImpl::ComputeLayout(const std::vector<Limit>& limits, int max_holders) {
@@ -499,25 +605,13 @@ SetImpl::~SetImpl() {
   }
 }
 
-void SetImpl::Lock() {
-  if (!shared_) {
-    spin_.Lock();
-    return;
-  }
+void SetImpl::LockShared() {
   if (header_->mutex.Lock()) {
     // A process died inside the lock. Take back what dead processes held (the dying one may not
     // look dead yet: then the next periodic check does it, so this one is not stamped), and
     // recompute the totals its half-done change may have left wrong.
     RecoverDeadLocked(/*stamp=*/false);
     RebuildTotalsLocked();
-  }
-}
-
-void SetImpl::Unlock() {
-  if (!shared_) {
-    spin_.Unlock();
-  } else {
-    header_->mutex.Unlock();
   }
 }
 
@@ -574,28 +668,42 @@ void SetImpl::CheckAmount(size_t index, double amount, bool implicit) const {
 }
 
 SetImpl::Request SetImpl::Prepare(absl::Span<const LimitAmount> request) const {
+  Request result;
+  result.nested = PrepareInto(request, &result.items);
+  return result;
+}
+
+namespace {
+
+ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_NORETURN void ThrowBadRequestAmount(
+    const LimitAmount& entry) {
+  throw InvalidOptionError(absl::StrCat("LimitSet::Acquire: amount for '", entry.key,
+                                        "' must be >= 0 and finite (0 leaves the limit out), got ",
+                                        FormatNumber(entry.amount)));
+}
+
+}  // namespace
+
+bool SetImpl::PrepareInto(absl::Span<const LimitAmount> request, Items* items) const {
   const auto check_finite = [](const LimitAmount& entry) {
-    if (!(entry.amount >= 0) || !std::isfinite(entry.amount)) {
-      throw InvalidOptionError(absl::StrCat("LimitSet::Acquire: amount for '", entry.key,
-                                            "' must be >= 0 and finite (0 leaves the limit out), "
-                                            "got ",
-                                            FormatNumber(entry.amount)));
+    if (ABSL_PREDICT_FALSE(!(entry.amount >= 0) || !std::isfinite(entry.amount))) {
+      ThrowBadRequestAmount(entry);
     }
   };
-  Request result;
-  Items& items = result.items;
   if (no_op()) {
     for (const LimitAmount& entry : request) check_finite(entry);
-    return result;
+    return false;
   }
+  bool nested = false;
+  const size_t count = info_.size();
   // Per limit, the amount the request names, or -1. Items are then built in limit order.
-  absl::InlinedVector<double, 8> named(limits_.size(), -1);
+  absl::InlinedVector<double, 8> named(count, -1);
   for (const LimitAmount& entry : request) {
     size_t index = 0;
-    while (index < limits_.size() && limits_[index].key() != entry.key) ++index;
-    if (index == limits_.size()) {
+    while (index < count && info_[index].key != entry.key) ++index;
+    if (index == count) {
       std::vector<absl::string_view> keys;
-      for (const Limit& limit : limits_) keys.push_back(limit.key());
+      for (const LimitInfo& known : info_) keys.push_back(known.key);
       throw InvalidOptionError(absl::StrCat("LimitSet::Acquire: unknown limit key '", entry.key,
                                             "'; the set has: ", absl::StrJoin(keys, ", ")));
     }
@@ -606,38 +714,47 @@ SetImpl::Request SetImpl::Prepare(absl::Span<const LimitAmount> request) const {
     check_finite(entry);
     named[index] = entry.amount;
     if (entry.amount == 0) {
-      result.nested = true;  // Named to leave it out: a held connection when nesting.
+      nested = true;  // Named to leave it out: a held connection when nesting.
       continue;
     }
-    CheckAmount(index, entry.amount, /*implicit=*/false);
+    // The common case answered inline; CheckAmount() builds the message (and throws).
+    const LimitInfo& info = info_[index];
+    if (ABSL_PREDICT_FALSE(entry.amount > info.burst ||
+                           (info.whole && (entry.amount != std::floor(entry.amount) ||
+                                           entry.amount > kMaxWhole)))) {
+      CheckAmount(index, entry.amount, /*implicit=*/false);
+    }
   }
-  for (size_t i = 0; i < limits_.size(); ++i) {
+  for (size_t i = 0; i < count; ++i) {
+    const LimitInfo& info = info_[i];
     double requested = 1;
     if (named[i] > 0) {
       requested = named[i];
     } else if (named[i] == 0) {
       continue;
-    } else if (limits_[i].kind() == LimitKind::kRate) {
+    } else if (info.kind == LimitKind::kRate) {
       if (request.empty()) {
-        throw InvalidOptionError(
-            absl::StrCat("Must specify requested amount for RateLimit '", limits_[i].key(),
-                         "'. RateLimits require explicit token amounts: Acquire({{\"",
-                         limits_[i].key(), "\", n}})"));
+        throw InvalidOptionError(absl::StrCat(
+            "Must specify requested amount for RateLimit '", info.key,
+            "'. RateLimits require explicit token amounts: Acquire({{\"", info.key, "\", n}})"));
       }
       continue;  // Not named: not taken.
-    } else {
+    } else if (ABSL_PREDICT_FALSE(!info.implicit_ok)) {
       // The implicit 1 of a CallLimit or ResourceLimit passes the same check as a named amount
       // (Limit's constructors already make it fit; nothing may wait for the impossible).
       CheckAmount(i, requested, /*implicit=*/true);
     }
     // Filled in place: a copy of a stack temporary made this loop slow (a partial store
     // forwarded to a wide load).
-    Item& item = items.emplace_back();
+    Item& item = items->emplace_back();
     item.index = static_cast<int32_t>(i);
     item.requested = requested;
     item.implicit = named[i] < 0;
+    if (info.gcra != nullptr) {
+      item.cost = CostOf(i, requested);
+    }
   }
-  return result;
+  return nested;
 }
 
 int32_t SetImpl::HolderSlotLocked() {
@@ -679,24 +796,31 @@ int64_t SetImpl::TryTakeLocked(int64_t now, const Items& items, int32_t slot,
   int64_t wait = 0;
   *resource_short = false;
   for (const Item& item : items) {
-    if (rates_[item.index] == nullptr) {
-      if (in_use_[item.index] + item.requested > limits_[item.index].capacity()) {
+    const LimitInfo& info = info_[item.index];
+    if (info.gcra != nullptr) {
+      wait = std::max(wait, info.gcra->WaitNsExclusive(info.rate->ClampNow(now), item.cost));
+    } else if (info.rate == nullptr) {
+      if (in_use_[item.index] + item.requested > info.capacity) {
         *resource_short = true;
         wait = kNoTime;
       }
     } else {
-      wait = std::max(wait, rates_[item.index]->WaitNs(now, item.requested));
+      wait = std::max(wait, info.rate->WaitNs(now, item.requested));
     }
   }
   if (wait > 0) return wait;
   double* holding = held(slot);
   for (const Item& item : items) {
-    if (rates_[item.index] == nullptr) {
+    const LimitInfo& info = info_[item.index];
+    // Cannot fail: checked above under the same lock, at the same `now`.
+    if (info.gcra != nullptr) {
+      // Under the lock, so plain stores: no compare-exchange per limit.
+      info.gcra->TakeExclusive(info.rate->ClampNow(now), item.cost);
+    } else if (info.rate == nullptr) {
       in_use_[item.index] += item.requested;
       holding[resource_index_[item.index]] += item.requested;
     } else {
-      // Cannot fail: checked above under the same lock, at the same `now`.
-      rates_[item.index]->TryAcquire(now, item.requested);
+      info.rate->TryAcquire(now, item.requested);
     }
   }
   ++holder(slot).acquisitions;
@@ -782,7 +906,7 @@ void SetImpl::LeaveQueueLocked(uint64_t* ticket, bool* notify) {
 int64_t SetImpl::AttemptLocked(int64_t now, const Items& items, int32_t slot, bool exempt,
                                uint64_t* ticket, bool enqueue, bool* notify) {
   const bool fifo = options_.fairness == LimitFairness::kFifo;
-  const int64_t lease_ns = absl::ToInt64Nanoseconds(options_.lease_check_interval);
+  const int64_t lease_ns = lease_ns_;
   const bool recovery_due = shared_ && now - header_->last_recovery_ns >= lease_ns;
   if (recovery_due && !exempt && header_->queued > 0 &&
       (*ticket == 0 || *ticket != HeadTicketLocked()) && RecoverDeadLocked()) {
@@ -811,23 +935,46 @@ int64_t SetImpl::AttemptLocked(int64_t now, const Items& items, int32_t slot, bo
 
 LimitAcquisition SetImpl::Take(const Request& request, absl::Time deadline,
                                bool exempt_when_holding) {
-  LimitAcquisition result;  // The only object returned, so it is built in place.
-  if (no_op()) {
-    result.set_ = shared_from_this();
-    return result;
-  }
+  LimitAcquisition result;        // The only object returned, so it is built in place.
   result.items_ = request.items;  // Before locking: it may allocate.
+  TakeInto(shared_from_this(), request.nested, deadline, exempt_when_holding, result);
+  return result;
+}
+
+LimitAcquisition SetImpl::Acquire(const std::shared_ptr<SetImpl>& self,
+                                  absl::Span<const LimitAmount> request, absl::Duration timeout,
+                                  bool try_once) {
+  LimitAcquisition result;  // The only object returned, so it is built in place.
+  const bool nested = self->PrepareInto(request, &result.items_);
+  // A zero timeout tries once and, failing, counts a timeout. No clock read for the usual
+  // infinite timeout.
+  const absl::Time deadline = try_once                              ? absl::InfinitePast()
+                              : timeout == absl::InfiniteDuration() ? absl::InfiniteFuture()
+                                                                    : self->Now() + timeout;
+  self->TakeInto(self, nested, deadline, /*exempt_when_holding=*/true, result);
+  return result;
+}
+
+void SetImpl::TakeInto(const std::shared_ptr<SetImpl>& self, bool nested, absl::Time deadline,
+                       bool exempt_when_holding, LimitAcquisition& result) {
+  if (no_op()) {
+    result.set_ = self;
+    return;
+  }
   const bool fifo = options_.fairness == LimitFairness::kFifo;
   const absl::Duration lease = options_.lease_check_interval;
   uint64_t ticket = 0;
   bool notify = false;
   bool locked = false;
   bool registered = false;  // Counted in Header::waiters and the slot's `waiting`.
+  bool taken = false;
   int32_t slot = -1;
   try {
     // The clock is read before taking the lock (a little early is harmless: it can only delay a
     // refill), which keeps the critical section short under contention.
-    absl::Time now_time = clock_.Now();
+    absl::Time now_time;
+    int64_t now = 0;
+    ReadClock(&now_time, &now);
     Lock();
     locked = true;
     for (;;) {
@@ -838,14 +985,14 @@ LimitAcquisition SetImpl::Take(const Request& request, absl::Time deadline,
             "LimitSet: more than max_holders (", options_.max_holders,
             ") threads hold acquisitions at once; raise LimitSetOptions::max_holders"));
       }
-      const bool exempt =
-          !fifo || request.nested || (exempt_when_holding && holder(slot).exempting > 0);
+      const bool exempt = !fifo || nested || (exempt_when_holding && holder(slot).exempting > 0);
       const bool may_wait = deadline != absl::InfinitePast() && now_time < deadline;
-      const int64_t wait = AttemptLocked(absl::ToUnixNanos(now_time), request.items, slot, exempt,
-                                         &ticket, may_wait, &notify);
+      const int64_t wait =
+          AttemptLocked(now, result.items_, slot, exempt, &ticket, may_wait, &notify);
       if (wait == 0) {
-        result.set_ = shared_from_this();
+        taken = true;
         result.holder_ = slot;
+        result.taken_ns_ = now;
         result.exempting_ = exempt_when_holding;
         if (exempt_when_holding) ++holder(slot).exempting;
         break;
@@ -872,7 +1019,7 @@ LimitAcquisition SetImpl::Take(const Request& request, absl::Time deadline,
         Notify();
       }
       Wait(generation, wake, nullptr);
-      now_time = clock_.Now();
+      ReadClock(&now_time, &now);
       Lock();
       locked = true;
       --header_->waiters;
@@ -898,8 +1045,11 @@ LimitAcquisition SetImpl::Take(const Request& request, absl::Time deadline,
     throw;
   }
   Unlock();
+  // After the lock: a copy of the caller's handle is one atomic increment (shared_from_this()
+  // would be a compare-exchange loop on the weak count), and it need not lengthen the critical
+  // section. Nothing between here and the lock can throw, so the items never leak.
+  if (taken) result.set_ = self;
   if (notify) Notify();
-  return result;
 }
 
 void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage) {
@@ -918,7 +1068,10 @@ void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount
   for (const LimitAmount& entry : usage) {
     Item* target = nullptr;
     for (Item& item : acquisition.items_) {
-      if (limits_[item.index].key() == entry.key) target = &item;
+      if (info_[item.index].key == entry.key) {
+        target = &item;
+        break;
+      }
     }
     if (target == nullptr) {
       throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: '", entry.key,
@@ -928,13 +1081,13 @@ void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount
       throw InvalidOptionError(
           absl::StrCat("LimitAcquisition::Update: key '", entry.key, "' appears twice"));
     }
-    const Limit& limit = limits_[target->index];
+    const LimitInfo& limit = info_[target->index];
     if (!(entry.amount >= 0) || !std::isfinite(entry.amount)) {
       throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: usage of '", entry.key,
                                             "' must be >= 0 and finite, got ",
                                             FormatNumber(entry.amount)));
     }
-    if (limit.kind() == LimitKind::kCall && target->requested == 1 && entry.amount != 1) {
+    if (limit.kind == LimitKind::kCall && target->requested == 1 && entry.amount != 1) {
       throw InvalidOptionError(absl::StrCat(
           "LimitAcquisition::Update: CallLimit usage must be 1 for a call request of 1 (",
           target->implicit ? "an implicit acquisition, taken without naming 'call_count'"
@@ -943,13 +1096,13 @@ void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount
           "; to report a number of calls, request it: {\"call_count\", n}"));
     }
     const bool fraction = entry.amount != std::floor(entry.amount);
-    if (limit.kind() != LimitKind::kResource && rates_[target->index]->whole_amounts() &&
+    if (limit.kind != LimitKind::kResource && limit.whole &&
         (fraction || entry.amount > kMaxWhole)) {
-      throw InvalidOptionError(
-          absl::StrCat("LimitAcquisition::Update: '", entry.key, "' (",
-                       RateLimitAlgorithmName(limit.algorithm()), ") counts whole units",
-                       fraction ? "" : absl::StrCat(", at most ", kMaxWholeUnits), ", got ",
-                       FormatNumber(entry.amount)));
+      throw InvalidOptionError(absl::StrCat(
+          "LimitAcquisition::Update: '", entry.key, "' (",
+          RateLimitAlgorithmName(limits_[target->index].algorithm()), ") counts whole units",
+          fraction ? "" : absl::StrCat(", at most ", kMaxWholeUnits), ", got ",
+          FormatNumber(entry.amount)));
     }
     targets.push_back(target);
   }
@@ -959,9 +1112,13 @@ void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount
     Item& item = *targets[i];
     item.updated = true;
     item.used = usage[i].amount;
+    const LimitInfo& info = info_[item.index];
+    item.refund_cost = info.gcra != nullptr && item.used < item.requested
+                           ? CostOf(item.index, item.requested - item.used)
+                           : 0;
     // Reported (and charged) once per new excess: repeating a report charges nothing more.
     if (item.used - item.requested > item.charged_extra &&
-        limits_[item.index].kind() != LimitKind::kResource) {
+        info_[item.index].kind != LimitKind::kResource) {
       absl::StrAppend(&overuse, overuse.empty() ? "" : "; ", "'", usage[i].key, "' used ",
                       FormatNumber(item.used), " of ", FormatNumber(item.requested), " requested");
       charge = true;
@@ -987,12 +1144,12 @@ void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount
 void SetImpl::Release(LimitAcquisition& acquisition) {
   if (no_op()) return;
   bool notify = false;
-  // The clock is read (outside the lock) only when something is refunded.
-  bool refunds = false;
-  for (const Item& item : acquisition.items_) {
-    refunds = refunds || (item.updated && item.used < item.requested);
-  }
-  const int64_t now = refunds ? NowNs() : 0;
+  // No clock read: a refund at the time the units were taken leaves the same state from now on
+  // as one at the current time. A refund sets TAT' = max(t, TAT - cost) (or keeps TAT <= t),
+  // and every later decision at u >= now looks only at max(TAT', u), which is the same for any
+  // t <= u: the bucket is full from max(t, TAT - cost) on either way. That makes one clock
+  // read per acquisition, not two.
+  const int64_t now = acquisition.taken_ns_;
   {
     Locked locked(this);
     Holder& owner = holder(acquisition.holder_);
@@ -1000,15 +1157,24 @@ void SetImpl::Release(LimitAcquisition& acquisition) {
     if (shared_ && owner.pid != CurrentPid()) return;
     double* holding = held(acquisition.holder_);
     for (Item& item : acquisition.items_) {
-      RateState* rate = rates_[item.index];
+      const LimitInfo& info = info_[item.index];
+      RateState* rate = info.rate;
       if (rate == nullptr) {
         in_use_[item.index] = std::max(0.0, in_use_[item.index] - item.requested);
         holding[resource_index_[item.index]] -= item.requested;
         item.refunded = item.requested;
         notify = true;
       } else if (item.updated && item.used < item.requested && rate->supports_refund()) {
-        rate->Refund(now, item.requested - item.used);
-        item.refunded = item.requested - item.used;
+        const double unused = item.requested - item.used;
+        if (info.gcra != nullptr) {
+          // Cost() is at least 1, so 0 means Update() did not compute it (an acquisition whose
+          // usage was set directly, as a cancelled AcquireAsync() does).
+          info.gcra->RefundExclusive(rate->ClampNow(now),
+                                     item.refund_cost > 0 ? item.refund_cost : rate->Cost(unused));
+        } else {
+          rate->Refund(now, unused);
+        }
+        item.refunded = unused;
         notify = true;
       }
     }
@@ -1184,6 +1350,7 @@ void SetImpl::ServeAsync(AsyncQueue& queue) {
         completion.acquisition.set_ = shared_from_this();
         completion.acquisition.items_ = std::move(request.request.items);
         completion.acquisition.holder_ = slot;
+        completion.acquisition.taken_ns_ = now;
         completion.promise = std::move(request.promise);
         it = queue.pending.erase(it);
         continue;
@@ -1251,7 +1418,8 @@ LimitAcquisition::LimitAcquisition(LimitAcquisition&& other) noexcept
       released_(other.released_),
       items_(std::move(other.items_)),
       holder_(other.holder_),
-      exempting_(other.exempting_) {
+      exempting_(other.exempting_),
+      taken_ns_(other.taken_ns_) {
   other.set_ = nullptr;
   other.released_ = false;
   other.items_.clear();
@@ -1265,6 +1433,7 @@ LimitAcquisition& LimitAcquisition::operator=(LimitAcquisition&& other) noexcept
     items_ = std::move(other.items_);
     holder_ = other.holder_;
     exempting_ = other.exempting_;
+    taken_ns_ = other.taken_ns_;
     other.set_ = nullptr;
     other.released_ = false;
     other.items_.clear();
@@ -1382,13 +1551,9 @@ LimitSet::LimitSet() : LimitSet(NoOp()) {}
 LimitAcquisition LimitSet::Acquire(absl::Span<const LimitAmount> request,
                                    absl::Duration timeout) const {
   futures_internal::CheckTimeout(timeout, "LimitSet::Acquire");
-  const limits_internal::SetImpl::Request prepared = impl_->Prepare(request);
-  // A zero timeout tries once and, failing, counts a timeout. No clock read for the usual
-  // infinite timeout.
-  const absl::Time deadline =
-      timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : impl_->clock().Now() + timeout;
-  LimitAcquisition acquired = impl_->Take(prepared, deadline, /*exempt_when_holding=*/true);
-  if (!acquired.held()) {
+  LimitAcquisition acquired =
+      limits_internal::SetImpl::Acquire(impl_, request, timeout, /*try_once=*/false);
+  if (ABSL_PREDICT_FALSE(!acquired.held())) {
     throw TimeoutError(absl::StrCat("LimitSet::Acquire: failed to acquire all limits within ",
                                     absl::FormatDuration(timeout)));
   }
@@ -1396,8 +1561,8 @@ LimitAcquisition LimitSet::Acquire(absl::Span<const LimitAmount> request,
 }
 
 std::optional<LimitAcquisition> LimitSet::TryAcquire(absl::Span<const LimitAmount> request) const {
-  LimitAcquisition acquired =
-      impl_->Take(impl_->Prepare(request), absl::InfinitePast(), /*exempt_when_holding=*/true);
+  LimitAcquisition acquired = limits_internal::SetImpl::Acquire(
+      impl_, request, absl::InfiniteDuration(), /*try_once=*/true);
   if (!acquired.held()) return std::nullopt;
   return acquired;
 }
