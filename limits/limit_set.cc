@@ -114,15 +114,14 @@ std::string LimitAcquisition::ReleaseAndListMissing(bool warn) {
   if (!held()) return "";
   released_ = true;
   limits_internal::SetImpl* const set = set_.get();
+  bool any_missing = false;
+  for (const Item& item : items_) any_missing |= item.needs_update && !item.updated;
+  set->Release(*this);
+  if (ABSL_PREDICT_TRUE(!any_missing)) return "";
   std::vector<absl::string_view> missing;
   for (const Item& item : items_) {
-    const Limit& limit = set->limits()[item.index];
-    const bool needs_update = limit.kind() == LimitKind::kRate ||
-                              (limit.kind() == LimitKind::kCall && item.requested > 1);
-    if (needs_update && !item.updated) missing.push_back(limit.key());
+    if (item.needs_update && !item.updated) missing.push_back(set->limits()[item.index].key());
   }
-  set->Release(*this);
-  if (missing.empty()) return "";
   set->CountMissingUpdate();
   std::string message = absl::StrCat(
       "Not all limits in the LimitSet were updated. Missing: [", absl::StrJoin(missing, ", "),

@@ -233,6 +233,10 @@ class LimitAcquisition {
     int32_t index = 0;  // Limit index in the set.
     bool implicit = false;
     bool updated = false;
+    // A release without Update() is charged in full and reported (a RateLimit, or a CallLimit
+    // taken with more than 1). Decided once when the request is validated, so the release does
+    // not go back to the Limit objects.
+    bool needs_update = false;
     double requested = 0;
     double used = 0;
     double charged_extra = 0;

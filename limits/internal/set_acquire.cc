@@ -91,11 +91,16 @@ bool SetImpl::PrepareInto(absl::Span<const LimitAmount> request, Items* items) c
   }
   bool nested = false;
   const size_t count = info_.size();
-  // Per limit, the amount the request names, or -1. Items are then built in limit order.
-  absl::InlinedVector<double, 8> named(count, -1);
+  // Per limit, the amount the request names, or -1. Items are then built in limit order. On the
+  // stack for the usual handful of limits (an InlinedVector's bookkeeping showed in the profile).
+  constexpr size_t kStackLimits = 16;
+  double stack_named[kStackLimits];
+  std::unique_ptr<double[]> heap_named;
+  double* const named =
+      count <= kStackLimits ? stack_named : (heap_named = std::make_unique<double[]>(count)).get();
+  std::fill_n(named, count, -1.0);
   for (const LimitAmount& entry : request) {
-    size_t index = 0;
-    while (index < count && info_[index].key != entry.key) ++index;
+    const size_t index = IndexOf(entry.key);
     if (index == count) {
       std::vector<absl::string_view> keys;
       for (const LimitInfo& known : info_) keys.push_back(known.key);
@@ -145,6 +150,8 @@ bool SetImpl::PrepareInto(absl::Span<const LimitAmount> request, Items* items) c
     item.index = static_cast<int32_t>(i);
     item.requested = requested;
     item.implicit = named[i] < 0;
+    item.needs_update =
+        info.kind == LimitKind::kRate || (info.kind == LimitKind::kCall && requested > 1);
     if (info.gcra != nullptr) {
       item.cost = CostOf(i, requested);
     }
@@ -418,9 +425,11 @@ void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount
   // Validate everything first: nothing is recorded if anything is wrong.
   absl::InlinedVector<Item*, 4> targets;
   for (const LimitAmount& entry : usage) {
+    // Items are in limit order with distinct indexes: the key's index picks its item.
+    const auto index = static_cast<int32_t>(IndexOf(entry.key));
     Item* target = nullptr;
     for (Item& item : acquisition.items_) {
-      if (info_[item.index].key == entry.key) {
+      if (item.index == index) {
         target = &item;
         break;
       }

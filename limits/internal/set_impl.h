@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <limits>
 #include <list>
@@ -46,10 +47,13 @@ inline constexpr int64_t kNoTime = std::numeric_limits<int64_t>::max();
 
 // The state every process (or thread) of a set shares, at the start of its memory block. The
 // atomics are read without the set's lock; every other field is guarded by it (SetImpl::lock_).
+//
+// The block starts on a cache line. The kThreads lock comes first and the counters an
+// acquisition changes (holding, acquisitions) sit with it in that line, so that a contended
+// acquisition moves one line between cores for them rather than two; the kProcesses mutex,
+// which a kThreads set never touches, goes last.
 struct Header {
-  RobustMutex mutex;  // kProcesses.
-  // kThreads: the set's lock, beside the counters it guards, so that a contended acquisition
-  // moves one cache line fewer between cores.
+  // kThreads: the set's lock.
   internal::SpinLock spin;
   std::atomic<uint32_t> generation{0};  // Bumped (and futex-woken) when waiters should re-check.
   int32_t waiters = 0;                  // Acquirers blocked now.
@@ -62,6 +66,7 @@ struct Header {
   std::atomic<int64_t> missing_updates{0};
   std::atomic<int64_t> overuse_reports{0};
   std::atomic<int64_t> recovered{0};
+  RobustMutex mutex;  // kProcesses: the set's lock.
 };
 
 // A thread that holds (or held) acquisitions. Followed by one double per resource limit: the
@@ -87,9 +92,44 @@ struct Ticket {
 // Writes a warning to stderr (the default warning sink).
 void WriteWarning(absl::string_view message);
 
+// Whether the `size` bytes at `a` and `b` are equal, inline: limit keys are short, and a call to
+// memcmp per key of every request and usage report showed in the profile.
+inline bool SameBytes(const char* a, const char* b, size_t size) {
+  if (size >= 8) {
+    uint64_t x;
+    uint64_t y;
+    for (size_t i = 0; i + 8 < size; i += 8) {
+      std::memcpy(&x, a + i, 8);
+      std::memcpy(&y, b + i, 8);
+      if (x != y) return false;
+    }
+    // The last word overlaps the previous one rather than reading past the end.
+    std::memcpy(&x, a + size - 8, 8);
+    std::memcpy(&y, b + size - 8, 8);
+    return x == y;
+  }
+  if (size >= 4) {
+    uint32_t x[2];
+    uint32_t y[2];
+    std::memcpy(&x[0], a, 4);
+    std::memcpy(&x[1], a + size - 4, 4);
+    std::memcpy(&y[0], b, 4);
+    std::memcpy(&y[1], b + size - 4, 4);
+    return x[0] == y[0] && x[1] == y[1];
+  }
+  for (size_t i = 0; i < size; ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
+
 // The shared implementation behind LimitSet handles and acquisitions. Thread-safe (and, for
 // kProcesses, process-safe): every method locks what it touches.
-class SetImpl : public std::enable_shared_from_this<SetImpl> {
+//
+// Aligned to a cache line so that the reference count std::make_shared puts in front of it
+// (changed by every acquisition, which holds a handle) does not share a line with the fields
+// every acquisition reads: with two threads, that line bounced between the cores.
+class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
  public:
   using Item = LimitAcquisition::Item;
   using Items = absl::InlinedVector<Item, 4>;
@@ -162,9 +202,9 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   // kProcesses: the memfd behind the shared state (owned by the set), else -1.
   int fd() const { return fd_; }
   size_t block_bytes() const { return block_bytes_; }
-  // The bytes of the memory block of a set of `limits` with `max_holders`.
+  // The bytes of the memory block of a kProcesses set of `limits` with `max_holders`.
   static size_t LayoutBytes(const std::vector<Limit>& limits, int max_holders) {
-    return ComputeLayout(limits, max_holders).bytes;
+    return ComputeLayout(limits, max_holders, /*line_per_holder=*/false).bytes;
   }
   void CountMissingUpdate() { header_->missing_updates.fetch_add(1, std::memory_order_relaxed); }
 
@@ -280,8 +320,8 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   // Blocks until the generation moves past `generation`, `*interrupt`, or `wake`.
   void Wait(uint32_t generation, absl::Time wake, const std::atomic<bool>* interrupt);
 
-  // Where each part of the memory block starts, from the limits and max_holders alone, so that
-  // every process that attaches computes the creator's layout.
+  // Where each part of the memory block starts, from the limits, max_holders and sharing alone, so
+  // that every process that attaches computes the creator's layout.
   struct Layout {
     std::vector<size_t> rate_offsets;  // Per limit; 0 for resources.
     size_t in_use_offset = 0;
@@ -291,7 +331,9 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
     size_t tickets_offset = 0;
     size_t bytes = 0;
   };
-  static Layout ComputeLayout(const std::vector<Limit>& limits, int max_holders);
+  // `line_per_holder`: each holder slot starts a cache line (kThreads).
+  static Layout ComputeLayout(const std::vector<Limit>& limits, int max_holders,
+                              bool line_per_holder);
   // The attach path of the constructor: maps `fd` (duplicated) and points into it.
   void Attach(const Layout& layout, int fd);
   // "[key, ...]", for messages.
@@ -337,6 +379,15 @@ class SetImpl : public std::enable_shared_from_this<SetImpl> {
   }
   // Fills info_ once the rate states exist.
   void BuildInfo();
+  // The index of the limit with `key`, or the number of limits.
+  size_t IndexOf(absl::string_view key) const {
+    const size_t count = info_.size();
+    for (size_t i = 0; i < count; ++i) {
+      const absl::string_view known = info_[i].key;
+      if (known.size() == key.size() && SameBytes(known.data(), key.data(), key.size())) return i;
+    }
+    return count;
+  }
 
   // The memory block: header, rate states, resource counts, holders, tickets.
   void* block_ = nullptr;

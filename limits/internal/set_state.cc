@@ -87,7 +87,7 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
   for (const Limit& limit : limits_) {
     resource_index_.push_back(limit.kind() == LimitKind::kResource ? num_resources_++ : -1);
   }
-  const Layout layout = ComputeLayout(limits_, options_.max_holders);
+  const Layout layout = ComputeLayout(limits_, options_.max_holders, /*line_per_holder=*/!shared_);
   holder_stride_ = layout.holder_stride;
   block_bytes_ = layout.bytes;
 
@@ -147,7 +147,8 @@ void SetImpl::BuildInfo() {
   }
 }
 
-SetImpl::Layout SetImpl::ComputeLayout(const std::vector<Limit>& limits, int max_holders) {
+SetImpl::Layout SetImpl::ComputeLayout(const std::vector<Limit>& limits, int max_holders,
+                                       bool line_per_holder) {
   Layout layout;
   size_t offset = RoundUp(sizeof(Header), 8);
   size_t num_resources = 0;
@@ -163,8 +164,13 @@ SetImpl::Layout SetImpl::ComputeLayout(const std::vector<Limit>& limits, int max
   }
   layout.in_use_offset = offset;
   offset += limits.size() * sizeof(double);
-  layout.holders_offset = RoundUp(offset, 8);
-  layout.holder_stride = RoundUp(sizeof(Holder) + num_resources * sizeof(double), 8);
+  // kThreads: each holder on its own cache lines (the block is line-aligned), since two threads
+  // acquiring at once each write their own slot, and slots 48 bytes apart made them share a
+  // line. kProcesses keeps them packed: there the block's size is what tells an fd of another
+  // set apart when a process attaches, and one more limit must change it.
+  const size_t align = line_per_holder ? 64 : 8;
+  layout.holders_offset = RoundUp(offset, align);
+  layout.holder_stride = RoundUp(sizeof(Holder) + num_resources * sizeof(double), align);
   layout.holder_count = limits.empty() ? 0 : static_cast<size_t>(max_holders);
   offset = layout.holders_offset + layout.holder_count * layout.holder_stride;
   layout.tickets_offset = RoundUp(offset, 8);
