@@ -125,11 +125,14 @@ bool SetImpl::PrepareInto(absl::Span<const LimitAmount> request, Items* items) c
       CheckAmount(index, entry.amount, /*implicit=*/false);
     }
   }
+  // First which limits are taken (named[i] > 0: that amount; -1: the implicit 1; 0: not taken),
+  // then the items in one resize: an emplace_back per item made each one wait for the previous
+  // one's update of the vector's size in memory.
+  size_t taken = 0;
   for (size_t i = 0; i < count; ++i) {
     const LimitInfo& info = info_[i];
-    double requested = 1;
     if (named[i] > 0) {
-      requested = named[i];
+      ++taken;
     } else if (named[i] == 0) {
       continue;
     } else if (info.kind == LimitKind::kRate) {
@@ -138,23 +141,31 @@ bool SetImpl::PrepareInto(absl::Span<const LimitAmount> request, Items* items) c
             "Must specify requested amount for RateLimit '", info.key,
             "'. RateLimits require explicit token amounts: Acquire({{\"", info.key, "\", n}})"));
       }
-      continue;  // Not named: not taken.
-    } else if (ABSL_PREDICT_FALSE(!info.implicit_ok)) {
-      // The implicit 1 of a CallLimit or ResourceLimit passes the same check as a named amount
-      // (Limit's constructors already make it fit; nothing may wait for the impossible).
-      CheckAmount(i, requested, /*implicit=*/true);
+      named[i] = 0;  // Not named: not taken.
+    } else {
+      if (ABSL_PREDICT_FALSE(!info.implicit_ok)) {
+        // The implicit 1 of a CallLimit or ResourceLimit passes the same check as a named
+        // amount (Limit's constructors already make it fit; nothing may wait for the
+        // impossible).
+        CheckAmount(i, 1, /*implicit=*/true);
+      }
+      ++taken;
     }
-    // Filled in place: a copy of a stack temporary made this loop slow (a partial store
-    // forwarded to a wide load).
-    Item& item = items->emplace_back();
-    item.index = static_cast<int32_t>(i);
-    item.requested = requested;
-    item.implicit = named[i] < 0;
-    item.needs_update =
+  }
+  items->resize(taken);
+  Item* item = items->data();
+  for (size_t i = 0; i < count; ++i) {
+    if (named[i] == 0) continue;
+    const LimitInfo& info = info_[i];
+    const bool implicit = named[i] < 0;
+    const double requested = implicit ? 1 : named[i];
+    item->index = static_cast<int32_t>(i);
+    item->requested = requested;
+    item->implicit = implicit;
+    item->needs_update =
         info.kind == LimitKind::kRate || (info.kind == LimitKind::kCall && requested > 1);
-    if (info.gcra != nullptr) {
-      item.cost = CostOf(i, requested);
-    }
+    if (info.gcra != nullptr) item->cost = CostOf(i, requested);
+    ++item;
   }
   return nested;
 }
