@@ -233,10 +233,20 @@ class LimitAcquisition {
     int32_t index = 0;  // Limit index in the set.
     bool implicit = false;
     bool updated = false;
+    // A release without Update() is charged in full and reported (a RateLimit, or a CallLimit
+    // taken with more than 1). Decided once when the request is validated, so the release does
+    // not go back to the Limit objects.
+    bool needs_update = false;
     double requested = 0;
     double used = 0;
     double charged_extra = 0;
     double refunded = 0;  // Set by the release.
+    // TokenBucket and GCRA: the cost of `requested` in ns, computed once when the request is
+    // validated rather than at every check of the acquisition.
+    int64_t cost = 0;
+    // TokenBucket and GCRA: the cost of requested - used, given back at release; computed by
+    // Update() so that the release's critical section does no division.
+    int64_t refund_cost = 0;
   };
   // Releases; returns the message naming the limits that missed an Update() ("" if none) and,
   // if `warn`, also reports it through the set's warning sink.
@@ -248,6 +258,8 @@ class LimitAcquisition {
   absl::InlinedVector<Item, 4> items_;
   int32_t holder_ = -1;     // Holder slot in the set, -1 for the no-op set.
   bool exempting_ = false;  // Lets its thread skip the FIFO queue (Acquire()/TryAcquire()).
+  // The clock reading the units were taken at (ns since the epoch); the release refunds with it.
+  int64_t taken_ns_ = 0;
 };
 
 // Thrown by LimitAcquisition::Release() when a rate limit was released without Update().

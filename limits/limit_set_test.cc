@@ -1,5 +1,6 @@
 #include "limits/limit_set.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <exception>
@@ -302,6 +303,51 @@ TEST_F(LimitSetTest, RejectsUnknownKey) {
       ThrowsMessage<InvalidOptionError>(HasSubstr("unknown limit key 'nope'")));
   EXPECT_EQ(InUse(set, "a"), 0);
   EXPECT_EQ(set.Stats().acquisitions, 0);
+}
+
+// Keys are compared a word at a time: keys of every length (under 4 bytes, 4-7, exactly 8, more
+// words, a partial last word) that differ from a limit's key in one byte (first, middle or last),
+// or are a prefix of it, are unknown in requests and in Update(); the exact keys match.
+TEST_F(LimitSetTest, KeysDifferingInOneByteAreNotTheLimitsKey) {
+  const std::vector<std::string> keys = {"a",
+                                         "bcd",
+                                         "efgh",
+                                         "ijklmno",
+                                         "pqrstuvw",
+                                         "xyzABCDEF",
+                                         "0123456789abcdef",
+                                         "GHIJKLMNOPQRSTUVW",
+                                         "ghijklmnopqrstuvwxyz012"};
+  std::vector<Limit> limits;
+  for (const std::string& key : keys) limits.push_back(ResourceLimit(key, 1));
+  const LimitSet set = Make(std::move(limits));
+  for (const std::string& key : keys) {
+    std::vector<std::string> near = {key.substr(0, key.size() - 1), key + "a"};
+    for (const size_t at : {size_t{0}, key.size() / 2, key.size() - 1}) {
+      std::string changed = key;
+      changed[at] = static_cast<char>(changed[at] ^ 1);
+      near.push_back(changed);
+    }
+    LimitAcquisition acquired = set.Acquire({{key, 1}});
+    EXPECT_EQ(acquired.requested(key), 1) << key;
+    for (const std::string& other : near) {
+      if (other.empty() || std::find(keys.begin(), keys.end(), other) != keys.end()) continue;
+      EXPECT_THAT(
+          [&] {
+            set.TryAcquire({{other, 1}});
+          },
+          ThrowsMessage<InvalidOptionError>(HasSubstr("unknown limit key")))
+          << other;
+      EXPECT_THAT(
+          [&] {
+            acquired.Update({{other, 1}});
+          },
+          ThrowsMessage<InvalidOptionError>(HasSubstr("is not part of this acquisition")))
+          << other;
+    }
+    EXPECT_NO_THROW(acquired.Update({{key, 1}})) << key;
+    EXPECT_TRUE(acquired.charge(key)->updated) << key;
+  }
 }
 
 TEST_F(LimitSetTest, RejectsRepeatedKey) {

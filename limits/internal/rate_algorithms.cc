@@ -140,13 +140,6 @@ std::string FormatNumber(double value) {
 
 // ---- GCRA ----
 
-int64_t GcraCost(double amount, double capacity, int64_t window_ns, int64_t tolerance_ns) {
-  const double cost = std::floor(amount / capacity * static_cast<double>(window_ns));
-  if (!(cost < static_cast<double>(tolerance_ns))) return tolerance_ns;  // Also catches overflow.
-  if (cost < 1) return 1;
-  return static_cast<int64_t>(cost);
-}
-
 double GcraAvailable(int64_t tat, int64_t now, double burst, int64_t tolerance_ns) {
   if (tat <= now) return burst;
   const double used =

@@ -15,6 +15,7 @@
 #define CONCURRY_LIMITS_INTERNAL_RATE_ALGORITHMS_H_
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -137,7 +138,13 @@ inline constexpr int64_t kGcraInitialTat = std::numeric_limits<int64_t>::min();
 // [1, tolerance_ns] (tolerance_ns defaults to window_ns). Rounding down guarantees a full burst
 // fits in the tolerance (the rate may exceed the nominal one by less than 1 ns per request); the
 // minimum of 1 ns caps the number of requests at 1e9 per second.
-int64_t GcraCost(double amount, double capacity, int64_t window_ns, int64_t tolerance_ns);
+// Inline: LimitSet computes it for each rate limit of every acquisition.
+inline int64_t GcraCost(double amount, double capacity, int64_t window_ns, int64_t tolerance_ns) {
+  const double cost = std::floor(amount / capacity * static_cast<double>(window_ns));
+  if (!(cost < static_cast<double>(tolerance_ns))) return tolerance_ns;  // Also catches overflow.
+  if (cost < 1) return 1;
+  return static_cast<int64_t>(cost);
+}
 inline int64_t GcraCost(double amount, double capacity, int64_t window_ns) {
   return GcraCost(amount, capacity, window_ns, window_ns);
 }
@@ -205,6 +212,28 @@ class AtomicGcra {
     while (!tat_.compare_exchange_weak(tat, SaturatingAdd(tat > now ? tat : now, cost),
                                        std::memory_order_seq_cst)) {
     }
+  }
+
+  // The same decisions for a caller that serializes every access to this word with its own lock
+  // (LimitSet checks all its limits, then takes them, under one lock): plain loads and stores
+  // instead of a compare-exchange, which costs a locked instruction per limit on the hot path.
+  // Relaxed: the caller's lock orders these accesses; nothing else reads the word meanwhile.
+  //
+  // Returns the ns to wait from `now` until `cost` would be admitted (0 if now).
+  int64_t WaitNsExclusive(int64_t now, int64_t cost) const {
+    return GcraWaitNs(tat_.load(std::memory_order_relaxed), now, cost, tolerance_ns_);
+  }
+  // Takes `cost` at `now`; WaitNsExclusive(now, cost) must have returned 0 under the same lock.
+  void TakeExclusive(int64_t now, int64_t cost) {
+    const int64_t tat = tat_.load(std::memory_order_relaxed);
+    tat_.store((tat > now ? tat : now) + cost, std::memory_order_relaxed);
+  }
+  // Refund() under the caller's lock.
+  void RefundExclusive(int64_t now, int64_t cost) {
+    const int64_t tat = tat_.load(std::memory_order_relaxed);
+    if (tat <= now) return;
+    const int64_t refunded = SaturatingSub(tat, cost);
+    tat_.store(refunded > now ? refunded : now, std::memory_order_relaxed);
   }
 
   // Returns the theoretical arrival time.
@@ -434,6 +463,17 @@ class RateState {
   // calls, the caller serializes.
   RateAlgorithmStats Snapshot(int64_t now, double* in_use);
 
+  // TokenBucket and GCRA with a finite capacity: the GCRA word, for callers that serialize every
+  // access to this state and want AtomicGcra's *Exclusive calls (`now` clamped by ClampNow(),
+  // costs from Cost()). Null for the other algorithms and for an infinite capacity.
+  AtomicGcra* exclusive_gcra() { return lock_free_ && !unlimited_ ? &gcra() : nullptr; }
+  // `now`, at most INT64_MAX - max(window_ns, tolerance_ns), as every call above clamps it.
+  int64_t ClampNow(int64_t now) const { return Clamp(now); }
+  // The GCRA cost in ns of `amount` (TokenBucket and GCRA).
+  int64_t Cost(double amount) const {
+    return GcraCost(amount, capacity_, window_ns_, tolerance_ns_);
+  }
+
  private:
   static constexpr double kInfinity = std::numeric_limits<double>::infinity();
   RateState(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns, double burst);
@@ -444,9 +484,6 @@ class RateState {
   LeakyBucket& leaky() { return *static_cast<LeakyBucket*>(body()); }
   SlidingWindow& sliding() { return *static_cast<SlidingWindow*>(body()); }
   FixedWindow& fixed() { return *static_cast<FixedWindow*>(body()); }
-  int64_t Cost(double amount) const {
-    return GcraCost(amount, capacity_, window_ns_, tolerance_ns_);
-  }
 
   static const size_t kBodyOffset;
 

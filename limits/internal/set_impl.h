@@ -1,0 +1,417 @@
+// The implementation behind LimitSet handles and acquisitions (limits/limit_set.h), shared by
+// the files that implement it by concept: the set's state, lock and wake-ups (set_state.cc),
+// validating, taking and giving back units (set_acquire.cc) and AcquireAsync()'s helper thread
+// (set_async.cc). Internal to //limits:limit_set.
+//
+//   std::shared_ptr<SetImpl> impl = std::make_shared<SetImpl>(limits, options);
+//   LimitAcquisition acquired =
+//       SetImpl::Acquire(impl, {{"tokens", 10}}, absl::InfiniteDuration(), /*try_once=*/false);
+
+#ifndef CONCURRY_LIMITS_INTERNAL_SET_IMPL_H_
+#define CONCURRY_LIMITS_INTERNAL_SET_IMPL_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <list>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "futures/clock.h"
+#include "futures/future.h"
+#include "futures/internal/spin_lock.h"
+#include "limits/internal/process_shared.h"
+#include "limits/internal/rate_algorithms.h"
+#include "limits/limit.h"
+#include "limits/limit_set.h"
+
+namespace concurry {
+namespace limits_internal {
+
+// "No time helps": a wait that only a release or a new queue head can end.
+inline constexpr int64_t kNoTime = std::numeric_limits<int64_t>::max();
+
+// The state every process (or thread) of a set shares, at the start of its memory block. The
+// atomics are read without the set's lock; every other field is guarded by it (SetImpl::lock_).
+//
+// The block starts on a cache line. The kThreads lock comes first and the counters an
+// acquisition changes (holding, acquisitions) sit with it in that line, so that a contended
+// acquisition moves one line between cores for them rather than two; the kProcesses mutex,
+// which a kThreads set never touches, goes last.
+struct Header {
+  // kThreads: the set's lock.
+  internal::SpinLock spin;
+  std::atomic<uint32_t> generation{0};  // Bumped (and futex-woken) when waiters should re-check.
+  int32_t waiters = 0;                  // Acquirers blocked now.
+  int32_t queued = 0;                   // FIFO tickets in the queue.
+  uint64_t next_ticket = 1;
+  int64_t holding = 0;
+  int64_t last_recovery_ns = 0;
+  int64_t acquisitions = 0;  // Under the lock (the hot path's counter), unlike the rare ones below.
+  std::atomic<int64_t> timeouts{0};
+  std::atomic<int64_t> missing_updates{0};
+  std::atomic<int64_t> overuse_reports{0};
+  std::atomic<int64_t> recovered{0};
+  RobustMutex mutex;  // kProcesses: the set's lock.
+};
+
+// A thread that holds (or held) acquisitions. Followed by one double per resource limit: the
+// units it holds. Guarded by the set's lock.
+struct Holder {
+  pid_t pid = 0;  // 0: never used.
+  pid_t tid = 0;
+  uint64_t start_time = 0;  // Of process `pid`, to tell a reused id.
+  int64_t acquisitions = 0;
+  // Of `acquisitions`, those made by this thread with Acquire()/TryAcquire(): while it has any,
+  // it skips the FIFO queue (see LimitFairness::kFifo).
+  int64_t exempting = 0;
+  int32_t waiting = 0;  // Its part of Header::waiters, taken back if the process dies.
+};
+
+// A waiting acquirer's place in the FIFO queue. Guarded by the set's lock.
+struct Ticket {
+  uint64_t number = 0;
+  pid_t pid = 0;
+  uint64_t start_time = 0;
+};
+
+// Writes a warning to stderr (the default warning sink).
+void WriteWarning(absl::string_view message);
+
+// Whether the `size` bytes at `a` and `b` are equal, inline: limit keys are short, and a call to
+// memcmp per key of every request and usage report showed in the profile.
+inline bool SameBytes(const char* a, const char* b, size_t size) {
+  if (size >= 8) {
+    uint64_t x;
+    uint64_t y;
+    for (size_t i = 0; i + 8 < size; i += 8) {
+      std::memcpy(&x, a + i, 8);
+      std::memcpy(&y, b + i, 8);
+      if (x != y) return false;
+    }
+    // The last word overlaps the previous one rather than reading past the end.
+    std::memcpy(&x, a + size - 8, 8);
+    std::memcpy(&y, b + size - 8, 8);
+    return x == y;
+  }
+  if (size >= 4) {
+    uint32_t x[2];
+    uint32_t y[2];
+    std::memcpy(&x[0], a, 4);
+    std::memcpy(&x[1], a + size - 4, 4);
+    std::memcpy(&y[0], b, 4);
+    std::memcpy(&y[1], b + size - 4, 4);
+    return x[0] == y[0] && x[1] == y[1];
+  }
+  for (size_t i = 0; i < size; ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
+
+// The shared implementation behind LimitSet handles and acquisitions. Thread-safe (and, for
+// kProcesses, process-safe): every method locks what it touches.
+//
+// Aligned to a cache line so that the reference count std::make_shared puts in front of it
+// (changed by every acquisition, which holds a handle) does not share a line with the fields
+// every acquisition reads: with two threads, that line bounced between the cores.
+class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
+ public:
+  using Item = LimitAcquisition::Item;
+  using Items = absl::InlinedVector<Item, 4>;
+
+  // A new set. With `attach_fd` >= 0 (a kProcesses set with limits only), a set running on the
+  // state another process created behind that memfd instead: nothing is initialized, the fd is
+  // duplicated (the caller keeps its own). InvalidOptionError when the fd's memory does not fit
+  // `limits` and `options` (its size, the rate states' parameters).
+  SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_fd = -1);
+  ~SetImpl();
+
+  SetImpl(const SetImpl&) = delete;
+  SetImpl& operator=(const SetImpl&) = delete;
+
+  bool no_op() const { return limits_.empty(); }
+  const std::vector<Limit>& limits() const { return limits_; }
+  const LimitSetOptions& options() const { return options_; }
+
+  // A validated request: the items to take, in limit order.
+  struct Request {
+    Items items;
+    // The request named a limit with amount 0, i.e. it nests inside an acquisition that holds
+    // that limit: it skips the FIFO queue, whose head may be waiting for what it holds.
+    bool nested = false;
+  };
+  // Validates `request`.
+  Request Prepare(absl::Span<const LimitAmount> request) const;
+  // Validates `request` into `*items` (empty on entry) and returns whether it is nested (see
+  // Request::nested).
+  bool PrepareInto(absl::Span<const LimitAmount> request, Items* items) const;
+  // Throws InvalidOptionError unless `amount` (> 0, finite) fits limit `index`: at most its
+  // capacity, and whole (at most kMaxWholeUnits) for a limit that counts whole units. `implicit`:
+  // the 1 taken for an unnamed CallLimit or ResourceLimit.
+  void CheckAmount(size_t index, double amount, bool implicit) const;
+
+  // Takes the request's items and returns the acquisition, waiting until `deadline` on the
+  // clock; InfinitePast() means "try once" (no timeout counted). Returns an empty acquisition
+  // (not held()) if it could not. `exempt_when_holding`: a thread holding an acquisition of the
+  // set made with Acquire()/TryAcquire() skips the FIFO queue.
+  LimitAcquisition Take(const Request& request, absl::Time deadline, bool exempt_when_holding);
+  // The blocking and trying entry points of LimitSet: validates `request` straight into the
+  // acquisition (no copy of the items) and takes it, waiting up to `timeout` (`try_once`: no
+  // wait). `self` is this set's handle, copied into the acquisition.
+  static LimitAcquisition Acquire(const std::shared_ptr<SetImpl>& self,
+                                  absl::Span<const LimitAmount> request, absl::Duration timeout,
+                                  bool try_once);
+
+  // Applies `usage` to `acquisition` (validated first).
+  void Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage);
+  // Gives back what `acquisition` holds.
+  void Release(LimitAcquisition& acquisition);
+
+  void Warn(absl::string_view message) const {
+    if (options_.on_warning) {
+      options_.on_warning(message);
+    } else {
+      WriteWarning(message);
+    }
+  }
+
+  // Wakes every blocked acquirer so it re-checks (capacity came back, the queue head changed,
+  // an interrupt was raised).
+  void Notify();
+
+  LimitSetStats Stats();
+
+  Future<LimitAcquisition> AcquireAsync(Request request, absl::Time deadline);
+
+  Clock& clock() const { return clock_; }
+  // kProcesses: the memfd behind the shared state (owned by the set), else -1.
+  int fd() const { return fd_; }
+  size_t block_bytes() const { return block_bytes_; }
+  // The bytes of the memory block of a kProcesses set of `limits` with `max_holders`.
+  static size_t LayoutBytes(const std::vector<Limit>& limits, int max_holders) {
+    return ComputeLayout(limits, max_holders, /*line_per_holder=*/false).bytes;
+  }
+  void CountMissingUpdate() { header_->missing_updates.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  // The helper thread of AcquireAsync() and its queue; shared with the thread so that it outlives
+  // the set when the set is destroyed on that thread.
+  struct AsyncRequest {
+    Request request;
+    absl::Time deadline;
+    Promise<LimitAcquisition> promise;
+    std::shared_ptr<std::atomic<bool>> cancelled;
+    uint64_t ticket = 0;  // Its place in the FIFO queue, kept until it is served or leaves.
+  };
+  struct AsyncQueue {
+    absl::Mutex mu;
+    std::deque<AsyncRequest> incoming ABSL_GUARDED_BY(mu);
+    bool shutdown ABSL_GUARDED_BY(mu) = false;
+    // Raised (followed by Notify()) by a new request or a cancellation, so that a waiting helper
+    // looks at its requests again.
+    std::atomic<bool> interrupt{false};
+    std::thread thread;
+    pid_t pid = 0;  // Process that started `thread`.
+    // Used by the helper thread only: the requests it waits for, and whether it is counted in
+    // Header::waiters (it is, once, while it has any).
+    std::list<AsyncRequest> pending;
+    bool registered = false;
+    int32_t slot = -1;
+  };
+  static void RunAsync(std::weak_ptr<SetImpl> weak, std::shared_ptr<AsyncQueue> queue);
+  // One round of the helper: tries every pending request in order (each keeps its FIFO ticket),
+  // completes the served, expired and withdrawn ones, then waits until something changes.
+  void ServeAsync(AsyncQueue& queue);
+
+  // The set's lock: a spin lock in-process (inline: it is taken twice per acquisition), the
+  // robust mutex in shared memory.
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION(lock_) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (!shared_) {
+      header_->spin.Lock();
+    } else {
+      LockShared();
+    }
+  }
+  void Unlock() ABSL_UNLOCK_FUNCTION(lock_) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (!shared_) {
+      header_->spin.Unlock();
+    } else {
+      header_->mutex.Unlock();
+    }
+  }
+  // Lock() of a kProcesses set: also repairs what a process that died holding it left.
+  void LockShared() ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  class ABSL_SCOPED_LOCKABLE Locked {
+   public:
+    explicit Locked(SetImpl* set) ABSL_EXCLUSIVE_LOCK_FUNCTION(set->lock_) : set_(set) {
+      set_->Lock();
+    }
+    ~Locked() ABSL_UNLOCK_FUNCTION() { set_->Unlock(); }
+
+   private:
+    SetImpl* set_;
+  };
+
+  // The clock, without the virtual call for the real one (the hot path reads it once or twice).
+  absl::Time Now() const { return real_clock_ ? absl::Now() : clock_.Now(); }
+  // In ns since the epoch, for the rate algorithms. The real clock's reading as it comes: no
+  // round trip through absl::Time (a division and an out-of-line conversion per read).
+  int64_t NowNs() const {
+    return real_clock_ ? absl::GetCurrentTimeNanos() : absl::ToUnixNanos(clock_.Now());
+  }
+  // Reads the clock once as both absl::Time (deadlines) and ns (the algorithms).
+  void ReadClock(absl::Time* time, int64_t* ns) const {
+    if (real_clock_) {
+      *ns = absl::GetCurrentTimeNanos();
+      *time = absl::FromUnixNanos(*ns);
+    } else {
+      *time = clock_.Now();
+      *ns = absl::ToUnixNanos(*time);
+    }
+  }
+  // Takes the request's items (already in `result`) as Take() does; clears them if it could not.
+  void TakeInto(const std::shared_ptr<SetImpl>& self, bool nested, absl::Time deadline,
+                bool exempt_when_holding, LimitAcquisition& result);
+  Holder& holder(int32_t slot) const {
+    return *reinterpret_cast<Holder*>(holders_ + static_cast<size_t>(slot) * holder_stride_);
+  }
+  double* held(int32_t slot) const { return reinterpret_cast<double*>(&holder(slot) + 1); }
+
+  // Returns this thread's holder slot, claiming one; -1 if all are in use.
+  int32_t HolderSlotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // One attempt for holder `slot`, in FIFO order through `*ticket` (0: not queued; `exempt`
+  // skips the queue): takes `items` and returns 0, or returns the ns until a retry could succeed
+  // (kNoTime when only a release or a new queue head helps). With `enqueue`, a request that could
+  // not go takes a ticket. Sets `*notify` when waiters should look again.
+  int64_t AttemptLocked(int64_t now, const Items& items, int32_t slot, bool exempt,
+                        uint64_t* ticket, bool enqueue, bool* notify)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Gives up `*ticket` (if any), setting `*notify` if others wait.
+  void LeaveQueueLocked(uint64_t* ticket, bool* notify) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Takes `items` now and returns 0, or returns the ns until they could all be taken (kNoTime
+  // when some resource is short: only a release helps). `*resource_short` tells which.
+  int64_t TryTakeLocked(int64_t now, const Items& items, int32_t slot, bool* resource_short)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  uint64_t AddTicketLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  void RemoveTicketLocked(uint64_t ticket) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  uint64_t HeadTicketLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // kProcesses: gives back what dead processes held and drops their tickets. Returns whether
+  // anything changed. `stamp`: this counts as the periodic check (see lease_check_interval).
+  bool RecoverDeadLocked(bool stamp = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // kProcesses, after a process died inside the lock: recomputes the totals (resource units in
+  // use, acquisitions held, waiters) from the holder slots, which a half-done change cannot
+  // have made inconsistent with themselves.
+  void RebuildTotalsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Blocks until the generation moves past `generation`, `*interrupt`, or `wake`.
+  void Wait(uint32_t generation, absl::Time wake, const std::atomic<bool>* interrupt);
+
+  // Where each part of the memory block starts, from the limits, max_holders and sharing alone, so
+  // that every process that attaches computes the creator's layout.
+  struct Layout {
+    std::vector<size_t> rate_offsets;  // Per limit; 0 for resources.
+    size_t in_use_offset = 0;
+    size_t holders_offset = 0;
+    size_t holder_stride = 0;
+    size_t holder_count = 0;
+    size_t tickets_offset = 0;
+    size_t bytes = 0;
+  };
+  // `line_per_holder`: each holder slot starts a cache line (kThreads).
+  static Layout ComputeLayout(const std::vector<Limit>& limits, int max_holders,
+                              bool line_per_holder);
+  // The attach path of the constructor: maps `fd` (duplicated) and points into it.
+  void Attach(const Layout& layout, int fd);
+  // "[key, ...]", for messages.
+  std::string LimitKeys() const;
+
+  const std::vector<Limit> limits_;
+  const LimitSetOptions options_;
+  Clock& clock_;
+  const bool real_clock_;  // `clock_` is Clock::Real(): Now() calls absl::Now() directly.
+  const bool shared_;
+  const int64_t lease_ns_;  // options_.lease_check_interval in ns.
+  const uint64_t id_;
+  std::vector<int32_t> resource_index_;  // Per limit: index among the resource limits, or -1.
+  int32_t num_resources_ = 0;
+
+  // Per limit, what validation and the hot path need, in one flat array (rather than a walk
+  // through Limit, RateState and resource_index_ per item): profiles showed the per-item lookups
+  // and re-validation as a large share of an uncontended acquisition.
+  struct LimitInfo {
+    absl::string_view key;  // Into limits_.
+    LimitKind kind = LimitKind::kRate;
+    bool whole = false;        // Amounts must be whole units (resources, the window algorithms).
+    bool implicit_ok = false;  // The implicit 1 passes CheckAmount().
+    double burst = 0;          // Amounts above it are rejected.
+    double capacity = 0;
+    // Into the memory block, so guarded by the set's lock like rates_: the rate state (null for
+    // a resource) and its GCRA word when it can be driven with plain stores under the lock.
+    RateState* rate = nullptr;
+    AtomicGcra* gcra = nullptr;
+  };
+  std::vector<LimitInfo> info_;
+  // GCRA costs of the whole amounts 0..kCachedCosts per limit (row `index`, 0 unused): usual
+  // requests and usages are small whole numbers, and their cost is then a load instead of a
+  // division on every acquisition and every Update().
+  static constexpr int kCachedCosts = 64;
+  std::vector<int64_t> cached_costs_;
+  // The GCRA cost of `amount` (> 0) for limit `index` (whose `gcra` is set).
+  int64_t CostOf(size_t index, double amount) const {
+    if (amount <= kCachedCosts && amount == std::floor(amount)) {
+      return cached_costs_[index * (kCachedCosts + 1) + static_cast<size_t>(amount)];
+    }
+    return info_[index].rate->Cost(amount);
+  }
+  // Fills info_ once the rate states exist.
+  void BuildInfo();
+  // The index of the limit with `key`, or the number of limits.
+  size_t IndexOf(absl::string_view key) const {
+    const size_t count = info_.size();
+    for (size_t i = 0; i < count; ++i) {
+      const absl::string_view known = info_[i].key;
+      if (known.size() == key.size() && SameBytes(known.data(), key.data(), key.size())) return i;
+    }
+    return count;
+  }
+
+  // The memory block: header, rate states, resource counts, holders, tickets.
+  void* block_ = nullptr;
+  size_t block_bytes_ = 0;
+  int fd_ = -1;  // kProcesses: the memfd behind `block_`, closed with the set.
+  // Atomics are read without the lock; the other fields are guarded by it.
+  Header* header_ = nullptr;
+  std::vector<RateState*> rates_ ABSL_PT_GUARDED_BY(lock_);  // Per limit; null for resources.
+  double* in_use_ ABSL_PT_GUARDED_BY(lock_) = nullptr;       // Per limit: resource units held.
+  char* holders_ ABSL_PT_GUARDED_BY(lock_) = nullptr;
+  size_t holder_stride_ = 0;
+  Ticket* tickets_ ABSL_PT_GUARDED_BY(lock_) = nullptr;
+
+  // Names the set's lock for the annotations: Lock() takes the header's spin lock or its mutex.
+  class ABSL_LOCKABLE LockName {};
+  LockName lock_;
+  // kThreads: the mutex blocked acquirers wait with on the clock.
+  absl::Mutex wait_mu_;
+
+  absl::Mutex async_mu_;
+  std::shared_ptr<AsyncQueue> async_ ABSL_GUARDED_BY(async_mu_);
+};
+
+}  // namespace limits_internal
+}  // namespace concurry
+
+#endif  // CONCURRY_LIMITS_INTERNAL_SET_IMPL_H_
