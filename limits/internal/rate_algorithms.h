@@ -169,6 +169,8 @@ double GcraAvailable(int64_t tat, int64_t now, double burst, int64_t tolerance_n
 // writes the TAT then reads the waiter count; a waiter bumps the count then reads the TAT), which
 // needs both sides sequentially consistent. On x86-64 a seq_cst load is a plain load and a
 // compare-exchange is `lock cmpxchg` either way, so this costs nothing on the hot path.
+// The *Exclusive calls are the exception: relaxed plain loads and stores for an owner (LimitSet)
+// that takes one lock around every access to the word, readers included.
 class AtomicGcra {
  public:
   // `tolerance_ns`: tau, the window by default (see "Burst").

@@ -520,7 +520,9 @@ void SetImpl::Release(LimitAcquisition& acquisition) {
   // as one at the current time. A refund sets TAT' = max(t, TAT - cost) (or keeps TAT <= t),
   // and every later decision at u >= now looks only at max(TAT', u), which is the same for any
   // t <= u: the bucket is full from max(t, TAT - cost) on either way. That makes one clock
-  // read per acquisition, not two.
+  // read per acquisition, not two. (A thread that read its clock before t and waited for the
+  // lock decides at its older reading, as it already did before this refund: the slack is the
+  // time it waited for the lock, the same as for the bucket's own refill.)
   const int64_t now = acquisition.taken_ns_;
   {
     Locked locked(this);
