@@ -43,9 +43,10 @@ class StreamCoreImpl final : public StreamCore<In, R> {
  public:
   template <typename G>
   StreamCoreImpl(Executor& executor, absl::AnyInvocable<std::optional<In>()> source, G&& fn,
-                 StreamOptions options, int64_t known_total, int runner_concurrency)
+                 StreamOptions options, int64_t known_total, int runner_concurrency,
+                 bool batch_tasks)
       : StreamCore<In, R>(executor, std::move(source), std::move(options), known_total,
-                          Call::kWithContext, runner_concurrency),
+                          Call::kWithContext, runner_concurrency, batch_tasks),
         fn_(std::forward<G>(fn)) {}
 
   // Tasks reference fn_: drain them before it is destroyed.
@@ -154,7 +155,9 @@ StreamRunner DefaultStreamRunner(const Executor& executor) {
   if constexpr (kStreamFnReturnsFuture<F, In>) {
     return StreamRunner{};
   } else {
-    return ExecutorRunner(executor);
+    StreamRunner runner = ExecutorRunner(executor);
+    runner.batch_tasks = true;
+    return runner;
   }
 }
 
@@ -167,7 +170,8 @@ ResultStream<In, R> MakeStream(Executor& executor, Source source, F&& fn, Stream
   std::unique_ptr<StreamCore<In, R>> core =
       std::make_unique<StreamCoreImpl<In, R, std::decay_t<F>>>(
           executor, absl::AnyInvocable<std::optional<In>()>(std::move(source)), std::forward<F>(fn),
-          std::move(options), total, runner_concurrency);
+          std::move(options), total, runner_concurrency,
+          runner.batch_tasks && !kStreamFnReturnsFuture<F, In>);
   return ResultStream<In, R>(std::move(core));
 }
 

@@ -38,6 +38,10 @@ struct StreamRunner {
   // Whether to warn at all; false: only ResultStream::effective_concurrency() tells (workers'
   // Map, where queueing items ahead of a worker is a normal way to keep it busy).
   bool warn = true;
+  // Whether the stream may run several inputs in one task of its executor (see "Batched tasks"
+  // in stream_core.h): only when the executor's own threads are what runs the function, and
+  // max_concurrency says how many. Set by Stream() for an executor that knows its concurrency.
+  bool batch_tasks = false;
 };
 
 // The runner of a stream whose tasks run on `executor`: its max_concurrency() and type.
