@@ -5,8 +5,9 @@
 //                                                   total, ExecutorRunner(executor));
 //
 // The pieces, one concept per file: stream_source.h (inputs and how fn is called),
-// stream_runner.h (option checks, concurrency warnings, stop errors), stream_core.h (the window,
-// the hand-over of results and the consumer's wait; its file comment explains the design).
+// stream_runner.h (option checks, concurrency warnings, stop errors), stream_core.h (the state of
+// a stream; its file comment explains the design), stream_tasks.h (starting, running and
+// completing inputs) and stream_consumer.h (Next() and the consumer's wait).
 
 #ifndef CONCURRY_SYNC_INTERNAL_STREAM_IMPL_H_
 #define CONCURRY_SYNC_INTERNAL_STREAM_IMPL_H_
@@ -26,9 +27,11 @@
 #include "futures/errors.h"
 #include "futures/executor.h"
 #include "futures/future.h"
+#include "sync/internal/stream_consumer.h"
 #include "sync/internal/stream_core.h"
 #include "sync/internal/stream_runner.h"
 #include "sync/internal/stream_source.h"
+#include "sync/internal/stream_tasks.h"
 #include "sync/outcome.h"
 
 namespace concurry {
