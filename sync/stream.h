@@ -313,7 +313,8 @@ class ResultStream {
   // Returns how many tasks can really be in flight at once: min(max_in_flight(),
   // max_concurrency()), or max_in_flight() when the concurrency is unknown. When it is below
   // max_in_flight() the stream warned at creation (StreamOptions::on_warning or stderr): a
-  // blocking-I/O stream with max_in_flight = 16 on a 2-thread TbbExecutor runs 2 at a time.
+  // blocking-I/O stream with max_in_flight = 16 on a 2-thread TbbExecutor runs 2 at a time (3
+  // while the consumer, waiting, runs one itself: see "Where `fn` runs").
   int effective_concurrency() const {
     const int concurrency = max_concurrency();
     return concurrency > 0 && concurrency < max_in_flight() ? concurrency : max_in_flight();

@@ -37,8 +37,9 @@
 // Lifetime: tasks reference the core, so the core is destroyed only after in_flight_ dropped to
 // zero (Shutdown). A thread leaving a locked section touches the core afterwards only while
 // something keeps in_flight_ above zero: slots it reserved or has still to submit, or a Disposal
-// it still has to destroy (it counts itself in flight meanwhile: Work::counted). A wake-up it
-// owes the consumer comes first: the consumer cannot go on before it.
+// it still has to destroy (it counts itself in flight meanwhile: Work::counted). A drainer is
+// counted in drainers_ until it leaves, and Shutdown waits for both counts to reach zero. A
+// wake-up a thread owes the consumer comes first: the consumer cannot go on before it.
 //
 // User code and the lock: no future cancellation (which runs done-callbacks) and no user code
 // (the source, moving or destroying inputs, destroying results) runs under lock_. Whatever a stop
@@ -73,7 +74,8 @@
 // spinning or sleeping (Refill): on 2 cores, the executor's 2 threads and the consumer share the
 // CPUs, and a profile of sync_benchmark showed the consumer asleep (35 ms of CPU in 0.9 s) while
 // the window, full of results it had not taken, left the executor's threads idle-spinning in
-// oneTBB (70% of the samples). Concurrency stays what effective_concurrency() says.
+// oneTBB (70% of the samples). Still at most max_in_flight inputs are in flight; the executor
+// runs at most max_concurrency of them at once, and a waiting consumer one more.
 //
 // Inline executors: a task that runs inside Submit() would recurse (complete -> top up ->
 // submit -> run...). A thread-local frame turns that into a loop: while a thread is submitting for
