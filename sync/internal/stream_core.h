@@ -312,6 +312,10 @@ class StreamCore : public StreamInputSink<In> {
   // Slots a drainer runs in one executor task before it queues a new one behind the executor's
   // other tasks: 64 trivial slots take a few microseconds; the hand-over costs one task.
   static constexpr int kDrainBatch = 64;
+  // Slots a starter reserves at a time: it commits them (and drainers or the consumer may run
+  // them) before it pulls the next ones, instead of leaving the queue empty while it pulls a
+  // whole window.
+  static constexpr uint32_t kMaxReserve = 16;
 
   // Why the stream stopped before its end.
   enum class StopKind {
@@ -372,8 +376,10 @@ class StreamCore : public StreamInputSink<In> {
   bool FatalLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     return stop_kind_ != StopKind::kNone && stop_kind_ != StopKind::kTaskError;
   }
+  // What the consumer waits for in Refill: something to throw, yield or run (batched tasks), or
+  // the end.
   bool ConsumerMayProceedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
-    return FatalLocked() || HasReadyLocked() || in_flight_ == 0;
+    return FatalLocked() || HasReadyLocked() || in_flight_ == 0 || runq_size_ > 0;
   }
   uint32_t SlotOfIndex(int64_t index) const {
     return static_cast<uint32_t>(index % max_in_flight_);
@@ -448,6 +454,8 @@ class StreamCore : public StreamInputSink<In> {
   void PushRunnableLocked(uint32_t s, Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     Append(&runq_, s);
     ++runq_size_;
+    // Relaxed: ends the consumer's spin, which may then run it (a hint, re-checked under lock_).
+    completions_.fetch_add(1, std::memory_order_relaxed);
     // Every executor thread gets a drainer while slots wait: one that finds nothing left leaves.
     if (drainers_ < max_drainers_) {
       ++drainers_;
@@ -586,8 +594,9 @@ class StreamCore : public StreamInputSink<In> {
 
   // Read without lock_ as a hint (see "Memory ordering"); written under lock_.
   std::atomic<bool> stopping_{false};
-  // Completed tasks, bumped under lock_ by Complete(); read without lock_ by the consumer's brief
-  // spin before it sleeps (a hint only: every decision is re-checked under lock_).
+  // Completed tasks and slots queued for drainers, bumped under lock_; read without lock_ by the
+  // consumer's brief spin before it sleeps (a hint only: every decision is re-checked under
+  // lock_).
   std::atomic<uint64_t> completions_{0};
 
   internal::SpinLock lock_;

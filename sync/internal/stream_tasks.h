@@ -53,7 +53,7 @@ uint32_t StreamCore<In, R>::AcquireSlotLocked() {
 template <typename In, typename R>
 void StreamCore<In, R>::TopUpLocked(Work* work) noexcept {
   if (!started_ || starting_ || stopping_.load(std::memory_order_relaxed)) return;
-  uint32_t room = RoomLocked();
+  uint32_t room = std::min(RoomLocked(), kMaxReserve);
   if (source_exhausted_) room = std::min<uint64_t>(room, queued_.size());
   if (room == 0) return;
   while (work->reserved_count < room) {
