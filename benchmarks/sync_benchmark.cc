@@ -11,11 +11,15 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <mutex>
+#include <optional>
 #include <ranges>
 #include <semaphore>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -109,6 +113,81 @@ void BM_TbbTaskGroupWindow(benchmark::State& state) {
 BENCHMARK(BM_TbbTaskGroupWindow)
     ->Arg(100000)
     ->Arg(1000000)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// Peer with the hand-off a stream makes: every result goes back to the submitting thread, which
+// sums it (a std::mutex + std::condition_variable queue, waking the submitter only when it
+// waits), and the submitter keeps at most 64 tasks in flight. ordered:0 style (completion order).
+// executor:0 runs the tasks in a raw tbb::task_arena(2) (one worker thread: the other slot is
+// reserved for the submitter, which never enters it), executor:1 on TbbExecutor(2) (two threads
+// besides the submitter, as BM_StreamTrivialTasks has). The floor for a stream on 2 cores.
+void BM_TbbWindowWithHandOff(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  const bool on_executor = state.range(1) != 0;
+  std::optional<TbbExecutor> executor;
+  std::optional<tbb::task_arena> arena;
+  tbb::task_group group;
+  if (on_executor) {
+    executor.emplace(kThreads);
+  } else {
+    arena.emplace(kThreads);
+  }
+  std::mutex mu;
+  std::condition_variable ready_cv;
+  std::vector<int> ready;  // Guarded by mu.
+  bool waiting = false;    // Guarded by mu: the submitter sleeps on ready_cv.
+  std::vector<int> taken;
+  int64_t sum = 0;
+  const auto task = [&](int i) {
+    bool wake;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ready.push_back(i + 1);
+      wake = std::exchange(waiting, false);
+    }
+    if (wake) ready_cv.notify_one();
+  };
+  for (auto _ : state) {
+    int in_flight = 0;
+    int next = 0;
+    while (next < n || in_flight > 0) {
+      while (next < n && in_flight < kMaxInFlight) {
+        const int i = next++;
+        ++in_flight;
+        if (on_executor) {
+          executor->Submit([&task, i] { task(i); });
+        } else {
+          arena->enqueue(group.defer([&task, i] { task(i); }));
+        }
+      }
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        while (ready.empty()) {
+          waiting = true;
+          ready_cv.wait(lock);
+        }
+        taken.swap(ready);
+      }
+      for (int value : taken) sum += value;
+      in_flight -= static_cast<int>(taken.size());
+      taken.clear();
+    }
+  }
+  // A task may still be returning from notify_one: wait for all before `mu` goes away.
+  if (on_executor) {
+    executor->Shutdown();
+  } else {
+    arena->execute([&group] { group.wait(); });
+  }
+  benchmark::DoNotOptimize(sum);
+  state.SetItemsProcessed(state.iterations() * n);
+  state.SetLabel(on_executor ? "TbbExecutor(2)" : "task_arena(2)");
+}
+BENCHMARK(BM_TbbWindowWithHandOff)
+    ->ArgNames({"n", "executor"})
+    ->Args({1000000, 0})
+    ->Args({1000000, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

@@ -20,8 +20,8 @@
 //
 // Inputs: any input range (containers, views, generators; an lvalue is referenced, an rvalue is
 // moved into the stream), an iterator pair, or a pull source (a callable returning
-// std::optional<In>, nullopt meaning "no more"). The source is pulled only as slots free up, under
-// the stream's lock: it must not call into the stream.
+// std::optional<In>, nullopt meaning "no more"). The source is pulled only as slots free up, by one
+// thread at a time, outside the stream's lock.
 
 #ifndef CONCURRY_SYNC_STREAM_H_
 #define CONCURRY_SYNC_STREAM_H_
@@ -187,7 +187,7 @@ namespace concurry {
 // pulled and submitted; each completing task tops the window up (from the completing thread), and
 // the consumer takes completed results in batches. The stream ends when the source is exhausted,
 // no follow-up is queued and nothing is in flight. `fn` is called concurrently from the
-// executor's threads.
+// executor's threads (and from the consumer's: see "Where `fn` runs" below).
 //
 // In flight: a task is in flight from its submission until `fn` returns or, when `fn` returns a
 // Future<U>, until that future completes.
@@ -202,11 +202,20 @@ namespace concurry {
 // from a task of a one-thread executor, or on a ManualExecutor that nobody drains, waits for
 // itself. The executor must outlive the stream.
 //
-// The stream's lock. The source is pulled under the stream's lock, from the consumer's thread or
-// a completing task's thread: one pull at a time, so it need not be thread-safe, but it must not
-// call into the stream (that deadlocks). Besides the pull and moving inputs, no user code runs
-// under the lock: inputs, the source and the results are destroyed, and futures cancelled,
+// The source and the stream's lock. The source is pulled from the consumer's thread or a
+// completing task's thread, one pull at a time (by the thread that tops the window up), so it
+// need not be thread-safe. No user code runs under the stream's lock: the source is called,
+// inputs are moved, inputs, the source and the results are destroyed, and futures cancelled,
 // outside it, so their destructors and callbacks may call Add() or Cancel().
+//
+// Where `fn` runs. On an executor that tells its concurrency (Executor::max_concurrency() > 0:
+// TbbExecutor, ThreadPoolExecutor) and with a function that does not return futures, the stream
+// runs its inputs in at most min(max_in_flight, max_concurrency()) executor tasks, each running
+// inputs one after the other (a few dozen, then it queues a new task behind the executor's other
+// work). And a consumer waiting for a result while inputs wait for an executor thread runs one of
+// them itself, on its own thread, instead of sleeping: the next result is then at most that call
+// away. On other executors (InlineExecutor, a ManualExecutor, workers' Map) each input is one
+// executor task, and `fn` runs on the executor's threads only.
 //
 // Thread-safe for Add(), Cancel() and Start() from any thread (including from tasks); iteration
 // (begin(), Next(), the iterators) and destruction must be confined to one thread at a time.
@@ -304,7 +313,8 @@ class ResultStream {
   // Returns how many tasks can really be in flight at once: min(max_in_flight(),
   // max_concurrency()), or max_in_flight() when the concurrency is unknown. When it is below
   // max_in_flight() the stream warned at creation (StreamOptions::on_warning or stderr): a
-  // blocking-I/O stream with max_in_flight = 16 on a 2-thread TbbExecutor runs 2 at a time.
+  // blocking-I/O stream with max_in_flight = 16 on a 2-thread TbbExecutor runs 2 at a time (3
+  // while the consumer, waiting, runs one itself: see "Where `fn` runs").
   int effective_concurrency() const {
     const int concurrency = max_concurrency();
     return concurrency > 0 && concurrency < max_in_flight() ? concurrency : max_in_flight();
@@ -389,8 +399,8 @@ ResultStream<std::iter_value_t<It>, StreamResultT<F, std::iter_value_t<It>>> Str
 }
 
 // Over a pull source: `source()` returns the next input, or std::nullopt when there is no more
-// (it is not called again after that). It is called under the stream's lock and must not call
-// into the stream; it is destroyed outside the lock once exhausted or stopped.
+// (it is not called again after that). It is called by one thread at a time, outside the
+// stream's lock; it is destroyed outside the lock once exhausted or stopped.
 template <sync_internal::StreamPullSource Source, typename F>
 ResultStream<sync_internal::PullValueT<Source>, StreamResultT<F, sync_internal::PullValueT<Source>>>
 Stream(Executor& executor, Source&& source, F&& fn, StreamOptions options = {}) {

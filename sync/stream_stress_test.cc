@@ -1,7 +1,9 @@
 // Stress tests of Stream: random windows, orders, follow-ups, errors, early breaks, and Cancel /
 // Add racing the consumer and the tasks. Tagged "stress"; meant for --config=tsan.
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <exception>
@@ -258,6 +260,88 @@ TEST(StreamStressTest, StopsCancelPendingFuturesWhileOthersCompleteConcurrently)
     }
     for (auto& promise : held) EXPECT_TRUE(promise.IsCancelled());
     for (auto& promise : rest) EXPECT_TRUE(promise.IsCancelled());
+  }
+}
+
+// The source is pulled outside the stream's lock by one thread at a time (the starter), while
+// completing tasks, follow-ups from tasks and Add() from another thread all top the window up.
+TEST(StreamStressTest, PullSourceIsNeverCalledConcurrentlyAndEveryInputRunsOnce) {
+  TbbExecutor executor(4);
+  for (int round = 0; round < 200; ++round) {
+    const int n = 50 + round % 150;
+    const int max_in_flight = 1 + round % 9;
+    const Order order = round % 2 == 0 ? Order::kCompletion : Order::kInput;
+    SCOPED_TRACE(::testing::Message() << "round " << round << " window=" << max_in_flight);
+    std::atomic<bool> pulling{false};
+    std::atomic<int> overlaps{0};
+    int next = 0;  // Touched by the source only: one pull at a time.
+    auto source = [&]() -> std::optional<int> {
+      if (pulling.exchange(true, std::memory_order_acquire)) overlaps.fetch_add(1);
+      std::optional<int> input;
+      if (next < n) input = next++;
+      pulling.store(false, std::memory_order_release);
+      return input;
+    };
+    // Inputs >= 1000000 are follow-ups (of a task, or added from outside).
+    auto fn = [](int x, StreamContext<int>& context) {
+      if (x < 1000000 && x % 4 == 0) context.Enqueue(x + 1000000);
+      return x;
+    };
+    auto stream = Stream(executor, source, fn, {.max_in_flight = max_in_flight, .order = order});
+    stream.Start();
+    std::atomic<int> added{0};
+    std::thread adder([&] {
+      for (int i = 0; i < 20; ++i) {
+        if (stream.Add(2000000 + i)) added.fetch_add(1);
+      }
+    });
+    std::multiset<int> seen;
+    int64_t last_index = -1;
+    std::vector<int64_t> indices;
+    while (auto* item = stream.Next()) {
+      if (order == Order::kInput) {
+        ASSERT_EQ(item->index, last_index + 1);
+      }
+      last_index = item->index;
+      indices.push_back(item->index);
+      seen.insert(item->value());
+    }
+    adder.join();
+    EXPECT_EQ(overlaps.load(), 0);
+    for (int i = 0; i < n; ++i) {
+      EXPECT_EQ(seen.count(i), 1u) << i;
+      if (i % 4 == 0) {
+        EXPECT_EQ(seen.count(i + 1000000), 1u) << i;
+      }
+    }
+    EXPECT_EQ(static_cast<int>(seen.size()), n + (n + 3) / 4 + added.load());
+    std::sort(indices.begin(), indices.end());
+    for (size_t i = 0; i < indices.size(); ++i) ASSERT_EQ(indices[i], static_cast<int64_t>(i));
+  }
+}
+
+// A consumer that sleeps with a deadline races the tasks that wake it: the timeout must either
+// win (TimeoutError, after the running tasks finished) or lose to a wake-up, never hang or crash.
+TEST(StreamStressTest, TimeoutRacesTheWakeUpOfTheConsumer) {
+  TbbExecutor executor(2);
+  for (int round = 0; round < 200; ++round) {
+    const absl::Duration timeout = absl::Microseconds(50 + 25 * (round % 20));
+    int yielded = 0;
+    bool timed_out = false;
+    try {
+      for (auto& item :
+           Stream(executor, std::views::iota(0, 64),
+                  [](int x) {
+                    std::this_thread::sleep_for(std::chrono::microseconds(5 * (x % 7)));
+                    return x;
+                  },
+                  {.max_in_flight = 4, .timeout = timeout})) {
+        yielded += item.value() >= 0 ? 1 : 0;
+      }
+    } catch (const TimeoutError&) {
+      timed_out = true;
+    }
+    EXPECT_TRUE(timed_out || yielded == 64) << "round " << round;
   }
 }
 

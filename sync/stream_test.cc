@@ -741,6 +741,85 @@ TEST(StreamTest, ExecutorThatDropsTasksStopsTheStream) {
   EXPECT_EQ(*source.pulls, 4);
 }
 
+// An executor that says it runs `concurrency` tasks at once but runs them only when the test says
+// (RunAll), and drops the rest when destroyed. Not thread-safe; confine to the test's thread.
+class SizedManualExecutor final : public Executor {
+ public:
+  explicit SizedManualExecutor(int concurrency) : concurrency_(concurrency) {}
+  void Submit(Task task) override { tasks_.push_back(std::move(task)); }
+  int max_concurrency() const override { return concurrency_; }
+  int pending() const { return static_cast<int>(tasks_.size()); }
+  // Runs the queued tasks, and those they queue, until none is left; returns how many ran.
+  int RunAll() {
+    int ran = 0;
+    while (!tasks_.empty()) {
+      Task task = std::move(tasks_.front());
+      tasks_.erase(tasks_.begin());
+      std::move(task)();
+      ++ran;
+    }
+    return ran;
+  }
+
+ private:
+  const int concurrency_;
+  std::vector<Task> tasks_;
+};
+
+TEST(StreamTest, RunsInputsInAtMostMaxConcurrencyExecutorTasks) {
+  SizedManualExecutor executor(2);
+  std::vector<int> seen;
+  auto stream = Stream(executor, Iota(100),
+                       [&](int x) {
+                         seen.push_back(x);
+                         return x;
+                       },
+                       {.max_in_flight = 8});
+  stream.Start();
+  EXPECT_EQ(executor.pending(), 2);  // Two drainers for 8 started inputs, not 8 tasks.
+  const int ran = executor.RunAll();
+  EXPECT_LE(ran, 2);
+  // Completion order holds 2 * max_in_flight results and inputs at most: then it waits.
+  EXPECT_EQ(seen.size(), 16u);
+  int64_t count = 0;
+  for (auto& item : stream) {
+    EXPECT_EQ(item.value(), item.index);
+    ++count;
+    executor.RunAll();
+  }
+  EXPECT_EQ(count, 100);
+}
+
+TEST(StreamTest, ConsumerRunsWaitingInputsItselfInsteadOfSleeping) {
+  SizedManualExecutor executor(2);  // Nobody runs its tasks while the loop runs.
+  const std::thread::id consumer = std::this_thread::get_id();
+  std::vector<int> values;
+  {
+    auto stream = Stream(executor, Iota(5),
+                         [&](int x) {
+                           EXPECT_EQ(std::this_thread::get_id(), consumer);
+                           return x * 10;
+                         },
+                         {.max_in_flight = 2, .order = Order::kInput});
+    for (auto& item : stream) values.push_back(item.value());
+    EXPECT_GE(executor.pending(), 1);
+    executor.RunAll();  // The drainers find nothing left and leave; then the stream may go.
+  }
+  EXPECT_THAT(values, ElementsAre(0, 10, 20, 30, 40));
+}
+
+TEST(StreamTest, ExecutorThatDropsBatchedTasksStopsTheStream) {
+  CountingSource source{.n = 100};
+  std::optional<SizedManualExecutor> executor(std::in_place, 2);
+  auto stream = Stream(*executor, source, [](int x) { return x; }, {.max_in_flight = 3});
+  stream.Start();
+  EXPECT_EQ(executor->pending(), 2);
+  executor.reset();  // Destroys both drainers without running them: nobody runs inputs 0 to 2.
+  EXPECT_THROW(stream.Next(), StoppedError);
+  EXPECT_THROW(stream.Next(), StoppedError);
+  EXPECT_EQ(*source.pulls, 3);
+}
+
 TEST(StreamTest, SourceErrorStopsTheStream) {
   int next = 0;
   auto source = [&]() -> std::optional<int> {

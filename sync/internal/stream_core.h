@@ -1,0 +1,674 @@
+// The state machine of a stream (StreamCore): its window of slots, the hand-over of results to
+// the consumer, top-ups, stops and the consumer's wait. Internal: include sync/stream.h instead.
+//
+//   auto core = std::make_unique<StreamCoreImpl<In, R, F>>(executor, source, fn, options, ...);
+//   while (StreamItem<R>* item = core->Next()) Use(*item);  // Tasks call Run() / Complete().
+//
+// The methods are defined in stream_tasks.h (the task side) and stream_consumer.h (the
+// consumer's side).
+//
+// Design. A stream owns a fixed-capacity table of slots (allocated in chunks of 64 on first use):
+// 2 * max_in_flight in completion order, max_in_flight in input order (slot = index mod
+// max_in_flight). Starting an input takes a slot, stores the input in it and submits a 16-byte
+// task {core, slot} to the executor (stored inline by absl::AnyInvocable: no allocation of ours
+// per task). The task stores the outcome in the slot and calls Complete(), which, under the
+// stream's lock, links the slot into the ready list (completion order) or marks it done (input
+// order), then tops the window up. The consumer takes every ready slot in one batch under the
+// lock and yields them without locking; completion order returns the batch's slots to the free
+// list at the next lock, input order releases each slot as soon as its item is left (an atomic
+// index), so completing tasks can reuse it at once. Top-ups happen on the completing threads; the
+// consumer only tops up when at most half the window is in flight (see Refill).
+//
+// The lock is a short spin lock (futures/internal/spin_lock.h), not an absl::Mutex: it is taken
+// once per item by a completing thread, and Debian's Abseil, built with deadlock detection,
+// serialises every absl::Mutex operation of the process on one global lock (the profile of
+// sync_benchmark showed a third of the stream's time in absl::Mutex and that global lock). No
+// user code runs under it, and nobody blocks under it:
+// - Starting inputs (moving them into slots, pulling the source) runs outside the lock. A thread
+//   that tops up reserves the free slots (and their indices) under the lock and becomes the one
+//   "starter" (starting_); it fills them outside the lock and commits them at its next lock, then
+//   submits them. While a starter works, other top-ups leave the window to it: its commit sees the
+//   slots they freed. So the source is called by one thread at a time, never under the lock.
+// - The consumer sleeps on a separate absl::Mutex (wait_mu_), used only to sleep and to be woken:
+//   it announces its sleep under the lock (sleeping_), and the one section that then makes its
+//   condition true takes the announcement and wakes it once (see Sleep). A consumer that keeps
+//   up is never woken; before sleeping it spins briefly (adaptively, see Refill).
+//
+// Lifetime: tasks reference the core, so the core is destroyed only after in_flight_ dropped to
+// zero (Shutdown). A thread leaving a locked section touches the core afterwards only while
+// something keeps in_flight_ above zero: slots it reserved or has still to submit, or a Disposal
+// it still has to destroy (it counts itself in flight meanwhile: Work::counted). A drainer is
+// counted in drainers_ until it leaves, and Shutdown waits for both counts to reach zero. A
+// wake-up a thread owes the consumer comes first: the consumer cannot go on before it.
+//
+// User code and the lock: no future cancellation (which runs done-callbacks) and no user code
+// (the source, moving or destroying inputs, destroying results) runs under lock_. Whatever a stop
+// or the end of the source removes (queued follow-ups, the source, which may own a range) is
+// moved into a Disposal under the lock and destroyed after unlocking, and the futures returned
+// by the function that are still pending are cancelled then (see CancelInnerFutures).
+//
+// Futures returned by the function: a task is in flight until its future completes. While
+// pending, the future is also held in its slot (Slot::inner, under lock_), so that a stop cancels
+// it; a future that completes as cancelled while the stream stops counts as skipped, so the
+// consumer reports the stop's error, not that cancellation.
+//
+// Exceptions: a task never throws (Executor's contract). What the function throws is its item's
+// error; anything else that fails while running or completing a task (std::bad_alloc, a throwing
+// move of In) stops the stream with that error (StopKind::kFatal), and the task still completes
+// exactly once, so in_flight_ stays exact.
+//
+// Slot ownership (why slots carry no ABSL_GUARDED_BY): a slot is free or ready (guarded by
+// lock_), or starting (owned by the starter that reserved it under lock_ until it submits it), or
+// running (owned by its task, handed over by Executor::Submit), or in the consumer's batch (owned
+// by the consumer, handed over under lock_; in input order handed back through released_). Each
+// hand-over happens under lock_, through Submit, or through released_'s release/acquire pair.
+//
+// Batched tasks: a stream made by Stream() over an executor that says how many tasks it runs at
+// once (TbbExecutor, ThreadPoolExecutor), with a function that does not return futures, does not
+// give every slot an executor task. Started slots wait in a run queue (runq_), and up to
+// min(max_concurrency, max_in_flight) drainer tasks run them one after the other: a drainer's
+// completion claims its next slot in the same locked section (StreamDrainFrame), so a slot costs
+// no executor task and no extra lock. After kDrainBatch slots a drainer queues a new task behind
+// the executor's other work and ends, so a long stream shares the executor fairly. And when the
+// consumer has nothing to yield while slots wait in the queue, it runs one itself instead of
+// spinning or sleeping (Refill): on 2 cores, the executor's 2 threads and the consumer share the
+// CPUs, and a profile of sync_benchmark showed the consumer asleep (35 ms of CPU in 0.9 s) while
+// the window, full of results it had not taken, left the executor's threads idle-spinning in
+// oneTBB (70% of the samples). Still at most max_in_flight inputs are in flight; the executor
+// runs at most max_concurrency of them at once, and a waiting consumer one more.
+//
+// Inline executors: a task that runs inside Submit() would recurse (complete -> top up ->
+// submit -> run...). A thread-local frame turns that into a loop: while a thread is submitting for
+// a stream, further submissions for the same stream on that thread are appended to the frame's
+// list instead.
+
+#ifndef CONCURRY_SYNC_INTERNAL_STREAM_CORE_H_
+#define CONCURRY_SYNC_INTERNAL_STREAM_CORE_H_
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <iterator>
+#include <list>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "futures/clock.h"
+#include "futures/executor.h"
+#include "futures/future.h"
+#include "futures/internal/spin_lock.h"
+#include "sync/internal/stream_runner.h"
+#include "sync/progress.h"
+
+namespace concurry {
+namespace sync_internal {
+
+inline constexpr uint32_t kNoSlot = 0xffffffffu;
+
+// A thread's ongoing SubmitAll for one stream (see "Inline executors" above).
+struct StreamSubmitFrame {
+  const void* core;
+  uint32_t head;
+  uint32_t tail;
+  StreamSubmitFrame* prev;
+};
+inline thread_local StreamSubmitFrame* tls_stream_submit_frame = nullptr;
+
+// The drainer a thread runs (see "Batched tasks" above): Complete() claims the drainer's next slot
+// through it, in the same locked section.
+struct StreamDrainFrame {
+  const void* core;
+  StreamDrainFrame* prev;
+  uint32_t next = kNoSlot;  // The slot to run next.
+  int ran = 0;              // Slots run by this executor task.
+  bool claim = false;       // A slot completed: claim the next one (or leave) at section end.
+  bool resubmit = false;    // Ran its share: hand the rest to a new executor task.
+};
+inline thread_local StreamDrainFrame* tls_stream_drain_frame = nullptr;
+
+template <typename In, typename R>
+class StreamCore;
+
+// The executor task of one slot: 16 bytes, so absl::AnyInvocable stores it inline. Destroying it
+// without running it (the executor rejected or dropped it) stops the stream with StoppedError.
+template <typename In, typename R>
+class StreamTask {
+ public:
+  StreamTask(StreamCore<In, R>* core, uint32_t slot) noexcept : core_(core), slot_(slot) {}
+  StreamTask(StreamTask&& other) noexcept
+      : core_(std::exchange(other.core_, nullptr)), slot_(other.slot_) {}
+  StreamTask(const StreamTask&) = delete;
+  StreamTask& operator=(const StreamTask&) = delete;
+  StreamTask& operator=(StreamTask&&) = delete;
+  ~StreamTask() {
+    if (core_ != nullptr) core_->Drop(slot_);
+  }
+
+  void operator()() { std::exchange(core_, nullptr)->Run(slot_); }
+
+ private:
+  StreamCore<In, R>* core_;
+  uint32_t slot_;
+};
+
+// The executor task of a drainer (see "Batched tasks" above): 8 bytes, stored inline. Destroying
+// it without running it stops the stream with StoppedError.
+template <typename In, typename R>
+class StreamDrainTask {
+ public:
+  explicit StreamDrainTask(StreamCore<In, R>* core) noexcept : core_(core) {}
+  StreamDrainTask(StreamDrainTask&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
+  StreamDrainTask(const StreamDrainTask&) = delete;
+  StreamDrainTask& operator=(const StreamDrainTask&) = delete;
+  StreamDrainTask& operator=(StreamDrainTask&&) = delete;
+  ~StreamDrainTask() {
+    if (core_ != nullptr) core_->DropDrainer();
+  }
+
+  void operator()() { std::exchange(core_, nullptr)->Drain(); }
+
+ private:
+  StreamCore<In, R>* core_;
+};
+
+// The state of one stream, shared by the consumer and the tasks. See the file comment. The
+// consumer-side members (batch, progress) are confined to the consuming thread.
+//
+// Memory ordering: besides lock_ (acquire on lock, release on unlock), three atomics are read
+// without it. `stopping_` (written under lock_, relaxed: every reader that acts on it beyond a
+// hint reads it under lock_): a task about to run skips when it sees it and merely runs when it
+// misses it, a starter stops pulling early, the consumer's spin stops early, and a future
+// cancelled by CancelInnerFutures() is read after the stop happened-before it (the cancelling
+// thread stopped the stream or locked lock_ after the stop). `completions_` (relaxed): only ends
+// the consumer's spin early; what it then does is decided under lock_. `released_` (input order;
+// release store by the consumer after destroying the item it leaves, acquire load under lock_
+// before a slot is reused): orders the consumer's last access to a slot before the next input's
+// writes to it. The source is handed from one starter to the next through lock_ (starting_).
+//
+// Thread-safe as documented on ResultStream.
+template <typename In, typename R>
+class StreamCore : public StreamInputSink<In> {
+ public:
+  using Item = StreamItem<R>;
+
+  StreamCore(Executor& executor, absl::AnyInvocable<std::optional<In>()> source,
+             StreamOptions options, int64_t known_total, bool may_add_follow_ups,
+             int runner_concurrency, bool batch_tasks)
+      : executor_(executor),
+        clock_(options.clock != nullptr ? *options.clock : Clock::Real()),
+        max_in_flight_(options.max_in_flight),
+        runner_concurrency_(runner_concurrency),
+        drain_(batch_tasks && runner_concurrency > 0),
+        max_drainers_(std::min(runner_concurrency, max_in_flight_)),
+        may_add_follow_ups_(may_add_follow_ups),
+        ordered_(options.order == Order::kInput),
+        stop_on_error_(options.on_error == ErrorPolicy::kStopOnError),
+        capacity_(ordered_ ? static_cast<uint32_t>(max_in_flight_)
+                           : 2 * static_cast<uint32_t>(max_in_flight_)),
+        timeout_(options.timeout),
+        progress_options_(std::move(options.progress)),
+        known_total_(known_total),
+        chunks_((capacity_ + kChunkSize - 1) / kChunkSize),
+        source_(std::move(source)) {}
+
+  virtual ~StreamCore() = default;
+
+  StreamCore(const StreamCore&) = delete;
+  StreamCore& operator=(const StreamCore&) = delete;
+
+  // ResultStream::Next.
+  Item* Next() ABSL_LOCKS_EXCLUDED(lock_);
+  // ResultStream::Start.
+  void Start() ABSL_LOCKS_EXCLUDED(lock_);
+  // StreamContext::Enqueue.
+  bool Add(In input) override ABSL_LOCKS_EXCLUDED(lock_) {
+    return AddInput(std::move(input), false);
+  }
+  // ResultStream::Add: from outside the tasks, so more may come at any time until the end.
+  bool AddFromOutside(In input) ABSL_LOCKS_EXCLUDED(lock_) {
+    return AddInput(std::move(input), true);
+  }
+  // ResultStream::max_in_flight, max_concurrency.
+  int max_in_flight() const { return max_in_flight_; }
+  int runner_concurrency() const { return runner_concurrency_; }
+  // ResultStream::Cancel.
+  void Cancel() ABSL_LOCKS_EXCLUDED(lock_);
+
+  // Runs the task of `slot` (StreamTask): skips it when stopping, else Invoke(). Never throws.
+  void Run(uint32_t slot) noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // Skips `slot` and stops the stream with StoppedError: the executor rejected or dropped its
+  // task, so it is shut down and later tasks would fail alike.
+  void Drop(uint32_t slot) noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // Runs a drainer (StreamDrainTask): started slots, one after the other, up to kDrainBatch of
+  // them, then hands over to a new task if more are waiting. Never throws.
+  void Drain() noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // The executor rejected or dropped a drainer: stops the stream with StoppedError; the last
+  // drainer completes the slots nobody will run as skipped.
+  void DropDrainer() noexcept ABSL_LOCKS_EXCLUDED(lock_);
+
+ protected:
+  struct Slot {
+    int64_t index = 0;
+    std::optional<In> input;
+    std::optional<Item> item;  // Empty after Run when the task was skipped.
+    // The future returned by the function while it is pending and the stream may still cancel
+    // it. Guarded by lock_ (unlike the rest of the slot, see the file comment).
+    AnyFuture inner;
+    uint32_t next = kNoSlot;  // Link in the free, ready, batch, reserved or submit list.
+    bool done = false;        // Input order: the task finished (item set, or skipped).
+  };
+
+  // Calls the user function on the input of `slot` (running), stores the outcome in its item and
+  // calls Complete(slot) exactly once, now or, for a returned future, when it completes. Never
+  // throws: a failure outside the function completes the slot with a fatal error.
+  virtual void Invoke(uint32_t slot) noexcept = 0;
+
+  // Records the completion of `slot` and tops the window up; a non-null `fatal` stops the stream
+  // with that error. The caller must not touch the core after this returns (the consumer may
+  // have destroyed it).
+  void Complete(uint32_t slot, std::exception_ptr fatal = nullptr) noexcept
+      ABSL_LOCKS_EXCLUDED(lock_);
+
+  // Records `inner`, the pending future returned for running `slot`, so that a stop cancels it.
+  // Returns false when the stream is already stopping: the caller cancels it then.
+  bool TrackInner(uint32_t slot, AnyFuture inner) noexcept ABSL_LOCKS_EXCLUDED(lock_);
+
+  // Cancels `future` if pending. Its done-callbacks run all the same when creating the
+  // CancelledError runs out of memory (it then fails with std::bad_alloc).
+  static void CancelQuietly(const AnyFuture& future) noexcept {
+    try {
+      future.Cancel();
+    } catch (...) {
+    }
+  }
+
+  // Returns whether the stream is stopping, without locking: exact for a thread that the stop
+  // happened-before (see "Memory ordering"), a hint otherwise.
+  bool StoppingHint() const noexcept { return stopping_.load(std::memory_order_relaxed); }
+
+  // Stops, then waits until no task is in flight. Idempotent; the first thing a destructor does.
+  void Shutdown() ABSL_LOCKS_EXCLUDED(lock_);
+
+  Slot& slot(uint32_t s) { return chunks_[s >> kChunkBits][s & (kChunkSize - 1)]; }
+
+ private:
+  static constexpr uint32_t kChunkBits = 6;
+  static constexpr uint32_t kChunkSize = 1u << kChunkBits;
+  // Bounds of the consumer's adaptive spin before sleeping (see Refill), in pause instructions
+  // (about 10 to 40 ns each): the limit doubles after a spin that found a batch and halves after
+  // one that had to sleep, so an oversubscribed machine, where the producer is not running, soon
+  // stops paying for it.
+  static constexpr int kMinSpin = 8;
+  static constexpr int kMaxSpin = 256;
+  static constexpr int kYieldEvery = 8;
+  // Slots a drainer runs in one executor task before it queues a new one behind the executor's
+  // other tasks: 64 trivial slots take a few microseconds; the hand-over costs one task.
+  static constexpr int kDrainBatch = 64;
+  // Slots a starter reserves at a time: it commits them (and drainers or the consumer may run
+  // them) before it pulls the next ones, instead of leaving the queue empty while it pulls a
+  // whole window.
+  static constexpr uint32_t kMaxReserve = 16;
+
+  // Why the stream stopped before its end.
+  enum class StopKind {
+    kNone,
+    kTaskError,
+    kCancelled,
+    kTimeout,
+    kSourceError,
+    // The executor rejected or dropped a task, or a task could not be run or completed
+    // (std::bad_alloc, a throwing move of In).
+    kFatal,
+  };
+
+  // Slots linked through Slot::next.
+  struct SlotList {
+    uint32_t head = kNoSlot;
+    uint32_t tail = kNoSlot;
+  };
+
+  // What a stop or the end of the source takes out of the stream under lock_, for Dispose() after
+  // unlocking: destroying inputs and the source, and cancelling futures, runs user code, which
+  // may call back into the stream. Every completion makes one, so creating and destroying an
+  // empty one is cheap: no allocation, no indirect call.
+  struct Disposal {
+    std::list<In> queued;
+    std::optional<absl::AnyInvocable<std::optional<In>()>> source;
+    bool cancel_inner = false;  // Futures returned by the function are pending: cancel them.
+
+    bool empty() const { return queued.empty() && !source.has_value() && !cancel_inner; }
+  };
+
+  // What a locked section leaves to do after unlocking (Finish()), in this order: wake the
+  // consumer, fill the reserved slots, submit, dispose.
+  struct Work {
+    // Slots reserved for this thread, the starter (starting_), to fill in index order.
+    SlotList reserved;
+    uint32_t reserved_count = 0;
+    // Queued follow-ups taken for the first reserved slots.
+    std::list<In> follow_ups;
+    SlotList to_submit;
+    // Drainers to submit (counted in drainers_ already).
+    int spawn = 0;
+    Disposal disposal;
+    // The consumer sleeps and this thread took its announcement: it owes the wake-up.
+    bool wake = false;
+    // This thread counts itself in in_flight_ until its disposal is done (see "Lifetime").
+    bool counted = false;
+  };
+
+  bool HasReadyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    if (ordered_) {
+      const int64_t head = released_.load(std::memory_order_acquire);
+      return head < next_index_ && slot(SlotOfIndex(head)).done;
+    }
+    return ready_head_ != kNoSlot;
+  }
+  // An error the consumer throws at its next step, not at an item's position.
+  bool FatalLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    return stop_kind_ != StopKind::kNone && stop_kind_ != StopKind::kTaskError;
+  }
+  // What the consumer waits for in Refill: something to throw, yield or run (batched tasks), or
+  // the end.
+  bool ConsumerMayProceedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    return FatalLocked() || HasReadyLocked() || in_flight_ == 0 || runq_size_ > 0;
+  }
+  uint32_t SlotOfIndex(int64_t index) const {
+    return static_cast<uint32_t>(index % max_in_flight_);
+  }
+  // How many more inputs may start now.
+  uint32_t RoomLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    if (ordered_) {
+      // Acquire: pairs with the consumer's release in LeaveCurrent(), so the slot it freed (its
+      // result destroyed) is reused only after that.
+      const int64_t used = next_index_ - released_.load(std::memory_order_acquire);
+      return used < max_in_flight_ ? static_cast<uint32_t>(max_in_flight_ - used) : 0;
+    }
+    if (in_flight_ >= max_in_flight_ || outstanding_ >= capacity_) return 0;
+    return std::min(static_cast<uint32_t>(max_in_flight_ - in_flight_), capacity_ - outstanding_);
+  }
+
+  // Allocates the chunk of slot `s` if needed. May throw std::bad_alloc.
+  void EnsureChunkLocked(uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    auto& chunk = chunks_[s >> kChunkBits];
+    if (chunk == nullptr) chunk = std::make_unique<Slot[]>(kChunkSize);
+  }
+  // Takes the slot for the next input. May throw std::bad_alloc, changing nothing.
+  uint32_t AcquireSlotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Undoes AcquireSlotLocked() for a slot that was not started.
+  void UnacquireSlotLocked(uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    if (ordered_) {
+      --outstanding_;
+    } else {
+      FreeSlotLocked(s);
+    }
+  }
+  void FreeSlotLocked(uint32_t s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    slot(s).next = free_head_;
+    free_head_ = s;
+    --outstanding_;
+  }
+  void Append(SlotList* list, uint32_t s) {
+    slot(s).next = kNoSlot;
+    if (list->tail == kNoSlot) {
+      list->head = s;
+    } else {
+      slot(list->tail).next = s;
+    }
+    list->tail = s;
+  }
+  // Unless another thread is the starter: reserves the slots (and indices) for every input that
+  // may start now and makes this thread the starter, with queued follow-ups taken for the first
+  // ones (Finish fills them). Never throws: failing to allocate the first slot stops the stream.
+  void TopUpLocked(Work* work) noexcept ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // The starter, outside the lock: moves the follow-ups and pulls the source into the reserved
+  // slots, then commits them for submission under the lock, returns the slots left unfilled (the
+  // source ended or failed) and tops up again. Never throws.
+  void FillReserved(Work* work) noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // Ends every locked section that may change what the consumer waits for: counts this thread in
+  // flight while it has a disposal to destroy, and takes the consumer's sleep announcement when
+  // it may proceed now (the caller wakes it in Finish).
+  void EndSectionLocked(Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    if (drain_) ClaimForDrainerLocked(work);
+    if (!work->disposal.empty() && !work->counted) {
+      ++in_flight_;
+      work->counted = true;
+    }
+    if (sleeping_ && (awaiting_drain_ ? NothingRunningLocked() : ConsumerMayProceedLocked())) {
+      sleeping_ = false;
+      work->wake = true;
+    }
+  }
+  bool NothingRunningLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    return in_flight_ == 0 && drainers_ == 0;
+  }
+  // Queues started slots for the drainers, adding drainers up to max_drainers_.
+  void PushRunnableLocked(uint32_t s, Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    Append(&runq_, s);
+    ++runq_size_;
+    // Relaxed: ends the consumer's spin, which may then run it (a hint, re-checked under lock_).
+    completions_.fetch_add(1, std::memory_order_relaxed);
+    // Every executor thread gets a drainer while slots wait: one that finds nothing left leaves.
+    if (drainers_ < max_drainers_) {
+      ++drainers_;
+      ++work->spawn;
+    }
+  }
+  uint32_t PopRunnableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    const uint32_t s = runq_.head;
+    if (s == kNoSlot) return kNoSlot;
+    runq_.head = s == runq_.tail ? kNoSlot : slot(s).next;
+    if (runq_.head == kNoSlot) runq_.tail = kNoSlot;
+    --runq_size_;
+    return s;
+  }
+  // On a drainer's thread, once its slot completed: claims its next slot, or asks it to hand
+  // over (kDrainBatch), or lets it leave when nothing waits. Deferred while this thread still has
+  // slots to fill (its commit will queue them).
+  void ClaimForDrainerLocked(Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    StreamDrainFrame* frame = tls_stream_drain_frame;
+    if (frame == nullptr || frame->core != this || !frame->claim || work->reserved_count > 0) {
+      return;
+    }
+    frame->claim = false;
+    if (++frame->ran >= kDrainBatch && runq_size_ > 0) {
+      frame->resubmit = true;
+    } else if ((frame->next = PopRunnableLocked()) == kNoSlot) {
+      --drainers_;  // Leaves: from here on it touches nothing of the core.
+    }
+  }
+  // Submits `count` drainers, counted in drainers_ already. Reads nothing of the core after the
+  // last one is submitted.
+  void SpawnDrainers(int count) noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // Does what `work` holds after unlocking (see Work). Touches the core only while it is alive
+  // (see "Lifetime" in the file comment).
+  void Finish(Work& work) noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // Wakes the consumer, whose sleep announcement this thread took.
+  void WakeConsumer() noexcept ABSL_LOCKS_EXCLUDED(wait_mu_) {
+    absl::MutexLock lock(&wait_mu_);
+    wake_ = true;
+  }
+  // The consumer, after announcing its sleep (sleeping_) under lock_: sleeps until woken or until
+  // `deadline` (on the stream's clock). Returns false when the deadline passed and nobody took
+  // the announcement (then withdrawn).
+  bool Sleep(absl::Time deadline) ABSL_LOCKS_EXCLUDED(lock_, wait_mu_);
+  // The consumer: waits until no task is in flight.
+  void AwaitNothingInFlight() ABSL_LOCKS_EXCLUDED(lock_, wait_mu_);
+
+  void StartLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  bool AddInput(In input, bool from_outside) ABSL_LOCKS_EXCLUDED(lock_);
+  // The progress total: the inputs known so far, or kUnknownTotal while the source is unsized
+  // and not exhausted. Sets `*final` to whether no more inputs can be discovered: no follow-up
+  // can come from a task (the function takes no StreamContext, or nothing is left to run) nor
+  // from ResultStream::Add (never called), or the stream ended.
+  int64_t ProgressTotalLocked(bool* final) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    int64_t total = ProgressReporter::kUnknownTotal;
+    if (ended_ || source_exhausted_) {
+      total = next_index_ + static_cast<int64_t>(queued_.size());
+    } else if (known_total_ >= 0) {
+      total = known_total_ + added_;
+    }
+    *final = ended_ ||
+             (!added_from_outside_ &&
+              (!may_add_follow_ups_ || (source_exhausted_ && queued_.empty() && in_flight_ == 0)));
+    return total;
+  }
+  // Stops pulling; moves queued follow-ups and the source (unless a starter holds it: it does so
+  // at its commit) into `disposal` and flags pending futures for cancellation there. Tasks that
+  // have not started will skip.
+  void StopLocked(Disposal* disposal) noexcept ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    // Relaxed: see "Memory ordering".
+    stopping_.store(true, std::memory_order_relaxed);
+    disposal->queued.splice(disposal->queued.end(), queued_);
+    if (!starting_ && source_ != nullptr) disposal->source.emplace(std::exchange(source_, nullptr));
+    if (pending_inner_ > 0) disposal->cancel_inner = true;
+  }
+  void SetStopLocked(StopKind kind, std::exception_ptr error, Disposal* disposal) noexcept
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    if (stop_kind_ == StopKind::kNone) {
+      stop_kind_ = kind;
+      error_ = std::move(error);
+    }
+    StopLocked(disposal);
+  }
+  // Destroys what `disposal` holds and cancels the pending futures it flags, outside lock_. The
+  // caller keeps the core alive (it is the consumer, a user holding the stream, or a thread that
+  // is still counted in flight).
+  void Dispose(Disposal& disposal) noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // Cancels the pending futures returned by the function, one at a time outside lock_ (their
+  // done-callbacks complete their slots). Only called once stopping: no future is added then.
+  void CancelInnerFutures() noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // Submits the slots of `list` to the executor, outside lock_. Reads the core only for slots not
+  // yet submitted (which keep it alive); see "Inline executors" in the file comment.
+  void SubmitAll(SlotList list) noexcept ABSL_LOCKS_EXCLUDED(lock_);
+
+  // Consumer side.
+  bool NextInBatch(uint32_t* s);
+  void LeaveCurrent();
+  void ReleaseBatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  bool TakeBatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // Returns true with a new batch, false at the end; throws when the stream failed.
+  bool Refill() ABSL_LOCKS_EXCLUDED(lock_);
+  [[noreturn]] void FailAfterDrain(std::exception_ptr error) ABSL_LOCKS_EXCLUDED(lock_);
+  // Spins for at most spin_limit_ pause instructions while completions_ == `completions` and not
+  // stopping, yielding the CPU every kYieldEvery of them: when the producing thread shares this
+  // core (an oversubscribed machine), it gets to run instead of waiting for our time slice to end.
+  void SpinWhile(uint64_t completions) {
+    for (int i = 1; i <= spin_limit_; ++i) {
+      if (completions_.load(std::memory_order_relaxed) != completions ||
+          stopping_.load(std::memory_order_relaxed)) {
+        return;
+      }
+      internal::CpuRelax();
+      if (i % kYieldEvery == 0) std::this_thread::yield();
+    }
+  }
+
+  Executor& executor_;
+  Clock& clock_;
+  const int max_in_flight_;
+  // What the runner can run at once (0: unknown); see StreamRunner.
+  const int runner_concurrency_;
+  // Batched tasks (see the file comment): started slots wait in runq_ for up to max_drainers_
+  // drainers instead of one executor task each.
+  const bool drain_;
+  const int max_drainers_;
+  // The function takes a StreamContext: a running task may add inputs.
+  const bool may_add_follow_ups_;
+  const bool ordered_;
+  const bool stop_on_error_;
+  const uint32_t capacity_;
+  const absl::Duration timeout_;
+  const ProgressOptions progress_options_;
+  const int64_t known_total_;
+  // Written under lock_ (EnsureChunkLocked) before the slot is handed to anyone; see file comment.
+  std::vector<std::unique_ptr<Slot[]>> chunks_;
+
+  // Read without lock_ as a hint (see "Memory ordering"); written under lock_.
+  std::atomic<bool> stopping_{false};
+  // Completed tasks and slots queued for drainers, bumped under lock_; read without lock_ by the
+  // consumer's brief spin before it sleeps (a hint only: every decision is re-checked under
+  // lock_).
+  std::atomic<uint64_t> completions_{0};
+
+  internal::SpinLock lock_;
+  // Null once exhausted or stopping (moved into a Disposal). Owned by the starter while
+  // starting_ is set (called outside lock_), else guarded by lock_; so not annotated.
+  absl::AnyInvocable<std::optional<In>()> source_;
+  // A thread has reserved slots and fills them outside the lock (see TopUpLocked).
+  bool starting_ ABSL_GUARDED_BY(lock_) = false;
+  bool source_exhausted_ ABSL_GUARDED_BY(lock_) = false;
+  // A list, so that a stop hands it over without allocating, and Add() allocates its node
+  // outside the lock.
+  std::list<In> queued_ ABSL_GUARDED_BY(lock_);
+  int64_t added_ ABSL_GUARDED_BY(lock_) = 0;
+  bool added_from_outside_ ABSL_GUARDED_BY(lock_) = false;
+  bool started_ ABSL_GUARDED_BY(lock_) = false;
+  bool ended_ ABSL_GUARDED_BY(lock_) = false;
+  absl::Time deadline_ ABSL_GUARDED_BY(lock_) = absl::InfiniteFuture();
+  // Indices handed out, including those of slots reserved and not yet filled.
+  int64_t next_index_ ABSL_GUARDED_BY(lock_) = 0;
+  // Tasks in flight, plus reserved slots and threads counted while disposing (see "Lifetime").
+  int in_flight_ ABSL_GUARDED_BY(lock_) = 0;
+  // Completion order: slots in use (in flight, ready or in the consumer's batch).
+  uint32_t outstanding_ ABSL_GUARDED_BY(lock_) = 0;
+  uint32_t allocated_ ABSL_GUARDED_BY(lock_) = 0;
+  uint32_t free_head_ ABSL_GUARDED_BY(lock_) = kNoSlot;
+  uint32_t ready_head_ ABSL_GUARDED_BY(lock_) = kNoSlot;
+  uint32_t ready_tail_ ABSL_GUARDED_BY(lock_) = kNoSlot;
+  // Slots whose Slot::inner holds a pending future, and where CancelInnerFutures() resumes its
+  // scan (every such slot is at or after it once stopping).
+  int pending_inner_ ABSL_GUARDED_BY(lock_) = 0;
+  uint32_t cancel_cursor_ ABSL_GUARDED_BY(lock_) = 0;
+  // Input order: indices below this were yielded and their slots may be reused. Written by the
+  // consumer alone, item by item and without lock_, so completing tasks can top up without
+  // waiting for the consumer's next lock; read under lock_.
+  std::atomic<int64_t> released_{0};
+  StopKind stop_kind_ ABSL_GUARDED_BY(lock_) = StopKind::kNone;
+  std::exception_ptr error_ ABSL_GUARDED_BY(lock_);
+  // The consumer announced that it sleeps (or is about to) on wait_mu_; taken by the section that
+  // lets it proceed (EndSectionLocked), or withdrawn by the consumer after a timeout.
+  bool sleeping_ ABSL_GUARDED_BY(lock_) = false;
+  // Batched tasks: started slots no drainer took yet, and the drainers submitted and not left.
+  SlotList runq_ ABSL_GUARDED_BY(lock_);
+  uint32_t runq_size_ ABSL_GUARDED_BY(lock_) = 0;
+  int drainers_ ABSL_GUARDED_BY(lock_) = 0;
+  // What the consumer waits for: no task in flight (AwaitNothingInFlight), or anything it may
+  // act on (Refill).
+  bool awaiting_drain_ ABSL_GUARDED_BY(lock_) = false;
+
+  // Only for the consumer's sleep: on the stream's clock, so that a FakeClock drives the timeout.
+  absl::Mutex wait_mu_;
+  bool wake_ ABSL_GUARDED_BY(wait_mu_) = false;
+
+  // Consumer thread only.
+  bool consumer_started_ = false;
+  bool finished_ = false;           // Next() returned the end or threw.
+  std::exception_ptr final_error_;  // What Next() threw.
+  bool has_current_ = false;        // The last Next() returned slot current_.
+  uint32_t current_ = kNoSlot;
+  uint32_t batch_cur_ = kNoSlot;  // Completion order: next slot of the batch.
+  uint32_t batch_first_ = kNoSlot;
+  uint32_t batch_last_ = kNoSlot;
+  uint32_t batch_count_ = 0;
+  int64_t batch_next_ = 0;  // Input order: next index of the batch.
+  int64_t batch_end_ = 0;
+  int64_t yielded_ = 0;
+  int spin_limit_ = 64;
+  int64_t reported_total_ = ProgressReporter::kUnknownTotal;
+  bool reported_total_final_ = true;
+  std::unique_ptr<ProgressReporter> progress_;
+};
+
+}  // namespace sync_internal
+}  // namespace concurry
+
+#endif  // CONCURRY_SYNC_INTERNAL_STREAM_CORE_H_
