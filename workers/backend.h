@@ -84,6 +84,15 @@ class WorkerBackend {
     return absl::ZeroDuration();
   }
 
+  // Whether a synchronous Create (Worker<T>::Create, BlockingWorker<T>::Create) may build the
+  // object on the calling thread, inside the actor's context, instead of handing the construction
+  // to the actor's own thread and sleeping until it is done. Only for backends whose actors have
+  // no thread of their own to be built on (kTbb on its shared arena): there the round trip is
+  // the whole cost of creating a worker. The caller waits for the constructor either way.
+  virtual bool constructs_on_caller(const ResolvedWorkerOptions& /*options*/) const {
+    return false;
+  }
+
   // Checks what only this backend knows about `options`; throws InvalidOptionError. The core has
   // already validated the options themselves.
   virtual void Validate(const ResolvedWorkerOptions& /*options*/) const {}

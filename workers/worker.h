@@ -93,7 +93,10 @@ Worker<T> CurrentWorker();
 //
 // Creation: Create(options, args...) builds the T from `args` (decayed copies) inside the worker
 // and returns once it exists; if the constructor throws, Create throws that exception (original
-// type) and nothing keeps running. CreateAsync returns a future of the handle instead; it
+// type) and nothing keeps running. A tbb-mode worker on the shared arena has no thread of its
+// own, so Create builds its T on the calling thread, in the worker's context (CurrentWorker and
+// the worker's limits work there; calls the constructor makes to its own worker run after it).
+// CreateAsync returns a future of the handle instead; it
 // completes in the worker's context, so a continuation attached to it with Then runs there and
 // must not wait for the worker's own calls.
 //
@@ -131,18 +134,14 @@ class Worker {
 
   template <typename... Args>
   static Worker Create(WorkerOptions options, Args&&... args) {
-    return CreateAsync(std::move(options), std::forward<Args>(args)...).Result();
+    return CreateResolvedAndWait(CheckNotBlocking(ResolveWorkerOptions(options)),
+                                 std::forward<Args>(args)...);
   }
 
   template <typename... Args>
   static Future<Worker> CreateAsync(WorkerOptions options, Args&&... args) {
-    const ResolvedWorkerOptions resolved = ResolveWorkerOptions(options);
-    if (resolved.blocking) {
-      throw InvalidOptionError(
-          "Worker<T>::Create: blocking is true, but Worker<T>::Call returns futures; create a "
-          "BlockingWorker<T> (or call .Blocking() on the handle) for calls that return values");
-    }
-    return CreateResolved(resolved, std::forward<Args>(args)...);
+    return CreateResolved(CheckNotBlocking(ResolveWorkerOptions(options)),
+                          std::forward<Args>(args)...);
   }
 
   // Calls `method` on the worker's T with `args`. See the class comment.
@@ -231,10 +230,17 @@ class Worker {
   template <typename U>
   friend Worker<U> CurrentWorker();
 
-  template <typename... Args>
-  static Future<Worker> CreateResolved(const ResolvedWorkerOptions& resolved, Args&&... args) {
-    static_assert(std::is_constructible_v<T, std::decay_t<Args>&&...>,
-                  "Worker<T>::Create: T cannot be constructed from these argument types");
+  static const ResolvedWorkerOptions& CheckNotBlocking(const ResolvedWorkerOptions& resolved) {
+    if (resolved.blocking) {
+      throw InvalidOptionError(
+          "Worker<T>::Create: blocking is true, but Worker<T>::Call returns futures; create a "
+          "BlockingWorker<T> (or call .Blocking() on the handle) for calls that return values");
+    }
+    return resolved;
+  }
+
+  // Returns the backend for `resolved` after checking what Create needs of T and of it.
+  static const WorkerBackend& CheckCreate(const ResolvedWorkerOptions& resolved) {
     if (resolved.retry.worker_class() != nullptr && *resolved.retry.worker_class() != typeid(T)) {
       throw InvalidOptionError(
           "Worker<T>::Create: the per-method retry entries (WorkerRetry::For) are for class " +
@@ -249,9 +255,35 @@ class Worker {
           " sends calls as bytes by name, which needs the class registered with "
           "CONCURRY_REGISTER_WORKER (in-process modes need no registration)");
     }
+    return backend;
+  }
+
+  // Create: waits for the object. Where the backend allows it, the object is built on this
+  // thread rather than on the worker's, which spares the wake-ups of a round trip.
+  template <typename... Args>
+  static Worker CreateResolvedAndWait(const ResolvedWorkerOptions& resolved, Args&&... args) {
+    static_assert(std::is_constructible_v<T, std::decay_t<Args>&&...>,
+                  "Worker<T>::Create: T cannot be constructed from these argument types");
+    const WorkerBackend& backend = CheckCreate(resolved);
+    if (resolved.pooled()) return CreateResolved(resolved, std::forward<Args>(args)...).Result();
+    workers_internal::StartedWorker worker =
+        StartOne(resolved, backend, nullptr, 0, backend.constructs_on_caller(resolved),
+                 std::forward<Args>(args)...);
+    // Made first, so that a constructor that threw leaves a handle that stops the worker (and
+    // waits for that) as the last handle of any worker does.
+    auto state = std::make_shared<workers_internal::HandleState>(std::move(worker.actor));
+    std::move(worker.constructed).Result();  // Throws what the constructor threw.
+    return Worker(std::move(state));
+  }
+
+  template <typename... Args>
+  static Future<Worker> CreateResolved(const ResolvedWorkerOptions& resolved, Args&&... args) {
+    static_assert(std::is_constructible_v<T, std::decay_t<Args>&&...>,
+                  "Worker<T>::Create: T cannot be constructed from these argument types");
+    const WorkerBackend& backend = CheckCreate(resolved);
     if (!resolved.pooled()) {
-      workers_internal::StartedWorker worker =
-          StartOne(resolved, backend, nullptr, 0, std::forward<Args>(args)...);
+      workers_internal::StartedWorker worker = StartOne(
+          resolved, backend, nullptr, 0, /*construct_here=*/false, std::forward<Args>(args)...);
       auto state = std::make_shared<workers_internal::HandleState>(std::move(worker.actor));
       return std::move(worker.constructed).Then([state = std::move(state)]() mutable {
         return Worker(std::move(state));
@@ -269,7 +301,9 @@ class Worker {
                          int index, const ResolvedWorkerOptions& options,
                          workers_internal::PoolHook* pool) {
         return std::apply(
-            [&](const auto&... a) { return StartOne(options, *backend_ptr, pool, index, a...); },
+            [&](const auto&... a) {
+              return StartOne(options, *backend_ptr, pool, index, /*construct_here=*/false, a...);
+            },
             args);
       };
       std::shared_ptr<workers_internal::PoolCore> pool =
@@ -283,12 +317,13 @@ class Worker {
   }
 
   // Makes one worker's actor for `options` (joined to `pool` as worker `index` when in a pool)
-  // and starts building its T from `args`.
+  // and starts building its T from `args`; `construct_here`: builds it now, on this thread
+  // (WorkerBackend::constructs_on_caller), for a caller that waits for it anyway.
   template <typename... Args>
   static workers_internal::StartedWorker StartOne(const ResolvedWorkerOptions& options,
                                                   const WorkerBackend& backend,
                                                   workers_internal::PoolHook* pool, int index,
-                                                  Args&&... args) {
+                                                  bool construct_here, Args&&... args) {
     std::shared_ptr<workers_internal::ActorCore> core = backend.MakeActor(options);
     core->set_object_type(typeid(T));
     if (pool != nullptr) core->JoinPool(pool, index);
@@ -337,7 +372,8 @@ class Worker {
       return std::apply([](auto&... a) { return new T(std::move(a)...); }, args);
     };
     core->Start(new workers_internal::ConstructNode<T, decltype(make)>(
-        core.get(), std::move(constructed), std::move(make)));
+                    core.get(), std::move(constructed), std::move(make)),
+                construct_here);
     return {std::move(core), std::move(done)};
   }
 
@@ -370,8 +406,7 @@ class BlockingWorker {
     }
     options.blocking = true;
     const ResolvedWorkerOptions resolved = ResolveWorkerOptions(options);
-    return BlockingWorker(
-        Worker<T>::CreateResolved(resolved, std::forward<Args>(args)...).Result());
+    return BlockingWorker(Worker<T>::CreateResolvedAndWait(resolved, std::forward<Args>(args)...));
   }
 
   // Calls `method` and waits for its result.

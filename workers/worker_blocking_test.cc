@@ -61,6 +61,11 @@ class Callee {
     gate_.Wait();
     return x + 1;
   }
+  // Get, once the call has said it is running.
+  int ArriveAndGet(int x, std::shared_ptr<Arrivals> arrivals) {
+    arrivals->Arrive();
+    return Get(x);
+  }
 
  private:
   Future<void> gate_;
@@ -239,10 +244,13 @@ TEST(TbbBlockingTest, StoppingAnotherTbbWorkerInsideATbbCallWaitsWithoutStarving
   auto gate = std::make_shared<Promise<void>>();
   std::vector<Worker<Callee>> callees;
   std::vector<Future<int>> running;
+  auto arrivals = std::make_shared<Arrivals>(4);
   for (int i = 0; i < 4; ++i) {
     callees.push_back(Worker<Callee>::Create({.mode = Mode::kTbb}, gate->GetFuture()));
-    running.push_back(callees.back().Call(&Callee::Get, i));  // Blocked on the gate.
+    running.push_back(callees.back().Call(&Callee::ArriveAndGet, i, arrivals));
   }
+  // All four run (blocked on the gate) before the stop: Stop would cancel a call still queued.
+  arrivals->all().Result();
   auto stopper = Worker<Stopper>::Create({.mode = Mode::kTbb});
   Future<bool> stopped = stopper.Call(&Stopper::StopAll, callees);
   // Stop waits for the running calls, which wait for the gate; opening it from another tbb worker

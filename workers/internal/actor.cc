@@ -49,6 +49,37 @@ static_assert(kNodeHeader >= sizeof(const CallNodeAllocator*) &&
               kNodeHeader % alignof(std::max_align_t) == 0);
 constinit std::atomic<const CallNodeAllocator*> node_allocator{&kDefaultAllocator};
 
+// Whether an actor made with `a` behaves exactly as one made with `b` and reports the same
+// options. Fields that cannot be compared (a make_balancer, retry policies, limits other than the
+// default no-op pool) count as different.
+bool Interchangeable(const ResolvedWorkerOptions& a, const ResolvedWorkerOptions& b) {
+  const auto default_limits = [](const LimitPool& limits) {
+    return limits.no_op() && limits.options().worker_index == 0 &&
+           limits.options().balancing == LimitPoolBalancing::kRoundRobin;
+  };
+  return a.mode == b.mode && a.blocking == b.blocking && a.max_queued_tasks == b.max_queued_tasks &&
+         a.queue_full == b.queue_full && a.unwrap_futures == b.unwrap_futures &&
+         a.stop_timeout == b.stop_timeout && a.max_workers == b.max_workers &&
+         a.on_demand == b.on_demand && a.on_demand_keepalive == b.on_demand_keepalive &&
+         a.load_balancing == b.load_balancing && !a.make_balancer && !b.make_balancer &&
+         a.clock == b.clock && a.executor == b.executor && a.process_start == b.process_start &&
+         a.remote == b.remote &&
+         // The default pool's copies share one state (LimitPool()).
+         &a.limits.sets() == &b.limits.sets() && default_limits(a.limits) &&
+         default_limits(b.limits) && a.retry.empty() && b.retry.empty();
+}
+
+// The options for a new actor: those of the last plain actor this thread made when
+// interchangeable, else a copy. A thread creating many workers alike shares one. Only plain
+// options are remembered, so that the cache never keeps a user's limits or balancer alive.
+std::shared_ptr<const ResolvedWorkerOptions> SharedOptions(const ResolvedWorkerOptions& options) {
+  thread_local std::shared_ptr<const ResolvedWorkerOptions> last;
+  if (last != nullptr && Interchangeable(*last, options)) return last;
+  auto copy = std::make_shared<const ResolvedWorkerOptions>(options);
+  if (Interchangeable(options, options)) last = copy;
+  return copy;
+}
+
 }  // namespace
 
 void SetCallNodeAllocator(const CallNodeAllocator* allocator) {
@@ -168,7 +199,7 @@ std::atomic<const LimitPool*> process_limits{nullptr};
 const LimitPool* ActorCore::CurrentLimits() {
   const ActorCore* actor = CurrentActor();
   if (actor == nullptr) return process_limits.load(std::memory_order_acquire);
-  return &actor->options_.limits;
+  return &actor->options_->limits;
 }
 
 void ActorCore::SetProcessLimits(const LimitPool* limits) {
@@ -193,7 +224,7 @@ WorkerStats ActorCore::Stats() {
 }
 
 ActorCore::ActorCore(const ResolvedWorkerOptions& options, const WorkerBackend& backend)
-    : options_(options),
+    : options_(SharedOptions(options)),
       encodes_calls_(backend.encodes_calls()),
       // An inline drain runs in the caller's thread: waiting there would only delay the caller.
       linger_nanos_(backend.runs_calls_inline()
@@ -220,14 +251,43 @@ ActorCore::~ActorCore() {
   if (object_ != nullptr && destroy_ != nullptr) destroy_(object_);
 }
 
-void ActorCore::Start(CallNode* construct) {
+void ActorCore::Start(CallNode* construct, bool on_caller) {
   try {
     OnStart();
   } catch (...) {
     Finish(construct, /*run=*/false);
     throw;
   }
-  if (!Push(construct)) Finish(construct, /*run=*/false);
+  if (!on_caller) {
+    if (!Push(construct)) Finish(construct, /*run=*/false);
+    return;
+  }
+  {
+    // As if a drain were running: a push made meanwhile queues without scheduling one, so nothing
+    // runs on the arena before the object exists (FIFO behind the construction).
+    internal::SpinLockHolder hold(&lock_);
+    scheduled_ = true;
+  }
+  {
+    const futures_internal::ScopedSerialContext context(this);
+    // Not part of any drain the calling thread may be nested in (see Drain).
+    struct Redrain {
+      bool* outer;
+      ~Redrain() { current_redrain = outer; }
+    } restore{std::exchange(current_redrain, nullptr)};
+    Finish(construct, /*run=*/true);
+  }
+  bool schedule;
+  {
+    // lock_ also publishes object_ to the drain that a later push schedules.
+    internal::SpinLockHolder hold(&lock_);
+    schedule = first_ != nullptr;
+    if (!schedule) scheduled_ = false;
+  }
+  // Calls queued during construction, or the StopNode of a constructor that threw (StopWithError)
+  // or stopped its own worker: the actor's context runs them from now on. The executor's Submit
+  // also publishes object_ to that drain.
+  if (schedule) Schedule();
 }
 
 bool ActorCore::InActorContext() const { return CurrentActor() == this; }

@@ -176,7 +176,11 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   ActorCore& operator=(const ActorCore&) = delete;
 
   // Starts the actor with `construct` as its first message (it calls SetObject on success).
-  void Start(CallNode* construct);
+  // `on_caller` (WorkerBackend::constructs_on_caller, for a synchronous Create): runs it now, on
+  // the calling thread, in the actor's context; the mailbox counts as draining meanwhile, so calls
+  // the constructor queues (to its own worker, through CurrentWorker) wait behind it and run on
+  // the actor's own context afterwards.
+  void Start(CallNode* construct, bool on_caller = false);
 
   // Submits a call, through the submission gate when bounded (`may_block`: see
   // SubmissionGate::Admit). Returns false, leaving `node` to the caller (who fails its future with
@@ -218,7 +222,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   bool stop_requested() const { return stop_requested_.load(std::memory_order_acquire); }
   // Completes when the actor has fully stopped (object destroyed).
   virtual Future<void> stopped_future() const { return stopped_future_; }
-  const ResolvedWorkerOptions& options() const { return options_; }
+  const ResolvedWorkerOptions& options() const { return *options_; }
   // The backend's encodes_calls(), read on every call.
   bool encodes_calls() const { return encodes_calls_; }
 
@@ -305,7 +309,10 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // Deletes a finished node and hands its gate slot and its pool report on.
   void Retire(CallNode* node) noexcept;
 
-  const ResolvedWorkerOptions options_;
+  // Shared with other actors whose options are interchangeable (SharedOptions in actor.cc): a
+  // copy is ~540 bytes, more than the rest of a tbb-mode actor, and 10^5 workers created with the
+  // same options are the normal case.
+  const std::shared_ptr<const ResolvedWorkerOptions> options_;
   const bool encodes_calls_;
   // How long a hot actor's drain waits for the next call before going idle (the backend's
   // drain_linger(); 0: never). See Drain.
