@@ -88,7 +88,9 @@ class WorkerBackend {
   // object on the calling thread, inside the actor's context, instead of handing the construction
   // to the actor's own thread and sleeping until it is done. Only for backends whose actors have
   // no thread of their own to be built on (kTbb on its shared arena): there the round trip is
-  // the whole cost of creating a worker. The caller waits for the constructor either way.
+  // the whole cost of creating a worker. The caller waits for the constructor either way. Not
+  // asked for pools (their workers are built on their own contexts) nor for backends that encode
+  // calls (their objects live behind bytes).
   virtual bool constructs_on_caller(const ResolvedWorkerOptions& /*options*/) const {
     return false;
   }

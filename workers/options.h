@@ -411,7 +411,8 @@ struct WorkerStats {
   std::string error;
 };
 
-// Options after resolution and validation.
+// Options after resolution and validation. Actors with interchangeable options share one copy
+// (workers/internal/actor.cc): a new field must be added to that comparison too.
 struct ResolvedWorkerOptions {
   Mode mode = Mode::kThread;
   bool blocking = false;

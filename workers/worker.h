@@ -93,12 +93,13 @@ Worker<T> CurrentWorker();
 //
 // Creation: Create(options, args...) builds the T from `args` (decayed copies) inside the worker
 // and returns once it exists; if the constructor throws, Create throws that exception (original
-// type) and nothing keeps running. A tbb-mode worker on the shared arena has no thread of its
-// own, so Create builds its T on the calling thread, in the worker's context (CurrentWorker and
-// the worker's limits work there; calls the constructor makes to its own worker run after it).
-// CreateAsync returns a future of the handle instead; it
-// completes in the worker's context, so a continuation attached to it with Then runs there and
-// must not wait for the worker's own calls.
+// type) and nothing keeps running. A single tbb-mode worker on the shared arena (not a pool, not
+// one with `.executor`) has no thread of its own, so Create builds its T on the calling thread, in
+// the worker's context: CurrentWorker and the worker's limits work there, calls the constructor
+// makes to its own worker run after it, and the rest of the thread's state (its thread_locals,
+// this_call of a worker call that creates it) is the caller's. CreateAsync returns a future of the
+// handle instead; it completes in the worker's context, so a continuation attached to it with Then
+// runs there and must not wait for the worker's own calls.
 //
 // Calls: Call(&T::Method, args...) returns Future<R>, where R is the method's result with
 // Future<U>, absl::Status and absl::StatusOr<U> flattened (U, void, U). Const and non-const

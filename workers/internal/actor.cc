@@ -49,10 +49,20 @@ static_assert(kNodeHeader >= sizeof(const CallNodeAllocator*) &&
               kNodeHeader % alignof(std::max_align_t) == 0);
 constinit std::atomic<const CallNodeAllocator*> node_allocator{&kDefaultAllocator};
 
+constexpr size_t kComparedOptionsSize = 536;
+
 // Whether an actor made with `a` behaves exactly as one made with `b` and reports the same
 // options. Fields that cannot be compared (a make_balancer, retry policies, limits other than the
 // default no-op pool) count as different.
 bool Interchangeable(const ResolvedWorkerOptions& a, const ResolvedWorkerOptions& b) {
+  // A new field must be compared below (or make options with it unshareable): otherwise a worker
+  // would be handed another worker's value of it. The size of the fields compared here, on the
+  // platform CI builds; a new field changes it.
+#if defined(__x86_64__) && defined(__GLIBCXX__)
+  static_assert(sizeof(ResolvedWorkerOptions) == kComparedOptionsSize,
+                "ResolvedWorkerOptions changed: compare the new field in Interchangeable "
+                "(workers/internal/actor.cc), then update kComparedOptionsSize");
+#endif
   const auto default_limits = [](const LimitPool& limits) {
     return limits.no_op() && limits.options().worker_index == 0 &&
            limits.options().balancing == LimitPoolBalancing::kRoundRobin;
@@ -69,14 +79,29 @@ bool Interchangeable(const ResolvedWorkerOptions& a, const ResolvedWorkerOptions
          default_limits(b.limits) && a.retry.empty() && b.retry.empty();
 }
 
-// The options for a new actor: those of the last plain actor this thread made when
-// interchangeable, else a copy. A thread creating many workers alike shares one. Only plain
-// options are remembered, so that the cache never keeps a user's limits or balancer alive.
+// The options of the last plain actor made in the process. Weak: the cache never keeps options
+// (a remote token among them) alive longer than some actor that uses them. Never destroyed, so
+// that a worker created during static destruction still finds it.
+struct SharedOptionsCache {
+  internal::SpinLock lock;
+  std::weak_ptr<const ResolvedWorkerOptions> last ABSL_GUARDED_BY(lock);
+};
+
+// The options for a new actor: those of the last plain actor made when interchangeable, else a
+// copy. Many workers created alike (10^5 tbb workers) share one copy of ~540 bytes.
 std::shared_ptr<const ResolvedWorkerOptions> SharedOptions(const ResolvedWorkerOptions& options) {
-  thread_local std::shared_ptr<const ResolvedWorkerOptions> last;
-  if (last != nullptr && Interchangeable(*last, options)) return last;
+  static SharedOptionsCache* const cache = new SharedOptionsCache;
+  if (!Interchangeable(options, options)) {
+    return std::make_shared<const ResolvedWorkerOptions>(options);
+  }
+  {
+    internal::SpinLockHolder hold(&cache->lock);
+    std::shared_ptr<const ResolvedWorkerOptions> last = cache->last.lock();
+    if (last != nullptr && Interchangeable(*last, options)) return last;
+  }
   auto copy = std::make_shared<const ResolvedWorkerOptions>(options);
-  if (Interchangeable(options, options)) last = copy;
+  internal::SpinLockHolder hold(&cache->lock);
+  cache->last = copy;
   return copy;
 }
 

@@ -5,9 +5,10 @@
 //
 // Mailbox: an intrusive FIFO under a spin lock (critical sections are a few pointer updates; see
 // internal::SpinLock for why not absl::Mutex), plus `scheduled_`, true while a drain is
-// scheduled or running. A push that finds it false schedules a drain; the drain pops one call at
-// a time and clears it when it finds the mailbox empty. Popping one at a time lets Stop take the
-// calls still queued, and cancel them at once, while a call runs.
+// scheduled or running (or while a synchronous Create builds the object on its caller's thread). A
+// push that finds it false schedules a drain; the drain pops one call at a time and clears it when
+// it finds the mailbox empty. Popping one at a time lets Stop take the calls still queued, and
+// cancel them at once, while a call runs.
 
 #ifndef CONCURRY_WORKERS_INTERNAL_ACTOR_H_
 #define CONCURRY_WORKERS_INTERNAL_ACTOR_H_
@@ -339,7 +340,8 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> stop_posted_{false};
   std::atomic<int> stop_steps_{2};
-  // Used only in the actor's context; drains are ordered by lock_.
+  // Used only in the actor's context; drains are ordered by lock_. A construction on the creator's
+  // thread (Start with on_caller) writes it before releasing lock_, which publishes it.
   void* object_ = nullptr;
   void (*destroy_)(void*) = nullptr;
   bool closed_ = false;

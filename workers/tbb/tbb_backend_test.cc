@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
 #include "futures/executor.h"
@@ -84,13 +85,21 @@ TEST(TbbBackendTest, UserExecutorKeepsConstructionOnTheExecutor) {
   class CountingExecutor final : public Executor {
    public:
     explicit CountingExecutor(std::atomic<int>* submitted) : submitted_(submitted) {}
+    ~CountingExecutor() override {
+      for (std::thread& thread : threads_) thread.join();
+    }
+    // Called by the worker's drains one at a time (a worker has one drain at a time); the threads
+    // are joined once the worker has stopped.
     void Submit(absl::AnyInvocable<void()> task) override {
       submitted_->fetch_add(1, std::memory_order_relaxed);
-      std::thread(std::move(task)).detach();
+      absl::MutexLock lock(&mu_);
+      threads_.emplace_back(std::move(task));
     }
 
    private:
     std::atomic<int>* submitted_;
+    absl::Mutex mu_;
+    std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
   } executor(&submitted);
   {
     auto worker = Worker<Recorder>::Create({.mode = Mode::kTbb, .executor = &executor});
