@@ -63,6 +63,8 @@ ScopedBlockingObserver::~ScopedBlockingObserver() {
   blocking.depth = outer_depth_;
 }
 
+BlockingObserver* CurrentBlockingObserver() noexcept { return blocking.observer; }
+
 const void* CurrentSerialContext() noexcept { return serial_context; }
 
 ScopedSerialContext::ScopedSerialContext(const void* context) noexcept

@@ -36,6 +36,14 @@ class Executor {
   // test executor runs them when the test says). Bounded loops (Stream, Map) compare it with
   // their max_in_flight to report the concurrency they really get.
   virtual int max_concurrency() const { return 0; }
+
+  // Whether any of its tasks may equally run on any thread, the caller's included: the threads
+  // hold no per-thread state the tasks rely on (no initializer, no actor), and tasks have no
+  // order or exclusion among them. Then a bounded loop (Stream) may run several inputs in one
+  // task and let its waiting consumer run an input itself. False (the default) for executors that
+  // serialise tasks, give them a thread of their own or set up their threads; TbbExecutor (CPU
+  // work) says true. Override only when every one of these holds.
+  virtual bool tasks_may_run_on_any_thread() const { return false; }
 };
 
 // Returns an executor that runs each task immediately on the submitting thread. Thread-safe.

@@ -96,6 +96,8 @@ class TbbExecutor final : public Executor {
 
   // Returns the number of tasks that run at once.
   int max_concurrency() const override;
+  // True: its tasks are CPU work with no thread affinity (see Executor).
+  bool tasks_may_run_on_any_thread() const override { return true; }
 
   // Returns a snapshot of the executor's threads.
   TbbExecutorStats Stats() const;

@@ -88,8 +88,9 @@ struct StreamOptions {
   Order order = Order::kCompletion;
   ErrorPolicy on_error = ErrorPolicy::kStopOnError;
   // For the whole stream, from the first begin() / Next() / Start(). When it passes while the
-  // consumer waits, the stream stops as on Cancel() and the iterator throws TimeoutError, after
-  // the tasks still running `fn` returned (see ResultStream). >= 0.
+  // consumer waits (sleeping, or between the inputs it runs itself on a TbbExecutor), the stream
+  // stops as on Cancel() and the iterator throws TimeoutError, after the tasks still running
+  // `fn` returned (see ResultStream): so at most one input's time late. >= 0.
   absl::Duration timeout = absl::InfiniteDuration();
   // Times the timeout and the progress report; null means Clock::Real(). Must outlive the stream.
   Clock* clock = nullptr;
@@ -203,19 +204,25 @@ namespace concurry {
 // itself. The executor must outlive the stream.
 //
 // The source and the stream's lock. The source is pulled from the consumer's thread or a
-// completing task's thread, one pull at a time (by the thread that tops the window up), so it
-// need not be thread-safe. No user code runs under the stream's lock: the source is called,
-// inputs are moved, inputs, the source and the results are destroyed, and futures cancelled,
-// outside it, so their destructors and callbacks may call Add() or Cancel().
+// completing task's thread (on a TbbExecutor, also from a thread that ran an input), one pull at
+// a time (by the thread that tops the window up), so it need not be thread-safe. No user code
+// runs under the stream's lock: the source is called, inputs are moved, inputs, the source and
+// the results are destroyed, and futures cancelled, outside it, so the source, their destructors
+// and callbacks may call Add() or Cancel() (an Add() from inside the source is queued, not
+// started by that call).
 //
-// Where `fn` runs. On an executor that tells its concurrency (Executor::max_concurrency() > 0:
-// TbbExecutor, ThreadPoolExecutor) and with a function that does not return futures, the stream
-// runs its inputs in at most min(max_in_flight, max_concurrency()) executor tasks, each running
-// inputs one after the other (a few dozen, then it queues a new task behind the executor's other
-// work). And a consumer waiting for a result while inputs wait for an executor thread runs one of
-// them itself, on its own thread, instead of sleeping: the next result is then at most that call
-// away. On other executors (InlineExecutor, a ManualExecutor, workers' Map) each input is one
-// executor task, and `fn` runs on the executor's threads only.
+// Where `fn` runs. On an executor whose tasks may run on any thread
+// (Executor::tasks_may_run_on_any_thread(): TbbExecutor, for CPU work) and with a function that
+// does not return futures, the stream runs its inputs in at most min(max_in_flight,
+// max_concurrency()) executor tasks, each running inputs one after the other (a few dozen, then
+// it queues a new task behind the executor's other work); while one of them blocks in a
+// BlockingRegion (any library wait), TbbExecutor adds a thread and the stream one more such task.
+// And a consumer waiting for a result while inputs wait for an executor thread runs one of them
+// itself, on its own thread, instead of sleeping: there `fn` sees the consumer's thread_locals and
+// held locks. On every other executor (ThreadPoolExecutor, whose initializer sets up its threads,
+// a TaskWorker or pool, InlineExecutor, a ManualExecutor, your own unless it opts in) each input is
+// one executor task, and `fn` runs on the executor's threads only, as that executor runs tasks
+// (one at a time on a serial one).
 //
 // Thread-safe for Add(), Cancel() and Start() from any thread (including from tasks); iteration
 // (begin(), Next(), the iterators) and destruction must be confined to one thread at a time.
@@ -314,7 +321,8 @@ class ResultStream {
   // max_concurrency()), or max_in_flight() when the concurrency is unknown. When it is below
   // max_in_flight() the stream warned at creation (StreamOptions::on_warning or stderr): a
   // blocking-I/O stream with max_in_flight = 16 on a 2-thread TbbExecutor runs 2 at a time (3
-  // while the consumer, waiting, runs one itself: see "Where `fn` runs").
+  // while the consumer, waiting, runs one itself; more while inputs block in a BlockingRegion:
+  // see "Where `fn` runs").
   int effective_concurrency() const {
     const int concurrency = max_concurrency();
     return concurrency > 0 && concurrency < max_in_flight() ? concurrency : max_in_flight();

@@ -748,6 +748,7 @@ class SizedManualExecutor final : public Executor {
   explicit SizedManualExecutor(int concurrency) : concurrency_(concurrency) {}
   void Submit(Task task) override { tasks_.push_back(std::move(task)); }
   int max_concurrency() const override { return concurrency_; }
+  bool tasks_may_run_on_any_thread() const override { return true; }
   int pending() const { return static_cast<int>(tasks_.size()); }
   // Runs the queued tasks, and those they queue, until none is left; returns how many ran.
   int RunAll() {

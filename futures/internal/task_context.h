@@ -24,6 +24,11 @@ class BlockingObserver {
   ~BlockingObserver() = default;
 };
 
+// Returns the observer of the executor task the calling thread runs (null outside one, or when its
+// executor adds no threads): a task that runs work of its own may install an observer that
+// forwards to it.
+BlockingObserver* CurrentBlockingObserver() noexcept;
+
 // Makes `observer` the calling thread's for the scope (an executor wraps each task it runs in
 // one), outside any blocking region. Not copyable.
 class ScopedBlockingObserver {

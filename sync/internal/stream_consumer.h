@@ -192,11 +192,15 @@ bool StreamCore<In, R>::TakeBatchLocked() {
 
 template <typename In, typename R>
 bool StreamCore<In, R>::Refill() {
-  enum class Step { kBatch, kEnd, kFail, kAgain, kHelp, kSpin, kSleep };
+  enum class Step { kBatch, kEnd, kFail, kAgain, kHelp, kSpin, kSleep, kTimeout };
   bool spun = false;       // This refill spun (at most once).
   bool just_spun = false;  // The spin ended right before this pass.
   bool slept = false;      // This refill slept.
   for (;;) {
+    // A consumer that runs queued inputs itself never sleeps, so the deadline is checked here too
+    // (the clock is read outside the lock).
+    const absl::Time now =
+        timeout_ == absl::InfiniteDuration() ? absl::InfinitePast() : clock_.Now();
     Work work;
     Step step;
     uint64_t completions = 0;
@@ -224,6 +228,8 @@ bool StreamCore<In, R>::Refill() {
         step = Step::kEnd;
       } else if (work.reserved_count > 0 || work.to_submit.head != kNoSlot) {
         step = Step::kAgain;  // Start them before waiting.
+      } else if (drain_ && runq_size_ > 0 && now >= deadline_) {
+        step = Step::kTimeout;
       } else if (drain_ && runq_size_ > 0) {
         // Started slots wait for a drainer while this thread has nothing to yield: run one here
         // rather than spin or sleep (on a small machine the executor's threads and the consumer
@@ -274,7 +280,8 @@ bool StreamCore<In, R>::Refill() {
         just_spun = true;
         break;
       case Step::kSleep:
-        if (!Sleep(deadline)) {
+      case Step::kTimeout:
+        if (step == Step::kTimeout || !Sleep(deadline)) {
           Work stop;
           {
             internal::SpinLockHolder lock(&lock_);

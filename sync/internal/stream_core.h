@@ -63,9 +63,11 @@
 // by the consumer, handed over under lock_; in input order handed back through released_). Each
 // hand-over happens under lock_, through Submit, or through released_'s release/acquire pair.
 //
-// Batched tasks: a stream made by Stream() over an executor that says how many tasks it runs at
-// once (TbbExecutor, ThreadPoolExecutor), with a function that does not return futures, does not
-// give every slot an executor task. Started slots wait in a run queue (runq_), and up to
+// Batched tasks: a stream made by Stream() over an executor whose tasks may run on any thread
+// (Executor::tasks_may_run_on_any_thread(): TbbExecutor; not a serial or set-up executor, since
+// inputs move between tasks and onto the consumer's thread) and that says how many tasks it runs
+// at once, with a function that does not return futures, does not give every slot an executor
+// task. Started slots wait in a run queue (runq_), and up to
 // min(max_concurrency, max_in_flight) drainer tasks run them one after the other: a drainer's
 // completion claims its next slot in the same locked section (StreamDrainFrame), so a slot costs
 // no executor task and no extra lock. After kDrainBatch slots a drainer queues a new task behind
@@ -75,7 +77,13 @@
 // CPUs, and a profile of sync_benchmark showed the consumer asleep (35 ms of CPU in 0.9 s) while
 // the window, full of results it had not taken, left the executor's threads idle-spinning in
 // oneTBB (70% of the samples). Still at most max_in_flight inputs are in flight; the executor
-// runs at most max_concurrency of them at once, and a waiting consumer one more.
+// runs at most max_concurrency of them at once, and a waiting consumer one more. A drainer whose
+// input blocks in a BlockingRegion makes TbbExecutor add a thread; the drainer's own observer
+// (forwarding to the executor's) then allows one more drainer, so the added thread has inputs to
+// run and inputs that wait for each other all get a thread (DrainerCapLocked). A drainer that is
+// dropped (the executor rejected it) leaves in the same section that takes the queue when it was
+// the last, so queued slots always have a drainer (DropDrainer). The consumer checks the timeout
+// between the inputs it runs itself.
 //
 // Inline executors: a task that runs inside Submit() would recurse (complete -> top up ->
 // submit -> run...). A thread-local frame turns that into a loop: while a thread is submitting for
@@ -105,6 +113,7 @@
 #include "futures/executor.h"
 #include "futures/future.h"
 #include "futures/internal/spin_lock.h"
+#include "futures/internal/task_context.h"
 #include "sync/internal/stream_runner.h"
 #include "sync/progress.h"
 
@@ -253,6 +262,10 @@ class StreamCore : public StreamInputSink<In> {
   // The executor rejected or dropped a drainer: stops the stream with StoppedError; the last
   // drainer completes the slots nobody will run as skipped.
   void DropDrainer() noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // A drainer's input entered (or left) a BlockingRegion; on that drainer's thread, while the
+  // input runs. See DrainerCapLocked.
+  void DrainerBlocked() noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  void DrainerUnblocked() noexcept ABSL_LOCKS_EXCLUDED(lock_);
 
  protected:
   struct Slot {
@@ -457,10 +470,16 @@ class StreamCore : public StreamInputSink<In> {
     // Relaxed: ends the consumer's spin, which may then run it (a hint, re-checked under lock_).
     completions_.fetch_add(1, std::memory_order_relaxed);
     // Every executor thread gets a drainer while slots wait: one that finds nothing left leaves.
-    if (drainers_ < max_drainers_) {
+    if (drainers_ < DrainerCapLocked()) {
       ++drainers_;
       ++work->spawn;
     }
+  }
+  // A drainer whose input blocks (in a BlockingRegion) holds an executor thread that the
+  // executor replaces: the stream may then have one more drainer, so the added thread has this
+  // stream's inputs to run (as it had when every input was its own task).
+  int DrainerCapLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    return max_drainers_ + blocked_drainers_;
   }
   uint32_t PopRunnableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     const uint32_t s = runq_.head;
@@ -479,7 +498,11 @@ class StreamCore : public StreamInputSink<In> {
       return;
     }
     frame->claim = false;
-    if (++frame->ran >= kDrainBatch && runq_size_ > 0) {
+    if (drainers_ > DrainerCapLocked()) {
+      // A blocked input that had this drainer added ended: one too many. The others (at least
+      // max_drainers_ that are not blocked) run what waits.
+      --drainers_;  // Leaves: from here on it touches nothing of the core.
+    } else if (++frame->ran >= kDrainBatch && runq_size_ > 0) {
       frame->resubmit = true;
     } else if ((frame->next = PopRunnableLocked()) == kNoSlot) {
       --drainers_;  // Leaves: from here on it touches nothing of the core.
@@ -641,6 +664,8 @@ class StreamCore : public StreamInputSink<In> {
   SlotList runq_ ABSL_GUARDED_BY(lock_);
   uint32_t runq_size_ ABSL_GUARDED_BY(lock_) = 0;
   int drainers_ ABSL_GUARDED_BY(lock_) = 0;
+  // Drainers whose input is inside a BlockingRegion (see DrainerCapLocked).
+  int blocked_drainers_ ABSL_GUARDED_BY(lock_) = 0;
   // What the consumer waits for: no task in flight (AwaitNothingInFlight), or anything it may
   // act on (Refill).
   bool awaiting_drain_ ABSL_GUARDED_BY(lock_) = false;

@@ -159,7 +159,9 @@ StreamRunner DefaultStreamRunner(const Executor& executor) {
     return StreamRunner{};
   } else {
     StreamRunner runner = ExecutorRunner(executor);
-    runner.batch_tasks = true;
+    // Only where an input may run on any thread: batching moves inputs between tasks, and the
+    // waiting consumer runs some on its own thread (a serial or set-up executor forbids both).
+    runner.batch_tasks = executor.tasks_may_run_on_any_thread();
     return runner;
   }
 }

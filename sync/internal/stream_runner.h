@@ -38,9 +38,10 @@ struct StreamRunner {
   // Whether to warn at all; false: only ResultStream::effective_concurrency() tells (workers'
   // Map, where queueing items ahead of a worker is a normal way to keep it busy).
   bool warn = true;
-  // Whether the stream may run several inputs in one task of its executor (see "Batched tasks"
-  // in stream_core.h): only when the executor's own threads are what runs the function, and
-  // max_concurrency says how many. Set by Stream() for an executor that knows its concurrency.
+  // Whether the stream may run several inputs in one task of its executor and let its consumer
+  // run inputs (see "Batched tasks" in stream_core.h): only when the executor's own threads are
+  // what runs the function, max_concurrency says how many, and its tasks may run on any thread
+  // (Executor::tasks_may_run_on_any_thread(): TbbExecutor). Set by Stream().
   bool batch_tasks = false;
 };
 

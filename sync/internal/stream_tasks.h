@@ -23,6 +23,7 @@
 #include "futures/executor.h"
 #include "futures/future.h"
 #include "futures/internal/spin_lock.h"
+#include "futures/internal/task_context.h"
 #include "sync/internal/stream_core.h"
 #include "sync/internal/stream_runner.h"
 #include "sync/progress.h"
@@ -265,10 +266,34 @@ void StreamCore<In, R>::Drain() noexcept {
       return;
     }
   }
+  // An executor that adds a thread while a task blocks (TbbExecutor) learns of it through its
+  // observer; this one forwards to it and lets the stream add a drainer for the added thread. Its
+  // calls come while an input runs, so the core is alive for them.
+  struct Observer final : futures_internal::BlockingObserver {
+    StreamCore* core;
+    futures_internal::BlockingObserver* outer;
+    Observer(StreamCore* c, futures_internal::BlockingObserver* o) : core(c), outer(o) {}
+    void BlockingBegan() noexcept override {
+      outer->BlockingBegan();
+      core->DrainerBlocked();
+    }
+    void BlockingEnded() noexcept override {
+      core->DrainerUnblocked();
+      outer->BlockingEnded();
+    }
+  };
+  futures_internal::BlockingObserver* outer = futures_internal::CurrentBlockingObserver();
+  std::optional<Observer> observer;
+  std::optional<futures_internal::ScopedBlockingObserver> scope;
+  if (outer != nullptr) {
+    observer.emplace(this, outer);
+    scope.emplace(&*observer);
+  }
   while (s != kNoSlot) {
     Run(s);  // Completes the slot; the completion claims frame.next or lets this drainer leave.
     s = std::exchange(frame.next, kNoSlot);
   }
+  scope.reset();
   tls_stream_drain_frame = frame.prev;
   if (!frame.resubmit) return;  // Left: the core may be gone.
   // Still counted in drainers_, so the core is alive; the new task takes over that count.
@@ -286,30 +311,47 @@ void StreamCore<In, R>::DropDrainer() noexcept {
   tls_stream_drain_frame = &shield;
   SlotList orphans;
   Work work;
+  const std::exception_ptr error = StreamDroppedTaskError();  // Allocates: before locking.
   {
     internal::SpinLockHolder lock(&lock_);
-    SetStopLocked(StopKind::kFatal, StreamDroppedTaskError(), &work.disposal);
-    if (drainers_ == 1) {  // The last one: nobody else will run what waits.
+    SetStopLocked(StopKind::kFatal, error, &work.disposal);
+    // Leaving and taking the queue in one section keeps "queued slots have a drainer": when
+    // several drainers are dropped at once, the last to leave sees the count reach zero.
+    if (--drainers_ == 0) {
       orphans = std::exchange(runq_, SlotList());
       runq_size_ = 0;
     }
     EndSectionLocked(&work);
   }
+  // From here on only the orphans' own in_flight_ counts (and work.counted) keep the core alive.
   Finish(work);
   for (uint32_t s = orphans.head; s != kNoSlot;) {
     const uint32_t next = s == orphans.tail ? kNoSlot : slot(s).next;
     slot(s).input.reset();
-    Complete(s);  // Skipped; this drainer's count keeps the core alive.
+    Complete(s);  // Skipped (the stream stopped). The last one may free the core.
     s = next;
   }
-  Work leave;
+  tls_stream_drain_frame = shield.prev;  // Thread-local only.
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::DrainerBlocked() noexcept {
+  bool spawn = false;
   {
     internal::SpinLockHolder lock(&lock_);
-    --drainers_;
-    EndSectionLocked(&leave);
+    ++blocked_drainers_;
+    if (runq_size_ > 0 && drainers_ < DrainerCapLocked()) {
+      ++drainers_;
+      spawn = true;
+    }
   }
-  tls_stream_drain_frame = shield.prev;
-  Finish(leave);
+  if (spawn) SpawnDrainers(1);  // Its count keeps the core alive until it is submitted.
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::DrainerUnblocked() noexcept {
+  internal::SpinLockHolder lock(&lock_);
+  --blocked_drainers_;
 }
 
 template <typename In, typename R>

@@ -1,0 +1,256 @@
+// Stream over executors with different thread rules: which ones get batched tasks and the
+// consumer's help (only those whose tasks may run on any thread), and how batched tasks keep
+// TbbExecutor's added threads, the timeout and a rejecting executor working.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "futures/executor.h"
+#include "futures/tbb_executor.h"
+#include "futures/thread_pool_executor.h"
+#include "gtest/gtest.h"
+#include "sync/stream.h"
+#include "testing/fake_clock.h"
+
+namespace concurry {
+namespace {
+
+std::vector<int> Iota(int n) {
+  std::vector<int> v(n);
+  for (int i = 0; i < n; ++i) v[i] = i;
+  return v;
+}
+
+// Runs tasks one at a time, in order, on `threads` threads of its own, and says so through
+// max_concurrency(). Submit() throws StoppedError once `accept` tasks were taken. Unless
+// `any_thread`, it keeps the default: its tasks must run on its threads.
+class QueueExecutor final : public Executor {
+ public:
+  QueueExecutor(int threads, bool any_thread, int64_t accept = INT64_MAX)
+      : threads_(threads), any_thread_(any_thread), accept_(accept) {
+    for (int i = 0; i < threads; ++i) pool_.emplace_back([this] { Loop(); });
+  }
+  ~QueueExecutor() override {
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+    }
+    for (std::thread& t : pool_) t.join();
+  }
+  void Submit(Task task) override {
+    absl::MutexLock lock(&mu_);
+    if (accept_-- <= 0) throw StoppedError("QueueExecutor: rejected");
+    tasks_.push_back(std::move(task));
+  }
+  int max_concurrency() const override { return threads_; }
+  bool tasks_may_run_on_any_thread() const override { return any_thread_; }
+  bool OnOwnThread() const {
+    for (const std::thread& t : pool_) {
+      if (t.get_id() == std::this_thread::get_id()) return true;
+    }
+    return false;
+  }
+
+ private:
+  void Loop() {
+    for (;;) {
+      Task task;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](QueueExecutor* e)
+                 ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) { return e->done_ || !e->tasks_.empty(); },
+            this));
+        if (tasks_.empty()) return;
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      std::move(task)();
+    }
+  }
+
+  const int threads_;
+  const bool any_thread_;
+  absl::Mutex mu_;
+  int64_t accept_ ABSL_GUARDED_BY(mu_);
+  std::deque<Task> tasks_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> pool_;
+};
+
+TEST(StreamExecutorsTest, SerialExecutorRunsOneCallAtATimeOnItsOwnThread) {
+  QueueExecutor serial(1, /*any_thread=*/false);
+  std::atomic<int> running{0};
+  std::atomic<int> overlaps{0};
+  std::atomic<int> off_thread{0};
+  int64_t count = 0;
+  for (auto& item : Stream(serial, Iota(2000),
+                           [&](int x) {
+                             if (running.fetch_add(1) != 0) overlaps.fetch_add(1);
+                             if (!serial.OnOwnThread()) off_thread.fetch_add(1);
+                             running.fetch_sub(1);
+                             return x;
+                           },
+                           {.max_in_flight = 16, .on_warning = [](auto) {}})) {
+    item.value();
+    ++count;
+  }
+  EXPECT_EQ(count, 2000);
+  EXPECT_EQ(overlaps.load(), 0);
+  EXPECT_EQ(off_thread.load(), 0);
+}
+
+thread_local bool initialized = false;
+
+TEST(StreamExecutorsTest, ThreadPoolInitializerStateIsSeenByEveryCall) {
+  ThreadPoolExecutor pool({.max_workers = 2, .initializer = [] { initialized = true; }});
+  std::atomic<int> missing{0};
+  int64_t count = 0;
+  for (auto& item : Stream(pool, Iota(2000),
+                           [&](int x) {
+                             if (!initialized) missing.fetch_add(1);
+                             return x;
+                           },
+                           {.max_in_flight = 16, .on_warning = [](auto) {}})) {
+    item.value();
+    ++count;
+  }
+  EXPECT_EQ(count, 2000);
+  EXPECT_EQ(missing.load(), 0);
+}
+
+// Inputs that block in a BlockingRegion get TbbExecutor's added threads, as one task per input
+// did: 16 inputs of 50 ms on one thread take about 50 ms, not 16 x 50 ms.
+TEST(StreamExecutorsTest, BlockedInputsOnTbbExecutorGetAddedThreads) {
+  TbbExecutor tbb(1);
+  const absl::Time start = absl::Now();
+  int64_t count = 0;
+  for (auto& item : Stream(tbb, Iota(16),
+                           [](int x) {
+                             BlockingRegion region;
+                             absl::SleepFor(absl::Milliseconds(50));
+                             return x;
+                           },
+                           {.max_in_flight = 16, .on_warning = [](auto) {}})) {
+    item.value();
+    ++count;
+  }
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(count, 16);
+  // One input at a time: 800 ms; without a drainer per added thread: about 400 ms.
+  EXPECT_LT(took, absl::Milliseconds(250)) << took;
+}
+
+// Inputs that must meet (each waits until all have arrived) all run at once.
+TEST(StreamExecutorsTest, InputsThatMeetAtARendezvousOnTbbExecutorAllRun) {
+  TbbExecutor tbb(1);
+  constexpr int kInputs = 4;
+  absl::Mutex mu;
+  int arrived = 0;
+  int met = 0;
+  for (auto& item : Stream(tbb, Iota(kInputs),
+                           [&](int x) {
+                             absl::MutexLock lock(&mu);
+                             ++arrived;
+                             BlockingRegion region;
+                             // The watchdog: a stream that cannot run them together fails, not
+                             // hangs.
+                             const bool all = mu.AwaitWithTimeout(
+                                 absl::Condition(
+                                     +[](int* n) { return *n == kInputs; }, &arrived),
+                                 absl::Seconds(5));
+                             if (all) ++met;
+                             return x;
+                           },
+                           {.max_in_flight = 16, .on_warning = [](auto) {}})) {
+    item.value();
+  }
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(met, kInputs);
+}
+
+// The consumer that runs queued inputs itself still times out: on a fake clock each input takes
+// 30 ms and the timeout is 100 ms, so it throws after about four inputs (the consumer's and the
+// executor thread's), not after all 100.
+TEST(StreamExecutorsTest, TimeoutHoldsWhileTheConsumerRunsQueuedInputs) {
+  testkit::FakeClock clock;
+  QueueExecutor executor(1, /*any_thread=*/true);
+  std::atomic<int> ran{0};
+  EXPECT_THROW(
+      {
+        for (auto& item : Stream(executor, Iota(100),
+                                 [&](int x) {
+                                   ran.fetch_add(1);
+                                   clock.Advance(absl::Milliseconds(30));
+                                   return x;
+                                 },
+                                 {.max_in_flight = 8,
+                                 .timeout = absl::Milliseconds(100),
+                                 .clock = &clock,
+                                 .on_warning = [](auto) {}})) {
+          item.value();
+        }
+      },
+      TimeoutError);
+  EXPECT_LE(ran.load(), 8);
+}
+
+// The same on a real executor: 20 ms inputs on TbbExecutor(1), a 100 ms timeout.
+TEST(StreamExecutorsTest, TimeoutHoldsOnTbbExecutor) {
+  TbbExecutor tbb(1);
+  const absl::Time start = absl::Now();
+  EXPECT_THROW(
+      {
+        for (auto& item : Stream(tbb, Iota(50),
+                                 [](int x) {
+                                   std::this_thread::sleep_for(std::chrono::milliseconds(20));
+                                   return x;
+                                 },
+                                 {.max_in_flight = 16,
+                                 .timeout = absl::Milliseconds(100),
+                                 .on_warning = [](auto) {}})) {
+          item.value();
+        }
+      },
+      TimeoutError);
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_LT(took, absl::Milliseconds(500)) << took;  // All 50 inputs: 1 s or more.
+}
+
+// Drainers rejected when they hand over (after 64 inputs each), on two threads at once: the
+// inputs still queued are completed as skipped, and the stream ends with StoppedError.
+TEST(StreamExecutorsTest, RejectedDrainersStrandNoQueuedInputs) {
+  int stopped = 0;
+  for (int round = 0; round < 50; ++round) {
+    QueueExecutor executor(2, /*any_thread=*/true, /*accept=*/2 + round % 3);
+    std::exception_ptr error;
+    try {
+      for (auto& item : Stream(executor, Iota(1000), [](int x) { return x; },
+                               {.max_in_flight = 32, .on_warning = [](auto) {}})) {
+        item.value();
+      }
+    } catch (...) {
+      error = std::current_exception();
+    }
+    if (error == nullptr) continue;  // The consumer ran what the rejected drainers left.
+    ++stopped;
+    EXPECT_THROW(std::rethrow_exception(error), StoppedError);
+  }
+  EXPECT_GT(stopped, 0);
+}
+
+}  // namespace
+}  // namespace concurry
