@@ -129,6 +129,9 @@ class StreamCoreImpl final : public StreamCore<In, R> {
       } catch (...) {
         entry.item.emplace(index, Outcome<R>(std::current_exception()));
       }
+      // Destroyed before the completion, which may be the stream's last: an input whose
+      // destructor blocks reports it to the drainer's observer, which needs the stream alive.
+      input.reset();
       this->Complete(s);
     }
   }

@@ -268,7 +268,8 @@ void StreamCore<In, R>::Drain() noexcept {
   }
   // An executor that adds a thread while a task blocks (TbbExecutor) learns of it through its
   // observer; this one forwards to it and lets the stream add a drainer for the added thread. Its
-  // calls come while an input runs, so the core is alive for them.
+  // calls come while an input runs (Invoke destroys the input before completing its slot), so
+  // the core is alive for them.
   struct Observer final : futures_internal::BlockingObserver {
     StreamCore* core;
     futures_internal::BlockingObserver* outer;
