@@ -265,8 +265,9 @@ class Worker {
   static Worker CreateResolvedAndWait(const ResolvedWorkerOptions& resolved, Args&&... args) {
     static_assert(std::is_constructible_v<T, std::decay_t<Args>&&...>,
                   "Worker<T>::Create: T cannot be constructed from these argument types");
-    const WorkerBackend& backend = CheckCreate(resolved);
+    // A pool's workers are built on their own contexts; CreateResolved checks the options.
     if (resolved.pooled()) return CreateResolved(resolved, std::forward<Args>(args)...).Result();
+    const WorkerBackend& backend = CheckCreate(resolved);
     workers_internal::StartedWorker worker =
         StartOne(resolved, backend, nullptr, 0, backend.constructs_on_caller(resolved),
                  std::forward<Args>(args)...);

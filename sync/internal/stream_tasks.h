@@ -298,11 +298,7 @@ void StreamCore<In, R>::Drain() noexcept {
   tls_stream_drain_frame = frame.prev;
   if (!frame.resubmit) return;  // Left: the core may be gone.
   // Still counted in drainers_, so the core is alive; the new task takes over that count.
-  Executor& executor = executor_;
-  try {
-    executor.Submit(StreamDrainTask<In, R>(this));
-  } catch (...) {
-  }
+  SpawnDrainers(1);
 }
 
 template <typename In, typename R>
