@@ -123,6 +123,8 @@ def evaluate(goal, raw):
         "ratio": None, "ratio_low": None, "ratio_high": None, "floor_ratio": None,
     }
     missing = [s.error for s in (concurry, peer) if not s.ok]
+    if not missing and min(peer.values) <= 0:
+        missing = ["%s has a value of %g: no ratio" % (goal.peer, min(peer.values))]
     if missing:
         result.update(verdict=NOT_RUN, reason="; ".join(missing))
         return result
@@ -145,16 +147,17 @@ def evaluate(goal, raw):
     return result
 
 
-def regressions(baseline_raw, current_raw, threshold, alpha, peers=frozenset()):
+def regressions(baseline_raw, current_raw, threshold, alpha, is_peer=lambda name: False):
     """Compares two runs of one binary with Google Benchmark's compare.py library (gbench).
 
     For each benchmark in both runs: the change of the median real time (new / old - 1) and the
     two-sided Mann-Whitney U test's p-value over the repetitions, as compare.py computes them. A
     benchmark regressed when it got slower by more than `threshold` (0.1 = 10%) with p < alpha;
-    it improved in the mirror case. Benchmarks named in `peers` (the peers of goals.json) are
-    reported but never counted as a regression of concurry: a slower peer means a slower machine.
-    Returns a list of dicts (name, change, pvalue, repetitions, status) in the binary's order,
-    status one of "regressed", "improved", "unchanged", "peer", "too few repetitions".
+    it improved in the mirror case. Peer benchmarks (is_peer(name), from goals.json's
+    peer_benchmarks) are reported but never counted as a regression of concurry: a slower peer
+    means a slower machine. Returns a list of dicts (name, change, pvalue, repetitions, status) in
+    the binary's order, status one of "regressed", "improved", "unchanged", "peer", "too few
+    repetitions", and "not in this run" for a benchmark of the baseline the run lacks.
     """
     from gbench import report as gbench_report  # scipy is needed only for this.
 
@@ -172,6 +175,8 @@ def regressions(baseline_raw, current_raw, threshold, alpha, peers=frozenset()):
         # get_difference_report pairs repetitions; the medians use every one of each side.
         old_times = [b["real_time"] for b in old["benchmarks"] if b["name"] == name]
         new_times = [b["real_time"] for b in new["benchmarks"] if b["name"] == name]
+        if statistics.median(old_times) <= 0:
+            continue
         change = statistics.median(new_times) / statistics.median(old_times) - 1.0
         utest = entry.get("utest") or {}
         pvalue = utest.get("time_pvalue")
@@ -179,10 +184,15 @@ def regressions(baseline_raw, current_raw, threshold, alpha, peers=frozenset()):
             status = "too few repetitions"
         elif pvalue >= alpha or abs(change) <= threshold:
             status = "unchanged"
-        elif name in peers:
+        elif is_peer(name):
             status = "peer"
         else:
             status = "regressed" if change > 0 else "improved"
         results.append({"name": name, "change": change, "pvalue": pvalue,
                         "repetitions": [len(old_times), len(new_times)], "status": status})
+    compared = {r["name"] for r in results}
+    for name in dict.fromkeys(b["name"] for b in old["benchmarks"]):
+        if name not in compared and not any(b["name"] == name for b in new["benchmarks"]):
+            results.append({"name": name, "change": None, "pvalue": None,
+                            "repetitions": [0, 0], "status": "not in this run"})
     return results

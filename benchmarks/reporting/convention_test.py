@@ -43,7 +43,15 @@ class ConventionTest(unittest.TestCase):
                 if benchmark not in listed[goal.binary]:
                     problems.append("%s / %s: %s has no benchmark %s" % (
                         goal.component, goal.metric, goal.binary, benchmark))
-        self.assertEqual(problems, [], "goals.json names benchmarks that do not exist:\n  " +
+            for benchmark in (goal.peer, goal.floor):
+                if benchmark and not goals.is_peer(benchmark):
+                    problems.append("%s / %s: %s is not matched by peer_benchmarks" % (
+                        goal.component, goal.metric, benchmark))
+            if goals.is_peer(goal.concurry):
+                problems.append("%s / %s: concurry's %s is matched by peer_benchmarks" % (
+                    goal.component, goal.metric, goal.concurry))
+        self.assertEqual(problems, [], "goals.json names benchmarks that do not exist or are "
+                         "misclassified:\n  " +
                          "\n  ".join(problems))
 
     def test_every_binary_has_a_goal(self):

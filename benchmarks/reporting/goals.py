@@ -17,9 +17,14 @@ benchmarks/goals.json is the one place these pairs live. Each entry:
   absolute    optional: a bound on concurry's own value in the field's unit (<= for time,
               >= for throughput), for goals stated as a figure ("<= 40 ns")
   note        optional: one line for readers
+
+Beside the goals, "peer_benchmarks" lists regular expressions (Python re, searched in the name)
+that match every peer benchmark of the suite, named in a goal or not: the regression gate never
+counts a peer's slowdown as concurry's.
 """
 
 import json
+import re
 
 DIRECTIONS = ("time", "throughput")
 _REQUIRED = ("component", "metric", "binary", "concurry", "peer", "peer_label", "field",
@@ -60,6 +65,13 @@ class Goal:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise GoalsError("%s: %s must be a positive number, got %r" % (where, key, value))
+        field, direction = entry["field"], entry["direction"]
+        if field in ("real_time", "cpu_time") and direction != "time":
+            raise GoalsError("%s: field %s is a time per iteration: direction must be \"time\"" %
+                             (where, field))
+        if (field.endswith("per_second") or field.endswith("_per_s")) and direction != "throughput":
+            raise GoalsError("%s: field %s is a rate: direction must be \"throughput\"" %
+                             (where, field))
         floor = entry.get("floor")
         if floor is not None and (not isinstance(floor, str) or not floor):
             raise GoalsError("%s: floor must be a benchmark name, got %r" % (where, floor))
@@ -89,11 +101,32 @@ class Goal:
         return "%s %g× peer" % (op, self.goal)
 
 
+class Goals(list):
+    """The goals in file order, and the patterns that tell peer benchmarks apart."""
+
+    def __init__(self, goals, peer_patterns):
+        super().__init__(goals)
+        self.peer_patterns = peer_patterns
+
+    def is_peer(self, name):
+        return any(p.search(name) for p in self.peer_patterns)
+
+
 def parse(document):
     """Validates a goals document (the parsed JSON) and returns its Goals in order."""
     if not isinstance(document, dict) or not isinstance(document.get("goals"), list):
         raise GoalsError('goals.json must be an object with a "goals" list')
-    goals = [Goal(entry, i) for i, entry in enumerate(document["goals"])]
+    patterns = document.get("peer_benchmarks", [])
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+        raise GoalsError('goals.json: "peer_benchmarks" must be a list of regular expressions')
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as e:
+            raise GoalsError("goals.json: peer_benchmarks %r is not a regular expression: %s" %
+                             (pattern, e)) from e
+    goals = Goals([Goal(entry, i) for i, entry in enumerate(document["goals"])], compiled)
     seen = set()
     for goal in goals:
         key = (goal.component, goal.metric)

@@ -92,6 +92,29 @@ def parse_args(argv):
     return args
 
 
+def from_user(path):
+    """A path as the user typed it: relative to where they ran `bazel run`, not to runfiles."""
+    if path is None or os.path.isabs(path):
+        return path
+    return os.path.join(os.environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd(), path)
+
+
+def load_baseline(path):
+    """Reads a baseline report.json, or exits with what is wrong with it."""
+    try:
+        with open(path) as f:
+            baseline = json.load(f)
+    except OSError as e:
+        sys.exit("report: --baseline %s cannot be read: %s" % (path, e.strerror))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        sys.exit("report: --baseline %s is not JSON: %s" % (path, e))
+    if not isinstance(baseline, dict) or not isinstance(baseline.get("raw"), dict) or \
+            not isinstance(baseline.get("machine"), dict):
+        sys.exit("report: --baseline %s is not a report.json of this tool (it has no \"raw\" "
+                 "and \"machine\" sections)" % path)
+    return baseline
+
+
 def default_out_dir():
     workspace = os.environ.get("BUILD_WORKSPACE_DIRECTORY") or os.getcwd()
     return os.path.join(workspace, "bazel-bin", "concurry_benchmark_report")
@@ -107,20 +130,26 @@ def run_suite(args, binaries, goals, root):
     env = dict(os.environ, RUNFILES_DIR=root)
     raw_dir = os.path.join(args.out, "raw")
     os.makedirs(raw_dir, exist_ok=True)
-    planned = []
+    planned, info, raws = [], {}, {}
     for entry in binaries:
         path = os.path.join(root, entry["path"])
-        names = runner.list_benchmarks(path, args.filter, env)
+        try:
+            names = runner.list_benchmarks(path, args.filter, env)
+        except RuntimeError as e:
+            sys.stderr.write("report: %s\n" % e)
+            info[entry["name"]] = {"exit_code": -1, "status": str(e), "seconds": 0,
+                                   "benchmarks": 0, "log": "", "build": {}}
+            continue
         if settings["goals_only"]:
             wanted = {b for g in goals if g.binary == entry["name"] for b in g.benchmarks()}
             names = [n for n in names if n in wanted]
         if names:
             planned.append((entry["name"], path, names, runner.exact_filter(names)))
-    if not planned:
-        sys.exit("report: --filter %r matches no benchmark in %s" %
+    if not planned and not info:
+        sys.exit("report: --filter %r matches no benchmark in %s (it is a POSIX extended regular "
+                 "expression, as for --benchmark_filter)" %
                  (args.filter, ", ".join(b["name"] for b in binaries)))
     progress = runner.Progress(sum(len(p[2]) for p in planned) * settings["repetitions"])
-    info, raws = {}, {}
     for index, (name, path, names, name_filter) in enumerate(planned):
         out_json = os.path.join(raw_dir, name + ".json")
         log = os.path.join(raw_dir, name + ".log")
@@ -145,21 +174,15 @@ def run_suite(args, binaries, goals, root):
         if raw is not None:
             raws[name] = raw
         if status != "ok":
+            with open(log, errors="replace") as f:
+                tail = "".join(f.readlines()[-15:])
             sys.stderr.write("report: %s: %s; the last lines of %s:\n%s\n" % (
-                name, status, log, "".join(open(log).readlines()[-15:])))
+                name, status, log, tail))
     return info, raws, settings
 
 
-def gate(report, baseline_path, args, goals):
+def gate(report, baseline, baseline_path, args, goals):
     """Compares with a baseline report; returns the regression section of the report."""
-    with open(baseline_path) as f:
-        try:
-            baseline = json.load(f)
-        except json.JSONDecodeError as e:
-            sys.exit("report: --baseline %s is not JSON: %s" % (baseline_path, e))
-    if not isinstance(baseline, dict) or "raw" not in baseline or "machine" not in baseline:
-        sys.exit("report: --baseline %s is not a report.json of this tool (it has no \"raw\" "
-                 "and \"machine\" sections)" % baseline_path)
     warnings = []
     for key in ("cpu_model", "cpus_usable"):
         if baseline["machine"].get(key) != report["machine"].get(key):
@@ -168,20 +191,33 @@ def gate(report, baseline_path, args, goals):
                                                   report["machine"].get(key)))
     if baseline.get("mode") == "smoke" or report["mode"] == "smoke":
         warnings.append("a smoke run is not a measurement: compare quick or full runs")
-    peers = {g.peer for g in goals} | {g.floor for g in goals if g.floor}
-    peers -= {g.concurry for g in goals}
+    repetitions = min(report["settings"]["repetitions"],
+                      baseline.get("settings", {}).get("repetitions", 0))
+    if repetitions < 4:
+        warnings.append("%d repetition(s): the U test cannot reach significance below 4 against "
+                        "4, so no regression can be found" % repetitions)
     results = []
     for binary, raw in sorted(report["raw"].items()):
         if binary not in baseline["raw"]:
             warnings.append("%s is not in the baseline" % binary)
             continue
         for r in analysis.regressions(baseline["raw"][binary], raw, args.regression_threshold,
-                                      args.alpha, peers):
+                                      args.alpha, goals.is_peer):
             r["binary"] = binary
             results.append(r)
     return {"baseline": baseline_path, "baseline_commit": baseline["machine"].get(
                 "concurry_commit"), "threshold": args.regression_threshold, "alpha": args.alpha,
             "warnings": warnings, "results": results}
+
+
+def failed_benchmarks(report):
+    """(binary, benchmark, message) of every run that reported an error (SkipWithError)."""
+    failed = {}
+    for binary, raw in sorted(report["raw"].items()):
+        for run in raw.get("benchmarks", []):
+            if run.get("error_occurred"):
+                failed.setdefault((binary, run["name"]), run.get("error_message", "?"))
+    return [(b, n, m) for (b, n), m in failed.items()]
 
 
 def main(argv):
@@ -209,11 +245,13 @@ def main(argv):
         for b in binaries:
             print("%s\t%s" % (b["name"], len([g for g in goals if g.binary == b["name"]])))
         return 0
-    args.out = os.path.abspath(args.out or default_out_dir())
+    args.out = os.path.abspath(from_user(args.out) or default_out_dir())
     os.makedirs(args.out, exist_ok=True)
+    baseline_path = from_user(args.baseline)
+    baseline = load_baseline(baseline_path) if baseline_path else None
 
     if args.from_json:
-        with open(args.from_json) as f:
+        with open(from_user(args.from_json)) as f:
             report = json.load(f)
         report.pop("regression", None)
     else:
@@ -228,8 +266,8 @@ def main(argv):
     report["warnings"] = machine.build_warnings(report["binaries"])
     report["goals"] = [analysis.evaluate(g, report["raw"].get(g.binary)) for g in goals
                        if g.binary in report["binaries"]]
-    if args.baseline:
-        report["regression"] = gate(report, args.baseline, args, goals)
+    if baseline is not None:
+        report["regression"] = gate(report, baseline, baseline_path, args, goals)
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     text = render.write_all(report, args.out)
@@ -237,6 +275,7 @@ def main(argv):
     print("\nreport: wrote report.json, report.md, index.html and the charts to %s" % args.out)
 
     failed = sorted(k for k, v in report["binaries"].items() if v["exit_code"] != 0)
+    errors = failed_benchmarks(report)
     regressed = [r for r in report.get("regression", {}).get("results", [])
                  if r["status"] == "regressed"]
     missed = [g for g in report["goals"] if g["verdict"] == analysis.MISSES]
@@ -244,8 +283,13 @@ def main(argv):
     if failed:
         print("report: FAILED binaries: %s" % ", ".join(failed))
         status = 1
+    if errors:
+        print("report: FAILED benchmarks (SkipWithError):")
+        for binary, name, message in errors:
+            print("  %s %s: %s" % (binary, name, message))
+        status = 1
     if regressed:
-        print("report: REGRESSIONS against %s:" % args.baseline)
+        print("report: REGRESSIONS against %s:" % baseline_path)
         for r in regressed:
             print("  %s %s: median time %+.1f%% (p = %.4f)" % (r["binary"], r["name"],
                                                               100 * r["change"], r["pvalue"]))

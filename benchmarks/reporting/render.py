@@ -127,7 +127,13 @@ def regression_markdown(regression):
                  100 * regression["threshold"], regression["alpha"]), ""]
     for warning in regression["warnings"]:
         lines.append("- **Warning:** " + warning)
-    notable = [r for r in regression["results"] if r["status"] not in ("unchanged",)]
+    notable = [r for r in regression["results"]
+               if r["status"] not in ("unchanged", "not in this run")]
+    absent = [r for r in regression["results"] if r["status"] == "not in this run"]
+    if absent:
+        lines.append("%d benchmark(s) of the baseline are not in this run (filtered out, or "
+                     "removed): not compared." % len(absent))
+        lines.append("")
     if not notable:
         lines.append("No benchmark changed beyond the threshold with significance.")
     else:

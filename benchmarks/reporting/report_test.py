@@ -3,7 +3,8 @@
 testdata/run.json is a report of one fake binary, demo_benchmark, with 5 repetitions per
 benchmark (times in ns):
   BM_Ours   100 102 104 106 108      BM_Peer  200 204 208 212 216     BM_Floor 50 (x5)
-  BM_Noisy  150 190 200 210 250      BM_Slow  300 310 320 330 340     BM_Broken: failed ("boom")
+  BM_Noisy  150 190 200 210 250      BM_Slow  300 310 320 330 340
+testdata/goals.json names BM_Peer and BM_Floor peers (peer_benchmarks).
 testdata/baseline_faster.json is the same run with BM_Ours at 80-84 ns and BM_Peer at 150-154 ns:
 against it, run.json's BM_Ours regressed by 104/82 - 1 and its peer slowed down.
 """
@@ -30,10 +31,21 @@ def load(name):
         return json.load(f)
 
 
+def demo_goals():
+    return goals_lib.load(os.path.join(HERE, "goals.json"))
+
+
 def evaluate_all():
-    goals = goals_lib.load(os.path.join(HERE, "goals.json"))
     raw = load("run.json")["raw"]["demo_benchmark"]
-    return {g.metric: analysis.evaluate(g, raw) for g in goals}
+    return {g.metric: analysis.evaluate(g, raw) for g in demo_goals()}
+
+
+def with_failed_benchmark(report):
+    """The fixture run with BM_Ours's repetitions reported as errors (SkipWithError)."""
+    for run in report["raw"]["demo_benchmark"]["benchmarks"]:
+        if run["name"] == "BM_Ours":
+            run.update(error_occurred=True, error_message="boom")
+    return report
 
 
 class GoalsTest(unittest.TestCase):
@@ -50,10 +62,15 @@ class GoalsTest(unittest.TestCase):
             goals_lib.parse(document)
         self.assertEqual(str(caught.exception), message)
 
-    def test_the_suite_goals_parse(self):
+    def test_the_suite_goals_parse_and_tell_peers_apart(self):
         goals = goals_lib.load(SUITE_GOALS)
         self.assertGreater(len(goals), 20)
         self.assertEqual(len({(g.component, g.metric) for g in goals}), len(goals))
+        for goal in goals:
+            self.assertTrue(goals.is_peer(goal.peer), goal.peer)
+            self.assertFalse(goals.is_peer(goal.concurry), goal.concurry)
+            if goal.floor:
+                self.assertTrue(goals.is_peer(goal.floor), goal.floor)
 
     def test_errors_name_the_entry_and_the_field(self):
         self.assert_error([], 'goals.json must be an object with a "goals" list')
@@ -79,6 +96,15 @@ class GoalsTest(unittest.TestCase):
                           "goals.json: c / 'm' appears twice")
         self.assert_error({"goals": [self.entry(binary="")]},
                           "goals.json entry 0 ('m'): binary must be a non-empty string, got ''")
+        self.assert_error({"goals": [self.entry(direction="throughput")]},
+                          "goals.json entry 0 ('m'): field real_time is a time per iteration: "
+                          'direction must be "time"')
+        self.assert_error({"goals": [self.entry(field="items_per_second")]},
+                          "goals.json entry 0 ('m'): field items_per_second is a rate: direction "
+                          'must be "throughput"')
+        self.assert_error({"goals": [], "peer_benchmarks": ["("]},
+                          "goals.json: peer_benchmarks '(' is not a regular expression: missing ), "
+                          "unterminated subpattern at position 0")
 
 
 class EvaluateTest(unittest.TestCase):
@@ -124,12 +150,22 @@ class EvaluateTest(unittest.TestCase):
         self.assertEqual(missing["verdict"], analysis.NOT_RUN)
         self.assertEqual(missing["reason"], "BM_Absent is not in this run")
         self.assertIsNone(missing["ratio"])
-        failed = evaluate_all()["failed benchmark"]
+        raw = with_failed_benchmark(load("run.json"))["raw"]["demo_benchmark"]
+        failed = analysis.evaluate(demo_goals()[0], raw)
         self.assertEqual(failed["verdict"], analysis.NOT_RUN)
-        self.assertEqual(failed["reason"], "BM_Broken failed: boom")
+        self.assertEqual(failed["reason"], "BM_Ours failed: boom")
+
+    def test_a_peer_of_zero_gives_no_ratio(self):
+        report = load("run.json")
+        for run in report["raw"]["demo_benchmark"]["benchmarks"]:
+            if run["name"] == "BM_Peer":
+                run["real_time"] = 0
+        result = analysis.evaluate(demo_goals()[0], report["raw"]["demo_benchmark"])
+        self.assertEqual(result["verdict"], analysis.NOT_RUN)
+        self.assertEqual(result["reason"], "BM_Peer has a value of 0: no ratio")
 
     def test_a_binary_that_did_not_run(self):
-        goal = goals_lib.load(os.path.join(HERE, "goals.json"))[0]
+        goal = demo_goals()[0]
         result = analysis.evaluate(goal, None)
         self.assertEqual(result["verdict"], analysis.NOT_RUN)
         self.assertEqual(result["reason"], "its binary did not run; its binary did not run")
@@ -147,7 +183,7 @@ class RegressionTest(unittest.TestCase):
 
     def test_the_same_run_as_baseline_changes_nothing(self):
         raw = load("run.json")["raw"]["demo_benchmark"]
-        results = analysis.regressions(raw, raw, 0.10, 0.05, peers={"BM_Peer"})
+        results = analysis.regressions(raw, raw, 0.10, 0.05, demo_goals().is_peer)
         self.assertEqual({r["name"]: r["status"] for r in results},
                          {"BM_Ours": "unchanged", "BM_Peer": "unchanged",
                           "BM_Floor": "unchanged", "BM_Noisy": "unchanged",
@@ -158,7 +194,7 @@ class RegressionTest(unittest.TestCase):
         baseline = load("baseline_faster.json")["raw"]["demo_benchmark"]
         raw = load("run.json")["raw"]["demo_benchmark"]
         results = {r["name"]: r for r in analysis.regressions(baseline, raw, 0.10, 0.05,
-                                                               peers={"BM_Peer"})}
+                                                               demo_goals().is_peer)}
         ours = results["BM_Ours"]
         self.assertEqual(ours["status"], "regressed")
         self.assertAlmostEqual(ours["change"], 104 / 82 - 1, places=12)
@@ -166,10 +202,18 @@ class RegressionTest(unittest.TestCase):
         self.assertAlmostEqual(ours["pvalue"], 2 / 252, places=9)
         self.assertEqual(ours["repetitions"], [5, 5])
         self.assertEqual(results["BM_Peer"]["status"], "peer")
+        self.assertEqual(results["BM_Floor"]["status"], "unchanged")
         self.assertEqual(results["BM_Slow"]["status"], "unchanged")
         # The same run read the other way round is an improvement.
         back = {r["name"]: r for r in analysis.regressions(raw, baseline, 0.10, 0.05)}
         self.assertEqual(back["BM_Ours"]["status"], "improved")
+
+    def test_a_benchmark_missing_from_the_run_is_listed(self):
+        baseline = load("run.json")["raw"]["demo_benchmark"]
+        raw = load("run.json")["raw"]["demo_benchmark"]
+        raw["benchmarks"] = [b for b in raw["benchmarks"] if b["name"] != "BM_Slow"]
+        results = {r["name"]: r["status"] for r in analysis.regressions(baseline, raw, 0.1, 0.05)}
+        self.assertEqual(results["BM_Slow"], "not in this run")
 
     def test_a_change_below_the_threshold_is_not_a_regression(self):
         baseline = load("baseline_faster.json")["raw"]["demo_benchmark"]
@@ -181,10 +225,10 @@ class RegressionTest(unittest.TestCase):
 class EndToEndTest(unittest.TestCase):
     """main() re-rendering the fixture run (--from-json): outputs, exit status, gate."""
 
-    def run_main(self, *args):
+    def run_main(self, *args, run=os.path.join(HERE, "run.json")):
         out = tempfile.mkdtemp()
-        argv = ["--goals=" + os.path.join(HERE, "goals.json"),
-                "--from-json=" + os.path.join(HERE, "run.json"), "--out=" + out] + list(args)
+        argv = ["--goals=" + os.path.join(HERE, "goals.json"), "--from-json=" + run,
+                "--out=" + out] + list(args)
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout):
             status = report_main.main(argv)
@@ -197,7 +241,7 @@ class EndToEndTest(unittest.TestCase):
             report = json.load(f)
         self.assertEqual([g["verdict"] for g in report["goals"]],
                          [analysis.MEETS, analysis.NOISY, analysis.MISSES, analysis.MEETS,
-                          analysis.NOISY, analysis.MEETS, analysis.NOT_RUN, analysis.NOT_RUN])
+                          analysis.NOISY, analysis.MEETS, analysis.NOT_RUN])
         with open(os.path.join(out, "report.md")) as f:
             markdown = f.read()
         self.assertIn("| clearly slower | 320 ns | the peer: 208 ns |  | 1.54× (1.46–1.62) | "
@@ -208,7 +252,7 @@ class EndToEndTest(unittest.TestCase):
         with open(os.path.join(out, "index.html")) as f:
             page = f.read()
         self.assertIn('<img src="demo.svg"', page)
-        self.assertEqual(page.count("<tr>"), 10 + 1 + 8)  # context rows, header, goals
+        self.assertEqual(page.count("<tr>"), 10 + 1 + 7)  # context rows, header, goals
 
     def test_strict_goals_fail_on_a_missed_goal(self):
         status, _, text = self.run_main("--strict-goals")
@@ -232,6 +276,30 @@ class EndToEndTest(unittest.TestCase):
         status, _, text = self.run_main("--baseline=" + os.path.join(HERE, "run.json"))
         self.assertEqual(status, 0)
         self.assertIn("No benchmark changed beyond the threshold with significance.", text)
+
+    def test_a_failed_benchmark_fails_the_run(self):
+        path = os.path.join(tempfile.mkdtemp(), "failed.json")
+        with open(path, "w") as f:
+            json.dump(with_failed_benchmark(load("run.json")), f)
+        status, _, text = self.run_main(run=path)
+        self.assertEqual(status, 1)
+        self.assertIn("report: FAILED benchmarks (SkipWithError):\n  demo_benchmark BM_Ours: boom",
+                      text)
+
+    def test_relative_paths_are_the_users(self):
+        os.environ["BUILD_WORKING_DIRECTORY"] = HERE
+        try:
+            status, _, text = self.run_main("--baseline=run.json")
+        finally:
+            del os.environ["BUILD_WORKING_DIRECTORY"]
+        self.assertEqual(status, 0)
+        self.assertIn("Baseline %s" % os.path.join(HERE, "run.json"), text)
+
+    def test_a_missing_baseline_is_named(self):
+        with self.assertRaises(SystemExit) as caught:
+            self.run_main("--baseline=/nonexistent/report.json")
+        self.assertEqual(str(caught.exception), "report: --baseline /nonexistent/report.json "
+                                                "cannot be read: No such file or directory")
 
     def test_a_baseline_that_is_not_a_report(self):
         path = os.path.join(tempfile.mkdtemp(), "other.json")

@@ -1,12 +1,15 @@
 """Runs the suite's benchmark binaries with JSON output and shows progress with an ETA."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 
-# Per mode: Google Benchmark flags and the time allowed per binary.
+# Per mode: the passes over each binary (repetitions), Google Benchmark's min time, and the time
+# allowed per binary.
 MODES = {
     # Every benchmark once, for a moment: checks that each runs; its figures are not measurements.
     "smoke": {"min_time": 0.01, "repetitions": 1, "timeout_s": 600, "goals_only": False},
@@ -20,9 +23,14 @@ MODES = {
 
 def list_benchmarks(path, name_filter, env):
     """The benchmark names `path` would run with `name_filter`."""
-    out = subprocess.run([path, "--benchmark_list_tests", "--benchmark_filter=" + name_filter],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         timeout=60, check=False)
+    try:
+        out = subprocess.run([path, "--benchmark_list_tests", "--benchmark_filter=" + name_filter],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             errors="replace", timeout=60, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError("%s --benchmark_list_tests did not finish in 60 s" % path) from e
+    except OSError as e:
+        raise RuntimeError("%s cannot be run: %s" % (path, e)) from e
     if out.returncode != 0:
         raise RuntimeError("%s --benchmark_list_tests failed (exit %d): %s" %
                            (path, out.returncode, out.stderr.strip()[-2000:]))
@@ -80,55 +88,103 @@ class Progress:
         self.stream.flush()
 
 
-def run_binary(path, names, out_json, log_path, settings, name_filter, env, progress, label):
-    """Runs one binary; returns (exit code or None on timeout, seconds).
+def _run_pass(args, env, log, known, on_line, deadline):
+    """Runs one pass of a binary in its own process group; returns its exit code, None on timeout.
 
-    `names` are the benchmarks it will run (from list_benchmarks): each finished repetition prints
-    a console line that starts with its name, which is how progress is counted.
+    Google Benchmark prints a benchmark's console line when the benchmark is done; on_line is
+    called for each line naming one of `known`.
+    """
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=log, text=True,
+                               errors="replace", bufsize=1, start_new_session=True)
+    timed_out = threading.Event()
+
+    def kill():
+        timed_out.set()
+        # The whole group: a child the benchmark started (a fork server, a Python peer) could
+        # otherwise keep the pipe open, and the read below would never end.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    # A hung binary prints nothing, so the deadline cannot be checked between lines.
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), kill)
+    watchdog.start()
+    try:
+        for line in process.stdout:
+            log.write(line)
+            if line.split(" ", 1)[0] in known:
+                on_line()
+        code = process.wait()
+    finally:
+        watchdog.cancel()
+    return None if timed_out.is_set() else code
+
+
+def merge_passes(passes):
+    """One Google Benchmark JSON document from single-repetition passes: pass i is repetition i."""
+    merged = {"context": passes[0].get("context", {}), "benchmarks": []}
+    for index, document in enumerate(passes):
+        for run in document.get("benchmarks", []):
+            run = dict(run, repetition_index=index, repetitions=len(passes))
+            merged["benchmarks"].append(run)
+    return merged
+
+
+def run_binary(path, names, out_json, log_path, settings, name_filter, env, progress, label):
+    """Runs one binary `repetitions` times; returns (exit code or None on timeout, seconds).
+
+    Each pass runs every selected benchmark once, and its runs become one repetition of each.
+    Passes instead of Google Benchmark's --benchmark_repetitions: a slow phase of the machine
+    falls on concurry and its peer alike (they run seconds apart in every pass, not minutes),
+    peers that measure once per process (the Python scripts) are measured again each time, and
+    every finished benchmark prints a line, which is how progress is counted (Google Benchmark
+    1.7 prints a repeated benchmark only after its last repetition). The merged JSON goes to
+    out_json.
     """
     repetitions = settings["repetitions"]
-    args = [path, "--benchmark_filter=" + name_filter,
-            "--benchmark_min_time=%g" % settings["min_time"],
-            "--benchmark_repetitions=%d" % repetitions,
-            "--benchmark_out=" + out_json, "--benchmark_out_format=json",
-            "--benchmark_format=console", "--benchmark_color=false"]
-    if repetitions > 1:
-        # Repetitions of different benchmarks interleaved in random order: a slow phase of the
-        # machine then hits concurry and its peer alike instead of one of them.
-        args.append("--benchmark_enable_random_interleaving=true")
     expected = len(names) * repetitions
     known = set(names)
-    done = 0
+    done = [0]
     start = time.monotonic()
-    timed_out = threading.Event()
+    deadline = start + settings["timeout_s"]
+
+    def on_line():
+        done[0] += 1
+        progress.done_runs += 1
+        progress.show(label, done[0], expected)
+
+    passes, code = [], 0
     with open(log_path, "w") as log:
-        process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=log, text=True,
-                                   bufsize=1)
-
-        def kill():
-            timed_out.set()
-            process.kill()
-
-        # A hung binary prints nothing, so the deadline cannot be checked between lines.
-        watchdog = threading.Timer(settings["timeout_s"], kill)
-        watchdog.start()
-        try:
-            for line in process.stdout:
-                log.write(line)
-                if line.split(" ", 1)[0] in known:
-                    done += 1
-                    progress.done_runs += 1
-                    progress.show(label, done, expected)
-            code = process.wait()
-        finally:
-            watchdog.cancel()
-        if timed_out.is_set():
-            log.write("\nkilled by the report after %d s\n" % settings["timeout_s"])
-            code = None
-    # Runs not seen (a crash, a timeout, a filter the list and the run read differently) still
-    # count as done, so the ETA of the remaining binaries stays right.
-    progress.done_runs += expected - done
-    progress.show(label, expected if code == 0 else done, expected, force=True)
+        for index in range(repetitions):
+            pass_json = "%s.pass%d" % (out_json, index)
+            args = [path, "--benchmark_filter=" + name_filter,
+                    "--benchmark_min_time=%g" % settings["min_time"],
+                    "--benchmark_out=" + pass_json, "--benchmark_out_format=json",
+                    "--benchmark_format=console", "--benchmark_color=false"]
+            log.write("---- pass %d of %d: %s\n" % (index + 1, repetitions, " ".join(args)))
+            log.flush()
+            code = _run_pass(args, env, log, known, on_line, deadline)
+            document = None
+            if os.path.exists(pass_json):
+                with open(pass_json, errors="replace") as f:
+                    try:
+                        document = json.load(f)
+                    except json.JSONDecodeError:
+                        document = None
+                os.remove(pass_json)
+            if code is None:
+                log.write("\nkilled by the report after %d s\n" % settings["timeout_s"])
+            if code != 0 or document is None:
+                code = code if code != 0 else -1
+                break
+            passes.append(document)
+    if passes and code == 0:
+        with open(out_json, "w") as f:
+            json.dump(merge_passes(passes), f)
+    # Runs not seen (a crash, a timeout) still count as done, so the ETA stays right.
+    progress.done_runs += expected - done[0]
+    progress.show(label, done[0], expected, force=True)
     return code, time.monotonic() - start
 
 
