@@ -95,6 +95,22 @@ def concurry_deps():
         packages = ["libbenchmark-dev"],
         required = ["/usr/include/benchmark/benchmark.h"],
     )
+    # py_binary/py_test run on Debian's /usr/bin/python3 (tools/python/BUILD.bazel).
+    native.register_toolchains("@concurry//tools/python:debian_python3_toolchain")
+
+    # Google Benchmark's compare.py library (gbench: the U test), for //benchmarks:report.
+    _system(
+        name = "benchmark_tools",
+        packages = ["libbenchmark-tools", "python3-scipy"],
+        required = [
+            "/usr/share/benchmark/gbench/report.py",
+            "/usr/lib/python3/dist-packages/scipy/stats/__init__.py",
+        ],
+        symlinks = {
+            "gbench/%s.py" % module: "/usr/share/benchmark/gbench/%s.py" % module
+            for module in ["__init__", "report", "util"]
+        },
+    )
     _system(
         name = "onetbb",
         packages = ["libtbb-dev"],

@@ -15,6 +15,10 @@ trap '"${BZ[@]}" shutdown' EXIT
 "${BZ[@]}" test "$@" //...
 "${BZ[@]}" run "$@" //:main
 "${BZ[@]}" run "$@" //:thread_worker
+# The benchmark report from this workspace (bazel run @concurry//benchmarks:report): loading and
+# analysis only (macros, the optimized-binaries transition, the Python toolchain); building it
+# would compile every benchmark again.
+"${BZ[@]}" build --nobuild "$@" @concurry//benchmarks:report
 
 # A binary that depends on the worker core and one backend pulls in only that backend: no oneTBB
 # (//workers/tbb) and no gRPC (the remote backend, later).

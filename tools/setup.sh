@@ -18,6 +18,8 @@ PACKAGES=(
   libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev libtbb-dev
   libgoogle-glog-dev libgflags-dev libcereal-dev libasio-dev libcaf-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  # The benchmark report (//benchmarks:report): compare.py's U test, charts.
+  libbenchmark-tools python3-scipy python3-matplotlib
 )
 installed="$(dpkg-query -W -f='${Package}\t${Status}\n' "${PACKAGES[@]}" 2>/dev/null |
              awk -F'\t' '$2 == "install ok installed" {print $1}' || true)"

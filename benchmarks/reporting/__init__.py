@@ -1,0 +1,1 @@
+"""concurry-cpp's benchmark suite report (//benchmarks:report); see docs/benchmarks.md."""
