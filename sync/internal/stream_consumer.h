@@ -213,12 +213,13 @@ bool StreamCore<In, R>::Refill() {
     AnyFuture inner;  // Of the helped slot (none for batched tasks); released after unlocking.
     {
       internal::SpinLockHolder lock(&lock_);
+      // First: the helped completion tops up, and the batch's slots are free room.
+      ReleaseBatchLocked();
       if (std::exchange(helped.completed, false)) {
         CompleteLocked(std::exchange(helped.slot, kNoSlot), std::move(helped.fatal), &work, &inner);
         helped.fatal = nullptr;
       }
       const bool after_spin = std::exchange(just_spun, false);
-      ReleaseBatchLocked();
       // While more than half the window is in flight, leave the top-up to the completing
       // threads (each completion tops up every free slot): submitting from the executor's own
       // threads is cheaper, and the consumer stays free to yield. Below half, or with nothing

@@ -470,6 +470,9 @@ class StreamCore : public StreamInputSink<In> {
   // it may proceed now (the caller wakes it in Finish).
   void EndSectionLocked(Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     if (drain_) ClaimForDrainerLocked(work);
+    // A section that took queued inputs or raised the drainer cap may allow a top-up that a
+    // completion left for later (see TopUpLocked): retry it, after the claim, which it would defer.
+    if (topup_deferred_) TopUpLocked(work);
     if (!work->disposal.empty() && !work->counted) {
       ++in_flight_;
       work->counted = true;
@@ -641,10 +644,12 @@ class StreamCore : public StreamInputSink<In> {
   // of its own: every task reads it, and a stop writes it once.
   alignas(kCacheLine) std::atomic<bool> stopping_{false};
 
-  // The lock and what every section touches share a cache line, away from the read-only
-  // configuration above (read by every section on every thread) and from what the consumer writes
-  // without the lock (released_ and its own fields below): in the profile of 10^6 trivial
-  // tasks, the lock sections' time went mostly to cache misses and to waiting for a holder.
+  // The lock starts a cache line apart from the read-only configuration above (read by every
+  // section on every thread) and from what the consumer writes without the lock (released_ and
+  // its own fields below): in the profile of 10^6 trivial tasks, the lock sections' time went
+  // mostly to cache misses and to waiting for a holder. Its line also holds completions_ (which
+  // the consumer's spin polls) and the counters from in_flight_ to topup_deferred_; next_index_
+  // and the members after it fall on the next line.
   alignas(kCacheLine) internal::SpinLock lock_;
   // Completed tasks and slots queued for drainers, bumped under lock_; read without lock_ by the
   // consumer's brief spin before it sleeps (a hint only: every decision is re-checked under
@@ -664,6 +669,9 @@ class StreamCore : public StreamInputSink<In> {
   int drainers_ ABSL_GUARDED_BY(lock_) = 0;
   // Drainers whose input is inside a BlockingRegion (see DrainerCapLocked).
   int blocked_drainers_ ABSL_GUARDED_BY(lock_) = 0;
+  // A top-up returned early to start a larger group later (see TopUpLocked); the next section
+  // retries it (EndSectionLocked).
+  bool topup_deferred_ ABSL_GUARDED_BY(lock_) = false;
   // Indices handed out, including those of slots reserved and not yet filled.
   int64_t next_index_ ABSL_GUARDED_BY(lock_) = 0;
   // The consumer announced that it sleeps (or is about to) on wait_mu_; taken by the section that

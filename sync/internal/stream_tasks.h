@@ -53,6 +53,8 @@ uint32_t StreamCore<In, R>::AcquireSlotLocked() {
 
 template <typename In, typename R>
 void StreamCore<In, R>::TopUpLocked(Work* work) noexcept {
+  // Whatever happens next, a top-up left for later (below) is no longer owed: this one decides.
+  topup_deferred_ = false;
   if (!started_ || starting_ || stopping_.load(std::memory_order_relaxed)) return;
   uint32_t room = std::min(RoomLocked(), kMaxReserve);
   if (source_exhausted_) room = std::min<uint64_t>(room, queued_.size());
@@ -61,8 +63,13 @@ void StreamCore<In, R>::TopUpLocked(Work* work) noexcept {
   // second locked section per input (its commit). While the run queue holds more than the
   // drainers can take, leave the room to grow to min_reserve_ and start that many at once: the
   // drainers lose nothing, and the profile of 10^6 trivial tasks showed these sections fighting
-  // over lock_ with the completions.
-  if (drain_ && room < min_reserve_ && runq_size_ > static_cast<uint32_t>(DrainerCapLocked())) {
+  // over lock_ with the completions. Not while an input blocks: the inputs it waits for may be
+  // the ones left unstarted. And whatever shrinks the queue or raises the cap retries
+  // (topup_deferred_, see EndSectionLocked), since the completion that would otherwise start
+  // them may never come when the queued inputs block in turn.
+  if (drain_ && room < min_reserve_ && blocked_drainers_ == 0 &&
+      runq_size_ > static_cast<uint32_t>(DrainerCapLocked())) {
+    topup_deferred_ = true;
     return;
   }
   while (work->reserved_count < room) {
@@ -266,13 +273,14 @@ void StreamCore<In, R>::Drain() noexcept {
       internal::SpinLockHolder lock(&lock_);
       s = PopRunnableLocked();
       if (s == kNoSlot) --drainers_;  // Nothing to do (another drainer took it): leave.
-      EndSectionLocked(&work);
+      EndSectionLocked(&work);        // May retry a deferred top-up: the queue shrank.
     }
     if (s == kNoSlot) {
       tls_stream_drain_frame = frame.prev;
-      Finish(work);  // At most the consumer's wake-up.
+      Finish(work);  // Leaving: its reserved slots, if any, keep the core alive while it fills.
       return;
     }
+    Finish(work);  // The slot it took keeps the core alive.
   }
   // An executor that adds a thread while a task blocks (TbbExecutor) learns of it through its
   // observer; this one forwards to it and lets the stream add a drainer for the added thread. Its
@@ -341,16 +349,20 @@ void StreamCore<In, R>::DropDrainer() noexcept {
 
 template <typename In, typename R>
 void StreamCore<In, R>::DrainerBlocked() noexcept {
-  bool spawn = false;
+  // The blocked input is in flight until this returns, so the core outlives Finish.
+  Work work;
   {
     internal::SpinLockHolder lock(&lock_);
     ++blocked_drainers_;
     if (runq_size_ > 0 && drainers_ < DrainerCapLocked()) {
       ++drainers_;
-      spawn = true;
+      ++work.spawn;
     }
+    // The cap grew and no top-up defers now: EndSectionLocked starts one that was deferred, or
+    // the input that the blocked one waits for may never start.
+    EndSectionLocked(&work);
   }
-  if (spawn) SpawnDrainers(1);  // Its count keeps the core alive until it is submitted.
+  Finish(work);
 }
 
 template <typename In, typename R>
