@@ -182,6 +182,39 @@ TEST(StreamExecutorsTest, InputsThatMeetAtARendezvousOnTbbExecutorAllRun) {
   EXPECT_EQ(met, kInputs);
 }
 
+// The same with one input that returns at once ahead of the ones that meet, and a window just
+// large enough: the first completion frees a slot while the run queue holds more inputs than
+// the drainers can take, so the stream may leave it free to start a group later. As each other
+// input blocks, the drainer added for it takes one more from the queue until the queue is empty
+// and nothing completes: that slot must still start the last input that the others wait for.
+TEST(StreamExecutorsTest, ADeferredStartStillRunsTheInputThatOthersWaitFor) {
+  TbbExecutor tbb(1);
+  constexpr int kMeet = 8;
+  absl::Mutex mu;
+  int arrived = 0;
+  int met = 0;
+  for (auto& item : Stream(tbb, Iota(kMeet + 1),
+                           [&](int x) {
+                             if (x == 0) return x;
+                             absl::MutexLock lock(&mu);
+                             ++arrived;
+                             BlockingRegion region;
+                             // The watchdog: a stream that leaves the last input unstarted
+                             // fails, not hangs.
+                             const bool all = mu.AwaitWithTimeout(
+                                 absl::Condition(
+                                     +[](int* n) { return *n == kMeet; }, &arrived),
+                                 absl::Seconds(3));
+                             if (all) ++met;
+                             return x;
+                           },
+                           {.max_in_flight = kMeet, .on_warning = [](auto) {}})) {
+    item.value();
+  }
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(met, kMeet);
+}
+
 // The consumer that runs queued inputs itself still times out. The executor's one thread is held
 // for a second of real time by its first input, so the consumer runs the rest itself; on a fake
 // clock each of those takes 30 ms and the timeout is 100 ms: it runs inputs at 30, 60, 90 and

@@ -196,6 +196,8 @@ bool StreamCore<In, R>::Refill() {
   bool spun = false;       // This refill spun (at most once).
   bool just_spun = false;  // The spin ended right before this pass.
   bool slept = false;      // This refill slept.
+  // The slot this refill ran itself, completed by the next locked section (see StreamHelpFrame).
+  StreamHelpFrame helped{this, kNoSlot};
   for (;;) {
     // A consumer that runs queued inputs itself never sleeps, so the deadline is checked here too
     // (the clock is read outside the lock).
@@ -208,10 +210,16 @@ bool StreamCore<In, R>::Refill() {
     bool total_final = true;
     absl::Time deadline;
     uint32_t help = kNoSlot;
+    AnyFuture inner;  // Of the helped slot (none for batched tasks); released after unlocking.
     {
       internal::SpinLockHolder lock(&lock_);
-      const bool after_spin = std::exchange(just_spun, false);
+      // First: the helped completion tops up, and the batch's slots are free room.
       ReleaseBatchLocked();
+      if (std::exchange(helped.completed, false)) {
+        CompleteLocked(std::exchange(helped.slot, kNoSlot), std::move(helped.fatal), &work, &inner);
+        helped.fatal = nullptr;
+      }
+      const bool after_spin = std::exchange(just_spun, false);
       // While more than half the window is in flight, leave the top-up to the completing
       // threads (each completion tops up every free slot): submitting from the executor's own
       // threads is cheaper, and the consumer stays free to yield. Below half, or with nothing
@@ -296,9 +304,15 @@ bool StreamCore<In, R>::Refill() {
           Finish(stop);  // Cancels pending futures, before FailAfterDrain waits.
         }
         break;
-      case Step::kHelp:
-        Run(help);  // Not a drainer here: its completion claims nothing.
+      case Step::kHelp: {
+        // Not a drainer here: its completion claims nothing. It is recorded in `helped` and made
+        // by the next pass's locked section, which also takes it for the consumer.
+        helped.slot = help;
+        StreamHelpFrame* const outer = std::exchange(tls_stream_help_frame, &helped);
+        Run(help);
+        tls_stream_help_frame = outer;
         break;
+      }
       case Step::kAgain:
         break;
     }
