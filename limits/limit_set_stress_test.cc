@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
@@ -100,6 +103,44 @@ TEST(LimitSetStressTest, RefundsRacingTakesLeaveTheBucketFull) {
         EXPECT_EQ(set->Stats().at("tokens").available, 1'000);
         EXPECT_EQ(set->Stats().at("tokens").in_use, 0);
       });
+}
+
+// Acquisitions of a kThreads set keep it alive by being counted in it under its lock, not through
+// the handles' reference count. Here the last handle goes while other threads still acquire,
+// release and destroy acquisitions (with and without an explicit Release()): the set must be
+// destroyed exactly once, after the last of them (a sentinel in its options shows when).
+TEST(LimitSetStressTest, LastHandleAndLastAcquisitionRaceToDestroyTheSetOnce) {
+  std::optional<LimitSet> set;
+  std::weak_ptr<int> alive;
+  std::vector<std::optional<LimitSet>> handles(kThreads);
+  TestConcurrent(
+      kThreads, kIterations,
+      [&] {
+        auto sentinel = std::make_shared<int>(0);
+        alive = sentinel;
+        LimitSetOptions options;
+        options.on_warning = [sentinel](absl::string_view) {};
+        set =
+            LimitSet::Create({RateLimit("tokens", 1e9, absl::Seconds(1), RateLimitAlgorithm::kGcra),
+                              ResourceLimit("connections", kThreads)},
+                             std::move(options));
+        for (std::optional<LimitSet>& handle : handles) handle = *set;
+        set.reset();
+      },
+      [&](int thread) {
+        std::optional<LimitAcquisition> kept;
+        for (int i = 0; i < 4; ++i) {
+          LimitAcquisition taken = handles[thread]->Acquire({{"tokens", 1}});
+          taken.Update({{"tokens", 1}});
+          if (i % 2 == 0) taken.Release();
+          if (i == 3) kept = std::move(taken);
+        }
+        handles[thread].reset();  // Some thread drops the last handle while others acquire.
+        if (thread % 2 == 0) kept->Release();
+        EXPECT_EQ(kept->charges().size(), 2u);  // The set's definitions are still there.
+        kept.reset();
+      },
+      [&] { EXPECT_TRUE(alive.expired()); });
 }
 
 }  // namespace

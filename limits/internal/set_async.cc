@@ -145,7 +145,8 @@ void SetImpl::ServeAsync(AsyncQueue& queue) {
           continue;
         }
         Completion& completion = done.emplace_back();
-        completion.acquisition.set_ = shared_from_this();
+        completion.acquisition.set_ = this;
+        completion.acquisition.owner_ = shared_from_this();
         completion.acquisition.items_ = std::move(request.request.items);
         completion.acquisition.holder_ = slot;
         completion.acquisition.taken_ns_ = now;
@@ -184,7 +185,7 @@ void SetImpl::ServeAsync(AsyncQueue& queue) {
         item.updated = true;
         item.used = 0;
       }
-      completion.acquisition.ReleaseAndListMissing(/*warn=*/false);
+      completion.acquisition.ReleaseAndListMissing(/*warn=*/false, /*drop=*/false);
     }
   }
   if (!queue.pending.empty()) Wait(generation, wake, &queue.interrupt);
