@@ -387,6 +387,30 @@ void SetImpl::TakeInto(const std::shared_ptr<SetImpl>& self, bool nested, absl::
     ReadClock(&now_time, &now);
     Lock();
     locked = true;
+    if (!shared_) {
+      // The usual in-process case first: a known holder, nobody queued ahead (or exempt), and
+      // everything available. It is the first round of the loop below without the queue and
+      // recovery bookkeeping; when it cannot take, nothing changed and the loop decides.
+      const int32_t known = HolderSlotLocked();
+      if (ABSL_PREDICT_TRUE(known >= 0)) {
+        Holder& owner = holder(known);
+        const bool exempt = !fifo || nested || (exempt_when_holding && owner.exempting > 0);
+        bool resource_short = false;
+        if (ABSL_PREDICT_TRUE(exempt || header_->queued == 0) &&
+            TryTakeLocked(now, result.items_, known, &resource_short) == 0) {
+          ++header_->acquisitions;
+          if (exempt_when_holding) ++owner.exempting;
+          if (counts_references_) ++header_->references;
+          Unlock();
+          result.holder_ = known;
+          result.taken_ns_ = now;
+          result.exempting_ = exempt_when_holding;
+          result.set_ = this;
+          if (!counts_references_) result.owner_ = self;
+          return;
+        }
+      }
+    }
     for (;;) {
       slot = HolderSlotLocked();
       if (slot < 0 && shared_ && RecoverDeadLocked()) slot = HolderSlotLocked();
