@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 #include <utility>
 
 #include "absl/time/time.h"
@@ -128,7 +129,6 @@ TEST(LimitSetPreparedTest, UpdateByHandleChecksAsUpdateByKey) {
   EXPECT_THAT([&] { acquired.Update(set.Handle("call_count"), 2); },
               ThrowsMessage<InvalidOptionError>(HasSubstr("CallLimit usage must be 1")));
   EXPECT_FALSE(acquired.charge("tokens")->updated);
-  std::string warning;
   acquired.Update(set.Handle("tokens"), 5);
   acquired.Release();
   EXPECT_THAT([&] { acquired.Update(set.Handle("tokens"), 5); },
