@@ -138,9 +138,11 @@ std::string LimitAcquisition::ReleaseAndListMissing(bool warn, bool drop) {
   limits_internal::SetImpl* const set = set_;
   bool any_missing = false;
   for (const Item& item : items_) any_missing |= item.needs_update && !item.updated;
-  // With `drop`, the set may go with this release (when no handle is left); it is destroyed
-  // below, after its last use here.
-  const bool last = set->Release(*this, /*drop=*/drop && owner_ == nullptr);
+  // With `drop`, the set may go with this release (when no handle is left): once the count is
+  // 0, a thread dropping the last handle destroys it. So Release() drops the count only when
+  // nothing here uses the set afterwards; with a warning to give, it is dropped after that.
+  const bool counted = drop && owner_ == nullptr;
+  const bool last = set->Release(*this, /*drop=*/counted && !any_missing);
   if (ABSL_PREDICT_TRUE(!any_missing)) {
     if (last) limits_internal::SetImpl::Destroy(set);
     return "";
@@ -161,7 +163,7 @@ std::string LimitAcquisition::ReleaseAndListMissing(bool warn, bool drop) {
       // A warning sink that throws cannot make a destructor throw; the count above remains.
     }
   }
-  if (last) limits_internal::SetImpl::Destroy(set);
+  if (counted) limits_internal::SetImpl::DropReference(set);
   return message;
 }
 

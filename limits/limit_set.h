@@ -276,10 +276,11 @@ class LimitAcquisition {
   void Drop() noexcept;
 
   // The set; kept after release (for the keys charges() reports, with items_). An acquisition of
-  // an in-process set with limits made by Acquire() or TryAcquire() keeps it alive by being
-  // counted in it, under the lock its take and release hold anyway: with two threads, a shared
-  // reference count was one more cache line moving between the cores twice per acquisition.
-  // The others (the no-op set, kProcesses sets, AcquireAsync()) hold `owner_`.
+  // an in-process set with limits taken by the calling thread (Acquire(), TryAcquire(), and an
+  // AcquireAsync() served at once) keeps it alive by being counted in it, under the lock its take
+  // and release hold anyway: with two threads, a shared reference count was one more cache line
+  // moving between the cores twice per acquisition. The others (the no-op set, kProcesses sets,
+  // an AcquireAsync() served by the helper thread after waiting) hold `owner_`.
   limits_internal::SetImpl* set_ = nullptr;
   std::shared_ptr<limits_internal::SetImpl> owner_;
   bool released_ = false;

@@ -4,8 +4,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
 #include "futures/future.h"
@@ -13,12 +15,14 @@
 #include "gtest/gtest.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
+#include "testing/fake_clock.h"
 
 namespace concurry {
 namespace {
 
 using ::testing::HasSubstr;
 using ::testing::ThrowsMessage;
+using testkit::FakeClock;
 
 LimitSet MakeSet(LimitSetOptions options = {}) {
   return LimitSet::Create(
@@ -196,6 +200,78 @@ TEST(LimitSetLifetimeTest, AnAsyncAcquisitionKeepsTheSetAlive) {
   EXPECT_FALSE(alive.expired());
   acquired = LimitAcquisition();
   EXPECT_TRUE(alive.expired());
+}
+
+// State of the blocking warning sink below. Global, not captured: on a failure the set (and with
+// it the sink's captures) is destroyed while the sink runs.
+struct SinkGate {
+  absl::Notification entered;
+  absl::Notification handle_gone;
+  std::weak_ptr<int> alive;
+  bool alive_inside = false;
+};
+SinkGate* sink_gate = nullptr;
+
+// The release of an acquisition without Update() reports it through the warning sink after the
+// set's lock is released. Meanwhile the last handle goes (from the test thread, or from a waiter
+// that times out after the release woke it): the set must stay alive until the release is done
+// with it, and go afterwards.
+TEST(LimitSetLifetimeTest, AWarningOutlivesTheLastHandle) {
+  for (const bool waiter : {false, true}) {
+    SCOPED_TRACE(waiter ? "with a waiter" : "without a waiter");
+    SinkGate gate;
+    sink_gate = &gate;
+    FakeClock clock;
+    auto sentinel = std::make_shared<int>(0);
+    gate.alive = sentinel;
+    LimitSetOptions options;
+    options.clock = &clock;
+    options.on_warning = [sentinel](absl::string_view) {
+      sink_gate->entered.Notify();
+      sink_gate->handle_gone.WaitForNotification();
+      sink_gate->alive_inside = !sink_gate->alive.expired();
+    };
+    sentinel.reset();
+    std::optional<LimitSet> set = MakeSet(std::move(options));
+    // Both connections, so that a waiter waits; no Update(): the release warns.
+    std::optional<LimitAcquisition> acquired = set->Acquire({{"tokens", 5}, {"connections", 2}});
+    std::thread waiting;
+    if (waiter) {
+      waiting = std::thread([handle = *set]() mutable {
+        // The release gives back the connections but not the 100 tokens: it wakes this waiter,
+        // which then times out.
+        EXPECT_THROW(handle.Acquire({{"tokens", 100}}, absl::Milliseconds(10)), TimeoutError);
+        handle = LimitSet();  // The last handle of the set.
+      });
+      clock.BlockUntilWaiters(1);
+    }
+    std::thread releaser([&acquired] { acquired.reset(); });
+    gate.entered.WaitForNotification();
+    set.reset();
+    if (waiter) {
+      clock.Advance(absl::Milliseconds(10));
+      waiting.join();
+    }
+    gate.handle_gone.Notify();
+    releaser.join();
+    EXPECT_TRUE(gate.alive_inside);
+    EXPECT_TRUE(gate.alive.expired());
+    sink_gate = nullptr;
+  }
+}
+
+// A pending AcquireAsync() keeps the set alive also when the only other thing that does is a
+// counted acquisition: its helper thread holds on to the set from one round to the next.
+TEST(LimitSetLifetimeTest, APendingAsyncRequestOutlivesTheLastHandle) {
+  std::optional<LimitSet> set = LimitSet::Create({ResourceLimit("c", 1), ResourceLimit("d", 2)});
+  std::optional<LimitAcquisition> keep = set->Acquire({{"d", 1}, {"c", 0}});
+  std::optional<LimitAcquisition> first = set->Acquire({{"c", 1}});
+  Future<LimitAcquisition> second = set->AcquireAsync({{"c", 1}});
+  set.reset();
+  first.reset();  // Lets the pending request through.
+  LimitAcquisition got = std::move(second).Result();
+  EXPECT_TRUE(got.held());
+  EXPECT_EQ(got.requested("c"), 1);
 }
 
 }  // namespace

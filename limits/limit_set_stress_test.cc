@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "futures/errors.h"
 #include "gtest/gtest.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
@@ -141,6 +142,53 @@ TEST(LimitSetStressTest, LastHandleAndLastAcquisitionRaceToDestroyTheSetOnce) {
         kept.reset();
       },
       [&] { EXPECT_TRUE(alive.expired()); });
+}
+
+// A release that wakes a waiter while that waiter times out and drops the last handle: the
+// release keeps the set alive (counted) until its wake-up is done, whoever ends up destroying
+// the set. Under --config=tsan or asan-ubsan, a wake-up after the count was dropped shows as a
+// race with, or a use after, the waiter's destruction of the set.
+TEST(LimitSetStressTest, AWakeUpOutlivesAWaiterThatDropsTheLastHandle) {
+  std::unique_ptr<FakeClock> clock;
+  std::optional<LimitSet> waiter_handle;
+  std::optional<LimitAcquisition> held;
+  std::weak_ptr<int> alive;
+  std::atomic<int> timeouts{0};
+  TestConcurrent(
+      kIterations,
+      [&] {
+        clock = std::make_unique<FakeClock>();
+        auto sentinel = std::make_shared<int>(0);
+        alive = sentinel;
+        LimitSetOptions options;
+        options.clock = clock.get();
+        options.on_warning = [sentinel](absl::string_view) {};
+        const LimitSet set =
+            LimitSet::Create({RateLimit("tokens", 10, absl::Hours(1), RateLimitAlgorithm::kGcra)},
+                             std::move(options));
+        held = set.Acquire({{"tokens", 10}});
+        held->Update({{"tokens", 5}});  // Its release refunds 5: never the 10 the waiter wants.
+        waiter_handle = set;
+      },
+      [&] {
+        EXPECT_TRUE(alive.expired());
+        clock.reset();
+      },
+      {[&] {
+         try {
+           waiter_handle->Acquire({{"tokens", 10}}, absl::Seconds(1));
+           ADD_FAILURE() << "acquired more than was ever available";
+         } catch (const TimeoutError&) {
+           timeouts.fetch_add(1, std::memory_order_relaxed);
+         }
+         waiter_handle.reset();  // The last handle, unless the release is still under way.
+       },
+       [&] {
+         clock->BlockUntilWaiters(1);
+         clock->Advance(absl::Seconds(1));  // The waiter's deadline.
+         held.reset();                      // Wakes the waiter unless it already left.
+       }});
+  EXPECT_EQ(timeouts.load(), kIterations);
 }
 
 }  // namespace

@@ -707,7 +707,6 @@ bool SetImpl::Release(LimitAcquisition& acquisition, bool drop) {
   const int64_t now = acquisition.taken_ns_;
   {
     Locked locked(this);
-    if (drop) last = --header_->references == 0 && orphaned_;
     Holder& owner = holder(acquisition.holder_);
     // A fork()ed child destroying its copy of the parent's acquisition: the parent releases it.
     if (shared_ && owner.pid != CurrentPid()) return false;
@@ -738,8 +737,15 @@ bool SetImpl::Release(LimitAcquisition& acquisition, bool drop) {
     if (acquisition.exempting_ && owner.exempting > 0) --owner.exempting;
     --header_->holding;
     notify = notify && header_->waiters > 0;
+    // Once the count is 0, whoever drops the last handle destroys the set as soon as this lock
+    // is released: dropped here only when nothing below uses the set.
+    if (drop && !notify) last = --header_->references == 0 && orphaned_;
   }
-  if (notify) Notify();
+  if (notify) {
+    Notify();
+    // One more pass through the lock, only when somebody waits.
+    if (drop) last = DropReferenceGetLast();
+  }
   return last;
 }
 

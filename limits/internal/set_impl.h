@@ -216,8 +216,10 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   // LimitSet::Handle().
   LimitHandle HandleOf(absl::string_view key) const;
   // Gives back what `acquisition` holds. With `drop`, also lets go of the reference a counted
-  // acquisition holds (see LimitAcquisition::set_); returns whether that was the set's last one
-  // (then the caller destroys the set with Destroy() when done with it).
+  // acquisition holds (see LimitAcquisition::set_), after its own last use of the set; returns
+  // whether that was the set's last one (then the caller destroys the set with Destroy()). The
+  // caller must not use the set after a `drop` unless this returned true: another thread may
+  // destroy it at once.
   bool Release(LimitAcquisition& acquisition, bool drop);
 
   void Warn(absl::string_view message) const {
@@ -255,6 +257,10 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
     Promise<LimitAcquisition> promise;
     std::shared_ptr<std::atomic<bool>> cancelled;
     uint64_t ticket = 0;  // Its place in the FIFO queue, kept until it is served or leaves.
+    // Keeps the set alive from AcquireAsync() until the helper thread's own reference takes over
+    // (RunAsync()): acquisitions counted in the set do not, so the caller's handle may be the
+    // last one.
+    std::shared_ptr<SetImpl> set;
   };
   struct AsyncQueue {
     absl::Mutex mu;
@@ -421,6 +427,9 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   }
   // The deleter of the handles' shared_ptr: destroys the set unless counted acquisitions remain.
   static void OnLastHandle(SetImpl* set);
+  // Lets go of a counted acquisition's reference; returns whether the set is to be destroyed
+  // (the count is 0 and no handle is left).
+  bool DropReferenceGetLast() ABSL_LOCKS_EXCLUDED(lock_);
   // The items of a request that names every rate limit and nothing else: one per limit, in limit
   // order, each CallLimit and ResourceLimit with the implicit 1 (rate limits are filled in).
   // Validation starts from a copy and changes the named items, instead of building each item

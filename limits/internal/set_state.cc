@@ -286,13 +286,13 @@ void SetImpl::OnLastHandle(SetImpl* set) {
   delete set;
 }
 
+bool SetImpl::DropReferenceGetLast() {
+  Locked locked(this);
+  return --header_->references == 0 && orphaned_;
+}
+
 void SetImpl::DropReference(SetImpl* set) {
-  bool last;
-  {
-    Locked locked(set);
-    last = --set->header_->references == 0 && set->orphaned_;
-  }
-  if (last) delete set;
+  if (set->DropReferenceGetLast()) delete set;
 }
 
 SetImpl::~SetImpl() {
