@@ -5,7 +5,8 @@
 //   floor:                   absl::Now() alone (every TryAcquire reads the clock once)
 //   LimitSet of 3 limits:    GCRA RateLimit + GCRA CallLimit + ResourceLimit, Acquire + Update +
 //                            release, uncontended and 2 threads contended, vs the same three
-//                            checks hand-rolled under one std::mutex (peer)
+//                            checks hand-rolled under one std::mutex (peer); also with the
+//                            request prepared once (LimitSet::Prepare(), Handle())
 //   LimitSet kProcesses:     the same set in shared memory, one process, and with a fork()ed
 //                            child hammering it while the parent measures (child_items_per_second)
 //   accuracy:                4 threads TryAcquire() a 1000/s limit for 5 s; counters admitted,
@@ -208,6 +209,45 @@ void BM_LimitSetThreeLimitsContended(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_LimitSetThreeLimitsContended)->Threads(2)->UseRealTime();
+
+// The same acquisition with the request and the updated limit resolved once (LimitSet::Prepare(),
+// LimitSet::Handle()): no key lookup and no validation per acquisition.
+struct PreparedThreeLimits {
+  explicit PreparedThreeLimits(const LimitSet& set)
+      : set(set), ten_tokens(set.Prepare({{"tokens", 10}})), tokens(set.Handle("tokens")) {}
+
+  void AcquireUpdateRelease() const {
+    LimitAcquisition acquired = set.Acquire(ten_tokens);
+    acquired.Update(tokens, 5);
+    acquired.Release();
+  }
+
+  LimitSet set;
+  PreparedLimitRequest ten_tokens;
+  LimitHandle tokens;
+};
+
+void BM_LimitSetThreeLimitsPrepared(benchmark::State& state) {
+  const PreparedThreeLimits prepared(MakeThreeLimits(LimitSharing::kThreads));
+  for (auto _ : state) {
+    prepared.AcquireUpdateRelease();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_LimitSetThreeLimitsPrepared);
+
+std::optional<PreparedThreeLimits> shared_prepared;
+
+void BM_LimitSetThreeLimitsPreparedContended(benchmark::State& state) {
+  if (state.thread_index() == 0) {
+    shared_prepared.emplace(MakeThreeLimits(LimitSharing::kThreads));
+  }
+  for (auto _ : state) {
+    shared_prepared->AcquireUpdateRelease();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_LimitSetThreeLimitsPreparedContended)->Threads(2)->UseRealTime();
 
 // Peer: the same three checks (two GCRA TATs and a counter) hand-rolled under one std::mutex.
 // Acquire checks and takes all three, Release refunds the unused tokens and returns the

@@ -23,34 +23,49 @@ LimitUsageError::LimitUsageError(const std::string& message)
 // ---- LimitAcquisition ----
 
 LimitAcquisition::LimitAcquisition(LimitAcquisition&& other) noexcept
-    : set_(std::move(other.set_)),
+    : set_(other.set_),
+      owner_(std::move(other.owner_)),
       released_(other.released_),
       items_(std::move(other.items_)),
       holder_(other.holder_),
       exempting_(other.exempting_),
       taken_ns_(other.taken_ns_) {
   other.set_ = nullptr;
+  other.owner_ = nullptr;
   other.released_ = false;
   other.items_.clear();
 }
 
 LimitAcquisition& LimitAcquisition::operator=(LimitAcquisition&& other) noexcept {
   if (this != &other) {
-    ReleaseAndListMissing(/*warn=*/true);
-    set_ = std::move(other.set_);
+    Drop();
+    set_ = other.set_;
+    owner_ = std::move(other.owner_);
     released_ = other.released_;
     items_ = std::move(other.items_);
     holder_ = other.holder_;
     exempting_ = other.exempting_;
     taken_ns_ = other.taken_ns_;
     other.set_ = nullptr;
+    other.owner_ = nullptr;
     other.released_ = false;
     other.items_.clear();
   }
   return *this;
 }
 
-LimitAcquisition::~LimitAcquisition() { ReleaseAndListMissing(/*warn=*/true); }
+LimitAcquisition::~LimitAcquisition() { Drop(); }
+
+void LimitAcquisition::Drop() noexcept {
+  if (set_ == nullptr) return;
+  if (!released_) {
+    ReleaseAndListMissing(/*warn=*/true, /*drop=*/true);
+  } else if (owner_ == nullptr) {
+    limits_internal::SetImpl::DropReference(set_);
+  }
+  set_ = nullptr;
+  owner_ = nullptr;
+}
 
 double LimitAcquisition::requested(absl::string_view key) const {
   if (!held()) return 0;
@@ -110,14 +125,28 @@ void LimitAcquisition::Update(absl::Span<const LimitAmount> usage) {
   set_->Update(*this, usage);
 }
 
-std::string LimitAcquisition::ReleaseAndListMissing(bool warn) {
+void LimitAcquisition::Update(const LimitHandle& limit, double used) {
+  if (!held()) {
+    throw InvalidOptionError("LimitAcquisition::Update: the acquisition was already released");
+  }
+  set_->Update(*this, limit, used);
+}
+
+std::string LimitAcquisition::ReleaseAndListMissing(bool warn, bool drop) {
   if (!held()) return "";
   released_ = true;
-  limits_internal::SetImpl* const set = set_.get();
+  limits_internal::SetImpl* const set = set_;
   bool any_missing = false;
   for (const Item& item : items_) any_missing |= item.needs_update && !item.updated;
-  set->Release(*this);
-  if (ABSL_PREDICT_TRUE(!any_missing)) return "";
+  // With `drop`, the set may go with this release (when no handle is left): once the count is
+  // 0, a thread dropping the last handle destroys it. So Release() drops the count only when
+  // nothing here uses the set afterwards; with a warning to give, it is dropped after that.
+  const bool counted = drop && owner_ == nullptr;
+  const bool last = set->Release(*this, /*drop=*/counted && !any_missing);
+  if (ABSL_PREDICT_TRUE(!any_missing)) {
+    if (last) limits_internal::SetImpl::Destroy(set);
+    return "";
+  }
   std::vector<absl::string_view> missing;
   for (const Item& item : items_) {
     if (item.needs_update && !item.updated) missing.push_back(set->limits()[item.index].key());
@@ -134,19 +163,19 @@ std::string LimitAcquisition::ReleaseAndListMissing(bool warn) {
       // A warning sink that throws cannot make a destructor throw; the count above remains.
     }
   }
+  if (counted) limits_internal::SetImpl::DropReference(set);
   return message;
 }
 
 void LimitAcquisition::Release() {
-  std::string missing = ReleaseAndListMissing(/*warn=*/false);
+  std::string missing = ReleaseAndListMissing(/*warn=*/false, /*drop=*/false);
   if (!missing.empty()) throw LimitUsageError(missing);
 }
 
 // ---- LimitSet ----
 
 LimitSet LimitSet::Create(std::vector<Limit> limits, LimitSetOptions options) {
-  return LimitSet(
-      std::make_shared<limits_internal::SetImpl>(std::move(limits), std::move(options)));
+  return LimitSet(limits_internal::SetImpl::Make(std::move(limits), std::move(options)));
 }
 
 LimitSet LimitSet::NoOp() {
@@ -181,6 +210,40 @@ Future<LimitAcquisition> LimitSet::AcquireAsync(std::vector<LimitAmount> request
   limits_internal::SetImpl::Request prepared = impl_->Prepare(request);
   return impl_->AcquireAsync(std::move(prepared), impl_->clock().Now() + timeout);
 }
+
+PreparedLimitRequest LimitSet::Prepare(absl::Span<const LimitAmount> request) const {
+  return impl_->PrepareRequest(request);
+}
+
+LimitAcquisition LimitSet::Acquire(const PreparedLimitRequest& request,
+                                   absl::Duration timeout) const {
+  futures_internal::CheckTimeout(timeout, "LimitSet::Acquire");
+  LimitAcquisition acquired = limits_internal::SetImpl::AcquirePrepared(
+      impl_, impl_->CheckPrepared(request, "LimitSet::Acquire"), timeout, /*try_once=*/false);
+  if (ABSL_PREDICT_FALSE(!acquired.held())) {
+    throw TimeoutError(absl::StrCat("LimitSet::Acquire: failed to acquire all limits within ",
+                                    absl::FormatDuration(timeout)));
+  }
+  return acquired;
+}
+
+std::optional<LimitAcquisition> LimitSet::TryAcquire(const PreparedLimitRequest& request) const {
+  LimitAcquisition acquired = limits_internal::SetImpl::AcquirePrepared(
+      impl_, impl_->CheckPrepared(request, "LimitSet::TryAcquire"), absl::InfiniteDuration(),
+      /*try_once=*/true);
+  if (!acquired.held()) return std::nullopt;
+  return acquired;
+}
+
+Future<LimitAcquisition> LimitSet::AcquireAsync(const PreparedLimitRequest& request,
+                                                absl::Duration timeout) const {
+  futures_internal::CheckTimeout(timeout, "LimitSet::AcquireAsync");
+  return impl_->AcquireAsync(
+      limits_internal::SetImpl::ToRequest(impl_->CheckPrepared(request, "LimitSet::AcquireAsync")),
+      impl_->clock().Now() + timeout);
+}
+
+LimitHandle LimitSet::Handle(absl::string_view key) const { return impl_->HandleOf(key); }
 
 const Limit* LimitSet::Find(absl::string_view key) const {
   for (const Limit& limit : impl_->limits()) {

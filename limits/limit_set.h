@@ -51,6 +51,7 @@
 namespace concurry {
 
 class LimitSet;
+class PreparedLimitRequest;
 
 namespace limits_internal {
 class SetImpl;
@@ -68,6 +69,20 @@ struct LimitAmount {
 
   absl::string_view key;
   double amount;
+};
+
+// A limit of one LimitSet, resolved from its key by LimitSet::Handle(), for
+// LimitAcquisition::Update(handle, used). Copyable; an empty one (default-constructed) belongs to
+// no set.
+class LimitHandle {
+ public:
+  LimitHandle() = default;
+
+ private:
+  friend class limits_internal::SetImpl;
+  friend class LimitSet;
+  uint64_t set_id_ = 0;
+  int32_t index_ = -1;
 };
 
 // Metadata attached to a LimitSet and visible on each of its acquisitions, e.g. the account or
@@ -219,6 +234,10 @@ class LimitAcquisition {
   // more than once; the last report wins, but charged extra is never given back. Throws
   // InvalidOptionError after release.
   void Update(absl::Span<const LimitAmount> usage);
+  // As Update({{key, used}}) for the limit `limit` resolved by LimitSet::Handle() (no key
+  // lookup): the same checks, and InvalidOptionError when `limit` belongs to another set or is
+  // not part of the acquisition.
+  void Update(const LimitHandle& limit, double used);
 
   // Gives back resource units and refunds requested - used for updated TokenBucket and GCRA
   // limits, waking waiters. A RateLimit (or a CallLimit taken with more than 1) without Update()
@@ -229,6 +248,7 @@ class LimitAcquisition {
 
  private:
   friend class limits_internal::SetImpl;
+  friend class PreparedLimitRequest;
   struct Item {
     int32_t index = 0;  // Limit index in the set.
     bool implicit = false;
@@ -249,17 +269,50 @@ class LimitAcquisition {
     int64_t refund_cost = 0;
   };
   // Releases; returns the message naming the limits that missed an Update() ("" if none) and,
-  // if `warn`, also reports it through the set's warning sink.
-  std::string ReleaseAndListMissing(bool warn);
+  // if `warn`, also reports it through the set's warning sink. `drop`: also lets go of the set
+  // (the destructor's release).
+  std::string ReleaseAndListMissing(bool warn, bool drop);
+  // Releases what is held and lets go of the set: the destructor and move assignment.
+  void Drop() noexcept;
 
-  // The set; kept after release (for the keys charges() reports, with items_).
-  std::shared_ptr<limits_internal::SetImpl> set_;
+  // The set; kept after release (for the keys charges() reports, with items_). An acquisition of
+  // an in-process set with limits taken by the calling thread (Acquire(), TryAcquire(), and an
+  // AcquireAsync() served at once) keeps it alive by being counted in it, under the lock its take
+  // and release hold anyway: with two threads, a shared reference count was one more cache line
+  // moving between the cores twice per acquisition. The others (the no-op set, kProcesses sets,
+  // an AcquireAsync() served by the helper thread after waiting) hold `owner_`.
+  limits_internal::SetImpl* set_ = nullptr;
+  std::shared_ptr<limits_internal::SetImpl> owner_;
   bool released_ = false;
   absl::InlinedVector<Item, 4> items_;
   int32_t holder_ = -1;     // Holder slot in the set, -1 for the no-op set.
   bool exempting_ = false;  // Lets its thread skip the FIFO queue (Acquire()/TryAcquire()).
   // The clock reading the units were taken at (ns since the epoch); the release refunds with it.
   int64_t taken_ns_ = 0;
+};
+
+// A request validated once against one set (LimitSet::Prepare()), to acquire many times without
+// looking its keys up and checking its amounts again. Copyable and cheap to copy; usable only with
+// the set that prepared it (any handle of it), otherwise InvalidOptionError. Not thread-safe to
+// modify, but a const one may be shared by any number of threads.
+//
+//   const concurry::PreparedLimitRequest ten_tokens = limits.Prepare({{"tokens", 10}});
+//   const concurry::LimitHandle tokens = limits.Handle("tokens");
+//   concurry::LimitAcquisition acquired = limits.Acquire(ten_tokens);
+//   acquired.Update(tokens, used);
+class PreparedLimitRequest {
+ public:
+  // Copies only (a move copies too), so that no moved-from request is left to acquire with. No
+  // default constructor: `set.Acquire({}, timeout)` stays the empty request.
+  PreparedLimitRequest(const PreparedLimitRequest&) = default;
+  PreparedLimitRequest& operator=(const PreparedLimitRequest&) = default;
+
+ private:
+  friend class limits_internal::SetImpl;
+  explicit PreparedLimitRequest(uint64_t set_id) : set_id_(set_id) {}
+  uint64_t set_id_ = 0;  // The set's identity (never reused in a process).
+  bool nested_ = false;  // It names a limit with amount 0 (see LimitFairness::kFifo).
+  absl::InlinedVector<LimitAcquisition::Item, 4> items_;
 };
 
 // Thrown by LimitAcquisition::Release() when a rate limit was released without Update().
@@ -310,6 +363,21 @@ class LimitSet {
   // the request. A waiting request keeps the set alive.
   Future<LimitAcquisition> AcquireAsync(std::vector<LimitAmount> request = {},
                                         absl::Duration timeout = absl::InfiniteDuration()) const;
+
+  // Validates `request` as Acquire() does (the same errors, thrown here) and returns it resolved
+  // against this set: Acquire(), TryAcquire() and AcquireAsync() then take it without looking up
+  // its keys or checking its amounts again. For a request made many times.
+  PreparedLimitRequest Prepare(absl::Span<const LimitAmount> request = {}) const;
+  // Acquire(), TryAcquire() and AcquireAsync() of a prepared request: the same behaviour, and
+  // InvalidOptionError when `request` was prepared by another set (or default-constructed).
+  LimitAcquisition Acquire(const PreparedLimitRequest& request,
+                           absl::Duration timeout = absl::InfiniteDuration()) const;
+  std::optional<LimitAcquisition> TryAcquire(const PreparedLimitRequest& request) const;
+  Future<LimitAcquisition> AcquireAsync(const PreparedLimitRequest& request,
+                                        absl::Duration timeout = absl::InfiniteDuration()) const;
+  // The limit with `key`, resolved for LimitAcquisition::Update(handle, used); InvalidOptionError
+  // naming the known keys if there is none (the no-op set has no limits, so none).
+  LimitHandle Handle(absl::string_view key) const;
 
   // The limit with `key`, or null.
   const Limit* Find(absl::string_view key) const;

@@ -6,9 +6,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "absl/time/time.h"
+#include "futures/errors.h"
 #include "gtest/gtest.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
@@ -100,6 +104,91 @@ TEST(LimitSetStressTest, RefundsRacingTakesLeaveTheBucketFull) {
         EXPECT_EQ(set->Stats().at("tokens").available, 1'000);
         EXPECT_EQ(set->Stats().at("tokens").in_use, 0);
       });
+}
+
+// Acquisitions of a kThreads set keep it alive by being counted in it under its lock, not through
+// the handles' reference count. Here the last handle goes while other threads still acquire,
+// release and destroy acquisitions (with and without an explicit Release()): the set must be
+// destroyed exactly once, after the last of them (a sentinel in its options shows when).
+TEST(LimitSetStressTest, LastHandleAndLastAcquisitionRaceToDestroyTheSetOnce) {
+  std::optional<LimitSet> set;
+  std::weak_ptr<int> alive;
+  std::vector<std::optional<LimitSet>> handles(kThreads);
+  TestConcurrent(
+      kThreads, kIterations,
+      [&] {
+        auto sentinel = std::make_shared<int>(0);
+        alive = sentinel;
+        LimitSetOptions options;
+        options.on_warning = [sentinel](absl::string_view) {};
+        set =
+            LimitSet::Create({RateLimit("tokens", 1e9, absl::Seconds(1), RateLimitAlgorithm::kGcra),
+                              ResourceLimit("connections", kThreads)},
+                             std::move(options));
+        for (std::optional<LimitSet>& handle : handles) handle = *set;
+        set.reset();
+      },
+      [&](int thread) {
+        std::optional<LimitAcquisition> kept;
+        for (int i = 0; i < 4; ++i) {
+          LimitAcquisition taken = handles[thread]->Acquire({{"tokens", 1}});
+          taken.Update({{"tokens", 1}});
+          if (i % 2 == 0) taken.Release();
+          if (i == 3) kept = std::move(taken);
+        }
+        handles[thread].reset();  // Some thread drops the last handle while others acquire.
+        if (thread % 2 == 0) kept->Release();
+        EXPECT_EQ(kept->charges().size(), 2u);  // The set's definitions are still there.
+        kept.reset();
+      },
+      [&] { EXPECT_TRUE(alive.expired()); });
+}
+
+// A release that wakes a waiter while that waiter times out and drops the last handle: the
+// release keeps the set alive (counted) until its wake-up is done, whoever ends up destroying
+// the set. Under --config=tsan or asan-ubsan, a wake-up after the count was dropped shows as a
+// race with, or a use after, the waiter's destruction of the set.
+TEST(LimitSetStressTest, AWakeUpOutlivesAWaiterThatDropsTheLastHandle) {
+  std::unique_ptr<FakeClock> clock;
+  std::optional<LimitSet> waiter_handle;
+  std::optional<LimitAcquisition> held;
+  std::weak_ptr<int> alive;
+  std::atomic<int> timeouts{0};
+  TestConcurrent(
+      kIterations,
+      [&] {
+        clock = std::make_unique<FakeClock>();
+        auto sentinel = std::make_shared<int>(0);
+        alive = sentinel;
+        LimitSetOptions options;
+        options.clock = clock.get();
+        options.on_warning = [sentinel](absl::string_view) {};
+        const LimitSet set =
+            LimitSet::Create({RateLimit("tokens", 10, absl::Hours(1), RateLimitAlgorithm::kGcra)},
+                             std::move(options));
+        held = set.Acquire({{"tokens", 10}});
+        held->Update({{"tokens", 5}});  // Its release refunds 5: never the 10 the waiter wants.
+        waiter_handle = set;
+      },
+      [&] {
+        EXPECT_TRUE(alive.expired());
+        clock.reset();
+      },
+      {[&] {
+         try {
+           waiter_handle->Acquire({{"tokens", 10}}, absl::Seconds(1));
+           ADD_FAILURE() << "acquired more than was ever available";
+         } catch (const TimeoutError&) {
+           timeouts.fetch_add(1, std::memory_order_relaxed);
+         }
+         waiter_handle.reset();  // The last handle, unless the release is still under way.
+       },
+       [&] {
+         clock->BlockUntilWaiters(1);
+         clock->Advance(absl::Seconds(1));  // The waiter's deadline.
+         held.reset();                      // Wakes the waiter unless it already left.
+       }});
+  EXPECT_EQ(timeouts.load(), kIterations);
 }
 
 }  // namespace

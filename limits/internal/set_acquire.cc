@@ -79,7 +79,46 @@ ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_NORETURN void ThrowBadRequestAmount(
 
 }  // namespace
 
+bool SetImpl::PrepareCommonInto(absl::Span<const LimitAmount> request, Items* items) const {
+  const size_t count = template_items_.size();
+  // A copy-construction copies the inline buffer in one go (the items are trivially copyable);
+  // assign() went item by item.
+  *items = Items(template_items_);
+  Item* const taken = items->data();
+  uint64_t named = 0;
+  for (const LimitAmount& entry : request) {
+    const size_t index = IndexOf(entry.key);
+    if (index == count) break;
+    const uint64_t bit = uint64_t{1} << index;
+    const LimitInfo& info = info_[index];
+    const double amount = entry.amount;
+    // Amount 0 (a nested request) and every error go the full way.
+    if ((named & bit) != 0 || !(amount > 0 && amount <= info.burst) || !std::isfinite(amount) ||
+        (info.whole && (amount != std::floor(amount) || amount > kMaxWhole))) {
+      break;
+    }
+    named |= bit;
+    Item& item = taken[index];
+    item.requested = amount;
+    item.implicit = false;
+    item.needs_update =
+        info.kind == LimitKind::kRate || (info.kind == LimitKind::kCall && amount > 1);
+    if (info.gcra != nullptr) item.cost = CostOf(index, amount);
+  }
+  // Every entry matched (each sets a distinct bit) and every rate limit is named.
+  if (static_cast<size_t>(__builtin_popcountll(named)) == request.size() &&
+      (named & rate_mask_) == rate_mask_) {
+    return true;
+  }
+  items->clear();
+  return false;
+}
+
 bool SetImpl::PrepareInto(absl::Span<const LimitAmount> request, Items* items) const {
+  if (ABSL_PREDICT_TRUE(!template_items_.empty() && !request.empty()) &&
+      PrepareCommonInto(request, items)) {
+    return false;
+  }
   const auto check_finite = [](const LimitAmount& entry) {
     if (ABSL_PREDICT_FALSE(!(entry.amount >= 0) || !std::isfinite(entry.amount))) {
       ThrowBadRequestAmount(entry);
@@ -328,7 +367,8 @@ LimitAcquisition SetImpl::Acquire(const std::shared_ptr<SetImpl>& self,
 void SetImpl::TakeInto(const std::shared_ptr<SetImpl>& self, bool nested, absl::Time deadline,
                        bool exempt_when_holding, LimitAcquisition& result) {
   if (no_op()) {
-    result.set_ = self;
+    result.set_ = this;
+    result.owner_ = self;
     return;
   }
   const bool fifo = options_.fairness == LimitFairness::kFifo;
@@ -347,6 +387,30 @@ void SetImpl::TakeInto(const std::shared_ptr<SetImpl>& self, bool nested, absl::
     ReadClock(&now_time, &now);
     Lock();
     locked = true;
+    if (!shared_) {
+      // The usual in-process case first: a known holder, nobody queued ahead (or exempt), and
+      // everything available. It is the first round of the loop below without the queue and
+      // recovery bookkeeping; when it cannot take, nothing changed and the loop decides.
+      const int32_t known = HolderSlotLocked();
+      if (ABSL_PREDICT_TRUE(known >= 0)) {
+        Holder& owner = holder(known);
+        const bool exempt = !fifo || nested || (exempt_when_holding && owner.exempting > 0);
+        bool resource_short = false;
+        if (ABSL_PREDICT_TRUE(exempt || header_->queued == 0) &&
+            TryTakeLocked(now, result.items_, known, &resource_short) == 0) {
+          ++header_->acquisitions;
+          if (exempt_when_holding) ++owner.exempting;
+          if (counts_references_) ++header_->references;
+          Unlock();
+          result.holder_ = known;
+          result.taken_ns_ = now;
+          result.exempting_ = exempt_when_holding;
+          result.set_ = this;
+          if (!counts_references_) result.owner_ = self;
+          return;
+        }
+      }
+    }
     for (;;) {
       slot = HolderSlotLocked();
       if (slot < 0 && shared_ && RecoverDeadLocked()) slot = HolderSlotLocked();
@@ -365,6 +429,7 @@ void SetImpl::TakeInto(const std::shared_ptr<SetImpl>& self, bool nested, absl::
         result.taken_ns_ = now;
         result.exempting_ = exempt_when_holding;
         if (exempt_when_holding) ++holder(slot).exempting;
+        if (counts_references_) ++header_->references;
         break;
       }
       if (!may_wait) {
@@ -415,27 +480,90 @@ void SetImpl::TakeInto(const std::shared_ptr<SetImpl>& self, bool nested, absl::
     throw;
   }
   Unlock();
-  // After the lock: a copy of the caller's handle is one atomic increment (shared_from_this()
-  // would be a compare-exchange loop on the weak count), and it need not lengthen the critical
-  // section. Nothing between here and the lock can throw, so the items never leak.
-  if (taken) result.set_ = self;
+  // Counted above, under the lock; else after the lock: a copy of the caller's handle is one
+  // atomic increment (shared_from_this() would be a compare-exchange loop on the weak count),
+  // and it need not lengthen the critical section. Nothing between here and the lock can throw,
+  // so the items never leak.
+  if (taken) {
+    result.set_ = this;
+    if (!counts_references_) result.owner_ = self;
+  }
   if (notify) Notify();
+}
+
+namespace {
+
+ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_NORETURN void ThrowBadUsageAmount(absl::string_view key,
+                                                                         double amount) {
+  throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: usage of '", key,
+                                        "' must be >= 0 and finite, got ", FormatNumber(amount)));
+}
+
+}  // namespace
+
+void SetImpl::CheckUsage(const Item& item, absl::string_view key, double amount) const {
+  if (!(amount >= 0) || !std::isfinite(amount)) ThrowBadUsageAmount(key, amount);
+  const LimitInfo& limit = info_[item.index];
+  if (limit.kind == LimitKind::kCall && item.requested == 1 && amount != 1) {
+    throw InvalidOptionError(absl::StrCat(
+        "LimitAcquisition::Update: CallLimit usage must be 1 for a call request of 1 (",
+        item.implicit ? "an implicit acquisition, taken without naming 'call_count'"
+                      : "{\"call_count\", 1}, which counts one call like the implicit one",
+        "), got ", FormatNumber(amount),
+        "; to report a number of calls, request it: {\"call_count\", n}"));
+  }
+  if (limit.kind != LimitKind::kResource && limit.whole &&
+      (amount != std::floor(amount) || amount > kMaxWhole)) {
+    const bool fraction = amount != std::floor(amount);
+    throw InvalidOptionError(absl::StrCat(
+        "LimitAcquisition::Update: '", key, "' (",
+        RateLimitAlgorithmName(limits_[item.index].algorithm()), ") counts whole units",
+        fraction ? "" : absl::StrCat(", at most ", kMaxWholeUnits), ", got ",
+        FormatNumber(amount)));
+  }
 }
 
 void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage) {
   if (no_op()) {
     for (const LimitAmount& entry : usage) {
       if (!(entry.amount >= 0) || !std::isfinite(entry.amount)) {
-        throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: usage of '", entry.key,
-                                              "' must be >= 0 and finite, got ",
-                                              FormatNumber(entry.amount)));
+        ThrowBadUsageAmount(entry.key, entry.amount);
       }
     }
     return;
   }
-  // Validate everything first: nothing is recorded if anything is wrong.
-  absl::InlinedVector<Item*, 4> targets;
-  for (const LimitAmount& entry : usage) {
+  if (usage.size() == 1) {
+    // The usual report of one limit's usage within its request, answered without the general
+    // validation's bookkeeping.
+    const auto index = static_cast<int32_t>(IndexOf(usage[0].key));
+    for (Item& item : acquisition.items_) {
+      if (item.index == index) {
+        if (ABSL_PREDICT_TRUE(RecordWithinRequest(item, usage[0].amount))) return;
+        break;
+      }
+    }
+  }
+  UpdateChecked(acquisition, usage);
+}
+
+void SetImpl::UpdateChecked(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage) {
+  // Validate everything first: nothing is recorded if anything is wrong. On the stack for the
+  // usual short report.
+  constexpr size_t kStackUsages = 8;
+  Item* stack_targets[kStackUsages];
+  double stack_amounts[kStackUsages];
+  std::unique_ptr<Item*[]> heap_targets;
+  std::unique_ptr<double[]> heap_amounts;
+  Item** targets = stack_targets;
+  double* amounts = stack_amounts;
+  if (usage.size() > kStackUsages) {
+    heap_targets = std::make_unique<Item*[]>(usage.size());
+    heap_amounts = std::make_unique<double[]>(usage.size());
+    targets = heap_targets.get();
+    amounts = heap_amounts.get();
+  }
+  for (size_t i = 0; i < usage.size(); ++i) {
+    const LimitAmount& entry = usage[i];
     // Items are in limit order with distinct indexes: the key's index picks its item.
     const auto index = static_cast<int32_t>(IndexOf(entry.key));
     Item* target = nullptr;
@@ -449,62 +577,74 @@ void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount
       throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: '", entry.key,
                                             "' is not part of this acquisition"));
     }
-    if (std::find(targets.begin(), targets.end(), target) != targets.end()) {
+    if (std::find(targets, targets + i, target) != targets + i) {
       throw InvalidOptionError(
           absl::StrCat("LimitAcquisition::Update: key '", entry.key, "' appears twice"));
     }
-    const LimitInfo& limit = info_[target->index];
-    if (!(entry.amount >= 0) || !std::isfinite(entry.amount)) {
-      throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: usage of '", entry.key,
-                                            "' must be >= 0 and finite, got ",
-                                            FormatNumber(entry.amount)));
-    }
-    if (limit.kind == LimitKind::kCall && target->requested == 1 && entry.amount != 1) {
-      throw InvalidOptionError(absl::StrCat(
-          "LimitAcquisition::Update: CallLimit usage must be 1 for a call request of 1 (",
-          target->implicit ? "an implicit acquisition, taken without naming 'call_count'"
-                           : "{\"call_count\", 1}, which counts one call like the implicit one",
-          "), got ", FormatNumber(entry.amount),
-          "; to report a number of calls, request it: {\"call_count\", n}"));
-    }
-    const bool fraction = entry.amount != std::floor(entry.amount);
-    if (limit.kind != LimitKind::kResource && limit.whole &&
-        (fraction || entry.amount > kMaxWhole)) {
-      throw InvalidOptionError(absl::StrCat(
-          "LimitAcquisition::Update: '", entry.key, "' (",
-          RateLimitAlgorithmName(limits_[target->index].algorithm()), ") counts whole units",
-          fraction ? "" : absl::StrCat(", at most ", kMaxWholeUnits), ", got ",
-          FormatNumber(entry.amount)));
-    }
-    targets.push_back(target);
+    CheckUsage(*target, entry.key, entry.amount);
+    targets[i] = target;
+    amounts[i] = entry.amount;
   }
-  std::string overuse;
+  RecordUsage(targets, amounts, usage.size());
+}
+
+void SetImpl::Update(LimitAcquisition& acquisition, const LimitHandle& limit, double used) {
+  if (limit.set_id_ != id_) {
+    throw InvalidOptionError(
+        limit.set_id_ == 0
+            ? "LimitAcquisition::Update: an empty LimitHandle; get one from LimitSet::Handle()"
+            : "LimitAcquisition::Update: the LimitHandle belongs to another LimitSet; get one "
+              "from Handle() of the set the acquisition was taken from");
+  }
+  Item* target = nullptr;
+  for (Item& item : acquisition.items_) {
+    if (item.index == limit.index_) {
+      target = &item;
+      break;
+    }
+  }
+  if (ABSL_PREDICT_TRUE(target != nullptr) && RecordWithinRequest(*target, used)) return;
+  const absl::string_view key = info_[limit.index_].key;
+  if (target == nullptr) {
+    throw InvalidOptionError(
+        absl::StrCat("LimitAcquisition::Update: '", key, "' is not part of this acquisition"));
+  }
+  CheckUsage(*target, key, used);
+  RecordUsage(&target, &used, 1);
+}
+
+void SetImpl::RecordUsage(Item* const* targets, const double* amounts, size_t count) {
   bool charge = false;
-  for (size_t i = 0; i < usage.size(); ++i) {
+  for (size_t i = 0; i < count; ++i) {
     Item& item = *targets[i];
     item.updated = true;
-    item.used = usage[i].amount;
+    item.used = amounts[i];
     const LimitInfo& info = info_[item.index];
     item.refund_cost = info.gcra != nullptr && item.used < item.requested
                            ? CostOf(item.index, item.requested - item.used)
                            : 0;
     // Reported (and charged) once per new excess: repeating a report charges nothing more.
+    charge |= item.used - item.requested > item.charged_extra && info.kind != LimitKind::kResource;
+  }
+  if (ABSL_PREDICT_TRUE(!charge)) return;
+  std::string overuse;
+  for (size_t i = 0; i < count; ++i) {
+    const Item& item = *targets[i];
     if (item.used - item.requested > item.charged_extra &&
         info_[item.index].kind != LimitKind::kResource) {
-      absl::StrAppend(&overuse, overuse.empty() ? "" : "; ", "'", usage[i].key, "' used ",
+      absl::StrAppend(&overuse, overuse.empty() ? "" : "; ", "'", info_[item.index].key, "' used ",
                       FormatNumber(item.used), " of ", FormatNumber(item.requested), " requested");
-      charge = true;
     }
   }
-  if (!charge) return;
   {
     Locked locked(this);
     const int64_t now = NowNs();
-    for (Item* item : targets) {
-      const double extra = std::max(0.0, item->used - item->requested) - item->charged_extra;
-      if (extra > 0 && rates_[item->index] != nullptr) {
-        rates_[item->index]->Charge(now, extra);
-        item->charged_extra += extra;
+    for (size_t i = 0; i < count; ++i) {
+      Item& item = *targets[i];
+      const double extra = std::max(0.0, item.used - item.requested) - item.charged_extra;
+      if (extra > 0 && rates_[item.index] != nullptr) {
+        rates_[item.index]->Charge(now, extra);
+        item.charged_extra += extra;
       }
     }
   }
@@ -513,9 +653,50 @@ void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount
                     overuse));
 }
 
-void SetImpl::Release(LimitAcquisition& acquisition) {
-  if (no_op()) return;
+PreparedLimitRequest SetImpl::PrepareRequest(absl::Span<const LimitAmount> request) const {
+  PreparedLimitRequest prepared(id_);
+  prepared.nested_ = PrepareInto(request, &prepared.items_);
+  return prepared;
+}
+
+const PreparedLimitRequest& SetImpl::CheckPrepared(const PreparedLimitRequest& prepared,
+                                                   const char* caller) const {
+  if (ABSL_PREDICT_FALSE(prepared.set_id_ != id_)) {
+    throw InvalidOptionError(absl::StrCat(
+        caller, ": the request was prepared by another LimitSet; Prepare() it with this set"));
+  }
+  return prepared;
+}
+
+LimitAcquisition SetImpl::AcquirePrepared(const std::shared_ptr<SetImpl>& self,
+                                          const PreparedLimitRequest& request,
+                                          absl::Duration timeout, bool try_once) {
+  LimitAcquisition result;  // The only object returned, so it is built in place.
+  result.items_ =
+      Items(request.items_);  // Before locking: it may allocate. See PrepareCommonInto().
+  const absl::Time deadline = try_once                              ? absl::InfinitePast()
+                              : timeout == absl::InfiniteDuration() ? absl::InfiniteFuture()
+                                                                    : self->Now() + timeout;
+  self->TakeInto(self, request.nested_, deadline, /*exempt_when_holding=*/true, result);
+  return result;
+}
+
+LimitHandle SetImpl::HandleOf(absl::string_view key) const {
+  const size_t index = IndexOf(key);
+  if (index == info_.size()) {
+    throw InvalidOptionError(absl::StrCat("LimitSet::Handle: no limit '", key,
+                                          "'; the set has: ", no_op() ? "no limits" : LimitKeys()));
+  }
+  LimitHandle handle;
+  handle.set_id_ = id_;
+  handle.index_ = static_cast<int32_t>(index);
+  return handle;
+}
+
+bool SetImpl::Release(LimitAcquisition& acquisition, bool drop) {
+  if (no_op()) return false;
   bool notify = false;
+  bool last = false;
   // No clock read: a refund at the time the units were taken leaves the same state from now on
   // as one at the current time. A refund sets TAT' = max(t, TAT - cost) (or keeps TAT <= t),
   // and every later decision at u >= now looks only at max(TAT', u), which is the same for any
@@ -528,7 +709,7 @@ void SetImpl::Release(LimitAcquisition& acquisition) {
     Locked locked(this);
     Holder& owner = holder(acquisition.holder_);
     // A fork()ed child destroying its copy of the parent's acquisition: the parent releases it.
-    if (shared_ && owner.pid != CurrentPid()) return;
+    if (shared_ && owner.pid != CurrentPid()) return false;
     double* holding = held(acquisition.holder_);
     for (Item& item : acquisition.items_) {
       const LimitInfo& info = info_[item.index];
@@ -556,8 +737,16 @@ void SetImpl::Release(LimitAcquisition& acquisition) {
     if (acquisition.exempting_ && owner.exempting > 0) --owner.exempting;
     --header_->holding;
     notify = notify && header_->waiters > 0;
+    // Once the count is 0, whoever drops the last handle destroys the set as soon as this lock
+    // is released: dropped here only when nothing below uses the set.
+    if (drop && !notify) last = --header_->references == 0 && orphaned_;
   }
-  if (notify) Notify();
+  if (notify) {
+    Notify();
+    // One more pass through the lock, only when somebody waits.
+    if (drop) last = DropReferenceGetLast();
+  }
+  return last;
 }
 
 }  // namespace limits_internal

@@ -32,6 +32,7 @@ Future<LimitAcquisition> SetImpl::AcquireAsync(Request request, absl::Time deadl
   pending.request = std::move(request);
   pending.deadline = deadline;
   pending.cancelled = std::make_shared<std::atomic<bool>>(false);
+  pending.set = shared_from_this();
   Future<LimitAcquisition> future = pending.promise.GetFuture();
   std::shared_ptr<AsyncQueue> queue;
   {
@@ -67,6 +68,11 @@ Future<LimitAcquisition> SetImpl::AcquireAsync(Request request, absl::Time deadl
 }
 
 void SetImpl::RunAsync(std::weak_ptr<SetImpl> weak, std::shared_ptr<AsyncQueue> queue) {
+  // Held from one round to the next while requests wait: a pending AcquireAsync() keeps the set
+  // alive. Acquisitions that keep it alive are counted in it rather than holding a handle, so
+  // this may be the last handle while the requests wait for one of them to be released; let go
+  // between rounds, the set would be gone for the next one.
+  std::shared_ptr<SetImpl> set;
   for (;;) {
     // Cleared before looking: a request or cancellation after this raises it again.
     queue->interrupt.store(false, std::memory_order_seq_cst);
@@ -80,12 +86,18 @@ void SetImpl::RunAsync(std::weak_ptr<SetImpl> weak, std::shared_ptr<AsyncQueue> 
         if (queue->incoming.empty()) return;  // Shut down with nothing left.
       }
       while (!queue->incoming.empty()) {
-        queue->pending.push_back(std::move(queue->incoming.front()));
+        AsyncRequest& arrived = queue->incoming.front();
+        // The helper's reference takes over from the request's (so this is never the last one).
+        if (set == nullptr) {
+          set = std::move(arrived.set);
+        } else {
+          arrived.set.reset();
+        }
+        queue->pending.push_back(std::move(arrived));
         queue->incoming.pop_front();
       }
     }
-    // Held while requests wait: a pending AcquireAsync() keeps the set alive.
-    std::shared_ptr<SetImpl> set = weak.lock();
+    if (set == nullptr) set = weak.lock();
     if (set == nullptr) {
       for (AsyncRequest& request : queue->pending) {
         request.promise.SetError(
@@ -95,8 +107,9 @@ void SetImpl::RunAsync(std::weak_ptr<SetImpl> weak, std::shared_ptr<AsyncQueue> 
       continue;
     }
     set->ServeAsync(*queue);
-    // May destroy the set (and detach this thread); `queue` stays valid.
-    set.reset();
+    // Nothing waits: let the set go. May destroy it (and detach this thread); `queue` stays
+    // valid.
+    if (queue->pending.empty()) set.reset();
   }
 }
 
@@ -145,7 +158,8 @@ void SetImpl::ServeAsync(AsyncQueue& queue) {
           continue;
         }
         Completion& completion = done.emplace_back();
-        completion.acquisition.set_ = shared_from_this();
+        completion.acquisition.set_ = this;
+        completion.acquisition.owner_ = shared_from_this();
         completion.acquisition.items_ = std::move(request.request.items);
         completion.acquisition.holder_ = slot;
         completion.acquisition.taken_ns_ = now;
@@ -184,7 +198,7 @@ void SetImpl::ServeAsync(AsyncQueue& queue) {
         item.updated = true;
         item.used = 0;
       }
-      completion.acquisition.ReleaseAndListMissing(/*warn=*/false);
+      completion.acquisition.ReleaseAndListMissing(/*warn=*/false, /*drop=*/false);
     }
   }
   if (!queue.pending.empty()) Wait(generation, wake, &queue.interrupt);

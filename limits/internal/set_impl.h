@@ -3,7 +3,7 @@
 // validating, taking and giving back units (set_acquire.cc) and AcquireAsync()'s helper thread
 // (set_async.cc). Internal to //limits:limit_set.
 //
-//   std::shared_ptr<SetImpl> impl = std::make_shared<SetImpl>(limits, options);
+//   std::shared_ptr<SetImpl> impl = SetImpl::Make(limits, options);
 //   LimitAcquisition acquired =
 //       SetImpl::Acquire(impl, {{"tokens", 10}}, absl::InfiniteDuration(), /*try_once=*/false);
 
@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/attributes.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/string_view.h"
@@ -62,6 +63,9 @@ struct Header {
   int64_t holding = 0;
   int64_t last_recovery_ns = 0;
   int64_t acquisitions = 0;  // Under the lock (the hot path's counter), unlike the rare ones below.
+  // kThreads: the acquisitions that keep the set alive by being counted here (see
+  // LimitAcquisition::set_), from their take to their destruction.
+  int64_t references = 0;
   std::atomic<int64_t> timeouts{0};
   std::atomic<int64_t> missing_updates{0};
   std::atomic<int64_t> overuse_reports{0};
@@ -126,11 +130,25 @@ inline bool SameBytes(const char* a, const char* b, size_t size) {
 // The shared implementation behind LimitSet handles and acquisitions. Thread-safe (and, for
 // kProcesses, process-safe): every method locks what it touches.
 //
-// Aligned to a cache line so that the reference count std::make_shared puts in front of it
-// (changed by every acquisition, which holds a handle) does not share a line with the fields
-// every acquisition reads: with two threads, that line bounced between the cores.
+// Lifetime: handles (LimitSet, AcquireAsync()'s requests and helper) share a std::shared_ptr
+// whose deleter is OnLastHandle(); acquisitions of a kThreads set with limits are counted in
+// Header::references instead, under the set's lock. The set is destroyed when the last handle is
+// gone and the count is 0, by whichever of the two sees that under the lock.
+//
+// Aligned to a cache line so that the fields every acquisition reads do not share a line with
+// whatever is allocated next to it.
 class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
  public:
+  // A new set behind a handle (see the class comment for its lifetime); the arguments are the
+  // constructor's.
+  static std::shared_ptr<SetImpl> Make(std::vector<Limit> limits, LimitSetOptions options,
+                                       int attach_fd = -1);
+  // Lets go of the reference a counted acquisition held after its release; destroys the set if
+  // it was the last one and no handle is left.
+  static void DropReference(SetImpl* set);
+  // Destroys `set`: after Release() returned true.
+  static void Destroy(SetImpl* set) { delete set; }
+
   using Item = LimitAcquisition::Item;
   using Items = absl::InlinedVector<Item, 4>;
 
@@ -179,8 +197,30 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
 
   // Applies `usage` to `acquisition` (validated first).
   void Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage);
-  // Gives back what `acquisition` holds.
-  void Release(LimitAcquisition& acquisition);
+  // Applies the usage `used` of limit `limit` (validated first).
+  void Update(LimitAcquisition& acquisition, const LimitHandle& limit, double used);
+
+  // LimitSet::Prepare(): `request` validated into a PreparedLimitRequest of this set.
+  PreparedLimitRequest PrepareRequest(absl::Span<const LimitAmount> request) const;
+  // The items of `prepared`; InvalidOptionError naming `caller` if it was not prepared by this set.
+  const PreparedLimitRequest& CheckPrepared(const PreparedLimitRequest& prepared,
+                                            const char* caller) const;
+  // Acquire() of a prepared request (checked by CheckPrepared()).
+  static LimitAcquisition AcquirePrepared(const std::shared_ptr<SetImpl>& self,
+                                          const PreparedLimitRequest& request,
+                                          absl::Duration timeout, bool try_once);
+  // AcquireAsync()'s Request of a prepared request (checked by CheckPrepared()).
+  static Request ToRequest(const PreparedLimitRequest& request) {
+    return Request{request.items_, request.nested_};
+  }
+  // LimitSet::Handle().
+  LimitHandle HandleOf(absl::string_view key) const;
+  // Gives back what `acquisition` holds. With `drop`, also lets go of the reference a counted
+  // acquisition holds (see LimitAcquisition::set_), after its own last use of the set; returns
+  // whether that was the set's last one (then the caller destroys the set with Destroy()). The
+  // caller must not use the set after a `drop` unless this returned true: another thread may
+  // destroy it at once.
+  bool Release(LimitAcquisition& acquisition, bool drop);
 
   void Warn(absl::string_view message) const {
     if (options_.on_warning) {
@@ -217,6 +257,10 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
     Promise<LimitAcquisition> promise;
     std::shared_ptr<std::atomic<bool>> cancelled;
     uint64_t ticket = 0;  // Its place in the FIFO queue, kept until it is served or leaves.
+    // Keeps the set alive from AcquireAsync() until the helper thread's own reference takes over
+    // (RunAsync()): acquisitions counted in the set do not, so the caller's handle may be the
+    // last one.
+    std::shared_ptr<SetImpl> set;
   };
   struct AsyncQueue {
     absl::Mutex mu;
@@ -346,6 +390,10 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   const bool shared_;
   const int64_t lease_ns_;  // options_.lease_check_interval in ns.
   const uint64_t id_;
+  // Acquisitions made by Acquire() and TryAcquire() are counted in Header::references rather
+  // than holding a handle: a kThreads set with limits.
+  const bool counts_references_;
+  bool orphaned_ ABSL_GUARDED_BY(lock_) = false;  // The last handle is gone.
   std::vector<int32_t> resource_index_;  // Per limit: index among the resource limits, or -1.
   int32_t num_resources_ = 0;
 
@@ -377,6 +425,49 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
     }
     return info_[index].rate->Cost(amount);
   }
+  // The deleter of the handles' shared_ptr: destroys the set unless counted acquisitions remain.
+  static void OnLastHandle(SetImpl* set);
+  // Lets go of a counted acquisition's reference; returns whether the set is to be destroyed
+  // (the count is 0 and no handle is left).
+  bool DropReferenceGetLast() ABSL_LOCKS_EXCLUDED(lock_);
+  // The items of a request that names every rate limit and nothing else: one per limit, in limit
+  // order, each CallLimit and ResourceLimit with the implicit 1 (rate limits are filled in).
+  // Validation starts from a copy and changes the named items, instead of building each item
+  // through per-limit branches. Empty when the shortcut does not apply (more than 64 limits, an
+  // implicit 1 that does not fit).
+  Items template_items_;
+  uint64_t rate_mask_ = 0;  // Bit i: limit i is a RateLimit.
+  // The shortcut of PrepareInto(): true when it validated `request` (it names every rate limit,
+  // no limit twice, only known keys and amounts > 0 that fit); false leaves `*items` empty for
+  // the full path, which also builds the error messages.
+  bool PrepareCommonInto(absl::Span<const LimitAmount> request, Items* items) const;
+  // Records `used` for `item` and returns true when it is a valid usage within the request (the
+  // usual report: nothing to check further, nothing to charge); else returns false, recording
+  // nothing. Inline: it is most of an Update().
+  bool RecordWithinRequest(Item& item, double used) const {
+    const LimitInfo& info = info_[item.index];
+    // `requested` passed the request's checks (finite, at most kMaxWhole for whole limits), so
+    // 0 <= used <= requested bounds `used` the same way.
+    if (!(used >= 0 && used <= item.requested) || (info.whole && used != std::floor(used)) ||
+        (info.kind == LimitKind::kCall && item.requested == 1 && used != 1)) {
+      return false;
+    }
+    item.updated = true;
+    item.used = used;
+    item.refund_cost = info.gcra != nullptr && used < item.requested
+                           ? CostOf(item.index, item.requested - used)
+                           : 0;
+    return true;
+  }
+  // Update() beyond its shortcut: validates every entry, then records them. Out of line, so that
+  // the shortcut does not pay for its frame.
+  ABSL_ATTRIBUTE_NOINLINE void UpdateChecked(LimitAcquisition& acquisition,
+                                             absl::Span<const LimitAmount> usage);
+  // Records validated usages: `amounts[i]` for `*targets[i]`, each item once. Charges and warns
+  // about over-use.
+  void RecordUsage(Item* const* targets, const double* amounts, size_t count);
+  // Throws InvalidOptionError unless `amount` is a valid usage of `item` (`key`: for messages).
+  void CheckUsage(const Item& item, absl::string_view key, double amount) const;
   // Fills info_ once the rate states exist.
   void BuildInfo();
   // The index of the limit with `key`, or the number of limits.

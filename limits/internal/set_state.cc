@@ -55,7 +55,8 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
       real_clock_(&clock_ == &Clock::Real()),
       shared_(options_.sharing == LimitSharing::kProcesses),
       lease_ns_(absl::ToInt64Nanoseconds(options_.lease_check_interval)),
-      id_(next_set_id.fetch_add(1, std::memory_order_relaxed)) {
+      id_(next_set_id.fetch_add(1, std::memory_order_relaxed)),
+      counts_references_(!shared_ && !limits_.empty()) {
   if (options_.fairness != LimitFairness::kFifo && options_.fairness != LimitFairness::kBarging) {
     throw InvalidOptionError(absl::StrCat("LimitSetOptions::fairness: unknown value ",
                                           static_cast<int>(options_.fairness),
@@ -145,6 +146,21 @@ void SetImpl::BuildInfo() {
     info.whole = info.rate == nullptr || info.rate->whole_amounts();
     info.implicit_ok = !(1 > limit.burst());
   }
+  bool shortcut = limits_.size() <= 64;
+  for (size_t i = 0; shortcut && i < limits_.size(); ++i) {
+    const LimitInfo& info = info_[i];
+    Item& item = template_items_.emplace_back();
+    item.index = static_cast<int32_t>(i);
+    if (info.kind == LimitKind::kRate) {
+      rate_mask_ |= uint64_t{1} << i;
+      continue;  // Always named on the shortcut.
+    }
+    shortcut = info.implicit_ok;
+    item.implicit = true;
+    item.requested = 1;
+    if (info.gcra != nullptr) item.cost = CostOf(i, 1);
+  }
+  if (!shortcut) template_items_.clear();
 }
 
 SetImpl::Layout SetImpl::ComputeLayout(const std::vector<Limit>& limits, int max_holders,
@@ -247,6 +263,36 @@ std::string SetImpl::LimitKeys() const {
   std::vector<absl::string_view> keys;
   for (const Limit& limit : limits_) keys.push_back(limit.key());
   return absl::StrCat("[", absl::StrJoin(keys, ", "), "]");
+}
+
+std::shared_ptr<SetImpl> SetImpl::Make(std::vector<Limit> limits, LimitSetOptions options,
+                                       int attach_fd) {
+  // If the shared_ptr cannot allocate its control block, it calls the deleter, which destroys
+  // the set (nothing counted yet).
+  return std::shared_ptr<SetImpl>(new SetImpl(std::move(limits), std::move(options), attach_fd),
+                                  &SetImpl::OnLastHandle);
+}
+
+void SetImpl::OnLastHandle(SetImpl* set) {
+  if (set->counts_references_) {
+    bool last;
+    {
+      Locked locked(set);
+      set->orphaned_ = true;
+      last = set->header_->references == 0;
+    }
+    if (!last) return;  // The last counted acquisition destroys it (DropReference, Release).
+  }
+  delete set;
+}
+
+bool SetImpl::DropReferenceGetLast() {
+  Locked locked(this);
+  return --header_->references == 0 && orphaned_;
+}
+
+void SetImpl::DropReference(SetImpl* set) {
+  if (set->DropReferenceGetLast()) delete set;
 }
 
 SetImpl::~SetImpl() {
@@ -409,7 +455,7 @@ const LimitSetOptions& SetAccess::Options(const LimitSet& set) { return set.impl
 
 LimitSet SetAccess::Attach(std::vector<Limit> limits, LimitSetOptions options, int fd) {
   if (fd < 0) throw InvalidOptionError(absl::StrCat("LimitSet: cannot attach to fd ", fd));
-  return LimitSet(std::make_shared<SetImpl>(std::move(limits), std::move(options), fd));
+  return LimitSet(SetImpl::Make(std::move(limits), std::move(options), fd));
 }
 
 }  // namespace limits_internal
