@@ -215,6 +215,64 @@ TEST(StreamExecutorsTest, ADeferredStartStillRunsTheInputThatOthersWaitFor) {
   EXPECT_EQ(met, kMeet);
 }
 
+// A source that waits for the result of the stream's own input `lag` places back (as a crawler
+// whose next URL comes from an earlier page). Whoever pulls it must not hold a started input that
+// it has not run: neither one it took from the queue before pulling, nor one claimed for it while
+// it blocks in the source (with lag = window - 1, the input it waits for is often the next queued
+// one), and what a commit queued must start before the next pull. The lag is at least 16: a
+// starter fills every slot it reserved (up to 16) before it starts them. Every wait has a
+// watchdog: a stalled stream ends its source and fails, not hangs.
+void RunSourceFedByItsOwnResults(int threads) {
+  constexpr int kInputs = 96;
+  for (const int window : {17, 24}) {
+    for (const int lag : {16, window - 1}) {
+      SCOPED_TRACE(testing::Message()
+                   << "threads " << threads << ", lag " << lag << ", window " << window);
+      TbbExecutor tbb(threads);
+      absl::Mutex mu;
+      std::deque<bool> done(kInputs, false);  // Unlike std::vector<bool>, holds real bools.
+      int stalls = 0;
+      int next = 0;  // Only the starter pulls the source.
+      auto source = [&]() -> std::optional<int> {
+        if (next == kInputs) return std::nullopt;
+        const int i = next++;
+        if (i >= lag) {
+          BlockingRegion region;
+          absl::MutexLock lock(&mu);
+          const bool ready = mu.AwaitWithTimeout(absl::Condition(&done[i - lag]), absl::Seconds(3));
+          if (!ready) {
+            ++stalls;
+            return std::nullopt;
+          }
+        }
+        return i;
+      };
+      int yielded = 0;
+      for (auto& item : Stream(tbb, source,
+                               [&](int x) {
+                                 absl::MutexLock lock(&mu);
+                                 done[x] = true;
+                                 return x;
+                               },
+                               {.max_in_flight = window, .on_warning = [](auto) {}})) {
+        item.value();
+        ++yielded;
+      }
+      EXPECT_EQ(yielded, kInputs);
+      absl::MutexLock lock(&mu);
+      EXPECT_EQ(stalls, 0);
+    }
+  }
+}
+
+TEST(StreamExecutorsTest, ASourceFedByItsOwnResultsNeverWaitsOnItselfOneThread) {
+  RunSourceFedByItsOwnResults(1);
+}
+
+TEST(StreamExecutorsTest, ASourceFedByItsOwnResultsNeverWaitsOnItselfTwoThreads) {
+  RunSourceFedByItsOwnResults(2);
+}
+
 // The consumer that runs queued inputs itself still times out. The executor's one thread is held
 // for a second of real time by its first input, so the consumer runs the rest itself; on a fake
 // clock each of those takes 30 ms and the timeout is 100 ms: it runs inputs at 30, 60, 90 and

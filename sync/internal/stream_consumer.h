@@ -224,7 +224,9 @@ bool StreamCore<In, R>::Refill() {
       // threads (each completion tops up every free slot): submitting from the executor's own
       // threads is cheaper, and the consumer stays free to yield. Below half, or with nothing
       // in flight, top up here so a few slow tasks cannot starve the window.
-      if (2 * in_flight_ <= max_in_flight_) TopUpLocked(&work);
+      // A deferred top-up is retried here, before the help pop below, and not after it: the
+      // consumer would pull the source holding a slot that others may wait for.
+      if (2 * in_flight_ <= max_in_flight_ || topup_deferred_) TopUpLocked(&work);
       if (FatalLocked()) {
         step = Step::kFail;
       } else if (TakeBatchLocked()) {
@@ -243,6 +245,7 @@ bool StreamCore<In, R>::Refill() {
         // rather than spin or sleep (on a small machine the executor's threads and the consumer
         // share the cores, so a sleeping consumer leaves nothing to the drainers).
         help = PopRunnableLocked();
+        work.took_slot = true;
         step = Step::kHelp;
       } else if (!spun) {
         // Fast tasks complete within microseconds: spinning briefly, once per refill, instead

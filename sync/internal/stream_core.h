@@ -137,7 +137,7 @@ struct StreamDrainFrame {
   const void* core;
   StreamDrainFrame* prev;
   uint32_t next = kNoSlot;  // The slot to run next.
-  int ran = 0;              // Slots run by this executor task.
+  int ran = 0;              // Claims by this executor task (its first slot's included).
   bool claim = false;       // A slot completed: claim the next one (or leave) at section end.
   bool resubmit = false;    // Ran its share: hand the rest to a new executor task.
 };
@@ -375,7 +375,8 @@ class StreamCore : public StreamInputSink<In> {
   };
 
   // What a locked section leaves to do after unlocking (Finish()), in this order: wake the
-  // consumer, fill the reserved slots, submit, dispose.
+  // consumer, submit (what a commit queued, before the next fill), fill the reserved slots,
+  // dispose.
   struct Work {
     // Slots reserved for this thread, the starter (starting_), to fill in index order.
     SlotList reserved;
@@ -390,6 +391,9 @@ class StreamCore : public StreamInputSink<In> {
     bool wake = false;
     // This thread counts itself in in_flight_ until its disposal is done (see "Lifetime").
     bool counted = false;
+    // This thread took a queued slot in this section and runs it next: it starts no inputs
+    // before (see EndSectionLocked).
+    bool took_slot = false;
   };
 
   bool HasReadyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
@@ -469,10 +473,12 @@ class StreamCore : public StreamInputSink<In> {
   // flight while it has a disposal to destroy, and takes the consumer's sleep announcement when
   // it may proceed now (the caller wakes it in Finish).
   void EndSectionLocked(Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    // A section that took queued inputs may allow a top-up that a completion left for later (see
+    // TopUpLocked): retry it before the claim, so that a drainer never pulls the source while it
+    // holds a queued slot that others may wait for. When it reserves, the claim waits for the
+    // commit (ClaimForDrainerLocked); a section that took a slot itself retries before taking it.
+    if (topup_deferred_ && !work->took_slot) TopUpLocked(work);
     if (drain_) ClaimForDrainerLocked(work);
-    // A section that took queued inputs or raised the drainer cap may allow a top-up that a
-    // completion left for later (see TopUpLocked): retry it, after the claim, which it would defer.
-    if (topup_deferred_) TopUpLocked(work);
     if (!work->disposal.empty() && !work->counted) {
       ++in_flight_;
       work->counted = true;
@@ -524,7 +530,7 @@ class StreamCore : public StreamInputSink<In> {
       // A blocked input that had this drainer added ended: one too many. The others (at least
       // max_drainers_ that are not blocked) run what waits.
       --drainers_;  // Leaves: from here on it touches nothing of the core.
-    } else if (++frame->ran >= kDrainBatch && runq_size_ > 0) {
+    } else if (++frame->ran > kDrainBatch && runq_size_ > 0) {
       frame->resubmit = true;
     } else if ((frame->next = PopRunnableLocked()) == kNoSlot) {
       --drainers_;  // Leaves: from here on it touches nothing of the core.
@@ -670,7 +676,7 @@ class StreamCore : public StreamInputSink<In> {
   // Drainers whose input is inside a BlockingRegion (see DrainerCapLocked).
   int blocked_drainers_ ABSL_GUARDED_BY(lock_) = 0;
   // A top-up returned early to start a larger group later (see TopUpLocked); the next section
-  // retries it (EndSectionLocked).
+  // that may take a queued slot retries it first (EndSectionLocked, Refill).
   bool topup_deferred_ ABSL_GUARDED_BY(lock_) = false;
   // Indices handed out, including those of slots reserved and not yet filled.
   int64_t next_index_ ABSL_GUARDED_BY(lock_) = 0;

@@ -64,7 +64,7 @@ void StreamCore<In, R>::TopUpLocked(Work* work) noexcept {
   // drainers can take, leave the room to grow to min_reserve_ and start that many at once: the
   // drainers lose nothing, and the profile of 10^6 trivial tasks showed these sections fighting
   // over lock_ with the completions. Not while an input blocks: the inputs it waits for may be
-  // the ones left unstarted. And whatever shrinks the queue or raises the cap retries
+  // the ones left unstarted. And every section that takes a queued slot retries first
   // (topup_deferred_, see EndSectionLocked), since the completion that would otherwise start
   // them may never come when the queued inputs block in turn.
   if (drain_ && room < min_reserve_ && blocked_drainers_ == 0 &&
@@ -179,6 +179,10 @@ void StreamCore<In, R>::Finish(Work& work) noexcept {
     // First: the consumer waits for it, and whatever follows keeps the core alive by itself.
     if (std::exchange(work.wake, false)) WakeConsumer();
     if (work.reserved_count > 0) {
+      // Start what the last commit queued before pulling more: the source may wait for their
+      // results. The reserved slots keep the core alive meanwhile.
+      if (work.to_submit.head != kNoSlot) SubmitAll(std::exchange(work.to_submit, SlotList()));
+      if (work.spawn > 0) SpawnDrainers(std::exchange(work.spawn, 0));
       FillReserved(&work);
       continue;
     }
@@ -266,26 +270,10 @@ template <typename In, typename R>
 void StreamCore<In, R>::Drain() noexcept {
   StreamDrainFrame frame{this, tls_stream_drain_frame};
   tls_stream_drain_frame = &frame;
-  uint32_t s;
-  {
-    Work work;
-    {
-      internal::SpinLockHolder lock(&lock_);
-      s = PopRunnableLocked();
-      if (s == kNoSlot) --drainers_;  // Nothing to do (another drainer took it): leave.
-      EndSectionLocked(&work);        // May retry a deferred top-up: the queue shrank.
-    }
-    if (s == kNoSlot) {
-      tls_stream_drain_frame = frame.prev;
-      Finish(work);  // Leaving: its reserved slots, if any, keep the core alive while it fills.
-      return;
-    }
-    Finish(work);  // The slot it took keeps the core alive.
-  }
   // An executor that adds a thread while a task blocks (TbbExecutor) learns of it through its
   // observer; this one forwards to it and lets the stream add a drainer for the added thread. Its
-  // calls come while an input runs (Invoke destroys the input before completing its slot), so
-  // the core is alive for them.
+  // calls come while an input runs (Invoke destroys the input before completing its slot) or the
+  // source is pulled into reserved slots, so the core is alive for them.
   struct Observer final : futures_internal::BlockingObserver {
     StreamCore* core;
     futures_internal::BlockingObserver* outer;
@@ -306,6 +294,19 @@ void StreamCore<In, R>::Drain() noexcept {
     observer.emplace(this, outer);
     scope.emplace(&*observer);
   }
+  // The first slot is claimed as after a completion: a deferred top-up is retried before it, and
+  // when that reserves, the commit claims it, once the source was pulled (see EndSectionLocked).
+  // Claiming nothing (another drainer took it) or one drainer too many leaves.
+  frame.claim = true;
+  {
+    Work work;
+    {
+      internal::SpinLockHolder lock(&lock_);
+      EndSectionLocked(&work);
+    }
+    Finish(work);  // Its reserved slots, or the slot it claimed, keep the core alive.
+  }
+  uint32_t s = std::exchange(frame.next, kNoSlot);  // None: it left.
   while (s != kNoSlot) {
     Run(s);  // Completes the slot; the completion claims frame.next or lets this drainer leave.
     s = std::exchange(frame.next, kNoSlot);
@@ -349,20 +350,21 @@ void StreamCore<In, R>::DropDrainer() noexcept {
 
 template <typename In, typename R>
 void StreamCore<In, R>::DrainerBlocked() noexcept {
-  // The blocked input is in flight until this returns, so the core outlives Finish.
-  Work work;
+  // Only the cap and the drainers change here: this runs inside the user's blocking call, on a
+  // thread that may be pulling the source or about to run a claimed slot, so it neither claims
+  // nor starts inputs. A deferred top-up is retried by the next pop: deferring needs more queued
+  // slots than drainers, and one is spawned here or enough of them are not blocked; while this
+  // input blocks, that retry does not defer (TopUpLocked).
+  bool spawn = false;
   {
     internal::SpinLockHolder lock(&lock_);
     ++blocked_drainers_;
     if (runq_size_ > 0 && drainers_ < DrainerCapLocked()) {
       ++drainers_;
-      ++work.spawn;
+      spawn = true;
     }
-    // The cap grew and no top-up defers now: EndSectionLocked starts one that was deferred, or
-    // the input that the blocked one waits for may never start.
-    EndSectionLocked(&work);
   }
-  Finish(work);
+  if (spawn) SpawnDrainers(1);  // Its count keeps the core alive until it is submitted.
 }
 
 template <typename In, typename R>
