@@ -4,6 +4,7 @@
 #define CONCURRY_WORKERS_INTERNAL_WORKER_IMPL_H_
 
 #include <atomic>
+#include <cstddef>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -95,9 +96,13 @@ class InvokeNode final : public CallNode, private CancelSignal {
       : promise_(std::move(promise)), invoke_(std::move(invoke)) {}
   ~InvokeNode() override {
     // In a CallBlock, the block drops the promise's reference with its own (one atomic operation
-    // instead of two on the line the caller reads).
-    if (promise_.valid() && BlockTakesPromiseRef(this, futures_internal::PromiseState(promise_))) {
-      futures_internal::DetachState(promise_);
+    // instead of two on the line the caller reads). Over-aligned nodes are never in one, and have
+    // no header to look at.
+    if constexpr (alignof(InvokeNode) <= alignof(std::max_align_t)) {
+      if (promise_.valid() &&
+          BlockTakesPromiseRef(this, futures_internal::PromiseState(promise_))) {
+        futures_internal::DetachState(promise_);
+      }
     }
   }
 
