@@ -70,6 +70,17 @@ template <typename T>
 Future<T> FutureFromState(FutureRef<T> state);
 template <typename T>
 FutureRef<T> ReleaseState(Future<T>&& future);
+// The promise owning `state` (one producer reference, adopted).
+template <typename T>
+Promise<T> PromiseFromState(StateRef<State<T>> state);
+// The state of a valid `promise`.
+template <typename T>
+State<T>* PromiseState(const Promise<T>& promise);
+// Ends `promise` as its destructor would (a pending state fails with BrokenPromiseError) but
+// hands its reference to the caller, who drops it later (StateBase::Unref); `promise` is left
+// invalid.
+template <typename T>
+State<T>* DetachState(Promise<T>& promise);
 // Records the serial context (a worker) that completes `promise` (StateBase::set_producer). Call
 // before the future is handed out.
 template <typename T>
@@ -329,8 +340,18 @@ class Promise {
   template <typename U>
   friend void futures_internal::SetProducer(Promise<U>&, const void*);
   template <typename U>
+  friend Promise<U> futures_internal::PromiseFromState(
+      futures_internal::StateRef<futures_internal::State<U>>);
+  template <typename U>
+  friend futures_internal::State<U>* futures_internal::PromiseState(const Promise<U>&);
+  template <typename U>
+  friend futures_internal::State<U>* futures_internal::DetachState(Promise<U>&);
+  template <typename U>
   friend void futures_internal::OfferWaitDriver(Promise<U>&,
                                                 std::shared_ptr<futures_internal::WaitDriver>);
+
+  explicit Promise(futures_internal::StateRef<futures_internal::State<T>> state)
+      : state_(std::move(state)) {}
 
   futures_internal::FutureRef<T> Checked(const char* op) const {
     return futures_internal::FutureRef<T>::Share(CheckedRaw(op));
@@ -457,6 +478,19 @@ auto Async(Executor& executor, F&& fn, Args&&... args)
 }  // namespace concurry
 
 namespace concurry::futures_internal {
+template <typename T>
+Promise<T> PromiseFromState(StateRef<State<T>> state) {
+  return Promise<T>(std::move(state));
+}
+template <typename T>
+State<T>* PromiseState(const Promise<T>& promise) {
+  return promise.CheckedRaw("PromiseState");
+}
+template <typename T>
+State<T>* DetachState(Promise<T>& promise) {
+  promise.Abandon();
+  return promise.state_.Release();
+}
 template <typename T>
 void SetProducer(Promise<T>& promise, const void* producer) {
   promise.CheckedRaw("SetProducer")->set_producer(producer);

@@ -33,6 +33,13 @@ enum class Phase : uint8_t {
 
 class StateBase;
 
+// Starting reference counts for a state whose owners are all made at once (a worker call's
+// promise, its future and the block that holds both; see StateBase::Ref).
+struct PresetRefs {
+  int32_t refs;
+  int32_t consumers;
+};
+
 // A registered done-callback. Owned by the state's list until the state turns final; owned by the
 // completing thread after that.
 struct CallbackNode {
@@ -59,6 +66,10 @@ class StateBase {
   void Ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
   void Unref() noexcept {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+  // Drops `count` references at once (one atomic operation for an owner holding several).
+  void Unref(int32_t count) noexcept {
+    if (refs_.fetch_sub(count, std::memory_order_acq_rel) == count) delete this;
   }
   // Consumers are the references that may read the value: Future<T> handles, and Then /
   // AddDoneCallback registrations until they have run. They are counted apart from the producer's
@@ -158,6 +169,9 @@ class StateBase {
       : error_(std::move(error)), consumers_(1), phase_(Phase::kError) {}
   struct ReadyTag {};
   explicit StateBase(ReadyTag) : consumers_(1), phase_(Phase::kValue) {}
+  // A pending state with its owners already counted: saves the atomic increments of handing them
+  // out one by one.
+  explicit StateBase(PresetRefs preset) : refs_(preset.refs), consumers_(preset.consumers) {}
   virtual ~StateBase();
 
   // Completes the state if it is pending: `store` writes the result (it may throw: the state then
@@ -206,11 +220,13 @@ struct Unit {};
 template <typename T>
 using Stored = std::conditional_t<std::is_void_v<T>, Unit, T>;
 
-// Typed state: adds the value.
+// Typed state: adds the value. Not final: a state that lives inside a larger block derives from
+// it to give the block back (workers_internal::CallState).
 template <typename T>
-class State final : public StateBase {
+class State : public StateBase {
  public:
   State() = default;
+  explicit State(PresetRefs preset) : StateBase(preset) {}
   explicit State(std::exception_ptr error) : StateBase(std::move(error)) {}
   template <typename... Args>
   explicit State(std::in_place_t, Args&&... args)
@@ -259,6 +275,8 @@ class StateRef {
   }
 
   S* get() const noexcept { return ptr_; }
+  // Gives up the reference without dropping it: the caller now owns it.
+  S* Release() noexcept { return std::exchange(ptr_, nullptr); }
   S* operator->() const noexcept { return ptr_; }
   S& operator*() const noexcept { return *ptr_; }
   explicit operator bool() const noexcept { return ptr_ != nullptr; }

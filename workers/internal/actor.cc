@@ -49,6 +49,23 @@ static_assert(kNodeHeader >= sizeof(const CallNodeAllocator*) &&
               kNodeHeader % alignof(std::max_align_t) == 0);
 constinit std::atomic<const CallNodeAllocator*> node_allocator{&kDefaultAllocator};
 
+// The "allocator" of a node inside a CallBlock: freeing it drops the reference it holds on its
+// state, stored in the second word of its header, and its promise's one too when the low bit of
+// that word is set (BlockTakesPromiseRef; states are aligned, so the bit is free).
+constexpr CallNodeAllocator kStateOwnedNode = {
+    .allocate = nullptr,
+    .free =
+        [](void* header) {
+          const uintptr_t word = static_cast<uintptr_t*>(header)[1];
+          reinterpret_cast<futures_internal::StateBase*>(word & ~uintptr_t{1})
+              ->Unref(1 + static_cast<int32_t>(word & 1));
+        },
+};
+// A CallBlock: [header: its allocator][state, rounded up to kNodeHeader][node header][node].
+constexpr size_t RoundUpToHeader(size_t size) {
+  return (size + kNodeHeader - 1) / kNodeHeader * kNodeHeader;
+}
+
 constexpr size_t kComparedOptionsSize = 536;
 
 // Whether an actor made with `a` behaves exactly as one made with `b` and reports the same
@@ -110,6 +127,38 @@ std::shared_ptr<const ResolvedWorkerOptions> SharedOptions(const ResolvedWorkerO
 void SetCallNodeAllocator(const CallNodeAllocator* allocator) {
   node_allocator.store(allocator != nullptr ? allocator : &kDefaultAllocator,
                        std::memory_order_release);
+}
+
+CallBlock AllocateCallBlock(size_t state_size, size_t node_size) {
+  const size_t state_span = RoundUpToHeader(state_size);
+  const CallNodeAllocator* allocator = node_allocator.load(std::memory_order_acquire);
+  char* const block =
+      static_cast<char*>(allocator->allocate(kNodeHeader + state_span + kNodeHeader + node_size));
+  if (block == nullptr) throw std::bad_alloc();
+  *reinterpret_cast<const CallNodeAllocator**>(block) = allocator;
+  char* const state = block + kNodeHeader;
+  char* const node_header = state + state_span;
+  *reinterpret_cast<const CallNodeAllocator**>(node_header) = &kStateOwnedNode;
+  return CallBlock{.state = state, .node = node_header + kNodeHeader};
+}
+
+void BindNodeToState(const CallBlock& block, futures_internal::StateBase* state) noexcept {
+  reinterpret_cast<futures_internal::StateBase**>(static_cast<char*>(block.node) - kNodeHeader)[1] =
+      state;
+}
+
+bool BlockTakesPromiseRef(CallNode* node, const futures_internal::StateBase* state) noexcept {
+  char* const header = reinterpret_cast<char*>(node) - kNodeHeader;
+  if (*reinterpret_cast<const CallNodeAllocator**>(header) != &kStateOwnedNode) return false;
+  uintptr_t& word = reinterpret_cast<uintptr_t*>(header)[1];
+  if (word != reinterpret_cast<uintptr_t>(state)) return false;
+  word |= 1;
+  return true;
+}
+
+void FreeCallBlock(void* state) noexcept {
+  void* block = static_cast<char*>(state) - kNodeHeader;
+  (*static_cast<const CallNodeAllocator**>(block))->free(block);
 }
 
 void* CallNode::operator new(size_t size) {

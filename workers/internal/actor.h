@@ -50,6 +50,33 @@ struct CallNodeAllocator {
 // before are still returned to the allocator they came from. Thread-safe.
 void SetCallNodeAllocator(const CallNodeAllocator* allocator);
 
+class CallNode;
+
+// One block for a call node and the future state it completes (AllocateCallBlock): a call then
+// costs one allocation, and its result is written into the block its caller made. The state's
+// reference count owns the block: the node holds one reference, dropped when the node is deleted
+// (its memory is not freed then), and the state's operator delete frees the whole block.
+struct CallBlock {
+  void* state;  // sizeof-state bytes, aligned for std::max_align_t.
+  void* node;   // For a CallNode built with placement new; BindNodeToState before deleting it.
+};
+// Allocates a block for a state of `state_size` bytes and a node of `node_size` bytes (neither
+// over-aligned), from the current CallNodeAllocator: one allocation there per call, as before the
+// state joined the node, and the caller, who mostly drops the last reference (its future), mostly
+// frees the block on the thread that made it. Throws std::bad_alloc.
+CallBlock AllocateCallBlock(size_t state_size, size_t node_size);
+// Makes deleting the node at `block.node` drop one reference of `state` (at `block.state`)
+// instead of freeing memory.
+void BindNodeToState(const CallBlock& block, futures_internal::StateBase* state) noexcept;
+// For the destructor of a node in a CallBlock whose promise still holds `state`: whether the node
+// may hand that promise's reference to its block (futures_internal::DetachState), which then
+// drops both references of the node with one atomic operation. False for a node outside a
+// CallBlock, or for another state.
+bool BlockTakesPromiseRef(CallNode* node, const futures_internal::StateBase* state) noexcept;
+// Frees the block whose state is at `state` (the state's operator delete: its last reference is
+// gone, so its node was deleted before).
+void FreeCallBlock(void* state) noexcept;
+
 class CallNode {
  public:
   virtual ~CallNode() = default;
