@@ -638,8 +638,12 @@ auto SubmitCall(const std::shared_ptr<ActorCore>& core, Invoker invoker, A&&... 
   std::tuple<std::decay_t<A>...> tuple(std::forward<A>(args)...);
   if constexpr (!kHas) {
     using Node = InvokeNode<T, R, BoundCall<T, Invoker, std::decay_t<A>...>>;
+    // The block lives as long as the future, so a node with large by-value arguments keeps the
+    // two-allocation path: its memory goes back when the call returns, not when the future goes.
+    constexpr std::size_t kMaxNodeInBlock = 256;
     if constexpr (alignof(Node) <= alignof(std::max_align_t) &&
-                  alignof(CallState<R>) <= alignof(std::max_align_t)) {
+                  alignof(CallState<R>) <= alignof(std::max_align_t) &&
+                  sizeof(Node) <= kMaxNodeInBlock) {
       return DispatchInOneBlock<T, R>(core, std::move(invoker), std::move(tuple));
     }
   }
