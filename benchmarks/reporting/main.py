@@ -16,6 +16,8 @@ import re
 import sys
 
 _DEBIAN_PYTHON = "/usr/bin/python3"
+# A benchmark that only absorbs a process's warm-up; quick mode runs it too.
+WARM_UP = "BM_WarmUp"
 
 
 def _ensure_interpreter():
@@ -142,7 +144,8 @@ def run_suite(args, binaries, goals, root):
             continue
         if settings["goals_only"]:
             wanted = {b for g in goals if g.binary == entry["name"] for b in g.benchmarks()}
-            names = [n for n in names if n in wanted]
+            # A binary's warm-up (BM_WarmUp, first in the binary) runs in every mode.
+            names = [n for n in names if n in wanted or n.startswith(WARM_UP)]
         if names:
             planned.append((entry["name"], path, names, runner.exact_filter(names)))
     if not planned and not info:
