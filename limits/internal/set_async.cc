@@ -41,7 +41,7 @@ Future<LimitAcquisition> SetImpl::AcquireAsync(Request request, absl::Time deadl
       // Built and started before it replaces `async_`, so a failed start leaves nothing behind.
       auto fresh = std::make_shared<AsyncQueue>();
       fresh->pid = CurrentPid();
-      fresh->thread = std::thread(&SetImpl::RunAsync, weak_from_this(), fresh);
+      fresh->thread = std::thread(&SetImpl::RunAsync, fresh);
       if (async_ != nullptr) {
         // Inherited through fork(): the thread is the parent's. Leave its object alone.
         static_cast<void>(new std::shared_ptr<AsyncQueue>(std::move(async_)));
@@ -67,7 +67,7 @@ Future<LimitAcquisition> SetImpl::AcquireAsync(Request request, absl::Time deadl
   return future;
 }
 
-void SetImpl::RunAsync(std::weak_ptr<SetImpl> weak, std::shared_ptr<AsyncQueue> queue) {
+void SetImpl::RunAsync(std::shared_ptr<AsyncQueue> queue) {
   // Held from one round to the next while requests wait: a pending AcquireAsync() keeps the set
   // alive. Acquisitions that keep it alive are counted in it rather than holding a handle, so
   // this may be the last handle while the requests wait for one of them to be released; let go
@@ -97,15 +97,8 @@ void SetImpl::RunAsync(std::weak_ptr<SetImpl> weak, std::shared_ptr<AsyncQueue> 
         queue->incoming.pop_front();
       }
     }
-    if (set == nullptr) set = weak.lock();
-    if (set == nullptr) {
-      for (AsyncRequest& request : queue->pending) {
-        request.promise.SetError(
-            std::make_exception_ptr(StoppedError("LimitSet::AcquireAsync: the set was destroyed")));
-      }
-      queue->pending.clear();
-      continue;
-    }
+    // Never null here: every request brings the set (AcquireAsync), and the helper lets go only
+    // when nothing is pending.
     set->ServeAsync(*queue);
     // Nothing waits: let the set go. May destroy it (and detach this thread); `queue` stays
     // valid.

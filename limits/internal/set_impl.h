@@ -277,7 +277,7 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
     bool registered = false;
     int32_t slot = -1;
   };
-  static void RunAsync(std::weak_ptr<SetImpl> weak, std::shared_ptr<AsyncQueue> queue);
+  static void RunAsync(std::shared_ptr<AsyncQueue> queue);
   // One round of the helper: tries every pending request in order (each keeps its FIFO ticket),
   // completes the served, expired and withdrawn ones, then waits until something changes.
   void ServeAsync(AsyncQueue& queue);

@@ -45,7 +45,8 @@ constexpr CallNodeAllocator kDefaultAllocator = {
     .free = [](void* p) { ::operator delete(p); },
 };
 constexpr size_t kNodeHeader = 16;
-static_assert(kNodeHeader >= sizeof(const CallNodeAllocator*) &&
+// A node's header holds its allocator and, in a CallBlock, the word BindNodeToState() writes.
+static_assert(kNodeHeader >= sizeof(const CallNodeAllocator*) + sizeof(uintptr_t) &&
               kNodeHeader % alignof(std::max_align_t) == 0);
 constinit std::atomic<const CallNodeAllocator*> node_allocator{&kDefaultAllocator};
 
@@ -143,8 +144,9 @@ CallBlock AllocateCallBlock(size_t state_size, size_t node_size) {
 }
 
 void BindNodeToState(const CallBlock& block, futures_internal::StateBase* state) noexcept {
-  reinterpret_cast<futures_internal::StateBase**>(static_cast<char*>(block.node) - kNodeHeader)[1] =
-      state;
+  // Written and read (BlockTakesPromiseRef) as an integer: its low bit is a tag.
+  reinterpret_cast<uintptr_t*>(static_cast<char*>(block.node) - kNodeHeader)[1] =
+      reinterpret_cast<uintptr_t>(state);
 }
 
 bool BlockTakesPromiseRef(CallNode* node, const futures_internal::StateBase* state) noexcept {
