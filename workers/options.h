@@ -57,7 +57,8 @@ enum class Mode {
   kLoopback,
   // Each worker in a child process of its own, one call at a time in FIFO order; calls,
   // results and errors cross a socket as bytes. Needs CONCURRY_REGISTER_WORKER and
-  // @concurry//workers/process; a crash of the process fails its calls with CrashedError.
+  // @concurry//workers/process; a crash of the process fails its calls with CrashedError
+  // (calls made after that fail with StoppedError, whose message says how the process ended).
   // Workers start from a fork server by default (ProcessStart; docs/process.md).
   kProcess,
   // Not available in this version: creation fails with InvalidOptionError.

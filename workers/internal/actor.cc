@@ -637,6 +637,19 @@ void ActorCore::RemoveStopHook(uint64_t id) {
   removed = hooks_.extract(id);
 }
 
+std::exception_ptr ActorCore::RejectionError() {
+  std::exception_ptr ended_by;
+  {
+    internal::SpinLockHolder hold(&lock_);
+    ended_by = abort_error_;
+  }
+  if (ended_by == nullptr) {
+    return std::make_exception_ptr(StoppedError("Worker: the worker is stopped"));
+  }
+  return std::make_exception_ptr(
+      StoppedError(absl::StrCat("Worker: the worker is stopped: ", ExceptionMessage(ended_by))));
+}
+
 void ActorCore::StopWithError(std::exception_ptr error) {
   SetAbortError(std::move(error));
   ActorCore::Stop(absl::ZeroDuration());

@@ -246,6 +246,10 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // Stop(0), with the calls still queued failed with `error` instead of cancelled (the
   // constructor threw `error`).
   void StopWithError(std::exception_ptr error);
+  // The error a call posted after the stop fails with: StoppedError, whose message also says
+  // why the worker ended when it ended by itself (a dead process or host, the constructor's
+  // exception), as Stats().error does.
+  std::exception_ptr RejectionError() ABSL_LOCKS_EXCLUDED(lock_);
 
   bool stop_requested() const { return stop_requested_.load(std::memory_order_acquire); }
   // Completes when the actor has fully stopped (object destroyed).

@@ -288,11 +288,12 @@ struct HandleState {
   const bool owning;
 };
 
-// Posts `node`, failing its future with StoppedError if the worker was stopped.
+// Posts `node`, failing its future with core.RejectionError() (StoppedError, saying why a
+// crashed worker ended) if the worker was stopped.
 template <typename Node>
 void PostOrFail(ActorCore& core, Node* node, bool may_block = true) {
   if (!core.Post(node, may_block)) {
-    node->Fail(std::make_exception_ptr(StoppedError("Worker: the worker is stopped")));
+    node->Fail(core.RejectionError());
     delete node;
   }
 }

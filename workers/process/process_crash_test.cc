@@ -43,10 +43,15 @@ class Fragile {
     concurry::testkit::SharedGates::Get().Hold(gate);
     return static_cast<int>(getpid());
   }
-  void Abort() { std::abort(); }
-  // A write through a null pointer the compiler cannot see: a segfault (or, under the
-  // sanitizers, their report and an abort).
-  void WriteNull() {
+  // Aborts once the test releases `gate` (after it queued the calls that must fail with it).
+  void Abort(int gate) {
+    concurry::testkit::SharedGates::Get().Hold(gate);
+    std::abort();
+  }
+  // A write through a null pointer the compiler cannot see, once the test releases `gate`: a
+  // segfault (or, under the sanitizers, their report and an abort).
+  void WriteNull(int gate) {
+    concurry::testkit::SharedGates::Get().Hold(gate);
     int* volatile pointer = nullptr;
     *pointer = 1;
   }
@@ -87,11 +92,18 @@ class ProcessCrashTest : public ::testing::TestWithParam<ProcessStart> {
   WorkerOptions Options() const { return {.mode = Mode::kProcess, .process_start = GetParam()}; }
 
   // Expects the worker to be stopped for good: StoppedFuture completes, stopped() is true, and a
-  // later call fails.
-  static void ExpectDead(const Worker<app::Fragile>& w) {
+  // later call fails with StoppedError saying how the process ended (`how_it_ended` matches it).
+  template <typename Matcher>
+  static void ExpectDead(const Worker<app::Fragile>& w, const Matcher& how_it_ended) {
     EXPECT_TRUE(w.StoppedFuture().Wait(absl::Seconds(10)));
     EXPECT_TRUE(w.stopped());
-    EXPECT_THROW(w.Call(&app::Fragile::Add, 1).Result(), Error);
+    try {
+      w.Call(&app::Fragile::Add, 1).Result();
+      ADD_FAILURE() << "a call to a dead worker succeeded";
+    } catch (const StoppedError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("the worker is stopped: the worker process"));
+      EXPECT_THAT(e.what(), how_it_ended);
+    }
   }
 };
 
@@ -117,18 +129,21 @@ TEST_P(ProcessCrashTest, KilledFromOutsideDuringACallFailsItAndTheQueuedCalls) {
   for (const Future<int>& f : queued) {
     EXPECT_THAT(CrashMessage(f), HasSubstr("was killed by signal 9"));
   }
-  ExpectDead(w);
+  ExpectDead(w, HasSubstr("was killed by signal 9"));
 }
 
 TEST_P(ProcessCrashTest, AbortInAMethodFailsItAndTheQueuedCalls) {
   Watchdog watchdog(absl::Seconds(60), "a worker process that aborts");
   auto w = Worker<app::Fragile>::Create(Options(), 0);
-  Future<void> dies = w.Call(&app::Fragile::Abort);
+  const int gate = SharedGates::Get().Make();
+  Future<void> dies = w.Call(&app::Fragile::Abort, gate);
+  SharedGates::Get().WaitEntered(gate);
   std::vector<Future<int>> queued;
   for (int i = 0; i < 5; ++i) queued.push_back(w.Call(&app::Fragile::Add, 1));
+  SharedGates::Get().Release(gate);
   EXPECT_THAT(CrashMessage(dies), HasSubstr("was killed by signal 6 (Aborted)"));
   for (const Future<int>& f : queued) EXPECT_THAT(CrashMessage(f), HasSubstr("signal 6"));
-  ExpectDead(w);
+  ExpectDead(w, HasSubstr("was killed by signal 6 (Aborted)"));
 }
 
 TEST_P(ProcessCrashTest, SegfaultInAMethodFailsItAndTheQueuedCalls) {
@@ -139,15 +154,18 @@ TEST_P(ProcessCrashTest, SegfaultInAMethodFailsItAndTheQueuedCalls) {
 #endif
   Watchdog watchdog(absl::Seconds(60), "a worker process that segfaults");
   auto w = Worker<app::Fragile>::Create(Options(), 0);
-  Future<void> dies = w.Call(&app::Fragile::WriteNull);
+  const int gate = SharedGates::Get().Make();
+  Future<void> dies = w.Call(&app::Fragile::WriteNull, gate);
+  SharedGates::Get().WaitEntered(gate);
   Future<int> queued = w.Call(&app::Fragile::Add, 1);
+  SharedGates::Get().Release(gate);
   // SIGSEGV; under ASan or UBSan their report, then an abort (abort_on_error) or exit(1).
   const auto how_it_ended =
       AnyOf(HasSubstr("was killed by signal 11 (Segmentation fault)"),
             HasSubstr("was killed by signal 6"), HasSubstr("exited with status"));
   EXPECT_THAT(CrashMessage(dies), how_it_ended);
   EXPECT_THAT(CrashMessage(queued), how_it_ended);
-  ExpectDead(w);
+  ExpectDead(w, how_it_ended);
 }
 
 TEST_P(ProcessCrashTest, DeathInTheConstructorFailsCreate) {

@@ -77,7 +77,14 @@ TEST_P(ProcessWorkerTest, ACrashFailsCallsWithCrashedError) {
   // The handle says the worker is dead, and why.
   EXPECT_TRUE(w.stopped());
   EXPECT_THAT(w.Stats().error, HasSubstr("killed by signal 9"));
-  EXPECT_THROW(w.Call(&app::Echo::Add, 1).Result(), StoppedError);
+  // A later call: StoppedError, saying why.
+  try {
+    w.Call(&app::Echo::Add, 1).Result();
+    FAIL() << "no error";
+  } catch (const StoppedError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("the worker is stopped: the worker process"));
+    EXPECT_THAT(e.what(), HasSubstr("killed by signal 9"));
+  }
 }
 
 TEST_P(ProcessWorkerTest, PipelinesManyCalls) {
