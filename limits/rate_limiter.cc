@@ -48,8 +48,6 @@ ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_NORETURN void ThrowBadAmount(
   throw InvalidOptionError(absl::StrCat("RateLimiter::", method, ": ", state.AmountError(amount)));
 }
 
-}  // namespace
-
 // The locked algorithms keep their lock on the cache line of their state.
 limits_internal::RateLayout LayoutFor(RateLimitAlgorithm algorithm) {
   return limits_internal::CountsWholeUnits(algorithm) ? limits_internal::RateLayout::kLockSlot
@@ -72,6 +70,8 @@ std::unique_ptr<limits_internal::AtomicFixedWindow> AtomicWindowFor(
   return std::make_unique<limits_internal::AtomicFixedWindow>(
       options.capacity, absl::ToInt64Nanoseconds(options.window), ToNanos(clock.Now()));
 }
+
+}  // namespace
 
 RateLimiter::RateLimiter(const RateLimiterOptions& options, Clock& clock)
     : options_(Validated(options)),

@@ -87,7 +87,8 @@ class RateLimiter {
   // `options.algorithm` is a known value, `options.capacity` is > 0 (from 1 to kMaxWholeUnits for
   // the algorithms that count whole units; +infinity means unlimited) and `options.window` is
   // from 1 ns to kMaxRateWindow, and `options.burst` is unset or valid (RateLimitOptions::burst).
-  // `clock` must outlive the limiter.
+  // `clock` must outlive the limiter. FixedWindow reads it once here: the windows its lock-free
+  // word can hold start a quarter of their range before that reading.
   explicit RateLimiter(const RateLimiterOptions& options, Clock& clock = Clock::Real());
   ~RateLimiter();
 
