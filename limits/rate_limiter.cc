@@ -123,7 +123,10 @@ int64_t RateLimiter::WaitNsAt(int64_t now, double amount) const {
 void RateLimiter::RetireWindowLocked() const {
   int64_t window_start;
   uint64_t count;
-  if (window_->Retire(&window_start, &count)) {
+  // A count of 0 is an untouched word (every admission leaves at least 1): `state_` stays fresh,
+  // with no window yet, so that the reading that retired the word opens its own window (the base
+  // window may lie far from it).
+  if (window_->Retire(&window_start, &count) && count > 0) {
     // `state_` is fresh: this sets its window to the stored one and its count to `count`.
     state_->Charge(window_start, static_cast<double>(count));
   }

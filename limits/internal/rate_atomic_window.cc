@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
-#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -62,6 +61,13 @@ AtomicFixedWindow::Outcome AtomicFixedWindow::TryAcquire(int64_t now, uint64_t a
     if (word == kRetiredWord) return Outcome::kRetired;
     uint64_t offset = Offset(word);
     uint64_t count = Count(word);
+    // Before the base window, an untouched word (offset 0, count 0: any admission leaves a count
+    // of at least 1) has no window yet, as a fresh FixedWindow; counting the reading in the base
+    // window would hold every later reading to one capacity until the clock reaches the base
+    // window (years away for a large capacity). Hand over: the locked FixedWindow opens the
+    // reading's own window. A touched word's window is current, and a reading before it counts
+    // in it, as FixedWindow does.
+    if (word == 0 && now < min_now_) return Outcome::kOutOfRange;
     uint64_t now_offset;
     if (IsLater(now, offset, &now_offset)) {
       if (now_offset > max_offset_) return Outcome::kOutOfRange;

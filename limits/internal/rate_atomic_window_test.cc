@@ -1,5 +1,6 @@
 #include "limits/internal/rate_atomic_window.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <random>
@@ -81,6 +82,35 @@ TEST(AtomicFixedWindowTest, NegativeTimesUseFloorWindows) {
   EXPECT_EQ(window.TryAcquire(0, 1), Outcome::kAdmitted);
 }
 
+TEST(AtomicFixedWindowTest, AFirstUseBeforeTheBaseWindowHandsOver) {
+  // Capacity 2^39 + 1: 24 bits of offset, 2^22 windows of 1 us (4.2 s) before the window of
+  // construction. A first reading 10 s earlier has no window in the word: it hands over, and
+  // the locked FixedWindow opens the reading's own window (not the base window, which would
+  // hold all of the next 5.8 s to one capacity).
+  const double capacity = static_cast<double>((uint64_t{1} << 39) + 1);
+  const int64_t built = int64_t{1} << 50;
+  const int64_t early = built - 10 * kSecond;
+  AtomicFixedWindow window(capacity, 1000, built);
+  EXPECT_EQ(Wait(window, early, uint64_t{1} << 39), 0);
+  EXPECT_EQ(InUse(window, early), 0);
+  EXPECT_EQ(window.TryAcquire(early, uint64_t{1} << 39), Outcome::kOutOfRange);
+  int64_t window_start = -1;
+  uint64_t count = 1;
+  ASSERT_TRUE(window.Retire(&window_start, &count));
+  EXPECT_EQ(count, 0u);  // Untouched: nothing to carry.
+}
+
+TEST(AtomicFixedWindowTest, AReadingBeforeTheBaseWindowCountsOnceTheWordIsInUse) {
+  // Once a window is stored, an earlier reading counts in it, as FixedWindow counts it.
+  const double capacity = static_cast<double>((uint64_t{1} << 39) + 1);
+  const int64_t built = int64_t{1} << 50;
+  AtomicFixedWindow window(capacity, 1000, built);
+  ASSERT_EQ(window.TryAcquire(built, uint64_t{1} << 39), Outcome::kAdmitted);
+  EXPECT_EQ(window.TryAcquire(built - 10 * kSecond, 1), Outcome::kAdmitted);
+  EXPECT_EQ(window.TryAcquire(built - 10 * kSecond, 1), Outcome::kRejected);
+  EXPECT_EQ(InUse(window, built - 10 * kSecond), static_cast<double>((uint64_t{1} << 39) + 1));
+}
+
 TEST(AtomicFixedWindowTest, MatchesFixedWindowOnRandomReadings) {
   // The same decisions, waits and counts as the locked algorithm, clock set back now and then.
   std::mt19937_64 random(17);
@@ -109,6 +139,116 @@ TEST(AtomicFixedWindowTest, MatchesFixedWindowOnRandomReadings) {
       }
     }
   }
+}
+
+// The word with RateLimiter's hand-over: on kOutOfRange or kRetired, retire it and carry a
+// stored window (a count of 0 is an untouched word: nothing to carry) into a fresh locked
+// FixedWindow, used from then on.
+class HandingOver {
+ public:
+  HandingOver(double capacity, int64_t window_ns, int64_t now)
+      : atomic_(capacity, window_ns, now),
+        locked_(RateLimitAlgorithm::kFixedWindow, capacity, window_ns) {}
+
+  bool TryAcquire(int64_t now, uint64_t amount) {
+    switch (atomic_.TryAcquire(now, amount)) {
+      case Outcome::kAdmitted:
+        return true;
+      case Outcome::kRejected:
+        return false;
+      case Outcome::kOutOfRange:
+      case Outcome::kRetired:
+        break;
+    }
+    int64_t window_start;
+    uint64_t count;
+    if (atomic_.Retire(&window_start, &count) && count > 0) {
+      locked_->Charge(window_start, static_cast<double>(count));
+    }
+    retired_ = true;
+    return locked_->TryAcquire(now, static_cast<double>(amount));
+  }
+  int64_t WaitNs(int64_t now, uint64_t amount) {
+    int64_t wait;
+    if (atomic_.WaitNs(now, amount, &wait)) return wait;
+    return locked_->WaitNs(now, static_cast<double>(amount));
+  }
+  double InUse(int64_t now) {
+    double in_use;
+    if (atomic_.InUse(now, &in_use)) return in_use;
+    return locked_->InUse(now);
+  }
+  bool retired() const { return retired_; }
+
+ private:
+  AtomicFixedWindow atomic_;
+  OwnedRateState locked_;
+  bool retired_ = false;
+};
+
+int64_t SaturatingStep(int64_t now, int64_t step) {
+  int64_t sum;
+  if (!__builtin_add_overflow(now, step, &sum)) return sum;
+  return step > 0 ? kMaxNs : kMinNs;
+}
+
+TEST(AtomicFixedWindowTest, WithTheHandOverMatchesFixedWindowOnAnyReading) {
+  // Capacities of 1 to 40 bits, windows from 1 ns to 2^40 ns, readings anywhere in int64:
+  // before the base window, past the last offset, at both ends, stepping back. After the
+  // hand-over the pair must keep answering as the locked algorithm alone.
+  std::mt19937_64 random(1717);
+  int retired = 0;
+  for (int round = 0; round < 400; ++round) {
+    const int bits = 1 + static_cast<int>(random() % AtomicFixedWindow::kMaxCountBits);
+    const uint64_t whole = (uint64_t{1} << (bits - 1)) + random() % (uint64_t{1} << (bits - 1));
+    const double capacity = static_cast<double>(whole) + (random() % 4 == 0 ? 0.5 : 0.0);
+    const int64_t window_ns = std::max<int64_t>(
+        1, static_cast<int64_t>(random() % ((uint64_t{1} << (random() % 41)) + 1)));
+    const int64_t built = static_cast<int64_t>(random());
+    // The base window lies 2^(62 - bits) windows before the window of construction.
+    const int64_t reach = static_cast<int64_t>(
+        std::min<uint64_t>(uint64_t{1} << (62 - bits), static_cast<uint64_t>(kMaxNs) / 4));
+    const int64_t far = reach > kMaxNs / window_ns ? kMaxNs : reach * window_ns;  // In ns.
+    HandingOver pair(capacity, window_ns, built);
+    OwnedRateState locked(RateLimitAlgorithm::kFixedWindow, capacity, window_ns);
+    int64_t now = built;
+    for (int i = 0; i < 250; ++i) {
+      const uint64_t kind = random() % 10;
+      if (kind < 4) {
+        now = SaturatingStep(now, static_cast<int64_t>(random() % (window_ns / 2 + 2)));
+      } else if (kind == 4) {
+        now = SaturatingStep(now, -static_cast<int64_t>(random() % (2 * window_ns + 1)));
+      } else if (kind == 5) {
+        now = static_cast<int64_t>(random());  // Anywhere.
+      } else if (kind == 6) {                  // Around the start of the base window.
+        now = SaturatingStep(SaturatingStep(built, -far),
+                             static_cast<int64_t>(random() % (4 * window_ns + 1)) - 2 * window_ns);
+      } else if (kind == 7) {  // Around the last offset, 3 reaches after construction.
+        now = SaturatingStep(SaturatingStep(SaturatingStep(built, far), far), far);
+        now = SaturatingStep(now,
+                             static_cast<int64_t>(random() % (4 * window_ns + 1)) - 2 * window_ns);
+      } else if (kind == 8) {
+        now = random() % 2 == 0 ? kMinNs : kMaxNs;
+      } else {
+        now = SaturatingStep(now, static_cast<int64_t>(random() % 8) * window_ns);
+      }
+      const uint64_t amount = random() % 2 == 0 ? 1 : 1 + random() % whole;
+      const double as_double = static_cast<double>(amount);
+      ASSERT_EQ(pair.WaitNs(now, amount), locked->WaitNs(now, as_double))
+          << "capacity " << capacity << " window " << window_ns << " built " << built << " step "
+          << i << " now " << now;
+      ASSERT_EQ(pair.TryAcquire(now, amount), locked->TryAcquire(now, as_double))
+          << "capacity " << capacity << " window " << window_ns << " built " << built << " step "
+          << i << " now " << now;
+      ASSERT_EQ(pair.InUse(now), locked->InUse(now))
+          << "capacity " << capacity << " window " << window_ns << " built " << built << " step "
+          << i << " now " << now;
+    }
+    retired += pair.retired() ? 1 : 0;
+  }
+  // Both ways through: most pairs hand over, some never do.
+  EXPECT_GT(retired, 100);
+  EXPECT_LT(retired, 400);
 }
 
 TEST(AtomicFixedWindowTest, OutOfRangeAfterThreeQuartersOfTheOffsetsThenRetires) {
@@ -151,8 +291,11 @@ TEST(AtomicFixedWindowTest, ClockExtremesNeverOverflow) {
     EXPECT_GE(Wait(high, kMaxNs, 1), 1);
     // The whole range from INT64_MIN fits in 62 bits of offset for these windows but 1 ns.
     AtomicFixedWindow jump(1, window_ns, kMinNs);
-    const Outcome far = jump.TryAcquire(kMaxNs, 1);
-    EXPECT_TRUE(far == Outcome::kAdmitted || far == Outcome::kOutOfRange);
+    // With W = 1 that is 2^64 - 2 windows, past the 2^63 - 2 offsets: out of range; for every
+    // other W the window of INT64_MAX - W is an offset the word holds.
+    EXPECT_EQ(jump.TryAcquire(kMaxNs, 1),
+              window_ns == 1 ? Outcome::kOutOfRange : Outcome::kAdmitted)
+        << "window " << window_ns;
   }
 }
 
