@@ -127,7 +127,11 @@ void RateLimiter::RetireWindowLocked() const {
   // with no window yet, so that the reading that retired the word opens its own window (the base
   // window may lie far from it).
   if (window_->Retire(&window_start, &count) && count > 0) {
-    // `state_` is fresh: this sets its window to the stored one and its count to `count`.
+    // `state_` is fresh: this sets its window to the stored one and its count to `count`. It
+    // matters when the retiring reading lies before the base window and found the word untouched,
+    // and another thread admitted in range before the retirement: that reading then counts in
+    // the stored window (see AtomicFixedWindow::Retire()). A reading past the range rolls past
+    // it in this same lock hold.
     state_->Charge(window_start, static_cast<double>(count));
   }
 }

@@ -71,9 +71,10 @@ struct RateLimiterStats {
 // again" is GCRA's theoretical arrival time) and differ only in name; both start full, accept
 // fractional amounts and support Refund(). FixedWindow is lock-free too while its window and
 // count fit one word (a capacity below 2^40, and for about 3/4 * 2^(64 - bit width of the
-// capacity) windows after construction: 150 days for 10^9 per millisecond); past that it moves to
-// the locked path for good. The others take a short spin lock kept on the same cache line as
-// their state, and all three accept whole amounts only.
+// capacity) windows after construction and 1/4 of that before: 150 days and 50 days for 10^9 per
+// millisecond); past that, or at a first use before that, it moves to the locked path for good. The
+// others take a short spin lock kept on the same cache line as their state, and all three accept
+// whole amounts only.
 //
 // Every method that takes an amount throws InvalidOptionError if it is not positive and finite,
 // if it is fractional (or above kMaxWholeUnits) and the algorithm is not TokenBucket or GCRA, or if

@@ -28,12 +28,15 @@ namespace limits_internal {
 // floor(capacity) and the offset counts windows from a base chosen at construction: a quarter of
 // the offsets lie before the window of `now` at construction (none before the window that
 // contains INT64_MIN), the rest after it (up to the window of INT64_MAX - window_ns, the clamp of
-// RateState). Offsets are exact (no
-// truncated index, so no wrap-around can ever make an old window look new): a clock reading
-// before the base is counted in the stored window, which only admits less, as FixedWindow does
-// for any reading before its current window; a reading past the last offset returns kOutOfRange,
-// and the caller then moves to its locked FixedWindow for good. With 2^30 per window, 1 ms
-// windows reach about 150 days past construction, 1 s windows thousands of years.
+// RateState). Offsets are exact (no truncated index, so no wrap-around can ever make an old
+// window look new). The word starts untouched (offset 0, count 0; any admission leaves a count of
+// at least 1). A reading past the last offset, or a reading before the base window while the
+// word is untouched (it has no window yet, as a fresh FixedWindow), returns kOutOfRange, and the
+// caller then moves to its locked FixedWindow for good. Once the word holds a window, a reading
+// before it (the base window's included) counts in it, as FixedWindow counts any reading before
+// its current window: that only admits less. With 10^9 per window (30 bits of count, 34 of
+// offset), 1 ms windows reach about 150 days past construction and 50 days before it; with 2^30
+// (31 bits) half that; 1 s windows reach centuries, up to the clamp near the year 2262.
 //
 // Counts never exceed the capacity (there is no Charge(): RateLimiter only admits), so a
 // capacity up to 2^kMaxCountBits - 1 fits; Fits() tells. Amounts are whole numbers from 1 to the
@@ -82,7 +85,14 @@ class alignas(kRateCacheLine) AtomicFixedWindow {
   // Replaces the word by the retired mark, from then on every call returns kRetired or false.
   // Returns false if already retired; otherwise true, with the start of the stored window in
   // `*window_start` and its count in `*count`, for the caller to carry over into its locked
-  // FixedWindow (RateState::Charge(*window_start, *count) on a fresh state).
+  // FixedWindow: RateState::Charge(*window_start, *count) on a fresh state if `*count` > 0; a
+  // count of 0 is an untouched word, whose base window must not become the locked state's.
+  //
+  // When the carry matters: RateLimiter retires on kOutOfRange. A reading past the range lies
+  // past the stored window, so its own roll under the same lock drops the carried count before
+  // any other thread reads the state. But a reading before the base window that found the word
+  // untouched may retire it after another thread's in-range admission: it then must count in
+  // that stored window, with its count, as FixedWindow would count it. Do not drop the carry.
   bool Retire(int64_t* window_start, uint64_t* count);
 
  private:
@@ -99,8 +109,9 @@ class alignas(kRateCacheLine) AtomicFixedWindow {
   // `*now_offset` to its offset (possibly above max_offset_).
   bool IsLater(int64_t now, uint64_t offset, uint64_t* now_offset) const;
 
-  // The word first, then what every call reads: one cache line.
-  std::atomic<uint64_t> word_{0};  // Offset 0 (the base window, before any use), count 0.
+  // The word first, alone written: the other members are read-only after construction, so the
+  // second cache line the object spans (from count_mask_ on) stays shared between the cores.
+  std::atomic<uint64_t> word_{0};  // Untouched: offset 0 (the base window), count 0.
   uint64_t capacity_;              // floor(capacity).
   uint64_t window_ns_;
   int64_t base_;         // The window index at offset 0.

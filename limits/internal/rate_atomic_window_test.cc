@@ -100,6 +100,29 @@ TEST(AtomicFixedWindowTest, AFirstUseBeforeTheBaseWindowHandsOver) {
   EXPECT_EQ(count, 0u);  // Untouched: nothing to carry.
 }
 
+TEST(AtomicFixedWindowTest, AnAdmissionBeforeAnEarlyReadingRetiresTheWordIsCarried) {
+  // A first reading before the base window finds the word untouched (kOutOfRange); another
+  // thread admits in range before the first one retires the word. Ordered after that admission,
+  // the early reading counts in the stored window, as with one locked FixedWindow: the carry
+  // brings the window and its count over.
+  const double capacity = static_cast<double>((uint64_t{1} << 39) + 1);
+  const int64_t built = int64_t{1} << 50;
+  const int64_t early = built - 10 * kSecond;
+  AtomicFixedWindow window(capacity, 1000, built);
+  ASSERT_EQ(window.TryAcquire(early, 1), Outcome::kOutOfRange);
+  ASSERT_EQ(window.TryAcquire(built, uint64_t{1} << 39), Outcome::kAdmitted);
+  int64_t window_start;
+  uint64_t count;
+  ASSERT_TRUE(window.Retire(&window_start, &count));
+  EXPECT_EQ(window_start, built - built % 1000);
+  EXPECT_EQ(count, uint64_t{1} << 39);
+  OwnedRateState locked(RateLimitAlgorithm::kFixedWindow, capacity, 1000);
+  locked->Charge(window_start, static_cast<double>(count));
+  EXPECT_TRUE(locked->TryAcquire(early, 1));  // The one unit left in the stored window.
+  EXPECT_FALSE(locked->TryAcquire(early, 1));
+  EXPECT_EQ(locked->InUse(built), capacity);
+}
+
 TEST(AtomicFixedWindowTest, AReadingBeforeTheBaseWindowCountsOnceTheWordIsInUse) {
   // Once a window is stored, an earlier reading counts in it, as FixedWindow counts it.
   const double capacity = static_cast<double>((uint64_t{1} << 39) + 1);
