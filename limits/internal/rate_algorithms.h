@@ -22,6 +22,7 @@
 #include <new>
 #include <string>
 
+#include "absl/base/macros.h"
 #include "absl/numeric/int128.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -457,11 +458,21 @@ class RateState {
                            int64_t window_ns, double burst = kDefaultBurst,
                            RateLayout layout = RateLayout::kPacked);
 
-  // The bytes right before the algorithm's state reserved for the owner's lock (kLockSlot only):
-  // kLockSlotBytes, aligned to 8, on the cache line where the algorithm's state starts. Create()
-  // leaves them uninitialized; the owner constructs its lock there (position-independent).
+  // The bytes right before the algorithm's state reserved for the owner's lock: kLockSlotBytes,
+  // aligned to 8, on the cache line where the algorithm's state starts. Create() leaves them
+  // uninitialized; the owner constructs its lock there (position-independent). ONLY for a state
+  // created with RateLayout::kLockSlot: in a kPacked state these bytes are the header's own
+  // (checked in debug builds).
   static constexpr size_t kLockSlotBytes = 8;
-  void* lock_slot() { return reinterpret_cast<char*>(this) + body_offset_ - kLockSlotBytes; }
+  void* lock_slot() {
+    ABSL_ASSERT(HasLayout(RateLayout::kLockSlot));
+    return reinterpret_cast<char*>(this) + body_offset_ - kLockSlotBytes;
+  }
+
+  // Returns whether Create() laid this state out with `layout`. Every call finds the algorithm's
+  // state through the layout recorded in the block, so a caller that attaches to a block it did
+  // not create (a process-shared LimitSet) checks this along with the parameters.
+  bool HasLayout(RateLayout layout) const { return body_offset_ == BodyOffset(layout); }
 
   RateState(const RateState&) = delete;
   RateState& operator=(const RateState&) = delete;

@@ -574,13 +574,19 @@ TEST(RateStateTest, LockSlotLayoutPutsTheLockOnTheStatesCacheLine) {
     const size_t packed = RateState::BytesFor(algorithm, 10);
     const size_t slotted = RateState::BytesFor(algorithm, 10, RateLayout::kLockSlot);
     // The header alone on the first line, then the 8-byte slot, then the same algorithm state.
-    EXPECT_EQ(slotted - packed, kRateCacheLine + RateState::kLockSlotBytes - 56);
+    EXPECT_EQ(slotted - packed,
+              kRateCacheLine + RateState::kLockSlotBytes - (sizeof(RateState) + 7) / 8 * 8);
     OwnedRateState state(algorithm, 10, kSecond, kDefaultBurst, RateLayout::kLockSlot);
     const auto base = reinterpret_cast<uintptr_t>(&*state);
     EXPECT_EQ(base % kRateCacheLine, 0u);
     EXPECT_EQ(reinterpret_cast<uintptr_t>(state->lock_slot()), base + kRateCacheLine);
     // Same decisions as the packed layout.
     OwnedRateState reference(algorithm, 10, kSecond);
+    // Each state tells its layout (an attaching process checks it).
+    EXPECT_TRUE(state->HasLayout(RateLayout::kLockSlot));
+    EXPECT_FALSE(state->HasLayout(RateLayout::kPacked));
+    EXPECT_TRUE(reference->HasLayout(RateLayout::kPacked));
+    EXPECT_FALSE(reference->HasLayout(RateLayout::kLockSlot));
     std::mt19937_64 random(7);
     int64_t now = 0;
     for (int i = 0; i < 5000; ++i) {
