@@ -286,8 +286,8 @@ class LeakyBucket {
   double InUse(int64_t now);
 
  private:
-  // Removes the whole tokens leaked by `now`.
-  void Leak(int64_t now);
+  // Removes the whole tokens leaked by `now`. Inline: defined, and used only, in the .cc.
+  inline void Leak(int64_t now);
   // Returns the whole tokens leaked `elapsed` ns after the origin: floor(elapsed * C / W).
   absl::uint128 LeaksBy(uint64_t elapsed) const;
   // Returns the least elapsed time after the origin by which `tokens` have leaked, i.e. the least
@@ -365,10 +365,11 @@ class SlidingWindow {
   // Returns the last ns of the slice of `time` (slices are time / merge_ns_, rounded toward
   // zero), when merge_ns_ > 0.
   int64_t SliceLast(int64_t time) const;
-  // Drops the entries that have expired by `now`.
-  void Expire(int64_t now);
+  // Drops the entries that have expired by `now`. Inline, as Record(): defined, and used only,
+  // in the .cc.
+  inline void Expire(int64_t now);
   // Records `amount` at `now`.
-  void Record(int64_t now, double amount);
+  inline void Record(int64_t now, double amount);
 
   // Layout: 56 bytes, so that the whole object shares one cache line with an owner's lock in
   // RateLayout::kLockSlot (the ring follows on its own lines).
