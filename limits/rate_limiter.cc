@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <string>
 
 #include "absl/base/attributes.h"
@@ -14,14 +15,15 @@
 #include "futures/clock.h"
 #include "futures/errors.h"
 #include "futures/internal/future_state.h"
-#include "futures/internal/spin_lock.h"
 #include "limits/internal/rate_algorithms.h"
+#include "limits/internal/rate_atomic_window.h"
+#include "limits/internal/rate_lock.h"
 #include "limits/rate_window.h"
 
 namespace concurry {
 namespace {
 
-using internal::SpinLockHolder;
+using limits_internal::RateLockHolder;
 
 int64_t ToNanos(absl::Time time) { return absl::ToUnixNanos(time); }
 
@@ -46,13 +48,38 @@ ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_NORETURN void ThrowBadAmount(
   throw InvalidOptionError(absl::StrCat("RateLimiter::", method, ": ", state.AmountError(amount)));
 }
 
+// The locked algorithms keep their lock on the cache line of their state.
+limits_internal::RateLayout LayoutFor(RateLimitAlgorithm algorithm) {
+  return limits_internal::CountsWholeUnits(algorithm) ? limits_internal::RateLayout::kLockSlot
+                                                      : limits_internal::RateLayout::kPacked;
+}
+
+limits_internal::RateLock* LockIn(const limits_internal::OwnedRateState& state) {
+  static_assert(sizeof(limits_internal::RateLock) <= limits_internal::RateState::kLockSlotBytes &&
+                alignof(limits_internal::RateLock) <= 8);
+  if (state->lock_free()) return nullptr;
+  return new (state->lock_slot()) limits_internal::RateLock();
+}
+
+std::unique_ptr<limits_internal::AtomicFixedWindow> AtomicWindowFor(
+    const RateLimiterOptions& options, Clock& clock) {
+  if (options.algorithm != RateLimitAlgorithm::kFixedWindow ||
+      !limits_internal::AtomicFixedWindow::Fits(options.capacity)) {
+    return nullptr;
+  }
+  return std::make_unique<limits_internal::AtomicFixedWindow>(
+      options.capacity, absl::ToInt64Nanoseconds(options.window), ToNanos(clock.Now()));
+}
+
 }  // namespace
 
 RateLimiter::RateLimiter(const RateLimiterOptions& options, Clock& clock)
     : options_(Validated(options)),
       clock_(clock),
       state_(options.algorithm, options.capacity, absl::ToInt64Nanoseconds(options.window),
-             options.burst.value_or(limits_internal::kDefaultBurst)) {}
+             options.burst.value_or(limits_internal::kDefaultBurst), LayoutFor(options.algorithm)),
+      lock_(LockIn(state_)),
+      window_(AtomicWindowFor(options, clock)) {}
 
 RateLimiter::~RateLimiter() = default;
 
@@ -63,14 +90,50 @@ void RateLimiter::CheckAmount(double amount, const char* method) const {
 
 bool RateLimiter::TryAcquireAt(int64_t now, double amount) {
   if (state_->lock_free()) return state_->TryAcquire(now, amount);
-  SpinLockHolder holder(&lock_);
+  if (window_ != nullptr) {
+    // Whole amounts from 1 to the capacity (CheckAmount()).
+    switch (window_->TryAcquire(now, static_cast<uint64_t>(amount))) {
+      case limits_internal::AtomicFixedWindow::Outcome::kAdmitted:
+        return true;
+      case limits_internal::AtomicFixedWindow::Outcome::kRejected:
+        return false;
+      case limits_internal::AtomicFixedWindow::Outcome::kOutOfRange:
+      case limits_internal::AtomicFixedWindow::Outcome::kRetired:
+        break;
+    }
+    RateLockHolder holder(lock_);
+    RetireWindowLocked();
+    return state_->TryAcquire(now, amount);
+  }
+  RateLockHolder holder(lock_);
   return state_->TryAcquire(now, amount);
 }
 
 int64_t RateLimiter::WaitNsAt(int64_t now, double amount) const {
   if (state_->lock_free()) return state_->WaitNs(now, amount);
-  SpinLockHolder holder(&lock_);
+  int64_t wait;
+  if (window_ != nullptr && window_->WaitNs(now, static_cast<uint64_t>(amount), &wait)) {
+    return wait;
+  }
+  // Retired (under the lock, before the retiring thread released it) if window_ is set.
+  RateLockHolder holder(lock_);
   return state_->WaitNs(now, amount);
+}
+
+void RateLimiter::RetireWindowLocked() const {
+  int64_t window_start;
+  uint64_t count;
+  // A count of 0 is an untouched word (every admission leaves at least 1): `state_` stays fresh,
+  // with no window yet, so that the reading that retired the word opens its own window (the base
+  // window may lie far from it).
+  if (window_->Retire(&window_start, &count) && count > 0) {
+    // `state_` is fresh: this sets its window to the stored one and its count to `count`. It
+    // matters when the retiring reading lies before the base window and found the word untouched,
+    // and another thread admitted in range before the retirement: that reading then counts in
+    // the stored window (see AtomicFixedWindow::Retire()). A reading past the range rolls past
+    // it in this same lock hold.
+    state_->Charge(window_start, static_cast<double>(count));
+  }
 }
 
 bool RateLimiter::TryAcquire(double amount) {
@@ -147,10 +210,21 @@ RateLimiterStats RateLimiter::Stats() const {
   stats.max_rate = options_.capacity / absl::ToDoubleSeconds(options_.window);
   stats.burst = state_->burst();
   const int64_t now = ToNanos(clock_.Now());
+  double in_use;
   if (state_->lock_free()) {
     stats.state = state_->Snapshot(now, &stats.in_use);
+  } else if (window_ != nullptr && window_->InUse(now, &in_use)) {
+    // RateState::Snapshot()'s figures for FixedWindow, from the word; `state_` stays untouched
+    // (fresh) for RetireWindowLocked().
+    stats.state.burst = state_->burst();
+    stats.state.max_rate = state_->capacity() / (static_cast<double>(state_->window_ns()) / 1e9);
+    stats.state.window_start =
+        absl::FromUnixNanos(limits_internal::FixedWindow(options_.capacity, state_->window_ns())
+                                .WindowStart(state_->ClampNow(now)));
+    stats.state.window_count = in_use;
+    stats.in_use = in_use;
   } else {
-    SpinLockHolder holder(&lock_);
+    RateLockHolder holder(lock_);
     stats.state = state_->Snapshot(now, &stats.in_use);
   }
   stats.available = stats.burst - stats.in_use;

@@ -14,14 +14,16 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <optional>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "futures/clock.h"
-#include "futures/internal/spin_lock.h"
 #include "limits/internal/rate_algorithms.h"
+#include "limits/internal/rate_atomic_window.h"
+#include "limits/internal/rate_lock.h"
 #include "limits/rate_window.h"
 
 namespace concurry {
@@ -67,7 +69,11 @@ struct RateLimiterStats {
 //
 // TokenBucket and GCRA share one lock-free implementation (a bucket's "time at which it is full
 // again" is GCRA's theoretical arrival time) and differ only in name; both start full, accept
-// fractional amounts and support Refund(). The other algorithms take a short spin lock and accept
+// fractional amounts and support Refund(). FixedWindow is lock-free too while its window and
+// count fit one word (a capacity below 2^40, and for about 3/4 * 2^(64 - bit width of the
+// capacity) windows after construction and 1/4 of that before: 150 days and 50 days for 10^9 per
+// millisecond); past that, or at a first use before that, it moves to the locked path for good. The
+// others take a short spin lock kept on the same cache line as their state, and all three accept
 // whole amounts only.
 //
 // Every method that takes an amount throws InvalidOptionError if it is not positive and finite,
@@ -82,7 +88,8 @@ class RateLimiter {
   // `options.algorithm` is a known value, `options.capacity` is > 0 (from 1 to kMaxWholeUnits for
   // the algorithms that count whole units; +infinity means unlimited) and `options.window` is
   // from 1 ns to kMaxRateWindow, and `options.burst` is unset or valid (RateLimitOptions::burst).
-  // `clock` must outlive the limiter.
+  // `clock` must outlive the limiter. FixedWindow reads it once here: the windows its lock-free
+  // word can hold start a quarter of their range before that reading.
   explicit RateLimiter(const RateLimiterOptions& options, Clock& clock = Clock::Real());
   ~RateLimiter();
 
@@ -125,12 +132,21 @@ class RateLimiter {
   void CheckAmount(double amount, const char* method) const;
   bool TryAcquireAt(int64_t now, double amount);
   int64_t WaitNsAt(int64_t now, double amount) const;
+  // Hands the lock-free FixedWindow's state over to `state_` unless done (the word is out of
+  // range or retired).
+  void RetireWindowLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(*lock_);
 
+  // Read-only after construction: the hot path reads these lines and never writes them.
   const RateLimiterOptions options_;
   Clock& clock_;
-  // The algorithm's state. TokenBucket and GCRA are lock-free; `lock_` serializes the others.
+  // The algorithm's state. TokenBucket and GCRA are lock-free; `*lock_` serializes the others.
   const limits_internal::OwnedRateState state_;
-  mutable internal::SpinLock lock_;
+  // In `state_`'s lock slot (RateLayout::kLockSlot), next to the algorithm's state; null for
+  // TokenBucket and GCRA.
+  limits_internal::RateLock* const lock_;
+  // FixedWindow while it fits one word (AtomicFixedWindow::Fits()); null otherwise. Once retired,
+  // `state_` (under `*lock_`) holds the window.
+  const std::unique_ptr<limits_internal::AtomicFixedWindow> window_;
 
   // Slow path of Acquire(): blocked acquirers wait on the clock with `wait_mu_`; Refund() bumps
   // `generation_` when `waiters_` (seq_cst, see AtomicGcra) is non-zero.

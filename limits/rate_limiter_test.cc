@@ -7,8 +7,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "futures/clock.h"
 #include "futures/errors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -356,6 +358,45 @@ TEST_P(RateLimiterAlgorithmTest, AdmitsExactlyTheCapacityAtTheEndsOfTheClock) {
     EXPECT_GT(wait, absl::ZeroDuration());
     EXPECT_LE(wait, absl::Seconds(1));
     EXPECT_DOUBLE_EQ(limiter.Stats().in_use, 1);
+  }
+}
+
+// A clock that may be set back (the clock contract allows any reading), for one thread that
+// never waits on it.
+class SettableClock final : public Clock {
+ public:
+  absl::Time Now() const override { return now_; }
+  void Set(absl::Time now) { now_ = now; }
+  void Advance(absl::Duration duration) { now_ += duration; }
+
+ protected:
+  bool DoAwaitWithDeadline(absl::Mutex*, const absl::Condition& cond, absl::Time) override {
+    return cond.Eval();
+  }
+
+ private:
+  absl::Time now_ = absl::UnixEpoch() + absl::Hours(1);
+};
+
+TEST(RateLimiterTest, FixedWindowFirstUsedWithTheClockSetBackAdmitsPerWindow) {
+  // The lock-free word places its windows around the clock at construction: with capacity 2^39
+  // it reaches 4.2 s of 1 us windows back. A clock then set back 10 s must still get the
+  // capacity in each window, as the locked FixedWindow gives it.
+  SettableClock clock;
+  const double capacity = static_cast<double>(uint64_t{1} << 39);
+  RateLimiter limiter({.algorithm = RateLimitAlgorithm::kFixedWindow,
+                       .capacity = capacity,
+                       .window = absl::Microseconds(1)},
+                      clock);
+  clock.Set(clock.Now() - absl::Seconds(10));
+  for (int i = 0; i < 5; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(limiter.TimeUntilAvailable(capacity), absl::ZeroDuration());
+    EXPECT_TRUE(limiter.TryAcquire(capacity));
+    EXPECT_FALSE(limiter.TryAcquire(1));
+    EXPECT_DOUBLE_EQ(limiter.Stats().in_use, capacity);
+    EXPECT_EQ(limiter.TimeUntilAvailable(1), absl::Microseconds(1));  // Aligned start.
+    clock.Advance(absl::Microseconds(1));
   }
 }
 

@@ -7,6 +7,7 @@
 #include <new>
 #include <string>
 
+#include "absl/base/attributes.h"
 #include "absl/numeric/int128.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -161,7 +162,7 @@ double Excess(double used, double amount, double capacity) { return (used - capa
 // ---- LeakyBucket ----
 
 LeakyBucket::LeakyBucket(double capacity, int64_t window_ns, double depth)
-    : capacity_(capacity), window_ns_(window_ns), depth_(depth) {
+    : window_ns_(window_ns), depth_(depth) {
   // capacity = mantissa * 2^exponent, mantissa in [0.5, 1): M = mantissa * 2^53, s = 53 - exponent
   // (0 <= s <= 52 for 1 <= capacity < 2^53), then reduced.
   int exponent = 0;
@@ -195,7 +196,8 @@ void LeakyBucket::Empty(int64_t now) {
   set_leaked(0);
 }
 
-void LeakyBucket::Leak(int64_t now) {
+// Inlined into its callers: it is most of their work, and a call per step costs ~1 ns.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void LeakyBucket::Leak(int64_t now) {
   if (level_ <= 0) return Empty(now);
   if (now <= origin_) return;  // A clock set back leaks nothing.
   // now > origin_: the difference fits in 64 unsigned bits, whatever the two readings.
@@ -264,32 +266,49 @@ int64_t SlidingWindow::SlotsFor(double capacity) {
 SlidingWindow::SlidingWindow(double capacity, int64_t window_ns, Entry* ring)
     : capacity_(capacity),
       window_ns_(window_ns),
-      slots_(SlotsFor(capacity)),
       // One entry per slice of ceil(W / kMaxSlots): a window touches at most kMaxSlots + 1
       // slices, and the rare overflow joins the newest entry.
       merge_ns_(capacity > static_cast<double>(kMaxSlots) ? (window_ns + kMaxSlots - 1) / kMaxSlots
                                                           : 0),
-      ring_offset_(reinterpret_cast<char*>(ring) - reinterpret_cast<char*>(this)) {}
+      slots_(static_cast<int32_t>(SlotsFor(capacity))),
+      // RateState lays the ring out right after the object.
+      ring_offset_(
+          static_cast<int32_t>(reinterpret_cast<char*>(ring) - reinterpret_cast<char*>(this))) {}
 
-void SlidingWindow::Expire(int64_t now) {
+int64_t SlidingWindow::SliceLast(int64_t time) const {
+  // Slice k > 0 covers [k * m, (k + 1) * m), slice 0 (-m, m), slice k < 0 ((k - 1) * m, k * m];
+  // k * m lies between 0 and `time`, and the last ns at most time + m - 1 <= INT64_MAX (time is
+  // at most INT64_MAX - W, and m <= W).
+  const int64_t k = time / merge_ns_;
+  return k >= 0 ? k * merge_ns_ + (merge_ns_ - 1) : k * merge_ns_;
+}
+
+// Inlined into its callers: it is most of their work, and a call per step costs ~1 ns.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void SlidingWindow::Expire(int64_t now) {
   // time <= now - W, without computing now - W (which does not exist for the earliest clocks).
   while (size_ > 0 && SaturatingSub(now, at(0).time) >= window_ns_) {
     count_ -= at(0).amount;
-    head_ = (head_ + 1) % slots_;
+    head_ = head_ + 1 < slots_ ? head_ + 1 : 0;
     --size_;
   }
   if (size_ == 0) count_ = 0;
 }
 
-void SlidingWindow::Record(int64_t now, double amount) {
+// Inlined into its callers: it is most of their work, and a call per step costs ~1 ns.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline void SlidingWindow::Record(int64_t now, double amount) {
   // Callers read the clock before taking the lock, so `now` may be slightly behind the newest
   // entry; recording the later time keeps the log sorted and only delays that entry's expiry.
   if (size_ > 0) {
     Entry& newest = at(size_ - 1);
-    const bool same_slice = merge_ns_ > 0 && Slice(newest.time) == Slice(now);
-    if (newest.time >= now || same_slice || size_ == slots_) {
+    // With newest.time < now, `now` is in the newest entry's slice iff it is not past the slice's
+    // last ns (newest_slice_last_ is INT64_MIN without slices).
+    if (newest.time >= now || now <= newest_slice_last_ || size_ == slots_) {
       newest.amount += amount;
-      newest.time = std::max(newest.time, now);
+      if (newest.time < now) {
+        newest.time = now;
+        // Only a full ring moves an entry to a later slice.
+        if (merge_ns_ > 0 && now > newest_slice_last_) newest_slice_last_ = SliceLast(now);
+      }
       count_ += amount;
       return;
     }
@@ -297,6 +316,7 @@ void SlidingWindow::Record(int64_t now, double amount) {
   at(size_) = Entry{now, amount};
   ++size_;
   count_ += amount;
+  if (merge_ns_ > 0) newest_slice_last_ = SliceLast(now);
 }
 
 bool SlidingWindow::TryAcquire(int64_t now, double amount) {
@@ -408,14 +428,26 @@ size_t BodyBytes(RateLimitAlgorithm algorithm, double capacity) {
 
 }  // namespace
 
-const size_t RateState::kBodyOffset = RoundUp8(sizeof(RateState));
+// The header fits one cache line, so that kLockSlot's lock and state start the next one.
+static_assert(sizeof(RateState) <= kRateCacheLine);
+// The fields TryAcquire() touches lie in the first kRateCacheLine - kLockSlotBytes bytes of the
+// locked algorithms (LeakyBucket: up to capacity_shift_; see the layout comments).
+static_assert(sizeof(SlidingWindow) <= kRateCacheLine - RateState::kLockSlotBytes);
+static_assert(sizeof(FixedWindow) <= kRateCacheLine - RateState::kLockSlotBytes);
 
-size_t RateState::BytesFor(RateLimitAlgorithm algorithm, double capacity) {
-  return kBodyOffset + (std::isinf(capacity) ? 0 : BodyBytes(algorithm, capacity));
+size_t RateState::BodyOffset(RateLayout layout) {
+  return layout == RateLayout::kLockSlot ? kRateCacheLine + kLockSlotBytes
+                                         : RoundUp8(sizeof(RateState));
 }
 
-RateState::RateState(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns, double burst)
+size_t RateState::BytesFor(RateLimitAlgorithm algorithm, double capacity, RateLayout layout) {
+  return BodyOffset(layout) + (std::isinf(capacity) ? 0 : BodyBytes(algorithm, capacity));
+}
+
+RateState::RateState(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns, double burst,
+                     RateLayout layout)
     : algorithm_(algorithm),
+      body_offset_(static_cast<uint32_t>(BodyOffset(layout))),
       capacity_(capacity),
       window_ns_(window_ns),
       burst_(EffectiveBurst(capacity, burst)),
@@ -425,8 +457,8 @@ RateState::RateState(RateLimitAlgorithm algorithm, double capacity, int64_t wind
       unlimited_(std::isinf(capacity)) {}
 
 RateState* RateState::Create(void* memory, RateLimitAlgorithm algorithm, double capacity,
-                             int64_t window_ns, double burst) {
-  auto* state = new (memory) RateState(algorithm, capacity, window_ns, burst);
+                             int64_t window_ns, double burst, RateLayout layout) {
+  auto* state = new (memory) RateState(algorithm, capacity, window_ns, burst, layout);
   if (state->unlimited_) return state;
   void* body = state->body();
   switch (algorithm) {

@@ -19,8 +19,10 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <new>
 #include <string>
 
+#include "absl/base/macros.h"
 #include "absl/numeric/int128.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -284,8 +286,8 @@ class LeakyBucket {
   double InUse(int64_t now);
 
  private:
-  // Removes the whole tokens leaked by `now`.
-  void Leak(int64_t now);
+  // Removes the whole tokens leaked by `now`. Inline: defined, and used only, in the .cc.
+  inline void Leak(int64_t now);
   // Returns the whole tokens leaked `elapsed` ns after the origin: floor(elapsed * C / W).
   absl::uint128 LeaksBy(uint64_t elapsed) const;
   // Returns the least elapsed time after the origin by which `tokens` have leaked, i.e. the least
@@ -299,22 +301,25 @@ class LeakyBucket {
   // which the memory RateState lays this object in does not promise.
   absl::uint128 leaked() const { return absl::MakeUint128(leaked_high_, leaked_low_); }
   void set_leaked(absl::uint128 leaked) {
-    leaked_high_ = absl::Uint128High64(leaked);
+    // Stored only when it changes, so that its cache line stays clean (see the layout below).
+    if (leaked_high_ != absl::Uint128High64(leaked)) leaked_high_ = absl::Uint128High64(leaked);
     leaked_low_ = absl::Uint128Low64(leaked);
   }
 
-  double capacity_;
-  int64_t window_ns_;
-  double depth_;
-  // capacity_ = capacity_numerator_ / 2^capacity_shift_, exactly.
-  uint64_t capacity_numerator_;
-  int capacity_shift_;
+  // Layout: what TryAcquire() reads and writes comes first, within the first 56 bytes, so that
+  // it shares one cache line with an owner's lock in RateLayout::kLockSlot; leaked_high_, almost
+  // always 0, is read there but written only when it changes.
   double level_ = 0;
   // Meaningful only while level_ > 0: when the bucket last became non-empty, and how many tokens
   // have leaked since (already taken off level_).
   int64_t origin_ = 0;
-  uint64_t leaked_high_ = 0;
   uint64_t leaked_low_ = 0;
+  int64_t window_ns_;
+  double depth_;
+  // The capacity = capacity_numerator_ / 2^capacity_shift_, exactly.
+  uint64_t capacity_numerator_;
+  int capacity_shift_;
+  uint64_t leaked_high_ = 0;
 };
 
 // SlidingWindow(capacity K per window W), concurry's default: a log of admitted requests; entries
@@ -351,21 +356,34 @@ class SlidingWindow {
 
  private:
   Entry* ring() { return reinterpret_cast<Entry*>(reinterpret_cast<char*>(this) + ring_offset_); }
-  Entry& at(int64_t i) { return ring()[(head_ + i) % slots_]; }
-  int64_t Slice(int64_t time) const { return time / merge_ns_; }
-  // Drops the entries that have expired by `now`.
-  void Expire(int64_t now);
+  // The i-th entry from the oldest, 0 <= i < slots_ (a subtraction instead of a division: `%` by
+  // a variable costs a 64-bit division on every call).
+  Entry& at(int64_t i) {
+    const int64_t slot = head_ + i;
+    return ring()[slot < slots_ ? slot : slot - slots_];
+  }
+  // Returns the last ns of the slice of `time` (slices are time / merge_ns_, rounded toward
+  // zero), when merge_ns_ > 0.
+  int64_t SliceLast(int64_t time) const;
+  // Drops the entries that have expired by `now`. Inline, as Record(): defined, and used only,
+  // in the .cc.
+  inline void Expire(int64_t now);
   // Records `amount` at `now`.
-  void Record(int64_t now, double amount);
+  inline void Record(int64_t now, double amount);
 
+  // Layout: 56 bytes, so that the whole object shares one cache line with an owner's lock in
+  // RateLayout::kLockSlot (the ring follows on its own lines).
   double capacity_;
   int64_t window_ns_;
-  int64_t slots_;
-  int64_t merge_ns_;     // Slice length when K > kMaxSlots, else 0.
-  int64_t ring_offset_;  // Ring address minus this object's address: valid in every process.
-  int64_t head_ = 0;
-  int64_t size_ = 0;
-  double count_ = 0;  // Sum of the amounts in the ring.
+  int64_t merge_ns_;  // Slice length when K > kMaxSlots, else 0.
+  // The last ns of the newest entry's slice (when merge_ns_ > 0): a later request in the same
+  // slice joins that entry. Remembered so that Record() divides only when a new entry starts.
+  int64_t newest_slice_last_ = std::numeric_limits<int64_t>::min();
+  double count_ = 0;     // Sum of the amounts in the ring.
+  int32_t slots_;        // At most kMaxSlots.
+  int32_t ring_offset_;  // Ring address minus this object's address: valid in every process.
+  int32_t head_ = 0;
+  int32_t size_ = 0;
 };
 
 // FixedWindow(capacity K per window W): a counter per window, where windows are aligned to the
@@ -401,6 +419,22 @@ class FixedWindow {
 
 // ---- RateState: any algorithm, placeable in shared memory ------------------------------------
 
+// The cache line size RateLayout::kLockSlot arranges the state for.
+inline constexpr size_t kRateCacheLine = 64;
+
+// How RateState::Create() lays a state out in its memory.
+enum class RateLayout {
+  // The header, then the algorithm's state, packed (memory aligned to 8): the smallest block, for
+  // an owner whose lock lives elsewhere (LimitSet, which takes one lock for all its limits).
+  kPacked,
+  // For an owner that serializes calls with a lock kept in the block (RateLimiter): memory aligned
+  // to kRateCacheLine; the header, read-only after Create(), alone on the first line; then
+  // lock_slot() (kLockSlotBytes) and the algorithm's state. Taking the lock then brings along
+  // everything a LeakyBucket, FixedWindow or SlidingWindow call reads or writes (besides the
+  // sliding window's ring), so that two cores trade one cache line per call instead of three.
+  kLockSlot,
+};
+
 // One rate limit's complete state (parameters and algorithm state) in one block of memory with
 // no pointers and no virtual functions, so the same code runs it on the heap (RateLimiter, an
 // in-process LimitSet) and in memory shared by forked processes (a process-shared LimitSet).
@@ -417,11 +451,29 @@ class RateState {
  public:
   // Parameters accepted by ValidateRateParams() and ValidateBurst(); the callers (Limit,
   // RateLimiter) check them.
-  static size_t BytesFor(RateLimitAlgorithm algorithm, double capacity);
-  // Builds the state in `memory`, which must hold BytesFor() bytes aligned to 8. `burst`:
-  // kDefaultBurst for the capacity.
+  static size_t BytesFor(RateLimitAlgorithm algorithm, double capacity,
+                         RateLayout layout = RateLayout::kPacked);
+  // Builds the state in `memory`, which must hold BytesFor() bytes aligned to 8 (kPacked) or to
+  // kRateCacheLine (kLockSlot). `burst`: kDefaultBurst for the capacity.
   static RateState* Create(void* memory, RateLimitAlgorithm algorithm, double capacity,
-                           int64_t window_ns, double burst = kDefaultBurst);
+                           int64_t window_ns, double burst = kDefaultBurst,
+                           RateLayout layout = RateLayout::kPacked);
+
+  // The bytes right before the algorithm's state reserved for the owner's lock: kLockSlotBytes,
+  // aligned to 8, on the cache line where the algorithm's state starts. Create() leaves them
+  // uninitialized; the owner constructs its lock there (position-independent). ONLY for a state
+  // created with RateLayout::kLockSlot: in a kPacked state these bytes are the header's own
+  // (checked in debug builds).
+  static constexpr size_t kLockSlotBytes = 8;
+  void* lock_slot() {
+    ABSL_ASSERT(HasLayout(RateLayout::kLockSlot));
+    return reinterpret_cast<char*>(this) + body_offset_ - kLockSlotBytes;
+  }
+
+  // Returns whether Create() laid this state out with `layout`. Every call finds the algorithm's
+  // state through the layout recorded in the block, so a caller that attaches to a block it did
+  // not create (a process-shared LimitSet) checks this along with the parameters.
+  bool HasLayout(RateLayout layout) const { return body_offset_ == BodyOffset(layout); }
 
   RateState(const RateState&) = delete;
   RateState& operator=(const RateState&) = delete;
@@ -478,18 +530,21 @@ class RateState {
 
  private:
   static constexpr double kInfinity = std::numeric_limits<double>::infinity();
-  RateState(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns, double burst);
+  RateState(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns, double burst,
+            RateLayout layout);
   // `now`, at most INT64_MAX - max(window_ns, tolerance_ns).
   int64_t Clamp(int64_t now) const { return now < max_now_ ? now : max_now_; }
-  void* body() { return reinterpret_cast<char*>(this) + kBodyOffset; }
+  void* body() { return reinterpret_cast<char*>(this) + body_offset_; }
   AtomicGcra& gcra() { return *static_cast<AtomicGcra*>(body()); }
   LeakyBucket& leaky() { return *static_cast<LeakyBucket*>(body()); }
   SlidingWindow& sliding() { return *static_cast<SlidingWindow*>(body()); }
   FixedWindow& fixed() { return *static_cast<FixedWindow*>(body()); }
 
-  static const size_t kBodyOffset;
+  // Where the algorithm's state starts, from this object (see RateLayout).
+  static size_t BodyOffset(RateLayout layout);
 
   RateLimitAlgorithm algorithm_;
+  uint32_t body_offset_;
   double capacity_;
   int64_t window_ns_;
   double burst_;
@@ -503,15 +558,21 @@ class RateState {
 class OwnedRateState {
  public:
   OwnedRateState(RateLimitAlgorithm algorithm, double capacity, int64_t window_ns,
-                 double burst = kDefaultBurst)
-      : memory_(new uint64_t[(RateState::BytesFor(algorithm, capacity) + 7) / 8]),
-        state_(RateState::Create(memory_.get(), algorithm, capacity, window_ns, burst)) {}
+                 double burst = kDefaultBurst, RateLayout layout = RateLayout::kPacked)
+      : memory_(::operator new (RateState::BytesFor(algorithm, capacity, layout),
+                                std::align_val_t{kRateCacheLine})),
+        state_(RateState::Create(memory_.get(), algorithm, capacity, window_ns, burst, layout)) {}
 
   RateState& operator*() const { return *state_; }
   RateState* operator->() const { return state_; }
 
  private:
-  std::unique_ptr<uint64_t[]> memory_;
+  struct Free {
+    void operator()(void* memory) const {
+      ::operator delete (memory, std::align_val_t{kRateCacheLine});
+    }
+  };
+  std::unique_ptr<void, Free> memory_;
   RateState* state_;
 };
 

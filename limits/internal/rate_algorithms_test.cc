@@ -1,7 +1,10 @@
 #include "limits/internal/rate_algorithms.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <deque>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -482,6 +485,124 @@ TEST(SlidingWindowTest, EntriesExpireExactlyAtTheEarliestClockReadings) {
   // A clock set back by centuries delays expiry instead of wrapping around.
   EXPECT_FALSE(window->TryAcquire(kMinNs, 1));
   EXPECT_EQ(window->WaitNs(kMinNs, 1), 2 * kSecond);
+}
+
+// The sliding log as first written (one division per slice comparison, `%` for ring slots), as
+// a reference for SlidingWindow's remembered slice bounds and its ring arithmetic.
+class ReferenceSlidingLog {
+ public:
+  ReferenceSlidingLog(double capacity, int64_t window_ns)
+      : capacity_(capacity),
+        window_ns_(window_ns),
+        slots_(SlidingWindow::SlotsFor(capacity)),
+        merge_ns_(capacity > SlidingWindow::kMaxSlots
+                      ? (window_ns + SlidingWindow::kMaxSlots - 1) / SlidingWindow::kMaxSlots
+                      : 0) {}
+
+  bool TryAcquire(int64_t now, double amount) {
+    Expire(now);
+    if ((count_ - capacity_) + amount > 0) return false;
+    if (!log_.empty()) {
+      SlidingWindow::Entry& newest = log_.back();
+      const bool same_slice = merge_ns_ > 0 && newest.time / merge_ns_ == now / merge_ns_;
+      if (newest.time >= now || same_slice || static_cast<int64_t>(log_.size()) == slots_) {
+        newest.amount += amount;
+        newest.time = std::max(newest.time, now);
+        count_ += amount;
+        return true;
+      }
+    }
+    log_.push_back({now, amount});
+    count_ += amount;
+    return true;
+  }
+  double InUse(int64_t now) {
+    Expire(now);
+    return count_;
+  }
+
+ private:
+  void Expire(int64_t now) {
+    while (!log_.empty() && SaturatingSub(now, log_.front().time) >= window_ns_) {
+      count_ -= log_.front().amount;
+      log_.pop_front();
+    }
+    if (log_.empty()) count_ = 0;
+  }
+
+  double capacity_;
+  int64_t window_ns_;
+  int64_t slots_;
+  int64_t merge_ns_;
+  std::deque<SlidingWindow::Entry> log_;
+  double count_ = 0;
+};
+
+TEST(SlidingWindowTest, MatchesTheReferenceLogAcrossSlicesAndNegativeTimes) {
+  std::mt19937_64 random(29);
+  for (const double capacity : {3.0, 5000.0, 100000.0}) {
+    for (const int64_t window_ns : {int64_t{4097}, 10 * kSecond}) {
+      for (const int64_t start : {-window_ns, int64_t{0}, kSecond * 1000}) {
+        ReferenceSlidingLog reference(capacity, window_ns);
+        OwnedRateState packed(RateLimitAlgorithm::kSlidingWindow, capacity, window_ns);
+        OwnedRateState slotted(RateLimitAlgorithm::kSlidingWindow, capacity, window_ns,
+                               kDefaultBurst, RateLayout::kLockSlot);
+        int64_t now = start;
+        for (int i = 0; i < 20000; ++i) {
+          // Steps around the slice length (ceil(W / 4096)), now and then a step back.
+          const int64_t slice = window_ns / SlidingWindow::kMaxSlots + 1;
+          now += random() % 10 == 0 ? -static_cast<int64_t>(random() % (2 * slice))
+                                    : static_cast<int64_t>(random() % (2 * slice));
+          const double amount = static_cast<double>(1 + random() % 3);
+          const bool admitted = reference.TryAcquire(now, amount);
+          ASSERT_EQ(packed->TryAcquire(now, amount), admitted) << "step " << i;
+          ASSERT_EQ(slotted->TryAcquire(now, amount), admitted) << "step " << i;
+          ASSERT_EQ(packed->InUse(now), reference.InUse(now)) << "step " << i;
+          ASSERT_EQ(slotted->InUse(now), packed->InUse(now)) << "step " << i;
+          ASSERT_EQ(slotted->WaitNs(now, amount), packed->WaitNs(now, amount)) << "step " << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(RateStateTest, LockSlotLayoutPutsTheLockOnTheStatesCacheLine) {
+  for (const RateLimitAlgorithm algorithm :
+       {RateLimitAlgorithm::kLeakyBucket, RateLimitAlgorithm::kSlidingWindow,
+        RateLimitAlgorithm::kFixedWindow}) {
+    SCOPED_TRACE(RateLimitAlgorithmName(algorithm));
+    const size_t packed = RateState::BytesFor(algorithm, 10);
+    const size_t slotted = RateState::BytesFor(algorithm, 10, RateLayout::kLockSlot);
+    // The header alone on the first line, then the 8-byte slot, then the same algorithm state.
+    EXPECT_EQ(slotted - packed,
+              kRateCacheLine + RateState::kLockSlotBytes - (sizeof(RateState) + 7) / 8 * 8);
+    OwnedRateState state(algorithm, 10, kSecond, kDefaultBurst, RateLayout::kLockSlot);
+    const auto base = reinterpret_cast<uintptr_t>(&*state);
+    EXPECT_EQ(base % kRateCacheLine, 0u);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(state->lock_slot()), base + kRateCacheLine);
+    // Same decisions as the packed layout.
+    OwnedRateState reference(algorithm, 10, kSecond);
+    // Each state tells its layout (an attaching process checks it).
+    EXPECT_TRUE(state->HasLayout(RateLayout::kLockSlot));
+    EXPECT_FALSE(state->HasLayout(RateLayout::kPacked));
+    EXPECT_TRUE(reference->HasLayout(RateLayout::kPacked));
+    EXPECT_FALSE(reference->HasLayout(RateLayout::kLockSlot));
+    std::mt19937_64 random(7);
+    int64_t now = 0;
+    for (int i = 0; i < 5000; ++i) {
+      now += static_cast<int64_t>(random() % (kSecond / 20));
+      const double amount = static_cast<double>(1 + random() % 4);
+      ASSERT_EQ(state->TryAcquire(now, amount), reference->TryAcquire(now, amount));
+      ASSERT_EQ(state->WaitNs(now, 10), reference->WaitNs(now, 10));
+      ASSERT_EQ(state->InUse(now), reference->InUse(now));
+    }
+  }
+  // Unlimited: no state, the slot still there.
+  OwnedRateState unlimited(RateLimitAlgorithm::kFixedWindow, kInf, kSecond, kDefaultBurst,
+                           RateLayout::kLockSlot);
+  EXPECT_EQ(RateState::BytesFor(RateLimitAlgorithm::kFixedWindow, kInf, RateLayout::kLockSlot),
+            kRateCacheLine + RateState::kLockSlotBytes);
+  EXPECT_TRUE(unlimited->TryAcquire(0, 1e15));
 }
 
 }  // namespace

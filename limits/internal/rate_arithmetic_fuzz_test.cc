@@ -10,7 +10,10 @@
 // - over any stretch of time, admissions never exceed capacity + refill (+ refunds);
 // - a capacity-1 limit never admits twice in one window, and a burst-1 limit never twice in one
 //   (rounded) emission interval;
-// - InUse() is never negative or NaN.
+// - InUse() is never negative or NaN;
+// - a FixedWindow's decisions and waits are those of RateLimiter's lock-free word with its
+//   hand-over (capacities below 2^40, no over-use charges).
+// Each trial's state takes either RateState layout.
 // The seeds are fixed, so a failure reproduces; its trace names the trial. A few seconds under
 // ubsan.
 
@@ -19,6 +22,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -27,6 +31,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "limits/internal/rate_algorithms.h"
+#include "limits/internal/rate_atomic_window.h"
 #include "limits/rate_window.h"
 
 namespace concurry {
@@ -199,8 +204,45 @@ double MaxAdmitted(RateLimitAlgorithm algorithm, double capacity, double burst, 
   }
 }
 
+// RateLimiter's lock-free FixedWindow beside a trial's state: the word, and after its hand-over
+// (kOutOfRange or kRetired) a locked FixedWindow carrying its window, as RateLimiter does it.
+class WordShadow {
+ public:
+  WordShadow(double capacity, int64_t window_ns, int64_t now)
+      : word_(capacity, window_ns, now),
+        locked_(RateLimitAlgorithm::kFixedWindow, capacity, window_ns) {}
+
+  int64_t WaitNs(int64_t now, double amount) {
+    int64_t wait;
+    if (word_.WaitNs(now, static_cast<uint64_t>(amount), &wait)) return wait;
+    return locked_->WaitNs(now, amount);
+  }
+  bool TryAcquire(int64_t now, double amount) {
+    switch (word_.TryAcquire(now, static_cast<uint64_t>(amount))) {
+      case AtomicFixedWindow::Outcome::kAdmitted:
+        return true;
+      case AtomicFixedWindow::Outcome::kRejected:
+        return false;
+      case AtomicFixedWindow::Outcome::kOutOfRange:
+      case AtomicFixedWindow::Outcome::kRetired:
+        break;
+    }
+    int64_t window_start;
+    uint64_t count;
+    if (word_.Retire(&window_start, &count) && count > 0) {
+      locked_->Charge(window_start, static_cast<double>(count));
+    }
+    return locked_->TryAcquire(now, amount);
+  }
+
+ private:
+  AtomicFixedWindow word_;
+  OwnedRateState locked_;
+};
+
 // Runs one trial: a fresh limit, time moving forward only. Counts its admissions in
-// `*admissions`.
+// `*admissions`. The state takes either layout; a FixedWindow without over-use charges (which
+// RateLimiter never makes) whose capacity fits a word is checked against the word too.
 void RunTrial(Fuzzer& fuzz, int trial, int* admissions) {
   const RateLimitAlgorithm algorithm = fuzz.OneOf<RateLimitAlgorithm>(
       std::vector<RateLimitAlgorithm>(std::begin(kAlgorithms), std::end(kAlgorithms)));
@@ -209,9 +251,15 @@ void RunTrial(Fuzzer& fuzz, int trial, int* admissions) {
   const double burst = fuzz.Burst(algorithm, capacity, window_ns);
   const bool charges = fuzz.Chance(0.2);
   EXPECT_TRUE(ValidateRateParams(algorithm, capacity, absl::Nanoseconds(window_ns)).ok());
-  OwnedRateState state(algorithm, capacity, window_ns, burst);
+  const RateLayout layout = fuzz.Chance(0.5) ? RateLayout::kLockSlot : RateLayout::kPacked;
+  OwnedRateState state(algorithm, capacity, window_ns, burst, layout);
   const int64_t horizon = std::max(window_ns, state->tolerance_ns());
   int64_t now = fuzz.Start(window_ns);
+  std::optional<WordShadow> word;
+  if (algorithm == RateLimitAlgorithm::kFixedWindow && !charges &&
+      AtomicFixedWindow::Fits(capacity)) {
+    word.emplace(capacity, window_ns, now);
+  }
   SCOPED_TRACE(absl::StrCat("trial ", trial, ": ", RateLimitAlgorithmName(algorithm), " capacity ",
                             FormatNumber(capacity), " burst ", FormatNumber(state->burst()),
                             " window ", window_ns, "ns start ", now));
@@ -237,7 +285,13 @@ void RunTrial(Fuzzer& fuzz, int trial, int* admissions) {
     ASSERT_TRUE(state->ValidAmount(amount)) << FormatNumber(amount);
     const int64_t wait = state->WaitNs(now, amount);
     ASSERT_GE(wait, 0) << "at " << now;
+    if (word.has_value()) {
+      ASSERT_EQ(word->WaitNs(now, amount), wait) << "word, at " << now;
+    }
     const bool admitted = state->TryAcquire(now, amount);
+    if (word.has_value()) {
+      ASSERT_EQ(word->TryAcquire(now, amount), admitted) << "word, at " << now;
+    }
     ASSERT_EQ(admitted, wait == 0)
         << "amount " << FormatNumber(amount) << " at " << now << ", wait " << wait;
     // Waiting exactly the announced time admits it, not a nanosecond earlier, unless the limit's
@@ -251,6 +305,9 @@ void RunTrial(Fuzzer& fuzz, int trial, int* admissions) {
       if (now <= kMaxTime - horizon) {
         ASSERT_TRUE(state->TryAcquire(now, amount))
             << "not admitted after waiting " << wait << "ns, at " << now;
+        if (word.has_value()) {
+          ASSERT_TRUE(word->TryAcquire(now, amount)) << "word, at " << now;
+        }
         events.push_back({now, amount});
         ++*admissions;
       }
