@@ -6,7 +6,8 @@
 //   LimitSet of 3 limits:    GCRA RateLimit + GCRA CallLimit + ResourceLimit, Acquire + Update +
 //                            release, uncontended and 2 threads contended, vs the same three
 //                            checks hand-rolled under one std::mutex (peer); also with the
-//                            request prepared once (LimitSet::Prepare(), Handle())
+//                            request prepared once (LimitSet::Prepare(), Handle()) and with
+//                            LimitFairness::kBarging
 //   LimitSet kProcesses:     the same set in shared memory, one process, and with a fork()ed
 //                            child hammering it while the parent measures (child_items_per_second)
 //   accuracy:                4 threads TryAcquire() a 1000/s limit for 5 s; counters admitted,
@@ -174,9 +175,10 @@ BENCHMARK(BM_PeerMutexTokenBucketContended)->Threads(2)->UseRealTime();
 
 // A GCRA RateLimit and a GCRA CallLimit far above what the loop asks for (1e9 per second: one
 // token per ns) and a ResourceLimit with room for every thread.
-LimitSet MakeThreeLimits(LimitSharing sharing) {
+LimitSet MakeThreeLimits(LimitSharing sharing, LimitFairness fairness = LimitFairness::kFifo) {
   LimitSetOptions options;
   options.sharing = sharing;
+  options.fairness = fairness;
   return LimitSet::Create({RateLimit("tokens", 1e9, absl::Seconds(1), RateLimitAlgorithm::kGcra),
                            CallLimit(1e9, absl::Seconds(1), RateLimitAlgorithm::kGcra),
                            ResourceLimit("connections", 1'000'000)},
@@ -211,6 +213,17 @@ void BM_LimitSetThreeLimitsContended(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_LimitSetThreeLimitsContended)->Threads(2)->UseRealTime();
+
+// The same with LimitFairness::kBarging: no FIFO queue to check (nobody ever waits here, so this
+// shows what the FIFO default costs when it has nothing to do).
+void BM_LimitSetThreeLimitsBarging(benchmark::State& state) {
+  LimitSet set = MakeThreeLimits(LimitSharing::kThreads, LimitFairness::kBarging);
+  for (auto _ : state) {
+    AcquireUpdateRelease(set);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_LimitSetThreeLimitsBarging);
 
 // The same acquisition with the request and the updated limit resolved once (LimitSet::Prepare(),
 // LimitSet::Handle()): no key lookup and no validation per acquisition.

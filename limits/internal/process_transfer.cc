@@ -29,7 +29,8 @@ namespace {
 // some other kind are rejected at once. Version 2: the shared header's layout changed (the
 // process-shared mutex moved) at the same size, so a process of an older build must not attach.
 // Version 3: the header gained a field (Header::references), which moved the ones after it.
-constexpr char kMagic[8] = {'C', 'Q', 'L', 'I', 'M', 'I', 'T', 3};
+// Version 4: the header's fields were reordered (the ones an acquisition writes first).
+constexpr char kMagic[8] = {'C', 'Q', 'L', 'I', 'M', 'I', 'T', 4};
 
 // Appends fixed-size values in this machine's byte order (the reader is the same program on the
 // same machine) and length-prefixed strings.

@@ -79,7 +79,8 @@ ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_NORETURN void ThrowBadRequestAmount(
 
 }  // namespace
 
-bool SetImpl::PrepareCommonInto(absl::Span<const LimitAmount> request, Items* items) const {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool SetImpl::PrepareCommonInto(
+    absl::Span<const LimitAmount> request, Items* items) const {
   const size_t count = template_items_.size();
   // A copy-construction copies the inline buffer in one go (the items are trivially copyable);
   // assign() went item by item.
@@ -114,11 +115,16 @@ bool SetImpl::PrepareCommonInto(absl::Span<const LimitAmount> request, Items* it
   return false;
 }
 
-bool SetImpl::PrepareInto(absl::Span<const LimitAmount> request, Items* items) const {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool SetImpl::PrepareInto(absl::Span<const LimitAmount> request,
+                                                              Items* items) const {
   if (ABSL_PREDICT_TRUE(!template_items_.empty() && !request.empty()) &&
       PrepareCommonInto(request, items)) {
     return false;
   }
+  return PrepareFullInto(request, items);
+}
+
+bool SetImpl::PrepareFullInto(absl::Span<const LimitAmount> request, Items* items) const {
   const auto check_finite = [](const LimitAmount& entry) {
     if (ABSL_PREDICT_FALSE(!(entry.amount >= 0) || !std::isfinite(entry.amount))) {
       ThrowBadRequestAmount(entry);
@@ -217,6 +223,11 @@ int32_t SetImpl::HolderSlotLocked() {
     const Holder& cached = holder(holder_cache.slot);
     if (cached.tid == tid && cached.pid == pid) return holder_cache.slot;
   }
+  return ClaimHolderSlotLocked(pid, tid);
+}
+
+int32_t SetImpl::ClaimHolderSlotLocked(pid_t pid, pid_t tid) {
+  const int32_t count = options_.max_holders;
   int32_t unused = -1;
   int32_t idle = -1;
   for (int32_t slot = 0; slot < count; ++slot) {
@@ -243,16 +254,20 @@ int32_t SetImpl::HolderSlotLocked() {
   return slot;
 }
 
-int64_t SetImpl::TryTakeLocked(int64_t now, const Items& items, int32_t slot,
-                               bool* resource_short) {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline int64_t SetImpl::TryTakeLocked(int64_t now, const Items& items,
+                                                                   int32_t slot,
+                                                                   bool* resource_short) {
   int64_t wait = 0;
   *resource_short = false;
   for (const Item& item : items) {
     const LimitInfo& info = info_[item.index];
-    if (info.gcra != nullptr) {
+    if (info.tat != nullptr) {
+      wait = std::max(
+          wait, GcraWaitNs(*info.tat, info.rate->ClampNow(now), item.cost, info.tolerance_ns));
+    } else if (info.gcra != nullptr) {
       wait = std::max(wait, info.gcra->WaitNsExclusive(info.rate->ClampNow(now), item.cost));
     } else if (info.rate == nullptr) {
-      if (in_use_[item.index] + item.requested > info.capacity) {
+      if (*info.in_use + item.requested > info.capacity) {
         *resource_short = true;
         wait = kNoTime;
       }
@@ -265,11 +280,14 @@ int64_t SetImpl::TryTakeLocked(int64_t now, const Items& items, int32_t slot,
   for (const Item& item : items) {
     const LimitInfo& info = info_[item.index];
     // Cannot fail: checked above under the same lock, at the same `now`.
-    if (info.gcra != nullptr) {
+    if (info.tat != nullptr) {
+      // AtomicGcra::TakeExclusive() on the hot word.
+      *info.tat = std::max(*info.tat, info.rate->ClampNow(now)) + item.cost;
+    } else if (info.gcra != nullptr) {
       // Under the lock, so plain stores: no compare-exchange per limit.
       info.gcra->TakeExclusive(info.rate->ClampNow(now), item.cost);
     } else if (info.rate == nullptr) {
-      in_use_[item.index] += item.requested;
+      *info.in_use += item.requested;
       holding[resource_index_[item.index]] += item.requested;
     } else {
       info.rate->TryAcquire(now, item.requested);
@@ -643,7 +661,13 @@ void SetImpl::RecordUsage(Item* const* targets, const double* amounts, size_t co
       Item& item = *targets[i];
       const double extra = std::max(0.0, item.used - item.requested) - item.charged_extra;
       if (extra > 0 && rates_[item.index] != nullptr) {
-        rates_[item.index]->Charge(now, extra);
+        if (int64_t* tat = info_[item.index].tat; tat != nullptr) {
+          OwnedRateState state = MirrorState(item.index);
+          state->Charge(now, extra);
+          *tat = state->exclusive_gcra()->tat();
+        } else {
+          rates_[item.index]->Charge(now, extra);
+        }
         item.charged_extra += extra;
       }
     }
@@ -715,7 +739,7 @@ bool SetImpl::Release(LimitAcquisition& acquisition, bool drop) {
       const LimitInfo& info = info_[item.index];
       RateState* rate = info.rate;
       if (rate == nullptr) {
-        in_use_[item.index] = std::max(0.0, in_use_[item.index] - item.requested);
+        *info.in_use = std::max(0.0, *info.in_use - item.requested);
         holding[resource_index_[item.index]] -= item.requested;
         item.refunded = item.requested;
         notify = true;
@@ -724,8 +748,14 @@ bool SetImpl::Release(LimitAcquisition& acquisition, bool drop) {
         if (info.gcra != nullptr) {
           // Cost() is at least 1, so 0 means Update() did not compute it (an acquisition whose
           // usage was set directly, as a cancelled AcquireAsync() does).
-          info.gcra->RefundExclusive(rate->ClampNow(now),
-                                     item.refund_cost > 0 ? item.refund_cost : rate->Cost(unused));
+          const int64_t cost = item.refund_cost > 0 ? item.refund_cost : rate->Cost(unused);
+          const int64_t clamped = info.rate->ClampNow(now);
+          if (info.tat == nullptr) {
+            info.gcra->RefundExclusive(clamped, cost);
+          } else if (*info.tat > clamped) {
+            // AtomicGcra::RefundExclusive() on the hot word.
+            *info.tat = std::max(SaturatingSub(*info.tat, cost), clamped);
+          }
         } else {
           rate->Refund(now, unused);
         }

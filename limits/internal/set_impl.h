@@ -34,44 +34,54 @@
 #include "absl/types/span.h"
 #include "futures/clock.h"
 #include "futures/future.h"
-#include "futures/internal/spin_lock.h"
 #include "limits/internal/process_shared.h"
 #include "limits/internal/rate_algorithms.h"
+#include "limits/internal/set_lock.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
 
 namespace concurry {
 namespace limits_internal {
 
+// Layout::hot_offsets of a limit without a hot word.
+inline constexpr size_t kNoHotWord = static_cast<size_t>(-1);
+
 // "No time helps": a wait that only a release or a new queue head can end.
 inline constexpr int64_t kNoTime = std::numeric_limits<int64_t>::max();
 
-// The state every process (or thread) of a set shares, at the start of its memory block. The
-// atomics are read without the set's lock; every other field is guarded by it (SetImpl::lock_).
+// The state every process (or thread) of a set shares, in its memory block (at its start for
+// kProcesses; see ComputeLayout() for kThreads). The atomics are read without the set's lock;
+// every other field is guarded by it (SetImpl::lock_).
 //
-// The block starts on a cache line. The kThreads lock comes first and the counters an
-// acquisition changes (holding, acquisitions) sit with it in that line, so that a contended
-// acquisition moves one line between cores for them rather than two; the kProcesses mutex,
-// which a kThreads set never touches, goes last.
+// The kThreads lock comes first and the counters an acquisition changes (holding, acquisitions,
+// references) follow it in the first 40 bytes (kHotHeaderBytes). A kThreads set puts them at the
+// end of the block's first cache line, after the hot words (up to 3 GCRA words and resource
+// counts, see ComputeLayout()), so that a contended acquisition moves one line between cores for
+// all of them. The kProcesses mutex, which a kThreads set never touches, goes last.
 struct Header {
   // kThreads: the set's lock.
-  internal::SpinLock spin;
+  SetLock spin;
   std::atomic<uint32_t> generation{0};  // Bumped (and futex-woken) when waiters should re-check.
   int32_t waiters = 0;                  // Acquirers blocked now.
   int32_t queued = 0;                   // FIFO tickets in the queue.
-  uint64_t next_ticket = 1;
   int64_t holding = 0;
-  int64_t last_recovery_ns = 0;
   int64_t acquisitions = 0;  // Under the lock (the hot path's counter), unlike the rare ones below.
   // kThreads: the acquisitions that keep the set alive by being counted here (see
   // LimitAcquisition::set_), from their take to their destruction.
   int64_t references = 0;
+  // Not written by an uncontended acquisition from here on.
+  uint64_t next_ticket = 1;
+  int64_t last_recovery_ns = 0;
   std::atomic<int64_t> timeouts{0};
   std::atomic<int64_t> missing_updates{0};
   std::atomic<int64_t> overuse_reports{0};
   std::atomic<int64_t> recovered{0};
   RobustMutex mutex;  // kProcesses: the set's lock.
 };
+// The bytes of Header an uncontended acquisition writes (spin to references).
+inline constexpr size_t kHotHeaderBytes = 40;
+// The hot words a kThreads set keeps in front of its header, in the same cache line.
+inline constexpr size_t kHotWords = (64 - kHotHeaderBytes) / 8;
 
 // A thread that holds (or held) acquisitions. Followed by one double per resource limit: the
 // units it holds. Guarded by the set's lock.
@@ -178,6 +188,8 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   // Validates `request` into `*items` (empty on entry) and returns whether it is nested (see
   // Request::nested).
   bool PrepareInto(absl::Span<const LimitAmount> request, Items* items) const;
+  // PrepareInto() past its shortcut (PrepareCommonInto()): every case, and the error messages.
+  bool PrepareFullInto(absl::Span<const LimitAmount> request, Items* items) const;
   // Throws InvalidOptionError unless `amount` (> 0, finite) fits limit `index`: at most its
   // capacity, and whole (at most kMaxWholeUnits) for a limit that counts whole units. `implicit`:
   // the 1 taken for an unnamed CallLimit or ResourceLimit.
@@ -338,6 +350,9 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
 
   // Returns this thread's holder slot, claiming one; -1 if all are in use.
   int32_t HolderSlotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // HolderSlotLocked() past its cache: finds this thread's slot or claims one.
+  ABSL_ATTRIBUTE_NOINLINE int32_t ClaimHolderSlotLocked(pid_t pid, pid_t tid)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // One attempt for holder `slot`, in FIFO order through `*ticket` (0: not queued; `exempt`
   // skips the queue): takes `items` and returns 0, or returns the ns until a retry could succeed
   // (kNoTime when only a release or a new queue head helps). With `enqueue`, a request that could
@@ -367,7 +382,11 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   // Where each part of the memory block starts, from the limits, max_holders and sharing alone, so
   // that every process that attaches computes the creator's layout.
   struct Layout {
+    size_t header_offset = 0;          // kThreads: after the hot words (kHotWords).
     std::vector<size_t> rate_offsets;  // Per limit; 0 for resources.
+    // kThreads, per limit: the offset of its hot word (a GCRA limit's TAT or a resource's
+    // count), or kNoHotWord.
+    std::vector<size_t> hot_offsets;
     size_t in_use_offset = 0;
     size_t holders_offset = 0;
     size_t holder_stride = 0;
@@ -411,6 +430,12 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
     // a resource) and its GCRA word when it can be driven with plain stores under the lock.
     RateState* rate = nullptr;
     AtomicGcra* gcra = nullptr;
+    // kThreads, for a limit with `gcra` that got a hot word (ComputeLayout()): the TAT it runs on
+    // instead of the rate state's word, which stays unused (see MirrorState()); else null.
+    int64_t* tat = nullptr;
+    int64_t tolerance_ns = 0;  // With `tat`: the rate state's tolerance.
+    // Resources: the units held, a hot word or the limit's entry of in_use_.
+    double* in_use = nullptr;
   };
   std::vector<LimitInfo> info_;
   // GCRA costs of the whole amounts 0..kCachedCosts per limit (row `index`, 0 unused): usual
@@ -469,7 +494,11 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   // Throws InvalidOptionError unless `amount` is a valid usage of `item` (`key`: for messages).
   void CheckUsage(const Item& item, absl::string_view key, double amount) const;
   // Fills info_ once the rate states exist.
-  void BuildInfo();
+  void BuildInfo(const Layout& layout);
+  // A rate state of limit `index` (one with a hot TAT word, `info_[index].tat`) holding that
+  // word's value, for what the hot path does not do itself (statistics, over-use charges): the
+  // caller applies the call and, if it changes the state, copies its TAT back.
+  OwnedRateState MirrorState(size_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // The index of the limit with `key`, or the number of limits.
   size_t IndexOf(absl::string_view key) const {
     const size_t count = info_.size();

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <new>
 #include <string>
@@ -94,7 +95,7 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
 
   if (attach_fd >= 0) {
     Attach(layout, attach_fd);
-    BuildInfo();
+    BuildInfo(layout);
     return;
   }
   if (shared_) {
@@ -110,7 +111,7 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
     std::memset(block_, 0, block_bytes_);
   }
   char* base = static_cast<char*>(block_);
-  header_ = new (base) Header();
+  header_ = new (base + layout.header_offset) Header();
   if (shared_) header_->mutex.Init();
   rates_.assign(limits_.size(), nullptr);
   for (size_t i = 0; i < limits_.size(); ++i) {
@@ -123,11 +124,12 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
   holders_ = base + layout.holders_offset;
   for (size_t i = 0; i < layout.holder_count; ++i) new (holders_ + i * holder_stride_) Holder();
   tickets_ = reinterpret_cast<Ticket*>(base + layout.tickets_offset);
-  BuildInfo();
+  BuildInfo(layout);
 }
 
-void SetImpl::BuildInfo() {
+void SetImpl::BuildInfo(const Layout& layout) {
   info_.resize(limits_.size());
+  char* const base = static_cast<char*>(block_);
   for (size_t i = 0; i < limits_.size(); ++i) {
     const Limit& limit = limits_[i];
     LimitInfo& info = info_[i];
@@ -137,6 +139,14 @@ void SetImpl::BuildInfo() {
     info.capacity = limit.capacity();
     info.rate = rates_[i];
     info.gcra = info.rate != nullptr ? info.rate->exclusive_gcra() : nullptr;
+    const size_t hot = layout.hot_offsets.empty() ? kNoHotWord : layout.hot_offsets[i];
+    if (info.rate == nullptr) {
+      info.in_use = hot != kNoHotWord ? reinterpret_cast<double*>(base + hot) : &in_use_[i];
+    } else if (info.gcra != nullptr && hot != kNoHotWord) {
+      info.tat = reinterpret_cast<int64_t*>(base + hot);
+      *info.tat = kGcraInitialTat;  // As a new rate state's; no other thread sees it yet.
+      info.tolerance_ns = info.rate->tolerance_ns();
+    }
     if (info.gcra != nullptr) {
       cached_costs_.resize(limits_.size() * (kCachedCosts + 1));
       for (int amount = 1; amount <= kCachedCosts; ++amount) {
@@ -163,12 +173,43 @@ void SetImpl::BuildInfo() {
   if (!shortcut) template_items_.clear();
 }
 
+namespace {
+
+// Whether limit `limit`'s rate state is driven through its GCRA word under the set's lock
+// (RateState::exclusive_gcra(): TokenBucket and GCRA with a finite capacity).
+bool HasExclusiveGcra(const Limit& limit) {
+  return limit.kind() != LimitKind::kResource && std::isfinite(limit.capacity()) &&
+         (limit.algorithm() == RateLimitAlgorithm::kGcra ||
+          limit.algorithm() == RateLimitAlgorithm::kTokenBucket);
+}
+
+}  // namespace
+
 SetImpl::Layout SetImpl::ComputeLayout(const std::vector<Limit>& limits, int max_holders,
                                        bool line_per_holder) {
   Layout layout;
-  size_t offset = RoundUp(sizeof(Header), 8);
-  size_t num_resources = 0;
   layout.rate_offsets.assign(limits.size(), 0);
+  layout.hot_offsets.assign(limits.size(), kNoHotWord);
+  // kThreads: an acquisition writes the lock and the header's counters, each GCRA word and each
+  // resource count, under the lock, at its take and at its release; with two threads, each line
+  // written there moves to the other core and back. The block's first line therefore holds the
+  // first kHotWords of those words (in limit order) and then the header's first kHotHeaderBytes:
+  // one line for a set of up to 3 GCRA and resource limits. A GCRA word there replaces its rate
+  // state's (whose own word stays unused), because a rate state's word sits at its end, after
+  // 64 bytes of parameters, so two could never share a line. kProcesses keeps its packed
+  // layout: there the block's size is what tells an fd of another set apart when a process
+  // attaches, and one more limit must change it.
+  if (line_per_holder && !limits.empty()) {
+    size_t used = 0;
+    for (size_t i = 0; i < limits.size() && used < kHotWords; ++i) {
+      if (limits[i].kind() == LimitKind::kResource || HasExclusiveGcra(limits[i])) {
+        layout.hot_offsets[i] = used++ * 8;
+      }
+    }
+    layout.header_offset = kHotWords * 8;
+  }
+  size_t offset = layout.header_offset + RoundUp(sizeof(Header), 8);
+  size_t num_resources = 0;
   for (size_t i = 0; i < limits.size(); ++i) {
     const Limit& limit = limits[i];
     if (limit.kind() == LimitKind::kResource) {
@@ -182,8 +223,7 @@ SetImpl::Layout SetImpl::ComputeLayout(const std::vector<Limit>& limits, int max
   offset += limits.size() * sizeof(double);
   // kThreads: each holder on its own cache lines (the block is line-aligned), since two threads
   // acquiring at once each write their own slot, and slots 48 bytes apart made them share a
-  // line. kProcesses keeps them packed: there the block's size is what tells an fd of another
-  // set apart when a process attaches, and one more limit must change it.
+  // line. kProcesses keeps them packed.
   const size_t align = line_per_holder ? 64 : 8;
   layout.holders_offset = RoundUp(offset, align);
   layout.holder_stride = RoundUp(sizeof(Holder) + num_resources * sizeof(double), align);
@@ -404,6 +444,16 @@ void SetImpl::RebuildTotalsLocked() {
   }
 }
 
+OwnedRateState SetImpl::MirrorState(size_t index) const {
+  const Limit& limit = limits_[index];
+  OwnedRateState state(limit.algorithm(), limit.capacity(),
+                       absl::ToInt64Nanoseconds(limit.window()), limit.burst());
+  // From the initial TAT, a take of cost 1 at `tat - 1` leaves exactly `tat`.
+  const int64_t tat = *info_[index].tat;
+  if (tat != kGcraInitialTat) state->exclusive_gcra()->TakeExclusive(tat - 1, 1);
+  return state;
+}
+
 LimitSetStats SetImpl::Stats() {
   LimitSetStats stats;
   Locked locked(this);
@@ -422,7 +472,9 @@ LimitSetStats SetImpl::Stats() {
     entry.algorithm = limit.algorithm();
     entry.burst = limit.burst();
     if (rates_[i] == nullptr) {
-      entry.in_use = in_use_[i];
+      entry.in_use = *info_[i].in_use;
+    } else if (info_[i].tat != nullptr) {
+      entry.rate = MirrorState(i)->Snapshot(now, &entry.in_use);
     } else {
       entry.rate = rates_[i]->Snapshot(now, &entry.in_use);
     }
