@@ -15,15 +15,15 @@
 #include "futures/clock.h"
 #include "futures/errors.h"
 #include "futures/internal/future_state.h"
+#include "limits/internal/backoff_lock.h"
 #include "limits/internal/rate_algorithms.h"
 #include "limits/internal/rate_atomic_window.h"
-#include "limits/internal/rate_lock.h"
 #include "limits/rate_window.h"
 
 namespace concurry {
 namespace {
 
-using limits_internal::RateLockHolder;
+using limits_internal::BackoffLockHolder;
 
 int64_t ToNanos(absl::Time time) { return absl::ToUnixNanos(time); }
 
@@ -54,11 +54,12 @@ limits_internal::RateLayout LayoutFor(RateLimitAlgorithm algorithm) {
                                                       : limits_internal::RateLayout::kPacked;
 }
 
-limits_internal::RateLock* LockIn(const limits_internal::OwnedRateState& state) {
-  static_assert(sizeof(limits_internal::RateLock) <= limits_internal::RateState::kLockSlotBytes &&
-                alignof(limits_internal::RateLock) <= 8);
+limits_internal::BackoffLock* LockIn(const limits_internal::OwnedRateState& state) {
+  static_assert(sizeof(limits_internal::BackoffLock) <=
+                    limits_internal::RateState::kLockSlotBytes &&
+                alignof(limits_internal::BackoffLock) <= 8);
   if (state->lock_free()) return nullptr;
-  return new (state->lock_slot()) limits_internal::RateLock();
+  return new (state->lock_slot()) limits_internal::BackoffLock();
 }
 
 std::unique_ptr<limits_internal::AtomicFixedWindow> AtomicWindowFor(
@@ -101,11 +102,11 @@ bool RateLimiter::TryAcquireAt(int64_t now, double amount) {
       case limits_internal::AtomicFixedWindow::Outcome::kRetired:
         break;
     }
-    RateLockHolder holder(lock_);
+    BackoffLockHolder holder(lock_);
     RetireWindowLocked();
     return state_->TryAcquire(now, amount);
   }
-  RateLockHolder holder(lock_);
+  BackoffLockHolder holder(lock_);
   return state_->TryAcquire(now, amount);
 }
 
@@ -116,7 +117,7 @@ int64_t RateLimiter::WaitNsAt(int64_t now, double amount) const {
     return wait;
   }
   // Retired (under the lock, before the retiring thread released it) if window_ is set.
-  RateLockHolder holder(lock_);
+  BackoffLockHolder holder(lock_);
   return state_->WaitNs(now, amount);
 }
 
@@ -224,7 +225,7 @@ RateLimiterStats RateLimiter::Stats() const {
     stats.state.window_count = in_use;
     stats.in_use = in_use;
   } else {
-    RateLockHolder holder(lock_);
+    BackoffLockHolder holder(lock_);
     stats.state = state_->Snapshot(now, &stats.in_use);
   }
   stats.available = stats.burst - stats.in_use;

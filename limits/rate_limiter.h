@@ -21,9 +21,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "futures/clock.h"
+#include "limits/internal/backoff_lock.h"
 #include "limits/internal/rate_algorithms.h"
 #include "limits/internal/rate_atomic_window.h"
-#include "limits/internal/rate_lock.h"
 #include "limits/rate_window.h"
 
 namespace concurry {
@@ -143,7 +143,7 @@ class RateLimiter {
   const limits_internal::OwnedRateState state_;
   // In `state_`'s lock slot (RateLayout::kLockSlot), next to the algorithm's state; null for
   // TokenBucket and GCRA.
-  limits_internal::RateLock* const lock_;
+  limits_internal::BackoffLock* const lock_;
   // FixedWindow while it fits one word (AtomicFixedWindow::Fits()); null otherwise. Once retired,
   // `state_` (under `*lock_`) holds the window.
   const std::unique_ptr<limits_internal::AtomicFixedWindow> window_;

@@ -1,8 +1,8 @@
 // Stress tests for RateLimiter's concurrency pieces: the lock-free FixedWindow (AtomicFixedWindow),
 // where threads admitting at once never exceed the capacity of a window; its hand-over to the
 // locked path, raced by every thread, and raced by in-range admissions against a reading past the
-// word's range; and RateLock, the backing-off spin lock of the locked algorithms. Exact figures:
-// the clock readings are chosen by the test. Run under --config=tsan in CI (tag "stress").
+// word's range. (The locked algorithms' BackoffLock has its own stress test.) Exact figures: the
+// clock readings are chosen by the test. Run under --config=tsan in CI (tag "stress").
 
 #include <atomic>
 #include <cstdint>
@@ -15,7 +15,6 @@
 #include "futures/clock.h"
 #include "gtest/gtest.h"
 #include "limits/internal/rate_atomic_window.h"
-#include "limits/internal/rate_lock.h"
 #include "limits/rate_limiter.h"
 #include "limits/rate_window.h"
 #include "testing/fake_clock.h"
@@ -201,23 +200,6 @@ TEST(AtomicFixedWindowStressTest, InRangeAdmissionsRaceAReadingPastTheRange) {
         EXPECT_FALSE(limiter->TryAcquire(1));
         limiter.reset();
       });
-}
-
-// Mutual exclusion: increments of a plain counter under the lock are never lost (and under
-// ThreadSanitizer, the lock orders them: no data race is reported).
-TEST(RateLockStressTest, SerializesItsHolders) {
-  RateLock lock;
-  int64_t counter = 0;
-  constexpr int kIncrements = 2000;
-  TestConcurrent(
-      kThreads, 50, [&] { counter = 0; },
-      [&](int) {
-        for (int i = 0; i < kIncrements; ++i) {
-          RateLockHolder hold(&lock);
-          ++counter;
-        }
-      },
-      [&] { EXPECT_EQ(counter, kThreads * kIncrements); });
 }
 
 }  // namespace

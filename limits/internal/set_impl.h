@@ -34,9 +34,9 @@
 #include "absl/types/span.h"
 #include "futures/clock.h"
 #include "futures/future.h"
+#include "limits/internal/backoff_lock.h"
 #include "limits/internal/process_shared.h"
 #include "limits/internal/rate_algorithms.h"
-#include "limits/internal/set_lock.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
 
@@ -60,7 +60,7 @@ inline constexpr int64_t kNoTime = std::numeric_limits<int64_t>::max();
 // all of them. The kProcesses mutex, which a kThreads set never touches, goes last.
 struct Header {
   // kThreads: the set's lock.
-  SetLock spin;
+  BackoffLock spin;
   std::atomic<uint32_t> generation{0};  // Bumped (and futex-woken) when waiters should re-check.
   int32_t waiters = 0;                  // Acquirers blocked now.
   int32_t queued = 0;                   // FIFO tickets in the queue.

@@ -1,4 +1,4 @@
-#include "limits/internal/rate_lock.h"
+#include "limits/internal/backoff_lock.h"
 
 #include <atomic>
 #include <cstdint>
@@ -26,7 +26,7 @@ inline void Pause(const std::atomic<uint32_t>& word) {
 
 }  // namespace
 
-void RateLock::LockSlow() {
+void BackoffLock::LockSlow() {
   int backoff = kFirstBackoff;
   int looks_at_last = 0;
   for (;;) {
