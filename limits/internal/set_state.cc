@@ -280,14 +280,15 @@ void SetImpl::Attach(const Layout& layout, int fd) {
   holders_ = base + layout.holders_offset;
   tickets_ = reinterpret_cast<Ticket*>(base + layout.tickets_offset);
   // The parameters each rate state was created with must be this set's: a same-sized block of
-  // another set would otherwise run with the wrong algorithm.
+  // another set would otherwise run with the wrong algorithm. Its layout too: every RateState
+  // call finds the algorithm's state through the offset stored in the block.
   for (size_t i = 0; i < limits_.size(); ++i) {
     const RateState* rate = rates_[i];
     if (rate == nullptr) continue;
     const Limit& limit = limits_[i];
     if (rate->algorithm() != limit.algorithm() || rate->capacity() != limit.capacity() ||
         rate->window_ns() != absl::ToInt64Nanoseconds(limit.window()) ||
-        rate->burst() != limit.burst()) {
+        rate->burst() != limit.burst() || !rate->HasLayout(limits_internal::RateLayout::kPacked)) {
       UnmapShared(block_, block_bytes_);
       close(fd_);
       block_ = nullptr;
