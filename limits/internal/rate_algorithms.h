@@ -240,6 +240,11 @@ class AtomicGcra {
     tat_.store(refunded > now ? refunded : now, std::memory_order_relaxed);
   }
 
+  // Sets the TAT, and returns it, under the caller's lock (LimitSet keeps some TATs elsewhere
+  // and runs this word on their value for the calls it does not make itself).
+  void SetExclusive(int64_t tat) { tat_.store(tat, std::memory_order_relaxed); }
+  int64_t TatExclusive() const { return tat_.load(std::memory_order_relaxed); }
+
   // Returns the theoretical arrival time.
   int64_t tat() const { return tat_.load(std::memory_order_seq_cst); }
   int64_t tolerance_ns() const { return tolerance_ns_; }

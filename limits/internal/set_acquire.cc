@@ -262,12 +262,12 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline int64_t SetImpl::TryTakeLocked(int64_t now, 
   for (const Item& item : items) {
     const LimitInfo& info = info_[item.index];
     if (info.tat != nullptr) {
-      wait = std::max(
-          wait, GcraWaitNs(*info.tat, info.rate->ClampNow(now), item.cost, info.tolerance_ns));
+      wait = std::max(wait, GcraWaitNs(TatLocked(info), info.rate->ClampNow(now), item.cost,
+                                       info.tolerance_ns));
     } else if (info.gcra != nullptr) {
       wait = std::max(wait, info.gcra->WaitNsExclusive(info.rate->ClampNow(now), item.cost));
     } else if (info.rate == nullptr) {
-      if (*info.in_use + item.requested > info.capacity) {
+      if (InUseLocked(info) + item.requested > info.capacity) {
         *resource_short = true;
         wait = kNoTime;
       }
@@ -282,12 +282,13 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline int64_t SetImpl::TryTakeLocked(int64_t now, 
     // Cannot fail: checked above under the same lock, at the same `now`.
     if (info.tat != nullptr) {
       // AtomicGcra::TakeExclusive() on the hot word.
-      *info.tat = std::max(*info.tat, info.rate->ClampNow(now)) + item.cost;
+      int64_t& tat = TatLocked(info);
+      tat = std::max(tat, info.rate->ClampNow(now)) + item.cost;
     } else if (info.gcra != nullptr) {
       // Under the lock, so plain stores: no compare-exchange per limit.
       info.gcra->TakeExclusive(info.rate->ClampNow(now), item.cost);
     } else if (info.rate == nullptr) {
-      *info.in_use += item.requested;
+      InUseLocked(info) += item.requested;
       holding[resource_index_[item.index]] += item.requested;
     } else {
       info.rate->TryAcquire(now, item.requested);
@@ -661,10 +662,9 @@ void SetImpl::RecordUsage(Item* const* targets, const double* amounts, size_t co
       Item& item = *targets[i];
       const double extra = std::max(0.0, item.used - item.requested) - item.charged_extra;
       if (extra > 0 && rates_[item.index] != nullptr) {
-        if (int64_t* tat = info_[item.index].tat; tat != nullptr) {
-          OwnedRateState state = MirrorState(item.index);
-          state->Charge(now, extra);
-          *tat = state->exclusive_gcra()->tat();
+        if (info_[item.index].tat != nullptr) {
+          HotRateStateLocked(item.index)->Charge(now, extra);
+          CopyBackHotTatLocked(item.index);
         } else {
           rates_[item.index]->Charge(now, extra);
         }
@@ -739,7 +739,8 @@ bool SetImpl::Release(LimitAcquisition& acquisition, bool drop) {
       const LimitInfo& info = info_[item.index];
       RateState* rate = info.rate;
       if (rate == nullptr) {
-        *info.in_use = std::max(0.0, *info.in_use - item.requested);
+        double& in_use = InUseLocked(info);
+        in_use = std::max(0.0, in_use - item.requested);
         holding[resource_index_[item.index]] -= item.requested;
         item.refunded = item.requested;
         notify = true;
@@ -752,9 +753,9 @@ bool SetImpl::Release(LimitAcquisition& acquisition, bool drop) {
           const int64_t clamped = info.rate->ClampNow(now);
           if (info.tat == nullptr) {
             info.gcra->RefundExclusive(clamped, cost);
-          } else if (*info.tat > clamped) {
+          } else if (int64_t& tat = TatLocked(info); tat > clamped) {
             // AtomicGcra::RefundExclusive() on the hot word.
-            *info.tat = std::max(SaturatingSub(*info.tat, cost), clamped);
+            tat = std::max(SaturatingSub(tat, cost), clamped);
           }
         } else {
           rate->Refund(now, unused);

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <deque>
@@ -22,6 +23,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "absl/base/attributes.h"
@@ -53,8 +55,9 @@ inline constexpr int64_t kNoTime = std::numeric_limits<int64_t>::max();
 // kProcesses; see ComputeLayout() for kThreads). The atomics are read without the set's lock;
 // every other field is guarded by it (SetImpl::lock_).
 //
-// The kThreads lock comes first and the counters an acquisition changes (holding, acquisitions,
-// references) follow it in the first 40 bytes (kHotHeaderBytes). A kThreads set puts them at the
+// The kThreads lock comes first, and the fields an acquisition reads or changes (generation,
+// waiters, queued, holding, acquisitions, references) follow it in the first 40 bytes
+// (kHotHeaderBytes, asserted below). A kThreads set puts them at the
 // end of the block's first cache line, after the hot words (up to 3 GCRA words and resource
 // counts, see ComputeLayout()), so that a contended acquisition moves one line between cores for
 // all of them. The kProcesses mutex, which a kThreads set never touches, goes last.
@@ -82,6 +85,16 @@ struct Header {
 inline constexpr size_t kHotHeaderBytes = 40;
 // The hot words a kThreads set keeps in front of its header, in the same cache line.
 inline constexpr size_t kHotWords = (64 - kHotHeaderBytes) / 8;
+// What ComputeLayout() relies on: the header placed after kHotWords words (8-aligned) keeps the
+// fields from the lock to `references` in the block's first cache line, and the cold ones after.
+static_assert(std::is_standard_layout_v<Header>, "offsetof below needs a standard layout");
+static_assert(alignof(Header) <= 8, "the header is placed at an 8-aligned offset");
+static_assert(offsetof(Header, spin) == 0);
+static_assert(offsetof(Header, references) + sizeof(Header::references) == kHotHeaderBytes,
+              "the fields an uncontended acquisition writes end at kHotHeaderBytes");
+static_assert(offsetof(Header, next_ticket) == kHotHeaderBytes,
+              "the first field after the hot ones starts the cold part");
+static_assert(kHotWords * 8 + kHotHeaderBytes == 64, "hot words and hot header fill one line");
 
 // A thread that holds (or held) acquisitions. Followed by one double per resource limit: the
 // units it holds. Guarded by the set's lock.
@@ -431,12 +444,22 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
     RateState* rate = nullptr;
     AtomicGcra* gcra = nullptr;
     // kThreads, for a limit with `gcra` that got a hot word (ComputeLayout()): the TAT it runs on
-    // instead of the rate state's word, which stays unused (see MirrorState()); else null.
+    // instead of the rate state's word, which is unused outside HotRateStateLocked(); else null.
+    // Guarded by the set's lock: read and write it through TatLocked().
     int64_t* tat = nullptr;
     int64_t tolerance_ns = 0;  // With `tat`: the rate state's tolerance.
-    // Resources: the units held, a hot word or the limit's entry of in_use_.
+    // Resources: the units held, a hot word or the limit's entry of in_use_. Guarded by the
+    // set's lock: read and write them through InUseLocked().
     double* in_use = nullptr;
   };
+  // The hot TAT of `info` (whose `tat` is set) and the units held of a resource `info`: the
+  // annotated way to them, since LimitInfo's pointers cannot name the set's lock.
+  int64_t& TatLocked(const LimitInfo& info) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    return *info.tat;
+  }
+  double& InUseLocked(const LimitInfo& info) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    return *info.in_use;
+  }
   std::vector<LimitInfo> info_;
   // GCRA costs of the whole amounts 0..kCachedCosts per limit (row `index`, 0 unused): usual
   // requests and usages are small whole numbers, and their cost is then a load instead of a
@@ -495,10 +518,19 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   void CheckUsage(const Item& item, absl::string_view key, double amount) const;
   // Fills info_ once the rate states exist.
   void BuildInfo(const Layout& layout);
-  // A rate state of limit `index` (one with a hot TAT word, `info_[index].tat`) holding that
-  // word's value, for what the hot path does not do itself (statistics, over-use charges): the
-  // caller applies the call and, if it changes the state, copies its TAT back.
-  OwnedRateState MirrorState(size_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // The rate state of limit `index` (one with a hot TAT word, `info_[index].tat`), its own
+  // unused word set to the hot one's value, for what the hot path does not do itself (statistics,
+  // over-use charges) with no allocation under the lock. A caller that changes the state copies
+  // the TAT back with CopyBackHotTatLocked().
+  RateState* HotRateStateLocked(size_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    const LimitInfo& info = info_[index];
+    info.gcra->SetExclusive(TatLocked(info));
+    return info.rate;
+  }
+  void CopyBackHotTatLocked(size_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    const LimitInfo& info = info_[index];
+    TatLocked(info) = info.gcra->TatExclusive();
+  }
   // The index of the limit with `key`, or the number of limits.
   size_t IndexOf(absl::string_view key) const {
     const size_t count = info_.size();

@@ -194,11 +194,11 @@ SetImpl::Layout SetImpl::ComputeLayout(const std::vector<Limit>& limits, int max
   // resource count, under the lock, at its take and at its release; with two threads, each line
   // written there moves to the other core and back. The block's first line therefore holds the
   // first kHotWords of those words (in limit order) and then the header's first kHotHeaderBytes:
-  // one line for a set of up to 3 GCRA and resource limits. A GCRA word there replaces its rate
-  // state's (whose own word stays unused), because a rate state's word sits at its end, after
-  // 64 bytes of parameters, so two could never share a line. kProcesses keeps its packed
-  // layout: there the block's size is what tells an fd of another set apart when a process
-  // attaches, and one more limit must change it.
+  // one line for a set of up to 3 GCRA (or TokenBucket) and resource limits. A GCRA word there
+  // replaces its rate state's (whose own word is used only by HotRateStateLocked()), because a
+  // rate state's word sits at its end, after 56 bytes of parameters (sizeof(RateState)), so two
+  // could never share a line. kProcesses keeps its packed layout: there the block's size is what
+  // tells an fd of another set apart when a process attaches, and one more limit must change it.
   if (line_per_holder && !limits.empty()) {
     size_t used = 0;
     for (size_t i = 0; i < limits.size() && used < kHotWords; ++i) {
@@ -445,18 +445,20 @@ void SetImpl::RebuildTotalsLocked() {
   }
 }
 
-OwnedRateState SetImpl::MirrorState(size_t index) const {
-  const Limit& limit = limits_[index];
-  OwnedRateState state(limit.algorithm(), limit.capacity(),
-                       absl::ToInt64Nanoseconds(limit.window()), limit.burst());
-  // From the initial TAT, a take of cost 1 at `tat - 1` leaves exactly `tat`.
-  const int64_t tat = *info_[index].tat;
-  if (tat != kGcraInitialTat) state->exclusive_gcra()->TakeExclusive(tat - 1, 1);
-  return state;
-}
-
 LimitSetStats SetImpl::Stats() {
   LimitSetStats stats;
+  // What the limits say, outside the lock: the keys and the vector allocate.
+  stats.limits.resize(limits_.size());
+  for (size_t i = 0; i < limits_.size(); ++i) {
+    const Limit& limit = limits_[i];
+    LimitStats& entry = stats.limits[i];
+    entry.key = limit.key();
+    entry.kind = limit.kind();
+    entry.capacity = limit.capacity();
+    entry.window = limit.window();
+    entry.algorithm = limit.algorithm();
+    entry.burst = limit.burst();
+  }
   Locked locked(this);
   const int64_t now = NowNs();
   if (shared_ && absl::ToUnixNanos(absl::Now()) - header_->last_recovery_ns >=
@@ -464,24 +466,17 @@ LimitSetStats SetImpl::Stats() {
     RecoverDeadLocked();  // Report neither holders nor waiters that are dead.
   }
   for (size_t i = 0; i < limits_.size(); ++i) {
-    const Limit& limit = limits_[i];
-    LimitStats entry;
-    entry.key = limit.key();
-    entry.kind = limit.kind();
-    entry.capacity = limit.capacity();
-    entry.window = limit.window();
-    entry.algorithm = limit.algorithm();
-    entry.burst = limit.burst();
+    LimitStats& entry = stats.limits[i];
     if (rates_[i] == nullptr) {
-      entry.in_use = *info_[i].in_use;
+      entry.in_use = InUseLocked(info_[i]);
     } else if (info_[i].tat != nullptr) {
-      entry.rate = MirrorState(i)->Snapshot(now, &entry.in_use);
+      entry.rate = HotRateStateLocked(i)->Snapshot(now, &entry.in_use);
+      CopyBackHotTatLocked(i);
     } else {
       entry.rate = rates_[i]->Snapshot(now, &entry.in_use);
     }
     entry.available = std::max(0.0, entry.burst - entry.in_use);
     entry.utilization = std::isinf(entry.burst) ? 0 : entry.in_use / entry.burst;
-    stats.limits.push_back(std::move(entry));
   }
   if (no_op()) return stats;
   stats.acquisitions = header_->acquisitions;
