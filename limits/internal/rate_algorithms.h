@@ -158,6 +158,27 @@ inline int64_t GcraWaitNs(int64_t tat, int64_t now, int64_t cost, int64_t tolera
   return wait > 0 ? wait : 0;
 }
 
+// The TAT after taking `cost` at `now` (the wait for it was 0, so no overflow): the GCRA take,
+// shared by AtomicGcra's exclusive calls and LimitSet's hot words.
+inline int64_t GcraTaken(int64_t tat, int64_t now, int64_t cost) {
+  return (tat > now ? tat : now) + cost;
+}
+
+// The TAT after giving back `cost` (>= 1) at `now`, never below `now` (a full bucket stays full):
+// the GCRA refund, shared as GcraTaken() is.
+inline int64_t GcraRefunded(int64_t tat, int64_t now, int64_t cost) {
+  if (tat <= now) return tat;
+  const int64_t refunded = SaturatingSub(tat, cost);
+  return refunded > now ? refunded : now;
+}
+
+// Whether a rate state of `algorithm` and `capacity` runs on a GCRA word its owner may drive with
+// plain loads and stores under its own lock (RateState::exclusive_gcra(): TokenBucket and GCRA
+// with a finite capacity). LimitSet gives such limits its hot words.
+inline bool HasExclusiveGcra(RateLimitAlgorithm algorithm, double capacity) {
+  return !CountsWholeUnits(algorithm) && !std::isinf(capacity);
+}
+
 // Returns the tokens available at `now` out of `burst` (the capacity by default).
 double GcraAvailable(int64_t tat, int64_t now, double burst, int64_t tolerance_ns);
 
@@ -229,15 +250,13 @@ class AtomicGcra {
   }
   // Takes `cost` at `now`; WaitNsExclusive(now, cost) must have returned 0 under the same lock.
   void TakeExclusive(int64_t now, int64_t cost) {
-    const int64_t tat = tat_.load(std::memory_order_relaxed);
-    tat_.store((tat > now ? tat : now) + cost, std::memory_order_relaxed);
+    tat_.store(GcraTaken(tat_.load(std::memory_order_relaxed), now, cost),
+               std::memory_order_relaxed);
   }
   // Refund() under the caller's lock.
   void RefundExclusive(int64_t now, int64_t cost) {
-    const int64_t tat = tat_.load(std::memory_order_relaxed);
-    if (tat <= now) return;
-    const int64_t refunded = SaturatingSub(tat, cost);
-    tat_.store(refunded > now ? refunded : now, std::memory_order_relaxed);
+    tat_.store(GcraRefunded(tat_.load(std::memory_order_relaxed), now, cost),
+               std::memory_order_relaxed);
   }
 
   // Sets the TAT, and returns it, under the caller's lock (LimitSet keeps some TATs elsewhere
@@ -524,7 +543,8 @@ class RateState {
 
   // TokenBucket and GCRA with a finite capacity: the GCRA word, for callers that serialize every
   // access to this state and want AtomicGcra's *Exclusive calls (`now` clamped by ClampNow(),
-  // costs from Cost()). Null for the other algorithms and for an infinite capacity.
+  // costs from Cost()). Null for the other algorithms and for an infinite capacity: non-null
+  // exactly when HasExclusiveGcra(algorithm, capacity) (rate_algorithms_test checks they agree).
   AtomicGcra* exclusive_gcra() { return lock_free_ && !unlimited_ ? &gcra() : nullptr; }
   // `now`, at most INT64_MAX - max(window_ns, tolerance_ns), as every call above clamps it.
   int64_t ClampNow(int64_t now) const { return Clamp(now); }

@@ -566,6 +566,36 @@ TEST(SlidingWindowTest, MatchesTheReferenceLogAcrossSlicesAndNegativeTimes) {
   }
 }
 
+// LimitSet picks its hot words with HasExclusiveGcra() and drives them as exclusive_gcra()
+// words: the two must agree for every algorithm and capacity.
+TEST(RateStateTest, ExclusiveGcraExactlyWhenHasExclusiveGcra) {
+  for (const RateLimitAlgorithm algorithm :
+       {RateLimitAlgorithm::kTokenBucket, RateLimitAlgorithm::kLeakyBucket,
+        RateLimitAlgorithm::kSlidingWindow, RateLimitAlgorithm::kFixedWindow,
+        RateLimitAlgorithm::kGcra}) {
+    for (const double capacity : {1.0, 10.0, std::numeric_limits<double>::infinity()}) {
+      SCOPED_TRACE(absl::StrCat(RateLimitAlgorithmName(algorithm), " capacity ", capacity));
+      OwnedRateState state(algorithm, capacity, kSecond);
+      EXPECT_EQ(state->exclusive_gcra() != nullptr, HasExclusiveGcra(algorithm, capacity));
+    }
+  }
+  EXPECT_TRUE(HasExclusiveGcra(RateLimitAlgorithm::kGcra, 10));
+  EXPECT_TRUE(HasExclusiveGcra(RateLimitAlgorithm::kTokenBucket, 10));
+}
+
+// The shared GCRA take and refund, as AtomicGcra and LimitSet's hot words apply them.
+TEST(GcraTest, TakenAndRefundedTats) {
+  EXPECT_EQ(GcraTaken(/*tat=*/100, /*now=*/50, /*cost=*/10), 110);
+  EXPECT_EQ(GcraTaken(100, 200, 10), 210);  // An idle word starts from now.
+  EXPECT_EQ(GcraRefunded(100, 50, 10), 90);
+  EXPECT_EQ(GcraRefunded(100, 95, 10), 95);    // Never below now.
+  EXPECT_EQ(GcraRefunded(100, 100, 10), 100);  // Already full: unchanged.
+  EXPECT_EQ(GcraRefunded(40, 100, 10), 40);    // Full and idle: unchanged.
+  EXPECT_EQ(GcraRefunded(std::numeric_limits<int64_t>::min() + 5,
+                         std::numeric_limits<int64_t>::min(), 10),
+            std::numeric_limits<int64_t>::min());  // Saturates.
+}
+
 TEST(RateStateTest, LockSlotLayoutPutsTheLockOnTheStatesCacheLine) {
   for (const RateLimitAlgorithm algorithm :
        {RateLimitAlgorithm::kLeakyBucket, RateLimitAlgorithm::kSlidingWindow,

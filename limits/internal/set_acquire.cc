@@ -283,7 +283,7 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline int64_t SetImpl::TryTakeLocked(int64_t now, 
     if (info.tat != nullptr) {
       // AtomicGcra::TakeExclusive() on the hot word.
       int64_t& tat = TatLocked(info);
-      tat = std::max(tat, info.rate->ClampNow(now)) + item.cost;
+      tat = GcraTaken(tat, info.rate->ClampNow(now), item.cost);
     } else if (info.gcra != nullptr) {
       // Under the lock, so plain stores: no compare-exchange per limit.
       info.gcra->TakeExclusive(info.rate->ClampNow(now), item.cost);
@@ -753,9 +753,9 @@ bool SetImpl::Release(LimitAcquisition& acquisition, bool drop) {
           const int64_t clamped = info.rate->ClampNow(now);
           if (info.tat == nullptr) {
             info.gcra->RefundExclusive(clamped, cost);
-          } else if (int64_t& tat = TatLocked(info); tat > clamped) {
-            // AtomicGcra::RefundExclusive() on the hot word.
-            tat = std::max(SaturatingSub(tat, cost), clamped);
+          } else {
+            int64_t& tat = TatLocked(info);
+            tat = GcraRefunded(tat, clamped, cost);
           }
         } else {
           rate->Refund(now, unused);

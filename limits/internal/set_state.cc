@@ -173,18 +173,6 @@ void SetImpl::BuildInfo(const Layout& layout) {
   if (!shortcut) template_items_.clear();
 }
 
-namespace {
-
-// Whether limit `limit`'s rate state is driven through its GCRA word under the set's lock
-// (RateState::exclusive_gcra(): TokenBucket and GCRA with a finite capacity).
-bool HasExclusiveGcra(const Limit& limit) {
-  return limit.kind() != LimitKind::kResource && std::isfinite(limit.capacity()) &&
-         (limit.algorithm() == RateLimitAlgorithm::kGcra ||
-          limit.algorithm() == RateLimitAlgorithm::kTokenBucket);
-}
-
-}  // namespace
-
 SetImpl::Layout SetImpl::ComputeLayout(const std::vector<Limit>& limits, int max_holders,
                                        bool line_per_holder) {
   Layout layout;
@@ -202,7 +190,8 @@ SetImpl::Layout SetImpl::ComputeLayout(const std::vector<Limit>& limits, int max
   if (line_per_holder && !limits.empty()) {
     size_t used = 0;
     for (size_t i = 0; i < limits.size() && used < kHotWords; ++i) {
-      if (limits[i].kind() == LimitKind::kResource || HasExclusiveGcra(limits[i])) {
+      if (limits[i].kind() == LimitKind::kResource ||
+          HasExclusiveGcra(limits[i].algorithm(), limits[i].capacity())) {
         layout.hot_offsets[i] = used++ * 8;
       }
     }
