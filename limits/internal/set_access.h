@@ -30,6 +30,9 @@ struct SetAccess {
   // say kProcesses and the real clock. Throws InvalidOptionError when the memory behind `fd` does
   // not fit (its size, the rate states' parameters).
   static LimitSet Attach(std::vector<Limit> limits, LimitSetOptions options, int fd);
+  // Whether limit `index` of `set` keeps its GCRA word or resource count on the cache line of the
+  // set's lock (a kThreads set's hot words; see SetImpl::ComputeLayout()). For tests.
+  static bool HasHotWord(const LimitSet& set, size_t index);
 };
 
 }  // namespace limits_internal

@@ -186,6 +186,15 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   SetImpl& operator=(const SetImpl&) = delete;
 
   bool no_op() const { return limits_.empty(); }
+  // SetAccess::HasHotWord(): whether limit `index`'s TAT or resource count shares the cache line
+  // of the set's lock.
+  bool HasHotWord(size_t index) const {
+    const LimitInfo& info = info_[index];
+    const void* word = info.tat != nullptr ? static_cast<const void*>(info.tat)
+                                           : static_cast<const void*>(info.in_use);
+    return word != nullptr && reinterpret_cast<uintptr_t>(word) / 64 ==
+                                  reinterpret_cast<uintptr_t>(&header_->spin) / 64;
+  }
   const std::vector<Limit>& limits() const { return limits_; }
   const LimitSetOptions& options() const { return options_; }
 

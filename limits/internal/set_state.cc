@@ -480,6 +480,10 @@ LimitSetStats SetImpl::Stats() {
 
 int SetAccess::SharedFd(const LimitSet& set) { return set.impl_->fd(); }
 
+bool SetAccess::HasHotWord(const LimitSet& set, size_t index) {
+  return set.impl_->HasHotWord(index);
+}
+
 size_t SetAccess::SharedBytes(const LimitSet& set) {
   return set.impl_->options().sharing == LimitSharing::kProcesses ? set.impl_->block_bytes() : 0;
 }
