@@ -531,6 +531,16 @@ TEST(ProcessTransferTest, AGarbledBlueprintIsDataLoss) {
   std::string wrong_magic = exported.blueprint;
   wrong_magic[0] ^= 0x20;
   ExpectDataLoss(wrong_magic, exported.fds, "another header");
+  // A blueprint of version 3 (an older build, whose kThreads header was laid out differently).
+  std::string version_3 = exported.blueprint;
+  version_3[7] = 3;
+  ExpectDataLoss(version_3, exported.fds, "version 3");
+  try {
+    ImportLimitPool(version_3, exported.fds);
+  } catch (const StatusError& error) {
+    EXPECT_NE(std::string(error.what()).find("another format or"), std::string::npos)
+        << error.what();
+  }
   // Flipping any single byte never crashes: it is rejected (or, where the byte is free, such as
   // a name's letters, it decodes and the fd check judges it).
   for (size_t i = 0; i < exported.blueprint.size(); ++i) {

@@ -208,7 +208,7 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   // Validates `request`.
   Request Prepare(absl::Span<const LimitAmount> request) const;
   // Validates `request` into `*items` (empty on entry) and returns whether it is nested (see
-  // Request::nested).
+  // Request::nested). Defined inline in set_acquire.cc: callable only there.
   bool PrepareInto(absl::Span<const LimitAmount> request, Items* items) const;
   // PrepareInto() past its shortcut (PrepareCommonInto()): every case, and the error messages.
   bool PrepareFullInto(absl::Span<const LimitAmount> request, Items* items) const;
@@ -385,7 +385,8 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   // Gives up `*ticket` (if any), setting `*notify` if others wait.
   void LeaveQueueLocked(uint64_t* ticket, bool* notify) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // Takes `items` now and returns 0, or returns the ns until they could all be taken (kNoTime
-  // when some resource is short: only a release helps). `*resource_short` tells which.
+  // when some resource is short: only a release helps). `*resource_short` tells which. Defined
+  // inline in set_acquire.cc: callable only there.
   int64_t TryTakeLocked(int64_t now, const Items& items, int32_t slot, bool* resource_short)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   uint64_t AddTicketLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
@@ -496,7 +497,8 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   uint64_t rate_mask_ = 0;  // Bit i: limit i is a RateLimit.
   // The shortcut of PrepareInto(): true when it validated `request` (it names every rate limit,
   // no limit twice, only known keys and amounts > 0 that fit); false leaves `*items` empty for
-  // the full path, which also builds the error messages.
+  // the full path, which also builds the error messages. Defined inline in set_acquire.cc:
+  // callable only there.
   bool PrepareCommonInto(absl::Span<const LimitAmount> request, Items* items) const;
   // Records `used` for `item` and returns true when it is a valid usage within the request (the
   // usual report: nothing to check further, nothing to charge); else returns false, recording

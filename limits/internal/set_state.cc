@@ -419,7 +419,9 @@ bool SetImpl::RecoverDeadLocked(bool stamp) {
 }
 
 void SetImpl::RebuildTotalsLocked() {
-  std::fill(in_use_, in_use_ + limits_.size(), 0.0);
+  for (size_t i = 0; i < limits_.size(); ++i) {
+    if (resource_index_[i] >= 0) InUseLocked(info_[i]) = 0;
+  }
   header_->holding = 0;
   header_->waiters = 0;
   for (int32_t slot = 0; slot < options_.max_holders; ++slot) {
@@ -427,7 +429,7 @@ void SetImpl::RebuildTotalsLocked() {
     if (owner.pid == 0) continue;
     const double* holding = held(slot);
     for (size_t i = 0; i < limits_.size(); ++i) {
-      if (resource_index_[i] >= 0) in_use_[i] += holding[resource_index_[i]];
+      if (resource_index_[i] >= 0) InUseLocked(info_[i]) += holding[resource_index_[i]];
     }
     header_->holding += owner.acquisitions;
     header_->waiters += owner.waiting;
