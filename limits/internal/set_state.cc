@@ -125,6 +125,11 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
   for (size_t i = 0; i < layout.holder_count; ++i) new (holders_ + i * holder_stride_) Holder();
   tickets_ = reinterpret_cast<Ticket*>(base + layout.tickets_offset);
   BuildInfo(layout);
+  // The hot TATs start as a new rate state's word does; no other thread sees them yet. (Only on
+  // creation: an attached set runs on what the creator wrote.)
+  for (const LimitInfo& info : info_) {
+    if (info.tat != nullptr) *info.tat = kGcraInitialTat;
+  }
 }
 
 void SetImpl::BuildInfo(const Layout& layout) {
@@ -144,7 +149,6 @@ void SetImpl::BuildInfo(const Layout& layout) {
       info.in_use = hot != kNoHotWord ? reinterpret_cast<double*>(base + hot) : &in_use_[i];
     } else if (info.gcra != nullptr && hot != kNoHotWord) {
       info.tat = reinterpret_cast<int64_t*>(base + hot);
-      *info.tat = kGcraInitialTat;  // As a new rate state's; no other thread sees it yet.
       info.tolerance_ns = info.rate->tolerance_ns();
     }
     if (info.gcra != nullptr) {
@@ -259,7 +263,7 @@ void SetImpl::Attach(const Layout& layout, int fd) {
   // holders), and the state holds no absolute addresses (RateState keeps offsets), so it is
   // valid at whatever address this process maps it.
   char* base = static_cast<char*>(block_);
-  header_ = reinterpret_cast<Header*>(base);
+  header_ = reinterpret_cast<Header*>(base + layout.header_offset);
   rates_.assign(limits_.size(), nullptr);
   for (size_t i = 0; i < limits_.size(); ++i) {
     if (limits_[i].kind() == LimitKind::kResource) continue;
