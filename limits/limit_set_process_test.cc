@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <new>
 #include <optional>
@@ -35,6 +36,8 @@
 #include "futures/clock.h"
 #include "futures/errors.h"
 #include "gtest/gtest.h"
+#include "limits/internal/rate_algorithms.h"
+#include "limits/internal/set_access.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
 #include "testing/fake_clock.h"
@@ -758,6 +761,59 @@ TEST(LimitSetProcessTest, ProcessesRejectAFakeClock) {
   options.clock = &Clock::Real();
   LimitSet set = LimitSet::Create({ResourceLimit("slots", 1)}, options);
   EXPECT_EQ(set.sharing(), LimitSharing::kProcesses);
+}
+
+// An fd whose rate state has the right size and parameters but another layout (RateLimiter's
+// RateLayout::kLockSlot, its algorithm state 16 bytes further on) is refused: the attacher would
+// run the algorithm on the wrong bytes. With the packed layout back, it attaches.
+TEST(LimitSetProcessTest, AttachRefusesARateStateLaidOutForALockSlot) {
+  using limits_internal::RateLayout;
+  using limits_internal::RateState;
+  const std::vector<Limit> limits = {RateLimit("calls", 10, absl::Seconds(1))};
+  const LimitSet set = LimitSet::Create(limits, Shared());
+  const int fd = limits_internal::SetAccess::SharedFd(set);
+  const size_t bytes = limits_internal::SetAccess::SharedBytes(set);
+  ASSERT_GE(fd, 0);
+  void* mapped = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ASSERT_NE(mapped, MAP_FAILED);
+  char* const block = static_cast<char*>(mapped);
+
+  // The same rate state built both ways, in zeroed memory as the set's (so padding agrees too).
+  // They differ only in their headers (the first sizeof(RateState) bytes).
+  const Limit& limit = limits[0];
+  const int64_t window_ns = absl::ToInt64Nanoseconds(limit.window());
+  alignas(limits_internal::kRateCacheLine) char packed_memory[1024] = {};
+  alignas(limits_internal::kRateCacheLine) char slot_memory[1024] = {};
+  ASSERT_LE(RateState::BytesFor(limit.algorithm(), limit.capacity(), RateLayout::kLockSlot),
+            sizeof(slot_memory));
+  RateState::Create(packed_memory, limit.algorithm(), limit.capacity(), window_ns, limit.burst(),
+                    RateLayout::kPacked);
+  RateState::Create(slot_memory, limit.algorithm(), limit.capacity(), window_ns, limit.burst(),
+                    RateLayout::kLockSlot);
+  const size_t header = sizeof(RateState);
+  ASSERT_NE(std::memcmp(packed_memory, slot_memory, header), 0);
+
+  // Find the set's rate state by its header; it is there once.
+  const std::string packed_header(packed_memory, header);
+  const std::string contents(block, bytes);
+  const size_t at = contents.find(packed_header);
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_EQ(contents.find(packed_header, at + 1), std::string::npos);
+
+  std::memcpy(block + at, slot_memory, header);
+  try {
+    limits_internal::SetAccess::Attach(limits, Shared(), fd);
+    ADD_FAILURE() << "Attach() accepted a rate state laid out for a lock slot";
+  } catch (const InvalidOptionError& error) {
+    EXPECT_NE(std::string(error.what()).find("does not hold the state of RateLimit(key=calls"),
+              std::string::npos)
+        << error.what();
+  }
+
+  std::memcpy(block + at, packed_memory, header);
+  LimitSet attached = limits_internal::SetAccess::Attach(limits, Shared(), fd);
+  EXPECT_TRUE(attached.TryAcquire({{"calls", 1}}).has_value());
+  munmap(mapped, bytes);
 }
 
 }  // namespace
