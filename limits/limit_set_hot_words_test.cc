@@ -147,6 +147,10 @@ TEST_F(LimitSetHotWordsTest, BlockedAcquisitionsOnAHotWordWakeExactlyWhenItAdmit
   Future<LimitAcquisition> future = set_.AcquireAsync({{"a", 2}, {"b", 1}, {"c", 1}});
   clock_.BlockUntilWaiters(1);
   clock_.Advance(absl::Milliseconds(200) - absl::Nanoseconds(1));
+  // The helper is still parked on the clock (Advance() would have uncounted it had its wake-up
+  // come due, and once it admits it does not wait on the clock again), so it has not completed
+  // the future: checking Done() alone could miss an early admission still on its way.
+  EXPECT_EQ(clock_.NumWaiters(), 1);
   EXPECT_FALSE(future.Done());
   clock_.Advance(absl::Nanoseconds(1));
   LimitAcquisition async = std::move(future).Result(absl::Seconds(60));
