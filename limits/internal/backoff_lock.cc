@@ -37,7 +37,8 @@ void BackoffLock::LockSlow() {
     }
     if (backoff < kLastBackoff) {
       backoff *= 2;
-    } else if (++looks_at_last >= kYieldAfter) {
+    } else if (looks_at_last >= kYieldAfter || ++looks_at_last >= kYieldAfter) {
+      // The count stops at kYieldAfter, so a wait of any length cannot overflow it.
       std::this_thread::yield();
     }
   }

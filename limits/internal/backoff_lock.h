@@ -42,8 +42,16 @@ namespace limits_internal {
 // waiter's looks go on).
 //
 // An uncontended Lock() is one inline exchange; Unlock() is one store. Position-independent (one
-// 32-bit word, 0 when free) and trivially destructible, so it may live in a placement-new'd slot
-// or in memory shared between processes. Thread-safe.
+// 32-bit word, 0 when free) and trivially destructible, so it may live in a placement-new'd slot.
+// Thread-safe.
+//
+// For threads of one process only. If a holder dies while holding it, the lock stays held for
+// good: nothing detects the death or recovers the lock, and every later Lock() spins forever.
+// Within one process a holder dies only with the process, and its waiters with it; between
+// processes, one may be killed mid-section, so state shared between processes needs a lock that
+// recovers: a LimitSharing::kProcesses LimitSet takes a RobustMutex (process_shared.h) instead.
+// Both users here (RateLimiter, an in-process LimitSet) take it only in process-private memory;
+// a kProcesses set's shared header has the word but never takes it.
 //
 // Memory ordering: Lock's successful exchange acquires and Unlock's store releases, so what one
 // holder wrote happens-before the next holder's section; the waiters' looks are relaxed.
