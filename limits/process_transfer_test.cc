@@ -531,12 +531,15 @@ TEST(ProcessTransferTest, AGarbledBlueprintIsDataLoss) {
   std::string wrong_magic = exported.blueprint;
   wrong_magic[0] ^= 0x20;
   ExpectDataLoss(wrong_magic, exported.fds, "another header");
-  // A blueprint of version 3 (an older build, whose kThreads header was laid out differently).
+  // A blueprint of version 3: an older build, whose process-shared state was laid out
+  // differently (version 4 reordered the shared header's fields), is refused, and the error says
+  // why.
   std::string version_3 = exported.blueprint;
   version_3[7] = 3;
   ExpectDataLoss(version_3, exported.fds, "version 3");
   try {
     ImportLimitPool(version_3, exported.fds);
+    ADD_FAILURE() << "version 3: no error";
   } catch (const StatusError& error) {
     EXPECT_NE(std::string(error.what()).find("another format or"), std::string::npos)
         << error.what();
