@@ -274,8 +274,8 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
 
   Clock& clock() const { return clock_; }
   // kProcesses: the memfd behind the shared state (owned by the set), else -1.
-  int fd() const { return fd_; }
-  size_t block_bytes() const { return block_bytes_; }
+  int fd() const { return block_.fd; }
+  size_t block_bytes() const { return block_.bytes; }
   // The bytes of the memory block of a kProcesses set of `limits` with `max_holders`.
   static size_t LayoutBytes(const std::vector<Limit>& limits, int max_holders) {
     return ComputeLayout(limits, max_holders, /*line_per_holder=*/false).bytes;
@@ -552,10 +552,23 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
     return count;
   }
 
-  // The memory block: header, rate states, resource counts, holders, tickets.
-  void* block_ = nullptr;
-  size_t block_bytes_ = 0;
-  int fd_ = -1;  // kProcesses: the memfd behind `block_`, closed with the set.
+  // The memory block (header, rate states, resource counts, holders, tickets) and, for
+  // kProcesses, the memfd behind it. Its own destructor frees them, so that a constructor that
+  // throws once it has them (~SetImpl does not run then) does not leak them either.
+  struct OwnedBlock {
+    OwnedBlock() = default;
+    OwnedBlock(const OwnedBlock&) = delete;
+    OwnedBlock& operator=(const OwnedBlock&) = delete;
+    ~OwnedBlock();
+
+    void* memory = nullptr;  // Null until allocated (or mapped).
+    size_t bytes = 0;
+    int fd = -1;
+    // Whether `memory` is mapped shared memory (kProcesses), else from ::operator new aligned to
+    // 64.
+    bool shared = false;
+  };
+  OwnedBlock block_;
   // Atomics are read without the lock; the other fields are guarded by it.
   Header* header_ = nullptr;
   std::vector<RateState*> rates_ ABSL_PT_GUARDED_BY(lock_);  // Per limit; null for resources.

@@ -91,7 +91,8 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
   }
   const Layout layout = ComputeLayout(limits_, options_.max_holders, /*line_per_holder=*/!shared_);
   holder_stride_ = layout.holder_stride;
-  block_bytes_ = layout.bytes;
+  block_.bytes = layout.bytes;
+  block_.shared = shared_;
 
   if (attach_fd >= 0) {
     Attach(layout, attach_fd);
@@ -101,16 +102,16 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
   if (shared_) {
     // A memfd rather than anonymous memory: besides the processes fork()ed from now on, a
     // process the fd is handed to can map the same state (ImportLimitPool).
-    block_ = CreateShared("concurry-limit-set", block_bytes_, &fd_);
-    if (block_ == nullptr) {
-      throw CapacityError(absl::StrCat("LimitSet: could not create ", block_bytes_,
+    block_.memory = CreateShared("concurry-limit-set", block_.bytes, &block_.fd);
+    if (block_.memory == nullptr) {
+      throw CapacityError(absl::StrCat("LimitSet: could not create ", block_.bytes,
                                        " bytes of shared memory: ", std::strerror(errno)));
     }
   } else {
-    block_ = ::operator new(block_bytes_, std::align_val_t(64));
-    std::memset(block_, 0, block_bytes_);
+    block_.memory = ::operator new(block_.bytes, std::align_val_t(64));
+    std::memset(block_.memory, 0, block_.bytes);
   }
-  char* base = static_cast<char*>(block_);
+  char* base = static_cast<char*>(block_.memory);
   header_ = new (base + layout.header_offset) Header();
   if (shared_) header_->mutex.Init();
   rates_.assign(limits_.size(), nullptr);
@@ -134,7 +135,7 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
 
 void SetImpl::BuildInfo(const Layout& layout) {
   info_.resize(limits_.size());
-  char* const base = static_cast<char*>(block_);
+  char* const base = static_cast<char*>(block_.memory);
   for (size_t i = 0; i < limits_.size(); ++i) {
     const Limit& limit = limits_[i];
     LimitInfo& info = info_[i];
@@ -238,31 +239,29 @@ void SetImpl::Attach(const Layout& layout, int fd) {
     throw InvalidOptionError(
         absl::StrCat("LimitSet: cannot attach to fd ", fd, ": ", std::strerror(errno)));
   }
-  if (static_cast<uint64_t>(size) != block_bytes_) {
+  if (static_cast<uint64_t>(size) != block_.bytes) {
     throw InvalidOptionError(absl::StrCat("LimitSet: the shared state behind fd ", fd, " has ",
                                           size, " bytes, but limits ", LimitKeys(),
                                           " with max_holders ", options_.max_holders, " need ",
-                                          block_bytes_, "; the fd belongs to another set"));
+                                          block_.bytes, "; the fd belongs to another set"));
   }
   // The caller keeps its fd; this set owns a duplicate for its lifetime, as a created set owns
-  // its memfd.
-  fd_ = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (fd_ < 0) {
+  // its memfd. From here on, block_ closes it (and unmaps the block) if the constructor throws.
+  block_.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (block_.fd < 0) {
     throw CapacityError(
         absl::StrCat("LimitSet: cannot duplicate fd ", fd, ": ", std::strerror(errno)));
   }
-  block_ = MapSharedFd(fd_, block_bytes_);
-  if (block_ == nullptr) {
+  block_.memory = MapSharedFd(block_.fd, block_.bytes);
+  if (block_.memory == nullptr) {
     const int error = errno;
-    close(fd_);
-    fd_ = -1;
-    throw CapacityError(absl::StrCat("LimitSet: could not map ", block_bytes_,
+    throw CapacityError(absl::StrCat("LimitSet: could not map ", block_.bytes,
                                      " bytes of shared memory: ", std::strerror(error)));
   }
   // Pointers into the mapping only: the creator initialized everything (mutex, rate states,
   // holders), and the state holds no absolute addresses (RateState keeps offsets), so it is
   // valid at whatever address this process maps it.
-  char* base = static_cast<char*>(block_);
+  char* base = static_cast<char*>(block_.memory);
   header_ = reinterpret_cast<Header*>(base + layout.header_offset);
   rates_.assign(limits_.size(), nullptr);
   for (size_t i = 0; i < limits_.size(); ++i) {
@@ -282,10 +281,6 @@ void SetImpl::Attach(const Layout& layout, int fd) {
     if (rate->algorithm() != limit.algorithm() || rate->capacity() != limit.capacity() ||
         rate->window_ns() != absl::ToInt64Nanoseconds(limit.window()) ||
         rate->burst() != limit.burst() || !rate->HasLayout(limits_internal::RateLayout::kPacked)) {
-      UnmapShared(block_, block_bytes_);
-      close(fd_);
-      block_ = nullptr;
-      fd_ = -1;
       throw InvalidOptionError(absl::StrCat("LimitSet: the shared state behind fd ", fd,
                                             " does not hold the state of ", limit.DebugString(),
                                             "; the fd belongs to another set"));
@@ -351,11 +346,15 @@ SetImpl::~SetImpl() {
       }
     }
   }
-  if (shared_) {
-    UnmapShared(block_, block_bytes_);
-    close(fd_);
-  } else {
-    ::operator delete(block_, std::align_val_t(64));
+  // block_'s destructor frees the memory block (after this body, once the helper has stopped).
+}
+
+SetImpl::OwnedBlock::~OwnedBlock() {
+  if (shared) {
+    if (memory != nullptr) UnmapShared(memory, bytes);
+    if (fd >= 0) close(fd);
+  } else if (memory != nullptr) {
+    ::operator delete(memory, std::align_val_t(64));
   }
 }
 
