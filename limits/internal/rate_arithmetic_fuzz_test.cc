@@ -32,6 +32,7 @@
 #include "gtest/gtest.h"
 #include "limits/internal/rate_algorithms.h"
 #include "limits/internal/rate_atomic_window.h"
+#include "limits/internal/rate_atomic_window_testing.h"
 #include "limits/rate_window.h"
 
 namespace concurry {
@@ -204,42 +205,6 @@ double MaxAdmitted(RateLimitAlgorithm algorithm, double capacity, double burst, 
   }
 }
 
-// RateLimiter's lock-free FixedWindow beside a trial's state: the word, and after its hand-over
-// (kOutOfRange or kRetired) a locked FixedWindow carrying its window, as RateLimiter does it.
-class WordShadow {
- public:
-  WordShadow(double capacity, int64_t window_ns, int64_t now)
-      : word_(capacity, window_ns, now),
-        locked_(RateLimitAlgorithm::kFixedWindow, capacity, window_ns) {}
-
-  int64_t WaitNs(int64_t now, double amount) {
-    int64_t wait;
-    if (word_.WaitNs(now, static_cast<uint64_t>(amount), &wait)) return wait;
-    return locked_->WaitNs(now, amount);
-  }
-  bool TryAcquire(int64_t now, double amount) {
-    switch (word_.TryAcquire(now, static_cast<uint64_t>(amount))) {
-      case AtomicFixedWindow::Outcome::kAdmitted:
-        return true;
-      case AtomicFixedWindow::Outcome::kRejected:
-        return false;
-      case AtomicFixedWindow::Outcome::kOutOfRange:
-      case AtomicFixedWindow::Outcome::kRetired:
-        break;
-    }
-    int64_t window_start;
-    uint64_t count;
-    if (word_.Retire(&window_start, &count) && count > 0) {
-      locked_->Charge(window_start, static_cast<double>(count));
-    }
-    return locked_->TryAcquire(now, amount);
-  }
-
- private:
-  AtomicFixedWindow word_;
-  OwnedRateState locked_;
-};
-
 // Runs one trial: a fresh limit, time moving forward only. Counts its admissions in
 // `*admissions`. The state takes either layout; a FixedWindow without over-use charges (which
 // RateLimiter never makes) whose capacity fits a word is checked against the word too.
@@ -255,7 +220,7 @@ void RunTrial(Fuzzer& fuzz, int trial, int* admissions) {
   OwnedRateState state(algorithm, capacity, window_ns, burst, layout);
   const int64_t horizon = std::max(window_ns, state->tolerance_ns());
   int64_t now = fuzz.Start(window_ns);
-  std::optional<WordShadow> word;
+  std::optional<HandingOverWindow> word;
   if (algorithm == RateLimitAlgorithm::kFixedWindow && !charges &&
       AtomicFixedWindow::Fits(capacity)) {
     word.emplace(capacity, window_ns, now);
@@ -286,11 +251,12 @@ void RunTrial(Fuzzer& fuzz, int trial, int* admissions) {
     const int64_t wait = state->WaitNs(now, amount);
     ASSERT_GE(wait, 0) << "at " << now;
     if (word.has_value()) {
-      ASSERT_EQ(word->WaitNs(now, amount), wait) << "word, at " << now;
+      ASSERT_EQ(word->WaitNs(now, static_cast<uint64_t>(amount)), wait) << "word, at " << now;
     }
     const bool admitted = state->TryAcquire(now, amount);
     if (word.has_value()) {
-      ASSERT_EQ(word->TryAcquire(now, amount), admitted) << "word, at " << now;
+      ASSERT_EQ(word->TryAcquire(now, static_cast<uint64_t>(amount)), admitted)
+          << "word, at " << now;
     }
     ASSERT_EQ(admitted, wait == 0)
         << "amount " << FormatNumber(amount) << " at " << now << ", wait " << wait;
@@ -306,7 +272,7 @@ void RunTrial(Fuzzer& fuzz, int trial, int* admissions) {
         ASSERT_TRUE(state->TryAcquire(now, amount))
             << "not admitted after waiting " << wait << "ns, at " << now;
         if (word.has_value()) {
-          ASSERT_TRUE(word->TryAcquire(now, amount)) << "word, at " << now;
+          ASSERT_TRUE(word->TryAcquire(now, static_cast<uint64_t>(amount))) << "word, at " << now;
         }
         events.push_back({now, amount});
         ++*admissions;

@@ -7,6 +7,7 @@
 
 #include "gtest/gtest.h"
 #include "limits/internal/rate_algorithms.h"
+#include "limits/internal/rate_atomic_window_testing.h"
 
 namespace concurry {
 namespace limits_internal {
@@ -164,51 +165,6 @@ TEST(AtomicFixedWindowTest, MatchesFixedWindowOnRandomReadings) {
   }
 }
 
-// The word with RateLimiter's hand-over: on kOutOfRange or kRetired, retire it and carry a
-// stored window (a count of 0 is an untouched word: nothing to carry) into a fresh locked
-// FixedWindow, used from then on.
-class HandingOver {
- public:
-  HandingOver(double capacity, int64_t window_ns, int64_t now)
-      : atomic_(capacity, window_ns, now),
-        locked_(RateLimitAlgorithm::kFixedWindow, capacity, window_ns) {}
-
-  bool TryAcquire(int64_t now, uint64_t amount) {
-    switch (atomic_.TryAcquire(now, amount)) {
-      case Outcome::kAdmitted:
-        return true;
-      case Outcome::kRejected:
-        return false;
-      case Outcome::kOutOfRange:
-      case Outcome::kRetired:
-        break;
-    }
-    int64_t window_start;
-    uint64_t count;
-    if (atomic_.Retire(&window_start, &count) && count > 0) {
-      locked_->Charge(window_start, static_cast<double>(count));
-    }
-    retired_ = true;
-    return locked_->TryAcquire(now, static_cast<double>(amount));
-  }
-  int64_t WaitNs(int64_t now, uint64_t amount) {
-    int64_t wait;
-    if (atomic_.WaitNs(now, amount, &wait)) return wait;
-    return locked_->WaitNs(now, static_cast<double>(amount));
-  }
-  double InUse(int64_t now) {
-    double in_use;
-    if (atomic_.InUse(now, &in_use)) return in_use;
-    return locked_->InUse(now);
-  }
-  bool retired() const { return retired_; }
-
- private:
-  AtomicFixedWindow atomic_;
-  OwnedRateState locked_;
-  bool retired_ = false;
-};
-
 int64_t SaturatingStep(int64_t now, int64_t step) {
   int64_t sum;
   if (!__builtin_add_overflow(now, step, &sum)) return sum;
@@ -232,7 +188,7 @@ TEST(AtomicFixedWindowTest, WithTheHandOverMatchesFixedWindowOnAnyReading) {
     const int64_t reach = static_cast<int64_t>(
         std::min<uint64_t>(uint64_t{1} << (62 - bits), static_cast<uint64_t>(kMaxNs) / 4));
     const int64_t far = reach > kMaxNs / window_ns ? kMaxNs : reach * window_ns;  // In ns.
-    HandingOver pair(capacity, window_ns, built);
+    HandingOverWindow pair(capacity, window_ns, built);
     OwnedRateState locked(RateLimitAlgorithm::kFixedWindow, capacity, window_ns);
     int64_t now = built;
     for (int i = 0; i < 250; ++i) {
