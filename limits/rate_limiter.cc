@@ -122,19 +122,8 @@ int64_t RateLimiter::WaitNsAt(int64_t now, double amount) const {
 }
 
 void RateLimiter::RetireWindowLocked() const {
-  int64_t window_start;
-  uint64_t count;
-  // A count of 0 is an untouched word (every admission leaves at least 1): `state_` stays fresh,
-  // with no window yet, so that the reading that retired the word opens its own window (the base
-  // window may lie far from it).
-  if (window_->Retire(&window_start, &count) && count > 0) {
-    // `state_` is fresh: this sets its window to the stored one and its count to `count`. It
-    // matters when the retiring reading lies before the base window and found the word untouched,
-    // and another thread admitted in range before the retirement: that reading then counts in
-    // the stored window (see AtomicFixedWindow::Retire()). A reading past the range rolls past
-    // it in this same lock hold.
-    state_->Charge(window_start, static_cast<double>(count));
-  }
+  // A reading past the range rolls past the carried window in this same lock hold.
+  window_->RetireInto(*state_);
 }
 
 bool RateLimiter::TryAcquire(double amount) {

@@ -124,5 +124,17 @@ bool AtomicFixedWindow::Retire(int64_t* window_start, uint64_t* count) {
   return true;
 }
 
+void AtomicFixedWindow::RetireInto(RateState& locked) {
+  int64_t window_start;
+  uint64_t count;
+  // A count of 0 is an untouched word (every admission leaves at least 1): `locked` stays fresh,
+  // with no window yet, so that the reading that retired the word opens its own window (the base
+  // window may lie far from it). Otherwise this sets its window to the stored one and its count
+  // to `count` (see Retire() for when that matters).
+  if (Retire(&window_start, &count) && count > 0) {
+    locked.Charge(window_start, static_cast<double>(count));
+  }
+}
+
 }  // namespace limits_internal
 }  // namespace concurry

@@ -94,6 +94,10 @@ class alignas(kRateCacheLine) AtomicFixedWindow {
   // untouched may retire it after another thread's in-range admission: it then must count in
   // that stored window, with its count, as FixedWindow would count it. Do not drop the carry.
   bool Retire(int64_t* window_start, uint64_t* count);
+  // The hand-over: Retire(), then the carry into `locked`, a fresh FixedWindow RateState with
+  // this word's parameters that the caller's lock guards (the same lock held for every later
+  // use of `locked`). Does nothing if already retired.
+  void RetireInto(RateState& locked);
 
  private:
   static constexpr uint64_t kRetiredWord = ~uint64_t{0};

@@ -1,8 +1,8 @@
 // For tests: RateLimiter's lock-free FixedWindow word together with its hand-over, on one thread.
 // RateLimiter (limits/rate_limiter.cc) runs the word until it answers kOutOfRange or kRetired,
-// then retires it and carries the stored window into a fresh locked FixedWindow (a count of 0 is
-// an untouched word: nothing to carry), used from then on. This class does the same without the
-// lock, so tests can compare the pair against a plain FixedWindow reading by reading.
+// then hands it over (AtomicFixedWindow::RetireInto()) to a fresh locked FixedWindow, used from
+// then on. This class does the same without the lock, so tests can compare the pair against a
+// plain FixedWindow reading by reading.
 //
 //   limits_internal::HandingOverWindow window(/*capacity=*/10, /*window_ns=*/1000, /*now=*/0);
 //   bool admitted = window.TryAcquire(/*now=*/5, /*amount=*/3);
@@ -37,11 +37,7 @@ class HandingOverWindow {
       case AtomicFixedWindow::Outcome::kRetired:
         break;
     }
-    int64_t window_start;
-    uint64_t count;
-    if (word_.Retire(&window_start, &count) && count > 0) {
-      locked_->Charge(window_start, static_cast<double>(count));
-    }
+    word_.RetireInto(*locked_);
     retired_ = true;
     return locked_->TryAcquire(now, static_cast<double>(amount));
   }
