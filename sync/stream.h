@@ -217,12 +217,16 @@ namespace concurry {
 // max_concurrency()) executor tasks, each running inputs one after the other (a few dozen, then
 // it queues a new task behind the executor's other work); while one of them blocks in a
 // BlockingRegion (any library wait), TbbExecutor adds a thread and the stream one more such task.
-// And a consumer waiting for a result while inputs wait for an executor thread runs one of them
+// And a consumer waiting for a result while inputs wait for an executor thread runs some of them
 // itself, on its own thread, instead of sleeping: there `fn` sees the consumer's thread_locals and
-// held locks. On every other executor (ThreadPoolExecutor, whose initializer sets up its threads,
-// a TaskWorker or pool, InlineExecutor, a ManualExecutor, your own unless it opts in) each input is
-// one executor task, and `fn` runs on the executor's threads only, as that executor runs tasks
-// (one at a time on a serial one).
+// held locks. Short inputs (a microsecond or two) are taken a group at a time (up to 16, never
+// the last few queued ones, which are left one per thread) and their results handed over together;
+// an input blocking in a BlockingRegion gives its group's other inputs back. So an input that
+// waits for another one must do so in a BlockingRegion (any library wait), as it must anyway for
+// TbbExecutor to add a thread. On every other executor (ThreadPoolExecutor, whose initializer sets
+// up its threads, a TaskWorker or pool, InlineExecutor, a ManualExecutor, your own unless it opts
+// in) each input is one executor task, and `fn` runs on the executor's threads only, as that
+// executor runs tasks (one at a time on a serial one).
 //
 // Thread-safe for Add(), Cancel() and Start() from any thread (including from tasks); iteration
 // (begin(), Next(), the iterators) and destruction must be confined to one thread at a time.

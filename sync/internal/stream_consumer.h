@@ -79,6 +79,7 @@ void StreamCore<In, R>::Start() {
   {
     internal::SpinLockHolder lock(&lock_);
     StartLocked();
+    ReleaseUnstartedLocked(CallerGroup(), &work);
     TopUpLocked(&work);
     EndSectionLocked(&work);
   }
@@ -97,6 +98,7 @@ bool StreamCore<In, R>::AddInput(In input, bool from_outside) {
     queued_.splice(queued_.end(), node);
     ++added_;
     if (from_outside) added_from_outside_ = true;
+    ReleaseUnstartedLocked(CallerGroup(), &work);
     TopUpLocked(&work);
     EndSectionLocked(&work);
   }
@@ -196,8 +198,8 @@ bool StreamCore<In, R>::Refill() {
   bool spun = false;       // This refill spun (at most once).
   bool just_spun = false;  // The spin ended right before this pass.
   bool slept = false;      // This refill slept.
-  // The slot this refill ran itself, completed by the next locked section (see StreamHelpFrame).
-  StreamHelpFrame helped{this, kNoSlot};
+  // The slots this refill ran itself, completed by the next locked section (see StreamHelpFrame).
+  StreamHelpFrame helped{this};
   for (;;) {
     // A consumer that runs queued inputs itself never sleeps, so the deadline is checked here too
     // (the clock is read outside the lock).
@@ -209,16 +211,12 @@ bool StreamCore<In, R>::Refill() {
     int64_t total = ProgressReporter::kUnknownTotal;
     bool total_final = true;
     absl::Time deadline;
-    uint32_t help = kNoSlot;
     AnyFuture inner;  // Of the helped slot (none for batched tasks); released after unlocking.
     {
       internal::SpinLockHolder lock(&lock_);
       // First: the helped completion tops up, and the batch's slots are free room.
       ReleaseBatchLocked();
-      if (std::exchange(helped.completed, false)) {
-        CompleteLocked(std::exchange(helped.slot, kNoSlot), std::move(helped.fatal), &work, &inner);
-        helped.fatal = nullptr;
-      }
+      if (helped.group.count > 0) EndGroupLocked(&helped.group, &work, &inner);
       const bool after_spin = std::exchange(just_spun, false);
       // While more than half the window is in flight, leave the top-up to the completing
       // threads (each completion tops up every free slot): submitting from the executor's own
@@ -244,8 +242,9 @@ bool StreamCore<In, R>::Refill() {
         // Started slots wait for a drainer while this thread has nothing to yield: run one here
         // rather than spin or sleep (on a small machine the executor's threads and the consumer
         // share the cores, so a sleeping consumer leaves nothing to the drainers).
-        help = PopRunnableLocked();
+        TakeGroupLocked(&helped.group);
         work.took_slot = true;
+        deadline = deadline_;
         step = Step::kHelp;
       } else if (!spun) {
         // Fast tasks complete within microseconds: spinning briefly, once per refill, instead
@@ -307,19 +306,58 @@ bool StreamCore<In, R>::Refill() {
           Finish(stop);  // Cancels pending futures, before FailAfterDrain waits.
         }
         break;
-      case Step::kHelp: {
-        // Not a drainer here: its completion claims nothing. It is recorded in `helped` and made
-        // by the next pass's locked section, which also takes it for the consumer.
-        helped.slot = help;
-        StreamHelpFrame* const outer = std::exchange(tls_stream_help_frame, &helped);
-        Run(help);
-        tls_stream_help_frame = outer;
+      case Step::kHelp:
+        // Not a drainer here: the completions claim nothing. They are recorded in `helped` and
+        // made by the next pass's locked section, which also takes them for the consumer.
+        RunHelpGroup(&helped, deadline);
         break;
-      }
       case Step::kAgain:
         break;
     }
   }
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::RunHelpGroup(StreamHelpFrame* help, absl::Time deadline) {
+  StreamRunGroup& group = help->group;
+  // While an input of the group blocks in a BlockingRegion, the group lets go of the rest
+  // (ConsumerBlocked): it may wait for one of them. The observer this thread had, if any, hears
+  // of the blocking as before (unless the thread was inside a BlockingRegion already).
+  struct Observer final : futures_internal::BlockingObserver {
+    StreamCore* core;
+    StreamRunGroup* group;
+    futures_internal::BlockingObserver* outer;
+    Observer(StreamCore* c, StreamRunGroup* g, futures_internal::BlockingObserver* o)
+        : core(c), group(g), outer(o) {}
+    void BlockingBegan() noexcept override {
+      if (outer != nullptr) outer->BlockingBegan();
+      core->ConsumerBlocked(group);
+    }
+    void BlockingEnded() noexcept override {
+      if (outer != nullptr) outer->BlockingEnded();
+    }
+  };
+  std::optional<Observer> observer;
+  std::optional<futures_internal::ScopedBlockingObserver> scope;
+  if (group.count > 1) {
+    observer.emplace(
+        this, &group,
+        BlockingRegion::WouldCompensate() ? futures_internal::CurrentBlockingObserver() : nullptr);
+    scope.emplace(&*observer);
+  }
+  StreamHelpFrame* const outer_frame = std::exchange(tls_stream_help_frame, help);
+  group.begin = group.mark = StreamTicks();
+  // ConsumerBlocked() may shorten the group to the running slot.
+  for (int i = 0; i < group.count; ++i) {
+    // What ends the group (see StreamRunGroup::cut) leaves the rest unstarted, as is the timeout,
+    // checked between the inputs the consumer runs as before each group it takes.
+    if (i > 0 && (group.cut || (deadline != absl::InfiniteFuture() && clock_.Now() >= deadline))) {
+      break;
+    }
+    group.started = i + 1;
+    Run(group.slots[i]);
+  }
+  tls_stream_help_frame = outer_frame;
 }
 
 template <typename In, typename R>

@@ -306,10 +306,11 @@ void StreamCore<In, R>::Drain() noexcept {
     }
     Finish(work);  // Its reserved slots, or the slot it claimed, keep the core alive.
   }
-  uint32_t s = std::exchange(frame.next, kNoSlot);  // None: it left.
-  while (s != kNoSlot) {
-    Run(s);  // Completes the slot; the completion claims frame.next or lets this drainer leave.
-    s = std::exchange(frame.next, kNoSlot);
+  // Runs its group; the completion that ends it claims the next one (or lets the drainer leave).
+  StreamRunGroup& group = frame.group;
+  while (group.started < group.count) {
+    if (group.started == 0) group.begin = group.mark = StreamTicks();
+    Run(group.slots[group.started++]);
   }
   scope.reset();
   tls_stream_drain_frame = frame.prev;
@@ -355,16 +356,40 @@ void StreamCore<In, R>::DrainerBlocked() noexcept {
   // nor starts inputs. A deferred top-up is retried by the next pop: deferring needs more queued
   // slots than drainers, and one is spawned here or enough of them are not blocked; while this
   // input blocks, that retry does not defer (TopUpLocked).
-  bool spawn = false;
+  Work work;
+  AnyFuture inner;  // None: batched tasks never hold futures.
   {
     internal::SpinLockHolder lock(&lock_);
     ++blocked_drainers_;
+    StreamDrainFrame* frame = tls_stream_drain_frame;
+    if (frame != nullptr && frame->core == this) {
+      // The completions made here claim nothing: the running slot's completion ends the group
+      // and claims then (a section that the blocked input may run before, an Add(), must not).
+      const bool claim = frame->claim;
+      GroupBlockedLocked(&frame->group, &work, &inner);
+      frame->claim = claim;
+    }
     if (runq_size_ > 0 && drainers_ < DrainerCapLocked()) {
       ++drainers_;
-      spawn = true;
+      ++work.spawn;
     }
   }
-  if (spawn) SpawnDrainers(1);  // Its count keeps the core alive until it is submitted.
+  // Their counts keep the core alive until they are submitted, as does the blocked input.
+  if (work.spawn > 0) SpawnDrainers(work.spawn);
+  Dispose(work.disposal);
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::ConsumerBlocked(StreamRunGroup* group) noexcept {
+  Work work;
+  AnyFuture inner;  // None: batched tasks never hold futures.
+  {
+    internal::SpinLockHolder lock(&lock_);
+    GroupBlockedLocked(group, &work, &inner);
+  }
+  // Their counts keep the core alive until they are submitted, as does the blocked input.
+  if (work.spawn > 0) SpawnDrainers(work.spawn);
+  Dispose(work.disposal);
 }
 
 template <typename In, typename R>
@@ -384,18 +409,31 @@ bool StreamCore<In, R>::TrackInner(uint32_t s, AnyFuture inner) noexcept {
 
 template <typename In, typename R>
 void StreamCore<In, R>::Complete(uint32_t s, std::exception_ptr fatal) noexcept {
+  const auto runs = [s](const StreamRunGroup& group) {
+    return group.completed < group.started && group.slots[group.completed] == s;
+  };
   StreamHelpFrame* help = tls_stream_help_frame;
-  if (help != nullptr && help->core == this && help->slot == s) {
+  if (help != nullptr && help->core == this && runs(help->group)) {
     // The consumer ran this slot itself: its next locked section completes it.
-    help->completed = true;
-    help->fatal = std::move(fatal);
+    RecordGroupCompletion(&help->group, s, std::move(fatal));
     return;
+  }
+  StreamDrainFrame* frame = tls_stream_drain_frame;
+  StreamRunGroup* group = nullptr;
+  if (frame != nullptr && frame->core == this && runs(frame->group)) {
+    // A drainer's slot: made with the rest of its group, when the group ends.
+    if (RecordGroupCompletion(&frame->group, s, std::move(fatal))) return;
+    group = &frame->group;
   }
   Work work;
   AnyFuture inner;  // The slot's future, released after unlocking.
   {
     internal::SpinLockHolder lock(&lock_);
-    CompleteLocked(s, std::move(fatal), &work, &inner);
+    if (group != nullptr) {
+      EndGroupLocked(group, &work, &inner);
+    } else {
+      CompleteLocked(s, std::move(fatal), &work, &inner);
+    }
     EndSectionLocked(&work);
   }
   Finish(work);
@@ -403,7 +441,7 @@ void StreamCore<In, R>::Complete(uint32_t s, std::exception_ptr fatal) noexcept 
 
 template <typename In, typename R>
 void StreamCore<In, R>::CompleteLocked(uint32_t s, std::exception_ptr fatal, Work* work,
-                                       AnyFuture* inner) noexcept {
+                                       AnyFuture* inner, bool top_up) noexcept {
   if (drain_) {
     StreamDrainFrame* frame = tls_stream_drain_frame;
     if (frame != nullptr && frame->core == this) frame->claim = true;
@@ -432,7 +470,11 @@ void StreamCore<In, R>::CompleteLocked(uint32_t s, std::exception_ptr fatal, Wor
     }
     ready_tail_ = s;
   }
-  TopUpLocked(work);
+  if (top_up) {
+    TopUpLocked(work);
+  } else {
+    topup_deferred_ = true;
+  }
   // Relaxed: a hint for the spinning consumer, which re-checks under lock_.
   completions_.fetch_add(1, std::memory_order_relaxed);
 }
