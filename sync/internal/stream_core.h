@@ -59,9 +59,11 @@
 //
 // Slot ownership (why slots carry no ABSL_GUARDED_BY): a slot is free or ready (guarded by
 // lock_), or starting (owned by the starter that reserved it under lock_ until it submits it), or
-// running (owned by its task, handed over by Executor::Submit), or in the consumer's batch (owned
-// by the consumer, handed over under lock_; in input order handed back through released_). Each
-// hand-over happens under lock_, through Submit, or through released_'s release/acquire pair.
+// running (owned by its task, handed over by Executor::Submit), or in a run group (owned by the
+// thread that took it from the run queue under lock_, until that thread makes its completion or
+// puts it back under lock_), or in the consumer's batch (owned by the consumer, handed over under
+// lock_; in input order handed back through released_). Each hand-over happens under lock_,
+// through Submit, or through released_'s release/acquire pair.
 //
 // Batched tasks: a stream made by Stream() over an executor whose tasks may run on any thread
 // (Executor::tasks_may_run_on_any_thread(): TbbExecutor; not a serial or set-up executor, since
@@ -102,7 +104,9 @@
 // not started), and, for the consumer, at the timeout. While one of its inputs blocks in a
 // BlockingRegion (drainers forward their observer; the consumer installs one for a group of more
 // than one slot), the group puts back the slots it has not started and makes the completions it
-// recorded (GroupBlockedLocked): the blocked input may wait for either. An input that waits
+// recorded (GroupBlockedLocked): the blocked input may wait for either. (A drainer hears of it
+// only on an executor that reports blocking, as TbbExecutor does; on another, its groups are as
+// a thread that runs queued inputs one after the other.) An input that waits
 // without a BlockingRegion for another input of its own group waits forever, as it would for an
 // input queued behind it on a one-thread executor. Before an Add() or Start() from `fn` (which may
 // make the thread the starter, pulling the source), the group puts back its unstarted slots.
@@ -549,6 +553,11 @@ class StreamCore : public StreamInputSink<In> {
       ++in_flight_;
       work->counted = true;
     }
+    TakeSleepLocked(work);
+  }
+  // Takes the consumer's sleep announcement when it may proceed now (the caller wakes it in
+  // Finish, or with WakeConsumer()).
+  void TakeSleepLocked(Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     if (sleeping_ && (awaiting_drain_ ? NothingRunningLocked() : ConsumerMayProceedLocked())) {
       sleeping_ = false;
       work->wake = true;

@@ -373,7 +373,9 @@ void StreamCore<In, R>::DrainerBlocked() noexcept {
       ++drainers_;
       ++work.spawn;
     }
+    TakeSleepLocked(&work);  // The group's results, or its queued slots, are for the consumer.
   }
+  if (work.wake) WakeConsumer();
   // Their counts keep the core alive until they are submitted, as does the blocked input.
   if (work.spawn > 0) SpawnDrainers(work.spawn);
   Dispose(work.disposal);
