@@ -286,12 +286,17 @@ bool StreamCore<In, R>::Refill() {
       case Step::kFail:
         FailAfterDrain(nullptr);
       case Step::kSpin:
+        consumer_waiting_.store(true, std::memory_order_relaxed);  // A hint, see the member.
         SpinWhile(completions);
+        consumer_waiting_.store(false, std::memory_order_relaxed);
         just_spun = true;
         break;
       case Step::kSleep:
-      case Step::kTimeout:
-        if (step == Step::kTimeout || !Sleep(deadline)) {
+      case Step::kTimeout: {
+        consumer_waiting_.store(step == Step::kSleep, std::memory_order_relaxed);
+        const bool woken = step == Step::kSleep && Sleep(deadline);
+        consumer_waiting_.store(false, std::memory_order_relaxed);
+        if (!woken) {
           Work stop;
           {
             internal::SpinLockHolder lock(&lock_);
@@ -306,6 +311,7 @@ bool StreamCore<In, R>::Refill() {
           Finish(stop);  // Cancels pending futures, before FailAfterDrain waits.
         }
         break;
+      }
       case Step::kHelp:
         // Not a drainer here: the completions claim nothing. They are recorded in `helped` and
         // made by the next pass's locked section, which also takes them for the consumer.

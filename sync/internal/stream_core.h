@@ -101,7 +101,9 @@
 // only the queued slots beyond what the drainers can take at once (DrainerCapLocked), so a few
 // queued inputs are spread one per thread as before. A group ends early after an input slower
 // than kSlowInputTicks, a failure or a task error under kStopOnError (what the stop would skip is
-// not started), and, for the consumer, at the timeout. While one of its inputs blocks in a
+// not started), and, for the consumer, at the timeout; a drainer also ends its group before its
+// next input when the consumer waits for a result (consumer_waiting_), so that ready results do
+// not wait behind an input that may be slow. While one of its inputs blocks in a
 // BlockingRegion (drainers forward their observer; the consumer installs one for a group of more
 // than one slot), the group puts back the slots it has not started and makes the completions it
 // recorded (GroupBlockedLocked): the blocked input may wait for either. (A drainer hears of it
@@ -780,6 +782,9 @@ class StreamCore : public StreamInputSink<In> {
   bool TakeBatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // Returns true with a new batch, false at the end; throws when the stream failed.
   bool Refill() ABSL_LOCKS_EXCLUDED(lock_);
+  // On a drainer's thread: makes the completions its group recorded, puts back what it did not
+  // start, and claims the next group (or leaves: then it touches nothing of the core after).
+  void EndDrainerGroup(StreamDrainFrame* frame) noexcept ABSL_LOCKS_EXCLUDED(lock_);
   // Runs the group of queued slots the consumer took, one after the other, until one fails, is
   // slow, or `deadline` passes; the next locked section completes them.
   void RunHelpGroup(StreamHelpFrame* help, absl::Time deadline) ABSL_LOCKS_EXCLUDED(lock_);
@@ -841,6 +846,10 @@ class StreamCore : public StreamInputSink<In> {
   // Read without lock_ as a hint (see "Memory ordering"); written under lock_. On a cache line
   // of its own: every task reads it, and a stop writes it once.
   alignas(kCacheLine) std::atomic<bool> stopping_{false};
+  // The consumer spins or sleeps for a result (relaxed, a hint written by the consumer alone): a
+  // drainer then hands over what its group has done before it runs the group's next input (which
+  // may be slow). On a line of its own, apart from stopping_, which every task reads.
+  alignas(kCacheLine) std::atomic<bool> consumer_waiting_{false};
 
   // The lock starts a cache line apart from the read-only configuration above (read by every
   // section on every thread) and from what the consumer writes without the lock (released_ and

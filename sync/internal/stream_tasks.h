@@ -309,7 +309,14 @@ void StreamCore<In, R>::Drain() noexcept {
   // Runs its group; the completion that ends it claims the next one (or lets the drainer leave).
   StreamRunGroup& group = frame.group;
   while (group.started < group.count) {
-    if (group.started == 0) group.begin = group.mark = StreamTicks();
+    if (group.started == 0) {
+      group.begin = group.mark = StreamTicks();
+    } else if (group.completed > 0 && consumer_waiting_.load(std::memory_order_relaxed)) {
+      // The consumer waits: hand over what the group has done before running more of it, so a
+      // slow input never holds back results that are ready (it holds the slots: the core lives).
+      EndDrainerGroup(&frame);
+      continue;
+    }
     Run(group.slots[group.started++]);
   }
   scope.reset();
@@ -421,22 +428,29 @@ void StreamCore<In, R>::Complete(uint32_t s, std::exception_ptr fatal) noexcept 
     return;
   }
   StreamDrainFrame* frame = tls_stream_drain_frame;
-  StreamRunGroup* group = nullptr;
   if (frame != nullptr && frame->core == this && runs(frame->group)) {
     // A drainer's slot: made with the rest of its group, when the group ends.
-    if (RecordGroupCompletion(&frame->group, s, std::move(fatal))) return;
-    group = &frame->group;
+    if (!RecordGroupCompletion(&frame->group, s, std::move(fatal))) EndDrainerGroup(frame);
+    return;
   }
   Work work;
   AnyFuture inner;  // The slot's future, released after unlocking.
   {
     internal::SpinLockHolder lock(&lock_);
-    if (group != nullptr) {
-      EndGroupLocked(group, &work, &inner);
-    } else {
-      CompleteLocked(s, std::move(fatal), &work, &inner);
-    }
+    CompleteLocked(s, std::move(fatal), &work, &inner);
     EndSectionLocked(&work);
+  }
+  Finish(work);
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::EndDrainerGroup(StreamDrainFrame* frame) noexcept {
+  Work work;
+  AnyFuture inner;  // None: batched tasks never hold futures.
+  {
+    internal::SpinLockHolder lock(&lock_);
+    EndGroupLocked(&frame->group, &work, &inner);
+    EndSectionLocked(&work);  // Claims the next group through `frame`.
   }
   Finish(work);
 }
