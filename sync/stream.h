@@ -219,17 +219,18 @@ namespace concurry {
 // BlockingRegion (any library wait), TbbExecutor adds a thread and the stream one more such task.
 // And a consumer waiting for a result while inputs wait for an executor thread runs some of them
 // itself, on its own thread, instead of sleeping: there `fn` sees the consumer's thread_locals and
-// held locks. Short inputs (a microsecond or two) are taken a group at a time (up to 16, never
-// the last few queued ones, which are left one per thread) and their results handed over together
-// when the group ends: after its last input, an input slower than about 25 us, or a failure, or
-// before its next input when the consumer is waiting for a result (so a group's results can wait
-// for one slow input that follows them, and only while the consumer has others to take). An input
-// blocking in a BlockingRegion gives its group's other inputs back: so an input that waits for
-// another one must do so in a BlockingRegion (any library wait), as it must anyway for TbbExecutor
-// to add a thread. On every other executor (ThreadPoolExecutor, whose initializer sets
-// up its threads, a TaskWorker or pool, InlineExecutor, a ManualExecutor, your own unless it opts
-// in) each input is one executor task, and `fn` runs on the executor's threads only, as that
-// executor runs tasks (one at a time on a serial one).
+// held locks (and, while it runs more than one of them, BlockingRegion::WouldCompensate() is true
+// there, so library waits inside `fn` take their blocking path). Short inputs (a microsecond or
+// two) are taken a group at a time (up to 16) and their results handed over together when the
+// group ends, yet as on one input at a time: an input that has run for more than about 25 us, or
+// that waits for a later one (with or without a BlockingRegion), leaves its group's unstarted
+// inputs to the next thread that looks for work, and a consumer with nothing to yield takes the
+// results a group has recorded and its unstarted inputs rather than sleep. So a short result is
+// not held behind a slow input that another thread runs, and inputs that wait for each other need
+// no more threads than with one input per task. On every other executor (ThreadPoolExecutor, whose
+// initializer sets up its threads, a TaskWorker or pool, InlineExecutor, a ManualExecutor, your own
+// unless it opts in) each input is one executor task, and `fn` runs on the executor's threads only,
+// as that executor runs tasks (one at a time on a serial one).
 //
 // Thread-safe for Add(), Cancel() and Start() from any thread (including from tasks); iteration
 // (begin(), Next(), the iterators) and destruction must be confined to one thread at a time.

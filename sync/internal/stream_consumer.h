@@ -79,7 +79,7 @@ void StreamCore<In, R>::Start() {
   {
     internal::SpinLockHolder lock(&lock_);
     StartLocked();
-    ReleaseUnstartedLocked(CallerGroup(), &work);
+    RequeueUnstartedLocked(CallerGroup(), &work);
     TopUpLocked(&work);
     EndSectionLocked(&work);
   }
@@ -98,7 +98,7 @@ bool StreamCore<In, R>::AddInput(In input, bool from_outside) {
     queued_.splice(queued_.end(), node);
     ++added_;
     if (from_outside) added_from_outside_ = true;
-    ReleaseUnstartedLocked(CallerGroup(), &work);
+    RequeueUnstartedLocked(CallerGroup(), &work);
     TopUpLocked(&work);
     EndSectionLocked(&work);
   }
@@ -216,7 +216,7 @@ bool StreamCore<In, R>::Refill() {
       internal::SpinLockHolder lock(&lock_);
       // First: the helped completion tops up, and the batch's slots are free room.
       ReleaseBatchLocked();
-      if (helped.group.count > 0) EndGroupLocked(&helped.group, &work, &inner);
+      if (helped.group.taken) EndGroupLocked(&helped.group, &work, &inner);
       const bool after_spin = std::exchange(just_spun, false);
       // While more than half the window is in flight, leave the top-up to the completing
       // threads (each completion tops up every free slot): submitting from the executor's own
@@ -242,10 +242,14 @@ bool StreamCore<In, R>::Refill() {
         // Started slots wait for a drainer while this thread has nothing to yield: run one here
         // rather than spin or sleep (on a small machine the executor's threads and the consumer
         // share the cores, so a sleeping consumer leaves nothing to the drainers).
-        TakeGroupLocked(&helped.group);
+        TakeGroupLocked(&helped.group, &work);
         work.took_slot = true;
         deadline = deadline_;
         step = Step::kHelp;
+      } else if (drain_ && groups_ != nullptr && CollectOrRequeueLocked(spun, &work, &inner)) {
+        // What a group recorded, or slots it did not start, are for this thread (a drainer may
+        // be in a slow input, or in one that waits for them).
+        step = Step::kAgain;
       } else if (!spun) {
         // Fast tasks complete within microseconds: spinning briefly, once per refill, instead
         // of sleeping saves the completing thread a wake-up and both threads a context switch
@@ -263,6 +267,9 @@ bool StreamCore<In, R>::Refill() {
         step = Step::kSleep;
       }
       EndSectionLocked(&work);
+    }
+    if (step == Step::kAgain && consumer_waiting_.load(std::memory_order_relaxed)) {
+      consumer_waiting_.store(false, std::memory_order_relaxed);  // It found something.
     }
     Finish(work);
     if (progress_ != nullptr) {
@@ -286,14 +293,15 @@ bool StreamCore<In, R>::Refill() {
       case Step::kFail:
         FailAfterDrain(nullptr);
       case Step::kSpin:
-        consumer_waiting_.store(true, std::memory_order_relaxed);  // A hint, see the member.
+        consumer_waiting_.store(true, std::memory_order_seq_cst);  // See the member.
         SpinWhile(completions);
         consumer_waiting_.store(false, std::memory_order_relaxed);
         just_spun = true;
         break;
       case Step::kSleep:
       case Step::kTimeout: {
-        consumer_waiting_.store(step == Step::kSleep, std::memory_order_relaxed);
+        // Announced already (CollectOrRequeueLocked) for a sleep on a stream with run groups.
+        if (step == Step::kSleep) consumer_waiting_.store(true, std::memory_order_seq_cst);
         const bool woken = step == Step::kSleep && Sleep(deadline);
         consumer_waiting_.store(false, std::memory_order_relaxed);
         if (!woken) {
@@ -345,7 +353,7 @@ void StreamCore<In, R>::RunHelpGroup(StreamHelpFrame* help, absl::Time deadline)
   };
   std::optional<Observer> observer;
   std::optional<futures_internal::ScopedBlockingObserver> scope;
-  if (group.count > 1) {
+  if (StreamRunGroup::Count(group.state.load(std::memory_order_relaxed)) > 1) {
     observer.emplace(
         this, &group,
         BlockingRegion::WouldCompensate() ? futures_internal::CurrentBlockingObserver() : nullptr);
@@ -353,14 +361,17 @@ void StreamCore<In, R>::RunHelpGroup(StreamHelpFrame* help, absl::Time deadline)
   }
   StreamHelpFrame* const outer_frame = std::exchange(tls_stream_help_frame, help);
   group.begin = group.mark = StreamTicks();
-  // ConsumerBlocked() may shorten the group to the running slot.
-  for (int i = 0; i < group.count; ++i) {
+  group.since.store(group.mark, std::memory_order_relaxed);
+  // ConsumerBlocked() may shorten the group to the running slot, and an idle drainer may take
+  // back what it has not started.
+  for (bool first = true;; first = false) {
     // What ends the group (see StreamRunGroup::cut) leaves the rest unstarted, as is the timeout,
     // checked between the inputs the consumer runs as before each group it takes.
-    if (i > 0 && (group.cut || (deadline != absl::InfiniteFuture() && clock_.Now() >= deadline))) {
+    if (!first && (group.cut || (deadline != absl::InfiniteFuture() && clock_.Now() >= deadline))) {
       break;
     }
-    group.started = i + 1;
+    const int i = group.ClaimNext();
+    if (i < 0) break;
     Run(group.slots[i]);
   }
   tls_stream_help_frame = outer_frame;

@@ -96,22 +96,29 @@
 // times slower when the drainers ran 10 to 20% of the inputs than when the consumer ran them all;
 // groups make that a lock per group. A group is at most group_limit_ slots, which starts at 1,
 // doubles after a group whose inputs took at most kFastInputTicks each, and falls back to 1 after
-// a slower one, so slow inputs are still taken one at a time (a result is never held back behind
-// a slow input, and no thread holds queued slow inputs that another could run). A group also takes
-// only the queued slots beyond what the drainers can take at once (DrainerCapLocked), so a few
-// queued inputs are spread one per thread as before. A group ends early after an input slower
-// than kSlowInputTicks, a failure or a task error under kStopOnError (what the stop would skip is
-// not started), and, for the consumer, at the timeout; a drainer also ends its group before its
-// next input when the consumer waits for a result (consumer_waiting_), so that ready results do
-// not wait behind an input that may be slow. While one of its inputs blocks in a
-// BlockingRegion (drainers forward their observer; the consumer installs one for a group of more
-// than one slot), the group puts back the slots it has not started and makes the completions it
-// recorded (GroupBlockedLocked): the blocked input may wait for either. (A drainer hears of it
-// only on an executor that reports blocking, as TbbExecutor does; on another, its groups are as
-// a thread that runs queued inputs one after the other.) An input that waits
-// without a BlockingRegion for another input of its own group waits forever, as it would for an
-// input queued behind it on a one-thread executor. Before an Add() or Start() from `fn` (which may
-// make the thread the starter, pulling the source), the group puts back its unstarted slots.
+// a slower one. A group also takes only the queued slots beyond one per drainer
+// (DrainerCapLocked), so a few queued inputs are spread one per thread as before. A group ends
+// early after an input slower than kSlowInputTicks, a failure or a task error under kStopOnError
+// (what the stop would skip is not started), and, for the consumer, at the timeout; a drainer also
+// ends its group before its next input when the consumer waits for a result (consumer_waiting_).
+//
+// A group's slots are never held out of reach: a taken group is listed (groups_) and keeps its
+// counts in one atomic word (StreamRunGroup::state), so its unstarted slots can be taken back
+// (RequeueUnstartedLocked: a CAS lowers the count under lock_, the owner claims each next slot with
+// a CAS) and its recorded completions made (MakeRecordedLocked, `made` under lock_) by another
+// thread. That happens (1) when any thread takes a group, for the listed groups whose running input
+// started more than kSlowInputTicks ago (StreamRunGroup::since); (2) when a drainer finds the run
+// queue empty, for every listed group, before it leaves; (3) when the consumer, with nothing to
+// yield and nothing queued, is about to spin (their recorded completions) or sleep (those and their
+// unstarted slots, CollectOrRequeueLocked). So an input that waits without a BlockingRegion for a
+// later input of its own group has it run by the next thread looking for work (as on one slot at a
+// time), and a slow input holds back neither queued inputs nor recorded results from a consumer
+// that waits: (3) covers a consumer that starts waiting after the owner entered the slow input,
+// consumer_waiting_ one that waited before. While one of its inputs blocks in a BlockingRegion
+// (drainers forward their observer; the consumer installs one for a group of more than one slot),
+// the group also puts back what it has not started and makes what it recorded at once
+// (GroupBlockedLocked). Before an Add() or Start() from `fn` (which may make the thread the
+// starter, pulling the source), the group puts back its unstarted slots.
 //
 // Inline executors: a task that runs inside Submit() would recurse (complete -> top up ->
 // submit -> run...). A thread-local frame turns that into a loop: while a thread is submitting for
@@ -178,25 +185,66 @@ inline uint64_t StreamTicks() noexcept {
 #endif
 }
 
-// Queued slots that one thread took to run one after the other (see "Run groups" above): their
-// Complete() records the completion here, and one locked section makes them all.
+// Queued slots that one thread (the owner) took to run one after the other (see "Run groups"
+// above): their Complete() records the completion here, and one locked section makes them all.
+// While the group is taken it is listed in the core (StreamCore::groups_), so that another thread
+// can take back the slots it has not started and make the completions it has recorded.
 struct StreamRunGroup {
+  // The three counts of the group in one word, so that each change is one atomic operation:
+  // count (taken: slots[0, count)), started (run or running: slots[0, started)) and completed
+  // (completed by their task: slots[0, completed)), 16 bits each.
+  static constexpr uint64_t kStartedOne = uint64_t{1} << 16;
+  static constexpr uint64_t kCompletedOne = uint64_t{1} << 32;
+  static int Count(uint64_t w) noexcept { return static_cast<int>(w & 0xffff); }
+  static int Started(uint64_t w) noexcept { return static_cast<int>((w >> 16) & 0xffff); }
+  static int Completed(uint64_t w) noexcept { return static_cast<int>(w >> 32); }
+  static uint64_t Pack(int count, int started, int completed) noexcept {
+    return static_cast<uint64_t>(count) | static_cast<uint64_t>(started) << 16 |
+           static_cast<uint64_t>(completed) << 32;
+  }
+
+  // The owner claims its next slot, unless the group was cut short (by the owner, or by a thread
+  // that took the rest back). Returns its index, or -1.
+  int ClaimNext() noexcept {
+    uint64_t w = state.load(std::memory_order_relaxed);
+    do {
+      if (Started(w) >= Count(w)) return -1;
+    } while (!state.compare_exchange_weak(w, w + kStartedOne, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed));
+    return Started(w);
+  }
+
+  // Written under the core's lock by the owner (when it takes the group, or shortens it while an
+  // input blocks); read by the owner without the lock and by other threads under the lock.
   uint32_t slots[kMaxRunGroup];
-  int count = 0;      // Taken: slots[0, count).
-  int started = 0;    // Run or running: slots[0, started).
-  int completed = 0;  // Completed by their task and not yet made: slots[0, completed).
-  // The first failure outside the function (Complete's `fatal`) and the slot it came with.
+  // count, started, completed (see Pack). started and completed grow on the owner's thread only;
+  // count is lowered to started, with a CAS under the core's lock, by a thread that takes back
+  // the slots the owner has not started (StreamCore::RequeueUnstartedLocked). completed grows
+  // with a seq_cst RMW after the slot's result is written (see StreamCore::consumer_waiting_).
+  std::atomic<uint64_t> state{0};
+  // Guarded by the core's lock: the group is listed in the core; completions made so far
+  // (slots[0, made)), by the owner or by the consumer (StreamCore::CollectFromGroupsLocked).
+  bool taken = false;
+  int made = 0;
+  StreamRunGroup* prev = nullptr;
+  StreamRunGroup* next = nullptr;
+  // The first failure outside the function (Complete's `fatal`) and the slot it came with: written
+  // by the owner before the completion that publishes it, then read under the core's lock by
+  // whoever makes that completion. A fatal failure cuts the group, so there is at most one.
   std::exception_ptr fatal;
-  int fatal_at = -1;
-  // The group ends before its next slot: a failure, a task error under kStopOnError, or a slow
-  // input (the rest should not wait behind it).
+  std::atomic<int> fatal_at{-1};
+  // Owner only. The group ends before its next slot: a failure, a task error under
+  // kStopOnError, or a slow input (the rest should not wait behind it).
   bool cut = false;
   uint64_t begin = 0;  // StreamTicks() when the group started.
   uint64_t mark = 0;   // StreamTicks() when the running slot started.
+  // `mark` for other threads (relaxed, a hint): a group whose input has run for longer than
+  // kSlowInputTicks gives up its unstarted slots to the next thread that takes a group.
+  std::atomic<uint64_t> since{0};
 };
 
-// The drainer a thread runs (see "Batched tasks" above): the completion of its group's last slot
-// claims the drainer's next group through it, in the same locked section.
+// The drainer a thread runs (see "Batched tasks" above): the locked section that ends its group
+// (EndDrainerGroup) claims the drainer's next group through it.
 struct StreamDrainFrame {
   const void* core;
   StreamDrainFrame* prev;
@@ -263,7 +311,7 @@ class StreamDrainTask {
 // The state of one stream, shared by the consumer and the tasks. See the file comment. The
 // consumer-side members (batch, progress) are confined to the consuming thread.
 //
-// Memory ordering: besides lock_ (acquire on lock, release on unlock), three atomics are read
+// Memory ordering: besides lock_ (acquire on lock, release on unlock), these atomics are read
 // without it. `stopping_` (written under lock_, relaxed: every reader that acts on it beyond a
 // hint reads it under lock_): a task about to run skips when it sees it and merely runs when it
 // misses it, a starter stops pulling early, the consumer's spin stops early, and a future
@@ -273,6 +321,18 @@ class StreamDrainTask {
 // release store by the consumer after destroying the item it leaves, acquire load under lock_
 // before a slot is reused): orders the consumer's last access to a slot before the next input's
 // writes to it. The source is handed from one starter to the next through lock_ (starting_).
+// Run groups add two more. `consumer_waiting_` (written by the consumer only): set with a seq_cst
+// store before the consumer collects what the groups recorded (CollectOrRequeueLocked) and before
+// it spins; a drainer records each completion with a seq_cst RMW on its group's `state`, then
+// loads consumer_waiting_ seq_cst before its next input. In the single order of those operations,
+// either the consumer's load of `state` sees the completion or the drainer's load sees the
+// announcement and hands the completion over (EndDrainerGroup, which wakes a sleeping consumer
+// through sleeping_ under lock_); so no result stays recorded while the consumer sleeps. Its reset
+// to false is relaxed: a stale true only ends a group early. A group's `state` (see
+// StreamRunGroup): the owner's claims and the taking back under lock_ are CAS on the same word,
+// so each unstarted slot goes to exactly one of them; a recorded completion publishes the slot's
+// result (written before the RMW) to whoever makes it under lock_ after loading `state`. `since`
+// (relaxed) is a hint: a stale value only takes back a group's slots early or late.
 //
 // Thread-safe as documented on ResultStream.
 template <typename In, typename R>
@@ -573,7 +633,7 @@ class StreamCore : public StreamInputSink<In> {
     Append(&runq_, s);
     QueuedRunnableLocked(work);
   }
-  // Puts back, at the front of the run queue, started slots that the consumer took and did not
+  // Puts back, at the front of the run queue, started slots that a run group took and did not
   // run (they are older than the queued ones).
   void PushFrontRunnableLocked(uint32_t s, Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     slot(s).next = runq_.head;
@@ -598,41 +658,76 @@ class StreamCore : public StreamInputSink<In> {
     return max_drainers_ + blocked_drainers_;
   }
   // Takes a group of queued slots for the calling thread to run (see "Run groups" in the file
-  // comment): up to group_limit_ of them, and only those beyond what the other drainers can take
-  // at once, so that a few queued inputs (a rendezvous of as many inputs as there are threads)
+  // comment): up to group_limit_ of them, and only those beyond one per drainer (the cap counts
+  // the caller), so that a few queued inputs (a rendezvous of as many inputs as there are threads)
   // are spread one per thread as before. Takes none when the queue is empty.
-  void TakeGroupLocked(StreamRunGroup* group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+  void TakeGroupLocked(StreamRunGroup* group, Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    // First, what the listed groups hold behind an input that has run for a while: it may wait
+    // for them (without a BlockingRegion), or be slow; either way another thread runs them.
+    if (groups_ != nullptr) {
+      const uint64_t now = StreamTicks();
+      for (StreamRunGroup* g = groups_; g != nullptr; g = g->next) {
+        if (now - g->since.load(std::memory_order_relaxed) > kSlowInputTicks) {
+          RequeueUnstartedLocked(g, work);
+        }
+      }
+    }
     const uint32_t cap = static_cast<uint32_t>(DrainerCapLocked());
     const uint32_t surplus = runq_size_ > cap ? runq_size_ - cap : 1;
-    const int count = static_cast<int>(std::min<uint32_t>(surplus, group_limit_));
-    group->count = group->started = group->completed = 0;
-    group->cut = false;
-    while (group->count < count) {
+    const int limit = static_cast<int>(std::min<uint32_t>(surplus, group_limit_));
+    int count = 0;
+    while (count < limit) {
       const uint32_t s = PopRunnableLocked();
       if (s == kNoSlot) break;
-      group->slots[group->count++] = s;
+      group->slots[count++] = s;
     }
+    group->cut = false;
+    group->made = 0;
+    group->fatal_at.store(-1, std::memory_order_relaxed);
+    group->state.store(StreamRunGroup::Pack(count, 0, 0), std::memory_order_relaxed);
+    if (count == 0) return;
+    group->since.store(StreamTicks(), std::memory_order_relaxed);
+    // Listed, so that an idle thread can take back what it does not start (B1 of the review:
+    // an input may wait for a later one of its own group without a BlockingRegion).
+    group->taken = true;
+    group->prev = nullptr;
+    group->next = groups_;
+    if (groups_ != nullptr) groups_->prev = group;
+    groups_ = group;
   }
   // Makes the completions a group recorded and puts its slots that did not start back at the
-  // front of the run queue (they are older than the queued ones); the group is then empty. Adapts
-  // group_limit_ to how long its inputs took: doubled after a group of fast ones, back to single
-  // slots after a slow one. Leaves the futures to release in `inner`.
+  // front of the run queue (they are older than the queued ones); the group is then empty and no
+  // longer listed. Adapts group_limit_ to how long its inputs took: doubled after a group of fast
+  // ones, back to single slots after a slow one. Leaves the futures to release in `inner`.
   void EndGroupLocked(StreamRunGroup* group, Work* work, AnyFuture* inner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
-    if (group->completed > 0) {
-      const uint64_t per_input = (group->mark - group->begin) / group->completed;
+    RequeueUnstartedLocked(group, work);
+    const int completed = StreamRunGroup::Completed(group->state.load(std::memory_order_relaxed));
+    if (completed > 0) {
+      const uint64_t per_input = (group->mark - group->begin) / completed;
       group_limit_ = per_input <= kFastInputTicks ? std::min(2 * group_limit_, kMaxRunGroup) : 1;
     }
-    for (int i = 0; i < group->completed; ++i) {
-      CompleteLocked(group->slots[i], i == group->fatal_at ? std::move(group->fatal) : nullptr,
-                     work, inner);
-    }
-    for (int i = group->count; i-- > group->completed;) {
-      PushFrontRunnableLocked(group->slots[i], work);
-    }
-    group->count = group->started = group->completed = 0;
+    MakeRecordedLocked(group, completed, work, inner, /*top_up=*/true);
+    group->state.store(0, std::memory_order_relaxed);
     group->fatal = nullptr;
-    group->fatal_at = -1;
+    group->fatal_at.store(-1, std::memory_order_relaxed);
+    group->made = 0;
+    if (group->taken) {
+      (group->prev != nullptr ? group->prev->next : groups_) = group->next;
+      if (group->next != nullptr) group->next->prev = group->prev;
+      group->taken = false;
+    }
+  }
+  // Makes the completions slots[made, completed) of `group` (completed read by the caller after
+  // they were recorded), on any thread: each is made once, by whoever gets there first.
+  void MakeRecordedLocked(StreamRunGroup* group, int completed, Work* work, AnyFuture* inner,
+                          bool top_up) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    const int fatal_at = group->fatal_at.load(std::memory_order_relaxed);
+    for (int i = group->made; i < completed; ++i) {
+      CompleteLocked(group->slots[i], i == fatal_at ? std::move(group->fatal) : nullptr, work,
+                     inner, top_up);
+    }
+    if (completed > group->made) group->made = completed;
   }
   // An input of `group` blocks (in a BlockingRegion), on its thread: puts the slots the group has
   // not started back in the run queue (the input may wait for one of them) and makes the
@@ -642,20 +737,20 @@ class StreamCore : public StreamInputSink<In> {
   void GroupBlockedLocked(StreamRunGroup* group, Work* work, AnyFuture* inner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     group_limit_ = 1;
-    ReleaseUnstartedLocked(group, work);
-    const int ran = group->completed;
+    RequeueUnstartedLocked(group, work);
+    // Nobody else changes the counts now: the owner runs the input, and others need lock_.
+    const uint64_t w = group->state.load(std::memory_order_relaxed);
+    const int ran = StreamRunGroup::Completed(w);
     if (ran == 0) return;
-    for (int i = 0; i < ran; ++i) {
-      CompleteLocked(group->slots[i], i == group->fatal_at ? std::move(group->fatal) : nullptr,
-                     work, inner, /*top_up=*/false);
-    }
+    MakeRecordedLocked(group, ran, work, inner, /*top_up=*/false);
     // The running slot moves to the front.
-    std::copy(group->slots + ran, group->slots + group->count, group->slots);
-    group->count -= ran;
-    group->started -= ran;
-    group->completed = 0;
+    const int count = StreamRunGroup::Count(w);
+    std::copy(group->slots + ran, group->slots + count, group->slots);
+    group->state.store(StreamRunGroup::Pack(count - ran, StreamRunGroup::Started(w) - ran, 0),
+                       std::memory_order_relaxed);
+    group->made = 0;
     group->fatal = nullptr;
-    group->fatal_at = -1;
+    group->fatal_at.store(-1, std::memory_order_relaxed);
     ++drainers_;
     ++work->spawn;
   }
@@ -667,16 +762,65 @@ class StreamCore : public StreamInputSink<In> {
     if (help != nullptr && help->core == this) return &help->group;
     return nullptr;
   }
-  // Before a section that may make the calling thread the starter (an Add() or Start() from
-  // `fn`): puts the slots its group has not started back in the run queue, so that it never
-  // pulls the source while holding a queued input (the source may wait for it).
-  void ReleaseUnstartedLocked(StreamRunGroup* group, Work* work)
+  // Puts the slots `group` has not started back at the front of the run queue, on any thread
+  // (the owner before a section that may make it the starter, an Add() or Start() from `fn`, so
+  // that it never pulls the source while holding a queued input; or an idle thread, see
+  // RequeueAllUnstartedLocked). A CAS lowers the group's count to what its owner started, so each
+  // slot is either claimed by the owner or put back, never both. Returns how many it put back.
+  int RequeueUnstartedLocked(StreamRunGroup* group, Work* work)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
-    if (group == nullptr) return;
-    for (int i = group->count; i-- > group->started;) {
-      PushFrontRunnableLocked(group->slots[i], work);
+    if (group == nullptr) return 0;
+    uint64_t w = group->state.load(std::memory_order_acquire);
+    int started;
+    int count;
+    do {
+      started = StreamRunGroup::Started(w);
+      count = StreamRunGroup::Count(w);
+      if (started >= count) return 0;
+    } while (!group->state.compare_exchange_weak(w, w - static_cast<uint64_t>(count - started),
+                                                 std::memory_order_acq_rel,
+                                                 std::memory_order_acquire));
+    for (int i = count; i-- > started;) PushFrontRunnableLocked(group->slots[i], work);
+    return count - started;
+  }
+  // A thread about to go idle (a drainer about to leave, the consumer about to sleep): puts back
+  // every listed group's unstarted slots but `except`'s, so that it can run them itself. Without
+  // this, an input waiting (without a BlockingRegion) for a later input of its own group would
+  // wait forever, and short inputs would wait behind a slow one. Returns how many it put back.
+  int RequeueAllUnstartedLocked(const StreamRunGroup* except, Work* work)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    int n = 0;
+    for (StreamRunGroup* g = groups_; g != nullptr; g = g->next) {
+      if (g != except) n += RequeueUnstartedLocked(g, work);
     }
-    group->count = group->started;
+    return n;
+  }
+  // On the consumer, with nothing to yield and no queued slot, before it spins (`spun` false) or
+  // sleeps: announces its wait in consumer_waiting_ (so that a drainer hands over what it records
+  // from now on), then makes what the groups recorded so far and, before a sleep, puts back their
+  // unstarted slots for it to run. Returns whether it found anything.
+  bool CollectOrRequeueLocked(bool spun, Work* work, AnyFuture* inner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    consumer_waiting_.store(true, std::memory_order_seq_cst);
+    if (CollectFromGroupsLocked(nullptr, work, inner) > 0) return true;
+    return spun && RequeueAllUnstartedLocked(nullptr, work) > 0;
+  }
+  // On the consumer, about to spin or sleep for a result (after announcing it in
+  // consumer_waiting_): makes the completions that the listed groups recorded, so that results a
+  // drainer holds while it runs a slow input reach the consumer. Returns how many it made.
+  int CollectFromGroupsLocked(const StreamRunGroup* except, Work* work, AnyFuture* inner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    int n = 0;
+    for (StreamRunGroup* g = groups_; g != nullptr; g = g->next) {
+      if (g == except) continue;
+      // seq_cst: pairs with the owner's record and its load of consumer_waiting_ (see there).
+      const int completed = StreamRunGroup::Completed(g->state.load(std::memory_order_seq_cst));
+      if (completed > g->made) {
+        n += completed - g->made;
+        MakeRecordedLocked(g, completed, work, inner, /*top_up=*/true);
+      }
+    }
+    return n;
   }
   uint32_t PopRunnableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     const uint32_t s = runq_.head;
@@ -702,11 +846,16 @@ class StreamCore : public StreamInputSink<In> {
     } else if (frame->ran >= kDrainBatch && runq_size_ > 0) {
       frame->resubmit = true;
     } else {
-      TakeGroupLocked(&frame->group);
-      if (frame->group.count == 0) {
+      TakeGroupLocked(&frame->group, work);
+      // Before leaving, take back what other groups have not started: their owner may be in a
+      // slow input, or in one that waits for them.
+      if (!frame->group.taken && RequeueAllUnstartedLocked(nullptr, work) > 0) {
+        TakeGroupLocked(&frame->group, work);
+      }
+      if (!frame->group.taken) {
         --drainers_;  // Leaves: from here on it touches nothing of the core.
       } else {
-        frame->ran += frame->group.count;
+        frame->ran += StreamRunGroup::Count(frame->group.state.load(std::memory_order_relaxed));
       }
     }
   }
@@ -788,22 +937,24 @@ class StreamCore : public StreamInputSink<In> {
   // Runs the group of queued slots the consumer took, one after the other, until one fails, is
   // slow, or `deadline` passes; the next locked section completes them.
   void RunHelpGroup(StreamHelpFrame* help, absl::Time deadline) ABSL_LOCKS_EXCLUDED(lock_);
-  // Records the completion of the running slot `s` of `group` (see StreamRunGroup). Returns
-  // whether the group goes on with its next slot.
-  bool RecordGroupCompletion(StreamRunGroup* group, uint32_t s, std::exception_ptr fatal) noexcept {
-    if (fatal != nullptr && group->fatal == nullptr) {
-      group->fatal = std::move(fatal);
-      group->fatal_at = group->completed;
-    }
-    ++group->completed;
+  // Records the completion of the running slot `s` of `group` (see StreamRunGroup), on the
+  // owner's thread. Touches nothing of the slot after that: the consumer may make it at once.
+  void RecordGroupCompletion(StreamRunGroup* group, uint32_t s, int index,
+                             std::exception_ptr fatal) noexcept {
     const uint64_t now = StreamTicks();
     const Slot& entry = slot(s);
-    if (group->fatal != nullptr || now - group->mark > kSlowInputTicks ||
+    if (fatal != nullptr || now - group->mark > kSlowInputTicks ||
         (stop_on_error_ && entry.item.has_value() && !entry.item->outcome.ok())) {
       group->cut = true;
     }
     group->mark = now;
-    return !group->cut && group->started < group->count;
+    group->since.store(now, std::memory_order_relaxed);
+    if (fatal != nullptr && group->fatal_at.load(std::memory_order_relaxed) < 0) {
+      group->fatal = std::move(fatal);
+      group->fatal_at.store(index, std::memory_order_relaxed);
+    }
+    // seq_cst: pairs with the consumer's announcement in consumer_waiting_ (see there).
+    group->state.fetch_add(StreamRunGroup::kCompletedOne, std::memory_order_seq_cst);
   }
   [[noreturn]] void FailAfterDrain(std::exception_ptr error) ABSL_LOCKS_EXCLUDED(lock_);
   // Spins for at most spin_limit_ pause instructions while completions_ == `completions` and not
@@ -846,9 +997,9 @@ class StreamCore : public StreamInputSink<In> {
   // Read without lock_ as a hint (see "Memory ordering"); written under lock_. On a cache line
   // of its own: every task reads it, and a stop writes it once.
   alignas(kCacheLine) std::atomic<bool> stopping_{false};
-  // The consumer spins or sleeps for a result (relaxed, a hint written by the consumer alone): a
-  // drainer then hands over what its group has done before it runs the group's next input (which
-  // may be slow). On a line of its own, apart from stopping_, which every task reads.
+  // The consumer spins or sleeps for a result (written by the consumer alone, see "Memory
+  // ordering"): a drainer then hands over what its group has done before it runs the group's next
+  // input (which may be slow). On a line of its own, apart from stopping_, which every task reads.
   alignas(kCacheLine) std::atomic<bool> consumer_waiting_{false};
 
   // The lock starts a cache line apart from the read-only configuration above (read by every
@@ -878,6 +1029,9 @@ class StreamCore : public StreamInputSink<In> {
   int blocked_drainers_ ABSL_GUARDED_BY(lock_) = 0;
   // How many queued slots a thread takes at once (see TakeGroupLocked), in [1, kMaxRunGroup].
   int group_limit_ ABSL_GUARDED_BY(lock_) = 1;
+  // The taken run groups (StreamRunGroup::prev/next), whose unstarted slots an idle thread may put
+  // back (RequeueAllUnstartedLocked) and whose recorded completions the consumer may make.
+  StreamRunGroup* groups_ ABSL_GUARDED_BY(lock_) = nullptr;
   // A top-up returned early to start a larger group later (see TopUpLocked); the next section
   // that may take a queued slot retries it first (EndSectionLocked, Refill).
   bool topup_deferred_ ABSL_GUARDED_BY(lock_) = false;

@@ -306,18 +306,30 @@ void StreamCore<In, R>::Drain() noexcept {
     }
     Finish(work);  // Its reserved slots, or the slot it claimed, keep the core alive.
   }
-  // Runs its group; the completion that ends it claims the next one (or lets the drainer leave).
+  // Runs its group; once it has run what it could claim, one locked section makes the group's
+  // completions and claims the next group (or lets the drainer leave).
   StreamRunGroup& group = frame.group;
-  while (group.started < group.count) {
-    if (group.started == 0) {
-      group.begin = group.mark = StreamTicks();
-    } else if (group.completed > 0 && consumer_waiting_.load(std::memory_order_relaxed)) {
-      // The consumer waits: hand over what the group has done before running more of it, so a
-      // slow input never holds back results that are ready (it holds the slots: the core lives).
+  while (group.taken) {
+    const uint64_t w = group.state.load(std::memory_order_relaxed);
+    if (StreamRunGroup::Started(w) > 0 &&
+        (group.cut ||
+         (StreamRunGroup::Completed(w) > 0 && consumer_waiting_.load(std::memory_order_seq_cst)))) {
+      // Cut short, or the consumer waits: hand over what the group has done before running more
+      // of it, so a slow input never holds back results that are ready (seq_cst: see
+      // consumer_waiting_). It holds the slots, and is counted in drainers_: the core lives.
       EndDrainerGroup(&frame);
       continue;
     }
-    Run(group.slots[group.started++]);
+    const int i = group.ClaimNext();
+    if (i < 0) {
+      EndDrainerGroup(&frame);  // Ran what it claimed; the rest was taken back, if any.
+      continue;
+    }
+    if (i == 0) {
+      group.begin = group.mark = StreamTicks();
+      group.since.store(group.mark, std::memory_order_relaxed);
+    }
+    Run(group.slots[i]);
   }
   scope.reset();
   tls_stream_drain_frame = frame.prev;
@@ -418,20 +430,28 @@ bool StreamCore<In, R>::TrackInner(uint32_t s, AnyFuture inner) noexcept {
 
 template <typename In, typename R>
 void StreamCore<In, R>::Complete(uint32_t s, std::exception_ptr fatal) noexcept {
+  // The owner's thread: started and completed change only here. Returns the slot's index.
   const auto runs = [s](const StreamRunGroup& group) {
-    return group.completed < group.started && group.slots[group.completed] == s;
+    const uint64_t w = group.state.load(std::memory_order_relaxed);
+    const int completed = StreamRunGroup::Completed(w);
+    return completed < StreamRunGroup::Started(w) && group.slots[completed] == s ? completed : -1;
   };
   StreamHelpFrame* help = tls_stream_help_frame;
-  if (help != nullptr && help->core == this && runs(help->group)) {
-    // The consumer ran this slot itself: its next locked section completes it.
-    RecordGroupCompletion(&help->group, s, std::move(fatal));
-    return;
+  if (help != nullptr && help->core == this) {
+    if (const int index = runs(help->group); index >= 0) {
+      // The consumer ran this slot itself: its next locked section completes it.
+      RecordGroupCompletion(&help->group, s, index, std::move(fatal));
+      return;
+    }
   }
   StreamDrainFrame* frame = tls_stream_drain_frame;
-  if (frame != nullptr && frame->core == this && runs(frame->group)) {
-    // A drainer's slot: made with the rest of its group, when the group ends.
-    if (!RecordGroupCompletion(&frame->group, s, std::move(fatal))) EndDrainerGroup(frame);
-    return;
+  if (frame != nullptr && frame->core == this) {
+    if (const int index = runs(frame->group); index >= 0) {
+      // A drainer's slot: made with the rest of its group when the group ends, or earlier by a
+      // consumer that waits for a result (CollectFromGroupsLocked).
+      RecordGroupCompletion(&frame->group, s, index, std::move(fatal));
+      return;
+    }
   }
   Work work;
   AnyFuture inner;  // The slot's future, released after unlocking.
@@ -450,6 +470,7 @@ void StreamCore<In, R>::EndDrainerGroup(StreamDrainFrame* frame) noexcept {
   {
     internal::SpinLockHolder lock(&lock_);
     EndGroupLocked(&frame->group, &work, &inner);
+    frame->claim = true;      // Even when nothing was left to make here.
     EndSectionLocked(&work);  // Claims the next group through `frame`.
   }
   Finish(work);
