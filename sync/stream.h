@@ -222,15 +222,16 @@ namespace concurry {
 // held locks (and, while it runs more than one of them, BlockingRegion::WouldCompensate() is true
 // there, so library waits inside `fn` take their blocking path). Short inputs (a microsecond or
 // two) are taken a group at a time (up to 16) and their results handed over together when the
-// group ends, yet as on one input at a time: an input that has run for more than about 25 us, or
-// that waits for a later one (with or without a BlockingRegion), leaves its group's unstarted
-// inputs to the next thread that looks for work, and a consumer with nothing to yield takes the
-// results a group has recorded and its unstarted inputs rather than sleep. So a short result is
-// not held behind a slow input that another thread runs, and inputs that wait for each other need
-// no more threads than with one input per task. On every other executor (ThreadPoolExecutor, whose
-// initializer sets up its threads, a TaskWorker or pool, InlineExecutor, a ManualExecutor, your own
-// unless it opts in) each input is one executor task, and `fn` runs on the executor's threads only,
-// as that executor runs tasks (one at a time on a serial one).
+// group ends, yet as on one input at a time: whenever a thread takes inputs, it first takes back
+// the inputs that other groups have not started (oldest first), so an input that waits for a
+// later one (with or without a BlockingRegion) has it run by the next thread that takes work, and
+// a consumer with nothing to yield takes the results a group has recorded and its unstarted inputs
+// rather than sleep. So a short result is not held behind a slow input that another thread runs,
+// and inputs that wait for each other need no more threads than with one input per task. On every
+// other executor (ThreadPoolExecutor, whose initializer sets up its threads, a TaskWorker or pool,
+// InlineExecutor, a ManualExecutor, your own unless it opts in) each input is one executor task,
+// and `fn` runs on the executor's threads only, as that executor runs tasks (one at a time on a
+// serial one).
 //
 // Thread-safe for Add(), Cancel() and Start() from any thread (including from tasks); iteration
 // (begin(), Next(), the iterators) and destruction must be confined to one thread at a time.

@@ -131,6 +131,61 @@ TEST(StreamRunGroups, NeighboursMeetingInASpinRendezvous) {
   }
 }
 
+// Every pair of inputs (2m, 2m + 1) meets in a spin (no BlockingRegion), so whichever thread starts
+// one of them needs another thread to start its partner. With one thread per input (as without
+// groups) each free thread runs the oldest queued input, the partner; a group's unstarted inputs
+// must be just as reachable, even when every thread is inside an input whose partner another
+// thread's group took. A wait gives up after 3 s (and later ones do not wait): counted as stuck.
+int StuckPairs(int threads, int window, Order order) {
+  TbbExecutor tbb(threads);
+  constexpr int kInputs = 20000;
+  std::vector<std::atomic<int>> arrived(kInputs / 2);
+  std::atomic<bool> gave_up{false};
+  std::atomic<int> stuck{0};
+  int yielded = 0;
+  for (auto& item : Stream(tbb, Iota(kInputs),
+                           [&](int x) {
+                             std::atomic<int>& pair = arrived[x / 2];
+                             pair.fetch_add(1);
+                             const auto until = Clock::now() + std::chrono::seconds(3);
+                             while (pair.load() < 2 && !gave_up.load()) {
+                               if (Clock::now() > until) {
+                                 gave_up = true;
+                                 ++stuck;
+                                 break;
+                               }
+                               std::this_thread::yield();
+                             }
+                             return x;
+                           },
+                           {.max_in_flight = window, .order = order})) {
+    item.value();
+    ++yielded;
+  }
+  EXPECT_EQ(yielded, kInputs);
+  return stuck.load();
+}
+
+TEST(StreamRunGroups, AllPairsMeetingInASpinOneThread) {
+  Watchdog watchdog(absl::Seconds(120));
+  for (int window : {16, 64}) {
+    for (Order order : {Order::kInput, Order::kCompletion}) {
+      EXPECT_EQ(StuckPairs(1, window, order), 0)
+          << "window=" << window << " completion order=" << (order == Order::kCompletion);
+    }
+  }
+}
+
+TEST(StreamRunGroups, AllPairsMeetingInASpinTwoThreads) {
+  Watchdog watchdog(absl::Seconds(120));
+  for (int window : {16, 64}) {
+    for (Order order : {Order::kInput, Order::kCompletion}) {
+      EXPECT_EQ(StuckPairs(2, window, order), 0)
+          << "window=" << window << " completion order=" << (order == Order::kCompletion);
+    }
+  }
+}
+
 // Under Order::kCompletion, the short inputs queued with a slow one (3 s, a plain sleep: no
 // BlockingRegion) all reach the consumer long before the slow one ends, whichever thread took
 // them, and the slow result comes last. The slow input is the first one from 2500 on that an

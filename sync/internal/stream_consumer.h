@@ -225,6 +225,12 @@ bool StreamCore<In, R>::Refill() {
       // A deferred top-up is retried here, before the help pop below, and not after it: the
       // consumer would pull the source holding a slot that others may wait for.
       if (2 * in_flight_ <= max_in_flight_ || topup_deferred_) TopUpLocked(&work);
+      // Before it may take a group to help (below): the results that drainers' groups recorded,
+      // so that one held behind a drainer's slow input is yielded rather than left for queued
+      // inputs that this thread would run first.
+      if (drain_ && groups_ != nullptr && runq_size_ > 0) {
+        CollectFromGroupsLocked(nullptr, &work, &inner);
+      }
       if (FatalLocked()) {
         step = Step::kFail;
       } else if (TakeBatchLocked()) {
@@ -361,8 +367,7 @@ void StreamCore<In, R>::RunHelpGroup(StreamHelpFrame* help, absl::Time deadline)
   }
   StreamHelpFrame* const outer_frame = std::exchange(tls_stream_help_frame, help);
   group.begin = group.mark = StreamTicks();
-  group.since.store(group.mark, std::memory_order_relaxed);
-  // ConsumerBlocked() may shorten the group to the running slot, and an idle drainer may take
+  // ConsumerBlocked() may shorten the group to the running slot, and a drainer may take
   // back what it has not started.
   for (bool first = true;; first = false) {
     // What ends the group (see StreamRunGroup::cut) leaves the rest unstarted, as is the timeout,

@@ -106,15 +106,23 @@
 // counts in one atomic word (StreamRunGroup::state), so its unstarted slots can be taken back
 // (RequeueUnstartedLocked: a CAS lowers the count under lock_, the owner claims each next slot with
 // a CAS) and its recorded completions made (MakeRecordedLocked, `made` under lock_) by another
-// thread. That happens (1) when any thread takes a group, for the listed groups whose running input
-// started more than kSlowInputTicks ago (StreamRunGroup::since); (2) when a drainer finds the run
-// queue empty, for every listed group, before it leaves; (3) when the consumer, with nothing to
-// yield and nothing queued, is about to spin (their recorded completions) or sleep (those and their
-// unstarted slots, CollectOrRequeueLocked). So an input that waits without a BlockingRegion for a
-// later input of its own group has it run by the next thread looking for work (as on one slot at a
-// time), and a slow input holds back neither queued inputs nor recorded results from a consumer
-// that waits: (3) covers a consumer that starts waiting after the owner entered the slow input,
-// consumer_waiting_ one that waited before. While one of its inputs blocks in a BlockingRegion
+// thread. That happens (1) whenever a thread takes a group (TakeGroupLocked, for a drainer or the
+// consumer): first it puts back, at the front of the run queue, the unstarted slots of every
+// listed group, however briefly their owner has run; (2) when a drainer finds the run queue empty,
+// for every listed group, before it leaves; (3) when the consumer, with nothing to yield and
+// nothing queued, is about to spin (their recorded completions) or sleep (those and their
+// unstarted slots, CollectOrRequeueLocked); (4) before the consumer takes a group to help, their
+// recorded completions. The take-back in (1) is eager on purpose: a lazy one (after an input has
+// run a while, or by a thread going idle) needs a thread that is not stuck itself, and with inputs
+// that meet each other without a BlockingRegion every thread may be inside an input whose partner
+// sits unstarted in its own group (one executor thread and the consumer, each waiting in the first
+// input of its group for the second). Sections are serialized by lock_, so the thread that takes
+// a group last has taken back the rest of every earlier group, and it runs the oldest unstarted
+// slot first, as each free thread did with one slot per task. So an input that waits for a later
+// input of its own group has it run by the next thread that takes work, and a slow input holds
+// back neither queued inputs nor recorded results from a consumer that waits: (3) and (4) cover a
+// consumer that starts waiting after the owner entered the slow input, consumer_waiting_ one that
+// waited before. While one of its inputs blocks in a BlockingRegion
 // (drainers forward their observer; the consumer installs one for a group of more than one slot),
 // the group also puts back what it has not started and makes what it recorded at once
 // (GroupBlockedLocked). Before an Add() or Start() from `fn` (which may make the thread the
@@ -204,12 +212,13 @@ struct StreamRunGroup {
   }
 
   // The owner claims its next slot, unless the group was cut short (by the owner, or by a thread
-  // that took the rest back). Returns its index, or -1.
+  // that took the rest back). Returns its index, or -1. Relaxed: the slots it indexes were written
+  // by this thread, and the CAS on the one word is what decides between the claim and a take-back.
   int ClaimNext() noexcept {
     uint64_t w = state.load(std::memory_order_relaxed);
     do {
       if (Started(w) >= Count(w)) return -1;
-    } while (!state.compare_exchange_weak(w, w + kStartedOne, std::memory_order_acq_rel,
+    } while (!state.compare_exchange_weak(w, w + kStartedOne, std::memory_order_relaxed,
                                           std::memory_order_relaxed));
     return Started(w);
   }
@@ -217,13 +226,16 @@ struct StreamRunGroup {
   // Written under the core's lock by the owner (when it takes the group, or shortens it while an
   // input blocks); read by the owner without the lock and by other threads under the lock.
   uint32_t slots[kMaxRunGroup];
-  // count, started, completed (see Pack). started and completed grow on the owner's thread only;
-  // count is lowered to started, with a CAS under the core's lock, by a thread that takes back
-  // the slots the owner has not started (StreamCore::RequeueUnstartedLocked). completed grows
-  // with a seq_cst RMW after the slot's result is written (see StreamCore::consumer_waiting_).
+  // count, started, completed (see Pack). Changed outside the core's lock only by the owner's
+  // claim (started) and record (completed, a seq_cst RMW after the slot's result is written, see
+  // StreamCore::consumer_waiting_); every other change is under the lock: a thread that takes
+  // back the slots the owner has not started lowers count to started with a CAS
+  // (StreamCore::RequeueUnstartedLocked), and the owner stores or rebases the word when it takes,
+  // ends or shortens the group.
   std::atomic<uint64_t> state{0};
-  // Guarded by the core's lock: the group is listed in the core; completions made so far
-  // (slots[0, made)), by the owner or by the consumer (StreamCore::CollectFromGroupsLocked).
+  // Guarded by the core's lock (only the owner writes `taken`, so it may also read it without):
+  // the group is listed in the core; completions made so far (slots[0, made)), by the owner or by
+  // the consumer (StreamCore::CollectFromGroupsLocked).
   bool taken = false;
   int made = 0;
   StreamRunGroup* prev = nullptr;
@@ -238,9 +250,6 @@ struct StreamRunGroup {
   bool cut = false;
   uint64_t begin = 0;  // StreamTicks() when the group started.
   uint64_t mark = 0;   // StreamTicks() when the running slot started.
-  // `mark` for other threads (relaxed, a hint): a group whose input has run for longer than
-  // kSlowInputTicks gives up its unstarted slots to the next thread that takes a group.
-  std::atomic<uint64_t> since{0};
 };
 
 // The drainer a thread runs (see "Batched tasks" above): the locked section that ends its group
@@ -331,8 +340,7 @@ class StreamDrainTask {
 // to false is relaxed: a stale true only ends a group early. A group's `state` (see
 // StreamRunGroup): the owner's claims and the taking back under lock_ are CAS on the same word,
 // so each unstarted slot goes to exactly one of them; a recorded completion publishes the slot's
-// result (written before the RMW) to whoever makes it under lock_ after loading `state`. `since`
-// (relaxed) is a hint: a stale value only takes back a group's slots early or late.
+// result (written before the RMW) to whoever makes it under lock_ after loading `state`.
 //
 // Thread-safe as documented on ResultStream.
 template <typename In, typename R>
@@ -662,16 +670,12 @@ class StreamCore : public StreamInputSink<In> {
   // the caller), so that a few queued inputs (a rendezvous of as many inputs as there are threads)
   // are spread one per thread as before. Takes none when the queue is empty.
   void TakeGroupLocked(StreamRunGroup* group, Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
-    // First, what the listed groups hold behind an input that has run for a while: it may wait
-    // for them (without a BlockingRegion), or be slow; either way another thread runs them.
-    if (groups_ != nullptr) {
-      const uint64_t now = StreamTicks();
-      for (StreamRunGroup* g = groups_; g != nullptr; g = g->next) {
-        if (now - g->since.load(std::memory_order_relaxed) > kSlowInputTicks) {
-          RequeueUnstartedLocked(g, work);
-        }
-      }
-    }
+    // First, what the listed groups have not started (the caller's own group is not listed): the
+    // input their owner runs may wait for one of them without a BlockingRegion, so this thread
+    // runs them, oldest first (see "Run groups" in the file comment). Every group, whether or
+    // not its owner is inside an input just now: an owner between two inputs may start the next
+    // one right after this section, and that one may wait for the rest of its group.
+    RequeueAllUnstartedLocked(nullptr, work);
     const uint32_t cap = static_cast<uint32_t>(DrainerCapLocked());
     const uint32_t surplus = runq_size_ > cap ? runq_size_ - cap : 1;
     const int limit = static_cast<int>(std::min<uint32_t>(surplus, group_limit_));
@@ -686,9 +690,8 @@ class StreamCore : public StreamInputSink<In> {
     group->fatal_at.store(-1, std::memory_order_relaxed);
     group->state.store(StreamRunGroup::Pack(count, 0, 0), std::memory_order_relaxed);
     if (count == 0) return;
-    group->since.store(StreamTicks(), std::memory_order_relaxed);
-    // Listed, so that an idle thread can take back what it does not start (B1 of the review:
-    // an input may wait for a later one of its own group without a BlockingRegion).
+    // Listed, so that the next thread that takes work takes back what the owner has not started
+    // (an input may wait for a later one of its own group without a BlockingRegion).
     group->taken = true;
     group->prev = nullptr;
     group->next = groups_;
@@ -764,9 +767,10 @@ class StreamCore : public StreamInputSink<In> {
   }
   // Puts the slots `group` has not started back at the front of the run queue, on any thread
   // (the owner before a section that may make it the starter, an Add() or Start() from `fn`, so
-  // that it never pulls the source while holding a queued input; or an idle thread, see
-  // RequeueAllUnstartedLocked). A CAS lowers the group's count to what its owner started, so each
-  // slot is either claimed by the owner or put back, never both. Returns how many it put back.
+  // that it never pulls the source while holding a queued input; or another thread that takes
+  // work, see RequeueAllUnstartedLocked). A CAS lowers the group's count to what its owner started,
+  // so each slot is either claimed by the owner or put back, never both. Returns how many it put
+  // back.
   int RequeueUnstartedLocked(StreamRunGroup* group, Work* work)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     if (group == nullptr) return 0;
@@ -783,10 +787,11 @@ class StreamCore : public StreamInputSink<In> {
     for (int i = count; i-- > started;) PushFrontRunnableLocked(group->slots[i], work);
     return count - started;
   }
-  // A thread about to go idle (a drainer about to leave, the consumer about to sleep): puts back
-  // every listed group's unstarted slots but `except`'s, so that it can run them itself. Without
-  // this, an input waiting (without a BlockingRegion) for a later input of its own group would
-  // wait forever, and short inputs would wait behind a slow one. Returns how many it put back.
+  // A thread about to take a group, or to go idle (a drainer about to leave, the consumer about
+  // to sleep): puts back every listed group's unstarted slots but `except`'s, so that it can run
+  // them itself. Without this, an input waiting (without a BlockingRegion) for a later input of
+  // its own group would wait forever, and short inputs would wait behind a slow one. Returns how
+  // many it put back.
   int RequeueAllUnstartedLocked(const StreamRunGroup* except, Work* work)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     int n = 0;
@@ -846,12 +851,9 @@ class StreamCore : public StreamInputSink<In> {
     } else if (frame->ran >= kDrainBatch && runq_size_ > 0) {
       frame->resubmit = true;
     } else {
+      // Takes back first what other groups have not started: their owner may be in a slow input,
+      // or in one that waits for them.
       TakeGroupLocked(&frame->group, work);
-      // Before leaving, take back what other groups have not started: their owner may be in a
-      // slow input, or in one that waits for them.
-      if (!frame->group.taken && RequeueAllUnstartedLocked(nullptr, work) > 0) {
-        TakeGroupLocked(&frame->group, work);
-      }
       if (!frame->group.taken) {
         --drainers_;  // Leaves: from here on it touches nothing of the core.
       } else {
@@ -948,7 +950,6 @@ class StreamCore : public StreamInputSink<In> {
       group->cut = true;
     }
     group->mark = now;
-    group->since.store(now, std::memory_order_relaxed);
     if (fatal != nullptr && group->fatal_at.load(std::memory_order_relaxed) < 0) {
       group->fatal = std::move(fatal);
       group->fatal_at.store(index, std::memory_order_relaxed);
@@ -1029,7 +1030,7 @@ class StreamCore : public StreamInputSink<In> {
   int blocked_drainers_ ABSL_GUARDED_BY(lock_) = 0;
   // How many queued slots a thread takes at once (see TakeGroupLocked), in [1, kMaxRunGroup].
   int group_limit_ ABSL_GUARDED_BY(lock_) = 1;
-  // The taken run groups (StreamRunGroup::prev/next), whose unstarted slots an idle thread may put
+  // The taken run groups (StreamRunGroup::prev/next), whose unstarted slots another thread may put
   // back (RequeueAllUnstartedLocked) and whose recorded completions the consumer may make.
   StreamRunGroup* groups_ ABSL_GUARDED_BY(lock_) = nullptr;
   // A top-up returned early to start a larger group later (see TopUpLocked); the next section

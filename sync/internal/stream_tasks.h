@@ -325,10 +325,7 @@ void StreamCore<In, R>::Drain() noexcept {
       EndDrainerGroup(&frame);  // Ran what it claimed; the rest was taken back, if any.
       continue;
     }
-    if (i == 0) {
-      group.begin = group.mark = StreamTicks();
-      group.since.store(group.mark, std::memory_order_relaxed);
-    }
+    if (i == 0) group.begin = group.mark = StreamTicks();
     Run(group.slots[i]);
   }
   scope.reset();
