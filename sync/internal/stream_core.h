@@ -857,6 +857,8 @@ class StreamCore : public StreamInputSink<In> {
       if (!frame->group.taken) {
         --drainers_;  // Leaves: from here on it touches nothing of the core.
       } else {
+        // Counts slots that another thread may take back before this one runs them: a drainer
+        // may then hand over before kDrainBatch inputs, which is harmless.
         frame->ran += StreamRunGroup::Count(frame->group.state.load(std::memory_order_relaxed));
       }
     }

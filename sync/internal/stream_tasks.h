@@ -394,6 +394,9 @@ void StreamCore<In, R>::DrainerBlocked() noexcept {
   if (work.wake) WakeConsumer();
   // Their counts keep the core alive until they are submitted, as does the blocked input.
   if (work.spawn > 0) SpawnDrainers(work.spawn);
+  // Always empty: the completions made here cannot stop the stream (an error or a fatal failure
+  // cuts the group before its next input starts). Were that to change, user destructors would run
+  // here, inside the user's blocking call (perhaps holding its lock).
   Dispose(work.disposal);
 }
 
@@ -407,6 +410,9 @@ void StreamCore<In, R>::ConsumerBlocked(StreamRunGroup* group) noexcept {
   }
   // Their counts keep the core alive until they are submitted, as does the blocked input.
   if (work.spawn > 0) SpawnDrainers(work.spawn);
+  // Always empty: the completions made here cannot stop the stream (an error or a fatal failure
+  // cuts the group before its next input starts). Were that to change, user destructors would run
+  // here, inside the user's blocking call (perhaps holding its lock).
   Dispose(work.disposal);
 }
 
