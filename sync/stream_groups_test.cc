@@ -194,22 +194,24 @@ struct LastRun {
 };
 thread_local LastRun last_run;
 
-// Under Order::kCompletion, the short inputs queued with a slow one (no BlockingRegion) all reach
-// the consumer while the slow one runs, whichever thread took them, and the slow result comes
-// last. The slow input is the first one from 2500 on that an executor thread runs right after the
-// input before it (likely from the same group, which then holds that one's result); not the
-// consumer's thread, where it would hold the consumer itself. It waits at a gate that the
-// consumer opens once it has every other result: had a queued input or a recorded result been
-// held behind the slow input, the gate would never open, and the slow input gives up after 60 s,
-// which fails the test. No bound on how fast the results come.
-TEST(StreamRunGroups, ShortResultsDoNotWaitForASlowInput) {
+// The results a slow input (no BlockingRegion) does not wait for reach the consumer while it
+// runs, whichever thread took them: under Order::kCompletion every other result (and the slow one
+// comes last), under Order::kInput those of the inputs before it. The slow input is the first one
+// from 2500 on that an executor thread runs right after the input before it (likely from the same
+// group, which then holds that one's result); not the consumer's thread, where it would hold the
+// consumer itself. It waits at a gate that the consumer opens once it has those results: had a
+// queued input or a recorded result been held behind the slow input, the gate would never open,
+// and the slow input gives up after 60 s, which fails the test. No bound on how fast the results
+// come.
+void ResultsDoNotWaitForASlowInput(Order order) {
+  constexpr int kInputs = 3000;
+  // The results the consumer needs before it opens the gate of slow input `x`.
+  const auto needed = [order](int x) { return order == Order::kInput ? x : kInputs - 1; };
   int rounds = 0;
-  Watchdog watchdog(absl::Seconds(240));  // Within the test size's 300 s.
   for (int threads : {1, 2}) {
     TbbExecutor tbb(threads);
     int measured = 0;
     for (int round = 0; round < 8 && measured < 2; ++round) {
-      constexpr int kInputs = 3000;
       const int round_id = ++rounds;
       std::atomic<int> slow{-1};
       absl::Notification gate;
@@ -218,6 +220,7 @@ TEST(StreamRunGroups, ShortResultsDoNotWaitForASlowInput) {
       std::atomic<int> received_at_give_up{-1};
       const std::thread::id consumer = std::this_thread::get_id();
       int last = -1;
+      bool in_order = true;
       for (auto& item :
            Stream(tbb, Iota(kInputs),
                   [&](int x) {
@@ -227,17 +230,25 @@ TEST(StreamRunGroups, ShortResultsDoNotWaitForASlowInput) {
                     int none = -1;
                     if (x >= 2500 && after_own && std::this_thread::get_id() != consumer &&
                         slow.compare_exchange_strong(none, x)) {
-                      gate_was_closed = !gate.HasBeenNotified();
-                      if (!gate.WaitForNotificationWithTimeout(absl::Seconds(60))) {
-                        received_at_give_up = received.load();
+                      // seq_cst, as the consumer's count and check: either it sees `slow` or
+                      // this sees its count.
+                      if (received.load() < needed(x)) {
+                        gate_was_closed = true;
+                        if (!gate.WaitForNotificationWithTimeout(absl::Seconds(60))) {
+                          received_at_give_up = received.load();
+                        }
                       }
                     }
                     return x;
                   },
-                  {.max_in_flight = 64, .order = Order::kCompletion})) {
-        last = item.value();
-        if (received.fetch_add(1) + 1 == kInputs - 1) gate.Notify();
-        if (slow.load() < 0) {
+                  {.max_in_flight = 64, .order = order})) {
+        const int value = item.value();
+        if (order == Order::kInput && value != last + 1) in_order = false;
+        last = value;
+        const int count = received.fetch_add(1) + 1;
+        const int s = slow.load();
+        if (s >= 0 && count >= needed(s) && !gate.HasBeenNotified()) gate.Notify();
+        if (s < 0) {
           // A busy consumer, so that the executor's threads run inputs too.
           const auto until = Clock::now() + std::chrono::microseconds(10);
           while (Clock::now() < until) {
@@ -245,17 +256,30 @@ TEST(StreamRunGroups, ShortResultsDoNotWaitForASlowInput) {
         }
       }
       EXPECT_EQ(received.load(), kInputs) << "threads=" << threads;
+      EXPECT_TRUE(in_order) << "threads=" << threads;
       ASSERT_EQ(received_at_give_up.load(), -1)
           << "threads=" << threads << ": the slow input " << slow.load()
           << " gave up after 60 s at its gate, when the consumer had " << received_at_give_up.load()
-          << " of the other " << kInputs - 1 << " results: the rest were held behind it";
-      // Not measured: the consumer ran them all, or the slow input was the last one left.
+          << " of the " << needed(slow.load()) << " results it needed: they were held behind it";
+      // Not measured: the consumer ran them all, or it had what it needed already.
       if (!gate_was_closed.load()) continue;
       ++measured;
-      EXPECT_EQ(last, slow.load()) << "threads=" << threads;
+      if (order == Order::kCompletion) {
+        EXPECT_EQ(last, slow.load()) << "threads=" << threads;
+      }
     }
     EXPECT_GT(measured, 0) << "threads=" << threads;
   }
+}
+
+TEST(StreamRunGroups, ShortResultsDoNotWaitForASlowInput) {
+  Watchdog watchdog(absl::Seconds(240));  // Within the test size's 300 s.
+  ResultsDoNotWaitForASlowInput(Order::kCompletion);
+}
+
+TEST(StreamRunGroups, EarlierResultsInInputOrderDoNotWaitForASlowInput) {
+  Watchdog watchdog(absl::Seconds(240));
+  ResultsDoNotWaitForASlowInput(Order::kInput);
 }
 
 }  // namespace

@@ -274,8 +274,9 @@ bool StreamCore<In, R>::Refill() {
       }
       EndSectionLocked(&work);
     }
-    if (step == Step::kAgain && consumer_waiting_.load(std::memory_order_relaxed)) {
-      consumer_waiting_.store(false, std::memory_order_relaxed);  // It found something.
+    if (step == Step::kAgain &&
+        consumer_waits_for_.load(std::memory_order_relaxed) != kNotWaiting) {
+      consumer_waits_for_.store(kNotWaiting, std::memory_order_relaxed);  // It found something.
     }
     Finish(work);
     if (progress_ != nullptr) {
@@ -299,17 +300,17 @@ bool StreamCore<In, R>::Refill() {
       case Step::kFail:
         FailAfterDrain(nullptr);
       case Step::kSpin:
-        consumer_waiting_.store(true, std::memory_order_seq_cst);  // See the member.
+        AnnounceWait();
         SpinWhile(completions);
-        consumer_waiting_.store(false, std::memory_order_relaxed);
+        consumer_waits_for_.store(kNotWaiting, std::memory_order_relaxed);
         just_spun = true;
         break;
       case Step::kSleep:
       case Step::kTimeout: {
         // Announced already (CollectOrRequeueLocked) for a sleep on a stream with run groups.
-        if (step == Step::kSleep) consumer_waiting_.store(true, std::memory_order_seq_cst);
+        if (step == Step::kSleep) AnnounceWait();
         const bool woken = step == Step::kSleep && Sleep(deadline);
-        consumer_waiting_.store(false, std::memory_order_relaxed);
+        consumer_waits_for_.store(kNotWaiting, std::memory_order_relaxed);
         if (!woken) {
           Work stop;
           {

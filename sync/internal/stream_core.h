@@ -100,7 +100,10 @@
 // (DrainerCapLocked), so a few queued inputs are spread one per thread as before. A group ends
 // early after an input slower than kSlowInputTicks, a failure or a task error under kStopOnError
 // (what the stop would skip is not started), and, for the consumer, at the timeout; a drainer also
-// ends its group before its next input when the consumer waits for a result (consumer_waiting_).
+// ends its group before its next input when it has recorded a result the consumer waits for
+// (consumer_waits_for_: under Order::kInput only the next result in order, under
+// Order::kCompletion any result): so while an ordered consumer waits for a slow input, the other
+// drainers keep their groups instead of taking the lock for every result.
 //
 // A group's slots are never held out of reach: a taken group is listed (groups_) and keeps its
 // counts in one atomic word (StreamRunGroup::state), so its unstarted slots can be taken back
@@ -121,8 +124,8 @@
 // slot first, as each free thread did with one slot per task. So an input that waits for a later
 // input of its own group has it run by the next thread that takes work, and a slow input holds
 // back neither queued inputs nor recorded results from a consumer that waits: (3) and (4) cover a
-// consumer that starts waiting after the owner entered the slow input, consumer_waiting_ one that
-// waited before. While one of its inputs blocks in a BlockingRegion
+// consumer that starts waiting after the owner entered the slow input, consumer_waits_for_ one
+// that waited before. While one of its inputs blocks in a BlockingRegion
 // (drainers forward their observer; the consumer installs one for a group of more than one slot),
 // the group also puts back what it has not started and makes what it recorded at once
 // (GroupBlockedLocked). Before an Add() or Start() from `fn` (which may make the thread the
@@ -228,7 +231,7 @@ struct StreamRunGroup {
   uint32_t slots[kMaxRunGroup];
   // count, started, completed (see Pack). Changed outside the core's lock only by the owner's
   // claim (started) and record (completed, a seq_cst RMW after the slot's result is written, see
-  // StreamCore::consumer_waiting_); every other change is under the lock: a thread that takes
+  // StreamCore::consumer_waits_for_); every other change is under the lock: a thread that takes
   // back the slots the owner has not started lowers count to started with a CAS
   // (StreamCore::RequeueUnstartedLocked), and the owner stores or rebases the word when it takes,
   // ends or shortens the group.
@@ -248,6 +251,9 @@ struct StreamRunGroup {
   // Owner only. The group ends before its next slot: a failure, a task error under
   // kStopOnError, or a slow input (the rest should not wait behind it).
   bool cut = false;
+  // Owner only: the input index of the last completion it recorded (read from the slot before
+  // recording; the slot may be reused right after).
+  int64_t last_index = -1;
   uint64_t begin = 0;  // StreamTicks() when the group started.
   uint64_t mark = 0;   // StreamTicks() when the running slot started.
 };
@@ -330,14 +336,16 @@ class StreamDrainTask {
 // release store by the consumer after destroying the item it leaves, acquire load under lock_
 // before a slot is reused): orders the consumer's last access to a slot before the next input's
 // writes to it. The source is handed from one starter to the next through lock_ (starting_).
-// Run groups add two more. `consumer_waiting_` (written by the consumer only): set with a seq_cst
-// store before the consumer collects what the groups recorded (CollectOrRequeueLocked) and before
-// it spins; a drainer records each completion with a seq_cst RMW on its group's `state`, then
-// loads consumer_waiting_ seq_cst before its next input. In the single order of those operations,
-// either the consumer's load of `state` sees the completion or the drainer's load sees the
-// announcement and hands the completion over (EndDrainerGroup, which wakes a sleeping consumer
-// through sleeping_ under lock_); so no result stays recorded while the consumer sleeps. Its reset
-// to false is relaxed: a stale true only ends a group early. A group's `state` (see
+// Run groups add two more. `consumer_waits_for_` (the consumer's announcement, see the member):
+// stored seq_cst by the consumer before it collects what the groups recorded
+// (CollectOrRequeueLocked) and before it spins or sleeps; a drainer records each completion with a
+// seq_cst RMW on its group's `state`, then loads consumer_waits_for_ seq_cst before its next
+// input. In the single order of those operations, either the consumer's load of `state` sees the
+// completion or the drainer's load sees the announcement and, when the completion is one the
+// consumer waits for, hands it over (EndDrainerGroup, which wakes a sleeping consumer through
+// sleeping_ under lock_); so no result the consumer waits for stays recorded while it sleeps. The
+// consumer withdraws it with a relaxed store once it found something: a stale announcement only
+// ends a group early. A group's `state` (see
 // StreamRunGroup): the owner's claims and the taking back under lock_ are CAS on the same word,
 // so each unstarted slot goes to exactly one of them; a recorded completion publishes the slot's
 // result (written before the RMW) to whoever makes it under lock_ after loading `state`.
@@ -481,6 +489,9 @@ class StreamCore : public StreamInputSink<In> {
   // about 1.5 us and 25 us at 2.6 GHz).
   static constexpr uint64_t kFastInputTicks = 4096;
   static constexpr uint64_t kSlowInputTicks = 65536;
+  // Values of consumer_waits_for_ besides an input index.
+  static constexpr int64_t kNotWaiting = -1;
+  static constexpr int64_t kAnyResult = -2;
 
   // Why the stream stopped before its end.
   enum class StopKind {
@@ -801,24 +812,24 @@ class StreamCore : public StreamInputSink<In> {
     return n;
   }
   // On the consumer, with nothing to yield and no queued slot, before it spins (`spun` false) or
-  // sleeps: announces its wait in consumer_waiting_ (so that a drainer hands over what it records
+  // sleeps: announces its wait in consumer_waits_for_ (so that a drainer hands over what it records
   // from now on), then makes what the groups recorded so far and, before a sleep, puts back their
   // unstarted slots for it to run. Returns whether it found anything.
   bool CollectOrRequeueLocked(bool spun, Work* work, AnyFuture* inner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
-    consumer_waiting_.store(true, std::memory_order_seq_cst);
+    AnnounceWait();
     if (CollectFromGroupsLocked(nullptr, work, inner) > 0) return true;
     return spun && RequeueAllUnstartedLocked(nullptr, work) > 0;
   }
   // On the consumer, about to spin or sleep for a result (after announcing it in
-  // consumer_waiting_): makes the completions that the listed groups recorded, so that results a
+  // consumer_waits_for_): makes the completions that the listed groups recorded, so that results a
   // drainer holds while it runs a slow input reach the consumer. Returns how many it made.
   int CollectFromGroupsLocked(const StreamRunGroup* except, Work* work, AnyFuture* inner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     int n = 0;
     for (StreamRunGroup* g = groups_; g != nullptr; g = g->next) {
       if (g == except) continue;
-      // seq_cst: pairs with the owner's record and its load of consumer_waiting_ (see there).
+      // seq_cst: pairs with the owner's record and its load of consumer_waits_for_ (see there).
       const int completed = StreamRunGroup::Completed(g->state.load(std::memory_order_seq_cst));
       if (completed > g->made) {
         n += completed - g->made;
@@ -956,8 +967,22 @@ class StreamCore : public StreamInputSink<In> {
       group->fatal = std::move(fatal);
       group->fatal_at.store(index, std::memory_order_relaxed);
     }
-    // seq_cst: pairs with the consumer's announcement in consumer_waiting_ (see there).
+    group->last_index = entry.index;
+    // seq_cst: pairs with the consumer's announcement in consumer_waits_for_ (see there).
     group->state.fetch_add(StreamRunGroup::kCompletedOne, std::memory_order_seq_cst);
+  }
+  // The consumer, about to spin or sleep for a result: announces which (consumer_waits_for_).
+  // seq_cst: see "Memory ordering".
+  void AnnounceWait() noexcept {
+    // released_ is written by this thread: the index of the next result in order.
+    consumer_waits_for_.store(ordered_ ? released_.load(std::memory_order_relaxed) : kAnyResult,
+                              std::memory_order_seq_cst);
+  }
+  // On a drainer's thread, after recording the completion of input `index`: whether the consumer
+  // waits for it (seq_cst: see "Memory ordering").
+  bool ConsumerWaitsFor(int64_t index) const noexcept {
+    const int64_t waits_for = consumer_waits_for_.load(std::memory_order_seq_cst);
+    return waits_for == kAnyResult || (waits_for != kNotWaiting && waits_for == index);
   }
   [[noreturn]] void FailAfterDrain(std::exception_ptr error) ABSL_LOCKS_EXCLUDED(lock_);
   // Spins for at most spin_limit_ pause instructions while completions_ == `completions` and not
@@ -1001,9 +1026,11 @@ class StreamCore : public StreamInputSink<In> {
   // of its own: every task reads it, and a stop writes it once.
   alignas(kCacheLine) std::atomic<bool> stopping_{false};
   // The consumer spins or sleeps for a result (written by the consumer alone, see "Memory
-  // ordering"): a drainer then hands over what its group has done before it runs the group's next
-  // input (which may be slow). On a line of its own, apart from stopping_, which every task reads.
-  alignas(kCacheLine) std::atomic<bool> consumer_waiting_{false};
+  // ordering"): under Order::kInput the index of the next result in order (the only result that
+  // lets it go on), under Order::kCompletion kAnyResult; else kNotWaiting. A drainer that has
+  // recorded that result hands over what its group has done before it runs the group's next input
+  // (which may be slow). On a line of its own, apart from stopping_, which every task reads.
+  alignas(kCacheLine) std::atomic<int64_t> consumer_waits_for_{kNotWaiting};
 
   // The lock starts a cache line apart from the read-only configuration above (read by every
   // section on every thread) and from what the consumer writes without the lock (released_ and

@@ -312,11 +312,11 @@ void StreamCore<In, R>::Drain() noexcept {
   while (group.taken) {
     const uint64_t w = group.state.load(std::memory_order_relaxed);
     if (StreamRunGroup::Started(w) > 0 &&
-        (group.cut ||
-         (StreamRunGroup::Completed(w) > 0 && consumer_waiting_.load(std::memory_order_seq_cst)))) {
-      // Cut short, or the consumer waits: hand over what the group has done before running more
-      // of it, so a slow input never holds back results that are ready (seq_cst: see
-      // consumer_waiting_). It holds the slots, and is counted in drainers_: the core lives.
+        (group.cut || (StreamRunGroup::Completed(w) > 0 && ConsumerWaitsFor(group.last_index)))) {
+      // Cut short, or the consumer waits for the result just recorded: hand over what the group
+      // has done before running more of it, so a slow input never holds back a result the
+      // consumer waits for (the check follows every record, see consumer_waits_for_). It holds
+      // the slots, and is counted in drainers_: the core lives.
       EndDrainerGroup(&frame);
       continue;
     }
