@@ -227,11 +227,13 @@ namespace concurry {
 // later one (with or without a BlockingRegion) has it run by the next thread that takes work, and
 // a consumer with nothing to yield takes the results a group has recorded and its unstarted inputs
 // rather than sleep. So a short result is not held behind a slow input that another thread runs,
-// and inputs that wait for each other need no more threads than with one input per task. On every
-// other executor (ThreadPoolExecutor, whose initializer sets up its threads, a TaskWorker or pool,
-// InlineExecutor, a ManualExecutor, your own unless it opts in) each input is one executor task,
-// and `fn` runs on the executor's threads only, as that executor runs tasks (one at a time on a
-// serial one).
+// and inputs that wait for each other need no more threads than with one input per task. But
+// under Order::kInput, an input that the consumer runs itself must not wait for an input
+// max_in_flight or more places after the oldest result not yet taken: that one starts only once
+// the consumer yields (with or without groups). On every other executor (ThreadPoolExecutor, whose
+// initializer sets up its threads, a TaskWorker or pool, InlineExecutor, a ManualExecutor, your
+// own unless it opts in) each input is one executor task, and `fn` runs on the executor's threads
+// only, as that executor runs tasks (one at a time on a serial one).
 //
 // Thread-safe for Add(), Cancel() and Start() from any thread (including from tasks); iteration
 // (begin(), Next(), the iterators) and destruction must be confined to one thread at a time.

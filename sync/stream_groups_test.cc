@@ -137,17 +137,28 @@ TEST(StreamRunGroups, NeighboursMeetingInASpinRendezvous) {
 // groups) each free thread runs the oldest queued input, the partner; a group's unstarted inputs
 // must be just as reachable, even when every thread is inside an input whose partner another
 // thread's group took. A wait gives up after 3 s (and later ones do not wait): counted as stuck.
+// One wait no thread can end is not made: under Order::kInput, an input that the consumer runs
+// itself and whose partner is past the window (max_in_flight places after the oldest result not
+// yet taken) waits for room that only the consumer makes, by yielding; with or without groups.
 int StuckPairs(int threads, int window, Order order) {
   TbbExecutor tbb(threads);
   constexpr int kInputs = 20000;
   std::vector<std::atomic<int>> arrived(kInputs / 2);
   std::atomic<bool> gave_up{false};
   std::atomic<int> stuck{0};
+  // Input order: the results the consumer has taken (the oldest one not taken is this index).
+  std::atomic<int> taken{0};
+  const std::thread::id consumer = std::this_thread::get_id();
   int yielded = 0;
   for (auto& item : Stream(tbb, Iota(kInputs),
                            [&](int x) {
                              std::atomic<int>& pair = arrived[x / 2];
                              pair.fetch_add(1);
+                             const int partner = x ^ 1;
+                             if (order == Order::kInput && std::this_thread::get_id() == consumer &&
+                                 partner >= taken.load() + window) {
+                               return x;  // The partner waits for this one instead.
+                             }
                              const auto until = Clock::now() + std::chrono::seconds(3);
                              while (pair.load() < 2 && !gave_up.load()) {
                                if (Clock::now() > until) {
@@ -162,6 +173,7 @@ int StuckPairs(int threads, int window, Order order) {
                            {.max_in_flight = window, .order = order})) {
     item.value();
     ++yielded;
+    taken.store(yielded);
   }
   EXPECT_EQ(yielded, kInputs);
   return stuck.load();
