@@ -785,7 +785,9 @@ class StreamCore : public StreamInputSink<In> {
   int RequeueUnstartedLocked(StreamRunGroup* group, Work* work)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     if (group == nullptr) return 0;
-    uint64_t w = group->state.load(std::memory_order_acquire);
+    // Relaxed: the CAS on the one word decides each slot between the owner's claim and this
+    // take-back; the slots it reads (group->slots) were written under lock_, which this holds.
+    uint64_t w = group->state.load(std::memory_order_relaxed);
     int started;
     int count;
     do {
@@ -793,8 +795,8 @@ class StreamCore : public StreamInputSink<In> {
       count = StreamRunGroup::Count(w);
       if (started >= count) return 0;
     } while (!group->state.compare_exchange_weak(w, w - static_cast<uint64_t>(count - started),
-                                                 std::memory_order_acq_rel,
-                                                 std::memory_order_acquire));
+                                                 std::memory_order_relaxed,
+                                                 std::memory_order_relaxed));
     for (int i = count; i-- > started;) PushFrontRunnableLocked(group->slots[i], work);
     return count - started;
   }
