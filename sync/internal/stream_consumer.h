@@ -344,21 +344,7 @@ void StreamCore<In, R>::RunHelpGroup(StreamHelpFrame* help, absl::Time deadline)
   // While an input of the group blocks in a BlockingRegion, the group lets go of the rest
   // (ConsumerBlocked): it may wait for one of them. The observer this thread had, if any, hears
   // of the blocking as before (unless the thread was inside a BlockingRegion already).
-  struct Observer final : futures_internal::BlockingObserver {
-    StreamCore* core;
-    StreamRunGroup* group;
-    futures_internal::BlockingObserver* outer;
-    Observer(StreamCore* c, StreamRunGroup* g, futures_internal::BlockingObserver* o)
-        : core(c), group(g), outer(o) {}
-    void BlockingBegan() noexcept override {
-      if (outer != nullptr) outer->BlockingBegan();
-      core->ConsumerBlocked(group);
-    }
-    void BlockingEnded() noexcept override {
-      if (outer != nullptr) outer->BlockingEnded();
-    }
-  };
-  std::optional<Observer> observer;
+  std::optional<GroupObserver> observer;
   std::optional<futures_internal::ScopedBlockingObserver> scope;
   if (StreamRunGroup::Count(group.state.load(std::memory_order_relaxed)) > 1) {
     observer.emplace(

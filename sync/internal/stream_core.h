@@ -226,6 +226,23 @@ struct StreamRunGroup {
     return Started(w);
   }
 
+  // The position in the group of `s`, the slot the owner runs now, or -1 when the owner does not
+  // run it from this group. On the owner's thread (relaxed: started and completed change there).
+  int RunningIndex(uint32_t s) const noexcept {
+    const uint64_t w = state.load(std::memory_order_relaxed);
+    const int completed = Completed(w);
+    return completed < Started(w) && slots[completed] == s ? completed : -1;
+  }
+
+  // Forgets the completions made and the fatal failure recorded: the group's slots were made or
+  // are about to be replaced. Under the core's lock.
+  void ResetRecorded() noexcept {
+    made = 0;
+    fatal = nullptr;
+    // Relaxed: read under the core's lock, or by the owner, which writes it.
+    fatal_at.store(-1, std::memory_order_relaxed);
+  }
+
   // Written under the core's lock by the owner (when it takes the group, or shortens it while an
   // input blocks); read by the owner without the lock and by other threads under the lock.
   uint32_t slots[kMaxRunGroup];
@@ -419,6 +436,36 @@ class StreamCore : public StreamInputSink<In> {
   // An input the consumer runs from a group (StreamHelpFrame) entered a BlockingRegion: see
   // GroupBlockedLocked. On the consumer's thread, while the input runs.
   void ConsumerBlocked(StreamRunGroup* group) noexcept ABSL_LOCKS_EXCLUDED(lock_);
+
+  // Hears of BlockingRegions entered by the inputs a thread runs from a group, for as long as it
+  // is installed (ScopedBlockingObserver), and passes them on to the observer the thread had, if
+  // any (`outer`): a drainer's (`help` null: DrainerBlocked, DrainerUnblocked) or the consumer's
+  // help group (ConsumerBlocked). Its calls come while an input runs (Invoke destroys the input
+  // before completing its slot) or while a drainer pulls the source into reserved slots, so the
+  // core is alive for them.
+  class GroupObserver final : public futures_internal::BlockingObserver {
+   public:
+    GroupObserver(StreamCore* core, StreamRunGroup* help,
+                  futures_internal::BlockingObserver* outer) noexcept
+        : core_(core), help_(help), outer_(outer) {}
+    void BlockingBegan() noexcept override {
+      if (outer_ != nullptr) outer_->BlockingBegan();
+      if (help_ == nullptr) {
+        core_->DrainerBlocked();
+      } else {
+        core_->ConsumerBlocked(help_);
+      }
+    }
+    void BlockingEnded() noexcept override {
+      if (help_ == nullptr) core_->DrainerUnblocked();
+      if (outer_ != nullptr) outer_->BlockingEnded();
+    }
+
+   private:
+    StreamCore* const core_;
+    StreamRunGroup* const help_;
+    futures_internal::BlockingObserver* const outer_;
+  };
 
  protected:
   struct Slot {
@@ -697,8 +744,7 @@ class StreamCore : public StreamInputSink<In> {
       group->slots[count++] = s;
     }
     group->cut = false;
-    group->made = 0;
-    group->fatal_at.store(-1, std::memory_order_relaxed);
+    group->ResetRecorded();
     group->state.store(StreamRunGroup::Pack(count, 0, 0), std::memory_order_relaxed);
     if (count == 0) return;
     // Listed, so that the next thread that takes work takes back what the owner has not started
@@ -723,9 +769,7 @@ class StreamCore : public StreamInputSink<In> {
     }
     MakeRecordedLocked(group, completed, work, inner, /*top_up=*/true);
     group->state.store(0, std::memory_order_relaxed);
-    group->fatal = nullptr;
-    group->fatal_at.store(-1, std::memory_order_relaxed);
-    group->made = 0;
+    group->ResetRecorded();
     if (group->taken) {
       (group->prev != nullptr ? group->prev->next : groups_) = group->next;
       if (group->next != nullptr) group->next->prev = group->prev;
@@ -762,9 +806,7 @@ class StreamCore : public StreamInputSink<In> {
     std::copy(group->slots + ran, group->slots + count, group->slots);
     group->state.store(StreamRunGroup::Pack(count - ran, StreamRunGroup::Started(w) - ran, 0),
                        std::memory_order_relaxed);
-    group->made = 0;
-    group->fatal = nullptr;
-    group->fatal_at.store(-1, std::memory_order_relaxed);
+    group->ResetRecorded();
     ++drainers_;
     ++work->spawn;
   }
@@ -879,6 +921,9 @@ class StreamCore : public StreamInputSink<In> {
   // Submits `count` drainers, counted in drainers_ already. Reads nothing of the core after the
   // last one is submitted.
   void SpawnDrainers(int count) noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // The end of DrainerBlocked and ConsumerBlocked, after unlocking, inside the user's blocking
+  // call: wakes the consumer and submits the drainers that `work` holds.
+  void FinishBlocked(Work& work) noexcept ABSL_LOCKS_EXCLUDED(lock_);
   // Does what `work` holds after unlocking (see Work). Touches the core only while it is alive
   // (see "Lifetime" in the file comment).
   void Finish(Work& work) noexcept ABSL_LOCKS_EXCLUDED(lock_);

@@ -271,27 +271,12 @@ void StreamCore<In, R>::Drain() noexcept {
   StreamDrainFrame frame{this, tls_stream_drain_frame};
   tls_stream_drain_frame = &frame;
   // An executor that adds a thread while a task blocks (TbbExecutor) learns of it through its
-  // observer; this one forwards to it and lets the stream add a drainer for the added thread. Its
-  // calls come while an input runs (Invoke destroys the input before completing its slot) or the
-  // source is pulled into reserved slots, so the core is alive for them.
-  struct Observer final : futures_internal::BlockingObserver {
-    StreamCore* core;
-    futures_internal::BlockingObserver* outer;
-    Observer(StreamCore* c, futures_internal::BlockingObserver* o) : core(c), outer(o) {}
-    void BlockingBegan() noexcept override {
-      outer->BlockingBegan();
-      core->DrainerBlocked();
-    }
-    void BlockingEnded() noexcept override {
-      core->DrainerUnblocked();
-      outer->BlockingEnded();
-    }
-  };
+  // observer; this one forwards to it and lets the stream add a drainer for the added thread.
   futures_internal::BlockingObserver* outer = futures_internal::CurrentBlockingObserver();
-  std::optional<Observer> observer;
+  std::optional<GroupObserver> observer;
   std::optional<futures_internal::ScopedBlockingObserver> scope;
   if (outer != nullptr) {
-    observer.emplace(this, outer);
+    observer.emplace(this, /*help=*/nullptr, outer);
     scope.emplace(&*observer);
   }
   // The first slot is claimed as after a completion: a deferred top-up is retried before it, and
@@ -391,13 +376,7 @@ void StreamCore<In, R>::DrainerBlocked() noexcept {
     }
     TakeSleepLocked(&work);  // The group's results, or its queued slots, are for the consumer.
   }
-  if (work.wake) WakeConsumer();
-  // Their counts keep the core alive until they are submitted, as does the blocked input.
-  if (work.spawn > 0) SpawnDrainers(work.spawn);
-  // Always empty: the completions made here cannot stop the stream (an error or a fatal failure
-  // cuts the group before its next input starts). Were that to change, user destructors would run
-  // here, inside the user's blocking call (perhaps holding its lock).
-  Dispose(work.disposal);
+  FinishBlocked(work);
 }
 
 template <typename In, typename R>
@@ -408,6 +387,12 @@ void StreamCore<In, R>::ConsumerBlocked(StreamRunGroup* group) noexcept {
     internal::SpinLockHolder lock(&lock_);
     GroupBlockedLocked(group, &work, &inner);
   }
+  FinishBlocked(work);  // The consumer is this thread: nothing to wake.
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::FinishBlocked(Work& work) noexcept {
+  if (work.wake) WakeConsumer();
   // Their counts keep the core alive until they are submitted, as does the blocked input.
   if (work.spawn > 0) SpawnDrainers(work.spawn);
   // Always empty: the completions made here cannot stop the stream (an error or a fatal failure
@@ -433,26 +418,12 @@ bool StreamCore<In, R>::TrackInner(uint32_t s, AnyFuture inner) noexcept {
 
 template <typename In, typename R>
 void StreamCore<In, R>::Complete(uint32_t s, std::exception_ptr fatal) noexcept {
-  // The owner's thread: started and completed change only here. Returns the slot's index.
-  const auto runs = [s](const StreamRunGroup& group) {
-    const uint64_t w = group.state.load(std::memory_order_relaxed);
-    const int completed = StreamRunGroup::Completed(w);
-    return completed < StreamRunGroup::Started(w) && group.slots[completed] == s ? completed : -1;
-  };
-  StreamHelpFrame* help = tls_stream_help_frame;
-  if (help != nullptr && help->core == this) {
-    if (const int index = runs(help->group); index >= 0) {
-      // The consumer ran this slot itself: its next locked section completes it.
-      RecordGroupCompletion(&help->group, s, index, std::move(fatal));
-      return;
-    }
-  }
-  StreamDrainFrame* frame = tls_stream_drain_frame;
-  if (frame != nullptr && frame->core == this) {
-    if (const int index = runs(frame->group); index >= 0) {
-      // A drainer's slot: made with the rest of its group when the group ends, or earlier by a
-      // consumer that waits for a result (CollectFromGroupsLocked).
-      RecordGroupCompletion(&frame->group, s, index, std::move(fatal));
+  // A slot this thread runs from a group: a drainer's is made with the rest of its group when the
+  // group ends, or earlier by a consumer that waits for a result (CollectFromGroupsLocked); one
+  // the consumer ran itself is made by its next locked section.
+  if (StreamRunGroup* group = CallerGroup(); group != nullptr) {
+    if (const int index = group->RunningIndex(s); index >= 0) {
+      RecordGroupCompletion(group, s, index, std::move(fatal));
       return;
     }
   }
