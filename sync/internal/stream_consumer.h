@@ -228,7 +228,7 @@ bool StreamCore<In, R>::Refill() {
       // Before it may take a group to help (below): the results that drainers' groups recorded,
       // so that one held behind a drainer's slow input is yielded rather than left for queued
       // inputs that this thread would run first.
-      if (drain_ && groups_ != nullptr && runq_size_ > 0) {
+      if (drain_ && !groups_.empty() && runq_size_ > 0) {
         CollectFromGroupsLocked(nullptr, &work, &inner);
       }
       if (FatalLocked()) {
@@ -252,7 +252,7 @@ bool StreamCore<In, R>::Refill() {
         work.took_slot = true;
         deadline = deadline_;
         step = Step::kHelp;
-      } else if (drain_ && groups_ != nullptr && CollectOrRequeueLocked(spun, &work, &inner)) {
+      } else if (drain_ && !groups_.empty() && CollectOrRequeueLocked(spun, &work, &inner)) {
         // What a group recorded, or slots it did not start, are for this thread (a drainer may
         // be in a slow input, or in one that waits for them).
         step = Step::kAgain;

@@ -87,49 +87,12 @@
 // the last, so queued slots always have a drainer (DropDrainer). The consumer checks the timeout
 // between the inputs it runs itself.
 //
-// Run groups: a drainer, and the consumer when it helps, take queued slots in groups
-// (StreamRunGroup) and run them one after the other; a completion within a group is only
-// recorded on the running thread, and one locked section makes the group's completions, claims
-// the next group and puts back what the group did not start. With 10^6 trivial inputs on 2 cores
-// the profile showed the consumer's time going to taking lock_ (half of its samples on the
-// instruction after the exchange) whenever a drainer had run a slot since, and a run was 3 to 4
-// times slower when the drainers ran 10 to 20% of the inputs than when the consumer ran them all;
-// groups make that a lock per group. A group is at most group_limit_ slots, which starts at 1,
-// doubles after a group whose inputs took at most kFastInputTicks each, and falls back to 1 after
-// a slower one. A group also takes only the queued slots beyond one per drainer
-// (DrainerCapLocked), so a few queued inputs are spread one per thread as before. A group ends
-// early after an input slower than kSlowInputTicks, a failure or a task error under kStopOnError
-// (what the stop would skip is not started), and, for the consumer, at the timeout; a drainer also
-// ends its group before its next input when it has recorded a result the consumer waits for
-// (consumer_waits_for_: under Order::kInput only the next result in order, under
-// Order::kCompletion any result): so while an ordered consumer waits for a slow input, the other
-// drainers keep their groups instead of taking the lock for every result.
-//
-// A group's slots are never held out of reach: a taken group is listed (groups_) and keeps its
-// counts in one atomic word (StreamRunGroup::state), so its unstarted slots can be taken back
-// (RequeueUnstartedLocked: a CAS lowers the count under lock_, the owner claims each next slot with
-// a CAS) and its recorded completions made (MakeRecordedLocked, `made` under lock_) by another
-// thread. That happens (1) whenever a thread takes a group (TakeGroupLocked, for a drainer or the
-// consumer): first it puts back, at the front of the run queue, the unstarted slots of every
-// listed group, however briefly their owner has run; (2) when a drainer finds the run queue empty,
-// for every listed group, before it leaves; (3) when the consumer, with nothing to yield and
-// nothing queued, is about to spin (their recorded completions) or sleep (those and their
-// unstarted slots, CollectOrRequeueLocked); (4) before the consumer takes a group to help, their
-// recorded completions. The take-back in (1) is eager on purpose: a lazy one (after an input has
-// run a while, or by a thread going idle) needs a thread that is not stuck itself, and with inputs
-// that meet each other without a BlockingRegion every thread may be inside an input whose partner
-// sits unstarted in its own group (one executor thread and the consumer, each waiting in the first
-// input of its group for the second). Sections are serialized by lock_, so the thread that takes
-// a group last has taken back the rest of every earlier group, and it runs the oldest unstarted
-// slot first, as each free thread did with one slot per task. So an input that waits for a later
-// input of its own group has it run by the next thread that takes work, and a slow input holds
-// back neither queued inputs nor recorded results from a consumer that waits: (3) and (4) cover a
-// consumer that starts waiting after the owner entered the slow input, consumer_waits_for_ one
-// that waited before. While one of its inputs blocks in a BlockingRegion
-// (drainers forward their observer; the consumer installs one for a group of more than one slot),
-// the group also puts back what it has not started and makes what it recorded at once
-// (GroupBlockedLocked). Before an Add() or Start() from `fn` (which may make the thread the
-// starter, pulling the source), the group puts back its unstarted slots.
+// Run groups: a drainer, and the consumer when it helps, take queued slots in groups and run
+// them one after the other, with a lock per group rather than per input; a group's unstarted
+// slots and recorded completions stay within reach of every other thread. See
+// sync/internal/stream_run_group.h for the design; the core's part is TakeGroupLocked,
+// EndGroupLocked, GroupBlockedLocked and the take-backs (RequeueUnstartedLocked,
+// CollectFromGroupsLocked).
 //
 // Inline executors: a task that runs inside Submit() would recurse (complete -> top up ->
 // submit -> run...). A thread-local frame turns that into a loop: while a thread is submitting for
@@ -141,7 +104,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <iterator>
@@ -161,12 +123,9 @@
 #include "futures/future.h"
 #include "futures/internal/spin_lock.h"
 #include "futures/internal/task_context.h"
+#include "sync/internal/stream_run_group.h"
 #include "sync/internal/stream_runner.h"
 #include "sync/progress.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <x86intrin.h>
-#endif
 
 namespace concurry {
 namespace sync_internal {
@@ -181,99 +140,6 @@ struct StreamSubmitFrame {
   StreamSubmitFrame* prev;
 };
 inline thread_local StreamSubmitFrame* tls_stream_submit_frame = nullptr;
-
-// The most queued slots a drainer or the consumer takes at once to run (see "Run groups" above).
-inline constexpr int kMaxRunGroup = 16;
-
-// A cheap clock for timing inputs, in ticks: the time-stamp counter on x86 (a few GHz), else
-// steady_clock's nanoseconds. Only compared with the thresholds of run groups, which tolerate
-// either unit.
-inline uint64_t StreamTicks() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  return __rdtsc();
-#else
-  return static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-#endif
-}
-
-// Queued slots that one thread (the owner) took to run one after the other (see "Run groups"
-// above): their Complete() records the completion here, and one locked section makes them all.
-// While the group is taken it is listed in the core (StreamCore::groups_), so that another thread
-// can take back the slots it has not started and make the completions it has recorded.
-struct StreamRunGroup {
-  // The three counts of the group in one word, so that each change is one atomic operation:
-  // count (taken: slots[0, count)), started (run or running: slots[0, started)) and completed
-  // (completed by their task: slots[0, completed)), 16 bits each.
-  static constexpr uint64_t kStartedOne = uint64_t{1} << 16;
-  static constexpr uint64_t kCompletedOne = uint64_t{1} << 32;
-  static int Count(uint64_t w) noexcept { return static_cast<int>(w & 0xffff); }
-  static int Started(uint64_t w) noexcept { return static_cast<int>((w >> 16) & 0xffff); }
-  static int Completed(uint64_t w) noexcept { return static_cast<int>(w >> 32); }
-  static uint64_t Pack(int count, int started, int completed) noexcept {
-    return static_cast<uint64_t>(count) | static_cast<uint64_t>(started) << 16 |
-           static_cast<uint64_t>(completed) << 32;
-  }
-
-  // The owner claims its next slot, unless the group was cut short (by the owner, or by a thread
-  // that took the rest back). Returns its index, or -1. Relaxed: the slots it indexes were written
-  // by this thread, and the CAS on the one word is what decides between the claim and a take-back.
-  int ClaimNext() noexcept {
-    uint64_t w = state.load(std::memory_order_relaxed);
-    do {
-      if (Started(w) >= Count(w)) return -1;
-    } while (!state.compare_exchange_weak(w, w + kStartedOne, std::memory_order_relaxed,
-                                          std::memory_order_relaxed));
-    return Started(w);
-  }
-
-  // The position in the group of `s`, the slot the owner runs now, or -1 when the owner does not
-  // run it from this group. On the owner's thread (relaxed: started and completed change there).
-  int RunningIndex(uint32_t s) const noexcept {
-    const uint64_t w = state.load(std::memory_order_relaxed);
-    const int completed = Completed(w);
-    return completed < Started(w) && slots[completed] == s ? completed : -1;
-  }
-
-  // Forgets the completions made and the fatal failure recorded: the group's slots were made or
-  // are about to be replaced. Under the core's lock.
-  void ResetRecorded() noexcept {
-    made = 0;
-    fatal = nullptr;
-    // Relaxed: read under the core's lock, or by the owner, which writes it.
-    fatal_at.store(-1, std::memory_order_relaxed);
-  }
-
-  // Written under the core's lock by the owner (when it takes the group, or shortens it while an
-  // input blocks); read by the owner without the lock and by other threads under the lock.
-  uint32_t slots[kMaxRunGroup];
-  // count, started, completed (see Pack). Changed outside the core's lock only by the owner's
-  // claim (started) and record (completed, a seq_cst RMW after the slot's result is written, see
-  // StreamCore::consumer_waits_for_); every other change is under the lock: a thread that takes
-  // back the slots the owner has not started lowers count to started with a CAS
-  // (StreamCore::RequeueUnstartedLocked), and the owner stores or rebases the word when it takes,
-  // ends or shortens the group.
-  std::atomic<uint64_t> state{0};
-  // Guarded by the core's lock (only the owner writes `taken`, so it may also read it without):
-  // the group is listed in the core; completions made so far (slots[0, made)), by the owner or by
-  // the consumer (StreamCore::CollectFromGroupsLocked).
-  bool taken = false;
-  int made = 0;
-  StreamRunGroup* prev = nullptr;
-  StreamRunGroup* next = nullptr;
-  // The first failure outside the function (Complete's `fatal`) and the slot it came with: written
-  // by the owner before the completion that publishes it, then read under the core's lock by
-  // whoever makes that completion. A fatal failure cuts the group, so there is at most one.
-  std::exception_ptr fatal;
-  std::atomic<int> fatal_at{-1};
-  // Owner only. The group ends before its next slot: a failure, a task error under
-  // kStopOnError, or a slow input (the rest should not wait behind it).
-  bool cut = false;
-  // Owner only: the input index of the last completion it recorded (read from the slot before
-  // recording; the slot may be reused right after).
-  int64_t last_index = -1;
-  uint64_t begin = 0;  // StreamTicks() when the group started.
-  uint64_t mark = 0;   // StreamTicks() when the running slot started.
-};
 
 // The drainer a thread runs (see "Batched tasks" above): the locked section that ends its group
 // (EndDrainerGroup) claims the drainer's next group through it.
@@ -531,7 +397,7 @@ class StreamCore : public StreamInputSink<In> {
   // them) before it pulls the next ones, instead of leaving the queue empty while it pulls a
   // whole window.
   static constexpr uint32_t kMaxReserve = 16;
-  // Run groups (see the file comment): inputs that took at most kFastInputTicks on average let
+  // Run groups (see stream_run_group.h): inputs that took at most kFastInputTicks on average let
   // the next groups grow; one that took more than kSlowInputTicks ends its group (StreamTicks():
   // about 1.5 us and 25 us at 2.6 GHz).
   static constexpr uint64_t kFastInputTicks = 4096;
@@ -723,14 +589,14 @@ class StreamCore : public StreamInputSink<In> {
   int DrainerCapLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     return max_drainers_ + blocked_drainers_;
   }
-  // Takes a group of queued slots for the calling thread to run (see "Run groups" in the file
-  // comment): up to group_limit_ of them, and only those beyond one per drainer (the cap counts
-  // the caller), so that a few queued inputs (a rendezvous of as many inputs as there are threads)
-  // are spread one per thread as before. Takes none when the queue is empty.
+  // Takes a group of queued slots for the calling thread to run (see "Run groups" in
+  // stream_run_group.h): up to group_limit_ of them, and only those beyond one per drainer (the cap
+  // counts the caller), so that a few queued inputs (a rendezvous of as many inputs as there are
+  // threads) are spread one per thread as before. Takes none when the queue is empty.
   void TakeGroupLocked(StreamRunGroup* group, Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     // First, what the listed groups have not started (the caller's own group is not listed): the
     // input their owner runs may wait for one of them without a BlockingRegion, so this thread
-    // runs them, oldest first (see "Run groups" in the file comment). Every group, whether or
+    // runs them, oldest first (see "Run groups" in stream_run_group.h). Every group, whether or
     // not its owner is inside an input just now: an owner between two inputs may start the next
     // one right after this section, and that one may wait for the rest of its group.
     RequeueAllUnstartedLocked(nullptr, work);
@@ -749,11 +615,7 @@ class StreamCore : public StreamInputSink<In> {
     if (count == 0) return;
     // Listed, so that the next thread that takes work takes back what the owner has not started
     // (an input may wait for a later one of its own group without a BlockingRegion).
-    group->taken = true;
-    group->prev = nullptr;
-    group->next = groups_;
-    if (groups_ != nullptr) groups_->prev = group;
-    groups_ = group;
+    groups_.Link(group);
   }
   // Makes the completions a group recorded and puts its slots that did not start back at the
   // front of the run queue (they are older than the queued ones); the group is then empty and no
@@ -770,11 +632,7 @@ class StreamCore : public StreamInputSink<In> {
     MakeRecordedLocked(group, completed, work, inner, /*top_up=*/true);
     group->state.store(0, std::memory_order_relaxed);
     group->ResetRecorded();
-    if (group->taken) {
-      (group->prev != nullptr ? group->prev->next : groups_) = group->next;
-      if (group->next != nullptr) group->next->prev = group->prev;
-      group->taken = false;
-    }
+    groups_.Unlink(group);
   }
   // Makes the completions slots[made, completed) of `group` (completed read by the caller after
   // they were recorded), on any thread: each is made once, by whoever gets there first.
@@ -850,8 +708,8 @@ class StreamCore : public StreamInputSink<In> {
   int RequeueAllUnstartedLocked(const StreamRunGroup* except, Work* work)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     int n = 0;
-    for (StreamRunGroup* g = groups_; g != nullptr; g = g->next) {
-      if (g != except) n += RequeueUnstartedLocked(g, work);
+    for (StreamRunGroup& g : groups_) {
+      if (&g != except) n += RequeueUnstartedLocked(&g, work);
     }
     return n;
   }
@@ -871,13 +729,13 @@ class StreamCore : public StreamInputSink<In> {
   int CollectFromGroupsLocked(const StreamRunGroup* except, Work* work, AnyFuture* inner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     int n = 0;
-    for (StreamRunGroup* g = groups_; g != nullptr; g = g->next) {
-      if (g == except) continue;
+    for (StreamRunGroup& g : groups_) {
+      if (&g == except) continue;
       // seq_cst: pairs with the owner's record and its load of consumer_waits_for_ (see there).
-      const int completed = StreamRunGroup::Completed(g->state.load(std::memory_order_seq_cst));
-      if (completed > g->made) {
-        n += completed - g->made;
-        MakeRecordedLocked(g, completed, work, inner, /*top_up=*/true);
+      const int completed = StreamRunGroup::Completed(g.state.load(std::memory_order_seq_cst));
+      if (completed > g.made) {
+        n += completed - g.made;
+        MakeRecordedLocked(&g, completed, work, inner, /*top_up=*/true);
       }
     }
     return n;
@@ -1106,9 +964,9 @@ class StreamCore : public StreamInputSink<In> {
   int blocked_drainers_ ABSL_GUARDED_BY(lock_) = 0;
   // How many queued slots a thread takes at once (see TakeGroupLocked), in [1, kMaxRunGroup].
   int group_limit_ ABSL_GUARDED_BY(lock_) = 1;
-  // The taken run groups (StreamRunGroup::prev/next), whose unstarted slots another thread may put
-  // back (RequeueAllUnstartedLocked) and whose recorded completions the consumer may make.
-  StreamRunGroup* groups_ ABSL_GUARDED_BY(lock_) = nullptr;
+  // The taken run groups, whose unstarted slots another thread may put back
+  // (RequeueAllUnstartedLocked) and whose recorded completions the consumer may make.
+  StreamGroupList groups_ ABSL_GUARDED_BY(lock_);
   // A top-up returned early to start a larger group later (see TopUpLocked); the next section
   // that may take a queued slot retries it first (EndSectionLocked, Refill).
   bool topup_deferred_ ABSL_GUARDED_BY(lock_) = false;
