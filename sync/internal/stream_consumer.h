@@ -346,6 +346,7 @@ void StreamCore<In, R>::RunHelpGroup(StreamHelpFrame* help, absl::Time deadline)
   // of the blocking as before (unless the thread was inside a BlockingRegion already).
   std::optional<GroupObserver> observer;
   std::optional<futures_internal::ScopedBlockingObserver> scope;
+  // Relaxed: stored by this thread's section that took the group.
   if (StreamRunGroup::Count(group.state.load(std::memory_order_relaxed)) > 1) {
     observer.emplace(
         this, &group,

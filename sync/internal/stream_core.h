@@ -114,6 +114,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/macros.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/synchronization/mutex.h"
@@ -154,8 +155,11 @@ struct StreamDrainFrame {
 inline thread_local StreamDrainFrame* tls_stream_drain_frame = nullptr;
 
 // The group of slots the consumer runs itself (see "Batched tasks" above): the consumer's next
-// locked section makes their completions.
+// locked section makes their completions. It must not go out of scope while the group is listed
+// (StreamGroupList): the list would point at it and its unstarted slots would be lost.
 struct StreamHelpFrame {
+  ~StreamHelpFrame() { ABSL_ASSERT(!group.taken); }
+
   const void* core;
   StreamRunGroup group;
 };
@@ -611,6 +615,7 @@ class StreamCore : public StreamInputSink<In> {
     }
     group->cut = false;
     group->ResetRecorded();
+    // Relaxed: written under lock_, by the owner (see StreamRunGroup's "Memory ordering").
     group->state.store(StreamRunGroup::Pack(count, 0, 0), std::memory_order_relaxed);
     if (count == 0) return;
     // Listed, so that the next thread that takes work takes back what the owner has not started
@@ -624,6 +629,7 @@ class StreamCore : public StreamInputSink<In> {
   void EndGroupLocked(StreamRunGroup* group, Work* work, AnyFuture* inner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     RequeueUnstartedLocked(group, work);
+    // Relaxed: on the owner's thread, which recorded them (see StreamRunGroup).
     const int completed = StreamRunGroup::Completed(group->state.load(std::memory_order_relaxed));
     if (completed > 0) {
       const uint64_t per_input = (group->mark - group->begin) / completed;
@@ -638,6 +644,7 @@ class StreamCore : public StreamInputSink<In> {
   // they were recorded), on any thread: each is made once, by whoever gets there first.
   void MakeRecordedLocked(StreamRunGroup* group, int completed, Work* work, AnyFuture* inner,
                           bool top_up) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    // Relaxed: the caller's load of `state` ordered it (see StreamRunGroup's "Memory ordering").
     const int fatal_at = group->fatal_at.load(std::memory_order_relaxed);
     for (int i = group->made; i < completed; ++i) {
       CompleteLocked(group->slots[i], i == fatal_at ? std::move(group->fatal) : nullptr, work,
@@ -771,7 +778,8 @@ class StreamCore : public StreamInputSink<In> {
         --drainers_;  // Leaves: from here on it touches nothing of the core.
       } else {
         // Counts slots that another thread may take back before this one runs them: a drainer
-        // may then hand over before kDrainBatch inputs, which is harmless.
+        // may then hand over before kDrainBatch inputs, which is harmless. Relaxed: stored by
+        // this section.
         frame->ran += StreamRunGroup::Count(frame->group.state.load(std::memory_order_relaxed));
       }
     }
@@ -868,6 +876,7 @@ class StreamCore : public StreamInputSink<In> {
       group->cut = true;
     }
     group->mark = now;
+    // Relaxed: published by the RMW on `state` below (see StreamRunGroup's "Memory ordering").
     if (fatal != nullptr && group->fatal_at.load(std::memory_order_relaxed) < 0) {
       group->fatal = std::move(fatal);
       group->fatal_at.store(index, std::memory_order_relaxed);

@@ -37,21 +37,25 @@
 // for every listed group, before it leaves; (3) when the consumer, with nothing to yield and
 // nothing queued, is about to spin (their recorded completions) or sleep (those and their
 // unstarted slots, CollectOrRequeueLocked); (4) before the consumer takes a group to help, their
-// recorded completions. The take-back in (1) is eager on purpose: a lazy one (after an input has
-// run a while, or by a thread going idle) needs a thread that is not stuck itself, and with inputs
-// that meet each other without a BlockingRegion every thread may be inside an input whose partner
-// sits unstarted in its own group (one executor thread and the consumer, each waiting in the first
-// input of its group for the second). Sections are serialized by lock_, so the thread that takes
-// a group last has taken back the rest of every earlier group, and it runs the oldest unstarted
-// slot first, as each free thread did with one slot per task. So an input that waits for a later
-// input of its own group has it run by the next thread that takes work, and a slow input holds
-// back neither queued inputs nor recorded results from a consumer that waits: (3) and (4) cover a
-// consumer that starts waiting after the owner entered the slow input, consumer_waits_for_ one
-// that waited before. While one of its inputs blocks in a BlockingRegion
-// (drainers forward their observer; the consumer installs one for a group of more than one slot),
-// the group also puts back what it has not started and makes what it recorded at once
-// (GroupBlockedLocked). Before an Add() or Start() from `fn` (which may make the thread the
-// starter, pulling the source), the group puts back its unstarted slots.
+// recorded completions. Not when a drainer has run its kDrainBatch inputs and hands over to a new
+// executor task (ClaimForDrainerLocked, resubmit): it ends its own group but takes nothing back;
+// the new task does, in (1), once it gets a thread behind the executor's queue. Meanwhile every
+// other thread that takes work takes them back, as in (1); with one input per task, a queued slot
+// likewise waited for a task to run it. The take-back in (1) is eager on purpose: a lazy one (after
+// an input has run a while, or by a thread going idle) needs a thread that is not stuck itself, and
+// with inputs that meet each other without a BlockingRegion every thread may be inside an input
+// whose partner sits unstarted in its own group (one executor thread and the consumer, each waiting
+// in the first input of its group for the second). Sections are serialized by lock_, so the thread
+// that takes a group last has taken back the rest of every earlier group, and it runs the oldest
+// unstarted slot first, as each free thread did with one slot per task. So an input that waits for
+// a later input of its own group has it run by the next thread that takes work, and a slow input
+// holds back neither queued inputs nor recorded results from a consumer that waits: (3) and (4)
+// cover a consumer that starts waiting after the owner entered the slow input, consumer_waits_for_
+// one that waited before. While one of its inputs blocks in a BlockingRegion (drainers forward
+// their observer; the consumer installs one for a group of more than one slot), the group also puts
+// back what it has not started and makes what it recorded at once (GroupBlockedLocked). Before an
+// Add() or Start() from `fn` (which may make the thread the starter, pulling the source), the group
+// puts back its unstarted slots.
 
 #ifndef CONCURRY_SYNC_INTERNAL_STREAM_RUN_GROUP_H_
 #define CONCURRY_SYNC_INTERNAL_STREAM_RUN_GROUP_H_
@@ -86,6 +90,18 @@ inline uint64_t StreamTicks() noexcept {
 // comment): their Complete() records the completion here, and one locked section makes them all.
 // While the group is taken it is listed in the core (a StreamGroupList), so that another thread
 // can take back the slots it has not started and make the completions it has recorded.
+//
+// Memory ordering (`state`, `fatal_at`): relaxed wherever the owner reads what it wrote itself
+// (its claims and records change started and completed, nobody else does), and wherever the
+// other side of the exchange holds the core's lock (the owner writes slots, stores, ends and
+// rebases the word under the lock; a take-back reads them under it). A slot goes to the owner's
+// claim or to a take-back by a CAS on the one word, which needs no ordering beyond the word's own.
+// The one exchange without the lock is a recorded completion: the owner writes the slot's result
+// and `fatal`/`fatal_at`, then bumps completed with a seq_cst RMW (release, and ordered with its
+// load of StreamCore::consumer_waits_for_); whoever makes it on another thread loads the word
+// seq_cst (acquire) first (StreamCore::CollectFromGroupsLocked).
+//
+// Thread-safe as described per member: owner only, under the core's lock, or `state`.
 struct StreamRunGroup {
   // The three counts of the group in one word, so that each change is one atomic operation:
   // count (taken: slots[0, count)), started (run or running: slots[0, started)) and completed
@@ -125,8 +141,7 @@ struct StreamRunGroup {
   void ResetRecorded() noexcept {
     made = 0;
     fatal = nullptr;
-    // Relaxed: read under the core's lock, or by the owner, which writes it.
-    fatal_at.store(-1, std::memory_order_relaxed);
+    fatal_at.store(-1, std::memory_order_relaxed);  // Relaxed: see "Memory ordering".
   }
 
   // Written under the core's lock by the owner (when it takes the group, or shortens it while an
@@ -144,6 +159,7 @@ struct StreamRunGroup {
   // the consumer (StreamCore::CollectFromGroupsLocked).
   bool taken = false;
   int made = 0;
+  // StreamGroupList's links, under the core's lock while taken.
   StreamRunGroup* prev = nullptr;
   StreamRunGroup* next = nullptr;
   // The first failure outside the function (Complete's `fatal`) and the slot it came with: written

@@ -295,7 +295,7 @@ void StreamCore<In, R>::Drain() noexcept {
   // completions and claims the next group (or lets the drainer leave).
   StreamRunGroup& group = frame.group;
   while (group.taken) {
-    const uint64_t w = group.state.load(std::memory_order_relaxed);
+    const uint64_t w = group.state.load(std::memory_order_relaxed);  // Relaxed: the owner.
     if (StreamRunGroup::Started(w) > 0 &&
         (group.cut || (StreamRunGroup::Completed(w) > 0 && ConsumerWaitsFor(group.last_index)))) {
       // Cut short, or the consumer waits for the result just recorded: hand over what the group
