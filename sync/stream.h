@@ -217,12 +217,24 @@ namespace concurry {
 // max_concurrency()) executor tasks, each running inputs one after the other (a few dozen, then
 // it queues a new task behind the executor's other work); while one of them blocks in a
 // BlockingRegion (any library wait), TbbExecutor adds a thread and the stream one more such task.
-// And a consumer waiting for a result while inputs wait for an executor thread runs one of them
+// And a consumer waiting for a result while inputs wait for an executor thread runs some of them
 // itself, on its own thread, instead of sleeping: there `fn` sees the consumer's thread_locals and
-// held locks. On every other executor (ThreadPoolExecutor, whose initializer sets up its threads,
-// a TaskWorker or pool, InlineExecutor, a ManualExecutor, your own unless it opts in) each input is
-// one executor task, and `fn` runs on the executor's threads only, as that executor runs tasks
-// (one at a time on a serial one).
+// held locks (and, while it runs inputs that it took two or more at a time, even once other threads
+// took back the rest, BlockingRegion::WouldCompensate() is true there, so library waits inside
+// `fn` take their blocking path). Short inputs (a microsecond or two) are taken a group at a time
+// (up to 16) and their results handed over together when the group ends, yet as on one input at a
+// time: whenever a thread takes inputs, it first takes back the inputs that other groups have not
+// started (oldest first), so an input that waits for a later one (with or without a
+// BlockingRegion) has it run by the next thread that takes work, and a consumer with nothing to
+// yield takes the results a group has recorded and its unstarted inputs rather than sleep. So a
+// short result is not held behind a slow input that another thread runs, and inputs that wait for
+// each other need no more threads than with one input per task. But under Order::kInput, an input
+// that the consumer runs itself must not wait for an input max_in_flight or more places after the
+// oldest result not yet taken: that one starts only once the consumer yields (with or without
+// groups). On every other executor (ThreadPoolExecutor, whose initializer sets up its threads, a
+// TaskWorker or pool, InlineExecutor, a ManualExecutor, your own unless it opts in) each input is
+// one executor task, and `fn` runs on the executor's threads only, as that executor runs tasks (one
+// at a time on a serial one).
 //
 // Thread-safe for Add(), Cancel() and Start() from any thread (including from tasks); iteration
 // (begin(), Next(), the iterators) and destruction must be confined to one thread at a time.

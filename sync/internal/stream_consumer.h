@@ -79,6 +79,7 @@ void StreamCore<In, R>::Start() {
   {
     internal::SpinLockHolder lock(&lock_);
     StartLocked();
+    RequeueUnstartedLocked(CallerGroup(), &work);
     TopUpLocked(&work);
     EndSectionLocked(&work);
   }
@@ -97,6 +98,7 @@ bool StreamCore<In, R>::AddInput(In input, bool from_outside) {
     queued_.splice(queued_.end(), node);
     ++added_;
     if (from_outside) added_from_outside_ = true;
+    RequeueUnstartedLocked(CallerGroup(), &work);
     TopUpLocked(&work);
     EndSectionLocked(&work);
   }
@@ -196,8 +198,8 @@ bool StreamCore<In, R>::Refill() {
   bool spun = false;       // This refill spun (at most once).
   bool just_spun = false;  // The spin ended right before this pass.
   bool slept = false;      // This refill slept.
-  // The slot this refill ran itself, completed by the next locked section (see StreamHelpFrame).
-  StreamHelpFrame helped{this, kNoSlot};
+  // The slots this refill ran itself, completed by the next locked section (see StreamHelpFrame).
+  StreamHelpFrame helped{this};
   for (;;) {
     // A consumer that runs queued inputs itself never sleeps, so the deadline is checked here too
     // (the clock is read outside the lock).
@@ -209,16 +211,12 @@ bool StreamCore<In, R>::Refill() {
     int64_t total = ProgressReporter::kUnknownTotal;
     bool total_final = true;
     absl::Time deadline;
-    uint32_t help = kNoSlot;
     AnyFuture inner;  // Of the helped slot (none for batched tasks); released after unlocking.
     {
       internal::SpinLockHolder lock(&lock_);
       // First: the helped completion tops up, and the batch's slots are free room.
       ReleaseBatchLocked();
-      if (std::exchange(helped.completed, false)) {
-        CompleteLocked(std::exchange(helped.slot, kNoSlot), std::move(helped.fatal), &work, &inner);
-        helped.fatal = nullptr;
-      }
+      if (helped.group.taken) EndGroupLocked(&helped.group, &work, &inner);
       const bool after_spin = std::exchange(just_spun, false);
       // While more than half the window is in flight, leave the top-up to the completing
       // threads (each completion tops up every free slot): submitting from the executor's own
@@ -227,6 +225,12 @@ bool StreamCore<In, R>::Refill() {
       // A deferred top-up is retried here, before the help pop below, and not after it: the
       // consumer would pull the source holding a slot that others may wait for.
       if (2 * in_flight_ <= max_in_flight_ || topup_deferred_) TopUpLocked(&work);
+      // Before it may take a group to help (below): the results that drainers' groups recorded,
+      // so that one held behind a drainer's slow input is yielded rather than left for queued
+      // inputs that this thread would run first.
+      if (drain_ && !groups_.empty() && runq_size_ > 0) {
+        CollectFromGroupsLocked(nullptr, &work, &inner);
+      }
       if (FatalLocked()) {
         step = Step::kFail;
       } else if (TakeBatchLocked()) {
@@ -244,9 +248,14 @@ bool StreamCore<In, R>::Refill() {
         // Started slots wait for a drainer while this thread has nothing to yield: run one here
         // rather than spin or sleep (on a small machine the executor's threads and the consumer
         // share the cores, so a sleeping consumer leaves nothing to the drainers).
-        help = PopRunnableLocked();
+        TakeGroupLocked(&helped.group, &work);
         work.took_slot = true;
+        deadline = deadline_;
         step = Step::kHelp;
+      } else if (drain_ && !groups_.empty() && CollectOrRequeueLocked(spun, &work, &inner)) {
+        // What a group recorded, or slots it did not start, are for this thread (a drainer may
+        // be in a slow input, or in one that waits for them).
+        step = Step::kAgain;
       } else if (!spun) {
         // Fast tasks complete within microseconds: spinning briefly, once per refill, instead
         // of sleeping saves the completing thread a wake-up and both threads a context switch
@@ -264,6 +273,10 @@ bool StreamCore<In, R>::Refill() {
         step = Step::kSleep;
       }
       EndSectionLocked(&work);
+    }
+    if (step == Step::kAgain &&
+        consumer_waits_for_.load(std::memory_order_relaxed) != kNotWaiting) {
+      consumer_waits_for_.store(kNotWaiting, std::memory_order_relaxed);  // It found something.
     }
     Finish(work);
     if (progress_ != nullptr) {
@@ -287,12 +300,18 @@ bool StreamCore<In, R>::Refill() {
       case Step::kFail:
         FailAfterDrain(nullptr);
       case Step::kSpin:
+        AnnounceWait();
         SpinWhile(completions);
+        consumer_waits_for_.store(kNotWaiting, std::memory_order_relaxed);
         just_spun = true;
         break;
       case Step::kSleep:
-      case Step::kTimeout:
-        if (step == Step::kTimeout || !Sleep(deadline)) {
+      case Step::kTimeout: {
+        // Announced already (CollectOrRequeueLocked) for a sleep on a stream with run groups.
+        if (step == Step::kSleep) AnnounceWait();
+        const bool woken = step == Step::kSleep && Sleep(deadline);
+        consumer_waits_for_.store(kNotWaiting, std::memory_order_relaxed);
+        if (!woken) {
           Work stop;
           {
             internal::SpinLockHolder lock(&lock_);
@@ -307,19 +326,48 @@ bool StreamCore<In, R>::Refill() {
           Finish(stop);  // Cancels pending futures, before FailAfterDrain waits.
         }
         break;
-      case Step::kHelp: {
-        // Not a drainer here: its completion claims nothing. It is recorded in `helped` and made
-        // by the next pass's locked section, which also takes it for the consumer.
-        helped.slot = help;
-        StreamHelpFrame* const outer = std::exchange(tls_stream_help_frame, &helped);
-        Run(help);
-        tls_stream_help_frame = outer;
-        break;
       }
+      case Step::kHelp:
+        // Not a drainer here: the completions claim nothing. They are recorded in `helped` and
+        // made by the next pass's locked section, which also takes them for the consumer.
+        RunHelpGroup(&helped, deadline);
+        break;
       case Step::kAgain:
         break;
     }
   }
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::RunHelpGroup(StreamHelpFrame* help, absl::Time deadline) {
+  StreamRunGroup& group = help->group;
+  // While an input of the group blocks in a BlockingRegion, the group lets go of the rest
+  // (ConsumerBlocked): it may wait for one of them. The observer this thread had, if any, hears
+  // of the blocking as before (unless the thread was inside a BlockingRegion already).
+  std::optional<GroupObserver> observer;
+  std::optional<futures_internal::ScopedBlockingObserver> scope;
+  // Relaxed: stored by this thread's section that took the group.
+  if (StreamRunGroup::Count(group.state.load(std::memory_order_relaxed)) > 1) {
+    observer.emplace(
+        this, &group,
+        BlockingRegion::WouldCompensate() ? futures_internal::CurrentBlockingObserver() : nullptr);
+    scope.emplace(&*observer);
+  }
+  StreamHelpFrame* const outer_frame = std::exchange(tls_stream_help_frame, help);
+  group.begin = group.mark = StreamTicks();
+  // ConsumerBlocked() may shorten the group to the running slot, and a drainer may take
+  // back what it has not started.
+  for (bool first = true;; first = false) {
+    // What ends the group (see StreamRunGroup::cut) leaves the rest unstarted, as is the timeout,
+    // checked between the inputs the consumer runs as before each group it takes.
+    if (!first && (group.cut || (deadline != absl::InfiniteFuture() && clock_.Now() >= deadline))) {
+      break;
+    }
+    const int i = group.ClaimNext();
+    if (i < 0) break;
+    Run(group.slots[i]);
+  }
+  tls_stream_help_frame = outer_frame;
 }
 
 template <typename In, typename R>

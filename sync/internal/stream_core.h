@@ -59,9 +59,11 @@
 //
 // Slot ownership (why slots carry no ABSL_GUARDED_BY): a slot is free or ready (guarded by
 // lock_), or starting (owned by the starter that reserved it under lock_ until it submits it), or
-// running (owned by its task, handed over by Executor::Submit), or in the consumer's batch (owned
-// by the consumer, handed over under lock_; in input order handed back through released_). Each
-// hand-over happens under lock_, through Submit, or through released_'s release/acquire pair.
+// running (owned by its task, handed over by Executor::Submit), or in a run group (owned by the
+// thread that took it from the run queue under lock_, until that thread makes its completion or
+// puts it back under lock_), or in the consumer's batch (owned by the consumer, handed over under
+// lock_; in input order handed back through released_). Each hand-over happens under lock_,
+// through Submit, or through released_'s release/acquire pair.
 //
 // Batched tasks: a stream made by Stream() over an executor whose tasks may run on any thread
 // (Executor::tasks_may_run_on_any_thread(): TbbExecutor; not a serial or set-up executor, since
@@ -69,10 +71,10 @@
 // at once, with a function that does not return futures, does not give every slot an executor
 // task. Started slots wait in a run queue (runq_), and up to
 // min(max_concurrency, max_in_flight) drainer tasks run them one after the other: a drainer's
-// completion claims its next slot in the same locked section (StreamDrainFrame), so a slot costs
+// completion claims its next slots in the same locked section (StreamDrainFrame), so a slot costs
 // no executor task and no extra lock. After kDrainBatch slots a drainer queues a new task behind
 // the executor's other work and ends, so a long stream shares the executor fairly. And when the
-// consumer has nothing to yield while slots wait in the queue, it runs one itself instead of
+// consumer has nothing to yield while slots wait in the queue, it runs some itself instead of
 // spinning or sleeping (Refill): on 2 cores, the executor's 2 threads and the consumer share the
 // CPUs, and a profile of sync_benchmark showed the consumer asleep (35 ms of CPU in 0.9 s) while
 // the window, full of results it had not taken, left the executor's threads idle-spinning in
@@ -84,6 +86,13 @@
 // dropped (the executor rejected it) leaves in the same section that takes the queue when it was
 // the last, so queued slots always have a drainer (DropDrainer). The consumer checks the timeout
 // between the inputs it runs itself.
+//
+// Run groups: a drainer, and the consumer when it helps, take queued slots in groups and run
+// them one after the other, with a lock per group rather than per input; a group's unstarted
+// slots and recorded completions stay within reach of every other thread. See
+// sync/internal/stream_run_group.h for the design; the core's part is TakeGroupLocked,
+// EndGroupLocked, GroupBlockedLocked and the take-backs (RequeueUnstartedLocked,
+// CollectFromGroupsLocked).
 //
 // Inline executors: a task that runs inside Submit() would recurse (complete -> top up ->
 // submit -> run...). A thread-local frame turns that into a loop: while a thread is submitting for
@@ -105,6 +114,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/macros.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/synchronization/mutex.h"
@@ -114,6 +124,7 @@
 #include "futures/future.h"
 #include "futures/internal/spin_lock.h"
 #include "futures/internal/task_context.h"
+#include "sync/internal/stream_run_group.h"
 #include "sync/internal/stream_runner.h"
 #include "sync/progress.h"
 
@@ -131,25 +142,26 @@ struct StreamSubmitFrame {
 };
 inline thread_local StreamSubmitFrame* tls_stream_submit_frame = nullptr;
 
-// The drainer a thread runs (see "Batched tasks" above): Complete() claims the drainer's next slot
-// through it, in the same locked section.
+// The drainer a thread runs (see "Batched tasks" above): the locked section that ends its group
+// (EndDrainerGroup) claims the drainer's next group through it.
 struct StreamDrainFrame {
   const void* core;
   StreamDrainFrame* prev;
-  uint32_t next = kNoSlot;  // The slot to run next.
-  int ran = 0;              // Claims by this executor task (its first slot's included).
-  bool claim = false;       // A slot completed: claim the next one (or leave) at section end.
-  bool resubmit = false;    // Ran its share: hand the rest to a new executor task.
+  StreamRunGroup group;   // The slots to run next.
+  int ran = 0;            // Slots claimed by this executor task.
+  bool claim = false;     // A slot completed: claim the next group (or leave) at section end.
+  bool resubmit = false;  // Ran its share: hand the rest to a new executor task.
 };
 inline thread_local StreamDrainFrame* tls_stream_drain_frame = nullptr;
 
-// The slot the consumer runs itself (see "Batched tasks" above): its Complete() only records
-// the completion, which the consumer's next locked section makes (saving a lock per slot).
+// The group of slots the consumer runs itself (see "Batched tasks" above): the consumer's next
+// locked section makes their completions. It must not go out of scope while the group is listed
+// (StreamGroupList): the list would point at it and its unstarted slots would be lost.
 struct StreamHelpFrame {
+  ~StreamHelpFrame() { ABSL_ASSERT(!group.taken); }
+
   const void* core;
-  uint32_t slot;
-  bool completed = false;
-  std::exception_ptr fatal;
+  StreamRunGroup group;
 };
 inline thread_local StreamHelpFrame* tls_stream_help_frame = nullptr;
 
@@ -201,7 +213,7 @@ class StreamDrainTask {
 // The state of one stream, shared by the consumer and the tasks. See the file comment. The
 // consumer-side members (batch, progress) are confined to the consuming thread.
 //
-// Memory ordering: besides lock_ (acquire on lock, release on unlock), three atomics are read
+// Memory ordering: besides lock_ (acquire on lock, release on unlock), these atomics are read
 // without it. `stopping_` (written under lock_, relaxed: every reader that acts on it beyond a
 // hint reads it under lock_): a task about to run skips when it sees it and merely runs when it
 // misses it, a starter stops pulling early, the consumer's spin stops early, and a future
@@ -211,6 +223,19 @@ class StreamDrainTask {
 // release store by the consumer after destroying the item it leaves, acquire load under lock_
 // before a slot is reused): orders the consumer's last access to a slot before the next input's
 // writes to it. The source is handed from one starter to the next through lock_ (starting_).
+// Run groups add two more. `consumer_waits_for_` (the consumer's announcement, see the member):
+// stored seq_cst by the consumer before it collects what the groups recorded
+// (CollectOrRequeueLocked) and before it spins or sleeps; a drainer records each completion with a
+// seq_cst RMW on its group's `state`, then loads consumer_waits_for_ seq_cst before its next
+// input. In the single order of those operations, either the consumer's load of `state` sees the
+// completion or the drainer's load sees the announcement and, when the completion is one the
+// consumer waits for, hands it over (EndDrainerGroup, which wakes a sleeping consumer through
+// sleeping_ under lock_); so no result the consumer waits for stays recorded while it sleeps. The
+// consumer withdraws it with a relaxed store once it found something: a stale announcement only
+// ends a group early. A group's `state` (see
+// StreamRunGroup): the owner's claims and the taking back under lock_ are CAS on the same word,
+// so each unstarted slot goes to exactly one of them; a recorded completion publishes the slot's
+// result (written before the RMW) to whoever makes it under lock_ after loading `state`.
 //
 // Thread-safe as documented on ResultStream.
 template <typename In, typename R>
@@ -278,6 +303,39 @@ class StreamCore : public StreamInputSink<In> {
   // input runs. See DrainerCapLocked.
   void DrainerBlocked() noexcept ABSL_LOCKS_EXCLUDED(lock_);
   void DrainerUnblocked() noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // An input the consumer runs from a group (StreamHelpFrame) entered a BlockingRegion: see
+  // GroupBlockedLocked. On the consumer's thread, while the input runs.
+  void ConsumerBlocked(StreamRunGroup* group) noexcept ABSL_LOCKS_EXCLUDED(lock_);
+
+  // Hears of BlockingRegions entered by the inputs a thread runs from a group, for as long as it
+  // is installed (ScopedBlockingObserver), and passes them on to the observer the thread had, if
+  // any (`outer`): a drainer's (`help` null: DrainerBlocked, DrainerUnblocked) or the consumer's
+  // help group (ConsumerBlocked). Its calls come while an input runs (Invoke destroys the input
+  // before completing its slot) or while a drainer pulls the source into reserved slots, so the
+  // core is alive for them.
+  class GroupObserver final : public futures_internal::BlockingObserver {
+   public:
+    GroupObserver(StreamCore* core, StreamRunGroup* help,
+                  futures_internal::BlockingObserver* outer) noexcept
+        : core_(core), help_(help), outer_(outer) {}
+    void BlockingBegan() noexcept override {
+      if (outer_ != nullptr) outer_->BlockingBegan();
+      if (help_ == nullptr) {
+        core_->DrainerBlocked();
+      } else {
+        core_->ConsumerBlocked(help_);
+      }
+    }
+    void BlockingEnded() noexcept override {
+      if (help_ == nullptr) core_->DrainerUnblocked();
+      if (outer_ != nullptr) outer_->BlockingEnded();
+    }
+
+   private:
+    StreamCore* const core_;
+    StreamRunGroup* const help_;
+    futures_internal::BlockingObserver* const outer_;
+  };
 
  protected:
   struct Slot {
@@ -343,6 +401,14 @@ class StreamCore : public StreamInputSink<In> {
   // them) before it pulls the next ones, instead of leaving the queue empty while it pulls a
   // whole window.
   static constexpr uint32_t kMaxReserve = 16;
+  // Run groups (see stream_run_group.h): inputs that took at most kFastInputTicks on average let
+  // the next groups grow; one that took more than kSlowInputTicks ends its group (StreamTicks():
+  // about 1.5 us and 25 us at 2.6 GHz).
+  static constexpr uint64_t kFastInputTicks = 4096;
+  static constexpr uint64_t kSlowInputTicks = 65536;
+  // Values of consumer_waits_for_ besides an input index.
+  static constexpr int64_t kNotWaiting = -1;
+  static constexpr int64_t kAnyResult = -2;
 
   // Why the stream stopped before its end.
   enum class StopKind {
@@ -458,8 +524,10 @@ class StreamCore : public StreamInputSink<In> {
   }
   // Complete()'s locked part: leaves the future of `slot` in `inner` (to release after
   // unlocking) and what to do after unlocking in `work`.
-  void CompleteLocked(uint32_t slot, std::exception_ptr fatal, Work* work,
-                      AnyFuture* inner) noexcept ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
+  // `top_up` false leaves the top-up to the next section that may take a queued slot
+  // (topup_deferred_).
+  void CompleteLocked(uint32_t slot, std::exception_ptr fatal, Work* work, AnyFuture* inner,
+                      bool top_up = true) noexcept ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
 
   // Unless another thread is the starter: reserves the slots (and indices) for every input that
   // may start now and makes this thread the starter, with queued follow-ups taken for the first
@@ -483,6 +551,11 @@ class StreamCore : public StreamInputSink<In> {
       ++in_flight_;
       work->counted = true;
     }
+    TakeSleepLocked(work);
+  }
+  // Takes the consumer's sleep announcement when it may proceed now (the caller wakes it in
+  // Finish, or with WakeConsumer()).
+  void TakeSleepLocked(Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     if (sleeping_ && (awaiting_drain_ ? NothingRunningLocked() : ConsumerMayProceedLocked())) {
       sleeping_ = false;
       work->wake = true;
@@ -494,6 +567,17 @@ class StreamCore : public StreamInputSink<In> {
   // Queues started slots for the drainers, adding drainers up to max_drainers_.
   void PushRunnableLocked(uint32_t s, Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     Append(&runq_, s);
+    QueuedRunnableLocked(work);
+  }
+  // Puts back, at the front of the run queue, started slots that a run group took and did not
+  // run (they are older than the queued ones).
+  void PushFrontRunnableLocked(uint32_t s, Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    slot(s).next = runq_.head;
+    runq_.head = s;
+    if (runq_.tail == kNoSlot) runq_.tail = s;
+    QueuedRunnableLocked(work);
+  }
+  void QueuedRunnableLocked(Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     ++runq_size_;
     // Relaxed: ends the consumer's spin, which may then run it (a hint, re-checked under lock_).
     completions_.fetch_add(1, std::memory_order_relaxed);
@@ -509,6 +593,160 @@ class StreamCore : public StreamInputSink<In> {
   int DrainerCapLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     return max_drainers_ + blocked_drainers_;
   }
+  // Takes a group of queued slots for the calling thread to run (see "Run groups" in
+  // stream_run_group.h): up to group_limit_ of them, and only those beyond one per drainer (the cap
+  // counts the caller), so that a few queued inputs (a rendezvous of as many inputs as there are
+  // threads) are spread one per thread as before. Takes none when the queue is empty.
+  void TakeGroupLocked(StreamRunGroup* group, Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    // First, what the listed groups have not started (the caller's own group is not listed): the
+    // input their owner runs may wait for one of them without a BlockingRegion, so this thread
+    // runs them, oldest first (see "Run groups" in stream_run_group.h). Every group, whether or
+    // not its owner is inside an input just now: an owner between two inputs may start the next
+    // one right after this section, and that one may wait for the rest of its group.
+    RequeueAllUnstartedLocked(nullptr, work);
+    const uint32_t cap = static_cast<uint32_t>(DrainerCapLocked());
+    const uint32_t surplus = runq_size_ > cap ? runq_size_ - cap : 1;
+    const int limit = static_cast<int>(std::min<uint32_t>(surplus, group_limit_));
+    int count = 0;
+    while (count < limit) {
+      const uint32_t s = PopRunnableLocked();
+      if (s == kNoSlot) break;
+      group->slots[count++] = s;
+    }
+    group->cut = false;
+    group->ResetRecorded();
+    // Relaxed: written under lock_, by the owner (see StreamRunGroup's "Memory ordering").
+    group->state.store(StreamRunGroup::Pack(count, 0, 0), std::memory_order_relaxed);
+    if (count == 0) return;
+    // Listed, so that the next thread that takes work takes back what the owner has not started
+    // (an input may wait for a later one of its own group without a BlockingRegion).
+    groups_.Link(group);
+  }
+  // Makes the completions a group recorded and puts its slots that did not start back at the
+  // front of the run queue (they are older than the queued ones); the group is then empty and no
+  // longer listed. Adapts group_limit_ to how long its inputs took: doubled after a group of fast
+  // ones, back to single slots after a slow one. Leaves the futures to release in `inner`.
+  void EndGroupLocked(StreamRunGroup* group, Work* work, AnyFuture* inner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    RequeueUnstartedLocked(group, work);
+    // Relaxed: on the owner's thread, which recorded them (see StreamRunGroup).
+    const int completed = StreamRunGroup::Completed(group->state.load(std::memory_order_relaxed));
+    if (completed > 0) {
+      const uint64_t per_input = (group->mark - group->begin) / completed;
+      group_limit_ = per_input <= kFastInputTicks ? std::min(2 * group_limit_, kMaxRunGroup) : 1;
+    }
+    MakeRecordedLocked(group, completed, work, inner, /*top_up=*/true);
+    group->state.store(0, std::memory_order_relaxed);
+    group->ResetRecorded();
+    groups_.Unlink(group);
+  }
+  // Makes the completions slots[made, completed) of `group` (completed read by the caller after
+  // they were recorded), on any thread: each is made once, by whoever gets there first.
+  void MakeRecordedLocked(StreamRunGroup* group, int completed, Work* work, AnyFuture* inner,
+                          bool top_up) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    // Relaxed: the caller's load of `state` ordered it (see StreamRunGroup's "Memory ordering").
+    const int fatal_at = group->fatal_at.load(std::memory_order_relaxed);
+    for (int i = group->made; i < completed; ++i) {
+      CompleteLocked(group->slots[i], i == fatal_at ? std::move(group->fatal) : nullptr, work,
+                     inner, top_up);
+    }
+    if (completed > group->made) group->made = completed;
+  }
+  // An input of `group` blocks (in a BlockingRegion), on its thread: puts the slots the group has
+  // not started back in the run queue (the input may wait for one of them) and makes the
+  // completions recorded so far (the room they hold may be what starts that input). Starts
+  // nothing (this runs inside the user's blocking call): the top-up those completions allow is
+  // left to an added drainer (one too many, it leaves afterwards) or to any section before it.
+  void GroupBlockedLocked(StreamRunGroup* group, Work* work, AnyFuture* inner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    group_limit_ = 1;
+    RequeueUnstartedLocked(group, work);
+    // Nobody else changes the counts now: the owner runs the input, and others need lock_.
+    const uint64_t w = group->state.load(std::memory_order_relaxed);
+    const int ran = StreamRunGroup::Completed(w);
+    if (ran == 0) return;
+    MakeRecordedLocked(group, ran, work, inner, /*top_up=*/false);
+    // The running slot moves to the front.
+    const int count = StreamRunGroup::Count(w);
+    std::copy(group->slots + ran, group->slots + count, group->slots);
+    group->state.store(StreamRunGroup::Pack(count - ran, StreamRunGroup::Started(w) - ran, 0),
+                       std::memory_order_relaxed);
+    group->ResetRecorded();
+    ++drainers_;
+    ++work->spawn;
+  }
+  // The group the calling thread runs for this stream (as a drainer or as the consumer), if any.
+  StreamRunGroup* CallerGroup() const noexcept {
+    StreamDrainFrame* frame = tls_stream_drain_frame;
+    if (frame != nullptr && frame->core == this) return &frame->group;
+    StreamHelpFrame* help = tls_stream_help_frame;
+    if (help != nullptr && help->core == this) return &help->group;
+    return nullptr;
+  }
+  // Puts the slots `group` has not started back at the front of the run queue, on any thread
+  // (the owner before a section that may make it the starter, an Add() or Start() from `fn`, so
+  // that it never pulls the source while holding a queued input; or another thread that takes
+  // work, see RequeueAllUnstartedLocked). A CAS lowers the group's count to what its owner started,
+  // so each slot is either claimed by the owner or put back, never both. Returns how many it put
+  // back.
+  int RequeueUnstartedLocked(StreamRunGroup* group, Work* work)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    if (group == nullptr) return 0;
+    // Relaxed: the CAS on the one word decides each slot between the owner's claim and this
+    // take-back; the slots it reads (group->slots) were written under lock_, which this holds.
+    uint64_t w = group->state.load(std::memory_order_relaxed);
+    int started;
+    int count;
+    do {
+      started = StreamRunGroup::Started(w);
+      count = StreamRunGroup::Count(w);
+      if (started >= count) return 0;
+    } while (!group->state.compare_exchange_weak(w, w - static_cast<uint64_t>(count - started),
+                                                 std::memory_order_relaxed,
+                                                 std::memory_order_relaxed));
+    for (int i = count; i-- > started;) PushFrontRunnableLocked(group->slots[i], work);
+    return count - started;
+  }
+  // A thread about to take a group, or to go idle (a drainer about to leave, the consumer about
+  // to sleep): puts back every listed group's unstarted slots but `except`'s, so that it can run
+  // them itself. Without this, an input waiting (without a BlockingRegion) for a later input of
+  // its own group would wait forever, and short inputs would wait behind a slow one. Returns how
+  // many it put back.
+  int RequeueAllUnstartedLocked(const StreamRunGroup* except, Work* work)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    int n = 0;
+    for (StreamRunGroup& g : groups_) {
+      if (&g != except) n += RequeueUnstartedLocked(&g, work);
+    }
+    return n;
+  }
+  // On the consumer, with nothing to yield and no queued slot, before it spins (`spun` false) or
+  // sleeps: announces its wait in consumer_waits_for_ (so that a drainer hands over what it records
+  // from now on), then makes what the groups recorded so far and, before a sleep, puts back their
+  // unstarted slots for it to run. Returns whether it found anything.
+  bool CollectOrRequeueLocked(bool spun, Work* work, AnyFuture* inner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    AnnounceWait();
+    if (CollectFromGroupsLocked(nullptr, work, inner) > 0) return true;
+    return spun && RequeueAllUnstartedLocked(nullptr, work) > 0;
+  }
+  // On the consumer, about to spin or sleep for a result (after announcing it in
+  // consumer_waits_for_): makes the completions that the listed groups recorded, so that results a
+  // drainer holds while it runs a slow input reach the consumer. Returns how many it made.
+  int CollectFromGroupsLocked(const StreamRunGroup* except, Work* work, AnyFuture* inner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
+    int n = 0;
+    for (StreamRunGroup& g : groups_) {
+      if (&g == except) continue;
+      // seq_cst: pairs with the owner's record and its load of consumer_waits_for_ (see there).
+      const int completed = StreamRunGroup::Completed(g.state.load(std::memory_order_seq_cst));
+      if (completed > g.made) {
+        n += completed - g.made;
+        MakeRecordedLocked(&g, completed, work, inner, /*top_up=*/true);
+      }
+    }
+    return n;
+  }
   uint32_t PopRunnableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     const uint32_t s = runq_.head;
     if (s == kNoSlot) return kNoSlot;
@@ -517,7 +755,7 @@ class StreamCore : public StreamInputSink<In> {
     --runq_size_;
     return s;
   }
-  // On a drainer's thread, once its slot completed: claims its next slot, or asks it to hand
+  // On a drainer's thread, once its group completed: claims its next group, or asks it to hand
   // over (kDrainBatch), or lets it leave when nothing waits. Deferred while this thread still has
   // slots to fill (its commit will queue them).
   void ClaimForDrainerLocked(Work* work) ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
@@ -530,15 +768,28 @@ class StreamCore : public StreamInputSink<In> {
       // A blocked input that had this drainer added ended: one too many. The others (at least
       // max_drainers_ that are not blocked) run what waits.
       --drainers_;  // Leaves: from here on it touches nothing of the core.
-    } else if (++frame->ran > kDrainBatch && runq_size_ > 0) {
+    } else if (frame->ran >= kDrainBatch && runq_size_ > 0) {
       frame->resubmit = true;
-    } else if ((frame->next = PopRunnableLocked()) == kNoSlot) {
-      --drainers_;  // Leaves: from here on it touches nothing of the core.
+    } else {
+      // Takes back first what other groups have not started: their owner may be in a slow input,
+      // or in one that waits for them.
+      TakeGroupLocked(&frame->group, work);
+      if (!frame->group.taken) {
+        --drainers_;  // Leaves: from here on it touches nothing of the core.
+      } else {
+        // Counts slots that another thread may take back before this one runs them: a drainer
+        // may then hand over before kDrainBatch inputs, which is harmless. Relaxed: stored by
+        // this section.
+        frame->ran += StreamRunGroup::Count(frame->group.state.load(std::memory_order_relaxed));
+      }
     }
   }
   // Submits `count` drainers, counted in drainers_ already. Reads nothing of the core after the
   // last one is submitted.
   void SpawnDrainers(int count) noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // The end of DrainerBlocked and ConsumerBlocked, after unlocking, inside the user's blocking
+  // call: wakes the consumer and submits the drainers that `work` holds.
+  void FinishBlocked(Work& work) noexcept ABSL_LOCKS_EXCLUDED(lock_);
   // Does what `work` holds after unlocking (see Work). Touches the core only while it is alive
   // (see "Lifetime" in the file comment).
   void Finish(Work& work) noexcept ABSL_LOCKS_EXCLUDED(lock_);
@@ -608,6 +859,45 @@ class StreamCore : public StreamInputSink<In> {
   bool TakeBatchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_);
   // Returns true with a new batch, false at the end; throws when the stream failed.
   bool Refill() ABSL_LOCKS_EXCLUDED(lock_);
+  // On a drainer's thread: makes the completions its group recorded, puts back what it did not
+  // start, and claims the next group (or leaves: then it touches nothing of the core after).
+  void EndDrainerGroup(StreamDrainFrame* frame) noexcept ABSL_LOCKS_EXCLUDED(lock_);
+  // Runs the group of queued slots the consumer took, one after the other, until one fails, is
+  // slow, or `deadline` passes; the next locked section completes them.
+  void RunHelpGroup(StreamHelpFrame* help, absl::Time deadline) ABSL_LOCKS_EXCLUDED(lock_);
+  // Records the completion of the running slot `s` of `group` (see StreamRunGroup), on the
+  // owner's thread. Touches nothing of the slot after that: the consumer may make it at once.
+  void RecordGroupCompletion(StreamRunGroup* group, uint32_t s, int index,
+                             std::exception_ptr fatal) noexcept {
+    const uint64_t now = StreamTicks();
+    const Slot& entry = slot(s);
+    if (fatal != nullptr || now - group->mark > kSlowInputTicks ||
+        (stop_on_error_ && entry.item.has_value() && !entry.item->outcome.ok())) {
+      group->cut = true;
+    }
+    group->mark = now;
+    // Relaxed: published by the RMW on `state` below (see StreamRunGroup's "Memory ordering").
+    if (fatal != nullptr && group->fatal_at.load(std::memory_order_relaxed) < 0) {
+      group->fatal = std::move(fatal);
+      group->fatal_at.store(index, std::memory_order_relaxed);
+    }
+    group->last_index = entry.index;
+    // seq_cst: pairs with the consumer's announcement in consumer_waits_for_ (see there).
+    group->state.fetch_add(StreamRunGroup::kCompletedOne, std::memory_order_seq_cst);
+  }
+  // The consumer, about to spin or sleep for a result: announces which (consumer_waits_for_).
+  // seq_cst: see "Memory ordering".
+  void AnnounceWait() noexcept {
+    // released_ is written by this thread: the index of the next result in order.
+    consumer_waits_for_.store(ordered_ ? released_.load(std::memory_order_relaxed) : kAnyResult,
+                              std::memory_order_seq_cst);
+  }
+  // On a drainer's thread, after recording the completion of input `index`: whether the consumer
+  // waits for it (seq_cst: see "Memory ordering").
+  bool ConsumerWaitsFor(int64_t index) const noexcept {
+    const int64_t waits_for = consumer_waits_for_.load(std::memory_order_seq_cst);
+    return waits_for == kAnyResult || (waits_for != kNotWaiting && waits_for == index);
+  }
   [[noreturn]] void FailAfterDrain(std::exception_ptr error) ABSL_LOCKS_EXCLUDED(lock_);
   // Spins for at most spin_limit_ pause instructions while completions_ == `completions` and not
   // stopping, yielding the CPU every kYieldEvery of them: when the producing thread shares this
@@ -649,6 +939,12 @@ class StreamCore : public StreamInputSink<In> {
   // Read without lock_ as a hint (see "Memory ordering"); written under lock_. On a cache line
   // of its own: every task reads it, and a stop writes it once.
   alignas(kCacheLine) std::atomic<bool> stopping_{false};
+  // The consumer spins or sleeps for a result (written by the consumer alone, see "Memory
+  // ordering"): under Order::kInput the index of the next result in order (the only result that
+  // lets it go on), under Order::kCompletion kAnyResult; else kNotWaiting. A drainer that has
+  // recorded that result hands over what its group has done before it runs the group's next input
+  // (which may be slow). On a line of its own, apart from stopping_, which every task reads.
+  alignas(kCacheLine) std::atomic<int64_t> consumer_waits_for_{kNotWaiting};
 
   // The lock starts a cache line apart from the read-only configuration above (read by every
   // section on every thread) and from what the consumer writes without the lock (released_ and
@@ -675,6 +971,11 @@ class StreamCore : public StreamInputSink<In> {
   int drainers_ ABSL_GUARDED_BY(lock_) = 0;
   // Drainers whose input is inside a BlockingRegion (see DrainerCapLocked).
   int blocked_drainers_ ABSL_GUARDED_BY(lock_) = 0;
+  // How many queued slots a thread takes at once (see TakeGroupLocked), in [1, kMaxRunGroup].
+  int group_limit_ ABSL_GUARDED_BY(lock_) = 1;
+  // The taken run groups, whose unstarted slots another thread may put back
+  // (RequeueAllUnstartedLocked) and whose recorded completions the consumer may make.
+  StreamGroupList groups_ ABSL_GUARDED_BY(lock_);
   // A top-up returned early to start a larger group later (see TopUpLocked); the next section
   // that may take a queued slot retries it first (EndSectionLocked, Refill).
   bool topup_deferred_ ABSL_GUARDED_BY(lock_) = false;

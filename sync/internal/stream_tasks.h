@@ -271,27 +271,12 @@ void StreamCore<In, R>::Drain() noexcept {
   StreamDrainFrame frame{this, tls_stream_drain_frame};
   tls_stream_drain_frame = &frame;
   // An executor that adds a thread while a task blocks (TbbExecutor) learns of it through its
-  // observer; this one forwards to it and lets the stream add a drainer for the added thread. Its
-  // calls come while an input runs (Invoke destroys the input before completing its slot) or the
-  // source is pulled into reserved slots, so the core is alive for them.
-  struct Observer final : futures_internal::BlockingObserver {
-    StreamCore* core;
-    futures_internal::BlockingObserver* outer;
-    Observer(StreamCore* c, futures_internal::BlockingObserver* o) : core(c), outer(o) {}
-    void BlockingBegan() noexcept override {
-      outer->BlockingBegan();
-      core->DrainerBlocked();
-    }
-    void BlockingEnded() noexcept override {
-      core->DrainerUnblocked();
-      outer->BlockingEnded();
-    }
-  };
+  // observer; this one forwards to it and lets the stream add a drainer for the added thread.
   futures_internal::BlockingObserver* outer = futures_internal::CurrentBlockingObserver();
-  std::optional<Observer> observer;
+  std::optional<GroupObserver> observer;
   std::optional<futures_internal::ScopedBlockingObserver> scope;
   if (outer != nullptr) {
-    observer.emplace(this, outer);
+    observer.emplace(this, /*help=*/nullptr, outer);
     scope.emplace(&*observer);
   }
   // The first slot is claimed as after a completion: a deferred top-up is retried before it, and
@@ -306,10 +291,27 @@ void StreamCore<In, R>::Drain() noexcept {
     }
     Finish(work);  // Its reserved slots, or the slot it claimed, keep the core alive.
   }
-  uint32_t s = std::exchange(frame.next, kNoSlot);  // None: it left.
-  while (s != kNoSlot) {
-    Run(s);  // Completes the slot; the completion claims frame.next or lets this drainer leave.
-    s = std::exchange(frame.next, kNoSlot);
+  // Runs its group; once it has run what it could claim, one locked section makes the group's
+  // completions and claims the next group (or lets the drainer leave).
+  StreamRunGroup& group = frame.group;
+  while (group.taken) {
+    const uint64_t w = group.state.load(std::memory_order_relaxed);  // Relaxed: the owner.
+    if (StreamRunGroup::Started(w) > 0 &&
+        (group.cut || (StreamRunGroup::Completed(w) > 0 && ConsumerWaitsFor(group.last_index)))) {
+      // Cut short, or the consumer waits for the result just recorded: hand over what the group
+      // has done before running more of it, so a slow input never holds back a result the
+      // consumer waits for (the check follows every record, see consumer_waits_for_). It holds
+      // the slots, and is counted in drainers_: the core lives.
+      EndDrainerGroup(&frame);
+      continue;
+    }
+    const int i = group.ClaimNext();
+    if (i < 0) {
+      EndDrainerGroup(&frame);  // Ran what it claimed; the rest was taken back, if any.
+      continue;
+    }
+    if (i == 0) group.begin = group.mark = StreamTicks();
+    Run(group.slots[i]);
   }
   scope.reset();
   tls_stream_drain_frame = frame.prev;
@@ -355,16 +357,48 @@ void StreamCore<In, R>::DrainerBlocked() noexcept {
   // nor starts inputs. A deferred top-up is retried by the next pop: deferring needs more queued
   // slots than drainers, and one is spawned here or enough of them are not blocked; while this
   // input blocks, that retry does not defer (TopUpLocked).
-  bool spawn = false;
+  Work work;
+  AnyFuture inner;  // None: batched tasks never hold futures.
   {
     internal::SpinLockHolder lock(&lock_);
     ++blocked_drainers_;
+    StreamDrainFrame* frame = tls_stream_drain_frame;
+    if (frame != nullptr && frame->core == this) {
+      // The completions made here claim nothing: the running slot's completion ends the group
+      // and claims then (a section that the blocked input may run before, an Add(), must not).
+      const bool claim = frame->claim;
+      GroupBlockedLocked(&frame->group, &work, &inner);
+      frame->claim = claim;
+    }
     if (runq_size_ > 0 && drainers_ < DrainerCapLocked()) {
       ++drainers_;
-      spawn = true;
+      ++work.spawn;
     }
+    TakeSleepLocked(&work);  // The group's results, or its queued slots, are for the consumer.
   }
-  if (spawn) SpawnDrainers(1);  // Its count keeps the core alive until it is submitted.
+  FinishBlocked(work);
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::ConsumerBlocked(StreamRunGroup* group) noexcept {
+  Work work;
+  AnyFuture inner;  // None: batched tasks never hold futures.
+  {
+    internal::SpinLockHolder lock(&lock_);
+    GroupBlockedLocked(group, &work, &inner);
+  }
+  FinishBlocked(work);  // The consumer is this thread: nothing to wake.
+}
+
+template <typename In, typename R>
+void StreamCore<In, R>::FinishBlocked(Work& work) noexcept {
+  if (work.wake) WakeConsumer();
+  // Their counts keep the core alive until they are submitted, as does the blocked input.
+  if (work.spawn > 0) SpawnDrainers(work.spawn);
+  // Always empty: the completions made here cannot stop the stream (an error or a fatal failure
+  // cuts the group before its next input starts). Were that to change, user destructors would run
+  // here, inside the user's blocking call (perhaps holding its lock).
+  Dispose(work.disposal);
 }
 
 template <typename In, typename R>
@@ -384,12 +418,14 @@ bool StreamCore<In, R>::TrackInner(uint32_t s, AnyFuture inner) noexcept {
 
 template <typename In, typename R>
 void StreamCore<In, R>::Complete(uint32_t s, std::exception_ptr fatal) noexcept {
-  StreamHelpFrame* help = tls_stream_help_frame;
-  if (help != nullptr && help->core == this && help->slot == s) {
-    // The consumer ran this slot itself: its next locked section completes it.
-    help->completed = true;
-    help->fatal = std::move(fatal);
-    return;
+  // A slot this thread runs from a group: a drainer's is made with the rest of its group when the
+  // group ends, or earlier by a consumer that waits for a result (CollectFromGroupsLocked); one
+  // the consumer ran itself is made by its next locked section.
+  if (StreamRunGroup* group = CallerGroup(); group != nullptr) {
+    if (const int index = group->RunningIndex(s); index >= 0) {
+      RecordGroupCompletion(group, s, index, std::move(fatal));
+      return;
+    }
   }
   Work work;
   AnyFuture inner;  // The slot's future, released after unlocking.
@@ -402,8 +438,21 @@ void StreamCore<In, R>::Complete(uint32_t s, std::exception_ptr fatal) noexcept 
 }
 
 template <typename In, typename R>
+void StreamCore<In, R>::EndDrainerGroup(StreamDrainFrame* frame) noexcept {
+  Work work;
+  AnyFuture inner;  // None: batched tasks never hold futures.
+  {
+    internal::SpinLockHolder lock(&lock_);
+    EndGroupLocked(&frame->group, &work, &inner);
+    frame->claim = true;      // Even when nothing was left to make here.
+    EndSectionLocked(&work);  // Claims the next group through `frame`.
+  }
+  Finish(work);
+}
+
+template <typename In, typename R>
 void StreamCore<In, R>::CompleteLocked(uint32_t s, std::exception_ptr fatal, Work* work,
-                                       AnyFuture* inner) noexcept {
+                                       AnyFuture* inner, bool top_up) noexcept {
   if (drain_) {
     StreamDrainFrame* frame = tls_stream_drain_frame;
     if (frame != nullptr && frame->core == this) frame->claim = true;
@@ -432,7 +481,11 @@ void StreamCore<In, R>::CompleteLocked(uint32_t s, std::exception_ptr fatal, Wor
     }
     ready_tail_ = s;
   }
-  TopUpLocked(work);
+  if (top_up) {
+    TopUpLocked(work);
+  } else {
+    topup_deferred_ = true;
+  }
   // Relaxed: a hint for the spinning consumer, which re-checks under lock_.
   completions_.fetch_add(1, std::memory_order_relaxed);
 }
