@@ -5,19 +5,17 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <future>
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "futures/tbb_executor.h"
 #include "gtest/gtest.h"
 #include "sync/stream.h"
+#include "testing/watchdog.h"
 
 namespace concurry {
 namespace {
@@ -28,30 +26,7 @@ std::vector<int> Iota(int n) {
   return v;
 }
 
-// Ends the process with a message when the test is still running after `limit`.
-class Watchdog {
- public:
-  explicit Watchdog(absl::Duration limit)
-      : thread_([this, limit] {
-          absl::MutexLock lock(&mu_);
-          if (!mu_.AwaitWithTimeout(absl::Condition(&done_), limit)) {
-            std::fprintf(stderr, "Watchdog: the test hangs\n");
-            std::abort();
-          }
-        }) {}
-  ~Watchdog() {
-    {
-      absl::MutexLock lock(&mu_);
-      done_ = true;
-    }
-    thread_.join();
-  }
-
- private:
-  absl::Mutex mu_;
-  bool done_ = false;
-  std::thread thread_;
-};
+using testkit::Watchdog;
 
 using Clock = std::chrono::steady_clock;
 
