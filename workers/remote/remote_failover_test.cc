@@ -403,14 +403,21 @@ class FlakyServer {
     bool fail_after_answer = false;
   };
 
-  explicit FlakyServer(Behaviour behaviour) : service_(behaviour) {
+  // Listens on `port` of 127.0.0.1, or on a free one when it is 0.
+  explicit FlakyServer(Behaviour behaviour, int port = 0) : service_(behaviour) {
     grpc::EnableDefaultHealthCheckService(true);  // SERVING: the channel's health check passes.
     grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), grpc::InsecureServerCredentials(),
+                             &port_);
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
   }
-  ~FlakyServer() { server_->Shutdown(); }
+  ~FlakyServer() {
+    if (server_ != nullptr) server_->Shutdown();
+  }
+  // Whether it listens (false when the port was taken).
+  bool started() const { return server_ != nullptr; }
+  int port() const { return port_; }
   std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
   int stats_attempts() const { return service_.stats_attempts.load(); }
   int connect_attempts() const { return service_.connect_attempts.load(); }
@@ -456,10 +463,18 @@ class FlakyServer {
 };
 
 // A stub on the channel a Mode::kRemote worker would use for `address` (its service config
-// included).
+// included), once that channel is connected, as a worker's would be (PickHost). The channel is
+// the one kept for the target for the program's life: when a server got the port of an earlier
+// one, it may still be backing off after "connection refused". gRPC counts a call attempt that
+// fails in the client, with no connection to pick, as one of the retry policy's three (its retry
+// trace says "exceeded 3 retry attempts" with the server having seen one or none), so the
+// attempts a server counts are only exact on a connected channel.
 std::unique_ptr<remote::v1::WorkerHost::Stub> ClientStubFor(const std::string& address) {
-  return remote::v1::WorkerHost::NewStub(
-      remote_internal::ChannelFor(*OptionsFor({address}).remote, address));
+  const auto channel = remote_internal::ChannelFor(*OptionsFor({address}).remote, address);
+  if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Seconds(10)))) {
+    ADD_FAILURE() << "no connection to " << address << " within 10 s";
+  }
+  return remote::v1::WorkerHost::NewStub(channel);
 }
 
 grpc::Status CallStats(const std::string& address, remote::v1::StatsReply* reply) {
@@ -492,6 +507,36 @@ TEST_F(FailoverTest, StatsIsRetriedOnUnavailableUpToThreeAttempts) {
     EXPECT_EQ(CallStats(server.address(), &reply).error_code(), grpc::StatusCode::INTERNAL);
     EXPECT_EQ(server.stats_attempts(), 1);
   }
+}
+
+// A server on the port an earlier server of this program had is reached through the channel kept
+// for that target (channel.h), which may still be backing off after "connection refused" when the
+// call starts. Every attempt of the retry policy reaches the new server all the same.
+TEST_F(FailoverTest, StatsIsRetriedOnAServerThatTookAnEarlierServersPort) {
+  testkit::Watchdog watchdog(absl::Seconds(30), "Stats on a reused port");
+  int port = 0;
+  std::string address;
+  {
+    FlakyServer earlier({});
+    port = earlier.port();
+    address = earlier.address();
+    remote::v1::StatsReply reply;
+    ASSERT_TRUE(CallStats(address, &reply).ok());
+  }
+  // The channel tries the closed port again, is refused, and backs off.
+  const auto channel = remote_internal::ChannelFor(*OptionsFor({address}).remote, address);
+  const auto deadline = absl::ToChronoTime(absl::Now() + absl::Seconds(10));
+  grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_TRANSIENT_FAILURE) {
+    ASSERT_TRUE(channel->WaitForStateChange(state, deadline)) << "state " << state;
+    state = channel->GetState(/*try_to_connect=*/true);
+  }
+  FlakyServer server({.failures = 2}, port);
+  ASSERT_TRUE(server.started()) << "port " << port << " was taken meanwhile";
+  remote::v1::StatsReply reply;
+  const grpc::Status status = CallStats(address, &reply);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(server.stats_attempts(), 3) << status.error_message();
 }
 
 // A worker's stream is never retried by the policy (channel.cc says why): a failure before the

@@ -38,11 +38,12 @@ namespace {
 // spreads workers over them. healthCheckConfig: gRPC watches each address's grpc.health.v1 status
 // (the overall one, service name ""), and an address whose host says NOT_SERVING is not used.
 // retryPolicy: Stats, which only reads, is tried again when it fails with UNAVAILABLE, up to 3
-// times in all. A worker's stream (Connect) is not: with gRPC 1.51's synchronous API, when the
-// first attempt fails before the Create left, Write reports false, gRPC retries, the host makes
-// the worker on the second attempt, and every later Write on the stream fails, so the client
-// could never call or stop the worker it got (seen against a flaky server in a test, in about
-// half the rounds under ASan). Connect keeps
+// times in all; an attempt that fails in the client, with no connected address to pick (as while
+// the channel backs off after a refused connection), counts as one of them. A worker's stream
+// (Connect) is not: with gRPC 1.51's synchronous API, when the first attempt fails before the
+// Create left, Write reports false, gRPC retries, the host makes the worker on the second attempt,
+// and every later Write on the stream fails, so the client could never call or stop the worker it
+// got (seen against a flaky server in a test, in about half the rounds under ASan). Connect keeps
 // gRPC's transparent retry of a stream that never left the client; anything else fails Create
 // with UNAVAILABLE.
 constexpr char kServiceConfig[] = R"({
