@@ -532,7 +532,7 @@ TEST_F(FailoverTest, StatsIsRetriedOnAServerThatTookAnEarlierServersPort) {
     state = channel->GetState(/*try_to_connect=*/true);
   }
   FlakyServer server({.failures = 2}, port);
-  ASSERT_TRUE(server.started()) << "port " << port << " was taken meanwhile";
+  if (!server.started()) GTEST_SKIP() << "port " << port << " was taken meanwhile";
   remote::v1::StatsReply reply;
   const grpc::Status status = CallStats(address, &reply);
   EXPECT_TRUE(status.ok()) << status.error_message();
