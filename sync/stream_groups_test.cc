@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <ranges>
 #include <thread>
 #include <vector>
 
@@ -19,12 +20,6 @@
 
 namespace concurry {
 namespace {
-
-std::vector<int> Iota(int n) {
-  std::vector<int> v(n);
-  for (int i = 0; i < n; ++i) v[i] = i;
-  return v;
-}
 
 using testkit::Watchdog;
 
@@ -43,7 +38,7 @@ int PairTimeouts(int threads) {
   std::atomic<int> timeouts{0};
   int yielded = 0;
   for (auto& item :
-       Stream(tbb, Iota(kInputs),
+       Stream(tbb, std::views::iota(0, kInputs),
               [&](int x) {
                 if (x % kEvery == kEvery / 2) {
                   const auto wait = timeouts.load() > 0 ? std::chrono::milliseconds(0)
@@ -85,7 +80,7 @@ TEST(StreamRunGroups, NeighboursMeetingInASpinRendezvous) {
     constexpr int kInputs = 5000;
     std::atomic<int> arrived{0};
     std::atomic<bool> stuck{false};
-    for (auto& item : Stream(tbb, Iota(kInputs),
+    for (auto& item : Stream(tbb, std::views::iota(0, kInputs),
                              [&](int x) {
                                if (x == 4000 || x == 4001) {
                                  arrived.fetch_add(1);
@@ -125,7 +120,7 @@ int StuckPairs(int threads, int window, Order order) {
   std::atomic<int> taken{0};
   const std::thread::id consumer = std::this_thread::get_id();
   int yielded = 0;
-  for (auto& item : Stream(tbb, Iota(kInputs),
+  for (auto& item : Stream(tbb, std::views::iota(0, kInputs),
                            [&](int x) {
                              std::atomic<int>& pair = arrived[x / 2];
                              pair.fetch_add(1);
@@ -209,7 +204,7 @@ void ResultsDoNotWaitForASlowInput(Order order) {
       int last = -1;
       bool in_order = true;
       for (auto& item :
-           Stream(tbb, Iota(kInputs),
+           Stream(tbb, std::views::iota(0, kInputs),
                   [&](int x) {
                     // Whether this thread's previous input (in this round) was x - 1.
                     const bool after_own = last_run.round == round_id && last_run.input == x - 1;
