@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -37,6 +38,8 @@ template <typename T>
 class Future;
 template <typename T>
 class Promise;
+template <typename T>
+class Coro;  // futures/coro.h
 
 namespace futures_internal {
 
@@ -56,6 +59,10 @@ template <typename U>
 struct Unwrap<absl::StatusOr<U>> {
   using type = U;
 };
+template <typename U>
+struct Unwrap<Coro<U>> {
+  using type = U;
+};
 
 template <typename R>
 inline constexpr bool kIsFuture = false;
@@ -65,6 +72,10 @@ template <typename R>
 inline constexpr bool kIsStatusOr = false;
 template <typename U>
 inline constexpr bool kIsStatusOr<absl::StatusOr<U>> = true;
+template <typename R>
+inline constexpr bool kIsCoro = false;
+template <typename U>
+inline constexpr bool kIsCoro<Coro<U>> = true;
 
 template <typename T>
 Future<T> FutureFromState(FutureRef<T> state);
@@ -95,9 +106,22 @@ void OfferWaitDriver(Promise<T>& promise, std::shared_ptr<WaitDriver> driver);
 template <typename U, typename F, typename... Args>
 void CompleteWithInvoke(Promise<U>& promise, F&& fn, Args&&... args) noexcept;
 
+// Runs `coro` as a top-level coroutine and completes `promise` with its outcome (futures/coro.h):
+// on the calling thread's coroutine scheduler when there is one, else to its end on this thread
+// (as SyncWait). Cancelling the promise's future cancels the coroutine. `on_finished` (may be
+// empty) runs after the frame is destroyed and the promise completed: it keeps alive what the
+// frame refers to (a capturing lambda's closure). Defined in futures/internal/coro_impl.h.
+template <typename U>
+void CompleteWithCoro(Promise<U>& promise, Coro<U> coro,
+                      absl::AnyInvocable<void()> on_finished) noexcept;
+// Async's branch for a callable returning Coro<U>: its steps run on `executor`; the callable and
+// its arguments live until the coroutine ends. Defined in futures/internal/coro_impl.h.
+template <typename U, typename Fn, typename Tuple>
+Future<U> AsyncCoro(Executor& executor, Fn fn, Tuple bound);
+
 }  // namespace futures_internal
 
-// The result type of Async / Then for a function returning R: Future<U> for R = Future<U>,
+// The result type of Async / Then for a function returning R: U for R = Future<U>, Coro<U> or
 // absl::StatusOr<U>; void for absl::Status; R otherwise.
 template <typename R>
 using UnwrapT = typename futures_internal::Unwrap<std::decay_t<R>>::type;
@@ -470,7 +494,9 @@ Future<T> MakeFailedFuture(E&& error) {
 // Runs `fn(args...)` on `executor` and returns a future for its result (flattened as in Then).
 // The function and arguments are decay-copied (moved when rvalues). If the future is cancelled
 // before the task starts, `fn` is not called. If the executor rejects the task (for instance it
-// has stopped), the returned future holds that error.
+// has stopped), the returned future holds that error. A `fn` returning Coro<U> (include
+// futures/coro.h) gives a Future<U>: the coroutine's steps run as tasks of `executor`, `fn` and
+// the arguments stay alive until it ends, and cancelling the future cancels it.
 template <typename F, typename... Args>
 auto Async(Executor& executor, F&& fn, Args&&... args)
     -> Future<UnwrapT<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>>>;

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "futures/future.h"
+#include "futures/internal/coro_scheduler.h"
 
 namespace concurry {
 namespace futures_internal {
@@ -71,6 +72,9 @@ void CompleteWithInvoke(Promise<U>& promise, F&& fn, Args&&... args) noexcept {
               p.SetValue(std::forward<decltype(value)>(value)...);
             });
           }});
+    } else if constexpr (kIsCoro<std::decay_t<R>>) {
+      std::decay_t<R> coro = std::invoke(std::forward<F>(fn), std::forward<Args>(args)...);
+      CompleteWithCoro(promise, std::move(coro), nullptr);
     } else if constexpr (std::is_same_v<std::decay_t<R>, absl::Status>) {
       absl::Status status = std::invoke(std::forward<F>(fn), std::forward<Args>(args)...);
       promise.SetError(std::move(status));  // OK completes a Promise<void>.
@@ -99,21 +103,56 @@ struct CoroutinePromiseBase {
   void unhandled_exception() noexcept { promise.SetError(std::current_exception()); }
 };
 
-// Awaits a future from a coroutine; resumes on the thread that completes it.
+// Awaits a future from a coroutine. In a Coro (futures/coro.h), or in any coroutine whose thread
+// runs a coroutine scheduler's step, the completion posts the resumption to that scheduler: the
+// completing thread never runs the frame. Elsewhere (a Future<T>-coroutine on a plain thread) it
+// resumes on the thread that completes the future.
+//
+// A cancelled Coro wakes up here with CancelledError; the awaited future is cancelled too when
+// this awaiter held its only consumer handle (a temporary such as `co_await worker.Call(...)`),
+// and left alone when someone else shares it.
 template <typename T>
 class FutureAwaiter {
  public:
   explicit FutureAwaiter(Future<T> future) : future_(std::move(future)) {}
   bool await_ready() const { return future_.Done(); }
-  bool await_suspend(std::coroutine_handle<> handle) {
+  template <typename P>
+  bool await_suspend(std::coroutine_handle<P> handle) {
     AnyFuture any = future_;
-    // Null means the future completed after await_ready: do not suspend.
-    return any.AddCallbackIfPending([handle] { handle.resume(); }) != nullptr;
+    CoroControl* control = nullptr;
+    if constexpr (std::is_base_of_v<CoroFrameBase, P>) control = handle.promise().control;
+    if (control == nullptr) {
+      own_ = MakeStandInControl();
+      if (own_ == nullptr) {
+        // Null means the future completed after await_ready: do not suspend.
+        return any.AddCallbackIfPending([handle] { handle.resume(); }) != nullptr;
+      }
+      control = own_.get();
+    }
+    control_ = control;
+    const uint64_t generation = control->Arm(handle);
+    std::coroutine_handle<> erased = handle;
+    callback_ = any.AddCallbackIfPending(
+        [ref = control->shared_from_this(), generation, erased] { ref->Wake(generation, erased); });
+    if (callback_ == nullptr && control->Disarm(generation)) return false;
+    return control->Suspend();
   }
-  T await_resume() { return std::move(future_).Result(); }
+  T await_resume() {
+    if (control_ != nullptr && control_->cancelled() && !future_.Done()) {
+      AnyFuture any = future_;
+      any.RemoveCallback(callback_);  // False: it ran, and only touched the control.
+      const FutureRef<T> held = ReleaseState(std::move(future_));
+      if (held->sole_consumer()) held->Cancel();
+      throw CancelledError("the coroutine was cancelled while awaiting a future");
+    }
+    return std::move(future_).Result();
+  }
 
  private:
   Future<T> future_;
+  CoroControl* control_ = nullptr;    // Set when resumption goes through a scheduler.
+  std::shared_ptr<CoroControl> own_;  // Stand-in control of a non-Coro coroutine.
+  AnyFuture::CallbackHandle callback_ = nullptr;
 };
 
 }  // namespace futures_internal
@@ -195,7 +234,13 @@ auto Future<T>::ThenImpl(futures_internal::FutureRef<T> source, Executor* execut
 template <typename F, typename... Args>
 auto Async(Executor& executor, F&& fn, Args&&... args)
     -> Future<UnwrapT<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>>> {
-  using U = UnwrapT<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>>;
+  using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>;
+  using U = UnwrapT<R>;
+  if constexpr (futures_internal::kIsCoro<std::decay_t<R>>) {
+    return futures_internal::AsyncCoro<U>(
+        executor, std::decay_t<F>(std::forward<F>(fn)),
+        std::make_tuple(std::decay_t<Args>(std::forward<Args>(args))...));
+  }
   Promise<U> promise;
   Future<U> future = promise.GetFuture();
   try {

@@ -1,0 +1,426 @@
+#include "futures/coro.h"
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "futures/executor.h"
+#include "futures/future.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "testing/fake_clock.h"
+#include "testing/manual_executor.h"
+
+namespace concurry {
+namespace {
+
+using ::concurry::testkit::FakeClock;
+using ::concurry::testkit::ManualExecutor;
+using ::testing::ElementsAre;
+
+// Counts its destructions: proves that a coroutine's locals were destroyed.
+struct DestructorCounter {
+  explicit DestructorCounter(int* count) : count(count) {}
+  ~DestructorCounter() { ++*count; }
+  int* count;
+};
+
+Coro<int> Value(int v) { co_return v; }
+Coro<void> Nothing() { co_return; }
+Coro<int> Throws() {
+  throw std::out_of_range("child failed");
+  co_return 0;
+}
+
+Coro<int> AddChildren() {
+  const int a = co_await Value(20);
+  co_await Nothing();
+  const int b = co_await Value(22);
+  co_return a + b;
+}
+
+TEST(CoroTest, SyncWaitReturnsTheValueOfNestedChildren) { EXPECT_EQ(SyncWait(AddChildren()), 42); }
+
+TEST(CoroTest, SyncWaitRunsAVoidCoro) { SyncWait(Nothing()); }
+
+TEST(CoroTest, IsLazyUntilRun) {
+  int runs = 0;
+  auto make = [](int* runs) -> Coro<int> {
+    ++*runs;
+    co_return 1;
+  };
+  Coro<int> coro = make(&runs);
+  EXPECT_EQ(runs, 0);
+  EXPECT_EQ(SyncWait(std::move(coro)), 1);
+  EXPECT_EQ(runs, 1);
+}
+
+TEST(CoroTest, ChildErrorKeepsItsType) {
+  auto parent = []() -> Coro<int> {
+    const int v = co_await Throws();
+    co_return v;
+  };
+  EXPECT_THROW(SyncWait(parent()), std::out_of_range);
+}
+
+TEST(CoroTest, ParentCanCatchAChildError) {
+  auto parent = []() -> Coro<std::string> {
+    std::string what;
+    try {
+      co_await Throws();
+    } catch (const std::out_of_range& e) {
+      what = e.what();
+    }
+    co_return what;
+  };
+  EXPECT_EQ(SyncWait(parent()), "child failed");
+}
+
+Coro<int> One() { co_return 1; }
+Coro<long> SumOfReadyChildren(int n) {
+  long sum = 0;
+  for (int i = 0; i < n; ++i) sum += co_await One();
+  co_return sum;
+}
+
+// No symmetric transfer: a million children that finish without suspending use constant stack in
+// every build (-O0 ASan, -O1 TSan included).
+TEST(CoroTest, AMillionReadyChildrenDoNotGrowTheStack) {
+  EXPECT_EQ(SyncWait(SumOfReadyChildren(1000000)), 1000000);
+}
+
+TEST(CoroTest, InvalidCoroIsRejected) {
+  EXPECT_THROW(SyncWait(Coro<int>()), InvalidOptionError);
+  ManualExecutor executor;
+  EXPECT_THROW(Spawn(executor, Coro<int>()), InvalidOptionError);
+}
+
+TEST(CoroTest, SpawnRunsStepsAsTasksOfTheExecutor) {
+  ManualExecutor executor;
+  Future<int> out = Spawn(executor, AddChildren());
+  EXPECT_FALSE(out.Done());
+  EXPECT_EQ(executor.pending(), 1u);
+  executor.RunAll();
+  ASSERT_TRUE(out.Done());
+  EXPECT_EQ(out.Result(), 42);
+}
+
+TEST(CoroTest, SpawnedErrorKeepsItsType) {
+  ManualExecutor executor;
+  Future<int> out = Spawn(executor, Throws());
+  executor.RunAll();
+  EXPECT_THROW(out.Result(), std::out_of_range);
+}
+
+TEST(CoroTest, CurrentCoroutineExecutorIsTheSpawnExecutor) {
+  ManualExecutor executor;
+  auto coro = []() -> Coro<Executor*> { co_return &CurrentCoroutineExecutor(); };
+  Future<Executor*> out = Spawn(executor, coro());
+  executor.RunAll();
+  EXPECT_EQ(out.Result(), &executor);
+  EXPECT_THROW(CurrentCoroutineExecutor(), InvalidOptionError);
+}
+
+Coro<int> AwaitPlusOne(Future<int> in, std::thread::id* resumed_on) {
+  const int v = co_await std::move(in);
+  *resumed_on = std::this_thread::get_id();
+  co_return v + 1;
+}
+
+TEST(CoroAwaitFutureTest, ResumesThroughTheSchedulerNotOnTheCompletingThread) {
+  ManualExecutor executor;
+  Promise<int> p;
+  std::thread::id resumed_on;
+  Future<int> out = Spawn(executor, AwaitPlusOne(p.GetFuture(), &resumed_on));
+  executor.RunAll();
+  EXPECT_FALSE(out.Done());
+  EXPECT_EQ(executor.pending(), 0u);
+  std::thread completer([&p] { p.SetValue(1); });
+  completer.join();
+  // The completion only posted the next step.
+  EXPECT_FALSE(out.Done());
+  EXPECT_EQ(executor.pending(), 1u);
+  executor.RunAll();
+  EXPECT_EQ(out.Result(), 2);
+  EXPECT_EQ(resumed_on, std::this_thread::get_id());
+}
+
+TEST(CoroAwaitFutureTest, AReadyFutureDoesNotSuspend) {
+  ManualExecutor executor;
+  std::thread::id resumed_on;
+  Future<int> out = Spawn(executor, AwaitPlusOne(MakeReadyFuture(4), &resumed_on));
+  EXPECT_EQ(executor.RunAll(), 1);
+  EXPECT_EQ(out.Result(), 5);
+}
+
+TEST(CoroAwaitFutureTest, SyncWaitResumesOnItsOwnThread) {
+  Promise<int> p;
+  std::thread::id resumed_on;
+  std::thread completer([&p] { p.SetValue(41); });
+  EXPECT_EQ(SyncWait(AwaitPlusOne(p.GetFuture(), &resumed_on)), 42);
+  completer.join();
+  EXPECT_EQ(resumed_on, std::this_thread::get_id());
+}
+
+TEST(CoroAwaitFutureTest, FailedAndCancelledFuturesThrowAsResultDoes) {
+  std::thread::id unused;
+  EXPECT_THROW(SyncWait(AwaitPlusOne(MakeFailedFuture<int>(std::invalid_argument("x")), &unused)),
+               std::invalid_argument);
+  Promise<int> p;
+  p.Cancel();
+  EXPECT_THROW(SyncWait(AwaitPlusOne(p.GetFuture(), &unused)), CancelledError);
+  ManualExecutor executor;
+  Promise<int> later;
+  Future<int> out = Spawn(executor, AwaitPlusOne(later.GetFuture(), &unused));
+  executor.RunAll();
+  later.SetError(std::make_exception_ptr(std::domain_error("late")));
+  executor.RunAll();
+  EXPECT_THROW(out.Result(), std::domain_error);
+}
+
+Coro<int> GuardedAwait(Future<int> in, int* destroyed) {
+  DestructorCounter guard(destroyed);
+  const int v = co_await std::move(in);
+  co_return v;
+}
+
+TEST(CoroCancelTest, CancelAtASuspensionPointThrowsAndRunsDestructors) {
+  ManualExecutor executor;
+  Promise<int> p;
+  int destroyed = 0;
+  Future<int> out = Spawn(executor, GuardedAwait(p.GetFuture(), &destroyed));
+  executor.RunAll();
+  ASSERT_FALSE(out.Done());
+  EXPECT_TRUE(out.Cancel());
+  EXPECT_EQ(destroyed, 0);  // The wake-up is a posted step.
+  EXPECT_EQ(executor.pending(), 1u);
+  executor.RunAll();
+  EXPECT_EQ(destroyed, 1);
+  EXPECT_THROW(out.Result(), CancelledError);
+  // The awaiter held the only consumer handle: the awaited work is withdrawn.
+  EXPECT_TRUE(p.IsCancelled());
+  EXPECT_FALSE(p.SetValue(1));
+}
+
+TEST(CoroCancelTest, ASharedAwaitedFutureIsLeftAlone) {
+  ManualExecutor executor;
+  Promise<int> p;
+  Future<int> shared = p.GetFuture();
+  int destroyed = 0;
+  Future<int> out = Spawn(executor, GuardedAwait(shared, &destroyed));
+  executor.RunAll();
+  out.Cancel();
+  executor.RunAll();
+  EXPECT_EQ(destroyed, 1);
+  EXPECT_THROW(out.Result(), CancelledError);
+  EXPECT_FALSE(p.IsCancelled());
+  EXPECT_TRUE(p.SetValue(3));
+  EXPECT_EQ(shared.Result(), 3);
+}
+
+TEST(CoroCancelTest, ALateCompletionAfterCancelIsIgnored) {
+  ManualExecutor executor;
+  Promise<int> p;
+  Future<int> shared = p.GetFuture();
+  int destroyed = 0;
+  Future<int> out = Spawn(executor, GuardedAwait(shared, &destroyed));
+  executor.RunAll();
+  out.Cancel();
+  p.SetValue(1);  // Loses to the cancellation: no second resumption.
+  EXPECT_EQ(executor.RunAll(), 1);
+  EXPECT_EQ(executor.pending(), 0u);
+  EXPECT_THROW(out.Result(), CancelledError);
+}
+
+TEST(CoroCancelTest, ACoroThatCatchesTheCancellationGetsItAgainAtTheNextAwait) {
+  ManualExecutor executor;
+  Promise<int> p;
+  std::string trace;
+  auto coro = [](Future<int> in, std::string* trace) -> Coro<void> {
+    try {
+      co_await std::move(in);
+    } catch (const CancelledError&) {
+      *trace += "caught;";
+    }
+    try {
+      co_await Value(1);
+    } catch (const CancelledError&) {
+      *trace += "again;";
+    }
+  };
+  Future<void> out = Spawn(executor, coro(p.GetFuture(), &trace));
+  executor.RunAll();
+  out.Cancel();
+  executor.RunAll();
+  EXPECT_EQ(trace, "caught;again;");
+  EXPECT_THROW(out.Result(), CancelledError);
+}
+
+TEST(CoroCancelTest, CancelledBeforeItStartsItNeverRuns) {
+  ManualExecutor executor;
+  int runs = 0;
+  auto coro = [](int* runs) -> Coro<void> {
+    ++*runs;
+    co_return;
+  };
+  Future<void> out = Spawn(executor, coro(&runs));
+  out.Cancel();
+  executor.RunAll();
+  EXPECT_EQ(runs, 0);
+  EXPECT_THROW(out.Result(), CancelledError);
+}
+
+// A Future<T>-coroutine keeps resuming on the completing thread when no scheduler runs it
+// (future_test.cc pins that); inside a Coro's step it resumes through the scheduler.
+TEST(CoroAwaitFutureTest, AFutureCoroutineInsideACoroStepResumesThroughTheScheduler) {
+  ManualExecutor executor;
+  Promise<int> p;
+  auto plain = [](Future<int> in) -> Future<int> {
+    const int v = co_await std::move(in);
+    co_return v * 10;
+  };
+  auto outer = [](Future<int> inner) -> Coro<int> {
+    const int v = co_await std::move(inner);
+    co_return v + 1;
+  };
+  Future<int> inner;
+  auto start = [&]() -> Coro<int> {
+    inner = plain(p.GetFuture());  // Runs eagerly, inside this step.
+    co_return 0;
+  };
+  Spawn(executor, start());
+  executor.RunAll();
+  ASSERT_TRUE(inner.valid());
+  Future<int> out = Spawn(executor, outer(inner));
+  executor.RunAll();
+  std::thread completer([&p] { p.SetValue(4); });
+  completer.join();
+  EXPECT_FALSE(inner.Done());  // Its resumption is a posted step.
+  executor.RunAll();
+  EXPECT_EQ(inner.Result(), 40);
+  EXPECT_EQ(out.Result(), 41);
+}
+
+TEST(CoroSleepTest, SleepForWakesExactlyOnTheFakeClock) {
+  FakeClock clock;
+  ManualExecutor executor;
+  const absl::Time start = clock.Now();
+  auto coro = [](Clock* clock) -> Coro<absl::Time> {
+    co_await SleepFor(absl::Seconds(10));
+    co_return clock->Now();
+  };
+  Future<absl::Time> out = Spawn(executor, coro(&clock), clock);
+  executor.RunAll();
+  clock.BlockUntilWaiters(1);  // The timer thread waits for the deadline.
+  clock.Advance(absl::Seconds(9));
+  clock.BlockUntilWaiters(1);  // Not due: it waits again.
+  EXPECT_EQ(executor.pending(), 0u);
+  clock.Advance(absl::Seconds(1));
+  executor.BlockUntilPending(1);
+  executor.RunAll();
+  EXPECT_EQ(out.Result(), start + absl::Seconds(10));
+}
+
+TEST(CoroSleepTest, SleepUntilAPastDeadlineDoesNotSuspend) {
+  FakeClock clock;
+  auto coro = [](Clock* clock) -> Coro<int> {
+    co_await SleepUntil(clock->Now() - absl::Seconds(1));
+    co_await SleepFor(absl::ZeroDuration());
+    co_return 7;
+  };
+  EXPECT_EQ(SyncWait(coro(&clock), clock), 7);
+}
+
+TEST(CoroSleepTest, SyncWaitSleepsOnItsClock) {
+  FakeClock clock;
+  const absl::Time start = clock.Now();
+  std::thread advancer([&clock] {
+    clock.BlockUntilWaiters(1);
+    clock.Advance(absl::Seconds(5));
+  });
+  auto coro = [](Clock* clock) -> Coro<absl::Time> {
+    co_await SleepFor(absl::Seconds(5));
+    co_return clock->Now();
+  };
+  EXPECT_EQ(SyncWait(coro(&clock), clock), start + absl::Seconds(5));
+  advancer.join();
+}
+
+TEST(CoroSleepTest, CancelEndsASleepWithCancelledError) {
+  FakeClock clock;
+  ManualExecutor executor;
+  int destroyed = 0;
+  auto coro = [](int* destroyed) -> Coro<void> {
+    DestructorCounter guard(destroyed);
+    co_await SleepFor(absl::Hours(1));
+  };
+  Future<void> out = Spawn(executor, coro(&destroyed), clock);
+  executor.RunAll();
+  clock.BlockUntilWaiters(1);
+  out.Cancel();
+  EXPECT_EQ(executor.pending(), 1u);
+  executor.RunAll();
+  EXPECT_EQ(destroyed, 1);
+  EXPECT_THROW(out.Result(), CancelledError);
+}
+
+TEST(CoroYieldTest, YieldLetsQueuedStepsRunFirst) {
+  ManualExecutor executor;
+  std::vector<std::string> trace;
+  auto coro = [](std::vector<std::string>* trace, std::string name) -> Coro<void> {
+    trace->push_back(name + "1");
+    co_await Yield();
+    trace->push_back(name + "2");
+  };
+  Future<void> a = Spawn(executor, coro(&trace, "a"));
+  Future<void> b = Spawn(executor, coro(&trace, "b"));
+  executor.RunAll();
+  EXPECT_THAT(trace, ElementsAre("a1", "b1", "a2", "b2"));
+  EXPECT_TRUE(a.Done());
+  EXPECT_TRUE(b.Done());
+}
+
+TEST(CoroAsyncTest, AsyncOfACoroutineLambdaReturnsAFutureAndKeepsItsCapturesAlive) {
+  ManualExecutor executor;
+  Promise<int> p;
+  auto fn = [prefix = std::string("value=")](Future<int> in) -> Coro<std::string> {
+    const int v = co_await std::move(in);
+    co_return prefix + std::to_string(v);  // The closure outlives Async's task.
+  };
+  Future<std::string> out = Async(executor, std::move(fn), p.GetFuture());
+  executor.RunAll();
+  EXPECT_FALSE(out.Done());
+  p.SetValue(7);
+  EXPECT_EQ(executor.pending(), 1u);
+  executor.RunAll();
+  EXPECT_EQ(out.Result(), "value=7");
+}
+
+TEST(CoroAsyncTest, AsyncOfACoroutineIsCancellable) {
+  ManualExecutor executor;
+  Promise<int> p;
+  int destroyed = 0;
+  Future<int> out = Async(
+      executor, [&destroyed](Future<int> in) { return GuardedAwait(std::move(in), &destroyed); },
+      p.GetFuture());
+  executor.RunAll();
+  out.Cancel();
+  executor.RunAll();
+  EXPECT_EQ(destroyed, 1);
+  EXPECT_TRUE(p.IsCancelled());
+}
+
+TEST(CoroAsyncTest, ThenWithACoroutineRunsItToTheEnd) {
+  Future<int> out = MakeReadyFuture(2).Then([](int x) -> Coro<int> {
+    const int y = co_await Value(x);
+    co_return y * 21;
+  });
+  EXPECT_EQ(out.Result(), 42);
+}
+
+}  // namespace
+}  // namespace concurry

@@ -1,0 +1,473 @@
+// Template bodies and internals of futures/coro.h. Internal: include coro.h instead.
+
+#ifndef CONCURRY_FUTURES_INTERNAL_CORO_IMPL_H_
+#define CONCURRY_FUTURES_INTERNAL_CORO_IMPL_H_
+
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <thread>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "futures/clock.h"
+#include "futures/coro.h"
+#include "futures/errors.h"
+#include "futures/executor.h"
+#include "futures/future.h"
+#include "futures/internal/coro_scheduler.h"
+#include "futures/timer.h"
+
+namespace concurry {
+namespace futures_internal {
+
+// Throws CancelledError for a cancelled coroutine reaching a co_await.
+[[noreturn]] void ThrowCoroCancelled();
+
+// Timers for WakeAt: Timer::Default() for Clock::Real(), else one Timer per clock, made on first
+// use and owned here. Thread-safe.
+class ClockTimers {
+ public:
+  ClockTimers() = default;
+  ClockTimers(const ClockTimers&) = delete;
+  ClockTimers& operator=(const ClockTimers&) = delete;
+
+  WakeToken Schedule(Clock& clock, absl::Time deadline, absl::AnyInvocable<void()> wake)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  static void Cancel(const WakeToken& token);
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::pair<Clock*, std::unique_ptr<Timer>>> timers_ ABSL_GUARDED_BY(mu_);
+};
+
+// A scheduler over any Executor: each step is a task submitted to it. A step that cannot be
+// submitted (the executor stopped) is reported to stderr and the coroutine stays suspended.
+// Thread-safe.
+class ExecutorScheduler final : public CoroScheduler {
+ public:
+  explicit ExecutorScheduler(Executor& executor, Clock& clock = Clock::Real())
+      : executor_(executor), clock_(clock) {}
+
+  void Resume(CoroControl& control, std::coroutine_handle<> handle) override;
+  WakeToken WakeAt(Clock& clock, absl::Time deadline, absl::AnyInvocable<void()> wake) override {
+    return timers_.Schedule(clock, deadline, std::move(wake));
+  }
+  void CancelWake(const WakeToken& token) override { ClockTimers::Cancel(token); }
+  Clock& clock() override { return clock_; }
+  Executor& executor() override { return executor_; }
+  bool InThisThread() const override { return CurrentCoroScheduler() == this; }
+
+ private:
+  Executor& executor_;
+  Clock& clock_;
+  ClockTimers timers_;
+};
+
+// SyncWait's loop: steps are queued and run on the thread that calls Run(), until Finish().
+// Thread-safe (Run and Finish from the owning thread).
+class LocalLoop final : public Executor, public CoroScheduler {
+ public:
+  explicit LocalLoop(Clock& clock) : clock_(clock), owner_(std::this_thread::get_id()) {}
+
+  void Submit(Task task) override ABSL_LOCKS_EXCLUDED(mu_);
+  int max_concurrency() const override { return 1; }
+
+  void Resume(CoroControl& control, std::coroutine_handle<> handle) override;
+  WakeToken WakeAt(Clock& clock, absl::Time deadline, absl::AnyInvocable<void()> wake) override {
+    return timers_.Schedule(clock, deadline, std::move(wake));
+  }
+  void CancelWake(const WakeToken& token) override { ClockTimers::Cancel(token); }
+  Clock& clock() override { return clock_; }
+  Executor& executor() override { return *this; }
+  bool InThisThread() const override { return std::this_thread::get_id() == owner_; }
+
+  // Runs queued steps until Finish() was called; waits (a BlockingRegion) while none is queued.
+  void Run() ABSL_LOCKS_EXCLUDED(mu_);
+  // Ends Run() once the running step returns.
+  void Finish() ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  Clock& clock_;
+  const std::thread::id owner_;
+  absl::Mutex mu_;
+  std::deque<Task> queue_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  ClockTimers timers_;
+};
+
+// The owner of a top-level coroutine: completes its promise when the frame reaches its final
+// suspension point.
+class RootBase {
+ public:
+  // Called from the final suspension point, on the scheduler's thread. Destroys the frame and
+  // this object.
+  virtual void Finish() noexcept = 0;
+
+ protected:
+  ~RootBase() = default;
+};
+
+class CoroPromiseBase : public CoroFrameBase {
+ public:
+  std::suspend_always initial_suspend() noexcept { return {}; }
+
+  struct FinalAwaiter {
+    bool await_ready() noexcept { return false; }
+    template <typename P>
+    void await_suspend(std::coroutine_handle<P> handle) noexcept {
+      handle.promise().OnFinal();
+    }
+    void await_resume() noexcept {}
+  };
+  FinalAwaiter final_suspend() noexcept { return {}; }
+  void unhandled_exception() noexcept { error_ = std::current_exception(); }
+
+  // Every co_await in a Coro passes here: a cancelled coroutine throws at its next one.
+  template <typename A>
+  A&& await_transform(A&& awaitable) {
+    if (control != nullptr && control->cancelled()) ThrowCoroCancelled();
+    return std::forward<A>(awaitable);
+  }
+
+  // At the final suspension point: a root completes its promise; a child hands control back to
+  // its parent (resumes it only when the parent's await_suspend has returned already).
+  void OnFinal() noexcept {
+    if (root_ != nullptr) {
+      root_->Finish();
+      return;
+    }
+    if (handoff_.exchange(true, std::memory_order_acq_rel)) continuation_.resume();
+  }
+
+  std::coroutine_handle<> continuation_;
+  // Set by the second of (the parent's await_suspend, the child's end); see Coro::await_suspend.
+  std::atomic<bool> handoff_{false};
+  std::exception_ptr error_;
+  RootBase* root_ = nullptr;
+};
+
+template <typename T>
+class CoroPromise : public CoroPromiseBase {
+ public:
+  Coro<T> get_return_object() noexcept {
+    return Coro<T>(std::coroutine_handle<CoroPromise>::from_promise(*this));
+  }
+  template <typename V = T>
+  void return_value(V&& value) {
+    value_.emplace(std::forward<V>(value));
+  }
+  std::optional<T> value_;
+};
+
+template <>
+class CoroPromise<void> : public CoroPromiseBase {
+ public:
+  Coro<void> get_return_object() noexcept {
+    return Coro<void>(std::coroutine_handle<CoroPromise>::from_promise(*this));
+  }
+  void return_void() noexcept {}
+};
+
+struct CoroAccess {
+  template <typename T>
+  static std::coroutine_handle<CoroPromise<T>> Release(Coro<T>& coro) noexcept {
+    return std::exchange(coro.handle_, {});
+  }
+};
+
+template <typename U>
+class CoroRoot final : public RootBase {
+ public:
+  CoroRoot(Promise<U> promise, std::coroutine_handle<CoroPromise<U>> handle,
+           std::shared_ptr<CoroControl> control, absl::AnyInvocable<void()> on_finished)
+      : promise_(std::move(promise)),
+        handle_(handle),
+        control_(std::move(control)),
+        on_finished_(std::move(on_finished)) {}
+
+  void Finish() noexcept override {
+    std::exception_ptr error = handle_.promise().error_;
+    std::optional<Stored<U>> value;
+    if (!error) {
+      try {
+        if constexpr (std::is_void_v<U>) {
+          value.emplace();
+        } else {
+          value.emplace(std::move(*handle_.promise().value_));
+        }
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    handle_.destroy();  // The frame's destructors run before the future completes.
+    try {
+      if (error) {
+        promise_.SetError(error);
+      } else if constexpr (std::is_void_v<U>) {
+        promise_.SetValue();
+      } else {
+        promise_.SetValue(std::move(*value));
+      }
+    } catch (...) {
+      promise_.SetError(std::current_exception());
+    }
+    std::shared_ptr<CoroControl> control = std::move(control_);
+    control->scheduler().RootFinished(*control);
+    if (on_finished_) {
+      try {
+        on_finished_();
+      } catch (...) {
+      }
+    }
+    delete this;
+  }
+
+ private:
+  ~CoroRoot() = default;
+
+  Promise<U> promise_;
+  std::coroutine_handle<CoroPromise<U>> handle_;
+  std::shared_ptr<CoroControl> control_;
+  absl::AnyInvocable<void()> on_finished_;
+};
+
+// Starts `coro` as a top-level coroutine on `scheduler` (now, on this thread, when `start_inline`:
+// the caller runs a step of it; else posted) and completes `promise` with its outcome. `owned`
+// (may be null) is kept alive until the coroutine's last step.
+template <typename U>
+void StartCoroRoot(Promise<U>& promise, Coro<U> coro, absl::AnyInvocable<void()> on_finished,
+                   CoroScheduler& scheduler, std::shared_ptr<CoroScheduler> owned,
+                   bool start_inline) noexcept {
+  if (!coro.valid()) {
+    promise.SetError(std::make_exception_ptr(
+        InvalidOptionError("a Coro to run is invalid (default-constructed or moved-from)")));
+    if (on_finished) on_finished();
+    return;
+  }
+  auto control = std::make_shared<CoroControl>(&scheduler, std::move(owned));
+  try {
+    promise.OnCancel([control] { control->Cancel(); });
+  } catch (...) {
+    // Only an invalid promise throws; then nobody can cancel.
+  }
+  std::coroutine_handle<CoroPromise<U>> handle = CoroAccess::Release(coro);
+  handle.promise().control = control.get();
+  handle.promise().root_ =
+      new CoroRoot<U>(std::move(promise), handle, control, std::move(on_finished));
+  scheduler.RootStarted(*control);
+  if (start_inline) {
+    ScopedCoroScheduler scope(&scheduler, control.get());
+    handle.resume();  // May finish and release `scheduler` if owned: not used after this.
+  } else {
+    scheduler.Resume(*control, handle);
+  }
+}
+
+template <typename U>
+void CompleteWithCoro(Promise<U>& promise, Coro<U> coro,
+                      absl::AnyInvocable<void()> on_finished) noexcept {
+  if (CoroScheduler* scheduler = CurrentCoroScheduler()) {
+    StartCoroRoot(promise, std::move(coro), std::move(on_finished), *scheduler, nullptr,
+                  scheduler->InThisThread());
+    return;
+  }
+  LocalLoop loop(Clock::Real());
+  StartCoroRoot(
+      promise, std::move(coro),
+      [&loop, done = std::move(on_finished)]() mutable {
+        if (done) done();
+        loop.Finish();
+      },
+      loop, nullptr, /*start_inline=*/true);
+  loop.Run();
+}
+
+template <typename U, typename Fn, typename Tuple>
+Future<U> AsyncCoro(Executor& executor, Fn fn, Tuple bound) {
+  Promise<U> promise;
+  Future<U> future = promise.GetFuture();
+  auto scheduler = std::make_shared<ExecutorScheduler>(executor);
+  // The callable and its arguments stay alive with the frame (a coroutine lambda's captures and
+  // reference parameters point into them).
+  auto keep = std::make_shared<std::pair<Fn, Tuple>>(std::move(fn), std::move(bound));
+  try {
+    executor.Submit([p = std::move(promise), keep, scheduler]() mutable {
+      if (p.IsCancelled()) return;
+      Coro<U> coro;
+      try {
+        coro =
+            std::apply([&](auto&... args) { return std::invoke(keep->first, std::move(args)...); },
+                       keep->second);
+      } catch (...) {
+        p.SetError(std::current_exception());
+        return;
+      }
+      CoroScheduler& where = *scheduler;
+      StartCoroRoot(
+          p, std::move(coro), [keep = std::move(keep)] {}, where, std::move(scheduler),
+          /*start_inline=*/true);
+    });
+  } catch (...) {
+    return MakeFailedFuture<U>(std::current_exception());
+  }
+  return future;
+}
+
+// The control of the coroutine awaiting in `handle`: a Coro's own, else a stand-in (kept in
+// `own`) for a coroutine running a step of the current scheduler, else null.
+template <typename P>
+CoroControl* ControlFor(std::coroutine_handle<P> handle, std::shared_ptr<CoroControl>& own) {
+  if constexpr (std::is_base_of_v<CoroFrameBase, P>) {
+    if (handle.promise().control != nullptr) return handle.promise().control;
+  }
+  own = MakeStandInControl();
+  return own.get();
+}
+
+}  // namespace futures_internal
+
+template <typename T>
+template <typename P>
+bool Coro<T>::await_suspend(std::coroutine_handle<P> parent) {
+  promise_type& child = handle_.promise();
+  if constexpr (std::is_base_of_v<futures_internal::CoroFrameBase, P>) {
+    child.control = parent.promise().control;
+  }
+  child.continuation_ = parent;
+  handle_.resume();  // Runs the child until it first suspends or ends.
+  // False: the child ended already, so the parent goes on in this frame (no stack growth).
+  return !child.handoff_.exchange(true, std::memory_order_acq_rel);
+}
+
+template <typename T>
+T Coro<T>::await_resume() {
+  if (!handle_) futures_internal::ThrowInvalid("Coro", "co_await");
+  promise_type& promise = handle_.promise();
+  if (promise.error_) std::rethrow_exception(promise.error_);
+  if constexpr (!std::is_void_v<T>) return std::move(*promise.value_);
+}
+
+class SleepAwaitable {
+ public:
+  SleepAwaitable(SleepAwaitable&&) = default;
+  bool await_ready() const noexcept { return relative_ && duration_ <= absl::ZeroDuration(); }
+  template <typename P>
+  bool await_suspend(std::coroutine_handle<P> handle) {
+    futures_internal::CoroControl* control = futures_internal::ControlFor(handle, own_);
+    if (control == nullptr) {
+      throw InvalidOptionError(
+          "SleepFor/SleepUntil: co_await them in a coroutine run by Spawn, SyncWait, Async or a "
+          "coroutine worker");
+    }
+    futures_internal::CoroScheduler& scheduler = control->scheduler();
+    Clock& clock = scheduler.clock();
+    const absl::Time deadline = relative_ ? clock.Now() + duration_ : deadline_;
+    if (clock.Now() >= deadline) return false;
+    control_ = control;
+    const uint64_t generation = control->Arm(handle);
+    std::coroutine_handle<> erased = handle;
+    try {
+      token_ = scheduler.WakeAt(clock, deadline,
+                                [ref = control->shared_from_this(), generation, erased] {
+                                  ref->Wake(generation, erased);
+                                });
+    } catch (...) {
+      if (control->Disarm(generation)) throw;
+      // A cancellation won meanwhile and resumes the coroutine (await_resume throws).
+    }
+    return control->Suspend();
+  }
+  void await_resume() {
+    if (control_ != nullptr && control_->cancelled()) {
+      control_->scheduler().CancelWake(token_);
+      futures_internal::ThrowCoroCancelled();
+    }
+  }
+
+ private:
+  friend struct SleepForFn;
+  friend struct SleepUntilFn;
+  SleepAwaitable(bool relative, absl::Duration duration, absl::Time deadline)
+      : relative_(relative), duration_(duration), deadline_(deadline) {}
+
+  bool relative_;
+  absl::Duration duration_;
+  absl::Time deadline_;
+  futures_internal::CoroControl* control_ = nullptr;
+  std::shared_ptr<futures_internal::CoroControl> own_;
+  futures_internal::WakeToken token_;
+};
+
+class YieldAwaitable {
+ public:
+  bool await_ready() const noexcept { return false; }
+  template <typename P>
+  bool await_suspend(std::coroutine_handle<P> handle) {
+    control_ = futures_internal::ControlFor(handle, own_);
+    if (control_ == nullptr) return false;  // No scheduler: nothing to yield to.
+    control_->scheduler().Resume(*control_, handle);
+    return true;
+  }
+  void await_resume() {
+    if (control_ != nullptr && control_->cancelled()) futures_internal::ThrowCoroCancelled();
+  }
+
+ private:
+  futures_internal::CoroControl* control_ = nullptr;
+  std::shared_ptr<futures_internal::CoroControl> own_;
+};
+
+inline SleepAwaitable SleepForFn::operator()(absl::Duration duration) const {
+  return SleepAwaitable(/*relative=*/true, duration, absl::InfinitePast());
+}
+inline SleepAwaitable SleepUntilFn::operator()(absl::Time deadline) const {
+  return SleepAwaitable(/*relative=*/false, absl::ZeroDuration(), deadline);
+}
+
+template <typename T>
+Future<T> Spawn(Executor& executor, Coro<T> coro, Clock& clock) {
+  if (!coro.valid()) futures_internal::ThrowInvalid("Coro", "Spawn");
+  Promise<T> promise;
+  Future<T> future = promise.GetFuture();
+  auto scheduler = std::make_shared<futures_internal::ExecutorScheduler>(executor, clock);
+  try {
+    executor.Submit([p = std::move(promise), c = std::move(coro), scheduler]() mutable {
+      if (p.IsCancelled()) return;
+      futures_internal::CoroScheduler& where = *scheduler;
+      futures_internal::StartCoroRoot(p, std::move(c), nullptr, where, std::move(scheduler),
+                                      /*start_inline=*/true);
+    });
+  } catch (...) {
+    return MakeFailedFuture<T>(std::current_exception());
+  }
+  return future;
+}
+
+template <typename T>
+T SyncWait(Coro<T> coro, Clock& clock) {
+  if (!coro.valid()) futures_internal::ThrowInvalid("Coro", "SyncWait");
+  Promise<T> promise;
+  Future<T> future = promise.GetFuture();
+  futures_internal::LocalLoop loop(clock);
+  futures_internal::StartCoroRoot(
+      promise, std::move(coro), [&loop] { loop.Finish(); }, loop, nullptr,
+      /*start_inline=*/true);
+  loop.Run();
+  return std::move(future).Result();
+}
+
+}  // namespace concurry
+
+#endif  // CONCURRY_FUTURES_INTERNAL_CORO_IMPL_H_

@@ -1,0 +1,77 @@
+#include "futures/internal/coro_scheduler.h"
+
+#include <atomic>
+#include <coroutine>
+#include <cstdint>
+#include <memory>
+#include <utility>
+
+namespace concurry {
+namespace futures_internal {
+namespace {
+thread_local CoroScheduler* current_scheduler = nullptr;
+thread_local CoroControl* current_control = nullptr;
+}  // namespace
+
+CoroScheduler* CurrentCoroScheduler() noexcept { return current_scheduler; }
+
+ScopedCoroScheduler::ScopedCoroScheduler(CoroScheduler* scheduler, CoroControl* control) noexcept
+    : outer_(current_scheduler), outer_control_(current_control) {
+  current_scheduler = scheduler;
+  current_control = control;
+}
+
+ScopedCoroScheduler::~ScopedCoroScheduler() {
+  current_scheduler = outer_;
+  current_control = outer_control_;
+}
+
+std::shared_ptr<CoroControl> MakeStandInControl() {
+  if (current_scheduler == nullptr) return nullptr;
+  std::shared_ptr<CoroScheduler> keep;
+  if (current_control != nullptr) {
+    // Shares the running control's ownership (and so its scheduler's), pointing at the scheduler.
+    keep = std::shared_ptr<CoroScheduler>(current_control->shared_from_this(), current_scheduler);
+  }
+  return std::make_shared<CoroControl>(current_scheduler, std::move(keep), /*cancellable=*/false);
+}
+
+uint64_t CoroControl::Arm(std::coroutine_handle<> handle) noexcept {
+  // Only the running step writes these; a waker reads them after acquiring the generation.
+  handoff_.store(false, std::memory_order_relaxed);
+  suspended_.store(handle.address(), std::memory_order_relaxed);
+  const uint64_t generation = armed_.load(std::memory_order_relaxed) + 1;
+  armed_.store(generation, std::memory_order_release);
+  return generation;
+}
+
+bool CoroControl::Disarm(uint64_t generation) noexcept {
+  uint64_t expected = generation;
+  return armed_.compare_exchange_strong(expected, generation + 1, std::memory_order_acq_rel,
+                                        std::memory_order_acquire);
+}
+
+bool CoroControl::Suspend() noexcept { return !handoff_.exchange(true, std::memory_order_acq_rel); }
+
+void CoroControl::Wake(uint64_t generation, std::coroutine_handle<> handle) noexcept {
+  uint64_t expected = generation;
+  if (!armed_.compare_exchange_strong(expected, generation + 1, std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+    return;  // Another wake won, or the await ended already.
+  }
+  // Second of (Suspend, Wake): the frame is suspended for good, post its resumption.
+  if (handoff_.exchange(true, std::memory_order_acq_rel)) scheduler_->Resume(*this, handle);
+}
+
+void CoroControl::Cancel() noexcept {
+  if (!cancellable_) return;
+  cancelled_.store(true, std::memory_order_release);
+  const uint64_t generation = armed_.load(std::memory_order_acquire);
+  if (generation % 2 == 0) return;  // Not waiting at a leaf await: the next co_await throws.
+  // If the coroutine moved on meanwhile, the generation changed and Wake does nothing.
+  Wake(generation,
+       std::coroutine_handle<>::from_address(suspended_.load(std::memory_order_relaxed)));
+}
+
+}  // namespace futures_internal
+}  // namespace concurry
