@@ -224,13 +224,14 @@ class CoroRoot final : public RootBase {
       promise_.SetError(std::current_exception());
     }
     std::shared_ptr<CoroControl> control = std::move(control_);
-    control->scheduler().RootFinished(*control);
     if (on_finished_) {
       try {
         on_finished_();
       } catch (...) {
+        // on_finished is library code that does not throw; nothing to report to.
       }
     }
+    control->scheduler().RootFinished(*control);
     delete this;
   }
 
@@ -387,7 +388,7 @@ class SleepAwaitable {
       if (control->Disarm(generation)) throw;
       // A cancellation won meanwhile and resumes the coroutine (await_resume throws).
     }
-    return control->Suspend();
+    return control->Suspend(generation);
   }
   void await_resume() {
     if (control_ != nullptr && control_->cancelled()) {

@@ -41,7 +41,7 @@ uint64_t CoroControl::Arm(std::coroutine_handle<> handle) noexcept {
   handoff_.store(false, std::memory_order_relaxed);
   suspended_.store(handle.address(), std::memory_order_relaxed);
   const uint64_t generation = armed_.load(std::memory_order_relaxed) + 1;
-  armed_.store(generation, std::memory_order_release);
+  armed_.store(generation, std::memory_order_seq_cst);  // Pairs with Cancel; see class comment.
   return generation;
 }
 
@@ -51,7 +51,12 @@ bool CoroControl::Disarm(uint64_t generation) noexcept {
                                         std::memory_order_acquire);
 }
 
-bool CoroControl::Suspend() noexcept { return !handoff_.exchange(true, std::memory_order_acq_rel); }
+bool CoroControl::Suspend(uint64_t generation) noexcept {
+  if (cancellable_ && cancelled_.load(std::memory_order_seq_cst) && Disarm(generation)) {
+    return false;  // Cancelled before Cancel could see this await: do not wait.
+  }
+  return !handoff_.exchange(true, std::memory_order_acq_rel);
+}
 
 void CoroControl::Wake(uint64_t generation, std::coroutine_handle<> handle) noexcept {
   uint64_t expected = generation;
@@ -65,8 +70,8 @@ void CoroControl::Wake(uint64_t generation, std::coroutine_handle<> handle) noex
 
 void CoroControl::Cancel() noexcept {
   if (!cancellable_) return;
-  cancelled_.store(true, std::memory_order_release);
-  const uint64_t generation = armed_.load(std::memory_order_acquire);
+  cancelled_.store(true, std::memory_order_seq_cst);
+  const uint64_t generation = armed_.load(std::memory_order_seq_cst);
   if (generation % 2 == 0) return;  // Not waiting at a leaf await: the next co_await throws.
   // If the coroutine moved on meanwhile, the generation changed and Wake does nothing.
   Wake(generation,

@@ -92,10 +92,12 @@ std::shared_ptr<CoroControl> MakeStandInControl();
 // while await_suspend still runs never resumes the frame on another thread, and the waking thread
 // never touches the frame.
 //
-// Memory ordering: Arm publishes the handle and the reset hand-off flag with a release store of the
+// Memory ordering: Arm publishes the handle and the reset hand-off flag with a store of the
 // generation; wakers acquire it in their compare-exchange (acq_rel). The hand-off exchange is
-// acq_rel, so the awaiter's writes before Suspend() are seen by the step that resumes it. The
-// cancel flag is release/acquire: a step that sees it also sees what the canceller wrote before.
+// acq_rel, so the awaiter's writes before Suspend() are seen by the step that resumes it. Cancel
+// stores the flag then loads the generation, Arm stores the generation and Suspend then loads the
+// flag, all seq_cst: at least one side sees the other, so a cancellation racing a new await is
+// never lost (Cancel wakes it, or Suspend declines to suspend).
 //
 // Thread-safe (Arm, Disarm and Suspend only from the coroutine's running step).
 class CoroControl : public std::enable_shared_from_this<CoroControl> {
@@ -118,9 +120,11 @@ class CoroControl : public std::enable_shared_from_this<CoroControl> {
   // For an await that found nothing to wait for after Arm: true when it may go on at once; false
   // when a cancellation won meanwhile (then call Suspend()).
   bool Disarm(uint64_t generation) noexcept;
-  // Ends await_suspend: returns true to stay suspended (the winning wake will post the resumption)
-  // or false when that wake already came (go on now, on this thread: the scheduler's).
-  bool Suspend() noexcept;
+  // Ends await_suspend for the await armed with `generation`: returns true to stay suspended (the
+  // winning wake will post the resumption) or false when that wake already came, or when a
+  // cancellation that could not see the armed await came meanwhile (go on now, on this thread: the
+  // scheduler's; the awaitable's await_resume then finds cancelled()).
+  bool Suspend(uint64_t generation) noexcept;
   // Resumes `handle` through the scheduler if the generation is still `generation`; else nothing.
   void Wake(uint64_t generation, std::coroutine_handle<> handle) noexcept;
   // Sets the cancel flag and wakes the coroutine if it is suspended at a leaf await (it then

@@ -135,7 +135,7 @@ class FutureAwaiter {
     callback_ = any.AddCallbackIfPending(
         [ref = control->shared_from_this(), generation, erased] { ref->Wake(generation, erased); });
     if (callback_ == nullptr && control->Disarm(generation)) return false;
-    return control->Suspend();
+    return control->Suspend(generation);
   }
   T await_resume() {
     if (control_ != nullptr && control_->cancelled() && !future_.Done()) {
