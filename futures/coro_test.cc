@@ -305,6 +305,33 @@ TEST(CoroAwaitFutureTest, AFutureCoroutineInsideACoroStepResumesThroughTheSchedu
   EXPECT_EQ(out.Result(), 41);
 }
 
+Coro<int> AddWhenReady(Future<int> gate, int x) {
+  const int y = co_await std::move(gate);
+  co_return x + y;
+}
+
+// CompleteWithInvoke's Coro branch inside a step: the new root runs on the same scheduler and
+// keeps it alive after the coroutine that started it has ended.
+TEST(CoroAsyncTest, ACoroutineContinuationStartedInAStepOutlivesThatStep) {
+  ManualExecutor executor;
+  Promise<int> p;
+  Future<int> inner;
+  auto start = [](Future<int> gate, Future<int>* inner) -> Coro<void> {
+    // A plain lambda returning a coroutine of a free function: the frame owns its parameters (a
+    // capturing coroutine lambda's closure would die with the continuation).
+    *inner = MakeReadyFuture(1).Then([gate](int x) { return AddWhenReady(gate, x); });
+    co_return;
+  };
+  Future<void> outer = Spawn(executor, start(p.GetFuture(), &inner));
+  executor.RunAll();
+  ASSERT_TRUE(outer.Done());
+  EXPECT_FALSE(inner.Done());
+  p.SetValue(2);
+  EXPECT_EQ(executor.pending(), 1u);
+  executor.RunAll();
+  EXPECT_EQ(inner.Result(), 3);
+}
+
 TEST(CoroSleepTest, SleepForWakesExactlyOnTheFakeClock) {
   FakeClock clock;
   ManualExecutor executor;

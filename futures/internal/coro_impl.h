@@ -280,8 +280,9 @@ template <typename U>
 void CompleteWithCoro(Promise<U>& promise, Coro<U> coro,
                       absl::AnyInvocable<void()> on_finished) noexcept {
   if (CoroScheduler* scheduler = CurrentCoroScheduler()) {
-    StartCoroRoot(promise, std::move(coro), std::move(on_finished), *scheduler, nullptr,
-                  scheduler->InThisThread());
+    // Shares ownership of a scheduler made for the running coroutine: this one may outlive it.
+    StartCoroRoot(promise, std::move(coro), std::move(on_finished), *scheduler,
+                  CurrentCoroSchedulerShared(), scheduler->InThisThread());
     return;
   }
   LocalLoop loop(Clock::Real());

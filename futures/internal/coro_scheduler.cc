@@ -26,14 +26,19 @@ ScopedCoroScheduler::~ScopedCoroScheduler() {
   current_control = outer_control_;
 }
 
+std::shared_ptr<CoroScheduler> CurrentCoroSchedulerShared() {
+  if (current_scheduler == nullptr) return nullptr;
+  if (current_control == nullptr) {
+    return std::shared_ptr<CoroScheduler>(std::shared_ptr<CoroScheduler>(), current_scheduler);
+  }
+  // Shares the running control's ownership (and so its scheduler's), pointing at the scheduler.
+  return std::shared_ptr<CoroScheduler>(current_control->shared_from_this(), current_scheduler);
+}
+
 std::shared_ptr<CoroControl> MakeStandInControl() {
   if (current_scheduler == nullptr) return nullptr;
-  std::shared_ptr<CoroScheduler> keep;
-  if (current_control != nullptr) {
-    // Shares the running control's ownership (and so its scheduler's), pointing at the scheduler.
-    keep = std::shared_ptr<CoroScheduler>(current_control->shared_from_this(), current_scheduler);
-  }
-  return std::make_shared<CoroControl>(current_scheduler, std::move(keep), /*cancellable=*/false);
+  return std::make_shared<CoroControl>(current_scheduler, CurrentCoroSchedulerShared(),
+                                       /*cancellable=*/false);
 }
 
 uint64_t CoroControl::Arm(std::coroutine_handle<> handle) noexcept {

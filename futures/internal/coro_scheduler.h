@@ -80,6 +80,11 @@ class ScopedCoroScheduler {
 // alive. Null outside a scheduler's step.
 std::shared_ptr<CoroControl> MakeStandInControl();
 
+// Returns the current scheduler, sharing ownership with the running coroutine's control (so a
+// scheduler made for that coroutine lives as long as the result); a non-owning pointer when no
+// coroutine's step runs (a loop's own thread); null outside a scheduler.
+std::shared_ptr<CoroScheduler> CurrentCoroSchedulerShared();
+
 // One per top-level coroutine (its children share it): the cancel flag and the wake protocol that
 // lets exactly one of (the awaited event, a cancellation) resume the coroutine suspended at a
 // leaf await, through the scheduler.
