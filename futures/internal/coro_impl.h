@@ -119,6 +119,8 @@ class RootBase {
   ~RootBase() = default;
 };
 
+// The promise part shared by every Coro<T>: lazy start, the hand-off to the parent at the end,
+// the error, and the cancellation check of every co_await. Not thread-safe; one step at a time.
 class CoroPromiseBase : public CoroFrameBase {
  public:
   std::suspend_always initial_suspend() noexcept { return {}; }
@@ -180,6 +182,7 @@ class CoroPromise<void> : public CoroPromiseBase {
   void return_void() noexcept {}
 };
 
+// Lets the runners take the frame out of a Coro.
 struct CoroAccess {
   template <typename T>
   static std::coroutine_handle<CoroPromise<T>> Release(Coro<T>& coro) noexcept {
@@ -187,6 +190,7 @@ struct CoroAccess {
   }
 };
 
+// Owns a top-level Coro<U> and the promise it completes; deletes itself in Finish().
 template <typename U>
 class CoroRoot final : public RootBase {
  public:
@@ -361,6 +365,7 @@ T Coro<T>::await_resume() {
   if constexpr (!std::is_void_v<T>) return std::move(*promise.value_);
 }
 
+// What SleepFor / SleepUntil return; await it at once. Not thread-safe.
 class SleepAwaitable {
  public:
   SleepAwaitable(SleepAwaitable&&) = default;
@@ -412,6 +417,7 @@ class SleepAwaitable {
   futures_internal::WakeToken token_;
 };
 
+// What Yield() returns; await it at once. Not thread-safe.
 class YieldAwaitable {
  public:
   bool await_ready() const noexcept { return false; }

@@ -240,24 +240,25 @@ auto Async(Executor& executor, F&& fn, Args&&... args)
     return futures_internal::AsyncCoro<U>(
         executor, std::decay_t<F>(std::forward<F>(fn)),
         std::make_tuple(std::decay_t<Args>(std::forward<Args>(args))...));
+  } else {
+    Promise<U> promise;
+    Future<U> future = promise.GetFuture();
+    try {
+      executor.Submit(
+          [p = std::move(promise), fn = std::decay_t<F>(std::forward<F>(fn)),
+           bound = std::make_tuple(std::decay_t<Args>(std::forward<Args>(args))...)]() mutable {
+            if (p.IsCancelled()) return;
+            std::apply(
+                [&](auto&&... a) {
+                  futures_internal::CompleteWithInvoke(p, fn, std::forward<decltype(a)>(a)...);
+                },
+                std::move(bound));
+          });
+    } catch (...) {
+      return MakeFailedFuture<U>(std::current_exception());
+    }
+    return future;
   }
-  Promise<U> promise;
-  Future<U> future = promise.GetFuture();
-  try {
-    executor.Submit(
-        [p = std::move(promise), fn = std::decay_t<F>(std::forward<F>(fn)),
-         bound = std::make_tuple(std::decay_t<Args>(std::forward<Args>(args))...)]() mutable {
-          if (p.IsCancelled()) return;
-          std::apply(
-              [&](auto&&... a) {
-                futures_internal::CompleteWithInvoke(p, fn, std::forward<decltype(a)>(a)...);
-              },
-              std::move(bound));
-        });
-  } catch (...) {
-    return MakeFailedFuture<U>(std::current_exception());
-  }
-  return future;
 }
 
 // Coroutine support: `co_await future` and `Future<T>` as a coroutine's return type.
