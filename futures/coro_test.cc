@@ -310,6 +310,50 @@ Coro<int> AddWhenReady(Future<int> gate, int x) {
   co_return x + y;
 }
 
+// Review B2: the closure of a capturing coroutine lambda given to Then lives until the coroutine
+// ends, though the continuation that called it is gone after the first step.
+TEST(CoroAsyncTest, ThenKeepsACapturingCoroutineLambdaAliveAcrossSuspensions) {
+  ManualExecutor executor;
+  Promise<int> gate;
+  Future<std::string> inner;
+  auto start = [](Future<int> g, Future<std::string>* inner) -> Coro<void> {
+    *inner = MakeReadyFuture(1).Then([g, s = std::string(64, 'x')](int) -> Coro<std::string> {
+      Future<int> copy = g;
+      co_await std::move(copy);
+      co_return s;
+    });
+    co_return;
+  };
+  Future<void> outer = Spawn(executor, start(gate.GetFuture(), &inner));
+  executor.RunAll();
+  ASSERT_TRUE(outer.Done());
+  EXPECT_FALSE(inner.Done());
+  gate.SetValue(1);
+  executor.RunAll();
+  EXPECT_EQ(inner.Result(), std::string(64, 'x'));
+}
+
+// A coroutine Then taking its value by const reference reads a kept copy, not the source's value.
+TEST(CoroAsyncTest, ThenKeepsTheValueAConstRefCoroutineParameterRefersTo) {
+  ManualExecutor executor;
+  Promise<int> gate;
+  Future<std::string> inner;
+  auto start = [](Future<int> g, Future<std::string>* inner) -> Coro<void> {
+    Future<std::string> source = MakeReadyFuture(std::string(48, 'y'));
+    *inner = source.Then([g](const std::string& v) -> Coro<std::string> {
+      Future<int> copy = g;
+      co_await std::move(copy);
+      co_return v;
+    });
+    co_return;
+  };
+  Future<void> outer = Spawn(executor, start(gate.GetFuture(), &inner));
+  executor.RunAll();
+  gate.SetValue(1);
+  executor.RunAll();
+  EXPECT_EQ(inner.Result(), std::string(48, 'y'));
+}
+
 // CompleteWithInvoke's Coro branch inside a step: the new root runs on the same scheduler and
 // keeps it alive after the coroutine that started it has ended.
 TEST(CoroAsyncTest, ACoroutineContinuationStartedInAStepOutlivesThatStep) {

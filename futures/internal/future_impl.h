@@ -51,6 +51,13 @@ void WithValue(State<T>& state, Promise<U>& promise, OnValue&& on_value) noexcep
   }
 }
 
+// How CompleteWithInvoke keeps an argument of a coroutine function alive: a non-const lvalue
+// (an object the caller owns, such as a worker's target) by reference, anything else by value.
+template <typename A>
+using KeptArg = std::conditional_t<std::is_lvalue_reference_v<A> &&
+                                       !std::is_const_v<std::remove_reference_t<A>>,
+                                   A, std::decay_t<A>>;
+
 template <typename U, typename F, typename... Args>
 void CompleteWithInvoke(Promise<U>& promise, F&& fn, Args&&... args) noexcept {
   using R = std::invoke_result_t<F, Args...>;
@@ -73,8 +80,20 @@ void CompleteWithInvoke(Promise<U>& promise, F&& fn, Args&&... args) noexcept {
             });
           }});
     } else if constexpr (kIsCoro<std::decay_t<R>>) {
-      std::decay_t<R> coro = std::invoke(std::forward<F>(fn), std::forward<Args>(args)...);
-      CompleteWithCoro(promise, std::move(coro), nullptr);
+      // A coroutine's frame may refer to its callable (a capturing lambda's closure) and to its
+      // reference parameters: both move to the heap first and live until the coroutine ends.
+      static_assert(std::is_constructible_v<std::decay_t<F>, F&&> &&
+                        (std::is_constructible_v<KeptArg<Args>, Args&&> && ...),
+                    "a function returning Coro is kept alive with a copy of itself and of its "
+                    "const arguments: make them copyable, or use std::move(future).Then(...)");
+      using Kept = std::tuple<std::decay_t<F>, KeptArg<Args>...>;
+      auto kept = std::make_shared<Kept>(std::forward<F>(fn), std::forward<Args>(args)...);
+      std::decay_t<R> coro = std::apply(
+          [](auto& f, auto&... kept_args) {
+            return std::invoke(f, static_cast<Args&&>(kept_args)...);
+          },
+          *kept);
+      CompleteWithCoro(promise, std::move(coro), [kept = std::move(kept)] {});
     } else if constexpr (std::is_same_v<std::decay_t<R>, absl::Status>) {
       absl::Status status = std::invoke(std::forward<F>(fn), std::forward<Args>(args)...);
       promise.SetError(std::move(status));  // OK completes a Promise<void>.
@@ -185,7 +204,13 @@ namespace futures_internal {
 template <bool kMove, typename T, typename U, typename F>
 void InvokeWithValue(State<T>& state, Promise<U>& promise, F& fn) noexcept {
   WithValue<kMove>(state, promise, [&](auto&&... value) {
-    CompleteWithInvoke(promise, fn, std::forward<decltype(value)>(value)...);
+    using R = std::invoke_result_t<F&, decltype(value)...>;
+    if constexpr (kIsCoro<std::decay_t<R>>) {
+      // A continuation runs once: its coroutine function moves into the coroutine's keep-alive.
+      CompleteWithInvoke(promise, std::move(fn), std::forward<decltype(value)>(value)...);
+    } else {
+      CompleteWithInvoke(promise, fn, std::forward<decltype(value)>(value)...);
+    }
   });
 }
 
