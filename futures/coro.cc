@@ -2,9 +2,11 @@
 
 #include <coroutine>
 #include <cstdio>
+#include <deque>
 #include <exception>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/synchronization/mutex.h"
@@ -29,7 +31,39 @@ Executor::Task ResumeStep(CoroScheduler* scheduler, CoroControl& control,
   };
 }
 
+// Runs each task on the submitting thread, but never inside another of its tasks: a task
+// submitted while one runs on this thread is queued and runs after it (so a coroutine that yields
+// in a loop does not grow the stack).
+class InlineSteps final : public Executor {
+ public:
+  void Submit(Task task) override {
+    if (queue_ != nullptr) {
+      queue_->push_back(std::move(task));
+      return;
+    }
+    std::deque<Task> queue;
+    queue_ = &queue;
+    RunExecutorTask(task, "Then");
+    while (!queue.empty()) {
+      Task next = std::move(queue.front());
+      queue.pop_front();
+      RunExecutorTask(next, "Then");
+    }
+    queue_ = nullptr;
+  }
+
+ private:
+  static thread_local std::deque<Task>* queue_;
+};
+
+thread_local std::deque<Executor::Task>* InlineSteps::queue_ = nullptr;
+
 }  // namespace
+
+Executor& InlineStepExecutor() {
+  static InlineSteps* const executor = new InlineSteps();
+  return *executor;
+}
 
 void ThrowCoroCancelled() { throw CancelledError("the coroutine was cancelled"); }
 
@@ -73,32 +107,89 @@ void ExecutorScheduler::Resume(CoroControl& control, std::coroutine_handle<> han
   }
 }
 
-void LocalLoop::Submit(Task task) {
+bool LocalLoop::Post(Task& task) {
   absl::MutexLock lock(&mu_);
+  if (closed_) return false;
   queue_.push_back(std::move(task));
+  return true;
+}
+
+void LocalLoop::Submit(Task task) {
+  if (!Post(task)) {
+    throw StoppedError("a task was submitted to a SyncWait loop after SyncWait returned");
+  }
 }
 
 void LocalLoop::Resume(CoroControl& control, std::coroutine_handle<> handle) {
-  Submit(ResumeStep(this, control, handle));
+  Task step = ResumeStep(this, control, handle);
+  // After SyncWait returned (a Future-coroutine it started still waits), resume on this thread.
+  if (!Post(step)) InlineStepExecutor().Submit(std::move(step));
+}
+
+void LocalLoop::RootStarted(CoroControl& control) {
+  bool cancel = false;
+  {
+    absl::MutexLock lock(&mu_);
+    roots_.push_back(&control);
+    cancel = finished_;  // Started while the loop drains: it ends as the others do.
+  }
+  if (cancel) control.Cancel();
+}
+
+void LocalLoop::RootFinished(CoroControl& control) {
+  absl::MutexLock lock(&mu_);
+  for (CoroControl*& root : roots_) {
+    if (root == &control) {
+      root = roots_.back();
+      roots_.pop_back();
+      return;
+    }
+  }
+}
+
+void LocalLoop::CancelRoots() {
+  std::vector<std::shared_ptr<CoroControl>> roots;
+  {
+    absl::MutexLock lock(&mu_);
+    // Listed controls are alive: a root leaves the list (under mu_) before its control dies.
+    for (CoroControl* root : roots_) roots.push_back(root->shared_from_this());
+  }
+  for (const auto& root : roots) root->Cancel();
 }
 
 void LocalLoop::Run() {
   ScopedCoroScheduler scope(this);
+  bool cancelled = false;
   for (;;) {
     Task task;
+    bool cancel_now = false;
     {
       absl::MutexLock lock(&mu_);
-      if (queue_.empty() && !finished_) {
+      auto ready = [this]()
+                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || finished_; };
+      if (!ready() || (finished_ && cancelled && queue_.empty() && !roots_.empty())) {
         BlockingRegion blocking;  // Waits for a step posted from another thread.
         mu_.Await(absl::Condition(
             +[](LocalLoop* loop) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-              return !loop->queue_.empty() || loop->finished_;
+              return !loop->queue_.empty() || (loop->finished_ && loop->roots_.empty());
             },
             this));
       }
-      if (finished_) return;
-      task = std::move(queue_.front());
-      queue_.pop_front();
+      if (finished_ && !cancelled) {
+        cancel_now = true;
+      } else if (queue_.empty()) {
+        // finished_, every root ended and nothing is queued: close.
+        closed_ = true;
+        return;
+      } else {
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+    }
+    if (cancel_now) {
+      cancelled = true;
+      CancelRoots();
+      continue;
     }
     RunExecutorTask(task, "SyncWait");
   }

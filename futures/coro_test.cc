@@ -493,5 +493,62 @@ TEST(CoroAsyncTest, ThenWithACoroutineRunsItToTheEnd) {
   EXPECT_EQ(out.Result(), 42);
 }
 
+// Review B1: a root started inside a SyncWait step (here by Then) would outlive SyncWait's loop.
+// SyncWait now cancels it and runs the loop until it has ended, as asyncio.run does.
+Future<int> StartThenRootUnderSyncWait(Future<int> gate) {
+  Future<int> inner;
+  auto outer = [](Future<int> g, Future<int>* inner) -> Coro<void> {
+    *inner = MakeReadyFuture(1).Then([g](int x) { return AddWhenReady(g, x); });
+    co_return;
+  };
+  SyncWait(outer(std::move(gate), &inner));
+  return inner;
+}
+
+TEST(CoroSyncWaitTest, CancelsAndDrainsTheRootsItsStepsStartedWhenItsCoroutineEnds) {
+  Promise<int> gate;
+  Future<int> inner = StartThenRootUnderSyncWait(gate.GetFuture());
+  ASSERT_TRUE(inner.Done());
+  EXPECT_THROW(inner.Result(), CancelledError);
+  gate.SetValue(2);  // Nothing is left waiting for it.
+}
+
+Future<int> PlainAddOne(Future<int> gate) {
+  const int y = co_await std::move(gate);
+  co_return y + 1;
+}
+
+// Review B1, second shape: an eager Future-coroutine started in a SyncWait step keeps the (now
+// closed) loop alive and resumes on the thread that completes what it awaits.
+TEST(CoroSyncWaitTest, AFutureCoroutineStartedInAStepResumesOnTheCompleterAfterSyncWait) {
+  Promise<int> gate;
+  Future<int> inner;
+  auto outer = [](Future<int> g, Future<int>* inner) -> Coro<void> {
+    *inner = PlainAddOne(std::move(g));
+    co_return;
+  };
+  SyncWait(outer(gate.GetFuture(), &inner));
+  EXPECT_FALSE(inner.Done());
+  gate.SetValue(2);
+  ASSERT_TRUE(inner.Done());
+  EXPECT_EQ(inner.Result(), 3);
+}
+
+// A root still sleeping when SyncWait's coroutine ends is cancelled, so SyncWait returns.
+TEST(CoroSyncWaitTest, ARootSleepingWhenTheMainCoroutineEndsIsCancelled) {
+  FakeClock clock;
+  Future<int> sleeper;
+  auto outer = [](Future<int>* sleeper) -> Coro<int> {
+    *sleeper = MakeReadyFuture(1).Then([](int x) -> Coro<int> {
+      co_await SleepFor(absl::Hours(1));
+      co_return x;
+    });
+    co_return 7;
+  };
+  EXPECT_EQ(SyncWait(outer(&sleeper), clock), 7);
+  ASSERT_TRUE(sleeper.Done());
+  EXPECT_THROW(sleeper.Result(), CancelledError);
+}
+
 }  // namespace
 }  // namespace concurry

@@ -32,6 +32,10 @@
 namespace concurry {
 namespace futures_internal {
 
+// Runs each task on the submitting thread, after the task of its own running there, if any (no
+// recursion). The executor of a coroutine that Then starts with no scheduler at hand.
+Executor& InlineStepExecutor();
+
 // Throws CancelledError for a cancelled coroutine reaching a co_await.
 [[noreturn]] void ThrowCoroCancelled();
 
@@ -75,7 +79,11 @@ class ExecutorScheduler final : public CoroScheduler {
   ClockTimers timers_;
 };
 
-// SyncWait's loop: steps are queued and run on the thread that calls Run(), until Finish().
+// SyncWait's loop: steps are queued and run on the thread that calls Run(). Shared (SyncWait's
+// root control owns it, and so does anything that outlives SyncWait while holding that control,
+// such as a Future-coroutine started in a step). When the main coroutine ends, Run() cancels the
+// other roots started here and runs steps until they have ended (as asyncio.run does); then the
+// loop is closed: a later resumption runs on the waking thread, and Submit throws StoppedError.
 // Thread-safe (Run and Finish from the owning thread).
 class LocalLoop final : public Executor, public CoroScheduler {
  public:
@@ -84,7 +92,8 @@ class LocalLoop final : public Executor, public CoroScheduler {
   void Submit(Task task) override ABSL_LOCKS_EXCLUDED(mu_);
   int max_concurrency() const override { return 1; }
 
-  void Resume(CoroControl& control, std::coroutine_handle<> handle) override;
+  void Resume(CoroControl& control, std::coroutine_handle<> handle) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   WakeToken WakeAt(Clock& clock, absl::Time deadline, absl::AnyInvocable<void()> wake) override {
     return timers_.Schedule(clock, deadline, std::move(wake));
   }
@@ -92,18 +101,27 @@ class LocalLoop final : public Executor, public CoroScheduler {
   Clock& clock() override { return clock_; }
   Executor& executor() override { return *this; }
   bool InThisThread() const override { return std::this_thread::get_id() == owner_; }
+  void RootStarted(CoroControl& control) override ABSL_LOCKS_EXCLUDED(mu_);
+  void RootFinished(CoroControl& control) override ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Runs queued steps until Finish() was called; waits (a BlockingRegion) while none is queued.
+  // Runs queued steps until Finish() was called and every other root started here has ended
+  // (they are cancelled then); waits (a BlockingRegion) while none is queued. Closes the loop.
   void Run() ABSL_LOCKS_EXCLUDED(mu_);
-  // Ends Run() once the running step returns.
+  // Marks the main coroutine as ended.
   void Finish() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  // Posts `task` unless the loop is closed; returns whether it did.
+  bool Post(Task& task) ABSL_LOCKS_EXCLUDED(mu_);
+  void CancelRoots() ABSL_LOCKS_EXCLUDED(mu_);
+
   Clock& clock_;
   const std::thread::id owner_;
   absl::Mutex mu_;
   std::deque<Task> queue_ ABSL_GUARDED_BY(mu_);
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<CoroControl*> roots_ ABSL_GUARDED_BY(mu_);  // Started here, not ended yet.
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;            // The main coroutine ended.
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;              // Run() returned.
   ClockTimers timers_;
 };
 
@@ -468,11 +486,11 @@ T SyncWait(Coro<T> coro, Clock& clock) {
   if (!coro.valid()) futures_internal::ThrowInvalid("Coro", "SyncWait");
   Promise<T> promise;
   Future<T> future = promise.GetFuture();
-  futures_internal::LocalLoop loop(clock);
+  auto loop = std::make_shared<futures_internal::LocalLoop>(clock);
+  futures_internal::LocalLoop* raw = loop.get();
   futures_internal::StartCoroRoot(
-      promise, std::move(coro), [&loop] { loop.Finish(); }, loop, nullptr,
-      /*start_inline=*/true);
-  loop.Run();
+      promise, std::move(coro), [raw] { raw->Finish(); }, *raw, loop, /*start_inline=*/true);
+  loop->Run();
   return std::move(future).Result();
 }
 
