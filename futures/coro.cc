@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "futures/clock.h"
@@ -63,6 +64,11 @@ thread_local std::deque<Executor::Task>* InlineSteps::queue_ = nullptr;
 Executor& InlineStepExecutor() {
   static InlineSteps* const executor = new InlineSteps();
   return *executor;
+}
+
+void RunWithCoroExecutor(Executor& executor, absl::FunctionRef<void()> body) {
+  ScopedCoroScheduler scope(std::make_shared<ExecutorScheduler>(executor));
+  body();
 }
 
 void ThrowCoroCancelled() { throw CancelledError("the coroutine was cancelled"); }

@@ -92,7 +92,11 @@ Future<T> Spawn(Executor& executor, Coro<T> coro, Clock& clock = Clock::Real());
 
 // Runs `coro` to its end on the calling thread (asyncio.run) and returns its value or rethrows its
 // error. Its steps run here; the thread waits for posted steps inside a BlockingRegion. SleepFor
-// inside uses `clock`.
+// inside uses `clock`. Coroutines that its steps start as roots (a coroutine Then, Async on
+// CurrentCoroutineExecutor()) run here too; when `coro` ends, those still running are cancelled
+// and run until they end before SyncWait returns. A Future-coroutine started in a step and still
+// waiting then resumes on the thread that wakes it; the loop's executor rejects later tasks with
+// StoppedError.
 template <typename T>
 T SyncWait(Coro<T> coro, Clock& clock = Clock::Real());
 

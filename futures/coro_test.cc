@@ -10,6 +10,8 @@
 #include "futures/errors.h"
 #include "futures/executor.h"
 #include "futures/future.h"
+#include "futures/thread_pool_executor.h"
+#include "futures/timer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/fake_clock.h"
@@ -548,6 +550,63 @@ TEST(CoroSyncWaitTest, ARootSleepingWhenTheMainCoroutineEndsIsCancelled) {
   EXPECT_EQ(SyncWait(outer(&sleeper), clock), 7);
   ASSERT_TRUE(sleeper.Done());
   EXPECT_THROW(sleeper.Result(), CancelledError);
+}
+
+// Review B3: a coroutine continuation off any scheduler never blocks the completing thread. Here
+// that thread is Timer::Default()'s, which the coroutine's own sleep needs.
+TEST(CoroThenTest, ACoroutineThenCompletedOnTheTimerThreadDoesNotBlockIt) {
+  Promise<int> p;
+  Future<int> out = p.GetFuture().Then([](int x) -> Coro<int> {
+    co_await SleepFor(absl::Milliseconds(1));
+    co_return x;
+  });
+  Timer::Default().ScheduleAfter(absl::Milliseconds(1),
+                                 [p = std::move(p)]() mutable { p.SetValue(1); });
+  ASSERT_TRUE(out.Wait(absl::Seconds(30)));
+  EXPECT_EQ(out.Result(), 1);
+}
+
+// Review B3 on a one-thread pool: the continuation awaits work on the same pool, which must not
+// find its only thread blocked.
+TEST(CoroThenTest, ACoroutineThenOnAOneThreadPoolCanAwaitThatPool) {
+  ThreadPoolExecutor pool(1);
+  Future<int> out = Async(pool, [] { return 1; }).Then([&pool](int x) -> Coro<int> {
+    const int y = co_await Async(pool, [] { return 2; });
+    co_return x + y;
+  });
+  ASSERT_TRUE(out.Wait(absl::Seconds(30)));
+  EXPECT_EQ(out.Result(), 3);
+}
+
+// Then(executor, coroutine function) runs every step of the coroutine on that executor.
+TEST(CoroThenTest, ThenOnAnExecutorRunsTheCoroutinesStepsThere) {
+  ManualExecutor executor;
+  Promise<int> source;
+  Promise<int> gate;
+  Future<int> out = source.GetFuture().Then(executor, [g = gate.GetFuture()](int x) -> Coro<int> {
+    Future<int> copy = g;
+    const int y = co_await std::move(copy);
+    co_return x + y;
+  });
+  source.SetValue(1);
+  EXPECT_EQ(executor.pending(), 1u);
+  executor.RunAll();
+  EXPECT_FALSE(out.Done());
+  gate.SetValue(2);
+  EXPECT_FALSE(out.Done());  // The resumption is a task on `executor`, not run by SetValue.
+  EXPECT_EQ(executor.pending(), 1u);
+  executor.RunAll();
+  EXPECT_EQ(out.Result(), 3);
+}
+
+// With no scheduler, a yielding loop runs on the waking thread without growing the stack.
+TEST(CoroThenTest, AnInlineCoroutineThenYieldsWithoutRecursion) {
+  Future<int> out = MakeReadyFuture(0).Then([](int x) -> Coro<int> {
+    for (int i = 0; i < 300000; ++i) co_await Yield();
+    co_return x + 1;
+  });
+  ASSERT_TRUE(out.Done());
+  EXPECT_EQ(out.Result(), 1);
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -107,13 +108,17 @@ template <typename U, typename F, typename... Args>
 void CompleteWithInvoke(Promise<U>& promise, F&& fn, Args&&... args) noexcept;
 
 // Runs `coro` as a top-level coroutine and completes `promise` with its outcome (futures/coro.h):
-// on the calling thread's coroutine scheduler when there is one, else to its end on this thread
-// (as SyncWait). Cancelling the promise's future cancels the coroutine. `on_finished` (may be
-// empty) runs after the frame is destroyed and the promise completed: it keeps alive what the
-// frame refers to (a capturing lambda's closure). Defined in futures/internal/coro_impl.h.
+// on the calling thread's coroutine scheduler when there is one, else with its first step on this
+// thread and each later step on the thread that wakes it (never blocking). Cancelling the promise's
+// future cancels the coroutine. `on_finished` (may be empty) runs after the frame is destroyed and
+// the promise completed: it keeps alive what the frame refers to (a capturing lambda's closure).
+// Defined in futures/internal/coro_impl.h.
 template <typename U>
 void CompleteWithCoro(Promise<U>& promise, Coro<U> coro,
                       absl::AnyInvocable<void()> on_finished) noexcept;
+// Runs `body` with a scheduler over `executor` current (futures/coro.h): a coroutine that `body`
+// starts as a root runs its steps on `executor`, as Async's do. Defined in futures/coro.cc.
+void RunWithCoroExecutor(Executor& executor, absl::FunctionRef<void()> body);
 // Async's branch for a callable returning Coro<U>: its steps run on `executor`; the callable and
 // its arguments live until the coroutine ends. Defined in futures/internal/coro_impl.h.
 template <typename U, typename Fn, typename Tuple>
@@ -243,8 +248,15 @@ class Future {
 
   // Returns a future for `fn(value)`, run on the completing thread (or `executor`) after a value;
   // errors and cancellation pass through without calling `fn`. `fn` may return U, void,
-  // Future<U>, absl::Status or absl::StatusOr<U> (flattened). On an rvalue future the value is
-  // passed as T&& when this is the only handle.
+  // Future<U>, Coro<U> (futures/coro.h), absl::Status or absl::StatusOr<U> (flattened). On an
+  // rvalue future the value is passed as T&& when this is the only handle.
+  //
+  // A returned Coro<U> runs as a top-level coroutine, never blocking a thread: with `executor`,
+  // every step runs there (as with Async); without, on the coroutine scheduler whose step
+  // completes the future (so, inside a coroutine, on that coroutine's scheduler), else its first
+  // step runs on the completing thread and each later one on the thread that wakes it (a timer's,
+  // a completer's), as a Future-coroutine's do. `fn` and a copy of a const value live until the
+  // coroutine ends, so a capturing coroutine lambda and reference parameters are safe.
   template <typename F>
   auto Then(F&& fn) const& {
     return ThenImpl<false>(state_, nullptr, std::forward<F>(fn));

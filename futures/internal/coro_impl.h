@@ -307,15 +307,13 @@ void CompleteWithCoro(Promise<U>& promise, Coro<U> coro,
                   CurrentCoroSchedulerShared(), scheduler->InThisThread());
     return;
   }
-  LocalLoop loop(Clock::Real());
-  StartCoroRoot(
-      promise, std::move(coro),
-      [&loop, done = std::move(on_finished)]() mutable {
-        if (done) done();
-        loop.Finish();
-      },
-      loop, nullptr, /*start_inline=*/true);
-  loop.Run();
+  // No scheduler at hand (Then on a plain thread, a timer's or a pool's): never block this thread.
+  // The first step runs now and later steps on the threads that wake the coroutine, as a
+  // Future-coroutine's do.
+  auto inline_steps = std::make_shared<ExecutorScheduler>(InlineStepExecutor());
+  CoroScheduler& where = *inline_steps;
+  StartCoroRoot(promise, std::move(coro), std::move(on_finished), where, std::move(inline_steps),
+                /*start_inline=*/false);
 }
 
 template <typename U, typename Fn, typename Tuple>

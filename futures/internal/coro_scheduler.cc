@@ -11,24 +11,39 @@ namespace futures_internal {
 namespace {
 thread_local CoroScheduler* current_scheduler = nullptr;
 thread_local CoroControl* current_control = nullptr;
+// The owner of current_scheduler when a scope made it current with no coroutine running.
+thread_local const std::shared_ptr<CoroScheduler>* current_owned = nullptr;
 }  // namespace
 
 CoroScheduler* CurrentCoroScheduler() noexcept { return current_scheduler; }
 
 ScopedCoroScheduler::ScopedCoroScheduler(CoroScheduler* scheduler, CoroControl* control) noexcept
-    : outer_(current_scheduler), outer_control_(current_control) {
+    : outer_(current_scheduler), outer_control_(current_control), outer_owned_(current_owned) {
   current_scheduler = scheduler;
   current_control = control;
+  current_owned = nullptr;
+}
+
+ScopedCoroScheduler::ScopedCoroScheduler(std::shared_ptr<CoroScheduler> owned) noexcept
+    : outer_(current_scheduler),
+      outer_control_(current_control),
+      outer_owned_(current_owned),
+      owned_(std::move(owned)) {
+  current_scheduler = owned_.get();
+  current_control = nullptr;
+  current_owned = &owned_;
 }
 
 ScopedCoroScheduler::~ScopedCoroScheduler() {
   current_scheduler = outer_;
   current_control = outer_control_;
+  current_owned = outer_owned_;
 }
 
 std::shared_ptr<CoroScheduler> CurrentCoroSchedulerShared() {
   if (current_scheduler == nullptr) return nullptr;
   if (current_control == nullptr) {
+    if (current_owned != nullptr) return *current_owned;
     return std::shared_ptr<CoroScheduler>(std::shared_ptr<CoroScheduler>(), current_scheduler);
   }
   // Shares the running control's ownership (and so its scheduler's), pointing at the scheduler.

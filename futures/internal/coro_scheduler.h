@@ -65,6 +65,8 @@ CoroScheduler* CurrentCoroScheduler() noexcept;
 class ScopedCoroScheduler {
  public:
   explicit ScopedCoroScheduler(CoroScheduler* scheduler, CoroControl* control = nullptr) noexcept;
+  // Makes `owned` current with no running coroutine: roots started in the scope share it.
+  explicit ScopedCoroScheduler(std::shared_ptr<CoroScheduler> owned) noexcept;
   ~ScopedCoroScheduler();
   ScopedCoroScheduler(const ScopedCoroScheduler&) = delete;
   ScopedCoroScheduler& operator=(const ScopedCoroScheduler&) = delete;
@@ -72,6 +74,8 @@ class ScopedCoroScheduler {
  private:
   CoroScheduler* outer_;
   CoroControl* outer_control_;
+  const std::shared_ptr<CoroScheduler>* outer_owned_;
+  std::shared_ptr<CoroScheduler> owned_;
 };
 
 // Returns a control for a coroutine that is not a Coro (a Future<T>-coroutine) awaiting inside a

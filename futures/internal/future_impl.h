@@ -217,11 +217,13 @@ void InvokeWithValue(State<T>& state, Promise<U>& promise, F& fn) noexcept {
 template <typename T, typename Fn, bool kMove>
 struct ThenResult {
   using Arg = std::conditional_t<kMove, T&&, const T&>;
-  using type = UnwrapT<std::invoke_result_t<Fn&, Arg>>;
+  using raw = std::invoke_result_t<Fn&, Arg>;
+  using type = UnwrapT<raw>;
 };
 template <typename Fn, bool kMove>
 struct ThenResult<void, Fn, kMove> {
-  using type = UnwrapT<std::invoke_result_t<Fn&>>;
+  using raw = std::invoke_result_t<Fn&>;
+  using type = UnwrapT<raw>;
 };
 
 }  // namespace futures_internal
@@ -245,8 +247,15 @@ auto Future<T>::ThenImpl(futures_internal::FutureRef<T> source, Executor* execut
     }
     auto shared = std::make_shared<Promise<U>>(std::move(p));
     try {
-      executor->Submit([fn = std::move(fn), shared, held = std::move(held)]() mutable {
-        futures_internal::InvokeWithValue<kMove>(*held, *shared, fn);
+      executor->Submit([fn = std::move(fn), shared, held = std::move(held), executor]() mutable {
+        using Raw = typename futures_internal::ThenResult<T, Fn, kMove>::raw;
+        if constexpr (futures_internal::kIsCoro<std::decay_t<Raw>>) {
+          // A coroutine's steps all run on `executor`, as Async's do.
+          futures_internal::RunWithCoroExecutor(
+              *executor, [&] { futures_internal::InvokeWithValue<kMove>(*held, *shared, fn); });
+        } else {
+          futures_internal::InvokeWithValue<kMove>(*held, *shared, fn);
+        }
       });
     } catch (...) {
       shared->SetError(std::current_exception());
