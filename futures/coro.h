@@ -104,19 +104,19 @@ T SyncWait(Coro<T> coro, Clock& clock = Clock::Real());
 // its scheduler's clock (a FakeClock in tests), without holding a thread. Cancellation ends the
 // wait with CancelledError. (Function objects, so that an unqualified call is never ambiguous
 // with absl::SleepFor, which argument-dependent lookup would find.)
-class SleepAwaitable;
+class [[nodiscard]] SleepAwaitable;
 struct SleepForFn {
-  SleepAwaitable operator()(absl::Duration duration) const;
+  [[nodiscard]] SleepAwaitable operator()(absl::Duration duration) const;
 };
 struct SleepUntilFn {
-  SleepAwaitable operator()(absl::Time deadline) const;
+  [[nodiscard]] SleepAwaitable operator()(absl::Time deadline) const;
 };
 inline constexpr SleepForFn SleepFor{};
 inline constexpr SleepUntilFn SleepUntil{};
 
 // Awaitable that posts the coroutine behind the work already queued on its scheduler.
-class YieldAwaitable;
-YieldAwaitable Yield();
+class [[nodiscard]] YieldAwaitable;
+[[nodiscard]] YieldAwaitable Yield();
 
 // Returns the executor whose step the calling thread runs (a coroutine's). Throws
 // InvalidOptionError outside one.

@@ -382,7 +382,7 @@ T Coro<T>::await_resume() {
 }
 
 // What SleepFor / SleepUntil return; await it at once. Not thread-safe.
-class SleepAwaitable {
+class [[nodiscard]] SleepAwaitable {
  public:
   SleepAwaitable(SleepAwaitable&&) = default;
   bool await_ready() const noexcept { return relative_ && duration_ <= absl::ZeroDuration(); }
@@ -434,7 +434,7 @@ class SleepAwaitable {
 };
 
 // What Yield() returns; await it at once. Not thread-safe.
-class YieldAwaitable {
+class [[nodiscard]] YieldAwaitable {
  public:
   bool await_ready() const noexcept { return false; }
   template <typename P>
