@@ -22,11 +22,31 @@ namespace concurry {
 namespace futures_internal {
 namespace {
 
+// Ends the coroutine of a resumption step destroyed without having run (its executor rejected
+// or dropped it), so its future does not stay pending. Move-only.
+class StepGuard {
+ public:
+  explicit StepGuard(std::shared_ptr<CoroControl> control) : control_(std::move(control)) {}
+  StepGuard(StepGuard&& other) noexcept : control_(std::move(other.control_)) {}
+  StepGuard& operator=(StepGuard&&) = delete;
+  ~StepGuard() {
+    if (control_ == nullptr) return;
+    control_->Abandon(std::make_exception_ptr(StoppedError(
+        "a step of the coroutine was rejected or dropped by its executor; the coroutine ended")));
+  }
+  // Marks the step as run; returns the control.
+  std::shared_ptr<CoroControl> Ran() { return std::move(control_); }
+
+ private:
+  std::shared_ptr<CoroControl> control_;
+};
+
 // The step that resumes `handle` with `scheduler` current. Holds the control (and so a scheduler
 // owned by it) until the step has run.
 Executor::Task ResumeStep(CoroScheduler* scheduler, CoroControl& control,
                           std::coroutine_handle<> handle) {
-  return [scheduler, ref = control.shared_from_this(), handle] {
+  return [scheduler, guard = StepGuard(control.shared_from_this()), handle]() mutable {
+    std::shared_ptr<CoroControl> ref = guard.Ran();
     ScopedCoroScheduler scope(scheduler, ref.get());
     handle.resume();
   };
@@ -99,17 +119,12 @@ void ClockTimers::Cancel(const WakeToken& token) {
 }
 
 void ExecutorScheduler::Resume(CoroControl& control, std::coroutine_handle<> handle) {
+  // A rejected step ends the coroutine (StepGuard), which may release this scheduler: hold it.
+  std::shared_ptr<CoroControl> keep = control.shared_from_this();
   try {
     executor_.Submit(ResumeStep(this, control, handle));
-  } catch (const std::exception& e) {
-    std::fprintf(stderr,
-                 "concurry: a coroutine step could not be submitted to its executor (%s); the "
-                 "coroutine stays suspended\n",
-                 e.what());
   } catch (...) {
-    std::fprintf(stderr,
-                 "concurry: a coroutine step could not be submitted to its executor; the "
-                 "coroutine stays suspended\n");
+    // The destroyed step failed the coroutine's future already.
   }
 }
 

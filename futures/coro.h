@@ -86,7 +86,9 @@ class [[nodiscard]] Coro {
 
 // Runs `coro` as steps submitted to `executor` and returns a future for its outcome. Cancelling
 // the future cancels the coroutine at its next suspension point. SleepFor inside uses `clock`.
-// If the executor rejects the first step, the future holds that error.
+// If the executor rejects the first step, the future holds that error; if it rejects or drops a
+// later one (a shutdown), the coroutine's frame is destroyed and the future fails with
+// StoppedError. `executor` and `clock` must outlive the coroutine.
 template <typename T>
 Future<T> Spawn(Executor& executor, Coro<T> coro, Clock& clock = Clock::Real());
 

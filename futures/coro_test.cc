@@ -1,5 +1,6 @@
 #include "futures/coro.h"
 
+#include <deque>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -607,6 +608,76 @@ TEST(CoroThenTest, AnInlineCoroutineThenYieldsWithoutRecursion) {
   });
   ASSERT_TRUE(out.Done());
   EXPECT_EQ(out.Result(), 1);
+}
+
+// An executor for the tests of rejected and dropped steps: queues tasks, runs them when told,
+// throws StoppedError once stopped, and can destroy what it holds unrun. Not thread-safe.
+class StoppableExecutor final : public Executor {
+ public:
+  void Submit(Task task) override {
+    if (stopped) throw StoppedError("the test executor stopped");
+    tasks.push_back(std::move(task));
+  }
+  void RunAll() {
+    while (!tasks.empty()) {
+      Task task = std::move(tasks.front());
+      tasks.pop_front();
+      task();
+    }
+  }
+  bool stopped = false;
+  std::deque<Task> tasks;
+};
+
+// Review S1: a resumption the executor rejects ends the coroutine; its future fails.
+TEST(CoroSpawnTest, ARejectedResumptionFailsTheFutureWithStoppedError) {
+  StoppableExecutor executor;
+  Promise<int> gate;
+  int destroyed = 0;
+  auto body = [](Future<int> g, int* destroyed) -> Coro<int> {
+    DestructorCounter counter(destroyed);
+    co_return co_await std::move(g);
+  };
+  Future<int> out = Spawn(executor, body(gate.GetFuture(), &destroyed));
+  executor.RunAll();
+  ASSERT_FALSE(out.Done());
+  executor.stopped = true;
+  gate.SetValue(1);
+  ASSERT_TRUE(out.Done());
+  EXPECT_THROW(out.Result(), StoppedError);
+  EXPECT_EQ(destroyed, 1);  // The frame was destroyed, not leaked.
+}
+
+// Review S1: a resumption the executor destroys unrun (shutdown dropping its queue) also does.
+TEST(CoroSpawnTest, ADroppedResumptionFailsTheFutureWithStoppedError) {
+  StoppableExecutor executor;
+  Promise<int> gate;
+  Future<int> out = Spawn(executor, AddWhenReady(gate.GetFuture(), 1));
+  executor.RunAll();
+  gate.SetValue(2);
+  ASSERT_EQ(executor.tasks.size(), 1u);
+  EXPECT_FALSE(out.Done());
+  executor.tasks.clear();
+  ASSERT_TRUE(out.Done());
+  EXPECT_THROW(out.Result(), StoppedError);
+}
+
+// A child coroutine's dropped resumption ends the whole tree, the child's frame first.
+TEST(CoroSpawnTest, ADroppedResumptionOfAChildDestroysTheWholeTree) {
+  StoppableExecutor executor;
+  Promise<int> gate;
+  int destroyed = 0;
+  auto parent = [](Future<int> g, int* destroyed) -> Coro<int> {
+    DestructorCounter counter(destroyed);
+    co_return co_await AddWhenReady(std::move(g), 1);
+  };
+  Future<int> out = Spawn(executor, parent(gate.GetFuture(), &destroyed));
+  executor.RunAll();
+  gate.SetValue(2);
+  executor.tasks.clear();
+  ASSERT_TRUE(out.Done());
+  EXPECT_THROW(out.Result(), StoppedError);
+  EXPECT_EQ(destroyed, 1);
 }
 
 }  // namespace

@@ -56,8 +56,8 @@ class ClockTimers {
   std::vector<std::pair<Clock*, std::unique_ptr<Timer>>> timers_ ABSL_GUARDED_BY(mu_);
 };
 
-// A scheduler over any Executor: each step is a task submitted to it. A step that cannot be
-// submitted (the executor stopped) is reported to stderr and the coroutine stays suspended.
+// A scheduler over any Executor: each step is a task submitted to it. A step the executor rejects
+// or destroys without running ends the coroutine: its future fails with StoppedError.
 // Thread-safe.
 class ExecutorScheduler final : public CoroScheduler {
  public:
@@ -127,7 +127,7 @@ class LocalLoop final : public Executor, public CoroScheduler {
 
 // The owner of a top-level coroutine: completes its promise when the frame reaches its final
 // suspension point.
-class RootBase {
+class RootBase : public CoroRootOwner {
  public:
   // Called from the final suspension point, on the scheduler's thread. Destroys the frame and
   // this object.
@@ -219,6 +219,11 @@ class CoroRoot final : public RootBase {
         control_(std::move(control)),
         on_finished_(std::move(on_finished)) {}
 
+  void Abandon(std::exception_ptr error) noexcept override {
+    handle_.destroy();  // Suspended, and nothing else resumes it: the dropped step was the one.
+    Complete(std::move(error), std::nullopt);
+  }
+
   void Finish() noexcept override {
     std::exception_ptr error = handle_.promise().error_;
     std::optional<Stored<U>> value;
@@ -234,6 +239,14 @@ class CoroRoot final : public RootBase {
       }
     }
     handle_.destroy();  // The frame's destructors run before the future completes.
+    Complete(std::move(error), std::move(value));
+  }
+
+ private:
+  ~CoroRoot() = default;
+
+  // Completes the promise (`error` or else `value`), then ends this root.
+  void Complete(std::exception_ptr error, std::optional<Stored<U>> value) noexcept {
     try {
       if (error) {
         promise_.SetError(error);
@@ -256,9 +269,6 @@ class CoroRoot final : public RootBase {
     control->scheduler().RootFinished(*control);
     delete this;
   }
-
- private:
-  ~CoroRoot() = default;
 
   Promise<U> promise_;
   std::coroutine_handle<CoroPromise<U>> handle_;
@@ -287,8 +297,9 @@ void StartCoroRoot(Promise<U>& promise, Coro<U> coro, absl::AnyInvocable<void()>
   }
   std::coroutine_handle<CoroPromise<U>> handle = CoroAccess::Release(coro);
   handle.promise().control = control.get();
-  handle.promise().root_ =
-      new CoroRoot<U>(std::move(promise), handle, control, std::move(on_finished));
+  auto* root = new CoroRoot<U>(std::move(promise), handle, control, std::move(on_finished));
+  handle.promise().root_ = root;
+  control->set_root(root);
   scheduler.RootStarted(*control);
   if (start_inline) {
     ScopedCoroScheduler scope(&scheduler, control.get());

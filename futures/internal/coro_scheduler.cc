@@ -3,6 +3,8 @@
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
 #include <memory>
 #include <utility>
 
@@ -86,6 +88,16 @@ void CoroControl::Wake(uint64_t generation, std::coroutine_handle<> handle) noex
   }
   // Second of (Suspend, Wake): the frame is suspended for good, post its resumption.
   if (handoff_.exchange(true, std::memory_order_acq_rel)) scheduler_->Resume(*this, handle);
+}
+
+void CoroControl::Abandon(std::exception_ptr error) noexcept {
+  if (root_ != nullptr) {
+    root_->Abandon(std::move(error));
+    return;
+  }
+  std::fprintf(stderr,
+               "concurry: a step of a Future-coroutine awaiting on a coroutine scheduler was "
+               "dropped by its executor; that coroutine stays suspended\n");
 }
 
 void CoroControl::Cancel() noexcept {

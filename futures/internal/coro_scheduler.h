@@ -12,6 +12,7 @@
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
+#include <exception>
 #include <memory>
 
 #include "absl/functional/any_invocable.h"
@@ -23,6 +24,17 @@ namespace concurry {
 namespace futures_internal {
 
 class CoroControl;
+
+// The owner of a top-level coroutine, as its control sees it.
+class CoroRootOwner {
+ public:
+  // Ends a coroutine suspended for good (the step that would resume it was dropped): destroys the
+  // frame and fails its future with `error`. Only when nothing else can resume the frame.
+  virtual void Abandon(std::exception_ptr error) noexcept = 0;
+
+ protected:
+  ~CoroRootOwner() = default;
+};
 
 // Identifies a wake-up scheduled by CoroScheduler::WakeAt. Its meaning belongs to the scheduler.
 struct WakeToken {
@@ -136,6 +148,11 @@ class CoroControl : public std::enable_shared_from_this<CoroControl> {
   bool Suspend(uint64_t generation) noexcept;
   // Resumes `handle` through the scheduler if the generation is still `generation`; else nothing.
   void Wake(uint64_t generation, std::coroutine_handle<> handle) noexcept;
+  // Records the owner of a top-level coroutine (before its first step; null for a stand-in).
+  void set_root(CoroRootOwner* root) noexcept { root_ = root; }
+  // Called by a resumption step destroyed without running: ends the coroutine with `error`
+  // (a stand-in's Future-coroutine stays suspended; that is reported to stderr).
+  void Abandon(std::exception_ptr error) noexcept;
   // Sets the cancel flag and wakes the coroutine if it is suspended at a leaf await (it then
   // throws CancelledError there); a running one throws at its next co_await. Any thread.
   void Cancel() noexcept;
@@ -144,6 +161,7 @@ class CoroControl : public std::enable_shared_from_this<CoroControl> {
   CoroScheduler* const scheduler_;
   const std::shared_ptr<CoroScheduler> owned_;
   const bool cancellable_;
+  CoroRootOwner* root_ = nullptr;  // Written before the first step; read by a dropped step.
   std::atomic<bool> cancelled_{false};
   std::atomic<uint64_t> armed_{0};  // Odd while a leaf await waits for its wake.
   std::atomic<void*> suspended_{nullptr};
