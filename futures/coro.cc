@@ -122,7 +122,7 @@ void ExecutorScheduler::Resume(CoroControl& control, std::coroutine_handle<> han
   // A rejected step ends the coroutine (StepGuard), which may release this scheduler: hold it.
   std::shared_ptr<CoroControl> keep = control.shared_from_this();
   try {
-    executor_.Submit(ResumeStep(this, control, handle));
+    submit_to_.Submit(ResumeStep(this, control, handle));
   } catch (...) {
     // The destroyed step failed the coroutine's future already.
   }

@@ -88,7 +88,9 @@ class [[nodiscard]] Coro {
 // the future cancels the coroutine at its next suspension point. SleepFor inside uses `clock`.
 // If the executor rejects the first step, the future holds that error; if it rejects or drops a
 // later one (a shutdown), the coroutine's frame is destroyed and the future fails with
-// StoppedError. `executor` and `clock` must outlive the coroutine.
+// StoppedError. `executor` and `clock` must outlive the coroutine. On InlineExecutor() each step
+// runs on the thread that wakes the coroutine (a completer, a timer, a canceller), one after
+// another, never nested.
 template <typename T>
 Future<T> Spawn(Executor& executor, Coro<T> coro, Clock& clock = Clock::Real());
 

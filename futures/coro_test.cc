@@ -680,5 +680,16 @@ TEST(CoroSpawnTest, ADroppedResumptionOfAChildDestroysTheWholeTree) {
   EXPECT_EQ(destroyed, 1);
 }
 
+// Review S2: on InlineExecutor a Yield loop's steps run one after another, not nested.
+TEST(CoroSpawnTest, AYieldLoopOnTheInlineExecutorDoesNotGrowTheStack) {
+  auto body = []() -> Coro<int> {
+    for (int i = 0; i < 300000; ++i) co_await Yield();
+    co_return 5;
+  };
+  Future<int> out = Spawn(InlineExecutor(), body());
+  ASSERT_TRUE(out.Done());
+  EXPECT_EQ(out.Result(), 5);
+}
+
 }  // namespace
 }  // namespace concurry

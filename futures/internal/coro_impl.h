@@ -57,12 +57,16 @@ class ClockTimers {
 };
 
 // A scheduler over any Executor: each step is a task submitted to it. A step the executor rejects
-// or destroys without running ends the coroutine: its future fails with StoppedError.
+// or destroys without running ends the coroutine: its future fails with StoppedError. Over
+// InlineExecutor() the steps go through InlineStepExecutor(): they run on the waking thread, but
+// one after another, never nested (a Yield loop does not grow the stack).
 // Thread-safe.
 class ExecutorScheduler final : public CoroScheduler {
  public:
   explicit ExecutorScheduler(Executor& executor, Clock& clock = Clock::Real())
-      : executor_(executor), clock_(clock) {}
+      : executor_(executor),
+        submit_to_(&executor == &InlineExecutor() ? InlineStepExecutor() : executor),
+        clock_(clock) {}
 
   void Resume(CoroControl& control, std::coroutine_handle<> handle) override;
   WakeToken WakeAt(Clock& clock, absl::Time deadline, absl::AnyInvocable<void()> wake) override {
@@ -75,6 +79,7 @@ class ExecutorScheduler final : public CoroScheduler {
 
  private:
   Executor& executor_;
+  Executor& submit_to_;  // Where steps are submitted (see the class comment).
   Clock& clock_;
   ClockTimers timers_;
 };
