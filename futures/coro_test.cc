@@ -48,7 +48,15 @@ Coro<int> AddChildren() {
 
 TEST(CoroTest, SyncWaitReturnsTheValueOfNestedChildren) { EXPECT_EQ(SyncWait(AddChildren()), 42); }
 
-TEST(CoroTest, SyncWaitRunsAVoidCoro) { SyncWait(Nothing()); }
+TEST(CoroTest, SyncWaitRunsAVoidCoro) {
+  int runs = 0;
+  auto body = [](int* runs) -> Coro<void> {
+    co_await Nothing();
+    ++*runs;
+  };
+  SyncWait(body(&runs));
+  EXPECT_EQ(runs, 1);
+}
 
 TEST(CoroTest, IsLazyUntilRun) {
   int runs = 0;
@@ -364,8 +372,8 @@ TEST(CoroAsyncTest, ACoroutineContinuationStartedInAStepOutlivesThatStep) {
   Promise<int> p;
   Future<int> inner;
   auto start = [](Future<int> gate, Future<int>* inner) -> Coro<void> {
-    // A plain lambda returning a coroutine of a free function: the frame owns its parameters (a
-    // capturing coroutine lambda's closure would die with the continuation).
+    // A plain lambda returning a coroutine of a free function (the capturing coroutine lambda
+    // case is ThenKeepsACapturingCoroutineLambdaAliveAcrossSuspensions).
     *inner = MakeReadyFuture(1).Then([gate](int x) { return AddWhenReady(gate, x); });
     co_return;
   };

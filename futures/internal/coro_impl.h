@@ -412,8 +412,9 @@ class [[nodiscard]] SleepAwaitable {
     }
     futures_internal::CoroScheduler& scheduler = control->scheduler();
     Clock& clock = scheduler.clock();
-    const absl::Time deadline = relative_ ? clock.Now() + duration_ : deadline_;
-    if (clock.Now() >= deadline) return false;
+    const absl::Time now = clock.Now();
+    const absl::Time deadline = relative_ ? now + duration_ : deadline_;
+    if (now >= deadline) return false;
     control_ = control;
     const uint64_t generation = control->Arm(handle);
     std::coroutine_handle<> erased = handle;
