@@ -86,8 +86,16 @@ Executor& InlineStepExecutor() {
   return *executor;
 }
 
+std::shared_ptr<CoroScheduler> SchedulerFor(Executor& executor, Clock& clock) {
+  if (auto* scheduler = dynamic_cast<CoroScheduler*>(&executor)) {
+    if (std::shared_ptr<CoroScheduler> shared = scheduler->Share()) return shared;
+    return std::shared_ptr<CoroScheduler>(std::shared_ptr<CoroScheduler>(), scheduler);
+  }
+  return std::make_shared<ExecutorScheduler>(executor, clock);
+}
+
 void RunWithCoroExecutor(Executor& executor, absl::FunctionRef<void()> body) {
-  ScopedCoroScheduler scope(std::make_shared<ExecutorScheduler>(executor));
+  ScopedCoroScheduler scope(SchedulerFor(executor));
   body();
 }
 
@@ -152,7 +160,9 @@ void LocalLoop::RootStarted(CoroControl& control) {
   {
     absl::MutexLock lock(&mu_);
     roots_.push_back(&control);
-    cancel = finished_;  // Started while the loop drains: it ends as the others do.
+    // Started while the loop drains: it ends as the others do. Once the loop is closed, its steps
+    // run on the waking thread (Resume) and nothing cancels it.
+    cancel = finished_ && !closed_;
   }
   if (cancel) control.Cancel();
 }
@@ -179,7 +189,8 @@ void LocalLoop::CancelRoots() {
 }
 
 void LocalLoop::Run() {
-  ScopedCoroScheduler scope(this);
+  // Owning: a Future-coroutine that a plain task of the loop starts shares the loop.
+  ScopedCoroScheduler scope(Share());
   bool cancelled = false;
   for (;;) {
     Task task;

@@ -90,17 +90,20 @@ class [[nodiscard]] Coro {
 // later one (a shutdown), the coroutine's frame is destroyed and the future fails with
 // StoppedError. `executor` and `clock` must outlive the coroutine. On InlineExecutor() each step
 // runs on the thread that wakes the coroutine (a completer, a timer, a canceller), one after
-// another, never nested.
+// another, never nested. When `executor` is a coroutine scheduler's own (CurrentCoroutineExecutor()
+// inside SyncWait or a coroutine worker), the coroutine becomes one of that scheduler's roots: it
+// uses the scheduler's clock (not `clock`), keeps the scheduler alive, and SyncWait cancels and
+// drains it as it does its other roots.
 template <typename T>
 Future<T> Spawn(Executor& executor, Coro<T> coro, Clock& clock = Clock::Real());
 
 // Runs `coro` to its end on the calling thread (asyncio.run) and returns its value or rethrows its
 // error. Its steps run here; the thread waits for posted steps inside a BlockingRegion. SleepFor
-// inside uses `clock`. Coroutines that its steps start as roots (a coroutine Then, Async on
-// CurrentCoroutineExecutor()) run here too; when `coro` ends, those still running are cancelled
-// and run until they end before SyncWait returns. A Future-coroutine started in a step and still
-// waiting then resumes on the thread that wakes it; the loop's executor rejects later tasks with
-// StoppedError.
+// inside uses `clock`. Coroutines that its steps start as roots run here too: a coroutine Then
+// without an executor, and Spawn, Async or Then(executor, ...) on CurrentCoroutineExecutor(); when
+// `coro` ends, those still running are cancelled and run until they end before SyncWait returns.
+// A Future-coroutine started in a step (or in a plain task of the loop) and still waiting then
+// resumes on the thread that wakes it; the loop's executor rejects later tasks with StoppedError.
 template <typename T>
 T SyncWait(Coro<T> coro, Clock& clock = Clock::Real());
 

@@ -561,6 +561,75 @@ TEST(CoroSyncWaitTest, ARootSleepingWhenTheMainCoroutineEndsIsCancelled) {
   EXPECT_THROW(sleeper.Result(), CancelledError);
 }
 
+// Re-review R1: roots started on SyncWait's loop through CurrentCoroutineExecutor() are the loop's
+// own roots: SyncWait cancels and drains them when its coroutine ends, and nothing they hold
+// outlives the loop. `how` picks the way the root is started; each is still waiting for `gate`.
+enum class StartOnLoop { kSpawn, kAsync, kThenOnExecutor };
+
+Future<int> StartRootOnSyncWaitLoop(StartOnLoop how, Future<int> gate) {
+  Future<int> inner;
+  auto outer = [](StartOnLoop how, Future<int> g, Future<int>* inner) -> Coro<void> {
+    Executor& loop = CurrentCoroutineExecutor();
+    switch (how) {
+      case StartOnLoop::kSpawn:
+        *inner = Spawn(loop, AddWhenReady(g, 1));
+        break;
+      case StartOnLoop::kAsync:
+        *inner = Async(loop, [g]() -> Coro<int> { co_return co_await AddWhenReady(g, 1); });
+        break;
+      case StartOnLoop::kThenOnExecutor:
+        *inner = MakeReadyFuture(1).Then(loop, [g](int x) { return AddWhenReady(g, x); });
+        break;
+    }
+    co_await Yield();  // Lets the root's start task run on the loop.
+  };
+  SyncWait(outer(how, std::move(gate), &inner));
+  return inner;
+}
+
+TEST(CoroSyncWaitTest, ARootSpawnedOnItsLoopIsCancelledAndDrained) {
+  for (StartOnLoop how : {StartOnLoop::kSpawn, StartOnLoop::kAsync, StartOnLoop::kThenOnExecutor}) {
+    Promise<int> gate;
+    Future<int> inner = StartRootOnSyncWaitLoop(how, gate.GetFuture());
+    ASSERT_TRUE(inner.Done()) << static_cast<int>(how);
+    EXPECT_THROW(inner.Result(), CancelledError) << static_cast<int>(how);
+    gate.SetValue(2);  // Nothing is left waiting for it (ASan: no use of the freed loop).
+  }
+}
+
+// A root spawned on the loop runs there and sleeps on SyncWait's clock.
+TEST(CoroSyncWaitTest, ARootSpawnedOnItsLoopRunsThereOnItsClock) {
+  FakeClock clock;
+  auto outer = [](FakeClock* clock) -> Coro<int> {
+    const std::thread::id here = std::this_thread::get_id();
+    auto child = [](std::thread::id here) -> Coro<int> {
+      co_await SleepFor(absl::Seconds(1));
+      co_return std::this_thread::get_id() == here ? 1 : -1;
+    };
+    Future<int> spawned = Spawn(CurrentCoroutineExecutor(), child(here));
+    co_await Yield();  // The child starts and sleeps.
+    clock->Advance(absl::Seconds(1));
+    co_return co_await std::move(spawned);
+  };
+  EXPECT_EQ(SyncWait(outer(&clock), clock), 1);
+}
+
+// A Future-coroutine started by a plain task of SyncWait's loop shares the loop, so it resumes on
+// the completing thread after SyncWait returned (ASan: the loop is not freed under it).
+TEST(CoroSyncWaitTest, AFutureCoroutineStartedByAPlainTaskOfTheLoopOutlivesIt) {
+  Promise<int> gate;
+  Future<int> inner;
+  auto outer = [](Future<int> g, Future<int>* inner) -> Coro<void> {
+    *inner = Async(CurrentCoroutineExecutor(), [g] { return PlainAddOne(g); });
+    co_await Yield();
+  };
+  SyncWait(outer(gate.GetFuture(), &inner));
+  EXPECT_FALSE(inner.Done());
+  gate.SetValue(2);
+  ASSERT_TRUE(inner.Done());
+  EXPECT_EQ(inner.Result(), 3);
+}
+
 // Review B3: a coroutine continuation off any scheduler never blocks the completing thread. Here
 // that thread is Timer::Default()'s, which the coroutine's own sleep needs.
 TEST(CoroThenTest, ACoroutineThenCompletedOnTheTimerThreadDoesNotBlockIt) {

@@ -36,6 +36,12 @@ namespace futures_internal {
 // recursion). The executor of a coroutine that Then starts with no scheduler at hand.
 Executor& InlineStepExecutor();
 
+// Returns the scheduler for coroutines whose steps run on `executor`: `executor` itself when it is
+// a CoroScheduler (SyncWait's loop, a coroutine worker's loop; then its own clock applies and the
+// coroutine is one of its roots, shared with it when it is shareable), else a new
+// ExecutorScheduler over `executor` with `clock`.
+std::shared_ptr<CoroScheduler> SchedulerFor(Executor& executor, Clock& clock = Clock::Real());
+
 // Throws CancelledError for a cancelled coroutine reaching a co_await.
 [[noreturn]] void ThrowCoroCancelled();
 
@@ -85,12 +91,15 @@ class ExecutorScheduler final : public CoroScheduler {
 };
 
 // SyncWait's loop: steps are queued and run on the thread that calls Run(). Shared (SyncWait's
-// root control owns it, and so does anything that outlives SyncWait while holding that control,
-// such as a Future-coroutine started in a step). When the main coroutine ends, Run() cancels the
-// other roots started here and runs steps until they have ended (as asyncio.run does); then the
-// loop is closed: a later resumption runs on the waking thread, and Submit throws StoppedError.
-// Thread-safe (Run and Finish from the owning thread).
-class LocalLoop final : public Executor, public CoroScheduler {
+// root control owns it, and so does anything that outlives SyncWait while holding that control or
+// the loop: a root started on it through CurrentCoroutineExecutor(), a Future-coroutine started in
+// a step or in a plain task of the loop). Must be made by std::make_shared. When the main coroutine
+// ends, Run() cancels the other roots started here and runs steps until they have ended (as
+// asyncio.run does); then the loop is closed: a later resumption runs on the waking thread, and
+// Submit throws StoppedError. Thread-safe (Run and Finish from the owning thread).
+class LocalLoop final : public Executor,
+                        public CoroScheduler,
+                        public std::enable_shared_from_this<LocalLoop> {
  public:
   explicit LocalLoop(Clock& clock) : clock_(clock), owner_(std::this_thread::get_id()) {}
 
@@ -108,6 +117,7 @@ class LocalLoop final : public Executor, public CoroScheduler {
   bool InThisThread() const override { return std::this_thread::get_id() == owner_; }
   void RootStarted(CoroControl& control) override ABSL_LOCKS_EXCLUDED(mu_);
   void RootFinished(CoroControl& control) override ABSL_LOCKS_EXCLUDED(mu_);
+  std::shared_ptr<CoroScheduler> Share() override { return shared_from_this(); }
 
   // Runs queued steps until Finish() was called and every other root started here has ended
   // (they are cancelled then); waits (a BlockingRegion) while none is queued. Closes the loop.
@@ -336,7 +346,7 @@ template <typename U, typename Fn, typename Tuple>
 Future<U> AsyncCoro(Executor& executor, Fn fn, Tuple bound) {
   Promise<U> promise;
   Future<U> future = promise.GetFuture();
-  auto scheduler = std::make_shared<ExecutorScheduler>(executor);
+  std::shared_ptr<CoroScheduler> scheduler = SchedulerFor(executor);
   // The callable and its arguments stay alive with the frame (a coroutine lambda's captures and
   // reference parameters point into them).
   auto keep = std::make_shared<std::pair<Fn, Tuple>>(std::move(fn), std::move(bound));
@@ -482,7 +492,8 @@ Future<T> Spawn(Executor& executor, Coro<T> coro, Clock& clock) {
   if (!coro.valid()) futures_internal::ThrowInvalid("Coro", "Spawn");
   Promise<T> promise;
   Future<T> future = promise.GetFuture();
-  auto scheduler = std::make_shared<futures_internal::ExecutorScheduler>(executor, clock);
+  std::shared_ptr<futures_internal::CoroScheduler> scheduler =
+      futures_internal::SchedulerFor(executor, clock);
   try {
     executor.Submit([p = std::move(promise), c = std::move(coro), scheduler]() mutable {
       if (p.IsCancelled()) return;

@@ -66,6 +66,9 @@ class CoroScheduler {
   // A top-level coroutine begins / has ended here (bounded loops count them).
   virtual void RootStarted(CoroControl& /*control*/) {}
   virtual void RootFinished(CoroControl& /*control*/) {}
+  // Returns an owner of this scheduler for the coroutines started on it to share, or null when
+  // its maker keeps it alive longer than its coroutines (they then borrow it).
+  virtual std::shared_ptr<CoroScheduler> Share() { return nullptr; }
 };
 
 // Returns the scheduler whose step the calling thread runs, or null.
