@@ -87,9 +87,11 @@ class [[nodiscard]] Coro {
 // Runs `coro` as steps submitted to `executor` and returns a future for its outcome. Cancelling
 // the future cancels the coroutine at its next suspension point. SleepFor inside uses `clock`.
 // If the executor rejects the first step, the future holds that error; if it rejects or drops a
-// later one (a shutdown), the coroutine's frame is destroyed and the future fails with
-// StoppedError. `executor` and `clock` must outlive the coroutine. On InlineExecutor() each step
-// runs on the thread that wakes the coroutine (a completer, a timer, a canceller), one after
+// later one (a shutdown), the coroutine stops: that step runs on the rejecting or dropping thread,
+// where the await it resumes, and every later one, throws StoppedError (destructors and catch
+// blocks run as for any exception; the future then fails with StoppedError unless the coroutine
+// returns a value). `executor` and `clock` must outlive the coroutine. On InlineExecutor() each
+// step runs on the thread that wakes the coroutine (a completer, a timer, a canceller), one after
 // another, never nested. When `executor` is a coroutine scheduler's own (CurrentCoroutineExecutor()
 // inside SyncWait or a coroutine worker), the coroutine becomes one of that scheduler's roots: it
 // uses the scheduler's clock (not `clock`), keeps the scheduler alive, and SyncWait cancels and

@@ -740,7 +740,7 @@ TEST(CoroSpawnTest, ADroppedResumptionFailsTheFutureWithStoppedError) {
 }
 
 // A child coroutine's dropped resumption ends the whole tree, the child's frame first.
-TEST(CoroSpawnTest, ADroppedResumptionOfAChildDestroysTheWholeTree) {
+TEST(CoroSpawnTest, ADroppedResumptionOfAChildUnwindsTheWholeTree) {
   StoppableExecutor executor;
   Promise<int> gate;
   int destroyed = 0;
@@ -755,6 +755,99 @@ TEST(CoroSpawnTest, ADroppedResumptionOfAChildDestroysTheWholeTree) {
   ASSERT_TRUE(out.Done());
   EXPECT_THROW(out.Result(), StoppedError);
   EXPECT_EQ(destroyed, 1);
+}
+
+// Records what a stopped coroutine tree runs, in order.
+struct Recorder {
+  Recorder(std::vector<std::string>* log, std::string name) : log(log), name(std::move(name)) {}
+  ~Recorder() { log->push_back("~" + name); }
+  std::vector<std::string>* log;
+  std::string name;
+};
+
+// Re-review R2: the executor rejects the resumption while the child's await (and the parent's
+// await of the child) are still on the stack. The frames are not destroyed under them: the step
+// runs after they returned, every await throws StoppedError, and RAII and catch blocks run in
+// order, child first. An await in a catch block throws again.
+TEST(CoroSpawnTest, AStepRejectedInsideANestedAwaitUnwindsInOrder) {
+  StoppableExecutor executor;
+  std::vector<std::string> log;
+  auto child = [](StoppableExecutor* executor, std::vector<std::string>* log) -> Coro<int> {
+    Recorder r(log, "child");
+    executor->stopped = true;  // As a shutdown from another thread would.
+    try {
+      co_await Yield();
+    } catch (const StoppedError&) {
+      log->push_back("child caught");
+    }
+    try {
+      co_await Yield();
+    } catch (const StoppedError&) {
+      log->push_back("child caught again");
+      throw;
+    }
+    co_return 1;
+  };
+  auto parent = [&child](StoppableExecutor* executor, std::vector<std::string>* log) -> Coro<int> {
+    Recorder r(log, "parent");
+    try {
+      co_return co_await child(executor, log);
+    } catch (const StoppedError&) {
+      log->push_back("parent caught");
+      throw;
+    }
+  };
+  Future<int> out = Spawn(executor, parent(&executor, &log));
+  executor.RunAll();
+  ASSERT_TRUE(out.Done());
+  EXPECT_THROW(out.Result(), StoppedError);
+  EXPECT_THAT(
+      log, ElementsAre("child caught", "child caught again", "~child", "parent caught", "~parent"));
+}
+
+// Re-review R2 with a real pool: the child shuts down the only thread's pool, then yields.
+TEST(CoroSpawnTest, AChildYieldingOnAPoolItShutDownFailsWithStoppedError) {
+  ThreadPoolExecutor pool(1);
+  auto child = [](ThreadPoolExecutor* pool) -> Coro<int> {
+    pool->Shutdown(/*wait=*/false, /*cancel_pending=*/false);
+    co_await Yield();
+    co_return 1;
+  };
+  auto parent = [&child](ThreadPoolExecutor* pool) -> Coro<int> {
+    co_return co_await child(pool) + 1;
+  };
+  Future<int> out = Spawn(pool, parent(&pool));
+  ASSERT_TRUE(out.Wait(absl::Seconds(30)));
+  EXPECT_THROW(out.Result(), StoppedError);
+}
+
+// A dropped resumption of a child whose parent waits on it: the child's future await throws
+// StoppedError though that future has its value, and the parent sees the child's error.
+TEST(CoroSpawnTest, ADroppedStepOfANestedChildFailsTheParentWithStoppedError) {
+  StoppableExecutor executor;
+  Promise<int> gate;
+  std::vector<std::string> log;
+  auto child = [](Future<int> g, std::vector<std::string>* log) -> Coro<int> {
+    Recorder r(log, "child");
+    co_return co_await std::move(g);
+  };
+  auto parent = [&child](Future<int> g, std::vector<std::string>* log) -> Coro<int> {
+    Recorder r(log, "parent");
+    try {
+      co_return co_await child(std::move(g), log);
+    } catch (const StoppedError&) {
+      log->push_back("parent caught");
+    }
+    co_return -1;  // A caught stop may still give a value.
+  };
+  Future<int> out = Spawn(executor, parent(gate.GetFuture(), &log));
+  executor.RunAll();
+  gate.SetValue(2);
+  ASSERT_EQ(executor.tasks.size(), 1u);
+  executor.tasks.clear();  // Runs the step here, on this thread.
+  ASSERT_TRUE(out.Done());
+  EXPECT_EQ(out.Result(), -1);
+  EXPECT_THAT(log, ElementsAre("~child", "parent caught", "~parent"));
 }
 
 // Review S2: on InlineExecutor a Yield loop's steps run one after another, not nested.

@@ -42,8 +42,11 @@ Executor& InlineStepExecutor();
 // ExecutorScheduler over `executor` with `clock`.
 std::shared_ptr<CoroScheduler> SchedulerFor(Executor& executor, Clock& clock = Clock::Real());
 
-// Throws CancelledError for a cancelled coroutine reaching a co_await.
-[[noreturn]] void ThrowCoroCancelled();
+// Runs one step of a coroutine on the calling thread: `handle.resume()` with `scheduler` and
+// `control` current. When the thread runs no step yet, the steps that InlineStepExecutor() gets
+// meanwhile (an inline Yield, a resumption dropped by an executor) run after this one, not nested.
+void RunCoroStep(CoroScheduler* scheduler, CoroControl* control,
+                 std::coroutine_handle<> handle) noexcept;
 
 // Timers for WakeAt: Timer::Default() for Clock::Real(), else one Timer per clock, made on first
 // use and owned here. Thread-safe.
@@ -63,10 +66,10 @@ class ClockTimers {
 };
 
 // A scheduler over any Executor: each step is a task submitted to it. A step the executor rejects
-// or destroys without running ends the coroutine: its future fails with StoppedError. Over
-// InlineExecutor() the steps go through InlineStepExecutor(): they run on the waking thread, but
-// one after another, never nested (a Yield loop does not grow the stack).
-// Thread-safe.
+// or destroys without running stops the coroutine (CoroControl::Stop) and runs on the rejecting or
+// dropping thread, after the step running there if any, so the frame unwinds with StoppedError.
+// Over InlineExecutor() the steps go through InlineStepExecutor(): they run on the waking thread,
+// but one after another, never nested (a Yield loop does not grow the stack). Thread-safe.
 class ExecutorScheduler final : public CoroScheduler {
  public:
   explicit ExecutorScheduler(Executor& executor, Clock& clock = Clock::Real())
@@ -142,7 +145,7 @@ class LocalLoop final : public Executor,
 
 // The owner of a top-level coroutine: completes its promise when the frame reaches its final
 // suspension point.
-class RootBase : public CoroRootOwner {
+class RootBase {
  public:
   // Called from the final suspension point, on the scheduler's thread. Destroys the frame and
   // this object.
@@ -172,7 +175,7 @@ class CoroPromiseBase : public CoroFrameBase {
   // Every co_await in a Coro passes here: a cancelled coroutine throws at its next one.
   template <typename A>
   A&& await_transform(A&& awaitable) {
-    if (control != nullptr && control->cancelled()) ThrowCoroCancelled();
+    if (control != nullptr && control->cancelled()) control->ThrowEnded();
     return std::forward<A>(awaitable);
   }
 
@@ -233,11 +236,6 @@ class CoroRoot final : public RootBase {
         handle_(handle),
         control_(std::move(control)),
         on_finished_(std::move(on_finished)) {}
-
-  void Abandon(std::exception_ptr error) noexcept override {
-    handle_.destroy();  // Suspended, and nothing else resumes it: the dropped step was the one.
-    Complete(std::move(error), std::nullopt);
-  }
 
   void Finish() noexcept override {
     std::exception_ptr error = handle_.promise().error_;
@@ -314,11 +312,10 @@ void StartCoroRoot(Promise<U>& promise, Coro<U> coro, absl::AnyInvocable<void()>
   handle.promise().control = control.get();
   auto* root = new CoroRoot<U>(std::move(promise), handle, control, std::move(on_finished));
   handle.promise().root_ = root;
-  control->set_root(root);
   scheduler.RootStarted(*control);
   if (start_inline) {
-    ScopedCoroScheduler scope(&scheduler, control.get());
-    handle.resume();  // May finish and release `scheduler` if owned: not used after this.
+    // May finish and release `scheduler` if owned: not used after this.
+    RunCoroStep(&scheduler, control.get(), handle);
   } else {
     scheduler.Resume(*control, handle);
   }
@@ -442,7 +439,7 @@ class [[nodiscard]] SleepAwaitable {
   void await_resume() {
     if (control_ != nullptr && control_->cancelled()) {
       control_->scheduler().CancelWake(token_);
-      futures_internal::ThrowCoroCancelled();
+      control_->ThrowEnded();
     }
   }
 
@@ -472,7 +469,7 @@ class [[nodiscard]] YieldAwaitable {
     return true;
   }
   void await_resume() {
-    if (control_ != nullptr && control_->cancelled()) futures_internal::ThrowCoroCancelled();
+    if (control_ != nullptr && control_->cancelled()) control_->ThrowEnded();
   }
 
  private:
@@ -515,7 +512,7 @@ T SyncWait(Coro<T> coro, Clock& clock) {
   auto loop = std::make_shared<futures_internal::LocalLoop>(clock);
   futures_internal::LocalLoop* raw = loop.get();
   futures_internal::StartCoroRoot(
-      promise, std::move(coro), [raw] { raw->Finish(); }, *raw, loop, /*start_inline=*/true);
+      promise, std::move(coro), [raw] { raw->Finish(); }, *raw, loop, /*start_inline=*/false);
   loop->Run();
   return std::move(future).Result();
 }
