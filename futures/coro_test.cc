@@ -271,6 +271,48 @@ TEST(CoroCancelTest, ACoroThatCatchesTheCancellationGetsItAgainAtTheNextAwait) {
   EXPECT_THROW(out.Result(), CancelledError);
 }
 
+// Re-review S4: in a coroutine already cancelled, `co_await Async(...)` (a temporary: the await
+// holds its only consumer) withdraws the call it just made, then throws; a future someone else
+// also holds is left alone.
+TEST(CoroCancelTest, AnAwaitInACancelledCoroutineWithdrawsTheFutureItWasHanded) {
+  ManualExecutor work;  // Where the awaited calls would run.
+  ManualExecutor steps;
+  Promise<int> gate;
+  Promise<int> shared_source;
+  Future<int> shared = shared_source.GetFuture();
+  int calls = 0;
+  std::string trace;
+  auto coro = [](Future<int> gate, Future<int> shared, ManualExecutor* work, int* calls,
+                 std::string* trace) -> Coro<void> {
+    try {
+      co_await std::move(gate);
+    } catch (const CancelledError&) {
+      *trace += "cancelled;";
+    }
+    try {
+      co_await Async(*work, [calls] { return ++*calls; });
+    } catch (const CancelledError&) {
+      *trace += "withdrawn;";
+    }
+    try {
+      co_await std::move(shared);
+    } catch (const CancelledError&) {
+      *trace += "shared;";
+    }
+  };
+  Future<void> out = Spawn(steps, coro(gate.GetFuture(), shared, &work, &calls, &trace));
+  steps.RunAll();
+  out.Cancel();
+  steps.RunAll();
+  EXPECT_EQ(trace, "cancelled;withdrawn;shared;");
+  EXPECT_THROW(out.Result(), CancelledError);
+  work.RunAll();
+  EXPECT_EQ(calls, 0);  // The call was cancelled before it ran.
+  EXPECT_FALSE(shared_source.IsCancelled());
+  EXPECT_TRUE(shared_source.SetValue(1));
+  EXPECT_EQ(shared.Result(), 1);
+}
+
 TEST(CoroCancelTest, CancelledBeforeItStartsItNeverRuns) {
   ManualExecutor executor;
   int runs = 0;

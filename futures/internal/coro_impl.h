@@ -155,6 +155,15 @@ class RootBase {
   ~RootBase() = default;
 };
 
+// What await_transform gives for a rejected operand, after its static_assert: an awaitable of the
+// expected type, so that the static_assert is the only error.
+template <typename T>
+struct NeverAwaited {
+  bool await_ready() const noexcept { return true; }
+  void await_suspend(std::coroutine_handle<>) const noexcept {}
+  T await_resume() const { std::terminate(); }
+};
+
 // The promise part shared by every Coro<T>: lazy start, the hand-off to the parent at the end,
 // the error, and the cancellation check of every co_await. Not thread-safe; one step at a time.
 class CoroPromiseBase : public CoroFrameBase {
@@ -174,9 +183,31 @@ class CoroPromiseBase : public CoroFrameBase {
 
   // Every co_await in a Coro passes here: a cancelled coroutine throws at its next one.
   template <typename A>
-  A&& await_transform(A&& awaitable) {
-    if (control != nullptr && control->cancelled()) control->ThrowEnded();
-    return std::forward<A>(awaitable);
+  decltype(auto) await_transform(A&& awaitable) {
+    if constexpr (kIsCoro<std::remove_cvref_t<A>> && std::is_lvalue_reference_v<A>) {
+      // `auto c = F(); co_await c;`: say so instead of "use of deleted function" (GCC would copy
+      // the Coro). Returns an awaitable only so that this error is the only one.
+      static_assert(!std::is_lvalue_reference_v<A>,
+                    "co_await std::move(coro): a Coro is awaited once");
+      return NeverAwaited<typename std::remove_cvref_t<A>::value_type>{};
+    } else {
+      if (control != nullptr && control->cancelled()) control->ThrowEnded();
+      return std::forward<A>(awaitable);
+    }
+  }
+  // A future handed over to the await (a temporary such as `co_await worker.Call(...)`, or
+  // std::move): in a cancelled coroutine it is cancelled too when this was its only consumer
+  // handle, so the work it stands for does not go on unawaited; then the await throws.
+  template <typename U>
+  Future<U>&& await_transform(Future<U>&& future) {
+    if (control != nullptr && control->cancelled()) {
+      if (future.valid()) {
+        const FutureRef<U> held = ReleaseState(std::move(future));
+        if (held->sole_consumer()) held->Cancel();
+      }
+      control->ThrowEnded();
+    }
+    return std::move(future);
   }
 
   // At the final suspension point: a root completes its promise; a child hands control back to
