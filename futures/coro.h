@@ -12,7 +12,9 @@
 // posted to a scheduler (an executor, a coroutine worker's loop, SyncWait's thread). Inside a
 // Coro, `co_await` accepts another Coro, a Future<T> (resumed through the scheduler, never on the
 // completing thread), SleepFor / SleepUntil and Yield(). Cancelling the future of a spawned Coro
-// makes it throw CancelledError at its current or next co_await (RAII destructors run).
+// makes it throw CancelledError at its current or next co_await (RAII destructors run). After
+// that, every co_await of the coroutine throws again (a catch block included): cleanup that must
+// await something goes in a separate root (Spawn it; its future is not cancelled with this one).
 
 #ifndef CONCURRY_FUTURES_CORO_H_
 #define CONCURRY_FUTURES_CORO_H_
@@ -106,13 +108,16 @@ Future<T> Spawn(Executor& executor, Coro<T> coro, Clock& clock = Clock::Real());
 // `coro` ends, those still running are cancelled and run until they end before SyncWait returns.
 // A Future-coroutine started in a step (or in a plain task of the loop) and still waiting then
 // resumes on the thread that wakes it; the loop's executor rejects later tasks with StoppedError.
+// Never call SyncWait inside a coroutine's step: it would hold that step's thread (and with it,
+// on a one-thread scheduler, every other coroutine there) until `coro` ends; co_await it instead.
 template <typename T>
 T SyncWait(Coro<T> coro, Clock& clock = Clock::Real());
 
 // `co_await SleepFor(d)` / `co_await SleepUntil(t)` resume the coroutine after `d` / at `t` on
 // its scheduler's clock (a FakeClock in tests), without holding a thread. Cancellation ends the
-// wait with CancelledError. (Function objects, so that an unqualified call is never ambiguous
-// with absl::SleepFor, which argument-dependent lookup would find.)
+// wait with CancelledError. A duration <= 0 or a deadline already passed does not suspend (it is
+// not a yield: use Yield() for that). (Function objects, so that an unqualified call is never
+// ambiguous with absl::SleepFor, which argument-dependent lookup would find.)
 class [[nodiscard]] SleepAwaitable;
 struct SleepForFn {
   [[nodiscard]] SleepAwaitable operator()(absl::Duration duration) const;

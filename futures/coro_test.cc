@@ -587,6 +587,30 @@ TEST(CoroSyncWaitTest, AFutureCoroutineStartedInAStepResumesOnTheCompleterAfterS
   EXPECT_EQ(inner.Result(), 3);
 }
 
+// A closed loop is no scheduler any more: a coroutine Then started after SyncWait returned, by a
+// Future-coroutine resuming with the loop still current, runs to its end (it used to be cancelled
+// at once as if the loop were draining).
+TEST(CoroSyncWaitTest, ACoroutineStartedOnTheClosedLoopIsNotCancelled) {
+  Promise<int> gate;
+  Future<int> inner;
+  auto plain = [](Future<int> g) -> Future<int> {
+    const int y = co_await std::move(g);  // Resumes after SyncWait, on this (the waking) thread.
+    co_return co_await MakeReadyFuture(y).Then([](int x) -> Coro<int> {
+      co_await Yield();
+      co_return x + 1;
+    });
+  };
+  auto outer = [&plain](Future<int> g, Future<int>* inner) -> Coro<void> {
+    *inner = plain(std::move(g));
+    co_return;
+  };
+  SyncWait(outer(gate.GetFuture(), &inner));
+  EXPECT_FALSE(inner.Done());
+  gate.SetValue(2);
+  ASSERT_TRUE(inner.Done());
+  EXPECT_EQ(inner.Result(), 3);
+}
+
 // A root still sleeping when SyncWait's coroutine ends is cancelled, so SyncWait returns.
 TEST(CoroSyncWaitTest, ARootSleepingWhenTheMainCoroutineEndsIsCancelled) {
   FakeClock clock;
