@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/const_init.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
@@ -134,6 +135,27 @@ void RunWithCoroExecutor(Executor& executor, absl::FunctionRef<void()> body) {
   body();
 }
 
+namespace {
+
+// Returns the process's Timer for `clock`, made if no ClockTimers holds one now.
+std::shared_ptr<Timer> SharedTimerFor(Clock& clock) {
+  static absl::Mutex mu(absl::kConstInit);
+  // Weak: the ClockTimers own the timers. An expired entry (its clock may be gone, and another
+  // clock may now live at its address) is dropped, never reused.
+  static auto* const timers = new std::vector<std::pair<Clock*, std::weak_ptr<Timer>>>();
+  absl::MutexLock lock(&mu);
+  std::erase_if(*timers, [](const auto& entry) { return entry.second.expired(); });
+  for (const auto& [c, weak] : *timers) {
+    if (c != &clock) continue;
+    if (std::shared_ptr<Timer> timer = weak.lock()) return timer;
+  }
+  auto timer = std::make_shared<Timer>(clock);
+  timers->emplace_back(&clock, timer);
+  return timer;
+}
+
+}  // namespace
+
 WakeToken ClockTimers::Schedule(Clock& clock, absl::Time deadline,
                                 absl::AnyInvocable<void()> wake) {
   Timer* timer = nullptr;
@@ -145,7 +167,7 @@ WakeToken ClockTimers::Schedule(Clock& clock, absl::Time deadline,
       if (c == &clock) timer = t.get();
     }
     if (timer == nullptr) {
-      timers_.emplace_back(&clock, std::make_unique<Timer>(clock));
+      timers_.emplace_back(&clock, SharedTimerFor(clock));
       timer = timers_.back().second.get();
     }
   }

@@ -474,6 +474,42 @@ TEST(CoroSleepTest, SyncWaitSleepsOnItsClock) {
   advancer.join();
 }
 
+// Re-review S5: schedulers share one Timer (one thread) per clock instead of making their own.
+TEST(CoroSleepTest, SchedulersShareOneTimerPerClock) {
+  FakeClock clock;
+  FakeClock other;
+  futures_internal::ClockTimers a;
+  futures_internal::ClockTimers b;
+  const absl::Time later = clock.Now() + absl::Seconds(1);
+  const futures_internal::WakeToken ta = a.Schedule(clock, later, [] {});
+  const futures_internal::WakeToken tb = b.Schedule(clock, later, [] {});
+  const futures_internal::WakeToken to = b.Schedule(other, later, [] {});
+  EXPECT_EQ(ta.owner, tb.owner);
+  EXPECT_NE(ta.owner, to.owner);
+  futures_internal::ClockTimers::Cancel(ta);
+  futures_internal::ClockTimers::Cancel(tb);
+  futures_internal::ClockTimers::Cancel(to);
+}
+
+// Two spawned coroutines sleeping on one clock both wake on one Advance.
+TEST(CoroSleepTest, CoroutinesOfTwoSpawnsSleepOnTheSharedTimer) {
+  FakeClock clock;
+  ManualExecutor executor;
+  auto sleeper = [](int v) -> Coro<int> {
+    co_await SleepFor(absl::Seconds(1));
+    co_return v;
+  };
+  Future<int> one = Spawn(executor, sleeper(1), clock);
+  Future<int> two = Spawn(executor, sleeper(2), clock);
+  executor.RunAll();
+  clock.BlockUntilWaiters(1);  // The shared timer's thread waits for the deadline.
+  clock.Advance(absl::Seconds(1));
+  executor.BlockUntilPending(2);  // Both wake-ups posted their steps.
+  executor.RunAll();
+  EXPECT_EQ(one.Result(), 1);
+  EXPECT_EQ(two.Result(), 2);
+}
+
 TEST(CoroSleepTest, CancelEndsASleepWithCancelledError) {
   FakeClock clock;
   ManualExecutor executor;

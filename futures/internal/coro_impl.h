@@ -48,8 +48,9 @@ std::shared_ptr<CoroScheduler> SchedulerFor(Executor& executor, Clock& clock = C
 void RunCoroStep(CoroScheduler* scheduler, CoroControl* control,
                  std::coroutine_handle<> handle) noexcept;
 
-// Timers for WakeAt: Timer::Default() for Clock::Real(), else one Timer per clock, made on first
-// use and owned here. Thread-safe.
+// Timers for WakeAt: Timer::Default() for Clock::Real(), else the Timer of that clock, one per
+// clock in the process, shared by every ClockTimers using it (each keeps the ones it used alive;
+// the last to let go destroys it). Thread-safe.
 class ClockTimers {
  public:
   ClockTimers() = default;
@@ -62,7 +63,7 @@ class ClockTimers {
 
  private:
   absl::Mutex mu_;
-  std::vector<std::pair<Clock*, std::unique_ptr<Timer>>> timers_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<Clock*, std::shared_ptr<Timer>>> timers_ ABSL_GUARDED_BY(mu_);
 };
 
 // A scheduler over any Executor: each step is a task submitted to it. A step the executor rejects
