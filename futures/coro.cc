@@ -109,6 +109,11 @@ class ResumeStep {
 
 }  // namespace
 
+Executor::Task MakeResumeStep(CoroScheduler* scheduler, CoroControl& control,
+                              std::coroutine_handle<> handle) {
+  return ResumeStep(scheduler, control.shared_from_this(), handle);
+}
+
 Executor& InlineStepExecutor() {
   static InlineSteps* const executor = new InlineSteps();
   return *executor;
@@ -185,7 +190,7 @@ void ExecutorScheduler::Resume(CoroControl& control, std::coroutine_handle<> han
   // A rejected step may run (and end the coroutine, releasing this scheduler) inside Submit.
   std::shared_ptr<CoroControl> keep = control.shared_from_this();
   try {
-    submit_to_.Submit(ResumeStep(this, control.shared_from_this(), handle));
+    submit_to_.Submit(MakeResumeStep(this, control, handle));
   } catch (...) {
     // The destroyed step stopped the coroutine and runs on this thread (ResumeStep).
   }
@@ -205,7 +210,7 @@ void LocalLoop::Submit(Task task) {
 }
 
 void LocalLoop::Resume(CoroControl& control, std::coroutine_handle<> handle) {
-  Task step = ResumeStep(this, control.shared_from_this(), handle);
+  Task step = MakeResumeStep(this, control, handle);
   // After SyncWait returned (a Future-coroutine it started still waits), resume on this thread.
   if (!Post(step)) InlineStepExecutor().Submit(std::move(step));
 }

@@ -952,6 +952,25 @@ TEST(CoroSpawnTest, ADroppedStepOfANestedChildFailsTheParentWithStoppedError) {
   EXPECT_THAT(log, ElementsAre("~child", "parent caught", "~parent"));
 }
 
+// A Future-coroutine awaiting inside a step (it cannot be stopped) whose resumption the executor
+// rejects goes on on the rejecting thread instead of staying suspended.
+TEST(CoroSpawnTest, ARejectedResumptionOfAFutureCoroutineRunsOnTheRejectingThread) {
+  StoppableExecutor executor;
+  Promise<int> gate;
+  Future<int> inner;
+  auto start = [](Future<int> g, Future<int>* inner) -> Coro<void> {
+    *inner = PlainAddOne(std::move(g));
+    co_return;
+  };
+  Future<void> started = Spawn(executor, start(gate.GetFuture(), &inner));
+  executor.RunAll();
+  ASSERT_TRUE(started.Done());
+  executor.stopped = true;
+  gate.SetValue(2);
+  ASSERT_TRUE(inner.Done());
+  EXPECT_EQ(inner.Result(), 3);
+}
+
 // Review S2: on InlineExecutor a Yield loop's steps run one after another, not nested.
 TEST(CoroSpawnTest, AYieldLoopOnTheInlineExecutorDoesNotGrowTheStack) {
   auto body = []() -> Coro<int> {

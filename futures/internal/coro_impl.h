@@ -48,6 +48,13 @@ std::shared_ptr<CoroScheduler> SchedulerFor(Executor& executor, Clock& clock = C
 void RunCoroStep(CoroScheduler* scheduler, CoroControl* control,
                  std::coroutine_handle<> handle) noexcept;
 
+// Returns the task a CoroScheduler posts in Resume(): it runs the step (RunCoroStep) holding
+// `control`; destroyed without having run (rejected or dropped), it stops the coroutine
+// (CoroControl::Stop) and runs the step on the destroying thread instead, after the step running
+// there if any. Destroy dropped tasks outside the scheduler's locks: the step may run then.
+Executor::Task MakeResumeStep(CoroScheduler* scheduler, CoroControl& control,
+                              std::coroutine_handle<> handle);
+
 // Timers for WakeAt: Timer::Default() for Clock::Real(), else the Timer of that clock, one per
 // clock in the process, shared by every ClockTimers using it (each keeps the ones it used alive;
 // the last to let go destroys it). Thread-safe.

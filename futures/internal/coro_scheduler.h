@@ -39,7 +39,9 @@ class CoroScheduler {
   virtual ~CoroScheduler() = default;
 
   // Posts `handle.resume()` (run with this scheduler current, ScopedCoroScheduler). Never runs it
-  // inline. `control` is the coroutine's; the posted step keeps a reference to it.
+  // inline. Post futures_internal::MakeResumeStep(this, control, handle) (futures/coro.h): it
+  // handles a step dropped unrun. `control` is the coroutine's; the posted step keeps a reference
+  // to it.
   virtual void Resume(CoroControl& control, std::coroutine_handle<> handle) = 0;
   // Runs `wake` once when `clock` reaches `deadline` (soon if it already has), on any thread; it
   // must only post work. Returns a token for CancelWake.
