@@ -22,6 +22,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -37,6 +39,8 @@ template <typename T>
 class Future;
 template <typename T>
 class Promise;
+template <typename T>
+class Coro;  // futures/coro.h
 
 namespace futures_internal {
 
@@ -56,6 +60,10 @@ template <typename U>
 struct Unwrap<absl::StatusOr<U>> {
   using type = U;
 };
+template <typename U>
+struct Unwrap<Coro<U>> {
+  using type = U;
+};
 
 template <typename R>
 inline constexpr bool kIsFuture = false;
@@ -65,6 +73,10 @@ template <typename R>
 inline constexpr bool kIsStatusOr = false;
 template <typename U>
 inline constexpr bool kIsStatusOr<absl::StatusOr<U>> = true;
+template <typename R>
+inline constexpr bool kIsCoro = false;
+template <typename U>
+inline constexpr bool kIsCoro<Coro<U>> = true;
 
 template <typename T>
 Future<T> FutureFromState(FutureRef<T> state);
@@ -95,9 +107,26 @@ void OfferWaitDriver(Promise<T>& promise, std::shared_ptr<WaitDriver> driver);
 template <typename U, typename F, typename... Args>
 void CompleteWithInvoke(Promise<U>& promise, F&& fn, Args&&... args) noexcept;
 
+// Runs `coro` as a top-level coroutine and completes `promise` with its outcome (futures/coro.h):
+// on the calling thread's coroutine scheduler when there is one, else with its first step on this
+// thread and each later step on the thread that wakes it (never blocking). Cancelling the promise's
+// future cancels the coroutine. `on_finished` (may be empty) runs after the frame is destroyed and
+// the promise completed: it keeps alive what the frame refers to (a capturing lambda's closure).
+// Defined in futures/internal/coro_impl.h.
+template <typename U>
+void CompleteWithCoro(Promise<U>& promise, Coro<U> coro,
+                      absl::AnyInvocable<void()> on_finished) noexcept;
+// Runs `body` with a scheduler over `executor` current (futures/coro.h): a coroutine that `body`
+// starts as a root runs its steps on `executor`, as Async's do. Defined in futures/coro.cc.
+void RunWithCoroExecutor(Executor& executor, absl::FunctionRef<void()> body);
+// Async's branch for a callable returning Coro<U>: its steps run on `executor`; the callable and
+// its arguments live until the coroutine ends. Defined in futures/internal/coro_impl.h.
+template <typename U, typename Fn, typename Tuple>
+Future<U> AsyncCoro(Executor& executor, Fn fn, Tuple bound);
+
 }  // namespace futures_internal
 
-// The result type of Async / Then for a function returning R: Future<U> for R = Future<U>,
+// The result type of Async / Then for a function returning R: U for R = Future<U>, Coro<U> or
 // absl::StatusOr<U>; void for absl::Status; R otherwise.
 template <typename R>
 using UnwrapT = typename futures_internal::Unwrap<std::decay_t<R>>::type;
@@ -219,8 +248,17 @@ class Future {
 
   // Returns a future for `fn(value)`, run on the completing thread (or `executor`) after a value;
   // errors and cancellation pass through without calling `fn`. `fn` may return U, void,
-  // Future<U>, absl::Status or absl::StatusOr<U> (flattened). On an rvalue future the value is
-  // passed as T&& when this is the only handle.
+  // Future<U>, Coro<U> (futures/coro.h), absl::Status or absl::StatusOr<U> (flattened). On an
+  // rvalue future the value is passed as T&& when this is the only handle.
+  //
+  // A returned Coro<U> runs as a top-level coroutine, never blocking a thread: with `executor`,
+  // every step runs there (as with Async); without, on the coroutine scheduler whose step
+  // completes the future (so, inside a coroutine, on that coroutine's scheduler), else its first
+  // step runs on the completing thread and each later one on the thread that wakes it (a timer's,
+  // a completer's), as a Future-coroutine's do. That thread may be Timer::Default()'s (after a
+  // SleepFor) or any other library thread, where slow work delays everyone else's: for steps that
+  // do real work, prefer Then(executor, fn). `fn` and a copy of a const value live until the
+  // coroutine ends, so a capturing coroutine lambda and reference parameters are safe.
   template <typename F>
   auto Then(F&& fn) const& {
     return ThenImpl<false>(state_, nullptr, std::forward<F>(fn));
@@ -470,7 +508,9 @@ Future<T> MakeFailedFuture(E&& error) {
 // Runs `fn(args...)` on `executor` and returns a future for its result (flattened as in Then).
 // The function and arguments are decay-copied (moved when rvalues). If the future is cancelled
 // before the task starts, `fn` is not called. If the executor rejects the task (for instance it
-// has stopped), the returned future holds that error.
+// has stopped), the returned future holds that error. A `fn` returning Coro<U> (include
+// futures/coro.h) gives a Future<U>: the coroutine's steps run as tasks of `executor`, `fn` and
+// the arguments stay alive until it ends, and cancelling the future cancels it.
 template <typename F, typename... Args>
 auto Async(Executor& executor, F&& fn, Args&&... args)
     -> Future<UnwrapT<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>>>;

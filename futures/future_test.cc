@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "futures/coro.h"
 #include "futures/errors.h"
 #include "futures/executor.h"
 #include "futures/tbb_executor.h"
@@ -1021,6 +1022,34 @@ TEST_P(FutureConformanceTest, CoAwaitOnADoneFutureDoesNotSuspend) {
   Future<int> out = Twice(MakeReadyFuture(4));
   EXPECT_TRUE(out.Done());
   EXPECT_EQ(out.Result(), 8);
+}
+
+TEST_P(FutureConformanceTest, CoAwaitInACoroResumesOnTheCorosExecutor) {
+  Promise<int> p;
+  auto coro = [](Future<int> in) -> Coro<bool> {
+    Executor* before = &CurrentCoroutineExecutor();
+    const int v = co_await std::move(in);
+    co_return v == 5 && &CurrentCoroutineExecutor() == before;
+  };
+  Future<bool> out = Start(coro, p.GetFuture());
+  Drive();
+  std::thread completer([&p] { p.SetValue(5); });
+  completer.join();
+  Drive();
+  EXPECT_TRUE(out.Result());
+}
+
+TEST_P(FutureConformanceTest, CoAwaitInACoroRethrowsAsResultDoes) {
+  Promise<int> p;
+  auto coro = [](Future<int> in) -> Coro<int> {
+    const int v = co_await std::move(in);
+    co_return v;
+  };
+  Future<int> out = Start(coro, p.GetFuture());
+  Drive();
+  FailOnBackend(std::move(p), std::make_exception_ptr(std::range_error("r")));
+  Drive();
+  EXPECT_THROW(out.Result(), std::range_error);
 }
 
 TEST(FutureCoroutineTest, CoAwaitResumesOnTheCompletingThread) {

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "futures/future.h"
+#include "futures/internal/coro_scheduler.h"
 
 namespace concurry {
 namespace futures_internal {
@@ -50,6 +51,13 @@ void WithValue(State<T>& state, Promise<U>& promise, OnValue&& on_value) noexcep
   }
 }
 
+// How CompleteWithInvoke keeps an argument of a coroutine function alive: a non-const lvalue
+// (an object the caller owns, such as a worker's target) by reference, anything else by value.
+template <typename A>
+using KeptArg = std::conditional_t<std::is_lvalue_reference_v<A> &&
+                                       !std::is_const_v<std::remove_reference_t<A>>,
+                                   A, std::decay_t<A>>;
+
 template <typename U, typename F, typename... Args>
 void CompleteWithInvoke(Promise<U>& promise, F&& fn, Args&&... args) noexcept {
   using R = std::invoke_result_t<F, Args...>;
@@ -71,6 +79,21 @@ void CompleteWithInvoke(Promise<U>& promise, F&& fn, Args&&... args) noexcept {
               p.SetValue(std::forward<decltype(value)>(value)...);
             });
           }});
+    } else if constexpr (kIsCoro<std::decay_t<R>>) {
+      // A coroutine's frame may refer to its callable (a capturing lambda's closure) and to its
+      // reference parameters: both move to the heap first and live until the coroutine ends.
+      static_assert(std::is_constructible_v<std::decay_t<F>, F&&> &&
+                        (std::is_constructible_v<KeptArg<Args>, Args&&> && ...),
+                    "a function returning Coro is kept alive with a copy of itself and of its "
+                    "const arguments: make them copyable, or use std::move(future).Then(...)");
+      using Kept = std::tuple<std::decay_t<F>, KeptArg<Args>...>;
+      auto kept = std::make_shared<Kept>(std::forward<F>(fn), std::forward<Args>(args)...);
+      std::decay_t<R> coro = std::apply(
+          [](auto& f, auto&... kept_args) {
+            return std::invoke(f, static_cast<Args&&>(kept_args)...);
+          },
+          *kept);
+      CompleteWithCoro(promise, std::move(coro), [kept = std::move(kept)] {});
     } else if constexpr (std::is_same_v<std::decay_t<R>, absl::Status>) {
       absl::Status status = std::invoke(std::forward<F>(fn), std::forward<Args>(args)...);
       promise.SetError(std::move(status));  // OK completes a Promise<void>.
@@ -99,21 +122,60 @@ struct CoroutinePromiseBase {
   void unhandled_exception() noexcept { promise.SetError(std::current_exception()); }
 };
 
-// Awaits a future from a coroutine; resumes on the thread that completes it.
+// Awaits a future from a coroutine. In a Coro (futures/coro.h), or in any coroutine whose thread
+// runs a coroutine scheduler's step, the completion posts the resumption to that scheduler: the
+// completing thread never runs the frame. Elsewhere (a Future<T>-coroutine on a plain thread) it
+// resumes on the thread that completes the future.
+//
+// A cancelled Coro wakes up here with CancelledError; the awaited future is cancelled too when
+// this awaiter held its only consumer handle (a temporary such as `co_await worker.Call(...)`),
+// and left alone when someone else shares it.
 template <typename T>
 class FutureAwaiter {
  public:
   explicit FutureAwaiter(Future<T> future) : future_(std::move(future)) {}
   bool await_ready() const { return future_.Done(); }
-  bool await_suspend(std::coroutine_handle<> handle) {
+  template <typename P>
+  bool await_suspend(std::coroutine_handle<P> handle) {
     AnyFuture any = future_;
-    // Null means the future completed after await_ready: do not suspend.
-    return any.AddCallbackIfPending([handle] { handle.resume(); }) != nullptr;
+    CoroControl* control = nullptr;
+    if constexpr (std::is_base_of_v<CoroFrameBase, P>) control = handle.promise().control;
+    if (control == nullptr) {
+      own_ = MakeStandInControl();
+      if (own_ == nullptr) {
+        // Null means the future completed after await_ready: do not suspend.
+        return any.AddCallbackIfPending([handle] { handle.resume(); }) != nullptr;
+      }
+      control = own_.get();
+    }
+    control_ = control;
+    const uint64_t generation = control->Arm(handle);
+    std::coroutine_handle<> erased = handle;
+    callback_ = any.AddCallbackIfPending(
+        [ref = control->shared_from_this(), generation, erased] { ref->Wake(generation, erased); });
+    if (callback_ == nullptr && control->Disarm(generation)) return false;
+    return control->Suspend(generation);
   }
-  T await_resume() { return std::move(future_).Result(); }
+  T await_resume() {
+    // A stopped coroutine throws even when the future is done: its resumption was dropped.
+    if (control_ != nullptr && control_->cancelled() && (control_->stopped() || !future_.Done())) {
+      if (!future_.Done()) {
+        AnyFuture any = future_;
+        any.RemoveCallback(callback_);  // False: it ran, and only touched the control.
+        const FutureRef<T> held = ReleaseState(std::move(future_));
+        if (held->sole_consumer()) held->Cancel();
+      }
+      if (control_->stopped()) control_->ThrowEnded();
+      throw CancelledError("the coroutine was cancelled while awaiting a future");
+    }
+    return std::move(future_).Result();
+  }
 
  private:
   Future<T> future_;
+  CoroControl* control_ = nullptr;    // Set when resumption goes through a scheduler.
+  std::shared_ptr<CoroControl> own_;  // Stand-in control of a non-Coro coroutine.
+  AnyFuture::CallbackHandle callback_ = nullptr;
 };
 
 }  // namespace futures_internal
@@ -146,18 +208,26 @@ namespace futures_internal {
 template <bool kMove, typename T, typename U, typename F>
 void InvokeWithValue(State<T>& state, Promise<U>& promise, F& fn) noexcept {
   WithValue<kMove>(state, promise, [&](auto&&... value) {
-    CompleteWithInvoke(promise, fn, std::forward<decltype(value)>(value)...);
+    using R = std::invoke_result_t<F&, decltype(value)...>;
+    if constexpr (kIsCoro<std::decay_t<R>>) {
+      // A continuation runs once: its coroutine function moves into the coroutine's keep-alive.
+      CompleteWithInvoke(promise, std::move(fn), std::forward<decltype(value)>(value)...);
+    } else {
+      CompleteWithInvoke(promise, fn, std::forward<decltype(value)>(value)...);
+    }
   });
 }
 
 template <typename T, typename Fn, bool kMove>
 struct ThenResult {
   using Arg = std::conditional_t<kMove, T&&, const T&>;
-  using type = UnwrapT<std::invoke_result_t<Fn&, Arg>>;
+  using raw = std::invoke_result_t<Fn&, Arg>;
+  using type = UnwrapT<raw>;
 };
 template <typename Fn, bool kMove>
 struct ThenResult<void, Fn, kMove> {
-  using type = UnwrapT<std::invoke_result_t<Fn&>>;
+  using raw = std::invoke_result_t<Fn&>;
+  using type = UnwrapT<raw>;
 };
 
 }  // namespace futures_internal
@@ -181,8 +251,15 @@ auto Future<T>::ThenImpl(futures_internal::FutureRef<T> source, Executor* execut
     }
     auto shared = std::make_shared<Promise<U>>(std::move(p));
     try {
-      executor->Submit([fn = std::move(fn), shared, held = std::move(held)]() mutable {
-        futures_internal::InvokeWithValue<kMove>(*held, *shared, fn);
+      executor->Submit([fn = std::move(fn), shared, held = std::move(held), executor]() mutable {
+        using Raw = typename futures_internal::ThenResult<T, Fn, kMove>::raw;
+        if constexpr (futures_internal::kIsCoro<std::decay_t<Raw>>) {
+          // A coroutine's steps all run on `executor`, as Async's do.
+          futures_internal::RunWithCoroExecutor(
+              *executor, [&] { futures_internal::InvokeWithValue<kMove>(*held, *shared, fn); });
+        } else {
+          futures_internal::InvokeWithValue<kMove>(*held, *shared, fn);
+        }
       });
     } catch (...) {
       shared->SetError(std::current_exception());
@@ -195,24 +272,31 @@ auto Future<T>::ThenImpl(futures_internal::FutureRef<T> source, Executor* execut
 template <typename F, typename... Args>
 auto Async(Executor& executor, F&& fn, Args&&... args)
     -> Future<UnwrapT<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>>> {
-  using U = UnwrapT<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>>;
-  Promise<U> promise;
-  Future<U> future = promise.GetFuture();
-  try {
-    executor.Submit(
-        [p = std::move(promise), fn = std::decay_t<F>(std::forward<F>(fn)),
-         bound = std::make_tuple(std::decay_t<Args>(std::forward<Args>(args))...)]() mutable {
-          if (p.IsCancelled()) return;
-          std::apply(
-              [&](auto&&... a) {
-                futures_internal::CompleteWithInvoke(p, fn, std::forward<decltype(a)>(a)...);
-              },
-              std::move(bound));
-        });
-  } catch (...) {
-    return MakeFailedFuture<U>(std::current_exception());
+  using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>;
+  using U = UnwrapT<R>;
+  if constexpr (futures_internal::kIsCoro<std::decay_t<R>>) {
+    return futures_internal::AsyncCoro<U>(
+        executor, std::decay_t<F>(std::forward<F>(fn)),
+        std::make_tuple(std::decay_t<Args>(std::forward<Args>(args))...));
+  } else {
+    Promise<U> promise;
+    Future<U> future = promise.GetFuture();
+    try {
+      executor.Submit(
+          [p = std::move(promise), fn = std::decay_t<F>(std::forward<F>(fn)),
+           bound = std::make_tuple(std::decay_t<Args>(std::forward<Args>(args))...)]() mutable {
+            if (p.IsCancelled()) return;
+            std::apply(
+                [&](auto&&... a) {
+                  futures_internal::CompleteWithInvoke(p, fn, std::forward<decltype(a)>(a)...);
+                },
+                std::move(bound));
+          });
+    } catch (...) {
+      return MakeFailedFuture<U>(std::current_exception());
+    }
+    return future;
   }
-  return future;
 }
 
 // Coroutine support: `co_await future` and `Future<T>` as a coroutine's return type.

@@ -104,6 +104,9 @@ class StateBase {
     return true;
   }
   bool value_taken() const noexcept { return consumers_.load(std::memory_order_acquire) < 0; }
+  // Whether the caller's consumer reference is the only one (a snapshot): nobody else could read
+  // the value, so a coroutine that stops awaiting it may cancel it.
+  bool sole_consumer() const noexcept { return consumers_.load(std::memory_order_acquire) == 1; }
 
   Phase phase() const noexcept { return phase_.load(std::memory_order_acquire); }
   bool done() const noexcept { return phase() >= Phase::kValue; }
