@@ -33,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "futures/coro.h"
 #include "futures/future.h"
 #include "sync/gather.h"
@@ -204,6 +205,48 @@ Coro<std::tuple<Outcome<Ts>...>> GatherSettledAsync(std::tuple<Future<Ts>...> fu
 template <typename... Ts>
 Coro<std::tuple<Outcome<Ts>...>> GatherSettledAsync(Future<Ts>... futures) {
   return GatherSettledAsync(std::tuple<Future<Ts>...>(std::move(futures)...), GatherOptions());
+}
+
+// GatherAsync and GatherSettledAsync with only a timeout, as an argument: `co_await
+// GatherAsync(futures, absl::Seconds(5))`. Safe to write inside a co_await expression with GCC 12
+// (no braced temporary).
+namespace sync_internal {
+inline GatherOptions WithTimeout(absl::Duration timeout) {
+  GatherOptions options;
+  options.timeout = timeout;
+  return options;
+}
+}  // namespace sync_internal
+template <typename T>
+Coro<sync_internal::VoidOr<T, std::vector<T>>> GatherAsync(std::vector<Future<T>> futures,
+                                                           absl::Duration timeout) {
+  return GatherAsync(std::move(futures), sync_internal::WithTimeout(timeout));
+}
+template <sync_internal::FutureMap M>
+Coro<sync_internal::VoidOr<sync_internal::MapValueT<M>,
+                           sync_internal::RebindMapped<M, sync_internal::MapValueT<M>>>>
+GatherAsync(M futures, absl::Duration timeout) {
+  return GatherAsync(std::move(futures), sync_internal::WithTimeout(timeout));
+}
+template <typename... Ts>
+Coro<std::tuple<sync_internal::GatherValueT<Ts>...>> GatherAsync(std::tuple<Future<Ts>...> futures,
+                                                                 absl::Duration timeout) {
+  return GatherAsync(std::move(futures), sync_internal::WithTimeout(timeout));
+}
+template <typename T>
+Coro<std::vector<Outcome<T>>> GatherSettledAsync(std::vector<Future<T>> futures,
+                                                 absl::Duration timeout) {
+  return GatherSettledAsync(std::move(futures), sync_internal::WithTimeout(timeout));
+}
+template <sync_internal::FutureMap M>
+Coro<sync_internal::RebindMapped<M, Outcome<sync_internal::MapValueT<M>>>> GatherSettledAsync(
+    M futures, absl::Duration timeout) {
+  return GatherSettledAsync(std::move(futures), sync_internal::WithTimeout(timeout));
+}
+template <typename... Ts>
+Coro<std::tuple<Outcome<Ts>...>> GatherSettledAsync(std::tuple<Future<Ts>...> futures,
+                                                    absl::Duration timeout) {
+  return GatherSettledAsync(std::move(futures), sync_internal::WithTimeout(timeout));
 }
 
 // GatherAsync and GatherSettledAsync of anything else (a vector of plain values: nothing to wait

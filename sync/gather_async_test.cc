@@ -258,6 +258,33 @@ TEST(GatherAsyncTest, EveryFormCanBeAwaitedDirectlyInsideACoroutine) {
   completer.join();
 }
 
+TEST(GatherAsyncTest, ATimeoutAsTheArgumentInsideACoroutine) {
+  FakeClock clock;
+  Promise<int> pending;
+  auto body = [](Future<int> ready, Future<int> pending) -> Coro<std::string> {
+    std::vector<Future<int>> ready_only = {ready};
+    std::vector<int> values = co_await GatherAsync(ready_only, absl::Seconds(1));
+    std::map<int, Future<int>> map = {{1, ready}};
+    std::map<int, Outcome<int>> settled = co_await GatherSettledAsync(map, absl::Seconds(1));
+    std::tuple<int> one = co_await GatherAsync(std::make_tuple(ready), absl::Seconds(1));
+    std::string message;
+    try {
+      std::vector<Future<int>> both = {ready, pending};
+      std::vector<int> never = co_await GatherAsync(both, absl::Seconds(3));
+    } catch (const TimeoutError& e) {
+      message = e.what();
+    }
+    co_return message + " " + std::to_string(values[0] + settled.at(1).value() + std::get<0>(one));
+  };
+  std::thread advancer([&] {
+    clock.BlockUntilWaiters(1);
+    clock.Advance(absl::Seconds(3));
+  });
+  const std::string out = SyncWait(body(MakeReadyFuture(1), pending.GetFuture()), clock);
+  advancer.join();
+  EXPECT_EQ(out, "GatherAsync: timed out after 3s; 1 of 2 futures completed 3");
+}
+
 class GatherAsyncRunnerTest : public ::testing::TestWithParam<Runner> {};
 
 TEST_P(GatherAsyncRunnerTest, GathersCompletionsFromAnotherThread) {

@@ -32,6 +32,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "futures/coro.h"
 #include "futures/future.h"
 #include "sync/internal/async_watch.h"
@@ -109,6 +110,30 @@ Coro<WaitResultKeyed<typename M::key_type>> WaitAsync(const M& futures, WaitOpti
 template <sync_internal::FutureMap M>
 Coro<WaitResultKeyed<typename M::key_type>> WaitAsync(const M& futures) {
   return WaitAsync(futures, WaitOptions());
+}
+
+// As above with `return_when` and `timeout` as arguments (concurry's async_wait signature):
+// `co_await WaitAsync(futures, ReturnWhen::kFirstCompleted, absl::Seconds(5))`. Safe to write
+// inside a co_await expression with GCC 12 (no braced temporary).
+inline Coro<WaitResult> WaitAsync(std::vector<AnyFuture> futures, ReturnWhen return_when,
+                                  absl::Duration timeout = absl::InfiniteDuration()) {
+  WaitOptions options;
+  options.return_when = return_when;
+  options.timeout = timeout;
+  return WaitAsync(std::move(futures), std::move(options));
+}
+template <typename T>
+Coro<WaitResult> WaitAsync(const std::vector<Future<T>>& futures, ReturnWhen return_when,
+                           absl::Duration timeout = absl::InfiniteDuration()) {
+  return WaitAsync(std::vector<AnyFuture>(futures.begin(), futures.end()), return_when, timeout);
+}
+template <sync_internal::FutureMap M>
+Coro<WaitResultKeyed<typename M::key_type>> WaitAsync(
+    const M& futures, ReturnWhen return_when, absl::Duration timeout = absl::InfiniteDuration()) {
+  WaitOptions options;
+  options.return_when = return_when;
+  options.timeout = timeout;
+  return WaitAsync(futures, std::move(options));
 }
 
 // Anything else (a vector of plain values: nothing to wait for) fails to compile with this one

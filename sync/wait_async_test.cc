@@ -364,6 +364,29 @@ TEST(WaitAsyncTest, EveryFormCanBeAwaitedDirectlyInsideACoroutine) {
   completer.join();
 }
 
+TEST(WaitAsyncTest, ReturnWhenAndTimeoutAsArgumentsInsideACoroutine) {
+  FakeClock clock;
+  Promise<int> pending;
+  auto body = [](std::vector<Future<int>> futures) -> Coro<WaitResult> {
+    WaitResult first = co_await WaitAsync(futures, ReturnWhen::kFirstCompleted);
+    EXPECT_THAT(first.done, ElementsAre(1));
+    std::map<int, Future<int>> map = {{5, futures[0]}};
+    WaitResultKeyed<int> keyed =
+        co_await WaitAsync(map, ReturnWhen::kAllCompleted, absl::ZeroDuration());
+    EXPECT_THAT(keyed.not_done, ElementsAre(5));
+    WaitResult all = co_await WaitAsync(futures, ReturnWhen::kAllCompleted, absl::Seconds(2));
+    co_return all;
+  };
+  std::thread advancer([&] {
+    clock.BlockUntilWaiters(1);
+    clock.Advance(absl::Seconds(2));
+  });
+  const WaitResult r = SyncWait(body({pending.GetFuture(), MakeReadyFuture(1)}), clock);
+  advancer.join();
+  EXPECT_TRUE(r.timed_out);
+  EXPECT_THAT(r.not_done, ElementsAre(0));
+}
+
 class WaitAsyncRunnerTest : public ::testing::TestWithParam<Runner> {};
 
 TEST_P(WaitAsyncRunnerTest, WakesOnCompletionsFromAnotherThread) {
