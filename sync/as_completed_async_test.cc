@@ -293,7 +293,9 @@ TEST(AsCompletedAsyncTest, CancelledAndTimedOutIterationsLeaveNothingBehind) {
     cancelled_iteration();
     timed_out_iteration();
   }
-  EXPECT_EQ(LiveAllocations(), before);
+  // Only growth counts: an earlier test's thread may still free its state meanwhile (a timer
+  // destroyed by its own callback ends on its detached thread); a leak adds one per round.
+  EXPECT_LE(LiveAllocations(), before);
   EXPECT_FALSE(promise.IsCancelled());
 }
 

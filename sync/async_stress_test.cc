@@ -251,10 +251,12 @@ TEST(AsyncSyncStressTest, EveryAwaitEndsOnceByItsOnlyWayOutAndLeavesNothingBehin
   RunIterations(/*iterations=*/14, never, ends, expected_ends);
   FlushRealTimer();
   const int64_t before = async_testing::LiveAllocations();
-  RunIterations(/*iterations=*/420, never, ends, expected_ends);
+  RunIterations(/*iterations=*/1000, never, ends, expected_ends);
   FlushRealTimer();
   // Every callback registered on the never-completing futures and every timer entry is gone.
-  EXPECT_EQ(async_testing::LiveAllocations(), before);
+  // Only growth counts (a thread of the warm-up may still free its state); a leak adds one per
+  // iteration or more.
+  EXPECT_LE(async_testing::LiveAllocations(), before);
   for (Promise<int>& p : never_promises) EXPECT_FALSE(p.IsCancelled());
 }
 

@@ -39,7 +39,8 @@ T RunCoro(Runner runner, Coro<T> coro, Clock& clock = Clock::Real()) {
 }
 
 // Returns the number of heap allocations made by operator new and not yet deleted, in the whole
-// binary (compare two readings taken with the same objects alive). Thread-safe.
+// binary (compare two readings taken with the same objects alive; a thread an earlier test left
+// behind may still free memory in between, so check for growth). Thread-safe.
 int64_t LiveAllocations();
 
 template <typename T>

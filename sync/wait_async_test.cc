@@ -267,7 +267,9 @@ TEST(WaitAsyncTest, CancelledAndTimedOutWaitsLeaveNothingBehind) {
     cancelled_wait();
     timed_out_wait();
   }
-  EXPECT_EQ(LiveAllocations(), before);
+  // Only growth counts: an earlier test's thread may still free its state meanwhile (a timer
+  // destroyed by its own callback ends on its detached thread); a leak adds one per round.
+  EXPECT_LE(LiveAllocations(), before);
 }
 
 TEST(WaitAsyncTest, ReportsProgressToTheCallback) {
