@@ -29,7 +29,7 @@ struct BackendPackage {
 };
 constexpr BackendPackage kPackages[kNumModes] = {
     {"inline", true},  {"thread", true},     {"tbb", true},    {"loopback", true},
-    {"process", true}, {"coroutine", false}, {"remote", true},
+    {"process", true}, {"coroutine", true}, {"remote", true},
 };
 
 // "Mode::kTbb".
