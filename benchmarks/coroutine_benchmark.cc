@@ -8,7 +8,8 @@
 //                       blocked in Result() doing the same
 //   interleaved timers: one Mode::kCoroutine worker (max_in_flight_coroutines = n) given n calls
 //                       at once, each `co_await SleepFor(10 ms)`; wait for all (items/s, and
-//                       bytes_per_call: the peak RSS growth of the run, worker included, / n) vs n
+//                       bytes_per_call: the peak RSS growth of the run, worker included, / n;
+//                       kernel_stack_bytes_per_call: the kernel stacks of its threads / n) vs n
 //                       kThread workers each given one call that sleeps 10 ms (the same counters;
 //                       creating them is not timed but its memory counts) and vs Python asyncio:
 //                       n tasks each `await asyncio.sleep(0.01)` on one loop, gathered
@@ -23,7 +24,9 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <optional>
 #include <string>
@@ -225,15 +228,41 @@ BENCHMARK(BM_PeerResultCompletedElsewhere)->UseRealTime();
 
 // ============================== 3. Interleaved timer calls ======================================
 
-// The memory counter of an interleaved run over n calls, bytes_per_call: the peak RSS growth of
-// the run / n (worker creation included: for the thread peer, the workers' stacks; the kernel's
-// own per-thread memory is not in RSS). malloc_trim first gives freed memory back to the kernel, so
-// that memory an earlier benchmark left in malloc's free lists does not hide growth.
+// Returns the kernel stacks of every thread of the machine (KernelStack in /proc/meminfo) in kB,
+// or -1 when it cannot be read.
+double KernelStackKb() {
+  std::FILE* meminfo = std::fopen("/proc/meminfo", "r");
+  if (meminfo == nullptr) return -1;
+  char line[256];
+  double kb = -1;
+  while (std::fgets(line, sizeof(line), meminfo) != nullptr) {
+    if (std::sscanf(line, "KernelStack: %lf kB", &kb) == 1) break;
+  }
+  std::fclose(meminfo);
+  return kb;
+}
+
+// The memory counters of an interleaved run over n calls:
+//   bytes_per_call:               the peak RSS growth of the run / n (worker creation included:
+//                                 for the thread peer, the touched part of the workers' stacks)
+//   kernel_stack_bytes_per_call:  the growth of the machine's kernel stacks while the workers
+//                                 exist / n: the per-thread kernel memory RSS does not show
+//                                 (system-wide, so other processes' threads add noise)
+// malloc_trim first gives freed memory back to the kernel, so that memory an earlier benchmark
+// left in malloc's free lists does not hide growth.
 class InterleavedMemory {
  public:
   InterleavedMemory() {
     malloc_trim(0);
+    kernel_stack_at_start_kb_ = KernelStackKb();
     rss_.emplace();
+  }
+  // Samples the kernel stacks (call while the workers exist).
+  void SampleKernel() {
+    const double now_kb = KernelStackKb();
+    if (now_kb >= 0 && kernel_stack_at_start_kb_ >= 0) {
+      kernel_growth_kb_ = std::max(kernel_growth_kb_, now_kb - kernel_stack_at_start_kb_);
+    }
   }
   void Report(benchmark::State& state, int64_t n) const {
     state.SetItemsProcessed(state.iterations() * n);
@@ -241,9 +270,13 @@ class InterleavedMemory {
     if (growth_kb >= 0) {
       state.counters["bytes_per_call"] = growth_kb * 1024.0 / static_cast<double>(n);
     }
+    state.counters["kernel_stack_bytes_per_call"] =
+        kernel_growth_kb_ * 1024.0 / static_cast<double>(n);
   }
 
  private:
+  double kernel_stack_at_start_kb_ = -1;
+  double kernel_growth_kb_ = 0;
   std::optional<bench::PeakRssGrowth> rss_;
 };
 
@@ -261,6 +294,7 @@ void BM_InterleavedTimers_ConcurryCoroutineWorker(benchmark::State& state) {
   calls.reserve(n);
   for (auto _ : state) {
     for (int64_t i = 0; i < n; ++i) calls.push_back(worker.Call(&Napper::Nap, kTimerSleep));
+    memory.SampleKernel();
     WaitAll(calls);
   }
   memory.Report(state, n);
@@ -291,6 +325,7 @@ void BM_InterleavedTimers_PeerThreadWorkers(benchmark::State& state) {
   calls.reserve(n);
   for (auto _ : state) {
     for (auto& worker : workers) calls.push_back(worker.Call(&Napper::NapBlocking, kTimerSleep));
+    memory.SampleKernel();
     WaitAll(calls);
   }
   memory.Report(state, n);
