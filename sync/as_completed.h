@@ -37,6 +37,10 @@ struct AsCompletedOptions {
   absl::Duration timeout = absl::InfiniteDuration();
   // Times the timeout; null means Clock::Real(). Must outlive the range.
   Clock* clock = nullptr;
+  // On a timeout, cancels the futures that have not completed yet before throwing TimeoutError
+  // (iterating on yields them as cancelled). By default a timeout leaves them running, as
+  // concurry does.
+  bool cancel_pending_on_timeout = false;
 };
 
 // One completed future: its position in the input (index for a vector, key for a map) and its

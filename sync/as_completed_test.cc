@@ -178,6 +178,30 @@ TEST(AsCompletedTest, YieldsWhatCompletedBeforeReportingTheTimeout) {
   EXPECT_THROW(++it, TimeoutError);
 }
 
+TEST(AsCompletedTest, ATimeoutCancelsThePendingFuturesOnlyWhenAsked) {
+  testkit::FakeClock clock;
+  std::vector<Promise<int>> promises(3);
+  {
+    auto range =
+        AsCompleted(FuturesOf(promises), {.timeout = absl::ZeroDuration(), .clock = &clock});
+    EXPECT_THROW(range.begin(), TimeoutError);
+  }
+  for (Promise<int>& p : promises) EXPECT_FALSE(p.IsCancelled());
+  promises[1].SetValue(1);
+  auto range = AsCompleted(
+      FuturesOf(promises),
+      {.timeout = absl::Milliseconds(5), .clock = &clock, .cancel_pending_on_timeout = true});
+  auto it = range.begin();
+  EXPECT_EQ(it->key, 1u);
+  clock.Advance(absl::Milliseconds(5));
+  EXPECT_THROW(++it, TimeoutError);
+  EXPECT_TRUE(promises[0].IsCancelled());
+  EXPECT_TRUE(promises[2].IsCancelled());
+  // Iterating on yields the cancelled futures.
+  ++it;
+  EXPECT_THROW(it->outcome.value(), CancelledError);
+}
+
 TEST(AsCompletedTest, BreakingEarlyThenDestroyingPromisesIsSafe) {
   auto promises = std::make_unique<std::vector<Promise<int>>>(3);
   {

@@ -12,7 +12,8 @@ void AwaitAllSlow(const char* operation, std::span<const AnyFuture> futures,
   WaitOptions wait_options{.timeout = options.timeout,
                            .return_when = ReturnWhen::kAllCompleted,
                            .clock = options.clock,
-                           .progress = options.progress};
+                           .progress = options.progress,
+                           .cancel_pending_on_timeout = options.cancel_pending_on_timeout};
   if (wait_options.progress.description.empty()) wait_options.progress.description = "Gathering";
   const WaitResult result = Wait(futures, wait_options);
   if (result.timed_out) {

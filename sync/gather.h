@@ -35,6 +35,9 @@ struct GatherOptions {
   Clock* clock = nullptr;
   // Progress bar and/or callback over the futures; the default description is "Gathering".
   ProgressOptions progress = {};
+  // On a timeout, cancels the futures that are still pending before throwing TimeoutError. By
+  // default a timeout leaves them running, as concurry does.
+  bool cancel_pending_on_timeout = false;
 };
 
 namespace sync_internal {
@@ -50,8 +53,9 @@ using VoidOr = std::conditional_t<std::is_void_v<T>, void, Container>;
 // order, moved out of futures that no other handle shares (copied otherwise). When futures failed,
 // rethrows the error of the first failed one in input order (iteration order for maps) with its
 // original type, CancelledError for a cancelled one. Throws TimeoutError when `options.timeout`
-// passes first, and InvalidOptionError, before waiting, for a negative timeout or an invalid future
-// (naming its index or key). Empty input gives an empty result at once. Thread-safe.
+// passes first (after cancelling the pending futures if `options.cancel_pending_on_timeout`), and
+// InvalidOptionError, before waiting, for a negative timeout or an invalid future (naming its index
+// or key). Empty input gives an empty result at once. Thread-safe.
 //
 // Futures of void give void (vector and map inputs: Gather only waits and rethrows) and
 // std::monostate in tuples.

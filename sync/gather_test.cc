@@ -167,6 +167,17 @@ TEST(GatherTest, TimesOutOnTheInjectedClockNamingHowManyCompleted) {
   EXPECT_THAT(message, HasSubstr("Gather: timed out after 10ms; 2 of 3 futures completed"));
 }
 
+TEST(GatherTest, ATimeoutCancelsThePendingFuturesOnlyWhenAsked) {
+  Promise<int> pending;
+  std::vector<Future<int>> futures = {MakeReadyFuture(1), pending.GetFuture()};
+  EXPECT_THROW(Gather(futures, {.timeout = absl::ZeroDuration()}), TimeoutError);
+  EXPECT_FALSE(pending.IsCancelled());  // By default a timeout leaves them running.
+  EXPECT_THROW(
+      GatherSettled(futures, {.timeout = absl::ZeroDuration(), .cancel_pending_on_timeout = true}),
+      TimeoutError);
+  EXPECT_TRUE(pending.IsCancelled());
+}
+
 TEST(GatherTest, RejectsBadInputBeforeWaiting) {
   Promise<int> pending;  // Would block forever if Gather waited before checking.
   EXPECT_THAT(MessageOf<InvalidOptionError>([&] {

@@ -56,20 +56,29 @@ std::string AbslUnparseFlag(ReturnWhen return_when) {
   return absl::StrCat(static_cast<int>(return_when));
 }
 
-WaitResult Wait(std::span<const AnyFuture> futures, const WaitOptions& options) {
-  sync_internal::CheckTimeout(kOperation, options.timeout);
+namespace sync_internal {
+
+void CheckWaitInput(const char* operation, std::span<const AnyFuture> futures,
+                    const WaitOptions& options) {
+  CheckTimeout(operation, options.timeout);
   const ReturnWhen when = options.return_when;
   if (when != ReturnWhen::kAllCompleted && when != ReturnWhen::kFirstCompleted &&
       when != ReturnWhen::kFirstException) {
-    throw InvalidOptionError(absl::StrCat(kOperation, ": return_when: unknown value ",
+    throw InvalidOptionError(absl::StrCat(operation, ": return_when: unknown value ",
                                           static_cast<int>(when),
                                           "; allowed: kAllCompleted, kFirstCompleted, "
                                           "kFirstException"));
   }
   for (size_t i = 0; i < futures.size(); ++i) {
-    if (!futures[i].valid())
-      sync_internal::ThrowInvalidFuture(kOperation, sync_internal::NameIndex(i));
+    if (!futures[i].valid()) ThrowInvalidFuture(operation, NameIndex(i));
   }
+}
+
+}  // namespace sync_internal
+
+WaitResult Wait(std::span<const AnyFuture> futures, const WaitOptions& options) {
+  sync_internal::CheckWaitInput(kOperation, futures, options);
+  const ReturnWhen when = options.return_when;
   Clock& clock = sync_internal::ClockOrReal(options.clock);
   const absl::Time deadline = sync_internal::DeadlineAfter(clock, options.timeout);
   ProgressReporter progress(options.progress, static_cast<int64_t>(futures.size()), "Waiting",
@@ -113,6 +122,9 @@ WaitResult Wait(std::span<const AnyFuture> futures, const WaitOptions& options) 
   for (size_t i : snapshot.completed) done[i] = true;
   for (size_t i = 0; i < futures.size(); ++i)
     (done[i] ? result.done : result.not_done).push_back(i);
+  if (result.timed_out && options.cancel_pending_on_timeout) {
+    for (size_t i : result.not_done) futures[i].Cancel();
+  }
   return result;
 }
 

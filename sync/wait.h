@@ -52,6 +52,9 @@ struct WaitOptions {
   Clock* clock = nullptr;
   // Progress bar and/or callback over the futures; the default description is "Waiting".
   ProgressOptions progress = {};
+  // On a timeout, cancels the futures that are still pending (they are listed in `not_done`).
+  // By default a timeout leaves them running, as concurry does.
+  bool cancel_pending_on_timeout = false;
 };
 
 // What Wait found, by position in the input sequence.
@@ -70,9 +73,10 @@ struct WaitResultKeyed {
 };
 
 // Blocks until `options.return_when` holds for `futures` or the timeout passes, and returns which
-// futures are done at that moment. Returns at once for an empty input. Throws InvalidOptionError,
-// before waiting, for a negative timeout, an unknown return_when, or an invalid future (naming its
-// index). A progress callback that throws propagates its exception. Thread-safe.
+// futures are done at that moment (then cancels the others if `cancel_pending_on_timeout`). Returns
+// at once for an empty input. Throws InvalidOptionError, before waiting, for a negative timeout, an
+// unknown return_when, or an invalid future (naming its index). A progress callback that throws
+// propagates its exception. Thread-safe.
 WaitResult Wait(std::span<const AnyFuture> futures, const WaitOptions& options = {});
 
 // As above for a braced list of futures of any value types: `Wait({f1, f2, f3}, options)`.
@@ -107,6 +111,13 @@ WaitResultKeyed<typename M::key_type> Wait(const M& futures, const WaitOptions& 
   for (size_t i : by_index.not_done) result.not_done.push_back(*keys[i]);
   return result;
 }
+
+namespace sync_internal {
+// Throws InvalidOptionError naming `operation` for a negative timeout, an unknown return_when or
+// an invalid future (naming its index): Wait's checks, shared with WaitAsync.
+void CheckWaitInput(const char* operation, std::span<const AnyFuture> futures,
+                    const WaitOptions& options);
+}  // namespace sync_internal
 
 // Anything else (a vector of plain values: nothing to wait for) fails to compile with this one
 // message. (The deduced return type makes the assertion fire at the call.)

@@ -254,6 +254,47 @@ TEST(WaitTest, ZeroTimeoutChecksWithoutBlocking) {
   EXPECT_FALSE(Wait({MakeReadyFuture(1)}, {.timeout = absl::ZeroDuration()}).timed_out);
 }
 
+TEST(WaitTest, ATimeoutCancelsThePendingFuturesOnlyWhenAsked) {
+  Promise<int> pending;
+  const Future<int> ready = MakeReadyFuture(1);
+  EXPECT_TRUE(Wait({ready, pending.GetFuture()}, {.timeout = absl::ZeroDuration()}).timed_out);
+  EXPECT_FALSE(pending.IsCancelled());  // By default a timeout leaves them running.
+  const WaitResult result = Wait({ready, pending.GetFuture()}, {.timeout = absl::ZeroDuration(),
+                                                                .cancel_pending_on_timeout = true});
+  EXPECT_TRUE(result.timed_out);
+  EXPECT_THAT(result.not_done, ElementsAre(1));
+  EXPECT_TRUE(pending.IsCancelled());
+  EXPECT_EQ(ready.Result(), 1);
+}
+
+TEST(WaitTest, CancelPendingOnTimeoutCancelsAtTheTimeoutOnTheInjectedClock) {
+  testkit::FakeClock clock;
+  std::vector<Promise<int>> promises(2);
+  AsyncWait wait(
+      FuturesOf(promises),
+      {.timeout = absl::Milliseconds(10), .clock = &clock, .cancel_pending_on_timeout = true});
+  clock.BlockUntilWaiters(1);
+  promises[0].SetValue(0);
+  clock.Advance(absl::Milliseconds(9));
+  EXPECT_FALSE(promises[1].IsCancelled());
+  clock.Advance(absl::Milliseconds(1));
+  const WaitResult result = wait.Get();
+  EXPECT_TRUE(result.timed_out);
+  EXPECT_THAT(result.not_done, ElementsAre(1));
+  EXPECT_TRUE(promises[1].IsCancelled());
+  EXPECT_FALSE(promises[0].IsCancelled());
+}
+
+TEST(WaitTest, CancelPendingOnTimeoutLeavesFuturesAloneWhenTheWaitEndsInTime) {
+  Promise<int> pending;
+  const WaitResult result =
+      Wait({MakeReadyFuture(1), pending.GetFuture()}, {.timeout = absl::ZeroDuration(),
+                                                       .return_when = ReturnWhen::kFirstCompleted,
+                                                       .cancel_pending_on_timeout = true});
+  EXPECT_FALSE(result.timed_out);
+  EXPECT_FALSE(pending.IsCancelled());
+}
+
 TEST(WaitTest, WakesOnACompletionFromAnotherThread) {
   Promise<int> promise;
   std::thread producer([&] { promise.SetValue(1); });

@@ -31,12 +31,13 @@ class AsCompletedState {
  public:
   // `futures` are valid; `keys[i]` names `futures[i]`.
   AsCompletedState(std::vector<Key> keys, std::vector<Future<T>> futures, Clock& clock,
-                   absl::Duration timeout)
+                   absl::Duration timeout, bool cancel_pending_on_timeout)
       : keys_(std::move(keys)),
         futures_(std::move(futures)),
         any_(futures_.begin(), futures_.end()),
         clock_(clock),
         timeout_(timeout),
+        cancel_pending_on_timeout_(cancel_pending_on_timeout),
         deadline_(DeadlineAfter(clock, timeout)),
         watch_(any_, "AsCompleted") {}
 
@@ -52,12 +53,16 @@ class AsCompletedState {
   }
 
   // Replaces the current item by the next completion, blocking until there is one, or ends the
-  // iteration after the last. Throws TimeoutError when the deadline passes first.
+  // iteration after the last. Throws TimeoutError when the deadline passes first (cancelling
+  // the futures still pending if asked to).
   void Advance() {
     current_.reset();
     if (yielded_ == futures_.size()) return;
     if (yielded_ == snapshot_.completed.size() &&
         !watch_.Await(yielded_ + 1, /*or_failure=*/false, clock_, deadline_, &snapshot_)) {
+      if (cancel_pending_on_timeout_) {
+        for (const AnyFuture& future : any_) future.Cancel();  // A no-op on done ones.
+      }
       ThrowAsCompletedTimeout(timeout_, yielded_, futures_.size());
     }
     const size_t index = snapshot_.completed[yielded_];
@@ -72,6 +77,7 @@ class AsCompletedState {
   const std::vector<AnyFuture> any_;  // What the Watch watches.
   Clock& clock_;
   const absl::Duration timeout_;
+  const bool cancel_pending_on_timeout_;
   const absl::Time deadline_;
   Watch watch_;  // Declared after `any_`: its destructor removes callbacks from them.
   Snapshot snapshot_;
@@ -96,7 +102,7 @@ AsCompletedRange<size_t, T> AsCompleted(std::vector<Future<T>> futures,
   }
   return AsCompletedRange<size_t, T>(std::make_unique<sync_internal::AsCompletedState<size_t, T>>(
       std::move(indices), std::move(futures), sync_internal::ClockOrReal(options.clock),
-      options.timeout));
+      options.timeout, options.cancel_pending_on_timeout));
 }
 
 template <sync_internal::FutureMap M>
@@ -111,7 +117,8 @@ AsCompletedRange<typename M::key_type, sync_internal::MapValueT<M>> AsCompleted(
   for (const auto& entry : futures) keys.push_back(entry.first);
   return AsCompletedRange<Key, T>(std::make_unique<sync_internal::AsCompletedState<Key, T>>(
       std::move(keys), sync_internal::TakeFutures(futures),
-      sync_internal::ClockOrReal(options.clock), options.timeout));
+      sync_internal::ClockOrReal(options.clock), options.timeout,
+      options.cancel_pending_on_timeout));
 }
 
 }  // namespace concurry
