@@ -153,10 +153,17 @@ struct Awaited;
 // the call for an invalid policy or a non-null `options.timer`; co_await throws
 // InvalidOptionError when a wait is due and no scheduler runs the coroutine (a Future-coroutine
 // on a plain thread awaiting it).
+// GCC 12 mishandles braced temporaries inside a co_await expression: name the policy and the
+// options (`co_await RetryAsync(fn, policy)`), or make the Coro first and await it; hence the
+// overload without options instead of a default argument.
 template <typename F>
 requires(!std::derived_from<std::remove_cvref_t<F>, Executor> && std::invocable<F&>)
     Coro<typename retry_internal::Awaited<std::invoke_result_t<F&>>::type> RetryAsync(
-        F fn, RetryPolicy policy, RetryOptions options = {});
+        F fn, RetryPolicy policy, RetryOptions options);
+template <typename F>
+requires(!std::derived_from<std::remove_cvref_t<F>, Executor> && std::invocable<F&>)
+    Coro<typename retry_internal::Awaited<std::invoke_result_t<F&>>::type> RetryAsync(
+        F fn, RetryPolicy policy);
 
 }  // namespace concurry
 

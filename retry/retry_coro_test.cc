@@ -352,6 +352,29 @@ TEST_F(RetryCoroTest, AwaitedFromAParentCoroUnderSyncWait) {
   EXPECT_EQ(calls, 2);
 }
 
+// GCC 12 keeps the temporaries of a co_await expression in the frame: the by-value policy and
+// the default options of the call must survive that (ASan checks it).
+TEST_F(RetryCoroTest, AwaitedDirectlyInACoAwaitExpression) {
+  int calls = 0;
+  auto attempt = [&]() -> Coro<int> {
+    if (++calls < 3) throw std::runtime_error("x");
+    co_return calls;
+  };
+  auto parent = [](decltype(attempt)& attempt) -> Coro<int> {
+    const RetryPolicy policy{
+        .num_retries = 3,
+        .wait = absl::ZeroDuration(),
+        .retry_until = {Validate<int>("a validator name longer than the small string buffer",
+                                      [](int v) { return v > 0; })}};
+    const int with_default_options = co_await RetryAsync(attempt, policy);
+    RetryOptions options;
+    options.call.method_name = "a method name longer than the small string buffer";
+    const int with_options = co_await RetryAsync(attempt, policy, options);
+    co_return with_default_options * 10 + with_options;
+  };
+  EXPECT_EQ(SyncWait(parent(attempt), clock_), 34);
+}
+
 TEST_F(RetryCoroTest, RejectsAnInvalidPolicyAndATimerAtTheCall) {
   auto attempt = []() -> Coro<int> { co_return 1; };
   EXPECT_THROW((void)RetryAsync(attempt, RetryPolicy{.num_retries = -1}), InvalidOptionError);

@@ -183,6 +183,13 @@ requires(!std::derived_from<std::remove_cvref_t<F>, Executor> && std::invocable<
                                          std::move(method_name), std::move(worker_type_name));
 }
 
+template <typename F>
+requires(!std::derived_from<std::remove_cvref_t<F>, Executor> && std::invocable<F&>)
+    Coro<typename retry_internal::Awaited<std::invoke_result_t<F&>>::type> RetryAsync(
+        F fn, RetryPolicy policy) {
+  return RetryAsync(std::move(fn), std::move(policy), RetryOptions());
+}
+
 }  // namespace concurry
 
 #endif  // CONCURRY_RETRY_INTERNAL_RETRY_CORO_H_
