@@ -271,7 +271,11 @@ bool CoroutineActor::Stop(absl::Duration timeout) {
   const std::shared_ptr<ActorCore> self = shared_from_this();
   CancelAll();
   const bool stopped = ActorCore::Stop(timeout);
-  if (stopped || InActorContext() || ActorCore::Stopping() == this) return stopped;
+  // Stop(0) asks for the stop without waiting: nothing to report yet.
+  if (stopped || timeout <= absl::ZeroDuration() || InActorContext() ||
+      ActorCore::Stopping() == this) {
+    return stopped;
+  }
   int64_t running;
   {
     absl::MutexLock lock(&mu_);
