@@ -85,6 +85,9 @@ TEST(GatherAsyncTest, VoidFuturesOnlyWaitAndRethrow) {
   std::vector<Future<void>> failing = {MakeReadyFuture(),
                                        MakeFailedFuture<void>(CustomError("void failed"))};
   EXPECT_THROW(SyncWait(GatherAsync(failing)), CustomError);
+  std::map<int, Future<void>> by_key = {{1, MakeReadyFuture()},
+                                        {2, MakeFailedFuture<void>(CustomError("map void"))}};
+  EXPECT_THROW(SyncWait(GatherAsync(std::move(by_key))), CustomError);
 }
 
 TEST(GatherAsyncTest, MapKeepsKeysAndContainerType) {

@@ -51,7 +51,8 @@ inline Coro<WaitResult> WaitAsync(std::vector<AnyFuture> futures) {
   return WaitAsync(std::move(futures), WaitOptions());
 }
 
-// As above for a braced list of futures of any value types: `co_await WaitAsync({f1, f2})`.
+// As above for a braced list of futures of any value types: `auto wait = WaitAsync({f1, f2});`
+// then `co_await std::move(wait)` (GCC 12 rejects the list inside a co_await expression).
 inline Coro<WaitResult> WaitAsync(std::initializer_list<AnyFuture> futures, WaitOptions options) {
   return WaitAsync(std::vector<AnyFuture>(futures), std::move(options));
 }
@@ -78,6 +79,7 @@ Coro<WaitResult> WaitAsync(const std::vector<Future<T>>& futures) {
 }
 
 namespace sync_internal {
+// The coroutine behind the map overloads: waits by index, then names keys. The input was checked.
 template <typename Key>
 Coro<WaitResultKeyed<Key>> WaitAsyncByKey(std::vector<Key> keys, std::vector<AnyFuture> futures,
                                           WaitOptions options) {
