@@ -375,6 +375,35 @@ TEST_F(RetryCoroTest, AwaitedDirectlyInACoAwaitExpression) {
   EXPECT_EQ(SyncWait(parent(attempt), clock_), 34);
 }
 
+// A Future-coroutine on a plain thread has no scheduler to wait on: a due wait fails clearly.
+Future<int> RetryOnAPlainThread(Coro<int> retry) {
+  const int v = co_await std::move(retry);
+  co_return v;
+}
+
+TEST_F(RetryCoroTest, AWaitWithoutASchedulerFailsWithInvalidOptionError) {
+  int calls = 0;
+  auto attempt = [&]() -> Coro<int> {
+    if (++calls == 1) throw std::runtime_error("x");
+    co_return calls;
+  };
+  const RetryPolicy policy{.num_retries = 1, .wait = absl::Seconds(1), .jitter = 0};
+  Future<int> out = RetryOnAPlainThread(RetryAsync(attempt, policy));
+  ASSERT_TRUE(out.Done());
+  try {
+    out.Result();
+    FAIL() << "no error";
+  } catch (const InvalidOptionError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("needs a coroutine scheduler"));
+  }
+  EXPECT_EQ(calls, 1);
+
+  // Without a wait due, it runs to its end there.
+  const RetryPolicy no_wait{.num_retries = 1, .wait = absl::ZeroDuration()};
+  calls = 0;
+  EXPECT_EQ(RetryOnAPlainThread(RetryAsync(attempt, no_wait)).Result(), 2);
+}
+
 TEST_F(RetryCoroTest, RejectsAnInvalidPolicyAndATimerAtTheCall) {
   auto attempt = []() -> Coro<int> { co_return 1; };
   EXPECT_THROW((void)RetryAsync(attempt, RetryPolicy{.num_retries = -1}), InvalidOptionError);
