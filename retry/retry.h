@@ -9,7 +9,8 @@
 //       concurry::RetryAsync(executor, [url] { return Fetch(url); }, policy);
 //   later.Cancel();  // no further attempt starts
 //   // Inside a Coro; FetchAsync returns a Coro<std::string> or a Future<std::string>:
-//   std::string page = co_await concurry::RetryAsync([url] { return FetchAsync(url); }, policy);
+//   auto fetch = [url] { return FetchAsync(url); };
+//   std::string page = co_await concurry::RetryAsync(fetch, policy);
 //
 // The original error reaches the caller unwrapped; results rejected by every attempt end in a
 // RetryValidationError (futures/errors.h) with the attempts' results and messages. A server's
@@ -153,9 +154,10 @@ struct Awaited;
 // the call for an invalid policy or a non-null `options.timer`; co_await throws
 // InvalidOptionError when a wait is due and no scheduler runs the coroutine (a Future-coroutine
 // on a plain thread awaiting it).
-// GCC 12 mishandles braced temporaries inside a co_await expression: name the policy and the
-// options (`co_await RetryAsync(fn, policy)`), or make the Coro first and await it; hence the
-// overload without options instead of a default argument.
+// GCC 12 mishandles temporaries with members such as std::string inside a co_await expression
+// (braced policies and options, a capturing lambda written in place): name the callable, the
+// policy and the options (`co_await RetryAsync(fetch, policy)`), or make the Coro first and await
+// it; hence the overload without options instead of a default argument.
 template <typename F>
 requires(!std::derived_from<std::remove_cvref_t<F>, Executor> && std::invocable<F&>)
     Coro<typename retry_internal::Awaited<std::invoke_result_t<F&>>::type> RetryAsync(

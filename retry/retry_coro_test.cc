@@ -370,6 +370,11 @@ TEST_F(RetryCoroTest, AwaitedDirectlyInACoAwaitExpression) {
     RetryOptions options;
     options.call.method_name = "a method name longer than the small string buffer";
     const int with_options = co_await RetryAsync(attempt, policy, options);
+    // A capturing lambda: named first (GCC 12 and temporaries in a co_await expression).
+    auto sso = [prefix = std::string("sso")]() -> Coro<std::string> { co_return prefix + "!"; };
+    const RetryPolicy once{};
+    const std::string text = co_await RetryAsync(sso, once);
+    if (text != "sso!") throw std::logic_error(text);
     co_return with_default_options * 10 + with_options;
   };
   EXPECT_EQ(SyncWait(parent(attempt), clock_), 34);
