@@ -86,9 +86,28 @@ void AsioLoop::Run(const void* serial_context) {
 }
 
 void AsioLoop::Close() {
-  absl::MutexLock lock(&mu_);
-  closed_ = true;
-  guard_.reset();  // run() returns once the queue is empty.
+  {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+    guard_.reset();  // run() returns once the queue is empty.
+  }
+  std::vector<std::pair<Clock*, std::unique_ptr<Timer>>> timers;
+  {
+    absl::MutexLock lock(&timers_mu_);
+    timers.swap(timers_);
+  }
+  // Pending wake-ups are dropped (no coroutine is left to wake); a running one only posts.
+  for (auto& [clock, timer] : timers) timer->Shutdown();
+}
+
+Timer& AsioLoop::TimerFor(Clock& clock) {
+  if (&clock == &Clock::Real()) return Timer::Default();
+  absl::MutexLock lock(&timers_mu_);
+  for (auto& [c, timer] : timers_) {
+    if (c == &clock) return *timer;
+  }
+  timers_.emplace_back(&clock, std::make_unique<Timer>(clock));
+  return *timers_.back().second;
 }
 
 void AsioLoop::Submit(Task task) {
@@ -109,10 +128,13 @@ futures_internal::WakeToken AsioLoop::WakeAt(Clock& clock, absl::Time deadline,
                                              absl::AnyInvocable<void()> wake) {
   listener_.TimersChanged(1);
   try {
-    return timers_.Schedule(clock, deadline, [this, wake = std::move(wake)]() mutable {
+    Timer& timer = TimerFor(clock);
+    const Timer::Id id = timer.Schedule(deadline, [this, wake = std::move(wake)]() mutable {
       listener_.TimersChanged(-1);
       wake();
     });
+    return futures_internal::WakeToken{
+        .owner = &timer, .sequence = id.sequence, .deadline = id.deadline};
   } catch (...) {
     listener_.TimersChanged(-1);
     throw;

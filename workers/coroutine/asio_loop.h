@@ -19,9 +19,11 @@
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
@@ -31,6 +33,7 @@
 #include "futures/coro.h"
 #include "futures/executor.h"
 #include "futures/internal/coro_scheduler.h"
+#include "futures/timer.h"
 
 namespace concurry::workers_internal {
 
@@ -70,8 +73,10 @@ class AsioLoop final : public Executor, public futures_internal::CoroScheduler {
     asio::post(io_, std::forward<H>(handler));
     return true;
   }
-  // Takes no more handlers; Run returns once the queued ones have run. Idempotent.
-  void Close() ABSL_LOCKS_EXCLUDED(mu_);
+  // Takes no more handlers, and Run returns once the queued ones have run; shuts down the timers
+  // this loop made for clocks other than the real one (their threads wait on those clocks, which
+  // may be gone once the worker has stopped). Idempotent.
+  void Close() ABSL_LOCKS_EXCLUDED(mu_, timers_mu_);
 
   // Executor: a task runs on the loop. Throws StoppedError once the loop is closed.
   void Submit(Task task) override;
@@ -104,7 +109,10 @@ class AsioLoop final : public Executor, public futures_internal::CoroScheduler {
   asio::io_context io_{1};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard_
       ABSL_GUARDED_BY(mu_);
-  futures_internal::ClockTimers timers_;
+  // Timer::Default() serves the real clock; one Timer per other clock, made on first use.
+  Timer& TimerFor(Clock& clock) ABSL_LOCKS_EXCLUDED(timers_mu_);
+  absl::Mutex timers_mu_;
+  std::vector<std::pair<Clock*, std::unique_ptr<Timer>>> timers_ ABSL_GUARDED_BY(timers_mu_);
 };
 
 }  // namespace concurry::workers_internal

@@ -123,6 +123,14 @@ class Host {
     co_return 3;
   }
 
+  // Fails its first two attempts (with the original error type), then returns the attempt count.
+  Coro<int> FailTwice(std::atomic<int>* attempts) {
+    const int attempt = attempts->fetch_add(1) + 1;
+    co_await Yield();
+    if (attempt < 3) throw CustomError("attempt failed");
+    co_return attempt;
+  }
+
   Coro<int> Sleep(absl::Duration d) {
     co_await SleepFor(d);
     co_return 1;
@@ -328,18 +336,73 @@ TEST_F(CoroutineWorkerTest, CancelRequestedHoldsInEveryStepOfTheCall) {
   EXPECT_TRUE(w.Stop());
 }
 
-TEST_F(CoroutineWorkerTest, RetryOptionsOnACoroutineMethodFailWithAClearError) {
-  auto w =
-      Worker<Host>::Create({.mode = Mode::kCoroutine,
-                            .retry = RetryPolicy{.num_retries = 2, .wait = absl::ZeroDuration()}});
-  try {
-    w.Call(&Host::Sleep, absl::ZeroDuration()).Result();
-    FAIL() << "no error";
-  } catch (const InvalidOptionError& e) {
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("retry of coroutine methods is not supported yet"));
-  }
-  // Plain methods still retry as in every mode.
-  EXPECT_EQ(w.Call(&Host::Append, 1).Result(), 1);
+TEST_F(CoroutineWorkerTest, ARetriedCoroutineMethodBacksOffOnTheLoopsTimer) {
+  testkit::FakeClock fake;
+  auto w = Worker<Host>::Create(
+      {.mode = Mode::kCoroutine,
+       .unwrap_futures = false,
+       .clock = &fake,
+       .retry = RetryPolicy{.num_retries = 3, .wait = absl::Seconds(1), .jitter = 0}});
+  std::atomic<int> attempts{0};
+  Future<int> call = w.Call(&Host::FailTwice, &attempts);
+  // Attempt 1 failed; the back-off (1 s) waits on the loop's timer, not on a sleeping thread.
+  ASSERT_TRUE(testkit::BlockUntilCoroutineStats(
+      w, [](const WorkerStats& s) { return s.coroutine_timers == 1; }));
+  EXPECT_EQ(attempts.load(), 1);
+  // Meanwhile the loop serves other coroutine calls.
+  EXPECT_EQ(w.Call(&Host::Sleep, absl::ZeroDuration()).Result(), 1);
+  fake.Advance(absl::Milliseconds(999));
+  EXPECT_FALSE(call.Done());
+  EXPECT_EQ(attempts.load(), 1);
+  fake.Advance(absl::Milliseconds(1));
+  // Attempt 2 failed; exponential back-off: 2 s.
+  ASSERT_TRUE(testkit::BlockUntilCoroutineStats(w, [&attempts](const WorkerStats& s) {
+    return s.coroutine_timers == 1 && attempts.load() == 2;
+  }));
+  fake.Advance(absl::Seconds(1));
+  EXPECT_FALSE(call.Done());
+  fake.Advance(absl::Seconds(1));
+  EXPECT_EQ(call.Result(), 3);
+  EXPECT_EQ(attempts.load(), 3);
+  EXPECT_TRUE(w.Stop());
+}
+
+TEST_F(CoroutineWorkerTest, CancellingARetriedCallEndsItsBackOff) {
+  testkit::FakeClock fake;
+  auto w = Worker<Host>::Create(
+      {.mode = Mode::kCoroutine,
+       .unwrap_futures = false,
+       .clock = &fake,
+       .retry = RetryPolicy{.num_retries = 3, .wait = absl::Seconds(1), .jitter = 0}});
+  std::atomic<int> attempts{0};
+  Future<int> call = w.Call(&Host::FailTwice, &attempts);
+  ASSERT_TRUE(testkit::BlockUntilCoroutineStats(
+      w, [](const WorkerStats& s) { return s.coroutine_timers == 1; }));
+  call.Cancel();
+  ASSERT_TRUE(testkit::BlockUntilCoroutineStats(
+      w, [](const WorkerStats& s) { return s.coroutines == 0 && s.coroutine_timers == 0; }));
+  EXPECT_EQ(attempts.load(), 1);
+  EXPECT_TRUE(call.Cancelled());
+  EXPECT_TRUE(w.Stop());
+}
+
+TEST_F(CoroutineWorkerTest, ARetriedCoroMethodInThreadModeRunsToItsEnd) {
+  // Outside the coroutine backend the retried coroutine runs on the call's thread; its back-off
+  // waits on the worker's clock there.
+  testkit::FakeClock fake;
+  auto w = Worker<Host>::Create(
+      {.mode = Mode::kThread,
+       .unwrap_futures = false,
+       .clock = &fake,
+       .retry = RetryPolicy{.num_retries = 3, .wait = absl::Seconds(1), .jitter = 0}});
+  std::atomic<int> attempts{0};
+  Future<int> call = w.Call(&Host::FailTwice, &attempts);
+  fake.BlockUntilWaiters(1);
+  fake.Advance(absl::Seconds(1));
+  fake.BlockUntilWaiters(1);
+  EXPECT_EQ(attempts.load(), 2);
+  fake.Advance(absl::Seconds(2));
+  EXPECT_EQ(call.Result(), 3);
   EXPECT_TRUE(w.Stop());
 }
 

@@ -198,18 +198,26 @@ class InvokeNode final : public CallNode, private CancelSignal {
     });
   }
 
-  // A call of a method returning Coro<U> (see the class comment).
+  // A call of a method returning Coro<U> (see the class comment). With a retry policy the root
+  // coroutine is RetryAsync over the attempts (retry/retry.h): its back-off waits suspend on the
+  // scheduler's clock (the worker's clock), so no thread sleeps; attempts get copies of the
+  // arguments, and a call whose arguments cannot be copied runs once, unretried, as in every
+  // mode. Cancelling the call ends the retry at its next suspension.
   void RunCoroutine(Target& target) noexcept {
-    if (retry_ != nullptr) {
-      promise_.SetError(std::make_exception_ptr(InvalidOptionError(absl::StrCat(
-          "worker options: retry: retry of coroutine methods is not supported yet (the method ",
-          method_name_.empty() ? "called" : method_name_, " of ", WorkerTypeName<T>(),
-          " returns Coro); retry inside the coroutine instead"))));
-      return;
-    }
     Raw coro;
     try {
-      coro = invoke_(target);
+      if constexpr (Invoke::kRepeatable) {
+        if (retry_ != nullptr) {
+          RetryOptions options;
+          options.call.worker_type_name = WorkerTypeName<T>();
+          options.call.method_name = method_name_;
+          // The node outlives the coroutine (DeferFinish, or Run waits for it), and so does the
+          // object.
+          coro = RetryAsync([this, &target] { return invoke_.Again(target); }, *retry_,
+                            std::move(options));
+        }
+      }
+      if (!coro.valid()) coro = invoke_(target);
     } catch (...) {
       promise_.SetError(std::current_exception());
       return;
