@@ -17,6 +17,8 @@
 #include "futures/future.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "limits/limit.h"
+#include "limits/limit_set.h"
 #include "retry/policy.h"
 #include "testing/fake_clock.h"
 #include "testing/watchdog.h"
@@ -121,6 +123,18 @@ class Host {
     CurrentCoroutineExecutor().Submit([] { throw std::runtime_error("a task threw"); });
     co_await Yield();
     co_return 3;
+  }
+
+  // Holds one "slot" of the worker's limits until `release` completes. The request waits, without
+  // holding the loop, while another call holds the slot.
+  Coro<int> UseSlot(int id, Future<int> release, Promise<void>* acquired) {
+    std::vector<LimitAmount> request = {{"slots", 1}};
+    Future<LimitAcquisition> pending = CurrentWorkerLimits().AcquireAsync(std::move(request));
+    LimitAcquisition slot = co_await std::move(pending);
+    acquired->SetValue();
+    const int unused = co_await std::move(release);
+    (void)unused;
+    co_return id;
   }
 
   // Fails its first two attempts (with the original error type), then returns the attempt count.
@@ -311,6 +325,31 @@ TEST_F(CoroutineWorkerTest, SleepForWaitsOnTheWorkersFakeClock) {
   EXPECT_EQ(sleeping.Result(), 1);
   EXPECT_TRUE(testkit::BlockUntilCoroutineStats(
       w, [](const WorkerStats& s) { return s.coroutine_timers == 0 && s.coroutines == 0; }));
+  EXPECT_TRUE(w.Stop());
+}
+
+TEST_F(CoroutineWorkerTest, AcquireAsyncWaitsOnTheLoopUntilTheLimitFreesUp) {
+  auto w = Worker<Host>::Create(
+      {.mode = Mode::kCoroutine, .unwrap_futures = false, .limits = {ResourceLimit("slots", 1)}});
+  Promise<int> release_first;
+  Promise<int> release_second;
+  Promise<void> first_acquired;
+  Promise<void> second_acquired;
+  Future<void> first_seen = first_acquired.GetFuture();
+  Future<void> second_seen = second_acquired.GetFuture();
+  Future<int> first = w.Call(&Host::UseSlot, 1, release_first.GetFuture(), &first_acquired);
+  first_seen.Wait();
+  Future<int> second = w.Call(&Host::UseSlot, 2, release_second.GetFuture(), &second_acquired);
+  ASSERT_TRUE(
+      testkit::BlockUntilCoroutineStats(w, [](const WorkerStats& s) { return s.coroutines == 2; }));
+  // The loop is free while the second request waits: other coroutine calls still run.
+  EXPECT_EQ(w.Call(&Host::Sleep, absl::ZeroDuration()).Result(), 1);
+  EXPECT_FALSE(second_seen.Done());
+  release_first.SetValue(0);
+  EXPECT_EQ(first.Result(), 1);
+  second_seen.Wait();  // Granted once the first call's acquisition was released.
+  release_second.SetValue(0);
+  EXPECT_EQ(second.Result(), 2);
   EXPECT_TRUE(w.Stop());
 }
 

@@ -376,7 +376,8 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   void CancelWaiting() noexcept;
   // Cancels or runs one node, deletes it and frees its gate slot (for a deferred call, once it is
   // over: CallNode::FinishDeferred).
-  void Finish(CallNode* node, bool run) noexcept { FinishOn(node, run, object_); }
+  // (object_ is read only to run: cancelling happens on any thread.)
+  void Finish(CallNode* node, bool run) noexcept { FinishOn(node, run, run ? object_ : nullptr); }
   // Finish, running the node on `object`.
   void FinishOn(CallNode* node, bool run, void* object) noexcept;
   // Deletes a finished node and hands its gate slot and its pool report on.
