@@ -55,8 +55,9 @@ inline Clock& SchedulerClock() {
 
 // Awaitable for the wait between two attempts: resumes the coroutine through its scheduler once
 // `clock` has moved `wait` on (a wake the scheduler schedules on that clock). A zero wait does not
-// suspend, but the co_await still checks for cancellation. Cancellation ends the wait with
-// CancelledError. Await it at once. Not thread-safe.
+// suspend. Cancellation ends the wait early (the wake is withdrawn) without throwing: the
+// coroutine's next co_await throws what the Coro promise says (see RetryCoro). Await it at once.
+// Not thread-safe.
 class [[nodiscard]] BackoffSleep {
  public:
   BackoffSleep(Clock& clock, absl::Duration wait) : clock_(clock), wait_(wait) {}
@@ -90,10 +91,7 @@ class [[nodiscard]] BackoffSleep {
   }
 
   void await_resume() {
-    if (control_ != nullptr && control_->cancelled()) {
-      control_->scheduler().CancelWake(token_);
-      futures_internal::ThrowCoroCancelled();
-    }
+    if (control_ != nullptr && control_->cancelled()) control_->scheduler().CancelWake(token_);
   }
 
  private:
@@ -162,6 +160,9 @@ Coro<R> RetryCoro(Fn fn, RetryPolicy policy, RetryOptions options, std::string m
     }
     result.reset();
     co_await BackoffSleep(clock, *wait);
+    // Before the next attempt: a cancelled coroutine throws here (every co_await of a Coro checks),
+    // also after a zero wait, so fn() is not called again.
+    co_await std::suspend_never{};
   }
 }
 
