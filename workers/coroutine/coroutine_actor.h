@@ -40,7 +40,8 @@ class CoroutineActor final : public ThreadActor, private AsioLoop::Listener {
   ~CoroutineActor() override;
 
   // Cancels the loop's coroutines and the calls waiting for a slot, then stops as every actor
-  // does (ActorCore::Stop). Reports on stderr, once, coroutines still running at the timeout.
+  // does (ActorCore::Stop). Reports on stderr, once, coroutines still running when a positive
+  // timeout expires (Stop(0) only asks, so it reports nothing).
   bool Stop(absl::Duration timeout) override;
   WorkerStats Stats() override ABSL_LOCKS_EXCLUDED(mu_);
   // max_in_flight_coroutines (capped to int): how many of its calls may be in progress at once.
