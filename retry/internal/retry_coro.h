@@ -92,7 +92,7 @@ class [[nodiscard]] BackoffSleep {
   void await_resume() {
     if (control_ != nullptr && control_->cancelled()) {
       control_->scheduler().CancelWake(token_);
-      futures_internal::ThrowCoroCancelled();
+      control_->ThrowEnded();
     }
   }
 

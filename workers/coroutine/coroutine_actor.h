@@ -77,7 +77,7 @@ class CoroutineActor final : public ThreadActor, private AsioLoop::Listener {
   }
 
   const int64_t max_in_flight_;
-  // Declared before the loop: the loop's timers and dropped steps report here until it is gone.
+  // Declared before the loop: the loop reports here until it is closed (AsioLoop::Close).
   mutable absl::Mutex mu_;
   std::deque<CallNode*> waiting_ ABSL_GUARDED_BY(mu_);
   // Coroutine calls started and not ended (call_roots_), plus one while a call is being started
@@ -96,7 +96,9 @@ class CoroutineActor final : public ThreadActor, private AsioLoop::Listener {
   void* close_object_ ABSL_GUARDED_BY(mu_) = nullptr;
   void (*close_destroy_)(void*) ABSL_GUARDED_BY(mu_) = nullptr;
   std::atomic<bool> reported_{false};
-  std::unique_ptr<AsioLoop> loop_;
+  // Shared with the coroutines started on it, which may outlive this actor (Close() cuts the
+  // listener off first).
+  std::shared_ptr<AsioLoop> loop_;
   std::thread loop_thread_;
 };
 
