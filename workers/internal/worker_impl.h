@@ -238,8 +238,11 @@ class InvokeNode final : public CallNode, private CancelSignal {
                                                                          : Clock::Real();
     auto steps = std::make_shared<futures_internal::LocalLoop>(clock);
     futures_internal::LocalLoop* raw = steps.get();
+    // Posted, not started inline: Run() detaches from a trampoline of an outer coroutine step on
+    // this thread (a kSync worker's Coro method called inside a step), whose queue would otherwise
+    // get this coroutine's inline steps while Run() waits for them.
     futures_internal::StartCoroRoot(
-        promise_, std::move(coro), [raw] { raw->Finish(); }, *raw, steps, /*start_inline=*/true);
+        promise_, std::move(coro), [raw] { raw->Finish(); }, *raw, steps, /*start_inline=*/false);
     raw->Run();
   }
 
