@@ -171,7 +171,8 @@ void CoroutineActor::RootStarted(futures_internal::CoroControl& control) {
   {
     absl::MutexLock lock(&mu_);
     roots_.insert(&control);
-    if (starting_call_) {
+    // Only the call's own root (the node marks it); not one its method started on the way.
+    if (starting_call_ && ScopedCoroCallStart::Take()) {
       starting_call_ = false;
       call_roots_.insert(&control);
     }

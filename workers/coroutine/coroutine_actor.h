@@ -81,7 +81,8 @@ class CoroutineActor final : public ThreadActor, private AsioLoop::Listener {
   mutable absl::Mutex mu_;
   std::deque<CallNode*> waiting_ ABSL_GUARDED_BY(mu_);
   // Coroutine calls started and not ended (call_roots_), plus one while a call is being started
-  // (starting_call_: its root, if it makes one, is the next RootStarted).
+  // (starting_call_: its root, if it makes one, is the RootStarted inside the node's
+  // ScopedCoroCallStart).
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   bool starting_call_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<futures_internal::CoroControl*> call_roots_ ABSL_GUARDED_BY(mu_);

@@ -545,6 +545,39 @@ TEST_F(CoroutineWorkerTest, AFutureCoroutineSleepingOnTheLoopWakesAfterTheWorker
   woke.WaitForNotification();
 }
 
+// --- Which root is the call's
+// ---------------------------------------------------------------------
+
+class Prestarter {
+ public:
+  // Not a coroutine itself: starts (and ends) another root on the loop while making its Coro.
+  Coro<int> ThenFirst(Future<int> release) {
+    Future<int> side = MakeReadyFuture(1).Then([](int v) -> Coro<int> { co_return v; });
+    (void)side;
+    return HoldOn(std::move(release));
+  }
+
+ private:
+  static Coro<int> HoldOn(Future<int> release) {
+    const int v = co_await std::move(release);
+    co_return v;
+  }
+};
+
+TEST_F(CoroutineWorkerTest, ACallCountsItsOwnRootNotOneItsMethodStartedFirst) {
+  auto w = Worker<Prestarter>::Create({.mode = Mode::kCoroutine, .unwrap_futures = false});
+  Promise<int> release;
+  Future<int> call = w.Call(&Prestarter::ThenFirst, release.GetFuture());
+  // The call's coroutine is the one in flight, although the other root started (and ended) first.
+  ASSERT_TRUE(testkit::BlockUntilCoroutineStats(
+      w, [&call](const WorkerStats& s) { return s.coroutines == 1 && !call.Done(); }));
+  release.SetValue(5);
+  EXPECT_EQ(call.Result(), 5);
+  EXPECT_TRUE(
+      testkit::BlockUntilCoroutineStats(w, [](const WorkerStats& s) { return s.coroutines == 0; }));
+  EXPECT_TRUE(w.Stop());
+}
+
 // --- A Coro method run on the call's thread
 // --------------------------------------------------------
 

@@ -227,6 +227,8 @@ class InvokeNode final : public CallNode, private CancelSignal {
       // Every step, the first one too, is posted to the loop, which runs it with the call's
       // cancel signal (this_call::CancelRequested) and its context.
       DeferFinish();
+      // The root started here is the call's (the loop counts it against max_in_flight).
+      const ScopedCoroCallStart starting;
       futures_internal::StartCoroRoot(
           promise_, std::move(coro), [this] { FinishDeferred(); }, *loop,
           futures_internal::CurrentCoroSchedulerShared(), /*start_inline=*/false);
