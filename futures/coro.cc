@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/const_init.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
@@ -22,39 +23,10 @@ namespace concurry {
 namespace futures_internal {
 namespace {
 
-// Ends the coroutine of a resumption step destroyed without having run (its executor rejected
-// or dropped it), so its future does not stay pending. Move-only.
-class StepGuard {
- public:
-  explicit StepGuard(std::shared_ptr<CoroControl> control) : control_(std::move(control)) {}
-  StepGuard(StepGuard&& other) noexcept : control_(std::move(other.control_)) {}
-  StepGuard& operator=(StepGuard&&) = delete;
-  ~StepGuard() {
-    if (control_ == nullptr) return;
-    control_->Abandon(std::make_exception_ptr(StoppedError(
-        "a step of the coroutine was rejected or dropped by its executor; the coroutine ended")));
-  }
-  // Marks the step as run; returns the control.
-  std::shared_ptr<CoroControl> Ran() { return std::move(control_); }
-
- private:
-  std::shared_ptr<CoroControl> control_;
-};
-
-// The step that resumes `handle` with `scheduler` current. Holds the control (and so a scheduler
-// owned by it) until the step has run.
-Executor::Task ResumeStep(CoroScheduler* scheduler, CoroControl& control,
-                          std::coroutine_handle<> handle) {
-  return [scheduler, guard = StepGuard(control.shared_from_this()), handle]() mutable {
-    std::shared_ptr<CoroControl> ref = guard.Ran();
-    ScopedCoroScheduler scope(scheduler, ref.get());
-    handle.resume();
-  };
-}
-
-// Runs each task on the submitting thread, but never inside another of its tasks: a task
-// submitted while one runs on this thread is queued and runs after it (so a coroutine that yields
-// in a loop does not grow the stack).
+// Runs tasks on the submitting thread, never nested in one another: a task submitted while the
+// thread runs a coroutine step or another of these tasks is queued and runs when that ends (so a
+// coroutine that yields in a loop does not grow the stack, and a step dropped under an awaiter
+// still on the stack runs after it has returned).
 class InlineSteps final : public Executor {
  public:
   void Submit(Task task) override {
@@ -62,16 +34,39 @@ class InlineSteps final : public Executor {
       queue_->push_back(std::move(task));
       return;
     }
+    Trampoline([&task] { RunExecutorTask(task, "coroutine step run on its waking thread"); });
+  }
+
+  // Runs `body`, then the tasks submitted meanwhile, each after the one before. Inside another
+  // Trampoline on this thread, runs just `body` (the outer one runs what `body` submits).
+  static void Trampoline(absl::FunctionRef<void()> body) {
+    if (queue_ != nullptr) {
+      body();
+      return;
+    }
     std::deque<Task> queue;
     queue_ = &queue;
-    RunExecutorTask(task, "Then");
+    body();
     while (!queue.empty()) {
       Task next = std::move(queue.front());
       queue.pop_front();
-      RunExecutorTask(next, "Then");
+      RunExecutorTask(next, "coroutine step run on its waking thread");
     }
     queue_ = nullptr;
   }
+
+  // Makes the calling thread run no Trampoline for the scope: a loop that blocks inside a step
+  // (SyncWait) runs the inline steps of its own coroutines itself.
+  class Detach {
+   public:
+    Detach() : outer_(std::exchange(queue_, nullptr)) {}
+    ~Detach() { queue_ = outer_; }
+    Detach(const Detach&) = delete;
+    Detach& operator=(const Detach&) = delete;
+
+   private:
+    std::deque<Task>* const outer_;
+  };
 
  private:
   static thread_local std::deque<Task>* queue_;
@@ -79,19 +74,92 @@ class InlineSteps final : public Executor {
 
 thread_local std::deque<Executor::Task>* InlineSteps::queue_ = nullptr;
 
+// The task that resumes a suspended coroutine on its scheduler. Destroyed without having run (its
+// executor rejected or dropped it), it stops the coroutine (CoroControl::Stop) and runs the
+// resumption on the dropping thread instead, through InlineSteps: never nested under a step that
+// runs there, never destroying a frame that an awaiter on the stack still uses. Move-only.
+class ResumeStep {
+ public:
+  ResumeStep(CoroScheduler* scheduler, std::shared_ptr<CoroControl> control,
+             std::coroutine_handle<> handle)
+      : scheduler_(scheduler), control_(std::move(control)), handle_(handle) {}
+  ResumeStep(ResumeStep&& other) noexcept
+      : scheduler_(other.scheduler_), control_(std::move(other.control_)), handle_(other.handle_) {}
+  ResumeStep& operator=(ResumeStep&&) = delete;
+  ~ResumeStep() {
+    if (control_ == nullptr) return;
+    control_->Stop();
+    InlineStepExecutor().Submit(
+        [scheduler = scheduler_, control = std::move(control_), handle = handle_] {
+          RunCoroStep(scheduler, control.get(), handle);
+        });
+  }
+
+  void operator()() {
+    // Holds the control (and so a scheduler owned by it) until the step has run.
+    const std::shared_ptr<CoroControl> control = std::move(control_);
+    RunCoroStep(scheduler_, control.get(), handle_);
+  }
+
+ private:
+  CoroScheduler* scheduler_;
+  std::shared_ptr<CoroControl> control_;  // Null once run or moved from.
+  std::coroutine_handle<> handle_;
+};
+
 }  // namespace
+
+Executor::Task MakeResumeStep(CoroScheduler* scheduler, CoroControl& control,
+                              std::coroutine_handle<> handle) {
+  return ResumeStep(scheduler, control.shared_from_this(), handle);
+}
 
 Executor& InlineStepExecutor() {
   static InlineSteps* const executor = new InlineSteps();
   return *executor;
 }
 
+void RunCoroStep(CoroScheduler* scheduler, CoroControl* control,
+                 std::coroutine_handle<> handle) noexcept {
+  InlineSteps::Trampoline([&] {
+    ScopedCoroScheduler scope(scheduler, control);
+    handle.resume();
+  });
+}
+
+std::shared_ptr<CoroScheduler> SchedulerFor(Executor& executor, Clock& clock) {
+  if (auto* scheduler = dynamic_cast<CoroScheduler*>(&executor)) {
+    if (std::shared_ptr<CoroScheduler> shared = scheduler->Share()) return shared;
+    return std::shared_ptr<CoroScheduler>(std::shared_ptr<CoroScheduler>(), scheduler);
+  }
+  return std::make_shared<ExecutorScheduler>(executor, clock);
+}
+
 void RunWithCoroExecutor(Executor& executor, absl::FunctionRef<void()> body) {
-  ScopedCoroScheduler scope(std::make_shared<ExecutorScheduler>(executor));
+  ScopedCoroScheduler scope(SchedulerFor(executor));
   body();
 }
 
-void ThrowCoroCancelled() { throw CancelledError("the coroutine was cancelled"); }
+namespace {
+
+// Returns the process's Timer for `clock`, made if no ClockTimers holds one now.
+std::shared_ptr<Timer> SharedTimerFor(Clock& clock) {
+  static absl::Mutex mu(absl::kConstInit);
+  // Weak: the ClockTimers own the timers. An expired entry (its clock may be gone, and another
+  // clock may now live at its address) is dropped, never reused.
+  static auto* const timers = new std::vector<std::pair<Clock*, std::weak_ptr<Timer>>>();
+  absl::MutexLock lock(&mu);
+  std::erase_if(*timers, [](const auto& entry) { return entry.second.expired(); });
+  for (const auto& [c, weak] : *timers) {
+    if (c != &clock) continue;
+    if (std::shared_ptr<Timer> timer = weak.lock()) return timer;
+  }
+  auto timer = std::make_shared<Timer>(clock);
+  timers->emplace_back(&clock, timer);
+  return timer;
+}
+
+}  // namespace
 
 WakeToken ClockTimers::Schedule(Clock& clock, absl::Time deadline,
                                 absl::AnyInvocable<void()> wake) {
@@ -104,7 +172,7 @@ WakeToken ClockTimers::Schedule(Clock& clock, absl::Time deadline,
       if (c == &clock) timer = t.get();
     }
     if (timer == nullptr) {
-      timers_.emplace_back(&clock, std::make_unique<Timer>(clock));
+      timers_.emplace_back(&clock, SharedTimerFor(clock));
       timer = timers_.back().second.get();
     }
   }
@@ -119,12 +187,12 @@ void ClockTimers::Cancel(const WakeToken& token) {
 }
 
 void ExecutorScheduler::Resume(CoroControl& control, std::coroutine_handle<> handle) {
-  // A rejected step ends the coroutine (StepGuard), which may release this scheduler: hold it.
+  // A rejected step may run (and end the coroutine, releasing this scheduler) inside Submit.
   std::shared_ptr<CoroControl> keep = control.shared_from_this();
   try {
-    submit_to_.Submit(ResumeStep(this, control, handle));
+    submit_to_.Submit(MakeResumeStep(this, control, handle));
   } catch (...) {
-    // The destroyed step failed the coroutine's future already.
+    // The destroyed step stopped the coroutine and runs on this thread (ResumeStep).
   }
 }
 
@@ -142,7 +210,7 @@ void LocalLoop::Submit(Task task) {
 }
 
 void LocalLoop::Resume(CoroControl& control, std::coroutine_handle<> handle) {
-  Task step = ResumeStep(this, control, handle);
+  Task step = MakeResumeStep(this, control, handle);
   // After SyncWait returned (a Future-coroutine it started still waits), resume on this thread.
   if (!Post(step)) InlineStepExecutor().Submit(std::move(step));
 }
@@ -152,7 +220,9 @@ void LocalLoop::RootStarted(CoroControl& control) {
   {
     absl::MutexLock lock(&mu_);
     roots_.push_back(&control);
-    cancel = finished_;  // Started while the loop drains: it ends as the others do.
+    // Started while the loop drains: it ends as the others do. Once the loop is closed, its steps
+    // run on the waking thread (Resume) and nothing cancels it.
+    cancel = finished_ && !closed_;
   }
   if (cancel) control.Cancel();
 }
@@ -179,7 +249,9 @@ void LocalLoop::CancelRoots() {
 }
 
 void LocalLoop::Run() {
-  ScopedCoroScheduler scope(this);
+  // Owning: a Future-coroutine that a plain task of the loop starts shares the loop.
+  ScopedCoroScheduler scope(Share());
+  InlineSteps::Detach detach;
   bool cancelled = false;
   for (;;) {
     Task task;

@@ -12,7 +12,9 @@
 // posted to a scheduler (an executor, a coroutine worker's loop, SyncWait's thread). Inside a
 // Coro, `co_await` accepts another Coro, a Future<T> (resumed through the scheduler, never on the
 // completing thread), SleepFor / SleepUntil and Yield(). Cancelling the future of a spawned Coro
-// makes it throw CancelledError at its current or next co_await (RAII destructors run).
+// makes it throw CancelledError at its current or next co_await (RAII destructors run). After
+// that, every co_await of the coroutine throws again (a catch block included): cleanup that must
+// await something goes in a separate root (Spawn it; its future is not cancelled with this one).
 
 #ifndef CONCURRY_FUTURES_CORO_H_
 #define CONCURRY_FUTURES_CORO_H_
@@ -87,27 +89,35 @@ class [[nodiscard]] Coro {
 // Runs `coro` as steps submitted to `executor` and returns a future for its outcome. Cancelling
 // the future cancels the coroutine at its next suspension point. SleepFor inside uses `clock`.
 // If the executor rejects the first step, the future holds that error; if it rejects or drops a
-// later one (a shutdown), the coroutine's frame is destroyed and the future fails with
-// StoppedError. `executor` and `clock` must outlive the coroutine. On InlineExecutor() each step
-// runs on the thread that wakes the coroutine (a completer, a timer, a canceller), one after
-// another, never nested.
+// later one (a shutdown), the coroutine stops: that step runs on the rejecting or dropping thread,
+// where the await it resumes, and every later one, throws StoppedError (destructors and catch
+// blocks run as for any exception; the future then fails with StoppedError unless the coroutine
+// returns a value). `executor` and `clock` must outlive the coroutine. On InlineExecutor() each
+// step runs on the thread that wakes the coroutine (a completer, a timer, a canceller), one after
+// another, never nested. When `executor` is a coroutine scheduler's own (CurrentCoroutineExecutor()
+// inside SyncWait or a coroutine worker), the coroutine becomes one of that scheduler's roots: it
+// uses the scheduler's clock (not `clock`), keeps the scheduler alive, and SyncWait cancels and
+// drains it as it does its other roots.
 template <typename T>
 Future<T> Spawn(Executor& executor, Coro<T> coro, Clock& clock = Clock::Real());
 
 // Runs `coro` to its end on the calling thread (asyncio.run) and returns its value or rethrows its
 // error. Its steps run here; the thread waits for posted steps inside a BlockingRegion. SleepFor
-// inside uses `clock`. Coroutines that its steps start as roots (a coroutine Then, Async on
-// CurrentCoroutineExecutor()) run here too; when `coro` ends, those still running are cancelled
-// and run until they end before SyncWait returns. A Future-coroutine started in a step and still
-// waiting then resumes on the thread that wakes it; the loop's executor rejects later tasks with
-// StoppedError.
+// inside uses `clock`. Coroutines that its steps start as roots run here too: a coroutine Then
+// without an executor, and Spawn, Async or Then(executor, ...) on CurrentCoroutineExecutor(); when
+// `coro` ends, those still running are cancelled and run until they end before SyncWait returns.
+// A Future-coroutine started in a step (or in a plain task of the loop) and still waiting then
+// resumes on the thread that wakes it; the loop's executor rejects later tasks with StoppedError.
+// Never call SyncWait inside a coroutine's step: it would hold that step's thread (and with it,
+// on a one-thread scheduler, every other coroutine there) until `coro` ends; co_await it instead.
 template <typename T>
 T SyncWait(Coro<T> coro, Clock& clock = Clock::Real());
 
 // `co_await SleepFor(d)` / `co_await SleepUntil(t)` resume the coroutine after `d` / at `t` on
 // its scheduler's clock (a FakeClock in tests), without holding a thread. Cancellation ends the
-// wait with CancelledError. (Function objects, so that an unqualified call is never ambiguous
-// with absl::SleepFor, which argument-dependent lookup would find.)
+// wait with CancelledError. A duration <= 0 or a deadline already passed does not suspend (it is
+// not a yield: use Yield() for that). (Function objects, so that an unqualified call is never
+// ambiguous with absl::SleepFor, which argument-dependent lookup would find.)
 class [[nodiscard]] SleepAwaitable;
 struct SleepForFn {
   [[nodiscard]] SleepAwaitable operator()(absl::Duration duration) const;

@@ -271,6 +271,48 @@ TEST(CoroCancelTest, ACoroThatCatchesTheCancellationGetsItAgainAtTheNextAwait) {
   EXPECT_THROW(out.Result(), CancelledError);
 }
 
+// Re-review S4: in a coroutine already cancelled, `co_await Async(...)` (a temporary: the await
+// holds its only consumer) withdraws the call it just made, then throws; a future someone else
+// also holds is left alone.
+TEST(CoroCancelTest, AnAwaitInACancelledCoroutineWithdrawsTheFutureItWasHanded) {
+  ManualExecutor work;  // Where the awaited calls would run.
+  ManualExecutor steps;
+  Promise<int> gate;
+  Promise<int> shared_source;
+  Future<int> shared = shared_source.GetFuture();
+  int calls = 0;
+  std::string trace;
+  auto coro = [](Future<int> gate, Future<int> shared, ManualExecutor* work, int* calls,
+                 std::string* trace) -> Coro<void> {
+    try {
+      co_await std::move(gate);
+    } catch (const CancelledError&) {
+      *trace += "cancelled;";
+    }
+    try {
+      co_await Async(*work, [calls] { return ++*calls; });
+    } catch (const CancelledError&) {
+      *trace += "withdrawn;";
+    }
+    try {
+      co_await std::move(shared);
+    } catch (const CancelledError&) {
+      *trace += "shared;";
+    }
+  };
+  Future<void> out = Spawn(steps, coro(gate.GetFuture(), shared, &work, &calls, &trace));
+  steps.RunAll();
+  out.Cancel();
+  steps.RunAll();
+  EXPECT_EQ(trace, "cancelled;withdrawn;shared;");
+  EXPECT_THROW(out.Result(), CancelledError);
+  work.RunAll();
+  EXPECT_EQ(calls, 0);  // The call was cancelled before it ran.
+  EXPECT_FALSE(shared_source.IsCancelled());
+  EXPECT_TRUE(shared_source.SetValue(1));
+  EXPECT_EQ(shared.Result(), 1);
+}
+
 TEST(CoroCancelTest, CancelledBeforeItStartsItNeverRuns) {
   ManualExecutor executor;
   int runs = 0;
@@ -432,6 +474,42 @@ TEST(CoroSleepTest, SyncWaitSleepsOnItsClock) {
   advancer.join();
 }
 
+// Re-review S5: schedulers share one Timer (one thread) per clock instead of making their own.
+TEST(CoroSleepTest, SchedulersShareOneTimerPerClock) {
+  FakeClock clock;
+  FakeClock other;
+  futures_internal::ClockTimers a;
+  futures_internal::ClockTimers b;
+  const absl::Time later = clock.Now() + absl::Seconds(1);
+  const futures_internal::WakeToken ta = a.Schedule(clock, later, [] {});
+  const futures_internal::WakeToken tb = b.Schedule(clock, later, [] {});
+  const futures_internal::WakeToken to = b.Schedule(other, later, [] {});
+  EXPECT_EQ(ta.owner, tb.owner);
+  EXPECT_NE(ta.owner, to.owner);
+  futures_internal::ClockTimers::Cancel(ta);
+  futures_internal::ClockTimers::Cancel(tb);
+  futures_internal::ClockTimers::Cancel(to);
+}
+
+// Two spawned coroutines sleeping on one clock both wake on one Advance.
+TEST(CoroSleepTest, CoroutinesOfTwoSpawnsSleepOnTheSharedTimer) {
+  FakeClock clock;
+  ManualExecutor executor;
+  auto sleeper = [](int v) -> Coro<int> {
+    co_await SleepFor(absl::Seconds(1));
+    co_return v;
+  };
+  Future<int> one = Spawn(executor, sleeper(1), clock);
+  Future<int> two = Spawn(executor, sleeper(2), clock);
+  executor.RunAll();
+  clock.BlockUntilWaiters(1);  // The shared timer's thread waits for the deadline.
+  clock.Advance(absl::Seconds(1));
+  executor.BlockUntilPending(2);  // Both wake-ups posted their steps.
+  executor.RunAll();
+  EXPECT_EQ(one.Result(), 1);
+  EXPECT_EQ(two.Result(), 2);
+}
+
 TEST(CoroSleepTest, CancelEndsASleepWithCancelledError) {
   FakeClock clock;
   ManualExecutor executor;
@@ -545,6 +623,30 @@ TEST(CoroSyncWaitTest, AFutureCoroutineStartedInAStepResumesOnTheCompleterAfterS
   EXPECT_EQ(inner.Result(), 3);
 }
 
+// A closed loop is no scheduler any more: a coroutine Then started after SyncWait returned, by a
+// Future-coroutine resuming with the loop still current, runs to its end (it used to be cancelled
+// at once as if the loop were draining).
+TEST(CoroSyncWaitTest, ACoroutineStartedOnTheClosedLoopIsNotCancelled) {
+  Promise<int> gate;
+  Future<int> inner;
+  auto plain = [](Future<int> g) -> Future<int> {
+    const int y = co_await std::move(g);  // Resumes after SyncWait, on this (the waking) thread.
+    co_return co_await MakeReadyFuture(y).Then([](int x) -> Coro<int> {
+      co_await Yield();
+      co_return x + 1;
+    });
+  };
+  auto outer = [&plain](Future<int> g, Future<int>* inner) -> Coro<void> {
+    *inner = plain(std::move(g));
+    co_return;
+  };
+  SyncWait(outer(gate.GetFuture(), &inner));
+  EXPECT_FALSE(inner.Done());
+  gate.SetValue(2);
+  ASSERT_TRUE(inner.Done());
+  EXPECT_EQ(inner.Result(), 3);
+}
+
 // A root still sleeping when SyncWait's coroutine ends is cancelled, so SyncWait returns.
 TEST(CoroSyncWaitTest, ARootSleepingWhenTheMainCoroutineEndsIsCancelled) {
   FakeClock clock;
@@ -559,6 +661,75 @@ TEST(CoroSyncWaitTest, ARootSleepingWhenTheMainCoroutineEndsIsCancelled) {
   EXPECT_EQ(SyncWait(outer(&sleeper), clock), 7);
   ASSERT_TRUE(sleeper.Done());
   EXPECT_THROW(sleeper.Result(), CancelledError);
+}
+
+// Re-review R1: roots started on SyncWait's loop through CurrentCoroutineExecutor() are the loop's
+// own roots: SyncWait cancels and drains them when its coroutine ends, and nothing they hold
+// outlives the loop. `how` picks the way the root is started; each is still waiting for `gate`.
+enum class StartOnLoop { kSpawn, kAsync, kThenOnExecutor };
+
+Future<int> StartRootOnSyncWaitLoop(StartOnLoop how, Future<int> gate) {
+  Future<int> inner;
+  auto outer = [](StartOnLoop how, Future<int> g, Future<int>* inner) -> Coro<void> {
+    Executor& loop = CurrentCoroutineExecutor();
+    switch (how) {
+      case StartOnLoop::kSpawn:
+        *inner = Spawn(loop, AddWhenReady(g, 1));
+        break;
+      case StartOnLoop::kAsync:
+        *inner = Async(loop, [g]() -> Coro<int> { co_return co_await AddWhenReady(g, 1); });
+        break;
+      case StartOnLoop::kThenOnExecutor:
+        *inner = MakeReadyFuture(1).Then(loop, [g](int x) { return AddWhenReady(g, x); });
+        break;
+    }
+    co_await Yield();  // Lets the root's start task run on the loop.
+  };
+  SyncWait(outer(how, std::move(gate), &inner));
+  return inner;
+}
+
+TEST(CoroSyncWaitTest, ARootSpawnedOnItsLoopIsCancelledAndDrained) {
+  for (StartOnLoop how : {StartOnLoop::kSpawn, StartOnLoop::kAsync, StartOnLoop::kThenOnExecutor}) {
+    Promise<int> gate;
+    Future<int> inner = StartRootOnSyncWaitLoop(how, gate.GetFuture());
+    ASSERT_TRUE(inner.Done()) << static_cast<int>(how);
+    EXPECT_THROW(inner.Result(), CancelledError) << static_cast<int>(how);
+    gate.SetValue(2);  // Nothing is left waiting for it (ASan: no use of the freed loop).
+  }
+}
+
+// A root spawned on the loop runs there and sleeps on SyncWait's clock.
+TEST(CoroSyncWaitTest, ARootSpawnedOnItsLoopRunsThereOnItsClock) {
+  FakeClock clock;
+  auto outer = [](FakeClock* clock) -> Coro<int> {
+    const std::thread::id here = std::this_thread::get_id();
+    auto child = [](std::thread::id here) -> Coro<int> {
+      co_await SleepFor(absl::Seconds(1));
+      co_return std::this_thread::get_id() == here ? 1 : -1;
+    };
+    Future<int> spawned = Spawn(CurrentCoroutineExecutor(), child(here));
+    co_await Yield();  // The child starts and sleeps.
+    clock->Advance(absl::Seconds(1));
+    co_return co_await std::move(spawned);
+  };
+  EXPECT_EQ(SyncWait(outer(&clock), clock), 1);
+}
+
+// A Future-coroutine started by a plain task of SyncWait's loop shares the loop, so it resumes on
+// the completing thread after SyncWait returned (ASan: the loop is not freed under it).
+TEST(CoroSyncWaitTest, AFutureCoroutineStartedByAPlainTaskOfTheLoopOutlivesIt) {
+  Promise<int> gate;
+  Future<int> inner;
+  auto outer = [](Future<int> g, Future<int>* inner) -> Coro<void> {
+    *inner = Async(CurrentCoroutineExecutor(), [g] { return PlainAddOne(g); });
+    co_await Yield();
+  };
+  SyncWait(outer(gate.GetFuture(), &inner));
+  EXPECT_FALSE(inner.Done());
+  gate.SetValue(2);
+  ASSERT_TRUE(inner.Done());
+  EXPECT_EQ(inner.Result(), 3);
 }
 
 // Review B3: a coroutine continuation off any scheduler never blocks the completing thread. Here
@@ -671,7 +842,7 @@ TEST(CoroSpawnTest, ADroppedResumptionFailsTheFutureWithStoppedError) {
 }
 
 // A child coroutine's dropped resumption ends the whole tree, the child's frame first.
-TEST(CoroSpawnTest, ADroppedResumptionOfAChildDestroysTheWholeTree) {
+TEST(CoroSpawnTest, ADroppedResumptionOfAChildUnwindsTheWholeTree) {
   StoppableExecutor executor;
   Promise<int> gate;
   int destroyed = 0;
@@ -686,6 +857,118 @@ TEST(CoroSpawnTest, ADroppedResumptionOfAChildDestroysTheWholeTree) {
   ASSERT_TRUE(out.Done());
   EXPECT_THROW(out.Result(), StoppedError);
   EXPECT_EQ(destroyed, 1);
+}
+
+// Records what a stopped coroutine tree runs, in order.
+struct Recorder {
+  Recorder(std::vector<std::string>* log, std::string name) : log(log), name(std::move(name)) {}
+  ~Recorder() { log->push_back("~" + name); }
+  std::vector<std::string>* log;
+  std::string name;
+};
+
+// Re-review R2: the executor rejects the resumption while the child's await (and the parent's
+// await of the child) are still on the stack. The frames are not destroyed under them: the step
+// runs after they returned, every await throws StoppedError, and RAII and catch blocks run in
+// order, child first. An await in a catch block throws again.
+TEST(CoroSpawnTest, AStepRejectedInsideANestedAwaitUnwindsInOrder) {
+  StoppableExecutor executor;
+  std::vector<std::string> log;
+  auto child = [](StoppableExecutor* executor, std::vector<std::string>* log) -> Coro<int> {
+    Recorder r(log, "child");
+    executor->stopped = true;  // As a shutdown from another thread would.
+    try {
+      co_await Yield();
+    } catch (const StoppedError&) {
+      log->push_back("child caught");
+    }
+    try {
+      co_await Yield();
+    } catch (const StoppedError&) {
+      log->push_back("child caught again");
+      throw;
+    }
+    co_return 1;
+  };
+  auto parent = [&child](StoppableExecutor* executor, std::vector<std::string>* log) -> Coro<int> {
+    Recorder r(log, "parent");
+    try {
+      co_return co_await child(executor, log);
+    } catch (const StoppedError&) {
+      log->push_back("parent caught");
+      throw;
+    }
+  };
+  Future<int> out = Spawn(executor, parent(&executor, &log));
+  executor.RunAll();
+  ASSERT_TRUE(out.Done());
+  EXPECT_THROW(out.Result(), StoppedError);
+  EXPECT_THAT(
+      log, ElementsAre("child caught", "child caught again", "~child", "parent caught", "~parent"));
+}
+
+// Re-review R2 with a real pool: the child shuts down the only thread's pool, then yields.
+TEST(CoroSpawnTest, AChildYieldingOnAPoolItShutDownFailsWithStoppedError) {
+  ThreadPoolExecutor pool(1);
+  auto child = [](ThreadPoolExecutor* pool) -> Coro<int> {
+    pool->Shutdown(/*wait=*/false, /*cancel_pending=*/false);
+    co_await Yield();
+    co_return 1;
+  };
+  auto parent = [&child](ThreadPoolExecutor* pool) -> Coro<int> {
+    co_return co_await child(pool) + 1;
+  };
+  Future<int> out = Spawn(pool, parent(&pool));
+  ASSERT_TRUE(out.Wait(absl::Seconds(30)));
+  EXPECT_THROW(out.Result(), StoppedError);
+}
+
+// A dropped resumption of a child whose parent waits on it: the child's future await throws
+// StoppedError though that future has its value, and the parent sees the child's error.
+TEST(CoroSpawnTest, ADroppedStepOfANestedChildFailsTheParentWithStoppedError) {
+  StoppableExecutor executor;
+  Promise<int> gate;
+  std::vector<std::string> log;
+  auto child = [](Future<int> g, std::vector<std::string>* log) -> Coro<int> {
+    Recorder r(log, "child");
+    co_return co_await std::move(g);
+  };
+  auto parent = [&child](Future<int> g, std::vector<std::string>* log) -> Coro<int> {
+    Recorder r(log, "parent");
+    try {
+      co_return co_await child(std::move(g), log);
+    } catch (const StoppedError&) {
+      log->push_back("parent caught");
+    }
+    co_return -1;  // A caught stop may still give a value.
+  };
+  Future<int> out = Spawn(executor, parent(gate.GetFuture(), &log));
+  executor.RunAll();
+  gate.SetValue(2);
+  ASSERT_EQ(executor.tasks.size(), 1u);
+  executor.tasks.clear();  // Runs the step here, on this thread.
+  ASSERT_TRUE(out.Done());
+  EXPECT_EQ(out.Result(), -1);
+  EXPECT_THAT(log, ElementsAre("~child", "parent caught", "~parent"));
+}
+
+// A Future-coroutine awaiting inside a step (it cannot be stopped) whose resumption the executor
+// rejects goes on on the rejecting thread instead of staying suspended.
+TEST(CoroSpawnTest, ARejectedResumptionOfAFutureCoroutineRunsOnTheRejectingThread) {
+  StoppableExecutor executor;
+  Promise<int> gate;
+  Future<int> inner;
+  auto start = [](Future<int> g, Future<int>* inner) -> Coro<void> {
+    *inner = PlainAddOne(std::move(g));
+    co_return;
+  };
+  Future<void> started = Spawn(executor, start(gate.GetFuture(), &inner));
+  executor.RunAll();
+  ASSERT_TRUE(started.Done());
+  executor.stopped = true;
+  gate.SetValue(2);
+  ASSERT_TRUE(inner.Done());
+  EXPECT_EQ(inner.Result(), 3);
 }
 
 // Review S2: on InlineExecutor a Yield loop's steps run one after another, not nested.

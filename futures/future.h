@@ -255,7 +255,9 @@ class Future {
   // every step runs there (as with Async); without, on the coroutine scheduler whose step
   // completes the future (so, inside a coroutine, on that coroutine's scheduler), else its first
   // step runs on the completing thread and each later one on the thread that wakes it (a timer's,
-  // a completer's), as a Future-coroutine's do. `fn` and a copy of a const value live until the
+  // a completer's), as a Future-coroutine's do. That thread may be Timer::Default()'s (after a
+  // SleepFor) or any other library thread, where slow work delays everyone else's: for steps that
+  // do real work, prefer Then(executor, fn). `fn` and a copy of a const value live until the
   // coroutine ends, so a capturing coroutine lambda and reference parameters are safe.
   template <typename F>
   auto Then(F&& fn) const& {

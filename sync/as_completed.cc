@@ -6,8 +6,9 @@
 namespace concurry {
 namespace sync_internal {
 
-void ThrowAsCompletedTimeout(absl::Duration timeout, size_t yielded, size_t total) {
-  throw TimeoutError(absl::StrCat("AsCompleted: timed out after ", absl::FormatDuration(timeout),
+void ThrowAsCompletedTimeout(const char* operation, absl::Duration timeout, size_t yielded,
+                             size_t total) {
+  throw TimeoutError(absl::StrCat(operation, ": timed out after ", absl::FormatDuration(timeout),
                                   "; yielded ", yielded, " of ", total));
 }
 

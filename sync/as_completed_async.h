@@ -17,7 +17,8 @@
 // Next()); the timeout counts from then. A timeout leaves the pending futures running unless
 // `options.cancel_pending_on_timeout` is set. Cancelling the coroutine while it waits in Next()
 // ends that wait with CancelledError and leaves the futures alone; destroying the
-// AsyncCompletions removes every callback it registered.
+// AsyncCompletions removes every callback it registered. Braced options are fine here, as in the
+// example: AsCompletedAsync is not called inside a co_await expression (GCC 12, wait_async.h).
 
 #ifndef CONCURRY_SYNC_AS_COMPLETED_ASYNC_H_
 #define CONCURRY_SYNC_AS_COMPLETED_ASYNC_H_
@@ -91,7 +92,7 @@ class AsyncCompletionsState {
     if (cancel_pending_on_timeout_) {
       for (const AnyFuture& future : any_) future.Cancel();  // A no-op on done ones.
     }
-    ThrowAsCompletedTimeout(timeout_, yielded_, futures_.size());
+    ThrowAsCompletedTimeout("AsCompletedAsync", timeout_, yielded_, futures_.size());
   }
 
   std::vector<Key> keys_;

@@ -1,5 +1,6 @@
 #include "sync/as_completed_async.h"
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -23,6 +24,7 @@ namespace concurry {
 namespace {
 
 using ::concurry::async_testing::FuturesOf;
+using ::concurry::async_testing::LiveAllocations;
 using ::concurry::async_testing::RunCoro;
 using ::concurry::async_testing::Runner;
 using ::concurry::testkit::FakeClock;
@@ -120,6 +122,41 @@ TEST(AsCompletedAsyncTest, MapsGiveKeys) {
   completer.join();
 }
 
+TEST(AsCompletedAsyncTest, MapsWithOptionsGiveKeysThenTimeOutAndCancelWhenAsked) {
+  FakeClock clock;
+  Promise<int> never;
+  AsCompletedOptions options;
+  options.timeout = absl::Seconds(2);
+  options.clock = &clock;
+  options.cancel_pending_on_timeout = true;
+  std::map<std::string, Future<int>> futures = {{"done", MakeReadyFuture(1)},
+                                                {"never", never.GetFuture()}};
+  auto body = [](AsyncCompletions<std::string, int> completions,
+                 std::string* message) -> Coro<std::vector<std::string>> {
+    std::vector<std::string> keys;
+    try {
+      while (true) {
+        std::optional<Completion<std::string, int>> item = co_await completions.Next();
+        if (!item.has_value()) break;
+        keys.push_back(item->key);
+      }
+    } catch (const TimeoutError& e) {
+      *message = e.what();
+    }
+    co_return keys;
+  };
+  std::string message;
+  std::thread advancer([&] {
+    clock.BlockUntilWaiters(1);
+    clock.Advance(absl::Seconds(2));
+  });
+  EXPECT_THAT(SyncWait(body(AsCompletedAsync(std::move(futures), options), &message)),
+              ElementsAre("done"));
+  advancer.join();
+  EXPECT_EQ(message, "AsCompletedAsync: timed out after 2s; yielded 1 of 2");
+  EXPECT_TRUE(never.IsCancelled());
+}
+
 TEST(AsCompletedAsyncTest, TimeoutBoundsTheWholeIterationOnTheSchedulersClock) {
   FakeClock clock;
   ManualExecutor executor;
@@ -151,7 +188,7 @@ TEST(AsCompletedAsyncTest, TimeoutBoundsTheWholeIterationOnTheSchedulersClock) {
   executor.BlockUntilPending(1);
   executor.RunAll();
   EXPECT_EQ(out.Result(), 2u);
-  EXPECT_THAT(message, HasSubstr("AsCompleted: timed out after 10ms; yielded 1 of 3"));
+  EXPECT_THAT(message, HasSubstr("AsCompletedAsync: timed out after 10ms; yielded 1 of 3"));
   // A timeout leaves the pending futures running.
   EXPECT_FALSE(promises[1].IsCancelled());
   EXPECT_FALSE(promises[2].IsCancelled());
@@ -220,6 +257,46 @@ TEST(AsCompletedAsyncTest, CancellingTheCoroutineInNextEndsTheWaitAndLeavesTheFu
   EXPECT_FALSE(promises[0].IsCancelled());
   EXPECT_TRUE(promises[0].SetValue(0));  // No callback is left to run.
   EXPECT_EQ(executor.pending(), 0u);
+}
+
+// A callback left on the pending future, or a timer entry left behind, would pile up: the
+// pending future and the clock outlive every round.
+TEST(AsCompletedAsyncTest, CancelledAndTimedOutIterationsLeaveNothingBehind) {
+  FakeClock clock;
+  ManualExecutor executor;
+  Promise<int> promise;
+  const Future<int> pending = promise.GetFuture();
+  const std::vector<Future<int>> futures = {MakeReadyFuture(1), pending};
+  AsCompletedOptions long_timeout;
+  long_timeout.timeout = absl::Hours(1);
+  AsCompletedOptions no_time;
+  no_time.timeout = absl::ZeroDuration();
+  auto cancelled_iteration = [&] {
+    Future<std::vector<std::pair<size_t, int>>> out =
+        Spawn(executor, Drain(AsCompletedAsync(futures, long_timeout)), clock);
+    executor.RunAll();  // Gives index 0, waits in the second Next().
+    ASSERT_FALSE(out.Done());
+    out.Cancel();
+    executor.RunAll();
+    ASSERT_THROW(out.Result(), CancelledError);
+  };
+  auto timed_out_iteration = [&] {
+    Future<std::vector<std::pair<size_t, int>>> out =
+        Spawn(executor, Drain(AsCompletedAsync(futures, no_time)), clock);
+    executor.RunAll();
+    ASSERT_THROW(out.Result(), TimeoutError);
+  };
+  cancelled_iteration();  // Warms up lazily allocated state (the clock's timer).
+  timed_out_iteration();
+  const int64_t before = LiveAllocations();
+  for (int i = 0; i < 50; ++i) {
+    cancelled_iteration();
+    timed_out_iteration();
+  }
+  // Only growth counts: an earlier test's thread may still free its state meanwhile (a timer
+  // destroyed by its own callback ends on its detached thread); a leak adds one per round.
+  EXPECT_LE(LiveAllocations(), before);
+  EXPECT_FALSE(promise.IsCancelled());
 }
 
 TEST(AsCompletedAsyncTest, RejectsBadInputAtTheCall) {

@@ -36,7 +36,9 @@ struct GatherOptions {
   // Progress bar and/or callback over the futures; the default description is "Gathering".
   ProgressOptions progress = {};
   // On a timeout, cancels the futures that are still pending before throwing TimeoutError. By
-  // default a timeout leaves them running, as concurry does.
+  // default a timeout leaves them running (issue 19: nothing is cancelled unless asked). That is
+  // what concurry's gather does, but NOT its async_gather, which cancels the pending tasks on a
+  // timeout: set this to true to get that behaviour from GatherAsync / GatherSettledAsync.
   bool cancel_pending_on_timeout = false;
 };
 

@@ -17,15 +17,20 @@
 // Differences: the timeout counts from the coroutine's first step (when the Coro is awaited), and
 // with no `options.clock` it runs on the clock of the awaiting coroutine's scheduler. A timeout
 // (TimeoutError) leaves the pending futures running unless `options.cancel_pending_on_timeout` is
-// set. Cancelling the awaiting coroutine ends the wait with CancelledError and leaves the futures
-// alone.
+// set. This default differs from concurry's async_gather, which cancels them on a timeout (issue
+// 19 asks for no cancellation unless asked): pass `cancel_pending_on_timeout = true` for
+// concurry's behaviour. Cancelling the awaiting coroutine ends the wait with CancelledError and
+// leaves the futures alone.
 //
 // With GCC 12, name the options and braced inputs before the co_await (see wait_async.h): braced
-// temporaries inside a co_await expression are miscompiled or rejected.
+// temporaries inside a co_await expression, typed ones such as `GatherOptions{.timeout = t}`
+// included, are miscompiled (silent heap corruption without ASan) or rejected; `GatherOptions()`,
+// a named variable or a function's return value are fine.
 
 #ifndef CONCURRY_SYNC_GATHER_ASYNC_H_
 #define CONCURRY_SYNC_GATHER_ASYNC_H_
 
+#include <concepts>
 #include <cstddef>
 #include <span>
 #include <tuple>
@@ -209,7 +214,9 @@ Coro<std::tuple<Outcome<Ts>...>> GatherSettledAsync(Future<Ts>... futures) {
 
 // GatherAsync and GatherSettledAsync with only a timeout, as an argument: `co_await
 // GatherAsync(futures, absl::Seconds(5))`. Safe to write inside a co_await expression with GCC 12
-// (no braced temporary).
+// (no braced temporary). The timeout's type is deduced (it must be absl::Duration exactly) so
+// that a braced second argument, `GatherAsync(futures, {})` or `{.timeout = t}`, always means
+// GatherOptions and is never ambiguous with these.
 namespace sync_internal {
 inline GatherOptions WithTimeout(absl::Duration timeout) {
   GatherOptions options;
@@ -217,35 +224,33 @@ inline GatherOptions WithTimeout(absl::Duration timeout) {
   return options;
 }
 }  // namespace sync_internal
-template <typename T>
+template <typename T, std::same_as<absl::Duration> D>
 Coro<sync_internal::VoidOr<T, std::vector<T>>> GatherAsync(std::vector<Future<T>> futures,
-                                                           absl::Duration timeout) {
+                                                           D timeout) {
   return GatherAsync(std::move(futures), sync_internal::WithTimeout(timeout));
 }
-template <sync_internal::FutureMap M>
+template <sync_internal::FutureMap M, std::same_as<absl::Duration> D>
 Coro<sync_internal::VoidOr<sync_internal::MapValueT<M>,
                            sync_internal::RebindMapped<M, sync_internal::MapValueT<M>>>>
-GatherAsync(M futures, absl::Duration timeout) {
+GatherAsync(M futures, D timeout) {
   return GatherAsync(std::move(futures), sync_internal::WithTimeout(timeout));
 }
-template <typename... Ts>
+template <typename... Ts, std::same_as<absl::Duration> D>
 Coro<std::tuple<sync_internal::GatherValueT<Ts>...>> GatherAsync(std::tuple<Future<Ts>...> futures,
-                                                                 absl::Duration timeout) {
+                                                                 D timeout) {
   return GatherAsync(std::move(futures), sync_internal::WithTimeout(timeout));
 }
-template <typename T>
-Coro<std::vector<Outcome<T>>> GatherSettledAsync(std::vector<Future<T>> futures,
-                                                 absl::Duration timeout) {
+template <typename T, std::same_as<absl::Duration> D>
+Coro<std::vector<Outcome<T>>> GatherSettledAsync(std::vector<Future<T>> futures, D timeout) {
   return GatherSettledAsync(std::move(futures), sync_internal::WithTimeout(timeout));
 }
-template <sync_internal::FutureMap M>
+template <sync_internal::FutureMap M, std::same_as<absl::Duration> D>
 Coro<sync_internal::RebindMapped<M, Outcome<sync_internal::MapValueT<M>>>> GatherSettledAsync(
-    M futures, absl::Duration timeout) {
+    M futures, D timeout) {
   return GatherSettledAsync(std::move(futures), sync_internal::WithTimeout(timeout));
 }
-template <typename... Ts>
-Coro<std::tuple<Outcome<Ts>...>> GatherSettledAsync(std::tuple<Future<Ts>...> futures,
-                                                    absl::Duration timeout) {
+template <typename... Ts, std::same_as<absl::Duration> D>
+Coro<std::tuple<Outcome<Ts>...>> GatherSettledAsync(std::tuple<Future<Ts>...> futures, D timeout) {
   return GatherSettledAsync(std::move(futures), sync_internal::WithTimeout(timeout));
 }
 

@@ -1,5 +1,7 @@
 #include "sync/gather_async.h"
 
+#include <cstdint>
+#include <exception>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -25,6 +27,7 @@ namespace concurry {
 namespace {
 
 using ::concurry::async_testing::FuturesOf;
+using ::concurry::async_testing::LiveAllocations;
 using ::concurry::async_testing::RunCoro;
 using ::concurry::async_testing::Runner;
 using ::concurry::testkit::FakeClock;
@@ -201,6 +204,51 @@ TEST(GatherAsyncTest, CancellingTheCoroutineEndsTheWaitAndLeavesTheFuturesAlone)
   EXPECT_THROW(out.Result(), CancelledError);
   EXPECT_FALSE(promises[1].IsCancelled());
   EXPECT_TRUE(promises[1].SetValue(1));
+  EXPECT_EQ(executor.pending(), 0u);  // No callback was left to wake anything.
+}
+
+// A callback left on the pending future, or a timer entry left behind, would pile up: the
+// pending future and the clock outlive every round.
+TEST(GatherAsyncTest, CancelledAndTimedOutGathersLeaveNothingBehind) {
+  FakeClock clock;
+  ManualExecutor executor;
+  Promise<int> promise;
+  const Future<int> pending = promise.GetFuture();
+  const std::vector<Future<int>> futures = {MakeReadyFuture(1), pending};
+  const std::map<int, Future<int>> by_key = {{1, MakeReadyFuture(1)}, {2, pending}};
+  GatherOptions long_timeout;
+  long_timeout.timeout = absl::Hours(1);
+  GatherOptions no_time;
+  no_time.timeout = absl::ZeroDuration();
+  auto cancelled_gather = [&] {
+    Future<std::vector<int>> out = Spawn(executor, GatherAsync(futures, long_timeout), clock);
+    Future<std::map<int, Outcome<int>>> settled =
+        Spawn(executor, GatherSettledAsync(by_key, long_timeout), clock);
+    executor.RunAll();
+    ASSERT_FALSE(out.Done());
+    ASSERT_FALSE(settled.Done());
+    out.Cancel();
+    settled.Cancel();
+    executor.RunAll();
+    ASSERT_THROW(out.Result(), CancelledError);
+    ASSERT_THROW(settled.Result(), CancelledError);
+  };
+  auto timed_out_gather = [&] {
+    Future<std::vector<int>> out = Spawn(executor, GatherAsync(futures, no_time), clock);
+    executor.RunAll();
+    ASSERT_THROW(out.Result(), TimeoutError);
+  };
+  cancelled_gather();  // Warms up lazily allocated state (the clock's timer).
+  timed_out_gather();
+  const int64_t before = LiveAllocations();
+  for (int i = 0; i < 50; ++i) {
+    cancelled_gather();
+    timed_out_gather();
+  }
+  // Only growth counts: an earlier test's thread may still free its state meanwhile (a timer
+  // destroyed by its own callback ends on its detached thread); a leak adds one per round.
+  EXPECT_LE(LiveAllocations(), before);
+  EXPECT_FALSE(promise.IsCancelled());
 }
 
 TEST(GatherAsyncTest, ReportsProgressEvenWhenEverythingIsReady) {
@@ -286,6 +334,90 @@ TEST(GatherAsyncTest, ATimeoutAsTheArgumentInsideACoroutine) {
   const std::string out = SyncWait(body(MakeReadyFuture(1), pending.GetFuture()), clock);
   advancer.join();
   EXPECT_EQ(out, "GatherAsync: timed out after 3s; 1 of 2 futures completed 3");
+}
+
+TEST(GatherAsyncTest, MapWithOptionsKeepsKeysAndCancelsPendingOnTimeoutWhenAsked) {
+  FakeClock clock;
+  Promise<int> never;
+  auto body = [](Future<int> pending) -> Coro<std::string> {
+    GatherOptions options;
+    options.timeout = absl::Seconds(1);
+    std::map<std::string, Future<int>> ready = {{"a", MakeReadyFuture(1)},
+                                                {"b", MakeReadyFuture(2)}};
+    std::map<std::string, int> values = co_await GatherAsync(ready, options);
+    EXPECT_THAT(values, ElementsAre(Pair("a", 1), Pair("b", 2)));
+    options.cancel_pending_on_timeout = true;
+    std::map<std::string, Future<int>> with_pending = {{"a", MakeReadyFuture(1)}, {"p", pending}};
+    try {
+      std::map<std::string, int> never_given = co_await GatherAsync(with_pending, options);
+      ADD_FAILURE() << "no timeout";
+    } catch (const TimeoutError& e) {
+      co_return e.what();
+    }
+    co_return "";
+  };
+  std::thread advancer([&] {
+    clock.BlockUntilWaiters(1);
+    clock.Advance(absl::Seconds(1));
+  });
+  EXPECT_EQ(SyncWait(body(never.GetFuture()), clock),
+            "GatherAsync: timed out after 1s; 1 of 2 futures completed");
+  advancer.join();
+  EXPECT_TRUE(never.IsCancelled());
+}
+
+TEST(GatherSettledAsyncTest, ATimeoutAsTheArgumentForVectorsAndTuples) {
+  FakeClock clock;
+  Promise<int> failing;
+  failing.SetError(std::make_exception_ptr(CustomError("bad")));
+  Promise<int> never;
+  auto body = [](Future<int> failed, Future<int> pending) -> Coro<std::string> {
+    std::vector<Future<int>> settled_input = {MakeReadyFuture(1), failed};
+    std::vector<Outcome<int>> outcomes =
+        co_await GatherSettledAsync(settled_input, absl::Seconds(1));
+    EXPECT_EQ(outcomes[0].value(), 1);
+    EXPECT_THROW(outcomes[1].value(), CustomError);
+    std::tuple<Outcome<int>, Outcome<std::string>> pair = co_await GatherSettledAsync(
+        std::make_tuple(failed, MakeReadyFuture(std::string("s"))), absl::Seconds(1));
+    EXPECT_THROW(std::get<0>(pair).value(), CustomError);
+    EXPECT_EQ(std::get<1>(pair).value(), "s");
+    std::vector<Future<int>> with_pending = {MakeReadyFuture(1), pending};
+    try {
+      std::vector<Outcome<int>> never_given =
+          co_await GatherSettledAsync(with_pending, absl::Seconds(2));
+      ADD_FAILURE() << "no timeout";
+    } catch (const TimeoutError& e) {
+      co_return e.what();
+    }
+    co_return "";
+  };
+  std::thread advancer([&] {
+    clock.BlockUntilWaiters(1);
+    clock.Advance(absl::Seconds(2));
+  });
+  EXPECT_EQ(SyncWait(body(failing.GetFuture(), never.GetFuture()), clock),
+            "GatherSettledAsync: timed out after 2s; 1 of 2 futures completed");
+  advancer.join();
+  EXPECT_FALSE(never.IsCancelled());
+}
+
+// Review: `GatherAsync(v, {})` was ambiguous between GatherOptions and the timeout overloads.
+TEST(GatherAsyncTest, ABracedSecondArgumentMeansOptions) {
+  const std::vector<Future<int>> futures = {MakeReadyFuture(1)};
+  const std::map<int, Future<int>> by_key = {{7, MakeReadyFuture(7)}};
+  Coro<std::vector<int>> values = GatherAsync(futures, {});
+  Coro<std::vector<Outcome<int>>> outcomes =
+      GatherSettledAsync(futures, {.timeout = absl::Seconds(1)});
+  Coro<std::map<int, int>> keyed = GatherAsync(by_key, {});
+  Coro<std::map<int, Outcome<int>>> keyed_outcomes = GatherSettledAsync(by_key, {});
+  Coro<std::tuple<int>> one = GatherAsync(std::make_tuple(futures[0]), {});
+  Coro<std::tuple<Outcome<int>>> one_outcome = GatherSettledAsync(std::make_tuple(futures[0]), {});
+  EXPECT_THAT(SyncWait(std::move(values)), ElementsAre(1));
+  EXPECT_EQ(SyncWait(std::move(outcomes)).at(0).value(), 1);
+  EXPECT_THAT(SyncWait(std::move(keyed)), ElementsAre(Pair(7, 7)));
+  EXPECT_EQ(SyncWait(std::move(keyed_outcomes)).at(7).value(), 7);
+  EXPECT_EQ(std::get<0>(SyncWait(std::move(one))), 1);
+  EXPECT_EQ(std::get<0>(SyncWait(std::move(one_outcome))).value(), 1);
 }
 
 class GatherAsyncRunnerTest : public ::testing::TestWithParam<Runner> {};

@@ -14,18 +14,34 @@
 // the clock of the awaiting coroutine's scheduler (SyncWait's or Spawn's clock, a coroutine
 // worker's), not Clock::Real(). A timeout leaves the pending futures running unless
 // `options.cancel_pending_on_timeout` is set. Cancelling the awaiting coroutine ends the wait
-// with CancelledError and leaves the futures alone.
+// with CancelledError and leaves the futures alone; so does a stopped one (its executor rejected
+// or dropped the step that would resume it), with StoppedError.
 //
-// GCC 12 (Debian 12's compiler) mishandles braced temporaries inside a co_await expression: an
-// options struct written in place (`co_await WaitAsync(f, {.timeout = t})`) is relocated bitwise
-// and its std::string member freed at a wrong address, and a braced list of futures does not
-// compile. Name the options (as above) and the list (`std::vector<AnyFuture> any = {a, b};`), or
-// make the Coro first (`auto wait = WaitAsync({a, b}, options); co_await std::move(wait);`).
-// That is also why the overloads without options are separate functions, not default arguments.
+// GCC 12 (Debian 12's compiler) miscompiles a braced temporary passed by value inside a co_await
+// expression. Affected: `co_await WaitAsync(f, {.timeout = t})`, and typed ones as well,
+// `WaitOptions{.timeout = t}` or `GatherOptions{}`: the temporary is copied into the coroutine
+// frame bitwise, so its std::string member (progress.description) still points into the old copy
+// and is freed at a wrong address. ASan reports "attempting free on address which was not
+// malloc()-ed"; without ASan there is no diagnostic, just heap corruption (or a glibc abort far
+// from the cause). Fine: `WaitOptions()` (value-initialized), a named variable (as above), a
+// function's return value, and every form outside a co_await expression. A braced list of futures
+// inside a co_await does not compile at all. So: name the options and the list
+// (`std::vector<AnyFuture> any = {a, b};`), or make the Coro first (`auto wait = WaitAsync({a, b},
+// options); co_await std::move(wait);`). That is also why the overloads without options are
+// separate functions, not default arguments. The smallest program that shows it, with no concurry
+// code (g++-12 -std=c++20 -fsanitize=address; fine when `o` is named first):
+//
+//   struct Opts { int a = 0; std::string s; };
+//   struct Aw { bool await_ready() { return false; }
+//               void await_suspend(std::coroutine_handle<> h) { h.resume(); }
+//               int await_resume() { return 1; } };
+//   Aw Make(Opts o) { return {}; }
+//   Task T() { int x = co_await Make({.a = 1}); }  // Task: any eager coroutine type
 
 #ifndef CONCURRY_SYNC_WAIT_ASYNC_H_
 #define CONCURRY_SYNC_WAIT_ASYNC_H_
 
+#include <concepts>
 #include <initializer_list>
 #include <span>
 #include <type_traits>
@@ -116,22 +132,25 @@ Coro<WaitResultKeyed<typename M::key_type>> WaitAsync(const M& futures) {
 
 // As above with `return_when` and `timeout` as arguments (concurry's async_wait signature):
 // `co_await WaitAsync(futures, ReturnWhen::kFirstCompleted, absl::Seconds(5))`. Safe to write
-// inside a co_await expression with GCC 12 (no braced temporary).
-inline Coro<WaitResult> WaitAsync(std::vector<AnyFuture> futures, ReturnWhen return_when,
-                                  absl::Duration timeout = absl::InfiniteDuration()) {
+// inside a co_await expression with GCC 12 (no braced temporary). The type of `return_when` is
+// deduced (it must be ReturnWhen exactly) so that a braced second argument, `WaitAsync(futures,
+// {})` or `{.timeout = t}`, always means WaitOptions.
+template <std::same_as<ReturnWhen> R>
+Coro<WaitResult> WaitAsync(std::vector<AnyFuture> futures, R return_when,
+                           absl::Duration timeout = absl::InfiniteDuration()) {
   WaitOptions options;
   options.return_when = return_when;
   options.timeout = timeout;
   return WaitAsync(std::move(futures), std::move(options));
 }
-template <typename T>
-Coro<WaitResult> WaitAsync(const std::vector<Future<T>>& futures, ReturnWhen return_when,
+template <typename T, std::same_as<ReturnWhen> R>
+Coro<WaitResult> WaitAsync(const std::vector<Future<T>>& futures, R return_when,
                            absl::Duration timeout = absl::InfiniteDuration()) {
   return WaitAsync(std::vector<AnyFuture>(futures.begin(), futures.end()), return_when, timeout);
 }
-template <sync_internal::FutureMap M>
+template <sync_internal::FutureMap M, std::same_as<ReturnWhen> R>
 Coro<WaitResultKeyed<typename M::key_type>> WaitAsync(
-    const M& futures, ReturnWhen return_when, absl::Duration timeout = absl::InfiniteDuration()) {
+    const M& futures, R return_when, absl::Duration timeout = absl::InfiniteDuration()) {
   WaitOptions options;
   options.return_when = return_when;
   options.timeout = timeout;

@@ -28,7 +28,7 @@ struct BackendPackage {
   bool exists;
 };
 constexpr BackendPackage kPackages[kNumModes] = {
-    {"inline", true},  {"thread", true},     {"tbb", true},    {"loopback", true},
+    {"inline", true},  {"thread", true},    {"tbb", true},    {"loopback", true},
     {"process", true}, {"coroutine", true}, {"remote", true},
 };
 

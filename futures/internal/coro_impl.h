@@ -36,11 +36,28 @@ namespace futures_internal {
 // recursion). The executor of a coroutine that Then starts with no scheduler at hand.
 Executor& InlineStepExecutor();
 
-// Throws CancelledError for a cancelled coroutine reaching a co_await.
-[[noreturn]] void ThrowCoroCancelled();
+// Returns the scheduler for coroutines whose steps run on `executor`: `executor` itself when it is
+// a CoroScheduler (SyncWait's loop, a coroutine worker's loop; then its own clock applies and the
+// coroutine is one of its roots, shared with it when it is shareable), else a new
+// ExecutorScheduler over `executor` with `clock`.
+std::shared_ptr<CoroScheduler> SchedulerFor(Executor& executor, Clock& clock = Clock::Real());
 
-// Timers for WakeAt: Timer::Default() for Clock::Real(), else one Timer per clock, made on first
-// use and owned here. Thread-safe.
+// Runs one step of a coroutine on the calling thread: `handle.resume()` with `scheduler` and
+// `control` current. When the thread runs no step yet, the steps that InlineStepExecutor() gets
+// meanwhile (an inline Yield, a resumption dropped by an executor) run after this one, not nested.
+void RunCoroStep(CoroScheduler* scheduler, CoroControl* control,
+                 std::coroutine_handle<> handle) noexcept;
+
+// Returns the task a CoroScheduler posts in Resume(): it runs the step (RunCoroStep) holding
+// `control`; destroyed without having run (rejected or dropped), it stops the coroutine
+// (CoroControl::Stop) and runs the step on the destroying thread instead, after the step running
+// there if any. Destroy dropped tasks outside the scheduler's locks: the step may run then.
+Executor::Task MakeResumeStep(CoroScheduler* scheduler, CoroControl& control,
+                              std::coroutine_handle<> handle);
+
+// Timers for WakeAt: Timer::Default() for Clock::Real(), else the Timer of that clock, one per
+// clock in the process, shared by every ClockTimers using it (each keeps the ones it used alive;
+// the last to let go destroys it). Thread-safe.
 class ClockTimers {
  public:
   ClockTimers() = default;
@@ -53,14 +70,14 @@ class ClockTimers {
 
  private:
   absl::Mutex mu_;
-  std::vector<std::pair<Clock*, std::unique_ptr<Timer>>> timers_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<Clock*, std::shared_ptr<Timer>>> timers_ ABSL_GUARDED_BY(mu_);
 };
 
 // A scheduler over any Executor: each step is a task submitted to it. A step the executor rejects
-// or destroys without running ends the coroutine: its future fails with StoppedError. Over
-// InlineExecutor() the steps go through InlineStepExecutor(): they run on the waking thread, but
-// one after another, never nested (a Yield loop does not grow the stack).
-// Thread-safe.
+// or destroys without running stops the coroutine (CoroControl::Stop) and runs on the rejecting or
+// dropping thread, after the step running there if any, so the frame unwinds with StoppedError.
+// Over InlineExecutor() the steps go through InlineStepExecutor(): they run on the waking thread,
+// but one after another, never nested (a Yield loop does not grow the stack). Thread-safe.
 class ExecutorScheduler final : public CoroScheduler {
  public:
   explicit ExecutorScheduler(Executor& executor, Clock& clock = Clock::Real())
@@ -85,12 +102,15 @@ class ExecutorScheduler final : public CoroScheduler {
 };
 
 // SyncWait's loop: steps are queued and run on the thread that calls Run(). Shared (SyncWait's
-// root control owns it, and so does anything that outlives SyncWait while holding that control,
-// such as a Future-coroutine started in a step). When the main coroutine ends, Run() cancels the
-// other roots started here and runs steps until they have ended (as asyncio.run does); then the
-// loop is closed: a later resumption runs on the waking thread, and Submit throws StoppedError.
-// Thread-safe (Run and Finish from the owning thread).
-class LocalLoop final : public Executor, public CoroScheduler {
+// root control owns it, and so does anything that outlives SyncWait while holding that control or
+// the loop: a root started on it through CurrentCoroutineExecutor(), a Future-coroutine started in
+// a step or in a plain task of the loop). Must be made by std::make_shared. When the main coroutine
+// ends, Run() cancels the other roots started here and runs steps until they have ended (as
+// asyncio.run does); then the loop is closed: a later resumption runs on the waking thread, and
+// Submit throws StoppedError. Thread-safe (Run and Finish from the owning thread).
+class LocalLoop final : public Executor,
+                        public CoroScheduler,
+                        public std::enable_shared_from_this<LocalLoop> {
  public:
   explicit LocalLoop(Clock& clock) : clock_(clock), owner_(std::this_thread::get_id()) {}
 
@@ -108,6 +128,7 @@ class LocalLoop final : public Executor, public CoroScheduler {
   bool InThisThread() const override { return std::this_thread::get_id() == owner_; }
   void RootStarted(CoroControl& control) override ABSL_LOCKS_EXCLUDED(mu_);
   void RootFinished(CoroControl& control) override ABSL_LOCKS_EXCLUDED(mu_);
+  std::shared_ptr<CoroScheduler> Share() override { return shared_from_this(); }
 
   // Runs queued steps until Finish() was called and every other root started here has ended
   // (they are cancelled then); waits (a BlockingRegion) while none is queued. Closes the loop.
@@ -132,7 +153,7 @@ class LocalLoop final : public Executor, public CoroScheduler {
 
 // The owner of a top-level coroutine: completes its promise when the frame reaches its final
 // suspension point.
-class RootBase : public CoroRootOwner {
+class RootBase {
  public:
   // Called from the final suspension point, on the scheduler's thread. Destroys the frame and
   // this object.
@@ -140,6 +161,15 @@ class RootBase : public CoroRootOwner {
 
  protected:
   ~RootBase() = default;
+};
+
+// What await_transform gives for a rejected operand, after its static_assert: an awaitable of the
+// expected type, so that the static_assert is the only error.
+template <typename T>
+struct NeverAwaited {
+  bool await_ready() const noexcept { return true; }
+  void await_suspend(std::coroutine_handle<>) const noexcept {}
+  T await_resume() const { std::terminate(); }
 };
 
 // The promise part shared by every Coro<T>: lazy start, the hand-off to the parent at the end,
@@ -161,9 +191,31 @@ class CoroPromiseBase : public CoroFrameBase {
 
   // Every co_await in a Coro passes here: a cancelled coroutine throws at its next one.
   template <typename A>
-  A&& await_transform(A&& awaitable) {
-    if (control != nullptr && control->cancelled()) ThrowCoroCancelled();
-    return std::forward<A>(awaitable);
+  decltype(auto) await_transform(A&& awaitable) {
+    if constexpr (kIsCoro<std::remove_cvref_t<A>> && std::is_lvalue_reference_v<A>) {
+      // `auto c = F(); co_await c;`: say so instead of "use of deleted function" (GCC would copy
+      // the Coro). Returns an awaitable only so that this error is the only one.
+      static_assert(!std::is_lvalue_reference_v<A>,
+                    "co_await std::move(coro): a Coro is awaited once");
+      return NeverAwaited<typename std::remove_cvref_t<A>::value_type>{};
+    } else {
+      if (control != nullptr && control->cancelled()) control->ThrowEnded();
+      return std::forward<A>(awaitable);
+    }
+  }
+  // A future handed over to the await (a temporary such as `co_await worker.Call(...)`, or
+  // std::move): in a cancelled coroutine it is cancelled too when this was its only consumer
+  // handle, so the work it stands for does not go on unawaited; then the await throws.
+  template <typename U>
+  Future<U>&& await_transform(Future<U>&& future) {
+    if (control != nullptr && control->cancelled()) {
+      if (future.valid()) {
+        const FutureRef<U> held = ReleaseState(std::move(future));
+        if (held->sole_consumer()) held->Cancel();
+      }
+      control->ThrowEnded();
+    }
+    return std::move(future);
   }
 
   // At the final suspension point: a root completes its promise; a child hands control back to
@@ -223,11 +275,6 @@ class CoroRoot final : public RootBase {
         handle_(handle),
         control_(std::move(control)),
         on_finished_(std::move(on_finished)) {}
-
-  void Abandon(std::exception_ptr error) noexcept override {
-    handle_.destroy();  // Suspended, and nothing else resumes it: the dropped step was the one.
-    Complete(std::move(error), std::nullopt);
-  }
 
   void Finish() noexcept override {
     std::exception_ptr error = handle_.promise().error_;
@@ -304,11 +351,10 @@ void StartCoroRoot(Promise<U>& promise, Coro<U> coro, absl::AnyInvocable<void()>
   handle.promise().control = control.get();
   auto* root = new CoroRoot<U>(std::move(promise), handle, control, std::move(on_finished));
   handle.promise().root_ = root;
-  control->set_root(root);
   scheduler.RootStarted(*control);
   if (start_inline) {
-    ScopedCoroScheduler scope(&scheduler, control.get());
-    handle.resume();  // May finish and release `scheduler` if owned: not used after this.
+    // May finish and release `scheduler` if owned: not used after this.
+    RunCoroStep(&scheduler, control.get(), handle);
   } else {
     scheduler.Resume(*control, handle);
   }
@@ -336,7 +382,7 @@ template <typename U, typename Fn, typename Tuple>
 Future<U> AsyncCoro(Executor& executor, Fn fn, Tuple bound) {
   Promise<U> promise;
   Future<U> future = promise.GetFuture();
-  auto scheduler = std::make_shared<ExecutorScheduler>(executor);
+  std::shared_ptr<CoroScheduler> scheduler = SchedulerFor(executor);
   // The callable and its arguments stay alive with the frame (a coroutine lambda's captures and
   // reference parameters point into them).
   auto keep = std::make_shared<std::pair<Fn, Tuple>>(std::move(fn), std::move(bound));
@@ -432,7 +478,7 @@ class [[nodiscard]] SleepAwaitable {
   void await_resume() {
     if (control_ != nullptr && control_->cancelled()) {
       control_->scheduler().CancelWake(token_);
-      futures_internal::ThrowCoroCancelled();
+      control_->ThrowEnded();
     }
   }
 
@@ -462,7 +508,7 @@ class [[nodiscard]] YieldAwaitable {
     return true;
   }
   void await_resume() {
-    if (control_ != nullptr && control_->cancelled()) futures_internal::ThrowCoroCancelled();
+    if (control_ != nullptr && control_->cancelled()) control_->ThrowEnded();
   }
 
  private:
@@ -482,7 +528,8 @@ Future<T> Spawn(Executor& executor, Coro<T> coro, Clock& clock) {
   if (!coro.valid()) futures_internal::ThrowInvalid("Coro", "Spawn");
   Promise<T> promise;
   Future<T> future = promise.GetFuture();
-  auto scheduler = std::make_shared<futures_internal::ExecutorScheduler>(executor, clock);
+  std::shared_ptr<futures_internal::CoroScheduler> scheduler =
+      futures_internal::SchedulerFor(executor, clock);
   try {
     executor.Submit([p = std::move(promise), c = std::move(coro), scheduler]() mutable {
       if (p.IsCancelled()) return;
@@ -504,7 +551,7 @@ T SyncWait(Coro<T> coro, Clock& clock) {
   auto loop = std::make_shared<futures_internal::LocalLoop>(clock);
   futures_internal::LocalLoop* raw = loop.get();
   futures_internal::StartCoroRoot(
-      promise, std::move(coro), [raw] { raw->Finish(); }, *raw, loop, /*start_inline=*/true);
+      promise, std::move(coro), [raw] { raw->Finish(); }, *raw, loop, /*start_inline=*/false);
   loop->Run();
   return std::move(future).Result();
 }

@@ -8,6 +8,8 @@
 #include <memory>
 #include <utility>
 
+#include "futures/errors.h"
+
 namespace concurry {
 namespace futures_internal {
 namespace {
@@ -90,14 +92,19 @@ void CoroControl::Wake(uint64_t generation, std::coroutine_handle<> handle) noex
   if (handoff_.exchange(true, std::memory_order_acq_rel)) scheduler_->Resume(*this, handle);
 }
 
-void CoroControl::Abandon(std::exception_ptr error) noexcept {
-  if (root_ != nullptr) {
-    root_->Abandon(std::move(error));
-    return;
+void CoroControl::ThrowEnded() const {
+  if (stopped()) {
+    throw StoppedError(
+        "a step of the coroutine was rejected or dropped by its executor; the coroutine stopped");
   }
-  std::fprintf(stderr,
-               "concurry: a step of a Future-coroutine awaiting on a coroutine scheduler was "
-               "dropped by its executor; that coroutine stays suspended\n");
+  throw CancelledError("the coroutine was cancelled");
+}
+
+void CoroControl::Stop() noexcept {
+  if (!cancellable_) return;
+  // Before cancelled_: an await that finds cancelled() then finds stopped() too.
+  stopped_.store(true, std::memory_order_release);
+  cancelled_.store(true, std::memory_order_seq_cst);
 }
 
 void CoroControl::Cancel() noexcept {

@@ -25,17 +25,6 @@ namespace futures_internal {
 
 class CoroControl;
 
-// The owner of a top-level coroutine, as its control sees it.
-class CoroRootOwner {
- public:
-  // Ends a coroutine suspended for good (the step that would resume it was dropped): destroys the
-  // frame and fails its future with `error`. Only when nothing else can resume the frame.
-  virtual void Abandon(std::exception_ptr error) noexcept = 0;
-
- protected:
-  ~CoroRootOwner() = default;
-};
-
 // Identifies a wake-up scheduled by CoroScheduler::WakeAt. Its meaning belongs to the scheduler.
 struct WakeToken {
   void* owner = nullptr;  // null: nothing scheduled.
@@ -50,7 +39,9 @@ class CoroScheduler {
   virtual ~CoroScheduler() = default;
 
   // Posts `handle.resume()` (run with this scheduler current, ScopedCoroScheduler). Never runs it
-  // inline. `control` is the coroutine's; the posted step keeps a reference to it.
+  // inline. Post futures_internal::MakeResumeStep(this, control, handle) (futures/coro.h): it
+  // handles a step dropped unrun. `control` is the coroutine's; the posted step keeps a reference
+  // to it.
   virtual void Resume(CoroControl& control, std::coroutine_handle<> handle) = 0;
   // Runs `wake` once when `clock` reaches `deadline` (soon if it already has), on any thread; it
   // must only post work. Returns a token for CancelWake.
@@ -66,6 +57,9 @@ class CoroScheduler {
   // A top-level coroutine begins / has ended here (bounded loops count them).
   virtual void RootStarted(CoroControl& /*control*/) {}
   virtual void RootFinished(CoroControl& /*control*/) {}
+  // Returns an owner of this scheduler for the coroutines started on it to share, or null when
+  // its maker keeps it alive longer than its coroutines (they then borrow it).
+  virtual std::shared_ptr<CoroScheduler> Share() { return nullptr; }
 };
 
 // Returns the scheduler whose step the calling thread runs, or null.
@@ -134,7 +128,12 @@ class CoroControl : public std::enable_shared_from_this<CoroControl> {
   // Whether Cancel() can end this coroutine (false for the stand-in control of a Future-coroutine
   // awaiting on a scheduler).
   bool cancellable() const { return cancellable_; }
+  // Whether the coroutine was cancelled or stopped: its awaits throw.
   bool cancelled() const { return cancelled_.load(std::memory_order_acquire); }
+  // Whether a step of the coroutine was rejected or dropped by its executor (see Stop()).
+  bool stopped() const { return stopped_.load(std::memory_order_acquire); }
+  // Throws StoppedError for a stopped coroutine, else CancelledError.
+  [[noreturn]] void ThrowEnded() const;
 
   // Records `handle` as suspended and returns the generation a wake must present.
   uint64_t Arm(std::coroutine_handle<> handle) noexcept;
@@ -148,11 +147,12 @@ class CoroControl : public std::enable_shared_from_this<CoroControl> {
   bool Suspend(uint64_t generation) noexcept;
   // Resumes `handle` through the scheduler if the generation is still `generation`; else nothing.
   void Wake(uint64_t generation, std::coroutine_handle<> handle) noexcept;
-  // Records the owner of a top-level coroutine (before its first step; null for a stand-in).
-  void set_root(CoroRootOwner* root) noexcept { root_ = root; }
-  // Called by a resumption step destroyed without running: ends the coroutine with `error`
-  // (a stand-in's Future-coroutine stays suspended; that is reported to stderr).
-  void Abandon(std::exception_ptr error) noexcept;
+  // Called when a resumption step of this coroutine was destroyed without running (its executor
+  // rejected or dropped it), before that step is run on the dropping thread instead: from now on
+  // every await of the coroutine, the one it resumes included, throws StoppedError, so the frame
+  // unwinds (RAII, catch blocks) and its future fails. Sticky. No-op for a stand-in control (its
+  // Future-coroutine just goes on on the dropping thread).
+  void Stop() noexcept;
   // Sets the cancel flag and wakes the coroutine if it is suspended at a leaf await (it then
   // throws CancelledError there); a running one throws at its next co_await. Any thread.
   void Cancel() noexcept;
@@ -161,8 +161,8 @@ class CoroControl : public std::enable_shared_from_this<CoroControl> {
   CoroScheduler* const scheduler_;
   const std::shared_ptr<CoroScheduler> owned_;
   const bool cancellable_;
-  CoroRootOwner* root_ = nullptr;  // Written before the first step; read by a dropped step.
-  std::atomic<bool> cancelled_{false};
+  std::atomic<bool> cancelled_{false};  // Set by Cancel() and by Stop().
+  std::atomic<bool> stopped_{false};
   std::atomic<uint64_t> armed_{0};  // Odd while a leaf await waits for its wake.
   std::atomic<void*> suspended_{nullptr};
   std::atomic<bool> handoff_{false};

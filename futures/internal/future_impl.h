@@ -157,11 +157,15 @@ class FutureAwaiter {
     return control->Suspend(generation);
   }
   T await_resume() {
-    if (control_ != nullptr && control_->cancelled() && !future_.Done()) {
-      AnyFuture any = future_;
-      any.RemoveCallback(callback_);  // False: it ran, and only touched the control.
-      const FutureRef<T> held = ReleaseState(std::move(future_));
-      if (held->sole_consumer()) held->Cancel();
+    // A stopped coroutine throws even when the future is done: its resumption was dropped.
+    if (control_ != nullptr && control_->cancelled() && (control_->stopped() || !future_.Done())) {
+      if (!future_.Done()) {
+        AnyFuture any = future_;
+        any.RemoveCallback(callback_);  // False: it ran, and only touched the control.
+        const FutureRef<T> held = ReleaseState(std::move(future_));
+        if (held->sole_consumer()) held->Cancel();
+      }
+      if (control_->stopped()) control_->ThrowEnded();
       throw CancelledError("the coroutine was cancelled while awaiting a future");
     }
     return std::move(future_).Result();

@@ -21,8 +21,10 @@
 namespace concurry {
 namespace sync_internal {
 
-// Throws TimeoutError "AsCompleted: timed out after <timeout>; yielded <yielded> of <total>".
-[[noreturn]] void ThrowAsCompletedTimeout(absl::Duration timeout, size_t yielded, size_t total);
+// Throws TimeoutError "<operation>: timed out after <timeout>; yielded <yielded> of <total>"
+// (operation: "AsCompleted" or "AsCompletedAsync").
+[[noreturn]] void ThrowAsCompletedTimeout(const char* operation, absl::Duration timeout,
+                                          size_t yielded, size_t total);
 
 // The state of one AsCompleted iteration. Heap-allocated and never moved: the Watch refers to
 // `any_`. Not thread-safe; confine to one thread.
@@ -63,7 +65,7 @@ class AsCompletedState {
       if (cancel_pending_on_timeout_) {
         for (const AnyFuture& future : any_) future.Cancel();  // A no-op on done ones.
       }
-      ThrowAsCompletedTimeout(timeout_, yielded_, futures_.size());
+      ThrowAsCompletedTimeout("AsCompleted", timeout_, yielded_, futures_.size());
     }
     const size_t index = snapshot_.completed[yielded_];
     current_.emplace(

@@ -185,8 +185,10 @@ bool AsyncWatch::Awaiter::await_resume() {
   }
   CancelTimer();
   futures_internal::CoroControl* control = std::exchange(control_, nullptr);
+  // Cancelled (CancelledError) or stopped because a step was dropped (StoppedError): the wait ends
+  // with the error every other await of the coroutine throws from now on.
   if (!met && control != nullptr && control->cancellable() && control->cancelled()) {
-    throw CancelledError("the coroutine was cancelled while waiting for futures");
+    control->ThrowEnded();
   }
   return met;
 }

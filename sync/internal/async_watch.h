@@ -57,7 +57,8 @@ class AsyncWatch {
   // `or_failure` is set, or `clock` reaches `deadline`; `co_await` gives whether the condition
   // holds. Appends to `snapshot->completed` the completions it does not hold yet and updates its
   // failure count (pass the same snapshot to every call). A coroutine cancelled while it waits
-  // gets CancelledError (unless the condition holds by then). Await at once, one at a time.
+  // gets CancelledError, a stopped one StoppedError (unless the condition holds by then). Await at
+  // once, one at a time.
   Awaiter Await(size_t count, bool or_failure, Clock& clock, absl::Time deadline,
                 Snapshot* snapshot);
 
@@ -103,7 +104,8 @@ class [[nodiscard]] AsyncWatch::Awaiter {
     return Suspend(*control, handle);
   }
   // Copies what was recorded into the snapshot; returns whether the condition holds. Throws
-  // CancelledError when the coroutine was cancelled and the condition does not hold.
+  // CancelledError when the coroutine was cancelled and the condition does not hold (StoppedError
+  // when it was stopped: its executor dropped a step).
   bool await_resume();
 
  private:

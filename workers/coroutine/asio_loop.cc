@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "futures/errors.h"
+#include "futures/internal/coro_impl.h"
 #include "futures/internal/task_context.h"
 #include "futures/timer.h"
 #include "workers/internal/cancel_signal.h"
@@ -26,39 +27,9 @@ class ControlSignal final : public CancelSignal {
   const futures_internal::CoroControl& control_;
 };
 
-// A posted resumption. One that is destroyed without having run (the loop closed first) ends
-// its coroutine with StoppedError, so that its future does not stay pending. Move-only.
-class ResumeStep {
- public:
-  ResumeStep(AsioLoop* loop, std::shared_ptr<futures_internal::CoroControl> control,
-             std::coroutine_handle<> handle)
-      : loop_(loop), control_(std::move(control)), handle_(handle) {}
-  ResumeStep(ResumeStep&& other) noexcept
-      : loop_(other.loop_), control_(std::move(other.control_)), handle_(other.handle_) {}
-  ResumeStep& operator=(ResumeStep&&) = delete;
-  ~ResumeStep() {
-    if (control_ == nullptr) return;
-    control_->Abandon(std::make_exception_ptr(
-        StoppedError("the coroutine worker stopped before the coroutine could resume")));
-  }
-
-  void operator()() {
-    const std::shared_ptr<futures_internal::CoroControl> control = std::move(control_);
-    const ControlSignal signal(*control);
-    const ScopedCancelSignal cancel_signal(&signal);
-    const futures_internal::ScopedCoroScheduler scope(loop_, control.get());
-    handle_.resume();
-  }
-
- private:
-  AsioLoop* loop_;
-  std::shared_ptr<futures_internal::CoroControl> control_;
-  std::coroutine_handle<> handle_;
-};
-
 }  // namespace
 
-AsioLoop::AsioLoop(Clock& clock, Listener& listener) : clock_(clock), listener_(listener) {
+AsioLoop::AsioLoop(Clock& clock, Listener& listener) : clock_(clock), listener_(&listener) {
   absl::MutexLock lock(&mu_);
   guard_.emplace(io_.get_executor());
 }
@@ -71,7 +42,8 @@ void AsioLoop::Run(const void* serial_context) {
   const futures_internal::ScopedSerialContext context(serial_context);
   // The loop is an event thread: a bounded worker called from here queues instead of blocking.
   const NonBlockingScope non_blocking;
-  const futures_internal::ScopedCoroScheduler scheduler(this);
+  // Owning: the roots of calls and the Future-coroutines that plain tasks start share the loop.
+  const futures_internal::ScopedCoroScheduler scheduler(Share());
   for (;;) {
     try {
       io_.run();
@@ -87,27 +59,53 @@ void AsioLoop::Run(const void* serial_context) {
 
 void AsioLoop::Close() {
   {
+    // First: while a listener call is in progress the loop is still open, so what it posts is
+    // queued (never run inline under listener_mu_).
+    absl::WriterMutexLock lock(&listener_mu_);
+    listener_ = nullptr;
+  }
+  {
     absl::MutexLock lock(&mu_);
     closed_ = true;
     guard_.reset();  // run() returns once the queue is empty.
   }
-  std::vector<std::pair<Clock*, std::unique_ptr<Timer>>> timers;
+  std::vector<Timer*> timers;
   {
     absl::MutexLock lock(&timers_mu_);
-    timers.swap(timers_);
+    timers_closed_ = true;
+    for (auto& [clock, timer] : timers_) timers.push_back(timer.get());
   }
-  // Pending wake-ups are dropped (no coroutine is left to wake); a running one only posts.
-  for (auto& [clock, timer] : timers) timer->Shutdown();
+  // Pending wake-ups are dropped (their coroutines stay suspended); a running one only posts.
+  // The timers themselves stay until the loop goes: a token may still name one (CancelWake).
+  for (Timer* timer : timers) timer->Shutdown();
 }
 
 Timer& AsioLoop::TimerFor(Clock& clock) {
   if (&clock == &Clock::Real()) return Timer::Default();
   absl::MutexLock lock(&timers_mu_);
   for (auto& [c, timer] : timers_) {
-    if (c == &clock) return *timer;
+    if (c == &clock) return *timer;  // Shut down after Close(): Schedule throws StoppedError.
+  }
+  if (timers_closed_) {
+    throw StoppedError("a coroutine slept on the clock of a coroutine worker that has stopped");
   }
   timers_.emplace_back(&clock, std::make_unique<Timer>(clock));
   return *timers_.back().second;
+}
+
+void AsioLoop::RootStarted(futures_internal::CoroControl& control) {
+  absl::ReaderMutexLock lock(&listener_mu_);
+  if (listener_ != nullptr) listener_->RootStarted(control);
+}
+
+void AsioLoop::RootFinished(futures_internal::CoroControl& control) {
+  absl::ReaderMutexLock lock(&listener_mu_);
+  if (listener_ != nullptr) listener_->RootFinished(control);
+}
+
+void AsioLoop::TimersChanged(int64_t delta) {
+  absl::ReaderMutexLock lock(&listener_mu_);
+  if (listener_ != nullptr) listener_->TimersChanged(delta);
 }
 
 void AsioLoop::Submit(Task task) {
@@ -119,24 +117,34 @@ void AsioLoop::Submit(Task task) {
 }
 
 void AsioLoop::Resume(futures_internal::CoroControl& control, std::coroutine_handle<> handle) {
-  ResumeStep step(this, control.shared_from_this(), handle);
-  // A closed loop has no coroutine left to resume; if one were, the unposted step ends it.
-  Post(std::move(step));
+  // The step runs through RunCoroStep (MakeResumeStep), with the coroutine's cancel signal for
+  // this_call::CancelRequested(). One dropped unrun stops the coroutine (CoroControl::Stop).
+  Task step = [control = control.shared_from_this(),
+               resume = futures_internal::MakeResumeStep(this, control, handle)]() mutable {
+    const ControlSignal signal(*control);
+    const ScopedCancelSignal cancel_signal(&signal);
+    resume();
+  };
+  // Closed (a Future-coroutine started in a step outlived the worker): the step runs on this
+  // thread, after the step running here if any, outside the loop's locks.
+  if (!Post(std::move(step))) futures_internal::InlineStepExecutor().Submit(std::move(step));
 }
 
 futures_internal::WakeToken AsioLoop::WakeAt(Clock& clock, absl::Time deadline,
                                              absl::AnyInvocable<void()> wake) {
-  listener_.TimersChanged(1);
+  TimersChanged(1);
   try {
     Timer& timer = TimerFor(clock);
-    const Timer::Id id = timer.Schedule(deadline, [this, wake = std::move(wake)]() mutable {
-      listener_.TimersChanged(-1);
-      wake();
-    });
+    // Owns the loop: the wake-up may come after the worker has gone.
+    const Timer::Id id =
+        timer.Schedule(deadline, [self = shared_from_this(), wake = std::move(wake)]() mutable {
+          self->TimersChanged(-1);
+          wake();
+        });
     return futures_internal::WakeToken{
         .owner = &timer, .sequence = id.sequence, .deadline = id.deadline};
   } catch (...) {
-    listener_.TimersChanged(-1);
+    TimersChanged(-1);
     throw;
   }
 }
@@ -145,7 +153,7 @@ void AsioLoop::CancelWake(const futures_internal::WakeToken& token) {
   if (token.owner == nullptr) return;
   if (static_cast<Timer*>(token.owner)
           ->Cancel(Timer::Id{.deadline = token.deadline, .sequence = token.sequence})) {
-    listener_.TimersChanged(-1);
+    TimersChanged(-1);
   }
 }
 

@@ -3,10 +3,14 @@
 // runs there (each resumption is posted to the loop; SleepFor waits on a timer of the loop's
 // clock, never on a sleeping thread).
 //
-//   AsioLoop loop(clock, listener);
-//   std::thread thread([&] { loop.Run(actor); });  // until Close() and the queue is empty
-//   loop.Post([] { ... });                          // false once closed
-//   loop.Close();
+//   auto loop = std::make_shared<AsioLoop>(clock, listener);
+//   std::thread thread([loop] { loop->Run(actor); });  // until Close() and the queue is empty
+//   loop->Post([] { ... });                             // false once closed
+//   loop->Close();                                      // the listener hears nothing more
+//
+// Shared: the coroutines started on the loop (and the Future-coroutines started in their steps,
+// and the timer wake-ups) own it, so it may outlive its worker. Once closed, a resumption runs
+// on the thread that wakes the coroutine, as after SyncWait returned.
 //
 // Internal to //workers/coroutine: users never see asio.
 
@@ -37,11 +41,13 @@
 
 namespace concurry::workers_internal {
 
-// Thread-safe; Run from one thread only.
-class AsioLoop final : public Executor, public futures_internal::CoroScheduler {
+// Thread-safe; Run from one thread only. Must be made by std::make_shared.
+class AsioLoop final : public Executor,
+                       public futures_internal::CoroScheduler,
+                       public std::enable_shared_from_this<AsioLoop> {
  public:
-  // What the loop's owner hears about the coroutines and timers of the loop. Called from any
-  // thread (mostly the loop's); must not call back into the loop except to Post.
+  // What the loop's owner hears about the coroutines and timers of the loop, until Close(). Called
+  // from any thread (mostly the loop's); must not call back into the loop except to Post.
   class Listener {
    public:
     virtual void RootStarted(futures_internal::CoroControl& control) = 0;
@@ -53,14 +59,15 @@ class AsioLoop final : public Executor, public futures_internal::CoroScheduler {
     ~Listener() = default;
   };
 
-  // `clock` is SleepFor's; `listener` must outlive the loop.
+  // `clock` is SleepFor's; `listener` must stay valid until Close() has returned.
   AsioLoop(Clock& clock, Listener& listener);
   ~AsioLoop() override;
   AsioLoop(const AsioLoop&) = delete;
   AsioLoop& operator=(const AsioLoop&) = delete;
 
   // Runs posted handlers on the calling thread, with `serial_context` (the worker's actor) as the
-  // thread's serial context and this loop as its coroutine scheduler, until Close() was called
+  // thread's serial context and this loop as its coroutine scheduler (the coroutines and
+  // Future-coroutines started there share it), until Close() was called
   // and nothing is queued. An exception escaping a handler is reported on stderr and the loop
   // goes on: it never terminates the process.
   void Run(const void* serial_context);
@@ -73,16 +80,18 @@ class AsioLoop final : public Executor, public futures_internal::CoroScheduler {
     asio::post(io_, std::forward<H>(handler));
     return true;
   }
-  // Takes no more handlers, and Run returns once the queued ones have run; shuts down the timers
-  // this loop made for clocks other than the real one (their threads wait on those clocks, which
-  // may be gone once the worker has stopped). Idempotent.
-  void Close() ABSL_LOCKS_EXCLUDED(mu_, timers_mu_);
+  // Takes no more handlers, and Run returns once the queued ones have run; the listener hears
+  // nothing from now on (a call in progress has returned when Close returns); shuts down the
+  // timers this loop made for clocks other than the real one (their threads wait on those clocks,
+  // which may be gone once the worker has stopped: SleepFor on them throws StoppedError from now
+  // on). Idempotent.
+  void Close() ABSL_LOCKS_EXCLUDED(mu_, timers_mu_, listener_mu_);
 
   // Executor: a task runs on the loop. Throws StoppedError once the loop is closed.
   void Submit(Task task) override;
   int max_concurrency() const override { return 1; }
 
-  // CoroScheduler.
+  // CoroScheduler. After Close(), Resume runs the step on the calling thread.
   void Resume(futures_internal::CoroControl& control, std::coroutine_handle<> handle) override;
   futures_internal::WakeToken WakeAt(Clock& clock, absl::Time deadline,
                                      absl::AnyInvocable<void()> wake) override;
@@ -92,16 +101,20 @@ class AsioLoop final : public Executor, public futures_internal::CoroScheduler {
   bool InThisThread() const override {
     return std::this_thread::get_id() == thread_.load(std::memory_order_acquire);
   }
-  void RootStarted(futures_internal::CoroControl& control) override {
-    listener_.RootStarted(control);
-  }
-  void RootFinished(futures_internal::CoroControl& control) override {
-    listener_.RootFinished(control);
-  }
+  void RootStarted(futures_internal::CoroControl& control) override
+      ABSL_LOCKS_EXCLUDED(listener_mu_);
+  void RootFinished(futures_internal::CoroControl& control) override
+      ABSL_LOCKS_EXCLUDED(listener_mu_);
+  std::shared_ptr<futures_internal::CoroScheduler> Share() override { return shared_from_this(); }
 
  private:
+  // Tells the listener, if the loop is not closed yet, that the number of pending wake-ups changed.
+  void TimersChanged(int64_t delta) ABSL_LOCKS_EXCLUDED(listener_mu_);
+
   Clock& clock_;
-  Listener& listener_;
+  // Held (shared) around each call of the listener; Close() clears it holding it exclusively.
+  absl::Mutex listener_mu_;
+  Listener* listener_ ABSL_GUARDED_BY(listener_mu_);
   std::atomic<std::thread::id> thread_{};
   absl::Mutex mu_;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
@@ -109,9 +122,12 @@ class AsioLoop final : public Executor, public futures_internal::CoroScheduler {
   asio::io_context io_{1};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard_
       ABSL_GUARDED_BY(mu_);
-  // Timer::Default() serves the real clock; one Timer per other clock, made on first use.
+  // Timer::Default() serves the real clock; one Timer per other clock, made on first use. Those
+  // are shut down by Close() but kept until the loop goes (a token may still name one); after
+  // Close(), a new clock throws StoppedError.
   Timer& TimerFor(Clock& clock) ABSL_LOCKS_EXCLUDED(timers_mu_);
   absl::Mutex timers_mu_;
+  bool timers_closed_ ABSL_GUARDED_BY(timers_mu_) = false;
   std::vector<std::pair<Clock*, std::unique_ptr<Timer>>> timers_ ABSL_GUARDED_BY(timers_mu_);
 };
 

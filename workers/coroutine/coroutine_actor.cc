@@ -79,7 +79,7 @@ class CoroutineActor::LoopCall {
 CoroutineActor::CoroutineActor(const ResolvedWorkerOptions& options, const WorkerBackend& backend)
     : ThreadActor(options, backend),
       max_in_flight_(options.max_in_flight_coroutines),
-      loop_(std::make_unique<AsioLoop>(options.clock != nullptr ? *options.clock : Clock::Real(),
+      loop_(std::make_shared<AsioLoop>(options.clock != nullptr ? *options.clock : Clock::Real(),
                                        static_cast<AsioLoop::Listener&>(*this))) {
   // The object is destroyed on the loop once its coroutines have ended (CloseObject).
   AddStopStep();
@@ -95,14 +95,14 @@ CoroutineActor::~CoroutineActor() {
       loop_thread_.join();
     }
   }
-  // Handlers still queued (none after a complete stop) are destroyed while this is whole.
+  // The loop may outlive this actor (coroutines started on it own it): it must not call back.
+  loop_->Close();
   loop_.reset();
 }
 
 void CoroutineActor::OnStart() {
-  loop_thread_ = std::thread([self = std::static_pointer_cast<CoroutineActor>(shared_from_this())] {
-    self->loop_->Run(static_cast<ActorCore*>(self.get()));
-  });
+  loop_thread_ = std::thread([self = std::static_pointer_cast<CoroutineActor>(shared_from_this()),
+                              loop = loop_] { loop->Run(static_cast<ActorCore*>(self.get())); });
   try {
     ThreadActor::OnStart();
   } catch (...) {
@@ -171,7 +171,8 @@ void CoroutineActor::RootStarted(futures_internal::CoroControl& control) {
   {
     absl::MutexLock lock(&mu_);
     roots_.insert(&control);
-    if (starting_call_) {
+    // Only the call's own root (the node marks it); not one its method started on the way.
+    if (starting_call_ && ScopedCoroCallStart::Take()) {
       starting_call_ = false;
       call_roots_.insert(&control);
     }

@@ -40,7 +40,8 @@ class CoroutineActor final : public ThreadActor, private AsioLoop::Listener {
   ~CoroutineActor() override;
 
   // Cancels the loop's coroutines and the calls waiting for a slot, then stops as every actor
-  // does (ActorCore::Stop). Reports on stderr, once, coroutines still running at the timeout.
+  // does (ActorCore::Stop). Reports on stderr, once, coroutines still running when a positive
+  // timeout expires (Stop(0) only asks, so it reports nothing).
   bool Stop(absl::Duration timeout) override;
   WorkerStats Stats() override ABSL_LOCKS_EXCLUDED(mu_);
   // max_in_flight_coroutines (capped to int): how many of its calls may be in progress at once.
@@ -76,11 +77,12 @@ class CoroutineActor final : public ThreadActor, private AsioLoop::Listener {
   }
 
   const int64_t max_in_flight_;
-  // Declared before the loop: the loop's timers and dropped steps report here until it is gone.
+  // Declared before the loop: the loop reports here until it is closed (AsioLoop::Close).
   mutable absl::Mutex mu_;
   std::deque<CallNode*> waiting_ ABSL_GUARDED_BY(mu_);
   // Coroutine calls started and not ended (call_roots_), plus one while a call is being started
-  // (starting_call_: its root, if it makes one, is the next RootStarted).
+  // (starting_call_: its root, if it makes one, is the RootStarted inside the node's
+  // ScopedCoroCallStart).
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   bool starting_call_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<futures_internal::CoroControl*> call_roots_ ABSL_GUARDED_BY(mu_);
@@ -95,7 +97,9 @@ class CoroutineActor final : public ThreadActor, private AsioLoop::Listener {
   void* close_object_ ABSL_GUARDED_BY(mu_) = nullptr;
   void (*close_destroy_)(void*) ABSL_GUARDED_BY(mu_) = nullptr;
   std::atomic<bool> reported_{false};
-  std::unique_ptr<AsioLoop> loop_;
+  // Shared with the coroutines started on it, which may outlive this actor (Close() cuts the
+  // listener off first).
+  std::shared_ptr<AsioLoop> loop_;
   std::thread loop_thread_;
 };
 

@@ -395,8 +395,9 @@ TEST_F(CoroutineWorkerTest, ARetriedCoroutineMethodBacksOffOnTheLoopsTimer) {
   EXPECT_EQ(attempts.load(), 1);
   fake.Advance(absl::Milliseconds(1));
   // Attempt 2 failed; exponential back-off: 2 s.
-  ASSERT_TRUE(testkit::BlockUntilCoroutineStats(w, [&attempts](const WorkerStats& s) {
-    return s.coroutine_timers == 1 && attempts.load() == 2;
+  // Attempts first: a Stats() read before attempt 2 could still count attempt 1's timer.
+  ASSERT_TRUE(testkit::BlockUntilCoroutineStats(w, [&attempts, &w](const WorkerStats&) {
+    return attempts.load() == 2 && w.Stats().coroutine_timers == 1;
   }));
   fake.Advance(absl::Seconds(1));
   EXPECT_FALSE(call.Done());
@@ -491,6 +492,149 @@ TEST_F(CoroutineWorkerTest, MapKeepsItsItemsInterleavedOnOneLoop) {
   }
   EXPECT_THAT(got, ::testing::ElementsAre(0, 10, 20, 30, 40, 50, 60, 70));
   EXPECT_TRUE(w.Stop());
+}
+
+// --- The loop outlives its worker ----------------------------------------------------------------
+
+// Starts a Future-coroutine that no call waits for, which may outlive the worker.
+class Starter {
+ public:
+  Coro<int> StartAwaiting(Future<int> f, Promise<int>* seen) {
+    (void)AwaitThen(std::move(f), seen);
+    co_return 1;
+  }
+  Coro<int> StartSleeping(absl::Duration d, absl::Notification* woke) {
+    (void)SleepThen(d, woke);
+    co_return 1;
+  }
+
+ private:
+  static Future<int> AwaitThen(Future<int> f, Promise<int>* seen) {
+    const int v = co_await std::move(f);
+    seen->SetValue(v);
+    co_return v;
+  }
+  static Future<void> SleepThen(absl::Duration d, absl::Notification* woke) {
+    co_await SleepFor(d);
+    woke->Notify();
+  }
+};
+
+TEST_F(CoroutineWorkerTest, AFutureCoroutineStartedOnTheLoopResumesAfterTheWorkerIsGone) {
+  Promise<int> p;
+  Promise<int> seen;
+  Future<int> seen_future = seen.GetFuture();
+  {
+    auto w = Worker<Starter>::Create({.mode = Mode::kCoroutine, .unwrap_futures = false});
+    EXPECT_EQ(w.Call(&Starter::StartAwaiting, p.GetFuture(), &seen).Result(), 1);
+    EXPECT_TRUE(w.Stop());
+  }
+  // The loop is closed (and the worker gone): the step runs here (ASan: no use after free).
+  p.SetValue(7);
+  EXPECT_EQ(seen_future.Result(), 7);
+}
+
+TEST_F(CoroutineWorkerTest, AFutureCoroutineSleepingOnTheLoopWakesAfterTheWorkerIsGone) {
+  absl::Notification woke;
+  {
+    auto w = Worker<Starter>::Create({.mode = Mode::kCoroutine, .unwrap_futures = false});
+    EXPECT_EQ(w.Call(&Starter::StartSleeping, absl::Milliseconds(20), &woke).Result(), 1);
+    EXPECT_TRUE(w.Stop());
+  }
+  // Timer::Default's thread wakes it after the loop closed; the wake-up owns the loop.
+  woke.WaitForNotification();
+}
+
+// --- Which root is the call's
+// ---------------------------------------------------------------------
+
+class Prestarter {
+ public:
+  // Not a coroutine itself: starts (and ends) another root on the loop while making its Coro.
+  Coro<int> ThenFirst(Future<int> release) {
+    Future<int> side = MakeReadyFuture(1).Then([](int v) -> Coro<int> { co_return v; });
+    (void)side;
+    return HoldOn(std::move(release));
+  }
+
+ private:
+  static Coro<int> HoldOn(Future<int> release) {
+    const int v = co_await std::move(release);
+    co_return v;
+  }
+};
+
+TEST_F(CoroutineWorkerTest, ACallCountsItsOwnRootNotOneItsMethodStartedFirst) {
+  auto w = Worker<Prestarter>::Create({.mode = Mode::kCoroutine, .unwrap_futures = false});
+  Promise<int> release;
+  Future<int> call = w.Call(&Prestarter::ThenFirst, release.GetFuture());
+  // The call's coroutine is the one in flight, although the other root started (and ended) first.
+  ASSERT_TRUE(testkit::BlockUntilCoroutineStats(
+      w, [&call](const WorkerStats& s) { return s.coroutines == 1 && !call.Done(); }));
+  release.SetValue(5);
+  EXPECT_EQ(call.Result(), 5);
+  EXPECT_TRUE(
+      testkit::BlockUntilCoroutineStats(w, [](const WorkerStats& s) { return s.coroutines == 0; }));
+  EXPECT_TRUE(w.Stop());
+}
+
+// --- A Coro method run on the call's thread
+// --------------------------------------------------------
+
+class InlineYielder {
+ public:
+  // Its first step spawns a coroutine whose steps run inline (InlineExecutor) and awaits it.
+  Coro<int> SpawnInline() {
+    const int v = co_await Spawn(InlineExecutor(), Inner());
+    co_return v + 1;
+  }
+
+ private:
+  static Coro<int> Inner() {
+    co_await Yield();
+    co_return 41;
+  }
+};
+
+TEST_F(CoroutineWorkerTest, ASyncWorkersCoroMethodCalledInsideACoroutineStepCompletes) {
+  auto w = Worker<InlineYielder>::Create({.mode = Mode::kSync});
+  auto outer = [&w]() -> Coro<int> {
+    co_await Yield();
+    // Blocks this step (an inline one, in a trampoline) on a call run on this thread.
+    co_return w.Call(&InlineYielder::SpawnInline).Result();
+  };
+  EXPECT_EQ(Spawn(InlineExecutor(), outer()).Result(), 42);
+  EXPECT_TRUE(w.Stop());
+}
+
+// --- A pool of coroutine workers -----------------------------------------------------------------
+
+TEST_F(CoroutineWorkerTest, APoolsStatsSumItsWorkersCoroutineCounters) {
+  testkit::FakeClock fake;
+  auto pool = Worker<Host>::Create({.mode = Mode::kCoroutine,
+                                    .unwrap_futures = false,
+                                    .max_workers = 2,
+                                    .clock = &fake,
+                                    .max_in_flight_coroutines = 1});
+  ASSERT_TRUE(pool.is_pool());
+  // Each worker sleeps in one call (a timer); two more calls wait for a slot (on a worker, or
+  // deferred by the pool).
+  std::vector<Future<int>> calls;
+  for (int i = 0; i < 4; ++i) calls.push_back(pool.Call(&Host::Sleep, absl::Seconds(1)));
+  ASSERT_TRUE(testkit::BlockUntilCoroutineStats(pool, [](const WorkerStats& s) {
+    return s.coroutines == 2 && s.coroutines_waiting + s.deferred == 2 && s.coroutine_timers == 2;
+  }));
+  fake.Advance(absl::Seconds(1));
+  ASSERT_TRUE(testkit::BlockUntilCoroutineStats(pool, [](const WorkerStats& s) {
+    return s.coroutines == 2 && s.coroutines_waiting + s.deferred == 0 && s.coroutine_timers == 2;
+  }));
+  fake.Advance(absl::Seconds(1));
+  for (Future<int>& call : calls) EXPECT_EQ(call.Result(), 1);
+  // A call's result comes just before its coroutine has left the worker's count.
+  EXPECT_TRUE(testkit::BlockUntilCoroutineStats(pool, [](const WorkerStats& s) {
+    return s.coroutines == 0 && s.coroutines_waiting == 0 && s.coroutine_timers == 0;
+  }));
+  EXPECT_TRUE(pool.Stop());
 }
 
 // --- A Coro method in every mode -----------------------------------------------------------------

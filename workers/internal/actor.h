@@ -20,6 +20,7 @@
 #include <memory>
 #include <new>
 #include <typeinfo>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -76,6 +77,26 @@ bool BlockTakesPromiseRef(CallNode* node, const futures_internal::StateBase* sta
 // Frees the block whose state is at `state` (the state's operator delete: its last reference is
 // gone, so its node was deleted before).
 void FreeCallBlock(void* state) noexcept;
+
+// Marks, on the calling thread, the start of a coroutine call's own top-level coroutine: a call
+// node holds it just around starting that root on a coroutine backend's loop, so the backend's
+// RootStarted (in the scope, on this thread) knows the root is the call's, not one that the
+// method's own code started while making its Coro. Scopes nest. Not copyable.
+class ScopedCoroCallStart {
+ public:
+  ScopedCoroCallStart() noexcept : outer_(std::exchange(active_, true)) {}
+  ~ScopedCoroCallStart() { active_ = outer_; }
+  ScopedCoroCallStart(const ScopedCoroCallStart&) = delete;
+  ScopedCoroCallStart& operator=(const ScopedCoroCallStart&) = delete;
+
+  // Whether the calling thread is inside such a scope. Reading it ends it: only the first root
+  // started in the scope is the call's.
+  static bool Take() noexcept { return std::exchange(active_, false); }
+
+ private:
+  static inline thread_local bool active_ = false;
+  const bool outer_;
+};
 
 class CallNode {
  public:

@@ -227,6 +227,8 @@ class InvokeNode final : public CallNode, private CancelSignal {
       // Every step, the first one too, is posted to the loop, which runs it with the call's
       // cancel signal (this_call::CancelRequested) and its context.
       DeferFinish();
+      // The root started here is the call's (the loop counts it against max_in_flight).
+      const ScopedCoroCallStart starting;
       futures_internal::StartCoroRoot(
           promise_, std::move(coro), [this] { FinishDeferred(); }, *loop,
           futures_internal::CurrentCoroSchedulerShared(), /*start_inline=*/false);
@@ -238,8 +240,11 @@ class InvokeNode final : public CallNode, private CancelSignal {
                                                                          : Clock::Real();
     auto steps = std::make_shared<futures_internal::LocalLoop>(clock);
     futures_internal::LocalLoop* raw = steps.get();
+    // Posted, not started inline: Run() detaches from a trampoline of an outer coroutine step on
+    // this thread (a kSync worker's Coro method called inside a step), whose queue would otherwise
+    // get this coroutine's inline steps while Run() waits for them.
     futures_internal::StartCoroRoot(
-        promise_, std::move(coro), [raw] { raw->Finish(); }, *raw, steps, /*start_inline=*/true);
+        promise_, std::move(coro), [raw] { raw->Finish(); }, *raw, steps, /*start_inline=*/false);
     raw->Run();
   }
 
