@@ -12,7 +12,9 @@
 #include "futures/clock.h"
 #include "futures/coro.h"
 #include "futures/errors.h"
+#include "futures/executor.h"
 #include "futures/future.h"
+#include "futures/timer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "retry/policy.h"
@@ -199,9 +201,8 @@ TEST_F(RetryCoroTest, CancellingDuringTheWaitEndsTheRetry) {
   EXPECT_TRUE(out.Cancel());
   EXPECT_EQ(executor_.pending(), 1u);  // The cancellation resumes the coroutine on its executor.
   executor_.RunAll();
+  ASSERT_TRUE(out.Done());
   EXPECT_THROW(out.Result(), CancelledError);
-  clock_.Advance(absl::Hours(2));  // The wake was withdrawn: nothing more runs.
-  EXPECT_EQ(executor_.pending(), 0u);
   EXPECT_EQ(calls, 1);
 }
 
@@ -220,6 +221,94 @@ TEST_F(RetryCoroTest, CancellingDuringAnAwaitedAttemptCancelsItsFuture) {
   EXPECT_THROW(out.Result(), CancelledError);
   EXPECT_TRUE(reply.IsCancelled());  // The retry held the only reference: withdrawn.
   EXPECT_EQ(calls, 1);
+}
+
+// A policy that would retry anything, and records what its filter and RetryOptions::stop see:
+// neither may see the end of a cancelled or stopped coroutine.
+struct WatchedRetry {
+  RetryPolicy Policy() {
+    return RetryPolicy{.num_retries = 5,
+                       .wait = absl::Seconds(1),
+                       .jitter = 0,
+                       .retry_on = {[this](const std::exception_ptr&, const RetryContext&) {
+                         ++filtered;
+                         return true;
+                       }}};
+  }
+  RetryOptions Options() {
+    return RetryOptions{.stop = [this] {
+      ++stop_asked;
+      return false;
+    }};
+  }
+  int filtered = 0;
+  int stop_asked = 0;
+};
+
+TEST_F(RetryCoroTest, CancellingWhileACoroAttemptIsAwaitedEndsTheRetryUnfiltered) {
+  Promise<int> reply;
+  int calls = 0;
+  auto attempt = [&]() -> Coro<int> {
+    ++calls;
+    const int v = co_await reply.GetFuture();
+    co_return v;
+  };
+  WatchedRetry watched;
+  Future<int> out = Start(RetryAsync(attempt, watched.Policy(), watched.Options()));
+  executor_.RunAll();  // Attempt 1 awaits the reply inside its own Coro.
+  ASSERT_FALSE(out.Done());
+  EXPECT_TRUE(out.Cancel());
+  executor_.RunAll();
+  ASSERT_TRUE(out.Done());
+  EXPECT_THROW(out.Result(), CancelledError);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(watched.filtered, 0);
+  EXPECT_EQ(watched.stop_asked, 0);
+  EXPECT_EQ(executor_.pending(), 0u);
+}
+
+// Queues steps and runs them when told; once `rejecting`, Submit throws StoppedError, as an
+// executor shutting down does. Not thread-safe.
+class RejectingExecutor final : public Executor {
+ public:
+  void Submit(Task task) override {
+    if (rejecting) throw StoppedError("the test executor is shutting down");
+    queue.push_back(std::move(task));
+  }
+  void RunAll() {
+    while (!queue.empty()) {
+      Task task = std::move(queue.front());
+      queue.erase(queue.begin());
+      task();
+    }
+  }
+  bool rejecting = false;
+  std::vector<Task> queue;
+};
+
+// The executor rejects the step that would resume an awaited attempt: the coroutine is stopped,
+// the attempt's await throws StoppedError, and the retry ends with it at once.
+TEST_F(RetryCoroTest, AStoppedCoroutineEndsTheRetryUnfiltered) {
+  RejectingExecutor executor;
+  Promise<int> reply;
+  int calls = 0;
+  auto attempt = [&]() -> Coro<int> {
+    ++calls;
+    const int v = co_await reply.GetFuture();
+    co_return v;
+  };
+  WatchedRetry watched;
+  Future<int> out =
+      Spawn(executor, RetryAsync(attempt, watched.Policy(), watched.Options()), clock_);
+  executor.RunAll();
+  ASSERT_FALSE(out.Done());
+  executor.rejecting = true;
+  reply.SetValue(1);  // Its resumption is rejected: the step runs here, stopped.
+  ASSERT_TRUE(out.Done());
+  EXPECT_THROW(out.Result(), StoppedError);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(watched.filtered, 0);
+  EXPECT_EQ(watched.stop_asked, 0);
 }
 
 TEST_F(RetryCoroTest, ACancellationBetweenZeroWaitAttemptsIsSeen) {
@@ -272,6 +361,7 @@ TEST_F(RetryCoroTest, OptionsClockIsUsedInsteadOfTheSchedulers) {
   clock_.Advance(absl::Hours(1));  // The scheduler's clock does not end the wait.
   AdvanceNotDue(other, absl::Milliseconds(999));
   AdvanceAndRun(other, absl::Milliseconds(1));
+  ASSERT_TRUE(out.Done());
   EXPECT_EQ(out.Result(), 1);
   EXPECT_THAT(attempts, ElementsAre(other_start, other_start + absl::Seconds(1)));
 }
@@ -290,6 +380,7 @@ TEST_F(RetryCoroTest, DeadlineIsOnTheSameClock) {
   executor_.RunAll();                       // At 0: wait 1 s (ends at 1 <= 2).
   AdvanceAndRun(clock_, absl::Seconds(1));  // At 1: a 2 s wait would end at 3 > 2: final.
   EXPECT_EQ(calls, 2);
+  ASSERT_TRUE(out.Done());
   EXPECT_THROW(out.Result(), std::runtime_error);
 }
 
@@ -306,6 +397,7 @@ TEST_F(RetryCoroTest, AServerDelayHintSetsTheWait) {
   executor_.RunAll();
   AdvanceNotDue(clock_, absl::Milliseconds(4999));  // max(5 s asked, 1 s back-off).
   AdvanceAndRun(clock_, absl::Milliseconds(1));
+  ASSERT_TRUE(out.Done());
   EXPECT_EQ(out.Result(), 2);
 }
 
@@ -325,6 +417,7 @@ TEST_F(RetryCoroTest, JitterDrawsFromTheGivenBitGen) {
   executor_.RunAll();
   AdvanceNotDue(clock_, expected - absl::Nanoseconds(1));
   AdvanceAndRun(clock_, absl::Nanoseconds(1));
+  ASSERT_TRUE(out.Done());
   EXPECT_EQ(out.Result(), 2);
 }
 

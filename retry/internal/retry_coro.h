@@ -102,6 +102,20 @@ class [[nodiscard]] BackoffSleep {
   futures_internal::WakeToken token_;
 };
 
+// Awaitable giving the awaiting Coro's own control (null when no scheduler runs it, as under a
+// Future-coroutine on a plain thread). Never suspends; like every co_await in a Coro, it throws
+// once the coroutine was cancelled or stopped. Not thread-safe.
+struct OwnControl {
+  bool await_ready() const noexcept { return false; }
+  template <typename P>
+  bool await_suspend(std::coroutine_handle<P> handle) noexcept {
+    control = handle.promise().control;
+    return false;
+  }
+  futures_internal::CoroControl* await_resume() const noexcept { return control; }
+  futures_internal::CoroControl* control = nullptr;
+};
+
 // The retry itself. `method_name` and `worker_type_name` are the frame's own copies of the views
 // in options.call (the caller's strings may be gone when the lazy coroutine first runs).
 template <typename Fn, typename R>
@@ -112,6 +126,8 @@ Coro<R> RetryCoro(Fn fn, RetryPolicy policy, RetryOptions options, std::string m
   options.call.worker_type_name = worker_type_name;
   if (options.clock == nullptr) options.clock = &SchedulerClock();
   Clock& clock = *options.clock;
+  // Set before the body first runs and fixed for its life; a cancelled coroutine throws here.
+  futures_internal::CoroControl* const own_control = co_await OwnControl{};
   Driver driver(policy, options);
   Rejected<V> rejected;
   for (;;) {
@@ -143,6 +159,10 @@ Coro<R> RetryCoro(Fn fn, RetryPolicy policy, RetryOptions options, std::string m
       error = std::current_exception();
     }
     if (error) {
+      // The coroutine itself was cancelled or stopped (the attempt's await threw for it, or the
+      // attempt failed meanwhile): the retry ends with that error at once, unseen by the filters,
+      // the delay hook and the report.
+      if (own_control != nullptr && own_control->cancelled()) std::rethrow_exception(error);
       wait = driver.OnError(error);
       if (!wait) std::rethrow_exception(error);  // The original object.
     } else if (verdict == AttemptVerdict::kDeliver) {
