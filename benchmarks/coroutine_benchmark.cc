@@ -4,12 +4,13 @@
 //                       await) vs Result() of the same future on a thread
 //   completed elsewhere: a ping-pong between the benchmark thread and a coroutine run by SyncWait
 //                       on its own thread: the bench thread sets the promise the coroutine awaits,
-//                       the coroutine resumes on its loop and answers (p50/p99 in us) vs a thread
-//                       blocked in Result() doing the same
+//                       the coroutine resumes on SyncWait's loop and answers (p50/p99 in us) vs a
+//                       thread blocked in Result() doing the same
 //   interleaved timers: one Mode::kCoroutine worker (max_in_flight_coroutines = n) given n calls
 //                       at once, each `co_await SleepFor(10 ms)`; wait for all (items/s, and
 //                       bytes_per_call: the peak RSS growth of the run, worker included, / n;
-//                       kernel_stack_bytes_per_call: the kernel stacks of its threads / n) vs n
+//                       kernel_stack_bytes_per_call: the kernel stacks of its threads / n;
+//                       total_bytes_per_call: the two together, the goal's field) vs n
 //                       kThread workers each given one call that sleeps 10 ms (the same counters;
 //                       creating them is not timed but its memory counts) and vs Python asyncio:
 //                       n tasks each `await asyncio.sleep(0.01)` on one loop, gathered
@@ -248,6 +249,8 @@ double KernelStackKb() {
 //   kernel_stack_bytes_per_call:  the growth of the machine's kernel stacks while the workers
 //                                 exist / n: the per-thread kernel memory RSS does not show
 //                                 (system-wide, so other processes' threads add noise)
+//   total_bytes_per_call:         the sum of the two measured growths / n: the memory a call
+//                                 really costs (a thread's kernel stack is 16 KiB the RSS misses)
 // malloc_trim first gives freed memory back to the kernel, so that memory an earlier benchmark
 // left in malloc's free lists does not hide growth.
 class InterleavedMemory {
@@ -267,11 +270,12 @@ class InterleavedMemory {
   void Report(benchmark::State& state, int64_t n) const {
     state.SetItemsProcessed(state.iterations() * n);
     const double growth_kb = rss_->GrowthKb();
+    const double per_call = 1024.0 / static_cast<double>(n);
     if (growth_kb >= 0) {
-      state.counters["bytes_per_call"] = growth_kb * 1024.0 / static_cast<double>(n);
+      state.counters["bytes_per_call"] = growth_kb * per_call;
+      state.counters["total_bytes_per_call"] = (growth_kb + kernel_growth_kb_) * per_call;
     }
-    state.counters["kernel_stack_bytes_per_call"] =
-        kernel_growth_kb_ * 1024.0 / static_cast<double>(n);
+    state.counters["kernel_stack_bytes_per_call"] = kernel_growth_kb_ * per_call;
   }
 
  private:
