@@ -13,6 +13,7 @@
 #define CONCURRY_CONCURRY_H_
 
 #include "futures/clock.h"                 // IWYU pragma: export
+#include "futures/coro.h"                  // IWYU pragma: export
 #include "futures/errors.h"                // IWYU pragma: export
 #include "futures/executor.h"              // IWYU pragma: export
 #include "futures/future.h"                // IWYU pragma: export

@@ -115,7 +115,8 @@ class Counter {
 
 class PoolTest : public ::testing::TestWithParam<Mode> {};
 
-INSTANTIATE_TEST_SUITE_P(Modes, PoolTest, ::testing::Values(Mode::kThread, Mode::kTbb),
+INSTANTIATE_TEST_SUITE_P(Modes, PoolTest,
+                         ::testing::Values(Mode::kThread, Mode::kTbb, Mode::kCoroutine),
                          [](const auto& info) { return AbslUnparseFlag(info.param); });
 
 TEST_P(PoolTest, RoundRobinGivesEachWorkerItsOwnState) {

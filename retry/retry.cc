@@ -203,5 +203,13 @@ void PrepareAsyncOptions(RetryOptions& options) {
   options.clock = &timer_clock;
 }
 
+void CheckCoroOptions(const RetryOptions& options) {
+  if (options.timer != nullptr) {
+    throw InvalidOptionError(
+        "RetryAsync(fn, policy, options): options.timer must be null; the coroutine form waits "
+        "through its coroutine's scheduler, on options.clock (or the scheduler's clock when null)");
+  }
+}
+
 }  // namespace retry_internal
 }  // namespace concurry

@@ -1,12 +1,16 @@
 // Retry(fn, policy): calls `fn` until it succeeds, as a RetryPolicy (retry/policy.h) says — the
 // synchronous form sleeps on the clock between attempts; RetryAsync(executor, fn, policy) returns
-// a Future and waits between attempts on a Timer, so no thread sleeps during back-off.
+// a Future and waits between attempts on a Timer, so no thread sleeps during back-off; and
+// RetryAsync(fn, policy) is a coroutine (futures/coro.h) that suspends between attempts.
 //
 //   concurry::RetryPolicy policy{.num_retries = 3, .wait = absl::Milliseconds(100)};
 //   std::string body = concurry::Retry([&] { return Fetch(url); }, policy);  // rethrows as is
 //   concurry::Future<std::string> later =
 //       concurry::RetryAsync(executor, [url] { return Fetch(url); }, policy);
 //   later.Cancel();  // no further attempt starts
+//   // Inside a Coro; FetchAsync returns a Coro<std::string> or a Future<std::string>:
+//   auto fetch = [url] { return FetchAsync(url); };
+//   std::string page = co_await concurry::RetryAsync(fetch, policy);
 //
 // The original error reaches the caller unwrapped; results rejected by every attempt end in a
 // RetryValidationError (futures/errors.h) with the attempts' results and messages. A server's
@@ -16,6 +20,7 @@
 #ifndef CONCURRY_RETRY_RETRY_H_
 #define CONCURRY_RETRY_RETRY_H_
 
+#include <concepts>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -31,6 +36,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "futures/clock.h"
+#include "futures/coro.h"
 #include "futures/errors.h"
 #include "futures/executor.h"
 #include "futures/future.h"
@@ -51,8 +57,9 @@ struct RetryCallInfo {
 
 // How Retry() and RetryAsync() run, beside the policy. Plain options; every field has a default.
 struct RetryOptions {
-  // The clock for waits, elapsed time and the deadline; null: Clock::Real(). RetryAsync() uses the
-  // timer's clock; a different non-null `clock` is rejected there.
+  // The clock for waits, elapsed time and the deadline; null: Clock::Real(). RetryAsync(executor,
+  // ...) uses the timer's clock (a different non-null `clock` is rejected there); the coroutine
+  // RetryAsync(fn, ...) uses its scheduler's clock when null.
   Clock* clock = nullptr;
   // The random source of the back-off's jitter (BackoffWait(), also kDecorrelated) and of a server
   // delay's (ServerDelayWait()); seed one for reproducible waits. Unset: a generator private to
@@ -63,7 +70,8 @@ struct RetryOptions {
   // threw (the error is then not retried) or a delay hook that threw (the policy's back-off is
   // used). Null: printed to stderr.
   std::function<void(absl::string_view)> report{};
-  // RetryAsync(): the timer for back-off waits; null: Timer::Default() (real clock).
+  // RetryAsync(executor, ...): the timer for back-off waits; null: Timer::Default() (real clock).
+  // The coroutine RetryAsync(fn, ...) rejects a non-null timer (its coroutine's scheduler waits).
   Timer* timer = nullptr;
   // Asked after each failed attempt, before any filter: true ends the retry at once with that
   // attempt's outcome (the error rethrown as is), e.g. when the caller cancelled. Null: never.
@@ -120,8 +128,48 @@ Future<UnwrapT<std::invoke_result_t<std::decay_t<F>&>>> RetryAsync(Executor& exe
                                                                    RetryPolicy policy,
                                                                    RetryOptions options = {});
 
+namespace retry_internal {
+// The value type of co_await on what a callable returns (retry/internal/retry_coro.h).
+template <typename R>
+struct Awaited;
+}  // namespace retry_internal
+
+// The coroutine form of RetryAsync: a Coro that runs the attempts of Retry() and suspends, without
+// holding a thread, between them. `fn()` returns a Coro<V>, a Future<V> or a plain V; each attempt
+// calls it again and awaits the result. co_await gives V, as Retry() gives its result:
+//   - a non-retried or last error is rethrown as the original object (the awaited Future's or
+//     Coro's error too); a CancelledError is never retried;
+//   - for V = absl::Status / absl::StatusOr<T> the last (or a non-retried) status is the value,
+//     and a validation failure is an absl::AbortedError; for other V it throws
+//     TypedRetryValidationError<V> (RetryValidationError for void).
+// Waits are on `options.clock`, or when null on the clock of the scheduler running the coroutine
+// (Spawn's or SyncWait's clock, a coroutine worker's clock), which is also the clock of the
+// deadline and of the elapsed time filters see. Filters, validators, the deadline, num_retries,
+// jitter (options.bitgen), server delay hints and `options.stop` behave as in Retry().
+// Cancelling the coroutine (its Spawn future, its worker call) ends the retry at its next
+// suspension: a back-off wait, an awaited attempt (a sole-consumer awaited future is cancelled
+// too) or the check between attempts; it ends with CancelledError.
+// Lazy: nothing runs until it is awaited or spawned. `fn`, the policy and the options (including
+// the call's method and type names) are copied into the coroutine. Throws InvalidOptionError at
+// the call for an invalid policy or a non-null `options.timer`; co_await throws
+// InvalidOptionError when a wait is due and no scheduler runs the coroutine (a Future-coroutine
+// on a plain thread awaiting it).
+// GCC 12 mishandles temporaries with members such as std::string inside a co_await expression
+// (braced policies and options, a capturing lambda written in place): name the callable, the
+// policy and the options (`co_await RetryAsync(fetch, policy)`), or make the Coro first and await
+// it; hence the overload without options instead of a default argument.
+template <typename F>
+requires(!std::derived_from<std::remove_cvref_t<F>, Executor> && std::invocable<F&>)
+    Coro<typename retry_internal::Awaited<std::invoke_result_t<F&>>::type> RetryAsync(
+        F fn, RetryPolicy policy, RetryOptions options);
+template <typename F>
+requires(!std::derived_from<std::remove_cvref_t<F>, Executor> && std::invocable<F&>)
+    Coro<typename retry_internal::Awaited<std::invoke_result_t<F&>>::type> RetryAsync(
+        F fn, RetryPolicy policy);
+
 }  // namespace concurry
 
+#include "retry/internal/retry_coro.h"  // IWYU pragma: export
 #include "retry/internal/retry_impl.h"  // IWYU pragma: export
 
 #endif  // CONCURRY_RETRY_RETRY_H_

@@ -28,8 +28,8 @@ struct BackendPackage {
   bool exists;
 };
 constexpr BackendPackage kPackages[kNumModes] = {
-    {"inline", true},  {"thread", true},     {"tbb", true},    {"loopback", true},
-    {"process", true}, {"coroutine", false}, {"remote", true},
+    {"inline", true},  {"thread", true},    {"tbb", true},    {"loopback", true},
+    {"process", true}, {"coroutine", true}, {"remote", true},
 };
 
 // "Mode::kTbb".

@@ -12,6 +12,9 @@
 //   Mode::kLoopback  @concurry//workers/loopback   one OS thread per worker, plus encoding
 //   Mode::kProcess   @concurry//workers/process    a child process per worker, plus two threads
 //                                                  in the caller's process (docs/process.md)
+//   Mode::kCoroutine @concurry//workers/coroutine  two threads per worker: an asio event loop for
+//                                                  methods returning Coro<T>, a side thread for
+//                                                  the others (docs/coroutines.md)
 //
 // `@concurry//workers` and `@concurry//:concurry` link all of them. Creating a worker in a mode
 // whose backend is not linked throws InvalidOptionError naming the target to add.

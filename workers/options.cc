@@ -58,6 +58,13 @@ void ValidateDefaults(Mode mode, const WorkerDefaults& d, absl::string_view wher
     throw InvalidOptionError(absl::StrCat(where, ": remote is set for mode ", ModeName(mode),
                                           "; only remote mode reaches hosts"));
   }
+  if (d.max_in_flight_coroutines != kUnbounded &&
+      (d.max_in_flight_coroutines < 1 || d.max_in_flight_coroutines > kMaxInFlightCoroutines)) {
+    throw InvalidOptionError(absl::StrCat(where, ": max_in_flight_coroutines for mode ",
+                                          ModeName(mode), " is ", d.max_in_flight_coroutines,
+                                          "; allowed: 1 to ", kMaxInFlightCoroutines,
+                                          ", or kUnbounded for no cap"));
+  }
   if (d.max_workers < 1 || d.max_workers > kMaxPoolWorkers) {
     throw InvalidOptionError(absl::StrCat(
         where, ": max_workers for mode ", ModeName(mode), " is ", d.max_workers, "; allowed: 1 to ",
@@ -73,6 +80,7 @@ struct Delta {
   std::optional<bool> unwrap_futures;
   std::optional<absl::Duration> stop_timeout;
   std::optional<int> max_workers;
+  std::optional<int64_t> max_in_flight_coroutines;
   // The remote settings before and after the change: only the fields that differ are applied,
   // so a scope that sets remote.token alone keeps an outer scope's remote.hosts.
   std::optional<std::pair<RemoteOptions, RemoteOptions>> remote;
@@ -110,6 +118,9 @@ Delta Diff(const WorkerDefaults& before, const WorkerDefaults& after) {
   if (after.unwrap_futures != before.unwrap_futures) d.unwrap_futures = after.unwrap_futures;
   if (after.stop_timeout != before.stop_timeout) d.stop_timeout = after.stop_timeout;
   if (after.max_workers != before.max_workers) d.max_workers = after.max_workers;
+  if (after.max_in_flight_coroutines != before.max_in_flight_coroutines) {
+    d.max_in_flight_coroutines = after.max_in_flight_coroutines;
+  }
   if (after.remote != before.remote) d.remote.emplace(before.remote, after.remote);
   return d;
 }
@@ -121,6 +132,7 @@ void Apply(const Delta& d, WorkerDefaults& out) {
   if (d.unwrap_futures) out.unwrap_futures = *d.unwrap_futures;
   if (d.stop_timeout) out.stop_timeout = *d.stop_timeout;
   if (d.max_workers) out.max_workers = *d.max_workers;
+  if (d.max_in_flight_coroutines) out.max_in_flight_coroutines = *d.max_in_flight_coroutines;
   if (d.remote) ApplyRemoteChanges(d.remote->first, d.remote->second, out.remote);
 }
 
@@ -324,6 +336,14 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   if (options.queue_full) d.queue_full = *options.queue_full;
   if (options.unwrap_futures) d.unwrap_futures = *options.unwrap_futures;
   if (options.stop_timeout) d.stop_timeout = *options.stop_timeout;
+  if (options.max_in_flight_coroutines.has_value() && mode != Mode::kCoroutine) {
+    throw InvalidOptionError(absl::StrCat(
+        "worker options: max_in_flight_coroutines is set for mode ", ModeName(mode),
+        "; only coroutine mode interleaves calls (other modes run one call at a time)"));
+  }
+  if (options.max_in_flight_coroutines) {
+    d.max_in_flight_coroutines = *options.max_in_flight_coroutines;
+  }
   const bool on_demand = options.on_demand.value_or(false);
   if (options.max_workers) d.max_workers = *options.max_workers;
   if (on_demand && (!options.max_workers || *options.max_workers == 0)) {
@@ -410,6 +430,7 @@ ResolvedWorkerOptions ResolveWorkerOptions(const WorkerOptions& options) {
   r.make_balancer = options.make_balancer;
   r.clock = options.clock;
   r.executor = options.executor;
+  r.max_in_flight_coroutines = d.max_in_flight_coroutines;
   r.process_start = options.process_start.value_or(ProcessStart::kForkServer);
   r.remote = options.remote.has_value() ? *options.remote : d.remote;
   r.limits = options.limits.Resolve(mode, options.clock);

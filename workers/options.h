@@ -61,7 +61,10 @@ enum class Mode {
   // (calls made after that fail with StoppedError, whose message says how the process ended).
   // Workers start from a fork server by default (ProcessStart; docs/process.md).
   kProcess,
-  // Not available in this version: creation fails with InvalidOptionError.
+  // One event-loop thread per worker runs the methods that return Coro<T> (futures/coro.h); they
+  // interleave at every co_await, up to max_in_flight_coroutines at a time (the rest wait FIFO).
+  // Plain methods run one at a time, FIFO, on the worker's second (side) thread, as in kThread.
+  // Needs @concurry//workers/coroutine (docs/coroutines.md).
   kCoroutine,
   // Each worker in a host process on another machine (or this one), reached over gRPC; calls,
   // results and errors cross as bytes. Needs CONCURRY_REGISTER_WORKER, a host built with the
@@ -185,6 +188,9 @@ struct RemoteOptions {
 
 // `max_queued_tasks` value meaning "no cap".
 inline constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max();
+
+// The largest finite `max_in_flight_coroutines`.
+inline constexpr int64_t kMaxInFlightCoroutines = int64_t{1} << 20;
 
 // The largest `max_workers`.
 inline constexpr int kMaxPoolWorkers = 65536;
@@ -346,6 +352,10 @@ struct WorkerOptions {
   // kTbb only: the executor that runs this worker's calls instead of the shared oneTBB arena (for
   // example a ManualExecutor in tests). Must outlive the worker.
   Executor* executor = nullptr;
+  // kCoroutine only: how many coroutine calls (methods returning Coro<T>) interleave on the
+  // worker's loop at once; later ones wait, FIFO, until one ends. In [1, kMaxInFlightCoroutines],
+  // or kUnbounded. Unset takes the mode's default (WorkerDefaults::max_in_flight_coroutines).
+  std::optional<int64_t> max_in_flight_coroutines = std::nullopt;
   // kProcess only: how the worker's process starts; unset means ProcessStart::kForkServer.
   std::optional<ProcessStart> process_start = std::nullopt;
   // kRemote only: the hosts and credentials (required in that mode; unset takes the mode's
@@ -365,6 +375,9 @@ struct WorkerDefaults {
   bool unwrap_futures = true;
   absl::Duration stop_timeout = absl::Seconds(30);
   int max_workers = 1;
+  // kCoroutine: coroutine calls interleaved at once (WorkerOptions::max_in_flight_coroutines).
+  // Other modes ignore it.
+  int64_t max_in_flight_coroutines = 1024;
   // kRemote: the hosts and credentials of workers whose WorkerOptions::remote is unset.
   RemoteOptions remote;
 };
@@ -407,6 +420,12 @@ struct WorkerStats {
   int64_t deferred = 0;
   // Threads blocked in a call by QueueFullPolicy::kBlock.
   int64_t blocked_callers = 0;
+  // Mode::kCoroutine (0 in other modes): coroutine calls started on the loop and not ended yet
+  // (suspended or running), those waiting for a max_in_flight_coroutines slot, and the timers
+  // (SleepFor, SleepUntil) the worker's coroutines wait for.
+  int64_t coroutines = 0;
+  int64_t coroutines_waiting = 0;
+  int64_t coroutine_timers = 0;
   // Why the worker ended by itself, "" otherwise: the CrashedError message when its process
   // died (Mode::kProcess), or its constructor's error. Such a worker is stopped().
   std::string error;
@@ -430,6 +449,8 @@ struct ResolvedWorkerOptions {
   std::function<std::unique_ptr<LoadBalancer>(int num_workers)> make_balancer;
   Clock* clock = nullptr;
   Executor* executor = nullptr;
+  // kCoroutine: the cap on interleaved coroutine calls (kUnbounded: none).
+  int64_t max_in_flight_coroutines = 1024;
   ProcessStart process_start = ProcessStart::kForkServer;
   // kRemote: WorkerOptions::remote (empty otherwise).
   RemoteOptions remote;
@@ -445,6 +466,8 @@ struct ResolvedWorkerOptions {
 // max_workers outside [1, kMaxPoolWorkers] (0 is allowed with on_demand), max_queued_tasks < 1,
 // QueueFullPolicy::kBlock with max_queued_tasks == kUnbounded (also when either comes from the
 // defaults), a negative stop_timeout, an executor outside kTbb mode, remote outside kRemote mode,
+// max_in_flight_coroutines outside kCoroutine mode or outside [1, kMaxInFlightCoroutines] (or
+// kUnbounded),
 // an unknown enum value ("mode: unknown value 42; allowed: ..."), limits that cannot serve the
 // mode, an invalid retry policy. (Whether the mode's backend is linked is checked when the worker
 // is created: WorkerBackendFor in workers/backend.h.)

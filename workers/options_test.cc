@@ -433,5 +433,58 @@ TEST(ScopedWorkerDefaultsTest, RejectsInvalidDefaultsAndLeavesThemUnchanged) {
   EXPECT_EQ(GetWorkerDefaults(Mode::kTbb).max_queued_tasks, kUnbounded);
 }
 
+TEST(ResolveWorkerOptionsTest, MaxInFlightCoroutinesDefaultsTo1024InCoroutineMode) {
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kCoroutine}).max_in_flight_coroutines, 1024);
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kCoroutine, .max_in_flight_coroutines = 2})
+                .max_in_flight_coroutines,
+            2);
+  EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kCoroutine, .max_in_flight_coroutines = kUnbounded})
+                .max_in_flight_coroutines,
+            kUnbounded);
+  EXPECT_EQ(ResolveWorkerOptions(
+                {.mode = Mode::kCoroutine, .max_in_flight_coroutines = kMaxInFlightCoroutines})
+                .max_in_flight_coroutines,
+            kMaxInFlightCoroutines);
+}
+
+TEST(ResolveWorkerOptionsTest, MaxInFlightCoroutinesIsCheckedAndOnlyForCoroutineMode) {
+  EXPECT_EQ(ErrorOf({.mode = Mode::kCoroutine, .max_in_flight_coroutines = 0}),
+            "worker options: max_in_flight_coroutines for mode coroutine is 0; allowed: 1 to "
+            "1048576, or kUnbounded for no cap");
+  EXPECT_THAT(
+      ErrorOf({.mode = Mode::kCoroutine, .max_in_flight_coroutines = kMaxInFlightCoroutines + 1}),
+      HasSubstr("max_in_flight_coroutines for mode coroutine is 1048577"));
+  EXPECT_EQ(ErrorOf({.mode = Mode::kThread, .max_in_flight_coroutines = 4}),
+            "worker options: max_in_flight_coroutines is set for mode thread; only coroutine "
+            "mode interleaves calls (other modes run one call at a time)");
+  EXPECT_THAT(ErrorOf({.mode = Mode::kTbb, .max_in_flight_coroutines = 1024}),
+              HasSubstr("max_in_flight_coroutines is set for mode tbb"));
+}
+
+TEST(ScopedWorkerDefaultsTest, MaxInFlightCoroutinesDefaultIsScopedAndChecked) {
+  {
+    ScopedWorkerDefaults scope(Mode::kCoroutine,
+                               [](WorkerDefaults& d) { d.max_in_flight_coroutines = 8; });
+    EXPECT_EQ(GetWorkerDefaults(Mode::kCoroutine).max_in_flight_coroutines, 8);
+    EXPECT_EQ(ResolveWorkerOptions({.mode = Mode::kCoroutine}).max_in_flight_coroutines, 8);
+  }
+  EXPECT_EQ(GetWorkerDefaults(Mode::kCoroutine).max_in_flight_coroutines, 1024);
+  try {
+    ScopedWorkerDefaults bad(Mode::kCoroutine,
+                             [](WorkerDefaults& d) { d.max_in_flight_coroutines = -1; });
+    FAIL() << "no error";
+  } catch (const InvalidOptionError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("ScopedWorkerDefaults: max_in_flight_coroutines for mode "
+                                    "coroutine is -1"));
+  }
+}
+
+TEST(WorkerStatsTest, CoroutineCountersStartAtZero) {
+  const WorkerStats stats;
+  EXPECT_EQ(stats.coroutines, 0);
+  EXPECT_EQ(stats.coroutines_waiting, 0);
+  EXPECT_EQ(stats.coroutine_timers, 0);
+}
+
 }  // namespace
 }  // namespace concurry

@@ -674,7 +674,8 @@ std::vector<Mode> InProcessModes() {
 }
 
 TEST(TaskWorkerModesTest, RunsOnEveryInProcessBackend) {
-  EXPECT_THAT(InProcessModes(), ElementsAre(Mode::kSync, Mode::kThread, Mode::kTbb));
+  EXPECT_THAT(InProcessModes(),
+              ElementsAre(Mode::kSync, Mode::kThread, Mode::kTbb, Mode::kCoroutine));
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, TaskWorkerTest, ::testing::ValuesIn(InProcessModes()),

@@ -22,8 +22,12 @@ namespace concurry::this_call {
 //
 // Holds in every mode: sync, thread, tbb and loopback calls see the caller's future; calls in a
 // worker process (Mode::kProcess) and on a worker host (Mode::kRemote) see the cancellation the
-// caller's side sends once it arrives. Returns false outside a worker call, in threads the method
-// starts itself, and in the code after a co_await in a method that is a coroutine.
+// caller's side sends once it arrives. In a method returning Coro<T> on a Mode::kCoroutine worker
+// it holds in every step of the coroutine (after each co_await too), and is also true once the
+// worker's Stop cancelled the coroutine; a top-level coroutine that the method starts on the
+// worker's loop (Spawn on CurrentCoroutineExecutor()) sees its own cancellation the same way (its
+// future cancelled, or the worker's Stop), not the call's. Returns false outside a worker call, in
+// threads the method starts itself, and in coroutine steps that run on another executor.
 //
 // Thread-safe; cheap (a thread-local read and one atomic load), so it can be asked often.
 bool CancelRequested() noexcept;

@@ -535,8 +535,8 @@ INSTANTIATE_TEST_SUITE_P(Modes, WorkerConformanceTest, ::testing::ValuesIn(Linke
                          });
 
 TEST(WorkerTest, TheConformanceSuiteRunsOnEveryBackend) {
-  EXPECT_THAT(LinkedWorkerModes(),
-              ElementsAre(Mode::kSync, Mode::kThread, Mode::kTbb, Mode::kLoopback, Mode::kProcess));
+  EXPECT_THAT(LinkedWorkerModes(), ElementsAre(Mode::kSync, Mode::kThread, Mode::kTbb,
+                                               Mode::kLoopback, Mode::kProcess, Mode::kCoroutine));
 }
 
 // Runs a sync-mode worker's call inside its own call (the inner call sets and restores the

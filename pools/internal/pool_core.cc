@@ -737,6 +737,9 @@ WorkerStats PoolCore::Stats() {
     total.queued += one.queued;
     total.deferred += one.deferred;
     total.blocked_callers += one.blocked_callers;
+    total.coroutines += one.coroutines;
+    total.coroutines_waiting += one.coroutines_waiting;
+    total.coroutine_timers += one.coroutine_timers;
   }
   return total;
 }

@@ -67,7 +67,7 @@ constexpr size_t RoundUpToHeader(size_t size) {
   return (size + kNodeHeader - 1) / kNodeHeader * kNodeHeader;
 }
 
-constexpr size_t kComparedOptionsSize = 536;
+constexpr size_t kComparedOptionsSize = 544;
 
 // Whether an actor made with `a` behaves exactly as one made with `b` and reports the same
 // options. Fields that cannot be compared (a make_balancer, retry policies, limits other than the
@@ -90,8 +90,9 @@ bool Interchangeable(const ResolvedWorkerOptions& a, const ResolvedWorkerOptions
          a.stop_timeout == b.stop_timeout && a.max_workers == b.max_workers &&
          a.on_demand == b.on_demand && a.on_demand_keepalive == b.on_demand_keepalive &&
          a.load_balancing == b.load_balancing && !a.make_balancer && !b.make_balancer &&
-         a.clock == b.clock && a.executor == b.executor && a.process_start == b.process_start &&
-         a.remote == b.remote &&
+         a.clock == b.clock && a.executor == b.executor &&
+         a.max_in_flight_coroutines == b.max_in_flight_coroutines &&
+         a.process_start == b.process_start && a.remote == b.remote &&
          // The default pool's copies share one state (LimitPool()).
          &a.limits.sets() == &b.limits.sets() && default_limits(a.limits) &&
          default_limits(b.limits) && a.retry.empty() && b.retry.empty();
@@ -413,7 +414,7 @@ bool ActorCore::Post(CallNode* node, bool may_block) {
         return false;
     }
   }
-  if (Push(node)) return true;
+  if (Deliver(node)) return true;
   if (node->gated_) {
     // The mailbox closed after the slot was taken: give the slot back (the gate is closed too,
     // so nothing is forwarded).
@@ -432,10 +433,10 @@ void CallNode::FinishDeferred() noexcept {
   }
 }
 
-void ActorCore::Finish(CallNode* node, bool run) noexcept {
+void ActorCore::FinishOn(CallNode* node, bool run, void* object) noexcept {
   if (run) {
     node->runner_ = this;
-    node->Run(object_);
+    node->Run(object);
     if (node->deferred_) {
       // Written before the exchange below publishes it to FinishDeferred.
       node->runner_alive_ = shared_from_this();
@@ -466,12 +467,12 @@ void ActorCore::Retire(CallNode* node) noexcept {
   delete node;
   if (gated) {
     if (CallNode* next = gate_->Release()) {
-      if (!Push(next)) Finish(next, /*run=*/false);
+      if (!Deliver(next)) Finish(next, /*run=*/false);
     }
   }
   if (routed) {
     if (CallNode* next = pool_->CallFinished(pool_index_, this)) {
-      if (!Push(next)) pool_->Reroute(pool_index_, next);
+      if (!Deliver(next)) pool_->Reroute(pool_index_, next);
     }
   }
 }
@@ -571,10 +572,8 @@ void ActorCore::Close() noexcept {
     chain = TakeAllLocked();
   }
   CancelChain(chain);
-  if (object_ != nullptr && destroy_ != nullptr) {
-    void* object = std::exchange(object_, nullptr);
-    destroy_(object);  // A throwing destructor terminates, as it would anywhere else.
-  }
+  // A throwing destructor terminates, as it would anywhere else.
+  CloseObject(std::exchange(object_, nullptr), destroy_);
   FinishStopStep();
 }
 

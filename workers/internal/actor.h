@@ -20,6 +20,7 @@
 #include <memory>
 #include <new>
 #include <typeinfo>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -77,6 +78,26 @@ bool BlockTakesPromiseRef(CallNode* node, const futures_internal::StateBase* sta
 // gone, so its node was deleted before).
 void FreeCallBlock(void* state) noexcept;
 
+// Marks, on the calling thread, the start of a coroutine call's own top-level coroutine: a call
+// node holds it just around starting that root on a coroutine backend's loop, so the backend's
+// RootStarted (in the scope, on this thread) knows the root is the call's, not one that the
+// method's own code started while making its Coro. Scopes nest. Not copyable.
+class ScopedCoroCallStart {
+ public:
+  ScopedCoroCallStart() noexcept : outer_(std::exchange(active_, true)) {}
+  ~ScopedCoroCallStart() { active_ = outer_; }
+  ScopedCoroCallStart(const ScopedCoroCallStart&) = delete;
+  ScopedCoroCallStart& operator=(const ScopedCoroCallStart&) = delete;
+
+  // Whether the calling thread is inside such a scope. Reading it ends it: only the first root
+  // started in the scope is the call's.
+  static bool Take() noexcept { return std::exchange(active_, false); }
+
+ private:
+  static inline thread_local bool active_ = false;
+  const bool outer_;
+};
+
 class CallNode {
  public:
   virtual ~CallNode() = default;
@@ -104,6 +125,9 @@ class CallNode {
   // to a worker process does), so that any thread may run it: a caller's thread may then drain
   // it itself (DrainOneOnCaller).
   virtual bool RunsWithoutWaiting() const noexcept { return false; }
+  // Whether the call runs a method that returns Coro<T> (futures/coro.h): a coroutine backend
+  // starts it on its event loop instead of queuing it in the mailbox (ActorCore::Deliver).
+  virtual bool IsCoroutine() const noexcept { return false; }
 
  protected:
   // For a call whose work goes on elsewhere after Run returns (a call sent to a worker process,
@@ -113,6 +137,9 @@ class CallNode {
   // calls. FinishDeferred() deletes the node.
   void DeferFinish() noexcept { deferred_ = true; }
   void FinishDeferred() noexcept;
+  // Whether Run was called by ActorCore::RunOutsideMailbox (a coroutine backend's event loop)
+  // rather than by a drain.
+  bool runs_outside_mailbox() const noexcept { return outside_mailbox_; }
 
  private:
   friend class ActorCore;
@@ -125,6 +152,7 @@ class CallNode {
   ActorCore* runner_ = nullptr;
   std::shared_ptr<ActorCore> runner_alive_;
   bool deferred_ = false;
+  bool outside_mailbox_ = false;
   std::atomic<int> defer_state_{kRunning};
   CallNode* next_ = nullptr;
   bool gated_ = false;
@@ -258,10 +286,12 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // The backend's encodes_calls(), read on every call.
   bool encodes_calls() const { return encodes_calls_; }
 
-  // Called by the construction message, in the actor's context.
+  // Called by the construction message, in the actor's context. Tells the backend
+  // (ObjectReady).
   void SetObject(void* object, void (*destroy)(void*)) {
     object_ = object;
     destroy_ = destroy;
+    ObjectReady(object);
   }
 
   // Registers a call that waits for its input futures: Stop cancels `call`. Returns an id for
@@ -314,13 +344,46 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // fails it with `error` when one is given (a CrashedError), and destroys the object.
   void Abandon(std::exception_ptr error = nullptr) noexcept ABSL_LOCKS_EXCLUDED(lock_);
 
+  // Hooks for a backend that runs some calls outside the mailbox (Mode::kCoroutine runs
+  // coroutine calls on an event loop while plain calls drain on its side thread):
+  //
+  // Hands a posted call on (from Post, and for the calls a freed max_queued_tasks slot or a pool
+  // passes on). The default queues it in the mailbox (Push). Returns false, leaving `node` to
+  // the caller, once the actor no longer takes calls.
+  virtual bool Deliver(CallNode* node) { return Push(node); }
+  // Queues `node` in the mailbox; false once the mailbox is closed.
+  bool Push(CallNode* node) ABSL_LOCKS_EXCLUDED(lock_);
+  // Runs (or, once a stop was requested, cancels) a delivered call on `object` on the calling
+  // thread, outside the mailbox, then retires it as a drain would (its gate slot, its pool
+  // report; a deferred call when it is over). The caller provides the actor's context.
+  void RunOutsideMailbox(CallNode* node, void* object) noexcept {
+    node->outside_mailbox_ = true;
+    FinishOn(node, !stop_requested(), object);
+  }
+  // Cancels (or fails, see Abandon) a delivered call that will never run, and retires it.
+  void Drop(CallNode* node) noexcept { FinishOn(node, /*run=*/false, nullptr); }
+  // The object exists now (SetObject, in the actor's context, before any call runs on it).
+  virtual void ObjectReady(void* /*object*/) noexcept {}
+  // Called once when the actor closes (its StopNode runs, or Abandon), in the actor's context,
+  // after the queued calls were cancelled: destroys `object` (null when construction failed or
+  // never ran) with `destroy`. A backend may do it later elsewhere (after its own running calls);
+  // with AddStopStep it then calls FinishStopStep() once that is done.
+  virtual void CloseObject(void* object, void (*destroy)(void*)) noexcept {
+    if (object != nullptr && destroy != nullptr) destroy(object);
+  }
+  // Adds one step that must finish (FinishStopStep) before stopped_future() completes. Call
+  // before Start.
+  void AddStopStep() noexcept { stop_steps_.fetch_add(1, std::memory_order_relaxed); }
+  // One of the steps of stopping (Close, the cancellation pass of Stop or Abandon, and those
+  // added by AddStopStep); the last completes stopped_future().
+  void FinishStopStep() noexcept;
+
  private:
   class StopNode;
   friend class StopNode;
 
   // `on_caller`: see DrainOneOnCaller.
   bool Drain(int64_t budget, bool on_caller) ABSL_LOCKS_EXCLUDED(lock_);
-  bool Push(CallNode* node) ABSL_LOCKS_EXCLUDED(lock_);
   // Queued calls fail with `error` from now on instead of being cancelled (Abandon,
   // StopWithError); null changes nothing.
   void SetAbortError(std::exception_ptr error) noexcept ABSL_LOCKS_EXCLUDED(lock_);
@@ -330,14 +393,14 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   void Close() noexcept ABSL_LOCKS_EXCLUDED(lock_);
   // Cancels and deletes the nodes of a FIFO chain.
   void CancelChain(CallNode* chain) noexcept;
-  // One of the two steps of stopping (Close, and the cancellation pass of Stop or Abandon); the
-  // second completes stopped_.
-  void FinishStopStep() noexcept;
   // Abandon's cancellation pass: the deferred calls and those waiting for inputs.
   void CancelWaiting() noexcept;
   // Cancels or runs one node, deletes it and frees its gate slot (for a deferred call, once it is
   // over: CallNode::FinishDeferred).
-  void Finish(CallNode* node, bool run) noexcept;
+  // (object_ is read only to run: cancelling happens on any thread.)
+  void Finish(CallNode* node, bool run) noexcept { FinishOn(node, run, run ? object_ : nullptr); }
+  // Finish, running the node on `object`.
+  void FinishOn(CallNode* node, bool run, void* object) noexcept;
   // Deletes a finished node and hands its gate slot and its pool report on.
   void Retire(CallNode* node) noexcept;
 
@@ -370,7 +433,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // Set by Stop: drains cancel what they pop instead of running it.
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> stop_posted_{false};
-  std::atomic<int> stop_steps_{2};
+  std::atomic<int> stop_steps_{2};  // See FinishStopStep and AddStopStep.
   // Used only in the actor's context; drains are ordered by lock_. A construction on the creator's
   // thread (Start with on_caller) writes it before releasing lock_, which publishes it.
   void* object_ = nullptr;

@@ -16,7 +16,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "futures/clock.h"
+#include "futures/coro.h"
 #include "futures/errors.h"
 #include "futures/future.h"
 #include "retry/policy.h"
@@ -87,9 +90,16 @@ struct DeepCopyable<std::pair<A, B>>
 // results are flattened). With a retry policy, attempts run `invoke.Again(object)` (copies of the
 // arguments) until the policy stops them. While it runs, the method sees its caller's Cancel()
 // through this_call::CancelRequested().
+//
+// A method returning Coro<U> (kCoroCall) runs as a top-level coroutine: on a coroutine backend's
+// loop (RunOutsideMailbox) it starts there and the call stays running until the coroutine ends
+// (DeferFinish), keeping the node, and so its arguments and a task's closure, alive; in every
+// other mode it runs to its end on the call's thread (SyncWait semantics), serial as any call.
 template <typename T, typename R, typename Invoke>
 class InvokeNode final : public CallNode, private CancelSignal {
   using Target = typename Invoke::Target;
+  using Raw = std::decay_t<std::invoke_result_t<Invoke&, Target&>>;
+  static constexpr bool kCoroCall = futures_internal::kIsCoro<Raw>;
 
  public:
   InvokeNode(Promise<R> promise, Invoke invoke)
@@ -121,6 +131,10 @@ class InvokeNode final : public CallNode, private CancelSignal {
     Target& target = *static_cast<Target*>(object);
     // Also around a call sent as bytes: in Mode::kLoopback the method runs inside invoke_.
     const ScopedCancelSignal running(this);
+    if constexpr (kCoroCall) {
+      RunCoroutine(target);
+      return;
+    }
     if constexpr (Invoke::kRepeatable) {
       if (retry_ != nullptr) {
         RunWithRetry(target);
@@ -143,6 +157,7 @@ class InvokeNode final : public CallNode, private CancelSignal {
   bool RunsWithoutWaiting() const noexcept override {
     return std::is_same_v<Target, EncodedObject> && retry_ == nullptr;
   }
+  bool IsCoroutine() const noexcept override { return kCoroCall; }
 
  private:
   // Thrown (not a std::exception, so never retried) when an attempt returned a Future that is
@@ -181,6 +196,56 @@ class InvokeNode final : public CallNode, private CancelSignal {
           promise_, [&done](EncodedObject&) { return done; }, target);
       FinishDeferred();
     });
+  }
+
+  // A call of a method returning Coro<U> (see the class comment). With a retry policy the root
+  // coroutine is RetryAsync over the attempts (retry/retry.h): its back-off waits suspend on the
+  // scheduler's clock (the worker's clock), so no thread sleeps; attempts get copies of the
+  // arguments, and a call whose arguments cannot be copied runs once, unretried, as in every
+  // mode. Cancelling the call ends the retry at its next suspension.
+  void RunCoroutine(Target& target) noexcept {
+    Raw coro;
+    try {
+      if constexpr (Invoke::kRepeatable) {
+        if (retry_ != nullptr) {
+          RetryOptions options;
+          options.call.worker_type_name = WorkerTypeName<T>();
+          options.call.method_name = method_name_;
+          // The node outlives the coroutine (DeferFinish, or Run waits for it), and so does the
+          // object.
+          coro = RetryAsync([this, &target] { return invoke_.Again(target); }, *retry_,
+                            std::move(options));
+        }
+      }
+      if (!coro.valid()) coro = invoke_(target);
+    } catch (...) {
+      promise_.SetError(std::current_exception());
+      return;
+    }
+    futures_internal::CoroScheduler* loop = futures_internal::CurrentCoroScheduler();
+    if (runs_outside_mailbox() && loop != nullptr) {
+      // Every step, the first one too, is posted to the loop, which runs it with the call's
+      // cancel signal (this_call::CancelRequested) and its context.
+      DeferFinish();
+      // The root started here is the call's (the loop counts it against max_in_flight).
+      const ScopedCoroCallStart starting;
+      futures_internal::StartCoroRoot(
+          promise_, std::move(coro), [this] { FinishDeferred(); }, *loop,
+          futures_internal::CurrentCoroSchedulerShared(), /*start_inline=*/false);
+      return;
+    }
+    // As SyncWait, with the call's promise: the caller's Cancel() cancels the coroutine.
+    const ActorCore* actor = ActorCore::Current();
+    Clock& clock = actor != nullptr && actor->options().clock != nullptr ? *actor->options().clock
+                                                                         : Clock::Real();
+    auto steps = std::make_shared<futures_internal::LocalLoop>(clock);
+    futures_internal::LocalLoop* raw = steps.get();
+    // Posted, not started inline: Run() detaches from a trampoline of an outer coroutine step on
+    // this thread (a kSync worker's Coro method called inside a step), whose queue would otherwise
+    // get this coroutine's inline steps while Run() waits for them.
+    futures_internal::StartCoroRoot(
+        promise_, std::move(coro), [raw] { raw->Finish(); }, *raw, steps, /*start_inline=*/false);
+    raw->Run();
   }
 
   void RunWithRetry(Target& target) noexcept {
