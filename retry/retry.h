@@ -148,7 +148,9 @@ struct Awaited;
 // jitter (options.bitgen), server delay hints and `options.stop` behave as in Retry().
 // Cancelling the coroutine (its Spawn future, its worker call) ends the retry at its next
 // suspension: a back-off wait, an awaited attempt (a sole-consumer awaited future is cancelled
-// too) or the check between attempts; it ends with CancelledError.
+// too) or the check between attempts; it ends with CancelledError (StoppedError when the
+// coroutine was stopped because its executor refused a step). Neither goes through the filters,
+// `options.stop`, the delay hook or the report: the retry ends at once.
 // Lazy: nothing runs until it is awaited or spawned. `fn`, the policy and the options (including
 // the call's method and type names) are copied into the coroutine. Throws InvalidOptionError at
 // the call for an invalid policy or a non-null `options.timer`; co_await throws
