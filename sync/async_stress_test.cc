@@ -28,6 +28,7 @@
 #include "sync/async_testing.h"
 #include "sync/gather_async.h"
 #include "sync/wait_async.h"
+#include "testing/live_allocations.h"
 #include "testing/test_concurrent.h"
 
 namespace concurry {
@@ -250,13 +251,13 @@ TEST(AsyncSyncStressTest, EveryAwaitEndsOnceByItsOnlyWayOutAndLeavesNothingBehin
   // Warm-up: the real clock's timer and its thread, and other state made on first use.
   RunIterations(/*iterations=*/14, never, ends, expected_ends);
   FlushRealTimer();
-  const int64_t before = async_testing::LiveAllocations();
+  const int64_t before = testkit::LiveAllocations();
   RunIterations(/*iterations=*/1000, never, ends, expected_ends);
   FlushRealTimer();
   // Every callback registered on the never-completing futures and every timer entry is gone.
   // Only growth counts (a thread of the warm-up may still free its state); a leak adds one per
   // iteration or more.
-  EXPECT_LE(async_testing::LiveAllocations(), before);
+  EXPECT_LE(testkit::LiveAllocations(), before);
   for (Promise<int>& p : never_promises) EXPECT_FALSE(p.IsCancelled());
 }
 

@@ -1,7 +1,5 @@
 // Test helpers for the sync/*_async tests: running a Coro the ways users do (SyncWait on the
-// test's thread, Spawn on a thread pool), making futures from promises, and counting live heap
-// allocations (async_testing.cc, linked into the test binary, replaces operator new and delete),
-// to check that cancelled and timed-out waits leave nothing behind. Test-only.
+// test's thread, Spawn on a thread pool) and making futures from promises. Test-only.
 
 #ifndef CONCURRY_SYNC_ASYNC_TESTING_H_
 #define CONCURRY_SYNC_ASYNC_TESTING_H_
@@ -37,11 +35,6 @@ T RunCoro(Runner runner, Coro<T> coro, Clock& clock = Clock::Real()) {
   Future<T> future = Spawn(pool, std::move(coro), clock);
   return std::move(future).Result();
 }
-
-// Returns the number of heap allocations made by operator new and not yet deleted, in the whole
-// binary (compare two readings taken with the same objects alive; a thread an earlier test left
-// behind may still free memory in between, so check for growth). Thread-safe.
-int64_t LiveAllocations();
 
 template <typename T>
 std::vector<Future<T>> FuturesOf(std::vector<Promise<T>>& promises) {

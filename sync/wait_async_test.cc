@@ -21,16 +21,17 @@
 #include "gtest/gtest.h"
 #include "sync/async_testing.h"
 #include "testing/fake_clock.h"
+#include "testing/live_allocations.h"
 #include "testing/manual_executor.h"
 
 namespace concurry {
 namespace {
 
 using ::concurry::async_testing::FuturesOf;
-using ::concurry::async_testing::LiveAllocations;
 using ::concurry::async_testing::RunCoro;
 using ::concurry::async_testing::Runner;
 using ::concurry::testkit::FakeClock;
+using ::concurry::testkit::LiveAllocations;
 using ::concurry::testkit::ManualExecutor;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;

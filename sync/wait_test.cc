@@ -1,9 +1,6 @@
 #include "sync/wait.h"
 
-#include <atomic>
-#include <cstdlib>
 #include <map>
-#include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -18,39 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/fake_clock.h"
-
-// Counts live heap allocations, to check that timed-out waits leave nothing behind.
-namespace {
-std::atomic<int64_t> live_allocations{0};
-}  // namespace
-
-void* operator new(std::size_t size) {
-  void* p = std::malloc(size == 0 ? 1 : size);
-  if (p == nullptr) throw std::bad_alloc();
-  live_allocations.fetch_add(1, std::memory_order_relaxed);
-  return p;
-}
-void* operator new[](std::size_t size) { return operator new(size); }
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
-  try {
-    return operator new(size);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
-  return operator new(size, std::nothrow);
-}
-void operator delete(void* p) noexcept {
-  if (p == nullptr) return;
-  live_allocations.fetch_sub(1, std::memory_order_relaxed);
-  std::free(p);
-}
-void operator delete[](void* p) noexcept { operator delete(p); }
-void operator delete(void* p, std::size_t) noexcept { operator delete(p); }
-void operator delete[](void* p, std::size_t) noexcept { operator delete(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { operator delete(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { operator delete(p); }
+#include "testing/live_allocations.h"
 
 namespace concurry {
 namespace {
@@ -428,9 +393,9 @@ TEST(WaitTest, TimedOutWaitsLeaveNoCallbacksBehind) {
   const std::vector<Future<int>> futures = {pending, MakeReadyFuture(1)};
   const WaitOptions options{.timeout = absl::ZeroDuration()};
   ASSERT_TRUE(Wait(futures, options).timed_out);  // Warms up lazily allocated state.
-  const int64_t before = live_allocations.load();
+  const int64_t before = testkit::LiveAllocations();
   for (int i = 0; i < 100; ++i) ASSERT_TRUE(Wait(futures, options).timed_out);
-  EXPECT_EQ(live_allocations.load(), before);
+  EXPECT_EQ(testkit::LiveAllocations(), before);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "sync/async_testing.h"
+#include "testing/live_allocations.h"
 
 #include <atomic>
 #include <cstddef>
@@ -40,10 +40,8 @@ void operator delete[](void* p, std::size_t) noexcept { operator delete(p); }
 void operator delete(void* p, const std::nothrow_t&) noexcept { operator delete(p); }
 void operator delete[](void* p, const std::nothrow_t&) noexcept { operator delete(p); }
 
-namespace concurry {
-namespace async_testing {
+namespace concurry::testkit {
 
 int64_t LiveAllocations() { return live_allocations.load(std::memory_order_relaxed); }
 
-}  // namespace async_testing
-}  // namespace concurry
+}  // namespace concurry::testkit
