@@ -1,10 +1,13 @@
 #include "sync/wait.h"
 
 #include <algorithm>
+#include <span>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "futures/errors.h"
+#include "sync/internal/wait_steps.h"
 #include "sync/internal/watch.h"
 
 namespace concurry {
@@ -13,17 +16,6 @@ namespace {
 using sync_internal::Snapshot;
 
 constexpr char kOperation[] = "Wait";
-
-// Returns the futures of `futures` that are done now, in index order.
-Snapshot ScanDone(std::span<const AnyFuture> futures) {
-  Snapshot snapshot;
-  for (size_t i = 0; i < futures.size(); ++i) {
-    if (!futures[i].Done()) continue;
-    snapshot.completed.push_back(i);
-    if (futures[i].Error() != nullptr) ++snapshot.failures;
-  }
-  return snapshot;
-}
 
 }  // namespace
 
@@ -74,28 +66,54 @@ void CheckWaitInput(const char* operation, std::span<const AnyFuture> futures,
   }
 }
 
+Snapshot ScanDone(std::span<const AnyFuture> futures) {
+  Snapshot snapshot;
+  for (size_t i = 0; i < futures.size(); ++i) {
+    if (!futures[i].Done()) continue;
+    snapshot.completed.push_back(i);
+    if (futures[i].Error() != nullptr) ++snapshot.failures;
+  }
+  return snapshot;
+}
+
+WaitCondition::WaitCondition(ReturnWhen return_when, size_t count)
+    : needed(return_when == ReturnWhen::kFirstCompleted ? std::min<size_t>(1, count) : count),
+      or_failure(return_when == ReturnWhen::kFirstException) {}
+
+WaitResult EndWait(std::span<const AnyFuture> futures, const Snapshot& snapshot, bool met,
+                   ProgressReporter& progress, bool cancel_pending_on_timeout) {
+  if (met) {
+    progress.Success();
+  } else {
+    progress.Stop("Timeout");
+  }
+  WaitResult result;
+  result.timed_out = !met;
+  std::vector<bool> done(futures.size(), false);
+  for (size_t i : snapshot.completed) done[i] = true;
+  for (size_t i = 0; i < futures.size(); ++i) {
+    (done[i] ? result.done : result.not_done).push_back(i);
+  }
+  if (result.timed_out && cancel_pending_on_timeout) {
+    for (size_t i : result.not_done) futures[i].Cancel();
+  }
+  return result;
+}
+
 }  // namespace sync_internal
 
 WaitResult Wait(std::span<const AnyFuture> futures, const WaitOptions& options) {
   sync_internal::CheckWaitInput(kOperation, futures, options);
-  const ReturnWhen when = options.return_when;
   Clock& clock = sync_internal::ClockOrReal(options.clock);
   const absl::Time deadline = sync_internal::DeadlineAfter(clock, options.timeout);
   ProgressReporter progress(options.progress, static_cast<int64_t>(futures.size()), "Waiting",
                             clock);
 
-  // Returns true once: all are done (FIRST_EXCEPTION included), or one is (FIRST_COMPLETED), or
-  // one failed (FIRST_EXCEPTION).
-  const size_t needed =
-      when == ReturnWhen::kFirstCompleted ? std::min<size_t>(1, futures.size()) : futures.size();
-  const bool or_failure = when == ReturnWhen::kFirstException;
-  auto holds = [&](const Snapshot& s) {
-    return s.completed.size() >= needed || (or_failure && s.failures > 0);
-  };
+  const sync_internal::WaitCondition condition(options.return_when, futures.size());
 
   // Fast path: no callbacks when the condition already holds.
-  Snapshot snapshot = ScanDone(futures);
-  bool met = holds(snapshot);
+  Snapshot snapshot = sync_internal::ScanDone(futures);
+  bool met = condition.Holds(snapshot);
   if (met) {
     progress.Advance(static_cast<int64_t>(snapshot.completed.size()));
   } else {
@@ -104,28 +122,14 @@ WaitResult Wait(std::span<const AnyFuture> futures, const WaitOptions& options) 
     for (bool reached = true; reached && !met;) {
       const size_t before = snapshot.completed.size();
       // A progress report needs a wake-up at each completion; otherwise only the last one wakes.
-      const size_t count = progress.active() ? before + 1 : needed;
-      reached = watch.Await(count, or_failure, clock, deadline, &snapshot);
+      const size_t count = progress.active() ? before + 1 : condition.needed;
+      reached = watch.Await(count, condition.or_failure, clock, deadline, &snapshot);
       progress.Advance(static_cast<int64_t>(snapshot.completed.size() - before));
-      met = holds(snapshot);
+      met = condition.Holds(snapshot);
     }
   }
-  if (met) {
-    progress.Success();
-  } else {
-    progress.Stop("Timeout");
-  }
-
-  WaitResult result;
-  result.timed_out = !met;
-  std::vector<bool> done(futures.size(), false);
-  for (size_t i : snapshot.completed) done[i] = true;
-  for (size_t i = 0; i < futures.size(); ++i)
-    (done[i] ? result.done : result.not_done).push_back(i);
-  if (result.timed_out && options.cancel_pending_on_timeout) {
-    for (size_t i : result.not_done) futures[i].Cancel();
-  }
-  return result;
+  return sync_internal::EndWait(futures, snapshot, met, progress,
+                                options.cancel_pending_on_timeout);
 }
 
 }  // namespace concurry

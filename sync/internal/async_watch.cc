@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
+#include "sync/internal/wait_steps.h"
 #include "sync/progress.h"
 
 namespace concurry {
@@ -20,17 +21,6 @@ namespace {
 
 using futures_internal::CoroControl;
 using futures_internal::CoroScheduler;
-
-// Returns the futures of `futures` that are done now, in index order.
-Snapshot ScanDone(std::span<const AnyFuture> futures) {
-  Snapshot snapshot;
-  for (size_t i = 0; i < futures.size(); ++i) {
-    if (!futures[i].Done()) continue;
-    snapshot.completed.push_back(i);
-    if (futures[i].Error() != nullptr) ++snapshot.failures;
-  }
-  return snapshot;
-}
 
 }  // namespace
 
@@ -204,17 +194,11 @@ Coro<WaitResult> WaitAsyncUnchecked(std::vector<AnyFuture> futures, WaitOptions 
   const absl::Time deadline = DeadlineAfter(clock, options.timeout);
   ProgressReporter progress(options.progress, static_cast<int64_t>(futures.size()), "Waiting",
                             clock);
-  const ReturnWhen when = options.return_when;
-  const size_t needed =
-      when == ReturnWhen::kFirstCompleted ? std::min<size_t>(1, futures.size()) : futures.size();
-  const bool or_failure = when == ReturnWhen::kFirstException;
-  auto holds = [&](const Snapshot& s) {
-    return s.completed.size() >= needed || (or_failure && s.failures > 0);
-  };
+  const WaitCondition condition(options.return_when, futures.size());
 
   // Fast path: no callbacks and no suspension when the condition already holds.
   Snapshot snapshot = ScanDone(futures);
-  bool met = holds(snapshot);
+  bool met = condition.Holds(snapshot);
   if (met) {
     progress.Advance(static_cast<int64_t>(snapshot.completed.size()));
   } else {
@@ -223,29 +207,13 @@ Coro<WaitResult> WaitAsyncUnchecked(std::vector<AnyFuture> futures, WaitOptions 
     for (bool reached = true; reached && !met;) {
       const size_t before = snapshot.completed.size();
       // A progress report needs a wake-up at each completion; otherwise only the last one wakes.
-      const size_t count = progress.active() ? before + 1 : needed;
-      reached = co_await watch.Await(count, or_failure, clock, deadline, &snapshot);
+      const size_t count = progress.active() ? before + 1 : condition.needed;
+      reached = co_await watch.Await(count, condition.or_failure, clock, deadline, &snapshot);
       progress.Advance(static_cast<int64_t>(snapshot.completed.size() - before));
-      met = holds(snapshot);
+      met = condition.Holds(snapshot);
     }
   }
-  if (met) {
-    progress.Success();
-  } else {
-    progress.Stop("Timeout");
-  }
-
-  WaitResult result;
-  result.timed_out = !met;
-  std::vector<bool> done(futures.size(), false);
-  for (size_t i : snapshot.completed) done[i] = true;
-  for (size_t i = 0; i < futures.size(); ++i) {
-    (done[i] ? result.done : result.not_done).push_back(i);
-  }
-  if (result.timed_out && options.cancel_pending_on_timeout) {
-    for (size_t i : result.not_done) futures[i].Cancel();
-  }
-  co_return result;
+  co_return EndWait(futures, snapshot, met, progress, options.cancel_pending_on_timeout);
 }
 
 Coro<void> AwaitAllAsync(const char* operation, std::vector<AnyFuture> futures,
