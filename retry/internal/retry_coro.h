@@ -118,6 +118,11 @@ struct OwnControl {
 
 // The retry itself. `method_name` and `worker_type_name` are the frame's own copies of the views
 // in options.call (the caller's strings may be gone when the lazy coroutine first runs).
+// GCC 12 warns -Wsubobject-linkage on the coroutine frame whenever Fn is a type without linkage
+// (a lambda of a .cc file's anonymous namespace, as in every worker call): the frame is a class of
+// this header. The frame is never shared between translation units, so the warning is noise here.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsubobject-linkage"
 template <typename Fn, typename R>
 Coro<R> RetryCoro(Fn fn, RetryPolicy policy, RetryOptions options, std::string method_name,
                   std::string worker_type_name) {
@@ -185,6 +190,7 @@ Coro<R> RetryCoro(Fn fn, RetryPolicy policy, RetryOptions options, std::string m
     co_await std::suspend_never{};
   }
 }
+#pragma GCC diagnostic pop
 
 // Rejects what the coroutine form cannot honour.
 void CheckCoroOptions(const RetryOptions& options);
