@@ -28,6 +28,7 @@
 #include "limits/redis/redis_limit_store.h"
 #include "limits/redis/redis_options.h"
 #include "testing/redis_server.h"
+#include "testing/test_concurrent.h"
 
 namespace concurry {
 namespace {
@@ -271,6 +272,57 @@ TEST_F(RedisLimitSetTest, BargingTakesWhatIsFree) {
   mine.reset();
   late.reset();
   waiter.join();
+}
+
+TEST_F(RedisLimitSetTest, ConcurrentHoldersNeverExceedTheCapacity) {
+  // Two "hosts", two threads each, acquiring and releasing one set with 2 units: at most 2 held
+  // at once, and every acquisition succeeds (FIFO: none starves). Run under --config=tsan too.
+  auto host1 = RedisLimitStore::Connect(Options());
+  auto host2 = RedisLimitStore::Connect(Options());
+  std::vector<Limit> limits = {ResourceLimit("connections", 2),
+                               RateLimit("tokens", 1e9, absl::Hours(1), RateLimitAlgorithm::kGcra)};
+  LimitSet sets[] = {Create(host1, limits), Create(host2, limits)};
+  std::atomic<int> holding{0};
+  std::atomic<int> most{0};
+  std::atomic<int> served{0};
+  testkit::TestConcurrent(/*num_threads=*/4, /*iterations=*/25, [&](int thread) {
+    LimitAcquisition held = sets[thread % 2].Acquire({{"tokens", 3}}, absl::Seconds(30));
+    const int now = ++holding;
+    int seen = most.load();
+    while (now > seen && !most.compare_exchange_weak(seen, now)) {
+    }
+    held.Update({{"tokens", thread % 3}});
+    --holding;
+    held.Release();
+    ++served;
+  });
+  EXPECT_LE(most.load(), 2);
+  EXPECT_EQ(served.load(), 100);
+  const LimitSetStats stats = sets[0].Stats();
+  EXPECT_EQ(stats.acquisitions, 100);
+  EXPECT_EQ(stats.holding, 0);
+  EXPECT_EQ(stats.waiting, 0);
+  EXPECT_EQ(stats.at("connections").in_use, 0);
+}
+
+TEST_F(RedisLimitSetTest, PreparedRequestsAndHandlesWork) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set = Create(store, {RateLimit("tokens", 10, absl::Hours(1), RateLimitAlgorithm::kGcra),
+                                ResourceLimit("connections", 1)});
+  const PreparedLimitRequest four = set.Prepare({{"tokens", 4}});
+  const LimitHandle tokens = set.Handle("tokens");
+  {
+    LimitAcquisition taken = set.Acquire(four);
+    taken.Update(tokens, 1);
+    EXPECT_FALSE(set.TryAcquire(four).has_value());  // The connection is held.
+  }
+  std::optional<LimitAcquisition> again = set.TryAcquire(four);
+  ASSERT_TRUE(again.has_value());
+  again->Update(tokens, 4);
+  again.reset();
+  EXPECT_NEAR(set.Stats().at("tokens").in_use, 5, 0.01);
+  LimitAcquisition async = set.AcquireAsync(four).Result(kSlack);
+  async.Update(tokens, 4);
 }
 
 TEST_F(RedisLimitSetTest, OverUseIsChargedAndReported) {
