@@ -496,7 +496,8 @@ TEST_F(RedisLimitSetTest, RedisDownFailsClosedWithinTheTimeoutAndRecovers) {
   LimitSet set =
       Create(store, {ResourceLimit("connections", 1),
                      RateLimit("tokens", 10, absl::Hours(1), RateLimitAlgorithm::kGcra)});
-  set.Acquire({{"tokens", 1}}).Update({{"tokens", 1}});
+  LimitAcquisition across = set.Acquire({{"tokens", 1}});  // Held across the restart.
+  across.Update({{"tokens", 1}});
   server->Stop();
   const absl::Time start = absl::Now();
   EXPECT_THROW(set.Acquire({{"tokens", 1}}, absl::Seconds(5)), RedisError);
@@ -517,6 +518,13 @@ TEST_F(RedisLimitSetTest, RedisDownFailsClosedWithinTheTimeoutAndRecovers) {
   again->Update({{"tokens", 1}});
   EXPECT_NEAR(set.Stats().at("tokens").in_use, 1, 0.01);
   EXPECT_EQ(set.Stats().at("connections").in_use, 1);
+  // The restart lost the lease of the acquisition held across it: its release says so.
+  EXPECT_TRUE(warnings_.messages().empty());
+  across.Release();
+  const std::vector<std::string> warnings = warnings_.messages();
+  ASSERT_EQ(warnings.size(), 1);
+  EXPECT_TRUE(absl::StrContains(warnings[0], "had expired")) << warnings[0];
+  EXPECT_EQ(set.Stats().at("connections").in_use, 1);  // `again`'s unit stays counted.
 }
 
 TEST_F(RedisLimitSetTest, RedisDownFailsOpenWithOneWarningPerOutage) {

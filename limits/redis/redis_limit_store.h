@@ -30,7 +30,12 @@
 //   shorter timeout does not shorten a command in flight); kFailOpen: they grant at once without
 //   limits, with one warning per outage through LimitSetOptions::on_warning. A release that cannot
 //   reach Redis warns; the units then come back when the lease expires. The store reconnects by
-//   itself when Redis returns.
+//   itself when Redis returns (and loads the scripts again after a restart). A holder cut off from
+//   Redis for longer than lease_ttl loses its lease (its units go back early), and a Redis that
+//   restarts without persistence forgets every set's state (the limits start over, full); the
+//   release of such an acquisition warns.
+// - Keys: the rate state expires a second after it stops mattering; the definition, counters
+//   and sequence of a set stay (a few bytes) until deleted by hand.
 // - Differences from the in-process engine: LimitSetOptions::max_holders does not apply (there is
 //   no holder table); Stats().waiting counts the waiting requests of every host (AcquireAsync()
 //   requests each count); times are kept in µs, so a GCRA cost is at least 1 µs (at most a million

@@ -608,14 +608,26 @@ bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) {
         return gcra_[item.index] && item.refunded > 0 ? item.refunded : -1.0;
       },
       &args));
+  // Called from LimitAcquisition's destructor: a warning sink that throws must not get out.
   try {
-    Run(core_->client(), ReleaseOf(), base_, args);
-    Reachable();
-  } catch (const std::exception& error) {
-    WarnOutage(
-        "a release could not reach it: its resource units come back when its lease "
-        "expires (lease_ttl)",
-        error);
+    bool live = true;
+    try {
+      const RedisReply reply = Run(core_->client(), ReleaseOf(), base_, args);
+      Reachable();
+      live = IntegerOf(ArrayOf(reply, 1)[0]) == 1;
+    } catch (const RedisError& error) {
+      WarnOutage(
+          "a release could not reach it: its resource units come back when its lease "
+          "expires (lease_ttl)",
+          error);
+    }
+    if (!live) {
+      Warn(absl::StrCat(
+          "LimitSet '", options().name, "': the lease of an acquisition released now ",
+          "had expired (its process could not renew it for lease_ttl, or Redis ",
+          "restarted and lost it): its resource units were given back before its ", "release"));
+    }
+  } catch (...) {
   }
   return false;
 }

@@ -20,6 +20,12 @@ local function clock()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+-- A new lease or ticket id. The sequence starts at the server's time in µs, so that ids given out
+-- after Redis lost its data (a restart without persistence) never repeat older ones still held.
+local function NextId(now)
+  redis.call('SET', base .. 'seq', fmt(now), 'NX')
+  return redis.call('INCR', base .. 'seq')
+end
 local function Wake()
   if redis.call('ZCARD', base .. 'qexp') > 0 then redis.call('PUBLISH', base .. 'wake', '1') end
 end
@@ -67,24 +73,36 @@ local function Load(it)
     if it.cap > 4096 then it.merge = math.ceil(it.w / 4096) end
   end
 end
-local function Save(it)
+-- Writes the item's state back when it changed. The keys expire a second after the state stops
+-- mattering (a full bucket, an empty window: what no key means), so that a set nobody uses any
+-- more leaves no rate state behind.
+local function Save(it, now)
   if not it.dirty then return end
-  if it.a == 'g' then
+  local a, stale = it.a, now
+  if a == 'g' then
     redis.call('HSET', it.k, 't', fmt(it.t))
-  elseif it.a == 'l' then
+    stale = it.t
+  elseif a == 'l' then
     if it.l <= 0 then redis.call('DEL', it.k) return end
     redis.call('HSET', it.k, 'l', fmt(it.l), 'o', fmt(it.o), 'k', fmt(it.lk))
-  elseif it.a == 'f' then
+    stale = it.o + math.ceil((it.lk + it.l) * it.w / it.cap)
+  elseif a == 'f' then
     redis.call('HSET', it.k, 'i', fmt(it.fi), 'n', fmt(it.cnt))
-  elseif it.a == 's' then
-    if it.size == 0 then
-      redis.call('DEL', it.k)
-    elseif it.sl > -math.huge then
+    stale = (it.fi + 1) * it.w
+  elseif a == 's' then
+    if it.size == 0 then redis.call('DEL', it.k) return end
+    if it.sl > -math.huge then
       redis.call('HSET', it.k, 'n', fmt(it.cnt), 's', fmt(it.sl))
     else
       redis.call('HSET', it.k, 'n', fmt(it.cnt))
     end
+    stale = entry(redis.call('LINDEX', it.log, -1)) + it.w
+  else
+    return
   end
+  local ms = fmt(math.min(math.ceil(math.max(0, stale - now) / 1000), 1e13) + 1000)
+  redis.call('PEXPIRE', it.k, ms)
+  if a == 's' then redis.call('PEXPIRE', it.log, ms) end
 end
 -- GCRA: cost = floor(amount / capacity * window) clamped to [1, tau].
 local function Cost(it, amount)
@@ -255,7 +273,7 @@ if may_try then
     if w < 0 or (wait >= 0 and w > wait) then wait = w end
   end
   if wait == 0 then
-    local lease = redis.call('INCR', base .. 'seq')
+    local lease = fmt(NextId(now))  -- A string: Lua's own concatenation would round it.
     redis.call('ZADD', base .. 'leases', now + ttl, lease)
     for _, it in ipairs(list) do
       if it.a == 'r' then
@@ -264,7 +282,7 @@ if may_try then
       else
         Take(it, now)
       end
-      Save(it)
+      Save(it, now)
     end
     redis.call('HINCRBY', base .. 'stats', 'a', 1)
     if ticket > 0 then
@@ -275,10 +293,10 @@ if may_try then
     return {0, lease, now}
   end
   -- Bookkeeping (leaks, expiries, window roll-over) is kept even without a take.
-  for _, it in ipairs(list) do Save(it) end
+  for _, it in ipairs(list) do Save(it, now) end
 end
 if mode == '0' then
-  if ticket == 0 then ticket = redis.call('INCR', base .. 'seq') end
+  if ticket == 0 then ticket = NextId(now) end
   redis.call('ZADD', qexp, now + ttl, ticket)
   if queued then redis.call('ZADD', queue, ticket, ticket) end
 else
@@ -306,7 +324,7 @@ for _, it in ipairs(list) do
     Load(it)
     if it.t ~= nil and it.t > now then
       it.t, it.dirty = math.max(now, it.t - Cost(it, it.n)), true
-      Save(it)
+      Save(it, now)
     end
     notify = true
   end
@@ -322,7 +340,7 @@ local now = clock()
 for _, it in ipairs(list) do
   Load(it)
   Charge(it, now, it.n)
-  Save(it)
+  Save(it, now)
 end
 redis.call('HINCRBY', base .. 'stats', 'ou', 1)
 return now
@@ -387,7 +405,7 @@ for _, it in ipairs(list) do
     used = it.cnt
     x, y = fmt(now - it.w), fmt(used)
   end
-  Save(it)
+  Save(it, now)
   out[#out + 1] = fmt(used)
   out[#out + 1] = x
   out[#out + 1] = y

@@ -16,7 +16,7 @@
 //   leases        zset: lease id -> expiry (µs); lease:<id> hash: resource index -> units
 //   queue         zset: FIFO ticket -> ticket (the head is the lowest)
 //   qexp          zset: ticket -> expiry (µs); every waiter has one, queued (FIFO) or not
-//   seq           counter for tickets and lease ids
+//   seq           counter for tickets and lease ids (from the server time in µs when created)
 //   stats         hash: a = acquisitions, to = timeouts, mu = missing updates, ou = over-use
 //                 reports, rh = leases reaped with units (holders that died)
 //   wake          pub/sub channel: a message when waiters should try again
