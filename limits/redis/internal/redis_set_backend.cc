@@ -601,8 +601,11 @@ bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) {
   if ((id & kLocalLease) != 0) return false;
   const auto lease = static_cast<int64_t>(id);
   if (!core_->RemoveLease(base_, lease)) return false;
-  std::vector<std::string> args = {absl::StrCat(lease), TakeMissingUpdates(), ""};
-  args[2] = absl::StrCat(AppendItems(
+  bool units = false;
+  for (const Item& item : items) units |= limits()[item.index].kind() == LimitKind::kResource;
+  std::vector<std::string> args = {absl::StrCat(lease), TakeMissingUpdates(), units ? "1" : "0",
+                                   ""};
+  args[3] = absl::StrCat(AppendItems(
       items,
       [this](const Item& item) {
         return gcra_[item.index] && item.refunded > 0 ? item.refunded : -1.0;
@@ -614,7 +617,7 @@ bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) {
     try {
       const RedisReply reply = Run(core_->client(), ReleaseOf(), base_, args);
       Reachable();
-      live = IntegerOf(ArrayOf(reply, 1)[0]) == 1;
+      live = IntegerOf(reply) == 1;
     } catch (const RedisError& error) {
       WarnOutage(
           "a release could not reach it: its resource units come back when its lease "

@@ -23,8 +23,10 @@ end
 -- A new lease or ticket id. The sequence starts at the server's time in µs, so that ids given out
 -- after Redis lost its data (a restart without persistence) never repeat older ones still held.
 local function NextId(now)
-  redis.call('SET', base .. 'seq', fmt(now), 'NX')
-  return redis.call('INCR', base .. 'seq')
+  local id = redis.call('INCR', base .. 'seq')
+  if id > 1 then return id end
+  redis.call('SET', base .. 'seq', fmt(now))  -- Created just now.
+  return now
 end
 local function Wake()
   if redis.call('ZCARD', base .. 'qexp') > 0 then redis.call('PUBLISH', base .. 'wake', '1') end
@@ -34,12 +36,12 @@ local function CountMissing(v)
 end
 )lua";
 
-// What the scripts that touch limits add: the items, the five algorithms and the reaping of
-// expired leases and tickets. Each algorithm mirrors its class in
-// limits/internal/rate_algorithms.{h,cc} with µs for ns (Lua numbers are doubles: times since the
-// epoch in µs are exact integers). An item's state is loaded once (Load), changed in the item's
-// table, and written back once (Save) when it changed.
-constexpr char kAlgorithms[] = R"lua(
+// What the scripts that touch limits add: the items and their state. The five algorithms (kRates)
+// mirror their classes in limits/internal/rate_algorithms.{h,cc} with µs for ns (Lua numbers are
+// doubles: times since the epoch in µs are exact integers). An item's state is loaded once (Load),
+// changed in the item's table, and written back (Save) when it changed. Each script carries only
+// the parts it uses: Redis runs the whole script, definitions included, at every call.
+constexpr char kState[] = R"lua(
 local function items(p, n)
   local list = {}
   for j = 0, n - 1 do
@@ -78,6 +80,7 @@ end
 -- more leaves no rate state behind.
 local function Save(it, now)
   if not it.dirty then return end
+  it.dirty = false
   local a, stale = it.a, now
   if a == 'g' then
     redis.call('HSET', it.k, 't', fmt(it.t))
@@ -115,6 +118,10 @@ local function GcraBase(it, now)
   if it.t ~= nil and it.t > now then return it.t end
   return now
 end
+)lua";
+
+// The algorithms' decisions and changes: what take, charge and stats add.
+constexpr char kRates[] = R"lua(
 -- LeakyBucket: the k-th token leaks ceil(k * W / C) after the origin.
 local function Leak(it, now)
   if it.l <= 0 then it.l, it.o, it.lk = 0, now, 0 return end
@@ -213,6 +220,10 @@ local function Charge(it, now, x)
   else return end
   it.dirty = true
 end
+)lua";
+
+// Resource units and leases: what take, release and stats add.
+constexpr char kLeases[] = R"lua(
 local function AddUse(index, delta)
   local left = (tonumber(redis.call('HGET', base .. 'use', index)) or 0) + delta
   if left > 0 then redis.call('HSET', base .. 'use', index, fmt(left))
@@ -252,49 +263,68 @@ local ttl, fifo, exempt = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3] == '1'
 local ticket, mode = tonumber(ARGV[4]), ARGV[5]
 local list = items(7, tonumber(ARGV[6]))
 local now = clock()
-local notify = Reap(now)
 local queue, qexp = base .. 'queue', base .. 'qexp'
 local queued = fifo and not exempt
+local notify = false
 -- A waiter whose ticket expired (it could not renew in time) gets its place back.
 if ticket > 0 and mode == '0' and queued and not redis.call('ZSCORE', queue, ticket) then
   redis.call('ZADD', queue, ticket, ticket)
 end
-local may_try = true
-if queued then
-  local head = redis.call('ZRANGE', queue, 0, 0)[1]
-  may_try = head == nil or tonumber(head) == ticket
-end
-local wait = -1
-if may_try then
-  wait = 0
+-- The µs until every item fits (0: now), -1 when only a release or a new queue head helps.
+local function Check()
+  if queued then
+    local head = redis.call('ZRANGE', queue, 0, 0)[1]
+    if head ~= nil and tonumber(head) ~= ticket then return -1 end
+  end
+  local wait = 0
   for _, it in ipairs(list) do
     Load(it)
     local w = Wait(it, now)
     if w < 0 or (wait >= 0 and w > wait) then wait = w end
   end
-  if wait == 0 then
-    local lease = fmt(NextId(now))  -- A string: Lua's own concatenation would round it.
-    redis.call('ZADD', base .. 'leases', now + ttl, lease)
-    for _, it in ipairs(list) do
-      if it.a == 'r' then
-        AddUse(it.i, it.n)
-        redis.call('HSET', base .. 'lease:' .. lease, it.i, fmt(it.n))
-      else
-        Take(it, now)
-      end
-      Save(it, now)
-    end
-    redis.call('HINCRBY', base .. 'stats', 'a', 1)
-    if ticket > 0 then
-      redis.call('ZREM', qexp, ticket)
-      if redis.call('ZREM', queue, ticket) == 1 then notify = true end
-    end
-    if notify then Wake() end
-    return {0, lease, now}
-  end
-  -- Bookkeeping (leaks, expiries, window roll-over) is kept even without a take.
-  for _, it in ipairs(list) do Save(it, now) end
+  return wait
 end
+local wait = Check()
+-- What dead holders and waiters left behind is reaped when it may be in the way: when the
+-- request cannot go. Bookkeeping (leaks, expiries, window roll-over) is kept either way.
+if wait ~= 0 then
+  for _, it in ipairs(list) do Save(it, now) end
+  if Reap(now) then
+    notify = true
+    wait = Check()
+  end
+  if wait < 0 then
+    -- Waiting for a release or a new queue head, which the expiry of a lease or ticket whose
+    -- owner died also brings: try again when the first one expires.
+    local first = math.huge
+    for _, key in ipairs({base .. 'leases', qexp}) do
+      local e = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+      if e then first = math.min(first, tonumber(e)) end
+    end
+    if first < math.huge then wait = math.max(1, math.ceil(first - now)) end
+  end
+end
+if wait == 0 then
+  local lease = fmt(NextId(now))  -- A string: Lua's own concatenation would round it.
+  redis.call('ZADD', base .. 'leases', now + ttl, lease)
+  for _, it in ipairs(list) do
+    if it.a == 'r' then
+      AddUse(it.i, it.n)
+      redis.call('HSET', base .. 'lease:' .. lease, it.i, fmt(it.n))
+    else
+      Take(it, now)
+    end
+    Save(it, now)
+  end
+  redis.call('HINCRBY', base .. 'stats', 'a', 1)
+  if ticket > 0 then
+    redis.call('ZREM', qexp, ticket)
+    if redis.call('ZREM', queue, ticket) == 1 then notify = true end
+  end
+  if notify then Wake() end
+  return {0, lease, now}
+end
+for _, it in ipairs(list) do Save(it, now) end
 if mode == '0' then
   if ticket == 0 then ticket = NextId(now) end
   redis.call('ZADD', qexp, now + ttl, ticket)
@@ -314,23 +344,23 @@ return {wait, ticket, now}
 constexpr char kRelease[] = R"lua(
 local lease = ARGV[1]
 CountMissing(ARGV[2])
-local list = items(4, tonumber(ARGV[3]))
-local now = clock()
-local notify = Reap(now)
+local list = items(5, tonumber(ARGV[4]))
+local notify = false
 local live = redis.call('ZREM', base .. 'leases', lease)
-if live == 1 and DropLease(lease) then notify = true end
-for _, it in ipairs(list) do
-  if it.a == 'g' and it.n > 0 then
+if live == 1 and ARGV[3] == '1' and DropLease(lease) then notify = true end
+if #list > 0 then
+  local now = clock()
+  for _, it in ipairs(list) do
     Load(it)
     if it.t ~= nil and it.t > now then
       it.t, it.dirty = math.max(now, it.t - Cost(it, it.n)), true
       Save(it, now)
     end
-    notify = true
   end
+  notify = true
 end
 if notify then Wake() end
-return {live, now}
+return live
 )lua";
 
 constexpr char kCharge[] = R"lua(
@@ -417,19 +447,19 @@ return out
 
 const std::string& TakeScript() {
   static const std::string* const script =
-      new std::string(std::string(kBase) + kAlgorithms + kTake);
+      new std::string(std::string(kBase) + kState + kRates + kLeases + kTake);
   return *script;
 }
 
 const std::string& ReleaseScript() {
   static const std::string* const script =
-      new std::string(std::string(kBase) + kAlgorithms + kRelease);
+      new std::string(std::string(kBase) + kState + kLeases + kRelease);
   return *script;
 }
 
 const std::string& ChargeScript() {
   static const std::string* const script =
-      new std::string(std::string(kBase) + kAlgorithms + kCharge);
+      new std::string(std::string(kBase) + kState + kRates + kCharge);
   return *script;
 }
 
@@ -445,7 +475,7 @@ const std::string& LeaveScript() {
 
 const std::string& StatsScript() {
   static const std::string* const script =
-      new std::string(std::string(kBase) + kAlgorithms + kStats);
+      new std::string(std::string(kBase) + kState + kRates + kLeases + kStats);
   return *script;
 }
 

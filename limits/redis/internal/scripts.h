@@ -48,14 +48,17 @@ inline constexpr char kResourceCode = 'r';  // ResourceLimit.
 //   ARGV: ttl_us, fifo (0/1), exempt (0/1), ticket (0 = none), mode, n, items (amount: requested).
 //   mode 0: may wait: on failure the caller gets (or keeps) a ticket, whose expiry is renewed;
 //   1: last try, not counted as a timeout (TryAcquire); 2: last try, counted as a timeout on
-//   failure. A last try drops the ticket it came with.
+//   failure. A last try drops the ticket it came with. Expired leases and tickets are reaped (at
+//   most 100 of each) when the request cannot go at once, and then it is checked again.
 //   Returns {0, lease id, now} when granted (every grant is a lease, also without resources), or
-//   {wait, ticket, now}: wait > 0 is the µs until a retry can succeed, -1 means only a release or
-//   a new queue head helps; ticket is the caller's (0 after a last try).
+//   {wait, ticket, now}: wait > 0 is the µs until a retry can succeed (for a request that waits
+//   for a release or a new queue head: until the first lease or ticket expires, which may bring
+//   one), -1 means only a release or a new queue head helps; ticket is the caller's (0 after a
+//   last try).
 const std::string& TakeScript();
-// release: ARGV: lease, missing updates to count, n, items (amount: to refund, 0 for none; only
-// GCRA items are refunded). Gives back the lease's units (if it is still live), refunds, deletes
-// the lease, wakes waiters. Returns {1 if the lease was live else 0, now}.
+// release: ARGV: lease, missing updates to count, holds resource units (0/1), n, items (GCRA items
+// with the amount to refund). Deletes the lease and gives back its units if it is still live,
+// refunds, wakes waiters. Returns 1 if the lease was live, else 0 (it expired and was reaped).
 const std::string& ReleaseScript();
 // charge: ARGV: missing updates to count, n, items (amount: the over-use to charge). Charges
 // beyond the capacity and counts one over-use report. Returns now.
@@ -66,7 +69,8 @@ const std::string& RenewScript();
 // leave: ARGV: ticket, timed out (0/1). Drops the ticket (counting a timeout if asked) and wakes
 // waiters if others wait. Returns 1 if the ticket was there.
 const std::string& LeaveScript();
-// stats: ARGV: missing updates to count, n, items (amount unused). Returns {now, acquisitions,
+// stats: ARGV: missing updates to count, n, items (amount unused). Reaps expired leases and
+// tickets first (at most 100 of each). Returns {now, acquisitions,
 // timeouts, missing updates, over-use reports, recovered holders, waiting, holding, then per item
 // in_use, a, b} with numbers as strings; a, b per algorithm: GCRA: TAT ("" if untouched), "";
 // LeakyBucket: level, ""; SlidingWindow: window start, count; FixedWindow: window start, count;
