@@ -351,14 +351,16 @@ std::shared_ptr<RedisSetBackend> RedisSetBackend::Open(std::shared_ptr<StoreCore
 
 void RedisSetBackend::CheckDefinition() {
   const std::string key = base_ + "def";
-  // SET NX GET: sets the definition unless one exists, and returns the one that did (nil if none).
-  const RedisReply reply = core_->client().Command({"SET", key, signature_, "NX", "GET"});
+  // Sets the definition unless one exists; otherwise reads it (SET NX GET in one command needs
+  // Redis 7).
+  RedisReply reply = core_->client().Command({"SET", key, signature_, "NX"});
+  if (reply.is_nil()) reply = core_->client().Command({"GET", key});
   Reachable();
   if (reply.is_error()) {
-    throw RedisError(
-        absl::StrCat("Redis at ", core_->address(), ": SET ", key, " failed: ", reply.str()));
+    throw RedisError(absl::StrCat("Redis at ", core_->address(), ": writing or reading ", key,
+                                  " failed: ", reply.str()));
   }
-  if (!reply.is_nil() && reply.str() != signature_) {
+  if (reply.is_string() && reply.str() != signature_) {
     throw InvalidOptionError(absl::StrCat(
         "LimitSet '", options().name, "': Redis at ", core_->address(), " (key ", key,
         ") already defines this set as [", reply.str(), "], but this process defines it as [",
@@ -411,6 +413,13 @@ int RedisSetBackend::AppendAllLimits(std::vector<std::string>* args) const {
 
 std::string RedisSetBackend::TakeMissingUpdates() {
   return absl::StrCat(missing_updates_.exchange(0, std::memory_order_relaxed));
+}
+
+void RedisSetBackend::RestoreMissingUpdates(const std::string& count) {
+  int64_t value = 0;
+  if (absl::SimpleAtoi(count, &value) && value > 0) {
+    missing_updates_.fetch_add(value, std::memory_order_relaxed);
+  }
 }
 
 bool RedisSetBackend::ThreadExempt() {
@@ -571,6 +580,7 @@ void RedisSetBackend::RecordUsage(Item* const* targets, const double* amounts, s
       }
     }
   } catch (const RedisError& error) {
+    RestoreMissingUpdates(args[0]);
     WarnOutage("an over-use could not be charged (a later Update() charges it again)", error);
   }
   Warn(overuse);
@@ -619,6 +629,7 @@ bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) {
       Reachable();
       live = IntegerOf(reply) == 1;
     } catch (const RedisError& error) {
+      RestoreMissingUpdates(args[1]);
       WarnOutage(
           "a release could not reach it: its resource units come back when its lease "
           "expires (lease_ttl)",
@@ -666,6 +677,7 @@ LimitSetStats RedisSetBackend::Stats() {
     reply = Run(core_->client(), StatsOf(), base_, args);
     Reachable();
   } catch (const RedisError& error) {
+    RestoreMissingUpdates(args[0]);
     if (!FailOpen(error, "reading statistics")) throw;
     return stats;
   }
@@ -686,8 +698,9 @@ LimitSetStats RedisSetBackend::Stats() {
     const Limit& limit = all[i];
     LimitStats& entry = stats.limits[i];
     entry.in_use = DoubleOf(parts[at]);
-    const std::string& a = parts[at + 1].str();
-    const std::string& b = parts[at + 2].str();
+    // The algorithm's own figures (see StatsScript()): "" when there is none.
+    const RedisReply& first = parts[at + 1];
+    const bool has_first = !first.str().empty();
     at += 3;
     entry.available = std::max(0.0, entry.burst - entry.in_use);
     entry.utilization = entry.in_use / entry.burst;
@@ -700,9 +713,9 @@ LimitSetStats RedisSetBackend::Stats() {
         rate.emission_interval = absl::Nanoseconds(window_ns / limit.capacity());
         rate.tolerance =
             limit.explicit_burst() ? absl::Microseconds(ToleranceMicros(limit)) : limit.window();
-        if (!a.empty())
-          rate.theoretical_arrival =
-              absl::UnixEpoch() + absl::Microseconds(DoubleOf(parts[at - 2]));
+        if (has_first) {
+          rate.theoretical_arrival = absl::UnixEpoch() + absl::Microseconds(DoubleOf(first));
+        }
         rate.tokens = entry.burst - entry.in_use;
         break;
       case RateLimitAlgorithm::kLeakyBucket:
@@ -714,12 +727,10 @@ LimitSetStats RedisSetBackend::Stats() {
         rate.window_count = entry.in_use;
         break;
       case RateLimitAlgorithm::kFixedWindow:
-        if (!a.empty())
-          rate.window_start = absl::UnixEpoch() + absl::Microseconds(DoubleOf(parts[at - 2]));
+        if (has_first) rate.window_start = absl::UnixEpoch() + absl::Microseconds(DoubleOf(first));
         rate.window_count = entry.in_use;
         break;
     }
-    static_cast<void>(b);
   }
   return stats;
 }

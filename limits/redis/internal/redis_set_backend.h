@@ -214,8 +214,10 @@ class RedisSetBackend final : public LimitSetBackend {
   int AppendItems(const Items& items, AmountOf amount, std::vector<std::string>* args) const;
   // The ARGV fields of every limit (stats), amount 0.
   int AppendAllLimits(std::vector<std::string>* args) const;
-  // Missing updates not yet counted in Redis, as a string (and zeroed).
+  // Missing updates not yet counted in Redis, as a string (and zeroed); a call that could not
+  // send them gives them back with RestoreMissingUpdates().
   std::string TakeMissingUpdates();
+  void RestoreMissingUpdates(const std::string& count);
 
   // Whether the calling thread holds an exempting acquisition of this set.
   bool ThreadExempt() ABSL_LOCKS_EXCLUDED(holders_mu_);

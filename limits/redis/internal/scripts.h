@@ -3,8 +3,11 @@
 // takes every limit in one step. They implement the algorithms of limits/internal/rate_algorithms.h
 // on state kept in Redis keys, with time from the server's TIME in microseconds.
 //
-//   const std::string& take = limits_internal::redis::TakeScript();
-//   client.EvalSha(take, {"concurry:{openai}:"}, {"10000000", "1", "0", "0", "0", ...});
+//   static const redis_internal::RedisScript take("take", limits_internal::redis::TakeScript());
+//   // 10 s leases, FIFO, not exempt, no ticket, may wait, one item: 500 of GCRA limit 0
+//   // (10000 per minute).
+//   client.EvalSha(take, {"concurry:{openai}:"}, {"10000000", "1", "0", "0", "0", "1", "0", "g",
+//                                                "10000", "60000000", "10000", "60000000", "500"});
 //
 // Keys of a set (KEYS[1] is their common prefix, "<key_prefix>{<name>}:", whose hash tag keeps them
 // in one cluster slot):
@@ -21,9 +24,11 @@
 //                 reports, rh = leases reaped with units (holders that died)
 //   wake          pub/sub channel: a message when waiters should try again
 //
-// Every limit of a request is passed in ARGV as kItemFields fields: index, algorithm code (see
-// AlgorithmCode()), capacity, window (µs), burst, GCRA tolerance tau (µs), amount. Unlimited rate
-// limits (infinite capacity) are not passed: they admit everything and keep no state.
+// Every limit of a request is passed in ARGV as kItemFields fields: index, algorithm code (below),
+// capacity, window (µs), burst, GCRA tolerance tau (µs), amount; numbers in a form strtod() reads
+// back exactly. Unlimited rate limits (infinite capacity) are not passed: they admit everything
+// and keep no state. The scripts write numbers with string.format ('%d' or '%.17g'), never with
+// Lua's own conversion, which keeps 14 digits (a time in µs has 16).
 
 #ifndef CONCURRY_LIMITS_REDIS_INTERNAL_SCRIPTS_H_
 #define CONCURRY_LIMITS_REDIS_INTERNAL_SCRIPTS_H_
