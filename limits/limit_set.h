@@ -296,7 +296,8 @@ class LimitAcquisition {
   // AcquireAsync() served at once) keeps it alive by being counted in it, under the lock its take
   // and release hold anyway: with two threads, a shared reference count was one more cache line
   // moving between the cores twice per acquisition. The others (the no-op set, kProcesses sets,
-  // an AcquireAsync() served by the helper thread after waiting) hold `owner_`.
+  // an AcquireAsync() served by the helper thread after waiting, every acquisition of another
+  // engine, e.g. a kHosts set's) hold `owner_`.
   LimitSetBackend* set_ = nullptr;
   std::shared_ptr<LimitSetBackend> owner_;
   bool released_ = false;

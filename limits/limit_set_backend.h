@@ -129,7 +129,9 @@ class LimitSetBackend {
                                            const PreparedLimitRequest& request,
                                            absl::Duration timeout, bool try_once) = 0;
   // LimitSet::AcquireAsync(): a future of the acquisition of the validated `request`, or of
-  // TimeoutError at `deadline` (on clock()). Cancelling the future withdraws the request.
+  // TimeoutError at `deadline` (on clock()). Cancelling the future withdraws the request. (An
+  // engine that binds acquisitions here, without a `self`, keeps a way to its own owner, e.g.
+  // std::enable_shared_from_this.)
   virtual Future<LimitAcquisition> AcquireAsync(Request request, absl::Time deadline) = 0;
   // Called by Update() once `amounts[i]` are validated and recorded into `*targets[i]` (each
   // item once; Item::updated and Item::used set), only when some rate or call item's usage now

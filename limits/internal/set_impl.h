@@ -1,11 +1,12 @@
-// The implementation behind LimitSet handles and acquisitions (limits/limit_set.h), shared by
-// the files that implement it by concept: the set's state, lock and wake-ups (set_state.cc),
-// validating, taking and giving back units (set_acquire.cc) and AcquireAsync()'s helper thread
-// (set_async.cc). Internal to //limits:limit_set.
+// The in-process engine behind LimitSet (limits/limit_set.h) for LimitSharing::kThreads and
+// kProcesses: one LimitSetBackend whose memory block lives on the heap or in a memfd. Split by
+// concept: the set's state, lock and wake-ups (set_state.cc), taking and giving back units
+// (set_acquire.cc) and AcquireAsync()'s helper thread (set_async.cc); validation is the base
+// class's (limit_set_backend.cc). Internal to //limits:limit_set.
 //
-//   std::shared_ptr<SetImpl> impl = SetImpl::Make(limits, options);
+//   std::shared_ptr<LimitSetBackend> impl = SetImpl::Make(limits, options);
 //   LimitAcquisition acquired =
-//       SetImpl::Acquire(impl, {{"tokens", 10}}, absl::InfiniteDuration(), /*try_once=*/false);
+//       impl->Acquire(impl, {{"tokens", 10}}, absl::InfiniteDuration(), /*try_once=*/false);
 
 #ifndef CONCURRY_LIMITS_INTERNAL_SET_IMPL_H_
 #define CONCURRY_LIMITS_INTERNAL_SET_IMPL_H_
@@ -118,8 +119,9 @@ struct Ticket {
   uint64_t start_time = 0;
 };
 
-// The shared implementation behind LimitSet handles and acquisitions. Thread-safe (and, for
-// kProcesses, process-safe): every method locks what it touches.
+// The in-process engine behind LimitSet handles and acquisitions (kThreads and kProcesses sets,
+// and the no-op set). Thread-safe (and, for kProcesses, process-safe): every method locks what it
+// touches.
 //
 // Lifetime: handles (LimitSet, AcquireAsync()'s requests and helper) share a std::shared_ptr
 // whose deleter is OnLastHandle(); acquisitions of a kThreads set with limits are counted in
