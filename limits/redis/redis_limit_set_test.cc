@@ -24,6 +24,7 @@
 #include "futures/future.h"
 #include "gtest/gtest.h"
 #include "limits/limit.h"
+#include "limits/limit_pool.h"
 #include "limits/limit_set.h"
 #include "limits/redis/redis_limit_store.h"
 #include "limits/redis/redis_options.h"
@@ -140,21 +141,21 @@ TEST_F(RedisLimitSetTest, GcraAndTokenBucketTakeAndRefundUnusedTokens) {
 TEST_F(RedisLimitSetTest, GcraWaitsForItsRetryAfter) {
   auto store = RedisLimitStore::Connect(Options());
   LimitSet set =
-      Create(store, {RateLimit("tokens", 10, absl::Seconds(1), RateLimitAlgorithm::kGcra)});
+      Create(store, {RateLimit("tokens", 10, absl::Seconds(5), RateLimitAlgorithm::kGcra)});
   for (int i = 0; i < 10; ++i) set.TryAcquire({{"tokens", 1}})->Update({{"tokens", 1}});
   EXPECT_FALSE(set.TryAcquire({{"tokens", 1}}).has_value());
   const absl::Time start = absl::Now();
   LimitAcquisition later = set.Acquire({{"tokens", 1}}, absl::Seconds(10));
   later.Update({{"tokens", 1}});
   const absl::Duration waited = absl::Now() - start;
-  EXPECT_GE(waited, absl::Milliseconds(50));  // One token refills every 100 ms.
-  EXPECT_LT(waited, absl::Milliseconds(100) + kSlack);
+  EXPECT_GE(waited, absl::Milliseconds(250));  // One token refills every 500 ms.
+  EXPECT_LT(waited, absl::Milliseconds(500) + kSlack);
 }
 
 TEST_F(RedisLimitSetTest, LeakyBucketKeepsTheRequestChargedAndLeaks) {
   auto store = RedisLimitStore::Connect(Options());
   LimitSet set =
-      Create(store, {RateLimit("tokens", 5, absl::Seconds(1), RateLimitAlgorithm::kLeakyBucket)});
+      Create(store, {RateLimit("tokens", 5, absl::Seconds(5), RateLimitAlgorithm::kLeakyBucket)});
   {
     LimitAcquisition taken = set.Acquire({{"tokens", 5}});
     taken.Update({{"tokens", 1}});
@@ -164,7 +165,7 @@ TEST_F(RedisLimitSetTest, LeakyBucketKeepsTheRequestChargedAndLeaks) {
   EXPECT_FALSE(set.TryAcquire({{"tokens", 1}}).has_value());
   const absl::Time start = absl::Now();
   set.Acquire({{"tokens", 1}}, absl::Seconds(10)).Update({{"tokens", 1}});
-  EXPECT_LT(absl::Now() - start, absl::Milliseconds(200) + kSlack);  // One leaks every 200 ms.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1) + kSlack);  // One leaks every second.
   EXPECT_GT(set.Stats().at("tokens").rate.level, 0);
 }
 
@@ -323,6 +324,58 @@ TEST_F(RedisLimitSetTest, PreparedRequestsAndHandlesWork) {
   EXPECT_NEAR(set.Stats().at("tokens").in_use, 5, 0.01);
   LimitAcquisition async = set.AcquireAsync(four).Result(kSlack);
   async.Update(tokens, 4);
+}
+
+TEST_F(RedisLimitSetTest, AnExplicitBurstLimitsWhatGoesAtOnce) {
+  // 45 per minute with a burst of 5: 5 at once, then one every 4/3 s.
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set = Create(store, {CallLimit(45, "minute", {.burst = 5})});
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(set.TryAcquire().has_value()) << i;
+  EXPECT_FALSE(set.TryAcquire().has_value());
+  const LimitStats stats = set.Stats().at("call_count");
+  EXPECT_EQ(stats.burst, 5);
+  EXPECT_NEAR(stats.in_use, 5, 0.1);
+  EXPECT_EQ(stats.rate.tolerance, absl::Microseconds(5 * 1333333));  // Intervals in whole µs.
+  const absl::Time start = absl::Now();
+  set.Acquire({}, absl::Seconds(10));
+  const absl::Duration waited = absl::Now() - start;
+  EXPECT_GT(waited, absl::Milliseconds(500));
+  EXPECT_LT(waited, absl::Milliseconds(1334) + kSlack);
+}
+
+TEST_F(RedisLimitSetTest, ANestedRequestSkipsTheQueue) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set = Create(store, {RateLimit("tokens", 100, absl::Hours(1), RateLimitAlgorithm::kGcra),
+                                ResourceLimit("connections", 1)});
+  std::optional<LimitAcquisition> outer;
+  std::thread([&] { outer = set.Acquire({{"tokens", 1}}); }).join();  // Not this thread's.
+  outer->Update({{"tokens", 1}});
+  std::thread waiter([&] { set.Acquire({{"tokens", 1}}, absl::Seconds(20)); });
+  ASSERT_TRUE(Eventually([&] { return set.Stats().waiting == 1; }));
+  // Amount 0 for the connection: it nests inside `outer` and does not queue behind the waiter.
+  std::optional<LimitAcquisition> nested = set.TryAcquire({{"tokens", 2}, {"connections", 0}});
+  ASSERT_TRUE(nested.has_value());
+  nested->Update({{"tokens", 2}});
+  // Not nested: it needs the held connection, and queues behind the waiter.
+  EXPECT_FALSE(set.TryAcquire({{"tokens", 2}}).has_value());
+  nested.reset();
+  outer.reset();
+  waiter.join();
+}
+
+TEST_F(RedisLimitSetTest, ASetWithoutLimitsAndAPoolOfSetsWork) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet none = Create(store, {}, "none");
+  EXPECT_TRUE(none.no_op());
+  none.Acquire({{"anything", 3}}).Update({{"anything", 5}});
+  LimitPool pool = LimitPool::Create({Create(store, {ResourceLimit("connections", 1)}, "a"),
+                                      Create(store, {ResourceLimit("connections", 1)}, "b")});
+  LimitAcquisition first = pool.Acquire();
+  LimitAcquisition second = pool.Acquire();
+  EXPECT_FALSE(pool.TryAcquire().has_value());
+  const LimitPoolStats stats = pool.Stats();
+  EXPECT_EQ(stats.sets[0].at("connections").in_use, 1);
+  EXPECT_EQ(stats.sets[1].at("connections").in_use, 1);
 }
 
 TEST_F(RedisLimitSetTest, OverUseIsChargedAndReported) {
