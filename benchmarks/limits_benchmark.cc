@@ -27,6 +27,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -36,13 +38,22 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
+#include "benchmarks/measure.h"
+#include "hiredis/hiredis.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
 #include "limits/rate_limiter.h"
 #include "limits/rate_window.h"
+#include "limits/redis/redis_client.h"
+#include "testing/redis_server.h"
 
 namespace concurry {
 namespace {
@@ -481,6 +492,122 @@ BENCHMARK(BM_LimitSetAccuracy)
     ->Iterations(1)
     ->UseRealTime()
     ->Unit(benchmark::kSecond);
+
+// ---- LimitSet on Redis (LimitSharing::kHosts) ---------------------------------------------------
+//
+// The binary starts its own redis-server (//testing:redis_server, on a free loopback port, no
+// persistence) on first use and stops it at exit. The peers measure Redis's PING round trip in
+// the same run: redis-benchmark (-c 1: one client, one request in flight, as a LimitSet caller)
+// run as a child process, and a raw hiredis PING loop in this process (the floor a client can
+// reach). Every latency row reports p50_us and p99_us; the goal (goals.json) is a LimitSet
+// acquire+release within 2 PING round trips.
+
+// The binary's Redis, started on first use (from the main thread: PR_SET_PDEATHSIG ties it to
+// the starting thread); null with `*error` set when it cannot start.
+testkit::RedisServer* SharedRedis(std::string* error) {
+  static std::string start_error;
+  static std::unique_ptr<testkit::RedisServer> server =
+      []() -> std::unique_ptr<testkit::RedisServer> {
+    try {
+      return testkit::RedisServer::Start();
+    } catch (const std::exception& e) {
+      start_error = e.what();
+      return nullptr;
+    }
+  }();
+  if (server == nullptr) *error = start_error;
+  return server.get();
+}
+
+// The row's Redis or a SkipWithError naming why there is none.
+testkit::RedisServer* RedisOrSkip(benchmark::State& state) {
+  std::string error;
+  testkit::RedisServer* redis = SharedRedis(&error);
+  if (redis == nullptr) state.SkipWithError(("no redis-server: " + error).c_str());
+  return redis;
+}
+
+// Peer: redis-benchmark's PING round trip, one client (-c 1), 20000 requests per iteration. The
+// time column is its mean latency (manual time); p50_us and p99_us are its own percentiles (it
+// reports them in ms with 3 decimals: a 1 us resolution).
+void BM_PeerRedisBenchmarkPing(benchmark::State& state) {
+  testkit::RedisServer* redis = RedisOrSkip(state);
+  if (redis == nullptr) return;
+  constexpr int kRequests = 20000;
+  const std::string command =
+      absl::StrCat("/usr/bin/redis-benchmark -h 127.0.0.1 -p ", redis->port(),
+                   " -t ping_mbulk -c 1 -n ", kRequests, " --csv 2>&1");
+  double p50_us = 0;
+  double p99_us = 0;
+  for (auto _ : state) {
+    FILE* pipe = popen(command.c_str(), "r");
+    if (pipe == nullptr) {
+      state.SkipWithError("popen(redis-benchmark) failed");
+      return;
+    }
+    std::string output;
+    char buffer[512];
+    while (fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+    const int status = pclose(pipe);
+    // "PING_MBULK","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",
+    // "p99_latency_ms","max_latency_ms"
+    const size_t row = output.find("\"PING_MBULK\"");
+    std::vector<std::string> fields;
+    if (row != std::string::npos) {
+      fields = absl::StrSplit(output.substr(row, output.find('\n', row) - row), ',');
+    }
+    double avg_ms = 0;
+    double p50_ms = 0;
+    double p99_ms = 0;
+    if (status != 0 || fields.size() < 7 ||
+        !absl::SimpleAtod(absl::StripAsciiWhitespace(absl::StrReplaceAll(fields[2], {{"\"", ""}})),
+                          &avg_ms) ||
+        !absl::SimpleAtod(absl::StrReplaceAll(fields[4], {{"\"", ""}}), &p50_ms) ||
+        !absl::SimpleAtod(absl::StrReplaceAll(fields[6], {{"\"", ""}}), &p99_ms)) {
+      state.SkipWithError(("unexpected redis-benchmark output: " + output).c_str());
+      return;
+    }
+    state.SetIterationTime(avg_ms * 1e-3);
+    p50_us = p50_ms * 1e3;
+    p99_us = p99_ms * 1e3;
+  }
+  state.counters["p50_us"] = p50_us;
+  state.counters["p99_us"] = p99_us;
+}
+BENCHMARK(BM_PeerRedisBenchmarkPing)->Iterations(1)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+// Floor: PING through a bare blocking hiredis connection in this process.
+void BM_PeerHiredisPing(benchmark::State& state) {
+  testkit::RedisServer* redis = RedisOrSkip(state);
+  if (redis == nullptr) return;
+  redisContext* context = redisConnect("127.0.0.1", redis->port());
+  if (context == nullptr || context->err != 0) {
+    state.SkipWithError("hiredis could not connect");
+    if (context != nullptr) redisFree(context);
+    return;
+  }
+  bool failed = false;
+  bench::RunRoundTrips(state, [&] {
+    void* reply = redisCommand(context, "PING");
+    if (reply == nullptr) {
+      failed = true;
+    } else {
+      freeReplyObject(reply);
+    }
+  });
+  redisFree(context);
+  if (failed) state.SkipWithError("a hiredis PING failed");
+}
+BENCHMARK(BM_PeerHiredisPing)->Unit(benchmark::kMicrosecond);
+
+// concurry's Redis client (the pool under the LimitSet engine): the same PING.
+void BM_RedisClientPing(benchmark::State& state) {
+  testkit::RedisServer* redis = RedisOrSkip(state);
+  if (redis == nullptr) return;
+  redis_internal::RedisClient client({.port = redis->port()});
+  bench::RunRoundTrips(state, [&] { benchmark::DoNotOptimize(client.Command({"PING"})); });
+}
+BENCHMARK(BM_RedisClientPing)->Unit(benchmark::kMicrosecond);
 
 // The floor: one clock read, which every TryAcquire pays.
 void BM_AbslNow(benchmark::State& state) {
