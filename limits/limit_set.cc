@@ -1,5 +1,6 @@
 #include "limits/limit_set.h"
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <string>
@@ -7,6 +8,8 @@
 #include <vector>
 
 #include "absl/base/optimization.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -14,6 +17,7 @@
 #include "futures/future.h"
 #include "futures/internal/future_state.h"
 #include "limits/internal/set_impl.h"
+#include "limits/limit_set_backend.h"
 
 namespace concurry {
 
@@ -29,11 +33,13 @@ LimitAcquisition::LimitAcquisition(LimitAcquisition&& other) noexcept
       items_(std::move(other.items_)),
       holder_(other.holder_),
       exempting_(other.exempting_),
-      taken_ns_(other.taken_ns_) {
+      taken_ns_(other.taken_ns_),
+      lease_(other.lease_) {
   other.set_ = nullptr;
   other.owner_ = nullptr;
   other.released_ = false;
   other.items_.clear();
+  other.lease_ = 0;
 }
 
 LimitAcquisition& LimitAcquisition::operator=(LimitAcquisition&& other) noexcept {
@@ -46,10 +52,12 @@ LimitAcquisition& LimitAcquisition::operator=(LimitAcquisition&& other) noexcept
     holder_ = other.holder_;
     exempting_ = other.exempting_;
     taken_ns_ = other.taken_ns_;
+    lease_ = other.lease_;
     other.set_ = nullptr;
     other.owner_ = nullptr;
     other.released_ = false;
     other.items_.clear();
+    other.lease_ = 0;
   }
   return *this;
 }
@@ -61,7 +69,7 @@ void LimitAcquisition::Drop() noexcept {
   if (!released_) {
     ReleaseAndListMissing(/*warn=*/true, /*drop=*/true);
   } else if (owner_ == nullptr) {
-    limits_internal::SetImpl::DropReference(set_);
+    set_->DropReference();
   }
   set_ = nullptr;
   owner_ = nullptr;
@@ -135,7 +143,7 @@ void LimitAcquisition::Update(const LimitHandle& limit, double used) {
 std::string LimitAcquisition::ReleaseAndListMissing(bool warn, bool drop) {
   if (!held()) return "";
   released_ = true;
-  limits_internal::SetImpl* const set = set_;
+  LimitSetBackend* const set = set_;
   bool any_missing = false;
   for (const Item& item : items_) any_missing |= item.needs_update && !item.updated;
   // With `drop`, the set may go with this release (when no handle is left): once the count is
@@ -144,7 +152,7 @@ std::string LimitAcquisition::ReleaseAndListMissing(bool warn, bool drop) {
   const bool counted = drop && owner_ == nullptr;
   const bool last = set->Release(*this, /*drop=*/counted && !any_missing);
   if (ABSL_PREDICT_TRUE(!any_missing)) {
-    if (last) limits_internal::SetImpl::Destroy(set);
+    if (last) delete set;
     return "";
   }
   std::vector<absl::string_view> missing;
@@ -163,7 +171,7 @@ std::string LimitAcquisition::ReleaseAndListMissing(bool warn, bool drop) {
       // A warning sink that throws cannot make a destructor throw; the count above remains.
     }
   }
-  if (counted) limits_internal::SetImpl::DropReference(set);
+  if (counted) set->DropReference();
   return message;
 }
 
@@ -174,7 +182,52 @@ void LimitAcquisition::Release() {
 
 // ---- LimitSet ----
 
+namespace {
+
+// The checks of a kHosts set's options before its store opens it.
+void CheckHostsOptions(const std::vector<Limit>& limits, const LimitSetOptions& options) {
+  if (options.store == nullptr) {
+    throw InvalidOptionError(
+        "LimitSet with LimitSharing::kHosts needs LimitSetOptions::store (e.g. a "
+        "RedisLimitStore) to keep its state");
+  }
+  const bool bad_name =
+      options.name.empty() || std::any_of(options.name.begin(), options.name.end(), [](char c) {
+        return absl::ascii_isspace(static_cast<unsigned char>(c)) || c == '{' || c == '}';
+      });
+  if (bad_name) {
+    throw InvalidOptionError(absl::StrCat(
+        "LimitSet with LimitSharing::kHosts needs LimitSetOptions::name: non-empty, without "
+        "whitespace, '{' or '}'; got '",
+        absl::CEscape(options.name), "'"));
+  }
+  if (options.clock != nullptr) {
+    throw InvalidOptionError(
+        "LimitSet with LimitSharing::kHosts uses the store's clock (time must be the same on "
+        "every host); leave LimitSetOptions::clock null");
+  }
+  LimitSetBackend::CheckFairness(options.fairness);
+  LimitSetBackend::CheckUniqueKeys(limits);
+}
+
+}  // namespace
+
 LimitSet LimitSet::Create(std::vector<Limit> limits, LimitSetOptions options) {
+  if (options.sharing == LimitSharing::kHosts) {
+    CheckHostsOptions(limits, options);
+    const std::shared_ptr<LimitStore> store = options.store;
+    std::shared_ptr<LimitSetBackend> backend =
+        store->OpenSet(std::move(limits), std::move(options));
+    if (backend == nullptr) {
+      throw InvalidOptionError("LimitSet: LimitStore::OpenSet returned no engine");
+    }
+    return LimitSet(std::move(backend));
+  }
+  if (options.store != nullptr) {
+    throw InvalidOptionError(
+        "LimitSetOptions::store is for LimitSharing::kHosts only; leave it null with kThreads "
+        "and kProcesses (or set sharing = kHosts)");
+  }
   return LimitSet(limits_internal::SetImpl::Make(std::move(limits), std::move(options)));
 }
 
@@ -188,8 +241,7 @@ LimitSet::LimitSet() : LimitSet(NoOp()) {}
 LimitAcquisition LimitSet::Acquire(absl::Span<const LimitAmount> request,
                                    absl::Duration timeout) const {
   futures_internal::CheckTimeout(timeout, "LimitSet::Acquire");
-  LimitAcquisition acquired =
-      limits_internal::SetImpl::Acquire(impl_, request, timeout, /*try_once=*/false);
+  LimitAcquisition acquired = impl_->Acquire(impl_, request, timeout, /*try_once=*/false);
   if (ABSL_PREDICT_FALSE(!acquired.held())) {
     throw TimeoutError(absl::StrCat("LimitSet::Acquire: failed to acquire all limits within ",
                                     absl::FormatDuration(timeout)));
@@ -198,8 +250,8 @@ LimitAcquisition LimitSet::Acquire(absl::Span<const LimitAmount> request,
 }
 
 std::optional<LimitAcquisition> LimitSet::TryAcquire(absl::Span<const LimitAmount> request) const {
-  LimitAcquisition acquired = limits_internal::SetImpl::Acquire(
-      impl_, request, absl::InfiniteDuration(), /*try_once=*/true);
+  LimitAcquisition acquired =
+      impl_->Acquire(impl_, request, absl::InfiniteDuration(), /*try_once=*/true);
   if (!acquired.held()) return std::nullopt;
   return acquired;
 }
@@ -207,7 +259,7 @@ std::optional<LimitAcquisition> LimitSet::TryAcquire(absl::Span<const LimitAmoun
 Future<LimitAcquisition> LimitSet::AcquireAsync(std::vector<LimitAmount> request,
                                                 absl::Duration timeout) const {
   futures_internal::CheckTimeout(timeout, "LimitSet::AcquireAsync");
-  limits_internal::SetImpl::Request prepared = impl_->Prepare(request);
+  LimitSetBackend::Request prepared = impl_->Prepare(request);
   return impl_->AcquireAsync(std::move(prepared), impl_->clock().Now() + timeout);
 }
 
@@ -218,7 +270,7 @@ PreparedLimitRequest LimitSet::Prepare(absl::Span<const LimitAmount> request) co
 LimitAcquisition LimitSet::Acquire(const PreparedLimitRequest& request,
                                    absl::Duration timeout) const {
   futures_internal::CheckTimeout(timeout, "LimitSet::Acquire");
-  LimitAcquisition acquired = limits_internal::SetImpl::AcquirePrepared(
+  LimitAcquisition acquired = impl_->AcquirePrepared(
       impl_, impl_->CheckPrepared(request, "LimitSet::Acquire"), timeout, /*try_once=*/false);
   if (ABSL_PREDICT_FALSE(!acquired.held())) {
     throw TimeoutError(absl::StrCat("LimitSet::Acquire: failed to acquire all limits within ",
@@ -228,7 +280,7 @@ LimitAcquisition LimitSet::Acquire(const PreparedLimitRequest& request,
 }
 
 std::optional<LimitAcquisition> LimitSet::TryAcquire(const PreparedLimitRequest& request) const {
-  LimitAcquisition acquired = limits_internal::SetImpl::AcquirePrepared(
+  LimitAcquisition acquired = impl_->AcquirePrepared(
       impl_, impl_->CheckPrepared(request, "LimitSet::TryAcquire"), absl::InfiniteDuration(),
       /*try_once=*/true);
   if (!acquired.held()) return std::nullopt;
@@ -239,7 +291,7 @@ Future<LimitAcquisition> LimitSet::AcquireAsync(const PreparedLimitRequest& requ
                                                 absl::Duration timeout) const {
   futures_internal::CheckTimeout(timeout, "LimitSet::AcquireAsync");
   return impl_->AcquireAsync(
-      limits_internal::SetImpl::ToRequest(impl_->CheckPrepared(request, "LimitSet::AcquireAsync")),
+      LimitSetBackend::ToRequest(impl_->CheckPrepared(request, "LimitSet::AcquireAsync")),
       impl_->clock().Now() + timeout);
 }
 

@@ -51,6 +51,8 @@
 namespace concurry {
 
 class LimitSet;
+class LimitSetBackend;  // limits/limit_set_backend.h: the engine behind a set.
+class LimitStore;       // limits/limit_set_backend.h: where kHosts sets live.
 class PreparedLimitRequest;
 
 namespace limits_internal {
@@ -79,7 +81,7 @@ class LimitHandle {
   LimitHandle() = default;
 
  private:
-  friend class limits_internal::SetImpl;
+  friend class LimitSetBackend;
   friend class LimitSet;
   uint64_t set_id_ = 0;
   int32_t index_ = -1;
@@ -114,6 +116,11 @@ enum class LimitSharing {
   // holding resource units gives them back within `lease_check_interval` while another process
   // waits for them, or at the next acquisition that finds them short.
   kProcesses,
+  // In a LimitStore (LimitSetOptions::store, e.g. a RedisLimitStore): shared with every process
+  // on every host that opens a set of the same `name` in the same store. Uses the store's clock
+  // (LimitSetOptions::clock must be null). The same API and behaviour, at the cost of the store's
+  // round trips.
+  kHosts,
 };
 
 struct LimitSetOptions {
@@ -132,6 +139,12 @@ struct LimitSetOptions {
   // Receives warnings (over-use reported by Update(), a rate limit released without Update());
   // null writes them to stderr. Called without locks held, from the thread that caused them.
   std::function<void(absl::string_view)> on_warning;
+  // kHosts: the store that keeps the set's state and creates its engine (required; with
+  // kThreads or kProcesses it must be null).
+  std::shared_ptr<LimitStore> store;
+  // kHosts: the set's name in the store (required: non-empty, without whitespace, '{' or '}').
+  // Sets of the same name in the same store share their state and must define the same limits.
+  std::string name;
 };
 
 // One limit's state in a LimitSet::Stats() snapshot.
@@ -247,6 +260,9 @@ class LimitAcquisition {
   void Release();
 
  private:
+  // The engine behind the set builds acquisitions (LimitSetBackend's protected accessors); the
+  // in-process engine also reads and writes its own fields below (holder_ to taken_ns_).
+  friend class LimitSetBackend;
   friend class limits_internal::SetImpl;
   friend class PreparedLimitRequest;
   struct Item {
@@ -281,14 +297,16 @@ class LimitAcquisition {
   // and release hold anyway: with two threads, a shared reference count was one more cache line
   // moving between the cores twice per acquisition. The others (the no-op set, kProcesses sets,
   // an AcquireAsync() served by the helper thread after waiting) hold `owner_`.
-  limits_internal::SetImpl* set_ = nullptr;
-  std::shared_ptr<limits_internal::SetImpl> owner_;
+  LimitSetBackend* set_ = nullptr;
+  std::shared_ptr<LimitSetBackend> owner_;
   bool released_ = false;
   absl::InlinedVector<Item, 4> items_;
   int32_t holder_ = -1;     // Holder slot in the set, -1 for the no-op set.
   bool exempting_ = false;  // Lets its thread skip the FIFO queue (Acquire()/TryAcquire()).
   // The clock reading the units were taken at (ns since the epoch); the release refunds with it.
   int64_t taken_ns_ = 0;
+  // Engine-defined: the Redis engine's lease id; unused in-process.
+  uint64_t lease_ = 0;
 };
 
 // A request validated once against one set (LimitSet::Prepare()), to acquire many times without
@@ -308,7 +326,7 @@ class PreparedLimitRequest {
   PreparedLimitRequest& operator=(const PreparedLimitRequest&) = default;
 
  private:
-  friend class limits_internal::SetImpl;
+  friend class LimitSetBackend;
   explicit PreparedLimitRequest(uint64_t set_id) : set_id_(set_id) {}
   uint64_t set_id_ = 0;  // The set's identity (never reused in a process).
   bool nested_ = false;  // It names a limit with amount 0 (see LimitFairness::kFifo).
@@ -329,8 +347,9 @@ class LimitSet {
  public:
   // Builds a set. Keys must be unique (InvalidOptionError "Duplicate limit key: 'k'"). No limits
   // gives a no-op set. InvalidOptionError also for bad options (an unknown fairness or sharing
-  // value, a clock with kProcesses, max_holders < 1). kProcesses maps the state into shared memory
-  // (CapacityError if that fails).
+  // value, a clock with kProcesses or kHosts, max_holders < 1, a store with kThreads or
+  // kProcesses, kHosts without a store or with a bad name). kProcesses maps the state into shared
+  // memory (CapacityError if that fails); kHosts opens the set in options.store (its errors).
   static LimitSet Create(std::vector<Limit> limits, LimitSetOptions options = {});
   // A set with no limits: every acquisition succeeds at once and Update() accepts any key. Amounts
   // are still checked: >= 0 and finite (InvalidOptionError for negative, infinite or NaN ones).
@@ -398,8 +417,8 @@ class LimitSet {
 
  private:
   friend struct limits_internal::SetAccess;
-  explicit LimitSet(std::shared_ptr<limits_internal::SetImpl> impl) : impl_(std::move(impl)) {}
-  std::shared_ptr<limits_internal::SetImpl> impl_;
+  explicit LimitSet(std::shared_ptr<LimitSetBackend> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<LimitSetBackend> impl_;
 };
 
 }  // namespace concurry

@@ -181,9 +181,10 @@ TEST_F(LimitSetTest, RejectsUnknownFairnessAndSharingValues) {
   EXPECT_THAT([&] { Make({ResourceLimit("k", 1)}, {.fairness = static_cast<LimitFairness>(7)}); },
               ThrowsMessage<InvalidOptionError>(
                   "LimitSetOptions::fairness: unknown value 7; allowed: kFifo, kBarging"));
-  EXPECT_THAT([&] { Make({ResourceLimit("k", 1)}, {.sharing = static_cast<LimitSharing>(-1)}); },
-              ThrowsMessage<InvalidOptionError>(
-                  "LimitSetOptions::sharing: unknown value -1; allowed: kThreads, kProcesses"));
+  EXPECT_THAT(
+      [&] { Make({ResourceLimit("k", 1)}, {.sharing = static_cast<LimitSharing>(-1)}); },
+      ThrowsMessage<InvalidOptionError>(
+          "LimitSetOptions::sharing: unknown value -1; allowed: kThreads, kProcesses, kHosts"));
   // Checked for the no-op set as well.
   EXPECT_THAT([&] { Make({}, {.fairness = static_cast<LimitFairness>(2)}); },
               ThrowsMessage<InvalidOptionError>(HasSubstr("fairness: unknown value 2")));

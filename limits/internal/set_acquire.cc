@@ -1,5 +1,6 @@
-// SetImpl's acquisitions: validating requests, holder slots, the FIFO queue, taking units
-// (waiting for them when they are short), usage reports and releases. The uncontended path of
+// SetImpl's acquisitions: holder slots, the FIFO queue, taking units (waiting for them when they
+// are short), over-use charges and releases. Requests and usage reports are validated by
+// LimitSetBackend (limit_set_backend.cc, inline parts in set_validation.h). The uncontended path of
 // Acquire() + Update() + release takes the set's lock twice and reads the clock once.
 
 #include <algorithm>
@@ -35,185 +36,6 @@ struct HolderCache {
 thread_local HolderCache holder_cache;
 
 }  // namespace
-
-void SetImpl::CheckAmount(size_t index, double amount, bool implicit) const {
-  const Limit& limit = limits_[index];
-  if (amount > limit.burst()) {
-    throw InvalidOptionError(absl::StrCat(
-        "Requested amount (", FormatNumber(amount), ") exceeds ",
-        limit.explicit_burst() ? absl::StrCat("the burst (", FormatNumber(limit.burst()),
-                                              ", capacity ", FormatNumber(limit.capacity()), ")")
-                               : absl::StrCat("capacity (", FormatNumber(limit.capacity()), ")"),
-        " for limit '", limit.key(), "'",
-        implicit ? " (taken with 1 because the request does not name it)" : "",
-        ". This request can never be fulfilled."));
-  }
-  if (implicit) return;  // 1 is whole.
-  const bool resource = limit.kind() == LimitKind::kResource;
-  if (!resource && !rates_[index]->whole_amounts()) return;
-  const bool fraction = amount != std::floor(amount);
-  if (fraction || amount > kMaxWhole) {
-    throw InvalidOptionError(absl::StrCat(
-        "LimitSet::Acquire: limit '", limit.key(), "' (",
-        resource ? "a ResourceLimit" : RateLimitAlgorithmName(limit.algorithm()),
-        ") counts whole units", fraction ? "" : absl::StrCat(", at most ", kMaxWholeUnits),
-        ", got ", FormatNumber(amount),
-        resource || !fraction ? "" : "; use TokenBucket or GCRA for fractions"));
-  }
-}
-
-SetImpl::Request SetImpl::Prepare(absl::Span<const LimitAmount> request) const {
-  Request result;
-  result.nested = PrepareInto(request, &result.items);
-  return result;
-}
-
-namespace {
-
-ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_NORETURN void ThrowBadRequestAmount(
-    const LimitAmount& entry) {
-  throw InvalidOptionError(absl::StrCat("LimitSet::Acquire: amount for '", entry.key,
-                                        "' must be >= 0 and finite (0 leaves the limit out), got ",
-                                        FormatNumber(entry.amount)));
-}
-
-}  // namespace
-
-ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool SetImpl::PrepareCommonInto(
-    absl::Span<const LimitAmount> request, Items* items) const {
-  const size_t count = template_items_.size();
-  // A copy-construction copies the inline buffer in one go (the items are trivially copyable);
-  // assign() went item by item.
-  *items = Items(template_items_);
-  Item* const taken = items->data();
-  uint64_t named = 0;
-  for (const LimitAmount& entry : request) {
-    const size_t index = IndexOf(entry.key);
-    if (index == count) break;
-    const uint64_t bit = uint64_t{1} << index;
-    const LimitInfo& info = info_[index];
-    const double amount = entry.amount;
-    // Amount 0 (a nested request) and every error go the full way.
-    if ((named & bit) != 0 || !(amount > 0 && amount <= info.burst) || !std::isfinite(amount) ||
-        (info.whole && (amount != std::floor(amount) || amount > kMaxWhole))) {
-      break;
-    }
-    named |= bit;
-    Item& item = taken[index];
-    item.requested = amount;
-    item.implicit = false;
-    item.needs_update =
-        info.kind == LimitKind::kRate || (info.kind == LimitKind::kCall && amount > 1);
-    if (info.gcra != nullptr) item.cost = CostOf(index, amount);
-  }
-  // Every entry matched (each sets a distinct bit) and every rate limit is named.
-  if (static_cast<size_t>(__builtin_popcountll(named)) == request.size() &&
-      (named & rate_mask_) == rate_mask_) {
-    return true;
-  }
-  items->clear();
-  return false;
-}
-
-ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool SetImpl::PrepareInto(absl::Span<const LimitAmount> request,
-                                                              Items* items) const {
-  if (ABSL_PREDICT_TRUE(!template_items_.empty() && !request.empty()) &&
-      PrepareCommonInto(request, items)) {
-    return false;
-  }
-  return PrepareFullInto(request, items);
-}
-
-bool SetImpl::PrepareFullInto(absl::Span<const LimitAmount> request, Items* items) const {
-  const auto check_finite = [](const LimitAmount& entry) {
-    if (ABSL_PREDICT_FALSE(!(entry.amount >= 0) || !std::isfinite(entry.amount))) {
-      ThrowBadRequestAmount(entry);
-    }
-  };
-  if (no_op()) {
-    for (const LimitAmount& entry : request) check_finite(entry);
-    return false;
-  }
-  bool nested = false;
-  const size_t count = info_.size();
-  // Per limit, the amount the request names, or -1. Items are then built in limit order. On the
-  // stack for the usual handful of limits (an InlinedVector's bookkeeping showed in the profile).
-  constexpr size_t kStackLimits = 16;
-  double stack_named[kStackLimits];
-  std::unique_ptr<double[]> heap_named;
-  double* const named =
-      count <= kStackLimits ? stack_named : (heap_named = std::make_unique<double[]>(count)).get();
-  std::fill_n(named, count, -1.0);
-  for (const LimitAmount& entry : request) {
-    const size_t index = IndexOf(entry.key);
-    if (index == count) {
-      std::vector<absl::string_view> keys;
-      for (const LimitInfo& known : info_) keys.push_back(known.key);
-      throw InvalidOptionError(absl::StrCat("LimitSet::Acquire: unknown limit key '", entry.key,
-                                            "'; the set has: ", absl::StrJoin(keys, ", ")));
-    }
-    if (named[index] >= 0) {
-      throw InvalidOptionError(
-          absl::StrCat("LimitSet::Acquire: key '", entry.key, "' appears twice in the request"));
-    }
-    check_finite(entry);
-    named[index] = entry.amount;
-    if (entry.amount == 0) {
-      nested = true;  // Named to leave it out: a held connection when nesting.
-      continue;
-    }
-    // The common case answered inline; CheckAmount() builds the message (and throws).
-    const LimitInfo& info = info_[index];
-    if (ABSL_PREDICT_FALSE(entry.amount > info.burst ||
-                           (info.whole && (entry.amount != std::floor(entry.amount) ||
-                                           entry.amount > kMaxWhole)))) {
-      CheckAmount(index, entry.amount, /*implicit=*/false);
-    }
-  }
-  // First which limits are taken (named[i] > 0: that amount; -1: the implicit 1; 0: not taken),
-  // then the items in one resize: an emplace_back per item made each one wait for the previous
-  // one's update of the vector's size in memory.
-  size_t taken = 0;
-  for (size_t i = 0; i < count; ++i) {
-    const LimitInfo& info = info_[i];
-    if (named[i] > 0) {
-      ++taken;
-    } else if (named[i] == 0) {
-      continue;
-    } else if (info.kind == LimitKind::kRate) {
-      if (request.empty()) {
-        throw InvalidOptionError(absl::StrCat(
-            "Must specify requested amount for RateLimit '", info.key,
-            "'. RateLimits require explicit token amounts: Acquire({{\"", info.key, "\", n}})"));
-      }
-      named[i] = 0;  // Not named: not taken.
-    } else {
-      if (ABSL_PREDICT_FALSE(!info.implicit_ok)) {
-        // The implicit 1 of a CallLimit or ResourceLimit passes the same check as a named
-        // amount (Limit's constructors already make it fit; nothing may wait for the
-        // impossible).
-        CheckAmount(i, 1, /*implicit=*/true);
-      }
-      ++taken;
-    }
-  }
-  items->resize(taken);
-  Item* item = items->data();
-  for (size_t i = 0; i < count; ++i) {
-    if (named[i] == 0) continue;
-    const LimitInfo& info = info_[i];
-    const bool implicit = named[i] < 0;
-    const double requested = implicit ? 1 : named[i];
-    item->index = static_cast<int32_t>(i);
-    item->requested = requested;
-    item->implicit = implicit;
-    item->needs_update =
-        info.kind == LimitKind::kRate || (info.kind == LimitKind::kCall && requested > 1);
-    if (info.gcra != nullptr) item->cost = CostOf(i, requested);
-    ++item;
-  }
-  return nested;
-}
 
 int32_t SetImpl::HolderSlotLocked() {
   const pid_t pid = CurrentPid();
@@ -369,22 +191,22 @@ LimitAcquisition SetImpl::Take(const Request& request, absl::Time deadline,
   return result;
 }
 
-LimitAcquisition SetImpl::Acquire(const std::shared_ptr<SetImpl>& self,
+LimitAcquisition SetImpl::Acquire(const std::shared_ptr<LimitSetBackend>& self,
                                   absl::Span<const LimitAmount> request, absl::Duration timeout,
                                   bool try_once) {
   LimitAcquisition result;  // The only object returned, so it is built in place.
-  const bool nested = self->PrepareInto(request, &result.items_);
+  const bool nested = PrepareInto(request, &result.items_);
   // A zero timeout tries once and, failing, counts a timeout. No clock read for the usual
   // infinite timeout.
   const absl::Time deadline = try_once                              ? absl::InfinitePast()
                               : timeout == absl::InfiniteDuration() ? absl::InfiniteFuture()
-                                                                    : self->Now() + timeout;
-  self->TakeInto(self, nested, deadline, /*exempt_when_holding=*/true, result);
+                                                                    : Now() + timeout;
+  TakeInto(self, nested, deadline, /*exempt_when_holding=*/true, result);
   return result;
 }
 
-void SetImpl::TakeInto(const std::shared_ptr<SetImpl>& self, bool nested, absl::Time deadline,
-                       bool exempt_when_holding, LimitAcquisition& result) {
+void SetImpl::TakeInto(const std::shared_ptr<LimitSetBackend>& self, bool nested,
+                       absl::Time deadline, bool exempt_when_holding, LimitAcquisition& result) {
   if (no_op()) {
     result.set_ = this;
     result.owner_ = self;
@@ -510,151 +332,21 @@ void SetImpl::TakeInto(const std::shared_ptr<SetImpl>& self, bool nested, absl::
   if (notify) Notify();
 }
 
-namespace {
-
-ABSL_ATTRIBUTE_NOINLINE ABSL_ATTRIBUTE_NORETURN void ThrowBadUsageAmount(absl::string_view key,
-                                                                         double amount) {
-  throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: usage of '", key,
-                                        "' must be >= 0 and finite, got ", FormatNumber(amount)));
+LimitAcquisition SetImpl::AcquirePrepared(const std::shared_ptr<LimitSetBackend>& self,
+                                          const PreparedLimitRequest& request,
+                                          absl::Duration timeout, bool try_once) {
+  LimitAcquisition result;  // The only object returned, so it is built in place.
+  // Before locking: it may allocate. See PrepareCommonInto().
+  result.items_ = Items(PreparedItems(request));
+  const absl::Time deadline = try_once                              ? absl::InfinitePast()
+                              : timeout == absl::InfiniteDuration() ? absl::InfiniteFuture()
+                                                                    : Now() + timeout;
+  TakeInto(self, PreparedNested(request), deadline, /*exempt_when_holding=*/true, result);
+  return result;
 }
 
-}  // namespace
-
-void SetImpl::CheckUsage(const Item& item, absl::string_view key, double amount) const {
-  if (!(amount >= 0) || !std::isfinite(amount)) ThrowBadUsageAmount(key, amount);
-  const LimitInfo& limit = info_[item.index];
-  if (limit.kind == LimitKind::kCall && item.requested == 1 && amount != 1) {
-    throw InvalidOptionError(absl::StrCat(
-        "LimitAcquisition::Update: CallLimit usage must be 1 for a call request of 1 (",
-        item.implicit ? "an implicit acquisition, taken without naming 'call_count'"
-                      : "{\"call_count\", 1}, which counts one call like the implicit one",
-        "), got ", FormatNumber(amount),
-        "; to report a number of calls, request it: {\"call_count\", n}"));
-  }
-  if (limit.kind != LimitKind::kResource && limit.whole &&
-      (amount != std::floor(amount) || amount > kMaxWhole)) {
-    const bool fraction = amount != std::floor(amount);
-    throw InvalidOptionError(absl::StrCat(
-        "LimitAcquisition::Update: '", key, "' (",
-        RateLimitAlgorithmName(limits_[item.index].algorithm()), ") counts whole units",
-        fraction ? "" : absl::StrCat(", at most ", kMaxWholeUnits), ", got ",
-        FormatNumber(amount)));
-  }
-}
-
-void SetImpl::Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage) {
-  if (no_op()) {
-    for (const LimitAmount& entry : usage) {
-      if (!(entry.amount >= 0) || !std::isfinite(entry.amount)) {
-        ThrowBadUsageAmount(entry.key, entry.amount);
-      }
-    }
-    return;
-  }
-  if (usage.size() == 1) {
-    // The usual report of one limit's usage within its request, answered without the general
-    // validation's bookkeeping.
-    const auto index = static_cast<int32_t>(IndexOf(usage[0].key));
-    for (Item& item : acquisition.items_) {
-      if (item.index == index) {
-        if (ABSL_PREDICT_TRUE(RecordWithinRequest(item, usage[0].amount))) return;
-        break;
-      }
-    }
-  }
-  UpdateChecked(acquisition, usage);
-}
-
-void SetImpl::UpdateChecked(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage) {
-  // Validate everything first: nothing is recorded if anything is wrong. On the stack for the
-  // usual short report.
-  constexpr size_t kStackUsages = 8;
-  Item* stack_targets[kStackUsages];
-  double stack_amounts[kStackUsages];
-  std::unique_ptr<Item*[]> heap_targets;
-  std::unique_ptr<double[]> heap_amounts;
-  Item** targets = stack_targets;
-  double* amounts = stack_amounts;
-  if (usage.size() > kStackUsages) {
-    heap_targets = std::make_unique<Item*[]>(usage.size());
-    heap_amounts = std::make_unique<double[]>(usage.size());
-    targets = heap_targets.get();
-    amounts = heap_amounts.get();
-  }
-  for (size_t i = 0; i < usage.size(); ++i) {
-    const LimitAmount& entry = usage[i];
-    // Items are in limit order with distinct indexes: the key's index picks its item.
-    const auto index = static_cast<int32_t>(IndexOf(entry.key));
-    Item* target = nullptr;
-    for (Item& item : acquisition.items_) {
-      if (item.index == index) {
-        target = &item;
-        break;
-      }
-    }
-    if (target == nullptr) {
-      throw InvalidOptionError(absl::StrCat("LimitAcquisition::Update: '", entry.key,
-                                            "' is not part of this acquisition"));
-    }
-    if (std::find(targets, targets + i, target) != targets + i) {
-      throw InvalidOptionError(
-          absl::StrCat("LimitAcquisition::Update: key '", entry.key, "' appears twice"));
-    }
-    CheckUsage(*target, entry.key, entry.amount);
-    targets[i] = target;
-    amounts[i] = entry.amount;
-  }
-  RecordUsage(targets, amounts, usage.size());
-}
-
-void SetImpl::Update(LimitAcquisition& acquisition, const LimitHandle& limit, double used) {
-  if (limit.set_id_ != id_) {
-    throw InvalidOptionError(
-        limit.set_id_ == 0
-            ? "LimitAcquisition::Update: an empty LimitHandle; get one from LimitSet::Handle()"
-            : "LimitAcquisition::Update: the LimitHandle belongs to another LimitSet; get one "
-              "from Handle() of the set the acquisition was taken from");
-  }
-  Item* target = nullptr;
-  for (Item& item : acquisition.items_) {
-    if (item.index == limit.index_) {
-      target = &item;
-      break;
-    }
-  }
-  if (ABSL_PREDICT_TRUE(target != nullptr) && RecordWithinRequest(*target, used)) return;
-  const absl::string_view key = info_[limit.index_].key;
-  if (target == nullptr) {
-    throw InvalidOptionError(
-        absl::StrCat("LimitAcquisition::Update: '", key, "' is not part of this acquisition"));
-  }
-  CheckUsage(*target, key, used);
-  RecordUsage(&target, &used, 1);
-}
-
-void SetImpl::RecordUsage(Item* const* targets, const double* amounts, size_t count) {
-  bool charge = false;
-  for (size_t i = 0; i < count; ++i) {
-    Item& item = *targets[i];
-    item.updated = true;
-    item.used = amounts[i];
-    const LimitInfo& info = info_[item.index];
-    item.refund_cost = info.gcra != nullptr && item.used < item.requested
-                           ? CostOf(item.index, item.requested - item.used)
-                           : 0;
-    // Reported (and charged) once per new excess: repeating a report charges nothing more.
-    charge |= item.used - item.requested > item.charged_extra && info.kind != LimitKind::kResource;
-  }
-  if (ABSL_PREDICT_TRUE(!charge)) return;
-  std::string overuse;
-  for (size_t i = 0; i < count; ++i) {
-    const Item& item = *targets[i];
-    if (item.used - item.requested > item.charged_extra &&
-        info_[item.index].kind != LimitKind::kResource) {
-      absl::StrAppend(&overuse, overuse.empty() ? "" : "; ", "'", info_[item.index].key, "' used ",
-                      FormatNumber(item.used), " of ", FormatNumber(item.requested), " requested");
-    }
-  }
+void SetImpl::RecordUsage(Item* const* targets, const double* /*amounts*/, size_t count) {
+  const std::string message = OveruseMessage(targets, count);  // Before charging: see there.
   {
     Locked locked(this);
     const int64_t now = NowNs();
@@ -673,48 +365,7 @@ void SetImpl::RecordUsage(Item* const* targets, const double* amounts, size_t co
     }
   }
   header_->overuse_reports.fetch_add(1, std::memory_order_relaxed);
-  Warn(absl::StrCat("LimitAcquisition::Update: usage above the request, charged in full: ",
-                    overuse));
-}
-
-PreparedLimitRequest SetImpl::PrepareRequest(absl::Span<const LimitAmount> request) const {
-  PreparedLimitRequest prepared(id_);
-  prepared.nested_ = PrepareInto(request, &prepared.items_);
-  return prepared;
-}
-
-const PreparedLimitRequest& SetImpl::CheckPrepared(const PreparedLimitRequest& prepared,
-                                                   const char* caller) const {
-  if (ABSL_PREDICT_FALSE(prepared.set_id_ != id_)) {
-    throw InvalidOptionError(absl::StrCat(
-        caller, ": the request was prepared by another LimitSet; Prepare() it with this set"));
-  }
-  return prepared;
-}
-
-LimitAcquisition SetImpl::AcquirePrepared(const std::shared_ptr<SetImpl>& self,
-                                          const PreparedLimitRequest& request,
-                                          absl::Duration timeout, bool try_once) {
-  LimitAcquisition result;  // The only object returned, so it is built in place.
-  result.items_ =
-      Items(request.items_);  // Before locking: it may allocate. See PrepareCommonInto().
-  const absl::Time deadline = try_once                              ? absl::InfinitePast()
-                              : timeout == absl::InfiniteDuration() ? absl::InfiniteFuture()
-                                                                    : self->Now() + timeout;
-  self->TakeInto(self, request.nested_, deadline, /*exempt_when_holding=*/true, result);
-  return result;
-}
-
-LimitHandle SetImpl::HandleOf(absl::string_view key) const {
-  const size_t index = IndexOf(key);
-  if (index == info_.size()) {
-    throw InvalidOptionError(absl::StrCat("LimitSet::Handle: no limit '", key,
-                                          "'; the set has: ", no_op() ? "no limits" : LimitKeys()));
-  }
-  LimitHandle handle;
-  handle.set_id_ = id_;
-  handle.index_ = static_cast<int32_t>(index);
-  return handle;
+  Warn(message);
 }
 
 bool SetImpl::Release(LimitAcquisition& acquisition, bool drop) {

@@ -39,8 +39,10 @@
 #include "limits/internal/backoff_lock.h"
 #include "limits/internal/process_shared.h"
 #include "limits/internal/rate_algorithms.h"
+#include "limits/internal/set_validation.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
+#include "limits/limit_set_backend.h"
 
 namespace concurry {
 namespace limits_internal {
@@ -116,40 +118,6 @@ struct Ticket {
   uint64_t start_time = 0;
 };
 
-// Writes a warning to stderr (the default warning sink).
-void WriteWarning(absl::string_view message);
-
-// Whether the `size` bytes at `a` and `b` are equal, inline: limit keys are short, and a call to
-// memcmp per key of every request and usage report showed in the profile.
-inline bool SameBytes(const char* a, const char* b, size_t size) {
-  if (size >= 8) {
-    uint64_t x;
-    uint64_t y;
-    for (size_t i = 0; i + 8 < size; i += 8) {
-      std::memcpy(&x, a + i, 8);
-      std::memcpy(&y, b + i, 8);
-      if (x != y) return false;
-    }
-    // The last word overlaps the previous one rather than reading past the end.
-    std::memcpy(&x, a + size - 8, 8);
-    std::memcpy(&y, b + size - 8, 8);
-    return x == y;
-  }
-  if (size >= 4) {
-    uint32_t x[2];
-    uint32_t y[2];
-    std::memcpy(&x[0], a, 4);
-    std::memcpy(&x[1], a + size - 4, 4);
-    std::memcpy(&y[0], b, 4);
-    std::memcpy(&y[1], b + size - 4, 4);
-    return x[0] == y[0] && x[1] == y[1];
-  }
-  for (size_t i = 0; i < size; ++i) {
-    if (a[i] != b[i]) return false;
-  }
-  return true;
-}
-
 // The shared implementation behind LimitSet handles and acquisitions. Thread-safe (and, for
 // kProcesses, process-safe): every method locks what it touches.
 //
@@ -160,32 +128,24 @@ inline bool SameBytes(const char* a, const char* b, size_t size) {
 //
 // Aligned to a cache line so that the fields every acquisition reads do not share a line with
 // whatever is allocated next to it.
-class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
+class alignas(64) SetImpl final : public LimitSetBackend,
+                                  public std::enable_shared_from_this<SetImpl> {
  public:
   // A new set behind a handle (see the class comment for its lifetime); the arguments are the
   // constructor's.
   static std::shared_ptr<SetImpl> Make(std::vector<Limit> limits, LimitSetOptions options,
                                        int attach_fd = -1);
-  // Lets go of the reference a counted acquisition held after its release; destroys the set if
-  // it was the last one and no handle is left.
-  static void DropReference(SetImpl* set);
-  // Destroys `set`: after Release() returned true.
-  static void Destroy(SetImpl* set) { delete set; }
-
-  using Item = LimitAcquisition::Item;
-  using Items = absl::InlinedVector<Item, 4>;
 
   // A new set. With `attach_fd` >= 0 (a kProcesses set with limits only), a set running on the
   // state another process created behind that memfd instead: nothing is initialized, the fd is
   // duplicated (the caller keeps its own). InvalidOptionError when the fd's memory does not fit
   // `limits` and `options` (its size, the rate states' parameters).
   SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_fd = -1);
-  ~SetImpl();
+  ~SetImpl() override;
 
   SetImpl(const SetImpl&) = delete;
   SetImpl& operator=(const SetImpl&) = delete;
 
-  bool no_op() const { return limits_.empty(); }
   // SetAccess::HasHotWord(): whether limit `index`'s TAT or resource count shares the cache line
   // of the set's lock.
   bool HasHotWord(size_t index) const {
@@ -195,28 +155,6 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
     return word != nullptr && reinterpret_cast<uintptr_t>(word) / 64 ==
                                   reinterpret_cast<uintptr_t>(&header_->spin) / 64;
   }
-  const std::vector<Limit>& limits() const { return limits_; }
-  const LimitSetOptions& options() const { return options_; }
-
-  // A validated request: the items to take, in limit order.
-  struct Request {
-    Items items;
-    // The request named a limit with amount 0, i.e. it nests inside an acquisition that holds
-    // that limit: it skips the FIFO queue, whose head may be waiting for what it holds.
-    bool nested = false;
-  };
-  // Validates `request`.
-  Request Prepare(absl::Span<const LimitAmount> request) const;
-  // Validates `request` into `*items` (empty on entry) and returns whether it is nested (see
-  // Request::nested). Defined inline in set_acquire.cc: callable only there.
-  bool PrepareInto(absl::Span<const LimitAmount> request, Items* items) const;
-  // PrepareInto() past its shortcut (PrepareCommonInto()): every case, and the error messages.
-  bool PrepareFullInto(absl::Span<const LimitAmount> request, Items* items) const;
-  // Throws InvalidOptionError unless `amount` (> 0, finite) fits limit `index`: at most its
-  // capacity, and whole (at most kMaxWholeUnits) for a limit that counts whole units. `implicit`:
-  // the 1 taken for an unnamed CallLimit or ResourceLimit.
-  void CheckAmount(size_t index, double amount, bool implicit) const;
-
   // Takes the request's items and returns the acquisition, waiting until `deadline` on the
   // clock; InfinitePast() means "try once" (no timeout counted). Returns an empty acquisition
   // (not held()) if it could not. `exempt_when_holding`: a thread holding an acquisition of the
@@ -225,54 +163,35 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   // The blocking and trying entry points of LimitSet: validates `request` straight into the
   // acquisition (no copy of the items) and takes it, waiting up to `timeout` (`try_once`: no
   // wait). `self` is this set's handle, copied into the acquisition.
-  static LimitAcquisition Acquire(const std::shared_ptr<SetImpl>& self,
-                                  absl::Span<const LimitAmount> request, absl::Duration timeout,
-                                  bool try_once);
+  LimitAcquisition Acquire(const std::shared_ptr<LimitSetBackend>& self,
+                           absl::Span<const LimitAmount> request, absl::Duration timeout,
+                           bool try_once) override;
 
-  // Applies `usage` to `acquisition` (validated first).
-  void Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage);
-  // Applies the usage `used` of limit `limit` (validated first).
-  void Update(LimitAcquisition& acquisition, const LimitHandle& limit, double used);
-
-  // LimitSet::Prepare(): `request` validated into a PreparedLimitRequest of this set.
-  PreparedLimitRequest PrepareRequest(absl::Span<const LimitAmount> request) const;
-  // The items of `prepared`; InvalidOptionError naming `caller` if it was not prepared by this set.
-  const PreparedLimitRequest& CheckPrepared(const PreparedLimitRequest& prepared,
-                                            const char* caller) const;
   // Acquire() of a prepared request (checked by CheckPrepared()).
-  static LimitAcquisition AcquirePrepared(const std::shared_ptr<SetImpl>& self,
-                                          const PreparedLimitRequest& request,
-                                          absl::Duration timeout, bool try_once);
-  // AcquireAsync()'s Request of a prepared request (checked by CheckPrepared()).
-  static Request ToRequest(const PreparedLimitRequest& request) {
-    return Request{request.items_, request.nested_};
-  }
-  // LimitSet::Handle().
-  LimitHandle HandleOf(absl::string_view key) const;
+  LimitAcquisition AcquirePrepared(const std::shared_ptr<LimitSetBackend>& self,
+                                   const PreparedLimitRequest& request, absl::Duration timeout,
+                                   bool try_once) override;
   // Gives back what `acquisition` holds. With `drop`, also lets go of the reference a counted
   // acquisition holds (see LimitAcquisition::set_), after its own last use of the set; returns
-  // whether that was the set's last one (then the caller destroys the set with Destroy()). The
+  // whether that was the set's last one (then the caller deletes the set). The
   // caller must not use the set after a `drop` unless this returned true: another thread may
   // destroy it at once.
-  bool Release(LimitAcquisition& acquisition, bool drop);
-
-  void Warn(absl::string_view message) const {
-    if (options_.on_warning) {
-      options_.on_warning(message);
-    } else {
-      WriteWarning(message);
-    }
-  }
+  bool Release(LimitAcquisition& acquisition, bool drop) override;
+  // Lets go of the reference a counted acquisition held after its release; destroys the set if
+  // it was the last one and no handle is left.
+  void DropReference() override;
+  // Charges the over-use of usages recorded by Update() (see LimitSetBackend::RecordUsage()).
+  void RecordUsage(Item* const* targets, const double* amounts, size_t count) override;
 
   // Wakes every blocked acquirer so it re-checks (capacity came back, the queue head changed,
   // an interrupt was raised).
   void Notify();
 
-  LimitSetStats Stats();
+  LimitSetStats Stats() override;
 
-  Future<LimitAcquisition> AcquireAsync(Request request, absl::Time deadline);
+  Future<LimitAcquisition> AcquireAsync(Request request, absl::Time deadline) override;
 
-  Clock& clock() const { return clock_; }
+  Clock& clock() const override { return clock_; }
   // kProcesses: the memfd behind the shared state (owned by the set), else -1.
   int fd() const { return block_.fd; }
   size_t block_bytes() const { return block_.bytes; }
@@ -280,7 +199,9 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   static size_t LayoutBytes(const std::vector<Limit>& limits, int max_holders) {
     return ComputeLayout(limits, max_holders, /*line_per_holder=*/false).bytes;
   }
-  void CountMissingUpdate() { header_->missing_updates.fetch_add(1, std::memory_order_relaxed); }
+  void CountMissingUpdate() override {
+    header_->missing_updates.fetch_add(1, std::memory_order_relaxed);
+  }
 
  private:
   // The helper thread of AcquireAsync() and its queue; shared with the thread so that it outlives
@@ -363,7 +284,7 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
     }
   }
   // Takes the request's items (already in `result`) as Take() does; clears them if it could not.
-  void TakeInto(const std::shared_ptr<SetImpl>& self, bool nested, absl::Time deadline,
+  void TakeInto(const std::shared_ptr<LimitSetBackend>& self, bool nested, absl::Time deadline,
                 bool exempt_when_holding, LimitAcquisition& result);
   Holder& holder(int32_t slot) const {
     return *reinterpret_cast<Holder*>(holders_ + static_cast<size_t>(slot) * holder_stride_);
@@ -422,16 +343,10 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
                               bool line_per_holder);
   // The attach path of the constructor: maps `fd` (duplicated) and points into it.
   void Attach(const Layout& layout, int fd);
-  // "[key, ...]", for messages.
-  std::string LimitKeys() const;
-
-  const std::vector<Limit> limits_;
-  const LimitSetOptions options_;
   Clock& clock_;
   const bool real_clock_;  // `clock_` is Clock::Real(): Now() calls absl::Now() directly.
   const bool shared_;
   const int64_t lease_ns_;  // options_.lease_check_interval in ns.
-  const uint64_t id_;
   // Acquisitions made by Acquire() and TryAcquire() are counted in Header::references rather
   // than holding a handle: a kThreads set with limits.
   const bool counts_references_;
@@ -439,95 +354,22 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
   std::vector<int32_t> resource_index_;  // Per limit: index among the resource limits, or -1.
   int32_t num_resources_ = 0;
 
-  // Per limit, what validation and the hot path need, in one flat array (rather than a walk
-  // through Limit, RateState and resource_index_ per item): profiles showed the per-item lookups
-  // and re-validation as a large share of an uncontended acquisition.
-  struct LimitInfo {
-    absl::string_view key;  // Into limits_.
-    LimitKind kind = LimitKind::kRate;
-    bool whole = false;        // Amounts must be whole units (resources, the window algorithms).
-    bool implicit_ok = false;  // The implicit 1 passes CheckAmount().
-    double burst = 0;          // Amounts above it are rejected.
-    double capacity = 0;
-    // Into the memory block, so guarded by the set's lock like rates_: the rate state (null for
-    // a resource) and its GCRA word when it can be driven with plain stores under the lock.
-    RateState* rate = nullptr;
-    AtomicGcra* gcra = nullptr;
-    // kThreads, for a limit with `gcra` that got a hot word (ComputeLayout()): the TAT it runs on
-    // instead of the rate state's word, which is unused outside HotRateStateLocked(); else null.
-    // Guarded by the set's lock: read and write it through TatLocked().
-    int64_t* tat = nullptr;
-    int64_t tolerance_ns = 0;  // With `tat`: the rate state's tolerance.
-    // Resources: the units held, a hot word or the limit's entry of in_use_. Guarded by the
-    // set's lock: read and write them through InUseLocked().
-    double* in_use = nullptr;
-  };
   // The hot TAT of `info` (whose `tat` is set) and the units held of a resource `info`: the
-  // annotated way to them, since LimitInfo's pointers cannot name the set's lock.
+  // annotated way to them, since LimitInfo's pointers (LimitSetBackend::info_, filled by
+  // BuildInfo(): into the memory block, so guarded by the set's lock like rates_) cannot name the
+  // set's lock.
   int64_t& TatLocked(const LimitInfo& info) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     return *info.tat;
   }
   double& InUseLocked(const LimitInfo& info) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_) {
     return *info.in_use;
   }
-  std::vector<LimitInfo> info_;
-  // GCRA costs of the whole amounts 0..kCachedCosts per limit (row `index`, 0 unused): usual
-  // requests and usages are small whole numbers, and their cost is then a load instead of a
-  // division on every acquisition and every Update().
-  static constexpr int kCachedCosts = 64;
-  std::vector<int64_t> cached_costs_;
-  // The GCRA cost of `amount` (> 0) for limit `index` (whose `gcra` is set).
-  int64_t CostOf(size_t index, double amount) const {
-    if (amount <= kCachedCosts && amount == std::floor(amount)) {
-      return cached_costs_[index * (kCachedCosts + 1) + static_cast<size_t>(amount)];
-    }
-    return info_[index].rate->Cost(amount);
-  }
   // The deleter of the handles' shared_ptr: destroys the set unless counted acquisitions remain.
   static void OnLastHandle(SetImpl* set);
   // Lets go of a counted acquisition's reference; returns whether the set is to be destroyed
   // (the count is 0 and no handle is left).
   bool DropReferenceGetLast() ABSL_LOCKS_EXCLUDED(lock_);
-  // The items of a request that names every rate limit and nothing else: one per limit, in limit
-  // order, each CallLimit and ResourceLimit with the implicit 1 (rate limits are filled in).
-  // Validation starts from a copy and changes the named items, instead of building each item
-  // through per-limit branches. Empty when the shortcut does not apply (more than 64 limits, an
-  // implicit 1 that does not fit).
-  Items template_items_;
-  uint64_t rate_mask_ = 0;  // Bit i: limit i is a RateLimit.
-  // The shortcut of PrepareInto(): true when it validated `request` (it names every rate limit,
-  // no limit twice, only known keys and amounts > 0 that fit); false leaves `*items` empty for
-  // the full path, which also builds the error messages. Defined inline in set_acquire.cc:
-  // callable only there.
-  bool PrepareCommonInto(absl::Span<const LimitAmount> request, Items* items) const;
-  // Records `used` for `item` and returns true when it is a valid usage within the request (the
-  // usual report: nothing to check further, nothing to charge); else returns false, recording
-  // nothing. Inline: it is most of an Update().
-  bool RecordWithinRequest(Item& item, double used) const {
-    const LimitInfo& info = info_[item.index];
-    // `requested` passed the request's checks (finite, at most kMaxWhole for whole limits), so
-    // 0 <= used <= requested bounds `used` the same way.
-    if (!(used >= 0 && used <= item.requested) || (info.whole && used != std::floor(used)) ||
-        (info.kind == LimitKind::kCall && item.requested == 1 && used != 1)) {
-      return false;
-    }
-    item.updated = true;
-    item.used = used;
-    item.refund_cost = info.gcra != nullptr && used < item.requested
-                           ? CostOf(item.index, item.requested - used)
-                           : 0;
-    return true;
-  }
-  // Update() beyond its shortcut: validates every entry, then records them. Out of line, so that
-  // the shortcut does not pay for its frame.
-  ABSL_ATTRIBUTE_NOINLINE void UpdateChecked(LimitAcquisition& acquisition,
-                                             absl::Span<const LimitAmount> usage);
-  // Records validated usages: `amounts[i]` for `*targets[i]`, each item once. Charges and warns
-  // about over-use.
-  void RecordUsage(Item* const* targets, const double* amounts, size_t count);
-  // Throws InvalidOptionError unless `amount` is a valid usage of `item` (`key`: for messages).
-  void CheckUsage(const Item& item, absl::string_view key, double amount) const;
-  // Fills info_ once the rate states exist.
+  // Fills info_'s engine pointers once the rate states exist, then the cost caches.
   void BuildInfo(const Layout& layout);
   // The rate state of limit `index` (one with a hot TAT word, `info_[index].tat`), its own
   // unused word set to the hot one's value, for what the hot path does not do itself (statistics,
@@ -542,16 +384,6 @@ class alignas(64) SetImpl : public std::enable_shared_from_this<SetImpl> {
     const LimitInfo& info = info_[index];
     TatLocked(info) = info.gcra->TatExclusive();
   }
-  // The index of the limit with `key`, or the number of limits.
-  size_t IndexOf(absl::string_view key) const {
-    const size_t count = info_.size();
-    for (size_t i = 0; i < count; ++i) {
-      const absl::string_view known = info_[i].key;
-      if (known.size() == key.size() && SameBytes(known.data(), key.data(), key.size())) return i;
-    }
-    return count;
-  }
-
   // The memory block (header, rate states, resource counts, holders, tickets) and, for
   // kProcesses, the memfd behind it. Its own destructor frees them, so that a constructor that
   // throws once it has them (~SetImpl does not run then) does not leak them either.

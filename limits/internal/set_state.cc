@@ -40,33 +40,20 @@ namespace {
 
 size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
-std::atomic<uint64_t> next_set_id{1};
-
 }  // namespace
 
-void WriteWarning(absl::string_view message) {
-  std::fprintf(stderr, "concurry: warning: %.*s\n", static_cast<int>(message.size()),
-               message.data());
-}
-
 SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_fd)
-    : limits_(std::move(limits)),
-      options_(std::move(options)),
+    : LimitSetBackend(std::move(limits), std::move(options)),
       clock_(options_.clock != nullptr ? *options_.clock : Clock::Real()),
       real_clock_(&clock_ == &Clock::Real()),
       shared_(options_.sharing == LimitSharing::kProcesses),
       lease_ns_(absl::ToInt64Nanoseconds(options_.lease_check_interval)),
-      id_(next_set_id.fetch_add(1, std::memory_order_relaxed)),
       counts_references_(!shared_ && !limits_.empty()) {
-  if (options_.fairness != LimitFairness::kFifo && options_.fairness != LimitFairness::kBarging) {
-    throw InvalidOptionError(absl::StrCat("LimitSetOptions::fairness: unknown value ",
-                                          static_cast<int>(options_.fairness),
-                                          "; allowed: kFifo, kBarging"));
-  }
+  CheckFairness(options_.fairness);
   if (options_.sharing != LimitSharing::kThreads && options_.sharing != LimitSharing::kProcesses) {
     throw InvalidOptionError(absl::StrCat("LimitSetOptions::sharing: unknown value ",
                                           static_cast<int>(options_.sharing),
-                                          "; allowed: kThreads, kProcesses"));
+                                          "; allowed: kThreads, kProcesses, kHosts"));
   }
   if (options_.max_holders < 1) {
     throw InvalidOptionError(
@@ -80,12 +67,7 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
   if (options_.lease_check_interval <= absl::ZeroDuration()) {
     throw InvalidOptionError("LimitSet lease_check_interval must be positive");
   }
-  absl::flat_hash_set<absl::string_view> keys;
-  for (const Limit& limit : limits_) {
-    if (!keys.insert(limit.key()).second) {
-      throw InvalidOptionError(absl::StrCat("Duplicate limit key: '", limit.key(), "'"));
-    }
-  }
+  CheckUniqueKeys(limits_);
   for (const Limit& limit : limits_) {
     resource_index_.push_back(limit.kind() == LimitKind::kResource ? num_resources_++ : -1);
   }
@@ -134,15 +116,9 @@ SetImpl::SetImpl(std::vector<Limit> limits, LimitSetOptions options, int attach_
 }
 
 void SetImpl::BuildInfo(const Layout& layout) {
-  info_.resize(limits_.size());
   char* const base = static_cast<char*>(block_.memory);
   for (size_t i = 0; i < limits_.size(); ++i) {
-    const Limit& limit = limits_[i];
     LimitInfo& info = info_[i];
-    info.key = limit.key();
-    info.kind = limit.kind();
-    info.burst = limit.burst();
-    info.capacity = limit.capacity();
     info.rate = rates_[i];
     info.gcra = info.rate != nullptr ? info.rate->exclusive_gcra() : nullptr;
     const size_t hot = layout.hot_offsets.empty() ? kNoHotWord : layout.hot_offsets[i];
@@ -152,30 +128,8 @@ void SetImpl::BuildInfo(const Layout& layout) {
       info.tat = reinterpret_cast<int64_t*>(base + hot);
       info.tolerance_ns = info.rate->tolerance_ns();
     }
-    if (info.gcra != nullptr) {
-      cached_costs_.resize(limits_.size() * (kCachedCosts + 1));
-      for (int amount = 1; amount <= kCachedCosts; ++amount) {
-        cached_costs_[i * (kCachedCosts + 1) + amount] = info.rate->Cost(amount);
-      }
-    }
-    info.whole = info.rate == nullptr || info.rate->whole_amounts();
-    info.implicit_ok = !(1 > limit.burst());
   }
-  bool shortcut = limits_.size() <= 64;
-  for (size_t i = 0; shortcut && i < limits_.size(); ++i) {
-    const LimitInfo& info = info_[i];
-    Item& item = template_items_.emplace_back();
-    item.index = static_cast<int32_t>(i);
-    if (info.kind == LimitKind::kRate) {
-      rate_mask_ |= uint64_t{1} << i;
-      continue;  // Always named on the shortcut.
-    }
-    shortcut = info.implicit_ok;
-    item.implicit = true;
-    item.requested = 1;
-    if (info.gcra != nullptr) item.cost = CostOf(i, 1);
-  }
-  if (!shortcut) template_items_.clear();
+  IndexCosts();
 }
 
 SetImpl::Layout SetImpl::ComputeLayout(const std::vector<Limit>& limits, int max_holders,
@@ -288,12 +242,6 @@ void SetImpl::Attach(const Layout& layout, int fd) {
   }
 }
 
-std::string SetImpl::LimitKeys() const {
-  std::vector<absl::string_view> keys;
-  for (const Limit& limit : limits_) keys.push_back(limit.key());
-  return absl::StrCat("[", absl::StrJoin(keys, ", "), "]");
-}
-
 std::shared_ptr<SetImpl> SetImpl::Make(std::vector<Limit> limits, LimitSetOptions options,
                                        int attach_fd) {
   // If the shared_ptr cannot allocate its control block, it calls the deleter, which destroys
@@ -320,8 +268,8 @@ bool SetImpl::DropReferenceGetLast() {
   return --header_->references == 0 && orphaned_;
 }
 
-void SetImpl::DropReference(SetImpl* set) {
-  if (set->DropReferenceGetLast()) delete set;
+void SetImpl::DropReference() {
+  if (DropReferenceGetLast()) delete this;
 }
 
 SetImpl::~SetImpl() {
@@ -483,14 +431,29 @@ LimitSetStats SetImpl::Stats() {
   return stats;
 }
 
-int SetAccess::SharedFd(const LimitSet& set) { return set.impl_->fd(); }
+namespace {
+
+// The in-process engine behind `set`, or null for another engine (a kHosts set's), which has no
+// shared memory to hand over.
+const SetImpl* EngineOf(const LimitSetBackend* set) { return dynamic_cast<const SetImpl*>(set); }
+
+}  // namespace
+
+int SetAccess::SharedFd(const LimitSet& set) {
+  const SetImpl* engine = EngineOf(set.impl_.get());
+  return engine != nullptr ? engine->fd() : -1;
+}
 
 bool SetAccess::HasHotWord(const LimitSet& set, size_t index) {
-  return set.impl_->HasHotWord(index);
+  const SetImpl* engine = EngineOf(set.impl_.get());
+  return engine != nullptr && engine->HasHotWord(index);
 }
 
 size_t SetAccess::SharedBytes(const LimitSet& set) {
-  return set.impl_->options().sharing == LimitSharing::kProcesses ? set.impl_->block_bytes() : 0;
+  const SetImpl* engine = EngineOf(set.impl_.get());
+  return engine != nullptr && engine->options().sharing == LimitSharing::kProcesses
+             ? engine->block_bytes()
+             : 0;
 }
 
 size_t SetAccess::SharedBytesFor(const std::vector<Limit>& limits, int max_holders) {
