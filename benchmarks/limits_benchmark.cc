@@ -12,6 +12,11 @@
 //                            child hammering it while the parent measures (child_items_per_second)
 //   accuracy:                4 threads TryAcquire() a 1000/s limit for 5 s; counters admitted,
 //                            ideal (what the algorithm allows, below) and error_percent
+//   LimitSet on Redis:       the binary starts its own redis-server. Acquire + Update + release
+//                            p50/p99 for sets of 1, 2, 3 limits (kHosts) vs the PING round trip
+//                            of redis-benchmark (-c 1, a child process; peer) and of a raw hiredis
+//                            loop (floor), and concurry's client PING; grants/s with 1, 2, 4
+//                            fork()ed client processes on one rate limit that never binds
 //   (BM_WarmUp runs first only to absorb the process's warm-up; ignore it)
 //
 //   bazel run --config=opt //benchmarks:limits_benchmark -- --benchmark_min_time=0.3
@@ -53,6 +58,7 @@
 #include "limits/rate_limiter.h"
 #include "limits/rate_window.h"
 #include "limits/redis/redis_client.h"
+#include "limits/redis/redis_limit_store.h"
 #include "testing/redis_server.h"
 
 namespace concurry {
@@ -608,6 +614,150 @@ void BM_RedisClientPing(benchmark::State& state) {
   bench::RunRoundTrips(state, [&] { benchmark::DoNotOptimize(client.Command({"PING"})); });
 }
 BENCHMARK(BM_RedisClientPing)->Unit(benchmark::kMicrosecond);
+
+// A LimitSet on the binary's Redis with 1, 2 or 3 of the in-process rows' limits: the GCRA
+// RateLimit "tokens", + the GCRA CallLimit, + the ResourceLimit "connections" (none binds).
+LimitSet MakeRedisSet(const std::shared_ptr<RedisLimitStore>& store, int64_t limits,
+                      const std::string& name) {
+  std::vector<Limit> definitions = {
+      RateLimit("tokens", 1e9, absl::Seconds(1), RateLimitAlgorithm::kGcra)};
+  if (limits >= 2)
+    definitions.push_back(CallLimit(1e9, absl::Seconds(1), RateLimitAlgorithm::kGcra));
+  if (limits >= 3) definitions.push_back(ResourceLimit("connections", 1'000'000));
+  LimitSetOptions options;
+  options.sharing = LimitSharing::kHosts;
+  options.store = store;
+  options.name = name;
+  return LimitSet::Create(std::move(definitions), std::move(options));
+}
+
+// Acquire 10 tokens, Update 5 (5 refunded at release), Release: the in-process rows' loop, on a
+// set of state.range(0) limits in Redis. Goal: p50 and p99 within 2 PING round trips.
+void BM_RedisLimitSet(benchmark::State& state) {
+  testkit::RedisServer* redis = RedisOrSkip(state);
+  if (redis == nullptr) return;
+  const int64_t limits = state.range(0);
+  try {
+    LimitSet set = MakeRedisSet(RedisLimitStore::Connect({.port = redis->port()}), limits,
+                                absl::StrCat("bench-", limits));
+    bench::RunRoundTrips(state, [&] { AcquireUpdateRelease(set); });
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  state.SetLabel(limits == 1 ? "rate" : limits == 2 ? "rate+call" : "rate+call+resource");
+}
+BENCHMARK(BM_RedisLimitSet)->DenseRange(1, 3)->Unit(benchmark::kMicrosecond);
+
+// Grants per second with state.range(0) client processes, each fork()ed with a store connection
+// of its own, on one rate limit far above what they ask for (1e9 per second). Each runs Acquire
+// 1, Update 1, Release for kRun; grants_per_second is their sum over the run (the time column is
+// the run, manual time), per_process_per_second the mean per process.
+void BM_RedisLimitSetProcesses(benchmark::State& state) {
+  testkit::RedisServer* redis = RedisOrSkip(state);
+  if (redis == nullptr) return;
+  constexpr absl::Duration kRun = absl::Milliseconds(300);
+  const int processes = static_cast<int>(state.range(0));
+  struct Shared {
+    std::atomic<bool> stop{false};
+    std::atomic<int64_t> grants{0};
+    std::atomic<int> failures{0};
+  };
+  void* page =
+      mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) {
+    state.SkipWithError("mmap failed");
+    return;
+  }
+  int64_t grants = 0;
+  absl::Duration ran;
+  std::string error;
+  for (auto _ : state) {
+    Shared* shared = new (page) Shared();
+    int ready[2];
+    int go[2];
+    if (pipe(ready) != 0 || pipe(go) != 0) {
+      error = "pipe failed";
+      break;
+    }
+    const pid_t parent = getpid();
+    std::vector<pid_t> children;
+    for (int i = 0; i < processes; ++i) {
+      const pid_t child = fork();
+      if (child != 0) {
+        if (child > 0) children.push_back(child);
+        continue;
+      }
+      // The child: its own store and set, then the loop. _exit() only: the parent's statics
+      // (its redis-server among them) are not the child's to destroy.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(1);
+      close(ready[0]);
+      close(go[1]);
+      try {
+        LimitSet set =
+            MakeRedisSet(RedisLimitStore::Connect({.port = redis->port()}), 1, "bench-processes");
+        AcquireUpdateRelease(set);  // Connected, scripts loaded.
+        const char byte = 1;
+        if (write(ready[1], &byte, 1) != 1) _exit(1);
+        char go_byte;
+        while (read(go[0], &go_byte, 1) < 0 && errno == EINTR) {  // EOF: the parent said go.
+        }
+        int64_t mine = 0;
+        while (!shared->stop.load(std::memory_order_relaxed)) {
+          LimitAcquisition acquired = set.Acquire({{"tokens", 1}});
+          acquired.Update({{"tokens", 1}});
+          acquired.Release();
+          ++mine;
+        }
+        shared->grants.fetch_add(mine, std::memory_order_relaxed);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "BM_RedisLimitSetProcesses child: %s\n", e.what());
+        shared->failures.fetch_add(1, std::memory_order_relaxed);
+      }
+      _exit(0);
+    }
+    close(ready[1]);
+    close(go[0]);
+    int started = 0;
+    char byte;
+    while (started < static_cast<int>(children.size()) && read(ready[0], &byte, 1) == 1) ++started;
+    close(ready[0]);
+    const absl::Time start = absl::Now();
+    close(go[1]);  // Every child's read() returns: they start together.
+    if (started == processes) absl::SleepFor(kRun);
+    shared->stop.store(true, std::memory_order_relaxed);
+    const absl::Duration elapsed = absl::Now() - start;
+    for (const pid_t child : children) {
+      int status;
+      while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+    if (started != processes || shared->failures.load() != 0) {
+      error = absl::StrCat(started, " of ", processes, " children started, ",
+                           shared->failures.load(), " failed (their errors are on stderr)");
+      break;
+    }
+    state.SetIterationTime(absl::ToDoubleSeconds(elapsed));
+    grants += shared->grants.load(std::memory_order_relaxed);
+    ran += elapsed;
+  }
+  munmap(page, sizeof(Shared));
+  if (!error.empty()) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  const double per_second = static_cast<double>(grants) / absl::ToDoubleSeconds(ran);
+  state.counters["grants_per_second"] = per_second;
+  state.counters["per_process_per_second"] = per_second / processes;
+}
+BENCHMARK(BM_RedisLimitSetProcesses)
+    ->Arg(1)
+    ->Arg(2)
+    ->Arg(4)
+    ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 
 // The floor: one clock read, which every TryAcquire pays.
 void BM_AbslNow(benchmark::State& state) {
