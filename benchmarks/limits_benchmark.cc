@@ -631,19 +631,29 @@ LimitSet MakeRedisSet(const std::shared_ptr<RedisLimitStore>& store, int64_t lim
   return LimitSet::Create(std::move(definitions), std::move(options));
 }
 
-// The server's time in scripts (EVALSHA) since CONFIG RESETSTAT, in us, from INFO commandstats.
-double ScriptMicros(redis_internal::RedisClient& client) {
+// The server's script calls (EVALSHA) since CONFIG RESETSTAT and their time in us, from INFO
+// commandstats ("cmdstat_evalsha:calls=N,usec=T,...").
+struct ScriptStats {
+  double calls = 0;
+  double usec = 0;
+};
+
+ScriptStats ScriptsSinceReset(redis_internal::RedisClient& client) {
   const std::string info = client.Command({"INFO", "commandstats"}).str();
+  ScriptStats stats;
   const size_t line = info.find("cmdstat_evalsha:");
-  if (line == std::string::npos) return 0;
-  const size_t usec = info.find("usec=", line);
-  const size_t end = info.find(',', usec);
-  double value = 0;
-  if (usec == std::string::npos || end == std::string::npos ||
-      !absl::SimpleAtod(info.substr(usec + 5, end - usec - 5), &value)) {
-    return 0;
-  }
-  return value;
+  if (line == std::string::npos) return stats;
+  const auto field = [&](const std::string& name, double* value) {
+    const size_t at = info.find(name, line);
+    const size_t end = at == std::string::npos ? at : info.find(',', at);
+    if (end == std::string::npos ||
+        !absl::SimpleAtod(info.substr(at + name.size(), end - at - name.size()), value)) {
+      *value = 0;
+    }
+  };
+  field("calls=", &stats.calls);
+  field("usec=", &stats.usec);
+  return stats;
 }
 
 // Acquire 10 tokens, Update 5 (5 refunded at release), Release: the in-process rows' loop, on a
@@ -651,9 +661,9 @@ double ScriptMicros(redis_internal::RedisClient& client) {
 // column and p50_us/p99_us are the acquisitions alone (manual time). Each acquisition is followed
 // by one raw hiredis PING, untimed for the row: ping_p50_us/ping_p99_us, and rtts_p50/rtts_p99
 // (the acquisition's percentile over the PING's), compare the two under the same load, which the
-// goal's peer (run seconds apart) cannot on a busy machine. server_us: the server's time in the
-// scripts per acquisition (INFO commandstats).
-void BM_RedisLimitSet(benchmark::State& state) {
+// goal's peer (run seconds apart) cannot on a busy machine. scripts and server_us: the scripts
+// run per acquisition and the server's time in them (INFO commandstats).
+void RunRedisLimitSet(benchmark::State& state, void (*acquire_update_release)(const LimitSet&)) {
   testkit::RedisServer* redis = RedisOrSkip(state);
   if (redis == nullptr) return;
   const int64_t limits = state.range(0);
@@ -669,15 +679,15 @@ void BM_RedisLimitSet(benchmark::State& state) {
   ping_samples.reserve(1 << 16);
   std::string error;
   redis_internal::RedisClient admin({.port = redis->port()});
-  double server_us = 0;
+  ScriptStats scripts;
   try {
     LimitSet set = MakeRedisSet(RedisLimitStore::Connect({.port = redis->port()}), limits,
                                 absl::StrCat("bench-", limits));
-    AcquireUpdateRelease(set);  // Scripts loaded: the statistics below count the loop alone.
+    acquire_update_release(set);  // Scripts loaded: the statistics below count the loop alone.
     admin.Command({"CONFIG", "RESETSTAT"});
     for (auto _ : state) {
       const int64_t start_ns = bench::SteadyNowNs();
-      AcquireUpdateRelease(set);
+      acquire_update_release(set);
       const int64_t acquired_ns = bench::SteadyNowNs();
       void* reply = redisCommand(ping, "PING");
       const int64_t pinged_ns = bench::SteadyNowNs();
@@ -690,7 +700,7 @@ void BM_RedisLimitSet(benchmark::State& state) {
       ping_samples.push_back(pinged_ns - acquired_ns);
       state.SetIterationTime(static_cast<double>(acquired_ns - start_ns) * 1e-9);
     }
-    server_us = ScriptMicros(admin);
+    scripts = ScriptsSinceReset(admin);
   } catch (const std::exception& e) {
     error = e.what();
   }
@@ -712,9 +722,28 @@ void BM_RedisLimitSet(benchmark::State& state) {
   state.counters["ping_p99_us"] = ping_p99;
   state.counters["rtts_p50"] = ping_p50 > 0 ? p50 / ping_p50 : 0;
   state.counters["rtts_p99"] = ping_p99 > 0 ? p99 / ping_p99 : 0;
-  state.counters["server_us"] = server_us / static_cast<double>(state.iterations());
+  state.counters["server_us"] = scripts.usec / static_cast<double>(state.iterations());
+  state.counters["scripts"] = scripts.calls / static_cast<double>(state.iterations());
 }
+
+void BM_RedisLimitSet(benchmark::State& state) { RunRedisLimitSet(state, &AcquireUpdateRelease); }
 BENCHMARK(BM_RedisLimitSet)->DenseRange(1, 3)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+// The same with all 10 tokens used (Update 10): nothing to refund at release, so a set without a
+// ResourceLimit has nothing to give back to Redis either.
+void AcquireUseAllRelease(const LimitSet& set) {
+  LimitAcquisition acquired = set.Acquire({{"tokens", 10}});
+  acquired.Update({{"tokens", 10}});
+  acquired.Release();
+}
+
+void BM_RedisLimitSetNoRefund(benchmark::State& state) {
+  RunRedisLimitSet(state, &AcquireUseAllRelease);
+}
+BENCHMARK(BM_RedisLimitSetNoRefund)
+    ->DenseRange(1, 3)
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
 
 // Grants per second with state.range(0) client processes, each fork()ed with a store connection
 // of its own, on one rate limit far above what they ask for (1e9 per second). Each runs Acquire
