@@ -565,11 +565,13 @@ void BM_PeerRedisBenchmarkPing(benchmark::State& state) {
     double avg_ms = 0;
     double p50_ms = 0;
     double p99_ms = 0;
-    if (status != 0 || fields.size() < 7 ||
-        !absl::SimpleAtod(absl::StripAsciiWhitespace(absl::StrReplaceAll(fields[2], {{"\"", ""}})),
-                          &avg_ms) ||
-        !absl::SimpleAtod(absl::StrReplaceAll(fields[4], {{"\"", ""}}), &p50_ms) ||
-        !absl::SimpleAtod(absl::StrReplaceAll(fields[6], {{"\"", ""}}), &p99_ms)) {
+    // A quoted number: "0.023".
+    const auto parse = [&](size_t i, double* value) {
+      return i < fields.size() &&
+             absl::SimpleAtod(
+                 absl::StripAsciiWhitespace(absl::StrReplaceAll(fields[i], {{"\"", ""}})), value);
+    };
+    if (status != 0 || !parse(2, &avg_ms) || !parse(4, &p50_ms) || !parse(6, &p99_ms)) {
       state.SkipWithError(("unexpected redis-benchmark output: " + output).c_str());
       return;
     }
@@ -621,8 +623,9 @@ LimitSet MakeRedisSet(const std::shared_ptr<RedisLimitStore>& store, int64_t lim
                       const std::string& name) {
   std::vector<Limit> definitions = {
       RateLimit("tokens", 1e9, absl::Seconds(1), RateLimitAlgorithm::kGcra)};
-  if (limits >= 2)
+  if (limits >= 2) {
     definitions.push_back(CallLimit(1e9, absl::Seconds(1), RateLimitAlgorithm::kGcra));
+  }
   if (limits >= 3) definitions.push_back(ResourceLimit("connections", 1'000'000));
   LimitSetOptions options;
   options.sharing = LimitSharing::kHosts;
