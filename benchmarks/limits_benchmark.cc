@@ -12,6 +12,11 @@
 //                            child hammering it while the parent measures (child_items_per_second)
 //   accuracy:                4 threads TryAcquire() a 1000/s limit for 5 s; counters admitted,
 //                            ideal (what the algorithm allows, below) and error_percent
+//   LimitSet on Redis:       the binary starts its own redis-server. Acquire + Update + release
+//                            p50/p99 for sets of 1, 2, 3 limits (kHosts) vs the PING round trip
+//                            of redis-benchmark (-c 1, a child process; peer) and of a raw hiredis
+//                            loop (floor), and concurry's client PING; grants/s with 1, 2, 4
+//                            fork()ed client processes on one rate limit that never binds
 //   (BM_WarmUp runs first only to absorb the process's warm-up; ignore it)
 //
 //   bazel run --config=opt //benchmarks:limits_benchmark -- --benchmark_min_time=0.3
@@ -27,6 +32,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -36,13 +43,23 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "benchmark/benchmark.h"
+#include "benchmarks/measure.h"
+#include "hiredis/hiredis.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
 #include "limits/rate_limiter.h"
 #include "limits/rate_window.h"
+#include "limits/redis/redis_client.h"
+#include "limits/redis/redis_limit_store.h"
+#include "testing/redis_server.h"
 
 namespace concurry {
 namespace {
@@ -481,6 +498,365 @@ BENCHMARK(BM_LimitSetAccuracy)
     ->Iterations(1)
     ->UseRealTime()
     ->Unit(benchmark::kSecond);
+
+// ---- LimitSet on Redis (LimitSharing::kHosts) ---------------------------------------------------
+//
+// The binary starts its own redis-server (//testing:redis_server, on a free loopback port, no
+// persistence) on first use and stops it at exit. The peers measure Redis's PING round trip in
+// the same run: redis-benchmark (-c 1: one client, one request in flight, as a LimitSet caller)
+// run as a child process, and a raw hiredis PING loop in this process (the floor a client can
+// reach). Every latency row reports p50_us and p99_us; the goal (goals.json) is a LimitSet
+// acquire+release within 2 PING round trips.
+
+// The binary's Redis, started on first use (from the main thread: PR_SET_PDEATHSIG ties it to
+// the starting thread); null with `*error` set when it cannot start.
+testkit::RedisServer* SharedRedis(std::string* error) {
+  static std::string start_error;
+  static std::unique_ptr<testkit::RedisServer> server =
+      []() -> std::unique_ptr<testkit::RedisServer> {
+    try {
+      return testkit::RedisServer::Start();
+    } catch (const std::exception& e) {
+      start_error = e.what();
+      return nullptr;
+    }
+  }();
+  if (server == nullptr) *error = start_error;
+  return server.get();
+}
+
+// The row's Redis or a SkipWithError naming why there is none.
+testkit::RedisServer* RedisOrSkip(benchmark::State& state) {
+  std::string error;
+  testkit::RedisServer* redis = SharedRedis(&error);
+  if (redis == nullptr) state.SkipWithError(("no redis-server: " + error).c_str());
+  return redis;
+}
+
+// Peer: redis-benchmark's PING round trip, one client (-c 1), 20000 requests per iteration. The
+// time column is its mean latency (manual time); p50_us and p99_us are its own percentiles (it
+// reports them in ms with 3 decimals: a 1 us resolution).
+void BM_PeerRedisBenchmarkPing(benchmark::State& state) {
+  testkit::RedisServer* redis = RedisOrSkip(state);
+  if (redis == nullptr) return;
+  constexpr int kRequests = 20000;
+  const std::string command =
+      absl::StrCat("/usr/bin/redis-benchmark -h 127.0.0.1 -p ", redis->port(),
+                   " -t ping_mbulk -c 1 -n ", kRequests, " --csv 2>&1");
+  double p50_us = 0;
+  double p99_us = 0;
+  for (auto _ : state) {
+    FILE* pipe = popen(command.c_str(), "r");
+    if (pipe == nullptr) {
+      state.SkipWithError("popen(redis-benchmark) failed");
+      return;
+    }
+    std::string output;
+    char buffer[512];
+    while (fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+    const int status = pclose(pipe);
+    // "PING_MBULK","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",
+    // "p99_latency_ms","max_latency_ms"
+    const size_t row = output.find("\"PING_MBULK\"");
+    std::vector<std::string> fields;
+    if (row != std::string::npos) {
+      fields = absl::StrSplit(output.substr(row, output.find('\n', row) - row), ',');
+    }
+    double avg_ms = 0;
+    double p50_ms = 0;
+    double p99_ms = 0;
+    // A quoted number: "0.023".
+    const auto parse = [&](size_t i, double* value) {
+      return i < fields.size() &&
+             absl::SimpleAtod(
+                 absl::StripAsciiWhitespace(absl::StrReplaceAll(fields[i], {{"\"", ""}})), value);
+    };
+    if (status != 0 || !parse(2, &avg_ms) || !parse(4, &p50_ms) || !parse(6, &p99_ms)) {
+      state.SkipWithError(("unexpected redis-benchmark output: " + output).c_str());
+      return;
+    }
+    state.SetIterationTime(avg_ms * 1e-3);
+    p50_us = p50_ms * 1e3;
+    p99_us = p99_ms * 1e3;
+  }
+  state.counters["p50_us"] = p50_us;
+  state.counters["p99_us"] = p99_us;
+}
+BENCHMARK(BM_PeerRedisBenchmarkPing)->Iterations(1)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+// Floor: PING through a bare blocking hiredis connection in this process.
+void BM_PeerHiredisPing(benchmark::State& state) {
+  testkit::RedisServer* redis = RedisOrSkip(state);
+  if (redis == nullptr) return;
+  redisContext* context = redisConnect("127.0.0.1", redis->port());
+  if (context == nullptr || context->err != 0) {
+    state.SkipWithError("hiredis could not connect");
+    if (context != nullptr) redisFree(context);
+    return;
+  }
+  bool failed = false;
+  bench::RunRoundTrips(state, [&] {
+    void* reply = redisCommand(context, "PING");
+    if (reply == nullptr) {
+      failed = true;
+    } else {
+      freeReplyObject(reply);
+    }
+  });
+  redisFree(context);
+  if (failed) state.SkipWithError("a hiredis PING failed");
+}
+BENCHMARK(BM_PeerHiredisPing)->Unit(benchmark::kMicrosecond);
+
+// concurry's Redis client (the pool under the LimitSet engine): the same PING.
+void BM_RedisClientPing(benchmark::State& state) {
+  testkit::RedisServer* redis = RedisOrSkip(state);
+  if (redis == nullptr) return;
+  redis_internal::RedisClient client({.port = redis->port()});
+  bench::RunRoundTrips(state, [&] { benchmark::DoNotOptimize(client.Command({"PING"})); });
+}
+BENCHMARK(BM_RedisClientPing)->Unit(benchmark::kMicrosecond);
+
+// A LimitSet on the binary's Redis with 1, 2 or 3 of the in-process rows' limits: the GCRA
+// RateLimit "tokens", + the GCRA CallLimit, + the ResourceLimit "connections" (none binds).
+LimitSet MakeRedisSet(const std::shared_ptr<RedisLimitStore>& store, int64_t limits,
+                      const std::string& name) {
+  std::vector<Limit> definitions = {
+      RateLimit("tokens", 1e9, absl::Seconds(1), RateLimitAlgorithm::kGcra)};
+  if (limits >= 2) {
+    definitions.push_back(CallLimit(1e9, absl::Seconds(1), RateLimitAlgorithm::kGcra));
+  }
+  if (limits >= 3) definitions.push_back(ResourceLimit("connections", 1'000'000));
+  LimitSetOptions options;
+  options.sharing = LimitSharing::kHosts;
+  options.store = store;
+  options.name = name;
+  return LimitSet::Create(std::move(definitions), std::move(options));
+}
+
+// The server's script calls (EVALSHA) since CONFIG RESETSTAT and their time in us, from INFO
+// commandstats ("cmdstat_evalsha:calls=N,usec=T,...").
+struct ScriptStats {
+  double calls = 0;
+  double usec = 0;
+};
+
+ScriptStats ScriptsSinceReset(redis_internal::RedisClient& client) {
+  const std::string info = client.Command({"INFO", "commandstats"}).str();
+  ScriptStats stats;
+  const size_t line = info.find("cmdstat_evalsha:");
+  if (line == std::string::npos) return stats;
+  const auto field = [&](const std::string& name, double* value) {
+    const size_t at = info.find(name, line);
+    const size_t end = at == std::string::npos ? at : info.find(',', at);
+    if (end == std::string::npos ||
+        !absl::SimpleAtod(info.substr(at + name.size(), end - at - name.size()), value)) {
+      *value = 0;
+    }
+  };
+  field("calls=", &stats.calls);
+  field("usec=", &stats.usec);
+  return stats;
+}
+
+// Acquire 10 tokens, Update 5 (5 refunded at release), Release: the in-process rows' loop, on a
+// set of state.range(0) limits in Redis. Goal: p50 and p99 within 2 PING round trips. The time
+// column and p50_us/p99_us are the acquisitions alone (manual time). Each acquisition is followed
+// by one raw hiredis PING, untimed for the row: ping_p50_us/ping_p99_us, and rtts_p50/rtts_p99
+// (the acquisition's percentile over the PING's), compare the two under the same load, which the
+// goal's peer (run seconds apart) cannot on a busy machine. scripts and server_us: the scripts
+// run per acquisition and the server's time in them (INFO commandstats).
+void RunRedisLimitSet(benchmark::State& state, void (*acquire_update_release)(const LimitSet&)) {
+  testkit::RedisServer* redis = RedisOrSkip(state);
+  if (redis == nullptr) return;
+  const int64_t limits = state.range(0);
+  redisContext* ping = redisConnect("127.0.0.1", redis->port());
+  if (ping == nullptr || ping->err != 0) {
+    state.SkipWithError("hiredis could not connect");
+    if (ping != nullptr) redisFree(ping);
+    return;
+  }
+  std::vector<int64_t> samples;
+  std::vector<int64_t> ping_samples;
+  samples.reserve(1 << 16);
+  ping_samples.reserve(1 << 16);
+  std::string error;
+  redis_internal::RedisClient admin({.port = redis->port()});
+  ScriptStats scripts;
+  try {
+    LimitSet set = MakeRedisSet(RedisLimitStore::Connect({.port = redis->port()}), limits,
+                                absl::StrCat("bench-", limits));
+    acquire_update_release(set);  // Scripts loaded: the statistics below count the loop alone.
+    admin.Command({"CONFIG", "RESETSTAT"});
+    for (auto _ : state) {
+      const int64_t start_ns = bench::SteadyNowNs();
+      acquire_update_release(set);
+      const int64_t acquired_ns = bench::SteadyNowNs();
+      void* reply = redisCommand(ping, "PING");
+      const int64_t pinged_ns = bench::SteadyNowNs();
+      if (reply == nullptr) {
+        error = "a hiredis PING failed";
+        break;
+      }
+      freeReplyObject(reply);
+      samples.push_back(acquired_ns - start_ns);
+      ping_samples.push_back(pinged_ns - acquired_ns);
+      state.SetIterationTime(static_cast<double>(acquired_ns - start_ns) * 1e-9);
+    }
+    scripts = ScriptsSinceReset(admin);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  redisFree(ping);
+  if (!error.empty()) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetLabel(limits == 1 ? "rate" : limits == 2 ? "rate+call" : "rate+call+resource");
+  if (samples.empty()) return;
+  const double p50 = bench::PercentileMicros(samples, 0.50);
+  const double p99 = bench::PercentileMicros(samples, 0.99);
+  const double ping_p50 = bench::PercentileMicros(ping_samples, 0.50);
+  const double ping_p99 = bench::PercentileMicros(ping_samples, 0.99);
+  state.counters["p50_us"] = p50;
+  state.counters["p99_us"] = p99;
+  state.counters["ping_p50_us"] = ping_p50;
+  state.counters["ping_p99_us"] = ping_p99;
+  state.counters["rtts_p50"] = ping_p50 > 0 ? p50 / ping_p50 : 0;
+  state.counters["rtts_p99"] = ping_p99 > 0 ? p99 / ping_p99 : 0;
+  state.counters["server_us"] = scripts.usec / static_cast<double>(state.iterations());
+  state.counters["scripts"] = scripts.calls / static_cast<double>(state.iterations());
+}
+
+void BM_RedisLimitSet(benchmark::State& state) { RunRedisLimitSet(state, &AcquireUpdateRelease); }
+BENCHMARK(BM_RedisLimitSet)->DenseRange(1, 3)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+// The same with all 10 tokens used (Update 10): nothing to refund at release, so a set without a
+// ResourceLimit has nothing to give back to Redis either.
+void AcquireUseAllRelease(const LimitSet& set) {
+  LimitAcquisition acquired = set.Acquire({{"tokens", 10}});
+  acquired.Update({{"tokens", 10}});
+  acquired.Release();
+}
+
+void BM_RedisLimitSetNoRefund(benchmark::State& state) {
+  RunRedisLimitSet(state, &AcquireUseAllRelease);
+}
+BENCHMARK(BM_RedisLimitSetNoRefund)
+    ->DenseRange(1, 3)
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+
+// Grants per second with state.range(0) client processes, each fork()ed with a store connection
+// of its own, on one rate limit far above what they ask for (1e9 per second). Each runs Acquire
+// 1, Update 1, Release for kRun; grants_per_second is their sum over the run (the time column is
+// the run, manual time), per_process_per_second the mean per process.
+void BM_RedisLimitSetProcesses(benchmark::State& state) {
+  testkit::RedisServer* redis = RedisOrSkip(state);
+  if (redis == nullptr) return;
+  constexpr absl::Duration kRun = absl::Milliseconds(300);
+  const int processes = static_cast<int>(state.range(0));
+  struct Shared {
+    std::atomic<bool> stop{false};
+    std::atomic<int64_t> grants{0};
+    std::atomic<int> failures{0};
+  };
+  void* page =
+      mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) {
+    state.SkipWithError("mmap failed");
+    return;
+  }
+  int64_t grants = 0;
+  absl::Duration ran;
+  std::string error;
+  for (auto _ : state) {
+    Shared* shared = new (page) Shared();
+    int ready[2];
+    int go[2];
+    if (pipe(ready) != 0 || pipe(go) != 0) {
+      error = "pipe failed";
+      break;
+    }
+    const pid_t parent = getpid();
+    std::vector<pid_t> children;
+    for (int i = 0; i < processes; ++i) {
+      const pid_t child = fork();
+      if (child != 0) {
+        if (child > 0) children.push_back(child);
+        continue;
+      }
+      // The child: its own store and set, then the loop. _exit() only: the parent's statics
+      // (its redis-server among them) are not the child's to destroy.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(1);
+      close(ready[0]);
+      close(go[1]);
+      try {
+        LimitSet set =
+            MakeRedisSet(RedisLimitStore::Connect({.port = redis->port()}), 1, "bench-processes");
+        AcquireUpdateRelease(set);  // Connected, scripts loaded.
+        const char byte = 1;
+        if (write(ready[1], &byte, 1) != 1) _exit(1);
+        char go_byte;
+        while (read(go[0], &go_byte, 1) < 0 && errno == EINTR) {  // EOF: the parent said go.
+        }
+        int64_t mine = 0;
+        while (!shared->stop.load(std::memory_order_relaxed)) {
+          LimitAcquisition acquired = set.Acquire({{"tokens", 1}});
+          acquired.Update({{"tokens", 1}});
+          acquired.Release();
+          ++mine;
+        }
+        shared->grants.fetch_add(mine, std::memory_order_relaxed);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "BM_RedisLimitSetProcesses child: %s\n", e.what());
+        shared->failures.fetch_add(1, std::memory_order_relaxed);
+      }
+      _exit(0);
+    }
+    close(ready[1]);
+    close(go[0]);
+    int started = 0;
+    char byte;
+    while (started < static_cast<int>(children.size()) && read(ready[0], &byte, 1) == 1) ++started;
+    close(ready[0]);
+    const absl::Time start = absl::Now();
+    close(go[1]);  // Every child's read() returns: they start together.
+    if (started == processes) absl::SleepFor(kRun);
+    shared->stop.store(true, std::memory_order_relaxed);
+    const absl::Duration elapsed = absl::Now() - start;
+    for (const pid_t child : children) {
+      int status;
+      while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+    if (started != processes || shared->failures.load() != 0) {
+      error = absl::StrCat(started, " of ", processes, " children started, ",
+                           shared->failures.load(), " failed (their errors are on stderr)");
+      break;
+    }
+    state.SetIterationTime(absl::ToDoubleSeconds(elapsed));
+    grants += shared->grants.load(std::memory_order_relaxed);
+    ran += elapsed;
+  }
+  munmap(page, sizeof(Shared));
+  if (!error.empty()) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  const double per_second = static_cast<double>(grants) / absl::ToDoubleSeconds(ran);
+  state.counters["grants_per_second"] = per_second;
+  state.counters["per_process_per_second"] = per_second / processes;
+}
+BENCHMARK(BM_RedisLimitSetProcesses)
+    ->Arg(1)
+    ->Arg(2)
+    ->Arg(4)
+    ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 
 // The floor: one clock read, which every TryAcquire pays.
 void BM_AbslNow(benchmark::State& state) {
