@@ -10,29 +10,32 @@ namespace {
 // What every script starts with: number formatting, the clock, waking waiters.
 constexpr char kBase[] = R"lua(
 local base = KEYS[1]
+local call, floor = redis.call, math.floor  -- Locals: each global lookup costs a table search.
 local MAXW = 9007199254740991
 -- Lua's own number-to-string keeps 14 digits; TATs in µs need 16.
 local function fmt(x)
-  if x == math.floor(x) and x > -9e18 and x < 9e18 then return string.format('%d', x) end
+  if x == floor(x) and x > -9e18 and x < 9e18 then return string.format('%d', x) end
   return string.format('%.17g', x)
 end
 local function clock()
-  local t = redis.call('TIME')
+  local t = call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
--- A new lease or ticket id. The sequence starts at the server's time in µs, so that ids given out
--- after Redis lost its data (a restart without persistence) never repeat older ones still held.
-local function NextId(now)
-  local id = redis.call('INCR', base .. 'seq')
+-- A new id from counter `key` ('acq': leases, 'seq': tickets). A counter starts at the server's
+-- time in µs, so that ids given out after Redis lost its data (a restart without persistence)
+-- never repeat older ones still held. 'acq' also counts the acquisitions: from stats field 'a0'.
+local function NextId(key, now)
+  local id = call('INCR', base .. key)
   if id > 1 then return id end
-  redis.call('SET', base .. 'seq', fmt(now))  -- Created just now.
+  call('SET', base .. key, fmt(now))  -- Created just now.
+  if key == 'acq' then call('HSET', base .. 'stats', 'a0', fmt(now - 1)) end
   return now
 end
 local function Wake()
-  if redis.call('ZCARD', base .. 'qexp') > 0 then redis.call('PUBLISH', base .. 'wake', '1') end
+  if call('ZCARD', base .. 'qexp') > 0 then call('PUBLISH', base .. 'wake', '1') end
 end
 local function CountMissing(v)
-  if tonumber(v) > 0 then redis.call('HINCRBY', base .. 'stats', 'mu', v) end
+  if tonumber(v) > 0 then call('HINCRBY', base .. 'stats', 'mu', v) end
 end
 )lua";
 
@@ -58,18 +61,22 @@ local function entry(e)
 end
 local function Load(it)
   if it.a == 'r' then
-    it.u = tonumber(redis.call('HGET', base .. 'use', it.i)) or 0
+    it.u = tonumber(call('HGET', base .. 'use', it.i)) or 0
     return
   end
   it.k = base .. 'rate:' .. it.i
-  local v = redis.call('HMGET', it.k, 't', 'l', 'o', 'k', 'i', 'n', 's')
+  if it.a == 'g' then
+    it.t = tonumber(call('GET', it.k))
+    return
+  end
+  local v = call('HMGET', it.k, 't', 'l', 'o', 'k', 'i', 'n', 's')
   it.t = tonumber(v[1])
   it.l, it.o, it.lk = tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0
   it.fi, it.cnt = tonumber(v[5]), tonumber(v[6]) or 0
   it.sl = tonumber(v[7]) or -math.huge
   if it.a == 's' then
     it.log = it.k .. ':log'
-    it.size = redis.call('LLEN', it.log)
+    it.size = call('LLEN', it.log)
     it.slots = math.max(1, math.min(4096, math.ceil(it.cap)))
     it.merge = 0
     if it.cap > 4096 then it.merge = math.ceil(it.w / 4096) end
@@ -83,33 +90,35 @@ local function Save(it, now)
   it.dirty = false
   local a, stale = it.a, now
   if a == 'g' then
-    redis.call('HSET', it.k, 't', fmt(it.t))
-    stale = it.t
+    -- One word: a string key, written with its expiry in one command.
+    local ms = math.min(math.ceil(math.max(0, it.t - now) / 1000), 1e13) + 1000
+    call('SET', it.k, fmt(it.t), 'PX', fmt(ms))
+    return
   elseif a == 'l' then
-    if it.l <= 0 then redis.call('DEL', it.k) return end
-    redis.call('HSET', it.k, 'l', fmt(it.l), 'o', fmt(it.o), 'k', fmt(it.lk))
+    if it.l <= 0 then call('DEL', it.k) return end
+    call('HSET', it.k, 'l', fmt(it.l), 'o', fmt(it.o), 'k', fmt(it.lk))
     stale = it.o + math.ceil((it.lk + it.l) * it.w / it.cap)
   elseif a == 'f' then
-    redis.call('HSET', it.k, 'i', fmt(it.fi), 'n', fmt(it.cnt))
+    call('HSET', it.k, 'i', fmt(it.fi), 'n', fmt(it.cnt))
     stale = (it.fi + 1) * it.w
   elseif a == 's' then
-    if it.size == 0 then redis.call('DEL', it.k) return end
+    if it.size == 0 then call('DEL', it.k) return end
     if it.sl > -math.huge then
-      redis.call('HSET', it.k, 'n', fmt(it.cnt), 's', fmt(it.sl))
+      call('HSET', it.k, 'n', fmt(it.cnt), 's', fmt(it.sl))
     else
-      redis.call('HSET', it.k, 'n', fmt(it.cnt))
+      call('HSET', it.k, 'n', fmt(it.cnt))
     end
-    stale = entry(redis.call('LINDEX', it.log, -1)) + it.w
+    stale = entry(call('LINDEX', it.log, -1)) + it.w
   else
     return
   end
   local ms = fmt(math.min(math.ceil(math.max(0, stale - now) / 1000), 1e13) + 1000)
-  redis.call('PEXPIRE', it.k, ms)
-  if a == 's' then redis.call('PEXPIRE', it.log, ms) end
+  call('PEXPIRE', it.k, ms)
+  if a == 's' then call('PEXPIRE', it.log, ms) end
 end
 -- GCRA: cost = floor(amount / capacity * window) clamped to [1, tau].
 local function Cost(it, amount)
-  local c = math.floor(amount / it.cap * it.w)
+  local c = floor(amount / it.cap * it.w)
   if not (c < it.tau) then return it.tau end
   if c < 1 then return 1 end
   return c
@@ -126,7 +135,7 @@ constexpr char kRates[] = R"lua(
 local function Leak(it, now)
   if it.l <= 0 then it.l, it.o, it.lk = 0, now, 0 return end
   if now <= it.o then return end
-  local total = math.floor((now - it.o) * it.cap / it.w)
+  local total = floor((now - it.o) * it.cap / it.w)
   if total <= it.lk then return end
   if total - it.lk >= it.l then it.l, it.o, it.lk = 0, now, 0 else
     it.l, it.lk = it.l - (total - it.lk), total end
@@ -134,34 +143,34 @@ local function Leak(it, now)
 end
 -- FixedWindow: window i covers [i * W, (i + 1) * W) since the epoch.
 local function Roll(it, now)
-  local index = math.floor(now / it.w)
+  local index = floor(now / it.w)
   if it.fi == nil or index > it.fi then it.fi, it.cnt, it.dirty = index, 0, true end
 end
 -- SlidingWindow: a log of (time, amount), entries at or before now - W expire.
 local function Expire(it, now)
   while it.size > 0 do
-    local t, a = entry(redis.call('LINDEX', it.log, 0))
+    local t, a = entry(call('LINDEX', it.log, 0))
     if now - t < it.w then break end
     it.cnt, it.size, it.dirty = it.cnt - a, it.size - 1, true
-    redis.call('LPOP', it.log)
+    call('LPOP', it.log)
   end
   if it.size == 0 and it.cnt ~= 0 then it.cnt, it.dirty = 0, true end
 end
-local function SliceLast(it, t) return math.floor(t / it.merge) * it.merge + (it.merge - 1) end
+local function SliceLast(it, t) return floor(t / it.merge) * it.merge + (it.merge - 1) end
 local function Record(it, now, amount)
   it.cnt, it.dirty = it.cnt + amount, true
   if it.size > 0 then
-    local t, a = entry(redis.call('LINDEX', it.log, -1))
+    local t, a = entry(call('LINDEX', it.log, -1))
     if t >= now or now <= it.sl or it.size == it.slots then
       if t < now then
         t = now
         if it.merge > 0 and now > it.sl then it.sl = SliceLast(it, now) end
       end
-      redis.call('LSET', it.log, -1, fmt(t) .. ' ' .. fmt(a + amount))
+      call('LSET', it.log, -1, fmt(t) .. ' ' .. fmt(a + amount))
       return
     end
   end
-  redis.call('RPUSH', it.log, fmt(now) .. ' ' .. fmt(amount))
+  call('RPUSH', it.log, fmt(now) .. ' ' .. fmt(amount))
   it.size = it.size + 1
   if it.merge > 0 then it.sl = SliceLast(it, now) end
 end
@@ -189,7 +198,7 @@ local function Wait(it, now)
   Expire(it, now)
   local excess = (it.cnt - it.cap) + it.n
   if excess <= 0 then return 0 end
-  local log = redis.call('LRANGE', it.log, 0, -1)
+  local log = call('LRANGE', it.log, 0, -1)
   for _, e in ipairs(log) do
     local t, x = entry(e)
     excess = excess - x
@@ -209,7 +218,7 @@ end
 -- Charges `x` at `now` whether or not it fits (over-use reported after the fact).
 local function Charge(it, now, x)
   local a = it.a
-  if a == 'g' then it.t = GcraBase(it, now) + math.max(1, math.floor(x / it.cap * it.w))
+  if a == 'g' then it.t = GcraBase(it, now) + math.max(1, floor(x / it.cap * it.w))
   elseif a == 'l' then Leak(it, now) it.l = math.min(it.l + x, MAXW)
   elseif a == 'f' then Roll(it, now) it.cnt = math.min(it.cnt + x, MAXW)
   elseif a == 's' then
@@ -225,34 +234,34 @@ end
 // Resource units and leases: what take, release and stats add.
 constexpr char kLeases[] = R"lua(
 local function AddUse(index, delta)
-  local left = (tonumber(redis.call('HGET', base .. 'use', index)) or 0) + delta
-  if left > 0 then redis.call('HSET', base .. 'use', index, fmt(left))
-  else redis.call('HDEL', base .. 'use', index) end
+  local left = (tonumber(call('HGET', base .. 'use', index)) or 0) + delta
+  if left > 0 then call('HSET', base .. 'use', index, fmt(left))
+  else call('HDEL', base .. 'use', index) end
 end
 -- Gives back the units of lease `id` and deletes it; returns whether it held any.
 local function DropLease(id)
   local lk = base .. 'lease:' .. id
-  local units = redis.call('HGETALL', lk)
+  local units = call('HGETALL', lk)
   for j = 1, #units, 2 do AddUse(units[j], -tonumber(units[j + 1])) end
-  if #units > 0 then redis.call('DEL', lk) end
+  if #units > 0 then call('DEL', lk) end
   return #units > 0
 end
 -- Reaps up to 100 expired leases (their units come back) and tickets; returns whether waiters
 -- should look again.
 local function Reap(now)
   local changed = false
-  local ids = redis.call('ZRANGEBYSCORE', base .. 'leases', '-inf', now, 'LIMIT', 0, 100)
+  local ids = call('ZRANGEBYSCORE', base .. 'leases', '-inf', now, 'LIMIT', 0, 100)
   for _, id in ipairs(ids) do
     if DropLease(id) then
-      redis.call('HINCRBY', base .. 'stats', 'rh', 1)
+      call('HINCRBY', base .. 'stats', 'rh', 1)
       changed = true
     end
-    redis.call('ZREM', base .. 'leases', id)
+    call('ZREM', base .. 'leases', id)
   end
-  local tickets = redis.call('ZRANGEBYSCORE', base .. 'qexp', '-inf', now, 'LIMIT', 0, 100)
+  local tickets = call('ZRANGEBYSCORE', base .. 'qexp', '-inf', now, 'LIMIT', 0, 100)
   for _, t in ipairs(tickets) do
-    redis.call('ZREM', base .. 'qexp', t)
-    if redis.call('ZREM', base .. 'queue', t) == 1 then changed = true end
+    call('ZREM', base .. 'qexp', t)
+    if call('ZREM', base .. 'queue', t) == 1 then changed = true end
   end
   return changed
 end
@@ -267,13 +276,13 @@ local queue, qexp = base .. 'queue', base .. 'qexp'
 local queued = fifo and not exempt
 local notify = false
 -- A waiter whose ticket expired (it could not renew in time) gets its place back.
-if ticket > 0 and mode == '0' and queued and not redis.call('ZSCORE', queue, ticket) then
-  redis.call('ZADD', queue, ticket, ticket)
+if ticket > 0 and mode == '0' and queued and not call('ZSCORE', queue, ticket) then
+  call('ZADD', queue, ticket, ticket)
 end
 -- The µs until every item fits (0: now), -1 when only a release or a new queue head helps.
 local function Check()
   if queued then
-    local head = redis.call('ZRANGE', queue, 0, 0)[1]
+    local head = call('ZRANGE', queue, 0, 0)[1]
     if head ~= nil and tonumber(head) ~= ticket then return -1 end
   end
   local wait = 0
@@ -298,44 +307,43 @@ if wait ~= 0 then
     -- owner died also brings: try again when the first one expires.
     local first = math.huge
     for _, key in ipairs({base .. 'leases', qexp}) do
-      local e = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+      local e = call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
       if e then first = math.min(first, tonumber(e)) end
     end
     if first < math.huge then wait = math.max(1, math.ceil(first - now)) end
   end
 end
 if wait == 0 then
-  local lease = fmt(NextId(now))  -- A string: Lua's own concatenation would round it.
-  redis.call('ZADD', base .. 'leases', now + ttl, lease)
+  local lease = fmt(NextId('acq', now))  -- A string: Lua's own concatenation would round it.
+  call('ZADD', base .. 'leases', now + ttl, lease)
   for _, it in ipairs(list) do
     if it.a == 'r' then
       AddUse(it.i, it.n)
-      redis.call('HSET', base .. 'lease:' .. lease, it.i, fmt(it.n))
+      call('HSET', base .. 'lease:' .. lease, it.i, fmt(it.n))
     else
       Take(it, now)
     end
     Save(it, now)
   end
-  redis.call('HINCRBY', base .. 'stats', 'a', 1)
   if ticket > 0 then
-    redis.call('ZREM', qexp, ticket)
-    if redis.call('ZREM', queue, ticket) == 1 then notify = true end
+    call('ZREM', qexp, ticket)
+    if call('ZREM', queue, ticket) == 1 then notify = true end
   end
   if notify then Wake() end
   return {0, lease, now}
 end
 for _, it in ipairs(list) do Save(it, now) end
 if mode == '0' then
-  if ticket == 0 then ticket = NextId(now) end
-  redis.call('ZADD', qexp, now + ttl, ticket)
-  if queued then redis.call('ZADD', queue, ticket, ticket) end
+  if ticket == 0 then ticket = NextId('seq', now) end
+  call('ZADD', qexp, now + ttl, ticket)
+  if queued then call('ZADD', queue, ticket, ticket) end
 else
   if ticket > 0 then
-    redis.call('ZREM', qexp, ticket)
-    if redis.call('ZREM', queue, ticket) == 1 then notify = true end
+    call('ZREM', qexp, ticket)
+    if call('ZREM', queue, ticket) == 1 then notify = true end
   end
   ticket = 0
-  if mode == '2' then redis.call('HINCRBY', base .. 'stats', 'to', 1) end
+  if mode == '2' then call('HINCRBY', base .. 'stats', 'to', 1) end
 end
 if notify then Wake() end
 return {wait, ticket, now}
@@ -346,7 +354,7 @@ local lease = ARGV[1]
 CountMissing(ARGV[2])
 local list = items(5, tonumber(ARGV[4]))
 local notify = false
-local live = redis.call('ZREM', base .. 'leases', lease)
+local live = call('ZREM', base .. 'leases', lease)
 if live == 1 and ARGV[3] == '1' and DropLease(lease) then notify = true end
 if #list > 0 then
   local now = clock()
@@ -372,7 +380,7 @@ for _, it in ipairs(list) do
   Charge(it, now, it.n)
   Save(it, now)
 end
-redis.call('HINCRBY', base .. 'stats', 'ou', 1)
+call('HINCRBY', base .. 'stats', 'ou', 1)
 return now
 )lua";
 
@@ -383,8 +391,8 @@ for j = 2, #ARGV do
   local id = string.sub(ARGV[j], 2)
   local key = base .. 'leases'
   if string.sub(ARGV[j], 1, 1) == 'T' then key = base .. 'qexp' end
-  if redis.call('ZSCORE', key, id) then
-    redis.call('ZADD', key, expiry, id)
+  if call('ZSCORE', key, id) then
+    call('ZADD', key, expiry, id)
   else
     lost[#lost + 1] = ARGV[j]
   end
@@ -394,9 +402,9 @@ return lost
 
 constexpr char kLeave[] = R"lua(
 local ticket = ARGV[1]
-local present = redis.call('ZREM', base .. 'qexp', ticket)
-local head = redis.call('ZREM', base .. 'queue', ticket)
-if ARGV[2] == '1' then redis.call('HINCRBY', base .. 'stats', 'to', 1) end
+local present = call('ZREM', base .. 'qexp', ticket)
+local head = call('ZREM', base .. 'queue', ticket)
+if ARGV[2] == '1' then call('HINCRBY', base .. 'stats', 'to', 1) end
 if present == 1 or head == 1 then Wake() end
 return present
 )lua";
@@ -406,11 +414,13 @@ CountMissing(ARGV[1])
 local list = items(3, tonumber(ARGV[2]))
 local now = clock()
 if Reap(now) then Wake() end
-local s = redis.call('HMGET', base .. 'stats', 'a', 'to', 'mu', 'ou', 'rh')
-local out = {fmt(now)}
-for j = 1, 5 do out[#out + 1] = s[j] or '0' end
-out[#out + 1] = fmt(redis.call('ZCARD', base .. 'qexp'))
-out[#out + 1] = fmt(redis.call('ZCARD', base .. 'leases'))
+local s = call('HMGET', base .. 'stats', 'a0', 'to', 'mu', 'ou', 'rh')
+local acq = tonumber(call('GET', base .. 'acq'))
+local out = {fmt(now), '0'}
+if acq and s[1] then out[2] = fmt(acq - tonumber(s[1])) end
+for j = 2, 5 do out[#out + 1] = s[j] or '0' end
+out[#out + 1] = fmt(call('ZCARD', base .. 'qexp'))
+out[#out + 1] = fmt(call('ZCARD', base .. 'leases'))
 for _, it in ipairs(list) do
   Load(it)
   local a = it.a
@@ -429,7 +439,7 @@ for _, it in ipairs(list) do
   elseif a == 'f' then
     Roll(it, now)
     used = it.cnt
-    x, y = fmt(math.floor(now / it.w) * it.w), fmt(used)
+    x, y = fmt(floor(now / it.w) * it.w), fmt(used)
   else
     Expire(it, now)
     used = it.cnt

@@ -11,17 +11,20 @@
 //
 // Keys of a set (KEYS[1] is their common prefix, "<key_prefix>{<name>}:", whose hash tag keeps them
 // in one cluster slot):
-//   rate:<i>      hash: the state of rate limit i (GCRA: t = TAT; LeakyBucket: l, o, k = level,
-//                 origin, leaked; FixedWindow: i, n = window index, count; SlidingWindow: n, s =
-//                 count, last µs of the newest entry's slice)
+//   rate:<i>      the state of rate limit i: GCRA (and TokenBucket): a string, the TAT; the others
+//                 a hash: LeakyBucket: l, o, k = level, origin, leaked; FixedWindow: i, n = window
+//                 index, count; SlidingWindow: n, s = count, last µs of the newest entry's slice
 //   rate:<i>:log  list (SlidingWindow): "<time> <amount>" entries, oldest first
 //   use           hash: resource index -> units held (the sum of the live leases)
 //   leases        zset: lease id -> expiry (µs); lease:<id> hash: resource index -> units
 //   queue         zset: FIFO ticket -> ticket (the head is the lowest)
 //   qexp          zset: ticket -> expiry (µs); every waiter has one, queued (FIFO) or not
-//   seq           counter for tickets and lease ids (from the server time in µs when created)
-//   stats         hash: a = acquisitions, to = timeouts, mu = missing updates, ou = over-use
-//                 reports, rh = leases reaped with units (holders that died)
+//   acq           counter of lease ids, one per acquisition (from the server time in µs when
+//                 created: ids never repeat after Redis lost its data)
+//   seq           counter of ticket ids (the same way)
+//   stats         hash: a0 = acq when created - 1 (acquisitions = acq - a0), to = timeouts, mu =
+//                 missing updates, ou = over-use reports, rh = leases reaped with units (holders
+//                 that died)
 //   wake          pub/sub channel: a message when waiters should try again
 //
 // Every limit of a request is passed in ARGV as kItemFields fields: index, algorithm code (below),
