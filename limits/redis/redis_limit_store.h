@@ -12,14 +12,16 @@
 //
 // How it works (docs/limits.md, "Limits across hosts on Redis"):
 // - Every acquisition, release, over-use charge and Stats() is one Lua script run atomically on the
-//   server (loaded once, called by SHA; reloaded after a Redis restart): an acquisition and its
-//   release cost two round trips.
+//   server (loaded once, called by SHA; reloaded after a Redis restart). An acquisition costs one
+//   round trip; its release one more when it gives back resource units or refunds unused
+//   TokenBucket/GCRA tokens, none otherwise. Update() within the request costs none.
 // - The keys of set `name` are "<key_prefix>{<name>}:..." (one cluster slot per set). Sets with the
 //   same name in one Redis share their state; their definitions (keys and parameters) must match,
 //   otherwise OpenSet() throws InvalidOptionError naming both.
-// - Every acquisition is a lease in Redis that expires after RedisOptions::lease_ttl unless
-//   renewed; a thread per store renews the live ones every lease_ttl / 3. A process killed while
-//   holding resource units gives them back within lease_ttl.
+// - An acquisition that holds resource units is a lease in Redis that expires after
+//   RedisOptions::lease_ttl unless renewed; a thread per store renews the live ones every
+//   lease_ttl / 3. A process killed while holding resource units gives them back within
+//   lease_ttl (a waiter for them tries again when the first lease expires).
 // - A request that must wait sleeps until the retry-after computed by the server or a wake-up
 //   message on the set's pub/sub channel (a release, a refund, the queue head leaving), never
 //   polling. FIFO fairness (LimitFairness::kFifo) holds across hosts through a queue of tickets in
@@ -35,11 +37,12 @@
 //   restarts without persistence forgets every set's state (the limits start over, full); the
 //   release of such an acquisition warns.
 // - Keys: the rate state expires a second after it stops mattering; the definition, counters
-//   and sequence of a set stay (a few bytes) until deleted by hand.
+//   and sequences of a set stay (a few bytes) until deleted by hand.
 // - Differences from the in-process engine: LimitSetOptions::max_holders does not apply (there is
 //   no holder table); Stats().waiting counts the waiting requests of every host (AcquireAsync()
-//   requests each count); times are kept in µs, so a GCRA cost is at least 1 µs (at most a million
-//   admissions per second per limit).
+//   requests each count), Stats().holding the acquisitions holding resource units on every host
+//   plus this set's other acquisitions in this process; times are kept in µs, so a GCRA cost is
+//   at least 1 µs (at most a million admissions per second per limit).
 // Connect() validates the options and contacts nobody: the first LimitSet opened on the store
 // connects (and, with kFailClosed, throws RedisError if Redis is unreachable then).
 

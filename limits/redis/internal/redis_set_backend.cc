@@ -291,6 +291,7 @@ RedisSetBackend::RedisSetBackend(std::shared_ptr<StoreCore> core, std::vector<Li
       core_(std::move(core)),
       base_(absl::StrCat(core_->options().key_prefix, "{", this->options().name, "}:")),
       channel_(base_ + "wake"),
+      pid_(getpid()),
       renew_period_(core_->options().lease_ttl / 3) {
   const std::vector<Limit>& all = this->limits();
   fields_.resize(all.size());
@@ -466,18 +467,19 @@ void RedisSetBackend::Leave(int64_t ticket, bool timed_out) noexcept {
 }
 
 void RedisSetBackend::Grant(const std::shared_ptr<LimitSetBackend>& self, int64_t lease,
-                            bool exempting, LimitAcquisition& result) {
+                            bool fail_open, bool exempting, LimitAcquisition& result) {
   uint64_t id = static_cast<uint64_t>(lease);
   if (lease != 0) core_->AddLease(base_, lease);
   if (exempting || lease == 0) {
     absl::MutexLock lock(&holders_mu_);
-    if (lease == 0) id = kLocalLease | ++local_leases_;
+    if (lease == 0) id = kLocalLease | (fail_open ? kFailOpenLease : 0) | ++local_leases_;
     if (exempting) {
       const pid_t tid = CurrentTid();
       ++exempting_[tid];
       exempt_leases_[id] = tid;
     }
   }
+  if (lease == 0) local_holding_.fetch_add(1, std::memory_order_relaxed);
   LeaseOf(result) = id;
   Bind(result, this, self);
 }
@@ -529,7 +531,7 @@ void RedisSetBackend::TakeInto(const std::shared_ptr<LimitSetBackend>& self, boo
       const TakeResult taken = TakeOnce(ItemsOf(result), exempt, ticket, mode);
       if (taken.granted) {
         ticket = 0;  // Dropped by the take.
-        Grant(self, taken.lease, exempt_when_holding, result);
+        Grant(self, taken.lease, /*fail_open=*/false, exempt_when_holding, result);
         return;
       }
       if (mode != TakeMode::kMayWait) {
@@ -545,7 +547,7 @@ void RedisSetBackend::TakeInto(const std::shared_ptr<LimitSetBackend>& self, boo
   } catch (const RedisError& error) {
     if (ticket != 0) Leave(ticket, /*timed_out=*/false);
     if (!FailOpen(error, "acquiring")) throw;
-    Grant(self, /*lease=*/0, exempt_when_holding, result);
+    Grant(self, /*lease=*/0, /*fail_open=*/true, exempt_when_holding, result);
   } catch (...) {
     if (ticket != 0) Leave(ticket, /*timed_out=*/false);
     throw;
@@ -605,16 +607,21 @@ bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) {
       item.refunded = item.requested - item.used;
     }
   }
-  // A local id: granted while Redis was unreachable (kFailOpen), nothing to give back there. Not
-  // registered here: a fork()ed child's copy of its parent's acquisition, which the parent
-  // releases.
-  if ((id & kLocalLease) != 0) return false;
-  const auto lease = static_cast<int64_t>(id);
-  if (!core_->RemoveLease(base_, lease)) return false;
-  bool units = false;
-  for (const Item& item : items) units |= limits()[item.index].kind() == LimitKind::kResource;
-  std::vector<std::string> args = {absl::StrCat(lease), TakeMissingUpdates(), units ? "1" : "0",
-                                   ""};
+  // An acquisition of the parent's copied into a fork()ed child: the parent releases it.
+  if (getpid() != pid_) return false;
+  bool refunds = false;
+  for (const Item& item : items) refunds |= gcra_[item.index] && item.refunded > 0;
+  int64_t lease = 0;
+  if ((id & kLocalLease) != 0) {
+    // No lease: no resource units, or granted while Redis was unreachable (kFailOpen: nothing to
+    // give back there). Only refunds need Redis.
+    local_holding_.fetch_sub(1, std::memory_order_relaxed);
+    if ((id & kFailOpenLease) != 0 || !refunds) return false;
+  } else {
+    lease = static_cast<int64_t>(id);
+    if (!core_->RemoveLease(base_, lease)) return false;
+  }
+  std::vector<std::string> args = {absl::StrCat(lease), TakeMissingUpdates(), "0", ""};
   args[3] = absl::StrCat(AppendItems(
       items,
       [this](const Item& item) {
@@ -689,7 +696,8 @@ LimitSetStats RedisSetBackend::Stats() {
   stats.overuse_reports = IntegerOf(parts[4]);
   stats.recovered_holders = IntegerOf(parts[5]);
   stats.waiting = IntegerOf(parts[6]);
-  stats.holding = IntegerOf(parts[7]);
+  // Resource holders of every host (their leases), and the other acquisitions of this process.
+  stats.holding = IntegerOf(parts[7]) + local_holding_.load(std::memory_order_relaxed);
   size_t at = 8;
   const absl::Time now = absl::UnixEpoch() + absl::Microseconds(now_us);
   for (size_t i = 0; i < all.size(); ++i) {
@@ -748,7 +756,7 @@ Future<LimitAcquisition> RedisSetBackend::AcquireAsync(Request request, absl::Ti
       if (taken.granted) {
         LimitAcquisition acquired;
         ItemsOf(acquired) = std::move(request.items);
-        Grant(self, taken.lease, /*exempting=*/false, acquired);
+        Grant(self, taken.lease, /*fail_open=*/false, /*exempting=*/false, acquired);
         return MakeReadyFuture(std::move(acquired));
       }
     } catch (const RedisError& error) {
@@ -757,12 +765,12 @@ Future<LimitAcquisition> RedisSetBackend::AcquireAsync(Request request, absl::Ti
       }
       LimitAcquisition acquired;
       ItemsOf(acquired) = std::move(request.items);
-      Grant(self, 0, /*exempting=*/false, acquired);
+      Grant(self, /*lease=*/0, /*fail_open=*/true, /*exempting=*/false, acquired);
       return MakeReadyFuture(std::move(acquired));
     }
   } else {
     LimitAcquisition acquired;
-    Grant(self, 0, false, acquired);
+    Bind(acquired, this, self);
     return MakeReadyFuture(std::move(acquired));
   }
   AsyncRequest pending;
@@ -863,7 +871,7 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
       if (taken.granted) {
         Completion& completion = done.emplace_back();
         ItemsOf(completion.acquisition) = std::move(request.request.items);
-        Grant(self, taken.lease, /*exempting=*/false, completion.acquisition);
+        Grant(self, taken.lease, /*fail_open=*/false, /*exempting=*/false, completion.acquisition);
         completion.promise = std::move(request.promise);
         it = queue.pending.erase(it);
         continue;
@@ -879,7 +887,7 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
       completion.promise = std::move(request.promise);
       if (FailOpen(error, "acquiring")) {
         ItemsOf(completion.acquisition) = std::move(request.request.items);
-        Grant(self, 0, /*exempting=*/false, completion.acquisition);
+        Grant(self, /*lease=*/0, /*fail_open=*/true, /*exempting=*/false, completion.acquisition);
       } else {
         completion.error = std::current_exception();
       }

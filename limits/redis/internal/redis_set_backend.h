@@ -179,9 +179,11 @@ class RedisSetBackend final : public LimitSetBackend {
     int64_t ticket = 0;
   };
   enum class TakeMode { kMayWait = 0, kTryOnce = 1, kLastTry = 2 };
-  // The bit that marks a lease id as local (an acquisition granted without Redis); Redis's ids
-  // (INCR) stay below it.
+  // The bit that marks a lease id as local (an acquisition without a lease in Redis: it holds no
+  // resource units, or it was granted without Redis); Redis's ids (INCR) stay below it. With
+  // kFailOpenLease too: granted without Redis.
   static constexpr uint64_t kLocalLease = uint64_t{1} << 63;
+  static constexpr uint64_t kFailOpenLease = uint64_t{1} << 62;
 
   RedisSetBackend(std::shared_ptr<StoreCore> core, std::vector<Limit> limits,
                   LimitSetOptions options);
@@ -196,11 +198,12 @@ class RedisSetBackend final : public LimitSetBackend {
   TakeResult TakeOnce(const Items& items, bool exempt, int64_t ticket, TakeMode mode);
   // Drops `ticket` (best effort: errors are ignored, the ticket then expires).
   void Leave(int64_t ticket, bool timed_out) noexcept;
-  // Binds a granted acquisition (its items in place) to the set: `lease` from the take script,
-  // or 0 when granted without Redis (kFailOpen), which then gets a local id. `exempting`: made by
-  // Acquire()/TryAcquire(), it lets its thread skip the FIFO queue while held.
-  void Grant(const std::shared_ptr<LimitSetBackend>& self, int64_t lease, bool exempting,
-             LimitAcquisition& result) ABSL_LOCKS_EXCLUDED(holders_mu_);
+  // Binds a granted acquisition (its items in place) to the set: `lease` from the take script
+  // (0 when it holds no resource units, or when granted without Redis: `fail_open`), which then
+  // gets a local id. `exempting`: made by Acquire()/TryAcquire(), it lets its thread skip the FIFO
+  // queue while held.
+  void Grant(const std::shared_ptr<LimitSetBackend>& self, int64_t lease, bool fail_open,
+             bool exempting, LimitAcquisition& result) ABSL_LOCKS_EXCLUDED(holders_mu_);
   // With kFailOpen: warns (once per outage) and returns true; with kFailClosed returns false.
   bool FailOpen(const std::exception& error, absl::string_view what);
   // Clears the outage flag after a successful call.
@@ -230,6 +233,7 @@ class RedisSetBackend final : public LimitSetBackend {
   std::weak_ptr<RedisSetBackend> self_;  // Set by Open().
   const std::string base_;
   const std::string channel_;
+  const pid_t pid_;  // The process that opened the set: only its acquisitions are released.
   std::shared_ptr<WakeSignal> wake_;
   RedisSubscriber::Token subscription_ = 0;
   // Per limit: the ARGV fields before the amount (index, code, capacity, window µs, burst, tau
@@ -248,8 +252,10 @@ class RedisSetBackend final : public LimitSetBackend {
   absl::flat_hash_map<pid_t, int64_t> exempting_ ABSL_GUARDED_BY(holders_mu_);
   // Those acquisitions, by lease id: the thread that made each.
   absl::flat_hash_map<uint64_t, pid_t> exempt_leases_ ABSL_GUARDED_BY(holders_mu_);
-  // Ids of acquisitions granted without Redis (kFailOpen): kLocalLease | a count.
+  // Ids of acquisitions without a lease: kLocalLease | a count.
   uint64_t local_leases_ ABSL_GUARDED_BY(holders_mu_) = 0;
+  // Those held now (Stats().holding adds them to the leases of every host).
+  std::atomic<int64_t> local_holding_{0};
 
   absl::Mutex async_mu_;
   std::shared_ptr<AsyncQueue> async_ ABSL_GUARDED_BY(async_mu_);

@@ -314,10 +314,15 @@ if wait ~= 0 then
   end
 end
 if wait == 0 then
-  local lease = fmt(NextId('acq', now))  -- A string: Lua's own concatenation would round it.
-  call('ZADD', base .. 'leases', now + ttl, lease)
+  -- A lease for resource units (a string: Lua's own concatenation would round the number).
+  local id = fmt(NextId('acq', now))
+  local lease = '0'
   for _, it in ipairs(list) do
     if it.a == 'r' then
+      if lease == '0' then
+        lease = id
+        call('ZADD', base .. 'leases', now + ttl, lease)
+      end
       AddUse(it.i, it.n)
       call('HSET', base .. 'lease:' .. lease, it.i, fmt(it.n))
     else
@@ -354,8 +359,11 @@ local lease = ARGV[1]
 CountMissing(ARGV[2])
 local list = items(5, tonumber(ARGV[4]))
 local notify = false
-local live = call('ZREM', base .. 'leases', lease)
-if live == 1 and ARGV[3] == '1' and DropLease(lease) then notify = true end
+local live = 1
+if lease ~= '0' then
+  live = call('ZREM', base .. 'leases', lease)
+  if live == 1 and DropLease(lease) then notify = true end
+end
 if #list > 0 then
   local now = clock()
   for _, it in ipairs(list) do

@@ -16,11 +16,13 @@
 //                 index, count; SlidingWindow: n, s = count, last µs of the newest entry's slice
 //   rate:<i>:log  list (SlidingWindow): "<time> <amount>" entries, oldest first
 //   use           hash: resource index -> units held (the sum of the live leases)
-//   leases        zset: lease id -> expiry (µs); lease:<id> hash: resource index -> units
+//   leases        zset: lease id -> expiry (µs) of the acquisitions holding resource units;
+//                 lease:<id> hash: resource index -> units
 //   queue         zset: FIFO ticket -> ticket (the head is the lowest)
 //   qexp          zset: ticket -> expiry (µs); every waiter has one, queued (FIFO) or not
-//   acq           counter of lease ids, one per acquisition (from the server time in µs when
-//                 created: ids never repeat after Redis lost its data)
+//   acq           counts the acquisitions; its value is the lease id of those that hold resource
+//                 units (it starts at the server time in µs: ids never repeat after Redis lost
+//                 its data)
 //   seq           counter of ticket ids (the same way)
 //   stats         hash: a0 = acq when created - 1 (acquisitions = acq - a0), to = timeouts, mu =
 //                 missing updates, ou = over-use reports, rh = leases reaped with units (holders
@@ -58,15 +60,17 @@ inline constexpr char kResourceCode = 'r';  // ResourceLimit.
 //   1: last try, not counted as a timeout (TryAcquire); 2: last try, counted as a timeout on
 //   failure. A last try drops the ticket it came with. Expired leases and tickets are reaped (at
 //   most 100 of each) when the request cannot go at once, and then it is checked again.
-//   Returns {0, lease id, now} when granted (every grant is a lease, also without resources), or
+//   Returns {0, lease id, now} when granted (lease id "0" when the request takes no resource
+//   units: only those are leases), or
 //   {wait, ticket, now}: wait > 0 is the µs until a retry can succeed (for a request that waits
 //   for a release or a new queue head: until the first lease or ticket expires, which may bring
 //   one), -1 means only a release or a new queue head helps; ticket is the caller's (0 after a
 //   last try).
 const std::string& TakeScript();
-// release: ARGV: lease, missing updates to count, holds resource units (0/1), n, items (GCRA items
-// with the amount to refund). Deletes the lease and gives back its units if it is still live,
-// refunds, wakes waiters. Returns 1 if the lease was live, else 0 (it expired and was reaped).
+// release: ARGV: lease ("0": none), missing updates to count, unused, n, items (GCRA items with
+// the amount to refund). Deletes the lease and gives back its units if it is still live, refunds,
+// wakes waiters. Returns 0 if the lease had expired (and was reaped), else 1. An acquisition
+// without a lease and without refunds needs no release.
 const std::string& ReleaseScript();
 // charge: ARGV: missing updates to count, n, items (amount: the over-use to charge). Charges
 // beyond the capacity and counts one over-use report. Returns now.
