@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,6 +29,7 @@
 #include "limits/limit.h"
 #include "limits/limit_pool.h"
 #include "limits/limit_set.h"
+#include "limits/redis/redis_client.h"
 #include "limits/redis/redis_limit_store.h"
 #include "limits/redis/redis_options.h"
 #include "testing/redis_server.h"
@@ -376,6 +380,33 @@ TEST_F(RedisLimitSetTest, ASetWithoutLimitsAndAPoolOfSetsWork) {
   const LimitPoolStats stats = pool.Stats();
   EXPECT_EQ(stats.sets[0].at("connections").in_use, 1);
   EXPECT_EQ(stats.sets[1].at("connections").in_use, 1);
+}
+
+TEST_F(RedisLimitSetTest, AnAcquisitionCostsOneScriptAndItsReleaseOneWhenItGivesBack) {
+  redis_internal::RedisClient client(Options());
+  // The scripts the server ran so far (INFO commandstats).
+  const auto scripts = [&client] {
+    const std::string info = client.Command({"INFO", "commandstats"}).str();
+    const size_t at = info.find("cmdstat_evalsha:calls=");
+    if (at == std::string::npos) return int64_t{0};
+    return static_cast<int64_t>(
+        std::strtoll(info.c_str() + at + std::strlen("cmdstat_evalsha:calls="), nullptr, 10));
+  };
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set = Create(store, {RateLimit("tokens", 100, absl::Hours(1), RateLimitAlgorithm::kGcra),
+                                CallLimit(100, absl::Hours(1))});
+  LimitSet held = Create(store, {ResourceLimit("connections", 1)}, "held");
+  set.Acquire({{"tokens", 1}}).Update({{"tokens", 1}});  // Loads the scripts.
+  held.Acquire();
+  int64_t before = scripts();
+  set.Acquire({{"tokens", 5}}).Update({{"tokens", 5}});  // All used: nothing to give back.
+  EXPECT_EQ(scripts() - before, 1);
+  before = scripts();
+  set.Acquire({{"tokens", 5}}).Update({{"tokens", 2}});  // A refund.
+  EXPECT_EQ(scripts() - before, 2);
+  before = scripts();
+  held.Acquire();  // A resource unit.
+  EXPECT_EQ(scripts() - before, 2);
 }
 
 TEST_F(RedisLimitSetTest, OverUseIsChargedAndReported) {

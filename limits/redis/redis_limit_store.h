@@ -68,7 +68,9 @@ class StoreCore;
 // A LimitStore on one Redis server (or one logical database of it). Share one per process and
 // Redis: it owns a connection pool (RedisOptions::pool_size), one subscriber connection and the
 // lease renewal thread. Sets opened on it keep what they need alive after the store handle is
-// gone. Thread-safe.
+// gone. Not fork-safe: a fork()ed child connects a store of its own and opens its sets on it (an
+// acquisition it inherited from its parent is released by the parent, not by the child).
+// Thread-safe.
 class RedisLimitStore final : public LimitStore {
  public:
   // Validates `options` (InvalidOptionError naming the field, its value and the allowed range).

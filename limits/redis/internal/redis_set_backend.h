@@ -116,9 +116,14 @@ class StoreCore {
 
 // The Redis engine of one LimitSet. Thread-safe.
 //
+// Acquisitions: one take script. Those holding resource units get a lease (LeaseOf() is its id in
+// Redis), renewed by the store; the others get a local id (kLocalLease), and their release calls
+// Redis only to refund unused TokenBucket/GCRA tokens. FIFO exemption (a thread holding an
+// acquisition made with Acquire()/TryAcquire()) is tracked here, by thread id.
 // Waiting: a request that cannot be served sleeps until the retry-after the take script computed,
 // its deadline, or a message on the set's wake-up channel (a release, a refund, the queue head
 // leaving), and at most lease_ttl / 3 (each take renews its FIFO ticket), then takes again.
+// AcquireAsync(): one helper thread per set serves the waiting requests in order, the same way.
 // Redis unavailable: with RedisFailure::kFailClosed the RedisError reaches the caller of
 // Acquire()/TryAcquire() (AcquireAsync(): its future); with kFailOpen the request is granted
 // without holding anything in Redis, with one warning per outage. A release that cannot reach
