@@ -524,7 +524,7 @@ TEST_F(RedisLimitSetTest, AcquireAsyncWaitsCancelsAndTimesOut) {
 
 TEST_F(RedisLimitSetTest, AKilledHolderGivesItsUnitsBackWithinTheLeaseTtl) {
   RedisOptions options = Options();
-  options.lease_ttl = absl::Seconds(1);
+  options.lease_ttl = absl::Seconds(2);
   // Forked before this process starts any thread of its own: the child connects by itself.
   int ready[2];
   ASSERT_EQ(pipe(ready), 0);
@@ -561,11 +561,11 @@ TEST_F(RedisLimitSetTest, AKilledHolderGivesItsUnitsBackWithinTheLeaseTtl) {
 
 TEST_F(RedisLimitSetTest, LeasesOfLiveHoldersAreRenewed) {
   RedisOptions options = Options();
-  options.lease_ttl = absl::Milliseconds(600);
+  options.lease_ttl = absl::Milliseconds(1200);
   auto store = RedisLimitStore::Connect(options);
   LimitSet set = Create(store, {ResourceLimit("connections", 1)});
   LimitAcquisition held = set.Acquire();
-  absl::SleepFor(absl::Milliseconds(1500));  // Two and a half TTLs: renewed meanwhile.
+  absl::SleepFor(absl::Milliseconds(3000));  // Two and a half TTLs: renewed meanwhile.
   std::optional<LimitAcquisition> other;
   std::thread([&] { other = set.TryAcquire(); }).join();
   EXPECT_FALSE(other.has_value());
