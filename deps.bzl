@@ -141,6 +141,14 @@ def concurry_deps():
         packages = ["libcaf-dev"],
         required = ["/usr/include/caf/all.hpp"],
     )
+
+    # hiredis 0.14.1 (Debian libhiredis-dev), the Redis client under //limits/redis. It has no
+    # TLS support (hiredis_ssl came with hiredis 1.0), so neither has concurry's Redis client.
+    _system(
+        name = "com_github_redis_hiredis",
+        packages = ["libhiredis-dev"],
+        required = ["/usr/include/hiredis/hiredis.h"],
+    )
     _system(
         name = "com_google_protobuf",
         packages = ["libprotobuf-dev", "protobuf-compiler"],

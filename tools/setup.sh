@@ -18,6 +18,9 @@ PACKAGES=(
   libabsl-dev libgtest-dev libgmock-dev googletest libbenchmark-dev libtbb-dev
   libgoogle-glog-dev libgflags-dev libcereal-dev libasio-dev libcaf-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  # Redis: the server the Redis LimitSet tests and benchmarks start (redis-server, redis-benchmark)
+  # and the client library behind //limits/redis (hiredis).
+  redis-server redis-tools libhiredis-dev
   # The benchmark report (//benchmarks:report): compare.py's U test, charts.
   libbenchmark-tools python3-scipy python3-matplotlib
 )

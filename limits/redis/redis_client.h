@@ -1,0 +1,245 @@
+// The Redis client under the LimitSet store on Redis (internal): a pool of connections that runs
+// commands and Lua scripts with bounded waits, and a subscriber that calls back on pub/sub
+// messages. Built on hiredis 0.14.1 (formatting and parsing only; the socket I/O is concurry's, so
+// every wait has a deadline and a dead server never raises SIGPIPE).
+//
+//   RedisClient client({.port = 6380, .command_timeout = absl::Milliseconds(200)});
+//   RedisReply pong = client.Command({"PING"});                  // pong.str() == "PONG"
+//   static const RedisScript kIncr("incr", "return redis.call('INCRBY', KEYS[1], ARGV[1])");
+//   int64_t n = client.EvalSha(kIncr, {"counter"}, {"5"}).integer();
+//   RedisSubscriber subscriber(options);
+//   auto token = subscriber.Subscribe("wake", [&] { wakeups.Notify(); });
+//
+// Not fork-safe: make clients and subscribers in the process that uses them (after fork()).
+
+#ifndef CONCURRY_LIMITS_REDIS_REDIS_CLIENT_H_
+#define CONCURRY_LIMITS_REDIS_REDIS_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "limits/redis/redis_options.h"
+
+namespace concurry {
+namespace redis_internal {
+
+// One decoded reply, owning its data: nil, integer, (bulk) string, status ("OK"), error
+// ("ERR ...", "NOSCRIPT ...") or an array of replies. Strings are binary-safe. Thread-compatible.
+class RedisReply {
+ public:
+  enum class Type { kNil, kInteger, kString, kStatus, kError, kArray };
+
+  RedisReply() = default;  // Nil.
+  static RedisReply Integer(int64_t value);
+  static RedisReply String(std::string value);
+  static RedisReply Status(std::string value);
+  static RedisReply Error(std::string message);
+  static RedisReply Array(std::vector<RedisReply> elements);
+
+  Type type() const { return type_; }
+  bool is_nil() const { return type_ == Type::kNil; }
+  bool is_integer() const { return type_ == Type::kInteger; }
+  bool is_string() const { return type_ == Type::kString; }
+  bool is_status() const { return type_ == Type::kStatus; }
+  bool is_error() const { return type_ == Type::kError; }
+  bool is_array() const { return type_ == Type::kArray; }
+
+  // The value of an integer reply; throws RedisError (naming the reply) for any other type.
+  int64_t integer() const;
+  // The bytes of a string, status or error reply; throws RedisError for any other type.
+  const std::string& str() const;
+  // The elements of an array reply; throws RedisError for any other type.
+  const std::vector<RedisReply>& elements() const;
+
+  // Renders the reply for messages and tests: nil, 42, "text" (escaped), +OK, -ERR x, [a, b].
+  std::string DebugString() const;
+
+ private:
+  Type type_ = Type::kNil;
+  int64_t integer_ = 0;
+  std::string str_;
+  std::vector<RedisReply> elements_;
+};
+
+// A Lua script run by its SHA1 (EVALSHA). The SHA is learnt from SCRIPT LOAD on first use and the
+// script is loaded again when the server answers NOSCRIPT (it restarted or ran SCRIPT FLUSH).
+// Make one per script, e.g. a function-local static. Thread-safe.
+class RedisScript {
+ public:
+  // `name` appears in error messages ("EVALSHA take: timed out after 1s").
+  RedisScript(std::string name, std::string source);
+
+  const std::string& name() const { return name_; }
+  const std::string& source() const { return source_; }
+
+ private:
+  friend class RedisClient;
+
+  // The SHA1 from the last SCRIPT LOAD, or "" before the first.
+  std::string sha() const ABSL_LOCKS_EXCLUDED(mu_);
+  void set_sha(std::string sha) const ABSL_LOCKS_EXCLUDED(mu_);
+
+  const std::string name_;
+  const std::string source_;
+  const std::string eval_label_;  // "EVALSHA <name>"
+  const std::string load_label_;  // "SCRIPT LOAD <name>"
+  mutable absl::Mutex mu_;
+  mutable std::string sha_ ABSL_GUARDED_BY(mu_);
+};
+
+class RedisConnection;  // One connection (redis_client.cc).
+struct Waker;           // The subscriber thread's wake-up (redis_client.cc).
+
+// A pool of options.pool_size connections to one Redis server, opened on demand. Every connection
+// authenticates (AUTH [user] password) and selects options.db when it opens. A connection that
+// fails (I/O error, timeout, protocol error) is closed and replaced on a later call; one that the
+// server closed while idle (a restart) is noticed before use and replaced, so the call succeeds.
+// After a failed connection attempt, calls fail at once with that error until
+// options.reconnect_backoff has passed; then the next call tries again.
+//
+// Bounds: a call waits at most command_timeout for a free connection ("all N connections busy"),
+// at most connect_timeout (plus command_timeout for AUTH and SELECT) to open one, and at most
+// command_timeout for sending the command and receiving its reply. Connection failures and
+// timeouts throw RedisError naming options.Address() and the command; a reply that is a Redis
+// error (WRONGTYPE, a script error) is returned as a kError reply, not thrown.
+//
+// Thread-safe. Destroy only when no call is in flight.
+class RedisClient {
+ public:
+  // Validates `options` (InvalidOptionError); does not connect.
+  explicit RedisClient(RedisOptions options);
+  ~RedisClient();
+
+  RedisClient(const RedisClient&) = delete;
+  RedisClient& operator=(const RedisClient&) = delete;
+
+  // Runs one command: args[0] is its name, every argument binary-safe. `args` must not be empty.
+  RedisReply Command(const std::vector<std::string>& args) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Runs `script` with `keys` (KEYS[1..]) and `args` (ARGV[1..]) by EVALSHA; loads the script
+  // (SCRIPT LOAD) first when its SHA is not known yet and again after a NOSCRIPT reply (once per
+  // call). A script error comes back as a kError reply; a failing SCRIPT LOAD throws RedisError.
+  RedisReply EvalSha(const RedisScript& script, const std::vector<std::string>& keys,
+                     const std::vector<std::string>& args) ABSL_LOCKS_EXCLUDED(mu_);
+
+  const RedisOptions& options() const { return options_; }
+  // options().Address(): "host:port" or "unix:<path>".
+  const std::string& address() const { return address_; }
+
+  // Connections opened so far (for tests: a restart shows up as new connections).
+  int64_t connects() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  // Takes a free pool slot (waiting at most command_timeout) with its idle connection, opening a
+  // new one when the slot has none or the server closed it.
+  std::unique_ptr<RedisConnection> Checkout(absl::string_view command) ABSL_LOCKS_EXCLUDED(mu_);
+  // Gives the slot back, with `connection` for reuse, or null when it failed.
+  void Checkin(std::unique_ptr<RedisConnection> connection) ABSL_LOCKS_EXCLUDED(mu_);
+  // Opens a connection unless the last attempt failed within reconnect_backoff.
+  std::unique_ptr<RedisConnection> Connect() ABSL_LOCKS_EXCLUDED(mu_);
+  // Runs `args` on a pooled connection.
+  RedisReply Run(const std::vector<std::string>& args, absl::string_view what)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  std::string LoadScript(const RedisScript& script) ABSL_LOCKS_EXCLUDED(mu_);
+
+  const RedisOptions options_;
+  const std::string address_;
+
+  mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<RedisConnection>> idle_ ABSL_GUARDED_BY(mu_);
+  int free_slots_ ABSL_GUARDED_BY(mu_);
+  // After a failed attempt: no new attempt before next_connect_; calls fail with connect_error_.
+  absl::Time next_connect_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::string connect_error_ ABSL_GUARDED_BY(mu_);
+  int64_t connects_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Calls back on messages published to channels, over one dedicated connection served by a thread
+// of its own. A subscription's callback runs once when the server confirms the subscription, once
+// more each time it is confirmed again after a reconnect (Redis restarted: a message published
+// while the connection was down is lost, and this call stands in for it), and once per message.
+// So a waiter that subscribes, then checks its condition, then sleeps until called back, misses
+// no wake-up. While Redis is down, the thread retries every options.reconnect_backoff.
+//
+// Callbacks run on the subscriber's thread, one at a time, with no lock held; they must be quick
+// (signal a waiter) and may call Subscribe and Unsubscribe. The destructor wakes the thread and
+// joins it; it waits at most connect_timeout when the thread is opening a connection.
+//
+// Thread-safe.
+class RedisSubscriber {
+ public:
+  using Token = uint64_t;
+
+  // Validates `options` (InvalidOptionError) and starts the thread, which connects.
+  explicit RedisSubscriber(RedisOptions options);
+  ~RedisSubscriber();
+
+  RedisSubscriber(const RedisSubscriber&) = delete;
+  RedisSubscriber& operator=(const RedisSubscriber&) = delete;
+
+  // Calls `on_message` on every message to `channel` (a full channel name: add the key prefix
+  // yourself) until Unsubscribe(token). Several subscriptions may share a channel.
+  Token Subscribe(std::string channel, std::function<void()> on_message) ABSL_LOCKS_EXCLUDED(mu_);
+  // Ends a subscription. After it returns, its callback is not running and will not run again
+  // (unless called from that callback itself). Unknown or ended tokens are ignored.
+  void Unsubscribe(Token token) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Connections opened so far (for tests).
+  int64_t connects() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  struct Channel {
+    std::map<Token, std::shared_ptr<const std::function<void()>>> callbacks;
+    bool requested = false;  // SUBSCRIBE sent on the current connection.
+    bool confirmed = false;  // And confirmed by the server.
+  };
+  using Callbacks = std::vector<std::shared_ptr<const std::function<void()>>>;
+
+  // The thread: connect, serve, and after a failure wait reconnect_backoff; until stopped.
+  void Run() ABSL_LOCKS_EXCLUDED(mu_);
+  // One connection's life: subscribe, deliver, until it fails (RedisError) or the subscriber
+  // stops (Stopped).
+  void Serve(RedisConnection& connection, const Waker& waker) ABSL_LOCKS_EXCLUDED(mu_);
+  // Sends SUBSCRIBE / UNSUBSCRIBE for the channels whose wanted state changed.
+  void SyncChannels(RedisConnection& connection, const Waker& waker) ABSL_LOCKS_EXCLUDED(mu_);
+  // Calls the new subscriptions of channels that were already confirmed.
+  void RunFirstCalls() ABSL_LOCKS_EXCLUDED(mu_);
+  // Calls the callbacks of `channel`.
+  void Dispatch(const std::string& channel) ABSL_LOCKS_EXCLUDED(mu_);
+  // Runs `callbacks` on this thread without the lock, then ends the run (dispatch_seq_ even).
+  void Call(const Callbacks& callbacks) ABSL_LOCKS_EXCLUDED(mu_);
+  // Sleeps `duration`, or less when the subscriber stops.
+  void Pause(absl::Duration duration) ABSL_LOCKS_EXCLUDED(mu_);
+  // Wakes the thread from poll().
+  void Wake();
+
+  const RedisOptions options_;
+  const std::string address_;
+  const int wake_fd_;  // eventfd: written to wake the thread from poll().
+
+  mutable absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  Token next_token_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<std::string, Channel> channels_ ABSL_GUARDED_BY(mu_);
+  std::map<Token, std::string> token_channels_ ABSL_GUARDED_BY(mu_);
+  // Subscriptions made to a channel already confirmed, to be called once by the thread.
+  std::vector<Token> pending_first_calls_ ABSL_GUARDED_BY(mu_);
+  // Odd while callbacks run; Unsubscribe waits for the run in progress to end.
+  uint64_t dispatch_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t connects_ ABSL_GUARDED_BY(mu_) = 0;
+
+  std::thread thread_;
+};
+
+}  // namespace redis_internal
+}  // namespace concurry
+
+#endif  // CONCURRY_LIMITS_REDIS_REDIS_CLIENT_H_

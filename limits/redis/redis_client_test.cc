@@ -1,0 +1,460 @@
+#include "limits/redis/redis_client.h"
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "gtest/gtest.h"
+#include "limits/redis/redis_options.h"
+#include "testing/redis_server.h"
+
+namespace concurry {
+namespace redis_internal {
+namespace {
+
+using ::concurry::testkit::RedisServer;
+using ::concurry::testkit::RedisServerOptions;
+
+// Generous bounds for real-time checks under the sanitizers on a shared 2-core machine.
+constexpr absl::Duration kSlack = absl::Seconds(2);
+
+// The message of the RedisError thrown by `f`, or a failure when it throws nothing or another type.
+template <typename F>
+std::string RedisErrorOf(F f) {
+  try {
+    f();
+  } catch (const RedisError& e) {
+    EXPECT_EQ(e.code(), absl::StatusCode::kUnavailable);
+    return e.what();
+  }
+  ADD_FAILURE() << "no RedisError";
+  return "";
+}
+
+class RedisClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why_not;
+    ASSERT_TRUE(RedisServer::Available(&why_not)) << why_not;
+  }
+
+  void StartRedis(RedisServerOptions options = {}) {
+    redis_ = RedisServer::Start(std::move(options));
+  }
+
+  RedisOptions Options() const { return {.port = redis_->port()}; }
+
+  std::unique_ptr<RedisServer> redis_;
+};
+
+TEST(RedisOptionsTest, DefaultsAreValid) {
+  const RedisOptions options;
+  EXPECT_NO_THROW(options.Validate());
+  EXPECT_EQ(options.Address(), "127.0.0.1:6379");
+  EXPECT_EQ(RedisOptions{.unix_socket = "/run/redis.sock"}.Address(), "unix:/run/redis.sock");
+  EXPECT_EQ((RedisOptions{.host = "::1", .port = 7000}.Address()), "[::1]:7000");
+  EXPECT_EQ(options.failure, RedisFailure::kFailClosed);
+}
+
+TEST(RedisOptionsTest, RejectsEachBadFieldNamingValueAndRange) {
+  struct Case {
+    RedisOptions options;
+    std::string expected;
+  };
+  const Case cases[] = {
+      {{.host = ""}, "RedisOptions.host is empty"},
+      {{.port = 0}, "RedisOptions.port = 0 is out of range; allowed: 1 to 65535"},
+      {{.port = 70000}, "RedisOptions.port = 70000"},
+      {{.unix_socket = std::string(200, 'x')}, "RedisOptions.unix_socket"},
+      {{.user = "limits"}, "RedisOptions.user 'limits' needs a password"},
+      {{.db = -1}, "RedisOptions.db = -1 is out of range"},
+      {{.key_prefix = "app{1}:"}, "RedisOptions.key_prefix 'app{1}:' contains '{' or '}'"},
+      {{.connect_timeout = absl::ZeroDuration()},
+       "RedisOptions.connect_timeout = 0 is out of range"},
+      {{.command_timeout = absl::InfiniteDuration()}, "RedisOptions.command_timeout = inf"},
+      {{.pool_size = 0}, "RedisOptions.pool_size = 0 is out of range; allowed: 1 to 1024"},
+      {{.lease_ttl = absl::Milliseconds(10)}, "RedisOptions.lease_ttl = 10ms is out of range"},
+      {{.failure = static_cast<RedisFailure>(7)}, "RedisOptions.failure = 7"},
+      {{.reconnect_backoff = absl::ZeroDuration()}, "RedisOptions.reconnect_backoff = 0"},
+  };
+  for (const Case& c : cases) {
+    try {
+      c.options.Validate();
+      ADD_FAILURE() << "accepted; expected: " << c.expected;
+    } catch (const InvalidOptionError& e) {
+      EXPECT_TRUE(absl::StrContains(e.what(), c.expected)) << e.what();
+    }
+  }
+  // A client validates its options too.
+  EXPECT_THROW(RedisClient({.pool_size = 0}), InvalidOptionError);
+  EXPECT_THROW(RedisSubscriber({.port = -1}), InvalidOptionError);
+}
+
+TEST(RedisOptionsTest, ParsesFailureModes) {
+  RedisFailure failure = RedisFailure::kFailClosed;
+  std::string error;
+  EXPECT_TRUE(AbslParseFlag("open", &failure, &error));
+  EXPECT_EQ(failure, RedisFailure::kFailOpen);
+  EXPECT_TRUE(AbslParseFlag(" Fail_Closed ", &failure, &error));
+  EXPECT_EQ(failure, RedisFailure::kFailClosed);
+  EXPECT_FALSE(AbslParseFlag("sometimes", &failure, &error));
+  EXPECT_TRUE(absl::StrContains(error, "fail_closed, closed, fail_open, open")) << error;
+  EXPECT_EQ(AbslUnparseFlag(RedisFailure::kFailOpen), "fail_open");
+}
+
+TEST(RedisReplyTest, AccessorsCheckTheType) {
+  const RedisReply array = RedisReply::Array(
+      {RedisReply::Integer(3), RedisReply::String(std::string("a\0b", 3)), RedisReply()});
+  EXPECT_EQ(array.DebugString(), "[3, \"a\\000b\", nil]");
+  EXPECT_EQ(array.elements()[0].integer(), 3);
+  EXPECT_TRUE(absl::StrContains(RedisErrorOf([&] { array.integer(); }),
+                                "expected an integer reply from Redis, got [3"));
+  EXPECT_TRUE(absl::StrContains(RedisErrorOf([&] { RedisReply().str(); }), "got nil"));
+  EXPECT_EQ(RedisReply::Status("OK").DebugString(), "+OK");
+  EXPECT_EQ(RedisReply::Error("ERR x").DebugString(), "-ERR x");
+}
+
+TEST_F(RedisClientTest, RunsCommandsAndDecodesEveryReplyType) {
+  StartRedis();
+  RedisClient client(Options());
+  EXPECT_EQ(client.Command({"PING"}).DebugString(), "+PONG");
+  EXPECT_TRUE(client.Command({"GET", "missing"}).is_nil());
+  EXPECT_EQ(client.Command({"SET", "k", "v"}).DebugString(), "+OK");
+  EXPECT_EQ(client.Command({"GET", "k"}).str(), "v");
+  EXPECT_EQ(client.Command({"INCRBY", "n", "41"}).integer(), 41);
+  EXPECT_EQ(client.Command({"INCR", "n"}).integer(), 42);
+  client.Command({"RPUSH", "list", "a", "b"});
+  EXPECT_EQ(client.Command({"LRANGE", "list", "0", "-1"}).DebugString(), "[\"a\", \"b\"]");
+  EXPECT_EQ(client.connects(), 1);  // One connection served every call.
+  EXPECT_EQ(client.address(), absl::StrCat("127.0.0.1:", redis_->port()));
+}
+
+TEST_F(RedisClientTest, ArgumentsAreBinarySafe) {
+  StartRedis();
+  RedisClient client(Options());
+  std::string value("\0\r\n$3\r\n*\xff", 9);
+  const std::string key("key with spaces\0and nul", 23);
+  client.Command({"SET", key, value});
+  EXPECT_EQ(client.Command({"GET", key}).str(), value);
+  EXPECT_EQ(client.Command({"STRLEN", key}).integer(), 9);
+  const std::string big(1 << 20, 'x');  // Larger than a socket buffer: sent in pieces.
+  client.Command({"SET", "big", big});
+  EXPECT_EQ(client.Command({"GET", "big"}).str(), big);
+}
+
+TEST_F(RedisClientTest, ErrorRepliesAreReturnedNotThrown) {
+  StartRedis();
+  RedisClient client(Options());
+  client.Command({"SET", "s", "text"});
+  const RedisReply reply = client.Command({"INCR", "s"});
+  ASSERT_TRUE(reply.is_error());
+  EXPECT_TRUE(absl::StartsWith(reply.str(), "ERR value is not an integer")) << reply.str();
+  EXPECT_TRUE(client.Command({"NO-SUCH-COMMAND"}).is_error());
+  EXPECT_EQ(client.Command({"PING"}).str(), "PONG");  // The connection is still fine.
+  EXPECT_EQ(client.connects(), 1);
+  EXPECT_THROW(client.Command({}), InvalidOptionError);
+}
+
+TEST_F(RedisClientTest, EvalShaLoadsTheScriptOnceAndAgainAfterNoscript) {
+  StartRedis();
+  RedisClient client(Options());
+  static const RedisScript kScript(
+      "concat", "return redis.call('INCRBY', KEYS[1], ARGV[1]) .. ':' .. ARGV[2]");
+  EXPECT_EQ(client.EvalSha(kScript, {"n"}, {"5", "a\0b"}).str(), "5:a");
+  EXPECT_EQ(client.EvalSha(kScript, {"n"}, {"5", "x"}).str(), "10:x");
+  // The server forgets its scripts: EVALSHA answers NOSCRIPT, the client loads it again.
+  EXPECT_EQ(client.Command({"SCRIPT", "FLUSH"}).str(), "OK");
+  EXPECT_EQ(client.EvalSha(kScript, {"n"}, {"1", "y"}).str(), "11:y");
+  redis_->Restart();
+  EXPECT_EQ(client.EvalSha(kScript, {"n"}, {"1", "z"}).str(), "1:z");  // Empty data, no script.
+  // A runtime error of the script is a reply; a script that does not compile throws.
+  static const RedisScript kFails("fails", "return redis.call('INCR', KEYS[1])");
+  client.Command({"SET", "s", "text"});
+  EXPECT_TRUE(client.EvalSha(kFails, {"s"}, {}).is_error());
+  static const RedisScript kBroken("broken", "return (");
+  const std::string message = RedisErrorOf([&] { client.EvalSha(kBroken, {}, {}); });
+  EXPECT_TRUE(absl::StrContains(message, "SCRIPT LOAD broken failed")) << message;
+}
+
+TEST_F(RedisClientTest, CommandTimesOutAndTheNextCallWorks) {
+  StartRedis();
+  RedisClient client({.port = redis_->port(), .command_timeout = absl::Milliseconds(200)});
+  client.Command({"PING"});
+  const absl::Time start = absl::Now();
+  // BLPOP blocks on the server for 2 s: longer than the command timeout.
+  const std::string message = RedisErrorOf([&] { client.Command({"BLPOP", "empty", "2"}); });
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_GE(took, absl::Milliseconds(200));
+  EXPECT_LT(took, absl::Milliseconds(200) + kSlack);
+  EXPECT_EQ(message,
+            absl::StrCat("Redis 127.0.0.1:", redis_->port(), ": BLPOP timed out after 200ms"));
+  // The timed-out connection is dropped (its reply would come later); a new one serves the call.
+  EXPECT_EQ(client.Command({"PING"}).str(), "PONG");
+  EXPECT_EQ(client.connects(), 2);
+}
+
+TEST_F(RedisClientTest, ServerDownFailsFastNamingTheAddressThenBacksOff) {
+  StartRedis();
+  RedisClient client({.port = redis_->port(), .reconnect_backoff = absl::Seconds(30)});
+  client.Command({"PING"});
+  redis_->Stop();
+  const absl::Time start = absl::Now();
+  const std::string message = RedisErrorOf([&] { client.Command({"PING"}); });
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1) + kSlack);  // connect_timeout 1 s
+  EXPECT_TRUE(absl::StrContains(
+      message, absl::StrCat("Redis 127.0.0.1:", redis_->port(), ": cannot connect")))
+      << message;
+  EXPECT_TRUE(absl::StrContains(message, "Connection refused")) << message;
+  // Within the backoff, calls fail at once with the same reason and no new attempt.
+  const std::string again = RedisErrorOf([&] { client.Command({"PING"}); });
+  EXPECT_TRUE(absl::StrContains(again, "Connection refused")) << again;
+  EXPECT_TRUE(absl::StrContains(again, "next attempt in")) << again;
+}
+
+TEST_F(RedisClientTest, ReconnectsWhenRedisComesBack) {
+  StartRedis();
+  RedisClient client({.port = redis_->port(), .reconnect_backoff = absl::Milliseconds(50)});
+  client.Command({"SET", "k", "v"});
+  // A restart while idle: the closed connection is noticed before use, so no call fails.
+  redis_->Restart();
+  EXPECT_TRUE(client.Command({"GET", "k"}).is_nil());
+  EXPECT_EQ(client.connects(), 2);
+  // Down for a while: calls fail; once it is back, a call after the backoff succeeds.
+  redis_->Kill();
+  EXPECT_THROW(client.Command({"PING"}), RedisError);
+  redis_->Restart();
+  const absl::Time deadline = absl::Now() + kSlack;
+  std::string last_error;
+  bool ok = false;
+  while (!ok && absl::Now() < deadline) {
+    try {
+      ok = client.Command({"PING"}).str() == "PONG";
+    } catch (const RedisError& e) {
+      last_error = e.what();
+      absl::SleepFor(absl::Milliseconds(50));  // The backoff: a real-time wait by design.
+    }
+  }
+  EXPECT_TRUE(ok) << last_error;
+}
+
+TEST_F(RedisClientTest, AuthenticatesWithPasswordAndAclUser) {
+  StartRedis({.extra_args = {"--requirepass", "s3cret"}});
+  // Without a password, the server answers NOAUTH (a reply, not a connection failure).
+  RedisClient anonymous(Options());
+  const RedisReply refused = anonymous.Command({"GET", "k"});
+  ASSERT_TRUE(refused.is_error());
+  EXPECT_TRUE(absl::StartsWith(refused.str(), "NOAUTH")) << refused.str();
+
+  RedisClient wrong({.port = redis_->port(), .password = "wrong"});
+  const std::string message = RedisErrorOf([&] { wrong.Command({"PING"}); });
+  EXPECT_TRUE(absl::StrContains(message, "AUTH failed: WRONGPASS")) << message;
+  EXPECT_FALSE(absl::StrContains(message, "wrong")) << "the password leaked: " << message;
+
+  RedisClient admin({.port = redis_->port(), .password = "s3cret"});
+  EXPECT_EQ(admin.Command({"PING"}).str(), "PONG");
+  EXPECT_EQ(admin.Command({"ACL", "SETUSER", "limits", "on", ">pw", "~app:*", "+@all"}).str(),
+            "OK");
+  RedisClient user({.port = redis_->port(), .user = "limits", .password = "pw"});
+  EXPECT_EQ(user.Command({"SET", "app:k", "v"}).str(), "OK");
+  EXPECT_TRUE(user.Command({"SET", "other", "v"}).is_error());  // Outside its key pattern.
+  RedisClient bad_user({.port = redis_->port(), .user = "limits", .password = "nope"});
+  EXPECT_THROW(bad_user.Command({"PING"}), RedisError);
+}
+
+TEST_F(RedisClientTest, SelectsTheDatabase) {
+  StartRedis();
+  RedisClient db3({.port = redis_->port(), .db = 3});
+  RedisClient db0(Options());
+  db3.Command({"SET", "k", "three"});
+  EXPECT_TRUE(db0.Command({"GET", "k"}).is_nil());
+  EXPECT_EQ(db3.Command({"GET", "k"}).str(), "three");
+  RedisClient db99({.port = redis_->port(), .db = 99});  // The server has 16 databases.
+  const std::string message = RedisErrorOf([&] { db99.Command({"PING"}); });
+  EXPECT_TRUE(absl::StrContains(message, "SELECT 99 failed: ERR DB index is out of range"))
+      << message;
+}
+
+TEST_F(RedisClientTest, ConnectsOverAUnixSocket) {
+  StartRedis({.unix_socket = true});
+  RedisClient client({.unix_socket = redis_->unix_socket_path()});
+  EXPECT_EQ(client.Command({"PING"}).str(), "PONG");
+  EXPECT_EQ(client.address(), absl::StrCat("unix:", redis_->unix_socket_path()));
+}
+
+TEST_F(RedisClientTest, PoolBoundsCommandsInFlight) {
+  StartRedis();
+  RedisClient client({.port = redis_->port(), .command_timeout = absl::Seconds(5), .pool_size = 2});
+  // Four BLPOPs of 0.3 s on two connections take two rounds.
+  const absl::Time start = absl::Now();
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&] { EXPECT_TRUE(client.Command({"BLPOP", "none", "0.3"}).is_nil()); });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(600));
+  EXPECT_EQ(client.connects(), 2);
+}
+
+TEST_F(RedisClientTest, ManyThreadsShareThePool) {
+  StartRedis();
+  RedisClient client({.port = redis_->port(), .pool_size = 3});
+  static const RedisScript kAdd("add", "return redis.call('INCRBY', KEYS[1], ARGV[1])");
+  constexpr int kThreads = 8;
+  constexpr int kCalls = 100;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kCalls; ++i) {
+        if (i % 2 == 0) {
+          client.Command({"INCR", "n"});
+        } else {
+          client.EvalSha(kAdd, {"n"}, {"1"});
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(client.Command({"GET", "n"}).str(), absl::StrCat(kThreads * kCalls));
+  EXPECT_LE(client.connects(), 3);
+}
+
+// Counts a subscription's calls; waits for a count.
+class Calls {
+ public:
+  void Add() {
+    absl::MutexLock lock(&mu_);
+    ++count_;
+  }
+  int count() {
+    absl::MutexLock lock(&mu_);
+    return count_;
+  }
+  // Waits until at least `n` calls were made (bounded); returns whether they were.
+  bool WaitFor(int n, absl::Duration timeout = absl::Seconds(10)) {
+    absl::MutexLock lock(&mu_);
+    struct Arg {
+      int* count;
+      int n;
+    } arg{&count_, n};
+    return mu_.AwaitWithTimeout(absl::Condition(
+                                    +[](Arg* a) { return *a->count >= a->n; }, &arg),
+                                timeout);
+  }
+
+ private:
+  absl::Mutex mu_;
+  int count_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+TEST_F(RedisClientTest, SubscriberCallsOnConfirmationAndOnEveryMessage) {
+  StartRedis();
+  RedisClient client(Options());
+  RedisSubscriber subscriber(Options());
+  Calls calls;
+  Calls barrier;
+  const RedisSubscriber::Token token = subscriber.Subscribe("wake", [&] { calls.Add(); });
+  subscriber.Subscribe("barrier", [&] { barrier.Add(); });
+  ASSERT_TRUE(calls.WaitFor(1));  // Confirmed: messages from now on are delivered.
+  ASSERT_TRUE(barrier.WaitFor(1));
+  EXPECT_EQ(client.Command({"PUBLISH", "wake", "x"}).integer(), 1);
+  EXPECT_EQ(client.Command({"PUBLISH", "wake", "y"}).integer(), 1);
+  ASSERT_TRUE(calls.WaitFor(3));
+  EXPECT_EQ(client.Command({"PUBLISH", "other", "z"}).integer(), 0);
+
+  // After Unsubscribe returns, the callback is not called, even for a message already on its way.
+  subscriber.Unsubscribe(token);
+  client.Command({"PUBLISH", "wake", "late"});
+  client.Command({"PUBLISH", "barrier", "b"});
+  ASSERT_TRUE(barrier.WaitFor(2));  // Messages arrive in order: "late" was handled before.
+  EXPECT_EQ(calls.count(), 3);
+  subscriber.Unsubscribe(token);  // Ended tokens are ignored.
+  EXPECT_EQ(subscriber.connects(), 1);
+}
+
+TEST_F(RedisClientTest, SecondSubscriptionToAConfirmedChannelIsCalledOnce) {
+  StartRedis();
+  RedisSubscriber subscriber(Options());
+  Calls first;
+  Calls second;
+  subscriber.Subscribe("ch", [&] { first.Add(); });
+  ASSERT_TRUE(first.WaitFor(1));
+  subscriber.Subscribe("ch", [&] { second.Add(); });
+  ASSERT_TRUE(second.WaitFor(1));  // Active at once: called as if confirmed now.
+  RedisClient client(Options());
+  EXPECT_EQ(client.Command({"PUBLISH", "ch", "m"}).integer(), 1);  // One connection.
+  ASSERT_TRUE(first.WaitFor(2));
+  ASSERT_TRUE(second.WaitFor(2));
+}
+
+TEST_F(RedisClientTest, SubscriberResubscribesAfterARestartAndCallsEveryCallback) {
+  StartRedis();
+  RedisOptions options = Options();
+  options.reconnect_backoff = absl::Milliseconds(20);
+  RedisSubscriber subscriber(options);
+  Calls a;
+  Calls b;
+  subscriber.Subscribe("a", [&] { a.Add(); });
+  subscriber.Subscribe("b", [&] { b.Add(); });
+  ASSERT_TRUE(a.WaitFor(1));
+  ASSERT_TRUE(b.WaitFor(1));
+  // A message published while Redis is down is lost; the resubscription calls every callback.
+  redis_->Restart();
+  ASSERT_TRUE(a.WaitFor(2));
+  ASSERT_TRUE(b.WaitFor(2));
+  EXPECT_GE(subscriber.connects(), 2);
+  RedisClient client(Options());
+  EXPECT_EQ(client.Command({"PUBLISH", "a", "m"}).integer(), 1);
+  ASSERT_TRUE(a.WaitFor(3));
+}
+
+TEST_F(RedisClientTest, SubscriberAuthenticatesAndCallbacksMayUnsubscribe) {
+  StartRedis({.extra_args = {"--requirepass", "s3cret"}});
+  RedisOptions options = Options();
+  options.password = "s3cret";
+  RedisSubscriber subscriber(options);
+  Calls calls;
+  std::atomic<RedisSubscriber::Token> token{0};
+  absl::Mutex mu;
+  // The callback ends its own subscription on the first message after the confirmation.
+  token = subscriber.Subscribe("once", [&] {
+    calls.Add();
+    if (calls.count() == 2) subscriber.Unsubscribe(token.load());
+  });
+  ASSERT_TRUE(calls.WaitFor(1));
+  RedisClient client(options);
+  client.Command({"PUBLISH", "once", "1"});
+  ASSERT_TRUE(calls.WaitFor(2));
+  // Its UNSUBSCRIBE reaches the server; later messages find no receiver.
+  const absl::Time deadline = absl::Now() + kSlack;
+  while (client.Command({"PUBLISH", "once", "2"}).integer() != 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));  // Waits for the server-side state, not our code.
+  }
+  EXPECT_EQ(client.Command({"PUBLISH", "once", "3"}).integer(), 0);
+  EXPECT_EQ(calls.count(), 2);
+}
+
+TEST_F(RedisClientTest, SubscriberStopsPromptlyWhileRedisIsDown) {
+  StartRedis();
+  const int port = redis_->port();
+  redis_->Stop();
+  const absl::Time start = absl::Now();
+  {
+    RedisSubscriber subscriber({.port = port, .reconnect_backoff = absl::Seconds(30)});
+    subscriber.Subscribe("ch", [] {});
+    absl::SleepFor(absl::Milliseconds(50));  // Let it fail once and sit in its backoff.
+  }
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1) + kSlack);
+}
+
+}  // namespace
+}  // namespace redis_internal
+}  // namespace concurry
