@@ -1,0 +1,887 @@
+#include "limits/redis/internal/redis_set_backend.h"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "futures/future.h"
+#include "limits/limit.h"
+#include "limits/limit_set.h"
+#include "limits/redis/internal/scripts.h"
+#include "limits/redis/redis_client.h"
+#include "limits/redis/redis_options.h"
+
+namespace concurry {
+namespace limits_internal {
+namespace redis {
+namespace {
+
+using ::concurry::redis_internal::RedisScript;
+
+// This process's id and this thread's, refreshed in a fork()ed child (whose thread-local copy
+// still names the parent's thread).
+struct ThreadIds {
+  pid_t pid = 0;
+  pid_t tid = 0;
+};
+thread_local ThreadIds thread_ids;
+
+pid_t CurrentTid() {
+  const pid_t pid = getpid();
+  if (thread_ids.pid != pid) {
+    thread_ids.pid = pid;
+    thread_ids.tid = static_cast<pid_t>(syscall(SYS_gettid));
+  }
+  return thread_ids.tid;
+}
+
+// A number as the scripts read it back exactly (Lua's tonumber() is strtod()).
+std::string Number(double value) {
+  if (value == std::floor(value) && std::fabs(value) < 9e15) {
+    return absl::StrCat(static_cast<int64_t>(value));
+  }
+  return absl::StrFormat("%.17g", value);
+}
+
+char AlgorithmCode(const Limit& limit) {
+  if (limit.kind() == LimitKind::kResource) return kResourceCode;
+  switch (limit.algorithm()) {
+    case RateLimitAlgorithm::kTokenBucket:
+    case RateLimitAlgorithm::kGcra:
+      return kGcraCode;
+    case RateLimitAlgorithm::kLeakyBucket:
+      return kLeakyCode;
+    case RateLimitAlgorithm::kSlidingWindow:
+      return kSlidingCode;
+    case RateLimitAlgorithm::kFixedWindow:
+      return kFixedCode;
+  }
+  return kSlidingCode;
+}
+
+// GCRA's tolerance tau in µs, as GcraToleranceNs() computes it in ns: the window for the default
+// burst, else burst emission intervals rounded down to whole µs, at least 1.
+double ToleranceMicros(const Limit& limit) {
+  const double window_us = absl::ToDoubleMicroseconds(limit.window());
+  if (!limit.explicit_burst()) return window_us;
+  const double interval = std::max(1.0, std::floor(window_us / limit.capacity()));
+  return std::max(1.0, std::floor(limit.burst() * interval));
+}
+
+// The definition stored under "<base>def": every limit's key and parameters.
+std::string Signature(const std::vector<Limit>& limits) {
+  std::vector<std::string> parts;
+  parts.reserve(limits.size());
+  for (const Limit& limit : limits) {
+    parts.push_back(absl::StrCat(limit.key(), "=", limit.ParamsSignature()));
+  }
+  return absl::StrJoin(parts, ";");
+}
+
+// Reply accessors: the scripts return integers, strings and arrays of them.
+int64_t IntegerOf(const RedisReply& reply) {
+  if (reply.type() == RedisReply::Type::kInteger) return reply.integer();
+  int64_t value = 0;
+  if (!absl::SimpleAtoi(reply.str(), &value)) {
+    throw RedisError(absl::StrCat("Redis LimitSet: unexpected reply '", reply.str(),
+                                  "' where a number was expected"));
+  }
+  return value;
+}
+
+double DoubleOf(const RedisReply& reply) {
+  if (reply.type() == RedisReply::Type::kInteger) return static_cast<double>(reply.integer());
+  double value = 0;
+  if (!absl::SimpleAtod(reply.str(), &value)) {
+    throw RedisError(absl::StrCat("Redis LimitSet: unexpected reply '", reply.str(),
+                                  "' where a number was expected"));
+  }
+  return value;
+}
+
+const std::vector<RedisReply>& ArrayOf(const RedisReply& reply, size_t at_least) {
+  if (reply.type() != RedisReply::Type::kArray || reply.elements().size() < at_least) {
+    throw RedisError(
+        absl::StrCat("Redis LimitSet: unexpected reply from a script (", reply.DebugString(), ")"));
+  }
+  return reply.elements();
+}
+
+// The scripts, built once (each learns its SHA on first use).
+const RedisScript& Take() {
+  static const RedisScript* const script = new RedisScript("take", TakeScript());
+  return *script;
+}
+const RedisScript& ReleaseOf() {
+  static const RedisScript* const script = new RedisScript("release", ReleaseScript());
+  return *script;
+}
+const RedisScript& ChargeOf() {
+  static const RedisScript* const script = new RedisScript("charge", ChargeScript());
+  return *script;
+}
+const RedisScript& Renew() {
+  static const RedisScript* const script = new RedisScript("renew", RenewScript());
+  return *script;
+}
+const RedisScript& LeaveOf() {
+  static const RedisScript* const script = new RedisScript("leave", LeaveScript());
+  return *script;
+}
+const RedisScript& StatsOf() {
+  static const RedisScript* const script = new RedisScript("stats", StatsScript());
+  return *script;
+}
+
+// Runs `script`; a script that failed on the server (a Redis error reply, e.g. OOM) throws
+// RedisError like an unreachable server.
+RedisReply Run(RedisClient& client, const RedisScript& script, const std::string& base,
+               const std::vector<std::string>& args) {
+  RedisReply reply = client.EvalSha(script, {base}, args);
+  if (reply.is_error()) {
+    throw RedisError(absl::StrCat("Redis at ", client.address(), ": script ", script.name(),
+                                  " failed: ", reply.str()));
+  }
+  return reply;
+}
+
+}  // namespace
+
+// ---- WakeSignal ----
+
+void WakeSignal::Raise() {
+  absl::MutexLock lock(&mu_);
+  ++generation_;
+}
+
+uint64_t WakeSignal::generation() {
+  absl::MutexLock lock(&mu_);
+  return generation_;
+}
+
+void WakeSignal::Wait(uint64_t seen, absl::Time deadline, const std::atomic<bool>* interrupt) {
+  absl::MutexLock lock(&mu_);
+  const auto changed = [this, seen, interrupt]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return generation_ != seen ||
+           (interrupt != nullptr && interrupt->load(std::memory_order_acquire));
+  };
+  Clock::Real().AwaitWithDeadline(&mu_, absl::Condition(&changed), deadline);
+}
+
+void WakeSignal::Interrupt(std::atomic<bool>* flag) {
+  // Set under the lock, so that a waiter checks it either before (and sees it) or after the
+  // unlock below, which makes absl::Mutex evaluate its condition again.
+  absl::MutexLock lock(&mu_);
+  flag->store(true, std::memory_order_release);
+}
+
+// ---- StoreCore ----
+
+StoreCore::StoreCore(RedisOptions options)
+    : options_(std::move(options)), address_(options_.Address()), client_(options_) {}
+
+StoreCore::~StoreCore() {
+  std::thread renewal;
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+    if (renewal_pid_ == getpid()) renewal = std::move(renewal_);
+  }
+  if (renewal.joinable()) renewal.join();
+  if (renewal_.joinable()) renewal_.detach();  // Inherited through fork(): not ours to join.
+  absl::MutexLock lock(&mu_);
+  subscriber_.reset();
+}
+
+RedisSubscriber::Token StoreCore::Subscribe(const std::string& channel,
+                                            std::function<void()> on_message) {
+  absl::MutexLock lock(&mu_);
+  if (subscriber_ == nullptr) subscriber_ = std::make_unique<RedisSubscriber>(options_);
+  return subscriber_->Subscribe(channel, std::move(on_message));
+}
+
+void StoreCore::Unsubscribe(RedisSubscriber::Token token) {
+  absl::MutexLock lock(&mu_);
+  if (subscriber_ != nullptr) subscriber_->Unsubscribe(token);
+}
+
+void StoreCore::StartRenewalLocked() {
+  const pid_t pid = getpid();
+  if (renewal_pid_ == pid) return;
+  if (renewal_.joinable()) renewal_.detach();  // The parent's, inherited through fork().
+  renewal_pid_ = pid;
+  renewal_ = std::thread([this] { RunRenewal(); });
+}
+
+void StoreCore::AddLease(const std::string& base, int64_t lease) {
+  absl::MutexLock lock(&mu_);
+  const pid_t pid = getpid();
+  if (leases_pid_ != pid) {
+    leases_.clear();  // A fork()ed child: the parent renews its own leases.
+    leases_pid_ = pid;
+  }
+  leases_[base].insert(lease);
+  StartRenewalLocked();
+}
+
+bool StoreCore::RemoveLease(const std::string& base, int64_t lease) {
+  absl::MutexLock lock(&mu_);
+  if (leases_pid_ != getpid()) return false;
+  auto it = leases_.find(base);
+  if (it == leases_.end() || it->second.erase(lease) == 0) return false;
+  if (it->second.empty()) leases_.erase(it);
+  return true;
+}
+
+void StoreCore::RunRenewal() {
+  const absl::Duration period = options_.lease_ttl / 3;
+  const std::string ttl_us = absl::StrCat(absl::ToInt64Microseconds(options_.lease_ttl));
+  absl::Time next = absl::Now() + period;
+  for (;;) {
+    std::vector<std::pair<std::string, std::vector<std::string>>> batches;
+    {
+      absl::MutexLock lock(&mu_);
+      const auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_; };
+      Clock::Real().AwaitWithDeadline(&mu_, absl::Condition(&stopping), next);
+      if (stop_) return;
+      for (const auto& [base, ids] : leases_) {
+        std::vector<std::string> args = {ttl_us};
+        args.reserve(ids.size() + 1);
+        for (int64_t id : ids) args.push_back(absl::StrCat("L", id));
+        batches.emplace_back(base, std::move(args));
+      }
+    }
+    next = absl::Now() + period;
+    for (auto& [base, args] : batches) {
+      try {
+        // Leases that expired meanwhile (Redis was unreachable for longer than the TTL) are
+        // gone: their units went back; the release finds nothing to give back.
+        Run(client_, Renew(), base, args);
+      } catch (const std::exception&) {
+        // Unreachable: retried at the next period; the acquisitions' own calls report it.
+      }
+    }
+  }
+}
+
+// ---- RedisSetBackend ----
+
+RedisSetBackend::RedisSetBackend(std::shared_ptr<StoreCore> core, std::vector<Limit> limits,
+                                 LimitSetOptions options)
+    : LimitSetBackend(std::move(limits), std::move(options)),
+      core_(std::move(core)),
+      base_(absl::StrCat(core_->options().key_prefix, "{", this->options().name, "}:")),
+      channel_(base_ + "wake"),
+      renew_period_(core_->options().lease_ttl / 3) {
+  const std::vector<Limit>& all = this->limits();
+  fields_.resize(all.size());
+  gcra_.resize(all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    const Limit& limit = all[i];
+    const char code = AlgorithmCode(limit);
+    gcra_[i] = code == kGcraCode;
+    if (limit.kind() != LimitKind::kResource && std::isinf(limit.capacity())) continue;
+    const bool resource = code == kResourceCode;
+    fields_[i] = {absl::StrCat(i),
+                  std::string(1, code),
+                  Number(limit.capacity()),
+                  resource ? "0" : Number(absl::ToDoubleMicroseconds(limit.window())),
+                  Number(limit.burst()),
+                  code == kGcraCode ? Number(ToleranceMicros(limit)) : "0"};
+  }
+  signature_ = Signature(all);
+  wake_ = std::make_shared<WakeSignal>();
+  subscription_ = core_->Subscribe(channel_, [wake = wake_] { wake->Raise(); });
+}
+
+RedisSetBackend::~RedisSetBackend() {
+  std::shared_ptr<AsyncQueue> queue;
+  {
+    absl::MutexLock lock(&async_mu_);
+    queue = std::move(async_);
+  }
+  if (queue != nullptr) {
+    {
+      absl::MutexLock lock(&queue->mu);
+      queue->shutdown = true;
+    }
+    if (queue->pid != getpid()) {
+      queue->thread.detach();  // Inherited through fork().
+    } else if (queue->thread.get_id() == std::this_thread::get_id()) {
+      queue->thread.detach();  // The helper let go of the last handle: it ends by itself.
+    } else {
+      queue->thread.join();
+    }
+  }
+  core_->Unsubscribe(subscription_);
+}
+
+std::shared_ptr<RedisSetBackend> RedisSetBackend::Open(std::shared_ptr<StoreCore> core,
+                                                       std::vector<Limit> limits,
+                                                       LimitSetOptions options) {
+  std::shared_ptr<RedisSetBackend> backend(
+      new RedisSetBackend(std::move(core), std::move(limits), std::move(options)));
+  backend->self_ = backend;
+  try {
+    backend->CheckDefinition();
+  } catch (const RedisError& error) {
+    if (!backend->FailOpen(error, "opening the set")) throw;
+  }
+  return backend;
+}
+
+void RedisSetBackend::CheckDefinition() {
+  const std::string key = base_ + "def";
+  // SET NX GET: sets the definition unless one exists, and returns the one that did (nil if none).
+  const RedisReply reply = core_->client().Command({"SET", key, signature_, "NX", "GET"});
+  Reachable();
+  if (reply.is_error()) {
+    throw RedisError(
+        absl::StrCat("Redis at ", core_->address(), ": SET ", key, " failed: ", reply.str()));
+  }
+  if (!reply.is_nil() && reply.str() != signature_) {
+    throw InvalidOptionError(absl::StrCat(
+        "LimitSet '", options().name, "': Redis at ", core_->address(), " (key ", key,
+        ") already defines this set as [", reply.str(), "], but this process defines it as [",
+        signature_,
+        "]; sets sharing a name must have the same limits (use another name, or delete the "
+        "key once no host uses the old definition)"));
+  }
+  definition_checked_.store(true, std::memory_order_release);
+}
+
+bool RedisSetBackend::FailOpen(const std::exception& error, absl::string_view what) {
+  if (core_->options().failure != RedisFailure::kFailOpen) return false;
+  WarnOutage(absl::StrCat(what, ": granting without limits (RedisFailure::kFailOpen)"), error);
+  return true;
+}
+
+void RedisSetBackend::WarnOutage(absl::string_view what, const std::exception& error) {
+  if (outage_.exchange(true, std::memory_order_relaxed)) return;
+  Warn(absl::StrCat("LimitSet '", options().name, "': Redis at ", core_->address(),
+                    " is unavailable (", error.what(), "); ", what,
+                    ". Further failures are not reported until Redis answers again."));
+}
+
+template <typename AmountOf>
+int RedisSetBackend::AppendItems(const Items& items, AmountOf amount,
+                                 std::vector<std::string>* args) const {
+  int count = 0;
+  for (const Item& item : items) {
+    const std::vector<std::string>& fields = fields_[item.index];
+    if (fields.empty()) continue;  // Unlimited.
+    const double value = amount(item);
+    if (value < 0) continue;  // Left out.
+    args->insert(args->end(), fields.begin(), fields.end());
+    args->push_back(Number(value));
+    ++count;
+  }
+  return count;
+}
+
+int RedisSetBackend::AppendAllLimits(std::vector<std::string>* args) const {
+  int count = 0;
+  for (const std::vector<std::string>& fields : fields_) {
+    if (fields.empty()) continue;
+    args->insert(args->end(), fields.begin(), fields.end());
+    args->push_back("0");
+    ++count;
+  }
+  return count;
+}
+
+std::string RedisSetBackend::TakeMissingUpdates() {
+  return absl::StrCat(missing_updates_.exchange(0, std::memory_order_relaxed));
+}
+
+bool RedisSetBackend::ThreadExempt() {
+  const pid_t tid = CurrentTid();
+  absl::MutexLock lock(&holders_mu_);
+  auto it = exempting_.find(tid);
+  return it != exempting_.end() && it->second > 0;
+}
+
+RedisSetBackend::TakeResult RedisSetBackend::TakeOnce(const Items& items, bool exempt,
+                                                      int64_t ticket, TakeMode mode) {
+  if (!definition_checked_.load(std::memory_order_acquire)) CheckDefinition();
+  std::vector<std::string> args = {
+      absl::StrCat(absl::ToInt64Microseconds(core_->options().lease_ttl)),
+      options().fairness == LimitFairness::kFifo ? "1" : "0",
+      exempt ? "1" : "0",
+      absl::StrCat(ticket),
+      absl::StrCat(static_cast<int>(mode)),
+      ""};
+  args.reserve(args.size() + items.size() * (kItemFields));
+  args[5] = absl::StrCat(AppendItems(
+      items, [](const Item& item) { return item.requested; }, &args));
+  const RedisReply reply = Run(core_->client(), Take(), base_, args);
+  Reachable();
+  const std::vector<RedisReply>& parts = ArrayOf(reply, 2);
+  TakeResult result;
+  const int64_t code = IntegerOf(parts[0]);
+  if (code == 0) {
+    result.granted = true;
+    result.lease = IntegerOf(parts[1]);
+  } else {
+    result.wait_us = code;
+    result.ticket = IntegerOf(parts[1]);
+  }
+  return result;
+}
+
+void RedisSetBackend::Leave(int64_t ticket, bool timed_out) noexcept {
+  try {
+    Run(core_->client(), LeaveOf(), base_, {absl::StrCat(ticket), timed_out ? "1" : "0"});
+  } catch (const std::exception&) {
+    // The ticket expires after lease_ttl.
+  }
+}
+
+void RedisSetBackend::Grant(const std::shared_ptr<LimitSetBackend>& self, int64_t lease,
+                            bool exempting, LimitAcquisition& result) {
+  uint64_t id = static_cast<uint64_t>(lease);
+  if (lease != 0) core_->AddLease(base_, lease);
+  if (exempting || lease == 0) {
+    absl::MutexLock lock(&holders_mu_);
+    if (lease == 0) id = kLocalLease | ++local_leases_;
+    if (exempting) {
+      const pid_t tid = CurrentTid();
+      ++exempting_[tid];
+      exempt_leases_[id] = tid;
+    }
+  }
+  LeaseOf(result) = id;
+  Bind(result, this, self);
+}
+
+LimitAcquisition RedisSetBackend::Acquire(const std::shared_ptr<LimitSetBackend>& self,
+                                          absl::Span<const LimitAmount> request,
+                                          absl::Duration timeout, bool try_once) {
+  LimitAcquisition result;
+  Request prepared = Prepare(request);
+  ItemsOf(result) = std::move(prepared.items);
+  const absl::Time deadline = try_once                              ? absl::InfinitePast()
+                              : timeout == absl::InfiniteDuration() ? absl::InfiniteFuture()
+                                                                    : absl::Now() + timeout;
+  TakeInto(self, prepared.nested, deadline, /*exempt_when_holding=*/true, result);
+  return result;
+}
+
+LimitAcquisition RedisSetBackend::AcquirePrepared(const std::shared_ptr<LimitSetBackend>& self,
+                                                  const PreparedLimitRequest& request,
+                                                  absl::Duration timeout, bool try_once) {
+  LimitAcquisition result;
+  Request prepared = ToRequest(request);
+  ItemsOf(result) = std::move(prepared.items);
+  const absl::Time deadline = try_once                              ? absl::InfinitePast()
+                              : timeout == absl::InfiniteDuration() ? absl::InfiniteFuture()
+                                                                    : absl::Now() + timeout;
+  TakeInto(self, prepared.nested, deadline, /*exempt_when_holding=*/true, result);
+  return result;
+}
+
+void RedisSetBackend::TakeInto(const std::shared_ptr<LimitSetBackend>& self, bool nested,
+                               absl::Time deadline, bool exempt_when_holding,
+                               LimitAcquisition& result) {
+  if (no_op()) {
+    Bind(result, this, self);
+    return;
+  }
+  const bool exempt = options().fairness != LimitFairness::kFifo || nested ||
+                      (exempt_when_holding && ThreadExempt());
+  int64_t ticket = 0;
+  try {
+    for (;;) {
+      // Read before the take: a release published after it moves the generation.
+      const uint64_t seen = wake_->generation();
+      const absl::Time now = absl::Now();
+      const TakeMode mode = deadline == absl::InfinitePast() ? TakeMode::kTryOnce
+                            : now >= deadline                ? TakeMode::kLastTry
+                                                             : TakeMode::kMayWait;
+      const TakeResult taken = TakeOnce(ItemsOf(result), exempt, ticket, mode);
+      if (taken.granted) {
+        ticket = 0;  // Dropped by the take.
+        Grant(self, taken.lease, exempt_when_holding, result);
+        return;
+      }
+      if (mode != TakeMode::kMayWait) {
+        ItemsOf(result).clear();
+        return;
+      }
+      ticket = taken.ticket;
+      // Each take renews the ticket: wake at least every lease_ttl / 3.
+      absl::Time wake = std::min(deadline, now + renew_period_);
+      if (taken.wait_us > 0) wake = std::min(wake, now + absl::Microseconds(taken.wait_us));
+      wake_->Wait(seen, wake, nullptr);
+    }
+  } catch (const RedisError& error) {
+    if (ticket != 0) Leave(ticket, /*timed_out=*/false);
+    if (!FailOpen(error, "acquiring")) throw;
+    Grant(self, /*lease=*/0, exempt_when_holding, result);
+  } catch (...) {
+    if (ticket != 0) Leave(ticket, /*timed_out=*/false);
+    throw;
+  }
+}
+
+void RedisSetBackend::RecordUsage(Item* const* targets, const double* amounts, size_t count) {
+  static_cast<void>(amounts);  // Recorded into the items by the caller.
+  const std::string overuse = OveruseMessage(targets, count);
+  std::vector<std::string> args = {TakeMissingUpdates(), ""};
+  int sent = 0;
+  for (size_t i = 0; i < count; ++i) {
+    Item& item = *targets[i];
+    const double extra = std::max(0.0, item.used - item.requested) - item.charged_extra;
+    if (extra <= 0 || limits()[item.index].kind() == LimitKind::kResource) continue;
+    const std::vector<std::string>& fields = fields_[item.index];
+    if (!fields.empty()) {
+      args.insert(args.end(), fields.begin(), fields.end());
+      args.push_back(Number(extra));
+      ++sent;
+    }
+  }
+  args[1] = absl::StrCat(sent);
+  try {
+    Run(core_->client(), ChargeOf(), base_, args);
+    Reachable();
+    for (size_t i = 0; i < count; ++i) {
+      Item& item = *targets[i];
+      const double extra = std::max(0.0, item.used - item.requested) - item.charged_extra;
+      if (extra > 0 && limits()[item.index].kind() != LimitKind::kResource) {
+        item.charged_extra += extra;
+      }
+    }
+  } catch (const RedisError& error) {
+    WarnOutage("an over-use could not be charged (a later Update() charges it again)", error);
+  }
+  Warn(overuse);
+}
+
+bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) {
+  if (no_op()) return false;
+  const uint64_t id = LeaseOf(acquisition);
+  {
+    absl::MutexLock lock(&holders_mu_);
+    if (auto exempt = exempt_leases_.find(id); exempt != exempt_leases_.end()) {
+      auto it = exempting_.find(exempt->second);
+      if (it != exempting_.end() && --it->second <= 0) exempting_.erase(it);
+      exempt_leases_.erase(exempt);
+    }
+  }
+  Items& items = ItemsOf(acquisition);
+  for (Item& item : items) {
+    if (limits()[item.index].kind() == LimitKind::kResource) {
+      item.refunded = item.requested;
+    } else if (gcra_[item.index] && item.updated && item.used < item.requested) {
+      item.refunded = item.requested - item.used;
+    }
+  }
+  // A local id: granted while Redis was unreachable (kFailOpen), nothing to give back there. Not
+  // registered here: a fork()ed child's copy of its parent's acquisition, which the parent
+  // releases.
+  if ((id & kLocalLease) != 0) return false;
+  const auto lease = static_cast<int64_t>(id);
+  if (!core_->RemoveLease(base_, lease)) return false;
+  std::vector<std::string> args = {absl::StrCat(lease), TakeMissingUpdates(), ""};
+  args[2] = absl::StrCat(AppendItems(
+      items,
+      [this](const Item& item) {
+        return gcra_[item.index] && item.refunded > 0 ? item.refunded : -1.0;
+      },
+      &args));
+  try {
+    Run(core_->client(), ReleaseOf(), base_, args);
+    Reachable();
+  } catch (const std::exception& error) {
+    WarnOutage(
+        "a release could not reach it: its resource units come back when its lease "
+        "expires (lease_ttl)",
+        error);
+  }
+  return false;
+}
+
+void RedisSetBackend::CountMissingUpdate() {
+  missing_updates_.fetch_add(1, std::memory_order_relaxed);
+}
+
+LimitSetStats RedisSetBackend::Stats() {
+  LimitSetStats stats;
+  const std::vector<Limit>& all = limits();
+  stats.limits.resize(all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    const Limit& limit = all[i];
+    LimitStats& entry = stats.limits[i];
+    entry.key = limit.key();
+    entry.kind = limit.kind();
+    entry.capacity = limit.capacity();
+    entry.window = limit.window();
+    entry.algorithm = limit.algorithm();
+    entry.burst = limit.burst();
+    entry.available = entry.burst;
+    if (limit.kind() != LimitKind::kResource) {
+      entry.rate.burst = limit.burst();
+      entry.rate.max_rate = limit.capacity() / absl::ToDoubleSeconds(limit.window());
+    }
+  }
+  if (no_op()) return stats;
+  std::vector<std::string> args = {TakeMissingUpdates(), ""};
+  args[1] = absl::StrCat(AppendAllLimits(&args));
+  RedisReply reply;
+  try {
+    reply = Run(core_->client(), StatsOf(), base_, args);
+    Reachable();
+  } catch (const RedisError& error) {
+    if (!FailOpen(error, "reading statistics")) throw;
+    return stats;
+  }
+  const std::vector<RedisReply>& parts = ArrayOf(reply, 8);
+  const double now_us = DoubleOf(parts[0]);
+  stats.acquisitions = IntegerOf(parts[1]);
+  stats.timeouts = IntegerOf(parts[2]);
+  stats.missing_updates = IntegerOf(parts[3]);
+  stats.overuse_reports = IntegerOf(parts[4]);
+  stats.recovered_holders = IntegerOf(parts[5]);
+  stats.waiting = IntegerOf(parts[6]);
+  stats.holding = IntegerOf(parts[7]);
+  size_t at = 8;
+  const absl::Time now = absl::UnixEpoch() + absl::Microseconds(now_us);
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (fields_[i].empty()) continue;  // Unlimited: nothing in use.
+    if (parts.size() < at + 3) throw RedisError("Redis LimitSet: short statistics reply");
+    const Limit& limit = all[i];
+    LimitStats& entry = stats.limits[i];
+    entry.in_use = DoubleOf(parts[at]);
+    const std::string& a = parts[at + 1].str();
+    const std::string& b = parts[at + 2].str();
+    at += 3;
+    entry.available = std::max(0.0, entry.burst - entry.in_use);
+    entry.utilization = entry.in_use / entry.burst;
+    if (limit.kind() == LimitKind::kResource) continue;
+    RateAlgorithmStats& rate = entry.rate;
+    const double window_ns = absl::ToDoubleNanoseconds(limit.window());
+    switch (limit.algorithm()) {
+      case RateLimitAlgorithm::kTokenBucket:
+      case RateLimitAlgorithm::kGcra:
+        rate.emission_interval = absl::Nanoseconds(window_ns / limit.capacity());
+        rate.tolerance =
+            limit.explicit_burst() ? absl::Microseconds(ToleranceMicros(limit)) : limit.window();
+        if (!a.empty())
+          rate.theoretical_arrival =
+              absl::UnixEpoch() + absl::Microseconds(DoubleOf(parts[at - 2]));
+        rate.tokens = entry.burst - entry.in_use;
+        break;
+      case RateLimitAlgorithm::kLeakyBucket:
+        rate.emission_interval = absl::Nanoseconds(window_ns / limit.capacity());
+        rate.level = entry.in_use;
+        break;
+      case RateLimitAlgorithm::kSlidingWindow:
+        rate.window_start = now - limit.window();
+        rate.window_count = entry.in_use;
+        break;
+      case RateLimitAlgorithm::kFixedWindow:
+        if (!a.empty())
+          rate.window_start = absl::UnixEpoch() + absl::Microseconds(DoubleOf(parts[at - 2]));
+        rate.window_count = entry.in_use;
+        break;
+    }
+    static_cast<void>(b);
+  }
+  return stats;
+}
+
+// ---- AcquireAsync ----
+
+Future<LimitAcquisition> RedisSetBackend::AcquireAsync(Request request, absl::Time deadline) {
+  std::shared_ptr<RedisSetBackend> self = self_.lock();
+  const bool exempt = options().fairness != LimitFairness::kFifo || request.nested;
+  if (!no_op()) {
+    // Served at once when possible (and nobody queues ahead). The acquisition does not make the
+    // calling thread skip the queue later: it may be used anywhere.
+    try {
+      const TakeResult taken = TakeOnce(request.items, exempt, 0, TakeMode::kTryOnce);
+      if (taken.granted) {
+        LimitAcquisition acquired;
+        ItemsOf(acquired) = std::move(request.items);
+        Grant(self, taken.lease, /*exempting=*/false, acquired);
+        return MakeReadyFuture(std::move(acquired));
+      }
+    } catch (const RedisError& error) {
+      if (!FailOpen(error, "acquiring")) {
+        return MakeFailedFuture<LimitAcquisition>(std::current_exception());
+      }
+      LimitAcquisition acquired;
+      ItemsOf(acquired) = std::move(request.items);
+      Grant(self, 0, /*exempting=*/false, acquired);
+      return MakeReadyFuture(std::move(acquired));
+    }
+  } else {
+    LimitAcquisition acquired;
+    Grant(self, 0, false, acquired);
+    return MakeReadyFuture(std::move(acquired));
+  }
+  AsyncRequest pending;
+  pending.request = std::move(request);
+  pending.deadline = deadline;
+  pending.cancelled = std::make_shared<std::atomic<bool>>(false);
+  pending.set = self;
+  Future<LimitAcquisition> future = pending.promise.GetFuture();
+  std::shared_ptr<AsyncQueue> queue;
+  {
+    absl::MutexLock lock(&async_mu_);
+    if (async_ == nullptr || async_->pid != getpid()) {
+      auto fresh = std::make_shared<AsyncQueue>();
+      fresh->pid = getpid();
+      fresh->thread = std::thread(&RedisSetBackend::RunAsync, fresh);
+      if (async_ != nullptr) {
+        // Inherited through fork(): the thread is the parent's. Leave its object alone.
+        static_cast<void>(new std::shared_ptr<AsyncQueue>(std::move(async_)));
+      }
+      async_ = std::move(fresh);
+    }
+    queue = async_;
+  }
+  pending.promise.OnCancel(
+      [wake = wake_, weak_queue = std::weak_ptr<AsyncQueue>(queue), cancelled = pending.cancelled] {
+        cancelled->store(true, std::memory_order_release);
+        if (std::shared_ptr<AsyncQueue> live = weak_queue.lock()) wake->Interrupt(&live->interrupt);
+      });
+  {
+    absl::MutexLock lock(&queue->mu);
+    queue->incoming.push_back(std::move(pending));
+  }
+  wake_->Interrupt(&queue->interrupt);
+  return future;
+}
+
+void RedisSetBackend::RunAsync(std::shared_ptr<AsyncQueue> queue) {
+  // Held while requests wait: a pending AcquireAsync() keeps the set alive.
+  std::shared_ptr<RedisSetBackend> set;
+  for (;;) {
+    queue->interrupt.store(false, std::memory_order_seq_cst);
+    {
+      absl::MutexLock lock(&queue->mu);
+      if (queue->pending.empty()) {
+        const auto ready = [&queue]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue->mu) {
+          return queue->shutdown || !queue->incoming.empty();
+        };
+        queue->mu.Await(absl::Condition(&ready));
+        if (queue->incoming.empty()) return;  // Shut down with nothing left.
+      }
+      while (!queue->incoming.empty()) {
+        AsyncRequest& arrived = queue->incoming.front();
+        if (set == nullptr) {
+          set = std::move(arrived.set);
+        } else {
+          arrived.set.reset();
+        }
+        queue->pending.push_back(std::move(arrived));
+        queue->incoming.pop_front();
+      }
+    }
+    set->ServeAsync(*queue);
+    if (queue->pending.empty()) set.reset();  // May destroy the set (which detaches us).
+  }
+}
+
+void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
+  struct Completion {
+    Promise<LimitAcquisition> promise;
+    LimitAcquisition acquisition;  // Held, or empty with `error` set.
+    std::exception_ptr error;
+  };
+  std::vector<Completion> done;
+  const uint64_t seen = wake_->generation();
+  const absl::Time now = absl::Now();
+  absl::Time wake = absl::InfiniteFuture();
+  std::shared_ptr<RedisSetBackend> self = self_.lock();
+  const bool fifo = options().fairness == LimitFairness::kFifo;
+  for (auto it = queue.pending.begin(); it != queue.pending.end();) {
+    AsyncRequest& request = *it;
+    if (request.cancelled->load(std::memory_order_acquire)) {
+      if (request.ticket != 0) Leave(request.ticket, /*timed_out=*/false);
+      it = queue.pending.erase(it);
+      continue;
+    }
+    if (now >= request.deadline) {
+      Leave(request.ticket, /*timed_out=*/true);
+      Completion& completion = done.emplace_back();
+      completion.promise = std::move(request.promise);
+      completion.error = std::make_exception_ptr(
+          TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time"));
+      it = queue.pending.erase(it);
+      continue;
+    }
+    try {
+      const TakeResult taken = TakeOnce(request.request.items, !fifo || request.request.nested,
+                                        request.ticket, TakeMode::kMayWait);
+      if (taken.granted) {
+        Completion& completion = done.emplace_back();
+        ItemsOf(completion.acquisition) = std::move(request.request.items);
+        Grant(self, taken.lease, /*exempting=*/false, completion.acquisition);
+        completion.promise = std::move(request.promise);
+        it = queue.pending.erase(it);
+        continue;
+      }
+      request.ticket = taken.ticket;
+      absl::Time retry = std::min(request.deadline, now + renew_period_);
+      if (taken.wait_us > 0) retry = std::min(retry, now + absl::Microseconds(taken.wait_us));
+      wake = std::min(wake, retry);
+      ++it;
+    } catch (const RedisError& error) {
+      if (request.ticket != 0) Leave(request.ticket, /*timed_out=*/false);
+      Completion& completion = done.emplace_back();
+      completion.promise = std::move(request.promise);
+      if (FailOpen(error, "acquiring")) {
+        ItemsOf(completion.acquisition) = std::move(request.request.items);
+        Grant(self, 0, /*exempting=*/false, completion.acquisition);
+      } else {
+        completion.error = std::current_exception();
+      }
+      it = queue.pending.erase(it);
+    } catch (...) {
+      if (request.ticket != 0) Leave(request.ticket, /*timed_out=*/false);
+      Completion& completion = done.emplace_back();
+      completion.promise = std::move(request.promise);
+      completion.error = std::current_exception();
+      it = queue.pending.erase(it);
+    }
+  }
+  // Completed here, on the helper thread, with no lock held.
+  for (Completion& completion : done) {
+    if (completion.error != nullptr) {
+      completion.promise.SetError(completion.error);
+    } else if (!completion.promise.SetValue(std::move(completion.acquisition))) {
+      // Cancelled at the last moment: give everything back unused (the destructor releases).
+      for (Item& item : ItemsOf(completion.acquisition)) {
+        item.updated = true;
+        item.used = 0;
+      }
+    }
+  }
+  done.clear();
+  if (!queue.pending.empty()) wake_->Wait(seen, wake, &queue.interrupt);
+}
+
+}  // namespace redis
+}  // namespace limits_internal
+}  // namespace concurry

@@ -1,0 +1,436 @@
+#include "limits/redis/internal/scripts.h"
+
+#include <string>
+
+namespace concurry {
+namespace limits_internal {
+namespace redis {
+namespace {
+
+// What every script starts with: number formatting, the clock, waking waiters.
+constexpr char kBase[] = R"lua(
+local base = KEYS[1]
+local MAXW = 9007199254740991
+-- Lua's own number-to-string keeps 14 digits; TATs in µs need 16.
+local function fmt(x)
+  if x == math.floor(x) and x > -9e18 and x < 9e18 then return string.format('%d', x) end
+  return string.format('%.17g', x)
+end
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function Wake()
+  if redis.call('ZCARD', base .. 'qexp') > 0 then redis.call('PUBLISH', base .. 'wake', '1') end
+end
+local function CountMissing(v)
+  if tonumber(v) > 0 then redis.call('HINCRBY', base .. 'stats', 'mu', v) end
+end
+)lua";
+
+// What the scripts that touch limits add: the items, the five algorithms and the reaping of
+// expired leases and tickets. Each algorithm mirrors its class in
+// limits/internal/rate_algorithms.{h,cc} with µs for ns (Lua numbers are doubles: times since the
+// epoch in µs are exact integers). An item's state is loaded once (Load), changed in the item's
+// table, and written back once (Save) when it changed.
+constexpr char kAlgorithms[] = R"lua(
+local function items(p, n)
+  local list = {}
+  for j = 0, n - 1 do
+    local q = p + j * 7
+    list[j + 1] = {i = ARGV[q], a = ARGV[q + 1], cap = tonumber(ARGV[q + 2]),
+                   w = tonumber(ARGV[q + 3]), b = tonumber(ARGV[q + 4]),
+                   tau = tonumber(ARGV[q + 5]), n = tonumber(ARGV[q + 6])}
+  end
+  return list
+end
+local function entry(e)
+  local sp = string.find(e, ' ')
+  return tonumber(string.sub(e, 1, sp - 1)), tonumber(string.sub(e, sp + 1))
+end
+local function Load(it)
+  if it.a == 'r' then
+    it.u = tonumber(redis.call('HGET', base .. 'use', it.i)) or 0
+    return
+  end
+  it.k = base .. 'rate:' .. it.i
+  local v = redis.call('HMGET', it.k, 't', 'l', 'o', 'k', 'i', 'n', 's')
+  it.t = tonumber(v[1])
+  it.l, it.o, it.lk = tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0
+  it.fi, it.cnt = tonumber(v[5]), tonumber(v[6]) or 0
+  it.sl = tonumber(v[7]) or -math.huge
+  if it.a == 's' then
+    it.log = it.k .. ':log'
+    it.size = redis.call('LLEN', it.log)
+    it.slots = math.max(1, math.min(4096, math.ceil(it.cap)))
+    it.merge = 0
+    if it.cap > 4096 then it.merge = math.ceil(it.w / 4096) end
+  end
+end
+local function Save(it)
+  if not it.dirty then return end
+  if it.a == 'g' then
+    redis.call('HSET', it.k, 't', fmt(it.t))
+  elseif it.a == 'l' then
+    if it.l <= 0 then redis.call('DEL', it.k) return end
+    redis.call('HSET', it.k, 'l', fmt(it.l), 'o', fmt(it.o), 'k', fmt(it.lk))
+  elseif it.a == 'f' then
+    redis.call('HSET', it.k, 'i', fmt(it.fi), 'n', fmt(it.cnt))
+  elseif it.a == 's' then
+    if it.size == 0 then
+      redis.call('DEL', it.k)
+    elseif it.sl > -math.huge then
+      redis.call('HSET', it.k, 'n', fmt(it.cnt), 's', fmt(it.sl))
+    else
+      redis.call('HSET', it.k, 'n', fmt(it.cnt))
+    end
+  end
+end
+-- GCRA: cost = floor(amount / capacity * window) clamped to [1, tau].
+local function Cost(it, amount)
+  local c = math.floor(amount / it.cap * it.w)
+  if not (c < it.tau) then return it.tau end
+  if c < 1 then return 1 end
+  return c
+end
+local function GcraBase(it, now)
+  if it.t ~= nil and it.t > now then return it.t end
+  return now
+end
+-- LeakyBucket: the k-th token leaks ceil(k * W / C) after the origin.
+local function Leak(it, now)
+  if it.l <= 0 then it.l, it.o, it.lk = 0, now, 0 return end
+  if now <= it.o then return end
+  local total = math.floor((now - it.o) * it.cap / it.w)
+  if total <= it.lk then return end
+  if total - it.lk >= it.l then it.l, it.o, it.lk = 0, now, 0 else
+    it.l, it.lk = it.l - (total - it.lk), total end
+  it.dirty = true
+end
+-- FixedWindow: window i covers [i * W, (i + 1) * W) since the epoch.
+local function Roll(it, now)
+  local index = math.floor(now / it.w)
+  if it.fi == nil or index > it.fi then it.fi, it.cnt, it.dirty = index, 0, true end
+end
+-- SlidingWindow: a log of (time, amount), entries at or before now - W expire.
+local function Expire(it, now)
+  while it.size > 0 do
+    local t, a = entry(redis.call('LINDEX', it.log, 0))
+    if now - t < it.w then break end
+    it.cnt, it.size, it.dirty = it.cnt - a, it.size - 1, true
+    redis.call('LPOP', it.log)
+  end
+  if it.size == 0 and it.cnt ~= 0 then it.cnt, it.dirty = 0, true end
+end
+local function SliceLast(it, t) return math.floor(t / it.merge) * it.merge + (it.merge - 1) end
+local function Record(it, now, amount)
+  it.cnt, it.dirty = it.cnt + amount, true
+  if it.size > 0 then
+    local t, a = entry(redis.call('LINDEX', it.log, -1))
+    if t >= now or now <= it.sl or it.size == it.slots then
+      if t < now then
+        t = now
+        if it.merge > 0 and now > it.sl then it.sl = SliceLast(it, now) end
+      end
+      redis.call('LSET', it.log, -1, fmt(t) .. ' ' .. fmt(a + amount))
+      return
+    end
+  end
+  redis.call('RPUSH', it.log, fmt(now) .. ' ' .. fmt(amount))
+  it.size = it.size + 1
+  if it.merge > 0 then it.sl = SliceLast(it, now) end
+end
+-- The µs until the item's amount fits (0: now), -1 for a resource that is short.
+local function Wait(it, now)
+  local a = it.a
+  if a == 'r' then
+    if it.u + it.n > it.cap then return -1 end
+    return 0
+  elseif a == 'g' then
+    local w = (GcraBase(it, now) - now) - (it.tau - Cost(it, it.n))
+    if w > 0 then return math.ceil(w) end
+    return 0
+  elseif a == 'l' then
+    Leak(it, now)
+    local excess = (it.l - it.b) + it.n
+    if excess <= 0 then return 0 end
+    local at = it.o + math.ceil((it.lk + math.ceil(excess)) * it.w / it.cap)
+    return math.max(math.ceil(at - now), 1)
+  elseif a == 'f' then
+    Roll(it, now)
+    if (it.cnt - it.cap) + it.n <= 0 then return 0 end
+    return math.max(math.ceil((it.fi + 1) * it.w - now), 1)
+  end
+  Expire(it, now)
+  local excess = (it.cnt - it.cap) + it.n
+  if excess <= 0 then return 0 end
+  local log = redis.call('LRANGE', it.log, 0, -1)
+  for _, e in ipairs(log) do
+    local t, x = entry(e)
+    excess = excess - x
+    if excess <= 0 then return math.max(math.ceil(t - now + it.w), 1) end
+  end
+  return math.ceil(it.w)
+end
+-- Takes the item's amount at `now` (Wait() returned 0 at the same `now`).
+local function Take(it, now)
+  local a = it.a
+  if a == 'g' then it.t = GcraBase(it, now) + Cost(it, it.n)
+  elseif a == 'l' then it.l = it.l + it.n
+  elseif a == 'f' then it.cnt = it.cnt + it.n
+  elseif a == 's' then Record(it, now, it.n) return end
+  it.dirty = true
+end
+-- Charges `x` at `now` whether or not it fits (over-use reported after the fact).
+local function Charge(it, now, x)
+  local a = it.a
+  if a == 'g' then it.t = GcraBase(it, now) + math.max(1, math.floor(x / it.cap * it.w))
+  elseif a == 'l' then Leak(it, now) it.l = math.min(it.l + x, MAXW)
+  elseif a == 'f' then Roll(it, now) it.cnt = math.min(it.cnt + x, MAXW)
+  elseif a == 's' then
+    Expire(it, now)
+    x = math.min(x, MAXW - it.cnt)
+    if x > 0 then Record(it, now, x) end
+    return
+  else return end
+  it.dirty = true
+end
+local function AddUse(index, delta)
+  local left = (tonumber(redis.call('HGET', base .. 'use', index)) or 0) + delta
+  if left > 0 then redis.call('HSET', base .. 'use', index, fmt(left))
+  else redis.call('HDEL', base .. 'use', index) end
+end
+-- Gives back the units of lease `id` and deletes it; returns whether it held any.
+local function DropLease(id)
+  local lk = base .. 'lease:' .. id
+  local units = redis.call('HGETALL', lk)
+  for j = 1, #units, 2 do AddUse(units[j], -tonumber(units[j + 1])) end
+  if #units > 0 then redis.call('DEL', lk) end
+  return #units > 0
+end
+-- Reaps up to 100 expired leases (their units come back) and tickets; returns whether waiters
+-- should look again.
+local function Reap(now)
+  local changed = false
+  local ids = redis.call('ZRANGEBYSCORE', base .. 'leases', '-inf', now, 'LIMIT', 0, 100)
+  for _, id in ipairs(ids) do
+    if DropLease(id) then
+      redis.call('HINCRBY', base .. 'stats', 'rh', 1)
+      changed = true
+    end
+    redis.call('ZREM', base .. 'leases', id)
+  end
+  local tickets = redis.call('ZRANGEBYSCORE', base .. 'qexp', '-inf', now, 'LIMIT', 0, 100)
+  for _, t in ipairs(tickets) do
+    redis.call('ZREM', base .. 'qexp', t)
+    if redis.call('ZREM', base .. 'queue', t) == 1 then changed = true end
+  end
+  return changed
+end
+)lua";
+
+constexpr char kTake[] = R"lua(
+local ttl, fifo, exempt = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3] == '1'
+local ticket, mode = tonumber(ARGV[4]), ARGV[5]
+local list = items(7, tonumber(ARGV[6]))
+local now = clock()
+local notify = Reap(now)
+local queue, qexp = base .. 'queue', base .. 'qexp'
+local queued = fifo and not exempt
+-- A waiter whose ticket expired (it could not renew in time) gets its place back.
+if ticket > 0 and mode == '0' and queued and not redis.call('ZSCORE', queue, ticket) then
+  redis.call('ZADD', queue, ticket, ticket)
+end
+local may_try = true
+if queued then
+  local head = redis.call('ZRANGE', queue, 0, 0)[1]
+  may_try = head == nil or tonumber(head) == ticket
+end
+local wait = -1
+if may_try then
+  wait = 0
+  for _, it in ipairs(list) do
+    Load(it)
+    local w = Wait(it, now)
+    if w < 0 or (wait >= 0 and w > wait) then wait = w end
+  end
+  if wait == 0 then
+    local lease = redis.call('INCR', base .. 'seq')
+    redis.call('ZADD', base .. 'leases', now + ttl, lease)
+    for _, it in ipairs(list) do
+      if it.a == 'r' then
+        AddUse(it.i, it.n)
+        redis.call('HSET', base .. 'lease:' .. lease, it.i, fmt(it.n))
+      else
+        Take(it, now)
+      end
+      Save(it)
+    end
+    redis.call('HINCRBY', base .. 'stats', 'a', 1)
+    if ticket > 0 then
+      redis.call('ZREM', qexp, ticket)
+      if redis.call('ZREM', queue, ticket) == 1 then notify = true end
+    end
+    if notify then Wake() end
+    return {0, lease, now}
+  end
+  -- Bookkeeping (leaks, expiries, window roll-over) is kept even without a take.
+  for _, it in ipairs(list) do Save(it) end
+end
+if mode == '0' then
+  if ticket == 0 then ticket = redis.call('INCR', base .. 'seq') end
+  redis.call('ZADD', qexp, now + ttl, ticket)
+  if queued then redis.call('ZADD', queue, ticket, ticket) end
+else
+  if ticket > 0 then
+    redis.call('ZREM', qexp, ticket)
+    if redis.call('ZREM', queue, ticket) == 1 then notify = true end
+  end
+  ticket = 0
+  if mode == '2' then redis.call('HINCRBY', base .. 'stats', 'to', 1) end
+end
+if notify then Wake() end
+return {wait, ticket, now}
+)lua";
+
+constexpr char kRelease[] = R"lua(
+local lease = ARGV[1]
+CountMissing(ARGV[2])
+local list = items(4, tonumber(ARGV[3]))
+local now = clock()
+local notify = Reap(now)
+local live = redis.call('ZREM', base .. 'leases', lease)
+if live == 1 and DropLease(lease) then notify = true end
+for _, it in ipairs(list) do
+  if it.a == 'g' and it.n > 0 then
+    Load(it)
+    if it.t ~= nil and it.t > now then
+      it.t, it.dirty = math.max(now, it.t - Cost(it, it.n)), true
+      Save(it)
+    end
+    notify = true
+  end
+end
+if notify then Wake() end
+return {live, now}
+)lua";
+
+constexpr char kCharge[] = R"lua(
+CountMissing(ARGV[1])
+local list = items(3, tonumber(ARGV[2]))
+local now = clock()
+for _, it in ipairs(list) do
+  Load(it)
+  Charge(it, now, it.n)
+  Save(it)
+end
+redis.call('HINCRBY', base .. 'stats', 'ou', 1)
+return now
+)lua";
+
+constexpr char kRenew[] = R"lua(
+local expiry = clock() + tonumber(ARGV[1])
+local lost = {}
+for j = 2, #ARGV do
+  local id = string.sub(ARGV[j], 2)
+  local key = base .. 'leases'
+  if string.sub(ARGV[j], 1, 1) == 'T' then key = base .. 'qexp' end
+  if redis.call('ZSCORE', key, id) then
+    redis.call('ZADD', key, expiry, id)
+  else
+    lost[#lost + 1] = ARGV[j]
+  end
+end
+return lost
+)lua";
+
+constexpr char kLeave[] = R"lua(
+local ticket = ARGV[1]
+local present = redis.call('ZREM', base .. 'qexp', ticket)
+local head = redis.call('ZREM', base .. 'queue', ticket)
+if ARGV[2] == '1' then redis.call('HINCRBY', base .. 'stats', 'to', 1) end
+if present == 1 or head == 1 then Wake() end
+return present
+)lua";
+
+constexpr char kStats[] = R"lua(
+CountMissing(ARGV[1])
+local list = items(3, tonumber(ARGV[2]))
+local now = clock()
+if Reap(now) then Wake() end
+local s = redis.call('HMGET', base .. 'stats', 'a', 'to', 'mu', 'ou', 'rh')
+local out = {fmt(now)}
+for j = 1, 5 do out[#out + 1] = s[j] or '0' end
+out[#out + 1] = fmt(redis.call('ZCARD', base .. 'qexp'))
+out[#out + 1] = fmt(redis.call('ZCARD', base .. 'leases'))
+for _, it in ipairs(list) do
+  Load(it)
+  local a = it.a
+  local used, x, y = 0, '', ''
+  if a == 'r' then
+    used = it.u
+  elseif a == 'g' then
+    if it.t ~= nil then
+      x = fmt(it.t)
+      if it.t > now then used = it.b - math.max(0, it.b * (1 - (it.t - now) / it.tau)) end
+    end
+  elseif a == 'l' then
+    Leak(it, now)
+    used = it.l
+    x = fmt(used)
+  elseif a == 'f' then
+    Roll(it, now)
+    used = it.cnt
+    x, y = fmt(math.floor(now / it.w) * it.w), fmt(used)
+  else
+    Expire(it, now)
+    used = it.cnt
+    x, y = fmt(now - it.w), fmt(used)
+  end
+  Save(it)
+  out[#out + 1] = fmt(used)
+  out[#out + 1] = x
+  out[#out + 1] = y
+end
+return out
+)lua";
+
+}  // namespace
+
+const std::string& TakeScript() {
+  static const std::string* const script =
+      new std::string(std::string(kBase) + kAlgorithms + kTake);
+  return *script;
+}
+
+const std::string& ReleaseScript() {
+  static const std::string* const script =
+      new std::string(std::string(kBase) + kAlgorithms + kRelease);
+  return *script;
+}
+
+const std::string& ChargeScript() {
+  static const std::string* const script =
+      new std::string(std::string(kBase) + kAlgorithms + kCharge);
+  return *script;
+}
+
+const std::string& RenewScript() {
+  static const std::string* const script = new std::string(std::string(kBase) + kRenew);
+  return *script;
+}
+
+const std::string& LeaveScript() {
+  static const std::string* const script = new std::string(std::string(kBase) + kLeave);
+  return *script;
+}
+
+const std::string& StatsScript() {
+  static const std::string* const script =
+      new std::string(std::string(kBase) + kAlgorithms + kStats);
+  return *script;
+}
+
+}  // namespace redis
+}  // namespace limits_internal
+}  // namespace concurry

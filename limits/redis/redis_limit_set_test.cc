@@ -1,0 +1,552 @@
+// LimitSet on Redis (LimitSharing::kHosts with a RedisLimitStore) against a real redis-server
+// started by the test (//testing:redis_server). Time is the server's real clock, so the checks use
+// windows long enough for exact counts (an hour) or generous bounds for waits.
+
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "futures/errors.h"
+#include "futures/future.h"
+#include "gtest/gtest.h"
+#include "limits/limit.h"
+#include "limits/limit_set.h"
+#include "limits/redis/redis_limit_store.h"
+#include "limits/redis/redis_options.h"
+#include "testing/redis_server.h"
+#include "testing/test_concurrent.h"
+
+namespace concurry {
+namespace {
+
+using ::concurry::testkit::RedisServer;
+
+// Generous bounds for real-time checks under the sanitizers on a shared 2-core machine.
+constexpr absl::Duration kSlack = absl::Seconds(2);
+
+// Collects warnings.
+class Warnings {
+ public:
+  std::function<void(absl::string_view)> Sink() {
+    return [this](absl::string_view message) {
+      absl::MutexLock lock(&mu_);
+      messages_.emplace_back(message);
+    };
+  }
+  std::vector<std::string> messages() {
+    absl::MutexLock lock(&mu_);
+    return messages_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> messages_ ABSL_GUARDED_BY(mu_);
+};
+
+// Waits (bounded) until `condition` holds; false if it never did.
+template <typename Condition>
+bool Eventually(Condition condition, absl::Duration limit = absl::Seconds(10)) {
+  const absl::Time deadline = absl::Now() + limit;
+  while (!condition()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return true;
+}
+
+class RedisLimitSetTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string why_not;
+    if (RedisServer::Available(&why_not)) shared_server_ = RedisServer::Start().release();
+  }
+  static void TearDownTestSuite() {
+    delete shared_server_;
+    shared_server_ = nullptr;
+  }
+
+  void SetUp() override {
+    std::string why_not;
+    ASSERT_TRUE(RedisServer::Available(&why_not)) << why_not;
+    ASSERT_NE(shared_server_, nullptr);
+    const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    prefix_ = absl::StrCat("test:", info->name(), ":");
+  }
+
+  RedisOptions Options(const RedisServer* server = nullptr) const {
+    return {.port = (server != nullptr ? server : shared_server_)->port(), .key_prefix = prefix_};
+  }
+
+  LimitSet Create(std::shared_ptr<RedisLimitStore> store, std::vector<Limit> limits,
+                  std::string name = "set", LimitFairness fairness = LimitFairness::kFifo) {
+    LimitSetOptions options;
+    options.fairness = fairness;
+    options.sharing = LimitSharing::kHosts;
+    options.on_warning = warnings_.Sink();
+    options.store = std::move(store);
+    options.name = std::move(name);
+    return LimitSet::Create(std::move(limits), std::move(options));
+  }
+
+  static RedisServer* shared_server_;
+  std::string prefix_;
+  Warnings warnings_;
+};
+
+RedisServer* RedisLimitSetTest::shared_server_ = nullptr;
+
+TEST_F(RedisLimitSetTest, GcraAndTokenBucketTakeAndRefundUnusedTokens) {
+  for (RateLimitAlgorithm algorithm :
+       {RateLimitAlgorithm::kGcra, RateLimitAlgorithm::kTokenBucket}) {
+    SCOPED_TRACE(RateLimitAlgorithmName(algorithm));
+    auto store = RedisLimitStore::Connect(Options());
+    LimitSet set = Create(store, {RateLimit("tokens", 10, absl::Hours(1), algorithm)},
+                          std::string(RateLimitAlgorithmName(algorithm)));
+    {
+      LimitAcquisition taken = set.Acquire({{"tokens", 6}});
+      taken.Update({{"tokens", 2}});
+      taken.Release();
+      EXPECT_EQ(taken.charge("tokens")->refunded, 4);
+    }
+    EXPECT_NEAR(set.Stats().at("tokens").in_use, 2, 0.01);
+    std::optional<LimitAcquisition> rest = set.TryAcquire({{"tokens", 8}});
+    ASSERT_TRUE(rest.has_value());
+    rest->Update({{"tokens", 8}});
+    EXPECT_FALSE(set.TryAcquire({{"tokens", 1}}).has_value());
+    const LimitSetStats stats = set.Stats();
+    EXPECT_NEAR(stats.at("tokens").in_use, 10, 0.01);
+    EXPECT_NEAR(stats.at("tokens").rate.tokens, 0, 0.01);
+    EXPECT_EQ(stats.at("tokens").rate.tolerance, absl::Hours(1));
+    EXPECT_GT(stats.at("tokens").rate.theoretical_arrival, absl::Now());
+    EXPECT_EQ(stats.acquisitions, 2);
+    EXPECT_EQ(stats.holding, 1);
+  }
+}
+
+TEST_F(RedisLimitSetTest, GcraWaitsForItsRetryAfter) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set =
+      Create(store, {RateLimit("tokens", 10, absl::Seconds(1), RateLimitAlgorithm::kGcra)});
+  for (int i = 0; i < 10; ++i) set.TryAcquire({{"tokens", 1}})->Update({{"tokens", 1}});
+  EXPECT_FALSE(set.TryAcquire({{"tokens", 1}}).has_value());
+  const absl::Time start = absl::Now();
+  LimitAcquisition later = set.Acquire({{"tokens", 1}}, absl::Seconds(10));
+  later.Update({{"tokens", 1}});
+  const absl::Duration waited = absl::Now() - start;
+  EXPECT_GE(waited, absl::Milliseconds(50));  // One token refills every 100 ms.
+  EXPECT_LT(waited, absl::Milliseconds(100) + kSlack);
+}
+
+TEST_F(RedisLimitSetTest, LeakyBucketKeepsTheRequestChargedAndLeaks) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set =
+      Create(store, {RateLimit("tokens", 5, absl::Seconds(1), RateLimitAlgorithm::kLeakyBucket)});
+  {
+    LimitAcquisition taken = set.Acquire({{"tokens", 5}});
+    taken.Update({{"tokens", 1}});
+    taken.Release();
+    EXPECT_EQ(taken.charge("tokens")->refunded, 0);  // LeakyBucket cannot refund.
+  }
+  EXPECT_FALSE(set.TryAcquire({{"tokens", 1}}).has_value());
+  const absl::Time start = absl::Now();
+  set.Acquire({{"tokens", 1}}, absl::Seconds(10)).Update({{"tokens", 1}});
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(200) + kSlack);  // One leaks every 200 ms.
+  EXPECT_GT(set.Stats().at("tokens").rate.level, 0);
+}
+
+TEST_F(RedisLimitSetTest, SlidingWindowCountsTheLastWindow) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set =
+      Create(store, {RateLimit("tokens", 3, absl::Hours(1), RateLimitAlgorithm::kSlidingWindow)});
+  for (int i = 0; i < 3; ++i) set.TryAcquire({{"tokens", 1}})->Update({{"tokens", 1}});
+  EXPECT_FALSE(set.TryAcquire({{"tokens", 1}}).has_value());
+  const LimitStats stats = set.Stats().at("tokens");
+  EXPECT_EQ(stats.in_use, 3);
+  EXPECT_EQ(stats.rate.window_count, 3);
+  EXPECT_NEAR(absl::ToDoubleSeconds(absl::Now() - absl::Hours(1) - stats.rate.window_start), 0,
+              absl::ToDoubleSeconds(kSlack));
+
+  LimitSet fast =
+      Create(store, {RateLimit("tokens", 2, absl::Seconds(1), RateLimitAlgorithm::kSlidingWindow)},
+             "fast");
+  for (int i = 0; i < 2; ++i) fast.TryAcquire({{"tokens", 1}})->Update({{"tokens", 1}});
+  const absl::Time start = absl::Now();
+  fast.Acquire({{"tokens", 1}}, absl::Seconds(10)).Update({{"tokens", 1}});
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1) + kSlack);
+}
+
+TEST_F(RedisLimitSetTest, FixedWindowCountsPerAlignedWindow) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set =
+      Create(store, {RateLimit("tokens", 3, absl::Seconds(1), RateLimitAlgorithm::kFixedWindow)});
+  std::vector<LimitAcquisition> held;
+  // Up to 3 in the window of the first one (a second try when a window ends in between).
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    held.clear();
+    while (std::optional<LimitAcquisition> one = set.TryAcquire({{"tokens", 1}})) {
+      one->Update({{"tokens", 1}});
+      held.push_back(*std::move(one));
+      if (held.size() > 3) break;
+    }
+    const LimitStats stats = set.Stats().at("tokens");
+    if (stats.in_use == 3) break;
+  }
+  EXPECT_EQ(held.size(), 3);
+  const LimitStats stats = set.Stats().at("tokens");
+  EXPECT_EQ(absl::ToUnixMicros(stats.rate.window_start) % 1'000'000, 0);
+  const absl::Time start = absl::Now();
+  set.Acquire({{"tokens", 1}}, absl::Seconds(10)).Update({{"tokens", 1}});
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1) + kSlack);
+}
+
+TEST_F(RedisLimitSetTest, MultiLimitAcquisitionIsAllOrNothing) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set = Create(store, {RateLimit("tokens", 10, absl::Hours(1), RateLimitAlgorithm::kGcra),
+                                CallLimit(100, absl::Hours(1), RateLimitAlgorithm::kSlidingWindow),
+                                ResourceLimit("connections", 1)});
+  LimitAcquisition held = set.Acquire({{"tokens", 1}});
+  held.Update({{"tokens", 1}});
+  std::optional<LimitAcquisition> other;
+  std::thread([&] { other = set.TryAcquire({{"tokens", 5}}); }).join();
+  EXPECT_FALSE(other.has_value());
+  LimitSetStats stats = set.Stats();
+  EXPECT_NEAR(stats.at("tokens").in_use, 1, 0.01);  // Not 6: nothing was taken.
+  EXPECT_EQ(stats.at("call_count").in_use, 1);
+  EXPECT_EQ(stats.at("connections").in_use, 1);
+  held.Release();
+  stats = set.Stats();
+  EXPECT_EQ(stats.at("connections").in_use, 0);
+  EXPECT_EQ(stats.at("connections").available, 1);
+  EXPECT_EQ(stats.holding, 0);
+}
+
+TEST_F(RedisLimitSetTest, FifoQueuesBehindAWaiterButNotItsHolders) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set = Create(store, {ResourceLimit("connections", 2)});
+  std::optional<LimitAcquisition> mine = set.Acquire();  // This thread holds 1 of 2.
+  std::atomic<bool> served{false};
+  std::thread waiter([&] {
+    LimitAcquisition both = set.Acquire({{"connections", 2}}, absl::Seconds(20));
+    served = true;
+  });
+  ASSERT_TRUE(Eventually([&] { return set.Stats().waiting == 1; }));
+  // 1 unit is free, but the waiter came first.
+  std::optional<LimitAcquisition> late;
+  std::thread([&] { late = set.TryAcquire(); }).join();
+  EXPECT_FALSE(late.has_value());
+  // A thread holding an acquisition of the set is exempt (a nested acquisition cannot deadlock
+  // behind the waiter that needs what it holds).
+  std::optional<LimitAcquisition> nested = set.TryAcquire();
+  EXPECT_TRUE(nested.has_value());
+  EXPECT_FALSE(served);
+  mine.reset();
+  nested.reset();
+  waiter.join();
+  EXPECT_TRUE(served);
+  EXPECT_EQ(set.Stats().waiting, 0);
+}
+
+TEST_F(RedisLimitSetTest, BargingTakesWhatIsFree) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set = Create(store, {ResourceLimit("connections", 2)}, "set", LimitFairness::kBarging);
+  std::optional<LimitAcquisition> mine = set.Acquire();
+  std::thread waiter([&] { set.Acquire({{"connections", 2}}, absl::Seconds(20)); });
+  ASSERT_TRUE(Eventually([&] { return set.Stats().waiting == 1; }));
+  std::optional<LimitAcquisition> late;
+  std::thread([&] { late = set.TryAcquire(); }).join();
+  EXPECT_TRUE(late.has_value());
+  mine.reset();
+  late.reset();
+  waiter.join();
+}
+
+TEST_F(RedisLimitSetTest, ConcurrentHoldersNeverExceedTheCapacity) {
+  // Two "hosts", two threads each, acquiring and releasing one set with 2 units: at most 2 held
+  // at once, and every acquisition succeeds (FIFO: none starves). Run under --config=tsan too.
+  auto host1 = RedisLimitStore::Connect(Options());
+  auto host2 = RedisLimitStore::Connect(Options());
+  std::vector<Limit> limits = {ResourceLimit("connections", 2),
+                               RateLimit("tokens", 1e9, absl::Hours(1), RateLimitAlgorithm::kGcra)};
+  LimitSet sets[] = {Create(host1, limits), Create(host2, limits)};
+  std::atomic<int> holding{0};
+  std::atomic<int> most{0};
+  std::atomic<int> served{0};
+  testkit::TestConcurrent(/*num_threads=*/4, /*iterations=*/25, [&](int thread) {
+    LimitAcquisition held = sets[thread % 2].Acquire({{"tokens", 3}}, absl::Seconds(30));
+    const int now = ++holding;
+    int seen = most.load();
+    while (now > seen && !most.compare_exchange_weak(seen, now)) {
+    }
+    held.Update({{"tokens", thread % 3}});
+    --holding;
+    held.Release();
+    ++served;
+  });
+  EXPECT_LE(most.load(), 2);
+  EXPECT_EQ(served.load(), 100);
+  const LimitSetStats stats = sets[0].Stats();
+  EXPECT_EQ(stats.acquisitions, 100);
+  EXPECT_EQ(stats.holding, 0);
+  EXPECT_EQ(stats.waiting, 0);
+  EXPECT_EQ(stats.at("connections").in_use, 0);
+}
+
+TEST_F(RedisLimitSetTest, PreparedRequestsAndHandlesWork) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set = Create(store, {RateLimit("tokens", 10, absl::Hours(1), RateLimitAlgorithm::kGcra),
+                                ResourceLimit("connections", 1)});
+  const PreparedLimitRequest four = set.Prepare({{"tokens", 4}});
+  const LimitHandle tokens = set.Handle("tokens");
+  {
+    LimitAcquisition taken = set.Acquire(four);
+    taken.Update(tokens, 1);
+    EXPECT_FALSE(set.TryAcquire(four).has_value());  // The connection is held.
+  }
+  std::optional<LimitAcquisition> again = set.TryAcquire(four);
+  ASSERT_TRUE(again.has_value());
+  again->Update(tokens, 4);
+  again.reset();
+  EXPECT_NEAR(set.Stats().at("tokens").in_use, 5, 0.01);
+  LimitAcquisition async = set.AcquireAsync(four).Result(kSlack);
+  async.Update(tokens, 4);
+}
+
+TEST_F(RedisLimitSetTest, OverUseIsChargedAndReported) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set =
+      Create(store, {RateLimit("tokens", 10, absl::Hours(1), RateLimitAlgorithm::kGcra),
+                     RateLimit("bytes", 10, absl::Hours(1), RateLimitAlgorithm::kFixedWindow)});
+  {
+    LimitAcquisition taken = set.Acquire({{"tokens", 2}, {"bytes", 1}});
+    taken.Update({{"tokens", 5}, {"bytes", 4}});
+    taken.Update({{"tokens", 5}, {"bytes", 4}});  // Charged once.
+  }
+  const LimitSetStats stats = set.Stats();
+  EXPECT_NEAR(stats.at("tokens").in_use, 5, 0.01);
+  EXPECT_EQ(stats.at("bytes").in_use, 4);
+  EXPECT_EQ(stats.overuse_reports, 1);
+  const std::vector<std::string> warnings = warnings_.messages();
+  ASSERT_EQ(warnings.size(), 1);
+  EXPECT_TRUE(absl::StrContains(warnings[0], "'tokens' used 5 of 2 requested")) << warnings[0];
+}
+
+TEST_F(RedisLimitSetTest, MissingUpdatesAndTimeoutsAreCounted) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set = Create(store, {RateLimit("tokens", 10, absl::Hours(1), RateLimitAlgorithm::kGcra),
+                                ResourceLimit("connections", 1)});
+  {
+    LimitAcquisition forgotten = set.Acquire({{"tokens", 1}});
+    EXPECT_THROW(set.Acquire({{"tokens", 1}}, absl::Milliseconds(100)), TimeoutError);
+  }  // Released without Update(): a warning.
+  const LimitSetStats stats = set.Stats();
+  EXPECT_EQ(stats.missing_updates, 1);
+  EXPECT_EQ(stats.timeouts, 1);
+  EXPECT_EQ(stats.acquisitions, 1);
+  EXPECT_EQ(stats.waiting, 0);
+}
+
+TEST_F(RedisLimitSetTest, ADifferentDefinitionOfTheNameIsRejectedNamingBoth) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet first = Create(store, {RateLimit("tokens", 10, "minute")}, "api");
+  try {
+    Create(store, {RateLimit("tokens", 20, "minute")}, "api");
+    ADD_FAILURE() << "no InvalidOptionError";
+  } catch (const InvalidOptionError& error) {
+    EXPECT_TRUE(absl::StrContains(error.what(), "tokens=c10w60sli")) << error.what();
+    EXPECT_TRUE(absl::StrContains(error.what(), "tokens=c20w60sli")) << error.what();
+  }
+  // The same definition opens the same set.
+  LimitSet again = Create(store, {RateLimit("tokens", 10, "minute")}, "api");
+  first.Acquire({{"tokens", 4}}).Update({{"tokens", 4}});
+  EXPECT_EQ(again.Stats().at("tokens").in_use, 4);
+}
+
+TEST_F(RedisLimitSetTest, TwoStoresShareOneSet) {
+  // Two stores: two "hosts" with their own connections.
+  auto host1 = RedisLimitStore::Connect(Options());
+  auto host2 = RedisLimitStore::Connect(Options());
+  LimitSet set1 = Create(host1, {ResourceLimit("connections", 1), CallLimit(5, absl::Hours(1))});
+  LimitSet set2 = Create(host2, {ResourceLimit("connections", 1), CallLimit(5, absl::Hours(1))});
+  {
+    LimitAcquisition held = set1.Acquire();
+    std::optional<LimitAcquisition> other;
+    std::thread([&] { other = set2.TryAcquire(); }).join();
+    EXPECT_FALSE(other.has_value());
+  }
+  EXPECT_TRUE(set2.TryAcquire().has_value());
+  EXPECT_EQ(set1.Stats().at("call_count").in_use, 2);
+  EXPECT_EQ(set2.Stats().at("call_count").in_use, 2);
+}
+
+TEST_F(RedisLimitSetTest, AWaiterIsWokenByAReleaseOnAnotherHost) {
+  // Tickets are renewed every lease_ttl / 3 = 20 s: only the release's message can wake the
+  // waiter sooner.
+  RedisOptions options = Options();
+  options.lease_ttl = absl::Seconds(60);
+  auto host1 = RedisLimitStore::Connect(options);
+  auto host2 = RedisLimitStore::Connect(options);
+  LimitSet set1 = Create(host1, {ResourceLimit("connections", 1)});
+  LimitSet set2 = Create(host2, {ResourceLimit("connections", 1)});
+  std::optional<LimitAcquisition> held = set1.Acquire();
+  absl::Time served = absl::InfiniteFuture();
+  std::thread waiter([&] {
+    LimitAcquisition mine = set2.Acquire({}, absl::Seconds(30));
+    served = absl::Now();
+  });
+  ASSERT_TRUE(Eventually([&] { return set1.Stats().waiting == 1; }));
+  absl::SleepFor(absl::Milliseconds(100));  // Let the waiter go to sleep.
+  const absl::Time released = absl::Now();
+  held.reset();
+  waiter.join();
+  EXPECT_LT(served - released, kSlack);
+}
+
+TEST_F(RedisLimitSetTest, AcquireAsyncWaitsCancelsAndTimesOut) {
+  auto store = RedisLimitStore::Connect(Options());
+  LimitSet set = Create(store, {ResourceLimit("connections", 1)});
+  std::optional<LimitAcquisition> held = set.Acquire();
+  Future<LimitAcquisition> waiting = set.AcquireAsync({}, absl::Seconds(30));
+  Future<LimitAcquisition> cancelled = set.AcquireAsync({}, absl::Seconds(30));
+  Future<LimitAcquisition> expiring = set.AcquireAsync({}, absl::Milliseconds(200));
+  EXPECT_THROW(std::move(expiring).Result(kSlack * 2), TimeoutError);
+  EXPECT_FALSE(waiting.Done());
+  EXPECT_TRUE(cancelled.Cancel());
+  held.reset();
+  LimitAcquisition got = std::move(waiting).Result(kSlack * 2);
+  EXPECT_TRUE(got.held());
+  got.Release();
+  // The cancelled request left the queue: a try from another thread gets the unit.
+  ASSERT_TRUE(Eventually([&] {
+    std::optional<LimitAcquisition> now;
+    std::thread([&] { now = set.TryAcquire(); }).join();
+    return now.has_value();
+  }));
+  EXPECT_EQ(set.Stats().timeouts, 1);
+}
+
+TEST_F(RedisLimitSetTest, AKilledHolderGivesItsUnitsBackWithinTheLeaseTtl) {
+  RedisOptions options = Options();
+  options.lease_ttl = absl::Seconds(1);
+  // Forked before this process starts any thread of its own: the child connects by itself.
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(ready[0]);
+    auto store = RedisLimitStore::Connect(options);
+    LimitSetOptions set_options;
+    set_options.sharing = LimitSharing::kHosts;
+    set_options.store = store;
+    set_options.name = "set";
+    LimitSet set = LimitSet::Create({ResourceLimit("connections", 1)}, std::move(set_options));
+    LimitAcquisition held = set.Acquire({}, absl::Seconds(10));
+    const char byte = 1;
+    if (write(ready[1], &byte, 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  close(ready[1]);
+  char byte = 0;
+  ASSERT_EQ(read(ready[0], &byte, 1), 1);
+  close(ready[0]);
+  auto store = RedisLimitStore::Connect(options);
+  LimitSet set = Create(store, {ResourceLimit("connections", 1)});
+  EXPECT_FALSE(set.TryAcquire().has_value());
+  const absl::Time killed = absl::Now();
+  ASSERT_EQ(kill(child, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  LimitAcquisition mine = set.Acquire({}, absl::Seconds(10));
+  EXPECT_LT(absl::Now() - killed, options.lease_ttl + kSlack);
+  EXPECT_EQ(set.Stats().recovered_holders, 1);
+}
+
+TEST_F(RedisLimitSetTest, LeasesOfLiveHoldersAreRenewed) {
+  RedisOptions options = Options();
+  options.lease_ttl = absl::Milliseconds(600);
+  auto store = RedisLimitStore::Connect(options);
+  LimitSet set = Create(store, {ResourceLimit("connections", 1)});
+  LimitAcquisition held = set.Acquire();
+  absl::SleepFor(absl::Milliseconds(1500));  // Two and a half TTLs: renewed meanwhile.
+  std::optional<LimitAcquisition> other;
+  std::thread([&] { other = set.TryAcquire(); }).join();
+  EXPECT_FALSE(other.has_value());
+  EXPECT_EQ(set.Stats().recovered_holders, 0);
+}
+
+TEST_F(RedisLimitSetTest, RedisDownFailsClosedWithinTheTimeoutAndRecovers) {
+  std::unique_ptr<RedisServer> server = RedisServer::Start();
+  RedisOptions options = Options(server.get());
+  options.command_timeout = absl::Milliseconds(500);
+  auto store = RedisLimitStore::Connect(options);
+  LimitSet set =
+      Create(store, {ResourceLimit("connections", 1),
+                     RateLimit("tokens", 10, absl::Hours(1), RateLimitAlgorithm::kGcra)});
+  set.Acquire({{"tokens", 1}}).Update({{"tokens", 1}});
+  server->Stop();
+  const absl::Time start = absl::Now();
+  EXPECT_THROW(set.Acquire({{"tokens", 1}}, absl::Seconds(5)), RedisError);
+  EXPECT_THROW(set.TryAcquire({{"tokens", 1}}), RedisError);
+  EXPECT_THROW(set.AcquireAsync({{"tokens", 1}}).Result(kSlack), RedisError);
+  EXPECT_LT(absl::Now() - start, kSlack);
+  // Back (empty: no persistence), with the scripts loaded again and new connections.
+  server->Restart();
+  std::optional<LimitAcquisition> again;
+  ASSERT_TRUE(Eventually([&] {
+    try {
+      again = set.TryAcquire({{"tokens", 1}});
+      return again.has_value();
+    } catch (const RedisError&) {
+      return false;  // Within reconnect_backoff of the last failed attempt.
+    }
+  }));
+  again->Update({{"tokens", 1}});
+  EXPECT_NEAR(set.Stats().at("tokens").in_use, 1, 0.01);
+  EXPECT_EQ(set.Stats().at("connections").in_use, 1);
+}
+
+TEST_F(RedisLimitSetTest, RedisDownFailsOpenWithOneWarningPerOutage) {
+  std::unique_ptr<RedisServer> server = RedisServer::Start();
+  RedisOptions options = Options(server.get());
+  options.failure = RedisFailure::kFailOpen;
+  auto store = RedisLimitStore::Connect(options);
+  LimitSet set = Create(store, {ResourceLimit("connections", 1)});
+  LimitAcquisition before = set.Acquire();
+  server->Stop();
+  {
+    LimitAcquisition first = set.Acquire();  // Unlimited while Redis is down.
+    LimitAcquisition second = set.Acquire();
+    EXPECT_TRUE(first.held());
+    EXPECT_TRUE(second.held());
+    before.Release();  // Cannot reach Redis: the lease expires by itself.
+  }
+  EXPECT_TRUE(set.AcquireAsync({}).Result(kSlack).held());
+  std::vector<std::string> warnings = warnings_.messages();
+  ASSERT_EQ(warnings.size(), 1);
+  EXPECT_TRUE(absl::StrContains(warnings[0], "unavailable")) << warnings[0];
+  server->Restart();
+  ASSERT_TRUE(Eventually([&] {
+    LimitAcquisition one = set.Acquire();
+    return set.Stats().at("connections").in_use == 1;
+  }));
+  server->Stop();
+  set.Acquire();
+  EXPECT_EQ(warnings_.messages().size(), 2);  // A second outage.
+}
+
+}  // namespace
+}  // namespace concurry

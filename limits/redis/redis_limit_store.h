@@ -1,0 +1,87 @@
+// RedisLimitStore: keeps LimitSet state in Redis, so that processes on many hosts share limits
+// (LimitSharing::kHosts) with the algorithms, all-or-nothing acquisition, FIFO fairness, refunds
+// and over-use charges of an in-process LimitSet. Time comes from the Redis server's clock, so
+// hosts with skewed clocks agree.
+//
+//   std::shared_ptr<concurry::RedisLimitStore> redis = concurry::RedisLimitStore::Connect({
+//       .host = "127.0.0.1", .port = 6379, .key_prefix = "billing:"});
+//   concurry::LimitSet limits = concurry::LimitSet::Create(
+//       {concurry::RateLimit("tokens", 10'000, "minute"), concurry::ResourceLimit("conns", 4)},
+//       {.sharing = concurry::LimitSharing::kHosts, .store = redis, .name = "openai"});
+//   concurry::LimitAcquisition a = limits.Acquire({{"tokens", 500}});
+//
+// How it works (docs/limits.md, "Limits across hosts on Redis"):
+// - Every acquisition, release, over-use charge and Stats() is one Lua script run atomically on the
+//   server (loaded once, called by SHA; reloaded after a Redis restart): an acquisition and its
+//   release cost two round trips.
+// - The keys of set `name` are "<key_prefix>{<name>}:..." (one cluster slot per set). Sets with the
+//   same name in one Redis share their state; their definitions (keys and parameters) must match,
+//   otherwise OpenSet() throws InvalidOptionError naming both.
+// - Every acquisition is a lease in Redis that expires after RedisOptions::lease_ttl unless
+//   renewed; a thread per store renews the live ones every lease_ttl / 3. A process killed while
+//   holding resource units gives them back within lease_ttl.
+// - A request that must wait sleeps until the retry-after computed by the server or a wake-up
+//   message on the set's pub/sub channel (a release, a refund, the queue head leaving), never
+//   polling. FIFO fairness (LimitFairness::kFifo) holds across hosts through a queue of tickets in
+//   Redis; a waiter renews its ticket every lease_ttl / 3, and a ticket whose owner died expires
+//   after lease_ttl (the bound on how long a dead waiter can hold up the queue).
+// - Redis unreachable: RedisOptions::failure. kFailClosed (default): Acquire(), TryAcquire() and
+//   AcquireAsync()'s future fail with RedisError after at most the command timeout (a caller's
+//   shorter timeout does not shorten a command in flight); kFailOpen: they grant at once without
+//   limits, with one warning per outage through LimitSetOptions::on_warning. A release that cannot
+//   reach Redis warns; the units then come back when the lease expires. The store reconnects by
+//   itself when Redis returns.
+// - Differences from the in-process engine: LimitSetOptions::max_holders does not apply (there is
+//   no holder table); Stats().waiting counts the waiting requests of every host (AcquireAsync()
+//   requests each count); times are kept in µs, so a GCRA cost is at least 1 µs (at most a million
+//   admissions per second per limit).
+// Connect() validates the options and contacts nobody: the first LimitSet opened on the store
+// connects (and, with kFailClosed, throws RedisError if Redis is unreachable then).
+
+#ifndef CONCURRY_LIMITS_REDIS_REDIS_LIMIT_STORE_H_
+#define CONCURRY_LIMITS_REDIS_REDIS_LIMIT_STORE_H_
+
+#include <memory>
+#include <vector>
+
+#include "limits/limit.h"
+#include "limits/limit_set.h"
+#include "limits/limit_set_backend.h"
+#include "limits/redis/redis_options.h"
+
+namespace concurry {
+
+namespace limits_internal {
+namespace redis {
+class StoreCore;
+}  // namespace redis
+}  // namespace limits_internal
+
+// A LimitStore on one Redis server (or one logical database of it). Share one per process and
+// Redis: it owns a connection pool (RedisOptions::pool_size), one subscriber connection and the
+// lease renewal thread. Sets opened on it keep what they need alive after the store handle is
+// gone. Thread-safe.
+class RedisLimitStore final : public LimitStore {
+ public:
+  // Validates `options` (InvalidOptionError naming the field, its value and the allowed range).
+  static std::shared_ptr<RedisLimitStore> Connect(RedisOptions options);
+
+  ~RedisLimitStore() override;
+
+  // LimitStore: the engine of LimitSet::Create() with LimitSharing::kHosts and this store.
+  // `options.name` names the set in Redis. InvalidOptionError for a bad name or a definition that
+  // differs from the one in Redis; RedisError when Redis cannot be reached (with kFailOpen, a
+  // warning instead).
+  std::shared_ptr<LimitSetBackend> OpenSet(std::vector<Limit> limits,
+                                           LimitSetOptions options) override;
+
+  const RedisOptions& options() const;
+
+ private:
+  explicit RedisLimitStore(std::shared_ptr<limits_internal::redis::StoreCore> core);
+  std::shared_ptr<limits_internal::redis::StoreCore> core_;
+};
+
+}  // namespace concurry
+
+#endif  // CONCURRY_LIMITS_REDIS_REDIS_LIMIT_STORE_H_
