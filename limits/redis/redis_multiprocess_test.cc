@@ -571,8 +571,11 @@ int RideOutRestart(int client, int port, RestartRecord& record) {
       acquired.Release();
     } catch (const RedisError&) {
       mine.redis_errors.fetch_add(1);
-      if (phase_before == kDown && record.phase.load() == kDown)
+      if (phase_before == kDown && record.phase.load() == kDown) {
         mine.redis_errors_down.fetch_add(1);
+      }
+      // Calls fail at once while Redis is down: pace the retries, as a real client would.
+      absl::SleepFor(absl::Milliseconds(1));
     } catch (const TimeoutError&) {
       mine.timeouts.fetch_add(1);
     } catch (const std::exception& e) {
