@@ -192,10 +192,11 @@ bool TryAcquireElsewhere(const LimitSet& set, std::vector<std::pair<std::string,
   return acquired;
 }
 
-// The type and message of what `action` throws, or "no error".
-std::string ErrorOf(const std::function<void()>& action) {
+// The type and message of `error`, or "no error".
+std::string Describe(std::exception_ptr error) {
+  if (error == nullptr) return "no error";
   try {
-    action();
+    std::rethrow_exception(error);
   } catch (const InvalidOptionError& e) {
     return absl::StrCat("InvalidOptionError: ", e.what());
   } catch (const LimitUsageError& e) {
@@ -204,6 +205,17 @@ std::string ErrorOf(const std::function<void()>& action) {
     return absl::StrCat("TimeoutError: ", e.what());
   } catch (const std::exception& e) {
     return absl::StrCat("other exception: ", e.what());
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+// Describe() of what `action` throws.
+std::string ErrorOf(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (...) {
+    return Describe(std::current_exception());
   }
   return "no error";
 }
@@ -330,14 +342,18 @@ TEST_P(LimitSetConformanceTest, TryAcquireFailsWithoutWaiting) {
 TEST_P(LimitSetConformanceTest, AcquireTimesOutWithinBounds) {
   const LimitSet set = Make({ResourceLimit("conn", 1)});
   LimitAcquisition held = set.Acquire({}, kGuard);
+  // On a thread holding nothing, so that it waits in the FIFO queue.
   const absl::Time start = absl::Now();
-  EXPECT_THAT([&] { set.Acquire({}, absl::Milliseconds(300)); },
-              ThrowsMessage<TimeoutError>(HasSubstr("failed to acquire all limits within 300ms")));
-  const absl::Duration waited = absl::Now() - start;
+  Acquirer waiter(set, {}, absl::Milliseconds(300));
+  ASSERT_TRUE(waiter.WaitDone());
+  EXPECT_FALSE(waiter.acquired());
+  EXPECT_THAT(
+      Describe(waiter.error()),
+      AllOf(HasSubstr("TimeoutError"), HasSubstr("failed to acquire all limits within 300ms")));
   // Not before the timeout (a millisecond of slack for a server clock read in microseconds),
   // and not much after it.
-  EXPECT_GE(waited, absl::Milliseconds(299));
-  EXPECT_LT(waited, absl::Milliseconds(300) + kPrompt);
+  EXPECT_GE(waiter.done_at() - start, absl::Milliseconds(299));
+  EXPECT_LT(waiter.done_at() - start, absl::Milliseconds(300) + kPrompt);
   EXPECT_THAT([&] { set.Acquire({}, absl::ZeroDuration()); },
               ThrowsMessage<TimeoutError>(HasSubstr("within 0")));
   const LimitSetStats stats = set.Stats();
@@ -345,6 +361,9 @@ TEST_P(LimitSetConformanceTest, AcquireTimesOutWithinBounds) {
   EXPECT_EQ(stats.waiting, 0);
   EXPECT_EQ(stats.acquisitions, 1);
   EXPECT_EQ(stats.limits[0].in_use, 1);  // The timed-out requests took nothing.
+  held.Release();
+  // The timed-out waiter left the queue: a newcomer is served at once, not queued behind it.
+  EXPECT_TRUE(TryAcquireElsewhere(set, {}));
 }
 
 TEST_P(LimitSetConformanceTest, BlockedAcquireWakesOnARelease) {
@@ -594,6 +613,9 @@ TEST_P(LimitSetConformanceTest, AcquireAsyncTimesOut) {
   EXPECT_LT(waited, absl::Milliseconds(300) + kPrompt);
   EXPECT_EQ(set.Stats().timeouts, 1);
   EXPECT_EQ(InUse(set, "conn"), 1);
+  held.Release();
+  // The timed-out request left the queue.
+  EXPECT_TRUE(TryAcquireElsewhere(set, {}));
 }
 
 TEST_P(LimitSetConformanceTest, CancellingAcquireAsyncWithdrawsTheRequest) {
@@ -604,11 +626,14 @@ TEST_P(LimitSetConformanceTest, CancellingAcquireAsyncWithdrawsTheRequest) {
   EXPECT_TRUE(cancelled.Cancelled());
   EXPECT_THROW(cancelled.Result(kGuard), CancelledError);
   held.Release();
-  // Had the cancelled request taken a unit, this would wait for it.
+  // Withdrawn: it neither took a unit nor keeps a place in the queue ahead of a newcomer.
+  EXPECT_TRUE(TryAcquireElsewhere(set, {{"conn", 2}}));
+  const absl::Time start = absl::Now();
   LimitAcquisition both = set.AcquireAsync({{"conn", 2}}, kGuard).Result(kGuard);
+  EXPECT_LT(absl::Now() - start, kPrompt);
   EXPECT_TRUE(both.held());
   const LimitSetStats stats = set.Stats();
-  EXPECT_EQ(stats.acquisitions, 2);  // `held` and `both`, never the cancelled one.
+  EXPECT_EQ(stats.acquisitions, 3);  // `held`, the newcomer's and `both`; not the cancelled one.
   EXPECT_EQ(stats.timeouts, 0);
   EXPECT_EQ(stats.limits[0].in_use, 2);
 }

@@ -508,10 +508,12 @@ TEST(RedisMultiprocessTest, TheUnitsOfAKilledHolderComeBackWithinTheLeaseTtl) {
 
 // ---- 3. Redis restarted mid-run ----
 
-// Phases the parent announces.
+// Phases the parent announces. kDown is stored after the server has stopped and left before it
+// starts again, so a call that begins and ends in kDown ran entirely while Redis was down.
 constexpr int kUp = 0;
 constexpr int kDown = 1;
-constexpr int kBackUp = 2;
+constexpr int kRestarting = 2;  // Restart() runs: Redis may be up already.
+constexpr int kBackUp = 3;
 
 struct RestartRecord {
   std::atomic<int> phase{kUp};
@@ -622,6 +624,7 @@ TEST(RedisMultiprocessTest, ClientsFailClosedWhileRedisIsDownAndRecoverAfterItsR
         return true;
       },
       absl::Seconds(20));
+  record->phase.store(kRestarting);
   server->Restart();
   record->phase.store(kBackUp);
   EXPECT_TRUE(all_saw_it) << "a client saw no RedisError while Redis was down";
