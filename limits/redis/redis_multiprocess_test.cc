@@ -265,6 +265,7 @@ constexpr int kRatePerSecond = 50;
 constexpr int kSlots = 2;
 constexpr absl::Duration kHammerFor = absl::Seconds(3);
 constexpr int kMaxGrants = 4096;
+constexpr absl::Duration kHoldFor = absl::Milliseconds(20);
 
 struct HammerRecord {
   struct Grant {
@@ -327,7 +328,9 @@ int Hammer(int client, int port, HammerRecord& record) {
     int64_t seen = record.max_holders.load();
     while (holders > seen && !record.max_holders.compare_exchange_weak(seen, holders)) {
     }
-    absl::SleepFor(absl::Milliseconds(2));  // Hold the slot a while, so that holders overlap.
+    // Hold the slot a while (the work it guards): 50 grants at a window's start then need the
+    // slots for 0.5 s, so the slots are contended as well as the rate.
+    absl::SleepFor(kHoldFor);
     probe.Command({"DECR", "multiprocess:holders"});
     acquired->Update({{"requests", 1}});
     acquired->Release();
@@ -411,8 +414,8 @@ TEST(RedisMultiprocessTest, FourClientsHoldTheLimitsExactlyAndNoneStarves) {
   // The limit is the bottleneck (four clients ask far more than 50 a second), so the run gets
   // at least a full window's worth over its 3 s.
   EXPECT_GE(total, kRatePerSecond);
-  EXPECT_LE(record->max_holders.load(), kSlots);
-  EXPECT_GE(record->max_holders.load(), 1);
+  // The slots were full at times, and never overfull.
+  EXPECT_EQ(record->max_holders.load(), kSlots);
   std::vector<std::string> shares;
   for (int client = 0; client < kClients; ++client) {
     const int64_t got = record->per_client[client].load();
