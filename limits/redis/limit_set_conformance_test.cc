@@ -246,10 +246,12 @@ class LimitSetConformanceTest : public ::testing::TestWithParam<Backend> {
         {.host = "127.0.0.1", .port = server_->port(), .key_prefix = "conformance:"});
   }
 
-  // A set of `limits` on the backend under test; warnings go to warnings_ unless `options`
-  // names a sink. Each Redis set gets a new name, so it starts empty.
-  LimitSet Make(std::vector<Limit> limits, LimitSetOptions options = {}) {
-    if (!options.on_warning) options.on_warning = warnings_.Sink();
+  // A set of `limits` on the backend under test; warnings go to `on_warning`, or to warnings_
+  // when it is null. Each Redis set gets a new name, so it starts empty.
+  LimitSet Make(std::vector<Limit> limits,
+                std::function<void(absl::string_view)> on_warning = nullptr) {
+    LimitSetOptions options;
+    options.on_warning = on_warning ? std::move(on_warning) : warnings_.Sink();
     switch (GetParam()) {
       case Backend::kThreads:
         options.sharing = LimitSharing::kThreads;
@@ -454,8 +456,7 @@ TEST_P(LimitSetConformanceTest, OveruseIsChargedAndWarned) {
   for (const RateLimitAlgorithm algorithm : kAlgorithms) {
     SCOPED_TRACE(RateLimitAlgorithmName(algorithm));
     Warnings warnings;
-    const LimitSet set =
-        Make({RateLimit("tok", 10, "day", algorithm)}, {.on_warning = warnings.Sink()});
+    const LimitSet set = Make({RateLimit("tok", 10, "day", algorithm)}, warnings.Sink());
     LimitAcquisition acquired = set.Acquire({{"tok", 2}}, kGuard);
     acquired.Update({{"tok", 5}});
     EXPECT_THAT(warnings.Get(), ElementsAre(AllOf(HasSubstr("usage above the request"),
@@ -721,7 +722,9 @@ TEST_P(LimitSetConformanceTest, BadInputErrorsAreTheInProcessSetsWordForWord) {
                                      RateLimit("win", 100, "day"), CallLimit(1000, "day"),
                                      ResourceLimit("conn", 2)};
   Warnings reference_warnings;
-  const LimitSet reference = LimitSet::Create(limits, {.on_warning = reference_warnings.Sink()});
+  LimitSetOptions reference_options;  // kThreads.
+  reference_options.on_warning = reference_warnings.Sink();
+  const LimitSet reference = LimitSet::Create(limits, std::move(reference_options));
   const LimitSet set = Make(limits);
 
   // Each case acts on one set and leaves nothing held.

@@ -252,6 +252,15 @@ RedisOptions ClientOptions(int port, absl::Duration lease_ttl = absl::Seconds(10
   return options;
 }
 
+// The options of the set `name` in `store`.
+LimitSetOptions InStore(std::shared_ptr<RedisLimitStore> store, std::string name) {
+  LimitSetOptions options;
+  options.sharing = LimitSharing::kHosts;
+  options.store = std::move(store);
+  options.name = std::move(name);
+  return options;
+}
+
 // The server's clock (TIME) in µs since the epoch.
 int64_t ServerMicros(redis_internal::RedisClient& client) {
   const redis_internal::RedisReply reply = client.Command({"TIME"});
@@ -293,7 +302,7 @@ int Hammer(int client, int port, HammerRecord& record) {
   const LimitSet set = LimitSet::Create(
       {RateLimit("requests", kRatePerSecond, absl::Seconds(1), RateLimitAlgorithm::kFixedWindow),
        ResourceLimit("slots", kSlots)},
-      {.sharing = LimitSharing::kHosts, .store = store, .name = "hammer"});
+      InStore(store, "hammer"));
   const absl::Time end = absl::Now() + kHammerFor;
   for (int attempt = 0; absl::Now() < end; ++attempt) {
     const int64_t before = ServerMicros(probe);
@@ -453,9 +462,8 @@ TEST(RedisMultiprocessTest, TheUnitsOfAKilledHolderComeBackWithinTheLeaseTtl) {
   Pipe waiter_ready;
   Pipe holder_killed;
   ASSERT_TRUE(holding.ok() && waiter_ready.ok() && holder_killed.ok());
-  const auto open_set = [port](const std::shared_ptr<RedisLimitStore>& store) {
-    return LimitSet::Create({ResourceLimit("slots", 2)},
-                            {.sharing = LimitSharing::kHosts, .store = store, .name = "lease"});
+  const auto open_set = [](const std::shared_ptr<RedisLimitStore>& store) {
+    return LimitSet::Create({ResourceLimit("slots", 2)}, InStore(store, "lease"));
   };
 
   Children children;
@@ -543,10 +551,7 @@ int RideOutRestart(int client, int port, RestartRecord& record) {
   testkit::Watchdog watchdog(kChildWatchdog, absl::StrCat("restart client ", client));
   RestartRecord::PerClient& mine = record.clients[client];
   const std::shared_ptr<RedisLimitStore> store = RedisLimitStore::Connect(ClientOptions(port));
-  LimitSetOptions options;
-  options.sharing = LimitSharing::kHosts;
-  options.store = store;
-  options.name = "restart";
+  LimitSetOptions options = InStore(store, "restart");
   options.on_warning = [](absl::string_view) {};  // Releases while Redis is down warn: expected.
   const LimitSet set =
       LimitSet::Create({RateLimit("requests", 1000, absl::Seconds(1), RateLimitAlgorithm::kGcra),
