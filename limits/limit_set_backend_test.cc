@@ -18,7 +18,9 @@
 #include "futures/future.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "limits/internal/process_transfer.h"
 #include "limits/limit.h"
+#include "limits/limit_pool.h"
 #include "limits/limit_set.h"
 
 namespace concurry {
@@ -263,6 +265,17 @@ TEST(LimitSetBackendTest, RejectsBadHostsOptions) {
                          {.sharing = LimitSharing::kHosts, .store = store, .name = "api"});
       },
       ThrowsMessage<InvalidOptionError>("Duplicate limit key: 'k'"));
+}
+
+// A process worker gets its limits through ExportLimitPool(); a kHosts set cannot go that way
+// yet, and says what to do instead.
+TEST(LimitSetBackendTest, AHostsSetCannotBeHandedToAnotherProcessAndSaysWhy) {
+  const auto store = std::make_shared<MapStore>();
+  const LimitSet set = LimitSet::Create(
+      TokensAndConnections(), {.sharing = LimitSharing::kHosts, .store = store, .name = "api"});
+  EXPECT_THAT([&] { limits_internal::ExportLimitPool(LimitPool::Create({set})); },
+              ThrowsMessage<InvalidOptionError>(
+                  HasSubstr("keeps its state in a LimitStore (LimitSharing::kHosts)")));
 }
 
 }  // namespace

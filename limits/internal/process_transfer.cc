@@ -292,6 +292,13 @@ ExportedLimits ExportLimitPool(const LimitPool& pool) {
       WriteSet(out, set, /*has_fd=*/false);
       continue;
     }
+    if (set.sharing() == LimitSharing::kHosts) {
+      throw InvalidOptionError(absl::StrCat(
+          "ExportLimitPool: ", DescribeSet(set, i),
+          " keeps its state in a LimitStore (LimitSharing::kHosts), and handing such a set to "
+          "another process is not supported yet; open the same set (the same store options and "
+          "LimitSetOptions::name) in that process instead"));
+    }
     if (set.sharing() != LimitSharing::kProcesses) {
       throw InvalidOptionError(absl::StrCat(
           "ExportLimitPool: ", DescribeSet(set, i),
