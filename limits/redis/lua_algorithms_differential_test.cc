@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -248,11 +249,13 @@ class LuaDifferentialTest : public ::testing::Test {
     const auto uniform = [&](int64_t low, int64_t high) {
       return std::uniform_int_distribution<int64_t>(low, high)(random);
     };
+    int skipped = 0;  // Amounts outside the restrictions (GCRA costs not whole µs).
     const auto pick_amount = [&](bool charge) {
       for (int tries = 0; tries < 100; ++tries) {
         const double amount =
             config.amounts[static_cast<size_t>(uniform(0, config.amounts.size() - 1))];
         if (both.ExactGcraCost(amount, charge)) return amount;
+        ++skipped;
       }
       ADD_FAILURE() << "no amount with an exact GCRA cost";
       return config.amounts[0];
@@ -296,7 +299,8 @@ class LuaDifferentialTest : public ::testing::Test {
     // Not vacuous: the steps both admit and refuse, often.
     EXPECT_GT(admitted, steps / 10);
     EXPECT_GT(refused, min_refused >= 0 ? min_refused : steps / 10);
-    std::printf("%s: %d admitted, %d refused\n", config.name.c_str(), admitted, refused);
+    std::printf("%s: %d admitted, %d refused, %d amounts skipped\n", config.name.c_str(), admitted,
+                refused, skipped);
   }
 
   std::unique_ptr<testkit::RedisServer> server_;
@@ -428,6 +432,12 @@ TEST_F(LuaDifferentialTest, GcraRefundsAndOveruse) {
   both.Charge(t + 10, 25);  // 2.5 s of debt.
   EXPECT_EQ(both.Take(t + 10, 1, "in debt"), 2'600'000 - 10);
   both.CompareInUse(t + 20, "over");
+}
+
+TEST(WithTestClockTest, TakesOnlyTheEngineScripts) {
+  EXPECT_THROW(scripts::WithTestClock("return 1"), std::invalid_argument);
+  EXPECT_THROW(scripts::WithTestClock(scripts::RenewScript()), std::invalid_argument);
+  EXPECT_NE(scripts::WithTestClock(scripts::LeaveScript()), scripts::LeaveScript());
 }
 
 }  // namespace
