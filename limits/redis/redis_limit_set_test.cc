@@ -522,43 +522,6 @@ TEST_F(RedisLimitSetTest, AcquireAsyncWaitsCancelsAndTimesOut) {
   EXPECT_EQ(set.Stats().timeouts, 1);
 }
 
-TEST_F(RedisLimitSetTest, AKilledHolderGivesItsUnitsBackWithinTheLeaseTtl) {
-  RedisOptions options = Options();
-  options.lease_ttl = absl::Seconds(2);
-  // Forked before this process starts any thread of its own: the child connects by itself.
-  int ready[2];
-  ASSERT_EQ(pipe(ready), 0);
-  const pid_t child = fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    close(ready[0]);
-    auto store = RedisLimitStore::Connect(options);
-    LimitSetOptions set_options;
-    set_options.sharing = LimitSharing::kHosts;
-    set_options.store = store;
-    set_options.name = "set";
-    LimitSet set = LimitSet::Create({ResourceLimit("connections", 1)}, std::move(set_options));
-    LimitAcquisition held = set.Acquire({}, absl::Seconds(10));
-    const char byte = 1;
-    if (write(ready[1], &byte, 1) != 1) _exit(1);
-    for (;;) pause();
-  }
-  close(ready[1]);
-  char byte = 0;
-  ASSERT_EQ(read(ready[0], &byte, 1), 1);
-  close(ready[0]);
-  auto store = RedisLimitStore::Connect(options);
-  LimitSet set = Create(store, {ResourceLimit("connections", 1)});
-  EXPECT_FALSE(set.TryAcquire().has_value());
-  const absl::Time killed = absl::Now();
-  ASSERT_EQ(kill(child, SIGKILL), 0);
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  LimitAcquisition mine = set.Acquire({}, absl::Seconds(10));
-  EXPECT_LT(absl::Now() - killed, options.lease_ttl + kSlack);
-  EXPECT_EQ(set.Stats().recovered_holders, 1);
-}
-
 TEST_F(RedisLimitSetTest, LeasesOfLiveHoldersAreRenewed) {
   RedisOptions options = Options();
   options.lease_ttl = absl::Milliseconds(1200);

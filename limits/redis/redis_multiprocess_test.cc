@@ -449,6 +449,8 @@ constexpr absl::Duration kLeaseSlack = absl::Seconds(3);
 struct LeaseRecord {
   std::atomic<int64_t> waited_ms{-1};
   std::atomic<bool> refused_while_held{false};
+  // The waiter's Stats().recovered_holders once it got the units (-1: not read).
+  std::atomic<int64_t> recovered_holders{-1};
   FailureNote failure[2];
 };
 
@@ -498,6 +500,8 @@ TEST(RedisMultiprocessTest, TheUnitsOfAKilledHolderComeBackWithinTheLeaseTtl) {
     try {
       LimitAcquisition one = set.Acquire({}, absl::Seconds(20));
       record->waited_ms.store(absl::ToInt64Milliseconds(absl::Now() - start));
+      // The reaped lease counts as one recovered holder (one acquisition of two units).
+      record->recovered_holders.store(set.Stats().recovered_holders);
     } catch (const std::exception& e) {
       record->failure[1].Write(absl::StrCat("Acquire: ", e.what()));
       return kChildFailed;
@@ -513,6 +517,7 @@ TEST(RedisMultiprocessTest, TheUnitsOfAKilledHolderComeBackWithinTheLeaseTtl) {
   const int64_t waited_ms = record->waited_ms.load();
   ASSERT_GE(waited_ms, 0);
   EXPECT_LE(waited_ms, absl::ToInt64Milliseconds(kLeaseTtl + kLeaseSlack));
+  EXPECT_EQ(record->recovered_holders.load(), 1);
   std::printf("the killed holder's slot came back after %lld ms (lease TTL %s)\n",
               static_cast<long long>(waited_ms), absl::FormatDuration(kLeaseTtl).c_str());
 }

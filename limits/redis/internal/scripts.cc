@@ -1,5 +1,6 @@
 #include "limits/redis/internal/scripts.h"
 
+#include <stdexcept>
 #include <string>
 
 namespace concurry {
@@ -495,6 +496,56 @@ const std::string& StatsScript() {
   static const std::string* const script =
       new std::string(std::string(kBase) + kState + kRates + kLeases + kStats);
   return *script;
+}
+
+namespace {
+
+// Put right after kBase by WithTestClock(): the clock is the last ARGV, and the commands that set
+// or drop an expiry go through a wrapper that keeps expiries on that clock (see scripts.h). The
+// later pieces see these locals instead of kBase's.
+constexpr char kTestClock[] = R"lua(
+local redis_call = call
+local test_now = tonumber(ARGV[#ARGV])
+local test_expiry = base .. 'test:expiry'
+local function clock() return test_now end
+do
+  local recorded = redis_call('HGETALL', test_expiry)
+  for j = 1, #recorded, 2 do
+    if test_now > tonumber(recorded[j + 1]) then
+      redis_call('DEL', recorded[j])
+      redis_call('HDEL', test_expiry, recorded[j])
+    end
+  end
+end
+local function expire_at(key, ms)
+  redis_call('HSET', test_expiry, key, string.format('%d', test_now + tonumber(ms) * 1000))
+end
+call = function(command, ...)
+  local args = {...}
+  if command == 'PEXPIRE' then
+    if redis_call('EXISTS', args[1]) == 0 then return 0 end
+    expire_at(args[1], args[2])
+    return 1
+  elseif command == 'SET' then
+    local reply = redis_call('SET', args[1], args[2])
+    if args[3] == 'PX' then expire_at(args[1], args[4])
+    else redis_call('HDEL', test_expiry, args[1]) end
+    return reply
+  elseif command == 'DEL' then
+    for _, key in ipairs(args) do redis_call('HDEL', test_expiry, key) end
+  end
+  return redis_call(command, ...)
+end
+)lua";
+
+}  // namespace
+
+std::string WithTestClock(const std::string& script) {
+  const std::string base(kBase);
+  if (script.compare(0, base.size(), base) != 0 || script == RenewScript()) {
+    throw std::invalid_argument("WithTestClock: not a script of limits/redis/internal/scripts.h");
+  }
+  return base + kTestClock + script.substr(base.size());
 }
 
 }  // namespace redis

@@ -89,6 +89,16 @@ const std::string& LeaveScript();
 // resource: "", "".
 const std::string& StatsScript();
 
+// For tests only: `script`, one of the scripts above other than RenewScript(), on a clock the
+// caller sets, so that a test can run the algorithms at times of its choosing (a differential test
+// against limits/internal/rate_algorithms.h). The time, in µs since the epoch, is one more ARGV
+// after the script's own arguments (which they count from the front). Key expiry follows that
+// clock too: the expiry a script sets is recorded in the hash "<KEYS[1]>test:expiry" instead of
+// being given to Redis, and each call first deletes the keys whose recorded expiry has passed
+// (as Redis expires keys before a script runs), so that state dropped by expiry is dropped at the
+// test's time, not the real time. Throws std::invalid_argument for a script not from this file.
+std::string WithTestClock(const std::string& script);
+
 }  // namespace redis
 }  // namespace limits_internal
 }  // namespace concurry
