@@ -86,6 +86,16 @@ bool WaitFor(int fd, short events, absl::Time deadline, const Waker* waker) {
   }
 }
 
+// Whether an error reply means "not now" (the server is loading, busy with a script, or its
+// cluster or replication is not ready) rather than a refusal that lasts.
+bool IsTransientRefusal(absl::string_view error) {
+  for (const absl::string_view prefix :
+       {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"}) {
+    if (absl::StartsWith(error, prefix)) return true;
+  }
+  return false;
+}
+
 RedisReply Convert(const redisReply* reply) {
   switch (reply->type) {
     case REDIS_REPLY_STRING:
@@ -163,24 +173,28 @@ RedisReply RedisReply::Array(std::vector<RedisReply> elements) {
   return reply;
 }
 
+void RedisReply::ThrowUnexpected(absl::string_view expected) const {
+  const std::string message =
+      absl::StrCat("expected ", expected, " reply from Redis, got ", DebugString());
+  // An error reply that lasts (NOPERM, NOAUTH, a script's error) is no outage.
+  if (type_ == Type::kError && !IsTransientRefusal(str_)) throw RedisConfigError(message);
+  throw RedisError(message);
+}
+
 int64_t RedisReply::integer() const {
-  if (type_ != Type::kInteger) {
-    throw RedisError(absl::StrCat("expected an integer reply from Redis, got ", DebugString()));
-  }
+  if (type_ != Type::kInteger) ThrowUnexpected("an integer");
   return integer_;
 }
 
 const std::string& RedisReply::str() const {
   if (type_ != Type::kString && type_ != Type::kStatus && type_ != Type::kError) {
-    throw RedisError(absl::StrCat("expected a string reply from Redis, got ", DebugString()));
+    ThrowUnexpected("a string");
   }
   return str_;
 }
 
 const std::vector<RedisReply>& RedisReply::elements() const {
-  if (type_ != Type::kArray) {
-    throw RedisError(absl::StrCat("expected an array reply from Redis, got ", DebugString()));
-  }
+  if (type_ != Type::kArray) ThrowUnexpected("an array");
   return elements_;
 }
 
@@ -357,7 +371,14 @@ class RedisConnection {
     const absl::Time deadline = absl::Now() + command_timeout_;
     Send(args, deadline, what, waker);
     const RedisReply reply = Receive(deadline, what, waker);
-    if (reply.is_error()) Fail(what, reply.str());
+    if (reply.is_error()) Refused(what, reply.str());
+  }
+
+  // Throws for an error reply to the connection's setup: RedisConfigError when it lasts (a wrong
+  // password, SELECT out of range), RedisError when it is transient.
+  [[noreturn]] void Refused(absl::string_view what, absl::string_view error) const {
+    if (IsTransientRefusal(error)) Fail(what, error);
+    throw RedisConfigError(absl::StrCat("Redis ", address_, ": ", what, " failed: ", error));
   }
 
   [[noreturn]] void Fail(absl::string_view what, absl::string_view reason) const {
@@ -431,10 +452,13 @@ std::unique_ptr<RedisConnection> RedisClient::Connect() {
     absl::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
     if (now < next_connect_) {
-      throw RedisError(absl::StrCat(
+      const std::string message = absl::StrCat(
           connect_error_, " (next attempt in ",
-          absl::FormatDuration(absl::Ceil(next_connect_ - now, absl::Milliseconds(1))), ")"));
+          absl::FormatDuration(absl::Ceil(next_connect_ - now, absl::Milliseconds(1))), ")");
+      if (connect_error_config_) throw RedisConfigError(message);
+      throw RedisError(message);
     }
+    connect_error_config_ = false;
   }
   try {
     std::unique_ptr<RedisConnection> connection =
@@ -443,6 +467,13 @@ std::unique_ptr<RedisConnection> RedisClient::Connect() {
     ++connects_;
     next_connect_ = absl::InfinitePast();
     return connection;
+  } catch (const RedisConfigError& e) {
+    // Refused by the server (AUTH, SELECT): calls within the backoff fail with the same class.
+    absl::MutexLock lock(&mu_);
+    next_connect_ = absl::Now() + options_.reconnect_backoff;
+    connect_error_ = e.what();
+    connect_error_config_ = true;
+    throw;
   } catch (const RedisError& e) {
     absl::MutexLock lock(&mu_);
     next_connect_ = absl::Now() + options_.reconnect_backoff;
@@ -474,11 +505,19 @@ RedisReply RedisClient::Command(const std::vector<std::string>& args) {
 std::string RedisClient::LoadScript(const RedisScript& script) {
   const RedisReply reply = Run({"SCRIPT", "LOAD", script.source()}, script.load_label_);
   if (!reply.is_string()) {
-    throw RedisError(absl::StrCat("Redis ", address_, ": ", script.load_label_,
-                                  " failed: ", reply.DebugString()));
+    ThrowLoadFailed(script, reply);
   }
   script.set_sha(reply.str());
   return reply.str();
+}
+
+void RedisClient::ThrowLoadFailed(const RedisScript& script, const RedisReply& reply) const {
+  const std::string message =
+      absl::StrCat("Redis ", address_, ": ", script.load_label_, " failed: ", reply.DebugString());
+  // A compile error, NOPERM or NOAUTH comes back on every try: the script or the options are
+  // wrong, Redis is not down.
+  if (reply.is_error() && !IsTransientRefusal(reply.str())) throw RedisConfigError(message);
+  throw RedisError(message);
 }
 
 RedisReply RedisClient::EvalSha(const RedisScript& script, const std::vector<std::string>& keys,

@@ -52,7 +52,9 @@ class RedisReply {
   bool is_error() const { return type_ == Type::kError; }
   bool is_array() const { return type_ == Type::kArray; }
 
-  // The value of an integer reply; throws RedisError (naming the reply) for any other type.
+  // The value of an integer reply; throws RedisError (naming the reply) for any other type:
+  // RedisConfigError for an error reply that lasts (NOPERM, NOAUTH, a script's error; not
+  // LOADING, BUSY, ...), as str() and elements() do.
   int64_t integer() const;
   // The bytes of a string, status or error reply; throws RedisError for any other type.
   const std::string& str() const;
@@ -63,6 +65,8 @@ class RedisReply {
   std::string DebugString() const;
 
  private:
+  [[noreturn]] void ThrowUnexpected(absl::string_view expected) const;
+
   Type type_ = Type::kNil;
   int64_t integer_ = 0;
   std::string str_;
@@ -104,6 +108,10 @@ struct Waker;           // The subscriber thread's wake-up (redis_client.cc).
 // server closed while idle (a restart) is noticed before use and replaced, so the call succeeds.
 // After a failed connection attempt, calls fail at once with that error until
 // options.reconnect_backoff has passed; then the next call tries again.
+//
+// Errors: RedisConfigError when the server refuses the connection's setup (AUTH, SELECT) or a
+// SCRIPT LOAD (see redis_options.h); RedisError for an outage (refused or broken connection,
+// timeout). A command's own error reply (NOPERM included) is returned, not thrown.
 //
 // Bounds: a call waits at most command_timeout for a free connection ("all N connections busy"),
 // at most connect_timeout (plus command_timeout for AUTH and SELECT) to open one, and at most
@@ -148,6 +156,8 @@ class RedisClient {
   // Runs `args` on a pooled connection.
   RedisReply Run(const std::vector<std::string>& args, absl::string_view what)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Throws RedisConfigError, or RedisError for a transient refusal, for a failed SCRIPT LOAD.
+  [[noreturn]] void ThrowLoadFailed(const RedisScript& script, const RedisReply& reply) const;
   std::string LoadScript(const RedisScript& script) ABSL_LOCKS_EXCLUDED(mu_);
 
   const RedisOptions options_;
@@ -159,6 +169,7 @@ class RedisClient {
   // After a failed attempt: no new attempt before next_connect_; calls fail with connect_error_.
   absl::Time next_connect_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::string connect_error_ ABSL_GUARDED_BY(mu_);
+  bool connect_error_config_ ABSL_GUARDED_BY(mu_) = false;  // connect_error_ is a refusal.
   int64_t connects_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
