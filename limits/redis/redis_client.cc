@@ -425,6 +425,7 @@ std::unique_ptr<RedisConnection> RedisClient::Checkout(absl::string_view what) {
                                     " connections busy for ",
                                     absl::FormatDuration(options_.command_timeout)));
     }
+    DropInheritedLocked();
     --free_slots_;
     if (!idle_.empty()) {
       connection = std::move(idle_.back());
@@ -439,6 +440,19 @@ std::unique_ptr<RedisConnection> RedisClient::Checkout(absl::string_view what) {
     throw;
   }
   return connection;
+}
+
+void RedisClient::DropInheritedLocked() {
+  const pid_t pid = getpid();
+  if (pool_pid_ == pid) return;
+  // First call in this process. When it is a fork()ed child, the idle connections are sockets
+  // shared with the parent: a command sent on one could read the parent's reply. They are only
+  // closed here (hiredis sends nothing when it frees a connection), and the slots that the
+  // parent's other threads held at the fork are free here, since those threads do not exist.
+  idle_.clear();
+  free_slots_ = options_.pool_size;
+  next_connect_ = absl::InfinitePast();
+  pool_pid_ = pid;
 }
 
 void RedisClient::Checkin(std::unique_ptr<RedisConnection> connection) {
@@ -546,19 +560,70 @@ RedisReply RedisClient::EvalSha(const RedisScript& script, const std::vector<std
 RedisSubscriber::RedisSubscriber(RedisOptions options)
     : options_((options.Validate(), std::move(options))),
       address_(options_.Address()),
-      wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+      wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      pid_(getpid()) {
   if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
-  thread_ = std::thread([this] { Run(); });
+  try {
+    thread_ = std::thread([this] { Run(); });
+  } catch (...) {
+    close(wake_fd_);
+    throw;
+  }
 }
 
 RedisSubscriber::~RedisSubscriber() {
+  bool owned;
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    owned = OwnedLocked();
+    if (!owned && serving_fd_ >= 0) {
+      close(serving_fd_);  // This process's copy of the parent's connection.
+      serving_fd_ = -1;
+    }
   }
-  Wake();
-  thread_.join();
+  if (owned) {
+    Wake();
+    thread_.join();
+  } else {
+    // A fork()ed child that never subscribed: thread_ is the parent's thread, which does not
+    // exist here; it is neither joined nor detached, only forgotten (a small leak).
+    new std::thread(std::move(thread_));
+  }
   close(wake_fd_);
+}
+
+bool RedisSubscriber::OwnedLocked() const { return pid_ == getpid(); }
+
+void RedisSubscriber::AdoptLocked() {
+  if (OwnedLocked()) return;
+  const int wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  // This process's copies of the parent's fds: closing them leaves the parent's alone. A wake-up
+  // written to the inherited eventfd would wake the parent's thread instead.
+  if (serving_fd_ >= 0) close(serving_fd_);
+  serving_fd_ = -1;
+  close(wake_fd_);
+  wake_fd_ = wake_fd;
+  // A run of callbacks that the parent's thread was in at the fork never ends here.
+  if (dispatch_seq_ % 2 == 1) ++dispatch_seq_;
+  for (auto& [name, channel] : channels_) {
+    channel.requested = false;
+    channel.confirmed = false;
+  }
+  new std::thread(std::move(thread_));  // The parent's: forgotten (see the destructor).
+  pid_ = getpid();
+  try {
+    thread_ = std::thread([this] { Run(); });
+  } catch (...) {
+    pid_ = 0;  // No thread here yet: the next Subscribe() tries again.
+    throw;
+  }
+}
+
+std::string RedisSubscriber::last_error() const {
+  absl::MutexLock lock(&mu_);
+  return last_error_;
 }
 
 int64_t RedisSubscriber::connects() const {
@@ -576,6 +641,7 @@ void RedisSubscriber::Wake() {
 RedisSubscriber::Token RedisSubscriber::Subscribe(std::string channel,
                                                   std::function<void()> on_message) {
   absl::MutexLock lock(&mu_);
+  AdoptLocked();
   const Token token = next_token_++;
   Channel& state = channels_[channel];
   state.callbacks.emplace(token,
@@ -595,8 +661,11 @@ void RedisSubscriber::Unsubscribe(Token token) {
   token_channels_.erase(found);
   if (channel != channels_.end()) {
     channel->second.callbacks.erase(token);
+    // A fork()ed child with no thread of its own yet: nothing to wake, no run to wait for.
+    if (!OwnedLocked()) return;
     if (channel->second.callbacks.empty()) Wake();  // The thread sends UNSUBSCRIBE.
   }
+  if (!OwnedLocked()) return;
   if (std::this_thread::get_id() == thread_.get_id()) return;
   // Callbacks in flight may include this one: wait until that run is over.
   struct RunOver {
@@ -630,6 +699,8 @@ void RedisSubscriber::Run() {
                       absl::MutexLock lock(&mu_);
                       return stopping_;
                     }};
+  // Grows after each refused setup (RedisConfigError), back to 1 once a connection is set up.
+  int backoff_factor = 1;
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -638,23 +709,46 @@ void RedisSubscriber::Run() {
     try {
       std::unique_ptr<RedisConnection> connection =
           RedisConnection::Open(options_, address_, /*select_db=*/false, &waker);
+      // Destroyed before `connection`: a fork() never sees the fd recorded after it is closed.
+      struct Forget {
+        RedisSubscriber* self;
+        ~Forget() {
+          absl::MutexLock lock(&self->mu_);
+          self->serving_fd_ = -1;
+        }
+      };
       {
         absl::MutexLock lock(&mu_);
         ++connects_;
+        serving_fd_ = connection->fd();
+        last_error_.clear();
         // A new connection starts with no subscriptions.
         for (auto& [name, channel] : channels_) {
           channel.requested = false;
           channel.confirmed = false;
         }
       }
+      const Forget forget{this};
+      backoff_factor = 1;
       Serve(*connection, waker);
     } catch (const Stopped&) {
       return;
-    } catch (const RedisError&) {
+    } catch (const RedisConfigError& e) {
+      // A wrong password or an unknown ACL user: retrying soon will not help, and nobody calling
+      // Subscribe() sees this error, so say it once per new message.
+      absl::MutexLock lock(&mu_);
+      if (last_error_ != e.what()) {
+        std::fprintf(stderr, "concurry: RedisSubscriber cannot subscribe: %s\n", e.what());
+        last_error_ = e.what();
+      }
+      if (backoff_factor < 64) backoff_factor *= 2;
+    } catch (const RedisError& e) {
       // Redis is down or restarting; the next connection resubscribes (see the class comment).
+      absl::MutexLock lock(&mu_);
+      last_error_ = e.what();
     }
     // Never reconnect in a tight loop, even when the server accepts and then drops connections.
-    Pause(options_.reconnect_backoff);
+    Pause(options_.reconnect_backoff * backoff_factor);
   }
 }
 

@@ -8,12 +8,17 @@
 //   static const RedisScript kIncr("incr", "return redis.call('INCRBY', KEYS[1], ARGV[1])");
 //   int64_t n = client.EvalSha(kIncr, {"counter"}, {"5"}).integer();
 //   RedisSubscriber subscriber(options);
-//   auto token = subscriber.Subscribe("wake", [&] { wakeups.Notify(); });
+//   auto token = subscriber.Subscribe("wake", [&] { wakeups.fetch_add(1); });  // maybe many calls
 //
-// Not fork-safe: make clients and subscribers in the process that uses them (after fork()).
+// fork(): a child may use its parent's client and subscriber. They never use a connection of the
+// parent there (see the classes). As with any mutex, fork() while another thread is inside a call
+// of the same client or subscriber can leave the child blocked on its lock; fork from a quiet
+// moment, or make a client in the child.
 
 #ifndef CONCURRY_LIMITS_REDIS_REDIS_CLIENT_H_
 #define CONCURRY_LIMITS_REDIS_REDIS_CLIENT_H_
+
+#include <sys/types.h>
 
 #include <cstdint>
 #include <functional>
@@ -149,6 +154,8 @@ class RedisClient {
   // Takes a free pool slot (waiting at most command_timeout) with its idle connection, opening a
   // new one when the slot has none or the server closed it.
   std::unique_ptr<RedisConnection> Checkout(absl::string_view command) ABSL_LOCKS_EXCLUDED(mu_);
+  // In a fork()ed child's first call: closes the connections inherited from the parent, unused.
+  void DropInheritedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gives the slot back, with `connection` for reuse, or null when it failed.
   void Checkin(std::unique_ptr<RedisConnection> connection) ABSL_LOCKS_EXCLUDED(mu_);
   // Opens a connection unless the last attempt failed within reconnect_backoff.
@@ -171,6 +178,8 @@ class RedisClient {
   std::string connect_error_ ABSL_GUARDED_BY(mu_);
   bool connect_error_config_ ABSL_GUARDED_BY(mu_) = false;  // connect_error_ is a refusal.
   int64_t connects_ ABSL_GUARDED_BY(mu_) = 0;
+  // The process whose connections idle_ holds (0 before the first call).
+  pid_t pool_pid_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Calls back on messages published to channels, over one dedicated connection served by a thread
@@ -181,8 +190,19 @@ class RedisClient {
 // no wake-up. While Redis is down, the thread retries every options.reconnect_backoff.
 //
 // Callbacks run on the subscriber's thread, one at a time, with no lock held; they must be quick
-// (signal a waiter) and may call Subscribe and Unsubscribe. The destructor wakes the thread and
-// joins it; it waits at most connect_timeout when the thread is opening a connection.
+// (signal a waiter) and may call Subscribe and Unsubscribe, but must not destroy the subscriber.
+// The destructor wakes the thread and joins it; it waits at most connect_timeout when the thread
+// is opening a connection.
+//
+// fork(): a child inherits the subscriptions but not the thread. Its first Subscribe() starts a
+// thread and a connection of the child's own, which then serves every subscription of the child
+// (the inherited ones too); until then, and if it never subscribes, nothing is called back in the
+// child. The parent's connection and wake-up are never used in the child (its copies of their
+// fds are closed), and destroying the subscriber in a child never waits for the parent's thread.
+//
+// When the server refuses the connection's setup (RedisConfigError: a wrong password, an ACL
+// user it does not know), the thread keeps retrying, but waits twice as long after each refusal
+// (up to 64 reconnect_backoff), reports each new refusal on stderr, and last_error() returns it.
 //
 // Thread-safe.
 class RedisSubscriber {
@@ -205,6 +225,9 @@ class RedisSubscriber {
 
   // Connections opened so far (for tests).
   int64_t connects() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Why the last connection attempt failed, or "" once a connection is set up.
+  std::string last_error() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Channel {
@@ -231,10 +254,17 @@ class RedisSubscriber {
   void Pause(absl::Duration duration) ABSL_LOCKS_EXCLUDED(mu_);
   // Wakes the thread from poll().
   void Wake();
+  // In a fork()ed child (first call there): closes the parent's fds and starts a thread of this
+  // process. Throws std::system_error when it cannot.
+  void AdoptLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether this process runs the thread (false in a fork()ed child before AdoptLocked()).
+  bool OwnedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const RedisOptions options_;
   const std::string address_;
-  const int wake_fd_;  // eventfd: written to wake the thread from poll().
+  // eventfd: written to wake the thread from poll(). Replaced only by AdoptLocked(), before it
+  // starts the thread that reads it.
+  int wake_fd_;
 
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
@@ -246,6 +276,11 @@ class RedisSubscriber {
   // Odd while callbacks run; Unsubscribe waits for the run in progress to end.
   uint64_t dispatch_seq_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t connects_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+  // The process that runs thread_, and the fd of the thread's connection while it serves (-1
+  // otherwise): what a fork()ed child closes.
+  pid_t pid_ ABSL_GUARDED_BY(mu_);
+  int serving_fd_ ABSL_GUARDED_BY(mu_) = -1;
 
   std::thread thread_;
 };
