@@ -40,6 +40,9 @@ namespace redis_internal {
 struct Waker {
   int fd;
   std::function<bool()> stopping;
+  // Set by WaitFor() when it absorbed a wake-up that was not a stop (a Subscribe() or
+  // Unsubscribe() while a send waited): the thread syncs its channels again before it sleeps.
+  mutable bool woken = false;
 };
 
 namespace {
@@ -81,6 +84,7 @@ bool WaitFor(int fd, short events, absl::Time deadline, const Waker* waker) {
     if (waker != nullptr && fds[1].revents != 0) {
       DrainEventfd(waker->fd);
       if (waker->stopping()) throw Stopped{};
+      waker->woken = true;
     }
     if (fds[0].revents != 0) return true;
   }
@@ -266,7 +270,11 @@ class RedisConnection {
     }
     std::unique_ptr<RedisConnection> connection(
         new RedisConnection(context, address, options.command_timeout));
-    // Children started with fork()+exec() (a redis-server in a test) must not keep it open.
+    // Children started with fork()+exec() (a redis-server in a test) must not keep it open. Not
+    // atomic: hiredis 0.14.1 opens the socket without SOCK_CLOEXEC, so a fork()+exec() by another
+    // thread in between still inherits it (harmless but for the fd it holds open). Also, its
+    // connect gives up on EINTR ("Interrupted system call"): a signal during a connect costs one
+    // failed attempt and a reconnect_backoff.
     fcntl(context->fd, F_SETFD, FD_CLOEXEC);
     if (options.unix_socket.empty()) redisEnableKeepAlive(context);
     if (!options.password.empty()) {
@@ -755,8 +763,10 @@ void RedisSubscriber::Run() {
 void RedisSubscriber::Serve(RedisConnection& connection, const Waker& waker) {
   constexpr absl::string_view kWhat = "SUBSCRIBE";
   while (true) {
+    waker.woken = false;
     SyncChannels(connection, waker);
     RunFirstCalls();
+    if (waker.woken) continue;  // A wake-up came while SyncChannels() sent: sync again first.
     pollfd fds[2] = {{connection.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;

@@ -37,7 +37,9 @@ namespace concurry {
 namespace redis_internal {
 
 // One decoded reply, owning its data: nil, integer, (bulk) string, status ("OK"), error
-// ("ERR ...", "NOSCRIPT ...") or an array of replies. Strings are binary-safe. Thread-compatible.
+// ("ERR ...", "NOSCRIPT ...") or an array of replies. Strings are binary-safe. hiredis 0.14.1
+// rejects arrays nested more than 7 deep as a protocol error (the connection is dropped, a
+// RedisError): keep script replies flat. Thread-compatible.
 class RedisReply {
  public:
   enum class Type { kNil, kInteger, kString, kStatus, kError, kArray };
