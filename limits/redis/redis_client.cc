@@ -463,6 +463,15 @@ void RedisClient::DropInheritedLocked() {
   pool_pid_ = pid;
 }
 
+void RedisClient::ThrowLoadFailed(const RedisScript& script, const RedisReply& reply) const {
+  const std::string message =
+      absl::StrCat("Redis ", address_, ": ", script.load_label_, " failed: ", reply.DebugString());
+  // A compile error, NOPERM or NOAUTH comes back on every try: the script or the options are
+  // wrong, Redis is not down.
+  if (reply.is_error() && !IsTransientRefusal(reply.str())) throw RedisConfigError(message);
+  throw RedisError(message);
+}
+
 void RedisClient::Checkin(std::unique_ptr<RedisConnection> connection) {
   absl::MutexLock lock(&mu_);
   if (connection != nullptr) idle_.push_back(std::move(connection));
@@ -531,15 +540,6 @@ std::string RedisClient::LoadScript(const RedisScript& script) {
   }
   script.set_sha(reply.str());
   return reply.str();
-}
-
-void RedisClient::ThrowLoadFailed(const RedisScript& script, const RedisReply& reply) const {
-  const std::string message =
-      absl::StrCat("Redis ", address_, ": ", script.load_label_, " failed: ", reply.DebugString());
-  // A compile error, NOPERM or NOAUTH comes back on every try: the script or the options are
-  // wrong, Redis is not down.
-  if (reply.is_error() && !IsTransientRefusal(reply.str())) throw RedisConfigError(message);
-  throw RedisError(message);
 }
 
 RedisReply RedisClient::EvalSha(const RedisScript& script, const std::vector<std::string>& keys,

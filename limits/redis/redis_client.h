@@ -153,11 +153,15 @@ class RedisClient {
   int64_t connects() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  // In a fork()ed child's first call: closes the connections inherited from the parent, unused.
+  void DropInheritedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Throws RedisConfigError, or RedisError for a transient refusal, for a failed SCRIPT LOAD.
+  [[noreturn]] void ThrowLoadFailed(const RedisScript& script, const RedisReply& reply) const;
+
+ private:
   // Takes a free pool slot (waiting at most command_timeout) with its idle connection, opening a
   // new one when the slot has none or the server closed it.
   std::unique_ptr<RedisConnection> Checkout(absl::string_view command) ABSL_LOCKS_EXCLUDED(mu_);
-  // In a fork()ed child's first call: closes the connections inherited from the parent, unused.
-  void DropInheritedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gives the slot back, with `connection` for reuse, or null when it failed.
   void Checkin(std::unique_ptr<RedisConnection> connection) ABSL_LOCKS_EXCLUDED(mu_);
   // Opens a connection unless the last attempt failed within reconnect_backoff.
@@ -165,8 +169,6 @@ class RedisClient {
   // Runs `args` on a pooled connection.
   RedisReply Run(const std::vector<std::string>& args, absl::string_view what)
       ABSL_LOCKS_EXCLUDED(mu_);
-  // Throws RedisConfigError, or RedisError for a transient refusal, for a failed SCRIPT LOAD.
-  [[noreturn]] void ThrowLoadFailed(const RedisScript& script, const RedisReply& reply) const;
   std::string LoadScript(const RedisScript& script) ABSL_LOCKS_EXCLUDED(mu_);
 
   const RedisOptions options_;
@@ -179,9 +181,9 @@ class RedisClient {
   absl::Time next_connect_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::string connect_error_ ABSL_GUARDED_BY(mu_);
   bool connect_error_config_ ABSL_GUARDED_BY(mu_) = false;  // connect_error_ is a refusal.
-  int64_t connects_ ABSL_GUARDED_BY(mu_) = 0;
   // The process whose connections idle_ holds (0 before the first call).
   pid_t pool_pid_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t connects_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Calls back on messages published to channels, over one dedicated connection served by a thread
