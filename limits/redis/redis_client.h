@@ -153,12 +153,6 @@ class RedisClient {
   int64_t connects() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  // In a fork()ed child's first call: closes the connections inherited from the parent, unused.
-  void DropInheritedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Throws RedisConfigError, or RedisError for a transient refusal, for a failed SCRIPT LOAD.
-  [[noreturn]] void ThrowLoadFailed(const RedisScript& script, const RedisReply& reply) const;
-
- private:
   // Takes a free pool slot (waiting at most command_timeout) with its idle connection, opening a
   // new one when the slot has none or the server closed it.
   std::unique_ptr<RedisConnection> Checkout(absl::string_view command) ABSL_LOCKS_EXCLUDED(mu_);
@@ -173,6 +167,11 @@ class RedisClient {
 
   const RedisOptions options_;
   const std::string address_;
+
+  // In a fork()ed child's first call: closes the connections inherited from the parent, unused.
+  void DropInheritedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Throws RedisConfigError, or RedisError for a transient refusal, for a failed SCRIPT LOAD.
+  [[noreturn]] void ThrowLoadFailed(const RedisScript& script, const RedisReply& reply) const;
 
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<RedisConnection>> idle_ ABSL_GUARDED_BY(mu_);
