@@ -144,6 +144,7 @@ std::unique_ptr<RedisServer> RedisServer::Start(RedisServerOptions options) {
 }
 
 RedisServer::~RedisServer() {
+  if (getpid() != owner_pid_) return;  // A fork()ed child's copy: the server is the parent's.
   Stop();
   RemoveTree(dir_);
 }
@@ -205,7 +206,10 @@ bool RedisServer::Launch() {
   while (true) {
     const std::string log = ReadFile(log_path_).substr(log_start);
     if (WaitExit(absl::Now())) {
-      if (absl::StrContains(log, "Address already in use")) return false;
+      // Read again: the server may have logged why and exited after `log` was read.
+      if (absl::StrContains(ReadFile(log_path_).substr(log_start), "Address already in use")) {
+        return false;
+      }
       throw std::runtime_error(absl::StrCat("redis-server on port ", port_,
                                             " exited while starting; log tail:\n", LogTail()));
     }
@@ -247,14 +251,14 @@ bool RedisServer::WaitExit(absl::Time deadline) {
 }
 
 void RedisServer::Stop() {
-  if (pid_ <= 0) return;
+  if (pid_ <= 0 || getpid() != owner_pid_) return;
   kill(pid_, SIGTERM);
   if (WaitExit(absl::Now() + options_.stop_timeout)) return;
   Kill();
 }
 
 void RedisServer::Kill() {
-  if (pid_ <= 0) return;
+  if (pid_ <= 0 || getpid() != owner_pid_) return;
   kill(pid_, SIGKILL);
   WaitExit(absl::InfiniteFuture());
 }

@@ -15,6 +15,7 @@
 #define CONCURRY_TESTING_REDIS_SERVER_H_
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <memory>
@@ -63,7 +64,8 @@ class RedisServer {
   // The server's process id, or 0 when it is not running.
   pid_t pid() const { return pid_; }
 
-  // SIGTERM, then SIGKILL when it has not exited within options.stop_timeout. No-op when stopped.
+  // SIGTERM, then SIGKILL when it has not exited within options.stop_timeout. No-op when stopped,
+  // and in a fork()ed child (as are Kill() and the destructor): the server is the parent's.
   void Stop();
   // SIGKILL (a crash: no shutdown work), and reaps the process. No-op when stopped.
   void Kill();
@@ -90,6 +92,7 @@ class RedisServer {
   int port_ = 0;
   pid_t pid_ = 0;
   int pidfd_ = -1;  // pidfd_open(pid_): a wait on the child's exit with a timeout.
+  const pid_t owner_pid_ = getpid();  // The process that started the server.
 };
 
 }  // namespace testkit

@@ -19,7 +19,10 @@ PACKAGES=(
   libgoogle-glog-dev libgflags-dev libcereal-dev libasio-dev libcaf-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # Redis: the server the Redis LimitSet tests and benchmarks start (redis-server, redis-benchmark)
-  # and the client library behind //limits/redis (hiredis).
+  # and the client library behind //limits/redis (hiredis). On a host with systemd, installing
+  # redis-server also starts a system Redis on 6379, RedisOptions' default port: the tests start
+  # their own servers on free ports, but code that forgets .port talks to that one. Stop it with
+  # `systemctl disable --now redis-server` where it is not wanted.
   redis-server redis-tools libhiredis-dev
   # The benchmark report (//benchmarks:report): compare.py's U test, charts.
   libbenchmark-tools python3-scipy python3-matplotlib

@@ -40,6 +40,9 @@ namespace redis_internal {
 struct Waker {
   int fd;
   std::function<bool()> stopping;
+  // Set by WaitFor() when it absorbed a wake-up that was not a stop (a Subscribe() or
+  // Unsubscribe() while a send waited): the thread syncs its channels again before it sleeps.
+  mutable bool woken = false;
 };
 
 namespace {
@@ -81,9 +84,20 @@ bool WaitFor(int fd, short events, absl::Time deadline, const Waker* waker) {
     if (waker != nullptr && fds[1].revents != 0) {
       DrainEventfd(waker->fd);
       if (waker->stopping()) throw Stopped{};
+      waker->woken = true;
     }
     if (fds[0].revents != 0) return true;
   }
+}
+
+// Whether an error reply means "not now" (the server is loading, busy with a script, or its
+// cluster or replication is not ready) rather than a refusal that lasts.
+bool IsTransientRefusal(absl::string_view error) {
+  for (const absl::string_view prefix :
+       {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"}) {
+    if (absl::StartsWith(error, prefix)) return true;
+  }
+  return false;
 }
 
 RedisReply Convert(const redisReply* reply) {
@@ -163,24 +177,28 @@ RedisReply RedisReply::Array(std::vector<RedisReply> elements) {
   return reply;
 }
 
+void RedisReply::ThrowUnexpected(absl::string_view expected) const {
+  const std::string message =
+      absl::StrCat("expected ", expected, " reply from Redis, got ", DebugString());
+  // An error reply that lasts (NOPERM, NOAUTH, a script's error) is no outage.
+  if (type_ == Type::kError && !IsTransientRefusal(str_)) throw RedisConfigError(message);
+  throw RedisError(message);
+}
+
 int64_t RedisReply::integer() const {
-  if (type_ != Type::kInteger) {
-    throw RedisError(absl::StrCat("expected an integer reply from Redis, got ", DebugString()));
-  }
+  if (type_ != Type::kInteger) ThrowUnexpected("an integer");
   return integer_;
 }
 
 const std::string& RedisReply::str() const {
   if (type_ != Type::kString && type_ != Type::kStatus && type_ != Type::kError) {
-    throw RedisError(absl::StrCat("expected a string reply from Redis, got ", DebugString()));
+    ThrowUnexpected("a string");
   }
   return str_;
 }
 
 const std::vector<RedisReply>& RedisReply::elements() const {
-  if (type_ != Type::kArray) {
-    throw RedisError(absl::StrCat("expected an array reply from Redis, got ", DebugString()));
-  }
+  if (type_ != Type::kArray) ThrowUnexpected("an array");
   return elements_;
 }
 
@@ -252,7 +270,11 @@ class RedisConnection {
     }
     std::unique_ptr<RedisConnection> connection(
         new RedisConnection(context, address, options.command_timeout));
-    // Children started with fork()+exec() (a redis-server in a test) must not keep it open.
+    // Children started with fork()+exec() (a redis-server in a test) must not keep it open. Not
+    // atomic: hiredis 0.14.1 opens the socket without SOCK_CLOEXEC, so a fork()+exec() by another
+    // thread in between still inherits it (harmless but for the fd it holds open). Also, its
+    // connect gives up on EINTR ("Interrupted system call"): a signal during a connect costs one
+    // failed attempt and a reconnect_backoff.
     fcntl(context->fd, F_SETFD, FD_CLOEXEC);
     if (options.unix_socket.empty()) redisEnableKeepAlive(context);
     if (!options.password.empty()) {
@@ -357,7 +379,14 @@ class RedisConnection {
     const absl::Time deadline = absl::Now() + command_timeout_;
     Send(args, deadline, what, waker);
     const RedisReply reply = Receive(deadline, what, waker);
-    if (reply.is_error()) Fail(what, reply.str());
+    if (reply.is_error()) Refused(what, reply.str());
+  }
+
+  // Throws for an error reply to the connection's setup: RedisConfigError when it lasts (a wrong
+  // password, SELECT out of range), RedisError when it is transient.
+  [[noreturn]] void Refused(absl::string_view what, absl::string_view error) const {
+    if (IsTransientRefusal(error)) Fail(what, error);
+    throw RedisConfigError(absl::StrCat("Redis ", address_, ": ", what, " failed: ", error));
   }
 
   [[noreturn]] void Fail(absl::string_view what, absl::string_view reason) const {
@@ -404,6 +433,7 @@ std::unique_ptr<RedisConnection> RedisClient::Checkout(absl::string_view what) {
                                     " connections busy for ",
                                     absl::FormatDuration(options_.command_timeout)));
     }
+    DropInheritedLocked();
     --free_slots_;
     if (!idle_.empty()) {
       connection = std::move(idle_.back());
@@ -420,6 +450,28 @@ std::unique_ptr<RedisConnection> RedisClient::Checkout(absl::string_view what) {
   return connection;
 }
 
+void RedisClient::DropInheritedLocked() {
+  const pid_t pid = getpid();
+  if (pool_pid_ == pid) return;
+  // First call in this process. When it is a fork()ed child, the idle connections are sockets
+  // shared with the parent: a command sent on one could read the parent's reply. They are only
+  // closed here (hiredis sends nothing when it frees a connection), and the slots that the
+  // parent's other threads held at the fork are free here, since those threads do not exist.
+  idle_.clear();
+  free_slots_ = options_.pool_size;
+  next_connect_ = absl::InfinitePast();
+  pool_pid_ = pid;
+}
+
+void RedisClient::ThrowLoadFailed(const RedisScript& script, const RedisReply& reply) const {
+  const std::string message =
+      absl::StrCat("Redis ", address_, ": ", script.load_label_, " failed: ", reply.DebugString());
+  // A compile error, NOPERM or NOAUTH comes back on every try: the script or the options are
+  // wrong, Redis is not down.
+  if (reply.is_error() && !IsTransientRefusal(reply.str())) throw RedisConfigError(message);
+  throw RedisError(message);
+}
+
 void RedisClient::Checkin(std::unique_ptr<RedisConnection> connection) {
   absl::MutexLock lock(&mu_);
   if (connection != nullptr) idle_.push_back(std::move(connection));
@@ -431,10 +483,13 @@ std::unique_ptr<RedisConnection> RedisClient::Connect() {
     absl::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
     if (now < next_connect_) {
-      throw RedisError(absl::StrCat(
+      const std::string message = absl::StrCat(
           connect_error_, " (next attempt in ",
-          absl::FormatDuration(absl::Ceil(next_connect_ - now, absl::Milliseconds(1))), ")"));
+          absl::FormatDuration(absl::Ceil(next_connect_ - now, absl::Milliseconds(1))), ")");
+      if (connect_error_config_) throw RedisConfigError(message);
+      throw RedisError(message);
     }
+    connect_error_config_ = false;
   }
   try {
     std::unique_ptr<RedisConnection> connection =
@@ -443,6 +498,13 @@ std::unique_ptr<RedisConnection> RedisClient::Connect() {
     ++connects_;
     next_connect_ = absl::InfinitePast();
     return connection;
+  } catch (const RedisConfigError& e) {
+    // Refused by the server (AUTH, SELECT): calls within the backoff fail with the same class.
+    absl::MutexLock lock(&mu_);
+    next_connect_ = absl::Now() + options_.reconnect_backoff;
+    connect_error_ = e.what();
+    connect_error_config_ = true;
+    throw;
   } catch (const RedisError& e) {
     absl::MutexLock lock(&mu_);
     next_connect_ = absl::Now() + options_.reconnect_backoff;
@@ -474,8 +536,7 @@ RedisReply RedisClient::Command(const std::vector<std::string>& args) {
 std::string RedisClient::LoadScript(const RedisScript& script) {
   const RedisReply reply = Run({"SCRIPT", "LOAD", script.source()}, script.load_label_);
   if (!reply.is_string()) {
-    throw RedisError(absl::StrCat("Redis ", address_, ": ", script.load_label_,
-                                  " failed: ", reply.DebugString()));
+    ThrowLoadFailed(script, reply);
   }
   script.set_sha(reply.str());
   return reply.str();
@@ -507,19 +568,70 @@ RedisReply RedisClient::EvalSha(const RedisScript& script, const std::vector<std
 RedisSubscriber::RedisSubscriber(RedisOptions options)
     : options_((options.Validate(), std::move(options))),
       address_(options_.Address()),
-      wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+      wake_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      pid_(getpid()) {
   if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
-  thread_ = std::thread([this] { Run(); });
+  try {
+    thread_ = std::thread([this] { Run(); });
+  } catch (...) {
+    close(wake_fd_);
+    throw;
+  }
 }
 
 RedisSubscriber::~RedisSubscriber() {
+  bool owned;
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    owned = OwnedLocked();
+    if (!owned && serving_fd_ >= 0) {
+      close(serving_fd_);  // This process's copy of the parent's connection.
+      serving_fd_ = -1;
+    }
   }
-  Wake();
-  thread_.join();
+  if (owned) {
+    Wake();
+    thread_.join();
+  } else {
+    // A fork()ed child that never subscribed: thread_ is the parent's thread, which does not
+    // exist here; it is neither joined nor detached, only forgotten (a small leak).
+    new std::thread(std::move(thread_));
+  }
   close(wake_fd_);
+}
+
+bool RedisSubscriber::OwnedLocked() const { return pid_ == getpid(); }
+
+void RedisSubscriber::AdoptLocked() {
+  if (OwnedLocked()) return;
+  const int wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  // This process's copies of the parent's fds: closing them leaves the parent's alone. A wake-up
+  // written to the inherited eventfd would wake the parent's thread instead.
+  if (serving_fd_ >= 0) close(serving_fd_);
+  serving_fd_ = -1;
+  close(wake_fd_);
+  wake_fd_ = wake_fd;
+  // A run of callbacks that the parent's thread was in at the fork never ends here.
+  if (dispatch_seq_ % 2 == 1) ++dispatch_seq_;
+  for (auto& [name, channel] : channels_) {
+    channel.requested = false;
+    channel.confirmed = false;
+  }
+  new std::thread(std::move(thread_));  // The parent's: forgotten (see the destructor).
+  pid_ = getpid();
+  try {
+    thread_ = std::thread([this] { Run(); });
+  } catch (...) {
+    pid_ = 0;  // No thread here yet: the next Subscribe() tries again.
+    throw;
+  }
+}
+
+std::string RedisSubscriber::last_error() const {
+  absl::MutexLock lock(&mu_);
+  return last_error_;
 }
 
 int64_t RedisSubscriber::connects() const {
@@ -537,6 +649,7 @@ void RedisSubscriber::Wake() {
 RedisSubscriber::Token RedisSubscriber::Subscribe(std::string channel,
                                                   std::function<void()> on_message) {
   absl::MutexLock lock(&mu_);
+  AdoptLocked();
   const Token token = next_token_++;
   Channel& state = channels_[channel];
   state.callbacks.emplace(token,
@@ -556,8 +669,11 @@ void RedisSubscriber::Unsubscribe(Token token) {
   token_channels_.erase(found);
   if (channel != channels_.end()) {
     channel->second.callbacks.erase(token);
+    // A fork()ed child with no thread of its own yet: nothing to wake, no run to wait for.
+    if (!OwnedLocked()) return;
     if (channel->second.callbacks.empty()) Wake();  // The thread sends UNSUBSCRIBE.
   }
+  if (!OwnedLocked()) return;
   if (std::this_thread::get_id() == thread_.get_id()) return;
   // Callbacks in flight may include this one: wait until that run is over.
   struct RunOver {
@@ -591,6 +707,8 @@ void RedisSubscriber::Run() {
                       absl::MutexLock lock(&mu_);
                       return stopping_;
                     }};
+  // Grows after each refused setup (RedisConfigError), back to 1 once a connection is set up.
+  int backoff_factor = 1;
   while (true) {
     {
       absl::MutexLock lock(&mu_);
@@ -599,31 +717,56 @@ void RedisSubscriber::Run() {
     try {
       std::unique_ptr<RedisConnection> connection =
           RedisConnection::Open(options_, address_, /*select_db=*/false, &waker);
+      // Destroyed before `connection`: a fork() never sees the fd recorded after it is closed.
+      struct Forget {
+        RedisSubscriber* self;
+        ~Forget() {
+          absl::MutexLock lock(&self->mu_);
+          self->serving_fd_ = -1;
+        }
+      };
       {
         absl::MutexLock lock(&mu_);
         ++connects_;
+        serving_fd_ = connection->fd();
+        last_error_.clear();
         // A new connection starts with no subscriptions.
         for (auto& [name, channel] : channels_) {
           channel.requested = false;
           channel.confirmed = false;
         }
       }
+      const Forget forget{this};
+      backoff_factor = 1;
       Serve(*connection, waker);
     } catch (const Stopped&) {
       return;
-    } catch (const RedisError&) {
+    } catch (const RedisConfigError& e) {
+      // A wrong password or an unknown ACL user: retrying soon will not help, and nobody calling
+      // Subscribe() sees this error, so say it once per new message.
+      absl::MutexLock lock(&mu_);
+      if (last_error_ != e.what()) {
+        std::fprintf(stderr, "concurry: RedisSubscriber cannot subscribe: %s\n", e.what());
+        last_error_ = e.what();
+      }
+      if (backoff_factor < 64) backoff_factor *= 2;
+    } catch (const RedisError& e) {
       // Redis is down or restarting; the next connection resubscribes (see the class comment).
+      absl::MutexLock lock(&mu_);
+      last_error_ = e.what();
     }
     // Never reconnect in a tight loop, even when the server accepts and then drops connections.
-    Pause(options_.reconnect_backoff);
+    Pause(options_.reconnect_backoff * backoff_factor);
   }
 }
 
 void RedisSubscriber::Serve(RedisConnection& connection, const Waker& waker) {
   constexpr absl::string_view kWhat = "SUBSCRIBE";
   while (true) {
+    waker.woken = false;
     SyncChannels(connection, waker);
     RunFirstCalls();
+    if (waker.woken) continue;  // A wake-up came while SyncChannels() sent: sync again first.
     pollfd fds[2] = {{connection.fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;

@@ -8,12 +8,17 @@
 //   static const RedisScript kIncr("incr", "return redis.call('INCRBY', KEYS[1], ARGV[1])");
 //   int64_t n = client.EvalSha(kIncr, {"counter"}, {"5"}).integer();
 //   RedisSubscriber subscriber(options);
-//   auto token = subscriber.Subscribe("wake", [&] { wakeups.Notify(); });
+//   auto token = subscriber.Subscribe("wake", [&] { wakeups.fetch_add(1); });  // maybe many calls
 //
-// Not fork-safe: make clients and subscribers in the process that uses them (after fork()).
+// fork(): a child may use its parent's client and subscriber. They never use a connection of the
+// parent there (see the classes). As with any mutex, fork() while another thread is inside a call
+// of the same client or subscriber can leave the child blocked on its lock; fork from a quiet
+// moment, or make a client in the child.
 
 #ifndef CONCURRY_LIMITS_REDIS_REDIS_CLIENT_H_
 #define CONCURRY_LIMITS_REDIS_REDIS_CLIENT_H_
+
+#include <sys/types.h>
 
 #include <cstdint>
 #include <functional>
@@ -32,7 +37,9 @@ namespace concurry {
 namespace redis_internal {
 
 // One decoded reply, owning its data: nil, integer, (bulk) string, status ("OK"), error
-// ("ERR ...", "NOSCRIPT ...") or an array of replies. Strings are binary-safe. Thread-compatible.
+// ("ERR ...", "NOSCRIPT ...") or an array of replies. Strings are binary-safe. hiredis 0.14.1
+// rejects arrays nested more than 7 deep as a protocol error (the connection is dropped, a
+// RedisError): keep script replies flat. Thread-compatible.
 class RedisReply {
  public:
   enum class Type { kNil, kInteger, kString, kStatus, kError, kArray };
@@ -52,7 +59,9 @@ class RedisReply {
   bool is_error() const { return type_ == Type::kError; }
   bool is_array() const { return type_ == Type::kArray; }
 
-  // The value of an integer reply; throws RedisError (naming the reply) for any other type.
+  // The value of an integer reply; throws RedisError (naming the reply) for any other type:
+  // RedisConfigError for an error reply that lasts (NOPERM, NOAUTH, a script's error; not
+  // LOADING, BUSY, ...), as str() and elements() do.
   int64_t integer() const;
   // The bytes of a string, status or error reply; throws RedisError for any other type.
   const std::string& str() const;
@@ -63,6 +72,8 @@ class RedisReply {
   std::string DebugString() const;
 
  private:
+  [[noreturn]] void ThrowUnexpected(absl::string_view expected) const;
+
   Type type_ = Type::kNil;
   int64_t integer_ = 0;
   std::string str_;
@@ -104,6 +115,10 @@ struct Waker;           // The subscriber thread's wake-up (redis_client.cc).
 // server closed while idle (a restart) is noticed before use and replaced, so the call succeeds.
 // After a failed connection attempt, calls fail at once with that error until
 // options.reconnect_backoff has passed; then the next call tries again.
+//
+// Errors: RedisConfigError when the server refuses the connection's setup (AUTH, SELECT) or a
+// SCRIPT LOAD (see redis_options.h); RedisError for an outage (refused or broken connection,
+// timeout). A command's own error reply (NOPERM included) is returned, not thrown.
 //
 // Bounds: a call waits at most command_timeout for a free connection ("all N connections busy"),
 // at most connect_timeout (plus command_timeout for AUTH and SELECT) to open one, and at most
@@ -153,12 +168,20 @@ class RedisClient {
   const RedisOptions options_;
   const std::string address_;
 
+  // In a fork()ed child's first call: closes the connections inherited from the parent, unused.
+  void DropInheritedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Throws RedisConfigError, or RedisError for a transient refusal, for a failed SCRIPT LOAD.
+  [[noreturn]] void ThrowLoadFailed(const RedisScript& script, const RedisReply& reply) const;
+
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<RedisConnection>> idle_ ABSL_GUARDED_BY(mu_);
   int free_slots_ ABSL_GUARDED_BY(mu_);
   // After a failed attempt: no new attempt before next_connect_; calls fail with connect_error_.
   absl::Time next_connect_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::string connect_error_ ABSL_GUARDED_BY(mu_);
+  bool connect_error_config_ ABSL_GUARDED_BY(mu_) = false;  // connect_error_ is a refusal.
+  // The process whose connections idle_ holds (0 before the first call).
+  pid_t pool_pid_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t connects_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
@@ -170,8 +193,19 @@ class RedisClient {
 // no wake-up. While Redis is down, the thread retries every options.reconnect_backoff.
 //
 // Callbacks run on the subscriber's thread, one at a time, with no lock held; they must be quick
-// (signal a waiter) and may call Subscribe and Unsubscribe. The destructor wakes the thread and
-// joins it; it waits at most connect_timeout when the thread is opening a connection.
+// (signal a waiter) and may call Subscribe and Unsubscribe, but must not destroy the subscriber.
+// The destructor wakes the thread and joins it; it waits at most connect_timeout when the thread
+// is opening a connection.
+//
+// fork(): a child inherits the subscriptions but not the thread. Its first Subscribe() starts a
+// thread and a connection of the child's own, which then serves every subscription of the child
+// (the inherited ones too); until then, and if it never subscribes, nothing is called back in the
+// child. The parent's connection and wake-up are never used in the child (its copies of their
+// fds are closed), and destroying the subscriber in a child never waits for the parent's thread.
+//
+// When the server refuses the connection's setup (RedisConfigError: a wrong password, an ACL
+// user it does not know), the thread keeps retrying, but waits twice as long after each refusal
+// (up to 64 reconnect_backoff), reports each new refusal on stderr, and last_error() returns it.
 //
 // Thread-safe.
 class RedisSubscriber {
@@ -194,6 +228,9 @@ class RedisSubscriber {
 
   // Connections opened so far (for tests).
   int64_t connects() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Why the last connection attempt failed, or "" once a connection is set up.
+  std::string last_error() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Channel {
@@ -220,10 +257,17 @@ class RedisSubscriber {
   void Pause(absl::Duration duration) ABSL_LOCKS_EXCLUDED(mu_);
   // Wakes the thread from poll().
   void Wake();
+  // In a fork()ed child (first call there): closes the parent's fds and starts a thread of this
+  // process. Throws std::system_error when it cannot.
+  void AdoptLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether this process runs the thread (false in a fork()ed child before AdoptLocked()).
+  bool OwnedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const RedisOptions options_;
   const std::string address_;
-  const int wake_fd_;  // eventfd: written to wake the thread from poll().
+  // eventfd: written to wake the thread from poll(). Replaced only by AdoptLocked(), before it
+  // starts the thread that reads it.
+  int wake_fd_;
 
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
@@ -235,6 +279,11 @@ class RedisSubscriber {
   // Odd while callbacks run; Unsubscribe waits for the run in progress to end.
   uint64_t dispatch_seq_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t connects_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+  // The process that runs thread_, and the fd of the thread's connection while it serves (-1
+  // otherwise): what a fork()ed child closes.
+  pid_t pid_ ABSL_GUARDED_BY(mu_);
+  int serving_fd_ ABSL_GUARDED_BY(mu_) = -1;
 
   std::thread thread_;
 };

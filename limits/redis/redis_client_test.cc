@@ -1,7 +1,15 @@
 #include "limits/redis/redis_client.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -10,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
@@ -39,6 +48,40 @@ std::string RedisErrorOf(F f) {
   ADD_FAILURE() << "no RedisError";
   return "";
 }
+
+// The message of the RedisConfigError thrown by `f`, or a failure when it throws nothing or another
+// type.
+template <typename F>
+std::string RedisConfigErrorOf(F f) {
+  try {
+    f();
+  } catch (const RedisConfigError& e) {
+    EXPECT_EQ(e.code(), absl::StatusCode::kFailedPrecondition);
+    return e.what();
+  } catch (const RedisError& e) {
+    ADD_FAILURE() << "a RedisError that is not a RedisConfigError: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "no RedisConfigError";
+  return "";
+}
+
+// The value of `field` (e.g. "cmdstat_script|load:calls") in `info` (INFO's text), or -1.
+int64_t InfoCount(const std::string& info, const std::string& field) {
+  const size_t at = info.find(field + "=");
+  if (at == std::string::npos) return -1;
+  return std::strtoll(info.c_str() + at + field.size() + 1, nullptr, 10);
+}
+
+// Stops a redis-server with SIGSTOP (it accepts connections but answers nothing) until destroyed.
+class Frozen {
+ public:
+  explicit Frozen(pid_t pid) : pid_(pid) { EXPECT_EQ(kill(pid_, SIGSTOP), 0); }
+  ~Frozen() { kill(pid_, SIGCONT); }
+
+ private:
+  const pid_t pid_;
+};
 
 class RedisClientTest : public ::testing::Test {
  protected:
@@ -111,6 +154,17 @@ TEST(RedisOptionsTest, ParsesFailureModes) {
   EXPECT_EQ(AbslUnparseFlag(RedisFailure::kFailOpen), "fail_open");
 }
 
+TEST(RedisReplyTest, AnErrorReplyThatLastsIsAConfigurationErrorNotAnOutage) {
+  const std::string nope = RedisConfigErrorOf(
+      [] { RedisReply::Error("NOPERM this user has no permissions to run 'evalsha'").integer(); });
+  EXPECT_TRUE(absl::StrContains(nope, "NOPERM")) << nope;
+  RedisConfigErrorOf([] { RedisReply::Error("ERR user_script:1: boom").elements(); });
+  // Transient refusals are outages.
+  RedisErrorOf([] { RedisReply::Error("LOADING Redis is loading the dataset").integer(); });
+  RedisErrorOf([] { RedisReply::Error("BUSY Redis is busy running a script").elements(); });
+  RedisErrorOf([] { RedisReply::Integer(1).elements(); });
+}
+
 TEST(RedisReplyTest, AccessorsCheckTheType) {
   const RedisReply array = RedisReply::Array(
       {RedisReply::Integer(3), RedisReply::String(std::string("a\0b", 3)), RedisReply()});
@@ -167,22 +221,51 @@ TEST_F(RedisClientTest, ErrorRepliesAreReturnedNotThrown) {
 TEST_F(RedisClientTest, EvalShaLoadsTheScriptOnceAndAgainAfterNoscript) {
   StartRedis();
   RedisClient client(Options());
+  const auto loads = [&] {
+    return InfoCount(client.Command({"INFO", "commandstats"}).str(), "cmdstat_script|load:calls");
+  };
+  const auto evalshas = [&] {
+    return InfoCount(client.Command({"INFO", "commandstats"}).str(), "cmdstat_evalsha:calls");
+  };
   static const RedisScript kScript(
       "concat", "return redis.call('INCRBY', KEYS[1], ARGV[1]) .. ':' .. ARGV[2]");
   EXPECT_EQ(client.EvalSha(kScript, {"n"}, {"5", "a\0b"}).str(), "5:a");
   EXPECT_EQ(client.EvalSha(kScript, {"n"}, {"5", "x"}).str(), "10:x");
+  EXPECT_EQ(loads(), 1);
+  EXPECT_EQ(evalshas(), 2);
   // The server forgets its scripts: EVALSHA answers NOSCRIPT, the client loads it again.
   EXPECT_EQ(client.Command({"SCRIPT", "FLUSH"}).str(), "OK");
   EXPECT_EQ(client.EvalSha(kScript, {"n"}, {"1", "y"}).str(), "11:y");
+  EXPECT_EQ(loads(), 2);
+  EXPECT_EQ(evalshas(), 4);  // The one that got NOSCRIPT, and its retry.
   redis_->Restart();
   EXPECT_EQ(client.EvalSha(kScript, {"n"}, {"1", "z"}).str(), "1:z");  // Empty data, no script.
   // A runtime error of the script is a reply; a script that does not compile throws.
   static const RedisScript kFails("fails", "return redis.call('INCR', KEYS[1])");
   client.Command({"SET", "s", "text"});
   EXPECT_TRUE(client.EvalSha(kFails, {"s"}, {}).is_error());
+  // A script that does not load is a configuration error (fix the script), not an outage.
   static const RedisScript kBroken("broken", "return (");
-  const std::string message = RedisErrorOf([&] { client.EvalSha(kBroken, {}, {}); });
+  const std::string message = RedisConfigErrorOf([&] { client.EvalSha(kBroken, {}, {}); });
   EXPECT_TRUE(absl::StrContains(message, "SCRIPT LOAD broken failed")) << message;
+}
+
+TEST_F(RedisClientTest, AnAclUserWithoutScriptingGetsAConfigurationError) {
+  StartRedis();
+  RedisClient admin(Options());
+  ASSERT_EQ(
+      admin.Command({"ACL", "SETUSER", "plain", "on", ">pw", "~*", "+@all", "-@scripting"}).str(),
+      "OK");
+  RedisClient user({.port = redis_->port(), .user = "plain", .password = "pw"});
+  static const RedisScript kScript("one", "return 1");
+  const std::string message = RedisConfigErrorOf([&] { user.EvalSha(kScript, {}, {}); });
+  EXPECT_TRUE(absl::StrContains(message, "SCRIPT LOAD one failed: -NOPERM")) << message;
+  // With the script loaded by another user, EVALSHA itself is refused: an error reply.
+  EXPECT_EQ(admin.EvalSha(kScript, {}, {}).integer(), 1);
+  const RedisReply refused = user.EvalSha(kScript, {}, {});
+  ASSERT_TRUE(refused.is_error());
+  EXPECT_TRUE(absl::StartsWith(refused.str(), "NOPERM")) << refused.str();
+  RedisConfigErrorOf([&] { refused.integer(); });
 }
 
 TEST_F(RedisClientTest, CommandTimesOutAndTheNextCallWorks) {
@@ -254,10 +337,14 @@ TEST_F(RedisClientTest, AuthenticatesWithPasswordAndAclUser) {
   ASSERT_TRUE(refused.is_error());
   EXPECT_TRUE(absl::StartsWith(refused.str(), "NOAUTH")) << refused.str();
 
-  RedisClient wrong({.port = redis_->port(), .password = "wrong"});
-  const std::string message = RedisErrorOf([&] { wrong.Command({"PING"}); });
+  // A wrong password is a configuration error, during the backoff as well.
+  RedisClient wrong(
+      {.port = redis_->port(), .password = "wrong", .reconnect_backoff = absl::Minutes(1)});
+  const std::string message = RedisConfigErrorOf([&] { wrong.Command({"PING"}); });
   EXPECT_TRUE(absl::StrContains(message, "AUTH failed: WRONGPASS")) << message;
   EXPECT_FALSE(absl::StrContains(message, "wrong")) << "the password leaked: " << message;
+  const std::string again = RedisConfigErrorOf([&] { wrong.Command({"PING"}); });
+  EXPECT_TRUE(absl::StrContains(again, "next attempt in")) << again;
 
   RedisClient admin({.port = redis_->port(), .password = "s3cret"});
   EXPECT_EQ(admin.Command({"PING"}).str(), "PONG");
@@ -267,7 +354,7 @@ TEST_F(RedisClientTest, AuthenticatesWithPasswordAndAclUser) {
   EXPECT_EQ(user.Command({"SET", "app:k", "v"}).str(), "OK");
   EXPECT_TRUE(user.Command({"SET", "other", "v"}).is_error());  // Outside its key pattern.
   RedisClient bad_user({.port = redis_->port(), .user = "limits", .password = "nope"});
-  EXPECT_THROW(bad_user.Command({"PING"}), RedisError);
+  RedisConfigErrorOf([&] { bad_user.Command({"PING"}); });
 }
 
 TEST_F(RedisClientTest, SelectsTheDatabase) {
@@ -278,7 +365,7 @@ TEST_F(RedisClientTest, SelectsTheDatabase) {
   EXPECT_TRUE(db0.Command({"GET", "k"}).is_nil());
   EXPECT_EQ(db3.Command({"GET", "k"}).str(), "three");
   RedisClient db99({.port = redis_->port(), .db = 99});  // The server has 16 databases.
-  const std::string message = RedisErrorOf([&] { db99.Command({"PING"}); });
+  const std::string message = RedisConfigErrorOf([&] { db99.Command({"PING"}); });
   EXPECT_TRUE(absl::StrContains(message, "SELECT 99 failed: ERR DB index is out of range"))
       << message;
 }
@@ -380,7 +467,7 @@ TEST_F(RedisClientTest, SubscriberCallsOnConfirmationAndOnEveryMessage) {
   EXPECT_EQ(subscriber.connects(), 1);
 }
 
-TEST_F(RedisClientTest, SecondSubscriptionToAConfirmedChannelIsCalledOnce) {
+TEST_F(RedisClientTest, SecondSubscriptionToAConfirmedChannelIsCalledWithoutAMessage) {
   StartRedis();
   RedisSubscriber subscriber(Options());
   Calls first;
@@ -423,7 +510,6 @@ TEST_F(RedisClientTest, SubscriberAuthenticatesAndCallbacksMayUnsubscribe) {
   RedisSubscriber subscriber(options);
   Calls calls;
   std::atomic<RedisSubscriber::Token> token{0};
-  absl::Mutex mu;
   // The callback ends its own subscription on the first message after the confirmation.
   token = subscriber.Subscribe("once", [&] {
     calls.Add();
@@ -453,6 +539,242 @@ TEST_F(RedisClientTest, SubscriberStopsPromptlyWhileRedisIsDown) {
     absl::SleepFor(absl::Milliseconds(50));  // Let it fail once and sit in its backoff.
   }
   EXPECT_LT(absl::Now() - start, absl::Seconds(1) + kSlack);
+}
+
+TEST_F(RedisClientTest, UnsubscribeWaitsForTheRunningCallback) {
+  StartRedis();
+  RedisSubscriber subscriber(Options());
+  absl::Notification entered;
+  absl::Notification release;
+  std::atomic<bool> returned{false};
+  std::atomic<int> calls{0};
+  const RedisSubscriber::Token token = subscriber.Subscribe("ch", [&] {
+    if (calls.fetch_add(1) == 0) {  // The confirmation's call blocks until released.
+      entered.Notify();
+      release.WaitForNotification();
+      EXPECT_FALSE(returned.load()) << "Unsubscribe returned while its callback ran";
+    }
+  });
+  ASSERT_TRUE(entered.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  std::thread unsubscriber([&] {
+    subscriber.Unsubscribe(token);
+    returned = true;
+  });
+  // Unsubscribe cannot return before the callback does, so this is no race with it.
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_FALSE(returned.load());
+  const absl::Time released = absl::Now();
+  release.Notify();
+  unsubscriber.join();
+  EXPECT_TRUE(returned.load());
+  EXPECT_LT(absl::Now() - released, kSlack);
+  EXPECT_EQ(calls.load(), 1);
+}
+
+TEST_F(RedisClientTest, AStalledServerTimesOutAuthAndSubscribersStopPromptly) {
+  StartRedis({.extra_args = {"--requirepass", "s3cret"}});
+  RedisOptions options = Options();
+  options.password = "s3cret";
+  options.command_timeout = absl::Milliseconds(200);
+  options.connect_timeout = absl::Milliseconds(200);
+  {
+    RedisClient warm(options);
+    ASSERT_EQ(warm.Command({"PING"}).str(), "PONG");
+  }
+  const Frozen frozen(redis_->pid());
+  // The kernel still accepts connections: connect succeeds, AUTH gets no answer.
+  RedisClient client(options);
+  absl::Time start = absl::Now();
+  const std::string message = RedisErrorOf([&] { client.Command({"PING"}); });
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(200) + kSlack);
+  EXPECT_EQ(message,
+            absl::StrCat("Redis 127.0.0.1:", redis_->port(), ": AUTH timed out after 200ms"));
+  // A subscriber waiting for its AUTH, and one waiting for its SUBSCRIBE to be confirmed, stop at
+  // once (their waits are long: command_timeout 1 h).
+  for (const bool with_password : {true, false}) {
+    RedisOptions slow = options;
+    slow.command_timeout = absl::Hours(1);
+    if (!with_password) {
+      slow.password.clear();  // Never confirmed either way: the server is stopped.
+    }
+    std::atomic<int> calls{0};
+    start = absl::Now();
+    {
+      RedisSubscriber subscriber(slow);
+      subscriber.Subscribe("ch", [&] { ++calls; });
+      if (with_password) {
+        absl::SleepFor(absl::Milliseconds(100));  // Let it connect and wait for AUTH's reply.
+      } else {
+        const absl::Time deadline = absl::Now() + kSlack;
+        while (subscriber.connects() == 0 && absl::Now() < deadline) {
+          absl::SleepFor(absl::Milliseconds(5));  // Connected: then it sends SUBSCRIBE and waits.
+        }
+        EXPECT_EQ(subscriber.connects(), 1);
+      }
+      start = absl::Now();
+    }
+    EXPECT_LT(absl::Now() - start, kSlack) << with_password;
+    EXPECT_EQ(calls.load(), 0);
+  }
+}
+
+TEST_F(RedisClientTest, AllConnectionsBusyFailsAfterTheCommandTimeout) {
+  // A listening socket that never accepts, with a full backlog: connecting to it hangs (the SYN is
+  // dropped), so a call holds the only pool slot for connect_timeout.
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(listen(listener, 0), 0);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  std::vector<int> fillers;
+  for (int i = 0; i < 2; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+    fillers.push_back(fd);
+  }
+  RedisClient client({.port = ntohs(address.sin_port),
+                      .connect_timeout = absl::Seconds(3),
+                      .command_timeout = absl::Milliseconds(100),
+                      .pool_size = 1});
+  // Two calls at once: one holds the slot while connecting, the other waits 100 ms for it.
+  std::string messages[2];
+  absl::Time ends[2];
+  const absl::Time start = absl::Now();
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i) {
+    threads.emplace_back([&, i] {
+      messages[i] = RedisErrorOf([&] { client.Command({"PING"}); });
+      ends[i] = absl::Now();
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  const int busy = absl::StrContains(messages[0], "busy") ? 0 : 1;
+  EXPECT_EQ(messages[busy], absl::StrCat("Redis 127.0.0.1:", ntohs(address.sin_port),
+                                         ": PING: all 1 connections busy for 100ms"));
+  EXPECT_TRUE(absl::StrContains(messages[1 - busy], "cannot connect")) << messages[1 - busy];
+  EXPECT_GE(ends[busy] - start, absl::Milliseconds(100));
+  EXPECT_LT(ends[busy] - start, absl::Milliseconds(100) + kSlack);
+  for (const int fd : fillers) close(fd);
+  close(listener);
+}
+
+TEST_F(RedisClientTest, SubscriberReportsARefusedPasswordAndBacksOff) {
+  StartRedis({.extra_args = {"--requirepass", "s3cret"}});
+  RedisOptions options = Options();
+  options.password = "wrong";
+  options.reconnect_backoff = absl::Milliseconds(10);
+  RedisSubscriber subscriber(options);
+  subscriber.Subscribe("ch", [] {});
+  const absl::Time deadline = absl::Now() + kSlack;
+  while (subscriber.last_error().empty() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));  // Waits for the thread's first attempt.
+  }
+  EXPECT_TRUE(absl::StrContains(subscriber.last_error(), "AUTH failed: WRONGPASS"))
+      << subscriber.last_error();
+  // Waits double after each refusal (10, 20, 40, 80, 160, 320 ms...): few AUTHs in a second.
+  absl::SleepFor(absl::Seconds(1));
+  RedisClient admin({.port = redis_->port(), .password = "s3cret"});
+  const int64_t auths =
+      InfoCount(admin.Command({"INFO", "commandstats"}).str(), "cmdstat_auth:calls");
+  EXPECT_GE(auths, 3);
+  EXPECT_LE(auths, 12);  // 1 s / 10 ms would be 100 without the backoff; 1 is admin's.
+}
+
+// A fork()ed child that uses its parent's client never shares a connection with the parent: both
+// run many ECHOs at once, each checks every reply is its own.
+TEST_F(RedisClientTest, AForkedChildUsesItsParentsClientWithoutCrossingReplies) {
+  StartRedis();
+  RedisClient client({.port = redis_->port(), .pool_size = 2});
+  // Two idle connections in the pool, inherited by the child.
+  std::thread other([&] { client.Command({"BLPOP", "none", "0.05"}); });
+  EXPECT_TRUE(client.Command({"BLPOP", "none", "0.05"}).is_nil());
+  other.join();
+  const auto echoes = [&](const std::string& who) {
+    int crossed = 0;
+    for (int i = 0; i < 2000; ++i) {
+      const std::string text = absl::StrCat(who, i);
+      if (client.Command({"ECHO", text}).str() != text) ++crossed;
+    }
+    return crossed;
+  };
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int crossed = -1;
+    try {
+      crossed = echoes("child");
+    } catch (...) {
+    }
+    _exit(crossed == 0 ? 0 : 1);
+  }
+  EXPECT_EQ(echoes("parent"), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_LE(client.connects(), 2);  // The parent kept its own.
+}
+
+// A fork()ed child that uses its parent's subscriber gets a thread and a connection of its own:
+// a publish reaches the child's callback (a subscription made in the child, and one inherited),
+// and the parent's subscriber still works.
+TEST_F(RedisClientTest, AForkedChildUsesItsParentsSubscriber) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "the sanitizer runtimes do not support starting threads in the child of a "
+                  "multi-threaded process (the parent has the subscriber's thread)";
+#endif
+  StartRedis();
+  RedisSubscriber subscriber(Options());
+  RedisClient client(Options());
+  Calls inherited;
+  subscriber.Subscribe("inherited", [&] { inherited.Add(); });
+  ASSERT_TRUE(inherited.WaitFor(1));
+  // fork() at a quiet moment (see redis_client.h): the subscriber's thread, done with the call,
+  // is back in poll(), holding no lock that the child would inherit held.
+  absl::SleepFor(absl::Milliseconds(100));
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    alarm(60);  // A hang in the child fails the test instead of timing it out.
+    Calls mine;
+    bool ok = false;
+    try {
+      subscriber.Subscribe("child", [&] { mine.Add(); });
+      ok = mine.WaitFor(1) && inherited.WaitFor(2);  // Both confirmed on the child's connection.
+      ok = ok && client.Command({"PUBLISH", "child", "m"}).integer() == 1 && mine.WaitFor(2);
+      ok = ok && subscriber.connects() == 2;  // The parent's one, and the child's.
+    } catch (...) {
+      ok = false;
+    }
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // The parent's subscriber still serves the parent.
+  EXPECT_EQ(client.Command({"PUBLISH", "inherited", "m"}).integer(), 1);
+  ASSERT_TRUE(inherited.WaitFor(2));
+  EXPECT_EQ(inherited.count(), 2);
+  // A child that only destroys an inherited subscriber neither waits for nor wakes the parent's.
+  std::unique_ptr<RedisSubscriber> doomed = std::make_unique<RedisSubscriber>(Options());
+  Calls doomed_calls;
+  doomed->Subscribe("doomed", [&] { doomed_calls.Add(); });
+  ASSERT_TRUE(doomed_calls.WaitFor(1));
+  absl::SleepFor(absl::Milliseconds(100));  // A quiet moment, as above.
+  const pid_t destroyer = fork();
+  ASSERT_GE(destroyer, 0);
+  if (destroyer == 0) {
+    alarm(60);
+    doomed.reset();
+    _exit(0);
+  }
+  ASSERT_EQ(waitpid(destroyer, &status, 0), destroyer);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(client.Command({"PUBLISH", "doomed", "m"}).integer(), 1);
+  ASSERT_TRUE(doomed_calls.WaitFor(2));
 }
 
 }  // namespace

@@ -99,4 +99,9 @@ std::string RedisOptions::Address() const {
 RedisError::RedisError(const std::string& message)
     : Error(absl::StatusCode::kUnavailable, message) {}
 
+RedisError::RedisError(absl::StatusCode code, const std::string& message) : Error(code, message) {}
+
+RedisConfigError::RedisConfigError(const std::string& message)
+    : RedisError(absl::StatusCode::kFailedPrecondition, message) {}
+
 }  // namespace concurry

@@ -5,7 +5,8 @@
 //                                  .password = "secret", .key_prefix = "billing:",
 //                                  .command_timeout = absl::Milliseconds(200)};
 //   options.Validate();  // throws InvalidOptionError naming a bad field, its value and the range
-//   try { ... } catch (const concurry::RedisError& e) {}  // e.code() == kUnavailable
+//   try { ... } catch (const concurry::RedisConfigError& e) {  // kFailedPrecondition: fix it
+//   } catch (const concurry::RedisError& e) {}                 // kUnavailable: an outage
 //
 // TLS is not offered: the client is built on Debian's hiredis 0.14.1, which has no TLS support
 // (hiredis_ssl arrived in hiredis 1.0). Reach a remote Redis over a trusted network or a tunnel.
@@ -15,6 +16,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
@@ -78,12 +80,28 @@ struct RedisOptions {
   std::string Address() const;
 };
 
-// Redis could not be reached, refused the connection's setup (AUTH, SELECT) or did not answer
-// within the timeout. kUnavailable. The message names the server (RedisOptions::Address()) and
-// what failed ("connection refused", "timed out after 200ms"). Thread-safe (immutable).
+// Redis could not be reached, the connection broke, or it did not answer within the timeout: an
+// outage, which RedisFailure::kFailOpen may ride out. kUnavailable. The message names the server
+// (RedisOptions::Address()) and what failed ("connection refused", "timed out after 200ms").
+// A RedisConfigError (below) is a RedisError too, but never an outage. Thread-safe (immutable).
 class RedisError : public Error {
  public:
   explicit RedisError(const std::string& message);
+
+ protected:
+  RedisError(absl::StatusCode code, const std::string& message);
+};
+
+// Redis answered, but refused what the options or the scripts ask for: AUTH failed (WRONGPASS,
+// an unknown ACL user, a password given to a server without one), the user lacks a permission
+// (NOPERM, e.g. no +@scripting for EVALSHA), SELECT db is out of range, or a script does not load
+// (a compile error). Retrying does not help: fix the options or the server's configuration.
+// kFailedPrecondition. Not an outage: a LimitSet with RedisFailure::kFailOpen throws it instead of
+// granting. Transient refusals (LOADING, BUSY, MASTERDOWN, TRYAGAIN, CLUSTERDOWN) stay plain
+// RedisErrors. Thread-safe (immutable).
+class RedisConfigError : public RedisError {
+ public:
+  explicit RedisConfigError(const std::string& message);
 };
 
 }  // namespace concurry
