@@ -199,10 +199,15 @@ class RedisSetBackend final : public LimitSetBackend {
   // try once); clears them if it could not.
   void TakeInto(const std::shared_ptr<LimitSetBackend>& self, bool nested, absl::Time deadline,
                 bool exempt_when_holding, LimitAcquisition& result);
-  // One call of the take script.
-  TakeResult TakeOnce(const Items& items, bool exempt, int64_t ticket, TakeMode mode);
-  // Drops `ticket` (best effort: errors are ignored, the ticket then expires).
+  // One call of the take script, ended by `deadline` (RedisDeadlineError).
+  TakeResult TakeOnce(const Items& items, bool exempt, int64_t ticket, TakeMode mode,
+                      absl::Time deadline);
+  // Drops `ticket` (0: none; it then only counts a timeout if `timed_out`), one-way (best effort:
+  // errors are ignored, the ticket then expires).
   void Leave(int64_t ticket, bool timed_out) noexcept;
+  // Handles the outcome of a one-way release (`missing`: the missing updates it carried).
+  void FinishRelease(const RedisReply* reply, const RedisError* error,
+                     const std::string& missing) noexcept;
   // Binds a granted acquisition (its items in place) to the set: `lease` from the take script
   // (0 when it holds no resource units, or when granted without Redis: `fail_open`), which then
   // gets a local id. `exempting`: made by Acquire()/TryAcquire(), it lets its thread skip the FIFO
