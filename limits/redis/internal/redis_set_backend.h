@@ -118,7 +118,11 @@ class StoreCore {
 //
 // Acquisitions: one take script. Those holding resource units get a lease (LeaseOf() is its id in
 // Redis), renewed by the store; the others get a local id (kLocalLease), and their release calls
-// Redis only to refund unused TokenBucket/GCRA tokens. FIFO exemption (a thread holding an
+// Redis only to refund unused TokenBucket/GCRA tokens. Releases (and leaves of the FIFO queue) are
+// one-way calls of the client: the caller does not wait for their reply, which the client's
+// reader thread hands to FinishRelease(); a last try (TryAcquire(), the take at a deadline) and
+// Stats() first wait for this process's one-way calls sent before, and the destructor for all.
+// The commands of a timed request end by its deadline (RedisDeadlineError: not granted). FIFO exemption (a thread holding an
 // acquisition made with Acquire()/TryAcquire()) is tracked here, by thread id.
 // Waiting: a request that cannot be served sleeps until the retry-after the take script computed,
 // its deadline, or a message on the set's wake-up channel (a release, a refund, the queue head
