@@ -46,7 +46,9 @@
 //   deadline drops its connection (its reply state is unknown) and counts as "not granted": the
 //   caller gets TimeoutError (whatever RedisOptions::failure says), not RedisError. If Redis did
 //   run that take, what it took is not given back at once: the rate units are spent, and resource
-//   units stay held by a lease that nobody renews, so they come back after lease_ttl. A release that cannot
+//   units stay held by a lease that nobody renews, so they come back after lease_ttl; a take that
+//   could not go left a FIFO ticket that nobody renews, which holds the queue up for at most
+//   lease_ttl (as a waiter that died would). So keep timeouts well above the round trip to Redis. A release that cannot
 //   reach Redis warns; the units then come back when the lease expires. The store reconnects by
 //   itself when Redis returns (and loads the scripts again after a restart). A holder cut off from
 //   Redis for longer than lease_ttl loses its lease (its units go back early), and a Redis that
