@@ -261,6 +261,34 @@ TEST_F(RedisClientTest, OneWayCallsRunInOrderAndFlushWaitsForThem) {
   EXPECT_EQ(length.load(), 101);
 }
 
+TEST_F(RedisClientTest, ManyThreadsSendOneWayCallsWhileOthersWaitForThem) {
+  StartRedis();
+  RedisClient client(Options());
+  static const RedisScript kIncr("incr", "return redis.call('INCR', KEYS[1])");
+  constexpr int kThreads = 4;
+  constexpr int kCalls = 200;
+  std::atomic<int> done{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kCalls; ++i) {
+        client.EvalShaOneWay(kIncr, {"n"}, {}, [&](const RedisReply* reply, const RedisError*) {
+          if (reply != nullptr && reply->is_integer()) ++done;
+        });
+        if (i % 50 == 0) {
+          // What this thread sent is done once the flush returns.
+          ASSERT_TRUE(client.FlushOneWay(absl::Now() + kSlack));
+          if (t == 0) client.Command({"GET", "n"});
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  ASSERT_TRUE(client.FlushOneWay(absl::Now() + kSlack));
+  EXPECT_EQ(done.load(), kThreads * kCalls);
+  EXPECT_EQ(client.Command({"GET", "n"}).str(), absl::StrCat(kThreads * kCalls));
+}
+
 TEST_F(RedisClientTest, OneWayCallsFailWhenTheServerGoesAwayAndDestructionFlushes) {
   StartRedis();
   std::atomic<int> failed{0};
