@@ -608,6 +608,8 @@ void RedisClient::EvalShaOneWay(const RedisScript& script, const std::vector<std
 }
 
 bool RedisClient::FlushOneWay(absl::Time deadline) {
+  // A fork()ed child's one-way calls ran synchronously; the counts it inherited are the parent's.
+  if (getpid() != pid_) return true;
   absl::MutexLock lock(&one_way_mu_);
   struct Target {
     const uint64_t* done;
