@@ -8,6 +8,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -250,11 +252,18 @@ void RedisScript::set_sha(std::string sha) const {
 class RedisConnection {
  public:
   // Connects (bounded by connect_timeout), then runs AUTH and, with `select_db`, SELECT (each
-  // bounded by command_timeout). Throws RedisError, or Stopped through `waker`.
+  // bounded by command_timeout); all of it by `deadline` too. Throws RedisError, or Stopped
+  // through `waker`.
   static std::unique_ptr<RedisConnection> Open(const RedisOptions& options,
                                                const std::string& address, bool select_db,
-                                               const Waker* waker) {
-    const timeval timeout = absl::ToTimeval(options.connect_timeout);
+                                               const Waker* waker,
+                                               absl::Time deadline = absl::InfiniteFuture()) {
+    absl::Duration connect_timeout = options.connect_timeout;
+    if (deadline != absl::InfiniteFuture()) {
+      connect_timeout =
+          std::max(absl::Milliseconds(1), std::min(connect_timeout, deadline - absl::Now()));
+    }
+    const timeval timeout = absl::ToTimeval(connect_timeout);
     redisContext* context =
         options.unix_socket.empty()
             ? redisConnectWithTimeout(options.host.c_str(), options.port, timeout)
@@ -281,11 +290,11 @@ class RedisConnection {
       std::vector<std::string> auth = {"AUTH"};
       if (!options.user.empty()) auth.push_back(options.user);
       auth.push_back(options.password);
-      connection->Expect(auth, "AUTH", waker);
+      connection->Expect(auth, "AUTH", waker, deadline);
     }
     if (select_db && options.db != 0) {
       connection->Expect({"SELECT", absl::StrCat(options.db)}, absl::StrCat("SELECT ", options.db),
-                         waker);
+                         waker, deadline);
     }
     return connection;
   }
@@ -375,8 +384,9 @@ class RedisConnection {
   }
 
   // Sends `args` and throws RedisError ("<what> failed: <error reply>") unless the reply is OK.
-  void Expect(const std::vector<std::string>& args, absl::string_view what, const Waker* waker) {
-    const absl::Time deadline = absl::Now() + command_timeout_;
+  void Expect(const std::vector<std::string>& args, absl::string_view what, const Waker* waker,
+              absl::Time until) {
+    const absl::Time deadline = std::min(until, absl::Now() + command_timeout_);
     Send(args, deadline, what, waker);
     const RedisReply reply = Receive(deadline, what, waker);
     if (reply.is_error()) Refused(what, reply.str());
@@ -412,22 +422,36 @@ class RedisConnection {
 RedisClient::RedisClient(RedisOptions options)
     : options_((options.Validate(), std::move(options))),
       address_(options_.Address()),
-      free_slots_(options_.pool_size) {}
+      free_slots_(options_.pool_size),
+      pid_(getpid()) {}
 
-RedisClient::~RedisClient() = default;
+RedisClient::~RedisClient() {
+  if (getpid() != pid_) {
+    if (one_way_reader_.joinable()) one_way_reader_.detach();  // The parent's (fork()).
+    return;
+  }
+  // Every pending call ends by its own deadline (command_timeout after its send).
+  FlushOneWay(absl::InfiniteFuture());
+  {
+    absl::MutexLock lock(&one_way_mu_);
+    one_way_stop_ = true;
+  }
+  if (one_way_reader_.joinable()) one_way_reader_.join();
+}
 
 int64_t RedisClient::connects() const {
   absl::MutexLock lock(&mu_);
   return connects_;
 }
 
-std::unique_ptr<RedisConnection> RedisClient::Checkout(absl::string_view what) {
+std::unique_ptr<RedisConnection> RedisClient::Checkout(absl::string_view what,
+                                                       absl::Time deadline) {
   std::unique_ptr<RedisConnection> connection;
   {
     absl::MutexLock lock(&mu_);
-    const bool got = mu_.AwaitWithTimeout(absl::Condition(
-                                              +[](int* free) { return *free > 0; }, &free_slots_),
-                                          options_.command_timeout);
+    const bool got = mu_.AwaitWithDeadline(absl::Condition(
+                                               +[](int* free) { return *free > 0; }, &free_slots_),
+                                           deadline);
     if (!got) {
       throw RedisError(absl::StrCat("Redis ", address_, ": ", what, ": all ", options_.pool_size,
                                     " connections busy for ",
@@ -442,7 +466,7 @@ std::unique_ptr<RedisConnection> RedisClient::Checkout(absl::string_view what) {
   }
   try {
     if (connection != nullptr && connection->Stale()) connection.reset();
-    if (connection == nullptr) connection = Connect();
+    if (connection == nullptr) connection = Connect(deadline);
   } catch (...) {
     Checkin(nullptr);
     throw;
@@ -478,7 +502,7 @@ void RedisClient::Checkin(std::unique_ptr<RedisConnection> connection) {
   ++free_slots_;
 }
 
-std::unique_ptr<RedisConnection> RedisClient::Connect() {
+std::unique_ptr<RedisConnection> RedisClient::Connect(absl::Time deadline) {
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
@@ -493,7 +517,7 @@ std::unique_ptr<RedisConnection> RedisClient::Connect() {
   }
   try {
     std::unique_ptr<RedisConnection> connection =
-        RedisConnection::Open(options_, address_, /*select_db=*/true, /*waker=*/nullptr);
+        RedisConnection::Open(options_, address_, /*select_db=*/true, /*waker=*/nullptr, deadline);
     absl::MutexLock lock(&mu_);
     ++connects_;
     next_connect_ = absl::InfinitePast();
@@ -507,34 +531,49 @@ std::unique_ptr<RedisConnection> RedisClient::Connect() {
     throw;
   } catch (const RedisError& e) {
     absl::MutexLock lock(&mu_);
+    // Cut short by a caller's deadline: says nothing about the server.
+    if (deadline != absl::InfiniteFuture() && absl::Now() >= deadline) throw;
     next_connect_ = absl::Now() + options_.reconnect_backoff;
     connect_error_ = e.what();
     throw;
   }
 }
 
-RedisReply RedisClient::Run(const std::vector<std::string>& args, absl::string_view what) {
-  std::unique_ptr<RedisConnection> connection = Checkout(what);
+RedisReply RedisClient::Run(const std::vector<std::string>& args, absl::string_view what,
+                            absl::Time caller_deadline) {
+  const absl::Time deadline = std::min(absl::Now() + options_.command_timeout, caller_deadline);
+  const bool cut = deadline == caller_deadline;
   try {
-    const absl::Time deadline = absl::Now() + options_.command_timeout;
-    connection->Send(args, deadline, what, /*waker=*/nullptr);
-    RedisReply reply = connection->Receive(deadline, what, /*waker=*/nullptr);
-    Checkin(std::move(connection));
-    return reply;
-  } catch (...) {
-    // The connection may hold a reply that never came or half a command: never reuse it.
-    Checkin(nullptr);
+    std::unique_ptr<RedisConnection> connection = Checkout(what, deadline);
+    try {
+      connection->Send(args, deadline, what, /*waker=*/nullptr);
+      RedisReply reply = connection->Receive(deadline, what, /*waker=*/nullptr);
+      Checkin(std::move(connection));
+      return reply;
+    } catch (...) {
+      // The connection may hold a reply that never came or half a command: never reuse it.
+      Checkin(nullptr);
+      throw;
+    }
+  } catch (const RedisDeadlineError&) {
+    throw;
+  } catch (const RedisError& error) {
+    if (cut && absl::Now() >= caller_deadline) {
+      throw RedisDeadlineError(absl::StrCat("Redis ", address_, ": ", what,
+                                            " cut short at the caller's deadline (", error.what(),
+                                            ")"));
+    }
     throw;
   }
 }
 
-RedisReply RedisClient::Command(const std::vector<std::string>& args) {
+RedisReply RedisClient::Command(const std::vector<std::string>& args, absl::Time deadline) {
   if (args.empty()) throw InvalidOptionError("RedisClient::Command: args must not be empty");
-  return Run(args, args[0]);
+  return Run(args, args[0], deadline);
 }
 
-std::string RedisClient::LoadScript(const RedisScript& script) {
-  const RedisReply reply = Run({"SCRIPT", "LOAD", script.source()}, script.load_label_);
+std::string RedisClient::LoadScript(const RedisScript& script, absl::Time deadline) {
+  const RedisReply reply = Run({"SCRIPT", "LOAD", script.source()}, script.load_label_, deadline);
   if (!reply.is_string()) {
     ThrowLoadFailed(script, reply);
   }
@@ -542,10 +581,10 @@ std::string RedisClient::LoadScript(const RedisScript& script) {
   return reply.str();
 }
 
-RedisReply RedisClient::EvalSha(const RedisScript& script, const std::vector<std::string>& keys,
-                                const std::vector<std::string>& args) {
-  std::string sha = script.sha();
-  if (sha.empty()) sha = LoadScript(script);
+namespace {
+
+std::vector<std::string> EvalShaCommand(std::string sha, const std::vector<std::string>& keys,
+                                        const std::vector<std::string>& args) {
   std::vector<std::string> command;
   command.reserve(3 + keys.size() + args.size());
   command.push_back("EVALSHA");
@@ -553,14 +592,183 @@ RedisReply RedisClient::EvalSha(const RedisScript& script, const std::vector<std
   command.push_back(absl::StrCat(keys.size()));
   command.insert(command.end(), keys.begin(), keys.end());
   command.insert(command.end(), args.begin(), args.end());
-  RedisReply reply = Run(command, script.eval_label_);
+  return command;
+}
+
+}  // namespace
+
+RedisReply RedisClient::EvalSha(const RedisScript& script, const std::vector<std::string>& keys,
+                                const std::vector<std::string>& args, absl::Time deadline) {
+  std::string sha = script.sha();
+  if (sha.empty()) sha = LoadScript(script, deadline);
+  std::vector<std::string> command = EvalShaCommand(std::move(sha), keys, args);
+  RedisReply reply = Run(command, script.eval_label_, deadline);
   if (reply.is_error() && absl::StartsWith(reply.str(), "NOSCRIPT")) {
     // The server lost its script cache (restart, SCRIPT FLUSH); EVALSHA ran nothing, so a retry
     // after loading the script again is safe.
-    command[1] = LoadScript(script);
-    reply = Run(command, script.eval_label_);
+    command[1] = LoadScript(script, deadline);
+    reply = Run(command, script.eval_label_, deadline);
   }
   return reply;
+}
+
+// ---- One-way calls ----
+
+void RedisClient::EvalShaOneWay(const RedisScript& script, const std::vector<std::string>& keys,
+                                const std::vector<std::string>& args, OneWayDone done) {
+  if (getpid() != pid_) {
+    // A fork()ed child has no reader thread (and must not share the parent's connection).
+    const RedisReply reply = EvalSha(script, keys, args);
+    done(&reply, nullptr);
+    return;
+  }
+  std::vector<OneWayCall> calls;
+  std::string sha = script.sha();
+  if (sha.empty()) {
+    // Not known yet: the script runs by EVAL (no wait for a SCRIPT LOAD), and a one-way SCRIPT
+    // LOAD sent before it teaches the SHA to later calls.
+    calls.push_back({&script,
+                     {"SCRIPT", "LOAD", script.source()},
+                     absl::InfiniteFuture(),
+                     nullptr,
+                     [&script](const RedisReply* reply, const RedisError*) {
+                       if (reply != nullptr && reply->is_string()) script.set_sha(reply->str());
+                     }});
+    calls.push_back({&script, EvalShaCommand(script.source(), keys, args), absl::InfiniteFuture(),
+                     nullptr, std::move(done)});
+    calls.back().command[0] = "EVAL";
+  } else {
+    calls.push_back({&script, EvalShaCommand(std::move(sha), keys, args), absl::InfiniteFuture(),
+                     nullptr, std::move(done)});
+  }
+  // Written under the lock: the calls reach the server in the order of one_way_pending_.
+  absl::MutexLock lock(&one_way_mu_);
+  if (!one_way_reader_.joinable()) one_way_reader_ = std::thread([this] { RunOneWayReader(); });
+  // An idle one (every reply read) that the server closed meanwhile (a restart) is replaced.
+  if (one_way_connection_ != nullptr && one_way_pending_.empty() && one_way_connection_->Stale()) {
+    one_way_connection_.reset();
+  }
+  if (one_way_connection_ == nullptr) one_way_connection_ = Connect(absl::InfiniteFuture());
+  for (OneWayCall& call : calls) {
+    const absl::Time now = absl::Now();
+    try {
+      one_way_connection_->Send(call.command, now + options_.command_timeout, script.eval_label_,
+                                /*waker=*/nullptr);
+    } catch (const RedisError&) {
+      // Half a command may have gone out: the connection is done for. Its reader sees it closed
+      // and fails the calls sent on it before.
+      shutdown(one_way_connection_->fd(), SHUT_RDWR);
+      one_way_connection_.reset();
+      throw;
+    }
+    call.deadline = now + options_.command_timeout;
+    call.connection = one_way_connection_;
+    one_way_pending_.push_back(std::move(call));
+    ++one_way_sent_;
+  }
+}
+
+bool RedisClient::FlushOneWay(absl::Time deadline) {
+  // A fork()ed child's one-way calls ran synchronously; the counts it inherited are the parent's.
+  if (getpid() != pid_) return true;
+  absl::MutexLock lock(&one_way_mu_);
+  struct Target {
+    const uint64_t* done;
+    uint64_t wanted;
+  };
+  Target target{&one_way_done_, one_way_sent_};
+  return one_way_mu_.AwaitWithDeadline(
+      absl::Condition(
+          +[](Target* t) { return *t->done >= t->wanted; }, &target),
+      deadline);
+}
+
+std::vector<RedisClient::OneWayCall> RedisClient::FailOneWayLocked(
+    const RedisConnection* connection) {
+  std::vector<OneWayCall> failed;
+  while (!one_way_pending_.empty() && one_way_pending_.front().connection.get() == connection) {
+    failed.push_back(std::move(one_way_pending_.front()));
+    one_way_pending_.pop_front();
+  }
+  if (one_way_connection_.get() == connection) one_way_connection_.reset();
+  return failed;
+}
+
+void RedisClient::FinishOneWay(std::vector<OneWayCall>& calls, const RedisError& error) {
+  for (OneWayCall& call : calls) {
+    try {
+      call.done(nullptr, &error);
+    } catch (...) {
+      // A callback's failure is its own; the others still run.
+    }
+  }
+  absl::MutexLock lock(&one_way_mu_);
+  one_way_done_ += calls.size();
+}
+
+void RedisClient::RunOneWayReader() {
+  for (;;) {
+    std::shared_ptr<RedisConnection> connection;
+    absl::Time deadline;
+    absl::string_view what;
+    {
+      absl::MutexLock lock(&one_way_mu_);
+      const auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(one_way_mu_) {
+        return one_way_stop_ || !one_way_pending_.empty();
+      };
+      one_way_mu_.Await(absl::Condition(&ready));
+      if (one_way_pending_.empty()) return;  // Stopping, nothing left.
+      connection = one_way_pending_.front().connection;
+      deadline = one_way_pending_.front().deadline;
+      what = one_way_pending_.front().script->eval_label_;
+    }
+    // Only this thread reads the one-way connections (writers only send on them).
+    RedisReply reply;
+    std::vector<OneWayCall> failed;
+    try {
+      if (!connection->NextReply(&reply, what)) {
+        if (!WaitFor(connection->fd(), POLLIN, deadline, /*waker=*/nullptr)) {
+          connection->TimedOut(what);
+        }
+        connection->ReadAvailable(what);
+        continue;
+      }
+    } catch (const RedisError& error) {
+      {
+        absl::MutexLock lock(&one_way_mu_);
+        failed = FailOneWayLocked(connection.get());
+      }
+      FinishOneWay(failed, error);
+      continue;
+    }
+    OneWayCall call;
+    {
+      absl::MutexLock lock(&one_way_mu_);
+      call = std::move(one_way_pending_.front());
+      one_way_pending_.pop_front();
+    }
+    std::optional<RedisError> retry_error;
+    if (reply.is_error() && absl::StartsWith(reply.str(), "NOSCRIPT")) {
+      // Redis lost its scripts (a restart): load and run it again, here. EVALSHA ran nothing.
+      try {
+        call.command[1] = LoadScript(*call.script, absl::InfiniteFuture());
+        reply = Run(call.command, call.script->eval_label_, absl::InfiniteFuture());
+      } catch (const RedisError& error) {
+        retry_error.emplace(error);
+      }
+    }
+    try {
+      if (retry_error.has_value()) {
+        call.done(nullptr, &*retry_error);
+      } else {
+        call.done(&reply, nullptr);
+      }
+    } catch (...) {
+      // A callback's failure is its own.
+    }
+    absl::MutexLock lock(&one_way_mu_);
+    ++one_way_done_;
+  }
 }
 
 // ---- RedisSubscriber ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -106,6 +107,14 @@ class RedisScript {
   mutable std::string sha_ ABSL_GUARDED_BY(mu_);
 };
 
+// Thrown instead of a plain RedisError when a call was cut short at the caller's deadline (one
+// earlier than command_timeout allows). Its connection was dropped, since its reply state is
+// unknown: the server may or may not have run the command.
+class RedisDeadlineError : public RedisError {
+ public:
+  using RedisError::RedisError;
+};
+
 class RedisConnection;  // One connection (redis_client.cc).
 struct Waker;           // The subscriber thread's wake-up (redis_client.cc).
 
@@ -124,7 +133,15 @@ struct Waker;           // The subscriber thread's wake-up (redis_client.cc).
 // at most connect_timeout (plus command_timeout for AUTH and SELECT) to open one, and at most
 // command_timeout for sending the command and receiving its reply. Connection failures and
 // timeouts throw RedisError naming options.Address() and the command; a reply that is a Redis
-// error (WRONGTYPE, a script error) is returned as a kError reply, not thrown.
+// error (WRONGTYPE, a script error) is returned as a kError reply, not thrown. A call given a
+// `deadline` also ends by then (every bound above is cut to it): it throws RedisDeadlineError when
+// it failed and the deadline has passed.
+//
+// One-way calls (EvalShaOneWay()) are written at once, in call order, on one more connection kept
+// for them, and return without waiting; a thread of the client (started on first use) reads their
+// replies in the background and calls each one's `done` in call order. FlushOneWay() waits until
+// the one-way calls made so far are done; the destructor flushes them all (each is bounded by
+// command_timeout from its send).
 //
 // Thread-safe. Destroy only when no call is in flight.
 class RedisClient {
@@ -136,14 +153,35 @@ class RedisClient {
   RedisClient(const RedisClient&) = delete;
   RedisClient& operator=(const RedisClient&) = delete;
 
+  // Called with the reply of a one-way call (`error` null), or with why it failed (`reply` null):
+  // its connection broke or it got no reply within command_timeout.
+  using OneWayDone = std::function<void(const RedisReply* reply, const RedisError* error)>;
+
   // Runs one command: args[0] is its name, every argument binary-safe. `args` must not be empty.
-  RedisReply Command(const std::vector<std::string>& args) ABSL_LOCKS_EXCLUDED(mu_);
+  // Ends by `deadline` (see the class comment).
+  RedisReply Command(const std::vector<std::string>& args,
+                     absl::Time deadline = absl::InfiniteFuture()) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Runs `script` with `keys` (KEYS[1..]) and `args` (ARGV[1..]) by EVALSHA; loads the script
   // (SCRIPT LOAD) first when its SHA is not known yet and again after a NOSCRIPT reply (once per
   // call). A script error comes back as a kError reply; a failing SCRIPT LOAD throws RedisError.
+  // Ends by `deadline` (see the class comment).
   RedisReply EvalSha(const RedisScript& script, const std::vector<std::string>& keys,
-                     const std::vector<std::string>& args) ABSL_LOCKS_EXCLUDED(mu_);
+                     const std::vector<std::string>& args,
+                     absl::Time deadline = absl::InfiniteFuture()) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Sends EVALSHA of `script` on the one-way connection and returns once it is written; `done`
+  // runs later on the client's reader thread (a NOSCRIPT reply is retried there, synchronously).
+  // Throws RedisError, without calling `done`, when it cannot be sent (no connection within
+  // connect_timeout, or the write failed or took longer than command_timeout). In a fork()ed child
+  // the call runs synchronously and `done` runs before it returns.
+  void EvalShaOneWay(const RedisScript& script, const std::vector<std::string>& keys,
+                     const std::vector<std::string>& args, OneWayDone done)
+      ABSL_LOCKS_EXCLUDED(mu_, one_way_mu_);
+
+  // Waits until every one-way call made before this one is done (its `done` returned), or until
+  // `deadline`; returns whether they all are. Must not be called from a `done` callback.
+  bool FlushOneWay(absl::Time deadline) ABSL_LOCKS_EXCLUDED(one_way_mu_);
 
   const RedisOptions& options() const { return options_; }
   // options().Address(): "host:port" or "unix:<path>".
@@ -153,17 +191,34 @@ class RedisClient {
   int64_t connects() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  // Takes a free pool slot (waiting at most command_timeout) with its idle connection, opening a
+  struct OneWayCall {
+    const RedisScript* script;
+    std::vector<std::string> command;  // EVALSHA sha n keys... args..., for a NOSCRIPT retry.
+    absl::Time deadline;               // For its reply.
+    std::shared_ptr<RedisConnection> connection;  // The one it was written on.
+    OneWayDone done;
+  };
+
+  // Takes a free pool slot (waiting at most until `deadline`) with its idle connection, opening a
   // new one when the slot has none or the server closed it.
-  std::unique_ptr<RedisConnection> Checkout(absl::string_view command) ABSL_LOCKS_EXCLUDED(mu_);
+  std::unique_ptr<RedisConnection> Checkout(absl::string_view command, absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Gives the slot back, with `connection` for reuse, or null when it failed.
   void Checkin(std::unique_ptr<RedisConnection> connection) ABSL_LOCKS_EXCLUDED(mu_);
-  // Opens a connection unless the last attempt failed within reconnect_backoff.
-  std::unique_ptr<RedisConnection> Connect() ABSL_LOCKS_EXCLUDED(mu_);
-  // Runs `args` on a pooled connection.
-  RedisReply Run(const std::vector<std::string>& args, absl::string_view what)
-      ABSL_LOCKS_EXCLUDED(mu_);
-  std::string LoadScript(const RedisScript& script) ABSL_LOCKS_EXCLUDED(mu_);
+  // Opens a connection (by `deadline`) unless the last attempt failed within reconnect_backoff.
+  std::unique_ptr<RedisConnection> Connect(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
+  // Runs `args` on a pooled connection, by min(now + command_timeout, caller_deadline).
+  RedisReply Run(const std::vector<std::string>& args, absl::string_view what,
+                 absl::Time caller_deadline) ABSL_LOCKS_EXCLUDED(mu_);
+  std::string LoadScript(const RedisScript& script, absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
+  // The reader thread of one-way calls.
+  void RunOneWayReader() ABSL_LOCKS_EXCLUDED(one_way_mu_);
+  // Fails the pending one-way calls written on `connection` and forgets it; returns them.
+  std::vector<OneWayCall> FailOneWayLocked(const RedisConnection* connection)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(one_way_mu_);
+  // Runs the `done` callbacks of `calls` with `error`, then counts them done.
+  void FinishOneWay(std::vector<OneWayCall>& calls, const RedisError& error)
+      ABSL_LOCKS_EXCLUDED(one_way_mu_);
 
   const RedisOptions options_;
   const std::string address_;
@@ -183,6 +238,15 @@ class RedisClient {
   // The process whose connections idle_ holds (0 before the first call).
   pid_t pool_pid_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t connects_ ABSL_GUARDED_BY(mu_) = 0;
+
+  const pid_t pid_;  // The process that made the client: one-way calls are its own.
+  absl::Mutex one_way_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::shared_ptr<RedisConnection> one_way_connection_ ABSL_GUARDED_BY(one_way_mu_);
+  std::deque<OneWayCall> one_way_pending_ ABSL_GUARDED_BY(one_way_mu_);
+  uint64_t one_way_sent_ ABSL_GUARDED_BY(one_way_mu_) = 0;
+  uint64_t one_way_done_ ABSL_GUARDED_BY(one_way_mu_) = 0;
+  bool one_way_stop_ ABSL_GUARDED_BY(one_way_mu_) = false;
+  std::thread one_way_reader_;  // Started by the first one-way call, under one_way_mu_.
 };
 
 // Calls back on messages published to channels, over one dedicated connection served by a thread

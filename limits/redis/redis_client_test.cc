@@ -285,6 +285,117 @@ TEST_F(RedisClientTest, CommandTimesOutAndTheNextCallWorks) {
   EXPECT_EQ(client.connects(), 2);
 }
 
+TEST_F(RedisClientTest, ACallerDeadlineCutsACommandShort) {
+  StartRedis();
+  RedisClient client({.port = redis_->port(), .command_timeout = absl::Seconds(1)});
+  client.Command({"PING"});
+  const absl::Time start = absl::Now();
+  try {
+    client.Command({"BLPOP", "empty", "2"}, start + absl::Milliseconds(150));
+    ADD_FAILURE() << "no RedisDeadlineError";
+  } catch (const RedisDeadlineError& e) {
+    EXPECT_TRUE(absl::StrContains(e.what(), "cut short at the caller's deadline")) << e.what();
+  }
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_GE(took, absl::Milliseconds(150));
+  EXPECT_LT(took, absl::Milliseconds(150) + kSlack);
+  // A deadline later than command_timeout changes nothing: a plain RedisError after 1 s.
+  try {
+    client.Command({"BLPOP", "empty", "2"}, absl::Now() + absl::Seconds(30));
+    ADD_FAILURE() << "no RedisError";
+  } catch (const RedisDeadlineError& e) {
+    ADD_FAILURE() << e.what();
+  } catch (const RedisError& e) {
+    EXPECT_TRUE(absl::StrContains(e.what(), "timed out after 1s")) << e.what();
+  }
+  EXPECT_EQ(client.Command({"PING"}, absl::Now() + absl::Seconds(1)).str(), "PONG");
+}
+
+TEST_F(RedisClientTest, OneWayCallsRunInOrderAndFlushWaitsForThem) {
+  StartRedis();
+  RedisClient client(Options());
+  static const RedisScript kAppend("append", "return redis.call('RPUSH', KEYS[1], ARGV[1])");
+  absl::Mutex mu;
+  std::vector<int64_t> lengths;
+  for (int i = 0; i < 100; ++i) {  // The first runs by EVAL (SHA unknown), the others by SHA.
+    client.EvalShaOneWay(kAppend, {"log"}, {absl::StrCat(i)},
+                         [&](const RedisReply* reply, const RedisError* error) {
+                           ASSERT_EQ(error, nullptr);
+                           absl::MutexLock lock(&mu);
+                           lengths.push_back(reply->integer());
+                         });
+  }
+  EXPECT_TRUE(client.FlushOneWay(absl::Now() + kSlack));
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_EQ(lengths.size(), 100);
+    for (int i = 0; i < 100; ++i) EXPECT_EQ(lengths[i], i + 1);
+  }
+  const RedisReply log = client.Command({"LRANGE", "log", "0", "-1"});
+  ASSERT_EQ(log.elements().size(), 100);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(log.elements()[i].str(), absl::StrCat(i));
+  // After SCRIPT FLUSH the reader loads it again (NOSCRIPT).
+  client.Command({"SCRIPT", "FLUSH"});
+  std::atomic<int64_t> length{0};
+  client.EvalShaOneWay(kAppend, {"log"}, {"x"}, [&](const RedisReply* reply, const RedisError*) {
+    length = reply != nullptr ? reply->integer() : -1;
+  });
+  EXPECT_TRUE(client.FlushOneWay(absl::Now() + kSlack));
+  EXPECT_EQ(length.load(), 101);
+}
+
+TEST_F(RedisClientTest, ManyThreadsSendOneWayCallsWhileOthersWaitForThem) {
+  StartRedis();
+  RedisClient client(Options());
+  static const RedisScript kIncr("incr", "return redis.call('INCR', KEYS[1])");
+  constexpr int kThreads = 4;
+  constexpr int kCalls = 200;
+  std::atomic<int> done{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kCalls; ++i) {
+        client.EvalShaOneWay(kIncr, {"n"}, {}, [&](const RedisReply* reply, const RedisError*) {
+          if (reply != nullptr && reply->is_integer()) ++done;
+        });
+        if (i % 50 == 0) {
+          // What this thread sent is done once the flush returns.
+          ASSERT_TRUE(client.FlushOneWay(absl::Now() + kSlack));
+          if (t == 0) client.Command({"GET", "n"});
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  ASSERT_TRUE(client.FlushOneWay(absl::Now() + kSlack));
+  EXPECT_EQ(done.load(), kThreads * kCalls);
+  EXPECT_EQ(client.Command({"GET", "n"}).str(), absl::StrCat(kThreads * kCalls));
+}
+
+TEST_F(RedisClientTest, OneWayCallsFailWhenTheServerGoesAwayAndDestructionFlushes) {
+  StartRedis();
+  std::atomic<int> failed{0};
+  std::atomic<int> done{0};
+  {
+    RedisClient client({.port = redis_->port(), .command_timeout = absl::Milliseconds(300)});
+    static const RedisScript kSleep("sleep", "return redis.call('PING')");
+    client.EvalShaOneWay(kSleep, {}, {}, [&](const RedisReply*, const RedisError*) { ++done; });
+    ASSERT_TRUE(client.FlushOneWay(absl::Now() + kSlack));
+    ASSERT_EQ(done.load(), 1);
+    // Paused: no reply within command_timeout; the destructor waits for the failure.
+    RedisClient admin(Options());
+    admin.Command({"CLIENT", "PAUSE", "1500"});
+    for (int i = 0; i < 3; ++i) {
+      client.EvalShaOneWay(kSleep, {}, {}, [&](const RedisReply* reply, const RedisError* error) {
+        if (error != nullptr && reply == nullptr) ++failed;
+        ++done;
+      });
+    }
+  }
+  EXPECT_EQ(done.load(), 4);
+  EXPECT_EQ(failed.load(), 3);
+}
+
 TEST_F(RedisClientTest, ServerDownFailsFastNamingTheAddressThenBacksOff) {
   StartRedis();
   RedisClient client({.port = redis_->port(), .reconnect_backoff = absl::Seconds(30)});

@@ -398,15 +398,98 @@ TEST_F(RedisLimitSetTest, AnAcquisitionCostsOneScriptAndItsReleaseOneWhenItGives
   LimitSet held = Create(store, {ResourceLimit("connections", 1)}, "held");
   set.Acquire({{"tokens", 1}}).Update({{"tokens", 1}});  // Loads the scripts.
   held.Acquire();
+  // Releases are one-way: Stats() (one script more) waits until those sent before it are done.
   int64_t before = scripts();
   set.Acquire({{"tokens", 5}}).Update({{"tokens", 5}});  // All used: nothing to give back.
-  EXPECT_EQ(scripts() - before, 1);
+  set.Stats();
+  EXPECT_EQ(scripts() - before, 1 + 1);
   before = scripts();
   set.Acquire({{"tokens", 5}}).Update({{"tokens", 2}});  // A refund.
-  EXPECT_EQ(scripts() - before, 2);
+  set.Stats();
+  EXPECT_EQ(scripts() - before, 2 + 1);
   before = scripts();
   held.Acquire();  // A resource unit.
-  EXPECT_EQ(scripts() - before, 2);
+  held.Stats();
+  EXPECT_EQ(scripts() - before, 2 + 1);
+}
+
+TEST_F(RedisLimitSetTest, AReleaseReturnsOnceSentAndAnotherHostThenGetsTheUnits) {
+  auto host1 = RedisLimitStore::Connect(Options());
+  auto host2 = RedisLimitStore::Connect(Options());
+  LimitSet set1 = Create(host1, {ResourceLimit("connections", 1)});
+  LimitSet set2 = Create(host2, {ResourceLimit("connections", 1)});
+  for (int i = 0; i < 20; ++i) {
+    set1.Acquire().Release();  // Sent, not waited for.
+    // The other host's request may reach Redis first: it then waits for the release's message.
+    LimitAcquisition other = set2.Acquire({}, kSlack);
+    other.Release();
+    // This process's own TryAcquire() sees its releases sent before it.
+    set2.Acquire({}, kSlack).Release();
+    EXPECT_TRUE(set2.TryAcquire().has_value()) << i;
+  }
+  EXPECT_EQ(set1.Stats().at("connections").in_use, 0);
+  EXPECT_TRUE(warnings_.messages().empty());
+}
+
+TEST_F(RedisLimitSetTest, DestroyingASetFlushesItsPendingReleases) {
+  auto reader = RedisLimitStore::Connect(Options());
+  LimitSet observer = Create(reader, {ResourceLimit("connections", 50)});
+  for (int round = 0; round < 5; ++round) {
+    auto store = RedisLimitStore::Connect(Options());
+    std::optional<LimitSet> set = Create(store, {ResourceLimit("connections", 50)});
+    std::vector<LimitAcquisition> held;
+    for (int i = 0; i < 50; ++i) held.push_back(set->Acquire({}, kSlack));
+    held.clear();  // 50 one-way releases.
+    set.reset();
+    store.reset();  // Returns once they are done.
+    EXPECT_EQ(observer.Stats().at("connections").in_use, 0) << round;
+    EXPECT_EQ(observer.Stats().holding, 0) << round;
+  }
+  EXPECT_TRUE(warnings_.messages().empty());
+}
+
+TEST_F(RedisLimitSetTest, AReleaseWhileRedisIsDownWarns) {
+  std::unique_ptr<RedisServer> server = RedisServer::Start();
+  RedisOptions options = Options(server.get());
+  options.command_timeout = absl::Milliseconds(300);
+  auto store = RedisLimitStore::Connect(options);
+  std::optional<LimitSet> set = Create(store, {ResourceLimit("connections", 2)});
+  LimitAcquisition first = set->Acquire();
+  LimitAcquisition second = set->Acquire();
+  first.Release();  // Opens the one-way connection while Redis is up.
+  set->Stats();
+  EXPECT_TRUE(warnings_.messages().empty());
+  server->Stop();
+  second.Release();
+  set.reset();  // Waits for the release's outcome.
+  const std::vector<std::string> warnings = warnings_.messages();
+  ASSERT_EQ(warnings.size(), 1);
+  EXPECT_TRUE(absl::StrContains(warnings[0], "a release could not reach it")) << warnings[0];
+}
+
+TEST_F(RedisLimitSetTest, ACommandInFlightEndsAtTheCallersDeadline) {
+  std::unique_ptr<RedisServer> server = RedisServer::Start();
+  RedisOptions options = Options(server.get());
+  options.command_timeout = absl::Milliseconds(800);
+  auto store = RedisLimitStore::Connect(options);
+  LimitSet set = Create(store, {RateLimit("tokens", 10, absl::Hours(1))});
+  set.Acquire({{"tokens", 1}}).Update({{"tokens", 1}});  // Scripts loaded, connections open.
+  redis_internal::RedisClient admin(options);
+  ASSERT_EQ(admin.Command({"CLIENT", "PAUSE", "3000"}).str(), "OK");
+  // Shorter than command_timeout: cut at the caller's deadline, not granted, TimeoutError.
+  absl::Time start = absl::Now();
+  EXPECT_THROW(set.Acquire({{"tokens", 1}}, absl::Milliseconds(200)), TimeoutError);
+  absl::Duration took = absl::Now() - start;
+  EXPECT_GE(took, absl::Milliseconds(195));
+  EXPECT_LT(took, absl::Milliseconds(200) + absl::Milliseconds(300));
+  // No timeout of the caller's: RedisError after command_timeout.
+  start = absl::Now();
+  EXPECT_THROW(set.Acquire({{"tokens", 1}}, absl::InfiniteDuration()), RedisError);
+  took = absl::Now() - start;
+  EXPECT_GE(took, absl::Milliseconds(795));
+  EXPECT_LT(took, absl::Milliseconds(800) + absl::Milliseconds(500));
+  // A timeout longer than command_timeout: RedisError too.
+  EXPECT_THROW(set.Acquire({{"tokens", 1}}, absl::Seconds(10)), RedisError);
 }
 
 TEST_F(RedisLimitSetTest, OverUseIsChargedAndReported) {
@@ -568,10 +651,11 @@ TEST_F(RedisLimitSetTest, RedisDownFailsClosedWithinTheTimeoutAndRecovers) {
   // The restart lost the lease of the acquisition held across it: its release says so.
   EXPECT_TRUE(warnings_.messages().empty());
   across.Release();
+  // Stats() waits for the releases sent before it (one-way) and their warnings.
+  EXPECT_EQ(set.Stats().at("connections").in_use, 1);  // `again`'s unit stays counted.
   const std::vector<std::string> warnings = warnings_.messages();
   ASSERT_EQ(warnings.size(), 1);
   EXPECT_TRUE(absl::StrContains(warnings[0], "had expired")) << warnings[0];
-  EXPECT_EQ(set.Stats().at("connections").in_use, 1);  // `again`'s unit stays counted.
 }
 
 TEST_F(RedisLimitSetTest, RedisDownFailsOpenWithOneWarningPerOutage) {

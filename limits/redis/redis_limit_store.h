@@ -13,8 +13,17 @@
 // How it works (docs/limits.md, "Limits across hosts on Redis"):
 // - Every acquisition, release, over-use charge and Stats() is one Lua script run atomically on the
 //   server (loaded once, called by SHA; reloaded after a Redis restart). An acquisition costs one
-//   round trip; its release one more when it gives back resource units or refunds unused
+//   round trip; its release sends one script when it gives back resource units or refunds unused
 //   TokenBucket/GCRA tokens, none otherwise. Update() within the request costs none.
+// - Release() returns once the release is sent: it is written at once on a connection kept for
+//   releases, and its reply is read in the background by the store's thread (a release that fails
+//   warns through LimitSetOptions::on_warning, like one made while Redis is down). This process's
+//   TryAcquire() and Stats() first wait for its releases sent before (at most command_timeout),
+//   so they see them applied. Its Acquire() with a timeout does not: its request may reach Redis
+//   before the release and then waits for the release's wake-up message, which comes once the
+//   release is applied (correct, a little later). Other hosts see the release when it is applied,
+//   as before. Destroying a set (or the store) waits until its releases in flight are done
+//   (each within command_timeout of its send).
 // - The keys of set `name` are "<key_prefix>{<name>}:..." (one cluster slot per set). Sets with the
 //   same name in one Redis share their state; their definitions (keys and parameters) must match,
 //   otherwise OpenSet() throws InvalidOptionError naming both.
@@ -28,9 +37,18 @@
 //   Redis; a waiter renews its ticket every lease_ttl / 3, and a ticket whose owner died expires
 //   after lease_ttl (the bound on how long a dead waiter can hold up the queue).
 // - Redis unreachable: RedisOptions::failure. kFailClosed (default): Acquire(), TryAcquire() and
-//   AcquireAsync()'s future fail with RedisError after at most the command timeout (a caller's
-//   shorter timeout does not shorten a command in flight); kFailOpen: they grant at once without
-//   limits, with one warning per outage through LimitSetOptions::on_warning. A release that cannot
+//   AcquireAsync()'s future fail with RedisError after at most the command timeout; kFailOpen:
+//   they grant at once without limits, with one warning per outage through
+//   LimitSetOptions::on_warning.
+// - The caller's timeout bounds the commands: a command of Acquire(request, timeout) or
+//   AcquireAsync() ends by min(command_timeout, the caller's deadline); the last try at the
+//   deadline may run up to min(command_timeout, 50 ms) past it. A command cut short at the caller's
+//   deadline drops its connection (its reply state is unknown) and counts as "not granted": the
+//   caller gets TimeoutError (whatever RedisOptions::failure says), not RedisError. If Redis did
+//   run that take, what it took is not given back at once: the rate units are spent, and resource
+//   units stay held by a lease that nobody renews, so they come back after lease_ttl; a take that
+//   could not go left a FIFO ticket that nobody renews, which holds the queue up for at most
+//   lease_ttl (as a waiter that died would). So keep timeouts well above the round trip to Redis. A release that cannot
 //   reach Redis warns; the units then come back when the lease expires. The store reconnects by
 //   itself when Redis returns (and loads the scripts again after a restart). A holder cut off from
 //   Redis for longer than lease_ttl loses its lease (its units go back early), and a Redis that

@@ -35,7 +35,12 @@ namespace limits_internal {
 namespace redis {
 namespace {
 
+using ::concurry::redis_internal::RedisDeadlineError;
 using ::concurry::redis_internal::RedisScript;
+
+// How long the last take at a timed acquisition's deadline (which also drops its ticket and counts
+// the timeout) may run past that deadline, at most.
+constexpr absl::Duration kLastTryGrace = absl::Milliseconds(50);
 
 // This process's id and this thread's, refreshed in a fork()ed child (whose thread-local copy
 // still names the parent's thread).
@@ -154,13 +159,15 @@ const RedisScript& StatsOf() {
 
 // Runs `script`; a script that failed on the server (a Redis error reply, e.g. OOM) throws
 // RedisError like an unreachable server.
+RedisError ScriptFailed(RedisClient& client, const RedisScript& script, const RedisReply& reply) {
+  return RedisError(absl::StrCat("Redis at ", client.address(), ": script ", script.name(),
+                                 " failed: ", reply.str()));
+}
+
 RedisReply Run(RedisClient& client, const RedisScript& script, const std::string& base,
-               const std::vector<std::string>& args) {
-  RedisReply reply = client.EvalSha(script, {base}, args);
-  if (reply.is_error()) {
-    throw RedisError(absl::StrCat("Redis at ", client.address(), ": script ", script.name(),
-                                  " failed: ", reply.str()));
-  }
+               const std::vector<std::string>& args, absl::Time deadline = absl::InfiniteFuture()) {
+  RedisReply reply = client.EvalSha(script, {base}, args, deadline);
+  if (reply.is_error()) throw ScriptFailed(client, script, reply);
   return reply;
 }
 
@@ -315,6 +322,9 @@ RedisSetBackend::RedisSetBackend(std::shared_ptr<StoreCore> core, std::vector<Li
 }
 
 RedisSetBackend::~RedisSetBackend() {
+  // Their callbacks use this set: wait for the releases (and leaves) still in flight. Each ends
+  // within command_timeout of its send.
+  if (getpid() == pid_) core_->client().FlushOneWay(absl::InfiniteFuture());
   std::shared_ptr<AsyncQueue> queue;
   {
     absl::MutexLock lock(&async_mu_);
@@ -431,7 +441,8 @@ bool RedisSetBackend::ThreadExempt() {
 }
 
 RedisSetBackend::TakeResult RedisSetBackend::TakeOnce(const Items& items, bool exempt,
-                                                      int64_t ticket, TakeMode mode) {
+                                                      int64_t ticket, TakeMode mode,
+                                                      absl::Time deadline) {
   if (!definition_checked_.load(std::memory_order_acquire)) CheckDefinition();
   std::vector<std::string> args = {
       absl::StrCat(absl::ToInt64Microseconds(core_->options().lease_ttl)),
@@ -443,7 +454,7 @@ RedisSetBackend::TakeResult RedisSetBackend::TakeOnce(const Items& items, bool e
   args.reserve(args.size() + items.size() * (kItemFields));
   args[5] = absl::StrCat(AppendItems(
       items, [](const Item& item) { return item.requested; }, &args));
-  const RedisReply reply = Run(core_->client(), Take(), base_, args);
+  const RedisReply reply = Run(core_->client(), Take(), base_, args, deadline);
   Reachable();
   const std::vector<RedisReply>& parts = ArrayOf(reply, 2);
   TakeResult result;
@@ -460,7 +471,9 @@ RedisSetBackend::TakeResult RedisSetBackend::TakeOnce(const Items& items, bool e
 
 void RedisSetBackend::Leave(int64_t ticket, bool timed_out) noexcept {
   try {
-    Run(core_->client(), LeaveOf(), base_, {absl::StrCat(ticket), timed_out ? "1" : "0"});
+    // One-way: a caller whose deadline passed does not wait for it.
+    core_->client().EvalShaOneWay(LeaveOf(), {base_}, {absl::StrCat(ticket), timed_out ? "1" : "0"},
+                                  [](const RedisReply*, const RedisError*) {});
   } catch (const std::exception&) {
     // The ticket expires after lease_ttl.
   }
@@ -528,7 +541,17 @@ void RedisSetBackend::TakeInto(const std::shared_ptr<LimitSetBackend>& self, boo
       const TakeMode mode = deadline == absl::InfinitePast() ? TakeMode::kTryOnce
                             : now >= deadline                ? TakeMode::kLastTry
                                                              : TakeMode::kMayWait;
-      const TakeResult taken = TakeOnce(ItemsOf(result), exempt, ticket, mode);
+      absl::Time command_deadline = deadline;  // The caller's (kMayWait).
+      if (mode != TakeMode::kMayWait) {
+        // A last try decides at once, with no wake-up to come: it must see this process's
+        // releases sent before it (one-way, on another connection) applied.
+        core_->client().FlushOneWay(now + core_->options().command_timeout);
+        command_deadline =
+            mode == TakeMode::kTryOnce
+                ? absl::InfiniteFuture()
+                : absl::Now() + std::min(kLastTryGrace, core_->options().command_timeout);
+      }
+      const TakeResult taken = TakeOnce(ItemsOf(result), exempt, ticket, mode, command_deadline);
       if (taken.granted) {
         ticket = 0;  // Dropped by the take.
         Grant(self, taken.lease, /*fail_open=*/false, exempt_when_holding, result);
@@ -544,6 +567,11 @@ void RedisSetBackend::TakeInto(const std::shared_ptr<LimitSetBackend>& self, boo
       if (taken.wait_us > 0) wake = std::min(wake, now + absl::Microseconds(taken.wait_us));
       wake_->Wait(seen, wake, nullptr);
     }
+  } catch (const RedisDeadlineError&) {
+    // Cut short at the caller's deadline: not granted (see redis_limit_store.h). The caller gets
+    // a TimeoutError, whatever the failure option.
+    Leave(ticket, /*timed_out=*/true);
+    ItemsOf(result).clear();
   } catch (const RedisError& error) {
     if (ticket != 0) Leave(ticket, /*timed_out=*/false);
     if (!FailOpen(error, "acquiring")) throw;
@@ -628,19 +656,38 @@ bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) {
         return gcra_[item.index] && item.refunded > 0 ? item.refunded : -1.0;
       },
       &args));
-  // Called from LimitAcquisition's destructor: a warning sink that throws must not get out.
+  // Sent one-way: the caller does not wait for the reply, which FinishRelease() handles on the
+  // client's reader thread (this set outlives it: its destructor flushes).
+  try {
+    core_->client().EvalShaOneWay(
+        ReleaseOf(), {base_}, args,
+        [this, missing = args[1]](const RedisReply* reply, const RedisError* error) {
+          FinishRelease(reply, error, missing);
+        });
+  } catch (const RedisError& error) {
+    FinishRelease(nullptr, &error, args[1]);
+  } catch (...) {
+    // Called from LimitAcquisition's destructor: nothing may get out (out of memory).
+  }
+  return false;
+}
+
+void RedisSetBackend::FinishRelease(const RedisReply* reply, const RedisError* error,
+                                    const std::string& missing) noexcept {
+  // A warning sink that throws must not get out.
   try {
     bool live = true;
     try {
-      const RedisReply reply = Run(core_->client(), ReleaseOf(), base_, args);
+      if (error != nullptr) throw *error;
+      if (reply->is_error()) throw ScriptFailed(core_->client(), ReleaseOf(), *reply);
       Reachable();
-      live = IntegerOf(reply) == 1;
-    } catch (const RedisError& error) {
-      RestoreMissingUpdates(args[1]);
+      live = IntegerOf(*reply) == 1;
+    } catch (const RedisError& failure) {
+      RestoreMissingUpdates(missing);
       WarnOutage(
           "a release could not reach it: its resource units come back when its lease "
           "expires (lease_ttl)",
-          error);
+          failure);
     }
     if (!live) {
       Warn(absl::StrCat(
@@ -650,7 +697,6 @@ bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) {
     }
   } catch (...) {
   }
-  return false;
 }
 
 void RedisSetBackend::CountMissingUpdate() {
@@ -677,6 +723,8 @@ LimitSetStats RedisSetBackend::Stats() {
     }
   }
   if (no_op()) return stats;
+  // Counts this process's releases sent before (one-way, on another connection).
+  core_->client().FlushOneWay(absl::Now() + core_->options().command_timeout);
   std::vector<std::string> args = {TakeMissingUpdates(), ""};
   args[1] = absl::StrCat(AppendAllLimits(&args));
   RedisReply reply;
@@ -752,7 +800,8 @@ Future<LimitAcquisition> RedisSetBackend::AcquireAsync(Request request, absl::Ti
     // Served at once when possible (and nobody queues ahead). The acquisition does not make the
     // calling thread skip the queue later: it may be used anywhere.
     try {
-      const TakeResult taken = TakeOnce(request.items, exempt, 0, TakeMode::kTryOnce);
+      const TakeResult taken =
+          TakeOnce(request.items, exempt, 0, TakeMode::kTryOnce, absl::InfiniteFuture());
       if (taken.granted) {
         LimitAcquisition acquired;
         ItemsOf(acquired) = std::move(request.items);
@@ -867,7 +916,7 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
     }
     try {
       const TakeResult taken = TakeOnce(request.request.items, !fifo || request.request.nested,
-                                        request.ticket, TakeMode::kMayWait);
+                                        request.ticket, TakeMode::kMayWait, request.deadline);
       if (taken.granted) {
         Completion& completion = done.emplace_back();
         ItemsOf(completion.acquisition) = std::move(request.request.items);
@@ -881,6 +930,14 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
       if (taken.wait_us > 0) retry = std::min(retry, now + absl::Microseconds(taken.wait_us));
       wake = std::min(wake, retry);
       ++it;
+    } catch (const RedisDeadlineError&) {
+      // Cut short at the request's deadline: not granted.
+      Leave(request.ticket, /*timed_out=*/true);
+      Completion& completion = done.emplace_back();
+      completion.promise = std::move(request.promise);
+      completion.error = std::make_exception_ptr(
+          TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time"));
+      it = queue.pending.erase(it);
     } catch (const RedisError& error) {
       if (request.ticket != 0) Leave(request.ticket, /*timed_out=*/false);
       Completion& completion = done.emplace_back();

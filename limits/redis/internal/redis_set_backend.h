@@ -118,7 +118,11 @@ class StoreCore {
 //
 // Acquisitions: one take script. Those holding resource units get a lease (LeaseOf() is its id in
 // Redis), renewed by the store; the others get a local id (kLocalLease), and their release calls
-// Redis only to refund unused TokenBucket/GCRA tokens. FIFO exemption (a thread holding an
+// Redis only to refund unused TokenBucket/GCRA tokens. Releases (and leaves of the FIFO queue) are
+// one-way calls of the client: the caller does not wait for their reply, which the client's
+// reader thread hands to FinishRelease(); a last try (TryAcquire(), the take at a deadline) and
+// Stats() first wait for this process's one-way calls sent before, and the destructor for all.
+// The commands of a timed request end by its deadline (RedisDeadlineError: not granted). FIFO exemption (a thread holding an
 // acquisition made with Acquire()/TryAcquire()) is tracked here, by thread id.
 // Waiting: a request that cannot be served sleeps until the retry-after the take script computed,
 // its deadline, or a message on the set's wake-up channel (a release, a refund, the queue head
@@ -199,10 +203,15 @@ class RedisSetBackend final : public LimitSetBackend {
   // try once); clears them if it could not.
   void TakeInto(const std::shared_ptr<LimitSetBackend>& self, bool nested, absl::Time deadline,
                 bool exempt_when_holding, LimitAcquisition& result);
-  // One call of the take script.
-  TakeResult TakeOnce(const Items& items, bool exempt, int64_t ticket, TakeMode mode);
-  // Drops `ticket` (best effort: errors are ignored, the ticket then expires).
+  // One call of the take script, ended by `deadline` (RedisDeadlineError).
+  TakeResult TakeOnce(const Items& items, bool exempt, int64_t ticket, TakeMode mode,
+                      absl::Time deadline);
+  // Drops `ticket` (0: none; it then only counts a timeout if `timed_out`), one-way (best effort:
+  // errors are ignored, the ticket then expires).
   void Leave(int64_t ticket, bool timed_out) noexcept;
+  // Handles the outcome of a one-way release (`missing`: the missing updates it carried).
+  void FinishRelease(const RedisReply* reply, const RedisError* error,
+                     const std::string& missing) noexcept;
   // Binds a granted acquisition (its items in place) to the set: `lease` from the take script
   // (0 when it holds no resource units, or when granted without Redis: `fail_open`), which then
   // gets a local id. `exempting`: made by Acquire()/TryAcquire(), it lets its thread skip the FIFO

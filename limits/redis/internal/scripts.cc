@@ -318,18 +318,24 @@ if wait == 0 then
   -- A lease for resource units (a string: Lua's own concatenation would round the number).
   local id = fmt(NextId('acq', now))
   local lease = '0'
+  local units = {}  -- The lease's fields: index, units, ...
   for _, it in ipairs(list) do
     if it.a == 'r' then
-      if lease == '0' then
-        lease = id
-        call('ZADD', base .. 'leases', now + ttl, lease)
-      end
-      AddUse(it.i, it.n)
-      call('HSET', base .. 'lease:' .. lease, it.i, fmt(it.n))
+      -- it.u is the units in use as Check() just read them (after any reaping).
+      local left = it.u + it.n
+      if left > 0 then call('HSET', base .. 'use', it.i, fmt(left))
+      else call('HDEL', base .. 'use', it.i) end
+      units[#units + 1] = it.i
+      units[#units + 1] = fmt(it.n)
     else
       Take(it, now)
+      Save(it, now)
     end
-    Save(it, now)
+  end
+  if #units > 0 then
+    lease = id
+    call('ZADD', base .. 'leases', now + ttl, lease)
+    call('HSET', base .. 'lease:' .. lease, unpack(units))
   end
   if ticket > 0 then
     call('ZREM', qexp, ticket)
