@@ -588,7 +588,7 @@ void RedisSetBackend::RecordUsage(Item* const* targets, const double* amounts, s
   Warn(overuse);
 }
 
-bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) {
+bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) noexcept {
   if (no_op()) return false;
   const uint64_t id = LeaseOf(acquisition);
   {
@@ -653,7 +653,7 @@ bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) {
   return false;
 }
 
-void RedisSetBackend::CountMissingUpdate() {
+void RedisSetBackend::CountMissingUpdate() noexcept {
   missing_updates_.fetch_add(1, std::memory_order_relaxed);
 }
 
