@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/base/optimization.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -184,6 +184,10 @@ void LimitAcquisition::Release() {
 
 namespace {
 
+// The longest LimitSetOptions::name of a kHosts set: it is part of every key of the set in the
+// store and of messages.
+constexpr size_t kMaxSetNameBytes = 256;
+
 // The checks of a kHosts set's options before its store opens it.
 void CheckHostsOptions(const std::vector<Limit>& limits, const LimitSetOptions& options) {
   if (options.store == nullptr) {
@@ -191,41 +195,80 @@ void CheckHostsOptions(const std::vector<Limit>& limits, const LimitSetOptions& 
         "LimitSet with LimitSharing::kHosts needs LimitSetOptions::store (e.g. a "
         "RedisLimitStore) to keep its state");
   }
-  const bool bad_name =
-      options.name.empty() || std::any_of(options.name.begin(), options.name.end(), [](char c) {
-        return absl::ascii_isspace(static_cast<unsigned char>(c)) || c == '{' || c == '}';
-      });
+  // Printable ASCII without the space: no byte that a store's keys, a log or a terminal would
+  // take apart; '{' and '}' are Redis Cluster's hash tag around the name.
+  const bool bad_name = options.name.empty() || options.name.size() > kMaxSetNameBytes ||
+                        std::any_of(options.name.begin(), options.name.end(), [](char c) {
+                          const auto byte = static_cast<unsigned char>(c);
+                          return byte < 0x21 || byte > 0x7e || c == '{' || c == '}';
+                        });
   if (bad_name) {
     throw InvalidOptionError(absl::StrCat(
-        "LimitSet with LimitSharing::kHosts needs LimitSetOptions::name: non-empty, without "
-        "whitespace, '{' or '}'; got '",
-        absl::CEscape(options.name), "'"));
+        "LimitSet with LimitSharing::kHosts needs LimitSetOptions::name: 1 to ", kMaxSetNameBytes,
+        " bytes of printable ASCII (0x21-0x7e: no whitespace or control bytes), without '{' or "
+        "'}'; got '",
+        absl::CEscape(options.name.substr(0, kMaxSetNameBytes)),
+        options.name.size() > kMaxSetNameBytes
+            ? absl::StrCat("...' (", options.name.size(), " bytes)")
+            : "'"));
   }
-  if (options.clock != nullptr) {
+  if (options.clock != nullptr && options.clock != &Clock::Real()) {
     throw InvalidOptionError(
         "LimitSet with LimitSharing::kHosts uses the store's clock (time must be the same on "
-        "every host); leave LimitSetOptions::clock null");
+        "every host); leave LimitSetOptions::clock null (or Clock::Real())");
   }
   LimitSetBackend::CheckFairness(options.fairness);
   LimitSetBackend::CheckUniqueKeys(limits);
 }
 
+// The engine a LimitStore returned for a set of `limit_count` limits: one that keeps them and
+// kHosts, as LimitStore::OpenSet() promises (LimitSet reads both from it). Anything else is a
+// bug in the store, not in the caller's options.
+void CheckOpenedSet(absl::string_view name, const LimitSetBackend* backend, size_t limit_count) {
+  const char* wrong = nullptr;
+  if (backend == nullptr) {
+    wrong = "returned no engine (null)";
+  } else if (backend->options().sharing != LimitSharing::kHosts) {
+    wrong = "returned an engine whose options().sharing is not kHosts";
+  } else if (backend->limits().size() != limit_count) {
+    wrong = "returned an engine with another number of limits than it was given";
+  }
+  if (wrong != nullptr) {
+    throw std::logic_error(
+        absl::StrCat("LimitSet::Create: LimitStore::OpenSet() of the store in "
+                     "LimitSetOptions::store (set '",
+                     absl::CEscape(name), "') ", wrong, "; this is a bug in that store"));
+  }
+}
+
 }  // namespace
 
 LimitSet LimitSet::Create(std::vector<Limit> limits, LimitSetOptions options) {
+  if (options.sharing != LimitSharing::kThreads && options.sharing != LimitSharing::kProcesses &&
+      options.sharing != LimitSharing::kHosts) {
+    throw InvalidOptionError(absl::StrCat("LimitSetOptions::sharing: unknown value ",
+                                          static_cast<int>(options.sharing),
+                                          "; allowed: kThreads, kProcesses, kHosts"));
+  }
   if (options.sharing == LimitSharing::kHosts) {
     CheckHostsOptions(limits, options);
+    options.clock = nullptr;  // The real clock given explicitly: the store's clock all the same.
     const std::shared_ptr<LimitStore> store = options.store;
+    const std::string name = options.name;
+    const size_t limit_count = limits.size();
     std::shared_ptr<LimitSetBackend> backend =
         store->OpenSet(std::move(limits), std::move(options));
-    if (backend == nullptr) {
-      throw InvalidOptionError("LimitSet: LimitStore::OpenSet returned no engine");
-    }
+    CheckOpenedSet(name, backend.get(), limit_count);
     return LimitSet(std::move(backend));
   }
   if (options.store != nullptr) {
     throw InvalidOptionError(
         "LimitSetOptions::store is for LimitSharing::kHosts only; leave it null with kThreads "
+        "and kProcesses (or set sharing = kHosts)");
+  }
+  if (!options.name.empty()) {
+    throw InvalidOptionError(
+        "LimitSetOptions::name is for LimitSharing::kHosts only; leave it empty with kThreads "
         "and kProcesses (or set sharing = kHosts)");
   }
   return LimitSet(limits_internal::SetImpl::Make(std::move(limits), std::move(options)));

@@ -1,6 +1,7 @@
-// LimitSet: several limits acquired together, all or nothing, by many threads or by forked
-// processes. An acquisition is an RAII object: report the usage of rate limits with Update(), and
-// its destruction (or Release()) gives back what was held and refunds unused tokens.
+// LimitSet: several limits acquired together, all or nothing, by many threads, by forked
+// processes, or by processes on several hosts (LimitSharing::kHosts, through a LimitStore). An
+// acquisition is an RAII object: report the usage of rate limits with Update(), and its destruction
+// (or Release()) gives back what was held and refunds unused tokens.
 //
 //   concurry::LimitSet limits = concurry::LimitSet::Create({
 //       concurry::RateLimit("tokens", 10'000, "minute", concurry::RateLimitAlgorithm::kGcra),
@@ -130,11 +131,13 @@ struct LimitSetOptions {
   LimitConfig config;
   // Time source for the rate algorithms and waits; null means Clock::Real(). Must outlive the
   // set. kProcesses sets accept only the real clock (time must be the same in every process).
+  // kHosts sets run on the store's clock: null (or Clock::Real(), taken as null).
   Clock* clock = nullptr;
   // How many threads (over all processes) may hold acquisitions of the set at once: >= 1.
-  // Acquiring beyond it fails with CapacityError.
+  // Acquiring beyond it fails with CapacityError. Not used by kHosts sets.
   int max_holders = 1024;
   // kProcesses: how often a blocked acquirer checks for dead processes holding resource units.
+  // Not used by kHosts sets (their store has its own leases).
   absl::Duration lease_check_interval = absl::Milliseconds(100);
   // Receives warnings (over-use reported by Update(), a rate limit released without Update());
   // null writes them to stderr. Called without locks held, from the thread that caused them.
@@ -142,8 +145,9 @@ struct LimitSetOptions {
   // kHosts: the store that keeps the set's state and creates its engine (required; with
   // kThreads or kProcesses it must be null).
   std::shared_ptr<LimitStore> store;
-  // kHosts: the set's name in the store (required: non-empty, without whitespace, '{' or '}').
-  // Sets of the same name in the same store share their state and must define the same limits.
+  // kHosts: the set's name in the store (required: 1 to 256 bytes of printable ASCII, 0x21-0x7e,
+  // without '{' or '}'; must be empty with kThreads and kProcesses). Sets of the same name in
+  // the same store share their state and must define the same limits.
   std::string name;
 };
 

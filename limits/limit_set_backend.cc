@@ -414,7 +414,7 @@ void LimitSetBackend::Record(Item* const* targets, const double* amounts, size_t
                            ? CostOf(item.index, item.requested - item.used)
                            : 0;
     // Reported (and charged) once per new excess: repeating a report charges nothing more.
-    charge |= item.used - item.requested > item.charged_extra && info.kind != LimitKind::kResource;
+    charge |= NewExcess(item, info.kind) > 0;
   }
   if (ABSL_PREDICT_FALSE(charge)) RecordUsage(targets, amounts, count);
 }
@@ -423,8 +423,7 @@ std::string LimitSetBackend::OveruseMessage(const Item* const* targets, size_t c
   std::string overuse;
   for (size_t i = 0; i < count; ++i) {
     const Item& item = *targets[i];
-    if (item.used - item.requested > item.charged_extra &&
-        info_[item.index].kind != LimitKind::kResource) {
+    if (NewExcess(item, info_[item.index].kind) > 0) {
       absl::StrAppend(&overuse, overuse.empty() ? "" : "; ", "'", info_[item.index].key, "' used ",
                       FormatNumber(item.used), " of ", FormatNumber(item.requested), " requested");
     }

@@ -35,6 +35,7 @@ namespace concurry {
 namespace limits_internal {
 class RateState;
 class AtomicGcra;
+class SetImpl;
 }  // namespace limits_internal
 
 // The engine of one LimitSet: the state of its limits and the acquisitions taken from it.
@@ -47,7 +48,8 @@ class AtomicGcra;
 //
 // An engine is created by LimitSet::Create() (kThreads and kProcesses: the in-process one) or by
 // LimitStore::OpenSet() (kHosts), and is owned by a std::shared_ptr that every LimitSet handle
-// copies; a held acquisition binds it (Bind()) with an owner that keeps it alive.
+// copies; a held acquisition binds it (Bind()) with an owner that keeps it alive (the in-process
+// engine's counted acquisitions have no owner: the engine counts them instead).
 //
 // Thread-safe: an engine's methods are called from any thread at once (except on one
 // acquisition, which has one owner at a time).
@@ -91,24 +93,14 @@ class LimitSetBackend {
   }
   // LimitSet::Handle().
   LimitHandle HandleOf(absl::string_view key) const;
-  // Throws InvalidOptionError unless `amount` (> 0, finite) fits limit `index`: at most its
-  // burst, and whole (at most kMaxWholeUnits) for a limit that counts whole units. `implicit`:
-  // the 1 taken for an unnamed CallLimit or ResourceLimit.
-  void CheckAmount(size_t index, double amount, bool implicit) const;
-  // Throws InvalidOptionError unless `amount` is a valid usage of `item` (`key`: for messages).
-  void CheckUsage(const Item& item, absl::string_view key, double amount) const;
   // LimitAcquisition::Update(): validates `usage` (nothing is recorded if anything is wrong),
   // records it into the acquisition's items and, when some usage exceeds its request by more
   // than was charged so far, calls RecordUsage().
   void Update(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage);
   // As above for the usage `used` of limit `limit`.
   void Update(LimitAcquisition& acquisition, const LimitHandle& limit, double used);
-  // Reports `message` through options().on_warning, or to stderr.
+  // Reports `message` through options().on_warning, or to stderr. Throws what on_warning throws.
   void Warn(absl::string_view message) const;
-  // The message of an over-use warning for the recorded usages of `*targets[0..count)`: lists
-  // the items whose usage exceeds their request by more than Item::charged_extra, so build it
-  // before charging.
-  std::string OveruseMessage(const Item* const* targets, size_t count) const;
 
   // InvalidOptionError for an unknown fairness value; for duplicate keys ("Duplicate limit
   // key: 'k'"). LimitSet::Create() checks kHosts sets with them before opening them.
@@ -134,24 +126,34 @@ class LimitSetBackend {
   // std::enable_shared_from_this.)
   virtual Future<LimitAcquisition> AcquireAsync(Request request, absl::Time deadline) = 0;
   // Called by Update() once `amounts[i]` are validated and recorded into `*targets[i]` (each
-  // item once; Item::updated and Item::used set), only when some rate or call item's usage now
-  // exceeds its request by more than its Item::charged_extra: builds OveruseMessage(), charges
-  // each such new excess to its limit (even beyond the capacity) and adds it to charged_extra,
-  // counts the report (Stats().overuse_reports) and Warn()s the message.
+  // item once; Item::updated and Item::used set), only when some rate or call item has a new
+  // excess (NewExcess() > 0): builds OveruseMessage(), charges each new excess to its limit
+  // (even beyond the capacity) and adds it to charged_extra, counts the report
+  // (Stats().overuse_reports) and Warn()s the message.
+  //
+  // May throw (to the caller of Update()): e.g. the store cannot be reached, or on_warning
+  // throws. The usages stay recorded either way; an excess whose charge did not happen keeps
+  // its old charged_extra, so that a later Update() of that item charges it again.
   virtual void RecordUsage(Item* const* targets, const double* amounts, size_t count) = 0;
   // Gives back what the held `acquisition` holds (ResourceLimit units, and requested - used of
   // updated TokenBucket and GCRA limits), setting Item::refunded of what it gave back, and wakes
   // waiters. The caller has marked it released. `drop` and the result serve the in-process
   // engine's counted acquisitions (see LimitAcquisition::set_): another engine ignores `drop`
   // and returns false.
-  virtual bool Release(LimitAcquisition& acquisition, bool drop) = 0;
+  //
+  // Must not throw: called from LimitAcquisition's destructor (noexcept). Report failures
+  // through Warn() (catching what it throws) and give back what can be given back later (e.g.
+  // by a lease that expires).
+  virtual bool Release(LimitAcquisition& acquisition, bool drop) noexcept = 0;
   // Lets go of the reference a counted acquisition of the in-process engine holds after its
-  // release (never called for an acquisition bound with an owner).
-  virtual void DropReference() = 0;
+  // release (never called for an acquisition bound with an owner). Must not throw (called from
+  // LimitAcquisition's destructor).
+  virtual void DropReference() noexcept = 0;
   // LimitSet::Stats().
   virtual LimitSetStats Stats() = 0;
-  // Counts a release of a rate limit that was never updated (Stats().missing_updates).
-  virtual void CountMissingUpdate() = 0;
+  // Counts a release of a rate limit that was never updated (Stats().missing_updates). Must not
+  // throw (called from LimitAcquisition's destructor); the caller gives the warning.
+  virtual void CountMissingUpdate() noexcept = 0;
   // The clock of timeouts (LimitSet::AcquireAsync()'s deadline).
   virtual Clock& clock() const = 0;
 
@@ -178,12 +180,30 @@ class LimitSetBackend {
   static const Items& PreparedItems(const PreparedLimitRequest& request) { return request.items_; }
   static bool PreparedNested(const PreparedLimitRequest& request) { return request.nested_; }
 
-  // ---- Validation state (the in-process engine's hot path reads it) ----
+  // ---- Over-use (RecordUsage()) ----
+
+  // The part of `item`'s recorded usage above its request that is not charged yet
+  // (used - requested - charged_extra), or 0 when there is none or `kind` is kResource (a
+  // resource is held, not consumed: using more of it than requested charges nothing).
+  static double NewExcess(const Item& item, LimitKind kind) {
+    const double excess = item.used - item.requested - item.charged_extra;
+    return kind != LimitKind::kResource && excess > 0 ? excess : 0;
+  }
+  // The message of an over-use warning for the recorded usages of `*targets[0..count)`: lists
+  // the items with a NewExcess(), so build it before charging.
+  std::string OveruseMessage(const Item* const* targets, size_t count) const;
+
+ private:
+  // The in-process engine reads and fills the validation state below on its hot path, inline
+  // (no call per acquisition). Other engines use only what is above.
+  friend class limits_internal::SetImpl;
+
+  // ---- Validation state ----
 
   // Validates `request` into `*items` (empty on entry) and returns whether it is nested (see
   // Request::nested). Defined inline in limits/internal/set_validation.h, for the in-process
   // engine's hot path; other engines call Prepare().
-  bool PrepareInto(absl::Span<const LimitAmount> request, Items* items) const;
+  inline bool PrepareInto(absl::Span<const LimitAmount> request, Items* items) const;
   // PrepareInto() past its shortcut (PrepareCommonInto()): every case, and the error messages.
   bool PrepareFullInto(absl::Span<const LimitAmount> request, Items* items) const;
   // The items of a request that names every rate limit and nothing else (see
@@ -216,17 +236,22 @@ class LimitSetBackend {
     double* in_use = nullptr;
   };
   // The index of the limit with `key`, or the number of limits. Inline in set_validation.h.
-  size_t IndexOf(absl::string_view key) const;
+  inline size_t IndexOf(absl::string_view key) const;
   // The GCRA cost of `amount` (> 0) for limit `index` (whose `gcra` is set). Inline in
   // set_validation.h.
-  int64_t CostOf(size_t index, double amount) const;
+  inline int64_t CostOf(size_t index, double amount) const;
+  // Throws InvalidOptionError unless `amount` (> 0, finite) fits limit `index`: at most its
+  // burst, and whole (at most kMaxWholeUnits) for a limit that counts whole units. `implicit`:
+  // the 1 taken for an unnamed CallLimit or ResourceLimit.
+  void CheckAmount(size_t index, double amount, bool implicit) const;
+  // Throws InvalidOptionError unless `amount` is a valid usage of `item` (`key`: for messages).
+  void CheckUsage(const Item& item, absl::string_view key, double amount) const;
 
   const std::vector<Limit> limits_;
   const LimitSetOptions options_;
   const uint64_t id_;
   std::vector<LimitInfo> info_;
 
- private:
   // GCRA costs of the whole amounts 0..kCachedCosts per limit (row `index`, 0 unused): usual
   // requests and usages are small whole numbers, and their cost is then a load instead of a
   // division on every acquisition and every Update().
@@ -242,11 +267,11 @@ class LimitSetBackend {
   // The shortcut of PrepareInto(): true when it validated `request` (it names every rate limit,
   // no limit twice, only known keys and amounts > 0 that fit); false leaves `*items` empty for
   // the full path, which also builds the error messages. Inline in set_validation.h.
-  bool PrepareCommonInto(absl::Span<const LimitAmount> request, Items* items) const;
+  inline bool PrepareCommonInto(absl::Span<const LimitAmount> request, Items* items) const;
   // Records `used` for `item` and returns true when it is a valid usage within the request (the
   // usual report: nothing to check further, nothing to charge); else returns false, recording
   // nothing. Inline in set_validation.h: it is most of an Update().
-  bool RecordWithinRequest(Item& item, double used) const;
+  inline bool RecordWithinRequest(Item& item, double used) const;
   // Update() beyond its shortcut: validates every entry, then records them. Out of line, so that
   // the shortcut does not pay for its frame.
   void UpdateChecked(LimitAcquisition& acquisition, absl::Span<const LimitAmount> usage);
@@ -260,7 +285,9 @@ class LimitStore {
  public:
   virtual ~LimitStore() = default;
   // The engine of the set `options.name` with `limits` (validated by LimitSet::Create(): unique
-  // keys, a known fairness, kHosts, a valid name, no clock; `options.store` is this store).
+  // keys, a known fairness, kHosts, a valid name, `options.clock` null; `options.store` is this
+  // store). The engine keeps `limits` and `options` as given (LimitSet reads its limits and
+  // sharing from the engine; Create() throws std::logic_error naming the store otherwise).
   // Throws InvalidOptionError when the store's set of that name defines other limits.
   virtual std::shared_ptr<LimitSetBackend> OpenSet(std::vector<Limit> limits,
                                                    LimitSetOptions options) = 0;

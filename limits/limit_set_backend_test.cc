@@ -1,12 +1,14 @@
 // LimitSetBackend is implementable from outside limits/internal: a tiny engine (resource units in
 // a map shared by the sets of one name, no waiting) behind a tiny LimitStore runs LimitSet's API
-// with LimitSharing::kHosts. Also the kHosts option errors of LimitSet::Create().
+// with LimitSharing::kHosts. Also the kHosts option errors of LimitSet::Create(), and what
+// Create() does with a store that breaks LimitStore::OpenSet()'s promises.
 
 #include "limits/limit_set_backend.h"
 
 #include <map>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,10 +24,12 @@
 #include "limits/limit.h"
 #include "limits/limit_pool.h"
 #include "limits/limit_set.h"
+#include "testing/fake_clock.h"
 
 namespace concurry {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::ThrowsMessage;
 
@@ -72,10 +76,7 @@ class MapBackend final : public LimitSetBackend {
     const std::string message = OveruseMessage(targets, count);
     for (size_t i = 0; i < count; ++i) {
       Item& item = *targets[i];
-      const double extra = item.used - item.requested - item.charged_extra;
-      if (extra > 0 && limits()[item.index].kind() != LimitKind::kResource) {
-        item.charged_extra += extra;
-      }
+      item.charged_extra += NewExcess(item, limits()[item.index].kind());
     }
     {
       absl::MutexLock lock(&state_->mu);
@@ -83,7 +84,7 @@ class MapBackend final : public LimitSetBackend {
     }
     Warn(message);
   }
-  bool Release(LimitAcquisition& acquisition, bool /*drop*/) override {
+  bool Release(LimitAcquisition& acquisition, bool /*drop*/) noexcept override {
     absl::MutexLock lock(&state_->mu);
     for (Item& item : ItemsOf(acquisition)) {
       if (limits()[item.index].kind() == LimitKind::kResource) {
@@ -96,7 +97,9 @@ class MapBackend final : public LimitSetBackend {
     --state_->holding;
     return false;
   }
-  void DropReference() override { ADD_FAILURE() << "only counted acquisitions drop references"; }
+  void DropReference() noexcept override {
+    ADD_FAILURE() << "only counted acquisitions drop references";
+  }
   LimitSetStats Stats() override {
     LimitSetStats stats;
     absl::MutexLock lock(&state_->mu);
@@ -116,7 +119,7 @@ class MapBackend final : public LimitSetBackend {
     stats.missing_updates = state_->missing_updates;
     return stats;
   }
-  void CountMissingUpdate() override {
+  void CountMissingUpdate() noexcept override {
     absl::MutexLock lock(&state_->mu);
     ++state_->missing_updates;
   }
@@ -157,6 +160,7 @@ class MapStore : public LimitStore {
  public:
   std::shared_ptr<LimitSetBackend> OpenSet(std::vector<Limit> limits,
                                            LimitSetOptions options) override {
+    EXPECT_EQ(options.clock, nullptr);  // Clock::Real() given explicitly arrives as null.
     std::shared_ptr<MapState>& state = states_[options.name];
     if (state == nullptr) state = std::make_shared<MapState>();
     auto backend = std::make_shared<MapBackend>(std::move(limits), std::move(options), state);
@@ -242,23 +246,57 @@ TEST(LimitSetBackendTest, RejectsBadHostsOptions) {
   };
   EXPECT_THAT([&] { create({.sharing = LimitSharing::kHosts, .name = "api"}); },
               ThrowsMessage<InvalidOptionError>(HasSubstr("needs LimitSetOptions::store")));
-  for (const char* name : {"", "a b", "a\tb", "{api}", "a}"}) {
+  for (const std::string& name :
+       {std::string(), std::string("a b"), std::string("a\tb"), std::string("{api}"),
+        std::string("a}"), std::string("a\0b", 3), std::string("a\x1b"), std::string("caf\xc3\xa9"),
+        std::string("a\x7f"), std::string(257, 'n')}) {
     EXPECT_THAT([&] { create({.sharing = LimitSharing::kHosts, .store = store, .name = name}); },
-                ThrowsMessage<InvalidOptionError>(HasSubstr("needs LimitSetOptions::name")))
+                ThrowsMessage<InvalidOptionError>(HasSubstr("needs LimitSetOptions::name: 1 to 256 "
+                                                            "bytes of printable ASCII")))
         << name;
   }
+  // The name is escaped in the message; a long one is cut and its size given.
   EXPECT_THAT(
       [&] {
-        create({.sharing = LimitSharing::kHosts,
-                .clock = &Clock::Real(),
-                .store = store,
-                .name = "api"});
+        create({.sharing = LimitSharing::kHosts, .store = store, .name = std::string("a\x1b\n")});
       },
-      ThrowsMessage<InvalidOptionError>(HasSubstr("leave LimitSetOptions::clock null")));
-  for (LimitSharing sharing : {LimitSharing::kThreads, LimitSharing::kProcesses}) {
-    EXPECT_THAT([&] { create({.sharing = sharing, .store = store}); },
-                ThrowsMessage<InvalidOptionError>(HasSubstr("for LimitSharing::kHosts only")));
+      ThrowsMessage<InvalidOptionError>(HasSubstr("got 'a\\033\\n'")));
+  EXPECT_THAT(
+      [&] {
+        create({.sharing = LimitSharing::kHosts, .store = store, .name = std::string(300, 'n')});
+      },
+      ThrowsMessage<InvalidOptionError>(HasSubstr("...' (300 bytes)")));
+  // Every printable byte but the braces, and the longest name, are fine.
+  std::string printable;
+  for (char c = 0x21; c <= 0x7e; ++c) {
+    if (c != '{' && c != '}') printable.push_back(c);
   }
+  create({.sharing = LimitSharing::kHosts, .store = store, .name = printable});
+  create({.sharing = LimitSharing::kHosts, .store = store, .name = std::string(256, 'n')});
+
+  // The store's clock: null, or the real clock given explicitly (as kProcesses accepts it).
+  testkit::FakeClock fake;
+  EXPECT_THAT(
+      [&] {
+        create({.sharing = LimitSharing::kHosts, .clock = &fake, .store = store, .name = "api"});
+      },
+      ThrowsMessage<InvalidOptionError>(
+          HasSubstr("leave LimitSetOptions::clock null (or Clock::Real())")));
+  create({.sharing = LimitSharing::kHosts, .clock = &Clock::Real(), .store = store, .name = "api"});
+
+  for (LimitSharing sharing : {LimitSharing::kThreads, LimitSharing::kProcesses}) {
+    EXPECT_THAT(
+        [&] { create({.sharing = sharing, .store = store}); },
+        ThrowsMessage<InvalidOptionError>(HasSubstr("store is for LimitSharing::kHosts only")));
+    EXPECT_THAT([&] { create({.sharing = sharing, .name = "api"}); },
+                ThrowsMessage<InvalidOptionError>(
+                    HasSubstr("LimitSetOptions::name is for LimitSharing::kHosts only")));
+  }
+  // An unknown sharing value is named first, whatever else is set.
+  EXPECT_THAT(
+      [&] { create({.sharing = static_cast<LimitSharing>(7), .store = store, .name = "api"}); },
+      ThrowsMessage<InvalidOptionError>(
+          "LimitSetOptions::sharing: unknown value 7; allowed: kThreads, kProcesses, kHosts"));
   EXPECT_THAT(
       [&] {
         LimitSet::Create({ResourceLimit("k", 1), ResourceLimit("k", 2)},
@@ -276,6 +314,153 @@ TEST(LimitSetBackendTest, AHostsSetCannotBeHandedToAnotherProcessAndSaysWhy) {
   EXPECT_THAT([&] { limits_internal::ExportLimitPool(LimitPool::Create({set})); },
               ThrowsMessage<InvalidOptionError>(
                   HasSubstr("keeps its state in a LimitStore (LimitSharing::kHosts)")));
+}
+
+// A store that breaks LimitStore::OpenSet()'s promises in the way `bug` says.
+class BuggyStore : public LimitStore {
+ public:
+  enum class Bug { kNull, kNotHosts, kOtherLimits };
+  explicit BuggyStore(Bug bug) : bug_(bug) {}
+
+  std::shared_ptr<LimitSetBackend> OpenSet(std::vector<Limit> limits,
+                                           LimitSetOptions options) override {
+    switch (bug_) {
+      case Bug::kNull:
+        return nullptr;
+      case Bug::kNotHosts:
+        options.sharing = LimitSharing::kThreads;
+        break;
+      case Bug::kOtherLimits:
+        limits.pop_back();
+        break;
+    }
+    return std::make_shared<MapBackend>(std::move(limits), std::move(options),
+                                        std::make_shared<MapState>());
+  }
+
+ private:
+  const Bug bug_;
+};
+
+TEST(LimitSetBackendTest, AStoreThatBreaksOpenSetsPromisesIsNamedAsTheBug) {
+  for (const auto& [bug, what] : std::vector<std::pair<BuggyStore::Bug, std::string>>{
+           {BuggyStore::Bug::kNull, "returned no engine (null)"},
+           {BuggyStore::Bug::kNotHosts, "whose options().sharing is not kHosts"},
+           {BuggyStore::Bug::kOtherLimits, "with another number of limits"}}) {
+    EXPECT_THAT(
+        [&] {
+          LimitSet::Create(TokensAndConnections(), {.sharing = LimitSharing::kHosts,
+                                                    .store = std::make_shared<BuggyStore>(bug),
+                                                    .name = "api"});
+        },
+        ThrowsMessage<std::logic_error>(AllOf(HasSubstr("LimitStore::OpenSet()"),
+                                              HasSubstr("(set 'api') "), HasSubstr(what),
+                                              HasSubstr("this is a bug in that store"))));
+  }
+}
+
+// Assigning onto a held acquisition of an engine outside the library releases it first (through
+// its owner, not a counted reference), with the missing-update warning as on destruction.
+TEST(LimitSetBackendTest, MoveAssignmentOntoAHeldAcquisitionReleasesItFirst) {
+  const auto store = std::make_shared<MapStore>();
+  std::vector<std::string> warnings;
+  const LimitSet set = LimitSet::Create(
+      TokensAndConnections(), {.sharing = LimitSharing::kHosts,
+                               .on_warning = [&](absl::string_view w) { warnings.emplace_back(w); },
+                               .store = store,
+                               .name = "api"});
+  LimitAcquisition held = set.Acquire({{"tokens", 1}});
+  const uint64_t first_lease = MapBackend::Lease(held);
+  held = set.Acquire({{"tokens", 2}});  // The first one, never updated, is released and warned.
+  EXPECT_NE(MapBackend::Lease(held), first_lease);
+  EXPECT_EQ(held.requested("tokens"), 2);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_THAT(warnings[0], HasSubstr("Missing: [tokens]"));
+  LimitSetStats stats = set.Stats();
+  EXPECT_EQ(stats.holding, 1);
+  EXPECT_EQ(stats.at("connections").in_use, 1);
+  EXPECT_EQ(stats.missing_updates, 1);
+
+  // Assigning an empty (moved-from) acquisition releases the held one too.
+  held.Update({{"tokens", 2}});
+  LimitAcquisition empty = std::move(held);
+  empty.Release();
+  held = std::move(empty);
+  EXPECT_FALSE(held.held());
+  LimitAcquisition other = set.Acquire({{"tokens", 1}});
+  other.Update({{"tokens", 1}});
+  held = set.Acquire({{"tokens", 1}});
+  held.Update({{"tokens", 1}});
+  held = std::move(other);
+  stats = set.Stats();
+  EXPECT_EQ(stats.holding, 1);
+  EXPECT_EQ(stats.at("connections").in_use, 1);
+  EXPECT_EQ(stats.missing_updates, 1);
+  EXPECT_EQ(warnings.size(), 1u);
+  held = LimitAcquisition();
+  EXPECT_EQ(set.Stats().holding, 0);
+  EXPECT_EQ(set.Stats().at("connections").in_use, 0);
+}
+
+// A kHosts set without limits runs on its engine like any other, with the no-op set's checks:
+// any key, amounts only checked to be >= 0 and finite.
+TEST(LimitSetBackendTest, AHostsSetWithoutLimits) {
+  const auto store = std::make_shared<MapStore>();
+  const LimitSet set =
+      LimitSet::Create({}, {.sharing = LimitSharing::kHosts, .store = store, .name = "none"});
+  EXPECT_TRUE(set.no_op());
+  EXPECT_EQ(set.sharing(), LimitSharing::kHosts);
+  EXPECT_TRUE(set.limits().empty());
+  {
+    LimitAcquisition acquired = set.Acquire({});
+    EXPECT_TRUE(acquired.held());
+    LimitAcquisition named = set.Acquire({{"anything", 3}});
+    named.Update({{"anything", 5}});  // Nothing to record or charge.
+    EXPECT_THROW(named.Update({{"anything", -1}}), InvalidOptionError);
+    EXPECT_EQ(set.Stats().holding, 2);
+  }
+  EXPECT_EQ(set.Stats().holding, 0);
+  EXPECT_EQ(set.Stats().overuse_reports, 0);
+  EXPECT_THROW(set.Acquire({{"anything", -1}}), InvalidOptionError);
+  EXPECT_THAT([&] { set.Handle("anything"); },
+              ThrowsMessage<InvalidOptionError>(HasSubstr("the set has: no limits")));
+  EXPECT_TRUE(set.TryAcquire({}).has_value());
+  EXPECT_TRUE(set.AcquireAsync({}).Result().held());
+}
+
+// A warning sink that throws cannot make a release of an outside engine's acquisition throw from
+// a destructor; from Update() (an over-use warning) the exception reaches the caller, with the
+// usage recorded.
+TEST(LimitSetBackendTest, AWarningSinkThatThrowsDuringARelease) {
+  const auto store = std::make_shared<MapStore>();
+  int calls = 0;
+  const LimitSet set =
+      LimitSet::Create(TokensAndConnections(), {.sharing = LimitSharing::kHosts,
+                                                .on_warning =
+                                                    [&](absl::string_view) {
+                                                      ++calls;
+                                                      throw std::runtime_error("sink failed");
+                                                    },
+                                                .store = store,
+                                                .name = "api"});
+  {
+    LimitAcquisition never_updated = set.Acquire({{"tokens", 3}});
+  }  // The missing-update warning throws inside the (noexcept) release: caught.
+  EXPECT_EQ(calls, 1);
+  LimitSetStats stats = set.Stats();
+  EXPECT_EQ(stats.missing_updates, 1);
+  EXPECT_EQ(stats.holding, 0);
+  EXPECT_EQ(stats.at("connections").in_use, 0);
+
+  LimitAcquisition over = set.Acquire({{"tokens", 3}});
+  EXPECT_THROW(over.Update({{"tokens", 5}}), std::runtime_error);
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(set.Stats().overuse_reports, 1);
+  LimitAcquisition moved = std::move(over);
+  moved.Release();  // Updated: no warning.
+  EXPECT_EQ(moved.charge("tokens")->used, 5);
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(set.Stats().holding, 0);
 }
 
 }  // namespace

@@ -455,6 +455,16 @@ std::vector<const RetryPolicy*> WorkerRetry::policies() const {
 LimitPool WorkerLimits::Resolve(Mode mode, Clock* clock) const {
   const bool other_process = mode == Mode::kProcess || mode == Mode::kRemote;
   const auto check = [&](const LimitSet& set) {
+    // As ExportLimitPool() will find it, but now, at configuration time. (A set without limits
+    // goes over as the no-op set, whatever its sharing.)
+    if (other_process && !set.no_op() && set.sharing() == LimitSharing::kHosts) {
+      throw InvalidOptionError(absl::StrCat(
+          "worker options: limits: a LimitSet shared across hosts through a LimitStore "
+          "(LimitSharing::kHosts) cannot be handed to a worker in mode ",
+          ModeName(mode),
+          " yet; open the same set in the worker's process instead (the same store options "
+          "and LimitSetOptions::name share the same state)"));
+    }
     if (other_process && !set.no_op() && set.sharing() == LimitSharing::kThreads) {
       throw InvalidOptionError(absl::StrCat(
           "worker options: limits: a LimitSet shared by threads (LimitSharing::kThreads) is not "

@@ -1,6 +1,7 @@
 #include "workers/options.h"
 
 #include <cmath>
+#include <exception>
 #include <limits>
 #include <memory>
 #include <string>
@@ -9,11 +10,13 @@
 #include "absl/strings/str_cat.h"
 #include "futures/clock.h"
 #include "futures/errors.h"
+#include "futures/future.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "limits/limit.h"
 #include "limits/limit_pool.h"
 #include "limits/limit_set.h"
+#include "limits/limit_set_backend.h"
 #include "testing/fake_clock.h"
 
 namespace concurry {
@@ -319,6 +322,75 @@ TEST(WorkerLimitsTest, AThreadsOnlySetCannotGoToAWorkerInAnotherProcess) {
   }
   // In-process workers take a thread-shared set.
   EXPECT_EQ(WorkerLimits(threads).Resolve(Mode::kThread)[0], threads);
+}
+
+// The least a LimitStore needs for a kHosts set to exist: an engine that is never acquired.
+class UnusedEngine final : public LimitSetBackend {
+ public:
+  UnusedEngine(std::vector<Limit> limits, LimitSetOptions options)
+      : LimitSetBackend(std::move(limits), std::move(options)) {}
+  LimitAcquisition Acquire(const std::shared_ptr<LimitSetBackend>& /*self*/,
+                           absl::Span<const LimitAmount> /*request*/, absl::Duration /*timeout*/,
+                           bool /*try_once*/) override {
+    return LimitAcquisition();
+  }
+  LimitAcquisition AcquirePrepared(const std::shared_ptr<LimitSetBackend>& /*self*/,
+                                   const PreparedLimitRequest& /*request*/,
+                                   absl::Duration /*timeout*/, bool /*try_once*/) override {
+    return LimitAcquisition();
+  }
+  Future<LimitAcquisition> AcquireAsync(Request /*request*/, absl::Time /*deadline*/) override {
+    return MakeFailedFuture<LimitAcquisition>(
+        std::make_exception_ptr(TimeoutError("UnusedEngine")));
+  }
+  void RecordUsage(Item* const* /*targets*/, const double* /*amounts*/, size_t /*count*/) override {
+  }
+  bool Release(LimitAcquisition& /*acquisition*/, bool /*drop*/) noexcept override { return false; }
+  void DropReference() noexcept override {}
+  LimitSetStats Stats() override { return {}; }
+  void CountMissingUpdate() noexcept override {}
+  Clock& clock() const override { return Clock::Real(); }
+};
+
+class UnusedStore final : public LimitStore {
+ public:
+  std::shared_ptr<LimitSetBackend> OpenSet(std::vector<Limit> limits,
+                                           LimitSetOptions options) override {
+    return std::make_shared<UnusedEngine>(std::move(limits), std::move(options));
+  }
+};
+
+// A kHosts set lives in its LimitStore, reached through this process's connections: it cannot
+// be handed to a worker in another process (yet), and Resolve says so at configuration time
+// rather than ExportLimitPool() when the worker starts.
+TEST(WorkerLimitsTest, AHostsSetCannotGoToAWorkerInAnotherProcess) {
+  const LimitSet hosts = LimitSet::Create(
+      {ResourceLimit("slots", 3)},
+      {.sharing = LimitSharing::kHosts, .store = std::make_shared<UnusedStore>(), .name = "slots"});
+  const LimitSet shared =
+      LimitSet::Create({ResourceLimit("slots", 3)}, {.sharing = LimitSharing::kProcesses});
+  for (Mode mode : {Mode::kProcess, Mode::kRemote}) {
+    for (const WorkerLimits& limits :
+         {WorkerLimits(hosts), WorkerLimits(std::vector<LimitSet>{shared, hosts}),
+          WorkerLimits(LimitPool::Create({hosts}))}) {
+      try {
+        limits.Resolve(mode);
+        ADD_FAILURE() << "no error for mode " << AbslUnparseFlag(mode);
+      } catch (const InvalidOptionError& e) {
+        EXPECT_EQ(std::string(e.what()),
+                  absl::StrCat("worker options: limits: a LimitSet shared across hosts through a "
+                               "LimitStore (LimitSharing::kHosts) cannot be handed to a worker "
+                               "in mode ",
+                               AbslUnparseFlag(mode),
+                               " yet; open the same set in the worker's process instead (the "
+                               "same store options and LimitSetOptions::name share the same "
+                               "state)"));
+      }
+    }
+    EXPECT_THAT(ErrorOf({.mode = mode, .limits = hosts}), HasSubstr("LimitSharing::kHosts"));
+  }
+  // In-process workers use it as given.
+  EXPECT_EQ(WorkerLimits(hosts).Resolve(Mode::kThread)[0], hosts);
 }
 
 TEST(ResolveWorkerOptionsTest, RemoteSettingsComeFromTheOptionsOrTheModesDefaults) {

@@ -15,9 +15,9 @@ namespace limits_internal {
 
 struct SetAccess {
   // The memfd behind a LimitSharing::kProcesses set's state, owned by the set (valid while it
-  // lives); -1 for a kThreads set.
+  // lives); -1 for a kThreads or kHosts set.
   static int SharedFd(const LimitSet& set);
-  // The size of that state in bytes (0 for a kThreads set).
+  // The size of that state in bytes (0 for a kThreads or kHosts set).
   static size_t SharedBytes(const LimitSet& set);
   // The bytes the shared state of a set of `limits` with `max_holders` takes: what SharedBytes()
   // of such a set is, in any process of the same program.
@@ -31,7 +31,8 @@ struct SetAccess {
   // not fit (its size, the rate states' parameters).
   static LimitSet Attach(std::vector<Limit> limits, LimitSetOptions options, int fd);
   // Whether limit `index` of `set` keeps its GCRA word or resource count on the cache line of the
-  // set's lock (a kThreads set's hot words; see SetImpl::ComputeLayout()). For tests.
+  // set's lock (a kThreads set's hot words; see SetImpl::ComputeLayout()); false for a kHosts
+  // set. For tests.
   static bool HasHotWord(const LimitSet& set, size_t index);
 };
 

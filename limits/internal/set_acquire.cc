@@ -351,7 +351,7 @@ void SetImpl::RecordUsage(Item* const* targets, const double* /*amounts*/, size_
     const int64_t now = NowNs();
     for (size_t i = 0; i < count; ++i) {
       Item& item = *targets[i];
-      const double extra = std::max(0.0, item.used - item.requested) - item.charged_extra;
+      const double extra = NewExcess(item, info_[item.index].kind);
       if (extra > 0 && rates_[item.index] != nullptr) {
         if (info_[item.index].tat != nullptr) {
           HotRateStateLocked(item.index)->Charge(now, extra);
@@ -367,7 +367,7 @@ void SetImpl::RecordUsage(Item* const* targets, const double* /*amounts*/, size_
   Warn(message);
 }
 
-bool SetImpl::Release(LimitAcquisition& acquisition, bool drop) {
+bool SetImpl::Release(LimitAcquisition& acquisition, bool drop) noexcept {
   if (no_op()) return false;
   bool notify = false;
   bool last = false;

@@ -178,10 +178,10 @@ class alignas(64) SetImpl final : public LimitSetBackend,
   // whether that was the set's last one (then the caller deletes the set). The
   // caller must not use the set after a `drop` unless this returned true: another thread may
   // destroy it at once.
-  bool Release(LimitAcquisition& acquisition, bool drop) override;
+  bool Release(LimitAcquisition& acquisition, bool drop) noexcept override;
   // Lets go of the reference a counted acquisition held after its release; destroys the set if
   // it was the last one and no handle is left.
-  void DropReference() override;
+  void DropReference() noexcept override;
   // Charges the over-use of usages recorded by Update() (see LimitSetBackend::RecordUsage()).
   void RecordUsage(Item* const* targets, const double* amounts, size_t count) override;
 
@@ -201,7 +201,7 @@ class alignas(64) SetImpl final : public LimitSetBackend,
   static size_t LayoutBytes(const std::vector<Limit>& limits, int max_holders) {
     return ComputeLayout(limits, max_holders, /*line_per_holder=*/false).bytes;
   }
-  void CountMissingUpdate() override {
+  void CountMissingUpdate() noexcept override {
     header_->missing_updates.fetch_add(1, std::memory_order_relaxed);
   }
 

@@ -265,7 +265,7 @@ bool SetImpl::DropReferenceGetLast() {
   return --header_->references == 0 && orphaned_;
 }
 
-void SetImpl::DropReference() {
+void SetImpl::DropReference() noexcept {
   if (DropReferenceGetLast()) delete this;
 }
 

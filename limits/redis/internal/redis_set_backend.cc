@@ -616,7 +616,7 @@ void RedisSetBackend::RecordUsage(Item* const* targets, const double* amounts, s
   Warn(overuse);
 }
 
-bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) {
+bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) noexcept {
   if (no_op()) return false;
   const uint64_t id = LeaseOf(acquisition);
   {
@@ -699,7 +699,7 @@ void RedisSetBackend::FinishRelease(const RedisReply* reply, const RedisError* e
   }
 }
 
-void RedisSetBackend::CountMissingUpdate() {
+void RedisSetBackend::CountMissingUpdate() noexcept {
   missing_updates_.fetch_add(1, std::memory_order_relaxed);
 }
 

@@ -150,10 +150,10 @@ class RedisSetBackend final : public LimitSetBackend {
                                    bool try_once) override;
   Future<LimitAcquisition> AcquireAsync(Request request, absl::Time deadline) override;
   void RecordUsage(Item* const* targets, const double* amounts, size_t count) override;
-  bool Release(LimitAcquisition& acquisition, bool drop) override;
-  void DropReference() override {}
+  bool Release(LimitAcquisition& acquisition, bool drop) noexcept override;
+  void DropReference() noexcept override {}
   LimitSetStats Stats() override;
-  void CountMissingUpdate() override;
+  void CountMissingUpdate() noexcept override;
   Clock& clock() const override { return Clock::Real(); }
 
   // The prefix of the set's keys: "<key_prefix>{<name>}:".
