@@ -453,9 +453,9 @@ std::unique_ptr<RedisConnection> RedisClient::Checkout(absl::string_view what,
                                                +[](int* free) { return *free > 0; }, &free_slots_),
                                            deadline);
     if (!got) {
-      throw RedisError(absl::StrCat("Redis ", address_, ": ", what, ": all ", options_.pool_size,
-                                    " connections busy for ",
-                                    absl::FormatDuration(options_.command_timeout)));
+      throw RedisPoolBusyError(absl::StrCat("Redis ", address_, ": ", what, ": all ",
+                                            options_.pool_size, " connections busy for ",
+                                            absl::FormatDuration(options_.command_timeout)));
     }
     DropInheritedLocked();
     --free_slots_;

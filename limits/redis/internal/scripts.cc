@@ -272,6 +272,14 @@ constexpr char kTake[] = R"lua(
 local ttl, fifo, exempt = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3] == '1'
 local ticket, mode = tonumber(ARGV[4]), ARGV[5]
 local list = items(7, tonumber(ARGV[6]))
+-- The set's definition: written back when Redis lost it (a restart without persistence), so that
+-- a host opening the name with other limits is told; a different one refuses the take.
+local def = ARGV[7 + #list * 7]
+if def ~= nil and def ~= '' then
+  local known = call('GET', base .. 'def')
+  if not known then call('SET', base .. 'def', def)
+  elseif known ~= def then return {-3, known, 0} end
+end
 local now = clock()
 local queue, qexp = base .. 'queue', base .. 'qexp'
 local queued = fifo and not exempt
