@@ -229,14 +229,13 @@ class RedisClient {
   // Runs the `done` callbacks of `calls` with `error`, then counts them done.
   void FinishOneWay(std::vector<OneWayCall>& calls, const RedisError& error)
       ABSL_LOCKS_EXCLUDED(one_way_mu_);
-
-  const RedisOptions options_;
-  const std::string address_;
-
   // In a fork()ed child's first call: closes the connections inherited from the parent, unused.
   void DropInheritedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Throws RedisConfigError, or RedisError for a transient refusal, for a failed SCRIPT LOAD.
   [[noreturn]] void ThrowLoadFailed(const RedisScript& script, const RedisReply& reply) const;
+
+  const RedisOptions options_;
+  const std::string address_;
 
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<RedisConnection>> idle_ ABSL_GUARDED_BY(mu_);

@@ -355,6 +355,15 @@ RedisSetBackend::RedisSetBackend(std::shared_ptr<StoreCore> core, std::vector<Li
   for (size_t i = 0; i < all.size(); ++i) {
     const Limit& limit = all[i];
     const char code = AlgorithmCode(limit);
+    if (code != kResourceCode && !std::isinf(limit.capacity()) &&
+        limit.window() < absl::Microseconds(1)) {
+      // The scripts keep time in whole µs: such a window could never admit (GCRA) or align.
+      throw InvalidOptionError(absl::StrCat(
+          "LimitSet '", this->options().name, "': limit '", limit.key(), "' has a window of ",
+          absl::FormatDuration(limit.window()),
+          "; a set on Redis (LimitSharing::kHosts) keeps time in whole microseconds, so its "
+          "windows must be at least 1us"));
+    }
     gcra_[i] = code == kGcraCode;
     if (limit.kind() != LimitKind::kResource && std::isinf(limit.capacity())) continue;
     const bool resource = code == kResourceCode;
@@ -597,11 +606,13 @@ void RedisSetBackend::TakeInto(const std::shared_ptr<LimitSetBackend>& self, boo
     Bind(result, this, self);
     return;
   }
-  const bool exempt = options().fairness != LimitFairness::kFifo || nested ||
-                      (exempt_when_holding && ThreadExempt());
   int64_t ticket = 0;
   try {
     for (;;) {
+      // Decided again at every try, as the in-process engine does: another thread may have
+      // released this thread's exempting acquisition meanwhile.
+      const bool exempt = options().fairness != LimitFairness::kFifo || nested ||
+                          (exempt_when_holding && ThreadExempt());
       // Read before the take: a release published after it moves the generation.
       const uint64_t seen = wake_->generation();
       const absl::Time now = absl::Now();

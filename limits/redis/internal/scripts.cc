@@ -297,7 +297,9 @@ local function Check()
   local wait = 0
   for _, it in ipairs(list) do
     Load(it)
-    local w = Wait(it, now)
+    -- Kept below 2^53 µs (as the in-process engine saturates): Redis turns a reply beyond int64
+    -- into INT64_MIN, which would read as "no wait".
+    local w = math.min(Wait(it, now), MAXW)
     if w < 0 or (wait >= 0 and w > wait) then wait = w end
   end
   return wait
