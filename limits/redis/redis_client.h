@@ -139,7 +139,7 @@ struct Waker;           // The subscriber thread's wake-up (redis_client.cc).
 // timeout). A command's own error reply (NOPERM included) is returned, not thrown.
 //
 // Bounds: a call waits at most command_timeout for a free connection ("all N connections busy",
-// RedisPoolBusyError),
+// RedisPoolBusyError; the command then has its own command_timeout),
 // at most connect_timeout (plus command_timeout for AUTH and SELECT) to open one, and at most
 // command_timeout for sending the command and receiving its reply. Connection failures and
 // timeouts throw RedisError naming options.Address() and the command; a reply that is a Redis
