@@ -158,6 +158,7 @@ class Differential {
     }
     std::vector<std::string> args = {"10000000", "0", "0", "0", "1", "1"};
     AddItem(args, amount, now_us);
+    args.insert(args.end() - 1, "");  // No definition to check, before the clock.
     const redis_internal::RedisReply reply = client_.EvalSha(take_, {base_}, args);
     const int64_t lua_wait = reply.elements().at(0).integer();
     EXPECT_EQ(lua_wait, CeilMicros(wait_ns))

@@ -453,9 +453,9 @@ std::unique_ptr<RedisConnection> RedisClient::Checkout(absl::string_view what,
                                                +[](int* free) { return *free > 0; }, &free_slots_),
                                            deadline);
     if (!got) {
-      throw RedisError(absl::StrCat("Redis ", address_, ": ", what, ": all ", options_.pool_size,
-                                    " connections busy for ",
-                                    absl::FormatDuration(options_.command_timeout)));
+      throw RedisPoolBusyError(absl::StrCat("Redis ", address_, ": ", what, ": all ",
+                                            options_.pool_size, " connections busy for ",
+                                            absl::FormatDuration(options_.command_timeout)));
     }
     DropInheritedLocked();
     --free_slots_;
@@ -541,10 +541,15 @@ std::unique_ptr<RedisConnection> RedisClient::Connect(absl::Time deadline) {
 
 RedisReply RedisClient::Run(const std::vector<std::string>& args, absl::string_view what,
                             absl::Time caller_deadline) {
-  const absl::Time deadline = std::min(absl::Now() + options_.command_timeout, caller_deadline);
-  const bool cut = deadline == caller_deadline;
+  const absl::Time checkout_deadline =
+      std::min(absl::Now() + options_.command_timeout, caller_deadline);
+  bool cut = checkout_deadline == caller_deadline;
   try {
-    std::unique_ptr<RedisConnection> connection = Checkout(what, deadline);
+    std::unique_ptr<RedisConnection> connection = Checkout(what, checkout_deadline);
+    // The command gets its own command_timeout from here: time spent waiting for a busy pool
+    // must not turn into a timeout of a healthy server (an outage, for RedisFailure::kFailOpen).
+    const absl::Time deadline = std::min(absl::Now() + options_.command_timeout, caller_deadline);
+    cut = deadline == caller_deadline;
     try {
       connection->Send(args, deadline, what, /*waker=*/nullptr);
       RedisReply reply = connection->Receive(deadline, what, /*waker=*/nullptr);

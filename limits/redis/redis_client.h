@@ -115,6 +115,15 @@ class RedisDeadlineError : public RedisError {
   using RedisError::RedisError;
 };
 
+// Thrown instead of a plain RedisError when every pooled connection stayed busy with other calls
+// for command_timeout: Redis is reachable, the pool is too small for the load. Not an outage
+// (RedisFailure::kFailOpen does not grant on it). Size options.pool_size for the threads that
+// call at once.
+class RedisPoolBusyError : public RedisError {
+ public:
+  using RedisError::RedisError;
+};
+
 class RedisConnection;  // One connection (redis_client.cc).
 struct Waker;           // The subscriber thread's wake-up (redis_client.cc).
 
@@ -129,7 +138,8 @@ struct Waker;           // The subscriber thread's wake-up (redis_client.cc).
 // SCRIPT LOAD (see redis_options.h); RedisError for an outage (refused or broken connection,
 // timeout). A command's own error reply (NOPERM included) is returned, not thrown.
 //
-// Bounds: a call waits at most command_timeout for a free connection ("all N connections busy"),
+// Bounds: a call waits at most command_timeout for a free connection ("all N connections busy",
+// RedisPoolBusyError; the command then has its own command_timeout),
 // at most connect_timeout (plus command_timeout for AUTH and SELECT) to open one, and at most
 // command_timeout for sending the command and receiving its reply. Connection failures and
 // timeouts throw RedisError naming options.Address() and the command; a reply that is a Redis
@@ -219,14 +229,13 @@ class RedisClient {
   // Runs the `done` callbacks of `calls` with `error`, then counts them done.
   void FinishOneWay(std::vector<OneWayCall>& calls, const RedisError& error)
       ABSL_LOCKS_EXCLUDED(one_way_mu_);
-
-  const RedisOptions options_;
-  const std::string address_;
-
   // In a fork()ed child's first call: closes the connections inherited from the parent, unused.
   void DropInheritedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Throws RedisConfigError, or RedisError for a transient refusal, for a failed SCRIPT LOAD.
   [[noreturn]] void ThrowLoadFailed(const RedisScript& script, const RedisReply& reply) const;
+
+  const RedisOptions options_;
+  const std::string address_;
 
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<RedisConnection>> idle_ ABSL_GUARDED_BY(mu_);

@@ -4,13 +4,12 @@
 
 #include <signal.h>
 #include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,6 +28,7 @@
 #include "limits/limit.h"
 #include "limits/limit_pool.h"
 #include "limits/limit_set.h"
+#include "limits/redis/internal/redis_set_backend.h"
 #include "limits/redis/redis_client.h"
 #include "limits/redis/redis_limit_store.h"
 #include "limits/redis/redis_options.h"
@@ -114,6 +114,19 @@ class RedisLimitSetTest : public ::testing::Test {
 
 RedisServer* RedisLimitSetTest::shared_server_ = nullptr;
 
+// Stops a redis-server with SIGSTOP (connections are accepted, nothing is answered) until
+// destroyed.
+class Stopped {
+ public:
+  explicit Stopped(const RedisServer& server) : pid_(server.pid()) {
+    EXPECT_EQ(kill(pid_, SIGSTOP), 0);
+  }
+  ~Stopped() { EXPECT_EQ(kill(pid_, SIGCONT), 0); }
+
+ private:
+  const pid_t pid_;
+};
+
 TEST_F(RedisLimitSetTest, GcraAndTokenBucketTakeAndRefundUnusedTokens) {
   for (RateLimitAlgorithm algorithm :
        {RateLimitAlgorithm::kGcra, RateLimitAlgorithm::kTokenBucket}) {
@@ -146,14 +159,16 @@ TEST_F(RedisLimitSetTest, GcraWaitsForItsRetryAfter) {
   auto store = RedisLimitStore::Connect(Options());
   LimitSet set =
       Create(store, {RateLimit("tokens", 10, absl::Seconds(5), RateLimitAlgorithm::kGcra)});
+  // Before the first take: the bucket empties no earlier than this, however slow the takes are.
+  const absl::Time first = absl::Now();
   for (int i = 0; i < 10; ++i) set.TryAcquire({{"tokens", 1}})->Update({{"tokens", 1}});
   EXPECT_FALSE(set.TryAcquire({{"tokens", 1}}).has_value());
   const absl::Time start = absl::Now();
   LimitAcquisition later = set.Acquire({{"tokens", 1}}, absl::Seconds(10));
   later.Update({{"tokens", 1}});
-  const absl::Duration waited = absl::Now() - start;
-  EXPECT_GE(waited, absl::Milliseconds(250));  // One token refills every 500 ms.
-  EXPECT_LT(waited, absl::Milliseconds(500) + kSlack);
+  // One token refills every 500 ms after the first take (server and test share the clock).
+  EXPECT_GE(absl::Now() - first, absl::Milliseconds(490));
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(500) + kSlack);
 }
 
 TEST_F(RedisLimitSetTest, LeakyBucketKeepsTheRequestChargedAndLeaks) {
@@ -542,6 +557,18 @@ TEST_F(RedisLimitSetTest, ADifferentDefinitionOfTheNameIsRejectedNamingBoth) {
   EXPECT_EQ(again.Stats().at("tokens").in_use, 4);
 }
 
+TEST_F(RedisLimitSetTest, AWindowUnderAMicrosecondIsRefused) {
+  auto store = RedisLimitStore::Connect(Options());
+  try {
+    Create(store, {RateLimit("tokens", 10, absl::Nanoseconds(500), RateLimitAlgorithm::kGcra)},
+           "tiny");
+    ADD_FAILURE() << "no InvalidOptionError";
+  } catch (const InvalidOptionError& error) {
+    EXPECT_TRUE(absl::StrContains(error.what(), "'tokens' has a window of 500ns")) << error.what();
+    EXPECT_TRUE(absl::StrContains(error.what(), "at least 1us")) << error.what();
+  }
+}
+
 TEST_F(RedisLimitSetTest, TwoStoresShareOneSet) {
   // Two stores: two "hosts" with their own connections.
   auto host1 = RedisLimitStore::Connect(Options());
@@ -554,7 +581,8 @@ TEST_F(RedisLimitSetTest, TwoStoresShareOneSet) {
     std::thread([&] { other = set2.TryAcquire(); }).join();
     EXPECT_FALSE(other.has_value());
   }
-  EXPECT_TRUE(set2.TryAcquire().has_value());
+  // set1's release is one-way: host2 sees it once Redis applied it.
+  EXPECT_TRUE(Eventually([&] { return set2.TryAcquire().has_value(); }));
   EXPECT_EQ(set1.Stats().at("call_count").in_use, 2);
   EXPECT_EQ(set2.Stats().at("call_count").in_use, 2);
 }
@@ -583,7 +611,10 @@ TEST_F(RedisLimitSetTest, AWaiterIsWokenByAReleaseOnAnotherHost) {
 }
 
 TEST_F(RedisLimitSetTest, AcquireAsyncWaitsCancelsAndTimesOut) {
-  auto store = RedisLimitStore::Connect(Options());
+  RedisOptions options = Options();
+  // Far beyond the checks below: a ticket left behind would not expire meanwhile.
+  options.lease_ttl = absl::Seconds(60);
+  auto store = RedisLimitStore::Connect(options);
   LimitSet set = Create(store, {ResourceLimit("connections", 1)});
   std::optional<LimitAcquisition> held = set.Acquire();
   Future<LimitAcquisition> waiting = set.AcquireAsync({}, absl::Seconds(30));
@@ -597,21 +628,24 @@ TEST_F(RedisLimitSetTest, AcquireAsyncWaitsCancelsAndTimesOut) {
   EXPECT_TRUE(got.held());
   got.Release();
   // The cancelled request left the queue: a try from another thread gets the unit.
-  ASSERT_TRUE(Eventually([&] {
-    std::optional<LimitAcquisition> now;
-    std::thread([&] { now = set.TryAcquire(); }).join();
-    return now.has_value();
-  }));
+  ASSERT_TRUE(Eventually(
+      [&] {
+        std::optional<LimitAcquisition> now;
+        std::thread([&] { now = set.TryAcquire(); }).join();
+        return now.has_value();
+      },
+      absl::Seconds(2) + kSlack));
   EXPECT_EQ(set.Stats().timeouts, 1);
 }
 
 TEST_F(RedisLimitSetTest, LeasesOfLiveHoldersAreRenewed) {
   RedisOptions options = Options();
-  options.lease_ttl = absl::Milliseconds(1200);
+  // Renewed every 1 s: a renewal may come up to 2 s late (a loaded machine, sanitizers).
+  options.lease_ttl = absl::Seconds(3);
   auto store = RedisLimitStore::Connect(options);
   LimitSet set = Create(store, {ResourceLimit("connections", 1)});
   LimitAcquisition held = set.Acquire();
-  absl::SleepFor(absl::Milliseconds(3000));  // Two and a half TTLs: renewed meanwhile.
+  absl::SleepFor(absl::Milliseconds(7500));  // Two and a half TTLs: renewed meanwhile.
   std::optional<LimitAcquisition> other;
   std::thread([&] { other = set.TryAcquire(); }).join();
   EXPECT_FALSE(other.has_value());
@@ -685,6 +719,181 @@ TEST_F(RedisLimitSetTest, RedisDownFailsOpenWithOneWarningPerOutage) {
   server->Stop();
   set.Acquire();
   EXPECT_EQ(warnings_.messages().size(), 2);  // A second outage.
+}
+
+TEST_F(RedisLimitSetTest, FailOpenNeverGrantsOnAConfigurationError) {
+  std::unique_ptr<RedisServer> server = RedisServer::Start();
+  const RedisOptions admin_options = Options(server.get());
+  redis_internal::RedisClient admin(admin_options);
+  // A user that may not run scripts: every take is refused, on every try.
+  ASSERT_EQ(
+      admin.Command({"ACL", "SETUSER", "plain", "on", ">pw", "~*", "&*", "+@all", "-@scripting"})
+          .str(),
+      "OK");
+  RedisOptions options = admin_options;
+  options.user = "plain";
+  options.password = "pw";
+  options.failure = RedisFailure::kFailOpen;
+  LimitSet set = Create(RedisLimitStore::Connect(options), {ResourceLimit("connections", 1)});
+  EXPECT_THROW(set.TryAcquire(), RedisConfigError);
+  EXPECT_THROW(set.Acquire({{"connections", 1}}, absl::Seconds(1)), RedisConfigError);
+  EXPECT_THROW(set.AcquireAsync({}, absl::Seconds(1)).Result(kSlack), RedisConfigError);
+  EXPECT_THROW(set.Stats(), RedisConfigError);
+  // A script's error reply that lasts (a key of the set overwritten with another type).
+  RedisOptions open = admin_options;
+  open.failure = RedisFailure::kFailOpen;
+  LimitSet typed =
+      Create(RedisLimitStore::Connect(open),
+             {RateLimit("tokens", 10, absl::Hours(1), RateLimitAlgorithm::kGcra)}, "typed");
+  ASSERT_EQ(admin.Command({"RPUSH", prefix_ + "{typed}:rate:0", "x"}).integer(), 1);
+  try {
+    typed.TryAcquire({{"tokens", 1}});
+    ADD_FAILURE() << "no RedisConfigError";
+  } catch (const RedisConfigError& error) {
+    EXPECT_TRUE(absl::StrContains(error.what(), "WRONGTYPE")) << error.what();
+  }
+  EXPECT_THROW(typed.Acquire({{"tokens", 1}}, absl::Seconds(1)), RedisConfigError);
+  for (const std::string& warning : warnings_.messages()) {
+    EXPECT_FALSE(absl::StrContains(warning, "granting without limits")) << warning;
+  }
+}
+
+TEST_F(RedisLimitSetTest, ABusyPoolIsNotAnOutageAndDoesNotStopRenewals) {
+  RedisOptions options = Options();
+  options.pool_size = 1;
+  // Long enough that a healthy Redis always answers in time on a loaded machine (sanitizers).
+  options.command_timeout = absl::Seconds(2);
+  options.lease_ttl = absl::Seconds(3);
+  options.failure = RedisFailure::kFailOpen;
+  auto core = std::make_shared<limits_internal::redis::StoreCore>(options);
+  LimitSetOptions set_options;
+  set_options.sharing = LimitSharing::kHosts;
+  set_options.name = "busy";
+  set_options.on_warning = warnings_.Sink();
+  std::shared_ptr<LimitSetBackend> set = limits_internal::redis::RedisSetBackend::Open(
+      core, {ResourceLimit("connections", 1)}, set_options);
+  const LimitAmount one[] = {{"connections", 1}};
+  LimitAcquisition held = set->Acquire(set, one, absl::Seconds(5), /*try_once=*/false);
+  ASSERT_TRUE(held.held());
+  // Two threads keep the pool's only connection busy (BLPOPs that end at command_timeout).
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> hogs;
+  for (int i = 0; i < 2; ++i) {
+    hogs.emplace_back([&] {
+      while (!stop.load()) {
+        try {
+          core->client().Command({"BLPOP", prefix_ + "never", "0"});
+        } catch (const RedisError&) {
+        }
+      }
+    });
+  }
+  // Longer than the lease's TTL: only renewals on a connection of their own keep it.
+  int busy = 0;
+  const absl::Time end = absl::Now() + absl::Seconds(6);
+  while (absl::Now() < end) {
+    try {
+      LimitAcquisition other = set->Acquire(set, one, absl::ZeroDuration(), /*try_once=*/true);
+      EXPECT_FALSE(other.held());  // `held` has the unit: never granted without limits.
+    } catch (const redis_internal::RedisPoolBusyError&) {
+      ++busy;
+    }
+  }
+  stop = true;
+  for (std::thread& hog : hogs) hog.join();
+  std::cout << busy << " tries found the pool busy\n";
+  const LimitSetStats stats = set->Stats();
+  EXPECT_EQ(stats.recovered_holders, 0);
+  EXPECT_EQ(stats.limits.at(0).in_use, 1);
+  for (const std::string& warning : warnings_.messages()) {
+    EXPECT_FALSE(absl::StrContains(warning, "unavailable")) << warning;
+  }
+}
+
+TEST_F(RedisLimitSetTest, TheDefinitionSurvivesARedisRestart) {
+  std::unique_ptr<RedisServer> server = RedisServer::Start();
+  const RedisOptions options = Options(server.get());
+  LimitSet set =
+      Create(RedisLimitStore::Connect(options), {RateLimit("tokens", 10, "minute")}, "api");
+  set.Acquire({{"tokens", 1}}).Update({{"tokens", 1}});
+  // Restarted without persistence: the definition is gone; the next take writes it back.
+  server->Restart();
+  ASSERT_TRUE(Eventually([&] {
+    try {
+      return set.TryAcquire({{"tokens", 1}}).has_value();
+    } catch (const RedisError&) {
+      return false;  // Within reconnect_backoff of the last failed attempt.
+    }
+  }));
+  const auto expect_both_named = [](const InvalidOptionError& error) {
+    EXPECT_TRUE(absl::StrContains(error.what(), "tokens=c10w60sli")) << error.what();
+    EXPECT_TRUE(absl::StrContains(error.what(), "tokens=c20w60sli")) << error.what();
+  };
+  try {
+    Create(RedisLimitStore::Connect(options), {RateLimit("tokens", 20, "minute")}, "api");
+    ADD_FAILURE() << "no InvalidOptionError";
+  } catch (const InvalidOptionError& error) {
+    expect_both_named(error);
+  }
+  LimitSet same =
+      Create(RedisLimitStore::Connect(options), {RateLimit("tokens", 10, "minute")}, "api");
+  EXPECT_TRUE(same.TryAcquire({{"tokens", 1}}).has_value());
+  // Another host opens the name with other limits before any take wrote the definition back:
+  // the takes of the first definition refuse, naming both.
+  server->Restart();
+  LimitSet other =
+      Create(RedisLimitStore::Connect(options), {RateLimit("tokens", 20, "minute")}, "api");
+  EXPECT_TRUE(other.TryAcquire({{"tokens", 1}}).has_value());
+  std::optional<InvalidOptionError> refused;
+  ASSERT_TRUE(Eventually([&] {
+    try {
+      set.TryAcquire({{"tokens", 1}});
+      ADD_FAILURE() << "granted under another definition";
+      return true;
+    } catch (const InvalidOptionError& error) {
+      refused = error;
+      return true;
+    } catch (const RedisError&) {
+      return false;
+    }
+  }));
+  ASSERT_TRUE(refused.has_value());
+  expect_both_named(*refused);
+  EXPECT_THROW(set.Acquire({{"tokens", 1}}, absl::Seconds(1)), InvalidOptionError);
+  EXPECT_THROW(set.AcquireAsync({{"tokens", 1}}).Result(kSlack), InvalidOptionError);
+}
+
+TEST_F(RedisLimitSetTest, AStoppedRedisFailsTimedRequestsByTheirDeadline) {
+  std::unique_ptr<RedisServer> server = RedisServer::Start();
+  RedisOptions options = Options(server.get());
+  options.command_timeout = absl::Seconds(5);
+  options.lease_ttl = absl::Milliseconds(600);  // The async helper takes again every 200 ms.
+  LimitSet set = Create(RedisLimitStore::Connect(options), {ResourceLimit("connections", 1)});
+  { LimitAcquisition warm = set.Acquire(); }  // Connections open, scripts loaded.
+  std::optional<LimitAcquisition> held = set.Acquire();
+  Future<LimitAcquisition> patient = set.AcquireAsync({}, absl::Seconds(20));
+  const absl::Time short_deadline = absl::Now() + absl::Milliseconds(1500);
+  Future<LimitAcquisition> hasty = set.AcquireAsync({}, absl::Milliseconds(1500));
+  absl::SleepFor(absl::Milliseconds(300));  // Both queued in Redis.
+  {
+    Stopped stopped(*server);
+    absl::Time start = absl::Now();
+    EXPECT_THROW(set.Acquire({{"connections", 1}}, absl::Milliseconds(300)), TimeoutError);
+    EXPECT_LT(absl::Now() - start, absl::Milliseconds(300) + absl::Seconds(1));
+    start = absl::Now();
+    EXPECT_THROW(set.AcquireAsync({}, absl::Milliseconds(300)).Result(kSlack * 2), TimeoutError);
+    EXPECT_LT(absl::Now() - start, absl::Milliseconds(300) + absl::Seconds(1));
+    // The helper's take for `patient` hangs: it is cut at `hasty`'s deadline (not command_timeout
+    // later), and `hasty` fails then.
+    EXPECT_THROW(std::move(hasty).Result(kSlack * 4), TimeoutError);
+    EXPECT_LT(absl::Now() - short_deadline, absl::Seconds(1));
+  }
+  held.reset();
+  try {
+    std::move(patient).Result(absl::Seconds(30));
+  } catch (const std::exception&) {
+    // Either outcome is fine once Redis answers again.
+  }
 }
 
 }  // namespace

@@ -39,7 +39,15 @@
 // - Redis unreachable: RedisOptions::failure. kFailClosed (default): Acquire(), TryAcquire() and
 //   AcquireAsync()'s future fail with RedisError after at most the command timeout; kFailOpen:
 //   they grant at once without limits, with one warning per outage through
-//   LimitSetOptions::on_warning.
+//   LimitSetOptions::on_warning. Never on a RedisConfigError (Redis answers but refuses: AUTH,
+//   ACL, a script's lasting error reply such as WRONGTYPE), nor when every pooled connection of
+//   this process stayed busy for command_timeout (RedisError "all N connections busy": size
+//   RedisOptions::pool_size for the threads that call at once; a waiting Acquire() tries again
+//   until its deadline): those reach the caller whatever the option. The lease renewals use a
+//   connection of their own.
+// - A Redis restart without persistence also loses the set's definition: the next acquisition
+//   writes it back, and one made under a different definition (another host opened the name with
+//   other limits meanwhile) throws InvalidOptionError naming both.
 // - The caller's timeout bounds the commands: a command of Acquire(request, timeout) or
 //   AcquireAsync() ends by min(command_timeout, the caller's deadline); the last try at the
 //   deadline may run up to min(command_timeout, 50 ms) past it. A command cut short at the caller's
@@ -48,19 +56,24 @@
 //   run that take, what it took is not given back at once: the rate units are spent, and resource
 //   units stay held by a lease that nobody renews, so they come back after lease_ttl; a take that
 //   could not go left a FIFO ticket that nobody renews, which holds the queue up for at most
-//   lease_ttl (as a waiter that died would). So keep timeouts well above the round trip to Redis. A release that cannot
-//   reach Redis warns; the units then come back when the lease expires. The store reconnects by
-//   itself when Redis returns (and loads the scripts again after a restart). A holder cut off from
-//   Redis for longer than lease_ttl loses its lease (its units go back early), and a Redis that
-//   restarts without persistence forgets every set's state (the limits start over, full); the
-//   release of such an acquisition warns.
+//   lease_ttl (as a waiter that died would). So keep timeouts well above the round trip to Redis. A
+//   release that cannot reach Redis warns; the units then come back when the lease expires. The
+//   store reconnects by itself when Redis returns (and loads the scripts again after a restart). A
+//   holder cut off from Redis for longer than lease_ttl loses its lease (its units go back early),
+//   and a Redis that restarts without persistence forgets every set's state (the limits start over,
+//   full); the release of such an acquisition warns.
 // - Keys: the rate state expires a second after it stops mattering; the definition, counters
 //   and sequences of a set stay (a few bytes) until deleted by hand.
 // - Differences from the in-process engine: LimitSetOptions::max_holders does not apply (there is
 //   no holder table); Stats().waiting counts the waiting requests of every host (AcquireAsync()
 //   requests each count), Stats().holding the acquisitions holding resource units on every host
-//   plus this set's other acquisitions in this process; times are kept in µs, so a GCRA cost is
-//   at least 1 µs (at most a million admissions per second per limit).
+//   plus this set's other acquisitions in this process; Stats().recovered_holders counts the
+//   leases reaped after lease_ttl without renewal: one per acquisition (not per process), and a
+//   live holder cut off from Redis for longer than lease_ttl counts too; times are kept in µs, so
+//   a GCRA cost is at least 1 µs (at most a million admissions per second per limit) and a rate
+//   window under 1 µs is refused (InvalidOptionError); LimitCharge::refunded (and charged) tell
+//   what the release asked Redis to give back: the release is one-way, so a release that failed
+//   (it warns) still shows its refund.
 // Connect() validates the options and contacts nobody: the first LimitSet opened on the store
 // connects (and, with kFailClosed, throws RedisError if Redis is unreachable then).
 

@@ -15,10 +15,12 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -36,6 +38,7 @@ namespace redis {
 namespace {
 
 using ::concurry::redis_internal::RedisDeadlineError;
+using ::concurry::redis_internal::RedisPoolBusyError;
 using ::concurry::redis_internal::RedisScript;
 
 // How long the last take at a timed acquisition's deadline (which also drops its ticket and counts
@@ -157,17 +160,36 @@ const RedisScript& StatsOf() {
   return *script;
 }
 
-// Runs `script`; a script that failed on the server (a Redis error reply, e.g. OOM) throws
-// RedisError like an unreachable server.
-RedisError ScriptFailed(RedisClient& client, const RedisScript& script, const RedisReply& reply) {
-  return RedisError(absl::StrCat("Redis at ", client.address(), ": script ", script.name(),
-                                 " failed: ", reply.str()));
+// Whether an error reply says "not now" (loading, busy with a script, cluster or replication not
+// ready): an outage that passes. Any other error reply of a script (WRONGTYPE on a key written by
+// something else, NOPERM, OOM with a maxmemory policy) comes back on every call.
+bool TransientReply(absl::string_view error) {
+  for (const absl::string_view prefix :
+       {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"}) {
+    if (absl::StartsWith(error, prefix)) return true;
+  }
+  return false;
 }
+
+// Throws for a script that failed on the server (a Redis error reply): RedisError for a transient
+// refusal, like an unreachable server; otherwise RedisConfigError, which is never an outage
+// (RedisFailure::kFailOpen does not grant on it).
+[[noreturn]] void ThrowScriptFailed(RedisClient& client, const RedisScript& script,
+                                    const RedisReply& reply) {
+  const std::string message = absl::StrCat("Redis at ", client.address(), ": script ",
+                                           script.name(), " failed: ", reply.str());
+  if (TransientReply(reply.str())) throw RedisError(message);
+  throw RedisConfigError(message);
+}
+
+// The take script's code for "the set's definition in Redis differs from this one's" (its
+// second field is the definition in Redis).
+constexpr int64_t kDefinitionMismatch = -3;
 
 RedisReply Run(RedisClient& client, const RedisScript& script, const std::string& base,
                const std::vector<std::string>& args, absl::Time deadline = absl::InfiniteFuture()) {
   RedisReply reply = client.EvalSha(script, {base}, args, deadline);
-  if (reply.is_error()) throw ScriptFailed(client, script, reply);
+  if (reply.is_error()) ThrowScriptFailed(client, script, reply);
   return reply;
 }
 
@@ -203,8 +225,20 @@ void WakeSignal::Interrupt(std::atomic<bool>* flag) {
 
 // ---- StoreCore ----
 
+namespace {
+
+RedisOptions OneConnection(RedisOptions options) {
+  options.pool_size = 1;
+  return options;
+}
+
+}  // namespace
+
 StoreCore::StoreCore(RedisOptions options)
-    : options_(std::move(options)), address_(options_.Address()), client_(options_) {}
+    : options_(std::move(options)),
+      address_(options_.Address()),
+      client_(options_),
+      renewal_client_(OneConnection(options_)) {}
 
 StoreCore::~StoreCore() {
   std::thread renewal;
@@ -214,8 +248,8 @@ StoreCore::~StoreCore() {
     if (renewal_pid_ == getpid()) renewal = std::move(renewal_);
   }
   if (renewal.joinable()) renewal.join();
-  if (renewal_.joinable()) renewal_.detach();  // Inherited through fork(): not ours to join.
   absl::MutexLock lock(&mu_);
+  if (renewal_.joinable()) renewal_.detach();  // Inherited through fork(): not ours to join.
   subscriber_.reset();
 }
 
@@ -246,7 +280,7 @@ void StoreCore::AddLease(const std::string& base, int64_t lease) {
     leases_.clear();  // A fork()ed child: the parent renews its own leases.
     leases_pid_ = pid;
   }
-  leases_[base].insert(lease);
+  leases_[base].emplace(lease, true);
   StartRenewalLocked();
 }
 
@@ -273,16 +307,31 @@ void StoreCore::RunRenewal() {
       for (const auto& [base, ids] : leases_) {
         std::vector<std::string> args = {ttl_us};
         args.reserve(ids.size() + 1);
-        for (int64_t id : ids) args.push_back(absl::StrCat("L", id));
-        batches.emplace_back(base, std::move(args));
+        for (const auto& [id, renewed] : ids) {
+          if (renewed) args.push_back(absl::StrCat("L", id));
+        }
+        if (args.size() > 1) batches.emplace_back(base, std::move(args));
       }
     }
     next = absl::Now() + period;
     for (auto& [base, args] : batches) {
       try {
         // Leases that expired meanwhile (Redis was unreachable for longer than the TTL) are
-        // gone: their units went back; the release finds nothing to give back.
-        Run(client_, Renew(), base, args);
+        // gone: their units went back. They are not renewed again; their release finds nothing
+        // to give back and warns.
+        const RedisReply lost = Run(renewal_client_, Renew(), base, args);
+        if (lost.is_array() && !lost.elements().empty()) {
+          absl::MutexLock lock(&mu_);
+          auto set = leases_.find(base);
+          for (const RedisReply& id : lost.elements()) {
+            int64_t lease = 0;
+            if (set == leases_.end() || !id.is_string() || id.str().size() < 2 ||
+                !absl::SimpleAtoi(absl::string_view(id.str()).substr(1), &lease)) {
+              continue;
+            }
+            if (auto it = set->second.find(lease); it != set->second.end()) it->second = false;
+          }
+        }
       } catch (const std::exception&) {
         // Unreachable: retried at the next period; the acquisitions' own calls report it.
       }
@@ -306,6 +355,15 @@ RedisSetBackend::RedisSetBackend(std::shared_ptr<StoreCore> core, std::vector<Li
   for (size_t i = 0; i < all.size(); ++i) {
     const Limit& limit = all[i];
     const char code = AlgorithmCode(limit);
+    if (code != kResourceCode && !std::isinf(limit.capacity()) &&
+        limit.window() < absl::Microseconds(1)) {
+      // The scripts keep time in whole µs: such a window could never admit (GCRA) or align.
+      throw InvalidOptionError(absl::StrCat(
+          "LimitSet '", this->options().name, "': limit '", limit.key(), "' has a window of ",
+          absl::FormatDuration(limit.window()),
+          "; a set on Redis (LimitSharing::kHosts) keeps time in whole microseconds, so its "
+          "windows must be at least 1us"));
+    }
     gcra_[i] = code == kGcraCode;
     if (limit.kind() != LimitKind::kResource && std::isinf(limit.capacity())) continue;
     const bool resource = code == kResourceCode;
@@ -354,6 +412,10 @@ std::shared_ptr<RedisSetBackend> RedisSetBackend::Open(std::shared_ptr<StoreCore
   backend->self_ = backend;
   try {
     backend->CheckDefinition();
+  } catch (const RedisConfigError&) {
+    throw;  // Never an outage.
+  } catch (const RedisPoolBusyError&) {
+    throw;  // Reachable, only busy.
   } catch (const RedisError& error) {
     if (!backend->FailOpen(error, "opening the set")) throw;
   }
@@ -368,18 +430,28 @@ void RedisSetBackend::CheckDefinition() {
   if (reply.is_nil()) reply = core_->client().Command({"GET", key});
   Reachable();
   if (reply.is_error()) {
-    throw RedisError(absl::StrCat("Redis at ", core_->address(), ": writing or reading ", key,
-                                  " failed: ", reply.str()));
+    const std::string message = absl::StrCat("Redis at ", core_->address(), ": writing or reading ",
+                                             key, " failed: ", reply.str());
+    if (TransientReply(reply.str())) throw RedisError(message);
+    throw RedisConfigError(message);
   }
-  if (reply.is_string() && reply.str() != signature_) {
-    throw InvalidOptionError(absl::StrCat(
-        "LimitSet '", options().name, "': Redis at ", core_->address(), " (key ", key,
-        ") already defines this set as [", reply.str(), "], but this process defines it as [",
-        signature_,
-        "]; sets sharing a name must have the same limits (use another name, or delete the "
-        "key once no host uses the old definition)"));
-  }
+  if (reply.is_string() && reply.str() != signature_) ThrowDefinitionMismatch(reply.str());
   definition_checked_.store(true, std::memory_order_release);
+}
+
+void RedisSetBackend::ThrowDefinitionMismatch(const std::string& in_redis) const {
+  throw InvalidOptionError(absl::StrCat(
+      "LimitSet '", options().name, "': Redis at ", core_->address(), " (key ", base_,
+      "def) already defines this set as [", in_redis, "], but this process defines it as [",
+      signature_,
+      "]; sets sharing a name must have the same limits (use another name, or delete the "
+      "key once no host uses the old definition)"));
+}
+
+bool RedisSetBackend::Outage(const RedisError& error) {
+  return dynamic_cast<const RedisConfigError*>(&error) == nullptr &&
+         dynamic_cast<const RedisPoolBusyError*>(&error) == nullptr &&
+         dynamic_cast<const RedisDeadlineError*>(&error) == nullptr;
 }
 
 bool RedisSetBackend::FailOpen(const std::exception& error, absl::string_view what) {
@@ -451,14 +523,18 @@ RedisSetBackend::TakeResult RedisSetBackend::TakeOnce(const Items& items, bool e
       absl::StrCat(ticket),
       absl::StrCat(static_cast<int>(mode)),
       ""};
-  args.reserve(args.size() + items.size() * (kItemFields));
+  args.reserve(args.size() + items.size() * (kItemFields) + 1);
   args[5] = absl::StrCat(AppendItems(
       items, [](const Item& item) { return item.requested; }, &args));
+  // The definition, which the script writes back when Redis lost it (a restart without
+  // persistence) and compares otherwise.
+  args.push_back(signature_);
   const RedisReply reply = Run(core_->client(), Take(), base_, args, deadline);
   Reachable();
   const std::vector<RedisReply>& parts = ArrayOf(reply, 2);
   TakeResult result;
   const int64_t code = IntegerOf(parts[0]);
+  if (code == kDefinitionMismatch) ThrowDefinitionMismatch(parts[1].str());
   if (code == 0) {
     result.granted = true;
     result.lease = IntegerOf(parts[1]);
@@ -530,11 +606,13 @@ void RedisSetBackend::TakeInto(const std::shared_ptr<LimitSetBackend>& self, boo
     Bind(result, this, self);
     return;
   }
-  const bool exempt = options().fairness != LimitFairness::kFifo || nested ||
-                      (exempt_when_holding && ThreadExempt());
   int64_t ticket = 0;
   try {
     for (;;) {
+      // Decided again at every try, as the in-process engine does: another thread may have
+      // released this thread's exempting acquisition meanwhile.
+      const bool exempt = options().fairness != LimitFairness::kFifo || nested ||
+                          (exempt_when_holding && ThreadExempt());
       // Read before the take: a release published after it moves the generation.
       const uint64_t seen = wake_->generation();
       const absl::Time now = absl::Now();
@@ -551,7 +629,15 @@ void RedisSetBackend::TakeInto(const std::shared_ptr<LimitSetBackend>& self, boo
                 ? absl::InfiniteFuture()
                 : absl::Now() + std::min(kLastTryGrace, core_->options().command_timeout);
       }
-      const TakeResult taken = TakeOnce(ItemsOf(result), exempt, ticket, mode, command_deadline);
+      TakeResult taken;
+      try {
+        taken = TakeOnce(ItemsOf(result), exempt, ticket, mode, command_deadline);
+      } catch (const RedisPoolBusyError&) {
+        // Redis is reachable; this process's pool was busy for command_timeout (the wait was the
+        // pause). A waiter tries again until its deadline; a last try fails with the error.
+        if (mode != TakeMode::kMayWait || absl::Now() >= deadline) throw;
+        continue;
+      }
       if (taken.granted) {
         ticket = 0;  // Dropped by the take.
         Grant(self, taken.lease, /*fail_open=*/false, exempt_when_holding, result);
@@ -572,6 +658,13 @@ void RedisSetBackend::TakeInto(const std::shared_ptr<LimitSetBackend>& self, boo
     // a TimeoutError, whatever the failure option.
     Leave(ticket, /*timed_out=*/true);
     ItemsOf(result).clear();
+  } catch (const RedisConfigError&) {
+    // Not an outage: never granted without limits.
+    if (ticket != 0) Leave(ticket, /*timed_out=*/false);
+    throw;
+  } catch (const RedisPoolBusyError&) {
+    if (ticket != 0) Leave(ticket, /*timed_out=*/false);
+    throw;
   } catch (const RedisError& error) {
     if (ticket != 0) Leave(ticket, /*timed_out=*/false);
     if (!FailOpen(error, "acquiring")) throw;
@@ -679,7 +772,7 @@ void RedisSetBackend::FinishRelease(const RedisReply* reply, const RedisError* e
     bool live = true;
     try {
       if (error != nullptr) throw *error;
-      if (reply->is_error()) throw ScriptFailed(core_->client(), ReleaseOf(), *reply);
+      if (reply->is_error()) ThrowScriptFailed(core_->client(), ReleaseOf(), *reply);
       Reachable();
       live = IntegerOf(*reply) == 1;
     } catch (const RedisError& failure) {
@@ -733,7 +826,7 @@ LimitSetStats RedisSetBackend::Stats() {
     Reachable();
   } catch (const RedisError& error) {
     RestoreMissingUpdates(args[0]);
-    if (!FailOpen(error, "reading statistics")) throw;
+    if (!Outage(error) || !FailOpen(error, "reading statistics")) throw;
     return stats;
   }
   const std::vector<RedisReply>& parts = ArrayOf(reply, 8);
@@ -800,16 +893,28 @@ Future<LimitAcquisition> RedisSetBackend::AcquireAsync(Request request, absl::Ti
     // Served at once when possible (and nobody queues ahead). The acquisition does not make the
     // calling thread skip the queue later: it may be used anywhere.
     try {
+      // Ends by the request's deadline (a slow or hung Redis), or a short grace after it for a
+      // request whose deadline has come already (as a last try).
+      const absl::Time command_deadline = std::max(
+          deadline, absl::Now() + std::min(kLastTryGrace, core_->options().command_timeout));
       const TakeResult taken =
-          TakeOnce(request.items, exempt, 0, TakeMode::kTryOnce, absl::InfiniteFuture());
+          TakeOnce(request.items, exempt, 0, TakeMode::kTryOnce, command_deadline);
       if (taken.granted) {
         LimitAcquisition acquired;
         ItemsOf(acquired) = std::move(request.items);
         Grant(self, taken.lease, /*fail_open=*/false, /*exempting=*/false, acquired);
         return MakeReadyFuture(std::move(acquired));
       }
+    } catch (const RedisDeadlineError&) {
+      Leave(0, /*timed_out=*/true);  // Counts the timeout.
+      return MakeFailedFuture<LimitAcquisition>(std::make_exception_ptr(
+          TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time")));
+    } catch (const RedisPoolBusyError&) {
+      // Reachable, only busy: queued below like a request that must wait.
+    } catch (const InvalidOptionError&) {
+      return MakeFailedFuture<LimitAcquisition>(std::current_exception());
     } catch (const RedisError& error) {
-      if (!FailOpen(error, "acquiring")) {
+      if (!Outage(error) || !FailOpen(error, "acquiring")) {
         return MakeFailedFuture<LimitAcquisition>(std::current_exception());
       }
       LimitAcquisition acquired;
@@ -893,11 +998,27 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
     std::exception_ptr error;
   };
   std::vector<Completion> done;
+  // Completes `done` here, on the helper thread, with no lock held.
+  const auto complete = [&done] {
+    for (Completion& completion : done) {
+      if (completion.error != nullptr) {
+        completion.promise.SetError(completion.error);
+      } else if (!completion.promise.SetValue(std::move(completion.acquisition))) {
+        // Cancelled at the last moment: give everything back unused (the destructor releases).
+        for (Item& item : ItemsOf(completion.acquisition)) {
+          item.updated = true;
+          item.used = 0;
+        }
+      }
+    }
+    done.clear();
+  };
   const uint64_t seen = wake_->generation();
-  const absl::Time now = absl::Now();
   absl::Time wake = absl::InfiniteFuture();
   std::shared_ptr<RedisSetBackend> self = self_.lock();
   const bool fifo = options().fairness == LimitFairness::kFifo;
+  // First the requests that are cancelled or past their deadline: no take for them.
+  const absl::Time start = absl::Now();
   for (auto it = queue.pending.begin(); it != queue.pending.end();) {
     AsyncRequest& request = *it;
     if (request.cancelled->load(std::memory_order_acquire)) {
@@ -905,7 +1026,7 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
       it = queue.pending.erase(it);
       continue;
     }
-    if (now >= request.deadline) {
+    if (start >= request.deadline) {
       Leave(request.ticket, /*timed_out=*/true);
       Completion& completion = done.emplace_back();
       completion.promise = std::move(request.promise);
@@ -914,9 +1035,24 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
       it = queue.pending.erase(it);
       continue;
     }
+    ++it;
+  }
+  complete();  // Before any take, which may hang as long as command_timeout.
+  // The earliest deadline left: every take of the round ends by it, and the round stops once it
+  // passed, so that a slow or hung Redis never holds a request past its deadline while the
+  // others take their turns (the next round ends it first).
+  absl::Time earliest = absl::InfiniteFuture();
+  for (const AsyncRequest& request : queue.pending) earliest = std::min(earliest, request.deadline);
+  for (auto it = queue.pending.begin(); it != queue.pending.end();) {
+    AsyncRequest& request = *it;
+    const absl::Time now = absl::Now();
+    if (now >= earliest) {
+      wake = absl::InfinitePast();
+      break;
+    }
     try {
       const TakeResult taken = TakeOnce(request.request.items, !fifo || request.request.nested,
-                                        request.ticket, TakeMode::kMayWait, request.deadline);
+                                        request.ticket, TakeMode::kMayWait, earliest);
       if (taken.granted) {
         Completion& completion = done.emplace_back();
         ItemsOf(completion.acquisition) = std::move(request.request.items);
@@ -931,6 +1067,12 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
       wake = std::min(wake, retry);
       ++it;
     } catch (const RedisDeadlineError&) {
+      if (absl::Now() < request.deadline) {
+        // Cut short at another request's deadline: this one stays (if this was its first take,
+        // the ticket it may have got is unknown and expires after lease_ttl).
+        wake = absl::InfinitePast();
+        break;
+      }
       // Cut short at the request's deadline: not granted.
       Leave(request.ticket, /*timed_out=*/true);
       Completion& completion = done.emplace_back();
@@ -938,11 +1080,15 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
       completion.error = std::make_exception_ptr(
           TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time"));
       it = queue.pending.erase(it);
+    } catch (const RedisPoolBusyError&) {
+      // Reachable, only busy: tried again in the next round (the pool wait was the pause).
+      wake = absl::InfinitePast();
+      ++it;
     } catch (const RedisError& error) {
       if (request.ticket != 0) Leave(request.ticket, /*timed_out=*/false);
       Completion& completion = done.emplace_back();
       completion.promise = std::move(request.promise);
-      if (FailOpen(error, "acquiring")) {
+      if (Outage(error) && FailOpen(error, "acquiring")) {
         ItemsOf(completion.acquisition) = std::move(request.request.items);
         Grant(self, /*lease=*/0, /*fail_open=*/true, /*exempting=*/false, completion.acquisition);
       } else {
@@ -957,19 +1103,7 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
       it = queue.pending.erase(it);
     }
   }
-  // Completed here, on the helper thread, with no lock held.
-  for (Completion& completion : done) {
-    if (completion.error != nullptr) {
-      completion.promise.SetError(completion.error);
-    } else if (!completion.promise.SetValue(std::move(completion.acquisition))) {
-      // Cancelled at the last moment: give everything back unused (the destructor releases).
-      for (Item& item : ItemsOf(completion.acquisition)) {
-        item.updated = true;
-        item.used = 0;
-      }
-    }
-  }
-  done.clear();
+  complete();
   if (!queue.pending.empty()) wake_->Wait(seen, wake, &queue.interrupt);
 }
 

@@ -103,14 +103,17 @@ class StoreCore {
   const RedisOptions options_;
   const std::string address_;
   RedisClient client_;
+  // The renewal thread's own connection: a busy pool never makes a renewal wait or fail.
+  RedisClient renewal_client_;
 
   absl::Mutex mu_;
   std::unique_ptr<RedisSubscriber> subscriber_ ABSL_GUARDED_BY(mu_);
-  // Per set (key prefix): the live leases to renew.
-  absl::flat_hash_map<std::string, absl::flat_hash_set<int64_t>> leases_ ABSL_GUARDED_BY(mu_);
+  // Per set (key prefix): the leases of live acquisitions, each with whether it is still renewed
+  // (false once Redis said it expired: renewing it could not bring it back).
+  absl::flat_hash_map<std::string, absl::flat_hash_map<int64_t, bool>> leases_ ABSL_GUARDED_BY(mu_);
   pid_t leases_pid_ ABSL_GUARDED_BY(mu_) = 0;  // The process the registered leases belong to.
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread renewal_;
+  std::thread renewal_ ABSL_GUARDED_BY(mu_);
   pid_t renewal_pid_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
@@ -122,11 +125,11 @@ class StoreCore {
 // one-way calls of the client: the caller does not wait for their reply, which the client's
 // reader thread hands to FinishRelease(); a last try (TryAcquire(), the take at a deadline) and
 // Stats() first wait for this process's one-way calls sent before, and the destructor for all.
-// The commands of a timed request end by its deadline (RedisDeadlineError: not granted). FIFO exemption (a thread holding an
-// acquisition made with Acquire()/TryAcquire()) is tracked here, by thread id.
-// Waiting: a request that cannot be served sleeps until the retry-after the take script computed,
-// its deadline, or a message on the set's wake-up channel (a release, a refund, the queue head
-// leaving), and at most lease_ttl / 3 (each take renews its FIFO ticket), then takes again.
+// The commands of a timed request end by its deadline (RedisDeadlineError: not granted). FIFO
+// exemption (a thread holding an acquisition made with Acquire()/TryAcquire()) is tracked here, by
+// thread id. Waiting: a request that cannot be served sleeps until the retry-after the take script
+// computed, its deadline, or a message on the set's wake-up channel (a release, a refund, the queue
+// head leaving), and at most lease_ttl / 3 (each take renews its FIFO ticket), then takes again.
 // AcquireAsync(): one helper thread per set serves the waiting requests in order, the same way.
 // Redis unavailable: with RedisFailure::kFailClosed the RedisError reaches the caller of
 // Acquire()/TryAcquire() (AcquireAsync(): its future); with kFailOpen the request is granted
@@ -218,6 +221,12 @@ class RedisSetBackend final : public LimitSetBackend {
   // queue while held.
   void Grant(const std::shared_ptr<LimitSetBackend>& self, int64_t lease, bool fail_open,
              bool exempting, LimitAcquisition& result) ABSL_LOCKS_EXCLUDED(holders_mu_);
+  // Throws InvalidOptionError naming the definition `in_redis` and this set's.
+  [[noreturn]] void ThrowDefinitionMismatch(const std::string& in_redis) const;
+  // Whether `error` may be an outage (which kFailOpen rides out): not a RedisConfigError (Redis
+  // refuses what is asked), a RedisPoolBusyError (reachable, the pool is busy) or a
+  // RedisDeadlineError (the caller's deadline).
+  static bool Outage(const RedisError& error);
   // With kFailOpen: warns (once per outage) and returns true; with kFailClosed returns false.
   bool FailOpen(const std::exception& error, absl::string_view what);
   // Clears the outage flag after a successful call.

@@ -272,6 +272,14 @@ constexpr char kTake[] = R"lua(
 local ttl, fifo, exempt = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3] == '1'
 local ticket, mode = tonumber(ARGV[4]), ARGV[5]
 local list = items(7, tonumber(ARGV[6]))
+-- The set's definition: written back when Redis lost it (a restart without persistence), so that
+-- a host opening the name with other limits is told; a different one refuses the take.
+local def = ARGV[7 + #list * 7]
+if def ~= nil and def ~= '' then
+  local known = call('GET', base .. 'def')
+  if not known then call('SET', base .. 'def', def)
+  elseif known ~= def then return {-3, known, 0} end
+end
 local now = clock()
 local queue, qexp = base .. 'queue', base .. 'qexp'
 local queued = fifo and not exempt
@@ -289,7 +297,9 @@ local function Check()
   local wait = 0
   for _, it in ipairs(list) do
     Load(it)
-    local w = Wait(it, now)
+    -- Kept below 2^53 µs (as the in-process engine saturates): Redis turns a reply beyond int64
+    -- into INT64_MIN, which would read as "no wait".
+    local w = math.min(Wait(it, now), MAXW)
     if w < 0 or (wait >= 0 and w > wait) then wait = w end
   end
   return wait

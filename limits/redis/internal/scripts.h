@@ -55,7 +55,9 @@ inline constexpr char kFixedCode = 'f';     // FixedWindow.
 inline constexpr char kResourceCode = 'r';  // ResourceLimit.
 
 // take: all or nothing over the items.
-//   ARGV: ttl_us, fifo (0/1), exempt (0/1), ticket (0 = none), mode, n, items (amount: requested).
+//   ARGV: ttl_us, fifo (0/1), exempt (0/1), ticket (0 = none), mode, n, items (amount: requested),
+//   then the set's definition ("<base>def"; "" or absent: not checked): written when the key is
+//   missing (Redis lost it), and a different one refuses the take with {-3, the one in Redis, 0}.
 //   mode 0: may wait: on failure the caller gets (or keeps) a ticket, whose expiry is renewed;
 //   1: last try, not counted as a timeout (TryAcquire); 2: last try, counted as a timeout on
 //   failure. A last try drops the ticket it came with. Expired leases and tickets are reaped (at
