@@ -445,13 +445,14 @@ int64_t RedisClient::connects() const {
 }
 
 std::unique_ptr<RedisConnection> RedisClient::Checkout(absl::string_view what,
-                                                       absl::Time deadline) {
+                                                       absl::Time slot_deadline,
+                                                       absl::Time caller_deadline) {
   std::unique_ptr<RedisConnection> connection;
   {
     absl::MutexLock lock(&mu_);
     const bool got = mu_.AwaitWithDeadline(absl::Condition(
                                                +[](int* free) { return *free > 0; }, &free_slots_),
-                                           deadline);
+                                           slot_deadline);
     if (!got) {
       throw RedisPoolBusyError(absl::StrCat("Redis ", address_, ": ", what, ": all ",
                                             options_.pool_size, " connections busy for ",
@@ -466,7 +467,7 @@ std::unique_ptr<RedisConnection> RedisClient::Checkout(absl::string_view what,
   }
   try {
     if (connection != nullptr && connection->Stale()) connection.reset();
-    if (connection == nullptr) connection = Connect(deadline);
+    if (connection == nullptr) connection = Connect(caller_deadline);
   } catch (...) {
     Checkin(nullptr);
     throw;
@@ -543,9 +544,12 @@ RedisReply RedisClient::Run(const std::vector<std::string>& args, absl::string_v
                             absl::Time caller_deadline) {
   const absl::Time checkout_deadline =
       std::min(absl::Now() + options_.command_timeout, caller_deadline);
-  bool cut = checkout_deadline == caller_deadline;
+  // Until the slot is taken: a failure at or after the caller's deadline was cut by it (the pool
+  // wait ends there only when it is the earlier one, the connect only there).
+  bool cut = true;
   try {
-    std::unique_ptr<RedisConnection> connection = Checkout(what, checkout_deadline);
+    std::unique_ptr<RedisConnection> connection =
+        Checkout(what, checkout_deadline, caller_deadline);
     // The command gets its own command_timeout from here: time spent waiting for a busy pool
     // must not turn into a timeout of a healthy server (an outage, for RedisFailure::kFailOpen).
     const absl::Time deadline = std::min(absl::Now() + options_.command_timeout, caller_deadline);

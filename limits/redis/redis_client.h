@@ -209,13 +209,16 @@ class RedisClient {
     OneWayDone done;
   };
 
-  // Takes a free pool slot (waiting at most until `deadline`) with its idle connection, opening a
-  // new one when the slot has none or the server closed it.
-  std::unique_ptr<RedisConnection> Checkout(absl::string_view command, absl::Time deadline)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // Takes a free pool slot (waiting at most until `slot_deadline`) with its idle connection,
+  // opening a new one when the slot has none or the server closed it. The new one gets its own
+  // budget (connect_timeout, then command_timeout for AUTH and SELECT), cut only by
+  // `caller_deadline`: time spent waiting for the slot does not shorten it.
+  std::unique_ptr<RedisConnection> Checkout(absl::string_view command, absl::Time slot_deadline,
+                                            absl::Time caller_deadline) ABSL_LOCKS_EXCLUDED(mu_);
   // Gives the slot back, with `connection` for reuse, or null when it failed.
   void Checkin(std::unique_ptr<RedisConnection> connection) ABSL_LOCKS_EXCLUDED(mu_);
-  // Opens a connection (by `deadline`) unless the last attempt failed within reconnect_backoff.
+  // Opens a connection (by the caller's `deadline`) unless the last attempt failed within
+  // reconnect_backoff. A failure sets that backoff unless `deadline` cut it.
   std::unique_ptr<RedisConnection> Connect(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
   // Runs `args` on a pooled connection, by min(now + command_timeout, caller_deadline).
   RedisReply Run(const std::vector<std::string>& args, absl::string_view what,

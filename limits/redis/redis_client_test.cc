@@ -414,6 +414,28 @@ TEST_F(RedisClientTest, ServerDownFailsFastNamingTheAddressThenBacksOff) {
   EXPECT_TRUE(absl::StrContains(again, "next attempt in")) << again;
 }
 
+TEST_F(RedisClientTest, ConnectTimingOutAtCommandTimeoutStillStartsTheBackoff) {
+  // A stopped server accepts the TCP connection but never answers AUTH: the connect times out at
+  // command_timeout, which is not the caller's deadline (it has none), so the backoff applies and
+  // the next call fails at once instead of waiting command_timeout again.
+  StartRedis({.extra_args = {"--requirepass", "s3cret"}});
+  RedisClient client({.port = redis_->port(),
+                      .password = "s3cret",
+                      .command_timeout = absl::Milliseconds(200),
+                      .reconnect_backoff = absl::Seconds(30)});
+  Frozen frozen(redis_->pid());
+  const std::string first = RedisErrorOf([&] { client.Command({"PING"}); });
+  const absl::Time start = absl::Now();
+  const std::string again = RedisErrorOf([&] { client.Command({"PING"}); });
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(100));
+  EXPECT_TRUE(absl::StrContains(again, "next attempt in")) << again;
+  // A caller's deadline that cuts the connect is the caller's, not the server's: a
+  // RedisDeadlineError (tested on a fresh client, with no backoff pending).
+  RedisClient cut(
+      {.port = redis_->port(), .password = "s3cret", .reconnect_backoff = absl::Seconds(30)});
+  EXPECT_THROW(cut.Command({"PING"}, absl::Now() + absl::Milliseconds(50)), RedisDeadlineError);
+}
+
 TEST_F(RedisClientTest, ReconnectsWhenRedisComesBack) {
   StartRedis();
   RedisClient client({.port = redis_->port(), .reconnect_backoff = absl::Milliseconds(50)});
