@@ -20,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "futures/errors.h"
@@ -480,6 +481,81 @@ TEST_F(RedisLimitSetTest, AReleaseWhileRedisIsDownWarns) {
   const std::vector<std::string> warnings = warnings_.messages();
   ASSERT_EQ(warnings.size(), 1);
   EXPECT_TRUE(absl::StrContains(warnings[0], "a release could not reach it")) << warnings[0];
+}
+
+TEST_F(RedisLimitSetTest, OnWarningOfAReleaseMayDropTheLastSetAndStoreHandles) {
+  // A watchdog: a set destroyed on the thread its destructor waits for would hang for ever.
+  absl::Notification finished;
+  std::thread watchdog([&finished] {
+    if (!finished.WaitForNotificationWithTimeout(absl::Seconds(30))) {
+      std::cerr << "OnWarningOfAReleaseMayDropTheLastSetAndStoreHandles hung" << std::endl;
+      std::_Exit(1);
+    }
+  });
+  std::unique_ptr<RedisServer> server = RedisServer::Start();
+  RedisOptions options = Options(server.get());
+  options.command_timeout = absl::Milliseconds(300);
+  struct Owned {
+    absl::Mutex mu;
+    std::shared_ptr<RedisLimitStore> store;
+    std::optional<LimitSet> set;
+    std::vector<std::string> warnings;
+  };
+  Owned owned;
+  absl::Notification warned;
+  owned.store = RedisLimitStore::Connect(options);
+  LimitSetOptions set_options;
+  set_options.sharing = LimitSharing::kHosts;
+  set_options.store = owned.store;
+  set_options.name = "set";
+  // Drops the last handles of the set and the store ("Redis is down: switch to a local set").
+  set_options.on_warning = [owned = &owned, warned = &warned](absl::string_view message) {
+    std::shared_ptr<RedisLimitStore> store;
+    std::optional<LimitSet> set;
+    {
+      absl::MutexLock lock(&owned->mu);
+      owned->warnings.emplace_back(message);
+      store = std::move(owned->store);
+      set = std::move(owned->set);
+      owned->set.reset();
+    }
+    set.reset();
+    store.reset();
+    if (!warned->HasBeenNotified()) warned->Notify();
+  };
+  owned.set = LimitSet::Create({ResourceLimit("connections", 2)}, std::move(set_options));
+  std::optional<Stopped> stopped;
+  {
+    LimitAcquisition first = owned.set->Acquire();
+    LimitAcquisition second = owned.set->Acquire();
+    first.Release();  // Opens the one-way connection while Redis is up.
+    owned.set->Stats();
+    stopped.emplace(*server);        // Sends still succeed; the replies never come.
+  }                                  // The second one's release times out on the store's thread.
+  absl::SleepFor(absl::Seconds(1));  // Past command_timeout: the outcome is known.
+  std::optional<LimitSet> local;
+  {
+    absl::MutexLock lock(&owned.mu);
+    local = owned.set;
+  }
+  if (local.has_value()) {
+    try {
+      local->Stats();  // Reports the release's warning, on this thread.
+    } catch (const std::exception&) {
+    }
+    local.reset();
+  }
+  EXPECT_TRUE(warned.WaitForNotificationWithTimeout(kSlack));
+  {
+    absl::MutexLock lock(&owned.mu);
+    ASSERT_EQ(owned.warnings.size(), 1);
+    EXPECT_TRUE(absl::StrContains(owned.warnings[0], "a release could not reach it"))
+        << owned.warnings[0];
+    EXPECT_FALSE(owned.set.has_value());
+    EXPECT_EQ(owned.store, nullptr);
+  }
+  finished.Notify();
+  watchdog.join();
 }
 
 TEST_F(RedisLimitSetTest, ACommandInFlightEndsAtTheCallersDeadline) {

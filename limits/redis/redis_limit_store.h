@@ -16,8 +16,11 @@
 //   round trip; its release sends one script when it gives back resource units or refunds unused
 //   TokenBucket/GCRA tokens, none otherwise. Update() within the request costs none.
 // - Release() returns once the release is sent: it is written at once on a connection kept for
-//   releases, and its reply is read in the background by the store's thread (a release that fails
-//   warns through LimitSetOptions::on_warning, like one made while Redis is down). This process's
+//   releases, and its reply is read in the background by the store's thread. A release that fails
+//   there warns through LimitSetOptions::on_warning, like one made while Redis is down, but never
+//   on that thread: the warning is reported from the set's next Acquire(), TryAcquire() or
+//   Stats(), or its destruction, on the calling thread (so on_warning may drop the last handle of
+//   the set or the store). This process's
 //   TryAcquire() and Stats() first wait for its releases sent before (at most command_timeout),
 //   so they see them applied. Its Acquire() with a timeout does not: its request may reach Redis
 //   before the release and then waits for the release's wake-up message, which comes once the

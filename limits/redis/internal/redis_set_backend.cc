@@ -383,6 +383,7 @@ RedisSetBackend::~RedisSetBackend() {
   // Their callbacks use this set: wait for the releases (and leaves) still in flight. Each ends
   // within command_timeout of its send.
   if (getpid() == pid_) core_->client().FlushOneWay(absl::InfiniteFuture());
+  DeliverWarnings();  // Those of the releases just flushed.
   std::shared_ptr<AsyncQueue> queue;
   {
     absl::MutexLock lock(&async_mu_);
@@ -462,9 +463,35 @@ bool RedisSetBackend::FailOpen(const std::exception& error, absl::string_view wh
 
 void RedisSetBackend::WarnOutage(absl::string_view what, const std::exception& error) {
   if (outage_.exchange(true, std::memory_order_relaxed)) return;
-  Warn(absl::StrCat("LimitSet '", options().name, "': Redis at ", core_->address(),
-                    " is unavailable (", error.what(), "); ", what,
-                    ". Further failures are not reported until Redis answers again."));
+  Warn(OutageMessage(what, error));
+}
+
+std::string RedisSetBackend::OutageMessage(absl::string_view what,
+                                           const std::exception& error) const {
+  return absl::StrCat("LimitSet '", options().name, "': Redis at ", core_->address(),
+                      " is unavailable (", error.what(), "); ", what,
+                      ". Further failures are not reported until Redis answers again.");
+}
+
+void RedisSetBackend::DeferWarning(std::string message) {
+  absl::MutexLock lock(&deferred_mu_);
+  deferred_warnings_.push_back(std::move(message));
+}
+
+void RedisSetBackend::DeliverWarnings() noexcept {
+  std::vector<std::string> messages;
+  {
+    absl::MutexLock lock(&deferred_mu_);
+    if (deferred_warnings_.empty()) return;
+    messages.swap(deferred_warnings_);
+  }
+  for (const std::string& message : messages) {
+    try {
+      Warn(message);
+    } catch (...) {
+      // A warning sink that throws must not get out (callers may be noexcept).
+    }
+  }
 }
 
 template <typename AmountOf>
@@ -606,6 +633,7 @@ void RedisSetBackend::TakeInto(const std::shared_ptr<LimitSetBackend>& self, boo
     Bind(result, this, self);
     return;
   }
+  DeliverWarnings();
   int64_t ticket = 0;
   try {
     for (;;) {
@@ -624,6 +652,7 @@ void RedisSetBackend::TakeInto(const std::shared_ptr<LimitSetBackend>& self, boo
         // A last try decides at once, with no wake-up to come: it must see this process's
         // releases sent before it (one-way, on another connection) applied.
         core_->client().FlushOneWay(now + core_->options().command_timeout);
+        DeliverWarnings();
         command_deadline =
             mode == TakeMode::kTryOnce
                 ? absl::InfiniteFuture()
@@ -750,7 +779,8 @@ bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) noex
       },
       &args));
   // Sent one-way: the caller does not wait for the reply, which FinishRelease() handles on the
-  // client's reader thread (this set outlives it: its destructor flushes).
+  // client's reader thread (this set outlives it: its destructor flushes). Its warnings wait for
+  // a user's thread (DeliverWarnings()).
   try {
     core_->client().EvalShaOneWay(
         ReleaseOf(), {base_}, args,
@@ -759,6 +789,7 @@ bool RedisSetBackend::Release(LimitAcquisition& acquisition, bool /*drop*/) noex
         });
   } catch (const RedisError& error) {
     FinishRelease(nullptr, &error, args[1]);
+    DeliverWarnings();  // On the releasing thread, as the failure is.
   } catch (...) {
     // Called from LimitAcquisition's destructor: nothing may get out (out of memory).
   }
@@ -777,13 +808,15 @@ void RedisSetBackend::FinishRelease(const RedisReply* reply, const RedisError* e
       live = IntegerOf(*reply) == 1;
     } catch (const RedisError& failure) {
       RestoreMissingUpdates(missing);
-      WarnOutage(
-          "a release could not reach it: its resource units come back when its lease "
-          "expires (lease_ttl)",
-          failure);
+      if (!outage_.exchange(true, std::memory_order_relaxed)) {
+        DeferWarning(OutageMessage(
+            "a release could not reach it: its resource units come back when its lease "
+            "expires (lease_ttl)",
+            failure));
+      }
     }
     if (!live) {
-      Warn(absl::StrCat(
+      DeferWarning(absl::StrCat(
           "LimitSet '", options().name, "': the lease of an acquisition released now ",
           "had expired (its process could not renew it for lease_ttl, or Redis ",
           "restarted and lost it): its resource units were given back before its ", "release"));
@@ -818,6 +851,7 @@ LimitSetStats RedisSetBackend::Stats() {
   if (no_op()) return stats;
   // Counts this process's releases sent before (one-way, on another connection).
   core_->client().FlushOneWay(absl::Now() + core_->options().command_timeout);
+  DeliverWarnings();  // Also those of the releases just flushed.
   std::vector<std::string> args = {TakeMissingUpdates(), ""};
   args[1] = absl::StrCat(AppendAllLimits(&args));
   RedisReply reply;

@@ -233,6 +233,15 @@ class RedisSetBackend final : public LimitSetBackend {
   void Reachable() { outage_.store(false, std::memory_order_relaxed); }
   // Warns about `error` once per outage.
   void WarnOutage(absl::string_view what, const std::exception& error);
+  // The message of WarnOutage().
+  std::string OutageMessage(absl::string_view what, const std::exception& error) const;
+  // Queues `message` for DeliverWarnings(). The outcome of a one-way release is handled on the
+  // client's reader thread, which must never run on_warning: a callback that dropped the last
+  // handle of the set or the store there would destroy them on the thread their destructors wait
+  // for.
+  void DeferWarning(std::string message) ABSL_LOCKS_EXCLUDED(deferred_mu_);
+  // Reports the queued warnings (on a user's thread: the next take, Stats(), or the destructor).
+  void DeliverWarnings() noexcept ABSL_LOCKS_EXCLUDED(deferred_mu_);
 
   // The ARGV fields of `items` (items of unlimited rate limits are left out), with `amount(item)`
   // as each one's amount; returns how many were added.
@@ -269,6 +278,9 @@ class RedisSetBackend final : public LimitSetBackend {
   std::atomic<int64_t> missing_updates_{0};  // Not yet counted in Redis.
   // The renewal period of tickets: lease_ttl / 3.
   absl::Duration renew_period_;
+
+  absl::Mutex deferred_mu_;
+  std::vector<std::string> deferred_warnings_ ABSL_GUARDED_BY(deferred_mu_);
 
   absl::Mutex holders_mu_;
   // Per thread id: its acquisitions made with Acquire()/TryAcquire() still held.
