@@ -972,5 +972,27 @@ TEST_F(RedisLimitSetTest, AStoppedRedisFailsTimedRequestsByTheirDeadline) {
   }
 }
 
+TEST_F(RedisLimitSetTest, TheLastTryWaitsForReleasesInFlightAtMostItsGrace) {
+  std::unique_ptr<RedisServer> server = RedisServer::Start();
+  RedisOptions options = Options(server.get());
+  options.command_timeout = absl::Seconds(3);
+  LimitSet set = Create(RedisLimitStore::Connect(options), {ResourceLimit("connections", 1)});
+  std::optional<LimitAcquisition> held = set.Acquire();
+  absl::Duration waited;
+  std::thread waiter([&] {
+    const absl::Time start = absl::Now();
+    EXPECT_THROW(set.Acquire({{"connections", 1}}, absl::Milliseconds(800)), TimeoutError);
+    waited = absl::Now() - start;
+  });
+  absl::SleepFor(absl::Milliseconds(300));  // The waiter is queued in Redis, waiting.
+  {
+    Stopped stopped(*server);
+    held.reset();  // A release in flight: its reply never comes (3 s).
+    waiter.join();
+  }
+  // The last try's flush and take share min(command_timeout, 50 ms) past the deadline.
+  EXPECT_LT(waited, absl::Milliseconds(800) + absl::Seconds(1));
+}
+
 }  // namespace
 }  // namespace concurry

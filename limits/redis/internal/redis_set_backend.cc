@@ -651,12 +651,13 @@ void RedisSetBackend::TakeInto(const std::shared_ptr<LimitSetBackend>& self, boo
       if (mode != TakeMode::kMayWait) {
         // A last try decides at once, with no wake-up to come: it must see this process's
         // releases sent before it (one-way, on another connection) applied.
-        core_->client().FlushOneWay(now + core_->options().command_timeout);
+        // The last try, after the caller's deadline, gets min(command_timeout, 50 ms) for the
+        // flush and the take together.
+        const absl::Duration grace = std::min(kLastTryGrace, core_->options().command_timeout);
+        core_->client().FlushOneWay(
+            now + (mode == TakeMode::kTryOnce ? core_->options().command_timeout : grace));
         DeliverWarnings();
-        command_deadline =
-            mode == TakeMode::kTryOnce
-                ? absl::InfiniteFuture()
-                : absl::Now() + std::min(kLastTryGrace, core_->options().command_timeout);
+        command_deadline = mode == TakeMode::kTryOnce ? absl::InfiniteFuture() : now + grace;
       }
       TakeResult taken;
       try {
