@@ -436,6 +436,35 @@ TEST_F(RedisClientTest, ConnectTimingOutAtCommandTimeoutStillStartsTheBackoff) {
   EXPECT_THROW(cut.Command({"PING"}, absl::Now() + absl::Milliseconds(50)), RedisDeadlineError);
 }
 
+TEST_F(RedisClientTest, AConnectionOpenedForAFreedSlotGetsItsOwnBudget) {
+  // The only slot is freed after 250 ms with its connection dropped (a command cut by its
+  // caller's deadline) while the server is busy until 350 ms: a waiter that got the slot must not
+  // have to connect and AUTH within what is left of its 300 ms pool wait (a plain RedisError on a
+  // healthy server: kFailOpen would grant).
+  StartRedis({.extra_args = {"--requirepass", "s3cret", "--enable-debug-command", "yes"}});
+  RedisClient client({.port = redis_->port(),
+                      .password = "s3cret",
+                      .command_timeout = absl::Milliseconds(300),
+                      .pool_size = 1});
+  ASSERT_EQ(client.Command({"PING"}).str(), "PONG");
+  absl::Notification started;
+  std::thread busy([&] {
+    started.Notify();
+    EXPECT_THROW(client.Command({"DEBUG", "SLEEP", "0.35"}, absl::Now() + absl::Milliseconds(250)),
+                 RedisDeadlineError);
+  });
+  started.WaitForNotification();
+  absl::SleepFor(absl::Milliseconds(20));  // The slot is taken.
+  std::string pong;
+  try {
+    pong = client.Command({"PING"}).str();
+  } catch (const RedisError& e) {
+    ADD_FAILURE() << e.what();
+  }
+  busy.join();
+  EXPECT_EQ(pong, "PONG");
+}
+
 TEST_F(RedisClientTest, ReconnectsWhenRedisComesBack) {
   StartRedis();
   RedisClient client({.port = redis_->port(), .reconnect_backoff = absl::Milliseconds(50)});
