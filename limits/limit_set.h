@@ -140,7 +140,9 @@ struct LimitSetOptions {
   // Not used by kHosts sets (their store has its own leases).
   absl::Duration lease_check_interval = absl::Milliseconds(100);
   // Receives warnings (over-use reported by Update(), a rate limit released without Update());
-  // null writes them to stderr. Called without locks held, from the thread that caused them.
+  // null writes them to stderr. Called without locks held, from the thread that caused them;
+  // kHosts: also store failures, and a release that failed after it was sent is reported later,
+  // by the set's next Acquire(), TryAcquire() or Stats(), or by its destruction.
   std::function<void(absl::string_view)> on_warning;
   // kHosts: the store that keeps the set's state and creates its engine (required; with
   // kThreads or kProcesses it must be null).
