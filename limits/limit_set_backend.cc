@@ -432,4 +432,20 @@ std::string LimitSetBackend::OveruseMessage(const Item* const* targets, size_t c
                       overuse);
 }
 
+LimitSetStats LimitSetBackend::DefinitionStats() const {
+  LimitSetStats stats;
+  stats.limits.resize(limits_.size());
+  for (size_t i = 0; i < limits_.size(); ++i) {
+    const Limit& limit = limits_[i];
+    LimitStats& entry = stats.limits[i];
+    entry.key = limit.key();
+    entry.kind = limit.kind();
+    entry.capacity = limit.capacity();
+    entry.window = limit.window();
+    entry.algorithm = limit.algorithm();
+    entry.burst = limit.burst();
+  }
+  return stats;
+}
+
 }  // namespace concurry

@@ -192,6 +192,9 @@ class LimitSetBackend {
   // The message of an over-use warning for the recorded usages of `*targets[0..count)`: lists
   // the items with a NewExcess(), so build it before charging.
   std::string OveruseMessage(const Item* const* targets, size_t count) const;
+  // A Stats() result with what the limits define filled in (key, kind, capacity, window,
+  // algorithm, burst) and everything the engine measures at 0, for the engine to complete.
+  LimitSetStats DefinitionStats() const;
 
  private:
   // The in-process engine reads and fills the validation state below on its hot path, inline

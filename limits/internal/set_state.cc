@@ -385,19 +385,8 @@ void SetImpl::RebuildTotalsLocked() {
 }
 
 LimitSetStats SetImpl::Stats() {
-  LimitSetStats stats;
   // What the limits say, outside the lock: the keys and the vector allocate.
-  stats.limits.resize(limits_.size());
-  for (size_t i = 0; i < limits_.size(); ++i) {
-    const Limit& limit = limits_[i];
-    LimitStats& entry = stats.limits[i];
-    entry.key = limit.key();
-    entry.kind = limit.kind();
-    entry.capacity = limit.capacity();
-    entry.window = limit.window();
-    entry.algorithm = limit.algorithm();
-    entry.burst = limit.burst();
-  }
+  LimitSetStats stats = DefinitionStats();
   Locked locked(this);
   const int64_t now = NowNs();
   if (shared_ && absl::ToUnixNanos(absl::Now()) - header_->last_recovery_ns >=

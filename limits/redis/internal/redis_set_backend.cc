@@ -831,18 +831,11 @@ void RedisSetBackend::CountMissingUpdate() noexcept {
 }
 
 LimitSetStats RedisSetBackend::Stats() {
-  LimitSetStats stats;
+  LimitSetStats stats = DefinitionStats();
   const std::vector<Limit>& all = limits();
-  stats.limits.resize(all.size());
   for (size_t i = 0; i < all.size(); ++i) {
     const Limit& limit = all[i];
     LimitStats& entry = stats.limits[i];
-    entry.key = limit.key();
-    entry.kind = limit.kind();
-    entry.capacity = limit.capacity();
-    entry.window = limit.window();
-    entry.algorithm = limit.algorithm();
-    entry.burst = limit.burst();
     entry.available = entry.burst;
     if (limit.kind() != LimitKind::kResource) {
       entry.rate.burst = limit.burst();
