@@ -135,30 +135,17 @@ const std::vector<RedisReply>& ArrayOf(const RedisReply& reply, size_t at_least)
 }
 
 // The scripts, built once (each learns its SHA on first use).
-const RedisScript& Take() {
-  static const RedisScript* const script = new RedisScript("take", TakeScript());
+template <const std::string& (*kText)()>
+const RedisScript& Script(const char* name) {
+  static const RedisScript* const script = new RedisScript(name, kText());
   return *script;
 }
-const RedisScript& ReleaseOf() {
-  static const RedisScript* const script = new RedisScript("release", ReleaseScript());
-  return *script;
-}
-const RedisScript& ChargeOf() {
-  static const RedisScript* const script = new RedisScript("charge", ChargeScript());
-  return *script;
-}
-const RedisScript& Renew() {
-  static const RedisScript* const script = new RedisScript("renew", RenewScript());
-  return *script;
-}
-const RedisScript& LeaveOf() {
-  static const RedisScript* const script = new RedisScript("leave", LeaveScript());
-  return *script;
-}
-const RedisScript& StatsOf() {
-  static const RedisScript* const script = new RedisScript("stats", StatsScript());
-  return *script;
-}
+const RedisScript& Take() { return Script<TakeScript>("take"); }
+const RedisScript& ReleaseOf() { return Script<ReleaseScript>("release"); }
+const RedisScript& ChargeOf() { return Script<ChargeScript>("charge"); }
+const RedisScript& Renew() { return Script<RenewScript>("renew"); }
+const RedisScript& LeaveOf() { return Script<LeaveScript>("leave"); }
+const RedisScript& StatsOf() { return Script<StatsScript>("stats"); }
 
 // Whether an error reply says "not now" (loading, busy with a script, cluster or replication not
 // ready): an outage that passes. Any other error reply of a script (WRONGTYPE on a key written by
