@@ -124,8 +124,8 @@ class RedisPoolBusyError : public RedisError {
   using RedisError::RedisError;
 };
 
-class RedisConnection;  // One connection (redis_client.cc).
-struct Waker;           // The subscriber thread's wake-up (redis_client.cc).
+class RedisConnection;  // One connection (internal/redis_connection.h).
+struct Waker;           // The subscriber thread's wake-up (internal/redis_connection.h).
 
 // A pool of options.pool_size connections to one Redis server, opened on demand. Every connection
 // authenticates (AUTH [user] password) and selects options.db when it opens. A connection that

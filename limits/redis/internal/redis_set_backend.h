@@ -296,6 +296,21 @@ class RedisSetBackend final : public LimitSetBackend {
   std::shared_ptr<AsyncQueue> async_ ABSL_GUARDED_BY(async_mu_);
 };
 
+// ---- Shared by the engine's files (redis_set_backend.cc, store_core.cc, redis_set_async.cc) ----
+
+// How long the last take at a timed acquisition's deadline (which also drops its ticket and counts
+// the timeout) may run past that deadline, at most.
+inline constexpr absl::Duration kLastTryGrace = absl::Milliseconds(50);
+
+// The lease renewal script.
+const redis_internal::RedisScript& Renew();
+
+// Runs `script` on the keys of the set at `base` and returns its reply; throws RedisError for an
+// unreachable server or a transient refusal, RedisConfigError for any other error reply.
+RedisReply Run(RedisClient& client, const redis_internal::RedisScript& script,
+               const std::string& base, const std::vector<std::string>& args,
+               absl::Time deadline = absl::InfiniteFuture());
+
 }  // namespace redis
 }  // namespace limits_internal
 }  // namespace concurry
