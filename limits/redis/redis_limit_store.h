@@ -21,12 +21,12 @@
 //   on that thread: the warning is reported from the set's next Acquire(), TryAcquire() or
 //   Stats(), or its destruction, on the calling thread (so on_warning may drop the last handle of
 //   the set or the store). This process's TryAcquire() and Stats() first wait for its releases
-//   sent before (at most command_timeout), so they see them applied. Its Acquire() with a timeout does not while it may still wait: its
-//   request may reach Redis before the release and then waits for the release's wake-up message,
-//   which comes once the release is applied (correct, a little later); only its last try at the
-//   deadline waits for them, within that try's 50 ms (below). Other hosts see the release when it
-//   is applied, as before. Destroying a set (or the store) waits until its releases in flight are
-//   done (each within command_timeout of its send).
+//   sent before (at most command_timeout), so they see them applied. Its Acquire() with a timeout
+//   does not while it may still wait: its request may reach Redis before the release and then waits
+//   for the release's wake-up message, which comes once the release is applied (correct, a little
+//   later); only its last try at the deadline waits for them, within that try's 50 ms (below).
+//   Other hosts see the release when it is applied, as before. Destroying a set (or the store)
+//   waits until its releases in flight are done (each within command_timeout of its send).
 // - The keys of set `name` are "<key_prefix>{<name>}:..." (one cluster slot per set). Sets with the
 //   same name in one Redis share their state; their definitions (keys and parameters) must match,
 //   otherwise OpenSet() throws InvalidOptionError naming both.
