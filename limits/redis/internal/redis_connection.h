@@ -1,7 +1,7 @@
 // RedisConnection, one hiredis connection with deadline-bounded socket I/O, and the helpers it
 // shares with RedisSubscriber (Waker, WaitFor, ...). Internal to //limits/redis:client.
-#ifndef LIMITS_REDIS_INTERNAL_REDIS_CONNECTION_H_
-#define LIMITS_REDIS_INTERNAL_REDIS_CONNECTION_H_
+#ifndef CONCURRY_LIMITS_REDIS_INTERNAL_REDIS_CONNECTION_H_
+#define CONCURRY_LIMITS_REDIS_INTERNAL_REDIS_CONNECTION_H_
 
 #include <fcntl.h>
 #include <poll.h>
@@ -231,4 +231,4 @@ class RedisConnection {
 }  // namespace redis_internal
 }  // namespace concurry
 
-#endif  // LIMITS_REDIS_INTERNAL_REDIS_CONNECTION_H_
+#endif  // CONCURRY_LIMITS_REDIS_INTERNAL_REDIS_CONNECTION_H_
