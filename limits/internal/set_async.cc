@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "futures/errors.h"
 #include "futures/future.h"
+#include "limits/internal/async_helper.h"
 #include "limits/internal/process_shared.h"
 #include "limits/internal/set_impl.h"
 #include "limits/limit_set.h"
@@ -68,42 +69,9 @@ Future<LimitAcquisition> SetImpl::AcquireAsync(Request request, absl::Time deadl
 }
 
 void SetImpl::RunAsync(std::shared_ptr<AsyncQueue> queue) {
-  // Held from one round to the next while requests wait: a pending AcquireAsync() keeps the set
-  // alive. Acquisitions that keep it alive are counted in it rather than holding a handle, so
-  // this may be the last handle while the requests wait for one of them to be released; let go
-  // between rounds, the set would be gone for the next one.
-  std::shared_ptr<SetImpl> set;
-  for (;;) {
-    // Cleared before looking: a request or cancellation after this raises it again.
-    queue->interrupt.store(false, std::memory_order_seq_cst);
-    {
-      absl::MutexLock lock(&queue->mu);
-      if (queue->pending.empty()) {
-        const auto ready = [&queue]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue->mu) {
-          return queue->shutdown || !queue->incoming.empty();
-        };
-        queue->mu.Await(absl::Condition(&ready));
-        if (queue->incoming.empty()) return;  // Shut down with nothing left.
-      }
-      while (!queue->incoming.empty()) {
-        AsyncRequest& arrived = queue->incoming.front();
-        // The helper's reference takes over from the request's (so this is never the last one).
-        if (set == nullptr) {
-          set = std::move(arrived.set);
-        } else {
-          arrived.set.reset();
-        }
-        queue->pending.push_back(std::move(arrived));
-        queue->incoming.pop_front();
-      }
-    }
-    // Never null here: every request brings the set (AcquireAsync), and the helper lets go only
-    // when nothing is pending.
-    set->ServeAsync(*queue);
-    // Nothing waits: let the set go. May destroy it (and detach this thread); `queue` stays
-    // valid.
-    if (queue->pending.empty()) set.reset();
-  }
+  // The helper holds the set while requests wait: acquisitions that keep it alive are counted in
+  // it rather than holding a handle, so this may be its last handle meanwhile.
+  RunAsyncHelper(queue, [](SetImpl& set, AsyncQueue& pending) { set.ServeAsync(pending); });
 }
 
 void SetImpl::ServeAsync(AsyncQueue& queue) {

@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "futures/errors.h"
 #include "futures/future.h"
+#include "limits/internal/async_helper.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
 #include "limits/redis/internal/redis_set_backend.h"
@@ -122,33 +123,8 @@ Future<LimitAcquisition> RedisSetBackend::AcquireAsync(Request request, absl::Ti
 }
 
 void RedisSetBackend::RunAsync(std::shared_ptr<AsyncQueue> queue) {
-  // Held while requests wait: a pending AcquireAsync() keeps the set alive.
-  std::shared_ptr<RedisSetBackend> set;
-  for (;;) {
-    queue->interrupt.store(false, std::memory_order_seq_cst);
-    {
-      absl::MutexLock lock(&queue->mu);
-      if (queue->pending.empty()) {
-        const auto ready = [&queue]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue->mu) {
-          return queue->shutdown || !queue->incoming.empty();
-        };
-        queue->mu.Await(absl::Condition(&ready));
-        if (queue->incoming.empty()) return;  // Shut down with nothing left.
-      }
-      while (!queue->incoming.empty()) {
-        AsyncRequest& arrived = queue->incoming.front();
-        if (set == nullptr) {
-          set = std::move(arrived.set);
-        } else {
-          arrived.set.reset();
-        }
-        queue->pending.push_back(std::move(arrived));
-        queue->incoming.pop_front();
-      }
-    }
-    set->ServeAsync(*queue);
-    if (queue->pending.empty()) set.reset();  // May destroy the set (which detaches us).
-  }
+  // The helper holds the set while requests wait: a pending AcquireAsync() keeps it alive.
+  RunAsyncHelper(queue, [](RedisSetBackend& set, AsyncQueue& pending) { set.ServeAsync(pending); });
 }
 
 void RedisSetBackend::ServeAsync(AsyncQueue& queue) {

@@ -1,0 +1,70 @@
+// The loop of a LimitSet engine's AcquireAsync() helper thread, shared by the in-process engine
+// (limits/internal/set_async.cc) and the Redis engine (limits/redis/internal/redis_set_async.cc).
+// Each engine keeps its own queue and request types and its own ServeAsync() round.
+//
+//   void MyEngine::RunAsync(std::shared_ptr<AsyncQueue> queue) {
+//     limits_internal::RunAsyncHelper(queue, [](MyEngine& set, AsyncQueue& q) { set.ServeAsync(q);
+//     });
+//   }
+
+#ifndef CONCURRY_LIMITS_INTERNAL_ASYNC_HELPER_H_
+#define CONCURRY_LIMITS_INTERNAL_ASYNC_HELPER_H_
+
+#include <atomic>
+#include <memory>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+
+namespace concurry {
+namespace limits_internal {
+
+// Runs until `queue` is shut down with nothing pending. `Queue` has `absl::Mutex mu`, a deque
+// `incoming` and a bool `shutdown` guarded by it, `std::atomic<bool> interrupt` and a list
+// `pending` of the helper's own; each request carries `set`, a std::shared_ptr to its engine.
+// Each round moves the arrived requests to `pending` and calls `serve(set, *queue)`, which serves
+// what it can and waits until something changes (a request, a cancellation raising `interrupt`,
+// capacity coming back, a deadline).
+//
+// Lifetime: while requests are pending the helper holds the set (taken over from the first
+// request that brought it, so it is never the last reference a request drops); when nothing is
+// pending it lets go, which may destroy the set (whose destructor then detaches this thread);
+// `queue` stays valid through the shared_ptr.
+template <typename Queue, typename Serve>
+void RunAsyncHelper(const std::shared_ptr<Queue>& queue, Serve serve) {
+  decltype(queue->incoming.front().set) set;
+  for (;;) {
+    // Cleared before looking: a request or cancellation after this raises it again.
+    queue->interrupt.store(false, std::memory_order_seq_cst);
+    {
+      absl::MutexLock lock(&queue->mu);
+      if (queue->pending.empty()) {
+        const auto ready = [&queue]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue->mu) {
+          return queue->shutdown || !queue->incoming.empty();
+        };
+        queue->mu.Await(absl::Condition(&ready));
+        if (queue->incoming.empty()) return;  // Shut down with nothing left.
+      }
+      while (!queue->incoming.empty()) {
+        auto& arrived = queue->incoming.front();
+        if (set == nullptr) {
+          set = std::move(arrived.set);
+        } else {
+          arrived.set.reset();
+        }
+        queue->pending.push_back(std::move(arrived));
+        queue->incoming.pop_front();
+      }
+    }
+    // Never null here: every request brings the set, and the helper lets go only when nothing
+    // is pending.
+    serve(*set, *queue);
+    if (queue->pending.empty()) set.reset();
+  }
+}
+
+}  // namespace limits_internal
+}  // namespace concurry
+
+#endif  // CONCURRY_LIMITS_INTERNAL_ASYNC_HELPER_H_
