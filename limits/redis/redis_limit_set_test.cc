@@ -678,8 +678,9 @@ TEST_F(RedisLimitSetTest, AWaiterIsWokenByAReleaseOnAnotherHost) {
     LimitAcquisition mine = set2.Acquire({}, absl::Seconds(30));
     served = absl::Now();
   });
+  // Queued in Redis; asleep or about to be (a message before it sleeps moves the generation it
+  // waits on, so it is not lost).
   ASSERT_TRUE(Eventually([&] { return set1.Stats().waiting == 1; }));
-  absl::SleepFor(absl::Milliseconds(100));  // Let the waiter go to sleep.
   const absl::Time released = absl::Now();
   held.reset();
   waiter.join();
@@ -950,7 +951,7 @@ TEST_F(RedisLimitSetTest, AStoppedRedisFailsTimedRequestsByTheirDeadline) {
   Future<LimitAcquisition> patient = set.AcquireAsync({}, absl::Seconds(20));
   const absl::Time short_deadline = absl::Now() + absl::Milliseconds(1500);
   Future<LimitAcquisition> hasty = set.AcquireAsync({}, absl::Milliseconds(1500));
-  absl::SleepFor(absl::Milliseconds(300));  // Both queued in Redis.
+  ASSERT_TRUE(Eventually([&] { return set.Stats().waiting == 2; }));  // Both queued in Redis.
   {
     Stopped stopped(*server);
     absl::Time start = absl::Now();
@@ -984,7 +985,7 @@ TEST_F(RedisLimitSetTest, TheLastTryWaitsForReleasesInFlightAtMostItsGrace) {
     EXPECT_THROW(set.Acquire({{"connections", 1}}, absl::Milliseconds(800)), TimeoutError);
     waited = absl::Now() - start;
   });
-  absl::SleepFor(absl::Milliseconds(300));  // The waiter is queued in Redis, waiting.
+  ASSERT_TRUE(Eventually([&] { return set.Stats().waiting == 1; }));  // Queued in Redis.
   {
     Stopped stopped(*server);
     held.reset();  // A release in flight: its reply never comes (3 s).
