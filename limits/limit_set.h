@@ -386,7 +386,9 @@ class LimitSet {
   // helper thread per set, started on first use, which tries all of them (in queue order)
   // whenever capacity may have come back; their futures complete on that thread, so continuations
   // that block should move to an executor (Then(executor, ...)). Cancelling the future withdraws
-  // the request. A waiting request keeps the set alive.
+  // the request. A waiting request keeps the set alive; once all its futures have completed, the
+  // helper holds no reference, so the set ends with the caller's last handle or acquisition, on
+  // that thread (and so does its on_warning).
   Future<LimitAcquisition> AcquireAsync(std::vector<LimitAmount> request = {},
                                         absl::Duration timeout = absl::InfiniteDuration()) const;
 

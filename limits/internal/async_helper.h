@@ -3,8 +3,8 @@
 // Each engine keeps its own queue and request types and its own ServeAsync() round.
 //
 //   void MyEngine::RunAsync(std::shared_ptr<AsyncQueue> queue) {
-//     limits_internal::RunAsyncHelper(queue, [](MyEngine& set, AsyncQueue& q) { set.ServeAsync(q);
-//     });
+//     limits_internal::RunAsyncHelper(
+//         queue, [](MyEngine& set, AsyncQueue& q) { return set.ServeAsync(q); });
 //   }
 
 #ifndef CONCURRY_LIMITS_INTERNAL_ASYNC_HELPER_H_
@@ -24,13 +24,18 @@ namespace limits_internal {
 // `incoming` and a bool `shutdown` guarded by it, `std::atomic<bool> interrupt` and a list
 // `pending` of the helper's own; each request carries `set`, a std::shared_ptr to its engine.
 // Each round moves the arrived requests to `pending` and calls `serve(set, *queue)`, which serves
-// what it can and waits until something changes (a request, a cancellation raising `interrupt`,
-// capacity coming back, a deadline).
+// what it can and, if requests are left, completes the futures it ended and waits until something
+// changes (a request, a cancellation raising `interrupt`, capacity coming back, a deadline). If
+// none are left it returns the futures it ended instead, uncompleted, as a callable that completes
+// them: the helper calls it after letting go of the set.
 //
 // Lifetime: while requests are pending the helper holds the set (taken over from the first
 // request that brought it, so it is never the last reference a request drops); when nothing is
-// pending it lets go, which may destroy the set (whose destructor then detaches this thread);
-// `queue` stays valid through the shared_ptr.
+// pending it lets go, which may destroy the set (whose destructor then detaches this thread),
+// and only then completes the last futures. So a caller that saw all its futures complete and
+// dropped its handles has destroyed the set on its own thread: the set's destruction (and the
+// warnings it may deliver) never runs here behind the caller's back. `queue` stays valid through
+// the shared_ptr.
 template <typename Queue, typename Serve>
 void RunAsyncHelper(const std::shared_ptr<Queue>& queue, Serve serve) {
   decltype(queue->incoming.front().set) set;
@@ -59,8 +64,9 @@ void RunAsyncHelper(const std::shared_ptr<Queue>& queue, Serve serve) {
     }
     // Never null here: every request brings the set, and the helper lets go only when nothing
     // is pending.
-    serve(*set, *queue);
+    auto complete_the_last = serve(*set, *queue);
     if (queue->pending.empty()) set.reset();
+    complete_the_last();
   }
 }
 

@@ -71,16 +71,12 @@ Future<LimitAcquisition> SetImpl::AcquireAsync(Request request, absl::Time deadl
 void SetImpl::RunAsync(std::shared_ptr<AsyncQueue> queue) {
   // The helper holds the set while requests wait: acquisitions that keep it alive are counted in
   // it rather than holding a handle, so this may be its last handle meanwhile.
-  RunAsyncHelper(queue, [](SetImpl& set, AsyncQueue& pending) { set.ServeAsync(pending); });
+  RunAsyncHelper(queue,
+                 [](SetImpl& set, AsyncQueue& pending) { return set.ServeAsync(pending); });
 }
 
-void SetImpl::ServeAsync(AsyncQueue& queue) {
-  struct Completion {
-    Promise<LimitAcquisition> promise;
-    LimitAcquisition acquisition;  // Held, or empty with `error` set.
-    std::exception_ptr error;
-  };
-  std::vector<Completion> done;
+SetImpl::AsyncCompletions SetImpl::ServeAsync(AsyncQueue& queue) {
+  AsyncCompletions done;
   bool notify = false;
   absl::Time wake = absl::InfiniteFuture();
   uint32_t generation = 0;
@@ -118,7 +114,7 @@ void SetImpl::ServeAsync(AsyncQueue& queue) {
           ++it;
           continue;
         }
-        Completion& completion = done.emplace_back();
+        AsyncCompletions::Completion& completion = done.Add();
         completion.acquisition.set_ = this;
         completion.acquisition.owner_ = shared_from_this();
         completion.acquisition.items_ = std::move(request.request.items);
@@ -129,7 +125,7 @@ void SetImpl::ServeAsync(AsyncQueue& queue) {
         continue;
       }
       if (error != nullptr) {
-        Completion& completion = done.emplace_back();
+        AsyncCompletions::Completion& completion = done.Add();
         completion.promise = std::move(request.promise);
         completion.error = error;
       }
@@ -149,8 +145,14 @@ void SetImpl::ServeAsync(AsyncQueue& queue) {
       wake = std::min(wake, now_time + options_.lease_check_interval);
   }
   if (notify) Notify();
-  // Completed outside the lock: continuations run here, on the helper thread.
-  for (Completion& completion : done) {
+  if (queue.pending.empty()) return done;  // Completed once the helper let go of the set.
+  done();
+  Wait(generation, wake, &queue.interrupt);
+  return {};
+}
+
+void SetImpl::AsyncCompletions::operator()() {
+  for (Completion& completion : list_) {
     if (completion.error != nullptr) {
       completion.promise.SetError(completion.error);
     } else if (!completion.promise.SetValue(std::move(completion.acquisition))) {
@@ -162,7 +164,7 @@ void SetImpl::ServeAsync(AsyncQueue& queue) {
       completion.acquisition.ReleaseAndListMissing(/*warn=*/false, /*drop=*/false);
     }
   }
-  if (!queue.pending.empty()) Wait(generation, wake, &queue.interrupt);
+  list_.clear();
 }
 
 }  // namespace limits_internal

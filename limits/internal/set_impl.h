@@ -234,10 +234,28 @@ class alignas(64) SetImpl final : public LimitSetBackend,
     bool registered = false;
     int32_t slot = -1;
   };
+  // The futures one round of the helper ended, completed outside the set's lock (continuations
+  // run on the helper thread).
+  class AsyncCompletions {
+   public:
+    struct Completion {
+      Promise<LimitAcquisition> promise;
+      LimitAcquisition acquisition;  // Held, or empty with `error` set.
+      std::exception_ptr error;
+    };
+    Completion& Add() { return list_.emplace_back(); }
+    // Completes them all; an acquisition whose future was cancelled meanwhile is given back.
+    void operator()();
+
+   private:
+    std::vector<Completion> list_;
+  };
   static void RunAsync(std::shared_ptr<AsyncQueue> queue);
-  // One round of the helper: tries every pending request in order (each keeps its FIFO ticket),
-  // completes the served, expired and withdrawn ones, then waits until something changes.
-  void ServeAsync(AsyncQueue& queue);
+  // One round of the helper: tries every pending request in order (each keeps its FIFO ticket)
+  // and ends the served, expired and withdrawn ones. If requests are left, completes the ended
+  // ones and waits until something changes; otherwise returns them for RunAsyncHelper() to
+  // complete after it let go of the set.
+  AsyncCompletions ServeAsync(AsyncQueue& queue);
 
   // The set's lock: a spin lock in-process (inline: it is taken twice per acquisition), the
   // robust mutex in shared memory.

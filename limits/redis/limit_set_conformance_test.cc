@@ -639,6 +639,36 @@ TEST_P(LimitSetConformanceTest, CancellingAcquireAsyncWithdrawsTheRequest) {
   EXPECT_EQ(stats.limits[0].in_use, 2);
 }
 
+// A caller that saw its future complete and dropped its handle destroys the set on its own
+// thread: the helper thread that served the request no longer holds it, even while continuations
+// it runs are still going (a set destroyed later, there, would call on_warning behind the caller's
+// back, e.g. after the sink it captured was gone).
+TEST_P(LimitSetConformanceTest, TheHelperLetsGoOfTheSetBeforeCompletingTheLastFuture) {
+  auto sink_state = std::make_shared<int>(0);
+  const std::weak_ptr<int> sink_alive = sink_state;  // Lives as long as the set's options.
+  // Shared with the continuation, which may outlive a failed test.
+  auto continued = std::make_shared<absl::Notification>();
+  auto checked = std::make_shared<absl::Notification>();
+  Future<void> after;
+  {
+    LimitSet set = Make({ResourceLimit("conn", 1)}, [state = std::move(sink_state)](
+                                                        absl::string_view) { ++*state; });
+    std::optional<LimitAcquisition> held = set.Acquire({}, kGuard);
+    after = set.AcquireAsync({}, kGuard).Then([continued, checked](LimitAcquisition acquisition) {
+      acquisition.Release();
+      { LimitAcquisition dropped = std::move(acquisition); }
+      continued->Notify();
+      // Still on the helper thread while the caller drops its handle.
+      checked->WaitForNotificationWithTimeout(kGuard);
+    });
+    held.reset();
+    EXPECT_TRUE(continued->WaitForNotificationWithTimeout(kGuard));
+  }  // The caller's handle, now the last one.
+  EXPECT_TRUE(sink_alive.expired()) << "the set outlived the caller's last handle";
+  checked->Notify();
+  std::move(after).Result(kGuard);
+}
+
 // ---- Prepared requests and handles ----
 
 TEST_P(LimitSetConformanceTest, APreparedRequestTakesWhatTheRequestWould) {

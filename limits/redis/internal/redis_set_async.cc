@@ -124,31 +124,12 @@ Future<LimitAcquisition> RedisSetBackend::AcquireAsync(Request request, absl::Ti
 
 void RedisSetBackend::RunAsync(std::shared_ptr<AsyncQueue> queue) {
   // The helper holds the set while requests wait: a pending AcquireAsync() keeps it alive.
-  RunAsyncHelper(queue, [](RedisSetBackend& set, AsyncQueue& pending) { set.ServeAsync(pending); });
+  RunAsyncHelper(queue,
+                 [](RedisSetBackend& set, AsyncQueue& pending) { return set.ServeAsync(pending); });
 }
 
-void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
-  struct Completion {
-    Promise<LimitAcquisition> promise;
-    LimitAcquisition acquisition;  // Held, or empty with `error` set.
-    std::exception_ptr error;
-  };
-  std::vector<Completion> done;
-  // Completes `done` here, on the helper thread, with no lock held.
-  const auto complete = [&done] {
-    for (Completion& completion : done) {
-      if (completion.error != nullptr) {
-        completion.promise.SetError(completion.error);
-      } else if (!completion.promise.SetValue(std::move(completion.acquisition))) {
-        // Cancelled at the last moment: give everything back unused (the destructor releases).
-        for (Item& item : ItemsOf(completion.acquisition)) {
-          item.updated = true;
-          item.used = 0;
-        }
-      }
-    }
-    done.clear();
-  };
+RedisSetBackend::AsyncCompletions RedisSetBackend::ServeAsync(AsyncQueue& queue) {
+  AsyncCompletions done;
   const uint64_t seen = wake_->generation();
   absl::Time wake = absl::InfiniteFuture();
   std::shared_ptr<RedisSetBackend> self = self_.lock();
@@ -164,7 +145,7 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
     }
     if (start >= request.deadline) {
       Leave(request.ticket, /*timed_out=*/true);
-      Completion& completion = done.emplace_back();
+      AsyncCompletions::Completion& completion = done.Add();
       completion.promise = std::move(request.promise);
       completion.error = std::make_exception_ptr(
           TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time"));
@@ -173,7 +154,10 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
     }
     ++it;
   }
-  complete();  // Before any take, which may hang as long as command_timeout.
+  // Before any take, which may hang as long as command_timeout; with none left, once the helper
+  // let go of the set.
+  if (queue.pending.empty()) return done;
+  done();
   // The earliest deadline left: every take of the round ends by it, and the round stops once it
   // passed, so that a slow or hung Redis never holds a request past its deadline while the
   // others take their turns (the next round ends it first).
@@ -190,7 +174,7 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
       const TakeResult taken = TakeOnce(request.request.items, !fifo || request.request.nested,
                                         request.ticket, TakeMode::kMayWait, earliest);
       if (taken.granted) {
-        Completion& completion = done.emplace_back();
+        AsyncCompletions::Completion& completion = done.Add();
         ItemsOf(completion.acquisition) = std::move(request.request.items);
         Grant(self, taken.lease, /*fail_open=*/false, /*exempting=*/false, completion.acquisition);
         completion.promise = std::move(request.promise);
@@ -211,7 +195,7 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
       }
       // Cut short at the request's deadline: not granted.
       Leave(request.ticket, /*timed_out=*/true);
-      Completion& completion = done.emplace_back();
+      AsyncCompletions::Completion& completion = done.Add();
       completion.promise = std::move(request.promise);
       completion.error = std::make_exception_ptr(
           TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time"));
@@ -222,7 +206,7 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
       ++it;
     } catch (const RedisError& error) {
       if (request.ticket != 0) Leave(request.ticket, /*timed_out=*/false);
-      Completion& completion = done.emplace_back();
+      AsyncCompletions::Completion& completion = done.Add();
       completion.promise = std::move(request.promise);
       if (Outage(error) && FailOpen(error, "acquiring")) {
         ItemsOf(completion.acquisition) = std::move(request.request.items);
@@ -233,14 +217,31 @@ void RedisSetBackend::ServeAsync(AsyncQueue& queue) {
       it = queue.pending.erase(it);
     } catch (...) {
       if (request.ticket != 0) Leave(request.ticket, /*timed_out=*/false);
-      Completion& completion = done.emplace_back();
+      AsyncCompletions::Completion& completion = done.Add();
       completion.promise = std::move(request.promise);
       completion.error = std::current_exception();
       it = queue.pending.erase(it);
     }
   }
-  complete();
-  if (!queue.pending.empty()) wake_->Wait(seen, wake, &queue.interrupt);
+  if (queue.pending.empty()) return done;  // Completed once the helper let go of the set.
+  done();
+  wake_->Wait(seen, wake, &queue.interrupt);
+  return {};
+}
+
+void RedisSetBackend::AsyncCompletions::operator()() {
+  for (Completion& completion : list_) {
+    if (completion.error != nullptr) {
+      completion.promise.SetError(completion.error);
+    } else if (!completion.promise.SetValue(std::move(completion.acquisition))) {
+      // Cancelled at the last moment: give everything back unused (the destructor releases).
+      for (Item& item : ItemsOf(completion.acquisition)) {
+        item.updated = true;
+        item.used = 0;
+      }
+    }
+  }
+  list_.clear();
 }
 
 }  // namespace redis

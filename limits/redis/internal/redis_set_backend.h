@@ -257,9 +257,26 @@ class RedisSetBackend final : public LimitSetBackend {
   // Whether the calling thread holds an exempting acquisition of this set.
   bool ThreadExempt() ABSL_LOCKS_EXCLUDED(holders_mu_);
 
+  // The futures one round of the helper ended (continuations run on the helper thread).
+  class AsyncCompletions {
+   public:
+    struct Completion {
+      Promise<LimitAcquisition> promise;
+      LimitAcquisition acquisition;  // Held, or empty with `error` set.
+      std::exception_ptr error;
+    };
+    Completion& Add() { return list_.emplace_back(); }
+    // Completes them all; an acquisition whose future was cancelled meanwhile is given back.
+    void operator()();
+
+   private:
+    std::vector<Completion> list_;
+  };
   static void RunAsync(std::shared_ptr<AsyncQueue> queue);
-  // One round of the helper thread over its pending requests.
-  void ServeAsync(AsyncQueue& queue);
+  // One round of the helper thread over its pending requests. If requests are left, completes
+  // the ended ones and waits until something changes; otherwise returns them for
+  // RunAsyncHelper() to complete after it let go of the set.
+  AsyncCompletions ServeAsync(AsyncQueue& queue);
 
   const std::shared_ptr<StoreCore> core_;
   std::weak_ptr<RedisSetBackend> self_;  // Set by Open().
