@@ -71,8 +71,7 @@ Future<LimitAcquisition> SetImpl::AcquireAsync(Request request, absl::Time deadl
 void SetImpl::RunAsync(std::shared_ptr<AsyncQueue> queue) {
   // The helper holds the set while requests wait: acquisitions that keep it alive are counted in
   // it rather than holding a handle, so this may be its last handle meanwhile.
-  RunAsyncHelper(queue,
-                 [](SetImpl& set, AsyncQueue& pending) { return set.ServeAsync(pending); });
+  RunAsyncHelper(queue, [](SetImpl& set, AsyncQueue& pending) { return set.ServeAsync(pending); });
 }
 
 SetImpl::AsyncCompletions SetImpl::ServeAsync(AsyncQueue& queue) {

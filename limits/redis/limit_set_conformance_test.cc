@@ -651,8 +651,8 @@ TEST_P(LimitSetConformanceTest, TheHelperLetsGoOfTheSetBeforeCompletingTheLastFu
   auto checked = std::make_shared<absl::Notification>();
   Future<void> after;
   {
-    LimitSet set = Make({ResourceLimit("conn", 1)}, [state = std::move(sink_state)](
-                                                        absl::string_view) { ++*state; });
+    LimitSet set = Make({ResourceLimit("conn", 1)},
+                        [state = std::move(sink_state)](absl::string_view) { ++*state; });
     std::optional<LimitAcquisition> held = set.Acquire({}, kGuard);
     after = set.AcquireAsync({}, kGuard).Then([continued, checked](LimitAcquisition acquisition) {
       acquisition.Release();
