@@ -11,14 +11,50 @@
 #define CONCURRY_LIMITS_INTERNAL_ASYNC_HELPER_H_
 
 #include <atomic>
+#include <exception>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "futures/future.h"
 
 namespace concurry {
 namespace limits_internal {
+
+// The futures one round of a helper ended (`Acquisition` is LimitAcquisition), completed with no
+// lock held; continuations run on the helper thread.
+template <typename Acquisition>
+class AsyncCompletions {
+ public:
+  struct Completion {
+    Promise<Acquisition> promise;
+    Acquisition acquisition;  // Held, or empty with `error` set.
+    std::exception_ptr error;
+  };
+  // Gives back, unused, a held acquisition whose future was cancelled before it completed.
+  using GiveBack = void (*)(Acquisition&);
+
+  explicit AsyncCompletions(GiveBack give_back) : give_back_(give_back) {}
+
+  Completion& Add() { return list_.emplace_back(); }
+  // Completes them all, and forgets them.
+  void operator()() {
+    for (Completion& completion : list_) {
+      if (completion.error != nullptr) {
+        completion.promise.SetError(completion.error);
+      } else if (!completion.promise.SetValue(std::move(completion.acquisition))) {
+        give_back_(completion.acquisition);  // Cancelled at the last moment.
+      }
+    }
+    list_.clear();
+  }
+
+ private:
+  GiveBack give_back_;
+  std::vector<Completion> list_;
+};
 
 // Runs until `queue` is shut down with nothing pending. `Queue` has `absl::Mutex mu`, a deque
 // `incoming` and a bool `shutdown` guarded by it, `std::atomic<bool> interrupt` and a list

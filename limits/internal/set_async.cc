@@ -75,7 +75,7 @@ void SetImpl::RunAsync(std::shared_ptr<AsyncQueue> queue) {
 }
 
 SetImpl::AsyncCompletions SetImpl::ServeAsync(AsyncQueue& queue) {
-  AsyncCompletions done;
+  AsyncCompletions done(&GiveBackUnused);
   bool notify = false;
   absl::Time wake = absl::InfiniteFuture();
   uint32_t generation = 0;
@@ -147,23 +147,15 @@ SetImpl::AsyncCompletions SetImpl::ServeAsync(AsyncQueue& queue) {
   if (queue.pending.empty()) return done;  // Completed once the helper let go of the set.
   done();
   Wait(generation, wake, &queue.interrupt);
-  return {};
+  return done;  // Empty.
 }
 
-void SetImpl::AsyncCompletions::operator()() {
-  for (Completion& completion : list_) {
-    if (completion.error != nullptr) {
-      completion.promise.SetError(completion.error);
-    } else if (!completion.promise.SetValue(std::move(completion.acquisition))) {
-      // Cancelled at the last moment: give everything back unused.
-      for (LimitAcquisition::Item& item : completion.acquisition.items_) {
-        item.updated = true;
-        item.used = 0;
-      }
-      completion.acquisition.ReleaseAndListMissing(/*warn=*/false, /*drop=*/false);
-    }
+void SetImpl::GiveBackUnused(LimitAcquisition& acquisition) {
+  for (LimitAcquisition::Item& item : acquisition.items_) {
+    item.updated = true;
+    item.used = 0;
   }
-  list_.clear();
+  acquisition.ReleaseAndListMissing(/*warn=*/false, /*drop=*/false);
 }
 
 }  // namespace limits_internal

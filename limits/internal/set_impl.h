@@ -37,6 +37,7 @@
 #include "absl/types/span.h"
 #include "futures/clock.h"
 #include "futures/future.h"
+#include "limits/internal/async_helper.h"
 #include "limits/internal/backoff_lock.h"
 #include "limits/internal/process_shared.h"
 #include "limits/internal/rate_algorithms.h"
@@ -234,22 +235,9 @@ class alignas(64) SetImpl final : public LimitSetBackend,
     bool registered = false;
     int32_t slot = -1;
   };
-  // The futures one round of the helper ended, completed outside the set's lock (continuations
-  // run on the helper thread).
-  class AsyncCompletions {
-   public:
-    struct Completion {
-      Promise<LimitAcquisition> promise;
-      LimitAcquisition acquisition;  // Held, or empty with `error` set.
-      std::exception_ptr error;
-    };
-    Completion& Add() { return list_.emplace_back(); }
-    // Completes them all; an acquisition whose future was cancelled meanwhile is given back.
-    void operator()();
-
-   private:
-    std::vector<Completion> list_;
-  };
+  using AsyncCompletions = limits_internal::AsyncCompletions<LimitAcquisition>;
+  // Gives back everything `acquisition` holds, unused (its future was cancelled).
+  static void GiveBackUnused(LimitAcquisition& acquisition);
   static void RunAsync(std::shared_ptr<AsyncQueue> queue);
   // One round of the helper: tries every pending request in order (each keeps its FIFO ticket)
   // and ends the served, expired and withdrawn ones. If requests are left, completes the ended

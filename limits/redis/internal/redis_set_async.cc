@@ -129,7 +129,7 @@ void RedisSetBackend::RunAsync(std::shared_ptr<AsyncQueue> queue) {
 }
 
 RedisSetBackend::AsyncCompletions RedisSetBackend::ServeAsync(AsyncQueue& queue) {
-  AsyncCompletions done;
+  AsyncCompletions done(&GiveBackUnused);
   const uint64_t seen = wake_->generation();
   absl::Time wake = absl::InfiniteFuture();
   std::shared_ptr<RedisSetBackend> self = self_.lock();
@@ -226,22 +226,14 @@ RedisSetBackend::AsyncCompletions RedisSetBackend::ServeAsync(AsyncQueue& queue)
   if (queue.pending.empty()) return done;  // Completed once the helper let go of the set.
   done();
   wake_->Wait(seen, wake, &queue.interrupt);
-  return {};
+  return done;  // Empty.
 }
 
-void RedisSetBackend::AsyncCompletions::operator()() {
-  for (Completion& completion : list_) {
-    if (completion.error != nullptr) {
-      completion.promise.SetError(completion.error);
-    } else if (!completion.promise.SetValue(std::move(completion.acquisition))) {
-      // Cancelled at the last moment: give everything back unused (the destructor releases).
-      for (Item& item : ItemsOf(completion.acquisition)) {
-        item.updated = true;
-        item.used = 0;
-      }
-    }
+void RedisSetBackend::GiveBackUnused(LimitAcquisition& acquisition) {
+  for (Item& item : ItemsOf(acquisition)) {
+    item.updated = true;
+    item.used = 0;
   }
-  list_.clear();
 }
 
 }  // namespace redis

@@ -31,6 +31,7 @@
 #include "absl/types/span.h"
 #include "futures/clock.h"
 #include "futures/future.h"
+#include "limits/internal/async_helper.h"
 #include "limits/limit.h"
 #include "limits/limit_set.h"
 #include "limits/limit_set_backend.h"
@@ -257,21 +258,10 @@ class RedisSetBackend final : public LimitSetBackend {
   // Whether the calling thread holds an exempting acquisition of this set.
   bool ThreadExempt() ABSL_LOCKS_EXCLUDED(holders_mu_);
 
-  // The futures one round of the helper ended (continuations run on the helper thread).
-  class AsyncCompletions {
-   public:
-    struct Completion {
-      Promise<LimitAcquisition> promise;
-      LimitAcquisition acquisition;  // Held, or empty with `error` set.
-      std::exception_ptr error;
-    };
-    Completion& Add() { return list_.emplace_back(); }
-    // Completes them all; an acquisition whose future was cancelled meanwhile is given back.
-    void operator()();
-
-   private:
-    std::vector<Completion> list_;
-  };
+  using AsyncCompletions = ::concurry::limits_internal::AsyncCompletions<LimitAcquisition>;
+  // Marks everything `acquisition` holds as unused (its future was cancelled): its destructor
+  // gives it back.
+  static void GiveBackUnused(LimitAcquisition& acquisition);
   static void RunAsync(std::shared_ptr<AsyncQueue> queue);
   // One round of the helper thread over its pending requests. If requests are left, completes
   // the ended ones and waits until something changes; otherwise returns them for
