@@ -386,9 +386,11 @@ class LimitSet {
   // helper thread per set, started on first use, which tries all of them (in queue order)
   // whenever capacity may have come back; their futures complete on that thread, so continuations
   // that block should move to an executor (Then(executor, ...)). Cancelling the future withdraws
-  // the request. A waiting request keeps the set alive; once all its futures have completed, the
-  // helper holds no reference, so the set ends with the caller's last handle or acquisition, on
-  // that thread (and so does its on_warning).
+  // the request: it is never granted, and the helper gives up its place in the FIFO queue
+  // promptly, on its own thread (so not always before Cancel() returns). A waiting request keeps
+  // the set alive; once all its futures have completed, the helper holds no reference, so the set
+  // ends with the caller's last handle or acquisition, on that thread (and so does its
+  // on_warning); dropping that last handle waits for a continuation still running on the helper.
   Future<LimitAcquisition> AcquireAsync(std::vector<LimitAmount> request = {},
                                         absl::Duration timeout = absl::InfiniteDuration()) const;
 

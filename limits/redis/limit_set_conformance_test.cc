@@ -623,9 +623,12 @@ TEST_P(LimitSetConformanceTest, CancellingAcquireAsyncWithdrawsTheRequest) {
   const LimitSet set = Make({ResourceLimit("conn", 2)});
   LimitAcquisition held = set.Acquire({{"conn", 2}}, kGuard);
   Future<LimitAcquisition> cancelled = set.AcquireAsync({{"conn", 1}});
+  ASSERT_TRUE(Eventually([&] { return set.Stats().waiting == 1; }));  // Queued.
   EXPECT_TRUE(cancelled.Cancel());
   EXPECT_TRUE(cancelled.Cancelled());
   EXPECT_THROW(cancelled.Result(kGuard), CancelledError);
+  // The helper thread leaves the queue on its behalf, promptly but not within Cancel().
+  ASSERT_TRUE(Eventually([&] { return set.Stats().waiting == 0; }));
   held.Release();
   // Withdrawn: it neither took a unit nor keeps a place in the queue ahead of a newcomer.
   EXPECT_TRUE(TryAcquireElsewhere(set, {{"conn", 2}}));
@@ -648,24 +651,25 @@ TEST_P(LimitSetConformanceTest, TheHelperLetsGoOfTheSetBeforeCompletingTheLastFu
   const std::weak_ptr<int> sink_alive = sink_state;  // Lives as long as the set's options.
   // Shared with the continuation, which may outlive a failed test.
   auto continued = std::make_shared<absl::Notification>();
-  auto checked = std::make_shared<absl::Notification>();
   Future<void> after;
   {
     LimitSet set = Make({ResourceLimit("conn", 1)},
                         [state = std::move(sink_state)](absl::string_view) { ++*state; });
     std::optional<LimitAcquisition> held = set.Acquire({}, kGuard);
-    after = set.AcquireAsync({}, kGuard).Then([continued, checked](LimitAcquisition acquisition) {
+    after = set.AcquireAsync({}, kGuard).Then([continued](LimitAcquisition acquisition) {
       acquisition.Release();
       { LimitAcquisition dropped = std::move(acquisition); }
       continued->Notify();
-      // Still on the helper thread while the caller drops its handle.
-      checked->WaitForNotificationWithTimeout(kGuard);
+      // Keeps the helper thread here while the caller drops its handle. Dropping the last handle
+      // waits for the helper (the set's destructor joins it), so this ends the wait; had the
+      // helper still held the set, the handle would not be the last and the check below would
+      // run while this sleeps.
+      absl::SleepFor(absl::Milliseconds(300));
     });
     held.reset();
     EXPECT_TRUE(continued->WaitForNotificationWithTimeout(kGuard));
-  }  // The caller's handle, now the last one.
+  }  // The caller's handle, the last one: the set is destroyed here.
   EXPECT_TRUE(sink_alive.expired()) << "the set outlived the caller's last handle";
-  checked->Notify();
   std::move(after).Result(kGuard);
 }
 
