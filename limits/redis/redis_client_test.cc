@@ -421,13 +421,13 @@ TEST_F(RedisClientTest, ConnectTimingOutAtCommandTimeoutStillStartsTheBackoff) {
   StartRedis({.extra_args = {"--requirepass", "s3cret"}});
   RedisClient client({.port = redis_->port(),
                       .password = "s3cret",
-                      .command_timeout = absl::Milliseconds(200),
+                      .command_timeout = absl::Seconds(2),
                       .reconnect_backoff = absl::Seconds(30)});
   Frozen frozen(redis_->pid());
   const std::string first = RedisErrorOf([&] { client.Command({"PING"}); });
   const absl::Time start = absl::Now();
   const std::string again = RedisErrorOf([&] { client.Command({"PING"}); });
-  EXPECT_LT(absl::Now() - start, absl::Milliseconds(100));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));  // Not another command_timeout.
   EXPECT_TRUE(absl::StrContains(again, "next attempt in")) << again;
   // A caller's deadline that cuts the connect is the caller's, not the server's: a
   // RedisDeadlineError (tested on a fresh client, with no backoff pending).
@@ -438,19 +438,20 @@ TEST_F(RedisClientTest, ConnectTimingOutAtCommandTimeoutStillStartsTheBackoff) {
 
 TEST_F(RedisClientTest, AConnectionOpenedForAFreedSlotGetsItsOwnBudget) {
   // The only slot is freed after 250 ms with its connection dropped (a command cut by its
-  // caller's deadline) while the server is busy until 350 ms: a waiter that got the slot must not
-  // have to connect and AUTH within what is left of its 300 ms pool wait (a plain RedisError on a
-  // healthy server: kFailOpen would grant).
+  // caller's deadline) while the server is busy until 1.1 s: a waiter that got the slot must not
+  // have to connect and AUTH within what is left of its 1 s pool wait, which ends at 1.02 s (a
+  // plain RedisError on a healthy server: kFailOpen would grant); its own budget ends at 1.25 s
+  // or later. (The pool wait leaves 770 ms for the busy thread to wake up late.)
   StartRedis({.extra_args = {"--requirepass", "s3cret", "--enable-debug-command", "yes"}});
   RedisClient client({.port = redis_->port(),
                       .password = "s3cret",
-                      .command_timeout = absl::Milliseconds(300),
+                      .command_timeout = absl::Seconds(1),
                       .pool_size = 1});
   ASSERT_EQ(client.Command({"PING"}).str(), "PONG");
   absl::Notification started;
   std::thread busy([&] {
     started.Notify();
-    EXPECT_THROW(client.Command({"DEBUG", "SLEEP", "0.35"}, absl::Now() + absl::Milliseconds(250)),
+    EXPECT_THROW(client.Command({"DEBUG", "SLEEP", "1.1"}, absl::Now() + absl::Milliseconds(250)),
                  RedisDeadlineError);
   });
   started.WaitForNotification();
@@ -555,7 +556,9 @@ TEST_F(RedisClientTest, PoolBoundsCommandsInFlight) {
 
 TEST_F(RedisClientTest, ManyThreadsShareThePool) {
   StartRedis();
-  RedisClient client({.port = redis_->port(), .pool_size = 3});
+  // A thread may wait long for a slot on a loaded machine (the pool's lock is not fair).
+  RedisClient client(
+      {.port = redis_->port(), .command_timeout = absl::Seconds(10), .pool_size = 3});
   static const RedisScript kAdd("add", "return redis.call('INCRBY', KEYS[1], ARGV[1])");
   constexpr int kThreads = 8;
   constexpr int kCalls = 100;

@@ -37,17 +37,25 @@ void DrainEventfd(int fd) {
 }
 
 // Waits until `fd` is ready for `events` (POLLIN/POLLOUT; also true on an error or hang-up, which
-// the next recv/send reports) and returns true, or returns false once `deadline` has passed. With
-// a waker, a wake-up that means "stop" throws Stopped; other wake-ups are absorbed.
+// the next recv/send reports) and returns true, or returns false once `deadline` has passed. Past
+// the deadline it still looks once without waiting: a thread that wakes up late must not throw
+// away a reply that is already there (a take Redis ran would count as cut). With a waker, a
+// wake-up that means "stop" throws Stopped; other wake-ups are absorbed.
 bool WaitFor(int fd, short events, absl::Time deadline, const Waker* waker) {
+  bool looked_past_deadline = false;
   while (true) {
     int timeout_ms = -1;
     if (deadline != absl::InfiniteFuture()) {
       const absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) return false;
-      // Rounded up, so that a wait never ends just short of the deadline and spins.
-      const int64_t ms = (absl::ToInt64Microseconds(left) + 999) / 1000;
-      timeout_ms = ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
+      if (left <= absl::ZeroDuration()) {
+        if (looked_past_deadline) return false;
+        looked_past_deadline = true;
+        timeout_ms = 0;
+      } else {
+        // Rounded up, so that a wait never ends just short of the deadline and spins.
+        const int64_t ms = (absl::ToInt64Microseconds(left) + 999) / 1000;
+        timeout_ms = ms > INT_MAX ? INT_MAX : static_cast<int>(ms);
+      }
     }
     pollfd fds[2] = {{fd, events, 0}, {waker != nullptr ? waker->fd : -1, POLLIN, 0}};
     const int n = poll(fds, waker != nullptr ? 2 : 1, timeout_ms);
