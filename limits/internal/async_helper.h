@@ -10,14 +10,19 @@
 #ifndef CONCURRY_LIMITS_INTERNAL_ASYNC_HELPER_H_
 #define CONCURRY_LIMITS_INTERNAL_ASYNC_HELPER_H_
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <exception>
 #include <memory>
+#include <new>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "futures/errors.h"
 #include "futures/future.h"
 
 namespace concurry {
@@ -39,6 +44,12 @@ class AsyncCompletions {
   explicit AsyncCompletions(GiveBack give_back) : give_back_(give_back) {}
 
   Completion& Add() { return list_.emplace_back(); }
+  // Adds `promise`, to be failed with `error`.
+  void Fail(Promise<Acquisition> promise, std::exception_ptr error) {
+    Completion& completion = Add();
+    completion.promise = std::move(promise);
+    completion.error = std::move(error);
+  }
   // Completes them all, and forgets them.
   void operator()() {
     for (Completion& completion : list_) {
@@ -55,6 +66,28 @@ class AsyncCompletions {
   GiveBack give_back_;
   std::vector<Completion> list_;
 };
+
+// The error of an AcquireAsync() request whose time ran out, in every engine.
+inline std::exception_ptr AcquireAsyncTimeout() {
+  return std::make_exception_ptr(
+      TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time"));
+}
+
+// The queue of this process's helper thread: `*slot`, or, on first use and in a fork()ed child
+// (whose `*slot` is the parent's), a new one whose thread runs `run(queue)`. Call it holding the
+// lock that guards `*slot`. The new queue is started before it replaces `*slot`, so a failed
+// start leaves nothing behind; an inherited one is left alone (its thread is the parent's).
+template <typename Queue, typename Run>
+std::shared_ptr<Queue> HelperQueueLocked(std::shared_ptr<Queue>* slot, pid_t pid, Run run) {
+  if (*slot == nullptr || (*slot)->pid != pid) {
+    auto fresh = std::make_shared<Queue>();
+    fresh->pid = pid;
+    fresh->thread = std::thread(run, fresh);
+    if (*slot != nullptr) static_cast<void>(new std::shared_ptr<Queue>(std::move(*slot)));
+    *slot = std::move(fresh);
+  }
+  return *slot;
+}
 
 // Runs until `queue` is shut down with nothing pending. `Queue` has `absl::Mutex mu`, a deque
 // `incoming` and a bool `shutdown` guarded by it, `std::atomic<bool> interrupt` and a list

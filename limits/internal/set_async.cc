@@ -38,18 +38,7 @@ Future<LimitAcquisition> SetImpl::AcquireAsync(Request request, absl::Time deadl
   std::shared_ptr<AsyncQueue> queue;
   {
     absl::MutexLock lock(&async_mu_);
-    if (async_ == nullptr || async_->pid != CurrentPid()) {
-      // Built and started before it replaces `async_`, so a failed start leaves nothing behind.
-      auto fresh = std::make_shared<AsyncQueue>();
-      fresh->pid = CurrentPid();
-      fresh->thread = std::thread(&SetImpl::RunAsync, fresh);
-      if (async_ != nullptr) {
-        // Inherited through fork(): the thread is the parent's. Leave its object alone.
-        static_cast<void>(new std::shared_ptr<AsyncQueue>(std::move(async_)));
-      }
-      async_ = std::move(fresh);
-    }
-    queue = async_;
+    queue = HelperQueueLocked(&async_, CurrentPid(), &SetImpl::RunAsync);
   }
   pending.promise.OnCancel([weak = weak_from_this(), weak_queue = std::weak_ptr<AsyncQueue>(queue),
                             cancelled = pending.cancelled] {
@@ -101,8 +90,7 @@ SetImpl::AsyncCompletions SetImpl::ServeAsync(AsyncQueue& queue) {
       } else if (now_time >= request.deadline) {
         LeaveQueueLocked(&request.ticket, &notify);
         header_->timeouts.fetch_add(1, std::memory_order_relaxed);
-        error = std::make_exception_ptr(
-            TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time"));
+        error = AcquireAsyncTimeout();
       } else {
         const int64_t wait =
             AttemptLocked(now, request.request.items, slot, !fifo || request.request.nested,
@@ -123,11 +111,7 @@ SetImpl::AsyncCompletions SetImpl::ServeAsync(AsyncQueue& queue) {
         it = queue.pending.erase(it);
         continue;
       }
-      if (error != nullptr) {
-        AsyncCompletions::Completion& completion = done.Add();
-        completion.promise = std::move(request.promise);
-        completion.error = error;
-      }
+      if (error != nullptr) done.Fail(std::move(request.promise), std::move(error));
       it = queue.pending.erase(it);
     }
     // Counted once in the waiters while requests wait, so releases notify.

@@ -68,8 +68,7 @@ Future<LimitAcquisition> RedisSetBackend::AcquireAsync(Request request, absl::Ti
       }
     } catch (const RedisDeadlineError&) {
       Leave(0, /*timed_out=*/true);  // Counts the timeout.
-      return MakeFailedFuture<LimitAcquisition>(std::make_exception_ptr(
-          TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time")));
+      return MakeFailedFuture<LimitAcquisition>(AcquireAsyncTimeout());
     } catch (const RedisPoolBusyError&) {
       // Reachable, only busy: queued below like a request that must wait.
     } catch (const InvalidOptionError&) {
@@ -97,17 +96,7 @@ Future<LimitAcquisition> RedisSetBackend::AcquireAsync(Request request, absl::Ti
   std::shared_ptr<AsyncQueue> queue;
   {
     absl::MutexLock lock(&async_mu_);
-    if (async_ == nullptr || async_->pid != getpid()) {
-      auto fresh = std::make_shared<AsyncQueue>();
-      fresh->pid = getpid();
-      fresh->thread = std::thread(&RedisSetBackend::RunAsync, fresh);
-      if (async_ != nullptr) {
-        // Inherited through fork(): the thread is the parent's. Leave its object alone.
-        static_cast<void>(new std::shared_ptr<AsyncQueue>(std::move(async_)));
-      }
-      async_ = std::move(fresh);
-    }
-    queue = async_;
+    queue = HelperQueueLocked(&async_, getpid(), &RedisSetBackend::RunAsync);
   }
   pending.promise.OnCancel(
       [wake = wake_, weak_queue = std::weak_ptr<AsyncQueue>(queue), cancelled = pending.cancelled] {
@@ -145,10 +134,7 @@ RedisSetBackend::AsyncCompletions RedisSetBackend::ServeAsync(AsyncQueue& queue)
     }
     if (start >= request.deadline) {
       Leave(request.ticket, /*timed_out=*/true);
-      AsyncCompletions::Completion& completion = done.Add();
-      completion.promise = std::move(request.promise);
-      completion.error = std::make_exception_ptr(
-          TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time"));
+      done.Fail(std::move(request.promise), AcquireAsyncTimeout());
       it = queue.pending.erase(it);
       continue;
     }
@@ -195,10 +181,7 @@ RedisSetBackend::AsyncCompletions RedisSetBackend::ServeAsync(AsyncQueue& queue)
       }
       // Cut short at the request's deadline: not granted.
       Leave(request.ticket, /*timed_out=*/true);
-      AsyncCompletions::Completion& completion = done.Add();
-      completion.promise = std::move(request.promise);
-      completion.error = std::make_exception_ptr(
-          TimeoutError("LimitSet::AcquireAsync: failed to acquire all limits in time"));
+      done.Fail(std::move(request.promise), AcquireAsyncTimeout());
       it = queue.pending.erase(it);
     } catch (const RedisPoolBusyError&) {
       // Reachable, only busy: tried again in the next round (the pool wait was the pause).
@@ -217,9 +200,7 @@ RedisSetBackend::AsyncCompletions RedisSetBackend::ServeAsync(AsyncQueue& queue)
       it = queue.pending.erase(it);
     } catch (...) {
       if (request.ticket != 0) Leave(request.ticket, /*timed_out=*/false);
-      AsyncCompletions::Completion& completion = done.Add();
-      completion.promise = std::move(request.promise);
-      completion.error = std::current_exception();
+      done.Fail(std::move(request.promise), std::current_exception());
       it = queue.pending.erase(it);
     }
   }
