@@ -101,8 +101,11 @@ CoroutineActor::~CoroutineActor() {
 }
 
 void CoroutineActor::OnStart() {
-  loop_thread_ = std::thread([self = std::static_pointer_cast<CoroutineActor>(shared_from_this()),
-                              loop = loop_] { loop->Run(static_cast<ActorCore*>(self.get())); });
+  loop_thread_ = std::thread(
+      [self = std::static_pointer_cast<CoroutineActor>(shared_from_this()), loop = loop_] {
+        loop->Run(static_cast<ActorCore*>(self.get()));
+        self->LoopEnded();
+      });
   try {
     ThreadActor::OnStart();
   } catch (...) {
@@ -263,8 +266,20 @@ void CoroutineActor::MaybeFinishClose() {
   }
   // A throwing destructor terminates, as it would anywhere else.
   if (object != nullptr && destroy != nullptr) destroy(object);
+  // The stop step finishes once the loop has run what was queued before this (LoopEnded): a call
+  // that passed Deliver's stop check just before the stop was posted to the loop, and is dropped
+  // there, so whoever sees the worker stopped sees that call ended too.
   loop_->Close();
-  FinishStopStep();
+}
+
+void CoroutineActor::LoopEnded() {
+  bool closed;
+  {
+    absl::MutexLock lock(&mu_);
+    closed = close_finished_;
+  }
+  // Not closed by MaybeFinishClose: OnStart failed, and no stop step waits for the loop.
+  if (closed) FinishStopStep();
 }
 
 bool CoroutineActor::Stop(absl::Duration timeout) {

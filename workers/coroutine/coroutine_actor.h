@@ -68,9 +68,12 @@ class CoroutineActor final : public ThreadActor, private AsioLoop::Listener {
   // Any thread: cancels every coroutine of the loop and the calls waiting for a slot; from now
   // on a new coroutine is cancelled as it starts. Idempotent.
   void CancelAll() ABSL_LOCKS_EXCLUDED(mu_);
-  // On the loop: once closing and no coroutine is left, destroys the object, closes the loop and
-  // finishes the stop step this actor added.
+  // On the loop: once closing and no coroutine is left, destroys the object and closes the loop
+  // (LoopEnded then finishes the stop step this actor added).
   void MaybeFinishClose() ABSL_LOCKS_EXCLUDED(mu_);
+  // On the loop thread, after Run returned: finishes the stop step once MaybeFinishClose closed
+  // the loop (every handler queued before that has run).
+  void LoopEnded() ABSL_LOCKS_EXCLUDED(mu_);
   // Whether the close can finish now.
   bool CloseDueLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return closing_ && !close_finished_ && roots_.empty() && in_flight_ == 0;

@@ -4,9 +4,11 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "futures/coro.h"
 #include "futures/errors.h"
@@ -30,24 +32,27 @@ class Relay {
   int Plain(int x) { return x; }
 };
 
-// Whether `call` ended as a call to a worker that may be cancelled or stopped can: with `value`,
-// cancelled (before it started), or failed with CancelledError (a coroutine cancelled at its
-// await) or StoppedError (posted after the stop).
-bool EndedWell(Future<int>& call, int value) {
-  if (!call.Done()) return false;
-  if (call.Cancelled()) return true;
+// Why `call` did not end as a call to a worker that may be cancelled or stopped can, or "" when
+// it did: with `value`, cancelled (before it started), or failed with CancelledError (a coroutine
+// cancelled at its await) or StoppedError (posted after the stop).
+std::string HowItEndedWrong(Future<int>& call, int value) {
+  if (!call.Done()) return "not done";
+  if (call.Cancelled()) return "";
   if (std::exception_ptr error = call.Error()) {
     try {
       std::rethrow_exception(error);
     } catch (const StoppedError&) {
-      return true;
+      return "";
     } catch (const CancelledError&) {
-      return true;
+      return "";
+    } catch (const std::exception& e) {
+      return absl::StrCat("failed with ", e.what());
     } catch (...) {
-      return false;
+      return "failed with a non-std exception";
     }
   }
-  return call.Result() == value;
+  const int result = call.Result();
+  return result == value ? "" : absl::StrCat("returned ", result);
 }
 
 TEST(CoroutineStressTest, CompletionsCancelsCallsAndStopRace) {
@@ -72,9 +77,9 @@ TEST(CoroutineStressTest, CompletionsCancelsCallsAndStopRace) {
       /*after=*/
       [&] {
         EXPECT_TRUE(w->Stop(absl::Seconds(30)));
-        for (int i = 0; i < kCalls; ++i) EXPECT_TRUE(EndedWell(calls[i], i)) << i;
+        for (int i = 0; i < kCalls; ++i) EXPECT_EQ(HowItEndedWrong(calls[i], i), "") << i;
         for (size_t i = 0; i < late.size(); ++i) {
-          EXPECT_TRUE(EndedWell(late[i], static_cast<int>(i))) << i;
+          EXPECT_EQ(HowItEndedWrong(late[i], static_cast<int>(i)), "") << i;
         }
         w.reset();
       },
