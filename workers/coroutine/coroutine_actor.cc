@@ -86,8 +86,8 @@ CoroutineActor::CoroutineActor(const ResolvedWorkerOptions& options, const Worke
 }
 
 CoroutineActor::~CoroutineActor() {
-  // The loop thread holds a reference until Run returns: this runs on it (which cannot join
-  // itself) or after it left Run.
+  // The loop thread holds a reference until Run and LoopEnded have returned: this runs on it
+  // (which cannot join itself) or after it left them.
   if (loop_thread_.joinable()) {
     if (loop_thread_.get_id() == std::this_thread::get_id()) {
       loop_thread_.detach();
