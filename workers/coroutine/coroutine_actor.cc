@@ -264,8 +264,10 @@ void CoroutineActor::MaybeFinishClose() {
     destroy = close_destroy_;
     object_ = nullptr;
   }
-  // A throwing destructor terminates, as it would anywhere else.
-  if (object != nullptr && destroy != nullptr) destroy(object);
+  // A throwing destructor terminates, as it would anywhere else (here through noexcept: escaping
+  // into the loop's Run, which reports and goes on, it would leave the loop open and the stop
+  // unfinished).
+  if (object != nullptr && destroy != nullptr) [&]() noexcept { destroy(object); }();
   // The stop step finishes once the loop has run what was queued before this (LoopEnded): a call
   // that passed Deliver's stop check just before the stop was posted to the loop, and is dropped
   // there, so whoever sees the worker stopped sees that call ended too.
